@@ -1,0 +1,289 @@
+"""One error hierarchy for pylog, raised by Python and Cython code alike.
+
+Every error carries Kafka's numeric error code (``error_code``) and says whether
+a client may retry the operation that raised it (``retriable``), as Kafka's
+``org.apache.kafka.common.errors`` classes do.  The wire-protocol server maps
+an exception to its response's error code with :func:`error_code_for`, and a
+client maps a code back to an exception with :func:`error_for_code`.
+
+Errors that mean "your input was bad" also derive from the matching built-in
+(``ValueError``, ``TypeError``, ``KeyError``) so ordinary ``except`` clauses
+keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PylogError",
+    "UnknownServerError",
+    "CorruptRecordError",
+    "OffsetOutOfRangeError",
+    "UnknownTopicOrPartitionError",
+    "UnknownTopicError",
+    "RecordTooLargeError",
+    "RecordBatchTooLargeError",
+    "NotLeaderError",
+    "InvalidTopicError",
+    "InvalidRecordError",
+    "InvalidTimestampError",
+    "InvalidRequestError",
+    "InvalidConfigError",
+    "InvalidPartitionsError",
+    "TopicAlreadyExistsError",
+    "UnsupportedVersionError",
+    "UnsupportedCompressionTypeError",
+    "CodecNotInstalledError",
+    "OutOfOrderSequenceError",
+    "DuplicateSequenceError",
+    "InvalidProducerEpochError",
+    "UnknownProducerIdError",
+    "ProducerFencedError",
+    "IllegalGenerationError",
+    "UnknownMemberIdError",
+    "RebalanceInProgressError",
+    "InconsistentGroupProtocolError",
+    "InvalidGroupIdError",
+    "InvalidSessionTimeoutError",
+    "GroupIdNotFoundError",
+    "NonEmptyGroupError",
+    "FencedInstanceIdError",
+    "MemberIdRequiredError",
+    "CoordinatorNotAvailableError",
+    "NotCoordinatorError",
+    "OffsetMetadataTooLargeError",
+    "RequestTimedOutError",
+    "KafkaStorageError",
+    "LogClosedError",
+    "PolicyViolationError",
+    "error_for_code",
+    "error_code_for",
+]
+
+
+class PylogError(Exception):
+    """Base of every pylog error.
+
+    Attributes
+    ----------
+    error_code : int
+        Kafka's error code for this condition (``-1``: UNKNOWN_SERVER_ERROR).
+    retriable : bool
+        True when the same operation may succeed if tried again later.
+    """
+
+    error_code: int = -1
+    retriable: bool = False
+    #: Kafka's name for the code, as clients print it.
+    kafka_name: str = "UNKNOWN_SERVER_ERROR"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message if message is not None else self.kafka_name)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UnknownServerError(PylogError):
+    error_code, kafka_name = -1, "UNKNOWN_SERVER_ERROR"
+
+
+class OffsetOutOfRangeError(PylogError, IndexError):
+    error_code, kafka_name = 1, "OFFSET_OUT_OF_RANGE"
+
+
+class CorruptRecordError(PylogError, ValueError):
+    """A record batch failed validation: bad size, magic, CRC, counts or offsets."""
+
+    error_code, kafka_name, retriable = 2, "CORRUPT_MESSAGE", True
+
+
+class UnknownTopicOrPartitionError(PylogError, KeyError):
+    error_code, kafka_name, retriable = 3, "UNKNOWN_TOPIC_OR_PARTITION", True
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return Exception.__str__(self)
+
+
+UnknownTopicError = UnknownTopicOrPartitionError
+
+
+class NotLeaderError(PylogError):
+    error_code, kafka_name, retriable = 6, "NOT_LEADER_OR_FOLLOWER", True
+
+
+class RequestTimedOutError(PylogError):
+    error_code, kafka_name, retriable = 7, "REQUEST_TIMED_OUT", True
+
+
+class RecordTooLargeError(PylogError, ValueError):
+    """A record or batch is larger than ``max.message.bytes`` / ``segment.bytes``."""
+
+    error_code, kafka_name = 10, "MESSAGE_TOO_LARGE"
+
+
+class OffsetMetadataTooLargeError(PylogError, ValueError):
+    error_code, kafka_name = 12, "OFFSET_METADATA_TOO_LARGE"
+
+
+class CoordinatorNotAvailableError(PylogError):
+    error_code, kafka_name, retriable = 15, "COORDINATOR_NOT_AVAILABLE", True
+
+
+class NotCoordinatorError(PylogError):
+    error_code, kafka_name, retriable = 16, "NOT_COORDINATOR", True
+
+
+class InvalidTopicError(PylogError, ValueError):
+    error_code, kafka_name = 17, "INVALID_TOPIC_EXCEPTION"
+
+
+class RecordBatchTooLargeError(RecordTooLargeError):
+    error_code, kafka_name = 18, "RECORD_LIST_TOO_LARGE"
+
+
+class IllegalGenerationError(PylogError):
+    error_code, kafka_name = 22, "ILLEGAL_GENERATION"
+
+
+class InconsistentGroupProtocolError(PylogError):
+    error_code, kafka_name = 23, "INCONSISTENT_GROUP_PROTOCOL"
+
+
+class InvalidGroupIdError(PylogError, ValueError):
+    error_code, kafka_name = 24, "INVALID_GROUP_ID"
+
+
+class UnknownMemberIdError(PylogError):
+    error_code, kafka_name = 25, "UNKNOWN_MEMBER_ID"
+
+
+class InvalidSessionTimeoutError(PylogError, ValueError):
+    error_code, kafka_name = 26, "INVALID_SESSION_TIMEOUT"
+
+
+class RebalanceInProgressError(PylogError):
+    error_code, kafka_name = 27, "REBALANCE_IN_PROGRESS"
+
+
+class InvalidTimestampError(PylogError, ValueError):
+    error_code, kafka_name = 32, "INVALID_TIMESTAMP"
+
+
+class UnsupportedVersionError(PylogError):
+    error_code, kafka_name = 35, "UNSUPPORTED_VERSION"
+
+
+class TopicAlreadyExistsError(PylogError):
+    error_code, kafka_name = 36, "TOPIC_ALREADY_EXISTS"
+
+
+class InvalidPartitionsError(PylogError, ValueError):
+    error_code, kafka_name = 37, "INVALID_PARTITIONS"
+
+
+class InvalidConfigError(PylogError, ValueError):
+    error_code, kafka_name = 40, "INVALID_CONFIG"
+
+
+class InvalidRequestError(PylogError, ValueError):
+    error_code, kafka_name = 42, "INVALID_REQUEST"
+
+
+class PolicyViolationError(PylogError):
+    error_code, kafka_name = 44, "POLICY_VIOLATION"
+
+
+class OutOfOrderSequenceError(PylogError):
+    error_code, kafka_name = 45, "OUT_OF_ORDER_SEQUENCE_NUMBER"
+
+
+class DuplicateSequenceError(PylogError):
+    error_code, kafka_name = 46, "DUPLICATE_SEQUENCE_NUMBER"
+
+
+class InvalidProducerEpochError(PylogError):
+    error_code, kafka_name = 47, "INVALID_PRODUCER_EPOCH"
+
+
+class KafkaStorageError(PylogError, OSError):
+    """The log could not be read or written (disk full, I/O error)."""
+
+    error_code, kafka_name, retriable = 56, "KAFKA_STORAGE_ERROR", True
+
+
+class LogClosedError(KafkaStorageError):
+    """An operation on a log (or broker) that has been closed."""
+
+
+class UnknownProducerIdError(PylogError):
+    error_code, kafka_name = 59, "UNKNOWN_PRODUCER_ID"
+
+
+class NonEmptyGroupError(PylogError):
+    error_code, kafka_name = 68, "NON_EMPTY_GROUP"
+
+
+class GroupIdNotFoundError(PylogError, KeyError):
+    error_code, kafka_name = 69, "GROUP_ID_NOT_FOUND"
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+class UnsupportedCompressionTypeError(PylogError, ValueError):
+    error_code, kafka_name = 76, "UNSUPPORTED_COMPRESSION_TYPE"
+
+
+class CodecNotInstalledError(UnsupportedCompressionTypeError):
+    """A batch uses a codec whose optional package is not installed.
+
+    The message names the extra to install, e.g. ``pip install pylog[zstd]``.
+    """
+
+
+class MemberIdRequiredError(PylogError):
+    error_code, kafka_name = 79, "MEMBER_ID_REQUIRED"
+
+
+class FencedInstanceIdError(PylogError):
+    error_code, kafka_name = 82, "FENCED_INSTANCE_ID"
+
+
+class InvalidRecordError(PylogError, ValueError):
+    error_code, kafka_name = 87, "INVALID_RECORD"
+
+
+class ProducerFencedError(PylogError):
+    error_code, kafka_name = 90, "PRODUCER_FENCED"
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_BY_CODE: dict[int, type[PylogError]] = {}
+for _cls in [PylogError, *_all_subclasses(PylogError)]:
+    # The first class declared for a code is its canonical exception.
+    _BY_CODE.setdefault(_cls.error_code, _cls)
+_BY_CODE[-1] = UnknownServerError
+
+
+def error_for_code(code: int, message: str | None = None) -> PylogError:
+    """Return the exception instance for Kafka error ``code`` (an unknown code gives
+    :class:`UnknownServerError` naming the code)."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return UnknownServerError(message or f"Kafka error code {code}")
+    return cls(message)
+
+
+def error_code_for(exc: BaseException) -> int:
+    """Kafka error code to put in a response for ``exc`` (-1 for non-pylog errors)."""
+    if isinstance(exc, PylogError):
+        return exc.error_code
+    return -1
