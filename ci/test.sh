@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, build pylog's extension, run every test.
+# Used by people (README) and by CI (.ci/run); safe to run on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --upgrade pip
+python3 -m pip install --quiet -e ".[test]"
+# -m "not long": the long randomized and crash marker runs with `pytest -m long`.
+python3 -m pytest -m "not long" -p no:cacheprovider tests

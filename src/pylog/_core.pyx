@@ -1,0 +1,20 @@
+# cython: language_level=3, embedsignature=True
+"""pylog's native hot paths, one extension module.
+
+The parts are textual includes (the way asyncpg's protocol module is put together), so
+they share C-level helpers without Python-call overhead:
+
+- ``_batch.pxi``   record batch v2 header: parse and validate (size, magic, CRC32C), CRC
+- ``_records.pxi`` record encode (per record and bulk) and decode (iteration, columnar)
+- ``_index.pxi``   sparse offset / time index search and append
+- ``_segment.pxi`` segment append (memcpy into the mapped file), batch scans for
+                   recovery, reads and index rebuilds
+
+Every decoder here is bounded: it is given a buffer and its end, checks that bytes are
+there before each read, and reports bad input as pylog.errors.CorruptRecordError.
+"""
+
+include "_batch.pxi"
+include "_records.pxi"
+include "_index.pxi"
+include "_segment.pxi"
