@@ -43,7 +43,7 @@ extensions = [
             "src/pylog/_core.pxd",
             "src/pylog/_crc32c.h",
         ]
-        + [os.path.join("src/pylog", f) for f in os.listdir("src/pylog") if f.endswith(".pxi")],
+        + [os.path.join("src/pylog", f) for f in sorted(os.listdir("src/pylog")) if f.endswith(".pxi")],
     )
 ]
 

@@ -7,6 +7,7 @@ they share C-level helpers without Python-call overhead:
 - ``_batch.pxi``   record batch v2 header: parse and validate (size, magic, CRC32C), CRC
 - ``_records.pxi`` record encode (per record and bulk) and decode (iteration, columnar)
 - ``_index.pxi``   sparse offset / time index search and append
+- ``_broker.pxi``  per-record broker work: murmur2 partitioning of keys
 - ``_segment.pxi`` segment append (memcpy into the mapped file), batch scans for
                    recovery, reads and index rebuilds
 
@@ -18,3 +19,4 @@ include "_batch.pxi"
 include "_records.pxi"
 include "_index.pxi"
 include "_segment.pxi"
+include "_broker.pxi"

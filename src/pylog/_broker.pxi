@@ -1,0 +1,1 @@
+# Part of pylog._core (included by _core.pyx).
