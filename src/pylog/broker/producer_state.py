@@ -1,0 +1,357 @@
+"""Idempotent-producer state of one partition: which batches each producer has written.
+
+An idempotent producer numbers the records it sends to a partition (``baseSequence`` in
+the batch header) and tags them with its ``producerId`` and ``producerEpoch``.  Before a
+batch is appended, :meth:`ProducerStateManager.check` decides, as Kafka's broker does:
+
+- a batch whose producer id, epoch and sequence range match one of the last five batches
+  of that producer is a *duplicate* of a retried send: it is not appended again, and the
+  producer is told the offsets of the original (:class:`DuplicateBatch`);
+- an epoch below the producer's current epoch is fenced (``INVALID_PRODUCER_EPOCH``);
+- a new epoch must start at sequence 0, and within an epoch each batch must follow the
+  previous one (``lastSequence + 1``, wrapping at 2**31 - 1), else
+  ``OUT_OF_ORDER_SEQUENCE_NUMBER``.
+
+After the append, :meth:`ProducerStateManager.update` records the batch.  Only batch
+headers are looked at: no record is decoded.
+
+On disk
+-------
+``<log_dir>/<offset:020d>.snapshot``, Kafka's producer snapshot format (version 1), all
+big-endian: ``version int16 = 1``, ``crc uint32`` (CRC-32C of every byte after the CRC
+field), ``count int32``, then per producer ``producer_id int64, epoch int16,
+last_sequence int32, last_offset int64, offset_delta int32, timestamp int64,
+coordinator_epoch int32, current_txn_first_offset int64``.  ``offset`` in the name is the
+log end offset the snapshot describes.
+
+Crash behaviour
+---------------
+A snapshot is written to a temporary file, fsynced and renamed into place, so a crash
+leaves either the old set of snapshots or the new one.  A snapshot whose CRC or length is
+wrong is deleted and ignored.  After a crash the broker loads the newest snapshot at or
+below the log end offset and replays the batch headers from there
+(:meth:`ProducerStateManager.replay`), which rebuilds the same state the appends built.
+A snapshot keeps only each producer's last batch, as Kafka's does, so after a restart
+duplicates of that last batch are still recognised, older ones are rejected as out of
+order.
+
+Thread safety
+-------------
+None of its own: the partition log's append lock serialises check/update.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from pylog import _core
+from pylog.errors import (
+    InvalidProducerEpochError,
+    OutOfOrderSequenceError,
+)
+
+__all__ = [
+    "BatchMetadata",
+    "DuplicateBatch",
+    "ProducerStateEntry",
+    "ProducerStateManager",
+    "NO_PRODUCER_ID",
+    "NO_PRODUCER_EPOCH",
+    "NO_SEQUENCE",
+]
+
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+#: How many recent batches per producer are remembered for duplicate detection.
+NUM_BATCHES_TO_RETAIN = 5
+_INT32_MAX = 2**31 - 1
+
+_SNAPSHOT_VERSION = 1
+_HEADER = struct.Struct(">hI")          # version, crc
+_COUNT = struct.Struct(">i")
+_ENTRY = struct.Struct(">qhiqiqiq")     # 46 bytes
+_SNAPSHOT_NAME = re.compile(r"^(\d{20})\.snapshot$")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMetadata:
+    """What is remembered of one appended batch."""
+
+    first_seq: int
+    last_seq: int
+    first_offset: int
+    last_offset: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateBatch:
+    """Returned by :meth:`ProducerStateManager.check` for a retried batch already in the
+    log: the producer gets the original offsets back, nothing is appended."""
+
+    first_offset: int
+    last_offset: int
+    timestamp: int
+
+
+@dataclass(slots=True)
+class ProducerStateEntry:
+    producer_id: int
+    producer_epoch: int = NO_PRODUCER_EPOCH
+    coordinator_epoch: int = -1
+    current_txn_first_offset: int = -1
+    batches: deque = field(default_factory=lambda: deque(maxlen=NUM_BATCHES_TO_RETAIN))
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else NO_SEQUENCE
+
+    @property
+    def last_offset(self) -> int:
+        return self.batches[-1].last_offset if self.batches else -1
+
+    @property
+    def last_timestamp(self) -> int:
+        return self.batches[-1].timestamp if self.batches else -1
+
+
+def _seq_add(seq: int, delta: int) -> int:
+    """Sequence arithmetic wraps at Int32.MAX_VALUE back to 0, as Kafka's."""
+    if seq > _INT32_MAX - delta:
+        return delta - (_INT32_MAX - seq) - 1
+    return seq + delta
+
+
+def _in_sequence(last_seq: int, next_seq: int) -> bool:
+    return next_seq == last_seq + 1 or (last_seq == _INT32_MAX and next_seq == 0)
+
+
+class ProducerStateManager:
+    """Producer state of one partition log (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    log_dir : str or os.PathLike
+        The partition directory; snapshots live there.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        self.log_dir = os.fspath(log_dir)
+        self.producers: dict[int, ProducerStateEntry] = {}
+        #: Offset up to which the state reflects the log (exclusive).
+        self.map_end_offset = 0
+
+    # -- validation -------------------------------------------------------------------------
+
+    def check(self, producer_id: int, producer_epoch: int, base_sequence: int,
+              records_count: int, last_offset_delta: int, *, is_transactional: bool = False):
+        """Validate a batch's producer fields before it is appended.
+
+        Returns
+        -------
+        DuplicateBatch or None
+            A duplicate of a recent batch (append nothing), or None (append it).
+
+        Raises
+        ------
+        InvalidProducerEpochError
+            The epoch is older than the producer's current epoch (a fenced producer).
+        OutOfOrderSequenceError
+            The sequence does not follow the producer's last one.
+        """
+        if producer_id < 0:
+            return None
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            return None
+        if producer_epoch < entry.producer_epoch:
+            raise InvalidProducerEpochError(
+                f"producer {producer_id} epoch {producer_epoch} is older than its current "
+                f"epoch {entry.producer_epoch}: a newer producer instance has fenced it")
+        if base_sequence < 0:
+            return None  # an idempotence-less batch from a producer with an id (control batch)
+        last_seq = _seq_add(base_sequence, max(last_offset_delta, records_count - 1, 0))
+        if producer_epoch == entry.producer_epoch:
+            for b in entry.batches:
+                if b.first_seq == base_sequence and b.last_seq == last_seq:
+                    return DuplicateBatch(b.first_offset, b.last_offset, b.timestamp)
+            current = entry.last_seq
+            if current == NO_SEQUENCE:
+                if base_sequence != 0:
+                    # Known only from a bumped epoch (InitProducerId): it must start at 0.
+                    raise OutOfOrderSequenceError(
+                        f"producer {producer_id} epoch {producer_epoch}: expected sequence 0, "
+                        f"got {base_sequence}")
+            elif not _in_sequence(current, base_sequence):
+                raise OutOfOrderSequenceError(
+                    f"producer {producer_id} epoch {producer_epoch}: out of order sequence "
+                    f"{base_sequence}, expected {_seq_add(current, 1)}")
+        elif base_sequence != 0:
+            raise OutOfOrderSequenceError(
+                f"producer {producer_id}: the first batch of new epoch {producer_epoch} must "
+                f"have sequence 0, got {base_sequence}")
+        return None
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def update(self, producer_id: int, producer_epoch: int, base_sequence: int,
+               records_count: int, last_offset_delta: int, first_offset: int,
+               last_offset: int, timestamp: int, *, is_transactional: bool = False,
+               is_control: bool = False) -> None:
+        """Record an appended batch (after :meth:`check` allowed it)."""
+        if last_offset + 1 > self.map_end_offset:
+            self.map_end_offset = last_offset + 1
+        if producer_id < 0:
+            return
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            entry = self.producers[producer_id] = ProducerStateEntry(producer_id, producer_epoch)
+        if producer_epoch > entry.producer_epoch:
+            entry.producer_epoch = producer_epoch
+            entry.batches.clear()
+        if is_control:
+            entry.current_txn_first_offset = -1
+            return
+        if is_transactional and entry.current_txn_first_offset < 0:
+            entry.current_txn_first_offset = first_offset
+        if base_sequence >= 0:
+            last_seq = _seq_add(base_sequence, max(last_offset_delta, records_count - 1, 0))
+            entry.batches.append(
+                BatchMetadata(base_sequence, last_seq, first_offset, last_offset, timestamp))
+
+    def bump_epoch(self, producer_id: int, producer_epoch: int) -> None:
+        """InitProducerId gave ``producer_id`` a new epoch: older epochs are fenced from now."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            self.producers[producer_id] = ProducerStateEntry(producer_id, producer_epoch)
+        elif producer_epoch > entry.producer_epoch:
+            entry.producer_epoch = producer_epoch
+            entry.batches.clear()
+
+    def replay(self, headers: Iterable) -> None:
+        """Rebuild state from batch headers read from the log, in offset order.
+
+        Each item has the attributes (or dict keys) of ``_core.read_batch_header``:
+        base_offset, last_offset_delta, max_timestamp, producer_id, producer_epoch,
+        base_sequence, records_count, attributes.
+        """
+        for h in headers:
+            get = h.__getitem__ if isinstance(h, dict) else h.__getattribute__
+            base = get("base_offset")
+            delta = get("last_offset_delta")
+            attrs = get("attributes")
+            self.update(get("producer_id"), get("producer_epoch"), get("base_sequence"),
+                        get("records_count"), delta, base, base + delta,
+                        get("max_timestamp"), is_transactional=bool(attrs & 0x10),
+                        is_control=bool(attrs & 0x20))
+
+    def truncate(self) -> None:
+        """Forget everything (the log was truncated below what the state covers; the
+        caller replays from the newest snapshot that is still valid)."""
+        self.producers.clear()
+        self.map_end_offset = 0
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot_path(self, offset: int) -> str:
+        return os.path.join(self.log_dir, f"{offset:020d}.snapshot")
+
+    def list_snapshots(self) -> list[int]:
+        """Offsets of the snapshot files in the log dir, ascending."""
+        out = []
+        try:
+            names = os.listdir(self.log_dir)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            m = _SNAPSHOT_NAME.match(name)
+            if m:
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def take_snapshot(self) -> str:
+        """Write the state as ``<map_end_offset>.snapshot`` (atomic: tmp, fsync, rename)."""
+        body = bytearray(_COUNT.pack(len(self.producers)))
+        for e in self.producers.values():
+            last = e.batches[-1] if e.batches else None
+            body += _ENTRY.pack(
+                e.producer_id, e.producer_epoch,
+                last.last_seq if last else NO_SEQUENCE,
+                last.last_offset if last else -1,
+                (last.last_offset - last.first_offset) if last else 0,
+                last.timestamp if last else -1,
+                e.coordinator_epoch, e.current_txn_first_offset)
+        data = _HEADER.pack(_SNAPSHOT_VERSION, _core.crc32c(body)) + body
+        path = self.snapshot_path(self.map_end_offset)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def load_snapshot(self, log_end_offset: int) -> int:
+        """Load the newest valid snapshot at or below ``log_end_offset``; delete snapshots
+        above it (they describe data the log no longer has) and any that fail their CRC.
+
+        Returns the offset from which the caller must replay batch headers (0 if none).
+        """
+        self.truncate()
+        for offset in reversed(self.list_snapshots()):
+            path = self.snapshot_path(offset)
+            if offset > log_end_offset:
+                os.unlink(path)
+                continue
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                self._decode_snapshot(data)
+            except (ValueError, struct.error, OSError):
+                self.truncate()
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+                continue
+            self.map_end_offset = offset
+            return offset
+        return 0
+
+    def _decode_snapshot(self, data: bytes) -> None:
+        if len(data) < _HEADER.size + _COUNT.size:
+            raise ValueError("producer snapshot too short")
+        version, crc = _HEADER.unpack_from(data, 0)
+        if version != _SNAPSHOT_VERSION:
+            raise ValueError(f"unknown producer snapshot version {version}")
+        body = memoryview(data)[_HEADER.size:]
+        if _core.crc32c(body) != crc:
+            raise ValueError("producer snapshot CRC mismatch")
+        (count,) = _COUNT.unpack_from(body, 0)
+        if count < 0 or _COUNT.size + count * _ENTRY.size != len(body):
+            raise ValueError("producer snapshot length does not match its entry count")
+        for i in range(count):
+            (pid, epoch, last_seq, last_offset, offset_delta, ts, coord_epoch,
+             txn_first) = _ENTRY.unpack_from(body, _COUNT.size + i * _ENTRY.size)
+            entry = ProducerStateEntry(pid, epoch, coord_epoch, txn_first)
+            if last_seq >= 0:
+                first_seq = last_seq - offset_delta if last_seq >= offset_delta else 0
+                entry.batches.append(BatchMetadata(first_seq, last_seq, last_offset - offset_delta,
+                                                   last_offset, ts))
+            self.producers[pid] = entry
+
+    def delete_snapshots_below(self, offset: int, keep_latest: int = 2) -> None:
+        """Remove old snapshots below ``offset`` (log start moved), keeping the newest few."""
+        snaps = self.list_snapshots()
+        for s in snaps[:-keep_latest] if keep_latest else snaps:
+            if s < offset:
+                try:
+                    os.unlink(self.snapshot_path(s))
+                except OSError:
+                    pass
