@@ -41,6 +41,8 @@ __all__ = [
     "IllegalGenerationError",
     "UnknownMemberIdError",
     "RebalanceInProgressError",
+    "InvalidCommitOffsetSizeError",
+    "GroupSubscribedToTopicError",
     "InconsistentGroupProtocolError",
     "InvalidGroupIdError",
     "InvalidSessionTimeoutError",
@@ -166,6 +168,12 @@ class RebalanceInProgressError(PylogError):
     error_code, kafka_name = 27, "REBALANCE_IN_PROGRESS"
 
 
+class InvalidCommitOffsetSizeError(PylogError):
+    """An offset commit's records were too large for ``__consumer_offsets``."""
+
+    error_code, kafka_name = 28, "INVALID_COMMIT_OFFSET_SIZE"
+
+
 class InvalidTimestampError(PylogError, ValueError):
     error_code, kafka_name = 32, "INVALID_TIMESTAMP"
 
@@ -229,6 +237,12 @@ class GroupIdNotFoundError(PylogError, KeyError):
 
     def __str__(self) -> str:
         return Exception.__str__(self)
+
+
+class GroupSubscribedToTopicError(PylogError):
+    """OffsetDelete of a topic the (non-empty) consumer group is still subscribed to."""
+
+    error_code, kafka_name = 86, "GROUP_SUBSCRIBED_TO_TOPIC"
 
 
 class UnsupportedCompressionTypeError(PylogError, ValueError):
