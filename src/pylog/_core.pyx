@@ -8,6 +8,7 @@ they share C-level helpers without Python-call overhead:
 - ``_records.pxi`` record encode (per record and bulk) and decode (iteration, columnar)
 - ``_index.pxi``   sparse offset / time index search and append
 - ``_broker.pxi``  per-record broker work: murmur2 partitioning of keys
+- ``_client.pxi``  the embedded producer's per-record send path (accumulator)
 - ``_segment.pxi`` segment append (memcpy into the mapped file), batch scans for
                    recovery, reads and index rebuilds
 
@@ -20,3 +21,4 @@ include "_records.pxi"
 include "_index.pxi"
 include "_segment.pxi"
 include "_broker.pxi"
+include "_client.pxi"
