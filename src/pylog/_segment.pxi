@@ -1,1 +1,538 @@
 # Part of pylog._core (included by _core.pyx).
+#
+# Segment hot paths: validating an append, copying it into the mapped active segment and
+# rewriting only the header fields a Kafka broker writes, scanning batch headers forward
+# (reads, offset and timestamp lookups, truncation), and recovery: a CRC-checked scan of
+# a segment that rebuilds its sparse indexes in the same pass.  pylog.storage.segment
+# holds the files and mappings; these functions get the mapped buffers and the number of
+# valid bytes, and never read past either.
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcpy, memset
+
+from pylog.errors import CorruptRecordError, RecordTooLargeError, InvalidRecordError
+
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void *addr, size_t length, int advice)
+
+cdef extern from *:
+    """
+    #ifndef MADV_POPULATE_WRITE
+    #define MADV_POPULATE_WRITE 23
+    #endif
+    #define PYLOG_MADV_POPULATE_WRITE MADV_POPULATE_WRITE
+    """
+    int PYLOG_MADV_POPULATE_WRITE
+
+cdef int64_t MAX_RELATIVE_OFFSET = 0xFFFFFFFF
+
+
+cdef int _get_buffer(object buf, Py_buffer *view, bint writable) except -1:
+    if isinstance(buf, str):
+        raise TypeError("record batches are bytes-like (bytes, bytearray, memoryview, mmap), not str")
+    try:
+        PyObject_GetBuffer(buf, view, PyBUF_WRITABLE if writable else PyBUF_SIMPLE)
+    except BufferError:
+        raise
+    except TypeError:
+        raise TypeError(f"expected a bytes-like object (bytes, bytearray, memoryview), "
+                        f"got {type(buf).__name__}") from None
+    return 0
+
+
+cdef object _batch_error(BatchStatus st, BatchHeader *h, Py_ssize_t index, Py_ssize_t position,
+                         Py_ssize_t max_batch_size):
+    if st == BATCH_BAD_LENGTH and h.batch_length >= BATCH_MIN_LENGTH:
+        return RecordTooLargeError(
+            f"record batch {index} (at byte {position}) is {<int64_t>h.batch_length + 12} bytes, "
+            f"larger than max_message_bytes={max_batch_size}; raise the log's max_message_bytes "
+            f"or send smaller batches")
+    return CorruptRecordError(f"{_STATUS_MESSAGES[st]} (batch {index}, at byte {position})")
+
+
+def validate_batches(src, Py_ssize_t max_batch_size):
+    """Validate ``src``: one or more whole, concatenated v2 batches.
+
+    Every batch is checked (size within ``max_batch_size``, magic, counts, CRC32C) and the
+    batches must cover ``src`` exactly.  Returns a tuple
+
+    ``(batches, size, records, first_base_offset, last_offset, offset_span,
+      max_timestamp, max_timestamp_rel, max_timestamp_batch_last, first_max_timestamp,
+      monotonic)``
+
+    where ``offset_span`` is the number of offsets the batches take when offsets are
+    assigned (sum of lastOffsetDelta + 1), ``max_timestamp_rel`` is the last offset of the
+    batch holding the largest timestamp, relative to the first assigned offset (0-based,
+    for assigned offsets), ``max_timestamp_batch_last`` the same batch's last offset as
+    given, and ``monotonic`` says whether the given offsets strictly increase from batch
+    to batch (what a replica append needs).
+
+    Raises CorruptRecordError, RecordTooLargeError (a batch over ``max_batch_size``),
+    TypeError (not bytes-like).
+    """
+    cdef Py_buffer view
+    cdef BatchHeader h
+    cdef BatchStatus st
+    cdef const uint8_t *p
+    cdef Py_ssize_t pos = 0, n = 0, end
+    cdef int64_t records = 0, span = 0, first_base = -1, last = -1, prev_last = -1
+    cdef int64_t max_ts = -1, max_ts_rel = -1, max_ts_last = -1, first_max_ts = -1
+    cdef bint monotonic = True
+    cdef bint nogil_crc
+    _get_buffer(src, &view, False)
+    try:
+        p = <const uint8_t *>view.buf
+        end = view.len
+        if end == 0:
+            raise CorruptRecordError("empty append: expected at least one record batch")
+        nogil_crc = end >= GIL_RELEASE_BYTES
+        while pos < end:
+            if nogil_crc:
+                with nogil:
+                    st = parse_batch_header(p + pos, end - pos, max_batch_size, True, &h)
+            else:
+                st = parse_batch_header(p + pos, end - pos, max_batch_size, True, &h)
+            if st != BATCH_OK:
+                raise _batch_error(st, &h, n, pos, max_batch_size)
+            if n == 0:
+                first_base = h.base_offset
+                first_max_ts = h.max_timestamp
+            elif h.base_offset <= prev_last:
+                monotonic = False
+            prev_last = h.base_offset + h.last_offset_delta
+            last = prev_last
+            if h.max_timestamp > max_ts:
+                max_ts = h.max_timestamp
+                max_ts_rel = span + h.last_offset_delta
+                max_ts_last = last
+            span += <int64_t>h.last_offset_delta + 1
+            records += h.records_count
+            pos += h.size
+            n += 1
+    finally:
+        PyBuffer_Release(&view)
+    return (n, pos, records, first_base, last, span, max_ts, max_ts_rel, max_ts_last,
+            first_max_ts, monotonic)
+
+
+cdef extern from *:
+    """
+    #define pylog_compiler_fence() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+    """
+    void pylog_compiler_fence() nogil
+
+
+cdef Py_ssize_t _write_batches(uint8_t *d, const uint8_t *s, Py_ssize_t size, int64_t base_offset,
+                               bint assign_offsets, bint set_leader_epoch, int32_t leader_epoch,
+                               int64_t log_append_time) noexcept nogil:
+    # Returns -1 when done, else the position of a batch whose length is inconsistent.
+    cdef Py_ssize_t pos = 0, bsize
+    cdef int64_t next_offset = base_offset
+    cdef int32_t blen, delta
+    cdef int16_t attrs
+    cdef uint8_t *b
+    while pos < size:
+        if size - pos < BATCH_HEADER_SIZE:
+            return pos
+        blen = pylog_be32(s + pos + BATCH_LENGTH)
+        bsize = <Py_ssize_t>blen + BATCH_LENGTH_OVERHEAD
+        if blen < BATCH_MIN_LENGTH or bsize > size - pos:
+            return pos
+        b = d + pos
+        # Everything after batchLength first; baseOffset and batchLength last.  The bytes
+        # past the valid size are zero, so until the length lands a crash leaves a zero
+        # length there, which recovery reads as the end: a batch is never seen torn, nor
+        # with the producer's base offset instead of the assigned one.
+        memcpy(b + BATCH_LEADER_EPOCH, s + pos + BATCH_LEADER_EPOCH, <size_t>(bsize - BATCH_LEADER_EPOCH))
+        delta = pylog_be32(b + BATCH_LAST_OFFSET_DELTA)
+        if set_leader_epoch:
+            pylog_put_be32(b + BATCH_LEADER_EPOCH, leader_epoch)
+        if log_append_time >= 0:
+            attrs = pylog_be16(b + BATCH_ATTRIBUTES)
+            pylog_put_be16(b + BATCH_ATTRIBUTES, <int16_t>(attrs | ATTR_LOG_APPEND_TIME))
+            pylog_put_be64(b + BATCH_MAX_TIMESTAMP, log_append_time)
+            pylog_put_be32(b + BATCH_CRC, <int32_t>pylog_crc32c(
+                0, b + BATCH_ATTRIBUTES, <size_t>(bsize - BATCH_ATTRIBUTES)))
+        pylog_compiler_fence()
+        if assign_offsets:
+            pylog_put_be64(b + BATCH_BASE_OFFSET, next_offset)
+            next_offset += <int64_t>delta + 1
+        else:
+            memcpy(b + BATCH_BASE_OFFSET, s + pos + BATCH_BASE_OFFSET, 8)
+        pylog_compiler_fence()
+        memcpy(b + BATCH_LENGTH, s + pos + BATCH_LENGTH, 4)
+        pos += bsize
+    return -1
+
+
+def write_batches(dst, Py_ssize_t position, src, int64_t base_offset, bint assign_offsets,
+                  bint set_leader_epoch, int32_t leader_epoch, int64_t log_append_time):
+    """Copy already-validated batches ``src`` into ``dst[position:]`` (the mapped active
+    segment) and rewrite, in the copy only, the header fields a broker writes:
+
+    - ``assign_offsets``: baseOffset of each batch, consecutively from ``base_offset``;
+    - ``set_leader_epoch``: partitionLeaderEpoch;
+    - ``log_append_time >= 0``: the LogAppendTime attribute bit and maxTimestamp, then the
+      CRC (which covers those fields; baseOffset and the epoch lie outside it).
+
+    Nothing is re-encoded.  Each batch's baseOffset and batchLength are stored last (see
+    the comment inside), so ``dst[position:]`` must be zero on entry.  The GIL is released
+    for copies of 64 KiB and more.  Returns the number of bytes written.
+    """
+    cdef Py_buffer dview, sview
+    cdef Py_ssize_t size, bad
+    _get_buffer(dst, &dview, True)
+    try:
+        _get_buffer(src, &sview, False)
+        try:
+            size = sview.len
+            if position < 0 or size > dview.len - position:
+                raise ValueError(f"append of {size} bytes at {position} overflows a segment "
+                                 f"mapping of {dview.len} bytes")
+            if size >= GIL_RELEASE_BYTES:
+                with nogil:
+                    bad = _write_batches(<uint8_t *>dview.buf + position, <const uint8_t *>sview.buf,
+                                         size, base_offset, assign_offsets, set_leader_epoch,
+                                         leader_epoch, log_append_time)
+            else:
+                bad = _write_batches(<uint8_t *>dview.buf + position, <const uint8_t *>sview.buf,
+                                     size, base_offset, assign_offsets, set_leader_epoch,
+                                     leader_epoch, log_append_time)
+        finally:
+            PyBuffer_Release(&sview)
+        if bad >= 0:
+            raise CorruptRecordError(f"batch at byte {bad} of the append is not a whole batch "
+                                     "(validate with validate_batches first)")
+        return size
+    finally:
+        PyBuffer_Release(&dview)
+
+
+def zero_range(dst, Py_ssize_t start, Py_ssize_t end):
+    """memset ``dst[start:end]`` to zero (the GIL released for large ranges)."""
+    cdef Py_buffer view
+    _get_buffer(dst, &view, True)
+    try:
+        if start < 0 or end > view.len or start > end:
+            raise ValueError(f"range [{start}, {end}) outside a buffer of {view.len} bytes")
+        if end - start >= GIL_RELEASE_BYTES:
+            with nogil:
+                memset(<uint8_t *>view.buf + start, 0, <size_t>(end - start))
+        else:
+            memset(<uint8_t *>view.buf + start, 0, <size_t>(end - start))
+    finally:
+        PyBuffer_Release(&view)
+
+
+def prefault(dst, Py_ssize_t start, Py_ssize_t length):
+    """Fault in ``dst[start:start+length]`` of a shared writable mapping ahead of the
+    writer (``madvise(MADV_POPULATE_WRITE)``, GIL released).
+
+    A memcpy into a fresh page of a sparse file costs a page fault per 4 KiB; populating
+    a megabyte at a time in one call is several times cheaper.  Returns False where the
+    kernel does not support it (the writer then simply takes the faults).
+    """
+    cdef Py_buffer view
+    cdef uintptr_t addr, aligned
+    cdef int rc
+    _get_buffer(dst, &view, True)
+    try:
+        if start < 0 or start >= view.len or length <= 0:
+            return True
+        if length > view.len - start:
+            length = view.len - start
+        addr = <uintptr_t>view.buf + <uintptr_t>start
+        aligned = addr & ~(<uintptr_t>4095)
+        with nogil:
+            rc = madvise(<void *>aligned, <size_t>(length + (addr - aligned)), PYLOG_MADV_POPULATE_WRITE)
+        return rc == 0
+    finally:
+        PyBuffer_Release(&view)
+
+
+def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max_batch_size,
+                    Py_ssize_t index_interval_bytes, offset_index=None, Py_ssize_t offset_capacity=0,
+                    time_index=None, Py_ssize_t time_capacity=0, bint check_crc=True):
+    """Scan the batches of a segment from byte 0 to ``end``, stopping at the first one
+    that is torn or fails validation (CRC when ``check_crc``; offsets must start at or
+    above ``base_offset``, strictly increase, and fit 32 bits relative to it), and rebuild
+    the sparse indexes in the same pass when their writable buffers are given (entries
+    written as Kafka's recovery writes them: one per ``index_interval_bytes``, plus a
+    final time-index entry for the segment's largest timestamp).
+
+    Returns ``(valid_bytes, batches, next_offset, max_timestamp, offset_of_max_timestamp,
+    offset_entries, time_entries, first_max_timestamp, tail_is_zero, stop_reason)``:
+    ``next_offset`` is the last offset + 1 (``base_offset`` when empty),
+    ``tail_is_zero`` says whether the (up to 64 KiB of) bytes after ``valid_bytes`` are
+    zero (a preallocated, never-written tail rather than a torn or corrupt one) and
+    ``stop_reason`` is None at a clean end or a sentence about the first bad batch.
+    """
+    cdef Py_buffer lview, oview, tview
+    cdef bint have_oi = offset_index is not None, have_ti = time_index is not None
+    cdef const uint8_t *p
+    cdef uint8_t *oi = NULL
+    cdef uint8_t *ti = NULL
+    cdef BatchHeader h
+    cdef BatchStatus st = BATCH_OK
+    cdef Py_ssize_t pos = 0, last_entry_pos = 0, n = 0, oe = 0, te = 0, k
+    cdef int64_t last_offset = base_offset - 1, batch_last
+    cdef int64_t max_ts = -1, max_ts_offset = -1, first_max_ts = -1, last_te_ts = -1
+    cdef int reason = 0   # 0 clean, 1 status, 2 offset below base, 3 not increasing, 4 overflow
+    cdef bint tail_zero = True
+    _get_buffer(log_buf, &lview, False)
+    if end < 0 or end > lview.len:
+        PyBuffer_Release(&lview)
+        raise ValueError(f"segment end {end} outside a mapping of {lview.len} bytes")
+    if have_oi:
+        _get_buffer(offset_index, &oview, True)
+        oi = <uint8_t *>oview.buf
+        if offset_capacity > oview.len // OFFSET_ENTRY_SIZE:
+            offset_capacity = oview.len // OFFSET_ENTRY_SIZE
+    if have_ti:
+        _get_buffer(time_index, &tview, True)
+        ti = <uint8_t *>tview.buf
+        if time_capacity > tview.len // TIME_ENTRY_SIZE:
+            time_capacity = tview.len // TIME_ENTRY_SIZE
+    p = <const uint8_t *>lview.buf
+    try:
+        with nogil:
+            while pos < end:
+                st = parse_batch_header(p + pos, end - pos, max_batch_size, check_crc, &h)
+                if st != BATCH_OK:
+                    reason = 1
+                    break
+                if h.base_offset < base_offset:
+                    reason = 2
+                    break
+                if h.base_offset <= last_offset:
+                    reason = 3
+                    break
+                batch_last = h.base_offset + h.last_offset_delta
+                if batch_last - base_offset > MAX_RELATIVE_OFFSET:
+                    reason = 4
+                    break
+                if h.max_timestamp > max_ts:
+                    max_ts = h.max_timestamp
+                    max_ts_offset = batch_last
+                if n == 0:
+                    first_max_ts = h.max_timestamp
+                if pos - last_entry_pos > index_interval_bytes:
+                    if have_oi and oe < offset_capacity:
+                        pylog_put_be32(oi + oe * OFFSET_ENTRY_SIZE, <int32_t>(batch_last - base_offset))
+                        pylog_put_be32(oi + oe * OFFSET_ENTRY_SIZE + 4, <int32_t>pos)
+                        oe += 1
+                    if have_ti and te < time_capacity and max_ts > last_te_ts:
+                        pylog_put_be64(ti + te * TIME_ENTRY_SIZE, max_ts)
+                        pylog_put_be32(ti + te * TIME_ENTRY_SIZE + 8, <int32_t>(max_ts_offset - base_offset))
+                        last_te_ts = max_ts
+                        te += 1
+                    last_entry_pos = pos
+                last_offset = batch_last
+                pos += h.size
+                n += 1
+            if have_ti and te < time_capacity and max_ts > last_te_ts:
+                pylog_put_be64(ti + te * TIME_ENTRY_SIZE, max_ts)
+                pylog_put_be32(ti + te * TIME_ENTRY_SIZE + 8, <int32_t>(max_ts_offset - base_offset))
+                te += 1
+            # Diagnostic only (recovery truncates at pos either way): a stop followed by
+            # zeros is the never-written preallocated tail.  Bounded to 64 KiB so a sparse
+            # 1 GiB tail is not paged in.
+            for k in range(pos, end if end - pos <= 65536 else pos + 65536):
+                if p[k] != 0:
+                    tail_zero = False
+                    break
+        if reason == 0:
+            why = None
+        elif reason == 1:
+            why = f"{_STATUS_MESSAGES[st]} at byte {pos}"
+        elif reason == 2:
+            why = f"batch at byte {pos} has base offset {h.base_offset} below the segment's {base_offset}"
+        elif reason == 3:
+            why = f"batch at byte {pos} has base offset {h.base_offset}, not above the previous last offset {last_offset}"
+        else:
+            why = f"batch at byte {pos} has offsets beyond 2**32 of the segment's base offset {base_offset}"
+        return (pos, n, last_offset + 1, max_ts, max_ts_offset, oe, te, first_max_ts,
+                tail_zero, why)
+    finally:
+        PyBuffer_Release(&lview)
+        if have_oi:
+            PyBuffer_Release(&oview)
+        if have_ti:
+            PyBuffer_Release(&tview)
+
+
+cdef inline bint _next_header(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end,
+                              BatchHeader *h) noexcept nogil:
+    # Data below a segment's valid size was validated on append or recovery: headers only.
+    return parse_batch_header(p + pos, end - pos, end - pos, False, h) == BATCH_OK
+
+
+def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset,
+                Py_ssize_t max_bytes, int64_t max_offset):
+    """From the batch boundary ``start`` (an index lookup result), skip batches whose last
+    offset is below ``target_offset``, then take whole batches while they fit in
+    ``max_bytes`` (always at least one, as Kafka does) and their last offset is below
+    ``max_offset``.
+
+    Returns ``(position, length, first_base_offset, last_offset)``; ``length`` is 0 when
+    nothing qualifies (position is then where the target would be).
+    """
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef BatchHeader h
+    cdef Py_ssize_t pos = start, first, length = 0
+    cdef int64_t first_base = -1, last = -1
+    _get_buffer(log_buf, &view, False)
+    try:
+        if start < 0 or end > view.len or start > end:
+            raise ValueError(f"read range [{start}, {end}) outside a mapping of {view.len} bytes")
+        p = <const uint8_t *>view.buf
+        while pos < end:
+            if not _next_header(p, pos, end, &h):
+                break
+            if h.base_offset + h.last_offset_delta >= target_offset:
+                break
+            pos += h.size
+        first = pos
+        while pos < end:
+            if not _next_header(p, pos, end, &h):
+                break
+            if h.base_offset + h.last_offset_delta >= max_offset:
+                break
+            if length > 0 and length + h.size > max_bytes:
+                break
+            if length == 0:
+                first_base = h.base_offset
+            last = h.base_offset + h.last_offset_delta
+            length += h.size
+            pos += h.size
+        return (first, length, first_base, last)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def find_batch(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset):
+    """Position, base offset and last offset of the first batch at or after ``start``
+    whose last offset is >= ``target_offset``; ``(end_of_data, -1, -1)`` when none."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef BatchHeader h
+    cdef Py_ssize_t pos = start
+    _get_buffer(log_buf, &view, False)
+    try:
+        if start < 0 or end > view.len or start > end:
+            raise ValueError(f"range [{start}, {end}) outside a mapping of {view.len} bytes")
+        p = <const uint8_t *>view.buf
+        while pos < end:
+            if not _next_header(p, pos, end, &h):
+                break
+            if h.base_offset + h.last_offset_delta >= target_offset:
+                return (pos, h.base_offset, h.base_offset + h.last_offset_delta)
+            pos += h.size
+        return (pos, -1, -1)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def next_batch(log_buf, Py_ssize_t position, Py_ssize_t end):
+    """Header of the batch at ``position`` as ``(base_offset, last_offset, size,
+    max_timestamp, attributes, records_count)``, or None at the end of valid data."""
+    cdef Py_buffer view
+    cdef BatchHeader h
+    _get_buffer(log_buf, &view, False)
+    try:
+        if position < 0 or end > view.len or position > end:
+            raise ValueError(f"position {position} outside [0, {end}]")
+        if not _next_header(<const uint8_t *>view.buf, position, end, &h):
+            return None
+        return (h.base_offset, h.base_offset + h.last_offset_delta, h.size, h.max_timestamp,
+                h.attributes, h.records_count)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef inline Py_ssize_t _read_varint(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end,
+                                    int64_t *out) noexcept nogil:
+    # Zigzag LEB128, at most 10 bytes; every byte is checked to be there before it is read.
+    cdef uint64_t result = 0
+    cdef int shift = 0
+    cdef uint8_t b
+    while True:
+        if pos >= end or shift > 63:
+            return -1
+        b = p[pos]
+        pos += 1
+        result |= (<uint64_t>(b & 0x7f)) << shift
+        if not (b & 0x80):
+            break
+        shift += 7
+    out[0] = <int64_t>(result >> 1) ^ -(<int64_t>(result & 1))
+    return pos
+
+
+cdef int _search_records(const uint8_t *b, Py_ssize_t bsize, BatchHeader *h, int64_t target_ts,
+                         int64_t min_offset, int64_t *off_out, int64_t *ts_out) noexcept nogil:
+    # Walk the records of an uncompressed batch; 1 found, 0 not found, -1 malformed.
+    cdef Py_ssize_t pos = BATCH_HEADER_SIZE, rec_end
+    cdef int64_t length, ts_delta, off_delta
+    cdef int32_t i
+    for i in range(h.records_count):
+        pos = _read_varint(b, pos, bsize, &length)
+        if pos < 0 or length < 0 or length > bsize - pos:
+            return -1
+        rec_end = pos + length
+        pos += 1  # attributes
+        pos = _read_varint(b, pos, rec_end, &ts_delta)
+        if pos < 0:
+            return -1
+        pos = _read_varint(b, pos, rec_end, &off_delta)
+        if pos < 0:
+            return -1
+        if h.base_timestamp + ts_delta >= target_ts and h.base_offset + off_delta >= min_offset:
+            off_out[0] = h.base_offset + off_delta
+            ts_out[0] = h.base_timestamp + ts_delta
+            return 1
+        pos = rec_end
+    return 0
+
+
+def search_timestamp(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_ts, int64_t min_offset):
+    """First record at or after the batch boundary ``start`` with timestamp >=
+    ``target_ts`` and offset >= ``min_offset`` (Kafka's FileRecords.searchForTimestamp).
+
+    Returns ``(offset, timestamp, exact)`` or None.  Uncompressed CreateTime batches are
+    searched record by record (``exact`` True); a LogAppendTime batch gives every record
+    its maxTimestamp; a compressed batch is answered at batch level: the first offset of
+    the first batch whose maxTimestamp qualifies (``exact`` False; a consumer starting
+    there sees every qualifying record).
+    """
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef BatchHeader h
+    cdef Py_ssize_t pos = start
+    cdef int64_t off, ts, first
+    cdef int rc
+    _get_buffer(log_buf, &view, False)
+    try:
+        if start < 0 or end > view.len or start > end:
+            raise ValueError(f"range [{start}, {end}) outside a mapping of {view.len} bytes")
+        p = <const uint8_t *>view.buf
+        while pos < end:
+            if not _next_header(p, pos, end, &h):
+                break
+            if h.max_timestamp >= target_ts and h.base_offset + h.last_offset_delta >= min_offset:
+                first = h.base_offset if h.base_offset >= min_offset else min_offset
+                if h.attributes & ATTR_LOG_APPEND_TIME:
+                    return (first, h.max_timestamp, True)
+                if (h.attributes & ATTR_CODEC_MASK) == 0:
+                    rc = _search_records(p + pos, h.size, &h, target_ts, min_offset, &off, &ts)
+                    if rc == 1:
+                        return (off, ts, True)
+                    if rc == 0:
+                        pos += h.size
+                        continue
+                return (first, h.max_timestamp, False)
+            pos += h.size
+        return None
+    finally:
+        PyBuffer_Release(&view)

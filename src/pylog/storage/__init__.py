@@ -1,0 +1,58 @@
+"""pylog.storage: Kafka's partition log as a library of its own.
+
+A :class:`Log` is one partition directory in Kafka's on-disk layout: ``.log`` segments of
+record batches (v2) named by their 20-digit base offset, with sparse ``.index`` and
+``.timeindex`` files.  It is usable without the broker, as the write-ahead log or event
+store of another system::
+
+    from pylog.storage import Log
+
+    with Log.open("/var/lib/myapp/events-0", segment_bytes=64 << 20, flush_messages=1) as log:
+        info = log.append(batch_bytes)            # one or more v2 batches, validated
+        result = log.read(info.base_offset, max_bytes=1 << 20)
+        result.records                            # zero-copy memoryview of whole batches
+        os.sendfile(sock_fd, result.fileno(), result.position, result.size)
+
+What it provides (the rest of the package docs say how each part behaves on disk, on a
+crash and across threads):
+
+- append: validation in Cython (size, magic, CRC32C, counts), offsets assigned by
+  rewriting only each batch's baseOffset (plus LogAppendTime and the leader epoch when
+  configured), a memcpy into the memory-mapped, preallocated active segment;
+  ``assign_offsets=False`` for replicas.
+- read: whole batches from the one holding the offset, as memoryviews and as a file range
+  for ``sendfile``; :meth:`Log.offset_for_timestamp` (ListOffsets).
+- durability: ``flush_messages`` / ``flush_ms`` policies, recovery point, clean-shutdown
+  marker, CRC-checked recovery that truncates torn tails and rebuilds indexes.
+- retention by time and size (:meth:`Log.apply_retention`), :meth:`Log.truncate_to`,
+  :meth:`Log.delete_records_before`.
+- :class:`LogManager`: a data directory of ``<topic>-<partition>`` logs with Kafka's
+  checkpoint files, ``meta.properties`` and bounded open files and mappings.
+- Seams for compaction: :attr:`Log.segments`, :meth:`LogSegment.batches`,
+  :meth:`Log.new_segment`, :meth:`Log.replace_segments` (the ``.cleaned`` / ``.swap`` /
+  ``.deleted`` protocol).
+
+Configuration uses Kafka's topic config names in snake_case (:class:`LogConfig`), or
+Kafka's dotted names through :meth:`LogConfig.from_kafka`.
+"""
+
+from pylog.storage.config import LogConfig
+from pylog.storage.log import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, Log, LogAppendInfo,
+                               ReadResult, RetentionResult, TimestampOffset)
+from pylog.storage.manager import LogManager
+from pylog.storage.segment import LogSegment, SegmentCache
+
+__all__ = [
+    "Log",
+    "LogConfig",
+    "LogManager",
+    "LogSegment",
+    "SegmentCache",
+    "LogAppendInfo",
+    "ReadResult",
+    "RetentionResult",
+    "TimestampOffset",
+    "LATEST_TIMESTAMP",
+    "EARLIEST_TIMESTAMP",
+    "MAX_TIMESTAMP",
+]

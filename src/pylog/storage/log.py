@@ -1,0 +1,894 @@
+"""The partition log: an ordered run of segments with one appendable end.
+
+On disk: one directory in Kafka's layout (see :mod:`pylog.storage.segment`)::
+
+    orders-0/
+      00000000000000000000.log / .index / .timeindex
+      00000000000000368011.log / .index / .timeindex      <- active segment
+      recovery-point-offset-checkpoint   (standalone logs only; a LogManager keeps these
+      log-start-offset-checkpoint         for all its logs in the data directory, as Kafka)
+      .kafka_cleanshutdown               (standalone logs only, present while closed cleanly)
+
+Crash behaviour: a log opened after a clean close trusts its files (indexes are still
+sanity-checked before use).  After an unclean shutdown every segment that holds offsets at
+or past the recovery point (the offset up to which the log was last flushed) is recovered:
+each batch is CRC-checked in Cython, the torn or corrupt tail (or the zero tail left by
+preallocation) is truncated, indexes are rebuilt, and segments after a damaged one are
+deleted.  Flushed data is never lost; unflushed data survives a process crash (it is in
+the page cache) and loses at most a suffix on power loss.  The cleaner's swap protocol
+(:meth:`Log.replace_segments`) is completed or rolled back on open.
+
+Thread safety: every public method takes the log's lock (one ``threading.RLock`` per Log),
+so appends from many threads are safe and serialized, and reads see whole appends.  A
+:class:`ReadResult` is a zero-copy view of the mapped file: it stays valid (the memory
+stays mapped, the descriptor open) after the lock is released and even after the segment
+is deleted, but its bytes change if the log is later truncated below them with
+:meth:`Log.truncate_to`; copy what you keep across such a truncation.  For asyncio, call
+from a thread (``asyncio.to_thread``) when a flush policy may fsync.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+from pylog import _core
+from pylog.errors import (InvalidRecordError, InvalidRequestError, KafkaStorageError, LogClosedError,
+                          OffsetOutOfRangeError, RecordBatchTooLargeError)
+from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError, fsync_dir
+from pylog.storage.config import LogConfig
+from pylog.storage.segment import (CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX,
+                                   LogSegment, RecoveryInfo, SegmentCache, parse_segment_name)
+
+__all__ = ["Log", "LogAppendInfo", "ReadResult", "TimestampOffset", "RetentionResult",
+           "LATEST_TIMESTAMP", "EARLIEST_TIMESTAMP", "MAX_TIMESTAMP",
+           "RECOVERY_POINT_CHECKPOINT", "LOG_START_OFFSET_CHECKPOINT", "CLEAN_SHUTDOWN_FILE"]
+
+#: ListOffsets special timestamps (Kafka's ListOffsetsRequest constants).
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+MAX_TIMESTAMP = -3
+
+RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
+LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
+CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+
+# How often a standalone log rewrites its recovery-point checkpoint on flush (Kafka:
+# log.flush.offset.checkpoint.interval.ms).  A stale checkpoint only means more recovery.
+_CHECKPOINT_INTERVAL_MS = 1000
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_topic_partition(name: str) -> tuple[str, int] | None:
+    """``("orders", 3)`` for a directory named ``orders-3``; None otherwise."""
+    topic, dash, part = name.rpartition("-")
+    if not dash or not topic or not part.isdigit():
+        return None
+    return topic, int(part)
+
+
+class LogAppendInfo(NamedTuple):
+    """What :meth:`Log.append` did."""
+
+    base_offset: int
+    """Offset of the first record appended."""
+    last_offset: int
+    log_append_time: int
+    """The time stamped on the batches, or -1 under CreateTime."""
+    position: int
+    """Byte position of the append in its segment's ``.log`` file."""
+    size: int
+    segment_base_offset: int
+    batches: int
+    records: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+
+
+class TimestampOffset(NamedTuple):
+    """Answer of :meth:`Log.offset_for_timestamp` (Kafka's ListOffsets)."""
+
+    timestamp: int
+    offset: int
+
+
+class RetentionResult(NamedTuple):
+    """What :meth:`Log.apply_retention` deleted."""
+
+    deleted_segments: tuple[int, ...]
+    """Base offsets of the deleted segments."""
+    deleted_bytes: int
+    log_start_offset: int
+
+
+class ReadResult:
+    """Whole batches read from a log, as zero-copy views and as a file range.
+
+    Attributes
+    ----------
+    records : memoryview
+        The batches, a read-only view of the mapped segment (no copy).
+    file : FileHandle
+        The segment's open ``.log`` file; ``file.fileno()`` with :attr:`position` and
+        :attr:`size` is what ``os.sendfile`` needs.  It stays open while this result lives.
+    path : str
+        The segment file's path.
+    position, size : int
+        Byte range of the batches in the file.
+    offset : int
+        The offset asked for.
+    base_offset, last_offset : int
+        First and last offsets of the returned batches (-1 when empty).
+    next_offset : int
+        Where the next read should start.
+    log_start_offset, log_end_offset : int
+        The log's bounds at the time of the read.
+    """
+
+    __slots__ = ("records", "file", "path", "position", "size", "offset", "base_offset",
+                 "last_offset", "next_offset", "log_start_offset", "log_end_offset",
+                 "segment_base_offset")
+
+    def __init__(self, records, file, path, position, size, offset, base_offset, last_offset,
+                 log_start_offset, log_end_offset, segment_base_offset) -> None:
+        self.records = records
+        self.file = file
+        self.path = path
+        self.position = position
+        self.size = size
+        self.offset = offset
+        self.base_offset = base_offset
+        self.last_offset = last_offset
+        self.next_offset = last_offset + 1 if size else offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+        self.segment_base_offset = segment_base_offset
+
+    @property
+    def views(self) -> list[memoryview]:
+        """The data as a list of zero-copy memoryviews (one per segment read)."""
+        return [self.records] if self.size else []
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return bytes(self.records)
+
+    def release(self) -> None:
+        """Let go of the mapping view now rather than when garbage-collected."""
+        self.records.release()
+
+    def __repr__(self) -> str:
+        return (f"<ReadResult offsets {self.base_offset}..{self.last_offset} "
+                f"{self.size} bytes at {self.path}:{self.position}>")
+
+
+class Log:
+    """A partition log over one directory in Kafka's layout.
+
+    Open with :meth:`Log.open`.  The on-disk format, crash behaviour and thread safety are
+    described in this module's docstring.
+
+    Seams for the log cleaner and other maintenance (documented, stable):
+
+    - :attr:`segments` / :meth:`segments_in_range`: the segments, oldest first;
+      :meth:`LogSegment.batches` iterates a segment's stored batches zero-copy.
+    - :meth:`new_segment` creates a ``.cleaned`` segment to write a replacement into
+      (:meth:`LogSegment.append`, then :meth:`LogSegment.seal`).
+    - :meth:`replace_segments` swaps such segments in for old ones, crash-safely.
+    """
+
+    def __init__(self, path: str, config: LogConfig, cache: SegmentCache, clock: Callable[[], int],
+                 managed: bool, topic_partition: tuple[str, int] | None) -> None:
+        self.path = path
+        self.config = config
+        self._cache = cache
+        self._clock = clock
+        self._managed = managed
+        self.topic_partition = topic_partition
+        self._lock = threading.RLock()
+        self._segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self._log_start_offset = 0
+        self._log_end_offset = 0
+        self._recovery_point = 0
+        self._unflushed_messages = 0
+        self._last_flush_ms = clock()
+        self._last_checkpoint_ms = 0
+        self._closed = False
+        #: What recovery did at open: one RecoveryInfo per recovered segment.
+        self.recovered: list[RecoveryInfo] = []
+        self.had_clean_shutdown = False
+
+    # -- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, config: LogConfig | None = None,
+             recovery_point: int | None = None, log_start_offset: int | None = None,
+             clean_shutdown: bool | None = None, cache: SegmentCache | None = None,
+             clock: Callable[[], int] | None = None, **settings) -> "Log":
+        """Open (creating if needed) the log in directory ``path``.
+
+        Parameters
+        ----------
+        path
+            The partition directory (``<topic>-<partition>`` under a LogManager; any name
+            when standalone).
+        config
+            A :class:`LogConfig`; or pass its settings as keywords (``segment_bytes=...``).
+        recovery_point, log_start_offset, clean_shutdown
+            Given by a :class:`LogManager`, which keeps them for all its logs.  Leave them
+            out for a standalone log: it keeps its own checkpoint files and clean-shutdown
+            marker in its directory.
+        cache
+            The LRU of open sealed segments to share (default: one per log, 16 segments).
+        clock
+            Milliseconds since the epoch (default: wall clock); used for LogAppendTime,
+            ``segment_ms`` and ``flush_ms``.
+
+        Raises
+        ------
+        InvalidConfigError
+            A setting is unknown or out of range.
+        """
+        if config is None:
+            config = LogConfig.from_dict(settings)
+        elif settings:
+            config = config.replace(**settings)
+        path = os.fspath(path)
+        managed = clean_shutdown is not None
+        log = cls(path, config, cache or SegmentCache(16), clock or _wall_ms, managed,
+                  parse_topic_partition(os.path.basename(os.path.normpath(path))))
+        with log._lock:
+            log._load(recovery_point, log_start_offset, clean_shutdown)
+        return log
+
+    def _tp_key(self) -> tuple[str, int]:
+        return self.topic_partition or (os.path.basename(os.path.normpath(self.path)) or "log", 0)
+
+    def _read_own_checkpoint(self, name: str) -> int | None:
+        try:
+            return CheckpointFile(os.path.join(self.path, name)).read().get(self._tp_key())
+        except CorruptCheckpointError:
+            return None
+
+    def _load(self, recovery_point: int | None, log_start_offset: int | None,
+              clean_shutdown: bool | None) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        marker = os.path.join(self.path, CLEAN_SHUTDOWN_FILE)
+        if not self._managed:
+            clean_shutdown = os.path.exists(marker)
+            recovery_point = self._read_own_checkpoint(RECOVERY_POINT_CHECKPOINT)
+            log_start_offset = self._read_own_checkpoint(LOG_START_OFFSET_CHECKPOINT)
+        self.had_clean_shutdown = bool(clean_shutdown)
+
+        bases, swaps = self._sweep_directory()
+        segments = {b: LogSegment.open(self.path, b, self.config, cache=self._cache) for b in bases}
+        self._complete_swaps(segments, swaps)
+
+        ordered = [segments[b] for b in sorted(segments)]
+        start = log_start_offset if log_start_offset is not None else 0
+        fresh = not ordered
+        if fresh:
+            ordered = [LogSegment.create(self.path, start, self.config, cache=self._cache)]
+        for seg, nxt in zip(ordered, ordered[1:] + [None]):
+            seg.upper_bound_offset = nxt.base_offset if nxt is not None else None
+        self._segments = ordered
+        self._bases = [s.base_offset for s in ordered]
+
+        rp = recovery_point if recovery_point is not None else 0
+        if not clean_shutdown and not fresh:
+            self._recover_from(rp)
+        last = self._segments[-1]
+        last.activate()
+        self._log_end_offset = last.next_offset
+        self._log_start_offset = max(start, self._segments[0].base_offset)
+        if self._log_start_offset > self._log_end_offset:
+            self._log_start_offset = self._log_end_offset
+        self._recovery_point = self._log_end_offset if clean_shutdown else min(rp, self._log_end_offset)
+        if not self._managed and os.path.exists(marker):
+            # From now on a crash must be recovered.
+            os.unlink(marker)
+            fsync_dir(self.path)
+
+    def _sweep_directory(self) -> tuple[list[int], list[int]]:
+        """Delete leftovers (``.cleaned``, ``.deleted``, ``.tmp``, indexes without a log)
+        and return the base offsets of live segments and of ``.swap`` segments."""
+        names = os.listdir(self.path)
+        live: set[int] = set()
+        swaps: set[int] = set()
+        index_files: list[tuple[int, str]] = []
+        for name in names:
+            full = os.path.join(self.path, name)
+            if name.endswith(".tmp"):
+                os.unlink(full)
+                continue
+            parsed = parse_segment_name(name)
+            if parsed is None:
+                continue
+            base, kind, suffix = parsed
+            if suffix in (CLEANED_SUFFIX, DELETED_SUFFIX):
+                os.unlink(full)
+            elif suffix == SWAP_SUFFIX:
+                if kind == LOG_SUFFIX:
+                    swaps.add(base)
+                else:
+                    os.unlink(full)  # rebuilt when the swap completes
+            elif suffix == "":
+                if kind == LOG_SUFFIX:
+                    live.add(base)
+                else:
+                    index_files.append((base, full))
+        for base, full in index_files:
+            if base not in live and base not in swaps:
+                os.unlink(full)
+        return sorted(live), sorted(swaps)
+
+    def _complete_swaps(self, segments: dict[int, LogSegment], swaps: list[int]) -> None:
+        """Finish an interrupted :meth:`replace_segments`: a ``.swap`` segment replaces
+        every live segment whose base offset lies in its offset range (Kafka's rule)."""
+        for base in swaps:
+            swap = LogSegment.open(self.path, base, self.config, suffix=SWAP_SUFFIX, cache=self._cache)
+            swap.recover()
+            for old_base in [b for b in segments if base <= b < max(swap.next_offset, base + 1)]:
+                segments.pop(old_base).delete()
+            swap.change_suffix("")
+            segments[base] = swap
+        if swaps:
+            fsync_dir(self.path)
+
+    def _recover_from(self, recovery_point: int) -> None:
+        """Recover every segment holding offsets at or past ``recovery_point``."""
+        segs = self._segments
+        first = max(bisect.bisect_right(self._bases, recovery_point) - 1, 0)
+        i = first
+        while i < len(segs):
+            info = segs[i].recover(max(self.config.max_message_bytes, _core.DEFAULT_MAX_BATCH_SIZE))
+            self.recovered.append(info)
+            if info.reason is not None and i + 1 < len(segs):
+                # Damage inside the log: nothing after it can be trusted to follow on.
+                for seg in segs[i + 1:]:
+                    seg.delete()
+                del segs[i + 1:]
+                segs[i].upper_bound_offset = None
+                break
+            i += 1
+        self._bases = [s.base_offset for s in segs]
+
+    # -- properties ----------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        """First offset a read may ask for."""
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """Offset the next appended record gets (last offset + 1)."""
+        return self._log_end_offset
+
+    @property
+    def recovery_point(self) -> int:
+        """Offsets below this were flushed (fsynced) and are not rescanned after a crash."""
+        return self._recovery_point
+
+    @property
+    def size(self) -> int:
+        """Total valid bytes in all segments."""
+        with self._lock:
+            return sum(s.size for s in self._segments)
+
+    @property
+    def segments(self) -> tuple[LogSegment, ...]:
+        """The segments, oldest first; the last is the active one.  A snapshot: take the
+        log's lock (``with log.lock:``) to keep it current while you use it."""
+        with self._lock:
+            return tuple(self._segments)
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The log's lock, for maintenance code (the cleaner) that must see a stable
+        segment list across several calls."""
+        return self._lock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def segments_in_range(self, from_offset: int, to_offset: int) -> list[LogSegment]:
+        """Segments that may hold offsets in ``[from_offset, to_offset)``."""
+        with self._lock:
+            i = max(bisect.bisect_right(self._bases, from_offset) - 1, 0)
+            j = bisect.bisect_left(self._bases, to_offset)
+            return self._segments[i:j]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"log {self.path} is closed")
+
+    # -- appending -----------------------------------------------------------------
+
+    def append(self, batches, *, assign_offsets: bool = True,
+               leader_epoch: int | None = None) -> LogAppendInfo:
+        """Append one or more record batches (v2), exactly as given.
+
+        Parameters
+        ----------
+        batches : bytes-like
+            One or more whole v2 record batches, concatenated (as in a produce request's
+            records field).  Each is validated (size, magic, CRC32C, counts) in Cython.
+        assign_offsets : bool
+            True (a leader, or an embedded producer): the batches get consecutive offsets
+            from the log end offset; only each batch's baseOffset is rewritten.  False (a
+            replica follower): the batches keep their offsets, which must start at or above
+            the log end offset and increase strictly from batch to batch.
+        leader_epoch : int, optional
+            Written into each batch's partitionLeaderEpoch.
+
+        Under ``message_timestamp_type="LogAppendTime"`` each batch also gets the
+        LogAppendTime attribute and the append time as maxTimestamp (its CRC is then
+        recomputed).  Nothing else is changed: records are never re-encoded.
+
+        Returns
+        -------
+        LogAppendInfo
+
+        Raises
+        ------
+        TypeError
+            ``batches`` is not bytes-like.
+        CorruptRecordError
+            A batch is malformed, torn, or fails its CRC.
+        RecordTooLargeError
+            A batch is larger than ``max_message_bytes`` (RecordBatchTooLargeError when the
+            whole append is larger than a segment).
+        InvalidRecordError
+            ``assign_offsets=False`` and the offsets go backwards.
+
+        A rejected append leaves the log exactly as it was, on disk and in memory.
+        """
+        cfg = self.config
+        with self._lock:
+            if self._closed:
+                raise LogClosedError(f"log {self.path} is closed")
+            (n, size, records, first_given, last_given, span, max_ts, max_ts_rel, max_ts_last,
+             first_max_ts, monotonic) = _core.validate_batches(batches, cfg.max_message_bytes)
+            if size > cfg.segment_bytes:
+                raise RecordBatchTooLargeError(
+                    f"append of {size} bytes is larger than segment_bytes={cfg.segment_bytes}")
+            leo = self._log_end_offset
+            if assign_offsets:
+                first = leo
+                last = leo + span - 1
+                offset_of_max = first + max_ts_rel
+            else:
+                if first_given < leo or not monotonic:
+                    raise InvalidRecordError(
+                        f"replica append offsets must start at or above the log end offset {leo} "
+                        f"and increase (got first offset {first_given}"
+                        f"{'' if monotonic else ', then offsets going backwards'})")
+                first, last, offset_of_max = first_given, last_given, max_ts_last
+            append_time = -1
+            if cfg.message_timestamp_type == "LogAppendTime":
+                append_time = self._clock()
+                max_ts = append_time
+                offset_of_max = first
+            seg = self._segments[-1]
+            if seg.size and self._time_to_roll(seg, max_ts):
+                seg = self._roll(max(first, leo))
+            elif not seg.can_hold(size, last):
+                seg = self._roll(max(first, leo))
+            position = seg.append(batches, size, first_offset=first, last_offset=last,
+                                  max_timestamp=max_ts, offset_of_max_timestamp=offset_of_max,
+                                  assign_offsets=assign_offsets, leader_epoch=leader_epoch,
+                                  log_append_time=append_time)
+            self._log_end_offset = last + 1
+            if cfg.flush_messages is not None or cfg.flush_ms is not None:
+                self._unflushed_messages += records
+                self._maybe_flush_locked()
+            return LogAppendInfo(first, last, append_time, position, size, seg.base_offset, n,
+                                 records, max_ts, offset_of_max)
+
+    def _time_to_roll(self, seg: LogSegment, max_ts_in_append: int) -> bool:
+        cfg = self.config
+        limit = cfg.segment_ms - cfg.segment_jitter_ms
+        rolling = seg.rolling_timestamp
+        if rolling >= 0:
+            return max_ts_in_append - rolling > limit
+        return self._clock() - seg.created_ms > limit
+
+    def roll(self) -> LogSegment:
+        """Seal the active segment and start a new one at the log end offset (a no-op
+        returning the active segment when it is empty).  Returns the active segment."""
+        with self._lock:
+            self._check_open()
+            if self._segments[-1].size == 0:
+                return self._segments[-1]
+            return self._roll(self._log_end_offset)
+
+    def _roll(self, base_offset: int) -> LogSegment:
+        old = self._segments[-1]
+        if old.size == 0 and old.base_offset == base_offset:
+            return old
+        if old.base_offset >= base_offset:
+            raise KafkaStorageError(f"cannot roll to {base_offset}: the active segment starts at {old.base_offset}")
+        old.seal()
+        new = LogSegment.create(self.path, base_offset, self.config, cache=self._cache)
+        old.upper_bound_offset = base_offset
+        self._segments.append(new)
+        self._bases.append(base_offset)
+        return new
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int = 1024 * 1024, max_offset: int | None = None) -> ReadResult:
+        """Whole batches starting with the one that holds ``offset``.
+
+        Parameters
+        ----------
+        offset : int
+            The first offset wanted; a batch holding it is returned whole (it may start
+            below ``offset``, as Kafka's fetch does).
+        max_bytes : int
+            Stop before a batch that would take the result past this; at least one whole
+            batch is always returned, however large (Kafka's KIP-74).
+        max_offset : int, optional
+            Exclusive bound: only batches whose last offset is below it (e.g. a high
+            watermark).  Default: the log end offset.
+
+        Returns
+        -------
+        ReadResult
+            Zero-copy memoryview plus (file, position, size) for sendfile.  Empty at the
+            log end offset.  Batches come from one segment per read; ask again at
+            ``result.next_offset`` for more.
+
+        Raises
+        ------
+        OffsetOutOfRangeError
+            ``offset`` is below the log start offset or above the log end offset.
+        """
+        with self._lock:
+            self._check_open()
+            leo, start = self._log_end_offset, self._log_start_offset
+            if offset < start or offset > leo:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is out of range: the log holds [{start}, {leo})")
+            bound = leo if max_offset is None else min(max_offset, leo)
+            segs = self._segments
+            i = bisect.bisect_right(self._bases, offset) - 1
+            if i < 0:
+                i = 0
+            if offset < bound:
+                while i < len(segs):
+                    seg = segs[i]
+                    mm, handle, pos, length, first, last = seg.read(offset, max_bytes, bound)
+                    if length or pos < seg.size:
+                        return ReadResult(memoryview(mm)[pos:pos + length], handle, seg.path, pos,
+                                          length, offset, first, last, start, leo, seg.base_offset)
+                    i += 1
+            seg = segs[min(i, len(segs) - 1)]
+            mm, handle = seg._readable()
+            return ReadResult(memoryview(b""), handle, seg.path, seg.size, 0, offset, -1, -1,
+                              start, leo, seg.base_offset)
+
+    def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
+        """Kafka's ListOffsets for this log.
+
+        ``timestamp`` >= 0: the first record whose timestamp is >= it, via the time index
+        and then a scan (records of uncompressed batches are compared one by one in
+        Cython; a compressed batch answers with its first offset at or above the log
+        start, so a consumer starting there sees every matching record).  None when no
+        record is that late.  ``LATEST_TIMESTAMP`` (-1): ``(-1, log_end_offset)``;
+        ``EARLIEST_TIMESTAMP`` (-2): ``(-1, log_start_offset)``; ``MAX_TIMESTAMP`` (-3):
+        the record with the largest timestamp.
+        """
+        with self._lock:
+            self._check_open()
+            start = self._log_start_offset
+            if timestamp == LATEST_TIMESTAMP:
+                return TimestampOffset(-1, self._log_end_offset)
+            if timestamp == EARLIEST_TIMESTAMP:
+                return TimestampOffset(-1, start)
+            if timestamp == MAX_TIMESTAMP:
+                best = None
+                for seg in self._segments:
+                    if seg.size and (best is None or seg.max_timestamp > best.max_timestamp):
+                        best = seg
+                if best is None or best.max_timestamp < 0:
+                    return None
+                hit = best.find_offset_by_timestamp(best.max_timestamp, start)
+                return TimestampOffset(hit[1], hit[0]) if hit else None
+            if timestamp < 0:
+                raise InvalidRequestError(f"timestamp {timestamp} is neither >= 0 nor -1, -2 or -3")
+            for seg in self._segments:
+                if seg.next_offset <= start or seg.max_timestamp < timestamp:
+                    continue
+                hit = seg.find_offset_by_timestamp(timestamp, start)
+                if hit is not None:
+                    return TimestampOffset(hit[1], hit[0])
+            return None
+
+    # -- truncation and deletion ---------------------------------------------------
+
+    def truncate_to(self, offset: int) -> bool:
+        """Remove every record at or above ``offset`` (a replica diverging from its
+        leader).  A batch holding ``offset`` goes whole, so the log end offset becomes
+        ``offset`` or that batch's base offset, whichever is lower.  Truncating below the
+        log start offset empties the log and restarts it at ``offset``.  Returns whether
+        anything was removed."""
+        if offset < 0:
+            raise OffsetOutOfRangeError(f"cannot truncate to negative offset {offset}")
+        with self._lock:
+            self._check_open()
+            if offset >= self._log_end_offset:
+                return False
+            if offset < self._log_start_offset:
+                self._truncate_fully_and_start_at(offset)
+                return True
+            segs = self._segments
+            keep = bisect.bisect_right(self._bases, offset)  # segments with base <= offset
+            for seg in segs[keep:]:
+                seg.delete()
+            del segs[keep:]
+            self._bases = self._bases[:keep]
+            seg = segs[-1]
+            seg.upper_bound_offset = None
+            seg.activate()
+            position, removed_base, _ = seg.translate_offset(offset)
+            seg.truncate_to(offset)
+            new_leo = min(offset, removed_base) if removed_base >= 0 else offset
+            self._log_end_offset = max(new_leo, seg.base_offset)
+            self._recovery_point = min(self._recovery_point, self._log_end_offset)
+            fsync_dir(self.path)
+            return True
+
+    def _truncate_fully_and_start_at(self, offset: int) -> None:
+        for seg in self._segments:
+            seg.delete()
+        self._segments = [LogSegment.create(self.path, offset, self.config, cache=self._cache)]
+        self._bases = [offset]
+        self._log_start_offset = self._log_end_offset = self._recovery_point = offset
+        fsync_dir(self.path)
+        self._write_own_checkpoints(force=True)
+
+    def delete_records_before(self, offset: int) -> int:
+        """Advance the log start offset to ``offset`` (Kafka's DeleteRecords) and delete
+        the whole segments that lie below it (never the active one).  Returns the new log
+        start offset.
+
+        Raises
+        ------
+        OffsetOutOfRangeError
+            ``offset`` is above the log end offset.
+        """
+        with self._lock:
+            self._check_open()
+            if offset > self._log_end_offset:
+                raise OffsetOutOfRangeError(
+                    f"cannot delete records before {offset}: the log end offset is {self._log_end_offset}")
+            if offset > self._log_start_offset:
+                self._log_start_offset = offset
+                self._delete_prefix(self._start_breached_prefix())
+                self._write_own_checkpoints(force=True)
+            return self._log_start_offset
+
+    def _start_breached_prefix(self) -> int:
+        n = 0
+        segs = self._segments
+        while n < len(segs) - 1 and segs[n + 1].base_offset <= self._log_start_offset:
+            n += 1
+        return n
+
+    def _delete_prefix(self, n: int) -> tuple[list[int], int]:
+        n = min(n, len(self._segments) - 1)
+        if n <= 0:
+            return [], 0
+        gone = self._segments[:n]
+        self._segments = self._segments[n:]
+        self._bases = self._bases[n:]
+        for seg in gone:
+            seg.delete()
+        fsync_dir(self.path)
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self._recovery_point = max(self._recovery_point, self._segments[0].base_offset)
+        return [s.base_offset for s in gone], sum(s.size for s in gone)
+
+    def apply_retention(self, now_ms: int | None = None) -> RetentionResult:
+        """Delete whole segments past retention, oldest first, never the active one.
+
+        With ``cleanup_policy`` containing ``delete``: segments whose largest timestamp is
+        more than ``retention_ms`` before ``now_ms``, and the oldest segments while the log
+        is more than ``retention_bytes`` large.  Always: segments wholly below the log
+        start offset.  The log start offset advances to the first remaining segment.
+        """
+        with self._lock:
+            self._check_open()
+            cfg = self.config
+            now = self._clock() if now_ms is None else now_ms
+            segs = self._segments
+            candidates = len(segs) - 1
+            prefix = self._start_breached_prefix()
+            if "delete" in cfg.cleanup_policy:
+                if cfg.retention_ms >= 0:
+                    n = 0
+                    while n < candidates and now - segs[n].largest_timestamp > cfg.retention_ms:
+                        n += 1
+                    prefix = max(prefix, n)
+                if cfg.retention_bytes >= 0:
+                    diff = sum(s.size for s in segs) - cfg.retention_bytes
+                    n = 0
+                    while n < candidates and diff - segs[n].size >= 0:
+                        diff -= segs[n].size
+                        n += 1
+                    prefix = max(prefix, n)
+            deleted, nbytes = self._delete_prefix(prefix)
+            if deleted:
+                self._write_own_checkpoints(force=True)
+            return RetentionResult(tuple(deleted), nbytes, self._log_start_offset)
+
+    # -- maintenance seams (log cleaner) -------------------------------------------
+
+    def new_segment(self, base_offset: int, suffix: str = CLEANED_SUFFIX) -> LogSegment:
+        """Create an empty, appendable segment named ``<base_offset>.log<suffix>`` in this
+        log's directory (not part of the log) for a replacement to be written into.
+
+        Fill it with :meth:`LogSegment.append` (batches validated by
+        ``_core.validate_batches``, offsets kept), then :meth:`LogSegment.seal` it and hand
+        it to :meth:`replace_segments`.  A crash before the swap leaves a ``.cleaned``
+        file, which the next open deletes.
+        """
+        return LogSegment.create(self.path, base_offset, self.config, suffix=suffix, cache=self._cache)
+
+    def replace_segments(self, new_segments: Sequence[LogSegment], old_segments: Sequence[LogSegment]) -> None:
+        """Swap ``new_segments`` (sealed ``.cleaned`` segments from :meth:`new_segment`)
+        in for ``old_segments`` (current, non-active segments of this log), crash-safely.
+
+        Kafka's protocol: (1) flush the new segments and rename them ``.cleaned`` ->
+        ``.swap``; (2) rename the old segments to ``.deleted``; (3) rename ``.swap`` ->
+        live; (4) delete the ``.deleted`` files.  Each step is made durable (directory
+        fsync) before the next.  On open, ``.cleaned`` and ``.deleted`` files are removed
+        and a ``.swap`` segment completes the swap: it replaces every live segment whose
+        base offset lies within its offsets.  The new segments' offsets must lie within
+        the old segments' range.
+        """
+        with self._lock:
+            self._check_open()
+            olds = list(old_segments)
+            news = sorted(new_segments, key=lambda s: s.base_offset)
+            if not olds:
+                raise ValueError("replace_segments needs at least one old segment")
+            for seg in olds:
+                if seg not in self._segments:
+                    raise ValueError(f"{seg!r} is not a segment of this log")
+                if seg is self._segments[-1]:
+                    raise ValueError("the active segment cannot be replaced")
+            lo = min(s.base_offset for s in olds)
+            hi = max(s.upper_bound_offset for s in olds)
+            for seg in news:
+                if seg.is_active:
+                    raise ValueError(f"{seg!r} must be sealed before it is swapped in")
+                if not lo <= seg.base_offset < hi:
+                    raise ValueError(f"{seg!r} lies outside the replaced range [{lo}, {hi})")
+            for seg in news:
+                seg.flush()
+                seg.change_suffix(SWAP_SUFFIX)
+            fsync_dir(self.path)
+            for seg in olds:
+                seg.close()
+                seg.change_suffix(DELETED_SUFFIX)
+            fsync_dir(self.path)
+            for seg in news:
+                seg.change_suffix("")
+            fsync_dir(self.path)
+            for seg in olds:
+                seg.delete()
+            remaining = [s for s in self._segments if not any(s is o for o in olds)]
+            self._segments = sorted(remaining + news, key=lambda s: s.base_offset)
+            self._bases = [s.base_offset for s in self._segments]
+            for seg, nxt in zip(self._segments, self._segments[1:]):
+                seg.upper_bound_offset = nxt.base_offset
+
+    # -- durability ----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync every segment written since the last flush and advance the recovery
+        point to the log end offset."""
+        with self._lock:
+            self._check_open()
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        rp = self._recovery_point
+        if rp < self._log_end_offset or self._unflushed_messages:
+            i = max(bisect.bisect_right(self._bases, rp) - 1, 0)
+            for seg in self._segments[i:]:
+                seg.flush()
+            self._recovery_point = self._log_end_offset
+        self._unflushed_messages = 0
+        self._last_flush_ms = self._clock()
+        self._write_own_checkpoints()
+
+    def maybe_flush(self, now_ms: int | None = None) -> bool:
+        """Flush if the flush policy (``flush_messages`` / ``flush_ms``) says so; for a
+        timer to call.  Returns whether it flushed."""
+        with self._lock:
+            self._check_open()
+            return self._maybe_flush_locked(now_ms)
+
+    def _maybe_flush_locked(self, now_ms: int | None = None) -> bool:
+        cfg = self.config
+        due = cfg.flush_messages is not None and self._unflushed_messages >= cfg.flush_messages
+        if not due and cfg.flush_ms is not None:
+            now = self._clock() if now_ms is None else now_ms
+            due = now - self._last_flush_ms >= cfg.flush_ms and self._recovery_point < self._log_end_offset
+        if due:
+            self._flush_locked()
+        return due
+
+    def _write_own_checkpoints(self, force: bool = False) -> None:
+        if self._managed:
+            return
+        now = _wall_ms()
+        if not force and now - self._last_checkpoint_ms < _CHECKPOINT_INTERVAL_MS:
+            return
+        key = self._tp_key()
+        CheckpointFile(os.path.join(self.path, RECOVERY_POINT_CHECKPOINT)).write({key: self._recovery_point})
+        CheckpointFile(os.path.join(self.path, LOG_START_OFFSET_CHECKPOINT)).write({key: self._log_start_offset})
+        self._last_checkpoint_ms = now
+
+    def checkpoint(self) -> None:
+        """Write a standalone log's checkpoint files now (a LogManager writes its own)."""
+        with self._lock:
+            self._write_own_checkpoints(force=True)
+
+    def close(self) -> None:
+        """Flush, trim the active segment, release everything and (standalone) write the
+        checkpoints and the clean-shutdown marker.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._flush_locked()
+            for seg in self._segments:
+                seg.close()
+            self._closed = True
+            if not self._managed:
+                self._write_own_checkpoints(force=True)
+                with open(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), "wb") as f:
+                    os.fsync(f.fileno())
+                fsync_dir(self.path)
+
+    def delete(self) -> None:
+        """Close the log and delete its directory."""
+        import shutil
+
+        with self._lock:
+            if not self._closed:
+                for seg in self._segments:
+                    seg.close()
+                self._closed = True
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> "Log":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<Log {self.path} [{self._log_start_offset}, {self._log_end_offset}) "
+                f"{len(self._segments)} segments>")

@@ -1,0 +1,715 @@
+"""One log segment: a ``.log`` file of record batches and its two sparse indexes.
+
+On disk, in the partition directory (Kafka's names and formats)::
+
+    00000000000000001234.log         record batches (v2), back to back, no padding
+    00000000000000001234.index       see pylog.storage.index
+    00000000000000001234.timeindex
+
+The name is the segment's base offset: every offset in it is >= that and < base + 2**32.
+A segment is *active* (the log's last: appended to) or *sealed* (read-only).
+
+- Active: the ``.log`` file is preallocated to ``segment_bytes`` (a sparse file, as Kafka
+  with ``preallocate=true``) and memory-mapped read-write; appends are a memcpy in Cython
+  (GIL released for large batches) followed by rewriting the broker-owned header fields in
+  the copy.  Pages ahead of the writer are faulted in a megabyte at a time.  The indexes
+  are preallocated and mapped too.  On roll and close the files are trimmed to their valid
+  size, so a sealed segment is byte-identical to Kafka's: exactly its batches.
+- Sealed: nothing is open until the first read or lookup; then the ``.log`` file is opened
+  and mapped read-only and the indexes are mapped (and sanity-checked the first time).
+  These resources are released under a :class:`SegmentCache` LRU limit shared by all the
+  logs of a process or LogManager, so thousands of segments keep descriptors and mappings
+  bounded.  Resources are released by dropping references, never by force: a read result
+  still holding a view or descriptor keeps it alive until it is let go.
+
+Crash behaviour: the bytes past a segment's valid size are zeros (preallocation) or a torn
+append.  :meth:`LogSegment.recover` scans from the start, CRC-checking every batch in
+Cython, truncates at the first torn or invalid one and rebuilds both indexes in the same
+pass.  Truncating a segment zeroes the removed bytes through the mapping and syncs them,
+so stale batches can never be recovered as valid ones.
+
+Thread safety: a segment has no lock of its own; its :class:`~pylog.storage.Log`
+serializes every call under the log's lock.  The cache may release a sealed segment's
+resources from another log's thread: readers take local references first, so that is safe.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+from pylog import _core
+from pylog.errors import KafkaStorageError, RecordBatchTooLargeError
+from pylog.storage.config import LogConfig
+from pylog.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
+
+__all__ = ["LogSegment", "SegmentCache", "FileHandle", "BatchInfo", "RecoveryInfo",
+           "LOG_SUFFIX", "INDEX_SUFFIX", "TIME_INDEX_SUFFIX", "CLEANED_SUFFIX", "SWAP_SUFFIX",
+           "DELETED_SUFFIX", "segment_path", "parse_segment_name"]
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+#: Kafka's temporary suffixes: a cleaner's output being written, a finished replacement
+#: being swapped in, a replaced segment waiting to be deleted.
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+DELETED_SUFFIX = ".deleted"
+
+_FILE_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+_MAX_RELATIVE = 0xFFFFFFFF
+_PREFAULT_BYTES = 1 << 20
+
+
+def segment_path(directory: str, base_offset: int, kind: str = LOG_SUFFIX, suffix: str = "") -> str:
+    """``<directory>/<base_offset as 20 digits><kind><suffix>``."""
+    return os.path.join(directory, f"{base_offset:020d}{kind}{suffix}")
+
+
+def parse_segment_name(name: str) -> tuple[int, str, str] | None:
+    """``(base_offset, kind, suffix)`` of a segment file name, or None."""
+    stem, dot, rest = name.partition(".")
+    if len(stem) != 20 or not stem.isdigit() or not dot:
+        return None
+    kind, _, suffix = rest.partition(".")
+    kind = "." + kind
+    if kind not in _FILE_SUFFIXES:
+        return None
+    return int(stem), kind, ("." + suffix) if suffix else ""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FileHandle:
+    """An open file descriptor shared by a segment and the read results pointing into it.
+
+    It is closed by :meth:`close` or when the last holder drops it, so a server may keep
+    ``sendfile``-ing from a result after the segment was released, rolled or deleted.
+    """
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, path: str, flags: int = os.O_RDONLY) -> None:
+        self.path = path
+        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+    def fileno(self) -> int:
+        if self.fd < 0:
+            raise ValueError(f"{self.path}: file handle is closed")
+        return self.fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except OSError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"FileHandle({self.path!r}, fd={self.fd})"
+
+
+class BatchInfo(NamedTuple):
+    """Header facts of one stored batch (what iteration over a segment yields)."""
+
+    base_offset: int
+    last_offset: int
+    position: int
+    size: int
+    max_timestamp: int
+    attributes: int
+    records_count: int
+
+
+@dataclass
+class RecoveryInfo:
+    """What :meth:`LogSegment.recover` found."""
+
+    base_offset: int
+    valid_bytes: int
+    truncated_bytes: int
+    batches: int
+    next_offset: int
+    reason: str | None
+    """None: the segment ended cleanly (a zero tail is not corruption)."""
+
+
+class SegmentCache:
+    """LRU bound on the sealed segments that hold open files and mappings.
+
+    Shared by every log of a :class:`~pylog.storage.LogManager` (or one per standalone
+    log).  Thread-safe.
+    """
+
+    def __init__(self, max_open: int = 64) -> None:
+        if max_open < 1:
+            raise ValueError("max_open must be at least 1")
+        self.max_open = max_open
+        self._lru: OrderedDict[int, LogSegment] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def touch(self, segment: "LogSegment") -> None:
+        evicted = []
+        with self._lock:
+            key = id(segment)
+            if key in self._lru:
+                self._lru.move_to_end(key)
+            else:
+                self._lru[key] = segment
+                while len(self._lru) > self.max_open:
+                    evicted.append(self._lru.popitem(last=False)[1])
+        for seg in evicted:
+            seg.release()
+
+    def forget(self, segment: "LogSegment") -> None:
+        with self._lock:
+            self._lru.pop(id(segment), None)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+class LogSegment:
+    """A segment of a partition log.  See the module docstring for the on-disk format,
+    crash behaviour and thread safety.
+
+    Use :meth:`create` for a new (active) segment and :meth:`open` for an existing one
+    (sealed until :meth:`activate`).  Offsets are absolute; positions are byte offsets in
+    the ``.log`` file.
+    """
+
+    def __init__(self, directory: str, base_offset: int, config: LogConfig, *, suffix: str = "",
+                 cache: SegmentCache | None = None, size: int = 0) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.config = config
+        self.suffix = suffix
+        self.created_ms = _now_ms()
+        self._cache = cache
+        self._size = size
+        self._active = False
+        self._deleted = False
+        self._handle: FileHandle | None = None
+        self._map: mmap.mmap | None = None
+        self._offset_index: OffsetIndex | None = None
+        self._time_index: TimeIndex | None = None
+        self._indexes_trusted = False
+        #: Exclusive upper bound on this segment's offsets (the next segment's base
+        #: offset), set by the owning log; used to sanity-check indexes.
+        self.upper_bound_offset: int | None = None
+        self._next_offset: int | None = None
+        self._max_ts: int | None = None
+        self._max_ts_offset = -1
+        self._rolling_ts: int | None = None
+        self._bytes_since_index = 0
+        self._populated = 0
+        self._lock = threading.Lock()  # guards lazy opening against a concurrent release
+
+    # -- construction ----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str, base_offset: int, config: LogConfig, *, suffix: str = "",
+               cache: SegmentCache | None = None) -> "LogSegment":
+        """Create the three files of a new, empty segment and return it active."""
+        seg = cls(directory, base_offset, config, suffix=suffix, cache=cache, size=0)
+        log_path = seg.path
+        if os.path.exists(log_path) and os.path.getsize(log_path) > 0:
+            raise KafkaStorageError(f"{log_path} already exists and is not empty")
+        for kind in _FILE_SUFFIXES:
+            fd = os.open(seg.file_path(kind), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.close(fd)
+        seg._next_offset = base_offset
+        seg._max_ts, seg._max_ts_offset, seg._rolling_ts = -1, -1, -1
+        seg._indexes_trusted = True
+        seg.activate()
+        return seg
+
+    @classmethod
+    def open(cls, directory: str, base_offset: int, config: LogConfig, *, suffix: str = "",
+             cache: SegmentCache | None = None) -> "LogSegment":
+        """An existing segment, sealed and with nothing open yet (its size is the file's)."""
+        path = segment_path(directory, base_offset, LOG_SUFFIX, suffix)
+        return cls(directory, base_offset, config, suffix=suffix, cache=cache,
+                   size=os.path.getsize(path))
+
+    # -- names and simple state ----------------------------------------------------
+
+    def file_path(self, kind: str, suffix: str | None = None) -> str:
+        return segment_path(self.directory, self.base_offset, kind,
+                            self.suffix if suffix is None else suffix)
+
+    @property
+    def path(self) -> str:
+        """Path of the ``.log`` file."""
+        return self.file_path(LOG_SUFFIX)
+
+    @property
+    def size(self) -> int:
+        """Valid bytes in the ``.log`` file."""
+        return self._size
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "sealed"
+        return f"<LogSegment {self.base_offset} {state} {self._size} bytes{self.suffix}>"
+
+    # -- lazy resources ------------------------------------------------------------
+
+    def _readable(self) -> tuple[object, FileHandle]:
+        """(mapping, handle) for reading; opens a sealed segment on first use."""
+        with self._lock:
+            mm, handle = self._map, self._handle
+            if handle is None:
+                if self._deleted:
+                    raise KafkaStorageError(f"{self.path} was deleted")
+                handle = FileHandle(self.path)
+                mm = (mmap.mmap(handle.fd, self._size, access=mmap.ACCESS_READ)
+                      if self._size else b"")
+                self._map, self._handle = mm, handle
+        if not self._active and self._cache is not None:
+            self._cache.touch(self)
+        return mm, handle
+
+    def _load_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
+        oi, ti = self._offset_index, self._time_index
+        if oi is not None and ti is not None:
+            return oi, ti
+        mm, _ = self._readable()
+        with self._lock:
+            if self._offset_index is None or self._time_index is None:
+                self._open_sealed_indexes(mm)
+            oi, ti = self._offset_index, self._time_index
+        if not self._active and self._cache is not None:
+            self._cache.touch(self)
+        return oi, ti
+
+    def _open_sealed_indexes(self, mm) -> None:
+        cfg = self.config
+        try:
+            oi = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset,
+                             cfg.segment_index_bytes, writable=False)
+            ti = TimeIndex(self.file_path(TIME_INDEX_SUFFIX), self.base_offset,
+                           cfg.segment_index_bytes, writable=False)
+            if not self._indexes_trusted:
+                self._check_indexes(oi, ti, mm)
+        except (CorruptIndexError, FileNotFoundError, ValueError):
+            # Never trusted: rebuild from the log (headers only; the data itself was
+            # CRC-checked on append or recovery and lies below the recovery point).
+            self._rebuild_indexes(mm, check_crc=False)
+            return
+        self._indexes_trusted = True
+        self._offset_index, self._time_index = oi, ti
+
+    def _check_indexes(self, oi: OffsetIndex, ti: TimeIndex, mm) -> None:
+        upper = self.upper_bound_offset
+        max_offset = (upper - 1) if upper is not None else self.base_offset + _MAX_RELATIVE
+        oi.sanity_check(max_offset, self._size)
+        ti.sanity_check(max_offset)
+        if len(oi):
+            off, pos = oi.last_entry
+            head = _core.next_batch(mm, pos, self._size)
+            if head is None or head[0] > off:
+                raise CorruptIndexError(f"{oi.path}: last entry ({off}, {pos}) is not a batch holding that offset")
+
+    def _rebuild_indexes(self, mm, *, check_crc: bool) -> tuple:
+        """Rebuild both index files from the log; returns the scan's result tuple."""
+        cfg = self.config
+        oi = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
+                         writable=True, fresh=True)
+        ti = TimeIndex(self.file_path(TIME_INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
+                       writable=True, fresh=True)
+        res = _core.recover_segment(mm, self._size, self.base_offset, _core.DEFAULT_MAX_BATCH_SIZE,
+                                    cfg.index_interval_bytes, oi._mm, oi.max_entries,
+                                    ti._mm, ti.max_entries, check_crc)
+        oi._set_entries(res[5])
+        ti._set_entries(res[6])
+        if not self._active:
+            oi.trim()
+            ti.trim()
+        self._offset_index, self._time_index = oi, ti
+        self._indexes_trusted = True
+        return res
+
+    def release(self) -> None:
+        """Drop a sealed segment's descriptor and mappings (reopened on the next read).
+        A no-op on the active segment."""
+        with self._lock:
+            if self._active:
+                return
+            self._map = None
+            self._handle = None
+            self._offset_index = None
+            self._time_index = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the segment currently holds a descriptor or mapping."""
+        return self._handle is not None or self._offset_index is not None
+
+    @property
+    def offset_index(self) -> OffsetIndex:
+        return self._load_indexes()[0]
+
+    @property
+    def time_index(self) -> TimeIndex:
+        return self._load_indexes()[1]
+
+    # -- lazily derived facts ------------------------------------------------------
+
+    def _scan_tail(self) -> None:
+        """Next offset and largest timestamp of a sealed segment, from its indexes plus a
+        header scan of what follows their last entries."""
+        mm, _ = self._readable()
+        oi, ti = self._load_indexes()
+        ts, ts_offset = ti.last_entry
+        if not len(ti):
+            ts, ts_offset = -1, -1
+        _, pos = oi.last_entry
+        # Scan headers from the last offset-index entry (or the start) to the end.
+        res = _core.recover_segment(mm if pos == 0 else memoryview(mm)[pos:], self._size - pos,
+                                    self.base_offset, _core.DEFAULT_MAX_BATCH_SIZE, 1 << 62,
+                                    None, 0, None, 0, False)
+        next_offset = res[2]
+        if res[3] > ts:
+            ts, ts_offset = res[3], res[4]
+        if pos and next_offset == self.base_offset:
+            next_offset = oi.last_entry[0] + 1
+        self._next_offset = next_offset
+        self._max_ts, self._max_ts_offset = ts, ts_offset
+
+    @property
+    def next_offset(self) -> int:
+        """Last offset in the segment + 1 (the base offset when it is empty)."""
+        if self._next_offset is None:
+            self._scan_tail()
+        return self._next_offset
+
+    @property
+    def max_timestamp(self) -> int:
+        """Largest batch timestamp in the segment (-1 when none has one)."""
+        if self._max_ts is None:
+            self._scan_tail()
+        return self._max_ts
+
+    @property
+    def offset_of_max_timestamp(self) -> int:
+        if self._max_ts is None:
+            self._scan_tail()
+        return self._max_ts_offset
+
+    @property
+    def largest_timestamp(self) -> int:
+        """What time-based retention compares: the largest timestamp, or the file's
+        modification time when no batch has a timestamp (Kafka's rule)."""
+        ts = self.max_timestamp
+        if ts >= 0:
+            return ts
+        try:
+            return int(os.path.getmtime(self.path) * 1000)
+        except FileNotFoundError:
+            return -1
+
+    @property
+    def rolling_timestamp(self) -> int:
+        """maxTimestamp of the segment's first batch (-1 when empty): the reference point
+        for rolling on ``segment_ms``."""
+        if self._rolling_ts is None:
+            mm, _ = self._readable()
+            head = _core.next_batch(mm, 0, self._size) if self._size else None
+            self._rolling_ts = head[3] if head else -1
+        return self._rolling_ts
+
+    # -- activation and sealing ----------------------------------------------------
+
+    def activate(self) -> None:
+        """Make this segment the appendable one: extend the ``.log`` file to
+        ``segment_bytes`` (sparse) and the indexes to ``segment_index_bytes``, map them
+        read-write.  The indexes must be trusted (recovered or sanity-checked) first."""
+        if self._active:
+            return
+        if not self._indexes_trusted:
+            self._load_indexes()
+        # Facts derived from the sealed form, before it goes.
+        next_offset = self.next_offset
+        max_ts, max_ts_offset = self.max_timestamp, self.offset_of_max_timestamp
+        rolling = self.rolling_timestamp
+        n_oi, n_ti = len(self.offset_index), len(self.time_index)
+        with self._lock:
+            self._map = None
+            self._handle = None
+            self._offset_index = None
+            self._time_index = None
+        if self._cache is not None:
+            self._cache.forget(self)
+        cfg = self.config
+        handle = FileHandle(self.path, os.O_RDWR)
+        capacity = max(cfg.segment_bytes, self._size)
+        # Zero anything past the valid size first (ftruncate down, then up): a stale tail
+        # must never be mistaken for batches by a later recovery.
+        if os.fstat(handle.fd).st_size != capacity:
+            os.ftruncate(handle.fd, self._size)
+            os.ftruncate(handle.fd, capacity)
+        self._map = mmap.mmap(handle.fd, capacity)
+        self._handle = handle
+        self._offset_index = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset,
+                                         cfg.segment_index_bytes, writable=True, entries=n_oi)
+        self._time_index = TimeIndex(self.file_path(TIME_INDEX_SUFFIX), self.base_offset,
+                                     cfg.segment_index_bytes, writable=True, entries=n_ti)
+        self._next_offset = next_offset
+        self._max_ts, self._max_ts_offset = max_ts, max_ts_offset
+        self._rolling_ts = rolling
+        self._bytes_since_index = 0
+        self._populated = self._size
+        self._active = True
+
+    def seal(self) -> None:
+        """Stop appending: write the final time-index entry, trim the ``.log`` file and
+        the indexes to their valid sizes, and unmap (Kafka's onBecomeInactiveSegment)."""
+        if not self._active:
+            return
+        oi, ti = self._offset_index, self._time_index
+        if self._max_ts is not None and self._max_ts >= 0:
+            ti.maybe_append(self._max_ts, self._max_ts_offset, skip_full_check=True)
+        mm, self._map = self._map, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a reader still holds a view: unmapped when it lets go
+        os.ftruncate(self._handle.fd, self._size)
+        self._handle = None
+        oi.trim()
+        ti.trim()
+        self._active = False
+        if self._cache is not None:
+            self._cache.touch(self)  # its trimmed indexes stay mapped until evicted
+
+    # -- appending -----------------------------------------------------------------
+
+    def can_hold(self, size: int, last_offset: int) -> bool:
+        """Whether an append of ``size`` bytes ending at ``last_offset`` fits without a roll
+        for size, index capacity or 32-bit relative offsets (time is the log's check)."""
+        return (self._size <= self.config.segment_bytes - size
+                and not self._offset_index.is_full and not self._time_index.is_full
+                and 0 <= last_offset - self.base_offset <= _MAX_RELATIVE)
+
+    def append(self, batches, size: int, *, first_offset: int, last_offset: int, max_timestamp: int,
+               offset_of_max_timestamp: int, assign_offsets: bool = False,
+               leader_epoch: int | None = None, log_append_time: int = -1) -> int:
+        """Append ``size`` bytes of batches already validated by
+        ``_core.validate_batches`` (see :meth:`Log.append`, which is the public way in;
+        the log cleaner calls this on its ``.cleaned`` segments).  Returns the position."""
+        if not self._active:
+            raise KafkaStorageError(f"segment {self.base_offset} is not active")
+        position = self._size
+        end = position + size
+        if end > len(self._map):
+            raise RecordBatchTooLargeError(
+                f"append of {size} bytes does not fit segment {self.base_offset} "
+                f"({position} of {len(self._map)} bytes used)")
+        if end > self._populated:
+            ahead = max(_PREFAULT_BYTES, end - self._populated)
+            _core.prefault(self._map, self._populated, ahead)
+            self._populated += ahead
+        _core.write_batches(self._map, position, batches, first_offset, assign_offsets,
+                            leader_epoch is not None, leader_epoch or 0, log_append_time)
+        if position == 0:
+            self._rolling_ts = max_timestamp if log_append_time < 0 else log_append_time
+        if max_timestamp > self._max_ts:
+            self._max_ts, self._max_ts_offset = max_timestamp, offset_of_max_timestamp
+        if self._bytes_since_index > self.config.index_interval_bytes:
+            self._offset_index.append(last_offset, position)
+            self._time_index.maybe_append(self._max_ts, self._max_ts_offset)
+            self._bytes_since_index = 0
+        self._bytes_since_index += size
+        self._size = end
+        self._next_offset = last_offset + 1
+        return position
+
+    # -- reading -------------------------------------------------------------------
+
+    def translate_offset(self, offset: int, start_position: int = 0) -> tuple[int, int, int]:
+        """``(position, base_offset, last_offset)`` of the batch holding ``offset`` (or
+        the first batch after it); ``(size, -1, -1)`` when there is none."""
+        mm, _ = self._readable()
+        pos = max(self.offset_index.lookup(offset)[1], start_position)
+        return _core.find_batch(mm, pos, self._size, offset)
+
+    def read(self, offset: int, max_bytes: int, max_offset: int):
+        """Whole batches from the one holding ``offset``: ``(mapping, handle, position,
+        length, first_base_offset, last_offset)``; length 0 when there is none."""
+        mm, handle = self._readable()
+        start = self.offset_index.lookup(offset)[1] if offset > self.base_offset else 0
+        position, length, first, last = _core.locate_read(mm, start, self._size, offset,
+                                                          max_bytes, max_offset)
+        return mm, handle, position, length, first, last
+
+    def find_offset_by_timestamp(self, timestamp: int, min_offset: int):
+        """``(offset, timestamp, exact)`` of the first record with a timestamp >=
+        ``timestamp`` and offset >= ``min_offset``, or None (time index, then a scan)."""
+        mm, _ = self._readable()
+        oi, ti = self._load_indexes()
+        _, indexed_offset = ti.lookup(timestamp)
+        start = oi.lookup(max(indexed_offset, min_offset))[1]
+        return _core.search_timestamp(mm, start, self._size, timestamp, min_offset)
+
+    def batches(self, start_position: int = 0) -> Iterator[tuple[BatchInfo, memoryview]]:
+        """Iterate the stored batches from ``start_position`` (a batch boundary):
+        ``(BatchInfo, zero-copy memoryview of the batch)`` pairs.  Python touches batches
+        only; decode records with pylog.records.  The view reads the mapping: copy what
+        must outlive a later truncation of this segment."""
+        mm, _ = self._readable()
+        view = memoryview(mm)
+        pos, end = start_position, self._size
+        while pos < end:
+            head = _core.next_batch(mm, pos, end)
+            if head is None:
+                break
+            base, last, size, max_ts, attrs, count = head
+            yield BatchInfo(base, last, pos, size, max_ts, attrs, count), view[pos:pos + size]
+            pos += size
+
+    # -- recovery and truncation ---------------------------------------------------
+
+    def recover(self, max_batch_size: int = _core.DEFAULT_MAX_BATCH_SIZE) -> RecoveryInfo:
+        """CRC-check every batch from the start, truncate the file at the first torn or
+        invalid one, and rebuild both indexes.  The segment must be sealed."""
+        if self._active:
+            raise KafkaStorageError("recover() a sealed segment; the active one is recovered before activation")
+        self.release()
+        file_size = os.path.getsize(self.path)
+        self._size = file_size
+        handle = FileHandle(self.path, os.O_RDWR)
+        mm = mmap.mmap(handle.fd, file_size, access=mmap.ACCESS_READ) if file_size else b""
+        try:
+            res = _core.recover_segment(
+                mm, file_size, self.base_offset, max_batch_size, self.config.index_interval_bytes,
+                *self._fresh_index_buffers())
+        finally:
+            if file_size:
+                mm.close()
+        valid, batches, next_offset, max_ts, max_ts_offset, n_oi, n_ti, first_ts, tail_zero, why = res
+        if valid != file_size:
+            os.ftruncate(handle.fd, valid)
+        handle.close()
+        self._size = valid
+        oi, ti = self._offset_index, self._time_index
+        oi._set_entries(n_oi)
+        ti._set_entries(n_ti)
+        oi.trim()
+        ti.trim()
+        self._indexes_trusted = True
+        self._next_offset = next_offset
+        self._max_ts, self._max_ts_offset = max_ts, max_ts_offset
+        self._rolling_ts = first_ts
+        self._map = self._handle = None
+        if tail_zero:
+            why = None  # a stop at zeros is the unwritten, preallocated tail, not damage
+        return RecoveryInfo(self.base_offset, valid, file_size - valid, batches, next_offset, why)
+
+    def _fresh_index_buffers(self):
+        cfg = self.config
+        oi = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
+                         writable=True, fresh=True)
+        ti = TimeIndex(self.file_path(TIME_INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
+                       writable=True, fresh=True)
+        self._offset_index, self._time_index = oi, ti
+        return oi._mm, oi.max_entries, ti._mm, ti.max_entries
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch whose last offset is >= ``offset`` (a batch straddling
+        ``offset`` goes whole).  The segment must be active.  Returns the bytes removed.
+
+        The removed range is zeroed through the mapping and synced, so a crash can never
+        bring those batches back.
+        """
+        if not self._active:
+            raise KafkaStorageError("truncate_to() needs the active segment")
+        position, base, _ = self.translate_offset(offset)
+        if base < 0:
+            return 0
+        removed = self._size - position
+        _core.zero_range(self._map, position, self._size)
+        page = mmap.PAGESIZE
+        start = position - position % page
+        self._map.flush(start, min(len(self._map), self._size) - start)
+        self._offset_index.truncate_to(offset)
+        self._time_index.truncate_to(offset)
+        self._size = position
+        self._next_offset = None
+        self._bytes_since_index = 0
+        # Recompute what the removed batches may have contributed.
+        res = _core.recover_segment(self._map, position, self.base_offset, _core.DEFAULT_MAX_BATCH_SIZE,
+                                    1 << 62, None, 0, None, 0, False)
+        self._next_offset = res[2]
+        self._max_ts, self._max_ts_offset = res[3], res[4]
+        self._rolling_ts = res[7]
+        tts, toff = self._time_index.last_entry
+        if len(self._time_index) and tts > self._max_ts:
+            self._max_ts, self._max_ts_offset = tts, toff
+        return removed
+
+    # -- durability and lifecycle --------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync the ``.log`` file and msync the indexes."""
+        if self._active:
+            os.fsync(self._handle.fd)
+            self._offset_index.flush()
+            self._time_index.flush()
+            return
+        for kind in _FILE_SUFFIXES:
+            try:
+                fd = os.open(self.file_path(kind), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Seal (if active) and release."""
+        if self._active:
+            self.seal()
+        self.release()
+        if self._cache is not None:
+            self._cache.forget(self)
+
+    def change_suffix(self, new_suffix: str) -> None:
+        """Rename the segment's files to carry ``new_suffix`` (``""`` for a live segment)."""
+        for kind in _FILE_SUFFIXES:
+            src = self.file_path(kind)
+            if os.path.exists(src):
+                os.rename(src, self.file_path(kind, new_suffix))
+        self.suffix = new_suffix
+        if self._offset_index is not None:
+            self._offset_index.path = self.file_path(INDEX_SUFFIX)
+            self._time_index.path = self.file_path(TIME_INDEX_SUFFIX)
+
+    def delete(self) -> None:
+        """Close and delete the files (renamed to ``.deleted`` first, so a crash midway
+        leaves only files that the next open removes)."""
+        self.close()
+        self._deleted = True
+        if self.suffix != DELETED_SUFFIX:
+            self.change_suffix(DELETED_SUFFIX)
+        for kind in _FILE_SUFFIXES:
+            try:
+                os.unlink(self.file_path(kind))
+            except FileNotFoundError:
+                pass
