@@ -3,6 +3,11 @@
 # Used by people (README) and by CI (.ci/run); safe to run on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# kcat (Debian's package) is one of the real Kafka clients the server is tested with.
+if ! command -v kcat >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq kcat >/dev/null
+fi
 python3 -m pip install --quiet --upgrade pip
 python3 -m pip install --quiet -e ".[test]"
 # -m "not long": the long randomized and crash marker runs with `pytest -m long`.
