@@ -3,7 +3,12 @@ an implementation independent of pylog's own codec."""
 
 from __future__ import annotations
 
-from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+import warnings
+
+with warnings.catch_warnings():
+    # kafka-python's package import uses importlib.resources.read_text (deprecated).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
