@@ -44,7 +44,13 @@ extensions = [
             "src/pylog/_crc32c.h",
         ]
         + [os.path.join("src/pylog", f) for f in sorted(os.listdir("src/pylog")) if f.endswith(".pxi")],
-    )
+    ),
+    Extension(
+        "pylog._protocol",
+        ["src/pylog/_protocol.pyx"],
+        define_macros=macros,
+        extra_compile_args=compile_args,
+    ),
 ]
 
 setup(

@@ -1,0 +1,1 @@
+"""Kafka wire protocol: declarative schemas for every message pylog speaks, and one codec."""

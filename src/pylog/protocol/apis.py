@@ -1,0 +1,131 @@
+"""API keys, the versions pylog speaks, and which header version each request uses.
+
+Everything here is a constant table built at import; safe to use from any thread.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from pylog.protocol.schema import Message
+from pylog.protocol.schemas import KAFKA_API_NAMES, MODULES
+
+__all__ = [
+    "ApiKey",
+    "KAFKA_API_NAMES",
+    "api_name",
+    "request_schema",
+    "response_schema",
+    "supported_versions",
+    "is_supported",
+    "request_header_version",
+    "response_header_version",
+    "MAX_FRAME_SIZE",
+]
+
+#: Largest frame (size prefix value) accepted by default: Kafka's
+#: ``socket.request.max.bytes`` default, 100 MiB.
+MAX_FRAME_SIZE = 104857600
+
+
+class ApiKey(IntEnum):
+    """The APIs pylog speaks, by Kafka's API key."""
+
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
+    INIT_PRODUCER_ID = 22
+    OFFSET_FOR_LEADER_EPOCH = 23
+    ADD_PARTITIONS_TO_TXN = 24
+    ADD_OFFSETS_TO_TXN = 25
+    END_TXN = 26
+    WRITE_TXN_MARKERS = 27
+    TXN_OFFSET_COMMIT = 28
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
+    CREATE_PARTITIONS = 37
+    DELETE_GROUPS = 42
+    INCREMENTAL_ALTER_CONFIGS = 44
+    OFFSET_DELETE = 47
+    DESCRIBE_CLUSTER = 60
+    DESCRIBE_PRODUCERS = 61
+    DESCRIBE_TRANSACTIONS = 65
+    LIST_TRANSACTIONS = 66
+
+
+if set(ApiKey) != set(MODULES):  # the enum and the generated registry must agree
+    raise ImportError("pylog.protocol: ApiKey and the generated schemas disagree: "
+                      f"{sorted(set(ApiKey) ^ set(MODULES))}")
+
+_REQUESTS: dict[int, Message] = {k: m.REQUEST for k, m in MODULES.items()}
+_RESPONSES: dict[int, Message] = {k: m.RESPONSE for k, m in MODULES.items()}
+_VERSIONS: dict[int, tuple[int, int]] = {
+    k: (m.min_version, m.max_version) for k, m in sorted(_REQUESTS.items())
+}
+
+
+def api_name(api_key: int) -> str:
+    """Kafka's name of an API (``"Produce"``), or ``"Unknown(<key>)"``."""
+    name = KAFKA_API_NAMES.get(api_key)
+    return name if name is not None else f"Unknown({api_key})"
+
+
+def request_schema(api_key: int) -> Message:
+    """The request declaration of ``api_key``; KeyError if pylog does not speak it."""
+    return _REQUESTS[api_key]
+
+
+def response_schema(api_key: int) -> Message:
+    """The response declaration of ``api_key``; KeyError if pylog does not speak it."""
+    return _RESPONSES[api_key]
+
+
+def supported_versions() -> dict[int, tuple[int, int]]:
+    """API key -> (min version, max version) pylog speaks, ascending by key: the table an
+    ApiVersions response advertises.  A new dict on every call."""
+    return dict(_VERSIONS)
+
+
+def is_supported(api_key: int, api_version: int) -> bool:
+    """True when pylog can decode and encode ``api_key`` at ``api_version``."""
+    r = _VERSIONS.get(api_key)
+    return r is not None and r[0] <= api_version <= r[1]
+
+
+def request_header_version(api_key: int, api_version: int) -> int:
+    """Request header version of a request: 2 (with tagged fields) when the request
+    version is flexible, else 1.  Defined for every version of a known API, supported or
+    not, because the flexible rule is open-ended; unknown API keys get 1."""
+    schema = _REQUESTS.get(api_key)
+    if schema is not None and schema.is_flexible(api_version):
+        return 2
+    return 1
+
+
+def response_header_version(api_key: int, api_version: int) -> int:
+    """Response header version: 1 (with tagged fields) for flexible versions, else 0.
+
+    ApiVersions responses always use header v0: a client that does not yet know the
+    broker's versions must be able to read the correlation id (KIP-511).
+    """
+    if api_key == ApiKey.API_VERSIONS:
+        return 0
+    schema = _RESPONSES.get(api_key)
+    if schema is not None and schema.is_flexible(api_version):
+        return 1
+    return 0
