@@ -1804,3 +1804,13 @@ def filter_batch(batch, keep, *, max_uncompressed=None):
                  b._h.last_offset_delta, b._h.base_timestamp, max_ts, b._h.producer_id,
                  b._h.producer_epoch, b._h.base_sequence, <int32_t>kept)
     return result
+
+
+cdef extern from "_crc32c.h" nogil:
+    uint32_t pylog_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
+
+
+def _crc32c_portable(data, unsigned int value=0):
+    """CRC-32C by the table-driven fallback (what CPUs without SSE4.2 run); for tests."""
+    cdef _BufferRef ref = acquire_buffer(data)
+    return pylog_crc32c_sw(value, <const uint8_t *>ref.view.buf, <size_t>ref.view.len)

@@ -28,3 +28,33 @@ def test_sizes_and_alignment(size):
 def test_incremental():
     data = os.urandom(10000)
     assert _core.crc32c(data[5000:], _core.crc32c(data[:5000])) == _core.crc32c(data)
+
+
+# The hardware path cuts buffers into three lanes of 8 KiB, then of 256 bytes, and joins
+# the lane CRCs with tabulated shifts: probe every boundary of that scheme.
+LANE_SIZES = sorted({n + d for n in (768, 1536, 24576, 49152, 24576 + 768, 3 * 8192 * 5)
+                     for d in (-9, -8, -1, 0, 1, 7, 8, 9)})
+
+
+@pytest.mark.parametrize("size", LANE_SIZES)
+def test_lane_boundaries(size):
+    data = os.urandom(size + 3)
+    for shift in (0, 3):
+        view = memoryview(data)[shift:shift + size]
+        assert _core.crc32c(view) == crc32c_oracle.crc32c(bytes(view))
+        assert _core.crc32c(view, 0xDEADBEEF) == crc32c_oracle.crc32c(bytes(view), 0xDEADBEEF)
+
+
+@given(st.binary(max_size=3000), st.integers(0, 2**32 - 1))
+def test_portable_fallback_matches(data, start):
+    assert _core._crc32c_portable(data, start) == crc32c_oracle.crc32c(data, start)
+
+
+def test_portable_fallback_large():
+    data = os.urandom(100_003)
+    assert _core._crc32c_portable(data) == crc32c_oracle.crc32c(data)
+
+
+def test_crc_of_all_zero_lanes():
+    data = bytes(3 * 8192 * 2 + 777)
+    assert _core.crc32c(data) == crc32c_oracle.crc32c(data)
