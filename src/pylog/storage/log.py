@@ -743,16 +743,20 @@ class Log:
 
     # -- maintenance seams (log cleaner) -------------------------------------------
 
-    def new_segment(self, base_offset: int, suffix: str = CLEANED_SUFFIX) -> LogSegment:
+    def new_segment(self, base_offset: int, suffix: str = CLEANED_SUFFIX, *,
+                    capacity: int | None = None) -> LogSegment:
         """Create an empty, appendable segment named ``<base_offset>.log<suffix>`` in this
-        log's directory (not part of the log) for a replacement to be written into.
+        log's directory (not part of the log) for a replacement to be written into, with
+        room for ``capacity`` bytes (default ``segment_bytes``; a cleaner grouping segments
+        passes their total size).
 
         Fill it with :meth:`LogSegment.append` (batches validated by
         ``_core.validate_batches``, offsets kept), then :meth:`LogSegment.seal` it and hand
         it to :meth:`replace_segments`.  A crash before the swap leaves a ``.cleaned``
         file, which the next open deletes.
         """
-        return LogSegment.create(self.path, base_offset, self.config, suffix=suffix, cache=self._cache)
+        return LogSegment.create(self.path, base_offset, self.config, suffix=suffix, cache=self._cache,
+                                 capacity=capacity)
 
     def replace_segments(self, new_segments: Sequence[LogSegment], old_segments: Sequence[LogSegment]) -> None:
         """Swap ``new_segments`` (sealed ``.cleaned`` segments from :meth:`new_segment`)

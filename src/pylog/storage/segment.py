@@ -214,15 +214,18 @@ class LogSegment:
         self._rolling_ts: int | None = None
         self._bytes_since_index = 0
         self._populated = 0
+        self._capacity = 0
         self._lock = threading.Lock()  # guards lazy opening against a concurrent release
 
     # -- construction ----------------------------------------------------------------
 
     @classmethod
     def create(cls, directory: str, base_offset: int, config: LogConfig, *, suffix: str = "",
-               cache: SegmentCache | None = None) -> "LogSegment":
-        """Create the three files of a new, empty segment and return it active."""
+               cache: SegmentCache | None = None, capacity: int | None = None) -> "LogSegment":
+        """Create the three files of a new, empty segment and return it active, with room
+        for ``capacity`` bytes (default ``segment_bytes``)."""
         seg = cls(directory, base_offset, config, suffix=suffix, cache=cache, size=0)
+        seg._capacity = capacity or 0
         log_path = seg.path
         if os.path.exists(log_path) and os.path.getsize(log_path) > 0:
             raise KafkaStorageError(f"{log_path} already exists and is not empty")
@@ -457,7 +460,7 @@ class LogSegment:
             self._cache.forget(self)
         cfg = self.config
         handle = FileHandle(self.path, os.O_RDWR)
-        capacity = max(cfg.segment_bytes, self._size)
+        capacity = max(cfg.segment_bytes, self._size, self._capacity)
         # Zero anything past the valid size first (ftruncate down, then up): a stale tail
         # must never be mistaken for batches by a later recovery.
         if os.fstat(handle.fd).st_size != capacity:

@@ -1,0 +1,298 @@
+"""Recovery: SIGKILLed writers, flipped bytes, torn tails, damaged indexes, the swap
+protocol, and the open-time sweep of temporary files."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pylog import _core
+from pylog.storage import Log
+from pylog.storage.segment import CLEANED_SUFFIX, LogSegment
+from tests.storage.batches import batch_headers, make_batch
+from tests.storage.conftest import read_all
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _fill(log_dir, n=30, **cfg):
+    log = Log.open(log_dir, **cfg)
+    for i in range(n):
+        log.append(make_batch([b"%d:%d" % (i, j) for j in range(3)]))
+    return log
+
+
+def _kill_without_close(log):
+    """Simulate a crash: drop the log without close() (no trim, no marker)."""
+    log._closed = True
+
+
+def _check_crc_all(log):
+    for seg in log.segments:
+        for info, view in seg.batches():
+            _core.read_batch_header(view)  # raises on a bad CRC
+
+
+# -- SIGKILL crash tests -----------------------------------------------------------------
+
+def _crash_once(tmp_path, seed):
+    log_dir = str(tmp_path / f"crash-{seed}-0")
+    r = random.Random(seed)
+    flushed = 0
+    for round_ in range(2):  # kill, reopen (recover), append more, kill again
+        proc = subprocess.Popen([sys.executable, "-m", "tests.storage.crash_writer", log_dir, str(seed + round_)],
+                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()
+        assert first.startswith("start"), first
+        deadline = time.monotonic() + r.uniform(0.05, 0.4)
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        for line in out.splitlines():
+            if line.startswith("flushed "):
+                flushed = max(flushed, int(line.split()[1]))
+        log = Log.open(log_dir)
+        assert not log.had_clean_shutdown
+        # Every flushed record is there, and what follows is a consistent prefix of what
+        # the writer appended: offsets dense from 0, record i:j at its own offset.
+        recs = read_all(log)
+        assert log.log_end_offset >= flushed
+        assert [o for o, *_ in recs] == list(range(log.log_end_offset))
+        expect_batch = 0
+        for offset, _, _, value in recs:
+            b, j, _ = value.split(b":", 2)
+            assert int(b) + int(j) == offset
+        _check_crc_all(log)
+        # Indexes were rebuilt consistently: lookups of every offset land on its batch.
+        for seg in log.segments:
+            for info, _ in seg.batches():
+                pos, base, last = seg.translate_offset(info.last_offset)
+                assert (pos, base) == (info.position, info.base_offset)
+        log.close()
+        del expect_batch
+    return flushed
+
+
+def test_sigkill_crashes(tmp_path):
+    for seed in range(3):
+        _crash_once(tmp_path, 1000 + seed)
+
+
+@pytest.mark.long
+def test_sigkill_crashes_long(tmp_path):
+    for seed in range(60):
+        _crash_once(tmp_path, 5000 + seed)
+
+
+# -- damage --------------------------------------------------------------------------
+
+def test_flipped_byte_truncates_there(log_dir):
+    log = _fill(log_dir, 30, segment_bytes=1 << 20)
+    sizes = [h["size"] for h in batch_headers(bytes(log.read(0, 1 << 20).records))]
+    _kill_without_close(log)
+    del log
+    seg_path = os.path.join(log_dir, f"{0:020d}.log")
+    damaged_batch = 17
+    pos = sum(sizes[:damaged_batch]) + 70  # inside the records of batch 17
+    with open(seg_path, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x40]))
+    log = Log.open(log_dir)
+    assert log.log_end_offset == damaged_batch * 3
+    assert log.recovered[0].reason and "CRC" in log.recovered[0].reason
+    assert [o for o, *_ in read_all(log)] == list(range(damaged_batch * 3))
+    assert log.append(make_batch([b"after"])).base_offset == damaged_batch * 3
+    log.close()
+
+
+def test_damage_in_an_older_segment_drops_the_rest(log_dir):
+    log = _fill(log_dir, 40, segment_bytes=800)
+    bases = [s.base_offset for s in log.segments]
+    assert len(bases) >= 4
+    _kill_without_close(log)
+    del log
+    victim = os.path.join(log_dir, f"{bases[1]:020d}.log")
+    with open(victim, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    log = Log.open(log_dir)
+    assert len(log.segments) == 2
+    assert log.log_end_offset < bases[2]
+    _check_crc_all(log)
+    log.close()
+
+
+def test_file_truncated_mid_batch(log_dir):
+    log = _fill(log_dir, 10)
+    seg = log.active_segment
+    size = seg.size
+    log.close()
+    with open(seg.path, "r+b") as f:
+        f.truncate(size - 7)
+    os.unlink(os.path.join(log_dir, ".kafka_cleanshutdown"))
+    log = Log.open(log_dir)
+    assert log.log_end_offset == 27
+    assert log.recovered[0].truncated_bytes > 0 and log.recovered[0].reason
+    log.close()
+
+
+def test_unclean_shutdown_trims_preallocated_zero_tail(log_dir):
+    log = _fill(log_dir, 10, segment_bytes=1 << 20)
+    valid = log.active_segment.size
+    _kill_without_close(log)
+    del log
+    assert os.path.getsize(os.path.join(log_dir, f"{0:020d}.log")) == 1 << 20
+    log = Log.open(log_dir, segment_bytes=1 << 20)
+    info = log.recovered[0]
+    assert info.valid_bytes == valid and info.reason is None  # zeros: not damage
+    assert log.log_end_offset == 30
+    log.close()
+    assert os.path.getsize(os.path.join(log_dir, f"{0:020d}.log")) == valid
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "zeros", "wrong_size", "beyond"])
+def test_damaged_index_is_rebuilt(log_dir, damage):
+    log = _fill(log_dir, 60, segment_bytes=2000, index_interval_bytes=200)
+    expected = read_all(log)
+    first = log.segments[0]
+    entries = len(first.offset_index)
+    assert entries > 2
+    log.close()
+    for kind in (".index", ".timeindex"):
+        path = os.path.join(log_dir, f"{0:020d}{kind}")
+        size = os.path.getsize(path)
+        if damage == "delete":
+            os.unlink(path)
+        else:
+            with open(path, "r+b") as f:
+                if damage == "garbage":
+                    f.write(os.urandom(size))
+                elif damage == "zeros":
+                    f.write(b"\0" * size)
+                elif damage == "wrong_size":
+                    f.truncate(size - 3)
+                elif damage == "beyond":
+                    f.seek(size - (8 if kind == ".index" else 4))
+                    f.write(b"\x7f\xff\xff\xff" * (2 if kind == ".index" else 1))
+    log = Log.open(log_dir, segment_bytes=2000, index_interval_bytes=200)  # clean shutdown: lazily checked
+    assert read_all(log) == expected
+    seg = log.segments[0]
+    assert len(seg.offset_index) == entries
+    for info, _ in seg.batches():
+        assert seg.translate_offset(info.base_offset)[0] == info.position
+    assert log.offset_for_timestamp(0).offset == 0
+    log.close()
+
+
+# -- temporary files and the swap protocol -------------------------------------------
+
+def _copy_segment_as(log, old, suffix):
+    """A replacement for ``old`` holding the same batches, written as the cleaner would."""
+    new = log.new_segment(old.base_offset, suffix=suffix)
+    for info, view in old.batches():
+        data = bytes(view)
+        n, size, records, first, last, span, max_ts, max_ts_rel, max_ts_last, _, _ = \
+            _core.validate_batches(data, 1 << 20)
+        new.append(data, size, first_offset=first, last_offset=last, max_timestamp=max_ts,
+                   offset_of_max_timestamp=max_ts_last)
+    new.seal()
+    return new
+
+
+def test_replace_segments(log_dir):
+    log = _fill(log_dir, 40, segment_bytes=800)
+    expected = read_all(log)
+    olds = list(log.segments[:2])
+    # Merge two segments into one (a compaction that removed nothing).
+    new = log.new_segment(olds[0].base_offset, capacity=sum(o.size for o in olds))
+    for old in olds:
+        for info, view in old.batches():
+            data = bytes(view)
+            res = _core.validate_batches(data, 1 << 20)
+            new.append(data, res[1], first_offset=res[3], last_offset=res[4], max_timestamp=res[6],
+                       offset_of_max_timestamp=res[8])
+    new.seal()
+    assert new.path.endswith(".log.cleaned")
+    log.replace_segments([new], olds)
+    assert log.segments[0] is new and not new.suffix
+    assert read_all(log) == expected
+    names = os.listdir(log_dir)
+    assert not [n for n in names if n.endswith((".cleaned", ".swap", ".deleted"))]
+    assert f"{olds[1].base_offset:020d}.log" not in names
+    log.close()
+    log = Log.open(log_dir, segment_bytes=800)
+    assert read_all(log) == expected
+    log.close()
+
+
+@pytest.mark.parametrize("stage", ["cleaned", "swap_before_delete", "swap_after_delete"])
+def test_interrupted_swap_is_completed_or_discarded(log_dir, stage):
+    log = _fill(log_dir, 40, segment_bytes=800)
+    expected = read_all(log)
+    old = log.segments[1]
+    new = _copy_segment_as(log, old, CLEANED_SUFFIX)
+    old_base = old.base_offset
+    _kill_without_close(log)
+    del log
+    if stage != "cleaned":
+        new.change_suffix(".swap")
+    if stage == "swap_after_delete":
+        old.change_suffix(".deleted")
+    log = Log.open(log_dir, segment_bytes=800)
+    assert read_all(log) == expected
+    names = os.listdir(log_dir)
+    assert not [n for n in names if n.endswith((".cleaned", ".swap", ".deleted"))]
+    assert f"{old_base:020d}.log" in names
+    log.close()
+
+
+def test_open_sweeps_leftovers(log_dir):
+    log = _fill(log_dir, 5)
+    log.close()
+    for name in ["00000000000000000100.log.deleted", "00000000000000000200.index.cleaned",
+                 "recovery-point-offset-checkpoint.tmp", "00000000000000000300.index"]:
+        with open(os.path.join(log_dir, name), "wb") as f:
+            f.write(b"junk")
+    log = Log.open(log_dir)
+    names = set(os.listdir(log_dir))
+    assert not names & {"00000000000000000100.log.deleted", "00000000000000000200.index.cleaned",
+                        "recovery-point-offset-checkpoint.tmp", "00000000000000000300.index"}
+    assert log.log_end_offset == 15
+    log.close()
+
+
+def test_recovery_point_limits_the_scan(log_dir):
+    log = _fill(log_dir, 40, segment_bytes=800)
+    log.flush()
+    log.checkpoint()
+    for i in range(5):
+        log.append(make_batch([b"late"]))
+    n_segments = len(log.segments)
+    _kill_without_close(log)
+    del log
+    log = Log.open(log_dir, segment_bytes=800)
+    assert 1 <= len(log.recovered) < n_segments  # only segments past the recovery point
+    assert log.log_end_offset == 125
+    log.close()
+
+
+def test_segment_recover_reports(tmp_path):
+    from pylog.storage import LogConfig
+
+    d = str(tmp_path)
+    seg = LogSegment.create(d, 0, LogConfig(segment_bytes=1 << 16))
+    data = make_batch([b"a", b"b"])
+    res = _core.validate_batches(data, 1 << 20)
+    seg.append(data, res[1], first_offset=0, last_offset=1, max_timestamp=res[6],
+               offset_of_max_timestamp=1, assign_offsets=True)
+    seg.seal()
+    info = seg.recover()
+    assert (info.valid_bytes, info.batches, info.next_offset, info.reason) == (len(data), 1, 2, None)
+    seg.close()
