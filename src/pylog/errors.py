@@ -57,6 +57,14 @@ __all__ = [
     "KafkaStorageError",
     "LogClosedError",
     "PolicyViolationError",
+    "NotEnoughReplicasError",
+    "InvalidRequiredAcksError",
+    "InvalidReplicationFactorError",
+    "CommitFailedError",
+    "NoOffsetForPartitionError",
+    "RecordTypeError",
+    "RecordDeserializationError",
+    "IllegalStateError",
     "error_for_code",
     "error_code_for",
 ]
@@ -110,6 +118,11 @@ class UnknownTopicOrPartitionError(PylogError, KeyError):
 UnknownTopicError = UnknownTopicOrPartitionError
 
 
+class NoOffsetForPartitionError(OffsetOutOfRangeError):
+    """A consumer has no committed offset for a partition and ``auto_offset_reset`` is
+    ``"none"``: seek() it, or choose ``"earliest"`` / ``"latest"``."""
+
+
 class NotLeaderError(PylogError):
     error_code, kafka_name, retriable = 6, "NOT_LEADER_OR_FOLLOWER", True
 
@@ -148,6 +161,11 @@ class IllegalGenerationError(PylogError):
     error_code, kafka_name = 22, "ILLEGAL_GENERATION"
 
 
+class CommitFailedError(IllegalGenerationError):
+    """A consumer's commit was refused because the group moved on: the member no longer
+    owns a partition it commits, or its generation is stale.  Rejoin (poll) and retry."""
+
+
 class InconsistentGroupProtocolError(PylogError):
     error_code, kafka_name = 23, "INCONSISTENT_GROUP_PROTOCOL"
 
@@ -182,12 +200,26 @@ class UnsupportedVersionError(PylogError):
     error_code, kafka_name = 35, "UNSUPPORTED_VERSION"
 
 
+class NotEnoughReplicasError(PylogError):
+    """acks=all, and fewer in-sync replicas than the topic's ``min.insync.replicas``."""
+
+    error_code, kafka_name, retriable = 19, "NOT_ENOUGH_REPLICAS", True
+
+
+class InvalidRequiredAcksError(PylogError, ValueError):
+    error_code, kafka_name = 21, "INVALID_REQUIRED_ACKS"
+
+
 class TopicAlreadyExistsError(PylogError):
     error_code, kafka_name = 36, "TOPIC_ALREADY_EXISTS"
 
 
 class InvalidPartitionsError(PylogError, ValueError):
     error_code, kafka_name = 37, "INVALID_PARTITIONS"
+
+
+class InvalidReplicationFactorError(PylogError, ValueError):
+    error_code, kafka_name = 38, "INVALID_REPLICATION_FACTOR"
 
 
 class InvalidConfigError(PylogError, ValueError):
@@ -266,6 +298,28 @@ class FencedInstanceIdError(PylogError):
 
 class InvalidRecordError(PylogError, ValueError):
     error_code, kafka_name = 87, "INVALID_RECORD"
+
+
+class RecordTypeError(InvalidRecordError, TypeError):
+    """A record's key, value or headers have the wrong type (serialize them to bytes
+    first, or give the producer a ``key_serializer`` / ``value_serializer``)."""
+
+
+class RecordDeserializationError(InvalidRecordError):
+    """A consumer's key or value deserializer raised.  ``topic``, ``partition`` and
+    ``offset`` name the record; ``seek(offset + 1)`` skips it."""
+
+    def __init__(self, message: str | None = None, *, topic: str | None = None,
+                 partition: int | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class IllegalStateError(PylogError, RuntimeError):
+    """A call that the object's state does not allow (a closed producer or consumer,
+    poll() with nothing subscribed or assigned)."""
 
 
 class ProducerFencedError(PylogError):
