@@ -247,7 +247,7 @@ class Log:
             config = config.replace(**settings)
         path = os.fspath(path)
         managed = clean_shutdown is not None
-        log = cls(path, config, cache or SegmentCache(16), clock or _wall_ms, managed,
+        log = cls(path, config, cache if cache is not None else SegmentCache(16), clock or _wall_ms, managed,
                   parse_topic_partition(os.path.basename(os.path.normpath(path))))
         with log._lock:
             log._load(recovery_point, log_start_offset, clean_shutdown)
