@@ -666,36 +666,46 @@ class GroupCoordinator:
         return token
 
     def _advance(self) -> None:
-        now = self._now
+        # Each timeout is handled as of its own deadline, as if it had fired on time: what
+        # it schedules (the next delay, session deadlines) does not depend on how late
+        # tick() was called.  Deadlines come out of the heap in order, so time only moves on.
+        target = self._now
         timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, kind, group_id, member_id, token = heapq.heappop(timers)
-            if kind == _EXPIRE:
-                if token == self._expire_token:
-                    self._expire_offsets(now)
-                    self._expire_token = self._schedule(
-                        now + self.config.offsets_retention_check_interval_ms, _EXPIRE, "", "")
-                continue
-            group = self._groups.get(group_id)
-            if group is None or group.state is GroupState.DEAD:
-                continue
-            if kind == _HEARTBEAT:
-                member = group.members.get(member_id)
-                if member is not None and member.hb_token == token:
-                    self._on_heartbeat_expired(group, member)
-            elif kind == _PENDING:
-                if group.pending_members.get(member_id) == token:
-                    _log.info("group %s: pending member %s did not join within its session timeout",
-                              group_id, member_id)
-                    del group.pending_members[member_id]
-                    if group.state is GroupState.PREPARING_REBALANCE:
-                        self._try_complete_join(group)
-            elif kind == _JOIN:
-                if group.join_token == token and group.state is GroupState.PREPARING_REBALANCE:
-                    self._on_join_timer(group)
-            elif kind == _SYNC:
-                if group.sync_token == token:
-                    self._on_sync_expired(group)
+        try:
+            while timers and timers[0][0] <= target:
+                self._now = timers[0][0]
+                self._fire(*heapq.heappop(timers)[2:])
+        finally:
+            self._now = target
+
+    def _fire(self, kind: int, group_id: str, member_id: str, token: int) -> None:
+        now = self._now
+        if kind == _EXPIRE:
+            if token == self._expire_token:
+                self._expire_offsets(now)
+                self._expire_token = self._schedule(
+                    now + self.config.offsets_retention_check_interval_ms, _EXPIRE, "", "")
+            return
+        group = self._groups.get(group_id)
+        if group is None or group.state is GroupState.DEAD:
+            return
+        if kind == _HEARTBEAT:
+            member = group.members.get(member_id)
+            if member is not None and member.hb_token == token:
+                self._on_heartbeat_expired(group, member)
+        elif kind == _PENDING:
+            if group.pending_members.get(member_id) == token:
+                _log.info("group %s: pending member %s did not join within its session timeout",
+                          group_id, member_id)
+                del group.pending_members[member_id]
+                if group.state is GroupState.PREPARING_REBALANCE:
+                    self._try_complete_join(group)
+        elif kind == _JOIN:
+            if group.join_token == token and group.state is GroupState.PREPARING_REBALANCE:
+                self._on_join_timer(group)
+        elif kind == _SYNC:
+            if group.sync_token == token:
+                self._on_sync_expired(group)
 
     def _schedule_heartbeat(self, group: _Group, member: _Member, timeout_ms: int | None = None) -> None:
         if timeout_ms is None:
