@@ -1,0 +1,393 @@
+"""One client connection: request frames in, response segments out.
+
+Reading
+    The socket is non-blocking and watched with ``loop.add_reader``.  Bytes are appended
+    to a buffer as they arrive; a frame's 4-byte size prefix is checked against
+    ``socket.request.max.bytes`` before anything else is read, and the bytes it announces
+    are *reserved* from the server's request memory pool (``queued.max.request.bytes``);
+    if the pool is exhausted the connection stops reading until memory is released.
+    Nothing is allocated by an announced length: the buffer grows only by bytes received.
+
+Ordering (Kafka's muted channel)
+    Requests of one connection are handled one at a time, in order, and a response is
+    written before the next request is handled, so responses leave in request order.  A
+    request whose answer comes later (a long-polling Fetch, JoinGroup, SyncGroup) holds
+    the connection until it completes; meanwhile bytes keep being read up to a small
+    read-ahead, so a client that hangs up is noticed.
+
+Writing
+    A response is a list of segments (:mod:`pylog.protocol.segments`).  Runs of
+    bytes-like segments go out with ``socket.sendmsg`` (one syscall, no joining), each
+    :class:`~pylog.protocol.segments.FileRegion` with ``os.sendfile``: record bytes go
+    from the segment file to the socket without entering Python.  Only when the socket
+    is full does the connection register a writer callback.
+
+Errors
+    Anything a client sends can at worst close *this* connection, with one log line.
+
+Thread safety: a connection is used only by the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from pylog.errors import PylogError
+from pylog.protocol.codec import decode_request_body, decode_request_header, encode_response
+from pylog.protocol.segments import FileRegion
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylog.server.server import Server
+
+__all__ = ["Connection", "NO_RESPONSE"]
+
+_log = logging.getLogger("pylog.server")
+
+#: A handler returns this when the request gets no response (Produce with acks=0).
+NO_RESPONSE: Any = object()
+
+_RECV_MIN = 64 * 1024
+_RECV_MAX = 4 * 1024 * 1024
+#: Bytes read ahead of the request being handled (pipelined requests, or an EOF).
+_READ_AHEAD = 1024 * 1024
+#: iovec entries per sendmsg (Linux IOV_MAX is 1024).
+_IOV_MAX = 512
+
+_monotonic = time.monotonic
+
+
+class Connection:
+    """A client connection served by :class:`~pylog.server.server.Server`.
+
+    Attributes
+    ----------
+    peer : str
+        ``host:port`` of the client, as log lines show it.
+    client_host : str
+        The client's address (DescribeGroups reports it per member).
+    last_active : float
+        ``time.monotonic()`` of the last byte read or written.
+    """
+
+    __slots__ = ("server", "loop", "sock", "fd", "peer", "client_host", "rbuf", "need",
+                 "reserved", "out", "inflight", "reading", "writing", "closed",
+                 "last_active", "requests", "__weakref__")
+
+    def __init__(self, server: Server, sock: socket.socket, addr: Any) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            self.client_host = str(addr[0])
+            self.peer = f"{addr[0]}:{addr[1]}"
+        else:
+            self.client_host = str(addr)
+            self.peer = str(addr)
+        self.rbuf = bytearray()
+        self.need = 0            # size of the frame being read (0: between frames)
+        self.reserved = 0        # bytes reserved from the server's request pool
+        self.out: collections.deque = collections.deque()
+        self.inflight: Any = None  # (header, future) of a request answered later
+        self.reading = False
+        self.writing = False
+        self.closed = False
+        self.last_active = _monotonic()
+        self.requests = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._resume_reading()
+
+    def close(self, why: str | None = None, *, level: int = logging.INFO) -> None:
+        """Close the connection (idempotent); ``why`` becomes the one log line."""
+        if self.closed:
+            return
+        self.closed = True
+        if why:
+            _log.log(level, "connection %s closed: %s", self.peer, why)
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
+        if self.writing:
+            self.loop.remove_writer(self.fd)
+            self.writing = False
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None and not inflight[1].done():
+            inflight[1].cancel()
+        self.out.clear()
+        self.rbuf = bytearray()
+        if self.reserved:
+            self.server.release_request_memory(self.reserved)
+            self.reserved = 0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server.connection_closed(self)
+
+    # -- reading -------------------------------------------------------------------
+
+    def _resume_reading(self) -> None:
+        if not self.reading and not self.closed:
+            self.loop.add_reader(self.fd, self._on_readable)
+            self.reading = True
+
+    def _pause_reading(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
+
+    def _on_readable(self) -> None:
+        need = self.need
+        size = _RECV_MIN
+        if need:
+            left = need + 4 - len(self.rbuf)
+            if left > size:
+                size = min(left, _RECV_MAX)
+        try:
+            data = self.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(f"read failed: {exc.strerror or exc}")
+            return
+        if not data:
+            self.close("client closed the connection" if not self.rbuf
+                       else f"client closed the connection in the middle of a request "
+                            f"({len(self.rbuf)} bytes of it received)")
+            return
+        self.last_active = _monotonic()
+        self.rbuf += data
+        self._process()
+
+    def _check_prefix(self) -> bool:
+        """Read and check the size prefix of the frame at the head of the buffer, and
+        reserve its bytes from the request pool.  False if the connection was closed."""
+        size = int.from_bytes(self.rbuf[:4], "big", signed=True)
+        limit = self.server.config.socket_request_max_bytes
+        if size < 0 or size > limit:
+            if size < 0:
+                why = f"malformed frame: negative size prefix {size}"
+            else:
+                why = f"request of {size} bytes is larger than socket.request.max.bytes={limit}"
+            self.close(why, level=logging.WARNING)
+            return False
+        self.need = size
+        if self.server.reserve_request_memory(size + 4, self):
+            self.reserved = size + 4
+        return True
+
+    def memory_available(self) -> bool:
+        """Retry a reservation that failed; called by the server when request memory was
+        released.  Returns True when the connection no longer waits for memory."""
+        if self.closed or self.need == 0 or self.reserved:
+            return True
+        if not self.server.reserve_request_memory(self.need + 4, self):
+            return False
+        self.reserved = self.need + 4
+        self._update_reading()
+        return True
+
+    def _process(self) -> None:
+        """Handle every complete frame in the buffer, in order, while the connection is
+        free (no request in flight, no response waiting for the socket)."""
+        buf = self.rbuf
+        while not self.closed:
+            if self.need == 0:
+                if len(buf) < 4:
+                    break
+                if not self._check_prefix():
+                    return
+            size = self.need
+            if len(buf) < size + 4 or self.inflight is not None or self.out:
+                break
+            with memoryview(buf) as mv:
+                frame = bytes(mv[4:4 + size])
+            del buf[:4 + size]
+            self.need = 0
+            if self.reserved:
+                reserved, self.reserved = self.reserved, 0
+                self.server.release_request_memory(reserved)
+            self._dispatch(frame)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.closed:
+            return
+        n = len(self.rbuf)
+        if self.need and n < self.need + 4:
+            # In the middle of a frame: read on, once its bytes are reserved.
+            if self.reserved:
+                self._resume_reading()
+            else:
+                self._pause_reading()
+            return
+        if (self.inflight is not None or self.out) and n >= _READ_AHEAD:
+            self._pause_reading()
+            return
+        self._resume_reading()
+
+    # -- requests ------------------------------------------------------------------
+
+    def _dispatch(self, frame: bytes) -> None:
+        server = self.server
+        self.requests += 1
+        try:
+            header, pos = decode_request_header(frame)
+        except PylogError as exc:
+            header = getattr(exc, "header", None)
+            if (header is not None and header.api_key == 18
+                    and header.api_version > server.handlers[18][1]):
+                # An ApiVersions request newer than ours is answered with v0 whatever its
+                # header looks like past the correlation id (KIP-511).
+                server.answer_unsupported(self, header, frame, len(frame))
+                return
+            self.close(f"malformed request header: {exc}", level=logging.WARNING)
+            return
+        api_key = header.api_key
+        version = header.api_version
+        entry = server.handlers.get(api_key)
+        if entry is None or not entry[0] <= version <= entry[1]:
+            server.answer_unsupported(self, header, frame, pos)
+            return
+        try:
+            body = decode_request_body(api_key, version, frame, pos)
+        except PylogError as exc:
+            self.close(f"malformed {entry[3]} v{version} request (correlation id "
+                       f"{header.correlation_id}): {exc}", level=logging.WARNING)
+            return
+        try:
+            result = entry[2](self, header, body)
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the server
+            _log.exception("%s v%d from %s (correlation id %d) failed: %r", entry[3], version,
+                           self.peer, header.correlation_id, exc)
+            result = server.error_response(api_key, version, -1)
+        if result is NO_RESPONSE:
+            return
+        if hasattr(result, "add_done_callback"):
+            self.inflight = (header, result)
+            result.add_done_callback(self._on_inflight_done)
+            return
+        self.send_response(header, result)
+
+    def _on_inflight_done(self, future: Any) -> None:
+        inflight = self.inflight
+        if self.closed or inflight is None or inflight[1] is not future:
+            return
+        self.inflight = None
+        header = inflight[0]
+        if future.cancelled():
+            self.close("request cancelled")
+            return
+        exc = future.exception()
+        if exc is not None:
+            _log.error("request %d (api %d v%d) from %s failed: %r", header.correlation_id,
+                       header.api_key, header.api_version, self.peer, exc, exc_info=exc)
+            body = self.server.error_response(header.api_key, header.api_version, -1)
+        else:
+            body = future.result()
+        if body is not NO_RESPONSE:
+            self.send_response(header, body)
+        if not self.closed:
+            self._process()
+
+    def send_response(self, header: Any, body: Any) -> None:
+        try:
+            segs = encode_response(header.api_key, header.api_version, header.correlation_id, body)
+        except Exception as exc:  # noqa: BLE001 - a handler bug: answer nothing, close
+            _log.exception("cannot encode the response to api %d v%d for %s: %r",
+                           header.api_key, header.api_version, self.peer, exc)
+            self.close("response encoding failed", level=logging.ERROR)
+            return
+        self.send_segments(segs)
+
+    def send_raw(self, data: bytes) -> None:
+        self.send_segments([data])
+
+    # -- writing -------------------------------------------------------------------
+
+    def send_segments(self, segs: list) -> None:
+        if self.closed:
+            return
+        self.out.extend(segs)
+        if not self.writing:
+            self._flush()
+
+    def _on_writable(self) -> None:
+        self._flush()
+        if not self.closed and not self.out:
+            self._process()
+
+    def _flush(self) -> None:
+        out = self.out
+        sock = self.sock
+        fd = self.fd
+        wrote = False
+        while out:
+            seg = out[0]
+            if type(seg) is FileRegion:
+                try:
+                    sent = os.sendfile(fd, seg.fileno(), seg.position, seg.length)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except (OSError, ValueError) as exc:
+                    self.close(f"write failed: {getattr(exc, 'strerror', None) or exc}")
+                    return
+                if sent == 0:
+                    # The file ended before the region: the frame cannot be completed.
+                    self.close(f"sendfile: {seg!r} runs past the end of its file", level=logging.ERROR)
+                    return
+                wrote = True
+                if sent == seg.length:
+                    out.popleft()
+                    continue
+                out[0] = FileRegion(seg.file, seg.position + sent, seg.length - sent)
+                break
+            batch = []
+            total = 0
+            for s in out:
+                if type(s) is FileRegion or len(batch) == _IOV_MAX:
+                    break
+                batch.append(s)
+                total += len(s)
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.close(f"write failed: {exc.strerror or exc}")
+                return
+            wrote = True
+            if sent == total:
+                for _ in range(len(batch)):
+                    out.popleft()
+                continue
+            while sent:
+                s = out[0]
+                n = len(s)
+                if sent >= n:
+                    out.popleft()
+                    sent -= n
+                else:
+                    out[0] = memoryview(s)[sent:]
+                    sent = 0
+            break
+        if wrote:
+            self.last_active = _monotonic()
+        if out:
+            if not self.writing:
+                self.loop.add_writer(fd, self._on_writable)
+                self.writing = True
+        elif self.writing:
+            self.loop.remove_writer(fd)
+            self.writing = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer}{' closed' if self.closed else ''}>"

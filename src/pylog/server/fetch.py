@@ -1,0 +1,186 @@
+"""Fetch: reading partitions into a zero-copy response, and long polls.
+
+Reading
+    Each partition is read with the broker core's ``fetch`` (whole batches from the one
+    holding the fetch offset, up to the partition's and the response's byte budget; the
+    first partition with data may exceed the budget by one batch, as Kafka's KIP-74).
+    The records field of the response is a :class:`~pylog.protocol.segments.FileRegion`
+    over the segment file, which the connection writes with ``os.sendfile``: record bytes
+    never pass through Python.  The region holds the segment's open file handle, so the
+    bytes stay readable until written even if the segment is rolled, released or deleted
+    meanwhile.
+
+Long polls
+    A Fetch that finds fewer than ``min_bytes`` waits up to ``max_wait_ms``.  It is
+    registered under each partition it asked for; the broker's append listener calls
+    :meth:`FetchWaiters.on_append`, which adds the appended bytes to each waiter on that
+    partition and answers those that reached ``min_bytes`` by reading again.  Waiting
+    costs one timer and one set entry per partition: no polling, no busy loop.
+
+Used from the event loop's thread only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pylog.errors import PylogError, error_code_for
+from pylog.protocol import messages as m
+from pylog.protocol.segments import FileRegion
+
+__all__ = ["FetchWaiters", "read_partitions"]
+
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+_FENCED_LEADER_EPOCH = 74
+_UNKNOWN_LEADER_EPOCH = 75
+_EMPTY = b""
+
+
+def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int) -> tuple[list, int, bool]:
+    """Read every wanted partition: ``wanted`` is ``[(topic, [(partition, fetch_offset,
+    partition_max_bytes, current_leader_epoch), ...]), ...]``.
+
+    Returns ``(responses, total_bytes, any_error)`` where responses are FetchResponse
+    topic entries whose records are FileRegions.
+    """
+    broker = st.broker
+    R = m.FetchResponse
+    PD = R.PartitionData
+    TR = R.FetchableTopicResponse
+    aborted = [] if isolation_level == 1 else None
+    responses = []
+    total = 0
+    any_error = False
+    for topic, parts in wanted:
+        info = broker.topic(topic)
+        out = []
+        for partition, offset, part_max, cle in parts:
+            if info is None or not 0 <= partition < info.num_partitions:
+                out.append(PD(partition_index=partition, error_code=_UNKNOWN_TOPIC_OR_PARTITION,
+                              high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
+                              records=_EMPTY))
+                any_error = True
+                continue
+            if cle >= 0:
+                epoch = info.leader_epoch(partition)
+                if cle != epoch:
+                    out.append(PD(partition_index=partition,
+                                  error_code=_FENCED_LEADER_EPOCH if cle < epoch else _UNKNOWN_LEADER_EPOCH,
+                                  high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
+                                  records=_EMPTY))
+                    any_error = True
+                    continue
+            budget = max_bytes - total
+            limit = part_max if part_max < budget else budget
+            if limit <= 0 and total:
+                # The response is full: report the partition's state, no records.
+                try:
+                    hw, lso, lso_start = broker.partition_offsets(topic, partition, isolation_level)
+                except PylogError as exc:
+                    out.append(PD(partition_index=partition, error_code=error_code_for(exc),
+                                  high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
+                                  records=_EMPTY))
+                    any_error = True
+                    continue
+                out.append(PD(partition_index=partition, error_code=0, high_watermark=hw,
+                              last_stable_offset=lso, log_start_offset=lso_start,
+                              aborted_transactions=aborted, records=_EMPTY))
+                continue
+            try:
+                res = broker.fetch(topic, partition, offset, max(limit, 1), isolation_level=isolation_level)
+            except PylogError as exc:
+                out.append(PD(partition_index=partition, error_code=error_code_for(exc),
+                              high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
+                              records=_EMPTY))
+                any_error = True
+                continue
+            read = res.read
+            size = read.size
+            if size and (size <= limit or total == 0):
+                records: Any = FileRegion(read.file, read.position, size)
+                total += size
+            else:
+                records = _EMPTY
+            read.release()
+            out.append(PD(partition_index=partition, error_code=0, high_watermark=res.high_watermark,
+                          last_stable_offset=res.last_stable_offset, log_start_offset=res.log_start_offset,
+                          aborted_transactions=aborted, records=records))
+        responses.append(TR(topic=topic, partitions=out))
+    return responses, total, any_error
+
+
+class _Waiter:
+    __slots__ = ("future", "keys", "wanted", "max_bytes", "isolation", "needed", "timer", "version")
+
+    def __init__(self, future: Any, wanted: list, max_bytes: int, isolation: int, needed: int,
+                 version: int) -> None:
+        self.future = future
+        self.wanted = wanted
+        self.keys = [(topic, p[0]) for topic, parts in wanted for p in parts]
+        self.max_bytes = max_bytes
+        self.isolation = isolation
+        self.needed = needed
+        self.timer: Any = None
+        self.version = version
+
+
+class FetchWaiters:
+    """Fetch requests waiting for ``min_bytes`` (see the module docstring)."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.by_partition: dict[tuple[str, int], set[_Waiter]] = {}
+        self.count = 0
+
+    def wait(self, wanted: list, max_bytes: int, isolation: int, needed: int, max_wait_ms: int,
+             version: int) -> Any:
+        loop = self.state.loop
+        fut = loop.create_future()
+        w = _Waiter(fut, wanted, max_bytes, isolation, needed, version)
+        for key in w.keys:
+            self.by_partition.setdefault(key, set()).add(w)
+        self.count += 1
+        w.timer = loop.call_later(max_wait_ms / 1000.0, self._complete, w)
+        fut.add_done_callback(lambda _f: self._forget(w))
+        return fut
+
+    def _forget(self, w: _Waiter) -> None:
+        if w.timer is not None:
+            w.timer.cancel()
+            w.timer = None
+            self.count -= 1
+        for key in w.keys:
+            s = self.by_partition.get(key)
+            if s is not None:
+                s.discard(w)
+                if not s:
+                    del self.by_partition[key]
+
+    def _complete(self, w: _Waiter) -> None:
+        if w.future.done():
+            return
+        responses, _total, _error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation)
+        w.future.set_result(m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0,
+                                            responses=responses))
+
+    def on_append(self, topic: str, partition: int, size: int) -> None:
+        waiters = self.by_partition.get((topic, partition))
+        if not waiters:
+            return
+        for w in list(waiters):
+            w.needed -= size
+            if w.needed <= 0:
+                self._complete(w)
+
+    def on_topic_change(self, topic: str) -> None:
+        """A topic was deleted or changed: answer its waiters now (they will see the error)."""
+        for (t, _p), waiters in list(self.by_partition.items()):
+            if t == topic:
+                for w in list(waiters):
+                    self._complete(w)
+
+    def cancel_all(self) -> None:
+        for waiters in list(self.by_partition.values()):
+            for w in list(waiters):
+                if not w.future.done():
+                    self._complete(w)

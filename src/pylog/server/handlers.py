@@ -1,0 +1,1063 @@
+"""One function per Kafka API: decode nothing, decide nothing, translate.
+
+Every handler takes ``(conn, header, request)`` (the decoded request body) and returns the
+response body, :data:`~pylog.server.connection.NO_RESPONSE`, or an ``asyncio.Future``
+of the response when the answer comes later (a long-polling Fetch, JoinGroup, SyncGroup).
+The semantics (what a produce appends, what a join decides, which configs exist) live in
+the broker core (:mod:`pylog.broker`); a handler maps request fields to a core call and
+the call's result or :class:`~pylog.errors.PylogError` to response fields and Kafka
+error codes.  The table at the bottom says which versions of which API are served; the
+ApiVersions response is built from it, so what is advertised is exactly what is handled.
+
+Handlers run on the event loop's thread; nothing here blocks (core calls are in-memory
+work or a memcpy into a mapped segment; fsync and retention run off the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from pylog.errors import (
+    InvalidRequestError,
+    PylogError,
+    UnknownTopicOrPartitionError,
+    error_code_for,
+)
+from pylog.protocol import messages as m
+from pylog.protocol.apis import ApiKey, response_schema
+from pylog.protocol.messages import class_for
+from pylog.server.connection import NO_RESPONSE
+from pylog.server.fetch import FetchWaiters, read_partitions
+
+__all__ = ["ServerState", "handler_table", "open_broker", "SERVED_VERSIONS"]
+
+_log = logging.getLogger("pylog.server")
+
+# Kafka error codes used directly (the rest come from exceptions via error_code_for).
+NONE = 0
+UNKNOWN_SERVER_ERROR = -1
+UNKNOWN_TOPIC_OR_PARTITION = 3
+COORDINATOR_NOT_AVAILABLE = 15
+INVALID_TOPIC_EXCEPTION = 17
+INVALID_REQUIRED_ACKS = 21
+INVALID_REPLICATION_FACTOR = 38
+INVALID_REPLICA_ASSIGNMENT = 39
+INVALID_REQUEST = 42
+TOPIC_DELETION_DISABLED = 73
+FETCH_SESSION_ID_NOT_FOUND = 70
+INVALID_FETCH_SESSION_EPOCH = 71
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+INVALID_RECORD = 87
+UNSUPPORTED_VERSION = 35
+
+#: Kafka's "authorized operations not requested" value.
+_NOT_REQUESTED = -2147483648
+# AclOperation codes (bits of the authorized-operations fields); with no authorizer every
+# operation that applies to the resource is allowed, as Kafka reports it.
+_TOPIC_OPS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))   # read..alter_configs
+_GROUP_OPS = sum(1 << op for op in (3, 6, 8))                    # read, delete, describe
+_CLUSTER_OPS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))   # create..idempotent_write
+
+_CLIENT_SOFTWARE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?$")
+
+# Config resource types (DescribeConfigs / AlterConfigs).
+RESOURCE_TOPIC = 2
+RESOURCE_BROKER = 4
+RESOURCE_BROKER_LOGGER = 8
+
+
+def open_broker(config: Any) -> Any:
+    """Open the broker core on ``config.log_dirs`` with the server's settings."""
+    from pylog.server._core_adapter import open_broker as _open
+
+    return _open(config)
+
+
+# --------------------------------------------------------------------------------------
+# Shared state
+# --------------------------------------------------------------------------------------
+
+
+class ServerState:
+    """What the handlers share: the broker core, the group coordinator's timer, the
+    Fetch waiters, the node's identity.  One per :class:`~pylog.server.server.Server`;
+    used from the loop's thread only."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.config = server.config
+        self.loop = server.loop
+        self.broker = server.broker
+        self.groups = self.broker.group_coordinator
+        self.node_id = self.config.node_id
+        self.cluster_id = self.broker.cluster_id
+        self.fetch_waiters = FetchWaiters(self)
+        self._group_timer: Any = None
+        self._group_timer_at: float | None = None
+        self.broker.add_append_listener(self._on_append)
+        self.schedule_group_tick()
+
+    @property
+    def host(self) -> str:
+        return self.server.advertised[0]
+
+    @property
+    def port(self) -> int:
+        return self.server.advertised[1]
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self.fetch_waiters.cancel_all()
+        if self._group_timer is not None:
+            self._group_timer.cancel()
+            self._group_timer = None
+        try:
+            self.broker.remove_append_listener(self._on_append)
+        except (AttributeError, ValueError):
+            pass
+
+    def connection_closed(self, conn: Any) -> None:
+        pass
+
+    # -- appends wake fetchers -----------------------------------------------------
+
+    def _on_append(self, topic: str, partition: int, size: int) -> None:
+        # Called by the broker after every append, from whatever thread appended.
+        self.server.call_in_loop(self.fetch_waiters.on_append, topic, partition, size)
+
+    # -- group coordinator timer ---------------------------------------------------
+
+    def schedule_group_tick(self) -> None:
+        """(Re)arm the timer that fires the coordinator's next timeout (session expiry,
+        rebalance and join deadlines)."""
+        deadline = self.groups.next_deadline()
+        if deadline is None:
+            return
+        delay = max(0.0, deadline / 1000.0 - time.time())
+        at = self.loop.time() + delay
+        if self._group_timer is not None:
+            if self._group_timer_at is not None and self._group_timer_at <= at + 0.001:
+                return
+            self._group_timer.cancel()
+        self._group_timer_at = at
+        self._group_timer = self.loop.call_at(at, self._group_tick)
+
+    def _group_tick(self) -> None:
+        self._group_timer = None
+        self._group_timer_at = None
+        try:
+            self.groups.tick()
+        except Exception as exc:  # noqa: BLE001 - the timer must survive a coordinator bug
+            _log.exception("group coordinator tick failed: %r", exc)
+        self.schedule_group_tick()
+
+    # -- periodic maintenance (run off the loop by the server) -----------------------
+
+    def periodic_flush(self) -> None:
+        self.broker.maybe_flush()
+
+    def periodic_retention(self) -> None:
+        self.broker.apply_retention()
+
+    def periodic_checkpoint(self) -> None:
+        self.broker.checkpoint()
+
+    # -- responses -------------------------------------------------------------------
+
+    def api_versions_body(self, error_code: int = NONE) -> Any:
+        keys = [m.ApiVersionsResponse.ApiVersion(api_key=k, min_version=lo, max_version=hi)
+                for k, (lo, hi) in sorted(SERVED_VERSIONS.items())]
+        return m.ApiVersionsResponse(error_code=error_code, api_keys=keys)
+
+    def error_response(self, api_key: int, api_version: int, error_code: int) -> Any:
+        """A response with ``error_code`` in every top-level error field and nothing else."""
+        cls = class_for(response_schema(api_key))
+        body = cls()
+        if api_key == ApiKey.API_VERSIONS:
+            return self.api_versions_body(error_code)
+        if "error_code" in cls._fields:
+            body.error_code = error_code
+        return body
+
+    def future(self) -> Any:
+        return self.loop.create_future()
+
+    def pending_to_future(self, pending: Any, convert: Callable[[Any], Any]) -> Any:
+        """Turn the coordinator's PendingResponse into the response (now, if complete) or
+        a future of it."""
+        if pending.done():
+            self.schedule_group_tick()
+            return convert(pending.result())
+        fut = self.loop.create_future()
+
+        def complete() -> None:
+            if not fut.done():
+                try:
+                    fut.set_result(convert(pending.result()))
+                except Exception as exc:  # noqa: BLE001 - surfaces as an error response
+                    fut.set_exception(exc)
+            self.schedule_group_tick()
+
+        pending.add_done_callback(lambda _p: self.server.call_in_loop(complete))
+        self.schedule_group_tick()
+        return fut
+
+
+def _err(exc: BaseException) -> int:
+    return error_code_for(exc)
+
+
+def _msg(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _unexpected(what: str, exc: BaseException) -> int:
+    """Log an exception that is not a PylogError (a bug) and return its error code."""
+    if not isinstance(exc, PylogError):
+        _log.exception("%s failed: %r", what, exc)
+    return _err(exc)
+
+
+# --------------------------------------------------------------------------------------
+# ApiVersions, Metadata, DescribeCluster, FindCoordinator
+# --------------------------------------------------------------------------------------
+
+
+def handle_api_versions(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    if header.api_version >= 3 and not (_CLIENT_SOFTWARE.match(req.client_software_name or "")
+                                        and _CLIENT_SOFTWARE.match(req.client_software_version or "")):
+        return st.api_versions_body(INVALID_REQUEST)
+    return st.api_versions_body()
+
+
+def _metadata_topic(st: Any, name: str, info: Any, version: int, with_ops: bool) -> Any:
+    MR = m.MetadataResponse
+    parts = [MR.MetadataResponsePartition(
+        error_code=NONE, partition_index=p, leader_id=st.node_id, leader_epoch=info.leader_epoch(p),
+        replica_nodes=[st.node_id], isr_nodes=[st.node_id], offline_replicas=[])
+        for p in range(info.num_partitions)]
+    return MR.MetadataResponseTopic(
+        error_code=NONE, name=name, topic_id=info.topic_id, is_internal=info.internal,
+        partitions=parts, topic_authorized_operations=_TOPIC_OPS if with_ops else _NOT_REQUESTED)
+
+
+def handle_metadata(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    broker = st.broker
+    version = header.api_version
+    MR = m.MetadataResponse
+    with_ops = version >= 8 and req.include_topic_authorized_operations
+    topics_out = []
+    if req.topics is None or (version == 0 and not req.topics):
+        for name, info in sorted(broker.topics().items()):
+            topics_out.append(_metadata_topic(st, name, info, version, with_ops))
+    else:
+        allow_auto = (req.allow_auto_topic_creation if version >= 4 else True) \
+            and st.config.auto_create_topics_enable
+        seen = set()
+        for t in req.topics:
+            name = t.name
+            if name is None:
+                # v10+: by topic id.
+                info = broker.topic_by_id(t.topic_id)
+                if info is None:
+                    topics_out.append(MR.MetadataResponseTopic(
+                        error_code=100, name=None, topic_id=t.topic_id, partitions=[]))  # UNKNOWN_TOPIC_ID
+                    continue
+                name = info.name
+            if name in seen:
+                continue
+            seen.add(name)
+            info = broker.topic(name)
+            if info is None and allow_auto:
+                try:
+                    info = broker.auto_create_topic(name)
+                    _log.info("auto-created topic %s (%d partitions) for %s", name,
+                              info.num_partitions, conn.peer)
+                except PylogError as exc:
+                    topics_out.append(MR.MetadataResponseTopic(
+                        error_code=_err(exc), name=name, partitions=[]))
+                    continue
+            if info is None:
+                code = UNKNOWN_TOPIC_OR_PARTITION if broker.is_valid_topic_name(name) else INVALID_TOPIC_EXCEPTION
+                topics_out.append(MR.MetadataResponseTopic(error_code=code, name=name, partitions=[]))
+                continue
+            topics_out.append(_metadata_topic(st, name, info, version, with_ops))
+    return MR(
+        throttle_time_ms=0,
+        brokers=[MR.MetadataResponseBroker(node_id=st.node_id, host=st.host, port=st.port, rack=None)],
+        cluster_id=st.cluster_id, controller_id=st.node_id, topics=topics_out,
+        cluster_authorized_operations=_CLUSTER_OPS
+        if 8 <= version <= 10 and req.include_cluster_authorized_operations else _NOT_REQUESTED)
+
+
+def handle_describe_cluster(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.DescribeClusterResponse
+    return R(throttle_time_ms=0, error_code=NONE, error_message=None, cluster_id=st.cluster_id,
+             controller_id=st.node_id,
+             brokers=[R.DescribeClusterBroker(broker_id=st.node_id, host=st.host, port=st.port, rack=None)],
+             cluster_authorized_operations=_CLUSTER_OPS if req.include_cluster_authorized_operations
+             else _NOT_REQUESTED)
+
+
+def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    version = header.api_version
+    R = m.FindCoordinatorResponse
+
+    def one(key: str) -> tuple[int, str | None]:
+        if req.key_type == 0:
+            if not key:
+                return 24, "the group id is empty"          # INVALID_GROUP_ID
+            return NONE, None
+        if req.key_type == 1:
+            return COORDINATOR_NOT_AVAILABLE, "pylog serve has no transaction coordinator"
+        return INVALID_REQUEST, f"unknown coordinator key type {req.key_type}"
+
+    if version >= 4:
+        out = []
+        for key in req.coordinator_keys:
+            code, msg = one(key)
+            ok = code == NONE
+            out.append(R.Coordinator(key=key, node_id=st.node_id if ok else -1,
+                                     host=st.host if ok else "", port=st.port if ok else -1,
+                                     error_code=code, error_message=msg))
+        return R(throttle_time_ms=0, coordinators=out)
+    code, msg = one(req.key)
+    ok = code == NONE
+    return R(throttle_time_ms=0, error_code=code, error_message=msg,
+             node_id=st.node_id if ok else -1, host=st.host if ok else "", port=st.port if ok else -1)
+
+
+# --------------------------------------------------------------------------------------
+# Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, DeleteRecords, InitProducerId
+# --------------------------------------------------------------------------------------
+
+
+def handle_produce(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    broker = st.broker
+    version = header.api_version
+    acks = req.acks
+    R = m.ProduceResponse
+    PR = R.PartitionProduceResponse
+    with_messages = version >= 8
+    auto = st.config.auto_create_topics_enable
+    responses = []
+    for t in req.topic_data:
+        name = t.name
+        out = []
+        info = broker.topic(name)
+        if info is None and auto and t.partition_data:
+            try:
+                info = broker.auto_create_topic(name)
+                _log.info("auto-created topic %s (%d partitions) on produce from %s", name,
+                          info.num_partitions, conn.peer)
+            except PylogError:
+                info = None
+        for p in t.partition_data:
+            if acks not in (0, 1, -1):
+                out.append(PR(index=p.index, error_code=INVALID_REQUIRED_ACKS, base_offset=-1))
+                continue
+            if info is None or not 0 <= p.index < info.num_partitions:
+                out.append(PR(index=p.index, error_code=UNKNOWN_TOPIC_OR_PARTITION, base_offset=-1,
+                              error_message="unknown topic or partition" if with_messages else None))
+                continue
+            records = p.records
+            if records is None or len(records) == 0:
+                out.append(PR(index=p.index, error_code=INVALID_RECORD, base_offset=-1,
+                              error_message="the produce request carries no record batch"
+                              if with_messages else None))
+                continue
+            try:
+                res = broker.produce(name, p.index, records, transactional_id=req.transactional_id,
+                                     acks=acks)
+            except Exception as exc:  # noqa: BLE001 - one partition's failure is its error code
+                code = _unexpected(f"produce to {name}-{p.index}", exc)
+                if code in (2, 87):
+                    _log.info("produce to %s-%d from %s rejected: %s", name, p.index, conn.peer, exc)
+                out.append(PR(index=p.index, error_code=code, base_offset=-1,
+                              log_start_offset=-1,
+                              error_message=_msg(exc) if with_messages else None))
+                continue
+            out.append(PR(index=p.index, error_code=NONE, base_offset=res.base_offset,
+                          log_append_time_ms=res.log_append_time, log_start_offset=res.log_start_offset))
+        responses.append(R.TopicProduceResponse(name=name, partition_responses=out))
+    if acks == 0:
+        return NO_RESPONSE
+    return R(responses=responses, throttle_time_ms=0)
+
+
+def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    version = header.api_version
+    R = m.FetchResponse
+    if version >= 7 and (req.session_id != 0 or req.session_epoch > 0):
+        # pylog keeps no fetch sessions (KIP-227): every answer carries session id 0, so a
+        # client only continues a session it never got by mistake.
+        code = FETCH_SESSION_ID_NOT_FOUND if req.session_id != 0 else INVALID_FETCH_SESSION_EPOCH
+        return R(throttle_time_ms=0, error_code=code, session_id=0, responses=[])
+    wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes, p.current_leader_epoch)
+                         for p in t.partitions]) for t in req.topics]
+    max_bytes = min(req.max_bytes if version >= 3 else st.config.fetch_max_bytes,
+                    st.config.fetch_max_bytes)
+    isolation = req.isolation_level
+    responses, total, error = read_partitions(st, wanted, max_bytes, isolation)
+    if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
+            or st.server._stopping):
+        return R(throttle_time_ms=0, error_code=NONE, session_id=0, responses=responses)
+    # Long poll: nothing (enough) to send yet.  Drop what was read and wait for appends.
+    return st.fetch_waiters.wait(wanted, max_bytes, isolation, req.min_bytes - total,
+                                 req.max_wait_ms, version)
+
+
+def _leader_epoch_error(st: Any, info: Any, partition: int, current_leader_epoch: int) -> int:
+    if current_leader_epoch < 0:
+        return NONE
+    epoch = info.leader_epoch(partition)
+    if current_leader_epoch < epoch:
+        return FENCED_LEADER_EPOCH
+    if current_leader_epoch > epoch:
+        return UNKNOWN_LEADER_EPOCH
+    return NONE
+
+
+def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    broker = st.broker
+    version = header.api_version
+    R = m.ListOffsetsResponse
+    P = R.ListOffsetsPartitionResponse
+    topics = []
+    seen: set[tuple[str, int]] = set()
+    for t in req.topics:
+        info = broker.topic(t.name)
+        parts = []
+        for p in t.partitions:
+            idx = p.partition_index
+            if version >= 1 and (t.name, idx) in seen:
+                parts.append(P(partition_index=idx, error_code=INVALID_REQUEST))
+                continue
+            seen.add((t.name, idx))
+            if info is None or not 0 <= idx < info.num_partitions:
+                parts.append(P(partition_index=idx, error_code=UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            code = _leader_epoch_error(st, info, idx, p.current_leader_epoch)
+            if code:
+                parts.append(P(partition_index=idx, error_code=code))
+                continue
+            try:
+                found = broker.list_offsets(t.name, idx, p.timestamp, isolation_level=req.isolation_level)
+            except Exception as exc:  # noqa: BLE001
+                parts.append(P(partition_index=idx, error_code=_unexpected("list offsets", exc)))
+                continue
+            if version == 0:
+                if found is None:
+                    offsets = []
+                else:
+                    offsets = [found.offset][:max(p.max_num_offsets, 0)]
+                parts.append(P(partition_index=idx, error_code=NONE, old_style_offsets=offsets))
+            elif found is None:
+                parts.append(P(partition_index=idx, error_code=NONE, timestamp=-1, offset=-1,
+                               leader_epoch=-1))
+            else:
+                parts.append(P(partition_index=idx, error_code=NONE, timestamp=found.timestamp,
+                               offset=found.offset, leader_epoch=info.leader_epoch(idx)))
+        topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def handle_offset_for_leader_epoch(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    broker = st.broker
+    R = m.OffsetForLeaderEpochResponse
+    E = R.EpochEndOffset
+    topics = []
+    for t in req.topics:
+        info = broker.topic(t.topic)
+        parts = []
+        for p in t.partitions:
+            if info is None or not 0 <= p.partition < info.num_partitions:
+                parts.append(E(error_code=UNKNOWN_TOPIC_OR_PARTITION, partition=p.partition))
+                continue
+            code = _leader_epoch_error(st, info, p.partition, p.current_leader_epoch)
+            if code:
+                parts.append(E(error_code=code, partition=p.partition))
+                continue
+            try:
+                epoch, end = broker.end_offset_for_epoch(t.topic, p.partition, p.leader_epoch)
+            except Exception as exc:  # noqa: BLE001
+                parts.append(E(error_code=_unexpected("offset for leader epoch", exc), partition=p.partition))
+                continue
+            parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=epoch, end_offset=end))
+        topics.append(R.OffsetForLeaderTopicResult(topic=t.topic, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def handle_delete_records(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    broker = st.broker
+    R = m.DeleteRecordsResponse
+    P = R.DeleteRecordsPartitionResult
+    topics = []
+    for t in req.topics:
+        info = broker.topic(t.name)
+        parts = []
+        for p in t.partitions:
+            if info is None or not 0 <= p.partition_index < info.num_partitions:
+                parts.append(P(partition_index=p.partition_index, low_watermark=-1,
+                               error_code=UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            try:
+                low = broker.delete_records(t.name, p.partition_index, p.offset)
+            except Exception as exc:  # noqa: BLE001
+                parts.append(P(partition_index=p.partition_index, low_watermark=-1,
+                               error_code=_unexpected("delete records", exc)))
+                continue
+            _log.info("deleted records of %s-%d before offset %d for %s", t.name, p.partition_index,
+                      low, conn.peer)
+            parts.append(P(partition_index=p.partition_index, low_watermark=low, error_code=NONE))
+        topics.append(R.DeleteRecordsTopicResult(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def handle_init_producer_id(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.InitProducerIdResponse
+    try:
+        pid, epoch = st.broker.init_producer_id(
+            req.transactional_id, req.transaction_timeout_ms,
+            producer_id=req.producer_id, producer_epoch=req.producer_epoch)
+    except Exception as exc:  # noqa: BLE001
+        return R(throttle_time_ms=0, error_code=_unexpected("InitProducerId", exc),
+                 producer_id=-1, producer_epoch=-1)
+    return R(throttle_time_ms=0, error_code=NONE, producer_id=pid, producer_epoch=epoch)
+
+
+# --------------------------------------------------------------------------------------
+# Groups
+# --------------------------------------------------------------------------------------
+
+
+def handle_join_group(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    version = header.api_version
+    R = m.JoinGroupResponse
+    pending = st.groups.join_group(
+        req.group_id, req.member_id, req.protocol_type,
+        [(p.name, p.metadata) for p in req.protocols],
+        session_timeout_ms=req.session_timeout_ms,
+        rebalance_timeout_ms=req.rebalance_timeout_ms if version >= 1 else -1,
+        client_id=header.client_id or "", client_host=conn.client_host,
+        group_instance_id=req.group_instance_id if version >= 5 else None,
+        require_known_member_id=version >= 4)
+
+    def convert(res: Any) -> Any:
+        ok = res.error_code == NONE
+        name = res.protocol_name
+        if name is None and version < 7:
+            name = ""
+        return R(throttle_time_ms=0, error_code=res.error_code,
+                 generation_id=res.generation_id if ok else -1,
+                 protocol_type=res.protocol_type if version >= 7 else None,
+                 protocol_name=name, leader=res.leader or "", member_id=res.member_id or "",
+                 members=[R.JoinGroupResponseMember(member_id=mm.member_id,
+                                                    group_instance_id=mm.group_instance_id,
+                                                    metadata=mm.metadata) for mm in res.members])
+
+    return st.pending_to_future(pending, convert)
+
+
+def handle_sync_group(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    version = header.api_version
+    R = m.SyncGroupResponse
+    assignments = {}
+    for a in req.assignments:
+        assignments[a.member_id] = a.assignment
+    pending = st.groups.sync_group(
+        req.group_id, req.generation_id, req.member_id,
+        group_instance_id=req.group_instance_id if version >= 3 else None,
+        protocol_type=req.protocol_type if version >= 5 else None,
+        protocol_name=req.protocol_name if version >= 5 else None,
+        assignments=assignments)
+
+    def convert(res: Any) -> Any:
+        return R(throttle_time_ms=0, error_code=res.error_code,
+                 protocol_type=res.protocol_type if version >= 5 else None,
+                 protocol_name=res.protocol_name if version >= 5 else None,
+                 assignment=res.assignment or b"")
+
+    return st.pending_to_future(pending, convert)
+
+
+def handle_heartbeat(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    code = st.groups.heartbeat(req.group_id, req.generation_id, req.member_id,
+                               group_instance_id=req.group_instance_id if header.api_version >= 3 else None)
+    st.schedule_group_tick()
+    return m.HeartbeatResponse(throttle_time_ms=0, error_code=code)
+
+
+def handle_leave_group(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.broker.group import MemberIdentity
+
+    st = conn.server.state
+    version = header.api_version
+    R = m.LeaveGroupResponse
+    if version >= 3:
+        members = [MemberIdentity(x.member_id, x.group_instance_id) for x in req.members]
+    else:
+        members = [MemberIdentity(req.member_id)]
+    res = st.groups.leave_group(req.group_id, members)
+    st.schedule_group_tick()
+    if version >= 3:
+        return R(throttle_time_ms=0, error_code=res.error_code,
+                 members=[R.MemberResponse(member_id=x.member_id, group_instance_id=x.group_instance_id,
+                                           error_code=x.error_code) for x in res.members])
+    code = res.error_code
+    if code == NONE and res.members:
+        code = res.members[0].error_code
+    return R(throttle_time_ms=0, error_code=code)
+
+
+def handle_offset_commit(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.broker.group import CommitOffset
+
+    st = conn.server.state
+    broker = st.broker
+    version = header.api_version
+    R = m.OffsetCommitResponse
+    offsets: dict[str, dict[int, Any]] = {}
+    unknown: dict[str, list[int]] = {}
+    for t in req.topics:
+        info = broker.topic(t.name)
+        for p in t.partitions:
+            if info is None or not 0 <= p.partition_index < info.num_partitions:
+                unknown.setdefault(t.name, []).append(p.partition_index)
+                continue
+            offsets.setdefault(t.name, {})[p.partition_index] = CommitOffset(
+                p.committed_offset, p.committed_metadata,
+                p.committed_leader_epoch if version >= 6 else -1)
+    result: dict[str, dict[int, int]] = {}
+    if offsets:
+        result = st.groups.commit_offsets(
+            req.group_id, offsets,
+            generation_id=req.generation_id_or_member_epoch if version >= 1 else -1,
+            member_id=req.member_id if version >= 1 else "",
+            group_instance_id=req.group_instance_id if version >= 7 else None,
+            retention_time_ms=req.retention_time_ms if 2 <= version <= 4 else -1)
+        st.schedule_group_tick()
+    topics = []
+    for t in req.topics:
+        codes = result.get(t.name, {})
+        bad = unknown.get(t.name, ())
+        topics.append(R.OffsetCommitResponseTopic(name=t.name, partitions=[
+            R.OffsetCommitResponsePartition(
+                partition_index=p.partition_index,
+                error_code=UNKNOWN_TOPIC_OR_PARTITION if p.partition_index in bad
+                else codes.get(p.partition_index, NONE))
+            for p in t.partitions]))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def _offset_fetch_group(st: Any, group_id: str, topics: Any, require_stable: bool) -> Any:
+    partitions = None if topics is None else {t.name: list(t.partition_indexes) for t in topics}
+    return st.groups.fetch_offsets(group_id, partitions, require_stable=require_stable)
+
+
+def handle_offset_fetch(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    version = header.api_version
+    R = m.OffsetFetchResponse
+    if version >= 8:
+        groups = []
+        for g in req.groups:
+            res = _offset_fetch_group(st, g.group_id, g.topics, req.require_stable)
+            groups.append(R.OffsetFetchResponseGroup(
+                group_id=g.group_id, error_code=res.error_code,
+                topics=[R.OffsetFetchResponseTopics(name=name, partitions=[
+                    R.OffsetFetchResponsePartitions(
+                        partition_index=p, committed_offset=f.offset,
+                        committed_leader_epoch=f.leader_epoch,
+                        metadata=f.metadata if f.offset >= 0 else "", error_code=f.error_code)
+                    for p, f in sorted(parts.items())]) for name, parts in res.topics.items()]))
+        return R(throttle_time_ms=0, groups=groups)
+    topics_req = req.topics
+    if version < 2 and topics_req is None:
+        topics_req = []
+    res = _offset_fetch_group(st, req.group_id, topics_req, version >= 7 and req.require_stable)
+    topics = [R.OffsetFetchResponseTopic(name=name, partitions=[
+        R.OffsetFetchResponsePartition(
+            partition_index=p, committed_offset=f.offset,
+            committed_leader_epoch=f.leader_epoch if version >= 5 else -1,
+            metadata=f.metadata if f.offset >= 0 else "",
+            error_code=f.error_code if version >= 2 or res.error_code == NONE else res.error_code)
+        for p, f in sorted(parts.items())]) for name, parts in res.topics.items()]
+    return R(throttle_time_ms=0, topics=topics, error_code=res.error_code if version >= 2 else NONE)
+
+
+def handle_describe_groups(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.DescribeGroupsResponse
+    with_ops = header.api_version >= 3 and req.include_authorized_operations
+    out = []
+    for d in st.groups.describe_groups(req.groups):
+        out.append(R.DescribedGroup(
+            error_code=d.error_code, group_id=d.group_id, group_state=d.state,
+            protocol_type=d.protocol_type, protocol_data=d.protocol_data,
+            members=[R.DescribedGroupMember(
+                member_id=x.member_id, group_instance_id=x.group_instance_id, client_id=x.client_id,
+                client_host=x.client_host, member_metadata=x.metadata, member_assignment=x.assignment)
+                for x in d.members],
+            authorized_operations=_GROUP_OPS if with_ops else _NOT_REQUESTED))
+    return R(throttle_time_ms=0, groups=out)
+
+
+def handle_list_groups(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.ListGroupsResponse
+    states = req.states_filter if header.api_version >= 4 and req.states_filter else None
+    groups = st.groups.list_groups(states)
+    return R(throttle_time_ms=0, error_code=NONE, groups=[
+        R.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type, group_state=g.state)
+        for g in groups])
+
+
+def handle_delete_groups(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.DeleteGroupsResponse
+    result = st.groups.delete_groups(req.groups_names)
+    for gid, code in result.items():
+        if code == NONE:
+            _log.info("deleted group %s for %s", gid, conn.peer)
+    return R(throttle_time_ms=0, results=[
+        R.DeletableGroupResult(group_id=g, error_code=result.get(g, NONE)) for g in req.groups_names])
+
+
+def handle_offset_delete(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.OffsetDeleteResponse
+    partitions = {t.name: [p.partition_index for p in t.partitions] for t in req.topics}
+    res = st.groups.delete_offsets(req.group_id, partitions)
+    if res.error_code != NONE:
+        return R(error_code=res.error_code, throttle_time_ms=0, topics=[])
+    return R(error_code=NONE, throttle_time_ms=0, topics=[
+        R.OffsetDeleteResponseTopic(name=t.name, partitions=[
+            R.OffsetDeleteResponsePartition(
+                partition_index=p.partition_index,
+                error_code=res.topics.get(t.name, {}).get(p.partition_index, NONE))
+            for p in t.partitions]) for t in req.topics])
+
+
+# --------------------------------------------------------------------------------------
+# Topics and configs
+# --------------------------------------------------------------------------------------
+
+
+def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    broker = st.broker
+    version = header.api_version
+    R = m.CreateTopicsResponse
+    out = []
+    names = [t.name for t in req.topics]
+    for t in req.topics:
+        res = R.CreatableTopicResult(name=t.name, error_code=NONE, error_message=None)
+        try:
+            if names.count(t.name) > 1:
+                raise InvalidRequestError(f"topic {t.name!r} appears more than once in the request")
+            num_partitions = t.num_partitions
+            replication = t.replication_factor
+            if t.assignments:
+                if num_partitions != -1 or replication != -1:
+                    raise InvalidRequestError(
+                        "give either num_partitions/replication_factor or replica assignments, not both")
+                indexes = sorted(a.partition_index for a in t.assignments)
+                if indexes != list(range(len(indexes))):
+                    raise _code_error(INVALID_REPLICA_ASSIGNMENT,
+                                      "replica assignments must cover partitions 0..n-1 once each")
+                for a in t.assignments:
+                    if list(a.broker_ids) != [st.node_id]:
+                        raise _code_error(INVALID_REPLICA_ASSIGNMENT,
+                                          f"this cluster has one broker (node {st.node_id}); "
+                                          f"assignment {list(a.broker_ids)} is not possible")
+                num_partitions = len(indexes)
+                replication = 1
+            if replication not in (-1, 1):
+                raise _code_error(INVALID_REPLICATION_FACTOR,
+                                  f"replication factor {replication} is larger than the 1 available broker")
+            configs = {}
+            for c in t.configs:
+                if c.name in configs:
+                    raise InvalidRequestError(f"config {c.name!r} is given twice")
+                configs[c.name] = c.value
+            info = broker.create_topic(t.name, num_partitions if num_partitions != -1 else None,
+                                       configs, validate_only=req.validate_only if version >= 1 else False)
+            if not (version >= 1 and req.validate_only):
+                _log.info("created topic %s (%d partitions%s) for %s", t.name, info.num_partitions,
+                          f", configs {configs}" if configs else "", conn.peer)
+            res.num_partitions = info.num_partitions
+            res.replication_factor = 1
+            if version >= 5:
+                res.configs = [R.CreatableTopicConfigs(
+                    name=e.name, value=e.value, read_only=e.read_only, config_source=e.source,
+                    is_sensitive=e.sensitive) for e in broker.describe_topic_configs(
+                        t.name, None, pending=info)]
+        except Exception as exc:  # noqa: BLE001
+            res.error_code = _unexpected("create topic", exc)
+            res.error_message = _msg(exc)
+            res.num_partitions = -1
+            res.replication_factor = -1
+            res.configs = None
+        out.append(res)
+    return R(throttle_time_ms=0, topics=out)
+
+
+class _CodeError(PylogError):
+    """A Kafka error code without a class in pylog.errors (topic admin validation)."""
+
+
+def _code_error(code: int, message: str) -> PylogError:
+    exc = _CodeError(message)
+    exc.error_code = code
+    return exc
+
+
+def handle_delete_topics(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.DeleteTopicsResponse
+    out = []
+    for name in req.topic_names:
+        if not st.config.delete_topic_enable:
+            out.append(R.DeletableTopicResult(name=name, error_code=TOPIC_DELETION_DISABLED))
+            continue
+        try:
+            st.broker.delete_topic(name)
+        except Exception as exc:  # noqa: BLE001
+            out.append(R.DeletableTopicResult(name=name, error_code=_unexpected("delete topic", exc)))
+            continue
+        st.fetch_waiters.on_topic_change(name)
+        _log.info("deleted topic %s for %s", name, conn.peer)
+        out.append(R.DeletableTopicResult(name=name, error_code=NONE))
+    return R(throttle_time_ms=0, responses=out)
+
+
+def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    R = m.CreatePartitionsResponse
+    out = []
+    names = [t.name for t in req.topics]
+    for t in req.topics:
+        try:
+            if names.count(t.name) > 1:
+                raise InvalidRequestError(f"topic {t.name!r} appears more than once in the request")
+            if t.assignments is not None:
+                for a in t.assignments:
+                    if list(a.broker_ids) != [st.node_id]:
+                        raise _code_error(INVALID_REPLICA_ASSIGNMENT,
+                                          f"this cluster has one broker (node {st.node_id}); "
+                                          f"assignment {list(a.broker_ids)} is not possible")
+            st.broker.create_partitions(t.name, t.count, validate_only=req.validate_only)
+        except Exception as exc:  # noqa: BLE001
+            out.append(R.CreatePartitionsTopicResult(name=t.name, error_code=_unexpected("create partitions", exc),
+                                                     error_message=_msg(exc)))
+            continue
+        if not req.validate_only:
+            _log.info("topic %s now has %d partitions (for %s)", t.name, t.count, conn.peer)
+        out.append(R.CreatePartitionsTopicResult(name=t.name, error_code=NONE, error_message=None))
+    return R(throttle_time_ms=0, results=out)
+
+
+def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    version = header.api_version
+    R = m.DescribeConfigsResponse
+    E = R.DescribeConfigsResourceResult
+    results = []
+    for res in req.resources:
+        keys = res.configuration_keys
+        try:
+            if res.resource_type == RESOURCE_TOPIC:
+                entries = st.broker.describe_topic_configs(res.resource_name, keys)
+            elif res.resource_type == RESOURCE_BROKER:
+                entries = st.broker.describe_broker_configs(res.resource_name, keys)
+            elif res.resource_type == RESOURCE_BROKER_LOGGER:
+                entries = _describe_loggers(st, res.resource_name, keys)
+            else:
+                raise InvalidRequestError(f"unsupported config resource type {res.resource_type}")
+        except Exception as exc:  # noqa: BLE001
+            results.append(R.DescribeConfigsResult(
+                error_code=_unexpected("describe configs", exc), error_message=_msg(exc),
+                resource_type=res.resource_type, resource_name=res.resource_name, configs=[]))
+            continue
+        configs = []
+        for e in entries:
+            configs.append(E(
+                name=e.name, value=None if e.sensitive else e.value, read_only=e.read_only,
+                is_default=e.source == 5, config_source=e.source, is_sensitive=e.sensitive,
+                synonyms=[R.DescribeConfigsSynonym(name=s.name, value=s.value, source=s.source)
+                          for s in e.synonyms] if version >= 1 and req.include_synonyms else [],
+                config_type=e.type if version >= 3 else 0,
+                documentation=e.documentation if version >= 3 and req.include_documentation else None))
+        results.append(R.DescribeConfigsResult(error_code=NONE, error_message=None,
+                                               resource_type=res.resource_type,
+                                               resource_name=res.resource_name, configs=configs))
+    return R(throttle_time_ms=0, results=results)
+
+
+class _LoggerEntry:
+    __slots__ = ("name", "value", "read_only", "source", "sensitive", "synonyms", "type",
+                 "documentation")
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name, self.value = name, value
+        self.read_only = False
+        self.source = 6          # DYNAMIC_BROKER_LOGGER_CONFIG
+        self.sensitive = False
+        self.synonyms = ()
+        self.type = 2            # STRING
+        self.documentation = None
+
+
+def _describe_loggers(st: Any, name: str, keys: Iterable[str] | None) -> list:
+    if name != str(st.node_id):
+        raise InvalidRequestError(f"broker {name!r} is not this broker (node {st.node_id})")
+    names = sorted(n for n in logging.root.manager.loggerDict if n == "pylog" or n.startswith("pylog."))
+    if keys is not None:
+        names = [n for n in names if n in set(keys)]
+    return [_LoggerEntry(n, logging.getLevelName(logging.getLogger(n).getEffectiveLevel()))
+            for n in names]
+
+
+def _alter_logger(st: Any, name: str, ops: list[tuple[str, int, str | None]], validate_only: bool) -> None:
+    if name != str(st.node_id):
+        raise InvalidRequestError(f"broker {name!r} is not this broker (node {st.node_id})")
+    levels = {}
+    for logger, op, value in ops:
+        if not (logger == "pylog" or logger.startswith("pylog.")):
+            raise _code_error(40, f"unknown logger {logger!r}")
+        if op == 0:
+            level = logging.getLevelName((value or "").upper())
+            if not isinstance(level, int):
+                raise _code_error(40, f"unknown log level {value!r}")
+            levels[logger] = level
+        elif op == 1:
+            levels[logger] = logging.NOTSET
+        else:
+            raise _code_error(40, "loggers support SET and DELETE only")
+    if not validate_only:
+        for logger, level in levels.items():
+            logging.getLogger(logger).setLevel(level)
+
+
+def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, incremental: bool) -> Any:
+    st = conn.server.state
+    R = response_cls
+    out = []
+    for rtype, rname, ops in resources_ops:
+        try:
+            if rtype == RESOURCE_TOPIC:
+                st.broker.alter_topic_configs(rname, ops, incremental=incremental,
+                                              validate_only=req.validate_only)
+            elif rtype == RESOURCE_BROKER:
+                st.broker.alter_broker_configs(rname, ops, incremental=incremental,
+                                               validate_only=req.validate_only)
+            elif rtype == RESOURCE_BROKER_LOGGER:
+                _alter_logger(st, rname, ops, req.validate_only)
+            else:
+                raise InvalidRequestError(f"unsupported config resource type {rtype}")
+        except Exception as exc:  # noqa: BLE001
+            out.append(R.AlterConfigsResourceResponse(
+                error_code=_unexpected("alter configs", exc), error_message=_msg(exc),
+                resource_type=rtype, resource_name=rname))
+            continue
+        if not req.validate_only:
+            _log.info("altered configs of %s %s for %s: %s",
+                      {2: "topic", 4: "broker", 8: "broker-logger"}.get(rtype, rtype), rname, conn.peer,
+                      ", ".join(f"{n}{'=' + v if v is not None else ''} ({_OPS.get(op, op)})"
+                                for n, op, v in ops) or "(all dynamic configs removed)")
+        out.append(R.AlterConfigsResourceResponse(error_code=NONE, error_message=None,
+                                                  resource_type=rtype, resource_name=rname))
+    return R(throttle_time_ms=0, responses=out)
+
+
+_OPS = {0: "SET", 1: "DELETE", 2: "APPEND", 3: "SUBTRACT"}
+
+
+def handle_alter_configs(conn: Any, header: Any, req: Any) -> Any:
+    # AlterConfigs replaces a resource's whole set of dynamic configs with the given one.
+    resources = [(r.resource_type, r.resource_name, [(c.name, 0, c.value) for c in r.configs])
+                 for r in req.resources]
+    return _alter_configs(conn, req, resources, m.AlterConfigsResponse, incremental=False)
+
+
+def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:
+    resources = [(r.resource_type, r.resource_name,
+                  [(c.name, c.config_operation, c.value) for c in r.configs]) for r in req.resources]
+    return _alter_configs(conn, req, resources, m.IncrementalAlterConfigsResponse, incremental=True)
+
+
+# --------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------
+
+#: API key -> (min version, max version, handler): what pylog serve answers and advertises.
+_TABLE: dict[int, tuple[int, int, Callable]] = {
+    ApiKey.PRODUCE: (3, 9, handle_produce),
+    ApiKey.FETCH: (4, 12, handle_fetch),
+    ApiKey.LIST_OFFSETS: (0, 7, handle_list_offsets),
+    ApiKey.METADATA: (0, 12, handle_metadata),
+    ApiKey.OFFSET_COMMIT: (0, 8, handle_offset_commit),
+    ApiKey.OFFSET_FETCH: (0, 8, handle_offset_fetch),
+    ApiKey.FIND_COORDINATOR: (0, 4, handle_find_coordinator),
+    ApiKey.JOIN_GROUP: (0, 7, handle_join_group),
+    ApiKey.HEARTBEAT: (0, 4, handle_heartbeat),
+    ApiKey.LEAVE_GROUP: (0, 4, handle_leave_group),
+    ApiKey.SYNC_GROUP: (0, 5, handle_sync_group),
+    ApiKey.DESCRIBE_GROUPS: (0, 5, handle_describe_groups),
+    ApiKey.LIST_GROUPS: (0, 4, handle_list_groups),
+    ApiKey.API_VERSIONS: (0, 3, handle_api_versions),
+    ApiKey.CREATE_TOPICS: (0, 5, handle_create_topics),
+    ApiKey.DELETE_TOPICS: (0, 4, handle_delete_topics),
+    ApiKey.DELETE_RECORDS: (0, 2, handle_delete_records),
+    ApiKey.INIT_PRODUCER_ID: (0, 4, handle_init_producer_id),
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: (0, 3, handle_offset_for_leader_epoch),
+    ApiKey.DESCRIBE_CONFIGS: (0, 4, handle_describe_configs),
+    ApiKey.ALTER_CONFIGS: (0, 1, handle_alter_configs),
+    ApiKey.CREATE_PARTITIONS: (0, 2, handle_create_partitions),
+    ApiKey.DELETE_GROUPS: (0, 2, handle_delete_groups),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1, handle_incremental_alter_configs),
+    ApiKey.OFFSET_DELETE: (0, 0, handle_offset_delete),
+    ApiKey.DESCRIBE_CLUSTER: (0, 0, handle_describe_cluster),
+}
+
+#: API key -> (min, max) advertised in ApiVersions.
+SERVED_VERSIONS: dict[int, tuple[int, int]] = {int(k): (lo, hi) for k, (lo, hi, _) in _TABLE.items()}
+
+
+def handler_table() -> dict[int, tuple[int, int, Callable, str]]:
+    """API key -> (min version, max version, handler, Kafka's API name)."""
+    from pylog.protocol.apis import api_name, supported_versions
+
+    codec = supported_versions()
+    out = {}
+    for key, (lo, hi, fn) in _TABLE.items():
+        c = codec.get(int(key))
+        if c is None or c[0] > lo or c[1] < hi:
+            raise RuntimeError(f"pylog.server: the protocol codec does not speak {api_name(key)} "
+                               f"v{lo}-v{hi} (it speaks {c}); the handler table and the codec disagree")
+        out[int(key)] = (lo, hi, fn, api_name(key))
+    return out
+
+
+def _new_topic_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,489 @@
+"""``pylog serve``: the Kafka wire-protocol server.
+
+One asyncio event loop (uvloop's when it is installed) accepts connections and runs every
+request handler; handlers translate Kafka requests into calls on the broker core
+(:mod:`pylog.broker`), the same calls the embedded client makes.  Work that can block for
+long runs off the loop, in a small thread pool: log flushes (fsync), retention and the
+final flush on shutdown.
+
+Lifecycle
+    :meth:`Server.start` opens the broker (recovering the data directory), binds the
+    listener and starts the periodic tasks; :meth:`Server.stop` stops accepting, closes
+    every connection, flushes and closes the broker (which writes Kafka's clean-shutdown
+    marker).  :func:`run` does both around SIGTERM/SIGINT for the command line.
+
+Logging
+    Plain lines on stderr, one event per line, ``key=value`` where it helps grepping:
+    ``2024-05-01 12:00:00,123 INFO pylog.server: listening on 127.0.0.1:9092 ...``.
+
+Thread safety: a Server belongs to the thread running its loop; :meth:`request_stop` is
+the one method other threads (and signal handlers) may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from pylog.errors import PylogError
+from pylog.protocol.apis import ApiKey, api_name
+from pylog.protocol.codec import encode_response
+from pylog.server.config import ServerConfig
+from pylog.server.connection import Connection
+
+__all__ = ["Server", "ServerThread", "run", "configure_logging", "new_event_loop"]
+
+_log = logging.getLogger("pylog.server")
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_UNSUPPORTED_VERSION = 35
+_I32 = struct.Struct(">i")
+
+
+def configure_logging(level: str | int = "INFO") -> None:
+    """Plain, greppable lines on stderr (idempotent)."""
+    root = logging.getLogger("pylog")
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+        if not isinstance(level, int):
+            level = logging.INFO
+    root.setLevel(level)
+    if not any(getattr(h, "_pylog", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler._pylog = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.propagate = False
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when uvloop is installed, else asyncio's default."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class Server:
+    """The Kafka wire-protocol server over one broker.
+
+    Parameters
+    ----------
+    config : ServerConfig
+    broker : optional
+        A broker core to serve; by default one is opened on ``config.log_dirs`` by
+        :meth:`start` and closed by :meth:`stop`.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, broker: Any = None) -> None:
+        self.config = config or ServerConfig()
+        self.broker = broker
+        self._own_broker = broker is None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.connections: set[Connection] = set()
+        self.handlers: dict[int, tuple[int, int, Callable, str]] = {}
+        self.bound_address: tuple[str, int] | None = None
+        self.advertised: tuple[str, int] | None = None
+        self.started_at = 0.0
+        self._sock: socket.socket | None = None
+        self._accepting = False
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._stopped: asyncio.Event | None = None
+        self._stopping = False
+        self._pool_used = 0
+        self._pool_waiters: list[Connection] = []
+        self._maintenance_busy: set[str] = set()
+        self._accept_paused_until = 0.0
+        self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
+        self._thread_id: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the broker, bind the listener and start serving."""
+        from pylog.server import handlers
+
+        self.loop = asyncio.get_running_loop()
+        self._thread_id = threading.get_ident()
+        self._stopped = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="pylog-io")
+        if self.broker is None:
+            t0 = time.monotonic()
+            self.broker = await self.loop.run_in_executor(
+                self._executor, handlers.open_broker, self.config)
+            _log.info("broker opened: data_dir=%s in %.0f ms", self.config.log_dirs,
+                      (time.monotonic() - t0) * 1000)
+        self.state = handlers.ServerState(self)
+        self.handlers = handlers.handler_table()
+        host, port = self.config.listen_address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if self._own_broker:
+                await self.loop.run_in_executor(self._executor, self.broker.close)
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._sock = sock
+        self.bound_address = sock.getsockname()[:2]
+        self.advertised = self.config.advertised_address(self.bound_address)
+        self.loop.add_reader(sock.fileno(), self._on_accept)
+        self._accepting = True
+        self.started_at = time.time()
+        self._schedule_periodic()
+        _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s",
+                  self.bound_address[0], self.bound_address[1], self.advertised[0],
+                  self.advertised[1], self.config.node_id, self.state.cluster_id)
+
+    async def serve_until_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        """Ask the server to stop (thread- and signal-safe)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._thread_id:
+            loop.create_task(self.stop())
+        else:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection, flush and close the broker."""
+        if self._stopping:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._stopping = True
+        _log.info("shutting down: %d connection(s) open", len(self.connections))
+        if self._sock is not None:
+            if self._accepting:
+                self.loop.remove_reader(self._sock.fileno())
+                self._accepting = False
+            self._sock.close()
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+        for conn in list(self.connections):
+            conn.close("server shutting down", level=logging.DEBUG)
+        if self.state is not None:
+            self.state.shutdown()
+        if self._own_broker and self.broker is not None:
+            t0 = time.monotonic()
+            try:
+                await self.loop.run_in_executor(self._executor, self.broker.close)
+            except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
+                _log.error("closing the broker failed: %r", exc)
+            else:
+                _log.info("broker closed cleanly in %.0f ms (flushed, clean-shutdown marker written)",
+                          (time.monotonic() - t0) * 1000)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        _log.info("stopped")
+        assert self._stopped is not None
+        self._stopped.set()
+
+    # -- accepting -----------------------------------------------------------------
+
+    def _on_accept(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(64):
+            try:
+                client, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment rather than spin.
+                    _log.warning("accept failed: %s; pausing accepts for 100 ms", exc.strerror)
+                    self.loop.remove_reader(sock.fileno())
+                    self._accepting = False
+                    self.loop.call_later(0.1, self._resume_accept)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                _log.warning("accept failed: %s", exc)
+                return
+            if len(self.connections) >= self.config.max_connections:
+                _log.warning("connection from %s refused: max.connections=%d reached", addr,
+                             self.config.max_connections)
+                client.close()
+                continue
+            self._setup_socket(client)
+            conn = Connection(self, client, addr)
+            self.connections.add(conn)
+            _log.debug("connection %s accepted", conn.peer)
+            conn.start()
+
+    def _resume_accept(self) -> None:
+        if self._sock is not None and not self._accepting and not self._stopping:
+            self.loop.add_reader(self._sock.fileno(), self._on_accept)
+            self._accepting = True
+
+    def _setup_socket(self, client: socket.socket) -> None:
+        client.setblocking(False)
+        try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        if self.config.socket_send_buffer_bytes > 0:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_send_buffer_bytes)
+        if self.config.socket_receive_buffer_bytes > 0:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_receive_buffer_bytes)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if self.state is not None:
+            self.state.connection_closed(conn)
+
+    # -- request memory pool (queued.max.request.bytes) -------------------------------
+
+    def reserve_request_memory(self, n: int, conn: Connection) -> bool:
+        limit = self.config.queued_max_request_bytes
+        if limit < 0:
+            return True
+        # One request may always proceed alone, however large (it is bounded by
+        # socket.request.max.bytes), so a pool smaller than a request cannot deadlock.
+        if self._pool_used and self._pool_used + n > limit:
+            if conn not in self._pool_waiters:
+                self._pool_waiters.append(conn)
+            return False
+        self._pool_used += n
+        return True
+
+    def release_request_memory(self, n: int) -> None:
+        if self.config.queued_max_request_bytes < 0:
+            return
+        self._pool_used -= n
+        if self._pool_waiters:
+            waiters, self._pool_waiters = self._pool_waiters, []
+            for i, conn in enumerate(waiters):
+                if not conn.memory_available():
+                    self._pool_waiters.extend(c for c in waiters[i:] if not c.closed
+                                              and c not in self._pool_waiters)
+                    break
+
+    @property
+    def request_memory_used(self) -> int:
+        return self._pool_used
+
+    # -- answering what is not served ----------------------------------------------
+
+    def error_response(self, api_key: int, api_version: int, error_code: int) -> Any:
+        """A response of ``api_key``/``api_version`` carrying ``error_code`` in its
+        top-level error field (and nothing else)."""
+        return self.state.error_response(api_key, api_version, error_code)
+
+    def answer_unsupported(self, conn: Connection, header: Any, frame: bytes, pos: int) -> None:
+        """A request for an API or version this server does not serve.
+
+        - ApiVersions at a version above ours: a v0 body with UNSUPPORTED_VERSION and our
+          version table (KIP-511), so the client can pick a version and ask again.
+        - An API pylog's codec speaks at that version but the server does not serve:
+          that API's response with UNSUPPORTED_VERSION as its error code.
+        - An unknown API key, or a version the codec cannot encode: a frame with the
+          correlation id and UNSUPPORTED_VERSION as an int16 (no schema exists to say
+          more); the connection stays open.
+        """
+        api_key, version = header.api_key, header.api_version
+        _log.info("unsupported request from %s: %s v%d (correlation id %d, client %r)",
+                  conn.peer, api_name(api_key), version, header.correlation_id, header.client_id)
+        if api_key == ApiKey.API_VERSIONS:
+            body = self.state.api_versions_body(_UNSUPPORTED_VERSION)
+            segs = encode_response(api_key, 0, header.correlation_id, body)
+            conn.send_segments(segs)
+            return
+        try:
+            body = self.error_response(api_key, version, _UNSUPPORTED_VERSION)
+            segs = encode_response(api_key, version, header.correlation_id, body)
+        except (PylogError, KeyError):
+            segs = [_I32.pack(6) + _I32.pack(header.correlation_id) + struct.pack(">h", _UNSUPPORTED_VERSION)]
+        conn.send_segments(segs)
+
+    # -- periodic work -------------------------------------------------------------
+
+    def _schedule_periodic(self) -> None:
+        cfg = self.config
+        idle_s = cfg.connections_max_idle_ms / 1000
+        self._every(min(max(idle_s / 4, 0.05), 10.0), self._sweep_idle)
+        self._every(cfg.log_flush_scheduler_interval_ms / 1000,
+                    lambda: self._off_loop("flush", self.state.periodic_flush))
+        self._every(cfg.log_retention_check_interval_ms / 1000,
+                    lambda: self._off_loop("retention", self.state.periodic_retention))
+        self._every(60.0, lambda: self._off_loop("checkpoint", self.state.periodic_checkpoint))
+
+    def _every(self, interval: float, fn: Callable[[], Any]) -> None:
+        def tick() -> None:
+            if self._stopping:
+                return
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - a failing task must not stop the timer
+                _log.exception("periodic task failed: %r", exc)
+            self._timers.append(self.loop.call_later(interval, tick))
+            if len(self._timers) > 64:
+                self._timers = [t for t in self._timers if not t.cancelled() and t.when() > self.loop.time()]
+        self._timers.append(self.loop.call_later(interval, tick))
+
+    def _off_loop(self, name: str, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` in the I/O pool, at most one run of each task at a time."""
+        if name in self._maintenance_busy or self._executor is None or self._stopping:
+            return
+        self._maintenance_busy.add(name)
+
+        def done(fut: concurrent.futures.Future) -> None:
+            self._maintenance_busy.discard(name)
+            exc = fut.exception()
+            if exc is not None:
+                _log.error("%s failed: %r", name, exc)
+
+        fut = self._executor.submit(fn)
+        fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(done, f)
+                              if not self.loop.is_closed() else None)
+
+    def call_off_loop(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Run ``fn(*args)`` in the I/O pool; a future of its result."""
+        assert self._executor is not None
+        return self.loop.run_in_executor(self._executor, fn, *args)
+
+    def _sweep_idle(self) -> None:
+        limit = self.config.connections_max_idle_ms / 1000
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.inflight is None and now - conn.last_active > limit:
+                conn.close(f"idle for more than connections.max.idle.ms="
+                           f"{self.config.connections_max_idle_ms}")
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop: now if called from its thread, else soon."""
+        if threading.get_ident() == self._thread_id:
+            fn(*args)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+
+def run(config: ServerConfig, *, ready: Callable[[Server], Any] | None = None) -> int:
+    """Run a server until SIGTERM or SIGINT (the ``pylog serve`` command).  Returns the
+    process exit status."""
+    import signal
+
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(config)
+
+    async def main() -> int:
+        try:
+            await server.start()
+        except (OSError, PylogError) as exc:
+            _log.error("cannot start: %s", exc)
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, _on_signal, sig)
+            except (NotImplementedError, RuntimeError):
+                signal.signal(sig, lambda s, f: server.request_stop())
+        if ready is not None:
+            ready(server)
+        await server.serve_until_stopped()
+        return 0
+
+    def _on_signal(sig: int) -> None:
+        _log.info("received %s", signal.Signals(sig).name)
+        server.request_stop()
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+class ServerThread:
+    """A server running on its own event loop in a background thread (tests, benchmarks,
+    embedding a server in another program).
+
+    ``ServerThread(config).start()`` returns once the server listens (or raises what
+    stopped it from starting); :attr:`address` is the advertised (host, port);
+    :meth:`stop` shuts it down cleanly and joins the thread.  Usable as a context manager.
+    """
+
+    def __init__(self, config: ServerConfig, *, broker: Any = None) -> None:
+        self.config = config
+        self.server = Server(config, broker=broker)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server.advertised is not None
+        return self.server.advertised
+
+    @property
+    def bootstrap(self) -> str:
+        host, port = self.address
+        return f"{host}:{port}"
+
+    def start(self, timeout: float = 60.0) -> ServerThread:
+        self._thread = threading.Thread(target=self._run, name="pylog-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the server did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            try:
+                loop.run_until_complete(self.server.start())
+            except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+                self._error = exc
+                self._ready.set()
+                return
+            self._ready.set()
+            loop.run_until_complete(self.server.serve_until_stopped())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._thread is None:
+            return
+        if self._error is None and self.loop is not None and not self.loop.is_closed():
+            self.server.request_stop()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the server did not stop within {timeout} s")
+        self._thread = None
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
