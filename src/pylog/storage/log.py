@@ -488,9 +488,7 @@ class Log:
                 max_ts = append_time
                 offset_of_max = first
             seg = self._segments[-1]
-            if seg.size and self._time_to_roll(seg, max_ts):
-                seg = self._roll(max(first, leo))
-            elif not seg.can_hold(size, last):
+            if (seg._size and self._time_to_roll(seg, max_ts)) or not seg.can_hold(size, last):
                 seg = self._roll(max(first, leo))
             position = seg.append(batches, size, first_offset=first, last_offset=last,
                                   max_timestamp=max_ts, offset_of_max_timestamp=offset_of_max,
