@@ -1,0 +1,1519 @@
+"""The broker core: topics, produce, fetch, offsets, configs, producer ids and groups, over
+one data directory.
+
+Both front doors call this one implementation: the embedded client directly, the
+Kafka wire-protocol server by translating each request into these calls.  So every
+operation comes in two shapes: a per-partition (or per-topic) result carrying Kafka's
+error code (``error_code``, ``error_message``; :meth:`raise_for_error`), which is what a
+response needs, and a raising convenience for Python callers.  Bad input always gets an
+error from :mod:`pylog.errors` and changes nothing.
+
+On disk
+-------
+::
+
+    <data_dir>/
+      meta.properties, *-checkpoint, .kafka_cleanshutdown     the LogManager's (pylog.storage)
+      topic-metadata.json                                      this module: the topic registry
+      <topic>-<partition>/                                     one Log per partition
+        <offset>.snapshot                                      idempotent-producer state
+      __consumer_offsets-<0..49>/                              committed offsets, group metadata
+
+``topic-metadata.json`` (JSON, ``"version": 1``) holds, per topic, its id (Kafka's
+base64 Uuid form), partition count, leader epoch, whether it is internal, and its config
+overrides as canonical strings; plus ``producer_id_block_end``, the end of the block of
+producer ids handed out.  It is replaced atomically (write ``.tmp``, fsync, rename, fsync
+the directory), so a crash leaves the old registry or the new one.
+
+Crash behaviour
+---------------
+The registry is written before the logs change: creating a topic (or partitions) writes
+the registry first, then creates the logs, and opening creates any partition log the
+registry lists but the disk lacks; deleting a topic removes it from the registry first,
+then deletes its logs, and opening deletes any log whose topic the registry no longer
+lists.  A data directory without a registry (written by a bare LogManager) has its logs
+adopted as topics.  Logs recover as :mod:`pylog.storage` describes.  Producer state is
+snapshotted at a clean shutdown (and when a segment rolls) and otherwise rebuilt by
+replaying batch headers from the newest snapshot.  Producer ids come in blocks of
+``producer_id_block_size``; the block end is persisted before any id of it is handed out,
+so after a crash ids restart at the next block and are never reused (Kafka's
+ProducerIdsRecord does the same).
+
+Towards KRaft
+-------------
+The registry is the state a KRaft metadata log would hold.  Moving there means turning
+each registry change into a record appended to ``__cluster_metadata-0`` (TopicRecord and
+PartitionRecord on create, PartitionChangeRecord on create_partitions, ConfigRecord on
+alter, RemoveTopicRecord on delete, ProducerIdsRecord on a new id block) and replaying
+that log on open; this file then plays the part of the metadata snapshot.  Every change
+already goes through :meth:`Broker._commit_registry` in that order (state change
+described, made durable, then applied to the logs), which is the seam.
+
+Threads
+-------
+Thread-safe.  The registry has one lock; each partition has one lock that serialises the
+producer-state check, the log append and the state update of a produce; fetches read the
+log under the log's own lock only.  The group coordinator has its own lock and may call
+into the ``__consumer_offsets`` partitions while holding it (never the other way round).
+A background thread (``background=True``) applies retention and flush policies, writes
+checkpoints and producer snapshots, and fires group timeouts; with ``background=False``
+call :meth:`Broker.tick` yourself (tests drive it with a fake clock).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+
+from pylog import _core
+from pylog import codecs as _codecs
+from pylog.broker.group import CommitOffset, GroupCoordinator, GroupCoordinatorConfig, OffsetFetchResult
+from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
+from pylog.broker.producer_state import ProducerStateManager
+from pylog.broker.topic_config import (LONG_MAX, TOPIC_CONFIGS, ConfigEntry, TopicConfig, normalize,
+                                       normalize_all)
+from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartitionsError,
+                          InvalidReplicationFactorError, InvalidRequestError, InvalidRecordError,
+                          InvalidRequiredAcksError, InvalidTimestampError, InvalidTopicError,
+                          KafkaStorageError, LogClosedError, NotEnoughReplicasError, OffsetOutOfRangeError,
+                          PylogError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, error_for_code)
+from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, LogManager, ReadResult
+from pylog.storage.checkpoint import atomic_write
+
+__all__ = [
+    "Broker",
+    "BrokerConfig",
+    "TopicPartition",
+    "OffsetAndMetadata",
+    "NewTopic",
+    "ProduceResult",
+    "FetchResult",
+    "ListOffsetsResult",
+    "InitProducerIdResult",
+    "PartitionInfo",
+    "TopicDescription",
+    "TopicResult",
+    "ProducerInfo",
+    "REGISTRY_FILE",
+    "READ_UNCOMMITTED",
+    "READ_COMMITTED",
+]
+
+_log = logging.getLogger("pylog.broker")
+
+REGISTRY_FILE = "topic-metadata.json"
+_REGISTRY_VERSION = 1
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
+_MAX_COALESCED_BYTES = 1024 * 1024
+_ATTR_TRANSACTIONAL = 0x10
+_ATTR_CONTROL = 0x20
+_INT32_MAX = 2**31 - 1
+_LEGAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_CODEC_FOR_COMPRESSION_TYPE = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _new_topic_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+# --------------------------------------------------------------------------- value types
+
+class TopicPartition(NamedTuple):
+    """A partition of a topic (hashable; equal to the plain ``(topic, partition)`` tuple)."""
+
+    topic: str
+    partition: int
+
+
+class OffsetAndMetadata(NamedTuple):
+    """A committed offset: the next offset to consume, its metadata string and the leader
+    epoch of the record before it (-1: unknown)."""
+
+    offset: int
+    metadata: str = ""
+    leader_epoch: int = -1
+
+
+class NewTopic(NamedTuple):
+    """A topic to create (CreateTopics): -1 for the broker's default partitions / replicas."""
+
+    name: str
+    num_partitions: int = -1
+    replication_factor: int = -1
+    configs: Mapping[str, Any] | None = None
+
+
+class _Result:
+    """Mixin of per-partition results: Kafka's error code and message."""
+
+    __slots__ = ()
+    error_code: int
+    error_message: str | None
+
+    @property
+    def error(self) -> PylogError | None:
+        """The error as an exception (None on success)."""
+        if self.error_code == 0:
+            return None
+        return error_for_code(self.error_code, self.error_message)
+
+    def raise_for_error(self) -> None:
+        if self.error_code != 0:
+            raise error_for_code(self.error_code, self.error_message)
+
+
+@dataclass(slots=True)
+class ProduceResult(_Result):
+    """Outcome of appending one batch (or one partition's records of a produce request).
+
+    ``duplicate`` is True when the batch was a retry of one already in the log (an
+    idempotent producer's retried send): nothing was appended and ``base_offset`` is the
+    original's.  ``log_append_time`` is -1 under CreateTime.
+    """
+
+    error_code: int = 0
+    base_offset: int = -1
+    log_append_time: int = -1
+    log_start_offset: int = -1
+    error_message: str | None = None
+    duplicate: bool = False
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> "ProduceResult":
+        if isinstance(exc, PylogError):
+            return cls(error_code=exc.error_code, error_message=str(exc))
+        return cls(error_code=-1, error_message=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(slots=True)
+class FetchResult(_Result):
+    """One partition of a fetch.  ``records`` is a storage :class:`ReadResult` (zero-copy
+    memoryview plus the file range for ``sendfile``), or None on error.  Its batches may
+    start below the offset asked for; consumers skip those records."""
+
+    error_code: int = 0
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    records: ReadResult | None = None
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class ListOffsetsResult(_Result):
+    """ListOffsets of one partition: offset -1 (and timestamp -1) when no record is that late."""
+
+    error_code: int = 0
+    timestamp: int = -1
+    offset: int = -1
+    leader_epoch: int = -1
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class InitProducerIdResult(_Result):
+    error_code: int = 0
+    producer_id: int = -1
+    producer_epoch: int = -1
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class TopicResult(_Result):
+    """Per-topic outcome of create/delete/create-partitions/alter-configs."""
+
+    name: str = ""
+    error_code: int = 0
+    error_message: str | None = None
+    topic_id: str | None = None
+    num_partitions: int = -1
+    replication_factor: int = -1
+    configs: list[ConfigEntry] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    offline_replicas: tuple[int, ...] = ()
+    log_start_offset: int = 0
+    high_watermark: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    name: str
+    topic_id: str
+    is_internal: bool
+    partitions: tuple[PartitionInfo, ...]
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerInfo:
+    """An idempotent producer active on a partition (DescribeProducers)."""
+
+    producer_id: int
+    producer_epoch: int
+    last_sequence: int
+    last_timestamp: int
+    coordinator_epoch: int
+    current_txn_start_offset: int
+
+
+# --------------------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Broker settings (Kafka's broker config names in snake_case).
+
+    Attributes
+    ----------
+    node_id : int
+    num_partitions : int
+        Partitions of a topic created without a count (``num.partitions``).
+    default_replication_factor : int
+        Must be 1: a single node holds one replica.
+    auto_create_topics_enable : bool
+        Create an unknown topic on first produce or metadata lookup (Kafka's default is
+        true; pylog's is false, so that a misspelt topic is an error an embedding service
+        sees).
+    offsets_topic_num_partitions, offsets_topic_segment_bytes : int
+        ``__consumer_offsets`` layout (Kafka: 50 partitions, 100 MiB segments).
+    topic_defaults : mapping
+        Broker-level defaults of topic configs, by topic config name
+        (``{"retention.ms": 3600000}`` is ``log.retention.ms``).
+    group : GroupCoordinatorConfig
+        Group coordinator settings (session timeout bounds, rebalance delay, ...).
+    log_retention_check_interval_ms, log_flush_scheduler_interval_ms,
+    log_flush_offset_checkpoint_interval_ms : int
+        How often the background work runs.
+    producer_id_block_size : int
+        Producer ids are persisted in blocks of this many.
+    max_open_segments : int
+        Sealed segments that may hold open files and mappings at once.
+    """
+
+    node_id: int = 0
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    auto_create_topics_enable: bool = False
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
+    topic_defaults: Mapping[str, Any] = field(default_factory=dict)
+    group: GroupCoordinatorConfig = field(default_factory=GroupCoordinatorConfig)
+    log_retention_check_interval_ms: int = 300_000
+    log_flush_scheduler_interval_ms: int = 1_000
+    log_flush_offset_checkpoint_interval_ms: int = 60_000
+    producer_id_block_size: int = 1000
+    max_open_segments: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("num_partitions", "offsets_topic_num_partitions", "log_retention_check_interval_ms",
+                     "log_flush_scheduler_interval_ms", "log_flush_offset_checkpoint_interval_ms",
+                     "producer_id_block_size", "max_open_segments", "offsets_topic_segment_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise InvalidConfigError(f"{name} must be a positive int, got {v!r}")
+        if self.default_replication_factor != 1:
+            raise InvalidReplicationFactorError(
+                f"default_replication_factor={self.default_replication_factor}: a single node holds one replica")
+        if not isinstance(self.node_id, int) or self.node_id < 0:
+            raise InvalidConfigError(f"node_id must be an int >= 0, got {self.node_id!r}")
+        if not isinstance(self.group, GroupCoordinatorConfig):
+            raise InvalidConfigError("group must be a GroupCoordinatorConfig")
+        # Validates the defaults (raises InvalidConfigError naming the bad one).
+        object.__setattr__(self, "topic_defaults", normalize_all(self.topic_defaults))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "BrokerConfig":
+        """Build from keywords; unknown names raise InvalidConfigError."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InvalidConfigError(f"unknown broker config {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- internal state
+
+class _Partition:
+    __slots__ = ("topic", "index", "log", "producers", "lock", "snapshot_segment")
+
+    def __init__(self, topic: "_Topic", index: int, log) -> None:
+        self.topic = topic
+        self.index = index
+        self.log = log
+        self.producers = ProducerStateManager(log.path)
+        self.lock = threading.Lock()
+        self.snapshot_segment = -1
+
+
+class _Topic:
+    __slots__ = ("name", "topic_id", "partitions", "config", "internal", "leader_epoch", "codec",
+                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time")
+
+    def __init__(self, name: str, topic_id: str, config: TopicConfig, internal: bool,
+                 leader_epoch: int = 0) -> None:
+        self.name = name
+        self.topic_id = topic_id
+        self.partitions: list[_Partition] = []
+        self.internal = internal
+        self.leader_epoch = leader_epoch
+        self.set_config(config)
+
+    def set_config(self, config: TopicConfig) -> None:
+        self.config = config
+        ct = config["compression.type"]
+        self.codec = _CODEC_FOR_COMPRESSION_TYPE.get(ct, -1)   # -1: keep the producer's
+        self.min_insync = config["min.insync.replicas"]
+        self.ts_before = config["message.timestamp.before.max.ms"]
+        self.ts_after = config["message.timestamp.after.max.ms"]
+        self.ts_diff = config["message.timestamp.difference.max.ms"]
+        self.create_time = config["message.timestamp.type"] == "CreateTime"
+
+
+class _Fallback(Exception):
+    """A coalesced append must be redone batch by batch (to attribute an error, or
+    because a batch is a duplicate)."""
+
+
+def _seq_next(last: int) -> int:
+    return 0 if last == _INT32_MAX else last + 1
+
+
+def _last_seq(base: int, delta: int) -> int:
+    if base > _INT32_MAX - delta:
+        return delta - (_INT32_MAX - base) - 1
+    return base + delta
+
+
+class _OffsetsTopicStore:
+    """The group coordinator's :class:`~pylog.broker.group_offsets.OffsetStore`: the
+    records of one group go to its ``__consumer_offsets`` partition as one batch."""
+
+    def __init__(self, broker: "Broker", num_partitions: int) -> None:
+        self._broker = broker
+        self.num_partitions = num_partitions
+
+    def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        if not records:
+            return
+        builder = _core.RecordBatchBuilder()
+        builder.append_many([v for _, v in records], keys=[k for k, _ in records])
+        res = self._broker._append_internal(CONSUMER_OFFSETS_TOPIC, partition, builder.build())
+        res.raise_for_error()
+
+
+# --------------------------------------------------------------------------- broker
+
+class Broker:
+    """A broker over one data directory (see the module docstring).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Created if missing.
+    config : BrokerConfig, optional
+        Or pass its fields as keywords.
+    clock : callable, optional
+        Milliseconds since the epoch (default: wall clock); used for timestamps,
+        retention and group timeouts.
+    background : bool
+        Run the maintenance thread (default).  Without it, call :meth:`tick`.
+
+    Raises
+    ------
+    KafkaStorageError
+        The data directory or its registry cannot be read.
+    InvalidConfigError
+        A bad setting.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, config: BrokerConfig | None = None, *,
+                 clock: Callable[[], int] | None = None, background: bool = True, **settings: Any) -> None:
+        if config is None:
+            config = BrokerConfig.from_kwargs(**settings)
+        elif settings:
+            raise InvalidConfigError("pass either a BrokerConfig or keyword settings, not both")
+        self.config = config
+        self.data_dir = os.fspath(data_dir)
+        self.clock = clock or _wall_ms
+        self._lock = threading.RLock()
+        self._topics: dict[str, _Topic] = {}
+        self._closed = False
+        self._listeners: list[Callable[[str, int, int], object]] = []
+        self._data_cond = threading.Condition(threading.Lock())
+        self._data_waiters = 0
+        self._clients: list[Any] = []
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._registry_path = os.path.join(self.data_dir, REGISTRY_FILE)
+
+        registry = self._read_registry()
+        self._pid_block_end = int(registry.get("producer_id_block_end", 0)) if registry else 0
+        self._next_pid = self._pid_block_end   # the rest of the last block may have been used
+        entries: dict[str, dict] = dict(registry.get("topics", {})) if registry else {}
+        topic_configs = {}
+        for name, e in entries.items():
+            topic_configs[name] = TopicConfig(e.get("configs", {}), config.topic_defaults).log_config()
+        self._default_config = TopicConfig({}, config.topic_defaults)
+        self.logs = LogManager(self.data_dir, config=self._default_config.log_config(),
+                               topic_configs=topic_configs, max_open_segments=config.max_open_segments,
+                               node_id=config.node_id, clock=self.clock)
+        self.cluster_id = self.logs.meta.get("cluster.id", "")
+        self.had_clean_shutdown = self.logs.had_clean_shutdown
+        try:
+            self._load_topics(registry is not None, entries)
+            self._ensure_offsets_topic()
+            self.groups = GroupCoordinator(
+                _OffsetsTopicStore(self, len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)),
+                config.group, clock=self.clock)
+            self._load_groups()
+        except BaseException:
+            self.logs.close()
+            raise
+        now = self.clock()
+        self._next_retention = now + config.log_retention_check_interval_ms
+        self._next_flush = now + config.log_flush_scheduler_interval_ms
+        self._next_checkpoint = now + config.log_flush_offset_checkpoint_interval_ms
+        self._bg_stop = threading.Event()
+        self._bg_wake = threading.Event()
+        self._bg_thread: threading.Thread | None = None
+        if background:
+            self._bg_thread = threading.Thread(target=self._background, name=f"pylog-broker-{config.node_id}",
+                                               daemon=True)
+            self._bg_thread.start()
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike, **settings: Any) -> "Broker":
+        """``Broker(data_dir, **settings)``; ``clock`` and ``background`` are accepted too."""
+        return cls(data_dir, **settings)
+
+    # ------------------------------------------------------------------ registry
+
+    def _read_registry(self) -> dict | None:
+        try:
+            with open(self._registry_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise KafkaStorageError(f"cannot read {self._registry_path}: {exc}") from exc
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or doc.get("version") != _REGISTRY_VERSION:
+                raise ValueError(f"unsupported registry version {doc.get('version') if isinstance(doc, dict) else doc!r}")
+            for name, e in doc.get("topics", {}).items():
+                if not isinstance(e.get("partitions"), int) or e["partitions"] <= 0:
+                    raise ValueError(f"topic {name!r} has no valid partition count")
+            return doc
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise KafkaStorageError(
+                f"{self._registry_path} is not a valid pylog topic registry ({exc}); it is written "
+                "atomically, so this means outside damage: restore it from a backup") from exc
+
+    def _commit_registry(self, counts: Mapping[str, int] | None = None) -> None:
+        """Make the registry durable (caller holds the registry lock); ``counts`` gives
+        partition counts that the in-memory topics do not have yet.  The one seam where
+        a KRaft metadata log would take over (module docstring)."""
+        topics = {}
+        for t in self._topics.values():
+            count = (counts or {}).get(t.name, len(t.partitions))
+            topics[t.name] = {"topic_id": t.topic_id, "partitions": count,
+                              "leader_epoch": t.leader_epoch, "internal": t.internal,
+                              "configs": dict(sorted(t.config.overrides.items()))}
+        doc = {"version": _REGISTRY_VERSION, "cluster_id": self.cluster_id,
+               "producer_id_block_end": self._pid_block_end, "topics": topics}
+        try:
+            atomic_write(self._registry_path, json.dumps(doc, indent=1, sort_keys=True).encode())
+        except OSError as exc:
+            raise KafkaStorageError(f"cannot write {self._registry_path}: {exc}") from exc
+
+    def _load_topics(self, have_registry: bool, entries: dict[str, dict]) -> None:
+        on_disk: dict[str, int] = {}
+        for (topic, p) in self.logs.logs():
+            on_disk[topic] = max(on_disk.get(topic, 0), p + 1)
+        changed = False
+        for name, count in sorted(on_disk.items()):
+            if name in entries:
+                continue
+            if have_registry:
+                # Deleted from the registry before a crash finished removing its logs.
+                for p in range(count):
+                    if self.logs.get_log(name, p) is not None:
+                        self.logs.delete_log(name, p)
+                _log.info("removed the logs of deleted topic %s", name)
+            else:
+                entries[name] = {"topic_id": _new_topic_id(), "partitions": count, "configs": {},
+                                 "internal": name == CONSUMER_OFFSETS_TOPIC}
+                changed = True
+        for name, e in sorted(entries.items()):
+            cfg = TopicConfig(e.get("configs", {}), self.config.topic_defaults)
+            topic = _Topic(name, e.get("topic_id") or _new_topic_id(), cfg, bool(e.get("internal")),
+                           int(e.get("leader_epoch", 0)))
+            count = int(e["partitions"])
+            if on_disk.get(name, 0) > count:
+                # Partitions beyond the registry's count were being created when it crashed
+                # (the registry is written first, so this is only a hand-made directory).
+                count = on_disk[name]
+                changed = True
+            log_config = cfg.log_config()
+            for p in range(count):
+                log = self.logs.get_or_create_log(name, p, log_config)
+                part = _Partition(topic, p, log)
+                self._load_producer_state(part)
+                topic.partitions.append(part)
+            self._topics[name] = topic
+        if changed or not have_registry:
+            with self._lock:
+                self._commit_registry()
+
+    def _load_producer_state(self, part: _Partition) -> None:
+        log = part.log
+        psm = part.producers
+        leo = log.log_end_offset
+        start = max(psm.load_snapshot(leo), log.log_start_offset)
+        if start < leo:
+            psm.replay(self._batch_headers(log, start))
+        psm.map_end_offset = leo
+        part.snapshot_segment = log.active_segment.base_offset
+
+    @staticmethod
+    def _batch_headers(log, start: int) -> Iterator:
+        offset = start
+        while offset < log.log_end_offset:
+            rr = log.read(offset, max_bytes=8 * 1024 * 1024)
+            if rr.size == 0:
+                break
+            yield from _core.iter_batches(rr.records, check_crc=False)
+            offset = rr.next_offset
+
+    def _ensure_offsets_topic(self) -> None:
+        if CONSUMER_OFFSETS_TOPIC in self._topics:
+            self._topics[CONSUMER_OFFSETS_TOPIC].internal = True
+            return
+        self._create_topic(CONSUMER_OFFSETS_TOPIC, self.config.offsets_topic_num_partitions,
+                           {"cleanup.policy": "compact",
+                            "segment.bytes": str(self.config.offsets_topic_segment_bytes)},
+                           internal=True)
+
+    def _load_groups(self) -> None:
+        topic = self._topics[CONSUMER_OFFSETS_TOPIC]
+        for part in topic.partitions:
+            records: list[tuple[bytes, bytes | None]] = []
+            for batch in self._batch_headers(part.log, part.log.log_start_offset):
+                if batch.is_control:
+                    continue
+                cols = batch.columns()
+                records.extend(zip(cols.keys(), cols.values()))
+            if not records:
+                continue
+            try:
+                self.groups.load(records, partition=part.index)
+            except PylogError as exc:
+                _log.error("%s-%d: cannot load group state (%s); its groups start empty",
+                           CONSUMER_OFFSETS_TOPIC, part.index, exc)
+
+    # ------------------------------------------------------------------ lookup
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"broker over {self.data_dir} is closed")
+
+    def _topic(self, name: Any) -> _Topic:
+        topic = self._topics.get(name) if isinstance(name, str) else None
+        if topic is None:
+            self._check_open()
+            if not isinstance(name, str):
+                raise InvalidTopicError(f"topic names are str, not {type(name).__name__}")
+            if self.config.auto_create_topics_enable and name != CONSUMER_OFFSETS_TOPIC:
+                try:
+                    self.create_topic(name)
+                except TopicAlreadyExistsError:
+                    pass
+                return self._topic(name)
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
+        return topic
+
+    def _partition(self, topic: Any, partition: Any) -> _Partition:
+        t = self._topic(topic)
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            raise UnknownTopicOrPartitionError(f"partition must be an int, not {type(partition).__name__}")
+        parts = t.partitions
+        if not 0 <= partition < len(parts):
+            raise UnknownTopicOrPartitionError(
+                f"topic {topic!r} has partitions 0..{len(parts) - 1}; there is no partition {partition}")
+        return parts[partition]
+
+    def has_topic(self, name: str) -> bool:
+        return name in self._topics
+
+    def num_partitions(self, topic: str) -> int:
+        """Partition count of ``topic``.  Raises UnknownTopicOrPartitionError."""
+        return len(self._topic(topic).partitions)
+
+    def topic_config(self, topic: str) -> TopicConfig:
+        """The effective configs of ``topic``.  Raises UnknownTopicOrPartitionError."""
+        return self._topic(topic).config
+
+    # ------------------------------------------------------------------ topics
+
+    @staticmethod
+    def _validate_topic_name(name: Any) -> None:
+        if not isinstance(name, str):
+            raise InvalidTopicError(f"topic names are str, not {type(name).__name__}")
+        if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _LEGAL_CHARS:
+            raise InvalidTopicError(
+                f"invalid topic name {name!r}: use 1 to 249 characters of [a-zA-Z0-9._-], not '.' or '..'")
+
+    def create_topic(self, name: str, partitions: int | None = None, replication_factor: int | None = None,
+                     config: Mapping[str, Any] | None = None, *, validate_only: bool = False) -> TopicDescription:
+        """Create a topic (CreateTopics).
+
+        Parameters
+        ----------
+        name : str
+        partitions : int, optional
+            Default ``num_partitions`` of the broker config.
+        replication_factor : int, optional
+            1 (or -1 / None for the default): a single node holds one replica.
+        config : mapping, optional
+            Topic configs by Kafka's dotted names; values as strings or Python values.
+        validate_only : bool
+            Check everything, create nothing.
+
+        Raises
+        ------
+        InvalidTopicError, TopicAlreadyExistsError, InvalidPartitionsError,
+        InvalidReplicationFactorError, InvalidConfigError
+        """
+        self._check_open()
+        self._validate_topic_name(name)
+        count = self.config.num_partitions if partitions is None or partitions == -1 else partitions
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
+            raise InvalidPartitionsError(f"a topic needs 1 to 1000000 partitions, got {partitions!r}")
+        rf = replication_factor
+        if rf not in (None, -1, 1) or isinstance(rf, bool):
+            raise InvalidReplicationFactorError(
+                f"replication factor {rf!r} is larger than the 1 broker available")
+        overrides = normalize_all(config)
+        with self._lock:
+            self._check_open()
+            if name in self._topics:
+                raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+            collision = name.replace(".", "_")
+            for other in self._topics:
+                if other.replace(".", "_") == collision:
+                    raise InvalidTopicError(
+                        f"topic {name!r} collides with existing topic {other!r} ('.' and '_' are "
+                        "the same in metric names)")
+            if validate_only:
+                return TopicDescription(name, "", False, tuple(
+                    self._partition_info_empty(p) for p in range(count)))
+            self._create_topic(name, count, overrides)
+            return self.describe_topic(name)
+
+    def _partition_info_empty(self, p: int) -> PartitionInfo:
+        node = self.config.node_id
+        return PartitionInfo(p, node, 0, (node,), (node,))
+
+    def _create_topic(self, name: str, count: int, overrides: Mapping[str, str], internal: bool = False) -> None:
+        with self._lock:
+            cfg = TopicConfig(overrides, self.config.topic_defaults)
+            topic = _Topic(name, _new_topic_id(), cfg, internal)
+            self._topics[name] = topic
+            try:
+                # Registry first: a crash from here on leaves a topic whose missing logs
+                # are created on open.
+                self._commit_registry({name: count})
+            except BaseException:
+                del self._topics[name]
+                raise
+            log_config = cfg.log_config()
+            for p in range(count):
+                log = self.logs.get_or_create_log(name, p, log_config)
+                topic.partitions.append(_Partition(topic, p, log))
+
+    def create_topics(self, topics: Iterable[NewTopic | str], *, validate_only: bool = False) -> dict[str, TopicResult]:
+        """CreateTopics for several topics: a :class:`TopicResult` per name, with an error
+        code for each topic that could not be created."""
+        out: dict[str, TopicResult] = {}
+        for spec in topics:
+            if isinstance(spec, str):
+                spec = NewTopic(spec)
+            try:
+                d = self.create_topic(spec.name, spec.num_partitions, spec.replication_factor, spec.configs,
+                                      validate_only=validate_only)
+                out[spec.name] = TopicResult(spec.name, topic_id=d.topic_id or None,
+                                             num_partitions=d.num_partitions, replication_factor=1,
+                                             configs=None if validate_only else self.describe_configs(spec.name))
+            except PylogError as exc:
+                out[str(spec.name)] = TopicResult(str(spec.name), exc.error_code, str(exc))
+        return out
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data (DeleteTopics).
+
+        Raises
+        ------
+        UnknownTopicOrPartitionError, InvalidTopicError (an internal topic)
+        """
+        self._check_open()
+        with self._lock:
+            topic = self._topic(name)
+            if topic.internal:
+                raise InvalidTopicError(f"internal topic {name!r} cannot be deleted")
+            del self._topics[name]
+            try:
+                self._commit_registry()
+            except BaseException:
+                self._topics[name] = topic
+                raise
+            for part in topic.partitions:
+                with part.lock:
+                    self.logs.delete_log(name, part.index)
+            self.logs.topic_configs.pop(name, None)
+
+    def delete_topics(self, names: Iterable[str]) -> dict[str, TopicResult]:
+        out: dict[str, TopicResult] = {}
+        for name in names:
+            try:
+                tid = self._topic(name).topic_id
+                self.delete_topic(name)
+                out[name] = TopicResult(name, topic_id=tid)
+            except PylogError as exc:
+                out[str(name)] = TopicResult(str(name), exc.error_code, str(exc))
+        return out
+
+    def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:
+        """Grow a topic to ``total`` partitions (CreatePartitions).  Keyed records of
+        existing keys may then map to other partitions, as in Kafka.
+
+        Raises
+        ------
+        UnknownTopicOrPartitionError, InvalidPartitionsError
+        """
+        self._check_open()
+        with self._lock:
+            topic = self._topic(name)
+            current = len(topic.partitions)
+            if isinstance(total, bool) or not isinstance(total, int) or total <= current or total > 1_000_000:
+                raise InvalidPartitionsError(
+                    f"topic {name!r} has {current} partitions; the new count must be larger (got {total!r})")
+            if topic.internal:
+                raise InvalidTopicError(f"internal topic {name!r} cannot be changed")
+            if validate_only:
+                return
+            self._commit_registry({name: total})
+            log_config = topic.config.log_config()
+            for p in range(current, total):
+                log = self.logs.get_or_create_log(name, p, log_config)
+                topic.partitions.append(_Partition(topic, p, log))
+
+    def list_topics(self, *, internal: bool = False) -> list[str]:
+        """Topic names, sorted (internal topics only with ``internal=True``)."""
+        return sorted(n for n, t in list(self._topics.items()) if internal or not t.internal)
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        """Partitions (leader, replicas, ISR, log start offset, high watermark) of a topic.
+
+        Raises UnknownTopicOrPartitionError.
+        """
+        topic = self._topic(name)
+        node = self.config.node_id
+        parts = []
+        for part in list(topic.partitions):
+            log = part.log
+            parts.append(PartitionInfo(part.index, node, topic.leader_epoch, (node,), (node,), (),
+                                       log.log_start_offset, log.log_end_offset))
+        return TopicDescription(topic.name, topic.topic_id, topic.internal, tuple(parts))
+
+    def describe_topics(self, names: Iterable[str] | None = None) -> dict[str, TopicDescription | TopicResult]:
+        """Metadata of several topics (all non-internal ones when None): a description, or
+        a :class:`TopicResult` with the error for each unknown one."""
+        out: dict[str, TopicDescription | TopicResult] = {}
+        for name in (self.list_topics() if names is None else names):
+            try:
+                out[name] = self.describe_topic(name)
+            except PylogError as exc:
+                out[str(name)] = TopicResult(str(name), exc.error_code, str(exc))
+        return out
+
+    # ------------------------------------------------------------------ configs
+
+    def describe_configs(self, topic: str, names: Iterable[str] | None = None, *,
+                         include_synonyms: bool = False, include_documentation: bool = False) -> list[ConfigEntry]:
+        """Every topic config (or ``names``) with its value and source, defaults included
+        (DescribeConfigs).  Raises UnknownTopicOrPartitionError, InvalidConfigError."""
+        return self._topic(topic).config.describe(names, include_synonyms=include_synonyms,
+                                                  include_documentation=include_documentation)
+
+    def alter_configs(self, topic: str, configs: Mapping[str, Any], *, validate_only: bool = False) -> None:
+        """Replace the topic's overrides with ``configs`` (AlterConfigs: settings left out
+        return to their defaults).  Raises UnknownTopicOrPartitionError, InvalidConfigError."""
+        self._apply_configs(topic, normalize_all(configs), validate_only)
+
+    def incremental_alter_configs(self, topic: str, ops: Iterable[tuple[str, Any, Any]], *,
+                                  validate_only: bool = False) -> None:
+        """IncrementalAlterConfigs: ``(name, op, value)`` with op ``"set"`` (0),
+        ``"delete"`` (1), ``"append"`` (2) or ``"subtract"`` (3); append/subtract only for
+        list configs.  All or nothing.  Raises UnknownTopicOrPartitionError, InvalidConfigError."""
+        overrides = dict(self._topic(topic).config.overrides)
+        names = {0: "set", 1: "delete", 2: "append", 3: "subtract"}
+        for item in ops:
+            try:
+                name, op, value = item
+            except (TypeError, ValueError):
+                raise InvalidConfigError(f"config operation {item!r} is not (name, op, value)") from None
+            op = names.get(op, op)
+            if op not in ("set", "delete", "append", "subtract"):
+                raise InvalidConfigError(f"unknown config operation {op!r} for {name!r}")
+            if not isinstance(name, str) or name not in TOPIC_CONFIGS:
+                raise InvalidConfigError(f"unknown topic config {name!r}")
+            if op == "set":
+                overrides[name] = normalize(name, value)
+            elif op == "delete":
+                overrides.pop(name, None)
+            else:
+                d = TOPIC_CONFIGS[name]
+                if d.type != 7:
+                    raise InvalidConfigError(f"{op} applies to list configs; {name} is not one")
+                current = TopicConfig(overrides, self.config.topic_defaults)[name]
+                items = normalize(name, value).split(",") if value not in (None, "") else []
+                if op == "append":
+                    merged = current + [x for x in items if x not in current]
+                else:
+                    merged = [x for x in current if x not in items]
+                overrides[name] = normalize(name, merged) if merged else ""
+                if not merged and d.name == "cleanup.policy":
+                    raise InvalidConfigError("cleanup.policy cannot become empty")
+        self._apply_configs(topic, normalize_all(overrides), validate_only)
+
+    def _apply_configs(self, topic_name: str, overrides: dict[str, str], validate_only: bool) -> None:
+        self._check_open()
+        with self._lock:
+            topic = self._topic(topic_name)
+            new = TopicConfig(overrides, self.config.topic_defaults)
+            log_config = new.log_config()
+            if topic.internal and "cleanup.policy" in overrides and overrides["cleanup.policy"] != "compact":
+                raise InvalidConfigError(f"{topic_name} must stay compacted")
+            if validate_only:
+                return
+            old = topic.config
+            topic.set_config(new)
+            try:
+                self._commit_registry()
+            except BaseException:
+                topic.set_config(old)
+                raise
+            self.logs.topic_configs[topic_name] = log_config
+            for part in topic.partitions:
+                with part.log.lock:
+                    part.log.config = log_config
+
+    # ------------------------------------------------------------------ produce
+
+    def produce(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
+        """Append a produce request's records to one partition (Produce).
+
+        ``records`` is one or more v2 batches, as a client sent them.  Each is validated
+        (size, CRC32C, counts, timestamps, producer sequence) and appended as it came,
+        unless the topic's ``compression.type`` asks for another codec.  Never raises for
+        a per-partition problem: the result carries Kafka's error code.
+
+        Parameters
+        ----------
+        acks : {-1, 0, 1}
+            -1 (all): also requires ``min.insync.replicas`` <= 1 (one replica here).
+        """
+        try:
+            if not isinstance(acks, int) or acks not in (-1, 0, 1):
+                raise InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks!r}")
+            part = self._partition(topic, partition)
+            batches = self._split_batches(records)
+            results = self._append_batches(part, batches, acks, client=True)
+        except PylogError as exc:
+            return ProduceResult.failed(exc)
+        failed = next((r for r in results if r.error_code), None)
+        if failed is not None:
+            return failed
+        first = results[0]
+        return ProduceResult(0, first.base_offset, first.log_append_time, results[-1].log_start_offset,
+                             None, all(r.duplicate for r in results))
+
+    def append(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
+        """:meth:`produce`, raising the error instead of returning it."""
+        res = self.produce(topic, partition, records, acks=acks)
+        res.raise_for_error()
+        return res
+
+    def produce_batches(self, topic: str, partition: int, batches: Sequence, *, acks: int = -1) -> list[ProduceResult]:
+        """Append several separately sent batches of one partition in order, with one
+        result each (the embedded producer's path: batches of one idempotent producer
+        in sequence are appended together, with the same checks as one by one)."""
+        try:
+            if not isinstance(acks, int) or acks not in (-1, 0, 1):
+                raise InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks!r}")
+            part = self._partition(topic, partition)
+        except PylogError as exc:
+            return [ProduceResult.failed(exc) for _ in batches]
+        return self._append_batches(part, list(batches), acks, client=True)
+
+    def _append_internal(self, topic: str, partition: int, batch: bytes) -> ProduceResult:
+        """Append for the broker itself (the group coordinator): internal topics allowed."""
+        try:
+            part = self._partition(topic, partition)
+            return self._append_batches(part, [batch], -1, client=False)[0]
+        except PylogError as exc:
+            return ProduceResult.failed(exc)
+
+    @staticmethod
+    def _split_batches(records) -> list:
+        """One view per batch of a produce request's records (headers checked, not CRCs:
+        the append checks those)."""
+        if isinstance(records, (str, int, float)) or records is None:
+            raise CorruptRecordError(f"records must be bytes-like record batches, not {type(records).__name__}")
+        try:
+            view = memoryview(records)
+        except TypeError:
+            raise CorruptRecordError(f"records must be bytes-like record batches, not {type(records).__name__}") from None
+        out = []
+        it = _core.iter_batches(view, check_crc=False)
+        for b in it:
+            out.append(b)
+        if not out:
+            raise CorruptRecordError("a produce request needs at least one whole record batch")
+        if it.position != len(view):
+            raise CorruptRecordError(
+                f"the records end with a partial batch ({len(view) - it.position} bytes after the last whole batch)")
+        return out
+
+    def _check_batch(self, topic: _Topic, b, client: bool, now: int):
+        """Per-batch checks before the append; returns the batch (maybe recompressed)."""
+        attrs = b.attributes
+        if client:
+            if topic.internal:
+                raise InvalidTopicError(f"clients cannot produce to internal topic {topic.name!r}")
+            if attrs & _ATTR_CONTROL:
+                raise InvalidRecordError("clients cannot write control batches")
+            if attrs & _ATTR_TRANSACTIONAL:
+                raise InvalidRecordError(
+                    "transactional batches need a transaction coordinator, which this broker does not run yet")
+        if b.records_count == 0 and not attrs & _ATTR_CONTROL:
+            raise InvalidRecordError("a record batch must hold at least one record")
+        if topic.create_time and not attrs & _ATTR_CONTROL:
+            if topic.ts_after != LONG_MAX and b.max_timestamp > now + topic.ts_after:
+                raise InvalidTimestampError(
+                    f"timestamp {b.max_timestamp} is more than message.timestamp.after.max.ms="
+                    f"{topic.ts_after} ahead of the broker's clock ({now})")
+            if topic.ts_before != LONG_MAX and b.base_timestamp < now - topic.ts_before:
+                raise InvalidTimestampError(
+                    f"timestamp {b.base_timestamp} is more than message.timestamp.before.max.ms="
+                    f"{topic.ts_before} behind the broker's clock ({now})")
+            if topic.ts_diff != LONG_MAX and (b.max_timestamp > now + topic.ts_diff
+                                              or b.base_timestamp < now - topic.ts_diff):
+                raise InvalidTimestampError(
+                    f"timestamps {b.base_timestamp}..{b.max_timestamp} differ from the broker's clock "
+                    f"({now}) by more than message.timestamp.difference.max.ms={topic.ts_diff}")
+        if topic.codec >= 0 and b.codec != topic.codec and not attrs & _ATTR_CONTROL:
+            return _core.RecordBatch(_recompress(b, topic.codec))
+        return b
+
+    def _append_batches(self, part: _Partition, batches: list, acks: int, client: bool) -> list[ProduceResult]:
+        topic = part.topic
+        n = len(batches)
+        results: list[ProduceResult | None] = [None] * n
+        views: list = [None] * n
+        now = self.clock()
+        if acks == -1 and topic.min_insync > 1:
+            err = NotEnoughReplicasError(
+                f"{topic.name}-{part.index}: min.insync.replicas={topic.min_insync} but this single "
+                "node has 1 in-sync replica (acks=all cannot be satisfied)")
+            return [ProduceResult.failed(err) for _ in range(n)]
+        for i, raw in enumerate(batches):
+            try:
+                b = raw if isinstance(raw, _core.RecordBatch) else _core.RecordBatch(raw)
+                views[i] = self._check_batch(topic, b, client, now)
+            except PylogError as exc:
+                results[i] = ProduceResult.failed(exc)
+            except TypeError as exc:
+                results[i] = ProduceResult.failed(CorruptRecordError(f"not a record batch: {exc}"))
+        appended = False
+        with part.lock:
+            i = 0
+            limit = min(_MAX_COALESCED_BYTES, max(part.log.config.segment_bytes // 2, 1))
+            while i < n:
+                if results[i] is not None:
+                    i += 1
+                    continue
+                j = i + 1
+                size = views[i].size
+                while j < n and results[j] is None and size + views[j].size <= limit \
+                        and _continues(views[j - 1], views[j]):
+                    size += views[j].size
+                    j += 1
+                if j - i > 1:
+                    try:
+                        results[i:j] = self._append_locked(part, views[i:j], size)
+                        appended = True
+                        i = j
+                        continue
+                    except (PylogError, _Fallback):
+                        pass   # nothing changed; redo one by one to attribute the error
+                for k in range(i, j):
+                    try:
+                        res = self._append_locked(part, views[k:k + 1], views[k].size)[0]
+                        appended = appended or not res.duplicate
+                        results[k] = res
+                    except _Fallback:
+                        raise AssertionError("a single batch never falls back")  # pragma: no cover
+                    except LogClosedError:
+                        results[k] = ProduceResult.failed(UnknownTopicOrPartitionError(
+                            f"{topic.name}-{part.index} was deleted"))
+                    except PylogError as exc:
+                        results[k] = ProduceResult.failed(exc)
+                i = j
+            leo = part.log.log_end_offset if appended else -1
+        if appended:
+            self._notify(topic.name, part.index, leo)
+        return results  # type: ignore[return-value]
+
+    def _append_locked(self, part: _Partition, views: list, size: int) -> list[ProduceResult]:
+        """Append views (one batch, or batches of one producer in sequence) under the
+        partition lock.  Raises PylogError (nothing changed) or _Fallback."""
+        psm = part.producers
+        log = part.log
+        h0 = views[0]
+        pid = h0.producer_id
+        transactional = bool(h0.attributes & _ATTR_TRANSACTIONAL)
+        if pid >= 0:
+            dup = psm.check(pid, h0.producer_epoch, h0.base_sequence, h0.records_count,
+                            h0.last_offset_delta, is_transactional=transactional)
+            if dup is not None:
+                if len(views) > 1:
+                    raise _Fallback()
+                ts = dup.timestamp if not part.topic.create_time else -1
+                return [ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)]
+        data = views[0] if len(views) == 1 else b"".join(views)
+        info = log.append(data, leader_epoch=part.topic.leader_epoch)
+        out = []
+        offset = info.base_offset
+        start = log.log_start_offset
+        for b in views:
+            delta = b.last_offset_delta
+            last = offset + delta
+            ts = info.log_append_time if info.log_append_time >= 0 else b.max_timestamp
+            psm.update(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count, delta, offset, last,
+                       ts, is_transactional=bool(b.attributes & _ATTR_TRANSACTIONAL),
+                       is_control=bool(b.attributes & _ATTR_CONTROL))
+            out.append(ProduceResult(0, offset, info.log_append_time, start))
+            offset = last + 1
+        return out
+
+    # ------------------------------------------------------------------ fetch & offsets
+
+    def fetch(self, topic: str, partition: int, offset: int, max_bytes: int = 1024 * 1024, *,
+              isolation_level: int = READ_UNCOMMITTED) -> FetchResult:
+        """Read whole batches from ``offset`` up to the high watermark (Fetch, one
+        partition).  At least one batch is returned when there is one, however large.
+        Never raises for a per-partition problem (unknown partition, offset out of range)."""
+        try:
+            part = self._partition(topic, partition)
+            if isinstance(offset, bool) or not isinstance(offset, int):
+                raise InvalidRequestError(f"fetch offset must be an int, not {type(offset).__name__}")
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+                raise InvalidRequestError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+            log = part.log
+            hw = log.log_end_offset
+            try:
+                rr = log.read(offset, max_bytes, max_offset=hw)
+            except OffsetOutOfRangeError as exc:
+                return FetchResult(exc.error_code, hw, hw, log.log_start_offset, None, str(exc))
+            return FetchResult(0, hw, hw, rr.log_start_offset, rr)
+        except LogClosedError:
+            return FetchResult(UnknownTopicOrPartitionError.error_code,
+                               error_message=f"{topic}-{partition} was deleted")
+        except PylogError as exc:
+            return FetchResult(exc.error_code, error_message=str(exc))
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        """Raises UnknownTopicOrPartitionError."""
+        return self._partition(topic, partition).log.log_end_offset
+
+    def log_start_offset(self, topic: str, partition: int) -> int:
+        """Raises UnknownTopicOrPartitionError."""
+        return self._partition(topic, partition).log.log_start_offset
+
+    def list_offsets(self, topic: str, partition: int, timestamp: int, *,
+                     isolation_level: int = READ_UNCOMMITTED) -> ListOffsetsResult:
+        """ListOffsets: ``-1`` latest (high watermark), ``-2`` earliest, ``-3`` the record
+        with the largest timestamp, else the first record whose timestamp is >= it."""
+        try:
+            part = self._partition(topic, partition)
+            if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+                raise InvalidRequestError(f"timestamp must be an int, not {type(timestamp).__name__}")
+            log = part.log
+            epoch = part.topic.leader_epoch
+            if timestamp == LATEST_TIMESTAMP:
+                return ListOffsetsResult(0, -1, log.log_end_offset, epoch)
+            if timestamp == EARLIEST_TIMESTAMP:
+                return ListOffsetsResult(0, -1, log.log_start_offset, epoch)
+            if timestamp < 0 and timestamp != MAX_TIMESTAMP:
+                raise InvalidRequestError(f"timestamp {timestamp} is neither >= 0 nor -1, -2 or -3")
+            hit = log.offset_for_timestamp(timestamp)
+            if hit is None:
+                return ListOffsetsResult(0, -1, -1, -1)
+            return ListOffsetsResult(0, hit.timestamp, hit.offset, epoch)
+        except LogClosedError:
+            return ListOffsetsResult(UnknownTopicOrPartitionError.error_code,
+                                     error_message=f"{topic}-{partition} was deleted")
+        except PylogError as exc:
+            return ListOffsetsResult(exc.error_code, error_message=str(exc))
+
+    def delete_records(self, topic: str, partition: int, offset: int) -> int:
+        """Advance the log start offset to ``offset`` (-1: the high watermark); returns the
+        new log start offset (DeleteRecords' low watermark).
+
+        Raises
+        ------
+        UnknownTopicOrPartitionError, OffsetOutOfRangeError (beyond the high watermark),
+        InvalidTopicError (an internal topic)
+        """
+        part = self._partition(topic, partition)
+        if part.topic.internal:
+            raise InvalidTopicError(f"records of internal topic {topic!r} cannot be deleted")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < -1:
+            raise OffsetOutOfRangeError(f"cannot delete records before offset {offset!r}")
+        with part.lock:
+            target = part.log.log_end_offset if offset == -1 else offset
+            low = part.log.delete_records_before(target)
+            part.producers.delete_snapshots_below(low)
+            return low
+
+    # ------------------------------------------------------------------ producer ids
+
+    def init_producer_id(self, transactional_id: str | None = None, transaction_timeout_ms: int = 60000, *,
+                         producer_id: int = -1, producer_epoch: int = -1) -> InitProducerIdResult:
+        """InitProducerId for an idempotent producer: a new producer id at epoch 0, or,
+        given the id and epoch it had (KIP-360), the same id at the next epoch (a new id
+        when the epoch is exhausted).  Ids are never reused, across restarts too."""
+        try:
+            self._check_open()
+            if transactional_id is not None:
+                raise InvalidRequestError(
+                    "transactional producers need a transaction coordinator, which this broker does not run yet")
+            with self._lock:
+                if producer_id >= 0:
+                    if producer_id >= self._next_pid or producer_epoch < 0:
+                        raise InvalidRequestError(
+                            f"producer id {producer_id} epoch {producer_epoch} was not issued by this broker")
+                    if producer_epoch < 32766:
+                        return InitProducerIdResult(0, producer_id, producer_epoch + 1)
+                if self._next_pid >= self._pid_block_end:
+                    self._pid_block_end = self._next_pid + self.config.producer_id_block_size
+                    try:
+                        self._commit_registry()
+                    except BaseException:
+                        self._pid_block_end = self._next_pid
+                        raise
+                pid = self._next_pid
+                self._next_pid += 1
+                return InitProducerIdResult(0, pid, 0)
+        except PylogError as exc:
+            return InitProducerIdResult(exc.error_code, error_message=str(exc))
+
+    def describe_producers(self, topic: str, partition: int) -> list[ProducerInfo]:
+        """Idempotent producers with state on a partition (DescribeProducers).
+        Raises UnknownTopicOrPartitionError."""
+        part = self._partition(topic, partition)
+        with part.lock:
+            return [ProducerInfo(e.producer_id, e.producer_epoch, e.last_seq, e.last_timestamp,
+                                 e.coordinator_epoch, e.current_txn_first_offset)
+                    for e in part.producers.producers.values()]
+
+    # ------------------------------------------------------------------ groups
+
+    def commit_offsets(self, group_id: str, offsets: Mapping[str, Mapping[int, Any]], *,
+                       generation_id: int = -1, member_id: str = "", group_instance_id: str | None = None,
+                       retention_time_ms: int = -1) -> dict[str, dict[int, int]]:
+        """OffsetCommit: topic -> partition -> error code.  Partitions that do not exist get
+        UNKNOWN_TOPIC_OR_PARTITION and are not committed; the rest go to the group
+        coordinator (member and generation checks, ``__consumer_offsets`` append)."""
+        known: dict[str, dict[int, Any]] = {}
+        out: dict[str, dict[int, int]] = {}
+        unknown = UnknownTopicOrPartitionError.error_code
+        try:
+            items = list(offsets.items())
+        except AttributeError:
+            raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
+        for topic, parts in items:
+            t = self._topics.get(topic) if isinstance(topic, str) else None
+            try:
+                pitems = list(dict(parts).items())
+            except (TypeError, ValueError):
+                raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
+            for p, v in pitems:
+                if isinstance(v, OffsetAndMetadata):
+                    v = CommitOffset(v.offset, v.metadata, v.leader_epoch)
+                if isinstance(v, tuple) and not isinstance(v, CommitOffset):
+                    raise InvalidRequestError(f"offset of {topic!r}/{p!r} must be an int or OffsetAndMetadata")
+                if t is None or t.internal or not isinstance(p, int) or isinstance(p, bool) \
+                        or not 0 <= p < len(t.partitions):
+                    out.setdefault(topic, {})[p] = unknown
+                else:
+                    off = v.offset if isinstance(v, CommitOffset) else v
+                    if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+                        raise InvalidRequestError(f"committed offset of {topic}-{p} must be an int >= 0, got {off!r}")
+                    known.setdefault(topic, {})[p] = v
+        if known:
+            res = self.groups.commit_offsets(group_id, known, generation_id=generation_id, member_id=member_id,
+                                             group_instance_id=group_instance_id,
+                                             retention_time_ms=retention_time_ms)
+            for topic, parts in res.items():
+                out.setdefault(topic, {}).update(parts)
+        return out
+
+    def fetch_offsets(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
+                      require_stable: bool = False) -> OffsetFetchResult:
+        """OffsetFetch (see :meth:`GroupCoordinator.fetch_offsets`)."""
+        return self.groups.fetch_offsets(group_id, partitions, require_stable=require_stable)
+
+    # ------------------------------------------------------------------ waiting for data
+
+    def add_append_listener(self, fn: Callable[[str, int, int], object]) -> None:
+        """Call ``fn(topic, partition, high_watermark)`` after every append, in the
+        appending thread, outside every broker lock.  It must be quick and must not raise
+        (an asyncio server uses it to wake fetches waiting for data, through
+        ``loop.call_soon_threadsafe``)."""
+        with self._lock:
+            self._listeners = self._listeners + [fn]
+
+    def remove_append_listener(self, fn: Callable[[str, int, int], object]) -> None:
+        with self._lock:
+            self._listeners = [f for f in self._listeners if f is not fn]
+
+    def _notify(self, topic: str, partition: int, hw: int) -> None:
+        if self._data_waiters:
+            with self._data_cond:
+                self._data_cond.notify_all()
+        for fn in self._listeners:
+            try:
+                fn(topic, partition, hw)
+            except Exception:  # noqa: BLE001 - a listener must not break a produce
+                _log.exception("append listener %r failed", fn)
+
+    def wait_for_data(self, positions: Mapping[tuple[str, int], int], timeout: float | None,
+                      stop: Callable[[], bool] | None = None) -> bool:
+        """Block until a partition's high watermark passes its position in ``positions``
+        (True), ``stop()`` is true, or ``timeout`` seconds pass (False).  For a fetch's
+        ``max_wait_ms`` in a thread."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def ready() -> bool:
+            for (topic, p), off in positions.items():
+                t = self._topics.get(topic)
+                if t is not None and p < len(t.partitions) and t.partitions[p].log.log_end_offset > off:
+                    return True
+            return False
+
+        with self._data_cond:
+            self._data_waiters += 1
+            try:
+                while True:
+                    if self._closed or (stop is not None and stop()):
+                        return False
+                    if ready():
+                        return True
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._data_cond.wait(remaining)
+            finally:
+                self._data_waiters -= 1
+
+    def wake_waiters(self) -> None:
+        """Wake every :meth:`wait_for_data` caller (they re-check their ``stop``)."""
+        with self._data_cond:
+            self._data_cond.notify_all()
+
+    # ------------------------------------------------------------------ maintenance
+
+    def tick(self, now_ms: int | None = None) -> int:
+        """Do the due background work at ``now_ms`` (default: the clock): group timeouts,
+        flush policies, retention, checkpoints and producer snapshots.  Returns when the
+        next work is due (ms)."""
+        if self._closed:
+            return LONG_MAX
+        now = self.clock() if now_ms is None else now_ms
+        group_next = self.groups.tick(now)
+        if now >= self._next_flush:
+            self.logs.maybe_flush(now)
+            self._next_flush = now + self.config.log_flush_scheduler_interval_ms
+        if now >= self._next_retention:
+            for (topic, p), res in self.logs.apply_retention(now).items():
+                t = self._topics.get(topic)
+                if t is not None and p < len(t.partitions):
+                    part = t.partitions[p]
+                    with part.lock:
+                        part.producers.delete_snapshots_below(res.log_start_offset)
+            self._next_retention = now + self.config.log_retention_check_interval_ms
+        self._snapshot_rolled()
+        if now >= self._next_checkpoint:
+            self.logs.checkpoint()
+            self._next_checkpoint = now + self.config.log_flush_offset_checkpoint_interval_ms
+        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint)
+        if group_next is not None:
+            nxt = min(nxt, group_next)
+        return nxt
+
+    def _snapshot_rolled(self) -> None:
+        """Snapshot producer state of partitions whose log rolled (Kafka snapshots on
+        roll), so recovery after a crash replays at most about a segment."""
+        for topic in list(self._topics.values()):
+            for part in list(topic.partitions):
+                log = part.log
+                if log.closed or log.active_segment.base_offset == part.snapshot_segment:
+                    continue
+                with part.lock:
+                    if log.closed:
+                        continue
+                    part.producers.map_end_offset = log.log_end_offset
+                    if part.producers.producers:
+                        part.producers.take_snapshot()
+                        part.producers.delete_snapshots_below(log.log_start_offset)
+                    part.snapshot_segment = log.active_segment.base_offset
+
+    def _background(self) -> None:
+        while not self._bg_stop.is_set():
+            try:
+                nxt = self.tick()
+            except Exception:  # noqa: BLE001 - keep the maintenance thread alive
+                _log.exception("broker background work failed")
+                nxt = self.clock() + 1000
+            delay = (nxt - self.clock()) / 1000.0
+            # Group deadlines can move earlier at any request: re-check at least every 200 ms.
+            self._bg_wake.wait(min(max(delay, 0.001), 0.2))
+            self._bg_wake.clear()
+
+    # ------------------------------------------------------------------ clients
+
+    def producer(self, **config: Any):
+        """An embedded :class:`pylog.Producer` on this broker (closed with it)."""
+        from pylog.client.producer import Producer
+        return Producer(self, **config)
+
+    def consumer(self, *topics: str, **config: Any):
+        """An embedded :class:`pylog.Consumer` on this broker, subscribed to ``topics``
+        (closed with it)."""
+        from pylog.client.consumer import Consumer
+        return Consumer(self, *topics, **config)
+
+    def _register_client(self, client: Any) -> None:
+        with self._lock:
+            self._check_open()
+            self._clients.append(client)
+
+    def _unregister_client(self, client: Any) -> None:
+        with self._lock:
+            self._clients = [c for c in self._clients if c is not client]
+
+    # ------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        """Close the clients made by :meth:`producer`/:meth:`consumer` (producers flush,
+        consumers commit and leave), stop the background thread, snapshot producer state,
+        flush every log and mark a clean shutdown.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            clients = list(self._clients)
+        for c in reversed(clients):
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - close the rest anyway
+                _log.exception("closing %r failed", c)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._bg_stop.set()
+        self._bg_wake.set()
+        if self._bg_thread is not None and self._bg_thread is not threading.current_thread():
+            self._bg_thread.join()
+        self.wake_waiters()
+        for topic in list(self._topics.values()):
+            for part in topic.partitions:
+                with part.lock:
+                    if part.log.closed:
+                        continue
+                    part.producers.map_end_offset = part.log.log_end_offset
+                    if part.producers.producers:
+                        try:
+                            part.producers.take_snapshot()
+                        except OSError as exc:
+                            _log.error("%s-%d: producer snapshot failed: %s", topic.name, part.index, exc)
+        self.logs.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Broker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Broker {self.data_dir} {len(self._topics)} topics{' closed' if self._closed else ''}>"
+
+
+def _continues(a, b) -> bool:
+    """Whether batch b directly follows batch a of the same idempotent producer (or both
+    have no producer), so they can be appended together."""
+    if (a.attributes | b.attributes) & (_ATTR_CONTROL | _ATTR_TRANSACTIONAL):
+        return False
+    if a.producer_id != b.producer_id:
+        return False
+    if a.producer_id < 0:
+        return True
+    if a.producer_epoch != b.producer_epoch or a.base_sequence < 0 or b.base_sequence < 0:
+        return False
+    return b.base_sequence == _seq_next(_last_seq(a.base_sequence, a.last_offset_delta))
+
+
+_HEADER_TAIL = struct.Struct(">hiqqqhii")   # attributes .. recordsCount (offset 21..61)
+
+
+def _recompress(b, codec: int) -> bytes:
+    """The batch with its records section in ``codec`` (the topic's compression.type),
+    header fields kept, CRC recomputed.  Batch-level work: the records are not decoded."""
+    section = b.records_buffer
+    body = _codecs.compress(codec, section) if codec else bytes(section)
+    raw = memoryview(b)
+    header = bytearray(raw[:61])
+    attrs = (b.attributes & ~0x07) | codec
+    struct.pack_into(">h", header, 21, attrs)
+    struct.pack_into(">i", header, 8, 61 - 12 + len(body))
+    crc = _core.crc32c(body, _core.crc32c(memoryview(header)[21:]))
+    struct.pack_into(">I", header, 17, crc)
+    return bytes(header) + body
