@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--records", type=int, default=5, help="records per batch")
     demo.add_argument("--segment-bytes", type=int, default=1024 * 1024)
     demo.set_defaults(func=_demo)
+    from pylog.server import tools
+
+    tools.add_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -255,7 +255,14 @@ class ServerConfig:
             values[name] = raw.strip() if isinstance(raw, str) else raw
         if values.get("advertised_listeners") in ("",):
             values["advertised_listeners"] = None
-        return cls(**values)
+        made = cls(**values)
+        object.__setattr__(made, "_explicit", frozenset(_kafka(n) for n in values))
+        return made
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        """Kafka names of the settings given explicitly (file, flags, overrides)."""
+        return getattr(self, "_explicit", frozenset())
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)

@@ -159,9 +159,11 @@ class Connection:
             self.close(f"read failed: {exc.strerror or exc}")
             return
         if not data:
-            self.close("client closed the connection" if not self.rbuf
-                       else f"client closed the connection in the middle of a request "
-                            f"({len(self.rbuf)} bytes of it received)")
+            if self.rbuf:
+                self.close(f"client closed the connection in the middle of a request "
+                           f"({len(self.rbuf)} bytes of it received)")
+            else:
+                self.close("client closed the connection", level=logging.DEBUG)
             return
         self.last_active = _monotonic()
         self.rbuf += data

@@ -52,56 +52,39 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
     total = 0
     any_error = False
     for topic, parts in wanted:
-        info = broker.topic(topic)
         out = []
         for partition, offset, part_max, cle in parts:
-            if info is None or not 0 <= partition < info.num_partitions:
-                out.append(PD(partition_index=partition, error_code=_UNKNOWN_TOPIC_OR_PARTITION,
-                              high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
-                              records=_EMPTY))
-                any_error = True
-                continue
             if cle >= 0:
-                epoch = info.leader_epoch(partition)
-                if cle != epoch:
-                    out.append(PD(partition_index=partition,
-                                  error_code=_FENCED_LEADER_EPOCH if cle < epoch else _UNKNOWN_LEADER_EPOCH,
-                                  high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
-                                  records=_EMPTY))
+                epoch = st.leader_epoch(topic)
+                code = (_UNKNOWN_TOPIC_OR_PARTITION if epoch is None else
+                        _FENCED_LEADER_EPOCH if cle < epoch else
+                        _UNKNOWN_LEADER_EPOCH if cle > epoch else 0)
+                if code:
+                    out.append(PD(partition_index=partition, error_code=code, high_watermark=-1,
+                                  last_stable_offset=-1, log_start_offset=-1, records=_EMPTY))
                     any_error = True
                     continue
             budget = max_bytes - total
             limit = part_max if part_max < budget else budget
-            if limit <= 0 and total:
-                # The response is full: report the partition's state, no records.
-                try:
-                    hw, lso, lso_start = broker.partition_offsets(topic, partition, isolation_level)
-                except PylogError as exc:
-                    out.append(PD(partition_index=partition, error_code=error_code_for(exc),
-                                  high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
-                                  records=_EMPTY))
-                    any_error = True
-                    continue
-                out.append(PD(partition_index=partition, error_code=0, high_watermark=hw,
-                              last_stable_offset=lso, log_start_offset=lso_start,
-                              aborted_transactions=aborted, records=_EMPTY))
-                continue
-            try:
-                res = broker.fetch(topic, partition, offset, max(limit, 1), isolation_level=isolation_level)
-            except PylogError as exc:
-                out.append(PD(partition_index=partition, error_code=error_code_for(exc),
-                              high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
-                              records=_EMPTY))
+            # The response is full: still report the partition's offsets, with no records.
+            res = broker.fetch(topic, partition, offset, limit if limit > 0 else 0,
+                               isolation_level=isolation_level)
+            if res.error_code:
+                out.append(PD(partition_index=partition, error_code=res.error_code,
+                              high_watermark=res.high_watermark, last_stable_offset=res.last_stable_offset,
+                              log_start_offset=res.log_start_offset, records=_EMPTY))
                 any_error = True
                 continue
-            read = res.read
-            size = read.size
-            if size and (size <= limit or total == 0):
-                records: Any = FileRegion(read.file, read.position, size)
-                total += size
-            else:
-                records = _EMPTY
-            read.release()
+            read = res.records
+            records: Any = _EMPTY
+            if read is not None:
+                size = read.size
+                # KIP-74: the first partition with data may return one batch over the
+                # budget; later ones only what fits.
+                if size and limit > 0 and (size <= limit or total == 0):
+                    records = FileRegion(read.file, read.position, size)
+                    total += size
+                read.release()
             out.append(PD(partition_index=partition, error_code=0, high_watermark=res.high_watermark,
                           last_stable_offset=res.last_stable_offset, log_start_offset=res.log_start_offset,
                           aborted_transactions=aborted, records=records))
@@ -110,18 +93,16 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
 
 
 class _Waiter:
-    __slots__ = ("future", "keys", "wanted", "max_bytes", "isolation", "needed", "timer", "version")
+    __slots__ = ("future", "keys", "wanted", "max_bytes", "isolation", "min_bytes", "timer")
 
-    def __init__(self, future: Any, wanted: list, max_bytes: int, isolation: int, needed: int,
-                 version: int) -> None:
+    def __init__(self, future: Any, wanted: list, max_bytes: int, isolation: int, min_bytes: int) -> None:
         self.future = future
         self.wanted = wanted
         self.keys = [(topic, p[0]) for topic, parts in wanted for p in parts]
         self.max_bytes = max_bytes
         self.isolation = isolation
-        self.needed = needed
+        self.min_bytes = min_bytes
         self.timer: Any = None
-        self.version = version
 
 
 class FetchWaiters:
@@ -130,17 +111,17 @@ class FetchWaiters:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.by_partition: dict[tuple[str, int], set[_Waiter]] = {}
-        self.count = 0
 
-    def wait(self, wanted: list, max_bytes: int, isolation: int, needed: int, max_wait_ms: int,
-             version: int) -> Any:
+    def __len__(self) -> int:
+        return len({w for ws in self.by_partition.values() for w in ws})
+
+    def wait(self, wanted: list, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int) -> Any:
         loop = self.state.loop
         fut = loop.create_future()
-        w = _Waiter(fut, wanted, max_bytes, isolation, needed, version)
+        w = _Waiter(fut, wanted, max_bytes, isolation, min_bytes)
         for key in w.keys:
             self.by_partition.setdefault(key, set()).add(w)
-        self.count += 1
-        w.timer = loop.call_later(max_wait_ms / 1000.0, self._complete, w)
+        w.timer = loop.call_later(max_wait_ms / 1000.0, self._expire, w)
         fut.add_done_callback(lambda _f: self._forget(w))
         return fut
 
@@ -148,7 +129,6 @@ class FetchWaiters:
         if w.timer is not None:
             w.timer.cancel()
             w.timer = None
-            self.count -= 1
         for key in w.keys:
             s = self.by_partition.get(key)
             if s is not None:
@@ -156,31 +136,37 @@ class FetchWaiters:
                 if not s:
                     del self.by_partition[key]
 
-    def _complete(self, w: _Waiter) -> None:
-        if w.future.done():
-            return
-        responses, _total, _error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation)
-        w.future.set_result(m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0,
-                                            responses=responses))
+    def _answer(self, w: _Waiter, responses: list) -> None:
+        if not w.future.done():
+            w.future.set_result(m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0,
+                                                responses=responses))
 
-    def on_append(self, topic: str, partition: int, size: int) -> None:
+    def _expire(self, w: _Waiter) -> None:
+        w.timer = None
+        if not w.future.done():
+            responses, _total, _error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation)
+            self._answer(w, responses)
+
+    def on_append(self, topic: str, partition: int, high_watermark: int) -> None:
         waiters = self.by_partition.get((topic, partition))
         if not waiters:
             return
         for w in list(waiters):
-            w.needed -= size
-            if w.needed <= 0:
-                self._complete(w)
+            if w.future.done():
+                continue
+            responses, total, error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation)
+            if total >= w.min_bytes or error:
+                self._answer(w, responses)
 
     def on_topic_change(self, topic: str) -> None:
-        """A topic was deleted or changed: answer its waiters now (they will see the error)."""
+        """A topic was created, deleted or grown: answer its waiters now."""
         for (t, _p), waiters in list(self.by_partition.items()):
             if t == topic:
                 for w in list(waiters):
-                    self._complete(w)
+                    self._expire(w)
 
     def cancel_all(self) -> None:
+        """Answer every waiter now (shutdown)."""
         for waiters in list(self.by_partition.values()):
             for w in list(waiters):
-                if not w.future.done():
-                    self._complete(w)
+                self._expire(w)

@@ -18,18 +18,20 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from typing import Any, Callable, Iterable
 
 from pylog.errors import (
+    InvalidConfigError,
     InvalidRequestError,
     PylogError,
+    TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
     error_code_for,
 )
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey, response_schema
 from pylog.protocol.messages import class_for
+from pylog.server._core_adapter import describe_server_configs, topic_uuid
 from pylog.server.connection import NO_RESPONSE
 from pylog.server.fetch import FetchWaiters, read_partitions
 
@@ -93,12 +95,13 @@ class ServerState:
         self.config = server.config
         self.loop = server.loop
         self.broker = server.broker
-        self.groups = self.broker.group_coordinator
+        self.groups = self.broker.groups
         self.node_id = self.config.node_id
         self.cluster_id = self.broker.cluster_id
         self.fetch_waiters = FetchWaiters(self)
         self._group_timer: Any = None
         self._group_timer_at: float | None = None
+        self._epochs: dict[str, int] = {}
         self.broker.add_append_listener(self._on_append)
         self.schedule_group_tick()
 
@@ -109,6 +112,40 @@ class ServerState:
     @property
     def port(self) -> int:
         return self.server.advertised[1]
+
+    def leader_epoch(self, topic: str) -> int | None:
+        """The topic's leader epoch (None: no such topic), cached until the topic changes."""
+        epoch = self._epochs.get(topic)
+        if epoch is None:
+            try:
+                d = self.broker.describe_topic(topic)
+            except PylogError:
+                return None
+            epoch = d.partitions[0].leader_epoch if d.partitions else 0
+            self._epochs[topic] = epoch
+        return epoch
+
+    def topic_changed(self, topic: str) -> None:
+        self._epochs.pop(topic, None)
+        self.fetch_waiters.on_topic_change(topic)
+
+    def describe_topic(self, name: str) -> Any:
+        """The core's TopicDescription, or None for an unknown topic."""
+        try:
+            return self.broker.describe_topic(name)
+        except UnknownTopicOrPartitionError:
+            return None
+
+    def auto_create(self, name: str, why: str, peer: str) -> Any:
+        """Create ``name`` with the defaults (auto.create.topics.enable); returns its
+        description, or raises the core's error."""
+        try:
+            d = self.broker.create_topic(name)
+        except TopicAlreadyExistsError:
+            return self.broker.describe_topic(name)
+        self.topic_changed(name)
+        _log.info("auto-created topic %s (%d partitions) on %s from %s", name, d.num_partitions, why, peer)
+        return d
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -127,9 +164,10 @@ class ServerState:
 
     # -- appends wake fetchers -----------------------------------------------------
 
-    def _on_append(self, topic: str, partition: int, size: int) -> None:
+    def _on_append(self, topic: str, partition: int, high_watermark: int) -> None:
         # Called by the broker after every append, from whatever thread appended.
-        self.server.call_in_loop(self.fetch_waiters.on_append, topic, partition, size)
+        if self.fetch_waiters.by_partition:
+            self.server.call_in_loop(self.fetch_waiters.on_append, topic, partition, high_watermark)
 
     # -- group coordinator timer ---------------------------------------------------
 
@@ -156,17 +194,6 @@ class ServerState:
         except Exception as exc:  # noqa: BLE001 - the timer must survive a coordinator bug
             _log.exception("group coordinator tick failed: %r", exc)
         self.schedule_group_tick()
-
-    # -- periodic maintenance (run off the loop by the server) -----------------------
-
-    def periodic_flush(self) -> None:
-        self.broker.maybe_flush()
-
-    def periodic_retention(self) -> None:
-        self.broker.apply_retention()
-
-    def periodic_checkpoint(self) -> None:
-        self.broker.checkpoint()
 
     # -- responses -------------------------------------------------------------------
 
@@ -237,15 +264,23 @@ def handle_api_versions(conn: Any, header: Any, req: Any) -> Any:
     return st.api_versions_body()
 
 
-def _metadata_topic(st: Any, name: str, info: Any, version: int, with_ops: bool) -> Any:
+def _metadata_topic(st: Any, d: Any, with_ops: bool) -> Any:
     MR = m.MetadataResponse
     parts = [MR.MetadataResponsePartition(
-        error_code=NONE, partition_index=p, leader_id=st.node_id, leader_epoch=info.leader_epoch(p),
-        replica_nodes=[st.node_id], isr_nodes=[st.node_id], offline_replicas=[])
-        for p in range(info.num_partitions)]
+        error_code=NONE, partition_index=p.partition, leader_id=p.leader, leader_epoch=p.leader_epoch,
+        replica_nodes=list(p.replicas), isr_nodes=list(p.isr), offline_replicas=list(p.offline_replicas))
+        for p in d.partitions]
     return MR.MetadataResponseTopic(
-        error_code=NONE, name=name, topic_id=info.topic_id, is_internal=info.internal,
+        error_code=NONE, name=d.name, topic_id=topic_uuid(d.topic_id), is_internal=d.is_internal,
         partitions=parts, topic_authorized_operations=_TOPIC_OPS if with_ops else _NOT_REQUESTED)
+
+
+def _valid_topic_name(name: str) -> bool:
+    return 0 < len(name) <= 249 and name not in (".", "..") and _LEGAL_TOPIC.match(name) is not None
+
+
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+_UNKNOWN_TOPIC_ID = 100
 
 
 def handle_metadata(conn: Any, header: Any, req: Any) -> Any:
@@ -256,40 +291,45 @@ def handle_metadata(conn: Any, header: Any, req: Any) -> Any:
     with_ops = version >= 8 and req.include_topic_authorized_operations
     topics_out = []
     if req.topics is None or (version == 0 and not req.topics):
-        for name, info in sorted(broker.topics().items()):
-            topics_out.append(_metadata_topic(st, name, info, version, with_ops))
+        for name in broker.list_topics(internal=True):
+            d = st.describe_topic(name)
+            if d is not None:
+                topics_out.append(_metadata_topic(st, d, with_ops))
     else:
         allow_auto = (req.allow_auto_topic_creation if version >= 4 else True) \
             and st.config.auto_create_topics_enable
         seen = set()
+        by_id = None
         for t in req.topics:
             name = t.name
             if name is None:
                 # v10+: by topic id.
-                info = broker.topic_by_id(t.topic_id)
-                if info is None:
+                if by_id is None:
+                    by_id = {}
+                    for n in broker.list_topics(internal=True):
+                        d = st.describe_topic(n)
+                        if d is not None:
+                            by_id[topic_uuid(d.topic_id)] = n
+                name = by_id.get(t.topic_id)
+                if name is None:
                     topics_out.append(MR.MetadataResponseTopic(
-                        error_code=100, name=None, topic_id=t.topic_id, partitions=[]))  # UNKNOWN_TOPIC_ID
+                        error_code=_UNKNOWN_TOPIC_ID, name=None, topic_id=t.topic_id, partitions=[]))
                     continue
-                name = info.name
             if name in seen:
                 continue
             seen.add(name)
-            info = broker.topic(name)
-            if info is None and allow_auto:
+            d = st.describe_topic(name)
+            if d is None and allow_auto and _valid_topic_name(name) and not name.startswith("__"):
                 try:
-                    info = broker.auto_create_topic(name)
-                    _log.info("auto-created topic %s (%d partitions) for %s", name,
-                              info.num_partitions, conn.peer)
+                    d = st.auto_create(name, "metadata", conn.peer)
                 except PylogError as exc:
-                    topics_out.append(MR.MetadataResponseTopic(
-                        error_code=_err(exc), name=name, partitions=[]))
+                    topics_out.append(MR.MetadataResponseTopic(error_code=_err(exc), name=name, partitions=[]))
                     continue
-            if info is None:
-                code = UNKNOWN_TOPIC_OR_PARTITION if broker.is_valid_topic_name(name) else INVALID_TOPIC_EXCEPTION
+            if d is None:
+                code = UNKNOWN_TOPIC_OR_PARTITION if _valid_topic_name(name) else INVALID_TOPIC_EXCEPTION
                 topics_out.append(MR.MetadataResponseTopic(error_code=code, name=name, partitions=[]))
                 continue
-            topics_out.append(_metadata_topic(st, name, info, version, with_ops))
+            topics_out.append(_metadata_topic(st, d, with_ops))
     return MR(
         throttle_time_ms=0,
         brokers=[MR.MetadataResponseBroker(node_id=st.node_id, host=st.host, port=st.port, rack=None)],
@@ -355,38 +395,27 @@ def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     for t in req.topic_data:
         name = t.name
         out = []
-        info = broker.topic(name)
-        if info is None and auto and t.partition_data:
+        if auto and t.partition_data and not broker.has_topic(name) and _valid_topic_name(name) \
+                and not name.startswith("__"):
             try:
-                info = broker.auto_create_topic(name)
-                _log.info("auto-created topic %s (%d partitions) on produce from %s", name,
-                          info.num_partitions, conn.peer)
+                st.auto_create(name, "produce", conn.peer)
             except PylogError:
-                info = None
+                pass   # the produce below reports the error per partition
         for p in t.partition_data:
-            if acks not in (0, 1, -1):
-                out.append(PR(index=p.index, error_code=INVALID_REQUIRED_ACKS, base_offset=-1))
-                continue
-            if info is None or not 0 <= p.index < info.num_partitions:
-                out.append(PR(index=p.index, error_code=UNKNOWN_TOPIC_OR_PARTITION, base_offset=-1,
-                              error_message="unknown topic or partition" if with_messages else None))
-                continue
             records = p.records
             if records is None or len(records) == 0:
                 out.append(PR(index=p.index, error_code=INVALID_RECORD, base_offset=-1,
                               error_message="the produce request carries no record batch"
                               if with_messages else None))
                 continue
-            try:
-                res = broker.produce(name, p.index, records, transactional_id=req.transactional_id,
-                                     acks=acks)
-            except Exception as exc:  # noqa: BLE001 - one partition's failure is its error code
-                code = _unexpected(f"produce to {name}-{p.index}", exc)
-                if code in (2, 87):
-                    _log.info("produce to %s-%d from %s rejected: %s", name, p.index, conn.peer, exc)
-                out.append(PR(index=p.index, error_code=code, base_offset=-1,
-                              log_start_offset=-1,
-                              error_message=_msg(exc) if with_messages else None))
+            res = broker.produce(name, p.index, records, acks=acks)
+            code = res.error_code
+            if code:
+                if code in (2, 87, -1):
+                    _log.info("produce to %s-%d from %s rejected: %s (error %d)", name, p.index,
+                              conn.peer, res.error_message, code)
+                out.append(PR(index=p.index, error_code=code, base_offset=-1, log_start_offset=-1,
+                              error_message=res.error_message if with_messages else None))
                 continue
             out.append(PR(index=p.index, error_code=NONE, base_offset=res.base_offset,
                           log_append_time_ms=res.log_append_time, log_start_offset=res.log_start_offset))
@@ -407,22 +436,23 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
         return R(throttle_time_ms=0, error_code=code, session_id=0, responses=[])
     wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes, p.current_leader_epoch)
                          for p in t.partitions]) for t in req.topics]
-    max_bytes = min(req.max_bytes if version >= 3 else st.config.fetch_max_bytes,
-                    st.config.fetch_max_bytes)
+    max_bytes = min(req.max_bytes, st.config.fetch_max_bytes)
     isolation = req.isolation_level
     responses, total, error = read_partitions(st, wanted, max_bytes, isolation)
     if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
-            or st.server._stopping):
+            or st.server.stopping):
         return R(throttle_time_ms=0, error_code=NONE, session_id=0, responses=responses)
-    # Long poll: nothing (enough) to send yet.  Drop what was read and wait for appends.
-    return st.fetch_waiters.wait(wanted, max_bytes, isolation, req.min_bytes - total,
-                                 req.max_wait_ms, version)
+    # Long poll: not enough to send yet.  What was read is dropped (its file handles
+    # with it); the waiter reads again when woken.
+    return st.fetch_waiters.wait(wanted, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
 
 
-def _leader_epoch_error(st: Any, info: Any, partition: int, current_leader_epoch: int) -> int:
+def _leader_epoch_error(st: Any, topic: str, current_leader_epoch: int) -> int:
     if current_leader_epoch < 0:
         return NONE
-    epoch = info.leader_epoch(partition)
+    epoch = st.leader_epoch(topic)
+    if epoch is None:
+        return UNKNOWN_TOPIC_OR_PARTITION
     if current_leader_epoch < epoch:
         return FENCED_LEADER_EPOCH
     if current_leader_epoch > epoch:
@@ -439,7 +469,6 @@ def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
     topics = []
     seen: set[tuple[str, int]] = set()
     for t in req.topics:
-        info = broker.topic(t.name)
         parts = []
         for p in t.partitions:
             idx = p.partition_index
@@ -447,30 +476,23 @@ def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
                 parts.append(P(partition_index=idx, error_code=INVALID_REQUEST))
                 continue
             seen.add((t.name, idx))
-            if info is None or not 0 <= idx < info.num_partitions:
-                parts.append(P(partition_index=idx, error_code=UNKNOWN_TOPIC_OR_PARTITION))
-                continue
-            code = _leader_epoch_error(st, info, idx, p.current_leader_epoch)
+            code = _leader_epoch_error(st, t.name, p.current_leader_epoch) if version >= 4 else NONE
             if code:
                 parts.append(P(partition_index=idx, error_code=code))
                 continue
-            try:
+            if version == 0 and p.timestamp not in (-1, -2):
                 found = broker.list_offsets(t.name, idx, p.timestamp, isolation_level=req.isolation_level)
-            except Exception as exc:  # noqa: BLE001
-                parts.append(P(partition_index=idx, error_code=_unexpected("list offsets", exc)))
-                continue
-            if version == 0:
-                if found is None:
-                    offsets = []
-                else:
-                    offsets = [found.offset][:max(p.max_num_offsets, 0)]
+            else:
+                found = broker.list_offsets(t.name, idx, p.timestamp,
+                                            isolation_level=req.isolation_level if version >= 2 else 0)
+            if found.error_code:
+                parts.append(P(partition_index=idx, error_code=found.error_code))
+            elif version == 0:
+                offsets = [found.offset] if found.offset >= 0 and p.max_num_offsets > 0 else []
                 parts.append(P(partition_index=idx, error_code=NONE, old_style_offsets=offsets))
-            elif found is None:
-                parts.append(P(partition_index=idx, error_code=NONE, timestamp=-1, offset=-1,
-                               leader_epoch=-1))
             else:
                 parts.append(P(partition_index=idx, error_code=NONE, timestamp=found.timestamp,
-                               offset=found.offset, leader_epoch=info.leader_epoch(idx)))
+                               offset=found.offset, leader_epoch=found.leader_epoch))
         topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)
 
@@ -482,22 +504,32 @@ def handle_offset_for_leader_epoch(conn: Any, header: Any, req: Any) -> Any:
     E = R.EpochEndOffset
     topics = []
     for t in req.topics:
-        info = broker.topic(t.topic)
         parts = []
+        epoch = st.leader_epoch(t.topic)
         for p in t.partitions:
-            if info is None or not 0 <= p.partition < info.num_partitions:
+            if epoch is None:
                 parts.append(E(error_code=UNKNOWN_TOPIC_OR_PARTITION, partition=p.partition))
                 continue
-            code = _leader_epoch_error(st, info, p.partition, p.current_leader_epoch)
+            code = _leader_epoch_error(st, t.topic, p.current_leader_epoch)
             if code:
                 parts.append(E(error_code=code, partition=p.partition))
                 continue
             try:
-                epoch, end = broker.end_offset_for_epoch(t.topic, p.partition, p.leader_epoch)
-            except Exception as exc:  # noqa: BLE001
-                parts.append(E(error_code=_unexpected("offset for leader epoch", exc), partition=p.partition))
+                leo = broker.high_watermark(t.topic, p.partition)
+            except PylogError as exc:
+                parts.append(E(error_code=_err(exc), partition=p.partition))
                 continue
-            parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=epoch, end_offset=end))
+            # One leader has held every partition since it was created, in the topic's
+            # current epoch: that epoch ends at the log end offset; a later epoch is
+            # unknown (Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET, -1/-1), and an
+            # earlier one never held any record.
+            if p.leader_epoch == epoch:
+                parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=epoch, end_offset=leo))
+            elif 0 <= p.leader_epoch < epoch:
+                parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=epoch,
+                               end_offset=broker.log_start_offset(t.topic, p.partition)))
+            else:
+                parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=-1, end_offset=-1))
         topics.append(R.OffsetForLeaderTopicResult(topic=t.topic, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)
 
@@ -509,13 +541,8 @@ def handle_delete_records(conn: Any, header: Any, req: Any) -> Any:
     P = R.DeleteRecordsPartitionResult
     topics = []
     for t in req.topics:
-        info = broker.topic(t.name)
         parts = []
         for p in t.partitions:
-            if info is None or not 0 <= p.partition_index < info.num_partitions:
-                parts.append(P(partition_index=p.partition_index, low_watermark=-1,
-                               error_code=UNKNOWN_TOPIC_OR_PARTITION))
-                continue
             try:
                 low = broker.delete_records(t.name, p.partition_index, p.offset)
             except Exception as exc:  # noqa: BLE001
@@ -532,14 +559,16 @@ def handle_delete_records(conn: Any, header: Any, req: Any) -> Any:
 def handle_init_producer_id(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     R = m.InitProducerIdResponse
-    try:
-        pid, epoch = st.broker.init_producer_id(
-            req.transactional_id, req.transaction_timeout_ms,
-            producer_id=req.producer_id, producer_epoch=req.producer_epoch)
-    except Exception as exc:  # noqa: BLE001
-        return R(throttle_time_ms=0, error_code=_unexpected("InitProducerId", exc),
-                 producer_id=-1, producer_epoch=-1)
-    return R(throttle_time_ms=0, error_code=NONE, producer_id=pid, producer_epoch=epoch)
+    version = header.api_version
+    res = st.broker.init_producer_id(
+        req.transactional_id, req.transaction_timeout_ms,
+        producer_id=req.producer_id if version >= 3 else -1,
+        producer_epoch=req.producer_epoch if version >= 3 else -1)
+    if res.error_code:
+        _log.info("InitProducerId from %s refused: %s", conn.peer, res.error_message)
+        return R(throttle_time_ms=0, error_code=res.error_code, producer_id=-1, producer_epoch=-1)
+    return R(throttle_time_ms=0, error_code=NONE, producer_id=res.producer_id,
+             producer_epoch=res.producer_epoch)
 
 
 # --------------------------------------------------------------------------------------
@@ -633,38 +662,40 @@ def handle_offset_commit(conn: Any, header: Any, req: Any) -> Any:
     from pylog.broker.group import CommitOffset
 
     st = conn.server.state
-    broker = st.broker
     version = header.api_version
     R = m.OffsetCommitResponse
     offsets: dict[str, dict[int, Any]] = {}
-    unknown: dict[str, list[int]] = {}
+    invalid: dict[tuple[str, int], int] = {}
     for t in req.topics:
-        info = broker.topic(t.name)
         for p in t.partitions:
-            if info is None or not 0 <= p.partition_index < info.num_partitions:
-                unknown.setdefault(t.name, []).append(p.partition_index)
+            if p.committed_offset < 0:
+                # Kafka stores what it is given; the core refuses negative offsets, and a
+                # consumer never commits one, so it is reported as this partition's error.
+                invalid[(t.name, p.partition_index)] = 1     # OFFSET_OUT_OF_RANGE
                 continue
             offsets.setdefault(t.name, {})[p.partition_index] = CommitOffset(
                 p.committed_offset, p.committed_metadata,
                 p.committed_leader_epoch if version >= 6 else -1)
     result: dict[str, dict[int, int]] = {}
     if offsets:
-        result = st.groups.commit_offsets(
-            req.group_id, offsets,
-            generation_id=req.generation_id_or_member_epoch if version >= 1 else -1,
-            member_id=req.member_id if version >= 1 else "",
-            group_instance_id=req.group_instance_id if version >= 7 else None,
-            retention_time_ms=req.retention_time_ms if 2 <= version <= 4 else -1)
+        try:
+            result = st.broker.commit_offsets(
+                req.group_id, offsets,
+                generation_id=req.generation_id_or_member_epoch if version >= 1 else -1,
+                member_id=req.member_id if version >= 1 else "",
+                group_instance_id=req.group_instance_id if version >= 7 else None,
+                retention_time_ms=req.retention_time_ms if 2 <= version <= 4 else -1)
+        except Exception as exc:  # noqa: BLE001
+            code = _unexpected("offset commit", exc)
+            result = {t: {p: code for p in ps} for t, ps in offsets.items()}
         st.schedule_group_tick()
     topics = []
     for t in req.topics:
         codes = result.get(t.name, {})
-        bad = unknown.get(t.name, ())
         topics.append(R.OffsetCommitResponseTopic(name=t.name, partitions=[
             R.OffsetCommitResponsePartition(
                 partition_index=p.partition_index,
-                error_code=UNKNOWN_TOPIC_OR_PARTITION if p.partition_index in bad
-                else codes.get(p.partition_index, NONE))
+                error_code=invalid.get((t.name, p.partition_index), codes.get(p.partition_index, NONE)))
             for p in t.partitions]))
     return R(throttle_time_ms=0, topics=topics)
 
@@ -763,10 +794,19 @@ def handle_offset_delete(conn: Any, header: Any, req: Any) -> Any:
 # --------------------------------------------------------------------------------------
 
 
+def _config_entries_for_new_topic(st: Any, name: str, configs: dict, created: bool) -> list:
+    if created:
+        return st.broker.describe_configs(name)
+    from pylog.broker.topic_config import TopicConfig, normalize_all
+
+    return TopicConfig(normalize_all(configs), st.broker.config.topic_defaults).describe()
+
+
 def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     broker = st.broker
     version = header.api_version
+    validate_only = req.validate_only if version >= 1 else False
     R = m.CreateTopicsResponse
     out = []
     names = [t.name for t in req.topics]
@@ -792,26 +832,27 @@ def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
                                           f"assignment {list(a.broker_ids)} is not possible")
                 num_partitions = len(indexes)
                 replication = 1
-            if replication not in (-1, 1):
-                raise _code_error(INVALID_REPLICATION_FACTOR,
-                                  f"replication factor {replication} is larger than the 1 available broker")
-            configs = {}
+            elif num_partitions == 0 or num_partitions < -1:
+                raise _code_error(37, f"number of partitions must be at least 1, got {num_partitions}")
+            configs: dict[str, str | None] = {}
             for c in t.configs:
                 if c.name in configs:
                     raise InvalidRequestError(f"config {c.name!r} is given twice")
+                if c.value is None:
+                    raise InvalidConfigError(f"config {c.name!r} has a null value")
                 configs[c.name] = c.value
-            info = broker.create_topic(t.name, num_partitions if num_partitions != -1 else None,
-                                       configs, validate_only=req.validate_only if version >= 1 else False)
-            if not (version >= 1 and req.validate_only):
-                _log.info("created topic %s (%d partitions%s) for %s", t.name, info.num_partitions,
+            d = broker.create_topic(t.name, num_partitions, replication, configs, validate_only=validate_only)
+            if not validate_only:
+                st.topic_changed(t.name)
+                _log.info("created topic %s (%d partitions%s) for %s", t.name, d.num_partitions,
                           f", configs {configs}" if configs else "", conn.peer)
-            res.num_partitions = info.num_partitions
+            res.num_partitions = d.num_partitions
             res.replication_factor = 1
             if version >= 5:
                 res.configs = [R.CreatableTopicConfigs(
-                    name=e.name, value=e.value, read_only=e.read_only, config_source=e.source,
-                    is_sensitive=e.sensitive) for e in broker.describe_topic_configs(
-                        t.name, None, pending=info)]
+                    name=e.name, value=None if e.is_sensitive else e.value, read_only=e.read_only,
+                    config_source=e.source, is_sensitive=e.is_sensitive)
+                    for e in _config_entries_for_new_topic(st, t.name, configs, not validate_only)]
         except Exception as exc:  # noqa: BLE001
             res.error_code = _unexpected("create topic", exc)
             res.error_message = _msg(exc)
@@ -845,7 +886,7 @@ def handle_delete_topics(conn: Any, header: Any, req: Any) -> Any:
         except Exception as exc:  # noqa: BLE001
             out.append(R.DeletableTopicResult(name=name, error_code=_unexpected("delete topic", exc)))
             continue
-        st.fetch_waiters.on_topic_change(name)
+        st.topic_changed(name)
         _log.info("deleted topic %s for %s", name, conn.peer)
         out.append(R.DeletableTopicResult(name=name, error_code=NONE))
     return R(throttle_time_ms=0, responses=out)
@@ -872,6 +913,7 @@ def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
                                                      error_message=_msg(exc)))
             continue
         if not req.validate_only:
+            st.topic_changed(t.name)
             _log.info("topic %s now has %d partitions (for %s)", t.name, t.count, conn.peer)
         out.append(R.CreatePartitionsTopicResult(name=t.name, error_code=NONE, error_message=None))
     return R(throttle_time_ms=0, results=out)
@@ -880,6 +922,8 @@ def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
 def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     version = header.api_version
+    synonyms = version >= 1 and req.include_synonyms
+    docs = version >= 3 and req.include_documentation
     R = m.DescribeConfigsResponse
     E = R.DescribeConfigsResourceResult
     results = []
@@ -887,9 +931,11 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
         keys = res.configuration_keys
         try:
             if res.resource_type == RESOURCE_TOPIC:
-                entries = st.broker.describe_topic_configs(res.resource_name, keys)
+                entries = st.broker.describe_configs(res.resource_name, keys, include_synonyms=synonyms,
+                                                     include_documentation=docs)
             elif res.resource_type == RESOURCE_BROKER:
-                entries = st.broker.describe_broker_configs(res.resource_name, keys)
+                entries = describe_server_configs(st.config, st.config.explicit, st.node_id,
+                                                  res.resource_name, keys)
             elif res.resource_type == RESOURCE_BROKER_LOGGER:
                 entries = _describe_loggers(st, res.resource_name, keys)
             else:
@@ -902,12 +948,12 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
         configs = []
         for e in entries:
             configs.append(E(
-                name=e.name, value=None if e.sensitive else e.value, read_only=e.read_only,
-                is_default=e.source == 5, config_source=e.source, is_sensitive=e.sensitive,
-                synonyms=[R.DescribeConfigsSynonym(name=s.name, value=s.value, source=s.source)
-                          for s in e.synonyms] if version >= 1 and req.include_synonyms else [],
+                name=e.name, value=None if e.is_sensitive else e.value, read_only=e.read_only,
+                is_default=e.is_default, config_source=e.source, is_sensitive=e.is_sensitive,
+                synonyms=[R.DescribeConfigsSynonym(name=sn, value=sv, source=ss)
+                          for sn, sv, ss in e.synonyms] if synonyms else [],
                 config_type=e.type if version >= 3 else 0,
-                documentation=e.documentation if version >= 3 and req.include_documentation else None))
+                documentation=(e.documentation or None) if docs else None))
         results.append(R.DescribeConfigsResult(error_code=NONE, error_message=None,
                                                resource_type=res.resource_type,
                                                resource_name=res.resource_name, configs=configs))
@@ -915,14 +961,15 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
 
 
 class _LoggerEntry:
-    __slots__ = ("name", "value", "read_only", "source", "sensitive", "synonyms", "type",
-                 "documentation")
+    __slots__ = ("name", "value", "read_only", "source", "is_sensitive", "synonyms", "type",
+                 "documentation", "is_default")
 
     def __init__(self, name: str, value: str) -> None:
         self.name, self.value = name, value
         self.read_only = False
-        self.source = 6          # DYNAMIC_BROKER_LOGGER_CONFIG
-        self.sensitive = False
+        self.source = 0          # UNKNOWN: Kafka reports broker loggers so
+        self.is_default = False
+        self.is_sensitive = False
         self.synonyms = ()
         self.type = 2            # STRING
         self.documentation = None
@@ -966,11 +1013,13 @@ def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, 
     for rtype, rname, ops in resources_ops:
         try:
             if rtype == RESOURCE_TOPIC:
-                st.broker.alter_topic_configs(rname, ops, incremental=incremental,
-                                              validate_only=req.validate_only)
+                if incremental:
+                    st.broker.incremental_alter_configs(rname, ops, validate_only=req.validate_only)
+                else:
+                    st.broker.alter_configs(rname, {n: v for n, _op, v in ops}, validate_only=req.validate_only)
             elif rtype == RESOURCE_BROKER:
-                st.broker.alter_broker_configs(rname, ops, incremental=incremental,
-                                               validate_only=req.validate_only)
+                raise _code_error(40, "pylog serve's broker configs are static: set them in the config "
+                                      "file or with --override and restart")
             elif rtype == RESOURCE_BROKER_LOGGER:
                 _alter_logger(st, rname, ops, req.validate_only)
             else:
@@ -1059,5 +1108,3 @@ def handler_table() -> dict[int, tuple[int, int, Callable, str]]:
     return out
 
 
-def _new_topic_id() -> uuid.UUID:
-    return uuid.uuid4()

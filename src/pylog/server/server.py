@@ -103,7 +103,6 @@ class Server:
         self._stopping = False
         self._pool_used = 0
         self._pool_waiters: list[Connection] = []
-        self._maintenance_busy: set[str] = set()
         self._accept_paused_until = 0.0
         self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
         self._thread_id: int | None = None
@@ -150,6 +149,10 @@ class Server:
         _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s",
                   self.bound_address[0], self.bound_address[1], self.advertised[0],
                   self.advertised[1], self.config.node_id, self.state.cluster_id)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def serve_until_stopped(self) -> None:
         assert self._stopped is not None
@@ -322,14 +325,10 @@ class Server:
     # -- periodic work -------------------------------------------------------------
 
     def _schedule_periodic(self) -> None:
-        cfg = self.config
-        idle_s = cfg.connections_max_idle_ms / 1000
+        idle_s = self.config.connections_max_idle_ms / 1000
+        # Flushes, retention, checkpoints and producer snapshots run in the broker core's
+        # own background thread, off the loop; the loop only sweeps idle connections.
         self._every(min(max(idle_s / 4, 0.05), 10.0), self._sweep_idle)
-        self._every(cfg.log_flush_scheduler_interval_ms / 1000,
-                    lambda: self._off_loop("flush", self.state.periodic_flush))
-        self._every(cfg.log_retention_check_interval_ms / 1000,
-                    lambda: self._off_loop("retention", self.state.periodic_retention))
-        self._every(60.0, lambda: self._off_loop("checkpoint", self.state.periodic_checkpoint))
 
     def _every(self, interval: float, fn: Callable[[], Any]) -> None:
         def tick() -> None:
@@ -343,22 +342,6 @@ class Server:
             if len(self._timers) > 64:
                 self._timers = [t for t in self._timers if not t.cancelled() and t.when() > self.loop.time()]
         self._timers.append(self.loop.call_later(interval, tick))
-
-    def _off_loop(self, name: str, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` in the I/O pool, at most one run of each task at a time."""
-        if name in self._maintenance_busy or self._executor is None or self._stopping:
-            return
-        self._maintenance_busy.add(name)
-
-        def done(fut: concurrent.futures.Future) -> None:
-            self._maintenance_busy.discard(name)
-            exc = fut.exception()
-            if exc is not None:
-                _log.error("%s failed: %r", name, exc)
-
-        fut = self._executor.submit(fn)
-        fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(done, f)
-                              if not self.loop.is_closed() else None)
 
     def call_off_loop(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         """Run ``fn(*args)`` in the I/O pool; a future of its result."""
