@@ -11,6 +11,8 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_CheckExact
+from cpython.number cimport PyNumber_Index
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.object cimport PyObject
@@ -83,6 +85,10 @@ cdef inline const uint8_t *get_varint(const uint8_t *p, const uint8_t *end, int3
     cdef uint32_t u = 0
     cdef uint32_t b
     cdef int shift = 0
+    if p < end and p[0] < 0x80:  # most varints of a record are one byte
+        b = p[0]
+        out[0] = <int32_t>((b >> 1) ^ (0u - (b & 1)))
+        return p + 1
     while shift < 35:
         if p >= end:
             return NULL
@@ -103,6 +109,10 @@ cdef inline const uint8_t *get_varlong(const uint8_t *p, const uint8_t *end, int
     cdef uint64_t u = 0
     cdef uint64_t b
     cdef int shift = 0
+    if p < end and p[0] < 0x80:
+        b = p[0]
+        out[0] = <int64_t>((b >> 1) ^ (<uint64_t>0 - (b & 1)))
+        return p + 1
     while shift < 70:
         if p >= end:
             return NULL
@@ -371,6 +381,7 @@ cdef _BufferRef acquire_buffer(object obj):
 
 @cython.final
 @cython.freelist(256)
+@cython.no_gc
 cdef class Record:
     """One record of a batch, as iteration yields it.
 
@@ -671,6 +682,7 @@ cdef class RecordBatch:
         cdef RecordStatus rst
         cdef int32_t failed
         cdef ColumnsOut out
+        self._check()
         if self._h.size >= GIL_RELEASE_BYTES:
             with nogil:
                 st = parse_batch_header(self._p, self._h.size, self._h.size, True, &h)
@@ -695,15 +707,22 @@ cdef class RecordBatch:
     def crc_matches(self):
         """True when the stored CRC32C matches the bytes (the cheap part of validate)."""
         cdef uint32_t crc
+        self._check()
         with nogil:
             crc = pylog_crc32c(0, self._p + BATCH_ATTRIBUTES, <size_t>(self._h.size - BATCH_ATTRIBUTES))
         return crc == self._h.crc
 
     # -- records
+    cdef int _check(self) except -1:
+        if self._p == NULL:
+            raise ValueError("RecordBatch was not initialised: construct it as RecordBatch(buffer)")
+        return 0
+
     cdef int _ensure_records(self) except -1:
         cdef int c
         if self._rp != NULL:
             return 0
+        self._check()
         c = self._h.attributes & ATTR_CODEC_MASK
         if c == 0:
             self._rp = self._p + BATCH_HEADER_SIZE
@@ -717,6 +736,10 @@ cdef class RecordBatch:
         data = _codecs.decompress(c, section, self._max_uncompressed)
         if not PyBytes_CheckExact(data):
             data = bytes(data)
+        if self._rp != NULL:
+            # Another thread decompressed it meanwhile (the codecs release the GIL), and
+            # views may already point into its copy: keep that one.
+            return 0
         self._records = data
         self._rn = PyBytes_GET_SIZE(data)
         self._rp = <const uint8_t *>PyBytes_AS_STRING(data)
@@ -823,6 +846,8 @@ cdef class _RecordIterator:
         cdef RecordFields f
         cdef RecordStatus st
         cdef Record rec
+        if self.batch is None:
+            raise StopIteration
         cdef const BatchHeader *h = &self.batch._h
         if self.remaining <= 0:
             if self.remaining == 0 and self.p != self.end:
@@ -908,24 +933,33 @@ cdef class RecordColumns:
             raise IndexError(f"record index {i} out of range for {self.n} records")
         return i
 
+    cdef object _slice(self, int64_t off, int32_t n):
+        # The arrays are read-only, but numpy lets an owner flip them back to writable:
+        # never trust them for a read.
+        if off < 0 or off > self._rn or n > self._rn - off:
+            raise IndexError("record column positions were modified")
+        return bytes_or_none(self._rp + off, n)
+
     def key(self, Py_ssize_t i):
         """Key of record ``i`` as bytes, or None."""
         i = self._index(i)
-        return bytes_or_none(self._rp + (<int64_t *>cnp.PyArray_DATA(self.key_offsets))[i],
-                             (<int32_t *>cnp.PyArray_DATA(self.key_lengths))[i])
+        return self._slice((<int64_t *>cnp.PyArray_DATA(self.key_offsets))[i],
+                           (<int32_t *>cnp.PyArray_DATA(self.key_lengths))[i])
 
     def value(self, Py_ssize_t i):
         """Value of record ``i`` as bytes, or None."""
         i = self._index(i)
-        return bytes_or_none(self._rp + (<int64_t *>cnp.PyArray_DATA(self.value_offsets))[i],
-                             (<int32_t *>cnp.PyArray_DATA(self.value_lengths))[i])
+        return self._slice((<int64_t *>cnp.PyArray_DATA(self.value_offsets))[i],
+                           (<int32_t *>cnp.PyArray_DATA(self.value_lengths))[i])
 
     def headers(self, Py_ssize_t i):
         """Headers of record ``i`` as a tuple of (str, bytes or None)."""
         i = self._index(i)
-        return decode_headers(self._rp + (<int64_t *>cnp.PyArray_DATA(self.header_offsets))[i],
-                              self._rp + self._rn,
-                              (<int32_t *>cnp.PyArray_DATA(self.header_counts))[i])
+        cdef int64_t off = (<int64_t *>cnp.PyArray_DATA(self.header_offsets))[i]
+        cdef int32_t count = (<int32_t *>cnp.PyArray_DATA(self.header_counts))[i]
+        if off < 0 or off > self._rn or count < 0 or count > self._rn - off:
+            raise IndexError("record column positions were modified")
+        return decode_headers(self._rp + off, self._rp + self._rn, count)
 
     def keys(self):
         """Every key, as a list of bytes or None."""
@@ -938,7 +972,7 @@ cdef class RecordColumns:
         cdef int32_t *ln = <int32_t *>cnp.PyArray_DATA(self.value_lengths)
         cdef Py_ssize_t i
         for i in range(self.n):
-            out[i] = bytes_or_none(self._rp + off[i], ln[i])
+            out[i] = self._slice(off[i], ln[i])
         return out
 
 
@@ -963,7 +997,7 @@ cdef class _BatchIterator:
         cdef Py_ssize_t avail
         cdef const uint8_t *p
         cdef RecordBatch b
-        if self.done:
+        if self.done or self.ref is None:
             raise StopIteration
         avail = self.ref.view.len - self.pos
         p = <const uint8_t *>self.ref.view.buf + self.pos
@@ -1062,6 +1096,17 @@ cdef int codec_from(object compression) except -1:
         raise UnsupportedCompressionTypeError(f"unknown compression {compression!r}")
 
 
+cdef inline tuple snapshot(object seq, str message):
+    if type(seq) is tuple:
+        return <tuple>seq
+    if type(seq) is list:
+        return tuple(<list>seq)
+    try:
+        return tuple(seq)
+    except TypeError:
+        raise TypeError(message) from None
+
+
 cdef struct Span:
     const char *p
     Py_ssize_t n          # -1: null
@@ -1088,76 +1133,72 @@ cdef inline int get_span(object obj, Span *s, Py_buffer *view, bint *held, str w
     return 0
 
 
-cdef int headers_size(object headers, int32_t *count, Py_ssize_t *size) except -1:
-    """Count and encoded size of a headers sequence of (str, bytes-like or None)."""
-    cdef Py_ssize_t n, i, kn, total = 0
-    cdef object seq, item, hv
-    cdef Py_buffer view
+cdef tuple encode_headers(object headers, int32_t *count, Py_ssize_t *size):
+    """Check a headers sequence of (str, bytes-like or None) and return it as a tuple of
+    (str, bytes or None) pairs, with its count and encoded size.
+
+    The result is immutable, so the size computed here is the size write_headers writes,
+    whatever code a user's sequence or buffer objects run in between."""
+    cdef Py_ssize_t n, i, kn, vn, total = 0
+    cdef object seq, item, hk, hv
+    cdef tuple out
+    count[0] = 0
+    size[0] = 0
     if not headers:
-        count[0] = 0
-        size[0] = 0
-        return 0
+        return EMPTY_HEADERS
     seq = PySequence_Fast(headers, "record headers must be a sequence of (str, bytes) pairs")
     n = PySequence_Fast_GET_SIZE(seq)
     if n > INT32_MAX:
         raise RecordTooLargeError("too many record headers")
+    out = PyTuple_New(n)
     for i in range(n):
         item = <object>PySequence_Fast_GET_ITEM(seq, i)
-        if not isinstance(item, tuple) or len(<tuple>item) != 2:
+        if type(item) is tuple and len(<tuple>item) == 2:
+            hk = (<tuple>item)[0]
+            hv = (<tuple>item)[1]
+        else:
             try:
                 hk, hv = item
             except (TypeError, ValueError):
                 raise TypeError(f"record header {item!r} is not a (str, bytes) pair") from None
-        else:
-            hk = (<tuple>item)[0]
-            hv = (<tuple>item)[1]
         if not isinstance(hk, str):
             raise TypeError(f"record header key must be str, not {type(hk).__name__}")
-        PyUnicode_AsUTF8AndSize(hk, &kn)
-        total += varint_size(kn) + kn
-        if hv is None:
-            total += 1
-        elif PyBytes_CheckExact(hv):
-            total += varint_size(PyBytes_GET_SIZE(hv)) + PyBytes_GET_SIZE(hv)
-        else:
+        if hv is not None and not PyBytes_CheckExact(hv):
             if isinstance(hv, str):
                 raise TypeError("record header value must be bytes-like or None, not str")
-            PyObject_GetBuffer(hv, &view, PyBUF_SIMPLE)
-            total += varint_size(view.len) + view.len
-            PyBuffer_Release(&view)
+            hv = bytes(memoryview(hv).cast("B"))
+        if type(item) is not tuple or hv is not (<tuple>item)[1]:
+            item = (hk, hv)
+        Py_INCREF(item)
+        PyTuple_SET_ITEM(out, i, item)
+        PyUnicode_AsUTF8AndSize(hk, &kn)
+        vn = -1 if hv is None else PyBytes_GET_SIZE(hv)
+        total += varint_size(kn) + kn + varint_size(vn) + (vn if vn > 0 else 0)
         if total > INT32_MAX:
             raise RecordTooLargeError("record headers are larger than 2 GiB")
     count[0] = <int32_t>n
     size[0] = total
-    return 0
+    return out
 
 
-cdef uint8_t *write_headers(uint8_t *p, object headers) except NULL:
-    """Write headers already checked by headers_size."""
-    cdef Py_ssize_t n, i, kn
+cdef uint8_t *write_headers(uint8_t *p, const uint8_t *end, tuple headers) except NULL:
+    """Write headers returned by encode_headers into [p, end)."""
+    cdef Py_ssize_t kn, vn
     cdef const char *k
-    cdef Py_buffer view
-    seq = PySequence_Fast(headers, "record headers must be a sequence")
-    n = PySequence_Fast_GET_SIZE(seq)
-    for i in range(n):
-        item = <object>PySequence_Fast_GET_ITEM(seq, i)
-        hk, hv = item
+    for item in headers:
+        hk = (<tuple>item)[0]
+        hv = (<tuple>item)[1]
         k = PyUnicode_AsUTF8AndSize(hk, &kn)
+        vn = -1 if hv is None else PyBytes_GET_SIZE(hv)
+        if kn + vn + 20 > end - p:
+            raise RuntimeError("record headers changed while being written")
         p = put_varint(p, kn)
         memcpy(p, k, kn)
         p += kn
-        if hv is None:
-            p = put_varint(p, -1)
-        elif PyBytes_CheckExact(hv):
-            p = put_varint(p, PyBytes_GET_SIZE(hv))
-            memcpy(p, PyBytes_AS_STRING(hv), PyBytes_GET_SIZE(hv))
-            p += PyBytes_GET_SIZE(hv)
-        else:
-            PyObject_GetBuffer(hv, &view, PyBUF_SIMPLE)
-            p = put_varint(p, view.len)
-            memcpy(p, view.buf, view.len)
-            p += view.len
-            PyBuffer_Release(&view)
+        p = put_varint(p, vn)
+        if vn > 0:
+            memcpy(p, PyBytes_AS_STRING(hv), vn)
+            p += vn
     return p
 
 
@@ -1204,6 +1245,7 @@ cdef class RecordBatchBuilder:
     cdef readonly bint is_control
     cdef readonly bint log_append_time
     cdef readonly Py_ssize_t batch_size
+    cdef bint busy                # append_columns is writing without the GIL
 
     def __cinit__(self):
         self.buf = NULL
@@ -1212,6 +1254,8 @@ cdef class RecordBatchBuilder:
                  int producer_epoch=-1, int32_t base_sequence=-1, bint is_transactional=False,
                  bint is_control=False, int32_t partition_leader_epoch=-1,
                  timestamp_type="create", Py_ssize_t batch_size=16384):
+        if self.busy:
+            raise RuntimeError("RecordBatchBuilder is being appended to by another thread")
         if timestamp_type not in ("create", "log_append"):
             raise ValueError(f"timestamp_type must be 'create' or 'log_append', not {timestamp_type!r}")
         if not -32768 <= producer_epoch <= 32767:
@@ -1247,6 +1291,8 @@ cdef class RecordBatchBuilder:
         cdef uint8_t *nb
         if self.buf == NULL:
             raise ValueError("RecordBatchBuilder was not initialised")
+        if self.busy:
+            raise RuntimeError("RecordBatchBuilder is being appended to by another thread")
         if extra > MAX_BATCH_BYTES - self.length:
             raise RecordBatchTooLargeError(
                 "record batch would exceed 2 GiB (batchLength is an int32): build() it and "
@@ -1319,23 +1365,25 @@ cdef class RecordBatchBuilder:
         RecordBatchTooLargeError
             The batch would pass 2 GiB or 2**31 - 1 records.
         """
-        cdef int64_t ts = pylog_now_ms() if timestamp_ms is None else <int64_t>timestamp_ms
+        cdef int64_t ts = pylog_now_ms() if timestamp_ms is None else (
+            <int64_t>timestamp_ms if PyLong_CheckExact(timestamp_ms) else <int64_t>PyNumber_Index(timestamp_ms))
         cdef Span k, v
         cdef Py_buffer kview, vview
         cdef bint kheld = False, vheld = False
         cdef int32_t hcount = 0
         cdef Py_ssize_t hsize = 0
         cdef uint8_t *p
+        cdef tuple hdrs = EMPTY_HEADERS
         try:
             get_span(key, &k, &kview, &kheld, "key")
             get_span(value, &v, &vview, &vheld, "value")
             if headers:
-                headers_size(headers, &hcount, &hsize)
-            self._start_record(ts)
+                hdrs = encode_headers(headers, &hcount, &hsize)
             self._reserve(RECORD_MAX_OVERHEAD + (k.n if k.n > 0 else 0) + (v.n if v.n > 0 else 0) + hsize)
+            self._start_record(ts)
             p = self._write_record(self.buf + self.length, ts, k.p, k.n, v.p, v.n, hcount, hsize)
             if hcount:
-                p = write_headers(p, headers)
+                p = write_headers(p, self.buf + self.capacity, hdrs)
             self.length = p - self.buf
             self.count += 1
         finally:
@@ -1358,7 +1406,9 @@ cdef class RecordBatchBuilder:
         headers : sequence of header sequences, optional
             One per record.
         """
-        cdef object vseq = PySequence_Fast(values, "values must be a sequence of bytes-like objects")
+        # Tuples: a snapshot no code run during the loop (a buffer export, an __index__)
+        # can resize under the item pointers.
+        cdef object vseq = snapshot(values, "values must be a sequence of bytes-like objects")
         cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(vseq)
         cdef object kseq = None, tseq = None, hseq = None
         cdef Py_ssize_t i, total = 0
@@ -1377,14 +1427,15 @@ cdef class RecordBatchBuilder:
         cdef PyObject **titems
         cdef PyObject *o
         cdef bint simple
+        cdef tuple hdrs
         if n == 0:
             return
         if keys is not None:
-            kseq = PySequence_Fast(keys, "keys must be a sequence of bytes-like objects")
+            kseq = snapshot(keys, "keys must be a sequence of bytes-like objects")
             if PySequence_Fast_GET_SIZE(kseq) != n:
                 raise ValueError(f"{PySequence_Fast_GET_SIZE(kseq)} keys for {n} values")
         if headers is not None:
-            hseq = PySequence_Fast(headers, "headers must be a sequence (one per record)")
+            hseq = snapshot(headers, "headers must be a sequence (one per record)")
             if PySequence_Fast_GET_SIZE(hseq) != n:
                 raise ValueError(f"{PySequence_Fast_GET_SIZE(hseq)} header lists for {n} values")
         if timestamps is None:
@@ -1395,7 +1446,7 @@ cdef class RecordBatchBuilder:
             tref = acquire_int64_column(timestamps, n, "timestamps")
             tsp = <const int64_t *>tref.view.buf
         else:
-            tseq = PySequence_Fast(timestamps, "timestamps must be an int, a sequence or an int64 array")
+            tseq = snapshot(timestamps, "timestamps must be an int, a sequence or an int64 array")
             if PySequence_Fast_GET_SIZE(tseq) != n:
                 raise ValueError(f"{PySequence_Fast_GET_SIZE(tseq)} timestamps for {n} values")
         if n > INT32_MAX - self.count:
@@ -1418,6 +1469,8 @@ cdef class RecordBatchBuilder:
                     total += PyBytes_GET_SIZE(<object>o)
                 elif o != <PyObject *>None:
                     simple = False
+            if titems != NULL and not PyLong_CheckExact(<object>titems[i]):
+                simple = False  # converting it may run Python code: take the careful loop
             total += RECORD_MAX_OVERHEAD
             if total > MAX_BATCH_BYTES:
                 raise RecordBatchTooLargeError(
@@ -1466,21 +1519,22 @@ cdef class RecordBatchBuilder:
                 else:
                     k.p = NULL
                     k.n = -1
+                hdrs = EMPTY_HEADERS
                 if hseq is not None:
                     h_obj = <object>PySequence_Fast_GET_ITEM(hseq, i)
                     if h_obj:
-                        headers_size(h_obj, &hcount, &hsize)
+                        hdrs = encode_headers(h_obj, &hcount, &hsize)
                 if tsp != NULL:
                     ts = tsp[i]
                 elif titems != NULL:
-                    ts = <object>titems[i]
+                    ts = PyNumber_Index(<object>titems[i])
                 else:
                     ts = ts_const
-                self._start_record(ts)
                 self._reserve(RECORD_MAX_OVERHEAD + (k.n if k.n > 0 else 0) + (v.n if v.n > 0 else 0) + hsize)
+                self._start_record(ts)
                 p = self._write_record(self.buf + self.length, ts, k.p, k.n, v.p, v.n, hcount, hsize)
                 if hcount:
-                    p = write_headers(p, h_obj)
+                    p = write_headers(p, self.buf + self.capacity, hdrs)
                 self.length = p - self.buf
                 self.count += 1
             finally:
@@ -1516,9 +1570,12 @@ cdef class RecordBatchBuilder:
         cdef const int64_t *tsp = NULL
         cdef const char *data = <const char *>dref.view.buf
         cdef const char *kdata = NULL
-        cdef int64_t ts_const = 0, ts, ts_max, kstart, kend, vstart, vend
-        cdef Py_ssize_t i, total
+        cdef int64_t ts_const = 0, ts, kstart, kend, vstart, vend
+        cdef int64_t saved_base_ts, saved_max_ts
+        cdef Py_ssize_t i, total, failed = -1, dlen, klen_total, saved_length
+        cdef int32_t saved_count
         cdef uint8_t *p
+        cdef uint8_t *limit
         if n < 0:
             raise ValueError("value_offsets needs n + 1 entries")
         if n == 0:
@@ -1530,8 +1587,8 @@ cdef class RecordBatchBuilder:
             koref = acquire_int64_column(key_offsets, n + 1, "key_offsets")
             koff = <const int64_t *>koref.view.buf
             kdata = <const char *>kref.view.buf
-            check_offsets(koff, n, kref.view.len, "key_offsets")
-        check_offsets(voff, n, dref.view.len, "value_offsets")
+            check_ends(koff, n, kref.view.len, "key_offsets")
+        check_ends(voff, n, dref.view.len, "value_offsets")
         if timestamps is None:
             ts_const = pylog_now_ms()
         elif isinstance(timestamps, int):
@@ -1543,26 +1600,52 @@ cdef class RecordBatchBuilder:
             raise RecordBatchTooLargeError("a record batch holds at most 2**31 - 1 records")
         total = n * RECORD_MAX_OVERHEAD + (voff[n] - voff[0]) + ((koff[n] - koff[0]) if koff != NULL else 0)
         self._reserve(total)
+        saved_length, saved_count, saved_base_ts, saved_max_ts = self.length, self.count, self.base_ts, self.max_ts
+        dlen = dref.view.len
+        klen_total = kref.view.len if kref is not None else 0
+        self.busy = True
         with nogil:
+            # Offsets are checked here, as they are used: the arrays stay writable by
+            # other threads while the GIL is released.
             p = self.buf + self.length
+            limit = self.buf + self.capacity
             for i in range(n):
+                vstart = voff[i]
+                vend = voff[i + 1]
+                if vstart < 0 or vend < vstart or vend > dlen or vend - vstart > INT32_MAX:
+                    failed = i
+                    break
+                if koff != NULL:
+                    kstart = koff[i]
+                    kend = koff[i + 1]
+                    if kstart < 0 or kend < kstart or kend > klen_total or kend - kstart > INT32_MAX:
+                        failed = i
+                        break
+                else:
+                    kstart = 0
+                    kend = -1
+                if limit - p < RECORD_MAX_OVERHEAD + (vend - vstart) + (kend - kstart if kend > kstart else 0):
+                    failed = i
+                    break
                 ts = tsp[i] if tsp != NULL else ts_const
                 if self.count == 0:
                     self.base_ts = ts
                     self.max_ts = ts
                 elif ts > self.max_ts:
                     self.max_ts = ts
-                vstart = voff[i]
-                vend = voff[i + 1]
                 if koff != NULL:
-                    kstart = koff[i]
-                    kend = koff[i + 1]
                     p = self._write_record(p, ts, kdata + kstart, kend - kstart,
                                            data + vstart, vend - vstart, 0, 0)
                 else:
                     p = self._write_record(p, ts, NULL, -1, data + vstart, vend - vstart, 0, 0)
                 self.count += 1
             self.length = p - self.buf
+        self.busy = False
+        if failed >= 0:
+            # A rejected append leaves the builder as it was.
+            self.length, self.count, self.base_ts, self.max_ts = saved_length, saved_count, saved_base_ts, saved_max_ts
+            raise ValueError(
+                f"value_offsets/key_offsets at index {failed} are decreasing or outside their buffer")
 
     def set_producer_state(self, int64_t producer_id, int producer_epoch, int32_t base_sequence):
         """Set the idempotent-producer fields (when the sequence is known only at drain time)."""
@@ -1597,7 +1680,7 @@ cdef class RecordBatchBuilder:
         cdef int32_t hcount = 0
         cdef Py_ssize_t hsize = 0
         if headers:
-            headers_size(headers, &hcount, &hsize)
+            encode_headers(headers, &hcount, &hsize)
         return RECORD_MAX_OVERHEAD + (key_len if key_len > 0 else 0) + (value_len if value_len > 0 else 0) + hsize
 
     def has_room_for(self, Py_ssize_t key_len, Py_ssize_t value_len, headers=None):
@@ -1621,6 +1704,8 @@ cdef class RecordBatchBuilder:
         cdef uint8_t *o
         if self.buf == NULL:
             raise ValueError("RecordBatchBuilder was not initialised")
+        if self.busy:
+            raise RuntimeError("RecordBatchBuilder is being appended to by another thread")
         if self.log_append_time:
             attributes |= ATTR_LOG_APPEND_TIME
         if self.is_transactional:
@@ -1687,15 +1772,10 @@ cdef _BufferRef acquire_int64_column(object arr, Py_ssize_t n, str what):
     return ref
 
 
-cdef int check_offsets(const int64_t *off, Py_ssize_t n, Py_ssize_t buflen, str what) except -1:
-    cdef Py_ssize_t i
-    if off[0] < 0 or off[n] > buflen:
+cdef int check_ends(const int64_t *off, Py_ssize_t n, Py_ssize_t buflen, str what) except -1:
+    """The first and last offsets lie in the buffer (the write loop checks the others)."""
+    if off[0] < 0 or off[n] > buflen or off[n] < off[0]:
         raise ValueError(f"{what} run outside a buffer of {buflen} bytes")
-    for i in range(n):
-        if off[i + 1] < off[i]:
-            raise ValueError(f"{what} decrease at index {i + 1}")
-        if off[i + 1] - off[i] > INT32_MAX:
-            raise RecordTooLargeError(f"record {i} is larger than 2 GiB")
     return 0
 
 
@@ -1749,9 +1829,8 @@ def filter_batch(batch, keep, *, max_uncompressed=None):
     else:
         b = RecordBatch(batch, max_uncompressed=max_uncompressed)
     import numpy as _np
-    if not isinstance(keep, cnp.ndarray) or keep.dtype not in (_np.bool_, _np.uint8, _np.int8):
-        keep = _np.asarray(keep, dtype=_np.bool_)
-    keep = _np.ascontiguousarray(keep)
+    # A private copy: the two passes over it below must see the same values.
+    keep = _np.array(keep, dtype=_np.bool_, order="C", copy=True)
     n = b._h.records_count
     if keep.ndim != 1 or keep.shape[0] != n:
         raise ValueError(f"keep has {keep.size} entries for a batch of {n} records")

@@ -717,3 +717,68 @@ def test_too_large_batch_guard():
     with pytest.raises(RecordBatchTooLargeError):
         b.append_many([value] * 2_200_000)  # 2.2 GB: batchLength is an int32
     assert len(b) == 0 and b.size_in_bytes() == 61
+
+
+# -- hostile inputs: memory safety whatever user objects do ------------------------------
+
+class Sneaky:
+    """An int-like whose conversion mutates the caller's lists."""
+
+    def __init__(self, value, victim):
+        self.value, self.victim = value, victim
+
+    def __index__(self):
+        self.victim.clear()
+        return self.value
+
+
+def test_append_many_snapshots_its_inputs():
+    values = [b"a" * 50, b"b" * 50, b"c" * 50]
+    timestamps = [Sneaky(1, values), 2, 3]
+    b = RecordBatchBuilder()
+    b.append_many(values, timestamps=timestamps)
+    assert [(r.timestamp, r.value) for r in RecordBatch(b.build())] == [
+        (1, b"a" * 50), (2, b"b" * 50), (3, b"c" * 50)]
+
+
+class ShapeShifter:
+    """A header pair that yields a longer value on every unpacking."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __iter__(self):
+        self.calls += 1
+        return iter(("key", b"v" * (10 ** self.calls)))
+
+
+def test_headers_unpacked_once():
+    b = RecordBatchBuilder()
+    b.append(1, None, b"x", [ShapeShifter()])
+    [r] = RecordBatch(b.build())
+    assert r.headers == (("key", b"v" * 10),)
+
+
+def test_uninitialised_objects_do_not_crash():
+    blank = RecordBatch.__new__(RecordBatch)
+    for call in (blank.validate, blank.columns, blank.crc_matches, lambda: list(blank)):
+        with pytest.raises(ValueError):
+            call()
+    it_type = type(iter(RecordBatch(build())))
+    assert list(it_type.__new__(it_type)) == []
+    bi_type = type(iter_batches(b""))
+    assert list(bi_type.__new__(bi_type)) == []
+
+
+def test_modified_column_arrays_are_not_trusted():
+    cols = RecordBatch(build()).columns()
+    arr = cols.value_offsets
+    arr.flags.writeable = True
+    arr[0] = 10**9
+    with pytest.raises(IndexError):
+        cols.value(0)
+    counts = cols.header_counts
+    counts.flags.writeable = True
+    counts[1] = 10**6
+    with pytest.raises((IndexError, CorruptRecordError)):
+        cols.headers(1)
