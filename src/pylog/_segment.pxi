@@ -7,22 +7,10 @@
 # holds the files and mappings; these functions get the mapped buffers and the number of
 # valid bytes, and never read past either.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from pylog.errors import CorruptRecordError, RecordTooLargeError, InvalidRecordError
-
-cdef extern from "<sys/mman.h>" nogil:
-    int madvise(void *addr, size_t length, int advice)
-
-cdef extern from *:
-    """
-    #ifndef MADV_POPULATE_WRITE
-    #define MADV_POPULATE_WRITE 23
-    #endif
-    #define PYLOG_MADV_POPULATE_WRITE MADV_POPULATE_WRITE
-    """
-    int PYLOG_MADV_POPULATE_WRITE
 
 cdef int64_t MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 
@@ -220,32 +208,6 @@ def zero_range(dst, Py_ssize_t start, Py_ssize_t end):
                 memset(<uint8_t *>view.buf + start, 0, <size_t>(end - start))
         else:
             memset(<uint8_t *>view.buf + start, 0, <size_t>(end - start))
-    finally:
-        PyBuffer_Release(&view)
-
-
-def prefault(dst, Py_ssize_t start, Py_ssize_t length):
-    """Fault in ``dst[start:start+length]`` of a shared writable mapping ahead of the
-    writer (``madvise(MADV_POPULATE_WRITE)``, GIL released).
-
-    A memcpy into a fresh page of a sparse file costs a page fault per 4 KiB; populating
-    a megabyte at a time in one call is several times cheaper.  Returns False where the
-    kernel does not support it (the writer then simply takes the faults).
-    """
-    cdef Py_buffer view
-    cdef uintptr_t addr, aligned
-    cdef int rc
-    _get_buffer(dst, &view, True)
-    try:
-        if start < 0 or start >= view.len or length <= 0:
-            return True
-        if length > view.len - start:
-            length = view.len - start
-        addr = <uintptr_t>view.buf + <uintptr_t>start
-        aligned = addr & ~(<uintptr_t>4095)
-        with nogil:
-            rc = madvise(<void *>aligned, <size_t>(length + (addr - aligned)), PYLOG_MADV_POPULATE_WRITE)
-        return rc == 0
     finally:
         PyBuffer_Release(&view)
 

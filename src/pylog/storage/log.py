@@ -209,6 +209,12 @@ class Log:
         #: What recovery did at open: one RecoveryInfo per recovered segment.
         self.recovered: list[RecoveryInfo] = []
         self.had_clean_shutdown = False
+        # Scalars the append path reads, cached off the (frozen) config.
+        self._max_message_bytes = config.max_message_bytes
+        self._segment_bytes = config.segment_bytes
+        self._log_append_time = config.message_timestamp_type == "LogAppendTime"
+        self._flush_policy = config.flush_messages is not None or config.flush_ms is not None
+        self._roll_ms = config.segment_ms - config.segment_jitter_ms
 
     # -- opening -------------------------------------------------------------------
 
@@ -461,20 +467,16 @@ class Log:
 
         A rejected append leaves the log exactly as it was, on disk and in memory.
         """
-        cfg = self.config
         with self._lock:
             if self._closed:
                 raise LogClosedError(f"log {self.path} is closed")
             (n, size, records, first_given, last_given, span, max_ts, max_ts_rel, max_ts_last,
-             first_max_ts, monotonic) = _core.validate_batches(batches, cfg.max_message_bytes)
-            if size > cfg.segment_bytes:
-                raise RecordBatchTooLargeError(
-                    f"append of {size} bytes is larger than segment_bytes={cfg.segment_bytes}")
+             first_max_ts, monotonic) = _core.validate_batches(batches, self._max_message_bytes)
             leo = self._log_end_offset
             if assign_offsets:
                 first = leo
                 last = leo + span - 1
-                offset_of_max = first + max_ts_rel
+                offset_of_max = leo + max_ts_rel
             else:
                 if first_given < leo or not monotonic:
                     raise InvalidRecordError(
@@ -483,31 +485,23 @@ class Log:
                         f"{'' if monotonic else ', then offsets going backwards'})")
                 first, last, offset_of_max = first_given, last_given, max_ts_last
             append_time = -1
-            if cfg.message_timestamp_type == "LogAppendTime":
-                append_time = self._clock()
-                max_ts = append_time
+            if self._log_append_time:
+                append_time = max_ts = self._clock()
                 offset_of_max = first
             seg = self._segments[-1]
-            if (seg._size and self._time_to_roll(seg, max_ts)) or not seg.can_hold(size, last):
+            if seg.needs_roll(size, last, max_ts, self._roll_ms, self._clock):
+                if size > self._segment_bytes:
+                    raise RecordBatchTooLargeError(
+                        f"append of {size} bytes is larger than segment_bytes={self._segment_bytes}")
                 seg = self._roll(max(first, leo))
-            position = seg.append(batches, size, first_offset=first, last_offset=last,
-                                  max_timestamp=max_ts, offset_of_max_timestamp=offset_of_max,
-                                  assign_offsets=assign_offsets, leader_epoch=leader_epoch,
-                                  log_append_time=append_time)
+            position = seg.append(batches, size, first, last, max_ts, offset_of_max,
+                                  assign_offsets, leader_epoch, append_time)
             self._log_end_offset = last + 1
-            if cfg.flush_messages is not None or cfg.flush_ms is not None:
+            if self._flush_policy:
                 self._unflushed_messages += records
                 self._maybe_flush_locked()
             return LogAppendInfo(first, last, append_time, position, size, seg.base_offset, n,
                                  records, max_ts, offset_of_max)
-
-    def _time_to_roll(self, seg: LogSegment, max_ts_in_append: int) -> bool:
-        cfg = self.config
-        limit = cfg.segment_ms - cfg.segment_jitter_ms
-        rolling = seg.rolling_timestamp
-        if rolling >= 0:
-            return max_ts_in_append - rolling > limit
-        return self._clock() - seg.created_ms > limit
 
     def roll(self) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset (a no-op
