@@ -98,16 +98,23 @@ class ServeProcess:
             raise AssertionError("pylog serve did not stop on SIGTERM within "
                                  f"{timeout} s:\n" + "\n".join(self.lines[-30:])) from None
         finally:
-            if self._reader is not None:
-                self._reader.join(5)
-            self.proc = None
+            self._release()
         return self.returncode
 
+    def _release(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
+
     def kill(self) -> None:
+        """SIGKILL (a crash, for restart tests)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+            self.returncode = self.proc.wait(10)
+        self._release()
 
     def restart(self, timeout: float = 60.0) -> "ServeProcess":
         """Stop cleanly and start again on the same data directory and port."""
@@ -158,6 +165,23 @@ def serve(tmp_path):
 @pytest.fixture
 def server(serve):
     return serve()
+
+
+def _check_stopped(sp: ServeProcess) -> None:
+    code = sp.stop()
+    assert code == 0, f"pylog serve exited with {code}:\n" + sp.log_text()[-3000:]
+    assert "Traceback" not in sp.log_text(), "pylog serve logged a traceback:\n" + sp.log_text()[-5000:]
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    """One ``pylog serve`` shared by the tests of a module (each uses its own topics)."""
+    sp = ServeProcess(str(tmp_path_factory.mktemp("serve")))
+    sp.start()
+    try:
+        yield sp
+    finally:
+        _check_stopped(sp)
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, what: str = "condition"):

@@ -245,12 +245,14 @@ class Connection:
             header, pos = decode_request_header(frame)
         except PylogError as exc:
             header = getattr(exc, "header", None)
-            if (header is not None and header.api_key == 18
-                    and header.api_version > server.handlers[18][1]):
-                # An ApiVersions request newer than ours is answered with v0 whatever its
-                # header looks like past the correlation id (KIP-511).
-                server.answer_unsupported(self, header, frame, len(frame))
-                return
+            if header is not None:
+                entry = server.handlers.get(header.api_key)
+                if entry is None or not entry[0] <= header.api_version <= entry[1]:
+                    # A request we do not serve is answered with UNSUPPORTED_VERSION
+                    # whatever its header holds past the correlation id (KIP-511 for
+                    # ApiVersions: the body is not read either).
+                    server.answer_unsupported(self, header, frame, len(frame))
+                    return
             self.close(f"malformed request header: {exc}", level=logging.WARNING)
             return
         api_key = header.api_key

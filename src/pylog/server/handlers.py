@@ -492,7 +492,8 @@ def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
                 parts.append(P(partition_index=idx, error_code=NONE, old_style_offsets=offsets))
             else:
                 parts.append(P(partition_index=idx, error_code=NONE, timestamp=found.timestamp,
-                               offset=found.offset, leader_epoch=found.leader_epoch))
+                               offset=found.offset,
+                               leader_epoch=found.leader_epoch if version >= 4 else -1))
         topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)
 
@@ -949,7 +950,7 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
         for e in entries:
             configs.append(E(
                 name=e.name, value=None if e.is_sensitive else e.value, read_only=e.read_only,
-                is_default=e.is_default, config_source=e.source, is_sensitive=e.is_sensitive,
+                is_default=e.is_default if version == 0 else False, config_source=e.source, is_sensitive=e.is_sensitive,
                 synonyms=[R.DescribeConfigsSynonym(name=sn, value=sv, source=ss)
                           for sn, sv, ss in e.synonyms] if synonyms else [],
                 config_type=e.type if version >= 3 else 0,

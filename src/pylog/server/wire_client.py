@@ -296,8 +296,8 @@ class WireClient:
 
     def create_topic(self, name: str, partitions: int = -1, replication_factor: int = -1,
                      configs: Mapping[str, str] | None = None, *, validate_only: bool = False) -> Any:
-        T = m.CreateTopicsRequest.CreatableTopic
-        body = m.CreateTopicsRequest(topics=[T(
+        T = m.CreateTopicsRequest
+        body = m.CreateTopicsRequest(topics=[T.CreatableTopic(
             name=name, num_partitions=partitions, replication_factor=replication_factor,
             configs=[T.CreatableTopicConfig(name=k, value=v) for k, v in (configs or {}).items()])],
             timeout_ms=int(self.timeout * 1000), validate_only=validate_only)
@@ -330,8 +330,8 @@ class WireClient:
 
     def incremental_alter_configs(self, resource_type: int, name: str,
                                   ops: list[tuple[str, int, str | None]]) -> None:
-        R = m.IncrementalAlterConfigsRequest.AlterConfigsResource
-        body = m.IncrementalAlterConfigsRequest(resources=[R(
+        R = m.IncrementalAlterConfigsRequest
+        body = m.IncrementalAlterConfigsRequest(resources=[R.AlterConfigsResource(
             resource_type=resource_type, resource_name=name,
             configs=[R.AlterableConfig(name=n, config_operation=op, value=v) for n, op, v in ops])],
             validate_only=False)
@@ -343,7 +343,7 @@ class WireClient:
     def list_offset(self, topic: str, partition: int, timestamp: int) -> tuple[int, int]:
         """(offset, timestamp) for ListOffsets ``timestamp`` (-1 latest, -2 earliest)."""
         conn = self.leader(topic, partition)
-        P = m.ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition
+        P = m.ListOffsetsRequest.ListOffsetsPartition
         body = m.ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=[
             m.ListOffsetsRequest.ListOffsetsTopic(name=topic, partitions=[
                 P(partition_index=partition, timestamp=timestamp)])])
@@ -368,7 +368,7 @@ class WireClient:
     def delete_records(self, topic: str, partition: int, before: int) -> int:
         conn = self.leader(topic, partition)
         body = m.DeleteRecordsRequest(topics=[m.DeleteRecordsRequest.DeleteRecordsTopic(
-            name=topic, partitions=[m.DeleteRecordsRequest.DeleteRecordsTopic.DeleteRecordsPartition(
+            name=topic, partitions=[m.DeleteRecordsRequest.DeleteRecordsPartition(
                 partition_index=partition, offset=before)])], timeout_ms=int(self.timeout * 1000))
         p = conn.request(ApiKey.DELETE_RECORDS, body).topics[0].partitions[0]
         raise_for_code(p.error_code, None, f"delete records of {topic}-{partition}")
@@ -393,17 +393,17 @@ class WireClient:
         conn = self.coordinator(group_id)
         v = conn.version(ApiKey.OFFSET_FETCH)
         if v >= 8:
-            G = m.OffsetFetchRequest.OffsetFetchRequestGroup
+            G = m.OffsetFetchRequest
             topics = None if partitions is None else [
                 G.OffsetFetchRequestTopics(name=t, partition_indexes=list(ps)) for t, ps in partitions.items()]
             resp = conn.request(ApiKey.OFFSET_FETCH, m.OffsetFetchRequest(
-                groups=[G(group_id=group_id, topics=topics)]))
+                groups=[G.OffsetFetchRequestGroup(group_id=group_id, topics=topics)]))
             g = resp.groups[0]
             raise_for_code(g.error_code, None, f"fetch offsets of {group_id}")
             return {(t.name, p.partition_index): p.committed_offset for t in g.topics for p in t.partitions}
-        T = m.OffsetFetchRequest.OffsetFetchRequestTopic
+        T = m.OffsetFetchRequest
         topics = None if partitions is None else [
-            T(name=t, partition_indexes=list(ps)) for t, ps in partitions.items()]
+            T.OffsetFetchRequestTopic(name=t, partition_indexes=list(ps)) for t, ps in partitions.items()]
         resp = conn.request(ApiKey.OFFSET_FETCH, m.OffsetFetchRequest(group_id=group_id, topics=topics))
         raise_for_code(resp.error_code, None, f"fetch offsets of {group_id}")
         return {(t.name, p.partition_index): p.committed_offset for t in resp.topics for p in t.partitions}
@@ -422,9 +422,9 @@ class WireClient:
 
 def produce_on(conn: BrokerConnection, topic: str, partition: int, records: bytes, *, acks: int = -1,
                timeout_ms: int = 30000) -> Any:
-    T = m.ProduceRequest.TopicProduceData
+    T = m.ProduceRequest
     body = m.ProduceRequest(transactional_id=None, acks=acks, timeout_ms=timeout_ms, topic_data=[
-        T(name=topic, partition_data=[T.PartitionProduceData(index=partition, records=records)])])
+        T.TopicProduceData(name=topic, partition_data=[T.PartitionProduceData(index=partition, records=records)])])
     if acks == 0:
         conn.send(ApiKey.PRODUCE, body)
         return None
@@ -438,7 +438,7 @@ def fetch_on(conn: BrokerConnection, wanted: Iterable[tuple[str, int, int]], *, 
              isolation_level: int = 0) -> dict[tuple[str, int], Any]:
     """Fetch ``(topic, partition, offset)`` triples; returns (topic, partition) -> the
     partition data (``records`` as bytes)."""
-    FT = m.FetchRequest.FetchTopic
+    FT = m.FetchRequest
     by_topic: dict[str, list] = {}
     for topic, partition, offset in wanted:
         by_topic.setdefault(topic, []).append(FT.FetchPartition(
@@ -446,7 +446,7 @@ def fetch_on(conn: BrokerConnection, wanted: Iterable[tuple[str, int, int]], *, 
             partition_max_bytes=partition_max_bytes or max_bytes))
     body = m.FetchRequest(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes,
                           isolation_level=isolation_level, session_id=0, session_epoch=-1,
-                          topics=[FT(topic=t, partitions=ps) for t, ps in by_topic.items()])
+                          topics=[FT.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()])
     resp = conn.request_with_timeout(ApiKey.FETCH, body, timeout=conn.timeout + max_wait_ms / 1000)
     raise_for_code(resp.error_code, None, "Fetch")
     out = {}
@@ -458,13 +458,13 @@ def fetch_on(conn: BrokerConnection, wanted: Iterable[tuple[str, int, int]], *, 
 
 def commit_on(conn: BrokerConnection, group_id: str, offsets: Mapping[tuple[str, int], int], *,
               generation_id: int = -1, member_id: str = "", metadata: str = "") -> None:
-    T = m.OffsetCommitRequest.OffsetCommitRequestTopic
+    T = m.OffsetCommitRequest
     by_topic: dict[str, list] = {}
     for (topic, partition), offset in offsets.items():
         by_topic.setdefault(topic, []).append(T.OffsetCommitRequestPartition(
             partition_index=partition, committed_offset=offset, committed_metadata=metadata))
     body = m.OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id,
-                                 member_id=member_id, topics=[T(name=t, partitions=ps)
+                                 member_id=member_id, topics=[T.OffsetCommitRequestTopic(name=t, partitions=ps)
                                                               for t, ps in by_topic.items()])
     resp = conn.request(ApiKey.OFFSET_COMMIT, body)
     for t in resp.topics:
