@@ -15,6 +15,9 @@ as elements are actually decoded, so an untrusted count never sizes an allocatio
 Values are stored straight into the ``__slots__`` of the generated message classes
 (the slot offsets come from their member descriptors and the object type is checked
 before every access).  ``records`` fields become ``memoryview`` slices of the input.
+List and struct defaults of fields a version lacks (or did not send as tags) are left
+unset and made on first access by ``Data.__getattr__``; the encoder treats an unset
+slot of such a field as its default.
 
 Encoding (:func:`encode`) writes into a growable buffer.  A ``records`` value of at least
 ``split_threshold`` bytes, or a ``FileRegion``, is not copied: the bytes so far become a
@@ -216,22 +219,9 @@ cdef inline object _get_slot(object obj, Op op):
     return <object>p
 
 
-cdef object _make_default(Op op):
-    if op.default_kind == _D_CONST:
-        return op.default
-    if op.default_kind == _D_LIST:
-        return []
-    return _new_default(op.sub)
-
-
-cdef object _new_default(Plan plan):
-    cdef object obj = PyType_GenericAlloc(plan.cls_ptr, 0)
-    cdef Op op
-    for op in plan.wire:
-        _set_slot(obj, op.offset, _make_default(op))
-    for op in plan.defaults:
-        _set_slot(obj, op.offset, _make_default(op))
-    return obj
+cdef inline bint _slot_unset(object obj, Op op):
+    """True for a list/struct default the decoder left to be made on first access."""
+    return (<PyObject**>((<char*><PyObject*>obj) + op.offset))[0] == NULL
 
 
 # --------------------------------------------------------------------------------------
@@ -398,7 +388,11 @@ cdef object _read_struct(Plan plan, Reader* r):
     for op in plan.wire:
         _set_slot(obj, op.offset, _read(op, r, flex))
     for op in plan.defaults:
-        _set_slot(obj, op.offset, _make_default(op))
+        # Immutable defaults are shared; list and struct defaults are left unset and made
+        # on first access (Data.__getattr__), which saves allocations for every field a
+        # version lacks or did not send as a tag.
+        if op.default_kind == _D_CONST:
+            _set_slot(obj, op.offset, op.default)
     if flex:
         if r.pos < r.end and r.p[r.pos] == 0:  # the usual case: no tagged fields
             r.pos += 1
@@ -441,10 +435,11 @@ cdef int _read_tags(Plan plan, object obj, Reader* r) except -1:
 
 
 def decode(Plan plan, bytes buf, Py_ssize_t pos=0):
-    """Decode a struct described by ``plan`` from ``buf`` starting at ``pos``.
+    """Decode a struct described by ``plan`` from ``buf[pos:]``, which it must fill
+    exactly (bytes left over are an error: a message never carries padding).
 
-    Returns (object, position after it).  Raises MalformedMessageError (with the plan's
-    label, API key and version) for any input that does not fit the plan.
+    Raises MalformedMessageError (with the plan's label, API key and version) for any
+    input that does not fit the plan.
     """
     cdef Reader r
     r.p = <const uint8_t*>PyBytes_AS_STRING(buf)
@@ -456,6 +451,8 @@ def decode(Plan plan, bytes buf, Py_ssize_t pos=0):
     r.mv = <PyObject*>mv
     try:
         obj = _read_struct(plan, &r)
+        if r.pos != r.end:
+            raise MalformedMessageError(f"{r.end - r.pos} bytes left after the message")
     except MalformedMessageError as exc:
         raise MalformedMessageError(f"{plan.label}: {exc}", api_key=plan.api_key,
                                     api_version=plan.api_version) from None
@@ -463,7 +460,7 @@ def decode(Plan plan, bytes buf, Py_ssize_t pos=0):
         raise MalformedMessageError(
             f"{plan.label}: a string is not valid UTF-8 ({exc.reason})",
             api_key=plan.api_key, api_version=plan.api_version) from None
-    return obj, r.pos
+    return obj
 
 
 # --------------------------------------------------------------------------------------
@@ -693,7 +690,22 @@ cdef bint _is_default(Op op, object v) except -1:
         return not PyObject_RichCompareBool(v, op.default, Py_NE)
     if op.default_kind == _D_LIST:
         return v is not None and len(v) == 0
-    return v == op.default
+    return _struct_is_default(op.sub, v)
+
+
+cdef bint _struct_is_default(Plan plan, object obj) except -1:
+    """True when every field of ``obj`` holds its default (compared in C, field by field,
+    instead of through the Python-level ``__eq__``)."""
+    cdef Op op
+    if <PyTypeObject*>Py_TYPE(obj) != plan.cls_ptr:
+        return False
+    for op in plan.wire:
+        if not _slot_unset(obj, op) and not _is_default(op, _get_slot(obj, op)):
+            return False
+    for op in plan.defaults:
+        if not _slot_unset(obj, op) and not _is_default(op, _get_slot(obj, op)):
+            return False
+    return True
 
 
 cdef int _write_struct(Plan plan, object obj, Writer* w, list segs, Py_ssize_t split) except -1:
@@ -704,7 +716,7 @@ cdef int _write_struct(Plan plan, object obj, Writer* w, list segs, Py_ssize_t s
     if <PyTypeObject*>Py_TYPE(obj) != plan.cls_ptr:
         raise TypeError(f"expected a {plan.cls.__qualname__}, got {type(obj).__name__}")
     for op in plan.checks:
-        if not _is_default(op, _get_slot(obj, op)):
+        if not _slot_unset(obj, op) and not _is_default(op, _get_slot(obj, op)):
             plan.on_unsupported(obj, op.name)
     for op in plan.wire:
         _write(op, _get_slot(obj, op), w, segs, flex, split)
@@ -714,6 +726,8 @@ cdef int _write_struct(Plan plan, object obj, Writer* w, list segs, Py_ssize_t s
         return _put_u8(w, 0)
     present = []
     for op in plan.tagged:
+        if _slot_unset(obj, op):
+            continue
         v = _get_slot(obj, op)
         if not _is_default(op, v):
             present.append((op, v))

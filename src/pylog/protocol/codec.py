@@ -299,12 +299,7 @@ def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader
             exc.header = header
             raise
     try:
-        body, end = _decode(plan, frame, pos)
-        if end != len(frame):
-            raise MalformedMessageError(
-                f"{api_name(header.api_key)}Request v{header.api_version}: "
-                f"{len(frame) - end} bytes left after the body",
-                api_key=header.api_key, api_version=header.api_version)
+        body = _decode(plan, frame, pos)
     except ProtocolError as exc:
         exc.header = header
         raise
@@ -312,13 +307,12 @@ def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader
 
 
 def _decode_body(kind: str, api_key: int, version: int, buf: Any, offset: int) -> Data:
-    buf = _as_bytes(buf)
-    body, end = _decode(_plan(kind, api_key, version), buf, offset)
-    if end != len(buf):
-        raise MalformedMessageError(
-            f"{api_name(api_key)} {kind} v{version}: {len(buf) - end} bytes left after the body",
-            api_key=api_key, api_version=version)
-    return body
+    plan = _PLANS.get((kind, api_key, version))
+    if plan is None:
+        plan = _plan(kind, api_key, version)
+    if type(buf) is not bytes:
+        buf = _as_bytes(buf)
+    return _decode(plan, buf, offset)
 
 
 def decode_request_body(api_key: int, api_version: int, buf: bytes | bytearray | memoryview,

@@ -13,8 +13,10 @@ Struct element types are attributes of their message class::
 
 Instances are plain ``__slots__`` objects with keyword-only constructors (every argument
 defaults to the field's default), ``==``, ``repr()``, :meth:`Data.to_dict` and
-:meth:`Data.from_dict`.  They are not thread-safe to mutate; the classes themselves are
-built once under a lock and then shared.
+:meth:`Data.from_dict`.  On decoded objects, a list or struct default of a field the
+version lacks is made on first access (saving the allocation when nobody looks).  They
+are not thread-safe to mutate; the classes themselves are built once under a lock and
+then shared.
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ class Data:
     _children: dict[str, type] = {}
     #: The declaration this class was built from.
     _decl: Struct | Field | None = None
+    #: Field name -> factory of its default, for list and struct defaults.
+    _lazy: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when a slot is unset: the decoder leaves list and struct defaults
+        # of fields the version lacks to be made here, on first access.
+        factory = type(self)._lazy.get(name)
+        if factory is None:
+            raise AttributeError(f"{type(self).__qualname__!r} object has no attribute {name!r}")
+        value = factory()
+        object.__setattr__(self, name, value)
+        return value
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -145,11 +159,14 @@ def _build_class(qualname: str, fields: tuple[Field, ...], decl) -> type:
         src = "def __init__(self):\n    pass\n"
     exec(compile(src, f"<pylog.protocol.messages {qualname}>", "exec"), ns)
     children = {f.name: f.cls for f in fields if f.is_struct}
+    lazy = {f.name: (list if f.is_array else f.cls) for f in fields
+            if (f.is_array or f.is_struct) and f.default is not None}
     cls = type(qualname.rsplit(".", 1)[-1], (Data,), {
         "__slots__": tuple(names),
         "__init__": ns["__init__"],
         "_fields": tuple(names),
         "_children": children,
+        "_lazy": lazy,
         "_decl": decl,
         "__module__": __name__,
         "__qualname__": qualname,
