@@ -382,6 +382,20 @@ def test_static_members_are_not_removed_when_they_miss_a_rebalance():
     # The leader assigns to i-b as well, from its last known subscription.
     leader = next(r for r in (result, newcomer.result()) if r.is_leader)
     assert members["i-b"].member_id in [m.member_id for m in leader.members]
+    follower = next(r for r in (result, newcomer.result()) if not r.is_leader)
+    h.sync(follower, instance="i-a" if follower is result else None)
+    h.sync(leader, h.leader_assignments(leader, {"t": 6}), instance="i-a" if leader is result else None)
+    assert h.gc.group_state("g") is GroupState.STABLE
+    # i-b comes back still thinking it is in generation 1.
+    b = members["i-b"].member_id
+    assert h.gc.commit_offsets("g", {"t": {0: 9}}, generation_id=1, member_id=b,
+                               group_instance_id="i-b") == {"t": {0: ILLEGAL_GENERATION}}
+    assert h.gc.heartbeat("g", 1, b, group_instance_id="i-b") == ILLEGAL_GENERATION
+    rejoin = h.join(b, "c1", instance="i-b", session=120_000).result()
+    assert rejoin.generation_id == 2 and h.gc.group_state("g") is GroupState.STABLE
+    assert h.sync(rejoin, instance="i-b").result().assignment != b""
+    assert h.gc.commit_offsets("g", {"t": {0: 9}}, generation_id=2, member_id=b,
+                               group_instance_id="i-b") == {"t": {0: NONE}}
 
 
 def test_admin_removes_a_static_member_by_instance_id():
