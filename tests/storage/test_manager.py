@@ -101,13 +101,13 @@ def test_many_partitions_keep_handles_bounded(tmp_path):
     data = str(tmp_path / "data")
     cfg = LogConfig(segment_bytes=300, segment_index_bytes=1200)
     mgr = LogManager(data, config=cfg, max_open_segments=8)
-    partitions = 20
+    partitions = 40
     for p in range(partitions):
         log = mgr.get_or_create_log("many", p)
-        for i in range(30):
+        for i in range(60):
             log.append(make_batch([b"%d-%d-" % (p, i) + b"x" * 40]))
     total_segments = sum(len(log.segments) for log in mgr)
-    assert total_segments > 200
+    assert total_segments > 1000
     mgr.close()
 
     fds_before = _open_fds()
@@ -120,7 +120,7 @@ def test_many_partitions_keep_handles_bounded(tmp_path):
     assert _mapped_files(data) <= 3 * partitions
     for log in mgr:
         recs = read_all(log)  # touches every sealed segment: log, index, timeindex
-        assert len(recs) == 30
+        assert len(recs) == 60
         assert log.offset_for_timestamp(0).offset == 0
     assert len(mgr.cache) <= 8
     open_sealed = sum(1 for log in mgr for s in log.segments[:-1] if s.is_open)
