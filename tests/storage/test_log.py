@@ -186,6 +186,12 @@ def test_log_append_time_and_leader_epoch(log_dir):
         assert h["partition_leader_epoch"] == 7
     assert all(ts == now[0] for _, ts, _, _ in decode(data))  # kafka-python agrees
     assert log.offset_for_timestamp(now[0]) == (now[0], 0)
+    # A replica of this log keeps the leader's bytes, stamp included.
+    now[0] += 1000
+    replica = Log.open(log_dir + "-replica", message_timestamp_type="LogAppendTime", clock=lambda: now[0])
+    info = replica.append(data, assign_offsets=False)
+    assert info.log_append_time == -1 and bytes(replica.read(0, 1 << 20).records) == data
+    replica.close()
     log.close()
 
 

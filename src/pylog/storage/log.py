@@ -447,7 +447,7 @@ class Log:
 
         Under ``message_timestamp_type="LogAppendTime"`` each batch also gets the
         LogAppendTime attribute and the append time as maxTimestamp (its CRC is then
-        recomputed).  Nothing else is changed: records are never re-encoded.
+        recomputed); replica appends (``assign_offsets=False``) keep the leader's stamp.  Nothing else is changed: records are never re-encoded.
 
         Returns
         -------
@@ -485,7 +485,8 @@ class Log:
                         f"{'' if monotonic else ', then offsets going backwards'})")
                 first, last, offset_of_max = first_given, last_given, max_ts_last
             append_time = -1
-            if self._log_append_time:
+            if self._log_append_time and assign_offsets:
+                # A leader stamps; a replica keeps the leader's bytes (and its stamp).
                 append_time = max_ts = self._clock()
                 offset_of_max = first
             seg = self._segments[-1]
