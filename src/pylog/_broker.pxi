@@ -18,6 +18,21 @@ import numpy as _broker_np
 
 from pylog.errors import InvalidPartitionsError, InvalidRequestError
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* Four bytes as a little-endian uint32: one load on little-endian hosts. */
+    static inline uint32_t pylog_le32(const uint8_t *p) {
+    #if defined(__BYTE_ORDER__) && (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+        uint32_t v; memcpy(&v, p, 4); return v;
+    #else
+        return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+    #endif
+    }
+    """
+    uint32_t pylog_le32(const uint8_t *p) nogil
+
 cdef enum:
     MURMUR2_SEED = 0x9747b28c
     MURMUR2_M = 0x5bd1e995
@@ -35,9 +50,7 @@ cdef inline uint32_t _broker_murmur2(const uint8_t *p, Py_ssize_t n) noexcept no
     cdef Py_ssize_t tail = n & 3
     i = 0
     while i < body:
-        # Assembled byte by byte: the layout is little-endian whatever the host is.
-        k = (<uint32_t>p[i] | (<uint32_t>p[i + 1] << 8)
-             | (<uint32_t>p[i + 2] << 16) | (<uint32_t>p[i + 3] << 24))
+        k = pylog_le32(p + i)      # little-endian whatever the host is
         k *= m
         k ^= k >> MURMUR2_R
         k *= m

@@ -1,15 +1,16 @@
 """murmur2 partitioning against kafka-python's independent implementation, and the
 behaviour of the default, sticky and round-robin partitioners."""
 
+import pathlib
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
+from _kafka_python import murmur2 as kafka_python_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from _kafka_python import murmur2 as kafka_python_murmur2
 
-from benches import _data
 from pylog.broker.partitioner import (
     DefaultPartitioner,
     Partitioner,
@@ -22,6 +23,9 @@ from pylog.broker.partitioner import (
     to_positive,
 )
 from pylog.errors import InvalidConfigError, InvalidPartitionsError, InvalidRequestError
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+from benches import _data  # noqa: E402
 
 
 def oracle_partition(key: bytes, n: int) -> int:
