@@ -1,0 +1,39 @@
+# Type stubs of pylog._core (one extension built from _core.pyx and the .pxi files it
+# includes).  Shared file: each part keeps its own section, headed by a comment naming it.
+
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from typing_extensions import Buffer
+
+# ---------------------------------------------------------------------------------------
+# _broker.pxi: murmur2 partitioning of record keys (Kafka's Java producer's partitions)
+
+def murmur2(data: Buffer) -> int: ...
+def partition_for_key(key: Buffer, num_partitions: int) -> int: ...
+def partition_keys(keys: Sequence[Buffer | None] | Buffer, num_partitions: int,
+                   offsets: npt.ArrayLike | None = None,
+                   lengths: npt.ArrayLike | None = None) -> npt.NDArray[np.int32]: ...
+
+class _StickyBase:
+    def on_new_batch(self, topic: str, prev_partition: int) -> None: ...
+    def seed(self, value: int) -> None: ...
+    def sticky_partition(self, topic: str) -> int | None: ...
+
+class DefaultPartitioner(_StickyBase):
+    def __init__(self, *, ignore_keys: bool = False) -> None: ...
+    @property
+    def ignore_keys(self) -> bool: ...
+    def partition(self, topic: str, key: object, key_bytes: Buffer | None, num_partitions: int,
+                  available_partitions: Sequence[int] | None = None) -> int: ...
+
+class UniformStickyPartitioner(_StickyBase):
+    def partition(self, topic: str, key: object, key_bytes: Buffer | None, num_partitions: int,
+                  available_partitions: Sequence[int] | None = None) -> int: ...
+
+class RoundRobinPartitioner:
+    def partition(self, topic: str, key: object, key_bytes: Buffer | None, num_partitions: int,
+                  available_partitions: Sequence[int] | None = None) -> int: ...
+    def on_new_batch(self, topic: str, prev_partition: int) -> None: ...
