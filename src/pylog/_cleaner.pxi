@@ -4,15 +4,17 @@
 # segments being cleaned in chunks (pread, never the live mappings) and hands each chunk
 # to one of the passes below, which loop over batches and records in C:
 #
-# - SegmentScan.scan: batch headers only, CRC-checked.  Records per segment, the
-#   transactional batches (to find aborted and still-open transactions), the last batch
-#   of every producer id, the earliest delete horizon, and a fingerprint of the headers.
+# - SegmentScan.scan: batch headers, CRC-checked.  Records per segment, the transactional
+#   batches (to find aborted and still-open transactions), the last batch of every
+#   producer id, the earliest delete horizon, and a fingerprint of the headers; given a
+#   map, it also fills it, which is all a clean of a range without transactions needs.
 # - OffsetMap.add_batches: the offset map (key digest -> greatest offset) over the
 #   records of the range being cleaned; control batches and aborted data are left out.
 # - CleanerFilter.filter: every batch again, record by record: a record stays unless a
 #   later record has its key, it lies below the log start offset, or it is a tombstone
 #   whose batch's delete horizon has passed.  A batch where nothing changes is copied as
-#   it is; one that loses records is re-encoded by filter_batch; one that keeps a
+#   it is; one that loses records is re-encoded (_cleaner_reencode writes what
+#   filter_batch writes, from the mask the filter loop already computed); one that keeps a
 #   tombstone (or is the marker of a transaction whose data is gone) and has no delete
 #   horizon yet gets one (Kafka's KIP-534: attribute bit 6, baseTimestamp = horizon,
 #   record timestamp deltas re-based so every record keeps its timestamp); an
@@ -316,9 +318,8 @@ cdef class OffsetMap:
         cdef Py_ssize_t an = 0, need = 0
         cdef BatchHeader h
         cdef BatchStatus st
-        cdef RecordBatch b
         cdef const uint8_t *rp
-        cdef Py_ssize_t rn
+        cdef const uint8_t *rend
         cdef int64_t added = 0
         cdef uint32_t fp = fingerprint
         _cleaner_check_range(ref, pos, end)
@@ -337,43 +338,14 @@ cdef class OffsetMap:
             if st != BATCH_OK:
                 raise _cleaner_batch_error(st, file_offset + pos)
             fp = pylog_crc32c(fp, base + pos, FINGERPRINT_BYTES)
-            if ((h.attributes & ATTR_CONTROL) == 0
+            if ((h.attributes & ATTR_CONTROL) == 0 and h.records_count > 0
                     and h.base_offset + h.last_offset_delta >= min_offset
-                    and not ((h.attributes & ATTR_TRANSACTIONAL) != 0 and _cleaner_sorted_contains(ab, an, h.base_offset))
-                    and h.records_count > 0):
-                b = _cleaner_batch(ref, pos, &h, max_uncompressed, file_offset)
-                b._ensure_records()
-                added += self._add_records(&b._h, b._rp, b._rn, min_offset)
+                    and not ((h.attributes & ATTR_TRANSACTIONAL) != 0
+                             and _cleaner_sorted_contains(ab, an, h.base_offset))):
+                keep = _cleaner_records(ref, pos, &h, max_uncompressed, file_offset, &rp, &rend)
+                added += _cleaner_add_records(self, &h, rp, rend, min_offset)
             pos += h.size
         return pos, need, added, fp
-
-    cdef int64_t _add_records(self, const BatchHeader *h, const uint8_t *p, Py_ssize_t n,
-                              int64_t min_offset) except -1:
-        cdef const uint8_t *end = p + n
-        cdef RecordFields f
-        cdef RecordStatus st
-        cdef int32_t i, prev = -1
-        cdef int64_t offset, added = 0
-        cdef uint64_t d[2]
-        if h.records_count > n // RECORD_MIN_SIZE:
-            raise record_error(RECORD_BAD_COUNT, 0, h)
-        for i in range(h.records_count):
-            st = read_record(p, end, &f)
-            if st == RECORD_OK and (f.offset_delta <= prev or f.offset_delta > h.last_offset_delta):
-                st = RECORD_BAD_OFFSET
-            if st != RECORD_OK:
-                raise record_error(st, i, h)
-            prev = f.offset_delta
-            p = f.end
-            offset = h.base_offset + f.offset_delta
-            if f.key_length < 0 or offset < min_offset:
-                continue
-            self.digest_of(f.key, f.key_length, d)
-            self.put_digest(d[0], d[1], offset)
-            added += 1
-        if p != end:
-            raise record_error(RECORD_TRAILING, h.records_count, h)
-        return added
 
 
 # ---------------------------------------------------------------------------------------
@@ -423,46 +395,77 @@ cdef int _cleaner_control_type(RecordBatch b) except -2:
     return pylog_be16(f.key + 2)
 
 
-cdef bytes _cleaner_with_horizon(RecordBatch b, int64_t horizon):
-    """``b`` re-encoded with the delete-horizon attribute and baseTimestamp = ``horizon``;
-    every record's timestamp delta is re-based on it so its timestamp is unchanged."""
-    cdef const BatchHeader *h = &b._h
-    cdef const uint8_t *p
-    cdef const uint8_t *end
+cdef object _cleaner_records(_BufferRef ref, Py_ssize_t pos, const BatchHeader *h, object max_uncompressed,
+                             Py_ssize_t file_offset, const uint8_t **rp, const uint8_t **rend):
+    """Point ``rp``/``rend`` at the records section of the batch at ``pos``: into the
+    buffer, or into its decompressed copy (a RecordBatch, returned to be kept alive)."""
+    cdef RecordBatch b
+    cdef const uint8_t *p = <const uint8_t *>ref.view.buf + pos
+    if (h.attributes & ATTR_CODEC_MASK) == 0:
+        rp[0] = p + BATCH_HEADER_SIZE
+        rend[0] = p + h.size
+        return None
+    b = _cleaner_batch(ref, pos, h, max_uncompressed, file_offset)
+    b._ensure_records()
+    rp[0] = b._rp
+    rend[0] = b._rp + b._rn
+    return b
+
+
+cdef bytes _cleaner_reencode(const BatchHeader *h, const uint8_t *rp, const uint8_t *rend,
+                             const uint8_t *mask, int32_t kept, bint set_horizon, int64_t horizon):
+    """The batch ``h`` rebuilt from the records where ``mask`` is set (all when NULL).
+
+    Kept records are copied as they are (offset and timestamp deltas included), and the
+    header keeps base offset, lastOffsetDelta, leader epoch, producer fields, attributes
+    and codec, with maxTimestamp recomputed from the kept records (kept as it was under
+    LogAppendTime): what :func:`filter_batch` writes.  With ``set_horizon`` the batch gets
+    Kafka's delete horizon instead of its baseTimestamp (attribute bit 6) and each kept
+    record's timestamp delta is re-based on it, so every record keeps its timestamp."""
+    cdef const uint8_t *p = rp
     cdef const uint8_t *q
     cdef RecordFields f
     cdef RecordStatus st
-    cdef int32_t i, prev = -1, length
+    cdef int32_t i, prev = -1, length, n = h.records_count
     cdef uint8_t attributes
-    cdef int64_t ts_delta, new_delta
+    cdef int64_t ts_delta, new_delta, ts, max_ts
+    cdef bint log_append = (h.attributes & ATTR_LOG_APPEND_TIME) != 0
     cdef Py_ssize_t cap, body, rest
     cdef uint8_t *out = NULL
     cdef uint8_t *o
-    b._ensure_records()
-    p = b._rp
-    end = b._rp + b._rn
-    if h.records_count > b._rn // RECORD_MIN_SIZE:
+    if n > (rend - rp) // RECORD_MIN_SIZE:
         raise record_error(RECORD_BAD_COUNT, 0, h)
-    # A record grows by at most 9 bytes of timestamp delta and 4 of length varint.
-    cap = b._rn + <Py_ssize_t>h.records_count * 13 + 1
+    max_ts = h.max_timestamp if log_append else INT64_MIN
+    # A re-based record grows by at most 9 bytes of timestamp delta and 4 of length varint.
+    cap = (rend - rp) + (<Py_ssize_t>n * 13 if set_horizon else 0) + 1
     out = <uint8_t *>malloc(cap)
     if out == NULL:
         raise MemoryError()
     try:
         o = out
-        for i in range(h.records_count):
-            st = read_record(p, end, &f)
+        for i in range(n):
+            st = read_record(p, rend, &f)
             if st == RECORD_OK and (f.offset_delta <= prev or f.offset_delta > h.last_offset_delta):
                 st = RECORD_BAD_OFFSET
             if st != RECORD_OK:
                 raise record_error(st, i, h)
             prev = f.offset_delta
+            p = f.end
+            if mask != NULL and not mask[i]:
+                continue
+            ts = <int64_t>(<uint64_t>h.base_timestamp + <uint64_t>f.timestamp_delta)
+            if not log_append and ts > max_ts:
+                max_ts = ts
+            if not set_horizon:
+                memcpy(o, f.start, f.end - f.start)
+                o += f.end - f.start
+                continue
             # The length varint, the attributes byte, then the timestamp delta (read_record
             # has checked all three are there).
             q = get_varint(f.start, f.end, &length)
             attributes = q[0]
             q = get_varlong(q + 1, f.end, &ts_delta)
-            new_delta = <int64_t>((<uint64_t>h.base_timestamp + <uint64_t>ts_delta) - <uint64_t>horizon)
+            new_delta = <int64_t>(<uint64_t>ts - <uint64_t>horizon)
             rest = f.end - q
             body = 1 + varint_size(new_delta) + rest
             o = put_varint(o, body)
@@ -470,14 +473,43 @@ cdef bytes _cleaner_with_horizon(RecordBatch b, int64_t horizon):
             o = put_varint(o + 1, new_delta)
             memcpy(o, q, rest)
             o += rest
-            p = f.end
-        if p != end:
-            raise record_error(RECORD_TRAILING, h.records_count, h)
+        if p != rend:
+            raise record_error(RECORD_TRAILING, n, h)
         section = PyBytes_FromStringAndSize(<char *>out, o - out)
     finally:
         free(out)
-    return _cleaner_assemble(h, section, h.attributes | ATTR_DELETE_HORIZON, horizon,
-                             h.max_timestamp, h.records_count)
+    if set_horizon:
+        return _cleaner_assemble(h, section, h.attributes | ATTR_DELETE_HORIZON, horizon, max_ts, kept)
+    return _cleaner_assemble(h, section, h.attributes, h.base_timestamp, max_ts, kept)
+
+
+cdef int64_t _cleaner_add_records(OffsetMap m, const BatchHeader *h, const uint8_t *p, const uint8_t *end,
+                                  int64_t min_offset) except -1:
+    """Put every keyed record at or above ``min_offset`` of one batch into ``m``."""
+    cdef RecordFields f
+    cdef RecordStatus st
+    cdef int32_t i, prev = -1
+    cdef int64_t offset, added = 0
+    cdef uint64_t d[2]
+    if h.records_count > (end - p) // RECORD_MIN_SIZE:
+        raise record_error(RECORD_BAD_COUNT, 0, h)
+    for i in range(h.records_count):
+        st = read_record(p, end, &f)
+        if st == RECORD_OK and (f.offset_delta <= prev or f.offset_delta > h.last_offset_delta):
+            st = RECORD_BAD_OFFSET
+        if st != RECORD_OK:
+            raise record_error(st, i, h)
+        prev = f.offset_delta
+        p = f.end
+        offset = h.base_offset + f.offset_delta
+        if f.key_length < 0 or offset < min_offset:
+            continue
+        m.digest_of(f.key, f.key_length, d)
+        m.put_digest(d[0], d[1], offset)
+        added += 1
+    if p != end:
+        raise record_error(RECORD_TRAILING, h.records_count, h)
+    return added
 
 
 cdef bytes _cleaner_assemble(const BatchHeader *h, bytes section, int16_t attributes,
@@ -521,7 +553,8 @@ def set_delete_horizon(batch, int64_t horizon_ms, *, max_uncompressed=None):
     """
     cdef RecordBatch b = batch if isinstance(batch, RecordBatch) else RecordBatch(
         batch, max_uncompressed=max_uncompressed)
-    return _cleaner_with_horizon(b, horizon_ms)
+    b._ensure_records()
+    return _cleaner_reencode(&b._h, b._rp, b._rp + b._rn, NULL, b._h.records_count, True, horizon_ms)
 
 
 def empty_batch(batch):
@@ -593,9 +626,14 @@ cdef class SegmentScan:
         self.transactions = []
         self.max_uncompressed = max_uncompressed
 
-    def scan(self, buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t file_offset=0):
+    def scan(self, buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t file_offset=0,
+             OffsetMap offset_map=None, int64_t min_offset=0):
         """Scan the whole batches of ``buf[pos:end]`` (CRC-checked).  Returns
-        ``(position, need)`` as :meth:`OffsetMap.add_batches` does."""
+        ``(position, need)`` as :meth:`OffsetMap.add_batches` does.
+
+        With ``offset_map``, also put the keyed records at or above ``min_offset`` of
+        every data batch (transactional ones included) into it: the map a clean needs
+        when the range turns out to hold no transactions, built in the same read."""
         cdef _BufferRef ref = acquire_buffer(buf)
         cdef const uint8_t *base = <const uint8_t *>ref.view.buf
         cdef Py_ssize_t need = 0
@@ -603,6 +641,8 @@ cdef class SegmentScan:
         cdef BatchStatus st
         cdef RecordBatch b
         cdef int ctype
+        cdef const uint8_t *rp
+        cdef const uint8_t *rend
         _cleaner_check_range(ref, pos, end)
         while pos < end:
             st = parse_batch_header(base + pos, end - pos, INT32_MAX, True, &h)
@@ -629,6 +669,10 @@ cdef class SegmentScan:
                     ctype = _cleaner_control_type(b)
                 self.transactions.append((h.base_offset, h.base_offset + h.last_offset_delta,
                                           h.producer_id, (h.attributes & ATTR_CONTROL) != 0, ctype))
+            if (offset_map is not None and (h.attributes & ATTR_CONTROL) == 0 and h.records_count > 0
+                    and h.base_offset + h.last_offset_delta >= min_offset):
+                keep = _cleaner_records(ref, pos, &h, self.max_uncompressed, file_offset, &rp, &rend)
+                _cleaner_add_records(offset_map, &h, rp, rend, min_offset)
             pos += h.size
         return pos, need
 
@@ -812,10 +856,9 @@ cdef class CleanerFilter:
     cdef int _filter_batch(self, _BufferRef ref, Py_ssize_t pos, const BatchHeader *h,
                            Py_ssize_t file_offset) except -1:
         cdef const uint8_t *p = <const uint8_t *>ref.view.buf + pos
-        cdef RecordBatch b
         cdef bint has_horizon = (h.attributes & ATTR_DELETE_HORIZON) != 0
         cdef bint horizon_passed = has_horizon and h.base_timestamp <= self.now_ms
-        cdef bint retained
+        cdef bint retained, keep, set_horizon
         cdef RecordFields f
         cdef RecordStatus st
         cdef const uint8_t *rp
@@ -824,8 +867,6 @@ cdef class CleanerFilter:
         cdef int32_t tombstones_dropped = 0
         cdef int64_t offset, latest
         cdef uint64_t d[2]
-        cdef bint keep
-        cdef cnp.npy_intp dims[1]
         if h.base_offset + h.last_offset_delta < self.log_start_offset:
             return self._drop(h)
 
@@ -842,8 +883,8 @@ cdef class CleanerFilter:
             if has_horizon:
                 self._note_horizon(h.base_timestamp)
                 return self._keep_whole(p, h)
-            b = _cleaner_batch(ref, pos, h, self.max_uncompressed, file_offset)
-            self._emit_bytes(_cleaner_with_horizon(b, self.delete_horizon_ms))
+            keepalive = _cleaner_records(ref, pos, h, self.max_uncompressed, file_offset, &rp, &rend)
+            self._emit_bytes(_cleaner_reencode(h, rp, rend, NULL, n, True, self.delete_horizon_ms))
             self._note_horizon(self.delete_horizon_ms)
             self.horizons_set += 1
             self.batches_rewritten += 1
@@ -854,15 +895,7 @@ cdef class CleanerFilter:
         if (h.attributes & ATTR_TRANSACTIONAL) != 0 and _cleaner_sorted_contains(self.ab, self.an, h.base_offset):
             return self._drop(h)
 
-        b = None
-        if (h.attributes & ATTR_CODEC_MASK) != 0:
-            b = _cleaner_batch(ref, pos, h, self.max_uncompressed, file_offset)
-            b._ensure_records()
-            rp = b._rp
-            rend = b._rp + b._rn
-        else:
-            rp = p + BATCH_HEADER_SIZE
-            rend = p + h.size
+        keepalive = _cleaner_records(ref, pos, h, self.max_uncompressed, file_offset, &rp, &rend)
         if n > (rend - rp) // RECORD_MIN_SIZE:
             raise record_error(RECORD_BAD_COUNT, 0, h)
         self._ensure_mask(n if n > 0 else 1)
@@ -908,28 +941,22 @@ cdef class CleanerFilter:
                 self.records_removed += n
                 return 0
             return self._drop(h)
-        if kept == n and (tombstones_kept == 0 or has_horizon):
-            if tombstones_kept:
-                self._note_horizon(h.base_timestamp)
+        set_horizon = tombstones_kept > 0 and not has_horizon
+        if tombstones_kept:
+            self._note_horizon(self.delete_horizon_ms if set_horizon else h.base_timestamp)
+        if kept == n and not set_horizon:
             return self._keep_whole(p, h)
-
-        if b is None:
-            b = _cleaner_batch(ref, pos, h, self.max_uncompressed, file_offset)
-        if kept < n:
-            dims[0] = n
-            keep_arr = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT8, <void *>self.mask)
-            data = filter_batch(b, keep_arr)
-            if tombstones_kept and not has_horizon:
-                b = RecordBatch(data, max_uncompressed=self.max_uncompressed)
+        # Back to the start of the records section for the second walk.
+        if keepalive is not None:
+            rp = (<RecordBatch>keepalive)._rp
+            rend = rp + (<RecordBatch>keepalive)._rn
         else:
-            data = None
-        if tombstones_kept and not has_horizon:
-            data = _cleaner_with_horizon(b, self.delete_horizon_ms)
+            rp = p + BATCH_HEADER_SIZE
+            rend = p + h.size
+        self._emit_bytes(_cleaner_reencode(h, rp, rend, self.mask if kept < n else NULL, kept,
+                                           set_horizon, self.delete_horizon_ms))
+        if set_horizon:
             self.horizons_set += 1
-            self._note_horizon(self.delete_horizon_ms)
-        elif tombstones_kept:
-            self._note_horizon(h.base_timestamp)
-        self._emit_bytes(data)
         self.batches_rewritten += 1
         self.batches_kept += 1
         self.records_kept += kept

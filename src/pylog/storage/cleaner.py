@@ -261,17 +261,47 @@ def _transactions(events: Sequence[tuple], end_offset: int) -> tuple[list[int], 
     return aborted, first_open
 
 
+class _ScanStep:
+    """Pass 0 over one segment: :meth:`SegmentScan.scan`, optionally filling a map."""
+
+    __slots__ = ("scan", "offset_map", "min_offset")
+
+    def __init__(self, scan, offset_map, min_offset: int) -> None:
+        self.scan, self.offset_map, self.min_offset = scan, offset_map, min_offset
+
+    def __call__(self, buf, pos: int, end: int, file_offset: int) -> tuple[int, int]:
+        return self.scan.scan(buf, pos, end, file_offset, self.offset_map, self.min_offset)
+
+
+class _MapStep:
+    """Pass 1 over one segment: :meth:`OffsetMap.add_batches`, with its fingerprint."""
+
+    __slots__ = ("offset_map", "min_offset", "aborted", "max_uncompressed", "fingerprint")
+
+    def __init__(self, offset_map, min_offset: int, aborted, max_uncompressed: int) -> None:
+        self.offset_map, self.min_offset, self.aborted = offset_map, min_offset, aborted
+        self.max_uncompressed = max_uncompressed
+        self.fingerprint = 0
+
+    def __call__(self, buf, pos: int, end: int, file_offset: int) -> tuple[int, int]:
+        new_pos, need, _added, self.fingerprint = self.offset_map.add_batches(
+            buf, pos, end, self.min_offset, self.aborted, self.fingerprint, file_offset,
+            self.max_uncompressed)
+        return new_pos, need
+
+
 # -- output side of a clean -----------------------------------------------------------------
 
 class _Output:
     """Writes a clean's surviving batches into ``.cleaned`` segments and swaps them in.
 
-    Output for consecutive old segments goes into one new segment while the old ones'
-    sizes fit ``segment_bytes``; a new segment starts at the base offset of the old segment
-    that would not fit.  If re-encoding makes output larger than planned, a new segment
-    starts mid-way at the next batch's base offset; the old segment straddled is swapped
-    out with both, so every old segment's base offset lies within a replacing segment's
-    offsets, or past all of them (what crash recovery of a ``.swap`` relies on).
+    Output for consecutive old segments goes into one new segment while their expected
+    output (old size times the share of bytes kept so far) fits ``segment_bytes``; a new
+    segment then starts at the base offset of the old segment that would not fit, and the
+    group before it is swapped in.  When output turns out larger than expected, a new
+    segment starts mid-way at the next batch's base offset and the old segment straddled
+    is swapped out with both; so every old segment's base offset lies within a replacing
+    segment's offsets, or past all of them (what crash recovery of a ``.swap`` relies on).
     """
 
     def __init__(self, log: Log, check: Callable[[list, list], None]) -> None:
@@ -286,10 +316,11 @@ class _Output:
         self.unswapped: list[LogSegment] = []
         self.swaps = 0
 
-    def begin(self, old: LogSegment, old_end: int) -> None:
+    def begin(self, old: LogSegment, old_end: int, kept_share: float) -> None:
         cur = self.current
         if cur is not None and cur.size > 0 and (
-                cur.size + old.size > self.capacity or old_end - 1 - cur.base_offset > _MAX_RELATIVE_OFFSET):
+                cur.size + old.size * kept_share > self.capacity
+                or old_end - 1 - cur.base_offset > _MAX_RELATIVE_OFFSET):
             self.finish_group()
         if self.current is None:
             self.current = self._new(old.base_offset)
@@ -598,11 +629,20 @@ class LogCleaner:
     def _compact(self, log: Log, segs, cleanable: list[LogSegment], sizes: dict, start: int,
                  first_dirty: int, now: int, force: bool, horizon_due: bool, base: dict) -> CleanerStats:
         chunk = self.io_buffer_size
-        # Pass 0: headers.  Records per segment, transactions, producers, fingerprints.
+        # Pass 0: headers (records per segment, transactions, producers, fingerprints),
+        # filling an offset map on the way: without transactions it is the one we need.
         scans = []
+        budget = self.max_map_records
+        optimistic: _core.OffsetMap | None = _core.OffsetMap(1 << 12, seed=self._seed)
+        scanned_records = 0
         for seg in cleanable:
             scan = _core.SegmentScan(self.max_uncompressed)
-            _feed(seg, sizes[id(seg)], scan.scan, chunk)
+            if optimistic is not None and scanned_records + sizes[id(seg)] // 8 > budget:
+                optimistic = None  # possibly too many records: decide after counting
+            _feed(seg, sizes[id(seg)], _ScanStep(scan, optimistic, start), chunk)
+            scanned_records += scan.records
+            if optimistic is not None and scanned_records > budget:
+                optimistic = None
             scans.append(scan)
         bases = [s.base_offset for s in cleanable]
         all_ends = {id(s): nxt.base_offset for s, nxt in zip(segs, segs[1:])}
@@ -612,13 +652,13 @@ class LogCleaner:
         n, aborted = self._transaction_cut(events, bases, ends, len(cleanable))
         records = [scan.records for scan in scans]
         first_dirty_idx = next((i for i, e in enumerate(ends) if e > first_dirty), len(cleanable))
-        if sum(records[:n]) <= self.max_map_records:
+        if sum(records[:n]) <= budget:
             map_from = 0
         else:
             # Kafka's way: map the dirty section only, as much of it as fits.
             map_from = min(first_dirty_idx, n)
             total, cut = 0, map_from
-            while cut < n and (cut == map_from or total + records[cut] <= self.max_map_records):
+            while cut < n and (cut == map_from or total + records[cut] <= budget):
                 total += records[cut]
                 cut += 1
             if cut < n:
@@ -636,20 +676,18 @@ class LogCleaner:
             last_batches.update(scan.last_batches)
         last_arr = np.array(sorted(last_batches.values()), dtype=np.int64)
 
-        # Pass 1: the offset map.
-        offset_map = _core.OffsetMap(min(sum(records[map_from:n]), 1 << 16), seed=self._seed)
-        for i in range(map_from, n):
-            seg = cleanable[i]
-            fp = [0]
-
-            def add(buf, pos, end, file_offset, _fp=fp):
-                new_pos, need, _added, _fp[0] = offset_map.add_batches(
-                    buf, pos, end, start, aborted_arr, _fp[0], file_offset, self.max_uncompressed)
-                return new_pos, need
-
-            _feed(seg, sizes[id(seg)], add, chunk)
-            if fp[0] != scans[i].fingerprint:
-                raise _Aborted(f"segment {seg.base_offset} changed during the clean")
+        # Pass 1: the offset map, unless pass 0 built it (no transactions, all of it fits).
+        if optimistic is not None and not events and map_from == 0 and n == len(records):
+            offset_map = optimistic
+        else:
+            optimistic = None
+            offset_map = _core.OffsetMap(min(sum(records[map_from:n]), 1 << 16), seed=self._seed)
+            for i in range(map_from, n):
+                seg = cleanable[i]
+                step = _MapStep(offset_map, start, aborted_arr, self.max_uncompressed)
+                _feed(seg, sizes[id(seg)], step, chunk)
+                if step.fingerprint != scans[i].fingerprint:
+                    raise _Aborted(f"segment {seg.base_offset} changed during the clean")
 
         # Pass 2: filter, write, swap.
         filt = _core.CleanerFilter(offset_map, start, now, log.config.delete_retention_ms,
@@ -687,7 +725,7 @@ class LogCleaner:
 
         try:
             for i, seg in enumerate(cleanable):
-                out.begin(seg, ends[i])
+                out.begin(seg, ends[i], filt.bytes_written / filt.bytes_read if filt.bytes_read else 1.0)
                 filt.fingerprint = 0
                 _feed(seg, sizes[id(seg)], step, chunk)
                 if filt.fingerprint != fingerprints[id(seg)]:
