@@ -779,3 +779,24 @@ def test_threads_can_share_the_coordinator():
     topics = h.gc.fetch_offsets("s").topics
     assert all(topics[f"t{n}"] == {k: topics[f"t{n}"][k] for k in range(5)} for n in range(4))
     assert topics["t0"][4].offset == 199
+
+
+def test_load_rejects_inconsistent_records_and_loads_nothing():
+    from pylog.broker.group_offsets import (
+        GroupMetadataValue,
+        MemberMetadata,
+        OffsetCommitValue,
+        group_metadata_record,
+        offset_commit_record,
+    )
+    h = Harness()
+    bad = group_metadata_record("g", GroupMetadataValue(
+        "consumer", 3, None, None, members=[MemberMetadata("m", "c", "h", 10_000, b"", b"")]))
+    good = offset_commit_record("other", "t", 0, OffsetCommitValue(5))
+    from pylog.errors import CorruptRecordError
+    with pytest.raises(CorruptRecordError):
+        h.gc.load([good, bad])
+    assert h.gc.group_state("other") is None and h.gc.group_state("g") is None
+    with pytest.raises(CorruptRecordError):
+        h.gc.load([good, (b"\x00\x01\x00", b"")])
+    assert h.gc.group_state("other") is None

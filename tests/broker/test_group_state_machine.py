@@ -8,7 +8,7 @@ import pytest
 from _group_harness import Harness
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from pylog.broker.assignors import RangeAssignor
 from pylog.broker.consumer_protocol import Assignment, decode_assignment, decode_subscription, encode_assignment

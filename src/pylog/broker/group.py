@@ -1573,6 +1573,9 @@ class GroupCoordinator:
             A record cannot be decoded; nothing is loaded.
         """
         state = _records.replay(records)
+        for group_id, value in state.groups.items():
+            if value.members and value.protocol is None:
+                raise CorruptRecordError(f"group {group_id}: metadata lists members but no protocol")
         with self._op() as now:
             if partition is not None and self._owned is not None:
                 self._owned.add(partition)
@@ -1584,12 +1587,10 @@ class GroupCoordinator:
                 group.protocol_name = value.protocol
                 group.state_timestamp = value.current_state_timestamp if value.current_state_timestamp >= 0 else now
                 for mm in value.members:
-                    if value.protocol is None:
-                        raise CorruptRecordError(
-                            f"group {group_id}: metadata lists members but no protocol")
                     m = _Member(mm.member_id, mm.group_instance_id, mm.client_id, mm.client_host,
                                 mm.rebalance_timeout if mm.rebalance_timeout >= 0 else mm.session_timeout,
-                                mm.session_timeout, value.protocol_type, [(value.protocol, mm.subscription)])
+                                mm.session_timeout, value.protocol_type,
+                                [(value.protocol or "", mm.subscription)])
                     m.assignment = mm.assignment
                     group.members[m.member_id] = m
                     if m.group_instance_id is not None:
