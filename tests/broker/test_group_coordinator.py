@@ -145,7 +145,10 @@ def test_join_errors():
     assert h.join("", session=5999).result().error_code == InvalidSessionTimeoutError.error_code
     assert h.join("", session=1_800_001).result().error_code == InvalidSessionTimeoutError.error_code
     assert h.join("", protocols=[]).result().error_code == InconsistentGroupProtocolError.error_code
-    assert h.join("", protocols=[("range", 5)]).result().error_code == InconsistentGroupProtocolError.error_code
+    with pytest.raises(InvalidRequestError):
+        h.join("", protocols=[("range", 5)])
+    with pytest.raises(InvalidRequestError):
+        h.join(None)
     assert h.join("someone").result().error_code == UNKNOWN_MEMBER      # unknown group
     assert h.gc.group_state("g") is None                  # failed joins leave no group behind
     stable_group(h, 1)
@@ -800,3 +803,17 @@ def test_load_rejects_inconsistent_records_and_loads_nothing():
     with pytest.raises(CorruptRecordError):
         h.gc.load([good, (b"\x00\x01\x00", b"")])
     assert h.gc.group_state("other") is None
+
+
+def test_a_failing_callback_does_not_break_the_coordinator(caplog):
+    h = Harness(initial_rebalance_delay_ms=1000)
+    p = h.join_new("c0")
+
+    def boom(_):
+        raise RuntimeError("callback bug")
+
+    p.add_done_callback(boom)
+    h.advance(1000)
+    assert p.result().error_code == NONE
+    assert "a completion callback raised" in caplog.text
+    assert h.gc.heartbeat("g", 1, p.result().member_id) == NONE

@@ -636,20 +636,26 @@ class GroupCoordinator:
                 c._now = max(c._now, t)
                 c._advance()
             except BaseException:
-                self.__exit__(None, None, None)
+                self._release()
                 raise
             return c._now
 
-        def __exit__(self, *exc) -> None:
-            c = self.coordinator
+        def __exit__(self, exc_type, exc, tb) -> None:
             try:
-                if exc[0] is None:
-                    c._advance()   # timeouts the request itself made due (a 0 ms delay)
+                if exc_type is None:
+                    self.coordinator._advance()   # timeouts the request made due (a 0 ms delay)
             finally:
-                deferred, c._deferred = c._deferred, []
-                c._lock.release()
+                self._release()
+
+        def _release(self) -> None:
+            c = self.coordinator
+            deferred, c._deferred = c._deferred, []
+            c._lock.release()
             for fn in deferred:
-                fn()
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - a callback's failure is its own
+                    _log.exception("a completion callback raised")
 
     def _op(self, now: int | None = None) -> GroupCoordinator._Operation:
         return GroupCoordinator._Operation(self, now)
@@ -930,19 +936,23 @@ class GroupCoordinator:
         ``require_known_member_id`` is True for JoinGroup v4+; ``supports_skip_assignment``
         for v9+.
         """
+        if not isinstance(member_id, str) or not isinstance(protocol_type, str) \
+                or not (group_instance_id is None or isinstance(group_instance_id, str)):
+            raise InvalidRequestError("member_id, protocol_type and group_instance_id must be str")
+        protocols_ok = self._normalize_protocols(protocols)
+        if protocols_ok is None:
+            raise InvalidRequestError("protocols must be a sequence of (name: str, metadata: bytes)")
         pending: PendingResponse[JoinGroupResult] = PendingResponse()
         with self._op() as now:
-            protocols_ok = self._normalize_protocols(protocols)
             err = self._check_group_id(group_id)
             if err == NONE and not (isinstance(session_timeout_ms, int) and
                                     self.config.min_session_timeout_ms <= session_timeout_ms
                                     <= self.config.max_session_timeout_ms):
                 err = InvalidSessionTimeoutError.error_code
-            if err == NONE and (protocols_ok is None or not isinstance(protocol_type, str)
-                                or not isinstance(member_id, str)):
+            if err == NONE and not protocols_ok:
                 err = _E_INCONSISTENT
             if err != NONE:
-                self._complete(pending, JoinGroupResult(err, member_id if isinstance(member_id, str) else ""))
+                self._complete(pending, JoinGroupResult(err, member_id))
                 return pending
             if rebalance_timeout_ms is None or rebalance_timeout_ms < 0:
                 rebalance_timeout_ms = session_timeout_ms
