@@ -54,6 +54,35 @@ class _MappedIndex:
 
     ENTRY_SIZE = 0
     DTYPE: np.dtype
+    _IS_TIME = False
+    #: While the segment is active its Cython appender writes entries and owns the count.
+    _source = None
+
+    @property
+    def _entries(self) -> int:
+        src = self._source
+        if src is None:
+            return self._n
+        return src.ti_entries if self._IS_TIME else src.oi_entries
+
+    @_entries.setter
+    def _entries(self, n: int) -> None:
+        src = self._source
+        if src is None:
+            self._n = n
+        elif self._IS_TIME:
+            src.ti_entries = n
+        else:
+            src.oi_entries = n
+
+    def _attach(self, appender) -> None:
+        self._source = appender
+
+    def _detach(self) -> None:
+        if self._source is not None:
+            n = self._entries
+            self._source = None
+            self._n = n
 
     def __init__(self, path: str, base_offset: int, max_index_size: int, *, writable: bool,
                  entries: int | None = None, fresh: bool = False) -> None:
@@ -148,6 +177,7 @@ class _MappedIndex:
         """Cut the file to its valid entries and remap it read-only (on roll and close)."""
         if not self.writable:
             return
+        self._detach()
         self.flush()
         self._unmap()
         with open(self.path, "r+b") as f:
@@ -249,6 +279,7 @@ class TimeIndex(_MappedIndex):
 
     ENTRY_SIZE = _core.TIME_INDEX_ENTRY_SIZE
     DTYPE = TIME_INDEX_DTYPE
+    _IS_TIME = True
     _PACK = struct.Struct(">qI")
 
     @property

@@ -61,6 +61,9 @@ CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 _CHECKPOINT_INTERVAL_MS = 1000
 
 
+_new_tuple = tuple.__new__
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -470,39 +473,20 @@ class Log:
         with self._lock:
             if self._closed:
                 raise LogClosedError(f"log {self.path} is closed")
-            (n, size, records, first_given, last_given, span, max_ts, max_ts_rel, max_ts_last,
-             first_max_ts, monotonic) = _core.validate_batches(batches, self._max_message_bytes)
-            leo = self._log_end_offset
-            if assign_offsets:
-                first = leo
-                last = leo + span - 1
-                offset_of_max = leo + max_ts_rel
-            else:
-                if first_given < leo or not monotonic:
-                    raise InvalidRecordError(
-                        f"replica append offsets must start at or above the log end offset {leo} "
-                        f"and increase (got first offset {first_given}"
-                        f"{'' if monotonic else ', then offsets going backwards'})")
-                first, last, offset_of_max = first_given, last_given, max_ts_last
-            append_time = -1
-            if self._log_append_time and assign_offsets:
-                # A leader stamps; a replica keeps the leader's bytes (and its stamp).
-                append_time = max_ts = self._clock()
-                offset_of_max = first
             seg = self._segments[-1]
-            if seg.needs_roll(size, last, max_ts, self._roll_ms, self._clock):
-                if size > self._segment_bytes:
-                    raise RecordBatchTooLargeError(
-                        f"append of {size} bytes is larger than segment_bytes={self._segment_bytes}")
-                seg = self._roll(max(first, leo))
-            position = seg.append(batches, size, first, last, max_ts, offset_of_max,
-                                  assign_offsets, leader_epoch, append_time)
-            self._log_end_offset = last + 1
+            res = seg._appender.append(batches, self._max_message_bytes, self._log_end_offset,
+                                       assign_offsets, leader_epoch, self._log_append_time,
+                                       self._clock, self._roll_ms, seg.created_ms)
+            if res.__class__ is int:  # validated; the segment must roll first
+                seg = self._roll(res)
+                res = seg._appender.append(batches, self._max_message_bytes, self._log_end_offset,
+                                           assign_offsets, leader_epoch, self._log_append_time,
+                                           self._clock, self._roll_ms, seg.created_ms, True)
+            self._log_end_offset = res[1] + 1
             if self._flush_policy:
-                self._unflushed_messages += records
+                self._unflushed_messages += res[7]
                 self._maybe_flush_locked()
-            return LogAppendInfo(first, last, append_time, position, size, seg.base_offset, n,
-                                 records, max_ts, offset_of_max)
+            return _new_tuple(LogAppendInfo, res)
 
     def roll(self) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset (a no-op

@@ -12,8 +12,9 @@ A segment is *active* (the log's last: appended to) or *sealed* (read-only).
 - Active: the ``.log`` file is preallocated to ``segment_bytes`` (a sparse file, as Kafka
   with ``preallocate=true``) and memory-mapped read-write; appends are a memcpy in Cython
   (GIL released for large batches) followed by rewriting the broker-owned header fields in
-  the copy.  Blocks ahead of the writer are allocated 4 MiB at a time (see
-  ``LogSegment._populate``), so a full disk is an error, not a SIGBUS.  The indexes
+  the copy.  Blocks ahead of the writer are allocated 4 MiB at a time (``posix_fallocate``;
+  see ``_core.SegmentAppender``), so a full disk is an error, not a SIGBUS.  The whole
+  append path (validation, roll checks, copy, index entries) is one Cython call.  The indexes
   are preallocated and mapped too.  On roll and close the files are trimmed to their valid
   size, so a sealed segment is byte-identical to Kafka's: exactly its batches.
 - Sealed: nothing is open until the first read or lookup; then the ``.log`` file is opened
@@ -36,7 +37,6 @@ resources from another log's thread: readers take local references first, so tha
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import threading
@@ -65,7 +65,6 @@ DELETED_SUFFIX = ".deleted"
 
 _FILE_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
 _MAX_RELATIVE = 0xFFFFFFFF
-_PREALLOCATE_CHUNK = 4 << 20
 
 
 def segment_path(directory: str, base_offset: int, kind: str = LOG_SUFFIX, suffix: str = "") -> str:
@@ -182,6 +181,24 @@ class SegmentCache:
         return len(self._lru)
 
 
+def _delegated(name: str) -> property:
+    """A segment field that lives in the Cython appender while the segment is active."""
+    private = "_py_" + name
+
+    def get(self):
+        app = self._appender
+        return getattr(self, private) if app is None else getattr(app, name)
+
+    def set(self, value):
+        app = self._appender
+        if app is None:
+            setattr(self, private, value)
+        else:
+            setattr(app, name, value)
+
+    return property(get, set)
+
+
 class LogSegment:
     """A segment of a partition log.  See the module docstring for the on-disk format,
     crash behaviour and thread safety.
@@ -190,6 +207,15 @@ class LogSegment:
     (sealed until :meth:`activate`).  Offsets are absolute; positions are byte offsets in
     the ``.log`` file.
     """
+
+    _appender = None  # pylog._core.SegmentAppender while active
+    _size = _delegated("size")
+    _next_offset = _delegated("next_offset")
+    _max_ts = _delegated("max_ts")
+    _max_ts_offset = _delegated("max_ts_offset")
+    _rolling_ts = _delegated("rolling_ts")
+    _last_time_entry = _delegated("last_time_entry")
+    _bytes_since_index = _delegated("bytes_since_index")
 
     def __init__(self, directory: str, base_offset: int, config: LogConfig, *, suffix: str = "",
                  cache: SegmentCache | None = None, size: int = 0) -> None:
@@ -215,7 +241,6 @@ class LogSegment:
         self._max_ts_offset = -1
         self._rolling_ts: int | None = None
         self._bytes_since_index = 0
-        self._populated = 0
         self._capacity = 0
         self._last_time_entry = -1
         self._lock = threading.Lock()  # guards lazy opening against a concurrent release
@@ -471,16 +496,18 @@ class LogSegment:
             os.ftruncate(handle.fd, capacity)
         self._map = mmap.mmap(handle.fd, capacity)
         self._handle = handle
-        self._offset_index = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset,
-                                         cfg.segment_index_bytes, writable=True, entries=n_oi)
-        self._time_index = TimeIndex(self.file_path(TIME_INDEX_SUFFIX), self.base_offset,
-                                     cfg.segment_index_bytes, writable=True, entries=n_ti)
-        self._next_offset = next_offset
-        self._max_ts, self._max_ts_offset = max_ts, max_ts_offset
-        self._rolling_ts = rolling
-        self._bytes_since_index = 0
-        self._populated = self._size
-        self._last_time_entry = self._time_index.last_entry[0]
+        oi = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
+                         writable=True, entries=n_oi)
+        ti = TimeIndex(self.file_path(TIME_INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
+                       writable=True, entries=n_ti)
+        self._offset_index, self._time_index = oi, ti
+        app = _core.SegmentAppender(
+            self._map, handle.fd, oi._mm, ti._mm, oi.max_entries, ti.max_entries, cfg.segment_bytes,
+            cfg.index_interval_bytes, self.base_offset, self._size, next_offset, max_ts, max_ts_offset,
+            rolling, ti.last_entry[0], n_oi, n_ti, self.path)
+        self._appender = app
+        oi._attach(app)
+        ti._attach(app)
         self._active = True
 
     def seal(self) -> None:
@@ -488,17 +515,28 @@ class LogSegment:
         the indexes to their valid sizes, and unmap (Kafka's onBecomeInactiveSegment)."""
         if not self._active:
             return
+        # Each stage can be interrupted (an I/O error) and the whole method called again.
         oi, ti = self._offset_index, self._time_index
-        if self._max_ts is not None and self._max_ts >= 0:
-            ti.maybe_append(self._max_ts, self._max_ts_offset, skip_full_check=True)
+        app = self._appender
+        if app is not None:
+            if app.max_ts >= 0:
+                ti.maybe_append(app.max_ts, app.max_ts_offset, skip_full_check=True)
+            oi._detach()
+            ti._detach()
+            for name in ("size", "next_offset", "max_ts", "max_ts_offset", "rolling_ts",
+                         "last_time_entry", "bytes_since_index"):
+                setattr(self, "_py_" + name, getattr(app, name))
+            self._appender = None
+            app.release()
         mm, self._map = self._map, None
         if mm is not None:
             try:
                 mm.close()
             except BufferError:
                 pass  # a reader still holds a view: unmapped when it lets go
-        os.ftruncate(self._handle.fd, self._size)
-        self._handle = None
+        if self._handle is not None:
+            os.ftruncate(self._handle.fd, self._size)
+            self._handle = None
         oi.trim()
         ti.trim()
         self._active = False
@@ -515,90 +553,18 @@ class LogSegment:
                 and oi._entries < oi._max_entries and ti._entries < ti._max_entries - 1
                 and 0 <= last_offset - self.base_offset <= _MAX_RELATIVE)
 
-    def needs_roll(self, size: int, last_offset: int, max_timestamp: int, roll_ms: int,
-                   clock) -> bool:
-        """Kafka's LogSegment.shouldRoll: no room for ``size`` more bytes, a full index,
-        ``last_offset`` beyond 32 bits of the base offset, or (when not empty) the append's
-        largest timestamp more than ``roll_ms`` past the segment's first batch's (wall
-        clock against the segment's creation when batches carry no timestamps)."""
-        if not self.can_hold(size, last_offset):
-            return True
-        if self._size:
-            rolling = self._rolling_ts
-            if rolling is None:
-                rolling = self.rolling_timestamp
-            if rolling >= 0:
-                return max_timestamp - rolling > roll_ms
-            return clock() - self.created_ms > roll_ms
-        return False
-
     def append(self, batches, size: int, first_offset: int, last_offset: int, max_timestamp: int,
                offset_of_max_timestamp: int, assign_offsets: bool = False,
                leader_epoch: int | None = None, log_append_time: int = -1) -> int:
         """Append ``size`` bytes of batches already validated by
-        ``_core.validate_batches`` (see :meth:`Log.append`, which is the public way in;
-        the log cleaner calls this on its ``.cleaned`` segments).  Returns the position."""
+        ``_core.validate_batches``, with the offsets and timestamps given, no roll checks
+        (the log cleaner's way to fill a ``.cleaned`` segment; :meth:`Log.append` is the
+        public way in).  Returns the position."""
         if not self._active:
             raise KafkaStorageError(f"segment {self.base_offset} is not active")
-        mm = self._map
-        position = self._size
-        end = position + size
-        if end > len(mm):
-            raise RecordBatchTooLargeError(
-                f"append of {size} bytes does not fit segment {self.base_offset} "
-                f"({position} of {len(mm)} bytes used)")
-        if end > self._populated:
-            self._populate(end)
-        _core.write_batches(mm, position, batches, first_offset, assign_offsets,
-                            leader_epoch is not None, leader_epoch or 0, log_append_time)
-        if position == 0:
-            self._rolling_ts = max_timestamp
-        if max_timestamp > self._max_ts:
-            self._max_ts, self._max_ts_offset = max_timestamp, offset_of_max_timestamp
-        if self._bytes_since_index > self.config.index_interval_bytes:
-            # Entries increase by construction (offsets and positions only grow here), so
-            # the index's own checks are skipped on this path.
-            oi = self._offset_index
-            if oi._entries < oi._max_entries:
-                oi._PACK.pack_into(oi._mm, oi._entries * 8, last_offset - self.base_offset, position)
-                oi._entries += 1
-            ti = self._time_index
-            if self._max_ts > self._last_time_entry and ti._entries < ti._max_entries - 1:
-                ti._PACK.pack_into(ti._mm, ti._entries * 12, self._max_ts, self._max_ts_offset - self.base_offset)
-                ti._entries += 1
-                self._last_time_entry = self._max_ts
-            self._bytes_since_index = 0
-        self._bytes_since_index += size
-        self._size = end
-        self._next_offset = last_offset + 1
-        return position
-
-    def _populate(self, end: int) -> None:
-        """Allocate the blocks ahead of the writer, 4 MiB at a time (``posix_fallocate``
-        inside the sparse, ``segment_bytes``-long file: unwritten extents, read as zeros).
-
-        Two reasons.  Speed: on Linux/ext4 a memcpy into allocated-but-unwritten blocks
-        costs what ``os.write`` costs, while filling holes of a sparse file page by page
-        (plain faults, ``madvise(MADV_POPULATE_WRITE)``, or ``pwrite`` of zeros) was
-        measured 2-4x slower in sustained runs.  Safety: a full disk is reported here, as
-        KafkaStorageError before anything is written, instead of as SIGBUS from a store
-        into a hole the filesystem cannot back.  Filesystems without fallocate fall back
-        to plain faults (and keep the SIGBUS hazard of any mmap writer)."""
-        fd, cap = self._handle.fd, len(self._map)
-        while self._populated < end:
-            n = min(_PREALLOCATE_CHUNK, cap - self._populated)
-            if n <= 0:
-                break
-            try:
-                os.posix_fallocate(fd, self._populated, n)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise KafkaStorageError(
-                        f"{self.path}: no space left for the next {n} bytes of the segment "
-                        f"({exc.strerror}); free disk space or lower segment_bytes") from None
-                self._populated = cap  # unsupported here: let the writer fault pages in
-                return
-            self._populated += n
+        return self._appender.write(batches, size, first_offset, last_offset, max_timestamp,
+                                    offset_of_max_timestamp, assign_offsets, leader_epoch,
+                                    log_append_time)
 
     # -- reading -------------------------------------------------------------------
 
@@ -710,7 +676,6 @@ class LogSegment:
         self._offset_index.truncate_to(offset)
         self._time_index.truncate_to(offset)
         self._size = position
-        self._next_offset = None
         self._bytes_since_index = 0
         # Recompute what the removed batches may have contributed.
         res = _core.recover_segment(self._map, position, self.base_offset, _core.DEFAULT_MAX_BATCH_SIZE,
