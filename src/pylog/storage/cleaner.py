@@ -92,7 +92,7 @@ from pylog.errors import CorruptRecordError, InvalidConfigError, KafkaStorageErr
 from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError
 from pylog.storage.log import Log
 from pylog.storage.manager import CLEANER_OFFSET_CHECKPOINT, LogManager
-from pylog.storage.segment import (CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment,
+from pylog.storage.segment import (CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment,
                                    segment_path)
 
 __all__ = ["LogCleaner", "CleanerStats", "CleanableInfo", "CLEANER_OFFSET_CHECKPOINT", "NO_DELETE_HORIZON"]
@@ -328,14 +328,28 @@ class _Output:
         self.old = old
         self.old_has_output = False
 
-    def _new(self, base_offset: int) -> LogSegment:
+    def _remove_files(self, base_offset: int) -> None:
+        """Unlink a new segment's files in any of its not-yet-live names (best effort)."""
         for kind in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
-            # A leftover of an abandoned clean in this process (an open sweeps them).
-            try:
-                os.unlink(segment_path(self.log.path, base_offset, kind, CLEANED_SUFFIX))
-            except FileNotFoundError:
-                pass
-        seg = self.log.new_segment(base_offset, suffix=CLEANED_SUFFIX)
+            for suffix in (CLEANED_SUFFIX, DELETED_SUFFIX):
+                path = segment_path(self.log.path, base_offset, kind, suffix)
+                if not os.path.lexists(path):
+                    continue
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    _logger.warning("log cleaner: cannot remove a leftover of %s: %s", self.log.path, exc)
+
+    def _new(self, base_offset: int) -> LogSegment:
+        # Leftovers of an abandoned clean in this process (an open sweeps them too).
+        self._remove_files(base_offset)
+        try:
+            seg = self.log.new_segment(base_offset, suffix=CLEANED_SUFFIX)
+        except BaseException:
+            self._remove_files(base_offset)
+            raise
         self.unswapped.append(seg)
         return seg
 
@@ -385,6 +399,7 @@ class _Output:
                 seg.delete()
             except OSError:
                 pass
+            self._remove_files(seg.base_offset)
         self.unswapped = []
         self.current = None
 
