@@ -60,7 +60,8 @@ offset of the cleanable range, which survives in old or new form, so the latest 
 every key survives any crash.  The checkpoint is written after the last swap; a crash
 before it only makes the next clean redo work.
 
-Thread safety: :class:`LogCleaner` is thread-safe and cleans one log at a time per log.
+Thread safety: :class:`LogCleaner` is thread-safe; cleans of one log (by any cleaner of the
+process) run one at a time.
 The log's lock is held only to snapshot the segment list and for each swap; reading,
 filtering and writing run while appends, reads, rolls and retention go on.  The cleaner
 reads segments with ``pread`` (never through their mappings, so a concurrent truncation
@@ -106,6 +107,12 @@ _MAX_BATCH = 2**31 - 1
 _CONTROL_ABORT = 0
 _BATCH_HEADER_SIZE = 61
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+# One lock per log directory for every cleaner of the process: two cleans of one log would
+# write the same ``.cleaned`` names.
+_LOG_LOCKS: dict[str, threading.Lock] = {}
+_LOG_LOCKS_GUARD = threading.Lock()
 
 
 def _wall_ms() -> int:
@@ -450,7 +457,6 @@ class LogCleaner:
         self._seed = seed
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
-        self._log_locks: dict[str, threading.Lock] = {}
         self._horizons: dict[str, int] = {}
         self._uncleanable: dict[tuple[str, int], BaseException] = {}
         self._thread: threading.Thread | None = None
@@ -569,12 +575,13 @@ class LogCleaner:
 
     # -- cleaning ------------------------------------------------------------------------
 
-    def _log_lock(self, log: Log) -> threading.Lock:
+    @staticmethod
+    def _log_lock(log: Log) -> threading.Lock:
         key = os.path.realpath(log.path)
-        with self._lock:
-            lock = self._log_locks.get(key)
+        with _LOG_LOCKS_GUARD:
+            lock = _LOG_LOCKS.get(key)
             if lock is None:
-                lock = self._log_locks[key] = threading.Lock()
+                lock = _LOG_LOCKS[key] = threading.Lock()
             return lock
 
     def clean(self, log: Log, now_ms: int | None = None, force: bool = False, *,
