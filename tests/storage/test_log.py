@@ -2,14 +2,12 @@
 retention, timestamps, reopen, bad input, threads."""
 
 import os
-import random
 import struct
 import threading
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pylog import _core
 from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidRecordError, LogClosedError,
                           OffsetOutOfRangeError, RecordBatchTooLargeError, RecordTooLargeError)
 from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, Log, LogConfig

@@ -33,11 +33,10 @@ import bisect
 import os
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from pylog import _core
-from pylog.errors import (InvalidRecordError, InvalidRequestError, KafkaStorageError, LogClosedError,
-                          OffsetOutOfRangeError, RecordBatchTooLargeError)
+from pylog.errors import InvalidRequestError, KafkaStorageError, LogClosedError, OffsetOutOfRangeError
 from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError, fsync_dir
 from pylog.storage.config import LogConfig
 from pylog.storage.segment import (CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX,

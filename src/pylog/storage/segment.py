@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from pylog import _core
-from pylog.errors import KafkaStorageError, RecordBatchTooLargeError
+from pylog.errors import KafkaStorageError
 from pylog.storage.config import LogConfig
 from pylog.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 
