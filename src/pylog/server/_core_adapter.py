@@ -25,16 +25,21 @@ def broker_config_for(config: Any) -> Any:
     from pylog.broker.core import BrokerConfig
     from pylog.broker.group import GroupCoordinatorConfig
 
-    topic_defaults: dict[str, Any] = {
-        "segment.bytes": config.log_segment_bytes,
-        "retention.ms": config.log_retention_ms,
-        "retention.bytes": config.log_retention_bytes,
-        "max.message.bytes": config.message_max_bytes,
+    # Broker-level defaults of topic configs, for the settings given explicitly (so a topic
+    # describes them as STATIC_BROKER_CONFIG, and everything else as DEFAULT_CONFIG).
+    explicit = config.explicit
+    candidates = {
+        "log.segment.bytes": ("segment.bytes", config.log_segment_bytes),
+        "log.retention.ms": ("retention.ms", config.log_retention_ms),
+        "log.retention.bytes": ("retention.bytes", config.log_retention_bytes),
+        "message.max.bytes": ("max.message.bytes", config.message_max_bytes),
+        "log.flush.interval.messages": ("flush.messages", config.log_flush_interval_messages),
+        "log.flush.interval.ms": ("flush.ms", config.log_flush_interval_ms),
     }
-    if config.log_flush_interval_messages > 0:
-        topic_defaults["flush.messages"] = config.log_flush_interval_messages
-    if config.log_flush_interval_ms >= 0:
-        topic_defaults["flush.ms"] = config.log_flush_interval_ms
+    topic_defaults: dict[str, Any] = {}
+    for broker_name, (topic_name, value) in candidates.items():
+        if broker_name in explicit and not (topic_name.startswith("flush.") and value < 0):
+            topic_defaults[topic_name] = value
     group = GroupCoordinatorConfig(
         min_session_timeout_ms=config.group_min_session_timeout_ms,
         max_session_timeout_ms=config.group_max_session_timeout_ms,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,24 @@ _READ_AHEAD = 1024 * 1024
 _IOV_MAX = 512
 
 _monotonic = time.monotonic
+_TRAILING = re.compile(r"(\d+) bytes left after the message")
+
+
+def _decode_body(api_key: int, version: int, frame: bytes, pos: int) -> Any:
+    """Decode a request body, ignoring bytes after it as Kafka's broker does (librdkafka
+    2.x sends three stray zero bytes after an all-topics Metadata v12 request, and Kafka
+    accepts it).  Anything malformed inside the body still raises."""
+    try:
+        return decode_request_body(api_key, version, frame, pos)
+    except PylogError as exc:
+        mo = _TRAILING.search(str(exc))
+        if mo is None:
+            raise
+        extra = int(mo.group(1))
+        if not 0 < extra <= len(frame) - pos:
+            raise
+        _log.debug("ignoring %d bytes after a %d v%d request body", extra, api_key, version)
+        return decode_request_body(api_key, version, frame[:len(frame) - extra], pos)
 
 
 class Connection:
@@ -262,7 +281,7 @@ class Connection:
             server.answer_unsupported(self, header, frame, pos)
             return
         try:
-            body = decode_request_body(api_key, version, frame, pos)
+            body = _decode_body(api_key, version, frame, pos)
         except PylogError as exc:
             self.close(f"malformed {entry[3]} v{version} request (correlation id "
                        f"{header.correlation_id}): {exc}", level=logging.WARNING)
