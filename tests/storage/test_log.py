@@ -377,6 +377,19 @@ def test_truncate_zeroes_the_removed_bytes(log_dir):
     log.close()
 
 
+def test_truncate_never_ends_below_the_log_start(log_dir):
+    log = Log.open(log_dir)
+    log.append(make_batch([b"x"] * 8))        # 0..7
+    log.delete_records_before(5)
+    assert log.truncate_to(6)                  # the batch 0..7 goes whole
+    assert (log.log_start_offset, log.log_end_offset) == (5, 5)
+    assert log.append(make_batch([b"y"])).base_offset == 5
+    log.close()
+    log = Log.open(log_dir)
+    assert (log.log_start_offset, log.log_end_offset) == (5, 6)
+    log.close()
+
+
 def test_truncate_below_log_start(log_dir):
     log = Log.open(log_dir, segment_bytes=500)
     for i in range(10):

@@ -296,3 +296,80 @@ def test_segment_recover_reports(tmp_path):
     info = seg.recover()
     assert (info.valid_bytes, info.batches, info.next_offset, info.reason) == (len(data), 1, 2, None)
     seg.close()
+
+
+def test_truncate_into_an_offset_gap_survives_a_crash(log_dir):
+    """Truncating to an offset inside a gap (offsets compaction removed) sets the log end
+    offset past the last batch; the files must keep it there across a crash, or the
+    gap's offsets would be handed out again."""
+    log = Log.open(log_dir)
+    log.append(make_batch([b"a", b"b", b"c"]))                        # 0..2
+    far = bytearray(make_batch([b"x"] * 3))
+    far[0:8] = (10).to_bytes(8, "big")                                 # 10..12, a gap 3..9
+    log.append(bytes(far), assign_offsets=False)
+    assert log.truncate_to(11) and log.log_end_offset == 10            # the batch 10..12 goes
+    _kill_without_close(log)
+    del log
+    log = Log.open(log_dir)
+    assert log.log_end_offset == 10
+    assert log.append(make_batch([b"next"])).base_offset == 10
+    assert [o for o, *_ in read_all(log)] == [0, 1, 2, 10]
+    log.close()
+    # The same when nothing is left at all below the gap.
+    log = Log.open(log_dir + "-b")
+    far[0:8] = (5).to_bytes(8, "big")
+    log.append(bytes(far), assign_offsets=False)                       # 5..7 in segment 0
+    log.truncate_to(6)
+    assert log.log_end_offset == 5
+    _kill_without_close(log)
+    del log
+    log = Log.open(log_dir + "-b")
+    assert (log.log_start_offset, log.log_end_offset) == (0, 5)
+    log.close()
+
+
+def _two_way_clean(log):
+    """Replacements for the first three segments, split in two new segments at a base
+    offset that is not an old one (as a cleaner grouping by size may write them)."""
+    olds = list(log.segments[:3])
+    batches = [(info, bytes(view)) for old in olds for info, view in old.batches()]
+    half = len(batches) // 2
+    split_base = batches[half][0].base_offset
+    news = []
+    for base, part in ((olds[0].base_offset, batches[:half]), (split_base, batches[half:])):
+        new = log.new_segment(base, capacity=sum(len(d) for _, d in part))
+        for info, data in part:
+            res = _core.validate_batches(data, 1 << 20)
+            new.append(data, res[1], res[3], res[4], res[6], res[8])
+        new.seal()
+        news.append(new)
+    assert split_base not in [o.base_offset for o in olds]
+    return olds, news
+
+
+@pytest.mark.parametrize("stage", ["higher_swapped_only", "all_swapped", "lower_live_higher_swap"])
+def test_interrupted_multi_segment_swap(log_dir, stage):
+    """A swap of several segments is all or nothing: committed only once every output is
+    a .swap (renamed highest first), and completed without mistaking an output already
+    renamed live for an old segment."""
+    log = _fill(log_dir, 40, segment_bytes=800)
+    expected = read_all(log)
+    olds, (low, high) = _two_way_clean(log)
+    _kill_without_close(log)
+    del log
+    high.change_suffix(".swap")
+    if stage != "higher_swapped_only":
+        low.change_suffix(".swap")
+        for old in olds:
+            old.change_suffix(".deleted")
+    if stage == "lower_live_higher_swap":
+        low.change_suffix("")
+    log = Log.open(log_dir, segment_bytes=800)
+    assert read_all(log) == expected  # nothing lost, nothing twice
+    bases = [s.base_offset for s in log.segments]
+    if stage == "higher_swapped_only":
+        assert bases[:3] == [o.base_offset for o in olds]  # rolled back
+    else:
+        assert bases[:2] == [low.base_offset, high.base_offset]  # completed
+    assert not [n for n in os.listdir(log_dir) if n.endswith((".cleaned", ".swap", ".deleted"))]
+    log.close()

@@ -316,22 +316,27 @@ class Log:
         live: set[int] = set()
         swaps: set[int] = set()
         index_files: list[tuple[int, str]] = []
-        for name in names:
+        parsed_names = [(name, parse_segment_name(name)) for name in names]
+        # replace_segments renames its outputs .cleaned -> .swap highest base offset first,
+        # so a .swap at or above a remaining .cleaned belongs to a swap that never finished
+        # being committed: it is rolled back with the .cleaned files (Kafka's KAFKA-6264).
+        cleaned = [p[0] for _, p in parsed_names if p is not None and p[2] == CLEANED_SUFFIX]
+        min_cleaned = min(cleaned) if cleaned else None
+        for name, parsed in parsed_names:
             full = os.path.join(self.path, name)
             if name.endswith(".tmp"):
                 os.unlink(full)
                 continue
-            parsed = parse_segment_name(name)
             if parsed is None:
                 continue
             base, kind, suffix = parsed
             if suffix in (CLEANED_SUFFIX, DELETED_SUFFIX):
                 os.unlink(full)
             elif suffix == SWAP_SUFFIX:
-                if kind == LOG_SUFFIX:
+                if kind == LOG_SUFFIX and (min_cleaned is None or base < min_cleaned):
                     swaps.add(base)
                 else:
-                    os.unlink(full)  # rebuilt when the swap completes
+                    os.unlink(full)  # indexes are rebuilt when the swap completes
             elif suffix == "":
                 if kind == LOG_SUFFIX:
                     live.add(base)
@@ -343,15 +348,24 @@ class Log:
         return sorted(live), sorted(swaps)
 
     def _complete_swaps(self, segments: dict[int, LogSegment], swaps: list[int]) -> None:
-        """Finish an interrupted :meth:`replace_segments`: a ``.swap`` segment replaces
-        every live segment whose base offset lies in its offset range (Kafka's rule)."""
+        """Finish a committed but interrupted :meth:`replace_segments`: each ``.swap``
+        segment replaces every live segment whose offsets overlap its own (measured by
+        the segments' actual last offsets, so a replacement already renamed live is never
+        taken for one of the old segments)."""
+        opened = []
         for base in swaps:
             swap = LogSegment.open(self.path, base, self.config, suffix=SWAP_SUFFIX, cache=self._cache)
             swap.recover()
-            for old_base in [b for b in segments if base <= b < max(swap.next_offset, base + 1)]:
-                segments.pop(old_base).delete()
+            opened.append(swap)
+        for swap in opened:
+            lo, hi = swap.base_offset, max(swap.next_offset, swap.base_offset + 1)
+            for old_base in sorted(segments):
+                seg = segments[old_base]
+                if old_base < hi and max(seg.next_offset, old_base + 1) > lo:
+                    segments.pop(old_base).delete()
+        for swap in opened:
             swap.change_suffix("")
-            segments[base] = swap
+            segments[swap.base_offset] = swap
         if swaps:
             fsync_dir(self.path)
 
@@ -604,9 +618,12 @@ class Log:
     def truncate_to(self, offset: int) -> bool:
         """Remove every record at or above ``offset`` (a replica diverging from its
         leader).  A batch holding ``offset`` goes whole, so the log end offset becomes
-        ``offset`` or that batch's base offset, whichever is lower.  Truncating below the
-        log start offset empties the log and restarts it at ``offset``.  Returns whether
-        anything was removed."""
+        ``offset`` or that batch's base offset, whichever is lower, but never less than
+        the log start offset.  Truncating below the log start offset empties the log and
+        restarts it at ``offset``.  Returns whether anything was removed.
+
+        The new log end offset survives a crash even when it lies in a gap left by
+        compaction (a new, empty segment is then started at it)."""
         if offset < 0:
             raise OffsetOutOfRangeError(f"cannot truncate to negative offset {offset}")
         with self._lock:
@@ -628,7 +645,16 @@ class Log:
             position, removed_base, _ = seg.translate_offset(offset)
             seg.truncate_to(offset)
             new_leo = min(offset, removed_base) if removed_base >= 0 else offset
-            self._log_end_offset = max(new_leo, seg.base_offset)
+            # Never below the log start (a removed batch may have begun below it): the log
+            # is then empty at its start, and offsets below it are never handed out again.
+            new_leo = max(new_leo, seg.base_offset, self._log_start_offset)
+            if new_leo > seg.next_offset:
+                # The log now ends in a gap (offsets a compaction removed): only a segment
+                # named after the log end offset makes the files say where it is, so a
+                # crash cannot bring it back lower and hand the gap's offsets out again.  (An
+                # emptied segment stays, sealed at zero bytes, so the log start stays too.)
+                self._roll(new_leo)
+            self._log_end_offset = new_leo
             self._recovery_point = min(self._recovery_point, self._log_end_offset)
             fsync_dir(self.path)
             return True
@@ -739,12 +765,14 @@ class Log:
         in for ``old_segments`` (current, non-active segments of this log), crash-safely.
 
         Kafka's protocol: (1) flush the new segments and rename them ``.cleaned`` ->
-        ``.swap``; (2) rename the old segments to ``.deleted``; (3) rename ``.swap`` ->
-        live; (4) delete the ``.deleted`` files.  Each step is made durable (directory
-        fsync) before the next.  On open, ``.cleaned`` and ``.deleted`` files are removed
-        and a ``.swap`` segment completes the swap: it replaces every live segment whose
-        base offset lies within its offsets.  The new segments' offsets must lie within
-        the old segments' range.
+        ``.swap``, highest base offset first (the commit point is the rename of the
+        lowest); (2) rename the old segments to ``.deleted``; (3) rename ``.swap`` -> live;
+        (4) delete the ``.deleted`` files.  Each step is made durable (directory fsync)
+        before the next.  On open, a ``.swap`` at or above a remaining ``.cleaned`` is an
+        uncommitted swap and is deleted with the ``.cleaned`` and ``.deleted`` files (the
+        old segments stay); the other ``.swap`` segments complete the swap, each replacing
+        the live segments whose offsets overlap its own.  The new segments' offsets must
+        lie within the old segments' range.
         """
         with self._lock:
             self._check_open()
@@ -766,6 +794,9 @@ class Log:
                     raise ValueError(f"{seg!r} lies outside the replaced range [{lo}, {hi})")
             for seg in news:
                 seg.flush()
+            # Highest base offset first: until the lowest is renamed, a crash leaves a
+            # .cleaned below every .swap, and the next open rolls the whole swap back.
+            for seg in reversed(news):
                 seg.change_suffix(SWAP_SUFFIX)
             fsync_dir(self.path)
             for seg in olds:
