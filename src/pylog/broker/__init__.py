@@ -3,6 +3,8 @@
 The embedded client calls these directly; the wire-protocol server translates Kafka
 requests into the same calls.  Modules:
 
+- :mod:`~pylog.broker.core`              the broker: topics, partitions, produce and fetch
+- :mod:`~pylog.broker.topic_config`      topic configuration
 - :mod:`~pylog.broker.partitioner`       which partition a produced record goes to (murmur2)
 - :mod:`~pylog.broker.consumer_protocol` consumer subscription/assignment bytes (JoinGroup/SyncGroup)
 - :mod:`~pylog.broker.assignors`         range, roundrobin and cooperative-sticky assignors
