@@ -491,9 +491,9 @@ class LogSegment:
         capacity = max(cfg.segment_bytes, self._size, self._capacity)
         # Zero anything past the valid size first (ftruncate down, then up): a stale tail
         # must never be mistaken for batches by a later recovery.
-        if os.fstat(handle.fd).st_size != capacity:
+        if os.fstat(handle.fd).st_size > self._size:
             os.ftruncate(handle.fd, self._size)
-            os.ftruncate(handle.fd, capacity)
+        os.ftruncate(handle.fd, capacity)
         self._map = mmap.mmap(handle.fd, capacity)
         self._handle = handle
         oi = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
