@@ -2,12 +2,12 @@
 
 Targets: a lookup from Python under 2 microseconds; recovery within 2x the time to read
 the file and CRC it (peer: ``open().read()`` + the ``crc32c`` package).  The 1 GiB files are
-made once in ``setup_cache``; ``PYLOG_BENCH_SMALL=1`` shrinks them for the smoke test.
+made once in ``setup_cache``, in the temporary working directory asv gives it (and removes
+afterwards); ``PYLOG_BENCH_SMALL=1`` shrinks them for the smoke test.
 """
 
 import os
 import random
-import tempfile
 
 from benches.bench_log import make_batches
 
@@ -34,8 +34,7 @@ class IndexLookup:
     timeout = 900
 
     def setup_cache(self):
-        tmp = tempfile.mkdtemp(prefix="pylog-bench-index-")
-        path = os.path.join(tmp, "bench-0")
+        path = os.path.abspath("bench-index-0")
         _fill_segment(path)
         from pylog.storage import Log
 
@@ -75,8 +74,7 @@ class Recovery:
     timeout = 900
 
     def setup_cache(self):
-        tmp = tempfile.mkdtemp(prefix="pylog-bench-recovery-")
-        path = os.path.join(tmp, "bench-0")
+        path = os.path.abspath("bench-recovery-0")
         _fill_segment(path)
         return path
 

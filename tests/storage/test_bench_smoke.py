@@ -12,8 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture
-def benches(monkeypatch):
+def benches(monkeypatch, tmp_path):
     monkeypatch.setenv("PYLOG_BENCH_SMALL", "1")
+    monkeypatch.chdir(tmp_path)  # asv runs setup_cache in a temporary directory too
     monkeypatch.syspath_prepend(ROOT)
     for name in ("benches.bench_index", "benches.bench_log"):
         sys.modules.pop(name, None)
