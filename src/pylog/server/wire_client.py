@@ -182,6 +182,30 @@ class BrokerConnection:
         except PylogError as exc:
             raise WireError(f"malformed response from {self.host}:{self.port}: {exc}") from None
 
+    def send_request(self, api_key: int, body: Any, version: int | None = None) -> tuple[int, int, int]:
+        """Send a request without waiting: returns ``(correlation_id, api_key, version)``
+        to pass to :meth:`receive`.  Responses arrive in request order (pipelining)."""
+        v = self.version(api_key, version)
+        corr = next(self._corr)
+        self._send(encode_request(api_key, v, corr, self.client_id, body))
+        return corr, api_key, v
+
+    def receive(self, pending: tuple[int, int, int], timeout: float | None = None) -> Any:
+        """The response to a request sent with :meth:`send_request`."""
+        corr, api_key, version = pending
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        (size,) = _I32.unpack(self._recv_exact(4))
+        if not 4 <= size <= MAX_RESPONSE_BYTES:
+            raise WireError(f"{self.host}:{self.port} sent a response frame of {size} bytes")
+        frame = self._recv_exact(size)
+        got = peek_correlation_id(frame)
+        if got != corr:
+            raise WireError(f"response correlation id {got} does not match request {corr}")
+        try:
+            return decode_response(api_key, version, frame)[1]
+        except PylogError as exc:
+            raise WireError(f"malformed response from {self.host}:{self.port}: {exc}") from None
+
     def request_with_timeout(self, api_key: int, body: Any, timeout: float, version: int | None = None) -> Any:
         """As :meth:`request`, waiting up to ``timeout`` seconds (long polls, joins)."""
         return self._roundtrip(api_key, self.version(api_key, version), body, timeout=timeout)
