@@ -226,10 +226,13 @@ class OffsetIndex(_MappedIndex):
     def lookup(self, offset: int) -> tuple[int, int]:
         """``(offset, position)`` of the greatest entry at or below ``offset``;
         ``(base_offset, 0)`` when there is none.  Binary search in Cython, warm tail first."""
-        slot, rel, pos = _core.offset_index_lookup(self._buf, self._entries, offset - self.base_offset)
+        # Plain attribute reads only: this is the per-fetch hot path.
+        src, mm, base = self._source, self._mm, self.base_offset
+        slot, rel, pos = _core.offset_index_lookup(
+            _EMPTY if mm is None else mm, self._n if src is None else src.oi_entries, offset - base)
         if slot < 0:
-            return self.base_offset, 0
-        return self.base_offset + rel, pos
+            return base, 0
+        return base + rel, pos
 
     @property
     def last_entry(self) -> tuple[int, int]:
