@@ -60,6 +60,11 @@ _READ_AHEAD = 1024 * 1024
 _IOV_MAX = 512
 
 _monotonic = time.monotonic
+
+
+def _debug_enabled() -> bool:
+    return _log.isEnabledFor(logging.DEBUG)
+
 _TRAILING = re.compile(r"(\d+) bytes left after the message")
 
 
@@ -286,6 +291,9 @@ class Connection:
             self.close(f"malformed {entry[3]} v{version} request (correlation id "
                        f"{header.correlation_id}): {exc}", level=logging.WARNING)
             return
+        if _debug_enabled():
+            _log.debug("request %s v%d correlation_id=%d client_id=%s peer=%s", entry[3], version,
+                       header.correlation_id, header.client_id, self.peer)
         try:
             result = entry[2](self, header, body)
         except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the server
@@ -329,6 +337,9 @@ class Connection:
                            header.api_key, header.api_version, self.peer, exc)
             self.close("response encoding failed", level=logging.ERROR)
             return
+        if _debug_enabled():
+            _log.debug("response api_key=%d v%d correlation_id=%d peer=%s", header.api_key,
+                       header.api_version, header.correlation_id, self.peer)
         self.send_segments(segs)
 
     def send_raw(self, data: bytes) -> None:

@@ -308,8 +308,11 @@ class Server:
           more); the connection stays open.
         """
         api_key, version = header.api_key, header.api_version
-        _log.info("unsupported request from %s: %s v%d (correlation id %d, client %r)",
-                  conn.peer, api_name(api_key), version, header.correlation_id, header.client_id)
+        # Clients routinely open with an ApiVersions newer than ours (that is how they
+        # negotiate): not worth an INFO line.
+        _log.log(logging.DEBUG if api_key == ApiKey.API_VERSIONS else logging.INFO,
+                 "unsupported request from %s: %s v%d (correlation id %d, client %r)",
+                 conn.peer, api_name(api_key), version, header.correlation_id, header.client_id)
         if api_key == ApiKey.API_VERSIONS:
             body = self.state.api_versions_body(_UNSUPPORTED_VERSION)
             segs = encode_response(api_key, 0, header.correlation_id, body)
