@@ -374,3 +374,32 @@ def test_500_idle_connections_and_50_producers(server):
         for s in idle:
             s.close()
     wait_for(lambda: still_serves(server), "server serving after 500 closes")
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    """A long-polling Fetch, then a large Produce and an ApiVersions on the same
+    connection: one request at a time, answers in request order (Kafka's muted channel)."""
+    topic = unique("order")
+    with WireClient(server.bootstrap) as c:
+        c.create_topic(topic, 1)
+    F = m.FetchRequest
+    T = m.ProduceRequest
+    fetch = frame(1, 12, F(max_wait_ms=500, min_bytes=1, max_bytes=1 << 20, session_epoch=-1, topics=[
+        F.FetchTopic(topic=topic, partitions=[F.FetchPartition(partition=0, fetch_offset=0,
+                                                               partition_max_bytes=1 << 20)])]), corr=1)
+    produce = frame(0, 9, T(acks=1, timeout_ms=5000, topic_data=[T.TopicProduceData(name=topic, partition_data=[
+        T.PartitionProduceData(index=0, records=batch([os.urandom(1000) for _ in range(900)]))])]), corr=2)
+    versions = frame(18, 0, m.ApiVersionsRequest(), corr=3)
+    assert len(produce) > 512 * 1024
+    s = connect(server)
+    try:
+        s.sendall(fetch + produce + versions)
+        answers = [read_frame(s) for _ in range(3)]
+    finally:
+        s.close()
+    assert [struct.unpack_from(">i", a)[0] for a in answers] == [1, 2, 3]
+    _c, fetched = decode_response(1, 12, answers[0])
+    # The produce was not handled before the fetch was answered: the fetch saw nothing.
+    assert fetched.responses[0].partitions[0].high_watermark == 0
+    _c, produced = decode_response(0, 9, answers[1])
+    assert produced.responses[0].partition_responses[0].error_code == 0

@@ -56,6 +56,8 @@ _RECV_MIN = 64 * 1024
 _RECV_MAX = 4 * 1024 * 1024
 #: Bytes read ahead of the request being handled (pipelined requests, or an EOF).
 _READ_AHEAD = 1024 * 1024
+#: Frames at least this large are read into their own bytes chunks (one copy, not two).
+_LARGE_FRAME = 256 * 1024
 #: iovec entries per sendmsg (Linux IOV_MAX is 1024).
 _IOV_MAX = 512
 
@@ -100,7 +102,7 @@ class Connection:
 
     __slots__ = ("server", "loop", "sock", "fd", "peer", "client_host", "rbuf", "need",
                  "reserved", "out", "inflight", "reading", "writing", "closed",
-                 "last_active", "requests", "__weakref__")
+                 "last_active", "requests", "chunks", "chunks_len", "ready", "__weakref__")
 
     def __init__(self, server: Server, sock: socket.socket, addr: Any) -> None:
         self.server = server
@@ -123,6 +125,9 @@ class Connection:
         self.closed = False
         self.last_active = _monotonic()
         self.requests = 0
+        self.chunks: list | None = None   # a large frame being read (see _read_large)
+        self.chunks_len = 0
+        self.ready: bytes | None = None   # a complete large frame not yet handled
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -147,6 +152,8 @@ class Connection:
             inflight[1].cancel()
         self.out.clear()
         self.rbuf = bytearray()
+        self.chunks = None
+        self.ready = None
         if self.reserved:
             self.server.release_request_memory(self.reserved)
             self.reserved = 0
@@ -169,6 +176,10 @@ class Connection:
             self.reading = False
 
     def _on_readable(self) -> None:
+        chunks = self.chunks
+        if chunks is not None:
+            self._read_large(chunks)
+            return
         need = self.need
         size = _RECV_MIN
         if need:
@@ -183,14 +194,45 @@ class Connection:
             self.close(f"read failed: {exc.strerror or exc}")
             return
         if not data:
-            if self.rbuf:
-                self.close(f"client closed the connection in the middle of a request "
-                           f"({len(self.rbuf)} bytes of it received)")
-            else:
-                self.close("client closed the connection", level=logging.DEBUG)
+            self._eof(len(self.rbuf))
             return
         self.last_active = _monotonic()
         self.rbuf += data
+        self._process()
+
+    def _eof(self, buffered: int) -> None:
+        if buffered:
+            self.close(f"client closed the connection in the middle of a request "
+                       f"({buffered} bytes of it received)")
+        else:
+            self.close("client closed the connection", level=logging.DEBUG)
+
+    def _read_large(self, chunks: list) -> None:
+        """Read the rest of a large frame as bytes chunks, joined once when complete (one
+        copy, none if it arrives in one piece), instead of through the read buffer."""
+        left = self.need - self.chunks_len
+        try:
+            data = self.sock.recv(min(left, _RECV_MAX))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(f"read failed: {exc.strerror or exc}")
+            return
+        if not data:
+            self._eof(4 + self.chunks_len)
+            return
+        self.last_active = _monotonic()
+        chunks.append(data)
+        self.chunks_len += len(data)
+        if self.chunks_len < self.need:
+            return
+        self.ready = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = None
+        self.chunks_len = 0
+        self.need = 0
+        if self.reserved:
+            reserved, self.reserved = self.reserved, 0
+            self.server.release_request_memory(reserved)
         self._process()
 
     def _check_prefix(self) -> bool:
@@ -226,13 +268,29 @@ class Connection:
         free (no request in flight, no response waiting for the socket)."""
         buf = self.rbuf
         while not self.closed:
+            if self.ready is not None:
+                # A large frame read in chunks, waiting for the connection to be free.
+                if self.inflight is not None or self.out:
+                    break
+                frame, self.ready = self.ready, None
+                self._dispatch(frame)
+                continue
+            if self.chunks is not None:
+                break
             if self.need == 0:
                 if len(buf) < 4:
                     break
                 if not self._check_prefix():
                     return
             size = self.need
-            if len(buf) < size + 4 or self.inflight is not None or self.out:
+            if len(buf) < size + 4:
+                if size >= _LARGE_FRAME and self.reserved:
+                    # The rest of a large frame is read straight into bytes chunks.
+                    self.chunks = [bytes(buf[4:])] if len(buf) > 4 else []
+                    self.chunks_len = len(buf) - 4
+                    del buf[:]
+                break
+            if self.inflight is not None or self.out:
                 break
             with memoryview(buf) as mv:
                 frame = bytes(mv[4:4 + size])
@@ -246,6 +304,9 @@ class Connection:
 
     def _update_reading(self) -> None:
         if self.closed:
+            return
+        if self.chunks is not None:
+            self._resume_reading()
             return
         n = len(self.rbuf)
         if self.need and n < self.need + 4:

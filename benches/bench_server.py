@@ -1,0 +1,456 @@
+"""``pylog serve`` under real clients: throughput, the server's CPU per MB, sendfile
+efficiency and end-to-end latency.
+
+Each benchmark starts ``pylog serve`` as a subprocess on a free loopback port over a
+temporary data directory (so the server's CPU time can be read from ``/proc``) and stops
+it afterwards.  Figures (asv ``track_*`` values, also printed by
+``python -m benches.bench_server``):
+
+- ``ConfluentProduce.track_records_per_s``: confluent-kafka (librdkafka) producer, 100-byte
+  records, acks=1, no compression.
+- ``ConfluentConsume.track_records_per_s``: confluent-kafka consumer reading them back.
+- ``ServerCpu.track_produce_to_fetch_cpu_ratio``: the server's CPU seconds per MB produced
+  divided by its CPU seconds per MB fetched (both with large batches over pylog's wire
+  client, so the client's own speed does not enter).
+- ``Sendfile.track_fetch_to_raw_sendfile_ratio``: bytes/s of Fetch responses (records sent
+  with sendfile) over bytes/s of a raw ``os.sendfile`` of the same segment file ranges, to
+  identical receivers that discard what they read.
+- ``EndToEndLatency.track_p99_ms``: produce-to-consume latency of records produced at
+  10,000 records/s (confluent-kafka producer with linger.ms=0 and consumer).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+) ")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class ServeProcess:
+    """``pylog serve`` in a subprocess over a temporary data directory."""
+
+    def __init__(self, **overrides: str) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="pylog-bench-serve-")
+        cmd = [sys.executable, "-m", "pylog.cli", "serve", "--data-dir", self.tmp.name,
+               "--listen", "127.0.0.1:0", "--log-level", "WARNING",
+               "--override", "group.initial.rebalance.delay.ms=0"]
+        for k, v in overrides.items():
+            cmd += ["--override", f"{k}={v}"]
+        # INFO is needed for the "listening on" line; WARNING keeps the run quiet after it.
+        cmd[cmd.index("WARNING")] = "INFO"
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        self.port = None
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            mo = _LISTENING.search(line)
+            if mo:
+                self.port = int(mo.group(2))
+                break
+            if time.monotonic() > deadline:
+                break
+        if self.port is None:
+            self.stop()
+            raise RuntimeError("pylog serve did not start")
+        # Keep draining stderr so the server never blocks on a full pipe.
+        self._drain = threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True)
+        self._drain.start()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> str:
+        return self.tmp.name
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.tmp.cleanup()
+
+
+def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    from pylog.server.wire_client import WireClient
+
+    with WireClient(bootstrap) as c:
+        c.create_topic(topic, partitions)
+
+
+def confluent_produce(bootstrap: str, topic: str, records: int, record_size: int = 100) -> float:
+    """Records per second of one confluent-kafka producer (acks=1, no compression)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "compression.type": "none",
+                  "linger.ms": 5, "batch.num.messages": 10000, "batch.size": 1_000_000,
+                  "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
+                  "socket.nagle.disable": True, "enable.idempotence": False})
+    value = b"x" * record_size
+    produce = p.produce
+    t0 = time.perf_counter()
+    for _ in range(records):
+        try:
+            produce(topic, value)
+        except BufferError:
+            p.poll(0.005)
+            produce(topic, value)
+    remaining = p.flush(120)
+    elapsed = time.perf_counter() - t0
+    if remaining:
+        raise RuntimeError(f"{remaining} records not delivered")
+    return records / elapsed
+
+
+def confluent_consume(bootstrap: str, topic: str, records: int) -> float:
+    """Records per second of one confluent-kafka consumer reading ``records`` records."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time_ns()}",
+                  "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
+                  "max.partition.fetch.bytes": 10_485_760, "queued.min.messages": 1_000_000,
+                  "queued.max.messages.kbytes": 1_048_576, "fetch.wait.max.ms": 10})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = 0
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + 300
+    while got < records and time.monotonic() < deadline:
+        msgs = c.consume(200_000, 1.0)
+        got += sum(1 for m in msgs if m.error() is None)
+    elapsed = time.perf_counter() - t0
+    c.close()
+    return got / elapsed
+
+
+def server_cpu_ratio(server: ServeProcess, topic: str, megabytes: int = 200) -> dict:
+    """Server CPU per MB produced / per MB fetched, with 1 MB batches over the wire client."""
+    from pylog.server import bench
+
+    records = megabytes * 10_000            # 100-byte records
+    c0 = server.cpu_seconds()
+    bench.produce_wire(server.bootstrap, topic, records, record_size=100, batch_records=9_000,
+                       in_flight=4, acks=1, progress=False)
+    c1 = server.cpu_seconds()
+    res = bench.consume_wire(server.bootstrap, topic, records, max_bytes=8 << 20, progress=False)
+    c2 = server.cpu_seconds()
+    produced_mb = records * 100 / 1e6
+    fetched_mb = res["bytes"] / 1e6
+    per_mb_produce = (c1 - c0) / produced_mb
+    per_mb_fetch = (c2 - c1) / fetched_mb
+    return {"cpu_ms_per_mb_produce": per_mb_produce * 1000, "cpu_ms_per_mb_fetch": per_mb_fetch * 1000,
+            "ratio": per_mb_produce / max(per_mb_fetch, 1e-9)}
+
+
+def _drain_socket(sock: socket.socket, nbytes: int) -> None:
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    left = nbytes
+    while left:
+        n = sock.recv_into(view, min(len(buf), left))
+        if not n:
+            raise ConnectionError("closed early")
+        left -= n
+
+
+def fetch_vs_raw_sendfile(server: ServeProcess, topic: str, megabytes: int = 200) -> dict:
+    """Bytes/s of records fetched with Fetch (max_bytes 32 MiB, responses read and dropped
+    without decoding) and of ``os.sendfile`` streaming the same segment file ranges."""
+    import struct
+
+    from pylog.protocol import messages as m
+    from pylog.protocol.codec import encode_request
+    from pylog.protocol.segments import segments_to_bytes
+    from pylog.server import bench
+
+    records = megabytes * 10_000
+    bench.produce_wire(server.bootstrap, topic, records, record_size=100, batch_records=9_000,
+                       in_flight=4, acks=1, progress=False)
+    segment = os.path.join(server.data_dir, f"{topic}-0", "00000000000000000000.log")
+    # Fetch: one request per response; the next request's offset comes from the last
+    # batch header of the response (read at its known place: no decoding of records).
+    chunk = 32 << 20
+    F = m.FetchRequest
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        offset = 0
+        total = 0
+        buf = bytearray(chunk + (1 << 20))
+        view = memoryview(buf)
+        t0 = time.perf_counter()
+        corr = 0
+        while offset < records:
+            corr += 1
+            req = F(replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=chunk, isolation_level=0,
+                    session_id=0, session_epoch=-1, topics=[F.FetchTopic(topic=topic, partitions=[
+                        F.FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=chunk)])])
+            sock.sendall(segments_to_bytes(encode_request(1, 11, corr, "bench", req)))
+            head = bytearray(4)
+            sock.recv_into(head, 4, socket.MSG_WAITALL)
+            (size,) = struct.unpack(">i", head)
+            got = 0
+            while got < size:
+                n = sock.recv_into(view[got:size], size - got)
+                if not n:
+                    raise ConnectionError("closed early")
+                got += n
+            # Fetch v11, one topic and partition: walk the fixed layout to the records.
+            p = 4 + 4 + 2 + 4 + 4                     # correlation, throttle, error, session, topics
+            (tlen,) = struct.unpack_from(">h", buf, p)
+            p += 2 + tlen + 4 + 4 + 2 + 8 + 8 + 8     # name, partitions, index, error, hw, lso, start
+            (aborted,) = struct.unpack_from(">i", buf, p)
+            p += 4 + max(aborted, 0) * 16 + 4         # aborted transactions, preferred replica
+            (rec_len,) = struct.unpack_from(">i", buf, p)
+            pos = p + 4
+            if rec_len <= 0:
+                raise RuntimeError("fetch returned no records")
+            last = None
+            p = pos
+            while p + 12 <= pos + rec_len:
+                base, blen = struct.unpack_from(">qi", buf, p)
+                if p + 12 + blen > pos + rec_len:
+                    break
+                last = (base, struct.unpack_from(">i", buf, p + 23)[0])
+                p += 12 + blen
+            offset = last[0] + last[1] + 1
+            total += rec_len
+        fetch_s = time.perf_counter() - t0
+    fetch_rate = total / fetch_s
+    # Raw sendfile of the same bytes, same chunking, to the same kind of receiver.
+    size = total
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    receiver_done = threading.Event()
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            _drain_socket(conn, size)
+        receiver_done.set()
+
+    t = threading.Thread(target=receive)
+    t.start()
+    with socket.create_connection(("127.0.0.1", port)) as out, open(segment, "rb") as f:
+        t0 = time.perf_counter()
+        pos = 0
+        while pos < size:
+            pos += os.sendfile(out.fileno(), f.fileno(), pos, min(chunk, size - pos))
+        receiver_done.wait(60)
+        raw_s = time.perf_counter() - t0
+    t.join()
+    listener.close()
+    raw_rate = size / raw_s
+    return {"fetch_mb_per_s": fetch_rate / 1e6, "raw_sendfile_mb_per_s": raw_rate / 1e6,
+            "ratio": fetch_rate / raw_rate}
+
+
+def end_to_end_latency(bootstrap: str, topic: str, rate: int = 10_000, seconds: float = 3.0) -> dict:
+    """Produce at ``rate`` records/s with confluent-kafka (linger.ms=0) while a consumer
+    reads; latency = receive time - the send time carried in each record."""
+    import struct
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    ready = threading.Event()
+    done = threading.Event()
+
+    def consume() -> None:
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{time.time_ns()}",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 100, "fetch.min.bytes": 1,
+                      "socket.nagle.disable": True})
+        c.assign([TopicPartition(topic, 0, 0)])
+        c.consume(1, 1.0)
+        ready.set()
+        while len(latencies) < total and not done.is_set():
+            # poll() hands over each record as soon as it is there (consume(n) would wait
+            # to collect n of them).
+            msg = c.poll(0.1)
+            if msg is not None and msg.error() is None:
+                now = time.perf_counter_ns()
+                (sent,) = struct.unpack_from(">q", msg.value())
+                latencies.append((now - sent) / 1e6)
+        c.close()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    ready.wait(30)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 0, "socket.nagle.disable": True})
+    pad = b"x" * 92
+    # Send in 1 ms ticks (rate / 1000 records each) and sleep between them, so the producer
+    # does not spin on the GIL the consumer thread needs.
+    per_tick = max(1, rate // 1000)
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = t0 + sent / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        for _ in range(min(per_tick, total - sent)):
+            p.produce(topic, struct.pack(">q", time.perf_counter_ns()) + pad)
+            sent += 1
+        p.poll(0)
+    p.flush(30)
+    deadline = time.monotonic() + 30
+    while len(latencies) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    t.join(30)
+    from pylog.server.bench import percentiles
+
+    # The first half second warms up connections and fetch sessions: not measured.
+    measured = latencies[min(len(latencies), rate // 2):]
+    return {"records": len(measured), **percentiles(measured)}
+
+
+# ---------------------------------------------------------------------------------------
+# asv classes
+# ---------------------------------------------------------------------------------------
+
+
+class ConfluentProduce:
+    timeout = 600
+    number = 1
+    repeat = 1
+    records = 1_000_000
+
+    def setup(self) -> None:
+        self.server = ServeProcess()
+        _create_topic(self.server.bootstrap, "produce")
+
+    def teardown(self) -> None:
+        self.server.stop()
+
+    def track_records_per_s(self) -> float:
+        return confluent_produce(self.server.bootstrap, "produce", self.records)
+
+    track_records_per_s.unit = "records/s"
+
+
+class ConfluentConsume:
+    timeout = 600
+    number = 1
+    repeat = 1
+    records = 1_000_000
+
+    def setup(self) -> None:
+        from pylog.server import bench
+
+        self.server = ServeProcess()
+        bench.produce_wire(self.server.bootstrap, "consume", self.records, record_size=100,
+                           batch_records=9_000, progress=False)
+
+    def teardown(self) -> None:
+        self.server.stop()
+
+    def track_records_per_s(self) -> float:
+        return confluent_consume(self.server.bootstrap, "consume", self.records)
+
+    track_records_per_s.unit = "records/s"
+
+
+class ServerCpu:
+    timeout = 600
+    number = 1
+    repeat = 1
+    megabytes = 200
+
+    def setup(self) -> None:
+        self.server = ServeProcess()
+
+    def teardown(self) -> None:
+        self.server.stop()
+
+    def track_produce_to_fetch_cpu_ratio(self) -> float:
+        return server_cpu_ratio(self.server, "cpu", self.megabytes)["ratio"]
+
+    track_produce_to_fetch_cpu_ratio.unit = "ratio"
+
+
+class Sendfile:
+    timeout = 600
+    number = 1
+    repeat = 1
+    megabytes = 200
+
+    def setup(self) -> None:
+        self.server = ServeProcess()
+
+    def teardown(self) -> None:
+        self.server.stop()
+
+    def track_fetch_to_raw_sendfile_ratio(self) -> float:
+        return fetch_vs_raw_sendfile(self.server, "sendfile", self.megabytes)["ratio"]
+
+    track_fetch_to_raw_sendfile_ratio.unit = "ratio"
+
+
+class EndToEndLatency:
+    timeout = 600
+    number = 1
+    repeat = 1
+    seconds = 3.0
+
+    def setup(self) -> None:
+        self.server = ServeProcess()
+        _create_topic(self.server.bootstrap, "latency")
+
+    def teardown(self) -> None:
+        self.server.stop()
+
+    def track_p99_ms(self) -> float:
+        return end_to_end_latency(self.server.bootstrap, "latency", 10_000, self.seconds)["p99"]
+
+    track_p99_ms.unit = "ms"
+
+
+def main() -> None:
+    """Run every measurement once and print the figures."""
+    records = int(os.environ.get("PYLOG_BENCH_RECORDS", "1000000"))
+    server = ServeProcess()
+    try:
+        _create_topic(server.bootstrap, "produce")
+        rate = confluent_produce(server.bootstrap, "produce", records)
+        print(f"confluent-kafka produce: {rate:,.0f} records/s ({rate * 100 / 1e6:.1f} MB/s)")
+        rate = confluent_consume(server.bootstrap, "produce", records)
+        print(f"confluent-kafka consume: {rate:,.0f} records/s")
+        cpu = server_cpu_ratio(server, "cpu")
+        print(f"server CPU: {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
+              f"{cpu['cpu_ms_per_mb_fetch']:.2f} ms/MB fetched, ratio {cpu['ratio']:.2f}")
+        sf = fetch_vs_raw_sendfile(server, "sendfile")
+        print(f"fetch {sf['fetch_mb_per_s']:.0f} MB/s vs raw sendfile {sf['raw_sendfile_mb_per_s']:.0f} MB/s: "
+              f"ratio {sf['ratio']:.2f}")
+        _create_topic(server.bootstrap, "latency")
+        lat = end_to_end_latency(server.bootstrap, "latency")
+        print(f"end-to-end latency at 10k records/s ({lat['records']} records): p50 {lat['p50']:.2f} ms "
+              f"p99 {lat['p99']:.2f} ms max {lat['max']:.2f} ms")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
