@@ -126,6 +126,10 @@ class ServerState:
         return epoch
 
     def topic_changed(self, topic: str) -> None:
+        """A topic was created, deleted or grown (callable from any thread)."""
+        self.server.call_in_loop(self._topic_changed, topic)
+
+    def _topic_changed(self, topic: str) -> None:
         self._epochs.pop(topic, None)
         self.fetch_waiters.on_topic_change(topic)
 
@@ -236,6 +240,25 @@ class ServerState:
         return fut
 
 
+def _off_loop(handler: Callable) -> Callable:
+    """Run ``handler`` in the server's I/O threads: for requests that write files and
+    fsync (the topic registry, new segments, deleted directories), which must not stall
+    the event loop.  The connection waits for the answer, as for any deferred response."""
+    def run(conn: Any, header: Any, req: Any) -> Any:
+        return conn.server.call_off_loop(handler, conn, header, req)
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _needs_creation(st: Any, names: Iterable[str]) -> bool:
+    """Whether auto-creation would create one of ``names`` (so the request goes off the loop)."""
+    broker = st.broker
+    return any(n is not None and not broker.has_topic(n) and _valid_topic_name(n) and not n.startswith("__")
+               for n in names)
+
+
 def _err(exc: BaseException) -> int:
     return error_code_for(exc)
 
@@ -284,6 +307,15 @@ _UNKNOWN_TOPIC_ID = 100
 
 
 def handle_metadata(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    if (req.topics and st.config.auto_create_topics_enable
+            and (req.allow_auto_topic_creation or header.api_version < 4)
+            and _needs_creation(st, (t.name for t in req.topics))):
+        return conn.server.call_off_loop(_metadata, conn, header, req)
+    return _metadata(conn, header, req)
+
+
+def _metadata(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     broker = st.broker
     version = header.api_version
@@ -383,6 +415,13 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    if st.config.auto_create_topics_enable and _needs_creation(st, (t.name for t in req.topic_data)):
+        return conn.server.call_off_loop(_produce, conn, header, req)
+    return _produce(conn, header, req)
+
+
+def _produce(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     broker = st.broker
     version = header.api_version
@@ -535,6 +574,7 @@ def handle_offset_for_leader_epoch(conn: Any, header: Any, req: Any) -> Any:
     return R(throttle_time_ms=0, topics=topics)
 
 
+@_off_loop
 def handle_delete_records(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     broker = st.broker
@@ -557,6 +597,7 @@ def handle_delete_records(conn: Any, header: Any, req: Any) -> Any:
     return R(throttle_time_ms=0, topics=topics)
 
 
+@_off_loop
 def handle_init_producer_id(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     R = m.InitProducerIdResponse
@@ -803,6 +844,7 @@ def _config_entries_for_new_topic(st: Any, name: str, configs: dict, created: bo
     return TopicConfig(normalize_all(configs), st.broker.config.topic_defaults).describe()
 
 
+@_off_loop
 def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     broker = st.broker
@@ -874,6 +916,7 @@ def _code_error(code: int, message: str) -> PylogError:
     return exc
 
 
+@_off_loop
 def handle_delete_topics(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     R = m.DeleteTopicsResponse
@@ -893,6 +936,7 @@ def handle_delete_topics(conn: Any, header: Any, req: Any) -> Any:
     return R(throttle_time_ms=0, responses=out)
 
 
+@_off_loop
 def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     R = m.CreatePartitionsResponse
@@ -1043,6 +1087,7 @@ def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, 
 _OPS = {0: "SET", 1: "DELETE", 2: "APPEND", 3: "SUBTRACT"}
 
 
+@_off_loop
 def handle_alter_configs(conn: Any, header: Any, req: Any) -> Any:
     # AlterConfigs replaces a resource's whole set of dynamic configs with the given one.
     resources = [(r.resource_type, r.resource_name, [(c.name, 0, c.value) for c in r.configs])
@@ -1050,6 +1095,7 @@ def handle_alter_configs(conn: Any, header: Any, req: Any) -> Any:
     return _alter_configs(conn, req, resources, m.AlterConfigsResponse, incremental=False)
 
 
+@_off_loop
 def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:
     resources = [(r.resource_type, r.resource_name,
                   [(c.name, c.config_operation, c.value) for c in r.configs]) for r in req.resources]

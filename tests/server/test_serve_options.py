@@ -1,0 +1,94 @@
+"""``pylog serve`` options: auto topic creation on and off, num.partitions, the advertised
+listener, a server.properties file, bad settings, and a clean shutdown on SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from pylog.protocol import messages as m
+from pylog.records import RecordBatchBuilder
+from pylog.server.wire_client import BrokerConnection, WireClient
+from server.util import unique
+
+
+def _batch():
+    b = RecordBatchBuilder()
+    b.append(None, None, b"v")
+    return b.build()
+
+
+def test_auto_create_on_metadata_and_produce_with_num_partitions(serve):
+    server = serve(extra_args=["--num-partitions", "3"])
+    with WireClient(server.bootstrap) as c:
+        md = c.metadata([unique("auto-md")], allow_auto_create=True)
+        assert md.topics[0].error_code == 0 and len(md.topics[0].partitions) == 3
+        topic = unique("auto-produce")
+        T = m.ProduceRequest
+        resp = c.bootstrap.request(0, T(acks=1, timeout_ms=5000, topic_data=[T.TopicProduceData(
+            name=topic, partition_data=[T.PartitionProduceData(index=2, records=_batch())])]))
+        assert resp.responses[0].partition_responses[0].error_code == 0
+        assert len(c.partitions(topic)) == 3
+        # A client asking not to create (Metadata v4+ allow_auto_topic_creation=false).
+        md = c.metadata([unique("no-md")], allow_auto_create=False)
+        assert md.topics[0].error_code == 3
+    server.wait_for_log(r"auto-created topic auto-produce\S* \(3 partitions\) on produce")
+
+
+def test_auto_create_disabled(serve):
+    server = serve(extra_args=["--no-auto-create-topics"])
+    topic = unique("nothere")
+    with WireClient(server.bootstrap) as c:
+        md = c.metadata([topic], allow_auto_create=True)
+        assert md.topics[0].error_code == 3           # UNKNOWN_TOPIC_OR_PARTITION
+        T = m.ProduceRequest
+        resp = c.bootstrap.request(0, T(acks=1, timeout_ms=5000, topic_data=[T.TopicProduceData(
+            name=topic, partition_data=[T.PartitionProduceData(index=0, records=_batch())])]))
+        assert resp.responses[0].partition_responses[0].error_code == 3
+        assert topic not in {t.name for t in c.metadata(None).topics}
+        # Invalid names are INVALID_TOPIC_EXCEPTION whatever the setting.
+        assert c.metadata(["bad name!"], allow_auto_create=True).topics[0].error_code == 17
+
+
+def test_advertised_listener_and_config_file(serve, tmp_path):
+    props = tmp_path / "server.properties"
+    props.write_text("# a Kafka-style file\nnum.partitions = 2\n"
+                     "advertised.listeners=PLAINTEXT://localhost:19999\nlog.retention.hours=1\n")
+    server = serve(extra_args=["--config", str(props)])
+    with BrokerConnection(server.host, server.port) as conn:
+        md = conn.request(3, m.MetadataRequest(topics=[m.MetadataRequest.MetadataRequestTopic(
+            name=unique("adv"))], allow_auto_topic_creation=True))
+        assert (md.brokers[0].host, md.brokers[0].port) == ("localhost", 19999)
+        assert len(md.topics[0].partitions) == 2
+        cfg = conn.request(32, m.DescribeConfigsRequest(resources=[m.DescribeConfigsRequest.DescribeConfigsResource(
+            resource_type=4, resource_name="0", configuration_keys=None)]))
+        entries = {e.name: e for e in cfg.results[0].configs}
+        assert entries["log.retention.ms"].value == "3600000"
+        assert entries["log.retention.ms"].config_source == 4      # STATIC_BROKER_CONFIG
+        assert entries["num.partitions"].config_source == 4
+        assert entries["socket.request.max.bytes"].config_source == 5   # DEFAULT_CONFIG
+
+
+def test_bad_settings_are_refused(tmp_path):
+    for args in (["--override", "no.such.setting=1"], ["--listen", "127.0.0.1:99999"],
+                 ["--override", "num.partitions=zero"]):
+        proc = subprocess.run([sys.executable, "-m", "pylog.cli", "serve", "--data-dir", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert "pylog serve:" in proc.stderr
+
+
+def test_sigint_shuts_down_cleanly(serve):
+    server = serve()
+    topic = unique("clean")
+    with WireClient(server.bootstrap) as c:
+        c.create_topic(topic, 1)
+        c.produce(topic, 0, _batch())
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(30) == 0
+    server.wait_for_log(r"received SIGINT")
+    server.wait_for_log(r"broker closed cleanly")
+    assert os.path.exists(os.path.join(server.data_dir, ".kafka_cleanshutdown"))
+    server.stop()
