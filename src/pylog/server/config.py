@@ -121,8 +121,9 @@ class ServerConfig:
         bound address), ``socket_request_max_bytes`` (largest request frame, 100 MiB),
         ``connections_max_idle_ms`` (close a connection silent this long, 10 min),
         ``max_connections``, ``queued_max_request_bytes`` (bytes of requests buffered
-        across all connections before the server stops reading; -1: only the per-request
-        bound applies), ``socket_send_buffer_bytes`` / ``socket_receive_buffer_bytes``
+        across all connections before the server stops reading more; default 512 MiB, so
+        memory stays bounded however many clients announce large requests (Kafka's
+        default, -1, bounds only each request); one request may always proceed alone), ``socket_send_buffer_bytes`` / ``socket_receive_buffer_bytes``
         (-1: the OS default).
     Topics
         ``auto_create_topics_enable`` (create a topic on first Metadata/Produce),
@@ -147,7 +148,7 @@ class ServerConfig:
     socket_request_max_bytes: int = 104857600
     connections_max_idle_ms: int = 600_000
     max_connections: int = _INT32_MAX
-    queued_max_request_bytes: int = -1
+    queued_max_request_bytes: int = 512 * 1024 * 1024
     socket_send_buffer_bytes: int = -1
     socket_receive_buffer_bytes: int = -1
     auto_create_topics_enable: bool = True
