@@ -403,9 +403,6 @@ class Connection:
                        header.api_version, header.correlation_id, self.peer)
         self.send_segments(segs)
 
-    def send_raw(self, data: bytes) -> None:
-        self.send_segments([data])
-
     # -- writing -------------------------------------------------------------------
 
     def send_segments(self, segs: list) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pylog.errors import PylogError, error_code_for
 from pylog.protocol import messages as m
 from pylog.protocol.segments import FileRegion
 

@@ -26,7 +26,6 @@ import asyncio
 import concurrent.futures
 import errno
 import logging
-import os
 import socket
 import struct
 import sys
