@@ -6,6 +6,22 @@
 - :mod:`~pylog.server.fetch`       zero-copy Fetch responses and long polls
 - :mod:`~pylog.server.config`      settings under Kafka's broker config names
 - :mod:`~pylog.server.wire_client` a small synchronous Kafka client for the command-line tools
+- :mod:`~pylog.server.tools`       ``pylog serve/topics/produce/consume/groups/dump-log``
+- :mod:`~pylog.server.bench`       ``pylog bench produce|consume``
+
+Quick start::
+
+    pylog serve --data-dir ./pylog-data --listen 127.0.0.1:9092
+    pylog topics create events --partitions 3
+    printf 'k1:hello\nk2:world\n' | pylog produce --topic events --key-separator :
+    pylog consume --topic events --group readers --from-beginning --print-key
+
+Or in a program (tests, embedding)::
+
+    from pylog.server import ServerConfig, ServerThread
+
+    with ServerThread(ServerConfig(listeners="127.0.0.1:0", log_dirs="/tmp/data")) as srv:
+        ...  # any Kafka client, bootstrap.servers=srv.bootstrap
 """
 
 from pylog.server.config import ServerConfig
