@@ -9,7 +9,7 @@ import threading
 import pytest
 
 ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, Producer, TopicCollection, TopicPartition  # noqa: E402
 from confluent_kafka.admin import (  # noqa: E402
     AdminClient,
     AlterConfigOpType,
@@ -272,6 +272,11 @@ def test_admin_client(module_server):
     assert exc.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
     md = a.list_topics(timeout=10)
     assert len(md.topics[topic].partitions) == 2
+    described = a.describe_topics(TopicCollection([topic]))[topic].result(10)
+    assert described.name == topic and len(described.partitions) == 2
+    assert described.partitions[0].leader.id == 0 and not described.is_internal
+    cluster = a.describe_cluster().result(10)
+    assert [n.id for n in cluster.nodes] == [0] and cluster.controller.id == 0 and cluster.cluster_id
 
     a.create_partitions([NewPartitions(topic, 5)])[topic].result(10)
     wait_for(lambda: len(a.list_topics(topic, timeout=10).topics[topic].partitions) == 5, "5 partitions")
