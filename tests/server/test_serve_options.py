@@ -92,3 +92,13 @@ def test_sigint_shuts_down_cleanly(serve):
     server.wait_for_log(r"broker closed cleanly")
     assert os.path.exists(os.path.join(server.data_dir, ".kafka_cleanshutdown"))
     server.stop()
+
+
+def test_second_server_on_the_same_data_dir_is_refused(serve):
+    server = serve()
+    proc = subprocess.run([sys.executable, "-m", "pylog.cli", "serve", "--data-dir", server.data_dir,
+                           "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "is in use by another process" in proc.stderr
+    with WireClient(server.bootstrap) as c:      # the first one is unharmed
+        assert c.metadata(None).brokers[0].port == server.port
