@@ -5,6 +5,8 @@
 - :mod:`~pylog.client.aio`       asyncio flavours of both
 """
 
+from pylog.client.consumer import Consumer, ConsumerRebalanceListener, ConsumerRecord, OffsetAndTimestamp
 from pylog.client.producer import BatchSendFuture, FutureRecordMetadata, Producer, RecordMetadata
 
-__all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata", "BatchSendFuture"]
+__all__ = ["Producer", "Consumer", "RecordMetadata", "FutureRecordMetadata", "BatchSendFuture",
+           "ConsumerRecord", "ConsumerRebalanceListener", "OffsetAndTimestamp"]

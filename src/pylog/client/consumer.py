@@ -1,0 +1,1128 @@
+"""The embedded consumer: Kafka's consumer semantics over an in-process broker core.
+
+Partitions come either from :meth:`Consumer.assign` (manual) or from a consumer group
+(:meth:`Consumer.subscribe`, with ``group_id``): the consumer speaks Kafka's classic group
+protocol with the broker core's group coordinator, the same one the wire-protocol server's
+JoinGroup/SyncGroup/Heartbeat handlers call.  The member chosen as leader runs the
+assignor (``range``, ``roundrobin`` or ``cooperative-sticky``, Kafka's Java assignors,
+byte-compatible) over every member's subscription.  With eager assignors every member
+revokes everything before rejoining; with cooperative-sticky only partitions that move are
+revoked, and they are handed to their new owner in a second rebalance; either way a
+partition is never assigned to two members of one generation.
+
+Fetching reads zero-copy :class:`~pylog.storage.ReadResult` views from the partition logs
+and decodes whole batches into :class:`ConsumerRecord` objects in one C loop
+(``pylog._core.decode_fetched``); ``poll`` hands them out ``max_records`` at a time.
+Ordering within a partition is exactly append order.
+
+Delivery is at-least-once: positions advance as records are returned, and commits (manual
+or auto-commit every ``auto_commit_interval_ms``, and before partitions are revoked)
+store the position, the next offset to read.  Committed offsets live in
+``__consumer_offsets`` and survive restarts.
+
+Poison pills: when ``key_deserializer`` or ``value_deserializer`` raises,
+``on_deserialization_error`` decides: ``"raise"`` (default) raises
+:class:`~pylog.errors.RecordDeserializationError` naming topic, partition and offset (the
+position stays on the record: ``seek`` past it to go on), ``"skip"`` logs and skips it,
+``"dead_letter"`` appends the raw record to ``dead_letter_topic`` with headers saying why
+and where it came from, then goes on.
+
+Threads: every public method may be called from any thread (calls are serialised; a
+blocking ``poll`` does not hold the lock while it waits for data).  Rebalance listener
+callbacks run in the thread that calls ``poll``.  Group members heartbeat from a
+background thread (``heartbeat_thread=True``), so processing between polls may take up
+to ``max_poll_interval_ms``; a consumer that does not poll for that long leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+
+from pylog import _core
+from pylog.broker.assignors import COOPERATIVE, ConsumerPartitionAssignor, assignor_for_name
+from pylog.broker.consumer_protocol import (PROTOCOL_TYPE, Assignment, Subscription, decode_assignment,
+                                            decode_subscription, encode_assignment, encode_subscription)
+from pylog.broker.core import OffsetAndMetadata, TopicPartition
+from pylog.broker.group import CommitOffset, GroupState, MemberIdentity
+from pylog.errors import (CommitFailedError, FencedInstanceIdError, IllegalGenerationError, IllegalStateError,
+                          InvalidConfigError, InvalidGroupIdError, InvalidRequestError, MemberIdRequiredError,
+                          NoOffsetForPartitionError, OffsetOutOfRangeError, PylogError,
+                          RebalanceInProgressError, RecordDeserializationError, TopicAlreadyExistsError,
+                          UnknownMemberIdError, UnknownTopicOrPartitionError, error_for_code)
+
+__all__ = ["Consumer", "ConsumerRecord", "ConsumerRebalanceListener", "OffsetAndTimestamp"]
+
+ConsumerRecord = _core.ConsumerRecord
+_log = logging.getLogger("pylog.client.consumer")
+
+_E_REBALANCE = RebalanceInProgressError.error_code
+_E_ILLEGAL_GENERATION = IllegalGenerationError.error_code
+_E_UNKNOWN_MEMBER = UnknownMemberIdError.error_code
+_E_MEMBER_ID_REQUIRED = MemberIdRequiredError.error_code
+_E_FENCED = FencedInstanceIdError.error_code
+_E_OFFSET_OUT_OF_RANGE = OffsetOutOfRangeError.error_code
+_E_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.error_code
+
+_UNJOINED, _JOINING, _SYNCING, _STABLE = "unjoined", "joining", "syncing", "stable"
+_POLICIES = ("raise", "skip", "dead_letter")
+_DLQ_PREFIX = "pylog.dlq."
+
+
+class OffsetAndTimestamp(NamedTuple):
+    offset: int
+    timestamp: int
+    leader_epoch: int = -1
+
+
+class ConsumerRebalanceListener:
+    """Called in ``poll`` when the group changes this member's partitions.
+
+    ``on_partitions_revoked`` runs before partitions are taken away (commit what you
+    processed: auto-commit already does), ``on_partitions_assigned`` after new ones are
+    given, ``on_partitions_lost`` when the member was dropped from the group (its
+    partitions may already belong to another member: do not commit); by default it calls
+    ``on_partitions_revoked``.
+    """
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.on_partitions_revoked(lost)
+
+
+class _PartitionState:
+    __slots__ = ("position", "paused", "pending", "idx", "next_fetch", "fail", "leader_epoch", "high_watermark")
+
+    def __init__(self) -> None:
+        self.position: int | None = None
+        self.paused = False
+        self.pending: list = []
+        self.idx = 0
+        self.next_fetch = -1
+        self.fail: tuple | None = None
+        self.leader_epoch = -1
+        self.high_watermark = -1
+
+    def drop_fetched(self) -> None:
+        self.pending = []
+        self.idx = 0
+        self.fail = None
+
+
+def _tp(value: Any) -> TopicPartition:
+    try:
+        topic, partition = value
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"{value!r} is not a (topic, partition) pair") from None
+    if not isinstance(topic, str) or isinstance(partition, bool) or not isinstance(partition, int):
+        raise InvalidRequestError(f"{value!r} is not a (str topic, int partition) pair")
+    return TopicPartition(topic, partition)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Consumer:
+    """A consumer on an embedded :class:`~pylog.broker.core.Broker`.
+
+    Usually made with ``broker.consumer(*topics, ...)``.  Settings are Kafka's consumer
+    configs in snake_case.
+
+    Parameters
+    ----------
+    broker : Broker
+    *topics : str
+        Subscribe to these at once (needs ``group_id``).
+    group_id : str, optional
+        Needed for ``subscribe`` and for commits.
+    group_instance_id : str, optional
+        Static membership (KIP-345): a restart within ``session_timeout_ms`` keeps the
+        member's partitions without a rebalance.
+    auto_offset_reset : {"latest", "earliest", "none"}
+        Where to start without a committed offset (or when it is out of range).
+    enable_auto_commit : bool, auto_commit_interval_ms : int
+        Default True, 5000.
+    session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms : int
+        Defaults 45000, 3000, 300000 (Kafka's).
+    max_poll_records : int
+        Default 500.
+    max_partition_fetch_bytes : int
+        Default 1 MiB: how much of one partition is read at a time.
+    partition_assignment_strategy : sequence of str or assignors
+        Default ``("range", "cooperative-sticky")`` (Kafka's): eager while one of them is
+        eager.
+    key_deserializer, value_deserializer : callable, optional
+    on_deserialization_error : {"raise", "skip", "dead_letter"}
+    dead_letter_topic : str, optional
+        For ``"dead_letter"`` (default ``<topic>.DLQ``, created like the source topic if
+        missing).
+    check_crcs : bool
+        Check each fetched batch's CRC32C (default True).
+    isolation_level : {"read_uncommitted", "read_committed"}
+    client_id : str
+    heartbeat_thread : bool
+        Heartbeat from a background thread (default); without it, ``poll`` heartbeats.
+
+    Raises
+    ------
+    InvalidConfigError
+        A bad setting.
+    """
+
+    def __init__(self, broker, *topics: str, group_id: str | None = None, group_instance_id: str | None = None,
+                 auto_offset_reset: str = "latest", enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: int = 5000, session_timeout_ms: int = 45_000,
+                 heartbeat_interval_ms: int = 3000, max_poll_interval_ms: int = 300_000,
+                 max_poll_records: int = 500, max_partition_fetch_bytes: int = 1024 * 1024,
+                 fetch_max_wait_ms: int = 500,
+                 partition_assignment_strategy: Iterable[str | ConsumerPartitionAssignor] = ("range", "cooperative-sticky"),
+                 key_deserializer: Callable[[bytes | None], Any] | None = None,
+                 value_deserializer: Callable[[bytes | None], Any] | None = None,
+                 on_deserialization_error: str = "raise", dead_letter_topic: str | None = None,
+                 check_crcs: bool = True, isolation_level: str = "read_uncommitted",
+                 client_id: str = "pylog-consumer", heartbeat_thread: bool = True,
+                 listener: ConsumerRebalanceListener | None = None) -> None:
+        def positive(name: str, v: Any, minimum: int = 1) -> int:
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise InvalidConfigError(f"{name} must be an int >= {minimum}, got {v!r}")
+            return v
+
+        if group_id is not None and (not isinstance(group_id, str) or not group_id):
+            raise InvalidConfigError(f"group_id must be a non-empty str, got {group_id!r}")
+        if auto_offset_reset not in ("latest", "earliest", "none"):
+            raise InvalidConfigError(f"auto_offset_reset must be latest, earliest or none, got {auto_offset_reset!r}")
+        if on_deserialization_error not in _POLICIES:
+            raise InvalidConfigError(
+                f"on_deserialization_error must be one of {', '.join(_POLICIES)}, got {on_deserialization_error!r}")
+        if isolation_level not in ("read_uncommitted", "read_committed"):
+            raise InvalidConfigError(f"isolation_level must be read_uncommitted or read_committed, got {isolation_level!r}")
+        for name, fn in (("key_deserializer", key_deserializer), ("value_deserializer", value_deserializer)):
+            if fn is not None and not callable(fn):
+                raise InvalidConfigError(f"{name} must be callable, got {fn!r}")
+        self.session_timeout_ms = positive("session_timeout_ms", session_timeout_ms)
+        self.heartbeat_interval_ms = positive("heartbeat_interval_ms", heartbeat_interval_ms)
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise InvalidConfigError("heartbeat_interval_ms must be lower than session_timeout_ms")
+        self.max_poll_interval_ms = positive("max_poll_interval_ms", max_poll_interval_ms)
+        self.max_poll_records = positive("max_poll_records", max_poll_records)
+        self.max_partition_fetch_bytes = positive("max_partition_fetch_bytes", max_partition_fetch_bytes)
+        self.fetch_max_wait_ms = positive("fetch_max_wait_ms", fetch_max_wait_ms, 0)
+        self.auto_commit_interval_ms = positive("auto_commit_interval_ms", auto_commit_interval_ms)
+        assignors: list[ConsumerPartitionAssignor] = []
+        for a in partition_assignment_strategy:
+            assignors.append(assignor_for_name(a) if isinstance(a, str) else a)
+        if not assignors or not all(isinstance(a, ConsumerPartitionAssignor) for a in assignors):
+            raise InvalidConfigError("partition_assignment_strategy needs at least one assignor")
+        self.assignors = assignors
+        self.rebalance_protocol = (COOPERATIVE if all(COOPERATIVE in a.supported_protocols for a in assignors)
+                                   else "eager")
+        self.group_id = group_id
+        self.group_instance_id = group_instance_id
+        self.auto_offset_reset = auto_offset_reset
+        self.enable_auto_commit = bool(enable_auto_commit) and group_id is not None
+        self.key_deserializer = key_deserializer
+        self.value_deserializer = value_deserializer
+        self.on_deserialization_error = on_deserialization_error
+        self.dead_letter_topic = dead_letter_topic
+        self.check_crcs = bool(check_crcs)
+        self.isolation_level = 1 if isolation_level == "read_committed" else 0
+        self.client_id = client_id
+        self._broker = broker
+        self._groups = broker.groups
+        self._lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._closed = False
+        self._wakeup = False
+        self._subscription: set[str] | None = None
+        self._manual = False
+        self._listener: ConsumerRebalanceListener | None = listener
+        self._assignment: dict[TopicPartition, _PartitionState] = {}
+        self._rr = 0
+        # group membership
+        self._member_id = ""
+        self._generation = -1
+        self._state = _UNJOINED
+        self._protocol: str | None = None
+        self._join_pending = None
+        self._sync_pending = None
+        self._rejoin_needed = False
+        self._lost = False
+        self._fatal: PylogError | None = None
+        self._last_poll = time.monotonic()
+        self._next_heartbeat = 0.0
+        self._next_auto_commit = time.monotonic() + self.auto_commit_interval_ms / 1000
+        self._metadata_snapshot: dict[str, int] = {}
+        self._next_metadata_check = 0.0
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self._use_hb_thread = heartbeat_thread
+        broker._register_client(self)
+        if topics:
+            self.subscribe(list(topics))
+
+    # ------------------------------------------------------------------ subscription
+
+    def subscribe(self, topics: Iterable[str] | str, listener: ConsumerRebalanceListener | None = None) -> None:
+        """Join ``group_id`` for these topics (replacing any earlier subscription).
+
+        Raises
+        ------
+        InvalidGroupIdError
+            No ``group_id``.
+        IllegalStateError
+            Partitions were assigned manually.
+        InvalidRequestError
+            ``topics`` is not a collection of topic names.
+        """
+        if isinstance(topics, str):
+            topics = [topics]
+        try:
+            names = set(topics)
+        except TypeError:
+            raise InvalidRequestError(f"topics must be a collection of names, not {type(topics).__name__}") from None
+        if not all(isinstance(t, str) and t for t in names):
+            raise InvalidRequestError(f"topic names must be non-empty str, got {sorted(map(repr, names))}")
+        with self._lock:
+            self._check_open()
+            if self.group_id is None:
+                raise InvalidGroupIdError("subscribe() needs a group_id (or use assign())")
+            if self._manual:
+                raise IllegalStateError("partitions were assigned manually: unsubscribe() first")
+            if listener is not None:
+                self._listener = listener
+            changed = names != self._subscription
+            self._subscription = names
+            if changed and self._state != _UNJOINED:
+                self._rejoin_needed = True
+            if self._use_hb_thread and self._hb_thread is None:
+                self._hb_thread = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                                   name=f"pylog-heartbeat-{self.client_id}")
+                self._hb_thread.start()
+
+    def subscription(self) -> set[str]:
+        return set(self._subscription or ())
+
+    def unsubscribe(self) -> None:
+        """Give up every partition: revoke (subscription) or drop (manual assignment),
+        and leave the group."""
+        with self._lock:
+            self._check_open()
+            if self._subscription is not None:
+                self._revoke(set(self._assignment), commit=True)
+                self._leave_group("unsubscribed")
+            self._assignment.clear()
+            self._subscription = None
+            self._manual = False
+
+    def assign(self, partitions: Iterable[Any]) -> None:
+        """Consume exactly these partitions, without group management (commits still go
+        to ``group_id`` if there is one).
+
+        Raises
+        ------
+        IllegalStateError
+            The consumer is subscribed.
+        UnknownTopicOrPartitionError
+            A partition does not exist.
+        """
+        tps = [_tp(p) for p in partitions]
+        for tp in tps:
+            if not 0 <= tp.partition < self._broker.num_partitions(tp.topic):
+                raise UnknownTopicOrPartitionError(f"{tp.topic} has no partition {tp.partition}")
+        with self._lock:
+            self._check_open()
+            if self._subscription is not None:
+                raise IllegalStateError("the consumer is subscribed: unsubscribe() before assign()")
+            keep = {tp: st for tp, st in self._assignment.items() if tp in set(tps)}
+            self._assignment = {tp: keep.get(tp) or _PartitionState() for tp in dict.fromkeys(tps)}
+            self._manual = bool(tps)
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer has now."""
+        return set(self._assignment)
+
+    # ------------------------------------------------------------------ group membership
+
+    def _subscription_bytes(self, assignor: ConsumerPartitionAssignor) -> bytes:
+        topics = sorted(self._subscription or ())
+        owned: dict[str, list[int]] = {}
+        if self.rebalance_protocol == COOPERATIVE:
+            for tp in sorted(self._assignment):
+                owned.setdefault(tp.topic, []).append(tp.partition)
+        sub = Subscription(topics=topics, user_data=assignor.subscription_user_data(topics, self._generation),
+                           owned_partitions=owned, generation_id=self._generation)
+        return encode_subscription(sub)
+
+    def _start_join(self, reason: str) -> None:
+        if self.rebalance_protocol != COOPERATIVE and self._assignment and not self._lost:
+            self._revoke(set(self._assignment), commit=True)
+        protocols = [(a.name, self._subscription_bytes(a)) for a in self.assignors]
+        with self._state_lock:
+            self._state = _JOINING
+            self._rejoin_needed = False
+        self._join_pending = self._groups.join_group(
+            self.group_id, self._member_id, PROTOCOL_TYPE, protocols,
+            session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.max_poll_interval_ms,
+            client_id=self.client_id, client_host="localhost", group_instance_id=self.group_instance_id,
+            require_known_member_id=True, reason=reason)
+
+    def _reset_member(self) -> None:
+        with self._state_lock:
+            self._member_id = ""
+            self._generation = -1
+            self._state = _UNJOINED
+
+    def _lose_partitions(self) -> None:
+        lost = set(self._assignment)
+        self._assignment.clear()
+        self._lost = False
+        if lost and self._listener is not None:
+            self._listener.on_partitions_lost(lost)
+
+    def _ensure_membership(self, deadline: float) -> bool:
+        """Advance the group protocol; True once the member is Stable with an assignment.
+        Waits for the coordinator's answers until ``deadline`` (monotonic seconds)."""
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._lost:
+                self._lose_partitions()
+                if self._state == _STABLE:
+                    with self._state_lock:
+                        self._state = _UNJOINED
+            state = self._state
+            if state == _STABLE:
+                if self._rejoin_needed:
+                    self._start_join("rejoin requested")
+                    continue
+                if self._groups.group_state(self.group_id) is GroupState.PREPARING_REBALANCE:
+                    self._start_join("the group is rebalancing")
+                    continue
+                now = time.monotonic()
+                if not self._use_hb_thread and now >= self._next_heartbeat:
+                    self._heartbeat_once()
+                    continue
+                if now >= self._next_metadata_check:
+                    self._next_metadata_check = now + 0.05
+                    if self._metadata_changed():
+                        self._start_join("the subscribed topics' partitions changed")
+                        continue
+                return True
+            if state == _UNJOINED:
+                self._start_join("joining")
+                continue
+            pending = self._join_pending if state == _JOINING else self._sync_pending
+            if not pending.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:
+                    pending.wait(min(remaining, 0.1))
+                except PylogError:
+                    pass
+                continue
+            result = pending.result()
+            if state == _JOINING:
+                self._on_join(result)
+            else:
+                self._on_sync(result)
+
+    def _on_join(self, res) -> None:
+        code = res.error_code
+        if code == _E_MEMBER_ID_REQUIRED:
+            self._member_id = res.member_id
+            self._start_join("member id assigned")
+            return
+        if code == _E_UNKNOWN_MEMBER:
+            self._reset_member()
+            return
+        if code == _E_FENCED:
+            self._fatal = FencedInstanceIdError(
+                f"group {self.group_id}: another consumer joined with group_instance_id {self.group_instance_id!r}")
+            raise self._fatal
+        if code != 0:
+            err = error_for_code(code)
+            if err.retriable:
+                with self._state_lock:
+                    self._state = _UNJOINED
+                return
+            self._fatal = err
+            raise err
+        self._member_id = res.member_id
+        self._generation = res.generation_id
+        self._protocol = res.protocol_name
+        assignments = None
+        if res.is_leader:
+            assignments = self._assign_as_leader(res)
+        with self._state_lock:
+            self._state = _SYNCING
+        self._sync_pending = self._groups.sync_group(
+            self.group_id, self._generation, self._member_id, group_instance_id=self.group_instance_id,
+            protocol_type=PROTOCOL_TYPE, protocol_name=self._protocol, assignments=assignments)
+
+    def _assign_as_leader(self, res) -> dict[str, bytes]:
+        assignor = next(a for a in self.assignors if a.name == res.protocol_name)
+        subs: dict[str, Subscription] = {}
+        for m in res.members:
+            sub = decode_subscription(m.metadata)
+            sub.group_instance_id = m.group_instance_id
+            subs[m.member_id] = sub
+        topics = {t for s in subs.values() for t in s.topics}
+        counts = {}
+        for t in topics:
+            if self._broker.has_topic(t):
+                counts[t] = self._broker.num_partitions(t)
+        plan = assignor.assign(counts, subs)
+        return {mid: encode_assignment(Assignment(dict(parts))) for mid, parts in plan.items()}
+
+    def _on_sync(self, res) -> None:
+        code = res.error_code
+        if code == _E_REBALANCE:
+            self._start_join("the group rebalanced again")
+            return
+        if code in (_E_UNKNOWN_MEMBER, _E_ILLEGAL_GENERATION):
+            if code == _E_UNKNOWN_MEMBER:
+                self._reset_member()
+            else:
+                with self._state_lock:
+                    self._state = _UNJOINED
+            self._lose_partitions()
+            return
+        if code == _E_FENCED:
+            self._fatal = FencedInstanceIdError(
+                f"group {self.group_id}: another consumer joined with group_instance_id {self.group_instance_id!r}")
+            raise self._fatal
+        if code != 0:
+            err = error_for_code(code)
+            if err.retriable:
+                with self._state_lock:
+                    self._state = _UNJOINED
+                return
+            self._fatal = err
+            raise err
+        assignment = decode_assignment(res.assignment)
+        new = {TopicPartition(t, p) for t, ps in assignment.partitions.items() for p in ps
+               if t in (self._subscription or ())}
+        owned = set(self._assignment)
+        revoked = owned - new
+        added = new - owned
+        self._metadata_snapshot = self._subscribed_counts()
+        with self._state_lock:
+            self._state = _STABLE
+        if revoked:
+            # Cooperative: only what moves is revoked (eager revoked everything before joining).
+            self._revoke(revoked, commit=True)
+            with self._state_lock:
+                # Hand what we revoked to its new owner in a follow-up rebalance.
+                self._rejoin_needed = True
+        for tp in sorted(added):
+            self._assignment[tp] = _PartitionState()
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
+        self._resolve_positions(added)
+        if self._listener is not None:
+            self._listener.on_partitions_assigned(set(added))
+
+    def _subscribed_counts(self) -> dict[str, int]:
+        out = {}
+        for t in self._subscription or ():
+            if self._broker.has_topic(t):
+                out[t] = self._broker.num_partitions(t)
+        return out
+
+    def _metadata_changed(self) -> bool:
+        return self._subscribed_counts() != self._metadata_snapshot
+
+    def _revoke(self, tps: set[TopicPartition], *, commit: bool) -> None:
+        if not tps:
+            return
+        if commit and self.enable_auto_commit:
+            offsets = {tp: OffsetAndMetadata(st.position, "", st.leader_epoch)
+                       for tp, st in self._assignment.items() if tp in tps and st.position is not None}
+            try:
+                self._commit(offsets)
+            except PylogError as exc:
+                _log.warning("group %s: commit before revoking %s failed: %s", self.group_id, sorted(tps), exc)
+        if self._listener is not None:
+            self._listener.on_partitions_revoked(set(tps))
+        for tp in tps:
+            self._assignment.pop(tp, None)
+
+    def _heartbeat_once(self) -> None:
+        with self._state_lock:
+            if self._state != _STABLE:
+                return
+            gen, member = self._generation, self._member_id
+        code = self._groups.heartbeat(self.group_id, gen, member, group_instance_id=self.group_instance_id)
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
+        self._on_heartbeat(code, gen)
+
+    def _on_heartbeat(self, code: int, gen: int) -> None:
+        if code == 0:
+            return
+        with self._state_lock:
+            if self._state != _STABLE or gen != self._generation:
+                return   # a rebalance overtook this heartbeat
+            if code == _E_REBALANCE:
+                self._rejoin_needed = True
+            elif code in (_E_ILLEGAL_GENERATION, _E_UNKNOWN_MEMBER):
+                self._lost = True
+                if code == _E_UNKNOWN_MEMBER:
+                    self._member_id = ""
+                    self._generation = -1
+            elif code == _E_FENCED:
+                self._fatal = FencedInstanceIdError(
+                    f"group {self.group_id}: fenced by another consumer with instance id {self.group_instance_id!r}")
+        self._broker.wake_waiters()
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.heartbeat_interval_ms / 1000
+        while not self._hb_stop.wait(interval):
+            try:
+                if time.monotonic() - self._last_poll > self.max_poll_interval_ms / 1000 and self._state == _STABLE:
+                    _log.warning("group %s: member %s did not poll for max_poll_interval_ms=%d; leaving the group",
+                                 self.group_id, self._member_id, self.max_poll_interval_ms)
+                    self._leave_group("max_poll_interval_ms expired")
+                    with self._state_lock:
+                        self._lost = True
+                    continue
+                self._heartbeat_once()
+            except Exception:  # noqa: BLE001 - the heartbeat thread must go on
+                _log.exception("heartbeat failed")
+
+    def _leave_group(self, reason: str) -> None:
+        with self._state_lock:
+            member, state = self._member_id, self._state
+            self._state = _UNJOINED
+            self._member_id = ""
+            self._generation = -1
+        if member and self.group_id is not None and self.group_instance_id is None:
+            self._groups.leave_group(self.group_id, [MemberIdentity(member, None, reason)])
+
+    # ------------------------------------------------------------------ positions
+
+    def _resolve_positions(self, tps: Iterable[TopicPartition]) -> None:
+        need = [tp for tp in tps if tp in self._assignment and self._assignment[tp].position is None]
+        if not need:
+            return
+        committed: dict[TopicPartition, int] = {}
+        if self.group_id is not None:
+            by_topic: dict[str, list[int]] = {}
+            for tp in need:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+            res = self._broker.fetch_offsets(self.group_id, by_topic)
+            if res.error_code == 0:
+                for topic, parts in res.topics.items():
+                    for p, fo in parts.items():
+                        if fo.error_code == 0 and fo.offset >= 0:
+                            committed[TopicPartition(topic, p)] = fo.offset
+        for tp in need:
+            st = self._assignment[tp]
+            if tp in committed:
+                st.position = committed[tp]
+            else:
+                st.position = self._reset_offset(tp)
+
+    def _reset_offset(self, tp: TopicPartition) -> int:
+        if self.auto_offset_reset == "none":
+            raise NoOffsetForPartitionError(
+                f"{tp.topic}-{tp.partition} has no committed offset and auto_offset_reset is 'none': seek() it")
+        ts = -2 if self.auto_offset_reset == "earliest" else -1
+        res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+        res.raise_for_error()
+        return res.offset
+
+    # ------------------------------------------------------------------ polling
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list:
+        """Records from the assigned partitions, at most ``max_records`` (default
+        ``max_poll_records``), waiting up to ``timeout_ms`` for some to arrive.  Also runs
+        the group protocol (rebalance listeners are called from here) and auto-commit.
+
+        Returns
+        -------
+        list of ConsumerRecord
+            In append order within each partition.
+
+        Raises
+        ------
+        IllegalStateError
+            Nothing subscribed or assigned, or the consumer is closed.
+        RecordDeserializationError
+            A deserializer failed and the policy is ``"raise"``.
+        NoOffsetForPartitionError
+            No committed offset and ``auto_offset_reset="none"``.
+        """
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms < 0:
+            raise InvalidRequestError(f"timeout_ms must be a number >= 0, got {timeout_ms!r}")
+        if max_records is None:
+            max_records = self.max_poll_records
+        elif isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise InvalidRequestError(f"max_records must be an int >= 1, got {max_records!r}")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            with self._lock:
+                self._check_open()
+                self._last_poll = time.monotonic()
+                if self._subscription is None and not self._manual:
+                    raise IllegalStateError("the consumer is not subscribed to any topic nor assigned any partition")
+                if self._subscription is not None:
+                    if not self._ensure_membership(deadline):
+                        return []
+                self._maybe_auto_commit()
+                records = self._collect(max_records)
+                if records or self._wakeup:
+                    self._wakeup = False
+                    return records
+                positions = {tp: st.position for tp, st in self._assignment.items()
+                             if not st.paused and st.position is not None}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if self._subscription is not None:
+                remaining = min(remaining, max(self._next_heartbeat - time.monotonic(), 0.001)
+                                if not self._use_hb_thread else remaining)
+            self._broker.wait_for_data(positions, remaining, stop=self._should_stop_waiting)
+
+    def _should_stop_waiting(self) -> bool:
+        return (self._closed or self._wakeup or self._rejoin_needed or self._lost or self._fatal is not None
+                or (self._subscription is not None
+                    and self._groups.group_state(self.group_id) is GroupState.PREPARING_REBALANCE))
+
+    def _fetchable(self) -> list[tuple[TopicPartition, _PartitionState]]:
+        items = [(tp, st) for tp, st in self._assignment.items() if not st.paused]
+        if len(items) > 1:
+            self._rr = (self._rr + 1) % len(items)
+            items = items[self._rr:] + items[:self._rr]
+        return items
+
+    def _collect(self, max_records: int) -> list:
+        out: list = []
+        items = self._fetchable()
+        unresolved = [tp for tp, st in items if st.position is None]
+        if unresolved:
+            self._resolve_positions(unresolved)
+        for tp, st in items:
+            need = max_records - len(out)
+            if need <= 0:
+                break
+            for _ in range(64):   # bounded: each round makes progress or stops
+                if st.idx < len(st.pending):
+                    take = st.pending[st.idx:st.idx + need]
+                    st.idx += len(take)
+                    out.extend(take)
+                    need -= len(take)
+                    if st.idx >= len(st.pending):
+                        st.pending = []
+                        st.idx = 0
+                        st.position = st.next_fetch
+                    else:
+                        st.position = take[-1].offset + 1
+                    if need <= 0:
+                        break
+                    continue
+                if st.fail is not None:
+                    if not self._handle_poison(tp, st, raise_now=not out):
+                        return out
+                    continue
+                if not self._fetch(tp, st):
+                    break
+        return out
+
+    def _fetch(self, tp: TopicPartition, st: _PartitionState) -> bool:
+        """Fetch and decode from the position; False when there is nothing new."""
+        res = self._broker.fetch(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes,
+                                 isolation_level=self.isolation_level)
+        if res.error_code == _E_OFFSET_OUT_OF_RANGE:
+            if self.auto_offset_reset == "none":
+                raise OffsetOutOfRangeError(
+                    f"{tp.topic}-{tp.partition}: position {st.position} is out of range "
+                    f"(the log holds [{res.log_start_offset}, {res.high_watermark})) and auto_offset_reset is 'none'")
+            old = st.position
+            st.position = self._reset_offset(tp)
+            _log.info("%s-%d: position %d out of range, reset to %d", tp.topic, tp.partition, old, st.position)
+            return st.position != old
+        if res.error_code == _E_UNKNOWN_TOPIC:
+            return False
+        res.raise_for_error()
+        st.high_watermark = res.high_watermark
+        rr = res.records
+        if rr is None or rr.size == 0:
+            return False
+        records: list = []
+        next_offset, fail = _core.decode_fetched(
+            rr.records, tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
+            key_deserializer=self.key_deserializer, value_deserializer=self.value_deserializer)
+        if records:
+            st.leader_epoch = records[-1].leader_epoch
+        progressed = bool(records) or fail is not None or next_offset != st.position
+        st.pending = records
+        st.idx = 0
+        st.fail = fail
+        st.next_fetch = next_offset
+        if not records:
+            st.position = next_offset
+        return progressed
+
+    def _handle_poison(self, tp: TopicPartition, st: _PartitionState, raise_now: bool) -> bool:
+        """Apply the deserialization-error policy to the record in ``st.fail``.  Returns
+        False when poll must return what it has (the error is raised by the next poll)."""
+        offset, ts, ts_type, key, value, headers, epoch, exc = st.fail
+        where = f"{tp.topic}-{tp.partition} at offset {offset}"
+        if self.on_deserialization_error == "raise":
+            if not raise_now:
+                return False
+            err = RecordDeserializationError(
+                f"deserializing the record of {where} failed: {type(exc).__name__}: {exc}; seek to "
+                f"offset {offset + 1} to skip it", topic=tp.topic, partition=tp.partition, offset=offset)
+            raise err from exc
+        if self.on_deserialization_error == "dead_letter":
+            self._dead_letter(tp, offset, ts, key, value, headers, exc)
+            _log.warning("sent the record of %s to the dead-letter topic: %s: %s", where, type(exc).__name__, exc)
+        else:
+            _log.warning("skipped the record of %s: %s: %s", where, type(exc).__name__, exc)
+        st.fail = None
+        st.position = offset + 1
+        return True
+
+    def _dead_letter(self, tp: TopicPartition, offset: int, ts: int, key, value, headers, exc) -> None:
+        topic = self.dead_letter_topic or f"{tp.topic}.DLQ"
+        if not self._broker.has_topic(topic):
+            try:
+                self._broker.create_topic(topic, self._broker.num_partitions(tp.topic))
+            except TopicAlreadyExistsError:
+                pass
+        extra = [
+            (_DLQ_PREFIX + "original.topic", tp.topic.encode()),
+            (_DLQ_PREFIX + "original.partition", str(tp.partition).encode()),
+            (_DLQ_PREFIX + "original.offset", str(offset).encode()),
+            (_DLQ_PREFIX + "original.timestamp", str(ts).encode()),
+            (_DLQ_PREFIX + "group.id", (self.group_id or "").encode()),
+            (_DLQ_PREFIX + "exception.class", type(exc).__qualname__.encode()),
+            (_DLQ_PREFIX + "exception.message", str(exc).encode("utf-8", "replace")),
+        ]
+        builder = _core.RecordBatchBuilder()
+        builder.append(ts, key, value, list(headers) + extra)
+        partition = tp.partition % self._broker.num_partitions(topic)
+        self._broker.append(topic, partition, builder.build(), acks=-1)
+
+    def _maybe_auto_commit(self) -> None:
+        if not self.enable_auto_commit:
+            return
+        now = time.monotonic()
+        if now < self._next_auto_commit:
+            return
+        self._next_auto_commit = now + self.auto_commit_interval_ms / 1000
+        if self._subscription is not None and self._state != _STABLE:
+            return
+        try:
+            self._commit(self._consumed())
+        except PylogError as exc:
+            _log.warning("group %s: auto-commit failed: %s", self.group_id, exc)
+
+    def _consumed(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {tp: OffsetAndMetadata(st.position, "", st.leader_epoch)
+                for tp, st in self._assignment.items() if st.position is not None}
+
+    # ------------------------------------------------------------------ commits
+
+    def commit(self, offsets: Mapping[Any, OffsetAndMetadata | int] | None = None) -> None:
+        """Commit offsets (default: the position of every assigned partition, i.e. what
+        ``poll`` returned) and wait for them to be stored.
+
+        Raises
+        ------
+        InvalidGroupIdError
+            No ``group_id``.
+        CommitFailedError
+            A partition is not owned by this member (the group rebalanced), or its
+            generation is stale: poll again (rejoin) and reprocess from the committed offset.
+        RebalanceInProgressError
+            A rebalance is completing; poll and commit again.
+        UnknownTopicOrPartitionError, OffsetMetadataTooLargeError, ...
+            Per partition; nothing is committed when the consumer itself refuses.
+        """
+        with self._lock:
+            self._check_open()
+            self._commit(self._consumed() if offsets is None else self._normalize_offsets(offsets))
+
+    def commit_async(self, offsets: Mapping[Any, OffsetAndMetadata | int] | None = None,
+                     callback: Callable[[dict, BaseException | None], Any] | None = None) -> None:
+        """Commit without raising: ``callback(offsets, exception)`` gets the outcome.  An
+        embedded commit is an in-memory append, so it has completed when this returns."""
+        try:
+            with self._lock:
+                self._check_open()
+                normalized = self._consumed() if offsets is None else self._normalize_offsets(offsets)
+                self._commit(normalized)
+            error = None
+        except PylogError as exc:
+            normalized = {} if offsets is None else offsets
+            error = exc
+            _log.warning("group %s: async commit failed: %s", self.group_id, exc)
+        if callback is not None:
+            callback(normalized, error)
+
+    @staticmethod
+    def _normalize_offsets(offsets: Mapping[Any, Any]) -> dict[TopicPartition, OffsetAndMetadata]:
+        try:
+            items = list(offsets.items())
+        except AttributeError:
+            raise InvalidRequestError("offsets must map (topic, partition) -> offset") from None
+        out = {}
+        for key, value in items:
+            tp = _tp(key)
+            if isinstance(value, OffsetAndMetadata):
+                om = value
+            elif isinstance(value, int) and not isinstance(value, bool):
+                om = OffsetAndMetadata(value)
+            else:
+                raise InvalidRequestError(f"offset of {tp} must be an int or OffsetAndMetadata, not {value!r}")
+            if isinstance(om.offset, bool) or not isinstance(om.offset, int) or om.offset < 0:
+                raise InvalidRequestError(f"offset of {tp} must be an int >= 0, got {om.offset!r}")
+            if not isinstance(om.metadata, str):
+                raise InvalidRequestError(f"metadata of {tp} must be a str")
+            out[tp] = om
+        return out
+
+    def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        if self.group_id is None:
+            raise InvalidGroupIdError("committing offsets needs a group_id")
+        if not offsets:
+            return
+        group_managed = self._subscription is not None
+        if group_managed:
+            if self._state != _STABLE:
+                raise RebalanceInProgressError(
+                    f"group {self.group_id} is rebalancing: poll() to finish it, then commit")
+            foreign = sorted(tp for tp in offsets if tp not in self._assignment)
+            if foreign:
+                raise CommitFailedError(
+                    f"cannot commit {', '.join(f'{t}-{p}' for t, p in foreign)}: not owned by this member "
+                    f"of group {self.group_id} (the group rebalanced, or it was never assigned)")
+            generation, member = self._generation, self._member_id
+        else:
+            generation, member = -1, ""
+        request: dict[str, dict[int, CommitOffset]] = {}
+        for tp, om in offsets.items():
+            request.setdefault(tp.topic, {})[tp.partition] = CommitOffset(om.offset, om.metadata, om.leader_epoch)
+        result = self._broker.commit_offsets(self.group_id, request, generation_id=generation, member_id=member,
+                                             group_instance_id=self.group_instance_id if group_managed else None)
+        for topic, parts in sorted(result.items()):
+            for p, code in sorted(parts.items()):
+                if code == 0:
+                    continue
+                if code in (_E_ILLEGAL_GENERATION, _E_UNKNOWN_MEMBER):
+                    with self._state_lock:
+                        self._rejoin_needed = True
+                    raise CommitFailedError(
+                        f"commit of {topic}-{p} refused: {error_for_code(code).kafka_name} (the group moved on); "
+                        "poll to rejoin and reprocess from the committed offset")
+                raise error_for_code(code, f"commit of {topic}-{p} to group {self.group_id} failed: "
+                                           f"{error_for_code(code).kafka_name}")
+
+    def committed(self, partitions: Any) -> Any:
+        """The committed offset of a partition (an :class:`OffsetAndMetadata`, or None), or
+        of several (a dict).  Raises InvalidGroupIdError without a ``group_id``."""
+        single = isinstance(partitions, tuple) and len(partitions) == 2 and isinstance(partitions[0], str)
+        tps = [_tp(partitions)] if single else [_tp(p) for p in partitions]
+        if self.group_id is None:
+            raise InvalidGroupIdError("committed offsets need a group_id")
+        by_topic: dict[str, list[int]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        res = self._broker.fetch_offsets(self.group_id, by_topic)
+        res.raise_for_error()
+        out: dict[TopicPartition, OffsetAndMetadata | None] = {}
+        for tp in tps:
+            fo = res.topics.get(tp.topic, {}).get(tp.partition)
+            out[tp] = None if fo is None or fo.offset < 0 else OffsetAndMetadata(fo.offset, fo.metadata, fo.leader_epoch)
+        return out[tps[0]] if single else out
+
+    # ------------------------------------------------------------------ positions API
+
+    def _state_of(self, tp: Any) -> tuple[TopicPartition, _PartitionState]:
+        tp = _tp(tp)
+        st = self._assignment.get(tp)
+        if st is None:
+            raise IllegalStateError(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
+        return tp, st
+
+    def position(self, partition: Any) -> int:
+        """The offset of the next record ``poll`` returns for ``partition`` (assigned)."""
+        with self._lock:
+            tp, st = self._state_of(partition)
+            if st.position is None:
+                self._resolve_positions([tp])
+            return st.position  # type: ignore[return-value]
+
+    def seek(self, partition: Any, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on (beyond the log's range: reset by
+        ``auto_offset_reset`` at the next poll).  Raises IllegalStateError if not assigned."""
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidRequestError(f"seek offset must be an int >= 0, got {offset!r}")
+        with self._lock:
+            _, st = self._state_of(partition)
+            st.drop_fetched()
+            st.position = offset
+
+    def seek_to_beginning(self, *partitions: Any) -> None:
+        """Seek to the log start offset of ``partitions`` (default: all assigned)."""
+        self._seek_special(partitions, -2)
+
+    def seek_to_end(self, *partitions: Any) -> None:
+        """Seek to the high watermark of ``partitions`` (default: all assigned)."""
+        self._seek_special(partitions, -1)
+
+    def _seek_special(self, partitions: tuple, ts: int) -> None:
+        with self._lock:
+            tps = list(partitions) if partitions else list(self._assignment)
+            for p in tps:
+                tp, st = self._state_of(p)
+                res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+                res.raise_for_error()
+                st.drop_fetched()
+                st.position = res.offset
+
+    def offsets_for_times(self, timestamps: Mapping[Any, int]) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """For each partition, the first offset whose timestamp is >= the given one (None
+        when there is none).  Raises UnknownTopicOrPartitionError, InvalidRequestError."""
+        out = {}
+        for key, ts in timestamps.items():
+            tp = _tp(key)
+            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+                raise InvalidRequestError(f"timestamp of {tp} must be an int >= 0, got {ts!r}")
+            res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+            res.raise_for_error()
+            out[tp] = None if res.offset < 0 else OffsetAndTimestamp(res.offset, res.timestamp, res.leader_epoch)
+        return out
+
+    def beginning_offsets(self, partitions: Iterable[Any]) -> dict[TopicPartition, int]:
+        return self._list(partitions, -2)
+
+    def end_offsets(self, partitions: Iterable[Any]) -> dict[TopicPartition, int]:
+        """High watermarks (the offset the next record will get)."""
+        return self._list(partitions, -1)
+
+    def _list(self, partitions: Iterable[Any], ts: int) -> dict[TopicPartition, int]:
+        out = {}
+        for p in partitions:
+            tp = _tp(p)
+            res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+            res.raise_for_error()
+            out[tp] = res.offset
+        return out
+
+    def lag(self, partition: Any) -> int:
+        """Records between the position and the high watermark of an assigned partition."""
+        tp = _tp(partition)
+        pos = self.position(tp)
+        return max(self._broker.high_watermark(tp.topic, tp.partition) - pos, 0)
+
+    def pause(self, *partitions: Any) -> None:
+        """Stop returning records of these assigned partitions until :meth:`resume`."""
+        with self._lock:
+            for p in partitions:
+                _, st = self._state_of(p)
+                st.paused = True
+
+    def resume(self, *partitions: Any) -> None:
+        with self._lock:
+            for p in partitions:
+                _, st = self._state_of(p)
+                st.paused = False
+
+    def paused(self) -> set[TopicPartition]:
+        return {tp for tp, st in self._assignment.items() if st.paused}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self._broker.num_partitions(topic)))
+
+    def topics(self) -> set[str]:
+        return set(self._broker.list_topics())
+
+    def member_id(self) -> str:
+        return self._member_id
+
+    def generation(self) -> int:
+        return self._generation
+
+    def wakeup(self) -> None:
+        """Make a blocked :meth:`poll` return (empty) now."""
+        self._wakeup = True
+        self._broker.wake_waiters()
+
+    # ------------------------------------------------------------------ closing
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IllegalStateError("the consumer is closed")
+
+    def close(self, autocommit: bool = True) -> None:
+        """Commit (with auto-commit enabled and ``autocommit``), leave the group (a static
+        member stays until its session times out, as in Kafka) and stop.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if autocommit and self.enable_auto_commit and self._assignment and (
+                        self._subscription is None or self._state == _STABLE):
+                    try:
+                        self._commit(self._consumed())
+                    except PylogError as exc:
+                        _log.warning("group %s: final commit failed: %s", self.group_id, exc)
+                if self._subscription is not None and self._assignment and self._listener is not None \
+                        and self._state == _STABLE:
+                    self._listener.on_partitions_revoked(set(self._assignment))
+                if self._subscription is not None:
+                    self._leave_group("the consumer is closing")
+            finally:
+                self._closed = True
+                self._assignment.clear()
+                self._hb_stop.set()
+                self._broker.wake_waiters()
+                self._broker._unregister_client(self)
+        if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
+            self._hb_thread.join()
+
+    def _abandon(self) -> None:
+        """Stop without committing or leaving, as a crashed process would (its session
+        then times out).  For tests and crash drills."""
+        with self._lock:
+            self._closed = True
+            self._hb_stop.set()
+            self._broker._unregister_client(self)
+        if self._hb_thread is not None:
+            self._hb_thread.join()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __iter__(self) -> Iterator:
+        """Records forever (``poll`` in a loop), until the consumer is closed."""
+        while not self._closed:
+            try:
+                batch = self.poll(timeout_ms=1000)
+            except IllegalStateError:
+                if self._closed:
+                    return
+                raise
+            yield from batch
+
+    def __enter__(self) -> "Consumer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<Consumer {self.client_id} group={self.group_id} member={self._member_id or '-'} "
+                f"gen={self._generation} partitions={len(self._assignment)}{' closed' if self._closed else ''}>")
