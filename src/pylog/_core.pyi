@@ -106,3 +106,64 @@ class SegmentAppender:
                leader_epoch: int | None, stamp_append_time: bool, clock: object, roll_ms: int,
                created_ms: int, force: bool = False
                ) -> int | tuple[int, int, int, int, int, int, int, int, int, int]: ...
+
+# ---------------------------------------------------------------------------------------
+# _cleaner.pxi: the log cleaner's per-record work (pylog.storage.cleaner)
+
+OFFSET_MAP_SLOT_BYTES: int
+
+def siphash(data: Buffer, k0: int = 0, k1: int = 0, *, c_rounds: int = 2, d_rounds: int = 4,
+            digest_size: int = 8) -> bytes: ...
+def set_delete_horizon(batch: Buffer, horizon_ms: int, *, max_uncompressed: int | None = None) -> bytes: ...
+def empty_batch(batch: Buffer) -> bytes: ...
+def batches_fingerprint(buf: Buffer, pos: int, end: int, fingerprint: int = 0) -> tuple[int, int]: ...
+
+class OffsetMap:
+    def __init__(self, expected: int = 0, seed: bytes | None = None) -> None: ...
+    def digest(self, key: Buffer) -> bytes: ...
+    def put(self, key: Buffer, offset: int) -> None: ...
+    def get(self, key: Buffer, default: int | None = None) -> int | None: ...
+    def __contains__(self, key: Buffer) -> bool: ...
+    def __len__(self) -> int: ...
+    @property
+    def capacity_slots(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int: ...
+    def add_batches(self, buf: Buffer, pos: int, end: int, min_offset: int, aborted: npt.ArrayLike | None = None,
+                    fingerprint: int = 0, file_offset: int = 0,
+                    max_uncompressed: int | None = None) -> tuple[int, int, int, int]: ...
+
+class SegmentScan:
+    batches: int
+    records: int
+    size_bytes: int
+    min_horizon: int
+    fingerprint: int
+    last_batches: dict[int, int]
+    transactions: list[tuple[int, int, int, bool, int]]
+    def __init__(self, max_uncompressed: int | None = None) -> None: ...
+    def scan(self, buf: Buffer, pos: int, end: int, file_offset: int = 0,
+             offset_map: OffsetMap | None = None, min_offset: int = 0) -> tuple[int, int]: ...
+
+class CleanerFilter:
+    log_start_offset: int
+    now_ms: int
+    delete_horizon_ms: int
+    records_kept: int
+    records_removed: int
+    batches_kept: int
+    batches_removed: int
+    batches_rewritten: int
+    tombstones_removed: int
+    markers_removed: int
+    horizons_set: int
+    empty_batches: int
+    bytes_read: int
+    bytes_written: int
+    min_horizon: int
+    fingerprint: int
+    def __init__(self, offset_map: OffsetMap, log_start_offset: int, now_ms: int,
+                 delete_retention_ms: int, aborted: npt.ArrayLike | None = None, last_batches: npt.ArrayLike | None = None,
+                 max_uncompressed: int | None = None) -> None: ...
+    def filter(self, buf: Buffer, pos: int, end: int, out_limit: int,
+               file_offset: int = 0) -> tuple[int, int, bytes]: ...

@@ -106,6 +106,9 @@ _MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 _MAX_BATCH = 2**31 - 1
 _CONTROL_ABORT = 0
 _BATCH_HEADER_SIZE = 61
+# Output is handed to the segment in writes of at least this many bytes (one offset index
+# entry per write at most, as in Kafka, whose cleaner appends a buffer at a time).
+_MIN_WRITE_BYTES = 32 << 10
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -737,7 +740,7 @@ class LogCleaner:
             del remaining[:len(olds)]
 
         out = _Output(log, check_and_swap)
-        out_limit = max(log.config.index_interval_bytes, 4096)
+        out_limit = max(log.config.index_interval_bytes, _MIN_WRITE_BYTES)
 
         def step(buf, pos, end, file_offset):
             new_pos, need, data = filt.filter(buf, pos, end, out_limit, file_offset)
