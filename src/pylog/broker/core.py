@@ -462,6 +462,7 @@ class Broker:
         self._topics: dict[str, _Topic] = {}
         self._closed = False
         self._listeners: list[Callable[[str, int, int], object]] = []
+        self._wake_listeners: list[Callable[[], object]] = []
         self._data_cond = threading.Condition(threading.Lock())
         self._data_waiters = 0
         self._clients: list[Any] = []
@@ -1351,9 +1352,27 @@ class Broker:
                 self._data_waiters -= 1
 
     def wake_waiters(self) -> None:
-        """Wake every :meth:`wait_for_data` caller (they re-check their ``stop``)."""
+        """Wake every :meth:`wait_for_data` caller (they re-check their ``stop``) and call
+        every wake listener: something other than data changed (a group began to
+        rebalance, a consumer was told to stop waiting)."""
         with self._data_cond:
             self._data_cond.notify_all()
+        for fn in self._wake_listeners:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a listener must not break the caller
+                _log.exception("wake listener %r failed", fn)
+
+    def add_wake_listener(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` whenever :meth:`wake_waiters` runs (asyncio consumers use it, with
+        ``loop.call_soon_threadsafe``, to re-check their group state).  Called in the
+        waking thread; must be quick and must not raise."""
+        with self._lock:
+            self._wake_listeners = self._wake_listeners + [fn]
+
+    def remove_wake_listener(self, fn: Callable[[], object]) -> None:
+        with self._lock:
+            self._wake_listeners = [f for f in self._wake_listeners if f is not fn]
 
     # ------------------------------------------------------------------ maintenance
 
@@ -1365,6 +1384,9 @@ class Broker:
             return LONG_MAX
         now = self.clock() if now_ms is None else now_ms
         group_next = self.groups.tick(now)
+        if self._data_waiters or self._wake_listeners:
+            # Group timeouts may have fired: let waiting consumers re-check their state.
+            self.wake_waiters()
         if now >= self._next_flush:
             self.logs.maybe_flush(now)
             self._next_flush = now + self.config.log_flush_scheduler_interval_ms
@@ -1499,9 +1521,6 @@ def _continues(a, b) -> bool:
     if a.producer_epoch != b.producer_epoch or a.base_sequence < 0 or b.base_sequence < 0:
         return False
     return b.base_sequence == _seq_next(_last_seq(a.base_sequence, a.last_offset_delta))
-
-
-_HEADER_TAIL = struct.Struct(">hiqqqhii")   # attributes .. recordsCount (offset 21..61)
 
 
 def _recompress(b, codec: int) -> bytes:

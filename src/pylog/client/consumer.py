@@ -246,6 +246,10 @@ class Consumer:
         self._listener: ConsumerRebalanceListener | None = listener
         self._assignment: dict[TopicPartition, _PartitionState] = {}
         self._rr = 0
+        # Records an iterator (sync or async) took from poll and has not yielded yet: a
+        # commit of positions must not pass them.
+        self._held: list = []
+        self._held_idx = 0
         # group membership
         self._member_id = ""
         self._generation = -1
@@ -373,6 +377,8 @@ class Consumer:
             session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.max_poll_interval_ms,
             client_id=self.client_id, client_host="localhost", group_instance_id=self.group_instance_id,
             require_known_member_id=True, reason=reason)
+        # Members waiting for data must notice the rebalance now, not at their timeout.
+        self._broker.wake_waiters()
 
     def _reset_member(self) -> None:
         with self._state_lock:
@@ -383,6 +389,7 @@ class Consumer:
     def _lose_partitions(self) -> None:
         lost = set(self._assignment)
         self._assignment.clear()
+        self._drop_held(lost)
         self._lost = False
         if lost and self._listener is not None:
             self._listener.on_partitions_lost(lost)
@@ -554,6 +561,7 @@ class Consumer:
             self._listener.on_partitions_revoked(set(tps))
         for tp in tps:
             self._assignment.pop(tp, None)
+        self._drop_held(set(tps))
 
     def _heartbeat_once(self) -> None:
         with self._state_lock:
@@ -605,6 +613,7 @@ class Consumer:
             self._generation = -1
         if member and self.group_id is not None and self.group_instance_id is None:
             self._groups.leave_group(self.group_id, [MemberIdentity(member, None, reason)])
+            self._broker.wake_waiters()
 
     # ------------------------------------------------------------------ positions
 
@@ -828,8 +837,27 @@ class Consumer:
             _log.warning("group %s: auto-commit failed: %s", self.group_id, exc)
 
     def _consumed(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        return {tp: OffsetAndMetadata(st.position, "", st.leader_epoch)
-                for tp, st in self._assignment.items() if st.position is not None}
+        out = {tp: OffsetAndMetadata(st.position, "", st.leader_epoch)
+               for tp, st in self._assignment.items() if st.position is not None}
+        for rec in self._held[self._held_idx:]:
+            tp = TopicPartition(rec.topic, rec.partition)
+            if tp in out and rec.offset < out[tp].offset:
+                out[tp] = OffsetAndMetadata(rec.offset, "", rec.leader_epoch)
+        return out
+
+    def _drop_held(self, tps: set[TopicPartition]) -> None:
+        if self._held_idx < len(self._held):
+            self._held = [r for r in self._held[self._held_idx:]
+                          if TopicPartition(r.topic, r.partition) not in tps]
+            self._held_idx = 0
+
+    def _next_held(self):
+        """The next record for an iterator, or None when it must poll again."""
+        if self._held_idx < len(self._held):
+            rec = self._held[self._held_idx]
+            self._held_idx += 1
+            return rec
+        return None
 
     # ------------------------------------------------------------------ commits
 
@@ -969,8 +997,9 @@ class Consumer:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidRequestError(f"seek offset must be an int >= 0, got {offset!r}")
         with self._lock:
-            _, st = self._state_of(partition)
+            tp, st = self._state_of(partition)
             st.drop_fetched()
+            self._drop_held({tp})
             st.position = offset
 
     def seek_to_beginning(self, *partitions: Any) -> None:
@@ -989,6 +1018,7 @@ class Consumer:
                 res = self._broker.list_offsets(tp.topic, tp.partition, ts)
                 res.raise_for_error()
                 st.drop_fetched()
+                self._drop_held({tp})
                 st.position = res.offset
 
     def offsets_for_times(self, timestamps: Mapping[Any, int]) -> dict[TopicPartition, OffsetAndTimestamp | None]:
@@ -1109,13 +1139,17 @@ class Consumer:
     def __iter__(self) -> Iterator:
         """Records forever (``poll`` in a loop), until the consumer is closed."""
         while not self._closed:
+            rec = self._next_held()
+            if rec is not None:
+                yield rec
+                continue
             try:
                 batch = self.poll(timeout_ms=1000)
             except IllegalStateError:
                 if self._closed:
                     return
                 raise
-            yield from batch
+            self._held, self._held_idx = batch, 0
 
     def __enter__(self) -> "Consumer":
         return self

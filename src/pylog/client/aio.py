@@ -1,0 +1,210 @@
+"""asyncio flavours of the embedded producer and consumer.
+
+:class:`AIOProducer` wraps :class:`~pylog.client.producer.Producer`: ``send`` queues the
+record at once (the per-record path is the same C code) and returns an awaitable handle,
+so ``await producer.send(...)`` gives the :class:`~pylog.RecordMetadata`.
+:class:`AIOConsumer` wraps :class:`~pylog.client.consumer.Consumer`: ``async for record in
+consumer`` and ``await consumer.getmany()`` never block the event loop; they poll without
+waiting and sleep on an :class:`asyncio.Event` that the broker sets (through
+``loop.call_soon_threadsafe``) when one of the consumer's partitions gets data or its
+group changes state.
+
+Both must be used from one event loop.  The only calls that may block the loop are
+``send`` when ``buffer_memory`` is full (up to ``max_block_ms``; size the buffer for your
+burst) and the first call that opens the producer (InitProducerId, an in-memory call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+from pylog.client.consumer import Consumer
+from pylog.client.producer import Producer
+
+__all__ = ["AIOProducer", "AIOConsumer"]
+
+# The longest an idle consumer sleeps before re-checking heartbeats and timers by itself.
+_RECHECK_S = 0.5
+
+
+class AIOProducer:
+    """An asyncio producer on an embedded broker; settings as
+    :class:`~pylog.client.producer.Producer`.
+
+    ``send`` / ``send_batch`` return awaitables; ``flush``, ``close`` and
+    ``send_and_wait`` are coroutines.  Use ``async with``.
+    """
+
+    def __init__(self, broker, **config: Any) -> None:
+        self._producer = Producer(broker, **config)
+        self.send = self._producer.send             # the C send path, unchanged
+        self.send_batch = self._producer.send_batch
+
+    @property
+    def producer(self) -> Producer:
+        """The underlying synchronous producer."""
+        return self._producer
+
+    async def send_and_wait(self, topic: str, value=None, key=None, headers=None, partition=None,
+                            timestamp_ms=None):
+        """Send one record and return its RecordMetadata once appended."""
+        return await self._producer.send(topic, value, key, headers, partition, timestamp_ms)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued and wait for it (in a worker thread)."""
+        await asyncio.to_thread(self._producer.flush, timeout)
+
+    async def close(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self._producer.close, timeout)
+
+    stop = close
+
+    async def start(self) -> None:
+        """Nothing to do (the producer is ready when made); for aiokafka-style code."""
+
+    def partitions_for(self, topic: str) -> list[int]:
+        return self._producer.partitions_for(topic)
+
+    async def __aenter__(self) -> "AIOProducer":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class AIOConsumer:
+    """An asyncio consumer on an embedded broker; settings as
+    :class:`~pylog.client.consumer.Consumer`.
+
+    ``getmany`` / ``getone`` / ``async for`` read records; ``commit`` is a coroutine; every
+    other method of the synchronous consumer (``seek``, ``position``, ``assignment``,
+    ``pause``, ``committed``, ...) is available as is: they do not block.
+    """
+
+    def __init__(self, broker, *topics: str, **config: Any) -> None:
+        self._broker = broker
+        self._consumer = Consumer(broker, *topics, **config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._scheduled = False
+        broker.add_append_listener(self._on_append)
+        broker.add_wake_listener(self._on_wake)
+
+    @property
+    def consumer(self) -> Consumer:
+        """The underlying synchronous consumer."""
+        return self._consumer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+    # -- wake-ups from other threads
+
+    def _set_event(self) -> None:
+        self._scheduled = False
+        if self._event is not None:
+            self._event.set()
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is None or self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._set_event)
+        except RuntimeError:
+            self._scheduled = False   # the loop is closed
+
+    def _on_append(self, topic: str, partition: int, hw: int) -> None:
+        if (topic, partition) in self._consumer._assignment:
+            self._wake()
+
+    def _on_wake(self) -> None:
+        self._wake()
+
+    # -- reading
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> list:
+        """Records (at most ``max_records``), waiting up to ``timeout_ms`` without blocking
+        the loop.  Raises what :meth:`Consumer.poll` raises."""
+        c = self._consumer
+        if c._held_idx < len(c._held):
+            # Records __anext__ took and has not yielded: they come first.
+            n = max_records or len(c._held)
+            out = c._held[c._held_idx:c._held_idx + n]
+            c._held_idx += len(out)
+            return out
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+        assert self._event is not None
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            self._event.clear()
+            records = self._consumer.poll(0, max_records)
+            if records:
+                return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            pending = self._pending_group_response()
+            if pending is not None:
+                pending.add_done_callback(lambda _p: self._wake())
+            try:
+                await asyncio.wait_for(self._event.wait(), min(remaining, _RECHECK_S))
+            except asyncio.TimeoutError:
+                pass
+
+    def _pending_group_response(self):
+        c = self._consumer
+        for p in (c._join_pending, c._sync_pending):
+            if p is not None and not p.done():
+                return p
+        return None
+
+    async def getone(self):
+        """The next record, waiting as long as it takes."""
+        while True:
+            records = await self.getmany(timeout_ms=1000, max_records=1)
+            if records:
+                return records[0]
+
+    def __aiter__(self) -> AsyncIterator:
+        return self
+
+    async def __anext__(self):
+        if self._consumer.closed:
+            raise StopAsyncIteration
+        c = self._consumer
+        while True:
+            rec = c._next_held()
+            if rec is not None:
+                return rec
+            batch = await self.getmany(timeout_ms=1000)
+            if c.closed:
+                raise StopAsyncIteration
+            c._held, c._held_idx = batch, 0
+
+    # -- offsets and life cycle
+
+    async def commit(self, offsets=None) -> None:
+        """Commit offsets (default: the positions).  Raises as :meth:`Consumer.commit`."""
+        self._consumer.commit(offsets)
+
+    async def start(self) -> None:
+        """Nothing to do (the consumer is ready when made); for aiokafka-style code."""
+
+    async def close(self, autocommit: bool = True) -> None:
+        self._broker.remove_append_listener(self._on_append)
+        self._broker.remove_wake_listener(self._on_wake)
+        await asyncio.to_thread(self._consumer.close, autocommit)
+
+    stop = close
+
+    async def __aenter__(self) -> "AIOConsumer":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
