@@ -306,6 +306,7 @@ test_log_state_machine = LogMachine.TestCase
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)
 def test_log_state_machine_long():
     from hypothesis.stateful import run_state_machine_as_test
 
