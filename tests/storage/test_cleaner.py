@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 from pylog import _core
 from pylog.errors import CorruptRecordError, InvalidConfigError, LogClosedError
-from pylog.records import RecordBatch, RecordBatchBuilder, build_control_batch, filter_batch, iter_batches
+from pylog.records import RecordBatch, RecordBatchBuilder, build_control_batch, filter_batch
 from pylog.storage import Log, LogConfig, LogManager
 from pylog.storage.cleaner import CLEANER_OFFSET_CHECKPOINT, NO_DELETE_HORIZON, LogCleaner
 from pylog.storage.checkpoint import CheckpointFile

@@ -16,12 +16,17 @@ import threading
 import pytest
 
 from pylog.records import iter_batches
-from pylog.storage import Log, LogConfig, LogManager
+from pylog.storage import LogConfig, LogManager
 from pylog.storage import cleaner as cleaner_module
 from pylog.storage.cleaner import LogCleaner
-from tests.storage.test_cleaner import T0, kbatch, latest_per_key, log_path, log_records, open_log  # noqa: F401 (fixture)
+from tests.storage.test_cleaner import T0, kbatch, latest_per_key, log_records, open_log
 
 JOIN = 120  # seconds: only ever reached by a deadlock
+
+
+@pytest.fixture
+def log_path(tmp_path):
+    return str(tmp_path / "compacted-0")
 
 
 def _fill(log, n, keys=5, start=0):

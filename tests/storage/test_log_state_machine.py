@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from pylog.storage import Log
 from pylog.storage.cleaner import LogCleaner

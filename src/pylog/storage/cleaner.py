@@ -83,7 +83,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
