@@ -15,7 +15,8 @@ What a clean does (:meth:`LogCleaner.clean`):
    offset*) on are *dirty*; below it they were cleaned before.
 2. Trigger (unless ``force``): dirty bytes / cleanable bytes >= ``min_cleanable_dirty_ratio``,
    or the first dirty segment is older than ``max_compaction_lag_ms``, or a delete horizon
-   the previous clean left has passed.
+   the previous clean left has passed (remembered in memory: after a restart, tombstones
+   whose horizon passed go at the next clean the ratio or lag calls for, or a forced one).
 3. Offset map.  Key digest (SipHash-1-3, 128-bit, random key) -> greatest offset, built in
    C over the cleanable range, leaving out control batches and the data of aborted
    transactions.  The whole range goes into the map when it holds at most
