@@ -1182,10 +1182,12 @@ cdef class _ProducerCore:
         _client_unlock(self._lock)
         return delay
 
-    def _drain(self, int64_t now_ms, bint force, Py_ssize_t max_bytes):
+    def _drain(self, int64_t now_ms, bint force, Py_ssize_t max_bytes, Py_ssize_t max_batches=5):
         """Batches to send now: close open batches whose linger passed (all with
-        ``force``), then take ready batches, oldest first, up to ``max_bytes`` per
-        partition, from partitions not backing off.  Returns a list of
+        ``force``), then take ready batches, oldest first, up to ``max_bytes`` and
+        ``max_batches`` per partition (the broker recognises retried duplicates among a
+        producer's last 5 batches only: a retried append must not hold more), from
+        partitions not backing off.  Returns a list of
         (topic, partition, [batches]); :meth:`_prepare` numbers and builds them."""
         cdef _PartitionQueue pq
         cdef _ProducerBatch b
@@ -1206,7 +1208,7 @@ cdef class _ProducerCore:
                 while len(pq.ready):
                     b = <_ProducerBatch>pq.ready[0]
                     size = b.builder.length if b.data is None else len(b.data)
-                    if taken and nbytes + size > max_bytes:
+                    if taken and (nbytes + size > max_bytes or len(taken) >= max_batches):
                         break
                     if b.state == PB_CLOSED:
                         self._ready_bytes -= b.builder.length

@@ -25,7 +25,8 @@ Delivery
 - ``max_in_flight_requests_per_connection`` (alias ``max_in_flight``) is validated as Kafka
   does (at most 5 with idempotence).  The embedded transport is a function call, so a
   partition never has more than one append outstanding; the setting bounds how many ready
-  batches of one partition go into one append.
+  batches of one partition go into one append, which is what keeps a retried append
+  within the 5 batches per producer the broker remembers for duplicate detection.
 
 Threads
 -------
@@ -296,12 +297,12 @@ class Producer(_core._ProducerCore):
         if now >= self._next_metadata:
             self._refresh_metadata()
             self._next_metadata = now + self.metadata_max_age_ms
-        work = self._drain(now, self._closing, max(self._max_request_bytes(), 1))
+        work = self._drain(now, self._closing, max(self._max_request_bytes(), 1), self.max_in_flight)
         for topic, partition, batches in work:
             self._send_partition(topic, partition, batches)
 
     def _max_request_bytes(self) -> int:
-        # Up to max_in_flight batches' worth per append of one partition.
+        # Up to max_in_flight batches (and about their bytes) per append of one partition.
         return self.max_in_flight * max(self.batch_size, 16384)
 
     def _refresh_metadata(self) -> None:
