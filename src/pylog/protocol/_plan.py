@@ -136,10 +136,11 @@ def _min_size(f: Field, version: int, flex: bool, element: bool) -> int:
 
 
 class _Builder:
-    def __init__(self, version: int, flex: bool) -> None:
+    def __init__(self, version: int, flex: bool, callbacks: dict) -> None:
         self.version = version
         self.flex = flex
         self.has_records = False
+        self.callbacks = callbacks  # error reporting, shared by every nested plan
 
     def plan(self, fields, cls, name: str, **top) -> Any:
         v, flex = self.version, self.flex
@@ -151,7 +152,8 @@ class _Builder:
             [ops[f.name] for f in absent + tagged],
             [ops[f.name] for f in tagged],
             [ops[f.name] for f in absent if not f.ignorable],
-            has_records=self.has_records, split_threshold=SPLIT_THRESHOLD, **top)
+            has_records=self.has_records, split_threshold=SPLIT_THRESHOLD,
+            **self.callbacks, **top)
 
     def op(self, f: Field, cls) -> Any:
         v = self.version
@@ -188,15 +190,15 @@ def build_plan(message: Message, version: int) -> Any:
     if version not in message.valid:
         raise ValueError(f"{message.name} v{version} is outside {message.valid.text}")
     cls = class_for(message)
-    b = _Builder(version, message.is_flexible(version))
+    b = _Builder(version, message.is_flexible(version), {
+        "on_unsupported": _unsupported_factory(message, version),
+        "on_encode_error": _encode_failed_factory(message, version)})
     # Records can only sit below the top level; walk once to learn whether any are present
     # before the top plan records the flag.
     b.has_records = _has_records(message.fields, version)
     return b.plan(
         message.fields, cls, message.name,
-        label=f"{message.name} v{version}", api_key=message.api_key, api_version=version,
-        on_unsupported=_unsupported_factory(message, version),
-        on_encode_error=_encode_failed_factory(message, version))
+        label=f"{message.name} v{version}", api_key=message.api_key, api_version=version)
 
 
 def _has_records(fields, version: int) -> bool:
