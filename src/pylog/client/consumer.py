@@ -261,7 +261,8 @@ class Consumer:
         self._lost = False
         self._fatal: PylogError | None = None
         self._last_poll = time.monotonic()
-        self._next_heartbeat = 0.0
+        self._clock = broker.clock           # the coordinator's clock: sessions are measured on it
+        self._next_heartbeat = 0
         self._next_auto_commit = time.monotonic() + self.auto_commit_interval_ms / 1000
         self._metadata_snapshot: dict[str, int] = {}
         self._next_metadata_check = 0.0
@@ -358,11 +359,16 @@ class Consumer:
     def _subscription_bytes(self, assignor: ConsumerPartitionAssignor) -> bytes:
         topics = sorted(self._subscription or ())
         owned: dict[str, list[int]] = {}
+        generation = -1
         if self.rebalance_protocol == COOPERATIVE:
+            # What we own and since when: the cooperative assignor needs both.  Eager
+            # members own nothing when they join, so they send neither, and a restarted
+            # static member's subscription is then the same as before its restart.
+            generation = self._generation
             for tp in sorted(self._assignment):
                 owned.setdefault(tp.topic, []).append(tp.partition)
-        sub = Subscription(topics=topics, user_data=assignor.subscription_user_data(topics, self._generation),
-                           owned_partitions=owned, generation_id=self._generation)
+        sub = Subscription(topics=topics, user_data=assignor.subscription_user_data(topics, generation),
+                           owned_partitions=owned, generation_id=generation)
         return encode_subscription(sub)
 
     def _start_join(self, reason: str) -> None:
@@ -413,10 +419,10 @@ class Consumer:
                 if self._groups.group_state(self.group_id) is GroupState.PREPARING_REBALANCE:
                     self._start_join("the group is rebalancing")
                     continue
-                now = time.monotonic()
-                if not self._use_hb_thread and now >= self._next_heartbeat:
+                if not self._use_hb_thread and self._clock() >= self._next_heartbeat:
                     self._heartbeat_once()
                     continue
+                now = time.monotonic()
                 if now >= self._next_metadata_check:
                     self._next_metadata_check = now + 0.05
                     if self._metadata_changed():
@@ -532,7 +538,7 @@ class Consumer:
                 self._rejoin_needed = True
         for tp in sorted(added):
             self._assignment[tp] = _PartitionState()
-        self._next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
+        self._next_heartbeat = self._clock() + self.heartbeat_interval_ms
         self._resolve_positions(added)
         if self._listener is not None:
             self._listener.on_partitions_assigned(set(added))
@@ -569,7 +575,7 @@ class Consumer:
                 return
             gen, member = self._generation, self._member_id
         code = self._groups.heartbeat(self.group_id, gen, member, group_instance_id=self.group_instance_id)
-        self._next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
+        self._next_heartbeat = self._clock() + self.heartbeat_interval_ms
         self._on_heartbeat(code, gen)
 
     def _on_heartbeat(self, code: int, gen: int) -> None:
@@ -695,9 +701,8 @@ class Consumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if self._subscription is not None:
-                remaining = min(remaining, max(self._next_heartbeat - time.monotonic(), 0.001)
-                                if not self._use_hb_thread else remaining)
+            if self._subscription is not None and not self._use_hb_thread:
+                remaining = min(remaining, max((self._next_heartbeat - self._clock()) / 1000, 0.001))
             self._broker.wait_for_data(positions, remaining, stop=self._should_stop_waiting)
 
     def _should_stop_waiting(self) -> bool:
