@@ -63,7 +63,7 @@ cdef extern from "Python.h":
 cdef extern from "structmember.h":
     int T_OBJECT_EX
 
-__all__ = ["Op", "Plan", "decode", "encode", "slot_offset", "K_BOOL", "K_INT8", "K_INT16",
+__all__ = ["Op", "Plan", "decode", "encode", "read_request_header", "slot_offset", "K_BOOL", "K_INT8", "K_INT16",
            "K_INT32", "K_INT64", "K_UINT16", "K_UINT32", "K_FLOAT64", "K_UUID", "K_STRING",
            "K_BYTES", "K_RECORDS", "K_STRUCT", "K_ARRAY", "D_CONST", "D_LIST", "D_STRUCT"]
 
@@ -787,3 +787,73 @@ def encode(Plan plan, object obj, bytes prefix=b"", bint frame=False):
     finally:
         PyMem_Free(w.data)
     return segs
+
+
+# --------------------------------------------------------------------------------------
+# Request header
+# --------------------------------------------------------------------------------------
+
+def read_request_header(bytes frame, dict flexible_from):
+    """Decode a request header (v1, or v2 when the API version is flexible).
+
+    ``flexible_from`` maps an API key to its first flexible version; unknown keys are read
+    as header v1 (whether tags follow cannot be known).  Returns (api_key, api_version,
+    correlation_id, client_id, header_version, body_offset).  Raises
+    MalformedMessageError for a truncated or malformed header.
+    """
+    cdef Reader r
+    cdef int16_t api_key, api_version
+    cdef int32_t correlation_id
+    cdef long long n
+    cdef int header_version = 1
+    r.p = <const uint8_t*>PyBytes_AS_STRING(frame)
+    r.end = PyBytes_GET_SIZE(frame)
+    r.pos = 0
+    r.mv = NULL
+    if r.end < 10:
+        raise MalformedMessageError(
+            f"request header needs at least 10 bytes (api key, version, correlation id, "
+            f"client id length), got {r.end}")
+    api_key = <int16_t>_be16(r.p)
+    api_version = <int16_t>_be16(r.p + 2)
+    correlation_id = <int32_t>_be32(r.p + 4)
+    n = <int16_t>_be16(r.p + 8)
+    r.pos = 10
+    if n == -1:
+        client_id = None
+    elif n < 0:
+        raise MalformedMessageError(f"request header: client_id length {n} is negative")
+    elif n > r.end - r.pos:
+        raise MalformedMessageError(
+            f"request header: client_id length {n} exceeds the {r.end - r.pos} bytes left")
+    else:
+        try:
+            client_id = PyUnicode_DecodeUTF8(<const char*>(r.p + r.pos), n, NULL)
+        except UnicodeDecodeError as exc:
+            raise MalformedMessageError(
+                f"request header: client_id is not valid UTF-8 ({exc.reason})") from None
+        r.pos += n
+    first_flexible = flexible_from.get(api_key)
+    if first_flexible is not None and api_version >= <int>first_flexible:
+        header_version = 2
+        if r.pos < r.end and r.p[r.pos] == 0:
+            r.pos += 1
+        else:
+            _skip_all_tags(&r)
+    return api_key, api_version, correlation_id, client_id, header_version, r.pos
+
+
+cdef int _skip_all_tags(Reader* r) except -1:
+    cdef long long count = _uvarint(r, None)
+    cdef long long size
+    if count > (r.end - r.pos) // 2:
+        raise MalformedMessageError(
+            f"request header: {count} tagged fields cannot fit in the {r.end - r.pos} bytes left")
+    for _ in range(count):
+        _uvarint(r, None)
+        size = _uvarint(r, None)
+        if size > r.end - r.pos:
+            raise MalformedMessageError(
+                f"request header: a tagged field of {size} bytes runs past the end")
+        r.pos += size
+    return 0

@@ -75,6 +75,9 @@ __all__ = [
 
 _decode = _c.decode
 _encode = _c.encode
+_read_request_header = _c.read_request_header
+#: API key -> first flexible request version (header v2 from there on).
+_FLEXIBLE_FROM = {k: m.flexible.low for k, m in _REQUESTS.items() if not m.flexible.empty}
 
 _I32 = struct.Struct(">i")
 _REQ_FIXED = struct.Struct(">hhi")
@@ -221,27 +224,6 @@ def frame_size(prefix: bytes | bytearray | memoryview, max_size: int = MAX_FRAME
     return size
 
 
-def _read_client_id(frame: bytes) -> tuple[str | None, int]:
-    end = len(frame)
-    if end < 10:
-        raise MalformedMessageError(
-            f"request header needs at least 10 bytes (v1: api key, version, correlation id, "
-            f"client id length), got {end}")
-    (n,) = _I16.unpack_from(frame, 8)
-    if n < 0:
-        if n != -1:
-            raise MalformedMessageError(f"request header: client_id length {n} is negative")
-        return None, 10
-    if 10 + n > end:
-        raise MalformedMessageError(
-            f"request header: client_id length {n} exceeds the {end - 10} bytes left")
-    try:
-        return frame[10:10 + n].decode(), 10 + n
-    except UnicodeDecodeError as exc:
-        raise MalformedMessageError(f"request header: client_id is not valid UTF-8 "
-                                    f"({exc.reason})") from None
-
-
 def decode_request_header(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader, int]:
     """Decode the header of a request frame (without its size prefix).
 
@@ -258,24 +240,10 @@ def decode_request_header(frame: bytes | bytearray | memoryview) -> tuple[Reques
     MalformedMessageError
         If the header itself is truncated or malformed.
     """
-    frame = _as_bytes(frame)
-    if len(frame) < 8:
-        raise MalformedMessageError(f"request header needs at least 8 bytes, got {len(frame)}")
-    api_key, api_version, correlation_id = _REQ_FIXED.unpack_from(frame, 0)
-    client_id, pos = _read_client_id(frame)
-    hv = request_header_version(api_key, api_version)
-    header = RequestHeader(api_key, api_version, correlation_id, client_id, hv)
-    if hv >= 2:
-        try:
-            if pos >= len(frame):
-                raise MalformedMessageError("request header v2: missing tagged-field section")
-            count, pos = read_uvarint(frame, pos)
-            if count:
-                pos = skip_tags(frame, pos, count)
-        except MalformedMessageError as exc:
-            exc.api_key, exc.api_version, exc.header = api_key, api_version, header
-            raise
-    return header, pos
+    if type(frame) is not bytes:
+        frame = _as_bytes(frame)
+    key, version, correlation_id, client_id, hv, pos = _read_request_header(frame, _FLEXIBLE_FROM)
+    return RequestHeader(key, version, correlation_id, client_id, hv), pos
 
 
 def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader, Data]:
@@ -289,7 +257,8 @@ def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader
         The header or body does not fit the schema, or bytes follow the body;
         ``exc.header`` holds the header when it was decoded.
     """
-    frame = _as_bytes(frame)
+    if type(frame) is not bytes:
+        frame = _as_bytes(frame)
     header, pos = decode_request_header(frame)
     plan = _PLANS.get(("request", header.api_key, header.api_version))
     if plan is None:
