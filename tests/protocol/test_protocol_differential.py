@@ -344,3 +344,19 @@ def test_every_api_is_checked_against_an_independent_implementation():
     covered = {k for k, _, _ in NEW} | {k for k, _, _ in OLD}
     assert covered == set(SUPPORTED)
     assert len({(k, v) for k, _, v in OLD}) >= 60  # the hand-written classes cover many
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(("key", "kind", "version"), sorted(NEW), ids=NEW_IDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_kafka_python_agrees_long(key, kind, version, data):
+    test_kafka_python_agrees.hypothesis.inner_test(key, kind, version, data)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(("key", "kind", "version"), sorted(OLD), ids=OLD_IDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_legacy_kafka_python_agrees_long(key, kind, version, data):
+    test_legacy_kafka_python_agrees.hypothesis.inner_test(key, kind, version, data)
