@@ -180,6 +180,7 @@ cdef inline void _client_reset_builder(RecordBatchBuilder b) noexcept:
 
 @cython.final
 @cython.freelist(64)
+@cython.no_gc
 cdef class RecordMetadata:
     """Where a sent record landed.
 
@@ -280,6 +281,7 @@ async def _client_await(handle):
 
 @cython.final
 @cython.freelist(1024)
+@cython.no_gc
 cdef class FutureRecordMetadata:
     """What :meth:`Producer.send` returns: the record's future :class:`RecordMetadata`.
 
@@ -289,7 +291,9 @@ cdef class FutureRecordMetadata:
     resolves it (the producer's sender thread) or at once if it already has.  Waiting on a
     handle sends its batch at once rather than after ``linger_ms``.
 
-    Thread-safe.  Cheap: it holds its batch and its index in it, nothing else.
+    Thread-safe.  Cheap: it holds its batch and its index in it, nothing else.  It is not
+    tracked by the cycle collector (a producer keeps millions alive): the only cycles it
+    can be part of go through its callbacks, which are dropped once they have run.
     """
     cdef _ProducerBatch batch
     cdef int32_t index
@@ -841,16 +845,16 @@ cdef class _ProducerCore:
         self._incomplete.add(b)
         return b
 
-    cdef _PartitionQueue _sticky_queue(self, _TopicQueue tq, Py_ssize_t size, int64_t now):
-        """The queue keyless records go to: the topic's sticky partition, moved on when
-        the batch there has no room (KIP-480).  Lock held."""
-        cdef int32_t p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, tq.num_partitions, None)
+    cdef _PartitionQueue _sticky_queue(self, _TopicQueue tq, Py_ssize_t size, int32_t nparts):
+        """The queue keyless records go to: the topic's sticky partition among the first
+        ``nparts``, moved on when the batch there has no room (KIP-480).  Lock held."""
+        cdef int32_t p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, None)
         cdef _PartitionQueue pq = <_PartitionQueue>tq.parts[p]
         cdef _ProducerBatch b = pq.open
         if b is not None and b.builder.count > 0 and b.builder.length + size > self._batch_size:
             self._close_open(pq)
             self._partitioner.on_new_batch(tq.name, p)
-            p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, tq.num_partitions, None)
+            p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, None)
             pq = <_PartitionQueue>tq.parts[p]
         return pq
 
@@ -937,7 +941,7 @@ cdef class _ProducerCore:
             _client_lock(self._lock)
             try:
                 if p < 0:
-                    pq = self._sticky_queue(tq, size, ts)
+                    pq = self._sticky_queue(tq, size, tq.num_partitions)
                 else:
                     pq = <_PartitionQueue>tq.parts[p]
                 b = pq.open
@@ -978,6 +982,8 @@ cdef class _ProducerCore:
             self._wake_sender()
         return h
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def send_batch(self, topic, values, keys=None, partition=None, timestamp_ms=None):
         """Queue many records at once, without a Python loop per record.
 
@@ -1021,9 +1027,9 @@ cdef class _ProducerCore:
         cdef Py_ssize_t kn, vn
         cdef uint8_t *out
         cdef list batches = []
-        cdef list current
-        cdef object cur_id
-        cdef bint keyed, wake = False
+        cdef list cur_batch
+        cdef int32_t *cur_ids = NULL
+        cdef bint keyed
         cdef PyObject *o
         if self._closed:
             raise IllegalStateError("cannot send: the producer is closed")
@@ -1076,8 +1082,37 @@ cdef class _ProducerCore:
         fut.batch_ids = ids_arr
         fut.rel = rel_arr
         fut.timestamp = ts
-        current = [None] * nparts     # partition -> index in batches of its batch in use
-        # Pass 2, in chunks that fit buffer_memory: write every record into its batch.
+        cur_batch = [None] * nparts      # partition -> the batch its records go to now
+        cur_ids = <int32_t *>PyMem_Malloc(nparts * sizeof(int32_t))
+        if cur_ids == NULL:
+            raise MemoryError()
+        try:
+            self._send_batch_chunks(tq, vcol, kcol, n, parts, ids, rel, ts, batches, cur_batch, cur_ids, fut)
+        finally:
+            PyMem_Free(cur_ids)
+        if n == 0:
+            fut.batches = []
+            fut.pending = 0
+            fut.offsets = _broker_np.empty(0, dtype=_broker_np.int64)
+        return fut
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int _send_batch_chunks(self, _TopicQueue tq, _Column vcol, _Column kcol, Py_ssize_t n,
+                                int32_t[::1] parts, int32_t[::1] ids, int32_t[::1] rel, int64_t ts,
+                                list batches, list cur_batch, int32_t *cur_ids,
+                                BatchSendFuture fut) except -1:
+        """send_batch's pass 2: write every record into its partition's batch, in chunks
+        that fit buffer_memory, holding the lock per chunk."""
+        cdef Py_ssize_t i, size, chunk_start, chunk_end, chunk_bytes, kn, vn
+        cdef int32_t p
+        cdef _PartitionQueue pq
+        cdef _PartitionQueue sticky = None
+        cdef _ProducerBatch b
+        cdef RecordBatchBuilder builder
+        cdef uint8_t *out
+        cdef bint wake = False
+        cdef Py_ssize_t batch_size = self._batch_size
         chunk_start = 0
         while chunk_start < n:
             chunk_end = chunk_start
@@ -1094,32 +1129,39 @@ cdef class _ProducerCore:
             try:
                 if self._closed:
                     raise IllegalStateError("the producer was closed during send_batch")
+                if chunk_start == 0:
+                    for p in range(len(cur_batch)):
+                        cur_ids[p] = -1
+                sticky = None
                 for i in range(chunk_start, chunk_end):
                     kn = kcol.length(i)
                     vn = vcol.length(i)
                     size = RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
                     p = parts[i]
                     if p < 0:
-                        pq = self._sticky_queue(tq, size, ts)
+                        # Keyless: the sticky partition, looked up again only when its batch fills.
+                        if sticky is None or sticky.open is None or (
+                                sticky.open.builder.count > 0 and sticky.open.builder.length + size > batch_size):
+                            sticky = self._sticky_queue(tq, size, <int32_t>len(cur_batch))
+                        pq = sticky
                         p = pq.partition
                         parts[i] = p
                     else:
-                        pq = <_PartitionQueue>tq.parts[p]
+                        pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
                     b = pq.open
-                    if b is None or (b.builder.count > 0 and b.builder.length + size > self._batch_size):
+                    if b is None or (b.builder.count > 0 and b.builder.length + size > batch_size):
                         b = self._open_batch(pq, pylog_now_ms())
-                    cur_id = current[p]
-                    if cur_id is None or batches[<Py_ssize_t>cur_id] is not b:
-                        cur_id = len(batches)
+                    if PyList_GET_ITEM(cur_batch, p) != <PyObject *>b:
+                        cur_ids[p] = <int32_t>len(batches)
                         batches.append(b)
-                        current[p] = cur_id
+                        cur_batch[p] = b
                     builder = b.builder
                     builder._reserve(size)
                     builder._start_record(ts)
                     out = builder._write_record(builder.buf + builder.length, ts, kcol.ptr(i), kn,
                                                 vcol.ptr(i), vn, 0, 0)
                     builder.length = out - builder.buf
-                    ids[i] = <int32_t>(<Py_ssize_t>cur_id)
+                    ids[i] = cur_ids[p]
                     rel[i] = builder.count
                     builder.count += 1
                     b.reserved += size
@@ -1143,11 +1185,7 @@ cdef class _ProducerCore:
                 self._wake_sender()
                 wake = False
             chunk_start = chunk_end
-        if n == 0:
-            fut.batches = []
-            fut.pending = 0
-            fut.offsets = _broker_np.empty(0, dtype=_broker_np.int64)
-        return fut
+        return 0
 
     # -- the sender's side
 

@@ -1,0 +1,210 @@
+"""The embedded client's hot paths against their peers, in one suite.
+
+Targets from the issue (ratios are pylog over peer, higher is better):
+
+- ``producer.send`` of 100-byte values, keyed and unkeyed, the returned handles kept alive
+  the way a caller holding them would drop them, flushed (appended to the log) at the end:
+  at least 1.0x confluent-kafka's ``Producer.produce()`` enqueue rate for the same records
+  with no broker reachable (it never sends; pylog's timing includes the appends).
+- ``producer.send_batch``: at least 10M records/s.
+- consumer ``poll`` iteration over 100-byte records: at least 3M records/s; the peer is
+  kafka-python's decoder iterating the same batches (decode only, no fetch, no consumer).
+- a group rebalance of 3 in-process members: under 50 ms.
+
+Data comes from benches/_data.py.  ``PYLOG_BENCH_SMALL=1`` shrinks every size for the smoke
+test.  Each producer sample uses ``number = 1`` with a fresh confluent producer, whose queue
+would otherwise fill across calls.
+"""
+
+import os
+import shutil
+import tempfile
+import warnings
+
+from benches._data import keys, values
+
+SMALL = os.environ.get("PYLOG_BENCH_SMALL", "") not in ("", "0")
+N = 2_000 if SMALL else 200_000
+PARTITIONS = 8
+
+
+def _broker(tmp):
+    from pylog.broker.core import Broker
+
+    b = Broker(os.path.join(tmp, "data"), offsets_topic_num_partitions=1)
+    if not b.has_topic("bench"):
+        b.create_topic("bench", PARTITIONS, config={"segment.bytes": 1 << 30})
+    return b
+
+
+def _confluent():
+    try:
+        import confluent_kafka
+    except ImportError:  # pragma: no cover - the peer is a test dependency
+        return None
+    return confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1",
+                                     "queue.buffering.max.messages": 2_000_000,
+                                     "queue.buffering.max.kbytes": 2_097_151,
+                                     "linger.ms": 5, "log_level": 0})
+
+
+class Send:
+    """``producer.send`` of N 100-byte records (pylog: flushed at the end) vs confluent's
+    ``produce`` enqueue of the same records."""
+
+    number = 1
+    repeat = 5
+    timeout = 600
+
+    def setup(self):
+        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
+        self.broker = _broker(self.tmp)
+        self.producer = self.broker.producer(linger_ms=5, buffer_memory=256 << 20)
+        self.values = values(N)
+        self.keys = keys(N)
+        self.peer = _confluent()
+
+    def teardown(self):
+        self.broker.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.peer is not None:
+            self.peer.purge()
+
+    def time_send_unkeyed_pylog(self):
+        send = self.producer.send
+        for v in self.values:
+            send("bench", v)
+        self.producer.flush()
+
+    def time_send_keyed_pylog(self):
+        send = self.producer.send
+        for v, k in zip(self.values, self.keys):
+            send("bench", v, k)
+        self.producer.flush()
+
+    def time_send_unkeyed_confluent(self):
+        if self.peer is None:
+            return
+        produce = self.peer.produce
+        for v in self.values:
+            produce("bench", v)
+
+    def time_send_keyed_confluent(self):
+        if self.peer is None:
+            return
+        produce = self.peer.produce
+        for v, k in zip(self.values, self.keys):
+            produce("bench", v, k)
+
+
+class SendBatch:
+    """``producer.send_batch`` of N 100-byte records, waited for (appended)."""
+
+    number = 1
+    repeat = 5
+    timeout = 600
+
+    def setup(self):
+        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
+        self.broker = _broker(self.tmp)
+        self.producer = self.broker.producer(linger_ms=5, batch_size=1 << 20, buffer_memory=512 << 20)
+        self.values = values(N)
+        self.keys = keys(N)
+
+    def teardown(self):
+        self.broker.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def time_send_batch_unkeyed(self):
+        self.producer.send_batch("bench", self.values).result()
+
+    def time_send_batch_keyed(self):
+        self.producer.send_batch("bench", self.values, keys=self.keys).result()
+
+
+class Poll:
+    """Iterating ``consumer.poll(max_records=500)`` over N 100-byte records (fetch from
+    the log, CRC check, decode), vs kafka-python decoding the same batches."""
+
+    number = 1
+    repeat = 5
+    timeout = 600
+
+    def setup(self):
+        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
+        self.broker = _broker(self.tmp)
+        p = self.broker.producer(linger_ms=5)
+        p.send_batch("bench", values(N), partition=0).result()
+        p.close()
+        self.consumer = self.broker.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
+        self.consumer.assign([("bench", 0)])
+        chunks, offset = [], 0
+        while True:
+            res = self.broker.fetch("bench", 0, offset, 8 << 20)
+            if res.records.size == 0:
+                break
+            chunks.append(bytes(res.records.records))
+            offset = res.records.next_offset
+        self.raw = b"".join(chunks)
+
+    def teardown(self):
+        self.broker.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def time_poll_pylog(self):
+        c = self.consumer
+        c.seek(("bench", 0), 0)
+        n = 0
+        while n < N:
+            for record in c.poll(timeout_ms=1000, max_records=500):
+                record.value
+                n += 1
+
+    def time_decode_kafka_python(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from kafka.record.memory_records import MemoryRecords
+        records = MemoryRecords(self.raw)
+        n = 0
+        while records.has_next():
+            for record in records.next_batch():
+                record.value
+                n += 1
+        assert n == N
+
+
+class Rebalance:
+    """Three in-process members join a new group until each holds its share."""
+
+    number = 1
+    repeat = 10
+    timeout = 120
+
+    def setup(self):
+        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
+        self.broker = _broker(self.tmp)
+        self.round = 0
+
+    def teardown(self):
+        self.broker.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def time_rebalance_three_members(self):
+        from pylog.broker.group import GroupState
+
+        self.round += 1
+        group = f"bench-{self.round}"
+        members = [self.broker.consumer("bench", group_id=group, enable_auto_commit=False,
+                                        heartbeat_thread=False) for _ in range(3)]
+        groups = self.broker.groups
+        for _ in range(10_000):
+            for m in members:
+                m.poll(timeout_ms=0)
+            gen = groups.group_generation(group)
+            if (groups.group_state(group) is GroupState.STABLE and all(m.generation() == gen for m in members)
+                    and sum(len(m.assignment()) for m in members) == PARTITIONS):
+                break
+        else:
+            raise AssertionError("the group did not settle")
+        for m in members:
+            m._abandon()     # not part of the rebalance; leaving would start another one
