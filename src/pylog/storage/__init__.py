@@ -36,6 +36,7 @@ Configuration uses Kafka's topic config names in snake_case (:class:`LogConfig`)
 Kafka's dotted names through :meth:`LogConfig.from_kafka`.
 """
 
+from pylog.storage.cleaner import CleanerStats, LogCleaner
 from pylog.storage.config import LogConfig
 from pylog.storage.log import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, Log, LogAppendInfo,
                                ReadResult, RetentionResult, TimestampOffset)
@@ -46,6 +47,8 @@ __all__ = [
     "Log",
     "LogConfig",
     "LogManager",
+    "LogCleaner",
+    "CleanerStats",
     "LogSegment",
     "SegmentCache",
     "LogAppendInfo",
