@@ -1,7 +1,7 @@
 # Type stubs of pylog._core (one extension built from _core.pyx and the .pxi files it
 # includes).  Shared file: each part keeps its own section, headed by a comment naming it.
 
-from typing import Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -167,3 +167,76 @@ class CleanerFilter:
                  max_uncompressed: int | None = None) -> None: ...
     def filter(self, buf: Buffer, pos: int, end: int, out_limit: int,
                file_offset: int = 0) -> tuple[int, int, bytes]: ...
+
+# ---------------------------------------------------------------------------------------
+# _client.pxi: the embedded client's per-record paths (pylog.client.producer / consumer)
+
+class RecordMetadata:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    serialized_key_size: int
+    serialized_value_size: int
+    serialized_header_size: int
+    def __init__(self, topic: str, partition: int, offset: int, timestamp: int,
+                 serialized_key_size: int = -1, serialized_value_size: int = -1,
+                 serialized_header_size: int = -1) -> None: ...
+
+class FutureRecordMetadata:
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    def done(self) -> bool: ...
+    def succeeded(self) -> bool: ...
+    def failed(self) -> bool: ...
+    def result(self, timeout: float | None = None) -> RecordMetadata: ...
+    def get(self, timeout: float | None = None) -> RecordMetadata: ...
+    def exception(self, timeout: float | None = None) -> BaseException | None: ...
+    def add_callback(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> FutureRecordMetadata: ...
+    def add_errback(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> FutureRecordMetadata: ...
+    def add_done_callback(self, fn: Callable[[FutureRecordMetadata], object]) -> None: ...
+    def __await__(self) -> Generator[Any, None, RecordMetadata]: ...
+
+class BatchSendFuture:
+    partitions: Any          # numpy int32 array, one per record
+    timestamp: int
+    def done(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def result(self, timeout: float | None = None) -> Any: ...   # numpy int64 offsets
+    def exception(self, timeout: float | None = None) -> BaseException | None: ...
+    def add_done_callback(self, fn: Callable[[BatchSendFuture], object]) -> None: ...
+    def __await__(self) -> Generator[Any, None, Any]: ...
+
+class _ProducerCore:
+    producer_id: int
+    producer_epoch: int
+    buffered_bytes: int
+    def send(self, topic: str, value: Any = None, key: Any = None,
+             headers: Sequence[tuple[str, Buffer | None]] | None = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> FutureRecordMetadata: ...
+    def send_batch(self, topic: str, values: Any, keys: Any = None, partition: int | None = None,
+                   timestamp_ms: int | None = None) -> BatchSendFuture: ...
+
+class ConsumerRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: Any
+    value: Any
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_type: int
+    leader_epoch: int
+    serialized_key_size: int
+    serialized_value_size: int
+    def __init__(self, topic: str, partition: int, offset: int, timestamp: int, timestamp_type: int = 0,
+                 key: Any = None, value: Any = None, headers: Sequence[tuple[str, bytes | None]] = (),
+                 leader_epoch: int = -1, serialized_key_size: int = -1,
+                 serialized_value_size: int = -1) -> None: ...
+
+def decode_fetched(buffer: Buffer, topic: str, partition: int, start_offset: int, out: list[ConsumerRecord], *,
+                   check_crc: bool = True, key_deserializer: Callable[[bytes | None], Any] | None = None,
+                   value_deserializer: Callable[[bytes | None], Any] | None = None
+                   ) -> tuple[int, tuple[Any, ...] | None]: ...
