@@ -627,6 +627,7 @@ cdef class _TopicQueue:
     cdef readonly str name
     cdef readonly int32_t num_partitions
     cdef list parts
+    cdef tuple available       # every partition (all have a leader on one node)
     cdef readonly Py_ssize_t max_record_bytes
 
 
@@ -766,6 +767,7 @@ cdef class _ProducerCore:
             self._queues.append(pq)
         if count > tq.num_partitions:
             tq.num_partitions = count
+        tq.available = tuple(range(tq.num_partitions))
         return 0
 
     def _update_topic(self, str topic, int32_t count, Py_ssize_t max_bytes):
@@ -848,13 +850,16 @@ cdef class _ProducerCore:
     cdef _PartitionQueue _sticky_queue(self, _TopicQueue tq, Py_ssize_t size, int32_t nparts):
         """The queue keyless records go to: the topic's sticky partition among the first
         ``nparts``, moved on when the batch there has no room (KIP-480).  Lock held."""
-        cdef int32_t p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, None)
+        # The partitions are passed as available so the next sticky choice avoids the one
+        # whose batch just closed (Kafka's sticky partitioner picks another one).
+        cdef tuple available = tq.available if nparts == tq.num_partitions else tuple(range(nparts))
+        cdef int32_t p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, available)
         cdef _PartitionQueue pq = <_PartitionQueue>tq.parts[p]
         cdef _ProducerBatch b = pq.open
         if b is not None and b.builder.count > 0 and b.builder.length + size > self._batch_size:
             self._close_open(pq)
             self._partitioner.on_new_batch(tq.name, p)
-            p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, None)
+            p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, available)
             pq = <_PartitionQueue>tq.parts[p]
         return pq
 
