@@ -374,3 +374,22 @@ def test_corrupt_registry_is_a_loud_error(tmp_path, clock):
     (path / REGISTRY_FILE).write_text("{not json")
     with pytest.raises(KafkaStorageError, match="not a valid pylog topic registry"):
         Broker(path, clock=clock, background=False)
+
+
+def test_compacted_topics_are_cleaned_on_tick(broker, clock):
+    broker.create_topic("c", config={"cleanup.policy": "compact", "segment.bytes": 300,
+                                     "min.cleanable.dirty.ratio": 0.01})
+    for round_ in range(6):
+        for k in (b"a", b"b"):
+            broker.append("c", 0, batch([b"%s-%d" % (k, round_)], keys=[k], ts=clock.t))
+    before = read_values(broker, "c", 0)
+    assert len(before) == 12
+    clock.t += broker.config.log_cleaner_backoff_ms
+    broker.tick()
+    after = read_values(broker, "c", 0)
+    assert len(after) < len(before)
+    latest = {}
+    for _, v in after:
+        latest[v[:1]] = v
+    assert latest == {b"a": b"a-5", b"b": b"b-5"}          # the newest value of each key survives
+    assert [o for o, _ in after] == sorted(o for o, _ in after)

@@ -56,8 +56,10 @@ producer-state check, the log append and the state update of a produce; fetches 
 log under the log's own lock only.  The group coordinator has its own lock and may call
 into the ``__consumer_offsets`` partitions while holding it (never the other way round).
 A background thread (``background=True``) applies retention and flush policies, writes
-checkpoints and producer snapshots, and fires group timeouts; with ``background=False``
-call :meth:`Broker.tick` yourself (tests drive it with a fake clock).
+checkpoints and producer snapshots, and fires group timeouts, and the storage's
+:class:`~pylog.storage.cleaner.LogCleaner` compacts ``cleanup.policy=compact`` topics in a
+thread of its own; with ``background=False`` call :meth:`Broker.tick` yourself, which does
+all of it (tests drive it with a fake clock).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartiti
                           KafkaStorageError, LogClosedError, NotEnoughReplicasError, OffsetOutOfRangeError,
                           PylogError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, error_for_code)
 from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, LogManager, ReadResult
+from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
 
 __all__ = [
@@ -309,6 +312,9 @@ class BrokerConfig:
         How often the background work runs.
     producer_id_block_size : int
         Producer ids are persisted in blocks of this many.
+    log_cleaner_enable, log_cleaner_backoff_ms, log_cleaner_dedupe_buffer_size
+        Compaction of ``cleanup.policy=compact`` topics (``__consumer_offsets`` among
+        them): on, a pass every 15 s, a 128 MiB offset map (Kafka's defaults).
     max_open_segments : int
         Sealed segments that may hold open files and mappings at once.
     """
@@ -326,11 +332,15 @@ class BrokerConfig:
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     producer_id_block_size: int = 1000
     max_open_segments: int = 256
+    log_cleaner_enable: bool = True
+    log_cleaner_backoff_ms: int = 15_000
+    log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("num_partitions", "offsets_topic_num_partitions", "log_retention_check_interval_ms",
                      "log_flush_scheduler_interval_ms", "log_flush_offset_checkpoint_interval_ms",
-                     "producer_id_block_size", "max_open_segments", "offsets_topic_segment_bytes"):
+                     "producer_id_block_size", "max_open_segments", "offsets_topic_segment_bytes",
+                     "log_cleaner_backoff_ms", "log_cleaner_dedupe_buffer_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise InvalidConfigError(f"{name} must be a positive int, got {v!r}")
@@ -492,7 +502,12 @@ class Broker:
         except BaseException:
             self.logs.close()
             raise
+        self.cleaner: LogCleaner | None = None
+        if config.log_cleaner_enable:
+            self.cleaner = LogCleaner(self.logs, interval_ms=config.log_cleaner_backoff_ms,
+                                      dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size, clock=self.clock)
         now = self.clock()
+        self._next_clean = now + config.log_cleaner_backoff_ms
         self._next_retention = now + config.log_retention_check_interval_ms
         self._next_flush = now + config.log_flush_scheduler_interval_ms
         self._next_checkpoint = now + config.log_flush_offset_checkpoint_interval_ms
@@ -503,6 +518,8 @@ class Broker:
             self._bg_thread = threading.Thread(target=self._background, name=f"pylog-broker-{config.node_id}",
                                                daemon=True)
             self._bg_thread.start()
+            if self.cleaner is not None:
+                self.cleaner.start()
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike, **settings: Any) -> "Broker":
@@ -1398,11 +1415,15 @@ class Broker:
                     with part.lock:
                         part.producers.delete_snapshots_below(res.log_start_offset)
             self._next_retention = now + self.config.log_retention_check_interval_ms
+        if self.cleaner is not None and not self.cleaner.running and now >= self._next_clean:
+            # Without the background thread (background=False) compaction runs from here.
+            self.cleaner.clean_once(now)
+            self._next_clean = now + self.config.log_cleaner_backoff_ms
         self._snapshot_rolled()
         if now >= self._next_checkpoint:
             self.logs.checkpoint()
             self._next_checkpoint = now + self.config.log_flush_offset_checkpoint_interval_ms
-        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint)
+        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint, self._next_clean)
         if group_next is not None:
             nxt = min(nxt, group_next)
         return nxt
@@ -1481,6 +1502,8 @@ class Broker:
         self._bg_wake.set()
         if self._bg_thread is not None and self._bg_thread is not threading.current_thread():
             self._bg_thread.join()
+        if self.cleaner is not None:
+            self.cleaner.stop()
         self.wake_waiters()
         for topic in list(self._topics.values()):
             for part in topic.partitions:
