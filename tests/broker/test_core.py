@@ -393,3 +393,12 @@ def test_compacted_topics_are_cleaned_on_tick(broker, clock):
         latest[v[:1]] = v
     assert latest == {b"a": b"a-5", b"b": b"b-5"}          # the newest value of each key survives
     assert [o for o, _ in after] == sorted(o for o, _ in after)
+
+
+def test_deleting_a_topic_drops_its_committed_offsets(broker):
+    broker.create_topic("t", 2)
+    assert broker.commit_offsets("g", {"t": {0: 7, 1: 3}}) == {"t": {0: 0, 1: 0}}
+    broker.delete_topic("t")
+    broker.create_topic("t", 2)
+    fetched = broker.fetch_offsets("g", {"t": [0, 1]}).topics["t"]
+    assert (fetched[0].offset, fetched[1].offset) == (-1, -1)

@@ -810,6 +810,16 @@ class Broker:
                 with part.lock:
                     self.logs.delete_log(name, part.index)
             self.logs.topic_configs.pop(name, None)
+        # Committed offsets of the deleted topic must not apply to a topic recreated under
+        # its name (Kafka drops them).  OffsetDelete does it for every group that is empty
+        # or no longer subscribed to the topic; a group still subscribed keeps them until
+        # it is empty and they expire.
+        partitions = list(range(len(topic.partitions)))
+        for g in self.groups.list_groups():
+            res = self.groups.delete_offsets(g.group_id, {name: partitions})
+            if res.error_code not in (0, 69):   # 69: the group went away meanwhile
+                _log.info("group %s keeps its offsets of deleted topic %s (%s)", g.group_id, name,
+                          res.error.kafka_name if res.error else res.error_code)
 
     def delete_topics(self, names: Iterable[str]) -> dict[str, TopicResult]:
         out: dict[str, TopicResult] = {}
