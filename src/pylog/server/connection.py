@@ -36,11 +36,14 @@ import os
 import re
 import socket
 import time
+import struct
 from typing import TYPE_CHECKING, Any
 
 from pylog.errors import PylogError
-from pylog.protocol.codec import decode_request_body, decode_request_header, encode_response
+from pylog.protocol.codec import RequestHeader, decode_request_body, decode_request_header, encode_response
 from pylog.protocol.segments import FileRegion
+
+_HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.server import Server
@@ -330,6 +333,13 @@ class Connection:
             header, pos = decode_request_header(frame)
         except PylogError as exc:
             header = getattr(exc, "header", None)
+            if header is None and len(frame) >= 8:
+                # The header did not decode past the correlation id (e.g. a version far
+                # above ours read as flexible, with no tagged-field section): the first 8
+                # bytes still say which API and version was asked for, and that is all an
+                # UNSUPPORTED_VERSION answer needs.
+                key, ver, corr = _HEAD.unpack_from(frame, 0)
+                header = RequestHeader(key, ver, corr, None, 1)
             if header is not None:
                 entry = server.handlers.get(header.api_key)
                 if entry is None or not entry[0] <= header.api_version <= entry[1]:
