@@ -525,6 +525,23 @@ cdef class BatchSendFuture:
 # Batches and queues
 
 @cython.final
+cdef class _BuiltBatch:
+    """The bytes of an uncompressed batch, in place in its builder's buffer (the header
+    written there): what the sender hands the broker instead of a copy.  A read-only
+    buffer; the builder goes back to the pool only once no view of it is left."""
+    cdef RecordBatchBuilder builder
+    cdef Py_ssize_t size
+    cdef int exports
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, <void *>self.builder.buf, self.size, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+
+@cython.final
 cdef class _ProducerBatch:
     """A batch of one partition, from its first record to its append.  The sender reads
     ``data`` (the built batch bytes, kept for retries) and calls ``complete`` or ``fail``."""
@@ -545,6 +562,7 @@ cdef class _ProducerBatch:
     cdef int seq_epoch
     cdef readonly int32_t record_count
     cdef readonly object data
+    cdef _BuiltBatch built             # data is a view of it (uncompressed batches)
 
     @property
     def topic(self):
@@ -576,10 +594,13 @@ cdef class _ProducerBatch:
         core._buffered -= self.reserved
         self.reserved = 0
         core._incomplete.discard(self)
-        if self.builder is not None:
-            core._release_builder(self.builder)
-            self.builder = None
         self.data = None
+        if self.builder is not None:
+            if self.built is None or self.built.exports == 0:
+                core._release_builder(self.builder)
+            # else: someone still holds a view of its buffer; it is freed with the view
+            self.builder = None
+        self.built = None
         listeners = self.listeners
         self.listeners = None
         _client_unlock(core._lock)
@@ -593,15 +614,45 @@ cdef class _ProducerBatch:
         return 0
 
     cdef int _build(self) except -1:
-        """Build the batch bytes once (under the core lock the caller holds)."""
+        """Build the batch bytes once (under the core lock the caller holds).  An
+        uncompressed batch is finished in place in its builder and handed on as a view
+        (no copy); a compressed one is built by the builder."""
         cdef _ProducerCore core = self.core
+        cdef RecordBatchBuilder b = self.builder
+        cdef _BuiltBatch built
         if self.data is not None:
             return 0
         if core._idempotent:
-            self.builder.set_producer_state(core._producer_id, core._producer_epoch, self.base_sequence)
-        self.data = self.builder.build()
-        core._release_builder(self.builder)
+            b.set_producer_state(core._producer_id, core._producer_epoch, self.base_sequence)
+        if b.codec == 0 and not b.log_append_time and not b.is_transactional and not b.is_control:
+            write_header(b.buf, b.length, 0, b.partition_leader_epoch, 0,
+                         b.count - 1 if b.count > 0 else 0, b.base_ts, b.max_ts,
+                         b.producer_id, b.producer_epoch, b.base_sequence, b.count)
+            built = _BuiltBatch.__new__(_BuiltBatch)
+            built.builder = b
+            built.size = b.length
+            self.built = built
+            self.data = memoryview(built)
+            return 0
+        self.data = b.build()
+        core._release_builder(b)
         self.builder = None
+        return 0
+
+    cdef int _renumber(self, int64_t producer_id, int producer_epoch, int32_t base_sequence) except -1:
+        """New producer fields for a built batch (header and CRC rewritten)."""
+        cdef uint8_t *p
+        cdef Py_ssize_t n
+        if self.built is not None:
+            p = self.builder.buf
+            n = self.built.size
+            pylog_put_be64(p + BATCH_PRODUCER_ID, producer_id)
+            pylog_put_be16(p + BATCH_PRODUCER_EPOCH, <int16_t>producer_epoch)
+            pylog_put_be32(p + BATCH_BASE_SEQUENCE, base_sequence)
+            pylog_put_be32(p + BATCH_CRC, <int32_t>pylog_crc32c(0, p + BATCH_ATTRIBUTES,
+                                                                 <size_t>(n - BATCH_ATTRIBUTES)))
+        else:
+            self.data = _client_patch_producer(self.data, producer_id, producer_epoch, base_sequence)
         return 0
 
     def __repr__(self):
@@ -1284,8 +1335,7 @@ cdef class _ProducerCore:
                     b.seq_producer_id = self._producer_id
                     b.seq_epoch = self._producer_epoch
                     if b.data is not None:
-                        b.data = _client_patch_producer(b.data, self._producer_id, self._producer_epoch,
-                                                        b.base_sequence)
+                        b._renumber(self._producer_id, self._producer_epoch, b.base_sequence)
                 if b.data is None:
                     b._build()
                 out.append(b.data)
