@@ -275,3 +275,29 @@ def test_threads_join_leave_and_consume_everything_once_committed(broker):
     p.close()
     assert errors == []
     assert set(processed) == {b"%d" % i for i in range(total)}
+
+
+def test_member_that_stops_polling_leaves_and_later_rejoins(broker):
+    import time
+
+    broker.create_topic("t", PARTS)
+    rec = Recorder()
+    slow = member(broker, max_poll_interval_ms=150, heartbeat_interval_ms=20, session_timeout_ms=2000,
+                  listener=rec)
+    other = member(broker)
+    settle(broker, [slow, other])
+    gone = threading.Event()
+    old_id = slow.member_id()
+    deadline = time.monotonic() + 30
+    # The heartbeat thread notices the missing polls and leaves: the other member then
+    # rebalances alone and takes every partition.
+    while old_id in broker.groups.group_members("g") and time.monotonic() < deadline:
+        gone.wait(0.01)
+    assert old_id not in broker.groups.group_members("g")
+    plan = settle(broker, [other])
+    assert plan[other] == all_tps()
+    slow.poll(timeout_ms=0)                       # learns it lost its partitions
+    assert ("lost", set()) not in rec.events and any(e[0] == "lost" and e[1] for e in rec.events)
+    settle(broker, [slow, other])                 # and rejoins
+    slow.close()
+    other.close()
