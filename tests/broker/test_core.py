@@ -402,3 +402,18 @@ def test_deleting_a_topic_drops_its_committed_offsets(broker):
     broker.create_topic("t", 2)
     fetched = broker.fetch_offsets("g", {"t": [0, 1]}).topics["t"]
     assert (fetched[0].offset, fetched[1].offset) == (-1, -1)
+
+
+def test_idle_producer_state_expires(broker, clock):
+    broker.create_topic("t")
+    pid = broker.init_producer_id().producer_id
+    broker.append("t", 0, batch([b"a"], pid=pid, epoch=0, seq=0, ts=clock.t))
+    assert [p.producer_id for p in broker.describe_producers("t", 0)] == [pid]
+    clock.t += broker.config.producer_id_expiration_ms // 2
+    broker.tick(clock.t + broker.config.producer_id_expiration_check_interval_ms)
+    assert [p.producer_id for p in broker.describe_producers("t", 0)] == [pid]    # not idle long enough
+    clock.t += broker.config.producer_id_expiration_ms
+    broker.tick(clock.t + 2 * broker.config.producer_id_expiration_check_interval_ms)
+    assert broker.describe_producers("t", 0) == []
+    # Forgotten: its next batch is accepted as from a new producer (any sequence).
+    assert broker.produce("t", 0, batch([b"b"], pid=pid, epoch=0, seq=1, ts=clock.t)).error_code == 0

@@ -312,6 +312,9 @@ class BrokerConfig:
         How often the background work runs.
     producer_id_block_size : int
         Producer ids are persisted in blocks of this many.
+    producer_id_expiration_ms, producer_id_expiration_check_interval_ms : int
+        Idempotent-producer state of a producer idle this long is dropped (Kafka: 1 day,
+        checked every 10 minutes).
     log_cleaner_enable, log_cleaner_backoff_ms, log_cleaner_dedupe_buffer_size
         Compaction of ``cleanup.policy=compact`` topics (``__consumer_offsets`` among
         them): on, a pass every 15 s, a 128 MiB offset map (Kafka's defaults).
@@ -331,6 +334,8 @@ class BrokerConfig:
     log_flush_scheduler_interval_ms: int = 1_000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     producer_id_block_size: int = 1000
+    producer_id_expiration_ms: int = 86_400_000
+    producer_id_expiration_check_interval_ms: int = 600_000
     max_open_segments: int = 256
     log_cleaner_enable: bool = True
     log_cleaner_backoff_ms: int = 15_000
@@ -340,7 +345,8 @@ class BrokerConfig:
         for name in ("num_partitions", "offsets_topic_num_partitions", "log_retention_check_interval_ms",
                      "log_flush_scheduler_interval_ms", "log_flush_offset_checkpoint_interval_ms",
                      "producer_id_block_size", "max_open_segments", "offsets_topic_segment_bytes",
-                     "log_cleaner_backoff_ms", "log_cleaner_dedupe_buffer_size"):
+                     "log_cleaner_backoff_ms", "log_cleaner_dedupe_buffer_size",
+                     "producer_id_expiration_ms", "producer_id_expiration_check_interval_ms"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise InvalidConfigError(f"{name} must be a positive int, got {v!r}")
@@ -508,6 +514,7 @@ class Broker:
                                       dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size, clock=self.clock)
         now = self.clock()
         self._next_clean = now + config.log_cleaner_backoff_ms
+        self._next_pid_expiry = now + config.producer_id_expiration_check_interval_ms
         self._next_retention = now + config.log_retention_check_interval_ms
         self._next_flush = now + config.log_flush_scheduler_interval_ms
         self._next_checkpoint = now + config.log_flush_offset_checkpoint_interval_ms
@@ -1429,14 +1436,26 @@ class Broker:
             # Without the background thread (background=False) compaction runs from here.
             self.cleaner.clean_once(now)
             self._next_clean = now + self.config.log_cleaner_backoff_ms
+        if now >= self._next_pid_expiry:
+            self._expire_producers(now)
+            self._next_pid_expiry = now + self.config.producer_id_expiration_check_interval_ms
         self._snapshot_rolled()
         if now >= self._next_checkpoint:
             self.logs.checkpoint()
             self._next_checkpoint = now + self.config.log_flush_offset_checkpoint_interval_ms
-        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint, self._next_clean)
+        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint, self._next_clean,
+                  self._next_pid_expiry)
         if group_next is not None:
             nxt = min(nxt, group_next)
         return nxt
+
+    def _expire_producers(self, now: int) -> None:
+        for topic in list(self._topics.values()):
+            for part in list(topic.partitions):
+                with part.lock:
+                    gone = part.producers.remove_expired(now, self.config.producer_id_expiration_ms)
+                if gone:
+                    _log.info("%s-%d: expired idle producers %s", topic.name, part.index, gone)
 
     def _snapshot_rolled(self) -> None:
         """Snapshot producer state of partitions whose log rolled (Kafka snapshots on

@@ -251,6 +251,16 @@ class ProducerStateManager:
                         get("max_timestamp"), is_transactional=bool(attrs & 0x10),
                         is_control=bool(attrs & 0x20))
 
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> list[int]:
+        """Forget producers whose last batch is more than ``expiration_ms`` old and that
+        have no transaction open (Kafka's ``producer.id.expiration.ms``): an idempotent
+        producer idle that long starts over as unknown.  Returns the ids removed."""
+        gone = [pid for pid, e in self.producers.items()
+                if e.current_txn_first_offset < 0 and e.batches and now_ms - e.last_timestamp > expiration_ms]
+        for pid in gone:
+            del self.producers[pid]
+        return gone
+
     def truncate(self) -> None:
         """Forget everything (the log was truncated below what the state covers; the
         caller replays from the newest snapshot that is still valid)."""
