@@ -613,7 +613,7 @@ class Consumer:
 
     def _leave_group(self, reason: str) -> None:
         with self._state_lock:
-            member, state = self._member_id, self._state
+            member = self._member_id
             self._state = _UNJOINED
             self._member_id = ""
             self._generation = -1

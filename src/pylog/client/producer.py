@@ -46,9 +46,8 @@ from typing import Any, Callable
 from pylog import _core
 from pylog import codecs as _codecs
 from pylog.broker.partitioner import DefaultPartitioner, Partitioner, partitioner_for_name
-from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidProducerEpochError,
-                          OutOfOrderSequenceError, PylogError, RequestTimedOutError,
-                          UnknownProducerIdError, UnknownTopicOrPartitionError)
+from pylog.errors import (IllegalStateError, InvalidConfigError, OutOfOrderSequenceError, PylogError,
+                          RequestTimedOutError, UnknownProducerIdError, UnknownTopicOrPartitionError)
 
 __all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata", "BatchSendFuture"]
 
