@@ -9,7 +9,7 @@ they share C-level helpers without Python-call overhead:
 - ``_index.pxi``   sparse offset / time index search and append
 - ``_broker.pxi``  per-record broker work: murmur2 partitioning of keys
 - ``_client.pxi``  the embedded producer's per-record send path (accumulator)
-- ``_segment.pxi`` segment append (memcpy into the mapped file), batch scans for
+- ``_segment.pxi`` segment append (pwritev, or a memcpy into the mapping when small), batch scans for
                    recovery, reads and index rebuilds
 
 Every decoder here is bounded: it is given a buffer and its end, checks that bytes are

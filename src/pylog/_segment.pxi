@@ -1,14 +1,22 @@
 # Part of pylog._core (included by _core.pyx).
 #
-# Segment hot paths: validating an append, copying it into the mapped active segment and
-# rewriting only the header fields a Kafka broker writes, scanning batch headers forward
-# (reads, offset and timestamp lookups, truncation), and recovery: a CRC-checked scan of
-# a segment that rebuilds its sparse indexes in the same pass.  pylog.storage.segment
+# Segment hot paths: validating an append, writing it into the active segment (pwritev,
+# or a memcpy into the mapping when small) with only the header fields a Kafka broker
+# writes rewritten, scanning batch headers forward (reads, offset and timestamp lookups,
+# truncation), and recovery: a CRC-checked scan of a segment that rebuilds its sparse
+# indexes in the same pass.  pylog.storage.segment
 # holds the files and mappings; these functions get the mapped buffers and the number of
 # valid bytes, and never read past either.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.errno cimport EINTR, EIO, errno
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
+from posix.types cimport off_t
+from posix.uio cimport iovec, pwritev
+from posix.unistd cimport pwrite
+
+import os as _segment_os
 
 from pylog.errors import (CorruptRecordError, InvalidRecordError, KafkaStorageError,
                           RecordBatchTooLargeError, RecordTooLargeError)
@@ -200,6 +208,93 @@ cdef extern from "<errno.h>":
 
 cdef enum:
     PREALLOCATE_CHUNK = 4 * 1024 * 1024
+    # Batches per pwritev call: two iovecs each (the rewritten header, the rest as given).
+    WRITE_GROUP = 256
+    HEADER_SLOT = 64
+    # Appends smaller than this are copied into the mapping instead (below): measured
+    # crossover between a memcpy (with its page faults) and a pwritev system call.
+    PWRITE_MIN_BYTES = 1536
+
+
+cdef int _pwrite_all(int fd, iovec *iov, int count, int64_t offset) noexcept nogil:
+    # Write every byte of iov[0:count] at offset: retries EINTR and short writes (the
+    # iovecs are advanced in place).  Returns 0, or the errno of the failure.
+    cdef ssize_t n
+    cdef int i = 0
+    while i < count:
+        n = pwritev(fd, iov + i, count - i, <off_t>offset)
+        if n < 0:
+            if errno == EINTR:
+                continue
+            return errno if errno else EIO
+        if n == 0:
+            return EIO
+        offset += n
+        while i < count and <size_t>n >= iov[i].iov_len:
+            n -= <ssize_t>iov[i].iov_len
+            i += 1
+        if i < count and n > 0:
+            iov[i].iov_base = <void *>(<uint8_t *>iov[i].iov_base + n)
+            iov[i].iov_len -= <size_t>n
+    return 0
+
+
+cdef Py_ssize_t _pwrite_batches(int fd, int64_t file_position, uint8_t *headers,
+                                const uint8_t *s, Py_ssize_t size, int64_t base_offset,
+                                bint assign_offsets, bint set_leader_epoch, int32_t leader_epoch,
+                                int64_t log_append_time, int *error) noexcept nogil:
+    # The pwritev form of _write_batches: each batch goes out as its header, rewritten in
+    # ``headers`` (WRITE_GROUP slots of HEADER_SLOT bytes), plus the rest of the batch
+    # straight from ``s``: the kernel's copy into the page cache is the only pass over the
+    # bytes.  Returns -1 when done, the position of a batch whose length is inconsistent,
+    # or -2 with ``error`` set to the errno of a failed write.
+    cdef iovec iov[2 * WRITE_GROUP]
+    cdef Py_ssize_t pos = 0, group_start, bsize
+    cdef int64_t next_offset = base_offset
+    cdef int32_t blen
+    cdef int16_t attrs
+    cdef int n_iov, k, rc
+    cdef uint8_t *h
+    cdef uint32_t crc
+    while pos < size:
+        group_start = pos
+        n_iov = 0
+        k = 0
+        while pos < size and k < WRITE_GROUP:
+            if size - pos < BATCH_HEADER_SIZE:
+                return pos
+            blen = pylog_be32(s + pos + BATCH_LENGTH)
+            bsize = <Py_ssize_t>blen + BATCH_LENGTH_OVERHEAD
+            if blen < BATCH_MIN_LENGTH or bsize > size - pos:
+                return pos
+            h = headers + k * HEADER_SLOT
+            memcpy(h, s + pos, BATCH_HEADER_SIZE)
+            if assign_offsets:
+                pylog_put_be64(h + BATCH_BASE_OFFSET, next_offset)
+                next_offset += <int64_t>pylog_be32(h + BATCH_LAST_OFFSET_DELTA) + 1
+            if set_leader_epoch:
+                pylog_put_be32(h + BATCH_LEADER_EPOCH, leader_epoch)
+            if log_append_time >= 0:
+                attrs = pylog_be16(h + BATCH_ATTRIBUTES)
+                pylog_put_be16(h + BATCH_ATTRIBUTES, <int16_t>(attrs | ATTR_LOG_APPEND_TIME))
+                pylog_put_be64(h + BATCH_MAX_TIMESTAMP, log_append_time)
+                crc = pylog_crc32c(0, h + BATCH_ATTRIBUTES, BATCH_HEADER_SIZE - BATCH_ATTRIBUTES)
+                crc = pylog_crc32c(crc, s + pos + BATCH_HEADER_SIZE, <size_t>(bsize - BATCH_HEADER_SIZE))
+                pylog_put_be32(h + BATCH_CRC, <int32_t>crc)
+            iov[n_iov].iov_base = h
+            iov[n_iov].iov_len = BATCH_HEADER_SIZE
+            n_iov += 1
+            if bsize > BATCH_HEADER_SIZE:
+                iov[n_iov].iov_base = <void *>(s + pos + BATCH_HEADER_SIZE)
+                iov[n_iov].iov_len = <size_t>(bsize - BATCH_HEADER_SIZE)
+                n_iov += 1
+            pos += bsize
+            k += 1
+        rc = _pwrite_all(fd, iov, n_iov, file_position + group_start)
+        if rc != 0:
+            error[0] = rc
+            return -2
+    return -1
 
 
 cdef class SegmentAppender:
@@ -215,6 +310,7 @@ cdef class SegmentAppender:
     cdef Py_buffer lview, oview, tview
     cdef bint held
     cdef int fd
+    cdef uint8_t *headers
     cdef public Py_ssize_t size, populated, bytes_since_index, oi_entries, ti_entries
     cdef readonly Py_ssize_t capacity, oi_max, ti_max, segment_bytes, index_interval
     cdef public int64_t base_offset, next_offset, max_ts, max_ts_offset, rolling_ts, last_time_entry
@@ -227,6 +323,9 @@ cdef class SegmentAppender:
                   int64_t max_ts_offset, int64_t rolling_ts, int64_t last_time_entry,
                   Py_ssize_t oi_entries, Py_ssize_t ti_entries, path=None):
         self.held = False
+        self.headers = <uint8_t *>malloc(WRITE_GROUP * HEADER_SLOT)
+        if self.headers == NULL:
+            raise MemoryError()
         _get_buffer(log_map, &self.lview, True)
         try:
             _get_buffer(offset_index_map, &self.oview, True)
@@ -265,6 +364,7 @@ cdef class SegmentAppender:
             PyBuffer_Release(&self.tview)
 
     def __dealloc__(self):
+        free(self.headers)
         if self.held:
             PyBuffer_Release(&self.lview)
             PyBuffer_Release(&self.oview)
@@ -272,9 +372,9 @@ cdef class SegmentAppender:
 
     cdef int _populate(self, Py_ssize_t end) except -1:
         # Allocate blocks ahead of the writer, 4 MiB at a time, inside the sparse file.
-        # Speed: a memcpy into allocated-but-unwritten blocks costs what os.write costs on
-        # Linux/ext4, filling holes page by page was measured 2-4x slower.  Safety: a full
-        # disk is an error here, before anything is written, not SIGBUS from the memcpy.
+        # Speed: pwritev into allocated blocks measured 5-20% faster than a plain
+        # os.write that allocates as it goes.  Safety: a full disk is an error here,
+        # before anything is written, never SIGBUS from a small append's memcpy.
         cdef Py_ssize_t n
         cdef int rc
         while self.populated < end:
@@ -293,8 +393,22 @@ cdef class SegmentAppender:
                     f"{self.path}: no space left for the next {n} bytes of the segment; "
                     "free disk space or lower segment_bytes")
             else:
-                self.can_fallocate = False  # not supported here: the memcpy faults pages in
+                self.can_fallocate = False  # not supported here: every append takes pwritev
         return 0
+
+    cdef void _scrub(self, Py_ssize_t start, Py_ssize_t end) noexcept:
+        # After a failed write: zero what may have landed past the valid size, best effort
+        # (through the file, never the mapping: its blocks may not exist), so the tail
+        # stays zeros as recovery expects.  The next append overwrites it anyway.
+        cdef uint8_t zeros[4096]
+        cdef ssize_t n
+        memset(zeros, 0, sizeof(zeros))
+        while start < end:
+            n = pwrite(self.fd, zeros, <size_t>(min(end - start, <Py_ssize_t>sizeof(zeros))),
+                       <off_t>start)
+            if n <= 0:
+                return
+            start += n
 
     cdef Py_ssize_t _commit(self, const uint8_t *src, Py_ssize_t size, int64_t first, int64_t last,
                             int64_t max_ts, int64_t offset_of_max, bint assign, bint set_epoch,
@@ -302,6 +416,7 @@ cdef class SegmentAppender:
         cdef Py_ssize_t position = self.size, end = self.size + size, bad
         cdef uint8_t *oi
         cdef uint8_t *ti
+        cdef int error = 0
         if not self.held:
             raise KafkaStorageError(f"{self.path}: segment is no longer active")
         if size > self.capacity - position:
@@ -310,13 +425,24 @@ cdef class SegmentAppender:
                 f"({position} of {self.capacity} bytes used)")
         if end > self.populated:
             self._populate(end)
-        if size >= GIL_RELEASE_BYTES:
-            with nogil:
-                bad = _write_batches(<uint8_t *>self.lview.buf + position, src, size, first, assign,
-                                     set_epoch, epoch, append_time)
-        else:
+        if size < PWRITE_MIN_BYTES and self.can_fallocate:
+            # A small append: a memcpy into the mapping beats a system call, and the page
+            # it lands on is usually mapped already.  (Only where blocks were allocated
+            # ahead: a memcpy onto a full disk would be SIGBUS, pwritev says ENOSPC.)
             bad = _write_batches(<uint8_t *>self.lview.buf + position, src, size, first, assign,
                                  set_epoch, epoch, append_time)
+        elif size >= GIL_RELEASE_BYTES:
+            with nogil:
+                bad = _pwrite_batches(self.fd, position, self.headers, src, size, first, assign,
+                                      set_epoch, epoch, append_time, &error)
+        else:
+            bad = _pwrite_batches(self.fd, position, self.headers, src, size, first, assign,
+                                  set_epoch, epoch, append_time, &error)
+        if bad == -2:
+            self._scrub(position, end)
+            raise KafkaStorageError(
+                f"{self.path}: writing {size} bytes at byte {position} failed: "
+                f"{_segment_os.strerror(error)} (the log is unchanged)")
         if bad >= 0:
             raise CorruptRecordError(f"batch at byte {bad} of the append is not a whole batch")
         if position == 0:

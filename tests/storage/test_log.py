@@ -193,6 +193,32 @@ def test_log_append_time_and_leader_epoch(log_dir):
     log.close()
 
 
+@pytest.mark.parametrize("n_batches, n_records, value_size", [
+    (3, 4, 20),      # small: copied into the mapping
+    (3, 40, 100),    # ~4 KiB batches: one pwritev
+    (700, 2, 30),    # more batches than one pwritev takes (grouped calls)
+])
+def test_header_rewrites_on_every_write_path(log_dir, n_batches, n_records, value_size):
+    # Offsets, leader epoch and LogAppendTime (with its recomputed CRC) land the same
+    # whichever way the bytes reach the file; everything else is the producer's bytes.
+    now = [T0 + 9_000]
+    log = Log.open(log_dir, message_timestamp_type="LogAppendTime", clock=lambda: now[0])
+    log.append(sized_batch(5, 10))   # offsets do not start at 0
+    given = b"".join(sized_batch(n_records, value_size, seed=i) for i in range(n_batches))
+    info = log.append(given, leader_epoch=3)
+    assert (info.base_offset, info.last_offset) == (5, 5 + n_batches * n_records - 1)
+    data = bytes(log.read(5, 1 << 30).records)
+    assert len(data) == len(given)
+    headers = batch_headers(data)  # checks every CRC
+    assert [h["base_offset"] for h in headers] == [5 + i * n_records for i in range(n_batches)]
+    assert all(h["partition_leader_epoch"] == 3 and h["max_timestamp"] == now[0] for h in headers)
+    assert [r[2:] for r in decode(data)] == [r[2:] for r in decode(given)]
+    log.close()
+    reopened = Log.open(log_dir)
+    assert bytes(reopened.read(5, 1 << 30).records) == data
+    reopened.close()
+
+
 def test_replica_append_keeps_offsets(log_dir):
     log = Log.open(log_dir, segment_bytes=1 << 16)
     src = Log.open(log_dir + "-leader", segment_bytes=1 << 16)

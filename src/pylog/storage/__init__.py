@@ -18,7 +18,8 @@ crash and across threads):
 
 - append: validation in Cython (size, magic, CRC32C, counts), offsets assigned by
   rewriting only each batch's baseOffset (plus LogAppendTime and the leader epoch when
-  configured), a memcpy into the memory-mapped, preallocated active segment;
+  configured), written in one pass (``pwritev`` from Cython) into the preallocated active
+  segment, which is memory-mapped for zero-copy reads;
   ``assign_offsets=False`` for replicas.
 - read: whole batches from the one holding the offset, as memoryviews and as a file range
   for ``sendfile``; :meth:`Log.offset_for_timestamp` (ListOffsets).
