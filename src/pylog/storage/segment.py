@@ -47,6 +47,7 @@ import mmap
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
@@ -250,6 +251,14 @@ class LogSegment:
         self._capacity = 0
         self._last_time_entry = -1
         self._lock = threading.Lock()  # guards lazy opening against a concurrent release
+        # Mappings of the .log file we let go of while a caller's view may still hold
+        # them, each with how far into the file such a view can reach: the file is never
+        # shrunk below a live one (touching a mapped page past the end of the file is
+        # SIGBUS).  A trim that had to stop short is finished when they are gone.
+        self._exposed: list[tuple[weakref.ref, int]] = []
+        self._exposed_lock = threading.Lock()
+        self._trim_pending = False
+        self._high_water = 0  # largest valid size of the active mapping (truncation lowers _size)
 
     # -- construction ----------------------------------------------------------------
 
@@ -319,7 +328,50 @@ class LogSegment:
                 self._map, self._handle = mm, handle
         if not self._active and self._cache is not None:
             self._cache.touch(self)
+        if self._trim_pending:
+            self._finish_trim()
         return mm, handle
+
+    # -- never shrinking the file under a caller's view ----------------------------
+
+    def _retire_map(self, mm, extent: int) -> None:
+        """We drop our reference to ``mm``; if anything else still holds it (a view from
+        a read, a reader thread between lookup and use), remember ``extent``."""
+        if isinstance(mm, mmap.mmap) and not mm.closed:
+            with self._exposed_lock:
+                self._exposed.append((weakref.ref(mm), extent))
+
+    def _shrink_floor(self) -> int:
+        """The smallest size the ``.log`` file may have: the furthest reach of any
+        mapping a caller may still read."""
+        with self._exposed_lock:
+            live = [(ref, extent) for ref, extent in self._exposed
+                    if (mm := ref()) is not None and not mm.closed]
+            self._exposed = live
+        return max((extent for _, extent in live), default=0)
+
+    def _trim(self, fd: int, size: int) -> None:
+        """ftruncate the ``.log`` file to ``size``, or as close as live views allow (the
+        rest of the way later: :meth:`_finish_trim`).  Bytes past ``size`` are zeros or
+        data a truncation removed; readers and recovery stop at ``size``."""
+        target = max(size, self._shrink_floor())
+        if os.fstat(fd).st_size != target:
+            os.ftruncate(fd, target)
+        self._trim_pending = target > size
+
+    def _finish_trim(self) -> None:
+        with self._lock:
+            if not self._trim_pending or self._active or self._deleted:
+                return
+            try:
+                fd = os.open(self.path, os.O_RDWR)
+            except FileNotFoundError:
+                self._trim_pending = False
+                return
+            try:
+                self._trim(fd, self._size)
+            finally:
+                os.close(fd)
 
     def _load_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
         oi, ti = self._offset_index, self._time_index
@@ -387,10 +439,14 @@ class LogSegment:
         with self._lock:
             if self._active:
                 return
-            self._map = None
+            mm, self._map = self._map, None
+            self._retire_map(mm, len(mm) if isinstance(mm, mmap.mmap) else 0)
+            del mm
             self._handle = None
             self._offset_index = None
             self._time_index = None
+        if self._trim_pending:
+            self._finish_trim()
 
     @property
     def is_open(self) -> bool:
@@ -486,7 +542,9 @@ class LogSegment:
         rolling = self.rolling_timestamp
         n_oi, n_ti = len(self.offset_index), len(self.time_index)
         with self._lock:
-            self._map = None
+            mm, self._map = self._map, None
+            self._retire_map(mm, len(mm) if isinstance(mm, mmap.mmap) else 0)
+            del mm
             self._handle = None
             self._offset_index = None
             self._time_index = None
@@ -495,12 +553,21 @@ class LogSegment:
         cfg = self.config
         handle = FileHandle(self.path, os.O_RDWR)
         capacity = max(cfg.segment_bytes, self._size, self._capacity)
-        # Zero anything past the valid size first (ftruncate down, then up): a stale tail
-        # must never be mistaken for batches by a later recovery.
-        if os.fstat(handle.fd).st_size > self._size:
+        # Zero anything past the valid size first: a stale tail must never be mistaken
+        # for batches by a later recovery.  ftruncate down and up frees its blocks, but
+        # only when no caller's view reaches past the valid size; otherwise the tail is
+        # zeroed in place (the file never shrinks under a mapping).
+        stale_end = os.fstat(handle.fd).st_size
+        in_place = stale_end > self._size and self._shrink_floor() > self._size
+        if stale_end > self._size and not in_place:
             os.ftruncate(handle.fd, self._size)
-        os.ftruncate(handle.fd, capacity)
-        self._map = mmap.mmap(handle.fd, capacity)
+        if capacity > stale_end or not in_place:
+            os.ftruncate(handle.fd, max(capacity, stale_end) if in_place else capacity)
+        self._map = mmap.mmap(handle.fd, max(capacity, stale_end) if in_place else capacity)
+        if in_place:
+            _core.zero_range(self._map, self._size, stale_end)
+        self._trim_pending = False
+        self._high_water = self._size
         self._handle = handle
         oi = OffsetIndex(self.file_path(INDEX_SUFFIX), self.base_offset, cfg.segment_index_bytes,
                          writable=True, entries=n_oi)
@@ -539,9 +606,12 @@ class LogSegment:
             try:
                 mm.close()
             except BufferError:
-                pass  # a reader still holds a view: unmapped when it lets go
+                # A reader still holds a view (unmapped when it lets go), reaching at most
+                # as far as the segment's valid size ever was.
+                self._retire_map(mm, max(self._size, self._high_water))
+            del mm
         if self._handle is not None:
-            os.ftruncate(self._handle.fd, self._size)
+            self._trim(self._handle.fd, self._size)
             self._handle = None
         oi.trim()
         ti.trim()
@@ -636,7 +706,7 @@ class LogSegment:
                 mm.close()
         valid, batches, next_offset, max_ts, max_ts_offset, n_oi, n_ti, first_ts, tail_zero, why = res
         if valid != file_size:
-            os.ftruncate(handle.fd, valid)
+            self._trim(handle.fd, valid)
         handle.close()
         self._size = valid
         oi, ti = self._offset_index, self._time_index
@@ -675,6 +745,7 @@ class LogSegment:
         if base < 0:
             return 0
         removed = self._size - position
+        self._high_water = max(self._high_water, self._size)
         _core.zero_range(self._map, position, self._size)
         page = mmap.PAGESIZE
         start = position - position % page
