@@ -856,3 +856,30 @@ def search_timestamp(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_t
         return None
     finally:
         PyBuffer_Release(&view)
+
+
+def leader_epoch_starts(log_buf, Py_ssize_t start, Py_ssize_t end, int32_t latest_epoch):
+    """``[(epoch, base_offset), ...]`` for each batch in ``log_buf[start:end]`` (whole
+    batches, headers only) whose partitionLeaderEpoch is above every epoch before it,
+    starting from ``latest_epoch``: what a leader epoch cache learns from stored batches
+    (recovery, replica appends).  Stops quietly at the first header that does not parse."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef BatchHeader h
+    cdef Py_ssize_t pos = start
+    out = []
+    _get_buffer(log_buf, &view, False)
+    try:
+        if start < 0 or end > view.len or start > end:
+            raise ValueError(f"range [{start}, {end}) outside a buffer of {view.len} bytes")
+        p = <const uint8_t *>view.buf
+        while pos < end:
+            if not _next_header(p, pos, end, &h):
+                break
+            if h.leader_epoch > latest_epoch:
+                latest_epoch = h.leader_epoch
+                out.append((h.leader_epoch, h.base_offset))
+            pos += h.size
+        return out
+    finally:
+        PyBuffer_Release(&view)

@@ -56,8 +56,10 @@ def test_manager_lifecycle(tmp_path):
     assert meta["node.id"] == "3" and meta["version"] == "1" and meta["cluster.id"]
     assert sorted(os.listdir(data)) == [".kafka_cleanshutdown", "log-start-offset-checkpoint", "meta.properties",
                                         "orders-0", "orders-1", "orders-2", "recovery-point-offset-checkpoint"]
-    # No per-log checkpoint files under a manager: Kafka keeps them in the data directory.
-    assert not any(n.endswith("checkpoint") for n in os.listdir(os.path.join(data, "orders-0")))
+    # Under a manager the offset checkpoints live in the data directory, as Kafka's; the
+    # one per-partition file is the leader epoch cache (Kafka's layout too).
+    assert [n for n in os.listdir(os.path.join(data, "orders-0")) if n.endswith("checkpoint")] == [
+        "leader-epoch-checkpoint"]
 
     mgr = LogManager(data, config=LogConfig(segment_bytes=1000), node_id=3)
     assert mgr.had_clean_shutdown and not os.path.exists(os.path.join(data, ".kafka_cleanshutdown"))

@@ -27,6 +27,8 @@ crash and across threads):
   marker, CRC-checked recovery that truncates torn tails and rebuilds indexes.
 - retention by time and size (:meth:`Log.apply_retention`), :meth:`Log.truncate_to`,
   :meth:`Log.delete_records_before`.
+- leader epochs: ``leader-epoch-checkpoint`` per log, :attr:`Log.leader_epochs` and
+  :meth:`Log.end_offset_for_epoch` (OffsetForLeaderEpoch).
 - :class:`LogManager`: a data directory of ``<topic>-<partition>`` logs with Kafka's
   checkpoint files, ``meta.properties`` and bounded open files and mappings.
 - Seams for compaction: :attr:`Log.segments`, :meth:`LogSegment.batches`,
@@ -39,6 +41,7 @@ Kafka's dotted names through :meth:`LogConfig.from_kafka`.
 
 from pylog.storage.cleaner import CleanerStats, LogCleaner
 from pylog.storage.config import LogConfig
+from pylog.storage.leader_epoch import EpochEntry, LeaderEpochCache
 from pylog.storage.log import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, Log, LogAppendInfo,
                                ReadResult, RetentionResult, TimestampOffset)
 from pylog.storage.manager import LogManager
@@ -56,6 +59,8 @@ __all__ = [
     "ReadResult",
     "RetentionResult",
     "TimestampOffset",
+    "EpochEntry",
+    "LeaderEpochCache",
     "LATEST_TIMESTAMP",
     "EARLIEST_TIMESTAMP",
     "MAX_TIMESTAMP",

@@ -8,6 +8,8 @@ On disk: one directory in Kafka's layout (see :mod:`pylog.storage.segment`)::
       recovery-point-offset-checkpoint   (standalone logs only; a LogManager keeps these
       log-start-offset-checkpoint         for all its logs in the data directory, as Kafka)
       .kafka_cleanshutdown               (standalone logs only, present while closed cleanly)
+      leader-epoch-checkpoint            which leader epoch began at which offset
+                                         (pylog.storage.leader_epoch)
 
 Crash behaviour: a log opened after a clean close trusts its files (indexes are still
 sanity-checked before use).  After an unclean shutdown every segment that holds offsets at
@@ -30,6 +32,7 @@ from a thread (``asyncio.to_thread``) when a flush policy may fsync.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import threading
 import time
@@ -39,6 +42,7 @@ from pylog import _core
 from pylog.errors import InvalidRequestError, KafkaStorageError, LogClosedError, OffsetOutOfRangeError
 from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError, fsync_dir
 from pylog.storage.config import LogConfig
+from pylog.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, EpochEntry, LeaderEpochCache
 from pylog.storage.segment import (CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX,
                                    LogSegment, RecoveryInfo, SegmentCache, parse_segment_name)
 
@@ -50,6 +54,8 @@ __all__ = ["Log", "LogAppendInfo", "ReadResult", "TimestampOffset", "RetentionRe
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
+
+_logger = logging.getLogger(__name__)
 
 RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
@@ -208,6 +214,9 @@ class Log:
         self._last_flush_ms = clock()
         self._last_checkpoint_ms = 0
         self._closed = False
+        self._epochs: LeaderEpochCache | None = None
+        self._latest_epoch = -1  # the cache's newest epoch, read by the append path
+        self._first_recovered = -1
         #: What recovery did at open: one RecoveryInfo per recovered segment.
         self.recovered: list[RecoveryInfo] = []
         self.had_clean_shutdown = False
@@ -304,6 +313,7 @@ class Log:
         if self._log_start_offset > self._log_end_offset:
             self._log_start_offset = self._log_end_offset
         self._recovery_point = self._log_end_offset if clean_shutdown else min(rp, self._log_end_offset)
+        self._load_epochs()
         if not self._managed and os.path.exists(marker):
             # From now on a crash must be recovered.
             os.unlink(marker)
@@ -369,10 +379,30 @@ class Log:
         if swaps:
             fsync_dir(self.path)
 
+    def _load_epochs(self) -> None:
+        """Read ``leader-epoch-checkpoint``, add the epochs of the batches recovery just
+        scanned (they may be newer than the file), and clip it to the log's bounds."""
+        path = os.path.join(self.path, LEADER_EPOCH_CHECKPOINT)
+        epochs = LeaderEpochCache.load(path)
+        if epochs.load_error is not None:
+            _logger.warning("%s; starting with an empty leader epoch cache", epochs.load_error)
+        if self._first_recovered >= 0:
+            for seg in self._segments[self._first_recovered:]:
+                mm, _ = seg._readable()
+                for epoch, start in _core.leader_epoch_starts(mm, 0, seg.size, epochs.latest_epoch):
+                    epochs.assign(epoch, start)
+        epochs.truncate_from_end(self._log_end_offset)
+        epochs.truncate_from_start(self._log_start_offset)
+        if epochs.load_error is not None or not os.path.exists(path):
+            epochs.flush()
+        self._epochs = epochs
+        self._latest_epoch = epochs.latest_epoch
+
     def _recover_from(self, recovery_point: int) -> None:
         """Recover every segment holding offsets at or past ``recovery_point``."""
         segs = self._segments
         first = max(bisect.bisect_right(self._bases, recovery_point) - 1, 0)
+        self._first_recovered = first
         i = first
         while i < len(segs):
             info = segs[i].recover(max(self.config.max_message_bytes, _core.DEFAULT_MAX_BATCH_SIZE))
@@ -496,10 +526,44 @@ class Log:
                                            assign_offsets, leader_epoch, self._log_append_time,
                                            self._clock, self._roll_ms, seg.created_ms, True)
             self._log_end_offset = res[1] + 1
+            if leader_epoch is not None:
+                if leader_epoch > self._latest_epoch:
+                    self._assign_epoch(leader_epoch, res[0])
+            elif not assign_offsets:
+                for epoch, start in _core.leader_epoch_starts(batches, 0, res[4], self._latest_epoch):
+                    self._assign_epoch(epoch, start)
             if self._flush_policy:
                 self._unflushed_messages += res[7]
                 self._maybe_flush_locked()
             return _new_tuple(LogAppendInfo, res)
+
+    def _assign_epoch(self, epoch: int, start_offset: int) -> None:
+        self._epochs.assign(epoch, start_offset)
+        self._latest_epoch = self._epochs.latest_epoch
+
+    # -- leader epochs ---------------------------------------------------------------
+
+    @property
+    def leader_epochs(self) -> tuple[EpochEntry, ...]:
+        """The leader epoch cache: ``(epoch, start_offset)`` entries, oldest first, as
+        ``leader-epoch-checkpoint`` holds them.  Filled by appends that carry a
+        ``leader_epoch`` (or, for replica appends, by the epochs in the batches)."""
+        with self._lock:
+            return self._epochs.entries
+
+    @property
+    def latest_epoch(self) -> int:
+        """The newest leader epoch in the log, -1 when none is known."""
+        return self._latest_epoch
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """Kafka's OffsetForLeaderEpoch: ``(epoch, end_offset)`` where ``end_offset`` is
+        the first offset of the next newer epoch (the log end offset for the newest), and
+        ``epoch`` the largest known epoch at or below the one asked; ``(-1, -1)`` when the
+        epoch is newer than any known, or none is known."""
+        with self._lock:
+            self._check_open()
+            return self._epochs.end_offset_for(epoch, self._log_end_offset)
 
     def roll(self) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset (a no-op
@@ -655,6 +719,8 @@ class Log:
                 # emptied segment stays, sealed at zero bytes, so the log start stays too.)
                 self._roll(new_leo)
             self._log_end_offset = new_leo
+            self._epochs.truncate_from_end(new_leo)
+            self._latest_epoch = self._epochs.latest_epoch
             self._recovery_point = min(self._recovery_point, self._log_end_offset)
             fsync_dir(self.path)
             return True
@@ -665,6 +731,8 @@ class Log:
         self._segments = [LogSegment.create(self.path, offset, self.config, cache=self._cache)]
         self._bases = [offset]
         self._log_start_offset = self._log_end_offset = self._recovery_point = offset
+        self._epochs.clear()
+        self._latest_epoch = -1
         fsync_dir(self.path)
         self._write_own_checkpoints(force=True)
 
@@ -686,6 +754,7 @@ class Log:
             if offset > self._log_start_offset:
                 self._log_start_offset = offset
                 self._delete_prefix(self._start_breached_prefix())
+                self._epochs.truncate_from_start(self._log_start_offset)
                 self._write_own_checkpoints(force=True)
             return self._log_start_offset
 
@@ -708,6 +777,7 @@ class Log:
         fsync_dir(self.path)
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         self._recovery_point = max(self._recovery_point, self._segments[0].base_offset)
+        self._epochs.truncate_from_start(self._log_start_offset)
         return [s.base_offset for s in gone], sum(s.size for s in gone)
 
     def apply_retention(self, now_ms: int | None = None) -> RetentionResult:
