@@ -66,6 +66,7 @@ def recover_segment(
 def locate_read(log_buf: Buffer, start: int, end: int, target_offset: int, max_bytes: int,
                 max_offset: int) -> tuple[int, int, int, int]: ...
 def find_batch(log_buf: Buffer, start: int, end: int, target_offset: int) -> tuple[int, int, int]: ...
+def set_append_info_type(cls: type) -> None: ...
 def next_batch(log_buf: Buffer, position: int, end: int) -> tuple[int, int, int, int, int, int] | None: ...
 def leader_epoch_starts(log_buf: Buffer, start: int, end: int, latest_epoch: int) -> list[tuple[int, int]]: ...
 def search_timestamp(log_buf: Buffer, start: int, end: int, target_ts: int,
@@ -85,6 +86,10 @@ class SegmentAppender:
     last_time_entry: int
     can_fallocate: bool
     path: object
+    max_message_bytes: int
+    stamp_append_time: bool
+    roll_ms: int
+    created_ms: int
     @property
     def capacity(self) -> int: ...
     @property
@@ -107,6 +112,8 @@ class SegmentAppender:
                leader_epoch: int | None, stamp_append_time: bool, clock: object, roll_ms: int,
                created_ms: int, force: bool = False
                ) -> int | tuple[int, int, int, int, int, int, int, int, int, int]: ...
+    def log_append(self, src: Buffer, log_end_offset: int, assign_offsets: bool,
+                   leader_epoch: int | None, clock: object, force: bool = False) -> int | tuple: ...
 
 # ---------------------------------------------------------------------------------------
 # _cleaner.pxi: the log cleaner's per-record work (pylog.storage.cleaner)

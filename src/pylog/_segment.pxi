@@ -198,6 +198,19 @@ cdef Py_ssize_t _write_batches(uint8_t *d, const uint8_t *s, Py_ssize_t size, in
     return -1
 
 
+_append_info_type = None
+_tuple_new = tuple.__new__
+
+
+def set_append_info_type(cls):
+    """The tuple subclass (pylog.storage.LogAppendInfo) that
+    :meth:`SegmentAppender.log_append` returns."""
+    global _append_info_type
+    if not (isinstance(cls, type) and issubclass(cls, tuple)):
+        raise TypeError("expected a tuple subclass")
+    _append_info_type = cls
+
+
 cdef extern from "<fcntl.h>" nogil:
     int posix_fallocate(int fd, int64_t offset, int64_t length)
 
@@ -316,6 +329,11 @@ cdef class SegmentAppender:
     cdef public int64_t base_offset, next_offset, max_ts, max_ts_offset, rolling_ts, last_time_entry
     cdef public bint can_fallocate
     cdef public object path
+    # The owning log's settings for its append path (see log_append); set on activation
+    # and when the log's config changes.
+    cdef public Py_ssize_t max_message_bytes
+    cdef public bint stamp_append_time
+    cdef public int64_t roll_ms, created_ms
 
     def __cinit__(self, log_map, int fd, offset_index_map, time_index_map, Py_ssize_t oi_max,
                   Py_ssize_t ti_max, Py_ssize_t segment_bytes, Py_ssize_t index_interval,
@@ -354,6 +372,10 @@ cdef class SegmentAppender:
         self.bytes_since_index = 0
         self.can_fallocate = True
         self.path = path
+        self.max_message_bytes = DEFAULT_MAX_BATCH_SIZE
+        self.stamp_append_time = False
+        self.roll_ms = 0x7FFFFFFFFFFFFFFF
+        self.created_ms = 0
 
     def release(self):
         """Let go of the three buffers (before the mappings are closed)."""
@@ -488,6 +510,19 @@ cdef class SegmentAppender:
         finally:
             PyBuffer_Release(&view)
 
+    def log_append(self, src, int64_t log_end_offset, bint assign_offsets, leader_epoch, clock,
+                   bint force=False):
+        """:meth:`append` with the log's settings held here (``max_message_bytes``,
+        ``stamp_append_time``, ``roll_ms``, ``created_ms``): Log.append's one call.
+        Returns a LogAppendInfo (the type given to :func:`set_append_info_type`), or the
+        base offset to roll to, as :meth:`append`."""
+        res = self._append(src, self.max_message_bytes, log_end_offset, assign_offsets,
+                           leader_epoch, self.stamp_append_time, clock, self.roll_ms,
+                           self.created_ms, force)
+        if type(res) is tuple and _append_info_type is not None:
+            return _tuple_new(_append_info_type, res)
+        return res
+
     def append(self, src, Py_ssize_t max_batch_size, int64_t log_end_offset, bint assign_offsets,
                leader_epoch, bint stamp_append_time, clock, int64_t roll_ms, int64_t created_ms,
                bint force=False):
@@ -502,6 +537,12 @@ cdef class SegmentAppender:
         plus InvalidRecordError (replica offsets going backwards), RecordBatchTooLargeError
         (larger than a segment) and KafkaStorageError (disk full).
         """
+        return self._append(src, max_batch_size, log_end_offset, assign_offsets, leader_epoch,
+                            stamp_append_time, clock, roll_ms, created_ms, force)
+
+    cdef object _append(self, object src, Py_ssize_t max_batch_size, int64_t log_end_offset,
+                        bint assign_offsets, object leader_epoch, bint stamp_append_time,
+                        object clock, int64_t roll_ms, int64_t created_ms, bint force):
         cdef Py_buffer view
         cdef BatchSetInfo info
         cdef int64_t first, last, offset_of_max, max_ts, append_time = -1

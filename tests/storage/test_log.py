@@ -606,3 +606,23 @@ def test_flush_policy_by_time(log_dir):
     assert not log.maybe_flush(now_ms=now[0] + 10) and log.recovery_point == 6
     assert log.maybe_flush(now_ms=now[0] + 1000) and log.recovery_point == 9
     log.close()
+
+
+def test_update_config_applies_to_the_open_log(log_dir):
+    now = [T0 + 5_000]
+    log = Log.open(log_dir, clock=lambda: now[0])
+    log.append(make_batch(_values(0), base_timestamp=T0))
+    log.update_config(max_message_bytes=100)
+    with pytest.raises(RecordTooLargeError):
+        log.append(sized_batch(5, 100))
+    assert log.log_end_offset == 3
+    log.update_config(message_timestamp_type="LogAppendTime", max_message_bytes=1 << 20)
+    info = log.append(make_batch(_values(1), base_timestamp=T0))
+    assert info.log_append_time == now[0]
+    segments = len(log.segments)
+    log.update_config(segment_bytes=1 << 16)     # sizes a segment at creation: rolls a non-empty one
+    assert len(log.segments) == segments + 1 and log.config.segment_bytes == 1 << 16
+    with pytest.raises(InvalidConfigError):
+        log.update_config(segment_bytes=-1)
+    assert log.config.segment_bytes == 1 << 16
+    log.close()

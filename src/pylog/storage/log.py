@@ -66,7 +66,6 @@ CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 _CHECKPOINT_INTERVAL_MS = 1000
 
 
-_new_tuple = tuple.__new__
 
 
 def _wall_ms() -> int:
@@ -97,6 +96,9 @@ class LogAppendInfo(NamedTuple):
     records: int
     max_timestamp: int
     offset_of_max_timestamp: int
+
+
+_core.set_append_info_type(LogAppendInfo)
 
 
 class TimestampOffset(NamedTuple):
@@ -220,12 +222,9 @@ class Log:
         #: What recovery did at open: one RecoveryInfo per recovered segment.
         self.recovered: list[RecoveryInfo] = []
         self.had_clean_shutdown = False
-        # Scalars the append path reads, cached off the (frozen) config.
-        self._max_message_bytes = config.max_message_bytes
-        self._segment_bytes = config.segment_bytes
-        self._log_append_time = config.message_timestamp_type == "LogAppendTime"
+        # The append path's settings live in the active segment's appender (set on
+        # activation and by update_config); this one is the log's own.
         self._flush_policy = config.flush_messages is not None or config.flush_ms is not None
-        self._roll_ms = config.segment_ms - config.segment_jitter_ms
 
     # -- opening -------------------------------------------------------------------
 
@@ -516,15 +515,11 @@ class Log:
         with self._lock:
             if self._closed:
                 raise LogClosedError(f"log {self.path} is closed")
-            seg = self._segments[-1]
-            res = seg._appender.append(batches, self._max_message_bytes, self._log_end_offset,
-                                       assign_offsets, leader_epoch, self._log_append_time,
-                                       self._clock, self._roll_ms, seg.created_ms)
+            res = self._segments[-1]._appender.log_append(batches, self._log_end_offset, assign_offsets,
+                                                          leader_epoch, self._clock)
             if res.__class__ is int:  # validated; the segment must roll first
-                seg = self._roll(res)
-                res = seg._appender.append(batches, self._max_message_bytes, self._log_end_offset,
-                                           assign_offsets, leader_epoch, self._log_append_time,
-                                           self._clock, self._roll_ms, seg.created_ms, True)
+                res = self._roll(res)._appender.log_append(batches, self._log_end_offset, assign_offsets,
+                                                           leader_epoch, self._clock, True)
             self._log_end_offset = res[1] + 1
             if leader_epoch is not None:
                 if leader_epoch > self._latest_epoch:
@@ -535,7 +530,27 @@ class Log:
             if self._flush_policy:
                 self._unflushed_messages += res[7]
                 self._maybe_flush_locked()
-            return _new_tuple(LogAppendInfo, res)
+            return res
+
+    def update_config(self, config: LogConfig | None = None, **settings) -> None:
+        """Apply new settings to the open log (a topic's configs changed): a
+        :class:`LogConfig`, or keywords replacing fields of the current one.  Everything
+        applies to the next append; ``segment_bytes`` and ``segment_index_bytes`` size a
+        segment when it is created, so a change to either rolls a non-empty active
+        segment and applies from the new one.
+
+        Raises InvalidConfigError for an unknown or out-of-range setting (nothing changes)."""
+        with self._lock:
+            self._check_open()
+            base = config if config is not None else self.config
+            new = base.replace(**settings) if settings else base
+            old, self.config = self.config, new
+            self._flush_policy = new.flush_messages is not None or new.flush_ms is not None
+            active = self._segments[-1]
+            active.reconfigure(new)
+            if ((old.segment_bytes, old.segment_index_bytes) != (new.segment_bytes, new.segment_index_bytes)
+                    and active.size):
+                self._roll(self._log_end_offset)
 
     def _assign_epoch(self, epoch: int, start_offset: int) -> None:
         self._epochs.assign(epoch, start_offset)

@@ -579,9 +579,36 @@ class LogSegment:
             cfg.index_interval_bytes, self.base_offset, self._size, next_offset, max_ts, max_ts_offset,
             rolling, ti.last_entry[0], n_oi, n_ti, self.path)
         self._appender = app
+        self._configure_appender(cfg)
         oi._attach(app)
         ti._attach(app)
         self._active = True
+
+    @property
+    def created_ms(self) -> int:
+        """When the segment was created (ms): the reference for rolling on ``segment_ms``
+        while it holds no batch with a timestamp."""
+        return self._created_ms
+
+    @created_ms.setter
+    def created_ms(self, value: int) -> None:
+        self._created_ms = value
+        if self._appender is not None:
+            self._appender.created_ms = value
+
+    def _configure_appender(self, config: LogConfig) -> None:
+        app = self._appender
+        app.max_message_bytes = config.max_message_bytes
+        app.stamp_append_time = config.message_timestamp_type == "LogAppendTime"
+        app.roll_ms = config.segment_ms - config.segment_jitter_ms
+        app.created_ms = self.created_ms
+
+    def reconfigure(self, config: LogConfig) -> None:
+        """Take the log's new settings.  Sizes fixed at activation (``segment_bytes``,
+        ``segment_index_bytes``) apply from the next segment on."""
+        self.config = config
+        if self._appender is not None:
+            self._configure_appender(config)
 
     def seal(self) -> None:
         """Stop appending: write the final time-index entry, trim the ``.log`` file and
