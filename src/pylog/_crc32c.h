@@ -42,12 +42,14 @@ static uint32_t pylog_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n) {
  * then joined: the CRC register is linear, so the state after lane A followed by lane B is
  * shift_{|B|}(state after A) ^ (state of B started from zero), where shift_n multiplies by
  * x^(8n) modulo the polynomial.  shift_n is itself linear in its 32-bit input, so for the
- * two lane lengths used it is tabulated as four byte-indexed tables (built at init from
+ * lane lengths used it is tabulated as four byte-indexed tables (built at init from
  * the images of the 32 basis vectors). */
 #define PYLOG_CRC32C_LONG 8192
+#define PYLOG_CRC32C_MEDIUM 1024
 #define PYLOG_CRC32C_SHORT 256
 
 static uint32_t pylog_crc32c_shift_long[4][256];
+static uint32_t pylog_crc32c_shift_medium[4][256];
 static uint32_t pylog_crc32c_shift_short[4][256];
 
 /* Advance a raw (not inverted) CRC register over n zero bytes, one byte at a time. */
@@ -97,6 +99,23 @@ static uint32_t pylog_crc32c_hw_impl(uint32_t crc, const uint8_t *p, size_t n) {
         p += 2 * PYLOG_CRC32C_LONG;
         n -= 3 * PYLOG_CRC32C_LONG;
     }
+    while (n >= 3 * PYLOG_CRC32C_MEDIUM) {
+        c1 = c2 = 0;
+        lane_end = p + PYLOG_CRC32C_MEDIUM;
+        do {
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + PYLOG_CRC32C_MEDIUM, 8);
+            memcpy(&w2, p + 2 * PYLOG_CRC32C_MEDIUM, 8);
+            c0 = __builtin_ia32_crc32di(c0, w0);
+            c1 = __builtin_ia32_crc32di(c1, w1);
+            c2 = __builtin_ia32_crc32di(c2, w2);
+            p += 8;
+        } while (p < lane_end);
+        c0 = pylog_crc32c_shift(pylog_crc32c_shift_medium, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = pylog_crc32c_shift(pylog_crc32c_shift_medium, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * PYLOG_CRC32C_MEDIUM;
+        n -= 3 * PYLOG_CRC32C_MEDIUM;
+    }
     while (n >= 3 * PYLOG_CRC32C_SHORT) {
         c1 = c2 = 0;
         lane_end = p + PYLOG_CRC32C_SHORT;
@@ -139,6 +158,7 @@ static void pylog_crc32c_init(void) {
     __builtin_cpu_init();
     pylog_crc32c_hw = __builtin_cpu_supports("sse4.2");
     pylog_crc32c_make_shift(pylog_crc32c_shift_long, PYLOG_CRC32C_LONG);
+    pylog_crc32c_make_shift(pylog_crc32c_shift_medium, PYLOG_CRC32C_MEDIUM);
     pylog_crc32c_make_shift(pylog_crc32c_shift_short, PYLOG_CRC32C_SHORT);
 #endif
     pylog_crc32c_ready = 1;
