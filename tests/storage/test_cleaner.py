@@ -829,8 +829,9 @@ def test_stale_checkpoint_past_the_log_end_is_ignored(log_path):
 
 
 def test_truncated_and_reappended_clean_section_is_recompacted(log_path):
-    """A replica truncation below the checkpoint followed by new appends leaves duplicates
-    in what the checkpoint calls clean; mapping the whole range still removes them."""
+    """A replica truncation below the checkpoint lowers it to the new log end offset (the
+    cleaner listens to the logs it cleans), so the re-appended records are dirty again
+    and the duplicates they make are removed."""
     log = open_log(log_path)
     for i in range(6):
         log.append(kbatch([(b"k%d" % i, b"v")]))
@@ -843,11 +844,42 @@ def test_truncated_and_reappended_clean_section_is_recompacted(log_path):
         log.append(kbatch([(b"k0", b"again-%d" % i)]))
     log.roll()
     log.append(kbatch([(b"z", b"z")]))
-    assert cleaner.first_dirty_offset(log) == 6
+    assert cleaner.first_dirty_offset(log) == 3
     stats = cleaner.clean(log, now_ms=T0, force=True)
     assert stats.map_start_offset == 0
     assert [rec[:3] for rec in log_records(log)] == [(1, b"k1", b"v"), (2, b"k2", b"v"), (7, b"k0", b"again-4"),
                                                     (8, b"z", b"z")]
+    log.close()
+
+
+def test_truncation_during_a_clean_aborts_it(log_path, monkeypatch):
+    # Truncating only the active segment leaves the cleaned segments byte for byte as
+    # read, so only the truncation count can tell the clean that the log moved.
+    import pylog.storage.cleaner as cleaner_module
+    log = open_log(log_path)
+    for i in range(6):
+        log.append(kbatch([(b"k%d" % (i % 2), b"v%d" % i)]))
+    log.roll()
+    log.append(kbatch([(b"z", b"1")]))
+    log.append(kbatch([(b"z", b"2")]))
+    before = [rec[:3] for rec in log_records(log)]
+    feed = cleaner_module._feed
+    calls = []
+
+    def feed_then_truncate(*args, **kwargs):
+        if not calls:
+            log.truncate_to(log.log_end_offset - 1)
+        calls.append(1)
+        return feed(*args, **kwargs)
+
+    monkeypatch.setattr(cleaner_module, "_feed", feed_then_truncate)
+    cleaner = LogCleaner()
+    stats = cleaner.clean(log, now_ms=T0, force=True)
+    assert calls and not stats.cleaned and "truncated" in stats.reason
+    assert [rec[:3] for rec in log_records(log)] == before[:-1]
+    assert cleaner.first_dirty_offset(log) == 0
+    monkeypatch.setattr(cleaner_module, "_feed", feed)
+    assert cleaner.clean(log, now_ms=T0, force=True).cleaned
     log.close()
 
 

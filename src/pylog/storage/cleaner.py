@@ -71,9 +71,9 @@ are still in the log, sealed, and byte-for-byte what it read (a fingerprint of e
 batch header, CRCs included); otherwise the clean is abandoned and its output deleted.
 Readers holding a :class:`~pylog.storage.ReadResult` of a replaced segment keep valid
 bytes (the old mapping stays alive); later reads see the cleaned data.  As in Kafka, a
-concurrent :meth:`Log.truncate_to` *below* the cleaned range during a clean can lose the
-value a dropped record was superseded by; pass ``max_offset`` (the high watermark) on
-logs that can be truncated.
+:meth:`Log.truncate_to` during a clean aborts it (the cleaner listens to the logs it
+cleans: :meth:`Log.add_truncation_listener`), and lowers the log's first dirty offset to
+the new log end offset, so re-appended records are dirty again.
 """
 
 from __future__ import annotations
@@ -462,6 +462,7 @@ class LogCleaner:
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
         self._horizons: dict[str, int] = {}
+        self._lowest_truncation: dict[int, int] = {}
         self._uncleanable: dict[tuple[str, int], BaseException] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -491,19 +492,33 @@ class LogCleaner:
         except CorruptCheckpointError:
             return None
 
-    def _write_checkpoint(self, log: Log, offset: int) -> None:
+    def _write_checkpoint(self, log: Log, offset: int, *, prune: bool = True,
+                          only_lower: bool = False) -> None:
         path, key, shared = self._checkpoint_location(log)
+        # The manager's lock is taken before the checkpoint lock, never under it: a
+        # truncation listener waits for the checkpoint lock while holding a log's lock,
+        # and the manager takes logs' locks while holding its own.
+        live = set(self.manager.logs()) if shared and prune else None
         with self._checkpoint_lock:
             cp = CheckpointFile(path)
             try:
-                entries = cp.read() if shared else {}
+                entries = cp.read() if shared or only_lower else {}
             except CorruptCheckpointError:
                 entries = {}
+            if only_lower and (key not in entries or entries[key] <= offset):
+                return
             entries[key] = offset
-            if shared:
-                live = set(self.manager.logs())
+            if live is not None:
                 entries = {tp: off for tp, off in entries.items() if tp in live}
             cp.write(entries)
+
+    def _on_truncation(self, log: Log, log_end_offset: int) -> None:
+        """A log this cleaner knows was truncated: records from the new log end offset
+        on are new, so the first dirty offset may not lie above it (Kafka's cleaner
+        manager does the same).  A clean in progress notices the truncation count."""
+        self._lowest_truncation[id(log)] = min(
+            log_end_offset, self._lowest_truncation.get(id(log), log_end_offset))
+        self._write_checkpoint(log, log_end_offset, prune=False, only_lower=True)
 
     def first_dirty_offset(self, log: Log) -> int:
         """The checkpointed first dirty offset of ``log``, or its log start offset when
@@ -631,6 +646,9 @@ class LogCleaner:
         with log.lock:
             if log.closed:
                 raise LogClosedError(f"log {log.path} is closed")
+            log.add_truncation_listener(self._on_truncation)
+            truncations = log.truncation_count
+            self._lowest_truncation.pop(id(log), None)
             segs = log.segments
             start = log.log_start_offset
             sizes = {id(s): s.size for s in segs}
@@ -648,12 +666,13 @@ class LogCleaner:
         try:
             horizon_due = self._horizons.get(log.path, NO_DELETE_HORIZON) <= now
             return self._compact(log, segs, cleanable, sizes, start, first_dirty, now, force,
-                                 horizon_due, base)
+                                 horizon_due, base, truncations)
         except _Aborted as exc:
             return CleanerStats(False, f"aborted: {exc}", **base)
 
     def _compact(self, log: Log, segs, cleanable: list[LogSegment], sizes: dict, start: int,
-                 first_dirty: int, now: int, force: bool, horizon_due: bool, base: dict) -> CleanerStats:
+                 first_dirty: int, now: int, force: bool, horizon_due: bool, base: dict,
+                 truncations: int) -> CleanerStats:
         chunk = self.io_buffer_size
         # Pass 0: headers (records per segment, transactions, producers, fingerprints),
         # filling an offset map on the way: without transactions it is the one we need.
@@ -725,6 +744,10 @@ class LogCleaner:
             with log.lock:
                 if log.closed:
                     raise _Aborted("the log was closed")
+                if log.truncation_count != truncations:
+                    # Kafka aborts cleaning on truncation: a record dropped as superseded
+                    # may be superseded only by one the truncation removed.
+                    raise _Aborted("the log was truncated during the clean")
                 current = log.segments
                 live = {id(s) for s in current[:-1]}
                 for seg in olds + remaining[len(olds):]:
@@ -765,6 +788,12 @@ class LogCleaner:
             raise
 
         self._write_checkpoint(log, end_offset)
+        if log.truncation_count != truncations:
+            # Truncated after the last swap: the listener's lower checkpoint may have been
+            # overwritten just now; put back the lowest truncation point since we began.
+            lowest = self._lowest_truncation.get(id(log))
+            if lowest is not None:
+                self._write_checkpoint(log, lowest, prune=False, only_lower=True)
         self._horizons[log.path] = filt.min_horizon
         counters = {name: getattr(filt, name) for name in _FILTER_COUNTERS}
         return CleanerStats(True, "cleaned", first_dirty_offset=first_dirty, end_offset=end_offset,

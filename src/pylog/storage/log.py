@@ -219,6 +219,8 @@ class Log:
         self._epochs: LeaderEpochCache | None = None
         self._latest_epoch = -1  # the cache's newest epoch, read by the append path
         self._first_recovered = -1
+        self._truncation_listeners: list[Callable[["Log", int], None]] = []
+        self._truncations = 0
         #: What recovery did at open: one RecoveryInfo per recovered segment.
         self.recovered: list[RecoveryInfo] = []
         self.had_clean_shutdown = False
@@ -711,6 +713,7 @@ class Log:
                 return False
             if offset < self._log_start_offset:
                 self._truncate_fully_and_start_at(offset)
+                self._notify_truncation()
                 return True
             segs = self._segments
             keep = bisect.bisect_right(self._bases, offset)  # segments with base <= offset
@@ -738,7 +741,31 @@ class Log:
             self._latest_epoch = self._epochs.latest_epoch
             self._recovery_point = min(self._recovery_point, self._log_end_offset)
             fsync_dir(self.path)
+            self._notify_truncation()
             return True
+
+    @property
+    def truncation_count(self) -> int:
+        """How many :meth:`truncate_to` calls removed data since the log was opened (a
+        maintenance task compares it before and after its work)."""
+        return self._truncations
+
+    def add_truncation_listener(self, listener: Callable[["Log", int], None]) -> None:
+        """Call ``listener(log, new_log_end_offset)`` after each :meth:`truncate_to` that
+        removes data, under the log's lock: it must be quick and must not wait for
+        anything that may be waiting for this log (the log cleaner lowers its checkpoint
+        here, as Kafka's does)."""
+        with self._lock:
+            if listener not in self._truncation_listeners:
+                self._truncation_listeners.append(listener)
+
+    def _notify_truncation(self) -> None:
+        self._truncations += 1
+        for listener in list(self._truncation_listeners):
+            try:
+                listener(self, self._log_end_offset)
+            except Exception:  # a listener's failure must not fail the truncation
+                _logger.exception("truncation listener %r failed for %s", listener, self.path)
 
     def _truncate_fully_and_start_at(self, offset: int) -> None:
         for seg in self._segments:
