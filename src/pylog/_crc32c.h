@@ -77,62 +77,43 @@ static inline uint32_t pylog_crc32c_shift(uint32_t table[4][256], uint32_t c) {
            table[2][(c >> 16) & 0xff] ^ table[3][c >> 24];
 }
 
+/* One stage: while at least three lanes of `lane` bytes remain, run them side by side
+ * and join them into c0.  Inlined with a constant `lane`, so each stage is its own loop. */
+__attribute__((target("sse4.2"), always_inline))
+static inline uint64_t pylog_crc32c_stage(uint64_t c0, const uint8_t **pp, size_t *np, size_t lane,
+                                          uint32_t table[4][256]) {
+    const uint8_t *p = *pp, *lane_end;
+    size_t n = *np;
+    uint64_t c1, c2, w0, w1, w2;
+    while (n >= 3 * lane) {
+        c1 = c2 = 0;
+        lane_end = p + lane;
+        do {
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + lane, 8);
+            memcpy(&w2, p + 2 * lane, 8);
+            c0 = __builtin_ia32_crc32di(c0, w0);
+            c1 = __builtin_ia32_crc32di(c1, w1);
+            c2 = __builtin_ia32_crc32di(c2, w2);
+            p += 8;
+        } while (p < lane_end);
+        c0 = pylog_crc32c_shift(table, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = pylog_crc32c_shift(table, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * lane;
+        n -= 3 * lane;
+    }
+    *pp = p;
+    *np = n;
+    return c0;
+}
+
 __attribute__((target("sse4.2")))
 static uint32_t pylog_crc32c_hw_impl(uint32_t crc, const uint8_t *p, size_t n) {
-    uint64_t c0 = (uint32_t)~crc, c1, c2, w0, w1, w2;
-    const uint8_t *lane_end;
+    uint64_t c0 = (uint32_t)~crc, w0;
     while (n && ((uintptr_t)p & 7)) { c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++); n--; }
-    while (n >= 3 * PYLOG_CRC32C_LONG) {
-        c1 = c2 = 0;
-        lane_end = p + PYLOG_CRC32C_LONG;
-        do {
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + PYLOG_CRC32C_LONG, 8);
-            memcpy(&w2, p + 2 * PYLOG_CRC32C_LONG, 8);
-            c0 = __builtin_ia32_crc32di(c0, w0);
-            c1 = __builtin_ia32_crc32di(c1, w1);
-            c2 = __builtin_ia32_crc32di(c2, w2);
-            p += 8;
-        } while (p < lane_end);
-        c0 = pylog_crc32c_shift(pylog_crc32c_shift_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = pylog_crc32c_shift(pylog_crc32c_shift_long, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * PYLOG_CRC32C_LONG;
-        n -= 3 * PYLOG_CRC32C_LONG;
-    }
-    while (n >= 3 * PYLOG_CRC32C_MEDIUM) {
-        c1 = c2 = 0;
-        lane_end = p + PYLOG_CRC32C_MEDIUM;
-        do {
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + PYLOG_CRC32C_MEDIUM, 8);
-            memcpy(&w2, p + 2 * PYLOG_CRC32C_MEDIUM, 8);
-            c0 = __builtin_ia32_crc32di(c0, w0);
-            c1 = __builtin_ia32_crc32di(c1, w1);
-            c2 = __builtin_ia32_crc32di(c2, w2);
-            p += 8;
-        } while (p < lane_end);
-        c0 = pylog_crc32c_shift(pylog_crc32c_shift_medium, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = pylog_crc32c_shift(pylog_crc32c_shift_medium, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * PYLOG_CRC32C_MEDIUM;
-        n -= 3 * PYLOG_CRC32C_MEDIUM;
-    }
-    while (n >= 3 * PYLOG_CRC32C_SHORT) {
-        c1 = c2 = 0;
-        lane_end = p + PYLOG_CRC32C_SHORT;
-        do {
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + PYLOG_CRC32C_SHORT, 8);
-            memcpy(&w2, p + 2 * PYLOG_CRC32C_SHORT, 8);
-            c0 = __builtin_ia32_crc32di(c0, w0);
-            c1 = __builtin_ia32_crc32di(c1, w1);
-            c2 = __builtin_ia32_crc32di(c2, w2);
-            p += 8;
-        } while (p < lane_end);
-        c0 = pylog_crc32c_shift(pylog_crc32c_shift_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = pylog_crc32c_shift(pylog_crc32c_shift_short, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * PYLOG_CRC32C_SHORT;
-        n -= 3 * PYLOG_CRC32C_SHORT;
-    }
+    c0 = pylog_crc32c_stage(c0, &p, &n, PYLOG_CRC32C_LONG, pylog_crc32c_shift_long);
+    c0 = pylog_crc32c_stage(c0, &p, &n, PYLOG_CRC32C_MEDIUM, pylog_crc32c_shift_medium);
+    c0 = pylog_crc32c_stage(c0, &p, &n, PYLOG_CRC32C_SHORT, pylog_crc32c_shift_short);
     while (n >= 8) { memcpy(&w0, p, 8); c0 = __builtin_ia32_crc32di(c0, w0); p += 8; n -= 8; }
     while (n--) c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++);
     return ~(uint32_t)c0;
