@@ -8,7 +8,8 @@ must hold their default on encode).  Plans are built once per (API, version, kin
 :mod:`pylog.protocol._plan` and are immutable afterwards, so one plan may be used by
 any number of threads at once; the functions here keep no other state.
 
-Decoding (:func:`decode`) reads a ``bytes`` object and is bounded everywhere: every read
+Decoding (:func:`decode`) reads ``bytes`` or any contiguous buffer in place and is
+bounded everywhere: every read
 checks the bytes left first (varints byte by byte), lengths and counts are checked
 against the bytes left before anything is sliced or allocated, and lists grow by append
 as elements are actually decoded, so an untrusted count never sizes an allocation.
@@ -63,7 +64,7 @@ cdef extern from "Python.h":
 cdef extern from "structmember.h":
     int T_OBJECT_EX
 
-__all__ = ["Op", "Plan", "decode", "encode", "read_request_header", "slot_offset", "K_BOOL", "K_INT8", "K_INT16",
+__all__ = ["Op", "Plan", "decode", "encode", "frame_buffer", "read_request_header", "slot_offset", "K_BOOL", "K_INT8", "K_INT16",
            "K_INT32", "K_INT64", "K_UINT16", "K_UINT32", "K_FLOAT64", "K_UUID", "K_STRING",
            "K_BYTES", "K_RECORDS", "K_STRUCT", "K_ARRAY", "D_CONST", "D_LIST", "D_STRUCT"]
 
@@ -434,33 +435,58 @@ cdef int _read_tags(Plan plan, object obj, Reader* r) except -1:
     return 0
 
 
-def decode(Plan plan, bytes buf, Py_ssize_t pos=0):
-    """Decode a struct described by ``plan`` from ``buf[pos:]``, which it must fill
-    exactly (bytes left over are an error: a message never carries padding).
+def decode(Plan plan, object buf, Py_ssize_t pos=0, Py_ssize_t max_trailing=0):
+    """Decode a struct described by ``plan`` from ``buf[pos:]``.
+
+    ``buf`` is ``bytes`` or any C-contiguous bytes-like object (``bytearray``,
+    ``memoryview``, ``mmap``); it is read in place, and ``records`` fields become
+    ``memoryview`` slices of it, so the caller must not change a mutable buffer while
+    decoded records are in use.
+
+    By default the message must fill ``buf[pos:]`` exactly (a message never carries
+    padding).  ``max_trailing`` > 0 accepts up to that many bytes after the message,
+    unread; -1 accepts any number of them (all of them inside ``buf``: nothing past its
+    end is ever read).
 
     Raises MalformedMessageError (with the plan's label, API key and version) for any
     input that does not fit the plan.
     """
     cdef Reader r
-    r.p = <const uint8_t*>PyBytes_AS_STRING(buf)
-    r.end = PyBytes_GET_SIZE(buf)
-    if pos < 0 or pos > r.end:
-        raise ValueError(f"position {pos} outside the {r.end}-byte buffer")
-    r.pos = pos
-    mv = memoryview(buf) if plan.has_records else None
-    r.mv = <PyObject*>mv
+    cdef Py_buffer view
+    cdef bint held = False
+    cdef object mv = None
+    if PyBytes_CheckExact(buf):
+        r.p = <const uint8_t*>PyBytes_AS_STRING(buf)
+        r.end = PyBytes_GET_SIZE(buf)
+    else:
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        held = True
+        r.p = <const uint8_t*>view.buf
+        r.end = view.len
     try:
-        obj = _read_struct(plan, &r)
-        if r.pos != r.end:
-            raise MalformedMessageError(f"{r.end - r.pos} bytes left after the message")
-    except MalformedMessageError as exc:
-        raise MalformedMessageError(f"{plan.label}: {exc}", api_key=plan.api_key,
-                                    api_version=plan.api_version) from None
-    except UnicodeDecodeError as exc:
-        raise MalformedMessageError(
-            f"{plan.label}: a string is not valid UTF-8 ({exc.reason})",
-            api_key=plan.api_key, api_version=plan.api_version) from None
-    return obj
+        if pos < 0 or pos > r.end:
+            raise ValueError(f"position {pos} outside the {r.end}-byte buffer")
+        r.pos = pos
+        if plan.has_records:
+            mv = memoryview(buf)
+            if held and (mv.ndim != 1 or mv.itemsize != 1 or mv.format != "B"):
+                mv = mv.cast("B")
+        r.mv = <PyObject*>mv
+        try:
+            obj = _read_struct(plan, &r)
+            if r.pos != r.end and (max_trailing == 0 or (0 < max_trailing < r.end - r.pos)):
+                raise MalformedMessageError(f"{r.end - r.pos} bytes left after the message")
+        except MalformedMessageError as exc:
+            raise MalformedMessageError(f"{plan.label}: {exc}", api_key=plan.api_key,
+                                        api_version=plan.api_version) from None
+        except UnicodeDecodeError as exc:
+            raise MalformedMessageError(
+                f"{plan.label}: a string is not valid UTF-8 ({exc.reason})",
+                api_key=plan.api_key, api_version=plan.api_version) from None
+        return obj
+    finally:
+        if held:
+            PyBuffer_Release(&view)
 
 
 # --------------------------------------------------------------------------------------
@@ -789,25 +815,49 @@ def encode(Plan plan, object obj, bytes prefix=b"", bint frame=False):
     return segs
 
 
+def frame_buffer(Py_ssize_t size):
+    """A new ``bytearray`` of ``size`` bytes whose contents are *not* initialised, to
+    receive a frame into (``socket.recv_into``) without paying for zero-filling it first.
+    Large buffers come from fresh anonymous memory, which the OS commits page by page as
+    bytes are written, so memory in use grows with the bytes received, not with the size
+    asked for.  Read only the bytes that were written."""
+    if size < 0:
+        raise ValueError(f"negative buffer size {size}")
+    return PyByteArray_FromStringAndSize(NULL, size)
+
+
 # --------------------------------------------------------------------------------------
 # Request header
 # --------------------------------------------------------------------------------------
 
-def read_request_header(bytes frame, dict flexible_from):
+def read_request_header(object frame, dict flexible_from):
     """Decode a request header (v1, or v2 when the API version is flexible).
 
-    ``flexible_from`` maps an API key to its first flexible version; unknown keys are read
-    as header v1 (whether tags follow cannot be known).  Returns (api_key, api_version,
-    correlation_id, client_id, header_version, body_offset).  Raises
-    MalformedMessageError for a truncated or malformed header.
+    ``frame`` is ``bytes`` or any C-contiguous bytes-like object, read in place (nothing
+    decoded refers to it afterwards).  ``flexible_from`` maps an API key to its first
+    flexible version; unknown keys are read as header v1 (whether tags follow cannot be
+    known).  Returns (api_key, api_version, correlation_id, client_id, header_version,
+    body_offset).  Raises MalformedMessageError for a truncated or malformed header.
     """
+    cdef Py_buffer view
+    if PyBytes_CheckExact(frame):
+        return _read_request_header(<const uint8_t*>PyBytes_AS_STRING(frame),
+                                    PyBytes_GET_SIZE(frame), flexible_from)
+    PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+    try:
+        return _read_request_header(<const uint8_t*>view.buf, view.len, flexible_from)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef tuple _read_request_header(const uint8_t* data, Py_ssize_t size, dict flexible_from):
     cdef Reader r
     cdef int16_t api_key, api_version
     cdef int32_t correlation_id
     cdef long long n
     cdef int header_version = 1
-    r.p = <const uint8_t*>PyBytes_AS_STRING(frame)
-    r.end = PyBytes_GET_SIZE(frame)
+    r.p = data
+    r.end = size
     r.pos = 0
     r.mv = NULL
     if r.end < 10:

@@ -361,6 +361,62 @@ def test_trailing_bytes_are_rejected():
         protocol.decode_request(_produce_frame() + b"\x00")
 
 
+def _metadata_v12_all_topics_with_stray_bytes() -> bytes:
+    # What librdkafka 2.x sends for an all-topics Metadata v12: the body, then 3 zero bytes.
+    body = m.MetadataRequest(topics=None, allow_auto_topic_creation=True)
+    return b"".join(protocol.encode_request(3, 12, 7, "rdkafka", body))[4:] + b"\x00\x00\x00"
+
+
+def test_allow_trailing_ignores_bytes_after_the_body():
+    frame = _metadata_v12_all_topics_with_stray_bytes()
+    header, pos = protocol.decode_request_header(frame)
+    # Strict by default: the codec's own error, with the header attached.
+    with pytest.raises(MalformedMessageError, match="3 bytes left after the message") as info:
+        protocol.decode_request(frame)
+    assert info.value.header.correlation_id == 7
+    with pytest.raises(MalformedMessageError, match="3 bytes left"):
+        protocol.decode_request_body(3, 12, frame, pos)
+    # Allowed: the body decodes as if the bytes were not there.
+    expected = protocol.decode_request_body(3, 12, frame[:-3], pos)
+    assert expected.topics is None and expected.allow_auto_topic_creation is True
+    assert protocol.decode_request_body(3, 12, frame, pos, allow_trailing=True) == expected
+    assert protocol.decode_request(frame, allow_trailing=True) == (header, expected)
+    # A bound: at most N bytes may follow.
+    assert protocol.decode_request_body(3, 12, frame, pos, allow_trailing=3) == expected
+    with pytest.raises(MalformedMessageError, match="3 bytes left"):
+        protocol.decode_request_body(3, 12, frame, pos, allow_trailing=2)
+    with pytest.raises(ValueError):
+        protocol.decode_request_body(3, 12, frame, pos, allow_trailing=-1)
+
+
+def test_allow_trailing_still_rejects_a_malformed_body():
+    frame = _produce_frame()
+    # Truncated inside the body: no amount of allowed trailing bytes makes it valid.
+    for cut in range(15, len(frame)):
+        with pytest.raises(MalformedMessageError):
+            protocol.decode_request(frame[:cut], allow_trailing=True)
+    # A records length running past the end of the frame is caught, not read past.
+    v3 = _produce_frame(3)
+    bad = v3[:-14] + struct.pack(">i", 1 << 20) + v3[-10:] + b"\x00" * 8
+    with pytest.raises(MalformedMessageError, match="exceeds"):
+        protocol.decode_request(bad, allow_trailing=True)
+    assert protocol.decode_request(v3 + b"\x00" * 8, allow_trailing=True)[1] == protocol.decode_request(v3)[1]
+
+
+def test_copy_false_decodes_in_place():
+    frame = bytearray(_produce_frame())
+    copied = protocol.decode_request(frame)[1].topic_data[0].partition_data[0].records
+    header, pos = protocol.decode_request_header(memoryview(frame))
+    body = protocol.decode_request_body(0, 9, memoryview(frame), pos, copy=False)
+    records = body.topic_data[0].partition_data[0].records
+    assert bytes(records) == bytes(copied) == b"0123456789"
+    frame[frame.index(b"0123456789")] = ord("X")   # the records are views of the buffer ...
+    assert bytes(records) == b"X123456789"
+    assert bytes(copied) == b"0123456789"      # ... unless copied (the default)
+    with pytest.raises(TypeError):
+        protocol.decode_request_header(12345)
+
+
 def test_lying_lengths_and_counts():
     frame = bytearray(_produce_frame(3))
     # The topic count (int32 after the 11-byte header, transactional_id, acks and

@@ -21,9 +21,21 @@ Decoded message bodies are instances of the classes in :mod:`pylog.protocol.mess
 (``__slots__`` objects with attribute access: the fastest clean option measured, and they
 catch misspelt field names).  Encoders accept those instances or plain mappings
 (converted with ``from_dict``).  Decoding is zero-copy for ``records`` fields, which come
-back as ``memoryview`` slices of the frame when the frame is ``bytes`` (any other buffer
+back as ``memoryview`` slices of the frame when the frame is ``bytes``.  Any other buffer
 is copied into ``bytes`` first, because a reused buffer under a live view would corrupt
-decoded records).
+decoded records, unless the caller passes ``copy=False`` and so promises not to change
+the buffer while the records are in use (a server receiving each large request into a
+buffer of its own does).
+
+Trailing bytes
+    A request body must fill its frame exactly: bytes after it are a
+    :class:`MalformedMessageError` ("N bytes left after the message"), which is what
+    tests and fuzzing want.  Kafka's broker reads a request and ignores what follows it,
+    and some clients rely on that (librdkafka 2.x sends three stray bytes after an
+    all-topics Metadata v12 request), so the request decoders take
+    ``allow_trailing=True`` (ignore any number of bytes after the body) or
+    ``allow_trailing=N`` (ignore at most N).  Either way nothing past the end of the
+    frame is read, and anything malformed *inside* the body still raises.
 
 All functions are thread-safe: codec plans are built once per (API, version) under a
 lock and are immutable.
@@ -188,6 +200,17 @@ def _as_bytes(buf: Any) -> bytes:
         raise TypeError(f"expected a bytes-like object, got {type(buf).__name__}") from None
 
 
+def _trailing_limit(allow_trailing: bool | int) -> int:
+    """``allow_trailing`` as the decoder's ``max_trailing`` (0 strict, -1 any number)."""
+    if allow_trailing is True:
+        return -1
+    if allow_trailing is False or allow_trailing is None:
+        return 0
+    if type(allow_trailing) is int and allow_trailing >= 0:
+        return allow_trailing
+    raise ValueError(f"allow_trailing must be a bool or an int >= 0, not {allow_trailing!r}")
+
+
 def _coerce(kind: str, api_key: int, body: Any) -> Data:
     cls = class_for(_schema(kind, api_key))
     if type(body) is cls:
@@ -228,7 +251,8 @@ def decode_request_header(frame: bytes | bytearray | memoryview) -> tuple[Reques
     """Decode the header of a request frame (without its size prefix).
 
     Succeeds for API keys and versions pylog does not speak, so the server can still
-    answer (UNSUPPORTED_VERSION for ApiVersions, see :func:`error_response`).
+    answer (UNSUPPORTED_VERSION for ApiVersions, see :func:`error_response`).  Any
+    bytes-like ``frame`` is read in place (the header keeps no reference to it).
 
     Returns
     -------
@@ -240,24 +264,30 @@ def decode_request_header(frame: bytes | bytearray | memoryview) -> tuple[Reques
     MalformedMessageError
         If the header itself is truncated or malformed.
     """
-    if type(frame) is not bytes:
-        frame = _as_bytes(frame)
-    key, version, correlation_id, client_id, hv, pos = _read_request_header(frame, _FLEXIBLE_FROM)
+    try:
+        key, version, correlation_id, client_id, hv, pos = _read_request_header(frame, _FLEXIBLE_FROM)
+    except (TypeError, BufferError):
+        raise TypeError(f"expected a bytes-like object, got {type(frame).__name__}") from None
     return RequestHeader(key, version, correlation_id, client_id, hv), pos
 
 
-def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader, Data]:
+def decode_request(frame: bytes | bytearray | memoryview, *, copy: bool = True,
+                   allow_trailing: bool | int = False) -> tuple[RequestHeader, Data]:
     """Decode a whole request frame (without its size prefix) into (header, body).
+
+    ``copy`` and ``allow_trailing`` are as for :func:`decode_request_body`.
 
     Raises
     ------
     UnsupportedRequestError
         The API key or version is not one pylog speaks; ``exc.header`` holds the header.
     MalformedMessageError
-        The header or body does not fit the schema, or bytes follow the body;
-        ``exc.header`` holds the header when it was decoded.
+        The header or body does not fit the schema, or bytes follow the body (more
+        than ``allow_trailing`` permits); ``exc.header`` holds the header when it was
+        decoded.
     """
-    if type(frame) is not bytes:
+    max_trailing = _trailing_limit(allow_trailing)
+    if copy and type(frame) is not bytes:
         frame = _as_bytes(frame)
     header, pos = decode_request_header(frame)
     plan = _PLANS.get(("request", header.api_key, header.api_version))
@@ -268,32 +298,55 @@ def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader
             exc.header = header
             raise
     try:
-        body = _decode(plan, frame, pos)
+        body = _decode(plan, frame, pos, max_trailing)
     except ProtocolError as exc:
         exc.header = header
         raise
     return header, body
 
 
-def _decode_body(kind: str, api_key: int, version: int, buf: Any, offset: int) -> Data:
+def _decode_body(kind: str, api_key: int, version: int, buf: Any, offset: int,
+                 copy: bool = True, max_trailing: int = 0) -> Data:
     plan = _PLANS.get((kind, api_key, version))
     if plan is None:
         plan = _plan(kind, api_key, version)
-    if type(buf) is not bytes:
+    if copy and type(buf) is not bytes:
         buf = _as_bytes(buf)
-    return _decode(plan, buf, offset)
+    return _decode(plan, buf, offset, max_trailing)
 
 
 def decode_request_body(api_key: int, api_version: int, buf: bytes | bytearray | memoryview,
-                        offset: int = 0) -> Data:
-    """Decode a request body that runs from ``offset`` to the end of ``buf``."""
-    return _decode_body("request", api_key, api_version, buf, offset)
+                        offset: int = 0, *, copy: bool = True,
+                        allow_trailing: bool | int = False) -> Data:
+    """Decode a request body that runs from ``offset`` to the end of ``buf``.
+
+    Parameters
+    ----------
+    copy : bool
+        True (default): a ``buf`` that is not ``bytes`` is copied first, so decoded
+        records never see later changes to it.  False: any bytes-like ``buf`` is
+        decoded in place and records are views of it; the caller must leave it unchanged
+        while they are in use.
+    allow_trailing : bool or int
+        False (default): bytes after the body are an error.  True: any number of them
+        is ignored; an int N: at most N are.  Nothing past the end of ``buf`` is read.
+
+    Raises
+    ------
+    MalformedMessageError
+        The body does not fit the schema, or more bytes follow it than allowed.
+    UnsupportedRequestError
+        pylog does not speak this API version.
+    """
+    return _decode_body("request", api_key, api_version, buf, offset, copy,
+                        _trailing_limit(allow_trailing))
 
 
 def decode_response_body(api_key: int, api_version: int, buf: bytes | bytearray | memoryview,
-                         offset: int = 0) -> Data:
-    """Decode a response body that runs from ``offset`` to the end of ``buf``."""
-    return _decode_body("response", api_key, api_version, buf, offset)
+                         offset: int = 0, *, copy: bool = True) -> Data:
+    """Decode a response body that runs from ``offset`` to the end of ``buf`` (``copy``
+    as for :func:`decode_request_body`)."""
+    return _decode_body("response", api_key, api_version, buf, offset, copy)
 
 
 def peek_correlation_id(frame: bytes | bytearray | memoryview) -> int:
