@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from pylog.errors import PylogError
 from pylog.protocol.apis import ApiKey, api_name
-from pylog.protocol.codec import encode_response
+from pylog.protocol.codec import encode_response, precompile
 from pylog.server.config import ServerConfig
 from pylog.server.connection import Connection
 
@@ -133,6 +133,9 @@ class Server:
                       (time.monotonic() - t0) * 1000)
         self.state = handlers.ServerState(self)
         self.handlers = handlers.handler_table()
+        # Build the codec plans of everything served now (tens of ms), not on the first
+        # request of each kind, which would pay for it in its latency.
+        precompile(set(self.handlers))
         host, port = self.config.listen_address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
