@@ -56,6 +56,7 @@ from pylog.protocol.segments import FileRegion
 
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 _I32 = struct.Struct(">i")
+_PRODUCE = 0
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.server import Server
@@ -433,21 +434,31 @@ class Connection:
         except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the server
             _log.exception("%s v%d from %s (correlation id %d) failed: %r", entry[3], version,
                            self.peer, header.correlation_id, exc)
-            result = server.error_response(api_key, version, -1)
+            result = self._failed(header, body)
         if result is NO_RESPONSE:
             return
         if hasattr(result, "add_done_callback"):
-            self.inflight = (header, result)
+            self.inflight = (header, result, body)
             result.add_done_callback(self._on_inflight_done)
             return
         self.send_response(header, result)
+
+    def _failed(self, header: Any, body: Any) -> Any:
+        """The answer to a request whose handler failed: UNKNOWN_SERVER_ERROR for each
+        of its topics and partitions (as Kafka answers), or, for a Produce with acks=0,
+        which gets no answer, closing the connection, so the client notices (Kafka's way
+        too)."""
+        if header.api_key == _PRODUCE and getattr(body, "acks", None) == 0:
+            self.close("a produce request with acks=0 failed", level=logging.WARNING)
+            return NO_RESPONSE
+        return self.server.error_response(header.api_key, header.api_version, -1, body)
 
     def _on_inflight_done(self, future: Any) -> None:
         inflight = self.inflight
         if self.closed or inflight is None or inflight[1] is not future:
             return
         self.inflight = None
-        header = inflight[0]
+        header, _future, request = inflight
         inflight = None
         if future.cancelled():
             self.close("request cancelled")
@@ -456,9 +467,12 @@ class Connection:
         if exc is not None:
             _log.error("request %d (api %d v%d) from %s failed: %r", header.correlation_id,
                        header.api_key, header.api_version, self.peer, exc, exc_info=exc)
-            body = self.server.error_response(header.api_key, header.api_version, -1)
+            body = self._failed(header, request)
         else:
             body = future.result()
+        # The request's records may be views of the frame buffer: let it go before the
+        # next frame is read, so the buffer can be reused.
+        request = None
         if body is not NO_RESPONSE:
             self.send_response(header, body)
         if not self.closed:

@@ -29,8 +29,8 @@ from pylog.errors import (
     error_code_for,
 )
 from pylog.protocol import messages as m
-from pylog.protocol.apis import ApiKey, response_schema
-from pylog.protocol.messages import class_for
+from pylog.protocol.apis import ApiKey
+from pylog.protocol.replies import error_body
 from pylog.server._core_adapter import describe_server_configs, topic_uuid
 from pylog.server.connection import NO_RESPONSE
 from pylog.server.fetch import FetchWaiters, read_partitions
@@ -206,15 +206,14 @@ class ServerState:
                 for k, (lo, hi) in sorted(SERVED_VERSIONS.items())]
         return m.ApiVersionsResponse(error_code=error_code, api_keys=keys)
 
-    def error_response(self, api_key: int, api_version: int, error_code: int) -> Any:
-        """A response with ``error_code`` in every top-level error field and nothing else."""
-        cls = class_for(response_schema(api_key))
-        body = cls()
+    def error_response(self, api_key: int, api_version: int, error_code: int, request: Any = None) -> Any:
+        """A response carrying ``error_code`` in every error field; given the decoded
+        ``request``, it lists the request's topics and partitions (groups, resources)
+        each with the error, as Kafka answers a request it fails as a whole, so a client
+        finds its partitions in the answer (:func:`pylog.protocol.replies.error_body`)."""
         if api_key == ApiKey.API_VERSIONS:
             return self.api_versions_body(error_code)
-        if "error_code" in cls._fields:
-            body.error_code = error_code
-        return body
+        return error_body(api_key, api_version, error_code, request)
 
     def future(self) -> Any:
         return self.loop.create_future()

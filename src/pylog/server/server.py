@@ -325,10 +325,11 @@ class Server:
 
     # -- answering what is not served ----------------------------------------------
 
-    def error_response(self, api_key: int, api_version: int, error_code: int) -> Any:
-        """A response of ``api_key``/``api_version`` carrying ``error_code`` in its
-        top-level error field (and nothing else)."""
-        return self.state.error_response(api_key, api_version, error_code)
+    def error_response(self, api_key: int, api_version: int, error_code: int, request: Any = None) -> Any:
+        """A response of ``api_key``/``api_version`` carrying ``error_code``: in its
+        top-level error fields, and for each topic/partition (group, resource) of the
+        decoded ``request`` when it is given (see ServerState.error_response)."""
+        return self.state.error_response(api_key, api_version, error_code, request)
 
     def answer_unsupported(self, conn: Connection, header: Any, frame: bytes, pos: int) -> None:
         """A request for an API or version this server does not serve.
