@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from pylog._protocol import frame_buffer
 from pylog.errors import PylogError
 from pylog.protocol.codec import RequestHeader, decode_request_body, decode_request_header, encode_response
+from pylog.protocol.messages import Data
 from pylog.protocol.segments import FileRegion
 
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
@@ -435,6 +436,9 @@ class Connection:
             _log.exception("%s v%d from %s (correlation id %d) failed: %r", entry[3], version,
                            self.peer, header.correlation_id, exc)
             result = self._failed(header, body)
+        if isinstance(result, Data):     # a response body: the usual case
+            self.send_response(header, result)
+            return
         if result is NO_RESPONSE:
             return
         if hasattr(result, "add_done_callback"):
