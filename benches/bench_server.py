@@ -9,9 +9,13 @@ it afterwards.  Figures (asv ``track_*`` values, also printed by
 - ``ConfluentProduce.track_records_per_s``: confluent-kafka (librdkafka) producer, 100-byte
   records, acks=1, no compression.
 - ``ConfluentConsume.track_records_per_s``: confluent-kafka consumer reading them back.
-- ``ServerCpu.track_produce_to_fetch_cpu_ratio``: the server's CPU seconds per MB produced
-  divided by its CPU seconds per MB fetched (both with large batches over pylog's wire
-  client, so the client's own speed does not enter).
+- ``ServerCpu.track_produce_to_fetch_cpu_ratio``: the issue's figure: the server's CPU
+  seconds per MB produced by a confluent-kafka producer (100-byte records, acks=1, no
+  compression) divided by its CPU seconds per MB fetched by a confluent-kafka consumer
+  reading exactly those records back (see :func:`server_cpu_ratio`).
+- ``ServerCpu.track_produce_to_fetch_cpu_ratio_large_batches``: the same ratio with pylog's
+  wire client on both sides (about 1 MB Produce batches, 8 MB fetches), where neither
+  client's batching enters: the server's own floor.
 - ``Sendfile.track_fetch_to_raw_sendfile_ratio``: bytes/s of Fetch responses (records sent
   with sendfile) over bytes/s of a raw ``os.sendfile`` of the same segment file ranges, to
   identical receivers that discard what they read.
@@ -74,7 +78,24 @@ class ServeProcess:
         return self.tmp.name
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
+        """CPU time of the server process so far: the run time of all its threads in
+        nanoseconds (``/proc/PID/task/*/schedstat``); /proc/PID/stat's user + system
+        time counts in clock ticks (10 ms), too coarse for a phase of a few hundred
+        ms.  The server's threads (event loop, I/O pool, broker background, cleaner)
+        live as long as it does, so no thread's time is lost by exiting."""
+        total = 0
+        tasks = f"/proc/{self.proc.pid}/task"
+        try:
+            for tid in os.listdir(tasks):
+                try:
+                    with open(f"{tasks}/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass     # a thread that just exited
+        except OSError:
+            total = 0
+        if total:
+            return total / 1e9
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
@@ -136,7 +157,10 @@ def confluent_consume(bootstrap: str, topic: str, records: int) -> float:
     t0 = time.perf_counter()
     deadline = time.monotonic() + 300
     while got < records and time.monotonic() < deadline:
-        msgs = c.consume(200_000, 1.0)
+        # Ask for no more than are left: consume(n) waits for n messages or the timeout,
+        # so the last call would otherwise idle up to a second (while librdkafka keeps
+        # polling the server with empty fetches).
+        msgs = c.consume(min(200_000, records - got), 1.0)
         got += sum(1 for m in msgs if m.error() is None)
     elapsed = time.perf_counter() - t0
     c.close()
@@ -144,7 +168,37 @@ def confluent_consume(bootstrap: str, topic: str, records: int) -> float:
 
 
 def server_cpu_ratio(server: ServeProcess, topic: str, megabytes: int = 200) -> dict:
-    """Server CPU per MB produced / per MB fetched, with 1 MB batches over the wire client."""
+    """The issue's figure: server CPU per MB produced / server CPU per MB fetched, with
+    confluent-kafka (librdkafka) on both sides.
+
+    Produce phase: :func:`confluent_produce` writes ``megabytes`` MB of 100-byte records
+    (acks=1, no compression) into a new one-partition topic.  Fetch phase: a
+    :func:`confluent_consume` consumer reads exactly those records back.  Only the
+    server process's CPU is counted (all its threads, :meth:`ServeProcess.cpu_seconds`),
+    over each phase, and each phase's CPU is divided by the same volume (the records'
+    bytes; the fetched wire bytes also carry batch headers, about 1% more).  Both
+    clients run on the same machine, so a busy client slows the server's caches in both
+    phases alike.  Also returns both clients' rates.
+    """
+    records = megabytes * 10_000            # 100-byte records
+    _create_topic(server.bootstrap, topic)
+    c0 = server.cpu_seconds()
+    produce_rate = confluent_produce(server.bootstrap, topic, records)
+    c1 = server.cpu_seconds()
+    consume_rate = confluent_consume(server.bootstrap, topic, records)
+    c2 = server.cpu_seconds()
+    mb = records * 100 / 1e6
+    per_mb_produce = (c1 - c0) / mb
+    per_mb_fetch = (c2 - c1) / mb
+    return {"cpu_ms_per_mb_produce": per_mb_produce * 1000, "cpu_ms_per_mb_fetch": per_mb_fetch * 1000,
+            "ratio": per_mb_produce / max(per_mb_fetch, 1e-9),
+            "produce_records_per_s": produce_rate, "consume_records_per_s": consume_rate}
+
+
+def server_cpu_ratio_large_batches(server: ServeProcess, topic: str, megabytes: int = 200) -> dict:
+    """Server CPU per MB produced / per MB fetched with pylog's wire client on both sides:
+    about 1 MB Produce batches (4 in flight) and 8 MB fetches, so the figure is the
+    server's own, with no client batching in it."""
     from pylog.server import bench
 
     records = megabytes * 10_000            # 100-byte records
@@ -418,6 +472,11 @@ class ServerCpu:
 
     track_produce_to_fetch_cpu_ratio.unit = "ratio"
 
+    def track_produce_to_fetch_cpu_ratio_large_batches(self) -> float:
+        return server_cpu_ratio_large_batches(self.server, "cpu-large", self.megabytes)["ratio"]
+
+    track_produce_to_fetch_cpu_ratio_large_batches.unit = "ratio"
+
 
 class Sendfile:
     timeout = 600
@@ -467,7 +526,10 @@ def main() -> None:
         rate = confluent_consume(server.bootstrap, "produce", records)
         print(f"confluent-kafka consume: {rate:,.0f} records/s")
         cpu = server_cpu_ratio(server, "cpu")
-        print(f"server CPU: {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
+        print(f"server CPU (confluent-kafka): {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
+              f"{cpu['cpu_ms_per_mb_fetch']:.2f} ms/MB fetched, ratio {cpu['ratio']:.2f}")
+        cpu = server_cpu_ratio_large_batches(server, "cpu-large")
+        print(f"server CPU (wire client, 1 MB batches): {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
               f"{cpu['cpu_ms_per_mb_fetch']:.2f} ms/MB fetched, ratio {cpu['ratio']:.2f}")
         sf = fetch_vs_raw_sendfile(server, "sendfile")
         print(f"fetch {sf['fetch_mb_per_s']:.0f} MB/s vs raw sendfile {sf['raw_sendfile_mb_per_s']:.0f} MB/s: "

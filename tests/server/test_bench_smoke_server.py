@@ -21,7 +21,10 @@ def test_every_server_measurement_runs():
         assert bench_server.confluent_produce(server.bootstrap, "smoke", 20_000) > 0
         assert bench_server.confluent_consume(server.bootstrap, "smoke", 20_000) > 0
         cpu = bench_server.server_cpu_ratio(server, "smoke-cpu", megabytes=5)
-        assert cpu["cpu_ms_per_mb_produce"] >= 0 and cpu["cpu_ms_per_mb_fetch"] >= 0
+        assert cpu["cpu_ms_per_mb_produce"] > 0 and cpu["cpu_ms_per_mb_fetch"] > 0 and cpu["ratio"] > 0
+        assert cpu["produce_records_per_s"] > 0 and cpu["consume_records_per_s"] > 0
+        cpu = bench_server.server_cpu_ratio_large_batches(server, "smoke-cpu-large", megabytes=5)
+        assert cpu["cpu_ms_per_mb_produce"] > 0 and cpu["cpu_ms_per_mb_fetch"] > 0
         sf = bench_server.fetch_vs_raw_sendfile(server, "smoke-sendfile", megabytes=5)
         assert sf["fetch_mb_per_s"] > 0 and sf["raw_sendfile_mb_per_s"] > 0
         bench_server._create_topic(server.bootstrap, "smoke-latency")
