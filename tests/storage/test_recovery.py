@@ -13,7 +13,7 @@ import pytest
 from pylog import _core
 from pylog.storage import Log
 from pylog.storage.segment import CLEANED_SUFFIX, LogSegment
-from tests.storage.batches import batch_headers, make_batch
+from tests.storage.batches import batch_headers, make_batch, sized_batch
 from tests.storage.conftest import read_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -373,3 +373,21 @@ def test_interrupted_multi_segment_swap(log_dir, stage):
         assert bases[:2] == [low.base_offset, high.base_offset]  # completed
     assert not [n for n in os.listdir(log_dir) if n.endswith((".cleaned", ".swap", ".deleted"))]
     log.close()
+
+
+def test_roll_flushes_in_the_background_and_recovery_starts_at_the_last_roll(log_dir):
+    from pylog.storage.log import _flusher
+    log = Log.open(log_dir, segment_bytes=4096)
+    for i in range(40):
+        log.append(sized_batch(5, 100, seed=i))
+    assert len(log.segments) > 3
+    assert _flusher.wait_idle(timeout=30)
+    assert log.recovery_point == log.active_segment.base_offset
+    log.checkpoint()
+    active_base, leo = log.active_segment.base_offset, log.log_end_offset
+    _kill_without_close(log)
+    del log
+    reopened = Log.open(log_dir, segment_bytes=4096)
+    assert [r.base_offset for r in reopened.recovered] == [active_base]
+    assert reopened.log_end_offset == leo
+    reopened.close()

@@ -17,7 +17,9 @@ or past the recovery point (the offset up to which the log was last flushed) is 
 each batch is CRC-checked in Cython, the torn or corrupt tail (or the zero tail left by
 preallocation) is truncated, indexes are rebuilt, and segments after a damaged one are
 deleted.  Flushed data is never lost; unflushed data survives a process crash (it is in
-the page cache) and loses at most a suffix on power loss.  The cleaner's swap protocol
+the page cache) and loses at most a suffix on power loss.  As in Kafka, a roll schedules
+a flush of the segments it sealed on a background thread, which then advances the
+recovery point to the new segment, so recovery normally rescans only the active one.  The cleaner's swap protocol
 (:meth:`Log.replace_segments`) is completed or rolled back on open.
 
 Thread safety: every public method takes the log's lock (one ``threading.RLock`` per Log),
@@ -34,7 +36,9 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import queue
 import threading
+import weakref
 import time
 from typing import Callable, NamedTuple, Sequence
 
@@ -99,6 +103,50 @@ class LogAppendInfo(NamedTuple):
 
 
 _core.set_append_info_type(LogAppendInfo)
+
+
+class _BackgroundFlusher:
+    """One daemon thread per process that fsyncs segments after their log rolled (Kafka
+    schedules the same flush on its scheduler), so the recovery point follows the rolls
+    without an fsync on the append path."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+
+    def submit(self, log: "Log", offset: int) -> None:
+        with self._lock:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pylog-log-flusher", daemon=True)
+                self._thread.start()
+        self._queue.put((weakref.ref(log), offset))
+
+    def _run(self) -> None:
+        while True:
+            ref, offset = self._queue.get()
+            try:
+                log = ref()
+                if log is not None:
+                    log._flush_sealed_upto(offset)
+            except Exception:
+                _logger.exception("background flush of a rolled segment failed")
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted flush is done (tests, orderly shutdown)."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+
+_flusher = _BackgroundFlusher()
 
 
 class TimestampOffset(NamedTuple):
@@ -602,7 +650,28 @@ class Log:
         old.upper_bound_offset = base_offset
         self._segments.append(new)
         self._bases.append(base_offset)
+        if self._recovery_point < base_offset:
+            _flusher.submit(self, base_offset)
         return new
+
+    def _flush_sealed_upto(self, offset: int) -> None:
+        """Kafka's flush after a roll (run by the background flusher): fsync the sealed
+        segments below ``offset`` that lie past the recovery point, then advance the
+        recovery point to ``offset``, so a crash rescans only what came later."""
+        with self._lock:
+            if self._closed or self._recovery_point >= offset or offset > self._log_end_offset:
+                return
+            truncations = self._truncations
+            i = max(bisect.bisect_right(self._bases, self._recovery_point) - 1, 0)
+            j = bisect.bisect_left(self._bases, offset)
+            pending = [seg for seg in self._segments[i:j] if not seg.is_active]
+        for seg in pending:   # sealed: fsynced through their own descriptors, lock not held
+            seg.flush()
+        fsync_dir(self.path)
+        with self._lock:
+            if not self._closed and self._truncations == truncations and offset <= self._log_end_offset:
+                self._recovery_point = max(self._recovery_point, offset)
+                self._write_own_checkpoints()
 
     # -- reading -------------------------------------------------------------------
 
