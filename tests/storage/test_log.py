@@ -626,4 +626,3 @@ def test_update_config_applies_to_the_open_log(log_dir):
         log.update_config(segment_bytes=-1)
     assert log.config.segment_bytes == 1 << 16
     log.close()
-
