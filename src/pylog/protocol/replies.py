@@ -102,6 +102,14 @@ def _versions(cls: type) -> dict:
     return table
 
 
+def _nullable(cls: type) -> dict:
+    table = cls.__dict__.get("_pylog_nullable")
+    if table is None:
+        table = {f.name: f.nullable for f in cls._decl.fields}
+        cls._pylog_nullable = table
+    return table
+
+
 def _set_present(obj: Data, values: dict, version: int) -> None:
     have = _versions(type(obj))
     for name, value in values.items():
@@ -122,6 +130,7 @@ def _mirror(request: Data, response: Data, spec: _Mirror, version: int) -> None:
         return
     elem_cls = type(response)._children[spec.response]
     have = _versions(elem_cls)
+    nullable = _nullable(elem_cls)
     req_have = None
     out = []
     for item in items:
@@ -135,7 +144,12 @@ def _mirror(request: Data, response: Data, spec: _Mirror, version: int) -> None:
                 s_versions, d_versions = req_have.get(src), have.get(dst)
                 if (s_versions is not None and version in s_versions
                         and d_versions is not None and version in d_versions):
-                    setattr(elem, dst, getattr(item, src))
+                    value = getattr(item, src)
+                    # A null the response cannot carry (Metadata v10-11 asks by topic
+                    # id with a null name; the answer's name is not nullable before
+                    # v12) keeps the field's default.
+                    if value is not None or version in nullable[dst]:
+                        setattr(elem, dst, value)
         _set_present(elem, spec.values, version)
         if spec.child is not None:
             _mirror(item, elem, spec.child, version)
