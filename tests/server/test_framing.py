@@ -10,6 +10,7 @@ import random
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -181,6 +182,34 @@ def test_large_frames_reuse_one_buffer(inproc, monkeypatch):
     assert sorted(allocated) == [BUF, 524288], allocated
     assert len(stored_values(inproc, topic)) == 10 * sum(
         sum(1 for b in iter_batches(memoryview(r)) for _ in b) for r in records)
+
+
+def test_kept_frame_buffers_are_capped_and_released(inproc, monkeypatch):
+    """Frame buffers kept between requests count against one server-wide cap; beyond it
+    a large frame gets a buffer of its own; closing a connection releases what it kept."""
+    monkeypatch.setattr(connection, "KEPT_FRAME_BUFFERS_MAX", 600_000)
+    topic = unique("cap")
+    inproc.server.broker.create_topic(topic, 1)
+    records = sized_batch(300_000, random.Random(6))      # kept as a 512 KiB buffer
+    socks = [socket.create_connection(inproc.address) for _ in range(3)]
+    try:
+        for round_ in range(3):
+            for i, s in enumerate(socks):
+                s.sendall(produce_frame(topic, records, 10 * round_ + i))
+                assert decode_response(0, 9, read_frame(s))[1].responses[0].partition_responses[0].error_code == 0
+            assert inproc.server.kept_frame_bytes == 524288
+    finally:
+        for s in socks:
+            s.close()
+
+    def released():
+        return inproc.server.kept_frame_bytes == 0
+
+    deadline = time.monotonic() + 10
+    while not released() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert released()
+    assert len(stored_values(inproc, topic)) == 9 * sum(1 for b in iter_batches(memoryview(records)) for _ in b)
 
 
 def test_buffer_of_a_request_still_in_flight_is_not_reused(inproc):

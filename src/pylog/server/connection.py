@@ -15,8 +15,9 @@ Reading
     received chunks (removing those cut the server's CPU per MB of pipelined 475 KB
     Produce requests by more than half).  Buffers are not zero-filled, so the memory a
     connection commits grows with the bytes it receives, never with an announced
-    length; a connection keeps its read buffer and one frame buffer (up to
-    16 MiB, the largest request it received) between requests.
+    length.  Between requests a connection keeps its read buffer and one frame buffer
+    (up to 16 MiB); the frame buffers kept by all connections together are capped at
+    ``KEPT_FRAME_BUFFERS_MAX``.
 
 Ordering (Kafka's muted channel)
     Requests of one connection are handled one at a time, in order, and a response is
@@ -73,8 +74,11 @@ NO_RESPONSE: Any = object()
 #: assembled in it; it also bounds how far a connection reads ahead of the request
 #: being handled (pipelined requests, or an EOF).
 READ_BUFFER_SIZE = 64 * 1024
-#: Frame buffers up to this size are kept for the connection's next large frame.
+#: Frame buffers up to this size are kept for the connection's next large frame ...
 _KEEP_FRAME_BUFFER = 16 * 1024 * 1024
+#: ... while all connections together keep at most this many bytes of them (beyond it
+#: a large frame gets a buffer of its own, freed once handled).
+KEPT_FRAME_BUFFERS_MAX = 256 * 1024 * 1024
 #: iovec entries per sendmsg (Linux IOV_MAX is 1024).
 _IOV_MAX = 512
 
@@ -156,7 +160,8 @@ class Connection:
             inflight[1].cancel()
         self.out.clear()
         self.rstart = self.rend = 0
-        self.fbuf = self.large = self.ready = None
+        self._drop_frame_buffer()
+        self.large = self.ready = None
         if self.reserved:
             self.server.release_request_memory(self.reserved)
             self.reserved = 0
@@ -233,6 +238,8 @@ class Connection:
         fbuf = self.fbuf
         # Referring to fbuf when it is free: self.fbuf, the local, getrefcount's argument.
         if fbuf is None or len(fbuf) < need or _getrefcount(fbuf) != 3:
+            fbuf = None
+            self._drop_frame_buffer()
             size = need
             if need <= _KEEP_FRAME_BUFFER:
                 # Room to grow, so slowly growing requests do not each need a new buffer
@@ -240,7 +247,10 @@ class Connection:
                 size = min(max(1 << (need - 1).bit_length(), 2 * READ_BUFFER_SIZE),
                            _KEEP_FRAME_BUFFER)
             fbuf = frame_buffer(size)
-            self.fbuf = fbuf if size <= _KEEP_FRAME_BUFFER else None
+            server = self.server
+            if size <= _KEEP_FRAME_BUFFER and server.kept_frame_bytes + size <= KEPT_FRAME_BUFFERS_MAX:
+                self.fbuf = fbuf
+                server.kept_frame_bytes += size
         # The start of the frame is already in the read buffer.
         start = self.rstart + 4
         got = min(self.rend - start, need)
@@ -260,6 +270,13 @@ class Connection:
             # The rest has usually arrived with the start: take it now rather than after
             # another turn of the event loop (at worst one recv that finds nothing).
             self._read_large(False)
+
+    def _drop_frame_buffer(self) -> None:
+        """Stop keeping the frame buffer (a request may still use it; it is freed with
+        the last reference)."""
+        fbuf, self.fbuf = self.fbuf, None
+        if fbuf is not None:
+            self.server.kept_frame_bytes -= len(fbuf)
 
     def _read_large(self, process: bool = True) -> None:
         fbuf = self.large

@@ -103,6 +103,8 @@ class Server:
         self._stopping = False
         self._pool_used = 0
         self._pool_waiters: list[Connection] = []
+        #: Bytes of frame buffers connections keep for their next large request.
+        self.kept_frame_bytes = 0
         self._accept_paused_until = 0.0
         self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
         self._lock_fd = -1
