@@ -230,6 +230,7 @@ class LogSegment:
         self.base_offset = base_offset
         self.config = config
         self.suffix = suffix
+        self._path: tuple[str, str] | None = None  # (suffix, path): read paths hand it out
         self.created_ms = _now_ms()
         self._cache = cache
         self._size = size
@@ -298,7 +299,10 @@ class LogSegment:
     @property
     def path(self) -> str:
         """Path of the ``.log`` file."""
-        return self.file_path(LOG_SUFFIX)
+        cached = self._path
+        if cached is None or cached[0] != self.suffix:
+            cached = self._path = (self.suffix, self.file_path(LOG_SUFFIX))
+        return cached[1]
 
     @property
     def size(self) -> int:
