@@ -22,8 +22,9 @@ from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock, Py
 import asyncio as _client_asyncio
 import collections as _client_collections
 import logging as _client_logging
+import time as _client_time
 
-from pylog.errors import (IllegalStateError, InvalidTimestampError, RecordTypeError,
+from pylog.errors import (IllegalStateError, InvalidTimestampError, RecordTypeError, RequestTimedOutError,
                           UnknownTopicOrPartitionError)
 
 _client_log = _client_logging.getLogger("pylog.client")
@@ -173,6 +174,271 @@ cdef inline void _client_reset_builder(RecordBatchBuilder b) noexcept:
     b.producer_id = -1
     b.producer_epoch = -1
     b.base_sequence = -1
+
+
+# ---------------------------------------------------------------------------------------
+# Bulk send helpers: columns read without the GIL, the record writer, and the CRC32C
+# combination that lets a batch's records section be checksummed once, where it is
+# written, before its header (producer id, epoch, sequence) is known.
+
+cdef extern from *:
+    """
+    /* CRC32C (Castagnoli, reflected 0x82F63B78) of A||B from crc(A), crc(B) and |B|,
+     * as zlib's crc32_combine: multiply crc(A) by x^(8|B|) modulo the polynomial. */
+    static uint32_t pylog_client_x2n[32];
+    static uint32_t pylog_client_multmodp(uint32_t a, uint32_t b) {
+        uint32_t m = (uint32_t)1 << 31, p = 0;
+        for (;;) {
+            if (a & m) {
+                p ^= b;
+                if ((a & (m - 1)) == 0) break;
+            }
+            m >>= 1;
+            b = (b & 1) ? (b >> 1) ^ 0x82F63B78u : b >> 1;
+        }
+        return p;
+    }
+    static void pylog_client_crc_init(void) {
+        int k;
+        uint32_t p = (uint32_t)1 << 30;   /* x^1 */
+        pylog_client_x2n[0] = p;
+        for (k = 1; k < 32; k++) pylog_client_x2n[k] = p = pylog_client_multmodp(p, p);
+    }
+    static uint32_t pylog_client_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+        uint32_t x = (uint32_t)1 << 31;   /* x^0 */
+        unsigned k = 3;                   /* x^(8 len) = product of x^(2^(k)) over set bits */
+        while (len_b) {
+            if (len_b & 1) x = pylog_client_multmodp(pylog_client_x2n[k & 31], x);
+            len_b >>= 1;
+            k++;
+        }
+        return pylog_client_multmodp(x, crc_a) ^ crc_b;
+    }
+    #define pylog_client_bytes_size(o) PyBytes_GET_SIZE(o)
+    #define pylog_client_bytes_str(o) PyBytes_AS_STRING(o)
+    #if defined(__GNUC__) || defined(__clang__)
+    #define pylog_client_prefetch(p) __builtin_prefetch((const void *)(p))
+    /* Bytes of the zigzag varint of v: one per 7 significant bits. */
+    static inline int pylog_client_varint_size(int64_t v) {
+        uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+        return (70 - __builtin_clzll(u | 1)) / 7;
+    }
+    #else
+    #define pylog_client_prefetch(p) ((void)0)
+    static inline int pylog_client_varint_size(int64_t v) {
+        uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+        int n = 1;
+        while (u >= 0x80) { u >>= 7; n++; }
+        return n;
+    }
+    #endif
+    """
+    void pylog_client_crc_init() noexcept nogil
+    uint32_t pylog_client_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) noexcept nogil
+    Py_ssize_t pylog_client_bytes_size(PyObject *o) noexcept nogil
+    const char *pylog_client_bytes_str(PyObject *o) noexcept nogil
+    void pylog_client_incref "Py_INCREF"(PyObject *o) noexcept
+    void pylog_client_prefetch(const void *p) noexcept nogil
+    int pylog_client_varint_size(int64_t v) noexcept nogil
+    void pylog_client_decref "Py_DECREF"(PyObject *o) noexcept
+
+pylog_client_crc_init()
+
+
+def _crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b):
+    """CRC32C of A + B from ``crc32c(A)``, ``crc32c(B)`` and ``len(B)`` (for tests)."""
+    return pylog_client_crc32c_combine(crc_a, crc_b, len_b)
+
+
+cdef enum:
+    PREFETCH_AHEAD = 8       # records: how far ahead the bulk loops start loading items
+
+
+cdef struct _ColC:
+    # A column of keys or values as send_batch's GIL-free loops read it: the items of a
+    # tuple (each bytes or None, kept alive by the tuple), or rows of a numpy array.
+    PyObject **items
+    PyObject *none
+    const char *base
+    Py_ssize_t width
+    bint null
+
+
+cdef inline Py_ssize_t _col_len(const _ColC *c, Py_ssize_t i) noexcept nogil:
+    cdef PyObject *o
+    if c.null:
+        return -1
+    if c.items != NULL:
+        o = c.items[i]
+        return -1 if o == c.none else pylog_client_bytes_size(o)
+    return c.width
+
+
+cdef inline const char *_col_ptr(const _ColC *c, Py_ssize_t i) noexcept nogil:
+    cdef PyObject *o
+    if c.null:
+        return NULL
+    if c.items != NULL:
+        o = c.items[i]
+        return NULL if o == c.none else pylog_client_bytes_str(o)
+    return c.base + i * c.width
+
+
+cdef inline void _col_prefetch(const _ColC *c, Py_ssize_t i) noexcept nogil:
+    """Start loading item i of a tuple/list column (its header and first 128 bytes):
+    the items are separate objects, which the hardware prefetcher does not follow."""
+    cdef const char *o
+    if c.items != NULL:
+        o = <const char *>c.items[i]
+        pylog_client_prefetch(o)
+        pylog_client_prefetch(o + 64)
+        pylog_client_prefetch(o + 128)
+
+
+cdef inline Py_ssize_t _col_bound(const _ColC *k, const _ColC *v, Py_ssize_t i) noexcept nogil:
+    """The most bytes record i can take in a batch (what buffer_memory counts)."""
+    cdef Py_ssize_t kn = _col_len(k, i), vn = _col_len(v, i)
+    return RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
+
+
+cdef inline Py_ssize_t _client_put(uint8_t *buf, Py_ssize_t length, Py_ssize_t limit, int32_t od, int64_t tsd,
+                                   int tsd_size, const _ColC *kc, const _ColC *vc, Py_ssize_t idx,
+                                   Py_ssize_t *bound) noexcept nogil:
+    """Write record ``idx`` (offset delta ``od``, timestamp delta ``tsd``) at ``buf +
+    length`` if the batch stays within ``limit`` bytes (a batch's first record always
+    goes: the caller made room for it).  Returns the new length, or -1 when it does not
+    fit.  Adds the record's bound to ``*bound``."""
+    cdef Py_ssize_t kn = _col_len(kc, idx), vn = _col_len(vc, idx), body, rsize
+    cdef uint8_t *p
+    body = (2 + tsd_size + pylog_client_varint_size(od) + pylog_client_varint_size(kn) + (kn if kn > 0 else 0)
+            + pylog_client_varint_size(vn) + (vn if vn > 0 else 0))
+    rsize = pylog_client_varint_size(body) + body
+    if od > 0 and length + rsize > limit:
+        return -1
+    p = put_varint(buf + length, body)
+    p[0] = 0  # record attributes
+    p = put_varint(p + 1, tsd)
+    p = put_varint(p, od)
+    p = put_varint(p, kn)
+    if kn > 0:
+        memcpy(p, _col_ptr(kc, idx), kn)
+        p += kn
+    p = put_varint(p, vn)
+    if vn > 0:
+        memcpy(p, _col_ptr(vc, idx), vn)
+        p += vn
+    p[0] = 0  # no headers
+    bound[0] += RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
+    return length + rsize
+
+
+cdef Py_ssize_t _client_encode(RecordBatchBuilder b, const _ColC *kc, const _ColC *vc, const int32_t *order,
+                               Py_ssize_t pos, Py_ssize_t end, int64_t ts, Py_ssize_t limit,
+                               Py_ssize_t *bound) noexcept nogil:
+    """Write records ``order[pos:end]`` (``pos:end`` when order is NULL), all with
+    timestamp ``ts``, at the end of ``b`` while the batch stays within ``limit`` bytes
+    (an empty batch takes its first record whatever its size).  The caller reserved
+    ``limit`` bytes of capacity, or the first record's bound more for an empty batch.
+    Returns how many were written and adds their bounds to ``*bound``."""
+    cdef Py_ssize_t i, length, written = 0
+    cdef int32_t od = b.count
+    cdef int64_t tsd
+    cdef int tsd_size
+    if b.count == 0:
+        b.base_ts = ts
+        b.max_ts = ts
+    elif ts > b.max_ts:
+        b.max_ts = ts
+    tsd = <int64_t>(<uint64_t>ts - <uint64_t>b.base_ts)
+    tsd_size = varint_size(tsd)
+    for i in range(pos, end):
+        if i + PREFETCH_AHEAD < end:
+            _col_prefetch(vc, order[i + PREFETCH_AHEAD] if order != NULL else i + PREFETCH_AHEAD)
+        length = _client_put(b.buf, b.length, limit, od, tsd, tsd_size, kc, vc, order[i] if order != NULL else i,
+                             bound)
+        if length < 0:
+            break
+        b.length = length
+        od += 1
+        written += 1
+    b.count = od
+    return written
+
+
+cdef struct _BulkBuf:
+    # A batch send_batch fills without the GIL (see _ProducerCore._send_interleaved).
+    uint8_t *buf
+    Py_ssize_t length
+    Py_ssize_t bound              # sum of its records' bounds
+    int32_t count
+
+
+cdef Py_ssize_t _client_interleave(const _ColC *kc, const _ColC *vc, const int32_t *parts, Py_ssize_t i,
+                                   Py_ssize_t n, _BulkBuf *bufs, Py_ssize_t *skip, Py_ssize_t limit,
+                                   int32_t *full) noexcept nogil:
+    """Write records ``i:n`` in input order, each into the batch of its partition (those
+    with a ``bufs`` entry; offset delta = place in the batch, timestamp delta 0),
+    skipping the first ``skip[p]`` of partition p.  Reading the input in order (and
+    writing one stream per partition) is what keeps keyed bulk sends cache-friendly.
+    Returns n, or the index of a record that does not fit its partition's batch (then
+    ``*full`` is that partition)."""
+    cdef int32_t p
+    cdef _BulkBuf *bb
+    cdef Py_ssize_t length
+    while i < n:
+        if i + PREFETCH_AHEAD < n:
+            _col_prefetch(vc, i + PREFETCH_AHEAD)
+        p = parts[i]
+        if p >= 0 and bufs[p].buf != NULL:
+            if skip[p]:
+                skip[p] -= 1
+            else:
+                bb = &bufs[p]
+                length = _client_put(bb.buf, bb.length, limit, bb.count, 0, 1, kc, vc, i, &bb.bound)
+                if length < 0:
+                    full[0] = p
+                    return i
+                bb.length = length
+                bb.count += 1
+        i += 1
+    return n
+
+
+cdef int _client_capacity(RecordBatchBuilder b, Py_ssize_t need) except -1:
+    """Grow ``b`` to hold ``need`` bytes (exactly, in pages: a bulk batch knows its size)."""
+    cdef uint8_t *nb
+    cdef Py_ssize_t cap
+    if b.capacity >= need:
+        return 0
+    cap = (need + 4095) & ~(<Py_ssize_t>4095)
+    nb = <uint8_t *>PyMem_Realloc(b.buf, cap)
+    if nb == NULL:
+        raise MemoryError()
+    b.buf = nb
+    b.capacity = cap
+    return 0
+
+
+cdef inline void _client_write_header(RecordBatchBuilder b, uint32_t body_crc) noexcept nogil:
+    """Fill the header of an uncompressed CreateTime batch built in place in ``b``, its CRC
+    from ``body_crc`` (the records section's) joined to the header's."""
+    cdef uint8_t *o = b.buf
+    cdef uint32_t crc
+    pylog_put_be64(o + BATCH_BASE_OFFSET, 0)
+    pylog_put_be32(o + BATCH_LENGTH, <int32_t>(b.length - BATCH_LENGTH_OVERHEAD))
+    pylog_put_be32(o + BATCH_LEADER_EPOCH, b.partition_leader_epoch)
+    o[BATCH_MAGIC] = 2
+    pylog_put_be16(o + BATCH_ATTRIBUTES, 0)
+    pylog_put_be32(o + BATCH_LAST_OFFSET_DELTA, b.count - 1 if b.count > 0 else 0)
+    pylog_put_be64(o + BATCH_BASE_TIMESTAMP, b.base_ts)
+    pylog_put_be64(o + BATCH_MAX_TIMESTAMP, b.max_ts)
+    pylog_put_be64(o + BATCH_PRODUCER_ID, b.producer_id)
+    pylog_put_be16(o + BATCH_PRODUCER_EPOCH, b.producer_epoch)
+    pylog_put_be32(o + BATCH_BASE_SEQUENCE, b.base_sequence)
+    pylog_put_be32(o + BATCH_RECORDS_COUNT, b.count)
+    crc = pylog_crc32c(0, o + BATCH_ATTRIBUTES, BATCH_HEADER_SIZE - BATCH_ATTRIBUTES)
+    pylog_put_be32(o + BATCH_CRC, <int32_t>pylog_client_crc32c_combine(
+        crc, body_crc, <uint64_t>(b.length - BATCH_HEADER_SIZE)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -427,9 +693,10 @@ cdef class BatchSendFuture:
     :class:`FutureRecordMetadata`.  Thread-safe.
     """
     cdef _ProducerCore core
-    cdef list batches
-    cdef object batch_ids            # int32 per record: index into batches
-    cdef object rel                  # int32 per record: index within its batch
+    cdef list batches                # one per span (a batch may appear more than once)
+    cdef int64_t *spans              # per span: start in the send order, count, first index in its batch
+    cdef Py_ssize_t nspans, cap
+    cdef object order                # int32 array: input index of each record in send order (None: identity)
     cdef readonly object partitions  # int32 per record
     cdef Py_ssize_t pending
     cdef object error
@@ -437,56 +704,115 @@ cdef class BatchSendFuture:
     cdef list callbacks
     cdef readonly int64_t timestamp
 
+    def __dealloc__(self):
+        PyMem_Free(self.spans)
+        self.spans = NULL
+
     def done(self):
         return self.pending == 0
 
     def __len__(self):
         return len(self.partitions)
 
+    cdef int _add_span(self, _ProducerBatch b, Py_ssize_t start, Py_ssize_t count, Py_ssize_t first) except -1:
+        """Records ``start:start + count`` of the send order went to ``b`` from its record
+        ``first`` on.  Called with the core lock held, before ``b`` can complete."""
+        cdef int64_t *grown
+        cdef Py_ssize_t cap
+        if self.nspans == self.cap:
+            cap = 16 if self.cap == 0 else 2 * self.cap
+            grown = <int64_t *>PyMem_Realloc(self.spans, cap * 3 * sizeof(int64_t))
+            if grown == NULL:
+                raise MemoryError()
+            self.spans = grown
+            self.cap = cap
+        self.spans[3 * self.nspans] = start
+        self.spans[3 * self.nspans + 1] = count
+        self.spans[3 * self.nspans + 2] = first
+        self.nspans += 1
+        self.batches.append(b)
+        if b.listeners is None:
+            b.listeners = []
+        b.listeners.append(self)
+        self.pending += 1
+        return 0
+
     cdef void _batch_done(self, _ProducerBatch batch) noexcept:
-        cdef list callbacks
-        self.pending -= 1
         if batch.error is not None and self.error is None:
             self.error = batch.error
-        if self.pending > 0:
+        self._release()
+
+    cdef void _release(self) noexcept:
+        # One span's batch resolved, or send_batch finished queueing (it holds one count
+        # so that early batches completing cannot resolve the future before the last
+        # span is added).  The test and the count run under the GIL with no Python code
+        # between them, so exactly one caller sees the last count; it fills the offsets
+        # before the count reaches zero (done() and callbacks then see them).
+        cdef list callbacks
+        if self.pending > 1:
+            self.pending -= 1
             return
         try:
             self._fill()
         except BaseException as exc:
             self.error = exc
+        self.pending = 0
         callbacks = self.callbacks
         self.callbacks = None
         if callbacks:
             _client_run_callbacks(callbacks, None, None, self)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     cdef int _fill(self) except -1:
-        cdef Py_ssize_t i, n = len(self.partitions)
-        cdef int32_t[::1] ids = self.batch_ids
-        cdef int32_t[::1] rel = self.rel
+        cdef Py_ssize_t j, r, start, count, n = len(self.partitions)
+        cdef int64_t base, first
+        cdef const int32_t *order = NULL
+        cdef int32_t[::1] order_view
         cdef int64_t[::1] out
-        cdef Py_ssize_t nb = len(self.batches)
-        cdef int64_t *bases = <int64_t *>PyMem_Malloc((nb if nb > 0 else 1) * sizeof(int64_t))
-        if bases == NULL:
-            raise MemoryError()
-        try:
-            for i in range(nb):
-                bases[i] = (<_ProducerBatch>self.batches[i]).base_offset
-            arr = _broker_np.empty(n, dtype=_broker_np.int64)
-            out = arr
-            for i in range(n):
-                out[i] = bases[ids[i]] + rel[i] if bases[ids[i]] >= 0 else -1
-        finally:
-            PyMem_Free(bases)
+        arr = _broker_np.empty(n, dtype=_broker_np.int64)
+        out = arr
+        if self.order is not None:
+            order_view = self.order
+            if n:
+                order = &order_view[0]
+        for j in range(self.nspans):
+            base = (<_ProducerBatch>PyList_GET_ITEM(self.batches, j)).base_offset
+            start = self.spans[3 * j]
+            count = self.spans[3 * j + 1]
+            first = self.spans[3 * j + 2]
+            if base < 0:
+                first = -1
+                base = 0
+            else:
+                base += first
+            if order != NULL:
+                for r in range(count):
+                    out[order[start + r]] = base + r if first >= 0 else -1
+            else:
+                for r in range(count):
+                    out[start + r] = base + r if first >= 0 else -1
         self.offsets = arr
         self.batches = None
+        self.order = None
+        PyMem_Free(self.spans)
+        self.spans = NULL
+        self.nspans = self.cap = 0
         return 0
 
     def _wait(self, timeout):
         if self.pending == 0:
             return
+        deadline = None if timeout is None else _client_time.monotonic() + timeout
         for b in list(self.batches or ()):
             if (<_ProducerBatch>b).state != PB_DONE:
-                self.core._wait_batch(b, timeout)
+                self.core._wait_batch(b, None if deadline is None else max(deadline - _client_time.monotonic(), 0))
+        while self.pending > 0:
+            # Every batch is done; the thread that completed the last one is still
+            # running its listeners (this future's count comes after other callbacks).
+            if deadline is not None and _client_time.monotonic() >= deadline:
+                raise RequestTimedOutError(f"the send did not complete within {timeout} s")
+            _client_time.sleep(0.0001)
 
     def result(self, timeout=None):
         """Offsets of the records (int64 array, input order).  Raises the first batch's
@@ -528,17 +854,28 @@ cdef class BatchSendFuture:
 cdef class _BuiltBatch:
     """The bytes of an uncompressed batch, in place in its builder's buffer (the header
     written there): what the sender hands the broker instead of a copy.  A read-only
-    buffer; the builder goes back to the pool only once no view of it is left."""
+    buffer; the builder goes back to the pool only once no view of it is left (when its
+    batch completed while views were alive, the last view's release returns it)."""
     cdef RecordBatchBuilder builder
+    cdef _ProducerCore core
     cdef Py_ssize_t size
     cdef int exports
+    cdef bint orphan                 # the batch is done: pool the builder at the last release
 
     def __getbuffer__(self, Py_buffer *view, int flags):
+        if self.builder is None:
+            raise BufferError("the batch's buffer was released")
         PyBuffer_FillInfo(view, self, <void *>self.builder.buf, self.size, 1, flags)
         self.exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
+        cdef RecordBatchBuilder b
         self.exports -= 1
+        if self.exports == 0 and self.orphan and self.builder is not None:
+            b = self.builder
+            self.builder = None
+            self.orphan = False
+            self.core._release_builder(b)
 
 
 @cython.final
@@ -563,6 +900,8 @@ cdef class _ProducerBatch:
     cdef readonly int32_t record_count
     cdef readonly object data
     cdef _BuiltBatch built             # data is a view of it (uncompressed batches)
+    cdef uint32_t body_crc             # CRC32C of the records section up to crc_upto
+    cdef Py_ssize_t crc_upto           # 0: nothing summed yet (else >= BATCH_HEADER_SIZE)
 
     @property
     def topic(self):
@@ -598,7 +937,10 @@ cdef class _ProducerBatch:
         if self.builder is not None:
             if self.built is None or self.built.exports == 0:
                 core._release_builder(self.builder)
-            # else: someone still holds a view of its buffer; it is freed with the view
+            else:
+                # Someone still holds a view of its buffer (the sender's list of the
+                # appended batches, until it moves on): pooled at the last release.
+                self.built.orphan = True
             self.builder = None
         self.built = None
         listeners = self.listeners
@@ -625,11 +967,17 @@ cdef class _ProducerBatch:
         if core._idempotent:
             b.set_producer_state(core._producer_id, core._producer_epoch, self.base_sequence)
         if b.codec == 0 and not b.log_append_time and not b.is_transactional and not b.is_control:
-            write_header(b.buf, b.length, 0, b.partition_leader_epoch, 0,
-                         b.count - 1 if b.count > 0 else 0, b.base_ts, b.max_ts,
-                         b.producer_id, b.producer_epoch, b.base_sequence, b.count)
+            # The records section's CRC: what send_batch summed as it wrote, plus the rest.
+            if self.crc_upto < BATCH_HEADER_SIZE:
+                self.crc_upto = BATCH_HEADER_SIZE
+                self.body_crc = 0
+            if b.length > self.crc_upto:
+                self.body_crc = pylog_crc32c(self.body_crc, b.buf + self.crc_upto, <size_t>(b.length - self.crc_upto))
+                self.crc_upto = b.length
+            _client_write_header(b, self.body_crc)
             built = _BuiltBatch.__new__(_BuiltBatch)
             built.builder = b
+            built.core = core
             built.size = b.length
             self.built = built
             self.data = memoryview(built)
@@ -649,8 +997,10 @@ cdef class _ProducerBatch:
             pylog_put_be64(p + BATCH_PRODUCER_ID, producer_id)
             pylog_put_be16(p + BATCH_PRODUCER_EPOCH, <int16_t>producer_epoch)
             pylog_put_be32(p + BATCH_BASE_SEQUENCE, base_sequence)
-            pylog_put_be32(p + BATCH_CRC, <int32_t>pylog_crc32c(0, p + BATCH_ATTRIBUTES,
-                                                                 <size_t>(n - BATCH_ATTRIBUTES)))
+            # The records did not change: their CRC (kept by _build) joins the new header's.
+            pylog_put_be32(p + BATCH_CRC, <int32_t>pylog_client_crc32c_combine(
+                pylog_crc32c(0, p + BATCH_ATTRIBUTES, BATCH_HEADER_SIZE - BATCH_ATTRIBUTES),
+                self.body_crc, <uint64_t>(n - BATCH_HEADER_SIZE)))
         else:
             self.data = _client_patch_producer(self.data, producer_id, producer_epoch, base_sequence)
         return 0
@@ -712,6 +1062,10 @@ cdef class _ProducerCore:
     cdef object _key_serializer
     cdef object _value_serializer
     cdef list _pool
+    cdef Py_ssize_t _pool_bytes      # capacity of the pooled builders
+    cdef Py_ssize_t _pool_max
+    cdef Py_ssize_t _pool_item_max
+    cdef Py_ssize_t _bulk_bytes      # send_batch's own batches: up to this (or batch_size)
     cdef set _incomplete
     cdef bint _idempotent
     cdef int64_t _producer_id
@@ -745,6 +1099,9 @@ cdef class _ProducerCore:
         self._max_request_size = max_request_size
         self._buffer_memory = buffer_memory
         self._wake_bytes = max(4 * batch_size, min(buffer_memory // 4, 1024 * 1024))
+        self._bulk_bytes = min(buffer_memory // 4, 1024 * 1024)
+        self._pool_item_max = max(4 * batch_size + 65536, 2 * self._bulk_bytes)
+        self._pool_max = max(min(buffer_memory, 64 * 1024 * 1024), self._pool_item_max)
         self._delivery_timeout_ms = delivery_timeout_ms
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
@@ -850,14 +1207,20 @@ cdef class _ProducerCore:
         cdef RecordBatchBuilder b
         if self._pool:
             b = <RecordBatchBuilder>self._pool.pop()
+            self._pool_bytes -= b.capacity
             _client_reset_builder(b)
             return b
         return RecordBatchBuilder(compression=self._compression, batch_size=self._batch_size)
 
     cdef void _release_builder(self, RecordBatchBuilder b) noexcept:
-        # Keep a few for reuse: their grown buffers make the next batches allocation-free.
-        if len(self._pool) < 64 and b.capacity <= 4 * self._batch_size + 65536:
+        # Keep some for reuse: their grown (and already faulted-in) buffers make the next
+        # batches allocation-free.  Bounded in count and bytes.  Runs under the GIL with
+        # no Python code in between, so it is atomic also where the lock is not held
+        # (the last release of a built batch's view).
+        if (len(self._pool) < 256 and b.capacity <= self._pool_item_max
+                and self._pool_bytes + b.capacity <= self._pool_max):
             self._pool.append(b)
+            self._pool_bytes += b.capacity
 
     cdef int _close_open(self, _PartitionQueue pq) except -1:
         """Move pq's open batch to its ready queue (lock held)."""
@@ -882,8 +1245,15 @@ cdef class _ProducerCore:
         """Close pq's open batch (if any) and start a new one (lock held)."""
         cdef _ProducerBatch b
         self._close_open(pq)
+        b = self._new_batch(pq, now, self._new_builder())
+        pq.open = b
+        return b
+
+    cdef _ProducerBatch _new_batch(self, _PartitionQueue pq, int64_t now, RecordBatchBuilder builder):
+        """A batch of pq around ``builder``, counted as incomplete (lock held)."""
+        cdef _ProducerBatch b
         b = _ProducerBatch.__new__(_ProducerBatch)
-        b.builder = self._new_builder()
+        b.builder = builder
         b.queue = pq
         b.core = self
         b.created_ms = now
@@ -894,7 +1264,6 @@ cdef class _ProducerCore:
         b.base_sequence = -1
         b.seq_producer_id = -1
         b.seq_epoch = -1
-        pq.open = b
         self._incomplete.add(b)
         return b
 
@@ -1038,8 +1407,6 @@ cdef class _ProducerCore:
             self._wake_sender()
         return h
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def send_batch(self, topic, values, keys=None, partition=None, timestamp_ms=None):
         """Queue many records at once, without a Python loop per record.
 
@@ -1057,6 +1424,15 @@ cdef class _ProducerCore:
         timestamp_ms : int, optional
             One timestamp for all (default: now).
 
+        Records of a partition are queued in input order, except that a call's keyless
+        records (which go to the sticky partition) are queued before its keyed ones.
+        What fits a partition's open batch (``batch_size``) joins it as with :meth:`send`,
+        and a remainder smaller than ``batch_size`` opens a new batch that lingers;
+        larger runs go in batches of their own of up to 1 MiB (``batch_size`` if larger;
+        at most a quarter of ``buffer_memory``, the topic's ``max.message.bytes`` and
+        ``max_request_size``), written and checksummed without holding the GIL and handed
+        to the sender as each fills.
+
         Returns
         -------
         BatchSendFuture
@@ -1067,25 +1443,17 @@ cdef class _ProducerCore:
         RecordTypeError for items that are not bytes or None.
         """
         cdef _TopicQueue tq
-        cdef _ProducerBatch b
-        cdef _PartitionQueue pq
-        cdef RecordBatchBuilder builder
         cdef BatchSendFuture fut
         cdef _Column vcol, kcol
-        cdef Py_ssize_t n, i, size, total = 0, max_size, chunk_start, chunk_end, chunk_bytes
-        cdef int32_t p, fixed_p = -1, nparts
-        cdef int32_t[::1] parts
-        cdef int32_t[::1] ids
-        cdef int32_t[::1] rel
+        cdef Py_ssize_t n, i, gstart, ngroups = 0, nbulk = 0, max_bound = 0, target, cap
+        cdef int32_t p, fixed_p = -1, nparts, g
+        cdef int32_t *parts
+        cdef int32_t *order = NULL
+        cdef Py_ssize_t *gcount = NULL
+        cdef Py_ssize_t *gbytes = NULL
+        cdef Py_ssize_t *gnext = NULL
         cdef int64_t ts
-        cdef const char *kp
-        cdef const char *vp
-        cdef Py_ssize_t kn, vn
-        cdef uint8_t *out
-        cdef list batches = []
-        cdef list cur_batch
-        cdef int32_t *cur_ids = NULL
-        cdef bint keyed
+        cdef bint custom
         cdef PyObject *o
         if self._closed:
             raise IllegalStateError("cannot send: the producer is closed")
@@ -1096,8 +1464,9 @@ cdef class _ProducerCore:
         ts = _client_timestamp(timestamp_ms)
         vcol = _Column.wrap(values, "values")
         n = vcol.n
-        keyed = keys is not None
-        if keyed:
+        if n >= INT32_MAX:
+            raise ValueError(f"send_batch takes fewer than 2**31 - 1 records, not {n}")
+        if keys is not None:
             kcol = _Column.wrap(keys, "keys")
             if kcol.n != n:
                 raise ValueError(f"{kcol.n} keys for {n} values")
@@ -1106,141 +1475,372 @@ cdef class _ProducerCore:
         if partition is not None:
             fixed_p = _client_partition(partition, tq.num_partitions, tq.name)
         nparts = tq.num_partitions
+        custom = self._pkind == PART_CUSTOM and fixed_p < 0
         parts_arr = _broker_np.empty(n, dtype=_broker_np.int32)
-        parts = parts_arr
-        ids_arr = _broker_np.empty(n, dtype=_broker_np.int32)
-        ids = ids_arr
-        rel_arr = _broker_np.empty(n, dtype=_broker_np.int32)
-        rel = rel_arr
-        # Pass 1: sizes, types and partitions of every record, before anything is queued.
-        max_size = tq.max_record_bytes - BATCH_HEADER_SIZE
-        for i in range(n):
-            vn = vcol.length(i)
-            kn = kcol.length(i)
-            size = RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
-            if size > max_size:
-                raise RecordTooLargeError(
-                    f"record {i} of about {size + BATCH_HEADER_SIZE} bytes does not fit a batch of at most "
-                    f"{tq.max_record_bytes} bytes")
-            total += size
-            if fixed_p >= 0:
-                parts[i] = fixed_p
-            elif kn >= 0 and self._pkind == PART_DEFAULT:
-                parts[i] = _broker_key_partition(<const uint8_t *>kcol.ptr(i), kn, nparts)
-            elif self._pkind == PART_CUSTOM:
-                parts[i] = _client_partition(self._partitioner.partition(
-                    tq.name, kcol.item(i), kcol.item(i), nparts, None), nparts, tq.name)
-            else:
-                parts[i] = -1
-        fut = BatchSendFuture.__new__(BatchSendFuture)
-        fut.core = self
-        fut.partitions = parts_arr
-        fut.batch_ids = ids_arr
-        fut.rel = rel_arr
-        fut.timestamp = ts
-        cur_batch = [None] * nparts      # partition -> the batch its records go to now
-        cur_ids = <int32_t *>PyMem_Malloc(nparts * sizeof(int32_t))
-        if cur_ids == NULL:
+        parts = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>parts_arr)
+        # Per group (group 0: keyless records, sticky; group p + 1: partition p).
+        gcount = <Py_ssize_t *>PyMem_Malloc(3 * (nparts + 1) * sizeof(Py_ssize_t))
+        if gcount == NULL:
             raise MemoryError()
+        gbytes = gcount + (nparts + 1)
+        gnext = gbytes + (nparts + 1)
+        memset(gcount, 0, 3 * (nparts + 1) * sizeof(Py_ssize_t))
         try:
-            self._send_batch_chunks(tq, vcol, kcol, n, parts, ids, rel, ts, batches, cur_batch, cur_ids, fut)
-        finally:
-            PyMem_Free(cur_ids)
-        if n == 0:
+            # Pass 1: types, sizes and partitions of every record, before anything is queued.
+            _client_scan(kcol, vcol, n, fixed_p, self._pkind == PART_DEFAULT, 0 if custom else nparts,
+                         tq.max_record_bytes - BATCH_HEADER_SIZE, parts, gcount, gbytes, &max_bound)
+            if custom:
+                for i in range(n):
+                    p = _client_partition(self._partitioner.partition(
+                        tq.name, kcol.item(i), kcol.item(i), nparts, None), nparts, tq.name)
+                    parts[i] = p
+                    gcount[p + 1] += 1
+                    gbytes[p + 1] += _col_bound(&kcol.c, &vcol.c, i)
+            fut = BatchSendFuture.__new__(BatchSendFuture)
+            fut.core = self
+            fut.partitions = parts_arr
+            fut.timestamp = ts
             fut.batches = []
-            fut.pending = 0
-            fut.offsets = _broker_np.empty(0, dtype=_broker_np.int64)
+            fut.pending = 1          # send_batch's own count, released once all is queued
+            target = max(self._batch_size, self._bulk_bytes)
+            if target > tq.max_record_bytes:
+                target = tq.max_record_bytes
+            cap = max(target, BATCH_HEADER_SIZE + max_bound)
+            for g in range(nparts + 1):
+                if gcount[g]:
+                    ngroups += 1
+                    if g > 0 and gbytes[g] > self._batch_size:
+                        nbulk += 1
+            if ngroups > 1:
+                # Send order: records grouped by partition (a counting sort), input order
+                # within each group.  What each batch holds is a run of it.
+                order_arr = _broker_np.empty(n, dtype=_broker_np.int32)
+                order = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>order_arr)
+                with nogil:
+                    gstart = 0
+                    for g in range(nparts + 1):
+                        gnext[g] = gstart
+                        gstart += gcount[g]
+                    for i in range(n):
+                        g = parts[i] + 1
+                        order[gnext[g]] = <int32_t>i
+                        gnext[g] += 1
+                    gstart = 0
+                    for g in range(nparts + 1):
+                        gnext[g] = gstart
+                        gstart += gcount[g]
+                fut.order = order_arr
+            if nbulk > 1 and nbulk * cap <= self._buffer_memory // 2:
+                # Several partitions with batches of their own: written in one pass over
+                # the input (in order), one batch per partition at a time.
+                self._send_interleaved(tq, fut, kcol, vcol, order, parts, gnext, gcount, gbytes, nparts,
+                                       ts, target, cap, nbulk == ngroups)
+            for g in range(nparts + 1):
+                if gcount[g]:
+                    self._send_group(tq, fut, kcol, vcol, order, parts, g - 1, nparts, gnext[g],
+                                     gcount[g], gbytes[g], ts, target, cap)
+        finally:
+            PyMem_Free(gcount)
+        fut._release()
         return fut
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    cdef int _send_batch_chunks(self, _TopicQueue tq, _Column vcol, _Column kcol, Py_ssize_t n,
-                                int32_t[::1] parts, int32_t[::1] ids, int32_t[::1] rel, int64_t ts,
-                                list batches, list cur_batch, int32_t *cur_ids,
-                                BatchSendFuture fut) except -1:
-        """send_batch's pass 2: write every record into its partition's batch, in chunks
-        that fit buffer_memory, holding the lock per chunk."""
-        cdef Py_ssize_t i, size, chunk_start, chunk_end, chunk_bytes, kn, vn
-        cdef int32_t p
+    cdef int _publish(self, _PartitionQueue pq, RecordBatchBuilder builder, BatchSendFuture fut,
+                      Py_ssize_t start, Py_ssize_t bound, uint32_t crc, bint sticky, bint linger) except -1:
+        """Queue a batch send_batch filled on its own (records ``start:`` of the send
+        order; ``crc`` its records section's CRC32C when uncompressed), behind what its
+        partition had: closed and ready, or with ``linger`` (a remainder smaller than
+        batch_size) as the partition's open batch.  The builder is the queue's (or back
+        in the pool) whatever happens."""
+        cdef _ProducerBatch b
+        cdef bint wake = False
+        _client_lock(self._lock)
+        try:
+            if self._closed:
+                self._release_builder(builder)
+                raise IllegalStateError("the producer was closed during send_batch")
+            if pq.open is not None:
+                self._close_open(pq)     # what the partition had goes first
+            b = self._new_batch(pq, pylog_now_ms(), builder)
+            if builder.codec == 0:
+                b.body_crc = crc
+                b.crc_upto = builder.length
+            b.reserved = bound
+            self._buffered += bound
+            fut._add_span(b, start, builder.count, 0)
+            if linger:
+                b.state = PB_OPEN
+                pq.open = b
+            else:
+                b.state = PB_CLOSED
+                b.record_count = builder.count
+                pq.ready.append(b)
+                self._ready_bytes += builder.length
+                if sticky:
+                    self._partitioner.on_new_batch(pq.topic, pq.partition)
+                if self._sender_state != SENDER_RUNNING:
+                    self._sender_state = SENDER_RUNNING
+                    wake = True
+        finally:
+            _client_unlock(self._lock)
+        if wake:
+            self._wake_sender()
+        return 0
+
+    cdef RecordBatchBuilder _bulk_builder(self, Py_ssize_t cap, int64_t ts):
+        """An empty builder from the pool with room for ``cap`` bytes, for a batch of
+        records all stamped ``ts``."""
+        cdef RecordBatchBuilder builder
+        _client_lock(self._lock)
+        builder = self._new_builder()
+        _client_unlock(self._lock)
+        try:
+            _client_capacity(builder, cap)
+        except BaseException:
+            _client_lock(self._lock)
+            self._release_builder(builder)
+            _client_unlock(self._lock)
+            raise
+        builder.base_ts = ts
+        builder.max_ts = ts
+        return builder
+
+    cdef int _fill_open(self, _TopicQueue tq, BatchSendFuture fut, const _ColC *kc, const _ColC *vc,
+                        const int32_t *order, int32_t *parts, _PartitionQueue pq, Py_ssize_t pos, Py_ssize_t end,
+                        Py_ssize_t rem, int64_t ts, bint sticky, Py_ssize_t *written,
+                        Py_ssize_t *bound) except -1:
+        """Records ``pos:end`` of the send order into pq's open batch (opened when there is
+        none) while it stays within batch_size, as send() would put them; closes it when
+        it fills first.  Lock held."""
+        cdef _ProducerBatch b = pq.open
+        cdef RecordBatchBuilder builder
+        cdef Py_ssize_t need, k, ub = 0, first, i
+        cdef Py_ssize_t batch_size = self._batch_size
+        if b is None:
+            b = self._open_batch(pq, pylog_now_ms())
+        builder = b.builder
+        need = builder.length + _col_bound(kc, vc, order[pos] if order != NULL else pos)
+        if need < batch_size:
+            need = batch_size
+        if need > builder.length + rem:
+            need = builder.length + rem
+        builder._reserve(need - builder.length)
+        first = builder.count
+        k = _client_encode(builder, kc, vc, order, pos, end, ts, batch_size, &ub)
+        b.reserved += ub
+        self._buffered += ub
+        if k:
+            fut._add_span(b, pos, k, first)
+            if sticky:
+                for i in range(pos, pos + k):
+                    parts[order[i] if order != NULL else i] = pq.partition
+        if pos + k < end:
+            # Full: the rest goes to the next batch (another partition for keyless records).
+            self._close_open(pq)
+            if sticky:
+                self._partitioner.on_new_batch(tq.name, pq.partition)
+        written[0] = k
+        bound[0] = ub
+        return 0
+
+    cdef bint _wake_if_needed(self) noexcept:
+        """After records were queued (lock held): whether the sender must be woken."""
+        if self._sender_state == SENDER_IDLE or (
+                self._sender_state == SENDER_TIMED and self._ready_bytes >= self._wake_bytes):
+            self._sender_state = SENDER_RUNNING
+            return True
+        return False
+
+    cdef int _send_group(self, _TopicQueue tq, BatchSendFuture fut, _Column kcol, _Column vcol,
+                         const int32_t *order, int32_t *parts, int32_t p, int32_t nparts, Py_ssize_t pos,
+                         Py_ssize_t count, Py_ssize_t rem, int64_t ts, Py_ssize_t target,
+                         Py_ssize_t cap) except -1:
+        """send_batch's pass 2 for one group: records ``pos:pos + count`` of the send
+        order, all for partition ``p`` (-1: the sticky partition), ``rem`` bytes of bounds.
+
+        What fits the partition's open batch goes there (under the lock, with the GIL),
+        and a remainder smaller than ``batch_size`` opens a new batch left to linger.
+        Larger runs are written into batches of their own without the GIL or the lock (no
+        one else sees them yet), checksummed, and then queued behind what the partition
+        had."""
+        cdef Py_ssize_t end = pos + count, k, ub, idx, i, est
         cdef _PartitionQueue pq
-        cdef _PartitionQueue sticky = None
         cdef _ProducerBatch b
         cdef RecordBatchBuilder builder
-        cdef uint8_t *out
-        cdef bint wake = False
-        cdef Py_ssize_t batch_size = self._batch_size
-        chunk_start = 0
-        while chunk_start < n:
-            chunk_end = chunk_start
-            chunk_bytes = 0
-            while chunk_end < n:
-                size = RECORD_MAX_OVERHEAD + max(kcol.length(chunk_end), 0) + max(vcol.length(chunk_end), 0)
-                if chunk_end > chunk_start and chunk_bytes + size > self._buffer_memory // 2:
-                    break
-                chunk_bytes += size
-                chunk_end += 1
-            if self._buffered + chunk_bytes > self._buffer_memory and self._buffered > 0:
-                self._wait_for_memory(chunk_bytes)
+        cdef bint wake, bulk
+        cdef uint32_t crc = 0
+        cdef const _ColC *kc = &kcol.c
+        cdef const _ColC *vc = &vcol.c
+        while pos < end:
+            if order == NULL:
+                # Records before pos are written (one group, in input order): drop the
+                # snapshot's references while they are in cache.
+                kcol.release_upto(pos)
+                vcol.release_upto(pos)
+            est = rem if rem < target else target
+            if self._buffered + est > self._buffer_memory and self._buffered > 0:
+                self._wait_for_memory(est)
+            idx = order[pos] if order != NULL else pos
+            wake = False
+            bulk = False
             _client_lock(self._lock)
             try:
                 if self._closed:
                     raise IllegalStateError("the producer was closed during send_batch")
-                if chunk_start == 0:
-                    for p in range(len(cur_batch)):
-                        cur_ids[p] = -1
-                sticky = None
-                for i in range(chunk_start, chunk_end):
-                    kn = kcol.length(i)
-                    vn = vcol.length(i)
-                    size = RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
-                    p = parts[i]
-                    if p < 0:
-                        # Keyless: the sticky partition, looked up again only when its batch fills.
-                        if sticky is None or sticky.open is None or (
-                                sticky.open.builder.count > 0 and sticky.open.builder.length + size > batch_size):
-                            sticky = self._sticky_queue(tq, size, <int32_t>len(cur_batch))
-                        pq = sticky
-                        p = pq.partition
-                        parts[i] = p
-                    else:
-                        pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
-                    b = pq.open
-                    if b is None or (b.builder.count > 0 and b.builder.length + size > batch_size):
-                        b = self._open_batch(pq, pylog_now_ms())
-                    if PyList_GET_ITEM(cur_batch, p) != <PyObject *>b:
-                        cur_ids[p] = <int32_t>len(batches)
-                        batches.append(b)
-                        cur_batch[p] = b
-                    builder = b.builder
-                    builder._reserve(size)
-                    builder._start_record(ts)
-                    out = builder._write_record(builder.buf + builder.length, ts, kcol.ptr(i), kn,
-                                                vcol.ptr(i), vn, 0, 0)
-                    builder.length = out - builder.buf
-                    ids[i] = cur_ids[p]
-                    rel[i] = builder.count
-                    builder.count += 1
-                    b.reserved += size
-                    self._buffered += size
-                if chunk_end == n:
-                    # Register for completion before any of these batches can complete
-                    # (completion takes this lock).
-                    fut.batches = batches
-                    fut.pending = len(batches)
-                    for b in batches:
-                        if b.listeners is None:
-                            b.listeners = []
-                        b.listeners.append(fut)
-                if self._sender_state == SENDER_IDLE or (
-                        self._sender_state == SENDER_TIMED and self._ready_bytes >= self._wake_bytes):
-                    self._sender_state = SENDER_RUNNING
-                    wake = True
+                if p < 0:
+                    pq = self._sticky_queue(tq, _col_bound(kc, vc, idx), nparts)
+                else:
+                    pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
+                b = pq.open
+                if (b is not None and b.builder.count > 0) or rem <= self._batch_size:
+                    self._fill_open(tq, fut, kc, vc, order, parts, pq, pos, end, rem, ts, p < 0, &k, &ub)
+                    pos += k
+                    rem -= ub
+                    wake = self._wake_if_needed()
+                else:
+                    bulk = True
             finally:
                 _client_unlock(self._lock)
             if wake:
                 self._wake_sender()
-                wake = False
-            chunk_start = chunk_end
+            if not bulk:
+                continue
+            # A batch of its own.
+            builder = self._bulk_builder(cap, ts)
+            ub = 0
+            with nogil:
+                k = _client_encode(builder, kc, vc, order, pos, end, ts, target, &ub)
+                if builder.codec == 0:
+                    crc = pylog_crc32c(0, builder.buf + BATCH_HEADER_SIZE,
+                                       <size_t>(builder.length - BATCH_HEADER_SIZE))
+            if p < 0:
+                for i in range(pos, pos + k):
+                    parts[order[i] if order != NULL else i] = pq.partition
+            self._publish(pq, builder, fut, pos, ub, crc, p < 0, False)
+            pos += k
+            rem -= ub
+        return 0
+
+    cdef int _send_interleaved(self, _TopicQueue tq, BatchSendFuture fut, _Column kcol, _Column vcol,
+                               const int32_t *order, int32_t *parts, Py_ssize_t *gstart, Py_ssize_t *gcount,
+                               Py_ssize_t *gbytes, int32_t nparts, int64_t ts, Py_ssize_t target,
+                               Py_ssize_t cap, bint release) except -1:
+        """send_batch's pass 2 for the partitions with more than batch_size of records:
+        first each one's open batch is topped up (as _send_group does), then the rest
+        is written in one pass over the input, in input order, into a batch of its own
+        per partition, each queued as it fills (and the last ones as for _send_group).
+        Their groups are marked done (``gcount`` 0)."""
+        cdef _BulkBuf *bufs = NULL
+        cdef Py_ssize_t *skip = NULL
+        cdef Py_ssize_t *sent = NULL
+        cdef Py_ssize_t i, k, ub, n = len(fut.partitions), est
+        cdef int32_t p, full = -1
+        cdef list builders = [None] * nparts
+        cdef RecordBatchBuilder builder
+        cdef _PartitionQueue pq
+        cdef uint32_t crc = 0
+        cdef bint wake = False, ok = False, plain = codec_from(self._compression) == 0
+        cdef const _ColC *kc = &kcol.c
+        cdef const _ColC *vc = &vcol.c
+        bufs = <_BulkBuf *>PyMem_Malloc(nparts * sizeof(_BulkBuf) + 2 * nparts * sizeof(Py_ssize_t))
+        if bufs == NULL:
+            raise MemoryError()
+        memset(bufs, 0, nparts * sizeof(_BulkBuf) + 2 * nparts * sizeof(Py_ssize_t))
+        skip = <Py_ssize_t *>(bufs + nparts)
+        sent = skip + nparts
+        try:
+            _client_lock(self._lock)
+            try:
+                if self._closed:
+                    raise IllegalStateError("the producer was closed during send_batch")
+                for p in range(nparts):
+                    if gcount[p + 1] == 0 or gbytes[p + 1] <= self._batch_size:
+                        continue
+                    pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
+                    if pq.open is not None and pq.open.builder.count > 0:
+                        self._fill_open(tq, fut, kc, vc, order, parts, pq, gstart[p + 1],
+                                        gstart[p + 1] + gcount[p + 1], gbytes[p + 1], ts, False, &k, &ub)
+                        skip[p] = sent[p] = k
+                        gbytes[p + 1] -= ub
+                    if sent[p] < gcount[p + 1]:
+                        bufs[p].length = -1    # marks the partitions to write below
+                    else:
+                        gcount[p + 1] = 0      # all of it went into the open batch
+                wake = self._wake_if_needed()
+            finally:
+                _client_unlock(self._lock)
+            if wake:
+                self._wake_sender()
+            for p in range(nparts):
+                if bufs[p].length == -1:
+                    builder = self._bulk_builder(cap, ts)
+                    builders[p] = builder
+                    bufs[p].buf = builder.buf
+                    bufs[p].length = BATCH_HEADER_SIZE
+            i = 0
+            while True:
+                with nogil:
+                    i = _client_interleave(kc, vc, parts, i, n, bufs, skip, target, &full)
+                    if i < n and plain:
+                        crc = pylog_crc32c(0, bufs[full].buf + BATCH_HEADER_SIZE,
+                                           <size_t>(bufs[full].length - BATCH_HEADER_SIZE))
+                if release:
+                    # Every record before i is written (this pass writes them all).
+                    kcol.release_upto(i)
+                    vcol.release_upto(i)
+                if i >= n:
+                    break
+                # Partition full's batch is full: queue it, start its next one.
+                builder = <RecordBatchBuilder>builders[full]
+                builder.length = bufs[full].length
+                builder.count = bufs[full].count
+                builders[full] = None
+                bufs[full].buf = NULL
+                ub = bufs[full].bound
+                self._publish(<_PartitionQueue>PyList_GET_ITEM(tq.parts, full), builder, fut,
+                              gstart[full + 1] + sent[full], ub, crc, False, False)
+                sent[full] += bufs[full].count
+                gbytes[full + 1] -= ub
+                est = gbytes[full + 1] if gbytes[full + 1] < target else target
+                if self._buffered + est > self._buffer_memory and self._buffered > 0:
+                    self._wait_for_memory(est)
+                builder = self._bulk_builder(cap, ts)
+                builders[full] = builder
+                bufs[full].buf = builder.buf
+                bufs[full].length = BATCH_HEADER_SIZE
+                bufs[full].count = 0
+                bufs[full].bound = 0
+            # The last batch of each: queued, or left open to linger when smaller than
+            # batch_size.
+            for p in range(nparts):
+                if builders[p] is None:
+                    continue
+                builder = <RecordBatchBuilder>builders[p]
+                builders[p] = None
+                builder.length = bufs[p].length
+                builder.count = bufs[p].count
+                gcount[p + 1] = 0
+                if builder.count == 0:
+                    _client_lock(self._lock)
+                    self._release_builder(builder)
+                    _client_unlock(self._lock)
+                    continue
+                with nogil:
+                    crc = 0
+                    if builder.codec == 0:
+                        crc = pylog_crc32c(0, builder.buf + BATCH_HEADER_SIZE,
+                                           <size_t>(builder.length - BATCH_HEADER_SIZE))
+                self._publish(<_PartitionQueue>PyList_GET_ITEM(tq.parts, p), builder, fut,
+                              gstart[p + 1] + sent[p], bufs[p].bound, crc, False,
+                              builder.length < self._batch_size)
+            ok = True
+        finally:
+            if not ok:
+                _client_lock(self._lock)
+                for b in builders:
+                    if b is not None:
+                        self._release_builder(<RecordBatchBuilder>b)
+                _client_unlock(self._lock)
+            PyMem_Free(bufs)
         return 0
 
     # -- the sender's side
@@ -1436,82 +2036,174 @@ cdef class _ProducerCore:
 
 @cython.final
 cdef class _Column:
+    # A column of keys or values for send_batch: a tuple or list of bytes/None, a 2-D
+    # uint8 array or a fixed-width bytes array.  A list's items are snapshotted (with a
+    # reference each) by _client_scan, so the GIL-free loops read objects that stay
+    # alive whatever another thread does to the list; a tuple's are read in place.
     cdef Py_ssize_t n
-    cdef object keep                 # what keeps the memory alive
-    cdef PyObject **items            # sequence form
-    cdef const char *base            # array forms
-    cdef Py_ssize_t width
-    cdef bint null                   # every item null (no keys)
+    cdef object keep                 # the tuple, list or array read
+    cdef _ColC c                     # how the GIL-free loops read it
+    cdef bint is_list
+    cdef Py_ssize_t nowned           # list snapshot: items [released, nowned) hold a reference
+    cdef Py_ssize_t released
+
+    def __dealloc__(self):
+        if self.is_list and self.c.items != NULL:
+            self.release_upto(self.nowned)
+            PyMem_Free(self.c.items)
+            self.c.items = NULL
+
+    cdef void release_upto(self, Py_ssize_t upto) noexcept:
+        """Drop the snapshot's references to items before ``upto`` (all written: done
+        while they are still in cache)."""
+        cdef Py_ssize_t i
+        cdef PyObject *o
+        if not self.is_list:
+            return
+        if upto > self.nowned:
+            upto = self.nowned
+        for i in range(self.released, upto):
+            o = self.c.items[i]
+            if o != self.c.none:
+                pylog_client_decref(o)
+        if upto > self.released:
+            self.released = upto
 
     @staticmethod
     cdef _Column wrap(object data, str what):
         cdef _Column c = _Column.__new__(_Column)
-        cdef Py_ssize_t i
-        cdef PyObject *o
+        c.c.none = <PyObject *>None
         if isinstance(data, cnp.ndarray) and (<cnp.ndarray>data).dtype.num != cnp.NPY_OBJECT:
             arr = data
             if arr.ndim == 2 and arr.dtype == _broker_np.uint8:
                 arr = _broker_np.ascontiguousarray(arr)
                 c.n = arr.shape[0]
-                c.width = arr.shape[1]
+                c.c.width = arr.shape[1]
             elif arr.ndim == 1 and arr.dtype.kind in ("S", "V"):
                 arr = _broker_np.ascontiguousarray(arr)
                 c.n = arr.shape[0]
-                c.width = arr.dtype.itemsize
+                c.c.width = arr.dtype.itemsize
             else:
                 raise RecordTypeError(
                     f"{what} array must be 2-D uint8 (one row per record) or fixed-width bytes "
                     f"(dtype S<n> or V<n>), not {arr.ndim}-D {arr.dtype}")
             c.keep = arr
-            c.base = <const char *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+            c.c.base = <const char *>cnp.PyArray_DATA(<cnp.ndarray>arr)
             return c
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             raise RecordTypeError(f"{what} must be a sequence of bytes (one per record), not {type(data).__name__}")
-        try:
-            seq = PySequence_Fast(data, b"expected a sequence of bytes or a numpy array")
-        except TypeError:
-            raise RecordTypeError(f"{what} must be a sequence of bytes or a numpy array, "
-                                  f"not {type(data).__name__}") from None
+        if type(data) is list:
+            c.keep = data
+            c.is_list = True
+            c.n = PyList_GET_SIZE(data)
+            c.c.items = <PyObject **>PyMem_Malloc((c.n if c.n > 0 else 1) * sizeof(PyObject *))
+            if c.c.items == NULL:
+                raise MemoryError()
+            return c
+        if type(data) is tuple:
+            seq = data
+        else:
+            try:
+                seq = tuple(data)
+            except TypeError:
+                raise RecordTypeError(f"{what} must be a sequence of bytes or a numpy array, "
+                                      f"not {type(data).__name__}") from None
         c.keep = seq
         c.n = PySequence_Fast_GET_SIZE(seq)
-        c.items = PySequence_Fast_ITEMS(seq)
-        for i in range(c.n):
-            o = c.items[i]
-            if o != <PyObject *>None and not PyBytes_CheckExact(<object>o):
-                raise RecordTypeError(f"{what}[{i}] must be bytes or None, not {type(<object>o).__name__}")
+        c.c.items = PySequence_Fast_ITEMS(seq)
         return c
 
     @staticmethod
     cdef _Column empty(Py_ssize_t n):
         cdef _Column c = _Column.__new__(_Column)
         c.n = n
-        c.null = True
+        c.c.null = True
+        c.c.none = <PyObject *>None
         return c
 
-    cdef inline Py_ssize_t length(self, Py_ssize_t i) noexcept:
+    cdef inline Py_ssize_t scan(self, Py_ssize_t i) noexcept:
+        """Length of item i (-1: None; -2: not bytes), taking a list's item into the
+        snapshot.  With the GIL, no Python code run: the list cannot change meanwhile."""
         cdef PyObject *o
-        if self.null:
+        if self.c.null:
             return -1
-        if self.items != NULL:
-            o = self.items[i]
-            return -1 if o == <PyObject *>None else PyBytes_GET_SIZE(<object>o)
-        return self.width
-
-    cdef inline const char *ptr(self, Py_ssize_t i) noexcept:
-        cdef PyObject *o
-        if self.null:
-            return NULL
-        if self.items != NULL:
-            o = self.items[i]
-            return NULL if o == <PyObject *>None else PyBytes_AS_STRING(<object>o)
-        return self.base + i * self.width
+        if self.c.items == NULL:
+            return self.c.width
+        if self.is_list:
+            if i + PREFETCH_AHEAD < self.n:
+                pylog_client_prefetch(PyList_GET_ITEM(self.keep, i + PREFETCH_AHEAD))
+            o = PyList_GET_ITEM(self.keep, i)
+            if o == self.c.none:
+                self.c.items[i] = o
+                self.nowned = i + 1
+                return -1
+            if not PyBytes_CheckExact(<object>o):
+                return -2
+            pylog_client_incref(o)
+            self.c.items[i] = o
+            self.nowned = i + 1
+            return pylog_client_bytes_size(o)
+        if i + PREFETCH_AHEAD < self.n:
+            pylog_client_prefetch(self.c.items[i + PREFETCH_AHEAD])
+        o = self.c.items[i]
+        if o == self.c.none:
+            return -1
+        if not PyBytes_CheckExact(<object>o):
+            return -2
+        return pylog_client_bytes_size(o)
 
     cdef object item(self, Py_ssize_t i):
-        if self.null:
+        if self.c.null:
             return None
-        if self.items != NULL:
-            return <object>self.items[i]
-        return PyBytes_FromStringAndSize(self.base + i * self.width, self.width)
+        if self.c.items != NULL:
+            return <object>self.c.items[i]
+        return PyBytes_FromStringAndSize(self.c.base + i * self.c.width, self.c.width)
+
+
+cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t fixed_p, bint hash_keys,
+                             int32_t nparts, Py_ssize_t max_size, int32_t *parts, Py_ssize_t *gcount,
+                             Py_ssize_t *gbytes, Py_ssize_t *max_bound) except -2:
+    """send_batch's first pass, one read of each item: types checked, list items
+    snapshotted, each record's partition (``fixed_p``; else murmur2 of its key when
+    ``hash_keys``; else -1 for the sticky partition, or -2 when the caller asks the
+    custom partitioner afterwards: ``nparts`` 0) into ``parts``, and per group
+    (partition + 1) the records and their bounds.  Raises RecordTypeError /
+    RecordTooLargeError naming the first bad record."""
+    cdef Py_ssize_t i, kn, vn, size, mb = 0
+    cdef int32_t p
+    cdef _Column col
+    cdef object bad
+    if kcol.is_list and PyList_GET_SIZE(kcol.keep) != n or vcol.is_list and PyList_GET_SIZE(vcol.keep) != n:
+        raise ValueError("the keys or values list changed size during send_batch")
+    for i in range(n):
+        vn = vcol.scan(i)
+        kn = kcol.scan(i)
+        if vn == -2 or kn == -2:
+            col = vcol if vn == -2 else kcol
+            bad = <object>PyList_GET_ITEM(col.keep, i) if col.is_list else <object>col.c.items[i]
+            raise RecordTypeError(f"{'values' if vn == -2 else 'keys'}[{i}] must be bytes or None, not "
+                                  f"{type(bad).__name__}")
+        size = RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
+        if size > max_size:
+            raise RecordTooLargeError(
+                f"record {i} of about {size + BATCH_HEADER_SIZE} bytes does not fit a batch of at most "
+                f"{max_size + BATCH_HEADER_SIZE} bytes")
+        if size > mb:
+            mb = size
+        if fixed_p >= 0:
+            p = fixed_p
+        elif nparts == 0:
+            parts[i] = -2
+            continue
+        elif kn >= 0 and hash_keys:
+            p = _broker_key_partition(<const uint8_t *>_col_ptr(&kcol.c, i), kn, nparts)
+        else:
+            p = -1
+        parts[i] = p
+        gcount[p + 1] += 1
+        gbytes[p + 1] += size
+    max_bound[0] = mb
+    return 0
 
 
 # ---------------------------------------------------------------------------------------

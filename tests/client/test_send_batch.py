@@ -1,0 +1,284 @@
+"""send_batch's bulk path: batches of its own per partition (written in one pass over the
+input for keyed records), what joins open batches and what lingers, the CRC joined from
+the records section's, list snapshots, retries of bulk batches."""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from pylog import _core
+from pylog.broker.core import ProduceResult
+from pylog.broker.partitioner import partition_for_key
+from pylog.client.producer import Producer
+from pylog.errors import (IllegalStateError, NotEnoughReplicasError, RecordTooLargeError, RecordTypeError,
+                          UnknownProducerIdError)
+
+
+def records_of(broker, topic):
+    """partition -> [Record] of everything in the topic (CRCs checked)."""
+    out = {}
+    for p in range(broker.num_partitions(topic)):
+        recs, offset = [], 0
+        while True:
+            res = broker.fetch(topic, p, offset)
+            res.raise_for_error()
+            if res.records.size == 0:
+                break
+            for b in _core.iter_batches(res.records.records):
+                b.validate()
+                recs.extend(r for r in b if r.offset >= offset)
+            offset = res.records.next_offset
+        out[p] = recs
+    return out
+
+
+def batch_sizes(broker, topic, partition):
+    res = broker.fetch(topic, partition, 0, 1 << 30)
+    return [b.size for b in _core.iter_batches(res.records.records)]
+
+
+class Proxy:
+    """Delegates to a broker; ``plan`` says per produce_batches call: "ok", "retriable"
+    (refused, retriable) or "unknown_pid" (refused: the producer must bump its epoch and
+    renumber, rewriting the header and CRC of batches already built)."""
+
+    def __init__(self, broker, plan):
+        self._b = broker
+        self.plan = list(plan)
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def produce_batches(self, topic, partition, batches, *, acks=-1):
+        self.calls += 1
+        step = self.plan.pop(0) if self.plan else "ok"
+        if step == "retriable":
+            return [ProduceResult.failed(NotEnoughReplicasError("not now")) for _ in batches]
+        if step == "unknown_pid":
+            return [ProduceResult.failed(UnknownProducerIdError("who?")) for _ in batches]
+        return self._b.produce_batches(topic, partition, batches, acks=acks)
+
+
+def test_crc32c_combine_matches_the_crc_of_the_concatenation():
+    rnd = random.Random(7)
+    for _ in range(200):
+        a = rnd.randbytes(rnd.randrange(0, 300))
+        b = rnd.randbytes(rnd.choice([0, 1, 7, 8, 63, 64, 1000, 5000, rnd.randrange(0, 70000)]))
+        assert _core._crc32c_combine(_core.crc32c(a), _core.crc32c(b), len(b)) == _core.crc32c(a + b)
+
+
+@pytest.mark.parametrize("form", ["list", "tuple", "numpy"])
+def test_keyed_bulk_sends_keep_per_key_order_and_offsets(broker, form):
+    # Small batches (the topic's max.message.bytes caps send_batch's own) so that every
+    # partition gets several bulk batches, written in one interleaved pass.
+    broker.create_topic("t", 5, config={"max.message.bytes": 6000})
+    p = broker.producer(batch_size=1500, linger_ms=60_000)
+    # Records already waiting in open batches go first.
+    early = [p.send("t", b"early-%d" % i, key=b"k%d" % i) for i in range(40)]
+    n = 4000
+    keys = [b"k%d" % (i % 53) for i in range(n)]
+    values = [b"v%05d" % i + b"." * (i % 17) for i in range(n)]
+    if form == "tuple":
+        keys, values = tuple(keys), tuple(values)
+    elif form == "numpy":
+        values = np.array([b"v%05d" % i for i in range(n)], dtype="S6")
+        keys = np.array([b"k%02d" % (i % 53) for i in range(n)], dtype="S3")
+    fut = p.send_batch("t", values, keys=keys)
+    offsets = fut.result(timeout=30)
+    key_list = [bytes(k) for k in keys]
+    value_list = [bytes(v) for v in values]
+    assert fut.partitions.tolist() == [partition_for_key(k, 5) for k in key_list]
+    by_part = records_of(broker, "t")
+    for i in range(n):
+        rec = by_part[fut.partitions[i]][offsets[i]]
+        assert (rec.key, rec.value) == (key_list[i], value_list[i])
+    for part, recs in by_part.items():
+        assert [r.offset for r in recs] == list(range(len(recs)))
+        # The earlier sends come first, then the batch in input order.
+        vals = [r.value for r in recs]
+        n_early = sum(1 for h in early if h.result().partition == part)
+        assert all(v.startswith(b"early-") for v in vals[:n_early])
+        idx = [value_list.index(v) if form == "numpy" else int(v[1:6]) for v in vals[n_early:]]
+        assert idx == sorted(idx)
+        assert all(s <= 6000 for s in batch_sizes(broker, "t", part))
+    assert sum(map(len, by_part.values())) == n + 40
+    assert p.buffered_bytes == 0
+    p.close()
+
+
+def test_unkeyed_bulk_send_sticks_per_batch_and_a_small_remainder_lingers(broker):
+    broker.create_topic("t", 4, config={"max.message.bytes": 8000})
+    p = broker.producer(batch_size=2000, linger_ms=60_000)
+    values = [b"%06d" % i + b"x" * 90 for i in range(1000)]
+    fut = p.send_batch("t", values)
+    parts = fut.partitions.tolist()
+    runs = [parts[0]]
+    for a, b in zip(parts, parts[1:]):
+        if a != b:
+            runs.append(b)
+    assert len(runs) >= 1000 * 100 // 8000          # about one run per bulk batch
+    assert all(a != b for a, b in zip(runs, runs[1:]))
+    # The remainder (under batch_size) waits in an open batch; send() joins it and the
+    # batch's CRC covers both (checked by the append and by records_of).
+    tail_part = parts[-1]
+    h = p.send("t", b"after", partition=tail_part)
+    offsets = fut.result(timeout=30)
+    assert h.result(timeout=30).offset == offsets[-1] + 1
+    by_part = records_of(broker, "t")
+    for i in range(0, 1000, 37):
+        assert by_part[parts[i]][offsets[i]].value == values[i]
+    p.close()
+
+
+def test_keyless_and_keyed_records_in_one_call(broker):
+    broker.create_topic("t", 3, config={"max.message.bytes": 4000})
+    p = broker.producer(batch_size=1000)
+    n = 3000
+    keys = [None if i % 3 == 0 else b"key-%d" % (i % 11) for i in range(n)]
+    values = [b"%05d" % i for i in range(n)]
+    fut = p.send_batch("t", values, keys=keys)
+    offsets = fut.result(timeout=30)
+    by_part = records_of(broker, "t")
+    for i in range(n):
+        if keys[i] is not None:
+            assert fut.partitions[i] == partition_for_key(keys[i], 3)
+        rec = by_part[fut.partitions[i]][offsets[i]]
+        assert (rec.key, rec.value) == (keys[i], values[i])
+    # Per key: input order.
+    for k in {k for k in keys if k is not None}:
+        offs = [offsets[i] for i in range(n) if keys[i] == k]
+        assert offs == sorted(offs)
+    p.close()
+
+
+def test_bulk_batches_survive_retries_and_an_epoch_bump(broker):
+    broker.create_topic("t", 2, config={"max.message.bytes": 3000})
+    proxy = Proxy(broker, ["retriable", "unknown_pid", "retriable"])
+    p = Producer(proxy, batch_size=800, retry_backoff_ms=1, linger_ms=0)
+    epoch = p.producer_epoch
+    n = 2000
+    keys = [b"%d" % (i % 7) for i in range(n)]
+    values = [b"value-%05d" % i for i in range(n)]
+    offsets = p.send_batch("t", values, keys=keys).result(timeout=30)
+    assert p.producer_epoch == epoch + 1          # renumbered: header and CRC rewritten
+    by_part = records_of(broker, "t")
+    assert sum(map(len, by_part.values())) == n   # no duplicates, nothing lost
+    parts = [partition_for_key(k, 2) for k in keys]
+    for i in range(n):
+        assert by_part[parts[i]][offsets[i]].value == values[i]
+    p.close()
+
+
+def test_list_items_are_held_while_written_and_released_after(broker):
+    broker.create_topic("t", 3)
+    p = broker.producer(batch_size=1024, buffer_memory=1 << 22)
+    values = [b"%08d" % i * 20 for i in range(5000)]
+    keys = [b"k%d" % (i % 9) for i in range(5000)]
+    probe_v, probe_k = values[1234], keys[4321]
+    before_v, before_k = sys.getrefcount(probe_v), sys.getrefcount(probe_k)
+    fut = p.send_batch("t", values, keys=keys)
+    values[:] = [b"changed"] * len(values)      # the caller's list may change after the call
+    offsets = fut.result(timeout=30)
+    by_part = records_of(broker, "t")
+    assert by_part[fut.partitions[1234]][offsets[1234]].value == b"%08d" % 1234 * 20
+    del fut
+    gc.collect()
+    after_v, after_k = sys.getrefcount(probe_v), sys.getrefcount(probe_k)
+    # probe_v is no longer in the (changed) list; nothing of the producer holds either.
+    assert (after_v, after_k) == (before_v - 1, before_k)
+    # A bad item: nothing queued, no reference kept.
+    first = b"first-%d" % len(values)
+    bad = [first, b"b", 3, b"d"]
+    first_refs = sys.getrefcount(first)
+    with pytest.raises(RecordTypeError):
+        p.send_batch("t", bad)
+    with pytest.raises(RecordTypeError):
+        p.send_batch("t", bad[:2] * 2, keys=[b"k", "text", b"k", b"k"])
+    refs_after = sys.getrefcount(first)
+    assert refs_after == first_refs
+    p.flush()
+    assert p.buffered_bytes == 0
+    p.close()
+
+
+def test_bulk_errors_name_the_record_and_queue_nothing(broker):
+    broker.create_topic("t", 2, config={"max.message.bytes": 2000})
+    p = broker.producer()
+    with pytest.raises(RecordTooLargeError, match="record 5 "):
+        p.send_batch("t", [b"x"] * 5 + [b"y" * 3000], keys=[b"k"] * 6)
+    with pytest.raises(ValueError):
+        p.send_batch("t", [b"x"] * 3, keys=[b"k"] * 2)
+    p.flush()
+    assert [broker.high_watermark("t", i) for i in range(2)] == [0, 0]
+    assert p.buffered_bytes == 0
+    p.close()
+    with pytest.raises(IllegalStateError):
+        p.send_batch("t", [b"x"])
+
+
+def test_bulk_sends_respect_buffer_memory(broker):
+    broker.create_topic("t", 4)
+    p = broker.producer(batch_size=512, buffer_memory=8192)
+    values = [b"%05d" % i * 10 for i in range(3000)]
+    keys = [b"%d" % (i % 13) for i in range(3000)]
+    peak = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak.append(p.buffered_bytes)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        offsets = p.send_batch("t", values, keys=keys).result(timeout=60)
+    finally:
+        stop.set()
+        t.join()
+    assert len(offsets) == 3000 and (offsets >= 0).all()
+    # One bulk batch may go over while the buffer is empty (as one large record would).
+    assert max(peak) <= 8192 + 8192 // 4 + 200
+    p.close()
+
+
+def test_concurrent_bulk_and_single_sends(broker):
+    broker.create_topic("t", 3, config={"max.message.bytes": 5000})
+    p = broker.producer(batch_size=1200)
+    errors = []
+
+    def bulk(tid):
+        try:
+            for r in range(5):
+                vals = [b"%d:%d:%d" % (tid, r, i) for i in range(800)]
+                p.send_batch("t", vals, keys=[b"b%d" % tid] * 800).result(timeout=30)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def single(tid):
+        for i in range(2000):
+            p.send("t", b"%d:s:%d" % (tid, i), key=b"s%d" % tid)
+
+    threads = [threading.Thread(target=bulk, args=(t,)) for t in range(2)]
+    threads += [threading.Thread(target=single, args=(t,)) for t in range(2, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    p.flush()
+    assert not errors
+    seen = {}
+    for recs in records_of(broker, "t").values():
+        for r in recs:
+            seen.setdefault(r.key, []).append(r.value)
+    for tid in range(2):
+        assert seen[b"b%d" % tid] == [b"%d:%d:%d" % (tid, r, i) for r in range(5) for i in range(800)]
+    for tid in range(2, 4):
+        assert seen[b"s%d" % tid] == [b"%d:s:%d" % (tid, i) for i in range(2000)]
+    p.close()
