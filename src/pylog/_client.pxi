@@ -223,7 +223,15 @@ cdef extern from *:
         uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
         return (70 - __builtin_clzll(u | 1)) / 7;
     }
+    /* Kafka's partition of a key: toPositive(murmur2) % n, the modulo by a multiply
+     * (Lemire's fastmod: exact for 32-bit operands; m = 2**64 / n rounded up). */
+    static inline uint64_t pylog_client_fastmod_m(uint32_t n) { return UINT64_C(0xFFFFFFFFFFFFFFFF) / n + 1; }
+    static inline uint32_t pylog_client_fastmod(uint32_t a, uint64_t m, uint32_t n) {
+        return (uint32_t)(((__uint128_t)(m * a) * n) >> 64);
+    }
     #else
+    static inline uint64_t pylog_client_fastmod_m(uint32_t n) { return n; }
+    static inline uint32_t pylog_client_fastmod(uint32_t a, uint64_t m, uint32_t n) { return a % n; }
     #define pylog_client_prefetch(p) ((void)0)
     static inline int pylog_client_varint_size(int64_t v) {
         uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
@@ -232,6 +240,44 @@ cdef extern from *:
         return n;
     }
     #endif
+    /* Zigzag varints of int32 values (lengths, offset deltas): sizes by comparison. */
+    static inline int pylog_client_varint32_size(int32_t v) {
+        uint32_t u = ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
+        return u < 0x80 ? 1 : u < 0x4000 ? 2 : u < 0x200000 ? 3 : u < 0x10000000 ? 4 : 5;
+    }
+    static inline uint8_t *pylog_client_put_varint32(uint8_t *p, int32_t v) {
+        uint32_t u = ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
+        while (u >= 0x80) { *p++ = (uint8_t)(u | 0x80); u >>= 7; }
+        *p++ = (uint8_t)u;
+        return p;
+    }
+    /* A short copy without a library call: overlapping fixed-size moves. */
+    static inline void pylog_client_copy(uint8_t *d, const uint8_t *s, size_t n) {
+        if (n <= 16) {
+            if (n >= 8) {
+                uint64_t a, b;
+                memcpy(&a, s, 8); memcpy(&b, s + n - 8, 8);
+                memcpy(d, &a, 8); memcpy(d + n - 8, &b, 8);
+            } else if (n >= 4) {
+                uint32_t a, b;
+                memcpy(&a, s, 4); memcpy(&b, s + n - 4, 4);
+                memcpy(d, &a, 4); memcpy(d + n - 4, &b, 4);
+            } else if (n > 0) {
+                d[0] = s[0]; d[n / 2] = s[n / 2]; d[n - 1] = s[n - 1];
+            }
+        } else if (n <= 32) {
+            uint8_t a[16], b[16];
+            memcpy(a, s, 16); memcpy(b, s + n - 16, 16);
+            memcpy(d, a, 16); memcpy(d + n - 16, b, 16);
+        } else if (n <= 256) {
+            uint8_t t[32];
+            size_t i = 0;
+            for (; i + 32 <= n; i += 32) memcpy(d + i, s + i, 32);
+            if (i < n) { memcpy(t, s + n - 32, 32); memcpy(d + n - 32, t, 32); }
+        } else {
+            memcpy(d, s, n);
+        }
+    }
     """
     void pylog_client_crc_init() noexcept nogil
     uint32_t pylog_client_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) noexcept nogil
@@ -240,6 +286,11 @@ cdef extern from *:
     void pylog_client_incref "Py_INCREF"(PyObject *o) noexcept
     void pylog_client_prefetch(const void *p) noexcept nogil
     int pylog_client_varint_size(int64_t v) noexcept nogil
+    uint64_t pylog_client_fastmod_m(uint32_t n) noexcept nogil
+    uint32_t pylog_client_fastmod(uint32_t a, uint64_t m, uint32_t n) noexcept nogil
+    int pylog_client_varint32_size(int32_t v) noexcept nogil
+    uint8_t *pylog_client_put_varint32(uint8_t *p, int32_t v) noexcept nogil
+    void pylog_client_copy(uint8_t *d, const uint8_t *s, size_t n) noexcept nogil
     void pylog_client_decref "Py_DECREF"(PyObject *o) noexcept
 
 pylog_client_crc_init()
@@ -256,11 +307,14 @@ cdef enum:
 
 cdef struct _ColC:
     # A column of keys or values as send_batch's GIL-free loops read it: the items of a
-    # tuple (each bytes or None, kept alive by the tuple), or rows of a numpy array.
+    # tuple or of a list snapshot (each bytes or None, kept alive by a reference), rows
+    # of a numpy array, or (keys given as a sequence) copies packed in one buffer.
     PyObject **items
     PyObject *none
     const char *base
     Py_ssize_t width
+    const int32_t *lens           # packed copies: length of item i (-1: None) ...
+    const int64_t *offs           # ... and where it starts in base
     bint null
 
 
@@ -268,6 +322,8 @@ cdef inline Py_ssize_t _col_len(const _ColC *c, Py_ssize_t i) noexcept nogil:
     cdef PyObject *o
     if c.null:
         return -1
+    if c.lens != NULL:
+        return c.lens[i]
     if c.items != NULL:
         o = c.items[i]
         return -1 if o == c.none else pylog_client_bytes_size(o)
@@ -278,6 +334,8 @@ cdef inline const char *_col_ptr(const _ColC *c, Py_ssize_t i) noexcept nogil:
     cdef PyObject *o
     if c.null:
         return NULL
+    if c.lens != NULL:
+        return NULL if c.lens[i] < 0 else c.base + c.offs[i]
     if c.items != NULL:
         o = c.items[i]
         return NULL if o == c.none else pylog_client_bytes_str(o)
@@ -288,7 +346,7 @@ cdef inline void _col_prefetch(const _ColC *c, Py_ssize_t i) noexcept nogil:
     """Start loading item i of a tuple/list column (its header and first 128 bytes):
     the items are separate objects, which the hardware prefetcher does not follow."""
     cdef const char *o
-    if c.items != NULL:
+    if c.items != NULL and c.lens == NULL:
         o = <const char *>c.items[i]
         pylog_client_prefetch(o)
         pylog_client_prefetch(o + 64)
@@ -310,22 +368,27 @@ cdef inline Py_ssize_t _client_put(uint8_t *buf, Py_ssize_t length, Py_ssize_t l
     fit.  Adds the record's bound to ``*bound``."""
     cdef Py_ssize_t kn = _col_len(kc, idx), vn = _col_len(vc, idx), body, rsize
     cdef uint8_t *p
-    body = (2 + tsd_size + pylog_client_varint_size(od) + pylog_client_varint_size(kn) + (kn if kn > 0 else 0)
-            + pylog_client_varint_size(vn) + (vn if vn > 0 else 0))
-    rsize = pylog_client_varint_size(body) + body
+    # Every length here is an int32 (a record fits a batch); tsd's size is the caller's.
+    body = (2 + tsd_size + pylog_client_varint32_size(od) + pylog_client_varint32_size(<int32_t>kn)
+            + (kn if kn > 0 else 0) + pylog_client_varint32_size(<int32_t>vn) + (vn if vn > 0 else 0))
+    rsize = pylog_client_varint32_size(<int32_t>body) + body
     if od > 0 and length + rsize > limit:
         return -1
-    p = put_varint(buf + length, body)
+    p = pylog_client_put_varint32(buf + length, <int32_t>body)
     p[0] = 0  # record attributes
-    p = put_varint(p + 1, tsd)
-    p = put_varint(p, od)
-    p = put_varint(p, kn)
+    if tsd == 0:
+        p[1] = 0
+        p += 2
+    else:
+        p = put_varint(p + 1, tsd)
+    p = pylog_client_put_varint32(p, od)
+    p = pylog_client_put_varint32(p, <int32_t>kn)
     if kn > 0:
-        memcpy(p, _col_ptr(kc, idx), kn)
+        pylog_client_copy(p, <const uint8_t *>_col_ptr(kc, idx), kn)
         p += kn
-    p = put_varint(p, vn)
+    p = pylog_client_put_varint32(p, <int32_t>vn)
     if vn > 0:
-        memcpy(p, _col_ptr(vc, idx), vn)
+        pylog_client_copy(p, <const uint8_t *>_col_ptr(vc, idx), vn)
         p += vn
     p[0] = 0  # no headers
     bound[0] += RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
@@ -752,10 +815,6 @@ cdef class BatchSendFuture:
         if self.pending > 1:
             self.pending -= 1
             return
-        try:
-            self._fill()
-        except BaseException as exc:
-            self.error = exc
         self.pending = 0
         callbacks = self.callbacks
         self.callbacks = None
@@ -765,39 +824,43 @@ cdef class BatchSendFuture:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef int _fill(self) except -1:
+        """The offsets, from each span's batch, once every batch is done: computed by the
+        first caller of result() (not by the sender completing the last batch).  Safe to
+        run twice at once (each works on its own references; the spans live as long as
+        the future)."""
         cdef Py_ssize_t j, r, start, count, n = len(self.partitions)
         cdef int64_t base, first
         cdef const int32_t *order = NULL
         cdef int32_t[::1] order_view
-        cdef int64_t[::1] out
+        cdef int64_t *out
+        cdef list batches = self.batches
+        cdef object order_arr = self.order
+        if self.offsets is not None or batches is None:
+            return 0
         arr = _broker_np.empty(n, dtype=_broker_np.int64)
-        out = arr
-        if self.order is not None:
-            order_view = self.order
-            if n:
-                order = &order_view[0]
+        out = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+        if order_arr is not None and n:
+            order_view = order_arr
+            order = &order_view[0]
         for j in range(self.nspans):
-            base = (<_ProducerBatch>PyList_GET_ITEM(self.batches, j)).base_offset
+            base = (<_ProducerBatch>PyList_GET_ITEM(batches, j)).base_offset
             start = self.spans[3 * j]
             count = self.spans[3 * j + 1]
             first = self.spans[3 * j + 2]
             if base < 0:
-                first = -1
-                base = 0
+                for r in range(count):
+                    out[order[start + r] if order != NULL else start + r] = -1
+            elif order != NULL:
+                base += first
+                for r in range(count):
+                    out[order[start + r]] = base + r
             else:
                 base += first
-            if order != NULL:
                 for r in range(count):
-                    out[order[start + r]] = base + r if first >= 0 else -1
-            else:
-                for r in range(count):
-                    out[start + r] = base + r if first >= 0 else -1
+                    out[start + r] = base + r
         self.offsets = arr
         self.batches = None
         self.order = None
-        PyMem_Free(self.spans)
-        self.spans = NULL
-        self.nspans = self.cap = 0
         return 0
 
     def _wait(self, timeout):
@@ -820,6 +883,8 @@ cdef class BatchSendFuture:
         self._wait(timeout)
         if self.error is not None:
             raise self.error
+        if self.offsets is None:
+            self._fill()
         return self.offsets
 
     def exception(self, timeout=None):
@@ -971,7 +1036,14 @@ cdef class _ProducerBatch:
             if self.crc_upto < BATCH_HEADER_SIZE:
                 self.crc_upto = BATCH_HEADER_SIZE
                 self.body_crc = 0
-            if b.length > self.crc_upto:
+            if b.length - self.crc_upto >= GIL_RELEASE_BYTES:
+                # The batch is the sender's alone now (the caller holds the lock, so it
+                # cannot be failed and pooled meanwhile): other threads may run.
+                with nogil:
+                    self.body_crc = pylog_crc32c(self.body_crc, b.buf + self.crc_upto,
+                                                 <size_t>(b.length - self.crc_upto))
+                self.crc_upto = b.length
+            elif b.length > self.crc_upto:
                 self.body_crc = pylog_crc32c(self.body_crc, b.buf + self.crc_upto, <size_t>(b.length - self.crc_upto))
                 self.crc_upto = b.length
             _client_write_header(b, self.body_crc)
@@ -1470,6 +1542,7 @@ cdef class _ProducerCore:
             kcol = _Column.wrap(keys, "keys")
             if kcol.n != n:
                 raise ValueError(f"{kcol.n} keys for {n} values")
+            kcol.pack()
         else:
             kcol = _Column.empty(n)
         if partition is not None:
@@ -1691,7 +1764,7 @@ cdef class _ProducerCore:
                 else:
                     pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
                 b = pq.open
-                if (b is not None and b.builder.count > 0) or rem <= self._batch_size:
+                if b is not None and b.builder.count > 0:
                     self._fill_open(tq, fut, kc, vc, order, parts, pq, pos, end, rem, ts, p < 0, &k, &ub)
                     pos += k
                     rem -= ub
@@ -1704,8 +1777,9 @@ cdef class _ProducerCore:
                 self._wake_sender()
             if not bulk:
                 continue
-            # A batch of its own.
-            builder = self._bulk_builder(cap, ts)
+            # A batch of its own (a last one smaller than batch_size is left open to
+            # linger, as send() would leave it).
+            builder = self._bulk_builder(min(cap, BATCH_HEADER_SIZE + rem), ts)
             ub = 0
             with nogil:
                 k = _client_encode(builder, kc, vc, order, pos, end, ts, target, &ub)
@@ -1715,7 +1789,8 @@ cdef class _ProducerCore:
             if p < 0:
                 for i in range(pos, pos + k):
                     parts[order[i] if order != NULL else i] = pq.partition
-            self._publish(pq, builder, fut, pos, ub, crc, p < 0, False)
+            self._publish(pq, builder, fut, pos, ub, crc, p < 0,
+                          pos + k == end and builder.length < self._batch_size)
             pos += k
             rem -= ub
         return 0
@@ -2046,19 +2121,87 @@ cdef class _Column:
     cdef bint is_list
     cdef Py_ssize_t nowned           # list snapshot: items [released, nowned) hold a reference
     cdef Py_ssize_t released
+    cdef bint packed                 # items copied into one buffer by scan (keys)
+    cdef const char *last            # scan_packed: the item's bytes in the object (in cache)
+    cdef char *arena
+    cdef Py_ssize_t arena_len, arena_cap
 
     def __dealloc__(self):
+        if self.packed:
+            PyMem_Free(<void *>self.c.lens)
+            PyMem_Free(<void *>self.c.offs)
+            PyMem_Free(self.arena)
+            self.c.lens = NULL
+            self.c.offs = NULL
+            self.arena = NULL
+            return
         if self.is_list and self.c.items != NULL:
             self.release_upto(self.nowned)
             PyMem_Free(self.c.items)
             self.c.items = NULL
+
+    cdef int pack(self) except -1:
+        """Make scan copy the items (keys: usually small) into one buffer instead of
+        holding each object: the GIL-free loops then read them in order, and no
+        reference is taken and dropped per item."""
+        cdef Py_ssize_t n = self.n if self.n > 0 else 1
+        if self.c.items == NULL or self.c.null:
+            return 0
+        if self.is_list:
+            PyMem_Free(self.c.items)
+            self.c.items = NULL
+        self.packed = True
+        self.c.lens = <int32_t *>PyMem_Malloc(n * sizeof(int32_t))
+        self.c.offs = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
+        self.arena_cap = 16 * n
+        self.arena = <char *>PyMem_Malloc(self.arena_cap)
+        if self.c.lens == NULL or self.c.offs == NULL or self.arena == NULL:
+            raise MemoryError()
+        self.c.base = self.arena
+        return 0
+
+    cdef Py_ssize_t scan_packed(self, Py_ssize_t i) noexcept:
+        """scan() of a packed column: the item is copied (-3: out of memory)."""
+        cdef PyObject *o
+        cdef PyObject **items
+        cdef Py_ssize_t kn, cap
+        cdef char *grown
+        if self.is_list:
+            if i + PREFETCH_AHEAD < self.n:
+                pylog_client_prefetch(PyList_GET_ITEM(self.keep, i + PREFETCH_AHEAD))
+            o = PyList_GET_ITEM(self.keep, i)
+        else:
+            items = PySequence_Fast_ITEMS(self.keep)
+            if i + PREFETCH_AHEAD < self.n:
+                pylog_client_prefetch(items[i + PREFETCH_AHEAD])
+            o = items[i]
+        if o == self.c.none:
+            (<int32_t *>self.c.lens)[i] = -1
+            return -1
+        if not PyBytes_CheckExact(<object>o):
+            return -2
+        kn = pylog_client_bytes_size(o)
+        if kn > self.arena_cap - self.arena_len:
+            cap = 2 * self.arena_cap + kn
+            grown = <char *>PyMem_Realloc(self.arena, cap)
+            if grown == NULL:
+                return -3
+            self.arena = grown
+            self.arena_cap = cap
+            self.c.base = grown
+        self.last = pylog_client_bytes_str(o)
+        pylog_client_copy(<uint8_t *>self.arena + self.arena_len, <const uint8_t *>self.last, kn)
+        (<int64_t *>self.c.offs)[i] = self.arena_len
+        (<int32_t *>self.c.lens)[i] = <int32_t>kn
+        self.arena_len += kn
+        return kn
 
     cdef void release_upto(self, Py_ssize_t upto) noexcept:
         """Drop the snapshot's references to items before ``upto`` (all written: done
         while they are still in cache)."""
         cdef Py_ssize_t i
         cdef PyObject *o
-        if not self.is_list:
+        if not self.is_list or self.packed:
             return
         if upto > self.nowned:
             upto = self.nowned
@@ -2127,6 +2270,8 @@ cdef class _Column:
         cdef PyObject *o
         if self.c.null:
             return -1
+        if self.packed:
+            return self.scan_packed(i)
         if self.c.items == NULL:
             return self.c.width
         if self.is_list:
@@ -2155,6 +2300,10 @@ cdef class _Column:
     cdef object item(self, Py_ssize_t i):
         if self.c.null:
             return None
+        if self.packed:
+            if self.c.lens[i] < 0:
+                return None
+            return PyBytes_FromStringAndSize(self.c.base + self.c.offs[i], self.c.lens[i])
         if self.c.items != NULL:
             return <object>self.c.items[i]
         return PyBytes_FromStringAndSize(self.c.base + i * self.c.width, self.c.width)
@@ -2173,14 +2322,17 @@ cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t f
     cdef int32_t p
     cdef _Column col
     cdef object bad
+    cdef uint64_t mod_m = pylog_client_fastmod_m(<uint32_t>nparts) if nparts > 0 else 0
     if kcol.is_list and PyList_GET_SIZE(kcol.keep) != n or vcol.is_list and PyList_GET_SIZE(vcol.keep) != n:
         raise ValueError("the keys or values list changed size during send_batch")
     for i in range(n):
         vn = vcol.scan(i)
         kn = kcol.scan(i)
+        if kn == -3:
+            raise MemoryError()
         if vn == -2 or kn == -2:
             col = vcol if vn == -2 else kcol
-            bad = <object>PyList_GET_ITEM(col.keep, i) if col.is_list else <object>col.c.items[i]
+            bad = col.keep[i]
             raise RecordTypeError(f"{'values' if vn == -2 else 'keys'}[{i}] must be bytes or None, not "
                                   f"{type(bad).__name__}")
         size = RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
@@ -2196,7 +2348,12 @@ cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t f
             parts[i] = -2
             continue
         elif kn >= 0 and hash_keys:
-            p = _broker_key_partition(<const uint8_t *>_col_ptr(&kcol.c, i), kn, nparts)
+            # _broker_key_partition, with the modulo as a multiply.
+            # (Hashed from the object, not from the copy just stored: a load spanning
+            # those small stores would stall.)
+            p = <int32_t>pylog_client_fastmod(
+                _broker_murmur2(<const uint8_t *>(kcol.last if kcol.packed else _col_ptr(&kcol.c, i)), kn)
+                & 0x7fffffff, mod_m, <uint32_t>nparts)
         else:
             p = -1
         parts[i] = p
