@@ -1099,6 +1099,7 @@ cdef class _PartitionQueue:
 cdef class _TopicQueue:
     cdef readonly str name
     cdef readonly int32_t num_partitions
+    cdef uint64_t mod_m        # pylog_client_fastmod's multiplier for num_partitions
     cdef list parts
     cdef tuple available       # every partition (all have a leader on one node)
     cdef readonly Py_ssize_t max_record_bytes
@@ -1246,7 +1247,10 @@ cdef class _ProducerCore:
             tq.parts.append(pq)
             self._queues.append(pq)
         if count > tq.num_partitions:
+            # Both together, with nothing in between that could run Python code: a
+            # send() (which reads them without the lock) sees the old pair or the new.
             tq.num_partitions = count
+            tq.mod_m = pylog_client_fastmod_m(<uint32_t>count)
         tq.available = tuple(range(tq.num_partitions))
         return 0
 
@@ -1426,7 +1430,9 @@ cdef class _ProducerCore:
             if partition is not None:
                 p = _client_partition(partition, tq.num_partitions, tq.name)
             elif self._pkind == PART_DEFAULT and k.n >= 0:
-                p = _broker_key_partition(<const uint8_t *>k.p, k.n, tq.num_partitions)
+                # _broker_key_partition, with the modulo as a multiply.
+                p = <int32_t>pylog_client_fastmod(_broker_murmur2(<const uint8_t *>k.p, k.n) & 0x7fffffff,
+                                                  tq.mod_m, <uint32_t>tq.num_partitions)
             elif self._pkind != PART_CUSTOM:
                 p = -1
             else:

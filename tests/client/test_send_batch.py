@@ -282,3 +282,30 @@ def test_concurrent_bulk_and_single_sends(broker):
     for tid in range(2, 4):
         assert seen[b"s%d" % tid] == [b"%d:s:%d" % (tid, i) for i in range(2000)]
     p.close()
+
+
+def test_keyed_partitions_match_murmur2_for_any_partition_count(broker):
+    # send() and send_batch() compute toPositive(murmur2(key)) % n with a multiply for
+    # the modulo: check it against partition_for_key over many keys and counts,
+    # including after the topic grows.
+    keys = [b"key-%d" % i for i in range(3000)] + [b"", b"\xff" * 33, b"a"]
+    for n in (1, 2, 3, 7, 64, 257):
+        topic = f"t{n}"
+        broker.create_topic(topic, n)
+        p = broker.producer()
+        expected = [partition_for_key(k, n) for k in keys]
+        fut = p.send_batch(topic, [b"v"] * len(keys), keys=keys)
+        assert fut.partitions.tolist() == expected
+        handles = [p.send(topic, b"v", key=k) for k in keys[::97]]
+        assert [h.result(timeout=30).partition for h in handles] == expected[::97]
+        fut.result(timeout=30)
+        if n == 3:
+            broker.create_partitions(topic, 11)
+            p._refresh_metadata()
+            handles = [p.send(topic, b"v", key=k) for k in keys[::13]]
+            assert [h.result(timeout=30).partition for h in handles] == \
+                [partition_for_key(k, 11) for k in keys[::13]]
+            fut = p.send_batch(topic, [b"v"] * len(keys), keys=keys)
+            assert fut.partitions.tolist() == [partition_for_key(k, 11) for k in keys]
+            fut.result(timeout=30)
+        p.close()
