@@ -98,18 +98,23 @@ class Send:
 
 
 class SendBatch:
-    """``producer.send_batch`` of N 100-byte records, waited for (appended)."""
+    """``producer.send_batch`` of N 100-byte records, waited for (appended): lists of
+    bytes, and the same values as one 2-D uint8 array (keys as fixed-width bytes)."""
 
     number = 1
     repeat = 5
     timeout = 600
 
     def setup(self):
+        import numpy as np
+
         self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
         self.broker = _broker(self.tmp)
         self.producer = self.broker.producer(linger_ms=5, batch_size=1 << 20, buffer_memory=512 << 20)
         self.values = values(N)
         self.keys = keys(N)
+        self.values_array = np.frombuffer(b"".join(self.values), dtype=np.uint8).reshape(N, 100)
+        self.keys_array = np.array(self.keys, dtype="S8")
 
     def teardown(self):
         self.broker.close()
@@ -120,6 +125,12 @@ class SendBatch:
 
     def time_send_batch_keyed(self):
         self.producer.send_batch("bench", self.values, keys=self.keys).result()
+
+    def time_send_batch_unkeyed_numpy(self):
+        self.producer.send_batch("bench", self.values_array).result()
+
+    def time_send_batch_keyed_numpy(self):
+        self.producer.send_batch("bench", self.values_array, keys=self.keys_array).result()
 
 
 class Poll:

@@ -40,4 +40,4 @@ def test_bench_client_smoke(bench):
                 assert b.consumer.position(("bench", 0)) == bench.N
         finally:
             b.teardown()
-    assert len(ran) == 9
+    assert len(ran) == 11
