@@ -1288,6 +1288,25 @@ cdef class _ProducerCore:
             return b
         return RecordBatchBuilder(compression=self._compression, batch_size=self._batch_size)
 
+    def _pooled_bytes(self):
+        """Capacity of the batch buffers kept for reuse."""
+        return self._pool_bytes
+
+    def _trim_pool(self, Py_ssize_t keep_bytes):
+        """Free pooled batch buffers, the longest unused first, until at most
+        ``keep_bytes`` remain (an idle producer after bulk sends)."""
+        cdef RecordBatchBuilder b
+        cdef list freed = []
+        _client_lock(self._lock)
+        try:
+            while self._pool and self._pool_bytes > keep_bytes:
+                b = <RecordBatchBuilder>self._pool.pop(0)
+                self._pool_bytes -= b.capacity
+                freed.append(b)
+        finally:
+            _client_unlock(self._lock)
+        del freed        # deallocated outside the lock
+
     cdef void _release_builder(self, RecordBatchBuilder b) noexcept:
         # Keep some for reuse: their grown (and already faulted-in) buffers make the next
         # batches allocation-free.  Bounded in count and bytes.  Runs under the GIL with

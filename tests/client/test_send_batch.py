@@ -309,3 +309,24 @@ def test_keyed_partitions_match_murmur2_for_any_partition_count(broker):
             assert fut.partitions.tolist() == [partition_for_key(k, 11) for k in keys]
             fut.result(timeout=30)
         p.close()
+
+
+def test_batch_buffers_are_pooled_for_reuse_and_given_back_when_idle(broker):
+    import time
+
+    broker.create_topic("t", 2)
+    p = broker.producer(buffer_memory=64 << 20)
+    values = [b"x" * 100] * 100_000
+    p.send_batch("t", values).result(timeout=30)
+    pooled = p._pooled_bytes()
+    # The bulk batches' 1 MiB buffers came back to the pool (as many as were in flight
+    # at once) ...
+    assert pooled > 1 << 20
+    p.send_batch("t", values).result(timeout=30)
+    # ... and were reused by the next call, not allocated again.
+    assert p._pooled_bytes() <= pooled + (3 << 20)
+    deadline = time.monotonic() + 10
+    while p._pooled_bytes() > 1 << 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p._pooled_bytes() <= 1 << 20   # idle for a second: given back
+    p.close()

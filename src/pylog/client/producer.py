@@ -60,6 +60,8 @@ _log = logging.getLogger("pylog.client.producer")
 _INT32_MAX = 2**31 - 1
 _ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
 _PENDING = 3   # _ProducerBatch.state of a resolved batch
+_POOL_IDLE_BYTES = 1 << 20   # batch buffers kept for reuse while the producer is idle ...
+_POOL_IDLE_MS = 1000         # ... once idle this long
 
 
 def _positive_int(name: str, value: Any, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
@@ -266,12 +268,14 @@ class Producer(_core._ProducerCore):
     # ------------------------------------------------------------------ sender thread
 
     def _run(self) -> None:
+        idle_since = None
         while True:
             with self._wake:
                 while True:
                     if self._stopped:
                         return
-                    delay = self._next_delay(self._now())
+                    now = self._now()
+                    delay = self._next_delay(now)
                     if delay == 0:
                         break
                     if delay < 0 and self._closing and not self._incomplete_count():
@@ -279,6 +283,17 @@ class Producer(_core._ProducerCore):
                         self._notify_done()
                         return
                     timeout = None if delay < 0 else delay / 1000
+                    if delay < 0 and self._pooled_bytes() > _POOL_IDLE_BYTES:
+                        # Idle with many batch buffers kept for reuse (after bulk sends):
+                        # give them back once idle for a while.
+                        if idle_since is None:
+                            idle_since = now
+                        if now - idle_since >= _POOL_IDLE_MS:
+                            self._trim_pool(_POOL_IDLE_BYTES)
+                        else:
+                            timeout = _POOL_IDLE_MS / 1000
+                    elif delay >= 0:
+                        idle_since = None
                     if self._next_metadata is not None:
                         until_md = max((self._next_metadata - self._now()) / 1000, 0.001)
                         timeout = until_md if timeout is None else min(timeout, until_md)
