@@ -1288,6 +1288,10 @@ cdef class _ProducerCore:
             return b
         return RecordBatchBuilder(compression=self._compression, batch_size=self._batch_size)
 
+    def _bulk_batch_bytes(self):
+        """Largest batch send_batch fills on its own (before the topic's limits)."""
+        return max(self._batch_size, self._bulk_bytes)
+
     def _pooled_bytes(self):
         """Capacity of the batch buffers kept for reuse."""
         return self._pool_bytes

@@ -316,8 +316,10 @@ class Producer(_core._ProducerCore):
             self._send_partition(topic, partition, batches)
 
     def _max_request_bytes(self) -> int:
-        # Up to max_in_flight batches (and about their bytes) per append of one partition.
-        return self.max_in_flight * max(self.batch_size, 16384)
+        # Up to max_in_flight batches (and about their bytes) per append of one partition;
+        # send_batch's own batches (up to bulk_batch_bytes) count as whole batches too, so
+        # several of them go in one append instead of one per sender round.
+        return self.max_in_flight * max(self.batch_size, 16384, self._bulk_batch_bytes())
 
     def _refresh_metadata(self) -> None:
         for topic in self._topics_known():
