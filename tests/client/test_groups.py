@@ -4,6 +4,7 @@ by one member at a time; committed progress kept (at-least-once, nothing lost)."
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -27,11 +28,16 @@ def check_disjoint(consumers):
             seen[tp] = c
 
 
-def settle(broker, consumers, group="g", n=PARTS, rounds=2000, between=None, sink=None):
+def settle(broker, consumers, group="g", n=PARTS, rounds=2000, between=None, sink=None, seconds=20.0):
     """Poll every consumer (without waiting) until the group is stable and its members
     together hold every partition; check exclusivity after every poll.  Records polled
-    meanwhile go to ``sink[consumer]`` (a list) when given."""
-    for _ in range(rounds):
+    meanwhile go to ``sink[consumer]`` (a list) when given.  Gives up after ``rounds``
+    rounds *and* ``seconds`` (consumers look for new partitions on a 50 ms timer, so a
+    round count alone fails when polls are fast)."""
+    deadline = time.monotonic() + seconds
+    done = 0
+    while done < rounds or time.monotonic() < deadline:
+        done += 1
         for c in consumers:
             recs = c.poll(timeout_ms=0)
             if sink is not None:
