@@ -434,17 +434,24 @@ cdef struct _BulkBuf:
     Py_ssize_t length
     Py_ssize_t bound              # sum of its records' bounds
     int32_t count
+    uint32_t crc                  # CRC32C of the records section up to crc_upto ...
+    Py_ssize_t crc_upto           # ... summed as it is written (while in cache); 0: none
+
+
+cdef enum:
+    CRC_STEP = 16384              # bytes: how often an interleaved batch is checksummed
 
 
 cdef Py_ssize_t _client_interleave(const _ColC *kc, const _ColC *vc, const int32_t *parts, Py_ssize_t i,
                                    Py_ssize_t n, _BulkBuf *bufs, Py_ssize_t *skip, Py_ssize_t limit,
-                                   int32_t *full) noexcept nogil:
+                                   bint crc, int32_t *full) noexcept nogil:
     """Write records ``i:n`` in input order, each into the batch of its partition (those
     with a ``bufs`` entry; offset delta = place in the batch, timestamp delta 0),
     skipping the first ``skip[p]`` of partition p.  Reading the input in order (and
     writing one stream per partition) is what keeps keyed bulk sends cache-friendly.
-    Returns n, or the index of a record that does not fit its partition's batch (then
-    ``*full`` is that partition)."""
+    With ``crc`` each batch's records section is checksummed as it grows (``crc``,
+    ``crc_upto``).  Returns n, or the index of a record that does not fit its
+    partition's batch (then ``*full`` is that partition)."""
     cdef int32_t p
     cdef _BulkBuf *bb
     cdef Py_ssize_t length
@@ -463,6 +470,11 @@ cdef Py_ssize_t _client_interleave(const _ColC *kc, const _ColC *vc, const int32
                     return i
                 bb.length = length
                 bb.count += 1
+                if crc and length - bb.crc_upto >= CRC_STEP:
+                    # Several batches fill at once: sum this one's new part now, while it
+                    # is in cache, not once it is full and evicted by the others.
+                    bb.crc = pylog_crc32c(bb.crc, bb.buf + bb.crc_upto, <size_t>(length - bb.crc_upto))
+                    bb.crc_upto = length
         i += 1
     return n
 
@@ -1880,13 +1892,15 @@ cdef class _ProducerCore:
                     builders[p] = builder
                     bufs[p].buf = builder.buf
                     bufs[p].length = BATCH_HEADER_SIZE
+                    bufs[p].crc = 0
+                    bufs[p].crc_upto = BATCH_HEADER_SIZE
             i = 0
             while True:
                 with nogil:
-                    i = _client_interleave(kc, vc, parts, i, n, bufs, skip, target, &full)
+                    i = _client_interleave(kc, vc, parts, i, n, bufs, skip, target, plain, &full)
                     if i < n and plain:
-                        crc = pylog_crc32c(0, bufs[full].buf + BATCH_HEADER_SIZE,
-                                           <size_t>(bufs[full].length - BATCH_HEADER_SIZE))
+                        crc = pylog_crc32c(bufs[full].crc, bufs[full].buf + bufs[full].crc_upto,
+                                           <size_t>(bufs[full].length - bufs[full].crc_upto))
                 if release:
                     # Every record before i is written (this pass writes them all).
                     kcol.release_upto(i)
@@ -1913,6 +1927,8 @@ cdef class _ProducerCore:
                 bufs[full].length = BATCH_HEADER_SIZE
                 bufs[full].count = 0
                 bufs[full].bound = 0
+                bufs[full].crc = 0
+                bufs[full].crc_upto = BATCH_HEADER_SIZE
             # The last batch of each: queued, or left open to linger when smaller than
             # batch_size.
             for p in range(nparts):
@@ -1930,9 +1946,9 @@ cdef class _ProducerCore:
                     continue
                 with nogil:
                     crc = 0
-                    if builder.codec == 0:
-                        crc = pylog_crc32c(0, builder.buf + BATCH_HEADER_SIZE,
-                                           <size_t>(builder.length - BATCH_HEADER_SIZE))
+                    if plain:
+                        crc = pylog_crc32c(bufs[p].crc, builder.buf + bufs[p].crc_upto,
+                                           <size_t>(builder.length - bufs[p].crc_upto))
                 self._publish(<_PartitionQueue>PyList_GET_ITEM(tq.parts, p), builder, fut,
                               gstart[p + 1] + sent[p], bufs[p].bound, crc, False,
                               builder.length < self._batch_size)
