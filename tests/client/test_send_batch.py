@@ -330,3 +330,36 @@ def test_batch_buffers_are_pooled_for_reuse_and_given_back_when_idle(broker):
         time.sleep(0.05)
     assert p._pooled_bytes() <= 1 << 20   # idle for a second: given back
     p.close()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd"])
+def test_compressed_bulk_batches(broker, codec):
+    broker.create_topic("t", 3, config={"max.message.bytes": 20000})
+    p = broker.producer(compression_type=codec, batch_size=2000)
+    n = 3000
+    keys = [b"k%d" % (i % 5) for i in range(n)]
+    values = [b"value %06d " % i * 3 for i in range(n)]
+    fut = p.send_batch("t", values, keys=keys)
+    offsets = fut.result(timeout=30)
+    by_part = records_of(broker, "t")
+    for i in range(0, n, 7):
+        assert by_part[fut.partitions[i]][offsets[i]].value == values[i]
+    res = broker.fetch("t", int(fut.partitions[0]), 0)
+    assert next(_core.iter_batches(res.records.records)).compression == codec
+    p.close()
+
+
+def test_acks_zero_and_explicit_timestamps(broker):
+    broker.create_topic("t", 2, config={"max.message.bytes": 5000})
+    p = broker.producer(acks=0, batch_size=1000, linger_ms=60_000)
+    p.send("t", b"first", partition=0, timestamp_ms=1_700_000_000_500)
+    # Joins the open batch (an earlier timestamp than its first record: a negative
+    # delta), then batches of its own.
+    fut = p.send_batch("t", [b"x%d" % i for i in range(500)], partition=0, timestamp_ms=1_700_000_000_000)
+    offsets = fut.result(timeout=30)
+    assert (offsets == -1).all()
+    recs = records_of(broker, "t")[0]
+    assert len(recs) == 501
+    assert recs[0].timestamp == 1_700_000_000_500
+    assert {r.timestamp for r in recs[1:]} == {1_700_000_000_000}
+    p.close()
