@@ -3,9 +3,16 @@
 # Producer: _ProducerCore.send() writes a record straight into the RecordBatchBuilder of
 # its partition's open batch (partitioning by murmur2 in C, no intermediate objects) and
 # returns a FutureRecordMetadata, a small object holding the batch and the record's index,
-# resolved when the batch is appended.  send_batch() does the same for a whole sequence in
-# one C loop.  The sender thread (pylog.client.producer) drains closed batches through
-# _drain / _ProducerBatch.complete.
+# resolved when the batch is appended.  send_batch() checks, sizes and partitions a whole
+# column of records in one pass, tops up open batches as send() would, and writes longer
+# runs into batches of its own without the GIL or the lock (keyed records in one in-order
+# pass, one batch per partition at a time), checksumming the records as they are written
+# (the CRC32C of the header is joined to it at drain time, when the producer id, epoch
+# and sequence are known); each batch is queued as it fills, so the sender's appends
+# overlap the writing of the next.  The sender thread (pylog.client.producer) drains
+# closed batches through _drain / _ProducerBatch.complete; an uncompressed batch is handed
+# to the broker as a view of its builder, which returns to the pool when the last view
+# is released.
 #
 # Consumer: decode_fetched() turns fetched batches into ConsumerRecord objects in one C
 # loop, with optional deserializers, stopping at the first record a deserializer rejects.
@@ -14,6 +21,8 @@
 # numbers) is guarded by one PyThread lock taken by every method that touches it; no
 # Python code runs while it is held except the partitioner's on_new_batch (a C method of
 # the built-in partitioners).  Batch completion callbacks run in the completing thread.
+# send_batch's GIL-free loops read only objects it holds a reference to (a tuple, the
+# snapshot of a list, an array) and write only batches no other thread can see yet.
 cimport cython
 from cpython.dict cimport PyDict_GetItem
 from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
