@@ -1567,7 +1567,7 @@ cdef class _ProducerCore:
         cdef _TopicQueue tq
         cdef BatchSendFuture fut
         cdef _Column vcol, kcol
-        cdef Py_ssize_t n, i, gstart, ngroups = 0, nbulk = 0, max_bound = 0, target, cap
+        cdef Py_ssize_t n, i, gstart, ngroups = 0, nbulk = 0, max_bound = 0, target, cap, itarget, icap
         cdef int32_t p, fixed_p = -1, nparts, g
         cdef int32_t *parts
         cdef int32_t *order = NULL
@@ -1653,11 +1653,16 @@ cdef class _ProducerCore:
                         gnext[g] = gstart
                         gstart += gcount[g]
                 fut.order = order_arr
-            if nbulk > 1 and nbulk * cap <= self._buffer_memory // 2:
+            if nbulk > 1:
                 # Several partitions with batches of their own: written in one pass over
-                # the input (in order), one batch per partition at a time.
-                self._send_interleaved(tq, fut, kcol, vcol, order, parts, gnext, gcount, gbytes, nparts,
-                                       ts, target, cap, nbulk == ngroups)
+                # the input (in order), one batch per partition at a time; all of them
+                # being filled at once must fit half of buffer_memory (smaller batches
+                # for many partitions, down to batch_size; else one partition at a time).
+                itarget = min(target, max(self._batch_size, (self._buffer_memory // 2) // nbulk))
+                icap = max(itarget, BATCH_HEADER_SIZE + max_bound)
+                if nbulk * icap <= self._buffer_memory // 2:
+                    self._send_interleaved(tq, fut, kcol, vcol, order, parts, gnext, gcount, gbytes, nparts,
+                                           ts, itarget, icap, nbulk == ngroups)
             for g in range(nparts + 1):
                 if gcount[g]:
                     self._send_group(tq, fut, kcol, vcol, order, parts, g - 1, nparts, gnext[g],

@@ -363,3 +363,28 @@ def test_acks_zero_and_explicit_timestamps(broker):
     assert recs[0].timestamp == 1_700_000_000_500
     assert {r.timestamp for r in recs[1:]} == {1_700_000_000_000}
     p.close()
+
+
+@pytest.mark.parametrize("partitions, buffer_memory, size", [
+    (40, 32 << 20, 100),     # many partitions at once: smaller batches of their own
+    (4, 8192, 1500),         # too little buffer_memory for one batch per partition at once
+])
+def test_keyed_bulk_sends_with_many_partitions_or_little_memory(broker, partitions, buffer_memory, size):
+    broker.create_topic("t", partitions)
+    p = broker.producer(batch_size=512, buffer_memory=buffer_memory)
+    n = 3000 if size > 1000 else 40_000
+    keys = [b"key-%d" % (i % 97) for i in range(n)]
+    values = [(b"%06d:" % i).ljust(size, b".") for i in range(n)]
+    fut = p.send_batch("t", values, keys=keys)
+    offsets = fut.result(timeout=60)
+    assert fut.partitions.tolist() == [partition_for_key(k, partitions) for k in keys]
+    by_part = records_of(broker, "t")
+    assert sum(map(len, by_part.values())) == n
+    for part, recs in by_part.items():
+        idx = [int(r.value[:6]) for r in recs]
+        assert idx == sorted(idx)                      # input order within a partition
+        for r in recs:
+            i = int(r.value[:6])
+            assert r.key == keys[i] and offsets[i] == r.offset
+    assert p.buffered_bytes == 0
+    p.close()
