@@ -1567,7 +1567,7 @@ cdef class _ProducerCore:
         cdef _TopicQueue tq
         cdef BatchSendFuture fut
         cdef _Column vcol, kcol
-        cdef Py_ssize_t n, i, gstart, ngroups = 0, nbulk = 0, max_bound = 0, target, cap, itarget, icap
+        cdef Py_ssize_t n, i, gstart, ngroups = 0, nkeyed = 0, max_bound = 0, target, cap, itarget, icap, need
         cdef int32_t p, fixed_p = -1, nparts, g
         cdef int32_t *parts
         cdef int32_t *order = NULL
@@ -1632,8 +1632,8 @@ cdef class _ProducerCore:
             for g in range(nparts + 1):
                 if gcount[g]:
                     ngroups += 1
-                    if g > 0 and gbytes[g] > self._batch_size:
-                        nbulk += 1
+                    if g > 0:
+                        nkeyed += 1
             if ngroups > 1:
                 # Send order: records grouped by partition (a counting sort), input order
                 # within each group.  What each batch holds is a run of it.
@@ -1653,16 +1653,21 @@ cdef class _ProducerCore:
                         gnext[g] = gstart
                         gstart += gcount[g]
                 fut.order = order_arr
-            if nbulk > 1:
-                # Several partitions with batches of their own: written in one pass over
-                # the input (in order), one batch per partition at a time; all of them
-                # being filled at once must fit half of buffer_memory (smaller batches
-                # for many partitions, down to batch_size; else one partition at a time).
-                itarget = min(target, max(self._batch_size, (self._buffer_memory // 2) // nbulk))
+            if nkeyed > 1:
+                # Keyed records for several partitions: written in one pass over the input
+                # (in order: reading it through the grouped order instead would miss the
+                # cache), one batch per partition at a time.  Those being filled at once
+                # must fit half of buffer_memory (smaller batches for many partitions,
+                # down to batch_size; else one partition after another).
+                itarget = min(target, max(self._batch_size, (self._buffer_memory // 2) // nkeyed))
                 icap = max(itarget, BATCH_HEADER_SIZE + max_bound)
-                if nbulk * icap <= self._buffer_memory // 2:
+                need = 0
+                for g in range(1, nparts + 1):
+                    if gcount[g]:
+                        need += min(icap, BATCH_HEADER_SIZE + gbytes[g])
+                if need <= self._buffer_memory // 2:
                     self._send_interleaved(tq, fut, kcol, vcol, order, parts, gnext, gcount, gbytes, nparts,
-                                           ts, itarget, icap, nbulk == ngroups)
+                                           ts, itarget, icap, nkeyed == ngroups)
             for g in range(nparts + 1):
                 if gcount[g]:
                     self._send_group(tq, fut, kcol, vcol, order, parts, g - 1, nparts, gnext[g],
@@ -1854,11 +1859,12 @@ cdef class _ProducerCore:
                                const int32_t *order, int32_t *parts, Py_ssize_t *gstart, Py_ssize_t *gcount,
                                Py_ssize_t *gbytes, int32_t nparts, int64_t ts, Py_ssize_t target,
                                Py_ssize_t cap, bint release) except -1:
-        """send_batch's pass 2 for the partitions with more than batch_size of records:
-        first each one's open batch is topped up (as _send_group does), then the rest
-        is written in one pass over the input, in input order, into a batch of its own
-        per partition, each queued as it fills (and the last ones as for _send_group).
-        Their groups are marked done (``gcount`` 0)."""
+        """send_batch's pass 2 for keyed records of several partitions: first each
+        partition's open batch is topped up (as _send_group does), then the rest is
+        written in one pass over the input, in input order, into a batch of its own per
+        partition (up to ``target`` bytes), each queued as it fills, the last ones left
+        open to linger when smaller than batch_size.  Their groups are marked done
+        (``gcount`` 0)."""
         cdef _BulkBuf *bufs = NULL
         cdef Py_ssize_t *skip = NULL
         cdef Py_ssize_t *sent = NULL
@@ -1883,7 +1889,7 @@ cdef class _ProducerCore:
                 if self._closed:
                     raise IllegalStateError("the producer was closed during send_batch")
                 for p in range(nparts):
-                    if gcount[p + 1] == 0 or gbytes[p + 1] <= self._batch_size:
+                    if gcount[p + 1] == 0:
                         continue
                     pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
                     if pq.open is not None and pq.open.builder.count > 0:
@@ -1902,7 +1908,7 @@ cdef class _ProducerCore:
                 self._wake_sender()
             for p in range(nparts):
                 if bufs[p].length == -1:
-                    builder = self._bulk_builder(cap, ts)
+                    builder = self._bulk_builder(min(cap, BATCH_HEADER_SIZE + gbytes[p + 1]), ts)
                     builders[p] = builder
                     bufs[p].buf = builder.buf
                     bufs[p].length = BATCH_HEADER_SIZE
@@ -1935,7 +1941,7 @@ cdef class _ProducerCore:
                 est = gbytes[full + 1] if gbytes[full + 1] < target else target
                 if self._buffered + est > self._buffer_memory and self._buffered > 0:
                     self._wait_for_memory(est)
-                builder = self._bulk_builder(cap, ts)
+                builder = self._bulk_builder(min(cap, BATCH_HEADER_SIZE + gbytes[full + 1]), ts)
                 builders[full] = builder
                 bufs[full].buf = builder.buf
                 bufs[full].length = BATCH_HEADER_SIZE

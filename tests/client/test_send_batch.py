@@ -388,3 +388,30 @@ def test_keyed_bulk_sends_with_many_partitions_or_little_memory(broker, partitio
             assert r.key == keys[i] and offsets[i] == r.offset
     assert p.buffered_bytes == 0
     p.close()
+
+
+def test_small_keyed_sends_join_open_batches_and_linger(broker):
+    # Small calls batch like send(): records join the partitions' open batches, and what
+    # a call opens lingers for the next records, so many calls make few batches.
+    broker.create_topic("t", 3)
+    p = broker.producer(linger_ms=60_000)
+    keys = [b"a", b"b", b"c", b"d", b"e", b"f"]
+    parts = {k: partition_for_key(k, 3) for k in keys}
+    first = p.send("t", b"single", key=b"a")
+    futs = [p.send_batch("t", [b"%d-%d" % (call, i) for i in range(60)], keys=[keys[i % 6] for i in range(60)])
+            for call in range(20)]
+    p.flush()
+    assert first.result().offset == 0
+    by_part = records_of(broker, "t")
+    for fut in futs:
+        offsets = fut.result(timeout=30)
+        for i in (0, 17, 59):
+            assert by_part[fut.partitions[i]][offsets[i]].key == keys[i % 6]
+    for part in set(parts.values()):
+        vals = [r.value for r in by_part[part]]
+        expected = [b"%d-%d" % (c, i) for c in range(20) for i in range(60) if parts[keys[i % 6]] == part]
+        if part == parts[b"a"]:
+            expected = [b"single"] + expected
+        assert vals == expected
+        assert len(batch_sizes(broker, "t", part)) == 1     # one batch per partition in all
+    p.close()
