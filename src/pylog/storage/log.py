@@ -19,8 +19,9 @@ preallocation) is truncated, indexes are rebuilt, and segments after a damaged o
 deleted.  Flushed data is never lost; unflushed data survives a process crash (it is in
 the page cache) and loses at most a suffix on power loss.  As in Kafka, a roll schedules
 a flush of the segments it sealed on a background thread, which then advances the
-recovery point to the new segment, so recovery normally rescans only the active one.  The cleaner's swap protocol
-(:meth:`Log.replace_segments`) is completed or rolled back on open.
+recovery point to the new segment, so recovery normally rescans only the active one.
+The cleaner's swap protocol (:meth:`Log.replace_segments`) is completed or rolled back
+on open.
 
 Thread safety: every public method takes the log's lock (one ``threading.RLock`` per Log),
 so appends from many threads are safe and serialized, and reads see whole appends.  A
@@ -665,9 +666,12 @@ class Log:
             i = max(bisect.bisect_right(self._bases, self._recovery_point) - 1, 0)
             j = bisect.bisect_left(self._bases, offset)
             pending = [seg for seg in self._segments[i:j] if not seg.is_active]
-        for seg in pending:   # sealed: fsynced through their own descriptors, lock not held
-            seg.flush()
-        fsync_dir(self.path)
+        try:
+            for seg in pending:   # sealed: fsynced through their own descriptors, lock not held
+                seg.flush()
+            fsync_dir(self.path)
+        except FileNotFoundError:
+            return                # the log was deleted meanwhile: nothing left to make durable
         with self._lock:
             if not self._closed and self._truncations == truncations and offset <= self._log_end_offset:
                 self._recovery_point = max(self._recovery_point, offset)
