@@ -63,7 +63,6 @@ def _crash_once(tmp_path, seed):
         recs = read_all(log)
         assert log.log_end_offset >= flushed
         assert [o for o, *_ in recs] == list(range(log.log_end_offset))
-        expect_batch = 0
         for offset, _, _, value in recs:
             b, j, _ = value.split(b":", 2)
             assert int(b) + int(j) == offset
@@ -74,7 +73,6 @@ def _crash_once(tmp_path, seed):
                 pos, base, last = seg.translate_offset(info.last_offset)
                 assert (pos, base) == (info.position, info.base_offset)
         log.close()
-        del expect_batch
     return flushed
 
 
