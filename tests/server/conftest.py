@@ -5,8 +5,8 @@
   temporary data directory and short group timeouts.  Every server started is stopped
   (SIGTERM, then SIGKILL if it hangs) when the test ends, and its exit status checked.
 - ``server``: one such server, started with the defaults.
-- ``stub_server``: an in-process server (own thread and loop) over a stub broker, for
-  transport tests that need no storage.
+- ``inproc``: an in-process server (:class:`ServerThread`, own thread and loop) on a free
+  loopback port, for tests that reach into its broker or connections.
 """
 
 from __future__ import annotations
@@ -165,6 +165,19 @@ def serve(tmp_path):
 @pytest.fixture
 def server(serve):
     return serve()
+
+
+@pytest.fixture
+def inproc(tmp_path):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    st = ServerThread(ServerConfig(log_dirs=str(tmp_path / "data"), listeners="127.0.0.1:0"))
+    st.start()
+    try:
+        yield st
+    finally:
+        st.stop()
 
 
 def _check_stopped(sp: ServeProcess) -> None:

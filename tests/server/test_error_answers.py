@@ -8,43 +8,18 @@ from __future__ import annotations
 import socket
 import struct
 
-import pytest
-
 from pylog.protocol import messages as m
 from pylog.protocol.codec import decode_response, encode_request
 from pylog.protocol.segments import segments_to_bytes
 from pylog.records import RecordBatchBuilder
 from pylog.server import handlers
-from pylog.server.config import ServerConfig
-from pylog.server.server import ServerThread
-from server.util import unique
-
-
-@pytest.fixture
-def inproc(tmp_path):
-    st = ServerThread(ServerConfig(log_dirs=str(tmp_path / "data"), listeners="127.0.0.1:0"))
-    st.start()
-    try:
-        yield st
-    finally:
-        st.stop()
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        buf += chunk
-    return bytes(buf)
+from server.util import read_frame, unique
 
 
 def exchange(address, frame: bytes) -> bytes:
     with socket.create_connection(address, timeout=10) as s:
         s.sendall(frame)
-        (size,) = struct.unpack(">i", recv_exact(s, 4))
-        return recv_exact(s, size)
+        return read_frame(s)
 
 
 def with_trailing(frame: bytes, extra: bytes) -> bytes:

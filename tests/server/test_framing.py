@@ -12,28 +12,15 @@ import struct
 import threading
 import time
 
-import pytest
-
 from pylog.protocol import messages as m
 from pylog.protocol.codec import decode_response, encode_request
 from pylog.protocol.segments import segments_to_bytes
 from pylog.records import RecordBatchBuilder, iter_batches
 from pylog.server import connection
-from pylog.server.config import ServerConfig
 from pylog.server.server import ServerThread
-from server.util import unique
+from server.util import read_frame, unique
 
 BUF = connection.READ_BUFFER_SIZE
-
-
-@pytest.fixture
-def inproc(tmp_path):
-    st = ServerThread(ServerConfig(log_dirs=str(tmp_path / "data"), listeners="127.0.0.1:0"))
-    st.start()
-    try:
-        yield st
-    finally:
-        st.stop()
 
 
 def batch(values: list[bytes]) -> bytes:
@@ -50,21 +37,6 @@ def produce_frame(topic: str, records: bytes, corr: int) -> bytes:
 
 def versions_frame(corr: int) -> bytes:
     return segments_to_bytes(encode_request(18, 0, corr, "framing", m.ApiVersionsRequest()))
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        buf += chunk
-    return bytes(buf)
-
-
-def read_frame(s: socket.socket) -> bytes:
-    (size,) = struct.unpack(">i", recv_exact(s, 4))
-    return recv_exact(s, size)
 
 
 def sized_batch(total: int, rng: random.Random) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import struct
 import time
 
 _counter = itertools.count()
@@ -51,3 +53,20 @@ def drain(consumer, count: int, timeout: float = 30.0, exact: bool = True) -> li
             if msg is not None and not msg.error():
                 got.append(msg)
     return got
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``s``; ConnectionError when the server closes first."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(s: socket.socket) -> bytes:
+    """One size-prefixed response frame from ``s`` (without the prefix)."""
+    (size,) = struct.unpack(">i", recv_exact(s, 4))
+    return recv_exact(s, size)
