@@ -417,3 +417,48 @@ def test_idle_producer_state_expires(broker, clock):
     assert broker.describe_producers("t", 0) == []
     # Forgotten: its next batch is accepted as from a new producer (any sequence).
     assert broker.produce("t", 0, batch([b"b"], pid=pid, epoch=0, seq=1, ts=clock.t)).error_code == 0
+
+
+def test_offset_for_leader_epoch_follows_the_epoch_cache(tmp_path, clock):
+    path = tmp_path / "d"
+    with Broker(path, clock=clock, background=False, offsets_topic_num_partitions=1) as b:
+        b.create_topic("t")
+
+        def ask(epoch, current=-1, partition=0):
+            r = b.offset_for_leader_epoch("t", partition, epoch, current)
+            return r.error_code, r.leader_epoch, r.end_offset
+
+        # The current epoch (0) has begun at the log end offset, even with no record yet.
+        assert ask(0) == (0, 0, 0)
+        assert ask(1) == (0, -1, -1) and ask(-1) == (0, -1, -1)
+        assert ask(0, current=1)[0] == 75       # UNKNOWN_LEADER_EPOCH: the client is ahead
+        assert ask(0, partition=1)[0] == 3      # UNKNOWN_TOPIC_OR_PARTITION
+        assert b.offset_for_leader_epoch("nope", 0, 0).error_code == 3
+        assert b.offset_for_leader_epoch("t", 0, "0").error_code == 42   # INVALID_REQUEST
+        b.append("t", 0, batch([b"a", b"b", b"c"]))
+        assert ask(0) == (0, 0, 3) and ask(0, current=0) == (0, 0, 3)
+    # A leader change as the registry records it: the topic is now in epoch 2.
+    reg_path = path / REGISTRY_FILE
+    reg = json.loads(reg_path.read_text())
+    reg["topics"]["t"]["leader_epoch"] = 2
+    reg_path.write_text(json.dumps(reg))
+    with Broker(path, clock=clock, background=False, offsets_topic_num_partitions=1) as b:
+
+        def ask(epoch, current=-1):
+            r = b.offset_for_leader_epoch("t", 0, epoch, current)
+            return r.error_code, r.leader_epoch, r.end_offset
+
+        assert ask(0, current=1)[0] == 74       # FENCED_LEADER_EPOCH: the client is behind
+        assert ask(0, current=3)[0] == 75
+        # Epoch 2 began at offset 3 with no record yet; 1 never held a record, so its
+        # answer is epoch 0, which lasted until the current one began.
+        assert ask(2, current=2) == (0, 2, 3)
+        assert ask(1) == (0, 0, 3) and ask(0) == (0, 0, 3)
+        assert ask(3) == (0, -1, -1)
+        b.append("t", 0, batch([b"d", b"e"]))
+        assert [tuple(e) for e in b.logs.get_log("t", 0).leader_epochs] == [(0, 0), (2, 3)]
+        assert ask(2) == (0, 2, 5) and ask(1) == (0, 0, 3) and ask(0) == (0, 0, 3)
+        # Records of epoch 0 deleted: an epoch older than every known one ends where
+        # the oldest known begins.
+        b.delete_records("t", 0, 4)
+        assert ask(0) == (0, 0, 4) and ask(2) == (0, 2, 5)

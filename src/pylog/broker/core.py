@@ -100,6 +100,7 @@ __all__ = [
     "ProduceResult",
     "FetchResult",
     "ListOffsetsResult",
+    "EpochEndOffset",
     "InitProducerIdResult",
     "PartitionInfo",
     "TopicDescription",
@@ -120,6 +121,8 @@ _MAX_COALESCED_BYTES = 1024 * 1024
 _ATTR_TRANSACTIONAL = 0x10
 _ATTR_CONTROL = 0x20
 _INT32_MAX = 2**31 - 1
+_FENCED_LEADER_EPOCH = 74
+_UNKNOWN_LEADER_EPOCH = 75
 _LEGAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _CODEC_FOR_COMPRESSION_TYPE = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
@@ -223,6 +226,18 @@ class ListOffsetsResult(_Result):
     timestamp: int = -1
     offset: int = -1
     leader_epoch: int = -1
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class EpochEndOffset(_Result):
+    """OffsetForLeaderEpoch of one partition: the largest epoch at or below the one asked
+    and the offset where it ended (the log end offset for the current epoch); -1 and -1
+    (Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET) when no such epoch is known."""
+
+    error_code: int = 0
+    leader_epoch: int = -1
+    end_offset: int = -1
     error_message: str | None = None
 
 
@@ -1223,6 +1238,63 @@ class Broker:
                                      error_message=f"{topic}-{partition} was deleted")
         except PylogError as exc:
             return ListOffsetsResult(exc.error_code, error_message=str(exc))
+
+    def offset_for_leader_epoch(self, topic: str, partition: int, leader_epoch: int,
+                                current_leader_epoch: int = -1) -> EpochEndOffset:
+        """OffsetForLeaderEpoch of one partition: where ``leader_epoch`` ended in this log.
+
+        A consumer asks it after a leader change to check that the position it holds (an
+        offset and the epoch of the record before it) is still in the log: the answer is
+        the largest epoch at or below ``leader_epoch`` and the first offset of the epoch
+        after it, or the log end offset when that is the partition's current epoch.
+
+        As a Kafka leader does, the partition's current epoch counts as begun at the log
+        end offset even before a record was written in it.  An epoch older than every one
+        known gets the start of the oldest known (its records are gone); one newer than the
+        current epoch, or -1, gets epoch -1 and offset -1.
+
+        Parameters
+        ----------
+        current_leader_epoch : int
+            The leader epoch the client believes current; -1 skips the check.  Older than
+            the partition's gives FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.
+
+        Never raises for a per-partition problem: the result carries Kafka's error code.
+        """
+        try:
+            for name, value in (("leader_epoch", leader_epoch), ("current_leader_epoch", current_leader_epoch)):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise InvalidRequestError(f"{name} must be an int, not {type(value).__name__}")
+            part = self._partition(topic, partition)
+            current = part.topic.leader_epoch
+            if current_leader_epoch >= 0 and current_leader_epoch != current:
+                older = current_leader_epoch < current
+                return EpochEndOffset(
+                    _FENCED_LEADER_EPOCH if older else _UNKNOWN_LEADER_EPOCH,
+                    error_message=f"{topic}-{partition} is in leader epoch {current}, the request's is "
+                                  f"{'older' if older else 'newer'} ({current_leader_epoch})")
+            log = part.log
+            if leader_epoch < 0 or leader_epoch > current:
+                return EpochEndOffset(0, -1, -1)
+            with log.lock:
+                latest = log.latest_epoch
+                if latest >= current:
+                    return EpochEndOffset(0, *log.end_offset_for_epoch(leader_epoch))
+                # No record of the current epoch yet.  A Kafka leader enters its epoch in
+                # the cache when it takes over; here the epoch reaches the cache with its
+                # first append, so answer as if it began at the log end offset.
+                leo = log.log_end_offset
+                if leader_epoch == current:
+                    return EpochEndOffset(0, current, leo)
+                epoch, end = log.end_offset_for_epoch(leader_epoch)
+                if end < 0:   # newer than every known epoch: it lasted until the current one
+                    epoch, end = (latest if latest >= 0 else leader_epoch), leo
+                return EpochEndOffset(0, epoch, end)
+        except LogClosedError:
+            return EpochEndOffset(UnknownTopicOrPartitionError.error_code,
+                                  error_message=f"{topic}-{partition} was deleted")
+        except PylogError as exc:
+            return EpochEndOffset(exc.error_code, error_message=str(exc))
 
     def delete_records(self, topic: str, partition: int, offset: int) -> int:
         """Advance the log start offset to ``offset`` (-1: the high watermark); returns the

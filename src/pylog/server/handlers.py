@@ -537,38 +537,16 @@ def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_offset_for_leader_epoch(conn: Any, header: Any, req: Any) -> Any:
-    st = conn.server.state
-    broker = st.broker
+    broker = conn.server.state.broker
     R = m.OffsetForLeaderEpochResponse
     E = R.EpochEndOffset
     topics = []
     for t in req.topics:
         parts = []
-        epoch = st.leader_epoch(t.topic)
         for p in t.partitions:
-            if epoch is None:
-                parts.append(E(error_code=UNKNOWN_TOPIC_OR_PARTITION, partition=p.partition))
-                continue
-            code = _leader_epoch_error(st, t.topic, p.current_leader_epoch)
-            if code:
-                parts.append(E(error_code=code, partition=p.partition))
-                continue
-            try:
-                leo = broker.high_watermark(t.topic, p.partition)
-            except PylogError as exc:
-                parts.append(E(error_code=_err(exc), partition=p.partition))
-                continue
-            # One leader has held every partition since it was created, in the topic's
-            # current epoch: that epoch ends at the log end offset; a later epoch is
-            # unknown (Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET, -1/-1), and an
-            # earlier one never held any record.
-            if p.leader_epoch == epoch:
-                parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=epoch, end_offset=leo))
-            elif 0 <= p.leader_epoch < epoch:
-                parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=epoch,
-                               end_offset=broker.log_start_offset(t.topic, p.partition)))
-            else:
-                parts.append(E(error_code=NONE, partition=p.partition, leader_epoch=-1, end_offset=-1))
+            res = broker.offset_for_leader_epoch(t.topic, p.partition, p.leader_epoch, p.current_leader_epoch)
+            parts.append(E(error_code=res.error_code, partition=p.partition, leader_epoch=res.leader_epoch,
+                           end_offset=res.end_offset))
         topics.append(R.OffsetForLeaderTopicResult(topic=t.topic, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)
 
