@@ -91,6 +91,34 @@ def crc32c(data, unsigned int value=0):
     return crc
 
 
+_CRC32C_IMPLEMENTATIONS = ("portable", "lanes", "fold")
+
+
+def crc32c_implementation():
+    """Which CRC-32C implementation long buffers take on this CPU: ``"fold"`` (carry-less
+    multiplication, VPCLMULQDQ with AVX-512), ``"lanes"`` (the SSE4.2 crc32 instruction in
+    three lanes) or ``"portable"`` (slicing-by-8 tables)."""
+    return _CRC32C_IMPLEMENTATIONS[pylog_crc32c_impl()]
+
+
+def _crc32c_by(str implementation, data, unsigned int value=0):
+    """CRC-32C by one named implementation (see :func:`crc32c_implementation`), for tests
+    that compare them.  Returns None when this CPU can't run it (``"fold"`` also needs at
+    least 272 bytes)."""
+    cdef Py_buffer view
+    cdef int ok = 0
+    cdef uint32_t crc
+    if implementation not in _CRC32C_IMPLEMENTATIONS:
+        raise ValueError(f"unknown CRC-32C implementation {implementation!r}")
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        crc = pylog_crc32c_by(_CRC32C_IMPLEMENTATIONS.index(implementation), value,
+                              <const uint8_t *>view.buf, <size_t>view.len, &ok)
+    finally:
+        PyBuffer_Release(&view)
+    return crc if ok else None
+
+
 def read_batch_header(data, Py_ssize_t position=0, *, bint check_crc=True,
                       Py_ssize_t max_size=DEFAULT_MAX_BATCH_SIZE):
     """Validate the batch at ``data[position:]`` and return its header as a dict.

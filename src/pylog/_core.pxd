@@ -6,6 +6,8 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t
 cdef extern from "_crc32c.h" nogil:
     void pylog_crc32c_init()
     uint32_t pylog_crc32c(uint32_t crc, const uint8_t *p, size_t n)
+    uint32_t pylog_crc32c_by(int impl, uint32_t crc, const uint8_t *p, size_t n, int *ok)
+    int pylog_crc32c_impl()
 
 cdef extern from *:
     """
