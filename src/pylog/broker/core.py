@@ -976,9 +976,8 @@ class Broker:
                 topic.set_config(old)
                 raise
             self.logs.topic_configs[topic_name] = log_config
-            old_log = old.log_config()
             for part in topic.partitions:
-                _apply_log_config(part.log, log_config, old_log)
+                _apply_log_config(part.log, log_config)
 
     # ------------------------------------------------------------------ produce
 
@@ -1633,33 +1632,11 @@ class Broker:
         return f"<Broker {self.data_dir} {len(self._topics)} topics{' closed' if self._closed else ''}>"
 
 
-def _apply_log_config(log, config, old) -> None:
-    """Give a live log its topic's new settings.
-
-    Uses ``Log.update_config`` when the storage layer has it.  Until then: the Log keeps
-    a few settings cached for its append path, which are refreshed here too; and since a
-    segment is sized when it is created, a change of segment size rolls a non-empty
-    active segment so the new size applies from now on (an empty one keeps its size until
-    its next roll).
-    """
+def _apply_log_config(log, config) -> None:
+    """Give a live log its topic's new settings (a deleted, closed log is skipped)."""
     with log.lock:
-        if log.closed:
-            return
-        update = getattr(log, "update_config", None)
-        if update is not None:
-            update(config)
-            return
-        log.config = config
-        cached = {"_max_message_bytes": config.max_message_bytes, "_segment_bytes": config.segment_bytes,
-                  "_log_append_time": config.message_timestamp_type == "LogAppendTime",
-                  "_flush_policy": config.flush_messages is not None or config.flush_ms is not None,
-                  "_roll_ms": config.segment_ms - config.segment_jitter_ms}
-        for name, value in cached.items():
-            if hasattr(log, name):
-                setattr(log, name, value)
-        if (old.segment_bytes != config.segment_bytes or old.segment_index_bytes != config.segment_index_bytes) \
-                and log.active_segment.size:
-            log.roll()
+        if not log.closed:
+            log.update_config(config)
 
 
 def _continues(a, b) -> bool:
