@@ -1204,6 +1204,13 @@ class Broker:
         except PylogError as exc:
             return FetchResult(exc.error_code, error_message=str(exc))
 
+    def log_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """``(log_start_offset, high_watermark)`` of a partition, without reading it: a
+        fetch at the high watermark has nothing to read (a caught-up consumer's poll).
+        Raises UnknownTopicOrPartitionError."""
+        log = self._partition(topic, partition).log
+        return log.log_start_offset, log.log_end_offset
+
     def high_watermark(self, topic: str, partition: int) -> int:
         """Raises UnknownTopicOrPartitionError."""
         return self._partition(topic, partition).log.log_end_offset

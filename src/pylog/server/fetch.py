@@ -1,9 +1,11 @@
 """Fetch: reading partitions into a zero-copy response, and long polls.
 
 Reading
-    Each partition is read with the broker core's ``fetch`` (whole batches from the one
-    holding the fetch offset, up to the partition's and the response's byte budget; the
-    first partition with data may exceed the budget by one batch, as Kafka's KIP-74).
+    A partition fetched at its high watermark (a caught-up consumer's poll) is answered
+    from its offsets, without a read.  Any other is read with the broker core's
+    ``fetch`` (whole batches from the one holding the fetch offset, up to the
+    partition's and the response's byte budget; the first partition with data may
+    exceed the budget by one batch, as Kafka's KIP-74).
     The records field of the response is a :class:`~pylog.protocol.segments.FileRegion`
     over the segment file, which the connection writes with ``os.sendfile``: record bytes
     never pass through Python.  The region holds the segment's open file handle, so the
@@ -11,7 +13,9 @@ Reading
     meanwhile.
 
 Long polls
-    A Fetch that finds fewer than ``min_bytes`` waits up to ``max_wait_ms``.  It is
+    A Fetch that finds fewer than ``min_bytes`` waits up to ``max_wait_ms``; one whose
+    partitions are all caught up (:func:`caught_up`) waits without building an answer
+    first, so an empty poll costs one pass over its partitions, when it expires.  It is
     registered under each partition it asked for; the broker's append listener calls
     :meth:`FetchWaiters.on_append`, which adds the appended bytes to each waiter on that
     partition and answers those that reached ``min_bytes`` by reading again.  Waiting
@@ -24,15 +28,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from pylog.errors import PylogError
 from pylog.protocol import messages as m
 from pylog.protocol.segments import FileRegion
 
-__all__ = ["FetchWaiters", "read_partitions"]
+__all__ = ["FetchWaiters", "caught_up", "read_partitions"]
 
 _UNKNOWN_TOPIC_OR_PARTITION = 3
 _FENCED_LEADER_EPOCH = 74
 _UNKNOWN_LEADER_EPOCH = 75
 _EMPTY = b""
+
+
+def caught_up(st: Any, wanted: list) -> bool:
+    """Whether every wanted partition (as for :func:`read_partitions`) exists, passes its
+    leader epoch check and is fetched at its high watermark: nothing to read yet."""
+    log_offsets = st.broker.log_offsets
+    for topic, parts in wanted:
+        for partition, offset, _part_max, cle in parts:
+            if cle >= 0 and cle != st.leader_epoch(topic):
+                return False
+            try:
+                if log_offsets(topic, partition)[1] != offset:
+                    return False
+            except PylogError:
+                return False
+    return True
 
 
 def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int) -> tuple[list, int, bool]:
@@ -43,6 +64,7 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
     topic entries whose records are FileRegions.
     """
     broker = st.broker
+    log_offsets = broker.log_offsets
     R = m.FetchResponse
     PD = R.PartitionData
     TR = R.FetchableTopicResponse
@@ -63,6 +85,17 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
                                   last_stable_offset=-1, log_start_offset=-1, records=_EMPTY))
                     any_error = True
                     continue
+            # A caught-up partition (the usual long poll) has nothing to read: answer
+            # from its offsets alone, without opening a read of the log.
+            try:
+                start, hw = log_offsets(topic, partition)
+            except PylogError:
+                start = hw = -1      # the fetch below reports the error
+            if offset == hw:
+                out.append(PD(partition_index=partition, error_code=0, high_watermark=hw,
+                              last_stable_offset=hw, log_start_offset=start,
+                              aborted_transactions=aborted, records=_EMPTY))
+                continue
             budget = max_bytes - total
             limit = part_max if part_max < budget else budget
             # The response is full: still report the partition's offsets, with no records.

@@ -33,7 +33,7 @@ from pylog.protocol.apis import ApiKey
 from pylog.protocol.replies import error_body
 from pylog.server._core_adapter import describe_server_configs, topic_uuid
 from pylog.server.connection import NO_RESPONSE
-from pylog.server.fetch import FetchWaiters, read_partitions
+from pylog.server.fetch import FetchWaiters, caught_up, read_partitions
 
 __all__ = ["ServerState", "handler_table", "open_broker", "SERVED_VERSIONS"]
 
@@ -476,6 +476,10 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
                          for p in t.partitions]) for t in req.topics]
     max_bytes = min(req.max_bytes, st.config.fetch_max_bytes)
     isolation = req.isolation_level
+    if req.max_wait_ms > 0 and req.min_bytes > 0 and wanted and not st.server.stopping \
+            and caught_up(st, wanted):
+        # A caught-up consumer's poll: wait; the answer is built once, when it ends.
+        return st.fetch_waiters.wait(wanted, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
     responses, total, error = read_partitions(st, wanted, max_bytes, isolation)
     if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
             or st.server.stopping):

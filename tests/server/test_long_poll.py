@@ -1,0 +1,66 @@
+"""Fetch long polls: a caught-up Fetch waits without an answer built up front, and is
+answered from the partition as it is when the wait ends, by an append or by its
+``max_wait_ms``.  The server runs in-process on a free loopback port."""
+
+from __future__ import annotations
+
+from pylog.protocol import messages as m
+from pylog.records import RecordBatchBuilder, iter_batches
+from pylog.server.wire_client import WireClient
+from server.util import unique, wait_for
+
+F = m.FetchRequest
+
+
+def batch(values):
+    b = RecordBatchBuilder()
+    for v in values:
+        b.append(None, None, v)
+    return b.build()
+
+
+def send_fetch(conn, topic, offset, max_wait_ms):
+    body = F(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+             session_id=0, session_epoch=-1, topics=[F.FetchTopic(topic=topic, partitions=[
+                 F.FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)])])
+    return conn.send_request(1, body)
+
+
+def waiting(inproc, topic):
+    return bool(inproc.server.state.fetch_waiters.by_partition.get((topic, 0)))
+
+
+def test_caught_up_fetch_is_answered_by_the_next_append(inproc):
+    topic = unique("poll")
+    broker = inproc.server.broker
+    broker.create_topic(topic, 1)
+    broker.append(topic, 0, batch([b"a", b"b", b"c"]))
+    host, port = inproc.address
+    with WireClient(f"{host}:{port}") as c:
+        conn = c.leader(topic, 0)
+        pending = send_fetch(conn, topic, 3, 30_000)
+        wait_for(lambda: waiting(inproc, topic), "the fetch to wait")
+        broker.append(topic, 0, batch([b"d", b"e"]))
+        p = conn.receive(pending).responses[0].partitions[0]
+        assert p.error_code == 0 and p.high_watermark == 5 and p.log_start_offset == 0
+        assert [r.value for b in iter_batches(memoryview(p.records)) for r in b] == [b"d", b"e"]
+    assert not waiting(inproc, topic)
+
+
+def test_expired_caught_up_fetch_reports_the_partition_as_it_is_then(inproc):
+    topic = unique("poll")
+    broker = inproc.server.broker
+    broker.create_topic(topic, 1)
+    broker.append(topic, 0, batch([b"a", b"b", b"c"]))
+    host, port = inproc.address
+    with WireClient(f"{host}:{port}") as c:
+        conn = c.leader(topic, 0)
+        pending = send_fetch(conn, topic, 3, 1500)
+        wait_for(lambda: waiting(inproc, topic), "the fetch to wait")
+        # Not an append: no waiter is woken, but the answer must show the new start.
+        assert broker.delete_records(topic, 0, 2) == 2
+        p = conn.receive(pending).responses[0].partitions[0]
+        assert (p.error_code, p.high_watermark, p.log_start_offset, len(p.records or b"")) == (0, 3, 2, 0)
+        # A fetch behind the high watermark is answered at once, with the records.
+        p = c.fetch(topic, 0, 2, max_wait_ms=30_000)
+        assert [r.value for b in iter_batches(memoryview(p.records)) for r in b] == [b"a", b"b", b"c"]
