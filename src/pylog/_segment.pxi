@@ -61,13 +61,9 @@ ctypedef struct BatchSetInfo:
     bint monotonic
 
 
-cdef BatchStatus _validate(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batch_size,
-                           BatchSetInfo *info, BatchHeader *h) noexcept nogil:
-    # On failure info.batches / info.size say which batch, at which byte.
-    cdef BatchStatus st
-    cdef Py_ssize_t pos = 0
-    cdef int64_t prev_last = -1
+cdef void _validate_init(BatchSetInfo *info) noexcept nogil:
     info.batches = 0
+    info.size = 0
     info.records = 0
     info.first_base = -1
     info.last_given = -1
@@ -77,8 +73,18 @@ cdef BatchStatus _validate(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batc
     info.max_ts_last = -1
     info.first_max_ts = -1
     info.monotonic = True
+
+
+cdef BatchStatus _validate_more(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batch_size,
+                                BatchSetInfo *info, BatchHeader *h) noexcept nogil:
+    # Validate the whole batches of p[0:end], which follow info.size bytes already
+    # validated into *info (after _validate_init).  On failure info.batches / info.size
+    # say which batch, at which byte of the whole.
+    cdef BatchStatus st
+    cdef Py_ssize_t pos = 0, start = info.size
+    cdef int64_t prev_last = info.last_given
     while pos < end:
-        info.size = pos
+        info.size = start + pos
         st = parse_batch_header(p + pos, end - pos, max_batch_size, True, h)
         if st != BATCH_OK:
             return st
@@ -97,8 +103,15 @@ cdef BatchStatus _validate(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batc
         info.records += h.records_count
         pos += h.size
         info.batches += 1
-    info.size = pos
+    info.size = start + pos
     return BATCH_OK
+
+
+cdef BatchStatus _validate(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batch_size,
+                           BatchSetInfo *info, BatchHeader *h) noexcept nogil:
+    # On failure info.batches / info.size say which batch, at which byte.
+    _validate_init(info)
+    return _validate_more(p, end, max_batch_size, info, h)
 
 
 cdef int _validate_or_raise(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batch_size,
@@ -112,6 +125,38 @@ cdef int _validate_or_raise(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_bat
             st = _validate(p, end, max_batch_size, info, &h)
     else:
         st = _validate(p, end, max_batch_size, info, &h)
+    if st != BATCH_OK:
+        raise _batch_error(st, &h, info.batches, info.size, max_batch_size)
+    return 0
+
+
+cdef BatchStatus _validate_views(Py_buffer *views, Py_ssize_t n, Py_ssize_t max_batch_size,
+                                 BatchSetInfo *info, BatchHeader *h) noexcept nogil:
+    cdef BatchStatus st = BATCH_OK
+    cdef Py_ssize_t i
+    for i in range(n):
+        st = _validate_more(<const uint8_t *>views[i].buf, views[i].len, max_batch_size, info, h)
+        if st != BATCH_OK:
+            break
+    return st
+
+
+cdef int _validate_views_or_raise(Py_buffer *views, Py_ssize_t n, Py_ssize_t max_batch_size,
+                                  BatchSetInfo *info) except -1:
+    # _validate_or_raise over the concatenation of views[0:n] (each holds whole batches).
+    cdef BatchHeader h
+    cdef BatchStatus st = BATCH_OK
+    cdef Py_ssize_t i, total = 0
+    for i in range(n):
+        total += views[i].len
+    if total == 0:
+        raise CorruptRecordError("empty append: expected at least one record batch")
+    _validate_init(info)
+    if total >= GIL_RELEASE_BYTES:
+        with nogil:
+            st = _validate_views(views, n, max_batch_size, info, &h)
+    else:
+        st = _validate_views(views, n, max_batch_size, info, &h)
     if st != BATCH_OK:
         raise _batch_error(st, &h, info.batches, info.size, max_batch_size)
     return 0
@@ -155,12 +200,13 @@ cdef extern from *:
     void pylog_compiler_fence() nogil
 
 
-cdef Py_ssize_t _write_batches(uint8_t *d, const uint8_t *s, Py_ssize_t size, int64_t base_offset,
+cdef Py_ssize_t _write_batches(uint8_t *d, const uint8_t *s, Py_ssize_t size, int64_t *offset,
                                bint assign_offsets, bint set_leader_epoch, int32_t leader_epoch,
                                int64_t log_append_time) noexcept nogil:
     # Returns -1 when done, else the position of a batch whose length is inconsistent.
+    # ``offset``: the first batch's assigned offset in, the next one's out.
     cdef Py_ssize_t pos = 0, bsize
-    cdef int64_t next_offset = base_offset
+    cdef int64_t next_offset = offset[0]
     cdef int32_t blen, delta
     cdef int16_t attrs
     cdef uint8_t *b
@@ -195,20 +241,49 @@ cdef Py_ssize_t _write_batches(uint8_t *d, const uint8_t *s, Py_ssize_t size, in
         pylog_compiler_fence()
         memcpy(b + BATCH_LENGTH, s + pos + BATCH_LENGTH, 4)
         pos += bsize
+    offset[0] = next_offset
     return -1
 
 
-_append_info_type = None
-_tuple_new = tuple.__new__
+cdef extern from *:
+    """
+    /* A tuple subclass instance (no extra fields: checked when the type is set) holding
+     * the items of ``items``: what tuple.__new__(cls, items) makes, without the call. */
+    static PyObject *pylog_tuple_as(PyObject *type, PyObject *items) {
+        PyTypeObject *t = (PyTypeObject *)type;
+        Py_ssize_t n = PyTuple_GET_SIZE(items), i;
+        PyObject *o = t->tp_alloc(t, n);
+        if (o == NULL) return NULL;
+        for (i = 0; i < n; i++) {
+            PyObject *v = PyTuple_GET_ITEM(items, i);
+            Py_INCREF(v);
+            PyTuple_SET_ITEM(o, i, v);
+        }
+        return o;
+    }
+    """
+    object pylog_tuple_as(object type, object items)
+
+
+cdef object _append_info_type = None
 
 
 def set_append_info_type(cls):
     """The tuple subclass (pylog.storage.LogAppendInfo) that
-    :meth:`SegmentAppender.log_append` returns."""
+    :meth:`SegmentAppender.log_append` and Log.append return: a named tuple (no instance
+    dict or slots of its own)."""
     global _append_info_type
     if not (isinstance(cls, type) and issubclass(cls, tuple)):
         raise TypeError("expected a tuple subclass")
+    if cls.__basicsize__ != tuple.__basicsize__ or cls.__itemsize__ != tuple.__itemsize__:
+        raise TypeError("expected a tuple subclass without instance fields (a named tuple)")
     _append_info_type = cls
+
+
+cdef inline object _append_info(tuple fields):
+    if _append_info_type is None:
+        return fields
+    return pylog_tuple_as(_append_info_type, fields)
 
 
 cdef extern from "<fcntl.h>" nogil:
@@ -253,56 +328,73 @@ cdef int _pwrite_all(int fd, iovec *iov, int count, int64_t offset) noexcept nog
 
 
 cdef Py_ssize_t _pwrite_batches(int fd, int64_t file_position, uint8_t *headers,
-                                const uint8_t *s, Py_ssize_t size, int64_t base_offset,
+                                Py_buffer *views, Py_ssize_t n_views, int64_t base_offset,
                                 bint assign_offsets, bint set_leader_epoch, int32_t leader_epoch,
                                 int64_t log_append_time, int *error) noexcept nogil:
-    # The pwritev form of _write_batches: each batch goes out as its header, rewritten in
-    # ``headers`` (WRITE_GROUP slots of HEADER_SLOT bytes), plus the rest of the batch
-    # straight from ``s``: the kernel's copy into the page cache is the only pass over the
-    # bytes.  Returns -1 when done, the position of a batch whose length is inconsistent,
-    # or -2 with ``error`` set to the errno of a failed write.
+    # The pwritev form of _write_batches, over the concatenation of views[0:n_views]: each
+    # batch goes out as its header, rewritten in ``headers`` (WRITE_GROUP slots of
+    # HEADER_SLOT bytes), plus the rest of the batch straight from its view: the kernel's
+    # copy into the page cache is the only pass over the bytes, and one pwritev takes up to
+    # WRITE_GROUP batches from any number of views.  Returns -1 when done, the position (in
+    # the whole) of a batch whose length is inconsistent, or -2 with ``error`` set to the
+    # errno of a failed write.
     cdef iovec iov[2 * WRITE_GROUP]
-    cdef Py_ssize_t pos = 0, group_start, bsize
+    cdef Py_ssize_t pos = 0, size = 0, group_start = 0, done = 0, bsize, v = 0
     cdef int64_t next_offset = base_offset
     cdef int32_t blen
     cdef int16_t attrs
-    cdef int n_iov, k, rc
+    cdef int n_iov = 0, k = 0, rc
     cdef uint8_t *h
+    cdef const uint8_t *s = NULL
     cdef uint32_t crc
-    while pos < size:
-        group_start = pos
-        n_iov = 0
-        k = 0
-        while pos < size and k < WRITE_GROUP:
-            if size - pos < BATCH_HEADER_SIZE:
-                return pos
-            blen = pylog_be32(s + pos + BATCH_LENGTH)
-            bsize = <Py_ssize_t>blen + BATCH_LENGTH_OVERHEAD
-            if blen < BATCH_MIN_LENGTH or bsize > size - pos:
-                return pos
-            h = headers + k * HEADER_SLOT
-            memcpy(h, s + pos, BATCH_HEADER_SIZE)
-            if assign_offsets:
-                pylog_put_be64(h + BATCH_BASE_OFFSET, next_offset)
-                next_offset += <int64_t>pylog_be32(h + BATCH_LAST_OFFSET_DELTA) + 1
-            if set_leader_epoch:
-                pylog_put_be32(h + BATCH_LEADER_EPOCH, leader_epoch)
-            if log_append_time >= 0:
-                attrs = pylog_be16(h + BATCH_ATTRIBUTES)
-                pylog_put_be16(h + BATCH_ATTRIBUTES, <int16_t>(attrs | ATTR_LOG_APPEND_TIME))
-                pylog_put_be64(h + BATCH_MAX_TIMESTAMP, log_append_time)
-                crc = pylog_crc32c(0, h + BATCH_ATTRIBUTES, BATCH_HEADER_SIZE - BATCH_ATTRIBUTES)
-                crc = pylog_crc32c(crc, s + pos + BATCH_HEADER_SIZE, <size_t>(bsize - BATCH_HEADER_SIZE))
-                pylog_put_be32(h + BATCH_CRC, <int32_t>crc)
-            iov[n_iov].iov_base = h
-            iov[n_iov].iov_len = BATCH_HEADER_SIZE
+    while True:
+        if pos == size:                        # the next view (skipping empty ones)
+            done += size
+            if v == n_views:
+                break
+            s = <const uint8_t *>views[v].buf
+            size = views[v].len
+            pos = 0
+            v += 1
+            continue
+        if k == WRITE_GROUP:
+            rc = _pwrite_all(fd, iov, n_iov, file_position + group_start)
+            if rc != 0:
+                error[0] = rc
+                return -2
+            group_start = done + pos
+            n_iov = 0
+            k = 0
+        if size - pos < BATCH_HEADER_SIZE:
+            return done + pos
+        blen = pylog_be32(s + pos + BATCH_LENGTH)
+        bsize = <Py_ssize_t>blen + BATCH_LENGTH_OVERHEAD
+        if blen < BATCH_MIN_LENGTH or bsize > size - pos:
+            return done + pos
+        h = headers + k * HEADER_SLOT
+        memcpy(h, s + pos, BATCH_HEADER_SIZE)
+        if assign_offsets:
+            pylog_put_be64(h + BATCH_BASE_OFFSET, next_offset)
+            next_offset += <int64_t>pylog_be32(h + BATCH_LAST_OFFSET_DELTA) + 1
+        if set_leader_epoch:
+            pylog_put_be32(h + BATCH_LEADER_EPOCH, leader_epoch)
+        if log_append_time >= 0:
+            attrs = pylog_be16(h + BATCH_ATTRIBUTES)
+            pylog_put_be16(h + BATCH_ATTRIBUTES, <int16_t>(attrs | ATTR_LOG_APPEND_TIME))
+            pylog_put_be64(h + BATCH_MAX_TIMESTAMP, log_append_time)
+            crc = pylog_crc32c(0, h + BATCH_ATTRIBUTES, BATCH_HEADER_SIZE - BATCH_ATTRIBUTES)
+            crc = pylog_crc32c(crc, s + pos + BATCH_HEADER_SIZE, <size_t>(bsize - BATCH_HEADER_SIZE))
+            pylog_put_be32(h + BATCH_CRC, <int32_t>crc)
+        iov[n_iov].iov_base = h
+        iov[n_iov].iov_len = BATCH_HEADER_SIZE
+        n_iov += 1
+        if bsize > BATCH_HEADER_SIZE:
+            iov[n_iov].iov_base = <void *>(s + pos + BATCH_HEADER_SIZE)
+            iov[n_iov].iov_len = <size_t>(bsize - BATCH_HEADER_SIZE)
             n_iov += 1
-            if bsize > BATCH_HEADER_SIZE:
-                iov[n_iov].iov_base = <void *>(s + pos + BATCH_HEADER_SIZE)
-                iov[n_iov].iov_len = <size_t>(bsize - BATCH_HEADER_SIZE)
-                n_iov += 1
-            pos += bsize
-            k += 1
+        pos += bsize
+        k += 1
+    if n_iov:
         rc = _pwrite_all(fd, iov, n_iov, file_position + group_start)
         if rc != 0:
             error[0] = rc
@@ -432,10 +524,13 @@ cdef class SegmentAppender:
                 return
             start += n
 
-    cdef Py_ssize_t _commit(self, const uint8_t *src, Py_ssize_t size, int64_t first, int64_t last,
-                            int64_t max_ts, int64_t offset_of_max, bint assign, bint set_epoch,
-                            int32_t epoch, int64_t append_time) except -1:
-        cdef Py_ssize_t position = self.size, end = self.size + size, bad
+    cdef Py_ssize_t _commit(self, Py_buffer *views, Py_ssize_t n_views, Py_ssize_t size,
+                            int64_t first, int64_t last, int64_t max_ts, int64_t offset_of_max,
+                            bint assign, bint set_epoch, int32_t epoch,
+                            int64_t append_time) except -1:
+        # Write the (validated) batches of views[0:n_views], ``size`` bytes in all.
+        cdef Py_ssize_t position = self.size, end = self.size + size, bad = -1, at = 0, i
+        cdef int64_t next_offset = first
         cdef uint8_t *oi
         cdef uint8_t *ti
         cdef int error = 0
@@ -451,14 +546,20 @@ cdef class SegmentAppender:
             # A small append: a memcpy into the mapping beats a system call, and the page
             # it lands on is usually mapped already.  (Only where blocks were allocated
             # ahead: a memcpy onto a full disk would be SIGBUS, pwritev says ENOSPC.)
-            bad = _write_batches(<uint8_t *>self.lview.buf + position, src, size, first, assign,
-                                 set_epoch, epoch, append_time)
+            for i in range(n_views):
+                bad = _write_batches(<uint8_t *>self.lview.buf + position + at,
+                                     <const uint8_t *>views[i].buf, views[i].len, &next_offset,
+                                     assign, set_epoch, epoch, append_time)
+                if bad >= 0:
+                    bad += at
+                    break
+                at += views[i].len
         elif size >= GIL_RELEASE_BYTES:
             with nogil:
-                bad = _pwrite_batches(self.fd, position, self.headers, src, size, first, assign,
+                bad = _pwrite_batches(self.fd, position, self.headers, views, n_views, first, assign,
                                       set_epoch, epoch, append_time, &error)
         else:
-            bad = _pwrite_batches(self.fd, position, self.headers, src, size, first, assign,
+            bad = _pwrite_batches(self.fd, position, self.headers, views, n_views, first, assign,
                                   set_epoch, epoch, append_time, &error)
         if bad == -2:
             self._scrub(position, end)
@@ -502,7 +603,7 @@ cdef class SegmentAppender:
         try:
             if view.len != size:
                 raise ValueError(f"size {size} does not match the {view.len} bytes given")
-            return self._commit(<const uint8_t *>view.buf, size, first_offset, last_offset,
+            return self._commit(&view, 1, size, first_offset, last_offset,
                                 max_timestamp, offset_of_max_timestamp, assign_offsets,
                                 leader_epoch is not None,
                                 <int32_t>(leader_epoch if leader_epoch is not None else 0),
@@ -519,14 +620,16 @@ cdef class SegmentAppender:
         res = self._append(src, self.max_message_bytes, log_end_offset, assign_offsets,
                            leader_epoch, self.stamp_append_time, clock, self.roll_ms,
                            self.created_ms, force)
-        if type(res) is tuple and _append_info_type is not None:
-            return _tuple_new(_append_info_type, res)
+        if type(res) is tuple:
+            return _append_info(<tuple>res)
         return res
 
     def append(self, src, Py_ssize_t max_batch_size, int64_t log_end_offset, bint assign_offsets,
                leader_epoch, bint stamp_append_time, clock, int64_t roll_ms, int64_t created_ms,
                bint force=False):
-        """Log.append's whole per-append path: validate ``src`` (CRC32C included), work out
+        """Log.append's whole per-append path: validate ``src`` (a bytes-like object of
+        whole batches, or a list or tuple of them taken as their concatenation; CRC32C
+        included), work out
         the offsets, decide whether the segment must roll first (Kafka's shouldRoll: size,
         full index, 32-bit relative offsets, ``roll_ms`` since the first batch), allocate,
         copy, rewrite headers, add index entries.
@@ -543,16 +646,36 @@ cdef class SegmentAppender:
     cdef object _append(self, object src, Py_ssize_t max_batch_size, int64_t log_end_offset,
                         bint assign_offsets, object leader_epoch, bint stamp_append_time,
                         object clock, int64_t roll_ms, int64_t created_ms, bint force):
-        cdef Py_buffer view
+        cdef Py_buffer one
+        cdef Py_buffer *views = &one
+        cdef Py_ssize_t n = 1, held = 0, i
         cdef BatchSetInfo info
         cdef int64_t first, last, offset_of_max, max_ts, append_time = -1
         cdef bint roll
         cdef Py_ssize_t position
         if not self.held:
             raise KafkaStorageError(f"{self.path}: segment is no longer active")
-        _get_buffer(src, &view, False)
+        if type(src) is list or type(src) is tuple:
+            # Several buffers of whole batches, appended as their concatenation (one
+            # pwritev; no join).  Each buffer is taken once, so the list may change after.
+            n = len(<object>src)
+            if n == 0:
+                raise CorruptRecordError("empty append: expected at least one record batch")
+            if n == 1:
+                src = src[0]
+            else:
+                views = <Py_buffer *>malloc(<size_t>n * sizeof(Py_buffer))
+                if views == NULL:
+                    raise MemoryError()
         try:
-            _validate_or_raise(<const uint8_t *>view.buf, view.len, max_batch_size, &info)
+            if n == 1:
+                _get_buffer(src, &one, False)
+                held = 1
+            else:
+                for i in range(n):
+                    _get_buffer(src[i], &views[i], False)
+                    held += 1
+            _validate_views_or_raise(views, n, max_batch_size, &info)
             max_ts = info.max_ts
             if assign_offsets:
                 first = log_end_offset
@@ -585,12 +708,15 @@ cdef class SegmentAppender:
                         roll = <int64_t>clock() - created_ms > roll_ms
                 if roll:
                     return first if first > log_end_offset else log_end_offset
-            position = self._commit(<const uint8_t *>view.buf, info.size, first, last, max_ts,
-                                    offset_of_max, assign_offsets, leader_epoch is not None,
+            position = self._commit(views, n, info.size, first, last, max_ts, offset_of_max,
+                                    assign_offsets, leader_epoch is not None,
                                     <int32_t>(leader_epoch if leader_epoch is not None else 0),
                                     append_time)
         finally:
-            PyBuffer_Release(&view)
+            for i in range(held):
+                PyBuffer_Release(&views[i])
+            if views != &one:
+                free(views)
         return (first, last, append_time, position, info.size, self.base_offset, info.batches,
                 info.records, max_ts, offset_of_max)
 

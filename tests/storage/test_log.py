@@ -193,19 +193,29 @@ def test_log_append_time_and_leader_epoch(log_dir):
     log.close()
 
 
+@pytest.mark.parametrize("form", ["bytes", "list", "tuple"])
 @pytest.mark.parametrize("n_batches, n_records, value_size", [
     (3, 4, 20),      # small: copied into the mapping
     (3, 40, 100),    # ~4 KiB batches: one pwritev
     (700, 2, 30),    # more batches than one pwritev takes (grouped calls)
 ])
-def test_header_rewrites_on_every_write_path(log_dir, n_batches, n_records, value_size):
+def test_header_rewrites_on_every_write_path(log_dir, n_batches, n_records, value_size, form):
     # Offsets, leader epoch and LogAppendTime (with its recomputed CRC) land the same
-    # whichever way the bytes reach the file; everything else is the producer's bytes.
+    # whichever way the bytes reach the file (and whether they come as one buffer, a list
+    # of one batch each, or a tuple of buffers of several batches, an empty one among
+    # them); everything else is the producer's bytes.
     now = [T0 + 9_000]
     log = Log.open(log_dir, message_timestamp_type="LogAppendTime", clock=lambda: now[0])
     log.append(sized_batch(5, 10))   # offsets do not start at 0
-    given = b"".join(sized_batch(n_records, value_size, seed=i) for i in range(n_batches))
-    info = log.append(given, leader_epoch=3)
+    pieces = [sized_batch(n_records, value_size, seed=i) for i in range(n_batches)]
+    given = b"".join(pieces)
+    if form == "list":
+        arg = pieces
+    elif form == "tuple":
+        arg = tuple([b"".join(pieces[:2]), memoryview(b""), bytearray(b"".join(pieces[2:]))])
+    else:
+        arg = given
+    info = log.append(arg, leader_epoch=3)
     assert (info.base_offset, info.last_offset) == (5, 5 + n_batches * n_records - 1)
     data = bytes(log.read(5, 1 << 30).records)
     assert len(data) == len(given)
@@ -250,7 +260,8 @@ def test_replica_append_keeps_offsets(log_dir):
 # -- bad input leaves the log as it was ----------------------------------------------
 
 @pytest.mark.parametrize("case", ["crc", "truncated", "magic", "count", "too_large", "type", "str",
-                                  "empty", "trailing_garbage", "second_batch_bad"])
+                                  "empty", "trailing_garbage", "second_batch_bad", "list_second_bad",
+                                  "list_split_batch", "empty_list", "list_of_empties", "list_with_str"])
 def test_rejected_append_changes_nothing(log_dir, case):
     log = Log.open(log_dir, segment_bytes=1 << 16, max_message_bytes=2000)
     for i in range(3):
@@ -282,9 +293,23 @@ def test_rejected_append_changes_nothing(log_dir, case):
         second = bytearray(good)
         second[-1] ^= 1
         bad = good + bytes(second)
+    elif case == "list_second_bad":
+        second = bytearray(good)
+        second[-1] ^= 1
+        bad = [good, good, bytes(second), good]
+    elif case == "list_split_batch":   # every piece must hold whole batches
+        bad = [good, good[:30], good[30:]]
+    elif case == "empty_list":
+        bad = []
+    elif case == "list_of_empties":
+        bad = (b"", bytearray())
+    elif case == "list_with_str":
+        bad, err = [good, "not bytes"], TypeError
     with pytest.raises(err) as exc:
         log.append(bad)
     assert str(exc.value)
+    if case == "list_second_bad":    # positions count across the buffers
+        assert f"batch 2, at byte {2 * len(good)}" in str(exc.value)
     assert log.log_end_offset == leo_before
     assert snapshot(log_dir) == files_before
     assert log.append(good).base_offset == leo_before  # still appendable
