@@ -9,6 +9,7 @@ they share C-level helpers without Python-call overhead:
 - ``_index.pxi``   sparse offset / time index search and append
 - ``_broker.pxi``  per-record broker work: murmur2 partitioning of keys
 - ``_client.pxi``  the embedded producer's per-record send path (accumulator)
+- ``_log.pxi``     the log's lock and its append entry point (pylog.storage.Log's base)
 - ``_segment.pxi`` segment append (pwritev, or a memcpy into the mapping when small), batch scans for
                    recovery, reads and index rebuilds
 
@@ -20,6 +21,7 @@ include "_batch.pxi"
 include "_records.pxi"
 include "_index.pxi"
 include "_segment.pxi"
+include "_log.pxi"
 include "_broker.pxi"
 include "_client.pxi"
 include "_cleaner.pxi"

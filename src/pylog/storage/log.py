@@ -23,7 +23,8 @@ recovery point to the new segment, so recovery normally rescans only the active 
 The cleaner's swap protocol (:meth:`Log.replace_segments`) is completed or rolled back
 on open.
 
-Thread safety: every public method takes the log's lock (one ``threading.RLock`` per Log),
+Thread safety: every public method takes the log's lock (one re-entrant ``_core.LogLock``
+per Log, with threading.RLock's semantics and a C fast path for the append),
 so appends from many threads are safe and serialized, and reads see whole appends.  A
 :class:`ReadResult` is a zero-copy view of the mapped file: it stays valid (the memory
 stays mapped, the descriptor open) after the lock is released and even after the segment
@@ -232,7 +233,7 @@ class ReadResult:
                 f"{self.size} bytes at {self.path}:{self.position}>")
 
 
-class Log:
+class Log(_core.LogBase):
     """A partition log over one directory in Kafka's layout.
 
     Open with :meth:`Log.open`.  The on-disk format, crash behaviour and thread safety are
@@ -255,7 +256,7 @@ class Log:
         self._clock = clock
         self._managed = managed
         self.topic_partition = topic_partition
-        self._lock = threading.RLock()
+        self._lock = _core.LogLock()
         self._segments: list[LogSegment] = []
         self._bases: list[int] = []
         self._log_start_offset = 0
@@ -502,7 +503,7 @@ class Log:
         return self._segments[-1]
 
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> _core.LogLock:
         """The log's lock, for maintenance code (the cleaner) that must see a stable
         segment list across several calls."""
         return self._lock
@@ -523,65 +524,7 @@ class Log:
             raise LogClosedError(f"log {self.path} is closed")
 
     # -- appending -----------------------------------------------------------------
-
-    def append(self, batches, *, assign_offsets: bool = True,
-               leader_epoch: int | None = None) -> LogAppendInfo:
-        """Append one or more record batches (v2), exactly as given.
-
-        Parameters
-        ----------
-        batches : bytes-like
-            One or more whole v2 record batches, concatenated (as in a produce request's
-            records field).  Each is validated (size, magic, CRC32C, counts) in Cython.
-        assign_offsets : bool
-            True (a leader, or an embedded producer): the batches get consecutive offsets
-            from the log end offset; only each batch's baseOffset is rewritten.  False (a
-            replica follower): the batches keep their offsets, which must start at or above
-            the log end offset and increase strictly from batch to batch.
-        leader_epoch : int, optional
-            Written into each batch's partitionLeaderEpoch.
-
-        Under ``message_timestamp_type="LogAppendTime"`` each batch also gets the
-        LogAppendTime attribute and the append time as maxTimestamp (its CRC is then
-        recomputed); replica appends (``assign_offsets=False``) keep the leader's stamp.  Nothing else is changed: records are never re-encoded.
-
-        Returns
-        -------
-        LogAppendInfo
-
-        Raises
-        ------
-        TypeError
-            ``batches`` is not bytes-like.
-        CorruptRecordError
-            A batch is malformed, torn, or fails its CRC.
-        RecordTooLargeError
-            A batch is larger than ``max_message_bytes`` (RecordBatchTooLargeError when the
-            whole append is larger than a segment).
-        InvalidRecordError
-            ``assign_offsets=False`` and the offsets go backwards.
-
-        A rejected append leaves the log exactly as it was, on disk and in memory.
-        """
-        with self._lock:
-            if self._closed:
-                raise LogClosedError(f"log {self.path} is closed")
-            res = self._segments[-1]._appender.log_append(batches, self._log_end_offset, assign_offsets,
-                                                          leader_epoch, self._clock)
-            if res.__class__ is int:  # validated; the segment must roll first
-                res = self._roll(res)._appender.log_append(batches, self._log_end_offset, assign_offsets,
-                                                           leader_epoch, self._clock, True)
-            self._log_end_offset = res[1] + 1
-            if leader_epoch is not None:
-                if leader_epoch > self._latest_epoch:
-                    self._assign_epoch(leader_epoch, res[0])
-            elif not assign_offsets:
-                for epoch, start in _core.leader_epoch_starts(batches, 0, res[4], self._latest_epoch):
-                    self._assign_epoch(epoch, start)
-            if self._flush_policy:
-                self._unflushed_messages += res[7]
-                self._maybe_flush_locked()
-            return res
+    # append() is LogBase.append (pylog/_log.pxi): the whole per-append path in C.
 
     def update_config(self, config: LogConfig | None = None, **settings) -> None:
         """Apply new settings to the open log (a topic's configs changed): a

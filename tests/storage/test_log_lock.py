@@ -1,0 +1,121 @@
+"""pylog._core.LogLock: threading.RLock's semantics with a C fast path (Log's lock)."""
+
+import threading
+import time
+
+import pytest
+
+from pylog import _core
+
+
+def test_reentrant_and_owned():
+    lock = _core.LogLock()
+    assert not lock.locked() and not lock._is_owned()
+    with lock:
+        with lock:
+            assert lock.locked() and lock._is_owned()
+        assert lock.locked()
+    assert not lock.locked()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_other_threads_are_excluded_and_cannot_release():
+    lock = _core.LogLock()
+    lock.acquire()
+    seen = {}
+
+    def other():
+        seen["try"] = lock.acquire(blocking=False)
+        seen["timed"] = lock.acquire(timeout=0.05)
+        try:
+            lock.release()
+        except RuntimeError:
+            seen["release"] = "refused"
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == {"try": False, "timed": False, "release": "refused"}
+    lock.release()
+    assert not lock.locked()
+    with pytest.raises(ValueError):
+        lock.acquire(blocking=False, timeout=1)
+
+
+def test_waiter_gets_the_lock_when_released():
+    lock = _core.LogLock()
+    lock.acquire()
+    got = threading.Event()
+
+    def waiter():
+        with lock:
+            got.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.05)
+    assert not got.is_set()          # blocked while we hold it
+    lock.release()
+    assert got.wait(5)
+    t.join()
+    assert not lock.locked()
+
+
+def test_mutual_exclusion_across_blocking_sections():
+    # Each thread holds the lock across sleeps (which release the GIL): no two threads
+    # may ever be inside at once, and no increment may be lost.
+    lock = _core.LogLock()
+    inside = [0]
+    overlaps = [0]
+    total = [0]
+
+    def work():
+        for _ in range(40):
+            with lock:
+                inside[0] += 1
+                if inside[0] != 1:
+                    overlaps[0] += 1
+                v = total[0]
+                time.sleep(0)
+                total[0] = v + 1
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps[0] == 0 and total[0] == 240
+    assert not lock.locked()
+
+
+def test_condition_wait_releases_every_level():
+    lock = _core.LogLock()
+    cond = threading.Condition(lock)
+    state = []
+
+    def notifier():
+        with cond:                   # only possible if wait() released both levels
+            state.append("notified")
+            cond.notify()
+
+    with lock:
+        with cond:
+            t = threading.Thread(target=notifier)
+            t.start()
+            assert cond.wait_for(lambda: state, timeout=5)
+            assert lock._is_owned()  # both levels back
+        assert lock._is_owned()
+    t.join()
+    assert not lock.locked()
+
+
+def test_log_uses_it(tmp_path):
+    from pylog.storage import Log
+
+    log = Log.open(str(tmp_path / "t-0"))
+    assert isinstance(log.lock, _core.LogLock)
+    with log.lock:                    # maintenance code holds it across calls
+        assert log.log_end_offset == 0
+    log.close()
