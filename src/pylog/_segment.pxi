@@ -245,6 +245,22 @@ cdef Py_ssize_t _write_batches(uint8_t *d, const uint8_t *s, Py_ssize_t size, in
     return -1
 
 
+cdef Py_ssize_t _write_views(uint8_t *d, Py_buffer *views, Py_ssize_t n_views, int64_t first,
+                             bint assign_offsets, bint set_leader_epoch, int32_t leader_epoch,
+                             int64_t log_append_time) noexcept nogil:
+    # _write_batches over the concatenation of views[0:n_views]; -1 when done, else the
+    # position (in the whole) of a batch whose length is inconsistent.
+    cdef Py_ssize_t at = 0, bad, i
+    cdef int64_t next_offset = first
+    for i in range(n_views):
+        bad = _write_batches(d + at, <const uint8_t *>views[i].buf, views[i].len, &next_offset,
+                             assign_offsets, set_leader_epoch, leader_epoch, log_append_time)
+        if bad >= 0:
+            return at + bad
+        at += views[i].len
+    return -1
+
+
 cdef extern from *:
     """
     /* A tuple subclass instance (no extra fields: checked when the type is set) holding
@@ -426,6 +442,8 @@ cdef class SegmentAppender:
     cdef public Py_ssize_t max_message_bytes
     cdef public bint stamp_append_time
     cdef public int64_t roll_ms, created_ms
+    # Every append by memcpy into the mapping (LogConfig.mmap_append), not only small ones.
+    cdef public bint mmap_append
 
     def __cinit__(self, log_map, int fd, offset_index_map, time_index_map, Py_ssize_t oi_max,
                   Py_ssize_t ti_max, Py_ssize_t segment_bytes, Py_ssize_t index_interval,
@@ -468,6 +486,7 @@ cdef class SegmentAppender:
         self.stamp_append_time = False
         self.roll_ms = 0x7FFFFFFFFFFFFFFF
         self.created_ms = 0
+        self.mmap_append = False
 
     def release(self):
         """Let go of the three buffers (before the mappings are closed)."""
@@ -529,8 +548,7 @@ cdef class SegmentAppender:
                             bint assign, bint set_epoch, int32_t epoch,
                             int64_t append_time) except -1:
         # Write the (validated) batches of views[0:n_views], ``size`` bytes in all.
-        cdef Py_ssize_t position = self.size, end = self.size + size, bad = -1, at = 0, i
-        cdef int64_t next_offset = first
+        cdef Py_ssize_t position = self.size, end = self.size + size, bad = -1
         cdef uint8_t *oi
         cdef uint8_t *ti
         cdef int error = 0
@@ -542,18 +560,17 @@ cdef class SegmentAppender:
                 f"({position} of {self.capacity} bytes used)")
         if end > self.populated:
             self._populate(end)
-        if size < PWRITE_MIN_BYTES and self.can_fallocate:
+        if (size < PWRITE_MIN_BYTES or self.mmap_append) and self.can_fallocate:
             # A small append: a memcpy into the mapping beats a system call, and the page
             # it lands on is usually mapped already.  (Only where blocks were allocated
             # ahead: a memcpy onto a full disk would be SIGBUS, pwritev says ENOSPC.)
-            for i in range(n_views):
-                bad = _write_batches(<uint8_t *>self.lview.buf + position + at,
-                                     <const uint8_t *>views[i].buf, views[i].len, &next_offset,
-                                     assign, set_epoch, epoch, append_time)
-                if bad >= 0:
-                    bad += at
-                    break
-                at += views[i].len
+            if size >= GIL_RELEASE_BYTES:
+                with nogil:
+                    bad = _write_views(<uint8_t *>self.lview.buf + position, views, n_views,
+                                       first, assign, set_epoch, epoch, append_time)
+            else:
+                bad = _write_views(<uint8_t *>self.lview.buf + position, views, n_views,
+                                   first, assign, set_epoch, epoch, append_time)
         elif size >= GIL_RELEASE_BYTES:
             with nogil:
                 bad = _pwrite_batches(self.fd, position, self.headers, views, n_views, first, assign,

@@ -193,19 +193,22 @@ def test_log_append_time_and_leader_epoch(log_dir):
     log.close()
 
 
+@pytest.mark.parametrize("mmap_append", [False, True])
 @pytest.mark.parametrize("form", ["bytes", "list", "tuple"])
 @pytest.mark.parametrize("n_batches, n_records, value_size", [
     (3, 4, 20),      # small: copied into the mapping
     (3, 40, 100),    # ~4 KiB batches: one pwritev
     (700, 2, 30),    # more batches than one pwritev takes (grouped calls)
 ])
-def test_header_rewrites_on_every_write_path(log_dir, n_batches, n_records, value_size, form):
+def test_header_rewrites_on_every_write_path(log_dir, n_batches, n_records, value_size, form,
+                                             mmap_append):
     # Offsets, leader epoch and LogAppendTime (with its recomputed CRC) land the same
     # whichever way the bytes reach the file (and whether they come as one buffer, a list
     # of one batch each, or a tuple of buffers of several batches, an empty one among
     # them); everything else is the producer's bytes.
     now = [T0 + 9_000]
-    log = Log.open(log_dir, message_timestamp_type="LogAppendTime", clock=lambda: now[0])
+    log = Log.open(log_dir, message_timestamp_type="LogAppendTime", clock=lambda: now[0],
+                   mmap_append=mmap_append)
     log.append(sized_batch(5, 10))   # offsets do not start at 0
     pieces = [sized_batch(n_records, value_size, seed=i) for i in range(n_batches)]
     given = b"".join(pieces)

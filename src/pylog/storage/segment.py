@@ -605,6 +605,7 @@ class LogSegment:
         app.max_message_bytes = config.max_message_bytes
         app.stamp_append_time = config.message_timestamp_type == "LogAppendTime"
         app.roll_ms = config.segment_ms - config.segment_jitter_ms
+        app.mmap_append = config.mmap_append
         app.created_ms = self.created_ms
 
     def reconfigure(self, config: LogConfig) -> None:
