@@ -312,6 +312,9 @@ def _crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b):
 
 cdef enum:
     PREFETCH_AHEAD = 8       # records: how far ahead the bulk loops start loading items
+    RELEASE_STEP = 4096      # records: how often the bulk loops drop a list snapshot's
+                             # references (while the items are still in L2, not at the end
+                             # of a 1 MiB batch, when a decref is a cache miss each)
 
 
 cdef struct _ColC:
@@ -780,7 +783,10 @@ cdef class BatchSendFuture:
     cdef list batches                # one per span (a batch may appear more than once)
     cdef int64_t *spans              # per span: start in the send order, count, first index in its batch
     cdef Py_ssize_t nspans, cap
-    cdef object order                # int32 array: input index of each record in send order (None: identity)
+    cdef object order                # int32 array: input index of each record in send order (None:
+                                     # identity, or see grouped)
+    cdef bint grouped                # send order grouped by partition (order None: every record keyed,
+                                     # the spans of each partition in send order)
     cdef readonly object partitions  # int32 per record
     cdef Py_ssize_t pending
     cdef object error
@@ -860,6 +866,11 @@ cdef class BatchSendFuture:
             return 0
         arr = _broker_np.empty(n, dtype=_broker_np.int64)
         out = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+        if order_arr is None and self.grouped:
+            self._fill_grouped(out, n)
+            self.offsets = arr
+            self.batches = None
+            return 0
         if order_arr is not None and n:
             order_view = order_arr
             order = &order_view[0]
@@ -882,6 +893,72 @@ cdef class BatchSendFuture:
         self.offsets = arr
         self.batches = None
         self.order = None
+        return 0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int _fill_grouped(self, int64_t *out, Py_ssize_t n) except -1:
+        """_fill without an order array: every record went to the partition ``partitions``
+        names, and each partition's spans, in the order they were added, hold its records
+        in input order.  One pass over the input, a cursor per partition."""
+        cdef const int32_t *parts = <const int32_t *>cnp.PyArray_DATA(<cnp.ndarray>self.partitions)
+        cdef Py_ssize_t nparts = 0, nspans = self.nspans, i, j
+        cdef int32_t p
+        cdef int64_t base
+        cdef bint short = False
+        cdef list batches = self.batches
+        cdef Py_ssize_t *nxt
+        cdef Py_ssize_t *head
+        cdef int64_t *first
+        cdef int64_t *cur
+        cdef int64_t *rem
+        for j in range(nspans):
+            p = (<_ProducerBatch>PyList_GET_ITEM(batches, j)).queue.partition
+            if p >= nparts:
+                nparts = p + 1
+        nxt = <Py_ssize_t *>PyMem_Malloc((nspans + nparts) * (sizeof(Py_ssize_t) + sizeof(int64_t))
+                                         + 2 * nparts * sizeof(int64_t))
+        if nxt == NULL:
+            raise MemoryError()
+        head = nxt + nspans                            # per partition: its next span (-1: none)
+        first = <int64_t *>(head + nparts)             # per span: its first record's offset
+        cur = first + nspans                           # per partition: its next record's offset,
+        rem = cur + nparts                             # and how many of its span are left
+        try:
+            for p in range(nparts):
+                head[p] = -1
+                rem[p] = 0
+            # Each partition's spans as a list in the order they were added (built
+            # backwards, walked forwards).
+            for j in range(nspans - 1, -1, -1):
+                b = <_ProducerBatch>PyList_GET_ITEM(batches, j)
+                p = (<_ProducerBatch>b).queue.partition
+                base = (<_ProducerBatch>b).base_offset
+                first[j] = -1 if base < 0 else base + self.spans[3 * j + 2]
+                nxt[j] = head[p]
+                head[p] = j
+            with nogil:
+                for i in range(n):
+                    p = parts[i]
+                    if p >= nparts:
+                        short = True
+                        break
+                    if rem[p] == 0:
+                        j = head[p]
+                        if j < 0:
+                            short = True
+                            break
+                        head[p] = nxt[j]
+                        rem[p] = self.spans[3 * j + 1]
+                        cur[p] = first[j]
+                    out[i] = cur[p]
+                    if cur[p] >= 0:
+                        cur[p] += 1
+                    rem[p] -= 1
+            if short:
+                raise IllegalStateError(f"send_batch lost track of partition {p}'s records (a bug in pylog)")
+        finally:
+            PyMem_Free(nxt)
         return 0
 
     def _wait(self, timeout):
@@ -1575,7 +1652,7 @@ cdef class _ProducerCore:
         cdef Py_ssize_t *gbytes = NULL
         cdef Py_ssize_t *gnext = NULL
         cdef int64_t ts
-        cdef bint custom
+        cdef bint custom, interleave
         cdef PyObject *o
         if self._closed:
             raise IllegalStateError("cannot send: the producer is closed")
@@ -1634,25 +1711,7 @@ cdef class _ProducerCore:
                     ngroups += 1
                     if g > 0:
                         nkeyed += 1
-            if ngroups > 1:
-                # Send order: records grouped by partition (a counting sort), input order
-                # within each group.  What each batch holds is a run of it.
-                order_arr = _broker_np.empty(n, dtype=_broker_np.int32)
-                order = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>order_arr)
-                with nogil:
-                    gstart = 0
-                    for g in range(nparts + 1):
-                        gnext[g] = gstart
-                        gstart += gcount[g]
-                    for i in range(n):
-                        g = parts[i] + 1
-                        order[gnext[g]] = <int32_t>i
-                        gnext[g] += 1
-                    gstart = 0
-                    for g in range(nparts + 1):
-                        gnext[g] = gstart
-                        gstart += gcount[g]
-                fut.order = order_arr
+            interleave = False
             if nkeyed > 1:
                 # Keyed records for several partitions: written in one pass over the input
                 # (in order: reading it through the grouped order instead would miss the
@@ -1665,9 +1724,22 @@ cdef class _ProducerCore:
                 for g in range(1, nparts + 1):
                     if gcount[g]:
                         need += min(icap, BATCH_HEADER_SIZE + gbytes[g])
-                if need <= self._buffer_memory // 2:
-                    self._send_interleaved(tq, fut, kcol, vcol, order, parts, gnext, gcount, gbytes, nparts,
-                                           ts, itarget, icap, nkeyed == ngroups)
+                interleave = need <= self._buffer_memory // 2
+            if ngroups > 1:
+                # Send order: records grouped by partition, input order within each group.
+                # What each batch holds is a run of it.  When the interleaved pass writes
+                # every record, the order is only needed to top up open batches (built
+                # then), and result() follows the partitions instead.
+                gstart = 0
+                for g in range(nparts + 1):
+                    gnext[g] = gstart
+                    gstart += gcount[g]
+                fut.grouped = True
+                if not (interleave and nkeyed == ngroups):
+                    order = _client_group_order(fut, parts, n, gcount, nparts)
+            if interleave:
+                self._send_interleaved(tq, fut, kcol, vcol, order, parts, gnext, gcount, gbytes, nparts,
+                                       ts, itarget, icap, nkeyed == ngroups)
             for g in range(nparts + 1):
                 if gcount[g]:
                     self._send_group(tq, fut, kcol, vcol, order, parts, g - 1, nparts, gnext[g],
@@ -1795,11 +1867,11 @@ cdef class _ProducerCore:
         Larger runs are written into batches of their own without the GIL or the lock (no
         one else sees them yet), checksummed, and then queued behind what the partition
         had."""
-        cdef Py_ssize_t end = pos + count, k, ub, idx, i, est
+        cdef Py_ssize_t end = pos + count, k, ub, idx, i, est, stop, step, start_len
         cdef _PartitionQueue pq
         cdef _ProducerBatch b
         cdef RecordBatchBuilder builder
-        cdef bint wake, bulk
+        cdef bint wake, bulk, release
         cdef uint32_t crc = 0
         cdef const _ColC *kc = &kcol.c
         cdef const _ColC *vc = &vcol.c
@@ -1841,11 +1913,23 @@ cdef class _ProducerCore:
             # linger, as send() would leave it).
             builder = self._bulk_builder(min(cap, BATCH_HEADER_SIZE + rem), ts)
             ub = 0
-            with nogil:
-                k = _client_encode(builder, kc, vc, order, pos, end, ts, target, &ub)
-                if builder.codec == 0:
-                    crc = pylog_crc32c(0, builder.buf + BATCH_HEADER_SIZE,
-                                       <size_t>(builder.length - BATCH_HEADER_SIZE))
+            k = 0
+            crc = 0
+            release = order == NULL and vcol.owns_items()
+            while True:
+                # In steps of RELEASE_STEP records when a list snapshot's references are
+                # dropped as it goes; each step checksummed while in cache.
+                stop = min(end, pos + k + RELEASE_STEP) if release else end
+                with nogil:
+                    start_len = builder.length
+                    step = _client_encode(builder, kc, vc, order, pos + k, stop, ts, target, &ub)
+                    if builder.codec == 0:
+                        crc = pylog_crc32c(crc, builder.buf + start_len, <size_t>(builder.length - start_len))
+                k += step
+                if release:
+                    vcol.release_upto(pos + k)
+                if pos + k < stop or stop == end:
+                    break
             if p < 0:
                 for i in range(pos, pos + k):
                     parts[order[i] if order != NULL else i] = pq.partition
@@ -1856,7 +1940,7 @@ cdef class _ProducerCore:
         return 0
 
     cdef int _send_interleaved(self, _TopicQueue tq, BatchSendFuture fut, _Column kcol, _Column vcol,
-                               const int32_t *order, int32_t *parts, Py_ssize_t *gstart, Py_ssize_t *gcount,
+                               int32_t *order, int32_t *parts, Py_ssize_t *gstart, Py_ssize_t *gcount,
                                Py_ssize_t *gbytes, int32_t nparts, int64_t ts, Py_ssize_t target,
                                Py_ssize_t cap, bint release) except -1:
         """send_batch's pass 2 for keyed records of several partitions: first each
@@ -1893,6 +1977,8 @@ cdef class _ProducerCore:
                         continue
                     pq = <_PartitionQueue>PyList_GET_ITEM(tq.parts, p)
                     if pq.open is not None and pq.open.builder.count > 0:
+                        if order == NULL:
+                            order = _client_group_order(fut, parts, n, gcount, nparts)
                         self._fill_open(tq, fut, kc, vc, order, parts, pq, gstart[p + 1],
                                         gstart[p + 1] + gcount[p + 1], gbytes[p + 1], ts, False, &k, &ub)
                         skip[p] = sent[p] = k
@@ -1915,18 +2001,22 @@ cdef class _ProducerCore:
                     bufs[p].crc = 0
                     bufs[p].crc_upto = BATCH_HEADER_SIZE
             i = 0
+            release = release and vcol.owns_items()
             while True:
+                full = -1
                 with nogil:
-                    i = _client_interleave(kc, vc, parts, i, n, bufs, skip, target, plain, &full)
-                    if i < n and plain:
+                    i = _client_interleave(kc, vc, parts, i, min(n, i + RELEASE_STEP) if release else n,
+                                           bufs, skip, target, plain, &full)
+                    if full >= 0 and plain:
                         crc = pylog_crc32c(bufs[full].crc, bufs[full].buf + bufs[full].crc_upto,
                                            <size_t>(bufs[full].length - bufs[full].crc_upto))
                 if release:
                     # Every record before i is written (this pass writes them all).
-                    kcol.release_upto(i)
                     vcol.release_upto(i)
-                if i >= n:
-                    break
+                if full < 0:
+                    if i >= n:
+                        break
+                    continue
                 # Partition full's batch is full: queue it, start its next one.
                 builder = <RecordBatchBuilder>builders[full]
                 builder.length = bufs[full].length
@@ -2261,6 +2351,14 @@ cdef class _Column:
         self.arena_len += kn
         return kn
 
+    cdef inline bint fixed(self) noexcept:
+        """Whether every item has the same size (array rows, or all None)."""
+        return self.c.null or (self.c.items == NULL and not self.packed)
+
+    cdef inline bint owns_items(self) noexcept:
+        """Whether the GIL-free loops read a list snapshot holding a reference per item."""
+        return self.is_list and not self.packed
+
     cdef void release_upto(self, Py_ssize_t upto) noexcept:
         """Drop the snapshot's references to items before ``upto`` (all written: done
         while they are still in cache)."""
@@ -2388,6 +2486,9 @@ cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t f
     cdef _Column col
     cdef object bad
     cdef uint64_t mod_m = pylog_client_fastmod_m(<uint32_t>nparts) if nparts > 0 else 0
+    if kcol.fixed() and vcol.fixed():
+        return _client_scan_fixed(kcol, vcol, n, fixed_p, hash_keys, nparts, max_size, parts, gcount, gbytes,
+                                  max_bound)
     if kcol.is_list and PyList_GET_SIZE(kcol.keep) != n or vcol.is_list and PyList_GET_SIZE(vcol.keep) != n:
         raise ValueError("the keys or values list changed size during send_batch")
     for i in range(n):
@@ -2425,6 +2526,75 @@ cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t f
         gcount[p + 1] += 1
         gbytes[p + 1] += size
     max_bound[0] = mb
+    return 0
+
+
+cdef int32_t *_client_group_order(BatchSendFuture fut, const int32_t *parts, Py_ssize_t n, const Py_ssize_t *gcount,
+                                  int32_t nparts) except NULL:
+    """send_batch's send order (records grouped by partition + 1, a counting sort; input
+    order within each group), kept as ``fut.order``."""
+    cdef Py_ssize_t i, g, start = 0
+    cdef int32_t *order
+    cdef Py_ssize_t *nxt = <Py_ssize_t *>PyMem_Malloc((nparts + 1) * sizeof(Py_ssize_t))
+    if nxt == NULL:
+        raise MemoryError()
+    arr = _broker_np.empty(n, dtype=_broker_np.int32)
+    order = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+    with nogil:
+        for g in range(nparts + 1):
+            nxt[g] = start
+            start += gcount[g]
+        for i in range(n):
+            g = parts[i] + 1
+            order[nxt[g]] = <int32_t>i
+            nxt[g] += 1
+    PyMem_Free(nxt)
+    fut.order = arr
+    return order
+
+
+cdef Py_ssize_t _client_scan_fixed(_Column kcol, _Column vcol, Py_ssize_t n, int32_t fixed_p, bint hash_keys,
+                                   int32_t nparts, Py_ssize_t max_size, int32_t *parts, Py_ssize_t *gcount,
+                                   Py_ssize_t *gbytes, Py_ssize_t *max_bound) except -2:
+    """_client_scan of columns whose every item has one size (numpy rows, or no keys):
+    sizes are checked once, and the only per-record work left is a keyed record's
+    murmur2, read straight from the array."""
+    cdef Py_ssize_t i, kw = kcol.c.width if not kcol.c.null else 0, size, g
+    cdef Py_ssize_t vw = vcol.c.width if not vcol.c.null else 0
+    cdef const char *kbase = kcol.c.base
+    cdef int32_t p
+    cdef uint64_t mod_m
+    size = RECORD_MAX_OVERHEAD + kw + vw
+    if n == 0:
+        return 0
+    if size > max_size:
+        raise RecordTooLargeError(
+            f"record 0 of about {size + BATCH_HEADER_SIZE} bytes does not fit a batch of at most "
+            f"{max_size + BATCH_HEADER_SIZE} bytes")
+    max_bound[0] = size
+    if fixed_p < 0 and nparts == 0:
+        p = -2                        # the caller asks the custom partitioner
+    elif fixed_p >= 0:
+        p = fixed_p
+    elif kcol.c.null or not hash_keys:
+        p = -1                        # the sticky partition
+    else:
+        mod_m = pylog_client_fastmod_m(<uint32_t>nparts)
+        with nogil:
+            for i in range(n):
+                p = <int32_t>pylog_client_fastmod(
+                    _broker_murmur2(<const uint8_t *>kbase + i * kw, kw) & 0x7fffffff, mod_m, <uint32_t>nparts)
+                parts[i] = p
+                gcount[p + 1] += 1
+        for g in range(1, nparts + 1):
+            gbytes[g] = gcount[g] * size
+        return 0
+    with nogil:
+        for i in range(n):
+            parts[i] = p
+    if p >= -1:
+        gcount[p + 1] = n
+        gbytes[p + 1] = n * size
     return 0
 
 

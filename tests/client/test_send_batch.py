@@ -415,3 +415,59 @@ def test_small_keyed_sends_join_open_batches_and_linger(broker):
         assert vals == expected
         assert len(batch_sizes(broker, "t", part)) == 1     # one batch per partition in all
     p.close()
+
+
+def test_long_list_runs_release_their_items_as_they_go(broker):
+    # One bulk batch of many more records than send_batch writes between releases of the
+    # list snapshot's references (RELEASE_STEP), keyless and keyed: every record intact,
+    # the batch's CRC (summed step by step) valid, and no reference kept afterwards.
+    broker.create_topic("t", 3)
+    p = broker.producer(batch_size=1 << 20, buffer_memory=64 << 20)
+    n = 20_000
+    values = [b"%06d" % i + b"v" * (i % 29) for i in range(n)]
+    keys = [b"key-%d" % (i % 101) for i in range(n)]
+    probe = values[n - 3]
+    before = sys.getrefcount(probe)
+    unkeyed = p.send_batch("t", values, partition=1)
+    keyed = p.send_batch("t", values, keys=keys)
+    off_u, off_k = unkeyed.result(timeout=60), keyed.result(timeout=60)
+    assert (unkeyed.partitions == 1).all() and (off_u == np.arange(n)).all()
+    first = next(iter(_core.iter_batches(broker.fetch("t", 1, 0).records.records)))
+    assert first.records_count >= n              # several release steps in one batch (keyed ones joined it)
+    by_part = records_of(broker, "t")            # CRCs checked
+    for i in range(n):
+        assert by_part[1][off_u[i]].value == values[i]
+        rec = by_part[keyed.partitions[i]][off_k[i]]
+        assert (rec.key, rec.value) == (keys[i], values[i])
+    del unkeyed, keyed
+    gc.collect()
+    assert sys.getrefcount(probe) == before
+    p.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_numpy_columns_with_a_partition_a_custom_partitioner_or_too_large(broker, keyed):
+    from pylog.broker.partitioner import RoundRobinPartitioner
+
+    broker.create_topic("t", 4, config={"max.message.bytes": 300})
+    n = 1000
+    values = np.arange(n * 12, dtype=np.uint8).reshape(n, 12)
+    keys = np.array([b"k%03d" % (i % 7) for i in range(n)], dtype="S4") if keyed else None
+    p = broker.producer(batch_size=200)
+    fixed = p.send_batch("t", values, keys=keys, partition=2)
+    assert (fixed.result(timeout=30) == np.arange(n)).all() and (fixed.partitions == 2).all()
+    rr = broker.producer(batch_size=200, partitioner=RoundRobinPartitioner())
+    spread = rr.send_batch("t", values, keys=keys)
+    offsets = spread.result(timeout=30)
+    assert sorted(set(spread.partitions.tolist())) == [0, 1, 2, 3]
+    by_part = records_of(broker, "t")
+    for i in range(0, n, 13):
+        rec = by_part[spread.partitions[i]][offsets[i]]
+        assert rec.value == values[i].tobytes() and rec.key == (keys[i] if keyed else None)
+    with pytest.raises(RecordTooLargeError, match="record 0 "):
+        p.send_batch("t", np.zeros((3, 400), dtype=np.uint8), keys=keys[:3] if keyed else None)
+    p.flush()
+    assert sum(broker.high_watermark("t", i) for i in range(4)) == 2 * n
+    assert p.buffered_bytes == 0
+    p.close()
+    rr.close()
