@@ -999,6 +999,8 @@ class Broker:
                 raise InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks!r}")
             part = self._partition(topic, partition)
             batches = self._split_batches(records)
+            if len(batches) == 1:
+                return self._append_one(part, batches[0], acks, client=True)
             results = self._append_batches(part, batches, acks, client=True)
         except PylogError as exc:
             return ProduceResult.failed(exc)
@@ -1087,9 +1089,39 @@ class Broker:
             return _core.RecordBatch(_recompress(b, topic.codec))
         return b
 
+    def _append_one(self, part: _Partition, raw, acks: int, client: bool) -> ProduceResult:
+        """:meth:`_append_batches` for one batch (a producer's usual request), without
+        the coalescing bookkeeping."""
+        topic = part.topic
+        if acks == -1 and topic.min_insync > 1:
+            return ProduceResult.failed(NotEnoughReplicasError(
+                f"{topic.name}-{part.index}: min.insync.replicas={topic.min_insync} but this single "
+                "node has 1 in-sync replica (acks=all cannot be satisfied)"))
+        try:
+            b = raw if isinstance(raw, _core.RecordBatch) else _core.RecordBatch(raw)
+            b = self._check_batch(topic, b, client, self.clock())
+        except PylogError as exc:
+            return ProduceResult.failed(exc)
+        except TypeError as exc:
+            return ProduceResult.failed(CorruptRecordError(f"not a record batch: {exc}"))
+        with part.lock:
+            try:
+                res = self._append_locked(part, [b], b.size)[0]
+            except LogClosedError:
+                return ProduceResult.failed(UnknownTopicOrPartitionError(f"{topic.name}-{part.index} was deleted"))
+            except PylogError as exc:
+                return ProduceResult.failed(exc)
+            if res.duplicate:
+                return res
+            leo = part.log.log_end_offset
+        self._notify(topic.name, part.index, leo)
+        return res
+
     def _append_batches(self, part: _Partition, batches: list, acks: int, client: bool) -> list[ProduceResult]:
         topic = part.topic
         n = len(batches)
+        if n == 1:
+            return [self._append_one(part, batches[0], acks, client)]
         results: list[ProduceResult | None] = [None] * n
         views: list = [None] * n
         now = self.clock()

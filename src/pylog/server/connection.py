@@ -27,7 +27,9 @@ Ordering (Kafka's muted channel)
     read-ahead, so a client that hangs up is noticed.
 
 Writing
-    A response is a list of segments (:mod:`pylog.protocol.segments`).  Runs of
+    A handler answers with a response body (a message object, encoded here), or with
+    the whole response frame as ``bytes`` when it encodes its own (Produce).  A
+    response is a list of segments (:mod:`pylog.protocol.segments`).  Runs of
     bytes-like segments go out with ``socket.sendmsg`` (one syscall, no joining), each
     :class:`~pylog.protocol.segments.FileRegion` with ``os.sendfile``: record bytes go
     from the segment file to the socket without entering Python.  Only when the socket
@@ -456,6 +458,9 @@ class Connection:
         if isinstance(result, Data):     # a response body: the usual case
             self.send_response(header, result)
             return
+        if type(result) is bytes:        # a whole response frame, already encoded
+            self.send_frame(result)
+            return
         if result is NO_RESPONSE:
             return
         if hasattr(result, "add_done_callback"):
@@ -500,6 +505,9 @@ class Connection:
             self._process()
 
     def send_response(self, header: Any, body: Any) -> None:
+        if type(body) is bytes:          # a whole response frame, already encoded
+            self.send_frame(body)
+            return
         try:
             segs = encode_response(header.api_key, header.api_version, header.correlation_id, body)
         except Exception as exc:  # noqa: BLE001 - a handler bug: answer nothing, close
@@ -513,6 +521,26 @@ class Connection:
         self.send_segments(segs)
 
     # -- writing -------------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send one encoded frame: straight to the socket when nothing is queued (a
+        small response usually goes whole with this one ``send``), else queued."""
+        if self.closed:
+            return
+        if self.out or self.writing:
+            self.send_segments([frame])
+            return
+        try:
+            sent = self.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.close(f"write failed: {exc.strerror or exc}")
+            return
+        if sent:
+            self.last_active = _monotonic()
+        if sent < len(frame):
+            self.send_segments([memoryview(frame)[sent:]])
 
     def send_segments(self, segs: list) -> None:
         if self.closed:

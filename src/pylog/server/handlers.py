@@ -30,6 +30,7 @@ from pylog.errors import (
 )
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
+from pylog.protocol.produce_reply import produce_response_frame
 from pylog.protocol.replies import error_body
 from pylog.server._core_adapter import describe_server_configs, topic_uuid
 from pylog.server.connection import NO_RESPONSE
@@ -415,21 +416,28 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
-    if st.config.auto_create_topics_enable and _needs_creation(st, (t.name for t in req.topic_data)):
-        return conn.server.call_off_loop(_produce, conn, header, req)
+    if st.config.auto_create_topics_enable:
+        has_topic = st.broker.has_topic
+        for t in req.topic_data:
+            name = t.name
+            if name is not None and not has_topic(name) and _valid_topic_name(name) \
+                    and not name.startswith("__"):
+                # Creating a topic writes files: off the loop.
+                return conn.server.call_off_loop(_produce, conn, header, req)
     return _produce(conn, header, req)
 
 
 def _produce(conn: Any, header: Any, req: Any) -> Any:
+    """Append each partition's records; the answer is the encoded response frame
+    (:func:`produce_response_frame`: no response objects on this path)."""
     st = conn.server.state
     broker = st.broker
+    produce = broker.produce
     version = header.api_version
     acks = req.acks
-    R = m.ProduceResponse
-    PR = R.PartitionProduceResponse
     with_messages = version >= 8
     auto = st.config.auto_create_topics_enable
-    responses = []
+    answer = []
     for t in req.topic_data:
         name = t.name
         out = []
@@ -442,25 +450,22 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
         for p in t.partition_data:
             records = p.records
             if records is None or len(records) == 0:
-                out.append(PR(index=p.index, error_code=INVALID_RECORD, base_offset=-1,
-                              error_message="the produce request carries no record batch"
-                              if with_messages else None))
+                out.append((p.index, INVALID_RECORD, -1, -1, -1,
+                            "the produce request carries no record batch" if with_messages else None))
                 continue
-            res = broker.produce(name, p.index, records, acks=acks)
+            res = produce(name, p.index, records, acks=acks)
             code = res.error_code
             if code:
                 if code in (2, 87, -1):
                     _log.info("produce to %s-%d from %s rejected: %s (error %d)", name, p.index,
                               conn.peer, res.error_message, code)
-                out.append(PR(index=p.index, error_code=code, base_offset=-1, log_start_offset=-1,
-                              error_message=res.error_message if with_messages else None))
+                out.append((p.index, code, -1, -1, -1, res.error_message if with_messages else None))
                 continue
-            out.append(PR(index=p.index, error_code=NONE, base_offset=res.base_offset,
-                          log_append_time_ms=res.log_append_time, log_start_offset=res.log_start_offset))
-        responses.append(R.TopicProduceResponse(name=name, partition_responses=out))
+            out.append((p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None))
+        answer.append((name if name is not None else "", out))
     if acks == 0:
         return NO_RESPONSE
-    return R(responses=responses, throttle_time_ms=0)
+    return produce_response_frame(version, header.correlation_id, answer)
 
 
 def handle_fetch(conn: Any, header: Any, req: Any) -> Any:

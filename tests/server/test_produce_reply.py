@@ -1,0 +1,46 @@
+"""The hand-written Produce response encoder writes the generic encoder's bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pylog.protocol import messages as m
+from pylog.protocol.codec import decode_response, encode_response
+from pylog.protocol.produce_reply import PRODUCE_VERSIONS, produce_response_frame
+from pylog.protocol.segments import segments_to_bytes
+
+i32 = st.integers(-2**31, 2**31 - 1)
+i64 = st.integers(-2**63, 2**63 - 1)
+partition = st.tuples(i32, st.integers(-2**15, 2**15 - 1), i64, i64, i64,
+                      st.one_of(st.none(), st.text(max_size=300)))
+topics = st.lists(st.tuples(st.text(max_size=300), st.lists(partition, max_size=4)), max_size=4)
+
+
+def generic(version, corr, answer, throttle):
+    R = m.ProduceResponse
+    PR = R.PartitionProduceResponse
+    body = R(throttle_time_ms=throttle, responses=[R.TopicProduceResponse(name=name, partition_responses=[
+        PR(index=i, error_code=code, base_offset=base, log_append_time_ms=t, log_start_offset=start,
+           error_message=msg if version >= 8 else None)
+        for i, code, base, t, start, msg in parts]) for name, parts in answer])
+    return segments_to_bytes(encode_response(0, version, corr, body))
+
+
+@settings(max_examples=300, deadline=None)
+@given(version=st.sampled_from(list(PRODUCE_VERSIONS)), corr=i32, answer=topics, throttle=i32)
+def test_same_bytes_as_the_generic_encoder(version, corr, answer, throttle):
+    fast = produce_response_frame(version, corr, answer, throttle)
+    assert fast == generic(version, corr, answer, throttle)
+    got_corr, resp = decode_response(0, version, fast[4:])
+    assert got_corr == corr and len(resp.responses) == len(answer)
+
+
+def test_long_strings_take_multi_byte_lengths_and_other_versions_are_refused():
+    answer = [("t" * 200, [(0, 0, 1, -1, 0, None), (1, 6, -1, -1, -1, "e" * 20000)])]
+    for version in PRODUCE_VERSIONS:
+        assert produce_response_frame(version, 7, answer) == generic(version, 7, answer, 0)
+    for version in (2, 10):
+        with pytest.raises(ValueError, match="not encoded here"):
+            produce_response_frame(version, 7, answer)
