@@ -37,6 +37,23 @@ def _broker(tmp):
     return b
 
 
+class _OnBroker:
+    """Setup shared by every benchmark here: a broker with the bench topic in a fresh
+    directory, closed and removed at teardown."""
+
+    number = 1
+    repeat = 5
+    timeout = 600
+
+    def setup(self):
+        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
+        self.broker = _broker(self.tmp)
+
+    def teardown(self):
+        self.broker.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def _confluent():
     try:
         import confluent_kafka
@@ -48,25 +65,19 @@ def _confluent():
                                      "linger.ms": 5, "log_level": 0})
 
 
-class Send:
+class Send(_OnBroker):
     """``producer.send`` of N 100-byte records (pylog: flushed at the end) vs confluent's
     ``produce`` enqueue of the same records."""
 
-    number = 1
-    repeat = 5
-    timeout = 600
-
     def setup(self):
-        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
-        self.broker = _broker(self.tmp)
+        super().setup()
         self.producer = self.broker.producer(linger_ms=5, buffer_memory=256 << 20)
         self.values = values(N)
         self.keys = keys(N)
         self.peer = _confluent()
 
     def teardown(self):
-        self.broker.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        super().teardown()
         if self.peer is not None:
             self.peer.purge()
 
@@ -97,28 +108,19 @@ class Send:
             produce("bench", v, k)
 
 
-class SendBatch:
+class SendBatch(_OnBroker):
     """``producer.send_batch`` of N 100-byte records, waited for (appended): lists of
     bytes, and the same values as one 2-D uint8 array (keys as fixed-width bytes)."""
-
-    number = 1
-    repeat = 5
-    timeout = 600
 
     def setup(self):
         import numpy as np
 
-        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
-        self.broker = _broker(self.tmp)
+        super().setup()
         self.producer = self.broker.producer(linger_ms=5, batch_size=1 << 20, buffer_memory=512 << 20)
         self.values = values(N)
         self.keys = keys(N)
         self.values_array = np.frombuffer(b"".join(self.values), dtype=np.uint8).reshape(N, 100)
         self.keys_array = np.array(self.keys, dtype="S8")
-
-    def teardown(self):
-        self.broker.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def time_send_batch_unkeyed(self):
         self.producer.send_batch("bench", self.values).result()
@@ -133,17 +135,12 @@ class SendBatch:
         self.producer.send_batch("bench", self.values_array, keys=self.keys_array).result()
 
 
-class Poll:
+class Poll(_OnBroker):
     """Iterating ``consumer.poll(max_records=500)`` over N 100-byte records (fetch from
     the log, CRC check, decode), vs kafka-python decoding the same batches."""
 
-    number = 1
-    repeat = 5
-    timeout = 600
-
     def setup(self):
-        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
-        self.broker = _broker(self.tmp)
+        super().setup()
         p = self.broker.producer(linger_ms=5)
         p.send_batch("bench", values(N), partition=0).result()
         p.close()
@@ -157,10 +154,6 @@ class Poll:
             chunks.append(bytes(res.records.records))
             offset = res.records.next_offset
         self.raw = b"".join(chunks)
-
-    def teardown(self):
-        self.broker.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def time_poll_pylog(self):
         c = self.consumer
@@ -184,21 +177,15 @@ class Poll:
         assert n == N
 
 
-class Rebalance:
+class Rebalance(_OnBroker):
     """Three in-process members join a new group until each holds its share."""
 
-    number = 1
     repeat = 10
     timeout = 120
 
     def setup(self):
-        self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
-        self.broker = _broker(self.tmp)
+        super().setup()
         self.round = 0
-
-    def teardown(self):
-        self.broker.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def time_rebalance_three_members(self):
         from pylog.broker.group import GroupState

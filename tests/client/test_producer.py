@@ -9,28 +9,10 @@ import numpy as np
 import pytest
 
 from pylog import _core
-from pylog.broker.core import ProduceResult
 from pylog.broker.partitioner import Partitioner, partition_for_key
-from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidTimestampError, NotEnoughReplicasError,
-                          InvalidRecordError, RecordTooLargeError, RecordTypeError, RequestTimedOutError,
-                          UnknownProducerIdError, UnknownTopicOrPartitionError)
-
-
-def all_records(broker, topic):
-    """partition -> [Record] of everything in the topic."""
-    out = {}
-    for p in range(broker.num_partitions(topic)):
-        recs, offset = [], 0
-        while True:
-            res = broker.fetch(topic, p, offset)
-            res.raise_for_error()
-            if res.records.size == 0:
-                break
-            for b in _core.iter_batches(res.records.records):
-                recs.extend(r for r in b if r.offset >= offset)
-            offset = res.records.next_offset
-        out[p] = recs
-    return out
+from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidRecordError, InvalidTimestampError,
+                          RecordTooLargeError, RecordTypeError, RequestTimedOutError, UnknownTopicOrPartitionError)
+from tests.client.helpers import FlakyBroker, records_of
 
 
 def test_send_returns_metadata_and_keyed_records_follow_murmur2(broker):
@@ -43,7 +25,7 @@ def test_send_returns_metadata_and_keyed_records_follow_murmur2(broker):
     for i, m in enumerate(metas):
         assert m.topic == "t" and m.partition == partition_for_key(b"key-%d" % (i % 10), 4)
         assert m.serialized_value_size == len(b"v%d" % i)
-    by_part = all_records(broker, "t")
+    by_part = records_of(broker, "t")
     for part, recs in by_part.items():
         assert [r.offset for r in recs] == list(range(len(recs)))
         # Append order within a partition is send order.
@@ -161,18 +143,18 @@ def test_send_batch_offsets_partitions_and_numpy_inputs(broker):
     assert offsets.dtype == np.int64 and len(offsets) == 5000
     expected_parts = [partition_for_key(k, 4) for k in keys]
     assert fut.partitions.tolist() == expected_parts
-    by_part = all_records(broker, "t")
+    by_part = records_of(broker, "t")
     for i in (0, 1, 2, 2500, 4999):
         rec = by_part[expected_parts[i]][offsets[i]]
         assert (rec.key, rec.value) == (keys[i], values[i])
     # 2-D uint8 rows, and fixed-width bytes, to one partition.
     rows = np.arange(30, dtype=np.uint8).reshape(10, 3)
     off2 = p.send_batch("t", rows, partition=1).result()
-    assert [by for by in (r.value for r in all_records(broker, "t")[1][off2[0]:off2[0] + 10])] == \
+    assert [by for by in (r.value for r in records_of(broker, "t")[1][off2[0]:off2[0] + 10])] == \
         [bytes(r) for r in rows]
     fixed = np.array([b"abcd", b"efgh"], dtype="S4")
     off3 = p.send_batch("t", fixed, partition=0).result()
-    assert [r.value for r in all_records(broker, "t")[0][off3[0]:off3[0] + 2]] == [b"abcd", b"efgh"]
+    assert [r.value for r in records_of(broker, "t")[0][off3[0]:off3[0] + 2]] == [b"abcd", b"efgh"]
     assert len(p.send_batch("t", []).result()) == 0
 
 
@@ -211,43 +193,11 @@ def test_concurrent_senders_lose_nothing_and_keep_per_thread_order(broker):
         t.join()
     p.flush()
     seen = {}
-    for recs in all_records(broker, "t").values():
+    for recs in records_of(broker, "t").values():
         for r in recs:
             tid, i = map(int, r.value.split(b":"))
             seen.setdefault(tid, []).append(i)
     assert {t: s for t, s in seen.items()} == {t: list(range(2000)) for t in range(4)}
-
-
-class FlakyBroker:
-    """Delegates to a broker; ``plan`` decides per produce_batches call what happens:
-    "ok", "lost_ack" (append, then report a retriable timeout), "retriable" (refuse with
-    NOT_ENOUGH_REPLICAS), "fatal" (refuse the first batch with INVALID_RECORD, append
-    nothing), "unknown_pid" (refuse with UNKNOWN_PRODUCER_ID)."""
-
-    def __init__(self, broker, plan):
-        self._b = broker
-        self.plan = list(plan)
-        self.calls = 0
-
-    def __getattr__(self, name):
-        return getattr(self._b, name)
-
-    def produce_batches(self, topic, partition, batches, *, acks=-1):
-        self.calls += 1
-        step = self.plan.pop(0) if self.plan else "ok"
-        if step == "ok":
-            return self._b.produce_batches(topic, partition, batches, acks=acks)
-        if step == "lost_ack":
-            self._b.produce_batches(topic, partition, batches, acks=acks)
-            return [ProduceResult.failed(RequestTimedOutError("ack lost")) for _ in batches]
-        if step == "retriable":
-            return [ProduceResult.failed(NotEnoughReplicasError("not now")) for _ in batches]
-        if step == "unknown_pid":
-            return [ProduceResult.failed(UnknownProducerIdError("who?")) for _ in batches]
-        assert step == "fatal"
-        # The first batch is refused; an idempotent producer's later ones then have a gap.
-        rest = self._b.produce_batches(topic, partition, batches[1:], acks=acks) if batches[1:] else []
-        return [ProduceResult.failed(InvalidRecordError("refused"))] + rest
 
 
 def test_idempotent_retries_after_lost_acks_make_no_duplicates(broker):
@@ -258,7 +208,7 @@ def test_idempotent_retries_after_lost_acks_make_no_duplicates(broker):
     hs = [p.send("t", b"%04d" % i) for i in range(200)]
     p.flush()
     assert flaky.calls > 4
-    values = [r.value for r in all_records(broker, "t")[0]]
+    values = [r.value for r in records_of(broker, "t")[0]]
     assert values == [b"%04d" % i for i in range(200)]          # once each, in order
     assert [h.result().offset for h in hs] == list(range(200))
     p.close()

@@ -13,57 +13,10 @@ import numpy as np
 import pytest
 
 from pylog import _core
-from pylog.broker.core import ProduceResult
 from pylog.broker.partitioner import partition_for_key
 from pylog.client.producer import Producer
-from pylog.errors import (IllegalStateError, NotEnoughReplicasError, RecordTooLargeError, RecordTypeError,
-                          UnknownProducerIdError)
-
-
-def records_of(broker, topic):
-    """partition -> [Record] of everything in the topic (CRCs checked)."""
-    out = {}
-    for p in range(broker.num_partitions(topic)):
-        recs, offset = [], 0
-        while True:
-            res = broker.fetch(topic, p, offset)
-            res.raise_for_error()
-            if res.records.size == 0:
-                break
-            for b in _core.iter_batches(res.records.records):
-                b.validate()
-                recs.extend(r for r in b if r.offset >= offset)
-            offset = res.records.next_offset
-        out[p] = recs
-    return out
-
-
-def batch_sizes(broker, topic, partition):
-    res = broker.fetch(topic, partition, 0, 1 << 30)
-    return [b.size for b in _core.iter_batches(res.records.records)]
-
-
-class Proxy:
-    """Delegates to a broker; ``plan`` says per produce_batches call: "ok", "retriable"
-    (refused, retriable) or "unknown_pid" (refused: the producer must bump its epoch and
-    renumber, rewriting the header and CRC of batches already built)."""
-
-    def __init__(self, broker, plan):
-        self._b = broker
-        self.plan = list(plan)
-        self.calls = 0
-
-    def __getattr__(self, name):
-        return getattr(self._b, name)
-
-    def produce_batches(self, topic, partition, batches, *, acks=-1):
-        self.calls += 1
-        step = self.plan.pop(0) if self.plan else "ok"
-        if step == "retriable":
-            return [ProduceResult.failed(NotEnoughReplicasError("not now")) for _ in batches]
-        if step == "unknown_pid":
-            return [ProduceResult.failed(UnknownProducerIdError("who?")) for _ in batches]
-        return self._b.produce_batches(topic, partition, batches, acks=acks)
+from pylog.errors import IllegalStateError, RecordTooLargeError, RecordTypeError
+from tests.client.helpers import FlakyBroker, batch_sizes, records_of
 
 
 def test_crc32c_combine_matches_the_crc_of_the_concatenation():
@@ -160,7 +113,7 @@ def test_keyless_and_keyed_records_in_one_call(broker):
 
 def test_bulk_batches_survive_retries_and_an_epoch_bump(broker):
     broker.create_topic("t", 2, config={"max.message.bytes": 3000})
-    proxy = Proxy(broker, ["retriable", "unknown_pid", "retriable"])
+    proxy = FlakyBroker(broker, ["retriable", "unknown_pid", "retriable"])
     p = Producer(proxy, batch_size=800, retry_backoff_ms=1, linger_ms=0)
     epoch = p.producer_epoch
     n = 2000
@@ -315,16 +268,18 @@ def test_batch_buffers_are_pooled_for_reuse_and_given_back_when_idle(broker):
     import time
 
     broker.create_topic("t", 2)
-    p = broker.producer(buffer_memory=64 << 20)
+    # 4 MiB of buffer_memory: about 4 of send_batch's 1 MiB batches in flight at once,
+    # however fast the sender is, while each call writes 10 MiB.
+    p = broker.producer(buffer_memory=4 << 20)
     values = [b"x" * 100] * 100_000
     p.send_batch("t", values).result(timeout=30)
-    pooled = p._pooled_bytes()
-    # The bulk batches' 1 MiB buffers came back to the pool (as many as were in flight
-    # at once) ...
-    assert pooled > 1 << 20
-    p.send_batch("t", values).result(timeout=30)
-    # ... and were reused by the next call, not allocated again.
-    assert p._pooled_bytes() <= pooled + (3 << 20)
+    # The bulk batches' buffers came back to the pool (as many as were in flight) ...
+    assert p._pooled_bytes() > 1 << 20
+    for _ in range(3):
+        p.send_batch("t", values).result(timeout=30)
+        # ... and were reused by the next calls, not allocated again (which would
+        # grow the pool by up to 10 MiB a call).
+        assert p._pooled_bytes() <= (4 << 20) + (2 << 20)
     deadline = time.monotonic() + 10
     while p._pooled_bytes() > 1 << 20 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -457,18 +457,9 @@ class Consumer:
         if code == _E_UNKNOWN_MEMBER:
             self._reset_member()
             return
-        if code == _E_FENCED:
-            self._fatal = FencedInstanceIdError(
-                f"group {self.group_id}: another consumer joined with group_instance_id {self.group_instance_id!r}")
-            raise self._fatal
         if code != 0:
-            err = error_for_code(code)
-            if err.retriable:
-                with self._state_lock:
-                    self._state = _UNJOINED
-                return
-            self._fatal = err
-            raise err
+            self._join_failed(code)
+            return
         self._member_id = res.member_id
         self._generation = res.generation_id
         self._protocol = res.protocol_name
@@ -480,6 +471,22 @@ class Consumer:
         self._sync_pending = self._groups.sync_group(
             self.group_id, self._generation, self._member_id, group_instance_id=self.group_instance_id,
             protocol_type=PROTOCOL_TYPE, protocol_name=self._protocol, assignments=assignments)
+
+    def _join_failed(self, code: int) -> None:
+        """A JoinGroup/SyncGroup error the caller has no special handling for: a fenced
+        static member and non-retriable errors are fatal (raised now and by later polls);
+        after a retriable one the next poll joins again."""
+        if code == _E_FENCED:
+            self._fatal = FencedInstanceIdError(
+                f"group {self.group_id}: another consumer joined with group_instance_id {self.group_instance_id!r}")
+            raise self._fatal
+        err = error_for_code(code)
+        if err.retriable:
+            with self._state_lock:
+                self._state = _UNJOINED
+            return
+        self._fatal = err
+        raise err
 
     def _assign_as_leader(self, res) -> dict[str, bytes]:
         assignor = next(a for a in self.assignors if a.name == res.protocol_name)
@@ -509,18 +516,9 @@ class Consumer:
                     self._state = _UNJOINED
             self._lose_partitions()
             return
-        if code == _E_FENCED:
-            self._fatal = FencedInstanceIdError(
-                f"group {self.group_id}: another consumer joined with group_instance_id {self.group_instance_id!r}")
-            raise self._fatal
         if code != 0:
-            err = error_for_code(code)
-            if err.retriable:
-                with self._state_lock:
-                    self._state = _UNJOINED
-                return
-            self._fatal = err
-            raise err
+            self._join_failed(code)
+            return
         assignment = decode_assignment(res.assignment)
         new = {TopicPartition(t, p) for t, ps in assignment.partitions.items() for p in ps
                if t in (self._subscription or ())}
