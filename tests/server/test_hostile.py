@@ -21,7 +21,7 @@ from pylog.protocol.codec import decode_response, encode_request
 from pylog.protocol.segments import segments_to_bytes
 from pylog.records import RecordBatchBuilder
 from pylog.server.wire_client import BrokerConnection, WireClient, produce_on
-from server.util import unique, wait_for
+from server.util import read_frame, unique, wait_for
 
 
 def batch(values, key=None):
@@ -53,21 +53,6 @@ def closed_by_server(s, timeout=10.0) -> bool:
         return True
     except socket.timeout:
         return False
-
-
-def read_frame(s):
-    head = recv_exact(s, 4)
-    return recv_exact(s, struct.unpack(">i", head)[0])
-
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return bytes(buf)
 
 
 def still_serves(server):

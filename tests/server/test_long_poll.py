@@ -4,6 +4,8 @@ answered from the partition as it is when the wait ends, by an append or by its
 
 from __future__ import annotations
 
+import contextlib
+
 from pylog.protocol import messages as m
 from pylog.records import RecordBatchBuilder, iter_batches
 from pylog.server.wire_client import WireClient
@@ -30,7 +32,10 @@ def waiting(inproc, topic):
     return bool(inproc.server.state.fetch_waiters.by_partition.get((topic, 0)))
 
 
-def test_caught_up_fetch_is_answered_by_the_next_append(inproc):
+@contextlib.contextmanager
+def caught_up_poll(inproc, max_wait_ms):
+    """A topic of three records and a Fetch at offset 3 waiting on it: yields (topic,
+    client, connection, pending request)."""
     topic = unique("poll")
     broker = inproc.server.broker
     broker.create_topic(topic, 1)
@@ -38,8 +43,14 @@ def test_caught_up_fetch_is_answered_by_the_next_append(inproc):
     host, port = inproc.address
     with WireClient(f"{host}:{port}") as c:
         conn = c.leader(topic, 0)
-        pending = send_fetch(conn, topic, 3, 30_000)
+        pending = send_fetch(conn, topic, 3, max_wait_ms)
         wait_for(lambda: waiting(inproc, topic), "the fetch to wait")
+        yield topic, c, conn, pending
+
+
+def test_caught_up_fetch_is_answered_by_the_next_append(inproc):
+    broker = inproc.server.broker
+    with caught_up_poll(inproc, 30_000) as (topic, _c, conn, pending):
         broker.append(topic, 0, batch([b"d", b"e"]))
         p = conn.receive(pending).responses[0].partitions[0]
         assert p.error_code == 0 and p.high_watermark == 5 and p.log_start_offset == 0
@@ -48,15 +59,8 @@ def test_caught_up_fetch_is_answered_by_the_next_append(inproc):
 
 
 def test_expired_caught_up_fetch_reports_the_partition_as_it_is_then(inproc):
-    topic = unique("poll")
     broker = inproc.server.broker
-    broker.create_topic(topic, 1)
-    broker.append(topic, 0, batch([b"a", b"b", b"c"]))
-    host, port = inproc.address
-    with WireClient(f"{host}:{port}") as c:
-        conn = c.leader(topic, 0)
-        pending = send_fetch(conn, topic, 3, 1500)
-        wait_for(lambda: waiting(inproc, topic), "the fetch to wait")
+    with caught_up_poll(inproc, 1500) as (topic, c, conn, pending):
         # Not an append: no waiter is woken, but the answer must show the new start.
         assert broker.delete_records(topic, 0, 2) == 2
         p = conn.receive(pending).responses[0].partitions[0]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import struct
 from typing import Sequence
 
+from pylog.protocol._plan import write_uvarint
+
 __all__ = ["PRODUCE_VERSIONS", "produce_response_frame"]
 
 #: The Produce versions this encoder writes (those pylog serves).
@@ -37,14 +39,7 @@ _SMALL = [bytes((n,)) for n in range(0x80)]   # one-byte unsigned varints
 
 
 def _uvarint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return _SMALL[n] if n < 0x80 else write_uvarint(n)
 
 
 def produce_response_frame(version: int, correlation_id: int,
