@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
+from pylog import _core
 from pylog.client.aio import AIOConsumer, AIOProducer
-from pylog.errors import RecordTypeError, UnknownTopicOrPartitionError
+from pylog.errors import RecordTypeError, RequestTimedOutError, UnknownTopicOrPartitionError
 
 
 def test_await_send_and_async_iteration(broker):
@@ -65,5 +67,66 @@ def test_async_errors_and_getmany_wakes_on_append(broker):
         await p.flush()
         await p.close()
         await c.close()
+
+    asyncio.run(main())
+
+
+class GatedBroker:
+    """Delegates to a broker; produce_batches waits until ``gate`` is set (a slow sender)."""
+
+    def __init__(self, broker):
+        self._b = broker
+        self.gate = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def produce_batches(self, topic, partition, batches, *, acks=-1):
+        self.gate.wait(30)
+        return self._b.produce_batches(topic, partition, batches, acks=acks)
+
+
+def test_send_awaits_buffer_memory_without_blocking_the_loop(broker):
+    broker.create_topic("t", 1)
+    gated = GatedBroker(broker)
+
+    async def main():
+        p = AIOProducer(gated, buffer_memory=4096, batch_size=512, linger_ms=0, max_block_ms=10_000)
+        loop = asyncio.get_running_loop()
+        # Opened only by a loop callback: were send blocking the loop while the buffer is
+        # full, this could not run, and the sends would time out.
+        loop.call_later(0.05, gated.gate.set)
+        handles = [p.send("t", b"%04d" % i + b"." * 200, partition=0) for i in range(100)]
+        assert any(isinstance(h, asyncio.Future) for h in handles)   # some wait in the backlog
+        metas = [await h for h in handles]
+        assert [m.offset for m in metas] == list(range(100))          # in send order
+        await p.flush()
+        records = broker.fetch("t", 0, 0, 1 << 20).records
+        values = [r.value[:4] for b in _core.iter_batches(records.records) for r in b]
+        assert values == [b"%04d" % i for i in range(100)]
+        await p.close()
+
+    asyncio.run(main())
+
+
+def test_a_send_waiting_for_memory_longer_than_max_block_ms_fails_alone(broker):
+    broker.create_topic("t", 1)
+    gated = GatedBroker(broker)
+
+    async def main():
+        p = AIOProducer(gated, buffer_memory=2048, batch_size=512, linger_ms=0, max_block_ms=200)
+        first = [p.send("t", b"x" * 300, partition=0) for _ in range(8)]
+        late = first[-1]
+        assert isinstance(late, asyncio.Future)
+        with pytest.raises(RequestTimedOutError, match="max_block_ms=200"):
+            await late
+        gated.gate.set()
+        # What was queued before it is appended; the producer goes on.
+        sent = [h for h in first if not isinstance(h, asyncio.Future) or not h.done() or not h.exception()]
+        for h in sent:
+            await h
+        meta = await p.send_and_wait("t", b"after", partition=0)
+        assert meta.offset == len(sent)
+        await p.close()
 
     asyncio.run(main())

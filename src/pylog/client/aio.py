@@ -9,14 +9,20 @@ waiting and sleep on an :class:`asyncio.Event` that the broker sets (through
 ``loop.call_soon_threadsafe``) when one of the consumer's partitions gets data or its
 group changes state.
 
-Both must be used from one event loop.  The only calls that may block the loop are
-``send`` when ``buffer_memory`` is full (up to ``max_block_ms``; size the buffer for your
-burst) and the first call that opens the producer (InitProducerId, an in-memory call).
+Both must be used from one event loop.  When ``buffer_memory`` is full, ``send`` does not
+block the loop: the record waits in the producer's backlog (in send order, and every later
+``send`` behind it) until the sender has made room, for up to ``max_block_ms`` from its
+``send``; awaiting what ``send`` returned gives its RecordMetadata or the error as usual.
+``send_batch`` still waits for room in the calling thread (it queues its records as it
+goes); the only other call that may block the loop is the first one that opens the
+producer (InitProducerId, an in-memory call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import time
 from typing import Any, AsyncIterator
 
@@ -29,6 +35,28 @@ __all__ = ["AIOProducer", "AIOConsumer"]
 _RECHECK_S = 0.5
 
 
+class _BufferFull(Exception):
+    """Raised instead of waiting for buffer memory inside AIOProducer.send (never seen by users)."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(nbytes)
+        self.nbytes = nbytes
+
+
+class _LoopProducer(Producer):
+    """A Producer whose ``send`` on the event loop's thread raises _BufferFull where it
+    would wait for buffer memory (before queueing anything), so that AIOProducer can wait
+    without blocking the loop.  send_batch, and calls from other threads, wait as usual."""
+
+    _loop_thread: int | None = None
+    _in_batch = False
+
+    def _wait_for_memory(self, nbytes: int) -> None:
+        if not self._in_batch and threading.get_ident() == self._loop_thread:
+            raise _BufferFull(nbytes)
+        super()._wait_for_memory(nbytes)
+
+
 class AIOProducer:
     """An asyncio producer on an embedded broker; settings as
     :class:`~pylog.client.producer.Producer`.
@@ -38,9 +66,70 @@ class AIOProducer:
     """
 
     def __init__(self, broker, **config: Any) -> None:
-        self._producer = Producer(broker, **config)
-        self.send = self._producer.send             # the C send path, unchanged
-        self.send_batch = self._producer.send_batch
+        self._producer = _LoopProducer(broker, **config)
+        self._send = self._producer.send             # the C send path, unchanged
+        self._backlog: collections.deque = collections.deque()   # (args, deadline, future)
+        self._drainer: asyncio.Task | None = None
+
+    def send(self, topic: str, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
+        """Queue a record; returns an awaitable giving its RecordMetadata (the producer's
+        handle, or an asyncio future while the record waits for buffer memory).  Bad
+        input raises here, as with the synchronous producer."""
+        if not self._backlog:
+            self._producer._loop_thread = threading.get_ident()
+            try:
+                return self._send(topic, value, key, headers, partition, timestamp_ms)
+            except _BufferFull:
+                pass
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._backlog.append(((topic, value, key, headers, partition, timestamp_ms),
+                              time.monotonic() + self._producer.max_block_ms / 1000, fut))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain_backlog())
+        return fut
+
+    async def _drain_backlog(self) -> None:
+        """Send the backlog in order, waiting (in a worker thread) for buffer memory."""
+        backlog = self._backlog
+        try:
+            while backlog:
+                args, deadline, fut = backlog[0]
+                if fut.cancelled():
+                    backlog.popleft()
+                    continue
+                try:
+                    handle = self._send(*args)
+                except _BufferFull as full:
+                    remaining = deadline - time.monotonic()
+                    if remaining > 0:
+                        await asyncio.to_thread(self._producer._wait_room, full.nbytes, remaining)
+                        continue
+                    backlog.popleft()
+                    fut.set_exception(self._producer._buffer_full_error())
+                    continue
+                except BaseException as exc:  # noqa: BLE001 - handed to the record's future
+                    backlog.popleft()
+                    fut.set_exception(exc)
+                    continue
+                backlog.popleft()
+                asyncio.ensure_future(handle).add_done_callback(
+                    lambda done, fut=fut: _settle(fut, done))
+        finally:
+            self._drainer = None
+
+    def send_batch(self, topic, values, keys=None, partition=None, timestamp_ms=None):
+        """As the synchronous producer's (waits for buffer memory in this thread)."""
+        p = self._producer
+        p._in_batch = True
+        try:
+            return p.send_batch(topic, values, keys, partition, timestamp_ms)
+        finally:
+            p._in_batch = False
+
+    async def _backlog_sent(self) -> None:
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
 
     @property
     def producer(self) -> Producer:
@@ -50,13 +139,15 @@ class AIOProducer:
     async def send_and_wait(self, topic: str, value=None, key=None, headers=None, partition=None,
                             timestamp_ms=None):
         """Send one record and return its RecordMetadata once appended."""
-        return await self._producer.send(topic, value, key, headers, partition, timestamp_ms)
+        return await self.send(topic, value, key, headers, partition, timestamp_ms)
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Send everything queued and wait for it (in a worker thread)."""
+        """Send everything queued (the backlog first) and wait for it (in a worker thread)."""
+        await self._backlog_sent()
         await asyncio.to_thread(self._producer.flush, timeout)
 
     async def close(self, timeout: float | None = None) -> None:
+        await self._backlog_sent()
         await asyncio.to_thread(self._producer.close, timeout)
 
     stop = close
@@ -72,6 +163,17 @@ class AIOProducer:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+def _settle(fut: asyncio.Future, done: asyncio.Future) -> None:
+    """Hand a sent record's outcome to the future send returned for it."""
+    if fut.cancelled():
+        return
+    exc = done.exception()
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(done.result())
 
 
 class AIOConsumer:

@@ -222,8 +222,13 @@ class Producer(_core._ProducerCore):
         self._wake_sender()
 
     def _wait_for_memory(self, nbytes: int) -> None:
+        if not self._wait_room(nbytes, self.max_block_ms / 1000):
+            raise self._buffer_full_error()
+
+    def _wait_room(self, nbytes: int, timeout: float) -> bool:
+        """Wait until ``nbytes`` more fit buffer_memory (True) or ``timeout`` s passed (False)."""
         self._check_not_sender("wait for buffer memory")
-        deadline = time.monotonic() + self.max_block_ms / 1000
+        deadline = time.monotonic() + timeout
         self._close_for_flush()
         self._wake_sender()
         with self._done:
@@ -232,12 +237,15 @@ class Producer(_core._ProducerCore):
                 while self.buffered_bytes > 0 and self.buffered_bytes + nbytes > self._buffer_memory:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise RequestTimedOutError(
-                            f"buffer_memory={self._buffer_memory} stayed full for max_block_ms="
-                            f"{self.max_block_ms}: the producer cannot keep up")
+                        return False
                     self._done.wait(remaining)
             finally:
                 self._waiters -= 1
+        return True
+
+    def _buffer_full_error(self) -> RequestTimedOutError:
+        return RequestTimedOutError(f"buffer_memory={self._buffer_memory} stayed full for max_block_ms="
+                                    f"{self.max_block_ms}: the producer cannot keep up")
 
     def _wait_batch(self, batch, timeout: float | None) -> None:
         if batch.state == _PENDING:
