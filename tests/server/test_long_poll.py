@@ -68,3 +68,16 @@ def test_expired_caught_up_fetch_reports_the_partition_as_it_is_then(inproc):
         # A fetch behind the high watermark is answered at once, with the records.
         p = c.fetch(topic, 0, 2, max_wait_ms=30_000)
         assert [r.value for b in iter_batches(memoryview(p.records)) for r in b] == [b"a", b"b", b"c"]
+
+
+def test_unknown_partition_at_offset_minus_one_is_an_error_not_caught_up(inproc):
+    topic = unique("poll")
+    inproc.server.broker.create_topic(topic, 1)
+    host, port = inproc.address
+    with WireClient(f"{host}:{port}") as c:
+        conn = c.leader(topic, 0)
+        body = F(replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+                 session_id=0, session_epoch=-1, topics=[F.FetchTopic(topic=topic, partitions=[
+                     F.FetchPartition(partition=5, fetch_offset=-1, partition_max_bytes=1 << 20)])])
+        p = conn.request(1, body).responses[0].partitions[0]
+        assert p.error_code == 3 and p.partition_index == 5

@@ -90,7 +90,7 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
             try:
                 start, hw = log_offsets(topic, partition)
             except PylogError:
-                start = hw = -1      # the fetch below reports the error
+                start, hw = -1, None     # the fetch below reports the error
             if offset == hw:
                 out.append(PD(partition_index=partition, error_code=0, high_watermark=hw,
                               last_stable_offset=hw, log_start_offset=start,
