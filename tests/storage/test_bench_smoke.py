@@ -43,6 +43,13 @@ def test_bench_log_smoke(benches):
         assert bench.time_log_read() > 0 and bench.time_raw_file_read() == bench.size
     finally:
         bench.teardown()
+    bench = bench_log.AppendRatio()
+    bench.setup()
+    try:
+        assert bench.track_log_append_vs_os_write() > 0   # a ratio; its value is asv's business
+        assert bench.log.log_end_offset == bench.ROUNDS * bench.PER_ROUND * bench_log.RECORDS_PER_BATCH
+    finally:
+        bench.teardown()
 
 
 def test_bench_index_smoke(benches):
