@@ -256,6 +256,8 @@ cdef extern from *:
     }
     static inline uint8_t *pylog_client_put_varint32(uint8_t *p, int32_t v) {
         uint32_t u = ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
+        if (u < 0x80) { p[0] = (uint8_t)u; return p + 1; }          /* the usual sizes: */
+        if (u < 0x4000) { p[0] = (uint8_t)(u | 0x80); p[1] = (uint8_t)(u >> 7); return p + 2; }
         while (u >= 0x80) { *p++ = (uint8_t)(u | 0x80); u >>= 7; }
         *p++ = (uint8_t)u;
         return p;
@@ -378,14 +380,20 @@ cdef inline Py_ssize_t _client_put(uint8_t *buf, Py_ssize_t length, Py_ssize_t l
     length`` if the batch stays within ``limit`` bytes (a batch's first record always
     goes: the caller made room for it).  Returns the new length, or -1 when it does not
     fit.  Adds the record's bound to ``*bound``."""
+    # Everything read from the columns is read before the first byte is written: a byte
+    # store may alias anything, so reads after it would be done again per record.
     cdef Py_ssize_t kn = _col_len(kc, idx), vn = _col_len(vc, idx), body, rsize
+    cdef const uint8_t *kp = <const uint8_t *>_col_ptr(kc, idx) if kn > 0 else NULL
+    cdef const uint8_t *vp = <const uint8_t *>_col_ptr(vc, idx) if vn > 0 else NULL
+    cdef Py_ssize_t kb = kn if kn > 0 else 0, vb = vn if vn > 0 else 0
     cdef uint8_t *p
     # Every length here is an int32 (a record fits a batch); tsd's size is the caller's.
-    body = (2 + tsd_size + pylog_client_varint32_size(od) + pylog_client_varint32_size(<int32_t>kn)
-            + (kn if kn > 0 else 0) + pylog_client_varint32_size(<int32_t>vn) + (vn if vn > 0 else 0))
+    body = (2 + tsd_size + pylog_client_varint32_size(od) + pylog_client_varint32_size(<int32_t>kn) + kb
+            + pylog_client_varint32_size(<int32_t>vn) + vb)
     rsize = pylog_client_varint32_size(<int32_t>body) + body
     if od > 0 and length + rsize > limit:
         return -1
+    bound[0] += RECORD_MAX_OVERHEAD + kb + vb
     p = pylog_client_put_varint32(buf + length, <int32_t>body)
     p[0] = 0  # record attributes
     if tsd == 0:
@@ -395,15 +403,10 @@ cdef inline Py_ssize_t _client_put(uint8_t *buf, Py_ssize_t length, Py_ssize_t l
         p = put_varint(p + 1, tsd)
     p = pylog_client_put_varint32(p, od)
     p = pylog_client_put_varint32(p, <int32_t>kn)
-    if kn > 0:
-        pylog_client_copy(p, <const uint8_t *>_col_ptr(kc, idx), kn)
-        p += kn
-    p = pylog_client_put_varint32(p, <int32_t>vn)
-    if vn > 0:
-        pylog_client_copy(p, <const uint8_t *>_col_ptr(vc, idx), vn)
-        p += vn
-    p[0] = 0  # no headers
-    bound[0] += RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
+    pylog_client_copy(p, kp, <size_t>kb)
+    p = pylog_client_put_varint32(p + kb, <int32_t>vn)
+    pylog_client_copy(p, vp, <size_t>vb)
+    p[vb] = 0  # no headers
     return length + rsize
 
 
@@ -2277,7 +2280,6 @@ cdef class _Column:
     cdef Py_ssize_t nowned           # list snapshot: items [released, nowned) hold a reference
     cdef Py_ssize_t released
     cdef bint packed                 # items copied into one buffer by scan (keys)
-    cdef const char *last            # scan_packed: the item's bytes in the object (in cache)
     cdef char *arena
     cdef Py_ssize_t arena_len, arena_cap
 
@@ -2296,7 +2298,7 @@ cdef class _Column:
             self.c.items = NULL
 
     cdef int pack(self) except -1:
-        """Make scan copy the items (keys: usually small) into one buffer instead of
+        """Make _client_scan copy the items (keys: usually small) into one buffer instead of
         holding each object: the GIL-free loops then read them in order, and no
         reference is taken and dropped per item."""
         cdef Py_ssize_t n = self.n if self.n > 0 else 1
@@ -2314,42 +2316,6 @@ cdef class _Column:
             raise MemoryError()
         self.c.base = self.arena
         return 0
-
-    cdef Py_ssize_t scan_packed(self, Py_ssize_t i) noexcept:
-        """scan() of a packed column: the item is copied (-3: out of memory)."""
-        cdef PyObject *o
-        cdef PyObject **items
-        cdef Py_ssize_t kn, cap
-        cdef char *grown
-        if self.is_list:
-            if i + PREFETCH_AHEAD < self.n:
-                pylog_client_prefetch(PyList_GET_ITEM(self.keep, i + PREFETCH_AHEAD))
-            o = PyList_GET_ITEM(self.keep, i)
-        else:
-            items = PySequence_Fast_ITEMS(self.keep)
-            if i + PREFETCH_AHEAD < self.n:
-                pylog_client_prefetch(items[i + PREFETCH_AHEAD])
-            o = items[i]
-        if o == self.c.none:
-            (<int32_t *>self.c.lens)[i] = -1
-            return -1
-        if not PyBytes_CheckExact(<object>o):
-            return -2
-        kn = pylog_client_bytes_size(o)
-        if kn > self.arena_cap - self.arena_len:
-            cap = 2 * self.arena_cap + kn
-            grown = <char *>PyMem_Realloc(self.arena, cap)
-            if grown == NULL:
-                return -3
-            self.arena = grown
-            self.arena_cap = cap
-            self.c.base = grown
-        self.last = pylog_client_bytes_str(o)
-        pylog_client_copy(<uint8_t *>self.arena + self.arena_len, <const uint8_t *>self.last, kn)
-        (<int64_t *>self.c.offs)[i] = self.arena_len
-        (<int32_t *>self.c.lens)[i] = <int32_t>kn
-        self.arena_len += kn
-        return kn
 
     cdef inline bint fixed(self) noexcept:
         """Whether every item has the same size (array rows, or all None)."""
@@ -2427,39 +2393,6 @@ cdef class _Column:
         c.c.none = <PyObject *>None
         return c
 
-    cdef inline Py_ssize_t scan(self, Py_ssize_t i) noexcept:
-        """Length of item i (-1: None; -2: not bytes), taking a list's item into the
-        snapshot.  With the GIL, no Python code run: the list cannot change meanwhile."""
-        cdef PyObject *o
-        if self.c.null:
-            return -1
-        if self.packed:
-            return self.scan_packed(i)
-        if self.c.items == NULL:
-            return self.c.width
-        if self.is_list:
-            if i + PREFETCH_AHEAD < self.n:
-                pylog_client_prefetch(PyList_GET_ITEM(self.keep, i + PREFETCH_AHEAD))
-            o = PyList_GET_ITEM(self.keep, i)
-            if o == self.c.none:
-                self.c.items[i] = o
-                self.nowned = i + 1
-                return -1
-            if not PyBytes_CheckExact(<object>o):
-                return -2
-            pylog_client_incref(o)
-            self.c.items[i] = o
-            self.nowned = i + 1
-            return pylog_client_bytes_size(o)
-        if i + PREFETCH_AHEAD < self.n:
-            pylog_client_prefetch(self.c.items[i + PREFETCH_AHEAD])
-        o = self.c.items[i]
-        if o == self.c.none:
-            return -1
-        if not PyBytes_CheckExact(<object>o):
-            return -2
-        return pylog_client_bytes_size(o)
-
     cdef object item(self, Py_ssize_t i):
         if self.c.null:
             return None
@@ -2481,7 +2414,7 @@ cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t f
     custom partitioner afterwards: ``nparts`` 0) into ``parts``, and per group
     (partition + 1) the records and their bounds.  Raises RecordTypeError /
     RecordTooLargeError naming the first bad record."""
-    cdef Py_ssize_t i, kn, vn, size, mb = 0
+    cdef Py_ssize_t i, kn, vn, size = 0, mb = 0
     cdef int32_t p
     cdef _Column col
     cdef object bad
@@ -2491,40 +2424,117 @@ cdef Py_ssize_t _client_scan(_Column kcol, _Column vcol, Py_ssize_t n, int32_t f
                                   max_bound)
     if kcol.is_list and PyList_GET_SIZE(kcol.keep) != n or vcol.is_list and PyList_GET_SIZE(vcol.keep) != n:
         raise ValueError("the keys or values list changed size during send_batch")
-    for i in range(n):
-        vn = vcol.scan(i)
-        kn = kcol.scan(i)
-        if kn == -3:
-            raise MemoryError()
-        if vn == -2 or kn == -2:
-            col = vcol if vn == -2 else kcol
-            bad = col.keep[i]
-            raise RecordTypeError(f"{'values' if vn == -2 else 'keys'}[{i}] must be bytes or None, not "
-                                  f"{type(bad).__name__}")
+    # Each column's state in locals (what the loop writes cannot alias them): a value is
+    # an item of vsrc (a list snapshot takes it into vsnap, with a reference) or a row of
+    # vw bytes; a key is copied into the arena from ksrc, or a row of kw bytes, or None.
+    cdef PyObject *none = <PyObject *>None
+    cdef PyObject *o
+    cdef PyObject **vsrc = NULL
+    cdef PyObject **vsnap = vcol.c.items if vcol.owns_items() else NULL
+    cdef PyObject **ksrc = NULL
+    cdef Py_ssize_t vw = vcol.c.width, kw = -1 if kcol.c.null else kcol.c.width
+    cdef const char *kp = NULL
+    cdef const char *kbase = kcol.c.base
+    cdef int32_t *klens = <int32_t *>kcol.c.lens
+    cdef int64_t *koffs = <int64_t *>kcol.c.offs
+    cdef char *arena = kcol.arena
+    cdef char *grown
+    cdef Py_ssize_t alen = kcol.arena_len, acap = kcol.arena_cap, cap, taken = 0
+    cdef int bad_col = 0             # 1: values[i] is not bytes, 2: keys[i], 3: too large, 4: no memory
+    if vcol.c.items != NULL:
+        vsrc = PySequence_Fast_ITEMS(vcol.keep)       # a list's items or a tuple's
+    if kcol.packed:
+        ksrc = PySequence_Fast_ITEMS(kcol.keep)
+    i = 0
+    while i < n:
+        if vsrc != NULL:
+            if i + PREFETCH_AHEAD < n:
+                pylog_client_prefetch(vsrc[i + PREFETCH_AHEAD])
+            o = vsrc[i]
+            if o == none:
+                vn = -1
+            elif PyBytes_CheckExact(<object>o):
+                vn = pylog_client_bytes_size(o)
+                if vsnap != NULL:
+                    pylog_client_incref(o)
+            else:
+                bad_col = 1
+                break
+            if vsnap != NULL:
+                vsnap[i] = o
+                taken = i + 1
+        else:
+            vn = vw
+        if ksrc != NULL:
+            if i + PREFETCH_AHEAD < n:
+                pylog_client_prefetch(ksrc[i + PREFETCH_AHEAD])
+            o = ksrc[i]
+            if o == none:
+                kn = -1
+                klens[i] = -1
+            elif PyBytes_CheckExact(<object>o):
+                kn = pylog_client_bytes_size(o)
+                if kn > acap - alen:
+                    cap = 2 * acap + kn
+                    grown = <char *>PyMem_Realloc(arena, cap)
+                    if grown == NULL:
+                        bad_col = 4
+                        break
+                    arena = grown
+                    acap = cap
+                kp = pylog_client_bytes_str(o)
+                pylog_client_copy(<uint8_t *>arena + alen, <const uint8_t *>kp, kn)
+                koffs[i] = alen
+                klens[i] = <int32_t>kn
+                alen += kn
+            else:
+                bad_col = 2
+                break
+        else:
+            kn = kw
+            kp = kbase + i * kw
         size = RECORD_MAX_OVERHEAD + (kn if kn > 0 else 0) + (vn if vn > 0 else 0)
         if size > max_size:
-            raise RecordTooLargeError(
-                f"record {i} of about {size + BATCH_HEADER_SIZE} bytes does not fit a batch of at most "
-                f"{max_size + BATCH_HEADER_SIZE} bytes")
+            bad_col = 3
+            break
         if size > mb:
             mb = size
         if fixed_p >= 0:
             p = fixed_p
         elif nparts == 0:
             parts[i] = -2
+            i += 1
             continue
         elif kn >= 0 and hash_keys:
-            # _broker_key_partition, with the modulo as a multiply.
-            # (Hashed from the object, not from the copy just stored: a load spanning
-            # those small stores would stall.)
-            p = <int32_t>pylog_client_fastmod(
-                _broker_murmur2(<const uint8_t *>(kcol.last if kcol.packed else _col_ptr(&kcol.c, i)), kn)
-                & 0x7fffffff, mod_m, <uint32_t>nparts)
+            # _broker_key_partition, with the modulo as a multiply.  (Hashed from the
+            # object, not from the copy just stored: a load spanning those small stores
+            # would stall.)
+            p = <int32_t>pylog_client_fastmod(_broker_murmur2(<const uint8_t *>kp, kn) & 0x7fffffff,
+                                              mod_m, <uint32_t>nparts)
         else:
             p = -1
         parts[i] = p
         gcount[p + 1] += 1
         gbytes[p + 1] += size
+        i += 1
+    if vsnap != NULL:
+        vcol.nowned = taken          # what the column releases
+    if ksrc != NULL:
+        kcol.arena = arena
+        kcol.c.base = arena
+        kcol.arena_len = alen
+        kcol.arena_cap = acap
+    if bad_col == 4:
+        raise MemoryError()
+    if bad_col == 1 or bad_col == 2:
+        col = vcol if bad_col == 1 else kcol
+        bad = col.keep[i]
+        raise RecordTypeError(f"{'values' if bad_col == 1 else 'keys'}[{i}] must be bytes or None, not "
+                              f"{type(bad).__name__}")
+    if bad_col == 3:
+        raise RecordTooLargeError(
+            f"record {i} of about {size + BATCH_HEADER_SIZE} bytes does not fit a batch of at most "
+            f"{max_size + BATCH_HEADER_SIZE} bytes")
     max_bound[0] = mb
     return 0
 

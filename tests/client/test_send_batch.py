@@ -426,3 +426,30 @@ def test_numpy_columns_with_a_partition_a_custom_partitioner_or_too_large(broker
     assert p.buffered_bytes == 0
     p.close()
     rr.close()
+
+
+def test_mixed_column_forms(broker):
+    # Array values with listed keys (some None) and tuple values with array keys: the
+    # generic scan reads each column its own way.
+    broker.create_topic("t", 5)
+    p = broker.producer(batch_size=4096)
+    n = 3000
+    arr_values = np.array([b"a%05d" % i for i in range(n)], dtype="S6")
+    list_keys = [None if i % 4 == 0 else b"key-%d" % (i % 17) for i in range(n)]
+    tuple_values = tuple(b"t%05d" % i + b"-" * (i % 5) for i in range(n))
+    arr_keys = np.array([b"k%02d" % (i % 23) for i in range(n)], dtype="S3")
+    one = p.send_batch("t", arr_values, keys=list_keys)
+    two = p.send_batch("t", tuple_values, keys=arr_keys)
+    off_one, off_two = one.result(timeout=30), two.result(timeout=30)
+    by_part = records_of(broker, "t")
+    for i in range(n):
+        rec = by_part[one.partitions[i]][off_one[i]]
+        assert (rec.key, rec.value) == (list_keys[i], arr_values[i].tobytes())
+        if list_keys[i] is not None:
+            assert one.partitions[i] == partition_for_key(list_keys[i], 5)
+        rec = by_part[two.partitions[i]][off_two[i]]
+        assert (rec.key, rec.value) == (arr_keys[i].tobytes(), tuple_values[i])
+        assert two.partitions[i] == partition_for_key(arr_keys[i].tobytes(), 5)
+    with pytest.raises(RecordTypeError, match=r"keys\[7\] must be bytes or None, not int"):
+        p.send_batch("t", arr_values[:10], keys=list_keys[:7] + [7, b"x", b"y"])
+    p.close()
