@@ -1028,6 +1028,9 @@ cdef class _BuiltBatch:
     cdef int exports
     cdef bint orphan                 # the batch is done: pool the builder at the last release
 
+    def __len__(self):
+        return self.size
+
     def __getbuffer__(self, Py_buffer *view, int flags):
         if self.builder is None:
             raise BufferError("the batch's buffer was released")
@@ -1065,7 +1068,7 @@ cdef class _ProducerBatch:
     cdef int seq_epoch
     cdef readonly int32_t record_count
     cdef readonly object data
-    cdef _BuiltBatch built             # data is a view of it (uncompressed batches)
+    cdef _BuiltBatch built             # data is it (uncompressed batches)
     cdef uint32_t body_crc             # CRC32C of the records section up to crc_upto
     cdef Py_ssize_t crc_upto           # 0: nothing summed yet (else >= BATCH_HEADER_SIZE)
 
@@ -1153,7 +1156,9 @@ cdef class _ProducerBatch:
             built.core = core
             built.size = b.length
             self.built = built
-            self.data = memoryview(built)
+            # Handed on as is (not as a memoryview of it): a buffer whose exporter is a
+            # _BuiltBatch is the producer's own, checksummed where it was written.
+            self.data = built
             return 0
         self.data = b.build()
         core._release_builder(b)
