@@ -94,20 +94,23 @@ _TOP_VALUES: dict[int, dict] = {
 }
 
 
-def _versions(cls: type) -> dict:
-    table = cls.__dict__.get("_pylog_versions")
+def _field_table(cls: type, attribute: str) -> dict:
+    """``{field name: getattr(field, attribute)}`` of a message class's declared fields,
+    built once per class and kept on it."""
+    key = f"_pylog_{attribute}"
+    table = cls.__dict__.get(key)
     if table is None:
-        table = {f.name: f.versions for f in cls._decl.fields}
-        cls._pylog_versions = table
+        table = {f.name: getattr(f, attribute) for f in cls._decl.fields}
+        setattr(cls, key, table)
     return table
+
+
+def _versions(cls: type) -> dict:
+    return _field_table(cls, "versions")
 
 
 def _nullable(cls: type) -> dict:
-    table = cls.__dict__.get("_pylog_nullable")
-    if table is None:
-        table = {f.name: f.nullable for f in cls._decl.fields}
-        cls._pylog_nullable = table
-    return table
+    return _field_table(cls, "nullable")
 
 
 def _set_present(obj: Data, values: dict, version: int) -> None:
