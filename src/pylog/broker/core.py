@@ -1089,21 +1089,37 @@ class Broker:
             return _core.RecordBatch(_recompress(b, topic.codec))
         return b
 
-    def _append_one(self, part: _Partition, raw, acks: int, client: bool) -> ProduceResult:
-        """:meth:`_append_batches` for one batch (a producer's usual request), without
-        the coalescing bookkeeping."""
+    @staticmethod
+    def _acks_unsatisfiable(part: _Partition, acks: int) -> NotEnoughReplicasError | None:
+        """The error for acks=all when min.insync.replicas asks more than this one node."""
         topic = part.topic
         if acks == -1 and topic.min_insync > 1:
-            return ProduceResult.failed(NotEnoughReplicasError(
+            return NotEnoughReplicasError(
                 f"{topic.name}-{part.index}: min.insync.replicas={topic.min_insync} but this single "
-                "node has 1 in-sync replica (acks=all cannot be satisfied)"))
+                "node has 1 in-sync replica (acks=all cannot be satisfied)")
+        return None
+
+    def _checked(self, topic: _Topic, raw, client: bool, now: int):
+        """``raw`` as a checked RecordBatch view (:meth:`_check_batch`), or the failed
+        ProduceResult saying why not."""
         try:
             b = raw if isinstance(raw, _core.RecordBatch) else _core.RecordBatch(raw)
-            b = self._check_batch(topic, b, client, self.clock())
+            return self._check_batch(topic, b, client, now)
         except PylogError as exc:
             return ProduceResult.failed(exc)
         except TypeError as exc:
             return ProduceResult.failed(CorruptRecordError(f"not a record batch: {exc}"))
+
+    def _append_one(self, part: _Partition, raw, acks: int, client: bool) -> ProduceResult:
+        """:meth:`_append_batches` for one batch (a producer's usual request), without
+        the coalescing bookkeeping."""
+        topic = part.topic
+        err = self._acks_unsatisfiable(part, acks)
+        if err is not None:
+            return ProduceResult.failed(err)
+        b = self._checked(topic, raw, client, self.clock())
+        if type(b) is ProduceResult:
+            return b
         with part.lock:
             try:
                 res = self._append_locked(part, [b], b.size)[0]
@@ -1125,19 +1141,15 @@ class Broker:
         results: list[ProduceResult | None] = [None] * n
         views: list = [None] * n
         now = self.clock()
-        if acks == -1 and topic.min_insync > 1:
-            err = NotEnoughReplicasError(
-                f"{topic.name}-{part.index}: min.insync.replicas={topic.min_insync} but this single "
-                "node has 1 in-sync replica (acks=all cannot be satisfied)")
+        err = self._acks_unsatisfiable(part, acks)
+        if err is not None:
             return [ProduceResult.failed(err) for _ in range(n)]
         for i, raw in enumerate(batches):
-            try:
-                b = raw if isinstance(raw, _core.RecordBatch) else _core.RecordBatch(raw)
-                views[i] = self._check_batch(topic, b, client, now)
-            except PylogError as exc:
-                results[i] = ProduceResult.failed(exc)
-            except TypeError as exc:
-                results[i] = ProduceResult.failed(CorruptRecordError(f"not a record batch: {exc}"))
+            b = self._checked(topic, raw, client, now)
+            if type(b) is ProduceResult:
+                results[i] = b
+            else:
+                views[i] = b
         appended = False
         with part.lock:
             i = 0
