@@ -16,6 +16,13 @@ it afterwards.  Figures (asv ``track_*`` values, also printed by
 - ``ServerCpu.track_produce_to_fetch_cpu_ratio_large_batches``: the same ratio with pylog's
   wire client on both sides (about 1 MB Produce batches, 8 MB fetches), where neither
   client's batching enters: the server's own floor.
+- ``KernelFloor.track_recv_pwrite_to_sendfile_cpu_ratio`` and
+  ``track_splice_to_sendfile_cpu_ratio``: the floor under the ratio above, with no
+  server at all: CPU per MB of receiving bytes on a loopback socket and writing them to
+  a file (or splicing them there), over CPU per MB of sendfile'ing them back out (see
+  :func:`kernel_floor_ratio`).  ``track_server_produce_over_floor``: the server's CPU
+  per MB produced (confluent-kafka) over that recv+pwrite floor, in the same run: what
+  the server adds to the kernel's unavoidable work.
 - ``Sendfile.track_fetch_to_raw_sendfile_ratio``: bytes/s of Fetch responses (records sent
   with sendfile) over bytes/s of a raw ``os.sendfile`` of the same segment file ranges, to
   identical receivers that discard what they read.
@@ -270,6 +277,127 @@ def server_cpu_ratio_large_batches(server: ServeProcess, topic: str, megabytes: 
     per_mb_fetch = (c2 - c1) / fetched_mb
     return {"cpu_ms_per_mb_produce": per_mb_produce * 1000, "cpu_ms_per_mb_fetch": per_mb_fetch * 1000,
             "ratio": per_mb_produce / max(per_mb_fetch, 1e-9)}
+
+
+_FLOOR_CHUNK = 1 << 20
+
+
+def _floor_store(mode: str, path: str, nbytes: int) -> float:
+    """Thread CPU seconds of storing ``nbytes`` received on a loopback socket into a
+    preallocated file with no protocol at all, 1 MiB per call: ``"recv+pwrite"``
+    (``recv_into`` a buffer, ``os.pwrite`` it: what a server that validates the bytes
+    before writing them must do) or ``"splice"`` (socket -> pipe -> file, no user-space
+    copy: the least any server can do).  The sender is another thread; only the storing
+    thread's CPU is counted (``time.thread_time``)."""
+    import fcntl
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    payload = os.urandom(_FLOOR_CHUNK)
+
+    def send() -> None:
+        with socket.create_connection(listener.getsockname()) as s:
+            for _ in range(nbytes // _FLOOR_CHUNK):
+                s.sendall(payload)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    conn, _ = listener.accept()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+        pos = 0
+        t0 = time.thread_time()
+        if mode == "recv+pwrite":
+            view = memoryview(bytearray(_FLOOR_CHUNK))
+            while pos < nbytes:
+                n = conn.recv_into(view, _FLOOR_CHUNK, socket.MSG_WAITALL)
+                if not n:
+                    break
+                pos += os.pwrite(fd, view[:n], pos)
+        else:
+            r, w = os.pipe()
+            try:
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _FLOOR_CHUNK)
+                while pos < nbytes:
+                    n = os.splice(conn.fileno(), w, _FLOOR_CHUNK)
+                    if not n:
+                        break
+                    while n:
+                        k = os.splice(r, fd, n, offset_dst=pos)
+                        pos += k
+                        n -= k
+            finally:
+                os.close(r)
+                os.close(w)
+        cpu = time.thread_time() - t0
+    finally:
+        os.close(fd)
+        conn.close()
+        sender.join()
+        listener.close()
+    if pos != nbytes:
+        raise RuntimeError(f"stored {pos} of {nbytes} bytes")
+    return cpu
+
+
+def _floor_sendfile(path: str, nbytes: int) -> float:
+    """Thread CPU seconds of ``os.sendfile`` of ``nbytes`` of a file in the page cache
+    to a loopback socket whose reader (another thread) drops them."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            _drain_socket(conn, nbytes)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with socket.create_connection(listener.getsockname()) as out:
+            pos = 0
+            t0 = time.thread_time()
+            while pos < nbytes:
+                pos += os.sendfile(out.fileno(), fd, pos, nbytes - pos)
+            cpu = time.thread_time() - t0
+    finally:
+        os.close(fd)
+        receiver.join()
+        listener.close()
+    return cpu
+
+
+def kernel_floor_ratio(megabytes: int = 100, rounds: int = 3) -> dict:
+    """The least CPU per MB a server can spend storing bytes it receives, over the CPU
+    per MB of sending them from the page cache with sendfile: no protocol, no Python per
+    record, no CRC, 1 MiB per system call, on a loopback socket like the server's.
+
+    This is the floor under ``ServerCpu.track_produce_to_fetch_cpu_ratio``: a Produce
+    must at least receive and write its bytes, a Fetch at least sendfile them.  Rounds
+    alternate (store, then send the file just stored, so both meet the same page cache
+    and machine load); the medians are returned, with per-MB CPU in ms."""
+    import statistics
+    import tempfile
+
+    nbytes = megabytes * _FLOOR_CHUNK
+    rows: dict[str, list[float]] = {"recv+pwrite": [], "splice": [], "sendfile": []}
+    with tempfile.TemporaryDirectory(prefix="pylog-bench-floor-") as tmp:
+        path = os.path.join(tmp, "segment")
+        for _ in range(rounds):
+            for mode in ("recv+pwrite", "splice"):
+                rows[mode].append(_floor_store(mode, path, nbytes))
+            rows["sendfile"].append(_floor_sendfile(path, nbytes))
+            os.unlink(path)
+    mb = nbytes / 1e6
+    ms = {k: statistics.median(v) / mb * 1000 for k, v in rows.items()}
+    return {"recv_pwrite_ms_per_mb": ms["recv+pwrite"], "splice_ms_per_mb": ms["splice"],
+            "sendfile_ms_per_mb": ms["sendfile"],
+            "recv_pwrite_to_sendfile": ms["recv+pwrite"] / ms["sendfile"],
+            "splice_to_sendfile": ms["splice"] / ms["sendfile"]}
 
 
 def _drain_socket(sock: socket.socket, nbytes: int) -> None:
@@ -534,6 +662,36 @@ class ServerCpu:
     track_produce_to_fetch_cpu_ratio_large_batches.unit = "ratio"
 
 
+class KernelFloor:
+    timeout = 600
+    number = 1
+    repeat = 1
+    megabytes = 100
+
+    def track_recv_pwrite_to_sendfile_cpu_ratio(self) -> float:
+        return kernel_floor_ratio(self.megabytes)["recv_pwrite_to_sendfile"]
+
+    track_recv_pwrite_to_sendfile_cpu_ratio.unit = "ratio"
+
+    def track_splice_to_sendfile_cpu_ratio(self) -> float:
+        return kernel_floor_ratio(self.megabytes)["splice_to_sendfile"]
+
+    track_splice_to_sendfile_cpu_ratio.unit = "ratio"
+
+    def track_server_produce_over_floor(self) -> float:
+        server = ServeProcess()
+        try:
+            _create_topic(server.bootstrap, "floor")
+            c0 = server.cpu_seconds()
+            confluent_produce(server.bootstrap, "floor", 2_000_000)
+            produce_ms_per_mb = (server.cpu_seconds() - c0) / 200 * 1000   # 2M x 100 bytes
+        finally:
+            server.stop()
+        return produce_ms_per_mb / kernel_floor_ratio(self.megabytes)["recv_pwrite_ms_per_mb"]
+
+    track_server_produce_over_floor.unit = "ratio"
+
+
 class Sendfile:
     timeout = 600
     number = 1
@@ -587,6 +745,10 @@ def main() -> None:
         cpu = server_cpu_ratio_large_batches(server, "cpu-large")
         print(f"server CPU (wire client, 1 MB batches): {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
               f"{cpu['cpu_ms_per_mb_fetch']:.2f} ms/MB fetched, ratio {cpu['ratio']:.2f}")
+        fl = kernel_floor_ratio()
+        print(f"kernel floor (no server): recv+pwrite {fl['recv_pwrite_ms_per_mb']:.2f} ms/MB, splice "
+              f"{fl['splice_ms_per_mb']:.2f} ms/MB, sendfile {fl['sendfile_ms_per_mb']:.2f} ms/MB: ratios "
+              f"{fl['recv_pwrite_to_sendfile']:.2f} and {fl['splice_to_sendfile']:.2f}")
         sf = fetch_vs_raw_sendfile(server, "sendfile")
         print(f"fetch {sf['fetch_mb_per_s']:.0f} MB/s vs raw sendfile {sf['raw_sendfile_mb_per_s']:.0f} MB/s: "
               f"ratio {sf['ratio']:.2f}")
