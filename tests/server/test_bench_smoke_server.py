@@ -32,3 +32,11 @@ def test_every_server_measurement_runs():
         assert lat["records"] > 0 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     finally:
         server.stop()
+
+
+def test_kernel_floor_measures_every_path():
+    fl = bench_server.kernel_floor_ratio(megabytes=8, rounds=1)
+    for key in ("recv_pwrite_ms_per_mb", "splice_ms_per_mb", "sendfile_ms_per_mb"):
+        assert fl[key] > 0, key
+    assert fl["recv_pwrite_to_sendfile"] == fl["recv_pwrite_ms_per_mb"] / fl["sendfile_ms_per_mb"]
+    assert fl["splice_to_sendfile"] == fl["splice_ms_per_mb"] / fl["sendfile_ms_per_mb"]
