@@ -102,3 +102,33 @@ def test_second_server_on_the_same_data_dir_is_refused(serve):
     assert "is in use by another process" in proc.stderr
     with WireClient(server.bootstrap) as c:      # the first one is unharmed
         assert c.metadata(None).brokers[0].port == server.port
+
+
+def test_every_broker_setting_reaches_the_core():
+    """Each ``pylog serve`` setting that the broker core has a field for is passed on,
+    not only accepted and described (log.cleaner.enable=false used to be ignored)."""
+    from pylog.server._core_adapter import broker_config_for
+    from pylog.server.config import ServerConfig
+
+    off = broker_config_for(ServerConfig(log_cleaner_enable=False, num_partitions=3, node_id=7,
+                                         log_retention_check_interval_ms=1234,
+                                         log_flush_scheduler_interval_ms=567))
+    assert off.log_cleaner_enable is False
+    assert (off.num_partitions, off.node_id) == (3, 7)
+    assert (off.log_retention_check_interval_ms, off.log_flush_scheduler_interval_ms) == (1234, 567)
+    assert broker_config_for(ServerConfig()).log_cleaner_enable is True
+
+
+
+def test_cleaner_disabled_runs_no_cleaner(tmp_path):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    for enabled in (False, True):
+        st = ServerThread(ServerConfig(log_dirs=str(tmp_path / f"data-{enabled}"), listeners="127.0.0.1:0",
+                                       log_cleaner_enable=enabled))
+        st.start()
+        try:
+            assert (st.server.broker.cleaner is not None) is enabled
+        finally:
+            st.stop()

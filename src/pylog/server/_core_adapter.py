@@ -58,7 +58,8 @@ def broker_config_for(config: Any) -> Any:
         topic_defaults=topic_defaults,
         group=group,
         log_retention_check_interval_ms=config.log_retention_check_interval_ms,
-        log_flush_scheduler_interval_ms=config.log_flush_scheduler_interval_ms)
+        log_flush_scheduler_interval_ms=config.log_flush_scheduler_interval_ms,
+        log_cleaner_enable=config.log_cleaner_enable)
 
 
 def open_broker(config: Any) -> Any:
