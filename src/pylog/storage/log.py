@@ -896,16 +896,22 @@ class Log(_core.LogBase):
         ``.swap``, highest base offset first (the commit point is the rename of the
         lowest); (2) rename the old segments to ``.deleted``; (3) rename ``.swap`` -> live;
         (4) delete the ``.deleted`` files.  Each step is made durable (directory fsync)
-        before the next.  On open, a ``.swap`` at or above a remaining ``.cleaned`` is an
+        before the next.  The new segments' data is fsynced, and the old files unlinked,
+        without the log's lock (nobody else can see those files then), so appends and
+        reads wait only for the renames and directory fsyncs.  On open, a ``.swap`` at or above a remaining ``.cleaned`` is an
         uncommitted swap and is deleted with the ``.cleaned`` and ``.deleted`` files (the
         old segments stay); the other ``.swap`` segments complete the swap, each replacing
         the live segments whose offsets overlap its own.  The new segments' offsets must
         lie within the old segments' range.
         """
+        news = sorted(new_segments, key=lambda s: s.base_offset)
+        for seg in news:
+            if seg.is_active:
+                raise ValueError(f"{seg!r} must be sealed before it is swapped in")
+            seg.flush()   # still .cleaned, the cleaner's own: no lock needed
         with self._lock:
             self._check_open()
             olds = list(old_segments)
-            news = sorted(new_segments, key=lambda s: s.base_offset)
             if not olds:
                 raise ValueError("replace_segments needs at least one old segment")
             for seg in olds:
@@ -916,12 +922,8 @@ class Log(_core.LogBase):
             lo = min(s.base_offset for s in olds)
             hi = max(s.upper_bound_offset for s in olds)
             for seg in news:
-                if seg.is_active:
-                    raise ValueError(f"{seg!r} must be sealed before it is swapped in")
                 if not lo <= seg.base_offset < hi:
                     raise ValueError(f"{seg!r} lies outside the replaced range [{lo}, {hi})")
-            for seg in news:
-                seg.flush()
             # Highest base offset first: until the lowest is renamed, a crash leaves a
             # .cleaned below every .swap, and the next open rolls the whole swap back.
             for seg in reversed(news):
@@ -934,13 +936,15 @@ class Log(_core.LogBase):
             for seg in news:
                 seg.change_suffix("")
             fsync_dir(self.path)
-            for seg in olds:
-                seg.delete()
             remaining = [s for s in self._segments if not any(s is o for o in olds)]
             self._segments = sorted(remaining + news, key=lambda s: s.base_offset)
             self._bases = [s.base_offset for s in self._segments]
             for seg, nxt in zip(self._segments, self._segments[1:]):
                 seg.upper_bound_offset = nxt.base_offset
+        # Out of the log now, closed and named .deleted (an open deletes any left by a
+        # crash): unlinking large files need not hold up appends.
+        for seg in olds:
+            seg.delete()
 
     # -- durability ----------------------------------------------------------------
 
