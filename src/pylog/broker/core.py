@@ -401,7 +401,7 @@ class _Partition:
 
 class _Topic:
     __slots__ = ("name", "topic_id", "partitions", "config", "internal", "leader_epoch", "codec",
-                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time")
+                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time", "flushes")
 
     def __init__(self, name: str, topic_id: str, config: TopicConfig, internal: bool,
                  leader_epoch: int = 0) -> None:
@@ -421,6 +421,8 @@ class _Topic:
         self.ts_after = config["message.timestamp.after.max.ms"]
         self.ts_diff = config["message.timestamp.difference.max.ms"]
         self.create_time = config["message.timestamp.type"] == "CreateTime"
+        # A flush policy makes an append fsync now and then (flush.messages / flush.ms).
+        self.flushes = config["flush.messages"] != LONG_MAX or config["flush.ms"] != LONG_MAX
 
 
 class _Fallback(Exception):
@@ -706,6 +708,22 @@ class Broker:
 
     def has_topic(self, name: str) -> bool:
         return name in self._topics
+
+    def append_may_fsync(self, name: str, partition: int) -> bool:
+        """Whether a client's append to partition ``partition`` of topic ``name`` may
+        fsync before it returns: the topic has a ``flush.messages`` or ``flush.ms``
+        policy (its own or the broker's), or the append is the partition's first under
+        the topic's current leader epoch (which is written to the durable
+        ``leader-epoch-checkpoint``).  A caller on an event loop then appends from a
+        thread.  False for an unknown partition."""
+        topic = self._topics.get(name)
+        if topic is None:
+            return False
+        if topic.flushes:
+            return True
+        parts = topic.partitions
+        return type(partition) is int and 0 <= partition < len(parts) \
+            and parts[partition].log.latest_epoch < topic.leader_epoch
 
     def num_partitions(self, topic: str) -> int:
         """Partition count of ``topic``.  Raises UnknownTopicOrPartitionError."""

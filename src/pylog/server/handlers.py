@@ -20,6 +20,7 @@ import re
 import time
 from typing import Any, Callable, Iterable
 
+from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.errors import (
     InvalidConfigError,
     InvalidRequestError,
@@ -416,13 +417,19 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
-    if st.config.auto_create_topics_enable:
-        has_topic = st.broker.has_topic
-        for t in req.topic_data:
-            name = t.name
-            if name is not None and not has_topic(name) and _valid_topic_name(name) \
-                    and not name.startswith("__"):
-                # Creating a topic writes files: off the loop.
+    broker = st.broker
+    auto = st.config.auto_create_topics_enable
+    may_fsync = broker.append_may_fsync
+    for t in req.topic_data:
+        name = t.name
+        if name is None:
+            continue
+        # Off the loop: creating a topic writes files, and some appends fsync before
+        # they return (a flush policy; a partition's first append in a leader epoch).
+        if auto and not broker.has_topic(name) and _valid_topic_name(name) and not name.startswith("__"):
+            return conn.server.call_off_loop(_produce, conn, header, req)
+        for p in t.partition_data:
+            if may_fsync(name, p.index):
                 return conn.server.call_off_loop(_produce, conn, header, req)
     return _produce(conn, header, req)
 
@@ -687,6 +694,17 @@ def handle_leave_group(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_offset_commit(conn: Any, header: Any, req: Any) -> Any:
+    broker = conn.server.state.broker
+    if broker.has_topic(CONSUMER_OFFSETS_TOPIC):
+        # A commit appends to the group's partition of the offsets topic, which may
+        # fsync then.
+        part = partition_for_group(req.group_id, broker.num_partitions(CONSUMER_OFFSETS_TOPIC))
+        if broker.append_may_fsync(CONSUMER_OFFSETS_TOPIC, part):
+            return conn.server.call_off_loop(_offset_commit, conn, header, req)
+    return _offset_commit(conn, header, req)
+
+
+def _offset_commit(conn: Any, header: Any, req: Any) -> Any:
     from pylog.broker.group import CommitOffset
 
     st = conn.server.state

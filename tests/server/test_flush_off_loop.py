@@ -1,0 +1,90 @@
+"""A flush policy (``flush.messages`` / ``flush.ms``) makes appends fsync before they
+return; the server then appends from its I/O pool, so no fsync ever runs on the event
+loop's thread (where it would stall every connection).  So does a partition's first
+append in a leader epoch (the ``leader-epoch-checkpoint`` is replaced durably).  Other
+Produce requests stay on the loop (no thread hop on the hot path)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from pylog.records import RecordBatchBuilder
+from pylog.server.config import ServerConfig
+from pylog.server.server import ServerThread
+from pylog.server.wire_client import WireClient
+from server.util import unique
+
+
+def batch(values):
+    b = RecordBatchBuilder()
+    for v in values:
+        b.append(None, None, v)
+    return b.build()
+
+
+@pytest.fixture
+def fsync_threads(monkeypatch):
+    """Names of the threads each os.fsync ran on, while the test runs."""
+    seen: list[str] = []
+    real = os.fsync
+
+    def recording(fd):
+        seen.append(threading.current_thread().name)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return seen
+
+
+def _loop_thread_name(st: ServerThread) -> str:
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return names[st.server._thread_id]
+
+
+def test_produce_and_commit_with_a_flush_policy_fsync_off_the_loop(tmp_path, fsync_threads):
+    # log.flush.interval.messages applies to every topic, the offsets topic included.
+    cfg = ServerConfig.from_kafka({
+        "log.dirs": str(tmp_path / "data"), "listeners": "127.0.0.1:0",
+        "log.flush.interval.messages": "1", "group.initial.rebalance.delay.ms": "0"})
+    st = ServerThread(cfg).start()
+    try:
+        topic = unique("flushed")
+        host, port = st.address
+        with WireClient(f"{host}:{port}") as c:
+            c.create_topic(topic, 1)
+            assert st.server.broker.append_may_fsync(topic, 0)
+            del fsync_threads[:]
+            for i in range(5):
+                p = c.produce(topic, 0, batch([b"v%d" % i]), acks=1)
+                assert (p.error_code, p.base_offset) == (0, i)
+            produce_fsyncs = len(fsync_threads)
+            c.commit(unique("g"), {(topic, 0): 5})
+            loop = _loop_thread_name(st)
+        assert produce_fsyncs >= 5, "flush.messages=1 must fsync on every append"
+        assert len(fsync_threads) > produce_fsyncs, "the commit must have fsynced the offsets topic"
+        assert loop not in fsync_threads, fsync_threads
+    finally:
+        st.stop()
+
+
+def test_without_a_flush_policy_only_a_new_epoch_fsyncs_and_off_the_loop(inproc, fsync_threads):
+    topic = unique("unflushed")
+    inproc.server.broker.create_topic(topic, 1)
+    broker = inproc.server.broker
+    assert broker.append_may_fsync(topic, 0), "the first append records the leader epoch durably"
+    assert not broker.append_may_fsync(unique("no-such-topic"), 0)
+    assert not broker.append_may_fsync(topic, 1) and not broker.append_may_fsync(topic, -1)
+    host, port = inproc.address
+    loop = _loop_thread_name(inproc)
+    with WireClient(f"{host}:{port}") as c:
+        del fsync_threads[:]
+        assert c.produce(topic, 0, batch([b"first"]), acks=1).error_code == 0
+        assert fsync_threads and loop not in fsync_threads, fsync_threads   # the epoch checkpoint
+        assert not broker.append_may_fsync(topic, 0)
+        del fsync_threads[:]
+        for i in range(3):
+            assert c.produce(topic, 0, batch([b"x"]), acks=1).error_code == 0
+    assert fsync_threads == []
