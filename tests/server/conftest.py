@@ -168,10 +168,13 @@ def server(serve):
 
 
 @pytest.fixture
-def inproc(tmp_path):
+def inproc(tmp_path, monkeypatch):
     from pylog.server.config import ServerConfig
-    from pylog.server.server import ServerThread
+    from pylog.server.server import EVENT_LOOP_ENV, ServerThread
 
+    # In-process servers run asyncio's own loop, the `pylog serve` subprocesses uvloop's
+    # (installed by the test set-up), so the suite runs the server on both.
+    monkeypatch.setenv(EVENT_LOOP_ENV, "asyncio")
     st = ServerThread(ServerConfig(log_dirs=str(tmp_path / "data"), listeners="127.0.0.1:0"))
     st.start()
     try:

@@ -1,6 +1,7 @@
 """``pylog serve``: the Kafka wire-protocol server.
 
-One asyncio event loop (uvloop's when it is installed) accepts connections and runs every
+One asyncio event loop (uvloop's when it is installed; ``PYLOG_EVENT_LOOP=asyncio`` or
+``=uvloop`` in the environment picks one) accepts connections and runs every
 request handler; handlers translate Kafka requests into calls on the broker core
 (:mod:`pylog.broker`), the same calls the embedded client makes.  Work that can block for
 long runs off the loop, in a small thread pool: log flushes (fsync), retention and the
@@ -34,7 +35,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from pylog.errors import PylogError
+from pylog.errors import InvalidConfigError, PylogError
 from pylog.protocol.apis import ApiKey, api_name
 from pylog.protocol.codec import encode_response, precompile
 from pylog.server.config import ServerConfig
@@ -65,13 +66,32 @@ def configure_logging(level: str | int = "INFO") -> None:
         root.propagate = False
 
 
+#: Environment variable choosing the event loop: ``auto`` (the default: uvloop's when
+#: it is installed), ``uvloop`` (an error when it is not installed) or ``asyncio``.
+EVENT_LOOP_ENV = "PYLOG_EVENT_LOOP"
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when uvloop is installed, else asyncio's default."""
+    """The event loop :data:`EVENT_LOOP_ENV` asks for: by default uvloop's when uvloop
+    is installed, else asyncio's.  Raises InvalidConfigError for an unknown choice, or
+    for ``uvloop`` when it is not installed."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "asyncio", "uvloop"):
+        raise InvalidConfigError(f"{EVENT_LOOP_ENV}={choice!r}: expected auto, asyncio or uvloop")
+    if choice == "asyncio":
+        return asyncio.new_event_loop()
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:
+        if choice == "uvloop":
+            raise InvalidConfigError(f"{EVENT_LOOP_ENV}=uvloop, but uvloop is not installed") from None
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: which implementation ``loop`` is, for the log."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 class Server:
@@ -160,9 +180,9 @@ class Server:
         self._accepting = True
         self.started_at = time.time()
         self._schedule_periodic()
-        _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s",
+        _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s loop=%s",
                   self.bound_address[0], self.bound_address[1], self.advertised[0],
-                  self.advertised[1], self.config.node_id, self.state.cluster_id)
+                  self.advertised[1], self.config.node_id, self.state.cluster_id, loop_name(self.loop))
 
     @property
     def stopping(self) -> bool:
@@ -409,7 +429,11 @@ def run(config: ServerConfig, *, ready: Callable[[Server], Any] | None = None) -
     process exit status."""
     import signal
 
-    loop = new_event_loop()
+    try:
+        loop = new_event_loop()
+    except InvalidConfigError as exc:
+        _log.error("cannot start: %s", exc)
+        return 1
     asyncio.set_event_loop(loop)
     server = Server(config)
 
