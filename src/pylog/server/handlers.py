@@ -33,7 +33,7 @@ from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 from pylog.protocol.produce_reply import produce_response_frame
 from pylog.protocol.replies import error_body
-from pylog.server._core_adapter import describe_server_configs, topic_uuid
+from pylog.server._core_adapter import ZERO_UUID, describe_server_configs, topic_uuid
 from pylog.server.connection import NO_RESPONSE
 from pylog.server.fetch import FetchWaiters, caught_up, read_partitions
 
@@ -328,6 +328,11 @@ def _metadata(conn: Any, header: Any, req: Any) -> Any:
             d = st.describe_topic(name)
             if d is not None:
                 topics_out.append(_metadata_topic(st, d, with_ops))
+    elif version < 12 and any(t.name is None or t.topic_id != ZERO_UUID for t in req.topics):
+        # Versions 10 and 11 carry topic ids in the schema but not in Kafka's broker: a
+        # topic by id, or without a name (which their response cannot carry), is an
+        # INVALID_REQUEST for every topic of the request, as Kafka answers.
+        return st.error_response(ApiKey.METADATA, version, INVALID_REQUEST, req)
     else:
         allow_auto = (req.allow_auto_topic_creation if version >= 4 else True) \
             and st.config.auto_create_topics_enable
