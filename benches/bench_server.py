@@ -598,10 +598,15 @@ def end_to_end_latency(bootstrap: str, topic: str, rate: int = 10_000, seconds: 
 # ---------------------------------------------------------------------------------------
 
 
-class ConfluentProduce:
+class _Once:
+    """Each figure is one whole run against a fresh server (a ``track_*`` value), not a
+    timing repeated by asv."""
     timeout = 600
     number = 1
     repeat = 1
+
+
+class ConfluentProduce(_Once):
     records = 1_000_000
 
     def setup(self) -> None:
@@ -617,10 +622,7 @@ class ConfluentProduce:
     track_records_per_s.unit = "records/s"
 
 
-class ConfluentConsume:
-    timeout = 600
-    number = 1
-    repeat = 1
+class ConfluentConsume(_Once):
     records = 1_000_000
 
     def setup(self) -> None:
@@ -639,10 +641,7 @@ class ConfluentConsume:
     track_records_per_s.unit = "records/s"
 
 
-class ServerCpu:
-    timeout = 600
-    number = 1
-    repeat = 1
+class ServerCpu(_Once):
     megabytes = 200
 
     def setup(self) -> None:
@@ -662,10 +661,7 @@ class ServerCpu:
     track_produce_to_fetch_cpu_ratio_large_batches.unit = "ratio"
 
 
-class KernelFloor:
-    timeout = 600
-    number = 1
-    repeat = 1
+class KernelFloor(_Once):
     megabytes = 100
 
     def track_recv_pwrite_to_sendfile_cpu_ratio(self) -> float:
@@ -692,10 +688,7 @@ class KernelFloor:
     track_server_produce_over_floor.unit = "ratio"
 
 
-class Sendfile:
-    timeout = 600
-    number = 1
-    repeat = 1
+class Sendfile(_Once):
     megabytes = 200
 
     def setup(self) -> None:
@@ -710,10 +703,7 @@ class Sendfile:
     track_fetch_to_raw_sendfile_ratio.unit = "ratio"
 
 
-class EndToEndLatency:
-    timeout = 600
-    number = 1
-    repeat = 1
+class EndToEndLatency(_Once):
     seconds = 3.0
 
     def setup(self) -> None:
