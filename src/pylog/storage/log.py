@@ -898,11 +898,12 @@ class Log(_core.LogBase):
         (4) delete the ``.deleted`` files.  Each step is made durable (directory fsync)
         before the next.  The new segments' data is fsynced, and the old files unlinked,
         without the log's lock (nobody else can see those files then), so appends and
-        reads wait only for the renames and directory fsyncs.  On open, a ``.swap`` at or above a remaining ``.cleaned`` is an
-        uncommitted swap and is deleted with the ``.cleaned`` and ``.deleted`` files (the
-        old segments stay); the other ``.swap`` segments complete the swap, each replacing
-        the live segments whose offsets overlap its own.  The new segments' offsets must
-        lie within the old segments' range.
+        reads wait only for the renames and directory fsyncs.  On open, a ``.swap`` at
+        or above a remaining ``.cleaned`` is an uncommitted swap and is deleted with the
+        ``.cleaned`` and ``.deleted`` files (the old segments stay); the other ``.swap``
+        segments complete the swap, each replacing the live segments whose offsets
+        overlap its own.  The new segments' offsets must lie within the old segments'
+        range.
         """
         news = sorted(new_segments, key=lambda s: s.base_offset)
         for seg in news:
