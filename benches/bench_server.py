@@ -15,7 +15,7 @@ it afterwards.  Figures (asv ``track_*`` values, also printed by
   reading exactly those records back (see :func:`server_cpu_ratio`).
 - ``ServerCpu.track_produce_to_fetch_cpu_ratio_large_batches``: the same ratio with pylog's
   wire client on both sides (about 1 MB Produce batches, 8 MB fetches), where neither
-  client's batching enters: the server's own floor.
+  client's batching enters (the kernel's floor under both is ``KernelFloor``).
 - ``KernelFloor.track_recv_pwrite_to_sendfile_cpu_ratio`` and
   ``track_splice_to_sendfile_cpu_ratio``: the floor under the ratio above, with no
   server at all: CPU per MB of receiving bytes on a loopback socket and writing them to
