@@ -654,3 +654,28 @@ def test_update_config_applies_to_the_open_log(log_dir):
         log.update_config(segment_bytes=-1)
     assert log.config.segment_bytes == 1 << 16
     log.close()
+
+
+def test_append_may_fsync_says_when_an_append_would_fsync(tmp_path, monkeypatch):
+    """The hint a server's event loop reads before appending: a flush policy, or an
+    epoch new to the log (its checkpoint is replaced durably); checked against the
+    fsyncs the appends really make."""
+    fsyncs = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
+    with Log.open(str(tmp_path / "plain")) as log:
+        assert log.append_may_fsync(0) and not log.append_may_fsync(None)
+        del fsyncs[:]
+        log.append(make_batch([b"a"]), leader_epoch=0)
+        assert fsyncs, "a new epoch is written durably"
+        assert not log.append_may_fsync(0) and not log.append_may_fsync(None)
+        del fsyncs[:]
+        log.append(make_batch([b"b"]), leader_epoch=0)
+        assert fsyncs == []
+        assert log.append_may_fsync(1)
+    with Log.open(str(tmp_path / "flushed"), flush_messages=1) as log:
+        log.append(make_batch([b"a"]), leader_epoch=0)
+        assert log.append_may_fsync(0) and log.append_may_fsync(None)
+        del fsyncs[:]
+        log.append(make_batch([b"b"]), leader_epoch=0)
+        assert fsyncs, "flush_messages=1 fsyncs every append"

@@ -401,7 +401,7 @@ class _Partition:
 
 class _Topic:
     __slots__ = ("name", "topic_id", "partitions", "config", "internal", "leader_epoch", "codec",
-                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time", "flushes")
+                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time")
 
     def __init__(self, name: str, topic_id: str, config: TopicConfig, internal: bool,
                  leader_epoch: int = 0) -> None:
@@ -421,8 +421,6 @@ class _Topic:
         self.ts_after = config["message.timestamp.after.max.ms"]
         self.ts_diff = config["message.timestamp.difference.max.ms"]
         self.create_time = config["message.timestamp.type"] == "CreateTime"
-        # A flush policy makes an append fsync now and then (flush.messages / flush.ms).
-        self.flushes = config["flush.messages"] != LONG_MAX or config["flush.ms"] != LONG_MAX
 
 
 class _Fallback(Exception):
@@ -717,13 +715,9 @@ class Broker:
         ``leader-epoch-checkpoint``).  A caller on an event loop then appends from a
         thread.  False for an unknown partition."""
         topic = self._topics.get(name)
-        if topic is None:
+        if topic is None or type(partition) is not int or not 0 <= partition < len(topic.partitions):
             return False
-        if topic.flushes:
-            return True
-        parts = topic.partitions
-        return type(partition) is int and 0 <= partition < len(parts) \
-            and parts[partition].log.latest_epoch < topic.leader_epoch
+        return topic.partitions[partition].log.append_may_fsync(topic.leader_epoch)
 
     def num_partitions(self, topic: str) -> int:
         """Partition count of ``topic``.  Raises UnknownTopicOrPartitionError."""

@@ -565,6 +565,15 @@ class Log(_core.LogBase):
         """The newest leader epoch in the log, -1 when none is known."""
         return self._latest_epoch
 
+    def append_may_fsync(self, leader_epoch: int | None = None) -> bool:
+        """Whether an :meth:`append` with this ``leader_epoch`` may fsync before it
+        returns: the log has a flush policy (``flush_messages`` / ``flush_ms``), or the
+        epoch is new to the log (``leader-epoch-checkpoint`` is then replaced durably).
+        For a caller on an event loop, which then appends from a thread.  Lock-free: a
+        hint read from two fields, exact unless the config or the epoch changes
+        meanwhile."""
+        return self._flush_policy or (leader_epoch is not None and leader_epoch > self._latest_epoch)
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """Kafka's OffsetForLeaderEpoch: ``(epoch, end_offset)`` where ``end_offset`` is
         the first offset of the next newer epoch (the log end offset for the newest), and
