@@ -422,20 +422,13 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
-    broker = st.broker
-    auto = st.config.auto_create_topics_enable
-    may_fsync = broker.append_may_fsync
-    for t in req.topic_data:
-        name = t.name
-        if name is None:
-            continue
-        # Off the loop: creating a topic writes files, and some appends fsync before
-        # they return (a flush policy; a partition's first append in a leader epoch).
-        if auto and not broker.has_topic(name) and _valid_topic_name(name) and not name.startswith("__"):
-            return conn.server.call_off_loop(_produce, conn, header, req)
-        for p in t.partition_data:
-            if may_fsync(name, p.index):
-                return conn.server.call_off_loop(_produce, conn, header, req)
+    # Off the loop: creating a topic writes files, and some appends fsync before they
+    # return (a flush policy; a partition's first append in a leader epoch).
+    if st.config.auto_create_topics_enable and _needs_creation(st, (t.name for t in req.topic_data)):
+        return conn.server.call_off_loop(_produce, conn, header, req)
+    may_fsync = st.broker.append_may_fsync
+    if any(may_fsync(t.name, p.index) for t in req.topic_data for p in t.partition_data):
+        return conn.server.call_off_loop(_produce, conn, header, req)
     return _produce(conn, header, req)
 
 
