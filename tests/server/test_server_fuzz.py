@@ -131,27 +131,35 @@ class Fuzzed:
         committed = c.committed(KNOWN_GROUP, {KNOWN_TOPIC: list(range(KNOWN_PARTITIONS))})
         return parts, committed
 
-    def assert_intact(self) -> None:
-        """A fresh client gets Metadata, reads the stored records byte-for-byte as they
-        were, sees the same committed offsets, and can still produce and fetch."""
+    def intact_problems(self) -> list[str]:
+        """What is wrong after the fuzz, empty when nothing is: a fresh client gets
+        Metadata, reads the stored records byte-for-byte as they were, sees the same
+        committed offsets, and can still produce and fetch."""
+        problems = []
         with WireClient(self.bootstrap, client_id="after-fuzz", timeout=ANSWER_TIMEOUT) as c:
             md = c.metadata([KNOWN_TOPIC])
-            assert (md.brokers[0].host, md.brokers[0].port) == (self.host, self.port)
-            assert md.topics[0].error_code == 0 and len(md.topics[0].partitions) == KNOWN_PARTITIONS
+            if (md.brokers[0].host, md.brokers[0].port) != (self.host, self.port):
+                problems.append(f"metadata names broker {md.brokers[0]!r}")
+            if md.topics[0].error_code != 0 or len(md.topics[0].partitions) != KNOWN_PARTITIONS:
+                problems.append(f"metadata of {KNOWN_TOPIC}: {md.topics[0]!r}")
             parts, committed = self.snapshot(c)
-            assert parts == self.stored
-            assert committed == self.committed
+            if parts != self.stored:
+                problems.append("the stored records changed")
+            if committed != self.committed:
+                problems.append(f"the committed offsets changed: {committed} != {self.committed}")
             value = uuid.uuid4().bytes
             res = c.produce(SCRATCH_TOPIC, 0, _batch([value]), acks=-1)
-            assert res.error_code == 0
-            pd = c.fetch(SCRATCH_TOPIC, 0, res.base_offset, max_wait_ms=0)
-            assert pd.error_code == 0
-            assert [r.value for r in _records(pd.records)][:1] == [value]
+            if res.error_code != 0:
+                problems.append(f"produce after the fuzz failed with error {res.error_code}")
+            else:
+                pd = c.fetch(SCRATCH_TOPIC, 0, res.base_offset, max_wait_ms=0)
+                if pd.error_code != 0 or [r.value for r in _records(pd.records)][:1] != [value]:
+                    problems.append(f"fetch after the fuzz: error {pd.error_code}, not the value produced")
+        return problems
 
-    def assert_no_errors_since(self, mark: int) -> None:
-        errors = [r for r in self.capture.since(mark) if r.levelno >= logging.ERROR]
-        assert not errors, "the server logged errors (a handler crashed):\n" + "\n".join(
-            r.getMessage() for r in errors)
+    def errors_since(self, mark: int) -> list[str]:
+        """Messages logged at ERROR since ``mark``: a handler that crashed."""
+        return [r.getMessage() for r in self.capture.since(mark) if r.levelno >= logging.ERROR]
 
     def lines_about(self, mark: int, peer: str) -> list[str]:
         return [r.getMessage() for r in self.capture.since(mark) if peer in r.getMessage()]
@@ -236,48 +244,47 @@ def _client_ids() -> st.SearchStrategy:
     return st.one_of(st.none(), st.text(max_size=12))
 
 
-def _check_answered(fz, key, version, corr, client_id, body) -> None:
-    frame = _frame(key, version, corr, client_id, body)
+def _send_well_formed(fz, key, version, corr, client_id, body) -> tuple[str, int | None, int | None]:
+    """Send one well-formed request on a new connection: ``(outcome, expected
+    correlation id, correlation id of the answer)``, outcome ``"answered"``, ``"timeout"``
+    or ``"closed"``.  A Produce with acks=0 gets no answer and the connection goes on:
+    then an ApiVersions request follows, and its answer must be the first one."""
     s = fz.connect()
     try:
-        s.sendall(frame)
-        acks0 = key == ApiKey.PRODUCE and body.acks == 0
-        if acks0:
-            # No answer; the connection goes on: the next request is answered, and is the
-            # first answer on this connection.
-            corr2 = corr + 1 if corr < 2**31 - 1 else 0
-            s.sendall(_frame(ApiKey.API_VERSIONS, 0, corr2, "fuzz", m.ApiVersionsRequest()))
-            got, resp = decode_response(ApiKey.API_VERSIONS, 0, read_frame(s))
-            assert got == corr2 and resp.error_code == 0
-            return
+        s.sendall(_frame(key, version, corr, client_id, body))
+        if key == ApiKey.PRODUCE and body.acks == 0:
+            key, version = ApiKey.API_VERSIONS, 0
+            corr = corr + 1 if corr < 2**31 - 1 else 0
+            s.sendall(_frame(key, version, corr, "fuzz", m.ApiVersionsRequest()))
         try:
             answer = read_frame(s)
         except socket.timeout:
-            pytest.fail(f"{api_name(key)} v{version} not answered within {ANSWER_TIMEOUT} s: {body!r}")
+            return "timeout", corr, None
         except ConnectionError:
-            pytest.fail(f"{api_name(key)} v{version}: the server closed the connection on a "
-                        f"well-formed request: {body!r}")
+            return "closed", corr, None
         got, _resp = decode_response(key, version, answer)
-        assert got == corr
+        return "answered", corr, got
     finally:
         s.close()
+
+
+def _draw_well_formed(data, key, version):
+    body = data.draw(_bounded_request(key, version), label="request")
+    corr = data.draw(st.integers(-2**31, 2**31 - 1), label="correlation_id")
+    return body, corr, data.draw(_client_ids(), label="client_id")
 
 
 @pytest.mark.parametrize(("key", "version"), SERVED, ids=SERVED_IDS)
 @fuzz(5)
 @given(data=st.data())
 def test_well_formed_requests_are_answered(fz, key, version, data):
-    _one_well_formed_request(fz, key, version, data)
-
-
-def _one_well_formed_request(fz, key, version, data) -> None:
     mark = fz.capture.mark()
-    body = data.draw(_bounded_request(key, version), label="request")
-    corr = data.draw(st.integers(-2**31, 2**31 - 1), label="correlation_id")
-    client_id = data.draw(_client_ids(), label="client_id")
-    _check_answered(fz, key, version, corr, client_id, body)
-    fz.assert_no_errors_since(mark)
-    fz.assert_intact()
+    body, corr, client_id = _draw_well_formed(data, key, version)
+    outcome, expected, got = _send_well_formed(fz, key, version, corr, client_id, body)
+    assert outcome == "answered", f"{api_name(key)} v{version}: {outcome} on a well-formed request {body!r}"
+    assert got == expected
+    assert fz.errors_since(mark) == []
+    assert fz.intact_problems() == []
 
 
 @pytest.mark.long
@@ -285,7 +292,13 @@ def _one_well_formed_request(fz, key, version, data) -> None:
 @fuzz(15)
 @given(data=st.data())
 def test_well_formed_requests_are_answered_long(fz, key, version, data):
-    _one_well_formed_request(fz, key, version, data)
+    mark = fz.capture.mark()
+    body, corr, client_id = _draw_well_formed(data, key, version)
+    outcome, expected, got = _send_well_formed(fz, key, version, corr, client_id, body)
+    assert outcome == "answered", f"{api_name(key)} v{version}: {outcome} on a well-formed request {body!r}"
+    assert got == expected
+    assert fz.errors_since(mark) == []
+    assert fz.intact_problems() == []
 
 
 @pytest.mark.parametrize("version", [10, 11])
@@ -309,7 +322,7 @@ def test_metadata_v10_v11_topic_by_id_is_invalid_request(fz, version):
         assert got == 77
         assert len(resp.topics) == len(topics)
         assert [t.error_code for t in resp.topics] == [42] * len(topics)   # INVALID_REQUEST
-    fz.assert_no_errors_since(mark)
+    assert fz.errors_since(mark) == []
 
 
 # --------------------------------------------------------------------------------------
@@ -430,7 +443,7 @@ def _check_garbage(fz, wire: bytes) -> bool:
     for answer in answers:
         assert any(len(f) >= 8 and f[4:8] == answer[:4] for f in pending), \
             f"an answer {answer[:16]!r} whose correlation id is no request's"
-    fz.assert_no_errors_since(mark)
+    assert fz.errors_since(mark) == []
     about = re.compile(re.escape(peer) + r"(?!\d)")
     noisy = [r for r in fz.capture.since(mark) if about.search(r.getMessage())]
     assert len(noisy) <= 1, [r.getMessage() for r in noisy]
@@ -459,7 +472,7 @@ def _run_garbage(fz, strategy, max_examples: int) -> dict:
         stats["answered" if answered else "closed"] += 1
 
     run()
-    fz.assert_intact()
+    assert fz.intact_problems() == []
     return stats
 
 
@@ -515,7 +528,7 @@ def test_fresh_client_served_and_stored_data_unchanged_after_the_fuzz(fz):
     """Last in the module: after everything above, the stored records and offsets are as
     they were, a fresh client is served, and ApiVersions still advertises exactly the
     served table."""
-    fz.assert_intact()
+    assert fz.intact_problems() == []
     with fz.connect() as s:
         s.sendall(_frame(ApiKey.API_VERSIONS, 3, 5, "after", m.ApiVersionsRequest(
             client_software_name="after", client_software_version="1")))
