@@ -11,12 +11,18 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyLockStatus, PY_LOCK_ACQ
                                PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_release_lock)
 
-from pylog.errors import LogClosedError
+import threading
+
+from pylog.errors import KafkaStorageError, LogClosedError
 
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident() nogil
     PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds,
                                              int intr_flag) nogil
+
+
+#: threading's bound on a lock timeout (seconds), as RLock enforces it.
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 
 @cython.final
@@ -108,6 +114,10 @@ cdef class LogLock:
             raise ValueError("can't specify a timeout for a non-blocking call")
         if timeout < 0 and timeout != -1:
             raise ValueError("timeout value must be a non-negative number")
+        if timeout != timeout:
+            raise ValueError("Invalid value NaN (not a number)")
+        if timeout > _TIMEOUT_MAX:
+            raise OverflowError("timeout value is too large")
         return self._acquire(PyThread_get_thread_ident(), blocking, timeout)
 
     def release(self):
@@ -147,6 +157,17 @@ cdef class LogLock:
     def __repr__(self):
         return (f"<pylog LogLock {'locked' if self._count else 'unlocked'} depth={self._count} "
                 f"waiting={self._waiting}>")
+
+
+cdef inline SegmentAppender _active_appender(list segments):
+    """The last segment's appender; KafkaStorageError when it has none (a roll sealed
+    the segment, then failed to create the next one: the log takes no append until it
+    is reopened)."""
+    appender = segments[len(segments) - 1]._appender
+    if appender is None:
+        raise KafkaStorageError(f"{segments[len(segments) - 1]!r} is sealed and no active segment "
+                                "follows it (a roll failed): reopen the log")
+    return <SegmentAppender>appender
 
 
 cdef class LogBase:
@@ -216,17 +237,27 @@ cdef class LogBase:
         cdef int64_t first
         if lock is None:
             raise LogClosedError("log is not open (use Log.open)")
+        if leader_epoch is not None:
+            # Checked before anything happens: a bad epoch must not roll the log first.
+            if type(leader_epoch) is not int:
+                raise TypeError(f"leader_epoch must be an int or None, not {type(leader_epoch).__name__}")
+            if not -1 <= leader_epoch <= 0x7FFFFFFF:
+                raise ValueError(f"leader_epoch {leader_epoch} is outside -1..2147483647")
+        if type(batches) is list:
+            # The buffers appended are the ones read afterwards (a replica's epochs), even
+            # if the caller's list changes while the write runs without the GIL.
+            batches = tuple(batches)
         lock._acquire(me, True, -1)
         try:
             segments = self._segments
             if self._closed or not segments:
                 raise LogClosedError(f"log {self.path} is closed")
-            appender = segments[len(segments) - 1]._appender
+            appender = _active_appender(segments)
             res = appender._append(batches, appender.max_message_bytes, self._log_end_offset,
                                    assign_offsets, leader_epoch, appender.stamp_append_time,
                                    self._clock, appender.roll_ms, appender.created_ms, False)
             if type(res) is int:  # validated; the segment must roll first
-                appender = self._roll(res)._appender
+                appender = _active_appender([self._roll(res)])
                 res = appender._append(batches, appender.max_message_bytes, self._log_end_offset,
                                        assign_offsets, leader_epoch, appender.stamp_append_time,
                                        self._clock, appender.roll_ms, appender.created_ms, True)

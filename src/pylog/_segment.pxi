@@ -628,19 +628,6 @@ cdef class SegmentAppender:
         finally:
             PyBuffer_Release(&view)
 
-    def log_append(self, src, int64_t log_end_offset, bint assign_offsets, leader_epoch, clock,
-                   bint force=False):
-        """:meth:`append` with the log's settings held here (``max_message_bytes``,
-        ``stamp_append_time``, ``roll_ms``, ``created_ms``): Log.append's one call.
-        Returns a LogAppendInfo (the type given to :func:`set_append_info_type`), or the
-        base offset to roll to, as :meth:`append`."""
-        res = self._append(src, self.max_message_bytes, log_end_offset, assign_offsets,
-                           leader_epoch, self.stamp_append_time, clock, self.roll_ms,
-                           self.created_ms, force)
-        if type(res) is tuple:
-            return _append_info(<tuple>res)
-        return res
-
     def append(self, src, Py_ssize_t max_batch_size, int64_t log_end_offset, bint assign_offsets,
                leader_epoch, bint stamp_append_time, clock, int64_t roll_ms, int64_t created_ms,
                bint force=False):

@@ -8,7 +8,8 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidRecordError, LogClosedError,
+from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidRecordError, KafkaStorageError,
+                          LogClosedError,
                           OffsetOutOfRangeError, RecordBatchTooLargeError, RecordTooLargeError)
 from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, Log, LogConfig
 from tests.storage.batches import batch_headers, decode, make_batch, sized_batch
@@ -679,3 +680,74 @@ def test_append_may_fsync_says_when_an_append_would_fsync(tmp_path, monkeypatch)
         del fsyncs[:]
         log.append(make_batch([b"b"]), leader_epoch=0)
         assert fsyncs, "flush_messages=1 fsyncs every append"
+
+
+@pytest.mark.parametrize("epoch, error", [(1 << 40, ValueError), (-2, ValueError), ("7", TypeError),
+                                          (7.5, TypeError), (True, TypeError)])
+def test_a_bad_leader_epoch_is_refused_before_anything_changes(tmp_path, epoch, error):
+    """Checked before the lock: a full segment must not roll for an append that is then
+    refused, and a float must never reach leader-epoch-checkpoint."""
+    d = str(tmp_path / "log")
+    with Log.open(d, segment_bytes=2048) as log:
+        while log.active_segment.size < 1800:
+            log.append(make_batch([b"x" * 200]), leader_epoch=0)
+        files, leo, epochs = sorted(os.listdir(d)), log.log_end_offset, log.leader_epochs
+        with pytest.raises(error):
+            log.append(make_batch([b"y" * 400]), leader_epoch=epoch)
+        assert (sorted(os.listdir(d)), log.log_end_offset, log.leader_epochs) == (files, leo, epochs)
+
+
+def test_a_failed_roll_refuses_appends_instead_of_crashing(tmp_path, monkeypatch):
+    """A roll seals the active segment, then creating the next one fails (EMFILE): the
+    log has no appender and says so on every append until reopened (it used to read
+    a None appender from C and crash the process)."""
+    import pylog.storage.log as logmod
+
+    d = str(tmp_path / "log")
+    log = Log.open(d, segment_bytes=2048)
+    real = logmod.LogSegment.create
+
+    def fail(*args, **kwargs):
+        raise OSError(24, "Too many open files (simulated)")
+
+    monkeypatch.setattr(logmod.LogSegment, "create", fail)
+    with pytest.raises(OSError):
+        for _ in range(50):
+            log.append(make_batch([b"x" * 200]))
+    leo = log.log_end_offset
+    for _ in range(2):
+        with pytest.raises(KafkaStorageError, match="a roll failed"):
+            log.append(make_batch([b"y"]))
+    assert log.log_end_offset == leo
+    monkeypatch.setattr(logmod.LogSegment, "create", real)
+    log.close()
+    with Log.open(d, segment_bytes=2048) as again:
+        assert again.log_end_offset == leo
+        assert again.append(make_batch([b"z"])).base_offset == leo
+
+
+def test_replica_append_reads_the_buffers_it_wrote_even_if_the_list_changes(tmp_path):
+    """A replica append learns its epochs from the buffers appended, not from the
+    caller's list read again afterwards (the write may run without the GIL)."""
+    def replica_batch(offset, epoch):
+        # baseOffset and partitionLeaderEpoch lie before the CRC'd part of the header.
+        b = bytearray(make_batch([b"r"], timestamps=[-1]))
+        struct.pack_into(">q", b, 0, offset)
+        struct.pack_into(">i", b, 12, epoch)
+        return bytes(b)
+
+    armed = []
+
+    def clock():
+        if armed:
+            armed[0][:] = [42]   # the caller's list changes while the append runs
+        return 1_700_000_000_000
+
+    with Log.open(str(tmp_path / "log"), clock=clock) as log:
+        log.append(replica_batch(0, 3), assign_offsets=False)
+        pieces = [replica_batch(1, 5), replica_batch(2, 5)]
+        armed.append(pieces)
+        info = log.append(pieces, assign_offsets=False)
+        assert pieces == [42], "the clock ran during the append and changed the list"
+        assert (info.base_offset, log.log_end_offset) == (1, 3)
+        assert [tuple(e) for e in log.leader_epochs] == [(3, 0), (5, 1)]

@@ -119,3 +119,16 @@ def test_log_uses_it(tmp_path):
     with log.lock:                    # maintenance code holds it across calls
         assert log.log_end_offset == 0
     log.close()
+
+
+@pytest.mark.parametrize("timeout, error", [(float("nan"), ValueError), (float("inf"), OverflowError),
+                                            (1e300, OverflowError), (-2.0, ValueError)])
+def test_bad_timeouts_raise_as_rlock_does(timeout, error):
+    lock = _core.LogLock()
+    holder = threading.Thread(target=lock.acquire)
+    holder.start()
+    holder.join()          # held by a finished thread: a waiter would block for good
+    with pytest.raises(error):
+        lock.acquire(True, timeout)
+    with pytest.raises(error):
+        threading.RLock().acquire(True, timeout)
