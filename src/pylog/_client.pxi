@@ -943,7 +943,7 @@ cdef class BatchSendFuture:
             with nogil:
                 for i in range(n):
                     p = parts[i]
-                    if p >= nparts:
+                    if p < 0 or p >= nparts:
                         short = True
                         break
                     if rem[p] == 0:
