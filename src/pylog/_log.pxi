@@ -6,7 +6,8 @@
 # lookups, building the LogAppendInfo) cost about as much as validating and writing a
 # 16 KiB batch's header.  pylog.storage.Log subclasses LogBase and keeps everything
 # else in Python.
-from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyLockStatus, PY_LOCK_ACQUIRED,
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyLockStatus, PY_LOCK_ACQUIRED, PY_LOCK_INTR,
                                PyThread_type_lock, PyThread_acquire_lock,
                                PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_release_lock)
@@ -23,6 +24,7 @@ cdef extern from "pythread.h":
 
 #: threading's bound on a lock timeout (seconds), as RLock enforces it.
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
+from time import monotonic as _monotonic
 
 
 @cython.final
@@ -65,6 +67,7 @@ cdef class LogLock:
     cdef inline bint _acquire(self, unsigned long me, bint blocking, double timeout) except -1:
         cdef PyLockStatus got
         cdef long long micros
+        cdef double deadline
         if self._count == 0:
             if self._waiting == 0:
                 self._owner = me
@@ -81,14 +84,20 @@ cdef class LogLock:
             if PyThread_acquire_lock(self._real, NOWAIT_LOCK):
                 self._real_held = True
         self._waiting += 1
-        if timeout < 0:
-            with nogil:
-                got = PyThread_acquire_lock_timed(self._real, -1, 0)
-        else:
-            micros = <long long>(timeout * 1e6)
-            with nogil:
-                got = PyThread_acquire_lock_timed(self._real, micros, 0)
-        self._waiting -= 1
+        try:
+            # Interruptible, as RLock: a signal's handler runs while we wait (Ctrl-C
+            # raises KeyboardInterrupt here, lock not taken); then the wait goes on for
+            # what is left of the timeout.
+            deadline = _monotonic() + timeout if timeout >= 0 else -1.0
+            while True:
+                micros = -1 if timeout < 0 else <long long>(max(deadline - _monotonic(), 0.0) * 1e6)
+                with nogil:
+                    got = PyThread_acquire_lock_timed(self._real, micros, 1)
+                if got != PY_LOCK_INTR:
+                    break
+                PyErr_CheckSignals()
+        finally:
+            self._waiting -= 1
         if got != PY_LOCK_ACQUIRED:
             return False
         self._owner = me

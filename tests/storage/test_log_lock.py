@@ -132,3 +132,44 @@ def test_bad_timeouts_raise_as_rlock_does(timeout, error):
         lock.acquire(True, timeout)
     with pytest.raises(error):
         threading.RLock().acquire(True, timeout)
+
+
+def test_a_signal_interrupts_a_wait_as_with_rlock():
+    """Ctrl-C while waiting raises KeyboardInterrupt at once, without the lock, as
+    RLock does (the wait used to ignore signals until the lock came free); a handler
+    that returns lets the wait go on for the rest of its timeout."""
+    import os
+    import signal
+
+    lock = _core.LogLock()
+    held, done = threading.Event(), threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait()
+    try:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()
+        assert time.monotonic() - t0 < 5
+        assert not lock._is_owned()
+        calls = []
+        old = signal.signal(signal.SIGUSR1, lambda *a: calls.append(1))
+        try:
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+            t0 = time.monotonic()
+            assert lock.acquire(True, 0.6) is False
+            assert calls == [1] and 0.5 <= time.monotonic() - t0 < 5
+        finally:
+            signal.signal(signal.SIGUSR1, old)
+    finally:
+        done.set()
+        t.join()
+    assert lock.acquire(False) and lock._is_owned()
+    lock.release()
