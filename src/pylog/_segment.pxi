@@ -107,29 +107,6 @@ cdef BatchStatus _validate_more(const uint8_t *p, Py_ssize_t end, Py_ssize_t max
     return BATCH_OK
 
 
-cdef BatchStatus _validate(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batch_size,
-                           BatchSetInfo *info, BatchHeader *h) noexcept nogil:
-    # On failure info.batches / info.size say which batch, at which byte.
-    _validate_init(info)
-    return _validate_more(p, end, max_batch_size, info, h)
-
-
-cdef int _validate_or_raise(const uint8_t *p, Py_ssize_t end, Py_ssize_t max_batch_size,
-                            BatchSetInfo *info) except -1:
-    cdef BatchHeader h
-    cdef BatchStatus st
-    if end == 0:
-        raise CorruptRecordError("empty append: expected at least one record batch")
-    if end >= GIL_RELEASE_BYTES:
-        with nogil:
-            st = _validate(p, end, max_batch_size, info, &h)
-    else:
-        st = _validate(p, end, max_batch_size, info, &h)
-    if st != BATCH_OK:
-        raise _batch_error(st, &h, info.batches, info.size, max_batch_size)
-    return 0
-
-
 cdef BatchStatus _validate_views(Py_buffer *views, Py_ssize_t n, Py_ssize_t max_batch_size,
                                  BatchSetInfo *info, BatchHeader *h) noexcept nogil:
     cdef BatchStatus st = BATCH_OK
@@ -143,7 +120,8 @@ cdef BatchStatus _validate_views(Py_buffer *views, Py_ssize_t n, Py_ssize_t max_
 
 cdef int _validate_views_or_raise(Py_buffer *views, Py_ssize_t n, Py_ssize_t max_batch_size,
                                   BatchSetInfo *info) except -1:
-    # _validate_or_raise over the concatenation of views[0:n] (each holds whole batches).
+    # Validate the concatenation of views[0:n] (each holds whole batches); raise the
+    # first batch's error, with where it is.
     cdef BatchHeader h
     cdef BatchStatus st = BATCH_OK
     cdef Py_ssize_t i, total = 0
@@ -186,7 +164,7 @@ def validate_batches(src, Py_ssize_t max_batch_size):
     cdef BatchSetInfo info
     _get_buffer(src, &view, False)
     try:
-        _validate_or_raise(<const uint8_t *>view.buf, view.len, max_batch_size, &info)
+        _validate_views_or_raise(&view, 1, max_batch_size, &info)
     finally:
         PyBuffer_Release(&view)
     return (info.batches, info.size, info.records, info.first_base, info.last_given, info.span,
