@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -35,13 +36,21 @@ def crash_at(step: int | None, directory: str, copy_to: str | None = None, on_st
     """Count the file operations of the code run inside (renames, unlinks and truncations
     of files in ``directory``, fsyncs, segment appends); at operation ``step`` copy
     ``directory`` as it is on disk to ``copy_to`` (or call ``on_step``) and raise
-    CrashPoint instead of performing it.  Yields a list whose length is the count."""
+    CrashPoint instead of performing it.  Yields a list whose length is the count.
+
+    Only the calling thread's operations count: the log's background flusher fsyncs
+    sealed segments on its own schedule, and counting those made the step land at
+    random, in another thread (which then copied ``directory`` while the caller went
+    on)."""
     seen: list[str] = []
+    caller = threading.get_ident()
     real = {name: getattr(os, name) for name in ("rename", "replace", "unlink", "fsync", "ftruncate")}
     real_append = segment_module.LogSegment.append
     directory = os.path.abspath(directory)
 
     def hit(what: str) -> None:
+        if threading.get_ident() != caller:
+            return
         seen.append(what)
         if step is not None and len(seen) - 1 == step:
             if copy_to is not None:
