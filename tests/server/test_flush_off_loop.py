@@ -88,3 +88,65 @@ def test_without_a_flush_policy_only_a_new_epoch_fsyncs_and_off_the_loop(inproc,
         for i in range(3):
             assert c.produce(topic, 0, batch([b"x"]), acks=1).error_code == 0
     assert fsync_threads == []
+
+
+class _LingeringExecutor:
+    """An executor whose worker keeps the submitted callable until told to let go: the
+    stretch in which ThreadPoolExecutor's worker still holds its work item after the
+    future's result has reached the loop, held open so the test does not race it."""
+
+    def __init__(self) -> None:
+        self.let_go = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn, *args):
+        import concurrent.futures
+
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        work = [fn, args]
+
+        def worker():
+            fut.set_result(work[0](*work[1]))
+            self.let_go.wait(30)
+            work.clear()
+
+        t = threading.Thread(target=worker)
+        self.threads.append(t)
+        t.start()
+        return fut
+
+    def shutdown(self, wait=True, **_):
+        self.let_go.set()
+        for t in self.threads:
+            t.join()
+
+
+def test_off_loop_call_drops_its_arguments_before_the_answer(tmp_path):
+    """A request handed to the I/O pool must not outlive its answer there: its records
+    are a view of the connection's frame buffer, which the next large frame reuses only
+    when nothing else holds it (tests/server/test_framing.py)."""
+    import asyncio
+    import weakref
+
+    class Request:
+        pass
+
+    with ServerThread(ServerConfig(log_dirs=str(tmp_path / "data"), listeners="127.0.0.1:0")) as st:
+        server = st.server
+        pool = _LingeringExecutor()
+        real, server._executor = server._executor, pool
+        try:
+            async def call():
+                req = Request()
+                ref = weakref.ref(req)
+                fut = server.call_off_loop(lambda r: "answer", req)
+                del req
+                assert await fut == "answer"
+                return ref
+
+            ref = asyncio.run_coroutine_threadsafe(call(), st.loop).result(30)
+            assert not pool.let_go.is_set()   # the worker still holds its callable
+            assert ref() is None
+        finally:
+            server._executor = real
+            pool.shutdown()

@@ -406,7 +406,21 @@ class Server:
     def call_off_loop(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         """Run ``fn(*args)`` in the I/O pool; a future of its result."""
         assert self._executor is not None
-        return self.loop.run_in_executor(self._executor, fn, *args)
+        # The executor's work item keeps what it was given until after the future's result
+        # reaches the loop; a request handed over directly would pin its frame buffer past
+        # the answer, so the connection's next large frame could not reuse it.  The call's
+        # arguments are dropped when the call returns, before the result is published.
+        call = [fn, args]
+
+        def run() -> Any:
+            f, a = call
+            call.clear()
+            try:
+                return f(*a)
+            finally:
+                del f, a   # a traceback kept with an exception keeps the frame, not these
+
+        return self.loop.run_in_executor(self._executor, run)
 
     def _sweep_idle(self) -> None:
         limit = self.config.connections_max_idle_ms / 1000
