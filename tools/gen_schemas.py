@@ -44,7 +44,7 @@ APIS = [
     ("LeaveGroup", 0, 4),
     ("SyncGroup", 0, 5),
     ("DescribeGroups", 0, 5),
-    ("ListGroups", 0, 4),
+    ("ListGroups", 0, 5),
     ("SaslHandshake", 0, 1),
     ("ApiVersions", 0, 3),
     ("CreateTopics", 0, 5),

@@ -20,7 +20,7 @@ from pylog.server.wire_client import BrokerConnection, WireClient
 
 REQUIRED = {
     18: (0, 3), 3: (0, 12), 0: (3, 9), 1: (4, 12), 2: (0, 7), 10: (0, 4), 11: (0, 7), 14: (0, 5),
-    12: (0, 4), 13: (0, 4), 8: (0, 8), 9: (0, 8), 15: (0, 5), 16: (0, 4), 42: (0, 2), 47: (0, 0),
+    12: (0, 4), 13: (0, 4), 8: (0, 8), 9: (0, 8), 15: (0, 5), 16: (0, 5), 42: (0, 2), 47: (0, 0),
     19: (0, 5), 20: (0, 4), 37: (0, 2), 21: (0, 2), 32: (0, 4), 33: (0, 1), 44: (0, 1), 22: (0, 4),
     23: (0, 3), 60: (0, 0),
 }
@@ -262,6 +262,8 @@ def _request(key, v, tag):
 
         def check(r):
             assert r.error_code == 0 and "g-commit" in {g.group_id for g in r.groups}
+            if v >= 5:
+                assert {g.group_type for g in r.groups} == {"classic"}
         return body, check
     if key == 42:
         body = R.DeleteGroupsRequest(groups_names=[f"g-{tag}"])

@@ -395,9 +395,13 @@ class GroupDescription(_ResultMixin):
 
 @dataclass
 class ListedGroup:
+    """A group as ListGroups lists it.  ``group_type`` is KIP-848's group type: every
+    group this coordinator runs speaks the classic (JoinGroup/SyncGroup) protocol."""
+
     group_id: str
     protocol_type: str
     state: str
+    group_type: str = "classic"
 
 
 # ------------------------------------------------------------------------- internal state
@@ -1544,8 +1548,9 @@ class GroupCoordinator:
 
     def list_groups(self, states: Iterable[str] | None = None,
                     types: Iterable[str] | None = None) -> list[ListedGroup]:
-        """ListGroups, filtered by state names (v4+, case-insensitive) and group types
-        (v5+: every group here is ``classic``)."""
+        """ListGroups, filtered by state names (v4+) and group types (v5+: every group
+        here is ``classic``, so a filter without it lists nothing); both filters are
+        case-insensitive, as Kafka's, and an empty one lists everything."""
         state_filter = {s.lower() for s in states} if states else None
         type_filter = {t.lower() for t in types} if types else None
         with self._op():

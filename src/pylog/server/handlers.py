@@ -801,9 +801,12 @@ def handle_list_groups(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     R = m.ListGroupsResponse
     states = req.states_filter if header.api_version >= 4 and req.states_filter else None
-    groups = st.groups.list_groups(states)
+    # v5 (KIP-848): clients filter by group type and read each group's type back.
+    types = req.types_filter if header.api_version >= 5 and req.types_filter else None
+    groups = st.groups.list_groups(states, types)
     return R(throttle_time_ms=0, error_code=NONE, groups=[
-        R.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type, group_state=g.state)
+        R.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type, group_state=g.state,
+                      group_type=g.group_type)
         for g in groups])
 
 
@@ -1122,7 +1125,7 @@ _TABLE: dict[int, tuple[int, int, Callable]] = {
     ApiKey.LEAVE_GROUP: (0, 4, handle_leave_group),
     ApiKey.SYNC_GROUP: (0, 5, handle_sync_group),
     ApiKey.DESCRIBE_GROUPS: (0, 5, handle_describe_groups),
-    ApiKey.LIST_GROUPS: (0, 4, handle_list_groups),
+    ApiKey.LIST_GROUPS: (0, 5, handle_list_groups),
     ApiKey.API_VERSIONS: (0, 3, handle_api_versions),
     ApiKey.CREATE_TOPICS: (0, 5, handle_create_topics),
     ApiKey.DELETE_TOPICS: (0, 4, handle_delete_topics),
