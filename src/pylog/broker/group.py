@@ -404,6 +404,13 @@ class ListedGroup:
     group_type: str = "classic"
 
 
+def _metadata_problem(value: _records.GroupMetadataValue) -> str | None:
+    """Why a group's stored metadata cannot be loaded, or None."""
+    if value.members and value.protocol is None:
+        return "metadata lists members but no protocol"
+    return None
+
+
 # ------------------------------------------------------------------------- internal state
 
 class _Member:
@@ -1585,12 +1592,28 @@ class GroupCoordinator:
         Raises
         ------
         CorruptRecordError
-            A record cannot be decoded; nothing is loaded.
+            A record cannot be decoded, or a group's metadata is inconsistent; nothing is
+            loaded.
         """
         state = _records.replay(records)
         for group_id, value in state.groups.items():
-            if value.members and value.protocol is None:
-                raise CorruptRecordError(f"group {group_id}: metadata lists members but no protocol")
+            problem = _metadata_problem(value)
+            if problem is not None:
+                raise CorruptRecordError(f"group {group_id}: {problem}")
+        return self.load_state(state, partition)
+
+    def load_state(self, state: _records.ReplayState, partition: int | None = None) -> int:
+        """:meth:`load` from records already replayed (the broker replays a partition
+        batch by batch, skipping damaged batches).  A group whose metadata is
+        inconsistent comes back without it (empty, offsets kept) and a WARN says so;
+        every other group loads as :meth:`load` loads it.  Returns the number of groups
+        loaded."""
+        for group_id, value in list(state.groups.items()):
+            problem = _metadata_problem(value)
+            if problem is not None:
+                _log.warning("group %s: its stored metadata is inconsistent (%s); it is loaded "
+                             "without members, with its committed offsets", group_id, problem)
+                del state.groups[group_id]
         with self._op() as now:
             if partition is not None and self._owned is not None:
                 self._owned.add(partition)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence, Union
 
 from pylog.broker._codec import Reader, Writer
 from pylog.errors import CorruptRecordError, InvalidRequestError, UnsupportedVersionError
@@ -75,6 +75,7 @@ __all__ = [
     "group_metadata_tombstone",
     "ReplayState",
     "replay",
+    "replay_batch",
     "OffsetStore",
     "InMemoryOffsetStore",
 ]
@@ -399,29 +400,64 @@ def replay(records: Iterable[Record], state: ReplayState | None = None) -> Repla
     if state is None:
         state = ReplayState()
     for key_bytes, value_bytes in records:
-        if key_bytes is None:
-            raise CorruptRecordError("__consumer_offsets record without a key")
-        try:
-            key = decode_key(key_bytes)
-        except UnsupportedVersionError:
-            state.skipped += 1
-            continue
-        if isinstance(key, OffsetCommitKey):
-            if value_bytes is None:
-                group_offsets = state.offsets.get(key.group)
-                if group_offsets is not None:
-                    group_offsets.pop((key.topic, key.partition), None)
-                    if not group_offsets:
-                        del state.offsets[key.group]
-            else:
-                value = decode_offset_commit_value(value_bytes)
-                state.offsets.setdefault(key.group, {})[(key.topic, key.partition)] = value
-        else:
-            if value_bytes is None:
-                state.groups.pop(key.group, None)
-            else:
-                state.groups[key.group] = decode_group_metadata_value(value_bytes)
+        _apply(state, _decode(key_bytes, value_bytes))
     return state
+
+
+def replay_batch(records: Iterable[Record], state: ReplayState) -> None:
+    """Apply the records of one batch to ``state``, all or none: every record is decoded
+    before any is applied.  A coordinator loading its partitions skips a batch that
+    raises and keeps the rest, since each batch is one atomic write of one group
+    (:class:`OffsetStore`).
+
+    Raises
+    ------
+    CorruptRecordError
+        A key or value cannot be decoded; ``state`` is unchanged.
+    """
+    decoded = [_decode(k, v) for k, v in records]
+    for item in decoded:
+        _apply(state, item)
+
+
+#: A decoded record: (key, value or None for a tombstone), or None for a type pylog skips.
+_Decoded = Union[tuple[Union[OffsetCommitKey, GroupMetadataKey],
+                       Union[OffsetCommitValue, GroupMetadataValue, None]], None]
+
+
+def _decode(key_bytes, value_bytes) -> _Decoded:
+    """(key, value or None for a tombstone), or None for a record type pylog skips."""
+    if key_bytes is None:
+        raise CorruptRecordError("__consumer_offsets record without a key")
+    try:
+        key = decode_key(key_bytes)
+    except UnsupportedVersionError:
+        return None
+    if value_bytes is None:
+        return key, None
+    if isinstance(key, OffsetCommitKey):
+        return key, decode_offset_commit_value(value_bytes)
+    return key, decode_group_metadata_value(value_bytes)
+
+
+def _apply(state: ReplayState, item: _Decoded) -> None:
+    if item is None:
+        state.skipped += 1
+        return
+    key, value = item
+    if isinstance(key, OffsetCommitKey):
+        if value is None:
+            group_offsets = state.offsets.get(key.group)
+            if group_offsets is not None:
+                group_offsets.pop((key.topic, key.partition), None)
+                if not group_offsets:
+                    del state.offsets[key.group]
+        else:
+            state.offsets.setdefault(key.group, {})[(key.topic, key.partition)] = value
+    elif value is None:
+        state.groups.pop(key.group, None)
+    else:
+        state.groups[key.group] = value
 
 
 # --------------------------------------------------------------------------- store
