@@ -1,4 +1,13 @@
-"""The ``pylog`` command."""
+"""The ``pylog`` command.
+
+``pylog [--bootstrap-server H:P] [--timeout S] [--log-level L] COMMAND ...``: the
+options every command shares may come before or after the subcommand.  Errors are one
+line on stderr, ``pylog: <message>``, exit status 2 for bad usage and 1 for a failed
+operation (see :mod:`pylog.server.tools`); a traceback is never what a user sees.  An
+error the tools did not foresee is reported as "unexpected error" (a bug: the hostile
+argument test in ``tests/test_cli_hostile.py`` fails on it), with the traceback only
+under ``--log-level DEBUG``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,19 @@ import argparse
 import os
 import sys
 import time
+import traceback
+from typing import Any, NoReturn, Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``pylog: <message> (see 'pylog X --help')``."""
+
+    def error(self, message: str) -> NoReturn:
+        from pylog.server.tools import _printable
+
+        self.exit(2, f"pylog: {_printable(message)} (see '{self.prog} --help')\n")
 
 
 def _demo_batch(values: list[bytes], timestamp_ms: int) -> bytes:
@@ -22,10 +42,13 @@ def _demo_batch(values: list[bytes], timestamp_ms: int) -> bytes:
 
 def _demo(args: argparse.Namespace) -> int:
     from pylog import _core
+    from pylog.server.tools import CommandError, _printable
     from pylog.storage import Log
 
+    if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        raise CommandError(f"demo: --data-dir {_printable(os.fsdecode(args.data_dir))!r} is not a directory", 2)
     path = os.path.join(args.data_dir, f"{args.topic}-0")
-    print(f"opening log {path}")
+    print(f"opening log {_printable(os.fsdecode(path))}")
     with Log.open(path, segment_bytes=args.segment_bytes) as log:
         how = "clean shutdown" if log.had_clean_shutdown else (
             f"recovered {len(log.recovered)} segment(s)" if log.recovered else "new log")
@@ -57,21 +80,132 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pylog", description="Apache Kafka's architecture as a Python package.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="append a few batches to a log and read them back")
-    demo.add_argument("--data-dir", default="pylog-data", help="data directory (default: ./pylog-data)")
-    demo.add_argument("--topic", default="demo", help="topic name (the log is <topic>-0)")
-    demo.add_argument("--batches", type=int, default=3)
-    demo.add_argument("--records", type=int, default=5, help="records per batch")
-    demo.add_argument("--segment-bytes", type=int, default=1024 * 1024)
-    demo.set_defaults(func=_demo)
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pylog`` argument parser (every subcommand)."""
+    from pylog import __version__
     from pylog.server import tools
+    from pylog.server.tools import INT32_MAX, common_options, int_in, topic_name
 
+    parser = _Parser(prog="pylog", description="Apache Kafka's architecture as a Python package.")
+    parser.add_argument("--version", action="version", version=f"pylog {__version__}")
+    common_options(parser, connects=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="append a few batches to a log and read them back",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    demo.add_argument("--data-dir", default="pylog-data", help="data directory")
+    demo.add_argument("--topic", default="demo", type=topic_name, help="topic name (the log is <topic>-0)")
+    demo.add_argument("--batches", type=int_in(0, 1_000_000), default=3, help="batches to append")
+    demo.add_argument("--records", type=int_in(1, 100_000), default=5, help="records per batch")
+    demo.add_argument("--segment-bytes", type=int_in(14, INT32_MAX), default=1024 * 1024,
+                      help="segment.bytes of the log")
+    common_options(demo, connects=False)
+    demo.set_defaults(func=_demo, bytes_args=("data_dir",))
     tools.add_commands(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
+
+
+def _check_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Arguments that are names or configs must be UTF-8 (they go on the wire or into
+    files as text); argv bytes that are not arrive as surrogates.  Paths may be any bytes."""
+    from pylog.server.tools import _printable
+
+    exempt = set(getattr(args, "bytes_args", ()))
+    for name, value in vars(args).items():
+        if name in exempt:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    parser.error(f"argument --{name.replace('_', '-')}: {_printable(v)!r} is not valid UTF-8")
+
+
+def _configure_logging(level: str) -> None:
+    from pylog.server.server import configure_logging
+
+    configure_logging(level)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the flush at exit is silent."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pylog.errors import PylogError
+    from pylog.server.tools import CommandError, describe_error
+
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"pylog: {describe_error(exc)}", file=sys.stderr)
+        return exc.status
+    except PylogError as exc:
+        print(f"pylog: {describe_error(exc)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        _quiet_stdout()          # output piped into head & co: stop quietly
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"pylog: {describe_error(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("pylog: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        print(f"pylog: unexpected error: {type(exc).__name__}: {exc} (a bug in pylog: please report it; "
+              "--log-level DEBUG shows the traceback)", file=sys.stderr)
+        if getattr(args, "log_level", None) == "DEBUG":
+            traceback.print_exc()
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pylog`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+    Usage errors raise ``SystemExit(2)`` (argparse's way), ``--help`` and ``--version``
+    ``SystemExit(0)``."""
+    from pylog.server.tools import DEFAULT_BOOTSTRAP, DEFAULT_TIMEOUT
+
+    for stream in (sys.stdout, sys.stderr):
+        # Text that cannot be encoded (a path's undecodable bytes) is escaped, not fatal.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    args.given = frozenset(vars(args))
+    if not args.connects:
+        for opt in ("bootstrap_server", "timeout"):
+            if opt in args.given:
+                parser.error(f"--{opt.replace('_', '-')} does not apply to 'pylog {_command(args)}' "
+                             "(it does not connect to a broker)")
+    args.bootstrap_server = getattr(args, "bootstrap_server", DEFAULT_BOOTSTRAP)
+    args.timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    args.log_level = getattr(args, "log_level", None)
+    _check_text(parser, args)
+    if args.command != "serve":
+        _configure_logging(args.log_level or "WARNING")
+    return _run(args)
+
+
+def _command(args: argparse.Namespace) -> str:
+    words: list[Any] = [args.command, getattr(args, "action", None), getattr(args, "what", None)]
+    return " ".join(w for w in words if w)
 
 
 if __name__ == "__main__":

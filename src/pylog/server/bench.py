@@ -13,8 +13,12 @@ Consume
     counting records from the batch headers (no record is decoded unless ``--verify``).
     Latency here is per Fetch request.
 
-A progress bar goes to stderr while running; the summary (records/s, MB/s, latency
-percentiles) to stdout, or as JSON with ``--json``.
+Progress goes to stderr while running: a tqdm bar on a terminal, else (piped, as in CI)
+one line every ``--reporting-interval`` ms, as Kafka's perf tools print; the summary
+(records/s, MB/s, latency percentiles from numpy) to stdout, or as JSON with ``--json``.
+
+tqdm draws the bar (well kept, no dependencies of its own, and it only draws when asked
+to, so the tools' plain-text output stays plain); numpy computes the percentiles.
 """
 
 from __future__ import annotations
@@ -31,68 +35,84 @@ __all__ = ["add_command", "produce_wire", "consume_wire", "produce_embedded", "c
            "percentiles", "BenchResult"]
 
 
+class BenchError(Exception):
+    """The benchmark cannot go on (the log ends before ``records``): one line, exit 1."""
+
+
 class BenchResult(dict):
     """records, bytes, seconds, records_per_s, mb_per_s, latency_ms (p50/p95/p99/max)."""
 
 
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    if not samples_ms:
+def percentiles(samples_ms: Any, weights: Any = None) -> dict[str, float]:
+    """p50/p95/p99/max of ``samples_ms``; with ``weights``, sample i counts weights[i]
+    times (a batch's latency is every record's in it).  The "higher" method: a
+    percentile is always a latency that was measured, as Kafka's perf tools report."""
+    import numpy as np
+
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if weights is not None:
+        a = np.repeat(a, np.asarray(weights, dtype=np.int64))
+    if a.size == 0:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
-    s = sorted(samples_ms)
-
-    def at(q: float) -> float:
-        return s[min(len(s) - 1, int(q * len(s)))]
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": s[-1]}
+    p50, p95, p99 = np.percentile(a, [50, 95, 99], method="higher")
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
 
 
 def _result(records: int, nbytes: int, seconds: float, latencies: list[float],
             weights: list[int] | None = None) -> BenchResult:
-    if weights:
-        expanded = []
-        for lat, w in zip(latencies, weights):
-            expanded.extend([lat] * w)
-        latencies = expanded
     seconds = max(seconds, 1e-9)
     return BenchResult(records=records, bytes=nbytes, seconds=seconds, records_per_s=records / seconds,
-                       mb_per_s=nbytes / seconds / 1e6, latency_ms=percentiles(latencies))
+                       mb_per_s=nbytes / seconds / 1e6, latency_ms=percentiles(latencies, weights or None))
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or forced)."""
+    """Progress on stderr: a tqdm bar when stderr is a terminal; otherwise one line every
+    ``interval_ms`` (records so far, records/s, MB/s), as Kafka's perf tools print when
+    piped.  ``enabled=False`` prints nothing."""
 
-    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
+    def __init__(self, total: int, label: str, enabled: bool | None = None, *,
+                 record_size: int = 0, interval_ms: int = 5000) -> None:
         self.total = max(total, 1)
         self.label = label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.t0 = time.monotonic()
-        self.last = 0.0
+        self.enabled = enabled is not False
+        self.record_size = record_size
+        self.interval = interval_ms / 1000
+        self.t0 = self.last = time.monotonic()
+        self.last_done = 0
+        self.bar: Any = None
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=label, unit=" records", unit_scale=True,
+                            file=sys.stderr, leave=True, dynamic_ncols=True)
 
     def update(self, done: int) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self.last < 0.1 and done < self.total:
+        done = min(done, self.total)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
             return
-        self.last = now
-        frac = min(done / self.total, 1.0)
-        width = 30
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        rate = done / max(now - self.t0, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}% {done:,} records {rate:,.0f}/s")
-        sys.stderr.flush()
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        rate = (done - self.last_done) / max(now - self.last, 1e-9)
+        mb = f" ({rate * self.record_size / 1e6:.1f} MB/sec)" if self.record_size else ""
+        print(f"{self.label}: {done:,} of {self.total:,} records, {rate:,.1f} records/sec{mb}",
+              file=sys.stderr, flush=True)
+        self.last, self.last_done = now, done
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _values(record_size: int, count: int) -> list[bytes]:
     import random
 
     rnd = random.Random(42)
-    pool = [bytes(rnd.getrandbits(8) for _ in range(record_size)) for _ in range(16)]
+    pool = [rnd.randbytes(record_size) for _ in range(16)]
     return [pool[i % 16] for i in range(count)]
 
 
@@ -111,13 +131,14 @@ def _batches(record_size: int, batch_records: int, compression: str) -> Callable
 
 def produce_wire(bootstrap: str, topic: str, records: int, *, record_size: int = 100,
                  batch_records: int = 5000, in_flight: int = 5, acks: int = 1, compression: str = "none",
-                 partitions: int = 1, rate: float | None = None, progress: bool | None = None) -> BenchResult:
+                 partitions: int = 1, rate: float | None = None, progress: bool | None = None,
+                 timeout: float = 30.0, reporting_interval_ms: int = 5000) -> BenchResult:
     """Produce ``records`` records to ``topic`` over the Kafka protocol."""
     from pylog.errors import TopicAlreadyExistsError
     from pylog.protocol import messages as m
     from pylog.server.wire_client import WireClient, raise_for_code
 
-    client = WireClient(bootstrap, client_id="pylog-bench")
+    client = WireClient(bootstrap, client_id="pylog-bench", timeout=timeout)
     try:
         try:
             client.create_topic(topic, partitions)
@@ -135,7 +156,8 @@ def produce_wire(bootstrap: str, topic: str, records: int, *, record_size: int =
         weights: list[int] = []
         sent = acked = 0
         partition = 0
-        bar = Progress(records, "produce", progress)
+        bar = Progress(records, "produce", progress, record_size=record_size,
+                       interval_ms=reporting_interval_ms)
         t0 = time.perf_counter()
 
         def complete_one() -> None:
@@ -163,7 +185,7 @@ def produce_wire(bootstrap: str, topic: str, records: int, *, record_size: int =
                         time.sleep(min(due - now, 0.01))
             started = time.perf_counter()
             batch = full if n == batch_records else make(n)
-            body = T(acks=acks, timeout_ms=30000, topic_data=[T.TopicProduceData(name=topic, partition_data=[
+            body = T(acks=acks, timeout_ms=int(timeout * 1000), topic_data=[T.TopicProduceData(name=topic, partition_data=[
                 T.PartitionProduceData(index=partition, records=batch)])])
             if acks == 0:
                 conn.send(0, body)
@@ -184,18 +206,20 @@ def produce_wire(bootstrap: str, topic: str, records: int, *, record_size: int =
 
 
 def consume_wire(bootstrap: str, topic: str, records: int, *, offset: int = 0, max_bytes: int = 8 << 20,
-                 verify: bool = False, progress: bool | None = None) -> BenchResult:
-    """Fetch ``records`` records of partition 0 of ``topic`` from ``offset``."""
+                 verify: bool = False, progress: bool | None = None, timeout: float = 30.0,
+                 reporting_interval_ms: int = 5000) -> BenchResult:
+    """Fetch ``records`` records of partition 0 of ``topic`` from ``offset``.  The result
+    counts exactly ``records`` (the last fetch may return more: they are not counted)."""
     from pylog.records import iter_batches
     from pylog.server.wire_client import WireClient, fetch_on, raise_for_code
 
-    client = WireClient(bootstrap, client_id="pylog-bench")
+    client = WireClient(bootstrap, client_id="pylog-bench", timeout=timeout)
     try:
         conn = client.leader(topic, 0)
         got = nbytes = 0
         position = offset
         latencies: list[float] = []
-        bar = Progress(records, "consume", progress)
+        bar = Progress(records, "consume", progress, interval_ms=reporting_interval_ms)
         t0 = time.perf_counter()
         while got < records:
             started = time.perf_counter()
@@ -206,7 +230,7 @@ def consume_wire(bootstrap: str, topic: str, records: int, *, offset: int = 0, m
             data = pd.records
             if not data:
                 if pd.high_watermark <= position:
-                    raise SystemExit(f"pylog bench: {topic}-0 ends at offset {pd.high_watermark}, "
+                    raise BenchError(f"{topic}-0 ends at offset {pd.high_watermark}, "
                                      f"before {records} records were read")
                 continue
             nbytes += len(data)
@@ -217,8 +241,10 @@ def consume_wire(bootstrap: str, topic: str, records: int, *, offset: int = 0, m
                     n = sum(1 for r in b if r.offset >= position)
                 else:
                     n = b.last_offset + 1 - max(position, b.base_offset)
-                got += n
+                got += min(n, records - got)
                 position = b.last_offset + 1
+                if got >= records:
+                    break
             bar.update(got)
         elapsed = time.perf_counter() - t0
         bar.close()
@@ -229,7 +255,7 @@ def consume_wire(bootstrap: str, topic: str, records: int, *, offset: int = 0, m
 
 def produce_embedded(data_dir: str, topic: str, records: int, *, record_size: int = 100,
                      batch_records: int = 5000, compression: str = "none",
-                     progress: bool | None = None) -> BenchResult:
+                     progress: bool | None = None, reporting_interval_ms: int = 5000) -> BenchResult:
     """Produce into a broker core opened in this process (no network)."""
     from pylog.broker.core import Broker
 
@@ -241,7 +267,8 @@ def produce_embedded(data_dir: str, topic: str, records: int, *, record_size: in
         latencies: list[float] = []
         weights: list[int] = []
         sent = 0
-        bar = Progress(records, "produce", progress)
+        bar = Progress(records, "produce", progress, record_size=record_size,
+                       interval_ms=reporting_interval_ms)
         t0 = time.perf_counter()
         while sent < records:
             n = min(batch_records, records - sent)
@@ -258,7 +285,7 @@ def produce_embedded(data_dir: str, topic: str, records: int, *, record_size: in
 
 
 def consume_embedded(data_dir: str, topic: str, records: int, *, max_bytes: int = 8 << 20,
-                     progress: bool | None = None) -> BenchResult:
+                     progress: bool | None = None, reporting_interval_ms: int = 5000) -> BenchResult:
     """Read ``records`` records of partition 0 from a broker core opened in this process."""
     from pylog.broker.core import Broker
     from pylog.records import iter_batches
@@ -266,7 +293,7 @@ def consume_embedded(data_dir: str, topic: str, records: int, *, max_bytes: int 
     with Broker(data_dir, background=False) as broker:
         position = got = nbytes = 0
         latencies: list[float] = []
-        bar = Progress(records, "consume", progress)
+        bar = Progress(records, "consume", progress, interval_ms=reporting_interval_ms)
         t0 = time.perf_counter()
         while got < records:
             started = time.perf_counter()
@@ -274,13 +301,15 @@ def consume_embedded(data_dir: str, topic: str, records: int, *, max_bytes: int 
             res.raise_for_error()
             rr = res.records
             if rr is None or rr.size == 0:
-                raise SystemExit(f"pylog bench: {topic}-0 ends at offset {position}")
+                raise BenchError(f"{topic}-0 ends at offset {position}, before {records} records were read")
             nbytes += rr.size
             # A consumer checks CRCs (check.crcs): that is the work of reading here.
             for b in iter_batches(rr.records, check_crc=True):
                 if b.last_offset >= position:
-                    got += b.last_offset + 1 - max(position, b.base_offset)
+                    got += min(b.last_offset + 1 - max(position, b.base_offset), records - got)
                     position = b.last_offset + 1
+                    if got >= records:
+                        break
             del b, rr   # the batch views hold the mapping until dropped
             latencies.append((time.perf_counter() - started) * 1000)
             bar.update(got)
@@ -295,39 +324,68 @@ def consume_embedded(data_dir: str, topic: str, records: int, *, max_bytes: int 
 
 
 def add_command(sub: Any) -> None:
+    from pylog.server.tools import INT32_MAX, common_options, float_in, int_in, topic_name
+
     p = sub.add_parser("bench", help="measure produce/consume throughput and latency",
                        description="Benchmark producing or consuming against --bootstrap-server (the Kafka "
                                    "protocol) or --embedded DATA_DIR (the broker core in this process).")
-    bsub = p.add_subparsers(dest="what", required=True)
+    bsub = p.add_subparsers(dest="what", required=True, metavar="{produce,consume}")
+    helps = {"produce": "produce --records records of --record-size bytes and report records/s, MB/s "
+                        "and latency percentiles",
+             "consume": "fetch --records records of partition 0 from --offset and report records/s, "
+                        "MB/s and fetch latency percentiles"}
     for name in ("produce", "consume"):
-        b = bsub.add_parser(name)
-        where = b.add_mutually_exclusive_group()
-        where.add_argument("--bootstrap-server", default="127.0.0.1:9092")
-        where.add_argument("--embedded", metavar="DATA_DIR", nargs="?", const="",
-                           help="the embedded engine over DATA_DIR (default: a temporary directory)")
-        b.add_argument("--topic", default="pylog-bench")
-        b.add_argument("--records", type=int, default=1_000_000)
+        b = bsub.add_parser(name, help=helps[name], description=helps[name] + ".",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        common_options(b, connects=True)
+        b.add_argument("--embedded", metavar="DATA_DIR", nargs="?", const="",
+                       help="run against the broker core in this process over DATA_DIR (no network; "
+                            "default: a temporary directory); not with --bootstrap-server")
+        b.add_argument("--topic", default="pylog-bench", type=topic_name, help="topic to use")
+        b.add_argument("--records", type=int_in(1), default=1_000_000, help="records to produce or consume")
         b.add_argument("--json", action="store_true", help="print the result as JSON")
-        b.add_argument("--no-progress", action="store_true")
+        b.add_argument("--no-progress", action="store_true", help="print no progress on stderr")
+        b.add_argument("--reporting-interval", type=int_in(1, 3_600_000), default=5000, metavar="MS",
+                       help="milliseconds between progress lines when stderr is not a terminal")
         if name == "produce":
-            b.add_argument("--record-size", type=int, default=100)
-            b.add_argument("--batch-records", type=int, default=5000)
-            b.add_argument("--in-flight", type=int, default=5)
-            b.add_argument("--acks", type=int, choices=(-1, 0, 1), default=1)
-            b.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none")
-            b.add_argument("--partitions", type=int, default=1, help="of the topic, if it is created")
-            b.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
+            b.add_argument("--record-size", type=int_in(0, 10 << 20), default=100, help="value bytes per record")
+            b.add_argument("--batch-records", type=int_in(1, 1_000_000), default=5000, help="records per batch")
+            b.add_argument("--in-flight", type=int_in(1, 10_000), default=5,
+                           help="produce requests outstanding on the connection "
+                                "(max.in.flight.requests.per.connection)")
+            b.add_argument("--acks", type=int, choices=(-1, 0, 1), default=1, help="acks of every request")
+            b.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none",
+                           help="compression of every batch")
+            b.add_argument("--partitions", type=int_in(1, INT32_MAX), default=1,
+                           help="partitions of the topic, if it is created")
+            b.add_argument("--rate", type=float_in(0.0, 1e12, lo_open=True, what="records per second"),
+                           help="records per second (default: as fast as possible)")
         else:
-            b.add_argument("--offset", type=int, default=0)
-            b.add_argument("--max-bytes", type=int, default=8 << 20)
+            b.add_argument("--offset", type=int_in(0), default=0, help="offset to read from")
+            b.add_argument("--max-bytes", type=int_in(1, INT32_MAX), default=8 << 20, help="max bytes per fetch")
             b.add_argument("--verify", action="store_true", help="check CRCs and decode every record")
-        b.set_defaults(func=_main)
+        b.set_defaults(func=_main, bytes_args=("embedded",))
+
+
+#: Largest batch bench builds (Kafka's message.max.bytes default is 1 MiB; far above it
+#: the broker refuses anyway, and building it would only use memory).
+_MAX_BATCH_BYTES = 256 << 20
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pylog.errors import PylogError
+    import os
 
+    from pylog.server.tools import CommandError
+
+    if args.embedded is not None and "bootstrap_server" in args.given:
+        raise CommandError("bench: give --bootstrap-server or --embedded, not both", 2)
+    if args.embedded and os.path.exists(args.embedded) and not os.path.isdir(args.embedded):
+        raise CommandError(f"bench: --embedded {os.fsdecode(args.embedded)!r} is not a directory", 2)
+    if args.what == "produce" and args.record_size * args.batch_records > _MAX_BATCH_BYTES:
+        raise CommandError(f"bench: a batch of {args.batch_records} records of {args.record_size} bytes is "
+                           f"more than {_MAX_BATCH_BYTES >> 20} MiB: lower --batch-records or --record-size", 2)
     progress = False if args.no_progress else None
+    every = args.reporting_interval
     temp = None
     try:
         if args.embedded is not None:
@@ -340,21 +398,21 @@ def _main(args: argparse.Namespace) -> int:
             if args.what == "produce":
                 res = produce_embedded(data_dir, args.topic, args.records, record_size=args.record_size,
                                        batch_records=args.batch_records, compression=args.compression,
-                                       progress=progress)
+                                       progress=progress, reporting_interval_ms=every)
             else:
                 res = consume_embedded(data_dir, args.topic, args.records, max_bytes=args.max_bytes,
-                                       progress=progress)
+                                       progress=progress, reporting_interval_ms=every)
         elif args.what == "produce":
             res = produce_wire(args.bootstrap_server, args.topic, args.records, record_size=args.record_size,
                                batch_records=args.batch_records, in_flight=args.in_flight, acks=args.acks,
                                compression=args.compression, partitions=args.partitions, rate=args.rate,
-                               progress=progress)
+                               progress=progress, timeout=args.timeout, reporting_interval_ms=every)
         else:
             res = consume_wire(args.bootstrap_server, args.topic, args.records, offset=args.offset,
-                               max_bytes=args.max_bytes, verify=args.verify, progress=progress)
-    except PylogError as exc:
-        print(f"pylog bench: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+                               max_bytes=args.max_bytes, verify=args.verify, progress=progress,
+                               timeout=args.timeout, reporting_interval_ms=every)
+    except BenchError as exc:
+        raise CommandError(f"bench: {exc}") from None
     finally:
         if temp is not None:
             temp.cleanup()
@@ -366,4 +424,3 @@ def _main(args: argparse.Namespace) -> int:
               f"{res['records_per_s']:,.0f} records/s, {res['mb_per_s']:.1f} MB/s; latency ms "
               f"p50 {lat['p50']:.2f} p95 {lat['p95']:.2f} p99 {lat['p99']:.2f} max {lat['max']:.2f}")
     return 0
-

@@ -4,26 +4,268 @@
 Every tool except ``serve``, ``dump-log`` and ``bench --embedded`` speaks the Kafka
 protocol to ``--bootstrap-server`` (default ``127.0.0.1:9092``) through
 :mod:`pylog.server.wire_client`, so it works against ``pylog serve`` and Apache Kafka
-alike.  Output is plain text, one item per line, for people and for ``grep``; errors go
-to stderr with exit status 1 (2 for bad usage).
+alike.  Output is plain text, one item per line, for people and for ``grep``.
+
+Errors are one line on stderr, ``pylog: <message>``, with the message Kafka's tools
+show (never a Python class name or a traceback); the exit status is 2 for bad usage
+(an argument of the wrong type or range, detected before anything is done) and 1 for an
+operation that failed.  Every argument is checked by the type functions below
+(:func:`int_in`, :func:`timeout_seconds`, :func:`bootstrap_servers`, :func:`topic_name`,
+...) so that a bad value is a usage error, not an exception deep in a codec.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
+import math
 import os
 import signal
+import socket
 import struct
 import sys
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "CommandError", "describe_error", "int_in", "float_in", "timeout_seconds",
+           "bootstrap_servers", "topic_name", "datetime_ms", "log_level", "common_options"]
 
-_DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_TIMEOUT = 30.0
 _EARLIEST, _LATEST = -2, -1
+INT16_MAX, INT32_MAX, INT64_MAX = 2**15 - 1, 2**31 - 1, 2**63 - 1
+#: Kafka's topic name rule (Topic.java): ASCII alphanumerics, '.', '_', '-'; at most 249.
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_TOPIC_MAX = 249
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class CommandError(Exception):
+    """A failure a command reports as one line, ``pylog: <message>``.
+
+    ``status`` is the exit status: 1 (the operation failed, the default) or 2 (bad usage).
+    """
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+#: The messages Kafka's clients show for an error code (Errors.java), used when a broker
+#: answered with a bare code and no error_message.
+_KAFKA_MESSAGES = {
+    -1: "The server experienced an unexpected error when processing the request.",
+    1: "The requested offset is not within the range of offsets maintained by the server.",
+    2: "This message has failed its CRC checksum, exceeds the valid size, has a null key for a "
+       "compacted topic, or is otherwise corrupt.",
+    3: "This server does not host this topic-partition.",
+    5: "There is no leader for this topic-partition as we are in the middle of a leadership election.",
+    6: "This server is not the leader for that topic-partition.",
+    7: "The request timed out.",
+    10: "The request included a message larger than the max message size the server will accept.",
+    14: "The coordinator is loading and hence can't process requests.",
+    15: "The coordinator is not available.",
+    16: "This is not the correct coordinator.",
+    17: "The request attempted to perform an operation on an invalid topic.",
+    19: "Messages are rejected since there are fewer in-sync replicas than required.",
+    24: "The configured groupId is invalid.",
+    25: "The coordinator is not aware of this member.",
+    35: "The version of API is not supported.",
+    36: "Topic with this name already exists.",
+    37: "Number of partitions is below 1.",
+    38: "Replication factor is below 1 or larger than the number of available brokers.",
+    40: "Configuration is invalid.",
+    42: "This most likely occurs because of a request being malformed by the client library or the "
+        "message was sent to an incompatible broker. See the broker logs for more details.",
+    56: "Disk error when trying to access log file on the disk.",
+    68: "The group is not empty.",
+    69: "The group id does not exist.",
+    87: "The record was rejected.",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line message for ``exc`` as Kafka's tools word it: the error's message,
+    with a bare Kafka error name (``UNKNOWN_TOPIC_OR_PARTITION``) replaced by Kafka's
+    description of it.  Never the Python class name."""
+    from pylog.errors import PylogError
+
+    if isinstance(exc, CommandError):
+        return str(exc)
+    if isinstance(exc, PylogError):
+        msg = str(exc)
+        text = _KAFKA_MESSAGES.get(exc.error_code)
+        if text is not None:
+            if not msg or msg == exc.kafka_name:
+                return text
+            if msg.endswith(": " + exc.kafka_name):
+                return msg[: -len(exc.kafka_name)] + text
+        return msg or exc.kafka_name
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        if exc.filename is not None:
+            return f"{os.fsdecode(exc.filename)}: {what}"
+        return what
+    return str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------
+# argument types: a bad value is a usage error (exit 2) with a message, never a traceback
+# --------------------------------------------------------------------------------------
+
+
+def int_in(lo: int | None = None, hi: int | None = None, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse type: an integer in ``[lo, hi]``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if lo is not None and value < lo or hi is not None and value > hi:
+            if hi is None:
+                raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at least {lo}")
+            if lo is None:
+                raise argparse.ArgumentTypeError(f"{value} is out of range: it must be at most {hi}")
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be in [{lo}, {hi}]")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def float_in(lo: float, hi: float, *, lo_open: bool = False, what: str = "a number") -> Callable[[str], float]:
+    """An argparse type: a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+            bound = f"greater than {lo:.15g}" if lo_open else f"at least {lo:.15g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {bound} and at most {hi:.15g}")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+#: --timeout: seconds, more than 0 (0 would make the socket non-blocking) and small
+#: enough that it fits the protocol's int32 timeout_ms fields.
+timeout_seconds = float_in(0.0, INT32_MAX // 1000, lo_open=True, what="a number of seconds")
+
+
+def bootstrap_servers(text: str) -> str:
+    """An argparse type: ``HOST:PORT[,HOST:PORT...]`` with ports in 1..65535."""
+    from pylog.server.wire_client import parse_bootstrap
+
+    try:
+        servers = parse_bootstrap(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected HOST:PORT[,HOST:PORT...], e.g. {DEFAULT_BOOTSTRAP}") from None
+    for host, port in servers:
+        if not host or not 1 <= port <= 65535:
+            raise argparse.ArgumentTypeError(f"{text!r}: invalid url in bootstrap.servers: "
+                                             f"{host or '(no host)'}:{port} (the port must be in 1..65535)")
+        try:
+            host.encode("idna" if not host.isascii() else "ascii")
+        except UnicodeError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is not a host name") from None
+    return text
+
+
+def topic_name(text: str) -> str:
+    """An argparse type: a legal Kafka topic name (Kafka's tools check this too)."""
+    if text in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"topic name {text!r} is illegal, it cannot be empty, '.' or '..'")
+    if len(text) > _TOPIC_MAX:
+        raise argparse.ArgumentTypeError(
+            f"topic name is illegal, it can't be longer than {_TOPIC_MAX} characters, topic name: {text[:40]}...")
+    if not set(text) <= _TOPIC_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"topic name {_printable(text)!r} is illegal, it contains a character other than ASCII "
+            "alphanumerics, '.', '_' and '-'")
+    return text
+
+
+def topic_partitions(text: str) -> tuple[str, list[int] | None]:
+    """An argparse type: ``TOPIC`` or ``TOPIC:P1,P2`` (kafka-consumer-groups' --topic)."""
+    name, sep, plist = text.partition(":")
+    topic_name(name)
+    if not sep:
+        return name, None
+    parts = []
+    for item in plist.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) > INT32_MAX:
+            raise argparse.ArgumentTypeError(
+                f"{_printable(text)!r}: partition {_printable(item)!r} is not a partition number "
+                "(expected TOPIC or TOPIC:P1,P2)")
+        parts.append(int(item))
+    return name, sorted(set(parts))
+
+
+def datetime_ms(text: str) -> int:
+    """An argparse type: a time as epoch milliseconds or ISO 8601
+    (``2024-05-01T12:00:00.000``, with ``Z`` or ``+02:00``; no zone: local time), as
+    kafka-consumer-groups' --to-datetime takes it."""
+    t = text.strip()
+    if t.isdigit():
+        value = int(t)
+    else:
+        iso = t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t
+        try:
+            dt = datetime.datetime.fromisoformat(iso)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{_printable(text)!r} is not a time: give epoch milliseconds or ISO 8601, "
+                "e.g. 2024-05-01T12:00:00.000 (local time) or 2024-05-01T12:00:00Z") from None
+        try:
+            value = int(dt.timestamp() * 1000) if dt.tzinfo else int(dt.astimezone().timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            raise argparse.ArgumentTypeError(f"{_printable(text)!r} is out of range") from None
+    if not 0 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{_printable(text)!r} is out of range: a time from 1970 on")
+    return value
+
+
+def log_level(text: str) -> str:
+    """An argparse type: one of :data:`LOG_LEVELS` (any case; log4j's WARN and TRACE too)."""
+    level = {"WARN": "WARNING", "TRACE": "DEBUG", "FATAL": "CRITICAL"}.get(text.upper(), text.upper())
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{_printable(text)!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def offset_spec(text: str) -> str | int:
+    """An argparse type for consume's --offset: ``earliest``, ``latest`` or an offset >= 0."""
+    t = text.strip().lower()
+    if t in ("earliest", "latest"):
+        return t
+    if t.isdigit() and int(t) <= INT64_MAX:
+        return int(t)
+    raise argparse.ArgumentTypeError(
+        f"the provided offset value {_printable(text)!r} is incorrect. Valid values are 'earliest', "
+        "'latest', or a non-negative long")
+
+
+def _printable(text: str) -> str:
+    """``text`` as it can be printed (argv bytes that are not UTF-8 come as surrogates)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def common_options(p: argparse.ArgumentParser, *, connects: bool) -> None:
+    """The options every leaf command takes, also accepted before the subcommand
+    (``pylog --bootstrap-server H:P topics list``): their defaults are filled in by
+    :func:`pylog.cli.main`, so a value given in either position survives argparse."""
+    if connects:
+        p.add_argument("--bootstrap-server", type=bootstrap_servers, default=argparse.SUPPRESS,
+                       metavar="HOST:PORT[,...]", help=f"broker(s) to connect to (default {DEFAULT_BOOTSTRAP})")
+        p.add_argument("--timeout", type=timeout_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+                       help=f"seconds to wait for each answer (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--log-level", type=log_level, default=argparse.SUPPRESS, metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING or ERROR (default INFO for serve, WARNING otherwise)")
+    p.set_defaults(connects=connects)
 
 
 def add_commands(sub: Any) -> None:
@@ -39,50 +281,27 @@ def add_commands(sub: Any) -> None:
     bench.add_command(sub)
 
 
-def _bootstrap_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap-server", default=_DEFAULT_BOOTSTRAP, metavar="HOST:PORT[,...]",
-                   help=f"broker(s) to connect to (default {_DEFAULT_BOOTSTRAP})")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
-
-
 def _client(args: argparse.Namespace, client_id: str = "pylog-cli") -> Any:
     from pylog.server.wire_client import WireClient
 
     return WireClient(args.bootstrap_server, client_id=client_id, timeout=args.timeout)
 
 
-def _fail(message: str) -> int:
+def _warn(message: str) -> None:
     print(f"pylog: {message}", file=sys.stderr)
+
+
+def _fail(message: str) -> int:
+    _warn(message)
     return 1
-
-
-def _run(fn: Any) -> Any:
-    """Wrap a command: pylog errors become one line on stderr and exit status 1."""
-    def wrapped(args: argparse.Namespace) -> int:
-        from pylog.errors import PylogError
-
-        try:
-            return fn(args)
-        except PylogError as exc:
-            return _fail(f"{type(exc).__name__}: {exc}")
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:
-            # Output piped into head & co: stop quietly.
-            try:
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-            except OSError:
-                pass
-            return 0
-    return wrapped
 
 
 def _parse_kv(items: Iterable[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"pylog: {what} {item!r}: expected KEY=VALUE")
+        if not sep or not key.strip():
+            raise CommandError(f"{what} {_printable(item)!r}: expected KEY=VALUE", 2)
         out[key.strip()] = value
     return out
 
@@ -105,19 +324,19 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--config", metavar="FILE", help="a Kafka-style server.properties file")
     p.add_argument("--override", metavar="KEY=VALUE", action="append", default=[],
                    help="set a broker config (Kafka's name), e.g. num.partitions=3; repeatable")
-    p.add_argument("--num-partitions", type=int, help="partitions of auto-created topics (num.partitions)")
+    p.add_argument("--num-partitions", type=int_in(1, INT32_MAX),
+                   help="partitions of auto-created topics (num.partitions)")
     p.add_argument("--no-auto-create-topics", action="store_true",
                    help="do not create topics on Metadata/Produce (auto.create.topics.enable=false)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    p.set_defaults(func=_serve)
+    common_options(p, connects=False)
+    p.set_defaults(func=_serve, bytes_args=("data_dir", "config"))
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pylog.errors import InvalidConfigError
     from pylog.server.config import ServerConfig, read_properties_file
     from pylog.server.server import configure_logging, run
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or "INFO")
     props: dict[str, Any] = {}
     try:
         if args.config:
@@ -125,7 +344,7 @@ def _serve(args: argparse.Namespace) -> int:
         for item in args.override:
             key, sep, value = item.partition("=")
             if not sep:
-                print(f"pylog serve: --override {item!r}: expected KEY=VALUE", file=sys.stderr)
+                print(f"pylog serve: --override {_printable(item)!r}: expected KEY=VALUE", file=sys.stderr)
                 return 2
             props[key.strip()] = value.strip()
         if args.data_dir:
@@ -139,10 +358,37 @@ def _serve(args: argparse.Namespace) -> int:
         if args.no_auto_create_topics:
             props["auto.create.topics.enable"] = "false"
         config = ServerConfig.from_kafka(props)
-    except InvalidConfigError as exc:
-        print(f"pylog serve: {exc}", file=sys.stderr)
+    except ValueError as exc:      # InvalidConfigError, or a config file that is not UTF-8
+        print(f"pylog serve: {describe_error(exc)}", file=sys.stderr)
         return 2
+    # Nothing is created before the arguments are known to work: a data directory that
+    # is a file, or a port in use, is reported before the data directory is made.
+    data_dir = config.log_dirs
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        print(f"pylog serve: log.dirs {_printable(os.fsdecode(data_dir))!r} is not a directory",
+              file=sys.stderr)
+        return 2
+    problem = _cannot_listen(*config.listen_address)
+    if problem is not None:
+        print(f"pylog serve: {problem}", file=sys.stderr)
+        return 1
     return run(config)
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not bind ``host:port`` (None if it can), tried with the
+    options the server binds with (SO_REUSEADDR), the socket closed again at once."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except (OSError, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot listen on {_printable(host)}:{port}: {why}"
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -152,35 +398,37 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_topics(sub: Any) -> None:
     p = sub.add_parser("topics", help="list, create, describe, delete and alter topics")
-    tsub = p.add_subparsers(dest="action", required=True)
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = tsub.add_parser("list", help="topic names, one per line")
-    _bootstrap_arg(ls)
+    common_options(ls, connects=True)
     ls.add_argument("--internal", action="store_true", help="include internal topics")
-    ls.set_defaults(func=_run(_topics_list))
+    ls.set_defaults(func=_topics_list)
     cr = tsub.add_parser("create", help="create a topic")
-    _bootstrap_arg(cr)
-    cr.add_argument("topic")
-    cr.add_argument("--partitions", type=int, default=-1, help="default: the broker's num.partitions")
-    cr.add_argument("--replication-factor", type=int, default=-1)
+    common_options(cr, connects=True)
+    cr.add_argument("topic", type=topic_name)
+    cr.add_argument("--partitions", type=int_in(1, INT32_MAX), default=-1,
+                    help="default: the broker's num.partitions")
+    cr.add_argument("--replication-factor", type=int_in(1, INT16_MAX), default=-1,
+                    help="default: the broker's default.replication.factor")
     cr.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="topic config; repeatable")
     cr.add_argument("--if-not-exists", action="store_true")
-    cr.set_defaults(func=_run(_topics_create))
+    cr.set_defaults(func=_topics_create)
     de = tsub.add_parser("describe", help="partitions, offsets and non-default configs")
-    _bootstrap_arg(de)
-    de.add_argument("topic", nargs="*", help="default: every topic")
+    common_options(de, connects=True)
+    de.add_argument("topic", nargs="*", type=topic_name, help="default: every topic")
     de.add_argument("--all-configs", action="store_true", help="also list configs at their defaults")
-    de.set_defaults(func=_run(_topics_describe))
-    dl = tsub.add_parser("delete", help="delete topics")
-    _bootstrap_arg(dl)
-    dl.add_argument("topic", nargs="+")
-    dl.set_defaults(func=_run(_topics_delete))
+    de.set_defaults(func=_topics_describe)
+    dl = tsub.add_parser("delete", help="delete topics (each is tried; exit 1 if any failed)")
+    common_options(dl, connects=True)
+    dl.add_argument("topic", nargs="+", type=topic_name)
+    dl.set_defaults(func=_topics_delete)
     al = tsub.add_parser("alter", help="add partitions, set or delete configs")
-    _bootstrap_arg(al)
-    al.add_argument("topic")
-    al.add_argument("--partitions", type=int, help="new (larger) partition count")
+    common_options(al, connects=True)
+    al.add_argument("topic", type=topic_name)
+    al.add_argument("--partitions", type=int_in(1, INT32_MAX), help="new (larger) partition count")
     al.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="set; repeatable")
     al.add_argument("--delete-config", action="append", default=[], metavar="KEY", help="back to default")
-    al.set_defaults(func=_run(_topics_alter))
+    al.set_defaults(func=_topics_alter)
 
 
 def _topics_list(args: argparse.Namespace) -> int:
@@ -244,18 +492,27 @@ def _topic_id(u: Any) -> str:
 
 
 def _topics_delete(args: argparse.Namespace) -> int:
+    from pylog.errors import PylogError
+    from pylog.server.wire_client import WireError
+
+    status = 0
     with _client(args) as c:
         for name in args.topic:
-            c.delete_topic(name)
+            try:
+                c.delete_topic(name)
+            except WireError:
+                raise          # the connection failed: the other topics would fail too
+            except PylogError as exc:
+                status = _fail(describe_error(exc))
+                continue
             print(f"Deleted topic {name}.")
-    return 0
+    return status
 
 
 def _topics_alter(args: argparse.Namespace) -> int:
     sets = _parse_kv(args.config, "--config")
     if args.partitions is None and not sets and not args.delete_config:
-        print("pylog topics alter: give --partitions, --config or --delete-config", file=sys.stderr)
-        return 2
+        raise CommandError("topics alter: give --partitions, --config or --delete-config", 2)
     with _client(args) as c:
         if args.partitions is not None:
             c.create_partitions(args.topic, args.partitions)
@@ -276,52 +533,99 @@ def _topics_alter(args: argparse.Namespace) -> int:
 def _add_produce(sub: Any) -> None:
     p = sub.add_parser("produce", help="console producer: one record per input line",
                        description="Read records from stdin (or --file) and produce them.  Formats: "
-                                   "'line' (the line is the value; with --key-separator, key SEP value), "
-                                   "'json' ({\"key\":..., \"value\":..., \"headers\": {...}, "
-                                   "\"partition\": n, \"timestamp\": ms} per line).")
-    _bootstrap_arg(p)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--partition", type=int, help="all records to this partition")
+                                   "'line' (the line's bytes are the value; with --key-separator, key SEP "
+                                   "value), 'json' ({\"key\":..., \"value\":..., \"headers\": {...}, "
+                                   "\"partition\": n, \"timestamp\": ms} per line, UTF-8).  A topic that "
+                                   "does not exist is created if the broker allows it "
+                                   "(auto.create.topics.enable), as Kafka's console producer does.")
+    common_options(p, connects=True)
+    p.add_argument("--topic", required=True, type=topic_name)
+    p.add_argument("--partition", type=int_in(0, INT32_MAX), help="all records to this partition")
     p.add_argument("--format", choices=("line", "json"), default="line")
     p.add_argument("--key-separator", help="(line format) split each line into key and value at this string")
     p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                    help="(line format) a header on every record; repeatable")
     p.add_argument("--acks", type=int, choices=(-1, 0, 1), default=-1)
     p.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none")
-    p.add_argument("--batch-size", type=int, default=16384, help="bytes per batch (batch.size)")
+    p.add_argument("--batch-size", type=int_in(0, INT32_MAX), default=16384,
+                   help="bytes per batch (batch.size; 0 disables batching: one record per batch, as in Kafka)")
     p.add_argument("--file", help="read from this file instead of stdin")
-    p.set_defaults(func=_run(_produce))
+    p.set_defaults(func=_produce, bytes_args=("file", "key_separator"))
 
 
-def _records_from_input(args: argparse.Namespace, lines: Iterable[str]) -> Iterator[tuple]:
-    """(partition or None, key, value, headers, timestamp or None) per input line."""
-    fixed_headers = [(k, v.encode()) for k, v in _parse_kv(args.header, "--header").items()]
+_Record = tuple[int | None, bytes | None, bytes | None, list[tuple[str, bytes | None]], int | None]
+
+
+def _records_from_input(args: argparse.Namespace, lines: Iterable[bytes]) -> Iterator[_Record]:
+    """(partition or None, key, value, headers, timestamp or None) per input line.
+
+    Lines are bytes: in the line format they are produced as they are (any bytes); the
+    json format needs UTF-8.  Bad input raises :class:`CommandError` naming the line."""
+    fixed_headers: list[tuple[str, bytes | None]] = [
+        (k, v.encode()) for k, v in _parse_kv(args.header, "--header").items()]
+    # argv bytes that are not UTF-8 arrive as surrogates: os.fsencode gives them back.
+    separator = os.fsencode(args.key_separator) if args.key_separator else None
     for n, raw in enumerate(lines, 1):
-        line = raw.rstrip("\n").rstrip("\r") if raw.endswith("\n") else raw
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if args.format == "json":
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise SystemExit(f"pylog produce: line {n}: not JSON ({exc})") from None
-            if not isinstance(obj, dict):
-                obj = {"value": obj}
-            key = obj.get("key")
-            value = obj.get("value")
-            headers = obj.get("headers") or {}
-            hs = [(str(k), None if v is None else _to_bytes(v)) for k, v in
-                  (headers.items() if isinstance(headers, dict) else headers)]
-            yield (obj.get("partition"), None if key is None else _to_bytes(key),
-                   None if value is None else _to_bytes(value), hs + fixed_headers, obj.get("timestamp"))
+            yield _json_record(n, line, fixed_headers)
         else:
             key = None
             value = line
-            if args.key_separator:
-                if args.key_separator not in line:
-                    raise SystemExit(f"pylog produce: line {n} has no key separator {args.key_separator!r}")
-                key, value = line.split(args.key_separator, 1)
-            yield (None, None if key is None else key.encode(), value.encode(), fixed_headers, None)
+            if separator:
+                if separator not in line:
+                    raise CommandError(f"produce: line {n} has no key separator "
+                                       f"{_printable(args.key_separator)!r}")
+                key, value = line.split(separator, 1)
+            yield (None, key, value, fixed_headers, None)
+
+
+def _json_record(n: int, line: bytes, fixed_headers: list[tuple[str, bytes | None]]) -> _Record:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"produce: line {n}: not UTF-8 (byte {exc.start}); the json format "
+                           "needs UTF-8 (use --format line for other bytes)") from None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CommandError(f"produce: line {n}: not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        obj = {"value": obj}
+    unknown = set(obj) - {"key", "value", "headers", "partition", "timestamp"}
+    if unknown:
+        raise CommandError(f"produce: line {n}: unknown field(s) {', '.join(sorted(map(repr, unknown)))}; "
+                           "expected key, value, headers, partition and timestamp")
+    partition = obj.get("partition")
+    if partition is not None and not (type(partition) is int and 0 <= partition <= INT32_MAX):
+        raise CommandError(f"produce: line {n}: \"partition\" must be a partition number, not "
+                           f"{json.dumps(partition)[:40]}")
+    timestamp = obj.get("timestamp")
+    if timestamp is not None and not (type(timestamp) is int and 0 <= timestamp <= INT64_MAX):
+        raise CommandError(f"produce: line {n}: \"timestamp\" must be milliseconds since the epoch "
+                           f"(a number), not {json.dumps(timestamp)[:40]}")
+    headers = obj.get("headers") or {}
+    if isinstance(headers, dict):
+        pairs = list(headers.items())
+    elif isinstance(headers, list) and all(isinstance(h, list) and len(h) == 2 for h in headers):
+        pairs = [(h[0], h[1]) for h in headers]
+    else:
+        raise CommandError(f"produce: line {n}: \"headers\" must be an object or a list of "
+                           "[key, value] pairs")
+    if not all(isinstance(k, str) for k, _ in pairs):
+        raise CommandError(f"produce: line {n}: header keys must be strings")
+    try:
+        hs = [(k, None if v is None else _to_bytes(v)) for k, v in pairs]
+        key = obj.get("key")
+        value = obj.get("value")
+        return (partition, None if key is None else _to_bytes(key),
+                None if value is None else _to_bytes(value), hs + fixed_headers, timestamp)
+    except UnicodeEncodeError:        # "\ud800" in JSON is a lone surrogate: no UTF-8 for it
+        raise CommandError(f"produce: line {n}: a string is not valid Unicode (lone surrogate)") from None
 
 
 def _to_bytes(v: Any) -> bytes:
@@ -330,55 +634,92 @@ def _to_bytes(v: Any) -> bytes:
     return json.dumps(v, separators=(",", ":")).encode()
 
 
+def _open_input(args: argparse.Namespace) -> BinaryIO:
+    if args.file is None:
+        if sys.stdin is None:
+            raise CommandError("produce: no standard input; give --file")
+        return getattr(sys.stdin, "buffer", sys.stdin)
+    if os.path.isdir(args.file):
+        raise CommandError(f"produce: --file {_printable(os.fsdecode(args.file))}: Is a directory")
+    return open(args.file, "rb")  # noqa: SIM115 - closed by _produce
+
+
+def _leaders_creating(c: Any, topic: str, timeout: float) -> dict[int, int]:
+    """partition -> leader of ``topic``, asking the broker to create it if it does not
+    exist (Metadata allow_auto_topic_creation, as Kafka's producer does), and waiting
+    up to ``timeout`` seconds while it has no leader yet."""
+    from pylog.server.wire_client import raise_for_code
+
+    deadline = time.monotonic() + timeout
+    while True:
+        md = c.metadata([topic], allow_auto_create=True)
+        t = next((t for t in md.topics if t.name == topic), None)
+        code = 3 if t is None else t.error_code
+        if code == 0 and t.partitions and all(p.leader_id >= 0 for p in t.partitions):
+            return {p.partition_index: p.leader_id for p in t.partitions}
+        if code not in (0, 5) or time.monotonic() > deadline:     # 5: LEADER_NOT_AVAILABLE
+            if code == 3:
+                raise CommandError(f"topic {topic} does not exist and the broker did not create it "
+                                   "(auto.create.topics.enable=false?): create it with 'pylog topics create'")
+            raise_for_code(code or 5, None, f"topic {topic}")
+        time.sleep(0.1)             # retry.backoff.ms: the topic is being created
+
+
 def _produce(args: argparse.Namespace) -> int:
     from pylog._core import partition_for_key
     from pylog.records import RecordBatchBuilder
     from pylog.server.wire_client import produce_on
 
-    stream = open(args.file, encoding="utf-8") if args.file else sys.stdin  # noqa: SIM115
+    stream = _open_input(args)
     sent = 0
-    with _client(args, "pylog-console-producer") as c:
-        leaders = c.partitions(args.topic)
-        count = len(leaders)
-        if args.partition is not None and args.partition not in leaders:
-            return _fail(f"topic {args.topic} has no partition {args.partition}")
-        builders: dict[int, Any] = {}
-        sticky = 0
+    try:
+        with _client(args, "pylog-console-producer") as c:
+            leaders = _leaders_creating(c, args.topic, args.timeout)
+            count = len(leaders)
+            if args.partition is not None and args.partition not in leaders:
+                return _fail(f"topic {args.topic} has no partition {args.partition}")
+            builders: dict[int, Any] = {}
+            sticky = 0
 
-        def flush(partition: int) -> None:
-            nonlocal sent
-            b = builders.pop(partition, None)
-            if b is None or not len(b):
-                return
-            produce_on(c.node(leaders[partition]), args.topic, partition, b.build(), acks=args.acks)
-            sent += len(b)
+            def flush(partition: int) -> None:
+                nonlocal sent
+                b = builders.pop(partition, None)
+                if b is None or not len(b):
+                    return
+                produce_on(c.node(leaders[partition]), args.topic, partition, b.build(), acks=args.acks,
+                           timeout_ms=int(args.timeout * 1000))
+                sent += len(b)
 
-        try:
-            for partition, key, value, headers, ts in _records_from_input(args, stream):
-                if partition is None:
-                    if args.partition is not None:
-                        partition = args.partition
-                    elif key is not None:
-                        partition = partition_for_key(key, count)
-                    else:
-                        partition = sticky
-                if partition not in leaders:
-                    return _fail(f"topic {args.topic} has no partition {partition}")
-                b = builders.get(partition)
-                if b is not None and not b.has_room_for(len(key or b""), len(value or b""), headers):
+            try:
+                for partition, key, value, headers, ts in _records_from_input(args, stream):
+                    if partition is None:
+                        if args.partition is not None:
+                            partition = args.partition
+                        elif key is not None:
+                            partition = partition_for_key(key, count)
+                        else:
+                            partition = sticky
+                    if partition not in leaders:
+                        raise CommandError(f"topic {args.topic} has no partition {partition}")
+                    b = builders.get(partition)
+                    if b is not None and not b.has_room_for(len(key or b""), len(value or b""), headers):
+                        flush(partition)
+                        if key is None and args.partition is None:
+                            sticky = (sticky + 1) % count
+                        b = None
+                    if b is None:
+                        b = builders[partition] = RecordBatchBuilder(compression=args.compression,
+                                                                     batch_size=args.batch_size)
+                    b.append(ts, key, value, headers)
+                for partition in list(builders):
                     flush(partition)
-                    if key is None and args.partition is None:
-                        sticky = (sticky + 1) % count
-                    b = None
-                if b is None:
-                    b = builders[partition] = RecordBatchBuilder(compression=args.compression,
-                                                                 batch_size=args.batch_size)
-                b.append(ts, key, value, headers)
-            for partition in list(builders):
-                flush(partition)
-        finally:
-            if stream is not sys.stdin:
-                stream.close()
+            except BaseException:
+                if sent:
+                    print(f"Produced {sent} record(s) to {args.topic} before the failure.", file=sys.stderr)
+                raise
+    finally:
+        if args.file is not None:
+            stream.close()
     print(f"Produced {sent} record(s) to {args.topic}.", file=sys.stderr)
     return 0
 
@@ -392,16 +733,17 @@ def _add_consume(sub: Any) -> None:
     p = sub.add_parser("consume", help="console consumer",
                        description="Print records of a topic.  Without --group it reads every partition "
                                    "(or --partition) from --offset; with --group it joins the consumer "
-                                   "group and commits what it printed.")
-    _bootstrap_arg(p)
-    p.add_argument("--topic", required=True)
+                                   "group and commits what it printed.  An --offset outside the log is "
+                                   "reset to the log's start or end, with a warning.")
+    common_options(p, connects=True)
+    p.add_argument("--topic", required=True, type=topic_name)
     p.add_argument("--group", help="consumer group to join (commits its position)")
-    p.add_argument("--partition", type=int)
-    p.add_argument("--offset", default=None,
+    p.add_argument("--partition", type=int_in(0, INT32_MAX))
+    p.add_argument("--offset", default=None, type=offset_spec,
                    help="'earliest', 'latest' or an offset (default: latest, or the group's commit)")
     p.add_argument("--from-beginning", action="store_true", help="same as --offset earliest")
-    p.add_argument("--max-messages", type=int, help="exit after this many records")
-    p.add_argument("--timeout-ms", type=int, help="exit when no record arrives for this long")
+    p.add_argument("--max-messages", type=int_in(1), help="exit after this many records")
+    p.add_argument("--timeout-ms", type=int_in(0), help="exit when no record arrives for this long")
     p.add_argument("--format", choices=("value", "line", "json"), default="value",
                    help="value: the value; line: [key SEP] value with --print-key; json: one object per record")
     p.add_argument("--print-key", action="store_true")
@@ -409,7 +751,7 @@ def _add_consume(sub: Any) -> None:
     p.add_argument("--print-offset", action="store_true")
     p.add_argument("--key-separator", default="\t")
     p.add_argument("--assignor", default="range", choices=("range", "roundrobin", "cooperative-sticky"))
-    p.set_defaults(func=_run(_consume))
+    p.set_defaults(func=_consume)
 
 
 def _format_record(args: argparse.Namespace, topic: str, partition: int, r: Any) -> str:
@@ -424,11 +766,16 @@ def _format_record(args: argparse.Namespace, topic: str, partition: int, r: Any)
     if args.print_offset:
         parts.append(f"{partition}:{r.offset}")
     if args.print_headers:
-        parts.append(",".join(f"{k}:{_text(v)}" for k, v in r.headers) or "NO_HEADERS")
+        parts.append(",".join(f"{k}:{_shown(v)}" for k, v in r.headers) or "NO_HEADERS")
     if args.print_key:
-        parts.append("null" if r.key is None else _text(r.key))
-    parts.append("null" if r.value is None else _text(r.value))
+        parts.append(_shown(r.key))
+    parts.append(_shown(r.value))
     return args.key_separator.join(parts)
+
+
+def _shown(b: bytes | None) -> str:
+    """Bytes as the console tools print them: ``null`` for none, else :func:`_text`."""
+    return "null" if b is None else str(_text(b))
 
 
 def _text(b: bytes | None) -> str | None:
@@ -441,18 +788,25 @@ def _text(b: bytes | None) -> str | None:
 
 
 def _consume(args: argparse.Namespace) -> int:
+    if args.from_beginning:
+        args.offset = "earliest"
+    terminated = [False]
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        terminated[0] = True
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _consume_loop(args, terminated)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _consume_loop(args: argparse.Namespace, terminated: list[bool]) -> int:
     from pylog.records import iter_batches
     from pylog.server.wire_client import GroupMember, fetch_on
 
-    if args.from_beginning:
-        args.offset = "earliest"
     stop = False
-
-    def on_term(_sig: int, _frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
     printed = 0
     out = sys.stdout
     with _client(args, "pylog-console-consumer") as c:
@@ -467,11 +821,19 @@ def _consume(args: argparse.Namespace) -> int:
                 return c.list_offset(args.topic, p, _LATEST)[0]
             if args.offset == "earliest":
                 return committed if committed >= 0 else c.list_offset(args.topic, p, _EARLIEST)[0]
-            try:
-                return int(args.offset)
-            except ValueError:
-                raise SystemExit(f"pylog consume: --offset {args.offset!r}: use earliest, latest or a number") \
-                    from None
+            return in_range(p, args.offset)
+
+        def in_range(p: int, offset: int) -> int:
+            """``offset`` if partition ``p`` holds it (or it is the log end), else the log
+            start or end, with the warning Kafka's consumer logs on a reset."""
+            start = c.list_offset(args.topic, p, _EARLIEST)[0]
+            end = c.list_offset(args.topic, p, _LATEST)[0]
+            if start <= offset <= end:
+                return offset
+            reset = start if offset < start else end
+            _warn(f"consume: offset {offset} is out of range for partition {args.topic}-{p} "
+                  f"(log start offset {start}, log end offset {end}); resetting to offset {reset}")
+            return reset
 
         if args.group:
             member = GroupMember(c, args.group, [args.topic], assignor=args.assignor)
@@ -483,7 +845,7 @@ def _consume(args: argparse.Namespace) -> int:
                 positions[p] = start_position(p)
         last_data = time.monotonic()
         try:
-            while not stop:
+            while not stop and not terminated[0]:
                 if member is not None:
                     was = set(positions)
                     assignment = member.ensure_active().get(args.topic, [])
@@ -504,9 +866,8 @@ def _consume(args: argparse.Namespace) -> int:
                     results = fetch_on(c.node(node), wanted_tps, max_wait_ms=200, max_bytes=4 << 20,
                                        partition_max_bytes=1 << 20)
                     for (topic, p), pd in results.items():
-                        if pd.error_code == 1:          # OFFSET_OUT_OF_RANGE: restart per --offset
-                            positions[p] = c.list_offset(topic, p, _EARLIEST if args.offset == "earliest"
-                                                         else _LATEST)[0]
+                        if pd.error_code == 1:          # OFFSET_OUT_OF_RANGE (the log moved): reset
+                            positions[p] = in_range(p, positions[p])
                             continue
                         if pd.error_code:
                             from pylog.errors import error_for_code
@@ -558,31 +919,33 @@ def _consume(args: argparse.Namespace) -> int:
 
 def _add_groups(sub: Any) -> None:
     p = sub.add_parser("groups", help="list, describe, reset-offsets and delete consumer groups")
-    gsub = p.add_subparsers(dest="action", required=True)
+    gsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = gsub.add_parser("list", help="group ids, one per line")
-    _bootstrap_arg(ls)
+    common_options(ls, connects=True)
     ls.add_argument("--state", action="store_true", help="also print each group's state")
-    ls.set_defaults(func=_run(_groups_list))
+    ls.set_defaults(func=_groups_list)
     de = gsub.add_parser("describe", help="members, committed offsets and lag per partition")
-    _bootstrap_arg(de)
+    common_options(de, connects=True)
     de.add_argument("group")
-    de.set_defaults(func=_run(_groups_describe))
+    de.set_defaults(func=_groups_describe)
     rs = gsub.add_parser("reset-offsets", help="move a group's committed offsets (group must be empty)")
-    _bootstrap_arg(rs)
+    common_options(rs, connects=True)
     rs.add_argument("group")
-    rs.add_argument("--topic", required=True, help="TOPIC or TOPIC:P1,P2")
+    rs.add_argument("--topic", required=True, type=topic_partitions, help="TOPIC or TOPIC:P1,P2")
     how = rs.add_mutually_exclusive_group(required=True)
     how.add_argument("--to-earliest", action="store_true")
     how.add_argument("--to-latest", action="store_true")
-    how.add_argument("--to-offset", type=int)
-    how.add_argument("--shift-by", type=int)
-    how.add_argument("--to-datetime", metavar="MS", type=int, help="first offset at or after this timestamp")
+    how.add_argument("--to-offset", type=int_in(0, INT64_MAX))
+    how.add_argument("--shift-by", type=int_in(-INT64_MAX, INT64_MAX))
+    how.add_argument("--to-datetime", metavar="TIME", type=datetime_ms,
+                     help="first offset at or after this time: epoch milliseconds or ISO 8601 "
+                          "(2024-05-01T12:00:00.000, local time; or with Z or +HH:MM)")
     rs.add_argument("--execute", action="store_true", help="commit the new offsets (default: only show them)")
-    rs.set_defaults(func=_run(_groups_reset))
-    dl = gsub.add_parser("delete", help="delete empty groups and their offsets")
-    _bootstrap_arg(dl)
+    rs.set_defaults(func=_groups_reset)
+    dl = gsub.add_parser("delete", help="delete empty groups and their offsets (each is tried; exit 1 if any failed)")
+    common_options(dl, connects=True)
     dl.add_argument("group", nargs="+")
-    dl.set_defaults(func=_run(_groups_delete))
+    dl.set_defaults(func=_groups_delete)
 
 
 def _groups_list(args: argparse.Namespace) -> int:
@@ -639,9 +1002,13 @@ def _groups_describe(args: argparse.Namespace) -> int:
 
 
 def _groups_reset(args: argparse.Namespace) -> int:
-    topic, _, plist = args.topic.partition(":")
+    topic, plist = args.topic
     with _client(args) as c:
-        parts = sorted(c.partitions(topic)) if not plist else [int(x) for x in plist.split(",")]
+        leaders = c.partitions(topic)
+        parts = sorted(leaders) if plist is None else plist
+        missing = [p for p in parts if p not in leaders]
+        if missing:
+            raise CommandError(f"topic {topic} has no partition {', '.join(map(str, missing))}")
         g = c.describe_group(args.group)
         if g.group_state not in ("Empty", "Dead") and args.execute:
             return _fail(f"group {args.group} is {g.group_state}: stop its consumers before resetting offsets")
@@ -662,7 +1029,7 @@ def _groups_reset(args: argparse.Namespace) -> int:
             else:
                 cur = current.get((topic, p), -1)
                 target = (cur if cur >= 0 else end) + args.shift_by
-            new[(topic, p)] = min(max(target, start), end)
+            new[(topic, p)] = min(max(target, start), end)      # out of range: clamped, as in Kafka
         print("GROUP\tTOPIC\tPARTITION\tNEW-OFFSET")
         for (t, p), off in sorted(new.items()):
             print(f"{args.group}\t{t}\t{p}\t{off}")
@@ -674,11 +1041,21 @@ def _groups_reset(args: argparse.Namespace) -> int:
 
 
 def _groups_delete(args: argparse.Namespace) -> int:
+    from pylog.errors import PylogError
+    from pylog.server.wire_client import WireError
+
+    status = 0
     with _client(args) as c:
         for gid in args.group:
-            c.delete_group(gid)
+            try:
+                c.delete_group(gid)
+            except WireError:
+                raise
+            except PylogError as exc:
+                status = _fail(describe_error(exc))
+                continue
             print(f"Deleted group {gid}.")
-    return 0
+    return status
 
 
 # --------------------------------------------------------------------------------------
@@ -687,33 +1064,42 @@ def _groups_delete(args: argparse.Namespace) -> int:
 
 
 def _add_dump_log(sub: Any) -> None:
-    p = sub.add_parser("dump-log", help="decode a segment file (.log, .index or .timeindex)")
+    p = sub.add_parser("dump-log", help="decode a segment file (.log, .index or .timeindex)",
+                       description="Print the batches of a segment file as Kafka's DumpLogSegments does. "
+                                   "A batch whose CRC does not match is printed with 'isvalid: false' and "
+                                   "the dump goes on; a batch whose framing is broken ends the dump of that "
+                                   "file.  Exit status 1 if any batch was invalid or a file unreadable.")
     p.add_argument("files", nargs="+", metavar="SEGMENT")
     p.add_argument("--print-data", action="store_true", help="print every record (keys, values, headers)")
-    p.add_argument("--no-crc-check", action="store_true", help="do not verify batch CRCs")
-    p.set_defaults(func=_run(_dump_log))
+    p.add_argument("--no-crc-check", action="store_true",
+                   help="do not compute batch CRCs (faster; isvalid is printed as 'unchecked')")
+    common_options(p, connects=False)
+    p.set_defaults(func=_dump_log, bytes_args=("files",))
 
 
 def _dump_log(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
-        print(f"Dumping {path}")
+        shown = _printable(os.fsdecode(path))
+        print(f"Dumping {shown}")
         try:
             if path.endswith(".index"):
                 _dump_index(path, ">II", lambda base, rel, pos: f"offset: {base + rel} position: {pos}")
             elif path.endswith(".timeindex"):
                 _dump_index(path, ">qI", lambda base, ts, rel: f"timestamp: {ts} offset: {base + rel}")
             else:
-                status |= _dump_segment(path, args)
-        except OSError as exc:
-            print(f"pylog dump-log: {path}: {exc.strerror or exc}", file=sys.stderr)
+                status |= _dump_segment(path, shown, args)
+        except BrokenPipeError:
+            raise                  # the reader went away (| head): not a problem of the file
+        except (OSError, ValueError) as exc:      # ValueError: mmap of a file that is not regular
+            _warn(f"dump-log: {shown}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}")
             status = 1
     return status
 
 
 def _base_offset_of(path: str) -> int:
     stem = os.path.basename(path).split(".", 1)[0]
-    return int(stem) if stem.isdigit() else 0
+    return int(stem) if stem.isdigit() and stem.isascii() else 0
 
 
 def _dump_index(path: str, fmt: str, show: Any) -> None:
@@ -729,7 +1115,7 @@ def _dump_index(path: str, fmt: str, show: Any) -> None:
         print(show(base, a, b))
 
 
-def _dump_segment(path: str, args: argparse.Namespace) -> int:
+def _dump_segment(path: str, shown: str, args: argparse.Namespace) -> int:
     import mmap
 
     with open(path, "rb") as f:
@@ -739,33 +1125,48 @@ def _dump_segment(path: str, args: argparse.Namespace) -> int:
             return 0
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            count, end, error = _print_batches(mm, args)
+            count, invalid, end, error = _print_batches(mm, args)
         finally:
-            mm.close()     # every view into it died with _print_batches' frame
-    if error is not None:
+            try:
+                mm.close()     # every view into it died with _print_batches' frame...
+            except BufferError:
+                pass           # ...unless an exception's traceback keeps it: freed with it
+    status = 0
+    if invalid:
+        _warn(f"dump-log: {shown}: {invalid} of {count} batch(es) failed the CRC check (isvalid: false)")
+        status = 1
+    if error is not None or end < size:
         if _all_zero(path, end):
             print(f"{count} batch(es), {end} bytes; the rest of the file ({size - end} bytes) is "
                   "preallocated and unused")
-            return 0
-        print(f"pylog dump-log: {path}: corrupt batch at byte {end}: {error}", file=sys.stderr)
+            return status
+        _warn(f"dump-log: {shown}: corrupt batch at byte {end}: "
+              f"{error or f'the file ends {size - end} bytes into a partial batch'}")
         return 1
     print(f"{count} batch(es), {end} bytes")
-    return 0
+    return status
 
 
-def _print_batches(mm: Any, args: argparse.Namespace) -> tuple[int, int, str | None]:
-    """Print the batches of a mapped segment; (batches, valid bytes, error or None)."""
+def _print_batches(mm: Any, args: argparse.Namespace) -> tuple[int, int, int, str | None]:
+    """Print the batches of a mapped segment: (batches, batches with a bad CRC, bytes of
+    whole batches, the framing error that stopped the dump or None).  A bad CRC does not
+    stop it (the framing still says where the next batch starts), as in Kafka's tool."""
     from pylog.errors import PylogError
     from pylog.records import iter_batches
 
     codecs = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
-    it = iter_batches(memoryview(mm), check_crc=not args.no_crc_check)
-    count = 0
+    it = iter_batches(memoryview(mm), check_crc=False)
+    count = invalid = 0
     try:
         for b in it:
             pos = it.position - b.size
             kind = "LogAppendTime" if b.timestamp_type == "log_append" else "CreateTime"
-            valid = "true" if not args.no_crc_check else str(b.crc_matches).lower()
+            if args.no_crc_check:
+                valid = "unchecked"
+            else:
+                ok = bool(b.crc_matches())
+                valid = "true" if ok else "false"
+                invalid += not ok
             print(f"baseOffset: {b.base_offset} lastOffset: {b.last_offset} count: {b.records_count} "
                   f"baseSequence: {b.base_sequence} lastSequence: {b.last_sequence} "
                   f"producerId: {b.producer_id} producerEpoch: {b.producer_epoch} "
@@ -775,15 +1176,18 @@ def _print_batches(mm: Any, args: argparse.Namespace) -> tuple[int, int, str | N
                   f"compresscodec: {codecs.get(b.codec, b.codec)} crc: {b.crc} isvalid: {valid}")
             count += 1
             if args.print_data:
-                for r in b:
-                    hs = ",".join(f"{k}:{_text(v)}" for k, v in r.headers)
-                    print(f"| offset: {r.offset} {kind}: {r.timestamp} keySize: "
-                          f"{-1 if r.key is None else len(r.key)} valueSize: "
-                          f"{-1 if r.value is None else len(r.value)} headerKeys: [{hs}] "
-                          f"key: {_text(r.key)} payload: {_text(r.value)}")
+                try:
+                    for r in b:
+                        hs = ",".join(f"{k}:{_shown(v)}" for k, v in r.headers)
+                        print(f"| offset: {r.offset} {kind}: {r.timestamp} keySize: "
+                              f"{-1 if r.key is None else len(r.key)} valueSize: "
+                              f"{-1 if r.value is None else len(r.value)} headerKeys: [{hs}] "
+                              f"key: {_shown(r.key)} payload: {_shown(r.value)}")
+                except PylogError as exc:
+                    print(f"| records not decodable: {describe_error(exc)}")
     except PylogError as exc:
-        return count, it.position, str(exc)
-    return count, it.position, None
+        return count, invalid, it.position, describe_error(exc)
+    return count, invalid, it.position, None
 
 
 def _all_zero(path: str, start: int) -> bool:
