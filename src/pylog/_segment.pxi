@@ -836,45 +836,113 @@ cdef inline bint _next_header(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end,
     return parse_batch_header(p + pos, end - pos, end - pos, False, h) == BATCH_OK
 
 
+cdef object _read_damage(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, BatchHeader *h, int why,
+                         int64_t prev_last, int64_t lower, int64_t upper, int64_t entry_offset):
+    # The CorruptRecordError a read raises at an inconsistent header (never on the fast path).
+    cdef BatchStatus st
+    if why == 1:
+        st = parse_batch_header(p + pos, end - pos, end - pos, False, h)
+        if st == BATCH_BAD_LENGTH or st == BATCH_TRUNCATED_BODY:
+            what = (f"batch length {h.batch_length} runs past the segment's valid end at byte {end}"
+                    if h.batch_length >= BATCH_MIN_LENGTH else f"batch length {h.batch_length} is impossible")
+        else:
+            what = _STATUS_MESSAGES[st]
+    elif why == 2:
+        what = f"base offset {h.base_offset} is below the segment's base offset {lower}"
+    elif why == 3:
+        what = f"base offset {h.base_offset} does not follow the previous batch's last offset {prev_last}"
+    elif why == 4:
+        what = (f"last offset {h.base_offset + h.last_offset_delta} (lastOffsetDelta "
+                f"{h.last_offset_delta}) is not below {upper}, where the next segment or the log end is")
+    else:
+        what = (f"the offset index points here for offset {entry_offset}, but the batch starts at "
+                f"{h.base_offset}")
+    exc = CorruptRecordError(f"inconsistent record batch header at byte {pos}: {what}")
+    exc.position = pos
+    exc.index_suspect = why == 5
+    return exc
+
+
+cdef inline int _check_header(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, BatchHeader *h,
+                              int64_t prev_last, int64_t lower, int64_t upper) noexcept nogil:
+    # 0 when the header at pos is consistent with the data below the segment's valid size:
+    # it parses and lies wholly inside, its offsets are above the previous batch's and its
+    # last offset is inside the segment's bounds [lower, upper).  Else a _read_damage code.
+    if parse_batch_header(p + pos, end - pos, end - pos, False, h) != BATCH_OK:
+        return 1
+    if h.base_offset < lower:
+        return 2
+    if h.base_offset <= prev_last:
+        return 3
+    if h.base_offset + h.last_offset_delta >= upper:
+        return 4
+    return 0
+
+
 def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset,
-                Py_ssize_t max_bytes, int64_t max_offset):
+                Py_ssize_t max_bytes, int64_t max_offset, int64_t lower_offset=0,
+                int64_t upper_offset=0x7FFFFFFFFFFFFFFF, int64_t entry_offset=-1):
     """From the batch boundary ``start`` (an index lookup result), skip batches whose last
     offset is below ``target_offset``, then take whole batches while they fit in
     ``max_bytes`` (always at least one, as Kafka does) and their last offset is below
     ``max_offset``.
 
+    Every header passed on the way is checked against the segment (headers only; the CRC
+    is the client's check, as in Kafka): it must parse and end by ``end``, its base offset
+    must be at least ``lower_offset`` (the segment's base offset) and above the previous
+    batch's last offset, and its last offset below ``upper_offset`` (the next segment's
+    base offset, or the log end offset).  When ``entry_offset`` >= 0 (the offset of the
+    index entry that gave ``start``), the first batch must start at or below it.
+
     Returns ``(position, length, first_base_offset, last_offset)``; ``length`` is 0 when
-    nothing qualifies (position is then where the target would be).
+    nothing qualifies (position is then where the target would be, ``end`` at the end).
+
+    Raises
+    ------
+    CorruptRecordError
+        A header is inconsistent; its ``position`` attribute says where, and
+        ``index_suspect`` whether only the index entry disagrees with the log.
     """
     cdef Py_buffer view
     cdef const uint8_t *p
     cdef BatchHeader h
     cdef Py_ssize_t pos = start, first, length = 0
-    cdef int64_t first_base = -1, last = -1
+    cdef int64_t first_base = -1, last = -1, prev_last = -1
+    cdef int why = 0
     _get_buffer(log_buf, &view, False)
     try:
         if start < 0 or end > view.len or start > end:
             raise ValueError(f"read range [{start}, {end}) outside a mapping of {view.len} bytes")
         p = <const uint8_t *>view.buf
         while pos < end:
-            if not _next_header(p, pos, end, &h):
+            why = _check_header(p, pos, end, &h, prev_last, lower_offset, upper_offset)
+            if why:
                 break
-            if h.base_offset + h.last_offset_delta >= target_offset:
+            if pos == start and entry_offset >= 0 and h.base_offset > entry_offset:
+                why = 5
+                break
+            prev_last = h.base_offset + h.last_offset_delta
+            if prev_last >= target_offset:
                 break
             pos += h.size
         first = pos
-        while pos < end:
-            if not _next_header(p, pos, end, &h):
-                break
-            if h.base_offset + h.last_offset_delta >= max_offset:
+        while why == 0 and pos < end:
+            if pos != first:
+                why = _check_header(p, pos, end, &h, prev_last, lower_offset, upper_offset)
+                if why:
+                    break
+            prev_last = h.base_offset + h.last_offset_delta
+            if prev_last >= max_offset:
                 break
             if length > 0 and length + h.size > max_bytes:
                 break
             if length == 0:
                 first_base = h.base_offset
-            last = h.base_offset + h.last_offset_delta
+            last = prev_last
             length += h.size
             pos += h.size
+        if why:
+            raise _read_damage(p, pos, end, &h, why, prev_last, lower_offset, upper_offset, entry_offset)
         return (first, length, first_base, last)
     finally:
         PyBuffer_Release(&view)

@@ -91,6 +91,7 @@ from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartiti
 from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, LogManager, ReadResult
 from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
+from pylog.storage.dir_lock import DataDirLock
 
 __all__ = [
     "Broker",
@@ -116,6 +117,7 @@ _log = logging.getLogger("pylog.broker")
 
 REGISTRY_FILE = "topic-metadata.json"
 _REGISTRY_VERSION = 1
+_MAX_REGISTRY_BYTES = 256 << 20  # bounded read: a real registry is ~200 bytes a topic
 READ_UNCOMMITTED = 0
 READ_COMMITTED = 1
 _MAX_COALESCED_BYTES = 1024 * 1024
@@ -126,6 +128,58 @@ _FENCED_LEADER_EPOCH = 74
 _UNKNOWN_LEADER_EPOCH = 75
 _LEGAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _CODEC_FOR_COMPRESSION_TYPE = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _check_registry(doc: Any, topic_defaults: Mapping[str, Any]) -> None:
+    """Raise ValueError (or InvalidConfigError) naming what is wrong with a parsed
+    registry; keys it does not know are left alone."""
+    if not isinstance(doc, dict) or doc.get("version") != _REGISTRY_VERSION:
+        raise ValueError(f"unsupported registry version {doc.get('version') if isinstance(doc, dict) else doc!r}")
+    cluster_id = doc.get("cluster_id")
+    if cluster_id is not None and not (isinstance(cluster_id, str) and 0 < len(cluster_id) <= 64
+                                       and set(cluster_id) <= _LEGAL_CHARS):
+        raise ValueError(f"cluster_id {cluster_id!r} is not a cluster id")
+    if not _is_int(doc.get("producer_id_block_end", 0), 0, 2**63 - 1):
+        raise ValueError(f"producer_id_block_end {doc.get('producer_id_block_end')!r} is not an offset-sized int")
+    topics = doc.get("topics", {})
+    if not isinstance(topics, dict):
+        raise ValueError("topics is not an object")
+    ids: set[str] = set()
+    for name, e in topics.items():
+        if not (0 < len(name) <= 249 and set(name) <= _LEGAL_CHARS and name not in (".", "..")):
+            raise ValueError(f"topic name {name[:60]!r} is not a legal topic name")
+        if not isinstance(e, dict):
+            raise ValueError(f"topic {name!r} is not an object")
+        if not _is_int(e.get("partitions"), 1, _INT32_MAX):
+            raise ValueError(f"topic {name!r} has no valid partition count")
+        if not _is_int(e.get("leader_epoch", 0), 0, _INT32_MAX):
+            raise ValueError(f"topic {name!r} has leader_epoch {e.get('leader_epoch')!r}")
+        if not isinstance(e.get("internal", False), bool):
+            raise ValueError(f"topic {name!r} has internal {e.get('internal')!r}")
+        tid = e.get("topic_id")
+        if tid is not None:
+            if not (isinstance(tid, str) and len(tid) == 22 and set(tid) <= _LEGAL_CHARS):
+                raise ValueError(f"topic {name!r} has topic_id {tid!r}")
+            if tid in ids:
+                raise ValueError(f"topic {name!r} has the topic_id of another topic")
+            ids.add(tid)
+        configs = e.get("configs", {})
+        if not isinstance(configs, dict) or not all(isinstance(v, str) for v in configs.values()):
+            raise ValueError(f"topic {name!r} has configs that are not strings")
+        TopicConfig(configs, topic_defaults).log_config()
 
 
 def _wall_ms() -> int:
@@ -501,7 +555,7 @@ class Broker:
         os.makedirs(self.data_dir, exist_ok=True)
         self._registry_path = os.path.join(self.data_dir, REGISTRY_FILE)
 
-        registry = self._read_registry()
+        registry = self._lock_and_read_registry()
         self._pid_block_end = int(registry.get("producer_id_block_end", 0)) if registry else 0
         self._next_pid = self._pid_block_end   # the rest of the last block may have been used
         entries: dict[str, dict] = dict(registry.get("topics", {})) if registry else {}
@@ -511,11 +565,13 @@ class Broker:
         self._default_config = TopicConfig({}, config.topic_defaults)
         self.logs = LogManager(self.data_dir, config=self._default_config.log_config(),
                                topic_configs=topic_configs, max_open_segments=config.max_open_segments,
-                               node_id=config.node_id, clock=self.clock)
+                               node_id=config.node_id, clock=self.clock, dir_lock=self._dir_lock,
+                               cluster_id=registry.get("cluster_id") if registry else None)
         self.cluster_id = self.logs.meta.get("cluster.id", "")
         self.had_clean_shutdown = self.logs.had_clean_shutdown
         try:
             self._load_topics(registry is not None, entries)
+            self._check_producer_id_block()
             self._ensure_offsets_topic()
             self.groups = GroupCoordinator(
                 _OffsetsTopicStore(self, len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)),
@@ -551,26 +607,61 @@ class Broker:
 
     # ------------------------------------------------------------------ registry
 
+    def _lock_and_read_registry(self) -> dict | None:
+        """Take the data directory's lock (held until :meth:`close`; the LogManager
+        releases it), then read the registry: None when there is none.  The lock is
+        released again when the registry is refused."""
+        self._dir_lock = DataDirLock.acquire(self.data_dir, f"a pylog broker (node {self.config.node_id})")
+        try:
+            return self._read_registry()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
     def _read_registry(self) -> dict | None:
+        """The registry, validated as untrusted input (bounded, strict JSON, every field
+        checked).  Damage refuses the open with a one-line KafkaStorageError: the file
+        holds what the logs cannot tell (topic configs such as ``cleanup.policy``, topic
+        ids, the producer id block), so guessing could lose or resurrect data."""
         try:
             with open(self._registry_path, "rb") as f:
-                raw = f.read()
+                raw = f.read(_MAX_REGISTRY_BYTES + 1)
         except FileNotFoundError:
+            offsets_logs = [n for n in os.listdir(self.data_dir) if n.startswith(CONSUMER_OFFSETS_TOPIC + "-")
+                            and os.path.isdir(os.path.join(self.data_dir, n)) and not n.endswith("-delete")]
+            if offsets_logs:
+                raise KafkaStorageError(
+                    f"{self._registry_path} is missing, but {self.data_dir} holds a broker's logs "
+                    f"({offsets_logs[0]} ...): their topic configs and producer ids cannot be rebuilt "
+                    "safely; restore the file from a backup") from None
             return None
         except OSError as exc:
-            raise KafkaStorageError(f"cannot read {self._registry_path}: {exc}") from exc
+            raise KafkaStorageError(f"cannot read {self._registry_path}: {exc.strerror or exc}") from None
         try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict) or doc.get("version") != _REGISTRY_VERSION:
-                raise ValueError(f"unsupported registry version {doc.get('version') if isinstance(doc, dict) else doc!r}")
-            for name, e in doc.get("topics", {}).items():
-                if not isinstance(e.get("partitions"), int) or e["partitions"] <= 0:
-                    raise ValueError(f"topic {name!r} has no valid partition count")
+            if len(raw) > _MAX_REGISTRY_BYTES:
+                raise ValueError(f"larger than {_MAX_REGISTRY_BYTES} bytes")
+            doc = json.loads(raw, object_pairs_hook=_unique_keys)
+            _check_registry(doc, self.config.topic_defaults)
             return doc
-        except (ValueError, AttributeError, TypeError) as exc:
+        except (ValueError, AttributeError, TypeError, RecursionError, InvalidConfigError) as exc:
+            why = str(exc).replace("\n", " ")[:200]
             raise KafkaStorageError(
-                f"{self._registry_path} is not a valid pylog topic registry ({exc}); it is written "
-                "atomically, so this means outside damage: restore it from a backup") from exc
+                f"{self._registry_path} is not a valid pylog topic registry ({why}); it is written "
+                "atomically, so this means outside damage: restore it from a backup") from None
+
+    def _check_producer_id_block(self) -> None:
+        """Producer ids are never handed out twice: a registry whose block end lies at or
+        below an id the logs hold (a damaged or adopted registry) is moved past it, or a
+        new producer could be taken for an old one and have its batches dropped as
+        duplicates."""
+        seen = max((pid for t in self._topics.values() for part in t.partitions
+                    for pid in part.producers.producers), default=-1)
+        if seen >= self._pid_block_end:
+            _log.warning("%s: producer_id_block_end %d is not above producer id %d found in the logs; "
+                         "handing out ids from %d", self._registry_path, self._pid_block_end, seen, seen + 1)
+            self._pid_block_end = self._next_pid = seen + 1
+            with self._lock:
+                self._commit_registry()
 
     def _commit_registry(self, counts: Mapping[str, int] | None = None) -> None:
         """Make the registry durable (caller holds the registry lock); ``counts`` gives

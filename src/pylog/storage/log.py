@@ -45,7 +45,8 @@ import time
 from typing import Callable, NamedTuple, Sequence
 
 from pylog import _core
-from pylog.errors import InvalidRequestError, KafkaStorageError, LogClosedError, OffsetOutOfRangeError
+from pylog.errors import (CorruptRecordError, InvalidRequestError, KafkaStorageError, LogClosedError,
+                          OffsetOutOfRangeError)
 from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError, fsync_dir
 from pylog.storage.config import LogConfig
 from pylog.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, EpochEntry, LeaderEpochCache
@@ -271,6 +272,7 @@ class Log(_core.LogBase):
         self._first_recovered = -1
         self._truncation_listeners: list[Callable[["Log", int], None]] = []
         self._truncations = 0
+        self._reported_damage: set[tuple[int, int]] = set()
         #: What recovery did at open: one RecoveryInfo per recovered segment.
         self.recovered: list[RecoveryInfo] = []
         self.had_clean_shutdown = False
@@ -327,7 +329,8 @@ class Log(_core.LogBase):
     def _read_own_checkpoint(self, name: str) -> int | None:
         try:
             return CheckpointFile(os.path.join(self.path, name)).read().get(self._tp_key())
-        except CorruptCheckpointError:
+        except CorruptCheckpointError as exc:
+            _logger.warning("%s; recovering without it", exc)
             return None
 
     def _load(self, recovery_point: int | None, log_start_offset: int | None,
@@ -338,6 +341,12 @@ class Log(_core.LogBase):
             clean_shutdown = os.path.exists(marker)
             recovery_point = self._read_own_checkpoint(RECOVERY_POINT_CHECKPOINT)
             log_start_offset = self._read_own_checkpoint(LOG_START_OFFSET_CHECKPOINT)
+            if clean_shutdown and recovery_point is None:
+                # close() writes the checkpoint before the marker: its loss is damage, so
+                # the marker is not trusted either; every segment is recovered.
+                _logger.warning("%s: no valid recovery point beside the clean-shutdown marker; "
+                                "recovering every segment", self.path)
+                clean_shutdown = False
         self.had_clean_shutdown = bool(clean_shutdown)
 
         bases, swaps = self._sweep_directory()
@@ -357,6 +366,8 @@ class Log(_core.LogBase):
         rp = recovery_point if recovery_point is not None else 0
         if not clean_shutdown and not fresh:
             self._recover_from(rp)
+        if not fresh:
+            self._check_unrecovered()
         last = self._segments[-1]
         last.activate()
         self._log_end_offset = last.next_offset
@@ -435,10 +446,14 @@ class Log(_core.LogBase):
         scanned (they may be newer than the file), and clip it to the log's bounds."""
         path = os.path.join(self.path, LEADER_EPOCH_CHECKPOINT)
         epochs = LeaderEpochCache.load(path)
-        if epochs.load_error is not None:
-            _logger.warning("%s; starting with an empty leader epoch cache", epochs.load_error)
-        if self._first_recovered >= 0:
-            for seg in self._segments[self._first_recovered:]:
+        first = self._first_recovered
+        if epochs.load_error is not None or (not os.path.exists(path) and self._log_end_offset > self._log_start_offset):
+            # Damaged, or lost while the log holds batches: rebuild it from all of them.
+            _logger.warning("%s; rebuilding the leader epoch cache from the batches of all %d segment(s)",
+                            epochs.load_error or f"{path}: missing", len(self._segments))
+            first = 0
+        if first >= 0:
+            for seg in self._segments[first:]:
                 mm, _ = seg._readable()
                 for epoch, start in _core.leader_epoch_starts(mm, 0, seg.size, epochs.latest_epoch):
                     epochs.assign(epoch, start)
@@ -456,17 +471,69 @@ class Log(_core.LogBase):
         self._first_recovered = first
         i = first
         while i < len(segs):
-            info = segs[i].recover(max(self.config.max_message_bytes, _core.DEFAULT_MAX_BATCH_SIZE))
+            seg = segs[i]
+            info = seg.recover(self._max_batch_size())
             self.recovered.append(info)
+            if info.reason is not None or info.dropped_records:
+                self._warn_truncation(seg, info, "recovery after an unclean shutdown")
             if info.reason is not None and i + 1 < len(segs):
-                # Damage inside the log: nothing after it can be trusted to follow on.
-                for seg in segs[i + 1:]:
-                    seg.delete()
+                # Damage inside the unflushed part of the log: nothing after it can be
+                # trusted to follow on (Kafka deletes those segments too).
+                gone = segs[i + 1:]
+                _logger.warning(
+                    "%s: deleting %d unflushed segment(s) after the damage in segment %d: offsets "
+                    "%d..%d (bases %s) are dropped", self._describe(), len(gone), seg.base_offset,
+                    gone[0].base_offset, max(gone[-1].next_offset - 1, gone[0].base_offset),
+                    ", ".join(str(g.base_offset) for g in gone))
+                for g in gone:
+                    g.delete()
                 del segs[i + 1:]
-                segs[i].upper_bound_offset = None
+                seg.upper_bound_offset = None
                 break
             i += 1
         self._bases = [s.base_offset for s in segs]
+
+    def _check_unrecovered(self) -> None:
+        """The open-time check of every segment recovery did not scan (all of them after
+        a clean shutdown): each sealed one must end where its index says, with whole
+        batches (a cheap check, headers only); the last one, about to take appends, has
+        its tail past the last index entry CRC-checked too, so a clean-shutdown marker
+        never makes the log trust (and append after) a tail it has not read.  A segment
+        that fails is recovered (CRC-checked, truncated at the damage, indexes rebuilt)
+        with a warning; the segments after it stay (they are intact, flushed data)."""
+        segs = self._segments
+        stop = self._first_recovered if self._first_recovered >= 0 else len(segs)
+        last = len(segs) - 1
+        for i in range(stop):
+            seg = segs[i]
+            problem = seg.check_tail(check_crc=i == last, max_batch_size=self._max_batch_size())
+            if problem is None:
+                continue
+            info = seg.recover(self._max_batch_size())
+            self.recovered.append(info)
+            self._warn_truncation(seg, info, problem)
+
+    def _max_batch_size(self) -> int:
+        return max(self.config.max_message_bytes, _core.DEFAULT_MAX_BATCH_SIZE)
+
+    def _describe(self) -> str:
+        """The partition as a log message names it: ``topic-partition (directory)``."""
+        tp = self.topic_partition
+        return f"{tp[0]}-{tp[1]} ({self.path})" if tp is not None else self.path
+
+    def _warn_truncation(self, seg: LogSegment, info: RecoveryInfo, why: str) -> None:
+        """Kafka's warning when recovery cuts a segment: which partition, which file,
+        what was dropped and why."""
+        cause = info.reason or ("zeros after the last batch" if info.zero_tail else why)
+        if info.dropped_records:
+            dropped = (f"dropped {info.dropped_records} record(s) at offsets {info.next_offset}.."
+                       f"{info.dropped_last_offset} (as far as the removed headers tell)")
+        else:
+            dropped = f"no whole batch was in the {info.truncated_bytes} bytes removed"
+        _logger.warning("%s: segment %s truncated from %d to %d bytes at the first invalid batch "
+                        "(%s) [%s]: %s; this segment now ends at offset %d", self._describe(), seg.path,
+                        info.valid_bytes + info.truncated_bytes, info.valid_bytes, cause, why,
+                        dropped, info.next_offset - 1)
 
     # -- properties ----------------------------------------------------------------
 
@@ -657,6 +724,13 @@ class Log(_core.LogBase):
         ------
         OffsetOutOfRangeError
             ``offset`` is below the log start offset or above the log end offset.
+        CorruptRecordError
+            A batch header on the way to (or in) the answer is inconsistent: damage the
+            open-time checks did not see (they read segment tails only).  Logged once per
+            place; ``resume_offset`` is the next offset a read can be answered from (the
+            next segment's base offset, or the log end offset), ``segment_path`` and
+            ``position`` say where.  A record whose CRC alone is wrong is returned as
+            stored, as Kafka does: the client's CRC check reports it.
         """
         with self._lock:
             self._check_open()
@@ -672,7 +746,12 @@ class Log(_core.LogBase):
             if offset < bound:
                 while i < len(segs):
                     seg = segs[i]
-                    mm, handle, pos, length, first, last = seg.read(offset, max_bytes, bound)
+                    upper = seg.upper_bound_offset
+                    try:
+                        mm, handle, pos, length, first, last = seg.read(
+                            offset, max_bytes, bound, leo if upper is None else upper)
+                    except CorruptRecordError as exc:
+                        raise self._read_damage(seg, exc, leo if upper is None else upper) from None
                     if length or pos < seg.size:
                         return ReadResult(memoryview(mm)[pos:pos + length], handle, seg.path, pos,
                                           length, offset, first, last, start, leo, seg.base_offset)
@@ -681,6 +760,23 @@ class Log(_core.LogBase):
             mm, handle = seg._readable()
             return ReadResult(memoryview(b""), handle, seg.path, seg.size, 0, offset, -1, -1,
                               start, leo, seg.base_offset)
+
+    def _read_damage(self, seg: LogSegment, exc: CorruptRecordError, resume: int) -> CorruptRecordError:
+        """The error a read answers at damage in a segment (Fetch: CORRUPT_MESSAGE, as
+        Kafka answers a batch whose header does not parse), logged once per place."""
+        position = getattr(exc, "position", -1)
+        key = (seg.base_offset, position)
+        msg = (f"{self._describe()}: segment {seg.path} is corrupt at byte {position}: {exc}; "
+               f"offsets of this segment from there on cannot be read (the next readable offset "
+               f"is {resume})")
+        if key not in self._reported_damage:
+            self._reported_damage.add(key)
+            _logger.error("%s", msg)
+        err = CorruptRecordError(msg)
+        err.position = position
+        err.segment_path = seg.path
+        err.resume_offset = resume
+        return err
 
     def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
         """Kafka's ListOffsets for this log.

@@ -43,8 +43,10 @@ resources from another log's thread: readers take local references first, so tha
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
+import struct
 import threading
 import time
 import weakref
@@ -53,7 +55,7 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from pylog import _core
-from pylog.errors import KafkaStorageError
+from pylog.errors import CorruptRecordError, KafkaStorageError
 from pylog.storage.config import LogConfig
 from pylog.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 
@@ -72,6 +74,9 @@ DELETED_SUFFIX = ".deleted"
 
 _FILE_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
 _MAX_RELATIVE = 0xFFFFFFFF
+_NO_UPPER = (1 << 63) - 1
+
+_logger = logging.getLogger(__name__)
 
 
 def segment_path(directory: str, base_offset: int, kind: str = LOG_SUFFIX, suffix: str = "") -> str:
@@ -89,6 +94,42 @@ def parse_segment_name(name: str) -> tuple[int, str, str] | None:
     if kind not in _FILE_SUFFIXES:
         return None
     return int(stem), kind, ("." + suffix) if suffix else ""
+
+
+def _count_batches(fd: int, start: int, end: int, min_offset: int) -> tuple[int, int]:
+    """``(records, last_offset)`` of the batches whose headers parse (CRC unchecked) from
+    byte ``start`` of the file, while their offsets keep increasing from ``min_offset``:
+    what a recovery that cuts the file at ``start`` drops, as far as it can be told.
+    ``(0, -1)`` when nothing there parses.  Runs only when recovery truncates."""
+    records, last = 0, -1
+    with mmap.mmap(fd, end, access=mmap.ACCESS_READ) as mm:
+        pos = start
+        while pos < end:
+            head = _core.next_batch(mm, pos, end)
+            if head is None or head[0] < max(min_offset, last + 1):
+                break
+            records += head[5]
+            last = head[1]
+            pos += head[2]
+    return records, last
+
+
+def _last_entry(path: str, entry_size: int, fmt: str) -> tuple[int, int]:
+    """The last entry of an index file, read alone: ``(relative_offset, position)`` of a
+    ``.index``, ``(timestamp, relative_offset)`` of a ``.timeindex``; ``(-1, -1)`` when the
+    file is missing, empty or not whole entries (then there is nothing to check against)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return -1, -1
+    try:
+        size = os.fstat(fd).st_size
+        if size < entry_size or size % entry_size:
+            return -1, -1
+        a, b = struct.unpack(fmt, os.pread(fd, entry_size, size - entry_size))
+    finally:
+        os.close(fd)
+    return a, b
 
 
 def _now_ms() -> int:
@@ -151,6 +192,12 @@ class RecoveryInfo:
     next_offset: int
     reason: str | None
     """None: the segment ended cleanly (a zero tail is not corruption)."""
+    dropped_records: int = 0
+    """Records in the batches that still parse in the removed bytes (a lower bound)."""
+    dropped_last_offset: int = -1
+    """The last offset those batches claim (-1 when none parses)."""
+    zero_tail: bool = False
+    """The removed bytes (their first 64 KiB) are zeros."""
 
 
 class SegmentCache:
@@ -241,6 +288,7 @@ class LogSegment:
         self._offset_index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
         self._indexes_trusted = False
+        self._index_bypassed = False  # the active segment's index proved wrong: reads scan
         #: Exclusive upper bound on this segment's offsets (the next segment's base
         #: offset), set by the owning log; used to sanity-check indexes.
         self.upper_bound_offset: int | None = None
@@ -399,9 +447,11 @@ class LogSegment:
                            cfg.segment_index_bytes, writable=False)
             if not self._indexes_trusted:
                 self._check_indexes(oi, ti, mm)
-        except (CorruptIndexError, FileNotFoundError, ValueError):
+        except (CorruptIndexError, FileNotFoundError, ValueError) as exc:
             # Never trusted: rebuild from the log (headers only; the data itself was
             # CRC-checked on append or recovery and lies below the recovery point).
+            _logger.warning("%s: indexes of segment %d are unusable (%s); rebuilding them from the log",
+                            self.directory, self.base_offset, exc)
             self._rebuild_indexes(mm, check_crc=False)
             return
         self._indexes_trusted = True
@@ -648,6 +698,10 @@ class LogSegment:
         oi.trim()
         ti.trim()
         self._active = False
+        if self._index_bypassed:
+            # Sealed, the index can be rebuilt: the next read that trips on it does so.
+            self._index_bypassed = False
+            self._indexes_trusted = False
         if self._cache is not None:
             self._cache.touch(self)  # its trimmed indexes stay mapped until evicted
 
@@ -683,14 +737,62 @@ class LogSegment:
         pos = max(self.offset_index.lookup(offset)[1], start_position)
         return _core.find_batch(mm, pos, self._size, offset)
 
-    def read(self, offset: int, max_bytes: int, max_offset: int):
+    def read(self, offset: int, max_bytes: int, max_offset: int, upper_offset: int = _NO_UPPER):
         """Whole batches from the one holding ``offset``: ``(mapping, handle, position,
-        length, first_base_offset, last_offset)``; length 0 when there is none."""
+        length, first_base_offset, last_offset)``; length 0 when there is none.
+
+        ``upper_offset`` bounds the offsets the segment may hold (the next segment's base
+        offset, or the log end offset for the active one): the headers passed on the way
+        are checked against it and against each other (see ``_core.locate_read``).
+
+        Raises
+        ------
+        CorruptRecordError
+            A batch header on the way is inconsistent (its ``position`` attribute says
+            where).  An offset index entry that disagrees with the log is not that: the
+            read is redone from the segment's start and the index rebuilt (sealed) or
+            bypassed (active) from then on, with a warning.
+        """
         mm, handle = self._readable()
-        start = self.offset_index.lookup(offset)[1] if offset > self.base_offset else 0
-        position, length, first, last = _core.locate_read(mm, start, self._size, offset,
-                                                          max_bytes, max_offset)
+        if offset > self.base_offset and not self._index_bypassed:
+            entry, start = self.offset_index.lookup(offset)
+        else:
+            entry, start = -1, 0
+        try:
+            position, length, first, last = _core.locate_read(
+                mm, start, self._size, offset, max_bytes, max_offset, self.base_offset, upper_offset,
+                entry if start else -1)
+        except CorruptRecordError as exc:
+            if not start:
+                raise
+            # The scan began at an index entry: the index may be what is wrong.  From the
+            # segment's start, the log alone decides.
+            position, length, first, last = _core.locate_read(
+                mm, 0, self._size, offset, max_bytes, max_offset, self.base_offset, upper_offset)
+            self._distrust_index(mm, f"{exc}, while the log read from its start is consistent")
         return mm, handle, position, length, first, last
+
+    def _distrust_index(self, mm, why: str) -> None:
+        """The offset index disagrees with the log: rebuild it (sealed) or stop using it
+        until the segment is sealed (active: its appender owns the mapped index)."""
+        _logger.warning("%s: offset index %s disagrees with the log (%s); %s", self.directory,
+                        self.file_path(INDEX_SUFFIX), why,
+                        "reads of this segment scan from its start until it is sealed" if self._active
+                        else "rebuilding it from the log")
+        if self._active:
+            self._index_bypassed = True
+            return
+        with self._lock:
+            # Unlinked first: a mapping of the old files (a lookup in another thread) stays
+            # valid on the old inode, and a crash before the rebuild leaves no index, which
+            # the next open rebuilds.
+            self._offset_index = self._time_index = None
+            for kind in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                try:
+                    os.unlink(self.file_path(kind))
+                except FileNotFoundError:
+                    pass
+            self._rebuild_indexes(mm, check_crc=False)
 
     def find_offset_by_timestamp(self, timestamp: int, min_offset: int):
         """``(offset, timestamp, exact)`` of the first record with a timestamp >=
@@ -737,7 +839,11 @@ class LogSegment:
             if file_size:
                 mm.close()
         valid, batches, next_offset, max_ts, max_ts_offset, n_oi, n_ti, first_ts, tail_zero, why = res
+        dropped, dropped_last = 0, -1
         if valid != file_size:
+            # What the removed bytes held, as far as their headers still say (for the
+            # warning the log writes): batches that parse, without their CRC, in order.
+            dropped, dropped_last = _count_batches(handle.fd, valid, file_size, next_offset)
             self._trim(handle.fd, valid)
         handle.close()
         self._size = valid
@@ -753,7 +859,64 @@ class LogSegment:
         self._map = self._handle = None
         if tail_zero:
             why = None  # a stop at zeros is the unwritten, preallocated tail, not damage
-        return RecoveryInfo(self.base_offset, valid, file_size - valid, batches, next_offset, why)
+        return RecoveryInfo(self.base_offset, valid, file_size - valid, batches, next_offset, why,
+                            dropped, dropped_last, bool(tail_zero))
+
+    def check_tail(self, *, check_crc: bool, max_batch_size: int = _core.DEFAULT_MAX_BATCH_SIZE) -> str | None:
+        """The open-time check of a sealed segment: does the ``.log`` file end where its
+        index says, with whole batches?  Returns None, or a sentence saying what is wrong
+        (the caller then recovers the segment).
+
+        Reads the last entry of each index (a few bytes each) and scans the batches from
+        the last offset-index entry to the end of the file: each must parse (with its CRC
+        when ``check_crc``: the active segment's tail after a clean shutdown), start at or
+        below that entry's offset (the first), and have offsets increasing within the
+        segment's bounds; the last must end exactly at the end of the file, and neither
+        index may name an offset at or past the segment's next offset.  Costs two small
+        reads and a scan of at most one index interval (plus a batch), whatever the
+        segment's size.
+        """
+        if self._active:
+            raise KafkaStorageError("check_tail() is for a sealed segment")
+        size = os.path.getsize(self.path)
+        upper = self.upper_bound_offset
+        entry_off, entry_pos = _last_entry(self.file_path(INDEX_SUFFIX), 8, ">II")
+        if entry_off < 0:
+            entry_pos = 0
+        time_off = _last_entry(self.file_path(TIME_INDEX_SUFFIX), 12, ">qI")[1]
+        if entry_off >= 0 and entry_pos >= size:
+            return (f"the offset index's last entry points at byte {entry_pos}, "
+                    f"past the end of the {size}-byte log file")
+        if size == 0:
+            next_offset = self.base_offset
+        else:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
+                    res = _core.recover_segment(view[entry_pos:], size - entry_pos, self.base_offset,
+                                                max_batch_size, 1 << 62, None, 0, None, 0, check_crc)
+                    head = _core.next_batch(mm, entry_pos, size) if entry_off >= 0 else None
+            finally:
+                os.close(fd)
+            valid, batches, next_offset, tail_zero, why = res[0], res[1], res[2], res[8], res[9]
+            if valid != size - entry_pos:
+                what = "zeros" if tail_zero else (why or "not a batch")
+                return (f"the {size - entry_pos - valid} bytes from byte {entry_pos + valid} to the end "
+                        f"of the file are not whole batches ({what})")
+            if entry_off >= 0 and (head is None or head[0] > self.base_offset + entry_off):
+                return (f"the offset index's last entry ({self.base_offset + entry_off}, {entry_pos}) "
+                        f"is not the position of a batch holding that offset")
+            if entry_off >= 0 and not batches:
+                next_offset = self.base_offset + entry_off + 1
+        if upper is not None and next_offset > upper:
+            return f"its batches run to offset {next_offset - 1}, past the next segment's base offset {upper}"
+        if entry_off >= 0 and self.base_offset + entry_off >= next_offset:
+            return (f"the offset index names offset {self.base_offset + entry_off}, but the log "
+                    f"ends at offset {next_offset - 1}")
+        if time_off >= 0 and self.base_offset + time_off >= next_offset:
+            return (f"the time index names offset {self.base_offset + time_off}, but the log "
+                    f"ends at offset {next_offset - 1}")
+        return None
 
     def _fresh_index_buffers(self):
         cfg = self.config
