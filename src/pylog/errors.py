@@ -56,6 +56,7 @@ __all__ = [
     "RequestTimedOutError",
     "KafkaStorageError",
     "LogClosedError",
+    "DataDirInUseError",
     "PolicyViolationError",
     "NotEnoughReplicasError",
     "InvalidRequiredAcksError",
@@ -254,6 +255,14 @@ class KafkaStorageError(PylogError, OSError):
 
 class LogClosedError(KafkaStorageError):
     """An operation on a log (or broker) that has been closed."""
+
+
+class DataDirInUseError(KafkaStorageError):
+    """The data directory is already open, in this process or another one (it holds
+    ``<data_dir>/.lock``): close that broker or log manager first, or use another
+    directory."""
+
+    retriable = False
 
 
 class UnknownProducerIdError(PylogError):

@@ -337,8 +337,10 @@ def test_unclean_restart_rebuilds_producer_state_from_the_log(tmp_path, clock):
     for x in batches:
         b.append("t", 0, x)
     b.logs.flush()
-    # A crash: no close (so no producer snapshot and no clean-shutdown marker).
+    # A crash: no close (so no producer snapshot and no clean-shutdown marker); the
+    # directory's lock goes as a dead process's would.
     b._bg_stop.set()
+    b.logs._dir_lock.release()
     for t in b._topics.values():
         for p in t.partitions:
             assert p.producers.list_snapshots() == []

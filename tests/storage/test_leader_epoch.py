@@ -149,9 +149,9 @@ def test_corrupt_checkpoint_is_replaced(tmp_path):
     log.close()
     with open(os.path.join(d, LEADER_EPOCH_CHECKPOINT), "wb") as f:
         f.write(b"garbage")
-    log = Log.open(d)                         # clean shutdown: nothing is rescanned
-    assert log.leader_epochs == ()
-    assert _file(os.path.join(d, LEADER_EPOCH_CHECKPOINT)) == b"0\n0\n"
+    log = Log.open(d)     # clean shutdown, but the damaged cache is rebuilt from the batches
+    assert log.leader_epochs == ((1, 0),)
+    assert _file(os.path.join(d, LEADER_EPOCH_CHECKPOINT)) == b"0\n1\n1 0\n"
     log.append(_batches(1), leader_epoch=2)
-    assert log.leader_epochs == ((2, 2),)
+    assert log.leader_epochs == ((1, 0), (2, 2))
     log.close()

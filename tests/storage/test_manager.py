@@ -54,7 +54,7 @@ def test_manager_lifecycle(tmp_path):
     assert CheckpointFile(os.path.join(data, "log-start-offset-checkpoint")).read()[("orders", 0)] == 4
     meta = read_properties(os.path.join(data, "meta.properties"))
     assert meta["node.id"] == "3" and meta["version"] == "1" and meta["cluster.id"]
-    assert sorted(os.listdir(data)) == [".kafka_cleanshutdown", "log-start-offset-checkpoint", "meta.properties",
+    assert sorted(os.listdir(data)) == [".kafka_cleanshutdown", ".lock", "log-start-offset-checkpoint", "meta.properties",
                                         "orders-0", "orders-1", "orders-2", "recovery-point-offset-checkpoint"]
     # Under a manager the offset checkpoints live in the data directory, as Kafka's; the
     # one per-partition file is the leader epoch cache (Kafka's layout too).
@@ -86,9 +86,10 @@ def test_manager_unclean_restart_recovers_from_checkpoints(tmp_path):
     for i in range(5):
         log.append(make_batch([b"late"]))
     n_segments = len(log.segments)
-    # crash: no close
+    # crash: no close (the lock goes as a dead process's would)
     for lg in mgr.logs().values():
         lg._closed = True
+    mgr._dir_lock.release()
     mgr = LogManager(data, config=LogConfig(segment_bytes=600))
     log = mgr.get_log("t", 0)
     assert not mgr.had_clean_shutdown

@@ -27,10 +27,15 @@ log end offset the snapshot describes.
 Crash behaviour
 ---------------
 A snapshot is written to a temporary file, fsynced and renamed into place, so a crash
-leaves either the old set of snapshots or the new one.  A snapshot whose CRC or length is
-wrong is deleted and ignored.  After a crash the broker loads the newest snapshot at or
-below the log end offset and replays the batch headers from there
+leaves either the old set of snapshots or the new one.  After a crash the broker loads the
+newest snapshot at or below the log end offset and replays the batch headers from there
 (:meth:`ProducerStateManager.replay`), which rebuilds the same state the appends built.
+
+A snapshot is untrusted input: its read is bounded (:data:`MAX_SNAPSHOT_BYTES`), and one
+whose version, CRC, length or entries are wrong (a producer listed twice, a negative id,
+epoch or offset, a last offset at or past the snapshot's own offset) is deleted with a
+WARN naming the file and the fault, and the next older snapshot (or, with none, the log
+from its start) is replayed instead: the state is rebuilt from the log, never guessed.
 A snapshot keeps only each producer's last batch, as Kafka's does, so after a restart
 duplicates of that last batch are still recognised, older ones are rejected as out of
 order.
@@ -42,6 +47,7 @@ None of its own: the partition log's append lock serialises check/update.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import struct
@@ -77,6 +83,10 @@ _HEADER = struct.Struct(">hI")          # version, crc
 _COUNT = struct.Struct(">i")
 _ENTRY = struct.Struct(">qhiqiqiq")     # 46 bytes
 _SNAPSHOT_NAME = re.compile(r"^(\d{20})\.snapshot$")
+#: Bounded read: ``count`` entries of 46 bytes; a million producers is 46 MB.
+MAX_SNAPSHOT_BYTES = 256 << 20
+
+_log = logging.getLogger("pylog.broker.producer_state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,10 +331,16 @@ class ProducerStateManager:
                 continue
             try:
                 with open(path, "rb") as f:
-                    data = f.read()
-                self._decode_snapshot(data)
-            except (ValueError, struct.error, OSError):
+                    data = f.read(MAX_SNAPSHOT_BYTES + 1)
+                if len(data) > MAX_SNAPSHOT_BYTES:
+                    raise ValueError(f"larger than {MAX_SNAPSHOT_BYTES} bytes")
+                self._decode_snapshot(data, offset)
+            except (ValueError, struct.error, OSError) as exc:
                 self.truncate()
+                older = [o for o in self.list_snapshots() if o < offset]
+                _log.warning("%s: damaged producer snapshot (%s); deleted it, rebuilding producer state "
+                             "from %s", path, exc,
+                             f"the snapshot at offset {older[-1]}" if older else "the log's start")
                 try:
                     os.unlink(path)
                 except OSError:
@@ -334,7 +350,9 @@ class ProducerStateManager:
             return offset
         return 0
 
-    def _decode_snapshot(self, data: bytes) -> None:
+    def _decode_snapshot(self, data: bytes, offset: int) -> None:
+        """Fill ``producers`` from a snapshot of the log up to ``offset`` (exclusive);
+        ValueError names what is wrong (the caller then clears the state)."""
         if len(data) < _HEADER.size + _COUNT.size:
             raise ValueError("producer snapshot too short")
         version, crc = _HEADER.unpack_from(data, 0)
@@ -349,6 +367,13 @@ class ProducerStateManager:
         for i in range(count):
             (pid, epoch, last_seq, last_offset, offset_delta, ts, coord_epoch,
              txn_first) = _ENTRY.unpack_from(body, _COUNT.size + i * _ENTRY.size)
+            if pid < 0 or epoch < NO_PRODUCER_EPOCH or pid in self.producers:
+                raise ValueError(f"entry {i}: producer id {pid} epoch {epoch} is invalid or listed twice")
+            if last_seq >= 0 and not (0 <= offset_delta <= last_offset < offset):
+                raise ValueError(f"entry {i}: producer {pid}'s last batch ends at {last_offset} "
+                                 f"(delta {offset_delta}), outside the snapshot's offsets 0..{offset - 1}")
+            if txn_first >= offset or txn_first < -1:
+                raise ValueError(f"entry {i}: producer {pid}'s open transaction starts at {txn_first}")
             entry = ProducerStateEntry(pid, epoch, coord_epoch, txn_first)
             if last_seq >= 0:
                 first_seq = last_seq - offset_delta if last_seq >= offset_delta else 0

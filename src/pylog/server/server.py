@@ -127,7 +127,6 @@ class Server:
         self.kept_frame_bytes = 0
         self._accept_paused_until = 0.0
         self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
-        self._lock_fd = -1
         self._thread_id: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -142,13 +141,14 @@ class Server:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="pylog-io")
         if self.broker is None:
-            self._lock_data_dir()
+            # The broker core locks the data directory (<log.dirs>/.lock, as Kafka does)
+            # before it reads anything there, and holds it until it is closed: a second
+            # server, or an embedded broker, on the same directory is refused.
             t0 = time.monotonic()
             try:
                 self.broker = await self.loop.run_in_executor(
                     self._executor, handlers.open_broker, self.config)
             except BaseException:
-                self._unlock_data_dir()
                 self._executor.shutdown(wait=False)
                 raise
             _log.info("broker opened: data_dir=%s in %.0f ms", self.config.log_dirs,
@@ -170,7 +170,6 @@ class Server:
             sock.close()
             if self._own_broker:
                 await self.loop.run_in_executor(self._executor, self.broker.close)
-                self._unlock_data_dir()
             self._executor.shutdown(wait=False)
             raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self._sock = sock
@@ -187,27 +186,6 @@ class Server:
     @property
     def stopping(self) -> bool:
         return self._stopping
-
-    def _lock_data_dir(self) -> None:
-        """Hold ``<log.dirs>/.lock`` (as Kafka does) so a second server cannot open the
-        same data directory; released when the process exits."""
-        import fcntl
-
-        os.makedirs(self.config.log_dirs, exist_ok=True)
-        path = os.path.join(self.config.log_dirs, ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise OSError(f"data directory {self.config.log_dirs} is in use by another process "
-                          f"(it holds {path})") from None
-        self._lock_fd = fd
-
-    def _unlock_data_dir(self) -> None:
-        fd, self._lock_fd = self._lock_fd, -1
-        if fd >= 0:
-            os.close(fd)
 
     async def serve_until_stopped(self) -> None:
         assert self._stopped is not None
@@ -254,7 +232,6 @@ class Server:
                           (time.monotonic() - t0) * 1000)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-        self._unlock_data_dir()
         _log.info("stopped")
         assert self._stopped is not None
         self._stopped.set()

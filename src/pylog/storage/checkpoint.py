@@ -10,8 +10,16 @@ Checkpoint format (``recovery-point-offset-checkpoint``, ``log-start-offset-chec
 
 Crash behaviour: a write goes to ``<name>.tmp``, is fsynced, renamed over the old file
 and the directory is fsynced, so a reader sees the old file or the new one, never a mix.
-A file that does not parse raises :class:`CorruptCheckpointError`; callers treat that as
-"no checkpoint" (everything is then recovered from the segments themselves).
+
+Damage from outside (a flipped byte, a truncated file, garbage appended, another file
+copied over it) is treated as untrusted input: the readers here are strict and bounded
+(at most :data:`MAX_CHECKPOINT_BYTES`; UTF-8 text without NUL bytes, ending in a newline;
+exactly the lines the header announces; legal topic names, non-negative partitions and
+offsets in Kafka's ranges, written without signs or leading zeros; no entry twice), and
+raise :class:`CorruptCheckpointError` naming the file and what was wrong.  The caller
+decides the safe fallback (for the recovery point: recover everything from the segments;
+for the log start offset: derive it from the segments; for the cleaner: clean from the
+log start) and logs it.
 
 Thread safety: none of its own; the owner (a Log or LogManager) serializes writes.
 """
@@ -19,6 +27,7 @@ Thread safety: none of its own; the owner (a Log or LogManager) serializes write
 from __future__ import annotations
 
 import os
+import re
 from typing import Mapping
 
 from pylog.errors import KafkaStorageError
@@ -27,10 +36,63 @@ __all__ = ["CheckpointFile", "CorruptCheckpointError", "read_properties", "write
            "atomic_write", "fsync_dir"]
 
 CHECKPOINT_VERSION = 0
+#: Reads are bounded: a real checkpoint holds one short line per partition.
+MAX_CHECKPOINT_BYTES = 64 << 20
+#: ``meta.properties`` is a handful of short lines.
+MAX_PROPERTIES_BYTES = 64 << 10
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+_NUMBER = r"(?:0|[1-9][0-9]{0,18})"
+_ENTRY = re.compile(rf"([a-zA-Z0-9._-]{{1,249}}) ({_NUMBER}) ({_NUMBER})")
+_COUNT = re.compile(_NUMBER)
+_PROPERTY_KEY = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 class CorruptCheckpointError(KafkaStorageError):
-    """A checkpoint or properties file that does not parse."""
+    """A checkpoint or properties file that does not parse: its message names the file
+    and says what is wrong with it."""
+
+    retriable = False
+
+
+def _show(line: str, limit: int = 60) -> str:
+    """A line of a damaged file as a message can show it: quoted, short."""
+    return repr(line if len(line) <= limit else line[:limit] + "...")
+
+
+def read_text_file(path: str, limit: int) -> str | None:
+    """The UTF-8 text of ``path`` (``None`` when it is missing), read strictly and bounded.
+
+    Raises
+    ------
+    CorruptCheckpointError
+        Larger than ``limit`` bytes, not UTF-8, holds NUL bytes, is empty or does not end
+        with a newline (every writer here ends the file with one, so a file cut short
+        mid-line is told apart from a whole one).
+    KafkaStorageError
+        The file exists but cannot be read (permissions, a directory, an I/O error).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KafkaStorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise CorruptCheckpointError(f"{path}: larger than {limit} bytes")
+    if not data:
+        raise CorruptCheckpointError(f"{path}: empty file")
+    nul = data.find(0)
+    if nul >= 0:
+        raise CorruptCheckpointError(f"{path}: holds a NUL byte at position {nul}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptCheckpointError(f"{path}: not UTF-8 text (bad byte at position {exc.start})") from None
+    if not text.endswith("\n"):
+        raise CorruptCheckpointError(f"{path}: truncated (the last line has no newline)")
+    return text
 
 
 def fsync_dir(path: str) -> None:
@@ -75,30 +137,15 @@ class CheckpointFile:
         Raises
         ------
         CorruptCheckpointError
-            The file exists but is not a valid version-0 checkpoint.
+            The file exists but is not a valid version-0 checkpoint (see the module
+            docstring for what is checked).
+        KafkaStorageError
+            The file exists but cannot be read.
         """
-        try:
-            with open(self.path, "r", encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
+        text = read_text_file(self.path, MAX_CHECKPOINT_BYTES)
+        if text is None:
             return {}
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        try:
-            if int(lines[0]) != CHECKPOINT_VERSION:
-                raise CorruptCheckpointError(f"{self.path}: unknown checkpoint version {lines[0]!r}")
-            count = int(lines[1])
-            if count != len(lines) - 2:
-                raise CorruptCheckpointError(
-                    f"{self.path}: header says {count} entries, the file has {len(lines) - 2}")
-            out: dict[tuple[str, int], int] = {}
-            for line in lines[2:]:
-                topic, partition, offset = line.split(" ")
-                out[(topic, int(partition))] = int(offset)
-            return out
-        except (IndexError, ValueError) as exc:
-            raise CorruptCheckpointError(f"{self.path}: malformed checkpoint ({exc})") from None
+        return parse_checkpoint(text, self.path)
 
     def write(self, entries: Mapping[tuple[str, int], int]) -> None:
         """Atomically replace the file with ``entries`` (sorted by topic, partition)."""
@@ -110,18 +157,63 @@ class CheckpointFile:
         atomic_write(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
+def parse_checkpoint(text: str, path: str) -> dict[tuple[str, int], int]:
+    """Parse the text of a version-0 checkpoint (``text`` ends with a newline)."""
+    lines = text[:-1].split("\n")
+    if lines[0] != str(CHECKPOINT_VERSION):
+        raise CorruptCheckpointError(f"{path}: unknown checkpoint version {_show(lines[0])}")
+    if len(lines) < 2 or not _COUNT.fullmatch(lines[1]):
+        raise CorruptCheckpointError(
+            f"{path}: bad entry count {_show(lines[1]) if len(lines) > 1 else '(missing)'}")
+    count = int(lines[1])
+    if count != len(lines) - 2:
+        raise CorruptCheckpointError(f"{path}: header says {count} entries, the file has {len(lines) - 2}")
+    out: dict[tuple[str, int], int] = {}
+    for lineno, line in enumerate(lines[2:], start=3):
+        m = _ENTRY.fullmatch(line)
+        if m is None or m.group(1) in (".", ".."):
+            raise CorruptCheckpointError(
+                f"{path}: line {lineno} is not 'topic partition offset' with a legal topic name: {_show(line)}")
+        topic, partition, offset = m.group(1), int(m.group(2)), int(m.group(3))
+        if partition > _INT32_MAX or offset > _INT64_MAX:
+            raise CorruptCheckpointError(f"{path}: line {lineno} is out of range: {_show(line)}")
+        if (topic, partition) in out:
+            raise CorruptCheckpointError(f"{path}: line {lineno} lists {topic}-{partition} a second time")
+        out[(topic, partition)] = offset
+    return out
+
+
 def read_properties(path: str) -> dict[str, str]:
-    """A Java ``.properties`` file (``key=value`` lines, ``#`` comments) as a dict."""
+    """A ``.properties`` file as pylog and Kafka write it (``key=value`` lines, ``#`` or
+    ``!`` comments) as a dict; read strictly and bounded, like the checkpoints.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file is missing.
+    CorruptCheckpointError
+        Not a whole properties file: too large, not UTF-8, NUL bytes, no final newline,
+        a line that is not ``key=value``, a key given twice.
+    KafkaStorageError
+        The file cannot be read.
+    """
+    text = read_text_file(path, MAX_PROPERTIES_BYTES)
+    if text is None:
+        raise FileNotFoundError(path)
     out: dict[str, str] = {}
-    with open(path, "r", encoding="utf-8") as f:
-        for raw in f:
-            line = raw.strip()
-            if not line or line[0] in "#!":
-                continue
-            key, sep, value = line.partition("=")
-            if not sep:
-                raise CorruptCheckpointError(f"{path}: line {raw!r} is not key=value")
-            out[key.strip()] = value.strip()
+    for lineno, raw in enumerate(text[:-1].split("\n"), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _PROPERTY_KEY.fullmatch(key):
+            raise CorruptCheckpointError(f"{path}: line {lineno} is not key=value: {_show(raw)}")
+        if not value.isprintable():
+            raise CorruptCheckpointError(f"{path}: line {lineno} holds control characters: {_show(raw)}")
+        if key in out:
+            raise CorruptCheckpointError(f"{path}: line {lineno} sets {key} a second time")
+        out[key] = value
     return out
 
 

@@ -461,6 +461,7 @@ class LogCleaner:
         self._seed = seed
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._damage_reported: set[str] = set()
         self._horizons: dict[str, int] = {}
         self._lowest_truncation: dict[int, int] = {}
         self._uncleanable: dict[tuple[str, int], BaseException] = {}
@@ -489,8 +490,17 @@ class LogCleaner:
         path, key, _shared = self._checkpoint_location(log)
         try:
             return CheckpointFile(path).read().get(key)
-        except CorruptCheckpointError:
+        except CorruptCheckpointError as exc:
+            self._warn_damaged(exc)
             return None
+
+    def _warn_damaged(self, exc: CorruptCheckpointError) -> None:
+        """Once per fault (the next write replaces the file): cleaning is only redone,
+        never skipped, so the fallback loses nothing."""
+        message = str(exc)
+        if message not in self._damage_reported:
+            self._damage_reported.add(message)
+            _logger.warning("%s; cleaning each log it covered from its log start offset", message)
 
     def _write_checkpoint(self, log: Log, offset: int, *, prune: bool = True,
                           only_lower: bool = False) -> None:
@@ -503,7 +513,8 @@ class LogCleaner:
             cp = CheckpointFile(path)
             try:
                 entries = cp.read() if shared or only_lower else {}
-            except CorruptCheckpointError:
+            except CorruptCheckpointError as exc:
+                self._warn_damaged(exc)
                 entries = {}
             if only_lower and (key not in entries or entries[key] <= offset):
                 return

@@ -7,13 +7,32 @@ On disk::
       recovery-point-offset-checkpoint     per partition: offset up to which data is flushed
       log-start-offset-checkpoint          per partition: first readable offset
       .kafka_cleanshutdown                 present only while the manager is cleanly closed
+      .lock                                flock-ed while a manager has the directory open
       <topic>-<partition>/                 one Log each (pylog.storage.log)
       <topic>-<partition>.<id>-delete/     a deleted log not yet removed (swept on open)
 
 Crash behaviour: the clean-shutdown marker is removed as soon as the manager opens, so a
 crash at any later point makes the next open recover every log from its checkpointed
-recovery point (a missing or corrupt checkpoint file means "recover everything").
-Checkpoint files are replaced atomically (tmp, fsync, rename, fsync directory).
+recovery point.  Checkpoint files are replaced atomically (tmp, fsync, rename, fsync
+directory).
+
+Outside damage: every file here is parsed strictly (:mod:`pylog.storage.checkpoint`) and
+each fallback errs towards reading more, never towards trusting more; each is logged as a
+WARN naming the file, what was wrong and what was done:
+
+- a damaged, or missing (while logs exist), ``recovery-point-offset-checkpoint``: every
+  log is recovered from its first segment, the clean-shutdown marker notwithstanding; a
+  log the file does not list is recovered whole too;
+- a damaged ``log-start-offset-checkpoint``, or an entry above the log's end: the log
+  start offset is derived from the segments (records deleted by DeleteRecords may
+  reappear; none is lost);
+- a damaged ``meta.properties`` (or one that names another node or cluster) refuses the
+  open with :class:`~pylog.errors.KafkaStorageError`: it says which cluster the data
+  belongs to, which pylog will not guess.  A missing one in a directory that holds logs is
+  written anew (with a WARN).
+
+Ownership: the directory is locked (:class:`~pylog.storage.dir_lock.DataDirLock`) from
+open to close, against other managers in this process and in other processes.
 
 Resource bounds: every log keeps only its active segment open and mapped; sealed segments
 open their file and map their indexes on first use and are released under one LRU limit
@@ -27,6 +46,8 @@ each Log has its own lock for its data.
 from __future__ import annotations
 
 import base64
+import binascii
+import logging
 import os
 import re
 import shutil
@@ -37,6 +58,7 @@ from typing import Any, Callable, Iterator, Mapping
 from pylog.errors import InvalidTopicError, KafkaStorageError, LogClosedError
 from pylog.storage.checkpoint import (CheckpointFile, CorruptCheckpointError, fsync_dir, read_properties,
                                       write_properties)
+from pylog.storage.dir_lock import LOCK_FILE, DataDirLock
 from pylog.storage.config import LogConfig
 from pylog.storage.log import (CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT, RECOVERY_POINT_CHECKPOINT,
                                Log, RetentionResult, parse_topic_partition)
@@ -48,11 +70,46 @@ META_PROPERTIES = "meta.properties"
 CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _DELETE_DIR = re.compile(r"^.+-\d+\.[0-9a-f]+-delete$")
+_META_KEYS = frozenset({"version", "cluster.id", "node.id", "broker.id", "directory.id"})
+_CLUSTER_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_NODE_ID = re.compile(r"0|[1-9][0-9]{0,9}")
+
+_log = logging.getLogger("pylog.storage")
 
 
 def _random_id() -> str:
     # Kafka's Uuid string form: URL-safe base64 of 16 bytes, no padding.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _is_uuid(text: str) -> bool:
+    if len(text) != 22:
+        return False
+    try:
+        return len(base64.urlsafe_b64decode(text + "==")) == 16
+    except (ValueError, binascii.Error):
+        return False
+
+
+def _check_meta(meta: Mapping[str, str]) -> str | None:
+    """What is wrong with the keys of a parsed ``meta.properties`` (None: nothing)."""
+    unknown = sorted(set(meta) - _META_KEYS)
+    if unknown:
+        return f"unknown key {unknown[0]!r}"
+    version = meta.get("version")
+    if version not in ("0", "1"):
+        return f"version is {version!r}, not 0 or 1"
+    node_key = "node.id" if version == "1" else "broker.id"
+    node = meta.get(node_key)
+    if node is None or not _NODE_ID.fullmatch(node) or int(node) > 2**31 - 1:
+        return f"{node_key} is {node!r}, not a node id"
+    cluster = meta.get("cluster.id")
+    if cluster is None or not _CLUSTER_ID.fullmatch(cluster):
+        return f"cluster.id is {cluster!r}, not a cluster id"
+    directory = meta.get("directory.id")
+    if directory is not None and not _is_uuid(directory):
+        return f"directory.id is {directory!r}, not a Kafka Uuid"
+    return None
 
 
 class LogManager:
@@ -74,12 +131,23 @@ class LogManager:
         Written to ``meta.properties`` on first use (default: a random id).
     clock : callable, optional
         Milliseconds since the epoch, passed to every log.
+    dir_lock : DataDirLock, optional
+        The directory's lock when the caller took it already (a broker does, before it
+        reads its own files); the manager releases it on close (or when opening fails).
+        By default the manager takes it.
+
+    Raises
+    ------
+    DataDirInUseError
+        The directory is open elsewhere (in this process or another one).
+    KafkaStorageError
+        ``meta.properties`` is damaged or names another node or cluster.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, config: LogConfig | None = None,
                  topic_configs: Mapping[str, LogConfig] | None = None, max_open_segments: int = 256,
                  node_id: int = 0, cluster_id: str | None = None,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, dir_lock: DataDirLock | None = None) -> None:
         self.data_dir = os.fspath(data_dir)
         self.config = config or LogConfig()
         self.topic_configs = dict(topic_configs or {})
@@ -88,12 +156,38 @@ class LogManager:
         self._lock = threading.RLock()
         self._logs: dict[tuple[str, int], Log] = {}
         self._closed = False
-        os.makedirs(self.data_dir, exist_ok=True)
+        self._dir_lock = dir_lock if dir_lock is not None else DataDirLock.acquire(self.data_dir, "a LogManager")
+        try:
+            self._open(node_id, cluster_id)
+        except BaseException:
+            for log in self._logs.values():
+                log.close()
+            self._dir_lock.release()
+            raise
+
+    def _open(self, node_id: int, cluster_id: str | None) -> None:
         self.meta = self._load_meta(node_id, cluster_id)
-        self._recovery_points = self._read_checkpoint(RECOVERY_POINT_CHECKPOINT)
-        self._start_offsets = self._read_checkpoint(LOG_START_OFFSET_CHECKPOINT)
         marker = os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE)
         self.had_clean_shutdown = os.path.exists(marker)
+        rps = self._read_checkpoint(RECOVERY_POINT_CHECKPOINT)
+        self._trust_recovery_points = rps is not None
+        if rps is None:
+            # Damaged, or missing although logs exist: which data was flushed is unknown.
+            if self.had_clean_shutdown or self._checkpoint_damage:
+                _log.warning("%s: %s; recovering every log from its first segment%s",
+                             os.path.join(self.data_dir, RECOVERY_POINT_CHECKPOINT),
+                             self._checkpoint_damage or "missing although the directory holds logs",
+                             " (not trusting the clean-shutdown marker)" if self.had_clean_shutdown else "")
+            rps = {}
+        self._recovery_points = rps
+        starts = self._read_checkpoint(LOG_START_OFFSET_CHECKPOINT)
+        if starts is None:
+            if self.had_clean_shutdown or self._checkpoint_damage:
+                _log.warning("%s: %s; deriving each log's start offset from its segments",
+                             os.path.join(self.data_dir, LOG_START_OFFSET_CHECKPOINT),
+                             self._checkpoint_damage or "missing although the directory holds logs")
+            starts = {}
+        self._start_offsets = starts
         self._load_logs()
         if self.had_clean_shutdown:
             os.unlink(marker)
@@ -101,27 +195,55 @@ class LogManager:
 
     # -- loading -------------------------------------------------------------------
 
+    def _holds_logs(self) -> bool:
+        return any(parse_topic_partition(n) is not None and os.path.isdir(os.path.join(self.data_dir, n))
+                   for n in os.listdir(self.data_dir))
+
     def _load_meta(self, node_id: int, cluster_id: str | None) -> dict[str, str]:
         path = os.path.join(self.data_dir, META_PROPERTIES)
-        if os.path.exists(path):
+        try:
             meta = read_properties(path)
-            if meta.get("node.id") not in (None, str(node_id)):
+        except FileNotFoundError:
+            meta = None
+        except CorruptCheckpointError as exc:
+            raise KafkaStorageError(
+                f"{exc}: it says which cluster and node this data directory belongs to, so pylog "
+                f"will not start on a guess; restore it from a backup (or delete it to have a new "
+                f"one written for node {node_id})") from None
+        if meta is not None:
+            problem = _check_meta(meta)
+            if problem is not None:
                 raise KafkaStorageError(
-                    f"{path} belongs to node {meta['node.id']}, not node {node_id}: "
-                    f"use another data directory or node_id={meta['node.id']}")
-            if cluster_id is not None and meta.get("cluster.id") not in (None, cluster_id):
+                    f"{path}: {problem}; restore it from a backup (or delete it to have a new one "
+                    f"written for node {node_id})")
+            stored_node = meta.get("node.id", meta.get("broker.id"))
+            if stored_node != str(node_id):
+                raise KafkaStorageError(
+                    f"{path} belongs to node {stored_node}, not node {node_id}: "
+                    f"use another data directory or node_id={stored_node}")
+            if cluster_id is not None and meta["cluster.id"] != cluster_id:
                 raise KafkaStorageError(f"{path} belongs to cluster {meta['cluster.id']}, not {cluster_id}")
             return meta
         meta = {"version": "1", "cluster.id": cluster_id or _random_id(), "node.id": str(node_id),
                 "directory.id": _random_id()}
+        if self._holds_logs():
+            _log.warning("%s: missing although the directory holds logs; writing a new one "
+                         "(cluster.id=%s, node.id=%d)", path, meta["cluster.id"], node_id)
         write_properties(path, meta, comment="Written by pylog")
         return meta
 
-    def _read_checkpoint(self, name: str) -> dict[tuple[str, int], int]:
+    def _read_checkpoint(self, name: str) -> dict[tuple[str, int], int] | None:
+        """The entries of checkpoint ``name``; None when the file is damaged (then
+        ``_checkpoint_damage`` says how) or missing while the directory holds logs."""
+        self._checkpoint_damage = None
         try:
-            return CheckpointFile(os.path.join(self.data_dir, name)).read()
-        except CorruptCheckpointError:
-            return {}  # recovered from the segments instead
+            entries = CheckpointFile(os.path.join(self.data_dir, name)).read()
+        except CorruptCheckpointError as exc:
+            self._checkpoint_damage = str(exc).split(": ", 1)[-1]
+            return None
+        if not entries and not os.path.exists(os.path.join(self.data_dir, name)) and self._holds_logs():
+            return None
+        return entries
 
     def _load_logs(self) -> None:
         for name in sorted(os.listdir(self.data_dir)):
@@ -137,10 +259,28 @@ class LogManager:
             self._logs[tp] = self._open_log(tp, full)
 
     def _open_log(self, tp: tuple[str, int], path: str, config: LogConfig | None = None) -> Log:
-        return Log.open(path, config=config or self.config_for(tp[0]),
-                        recovery_point=self._recovery_points.get(tp),
-                        log_start_offset=self._start_offsets.get(tp),
-                        clean_shutdown=self.had_clean_shutdown, cache=self.cache, clock=self._clock)
+        """Open one existing log at load: the clean-shutdown marker is trusted only for a
+        log the (intact) recovery-point checkpoint lists."""
+        config = config or self.config_for(tp[0])
+        recovery_point = self._recovery_points.get(tp)
+        clean = self.had_clean_shutdown and self._trust_recovery_points and recovery_point is not None
+        if self.had_clean_shutdown and self._trust_recovery_points and recovery_point is None:
+            _log.warning("%s: %s-%d is not listed although the directory was shut down cleanly; "
+                         "recovering the whole log", os.path.join(self.data_dir, RECOVERY_POINT_CHECKPOINT), *tp)
+        start = self._start_offsets.get(tp)
+        log = Log.open(path, config=config, recovery_point=recovery_point, log_start_offset=start,
+                       clean_shutdown=clean, cache=self.cache, clock=self._clock)
+        if start is not None and start > log.log_end_offset:
+            # Above every offset the log holds: damage (a checkpointed start is never past
+            # the end), and trusting it would hide every record.  Reopen without it.
+            _log.warning("%s: %s-%d starts at %d, above the log end offset %d; deriving the log start "
+                         "offset from the segments", os.path.join(self.data_dir, LOG_START_OFFSET_CHECKPOINT),
+                         tp[0], tp[1], start, log.log_end_offset)
+            log.close()
+            del self._start_offsets[tp]
+            log = Log.open(path, config=config, recovery_point=log.log_end_offset, log_start_offset=None,
+                           clean_shutdown=True, cache=self.cache, clock=self._clock)
+        return log
 
     def config_for(self, topic: str) -> LogConfig:
         return self.topic_configs.get(topic, self.config)
@@ -251,17 +391,22 @@ class LogManager:
         return out
 
     def close(self) -> None:
-        """Close every log, write the checkpoints and the clean-shutdown marker."""
+        """Close every log, write the checkpoints and the clean-shutdown marker, and
+        release the directory's lock (also when one of those steps fails: the marker is
+        then missing, so the next open recovers)."""
         with self._lock:
             if self._closed:
                 return
-            for log in self._logs.values():
-                log.close()
-            self.checkpoint()
-            with open(os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE), "wb") as f:
-                os.fsync(f.fileno())
-            fsync_dir(self.data_dir)
-            self._closed = True
+            try:
+                for log in self._logs.values():
+                    log.close()
+                self.checkpoint()
+                with open(os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE), "wb") as f:
+                    os.fsync(f.fileno())
+                fsync_dir(self.data_dir)
+            finally:
+                self._closed = True
+                self._dir_lock.release()
 
     def __enter__(self) -> "LogManager":
         return self
