@@ -27,8 +27,16 @@ def _fill(log_dir, n=30, **cfg):
 
 
 def _kill_without_close(log):
-    """Simulate a crash: drop the log without close() (no trim, no marker)."""
-    log._closed = True
+    """Simulate a crash: drop the log without close() (no trim, no marker).
+
+    A crash stops every thread of the process; here the process lives on, and the
+    background flusher may be writing this log's checkpoint (a roll scheduled it).  Taking
+    the log's lock waits for such a write to finish, and the flusher checks ``_closed``
+    under that lock before it writes, so after this returns the "crashed" log writes
+    nothing more, as a dead process would not (without it, a reopen's sweep could meet
+    the flusher's ``.tmp`` file: the flaky FileNotFoundError of issue 11)."""
+    with log._lock:
+        log._closed = True
 
 
 def _check_crc_all(log):
@@ -396,4 +404,78 @@ def test_roll_flushes_in_the_background_and_recovery_starts_at_the_last_roll(log
     reopened = Log.open(log_dir, segment_bytes=4096)
     assert [r.base_offset for r in reopened.recovered] == [active_base]
     assert reopened.log_end_offset == leo
+    reopened.close()
+
+
+# -- the open's sweep and the background flusher (issue 11's flaky test) ---------------
+
+def test_sweep_tolerates_a_tmp_file_renamed_away_under_it(log_dir, monkeypatch):
+    """The exact interleaving of the flaky failure: the open lists the directory and sees
+    a checkpoint's ``.tmp`` file, whose writer renames it into place before the sweep
+    unlinks it.  The open must go on (the file is gone, which is all the sweep wanted)."""
+    import pylog.storage.log as log_module
+
+    log = _fill(log_dir, 5)
+    log.close()
+    tmp = os.path.join(log_dir, "recovery-point-offset-checkpoint.tmp")
+    final = os.path.join(log_dir, "recovery-point-offset-checkpoint")
+    with open(final, "rb") as f:
+        content = f.read()
+    with open(tmp, "wb") as f:
+        f.write(content)
+    real_listdir = os.listdir
+
+    def listdir_then_writer_renames(path):
+        names = real_listdir(path)
+        if path == log_dir and os.path.exists(tmp):
+            os.replace(tmp, final)     # what atomic_write does next, in the other thread
+        return names
+
+    monkeypatch.setattr(log_module.os, "listdir", listdir_then_writer_renames)
+    log = Log.open(log_dir)
+    monkeypatch.undo()
+    assert "recovery-point-offset-checkpoint.tmp" not in os.listdir(log_dir)
+    assert log.log_end_offset == 15
+    log.close()
+
+
+def test_a_killed_log_writes_no_checkpoint_after_the_kill(log_dir):
+    """The background flusher, blocked inside the log's checkpoint write (it holds the
+    log's lock there), finishes that write before ``_kill_without_close`` returns; a
+    flush submitted before the kill and run after it writes nothing."""
+    import threading
+
+    from pylog.storage.log import _flusher
+
+    log = _fill(log_dir, 40, segment_bytes=800)
+    assert _flusher.wait_idle(10)
+    inside, go = threading.Event(), threading.Event()
+    events = []
+    original = log._write_own_checkpoints
+
+    def blocking_write(force=False):
+        if threading.current_thread().name == "pylog-log-flusher":
+            inside.set()
+            assert go.wait(10)
+        log._last_checkpoint_ms = 0          # the 1 s rate limit must not hide a write
+        before = os.stat(os.path.join(log_dir, "recovery-point-offset-checkpoint")).st_mtime_ns
+        original(force=True)
+        events.append(("write", threading.current_thread().name, before))
+
+    log._write_own_checkpoints = blocking_write
+    log.append(make_batch([b"y"]))
+    log.roll()                               # the flusher is submitted the sealed segment's flush
+    assert inside.wait(10)
+    killer = threading.Thread(target=lambda: (_kill_without_close(log), events.append(("killed",))))
+    killer.start()
+    go.set()
+    killer.join(10)
+    assert not killer.is_alive()
+    assert _flusher.wait_idle(10)
+    assert [e[0] for e in events] == ["write", "killed"]
+    # A flush job that runs after the kill (queued before it) writes nothing.
+    log._flush_sealed_upto(log.log_end_offset)
+    assert [e[0] for e in events] == ["write", "killed"]
+    reopened = Log.open(log_dir, segment_bytes=800)
+    assert reopened.log_end_offset == 121
     reopened.close()

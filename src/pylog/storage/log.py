@@ -75,6 +75,15 @@ _CHECKPOINT_INTERVAL_MS = 1000
 
 
 
+def _unlink_if_there(path: str) -> None:
+    """Delete a leftover the open sweeps away; one already gone is fine (a checkpoint's
+    ``.tmp`` is renamed into place by its writer between our listing and our unlink)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -397,18 +406,18 @@ class Log(_core.LogBase):
         for name, parsed in parsed_names:
             full = os.path.join(self.path, name)
             if name.endswith(".tmp"):
-                os.unlink(full)
+                _unlink_if_there(full)
                 continue
             if parsed is None:
                 continue
             base, kind, suffix = parsed
             if suffix in (CLEANED_SUFFIX, DELETED_SUFFIX):
-                os.unlink(full)
+                _unlink_if_there(full)
             elif suffix == SWAP_SUFFIX:
                 if kind == LOG_SUFFIX and (min_cleaned is None or base < min_cleaned):
                     swaps.add(base)
                 else:
-                    os.unlink(full)  # indexes are rebuilt when the swap completes
+                    _unlink_if_there(full)  # indexes are rebuilt when the swap completes
             elif suffix == "":
                 if kind == LOG_SUFFIX:
                     live.add(base)
@@ -416,7 +425,7 @@ class Log(_core.LogBase):
                     index_files.append((base, full))
         for base, full in index_files:
             if base not in live and base not in swaps:
-                os.unlink(full)
+                _unlink_if_there(full)
         return sorted(live), sorted(swaps)
 
     def _complete_swaps(self, segments: dict[int, LogSegment], swaps: list[int]) -> None:
