@@ -3,8 +3,18 @@
 A :class:`ServerConfig` is built from, in increasing priority: the defaults below, a
 Kafka-style ``server.properties`` file (``--config FILE``), and ``key=value`` overrides
 (``--override``, and the dedicated flags such as ``--listen``).  Names are Kafka's
-(``socket.request.max.bytes``, ``auto.create.topics.enable``, ...); a name pylog does not
-know is rejected with the list of known ones, so a typo never silently does nothing.
+(``socket.request.max.bytes``, ``auto.create.topics.enable``, ...), so a real Kafka
+``server.properties`` is accepted: a Kafka broker config that means nothing to a single
+pylog node (``process.roles``, ``num.network.threads``, ``ssl.*``; the table is
+:mod:`pylog.server.kafka_config_names`) is ignored with one WARN line naming it, and a name
+that is neither pylog's nor Kafka's is refused with a suggestion, so a typo never silently
+does nothing.  Of a Kafka listener list (``PLAINTEXT://:9092,CONTROLLER://:9093``) the one
+PLAINTEXT client listener is served and the others are ignored with a WARN.
+
+The broker-level defaults of topic configs (``log.roll.ms``, ``log.cleanup.policy``,
+``compression.type``, ... every name in :data:`TOPIC_DEFAULT_SYNONYMS`) are accepted
+under Kafka's broker names; some of them, and a few other settings, can also change at
+run time (:mod:`pylog.server.dynamic_config`).
 
 Immutable after construction; safe to share between threads.
 """
@@ -12,13 +22,67 @@ Immutable after construction; safe to share between threads.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pylog.broker.topic_config import TOPIC_CONFIGS, normalize
 from pylog.errors import InvalidConfigError
+from pylog.server.kafka_config_names import is_kafka_broker_config
 
-__all__ = ["ServerConfig", "parse_listener", "read_properties_file"]
+__all__ = ["ServerConfig", "parse_listener", "read_properties_file", "TOPIC_DEFAULT_SYNONYMS"]
+
+_log = logging.getLogger("pylog.server.config")
+
+#: Kafka's broker configs that set a topic config's default for every topic (Kafka's
+#: ServerTopicConfigSynonyms: the first, highest-priority broker name of each), broker
+#: name -> topic config name.
+TOPIC_DEFAULT_SYNONYMS: dict[str, str] = {
+    "log.segment.bytes": "segment.bytes",
+    "log.roll.ms": "segment.ms",
+    "log.roll.jitter.ms": "segment.jitter.ms",
+    "log.index.size.max.bytes": "segment.index.bytes",
+    "log.flush.interval.messages": "flush.messages",
+    "log.flush.interval.ms": "flush.ms",
+    "log.retention.bytes": "retention.bytes",
+    "log.retention.ms": "retention.ms",
+    "message.max.bytes": "max.message.bytes",
+    "log.index.interval.bytes": "index.interval.bytes",
+    "log.cleaner.delete.retention.ms": "delete.retention.ms",
+    "log.cleaner.min.compaction.lag.ms": "min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms": "max.compaction.lag.ms",
+    "log.segment.delete.delay.ms": "file.delete.delay.ms",
+    "log.cleaner.min.cleanable.ratio": "min.cleanable.dirty.ratio",
+    "log.cleanup.policy": "cleanup.policy",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
+    "min.insync.replicas": "min.insync.replicas",
+    "compression.type": "compression.type",
+    "compression.gzip.level": "compression.gzip.level",
+    "compression.lz4.level": "compression.lz4.level",
+    "compression.zstd.level": "compression.zstd.level",
+    "log.preallocate": "preallocate",
+    "log.message.format.version": "message.format.version",
+    "log.message.timestamp.type": "message.timestamp.type",
+    "log.message.timestamp.difference.max.ms": "message.timestamp.difference.max.ms",
+    "log.message.timestamp.before.max.ms": "message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms": "message.timestamp.after.max.ms",
+    "log.message.downconversion.enable": "message.downconversion.enable",
+    "log.local.retention.ms": "local.retention.ms",
+    "log.local.retention.bytes": "local.retention.bytes",
+}
+
+#: Lower-priority spellings of a setting in another unit (Kafka: the ms form wins over
+#: minutes, minutes over hours): name -> (the setting, milliseconds per unit, priority).
+_UNIT_SYNONYMS = {
+    "log.retention.minutes": ("log.retention.ms", 60_000, 1),
+    "log.retention.hours": ("log.retention.ms", 3_600_000, 2),
+    "log.roll.hours": ("log.roll.ms", 3_600_000, 1),
+    "log.roll.jitter.hours": ("log.roll.jitter.ms", 3_600_000, 1),
+}
+#: Kafka names read while choosing the served listener (not "ignored").
+_LISTENER_KEYS = ("listener.security.protocol.map", "inter.broker.listener.name", "controller.listener.names")
 
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
@@ -133,7 +197,9 @@ class ServerConfig:
         ``log_dirs``, ``log_segment_bytes``, ``log_retention_ms``, ``log_retention_bytes``,
         ``log_flush_interval_messages`` / ``log_flush_interval_ms`` (-1: leave flushing to
         the OS, Kafka's default), ``log_flush_scheduler_interval_ms``,
-        ``log_retention_check_interval_ms``, ``message_max_bytes``, ``log_cleaner_enable``.
+        ``log_retention_check_interval_ms``, ``message_max_bytes``, ``log_cleaner_enable``,
+        ``log_cleaner_backoff_ms``, ``log_cleaner_dedupe_buffer_size``; ``log_defaults``
+        holds the other broker-level topic defaults by Kafka name (``log.roll.ms``, ...).
     Groups
         ``group_initial_rebalance_delay_ms``, ``group_min_session_timeout_ms``,
         ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``,
@@ -164,6 +230,8 @@ class ServerConfig:
     log_flush_scheduler_interval_ms: int = 1000
     log_retention_check_interval_ms: int = 300_000
     log_cleaner_enable: bool = True
+    log_cleaner_backoff_ms: int = 15_000
+    log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
     message_max_bytes: int = 1048588
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
@@ -172,6 +240,9 @@ class ServerConfig:
     offsets_retention_minutes: int = 7 * 24 * 60
     offset_metadata_max_bytes: int = 4096
     fetch_max_bytes: int = 57_671_680
+    #: The other broker-level topic defaults given (``log.roll.ms``, ``compression.type``,
+    #: ...): Kafka broker name -> canonical value.
+    log_defaults: Mapping[str, str] = field(default_factory=dict)
 
     _INT_RANGES = {
         "node_id": (0, _INT32_MAX),
@@ -191,6 +262,8 @@ class ServerConfig:
         "log_flush_scheduler_interval_ms": (1, _INT64_MAX),
         "log_retention_check_interval_ms": (1, _INT64_MAX),
         "message_max_bytes": (0, _INT32_MAX),
+        "log_cleaner_backoff_ms": (1, _INT64_MAX),
+        "log_cleaner_dedupe_buffer_size": (1024, _INT64_MAX),
         "group_initial_rebalance_delay_ms": (0, _INT32_MAX),
         "group_min_session_timeout_ms": (1, _INT32_MAX),
         "group_max_session_timeout_ms": (1, _INT32_MAX),
@@ -204,8 +277,6 @@ class ServerConfig:
     _ALIASES = {
         "log.dir": "log.dirs",
         "broker.id": "node.id",
-        "log.retention.hours": None,     # converted to log.retention.ms
-        "log.retention.minutes": None,
     }
 
     def __post_init__(self) -> None:
@@ -220,64 +291,129 @@ class ServerConfig:
             raise InvalidConfigError("group.min.session.timeout.ms is larger than group.max.session.timeout.ms")
         if not isinstance(self.log_dirs, str) or not self.log_dirs or "," in self.log_dirs:
             raise InvalidConfigError(f"log.dirs={self.log_dirs!r}: give one directory")
+        defaults = {}
+        for key, raw in dict(self.log_defaults or {}).items():
+            if key not in TOPIC_DEFAULT_SYNONYMS or _field_name(key) in _FIELD_NAMES:
+                raise InvalidConfigError(f"log_defaults: {key!r} is not a broker-level topic default")
+            defaults[key] = _topic_default(key, raw)
+        object.__setattr__(self, "log_defaults", defaults)
 
     # -- construction --------------------------------------------------------------
 
     @classmethod
     def kafka_names(cls) -> list[str]:
-        """Every setting's Kafka name."""
-        return [_kafka(f.name) for f in dataclasses.fields(cls)]
+        """Every setting's Kafka name (the topic defaults' broker names included)."""
+        names = {_kafka(f.name) for f in dataclasses.fields(cls) if f.name != "log_defaults"}
+        return sorted(names | set(TOPIC_DEFAULT_SYNONYMS))
 
     @classmethod
-    def from_kafka(cls, props: Mapping[str, Any]) -> ServerConfig:
+    def from_kafka(cls, props: Mapping[str, Any], *, warn: bool = True) -> ServerConfig:
         """Build from Kafka's dotted names (string or typed values).
+
+        A Kafka broker config pylog has no setting for is ignored, with one WARN line per
+        name when ``warn`` is true.
 
         Raises
         ------
         InvalidConfigError
             An unknown name or a bad value; the message names the setting.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = _FIELD_NAMES
         values: dict[str, Any] = {}
-        for key, raw in props.items():
+        log_defaults: dict[str, str] = {}
+        units: dict[str, tuple[int, Any, str, int]] = {}
+        props = dict(props)
+        for key in props:
             if not isinstance(key, str):
                 raise InvalidConfigError(f"config names are strings, got {key!r}")
-            k = key.strip()
-            if k in ("log.retention.hours", "log.retention.minutes"):
-                unit = 3_600_000 if k.endswith("hours") else 60_000
-                values.setdefault("log_retention_ms", _to_int(k, raw, -1, _INT64_MAX // unit) * unit
-                                  if str(raw).strip() != "-1" else -1)
+        props = {k.strip(): v for k, v in props.items()}
+        if "listeners" in props or "advertised.listeners" in props:
+            props = _choose_listener(props, warn)
+        for k, raw in props.items():
+            if k in _LISTENER_KEYS:
+                continue
+            if k in _UNIT_SYNONYMS:
+                target, unit, priority = _UNIT_SYNONYMS[k]
+                if target not in props and (target not in units or units[target][0] > priority):
+                    units[target] = (priority, raw, k, unit)
                 continue
             k = cls._ALIASES.get(k) or k
-            name = k.replace(".", "_").replace("-", "_")
-            if name not in known:
-                raise InvalidConfigError(
-                    f"unknown server config {key!r}; known settings: {', '.join(sorted(cls.kafka_names()))}")
-            values[name] = raw.strip() if isinstance(raw, str) else raw
+            name = _field_name(k)
+            if name in known and name != "log_defaults":
+                values[name] = raw.strip() if isinstance(raw, str) else raw
+            elif k in TOPIC_DEFAULT_SYNONYMS:
+                log_defaults[k] = _topic_default(k, raw)
+            elif is_kafka_broker_config(k):
+                if warn:
+                    _log.warning("server config %s=%s is a Kafka broker config with no meaning in pylog; "
+                                 "ignored", k, raw)
+            else:
+                close = difflib.get_close_matches(k, cls.kafka_names(), n=3, cutoff=0.75)
+                hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+                raise InvalidConfigError(f"unknown server config {k!r}{hint}: it is neither a pylog "
+                                         "setting nor one of Kafka's broker configs")
+        for target, (_prio, raw, k, unit) in units.items():
+            ms = -1 if str(raw).strip() == "-1" else _to_int(k, raw, 0, _INT64_MAX // unit) * unit
+            if _field_name(target) in known:
+                values[_field_name(target)] = ms
+            else:
+                log_defaults[target] = _topic_default(target, ms)
         if values.get("advertised_listeners") in ("",):
             values["advertised_listeners"] = None
-        made = cls(**values)
-        object.__setattr__(made, "_explicit", frozenset(_kafka(n) for n in values))
+        made = cls(**values, log_defaults=log_defaults)
+        object.__setattr__(made, "_explicit", frozenset([_kafka(n) for n in values] + list(log_defaults)))
         return made
 
     @property
     def explicit(self) -> frozenset[str]:
-        """Kafka names of the settings given explicitly (file, flags, overrides)."""
-        return getattr(self, "_explicit", frozenset())
+        """Kafka names of the settings given explicitly (file, flags, overrides); for a
+        ServerConfig built directly, those that differ from the defaults."""
+        got = getattr(self, "_explicit", None)
+        if got is None:
+            base = _defaults().to_kafka()
+            got = frozenset([k for k, v in self.to_kafka().items() if v != base.get(k)] + list(self.log_defaults))
+            object.__setattr__(self, "_explicit", got)
+        return got
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
 
     def to_kafka(self) -> dict[str, str]:
-        """Every setting under its Kafka name, as strings (DescribeConfigs of the broker)."""
+        """Every setting under its Kafka name, as strings (DescribeConfigs of the broker):
+        the topic defaults not given show Kafka's topic default."""
         out = {}
         for f in dataclasses.fields(self):
+            if f.name == "log_defaults":
+                continue
             v = getattr(self, f.name)
             if v is None:
                 v = ""
             elif isinstance(v, bool):
                 v = str(v).lower()
             out[_kafka(f.name)] = str(v)
+        for key, topic_name in TOPIC_DEFAULT_SYNONYMS.items():
+            if key not in out:
+                out[key] = self.log_defaults.get(key, TOPIC_CONFIGS[topic_name].default)
+        return dict(sorted(out.items()))
+
+    def explicit_kafka(self) -> dict[str, str]:
+        """The settings given explicitly, under their Kafka names, as strings."""
+        values = self.to_kafka()
+        return {k: values[k] for k in sorted(self.explicit)}
+
+    def topic_defaults(self) -> dict[str, str]:
+        """Broker-level defaults of topic configs, by topic config name, for the settings
+        given explicitly (a topic describes those as set by the broker, the rest as
+        Kafka's defaults).  The flush settings' -1 (leave flushing to the OS) is no default."""
+        values = self.to_kafka()
+        out = {}
+        for key in self.explicit:
+            topic_name = TOPIC_DEFAULT_SYNONYMS.get(key)
+            if topic_name is None:
+                continue
+            if topic_name.startswith("flush.") and values[key] == "-1":
+                continue
+            out[topic_name] = normalize(topic_name, values[key])
         return out
 
     # -- derived -------------------------------------------------------------------
@@ -299,3 +435,83 @@ class ServerConfig:
 
 def _kafka(name: str) -> str:
     return name.replace("_", ".")
+
+
+_DEFAULTS: list[ServerConfig] = []
+
+
+def _defaults() -> ServerConfig:
+    if not _DEFAULTS:
+        _DEFAULTS.append(ServerConfig())
+    return _DEFAULTS[0]
+
+
+def _field_name(kafka_name: str) -> str:
+    return kafka_name.replace(".", "_").replace("-", "_")
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+
+
+def _topic_default(key: str, raw: Any) -> str:
+    """A broker-level topic default (``log.roll.ms``) checked as its topic config."""
+    try:
+        return normalize(TOPIC_DEFAULT_SYNONYMS[key], raw)
+    except InvalidConfigError as exc:
+        raise InvalidConfigError(f"{key}={raw!r} is invalid: {exc}") from None
+
+
+def _choose_listener(props: dict[str, Any], warn: bool) -> dict[str, Any]:
+    """Of Kafka's listener lists (``listeners=PLAINTEXT://:9092,CONTROLLER://:9093``), keep
+    the one client listener pylog serves: ``inter.broker.listener.name``'s if it is set,
+    else the first that is not a ``controller.listener.names`` one.  It must speak
+    PLAINTEXT (by its name or ``listener.security.protocol.map``).  The rest are dropped
+    with a WARN; ``advertised.listeners`` keeps the entry of the same listener name."""
+    def entries(key: str) -> list[tuple[str | None, str]]:
+        text = str(props.get(key) or "")
+        out = []
+        for item in (x.strip() for x in text.split(",")):
+            if not item:
+                continue
+            scheme, sep, _rest = item.partition("://")
+            out.append((scheme.upper() if sep else None, item))
+        return out
+
+    proto_map = {}
+    for pair in str(props.get("listener.security.protocol.map") or "").split(","):
+        name, sep, proto = pair.partition(":")
+        if sep:
+            proto_map[name.strip().upper()] = proto.strip().upper()
+    controllers = {x.strip().upper() for x in str(props.get("controller.listener.names") or "").split(",")
+                   if x.strip()}
+    wanted = str(props.get("inter.broker.listener.name") or "").strip().upper() or None
+    out = dict(props)
+    listeners = entries("listeners")
+    chosen_name: str | None = None
+    if len(listeners) > 1 or any(n is not None for n, _ in listeners):
+        pick = [e for e in listeners if wanted is not None and e[0] == wanted]
+        pick = pick or [e for e in listeners if e[0] not in controllers]
+        if not pick:
+            raise InvalidConfigError(f"listeners={props['listeners']!r}: no client listener "
+                                     "(every one is a controller listener)")
+        chosen_name, item = pick[0]
+        proto = proto_map.get(chosen_name or "", chosen_name or "PLAINTEXT")
+        if proto not in ("PLAINTEXT", "TCP"):
+            raise InvalidConfigError(f"listeners: {item!r} speaks {proto}; pylog serves PLAINTEXT only")
+        rest = item.split("://", 1)[1] if "://" in item else item
+        out["listeners"] = f"PLAINTEXT://{rest}"
+        dropped = [i for _n, i in listeners if i != item]
+        if dropped and warn:
+            _log.warning("server config listeners: serving %s only; %s ignored (pylog runs one broker "
+                         "with one PLAINTEXT listener and no KRaft controller)", item, ", ".join(dropped))
+    advertised = entries("advertised.listeners")
+    if len(advertised) > 1 or any(n is not None for n, _ in advertised):
+        same = [i for n, i in advertised if n == chosen_name] if chosen_name else []
+        pick2 = same or [i for n, i in advertised if n not in controllers] or [advertised[0][1]]
+        rest = pick2[0].split("://", 1)[1] if "://" in pick2[0] else pick2[0]
+        out["advertised.listeners"] = f"PLAINTEXT://{rest}"
+        dropped = [i for _n, i in advertised if i != pick2[0]]
+        if dropped and warn:
+            _log.warning("server config advertised.listeners: advertising %s only; %s ignored",
+                         pick2[0], ", ".join(dropped))
+    return out
