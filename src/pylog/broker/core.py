@@ -65,6 +65,7 @@ all of it (tests drive it with a fake clock).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -381,6 +382,9 @@ class BrokerConfig:
     log_flush_offset_checkpoint_interval_ms : int
         How often the background work runs.
     producer_id_block_size : int
+    topic_default_sources : mapping
+        Where each of ``topic_defaults`` comes from (a ConfigSource; default
+        STATIC_BROKER_CONFIG), as DescribeConfigs of a topic reports it.
         Producer ids are persisted in blocks of this many.
     producer_id_expiration_ms, producer_id_expiration_check_interval_ms : int
         Idempotent-producer state of a producer idle this long is dropped (Kafka: 1 day,
@@ -405,6 +409,7 @@ class BrokerConfig:
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     producer_id_block_size: int = 1000
     producer_id_expiration_ms: int = 86_400_000
+    topic_default_sources: Mapping[str, int] = field(default_factory=dict)
     producer_id_expiration_check_interval_ms: int = 600_000
     max_open_segments: int = 256
     log_cleaner_enable: bool = True
@@ -699,7 +704,7 @@ class Broker:
                                  "internal": name == CONSUMER_OFFSETS_TOPIC}
                 changed = True
         for name, e in sorted(entries.items()):
-            cfg = TopicConfig(e.get("configs", {}), self.config.topic_defaults)
+            cfg = TopicConfig(e.get("configs", {}), self.config.topic_defaults, self.config.topic_default_sources)
             topic = _Topic(name, e.get("topic_id") or _new_topic_id(), cfg, bool(e.get("internal")),
                            int(e.get("leader_epoch", 0)))
             count = int(e["partitions"])
@@ -898,7 +903,7 @@ class Broker:
 
     def _create_topic(self, name: str, count: int, overrides: Mapping[str, str], internal: bool = False) -> None:
         with self._lock:
-            cfg = TopicConfig(overrides, self.config.topic_defaults)
+            cfg = TopicConfig(overrides, self.config.topic_defaults, self.config.topic_default_sources)
             topic = _Topic(name, _new_topic_id(), cfg, internal)
             self._topics[name] = topic
             try:
@@ -1082,7 +1087,7 @@ class Broker:
         self._check_open()
         with self._lock:
             topic = self._topic(topic_name)
-            new = TopicConfig(overrides, self.config.topic_defaults)
+            new = TopicConfig(overrides, self.config.topic_defaults, self.config.topic_default_sources)
             log_config = new.log_config()
             if topic.internal and "cleanup.policy" in overrides and overrides["cleanup.policy"] != "compact":
                 raise InvalidConfigError(f"{topic_name} must stay compacted")
@@ -1108,6 +1113,61 @@ class Broker:
         (size, CRC32C, counts, timestamps, producer sequence) and appended as it came,
         unless the topic's ``compression.type`` asks for another codec.  Never raises for
         a per-partition problem: the result carries Kafka's error code.
+
+    def set_topic_defaults(self, defaults: Mapping[str, Any], sources: Mapping[str, int] | None = None, *,
+                           validate_only: bool = False) -> None:
+        """Replace the broker-level defaults of topic configs at run time (Kafka's dynamic
+        ``log.*`` broker configs): every topic that does not override a setting, and every
+        log created later, takes the new value, as in Kafka.  ``sources`` says where each
+        default comes from (see :class:`BrokerConfig`).  All or nothing: if the defaults
+        are bad, or make any topic's settings inconsistent, nothing changes.  The defaults
+        are not persisted here (the caller owns where they come from).
+
+        Raises
+        ------
+        InvalidConfigError
+        """
+        self._check_open()
+        normalized = normalize_all(defaults)
+        sources = dict(sources or {})
+        with self._lock:
+            default = TopicConfig({}, normalized, sources)
+            default_log = default.log_config()
+            news = {}
+            for name, topic in self._topics.items():
+                cfg = TopicConfig(topic.config.overrides, normalized, sources)
+                news[name] = (cfg, cfg.log_config())
+            if validate_only:
+                return
+            self.config = dataclasses.replace(self.config, topic_defaults=normalized,
+                                              topic_default_sources=sources)
+            self._default_config = default
+            self.logs.config = default_log
+            for name, topic in self._topics.items():
+                cfg, log_config = news[name]
+                topic.set_config(cfg)
+                self.logs.topic_configs[name] = log_config
+                for part in topic.partitions:
+                    _apply_log_config(part.log, log_config)
+
+    def reconfigure_cleaner(self, *, backoff_ms: int | None = None, dedupe_buffer_size: int | None = None) -> None:
+        """Change the log cleaner's pass interval and offset-map memory at run time
+        (Kafka's dynamic ``log.cleaner.backoff.ms`` / ``log.cleaner.dedupe.buffer.size``);
+        a clean already running finishes with the old map.  Raises InvalidConfigError."""
+        changes = {}
+        if backoff_ms is not None:
+            changes["log_cleaner_backoff_ms"] = backoff_ms
+        if dedupe_buffer_size is not None:
+            changes["log_cleaner_dedupe_buffer_size"] = dedupe_buffer_size
+        if not changes:
+            return
+        new = dataclasses.replace(self.config, **changes)     # validates
+        with self._lock:
+            self.config = new
+            if self.cleaner is not None:
+                self.cleaner.interval_ms = new.log_cleaner_backoff_ms
+                self.cleaner.dedupe_buffer_size = new.log_cleaner_dedupe_buffer_size
+                self.cleaner.wakeup()
 
         Parameters
         ----------

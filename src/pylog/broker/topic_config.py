@@ -382,14 +382,20 @@ class TopicConfig:
     broker_defaults : mapping of name to canonical string, optional
         Broker-level defaults (``log.retention.ms`` and the like, keyed by the topic
         config name they set).
+    broker_sources : mapping of name to ConfigSource, optional
+        Where each broker-level default comes from, for DescribeConfigs:
+        STATIC_BROKER_CONFIG (the default), DYNAMIC_DEFAULT_BROKER_CONFIG or
+        DYNAMIC_BROKER_CONFIG.
     """
 
-    __slots__ = ("overrides", "broker_defaults", "_values")
+    __slots__ = ("overrides", "broker_defaults", "broker_sources", "_values")
 
     def __init__(self, overrides: Mapping[str, str] | None = None,
-                 broker_defaults: Mapping[str, str] | None = None) -> None:
+                 broker_defaults: Mapping[str, str] | None = None,
+                 broker_sources: Mapping[str, int] | None = None) -> None:
         self.overrides = dict(overrides or {})
         self.broker_defaults = dict(broker_defaults or {})
+        self.broker_sources = dict(broker_sources or {})
         self._values: dict[str, Any] = {}
         for name, d in TOPIC_CONFIGS.items():
             raw = self.overrides.get(name, self.broker_defaults.get(name, d.default))
@@ -447,11 +453,13 @@ class TopicConfig:
                 value, source = self.overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG
                 synonyms.append((name, value, source))
             elif name in self.broker_defaults:
-                value, source = self.broker_defaults[name], ConfigSource.STATIC_BROKER_CONFIG
+                value = self.broker_defaults[name]
+                source = self.broker_sources.get(name, ConfigSource.STATIC_BROKER_CONFIG)
             else:
                 value, source = d.default, ConfigSource.DEFAULT_CONFIG
             if d.broker_name and name in self.broker_defaults:
-                synonyms.append((d.broker_name, self.broker_defaults[name], ConfigSource.STATIC_BROKER_CONFIG))
+                synonyms.append((d.broker_name, self.broker_defaults[name],
+                                 self.broker_sources.get(name, ConfigSource.STATIC_BROKER_CONFIG)))
             synonyms.append((d.broker_name or name, d.default, ConfigSource.DEFAULT_CONFIG))
             out.append(ConfigEntry(
                 name=name, value=value, source=source,

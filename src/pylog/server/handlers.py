@@ -33,7 +33,7 @@ from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 from pylog.protocol.produce_reply import produce_response_frame
 from pylog.protocol.replies import error_body
-from pylog.server._core_adapter import ZERO_UUID, describe_server_configs, topic_uuid
+from pylog.server._core_adapter import ZERO_UUID, topic_uuid
 from pylog.server.connection import NO_RESPONSE
 from pylog.server.fetch import FetchWaiters, caught_up, read_partitions
 
@@ -75,11 +75,12 @@ RESOURCE_BROKER = 4
 RESOURCE_BROKER_LOGGER = 8
 
 
-def open_broker(config: Any) -> Any:
-    """Open the broker core on ``config.log_dirs`` with the server's settings."""
+def open_broker(config: Any, dynamic: Any = None) -> Any:
+    """Open the broker core on ``config.log_dirs`` with the server's settings (and the
+    dynamic broker configs of ``dynamic``, when given)."""
     from pylog.server._core_adapter import open_broker as _open
 
-    return _open(config)
+    return _open(config, dynamic)
 
 
 # --------------------------------------------------------------------------------------
@@ -984,8 +985,8 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
                 entries = st.broker.describe_configs(res.resource_name, keys, include_synonyms=synonyms,
                                                      include_documentation=docs)
             elif res.resource_type == RESOURCE_BROKER:
-                entries = describe_server_configs(st.config, st.config.explicit, st.node_id,
-                                                  res.resource_name, keys)
+                entries = st.server.dynamic_configs.describe(res.resource_name, keys, include_synonyms=synonyms,
+                                                             include_documentation=docs)
             elif res.resource_type == RESOURCE_BROKER_LOGGER:
                 entries = _describe_loggers(st, res.resource_name, keys)
             else:
@@ -1068,8 +1069,7 @@ def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, 
                 else:
                     st.broker.alter_configs(rname, {n: v for n, _op, v in ops}, validate_only=req.validate_only)
             elif rtype == RESOURCE_BROKER:
-                raise _code_error(40, "pylog serve's broker configs are static: set them in the config "
-                                      "file or with --override and restart")
+                _alter_broker(st, rname, ops, incremental, req.validate_only)
             elif rtype == RESOURCE_BROKER_LOGGER:
                 _alter_logger(st, rname, ops, req.validate_only)
             else:
@@ -1090,6 +1090,27 @@ def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, 
 
 
 _OPS = {0: "SET", 1: "DELETE", 2: "APPEND", 3: "SUBTRACT"}
+
+
+def _alter_broker(st: Any, name: str, ops: list[tuple[str, int, str | None]], incremental: bool,
+                  validate_only: bool) -> None:
+    """Dynamic broker configs (see :mod:`pylog.server.dynamic_config`): persisted, then
+    applied to the broker core (topic defaults, cleaner) and the server (max.connections)."""
+    broker = st.broker
+
+    def check(effective: Any, trial: Any) -> None:
+        values, sources = trial.topic_defaults()
+        broker.set_topic_defaults(values, sources, validate_only=True)
+
+    def apply(effective: Any, dynamic: Any) -> None:
+        values, sources = dynamic.topic_defaults()
+        broker.set_topic_defaults(values, sources)
+        broker.reconfigure_cleaner(backoff_ms=effective.log_cleaner_backoff_ms,
+                                   dedupe_buffer_size=effective.log_cleaner_dedupe_buffer_size)
+        st.server.config = st.config = effective
+
+    st.server.dynamic_configs.alter(name, ops, incremental=incremental, validate_only=validate_only,
+                                    apply=apply, check=check)
 
 
 @_off_loop

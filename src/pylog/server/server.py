@@ -40,6 +40,7 @@ from pylog.protocol.apis import ApiKey, api_name
 from pylog.protocol.codec import encode_response, precompile
 from pylog.server.config import ServerConfig
 from pylog.server.connection import Connection
+from pylog.server.dynamic_config import DynamicBrokerConfigs
 
 __all__ = ["Server", "ServerThread", "run", "configure_logging", "new_event_loop"]
 
@@ -127,6 +128,8 @@ class Server:
         self.kept_frame_bytes = 0
         self._accept_paused_until = 0.0
         self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
+        #: Static settings plus the dynamic broker configs (set by :meth:`start`).
+        self.dynamic_configs: DynamicBrokerConfigs = None  # type: ignore[assignment]
         self._thread_id: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -146,13 +149,22 @@ class Server:
             # server, or an embedded broker, on the same directory is refused.
             t0 = time.monotonic()
             try:
+                # The dynamic broker configs persisted in the data dir override the static
+                # ones, before the logs open with them (only read here: a server that
+                # cannot take the data dir's lock writes nothing).
+                self.dynamic_configs = DynamicBrokerConfigs.load(self.config)
+                self.config = self.dynamic_configs.effective
                 self.broker = await self.loop.run_in_executor(
-                    self._executor, handlers.open_broker, self.config)
+                    self._executor, handlers.open_broker, self.config, self.dynamic_configs)
             except BaseException:
                 self._executor.shutdown(wait=False)
                 raise
             _log.info("broker opened: data_dir=%s in %.0f ms", self.config.log_dirs,
                       (time.monotonic() - t0) * 1000)
+        else:
+            # A broker given by the caller keeps its own settings; broker configs altered
+            # at run time are kept in its data dir.
+            self.dynamic_configs = DynamicBrokerConfigs(self.config.replace(log_dirs=self.broker.data_dir))
         self.state = handlers.ServerState(self)
         self.handlers = handlers.handler_table()
         # Build the codec plans of everything served now (tens of ms), not on the first
