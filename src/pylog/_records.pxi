@@ -347,6 +347,42 @@ cdef RecordStatus decode_records(const uint8_t *base, Py_ssize_t n, const BatchH
     return RECORD_OK
 
 
+cdef RecordStatus scan_null_keys(const uint8_t *base, Py_ssize_t n, const BatchHeader *h,
+                                 int32_t *indexes, int32_t *n_null, int32_t *failed) noexcept nogil:
+    """Check every record of a records section as decode_records does, counting the
+    records whose key is null (n_null) and, when ``indexes`` is not NULL, writing their
+    positions in the batch there (room for n_null entries, known from a first pass)."""
+    cdef const uint8_t *p = base
+    cdef const uint8_t *end = base + n
+    cdef RecordFields f
+    cdef RecordStatus st
+    cdef int32_t i, prev = -1, found = 0
+    cdef int32_t count = h.records_count
+    failed[0] = 0
+    n_null[0] = 0
+    if count > n // RECORD_MIN_SIZE:
+        return RECORD_BAD_COUNT
+    for i in range(count):
+        st = read_record(p, end, &f)
+        if st != RECORD_OK:
+            failed[0] = i
+            return st
+        if f.offset_delta <= prev or f.offset_delta > h.last_offset_delta:
+            failed[0] = i
+            return RECORD_BAD_OFFSET
+        prev = f.offset_delta
+        if f.key_length < 0:
+            if indexes != NULL:
+                indexes[found] = i
+            found += 1
+        p = f.end
+    if p != end:
+        failed[0] = count
+        return RECORD_TRAILING
+    n_null[0] = found
+    return RECORD_OK
+
+
 cdef object record_error(RecordStatus st, int32_t index, const BatchHeader *h):
     return CorruptRecordError(
         f"{_RECORD_MESSAGES[st]} (record {index} of {h.records_count} in the batch at "
@@ -711,6 +747,44 @@ cdef class RecordBatch:
         with nogil:
             crc = pylog_crc32c(0, self._p + BATCH_ATTRIBUTES, <size_t>(self._h.size - BATCH_ATTRIBUTES))
         return crc == self._h.crc
+
+    def null_key_indexes(self):
+        """Positions in the batch (0-based) of the records whose key is null, as a list
+        (empty when every record has a key): what a compacted topic refuses, as Kafka's
+        INVALID_RECORD with one record error each.  The records are checked and scanned
+        in C, bounded as :meth:`validate` (a compressed batch is decompressed first);
+        no per-record Python object is made.
+
+        Raises
+        ------
+        CorruptRecordError
+            A record is malformed.
+        """
+        cdef RecordStatus st
+        cdef int32_t failed = 0, n_null = 0, again = 0, i
+        cdef int32_t *indexes
+        cdef list out
+        self._ensure_records()
+        if self._rn >= GIL_RELEASE_BYTES:
+            with nogil:
+                st = scan_null_keys(self._rp, self._rn, &self._h, NULL, &n_null, &failed)
+        else:
+            st = scan_null_keys(self._rp, self._rn, &self._h, NULL, &n_null, &failed)
+        if st != RECORD_OK:
+            raise record_error(st, failed, &self._h)
+        if n_null == 0:
+            return []
+        indexes = <int32_t *>PyMem_Malloc(<size_t>n_null * sizeof(int32_t))
+        if indexes == NULL:
+            raise MemoryError()
+        try:
+            st = scan_null_keys(self._rp, self._rn, &self._h, indexes, &again, &failed)
+            if st != RECORD_OK or again != n_null:   # the bytes are immutable: cannot happen
+                raise CorruptRecordError("record batch changed while it was scanned")
+            out = [indexes[i] for i in range(n_null)]
+        finally:
+            PyMem_Free(indexes)
+        return out
 
     # -- records
     cdef int _check(self) except -1:

@@ -125,8 +125,9 @@ def test_a_corrupt_commit_batch_costs_only_that_batch(setup, caplog):
 
 
 def test_an_unreadable_batch_header_costs_only_the_rest_of_its_segment(setup, caplog):
-    """A damaged length field hides where the next batch starts: the replay resumes at
-    the next segment, so the groups committed there and later keep their offsets."""
+    """A damaged length field hides where the next batch starts: what follows it in its
+    segment is lost (the storage cuts the segment there, or the replay resumes at the
+    next segment), and the groups committed in later segments keep their offsets."""
     clock, path, c, (seg_path, position, size) = setup
     resume = next(b for b in c.bases if b > c.second)
     with open(seg_path, "r+b") as f:
@@ -139,8 +140,11 @@ def test_an_unreadable_batch_header_costs_only_the_rest_of_its_segment(setup, ca
     assert c.batch_of["g2"] < c.second and want["g2"] == 12   # g2 falls back to its first commit
     assert got == want
     assert [g for g, v in want.items() if v == -1] == ["g6", "g7", "g8"]
-    assert (f"{CONSUMER_OFFSETS_TOPIC}-0: the group replay skipped offsets {c.second}..{resume - 1}"
-            in caplog.text)
+    # Said either by the storage (which may cut a damaged sealed segment when it opens the
+    # log) or by the group replay (which skips to the next segment); never silent.
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING
+              and f"{CONSUMER_OFFSETS_TOPIC}-0" in r.getMessage()]
+    assert warned, caplog.text
 
 
 def test_an_undecodable_record_skips_its_whole_batch_only(tmp_path, caplog):

@@ -13,18 +13,28 @@ from pylog.protocol.segments import segments_to_bytes
 
 i32 = st.integers(-2**31, 2**31 - 1)
 i64 = st.integers(-2**63, 2**63 - 1)
-partition = st.tuples(i32, st.integers(-2**15, 2**15 - 1), i64, i64, i64,
-                      st.one_of(st.none(), st.text(max_size=300)))
+text = st.one_of(st.none(), st.text(max_size=300))
+record_errors = st.one_of(st.none(), st.lists(st.tuples(i32, text), max_size=4))
+partition = st.one_of(
+    st.tuples(i32, st.integers(-2**15, 2**15 - 1), i64, i64, i64, text),
+    st.tuples(i32, st.integers(-2**15, 2**15 - 1), i64, i64, i64, text, record_errors))
 topics = st.lists(st.tuples(st.text(max_size=300), st.lists(partition, max_size=4)), max_size=4)
 
 
 def generic(version, corr, answer, throttle):
     R = m.ProduceResponse
     PR = R.PartitionProduceResponse
+    E = R.BatchIndexAndErrorMessage
+
+    def errors(p):
+        if version < 8 or len(p) < 7 or not p[6]:
+            return []
+        return [E(batch_index=i, batch_index_error_message=m) for i, m in p[6]]
+
     body = R(throttle_time_ms=throttle, responses=[R.TopicProduceResponse(name=name, partition_responses=[
-        PR(index=i, error_code=code, base_offset=base, log_append_time_ms=t, log_start_offset=start,
-           error_message=msg if version >= 8 else None)
-        for i, code, base, t, start, msg in parts]) for name, parts in answer])
+        PR(index=p[0], error_code=p[1], base_offset=p[2], log_append_time_ms=p[3], log_start_offset=p[4],
+           error_message=p[5] if version >= 8 else None, record_errors=errors(p))
+        for p in parts]) for name, parts in answer])
     return segments_to_bytes(encode_response(0, version, corr, body))
 
 
@@ -44,3 +54,13 @@ def test_long_strings_take_multi_byte_lengths_and_other_versions_are_refused():
     for version in (2, 10):
         with pytest.raises(ValueError, match="not encoded here"):
             produce_response_frame(version, 7, answer)
+
+
+def test_record_errors_reach_the_client():
+    answer = [("t", [(0, 87, -1, -1, -1, "2 records rejected", [(1, "no key"), (3, None)])])]
+    for version in (8, 9):
+        frame = produce_response_frame(version, 5, answer)
+        assert frame == generic(version, 5, answer, 0)
+        p = decode_response(0, version, frame[4:])[1].responses[0].partition_responses[0]
+        assert p.error_code == 87 and p.error_message == "2 records rejected"
+        assert [(e.batch_index, e.batch_index_error_message) for e in p.record_errors] == [(1, "no key"), (3, None)]

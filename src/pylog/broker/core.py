@@ -65,6 +65,8 @@ all of it (tests drive it with a fake clock).
 from __future__ import annotations
 
 import base64
+import copy
+import errno as _errno
 import dataclasses
 import json
 import logging
@@ -243,7 +245,9 @@ class ProduceResult(_Result):
 
     ``duplicate`` is True when the batch was a retry of one already in the log (an
     idempotent producer's retried send): nothing was appended and ``base_offset`` is the
-    original's.  ``log_append_time`` is -1 under CreateTime.
+    original's.  ``log_append_time`` is -1 under CreateTime.  ``record_errors`` lists
+    ``(batch_index, message)`` of the records that made the batch be rejected (Produce
+    v8+ ``record_errors``: a null key on a compacted topic), else None.
     """
 
     error_code: int = 0
@@ -252,11 +256,13 @@ class ProduceResult(_Result):
     log_start_offset: int = -1
     error_message: str | None = None
     duplicate: bool = False
+    record_errors: list[tuple[int, str | None]] | None = None
 
     @classmethod
     def failed(cls, exc: BaseException) -> "ProduceResult":
         if isinstance(exc, PylogError):
-            return cls(error_code=exc.error_code, error_message=str(exc))
+            return cls(error_code=exc.error_code, error_message=str(exc),
+                       record_errors=getattr(exc, "record_errors", None))
         return cls(error_code=-1, error_message=f"{type(exc).__name__}: {exc}")
 
 
@@ -448,7 +454,7 @@ class BrokerConfig:
 # --------------------------------------------------------------------------- internal state
 
 class _Partition:
-    __slots__ = ("topic", "index", "log", "producers", "lock", "snapshot_segment")
+    __slots__ = ("topic", "index", "log", "producers", "lock", "snapshot_segment", "storage_failed")
 
     def __init__(self, topic: "_Topic", index: int, log) -> None:
         self.topic = topic
@@ -457,11 +463,13 @@ class _Partition:
         self.producers = ProducerStateManager(log.path)
         self.lock = threading.Lock()
         self.snapshot_segment = -1
+        # Whether the last append failed with a storage error (logged once, until cleared).
+        self.storage_failed = False
 
 
 class _Topic:
     __slots__ = ("name", "topic_id", "partitions", "config", "internal", "leader_epoch", "codec",
-                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time")
+                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time", "compacted")
 
     def __init__(self, name: str, topic_id: str, config: TopicConfig, internal: bool,
                  leader_epoch: int = 0) -> None:
@@ -481,6 +489,8 @@ class _Topic:
         self.ts_after = config["message.timestamp.after.max.ms"]
         self.ts_diff = config["message.timestamp.difference.max.ms"]
         self.create_time = config["message.timestamp.type"] == "CreateTime"
+        # compact or compact,delete: every record needs a key (Kafka's INVALID_RECORD).
+        self.compacted = "compact" in config["cleanup.policy"]
 
 
 class _Fallback(Exception):
@@ -1110,9 +1120,12 @@ class Broker:
         """Append a produce request's records to one partition (Produce).
 
         ``records`` is one or more v2 batches, as a client sent them.  Each is validated
-        (size, CRC32C, counts, timestamps, producer sequence) and appended as it came,
-        unless the topic's ``compression.type`` asks for another codec.  Never raises for
-        a per-partition problem: the result carries Kafka's error code.
+        (size, CRC32C, counts, timestamps, producer sequence; on a compacted topic, a key
+        on every record) and appended as it came, unless the topic's ``compression.type``
+        asks for another codec.  Several batches are appended all or none, as Kafka
+        appends a request's records for a partition: when one is rejected, the log and
+        the producer state are as before.  Never raises for a per-partition problem: the
+        result carries Kafka's error code.
 
     def set_topic_defaults(self, defaults: Mapping[str, Any], sources: Mapping[str, int] | None = None, *,
                            validate_only: bool = False) -> None:
@@ -1181,15 +1194,9 @@ class Broker:
             batches = self._split_batches(records)
             if len(batches) == 1:
                 return self._append_one(part, batches[0], acks, client=True)
-            results = self._append_batches(part, batches, acks, client=True)
+            return self._append_request(part, batches, acks)
         except PylogError as exc:
             return ProduceResult.failed(exc)
-        failed = next((r for r in results if r.error_code), None)
-        if failed is not None:
-            return failed
-        first = results[0]
-        return ProduceResult(0, first.base_offset, first.log_append_time, results[-1].log_start_offset,
-                             None, all(r.duplicate for r in results))
 
     def append(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
         """:meth:`produce`, raising the error instead of returning it."""
@@ -1200,7 +1207,9 @@ class Broker:
     def produce_batches(self, topic: str, partition: int, batches: Sequence, *, acks: int = -1) -> list[ProduceResult]:
         """Append several separately sent batches of one partition in order, with one
         result each (the embedded producer's path: batches of one idempotent producer
-        in sequence are appended together, with the same checks as one by one)."""
+        in sequence are appended together, with the same checks as one by one).  Each
+        batch succeeds or fails on its own, as separate requests would; a failed batch
+        appends nothing."""
         try:
             if not isinstance(acks, int) or acks not in (-1, 0, 1):
                 raise InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks!r}")
@@ -1238,7 +1247,7 @@ class Broker:
                 f"the records end with a partial batch ({len(view) - it.position} bytes after the last whole batch)")
         return out
 
-    def _check_batch(self, topic: _Topic, b, client: bool, now: int):
+    def _check_batch(self, topic: _Topic, b, client: bool, now: int, partition: int = -1):
         """Per-batch checks before the append; returns the batch (maybe recompressed)."""
         attrs = b.attributes
         if client:
@@ -1265,6 +1274,13 @@ class Broker:
                 raise InvalidTimestampError(
                     f"timestamps {b.base_timestamp}..{b.max_timestamp} differ from the broker's clock "
                     f"({now}) by more than message.timestamp.difference.max.ms={topic.ts_diff}")
+        if topic.compacted and not attrs & _ATTR_CONTROL:
+            # Per-record work, in C (compressed batches are decompressed for it).
+            nulls = b.null_key_indexes()
+            if nulls:
+                if not b.crc_matches():   # a damaged batch is reported as such first, as Kafka does
+                    raise CorruptRecordError(f"record batch at base offset {b.base_offset} fails its CRC")
+                raise _null_key_error(topic.name, partition, nulls)
         if topic.codec >= 0 and b.codec != topic.codec and not attrs & _ATTR_CONTROL:
             return _core.RecordBatch(_recompress(b, topic.codec))
         return b
@@ -1279,12 +1295,12 @@ class Broker:
                 "node has 1 in-sync replica (acks=all cannot be satisfied)")
         return None
 
-    def _checked(self, topic: _Topic, raw, client: bool, now: int):
+    def _checked(self, part: _Partition, raw, client: bool, now: int):
         """``raw`` as a checked RecordBatch view (:meth:`_check_batch`), or the failed
         ProduceResult saying why not."""
         try:
             b = raw if isinstance(raw, _core.RecordBatch) else _core.RecordBatch(raw)
-            return self._check_batch(topic, b, client, now)
+            return self._check_batch(part.topic, b, client, now, part.index)
         except PylogError as exc:
             return ProduceResult.failed(exc)
         except TypeError as exc:
@@ -1297,7 +1313,7 @@ class Broker:
         err = self._acks_unsatisfiable(part, acks)
         if err is not None:
             return ProduceResult.failed(err)
-        b = self._checked(topic, raw, client, self.clock())
+        b = self._checked(part, raw, client, self.clock())
         if type(b) is ProduceResult:
             return b
         with part.lock:
@@ -1313,6 +1329,99 @@ class Broker:
         self._notify(topic.name, part.index, leo)
         return res
 
+    def _append_request(self, part: _Partition, batches: list, acks: int) -> ProduceResult:
+        """The several batches of one produce request's partition, all or none: each is
+        checked, then their producer sequences in order against a scratch copy of the
+        producer state, then all go to the log in one append (which writes all or
+        nothing), and only then is the producer state updated."""
+        topic = part.topic
+        err = self._acks_unsatisfiable(part, acks)
+        if err is not None:
+            return ProduceResult.failed(err)
+        now = self.clock()
+        views = []
+        for raw in batches:
+            b = self._checked(part, raw, True, now)
+            if type(b) is ProduceResult:
+                return b
+            views.append(b)
+        with part.lock:
+            try:
+                res = self._append_all_locked(part, views)
+            except LogClosedError:
+                return ProduceResult.failed(UnknownTopicOrPartitionError(f"{topic.name}-{part.index} was deleted"))
+            except PylogError as exc:
+                return ProduceResult.failed(exc)
+            if res.duplicate:
+                return res
+            leo = part.log.log_end_offset
+        self._notify(topic.name, part.index, leo)
+        return res
+
+    def _append_all_locked(self, part: _Partition, views: list) -> ProduceResult:
+        """:meth:`_append_request`'s work under the partition lock.  A duplicate batch
+        (an idempotent producer's retry) makes the whole request a duplicate, as in
+        Kafka: nothing is appended and the answer is the original's offsets.  Raises
+        PylogError with nothing changed."""
+        psm = part.producers
+        log = part.log
+        scratch = None
+        offset = log.log_end_offset
+        for b in views:
+            transactional = bool(b.attributes & _ATTR_TRANSACTIONAL)
+            last = offset + b.last_offset_delta
+            if b.producer_id >= 0:
+                if scratch is None:
+                    scratch = _scratch_producer_state(psm, views)
+                dup = scratch.check(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count,
+                                    b.last_offset_delta, is_transactional=transactional)
+                if dup is not None:
+                    ts = dup.timestamp if not part.topic.create_time else -1
+                    return ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)
+                scratch.update(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count,
+                               b.last_offset_delta, offset, last, b.max_timestamp, is_transactional=transactional,
+                               is_control=bool(b.attributes & _ATTR_CONTROL))
+            offset = last + 1
+        info = self._log_append(part, views)
+        offset = info.base_offset
+        for b in views:
+            last = offset + b.last_offset_delta
+            ts = info.log_append_time if info.log_append_time >= 0 else b.max_timestamp
+            psm.update(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count, b.last_offset_delta,
+                       offset, last, ts, is_transactional=bool(b.attributes & _ATTR_TRANSACTIONAL),
+                       is_control=bool(b.attributes & _ATTR_CONTROL))
+            offset = last + 1
+        return ProduceResult(0, info.base_offset, info.log_append_time, log.log_start_offset)
+
+    @staticmethod
+    def _log_append(part: _Partition, views: list):
+        """``log.append`` of checked views, with storage failures reported once: the first
+        failing append of a partition logs an ERROR naming the partition, its directory
+        and the errno; later ones stay quiet until an append succeeds again, which logs
+        that it cleared.  Every failing append still gets KAFKA_STORAGE_ERROR.  A bare
+        OSError (a segment file that could not be created in a roll) becomes
+        KafkaStorageError.  Raises PylogError with nothing appended."""
+        log = part.log
+        try:
+            info = log.append(views[0] if len(views) == 1 else views, leader_epoch=part.topic.leader_epoch)
+        except LogClosedError:
+            raise
+        except KafkaStorageError as exc:
+            _storage_failure(part, exc)
+            raise
+        except PylogError:
+            raise
+        except OSError as exc:
+            err = KafkaStorageError(f"{log.path}: {exc.strerror or exc} (the log is unchanged)")
+            err.errno = exc.errno
+            _storage_failure(part, err)
+            raise err from exc
+        if part.storage_failed:
+            part.storage_failed = False
+            _log.warning("%s-%d: appends to %s succeed again (offset %d)", part.topic.name, part.index,
+                         log.path, info.base_offset)
+        return info
+
     def _append_batches(self, part: _Partition, batches: list, acks: int, client: bool) -> list[ProduceResult]:
         topic = part.topic
         n = len(batches)
@@ -1325,7 +1434,7 @@ class Broker:
         if err is not None:
             return [ProduceResult.failed(err) for _ in range(n)]
         for i, raw in enumerate(batches):
-            b = self._checked(topic, raw, client, now)
+            b = self._checked(part, raw, client, now)
             if type(b) is ProduceResult:
                 results[i] = b
             else:
@@ -1387,7 +1496,7 @@ class Broker:
                 ts = dup.timestamp if not part.topic.create_time else -1
                 return [ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)]
         # Several coalesced batches go as a list: one pwritev, no joined copy.
-        info = log.append(views[0] if len(views) == 1 else views, leader_epoch=part.topic.leader_epoch)
+        info = self._log_append(part, views)
         out = []
         offset = info.base_offset
         start = log.log_start_offset
@@ -1921,6 +2030,40 @@ def _apply_log_config(log, config) -> None:
     with log.lock:
         if not log.closed:
             log.update_config(config)
+
+
+def _null_key_error(topic: str, partition: int, indexes: list[int]) -> InvalidRecordError:
+    """Kafka's INVALID_RECORD for records without a key on a compacted topic: one record
+    error per record (``record_errors``), the message naming the first three."""
+    one = f"compacted topic partition {topic}-{partition} cannot accept a record without a key"
+    shown = ", ".join(str(i) for i in indexes[:3]) + (", ..." if len(indexes) > 3 else "")
+    exc = InvalidRecordError(f"{len(indexes)} record(s) of the batch rejected (batch index {shown}): {one}; "
+                             "give every record of a cleanup.policy=compact topic a key")
+    exc.record_errors = [(i, one) for i in indexes]   # type: ignore[attr-defined]
+    return exc
+
+
+def _scratch_producer_state(psm: ProducerStateManager, views: list) -> ProducerStateManager:
+    """A copy of ``psm`` deep enough to check and update the producers of ``views`` on it
+    without touching ``psm`` (the producer state after a rejected append is the one
+    before it)."""
+    scratch = copy.copy(psm)
+    scratch.producers = {pid: copy.deepcopy(psm.producers[pid])
+                         for pid in {b.producer_id for b in views} if pid in psm.producers}
+    return scratch
+
+
+def _storage_failure(part: _Partition, exc: BaseException) -> None:
+    """Log a partition's first failing append (see :meth:`Broker._log_append`)."""
+    if part.storage_failed:
+        return
+    part.storage_failed = True
+    code = next((e.errno for e in (exc, exc.__cause__, exc.__context__)
+                 if isinstance(e, OSError) and e.errno), None)
+    name = f"errno {_errno.errorcode.get(code, code)}, " if code else ""
+    _log.error("%s-%d: appends to %s fail (%s%s); producers get KAFKA_STORAGE_ERROR until it clears "
+               "(free disk space or fix the device); logged once", part.topic.name, part.index,
+               part.log.path, name, exc)
 
 
 def _continues(a, b) -> bool:

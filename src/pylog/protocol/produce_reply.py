@@ -5,8 +5,7 @@ with a few dozen bytes: per partition an index, an error code and three offsets.
 Building ``ProduceResponse`` objects and running them through the generic encoder
 costs more than the few ``struct`` packs below.  :func:`produce_response_frame` writes
 exactly the bytes :func:`pylog.protocol.codec.encode_response` would for the same
-answer (the tests compare the two over every version), for answers without per-batch
-record errors.
+answer (the tests compare the two over every version), per-record errors included.
 
 Thread-safe: pure functions.
 """
@@ -42,6 +41,27 @@ def _uvarint(n: int) -> bytes:
     return _SMALL[n] if n < 0x80 else write_uvarint(n)
 
 
+def _string(append, text: str | None, flexible: bool) -> None:
+    """A nullable string, compact (flexible versions) or not."""
+    if text is None:
+        append(b"\x00" if flexible else _NULL_STRING)
+        return
+    raw = text.encode()
+    append(_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw)))
+    append(raw)
+
+
+def _record_errors(append, errors: Sequence[tuple[int, str | None]], flexible: bool) -> None:
+    """The v8+ ``record_errors`` array: per entry ``batch_index`` int32 and a nullable
+    message (and, flexible, an empty tagged-field section)."""
+    append(_uvarint(len(errors) + 1) if flexible else _I32.pack(len(errors)))
+    for batch_index, text in errors:
+        append(_I32.pack(batch_index))
+        _string(append, text, flexible)
+        if flexible:
+            append(b"\x00")
+
+
 def produce_response_frame(version: int, correlation_id: int,
                            topics: Sequence[tuple[str, Sequence[tuple]]],
                            throttle_time_ms: int = 0) -> bytes:
@@ -51,8 +71,9 @@ def produce_response_frame(version: int, correlation_id: int,
     ----------
     topics : sequence of ``(name, partitions)``
         ``partitions``: ``(index, error_code, base_offset, log_append_time_ms,
-        log_start_offset, error_message)`` tuples; ``error_message`` (str or None) is
-        sent from version 8 on.
+        log_start_offset, error_message)`` tuples, optionally with a seventh item,
+        ``record_errors``: ``(batch_index, message or None)`` pairs (or None).
+        ``error_message`` (str or None) and ``record_errors`` are sent from version 8 on.
 
     Raises
     ------
@@ -79,25 +100,24 @@ def produce_response_frame(version: int, correlation_id: int,
             append(_I16.pack(len(raw)))
             append(raw)
             append(_I32.pack(len(partitions)))
-        for index, code, base, append_time, start, message in partitions:
+        for entry in partitions:
+            index, code, base, append_time, start, message = entry[:6]
+            record_errors = entry[6] if len(entry) > 6 else None
             if with_start:
                 append(part.pack(index, code, base, append_time, start))
             else:
                 append(part.pack(index, code, base, append_time))
             if with_messages:
-                if message is None:
+                if message is None and not record_errors:
                     append(_NO_ERRORS_NO_MESSAGE_FLEX if flexible else _NO_ERRORS_NO_MESSAGE)
                     continue
-                text = message.encode()
-                if flexible:
-                    append(b"\x01")                          # no record errors
-                    append(_uvarint(len(text) + 1))
-                    append(text)
-                    append(b"\x00")                          # tagged fields
+                if record_errors:
+                    _record_errors(append, record_errors, flexible)
                 else:
-                    append(_NO_RECORD_ERRORS)
-                    append(_I16.pack(len(text)))
-                    append(text)
+                    append(b"\x01" if flexible else _NO_RECORD_ERRORS)
+                _string(append, message, flexible)
+                if flexible:
+                    append(b"\x00")                          # tagged fields
         if flexible:
             append(b"\x00")
     append(_I32.pack(throttle_time_ms))

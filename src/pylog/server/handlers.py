@@ -465,7 +465,11 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
                 if code in (2, 87, -1):
                     _log.info("produce to %s-%d from %s rejected: %s (error %d)", name, p.index,
                               conn.peer, res.error_message, code)
-                out.append((p.index, code, -1, -1, -1, res.error_message if with_messages else None))
+                if with_messages:
+                    # v8+: the records that made the batch fail (INVALID_RECORD), by index.
+                    out.append((p.index, code, -1, -1, -1, res.error_message, res.record_errors))
+                else:
+                    out.append((p.index, code, -1, -1, -1, None))
                 continue
             out.append((p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None))
         answer.append((name if name is not None else "", out))
