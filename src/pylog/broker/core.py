@@ -382,15 +382,15 @@ class BrokerConfig:
     topic_defaults : mapping
         Broker-level defaults of topic configs, by topic config name
         (``{"retention.ms": 3600000}`` is ``log.retention.ms``).
+    topic_default_sources : mapping
+        Where each of ``topic_defaults`` comes from (a ConfigSource; default
+        STATIC_BROKER_CONFIG), as DescribeConfigs of a topic reports it.
     group : GroupCoordinatorConfig
         Group coordinator settings (session timeout bounds, rebalance delay, ...).
     log_retention_check_interval_ms, log_flush_scheduler_interval_ms,
     log_flush_offset_checkpoint_interval_ms : int
         How often the background work runs.
     producer_id_block_size : int
-    topic_default_sources : mapping
-        Where each of ``topic_defaults`` comes from (a ConfigSource; default
-        STATIC_BROKER_CONFIG), as DescribeConfigs of a topic reports it.
         Producer ids are persisted in blocks of this many.
     producer_id_expiration_ms, producer_id_expiration_check_interval_ms : int
         Idempotent-producer state of a producer idle this long is dropped (Kafka: 1 day,
@@ -409,13 +409,13 @@ class BrokerConfig:
     offsets_topic_num_partitions: int = 50
     offsets_topic_segment_bytes: int = 100 * 1024 * 1024
     topic_defaults: Mapping[str, Any] = field(default_factory=dict)
+    topic_default_sources: Mapping[str, int] = field(default_factory=dict)
     group: GroupCoordinatorConfig = field(default_factory=GroupCoordinatorConfig)
     log_retention_check_interval_ms: int = 300_000
     log_flush_scheduler_interval_ms: int = 1_000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     producer_id_block_size: int = 1000
     producer_id_expiration_ms: int = 86_400_000
-    topic_default_sources: Mapping[str, int] = field(default_factory=dict)
     producer_id_expiration_check_interval_ms: int = 600_000
     max_open_segments: int = 256
     log_cleaner_enable: bool = True
@@ -1114,19 +1114,6 @@ class Broker:
             for part in topic.partitions:
                 _apply_log_config(part.log, log_config)
 
-    # ------------------------------------------------------------------ produce
-
-    def produce(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
-        """Append a produce request's records to one partition (Produce).
-
-        ``records`` is one or more v2 batches, as a client sent them.  Each is validated
-        (size, CRC32C, counts, timestamps, producer sequence; on a compacted topic, a key
-        on every record) and appended as it came, unless the topic's ``compression.type``
-        asks for another codec.  Several batches are appended all or none, as Kafka
-        appends a request's records for a partition: when one is rejected, the log and
-        the producer state are as before.  Never raises for a per-partition problem: the
-        result carries Kafka's error code.
-
     def set_topic_defaults(self, defaults: Mapping[str, Any], sources: Mapping[str, int] | None = None, *,
                            validate_only: bool = False) -> None:
         """Replace the broker-level defaults of topic configs at run time (Kafka's dynamic
@@ -1181,6 +1168,19 @@ class Broker:
                 self.cleaner.interval_ms = new.log_cleaner_backoff_ms
                 self.cleaner.dedupe_buffer_size = new.log_cleaner_dedupe_buffer_size
                 self.cleaner.wakeup()
+
+    # ------------------------------------------------------------------ produce
+
+    def produce(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
+        """Append a produce request's records to one partition (Produce).
+
+        ``records`` is one or more v2 batches, as a client sent them.  Each is validated
+        (size, CRC32C, counts, timestamps, producer sequence; on a compacted topic, a key
+        on every record) and appended as it came, unless the topic's ``compression.type``
+        asks for another codec.  Several batches are appended all or none, as Kafka
+        appends a request's records for a partition: when one is rejected, the log and
+        the producer state are as before.  Never raises for a per-partition problem: the
+        result carries Kafka's error code.
 
         Parameters
         ----------
