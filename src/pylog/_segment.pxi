@@ -851,6 +851,10 @@ cdef object _read_damage(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, Batch
         what = f"base offset {h.base_offset} is below the segment's base offset {lower}"
     elif why == 3:
         what = f"base offset {h.base_offset} does not follow the previous batch's last offset {prev_last}"
+    elif why == 6:
+        parse_batch_header(p + pos, end - pos, end - pos, False, h)
+        what = (f"the batch's offsets {h.base_offset}..{h.base_offset + h.last_offset_delta} overlap "
+                f"the next batch's and its CRC32C does not match")
     elif why == 4:
         what = (f"last offset {h.base_offset + h.last_offset_delta} (lastOffsetDelta "
                 f"{h.last_offset_delta}) is not below {upper}, where the next segment or the log end is")
@@ -861,6 +865,13 @@ cdef object _read_damage(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, Batch
     exc.position = pos
     exc.index_suspect = why == 5
     return exc
+
+
+cdef bint _batch_crc_ok(const uint8_t *b) noexcept nogil:
+    # The CRC32C of a batch whose header was already checked to lie within the data.
+    cdef int64_t size = <int64_t>pylog_be32(b + BATCH_LENGTH) + BATCH_LENGTH_OVERHEAD
+    return pylog_crc32c(0, b + BATCH_ATTRIBUTES, <size_t>(size - BATCH_ATTRIBUTES)) == \
+        <uint32_t>pylog_be32(b + BATCH_CRC)
 
 
 cdef inline int _check_header(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, BatchHeader *h,
@@ -907,7 +918,8 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
     cdef const uint8_t *p
     cdef BatchHeader h
     cdef Py_ssize_t pos = start, first, length = 0
-    cdef int64_t first_base = -1, last = -1, prev_last = -1
+    cdef int64_t first_base = -1, last = -1, prev_last = -1, last_before = -1
+    cdef Py_ssize_t taken_pos = 0
     cdef int why = 0
     _get_buffer(log_buf, &view, False)
     try:
@@ -930,6 +942,17 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
             if pos != first:
                 why = _check_header(p, pos, end, &h, prev_last, lower_offset, upper_offset)
                 if why:
+                    if why == 3 and not _batch_crc_ok(p + taken_pos):
+                        # Offsets that overlap: the batch before is the damaged one (its
+                        # lastOffsetDelta is under its CRC).  Never serve it: its last
+                        # offset would send the reader past records it never saw.
+                        if taken_pos == first:
+                            pos = taken_pos
+                            why = 6
+                            break
+                        length = taken_pos - first
+                        last = last_before
+                    why = 0       # answer the sound batches before it; the next read meets it
                     break
             prev_last = h.base_offset + h.last_offset_delta
             if prev_last >= max_offset:
@@ -938,7 +961,9 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
                 break
             if length == 0:
                 first_base = h.base_offset
+            last_before = last
             last = prev_last
+            taken_pos = pos
             length += h.size
             pos += h.size
         if why:

@@ -383,6 +383,13 @@ class Log(_core.LogBase):
         self._log_start_offset = max(start, self._segments[0].base_offset)
         if self._log_start_offset > self._log_end_offset:
             self._log_start_offset = self._log_end_offset
+        if recovery_point is not None and recovery_point > self._log_end_offset:
+            # Below the recovery point everything was flushed: a log ending lower lost
+            # flushed data outside our control (a segment file deleted or cut).
+            _logger.warning("%s: the log ends at offset %d, below its recovery point %d: flushed "
+                            "records %d..%d are missing (segment files deleted or truncated outside "
+                            "pylog?)", self._describe(), self._log_end_offset, recovery_point,
+                            self._log_end_offset, recovery_point - 1)
         self._recovery_point = self._log_end_offset if clean_shutdown else min(rp, self._log_end_offset)
         self._load_epochs()
         if not self._managed and os.path.exists(marker):
@@ -425,6 +432,9 @@ class Log(_core.LogBase):
                     index_files.append((base, full))
         for base, full in index_files:
             if base not in live and base not in swaps:
+                _logger.warning("%s: deleting %s: its segment's .log file is missing (deleted outside "
+                                "pylog, or a crash while the segment was being deleted)", self._describe(),
+                                full)
                 _unlink_if_there(full)
         return sorted(live), sorted(swaps)
 
@@ -776,8 +786,8 @@ class Log(_core.LogBase):
         position = getattr(exc, "position", -1)
         key = (seg.base_offset, position)
         msg = (f"{self._describe()}: segment {seg.path} is corrupt at byte {position}: {exc}; "
-               f"offsets of this segment from there on cannot be read (the next readable offset "
-               f"is {resume})")
+               f"reads there answer this error (the next segment, or the log end, starts at "
+               f"offset {resume})")
         if key not in self._reported_damage:
             self._reported_damage.add(key)
             _logger.error("%s", msg)
