@@ -162,10 +162,14 @@ def bootstrap_servers(text: str) -> str:
         servers = parse_bootstrap(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected HOST:PORT[,HOST:PORT...], e.g. {DEFAULT_BOOTSTRAP}") from None
+            f"{_printable(text)!r}: expected HOST:PORT[,HOST:PORT...], e.g. {DEFAULT_BOOTSTRAP}") from None
+    for part in text.split(","):
+        if part.strip() and ":" not in part.strip().split("://")[-1]:
+            raise argparse.ArgumentTypeError(f"{_printable(text)!r}: invalid url in bootstrap.servers: "
+                                             f"{_printable(part.strip())} (expected HOST:PORT)")
     for host, port in servers:
         if not host or not 1 <= port <= 65535:
-            raise argparse.ArgumentTypeError(f"{text!r}: invalid url in bootstrap.servers: "
+            raise argparse.ArgumentTypeError(f"{_printable(text)!r}: invalid url in bootstrap.servers: "
                                              f"{host or '(no host)'}:{port} (the port must be in 1..65535)")
         try:
             host.encode("idna" if not host.isascii() else "ascii")

@@ -99,7 +99,11 @@ class BrokerConnection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._corr = itertools.count(1)
         self.versions: dict[int, tuple[int, int]] = {}
-        self._negotiate()
+        try:
+            self._negotiate()
+        except BaseException:
+            self.sock.close()      # no one else holds the connection: do not leak it
+            raise
 
     def _negotiate(self) -> None:
         ours = supported_versions()
