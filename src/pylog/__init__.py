@@ -22,6 +22,9 @@ except ImportError as exc:  # no silent pure-Python fallback
         "Python headers are needed), or install a wheel for this platform."
     ) from exc
 
+import os as _os
+from typing import Any as _Any
+
 from pylog.broker.core import Broker, OffsetAndMetadata, TopicPartition
 from pylog.client.consumer import Consumer, ConsumerRecord
 from pylog.client.producer import Producer, RecordMetadata
@@ -32,7 +35,7 @@ __all__ = ["open", "Broker", "Producer", "Consumer", "RecordMetadata", "Consumer
            "OffsetAndMetadata", "PylogError", "__version__"]
 
 
-def open(data_dir, **settings) -> Broker:  # noqa: A001 - pylog.open, as the embedded API reads
+def open(data_dir: str | _os.PathLike[str], **settings: _Any) -> Broker:  # noqa: A001 - pylog.open, as the embedded API reads
     """Open (creating if needed) an embedded broker over ``data_dir``.
 
     ``settings`` are :class:`~pylog.broker.core.BrokerConfig` fields (``num_partitions``,

@@ -76,7 +76,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from pylog import _core
 from pylog import codecs as _codecs
@@ -95,6 +95,10 @@ from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, L
 from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
 from pylog.storage.dir_lock import DataDirLock
+
+if TYPE_CHECKING:
+    from pylog.client.consumer import Consumer
+    from pylog.client.producer import Producer
 
 __all__ = [
     "Broker",
@@ -1899,12 +1903,12 @@ class Broker:
 
     # ------------------------------------------------------------------ clients
 
-    def producer(self, **config: Any):
+    def producer(self, **config: Any) -> "Producer":
         """An embedded :class:`pylog.Producer` on this broker (closed with it)."""
         from pylog.client.producer import Producer
         return Producer(self, **config)
 
-    def consumer(self, *topics: str, **config: Any):
+    def consumer(self, *topics: str, **config: Any) -> "Consumer":
         """An embedded :class:`pylog.Consumer` on this broker, subscribed to ``topics``
         (closed with it)."""
         from pylog.client.consumer import Consumer

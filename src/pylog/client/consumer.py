@@ -654,7 +654,7 @@ class Consumer:
 
     # ------------------------------------------------------------------ polling
 
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list:
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list[ConsumerRecord]:
         """Records from the assigned partitions, at most ``max_records`` (default
         ``max_poll_records``), waiting up to ``timeout_ms`` for some to arrive.  Also runs
         the group protocol (rebalance listeners are called from here) and auto-commit.
@@ -1139,7 +1139,7 @@ class Consumer:
     def closed(self) -> bool:
         return self._closed
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[ConsumerRecord]:
         """Records forever (``poll`` in a loop), until the consumer is closed."""
         while not self._closed:
             rec = self._next_held()
