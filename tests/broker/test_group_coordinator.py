@@ -624,6 +624,15 @@ def test_delete_group_rules():
     assert h.gc.delete_groups(["g"]) == {"g": NONE}
 
 
+def test_a_group_named_twice_is_deleted_once_and_answered_as_deleted():
+    """Found by the server fuzz: the second name answered GROUP_ID_NOT_FOUND over the
+    first's success, so a client was told the deletion failed while it happened."""
+    h = Harness()
+    h.gc.commit_offsets("simple", {"t": {0: 1}})
+    assert h.gc.delete_groups(["simple", "simple"]) == {"simple": NONE}
+    assert h.gc.group_state("simple") is None
+
+
 def test_offset_delete():
     h = Harness()
     results, _ = stable_group(h, 1)

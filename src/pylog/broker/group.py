@@ -1498,10 +1498,14 @@ class GroupCoordinator:
 
     def delete_groups(self, group_ids: Iterable[str]) -> dict[str, int]:
         """DeleteGroups: group id -> error code.  Only empty groups are deleted
-        (NON_EMPTY_GROUP otherwise); their offsets go with them."""
+        (NON_EMPTY_GROUP otherwise); their offsets go with them.  A group named twice is
+        deleted once and answered with that outcome (as Kafka takes the names as a set),
+        never GROUP_ID_NOT_FOUND for a group the request deleted."""
         out: dict[str, int] = {}
         with self._op():
             for group_id in group_ids:
+                if group_id in out:
+                    continue
                 err = self._check_group_id(group_id, allow_empty=True)
                 if err != NONE:
                     out[group_id] = err
