@@ -71,6 +71,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import struct
 import threading
 import time
@@ -133,6 +134,9 @@ _ATTR_CONTROL = 0x20
 _INT32_MAX = 2**31 - 1
 _FENCED_LEADER_EPOCH = 74
 _UNKNOWN_LEADER_EPOCH = 75
+#: Descriptors an open partition keeps (measured: the active segment's .log twice, for
+#: appends and for reads, and its .index and .timeindex).
+_FDS_PER_PARTITION = 4
 _LEGAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _CODEC_FOR_COMPRESSION_TYPE = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
@@ -905,6 +909,7 @@ class Broker:
                     raise InvalidTopicError(
                         f"topic {name!r} collides with existing topic {other!r} ('.' and '_' are "
                         "the same in metric names)")
+            self._check_partition_capacity(count)
             if validate_only:
                 return TopicDescription(name, "", False, tuple(
                     self._partition_info_empty(p) for p in range(count)))
@@ -927,10 +932,12 @@ class Broker:
             except BaseException:
                 del self._topics[name]
                 raise
-            log_config = cfg.log_config()
-            for p in range(count):
-                log = self.logs.get_or_create_log(name, p, log_config)
-                topic.partitions.append(_Partition(topic, p, log))
+            try:
+                self._add_partitions(topic, count)
+            except BaseException:
+                del self._topics[name]
+                self._undo_registry(f"topic {name!r}")
+                raise
 
     def create_topics(self, topics: Iterable[NewTopic | str], *, validate_only: bool = False) -> dict[str, TopicResult]:
         """CreateTopics for several topics: a :class:`TopicResult` per name, with an error
@@ -1012,11 +1019,60 @@ class Broker:
                 raise InvalidTopicError(f"internal topic {name!r} cannot be changed")
             if validate_only:
                 return
+            self._check_partition_capacity(total - current)
             self._commit_registry({name: total})
-            log_config = topic.config.log_config()
-            for p in range(current, total):
-                log = self.logs.get_or_create_log(name, p, log_config)
+            try:
+                self._add_partitions(topic, total)
+            except BaseException:
+                self._undo_registry(f"partitions {current}..{total - 1} of {name!r}")
+                raise
+
+    def _add_partitions(self, topic: _Topic, total: int) -> None:
+        """Create the logs of ``topic``'s partitions up to ``total``, all or none: when one
+        cannot be created (out of file descriptors, a full disk), those created here are
+        deleted again and the topic keeps the partitions it had."""
+        first = len(topic.partitions)
+        log_config = topic.config.log_config()
+        try:
+            for p in range(first, total):
+                log = self.logs.get_or_create_log(topic.name, p, log_config)
                 topic.partitions.append(_Partition(topic, p, log))
+        except BaseException as exc:
+            for part in topic.partitions[first:]:
+                try:
+                    self.logs.delete_log(topic.name, part.index)
+                except Exception as cleanup:  # noqa: BLE001 - the first failure is the one to report
+                    _log.warning("cannot delete the log of %s-%d after a failed create: %s",
+                                 topic.name, part.index, cleanup)
+            del topic.partitions[first:]
+            if isinstance(exc, OSError) and not isinstance(exc, PylogError):
+                raise KafkaStorageError(f"cannot create the logs of {topic.name!r}: {exc}") from exc
+            raise
+
+    def _undo_registry(self, what: str) -> None:
+        """Rewrite the registry from the in-memory topics after a create failed part-way
+        (it was committed first, so a crash creates missing logs on open)."""
+        try:
+            self._commit_registry()
+        except PylogError as exc:
+            _log.error("the registry still lists %s, whose creation failed: %s (its logs are created "
+                       "on the next open)", what, exc)
+
+    def _check_partition_capacity(self, more: int) -> None:
+        """Refuse ``more`` partitions beyond what the process's open-file limit can hold:
+        each open partition keeps about ``_FDS_PER_PARTITION`` descriptors, and a quarter of
+        the limit (at most 1024) stays for connections, rolls, snapshots and the cleaner.  A client must not be able to
+        make the broker run out of descriptors (and then fail to open its own data dir)."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        held = sum(len(t.partitions) for t in list(self._topics.values()))
+        cap = (soft - min(soft // 4, 1024)) // _FDS_PER_PARTITION
+        if held + more > cap:
+            raise InvalidPartitionsError(
+                f"{more} more partition(s) would exceed what this broker can keep open: it holds "
+                f"{held} and the open-file limit ({soft}, `ulimit -n`) allows about {cap}; raise the "
+                "limit or create fewer partitions")
 
     def list_topics(self, *, internal: bool = False) -> list[str]:
         """Topic names, sorted (internal topics only with ``internal=True``)."""
