@@ -1369,24 +1369,30 @@ class Broker:
     def _append_one(self, part: _Partition, raw, acks: int, client: bool) -> ProduceResult:
         """:meth:`_append_batches` for one batch (a producer's usual request), without
         the coalescing bookkeeping."""
-        topic = part.topic
         err = self._acks_unsatisfiable(part, acks)
         if err is not None:
             return ProduceResult.failed(err)
         b = self._checked(part, raw, client, self.clock())
         if type(b) is ProduceResult:
             return b
+        return self._locked_append(part, lambda: self._append_locked(part, [b], b.size)[0])
+
+    def _locked_append(self, part: _Partition, append: Callable[[], ProduceResult]) -> ProduceResult:
+        """Run ``append`` under the partition's lock: a failure becomes the result (a
+        deleted partition answers UNKNOWN_TOPIC_OR_PARTITION), and waiting fetchers are
+        told of what it appended."""
         with part.lock:
             try:
-                res = self._append_locked(part, [b], b.size)[0]
+                res = append()
             except LogClosedError:
-                return ProduceResult.failed(UnknownTopicOrPartitionError(f"{topic.name}-{part.index} was deleted"))
+                return ProduceResult.failed(
+                    UnknownTopicOrPartitionError(f"{part.topic.name}-{part.index} was deleted"))
             except PylogError as exc:
                 return ProduceResult.failed(exc)
             if res.duplicate:
                 return res
             leo = part.log.log_end_offset
-        self._notify(topic.name, part.index, leo)
+        self._notify(part.topic.name, part.index, leo)
         return res
 
     def _append_request(self, part: _Partition, batches: list, acks: int) -> ProduceResult:
@@ -1394,7 +1400,6 @@ class Broker:
         checked, then their producer sequences in order against a scratch copy of the
         producer state, then all go to the log in one append (which writes all or
         nothing), and only then is the producer state updated."""
-        topic = part.topic
         err = self._acks_unsatisfiable(part, acks)
         if err is not None:
             return ProduceResult.failed(err)
@@ -1405,18 +1410,7 @@ class Broker:
             if type(b) is ProduceResult:
                 return b
             views.append(b)
-        with part.lock:
-            try:
-                res = self._append_all_locked(part, views)
-            except LogClosedError:
-                return ProduceResult.failed(UnknownTopicOrPartitionError(f"{topic.name}-{part.index} was deleted"))
-            except PylogError as exc:
-                return ProduceResult.failed(exc)
-            if res.duplicate:
-                return res
-            leo = part.log.log_end_offset
-        self._notify(topic.name, part.index, leo)
-        return res
+        return self._locked_append(part, lambda: self._append_all_locked(part, views))
 
     def _append_all_locked(self, part: _Partition, views: list) -> ProduceResult:
         """:meth:`_append_request`'s work under the partition lock.  A duplicate batch
