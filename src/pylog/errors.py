@@ -54,6 +54,7 @@ __all__ = [
     "NotCoordinatorError",
     "OffsetMetadataTooLargeError",
     "RequestTimedOutError",
+    "NetworkError",
     "KafkaStorageError",
     "LogClosedError",
     "DataDirInUseError",
@@ -130,6 +131,14 @@ class NotLeaderError(PylogError):
 
 class RequestTimedOutError(PylogError):
     error_code, kafka_name, retriable = 7, "REQUEST_TIMED_OUT", True
+
+
+class NetworkError(PylogError, ConnectionError):
+    """The connection to a broker failed or was closed (refused, reset, closed mid-response,
+    a malformed or over-large response frame, a response that answers another request).
+    The request may or may not have been processed: retry it (idempotently) later."""
+
+    error_code, kafka_name, retriable = 13, "NETWORK_EXCEPTION", True
 
 
 class RecordTooLargeError(PylogError, ValueError):
