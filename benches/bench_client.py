@@ -28,18 +28,18 @@ N = 2_000 if SMALL else 200_000
 PARTITIONS = 8
 
 
-def _broker(tmp):
-    from pylog.broker.core import Broker
+def _client(tmp):
+    import pylog
 
-    b = Broker(os.path.join(tmp, "data"), offsets_topic_num_partitions=1)
-    if not b.has_topic("bench"):
-        b.create_topic("bench", PARTITIONS, config={"segment.bytes": 1 << 30})
-    return b
+    c = pylog.open(os.path.join(tmp, "data"), offsets_topic_num_partitions=1)
+    if not c.has_topic("bench"):
+        c.create_topic("bench", PARTITIONS, config={"segment.bytes": 1 << 30})
+    return c
 
 
 class _OnBroker:
-    """Setup shared by every benchmark here: a broker with the bench topic in a fresh
-    directory, closed and removed at teardown."""
+    """Setup shared by every benchmark here: an embedded client (``pylog.open``) with the
+    bench topic in a fresh directory, closed and removed at teardown."""
 
     number = 1
     repeat = 5
@@ -47,10 +47,10 @@ class _OnBroker:
 
     def setup(self):
         self.tmp = tempfile.mkdtemp(prefix="pylog-bench-client-")
-        self.broker = _broker(self.tmp)
+        self.client = _client(self.tmp)
 
     def teardown(self):
-        self.broker.close()
+        self.client.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -71,7 +71,7 @@ class Send(_OnBroker):
 
     def setup(self):
         super().setup()
-        self.producer = self.broker.producer(linger_ms=5, buffer_memory=256 << 20)
+        self.producer = self.client.producer(linger_ms=5, buffer_memory=256 << 20)
         self.values = values(N)
         self.keys = keys(N)
         self.peer = _confluent()
@@ -123,7 +123,7 @@ class SendBatch(_OnBroker):
         import numpy as np
 
         super().setup()
-        self.producer = self.broker.producer(linger_ms=5, batch_size=1 << 20, buffer_memory=512 << 20)
+        self.producer = self.client.producer(linger_ms=5, batch_size=1 << 20, buffer_memory=512 << 20)
         self.values = values(N)
         self.keys = keys(N)
         self.values_array = np.frombuffer(b"".join(self.values), dtype=np.uint8).reshape(N, 100)
@@ -151,14 +151,14 @@ class Poll(_OnBroker):
 
     def setup(self):
         super().setup()
-        p = self.broker.producer(linger_ms=5)
+        p = self.client.producer(linger_ms=5)
         p.send_batch("bench", values(N), partition=0).result()
         p.close()
-        self.consumer = self.broker.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
+        self.consumer = self.client.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
         self.consumer.assign([("bench", 0)])
         chunks, offset = [], 0
         while True:
-            res = self.broker.fetch("bench", 0, offset, 8 << 20)
+            res = self.client.broker.fetch("bench", 0, offset, 8 << 20)
             if res.records.size == 0:
                 break
             chunks.append(bytes(res.records.records))
@@ -202,9 +202,9 @@ class Rebalance(_OnBroker):
 
         self.round += 1
         group = f"bench-{self.round}"
-        members = [self.broker.consumer("bench", group_id=group, enable_auto_commit=False,
+        members = [self.client.consumer("bench", group_id=group, enable_auto_commit=False,
                                         heartbeat_thread=False) for _ in range(3)]
-        groups = self.broker.groups
+        groups = self.client.broker.groups
         for _ in range(10_000):
             for m in members:
                 m.poll(timeout_ms=0)

@@ -99,7 +99,8 @@ def test_a_damaged_batch_is_reported_as_corrupt_before_its_keys(broker):
 
 def test_the_embedded_producer_counts_them_as_failed(broker):
     broker.create_topic("c", config=COMPACT)
-    with broker.producer(linger_ms=0) as p:
+    from pylog.client import Client, EmbeddedTransport
+    with Client(EmbeddedTransport(broker), owns_transport=False).producer(linger_ms=0) as p:
         bad = p.send("c", value=b"no key")
         p.flush()
         with pytest.raises(InvalidRecordError, match="without a key"):

@@ -38,19 +38,19 @@ def _values(broker, topic="t", partition=0) -> list[bytes]:
 
 def test_second_embedded_open_in_one_process_is_refused_and_loses_nothing(tmp_path):
     d = str(tmp_path / "d")
-    first = pylog.open(d, background=False, offsets_topic_num_partitions=1)
+    first = pylog.Broker.open(d, background=False, offsets_topic_num_partitions=1)
     try:
         first.create_topic("t")
         assert first.produce("t", 0, _batch(b"one")).base_offset == 0
         with pytest.raises(DataDirInUseError, match="already open in this process") as info:
-            pylog.open(d, background=False, offsets_topic_num_partitions=1)
+            pylog.Broker.open(d, background=False, offsets_topic_num_partitions=1)
         assert "pylog broker" in str(info.value) and "\n" not in str(info.value)
         assert info.value.error_code == 56          # KAFKA_STORAGE_ERROR
         # The refused open changed nothing: the first broker goes on at the next offset.
         assert first.produce("t", 0, _batch(b"two")).base_offset == 1
     finally:
         first.close()
-    with pylog.open(d, background=False, offsets_topic_num_partitions=1) as again:
+    with pylog.Broker.open(d, background=False, offsets_topic_num_partitions=1) as again:
         assert _values(again) == [b"one", b"two"]
 
 
@@ -64,7 +64,7 @@ def test_the_same_directory_by_another_path_is_the_same_directory(tmp_path):
         with pytest.raises(DataDirInUseError):
             LogManager(str(d / "." / ""))
         with pytest.raises(DataDirInUseError):   # a broker and a bare manager conflict too
-            pylog.open(str(d), background=False)
+            pylog.Broker.open(str(d), background=False)
 
 
 def test_flock_alone_excludes_a_second_descriptor_in_this_process(tmp_path):
@@ -113,7 +113,7 @@ def test_a_failed_open_gives_the_directory_back(tmp_path):
     with pytest.raises(KafkaStorageError, match="belongs to node 1"):
         LogManager(str(d), node_id=2)
     with pytest.raises(KafkaStorageError, match="belongs to node 1"):
-        pylog.open(str(d), node_id=2, background=False)
+        pylog.Broker.open(str(d), node_id=2, background=False)
     LogManager(str(d), node_id=1).close()     # not held by the failed opens
 
 
@@ -137,7 +137,7 @@ def test_close_releases_even_when_it_fails(tmp_path, monkeypatch):
 _HOLDER = textwrap.dedent("""
     import sys
     import pylog
-    b = pylog.open(sys.argv[1], background=False, offsets_topic_num_partitions=1)
+    b = pylog.Broker.open(sys.argv[1], background=False, offsets_topic_num_partitions=1)
     print("ready", flush=True)
     sys.stdin.read()
     b.close()
@@ -151,11 +151,11 @@ def test_another_process_holding_it_is_named(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "ready"
         with pytest.raises(DataDirInUseError, match="in use by another process") as info:
-            pylog.open(d, background=False)
+            pylog.Broker.open(d, background=False)
         assert f"pid={proc.pid}" in str(info.value)
     finally:
         proc.stdin.close()
         assert proc.wait(60) == 0
         proc.stdout.close()
-    with pylog.open(d, background=False, offsets_topic_num_partitions=1) as b:
+    with pylog.Broker.open(d, background=False, offsets_topic_num_partitions=1) as b:
         assert b.had_clean_shutdown

@@ -32,7 +32,7 @@ def _partition_dirs(data_dir, topic):
 def test_create_beyond_the_open_file_limit_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
     d = str(tmp_path / "data")
-    with pylog.open(d) as broker:
+    with pylog.Broker.open(d) as broker:
         held = sum(len(broker.describe_topic(t).partitions) for t in broker.list_topics(internal=True))
         cap = (1024 - 256) // 4
         with pytest.raises(InvalidPartitionsError, match="open-file limit"):
@@ -51,7 +51,7 @@ def test_create_beyond_the_open_file_limit_is_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("how", ["create_topic", "create_partitions"])
 def test_a_create_failing_part_way_leaves_nothing_behind(tmp_path, monkeypatch, how):
     d = str(tmp_path / "data")
-    broker = pylog.open(d)
+    broker = pylog.Broker.open(d)
     if how == "create_partitions":
         broker.create_topic("t", 2)
         broker.append("t", 0, _batch(b"kept"))
@@ -76,7 +76,7 @@ def test_a_create_failing_part_way_leaves_nothing_behind(tmp_path, monkeypatch, 
     assert len(_partition_dirs(d, "t")) == want
     assert _registry_topics(d).get("t", {"partitions": 0})["partitions"] == want
     broker.close()
-    with pylog.open(d) as broker:        # the next open agrees, and the data is there
+    with pylog.Broker.open(d) as broker:        # the next open agrees, and the data is there
         assert (broker.num_partitions("t") if broker.has_topic("t") else 0) == want
         if want:
             assert broker.fetch("t", 0, 0).records is not None
@@ -99,7 +99,7 @@ def test_a_real_descriptor_limit_ends_in_a_clear_refusal(tmp_path):
         import resource, pylog
         from pylog.errors import InvalidPartitionsError
         resource.setrlimit(resource.RLIMIT_NOFILE, (768, 768))
-        with pylog.open({str(tmp_path / "data")!r}) as b:
+        with pylog.Broker.open({str(tmp_path / "data")!r}) as b:
             b.create_topic("t", 1)
             try:
                 b.create_partitions("t", 100000)

@@ -1,6 +1,14 @@
+"""Fixtures of the client tests.
+
+The behaviour tests take ``client``: a :class:`pylog.Client` (today ``pylog.open`` over a
+temporary directory; the same tests are meant to run over the Kafka-protocol transport
+too).  Tests that need the in-process broker itself (a fake clock, ``tick()``, the group
+coordinator) use ``client.broker`` or ``fake_client`` and say so by name.
+"""
+
 import pytest
 
-from pylog.broker.core import Broker
+import pylog
 from pylog.broker.group import GroupCoordinatorConfig
 
 
@@ -18,13 +26,13 @@ class FakeClock:
 
 
 @pytest.fixture
-def broker(tmp_path):
-    """A broker with its maintenance thread and the wall clock (producers and consumers
-    run their own threads)."""
-    b = Broker(tmp_path / "data", offsets_topic_num_partitions=4,
-               group=GroupCoordinatorConfig(min_session_timeout_ms=1000))
-    yield b
-    b.close()
+def client(tmp_path):
+    """An embedded client: ``pylog.open`` with the broker's maintenance thread and the
+    wall clock (producers and consumers run their own threads)."""
+    c = pylog.open(tmp_path / "data", offsets_topic_num_partitions=4,
+                   group=GroupCoordinatorConfig(min_session_timeout_ms=1000))
+    yield c
+    c.close()
 
 
 @pytest.fixture
@@ -33,12 +41,13 @@ def clock():
 
 
 @pytest.fixture
-def fake_broker(tmp_path, clock):
-    """A broker on a fake clock, no background thread: the test calls tick()."""
-    b = Broker(tmp_path / "data", clock=clock, background=False, offsets_topic_num_partitions=4,
-               group=GroupCoordinatorConfig(min_session_timeout_ms=1000))
-    yield b
-    b.close()
+def fake_client(tmp_path, clock):
+    """An embedded client whose broker runs on a fake clock with no background thread:
+    the test calls ``fake_client.broker.tick()``."""
+    c = pylog.open(tmp_path / "data", clock=clock, background=False, offsets_topic_num_partitions=4,
+                   group=GroupCoordinatorConfig(min_session_timeout_ms=1000))
+    yield c
+    c.close()
 
 
 def drain(consumer, n, timeout_ms=5000, max_rounds=1000):

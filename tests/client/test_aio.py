@@ -12,14 +12,14 @@ from pylog.client.aio import AIOConsumer, AIOProducer
 from pylog.errors import RecordTypeError, RequestTimedOutError, UnknownTopicOrPartitionError
 
 
-def test_await_send_and_async_iteration(broker):
-    broker.create_topic("t", 2)
+def test_await_send_and_async_iteration(client):
+    client.create_topic("t", 2)
 
     async def main():
-        async with AIOProducer(broker, linger_ms=5) as p:
+        async with client.aio_producer(linger_ms=5) as p:
             meta = await p.send("t", b"first", key=b"k")
             assert meta.topic == "t" and meta.offset == 0
-            consumer = AIOConsumer(broker, "t", group_id="g", auto_offset_reset="earliest")
+            consumer = client.aio_consumer("t", group_id="g", auto_offset_reset="earliest")
             got = []
             ready = asyncio.Event()
 
@@ -47,16 +47,16 @@ def test_await_send_and_async_iteration(broker):
     asyncio.run(main())
 
 
-def test_async_errors_and_getmany_wakes_on_append(broker):
-    broker.create_topic("t", 1)
+def test_async_errors_and_getmany_wakes_on_append(client):
+    client.create_topic("t", 1)
 
     async def main():
-        p = AIOProducer(broker, linger_ms=0)
+        p = client.aio_producer(linger_ms=0)
         with pytest.raises(UnknownTopicOrPartitionError):
             p.send("nope", b"x")
         with pytest.raises(RecordTypeError):
             await p.send_and_wait("t", "text")
-        c = AIOConsumer(broker, auto_offset_reset="earliest")
+        c = client.aio_consumer(auto_offset_reset="earliest")
         c.assign([("t", 0)])
         loop = asyncio.get_running_loop()
         waiter = asyncio.create_task(c.getmany(timeout_ms=20_000))
@@ -71,24 +71,24 @@ def test_async_errors_and_getmany_wakes_on_append(broker):
     asyncio.run(main())
 
 
-class GatedBroker:
-    """Delegates to a broker; produce_batches waits until ``gate`` is set (a slow sender)."""
+class GatedTransport:
+    """Delegates to a transport; produce waits until ``gate`` is set (a slow sender)."""
 
-    def __init__(self, broker):
-        self._b = broker
+    def __init__(self, transport):
+        self._t = transport
         self.gate = threading.Event()
 
     def __getattr__(self, name):
-        return getattr(self._b, name)
+        return getattr(self._t, name)
 
-    def produce_batches(self, topic, partition, batches, *, acks=-1):
+    def produce(self, work, *, acks):
         self.gate.wait(30)
-        return self._b.produce_batches(topic, partition, batches, acks=acks)
+        return self._t.produce(work, acks=acks)
 
 
-def test_send_awaits_buffer_memory_without_blocking_the_loop(broker):
-    broker.create_topic("t", 1)
-    gated = GatedBroker(broker)
+def test_send_awaits_buffer_memory_without_blocking_the_loop(client):
+    client.create_topic("t", 1)
+    gated = GatedTransport(client.transport)
 
     async def main():
         p = AIOProducer(gated, buffer_memory=4096, batch_size=512, linger_ms=0, max_block_ms=10_000)
@@ -101,7 +101,7 @@ def test_send_awaits_buffer_memory_without_blocking_the_loop(broker):
         metas = [await h for h in handles]
         assert [m.offset for m in metas] == list(range(100))          # in send order
         await p.flush()
-        records = broker.fetch("t", 0, 0, 1 << 20).records
+        records = client.broker.fetch("t", 0, 0, 1 << 20).records
         values = [r.value[:4] for b in _core.iter_batches(records.records) for r in b]
         assert values == [b"%04d" % i for i in range(100)]
         await p.close()
@@ -109,9 +109,9 @@ def test_send_awaits_buffer_memory_without_blocking_the_loop(broker):
     asyncio.run(main())
 
 
-def test_a_send_waiting_for_memory_longer_than_max_block_ms_fails_alone(broker):
-    broker.create_topic("t", 1)
-    gated = GatedBroker(broker)
+def test_a_send_waiting_for_memory_longer_than_max_block_ms_fails_alone(client):
+    client.create_topic("t", 1)
+    gated = GatedTransport(client.transport)
 
     async def main():
         p = AIOProducer(gated, buffer_memory=2048, batch_size=512, linger_ms=0, max_block_ms=200)

@@ -34,7 +34,7 @@ def test_bench_client_smoke(bench):
                     getattr(b, name)()
                     ran.append(name)
             if cls is bench.Send:
-                total = sum(b.broker.high_watermark("bench", p) for p in range(bench.PARTITIONS))
+                total = sum(b.client.high_watermark("bench", p) for p in range(bench.PARTITIONS))
                 assert total == 2 * bench.N          # both pylog sends landed
             if cls is bench.Poll:
                 assert b.consumer.position(("bench", 0)) == bench.N

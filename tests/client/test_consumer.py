@@ -17,19 +17,19 @@ TP0 = TopicPartition("t", 0)
 TP1 = TopicPartition("t", 1)
 
 
-def produce(broker, topic, values, partition=0, **kw):
-    p = broker.producer(**kw)
+def produce(client, topic, values, partition=0, **kw):
+    p = client.producer(**kw)
     hs = [p.send(topic, v, partition=partition) for v in values]
     p.flush()
     p.close()
     return [h.result() for h in hs]
 
 
-def test_assign_poll_in_order_and_positions(broker):
-    broker.create_topic("t", 2)
-    produce(broker, "t", [b"a%d" % i for i in range(30)], 0)
-    produce(broker, "t", [b"b%d" % i for i in range(5)], 1)
-    c = broker.consumer(auto_offset_reset="earliest")
+def test_assign_poll_in_order_and_positions(client):
+    client.create_topic("t", 2)
+    produce(client, "t", [b"a%d" % i for i in range(30)], 0)
+    produce(client, "t", [b"b%d" % i for i in range(5)], 1)
+    c = client.consumer(auto_offset_reset="earliest")
     c.assign([TP0, ("t", 1)])
     recs = drain(c, 35)
     assert [r.value for r in recs if r.partition == 0] == [b"a%d" % i for i in range(30)]
@@ -47,11 +47,11 @@ def test_assign_poll_in_order_and_positions(broker):
     c.close()
 
 
-def test_max_records_pause_resume_and_wait_for_data(broker):
-    broker.create_topic("t", 2)
-    produce(broker, "t", [b"%d" % i for i in range(10)], 0)
-    produce(broker, "t", [b"%d" % i for i in range(10)], 1)
-    c = broker.consumer(auto_offset_reset="earliest")
+def test_max_records_pause_resume_and_wait_for_data(client):
+    client.create_topic("t", 2)
+    produce(client, "t", [b"%d" % i for i in range(10)], 0)
+    produce(client, "t", [b"%d" % i for i in range(10)], 1)
+    c = client.consumer(auto_offset_reset="earliest")
     c.assign([TP0, TP1])
     c.pause(TP1)
     assert c.paused() == {TP1}
@@ -64,7 +64,7 @@ def test_max_records_pause_resume_and_wait_for_data(broker):
     assert {r.partition for r in drain(c, 10)} == {1}
     # A poll that waits is woken by an append.
     import threading
-    p = broker.producer(linger_ms=0)
+    p = client.producer(linger_ms=0)
     t = threading.Timer(0.05, lambda: p.send("t", b"late", partition=0))
     t.start()
     got = c.poll(timeout_ms=10_000)
@@ -74,13 +74,13 @@ def test_max_records_pause_resume_and_wait_for_data(broker):
     c.close()
 
 
-def test_auto_offset_reset_policies_and_out_of_range(broker):
-    broker.create_topic("t", 1)
-    produce(broker, "t", [b"old"])
-    latest = broker.consumer(group_id="g1")
+def test_auto_offset_reset_policies_and_out_of_range(client):
+    client.create_topic("t", 1)
+    produce(client, "t", [b"old"])
+    latest = client.consumer(group_id="g1")
     latest.assign([TP0])
     assert latest.position(TP0) == 1
-    none = broker.consumer(group_id="g2", auto_offset_reset="none")
+    none = client.consumer(group_id="g2", auto_offset_reset="none")
     none.assign([TP0])
     with pytest.raises(NoOffsetForPartitionError) as ei:
         none.poll()
@@ -88,20 +88,20 @@ def test_auto_offset_reset_policies_and_out_of_range(broker):
     none.seek(TP0, 0)
     assert [r.value for r in drain(none, 1)] == [b"old"]
     # Records deleted under the position: reset by the policy.
-    produce(broker, "t", [b"a", b"b", b"c"])
-    early = broker.consumer(auto_offset_reset="earliest")
+    produce(client, "t", [b"a", b"b", b"c"])
+    early = client.consumer(auto_offset_reset="earliest")
     early.assign([TP0])
     early.seek(TP0, 1)
-    broker.delete_records("t", 0, 3)
+    client.delete_records("t", 0, 3)
     assert [r.value for r in drain(early, 1)] == [b"c"]
     for c in (latest, none, early):
         c.close()
 
 
-def test_commits_with_metadata_survive_and_new_groups_replay(broker):
-    broker.create_topic("t", 1)
-    produce(broker, "t", [b"%d" % i for i in range(10)])
-    c = broker.consumer(group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)
+def test_commits_with_metadata_survive_and_new_groups_replay(client):
+    client.create_topic("t", 1)
+    produce(client, "t", [b"%d" % i for i in range(10)])
+    c = client.consumer(group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)
     c.assign([TP0])
     assert len(drain(c, 10, max_rounds=20)) == 10
     c.commit({TP0: OffsetAndMetadata(7, "note")})
@@ -110,10 +110,10 @@ def test_commits_with_metadata_survive_and_new_groups_replay(broker):
     c.commit_async(callback=lambda offsets, exc: results.append((dict(offsets), exc)))
     assert results[0][1] is None and c.committed(TP0).offset == 10
     c.close()
-    again = broker.consumer(group_id="g", auto_offset_reset="earliest")
+    again = client.consumer(group_id="g", auto_offset_reset="earliest")
     again.assign([TP0])
     assert again.position(TP0) == 10
-    replay = broker.consumer(group_id="fresh", auto_offset_reset="earliest")
+    replay = client.consumer(group_id="fresh", auto_offset_reset="earliest")
     replay.assign([TP0])
     assert [r.value for r in drain(replay, 10)] == [b"%d" % i for i in range(10)]
     found = replay.offsets_for_times({TP0: 0})
@@ -123,10 +123,10 @@ def test_commits_with_metadata_survive_and_new_groups_replay(broker):
     replay.close()
 
 
-def test_iteration_never_commits_past_unyielded_records(broker):
-    broker.create_topic("t", 1)
-    produce(broker, "t", [b"%d" % i for i in range(20)])
-    c = broker.consumer(group_id="it", auto_offset_reset="earliest", enable_auto_commit=False)
+def test_iteration_never_commits_past_unyielded_records(client):
+    client.create_topic("t", 1)
+    produce(client, "t", [b"%d" % i for i in range(20)])
+    c = client.consumer(group_id="it", auto_offset_reset="earliest", enable_auto_commit=False)
     c.assign([TP0])
     it = iter(c)
     got = [next(it) for _ in range(5)]
@@ -136,22 +136,22 @@ def test_iteration_never_commits_past_unyielded_records(broker):
     c.close()
 
 
-def test_control_batches_and_compressed_batches_are_read(broker):
-    broker.create_topic("t", 1)
-    produce(broker, "t", [b"a"])
-    broker._append_internal("t", 0, build_control_batch("commit", 1, 0)).raise_for_error()
-    produce(broker, "t", [b"b" * 100, b"c" * 100], compression_type="zstd")
-    c = broker.consumer(auto_offset_reset="earliest")
+def test_control_batches_and_compressed_batches_are_read(client):
+    client.create_topic("t", 1)
+    produce(client, "t", [b"a"])
+    client.broker._append_internal("t", 0, build_control_batch("commit", 1, 0)).raise_for_error()
+    produce(client, "t", [b"b" * 100, b"c" * 100], compression_type="zstd")
+    c = client.consumer(auto_offset_reset="earliest")
     c.assign([TP0])
     recs = drain(c, 3)
     assert [(r.offset, r.value[:1]) for r in recs] == [(0, b"a"), (2, b"b"), (3, b"c")]
     c.close()
 
 
-def test_deserializers_and_poison_pill_raises_with_its_location(broker):
-    broker.create_topic("t", 1)
-    produce(broker, "t", [b'{"n": 1}', b"not json", b'{"n": 3}'])
-    c = broker.consumer(group_id="g", auto_offset_reset="earliest", value_deserializer=json.loads,
+def test_deserializers_and_poison_pill_raises_with_its_location(client):
+    client.create_topic("t", 1)
+    produce(client, "t", [b'{"n": 1}', b"not json", b'{"n": 3}'])
+    c = client.consumer(group_id="g", auto_offset_reset="earliest", value_deserializer=json.loads,
                         key_deserializer=lambda k: k)
     c.assign([TP0])
     first = c.poll(timeout_ms=1000)
@@ -168,24 +168,24 @@ def test_deserializers_and_poison_pill_raises_with_its_location(broker):
     c.close()
 
 
-def test_poison_pill_skip(broker):
-    broker.create_topic("t", 1)
-    produce(broker, "t", [b"1", b"x", b"3"])
-    c = broker.consumer(auto_offset_reset="earliest", value_deserializer=int, on_deserialization_error="skip")
+def test_poison_pill_skip(client):
+    client.create_topic("t", 1)
+    produce(client, "t", [b"1", b"x", b"3"])
+    c = client.consumer(auto_offset_reset="earliest", value_deserializer=int, on_deserialization_error="skip")
     c.assign([TP0])
     assert [r.value for r in drain(c, 2)] == [1, 3]
     assert c.position(TP0) == 3
     c.close()
 
 
-def test_poison_pill_goes_to_the_dead_letter_topic(broker):
-    broker.create_topic("t", 2)
-    produce(broker, "t", [b"1", b"bad", b"3"], partition=1)
-    c = broker.consumer(group_id="billing", auto_offset_reset="earliest", value_deserializer=int,
+def test_poison_pill_goes_to_the_dead_letter_topic(client):
+    client.create_topic("t", 2)
+    produce(client, "t", [b"1", b"bad", b"3"], partition=1)
+    c = client.consumer(group_id="billing", auto_offset_reset="earliest", value_deserializer=int,
                         on_deserialization_error="dead_letter", dead_letter_topic="t.dlq")
     c.assign([TP1])
     assert [r.value for r in drain(c, 2)] == [1, 3]
-    dlq = broker.consumer(auto_offset_reset="earliest")
+    dlq = client.consumer(auto_offset_reset="earliest")
     dlq.assign([("t.dlq", 1)])
     [dead] = drain(dlq, 1)
     assert dead.value == b"bad"
@@ -200,9 +200,9 @@ def test_poison_pill_goes_to_the_dead_letter_topic(broker):
     dlq.close()
 
 
-def test_bad_consumer_calls(broker):
-    broker.create_topic("t", 1)
-    c = broker.consumer()
+def test_bad_consumer_calls(client):
+    client.create_topic("t", 1)
+    c = client.consumer()
     with pytest.raises(IllegalStateError):
         c.poll()
     with pytest.raises(InvalidGroupIdError):
@@ -224,7 +224,7 @@ def test_bad_consumer_calls(broker):
     c.close()
     with pytest.raises(IllegalStateError):
         c.poll()
-    g = broker.consumer("t", group_id="g", auto_offset_reset="earliest")
+    g = client.consumer("t", group_id="g", auto_offset_reset="earliest")
     with pytest.raises(IllegalStateError):
         g.assign([TP0])
     g.poll(timeout_ms=1000)

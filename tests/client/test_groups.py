@@ -28,7 +28,7 @@ def check_disjoint(consumers):
             seen[tp] = c
 
 
-def settle(broker, consumers, group="g", n=PARTS, rounds=2000, between=None, sink=None, seconds=20.0):
+def settle(client, consumers, group="g", n=PARTS, rounds=2000, between=None, sink=None, seconds=20.0):
     """Poll every consumer (without waiting) until the group is stable and its members
     together hold every partition; check exclusivity after every poll.  Records polled
     meanwhile go to ``sink[consumer]`` (a list) when given.  Gives up after ``rounds``
@@ -45,8 +45,8 @@ def settle(broker, consumers, group="g", n=PARTS, rounds=2000, between=None, sin
             check_disjoint(consumers)
         if between is not None:
             between()
-        gen = broker.groups.group_generation(group)
-        if (broker.groups.group_state(group) is GroupState.STABLE
+        gen = client.broker.groups.group_generation(group)
+        if (client.broker.groups.group_state(group) is GroupState.STABLE
                 and all(c.generation() == gen for c in consumers)
                 and set().union(*(c.assignment() for c in consumers)) == all_tps(n=n)
                 and not any(c._rejoin_needed for c in consumers)):
@@ -68,36 +68,36 @@ class Recorder(ConsumerRebalanceListener):
         self.events.append(("lost", set(lost)))
 
 
-def member(broker, **kw):
+def member(client, **kw):
     kw.setdefault("group_id", "g")
     kw.setdefault("auto_offset_reset", "earliest")
     kw.setdefault("enable_auto_commit", False)
-    return broker.consumer("t", **kw)
+    return client.consumer("t", **kw)
 
 
 @pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
-def test_members_join_and_leave(broker, strategy):
-    broker.create_topic("t", PARTS)
-    cs = [member(broker, partition_assignment_strategy=[strategy]) for _ in range(3)]
-    plan = settle(broker, cs)
+def test_members_join_and_leave(client, strategy):
+    client.create_topic("t", PARTS)
+    cs = [member(client, partition_assignment_strategy=[strategy]) for _ in range(3)]
+    plan = settle(client, cs)
     assert sorted(len(a) for a in plan.values()) == [2, 2, 2]
     cs[1].close()
-    plan = settle(broker, [cs[0], cs[2]])
+    plan = settle(client, [cs[0], cs[2]])
     assert sorted(len(a) for a in plan.values()) == [3, 3]
-    assert broker.groups.group_members("g") == [cs[0].member_id(), cs[2].member_id()] or \
-        set(broker.groups.group_members("g")) == {cs[0].member_id(), cs[2].member_id()}
+    assert client.broker.groups.group_members("g") == [cs[0].member_id(), cs[2].member_id()] or \
+        set(client.broker.groups.group_members("g")) == {cs[0].member_id(), cs[2].member_id()}
     for c in (cs[0], cs[2]):
         c.close()
-    assert broker.groups.group_state("g") is GroupState.EMPTY
+    assert client.broker.groups.group_state("g") is GroupState.EMPTY
 
 
-def test_cooperative_rebalance_only_moves_what_it_must(broker):
-    broker.create_topic("t", PARTS)
+def test_cooperative_rebalance_only_moves_what_it_must(client):
+    client.create_topic("t", PARTS)
     rec = Recorder()
-    first = member(broker, partition_assignment_strategy=["cooperative-sticky"], listener=rec)
-    settle(broker, [first])
-    second = member(broker, partition_assignment_strategy=["cooperative-sticky"])
-    plan = settle(broker, [first, second])
+    first = member(client, partition_assignment_strategy=["cooperative-sticky"], listener=rec)
+    settle(client, [first])
+    second = member(client, partition_assignment_strategy=["cooperative-sticky"])
+    plan = settle(client, [first, second])
     assert len(plan[first]) == len(plan[second]) == 3
     revoked = [e for e in rec.events if e[0] == "revoked"]
     assert revoked == [("revoked", all_tps() - plan[first])]    # only the three that moved
@@ -105,15 +105,15 @@ def test_cooperative_rebalance_only_moves_what_it_must(broker):
     second.close()
 
 
-def test_crashed_member_is_removed_after_its_session_and_nothing_committed_is_lost(fake_broker, clock):
-    broker = fake_broker
-    broker.create_topic("t", PARTS)
+def test_crashed_member_is_removed_after_its_session_and_nothing_committed_is_lost(fake_client, clock):
+    client = fake_client
+    client.create_topic("t", PARTS)
     # Auto-commit also commits what was polled before partitions are revoked.
     kw = dict(heartbeat_thread=False, session_timeout_ms=2000, heartbeat_interval_ms=500,
               enable_auto_commit=True, auto_commit_interval_ms=3_600_000)
-    cs = [member(broker, **kw) for _ in range(3)]
-    settle(broker, cs)
-    p = broker.producer(linger_ms=0)
+    cs = [member(client, **kw) for _ in range(3)]
+    settle(client, cs)
+    p = client.producer(linger_ms=0)
     for i in range(600):
         p.send("t", b"%d" % i, partition=i % PARTS)
     p.flush()
@@ -132,9 +132,9 @@ def test_crashed_member_is_removed_after_its_session_and_nothing_committed_is_lo
         clock.advance(600)
         for c in survivors:
             processed[c] += [r.value for r in c.poll(timeout_ms=0)]   # heartbeats when due
-        broker.tick()
-    assert victim.member_id() not in broker.groups.group_members("g")
-    settle(broker, survivors, sink=processed)
+        client.broker.tick()
+    assert victim.member_id() not in client.broker.groups.group_members("g")
+    settle(client, survivors, sink=processed)
     for _ in range(200):
         got = 0
         for c in survivors:
@@ -149,26 +149,26 @@ def test_crashed_member_is_removed_after_its_session_and_nothing_committed_is_lo
     assert set(everything) == {b"%d" % i for i in range(600)}          # nothing lost
     dups = {v for v in everything if everything.count(v) > 1}
     assert dups and dups <= set(uncommitted)                             # at-least-once only
-    end = {tp: broker.high_watermark(tp.topic, tp.partition) for tp in all_tps()}
+    end = {tp: client.high_watermark(tp.topic, tp.partition) for tp in all_tps()}
     assert {tp: survivors[0].committed(tp).offset for tp in all_tps()} == end
     for c in survivors:
         c.close()
     p.close()
 
 
-def test_commit_from_a_member_with_a_stale_generation_is_refused(fake_broker, clock):
-    broker = fake_broker
-    broker.create_topic("t", PARTS)
+def test_commit_from_a_member_with_a_stale_generation_is_refused(fake_client, clock):
+    client = fake_client
+    client.create_topic("t", PARTS)
     kw = dict(heartbeat_thread=False, session_timeout_ms=2000, heartbeat_interval_ms=500)
-    a, b = member(broker, **kw), member(broker, **kw)
-    settle(broker, [a, b])
+    a, b = member(client, **kw), member(client, **kw)
+    settle(client, [a, b])
     mine = sorted(a.assignment())[0]
     a.commit({mine: 1})
     for _ in range(5):
         clock.advance(600)
         b.poll(timeout_ms=0)
-        broker.tick()
-    assert a.member_id() not in broker.groups.group_members("g")
+        client.broker.tick()
+    assert a.member_id() not in client.broker.groups.group_members("g")
     with pytest.raises(CommitFailedError) as ei:
         a.commit({mine: 5})
     assert ei.value.error_code == 22
@@ -177,39 +177,39 @@ def test_commit_from_a_member_with_a_stale_generation_is_refused(fake_broker, cl
     b.close()
 
 
-def test_static_member_restart_keeps_its_partitions_without_rebalance(broker):
-    broker.create_topic("t", PARTS)
+def test_static_member_restart_keeps_its_partitions_without_rebalance(client):
+    client.create_topic("t", PARTS)
     rec = Recorder()
-    a = member(broker, group_instance_id="a", listener=rec)
-    b = member(broker, group_instance_id="b")
-    plan = settle(broker, [a, b])
-    generation = broker.groups.group_generation("g")
+    a = member(client, group_instance_id="a", listener=rec)
+    b = member(client, group_instance_id="b")
+    plan = settle(client, [a, b])
+    generation = client.broker.groups.group_generation("g")
     before = plan[a]
     a.close()                                   # a static member does not leave
-    assert broker.groups.group_state("g") is GroupState.STABLE
+    assert client.broker.groups.group_state("g") is GroupState.STABLE
     events = len(rec.events)
-    a2 = member(broker, group_instance_id="a")
-    plan = settle(broker, [a2, b])
+    a2 = member(client, group_instance_id="a")
+    plan = settle(client, [a2, b])
     assert plan[a2] == before
-    assert broker.groups.group_generation("g") == generation
+    assert client.broker.groups.group_generation("g") == generation
     assert len(rec.events) == events           # b's side saw nothing either
     a2.close()
     b.close()
 
 
-def test_new_partitions_trigger_a_rebalance(broker):
-    broker.create_topic("t", 2)
-    a, b = member(broker), member(broker)
-    settle(broker, [a, b], n=2)
-    broker.create_partitions("t", 4)
-    plan = settle(broker, [a, b], n=4)
+def test_new_partitions_trigger_a_rebalance(client):
+    client.create_topic("t", 2)
+    a, b = member(client), member(client)
+    settle(client, [a, b], n=2)
+    client.create_partitions("t", 4)
+    plan = settle(client, [a, b], n=4)
     assert sorted(len(x) for x in plan.values()) == [2, 2]
     a.close()
     b.close()
 
 
-def test_threads_join_leave_and_consume_everything_once_committed(broker):
-    broker.create_topic("t", PARTS)
+def test_threads_join_leave_and_consume_everything_once_committed(client):
+    client.create_topic("t", PARTS)
     total = 3000
     owner: dict = {}
     lock = threading.Lock()
@@ -235,7 +235,7 @@ def test_threads_join_leave_and_consume_everything_once_committed(broker):
                         del owner[tp]
 
     def run(name, leave_after=None):
-        c = member(broker, listener=Exclusive(name))
+        c = member(client, listener=Exclusive(name))
         n = 0
         try:
             while not stop.is_set():
@@ -257,7 +257,7 @@ def test_threads_join_leave_and_consume_everything_once_committed(broker):
     threads = [threading.Thread(target=run, args=("a",)), threading.Thread(target=run, args=("b", 400))]
     for t in threads:
         t.start()
-    p = broker.producer(linger_ms=1)
+    p = client.producer(linger_ms=1)
     for i in range(total):
         p.send("t", b"%d" % i, key=b"%d" % (i % 50))
         if i == total // 2:
@@ -283,27 +283,27 @@ def test_threads_join_leave_and_consume_everything_once_committed(broker):
     assert set(processed) == {b"%d" % i for i in range(total)}
 
 
-def test_member_that_stops_polling_leaves_and_later_rejoins(broker):
+def test_member_that_stops_polling_leaves_and_later_rejoins(client):
     import time
 
-    broker.create_topic("t", PARTS)
+    client.create_topic("t", PARTS)
     rec = Recorder()
-    slow = member(broker, max_poll_interval_ms=150, heartbeat_interval_ms=20, session_timeout_ms=2000,
+    slow = member(client, max_poll_interval_ms=150, heartbeat_interval_ms=20, session_timeout_ms=2000,
                   listener=rec)
-    other = member(broker)
-    settle(broker, [slow, other])
+    other = member(client)
+    settle(client, [slow, other])
     gone = threading.Event()
     old_id = slow.member_id()
     deadline = time.monotonic() + 30
     # The heartbeat thread notices the missing polls and leaves: the other member then
     # rebalances alone and takes every partition.
-    while old_id in broker.groups.group_members("g") and time.monotonic() < deadline:
+    while old_id in client.broker.groups.group_members("g") and time.monotonic() < deadline:
         gone.wait(0.01)
-    assert old_id not in broker.groups.group_members("g")
-    plan = settle(broker, [other])
+    assert old_id not in client.broker.groups.group_members("g")
+    plan = settle(client, [other])
     assert plan[other] == all_tps()
     slow.poll(timeout_ms=0)                       # learns it lost its partitions
     assert ("lost", set()) not in rec.events and any(e[0] == "lost" and e[1] for e in rec.events)
-    settle(broker, [slow, other])                 # and rejoins
+    settle(client, [slow, other])                 # and rejoins
     slow.close()
     other.close()

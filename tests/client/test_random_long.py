@@ -1,5 +1,5 @@
 """Long randomized run (``-m long``): producers, group members that commit or crash, and
-broker restarts in a random order.  Invariants: every produced record is consumed
+client restarts in a random order.  Invariants: every produced record is consumed
 (at-least-once), each key's records arrive in production order within each session, and
 committed progress never goes backwards."""
 
@@ -19,21 +19,21 @@ def test_random_produce_consume_crash_restart(tmp_path, rng):
     next_seq = {k: 0 for k in keys}
     consumed: dict[bytes, set[int]] = {k: set() for k in keys}
     settings = dict(offsets_topic_num_partitions=3, group=GroupCoordinatorConfig(min_session_timeout_ms=200))
-    broker = pylog.open(path, **settings)
-    broker.create_topic("t", 4)
+    client = pylog.open(path, **settings)
+    client.create_topic("t", 4)
     last_committed: dict = {}
     try:
         for step in range(60):
             action = rng.choice(["produce", "produce", "consume", "consume", "restart"])
             if action == "produce":
-                p = broker.producer(linger_ms=rng.choice([0, 2]), batch_size=rng.choice([512, 16384]))
+                p = client.producer(linger_ms=rng.choice([0, 2]), batch_size=rng.choice([512, 16384]))
                 for _ in range(rng.randrange(1, 200)):
                     k = rng.choice(keys)
                     p.send("t", b"%d" % next_seq[k], key=k)
                     next_seq[k] += 1
                 p.close()
             elif action == "consume":
-                c = broker.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False,
+                c = client.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False,
                                     session_timeout_ms=300, heartbeat_interval_ms=50)
                 last_seen: dict = {}
                 for _ in range(rng.randrange(1, 20)):
@@ -55,10 +55,10 @@ def test_random_produce_consume_crash_restart(tmp_path, rng):
                 else:
                     c.close()
             else:
-                broker.close()
-                broker = pylog.open(path, **settings)
+                client.close()
+                client = pylog.open(path, **settings)
         # Drain what is left with one member.
-        c = broker.consumer("t", group_id="g", auto_offset_reset="earliest")
+        c = client.consumer("t", group_id="g", auto_offset_reset="earliest")
         idle = 0
         while idle < 3:
             recs = c.poll(timeout_ms=1500)
@@ -67,4 +67,4 @@ def test_random_produce_consume_crash_restart(tmp_path, rng):
                 consumed[r.key].add(int(r.value))
         assert {k: sorted(v) for k, v in consumed.items()} == {k: list(range(n)) for k, n in next_seq.items()}
     finally:
-        broker.close()
+        client.close()

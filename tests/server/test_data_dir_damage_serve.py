@@ -82,7 +82,7 @@ def test_damaged_identity_files_refuse_to_start_in_one_line(serve, name, damage)
 
 def test_serve_refuses_a_directory_an_embedded_broker_holds(tmp_path):
     d = str(tmp_path / "d")
-    with pylog.open(d, background=False, offsets_topic_num_partitions=1) as b:
+    with pylog.Broker.open(d, background=False, offsets_topic_num_partitions=1) as b:
         b.create_topic("t")
         proc = _run_serve(d)
         assert proc.returncode == 1

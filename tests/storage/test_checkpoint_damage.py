@@ -58,7 +58,7 @@ def _read(broker, topic, partition) -> dict[int, bytes]:
 
 
 def _open(d, clock):
-    return pylog.open(d, background=False, offsets_topic_num_partitions=1, clock=clock)
+    return pylog.Broker.open(d, background=False, offsets_topic_num_partitions=1, clock=clock)
 
 
 class Written:

@@ -77,7 +77,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from pylog import _core
 from pylog import codecs as _codecs
@@ -96,10 +96,6 @@ from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, L
 from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
 from pylog.storage.dir_lock import DataDirLock
-
-if TYPE_CHECKING:
-    from pylog.client.consumer import Consumer
-    from pylog.client.producer import Producer
 
 __all__ = [
     "Broker",
@@ -574,7 +570,6 @@ class Broker:
         self._wake_listeners: list[Callable[[], object]] = []
         self._data_cond = threading.Condition(threading.Lock())
         self._data_waiters = 0
-        self._clients: list[Any] = []
         os.makedirs(self.data_dir, exist_ok=True)
         self._registry_path = os.path.join(self.data_dir, REGISTRY_FILE)
 
@@ -1951,43 +1946,12 @@ class Broker:
             self._bg_wake.wait(min(max(delay, 0.001), 0.2))
             self._bg_wake.clear()
 
-    # ------------------------------------------------------------------ clients
-
-    def producer(self, **config: Any) -> "Producer":
-        """An embedded :class:`pylog.Producer` on this broker (closed with it)."""
-        from pylog.client.producer import Producer
-        return Producer(self, **config)
-
-    def consumer(self, *topics: str, **config: Any) -> "Consumer":
-        """An embedded :class:`pylog.Consumer` on this broker, subscribed to ``topics``
-        (closed with it)."""
-        from pylog.client.consumer import Consumer
-        return Consumer(self, *topics, **config)
-
-    def _register_client(self, client: Any) -> None:
-        with self._lock:
-            self._check_open()
-            self._clients.append(client)
-
-    def _unregister_client(self, client: Any) -> None:
-        with self._lock:
-            self._clients = [c for c in self._clients if c is not client]
-
     # ------------------------------------------------------------------ close
 
     def close(self) -> None:
-        """Close the clients made by :meth:`producer`/:meth:`consumer` (producers flush,
-        consumers commit and leave), stop the background thread, snapshot producer state,
-        flush every log and mark a clean shutdown.  Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            clients = list(self._clients)
-        for c in reversed(clients):
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - close the rest anyway
-                _log.exception("closing %r failed", c)
+        """Stop the background thread, snapshot producer state, flush every log and mark a
+        clean shutdown.  Idempotent.  (The client side closes its producers and consumers
+        first: the handle ``pylog.open`` returns does, then closes this broker.)"""
         with self._lock:
             if self._closed:
                 return

@@ -1,13 +1,13 @@
-"""asyncio flavours of the embedded producer and consumer.
+"""asyncio flavours of the producer and consumer, over any :class:`~pylog.client.transport.Transport`.
 
 :class:`AIOProducer` wraps :class:`~pylog.client.producer.Producer`: ``send`` queues the
 record at once (the per-record path is the same C code) and returns an awaitable handle,
 so ``await producer.send(...)`` gives the :class:`~pylog.RecordMetadata`.
 :class:`AIOConsumer` wraps :class:`~pylog.client.consumer.Consumer`: ``async for record in
 consumer`` and ``await consumer.getmany()`` never block the event loop; they poll without
-waiting and sleep on an :class:`asyncio.Event` that the broker sets (through
-``loop.call_soon_threadsafe``) when one of the consumer's partitions gets data or its
-group changes state.
+waiting and sleep on an :class:`asyncio.Event` that the transport's data and wake
+listeners set (through ``loop.call_soon_threadsafe``) when one of the consumer's
+partitions gets data or its group changes state.
 
 Both must be used from one event loop.  When ``buffer_memory`` is full, ``send`` does not
 block the loop: the record waits in the producer's backlog (in send order, and every later
@@ -15,7 +15,7 @@ block the loop: the record waits in the producer's backlog (in send order, and e
 ``send``; awaiting what ``send`` returned gives its RecordMetadata or the error as usual.
 ``send_batch`` still waits for room in the calling thread (it queues its records as it
 goes); the only other call that may block the loop is the first one that opens the
-producer (InitProducerId, an in-memory call).
+producer (InitProducerId: an in-memory call embedded, one round trip over the network).
 """
 
 from __future__ import annotations
@@ -58,15 +58,15 @@ class _LoopProducer(Producer):
 
 
 class AIOProducer:
-    """An asyncio producer on an embedded broker; settings as
-    :class:`~pylog.client.producer.Producer`.
+    """An asyncio producer over a transport; settings as
+    :class:`~pylog.client.producer.Producer`.  Usually made with ``client.aio_producer()``.
 
     ``send`` / ``send_batch`` return awaitables; ``flush``, ``close`` and
     ``send_and_wait`` are coroutines.  Use ``async with``.
     """
 
-    def __init__(self, broker, **config: Any) -> None:
-        self._producer = _LoopProducer(broker, **config)
+    def __init__(self, transport, **config: Any) -> None:
+        self._producer = _LoopProducer(transport, **config)
         self._send = self._producer.send             # the C send path, unchanged
         self._backlog: collections.deque = collections.deque()   # (args, deadline, future)
         self._drainer: asyncio.Task | None = None
@@ -177,22 +177,22 @@ def _settle(fut: asyncio.Future, done: asyncio.Future) -> None:
 
 
 class AIOConsumer:
-    """An asyncio consumer on an embedded broker; settings as
-    :class:`~pylog.client.consumer.Consumer`.
+    """An asyncio consumer over a transport; settings as
+    :class:`~pylog.client.consumer.Consumer`.  Usually made with ``client.aio_consumer()``.
 
     ``getmany`` / ``getone`` / ``async for`` read records; ``commit`` is a coroutine; every
     other method of the synchronous consumer (``seek``, ``position``, ``assignment``,
     ``pause``, ``committed``, ...) is available as is: they do not block.
     """
 
-    def __init__(self, broker, *topics: str, **config: Any) -> None:
-        self._broker = broker
-        self._consumer = Consumer(broker, *topics, **config)
+    def __init__(self, transport, *topics: str, **config: Any) -> None:
+        self._transport = transport
+        self._consumer = Consumer(transport, *topics, **config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._scheduled = False
-        broker.add_append_listener(self._on_append)
-        broker.add_wake_listener(self._on_wake)
+        transport.add_data_listener(self._on_append)
+        transport.add_wake_listener(self._on_wake)
 
     @property
     def consumer(self) -> Consumer:
@@ -299,8 +299,8 @@ class AIOConsumer:
         """Nothing to do (the consumer is ready when made); for aiokafka-style code."""
 
     async def close(self, autocommit: bool = True) -> None:
-        self._broker.remove_append_listener(self._on_append)
-        self._broker.remove_wake_listener(self._on_wake)
+        self._transport.remove_data_listener(self._on_append)
+        self._transport.remove_wake_listener(self._on_wake)
         await asyncio.to_thread(self._consumer.close, autocommit)
 
     stop = close

@@ -1,18 +1,23 @@
-"""The embedded consumer: Kafka's consumer semantics over an in-process broker core.
+"""The consumer: Kafka's consumer semantics over a :class:`~pylog.client.transport.Transport`.
 
 Partitions come either from :meth:`Consumer.assign` (manual) or from a consumer group
 (:meth:`Consumer.subscribe`, with ``group_id``): the consumer speaks Kafka's classic group
-protocol with the broker core's group coordinator, the same one the wire-protocol server's
-JoinGroup/SyncGroup/Heartbeat handlers call.  The member chosen as leader runs the
+protocol with the group coordinator through the transport (embedded: the broker core's
+coordinator, the same one the wire-protocol server's JoinGroup/SyncGroup/Heartbeat
+handlers call).  The member chosen as leader runs the
 assignor (``range``, ``roundrobin`` or ``cooperative-sticky``, Kafka's Java assignors,
 byte-compatible) over every member's subscription.  With eager assignors every member
 revokes everything before rejoining; with cooperative-sticky only partitions that move are
 revoked, and they are handed to their new owner in a second rebalance; either way a
 partition is never assigned to two members of one generation.
 
-Fetching reads zero-copy :class:`~pylog.storage.ReadResult` views from the partition logs
-and decodes whole batches into :class:`ConsumerRecord` objects in one C loop
-(``pylog._core.decode_fetched``); ``poll`` hands them out ``max_records`` at a time.
+Fetching asks the transport for every assigned partition that has nothing buffered in
+one call (``fetch_max_bytes`` in all, ``max_partition_fetch_bytes`` each; embedded these
+are zero-copy :class:`~pylog.storage.ReadResult` views of the partition logs) and decodes
+whole batches into :class:`ConsumerRecord` objects in one C loop
+(``pylog._core.decode_fetched``); ``poll`` hands them out ``max_records`` at a time.  When
+nothing is there, ``poll`` waits in the transport's fetch (``fetch_min_bytes``, up to its
+timeout) without holding the consumer's lock, and keeps what that fetch brought.
 Ordering within a partition is exactly append order.
 
 Delivery is at-least-once: positions advance as records are returned, and commits (manual
@@ -46,7 +51,7 @@ from pylog.broker.assignors import COOPERATIVE, ConsumerPartitionAssignor, assig
 from pylog.broker.consumer_protocol import (PROTOCOL_TYPE, Assignment, Subscription, decode_assignment,
                                             decode_subscription, encode_assignment, encode_subscription)
 from pylog.broker.core import OffsetAndMetadata, TopicPartition
-from pylog.broker.group import CommitOffset, GroupState, MemberIdentity
+from pylog.broker.group import CommitOffset, MemberIdentity
 from pylog.errors import (CommitFailedError, FencedInstanceIdError, IllegalGenerationError, IllegalStateError,
                           InvalidConfigError, InvalidGroupIdError, InvalidRequestError, MemberIdRequiredError,
                           NoOffsetForPartitionError, OffsetOutOfRangeError, PylogError,
@@ -131,14 +136,14 @@ def _now_ms() -> int:
 
 
 class Consumer:
-    """A consumer on an embedded :class:`~pylog.broker.core.Broker`.
+    """A consumer over a :class:`~pylog.client.transport.Transport`.
 
-    Usually made with ``broker.consumer(*topics, ...)``.  Settings are Kafka's consumer
-    configs in snake_case.
+    Usually made with ``client.consumer(*topics, ...)`` (:class:`~pylog.client.client.Client`).
+    Settings are Kafka's consumer configs in snake_case.
 
     Parameters
     ----------
-    broker : Broker
+    transport : Transport
     *topics : str
         Subscribe to these at once (needs ``group_id``).
     group_id : str, optional
@@ -156,6 +161,13 @@ class Consumer:
         Default 500.
     max_partition_fetch_bytes : int
         Default 1 MiB: how much of one partition is read at a time.
+    fetch_max_bytes : int
+        Default 50 MiB (Kafka's): how much one fetch of several partitions reads in all.
+    fetch_min_bytes : int
+        Default 1: a waiting fetch returns once this much is there (embedded: any data).
+    fetch_max_wait_ms : int
+        Default 500: the longest a network fetch waits on the broker (``poll``'s timeout
+        bounds the whole wait).
     partition_assignment_strategy : sequence of str or assignors
         Default ``("range", "cooperative-sticky")`` (Kafka's): eager while one of them is
         eager.
@@ -177,12 +189,13 @@ class Consumer:
         A bad setting.
     """
 
-    def __init__(self, broker, *topics: str, group_id: str | None = None, group_instance_id: str | None = None,
+    def __init__(self, transport, *topics: str, group_id: str | None = None, group_instance_id: str | None = None,
                  auto_offset_reset: str = "latest", enable_auto_commit: bool = True,
                  auto_commit_interval_ms: int = 5000, session_timeout_ms: int = 45_000,
                  heartbeat_interval_ms: int = 3000, max_poll_interval_ms: int = 300_000,
                  max_poll_records: int = 500, max_partition_fetch_bytes: int = 1024 * 1024,
-                 fetch_max_wait_ms: int = 500,
+                 fetch_max_wait_ms: int = 500, fetch_min_bytes: int = 1,
+                 fetch_max_bytes: int = 52_428_800,
                  partition_assignment_strategy: Iterable[str | ConsumerPartitionAssignor] = ("range", "cooperative-sticky"),
                  key_deserializer: Callable[[bytes | None], Any] | None = None,
                  value_deserializer: Callable[[bytes | None], Any] | None = None,
@@ -215,6 +228,8 @@ class Consumer:
         self.max_poll_records = positive("max_poll_records", max_poll_records)
         self.max_partition_fetch_bytes = positive("max_partition_fetch_bytes", max_partition_fetch_bytes)
         self.fetch_max_wait_ms = positive("fetch_max_wait_ms", fetch_max_wait_ms, 0)
+        self.fetch_min_bytes = positive("fetch_min_bytes", fetch_min_bytes, 0)
+        self.fetch_max_bytes = positive("fetch_max_bytes", fetch_max_bytes)
         self.auto_commit_interval_ms = positive("auto_commit_interval_ms", auto_commit_interval_ms)
         assignors: list[ConsumerPartitionAssignor] = []
         for a in partition_assignment_strategy:
@@ -235,8 +250,7 @@ class Consumer:
         self.check_crcs = bool(check_crcs)
         self.isolation_level = 1 if isolation_level == "read_committed" else 0
         self.client_id = client_id
-        self._broker = broker
-        self._groups = broker.groups
+        self._transport = transport
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._closed = False
@@ -261,7 +275,7 @@ class Consumer:
         self._lost = False
         self._fatal: PylogError | None = None
         self._last_poll = time.monotonic()
-        self._clock = broker.clock           # the coordinator's clock: sessions are measured on it
+        self._clock = transport.clock        # the coordinator's clock: sessions are measured on it
         self._next_heartbeat = 0
         self._next_auto_commit = time.monotonic() + self.auto_commit_interval_ms / 1000
         self._metadata_snapshot: dict[str, int] = {}
@@ -269,7 +283,6 @@ class Consumer:
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._use_hb_thread = heartbeat_thread
-        broker._register_client(self)
         if topics:
             self.subscribe(list(topics))
 
@@ -340,7 +353,7 @@ class Consumer:
         """
         tps = [_tp(p) for p in partitions]
         for tp in tps:
-            if not 0 <= tp.partition < self._broker.num_partitions(tp.topic):
+            if not 0 <= tp.partition < self._transport.topic_metadata(tp.topic)[0]:
                 raise UnknownTopicOrPartitionError(f"{tp.topic} has no partition {tp.partition}")
         with self._lock:
             self._check_open()
@@ -378,13 +391,12 @@ class Consumer:
         with self._state_lock:
             self._state = _JOINING
             self._rejoin_needed = False
-        self._join_pending = self._groups.join_group(
+        self._join_pending = self._transport.join_group(
             self.group_id, self._member_id, PROTOCOL_TYPE, protocols,
             session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.max_poll_interval_ms,
-            client_id=self.client_id, client_host="localhost", group_instance_id=self.group_instance_id,
-            require_known_member_id=True, reason=reason)
+            client_id=self.client_id, group_instance_id=self.group_instance_id, reason=reason)
         # Members waiting for data must notice the rebalance now, not at their timeout.
-        self._broker.wake_waiters()
+        self._transport.wake()
 
     def _reset_member(self) -> None:
         with self._state_lock:
@@ -416,7 +428,7 @@ class Consumer:
                 if self._rejoin_needed:
                     self._start_join("rejoin requested")
                     continue
-                if self._groups.group_state(self.group_id) is GroupState.PREPARING_REBALANCE:
+                if self._transport.group_rebalancing(self.group_id):
                     self._start_join("the group is rebalancing")
                     continue
                 if not self._use_hb_thread and self._clock() >= self._next_heartbeat:
@@ -468,7 +480,7 @@ class Consumer:
             assignments = self._assign_as_leader(res)
         with self._state_lock:
             self._state = _SYNCING
-        self._sync_pending = self._groups.sync_group(
+        self._sync_pending = self._transport.sync_group(
             self.group_id, self._generation, self._member_id, group_instance_id=self.group_instance_id,
             protocol_type=PROTOCOL_TYPE, protocol_name=self._protocol, assignments=assignments)
 
@@ -495,11 +507,7 @@ class Consumer:
             sub = decode_subscription(m.metadata)
             sub.group_instance_id = m.group_instance_id
             subs[m.member_id] = sub
-        topics = {t for s in subs.values() for t in s.topics}
-        counts = {}
-        for t in topics:
-            if self._broker.has_topic(t):
-                counts[t] = self._broker.num_partitions(t)
+        counts = self._transport.partition_counts({t for s in subs.values() for t in s.topics})
         plan = assignor.assign(counts, subs)
         return {mid: encode_assignment(Assignment(dict(parts))) for mid, parts in plan.items()}
 
@@ -542,11 +550,7 @@ class Consumer:
             self._listener.on_partitions_assigned(set(added))
 
     def _subscribed_counts(self) -> dict[str, int]:
-        out = {}
-        for t in self._subscription or ():
-            if self._broker.has_topic(t):
-                out[t] = self._broker.num_partitions(t)
-        return out
+        return self._transport.partition_counts(self._subscription or ())
 
     def _metadata_changed(self) -> bool:
         return self._subscribed_counts() != self._metadata_snapshot
@@ -572,7 +576,7 @@ class Consumer:
             if self._state != _STABLE:
                 return
             gen, member = self._generation, self._member_id
-        code = self._groups.heartbeat(self.group_id, gen, member, group_instance_id=self.group_instance_id)
+        code = self._transport.heartbeat(self.group_id, gen, member, group_instance_id=self.group_instance_id)
         self._next_heartbeat = self._clock() + self.heartbeat_interval_ms
         self._on_heartbeat(code, gen)
 
@@ -592,7 +596,7 @@ class Consumer:
             elif code == _E_FENCED:
                 self._fatal = FencedInstanceIdError(
                     f"group {self.group_id}: fenced by another consumer with instance id {self.group_instance_id!r}")
-        self._broker.wake_waiters()
+        self._transport.wake()
 
     def _heartbeat_loop(self) -> None:
         interval = self.heartbeat_interval_ms / 1000
@@ -616,8 +620,8 @@ class Consumer:
             self._member_id = ""
             self._generation = -1
         if member and self.group_id is not None and self.group_instance_id is None:
-            self._groups.leave_group(self.group_id, [MemberIdentity(member, None, reason)])
-            self._broker.wake_waiters()
+            self._transport.leave_group(self.group_id, [MemberIdentity(member, None, reason)])
+            self._transport.wake()
 
     # ------------------------------------------------------------------ positions
 
@@ -630,7 +634,7 @@ class Consumer:
             by_topic: dict[str, list[int]] = {}
             for tp in need:
                 by_topic.setdefault(tp.topic, []).append(tp.partition)
-            res = self._broker.fetch_offsets(self.group_id, by_topic)
+            res = self._transport.fetch_offsets(self.group_id, by_topic)
             if res.error_code == 0:
                 for topic, parts in res.topics.items():
                     for p, fo in parts.items():
@@ -648,7 +652,7 @@ class Consumer:
             raise NoOffsetForPartitionError(
                 f"{tp.topic}-{tp.partition} has no committed offset and auto_offset_reset is 'none': seek() it")
         ts = -2 if self.auto_offset_reset == "earliest" else -1
-        res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+        res = self._transport.list_offsets([(tp.topic, tp.partition, ts)])[0]
         res.raise_for_error()
         return res.offset
 
@@ -694,19 +698,32 @@ class Consumer:
                 if records or self._wakeup:
                     self._wakeup = False
                     return records
-                positions = {tp: st.position for tp, st in self._assignment.items()
-                             if not st.paused and st.position is not None}
+                waiting = [(tp, st) for tp, st in self._assignment.items()
+                           if not st.paused and st.position is not None]
+                wanted = [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes)
+                          for tp, st in waiting]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             if self._subscription is not None and not self._use_hb_thread:
                 remaining = min(remaining, max((self._next_heartbeat - self._clock()) / 1000, 0.001))
-            self._broker.wait_for_data(positions, remaining, stop=self._should_stop_waiting)
+            # Wait in the transport's fetch, without the lock; keep what it brings.
+            results = self._transport.fetch(wanted, max_wait_ms=remaining * 1000, min_bytes=self.fetch_min_bytes,
+                                            max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level,
+                                            stop=self._should_stop_waiting)
+            if any(res is not None and (res.error_code or (res.records is not None and res.records.size))
+                   for res in results):
+                with self._lock:
+                    if not self._closed:
+                        for (tp, st), want, res in zip(waiting, wanted, results):
+                            # Only if nothing moved the partition meanwhile (seek, rebalance, pause).
+                            if res is not None and self._assignment.get(tp) is st and not st.paused \
+                                    and st.position == want[2] and st.idx >= len(st.pending) and st.fail is None:
+                                self._install(tp, st, res)
 
     def _should_stop_waiting(self) -> bool:
         return (self._closed or self._wakeup or self._rejoin_needed or self._lost or self._fatal is not None
-                or (self._subscription is not None
-                    and self._groups.group_state(self.group_id) is GroupState.PREPARING_REBALANCE))
+                or (self._subscription is not None and self._transport.group_rebalancing(self.group_id)))
 
     def _fetchable(self) -> list[tuple[TopicPartition, _PartitionState]]:
         items = [(tp, st) for tp, st in self._assignment.items() if not st.paused]
@@ -721,37 +738,57 @@ class Consumer:
         unresolved = [tp for tp, st in items if st.position is None]
         if unresolved:
             self._resolve_positions(unresolved)
-        for tp, st in items:
-            need = max_records - len(out)
-            if need <= 0:
-                break
-            for _ in range(64):   # bounded: each round makes progress or stops
-                if st.idx < len(st.pending):
-                    take = st.pending[st.idx:st.idx + need]
-                    st.idx += len(take)
-                    out.extend(take)
-                    need -= len(take)
-                    if st.idx >= len(st.pending):
-                        st.pending = []
-                        st.idx = 0
-                        st.position = st.next_fetch
-                    else:
-                        st.position = take[-1].offset + 1
-                    if need <= 0:
-                        break
-                    continue
-                if st.fail is not None:
-                    if not self._handle_poison(tp, st, raise_now=not out):
-                        return out
-                    continue
-                if not self._fetch(tp, st):
-                    break
+        for _ in range(64):   # bounded: each round makes progress or stops
+            empty = []
+            for tp, st in items:
+                if len(out) >= max_records:
+                    return out
+                if not self._serve(tp, st, out, max_records):
+                    return out
+                if st.idx >= len(st.pending) and st.fail is None:
+                    empty.append((tp, st))
+            if len(out) >= max_records or not empty:
+                return out
+            # Every partition with nothing buffered, in one fetch (one request per leader).
+            results = self._transport.fetch(
+                [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes) for tp, st in empty],
+                max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level)
+            progressed = False
+            for (tp, st), res in zip(empty, results):
+                if res is not None and self._install(tp, st, res):
+                    progressed = True
+            if not progressed:
+                return out
+            items = empty
         return out
 
-    def _fetch(self, tp: TopicPartition, st: _PartitionState) -> bool:
-        """Fetch and decode from the position; False when there is nothing new."""
-        res = self._broker.fetch(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes,
-                                 isolation_level=self.isolation_level)
+    def _serve(self, tp: TopicPartition, st: _PartitionState, out: list, max_records: int) -> bool:
+        """Move ``st``'s buffered records to ``out`` (up to ``max_records`` in all),
+        applying the deserialization-error policy; False when poll must return now."""
+        while True:
+            need = max_records - len(out)
+            if need <= 0:
+                return True
+            if st.idx < len(st.pending):
+                take = st.pending[st.idx:st.idx + need]
+                st.idx += len(take)
+                out.extend(take)
+                if st.idx >= len(st.pending):
+                    st.pending = []
+                    st.idx = 0
+                    st.position = st.next_fetch
+                else:
+                    st.position = take[-1].offset + 1
+                continue
+            if st.fail is not None:
+                if not self._handle_poison(tp, st, raise_now=not out):
+                    return False
+                continue
+            return True
+
+    def _install(self, tp: TopicPartition, st: _PartitionState, res) -> bool:
+        """Take a fetch result of ``tp`` read at ``st.position``: decode its records (or
+        reset an out-of-range position); False when there is nothing new."""
         if res.error_code == _E_OFFSET_OUT_OF_RANGE:
             if self.auto_offset_reset == "none":
                 raise OffsetOutOfRangeError(
@@ -806,9 +843,10 @@ class Consumer:
 
     def _dead_letter(self, tp: TopicPartition, offset: int, ts: int, key, value, headers, exc) -> None:
         topic = self.dead_letter_topic or f"{tp.topic}.DLQ"
-        if not self._broker.has_topic(topic):
+        t = self._transport
+        if topic not in t.partition_counts([topic]):
             try:
-                self._broker.create_topic(topic, self._broker.num_partitions(tp.topic))
+                t.create_topic(topic, t.topic_metadata(tp.topic)[0])
             except TopicAlreadyExistsError:
                 pass
         extra = [
@@ -822,8 +860,8 @@ class Consumer:
         ]
         builder = _core.RecordBatchBuilder()
         builder.append(ts, key, value, list(headers) + extra)
-        partition = tp.partition % self._broker.num_partitions(topic)
-        self._broker.append(topic, partition, builder.build(), acks=-1)
+        partition = tp.partition % t.topic_metadata(topic)[0]
+        t.produce([(topic, partition, [builder.build()])], acks=-1)[0][0].raise_for_error()
 
     def _maybe_auto_commit(self) -> None:
         if not self.enable_auto_commit:
@@ -944,7 +982,7 @@ class Consumer:
         request: dict[str, dict[int, CommitOffset]] = {}
         for tp, om in offsets.items():
             request.setdefault(tp.topic, {})[tp.partition] = CommitOffset(om.offset, om.metadata, om.leader_epoch)
-        result = self._broker.commit_offsets(self.group_id, request, generation_id=generation, member_id=member,
+        result = self._transport.commit_offsets(self.group_id, request, generation_id=generation, member_id=member,
                                              group_instance_id=self.group_instance_id if group_managed else None)
         for topic, parts in sorted(result.items()):
             for p, code in sorted(parts.items()):
@@ -969,7 +1007,7 @@ class Consumer:
         by_topic: dict[str, list[int]] = {}
         for tp in tps:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
-        res = self._broker.fetch_offsets(self.group_id, by_topic)
+        res = self._transport.fetch_offsets(self.group_id, by_topic)
         res.raise_for_error()
         out: dict[TopicPartition, OffsetAndMetadata | None] = {}
         for tp in tps:
@@ -1015,10 +1053,9 @@ class Consumer:
 
     def _seek_special(self, partitions: tuple, ts: int) -> None:
         with self._lock:
-            tps = list(partitions) if partitions else list(self._assignment)
-            for p in tps:
-                tp, st = self._state_of(p)
-                res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+            states = [self._state_of(p) for p in (list(partitions) if partitions else list(self._assignment))]
+            results = self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in states])
+            for (tp, st), res in zip(states, results):
                 res.raise_for_error()
                 st.drop_fetched()
                 self._drop_held({tp})
@@ -1027,12 +1064,15 @@ class Consumer:
     def offsets_for_times(self, timestamps: Mapping[Any, int]) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """For each partition, the first offset whose timestamp is >= the given one (None
         when there is none).  Raises UnknownTopicOrPartitionError, InvalidRequestError."""
-        out = {}
+        asked = []
         for key, ts in timestamps.items():
             tp = _tp(key)
             if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
                 raise InvalidRequestError(f"timestamp of {tp} must be an int >= 0, got {ts!r}")
-            res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+            asked.append((tp, ts))
+        out = {}
+        for (tp, _), res in zip(asked, self._transport.list_offsets([(tp.topic, tp.partition, ts)
+                                                                     for tp, ts in asked])):
             res.raise_for_error()
             out[tp] = None if res.offset < 0 else OffsetAndTimestamp(res.offset, res.timestamp, res.leader_epoch)
         return out
@@ -1045,10 +1085,9 @@ class Consumer:
         return self._list(partitions, -1)
 
     def _list(self, partitions: Iterable[Any], ts: int) -> dict[TopicPartition, int]:
+        tps = [_tp(p) for p in partitions]
         out = {}
-        for p in partitions:
-            tp = _tp(p)
-            res = self._broker.list_offsets(tp.topic, tp.partition, ts)
+        for tp, res in zip(tps, self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp in tps])):
             res.raise_for_error()
             out[tp] = res.offset
         return out
@@ -1057,7 +1096,9 @@ class Consumer:
         """Records between the position and the high watermark of an assigned partition."""
         tp = _tp(partition)
         pos = self.position(tp)
-        return max(self._broker.high_watermark(tp.topic, tp.partition) - pos, 0)
+        res = self._transport.list_offsets([(tp.topic, tp.partition, -1)])[0]
+        res.raise_for_error()
+        return max(res.offset - pos, 0)
 
     def pause(self, *partitions: Any) -> None:
         """Stop returning records of these assigned partitions until :meth:`resume`."""
@@ -1076,10 +1117,10 @@ class Consumer:
         return {tp for tp, st in self._assignment.items() if st.paused}
 
     def partitions_for_topic(self, topic: str) -> set[int]:
-        return set(range(self._broker.num_partitions(topic)))
+        return set(range(self._transport.topic_metadata(topic)[0]))
 
     def topics(self) -> set[str]:
-        return set(self._broker.list_topics())
+        return set(self._transport.list_topics())
 
     def member_id(self) -> str:
         return self._member_id
@@ -1090,7 +1131,7 @@ class Consumer:
     def wakeup(self) -> None:
         """Make a blocked :meth:`poll` return (empty) now."""
         self._wakeup = True
-        self._broker.wake_waiters()
+        self._transport.wake()
 
     # ------------------------------------------------------------------ closing
 
@@ -1120,8 +1161,8 @@ class Consumer:
                 self._closed = True
                 self._assignment.clear()
                 self._hb_stop.set()
-                self._broker.wake_waiters()
-                self._broker._unregister_client(self)
+                self._transport.wake()
+                self._closed_hook()
         if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
             self._hb_thread.join()
 
@@ -1131,9 +1172,17 @@ class Consumer:
         with self._lock:
             self._closed = True
             self._hb_stop.set()
-            self._broker._unregister_client(self)
+            self._closed_hook()
         if self._hb_thread is not None:
             self._hb_thread.join()
+
+    #: Called with the consumer once it is closed (the Client that made it forgets it).
+    _on_close: Callable[[Any], object] | None = None
+
+    def _closed_hook(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
 
     @property
     def closed(self) -> bool:

@@ -1,10 +1,12 @@
-"""The embedded producer: Kafka's producer semantics over an in-process broker core.
+"""The producer: Kafka's producer semantics over a :class:`~pylog.client.transport.Transport`.
 
 Records are batched per partition exactly as Kafka's producer batches them (``batch_size``,
 ``linger_ms``, one codec per batch) into real v2 batches, numbered per partition for the
-idempotent producer, and appended by a sender thread through
-:meth:`pylog.broker.core.Broker.produce_batches`, the same code path the wire-protocol
-server's Produce uses.
+idempotent producer, and sent by a sender thread: each round drains the ready batches of
+every partition and hands them to :meth:`Transport.produce <pylog.client.transport.Transport.produce>`
+in one call (the embedded transport appends them through
+:meth:`pylog.broker.core.Broker.produce_batches`, the code path the wire-protocol server's
+Produce uses; a network transport sends one Produce request per leader).
 
 Delivery
 --------
@@ -27,6 +29,8 @@ Delivery
   partition never has more than one append outstanding; the setting bounds how many ready
   batches of one partition go into one append, which is what keeps a retried append
   within the 5 batches per producer the broker remembers for duplicate detection.
+  A partition has at most one produce outstanding: the sender waits for a round's
+  results before it drains the partition again.
 
 Threads
 -------
@@ -71,14 +75,14 @@ def _positive_int(name: str, value: Any, *, minimum: int = 0, maximum: int = 2**
 
 
 class Producer(_core._ProducerCore):
-    """A producer on an embedded :class:`~pylog.broker.core.Broker`.
+    """A producer over a :class:`~pylog.client.transport.Transport`.
 
-    Usually made with ``broker.producer(...)``.  Settings are Kafka's producer configs in
-    snake_case.
+    Usually made with ``client.producer(...)`` (:class:`~pylog.client.client.Client`).
+    Settings are Kafka's producer configs in snake_case.
 
     Parameters
     ----------
-    broker : Broker
+    transport : Transport
     acks : {"all", -1, 1, 0}
         Default ``"all"``.
     linger_ms : int
@@ -116,7 +120,7 @@ class Producer(_core._ProducerCore):
         The compression codec's package is missing.
     """
 
-    def __init__(self, broker, *, acks: Any = "all", linger_ms: int = 5, batch_size: int = 16384,
+    def __init__(self, transport, *, acks: Any = "all", linger_ms: int = 5, batch_size: int = 16384,
                  compression_type: str | None = "none", enable_idempotence: bool | None = None,
                  retries: int = _INT32_MAX, retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000,
                  delivery_timeout_ms: int = 120_000, max_in_flight_requests_per_connection: int = 5,
@@ -182,7 +186,7 @@ class Producer(_core._ProducerCore):
         self.batch_size = batch_size
         self.client_id = client_id
         self.partitioner = partitioner
-        self._broker = broker
+        self._transport = transport
         self._wake = threading.Condition(threading.Lock())
         self._done = threading.Condition(threading.Lock())
         self._waiters = 0
@@ -195,11 +199,10 @@ class Producer(_core._ProducerCore):
                         value_serializer=value_serializer, delivery_timeout_ms=delivery_timeout_ms,
                         idempotent=idempotent)
         if idempotent:
-            res = broker.init_producer_id()
+            res = transport.init_producer_id()
             res.raise_for_error()
             self._set_producer_id(res.producer_id, res.producer_epoch)
         self._next_metadata = self._now() + self.metadata_max_age_ms
-        broker._register_client(self)
         self._thread = threading.Thread(target=self._run, name=f"pylog-producer-{client_id}", daemon=True)
         self._thread.start()
 
@@ -209,9 +212,11 @@ class Producer(_core._ProducerCore):
     def _now() -> int:
         return time.time_ns() // 1_000_000
 
+    #: Called with the producer once it is closed (the Client that made it forgets it).
+    _on_close: Callable[[Any], object] | None = None
+
     def _topic_metadata(self, topic: str) -> tuple[int, int]:
-        n = self._broker.num_partitions(topic)
-        return n, int(self._broker.topic_config(topic)["max.message.bytes"])
+        return self._transport.topic_metadata(topic)
 
     def _wake_sender(self) -> None:
         with self._wake:
@@ -320,8 +325,25 @@ class Producer(_core._ProducerCore):
             self._refresh_metadata()
             self._next_metadata = now + self.metadata_max_age_ms
         work = self._drain(now, self._closing, max(self._max_request_bytes(), 1), self.max_in_flight)
-        for topic, partition, batches in work:
-            self._send_partition(topic, partition, batches)
+        # Every partition's batches in one produce call (one request per leader over the
+        # network); what must go again at once (a new epoch) goes in a further call.
+        while work:
+            sending = []
+            for topic, partition, batches in work:
+                batches = self._expire(topic, partition, batches)
+                if batches:
+                    sending.append((topic, partition, batches))
+            if not sending:
+                return
+            epoch = self.producer_epoch
+            results = self._transport.produce(
+                [(topic, partition, self._prepare(batches)) for topic, partition, batches in sending],
+                acks=self.acks)
+            work = []
+            for (topic, partition, batches), res in zip(sending, results):
+                resend = self._handle_results(topic, partition, batches, res, epoch)
+                if resend:
+                    work.append((topic, partition, resend))
 
     def _max_request_bytes(self) -> int:
         # Up to max_in_flight batches (and about their bytes) per append of one partition;
@@ -337,70 +359,68 @@ class Producer(_core._ProducerCore):
             except UnknownTopicOrPartitionError:
                 self._forget_topic(topic)
 
-    def _send_partition(self, topic: str, partition: int, batches: list) -> None:
-        pending = batches
-        while pending:
-            now = self._now()
-            expired = [b for b in pending if now >= b.deadline_ms]
-            if expired:
-                # Order is kept: the first expired batch fails, and so does what follows it
-                # (it was queued behind and is older than its own deadline allows).
-                first = pending.index(expired[0])
-                err = RequestTimedOutError(
-                    f"{topic}-{partition}: not appended within delivery_timeout_ms")
+    def _expire(self, topic: str, partition: int, pending: list) -> list:
+        """Fail the batches past their delivery timeout; returns those still to send.
+        Order is kept: the first expired batch fails, and so does what follows it (it was
+        queued behind and is older than its own deadline allows)."""
+        now = self._now()
+        for first, b in enumerate(pending):
+            if now >= b.deadline_ms:
+                err = RequestTimedOutError(f"{topic}-{partition}: not appended within delivery_timeout_ms")
                 self._rewind(pending[first:])
-                for b in pending[first:]:
-                    b.fail(err)
-                pending = pending[:first]
-                if not pending:
-                    return
-            datas = self._prepare(pending)
-            results = self._broker.produce_batches(topic, partition, datas, acks=self.acks)
-            resend: list = []
-            for i, (b, res) in enumerate(zip(pending, results)):
-                if res.error_code == 0:
-                    b.complete(res.base_offset if self.acks != 0 else -1, res.log_append_time)
-                    continue
-                exc = res.error
-                rest = pending[i:]
-                if isinstance(exc, (OutOfOrderSequenceError, UnknownProducerIdError)) and self.enable_idempotence \
-                        and b.attempts < self.retries:
-                    # The broker lost track of us, or our numbering: new epoch, renumber.
+                for late in pending[first:]:
+                    late.fail(err)
+                return pending[:first]
+        return pending
+
+    def _handle_results(self, topic: str, partition: int, pending: list, results: list, epoch: int) -> list:
+        """Complete, requeue or fail a partition's batches by their produce results;
+        returns the batches to send again at once (renumbered after a new epoch)."""
+        now = self._now()
+        for i, (b, res) in enumerate(zip(pending, results)):
+            if res.error_code == 0:
+                b.complete(res.base_offset if self.acks != 0 else -1, res.log_append_time)
+                continue
+            exc = res.error
+            rest = pending[i:]
+            if isinstance(exc, (OutOfOrderSequenceError, UnknownProducerIdError)) and self.enable_idempotence \
+                    and b.attempts < self.retries:
+                # The broker lost track of us, or our numbering: new epoch, renumber.  (Once
+                # per round: other partitions of the same round failing alike just renumber.)
+                if self.producer_epoch == epoch:
                     self._bump_epoch()
-                    for r in rest:
-                        r.attempts += 1
-                    resend = rest
-                    break
-                if exc.retriable and b.attempts < self.retries and not self._topic_gone(topic, partition):
-                    for r in rest:
-                        r.attempts += 1
-                    backoff = min(self.retry_backoff_ms * (2 ** max(b.attempts - 1, 0)), self.retry_backoff_max_ms)
-                    backoff = int(backoff * random.uniform(0.8, 1.2))
-                    _log.info("%s-%d: retrying %d batches in %d ms after %s", topic, partition, len(rest),
-                              backoff, exc)
-                    self._requeue(topic, partition, rest, now + backoff)
-                    self._wake_sender()
-                    return
-                # Fails for good: this batch only; later ones were rejected because of it.
-                if isinstance(exc, UnknownTopicOrPartitionError):
-                    self._forget_topic(topic)
-                b.fail(exc)
-                self._rewind(rest)
-                resend = rest[1:]
-                if not self.enable_idempotence:
-                    # Without sequence numbers the later batches stood on their own.
-                    resend = []
-                    for r, rres in zip(rest[1:], results[i + 1:]):
-                        if rres.error_code == 0:
-                            r.complete(rres.base_offset if self.acks != 0 else -1, rres.log_append_time)
-                        else:
-                            r.fail(rres.error)
-                break
-            pending = resend
+                for r in rest:
+                    r.attempts += 1
+                return rest
+            if exc.retriable and b.attempts < self.retries and not self._topic_gone(topic, partition):
+                for r in rest:
+                    r.attempts += 1
+                backoff = min(self.retry_backoff_ms * (2 ** max(b.attempts - 1, 0)), self.retry_backoff_max_ms)
+                backoff = int(backoff * random.uniform(0.8, 1.2))
+                _log.info("%s-%d: retrying %d batches in %d ms after %s", topic, partition, len(rest),
+                          backoff, exc)
+                self._requeue(topic, partition, rest, now + backoff)
+                self._wake_sender()
+                return []
+            # Fails for good: this batch only; later ones were rejected because of it.
+            if isinstance(exc, UnknownTopicOrPartitionError):
+                self._forget_topic(topic)
+            b.fail(exc)
+            self._rewind(rest)
+            if self.enable_idempotence:
+                return rest[1:]
+            # Without sequence numbers the later batches stood on their own.
+            for r, rres in zip(rest[1:], results[i + 1:]):
+                if rres.error_code == 0:
+                    r.complete(rres.base_offset if self.acks != 0 else -1, rres.log_append_time)
+                else:
+                    r.fail(rres.error)
+            return []
+        return []
 
     def _topic_gone(self, topic: str, partition: int) -> bool:
         try:
-            return partition >= self._broker.num_partitions(topic)
+            return partition >= self._transport.topic_metadata(topic)[0]
         except UnknownTopicOrPartitionError:
             return True
         except PylogError:
@@ -408,9 +428,9 @@ class Producer(_core._ProducerCore):
 
     def _bump_epoch(self) -> None:
         with self._epoch_lock:
-            res = self._broker.init_producer_id(producer_id=self.producer_id, producer_epoch=self.producer_epoch)
+            res = self._transport.init_producer_id(producer_id=self.producer_id, producer_epoch=self.producer_epoch)
             if res.error_code:
-                res = self._broker.init_producer_id()
+                res = self._transport.init_producer_id()
             res.raise_for_error()
             _log.warning("producer %d: new epoch %d (was %d, %d)", res.producer_id, res.producer_epoch,
                          self.producer_id, self.producer_epoch)
@@ -444,7 +464,7 @@ class Producer(_core._ProducerCore):
 
     def partitions_for(self, topic: str) -> list[int]:
         """Partition ids of ``topic``.  Raises UnknownTopicOrPartitionError."""
-        return list(range(self._broker.num_partitions(topic)))
+        return list(range(self._transport.topic_metadata(topic)[0]))
 
     def close(self, timeout: float | None = None) -> None:
         """Send what is queued (waiting up to ``timeout`` seconds; None: until done), then
@@ -466,7 +486,9 @@ class Producer(_core._ProducerCore):
                 self._wake.notify()
             self._thread.join()
             self._notify_done()
-            self._broker._unregister_client(self)
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close(self)
 
     @property
     def closed(self) -> bool:

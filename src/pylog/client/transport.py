@@ -1,0 +1,334 @@
+"""What the client needs from a cluster: the :class:`Transport` protocol.
+
+:class:`~pylog.client.producer.Producer`, :class:`~pylog.client.consumer.Consumer`, their
+asyncio twins and :class:`~pylog.client.client.Client` (the admin surface) call nothing
+but these operations.  Two implementations:
+
+- :class:`~pylog.client.embedded.EmbeddedTransport` calls an in-process
+  :class:`~pylog.broker.core.Broker` (``pylog.open``);
+- a Kafka-protocol transport (``pylog.connect``) turns each call into requests to the
+  partition leaders and the group coordinator.
+
+Shapes
+------
+The operations are shaped like Kafka requests, so that a network transport sends one
+request per leader (or coordinator) and an embedded one makes plain calls:
+
+- :meth:`Transport.produce` takes the batches of MANY partitions at once (one Produce
+  request per leader) and answers per batch;
+- :meth:`Transport.fetch` reads many partitions in one call and may wait for data
+  (Fetch's ``max_wait_ms``/``min_bytes``/``max_bytes``);
+- :meth:`Transport.list_offsets` takes many partitions;
+- JoinGroup and SyncGroup answer with a *pending handle* (``done()``, ``result()``,
+  ``wait(timeout)``, ``add_done_callback(fn)``, as
+  :class:`~pylog.broker.group.PendingResponse`), so the consumer drives the group protocol
+  without blocking in ``poll``;
+- readiness is pushed through listeners (:meth:`Transport.add_data_listener`,
+  :meth:`Transport.add_wake_listener`) so the asyncio twins sleep on an event instead of
+  polling.
+
+Values
+------
+Results are the broker core's value types, re-exported here: :class:`ProduceResult`,
+:class:`FetchResult`, :class:`ListOffsetsResult`, :class:`InitProducerIdResult`,
+:class:`TopicDescription`, :class:`TopicResult`, ``ConfigEntry``, :class:`JoinGroupResult`,
+:class:`SyncGroupResult`, :class:`LeaveGroupResult`, :class:`OffsetFetchResult`,
+:class:`GroupDescription`, :class:`ListedGroup`.  They are plain dataclasses carrying
+Kafka's error codes; a network transport builds them from responses.  Per-partition
+results never raise: they carry ``error_code`` (and ``error`` / ``raise_for_error()``).
+``FetchResult.records`` is None or an object with ``records`` (a buffer of whole v2
+batches; a truncated last batch is allowed and ignored) and ``size`` (its length): the
+storage's zero-copy :class:`~pylog.storage.ReadResult` embedded, a view of the response
+network.
+
+Errors
+------
+Every exception is a :class:`pylog.errors.PylogError`.  Calls documented as raising take
+the error from the per-item code (``error_for_code``).  Beyond those, a network transport
+raises retriable :class:`~pylog.errors.RequestTimedOutError` or
+:class:`~pylog.errors.NetworkError` when the cluster cannot be reached, and :class:`~pylog.errors.LogClosedError` /
+:class:`~pylog.errors.IllegalStateError` after :meth:`Transport.close`.
+
+Threads
+-------
+Every operation may be called from any thread at the same time (the producer's sender
+thread, a consumer's heartbeat thread and application threads share one transport).
+Listeners are called from the transport's threads (embedded: the appending or waking
+thread) and must be quick and must not raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+from pylog.broker.core import (FetchResult, InitProducerIdResult, ListOffsetsResult, NewTopic, ProduceResult,
+                               TopicDescription, TopicResult)
+from pylog.broker.group import (CommitOffset, GroupDescription, JoinGroupResult, LeaveGroupResult, ListedGroup,
+                                MemberIdentity, OffsetFetchResult, PendingResponse, SyncGroupResult)
+from pylog.broker.topic_config import ConfigEntry
+
+__all__ = ["Transport", "ProduceWork", "FetchWanted", "ProduceResult", "FetchResult", "ListOffsetsResult",
+           "InitProducerIdResult", "TopicDescription", "TopicResult", "NewTopic", "ConfigEntry", "CommitOffset",
+           "JoinGroupResult", "SyncGroupResult", "LeaveGroupResult", "MemberIdentity", "OffsetFetchResult",
+           "GroupDescription", "ListedGroup", "PendingResponse", "READ_UNCOMMITTED", "READ_COMMITTED",
+           "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP", "DEFAULT_FETCH_MAX_BYTES"]
+
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
+LATEST_TIMESTAMP = -1     # ListOffsets: the high watermark
+EARLIEST_TIMESTAMP = -2   # ListOffsets: the log start offset
+DEFAULT_FETCH_MAX_BYTES = 52_428_800   # Kafka's fetch.max.bytes
+
+#: One partition of a produce: ``(topic, partition, batches)``, the batches (v2 record
+#: batches as bytes-like objects, numbered for the idempotent producer) in send order.
+ProduceWork = tuple[str, int, Sequence[Any]]
+#: One partition of a fetch: ``(topic, partition, offset, max_bytes)``.
+FetchWanted = tuple[str, int, int, int]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """The operations the client runs against a cluster (see the module docstring for
+    value types, errors and thread safety)."""
+
+    # ------------------------------------------------------------------ produce
+
+    def produce(self, work: Sequence[ProduceWork], *, acks: int) -> list[list[ProduceResult]]:
+        """Append the batches of several partitions; one list of results per entry of
+        ``work`` (in its order), one result per batch.
+
+        Each batch succeeds or fails on its own, as separate requests would, in order
+        within a partition (an idempotent producer's batches of one partition are
+        appended in sequence; a failed batch appends nothing, and the later batches of its
+        partition then fail with OUT_OF_ORDER_SEQUENCE).  ``acks`` is -1, 0 or 1; with 0
+        the results carry offset -1 unless the transport learns better.  A retried batch
+        of an idempotent producer that was appended before is answered with the original
+        offsets (``duplicate``).  Never raises for a partition's problem (unknown
+        partition, record too large, not enough replicas, a request timeout): the result
+        carries the error code, and ``error.retriable`` says whether to retry.
+        """
+        ...
+
+    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1) -> InitProducerIdResult:
+        """InitProducerId for an idempotent producer: a new id at epoch 0, or (KIP-360)
+        given the id and epoch it had, the same id at the next epoch.  Never raises for
+        a broker's refusal (the result carries the code)."""
+        ...
+
+    # ------------------------------------------------------------------ fetch
+
+    def fetch(self, wanted: Sequence[FetchWanted], *, max_wait_ms: float = 0, min_bytes: int = 1,
+              max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
+              stop: Callable[[], bool] | None = None) -> list[FetchResult | None]:
+        """Read several partitions, each from its offset, up to its ``max_bytes``; one
+        entry per ``wanted`` (in its order): a :class:`FetchResult`, or None when the
+        partition was not read this time (the response's ``max_bytes`` was used up by the
+        partitions before it: ask again).
+
+        When the partitions hold fewer than ``min_bytes`` new bytes, waits up to
+        ``max_wait_ms`` for more (returning what is there then), unless ``stop()`` turns
+        true or :meth:`wake` is called first (``stop`` is checked at every wake-up; it
+        must be cheap).  With ``wanted`` empty it only waits.  ``max_wait_ms`` 0 reads
+        without waiting.  Embedded: any new data ends the wait.  A partition's batches
+        may begin below the offset asked for; skip those records.  Never raises for a
+        partition's problem (OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, ...).
+        """
+        ...
+
+    def list_offsets(self, requests: Sequence[tuple[str, int, int]], *,
+                     isolation_level: int = READ_UNCOMMITTED) -> list[ListOffsetsResult]:
+        """ListOffsets of several ``(topic, partition, timestamp)``: ``-1`` the high
+        watermark, ``-2`` the log start offset, ``-3`` the record with the largest
+        timestamp, else the first record whose timestamp is >= it (offset -1 when none).
+        One result per request, in order; never raises for a partition's problem."""
+        ...
+
+    # ------------------------------------------------------------------ metadata
+
+    def topic_metadata(self, topic: str) -> tuple[int, int]:
+        """``(partition count, max.message.bytes)`` of ``topic``, creating the topic when
+        the cluster creates topics on first use (``auto.create.topics.enable``).
+
+        Raises
+        ------
+        UnknownTopicOrPartitionError
+            No such topic (and none created).
+        InvalidTopicError
+            ``topic`` is not a legal topic name.
+        """
+        ...
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """Partition counts of the topics that exist, unknown ones left out (never
+        creates a topic).  A network transport may answer from metadata at most
+        ``metadata.max.age.ms`` old."""
+        ...
+
+    # ------------------------------------------------------------------ groups
+
+    def join_group(self, group_id: str, member_id: str, protocol_type: str,
+                   protocols: Sequence[tuple[str, bytes]], *, session_timeout_ms: int,
+                   rebalance_timeout_ms: int, client_id: str, group_instance_id: str | None = None,
+                   reason: str | None = None) -> PendingResponse[JoinGroupResult]:
+        """JoinGroup (v4+ semantics: a new member first gets MEMBER_ID_REQUIRED with its
+        id).  Returns at once with a pending handle that completes when the join phase
+        ends; its result carries the error code.  Raises InvalidRequestError for
+        malformed arguments only."""
+        ...
+
+    def sync_group(self, group_id: str, generation_id: int, member_id: str, *,
+                   group_instance_id: str | None = None, protocol_type: str | None = None,
+                   protocol_name: str | None = None,
+                   assignments: Mapping[str, bytes] | None = None) -> PendingResponse[SyncGroupResult]:
+        """SyncGroup: the leader passes every member's assignment, followers none.
+        Returns at once with a pending handle (as :meth:`join_group`)."""
+        ...
+
+    def heartbeat(self, group_id: str, generation_id: int, member_id: str, *,
+                  group_instance_id: str | None = None) -> int:
+        """Heartbeat; returns the response's error code (REBALANCE_IN_PROGRESS: rejoin).
+        Blocks for the round trip (the consumer calls it from its heartbeat thread)."""
+        ...
+
+    def leave_group(self, group_id: str, members: Sequence[MemberIdentity]) -> LeaveGroupResult:
+        """LeaveGroup; blocks for the answer."""
+        ...
+
+    def group_rebalancing(self, group_id: str) -> bool:
+        """Whether the transport knows that ``group_id`` is preparing a rebalance, without
+        a request: the embedded transport asks its coordinator, a network transport
+        answers from the last heartbeat (False when it does not know).  Cheap: the
+        consumer asks it while it waits for data, so that members notice a rebalance
+        before their next heartbeat."""
+        ...
+
+    def commit_offsets(self, group_id: str, offsets: Mapping[str, Mapping[int, CommitOffset]], *,
+                       generation_id: int = -1, member_id: str = "", group_instance_id: str | None = None,
+                       retention_time_ms: int = -1) -> dict[str, dict[int, int]]:
+        """OffsetCommit: topic -> partition -> error code (0: stored).  Raises
+        InvalidRequestError for malformed offsets."""
+        ...
+
+    def fetch_offsets(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
+                      require_stable: bool = False) -> OffsetFetchResult:
+        """OffsetFetch: committed offsets (-1: none) of ``partitions`` (None: all the
+        group has)."""
+        ...
+
+    # ------------------------------------------------------------------ readiness
+
+    def clock(self) -> int:
+        """Milliseconds on the clock group sessions are measured with (the embedded
+        broker's, which tests may fake; a network transport's wall clock)."""
+        ...
+
+    def wake(self) -> None:
+        """Something other than data changed (a member joined or left, a consumer was
+        asked to stop waiting): wake every :meth:`fetch` waiting in this transport so it
+        re-checks its ``stop``, and call the wake listeners.  The embedded transport
+        wakes every waiter of its broker, so in-process members of a group notice each
+        other's rebalances at once."""
+        ...
+
+    def add_data_listener(self, fn: Callable[[str, int, int], object]) -> None:
+        """Call ``fn(topic, partition, high_watermark)`` when ``topic``-``partition`` may
+        have new data (embedded: after every append; network: when a fetch the transport
+        runs on its own, e.g. a prefetch for a caller that found nothing, brings data;
+        ``high_watermark`` -1 when unknown).  After a :meth:`fetch` found nothing for a
+        partition, the transport must call the listeners once data arrives there, so an
+        event-driven caller never busy-polls."""
+        ...
+
+    def remove_data_listener(self, fn: Callable[[str, int, int], object]) -> None:
+        ...
+
+    def add_wake_listener(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` whenever :meth:`wake` runs (and when a pending group response
+        completes, for a network transport)."""
+        ...
+
+    def remove_wake_listener(self, fn: Callable[[], object]) -> None:
+        ...
+
+    # ------------------------------------------------------------------ admin
+
+    def create_topic(self, name: str, partitions: int | None = None, replication_factor: int | None = None,
+                     config: Mapping[str, Any] | None = None, *, validate_only: bool = False) -> TopicDescription:
+        """CreateTopics of one topic.  Raises InvalidTopicError, TopicAlreadyExistsError,
+        InvalidPartitionsError, InvalidReplicationFactorError, InvalidConfigError."""
+        ...
+
+    def create_topics(self, topics: Iterable[NewTopic | str], *, validate_only: bool = False) -> dict[str, TopicResult]:
+        """CreateTopics: a result (with its error code) per topic; never raises per topic."""
+        ...
+
+    def delete_topic(self, name: str) -> None:
+        """DeleteTopics of one topic.  Raises UnknownTopicOrPartitionError, InvalidTopicError."""
+        ...
+
+    def delete_topics(self, names: Iterable[str]) -> dict[str, TopicResult]:
+        """DeleteTopics: a result per topic; never raises per topic."""
+        ...
+
+    def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:
+        """CreatePartitions up to ``total``.  Raises UnknownTopicOrPartitionError,
+        InvalidPartitionsError."""
+        ...
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        """Metadata of one topic.  Raises UnknownTopicOrPartitionError."""
+        ...
+
+    def describe_topics(self, names: Iterable[str] | None = None) -> dict[str, TopicDescription | TopicResult]:
+        """Metadata of several topics (all non-internal ones when None): a description,
+        or a TopicResult with the error of each unknown one."""
+        ...
+
+    def list_topics(self, *, internal: bool = False) -> list[str]:
+        """Topic names, sorted."""
+        ...
+
+    def describe_configs(self, topic: str, names: Iterable[str] | None = None, *,
+                         include_synonyms: bool = False, include_documentation: bool = False) -> list[ConfigEntry]:
+        """DescribeConfigs of a topic.  Raises UnknownTopicOrPartitionError, InvalidConfigError."""
+        ...
+
+    def alter_configs(self, topic: str, configs: Mapping[str, Any], *, validate_only: bool = False) -> None:
+        """AlterConfigs (replaces the overrides).  Raises UnknownTopicOrPartitionError,
+        InvalidConfigError."""
+        ...
+
+    def incremental_alter_configs(self, topic: str, ops: Iterable[tuple[str, Any, Any]], *,
+                                  validate_only: bool = False) -> None:
+        """IncrementalAlterConfigs ``(name, op, value)``; all or nothing.  Raises
+        UnknownTopicOrPartitionError, InvalidConfigError."""
+        ...
+
+    def delete_records(self, topic: str, partition: int, offset: int) -> int:
+        """DeleteRecords before ``offset`` (-1: the high watermark); returns the new log
+        start offset.  Raises UnknownTopicOrPartitionError, OffsetOutOfRangeError."""
+        ...
+
+    def list_groups(self, states: Iterable[str] | None = None,
+                    types: Iterable[str] | None = None) -> list[ListedGroup]:
+        """ListGroups (filtered by state and type names, case-insensitive)."""
+        ...
+
+    def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
+        """DescribeGroups (an unknown group is described as Dead)."""
+        ...
+
+    def delete_groups(self, group_ids: Iterable[str]) -> dict[str, int]:
+        """DeleteGroups: group id -> error code (only empty groups are deleted)."""
+        ...
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def closed(self) -> bool:
+        ...
+
+    def close(self) -> None:
+        """Release what the transport holds (the embedded transport closes its broker
+        if it owns it; a network transport its connections).  Idempotent."""
+        ...
