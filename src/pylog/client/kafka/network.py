@@ -95,18 +95,21 @@ def _positive(name: str, value: Any, *, zero: bool = False) -> int:
 
 
 class _Wakeup:
-    """A file descriptor the selector watches; ``wake()`` from any thread makes it ready."""
+    """A file descriptor the selector watches; ``wake()`` from any thread makes it ready.
+    A lock orders wake-ups against ``close()``, so a late wake-up never writes to a
+    descriptor number the process has since reused."""
 
     def __init__(self) -> None:
         self.pending = False
+        self._lock = threading.Lock()
+        self._closed = False
         if hasattr(os, "eventfd"):
-            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self._r, self._w = self._fd, None
+            self._fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:  # pragma: no cover - non-Linux
+            self._fd = None
             self._r, self._w = socket.socketpair()
             self._r.setblocking(False)
             self._w.setblocking(False)
-            self._fd = None
 
     def fileno(self) -> int:
         return self._fd if self._fd is not None else self._r.fileno()
@@ -114,14 +117,17 @@ class _Wakeup:
     def wake(self) -> None:
         if self.pending:
             return
-        self.pending = True
-        try:
-            if self._fd is not None:
-                os.eventfd_write(self._fd, 1)
-            else:  # pragma: no cover
-                self._w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass                    # already signalled, or closed during shutdown
+        with self._lock:
+            if self._closed:
+                return
+            self.pending = True
+            try:
+                if self._fd is not None:
+                    os.eventfd_write(self._fd, 1)
+                else:  # pragma: no cover
+                    self._w.send(b"\0")
+            except BlockingIOError:
+                pass                # already signalled
 
     def clear(self) -> None:
         # Cleared before the command queue is drained, so a command queued after the
@@ -132,16 +138,19 @@ class _Wakeup:
                 os.eventfd_read(self._fd)
             else:  # pragma: no cover
                 self._r.recv(4096)
-        except (BlockingIOError, OSError):
+        except BlockingIOError:
             pass
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = -1
-        else:  # pragma: no cover
-            self._r.close()
-            self._w.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+            else:  # pragma: no cover
+                self._r.close()
+                self._w.close()
 
 
 class NetworkClient:
@@ -288,8 +297,9 @@ class NetworkClient:
         return outer
 
     def wait_for_metadata(self, topics: Iterable[str], timeout: float | None = None) -> dict[str, TopicMetadata]:
-        """Block until every topic in ``topics`` is in the metadata with its partitions
-        (tracking them from now on); returns their :class:`TopicMetadata`.
+        """Block until the brokers are known and every topic in ``topics`` is in the
+        metadata with its partitions (tracking them from now on); returns their
+        :class:`TopicMetadata`.
 
         Parameters
         ----------
@@ -326,7 +336,7 @@ class NetworkClient:
                     missing.append(name)
                 elif t.error_code:
                     raise error_for_code(t.error_code, f"topic {name!r}: metadata error {t.error_code}")
-            if not missing:
+            if not missing and snap.nodes:
                 return {name: snap.topics[name] for name in names}
             left = deadline - time.monotonic()
             if left <= 0:
