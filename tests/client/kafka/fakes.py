@@ -120,10 +120,18 @@ class FakeBroker:
                 header, body = decode_request(frame)
                 with self._lock:
                     self.requests.append((header.api_key, header.api_version))
-                out = self._answer(header, body)
+                mode = self.mode            # once per request: the test may change it
+                out = self._answer(header, body, mode)
                 if out:
-                    conn.sendall(out)
-                if self.mode == "close_mid" and header.api_key != ApiKey.API_VERSIONS:
+                    try:
+                        conn.sendall(out)
+                    except OSError:         # the client closed it (it should, for bad answers)
+                        break
+                if mode == "close_mid" and header.api_key != ApiKey.API_VERSIONS:
+                    # FIN after half a frame; read what else comes so closing sends no RST.
+                    conn.shutdown(socket.SHUT_WR)
+                    while _recv_exact(conn, 1) is not None:
+                        pass
                     break
         finally:
             with self._lock:
@@ -131,14 +139,13 @@ class FakeBroker:
                 self._conns.remove(conn)
             conn.close()
 
-    def _answer(self, header, body) -> bytes | None:
+    def _answer(self, header, body, mode: str) -> bytes | None:
         key, version, corr = header.api_key, header.api_version, header.correlation_id
-        mode = self.mode
         if mode == "hang_all":
             return None
         if key == ApiKey.API_VERSIONS:
             lo, hi = self.versions.get(ApiKey.API_VERSIONS, (0, 0))
-            if version > hi or ApiKey.API_VERSIONS not in self.versions:
+            if version > hi:    # (a table without ApiVersions still answers v0)
                 # KIP-511: a v0 body with UNSUPPORTED_VERSION and our versions.
                 resp = api_versions_response(error_code=35, versions=self.versions)
                 return segments_to_bytes(encode_response(key, 0, corr, resp))
