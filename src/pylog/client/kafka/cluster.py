@@ -379,7 +379,9 @@ class ClusterMetadata:
         self._last_attempt = self._last_success = now
         self._attempts += 1
         self.last_error = None
-        if request_version == self._request_version and not stale:
+        if stale:
+            self._need_update = True
+        elif request_version == self._request_version:
             self._need_update = False
         self._cond.notify_all()
         return snap
