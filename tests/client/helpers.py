@@ -9,7 +9,8 @@ from pylog.broker.core import ProduceResult
 from pylog.errors import InvalidRecordError, NotEnoughReplicasError, RequestTimedOutError, UnknownProducerIdError
 
 
-def _fetch(client, topic, partition, offset, max_bytes=1 << 20):
+def fetch_partition(client, topic, partition, offset, max_bytes=1 << 20):
+    """One partition's fetch result through the client's transport (errors raised)."""
     res = client.transport.fetch([(topic, partition, offset, max_bytes)])[0]
     res.raise_for_error()
     return res
@@ -21,7 +22,7 @@ def records_of(client, topic):
     for p in range(client.num_partitions(topic)):
         recs, offset = [], 0
         while True:
-            res = _fetch(client, topic, p, offset)
+            res = fetch_partition(client, topic, p, offset)
             if res.records.size == 0:
                 break
             for b in _core.iter_batches(res.records.records):
@@ -34,7 +35,7 @@ def records_of(client, topic):
 
 def batch_sizes(client, topic, partition):
     """Sizes of the partition's batches, in log order."""
-    res = _fetch(client, topic, partition, 0, 1 << 30)
+    res = fetch_partition(client, topic, partition, 0, 1 << 30)
     return [b.size for b in _core.iter_batches(res.records.records)]
 
 

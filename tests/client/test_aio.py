@@ -8,8 +8,9 @@ import threading
 import pytest
 
 from pylog import _core
-from pylog.client.aio import AIOConsumer, AIOProducer
+from pylog.client.aio import AIOProducer
 from pylog.errors import RecordTypeError, RequestTimedOutError, UnknownTopicOrPartitionError
+from tests.client.helpers import fetch_partition
 
 
 def test_await_send_and_async_iteration(client):
@@ -101,7 +102,7 @@ def test_send_awaits_buffer_memory_without_blocking_the_loop(client):
         metas = [await h for h in handles]
         assert [m.offset for m in metas] == list(range(100))          # in send order
         await p.flush()
-        records = client.broker.fetch("t", 0, 0, 1 << 20).records
+        records = fetch_partition(client, "t", 0, 0, 1 << 20).records
         values = [r.value[:4] for b in _core.iter_batches(records.records) for r in b]
         assert values == [b"%04d" % i for i in range(100)]
         await p.close()

@@ -12,7 +12,7 @@ from pylog import _core
 from pylog.broker.partitioner import Partitioner, partition_for_key
 from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidRecordError, InvalidTimestampError,
                           RecordTooLargeError, RecordTypeError, RequestTimedOutError, UnknownTopicOrPartitionError)
-from tests.client.helpers import FlakyTransport, records_of
+from tests.client.helpers import FlakyTransport, fetch_partition, records_of
 
 
 def test_send_returns_metadata_and_keyed_records_follow_murmur2(client):
@@ -86,7 +86,7 @@ def test_callbacks_and_compression(client):
         p.send("t", b"z").add_callback(got.append)  # after completion: runs at once
         p.flush()
         assert len(got) == 2
-        res = client.broker.fetch("t", 0, h.result().offset)
+        res = fetch_partition(client, "t", 0, h.result().offset)
         assert next(_core.iter_batches(res.records.records)).compression == codec
         p.close()
 

@@ -16,7 +16,7 @@ from pylog import _core
 from pylog.broker.partitioner import partition_for_key
 from pylog.client.producer import Producer
 from pylog.errors import IllegalStateError, RecordTooLargeError, RecordTypeError
-from tests.client.helpers import FlakyTransport, batch_sizes, records_of
+from tests.client.helpers import FlakyTransport, batch_sizes, fetch_partition, records_of
 
 
 def test_crc32c_combine_matches_the_crc_of_the_concatenation():
@@ -299,7 +299,7 @@ def test_compressed_bulk_batches(client, codec):
     by_part = records_of(client, "t")
     for i in range(0, n, 7):
         assert by_part[fut.partitions[i]][offsets[i]].value == values[i]
-    res = client.broker.fetch("t", int(fut.partitions[0]), 0)
+    res = fetch_partition(client, "t", int(fut.partitions[0]), 0)
     assert next(_core.iter_batches(res.records.records)).compression == codec
     p.close()
 
@@ -387,7 +387,7 @@ def test_long_list_runs_release_their_items_as_they_go(client):
     keyed = p.send_batch("t", values, keys=keys)
     off_u, off_k = unkeyed.result(timeout=60), keyed.result(timeout=60)
     assert (unkeyed.partitions == 1).all() and (off_u == np.arange(n)).all()
-    first = next(iter(_core.iter_batches(client.broker.fetch("t", 1, 0).records.records)))
+    first = next(iter(_core.iter_batches(fetch_partition(client, "t", 1, 0).records.records)))
     assert first.records_count >= n              # several release steps in one batch (keyed ones joined it)
     by_part = records_of(client, "t")            # CRCs checked
     for i in range(n):
