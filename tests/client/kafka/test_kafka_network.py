@@ -276,3 +276,28 @@ def test_close_with_requests_in_flight(kafka_server, make_client):
     with pytest.raises(IllegalStateError, match="closed"):
         client.send(0, ApiKey.METADATA, metadata_of(topic))
     client.close()          # idempotent
+
+
+def test_large_fetch_response_grows_its_own_buffer(kafka_server, make_client):
+    import os
+
+    client = make_client(kafka_server.bootstrap)
+    topic = unique("large")
+    create_topic(client, topic, 1)
+    client.wait_for_metadata([topic], timeout=30)
+    P, F = m.ProduceRequest, m.FetchRequest
+    values = [os.urandom(900_000) for _ in range(3)]     # incompressible, each under max.message.bytes
+    for v in values:
+        resp = client.send(0, ApiKey.PRODUCE, P(acks=1, timeout_ms=5000, topic_data=[P.TopicProduceData(
+            name=topic, partition_data=[P.PartitionProduceData(index=0, records=batch(v))])])).result(30)
+        assert resp.responses[0].partition_responses[0].error_code == 0
+    resp = client.send(0, ApiKey.FETCH, F(replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=10 << 20,
+                                           topics=[F.FetchTopic(topic=topic, partitions=[F.FetchPartition(
+                                               partition=0, fetch_offset=0, partition_max_bytes=10 << 20)])])
+                       ).result(30)
+    from pylog.records import iter_batches
+    records = resp.responses[0].partitions[0].records
+    got = [r.value for b in iter_batches(memoryview(bytes(records))) for r in b]
+    assert got == values
+    # Then small answers again, through the shared read buffer.
+    assert client.send(0, ApiKey.METADATA, metadata_of(topic)).result(30).topics[0].name == topic

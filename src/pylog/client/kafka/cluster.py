@@ -444,7 +444,7 @@ class ClusterMetadata:
         return node_id in self._coordinator_nodes and node_id not in self._snap.nodes
 
 
-def least_loaded(candidates: list[int], load: Callable[[int], tuple[int, int]],
+def least_loaded(candidates: list[int], load: Callable[[int], tuple[int, float]],
                  rng: random.Random) -> int | None:
     """Kafka's least-loaded choice among ``candidates``: ``load(node)`` returns
     ``(rank, requests)`` where rank 0 = ready, 1 = connecting, 2 = may connect now,
@@ -452,7 +452,8 @@ def least_loaded(candidates: list[int], load: Callable[[int], tuple[int, int]],
     if not candidates:
         return None
     start = rng.randrange(len(candidates))
-    best, best_load = None, (4, 0)
+    best: int | None = None
+    best_load: tuple[int, float] = (4, 0.0)
     for i in range(len(candidates)):
         node = candidates[(start + i) % len(candidates)]
         lo = load(node)

@@ -549,9 +549,9 @@ class BrokerConnection:
                 continue
             if size + 4 > len(buf):
                 # Too big for the read buffer: a buffer of its own, grown as bytes arrive.
-                frame = bytearray(max(min(size, _LARGE_FRAME_START), have))
-                frame[:have] = buf[start:self._rend]
-                self._frame, self._frame_size, self._frame_pos = frame, size, have
+                big = bytearray(max(min(size, _LARGE_FRAME_START), have))
+                big[:have] = buf[start:self._rend]
+                self._frame, self._frame_size, self._frame_pos = big, size, have
                 self._rstart = self._rend = 0
             return
 
@@ -592,7 +592,7 @@ class BrokerConnection:
         if self._queue:
             self._pump(now)
 
-    def _decode(self, api_key: int, version: int, frame: bytes | bytearray) -> Any:
+    def _decode(self, api_key: int, version: int, frame: Any) -> Any:
         # A bytes frame decodes zero-copy as it is; a large frame's bytearray belongs to
         # this response alone, so it is decoded in place too (copy=False).
         pos = 4

@@ -204,7 +204,7 @@ class NetworkClient:
         if client_software_version is None:
             from pylog import __version__ as client_software_version
         self.client_id = client_id
-        self._software = (client_software_name, client_software_version)
+        self._software: tuple[str, str] = (client_software_name, str(client_software_version))
         self.cluster = ClusterMetadata(
             bootstrap_servers,
             metadata_max_age_ms=_positive("metadata_max_age_ms", metadata_max_age_ms, zero=True),
@@ -545,6 +545,7 @@ class NetworkClient:
                 if node_id is None:
                     _fail(req, NetworkError("no broker to send to"))
                     continue
+            assert node_id is not None
             conn = self._connection_for(node_id)
             if conn is None:
                 _fail(req, NetworkError(f"node {node_id} is not in the cluster metadata"))
@@ -714,11 +715,12 @@ class NetworkClient:
 def _metadata_body(topics: list[str] | None, allow_auto_topic_creation: bool) -> Callable[[int], Any]:
     def body(version: int) -> Any:
         if topics is None:
-            names = [] if version == 0 else None            # v0: an empty list means all
+            names: list[Any] | None = [] if version == 0 else None   # v0: an empty list means all
         elif not topics and version == 0:
             names = []      # v0 cannot ask for brokers only; it gets every topic
         else:
-            names = [m.MetadataRequest.MetadataRequestTopic(name=t) for t in topics]
+            names = [m.MetadataRequest.MetadataRequestTopic(name=t)  # type: ignore[attr-defined]
+                     for t in topics]
         req = m.MetadataRequest(topics=names)
         if version >= 4:
             req.allow_auto_topic_creation = allow_auto_topic_creation
