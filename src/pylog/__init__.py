@@ -13,7 +13,8 @@ Embedded use::
             ...
 
 ``pylog.open`` returns a :class:`Client` over an in-process :class:`Broker`
-(``client.broker`` for low-level use); the same client API runs over the Kafka protocol.
+(``client.broker`` for low-level use); ``pylog.connect("host:9092")`` returns the same
+:class:`Client` over the Kafka protocol, to ``pylog serve`` or any Kafka cluster.
 """
 
 try:
@@ -37,7 +38,7 @@ from pylog.client.producer import Producer, RecordMetadata
 from pylog.errors import PylogError
 
 __version__ = "0.1.0"
-__all__ = ["open", "Client", "Broker", "Producer", "Consumer", "AIOProducer", "AIOConsumer", "RecordMetadata",
+__all__ = ["open", "connect", "Client", "Broker", "Producer", "Consumer", "AIOProducer", "AIOConsumer", "RecordMetadata",
            "ConsumerRecord", "TopicPartition", "OffsetAndMetadata", "PylogError", "__version__"]
 
 
@@ -53,3 +54,49 @@ def open(data_dir: str | _os.PathLike[str], **settings: _Any) -> Client:  # noqa
     """
     broker = Broker(data_dir, **settings)
     return Client(_EmbeddedTransport(broker, owns_broker=True))
+
+
+def connect(bootstrap_servers: str | list[str], **config: _Any) -> Client:
+    """Connect to a Kafka-protocol cluster (``pylog serve``, a pylog cluster, Apache
+    Kafka) and return a :class:`Client` on it: the same producers, consumers and admin
+    calls as :func:`open`.
+
+    Parameters
+    ----------
+    bootstrap_servers : str or list of str
+        ``host:port[,host:port...]``: some of the cluster's brokers; the rest are learnt
+        from the metadata.
+    **config
+        Network settings: ``client_id``, ``request_timeout_ms`` (30000),
+        ``metadata_max_age_ms`` (300000), ``retry_backoff_ms`` (100),
+        ``reconnect_backoff_ms`` (50), ``reconnect_backoff_max_ms`` (1000),
+        ``socket_connection_setup_timeout_ms`` (10000), ``connections_max_idle_ms``
+        (540000), ``max_in_flight`` (5), ``max_response_size``; and
+        ``allow_auto_create_topics`` (True: a producer's first send to a topic asks the
+        cluster to create it, as Kafka's producer does).  Producer and consumer settings
+        go to ``client.producer(...)`` and ``client.consumer(...)``.
+
+    Raises
+    ------
+    InvalidConfigError
+        A malformed bootstrap list, or an unknown or bad setting.
+
+    The connection is made in the background: an unreachable cluster shows as retriable
+    errors (RequestTimedOutError, NetworkError) on the first calls that need it.
+    """
+    import inspect
+
+    from pylog.client.kafka.network import NetworkClient
+    from pylog.client.kafka.transport import KafkaTransport
+    from pylog.errors import InvalidConfigError
+
+    network_keys = [k for k in inspect.signature(NetworkClient.__init__).parameters
+                    if k not in ("self", "bootstrap_servers")]
+    transport_keys = ["allow_auto_create_topics"]
+    unknown = sorted(set(config) - set(network_keys) - set(transport_keys))
+    if unknown:
+        raise InvalidConfigError(
+            f"unknown pylog.connect setting(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(sorted(network_keys + transport_keys))} (producer and consumer settings go to "
+            "client.producer(...) / client.consumer(...))")
+    return Client(KafkaTransport(bootstrap_servers, **config))

@@ -57,6 +57,7 @@ __all__ = [
     "PartitionMetadata",
     "TopicMetadata",
     "coordinator_node_id",
+    "extra_connection_id",
     "parse_bootstrap_servers",
 ]
 
@@ -80,6 +81,7 @@ METADATA_ERRORS = frozenset({_UNKNOWN_TOPIC_OR_PARTITION, _LEADER_NOT_AVAILABLE,
 COORDINATOR_ERRORS = frozenset({_NOT_COORDINATOR, _COORDINATOR_NOT_AVAILABLE})
 
 _COORDINATOR_BASE = 2**31 - 1
+_EXTRA_MASK = 2**32 - 1
 
 
 class CoordinatorType(enum.IntEnum):
@@ -115,6 +117,17 @@ class TopicMetadata(NamedTuple):
 def coordinator_node_id(broker_id: int) -> int:
     """The connection id under which the coordinator on broker ``broker_id`` is reached."""
     return _COORDINATOR_BASE - broker_id
+
+
+def extra_connection_id(broker_id: int, slot: int) -> int:
+    """The connection id of extra connection ``slot`` (>= 1) to broker ``broker_id``.
+
+    Kafka brokers handle one request of a connection at a time, so a Fetch long poll
+    holds up everything behind it on its connection; the Kafka-protocol transport sends
+    its fetches on connections of their own (as Kafka's separate producer and consumer
+    clients do).  Ids above 2**32 never collide with broker ids (int32), coordinator
+    connection ids or bootstrap pseudo-nodes."""
+    return (slot << 32) | broker_id
 
 
 def parse_bootstrap_servers(servers: str | Sequence[str]) -> list[tuple[str, int]]:
@@ -268,12 +281,15 @@ class ClusterMetadata:
         return self._snap.partitions_for(topic)
 
     def node(self, node_id: int) -> Node | None:
-        """The address of a broker, a bootstrap pseudo-node or a coordinator connection."""
+        """The address of a broker, a bootstrap pseudo-node, a coordinator connection or
+        an extra connection to a broker (:func:`extra_connection_id`)."""
         n = self._snap.nodes.get(node_id)
         if n is not None:
             return n
         if node_id < 0:
             return self.bootstrap_nodes.get(node_id)
+        if node_id > _EXTRA_MASK:
+            return self._snap.nodes.get(node_id & _EXTRA_MASK)
         return self._coordinator_nodes.get(node_id)
 
     def candidate_nodes(self) -> list[int]:

@@ -1,0 +1,928 @@
+"""The Kafka-protocol transport: the client's operations as requests to a Kafka cluster.
+
+:class:`KafkaTransport` implements :class:`~pylog.client.transport.Transport` over a
+:class:`~pylog.client.kafka.network.NetworkClient` (``pylog.connect``).  This module holds
+the data paths (Produce, Fetch, ListOffsets, InitProducerId, metadata); group and admin
+operations are delegated to :class:`~pylog.client.kafka.group_ops.GroupOps` and
+:class:`~pylog.client.kafka.admin_ops.AdminOps` over the same network client.
+
+Produce
+    The partitions' batches are grouped by leader (from the metadata; an unknown leader
+    waits for one metadata update, then answers LEADER_NOT_AVAILABLE / UNKNOWN_TOPIC_OR_PARTITION).
+    Kafka's brokers take exactly one v2 batch per partition in a Produce request, so
+    request ``k`` to a leader carries the ``k``-th batch of each of its partitions; the
+    requests are pipelined on the leader's connection (answered in order, appended in
+    order) and the leaders are written to concurrently.  Batches go out as the buffers
+    the producer built (the codec passes records of 4 KiB or more to ``sendmsg`` as their
+    own segments: no copy).  Nothing is retried here: NOT_LEADER_OR_FOLLOWER,
+    FENCED_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION and network errors request a metadata
+    update and come back as retriable results; the producer owns retries and ordering.
+
+Fetch
+    One Fetch request per leader (no fetch sessions), ``max_wait_ms``/``min_bytes`` passed
+    to the broker, which holds the long poll.  Brokers handle one request of a connection
+    at a time, so fetches travel on connections of their own
+    (:func:`~pylog.client.kafka.cluster.extra_connection_id`): one per concurrent
+    ``fetch`` call and broker, reused once its requests are answered, so a waiting
+    consumer never delays a produce, a heartbeat or another consumer.  A wait is cut
+    into slices of at most :data:`FETCH_SLICE_MS` (Kafka's default ``fetch.max.wait.ms``):
+    :meth:`~KafkaTransport.wake` and ``stop()`` end the caller's wait at once, but the
+    broker keeps the abandoned request until its slice ends, holding that connection;
+    the slice bounds how long, how late a request times out, and how late a moved leader
+    is followed.  An answer nobody waits for any more (the caller was woken, or another
+    leader answered first) is kept per partition (Kafka's "completed fetches") and handed
+    to the next fetch of that partition at that offset, and the data listeners are
+    called.  Retriable partition errors (leader moved, broker unreachable) request a
+    metadata update; such a partition is None ("not read this time") in the answer.
+
+Readiness for asyncio consumers
+    A fetch that does not wait (``max_wait_ms`` 0: what the asyncio consumer does) and
+    finds nothing for a partition, while data listeners are registered, puts that
+    partition on a *watch*: a background long poll (slices of :data:`FETCH_SLICE_MS`)
+    whose data is kept for the next fetch and announced to the listeners.  A partition
+    leaves the watch when data arrives or when no fetch asked for it for
+    :data:`WATCH_IDLE_S`.
+
+Threads: every method may be called from any thread.  Response callbacks (and so the
+data listeners) run on the network client's I/O thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from pylog.broker.core import FetchResult, InitProducerIdResult, ListOffsetsResult, ProduceResult
+from pylog.client.kafka.cluster import METADATA_ERRORS, MetadataSnapshot, extra_connection_id
+from pylog.client.kafka.network import NetworkClient
+from pylog.client.transport import DEFAULT_FETCH_MAX_BYTES, READ_UNCOMMITTED
+from pylog.errors import (
+    IllegalStateError,
+    InvalidConfigError,
+    NetworkError,
+    PylogError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from pylog.protocol import messages as m
+from pylog.protocol.apis import ApiKey
+
+__all__ = ["KafkaTransport", "FETCH_SLICE_MS", "WATCH_IDLE_S", "DEFAULT_MAX_MESSAGE_BYTES"]
+
+log = logging.getLogger("pylog.client.kafka")
+
+#: The longest Fetch wait asked of a broker at once (Kafka's default fetch.max.wait.ms).
+FETCH_SLICE_MS = 500
+#: A watched partition no fetch asked for this long leaves the watch.
+WATCH_IDLE_S = 5.0
+#: Kafka's default max.message.bytes, used when the broker does not say.
+DEFAULT_MAX_MESSAGE_BYTES = 1048588
+
+_NONE = 0
+_OFFSET_OUT_OF_RANGE = 1
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+_LEADER_NOT_AVAILABLE = 5
+_REPLICA_NOT_AVAILABLE = 9
+_NETWORK_EXCEPTION = 13
+_INVALID_TOPIC = 17
+#: Partition errors after which a fetch or ListOffsets is simply tried again (after a
+#: metadata update): the leader moved or is not known yet.
+_RETRY_LATER = METADATA_ERRORS | {_REPLICA_NOT_AVAILABLE, _NETWORK_EXCEPTION, 7}   # 7: REQUEST_TIMED_OUT
+_TOPIC_RESOURCE = 2
+_NON_TRANSACTIONAL_TIMEOUT_MS = 2**31 - 1
+
+
+class _Records:
+    """A fetched partition's records: ``records`` (a zero-copy view of the response) and
+    ``size``, the shape of the storage's ReadResult the consumer reads."""
+
+    __slots__ = ("records", "size")
+
+    def __init__(self, records: Any) -> None:
+        if records is None:
+            records = b""
+        self.records = records
+        self.size = len(records)
+
+    def __repr__(self) -> str:
+        return f"<fetched records {self.size} bytes>"
+
+
+_NO_RECORDS = _Records(b"")
+
+
+class _Slot:
+    """Extra connections (one per broker) that one fetch call, or one watch round, uses."""
+
+    __slots__ = ("number", "pending", "owner_done")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.pending = 0
+        self.owner_done = False
+
+
+class KafkaTransport:
+    """A :class:`~pylog.client.transport.Transport` over the Kafka protocol.
+
+    Parameters
+    ----------
+    bootstrap_servers : str or list of str
+        ``host:port[,host:port...]``.
+    allow_auto_create_topics : bool
+        Ask the cluster to create a topic the first time :meth:`topic_metadata` names it
+        (Kafka's producer does; the broker's ``auto.create.topics.enable`` decides).
+    network_client : NetworkClient, optional
+        Use this one (owned by the transport from now on) instead of making one.
+    **network
+        :class:`~pylog.client.kafka.network.NetworkClient` settings (``client_id``,
+        ``request_timeout_ms``, ``metadata_max_age_ms``, ``retry_backoff_ms``,
+        ``reconnect_backoff_ms``, ...).
+
+    Raises
+    ------
+    InvalidConfigError
+        A malformed bootstrap list or setting.
+    """
+
+    def __init__(self, bootstrap_servers: str | Sequence[str] | None = None, *,
+                 allow_auto_create_topics: bool = True, network_client: NetworkClient | None = None,
+                 **network: Any) -> None:
+        if not isinstance(allow_auto_create_topics, bool):
+            raise InvalidConfigError(f"allow_auto_create_topics must be a bool, not {allow_auto_create_topics!r}")
+        if network_client is None:
+            if bootstrap_servers is None:
+                raise InvalidConfigError("bootstrap_servers is required: 'host:port[,host:port...]'")
+            network_client = NetworkClient(bootstrap_servers, **network)
+        elif network:
+            raise InvalidConfigError(f"network settings {sorted(network)} given with a network_client")
+        self.net = net = network_client
+        self.cluster = net.cluster
+        self.allow_auto_create_topics = allow_auto_create_topics
+        self.request_timeout_ms = net.request_timeout_ms
+        self._retry_backoff = max(self.cluster.retry_backoff, 0.01)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wake_seq = 0
+        self._closed = False
+        self._data_listeners: tuple[Callable[[str, int, int], object], ...] = ()
+        self._wake_listeners: tuple[Callable[[], object], ...] = ()
+        self._max_message_bytes: dict[str, tuple[int, float]] = {}
+        # (topic, partition) -> (offset, isolation_level, FetchResult): answers nobody took.
+        self._completed: dict[tuple[str, int], tuple[int, int, FetchResult]] = {}
+        self._free_slots: list[_Slot] = []
+        self._slot_count = 0
+        # (topic, partition, isolation_level) -> [offset, max_bytes, last asked (monotonic)]
+        self._watch: dict[tuple[str, int, int], list] = {}
+        self._watching = False
+        #: Requests sent, per API key (inspection: tests count Produce requests).
+        self.requests_sent: dict[int, int] = {}
+        self._bind_ops()
+
+    def _bind_ops(self) -> None:
+        """Groups and admin go to K2's GroupOps/AdminOps over the same network client."""
+        kw = {"request_timeout_ms": self.request_timeout_ms, "client_id": self.net.client_id}
+        try:
+            from pylog.client.kafka.group_ops import GroupOps
+        except ImportError:  # pragma: no cover - until group_ops lands
+            GroupOps = None  # type: ignore[assignment,misc]   # noqa: N806
+        try:
+            from pylog.client.kafka.admin_ops import AdminOps
+        except ImportError:  # pragma: no cover - until admin_ops lands
+            AdminOps = None  # type: ignore[assignment,misc]   # noqa: N806
+        if GroupOps is not None:
+            g = self._groups = GroupOps(self.net, **kw)
+            self.heartbeat = g.heartbeat
+            self.leave_group = g.leave_group
+            self.group_rebalancing = g.group_rebalancing
+            self.commit_offsets = g.commit_offsets
+            self.fetch_offsets = g.fetch_offsets
+            self.join_group = self._join_group
+            self.sync_group = self._sync_group
+        if AdminOps is not None:
+            a = self._admin = AdminOps(self.net, **kw)
+            for name in ("describe_topic", "describe_topics", "list_topics", "describe_configs",
+                         "delete_records", "list_groups", "describe_groups", "delete_groups"):
+                setattr(self, name, getattr(a, name))
+            # Calls that change topics or configs refresh what this transport caches.
+            for name in ("create_topic", "create_topics", "delete_topic", "delete_topics", "create_partitions",
+                         "alter_configs", "incremental_alter_configs"):
+                setattr(self, name, self._refreshing(getattr(a, name)))
+
+    def _refreshing(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._max_message_bytes.clear()
+                self.cluster.request_update()
+        call.__name__ = call.__qualname__ = fn.__name__
+        call.__doc__ = fn.__doc__
+        return call
+
+    def _join_group(self, *args: Any, **kwargs: Any) -> Any:
+        pending = self._groups.join_group(*args, **kwargs)
+        pending.add_done_callback(lambda _p: self._call_wake_listeners())
+        return pending
+
+    def _sync_group(self, *args: Any, **kwargs: Any) -> Any:
+        pending = self._groups.sync_group(*args, **kwargs)
+        pending.add_done_callback(lambda _p: self._call_wake_listeners())
+        return pending
+
+    # ------------------------------------------------------------------ requests
+
+    def _send(self, node_id: int, api_key: int, body: Any, **kw: Any) -> Future:
+        self.requests_sent[api_key] = self.requests_sent.get(api_key, 0) + 1
+        return self.net.send(node_id, api_key, body, **kw)
+
+    def _send_to_any(self, api_key: int, body: Any, **kw: Any) -> Future:
+        self.requests_sent[api_key] = self.requests_sent.get(api_key, 0) + 1
+        return self.net.send_to_any(api_key, body, **kw)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IllegalStateError("the transport is closed")
+
+    def _wait(self, fut: Future, timeout_ms: float) -> Any:
+        """The future's result, waiting at most ``timeout_ms`` (plus a margin: the
+        network client fails the request itself at its deadline)."""
+        try:
+            return fut.result(timeout_ms / 1000 + 5)
+        except TimeoutError:
+            raise RequestTimedOutError(f"no answer within {timeout_ms:.0f} ms") from None
+
+    def _leaders(self, topics: Iterable[str], snap: MetadataSnapshot | None = None) -> MetadataSnapshot:
+        """A snapshot naming ``topics`` (tracked from now on): one metadata update is
+        waited for when one of them is not known yet or has a leaderless partition."""
+        topics = set(topics)
+        self.cluster.add_topics(topics)
+        snap = snap or self.cluster.snapshot()
+        if all(t in snap.topics and not snap.topics[t].error_code
+               and all(p.leader_id >= 0 for p in snap.topics[t].partitions.values()) for t in topics) and snap.nodes:
+            return snap
+        try:
+            self._wait(self.net.refresh_metadata(sorted(topics)), self.request_timeout_ms)
+        except PylogError as exc:
+            log.debug("metadata update for %s failed: %s", sorted(topics), exc)
+        return self.cluster.snapshot()
+
+    # ------------------------------------------------------------------ produce
+
+    def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int) -> list[list[ProduceResult]]:
+        self._check_open()
+        out: list[list[ProduceResult | None]] = [[None] * len(batches) for _, _, batches in work]
+        snap = self.cluster.snapshot()
+        if any(snap.leader_for(t, p) is None for t, p, _ in work):
+            snap = self._leaders({t for t, _, _ in work}, snap)
+        # leader -> request index k -> [(work index, topic, partition, batch)]
+        by_leader: dict[int, list[list[tuple[int, str, int, Any]]]] = {}
+        for i, (topic, partition, batches) in enumerate(work):
+            leader = snap.leader_for(topic, partition)
+            if leader is None:
+                t = snap.topics.get(topic)
+                if t is not None and not t.error_code and partition in t.partitions:
+                    code = _LEADER_NOT_AVAILABLE
+                elif t is not None and t.error_code and t.error_code != _UNKNOWN_TOPIC_OR_PARTITION:
+                    code = t.error_code
+                else:
+                    code = _UNKNOWN_TOPIC_OR_PARTITION
+                self.cluster.request_update()
+                err = error_for_code(code, f"{topic}-{partition}: no leader known")
+                out[i] = [ProduceResult.failed(err) for _ in batches]
+                continue
+            reqs = by_leader.setdefault(leader, [])
+            for k, batch in enumerate(batches):
+                if k == len(reqs):
+                    reqs.append([])
+                reqs[k].append((i, topic, partition, batch))
+        timeout_ms = self.request_timeout_ms
+        sent: list[tuple[list[tuple[int, str, int, Any]], Future | None, BaseException | None]] = []
+        for leader, reqs in by_leader.items():
+            for k, entries in enumerate(reqs):
+                topic_data: dict[str, list[Any]] = {}
+                for _, topic, partition, batch in entries:
+                    topic_data.setdefault(topic, []).append(
+                        m.ProduceRequest.PartitionProduceData(index=partition, records=batch))
+                body = m.ProduceRequest(
+                    transactional_id=None, acks=acks, timeout_ms=timeout_ms,
+                    topic_data=[m.ProduceRequest.TopicProduceData(name=t, partition_data=parts)
+                                for t, parts in topic_data.items()])
+                try:
+                    fut = self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0)
+                    sent.append((entries, fut, None))
+                except PylogError as exc:
+                    sent.append((entries, None, exc))
+        # Batch k of a partition is in its leader's k-th request, and the requests are
+        # walked in that order: counting a partition's entries gives k.
+        position: dict[int, int] = {}
+        for entries, fut, exc in sent:
+            if fut is not None:
+                try:
+                    resp = self._wait(fut, timeout_ms)
+                    exc = None
+                except PylogError as e:
+                    resp, exc = None, e
+            answers: dict[tuple[str, int], Any] = {}
+            if resp is not None:
+                for tr in resp.responses:
+                    for pr in tr.partition_responses:
+                        answers[(tr.name, pr.index)] = pr
+            for i, topic, partition, _ in entries:
+                k = position.get(i, 0)
+                position[i] = k + 1
+                if exc is not None:
+                    if isinstance(exc, (NetworkError, RequestTimedOutError)):
+                        self.cluster.request_update()
+                    out[i][k] = ProduceResult.failed(exc)
+                    continue
+                if acks == 0:
+                    out[i][k] = ProduceResult()
+                    continue
+                pr = answers.get((topic, partition))
+                if pr is None:
+                    out[i][k] = ProduceResult.failed(NetworkError(
+                        f"the Produce answer left out {topic}-{partition}"))
+                    continue
+                code = pr.error_code
+                if code:
+                    self.cluster.handle_error_code(code)
+                    errs = pr.record_errors
+                    out[i][k] = ProduceResult(
+                        error_code=code, error_message=pr.error_message or str(error_for_code(code)),
+                        record_errors=[(e.batch_index, e.batch_index_error_message) for e in errs] if errs else None)
+                else:
+                    out[i][k] = ProduceResult(error_code=0, base_offset=pr.base_offset,
+                                              log_append_time=pr.log_append_time_ms,
+                                              log_start_offset=pr.log_start_offset)
+        return out  # type: ignore[return-value]
+
+    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1) -> InitProducerIdResult:
+        """InitProducerId to the least-loaded broker (v3+ when bumping an epoch, KIP-360;
+        older brokers hand out a new id instead).  Retriable errors are retried for up to
+        ``request_timeout_ms``; the last one is returned."""
+        self._check_open()
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        bump = producer_id >= 0
+
+        def body(version: int) -> Any:
+            req = m.InitProducerIdRequest(transactional_id=None,
+                                          transaction_timeout_ms=_NON_TRANSACTIONAL_TIMEOUT_MS)
+            if version >= 3 and bump:
+                req.producer_id, req.producer_epoch = producer_id, producer_epoch
+            return req
+
+        while True:
+            try:
+                resp = self._wait(self._send_to_any(ApiKey.INIT_PRODUCER_ID, body), self.request_timeout_ms)
+                res = InitProducerIdResult(error_code=resp.error_code, producer_id=resp.producer_id,
+                                           producer_epoch=resp.producer_epoch)
+                retriable = bool(resp.error_code) and error_for_code(resp.error_code).retriable
+            except PylogError as exc:
+                res = InitProducerIdResult(error_code=exc.error_code, error_message=str(exc))
+                retriable = exc.retriable and not isinstance(exc, IllegalStateError)
+            if not retriable or time.monotonic() + self._retry_backoff >= deadline or self._closed:
+                return res
+            time.sleep(self._retry_backoff)
+
+    # ------------------------------------------------------------------ fetch
+
+    def _take_slot(self) -> _Slot:
+        with self._lock:
+            if self._free_slots:
+                slot = self._free_slots.pop()
+            else:
+                self._slot_count += 1
+                slot = _Slot(self._slot_count)
+            slot.owner_done = False
+            slot.pending = 0
+            return slot
+
+    def _slot_finished(self, slot: _Slot) -> None:
+        """The owner is done with ``slot`` (lock held); it is free once answered."""
+        slot.owner_done = True
+        if slot.pending == 0:
+            self._free_slots.append(slot)
+
+    def _request_done(self, slot: _Slot) -> None:
+        """One request on ``slot`` answered (lock held)."""
+        slot.pending -= 1
+        if slot.pending == 0 and slot.owner_done:
+            self._free_slots.append(slot)
+
+    def _send_fetches(self, parts: list[tuple[str, int, int, int]], slot: _Slot, wait_ms: int, min_bytes: int,
+                      max_bytes: int, isolation_level: int, snap: MetadataSnapshot,
+                      on_done: Callable[[list[tuple[str, int, int, int]], Any, BaseException | None], None],
+                      ) -> list[tuple[str, int, int, int]]:
+        """One Fetch per leader of ``parts`` on ``slot``'s connections; returns the parts
+        with no known leader (a metadata update is requested for them)."""
+        by_leader: dict[int, list[tuple[str, int, int, int]]] = {}
+        leaderless = []
+        for part in parts:
+            leader = snap.leader_for(part[0], part[1])
+            if leader is None:
+                leaderless.append(part)
+            else:
+                by_leader.setdefault(leader, []).append(part)
+        if leaderless:
+            self.cluster.add_topics({p[0] for p in leaderless})
+            self.cluster.request_update()
+        for leader, lparts in by_leader.items():
+            topics: dict[str, list[Any]] = {}
+            for topic, partition, offset, part_max in lparts:
+                pm = snap.topics[topic].partitions.get(partition)
+                topics.setdefault(topic, []).append(m.FetchRequest.FetchPartition(
+                    partition=partition, current_leader_epoch=pm.leader_epoch if pm is not None else -1,
+                    fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
+                    partition_max_bytes=part_max))
+            body = m.FetchRequest(replica_id=-1, max_wait_ms=wait_ms, min_bytes=min_bytes, max_bytes=max_bytes,
+                                  isolation_level=isolation_level, session_id=0, session_epoch=-1,
+                                  topics=[m.FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
+                                  forgotten_topics_data=[], rack_id="")
+            with self._lock:
+                slot.pending += 1
+            try:
+                fut = self._send(extra_connection_id(leader, slot.number), ApiKey.FETCH, body,
+                                 timeout_ms=self.request_timeout_ms + wait_ms)
+            except PylogError as exc:
+                with self._lock:
+                    self._request_done(slot)
+                on_done(lparts, None, exc)
+                continue
+            fut.add_done_callback(lambda f, lparts=lparts: self._fetch_answered(f, lparts, slot, on_done))
+        return leaderless
+
+    def _fetch_answered(self, fut: Future, parts: list[tuple[str, int, int, int]], slot: _Slot,
+                        on_done: Callable[[list[tuple[str, int, int, int]], Any, BaseException | None], None]) -> None:
+        exc = fut.exception()
+        try:
+            on_done(parts, None if exc is not None else fut.result(), exc)
+        finally:
+            with self._cond:
+                self._request_done(slot)
+                self._cond.notify_all()
+
+    def _parse_fetch(self, parts: list[tuple[str, int, int, int]], resp: Any,
+                     exc: BaseException | None) -> dict[tuple[str, int], FetchResult | None]:
+        """Results of one Fetch answer by partition: None for a partition to try again
+        later (its leader moved, the broker is unreachable: metadata update requested)."""
+        out: dict[tuple[str, int], FetchResult | None] = {}
+        if exc is not None or resp is None:
+            if not isinstance(exc, IllegalStateError):
+                self.cluster.request_update()
+            for topic, partition, _, _ in parts:
+                out[(topic, partition)] = None
+            return out
+        if resp.error_code:
+            self.cluster.handle_error_code(resp.error_code)
+            for topic, partition, _, _ in parts:
+                out[(topic, partition)] = None
+            return out
+        for tr in resp.responses:
+            for pd in tr.partitions:
+                code = pd.error_code
+                if code and code in _RETRY_LATER and code != _UNKNOWN_TOPIC_OR_PARTITION:
+                    self.cluster.handle_error_code(code)
+                    out[(tr.topic, pd.partition_index)] = None
+                    continue
+                if code:
+                    self.cluster.handle_error_code(code)
+                records = _Records(pd.records) if not code else None
+                out[(tr.topic, pd.partition_index)] = FetchResult(
+                    error_code=code, high_watermark=pd.high_watermark,
+                    last_stable_offset=pd.last_stable_offset, log_start_offset=pd.log_start_offset,
+                    records=records)
+        return out
+
+    def _keep_completed(self, parts: list[tuple[str, int, int, int]], results: Mapping[tuple[str, int], Any],
+                        isolation_level: int) -> None:
+        """Keep the data of an answer nobody waits for; call the data listeners (I/O thread)."""
+        got = []
+        with self._lock:
+            for topic, partition, offset, _ in parts:
+                res = results.get((topic, partition))
+                if res is None or res.error_code or res.records is None or not res.records.size:
+                    continue
+                self._completed[(topic, partition)] = (offset, isolation_level, res)
+                self._watch.pop((topic, partition, isolation_level), None)
+                got.append((topic, partition, res.high_watermark))
+        for topic, partition, hw in got:
+            for fn in self._data_listeners:
+                try:
+                    fn(topic, partition, hw)
+                except Exception:  # noqa: BLE001 - a listener's bug must not stop the I/O thread
+                    log.exception("data listener %r failed", fn)
+
+    def fetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
+              max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
+              stop: Callable[[], bool] | None = None) -> list[FetchResult | None]:
+        self._check_open()
+        n = len(wanted)
+        out: list[FetchResult | None] = [None] * n
+        deadline = time.monotonic() + max(max_wait_ms, 0) / 1000
+        seq = self._wake_seq
+        # Answers kept from earlier requests come first.
+        if self._completed:
+            hit = False
+            with self._lock:
+                for i, (topic, partition, offset, _) in enumerate(wanted):
+                    kept = self._completed.pop((topic, partition), None)
+                    if kept is None:
+                        continue
+                    if kept[0] == offset and kept[1] == isolation_level:
+                        out[i] = kept[2]
+                        hit = True
+            if hit:
+                return out
+        if not wanted:
+            self._wait_until(deadline, seq, stop)
+            return out
+        index = {(t, p): i for i, (t, p, _, _) in enumerate(wanted)}
+        slot = self._take_slot()
+        state: dict[str, Any] = {"results": {}, "outstanding": 0, "data": False}
+
+        def on_done(parts: list[tuple[str, int, int, int]], resp: Any, exc: BaseException | None) -> None:
+            results = self._parse_fetch(parts, resp, exc)
+            with self._lock:
+                mine = state["active"]
+                if mine:
+                    state["outstanding"] -= 1
+                    state["results"].update(results)
+                    if any(r is not None and r.records is not None and r.records.size for r in results.values()):
+                        state["data"] = True
+            if not mine:
+                self._keep_completed(parts, results, isolation_level)
+
+        try:
+            while True:
+                if max_wait_ms > 0 and stop is not None and stop():
+                    break                       # asked to stop before this slice
+                now = time.monotonic()
+                wait_ms = int(min(max((deadline - now) * 1000, 0), FETCH_SLICE_MS))
+                snap = self.cluster.snapshot()
+                if any(snap.leader_for(t, p) is None for t, p, _, _ in wanted):
+                    self.cluster.add_topics({t for t, _, _, _ in wanted})
+                with self._lock:
+                    state["results"] = {}
+                    state["outstanding"] = 0
+                    state["data"] = False
+                    state["active"] = True
+                by_leader = len({snap.leader_for(t, p) for t, p, _, _ in wanted} - {None})
+                with self._lock:
+                    state["outstanding"] = by_leader
+                leaderless = self._send_fetches(list(wanted), slot, wait_ms, min_bytes, max_bytes,
+                                                isolation_level, snap, on_done)
+                # Wait for the answers: all of them, or the first with data, or a wake-up
+                # that stop() accepts.
+                stopped = False
+                with self._cond:
+                    while state["outstanding"] > 0 and not state["data"]:
+                        if self._closed:
+                            break
+                        if self._wake_seq != seq:
+                            seq = self._wake_seq
+                            if stop is not None and stop():
+                                stopped = True
+                                break
+                        self._cond.wait(FETCH_SLICE_MS / 1000 + self.request_timeout_ms / 1000)
+                    state["active"] = False
+                    results = state["results"]
+                for (topic, partition), res in results.items():
+                    i = index.get((topic, partition))
+                    if i is not None:
+                        out[i] = res
+                if stopped or self._closed or max_wait_ms <= 0 or state["data"]:
+                    break
+                total = 0
+                final = False
+                retry = bool(leaderless)
+                for res in out:
+                    if res is None:
+                        retry = True
+                    elif res.error_code == _UNKNOWN_TOPIC_OR_PARTITION:
+                        retry = True
+                    elif res.error_code:
+                        final = True               # an error answers at once
+                    elif res.records is not None:
+                        total += res.records.size
+                if final or total >= max(min_bytes, 1):
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                if stop is not None and stop():
+                    break
+                if retry:
+                    # A leader to find (or a topic to appear): back off, then ask again.
+                    if self._wait_until(min(deadline, time.monotonic() + self._retry_backoff), seq, stop):
+                        break
+                    seq = self._wake_seq
+        finally:
+            with self._lock:
+                state["active"] = False
+                self._slot_finished(slot)
+        if max_wait_ms <= 0 and self._data_listeners:
+            self._watch_empty(wanted, out, isolation_level)
+        return out
+
+    def _wait_until(self, deadline: float, seq: int, stop: Callable[[], bool] | None) -> bool:
+        """Sleep until ``deadline``, or a wake-up ``stop()`` accepts (True), or close."""
+        with self._cond:
+            while not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if self._wake_seq != seq:
+                    seq = self._wake_seq
+                    if stop is not None and stop():
+                        return True
+                self._cond.wait(left)
+        return True
+
+    # ------------------------------------------------------------------ the watch
+
+    def _watch_empty(self, wanted: Sequence[tuple[str, int, int, int]], out: Sequence[FetchResult | None],
+                     isolation_level: int) -> None:
+        """Put the partitions a non-waiting fetch found empty on the watch."""
+        now = time.monotonic()
+        start = False
+        with self._lock:
+            for (topic, partition, offset, part_max), res in zip(wanted, out):
+                if res is None or res.error_code or (res.records is not None and res.records.size):
+                    continue
+                self._watch[(topic, partition, isolation_level)] = [offset, part_max, now]
+            if self._watch and not self._watching and not self._closed:
+                self._watching = start = True
+        if start:
+            self._watch_round()
+
+    def _watch_round(self) -> None:
+        """Send one long poll for the watched partitions (any thread, I/O thread included)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, v in self._watch.items() if now - v[2] > WATCH_IDLE_S]:
+                del self._watch[key]
+            if not self._watch or self._closed or not self._data_listeners:
+                self._watch.clear()
+                self._watching = False
+                return
+            by_iso: dict[int, list[tuple[str, int, int, int]]] = {}
+            for (topic, partition, iso), (offset, part_max, _) in self._watch.items():
+                by_iso.setdefault(iso, []).append((topic, partition, offset, part_max))
+        slot = self._take_slot()
+        snap = self.cluster.snapshot()
+        counter = {"left": 0}
+        started = 0
+        for iso, parts in by_iso.items():
+            counter["left"] += len({snap.leader_for(t, p) for t, p, _, _ in parts} - {None})
+
+        def on_done(parts: list[tuple[str, int, int, int]], resp: Any, exc: BaseException | None,
+                    iso: int = 0) -> None:
+            results = self._parse_fetch(parts, resp, exc)
+            self._keep_completed(parts, results, iso)
+            with self._lock:
+                counter["left"] -= 1
+                last = counter["left"] == 0
+            if last:
+                self._watch_next(slot, exc)
+
+        try:
+            for iso, parts in by_iso.items():
+                self._send_fetches(parts, slot, FETCH_SLICE_MS, 1, DEFAULT_FETCH_MAX_BYTES, iso, snap,
+                                   lambda ps, r, e, iso=iso: on_done(ps, r, e, iso))
+                started += 1
+        except PylogError:
+            pass
+        with self._lock:
+            nothing_sent = counter["left"] == 0
+        if nothing_sent:
+            self._watch_next(slot, None)
+
+    def _watch_next(self, slot: _Slot, exc: BaseException | None) -> None:
+        with self._lock:
+            self._slot_finished(slot)
+        if exc is not None or not self.cluster.snapshot().nodes:
+            # Broker unreachable or leaders unknown: again after a back-off, from a timer.
+            t = threading.Timer(self._retry_backoff, self._watch_round)
+            t.daemon = True
+            t.start()
+            return
+        self._watch_round()
+
+    # ------------------------------------------------------------------ offsets
+
+    def list_offsets(self, requests: Sequence[tuple[str, int, int]], *,
+                     isolation_level: int = READ_UNCOMMITTED) -> list[ListOffsetsResult]:
+        """ListOffsets per leader; partitions whose leader moved (or whose broker is
+        unreachable) are asked again after a metadata update, for up to
+        ``request_timeout_ms``."""
+        self._check_open()
+        out: list[ListOffsetsResult | None] = [None] * len(requests)
+        todo = list(range(len(requests)))
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        snap = self._leaders({t for t, _, _ in requests})
+        while True:
+            by_leader: dict[int, list[int]] = {}
+            retry = []
+            for i in todo:
+                topic, partition, _ = requests[i]
+                leader = snap.leader_for(topic, partition)
+                if leader is not None:
+                    by_leader.setdefault(leader, []).append(i)
+                    continue
+                t = snap.topics.get(topic)
+                if t is None or t.error_code == _UNKNOWN_TOPIC_OR_PARTITION or (
+                        not t.error_code and partition not in t.partitions):
+                    out[i] = ListOffsetsResult(error_code=_UNKNOWN_TOPIC_OR_PARTITION,
+                                               error_message=f"{topic}-{partition} does not exist")
+                elif t.error_code and t.error_code not in _RETRY_LATER:
+                    out[i] = ListOffsetsResult(error_code=t.error_code)
+                else:
+                    out[i] = ListOffsetsResult(error_code=_LEADER_NOT_AVAILABLE)
+                    retry.append(i)
+            futures = []
+            for leader, idx in by_leader.items():
+                topics: dict[str, list[Any]] = {}
+                for i in idx:
+                    topic, partition, ts = requests[i]
+                    pm = snap.topics[topic].partitions.get(partition)
+                    topics.setdefault(topic, []).append(m.ListOffsetsRequest.ListOffsetsPartition(
+                        partition_index=partition, timestamp=ts, max_num_offsets=1,
+                        current_leader_epoch=pm.leader_epoch if pm is not None else -1))
+                body = m.ListOffsetsRequest(replica_id=-1, isolation_level=isolation_level,
+                                            topics=[m.ListOffsetsRequest.ListOffsetsTopic(name=t, partitions=ps)
+                                                    for t, ps in topics.items()])
+                try:
+                    futures.append((idx, self._send(leader, ApiKey.LIST_OFFSETS, body), None))
+                except PylogError as exc:
+                    futures.append((idx, None, exc))
+            for idx, fut, exc in futures:
+                resp = None
+                if fut is not None:
+                    try:
+                        resp = self._wait(fut, self.request_timeout_ms)
+                    except PylogError as e:
+                        exc = e
+                if exc is not None:
+                    for i in idx:
+                        out[i] = ListOffsetsResult(error_code=exc.error_code, error_message=str(exc))
+                        if exc.retriable and not isinstance(exc, IllegalStateError):
+                            retry.append(i)
+                    continue
+                answers = {(tr.name, pr.partition_index): pr for tr in resp.topics for pr in tr.partitions}
+                for i in idx:
+                    topic, partition, _ = requests[i]
+                    pr = answers.get((topic, partition))
+                    if pr is None:
+                        out[i] = ListOffsetsResult(error_code=_UNKNOWN_TOPIC_OR_PARTITION)
+                        continue
+                    code = pr.error_code
+                    if code:
+                        self.cluster.handle_error_code(code)
+                        out[i] = ListOffsetsResult(error_code=code)
+                        if code in _RETRY_LATER and code != _UNKNOWN_TOPIC_OR_PARTITION:
+                            retry.append(i)
+                        continue
+                    offset = pr.offset
+                    if offset is None or (offset == -1 and pr.old_style_offsets):
+                        offset = pr.old_style_offsets[0] if pr.old_style_offsets else -1
+                    out[i] = ListOffsetsResult(error_code=0, timestamp=pr.timestamp, offset=offset,
+                                               leader_epoch=pr.leader_epoch)
+            if not retry or self._closed or time.monotonic() + self._retry_backoff >= deadline:
+                return out  # type: ignore[return-value]
+            todo = retry
+            self.cluster.request_update()
+            attempts = self.cluster.attempts
+            self.cluster.wait_for_update(attempts, min(self._retry_backoff * 5, max(deadline - time.monotonic(), 0)))
+            snap = self.cluster.snapshot()
+
+    # ------------------------------------------------------------------ metadata
+
+    def topic_metadata(self, topic: str) -> tuple[int, int]:
+        self._check_open()
+        snap = self.cluster.snapshot()
+        t = snap.topics.get(topic)
+        if t is None or t.error_code:
+            self.cluster.add_topics([topic])
+            snap = self._wait(self.net.refresh_metadata([topic], allow_auto_topic_creation=self.allow_auto_create_topics),
+                              self.request_timeout_ms)
+            t = snap.topics.get(topic)
+            code = t.error_code if t is not None else _UNKNOWN_TOPIC_OR_PARTITION
+            if code == _UNKNOWN_TOPIC_OR_PARTITION:
+                raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+            if code and not error_for_code(code).retriable:
+                raise error_for_code(code, f"topic {topic!r}: metadata error {code}")
+            if code or not t.partitions:    # being created: its leaders come with an update
+                t = self.net.wait_for_metadata([topic])[topic]
+        return len(t.partitions), self._max_bytes(topic)
+
+    def _max_bytes(self, topic: str) -> int:
+        cached = self._max_message_bytes.get(topic)
+        now = time.monotonic()
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        value = DEFAULT_MAX_MESSAGE_BYTES
+        body = m.DescribeConfigsRequest(
+            resources=[m.DescribeConfigsRequest.DescribeConfigsResource(
+                resource_type=_TOPIC_RESOURCE, resource_name=topic, configuration_keys=["max.message.bytes"])],
+            include_synonyms=False, include_documentation=False)
+        try:
+            resp = self._wait(self._send_to_any(ApiKey.DESCRIBE_CONFIGS, body), self.request_timeout_ms)
+            for r in resp.results:
+                if r.error_code:
+                    continue
+                for c in r.configs:
+                    if c.name == "max.message.bytes" and c.value is not None:
+                        value = int(c.value)
+        except (PylogError, ValueError) as exc:
+            log.debug("DescribeConfigs of %r failed (%s): using max.message.bytes=%d", topic, exc, value)
+            if isinstance(exc, (NetworkError, RequestTimedOutError)) and cached is not None:
+                return cached[0]
+        self._max_message_bytes[topic] = (value, now + self.cluster.metadata_max_age)
+        return value
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        self._check_open()
+        names = list(dict.fromkeys(topics))
+        snap = self.cluster.snapshot()
+        if any(t not in snap.topics for t in names):
+            self.cluster.add_topics(names)
+            try:
+                snap = self._wait(self.net.refresh_metadata(names), self.request_timeout_ms)
+            except PylogError as exc:
+                log.debug("metadata of %s failed: %s", names, exc)
+                snap = self.cluster.snapshot()
+        out = {}
+        for name in names:
+            t = snap.topics.get(name)
+            if t is not None and not t.error_code and t.partitions:
+                out[name] = len(t.partitions)
+        return out
+
+    # ------------------------------------------------------------------ readiness
+
+    def clock(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def wake(self) -> None:
+        with self._cond:
+            self._wake_seq += 1
+            self._cond.notify_all()
+        self._call_wake_listeners()
+
+    def _call_wake_listeners(self) -> None:
+        for fn in self._wake_listeners:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                log.exception("wake listener %r failed", fn)
+
+    def add_data_listener(self, fn: Callable[[str, int, int], object]) -> None:
+        with self._lock:
+            self._data_listeners = self._data_listeners + (fn,)
+
+    def remove_data_listener(self, fn: Callable[[str, int, int], object]) -> None:
+        with self._lock:
+            ls = list(self._data_listeners)
+            if fn in ls:
+                ls.remove(fn)
+            self._data_listeners = tuple(ls)
+
+    def add_wake_listener(self, fn: Callable[[], object]) -> None:
+        with self._lock:
+            self._wake_listeners = self._wake_listeners + (fn,)
+
+    def remove_wake_listener(self, fn: Callable[[], object]) -> None:
+        with self._lock:
+            ls = list(self._wake_listeners)
+            if fn in ls:
+                ls.remove(fn)
+            self._wake_listeners = tuple(ls)
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._watch.clear()
+            self._completed.clear()
+            self._cond.notify_all()
+        self.net.close()
+
+    def __enter__(self) -> KafkaTransport:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<KafkaTransport {self.net._bootstrap_text()}{' closed' if self._closed else ''}>"
