@@ -367,7 +367,7 @@ class GroupOps(_Caller):
         with self._lock:
             self._rebalancing.pop(group_id, None)     # this join is the answer to the hint
             self._rebalance_timeout[group_id] = rebalance_timeout_ms
-        J = m.JoinGroupRequest
+        J: Any = m.JoinGroupRequest
 
         def build(version: int) -> Any:
             if group_instance_id is not None and version < 5:
@@ -425,7 +425,7 @@ class GroupOps(_Caller):
                 mid: b"" if v is None else memoryview(v).tobytes() for mid, v in dict(assignments).items()}
         except (TypeError, ValueError):
             raise InvalidRequestError("assignments must map member id -> bytes") from None
-        S = m.SyncGroupRequest
+        S: Any = m.SyncGroupRequest
 
         def build(version: int) -> Any:
             if group_instance_id is not None and version < 3:
@@ -474,7 +474,7 @@ class GroupOps(_Caller):
         """Heartbeat; returns the answer's error code (blocks for the round trip).  A
         failure without an answer returns that failure's code (NETWORK_EXCEPTION,
         REQUEST_TIMED_OUT, COORDINATOR_NOT_AVAILABLE: all retriable)."""
-        H = m.HeartbeatRequest
+        H: Any = m.HeartbeatRequest
 
         def build(version: int) -> Any:
             if group_instance_id is not None and version < 3:
@@ -511,7 +511,7 @@ class GroupOps(_Caller):
         """LeaveGroup; blocks for the answer.  LeaveGroup v0-2 (old brokers) carry one
         dynamic member only."""
         idents = [x if isinstance(x, MemberIdentity) else MemberIdentity(x) for x in members]
-        L = m.LeaveGroupRequest
+        L: Any = m.LeaveGroupRequest
         body, used = _versioned(lambda version: _leave_body(L, group_id, idents, version))
         deadline = time.monotonic() + self.request_timeout_ms / 1000
         try:
@@ -543,7 +543,7 @@ class GroupOps(_Caller):
         request, out = _commit_request(offsets)
         if not request:
             return out
-        O = m.OffsetCommitRequest
+        O: Any = m.OffsetCommitRequest
         pin_v4 = retention_time_ms is not None and retention_time_ms >= 0 and group_instance_id is None
 
         def build(version: int) -> Any:
@@ -600,7 +600,7 @@ class GroupOps(_Caller):
         committed offsets (-1: none) of ``partitions`` (None: all the group has).  Raises
         the failure when no answer came (a network error past the retries)."""
         wanted = None if partitions is None else {t: [int(p) for p in ps] for t, ps in partitions.items()}
-        F = m.OffsetFetchRequest
+        F: Any = m.OffsetFetchRequest
 
         def build(version: int) -> Any:
             if version >= 8:
@@ -644,7 +644,7 @@ class GroupOps(_Caller):
         super().close()
 
 
-def _leave_body(L: type, group_id: str, idents: list[MemberIdentity], version: int) -> Any:
+def _leave_body(L: Any, group_id: str, idents: list[MemberIdentity], version: int) -> Any:
     if version >= 3:
         members = []
         for x in idents:
