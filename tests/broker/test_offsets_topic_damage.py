@@ -168,3 +168,43 @@ def test_an_undecodable_record_skips_its_whole_batch_only(tmp_path, caplog):
         assert committed(broker, "mixed") == -1
         assert committed(broker, "bad") == -1
     assert "skipped the damaged batch at offsets 1..2" in caplog.text
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["clean", "crashed"])
+def test_a_corrupt_commit_in_the_active_segment_costs_only_that_batch(tmp_path, caplog, clean):
+    """The usual case (offsets segments are 100 MiB): every commit is in the active
+    segment.  After a clean shutdown the open-time check of the active segment's tail
+    finds the CRC failure among whole batches and keeps them all (the group replay skips
+    the bad one); the commits written after the damaged batch survive.  After a crash,
+    recovery cuts at the first bad batch, as Kafka's does (a torn write is
+    indistinguishable there), and says so."""
+    clock = Clock()
+    path = tmp_path / "data"
+    broker = Broker(path, clock=clock, background=False, offsets_topic_num_partitions=1)
+    broker.create_topic("t")
+    at = {g: commit(broker, g, off) for g, off in [("g0", 100), ("g1", 200), ("g2", 300), ("g3", 400)]}
+    log = broker._topics[CONSUMER_OFFSETS_TOPIC].partitions[0].log
+    assert len(log.segments) == 1
+    rr = log.read(at["g1"], max_bytes=1)
+    b = next(iter(_core.iter_batches(rr.records)))
+    seg_path, position, size = rr.path, rr.position, b.size
+    if clean:
+        broker.close()
+    else:
+        broker.logs.flush()
+        # As if killed: no close, so no clean-shutdown marker; the directory's lock goes
+        # as a dead process's would.
+        broker._bg_stop.set()
+        broker.logs._dir_lock.release()
+    flip(seg_path, position + 61 + (size - 61) // 2)
+    caplog.set_level(logging.WARNING, logger="pylog")
+    with open_broker(path, clock) as broker:
+        got = {g: committed(broker, g) for g in at}
+    if clean:
+        assert got == {"g0": 100, "g1": -1, "g2": 300, "g3": 400}
+        assert any(r.levelno == logging.ERROR and "fails its CRC32C" in r.getMessage()
+                   and f"offsets {at['g1']}..{at['g1']}" in r.getMessage() for r in caplog.records), caplog.text
+        assert "skipped the damaged batch" in caplog.text
+    else:
+        assert got == {"g0": 100, "g1": -1, "g2": -1, "g3": -1}
+        assert "truncated from" in caplog.text and "dropped 3 record(s)" in caplog.text

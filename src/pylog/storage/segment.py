@@ -893,8 +893,26 @@ class LogSegment:
             fd = os.open(self.path, os.O_RDONLY)
             try:
                 with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
-                    res = _core.recover_segment(view[entry_pos:], size - entry_pos, self.base_offset,
-                                                max_batch_size, 1 << 62, None, 0, None, 0, check_crc)
+                    def scan(crc: bool):
+                        return _core.recover_segment(view[entry_pos:], size - entry_pos, self.base_offset,
+                                                     max_batch_size, 1 << 62, None, 0, None, 0, crc)
+
+                    res = scan(check_crc)
+                    if check_crc and res[0] != size - entry_pos:
+                        whole = scan(False)
+                        if whole[0] == size - entry_pos:
+                            # Whole, chained batches to the end of the file, and one failing
+                            # only its CRC: damage from outside after a clean shutdown (a torn
+                            # write leaves nothing whole after it).  Cutting there would drop
+                            # the intact batches after it; it is kept and served as it is, as
+                            # Kafka serves it (clients report the CRC), and said here.
+                            bad = _core.next_batch(mm, entry_pos + res[0], size)
+                            _logger.error(
+                                "%s: the batch at byte %d (offsets %s) fails its CRC32C; the batches "
+                                "around it are whole, so it is kept: fetches serve it as it is and "
+                                "clients report it as corrupt", self.path, entry_pos + res[0],
+                                f"{bad[0]}..{bad[1]}" if bad is not None else "unknown")
+                            res = whole
                     head = _core.next_batch(mm, entry_pos, size) if entry_off >= 0 else None
             finally:
                 os.close(fd)
