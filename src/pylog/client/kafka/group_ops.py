@@ -35,7 +35,8 @@ JoinGroup and SyncGroup do not block
     generation answered after a newer one.
 
 Threads: every method may be called from any thread.  Retries after a backoff run on one
-small daemon timer thread, started on first need and stopped by :meth:`GroupOps.close`.
+small daemon timer thread that lives only while a retry is waiting; :meth:`GroupOps.close`
+fails those at once (closing the network client fails them too, at their next attempt).
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ _FORGET_CODES = frozenset({_COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR})
 # ----------------------------------------------------------------------------- plumbing
 
 class _Timers:
-    """Delayed calls on one daemon thread (retries after ``retry_backoff_ms``), started on
-    the first call; :meth:`close` runs nothing more and joins the thread."""
+    """Delayed calls on one daemon thread (retries after ``retry_backoff_ms``), running
+    only while calls are due; after :meth:`close` the calls still waiting run at once
+    (each then fails its request) and no more are taken."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -108,13 +110,13 @@ class _Timers:
         while True:
             with self._cond:
                 while not self._closed:
-                    if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self._cond.wait()
+                    if not self._heap:
+                        self._thread = None     # idle: end; the next call_later starts another
+                        return
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
                 if self._closed:
                     pending, self._heap = self._heap, []
                     break
