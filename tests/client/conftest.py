@@ -1,9 +1,16 @@
 """Fixtures of the client tests.
 
-The behaviour tests take ``client``: a :class:`pylog.Client` (today ``pylog.open`` over a
-temporary directory; the same tests are meant to run over the Kafka-protocol transport
-too).  Tests that need the in-process broker itself (a fake clock, ``tick()``, the group
-coordinator) use ``client.broker`` or ``fake_client`` and say so by name.
+The behaviour tests take ``client``: a :class:`pylog.Client`, once per transport:
+
+- ``embedded``: ``pylog.open`` over a temporary directory;
+- ``remote``: ``pylog.connect`` to a ``pylog serve`` (an in-process
+  :class:`~pylog.server.server.ServerThread` on a free 127.0.0.1 port, on asyncio's loop)
+  over its own temporary directory, started and stopped around each test: the tests
+  assume a fresh cluster (topic "t", group "g").
+
+Tests that need the in-process broker itself (a fake clock, ``tick()``, the group
+coordinator, ``_append_internal``) take ``fake_client``, or carry
+``@pytest.mark.embedded_only("why")``: they run on the embedded transport only.
 """
 
 import pytest
@@ -25,14 +32,67 @@ class FakeClock:
         self.t += ms
 
 
-@pytest.fixture
-def client(tmp_path):
-    """An embedded client: ``pylog.open`` with the broker's maintenance thread and the
-    wall clock (producers and consumers run their own threads)."""
-    c = pylog.open(tmp_path / "data", offsets_topic_num_partitions=4,
-                   group=GroupCoordinatorConfig(min_session_timeout_ms=1000))
-    yield c
-    c.close()
+#: Server settings of the remote transport's ``pylog serve``: as the embedded client's
+#: (whose broker creates no topic on first use).
+REMOTE_SERVER_SETTINGS = {
+    "auto.create.topics.enable": "false",
+    "offsets.topic.num.partitions": "4",
+    "group.min.session.timeout.ms": "1000",
+    "group.initial.rebalance.delay.ms": "0",
+}
+
+
+#: Tests that reach into the in-process broker, by name, with the reason: they run on
+#: the embedded transport only (``@pytest.mark.embedded_only("why")`` does the same).
+EMBEDDED_ONLY = {
+    "test_control_batches_and_compressed_batches_are_read":
+        "appends a control batch with Broker._append_internal (no client may produce one)",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "embedded_only(reason): runs on the embedded transport only")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("client") != "remote":
+            continue
+        mark = item.get_closest_marker("embedded_only")
+        reason = EMBEDDED_ONLY.get(item.originalname)
+        if mark is not None:
+            reason = mark.args[0] if mark.args else mark.kwargs.get("reason", "")
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=f"embedded transport only: {reason}"))
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def client(request, tmp_path, monkeypatch):
+    """A client on each transport: ``pylog.open`` with the broker's maintenance thread
+    and the wall clock, or ``pylog.connect`` to a fresh ``pylog serve`` (producers and
+    consumers run their own threads)."""
+    if request.param == "embedded":
+        c = pylog.open(tmp_path / "data", offsets_topic_num_partitions=4,
+                       group=GroupCoordinatorConfig(min_session_timeout_ms=1000))
+        yield c
+        c.close()
+        return
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import EVENT_LOOP_ENV, ServerThread
+
+    monkeypatch.setenv(EVENT_LOOP_ENV, "asyncio")
+    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path / "serve"), "listeners": "PLAINTEXT://127.0.0.1:0",
+                                   **REMOTE_SERVER_SETTINGS})
+    server = ServerThread(cfg).start()
+    try:
+        c = pylog.connect(server.bootstrap, client_id="test")
+        try:
+            yield c
+        finally:
+            c.close()
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ Fetch
     at a time, so fetches travel on connections of their own
     (:func:`~pylog.client.kafka.cluster.extra_connection_id`): one per concurrent
     ``fetch`` call and broker, reused once its requests are answered, so a waiting
-    consumer never delays a produce, a heartbeat or another consumer.  A wait is cut
+    consumer never delays a produce, a heartbeat or another consumer.  A fetch that does
+    not wait uses the broker's main connection, so it is handled after this client's
+    earlier requests to that broker (what an acks=0 produce wrote is read back).  A wait is cut
     into slices of at most :data:`FETCH_SLICE_MS` (Kafka's default ``fetch.max.wait.ms``):
     :meth:`~KafkaTransport.wake` and ``stop()`` end the caller's wait at once, but the
     broker keeps the abandoned request until its slice ends, holding that connection;
@@ -214,12 +216,22 @@ class KafkaTransport:
                 setattr(self, name, self._refreshing(getattr(a, name)))
 
     def _refreshing(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` followed by a metadata update that this call waits for, so this client's
+        producers and consumers see the topics it just created, grew or deleted (other
+        clients see them at their next update, as with Kafka)."""
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             finally:
                 self._max_message_bytes.clear()
-                self.cluster.request_update()
+                if not self._closed:
+                    try:
+                        tracked = self.cluster.tracked_topics()
+                        names = None if tracked is None else sorted(set(tracked) | set(self.cluster.topics))
+                        self._wait(self.net.refresh_metadata(names), self.request_timeout_ms)
+                    except PylogError as exc:
+                        log.debug("metadata update after %s failed: %s", fn.__name__, exc)
+                        self.cluster.request_update()
         call.__name__ = call.__qualname__ = fn.__name__
         call.__doc__ = fn.__doc__
         return call
@@ -446,7 +458,11 @@ class KafkaTransport:
             with self._lock:
                 slot.pending += 1
             try:
-                fut = self._send(extra_connection_id(leader, slot.number), ApiKey.FETCH, body,
+                # A fetch that does not wait takes the broker's main connection, behind
+                # this client's earlier requests there (an acks=0 produce is then read
+                # back); a long poll takes the slot's own connection.
+                node = extra_connection_id(leader, slot.number) if wait_ms > 0 else leader
+                fut = self._send(node, ApiKey.FETCH, body,
                                  timeout_ms=self.request_timeout_ms + wait_ms)
             except PylogError as exc:
                 with self._lock:
@@ -803,10 +819,10 @@ class KafkaTransport:
 
     def topic_metadata(self, topic: str) -> tuple[int, int]:
         self._check_open()
+        self.cluster.add_topics((topic,))       # followed by the periodic updates from now on
         snap = self.cluster.snapshot()
         t = snap.topics.get(topic)
         if t is None or t.error_code:
-            self.cluster.add_topics([topic])
             snap = self._wait(self.net.refresh_metadata([topic], allow_auto_topic_creation=self.allow_auto_create_topics),
                               self.request_timeout_ms)
             t = snap.topics.get(topic)
