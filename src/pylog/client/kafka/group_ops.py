@@ -216,7 +216,7 @@ class _Caller:
                 outer.set_exception(exc)
 
         def retry_or_fail(exc: BaseException, last: Any = None) -> None:
-            if _retriable(exc) and time.monotonic() + self.retry_backoff < deadline and not net.closed:
+            if (last is not None or _retriable(exc)) and time.monotonic() + self.retry_backoff < deadline and not net.closed:
                 if self._timers.call_later(self.retry_backoff, attempt):
                     return
                 exc = IllegalStateError("the client was closed while a request waited for its retry")
