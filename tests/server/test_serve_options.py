@@ -123,6 +123,39 @@ def test_every_broker_setting_reaches_the_core():
     assert broker_config_for(ServerConfig()).log_cleaner_enable is True
 
 
+#: BrokerConfig fields with no Kafka broker config of their own (pylog's internals), or
+#: that the adapter builds from several settings.
+_NOT_SERVE_SETTINGS = {"group", "topic_defaults", "topic_default_sources", "max_open_segments",
+                       "producer_id_block_size"}
+
+
+def test_every_core_setting_is_a_serve_setting_and_reaches_the_core():
+    """A broker-core setting that Kafka names must be settable in server.properties and
+    reach the core (offsets.topic.segment.bytes was accepted as 'no meaning in pylog')."""
+    import dataclasses
+
+    from pylog.broker.core import BrokerConfig
+    from pylog.server._core_adapter import broker_config_for
+    from pylog.server.config import ServerConfig
+
+    core = {f.name: f for f in dataclasses.fields(BrokerConfig)}
+    serve = {f.name for f in dataclasses.fields(ServerConfig)}
+    assert set(core) - serve - _NOT_SERVE_SETTINGS == set()
+    changed = {}
+    for name in sorted(set(core) & serve):
+        default = getattr(BrokerConfig(), name)
+        if isinstance(default, bool):
+            changed[name] = not default
+        elif name not in ("default_replication_factor",):   # one node: only 1
+            changed[name] = default + 7
+    got = broker_config_for(ServerConfig(**changed))
+    reached = {name: getattr(got, name) for name in changed}
+    # The server creates topics itself (Metadata, Produce), never the core.
+    assert reached.pop("auto_create_topics_enable") is False
+    changed.pop("auto_create_topics_enable")
+    assert reached == changed
+
+
 
 def test_cleaner_disabled_runs_no_cleaner(tmp_path):
     from pylog.server.config import ServerConfig

@@ -41,6 +41,10 @@ def broker_config_for(config: Any, topic_default_sources: Mapping[str, int] | No
         # would also create them on Fetch or ListOffsets, which Kafka does not.
         auto_create_topics_enable=False,
         offsets_topic_num_partitions=config.offsets_topic_num_partitions,
+        offsets_topic_segment_bytes=config.offsets_topic_segment_bytes,
+        log_flush_offset_checkpoint_interval_ms=config.log_flush_offset_checkpoint_interval_ms,
+        producer_id_expiration_ms=config.producer_id_expiration_ms,
+        producer_id_expiration_check_interval_ms=config.producer_id_expiration_check_interval_ms,
         topic_defaults=config.topic_defaults(),
         topic_default_sources=dict(topic_default_sources or {}),
         group=group,

@@ -359,7 +359,7 @@ def add_command(sub: Any) -> None:
             b.add_argument("--partitions", type=int_in(1, INT32_MAX), default=1,
                            help="partitions of the topic, if it is created")
             b.add_argument("--rate", type=float_in(0.0, 1e12, lo_open=True, what="records per second"),
-                           help="records per second (default: as fast as possible)")
+                           help="records per second; None: as fast as possible")
         else:
             b.add_argument("--offset", type=int_in(0), default=0, help="offset to read from")
             b.add_argument("--max-bytes", type=int_in(1, INT32_MAX), default=8 << 20, help="max bytes per fetch")

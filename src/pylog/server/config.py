@@ -202,7 +202,7 @@ class ServerConfig:
         holds the other broker-level topic defaults by Kafka name (``log.roll.ms``, ...).
     Groups
         ``group_initial_rebalance_delay_ms``, ``group_min_session_timeout_ms``,
-        ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``,
+        ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``, ``offsets_topic_segment_bytes``,
         ``offsets_retention_minutes``, ``offset_metadata_max_bytes``.
     Fetch
         ``fetch_max_bytes`` (cap on one Fetch response, Kafka's 55 MiB).
@@ -228,6 +228,9 @@ class ServerConfig:
     log_flush_interval_messages: int = -1
     log_flush_interval_ms: int = -1
     log_flush_scheduler_interval_ms: int = 1000
+    log_flush_offset_checkpoint_interval_ms: int = 60_000
+    producer_id_expiration_ms: int = 86_400_000
+    producer_id_expiration_check_interval_ms: int = 600_000
     log_retention_check_interval_ms: int = 300_000
     log_cleaner_enable: bool = True
     log_cleaner_backoff_ms: int = 15_000
@@ -237,6 +240,7 @@ class ServerConfig:
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1_800_000
     offsets_topic_num_partitions: int = 50
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
     offsets_retention_minutes: int = 7 * 24 * 60
     offset_metadata_max_bytes: int = 4096
     fetch_max_bytes: int = 57_671_680
@@ -260,6 +264,9 @@ class ServerConfig:
         "log_flush_interval_messages": (-1, _INT64_MAX),
         "log_flush_interval_ms": (-1, _INT64_MAX),
         "log_flush_scheduler_interval_ms": (1, _INT64_MAX),
+        "log_flush_offset_checkpoint_interval_ms": (1, _INT32_MAX),
+        "producer_id_expiration_ms": (1, _INT32_MAX),
+        "producer_id_expiration_check_interval_ms": (1, _INT32_MAX),
         "log_retention_check_interval_ms": (1, _INT64_MAX),
         "message_max_bytes": (0, _INT32_MAX),
         "log_cleaner_backoff_ms": (1, _INT64_MAX),
@@ -268,6 +275,7 @@ class ServerConfig:
         "group_min_session_timeout_ms": (1, _INT32_MAX),
         "group_max_session_timeout_ms": (1, _INT32_MAX),
         "offsets_topic_num_partitions": (1, 100_000),
+        "offsets_topic_segment_bytes": (14, _INT32_MAX),
         "offsets_retention_minutes": (1, _INT32_MAX),
         "offset_metadata_max_bytes": (0, _INT32_MAX),
         "fetch_max_bytes": (1024, _INT32_MAX),
