@@ -479,3 +479,25 @@ def test_a_killed_log_writes_no_checkpoint_after_the_kill(log_dir):
     reopened = Log.open(log_dir, segment_bytes=800)
     assert reopened.log_end_offset == 121
     reopened.close()
+
+
+def test_a_missing_or_cut_sealed_segment_names_the_offsets_gone(log_dir, caplog):
+    """Outside damage that removes data from the middle of the log (a sealed .log deleted,
+    or cut short) is said with the offsets that are gone, not only the files touched:
+    consumers skip those offsets, and the operator must be able to tell which."""
+    import logging
+
+    log = _fill(log_dir, 40, segment_bytes=800)
+    bases = [s.base_offset for s in log.segments]
+    assert len(bases) >= 4
+    third_path, third_size = log.segments[2].path, log.segments[2].size
+    log.close()
+    os.unlink(os.path.join(log_dir, f"{bases[1]:020d}.log"))
+    os.truncate(third_path, third_size // 2 + 7)   # mid-batch
+    caplog.set_level(logging.WARNING, logger="pylog")
+    with Log.open(log_dir, segment_bytes=800) as log:
+        assert [s.base_offset for s in log.segments] == [bases[0]] + bases[2:]
+        cut_end = log.segments[1].next_offset
+    text = caplog.text
+    assert f"offsets {bases[1]}..{bases[2] - 1} of that segment are no longer in the log" in text
+    assert f"offsets {cut_end}..{bases[3] - 1} are no longer in the log" in text

@@ -358,7 +358,7 @@ class Log(_core.LogBase):
                 clean_shutdown = False
         self.had_clean_shutdown = bool(clean_shutdown)
 
-        bases, swaps = self._sweep_directory()
+        bases, swaps = self._sweep_directory(log_start_offset or 0)
         segments = {b: LogSegment.open(self.path, b, self.config, cache=self._cache) for b in bases}
         self._complete_swaps(segments, swaps)
 
@@ -397,9 +397,11 @@ class Log(_core.LogBase):
             os.unlink(marker)
             fsync_dir(self.path)
 
-    def _sweep_directory(self) -> tuple[list[int], list[int]]:
+    def _sweep_directory(self, log_start_offset: int = 0) -> tuple[list[int], list[int]]:
         """Delete leftovers (``.cleaned``, ``.deleted``, ``.tmp``, indexes without a log)
-        and return the base offsets of live segments and of ``.swap`` segments."""
+        and return the base offsets of live segments and of ``.swap`` segments.  An index
+        without its log is reported with the offsets that went with the log (those at or
+        past ``log_start_offset``)."""
         names = os.listdir(self.path)
         live: set[int] = set()
         swaps: set[int] = set()
@@ -432,9 +434,17 @@ class Log(_core.LogBase):
                     index_files.append((base, full))
         for base, full in index_files:
             if base not in live and base not in swaps:
+                later = [b for b in live if b > base]
+                if later and min(later) <= log_start_offset:
+                    lost = "its offsets were below the log start offset already (removed by retention)"
+                elif later:
+                    lost = (f"offsets {max(base, log_start_offset)}..{min(later) - 1} of that segment are "
+                            "no longer in the log (consumers skip them)")
+                else:
+                    lost = f"offsets from {base} are no longer in the log, unless that segment held none"
                 _logger.warning("%s: deleting %s: its segment's .log file is missing (deleted outside "
-                                "pylog, or a crash while the segment was being deleted)", self._describe(),
-                                full)
+                                "pylog, or a crash while the segment was being deleted); %s",
+                                self._describe(), full, lost)
                 _unlink_if_there(full)
         return sorted(live), sorted(swaps)
 
@@ -549,10 +559,17 @@ class Log(_core.LogBase):
                        f"{info.dropped_last_offset} (as far as the removed headers tell)")
         else:
             dropped = f"no whole batch was in the {info.truncated_bytes} bytes removed"
+        upper = seg.upper_bound_offset
+        gap = ""
+        if upper is not None and info.next_offset < upper:
+            # A sealed segment: what the removed bytes held is not in the log any more, up to
+            # where the next segment starts (the headers read above may not tell it all).
+            gap = (f"; offsets {info.next_offset}..{upper - 1} are no longer in the log (the next "
+                   f"segment starts at {upper}): consumers skip them")
         _logger.warning("%s: segment %s truncated from %d to %d bytes at the first invalid batch "
-                        "(%s) [%s]: %s; this segment now ends at offset %d", self._describe(), seg.path,
+                        "(%s) [%s]: %s; this segment now ends at offset %d%s", self._describe(), seg.path,
                         info.valid_bytes + info.truncated_bytes, info.valid_bytes, cause, why,
-                        dropped, info.next_offset - 1)
+                        dropped, info.next_offset - 1, gap)
 
     # -- properties ----------------------------------------------------------------
 
