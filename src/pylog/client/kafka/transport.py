@@ -51,6 +51,7 @@ data listeners) run on the network client's I/O thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -58,7 +59,9 @@ from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pylog.broker.core import FetchResult, InitProducerIdResult, ListOffsetsResult, ProduceResult
+from pylog.client.kafka.admin_ops import AdminOps
 from pylog.client.kafka.cluster import METADATA_ERRORS, MetadataSnapshot, extra_connection_id
+from pylog.client.kafka.group_ops import GroupOps
 from pylog.client.kafka.network import NetworkClient
 from pylog.client.transport import DEFAULT_FETCH_MAX_BYTES, READ_UNCOMMITTED
 from pylog.errors import (
@@ -70,12 +73,13 @@ from pylog.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
-from pylog.protocol import messages as m
+from pylog.protocol import messages as _messages
 from pylog.protocol.apis import ApiKey
 
 __all__ = ["KafkaTransport", "FETCH_SLICE_MS", "WATCH_IDLE_S", "DEFAULT_MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger("pylog.client.kafka")
+m: Any = _messages      # nested message classes are made at import time: untyped
 
 #: The longest Fetch wait asked of a broker at once (Kafka's default fetch.max.wait.ms).
 FETCH_SLICE_MS = 500
@@ -186,34 +190,32 @@ class KafkaTransport:
         self._bind_ops()
 
     def _bind_ops(self) -> None:
-        """Groups and admin go to K2's GroupOps/AdminOps over the same network client."""
-        kw = {"request_timeout_ms": self.request_timeout_ms, "client_id": self.net.client_id}
-        try:
-            from pylog.client.kafka.group_ops import GroupOps
-        except ImportError:  # pragma: no cover - until group_ops lands
-            GroupOps = None  # type: ignore[assignment,misc]   # noqa: N806
-        try:
-            from pylog.client.kafka.admin_ops import AdminOps
-        except ImportError:  # pragma: no cover - until admin_ops lands
-            AdminOps = None  # type: ignore[assignment,misc]   # noqa: N806
-        if GroupOps is not None:
-            g = self._groups = GroupOps(self.net, **kw)
-            self.heartbeat = g.heartbeat
-            self.leave_group = g.leave_group
-            self.group_rebalancing = g.group_rebalancing
-            self.commit_offsets = g.commit_offsets
-            self.fetch_offsets = g.fetch_offsets
-            self.join_group = self._join_group
-            self.sync_group = self._sync_group
-        if AdminOps is not None:
-            a = self._admin = AdminOps(self.net, **kw)
-            for name in ("describe_topic", "describe_topics", "list_topics", "describe_configs",
-                         "delete_records", "list_groups", "describe_groups", "delete_groups"):
-                setattr(self, name, getattr(a, name))
-            # Calls that change topics or configs refresh what this transport caches.
-            for name in ("create_topic", "create_topics", "delete_topic", "delete_topics", "create_partitions",
-                         "alter_configs", "incremental_alter_configs"):
-                setattr(self, name, self._refreshing(getattr(a, name)))
+        """Groups and admin: GroupOps and AdminOps over the same network client."""
+        g = self._groups = GroupOps(self.net, request_timeout_ms=self.request_timeout_ms,
+                                    client_id=self.net.client_id)
+        self.heartbeat = g.heartbeat
+        self.leave_group = g.leave_group
+        self.group_rebalancing = g.group_rebalancing
+        self.commit_offsets = g.commit_offsets
+        self.fetch_offsets = g.fetch_offsets
+        a = self._admin = AdminOps(self.net, request_timeout_ms=self.request_timeout_ms,
+                                   client_id=self.net.client_id)
+        self.describe_topic = a.describe_topic
+        self.describe_topics = a.describe_topics
+        self.list_topics = a.list_topics
+        self.describe_configs = a.describe_configs
+        self.delete_records = a.delete_records
+        self.list_groups = a.list_groups
+        self.describe_groups = a.describe_groups
+        self.delete_groups = a.delete_groups
+        # Calls that change topics or configs refresh what this transport caches.
+        self.create_topic = self._refreshing(a.create_topic)
+        self.create_topics = self._refreshing(a.create_topics)
+        self.delete_topic = self._refreshing(a.delete_topic)
+        self.delete_topics = self._refreshing(a.delete_topics)
+        self.create_partitions = self._refreshing(a.create_partitions)
+        self.alter_configs = self._refreshing(a.alter_configs)
+        self.incremental_alter_configs = self._refreshing(a.incremental_alter_configs)
 
     def _refreshing(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` followed by a metadata update that this call waits for, so this client's
@@ -236,12 +238,14 @@ class KafkaTransport:
         call.__doc__ = fn.__doc__
         return call
 
-    def _join_group(self, *args: Any, **kwargs: Any) -> Any:
+    def join_group(self, *args: Any, **kwargs: Any) -> Any:
+        """GroupOps.join_group; its completion also calls the wake listeners."""
         pending = self._groups.join_group(*args, **kwargs)
         pending.add_done_callback(lambda _p: self._call_wake_listeners())
         return pending
 
-    def _sync_group(self, *args: Any, **kwargs: Any) -> Any:
+    def sync_group(self, *args: Any, **kwargs: Any) -> Any:
+        """GroupOps.sync_group; its completion also calls the wake listeners."""
         pending = self._groups.sync_group(*args, **kwargs)
         pending.add_done_callback(lambda _p: self._call_wake_listeners())
         return pending
@@ -313,7 +317,7 @@ class KafkaTransport:
                     reqs.append([])
                 reqs[k].append((i, topic, partition, batch))
         timeout_ms = self.request_timeout_ms
-        sent: list[tuple[list[tuple[int, str, int, Any]], Future | None, BaseException | None]] = []
+        sent: list[tuple[list[tuple[int, str, int, Any]], Future | None, PylogError | None]] = []
         for leader, reqs in by_leader.items():
             for k, entries in enumerate(reqs):
                 topic_data: dict[str, list[Any]] = {}
@@ -325,20 +329,21 @@ class KafkaTransport:
                     topic_data=[m.ProduceRequest.TopicProduceData(name=t, partition_data=parts)
                                 for t, parts in topic_data.items()])
                 try:
-                    fut = self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0)
-                    sent.append((entries, fut, None))
-                except PylogError as exc:
-                    sent.append((entries, None, exc))
+                    sent.append((entries, self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0),
+                                 None))
+                except PylogError as send_exc:
+                    sent.append((entries, None, send_exc))
         # Batch k of a partition is in its leader's k-th request, and the requests are
         # walked in that order: counting a partition's entries gives k.
         position: dict[int, int] = {}
-        for entries, fut, exc in sent:
+        for entries, fut, failed in sent:
+            resp: Any = None
+            exc: PylogError | None = failed
             if fut is not None:
                 try:
                     resp = self._wait(fut, timeout_ms)
-                    exc = None
                 except PylogError as e:
-                    resp, exc = None, e
+                    exc = e
             answers: dict[tuple[str, int], Any] = {}
             if resp is not None:
                 for tr in resp.responses:
@@ -469,7 +474,7 @@ class KafkaTransport:
                     self._request_done(slot)
                 on_done(lparts, None, exc)
                 continue
-            fut.add_done_callback(lambda f, lparts=lparts: self._fetch_answered(f, lparts, slot, on_done))
+            fut.add_done_callback(functools.partial(self._fetch_answered, parts=lparts, slot=slot, on_done=on_done))
         return leaderless
 
     def _fetch_answered(self, fut: Future, parts: list[tuple[str, int, int, int]], slot: _Slot,
@@ -507,7 +512,7 @@ class KafkaTransport:
                     continue
                 if code:
                     self.cluster.handle_error_code(code)
-                records = _Records(pd.records) if not code else None
+                records: Any = _Records(pd.records) if not code else None   # ReadResult's shape
                 out[(tr.topic, pd.partition_index)] = FetchResult(
                     error_code=code, high_watermark=pd.high_watermark,
                     last_stable_offset=pd.last_stable_offset, log_start_offset=pd.log_start_offset,
@@ -607,10 +612,10 @@ class KafkaTransport:
                         self._cond.wait(FETCH_SLICE_MS / 1000 + self.request_timeout_ms / 1000)
                     state["active"] = False
                     results = state["results"]
-                for (topic, partition), res in results.items():
-                    i = index.get((topic, partition))
-                    if i is not None:
-                        out[i] = res
+                for key, got in results.items():
+                    at = index.get(key)
+                    if at is not None:
+                        out[at] = got
                 if stopped or self._closed or max_wait_ms <= 0 or state["data"]:
                     break
                 total = 0
@@ -708,7 +713,7 @@ class KafkaTransport:
         try:
             for iso, parts in by_iso.items():
                 self._send_fetches(parts, slot, FETCH_SLICE_MS, 1, DEFAULT_FETCH_MAX_BYTES, iso, snap,
-                                   lambda ps, r, e, iso=iso: on_done(ps, r, e, iso))
+                                   functools.partial(on_done, iso=iso))
                 started += 1
         except PylogError:
             pass
@@ -759,7 +764,7 @@ class KafkaTransport:
                 else:
                     out[i] = ListOffsetsResult(error_code=_LEADER_NOT_AVAILABLE)
                     retry.append(i)
-            futures = []
+            futures: list[tuple[list[int], Future | None, PylogError | None]] = []
             for leader, idx in by_leader.items():
                 topics: dict[str, list[Any]] = {}
                 for i in idx:
@@ -773,10 +778,11 @@ class KafkaTransport:
                                                     for t, ps in topics.items()])
                 try:
                     futures.append((idx, self._send(leader, ApiKey.LIST_OFFSETS, body), None))
-                except PylogError as exc:
-                    futures.append((idx, None, exc))
-            for idx, fut, exc in futures:
-                resp = None
+                except PylogError as send_exc:
+                    futures.append((idx, None, send_exc))
+            for idx, fut, failed in futures:
+                resp: Any = None
+                exc: PylogError | None = failed
                 if fut is not None:
                     try:
                         resp = self._wait(fut, self.request_timeout_ms)
