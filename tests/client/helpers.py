@@ -42,7 +42,7 @@ def batch_sizes(client, topic, partition):
 class FlakyTransport:
     """Delegates to a transport; ``plan`` decides per partition of a produce call what happens:
     "ok", "lost_ack" (append, then report a retriable timeout), "retriable" (refuse with
-    NOT_ENOUGH_REPLICAS), "fatal" (refuse the first batch with INVALID_RECORD, append
+    NOT_ENOUGH_REPLICAS), "first_retriable" (refuse only the first batch so, append the rest), "fatal" (refuse the first batch with INVALID_RECORD, append
     nothing), "unknown_pid" (refuse with UNKNOWN_PRODUCER_ID: the producer must bump its
     epoch and renumber, rewriting the header and CRC of batches already built)."""
 
@@ -70,6 +70,11 @@ class FlakyTransport:
             return [ProduceResult.failed(RequestTimedOutError("ack lost")) for _ in batches]
         if step == "retriable":
             return [ProduceResult.failed(NotEnoughReplicasError("not now")) for _ in batches]
+        if step == "first_retriable":
+            # The first batch refused retriably, the later ones appended (each stood on its
+            # own: a producer without idempotence).
+            rest = self._append(topic, partition, batches[1:], acks) if batches[1:] else []
+            return [ProduceResult.failed(NotEnoughReplicasError("not now"))] + rest
         if step == "unknown_pid":
             return [ProduceResult.failed(UnknownProducerIdError("who?")) for _ in batches]
         if step != "fatal":

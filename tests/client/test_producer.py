@@ -236,6 +236,21 @@ def test_retriable_errors_keep_order_and_fatal_errors_fail_only_their_batch(clie
     p.close()
 
 
+def test_without_idempotence_a_retry_resends_only_what_was_not_appended(client):
+    """A batch refused retriably is retried; the later batches of the same append that
+    were appended are done, not sent (and appended) again."""
+    client.create_topic("t", 1)
+    from pylog.client.producer import Producer
+    flaky = FlakyTransport(client.transport, ["first_retriable"])
+    p = Producer(flaky, acks=1, enable_idempotence=False, retry_backoff_ms=1, linger_ms=10_000, batch_size=64)
+    hs = [p.send("t", b"%02d" % i + b"x" * 30) for i in range(8)]
+    p.flush()
+    assert all(h.succeeded() for h in hs)
+    values = sorted(r.value[:2] for r in records_of(client, "t")[0])
+    assert values == [b"%02d" % i for i in range(8)]               # each once
+    p.close()
+
+
 def test_unknown_producer_id_bumps_the_epoch(client):
     client.create_topic("t", 1)
     from pylog.client.producer import Producer

@@ -393,13 +393,14 @@ class Producer(_core._ProducerCore):
                     r.attempts += 1
                 return rest
             if exc.retriable and b.attempts < self.retries and not self._topic_gone(topic, partition):
-                for r in rest:
+                retry = rest if self.enable_idempotence else self._settle_independent(b, rest[1:], results[i + 1:])
+                for r in retry:
                     r.attempts += 1
                 backoff = min(self.retry_backoff_ms * (2 ** max(b.attempts - 1, 0)), self.retry_backoff_max_ms)
                 backoff = int(backoff * random.uniform(0.8, 1.2))
-                _log.info("%s-%d: retrying %d batches in %d ms after %s", topic, partition, len(rest),
+                _log.info("%s-%d: retrying %d batches in %d ms after %s", topic, partition, len(retry),
                           backoff, exc)
-                self._requeue(topic, partition, rest, now + backoff)
+                self._requeue(topic, partition, retry, now + backoff)
                 self._wake_sender()
                 return []
             # Fails for good: this batch only; later ones were rejected because of it.
@@ -417,6 +418,20 @@ class Producer(_core._ProducerCore):
                     r.fail(rres.error)
             return []
         return []
+
+    def _settle_independent(self, first, later: list, results: list) -> list:
+        """Without idempotence each batch after a retried one stood on its own: one that
+        was appended is done (sending it again would append it twice), one refused for
+        good fails; the rest are retried after ``first``.  Returns what to retry."""
+        retry = [first]
+        for r, res in zip(later, results):
+            if res.error_code == 0:
+                r.complete(res.base_offset if self.acks != 0 else -1, res.log_append_time)
+            elif res.error.retriable and r.attempts < self.retries:
+                retry.append(r)
+            else:
+                r.fail(res.error)
+        return retry
 
     def _topic_gone(self, topic: str, partition: int) -> bool:
         try:
