@@ -48,20 +48,9 @@ REMOTE_SERVER_SETTINGS = {
 #: the embedded transport only (``@pytest.mark.embedded_only("why")`` does the same).
 EMBEDDED_ONLY: dict[str, str] = {}
 
-#: Known remote failures, skipped on the remote transport until fixed: several members
-#: of one group in one client share GroupOps' single coordinator connection, where a
-#: JoinGroup the coordinator holds for the rebalance blocks the other members' requests
-#: (a broker handles one request per connection at a time) until they time out.
-_SHARED_COORDINATOR = ("several group members in one client share one coordinator connection "
-                       "(group_ops.py): a held JoinGroup blocks the others' OffsetFetch")
-REMOTE_KNOWN_FAILURES = {name: _SHARED_COORDINATOR for name in (
-    "test_members_join_and_leave",
-    "test_cooperative_rebalance_only_moves_what_it_must",
-    "test_static_member_restart_keeps_its_partitions_without_rebalance",
-    "test_new_partitions_trigger_a_rebalance",
-    "test_threads_join_leave_and_consume_everything_once_committed",
-    "test_member_that_stops_polling_leaves_and_later_rejoins",
-)}
+#: Known remote failures, by name, with the reason: skipped on the remote transport
+#: until fixed.
+REMOTE_KNOWN_FAILURES: dict[str, str] = {}
 
 
 def pytest_configure(config):

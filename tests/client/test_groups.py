@@ -47,7 +47,7 @@ def settle(client, consumers, group="g", n=PARTS, rounds=2000, between=None, sin
             between()
         gen = client.broker.groups.group_generation(group)
         if (client.broker.groups.group_state(group) is GroupState.STABLE
-                and all(c.generation() == gen for c in consumers)
+                and all(c.generation() == gen and c._state == "stable" for c in consumers)
                 and set().union(*(c.assignment() for c in consumers)) == all_tps(n=n)
                 and not any(c._rejoin_needed for c in consumers)):
             return {c: c.assignment() for c in consumers}

@@ -266,6 +266,9 @@ class Consumer:
         self._held_idx = 0
         # group membership
         self._member_id = ""
+        # This member's key for the transport's per-member resources (its own
+        # coordinator connection over the network), released when it leaves or closes.
+        self._member_key = object()
         self._generation = -1
         self._state = _UNJOINED
         self._protocol: str | None = None
@@ -394,7 +397,8 @@ class Consumer:
         self._join_pending = self._transport.join_group(
             self.group_id, self._member_id, PROTOCOL_TYPE, protocols,
             session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.max_poll_interval_ms,
-            client_id=self.client_id, group_instance_id=self.group_instance_id, reason=reason)
+            client_id=self.client_id, group_instance_id=self.group_instance_id, reason=reason,
+            member_key=self._member_key)
         # Members waiting for data must notice the rebalance now, not at their timeout.
         self._transport.wake()
 
@@ -482,7 +486,8 @@ class Consumer:
             self._state = _SYNCING
         self._sync_pending = self._transport.sync_group(
             self.group_id, self._generation, self._member_id, group_instance_id=self.group_instance_id,
-            protocol_type=PROTOCOL_TYPE, protocol_name=self._protocol, assignments=assignments)
+            protocol_type=PROTOCOL_TYPE, protocol_name=self._protocol, assignments=assignments,
+            member_key=self._member_key)
 
     def _join_failed(self, code: int) -> None:
         """A JoinGroup/SyncGroup error the caller has no special handling for: a fenced
@@ -622,6 +627,7 @@ class Consumer:
         if member and self.group_id is not None and self.group_instance_id is None:
             self._transport.leave_group(self.group_id, [MemberIdentity(member, None, reason)])
             self._transport.wake()
+        self._transport.release_member(self._member_key)
 
     # ------------------------------------------------------------------ positions
 
@@ -1162,6 +1168,7 @@ class Consumer:
                 self._assignment.clear()
                 self._hb_stop.set()
                 self._transport.wake()
+                self._transport.release_member(self._member_key)
                 self._closed_hook()
         if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
             self._hb_thread.join()
@@ -1172,6 +1179,7 @@ class Consumer:
         with self._lock:
             self._closed = True
             self._hb_stop.set()
+            self._transport.release_member(self._member_key)
             self._closed_hook()
         if self._hb_thread is not None:
             self._hb_thread.join()

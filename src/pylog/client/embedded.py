@@ -45,7 +45,6 @@ class EmbeddedTransport:
         self.remove_data_listener = broker.remove_append_listener
         self.add_wake_listener = broker.add_wake_listener
         self.remove_wake_listener = broker.remove_wake_listener
-        self.sync_group = groups.sync_group
         self.heartbeat = groups.heartbeat
         self.leave_group = groups.leave_group
         self.commit_offsets = broker.commit_offsets
@@ -146,11 +145,18 @@ class EmbeddedTransport:
     def join_group(self, group_id: str, member_id: str, protocol_type: str,
                    protocols: Sequence[tuple[str, bytes]], *, session_timeout_ms: int,
                    rebalance_timeout_ms: int, client_id: str, group_instance_id: str | None = None,
-                   reason: str | None = None):
+                   reason: str | None = None, member_key: Any = None):
         return self._groups.join_group(
             group_id, member_id, protocol_type, protocols, session_timeout_ms=session_timeout_ms,
             rebalance_timeout_ms=rebalance_timeout_ms, client_id=client_id, client_host="localhost",
             group_instance_id=group_instance_id, require_known_member_id=True, reason=reason)
+
+    def sync_group(self, group_id: str, generation_id: int, member_id: str, *, member_key: Any = None,
+                   **kwargs: Any):
+        return self._groups.sync_group(group_id, generation_id, member_id, **kwargs)
+
+    def release_member(self, member_key: Any) -> None:
+        """Nothing to release: members call the coordinator directly."""
 
     def group_rebalancing(self, group_id: str) -> bool:
         return self._groups.group_state(group_id) is GroupState.PREPARING_REBALANCE

@@ -59,7 +59,7 @@ thread) and must be quick and must not raise.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from pylog.broker.core import (FetchResult, InitProducerIdResult, ListOffsetsResult, NewTopic, ProduceResult,
                                TopicDescription, TopicResult)
@@ -169,19 +169,26 @@ class Transport(Protocol):
     def join_group(self, group_id: str, member_id: str, protocol_type: str,
                    protocols: Sequence[tuple[str, bytes]], *, session_timeout_ms: int,
                    rebalance_timeout_ms: int, client_id: str, group_instance_id: str | None = None,
-                   reason: str | None = None) -> PendingResponse[JoinGroupResult]:
+                   reason: str | None = None,
+                   member_key: Hashable | None = None) -> PendingResponse[JoinGroupResult]:
         """JoinGroup (v4+ semantics: a new member first gets MEMBER_ID_REQUIRED with its
         id).  Returns at once with a pending handle that completes when the join phase
         ends; its result carries the error code.  Raises InvalidRequestError for
-        malformed arguments only."""
+        malformed arguments only.
+
+        ``member_key`` (hashable, the same for the member's whole life, released with
+        :meth:`release_member`) lets a network transport give each member of a client
+        its own coordinator connection, so that a JoinGroup the coordinator holds for a
+        rebalance holds up no other member; the embedded transport ignores it."""
         ...
 
     def sync_group(self, group_id: str, generation_id: int, member_id: str, *,
                    group_instance_id: str | None = None, protocol_type: str | None = None,
-                   protocol_name: str | None = None,
-                   assignments: Mapping[str, bytes] | None = None) -> PendingResponse[SyncGroupResult]:
+                   protocol_name: str | None = None, assignments: Mapping[str, bytes] | None = None,
+                   member_key: Hashable | None = None) -> PendingResponse[SyncGroupResult]:
         """SyncGroup: the leader passes every member's assignment, followers none.
-        Returns at once with a pending handle (as :meth:`join_group`)."""
+        Returns at once with a pending handle (as :meth:`join_group`, ``member_key``
+        too)."""
         ...
 
     def heartbeat(self, group_id: str, generation_id: int, member_id: str, *,
@@ -192,6 +199,13 @@ class Transport(Protocol):
 
     def leave_group(self, group_id: str, members: Sequence[MemberIdentity]) -> LeaveGroupResult:
         """LeaveGroup; blocks for the answer."""
+        ...
+
+    def release_member(self, member_key: Hashable) -> None:
+        """The member ``member_key`` of :meth:`join_group` left its group or closed:
+        release what the transport holds for it (a network transport: its coordinator
+        connection; a JoinGroup/SyncGroup of it still waiting fails).  No-op for an
+        unknown key and for the embedded transport."""
         ...
 
     def group_rebalancing(self, group_id: str) -> bool:

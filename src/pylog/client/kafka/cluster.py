@@ -34,7 +34,9 @@ Coordinators
     FindCoordinator answers are cached per (key type, key).  A coordinator gets its own
     connection, under the node id ``2**31 - 1 - broker_id`` (as Kafka's consumer does), so
     a JoinGroup that blocks for a rebalance never holds up fetches on the broker's main
-    connection.  The cache entry goes on NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and
+    connection; each group member's JoinGroup and SyncGroup go on an extra connection
+    beside it (:func:`extra_connection_id` of the coordinator id), so they hold up no
+    other member either.  The cache entry goes on NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and
     when the coordinator's connection fails.
 """
 
@@ -126,7 +128,10 @@ def extra_connection_id(broker_id: int, slot: int) -> int:
     holds up everything behind it on its connection; the Kafka-protocol transport sends
     its fetches on connections of their own (as Kafka's separate producer and consumer
     clients do).  Ids above 2**32 never collide with broker ids (int32), coordinator
-    connection ids or bootstrap pseudo-nodes."""
+    connection ids or bootstrap pseudo-nodes.  ``broker_id`` may also be a coordinator
+    connection id (:func:`coordinator_node_id`): the group members of one client each
+    reach their coordinator on such a connection, so that a JoinGroup the coordinator
+    holds for a rebalance holds up no other member."""
     return (slot << 32) | broker_id
 
 
@@ -289,7 +294,8 @@ class ClusterMetadata:
         if node_id < 0:
             return self.bootstrap_nodes.get(node_id)
         if node_id > _EXTRA_MASK:
-            return self._snap.nodes.get(node_id & _EXTRA_MASK)
+            base = node_id & _EXTRA_MASK
+            return self._snap.nodes.get(base) or self._coordinator_nodes.get(base)
         return self._coordinator_nodes.get(node_id)
 
     def candidate_nodes(self) -> list[int]:
@@ -451,12 +457,19 @@ class ClusterMetadata:
         return False
 
     def invalidate_coordinators_on(self, conn_id: int) -> None:
-        """Forget every coordinator reached through connection ``conn_id``."""
+        """Forget every coordinator reached through connection ``conn_id`` (or through
+        the coordinator connection an extra connection ``conn_id`` stands beside)."""
+        if conn_id > _EXTRA_MASK:
+            conn_id &= _EXTRA_MASK
         with self._cond:
             for k in [k for k, v in self._coordinators.items() if v == conn_id]:
                 del self._coordinators[k]
 
     def is_coordinator_connection(self, node_id: int) -> bool:
+        """True for a coordinator connection and for an extra connection beside one (a
+        group member's own connection to its coordinator)."""
+        if node_id > _EXTRA_MASK:
+            node_id &= _EXTRA_MASK
         return node_id in self._coordinator_nodes and node_id not in self._snap.nodes
 
 

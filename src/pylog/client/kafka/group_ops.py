@@ -16,6 +16,28 @@ Coordinator discovery and retries (Kafka's ``AbstractCoordinator`` rules)
     raises the last exception when there was no answer at all).  Any other error code is
     the result's, as the embedded transport gives it.
 
+One connection per group member for JoinGroup and SyncGroup
+    A broker handles one request of a connection at a time, and the coordinator holds a
+    JoinGroup until the rebalance's join phase ends (and a follower's SyncGroup until the
+    leader's): on one shared connection, one member's held JoinGroup would stall every
+    other member of the client (their OffsetFetch, Heartbeat, SyncGroup, JoinGroup) until
+    they time out.  Kafka's Java consumers each have their own network client; here the
+    consumers of one client share one, so ``join_group``/``sync_group`` take a
+    ``member_key`` (any hashable the consumer keeps for its life) and send on that
+    member's own connection to the coordinator (``extra_connection_id(coordinator,
+    slot)``, a slot per member), which follows the coordinator when it moves (the
+    connection to the old one is released).  :meth:`GroupOps.release_member` (the
+    consumer calls it when it leaves the group or closes) closes that connection and
+    frees the slot; a JoinGroup/SyncGroup still waiting on it completes with
+    NETWORK_EXCEPTION (retriable: a consumer that goes on rejoins).  Every other call
+    (Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, and the admin calls) uses the
+    coordinator connection shared by the client, on which nothing is held any longer;
+    on the member's own connection they would queue behind that member's own held
+    JoinGroup (a heartbeat racing the start of a rebalance, a LeaveGroup or commit
+    during one), and one of them timing out there closes the connection and fails the
+    JoinGroup too.  Without a ``member_key`` JoinGroup and SyncGroup go on the shared
+    connection as well.
+
 JoinGroup and SyncGroup do not block
     They return a :class:`~pylog.broker.group.PendingResponse` at once, completed on the
     network client's I/O thread (done callbacks run there: keep them short).  A JoinGroup
@@ -46,6 +68,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Hashable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -53,7 +76,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from pylog.broker.group import (CommitOffset, FetchedOffset, JoinGroupMember, JoinGroupResult, LeaveGroupMemberResult,
                                 LeaveGroupResult, MemberIdentity, OffsetFetchResult, PendingResponse,
                                 SyncGroupResult)
-from pylog.client.kafka.cluster import CoordinatorType
+from pylog.client.kafka.cluster import CoordinatorType, extra_connection_id
 from pylog.errors import (IllegalStateError, InvalidRequestError, NetworkError, PylogError, RequestTimedOutError,
                           UnknownServerError, UnsupportedVersionError, error_for_code)
 from pylog.protocol import messages as m
@@ -170,6 +193,26 @@ def _code_of(exc: BaseException) -> int:
     return UnknownServerError.error_code
 
 
+class _Member:
+    """A group member's own coordinator connection: its slot, the connection ids it
+    used (one, or more while the coordinator moves), and whether it was released."""
+
+    __slots__ = ("key", "slot", "conns", "released", "_ops")
+
+    def __init__(self, key: Hashable, slot: int, ops: GroupOps) -> None:
+        self.key = key
+        self.slot = slot
+        self.conns: set[int] = set()
+        self.released = False
+        self._ops = ops
+
+    def conn_for(self, coordinator: int) -> int:
+        """The connection id to send to the coordinator ``coordinator`` on; releases the
+        connection to a coordinator used before (it moved).  Raises NetworkError
+        once the member was released."""
+        return self._ops._member_conn(self, coordinator)
+
+
 class _Caller:
     """Requests to a group's coordinator with Kafka's rediscover-and-retry loop, shared by
     :class:`GroupOps` and :class:`~pylog.client.kafka.admin_ops.AdminOps`."""
@@ -192,7 +235,7 @@ class _Caller:
     def coordinator_call(self, key: str, api_key: int, body: Any, *, attempt_timeout_ms: int | None = None,
                          deadline: float | None = None, coordinator_code: Callable[[Any], int] | None = None,
                          key_type: int = CoordinatorType.GROUP, any_broker_if_invalid: bool = False,
-                         version: int | None = None) -> Future:
+                         version: int | None = None, member: _Member | None = None) -> Future:
         """Send ``body`` to the coordinator of ``key``; a future of the response.
 
         ``coordinator_code(response)`` says whether the answer is a coordinator error
@@ -202,6 +245,8 @@ class _Caller:
         with the last exception.  ``any_broker_if_invalid``: when FindCoordinator refuses
         the key (INVALID_GROUP_ID, an empty group id), ask any broker, which answers for
         the group as its coordinator would (pylog's admin calls allow the empty group).
+        ``member``: send on that group member's own connection to the coordinator; once
+        the member is released the call fails with NetworkError (no retry).
         """
         if deadline is None:
             deadline = time.monotonic() + self.request_timeout_ms / 1000
@@ -255,7 +300,8 @@ class _Caller:
                 if node is None:
                     g = net.send_to_any(api_key, body, version=version, timeout_ms=attempt_timeout_ms)
                 else:
-                    g = net.send(node, api_key, body, version=version, timeout_ms=attempt_timeout_ms)
+                    target = node if member is None else member.conn_for(node)
+                    g = net.send(target, api_key, body, version=version, timeout_ms=attempt_timeout_ms)
             except PylogError as exc:
                 finish_exc(exc)
                 return
@@ -264,6 +310,9 @@ class _Caller:
         def answered(node: int | None, g: Future) -> None:
             exc = g.exception()
             if exc is not None:
+                if member is not None and member.released:   # its connection was closed on purpose
+                    finish_exc(NetworkError(f"group member of {key!r} released while its request waited"))
+                    return
                 if node is not None and isinstance(exc, (NetworkError, RequestTimedOutError)):
                     net.cluster.invalidate_coordinator(key, key_type)
                 retry_or_fail(exc)
@@ -336,6 +385,9 @@ class GroupOps(_Caller):
         self._rebalancing: dict[str, int] = {}        # group -> generation of the heartbeat that said so
         self._generation: dict[str, int] = {}         # group -> last generation joined
         self._rebalance_timeout: dict[str, int] = {}  # group -> last rebalance timeout asked for
+        self._members: dict[Hashable, _Member] = {}   # member_key -> its own coordinator connection
+        self._free_member_slots: list[int] = []
+        self._member_slot_count = 0
 
     def _done(self, pending: _Pending, result: Any) -> None:
         pending.complete(result)
@@ -346,14 +398,72 @@ class GroupOps(_Caller):
             except Exception:  # noqa: BLE001
                 _log.exception("on_pending_complete failed")
 
+    # ------------------------------------------------------------------ members' connections
+
+    def _member(self, member_key: Hashable | None) -> _Member | None:
+        if member_key is None:
+            return None
+        try:
+            hash(member_key)
+        except TypeError:
+            raise InvalidRequestError(f"member_key must be hashable, not {type(member_key).__name__}") from None
+        with self._lock:
+            member = self._members.get(member_key)
+            if member is None:
+                if self._free_member_slots:
+                    slot = heapq.heappop(self._free_member_slots)
+                else:
+                    self._member_slot_count += 1
+                    slot = self._member_slot_count
+                member = self._members[member_key] = _Member(member_key, slot, self)
+            return member
+
+    def _member_conn(self, member: _Member, coordinator: int) -> int:
+        conn_id = extra_connection_id(coordinator, member.slot)
+        with self._lock:
+            if member.released:
+                raise NetworkError("the group member's connection was released (its consumer left or closed)")
+            moved = member.conns - {conn_id}
+            member.conns = {conn_id}
+            for old in moved:
+                self.net.release(old)
+        return conn_id
+
+    def release_member(self, member_key: Hashable) -> None:
+        """Close the coordinator connection of the member ``member_key`` and free its slot
+        (its JoinGroup/SyncGroup still waiting fail); a later call with the key starts
+        afresh.  No-op for an unknown key."""
+        try:
+            hash(member_key)
+        except TypeError:
+            return
+        with self._lock:
+            member = self._members.pop(member_key, None)
+            if member is None:
+                return
+            member.released = True
+            # Released before the slot is free: commands run in order on the I/O
+            # thread, so the slot's next member gets a new connection.
+            for conn_id in member.conns:
+                self.net.release(conn_id)
+            member.conns = set()
+            heapq.heappush(self._free_member_slots, member.slot)
+
+    def member_connections(self) -> dict[Hashable, set[int]]:
+        """Member key -> the connection ids its JoinGroup/SyncGroup used (inspection)."""
+        with self._lock:
+            return {k: set(x.conns) for k, x in self._members.items()}
+
     # ------------------------------------------------------------------ JoinGroup
 
     def join_group(self, group_id: str, member_id: str, protocol_type: str,
                    protocols: Sequence[tuple[str, bytes]], *, session_timeout_ms: int,
                    rebalance_timeout_ms: int, client_id: str, group_instance_id: str | None = None,
-                   reason: str | None = None) -> PendingResponse[JoinGroupResult]:
-        """JoinGroup; returns at once with a pending handle (see the module docstring).
-        Raises InvalidRequestError for malformed arguments only."""
+                   reason: str | None = None,
+                   member_key: Hashable | None = None) -> PendingResponse[JoinGroupResult]:
+        """JoinGroup; returns at once with a pending handle (see the module docstring),
+        sent on the connection of ``member_key`` when given.  Raises InvalidRequestError
+        for malformed arguments only."""
         if not isinstance(group_id, str) or not isinstance(member_id, str) or not isinstance(protocol_type, str) \
                 or not (group_instance_id is None or isinstance(group_instance_id, str)):
             raise InvalidRequestError("group_id, member_id, protocol_type and group_instance_id must be str")
@@ -366,6 +476,7 @@ class GroupOps(_Caller):
         for name, value in (("session_timeout_ms", session_timeout_ms), ("rebalance_timeout_ms", rebalance_timeout_ms)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidRequestError(f"{name} must be an int, not {value!r}")
+        member = self._member(member_key)
         with self._lock:
             self._rebalancing.pop(group_id, None)     # this join is the answer to the hint
             self._rebalance_timeout[group_id] = rebalance_timeout_ms
@@ -407,7 +518,8 @@ class GroupOps(_Caller):
             self._done(pending, res)
 
         try:
-            fut = self.coordinator_call(group_id, ApiKey.JOIN_GROUP, build, attempt_timeout_ms=timeout_ms)
+            fut = self.coordinator_call(group_id, ApiKey.JOIN_GROUP, build, attempt_timeout_ms=timeout_ms,
+                                        member=member)
         except PylogError as exc:
             self._done(pending, JoinGroupResult(_code_of(exc), member_id))
             return pending
@@ -418,15 +530,17 @@ class GroupOps(_Caller):
 
     def sync_group(self, group_id: str, generation_id: int, member_id: str, *,
                    group_instance_id: str | None = None, protocol_type: str | None = None,
-                   protocol_name: str | None = None,
-                   assignments: Mapping[str, bytes] | None = None) -> PendingResponse[SyncGroupResult]:
+                   protocol_name: str | None = None, assignments: Mapping[str, bytes] | None = None,
+                   member_key: Hashable | None = None) -> PendingResponse[SyncGroupResult]:
         """SyncGroup: the leader passes every member's assignment, followers none.  Returns
-        at once with a pending handle."""
+        at once with a pending handle; sent on the connection of ``member_key`` when
+        given."""
         try:
             full = {} if assignments is None else {
                 mid: b"" if v is None else memoryview(v).tobytes() for mid, v in dict(assignments).items()}
         except (TypeError, ValueError):
             raise InvalidRequestError("assignments must map member id -> bytes") from None
+        member = self._member(member_key)
         S: Any = m.SyncGroupRequest
 
         def build(version: int) -> Any:
@@ -462,7 +576,8 @@ class GroupOps(_Caller):
                                                 bytes(r.assignment or b"")))
 
         try:
-            fut = self.coordinator_call(group_id, ApiKey.SYNC_GROUP, build, attempt_timeout_ms=timeout_ms)
+            fut = self.coordinator_call(group_id, ApiKey.SYNC_GROUP, build, attempt_timeout_ms=timeout_ms,
+                                        member=member)
         except PylogError as exc:
             self._done(pending, SyncGroupResult(_code_of(exc)))
             return pending
@@ -644,6 +759,10 @@ class GroupOps(_Caller):
 
     def close(self) -> None:
         super().close()
+        with self._lock:
+            keys = list(self._members)
+        for key in keys:
+            self.release_member(key)
 
 
 def _leave_body(L: Any, group_id: str, idents: list[MemberIdentity], version: int) -> Any:

@@ -84,7 +84,7 @@ __all__ = ["NetworkClient"]
 
 log = logging.getLogger("pylog.client.kafka")
 
-_SEND, _SEND_ANY = 0, 1
+_SEND, _SEND_ANY, _RELEASE = 0, 1, 2
 _RETRIABLE_TOPIC_ERRORS = frozenset({3, 5, 100})   # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_ID
 
 
@@ -441,6 +441,16 @@ class NetworkClient:
         ask(todo)
         return outer
 
+    def release(self, node_id: int) -> None:
+        """Close and forget the connection ``node_id`` (an extra connection no longer
+        needed); its requests still queued or in flight fail with
+        :class:`~pylog.errors.NetworkError`.  Sends submitted after this call get a new
+        connection.  No-op when closed."""
+        try:
+            self._submit(_RELEASE, node_id, None)  # type: ignore[arg-type]
+        except IllegalStateError:
+            pass
+
     def api_versions(self, node_id: int) -> dict[int, tuple[int, int]] | None:
         """Versions both pylog and broker ``node_id`` speak, per API key (None before the
         connection is ready)."""
@@ -540,6 +550,11 @@ class NetworkClient:
         commands = self._commands
         while commands:
             kind, node_id, req = commands.popleft()
+            if kind == _RELEASE:
+                released = self._conns.get(node_id)  # type: ignore[arg-type]
+                if released is not None:
+                    self._retire(node_id, released, now)  # type: ignore[arg-type]
+                continue
             if kind == _SEND_ANY:
                 node_id = self._least_loaded(now)
                 if node_id is None:
@@ -700,8 +715,9 @@ class NetworkClient:
                 conn.close(err, now, final=True)
             except Exception:  # keep closing the others
                 log.exception("closing %r", conn)
-        for _, _, req in commands:
-            _fail(req, err)
+        for kind, _, req in commands:
+            if kind != _RELEASE:
+                _fail(req, err)
         self._conns.clear()
         try:
             self._selector.unregister(self._wakeup)

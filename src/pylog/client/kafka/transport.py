@@ -194,6 +194,7 @@ class KafkaTransport:
         g = self._groups = GroupOps(self.net, request_timeout_ms=self.request_timeout_ms,
                                     client_id=self.net.client_id)
         self.heartbeat = g.heartbeat
+        self.release_member = g.release_member
         self.leave_group = g.leave_group
         self.group_rebalancing = g.group_rebalancing
         self.commit_offsets = g.commit_offsets
