@@ -14,6 +14,7 @@ from pylog.broker.assignors import RangeAssignor
 from pylog.broker.consumer_protocol import (Assignment, Subscription, decode_assignment, decode_subscription,
                                             encode_assignment, encode_subscription)
 from pylog.broker.group import CommitOffset, MemberIdentity
+from pylog.client.kafka.cluster import coordinator_node_id, extra_connection_id
 from pylog.client.kafka.group_ops import GroupOps
 from pylog.errors import InvalidRequestError
 from pylog.protocol import messages as m
@@ -44,13 +45,13 @@ def join(ops: GroupOps, group: str, member_id: str, topics: list[str], **kw):
     return r
 
 
-def lead(ops: GroupOps, group: str, res, counts: dict[str, int]):
+def lead(ops: GroupOps, group: str, res, counts: dict[str, int], **kw):
     """The leader's SyncGroup with RangeAssignor's plan, as the consumer builds it."""
     subs = {x.member_id: decode_subscription(x.metadata) for x in res.members}
     plan = RangeAssignor().assign(counts, subs)
     assignments = {mid: encode_assignment(Assignment(dict(parts))) for mid, parts in plan.items()}
     return ops.sync_group(group, res.generation_id, res.member_id, protocol_type="consumer",
-                          protocol_name=res.protocol_name, assignments=assignments)
+                          protocol_name=res.protocol_name, assignments=assignments, **kw)
 
 
 @pytest.fixture
@@ -278,3 +279,160 @@ def test_commit_retries_across_a_coordinator_restart(tmp_path, ops_for):
         assert ops.net.connection(new).connects > (connects if new == coordinator else 0)
     finally:
         _check_stopped(sp)
+
+
+# ----------------------------------------------------------------------------- one connection per member
+
+def test_a_held_join_holds_up_no_other_member_of_the_client(kafka_server, ops_for):
+    """Two members over one network client: while the coordinator holds the second
+    member's JoinGroup (waiting for the first to rejoin), the first member's Heartbeat,
+    OffsetFetch and JoinGroup go through.  On one shared coordinator connection they
+    would queue behind the held JoinGroup (the broker answers a connection's requests in
+    order) and time out after request_timeout_ms, well before the rebalance timeout."""
+    ops = ops_for(kafka_server.bootstrap, request_timeout_ms=5000)
+    topic, group = unique("held"), unique("g")
+    create_topic(ops.net, topic, 2)
+    ra = join(ops, group, "", [topic], member_key="a")
+    assert lead(ops, group, ra, {topic: 2}, member_key="a").wait(30).error_code == 0
+    assert ops.commit_offsets(group, {topic: {0: 7}}, generation_id=ra.generation_id,
+                              member_id=ra.member_id) == {topic: {0: 0}}
+
+    meta = encode_subscription(Subscription(topics=[topic]))
+
+    def join_b(member_id: str):
+        return ops.join_group(group, member_id, "consumer", [("range", meta)], session_timeout_ms=30000,
+                              rebalance_timeout_ms=20000, client_id="t", member_key="b")
+
+    first = join_b("").wait(30)
+    assert first.error_code == MEMBER_ID_REQUIRED
+    pb = join_b(first.member_id)
+    # The coordinator has B's JoinGroup and holds it: A hears of the rebalance.
+    wait_until(lambda: ops.heartbeat(group, ra.generation_id, ra.member_id) == REBALANCE_IN_PROGRESS,
+               what="the coordinator to hold B's JoinGroup")
+    assert not pb.done()
+    fetched = ops.fetch_offsets(group, {topic: [0]})
+    assert fetched.error_code == 0 and fetched.topics[topic][0].offset == 7
+    assert not pb.done()
+    pa = ops.join_group(group, ra.member_id, "consumer", [("range", meta)], session_timeout_ms=30000,
+                        rebalance_timeout_ms=20000, client_id="t", member_key="a")
+    ja, jb = pa.wait(30), pb.wait(30)
+    assert (ja.error_code, jb.error_code) == (0, 0) and ja.generation_id == jb.generation_id == 2
+
+    # Each member's JoinGroup and SyncGroup went on a connection of its own.
+    coordinator = ops.net.cluster.coordinator_for(group)
+    conns = ops.member_connections()
+    assert conns == {"a": {extra_connection_id(coordinator, 1)}, "b": {extra_connection_id(coordinator, 2)}}
+    (leader, lkey), (follower, fkey) = sorted([(ja, "a"), (jb, "b")], key=lambda x: not x[0].is_leader)
+    pf = ops.sync_group(group, 2, follower.member_id, protocol_type="consumer", protocol_name="range",
+                        member_key=fkey)
+    sl = lead(ops, group, leader, {topic: 2}, member_key=lkey).wait(30)
+    sf = pf.wait(30)
+    assert (sl.error_code, sf.error_code) == (0, 0)
+    parts = [decode_assignment(x.assignment).partitions[topic] for x in (sl, sf)]
+    assert sorted(parts[0] + parts[1]) == [0, 1]
+    ids = conns["a"] | conns["b"]
+    assert ids <= set(ops.net._conns) and coordinator not in ids
+
+    # Leaving and releasing closes and forgets each member's connection.
+    assert ops.leave_group(group, [MemberIdentity(jb.member_id)]).error_code == 0
+    ops.release_member("b")
+    ops.release_member("a")
+    assert ops.member_connections() == {}
+    wait_until(lambda: not ids & set(ops.net._conns), what="the members' connections to be released")
+    assert coordinator in ops.net._conns          # the shared one stays
+    # A released member's key starts afresh, on the lowest free slot.
+    again = join(ops, group, ja.member_id, [topic], member_key="c")
+    assert again.error_code == 0
+    assert ops.member_connections() == {"c": {extra_connection_id(coordinator, 1)}}
+
+
+def _member_connection_ids(net) -> set[int]:
+    return {i for i in list(net._conns) if i > 2**32 and net.cluster.is_coordinator_connection(i)}
+
+
+def test_consumers_coming_and_going_leave_no_member_connection_behind(kafka_server):
+    """Consumers of one client join, consume and close, three rounds of three: each has
+    its own coordinator connection while it lives, and none is left after it closed
+    (slots are reused, so the ids stay few)."""
+    client = pylog.connect(kafka_server.bootstrap, client_id="churn")
+    try:
+        topic, group = unique("churn"), unique("g")
+        client.create_topic(topic, 4)
+        transport = client._transport
+        net = transport.net
+        for _ in range(3):
+            cs = [client.consumer(topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False)
+                  for _ in range(3)]
+
+            def settled() -> bool:
+                for c in cs:
+                    c.poll(timeout_ms=0)
+                owned = [tp for c in cs for tp in c.assignment()]
+                return (len(owned) == len(set(owned)) == 4 and len({c.generation() for c in cs}) == 1
+                        and all(c._state == "stable" for c in cs))
+
+            wait_until(settled, timeout=60, what="three consumers to share the four partitions")
+            live = _member_connection_ids(net)
+            assert len(live) == 3 and len(transport._groups.member_connections()) == 3
+            for c in cs:
+                c.close()
+            assert transport._groups.member_connections() == {}
+            wait_until(lambda: not _member_connection_ids(net), what="the members' connections to be released")
+        assert transport._groups._member_slot_count == 3
+        assert client.describe_groups([group])[0].state == "Empty"
+    finally:
+        client.close()
+
+
+class MovingCoordinator(ScriptedCoordinator):
+    """A scripted coordinator in a two-broker fake cluster: both fakes name brokers 0
+    and 1 and answer FindCoordinator with ``where["node"]``."""
+
+    def __init__(self, script: dict[int, list[int]], cluster: dict) -> None:
+        self.cluster = cluster
+        super().__init__(script)
+
+    def _body(self, key, req):
+        nodes = self.cluster["ports"]
+        if key == ApiKey.METADATA:
+            R = m.MetadataResponse
+            return R(brokers=[R.MetadataResponseBroker(node_id=i, host="127.0.0.1", port=p) for i, p in nodes.items()],
+                     cluster_id="fake-cluster", controller_id=0, topics=[])
+        if key == ApiKey.FIND_COORDINATOR:
+            R = m.FindCoordinatorResponse
+            node = self.cluster["coordinator"]
+            return R(coordinators=[R.Coordinator(key=k, node_id=node, host="127.0.0.1", port=nodes[node])
+                                   for k in req.coordinator_keys])
+        return super()._body(key, req)
+
+
+def test_a_members_connection_follows_the_coordinator_when_it_moves(ops_for):
+    cluster: dict = {"coordinator": 0, "ports": {}}
+    old = MovingCoordinator({ApiKey.JOIN_GROUP: [0, 16]}, cluster)
+    new = MovingCoordinator({}, cluster)
+    try:
+        cluster["ports"].update({0: old.port, 1: new.port})
+        ops = ops_for(old.bootstrap, retry_backoff_ms=10)
+
+        def join_m():
+            return ops.join_group("g", "m-1", "consumer", [("range", b"")], session_timeout_ms=10000,
+                                  rebalance_timeout_ms=10000, client_id="t", member_key="m").wait(30)
+
+        assert join_m().error_code == 0
+        on_old = extra_connection_id(coordinator_node_id(0), 1)
+        assert ops.member_connections() == {"m": {on_old}} and len(old.api_requests(ApiKey.JOIN_GROUP)) == 1
+        # The group moves to broker 1: the old coordinator answers NOT_COORDINATOR, the
+        # member's JoinGroup goes to the new one on a new connection of its own, and the
+        # connection to the old one is released.
+        cluster["coordinator"] = 1
+        assert join_m().error_code == 0
+        on_new = extra_connection_id(coordinator_node_id(1), 1)
+        assert ops.member_connections() == {"m": {on_new}}
+        assert len(old.api_requests(ApiKey.JOIN_GROUP)) == 2 and len(new.api_requests(ApiKey.JOIN_GROUP)) == 1
+        wait_until(lambda: on_old not in ops.net._conns, what="the connection to the old coordinator to go")
+        assert on_new in ops.net._conns
+        ops.release_member("m")
+        wait_until(lambda: on_new not in ops.net._conns, what="the member's connection to be released")
+    finally:
+        old.stop()
+        new.stop()
