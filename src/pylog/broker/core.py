@@ -215,6 +215,33 @@ class OffsetAndMetadata(NamedTuple):
     leader_epoch: int = -1
 
 
+def iter_commit_offsets(offsets: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """``(topic, partition, offset)`` of an OffsetCommit's ``topic -> partition -> offset``
+    mapping, as given (topic and partition are checked by the caller), with an
+    :class:`OffsetAndMetadata` turned into a :class:`CommitOffset` and an int left as it is.
+
+    Raises
+    ------
+    InvalidRequestError
+        ``offsets`` is not such a mapping, or an offset is a tuple of another kind.
+    """
+    try:
+        items = list(offsets.items())
+    except AttributeError:
+        raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
+    for topic, parts in items:
+        try:
+            pitems = list(dict(parts).items())
+        except (TypeError, ValueError):
+            raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
+        for p, v in pitems:
+            if isinstance(v, OffsetAndMetadata):
+                v = CommitOffset(v.offset, v.metadata, v.leader_epoch)
+            elif isinstance(v, tuple) and not isinstance(v, CommitOffset):
+                raise InvalidRequestError(f"offset of {topic!r}/{p!r} must be an int or OffsetAndMetadata")
+            yield topic, p, v
+
+
 class NewTopic(NamedTuple):
     """A topic to create (CreateTopics): -1 for the broker's default partitions / replicas."""
 
@@ -1756,29 +1783,16 @@ class Broker:
         known: dict[str, dict[int, Any]] = {}
         out: dict[str, dict[int, int]] = {}
         unknown = UnknownTopicOrPartitionError.error_code
-        try:
-            items = list(offsets.items())
-        except AttributeError:
-            raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
-        for topic, parts in items:
+        for topic, p, v in iter_commit_offsets(offsets):
             t = self._topics.get(topic) if isinstance(topic, str) else None
-            try:
-                pitems = list(dict(parts).items())
-            except (TypeError, ValueError):
-                raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
-            for p, v in pitems:
-                if isinstance(v, OffsetAndMetadata):
-                    v = CommitOffset(v.offset, v.metadata, v.leader_epoch)
-                if isinstance(v, tuple) and not isinstance(v, CommitOffset):
-                    raise InvalidRequestError(f"offset of {topic!r}/{p!r} must be an int or OffsetAndMetadata")
-                if t is None or t.internal or not isinstance(p, int) or isinstance(p, bool) \
-                        or not 0 <= p < len(t.partitions):
-                    out.setdefault(topic, {})[p] = unknown
-                else:
-                    off = v.offset if isinstance(v, CommitOffset) else v
-                    if isinstance(off, bool) or not isinstance(off, int) or off < 0:
-                        raise InvalidRequestError(f"committed offset of {topic}-{p} must be an int >= 0, got {off!r}")
-                    known.setdefault(topic, {})[p] = v
+            if t is None or t.internal or not isinstance(p, int) or isinstance(p, bool) \
+                    or not 0 <= p < len(t.partitions):
+                out.setdefault(topic, {})[p] = unknown
+            else:
+                off = v.offset if isinstance(v, CommitOffset) else v
+                if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+                    raise InvalidRequestError(f"committed offset of {topic}-{p} must be an int >= 0, got {off!r}")
+                known.setdefault(topic, {})[p] = v
         if known:
             res = self.groups.commit_offsets(group_id, known, generation_id=generation_id, member_id=member_id,
                                              group_instance_id=group_instance_id,

@@ -795,37 +795,24 @@ def _commit_request(offsets: Any) -> tuple[dict[str, dict[int, CommitOffset]], d
     """The partitions to send, and those answered here (UNKNOWN_TOPIC_OR_PARTITION for a
     topic or partition that cannot be named); raises InvalidRequestError for malformed
     offsets, as the embedded broker does."""
-    from pylog.broker.core import OffsetAndMetadata
+    from pylog.broker.core import iter_commit_offsets
 
     request: dict[str, dict[int, CommitOffset]] = {}
     out: dict[str, dict[int, int]] = {}
-    try:
-        items = list(offsets.items())
-    except AttributeError:
-        raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
-    for topic, parts in items:
-        try:
-            pitems = list(dict(parts).items())
-        except (TypeError, ValueError):
-            raise InvalidRequestError("offsets must map topic -> partition -> offset") from None
-        for p, v in pitems:
-            if isinstance(v, OffsetAndMetadata):
-                v = CommitOffset(v.offset, v.metadata, v.leader_epoch)
-            elif isinstance(v, tuple) and not isinstance(v, CommitOffset):
-                raise InvalidRequestError(f"offset of {topic!r}/{p!r} must be an int or OffsetAndMetadata")
-            if not isinstance(topic, str) or isinstance(p, bool) or not isinstance(p, int) \
-                    or not -2**31 <= p < 2**31:
-                out.setdefault(topic, {})[p] = _UNKNOWN_TOPIC_OR_PARTITION
-                continue
-            if not isinstance(v, CommitOffset):
-                v = CommitOffset(v)
-            off = v.offset
-            if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < 2**63:
-                raise InvalidRequestError(f"committed offset of {topic}-{p} must be an int >= 0, got {off!r}")
-            if v.metadata is not None and not isinstance(v.metadata, str):
-                raise InvalidRequestError(f"metadata of {topic!r}/{p} must be a str")
-            if isinstance(v.leader_epoch, bool) or not isinstance(v.leader_epoch, int) \
-                    or not -2**31 <= v.leader_epoch < 2**31:
-                raise InvalidRequestError(f"leader epoch of {topic!r}/{p} must be an int32")
-            request.setdefault(topic, {})[p] = v
+    for topic, p, v in iter_commit_offsets(offsets):
+        if not isinstance(topic, str) or isinstance(p, bool) or not isinstance(p, int) \
+                or not -2**31 <= p < 2**31:
+            out.setdefault(topic, {})[p] = _UNKNOWN_TOPIC_OR_PARTITION
+            continue
+        if not isinstance(v, CommitOffset):
+            v = CommitOffset(v)
+        off = v.offset
+        if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < 2**63:
+            raise InvalidRequestError(f"committed offset of {topic}-{p} must be an int >= 0, got {off!r}")
+        if v.metadata is not None and not isinstance(v.metadata, str):
+            raise InvalidRequestError(f"metadata of {topic!r}/{p} must be a str")
+        if isinstance(v.leader_epoch, bool) or not isinstance(v.leader_epoch, int) \
+                or not -2**31 <= v.leader_epoch < 2**31:
+            raise InvalidRequestError(f"leader epoch of {topic!r}/{p} must be an int32")
+        request.setdefault(topic, {})[p] = v
     return request, out
