@@ -746,8 +746,14 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
     cdef Py_ssize_t pos = 0, last_entry_pos = 0, n = 0, oe = 0, te = 0, k
     cdef int64_t last_offset = base_offset - 1, batch_last
     cdef int64_t max_ts = -1, max_ts_offset = -1, first_max_ts = -1, last_te_ts = -1
-    cdef int reason = 0   # 0 clean, 1 status, 2 offset below base, 3 not increasing, 4 overflow
+    cdef int reason = 0   # 0 clean, 1 status, 2 offset below base, 3 not increasing, 4 overflow,
+    #                       5 a base offset raised by damage (a gap before the batch, an overlap after)
     cdef bint tail_zero = True
+    # The scan's state before the last accepted batch, to take that batch back (reason 5).
+    cdef Py_ssize_t s_pos = 0, s_last_entry_pos = 0, s_oe = 0, s_te = 0
+    cdef int64_t s_last_offset = base_offset - 1, s_max_ts = -1, s_max_ts_offset = -1
+    cdef int64_t s_first_max_ts = -1, s_last_te_ts = -1, gap_base = -1
+    cdef bint prev_gap = False
     _get_buffer(log_buf, &lview, False)
     if end < 0 or end > lview.len:
         PyBuffer_Release(&lview)
@@ -775,11 +781,25 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
                     break
                 if h.base_offset <= last_offset:
                     reason = 3
+                    if prev_gap:
+                        # The batch before jumped past the offset that should have followed
+                        # and this one overlaps it: its base offset (not covered by the CRC)
+                        # is the damaged one, so it is not served with wrong offsets.
+                        reason = 5
+                        pos, last_entry_pos, oe, te = s_pos, s_last_entry_pos, s_oe, s_te
+                        last_offset, max_ts, max_ts_offset = s_last_offset, s_max_ts, s_max_ts_offset
+                        first_max_ts, last_te_ts = s_first_max_ts, s_last_te_ts
+                        n -= 1
                     break
                 batch_last = h.base_offset + h.last_offset_delta
                 if batch_last - base_offset > MAX_RELATIVE_OFFSET:
                     reason = 4
                     break
+                prev_gap = h.base_offset > last_offset + 1
+                s_pos, s_last_entry_pos, s_oe, s_te = pos, last_entry_pos, oe, te
+                s_last_offset, s_max_ts, s_max_ts_offset = last_offset, max_ts, max_ts_offset
+                s_first_max_ts, s_last_te_ts = first_max_ts, last_te_ts
+                gap_base = h.base_offset
                 if h.max_timestamp > max_ts:
                     max_ts = h.max_timestamp
                     max_ts_offset = batch_last
@@ -818,6 +838,9 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
             why = f"batch at byte {pos} has base offset {h.base_offset} below the segment's {base_offset}"
         elif reason == 3:
             why = f"batch at byte {pos} has base offset {h.base_offset}, not above the previous last offset {last_offset}"
+        elif reason == 5:
+            why = (f"batch at byte {pos} has base offset {gap_base}, past the next offset {last_offset + 1}, "
+                   f"and the batch after it overlaps it: its base offset is damaged")
         else:
             why = f"batch at byte {pos} has offsets beyond 2**32 of the segment's base offset {base_offset}"
         return (pos, n, last_offset + 1, max_ts, max_ts_offset, oe, te, first_max_ts,
@@ -921,6 +944,8 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
     cdef int64_t first_base = -1, last = -1, prev_last = -1, last_before = -1
     cdef Py_ssize_t taken_pos = 0
     cdef int why = 0
+    cdef int64_t before_first = -1   # last offset of the batch before ``first`` (-1: not seen)
+    cdef bint gap_here = False, taken_gap = False
     _get_buffer(log_buf, &view, False)
     try:
         if start < 0 or end > view.len or start > end:
@@ -933,6 +958,7 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
             if pos == start and entry_offset >= 0 and h.base_offset > entry_offset:
                 why = 5
                 break
+            before_first = prev_last
             prev_last = h.base_offset + h.last_offset_delta
             if prev_last >= target_offset:
                 break
@@ -942,10 +968,12 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
             if pos != first:
                 why = _check_header(p, pos, end, &h, prev_last, lower_offset, upper_offset)
                 if why:
-                    if why == 3 and not _batch_crc_ok(p + taken_pos):
+                    if why == 3 and (taken_gap or not _batch_crc_ok(p + taken_pos)):
                         # Offsets that overlap: the batch before is the damaged one (its
-                        # lastOffsetDelta is under its CRC).  Never serve it: its last
-                        # offset would send the reader past records it never saw.
+                        # lastOffsetDelta is under its CRC; a base offset raised past a
+                        # gap is not, but the gap before it and the overlap after it tell
+                        # the same).  Never serve it: its offsets would label records
+                        # wrongly or send the reader past records it never saw.
                         if taken_pos == first:
                             pos = taken_pos
                             why = 6
@@ -954,11 +982,16 @@ def locate_read(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_offset
                         last = last_before
                     why = 0       # answer the sound batches before it; the next read meets it
                     break
+            if pos == first:
+                gap_here = pos != start and before_first >= 0 and h.base_offset > before_first + 1
+            else:
+                gap_here = h.base_offset > prev_last + 1
             prev_last = h.base_offset + h.last_offset_delta
             if prev_last >= max_offset:
                 break
             if length > 0 and length + h.size > max_bytes:
                 break
+            taken_gap = gap_here
             if length == 0:
                 first_base = h.base_offset
             last_before = last

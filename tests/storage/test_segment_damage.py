@@ -27,7 +27,7 @@ from pylog.storage.log import CLEAN_SHUTDOWN_FILE
 from tests.storage.batches import batch_headers, decode, make_batch
 
 CFG = dict(segment_bytes=4000, index_interval_bytes=400)
-N_BATCHES = 90          # three records each: offsets 0..269, in about five segments
+N_BATCHES = 96          # three records each: offsets 0..287, in five segments (the active one with index entries)
 
 # Where a flip lands in a batch (byte offset from the batch's start).
 _LENGTH_BYTE = 10        # batchLength, third byte: the length runs past the file
