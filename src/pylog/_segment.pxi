@@ -499,6 +499,23 @@ cdef class SegmentAppender:
                 rc = posix_fallocate(self.fd, self.populated, n)
             if rc == 0:
                 self.populated += n
+            elif (rc == ENOSPC or rc == EDQUOT) and n > end - self.populated:
+                # No room for a whole chunk ahead, maybe for this append: allocate only what
+                # it needs (whole pages); the next append tries a chunk again.  (Else a
+                # nearly full disk refuses appends that fit.)
+                n = ((end - self.populated) + 4095) & ~(<Py_ssize_t>4095)
+                if n > self.capacity - self.populated:
+                    n = self.capacity - self.populated
+                with nogil:
+                    rc = posix_fallocate(self.fd, self.populated, n)
+                if rc == 0:
+                    self.populated += n
+                elif rc == ENOSPC or rc == EDQUOT:
+                    raise KafkaStorageError(
+                        f"{self.path}: no space left for the next {n} bytes of the segment; "
+                        "free disk space or lower segment_bytes")
+                else:
+                    self.can_fallocate = False
             elif rc == ENOSPC or rc == EDQUOT:
                 raise KafkaStorageError(
                     f"{self.path}: no space left for the next {n} bytes of the segment; "
