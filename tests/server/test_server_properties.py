@@ -108,6 +108,7 @@ def test_listener_choice_of_a_kraft_listener_list():
                      ({"listeners": "CONTROLLER://:9093", "controller.listener.names": "CONTROLLER"},
                       "no client listener"),
                      ({"num.partition": "3"}, "did you mean 'num.partitions'"),
+                     ({"log.retension.hours": "3"}, "did you mean 'log.retention.hours'"),
                      ({"log.roll.hours": "soon"}, "log.roll.hours"),
                      ({"log.cleanup.policy": "shred"}, "log.cleanup.policy")):
         with pytest.raises(InvalidConfigError, match=why):

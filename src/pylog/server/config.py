@@ -310,9 +310,10 @@ class ServerConfig:
 
     @classmethod
     def kafka_names(cls) -> list[str]:
-        """Every setting's Kafka name (the topic defaults' broker names included)."""
+        """Every setting's Kafka name (the topic defaults' broker names, and the hours and
+        minutes spellings of the ms ones, included)."""
         names = {_kafka(f.name) for f in dataclasses.fields(cls) if f.name != "log_defaults"}
-        return sorted(names | set(TOPIC_DEFAULT_SYNONYMS))
+        return sorted(names | set(TOPIC_DEFAULT_SYNONYMS) | set(_UNIT_SYNONYMS))
 
     @classmethod
     def from_kafka(cls, props: Mapping[str, Any], *, warn: bool = True) -> ServerConfig:
