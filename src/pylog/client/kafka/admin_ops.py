@@ -37,7 +37,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 from pylog.broker.core import NewTopic, PartitionInfo, TopicDescription, TopicResult
 from pylog.broker.group import DescribedMember, GroupDescription, ListedGroup
@@ -373,13 +373,7 @@ class AdminOps(_Caller):
         """DeleteTopics: a :class:`TopicResult` per topic (with the deleted topic's id);
         never raises per topic."""
         out: dict[str, TopicResult] = {}
-        wanted = []
-        for name in names:
-            if not isinstance(name, str):
-                out[str(name)] = TopicResult(str(name), InvalidTopicError.error_code,
-                                             f"topic names are str, not {type(name).__name__}")
-            elif name not in wanted:
-                wanted.append(name)
+        wanted = _topic_names(names, out)
         if not wanted:
             return out
         snap = self._metadata(wanted, self._deadline())     # the ids, before they go
@@ -437,13 +431,7 @@ class AdminOps(_Caller):
             snap = self._metadata(None, deadline)
             wanted = sorted(n for n, t in snap.topics.items() if not t.is_internal and not t.error_code)
         else:
-            wanted = []
-            for n in names:
-                if not isinstance(n, str):
-                    out[str(n)] = TopicResult(str(n), InvalidTopicError.error_code,
-                                              f"topic names are str, not {type(n).__name__}")
-                elif n not in wanted:
-                    wanted.append(n)
+            wanted = _topic_names(names, out)
             if not wanted:
                 return out
             snap = self._metadata(wanted, deadline)
@@ -778,3 +766,15 @@ class AdminOps(_Caller):
     def close(self) -> None:
         super().close()
 
+
+def _topic_names(names: Iterable[Any], out: MutableMapping[str, Any]) -> list[str]:
+    """The distinct topic names of ``names``, in order; an item that is not a str is
+    answered in ``out`` with INVALID_TOPIC_EXCEPTION instead."""
+    wanted: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            out[str(name)] = TopicResult(str(name), InvalidTopicError.error_code,
+                                         f"topic names are str, not {type(name).__name__}")
+        elif name not in wanted:
+            wanted.append(name)
+    return wanted
