@@ -179,3 +179,48 @@ def test_group_consumer_resumes_from_committed_offsets_across_server_restarts(tm
     # the member usually keeps its generation across a restart and does not go back at
     # all; when it does rejoin, the check above holds it to committed offsets.
     assert reader.retriable, "no retriable error while the server was down?"
+
+
+def test_a_new_member_resumes_from_offsets_committed_before_a_crash(tmp_path):
+    """A member commits, the server is SIGKILLed and restarted, and a new member of the
+    group (another client: nothing of the first one's state carries over) takes the
+    partitions (once the old member's session has expired, as in Kafka): per partition
+    it reads exactly the offsets from the committed one to the
+    end (not from ``earliest``, not skipping any), each once."""
+    sp = ServeProcess(str(tmp_path / "data"), port=_free_port())
+    sp.start()
+    try:
+        with pylog.connect(sp.bootstrap) as admin:
+            admin.create_topic("t", PARTITIONS)
+        _produce(sp.bootstrap, 0, 2000)
+        # A short request timeout: closing while the server is away waits for it (LeaveGroup).
+        with pylog.connect(sp.bootstrap, request_timeout_ms=2000) as client:
+            first = client.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False,
+                                    max_poll_records=137, session_timeout_ms=6000)
+            read = 0
+            while read < 900:
+                read += len(first.poll(timeout_ms=1000))
+            first.commit()
+            committed = {tp.partition: first.position(tp) for tp in first.assignment()}
+            # No clean leave: the crash takes the server away under the member.
+            sp.kill()
+            first.close(autocommit=False)
+        assert len(committed) == PARTITIONS and sum(committed.values()) == read < 2000, (committed, read)
+        sp.start()
+        _produce(sp.bootstrap, 2000, 500)
+        with pylog.connect(sp.bootstrap) as client:
+            ends = client.consumer().end_offsets([("t", p) for p in range(PARTITIONS)])
+            second = client.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False,
+                                     session_timeout_ms=6000)
+            got: list = []
+            wait_until(lambda: got.extend(second.poll(timeout_ms=200)) or len(got) >= 2500 - read,
+                       timeout=60, what="the new member to read what was not committed")
+            got.extend(second.poll(timeout_ms=300))
+            second.close()
+        for p in range(PARTITIONS):
+            offsets = [r.offset for r in got if r.partition == p]
+            end = next(v for tp, v in ends.items() if tp.partition == p)
+            assert offsets == list(range(committed[p], end)), (
+                f"partition {p}: read {offsets[:3]}..{offsets[-3:]}, committed {committed[p]}, end {end}")
+    finally:
+        _check_stopped(sp)
