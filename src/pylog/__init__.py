@@ -32,14 +32,14 @@ from typing import Any as _Any
 from pylog.broker.core import Broker, OffsetAndMetadata, TopicPartition
 from pylog.client.aio import AIOConsumer, AIOProducer
 from pylog.client.client import Client
-from pylog.client.consumer import Consumer, ConsumerRecord
+from pylog.client.consumer import Consumer, ConsumerBatch, ConsumerRecord
 from pylog.client.embedded import EmbeddedTransport as _EmbeddedTransport
 from pylog.client.producer import Producer, RecordMetadata
 from pylog.errors import PylogError
 
 __version__ = "0.1.0"
 __all__ = ["open", "connect", "Client", "Broker", "Producer", "Consumer", "AIOProducer", "AIOConsumer", "RecordMetadata",
-           "ConsumerRecord", "TopicPartition", "OffsetAndMetadata", "PylogError", "__version__"]
+           "ConsumerRecord", "ConsumerBatch", "TopicPartition", "OffsetAndMetadata", "PylogError", "__version__"]
 
 
 def open(data_dir: str | _os.PathLike[str], **settings: _Any) -> Client:  # noqa: A001 - pylog.open, as the embedded API reads

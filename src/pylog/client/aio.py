@@ -4,10 +4,11 @@
 record at once (the per-record path is the same C code) and returns an awaitable handle,
 so ``await producer.send(...)`` gives the :class:`~pylog.RecordMetadata`.
 :class:`AIOConsumer` wraps :class:`~pylog.client.consumer.Consumer`: ``async for record in
-consumer`` and ``await consumer.getmany()`` never block the event loop; they poll without
-waiting and sleep on an :class:`asyncio.Event` that the transport's data and wake
-listeners set (through ``loop.call_soon_threadsafe``) when one of the consumer's
-partitions gets data or its group changes state.
+consumer``, ``await consumer.getmany()`` and ``await consumer.getmany_batches()`` (zero-copy
+batch views) never block the event loop; they poll without waiting and sleep on an
+:class:`asyncio.Event` that the transport's data and wake listeners set (through
+``loop.call_soon_threadsafe``) when one of the consumer's partitions gets data or its
+group changes state.
 
 Both must be used from one event loop.  When ``buffer_memory`` is full, ``send`` does not
 block the loop: the record waits in the producer's backlog (in send order, and every later
@@ -180,7 +181,8 @@ class AIOConsumer:
     """An asyncio consumer over a transport; settings as
     :class:`~pylog.client.consumer.Consumer`.  Usually made with ``client.aio_consumer()``.
 
-    ``getmany`` / ``getone`` / ``async for`` read records; ``commit`` is a coroutine; every
+    ``getmany`` / ``getone`` / ``async for`` read records, ``getmany_batches`` zero-copy
+    batch views (as ``Consumer.poll_batches``); ``commit`` is a coroutine; every
     other method of the synchronous consumer (``seek``, ``position``, ``assignment``,
     ``pause``, ``committed``, ...) is available as is: they do not block.
     """
@@ -238,6 +240,19 @@ class AIOConsumer:
             out = c._held[c._held_idx:c._held_idx + n]
             c._held_idx += len(out)
             return out
+        return await self._wait_for(self._consumer.poll, timeout_ms, max_records)
+
+    async def getmany_batches(self, timeout_ms: int = 0, max_records: int | None = None) -> list:
+        """Fetched batches as zero-copy views (:class:`~pylog.client.consumer.ConsumerBatch`
+        items, raw bytes, no deserializers), at most ``max_records`` records, waiting up to
+        ``timeout_ms`` without blocking the loop: the asyncio face of
+        :meth:`Consumer.poll_batches <pylog.client.consumer.Consumer.poll_batches>`, and
+        it raises what that raises."""
+        return await self._wait_for(self._consumer.poll_batches, timeout_ms, max_records)
+
+    async def _wait_for(self, poll, timeout_ms: int, max_records: int | None) -> list:
+        """``poll(0, max_records)`` until it returns something or ``timeout_ms`` passed,
+        sleeping on the event the transport's listeners set."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._event = asyncio.Event()
@@ -245,7 +260,7 @@ class AIOConsumer:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             self._event.clear()
-            records = self._consumer.poll(0, max_records)
+            records = poll(0, max_records)
             if records:
                 return records
             remaining = deadline - time.monotonic()

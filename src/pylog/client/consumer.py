@@ -20,6 +20,15 @@ nothing is there, ``poll`` waits in the transport's fetch (``fetch_min_bytes``, 
 timeout) without holding the consumer's lock, and keeps what that fetch brought.
 Ordering within a partition is exactly append order.
 
+Columnar reading: :meth:`Consumer.poll_batches` hands out the fetched batches themselves,
+as :class:`ConsumerBatch` views of the fetched bytes (embedded: the mapped segment, which
+storage keeps mapped while a view lives; remote: the Fetch response), each cut to the
+records at or after the position, with numpy columns (:class:`ConsumerColumns`) decoded
+in C.  Python touches batches, never records: CRCs are checked per batch in C, control
+batches skipped, positions moved per batch.  A partition's buffer holds what one kind of
+poll fetched; the other kind drops it and reads again from the position, so mixing them
+neither loses nor repeats a record.
+
 Delivery is at-least-once: positions advance as records are returned, and commits (manual
 or auto-commit every ``auto_commit_interval_ms``, and before partitions are revoked)
 store the position, the next offset to read.  Committed offsets live in
@@ -52,13 +61,14 @@ from pylog.broker.consumer_protocol import (PROTOCOL_TYPE, Assignment, Subscript
                                             decode_subscription, encode_assignment, encode_subscription)
 from pylog.broker.core import OffsetAndMetadata, TopicPartition
 from pylog.broker.group import CommitOffset, MemberIdentity
-from pylog.errors import (CommitFailedError, FencedInstanceIdError, IllegalGenerationError, IllegalStateError,
+from pylog.errors import (CommitFailedError, CorruptRecordError, FencedInstanceIdError, IllegalGenerationError, IllegalStateError,
                           InvalidConfigError, InvalidGroupIdError, InvalidRequestError, MemberIdRequiredError,
                           NoOffsetForPartitionError, OffsetOutOfRangeError, PylogError,
                           RebalanceInProgressError, RecordDeserializationError, TopicAlreadyExistsError,
                           UnknownMemberIdError, UnknownTopicOrPartitionError, error_for_code)
 
-__all__ = ["Consumer", "ConsumerRecord", "ConsumerRebalanceListener", "OffsetAndTimestamp"]
+__all__ = ["Consumer", "ConsumerBatch", "ConsumerColumns", "ConsumerRecord", "ConsumerRebalanceListener",
+           "OffsetAndTimestamp"]
 
 ConsumerRecord = _core.ConsumerRecord
 _log = logging.getLogger("pylog.client.consumer")
@@ -102,16 +112,156 @@ class ConsumerRebalanceListener:
         self.on_partitions_revoked(lost)
 
 
+class ConsumerColumns:
+    """The columns of the records a :class:`ConsumerBatch` delivers: numpy views (no
+    copy) of a :class:`~pylog.records.RecordColumns`, cut to the records at or after the
+    consumer's position (and before the ``max_records`` cut), so that index 0 is the first
+    record delivered and ``len()`` is the number delivered.
+
+    Attributes
+    ----------
+    offsets, timestamps : ndarray of int64
+    key_offsets, value_offsets, header_offsets : ndarray of int64
+        Where each key, value and header section starts in :attr:`buffer`.
+    key_lengths, value_lengths, header_counts : ndarray of int32
+        -1 for a null key or value.
+    buffer : memoryview
+        The batch's uncompressed records section (a view of the fetched bytes when the
+        batch is not compressed): ``buffer[value_offsets[i]:value_offsets[i] +
+        value_lengths[i]]`` is the value of record ``i``.
+    columns : RecordColumns
+        The whole batch's columns (records before the position included).
+
+    The arrays are read-only and stay valid as long as this object lives.
+    """
+
+    __slots__ = ("columns", "start", "offsets", "timestamps", "key_offsets", "key_lengths", "value_offsets",
+                 "value_lengths", "header_offsets", "header_counts")
+
+    _NAMES = __slots__[2:]
+
+    def __init__(self, columns: Any, start: int, stop: int) -> None:
+        self.columns = columns
+        self.start = start
+        if start == 0 and stop == len(columns):
+            for name in self._NAMES:
+                setattr(self, name, getattr(columns, name))
+        else:
+            for name in self._NAMES:
+                setattr(self, name, getattr(columns, name)[start:stop])
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def buffer(self) -> memoryview:
+        return self.columns.buffer
+
+    def _index(self, i: int) -> int:
+        n = len(self.offsets)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"record index {i} out of range for {n} records")
+        return self.start + i
+
+    def key(self, i: int) -> bytes | None:
+        """Key of record ``i`` (bytes or None)."""
+        return self.columns.key(self._index(i))
+
+    def value(self, i: int) -> bytes | None:
+        """Value of record ``i`` (bytes or None)."""
+        return self.columns.value(self._index(i))
+
+    def headers(self, i: int) -> tuple:
+        """Headers of record ``i``: a tuple of (str, bytes or None)."""
+        return self.columns.headers(self._index(i))
+
+    def keys(self) -> list:
+        """Every key as bytes or None (one object per record: not for hot loops)."""
+        return [self.columns.key(self.start + i) for i in range(len(self.offsets))]
+
+    def values(self) -> list:
+        """Every value as bytes or None (decoded in C; one object per record)."""
+        return self.columns.values()[self.start:self.start + len(self.offsets)]
+
+
+class ConsumerBatch:
+    """The records of one fetched v2 record batch that :meth:`Consumer.poll_batches`
+    delivers: a zero-copy view, raw bytes (no deserializers).
+
+    Attributes
+    ----------
+    topic : str
+    partition : int
+    batch : RecordBatch
+        The whole batch as fetched, a view of the fetched bytes (embedded: the mapped
+        segment; remote: the Fetch response), header fields and all.  It may begin
+        before the records delivered (after a ``seek`` into it, or when ``poll`` or a
+        ``max_records`` cut took its first records): read records through
+        :meth:`columns`, which holds only the delivered ones.
+    start, stop : int
+        The delivered records are ``batch``'s records ``start`` to ``stop - 1`` (by
+        index in the batch).
+    next_offset : int
+        The consumer's position after this batch: what a commit stores.
+
+    ``len(batch_item)`` is the number of records delivered (at least 1).
+    """
+
+    __slots__ = ("topic", "partition", "batch", "start", "stop", "next_offset", "_columns")
+
+    def __init__(self, topic: str, partition: int, batch: Any, start: int, stop: int, next_offset: int,
+                 columns: Any = None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.batch = batch
+        self.start = start
+        self.stop = stop
+        self.next_offset = next_offset
+        self._columns = columns
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def columns(self) -> ConsumerColumns:
+        """The delivered records as numpy columns (decoded in C, once per batch; a
+        compressed batch is decompressed then).
+
+        Raises
+        ------
+        CorruptRecordError
+            A record of the batch is malformed.
+        """
+        cols = self._columns
+        if not isinstance(cols, ConsumerColumns):
+            cols = self._columns = ConsumerColumns(cols if cols is not None else self.batch.columns(),
+                                                   self.start, self.stop)
+        return cols
+
+    def __repr__(self) -> str:
+        return (f"<ConsumerBatch {self.topic}-{self.partition}: {self.stop - self.start} records up to offset "
+                f"{self.next_offset - 1}, of the batch at base offset {self.batch.base_offset} "
+                f"({self.batch.compression})>")
+
+
 class _PartitionState:
-    __slots__ = ("position", "paused", "pending", "idx", "next_fetch", "fail", "leader_epoch", "high_watermark")
+    __slots__ = ("position", "paused", "pending", "idx", "next_fetch", "fail", "leader_epoch", "high_watermark",
+                 "batches", "bidx", "head_columns", "batch_error")
 
     def __init__(self) -> None:
         self.position: int | None = None
         self.paused = False
+        # What poll serves: decoded records ...
         self.pending: list = []
         self.idx = 0
-        self.next_fetch = -1
         self.fail: tuple | None = None
+        # ... or what poll_batches serves: batch views (never both at once).
+        self.batches: list = []
+        self.bidx = 0
+        self.head_columns = None          # the decoded columns of batches[bidx], when known
+        self.batch_error: PylogError | None = None
+        self.next_fetch = -1
         self.leader_epoch = -1
         self.high_watermark = -1
 
@@ -119,6 +269,15 @@ class _PartitionState:
         self.pending = []
         self.idx = 0
         self.fail = None
+        self.batches = []
+        self.bidx = 0
+        self.head_columns = None
+        self.batch_error = None
+
+    def buffered(self) -> bool:
+        """Whether something fetched is still to be served (or raised)."""
+        return (self.idx < len(self.pending) or self.fail is not None or self.bidx < len(self.batches)
+                or self.batch_error is not None)
 
 
 def _tp(value: Any) -> TopicPartition:
@@ -140,6 +299,16 @@ class Consumer:
 
     Usually made with ``client.consumer(*topics, ...)`` (:class:`~pylog.client.client.Client`).
     Settings are Kafka's consumer configs in snake_case.
+
+    :meth:`poll` returns :class:`ConsumerRecord` objects; :meth:`poll_batches` returns
+    the fetched record batches as zero-copy :class:`ConsumerBatch` views with numpy
+    columns, raw bytes without deserializers, for code that processes records in bulk::
+
+        for item in consumer.poll_batches(timeout_ms=1000):
+            cols = item.columns()          # only the records at or after the position
+            total += int(cols.value_lengths.sum())
+
+    Both move the same positions and run the same group protocol; they may be mixed.
 
     Parameters
     ----------
@@ -683,12 +852,62 @@ class Consumer:
         NoOffsetForPartitionError
             No committed offset and ``auto_offset_reset="none"``.
         """
+        return self._poll(timeout_ms, max_records, False)
+
+    def poll_batches(self, timeout_ms: int = 0, max_records: int | None = None) -> list[ConsumerBatch]:
+        """Fetched record batches as zero-copy views, for columnar processing: the
+        records ``poll`` would return, a batch at a time, without a Python object per
+        record.
+
+        Each item is a :class:`ConsumerBatch` of one partition: ``batch`` (the
+        :class:`~pylog.records.RecordBatch` view of the fetched bytes: embedded, the
+        mapped log segment; remote, the Fetch response) and ``columns()`` (numpy offsets,
+        timestamps, key/value positions and lengths over the records buffer), cut to the
+        records at or after the position, so no record is delivered twice.  Values and
+        keys are raw bytes: the consumer's deserializers and ``on_deserialization_error``
+        do not apply here.  Control batches are skipped; with ``check_crcs`` every
+        batch's CRC32C is checked (in C) before it is handed out.  The views stay valid as
+        long as the caller holds them, across later polls, segment rolls and retention.
+
+        Everything else is as :meth:`poll`: group membership, rebalance listeners,
+        auto-commit, pause/resume and seek; positions move past what is returned, so
+        ``position()`` and commits count it as consumed.  ``poll`` and ``poll_batches``
+        may be mixed: what one fetched and the other cannot serve is dropped and read
+        again from the position.
+
+        Parameters
+        ----------
+        timeout_ms : int or float
+            Wait up to this long for data when none is buffered.
+        max_records : int, optional
+            At most this many records in all (default ``max_poll_records``): a batch
+            that would pass it is cut (its ``columns()`` end there; the rest comes next).
+
+        Returns
+        -------
+        list of ConsumerBatch
+            In append order within each partition; each holds at least one record.
+
+        Raises
+        ------
+        CorruptRecordError
+            A fetched batch failed its CRC or header checks (raised once the batches
+            before it were returned; the position stays on it: ``seek`` past it to go
+            on).  A malformed record in a batch whose CRC matched is raised by its
+            ``columns()``.
+        IllegalStateError, NoOffsetForPartitionError
+            As :meth:`poll`.
+        """
+        return self._poll(timeout_ms, max_records, True)
+
+    def _poll(self, timeout_ms: Any, max_records: Any, batches: bool) -> list:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms < 0:
             raise InvalidRequestError(f"timeout_ms must be a number >= 0, got {timeout_ms!r}")
         if max_records is None:
             max_records = self.max_poll_records
         elif isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
             raise InvalidRequestError(f"max_records must be an int >= 1, got {max_records!r}")
+        install = self._install_batches if batches else self._install
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             with self._lock:
@@ -700,7 +919,7 @@ class Consumer:
                     if not self._ensure_membership(deadline):
                         return []
                 self._maybe_auto_commit()
-                records = self._collect(max_records)
+                records = self._collect(max_records, batches)
                 if records or self._wakeup:
                     self._wakeup = False
                     return records
@@ -724,8 +943,8 @@ class Consumer:
                         for (tp, st), want, res in zip(waiting, wanted, results):
                             # Only if nothing moved the partition meanwhile (seek, rebalance, pause).
                             if res is not None and self._assignment.get(tp) is st and not st.paused \
-                                    and st.position == want[2] and st.idx >= len(st.pending) and st.fail is None:
-                                self._install(tp, st, res)
+                                    and st.position == want[2] and not st.buffered():
+                                install(tp, st, res)
 
     def _should_stop_waiting(self) -> bool:
         return (self._closed or self._wakeup or self._rejoin_needed or self._lost or self._fatal is not None
@@ -738,22 +957,39 @@ class Consumer:
             items = items[self._rr:] + items[:self._rr]
         return items
 
-    def _collect(self, max_records: int) -> list:
+    def _collect(self, max_records: int, batches: bool = False) -> list:
+        """Up to ``max_records`` records (``batches``: in ConsumerBatch items) from what is
+        buffered, fetching (without waiting) for the partitions that have nothing."""
         out: list = []
+        if batches:
+            self._release_held()
+            serve, install = self._serve_batches, self._install_batches
+        else:
+            serve, install = self._serve, self._install
         items = self._fetchable()
         unresolved = [tp for tp, st in items if st.position is None]
         if unresolved:
             self._resolve_positions(unresolved)
+        left = max_records
         for _ in range(64):   # bounded: each round makes progress or stops
             empty = []
             for tp, st in items:
-                if len(out) >= max_records:
+                if left <= 0:
                     return out
-                if not self._serve(tp, st, out, max_records):
+                # What the other kind of poll fetched is dropped and read again from the
+                # position (which is exact: everything before it was returned).
+                if batches:
+                    other = st.idx < len(st.pending) or st.fail is not None
+                else:
+                    other = st.bidx < len(st.batches) or st.batch_error is not None
+                if other:
+                    st.drop_fetched()
+                left = serve(tp, st, out, left)
+                if left < 0:
                     return out
-                if st.idx >= len(st.pending) and st.fail is None:
+                if not st.buffered():
                     empty.append((tp, st))
-            if len(out) >= max_records or not empty:
+            if left <= 0 or not empty:
                 return out
             # Every partition with nothing buffered, in one fetch (one request per leader).
             results = self._transport.fetch(
@@ -761,24 +997,23 @@ class Consumer:
                 max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level)
             progressed = False
             for (tp, st), res in zip(empty, results):
-                if res is not None and self._install(tp, st, res):
+                if res is not None and install(tp, st, res):
                     progressed = True
             if not progressed:
                 return out
             items = empty
         return out
 
-    def _serve(self, tp: TopicPartition, st: _PartitionState, out: list, max_records: int) -> bool:
-        """Move ``st``'s buffered records to ``out`` (up to ``max_records`` in all),
-        applying the deserialization-error policy; False when poll must return now."""
-        while True:
-            need = max_records - len(out)
-            if need <= 0:
-                return True
+    def _serve(self, tp: TopicPartition, st: _PartitionState, out: list, left: int) -> int:
+        """Move up to ``left`` of ``st``'s buffered records to ``out``, applying the
+        deserialization-error policy; returns how many more may be taken, -1 when poll
+        must return now."""
+        while left > 0:
             if st.idx < len(st.pending):
-                take = st.pending[st.idx:st.idx + need]
+                take = st.pending[st.idx:st.idx + left]
                 st.idx += len(take)
                 out.extend(take)
+                left -= len(take)
                 if st.idx >= len(st.pending):
                     st.pending = []
                     st.idx = 0
@@ -788,13 +1023,67 @@ class Consumer:
                 continue
             if st.fail is not None:
                 if not self._handle_poison(tp, st, raise_now=not out):
-                    return False
+                    return -1
                 continue
-            return True
+            break
+        return left
 
-    def _install(self, tp: TopicPartition, st: _PartitionState, res) -> bool:
-        """Take a fetch result of ``tp`` read at ``st.position``: decode its records (or
-        reset an out-of-range position); False when there is nothing new."""
+    def _serve_batches(self, tp: TopicPartition, st: _PartitionState, out: list, left: int) -> int:
+        """Move ``st``'s buffered batches to ``out`` as ConsumerBatch items, up to ``left``
+        records (the last one cut if needed); per batch, never per record.  Returns how
+        many more may be taken, -1 when poll_batches must return now (an error to raise
+        next time)."""
+        batches = st.batches
+        while left > 0 and st.bidx < len(batches):
+            b = batches[st.bidx]
+            pos = st.position
+            cols = st.head_columns
+            if pos <= b.base_offset and cols is None:
+                start, n = 0, b.records_count
+            else:
+                # It begins below the position (a seek, a poll or a cut took its start).
+                if cols is None:
+                    cols = self._columns_of(tp, b)
+                start = int(cols.offsets.searchsorted(pos))
+                n = len(cols) - start
+            if n > left:
+                if cols is None:
+                    cols = self._columns_of(tp, b)
+                stop = start + left
+                st.position = int(cols.offsets[stop - 1]) + 1
+                st.head_columns = cols
+            else:
+                stop = start + n
+                st.position = b.next_offset
+                st.head_columns = None
+                st.bidx += 1
+            if stop > start:
+                st.leader_epoch = b.partition_leader_epoch
+                out.append(ConsumerBatch(tp.topic, tp.partition, b, start, stop, st.position, cols))
+                left -= stop - start
+        if st.bidx >= len(batches):
+            if batches:
+                st.batches = []
+                st.bidx = 0
+                st.position = max(st.position, st.next_fetch)
+            if st.batch_error is not None:
+                if out:
+                    return -1
+                err, st.batch_error = st.batch_error, None
+                raise err
+        return left
+
+    @staticmethod
+    def _columns_of(tp: TopicPartition, b: Any) -> Any:
+        try:
+            return b.columns()
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(f"{tp.topic}-{tp.partition}: {exc}") from exc
+
+    def _install_error(self, tp: TopicPartition, st: _PartitionState, res) -> bool | None:
+        """The part of installing a fetch result both kinds of poll share: an out-of-range
+        position is reset (returns whether it moved), an unknown partition is skipped
+        (False), other errors raise.  None: there are records to take."""
         if res.error_code == _E_OFFSET_OUT_OF_RANGE:
             if self.auto_offset_reset == "none":
                 raise OffsetOutOfRangeError(
@@ -811,9 +1100,17 @@ class Consumer:
         rr = res.records
         if rr is None or rr.size == 0:
             return False
+        return None
+
+    def _install(self, tp: TopicPartition, st: _PartitionState, res) -> bool:
+        """Take a fetch result of ``tp`` read at ``st.position``: decode its records (or
+        reset an out-of-range position); False when there is nothing new."""
+        done = self._install_error(tp, st, res)
+        if done is not None:
+            return done
         records: list = []
         next_offset, fail = _core.decode_fetched(
-            rr.records, tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
+            res.records.records, tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
             key_deserializer=self.key_deserializer, value_deserializer=self.value_deserializer)
         if records:
             st.leader_epoch = records[-1].leader_epoch
@@ -823,6 +1120,39 @@ class Consumer:
         st.fail = fail
         st.next_fetch = next_offset
         if not records:
+            st.position = next_offset
+        return progressed
+
+    def _install_batches(self, tp: TopicPartition, st: _PartitionState, res) -> bool:
+        """As :meth:`_install`, for poll_batches: keep views of the result's batches
+        (each checked in C, CRC included with ``check_crcs``), without those wholly
+        below the position, control batches and empty ones.  A corrupt batch ends the
+        run: the batches before it are served first, then its error is raised."""
+        done = self._install_error(tp, st, res)
+        if done is not None:
+            return done
+        keep: list = []
+        next_offset = st.position
+        error = None
+        try:
+            for b in _core.iter_batches(res.records.records, check_crc=self.check_crcs):
+                end = b.next_offset
+                if end <= next_offset:
+                    continue
+                if b.records_count and not b.is_control:
+                    keep.append(b)
+                next_offset = end
+        except PylogError as exc:
+            error = CorruptRecordError(f"{tp.topic}-{tp.partition}: {exc}, in the batch at offset {next_offset} "
+                                       f"or after it (seek past it to go on)")
+            error.__cause__ = exc
+        st.batches = keep
+        st.bidx = 0
+        st.head_columns = None
+        st.batch_error = error
+        st.next_fetch = next_offset
+        progressed = bool(keep) or error is not None or next_offset != st.position
+        if not keep:
             st.position = next_offset
         return progressed
 
@@ -897,6 +1227,25 @@ class Consumer:
             self._held = [r for r in self._held[self._held_idx:]
                           if TopicPartition(r.topic, r.partition) not in tps]
             self._held_idx = 0
+
+    def _release_held(self) -> None:
+        """Give back the records an iterator took from poll and has not yielded: their
+        partitions are read again from the first of them, so that poll_batches neither
+        passes nor repeats them.  (A loop over records, but only once, when a program
+        switches from iterating to poll_batches.)"""
+        if self._held_idx >= len(self._held):
+            return
+        first: dict[TopicPartition, int] = {}
+        for rec in self._held[self._held_idx:]:
+            tp = TopicPartition(rec.topic, rec.partition)
+            if tp not in first:
+                first[tp] = rec.offset
+        self._held, self._held_idx = [], 0
+        for tp, offset in first.items():
+            st = self._assignment.get(tp)
+            if st is not None:
+                st.drop_fetched()
+                st.position = offset
 
     def _next_held(self):
         """The next record for an iterator, or None when it must poll again."""
