@@ -7,8 +7,9 @@ records, one partition, every client on the same loopback server:
   ``flush()``; ``send_batch`` (columnar) at least 5x it.  All producers acks=all,
   idempotent, linger 5 ms, batch size 16384, no compression.
 - consumer ``poll`` over N records: at least 1.0x confluent-kafka's
-  ``consume(num_messages=1000)``; the columnar batch view at least 5x (the Consumer has
-  no such view yet: not measured).
+  ``consume(num_messages=1000)``; the columnar batch view (``poll_batches``, the
+  ``pylog-batches`` consumer: numpy over each batch's columns, summing the value lengths,
+  no Python object per record) at least 5x.
 - both at least 3x aiokafka (``send`` + ``flush``, ``getmany``) and kafka-python
   (``send`` + ``flush``, ``poll``).
 - end-to-end p99 at 10,000 records/s (producer linger 0, a consumer thread in the same
@@ -195,6 +196,25 @@ class _PylogConsumer:
         self.client.close()
 
 
+class _PylogBatchConsumer(_PylogConsumer):
+    """``poll_batches``: what a columnar user does, numpy over each batch's columns (the
+    sum of the value lengths), never a Python object per record."""
+
+    def run(self, topic: str, n: int) -> int:
+        c = self.consumer
+        c.seek((topic, 0), 0)
+        got = 0
+        value_bytes = 0
+        while got < n:
+            for item in c.poll_batches(timeout_ms=1000, max_records=CONSUME_CHUNK):
+                lengths = item.columns().value_lengths
+                value_bytes += int(lengths.sum())
+                got += len(lengths)
+        if value_bytes != 100 * got:
+            raise RuntimeError(f"pylog-batches: {value_bytes} value bytes in {got} records of 100 bytes")
+        return got
+
+
 class _ConfluentConsumer:
     def __init__(self, bootstrap: str, topic: str) -> None:
         from confluent_kafka import Consumer
@@ -283,7 +303,7 @@ class _KafkaPythonConsumer:
         self.consumer.close()
 
 
-CONSUMERS = {"pylog": _PylogConsumer, "confluent": _ConfluentConsumer,
+CONSUMERS = {"pylog": _PylogConsumer, "pylog-batches": _PylogBatchConsumer, "confluent": _ConfluentConsumer,
              "aiokafka": _AiokafkaConsumer, "kafka-python": _KafkaPythonConsumer}
 
 
@@ -534,10 +554,12 @@ def _report(result: dict, out) -> None:
         for k, v in result[sect].items():
             print(f"  {k:18s} {med[sect][k]:12,.0f}   {', '.join(f'{x:,.0f}' for x in v)}", file=out)
     send, batch = med["produce"]["pylog"], med["produce"]["pylog-send_batch"]
+    poll, batches = med["consume"]["pylog"], med["consume"]["pylog-batches"]
     print("ratios (pylog / peer):", file=out)
     for peer in ("confluent", "aiokafka", "kafka-python"):
         print(f"  send {send / med['produce'][peer]:6.2f}x {peer:13s} send_batch {batch / med['produce'][peer]:6.2f}x"
-              f"   consume {med['consume']['pylog'] / med['consume'][peer]:6.2f}x", file=out)
+              f"   consume {poll / med['consume'][peer]:6.2f}x   poll_batches {batches / med['consume'][peer]:6.2f}x",
+              file=out)
     print("end-to-end p99 ms at %d records/s: %s" % (LATENCY_RATE, ", ".join(
         f"{k} {med['latency_p99_ms'][k]:.2f} ({', '.join(f'{x:.2f}' for x in v)})"
         for k, v in result["latency_p99_ms"].items())), file=out)
