@@ -32,7 +32,7 @@ from pylog.broker.topic_config import TOPIC_CONFIGS, normalize
 from pylog.errors import InvalidConfigError
 from pylog.server.kafka_config_names import is_kafka_broker_config
 
-__all__ = ["ServerConfig", "parse_listener", "read_properties_file", "TOPIC_DEFAULT_SYNONYMS"]
+__all__ = ["ServerConfig", "parse_listener", "parse_connection_overrides", "read_properties_file", "TOPIC_DEFAULT_SYNONYMS"]
 
 _log = logging.getLogger("pylog.server.config")
 
@@ -155,6 +155,34 @@ def read_properties_file(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def parse_connection_overrides(text: Any) -> dict[str, int]:
+    """``max.connections.per.ip.overrides`` (``host:count,host:count``; a host is a name
+    or an address, ``[v6]`` bracketed or not) as ``{host: count}``.
+
+    Raises
+    ------
+    InvalidConfigError
+        An entry without a host or with a count that is not an integer >= 0.
+    """
+    name = "max.connections.per.ip.overrides"
+    if text is None:
+        return {}
+    if not isinstance(text, str):
+        raise InvalidConfigError(f"{name}={text!r} must be a string of host:count pairs")
+    out: dict[str, int] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        host, sep, count = item.rpartition(":")
+        host = host.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host:
+            raise InvalidConfigError(f"{name}: {item!r} is not host:count (e.g. 127.0.0.1:200)")
+        out[host] = _to_int(f"{name} entry {host}", count, 0, _INT32_MAX)
+    return out
+
+
 def _to_bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -184,7 +212,11 @@ class ServerConfig:
         ``advertised_listeners`` (what Metadata tells clients to connect to; default: the
         bound address), ``socket_request_max_bytes`` (largest request frame, 100 MiB),
         ``connections_max_idle_ms`` (close a connection silent this long, 10 min),
-        ``max_connections``, ``queued_max_request_bytes`` (bytes of requests buffered
+        ``max_connections`` (connections open at once; at the cap the server stops
+        accepting until one closes, as Kafka's acceptor does; default 16384, see below),
+        ``max_connections_per_ip`` (Kafka's default: no cap; a connection beyond it is
+        closed at once) with ``max_connections_per_ip_overrides`` (``host:count,...``;
+        hosts by name or address), ``queued_max_request_bytes`` (bytes of requests buffered
         across all connections before the server stops reading more; default 512 MiB, so
         memory stays bounded however many clients announce large requests (Kafka's
         default, -1, bounds only each request); one request may always proceed alone), ``socket_send_buffer_bytes`` / ``socket_receive_buffer_bytes``
@@ -205,7 +237,15 @@ class ServerConfig:
         ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``, ``offsets_topic_segment_bytes``,
         ``offsets_retention_minutes``, ``offset_metadata_max_bytes``.
     Fetch
-        ``fetch_max_bytes`` (cap on one Fetch response, Kafka's 55 MiB).
+        ``fetch_max_bytes`` (cap on one Fetch response, Kafka's 55 MiB),
+        ``max_incremental_fetch_session_cache_slots`` (fetch sessions kept, KIP-227;
+        Kafka's 1000; 0 turns sessions off).
+
+    ``max_connections`` defaults to 16384 where Kafka has no cap (2^31-1): every
+    connection costs the server memory (its buffers and objects, some kB idle) and a file
+    descriptor, so an unbounded count lets a client bug or a connection storm exhaust
+    either; 16384 bounds idle-connection memory to tens of MB while leaving room above
+    the 10,000 idle clients plus active producers a single node is expected to carry.
     """
 
     listeners: str = "127.0.0.1:9092"
@@ -213,7 +253,9 @@ class ServerConfig:
     node_id: int = 0
     socket_request_max_bytes: int = 104857600
     connections_max_idle_ms: int = 600_000
-    max_connections: int = _INT32_MAX
+    max_connections: int = 16384
+    max_connections_per_ip: int = _INT32_MAX
+    max_connections_per_ip_overrides: str = ""
     queued_max_request_bytes: int = 512 * 1024 * 1024
     socket_send_buffer_bytes: int = -1
     socket_receive_buffer_bytes: int = -1
@@ -244,6 +286,7 @@ class ServerConfig:
     offsets_retention_minutes: int = 7 * 24 * 60
     offset_metadata_max_bytes: int = 4096
     fetch_max_bytes: int = 57_671_680
+    max_incremental_fetch_session_cache_slots: int = 1000
     #: The other broker-level topic defaults given (``log.roll.ms``, ``compression.type``,
     #: ...): Kafka broker name -> canonical value.
     log_defaults: Mapping[str, str] = field(default_factory=dict)
@@ -253,6 +296,7 @@ class ServerConfig:
         "socket_request_max_bytes": (1, _INT32_MAX),
         "connections_max_idle_ms": (1, _INT64_MAX),
         "max_connections": (1, _INT32_MAX),
+        "max_connections_per_ip": (0, _INT32_MAX),
         "queued_max_request_bytes": (-1, _INT64_MAX),
         "socket_send_buffer_bytes": (-1, _INT32_MAX),
         "socket_receive_buffer_bytes": (-1, _INT32_MAX),
@@ -279,6 +323,7 @@ class ServerConfig:
         "offsets_retention_minutes": (1, _INT32_MAX),
         "offset_metadata_max_bytes": (0, _INT32_MAX),
         "fetch_max_bytes": (1024, _INT32_MAX),
+        "max_incremental_fetch_session_cache_slots": (0, _INT32_MAX),
     }
     _BOOLS = ("auto_create_topics_enable", "delete_topic_enable", "log_cleaner_enable")
     #: Kafka's alternative spellings of some settings.
@@ -293,6 +338,11 @@ class ServerConfig:
         for name in self._BOOLS:
             object.__setattr__(self, name, _to_bool(_kafka(name), getattr(self, name)))
         parse_listener(self.listeners)
+        overrides = parse_connection_overrides(self.max_connections_per_ip_overrides)
+        if self.max_connections_per_ip == 0 and not overrides:
+            raise InvalidConfigError("max.connections.per.ip=0 refuses every connection: set "
+                                     "max.connections.per.ip.overrides for the hosts to admit, or a "
+                                     "positive max.connections.per.ip")
         if self.advertised_listeners is not None:
             parse_listener(self.advertised_listeners)
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:

@@ -15,7 +15,9 @@ Reading
 Long polls
     A Fetch that finds fewer than ``min_bytes`` waits up to ``max_wait_ms``; one whose
     partitions are all caught up (:func:`caught_up`) waits without building an answer
-    first, so an empty poll costs one pass over its partitions, when it expires.  It is
+    first, so an empty poll costs one pass over its partitions, when it expires.
+    An incremental fetch (:mod:`pylog.server.fetch_session`) waits on every partition of
+    its session, and its answer is built by its session context when the wait ends.  It is
     registered under each partition it asked for; the broker's append listener calls
     :meth:`FetchWaiters.on_append`, which adds the appended bytes to each waiter on that
     partition and answers those that reached ``min_bytes`` by reading again.  Waiting
@@ -56,13 +58,21 @@ def caught_up(st: Any, wanted: list) -> bool:
     return True
 
 
-def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int) -> tuple[list, int, bool]:
+def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
+                    session: Any = None) -> tuple[list, int, bool]:
     """Read every wanted partition: ``wanted`` is ``[(topic, [(partition, fetch_offset,
     partition_max_bytes, current_leader_epoch), ...]), ...]``.
+
+    ``max_bytes`` bounds the records of the whole response: the first partition with
+    records gets at least its first batch (KIP-74: progress even if that batch is larger
+    than ``max_bytes`` or its partition's limit), each later one only what still fits.
+    With an incremental fetch ``session``, a caught-up partition whose high watermark and
+    log start offset the fetcher already knows is left out (it has nothing to tell).
 
     Returns ``(responses, total_bytes, any_error)`` where responses are FetchResponse
     topic entries whose records are FileRegions.
     """
+    cached = session.partitions if session is not None else None
     broker = st.broker
     log_offsets = broker.log_offsets
     R = m.FetchResponse
@@ -92,6 +102,10 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
             except PylogError:
                 start, hw = -1, None     # the fetch below reports the error
             if offset == hw:
+                if cached is not None:
+                    cp = cached.get((topic, partition))
+                    if cp is not None and cp.high_watermark == hw and cp.local_log_start_offset == start:
+                        continue
                 out.append(PD(partition_index=partition, error_code=0, high_watermark=hw,
                               last_stable_offset=hw, log_start_offset=start,
                               aborted_transactions=aborted, records=_EMPTY))
@@ -120,16 +134,18 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int)
             out.append(PD(partition_index=partition, error_code=0, high_watermark=res.high_watermark,
                           last_stable_offset=res.last_stable_offset, log_start_offset=res.log_start_offset,
                           aborted_transactions=aborted, records=records))
-        responses.append(TR(topic=topic, partitions=out))
+        if out or cached is None:
+            responses.append(TR(topic=topic, partitions=out))
     return responses, total, any_error
 
 
 class _Waiter:
-    __slots__ = ("future", "keys", "wanted", "max_bytes", "isolation", "min_bytes", "timer")
+    __slots__ = ("future", "keys", "context", "wanted", "max_bytes", "isolation", "min_bytes", "timer")
 
-    def __init__(self, future: Any, wanted: list, max_bytes: int, isolation: int, min_bytes: int) -> None:
+    def __init__(self, future: Any, context: Any, max_bytes: int, isolation: int, min_bytes: int) -> None:
         self.future = future
-        self.wanted = wanted
+        self.context = context
+        self.wanted = wanted = context.wanted
         self.keys = [(topic, p[0]) for topic, parts in wanted for p in parts]
         self.max_bytes = max_bytes
         self.isolation = isolation
@@ -147,10 +163,13 @@ class FetchWaiters:
     def __len__(self) -> int:
         return len({w for ws in self.by_partition.values() for w in ws})
 
-    def wait(self, wanted: list, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int) -> Any:
+    def wait(self, context: Any, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int) -> Any:
+        """A future of the answer to the fetch of ``context`` (a
+        :class:`~pylog.server.fetch_session.FetchContext`: what to read, and how the
+        answer is built), once ``min_bytes`` are there or ``max_wait_ms`` passed."""
         loop = self.state.loop
         fut = loop.create_future()
-        w = _Waiter(fut, wanted, max_bytes, isolation, min_bytes)
+        w = _Waiter(fut, context, max_bytes, isolation, min_bytes)
         for key in w.keys:
             self.by_partition.setdefault(key, set()).add(w)
         w.timer = loop.call_later(max_wait_ms / 1000.0, self._expire, w)
@@ -170,13 +189,13 @@ class FetchWaiters:
 
     def _answer(self, w: _Waiter, responses: list) -> None:
         if not w.future.done():
-            w.future.set_result(m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0,
-                                                responses=responses))
+            w.future.set_result(w.context.respond(responses))
 
     def _expire(self, w: _Waiter) -> None:
         w.timer = None
         if not w.future.done():
-            responses, _total, _error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation)
+            responses, _total, _error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation,
+                                                        w.context.session)
             self._answer(w, responses)
 
     def on_append(self, topic: str, partition: int, high_watermark: int) -> None:
@@ -186,7 +205,8 @@ class FetchWaiters:
         for w in list(waiters):
             if w.future.done():
                 continue
-            responses, total, error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation)
+            responses, total, error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation,
+                                                      w.context.session)
             if total >= w.min_bytes or error:
                 self._answer(w, responses)
 

@@ -36,6 +36,7 @@ from pylog.protocol.replies import error_body
 from pylog.server._core_adapter import ZERO_UUID, topic_uuid
 from pylog.server.connection import NO_RESPONSE
 from pylog.server.fetch import FetchWaiters, caught_up, read_partitions
+from pylog.server.fetch_session import FetchSessionCache
 
 __all__ = ["ServerState", "handler_table", "open_broker", "SERVED_VERSIONS"]
 
@@ -52,8 +53,6 @@ INVALID_REPLICATION_FACTOR = 38
 INVALID_REPLICA_ASSIGNMENT = 39
 INVALID_REQUEST = 42
 TOPIC_DELETION_DISABLED = 73
-FETCH_SESSION_ID_NOT_FOUND = 70
-INVALID_FETCH_SESSION_EPOCH = 71
 FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
 INVALID_RECORD = 87
@@ -102,6 +101,7 @@ class ServerState:
         self.node_id = self.config.node_id
         self.cluster_id = self.broker.cluster_id
         self.fetch_waiters = FetchWaiters(self)
+        self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots)
         self._group_timer: Any = None
         self._group_timer_at: float | None = None
         self._epochs: dict[str, int] = {}
@@ -479,29 +479,36 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
+    """Fetch: the request's session metadata picks its context (a full, sessionless or
+    incremental fetch, or a session error: :mod:`pylog.server.fetch_session`); the
+    context's partitions are read now or when a long poll ends, and the context builds
+    the answer (an incremental one carries only the partitions with news)."""
     st = conn.server.state
     version = header.api_version
-    R = m.FetchResponse
-    if version >= 7 and (req.session_id != 0 or req.session_epoch > 0):
-        # pylog keeps no fetch sessions (KIP-227): every answer carries session id 0, so a
-        # client only continues a session it never got by mistake.
-        code = FETCH_SESSION_ID_NOT_FOUND if req.session_id != 0 else INVALID_FETCH_SESSION_EPOCH
-        return R(throttle_time_ms=0, error_code=code, session_id=0, responses=[])
-    wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes, p.current_leader_epoch)
-                         for p in t.partitions]) for t in req.topics]
+    wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes, p.current_leader_epoch,
+                          p.log_start_offset) for p in t.partitions]) for t in req.topics]
+    if version >= 7:
+        forgotten = [(t.topic, p) for t in req.forgotten_topics_data for p in t.partitions]
+        ctx = st.fetch_sessions.new_context(req.session_id, req.session_epoch, wanted, forgotten,
+                                            privileged=req.replica_id >= 0)
+        if ctx.error:
+            return ctx.respond([])
+    else:
+        ctx = st.fetch_sessions.new_context(0, -1, wanted, (), privileged=False)
+    wanted = ctx.wanted
     max_bytes = min(req.max_bytes, st.config.fetch_max_bytes)
     isolation = req.isolation_level
     if req.max_wait_ms > 0 and req.min_bytes > 0 and wanted and not st.server.stopping \
             and caught_up(st, wanted):
         # A caught-up consumer's poll: wait; the answer is built once, when it ends.
-        return st.fetch_waiters.wait(wanted, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
-    responses, total, error = read_partitions(st, wanted, max_bytes, isolation)
+        return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
+    responses, total, error = read_partitions(st, wanted, max_bytes, isolation, ctx.session)
     if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
             or st.server.stopping):
-        return R(throttle_time_ms=0, error_code=NONE, session_id=0, responses=responses)
+        return ctx.respond(responses)
     # Long poll: not enough to send yet.  What was read is dropped (its file handles
     # with it); the waiter reads again when woken.
-    return st.fetch_waiters.wait(wanted, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
+    return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
 
 
 def _leader_epoch_error(st: Any, topic: str, current_leader_epoch: int) -> int:
