@@ -20,7 +20,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
 from pylog.errors import PylogError
 from pylog.records import RecordBatchBuilder
 from pylog.server.dynamic_config import DYNAMIC_CONFIG_FILE
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import unique
 
 with warnings.catch_warnings():

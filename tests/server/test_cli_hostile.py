@@ -37,7 +37,7 @@ _BAD = os.fsdecode(b"\xff\xfe-not-utf8")
 def env(module_server, tmp_path_factory):
     """The server, a topic with records, and hostile paths."""
     from pylog.records import RecordBatchBuilder
-    from pylog.server.wire_client import WireClient
+    from tests.wire import WireClient
 
     d = tmp_path_factory.mktemp("hostile")
     with WireClient(module_server.bootstrap) as c:

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import unique
 
 ck = pytest.importorskip("confluent_kafka")

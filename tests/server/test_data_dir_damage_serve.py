@@ -13,7 +13,7 @@ import pytest
 import pylog
 from pylog import _core
 from pylog.records import RecordBatchBuilder
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from tests.server.util import unique
 
 

@@ -14,7 +14,7 @@ import pytest
 from pylog.records import RecordBatchBuilder
 from pylog.server.config import ServerConfig
 from pylog.server.server import ServerThread
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import unique
 
 

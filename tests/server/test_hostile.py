@@ -20,7 +20,7 @@ from pylog.protocol import messages as m
 from pylog.protocol.codec import decode_response, encode_request
 from pylog.protocol.segments import segments_to_bytes
 from pylog.records import RecordBatchBuilder
-from pylog.server.wire_client import BrokerConnection, WireClient, produce_on
+from tests.wire import BrokerConnection, WireClient, produce_on
 from server.util import read_frame, unique, wait_for
 
 

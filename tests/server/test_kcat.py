@@ -100,7 +100,7 @@ def test_balanced_consumer_group(module_server):
             proc.stdout.close()
             proc.stderr.close()
     # The group is known to the server and committed its position.
-    from pylog.server.wire_client import WireClient
+    from tests.wire import WireClient
 
     with WireClient(b) as c:
         assert group in {g.group_id for g in c.list_groups()}

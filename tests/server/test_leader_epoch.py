@@ -8,7 +8,7 @@ import pytest
 
 from pylog.protocol import messages as m
 from pylog.records import RecordBatchBuilder
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import unique
 
 R = m.OffsetForLeaderEpochRequest

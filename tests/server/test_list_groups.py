@@ -12,7 +12,7 @@ import pytest
 
 from pylog.protocol import messages as m
 from pylog.protocol.codec import decode_response
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from tests.server.test_versions import raw_roundtrip
 from tests.server.util import unique
 

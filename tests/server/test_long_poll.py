@@ -8,7 +8,7 @@ import contextlib
 
 from pylog.protocol import messages as m
 from pylog.records import RecordBatchBuilder, iter_batches
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import unique, wait_for
 
 F = m.FetchRequest

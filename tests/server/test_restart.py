@@ -118,7 +118,7 @@ def test_restart_mid_stream_keeps_topics_offsets_and_producer_state(serve):
 
 
 def test_topic_configs_and_groups_survive_restart(serve):
-    from pylog.server.wire_client import WireClient
+    from tests.wire import WireClient
 
     server = serve()
     topic = unique("persist")

@@ -14,7 +14,7 @@ import pytest
 
 from pylog.protocol import messages as m
 from pylog.records import RecordBatchBuilder
-from pylog.server.wire_client import BrokerConnection, WireClient
+from tests.wire import BrokerConnection, WireClient
 from server.util import unique
 
 

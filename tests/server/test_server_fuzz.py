@@ -45,7 +45,7 @@ from pylog.records import RecordBatchBuilder, iter_batches
 from pylog.server.config import ServerConfig
 from pylog.server.handlers import SERVED_VERSIONS
 from pylog.server.server import ServerThread
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import read_frame
 
 

@@ -17,7 +17,7 @@ import time
 
 from pylog.protocol import messages as m
 from pylog.records import RecordBatchBuilder, iter_batches
-from pylog.server.wire_client import BrokerConnection, GroupMember, WireClient
+from tests.wire import BrokerConnection, GroupMember, WireClient
 from server.util import unique, wait_for
 
 F = m.FetchRequest

@@ -13,7 +13,7 @@ import pytest
 from pylog.errors import InvalidConfigError
 from pylog.server.config import ServerConfig, read_properties_file
 from pylog.server.kafka_config_names import KAFKA_BROKER_CONFIG_NAMES, is_kafka_broker_config
-from pylog.server.wire_client import WireClient
+from tests.wire import WireClient
 from server.util import unique
 
 #: The settings of Kafka 3.x's config/kraft/server.properties (comments left out).

@@ -16,7 +16,7 @@ from pylog.protocol.codec import decode_response, encode_request
 from pylog.protocol.segments import segments_to_bytes
 from pylog.records import RecordBatchBuilder
 from pylog.server.handlers import SERVED_VERSIONS
-from pylog.server.wire_client import BrokerConnection, WireClient
+from tests.wire import BrokerConnection, WireClient
 
 REQUIRED = {
     18: (0, 3), 3: (0, 12), 0: (3, 9), 1: (4, 12), 2: (0, 7), 10: (0, 4), 11: (0, 7), 14: (0, 5),
@@ -58,8 +58,8 @@ def recv_exact(s, n):
 
 def test_api_versions_table_is_exactly_what_is_required(server):
     with BrokerConnection(server.host, server.port) as conn:
-        resp = conn._roundtrip(18, 3, m.ApiVersionsRequest(client_software_name="t",
-                                                            client_software_version="1"))
+        resp = conn.request(18, m.ApiVersionsRequest(client_software_name="t", client_software_version="1"),
+                            version=3)
     table = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
     assert resp.error_code == 0
     assert table == REQUIRED
