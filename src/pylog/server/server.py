@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -38,7 +39,7 @@ from typing import Any, Callable
 from pylog.errors import InvalidConfigError, PylogError
 from pylog.protocol.apis import ApiKey, api_name
 from pylog.protocol.codec import encode_response, precompile
-from pylog.server.config import ServerConfig
+from pylog.server.config import ServerConfig, parse_connection_overrides
 from pylog.server.connection import Connection
 from pylog.server.dynamic_config import DynamicBrokerConfigs
 
@@ -127,6 +128,10 @@ class Server:
         #: Bytes of frame buffers connections keep for their next large request.
         self.kept_frame_bytes = 0
         self._accept_paused_until = 0.0
+        #: Open connections by client address (max.connections.per.ip).
+        self.connections_per_ip: dict[str, int] = {}
+        self._ip_overrides: dict[str, int] = {}
+        self._paused_at_cap = False
         self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
         #: Static settings plus the dynamic broker configs (set by :meth:`start`).
         self.dynamic_configs: DynamicBrokerConfigs = None  # type: ignore[assignment]
@@ -170,6 +175,10 @@ class Server:
         # Build the codec plans of everything served now (tens of ms), not on the first
         # request of each kind, which would pay for it in its latency.
         precompile(set(self.handlers))
+        # Host names in max.connections.per.ip.overrides are resolved once, here, off the
+        # loop (Kafka resolves them when the config is read).
+        self._ip_overrides = await self.loop.run_in_executor(
+            self._executor, resolve_connection_overrides, self.config.max_connections_per_ip_overrides)
         host, port = self.config.listen_address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -255,6 +264,9 @@ class Server:
         if sock is None:
             return
         for _ in range(64):
+            if len(self.connections) >= self.config.max_connections:
+                self._pause_accept_at_cap()
+                return
             try:
                 client, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -271,16 +283,35 @@ class Server:
                     continue
                 _log.warning("accept failed: %s", exc)
                 return
-            if len(self.connections) >= self.config.max_connections:
-                _log.warning("connection from %s refused: max.connections=%d reached", addr,
-                             self.config.max_connections)
+            ip = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+            count = self.connections_per_ip.get(ip, 0)
+            limit = self._ip_overrides.get(ip, self.config.max_connections_per_ip)
+            if count >= limit:
+                # Kafka's TooManyConnectionsException: accepted, then closed at once.
+                _log.info("connection from %s refused: it has %d connection(s) open, "
+                          "max.connections.per.ip=%d", ip, count, limit)
                 client.close()
                 continue
             self._setup_socket(client)
             conn = Connection(self, client, addr)
             self.connections.add(conn)
+            self.connections_per_ip[ip] = count + 1
             _log.debug("connection %s accepted", conn.peer)
             conn.start()
+            if len(self.connections) >= self.config.max_connections:
+                self._pause_accept_at_cap()
+                return
+
+    def _pause_accept_at_cap(self) -> None:
+        """max.connections reached: stop accepting (new clients wait in the listen backlog,
+        as behind Kafka's blocked acceptor) until a connection closes."""
+        if self._accepting and self._sock is not None:
+            self.loop.remove_reader(self._sock.fileno())
+            self._accepting = False
+        if not self._paused_at_cap:
+            self._paused_at_cap = True
+            _log.warning("max.connections=%d reached: not accepting connections until one closes",
+                         self.config.max_connections)
 
     def _resume_accept(self) -> None:
         if self._sock is not None and not self._accepting and not self._stopping:
@@ -299,7 +330,20 @@ class Server:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_receive_buffer_bytes)
 
     def connection_closed(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            ip = conn.client_host
+            left = self.connections_per_ip.get(ip, 1) - 1
+            if left > 0:
+                self.connections_per_ip[ip] = left
+            else:
+                self.connections_per_ip.pop(ip, None)
+        if self._paused_at_cap and len(self.connections) < self.config.max_connections \
+                and not self._stopping:
+            self._paused_at_cap = False
+            _log.info("accepting connections again (%d open, max.connections=%d)",
+                      len(self.connections), self.config.max_connections)
+            self._resume_accept()
         if self.state is not None:
             self.state.connection_closed(conn)
 
@@ -425,6 +469,28 @@ class Server:
             fn(*args)
         elif not self.loop.is_closed():
             self.loop.call_soon_threadsafe(fn, *args)
+
+
+def resolve_connection_overrides(text: str) -> dict[str, int]:
+    """``max.connections.per.ip.overrides`` by client address: each host given by name
+    counts for every address it resolves to (a name that does not resolve is logged and
+    skipped, as it can match no client)."""
+    out: dict[str, int] = {}
+    for host, count in parse_connection_overrides(text).items():
+        try:
+            out[str(ipaddress.ip_address(host))] = count
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            _log.warning("max.connections.per.ip.overrides: host %r does not resolve (%s); its "
+                         "override applies to no client", host, exc)
+            continue
+        for info in infos:
+            out[str(info[4][0])] = count
+    return out
 
 
 def run(config: ServerConfig, *, ready: Callable[[Server], Any] | None = None) -> int:
