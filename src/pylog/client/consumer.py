@@ -130,7 +130,9 @@ class ConsumerColumns:
         batch is not compressed): ``buffer[value_offsets[i]:value_offsets[i] +
         value_lengths[i]]`` is the value of record ``i``.
     columns : RecordColumns
-        The whole batch's columns (records before the position included).
+        The whole batch's columns (records before the position included) ...
+    start : int
+        ... of which these are the records from index ``start`` on.
 
     The arrays are read-only and stay valid as long as this object lives.
     """
@@ -138,17 +140,21 @@ class ConsumerColumns:
     __slots__ = ("columns", "start", "offsets", "timestamps", "key_offsets", "key_lengths", "value_offsets",
                  "value_lengths", "header_offsets", "header_counts")
 
-    _NAMES = __slots__[2:]
-
     def __init__(self, columns: Any, start: int, stop: int) -> None:
-        self.columns = columns
+        self.columns: Any = columns
         self.start = start
-        if start == 0 and stop == len(columns):
-            for name in self._NAMES:
-                setattr(self, name, getattr(columns, name))
-        else:
-            for name in self._NAMES:
-                setattr(self, name, getattr(columns, name)[start:stop])
+        c = columns
+        whole = start == 0 and stop == len(c)
+        cut = slice(start, stop)
+        # numpy slices are views: nothing is copied either way.
+        self.offsets: Any = c.offsets if whole else c.offsets[cut]
+        self.timestamps: Any = c.timestamps if whole else c.timestamps[cut]
+        self.key_offsets: Any = c.key_offsets if whole else c.key_offsets[cut]
+        self.key_lengths: Any = c.key_lengths if whole else c.key_lengths[cut]
+        self.value_offsets: Any = c.value_offsets if whole else c.value_offsets[cut]
+        self.value_lengths: Any = c.value_lengths if whole else c.value_lengths[cut]
+        self.header_offsets: Any = c.header_offsets if whole else c.header_offsets[cut]
+        self.header_counts: Any = c.header_counts if whole else c.header_counts[cut]
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -179,10 +185,10 @@ class ConsumerColumns:
 
     def keys(self) -> list:
         """Every key as bytes or None (one object per record: not for hot loops)."""
-        return [self.columns.key(self.start + i) for i in range(len(self.offsets))]
+        return self.columns.keys()[self.start:self.start + len(self.offsets)]
 
     def values(self) -> list:
-        """Every value as bytes or None (decoded in C; one object per record)."""
+        """Every value as bytes or None (one object per record: not for hot loops)."""
         return self.columns.values()[self.start:self.start + len(self.offsets)]
 
 
@@ -215,7 +221,7 @@ class ConsumerBatch:
                  columns: Any = None) -> None:
         self.topic = topic
         self.partition = partition
-        self.batch = batch
+        self.batch: Any = batch
         self.start = start
         self.stop = stop
         self.next_offset = next_offset
