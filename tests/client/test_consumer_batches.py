@@ -249,8 +249,8 @@ class _Fetched:
 
 class CorruptingTransport:
     """Delegates to a transport; flips a value byte (the last one: only a header count
-    follows it) of every fetched batch whose base offset is in ``targets``, as a bad disk
-    or network would."""
+    follows it) of every fetched batch whose (partition, base offset) is in ``targets``,
+    as a bad disk or network would."""
 
     def __init__(self, transport, targets):
         self._t = transport
@@ -261,13 +261,13 @@ class CorruptingTransport:
 
     def fetch(self, wanted, **kw):
         out = []
-        for res in self._t.fetch(wanted, **kw):
+        for (_, partition, _, _), res in zip(wanted, self._t.fetch(wanted, **kw)):
             if res is not None and res.records is not None and res.records.size:
                 data = bytearray(res.records.records)
                 it = _core.iter_batches(data, check_crc=False)
                 start = 0
                 for b in it:
-                    if b.base_offset in self.targets:
+                    if (partition, b.base_offset) in self.targets:
                         data[start + b.size - 2] ^= 0xFF     # the last value's last byte
                     start = it.position
                 res = FetchResult(error_code=res.error_code, high_watermark=res.high_watermark,
@@ -284,7 +284,8 @@ def test_a_corrupt_batch_raises_after_the_good_ones(client, check_crcs):
     client.create_topic("t", 1)
     for chunk in ([b"a0", b"a1"], [b"b0", b"b1"], [b"c0"]):     # three batches: 0-1, 2-3, 4
         produce(client, chunk)
-    c = Consumer(CorruptingTransport(client.transport, {2}), auto_offset_reset="earliest", check_crcs=check_crcs)
+    c = Consumer(CorruptingTransport(client.transport, {(0, 2)}), auto_offset_reset="earliest",
+                 check_crcs=check_crcs)
     c.assign([TP0])
     if not check_crcs:
         items = drain_batches(c, 5)
@@ -302,6 +303,33 @@ def test_a_corrupt_batch_raises_after_the_good_ones(client, check_crcs):
         c.poll(timeout_ms=100)
     c.seek(TP0, 4)
     assert offsets_of(c.poll_batches(timeout_ms=1000)) == [4]
+    c.close()
+
+
+@pytest.mark.parametrize("kind", ["poll", "poll_batches"])
+def test_a_corrupt_partition_costs_no_record_of_another(client, kind):
+    from pylog.client.consumer import Consumer
+
+    client.create_topic("t", 2)
+    for chunk in ([b"a0", b"a1"], [b"a2"], [b"a3", b"a4"]):
+        produce(client, chunk, 0)
+    produce(client, [b"x"], 1)
+    c = Consumer(CorruptingTransport(client.transport, {(1, 0)}), auto_offset_reset="earliest",
+                 max_partition_fetch_bytes=100)               # one batch per fetch: several rounds
+    c.assign([TP0, TP1])
+    got, errors = [], 0
+    for _ in range(50):
+        try:
+            if kind == "poll":
+                got += [(r.partition, r.value) for r in c.poll(timeout_ms=50)]
+            else:
+                got += [(i.partition, v) for i in c.poll_batches(timeout_ms=50) for v in i.columns().values()]
+        except CorruptRecordError:
+            errors += 1
+        if errors >= 3 and len(got) >= 5:
+            break
+    assert got == [(0, b"a%d" % i) for i in range(5)]         # each once, in order, none lost
+    assert errors >= 3 and c.position(TP1) == 0 and c.position(TP0) == 5
     c.close()
 
 

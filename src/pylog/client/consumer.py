@@ -1003,8 +1003,17 @@ class Consumer:
                 max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level)
             progressed = False
             for (tp, st), res in zip(empty, results):
-                if res is not None and install(tp, st, res):
-                    progressed = True
+                if res is None:
+                    continue
+                try:
+                    if install(tp, st, res):
+                        progressed = True
+                except PylogError:
+                    if not out:
+                        raise
+                    # Positions already moved past ``out``: return it; the partition is
+                    # read again (and raises) next time.
+                    return out
             if not progressed:
                 return out
             items = empty
