@@ -14,8 +14,8 @@ it afterwards.  Figures (asv ``track_*`` values, also printed by
   compression) divided by its CPU seconds per MB fetched by a confluent-kafka consumer
   reading exactly those records back (see :func:`server_cpu_ratio`).
 - ``ServerCpu.track_produce_to_fetch_cpu_ratio_large_batches``: the same ratio with pylog's
-  wire client on both sides (about 1 MB Produce batches, 8 MB fetches), where neither
-  client's batching enters (the kernel's floor under both is ``KernelFloor``).
+  client (``pylog.connect``) on both sides (about 1 MB Produce batches, 8 MB fetches), where
+  neither client's batching enters (the kernel's floor under both is ``KernelFloor``).
 - ``KernelFloor.track_recv_pwrite_to_sendfile_cpu_ratio`` and
   ``track_splice_to_sendfile_cpu_ratio``: the floor under the ratio above, with no
   server at all: CPU per MB of receiving bytes on a loopback socket and writing them to
@@ -121,9 +121,9 @@ class ServeProcess:
 
 
 def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
-    from pylog.server.wire_client import WireClient
+    import pylog
 
-    with WireClient(bootstrap) as c:
+    with pylog.connect(bootstrap) as c:
         c.create_topic(topic, partitions)
 
 
@@ -259,9 +259,10 @@ def server_cpu_ratio(server: ServeProcess, topic: str, megabytes: int = 200) -> 
 
 
 def server_cpu_ratio_large_batches(server: ServeProcess, topic: str, megabytes: int = 200) -> dict:
-    """Server CPU per MB produced / per MB fetched with pylog's wire client on both sides:
-    about 1 MB Produce batches (4 in flight) and 8 MB fetches, so the figure is the
-    server's own, with no client batching in it."""
+    """Server CPU per MB produced / per MB fetched with pylog's client (``pylog.connect``,
+    as ``pylog bench`` drives it) on both sides: ``send_batch`` in about 1 MB Produce
+    batches (4 in flight) and 8 MB fetches, so the figure is the server's own, with no
+    small client batches in it."""
     from pylog.server import bench
 
     records = megabytes * 10_000            # 100-byte records
@@ -733,7 +734,7 @@ def main() -> None:
         print(f"server CPU (confluent-kafka): {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
               f"{cpu['cpu_ms_per_mb_fetch']:.2f} ms/MB fetched, ratio {cpu['ratio']:.2f}")
         cpu = server_cpu_ratio_large_batches(server, "cpu-large")
-        print(f"server CPU (wire client, 1 MB batches): {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
+        print(f"server CPU (pylog client, 1 MB batches): {cpu['cpu_ms_per_mb_produce']:.2f} ms/MB produced, "
               f"{cpu['cpu_ms_per_mb_fetch']:.2f} ms/MB fetched, ratio {cpu['ratio']:.2f}")
         fl = kernel_floor_ratio()
         print(f"kernel floor (no server): recv+pwrite {fl['recv_pwrite_ms_per_mb']:.2f} ms/MB, splice "

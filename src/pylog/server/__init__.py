@@ -5,8 +5,8 @@
 - :mod:`~pylog.server.handlers`    one function per Kafka API, translating to broker calls
 - :mod:`~pylog.server.fetch`       zero-copy Fetch responses and long polls
 - :mod:`~pylog.server.config`      settings under Kafka's broker config names
-- :mod:`~pylog.server.wire_client` a small synchronous Kafka client for the command-line tools
-- :mod:`~pylog.server.tools`       ``pylog serve/topics/produce/consume/groups/dump-log``
+- :mod:`~pylog.server.tools`       ``pylog serve/topics/produce/consume/groups/dump-log`` (the
+  tools that connect use pylog's own client, ``pylog.connect``)
 - :mod:`~pylog.server.bench`       ``pylog bench produce|consume``
 
 Quick start::

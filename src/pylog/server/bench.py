@@ -1,17 +1,25 @@
-"""``pylog bench produce|consume``: throughput and latency of producing and consuming,
-against any Kafka bootstrap server (``pylog serve`` or Apache Kafka) or against the
-embedded broker core in this process.
+"""``pylog bench produce|consume``: throughput and latency of pylog's client producing
+and consuming, against any Kafka bootstrap server (``pylog serve``, a pylog cluster or
+Apache Kafka), or of the embedded broker core in this process (``--embedded``).
+
+Over the network the benchmark measures pylog's own client, ``pylog.connect``: what an
+application using pylog sees, client and broker together.
 
 Produce
-    Records of ``--record-size`` bytes are built into batches of ``--batch-records``
-    (pylog's batch builder, one C loop per batch) and sent with up to ``--in-flight``
-    requests outstanding on one connection.  A record's latency is the time from the
-    moment its batch was built to the moment the broker acknowledged it.  ``--rate``
-    caps records per second (for latency at a given load).
+    A :class:`~pylog.client.producer.Producer` (``--acks``, ``--compression``,
+    ``--in-flight`` as ``max_in_flight``) gets ``--batch-records`` values of
+    ``--record-size`` bytes per ``send_batch`` call (the columnar path: batches are
+    built in C), round-robin over the topic's partitions.  A record's latency is the
+    time from its ``send_batch`` call to its acknowledgement.  ``--rate`` caps records
+    per second (for latency at a given load).
 Consume
-    Fetches from offset 0 (or ``--offset``) until ``--records`` records have arrived,
-    counting records from the batch headers (no record is decoded unless ``--verify``).
-    Latency here is per Fetch request.
+    A :class:`~pylog.client.consumer.Consumer` assigned partition 0 polls from offset 0
+    (or ``--offset``) until ``--records`` records have arrived, each decoded into a
+    ConsumerRecord (CRCs checked only with ``--verify``); MB/s counts keys and values.
+    Latency here is per ``poll``.
+Embedded
+    The broker core's ``produce``/``fetch`` calls on whole batches, no client and no
+    network: the floor the client is measured against.
 
 Progress goes to stderr while running: a tqdm bar on a terminal, else (piped, as in CI)
 one line every ``--reporting-interval`` ms, as Kafka's perf tools print; the summary
@@ -28,7 +36,6 @@ import json
 import sys
 import tempfile
 import time
-from collections import deque
 from typing import Any, Callable
 
 __all__ = ["add_command", "produce_wire", "consume_wire", "produce_embedded", "consume_embedded",
@@ -133,73 +140,72 @@ def produce_wire(bootstrap: str, topic: str, records: int, *, record_size: int =
                  batch_records: int = 5000, in_flight: int = 5, acks: int = 1, compression: str = "none",
                  partitions: int = 1, rate: float | None = None, progress: bool | None = None,
                  timeout: float = 30.0, reporting_interval_ms: int = 5000) -> BenchResult:
-    """Produce ``records`` records to ``topic`` over the Kafka protocol."""
-    from pylog.errors import TopicAlreadyExistsError
-    from pylog.protocol import messages as m
-    from pylog.server.wire_client import WireClient, raise_for_code
+    """Produce ``records`` records to ``topic`` with pylog's client (``pylog.connect``)."""
+    import threading
 
-    client = WireClient(bootstrap, client_id="pylog-bench", timeout=timeout)
+    from pylog.errors import TopicAlreadyExistsError
+    from pylog.server.tools import connect
+
+    client = connect(bootstrap, timeout, "pylog-bench")
     try:
         try:
             client.create_topic(topic, partitions)
         except TopicAlreadyExistsError:
             pass
-        leaders = client.partitions(topic)
-        conn = client.node(leaders[0])
-        # Round-robin over the partitions led by the same broker as partition 0.
-        targets = sorted(p for p, node in leaders.items() if node == leaders[0])
-        make = _batches(record_size, batch_records, compression)
-        full = make(batch_records)
-        T = m.ProduceRequest
-        pending: deque = deque()
+        count = client.num_partitions(topic)
+        batch_bytes = batch_records * (record_size + 32)
+        timeout_ms = max(1, int(timeout * 1000))
+        producer = client.producer(acks=acks, compression_type=compression, max_in_flight=in_flight,
+                                   batch_size=min(max(batch_bytes, 16384), 1 << 20), linger_ms=0,
+                                   buffer_memory=max(32 << 20, 2 * batch_bytes), client_id="pylog-bench",
+                                   request_timeout_ms=timeout_ms, delivery_timeout_ms=timeout_ms,
+                                   max_block_ms=timeout_ms)
+        values = _values(record_size, batch_records)
         latencies: list[float] = []
         weights: list[int] = []
-        sent = acked = 0
-        partition = 0
+        failures: list[BaseException] = []
+        done = threading.Condition()
+        sent = 0
+        acked = [0]
         bar = Progress(records, "produce", progress, record_size=record_size,
                        interval_ms=reporting_interval_ms)
+
+        def track(future: Any, started: float, n: int) -> None:
+            def on_done(f: Any) -> None:             # on the producer's sender thread
+                exc = f.exception()
+                with done:
+                    if exc is not None:
+                        failures.append(exc)
+                    else:
+                        acked[0] += n
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    weights.append(n)
+                    done.notify_all()
+            future.add_done_callback(on_done)
+
         t0 = time.perf_counter()
-
-        def complete_one() -> None:
-            nonlocal acked
-            handle, started, n = pending.popleft()
-            resp = conn.receive(handle)
-            p = resp.responses[0].partition_responses[0]
-            raise_for_code(p.error_code, p.error_message, "produce")
-            latencies.append((time.perf_counter() - started) * 1000)
-            weights.append(n)
-            acked += n
-            bar.update(acked)
-
-        while sent < records:
+        calls = 0
+        while sent < records and not failures:
             n = min(batch_records, records - sent)
             if rate:
                 due = t0 + sent / rate
-                while True:
-                    now = time.perf_counter()
-                    if now >= due:
-                        break
-                    if pending:
-                        complete_one()
-                    else:
-                        time.sleep(min(due - now, 0.01))
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(due - now, 0.01))
             started = time.perf_counter()
-            batch = full if n == batch_records else make(n)
-            body = T(acks=acks, timeout_ms=int(timeout * 1000), topic_data=[T.TopicProduceData(name=topic, partition_data=[
-                T.PartitionProduceData(index=partition, records=batch)])])
-            if acks == 0:
-                conn.send(0, body)
-                acked += n
-            else:
-                pending.append((conn.send_request(0, body), started, n))
+            track(producer.send_batch(topic, values if n == batch_records else values[:n],
+                                      partition=calls % count), started, n)
+            calls += 1
             sent += n
-            partition = targets[(targets.index(partition) + 1) % len(targets)]
-            while len(pending) >= in_flight:
-                complete_one()
-        while pending:
-            complete_one()
+            bar.update(acked[0])
+        producer.flush()
+        with done:
+            done.wait_for(lambda: len(weights) == calls or bool(failures), timeout)
         elapsed = time.perf_counter() - t0
+        bar.update(acked[0])
         bar.close()
+        producer.close()
+        if failures:
+            raise failures[0]
         return _result(records, records * record_size, elapsed, latencies, weights)
     finally:
         client.close()
@@ -208,46 +214,41 @@ def produce_wire(bootstrap: str, topic: str, records: int, *, record_size: int =
 def consume_wire(bootstrap: str, topic: str, records: int, *, offset: int = 0, max_bytes: int = 8 << 20,
                  verify: bool = False, progress: bool | None = None, timeout: float = 30.0,
                  reporting_interval_ms: int = 5000) -> BenchResult:
-    """Fetch ``records`` records of partition 0 of ``topic`` from ``offset``.  The result
-    counts exactly ``records`` (the last fetch may return more: they are not counted)."""
-    from pylog.records import iter_batches
-    from pylog.server.wire_client import WireClient, fetch_on, raise_for_code
+    """Read ``records`` records of partition 0 of ``topic`` from ``offset`` with pylog's
+    client (``pylog.connect``).  The result counts exactly ``records``."""
+    from pylog.server.tools import connect
 
-    client = WireClient(bootstrap, client_id="pylog-bench", timeout=timeout)
+    client = connect(bootstrap, timeout, "pylog-bench")
     try:
-        conn = client.leader(topic, 0)
+        end = client.high_watermark(topic, 0)
+        if end - offset < records:
+            raise BenchError(f"{topic}-0 ends at offset {end}, before {records} records were read")
+        consumer = client.consumer(client_id="pylog-bench", enable_auto_commit=False, auto_offset_reset="none",
+                                   check_crcs=verify, max_partition_fetch_bytes=max_bytes,
+                                   fetch_max_bytes=max_bytes, max_poll_records=max(500, min(records, 100_000)))
+        consumer.assign([(topic, 0)])
+        consumer.seek((topic, 0), offset)
         got = nbytes = 0
-        position = offset
         latencies: list[float] = []
         bar = Progress(records, "consume", progress, interval_ms=reporting_interval_ms)
-        t0 = time.perf_counter()
+        t0 = last_data = time.perf_counter()
         while got < records:
             started = time.perf_counter()
-            pd = fetch_on(conn, [(topic, 0, position)], max_bytes=max_bytes, partition_max_bytes=max_bytes,
-                          max_wait_ms=500)[(topic, 0)]
-            latencies.append((time.perf_counter() - started) * 1000)
-            raise_for_code(pd.error_code, None, "fetch")
-            data = pd.records
-            if not data:
-                if pd.high_watermark <= position:
-                    raise BenchError(f"{topic}-0 ends at offset {pd.high_watermark}, "
-                                     f"before {records} records were read")
+            batch = consumer.poll(timeout_ms=500, max_records=records - got)
+            now = time.perf_counter()
+            latencies.append((now - started) * 1000)
+            if not batch:
+                if now - last_data > timeout:
+                    raise BenchError(f"no record of {topic}-0 arrived for {timeout:g} s, after {got} "
+                                     f"of {records} records")
                 continue
-            nbytes += len(data)
-            for b in iter_batches(memoryview(data), check_crc=verify):
-                if b.last_offset < position:
-                    continue
-                if verify:
-                    n = sum(1 for r in b if r.offset >= position)
-                else:
-                    n = b.last_offset + 1 - max(position, b.base_offset)
-                got += min(n, records - got)
-                position = b.last_offset + 1
-                if got >= records:
-                    break
+            last_data = now
+            got += len(batch)
+            nbytes += sum(max(r.serialized_key_size, 0) + max(r.serialized_value_size, 0) for r in batch)
             bar.update(got)
         elapsed = time.perf_counter() - t0
         bar.close()
+        consumer.close()
         return _result(got, nbytes, elapsed, latencies)
     finally:
         client.close()
@@ -327,13 +328,16 @@ def add_command(sub: Any) -> None:
     from pylog.server.tools import INT32_MAX, common_options, float_in, int_in, topic_name
 
     p = sub.add_parser("bench", help="measure produce/consume throughput and latency",
-                       description="Benchmark producing or consuming against --bootstrap-server (the Kafka "
-                                   "protocol) or --embedded DATA_DIR (the broker core in this process).")
+                       description="Benchmark pylog's client (pylog.connect: its Producer and Consumer) "
+                                   "producing or consuming against --bootstrap-server (any Kafka-protocol "
+                                   "cluster), or the broker core in this process with --embedded DATA_DIR "
+                                   "(no client, no network).")
     bsub = p.add_subparsers(dest="what", required=True, metavar="{produce,consume}")
-    helps = {"produce": "produce --records records of --record-size bytes and report records/s, MB/s "
+    helps = {"produce": "produce --records records of --record-size bytes with pylog's producer "
+                        "(pylog.connect; send_batch of --batch-records values) and report records/s, MB/s "
                         "and latency percentiles",
-             "consume": "fetch --records records of partition 0 from --offset and report records/s, "
-                        "MB/s and fetch latency percentiles"}
+             "consume": "read --records records of partition 0 from --offset with pylog's consumer "
+                        "(pylog.connect; poll) and report records/s, MB/s and poll latency percentiles"}
     for name in ("produce", "consume"):
         b = bsub.add_parser(name, help=helps[name], description=helps[name] + ".",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -349,10 +353,11 @@ def add_command(sub: Any) -> None:
                        help="milliseconds between progress lines when stderr is not a terminal")
         if name == "produce":
             b.add_argument("--record-size", type=int_in(0, 10 << 20), default=100, help="value bytes per record")
-            b.add_argument("--batch-records", type=int_in(1, 1_000_000), default=5000, help="records per batch")
+            b.add_argument("--batch-records", type=int_in(1, 1_000_000), default=5000,
+                           help="records per send_batch call (--embedded: per batch)")
             b.add_argument("--in-flight", type=int_in(1, 10_000), default=5,
-                           help="produce requests outstanding on the connection "
-                                "(max.in.flight.requests.per.connection)")
+                           help="the producer's max_in_flight: produce requests outstanding per "
+                                "connection (max.in.flight.requests.per.connection)")
             b.add_argument("--acks", type=int, choices=(-1, 0, 1), default=1, help="acks of every request")
             b.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none",
                            help="compression of every batch")
@@ -362,13 +367,14 @@ def add_command(sub: Any) -> None:
                            help="records per second; None: as fast as possible")
         else:
             b.add_argument("--offset", type=int_in(0), default=0, help="offset to read from")
-            b.add_argument("--max-bytes", type=int_in(1, INT32_MAX), default=8 << 20, help="max bytes per fetch")
-            b.add_argument("--verify", action="store_true", help="check CRCs and decode every record")
+            b.add_argument("--max-bytes", type=int_in(1, INT32_MAX), default=8 << 20,
+                           help="max bytes per fetch (the consumer's fetch_max_bytes and max_partition_fetch_bytes)")
+            b.add_argument("--verify", action="store_true", help="check the CRC of every batch (check_crcs)")
         b.set_defaults(func=_main, bytes_args=("embedded",))
 
 
-#: Largest batch bench builds (Kafka's message.max.bytes default is 1 MiB; far above it
-#: the broker refuses anyway, and building it would only use memory).
+#: Largest --batch-records x --record-size (a send_batch call, or a batch --embedded):
+#: far above Kafka's 1 MiB message.max.bytes it would only use memory.
 _MAX_BATCH_BYTES = 256 << 20
 
 

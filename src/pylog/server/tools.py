@@ -2,9 +2,12 @@
 ``produce``, ``consume``, ``groups``, ``dump-log`` and ``bench``.
 
 Every tool except ``serve``, ``dump-log`` and ``bench --embedded`` speaks the Kafka
-protocol to ``--bootstrap-server`` (default ``127.0.0.1:9092``) through
-:mod:`pylog.server.wire_client`, so it works against ``pylog serve`` and Apache Kafka
-alike.  Output is plain text, one item per line, for people and for ``grep``.
+protocol to ``--bootstrap-server`` (default ``127.0.0.1:9092``) through pylog's own
+client, ``pylog.connect`` (its admin calls, :class:`~pylog.client.producer.Producer` and
+:class:`~pylog.client.consumer.Consumer`), so it works against ``pylog serve``, a pylog
+cluster and Apache Kafka alike.  A bootstrap server that refuses the connection is
+reported at once (:func:`pylog.client.kafka.bootstrap.wait_for_bootstrap`), not after
+``--timeout``.  Output is plain text, one item per line, for people and for ``grep``.
 
 Errors are one line on stderr, ``pylog: <message>``, with the message Kafka's tools
 show (never a Python class name or a traceback); the exit status is 2 for bad usage
@@ -26,6 +29,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
@@ -34,7 +38,6 @@ __all__ = ["add_commands", "CommandError", "describe_error", "int_in", "float_in
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_TIMEOUT = 30.0
-_EARLIEST, _LATEST = -2, -1
 INT16_MAX, INT32_MAX, INT64_MAX = 2**15 - 1, 2**31 - 1, 2**63 - 1
 #: Kafka's topic name rule (Topic.java): ASCII alphanumerics, '.', '_', '-'; at most 249.
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -156,21 +159,19 @@ timeout_seconds = float_in(0.0, INT32_MAX // 1000, lo_open=True, what="a number 
 
 def bootstrap_servers(text: str) -> str:
     """An argparse type: ``HOST:PORT[,HOST:PORT...]`` with ports in 1..65535."""
-    from pylog.server.wire_client import parse_bootstrap
+    from pylog.client.kafka.cluster import parse_bootstrap_servers
 
-    try:
-        servers = parse_bootstrap(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{_printable(text)!r}: expected HOST:PORT[,HOST:PORT...], e.g. {DEFAULT_BOOTSTRAP}") from None
     for part in text.split(","):
         if part.strip() and ":" not in part.strip().split("://")[-1]:
             raise argparse.ArgumentTypeError(f"{_printable(text)!r}: invalid url in bootstrap.servers: "
                                              f"{_printable(part.strip())} (expected HOST:PORT)")
-    for host, port in servers:
-        if not host or not 1 <= port <= 65535:
-            raise argparse.ArgumentTypeError(f"{_printable(text)!r}: invalid url in bootstrap.servers: "
-                                             f"{host or '(no host)'}:{port} (the port must be in 1..65535)")
+    try:
+        servers = parse_bootstrap_servers(text)
+    except ValueError as exc:          # InvalidConfigError: no host, a port that is not 1..65535
+        raise argparse.ArgumentTypeError(
+            f"{_printable(text)!r}: expected HOST:PORT[,HOST:PORT...], e.g. {DEFAULT_BOOTSTRAP} "
+            f"({_printable(str(exc))})") from None
+    for host, _port in servers:
         try:
             host.encode("idna" if not host.isascii() else "ascii")
         except UnicodeError:
@@ -285,10 +286,24 @@ def add_commands(sub: Any) -> None:
     bench.add_command(sub)
 
 
-def _client(args: argparse.Namespace, client_id: str = "pylog-cli") -> Any:
-    from pylog.server.wire_client import WireClient
+def connect(bootstrap: str, timeout: float, client_id: str = "pylog-cli") -> Any:
+    """A ``pylog.connect`` client for a tool: requests wait up to ``timeout`` seconds, and
+    a cluster that cannot be reached is an error at once (NetworkError), not after the
+    timeout.  The caller closes it."""
+    import pylog
+    from pylog.client.kafka.bootstrap import wait_for_bootstrap
 
-    return WireClient(args.bootstrap_server, client_id=client_id, timeout=args.timeout)
+    client = pylog.connect(bootstrap, client_id=client_id, request_timeout_ms=max(1, int(timeout * 1000)))
+    try:
+        wait_for_bootstrap(client, timeout)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _client(args: argparse.Namespace, client_id: str = "pylog-cli") -> Any:
+    return connect(args.bootstrap_server, args.timeout, client_id)
 
 
 def _warn(message: str) -> None:
@@ -437,10 +452,8 @@ def _add_topics(sub: Any) -> None:
 
 def _topics_list(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        md = c.metadata(None)
-        for t in sorted(md.topics, key=lambda t: t.name or ""):
-            if t.error_code == 0 and (args.internal or not t.is_internal):
-                print(t.name)
+        for name in c.list_topics(internal=args.internal):
+            print(name)
     return 0
 
 
@@ -450,61 +463,53 @@ def _topics_create(args: argparse.Namespace) -> int:
     configs = _parse_kv(args.config, "--config")
     with _client(args) as c:
         try:
-            r = c.create_topic(args.topic, args.partitions, args.replication_factor, configs)
+            d = c.create_topic(args.topic, args.partitions if args.partitions > 0 else None,
+                               args.replication_factor if args.replication_factor > 0 else None, configs)
         except TopicAlreadyExistsError:
             if args.if_not_exists:
                 return 0
             raise
-        print(f"Created topic {args.topic} with {r.num_partitions if r.num_partitions > 0 else args.partitions} "
-              "partition(s).")
+        print(f"Created topic {args.topic} with {d.num_partitions} partition(s).")
     return 0
 
 
 def _topics_describe(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        md = c.metadata(args.topic or None)
-        status = 0
-        for t in sorted(md.topics, key=lambda t: t.name or ""):
-            if t.error_code:
-                from pylog.errors import error_for_code
+    from pylog.broker.core import TopicDescription
+    from pylog.errors import error_for_code
 
-                print(f"Topic: {t.name}\tError: {error_for_code(t.error_code).kafka_name}", file=sys.stderr)
+    with _client(args) as c:
+        found = c.describe_topics(args.topic or None)
+        status = 0
+        for name in sorted(found):
+            t = found[name]
+            if not isinstance(t, TopicDescription):
+                print(f"Topic: {name}\tError: {error_for_code(t.error_code).kafka_name}", file=sys.stderr)
                 status = 1
                 continue
             if not args.topic and t.is_internal:
                 continue
-            configs = c.describe_configs(2, t.name)
-            shown = [e for e in configs if args.all_configs or not (e.config_source == 5 or e.is_default)]
-            rf = len(t.partitions[0].replica_nodes) if t.partitions else 0
-            print(f"Topic: {t.name}\tTopicId: {_topic_id(t.topic_id)}\tPartitionCount: {len(t.partitions)}\t"
+            configs = c.describe_configs(name)
+            shown = [e for e in configs if args.all_configs or not (e.source == 5 or e.is_default)]
+            rf = len(t.partitions[0].replicas) if t.partitions else 0
+            print(f"Topic: {name}\tTopicId: {t.topic_id}\tPartitionCount: {t.num_partitions}\t"
                   f"ReplicationFactor: {rf}\tConfigs: "
                   + ",".join(f"{e.name}={e.value}" for e in shown))
-            for p in sorted(t.partitions, key=lambda p: p.partition_index):
-                start = c.list_offset(t.name, p.partition_index, _EARLIEST)[0]
-                end = c.list_offset(t.name, p.partition_index, _LATEST)[0]
-                print(f"\tTopic: {t.name}\tPartition: {p.partition_index}\tLeader: {p.leader_id}\t"
-                      f"Replicas: {','.join(map(str, p.replica_nodes))}\tIsr: {','.join(map(str, p.isr_nodes))}\t"
-                      f"LogStartOffset: {start}\tLogEndOffset: {end}")
+            for p in sorted(t.partitions, key=lambda p: p.partition):
+                print(f"\tTopic: {name}\tPartition: {p.partition}\tLeader: {p.leader}\t"
+                      f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}\t"
+                      f"LogStartOffset: {p.log_start_offset}\tLogEndOffset: {p.high_watermark}")
     return status
 
 
-def _topic_id(u: Any) -> str:
-    try:
-        return base64.urlsafe_b64encode(u.bytes).decode().rstrip("=")
-    except AttributeError:
-        return str(u)
-
-
 def _topics_delete(args: argparse.Namespace) -> int:
-    from pylog.errors import PylogError
-    from pylog.server.wire_client import WireError
+    from pylog.errors import NetworkError, PylogError
 
     status = 0
     with _client(args) as c:
         for name in args.topic:
             try:
                 c.delete_topic(name)
-            except WireError:
+            except NetworkError:
                 raise          # the connection failed: the other topics would fail too
             except PylogError as exc:
                 status = _fail(describe_error(exc))
@@ -523,7 +528,7 @@ def _topics_alter(args: argparse.Namespace) -> int:
             print(f"Topic {args.topic} now has {args.partitions} partitions.")
         ops = [(k, 0, v) for k, v in sets.items()] + [(k, 1, None) for k in args.delete_config]
         if ops:
-            c.incremental_alter_configs(2, args.topic, ops)
+            c.incremental_alter_configs(args.topic, ops)
             print(f"Altered configs of {args.topic}: "
                   + ", ".join(f"{k}={v}" if op == 0 else f"{k} (default)" for k, op, v in ops))
     return 0
@@ -648,83 +653,91 @@ def _open_input(args: argparse.Namespace) -> BinaryIO:
     return open(args.file, "rb")  # noqa: SIM115 - closed by _produce
 
 
-def _leaders_creating(c: Any, topic: str, timeout: float) -> dict[int, int]:
-    """partition -> leader of ``topic``, asking the broker to create it if it does not
-    exist (Metadata allow_auto_topic_creation, as Kafka's producer does), and waiting
-    up to ``timeout`` seconds while it has no leader yet."""
-    from pylog.server.wire_client import raise_for_code
+def _partition_count_creating(c: Any, topic: str) -> int:
+    """Partitions of ``topic``, which the broker creates if it does not exist and it
+    allows that (Metadata allow_auto_topic_creation, as Kafka's producer asks)."""
+    from pylog.errors import UnknownTopicOrPartitionError
 
-    deadline = time.monotonic() + timeout
-    while True:
-        md = c.metadata([topic], allow_auto_create=True)
-        t = next((t for t in md.topics if t.name == topic), None)
-        code = 3 if t is None else t.error_code
-        if code == 0 and t.partitions and all(p.leader_id >= 0 for p in t.partitions):
-            return {p.partition_index: p.leader_id for p in t.partitions}
-        if code not in (0, 5) or time.monotonic() > deadline:     # 5: LEADER_NOT_AVAILABLE
-            if code == 3:
-                raise CommandError(f"topic {topic} does not exist and the broker did not create it "
-                                   "(auto.create.topics.enable=false?): create it with 'pylog topics create'")
-            raise_for_code(code or 5, None, f"topic {topic}")
-        time.sleep(0.1)             # retry.backoff.ms: the topic is being created
+    try:
+        return int(c.num_partitions(topic))
+    except UnknownTopicOrPartitionError:
+        raise CommandError(f"topic {topic} does not exist and the broker did not create it "
+                           "(auto.create.topics.enable=false?): create it with 'pylog topics create'") from None
+
+
+class _Deliveries:
+    """Counts the acknowledgements of the records a producer sent (callbacks run on the
+    producer's sender thread) and keeps the first failure."""
+
+    def __init__(self) -> None:
+        self.sent = self.acked = self.done = 0
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def track(self, future: Any) -> None:
+        with self._cond:
+            self.sent += 1
+        future.add_done_callback(self._on_done)
+
+    def _on_done(self, future: Any) -> None:
+        exc = future.exception()
+        with self._cond:
+            self.done += 1
+            if exc is None:
+                self.acked += 1
+            elif self.error is None:
+                self.error = exc
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Until every tracked record has its answer (or ``timeout`` seconds passed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.done >= self.sent, timeout)
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from pylog._core import partition_for_key
-    from pylog.records import RecordBatchBuilder
-    from pylog.server.wire_client import produce_on
-
     stream = _open_input(args)
-    sent = 0
+    deliveries = _Deliveries()
+    timeout_ms = max(1, int(args.timeout * 1000))
     try:
         with _client(args, "pylog-console-producer") as c:
-            leaders = _leaders_creating(c, args.topic, args.timeout)
-            count = len(leaders)
-            if args.partition is not None and args.partition not in leaders:
+            count = _partition_count_creating(c, args.topic)
+            if args.partition is not None and args.partition >= count:
                 return _fail(f"topic {args.topic} has no partition {args.partition}")
-            builders: dict[int, Any] = {}
-            sticky = 0
-
-            def flush(partition: int) -> None:
-                nonlocal sent
-                b = builders.pop(partition, None)
-                if b is None or not len(b):
-                    return
-                produce_on(c.node(leaders[partition]), args.topic, partition, b.build(), acks=args.acks,
-                           timeout_ms=int(args.timeout * 1000))
-                sent += len(b)
-
+            # Kafka's producer with the tool's settings: murmur2 of the key, sticky for
+            # keyless records, idempotent with acks=all; an answer waits --timeout.
+            producer = c.producer(acks=args.acks, compression_type=args.compression, batch_size=args.batch_size,
+                                  client_id="pylog-console-producer", request_timeout_ms=timeout_ms,
+                                  delivery_timeout_ms=timeout_ms + 5, max_block_ms=timeout_ms)
             try:
                 for partition, key, value, headers, ts in _records_from_input(args, stream):
                     if partition is None:
-                        if args.partition is not None:
-                            partition = args.partition
-                        elif key is not None:
-                            partition = partition_for_key(key, count)
-                        else:
-                            partition = sticky
-                    if partition not in leaders:
+                        partition = args.partition
+                    elif partition >= count:
                         raise CommandError(f"topic {args.topic} has no partition {partition}")
-                    b = builders.get(partition)
-                    if b is not None and not b.has_room_for(len(key or b""), len(value or b""), headers):
-                        flush(partition)
-                        if key is None and args.partition is None:
-                            sticky = (sticky + 1) % count
-                        b = None
-                    if b is None:
-                        b = builders[partition] = RecordBatchBuilder(compression=args.compression,
-                                                                     batch_size=args.batch_size)
-                    b.append(ts, key, value, headers)
-                for partition in list(builders):
-                    flush(partition)
+                    if deliveries.error is not None:
+                        break
+                    deliveries.track(producer.send(args.topic, value, key, headers=headers, partition=partition,
+                                                   timestamp_ms=ts))
+                producer.flush()
+                deliveries.wait(args.timeout)
+                if deliveries.error is not None:
+                    raise deliveries.error
             except BaseException:
-                if sent:
-                    print(f"Produced {sent} record(s) to {args.topic} before the failure.", file=sys.stderr)
+                if deliveries.sent:
+                    try:
+                        producer.flush(args.timeout)
+                    except Exception:  # noqa: BLE001 - the first failure is the one reported
+                        pass
+                    deliveries.wait(args.timeout)
+                if deliveries.acked:
+                    print(f"Produced {deliveries.acked} record(s) to {args.topic} before the failure.",
+                          file=sys.stderr)
                 raise
     finally:
         if args.file is not None:
             stream.close()
-    print(f"Produced {sent} record(s) to {args.topic}.", file=sys.stderr)
+    print(f"Produced {deliveries.acked} record(s) to {args.topic}.", file=sys.stderr)
     return 0
 
 
@@ -806,32 +819,30 @@ def _consume(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _consume_loop(args: argparse.Namespace, terminated: list[bool]) -> int:
-    from pylog.records import iter_batches
-    from pylog.server.wire_client import GroupMember, fetch_on
+def _log_offsets(c: Any, topic: str, partition: int) -> tuple[int, int]:
+    """``(log_start_offset, log_end_offset)`` of a partition, in two ListOffsets requests:
+    Kafka's brokers refuse a request that names a partition twice (INVALID_REQUEST),
+    which is what ``Client.log_offsets`` sends over the Kafka protocol today."""
+    out = []
+    for ts in (-2, -1):
+        res = c.list_offsets(topic, partition, ts)
+        res.raise_for_error()
+        out.append(res.offset)
+    return out[0], out[1]
 
-    stop = False
+
+def _consume_loop(args: argparse.Namespace, terminated: list[bool]) -> int:
+    from pylog.client.consumer import ConsumerRebalanceListener
+
     printed = 0
     out = sys.stdout
     with _client(args, "pylog-console-consumer") as c:
-        leaders = c.partitions(args.topic)
-        member = None
-        positions: dict[int, int] = {}
-
-        def start_position(p: int, committed: int = -1) -> int:
-            if args.offset in (None, "latest"):
-                if committed >= 0:
-                    return committed
-                return c.list_offset(args.topic, p, _LATEST)[0]
-            if args.offset == "earliest":
-                return committed if committed >= 0 else c.list_offset(args.topic, p, _EARLIEST)[0]
-            return in_range(p, args.offset)
+        count = c.describe_topic(args.topic).num_partitions
 
         def in_range(p: int, offset: int) -> int:
             """``offset`` if partition ``p`` holds it (or it is the log end), else the log
             start or end, with the warning Kafka's consumer logs on a reset."""
-            start = c.list_offset(args.topic, p, _EARLIEST)[0]
-            end = c.list_offset(args.topic, p, _LATEST)[0]
+            start, end = _log_offsets(c, args.topic, p)
             if start <= offset <= end:
                 return offset
             reset = start if offset < start else end
@@ -839,79 +850,60 @@ def _consume_loop(args: argparse.Namespace, terminated: list[bool]) -> int:
                   f"(log start offset {start}, log end offset {end}); resetting to offset {reset}")
             return reset
 
+        # Without a committed offset (or with one out of range) the consumer starts at
+        # the log start for 'earliest', else at the log end; an explicit --offset is
+        # sought once the partition is ours.
+        config: dict[str, Any] = dict(
+            client_id="pylog-console-consumer", enable_auto_commit=False,
+            auto_offset_reset="earliest" if args.offset == "earliest" else "latest",
+            fetch_max_wait_ms=200, fetch_max_bytes=4 << 20, max_partition_fetch_bytes=1 << 20)
         if args.group:
-            member = GroupMember(c, args.group, [args.topic], assignor=args.assignor)
+            consumer = c.consumer(group_id=args.group, partition_assignment_strategy=(args.assignor,),
+                                  session_timeout_ms=10000, **config)
+
+            class SeekOnAssign(ConsumerRebalanceListener):
+                def on_partitions_assigned(self, assigned: set) -> None:
+                    if isinstance(args.offset, int):
+                        for tp in assigned:
+                            consumer.seek(tp, in_range(tp.partition, args.offset))
+
+            consumer.subscribe([args.topic], listener=SeekOnAssign())
         else:
-            wanted = [args.partition] if args.partition is not None else sorted(leaders)
+            wanted = [args.partition] if args.partition is not None else list(range(count))
             for p in wanted:
-                if p not in leaders:
+                if p >= count:
                     return _fail(f"topic {args.topic} has no partition {p}")
-                positions[p] = start_position(p)
+            consumer = c.consumer(**config)
+            tps = [(args.topic, p) for p in wanted]
+            consumer.assign(tps)
+            if isinstance(args.offset, int):
+                for tp in tps:
+                    consumer.seek(tp, in_range(tp[1], args.offset))
+            elif args.offset == "earliest":
+                consumer.seek_to_beginning(*tps)
+            else:
+                consumer.seek_to_end(*tps)
         last_data = time.monotonic()
         try:
-            while not stop and not terminated[0]:
-                if member is not None:
-                    was = set(positions)
-                    assignment = member.ensure_active().get(args.topic, [])
-                    if set(assignment) != was:
-                        committed = c.committed(args.group, {args.topic: assignment})
-                        positions = {p: start_position(p, committed.get((args.topic, p), -1)) for p in assignment}
-                    member.heartbeat_if_due()
-                if not positions:
-                    time.sleep(0.1)
-                    if args.timeout_ms is not None and (time.monotonic() - last_data) * 1000 > args.timeout_ms:
-                        break
-                    continue
-                by_node: dict[int, list] = {}
-                for p, off in positions.items():
-                    by_node.setdefault(leaders[p], []).append((args.topic, p, off))
-                got_any = False
-                for node, wanted_tps in by_node.items():
-                    results = fetch_on(c.node(node), wanted_tps, max_wait_ms=200, max_bytes=4 << 20,
-                                       partition_max_bytes=1 << 20)
-                    for (topic, p), pd in results.items():
-                        if pd.error_code == 1:          # OFFSET_OUT_OF_RANGE (the log moved): reset
-                            positions[p] = in_range(p, positions[p])
-                            continue
-                        if pd.error_code:
-                            from pylog.errors import error_for_code
-
-                            raise error_for_code(pd.error_code, f"fetch {topic}-{p}")
-                        data = pd.records
-                        if not data:
-                            continue
-                        for b in iter_batches(memoryview(bytes(data))):
-                            if b.is_control:
-                                positions[p] = max(positions[p], b.last_offset + 1)
-                                continue
-                            for r in b:
-                                if r.offset < positions[p]:
-                                    continue
-                                out.write(_format_record(args, topic, p, r) + "\n")
-                                printed += 1
-                                positions[p] = r.offset + 1
-                                got_any = True
-                                if args.max_messages is not None and printed >= args.max_messages:
-                                    stop = True
-                                    break
-                            if stop:
-                                break
-                        if stop:
-                            break
-                out.flush()
-                if got_any:
+            while not terminated[0]:
+                left = None if args.max_messages is None else args.max_messages - printed
+                # At most what is still to print: the group's commit (the consumer's
+                # position) never passes a record that was not printed.
+                records = consumer.poll(timeout_ms=200, max_records=left)
+                for r in records:
+                    out.write(_format_record(args, r.topic, r.partition, r) + "\n")
+                printed += len(records)
+                if records:
+                    out.flush()
                     last_data = time.monotonic()
-                    if member is not None:
-                        member.commit({(args.topic, p): off for p, off in positions.items()})
+                    if args.group:
+                        consumer.commit()
+                    if args.max_messages is not None and printed >= args.max_messages:
+                        break
                 elif args.timeout_ms is not None and (time.monotonic() - last_data) * 1000 > args.timeout_ms:
                     break
         finally:
-            if member is not None:
-                try:
-                    if positions and not member.needs_join:
-                        member.commit({(args.topic, p): off for p, off in positions.items()})
-                finally:
-                    member.leave()
+            consumer.close(autocommit=False)
     print(f"Processed a total of {printed} messages", file=sys.stderr)
     return 0
 
@@ -955,15 +947,37 @@ def _add_groups(sub: Any) -> None:
 def _groups_list(args: argparse.Namespace) -> int:
     with _client(args) as c:
         for g in sorted(c.list_groups(), key=lambda g: g.group_id):
-            print(f"{g.group_id}\t{g.group_state or '?'}" if args.state else g.group_id)
+            print(f"{g.group_id}\t{g.state or '?'}" if args.state else g.group_id)
     return 0
 
 
-def _lag_rows(c: Any, group: str, topics: Iterable[str] | None = None) -> list[tuple]:
-    committed = c.committed(group, None if topics is None else {t: list(c.partitions(t)) for t in topics})
+def _code_error(code: int, what: str) -> Exception:
+    """The pylog error for Kafka error ``code``, as ``what: KAFKA_NAME`` (which
+    :func:`describe_error` words as Kafka's tools do)."""
+    from pylog.errors import error_for_code
+
+    return error_for_code(code, f"{what}: {error_for_code(code).kafka_name}")
+
+
+def _describe_group(c: Any, group: str) -> Any:
+    g = c.describe_groups([group])[0]
+    if g.error_code:
+        raise _code_error(g.error_code, f"describe group {group}")
+    return g
+
+
+def _committed(c: Any, group: str, partitions: dict[str, list[int]] | None = None) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the group's committed offset (-1: none)."""
+    res = c.fetch_offsets(group, partitions)
+    if res.error_code:
+        raise _code_error(res.error_code, f"fetch offsets of {group}")
+    return {(t, p): f.offset for t, parts in res.topics.items() for p, f in parts.items()}
+
+
+def _lag_rows(c: Any, group: str) -> list[tuple]:
     rows = []
-    for (topic, p), off in sorted(committed.items()):
-        end = c.list_offset(topic, p, _LATEST)[0]
+    for (topic, p), off in sorted(_committed(c, group).items()):
+        end = c.high_watermark(topic, p)
         rows.append((topic, p, off, end, end - off if off >= 0 else None))
     return rows
 
@@ -972,14 +986,14 @@ def _groups_describe(args: argparse.Namespace) -> int:
     from pylog.broker.consumer_protocol import decode_assignment
 
     with _client(args) as c:
-        g = c.describe_group(args.group)
-        if g.group_state == "Dead":
+        g = _describe_group(c, args.group)
+        if g.state == "Dead":
             return _fail(f"consumer group {args.group} does not exist")
         owners: dict[tuple[str, int], tuple[str, str, str]] = {}
         for mem in g.members:
-            if g.protocol_type == "consumer" and mem.member_assignment:
+            if g.protocol_type == "consumer" and mem.assignment:
                 try:
-                    a = decode_assignment(mem.member_assignment)
+                    a = decode_assignment(mem.assignment)
                 except Exception:  # noqa: BLE001 - a foreign assignment format: show no owner
                     continue
                 for topic, parts in a.partitions.items():
@@ -988,9 +1002,8 @@ def _groups_describe(args: argparse.Namespace) -> int:
         rows = _lag_rows(c, args.group)
         for key in owners:
             if key not in {(r[0], r[1]) for r in rows}:
-                end = c.list_offset(key[0], key[1], _LATEST)[0]
-                rows.append((key[0], key[1], -1, end, None))
-        print(f"Group: {args.group}\tState: {g.group_state}\tProtocol: {g.protocol_data or '-'}\t"
+                rows.append((key[0], key[1], -1, c.high_watermark(*key), None))
+        print(f"Group: {args.group}\tState: {g.state}\tProtocol: {g.protocol_data or '-'}\t"
               f"Members: {len(g.members)}")
         header = ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
                   "CONSUMER-ID", "HOST", "CLIENT-ID")
@@ -1008,19 +1021,18 @@ def _groups_describe(args: argparse.Namespace) -> int:
 def _groups_reset(args: argparse.Namespace) -> int:
     topic, plist = args.topic
     with _client(args) as c:
-        leaders = c.partitions(topic)
-        parts = sorted(leaders) if plist is None else plist
-        missing = [p for p in parts if p not in leaders]
+        count = c.describe_topic(topic).num_partitions
+        parts = list(range(count)) if plist is None else plist
+        missing = [p for p in parts if p >= count]
         if missing:
             raise CommandError(f"topic {topic} has no partition {', '.join(map(str, missing))}")
-        g = c.describe_group(args.group)
-        if g.group_state not in ("Empty", "Dead") and args.execute:
-            return _fail(f"group {args.group} is {g.group_state}: stop its consumers before resetting offsets")
-        current = c.committed(args.group, {topic: parts})
+        g = _describe_group(c, args.group)
+        if g.state not in ("Empty", "Dead") and args.execute:
+            return _fail(f"group {args.group} is {g.state}: stop its consumers before resetting offsets")
+        current = _committed(c, args.group, {topic: parts})
         new = {}
         for p in parts:
-            start = c.list_offset(topic, p, _EARLIEST)[0]
-            end = c.list_offset(topic, p, _LATEST)[0]
+            start, end = _log_offsets(c, topic, p)
             if args.to_earliest:
                 target = start
             elif args.to_latest:
@@ -1028,35 +1040,33 @@ def _groups_reset(args: argparse.Namespace) -> int:
             elif args.to_offset is not None:
                 target = args.to_offset
             elif args.to_datetime is not None:
-                found = c.list_offset(topic, p, args.to_datetime)[0]
-                target = end if found < 0 else found
+                found = c.list_offsets(topic, p, args.to_datetime)
+                found.raise_for_error()
+                target = end if found.offset < 0 else found.offset
             else:
                 cur = current.get((topic, p), -1)
                 target = (cur if cur >= 0 else end) + args.shift_by
-            new[(topic, p)] = min(max(target, start), end)      # out of range: clamped, as in Kafka
+            new[p] = min(max(target, start), end)      # out of range: clamped, as in Kafka
         print("GROUP\tTOPIC\tPARTITION\tNEW-OFFSET")
-        for (t, p), off in sorted(new.items()):
-            print(f"{args.group}\t{t}\t{p}\t{off}")
+        for p, off in sorted(new.items()):
+            print(f"{args.group}\t{topic}\t{p}\t{off}")
         if args.execute:
-            c.commit(args.group, new)
+            for t, codes in c.commit_offsets(args.group, {topic: new}).items():
+                for p, code in sorted(codes.items()):
+                    if code:
+                        raise _code_error(code, f"commit {args.group} {t}-{p}")
         else:
             print("(dry run: add --execute to commit these offsets)", file=sys.stderr)
     return 0
 
 
 def _groups_delete(args: argparse.Namespace) -> int:
-    from pylog.errors import PylogError
-    from pylog.server.wire_client import WireError
-
     status = 0
     with _client(args) as c:
         for gid in args.group:
-            try:
-                c.delete_group(gid)
-            except WireError:
-                raise
-            except PylogError as exc:
-                status = _fail(describe_error(exc))
+            code = c.delete_groups([gid]).get(gid, 0)
+            if code:
+                status = _fail(describe_error(_code_error(code, f"delete group {gid}")))
                 continue
             print(f"Deleted group {gid}.")
     return status
