@@ -288,8 +288,31 @@ cdef extern from "<errno.h>":
         ENOSPC
         EDQUOT
 
+cdef extern from *:
+    """
+    #include <sys/mman.h>
+    #include <errno.h>
+    #ifndef MADV_POPULATE_WRITE
+    #define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
+    #endif
+    /* Make the pages of [start, end) of a shared file mapping writable without a fault:
+       allocate their blocks now.  0: done; -1: the file system has no room (a write
+       there would raise SIGBUS); 1: the kernel cannot do it (older than 5.14). */
+    static int pylog_populate_write(char *base, Py_ssize_t len, Py_ssize_t start, Py_ssize_t end) {
+        Py_ssize_t page = 4096, a = start & ~(page - 1), b = (end + page - 1) & ~(page - 1);
+        if (b > len) b = len;
+        if (a >= b) return 0;
+        if (madvise(base + a, (size_t)(b - a), MADV_POPULATE_WRITE) == 0) return 0;
+        return (errno == EINVAL || errno == ENOSYS) ? 1 : -1;
+    }
+    """
+    int pylog_populate_write(char *base, Py_ssize_t len, Py_ssize_t start, Py_ssize_t end) nogil
+
 cdef enum:
     PREALLOCATE_CHUNK = 4 * 1024 * 1024
+    # Index pages are allocated this far ahead of the entry being written (8192 offset
+    # or 5461 time entries: one system call per 32-64 MiB of log at the default interval).
+    INDEX_POPULATE_CHUNK = 64 * 1024
     # Batches per pwritev call: two iovecs each (the rewritten header, the rest as given).
     WRITE_GROUP = 256
     HEADER_SLOT = 64
@@ -415,6 +438,10 @@ cdef class SegmentAppender:
     cdef public int64_t base_offset, next_offset, max_ts, max_ts_offset, rolling_ts, last_time_entry
     cdef public bint can_fallocate
     cdef public object path
+    # How far each index mapping's pages are known to have blocks (see _index_room), and
+    # how many entries a full disk made the appender leave out.
+    cdef public Py_ssize_t oi_ready, ti_ready, index_entries_skipped
+    cdef bint can_populate
     # The owning log's settings for its append path (see log_append); set on activation
     # and when the log's config changes.
     cdef public Py_ssize_t max_message_bytes
@@ -459,6 +486,10 @@ cdef class SegmentAppender:
         self.populated = size
         self.bytes_since_index = 0
         self.can_fallocate = True
+        self.can_populate = True
+        self.oi_ready = 0
+        self.ti_ready = 0
+        self.index_entries_skipped = 0
         self.path = path
         self.max_message_bytes = DEFAULT_MAX_BATCH_SIZE
         self.stamp_append_time = False
@@ -524,6 +555,30 @@ cdef class SegmentAppender:
                 self.can_fallocate = False  # not supported here: every append takes pwritev
         return 0
 
+    cdef bint _index_room(self, Py_buffer *view, Py_ssize_t *ready, Py_ssize_t end) noexcept:
+        # The index files are sparse (preallocated by length, as Kafka's): the first write
+        # into a page allocates its block, and on a full disk that write would kill the
+        # process with SIGBUS.  Allocate pages ahead instead; False when there is no room,
+        # and the entry is left out (a sparser index only costs a longer scan).
+        cdef int rc
+        if end <= ready[0] or not self.can_populate:
+            return True
+        with nogil:
+            rc = pylog_populate_write(<char *>view.buf, view.len, ready[0], end + INDEX_POPULATE_CHUNK)
+        if rc == 1:
+            self.can_populate = False    # kernel older than 5.14: as before, write and hope
+            return True
+        if rc == 0:
+            ready[0] = end + INDEX_POPULATE_CHUNK
+            return True
+        with nogil:
+            rc = pylog_populate_write(<char *>view.buf, view.len, ready[0], end)
+        if rc == 0:
+            ready[0] = end
+            return True
+        self.index_entries_skipped += 1
+        return False
+
     cdef void _scrub(self, Py_ssize_t start, Py_ssize_t end) noexcept:
         # After a failed write: zero what may have landed past the valid size, best effort
         # (through the file, never the mapping: its blocks may not exist), so the tail
@@ -588,12 +643,14 @@ cdef class SegmentAppender:
         if self.bytes_since_index > self.index_interval:
             # Kafka's rule: one entry per index_interval_bytes, at the start of the append,
             # for its last offset.  Entries increase by construction.
-            if self.oi_entries < self.oi_max:
+            if self.oi_entries < self.oi_max and self._index_room(
+                    &self.oview, &self.oi_ready, (self.oi_entries + 1) * OFFSET_ENTRY_SIZE):
                 oi = <uint8_t *>self.oview.buf + self.oi_entries * OFFSET_ENTRY_SIZE
                 pylog_put_be32(oi, <int32_t>(last - self.base_offset))
                 pylog_put_be32(oi + 4, <int32_t>position)
                 self.oi_entries += 1
-            if self.max_ts > self.last_time_entry and self.ti_entries < self.ti_max - 1:
+            if self.max_ts > self.last_time_entry and self.ti_entries < self.ti_max - 1 and self._index_room(
+                    &self.tview, &self.ti_ready, (self.ti_entries + 1) * TIME_ENTRY_SIZE):
                 ti = <uint8_t *>self.tview.buf + self.ti_entries * TIME_ENTRY_SIZE
                 pylog_put_be64(ti, self.max_ts)
                 pylog_put_be32(ti + 8, <int32_t>(self.max_ts_offset - self.base_offset))
@@ -720,6 +777,23 @@ cdef class SegmentAppender:
                 info.records, max_ts, offset_of_max)
 
 
+def populate_write(dst, Py_ssize_t start, Py_ssize_t end):
+    """Allocate the blocks behind ``dst[start:end]`` (whole pages), a writable shared
+    mapping of a sparse file, so writing there cannot raise SIGBUS on a full disk.
+
+    Returns 0 when done, -1 when the file system has no room, 1 when the kernel cannot
+    (older than Linux 5.14: nothing is allocated ahead)."""
+    cdef Py_buffer view
+    cdef int rc
+    _get_buffer(dst, &view, True)
+    try:
+        with nogil:
+            rc = pylog_populate_write(<char *>view.buf, view.len, start, end)
+    finally:
+        PyBuffer_Release(&view)
+    return rc
+
+
 def zero_range(dst, Py_ssize_t start, Py_ssize_t end):
     """memset ``dst[start:end]`` to zero (the GIL released for large ranges)."""
     cdef Py_buffer view
@@ -786,6 +860,16 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
         if time_capacity > tview.len // TIME_ENTRY_SIZE:
             time_capacity = tview.len // TIME_ENTRY_SIZE
     p = <const uint8_t *>lview.buf
+    # The indexes are sparse files: allocate the pages the entries can reach before writing
+    # them (a write into a page the full disk has no block for is SIGBUS).  Without room,
+    # no entries: lookups in this segment then scan from its start.
+    k = end // max(index_interval_bytes, <Py_ssize_t>BATCH_HEADER_SIZE) + 2
+    if have_oi and offset_capacity > 0 and pylog_populate_write(
+            <char *>oview.buf, oview.len, 0, min(k, offset_capacity) * OFFSET_ENTRY_SIZE) == -1:
+        offset_capacity = 0
+    if have_ti and time_capacity > 0 and pylog_populate_write(
+            <char *>tview.buf, tview.len, 0, min(k, time_capacity) * TIME_ENTRY_SIZE) == -1:
+        time_capacity = 0
     try:
         with nogil:
             while pos < end:

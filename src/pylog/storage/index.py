@@ -26,6 +26,7 @@ writers with its lock; lookups on a sealed (read-only) index are safe from any t
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -43,6 +44,9 @@ OFFSET_INDEX_DTYPE = np.dtype([("relative_offset", ">u4"), ("position", ">u4")])
 TIME_INDEX_DTYPE = np.dtype([("timestamp", ">i8"), ("relative_offset", ">u4")])
 
 _EMPTY = b""
+_logger = logging.getLogger(__name__)
+#: Pages of a writable index are allocated this far ahead of its entries.
+_POPULATE_AHEAD = 64 * 1024
 
 
 class CorruptIndexError(KafkaStorageError):
@@ -92,6 +96,8 @@ class _MappedIndex:
         self._max_entries = max(max_index_size // self.ENTRY_SIZE, 1)
         self._mm: mmap.mmap | None = None
         self._array: np.ndarray | None = None
+        self._ready = 0
+        self.entries_skipped = 0
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
         fd = os.open(path, flags, 0o644)
         try:
@@ -154,6 +160,30 @@ class _MappedIndex:
     @property
     def _buf(self):
         return self._mm if self._mm is not None else _EMPTY
+
+    def _room(self, end: int) -> bool:
+        """Whether the entry ending at byte ``end`` can be written: its page has a block.
+        The file is sparse; writing into a page a full disk has no block for would kill
+        the process (SIGBUS), so pages are allocated ahead, and without room the entry is
+        left out (a sparser index only makes lookups scan further)."""
+        if end <= self._ready:
+            return True
+        assert self._mm is not None
+        rc = _core.populate_write(self._mm, self._ready, min(end + _POPULATE_AHEAD, len(self._mm)))
+        if rc == 0:
+            self._ready = min(end + _POPULATE_AHEAD, len(self._mm))
+            return True
+        if rc == 1:                              # kernel older than 5.14: write as before
+            self._ready = len(self._mm)
+            return True
+        if _core.populate_write(self._mm, self._ready, end) == 0:
+            self._ready = end
+            return True
+        self.entries_skipped += 1
+        if self.entries_skipped == 1:
+            _logger.warning("%s: no disk space for index entries; leaving them out (lookups in this "
+                            "segment scan further until it is rebuilt)", self.path)
+        return False
 
     def _check_writable(self) -> None:
         if not self.writable or self._mm is None:
@@ -249,7 +279,8 @@ class OffsetIndex(_MappedIndex):
         return self.base_offset + rel, pos
 
     def append(self, offset: int, position: int) -> None:
-        """Add an entry; it must be above the last one in both offset and position."""
+        """Add an entry; it must be above the last one in both offset and position.  On a
+        full disk the entry is left out (see :meth:`_room`)."""
         self._check_writable()
         if self.is_full:
             raise KafkaStorageError(f"{self.path}: offset index is full ({self._entries} entries)")
@@ -261,6 +292,8 @@ class OffsetIndex(_MappedIndex):
             if offset <= last_off or position <= last_pos:
                 raise KafkaStorageError(
                     f"index entry ({offset}, {position}) is not above the last ({last_off}, {last_pos})")
+        if not self._room((self._entries + 1) * 8):
+            return
         self._PACK.pack_into(self._mm, self._entries * 8, rel, position)
         self._entries += 1
 
@@ -323,6 +356,8 @@ class TimeIndex(_MappedIndex):
         if self._entries and offset < last_off:
             raise KafkaStorageError(f"time index offset {offset} below the last entry's {last_off}")
         if self._entries >= self._max_entries or (not skip_full_check and self.is_full):
+            return False
+        if not self._room((self._entries + 1) * 12):
             return False
         self._PACK.pack_into(self._mm, self._entries * 12, timestamp, offset - self.base_offset)
         self._entries += 1

@@ -683,6 +683,9 @@ class LogSegment:
                 setattr(self, "_py_" + name, getattr(app, name))
             self._appender = None
             app.release()
+            if app.index_entries_skipped:
+                _logger.warning("%s: %d index entries were left out for lack of disk space (lookups in "
+                                "this segment scan further)", self.path, app.index_entries_skipped)
         mm, self._map = self._map, None
         if mm is not None:
             try:
