@@ -71,6 +71,13 @@ class EmbeddedTransport:
         produce_batches = self.broker.produce_batches
         return [produce_batches(topic, partition, batches, acks=acks) for topic, partition, batches in work]
 
+    def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
+                      on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+        # An append is a function call: every answer is there before this returns.
+        produce_batches = self.broker.produce_batches
+        for i, (topic, partition, batches) in enumerate(work):
+            on_done(i, produce_batches(topic, partition, batches, acks=acks))
+
     def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1):
         return self.broker.init_producer_id(producer_id=producer_id, producer_epoch=producer_epoch)
 

@@ -2,45 +2,64 @@
 
 Records are batched per partition exactly as Kafka's producer batches them (``batch_size``,
 ``linger_ms``, one codec per batch) into real v2 batches, numbered per partition for the
-idempotent producer, and sent by a sender thread: each round drains the ready batches of
-every partition and hands them to :meth:`Transport.produce <pylog.client.transport.Transport.produce>`
-in one call (the embedded transport appends them through
-:meth:`pylog.broker.core.Broker.produce_batches`, the code path the wire-protocol server's
-Produce uses; a network transport sends one Produce request per leader).
+idempotent producer, and sent by a sender thread.  The sender has no rounds: each step
+handles the answers that came, drains the ready batches of every partition that may
+send, and hands them to
+:meth:`Transport.produce_async <pylog.client.transport.Transport.produce_async>` in one
+call without waiting (a network transport sends one Produce request per leader and
+reports each partition as its answer comes; the embedded transport appends through
+:meth:`pylog.broker.core.Broker.produce_batches`, the code path the wire-protocol
+server's Produce uses, and answers before it returns).  So a leader that is slow, or
+hangs until the request times out, holds back only its own partitions.
 
 Delivery
 --------
 - ``acks``: 0 (handles resolve with offset -1), 1 or ``"all"`` (-1).  On one node 1 and all
   both mean "appended to the partition log"; ``"all"`` also enforces the topic's
   ``min.insync.replicas``.
+- Requests out per partition (``max_in_flight_requests_per_connection``, alias
+  ``max_in_flight``, default 5, at most 5 with idempotence as Kafka requires): an
+  idempotent producer keeps up to that many of a partition's batches out at once, in
+  one request or several, while the ones before are unanswered (not before the first
+  batch of the current epoch was appended: a broker that does not know the producer
+  yet would take a later sequence first).  Without idempotence a partition has one
+  request out at a time (of up to that many batches), so a retry can never overtake a
+  later request.  Answers are handled as they come: an appended batch's handles resolve
+  at once.
 - Retriable errors are retried with exponential backoff (``retry_backoff_ms`` doubling up to
   ``retry_backoff_max_ms``, 20 % jitter) until ``retries`` or ``delivery_timeout_ms`` run
-  out.  A partition whose batch waits for a retry sends nothing else meanwhile, so the
-  order of a partition's records is their send order whatever is retried.
+  out.  A partition with a failed batch sends nothing more until all its requests out
+  are answered; then its failed batches go back first in its queue, in the order they
+  were sent, and nothing of the partition goes before them: the order of a partition's
+  records is their send order whatever is retried.
 - Idempotence (the default, as in Kafka 3+): the producer gets a producer id from the
   broker; each batch carries the partition's next sequence number; a retried batch keeps
   its number, so if it was appended after all the broker answers with the original
-  offsets instead of appending it twice.  A batch that fails for good rewinds its
-  partition's numbering so later batches are not rejected for a gap; an
-  OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID from the broker bumps the producer epoch
-  (KIP-360) and renumbers what is pending.
-- ``max_in_flight_requests_per_connection`` (alias ``max_in_flight``) is validated as Kafka
-  does (at most 5 with idempotence).  The embedded transport is a function call, so a
-  partition never has more than one append outstanding; the setting bounds how many ready
-  batches of one partition go into one append, which is what keeps a retried append
-  within the 5 batches per producer the broker remembers for duplicate detection.
-  A partition has at most one produce outstanding: the sender waits for a round's
-  results before it drains the partition again.
+  offsets instead of appending it twice.  The later batches of a partition that the
+  broker refused as OUT_OF_ORDER_SEQUENCE because an earlier one failed are retried
+  with it, not failed.  OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID on a partition's
+  first unappended batch means the broker lost track of the producer: the sender stops
+  sending, waits for every request out, bumps the producer epoch (KIP-360) and
+  renumbers what is pending.  A batch that fails for good on a definite refusal rewinds
+  its partition's numbering so later batches are not rejected for a gap; one that
+  fails for good on an error that leaves open whether it was appended (a timeout,
+  ``delivery_timeout_ms`` after it was sent) bumps the epoch instead, so its sequence
+  is never given to another batch (Kafka's unresolved sequences).
+- ``delivery_timeout_ms`` fails a batch that waits to be sent or retried past it; a batch
+  on the wire is bounded by the transport's ``request_timeout_ms``.
+- ``buffer_memory`` counts every record accepted and not yet answered, whether it waits,
+  is out or waits for a retry.
 
 Threads
 -------
 ``send``, ``send_batch``, ``flush`` and ``close`` may be called from any thread.  One sender
-thread per producer does the appends and runs the handles' callbacks; a callback must not
-block on another send's result.
+thread per producer sends, handles the answers (handed over by the transport's threads)
+and runs the handles' callbacks; a callback must not block on another send's result.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
@@ -49,6 +68,7 @@ from typing import Any, Callable
 
 from pylog import _core
 from pylog import codecs as _codecs
+from pylog.broker.core import ProduceResult
 from pylog.broker.partitioner import DefaultPartitioner, Partitioner, partitioner_for_name
 from pylog.errors import (IllegalStateError, InvalidConfigError, OutOfOrderSequenceError, PylogError,
                           RequestTimedOutError, UnknownProducerIdError, UnknownTopicOrPartitionError)
@@ -66,6 +86,33 @@ _ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
 _PENDING = 3   # _ProducerBatch.state of a resolved batch
 _POOL_IDLE_BYTES = 1 << 20   # batch buffers kept for reuse while the producer is idle ...
 _POOL_IDLE_MS = 1000         # ... once idle this long
+_MUTED = 2**62               # _PartitionQueue.blocked_until of a partition that may not send now
+_MAX_WAIT_S = 3600.0
+
+
+class _Request:
+    """The batches of one partition in one produce call, in sequence order; ``seq`` orders
+    the calls, so a partition's failed batches can be put back in the order they were sent."""
+
+    __slots__ = ("queue", "batches", "seq")
+
+    def __init__(self, queue: Any, batches: list, seq: int) -> None:
+        self.queue = queue
+        self.batches = batches
+        self.seq = seq
+
+
+class _Flight:
+    """The sender's account of one partition's requests out (sender thread only)."""
+
+    __slots__ = ("requests", "batches", "failed", "acked_epoch", "last_acked")
+
+    def __init__(self) -> None:
+        self.requests = 0          # produce calls of the partition not answered yet
+        self.batches = 0           # ... and their batches
+        self.failed: list = []     # [((seq, k), batch, error)] waiting for the other answers
+        self.acked_epoch = -1      # the producer epoch in which one of its batches was last appended
+        self.last_acked = (0, -1)  # (seq, k) of the latest batch appended
 
 
 def _positive_int(name: str, value: Any, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
@@ -179,6 +226,7 @@ class Producer(_core._ProducerCore):
             if fn is not None and not callable(fn):
                 raise InvalidConfigError(f"{name} must be callable, got {fn!r}")
         self.retries = retries
+        self.delivery_timeout_ms = delivery_timeout_ms
         self.max_in_flight = in_flight
         self.enable_idempotence = idempotent
         self.compression_type = compression_type
@@ -193,6 +241,18 @@ class Producer(_core._ProducerCore):
         self._closing = False
         self._stopped = False
         self._epoch_lock = threading.Lock()
+        # Answers of requests out, appended by any thread, handled by the sender.
+        self._answers: collections.deque = collections.deque()
+        self._flights: dict[Any, _Flight] = {}    # _PartitionQueue -> its requests out
+        self._seq = 0
+        self._requests_out = 0
+        self._bump_pending = False
+        self._bump_since = 0
+        self._bump_after = 0
+        if getattr(type(transport), "produce_async", None) is not None:
+            self._produce_async = transport.produce_async
+        else:
+            self._produce_async = self._produce_sync
         self._configure(batch_size=batch_size, linger_ms=linger_ms, compression=compression_type,
                         max_request_size=max_request_size, buffer_memory=buffer_memory,
                         partitioner=partitioner, key_serializer=key_serializer,
@@ -287,15 +347,20 @@ class Producer(_core._ProducerCore):
                 while True:
                     if self._stopped:
                         return
+                    if self._answers:
+                        break
                     now = self._now()
                     delay = self._next_delay(now)
+                    if self._bump_pending and (self._requests_out or now < self._bump_after):
+                        # Nothing goes out until the new epoch: wait for the answers out.
+                        delay = -1 if self._requests_out else self._bump_after - now
                     if delay == 0:
                         break
                     if delay < 0 and self._closing and not self._incomplete_count():
                         self._stopped = True
                         self._notify_done()
                         return
-                    timeout = None if delay < 0 else delay / 1000
+                    timeout = None if delay < 0 else min(delay / 1000, _MAX_WAIT_S)
                     if delay < 0 and self._pooled_bytes() > _POOL_IDLE_BYTES:
                         # Idle with many batch buffers kept for reuse (after bulk sends):
                         # give them back once idle for a while.
@@ -314,41 +379,100 @@ class Producer(_core._ProducerCore):
                     if self._now() >= self._next_metadata:
                         break
             try:
-                self._send_round()
+                self._sender_step()
             except BaseException:  # noqa: BLE001 - the sender must survive anything
-                _log.exception("producer sender round failed")
+                _log.exception("producer sender step failed")
             self._notify_done()
 
-    def _send_round(self) -> None:
+    def _sender_step(self) -> None:
+        """Handle the answers that came, then send what is ready (one step of the sender)."""
+        answers = self._answers
+        while answers:
+            self._answered(*answers.popleft())
         now = self._now()
         if now >= self._next_metadata:
             self._refresh_metadata()
             self._next_metadata = now + self.metadata_max_age_ms
-        work = self._drain(now, self._closing, max(self._max_request_bytes(), 1), self.max_in_flight)
-        # Every partition's batches in one produce call (one request per leader over the
-        # network); what must go again at once (a new epoch) goes in a further call.
-        while work:
-            sending = []
-            for topic, partition, batches in work:
-                batches = self._expire(topic, partition, batches)
-                if batches:
-                    sending.append((topic, partition, batches))
-            if not sending:
+        if self._bump_pending:
+            if self._requests_out or now < self._bump_after:
                 return
-            epoch = self.producer_epoch
-            results = self._transport.produce(
-                [(topic, partition, self._prepare(batches)) for topic, partition, batches in sending],
-                acks=self.acks)
-            work = []
-            for (topic, partition, batches), res in zip(sending, results):
-                resend = self._handle_results(topic, partition, batches, res, epoch)
-                if resend:
-                    work.append((topic, partition, resend))
+            try:
+                self._bump_epoch()
+            except PylogError as exc:
+                if exc.retriable and now - self._bump_since < self.delivery_timeout_ms:
+                    _log.warning("producer %d: no new epoch (%s); retrying in %d ms", self.producer_id, exc,
+                                 self.retry_backoff_max_ms)
+                    self._bump_after = now + self.retry_backoff_max_ms
+                    return
+                # What waits for the new epoch cannot be sent under the old one.
+                _log.error("producer %d: no new epoch (%s): failing what is pending", self.producer_id, exc)
+                self._bump_pending = False
+                self._abort_all(exc)
+                return
+            self._bump_pending = False
+        self._send_ready(now)
+
+    def _send_ready(self, now: int) -> None:
+        """Drain the partitions that may send (none outstanding, or room for more of an
+        idempotent partition's batches) and hand their batches to the transport."""
+        work = self._drain(now, self._closing, max(self._max_request_bytes(), 1), self.max_in_flight)
+        sending: list[_Request] = []
+        for topic, partition, batches in work:
+            batches = self._expire(topic, partition, batches)
+            if not batches:
+                continue
+            queue = batches[0].queue
+            flight = self._flights.get(queue)
+            if flight is None:
+                flight = self._flights[queue] = _Flight()
+            room = self._room(flight)
+            if len(batches) > room:
+                # More than may be outstanding: the rest waits, first in its queue.
+                self._requeue(topic, partition, batches[max(room, 0):], _MUTED)
+                del batches[max(room, 0):]
+                if not batches:
+                    continue
+            self._seq += 1
+            sending.append(_Request(queue, batches, self._seq))
+            flight.requests += 1
+            flight.batches += len(batches)
+            self._requests_out += 1
+            queue.blocked_until = _MUTED if self._room(flight) <= 0 else 0
+        if not sending:
+            return
+        work = [(r.queue.topic, r.queue.partition, self._prepare(r.batches)) for r in sending]
+        answers = self._answers
+
+        def on_done(i: int, results: list, _sending: list = sending) -> None:
+            # Any thread (the network transport's I/O thread): the sender handles it.
+            answers.append((_sending[i], results))
+            self._wake_sender()
+
+        try:
+            self._produce_async(work, acks=self.acks, on_done=on_done)
+        except PylogError as exc:   # the transport is closed: nothing was sent
+            for r in sending:
+                answers.append((r, [ProduceResult.failed(exc) for _ in r.batches]))
+
+    def _room(self, flight: _Flight) -> int:
+        """How many more batches of a partition may be outstanding now."""
+        if flight.failed:
+            return 0          # waiting for the partition's other answers before retrying
+        if not flight.requests:
+            return self.max_in_flight
+        if (not self.enable_idempotence or flight.requests >= self.max_in_flight
+                or flight.acked_epoch != self.producer_epoch):
+            # Without sequence numbers a retry could overtake a later request; an epoch's
+            # first batch must be appended first (a broker that does not know the
+            # producer would take a later sequence first).
+            return 0
+        # The broker recognises a retried duplicate among a producer's last 5 batches.
+        return self.max_in_flight - flight.batches
 
     def _max_request_bytes(self) -> int:
         # Up to max_in_flight batches (and about their bytes) per append of one partition;
         # send_batch's own batches (up to bulk_batch_bytes) count as whole batches too, so
-        # several of them go in one append instead of one per sender round.
+        # several of them go in one append instead of one per sender step.
         return self.max_in_flight * max(self.batch_size, 16384, self._bulk_batch_bytes())
 
     def _refresh_metadata(self) -> None:
@@ -367,71 +491,129 @@ class Producer(_core._ProducerCore):
         for first, b in enumerate(pending):
             if now >= b.deadline_ms:
                 err = RequestTimedOutError(f"{topic}-{partition}: not appended within delivery_timeout_ms")
-                self._rewind(pending[first:])
+                if self.enable_idempotence and b.attempts:
+                    # Sent before, and maybe appended: its sequence cannot be given to
+                    # another batch.  A new epoch starts the numbering afresh.
+                    self._request_bump()
+                else:
+                    self._rewind(pending[first:])
                 for late in pending[first:]:
                     late.fail(err)
                 return pending[:first]
         return pending
 
-    def _handle_results(self, topic: str, partition: int, pending: list, results: list, epoch: int) -> list:
-        """Complete, requeue or fail a partition's batches by their produce results;
-        returns the batches to send again at once (renumbered after a new epoch)."""
-        now = self._now()
-        for i, (b, res) in enumerate(zip(pending, results)):
+    def _answered(self, request: _Request, results: list) -> None:
+        """One partition's answer: complete what was appended; once the partition has no
+        request out, retry or fail what was not (:meth:`_recover`)."""
+        queue = request.queue
+        flight = self._flights[queue]
+        flight.requests -= 1
+        flight.batches -= len(request.batches)
+        self._requests_out -= 1
+        for k, (b, res) in enumerate(zip(request.batches, results)):
             if res.error_code == 0:
                 b.complete(res.base_offset if self.acks != 0 else -1, res.log_append_time)
-                continue
-            exc = res.error
-            rest = pending[i:]
-            if isinstance(exc, (OutOfOrderSequenceError, UnknownProducerIdError)) and self.enable_idempotence \
-                    and b.attempts < self.retries:
-                # The broker lost track of us, or our numbering: new epoch, renumber.  (Once
-                # per round: other partitions of the same round failing alike just renumber.)
-                if self.producer_epoch == epoch:
-                    self._bump_epoch()
-                for r in rest:
-                    r.attempts += 1
-                return rest
-            if exc.retriable and b.attempts < self.retries and not self._topic_gone(topic, partition):
-                retry = rest if self.enable_idempotence else self._settle_independent(b, rest[1:], results[i + 1:])
-                for r in retry:
-                    r.attempts += 1
-                backoff = min(self.retry_backoff_ms * (2 ** max(b.attempts - 1, 0)), self.retry_backoff_max_ms)
-                backoff = int(backoff * random.uniform(0.8, 1.2))
-                _log.info("%s-%d: retrying %d batches in %d ms after %s", topic, partition, len(retry),
-                          backoff, exc)
-                self._requeue(topic, partition, retry, now + backoff)
-                self._wake_sender()
-                return []
-            # Fails for good: this batch only; later ones were rejected because of it.
-            if isinstance(exc, UnknownTopicOrPartitionError):
-                self._forget_topic(topic)
-            b.fail(exc)
-            self._rewind(rest)
-            if self.enable_idempotence:
-                return rest[1:]
-            # Without sequence numbers the later batches stood on their own.
-            for r, rres in zip(rest[1:], results[i + 1:]):
-                if rres.error_code == 0:
-                    r.complete(rres.base_offset if self.acks != 0 else -1, rres.log_append_time)
-                else:
-                    r.fail(rres.error)
-            return []
-        return []
-
-    def _settle_independent(self, first, later: list, results: list) -> list:
-        """Without idempotence each batch after a retried one stood on its own: one that
-        was appended is done (sending it again would append it twice), one refused for
-        good fails; the rest are retried after ``first``.  Returns what to retry."""
-        retry = [first]
-        for r, res in zip(later, results):
-            if res.error_code == 0:
-                r.complete(res.base_offset if self.acks != 0 else -1, res.log_append_time)
-            elif res.error.retriable and r.attempts < self.retries:
-                retry.append(r)
+                flight.acked_epoch = self.producer_epoch
+                flight.last_acked = max(flight.last_acked, (request.seq, k))
             else:
-                r.fail(res.error)
-        return retry
+                flight.failed.append(((request.seq, k), b, res.error))
+        if flight.failed:
+            if flight.requests:
+                queue.blocked_until = _MUTED
+            else:
+                self._recover(queue, flight)
+        elif queue.blocked_until == _MUTED and self._room(flight) > 0:
+            queue.blocked_until = 0
+
+    def _recover(self, queue: Any, flight: _Flight) -> None:
+        """Every request of the partition is answered and some batches failed: retry them
+        (in order, with backoff), renumber them under a new epoch, or fail them."""
+        topic, partition = queue.topic, queue.partition
+        failed = sorted(flight.failed, key=lambda f: f[0])
+        flight.failed = []
+        batches = [b for _, b, _ in failed]
+        if not self.enable_idempotence:
+            # Each batch stood on its own (the partition had one request out).
+            retry = []
+            gone = None
+            for _, b, exc in failed:
+                if exc.retriable and b.attempts < self.retries:
+                    if gone is None:
+                        gone = self._topic_gone(topic, partition)
+                    if not gone:
+                        retry.append(b)
+                        continue
+                self._fail(topic, b, exc)
+            self._retry(queue, retry, failed[0][2])
+            return
+        position, first, exc = failed[0]
+        if first.attempts < self.retries:
+            if isinstance(exc, (OutOfOrderSequenceError, UnknownProducerIdError)):
+                # The first batch not appended, refused for its numbering: the broker lost
+                # track of us (KIP-360).  New epoch, then renumber.  (Later batches failing
+                # alike were refused because of this one.)
+                for b in batches:
+                    b.attempts += 1
+                self._request_bump()
+                self._requeue(topic, partition, batches, 0)
+                return
+            if exc.retriable and not self._topic_gone(topic, partition):
+                # Every failed batch keeps its sequence: one appended after all is answered
+                # as a duplicate; those refused for the gap it left go in order after it.
+                self._retry(queue, batches, exc)
+                return
+        # Fails for good: this batch only; the later ones were refused because of it.
+        self._fail(topic, first, exc)
+        rest = batches[1:]
+        if flight.last_acked > position:
+            # A later batch was appended: the broker has moved past this one's numbers
+            # (it took them, or it did not know this producer yet), so they stay used.
+            pass
+        elif exc.retriable:
+            # Retries (or the topic) ran out on an error that says nothing of whether it
+            # was appended: its sequence may be taken.  A new epoch numbers afresh.
+            self._request_bump()
+        else:
+            self._rewind(batches)
+        if rest:
+            self._requeue(topic, partition, rest, 0)
+        else:
+            queue.blocked_until = 0
+
+    def _retry(self, queue: Any, batches: list, exc: PylogError) -> None:
+        """Put ``batches`` back first in their queue, after a backoff."""
+        if not batches:
+            queue.blocked_until = 0
+            return
+        for b in batches:
+            b.attempts += 1
+        attempts = batches[0].attempts
+        backoff = min(self.retry_backoff_ms * (2 ** max(attempts - 1, 0)), self.retry_backoff_max_ms)
+        backoff = int(backoff * random.uniform(0.8, 1.2))
+        _log.info("%s-%d: retrying %d batches in %d ms after %s", queue.topic, queue.partition, len(batches),
+                  backoff, exc)
+        self._requeue(queue.topic, queue.partition, batches, self._now() + backoff)
+
+    def _fail(self, topic: str, batch: Any, exc: PylogError) -> None:
+        if isinstance(exc, UnknownTopicOrPartitionError):
+            self._forget_topic(topic)
+        batch.fail(exc)
+
+    def _request_bump(self) -> None:
+        """A new epoch is needed: nothing more is sent until every request out is
+        answered, then the sender bumps the epoch and what is pending is renumbered."""
+        if not self._bump_pending:
+            self._bump_pending = True
+            self._bump_since = self._now()
+
+    def _produce_sync(self, work: list, *, acks: int, on_done: Callable[[int, list], object]) -> None:
+        """produce_async over a transport that has only ``produce`` (one call at a time)."""
+        try:
+            results = self._transport.produce(work, acks=acks)
+        except PylogError as exc:
+            results = [[ProduceResult.failed(exc) for _ in batches] for _, _, batches in work]
+        for i, res in enumerate(results):
+            on_done(i, res)
 
     def _topic_gone(self, topic: str, partition: int) -> bool:
         try:

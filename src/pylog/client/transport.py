@@ -15,7 +15,8 @@ The operations are shaped like Kafka requests, so that a network transport sends
 request per leader (or coordinator) and an embedded one makes plain calls:
 
 - :meth:`Transport.produce` takes the batches of MANY partitions at once (one Produce
-  request per leader) and answers per batch;
+  request per leader) and answers per batch; :meth:`Transport.produce_async` does the
+  same without waiting, reporting each partition as its answer comes;
 - :meth:`Transport.fetch` reads many partitions in one call and may wait for data
   (Fetch's ``max_wait_ms``/``min_bytes``/``max_bytes``);
 - :meth:`Transport.list_offsets` takes many partitions;
@@ -106,6 +107,20 @@ class Transport(Protocol):
         offsets (``duplicate``).  Never raises for a partition's problem (unknown
         partition, record too large, not enough replicas, a request timeout): the result
         carries the error code, and ``error.retriable`` says whether to retry.
+        """
+        ...
+
+    def produce_async(self, work: Sequence[ProduceWork], *, acks: int,
+                      on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+        """:meth:`produce` without waiting: ``on_done(i, results)`` is called once per entry
+        of ``work`` with its results, as they come, from any thread (the network
+        transport's I/O thread; the embedded one completes before it returns).
+        ``on_done`` must be quick and must not raise.  Raises only before any ``on_done``
+        (a closed transport).
+
+        What lets the producer keep other partitions (and more of one partition's
+        batches) moving while a request is out.  A transport whose class does not define
+        it is driven through :meth:`produce`, one call at a time.
         """
         ...
 

@@ -12,7 +12,11 @@ Produce
     Kafka's brokers take exactly one v2 batch per partition in a Produce request, so
     request ``k`` to a leader carries the ``k``-th batch of each of its partitions; the
     requests are pipelined on the leader's connection (answered in order, appended in
-    order) and the leaders are written to concurrently.  Batches go out as the buffers
+    order) and the leaders are written to concurrently.  :meth:`~KafkaTransport.produce_async`
+    returns once the requests are queued and reports each partition as its answers come
+    (on the I/O thread), so the producer keeps sending to the other leaders, and more of
+    a partition's batches, while a request is out; :meth:`~KafkaTransport.produce` waits
+    for them all.  Batches go out as the buffers
     the producer built (the codec passes records of 4 KiB or more to ``sendmsg`` as their
     own segments: no copy).  Nothing is retried here: NOT_LEADER_OR_FOLLOWER,
     FENCED_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION and network errors request a metadata
@@ -130,6 +134,30 @@ class _Slot:
         self.number = number
         self.pending = 0
         self.owner_done = False
+
+
+class _ProduceAnswer:
+    """The results of one produce_async call, gathered per partition: ``on_done(i, results)``
+    once every batch of ``work[i]`` is answered (its requests may go to several leaders
+    only across partitions; a partition's batches all go to its leader)."""
+
+    __slots__ = ("results", "left", "on_done", "lock")
+
+    def __init__(self, work: Sequence[tuple[str, int, Sequence[Any]]],
+                 on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+        self.results: list[list[ProduceResult | None]] = [[None] * len(batches) for _, _, batches in work]
+        self.left = [len(batches) for _, _, batches in work]
+        self.on_done = on_done
+        # Answers come on the I/O thread, and on the caller's for requests failed at once.
+        self.lock = threading.Lock()
+
+    def put(self, i: int, k: int, res: ProduceResult) -> None:
+        with self.lock:
+            self.results[i][k] = res
+            self.left[i] -= 1
+            done = not self.left[i]
+        if done:
+            self.on_done(i, self.results[i])  # type: ignore[arg-type]
 
 
 class KafkaTransport:
@@ -291,14 +319,48 @@ class KafkaTransport:
     # ------------------------------------------------------------------ produce
 
     def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int) -> list[list[ProduceResult]]:
+        out: list[list[ProduceResult] | None] = [None] * len(work)
+        answered = threading.Event()
+        left = [len(work)]
+        lock = threading.Lock()
+
+        def on_done(i: int, results: list[ProduceResult]) -> None:
+            with lock:
+                out[i] = results
+                left[0] -= 1
+                if not left[0]:
+                    answered.set()
+
+        self.produce_async(work, acks=acks, on_done=on_done)
+        # The network client fails every request at its deadline; the margin is for a
+        # wedged I/O thread only.
+        if work and not answered.wait(self.request_timeout_ms / 1000 + 5):
+            with lock:
+                for i, (topic, partition, batches) in enumerate(work):
+                    if out[i] is None:
+                        exc = RequestTimedOutError(f"{topic}-{partition}: no answer within "
+                                                   f"{self.request_timeout_ms:.0f} ms")
+                        out[i] = [ProduceResult.failed(exc) for _ in batches]
+        return out  # type: ignore[return-value]
+
+    def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
+                      on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+        """Send the Produce requests and return; ``on_done(i, results)`` runs on the network
+        client's I/O thread as each partition's requests are answered (at once, in this
+        thread, for a partition without a known leader or a request that could not be
+        queued).  A waiting caller (the producer's sender) should hand the results to
+        its own thread rather than run user code in ``on_done``."""
         self._check_open()
-        out: list[list[ProduceResult | None]] = [[None] * len(batches) for _, _, batches in work]
         snap = self.cluster.snapshot()
         if any(snap.leader_for(t, p) is None for t, p, _ in work):
             snap = self._leaders({t for t, _, _ in work}, snap)
-        # leader -> request index k -> [(work index, topic, partition, batch)]
-        by_leader: dict[int, list[list[tuple[int, str, int, Any]]]] = {}
+        # leader -> request index k -> [(work index, k, topic, partition, batch)]
+        by_leader: dict[int, list[list[tuple[int, int, str, int, Any]]]] = {}
+        answer = _ProduceAnswer(work, on_done)
         for i, (topic, partition, batches) in enumerate(work):
+            if not batches:
+                on_done(i, [])
+                continue
             leader = snap.leader_for(topic, partition)
             if leader is None:
                 t = snap.topics.get(topic)
@@ -310,19 +372,19 @@ class KafkaTransport:
                     code = _UNKNOWN_TOPIC_OR_PARTITION
                 self.cluster.request_update()
                 err = error_for_code(code, f"{topic}-{partition}: no leader known")
-                out[i] = [ProduceResult.failed(err) for _ in batches]
+                for k in range(len(batches)):
+                    answer.put(i, k, ProduceResult.failed(err))
                 continue
             reqs = by_leader.setdefault(leader, [])
             for k, batch in enumerate(batches):
                 if k == len(reqs):
                     reqs.append([])
-                reqs[k].append((i, topic, partition, batch))
+                reqs[k].append((i, k, topic, partition, batch))
         timeout_ms = self.request_timeout_ms
-        sent: list[tuple[list[tuple[int, str, int, Any]], Future | None, PylogError | None]] = []
         for leader, reqs in by_leader.items():
-            for k, entries in enumerate(reqs):
+            for entries in reqs:
                 topic_data: dict[str, list[Any]] = {}
-                for _, topic, partition, batch in entries:
+                for _, _, topic, partition, batch in entries:
                     topic_data.setdefault(topic, []).append(
                         m.ProduceRequest.PartitionProduceData(index=partition, records=batch))
                 body = m.ProduceRequest(
@@ -330,54 +392,49 @@ class KafkaTransport:
                     topic_data=[m.ProduceRequest.TopicProduceData(name=t, partition_data=parts)
                                 for t, parts in topic_data.items()])
                 try:
-                    sent.append((entries, self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0),
-                                 None))
+                    fut = self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0)
                 except PylogError as send_exc:
-                    sent.append((entries, None, send_exc))
-        # Batch k of a partition is in its leader's k-th request, and the requests are
-        # walked in that order: counting a partition's entries gives k.
-        position: dict[int, int] = {}
-        for entries, fut, failed in sent:
-            resp: Any = None
-            exc: PylogError | None = failed
-            if fut is not None:
-                try:
-                    resp = self._wait(fut, timeout_ms)
-                except PylogError as e:
-                    exc = e
-            answers: dict[tuple[str, int], Any] = {}
-            if resp is not None:
-                for tr in resp.responses:
-                    for pr in tr.partition_responses:
-                        answers[(tr.name, pr.index)] = pr
-            for i, topic, partition, _ in entries:
-                k = position.get(i, 0)
-                position[i] = k + 1
-                if exc is not None:
-                    if isinstance(exc, (NetworkError, RequestTimedOutError)):
-                        self.cluster.request_update()
-                    out[i][k] = ProduceResult.failed(exc)
+                    self._produce_answered(answer, entries, acks, None, send_exc)
                     continue
-                if acks == 0:
-                    out[i][k] = ProduceResult()
-                    continue
-                pr = answers.get((topic, partition))
-                if pr is None:
-                    out[i][k] = ProduceResult.failed(NetworkError(
-                        f"the Produce answer left out {topic}-{partition}"))
-                    continue
+                fut.add_done_callback(functools.partial(self._produce_future_done, answer, entries, acks))
+
+    def _produce_future_done(self, answer: _ProduceAnswer, entries: list[tuple[int, int, str, int, Any]],
+                             acks: int, fut: Future) -> None:
+        """A Produce request's future resolved (on the I/O thread, or at once in the
+        sender's when it failed before it was queued)."""
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, PylogError):
+            exc = NetworkError(f"Produce failed: {type(exc).__name__}: {exc}")
+        self._produce_answered(answer, entries, acks, None if exc is not None else fut.result(), exc)
+
+    def _produce_answered(self, answer: _ProduceAnswer, entries: list[tuple[int, int, str, int, Any]],
+                          acks: int, resp: Any, exc: BaseException | None) -> None:
+        """Results of one Produce request's partitions from its response or failure."""
+        answers: dict[tuple[str, int], Any] = {}
+        if resp is not None:
+            for tr in resp.responses:
+                for pr in tr.partition_responses:
+                    answers[(tr.name, pr.index)] = pr
+        if isinstance(exc, (NetworkError, RequestTimedOutError)):
+            self.cluster.request_update()
+        for i, k, topic, partition, _ in entries:
+            if exc is not None:
+                res = ProduceResult.failed(exc)
+            elif acks == 0:
+                res = ProduceResult()
+            elif (pr := answers.get((topic, partition))) is None:
+                res = ProduceResult.failed(NetworkError(f"the Produce answer left out {topic}-{partition}"))
+            elif pr.error_code:
                 code = pr.error_code
-                if code:
-                    self.cluster.handle_error_code(code)
-                    errs = pr.record_errors
-                    out[i][k] = ProduceResult(
-                        error_code=code, error_message=pr.error_message or str(error_for_code(code)),
-                        record_errors=[(e.batch_index, e.batch_index_error_message) for e in errs] if errs else None)
-                else:
-                    out[i][k] = ProduceResult(error_code=0, base_offset=pr.base_offset,
-                                              log_append_time=pr.log_append_time_ms,
-                                              log_start_offset=pr.log_start_offset)
-        return out  # type: ignore[return-value]
+                self.cluster.handle_error_code(code)
+                errs = pr.record_errors
+                res = ProduceResult(
+                    error_code=code, error_message=pr.error_message or str(error_for_code(code)),
+                    record_errors=[(e.batch_index, e.batch_index_error_message) for e in errs] if errs else None)
+            else:
+                res = ProduceResult(error_code=0, base_offset=pr.base_offset,
+                                    log_append_time=pr.log_append_time_ms, log_start_offset=pr.log_start_offset)
+            answer.put(i, k, res)
 
     def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1) -> InitProducerIdResult:
         """InitProducerId to the least-loaded broker (v3+ when bumping an epoch, KIP-360;
