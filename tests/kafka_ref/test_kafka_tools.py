@@ -12,8 +12,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from server.conftest import ServeProcess, _check_stopped
 from server.util import unique
+
+#: The first test of a session may run Maven's first download of Kafka's jars (~150 MB).
+pytestmark = pytest.mark.timeout(900)
 
 TOPICS = "org.apache.kafka.tools.TopicCommand"
 CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"

@@ -149,6 +149,24 @@ public final class Driver {
         return f.get(TIMEOUT_S, TimeUnit.SECONDS);
     }
 
+    /** A read that may not see a change yet (Apache Kafka's brokers learn of topics and
+     *  configs from the metadata log a moment after the controller commits them): read again
+     *  until {@code done} holds or the time is up, and return the last value either way, so
+     *  a change that never shows is printed and compared, not hidden. */
+    private interface Read<T> {
+        T get() throws Exception;
+    }
+
+    private static <T> T eventually(Read<T> read, java.util.function.Predicate<T> done) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        T value = read.get();
+        while (!done.test(value) && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+            value = read.get();
+        }
+        return value;
+    }
+
     private static void waitFor(String what, BooleanSupplier cond) {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(TIMEOUT_S);
         while (!cond.getAsBoolean()) {
@@ -173,6 +191,7 @@ public final class Driver {
                     get(created.numPartitions(t)), get(created.replicationFactor(t))));
         }
         emit("create_topics", res);
+        eventually(this::ownTopics, names -> names.containsAll(List.of(strip(a), strip(b))));
 
         emit("create_topics_errors", Map.of(
                 "exists", outcome(admin.createTopics(List.of(new NewTopic(a, 1, (short) 1))).all()),
@@ -194,7 +213,8 @@ public final class Driver {
                 "to2", outcome(admin.createPartitions(Map.of(a, NewPartitions.increaseTo(2))).all()),
                 "unknown", outcome(admin.createPartitions(
                         Map.of(n("adm-missing"), NewPartitions.increaseTo(2))).all()),
-                "after", describe(List.of(a))));
+                "after", eventually(() -> describe(List.of(a)),
+                        d -> d.toString().contains("[4, true"))));
 
         ConfigResource rb = new ConfigResource(ConfigResource.Type.TOPIC, b);
         emit("describe_configs", topicConfigs(rb));
@@ -203,7 +223,9 @@ public final class Driver {
                 new AlterConfigOp(new ConfigEntry("cleanup.policy", null), AlterConfigOp.OpType.DELETE),
                 new AlterConfigOp(new ConfigEntry("max.message.bytes", "50000"), AlterConfigOp.OpType.SET));
         String altered = outcome(admin.incrementalAlterConfigs(Map.of(rb, ops)).all());
-        emit("alter_configs", Map.of("result", altered, "after", topicConfigs(rb)));
+        emit("alter_configs", Map.of("result", altered, "after", eventually(() -> topicConfigs(rb),
+                c -> c.get("retention.ms").toString().contains("7200000")
+                        && c.get("cleanup.policy").toString().contains("delete"))));
         emit("alter_configs_errors", Map.of(
                 "bad_value", outcome(admin.incrementalAlterConfigs(Map.of(rb, List.of(new AlterConfigOp(
                         new ConfigEntry("retention.ms", "abc"), AlterConfigOp.OpType.SET)))).all()),
