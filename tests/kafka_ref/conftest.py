@@ -10,7 +10,7 @@
   (``kafka.tools.StorageTool``) with a generated cluster id, then ``kafka.Kafka``.  Ready
   when it logs "Kafka Server started" (a KRaft broker logs it once unfenced).  Stopped at
   the end of the session with SIGTERM, then SIGKILL.
-- ``pylog_server`` (session): one ``pylog serve`` (tests/server's :class:`ServeProcess`).
+- ``module_server`` (module): one ``pylog serve``, the fixture of tests/server/conftest.py.
 
 :class:`Jvm` runs a main class of those jars (the Java driver, Kafka's tools) and returns
 its exit status and output.
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from server.conftest import ServeProcess, _check_stopped
+# module_server: one `pylog serve` per test module (tests/server/conftest.py's fixture).
+from server.conftest import module_server  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
@@ -250,13 +251,3 @@ def kafka_broker(kafka_jars, tmp_path_factory):
         yield broker
     finally:
         broker.stop()
-
-
-@pytest.fixture(scope="session")
-def pylog_server(tmp_path_factory):
-    sp = ServeProcess(str(tmp_path_factory.mktemp("pylog-serve")))
-    sp.start()
-    try:
-        yield sp
-    finally:
-        _check_stopped(sp)

@@ -87,11 +87,11 @@ def compare(kafka: list[dict], pylog: list[dict]) -> list[str]:
 
 
 @pytest.mark.parametrize("section", ["admin", "produce", "groups"])
-def test_java_clients_same_as_apache_kafka(kafka_jars, kafka_broker, pylog_server, section):
+def test_java_clients_same_as_apache_kafka(kafka_jars, kafka_broker, module_server, section):
     prefix = unique(section)
     with ThreadPoolExecutor(2) as pool:
         on_kafka = pool.submit(run_driver, kafka_jars, kafka_broker.bootstrap, prefix, section)
-        on_pylog = pool.submit(run_driver, kafka_jars, pylog_server.bootstrap, prefix, section)
+        on_pylog = pool.submit(run_driver, kafka_jars, module_server.bootstrap, prefix, section)
         kafka, pylog = on_kafka.result(), on_pylog.result()
     diffs = compare(kafka, pylog)
     assert not diffs, "pylog serve answered Kafka's Java clients unlike Apache Kafka:\n" + "\n".join(diffs)

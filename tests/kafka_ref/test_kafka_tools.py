@@ -37,8 +37,8 @@ def table(out: str) -> list[dict[str, str]]:
     return [dict(zip(lines[head], row)) for row in lines[head + 1:] if len(row) == len(lines[head])]
 
 
-def test_kafka_topics(kafka_jars, pylog_server):
-    jvm, b = kafka_jars, pylog_server.bootstrap
+def test_kafka_topics(kafka_jars, module_server):
+    jvm, b = kafka_jars, module_server.bootstrap
     topic = unique("tools-topics")
     out = jvm.check(TOPICS, "--bootstrap-server", b, "--create", "--topic", topic, "--partitions", "3",
                     "--replication-factor", "1", "--config", "retention.ms=3600000")
@@ -64,8 +64,8 @@ def test_kafka_topics(kafka_jars, pylog_server):
     assert topic not in jvm.check(TOPICS, "--bootstrap-server", b, "--list").split()
 
 
-def test_console_tools_and_consumer_groups(kafka_jars, pylog_server):
-    jvm, b = kafka_jars, pylog_server.bootstrap
+def test_console_tools_and_consumer_groups(kafka_jars, module_server):
+    jvm, b = kafka_jars, module_server.bootstrap
     topic, group = unique("tools-console"), unique("tools-group")
     jvm.check(TOPICS, "--bootstrap-server", b, "--create", "--topic", topic, "--partitions", "1",
               "--replication-factor", "1")
@@ -105,8 +105,8 @@ def test_console_tools_and_consumer_groups(kafka_jars, pylog_server):
     assert describe()["LAG"] == "0"
 
 
-def test_perf_tools(kafka_jars, pylog_server):
-    jvm, b = kafka_jars, pylog_server.bootstrap
+def test_perf_tools(kafka_jars, module_server):
+    jvm, b = kafka_jars, module_server.bootstrap
     topic = unique("tools-perf")
     jvm.check(TOPICS, "--bootstrap-server", b, "--create", "--topic", topic, "--partitions", "2",
               "--replication-factor", "1")
