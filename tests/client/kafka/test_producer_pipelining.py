@@ -29,6 +29,7 @@ from tests.client.helpers import records_of
 from tests.client.kafka.fakes import _recv_exact
 
 NOT_LEADER_OR_FOLLOWER = 6
+OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 WAIT_S = 30
 
 
@@ -58,8 +59,9 @@ class ClusterProxy:
     ``on_produce(n, node, parts)`` decides for the ``n``-th Produce request (from 0;
     ``parts``: its ``(topic, partition)`` list), in the order requests arrive on a
     connection: an action, ``"forward"``, ``"refuse"`` (answer NOT_LEADER_OR_FOLLOWER for
-    every partition without forwarding: nothing appended) or ``"lose_answer"`` (forward,
-    then answer NOT_LEADER_OR_FOLLOWER), or ``(action, event)``: the answer is held until
+    every partition without forwarding: nothing appended), ``"refuse_sequence"`` (the same
+    with OUT_OF_ORDER_SEQUENCE_NUMBER: a broker that lost the producer's state) or
+    ``"lose_answer"`` (forward, then answer NOT_LEADER_OR_FOLLOWER), or ``(action, event)``: the answer is held until
     the event is set (the connection's later answers wait behind it, as a broker's do).
     ``produced`` lists ``(node, parts)`` of every Produce request received; ``answered``
     counts the Produce answers handed back.
@@ -151,7 +153,7 @@ class ClusterProxy:
                             self._holds.append(hold)
                         self.produced.append((node, parts))
                         self.cond.notify_all()
-                if action != "refuse":
+                if not action.startswith("refuse"):
                     upstream.sendall(struct.pack(">i", len(frame)) + frame)
                 with have:
                     pending.append(_Pending(header, parts, action, hold))
@@ -170,12 +172,15 @@ class ClusterProxy:
                     entry = pending.popleft()
                 if entry is None:
                     return
-                answer = None if entry.action == "refuse" else _read_frame(upstream)
-                if answer is None and entry.action != "refuse":
+                refused = entry.action.startswith("refuse")
+                answer = None if refused else _read_frame(upstream)
+                if answer is None and not refused:
                     return
                 if entry.hold is not None:
                     entry.hold.wait(WAIT_S)
-                if entry.action in ("refuse", "lose_answer"):
+                if entry.action == "refuse_sequence":
+                    out = self._produce_error(entry, OUT_OF_ORDER_SEQUENCE_NUMBER)
+                elif entry.action in ("refuse", "lose_answer"):
                     out = self._produce_error(entry, NOT_LEADER_OR_FOLLOWER)
                 else:
                     out = self._rewrite(entry, answer)
@@ -299,13 +304,16 @@ def test_max_in_flight_1_keeps_one_request_of_a_partition_out(proxy, transport):
         p.close()
 
 
-@pytest.mark.parametrize("failure", ["refuse", "lose_answer"])
-def test_a_retriable_failure_with_later_requests_out_keeps_order_exactly_once(proxy, transport, failure):
-    """The second request fails retriably while the three after it are out: ``refuse``
-    does not append it, so the broker refuses the later ones as OUT_OF_ORDER_SEQUENCE (to
-    be retried, not fatal); ``lose_answer`` appends it, and the later ones too, and only
-    the answer says otherwise (the retry is recognised as a duplicate).  Either way every
-    record is appended once, in order, and no new epoch was needed."""
+@pytest.mark.parametrize("failure", ["refuse", "lose_answer", "refuse_sequence"])
+def test_a_failure_with_later_requests_out_keeps_order_exactly_once(proxy, transport, failure):
+    """The second request fails while the three after it are out: ``refuse`` does not
+    append it, so the broker refuses the later ones as OUT_OF_ORDER_SEQUENCE (to be
+    retried with it, not failed); ``lose_answer`` appends it, and the later ones too, and
+    only the answer says otherwise (the retry is recognised as a duplicate).  Neither
+    needs a new epoch.  ``refuse_sequence`` answers it OUT_OF_ORDER_SEQUENCE itself (the
+    broker lost track of the producer): once the later answers are in, the producer
+    bumps its epoch and sends all four again, renumbered.  Every time, every record is
+    appended once, in order."""
     topic = f"pipe-retry-{failure}"
     transport.create_topic(topic, 1)
     hold = threading.Event()
@@ -326,5 +334,5 @@ def test_a_retriable_failure_with_later_requests_out_keeps_order_exactly_once(pr
         p.close()
     assert offsets == [1, 2, 3, 4]
     assert len(proxy.produced) > 5                      # sent again
-    assert p.producer_epoch == epoch
+    assert p.producer_epoch == (epoch + 1 if failure == "refuse_sequence" else epoch)
     assert _values(transport, topic) == [b"%d" % i for i in range(5)]     # once each, in order
