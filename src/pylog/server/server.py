@@ -506,25 +506,37 @@ def run(config: ServerConfig, *, ready: Callable[[Server], Any] | None = None) -
     asyncio.set_event_loop(loop)
     server = Server(config)
 
+    early: list[int] = []
+    started: list[bool] = []
+
     async def main() -> int:
+        # Handlers first: a SIGTERM while the data dir opens (or just after the server
+        # said it listens) must still end in a clean shutdown, not the default death
+        # that leaves every partition to recover on the next start.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, _on_signal, sig)
+            except (NotImplementedError, RuntimeError):
+                signal.signal(sig, lambda s, f: _on_signal(s))
         try:
             await server.start()
         except (OSError, PylogError) as exc:
             _log.error("cannot start: %s", exc)
             return 1
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, _on_signal, sig)
-            except (NotImplementedError, RuntimeError):
-                signal.signal(sig, lambda s, f: server.request_stop())
-        if ready is not None:
+        started.append(True)
+        if early:
+            server.request_stop()
+        elif ready is not None:
             ready(server)
         await server.serve_until_stopped()
         return 0
 
     def _on_signal(sig: int) -> None:
         _log.info("received %s", signal.Signals(sig).name)
-        server.request_stop()
+        if not started:
+            early.append(sig)          # still starting: stop as soon as it has started
+        else:
+            server.request_stop()
 
     try:
         return loop.run_until_complete(main())
