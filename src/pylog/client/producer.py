@@ -246,6 +246,7 @@ class Producer(_core._ProducerCore):
         self._flights: dict[Any, _Flight] = {}    # _PartitionQueue -> its requests out
         self._seq = 0
         self._requests_out = 0
+        self._in_produce = False
         self._bump_pending = False
         self._bump_since = 0
         self._bump_after = 0
@@ -446,13 +447,18 @@ class Producer(_core._ProducerCore):
         def on_done(i: int, results: list, _sending: list = sending) -> None:
             # Any thread (the network transport's I/O thread): the sender handles it.
             answers.append((_sending[i], results))
-            self._wake_sender()
+            if not self._in_produce:
+                # (During the call the sender looks at the answers before it sleeps.)
+                self._wake_sender()
 
+        self._in_produce = True
         try:
             self._produce_async(work, acks=self.acks, on_done=on_done)
         except PylogError as exc:   # the transport is closed: nothing was sent
             for r in sending:
                 answers.append((r, [ProduceResult.failed(exc) for _ in r.batches]))
+        finally:
+            self._in_produce = False
 
     def _room(self, flight: _Flight) -> int:
         """How many more batches of a partition may be outstanding now."""
