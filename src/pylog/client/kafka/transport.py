@@ -402,7 +402,7 @@ class KafkaTransport:
                              acks: int, fut: Future) -> None:
         """A Produce request's future resolved (on the I/O thread, or at once in the
         sender's when it failed before it was queued)."""
-        exc = fut.exception()
+        exc = NetworkError("the Produce request was cancelled") if fut.cancelled() else fut.exception()
         if exc is not None and not isinstance(exc, PylogError):
             exc = NetworkError(f"Produce failed: {type(exc).__name__}: {exc}")
         self._produce_answered(answer, entries, acks, None if exc is not None else fut.result(), exc)
