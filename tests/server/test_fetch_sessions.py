@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 
 import pytest
 from hypothesis import settings
@@ -29,6 +30,11 @@ from pylog.server.fetch_session import (
     next_epoch,
 )
 from server.util import unique, wait_for
+
+with warnings.catch_warnings():
+    # kafka-python 3 reads its protocol schemas with importlib's deprecated open_text.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    kafka = pytest.importorskip("kafka")
 
 F = m.FetchRequest
 NODE = 0
@@ -220,6 +226,29 @@ def test_incremental_long_poll_is_answered_by_data_on_any_session_partition(inpr
         assert values_of(got[(topic, 3)]) == [b"late"]
 
 
+def test_incremental_long_poll_sums_appends_until_min_bytes(inproc):
+    topic = make_topic(inproc, 4, records_per_partition=1)
+    broker = inproc.server.broker
+    with client(inproc) as c:
+        sid = fetch(c, {(topic, p): 1 for p in range(4)}, epoch=0).session_id
+        pending = c.send(NODE, ApiKey.FETCH, F(
+            replica_id=-1, max_wait_ms=60_000, min_bytes=500, max_bytes=1 << 20, isolation_level=0,
+            session_id=sid, session_epoch=1, topics=[], forgotten_topics_data=[], rack_id=""), version=12,
+            timeout_ms=120_000)
+        waiters = inproc.server.state.fetch_waiters
+        wait_for(lambda: (topic, 0) in waiters.by_partition, "the incremental fetch to wait")
+        broker.append(topic, 1, batch([b"a" * 300]))
+        # A round trip through the server's loop (on another connection: this one waits
+        # for its fetch): the append's wake-up ran before it.
+        with client(inproc) as other:
+            fetch(other, {(topic, 0): 1})
+        assert not pending.done()
+        broker.append(topic, 2, batch([b"b" * 300]))
+        got = listed(pending.result(60))
+        assert sorted(got) == [(topic, 1), (topic, 2)]
+        assert values_of(got[(topic, 1)]) == [b"a" * 300] and values_of(got[(topic, 2)]) == [b"b" * 300]
+
+
 def test_no_session_when_the_cache_has_no_slots(inproc):
     topic = make_topic(inproc, 1, records_per_partition=1)
     inproc.server.state.fetch_sessions = FetchSessionCache(0)
@@ -340,7 +369,6 @@ def test_librdkafka_consumer_of_many_partitions_gets_everything(inproc):
 
 
 def test_kafka_python_consumer_of_many_partitions_uses_a_session_and_gets_everything(inproc):
-    kafka = pytest.importorskip("kafka")
     n_parts, per = 100, 3
     topic = make_topic(inproc, n_parts, records_per_partition=per, prefix="kp")
     host, port = inproc.address
@@ -493,3 +521,19 @@ class CacheModel(RuleBasedStateMachine):
 
 TestCacheModel = CacheModel.TestCase
 TestCacheModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+@pytest.mark.bench
+def test_fetch_session_bench_runs():
+    """Smoke run of benches/bench_fetch_sessions.py on a small topic, so it cannot rot."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+    from benches import bench_fetch_sessions
+
+    on = bench_fetch_sessions.fetch_round_cost("kafka-python", 20, 0.5, sessions=True)
+    off = bench_fetch_sessions.fetch_round_cost("kafka-python", 20, 0.5, sessions=False)
+    assert on["rounds"] > 1 and off["rounds"] > 1
+    # What sessions are for: an incremental request is smaller than a full one.
+    assert on["request_bytes_per_round"] < off["request_bytes_per_round"]

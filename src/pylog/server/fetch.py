@@ -17,7 +17,10 @@ Long polls
     partitions are all caught up (:func:`caught_up`) waits without building an answer
     first, so an empty poll costs one pass over its partitions, when it expires.
     An incremental fetch (:mod:`pylog.server.fetch_session`) waits on every partition of
-    its session, and its answer is built by its session context when the wait ends.  It is
+    its session, and its answer is built by its session context when the wait ends.  If
+    every session partition was caught up when it began to wait, an append re-reads only
+    the partitions appended to since: the others have no records and no new high
+    watermark, so they would be left out of the answer anyway (the expiry reads all).  It is
     registered under each partition it asked for; the broker's append listener calls
     :meth:`FetchWaiters.on_append`, which adds the appended bytes to each waiter on that
     partition and answers those that reached ``min_bytes`` by reading again.  Waiting
@@ -140,11 +143,15 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
 
 
 class _Waiter:
-    __slots__ = ("future", "keys", "context", "wanted", "max_bytes", "isolation", "min_bytes", "timer")
+    __slots__ = ("future", "keys", "context", "wanted", "max_bytes", "isolation", "min_bytes", "timer",
+                 "touched")
 
     def __init__(self, future: Any, context: Any, max_bytes: int, isolation: int, min_bytes: int) -> None:
         self.future = future
         self.context = context
+        #: Partitions appended to during the wait, when only those can have news (see
+        #: the module docstring); None: every wake reads every partition.
+        self.touched: list | None = None
         self.wanted = wanted = context.wanted
         self.keys = [(topic, p[0]) for topic, parts in wanted for p in parts]
         self.max_bytes = max_bytes
@@ -163,13 +170,17 @@ class FetchWaiters:
     def __len__(self) -> int:
         return len({w for ws in self.by_partition.values() for w in ws})
 
-    def wait(self, context: Any, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int) -> Any:
+    def wait(self, context: Any, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int,
+             all_caught_up: bool = False) -> Any:
         """A future of the answer to the fetch of ``context`` (a
         :class:`~pylog.server.fetch_session.FetchContext`: what to read, and how the
-        answer is built), once ``min_bytes`` are there or ``max_wait_ms`` passed."""
+        answer is built), once ``min_bytes`` are there or ``max_wait_ms`` passed.
+        ``all_caught_up``: :func:`caught_up` was true for its partitions."""
         loop = self.state.loop
         fut = loop.create_future()
         w = _Waiter(fut, context, max_bytes, isolation, min_bytes)
+        if all_caught_up and context.session is not None:
+            w.touched = []
         for key in w.keys:
             self.by_partition.setdefault(key, set()).add(w)
         w.timer = loop.call_later(max_wait_ms / 1000.0, self._expire, w)
@@ -202,10 +213,17 @@ class FetchWaiters:
         waiters = self.by_partition.get((topic, partition))
         if not waiters:
             return
+        key = (topic, partition)
         for w in list(waiters):
             if w.future.done():
                 continue
-            responses, total, error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation,
+            wanted = w.wanted
+            touched = w.touched
+            if touched is not None:
+                if key not in touched:
+                    touched.append(key)
+                wanted = w.context.session.wanted(touched)
+            responses, total, error = read_partitions(self.state, wanted, w.max_bytes, w.isolation,
                                                       w.context.session)
             if total >= w.min_bytes or error:
                 self._answer(w, responses)

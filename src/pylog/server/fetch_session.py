@@ -140,13 +140,16 @@ class FetchSession:
         for key in forgotten:
             parts.pop(key, None)
 
-    def wanted(self) -> list:
-        """The session's partitions as :func:`~pylog.server.fetch.read_partitions` takes
-        them, in session order (consecutive partitions of a topic grouped)."""
+    def wanted(self, keys: Iterable | None = None) -> list:
+        """The session's partitions (or those of ``keys`` still in it, in that order) as
+        :func:`~pylog.server.fetch.read_partitions` takes them, consecutive partitions of
+        a topic grouped."""
+        parts = self.partitions
+        items = parts.items() if keys is None else [(k, parts[k]) for k in keys if k in parts]
         out: list = []
         last = None
         entries: list = []
-        for (topic, partition), cp in self.partitions.items():
+        for (topic, partition), cp in items:
             if topic != last or not out:
                 entries = []
                 out.append((topic, entries))

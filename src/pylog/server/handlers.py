@@ -501,7 +501,8 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
     if req.max_wait_ms > 0 and req.min_bytes > 0 and wanted and not st.server.stopping \
             and caught_up(st, wanted):
         # A caught-up consumer's poll: wait; the answer is built once, when it ends.
-        return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
+        return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms,
+                                     all_caught_up=True)
     responses, total, error = read_partitions(st, wanted, max_bytes, isolation, ctx.session)
     if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
             or st.server.stopping):
