@@ -116,3 +116,24 @@ def test_connection_cap_settings():
         with pytest.raises(InvalidConfigError, match="max.connections.per.ip.overrides"):
             ServerConfig.from_kafka({"max.connections.per.ip.overrides": bad})
     assert resolve_connection_overrides("127.0.0.1:4,::1:2")["127.0.0.1"] == 4
+
+
+def test_raising_max_connections_at_run_time_lets_the_waiting_client_in(tmp_path, monkeypatch):
+    R = m.IncrementalAlterConfigsRequest
+    alter = segments_to_bytes(encode_request(44, 0, 9, "caps", R(resources=[R.AlterConfigsResource(
+        resource_type=4, resource_name="0", configs=[R.AlterableConfig(
+            name="max.connections", config_operation=0, value="3")])], validate_only=False)))
+    with serving(tmp_path, monkeypatch, max_connections=2) as st:
+        admin, a = connect(st), connect(st)
+        assert served(admin) and served(a)
+        wait_for(lambda: not st.server._accepting, "the server to stop accepting")
+        c = connect(st)
+        c.sendall(API_VERSIONS)
+        admin.sendall(alter)
+        corr, resp = decode_response(44, 0, read_frame(admin))
+        assert corr == 9 and resp.responses[0].error_code == 0
+        # The new cap lets the waiting client in, with no connection closed.
+        corr, body = decode_response(18, 0, read_frame(c))
+        assert corr == 7 and body.error_code == 0
+        for s in (admin, a, c):
+            s.close()

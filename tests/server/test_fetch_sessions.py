@@ -179,6 +179,19 @@ def test_final_epoch_closes_the_session_and_fetches_sessionless(inproc):
         assert fetch(c, parts).session_id == 0 and len(sessions(inproc)) == before
 
 
+def test_fetch_before_v7_is_sessionless(inproc):
+    topic = make_topic(inproc, 2, records_per_partition=1)
+    with client(inproc) as c:
+        for version in (4, 6):
+            body = F(replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+                     topics=[F.FetchTopic(topic=topic, partitions=[
+                         F.FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
+                         for p in range(2)])])
+            resp = c.send(NODE, ApiKey.FETCH, body, version=version).result(30)
+            assert [values_of(pd) for pd in listed(resp).values()] == [[b"0-0"], [b"1-0"]]
+    assert len(sessions(inproc)) == 0
+
+
 def test_a_new_full_fetch_naming_a_session_replaces_it(inproc):
     topic = make_topic(inproc, 1, records_per_partition=1)
     with client(inproc) as c:

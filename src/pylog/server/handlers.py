@@ -1120,6 +1120,7 @@ def _alter_broker(st: Any, name: str, ops: list[tuple[str, int, str | None]], in
         broker.reconfigure_cleaner(backoff_ms=effective.log_cleaner_backoff_ms,
                                    dedupe_buffer_size=effective.log_cleaner_dedupe_buffer_size)
         st.server.config = st.config = effective
+        st.server.call_in_loop(st.server.connection_limits_changed)   # this runs off the loop
 
     st.server.dynamic_configs.alter(name, ops, incremental=incremental, validate_only=validate_only,
                                     apply=apply, check=check)

@@ -302,6 +302,14 @@ class Server:
                 self._pause_accept_at_cap()
                 return
 
+    def connection_limits_changed(self) -> None:
+        """``self.config`` changed (a dynamic max.connections): accept again if the cap
+        was reached and is no longer (a lower cap stops accepting at the next attempt)."""
+        if self._paused_at_cap and len(self.connections) < self.config.max_connections \
+                and not self._stopping:
+            self._paused_at_cap = False
+            self._resume_accept()
+
     def _pause_accept_at_cap(self) -> None:
         """max.connections reached: stop accepting (new clients wait in the listen backlog,
         as behind Kafka's blocked acceptor) until a connection closes."""
@@ -338,12 +346,7 @@ class Server:
                 self.connections_per_ip[ip] = left
             else:
                 self.connections_per_ip.pop(ip, None)
-        if self._paused_at_cap and len(self.connections) < self.config.max_connections \
-                and not self._stopping:
-            self._paused_at_cap = False
-            _log.info("accepting connections again (%d open, max.connections=%d)",
-                      len(self.connections), self.config.max_connections)
-            self._resume_accept()
+        self.connection_limits_changed()
         if self.state is not None:
             self.state.connection_closed(conn)
 
