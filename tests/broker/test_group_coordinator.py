@@ -346,6 +346,24 @@ def test_static_member_restart_with_new_subscription_rebalances():
     assert pending.result().generation_id == 2 and other.result().generation_id == 2
 
 
+def test_static_member_restart_with_reset_consumer_state_does_not_rebalance():
+    # A restarted Java consumer reports generation -1, no owned partitions and new sticky
+    # assignor user data; its subscription (topics, rack) is the same: no rebalance, as
+    # on Apache Kafka.
+    h = Harness()
+    pendings = [h.join("", f"c{i}", instance=inst,
+                       protocols=h.metadata(generation_id=1, owned_partitions={"t": [i]}, user_data=b"gen1"))
+                for i, inst in enumerate(("i-a", "i-b"))]
+    h.complete_rebalance(pendings, instances=["i-a", "i-b"])
+    restarted = h.join("", "c0", instance="i-a",
+                       protocols=h.metadata(generation_id=-1, user_data=b"gen-1")).result()
+    assert restarted.error_code == NONE and restarted.generation_id == 1
+    assert h.gc.group_state("g") is GroupState.STABLE
+    # A different rack is a different subscription (rack-aware assignors use it).
+    h.join("", "c1", instance="i-b", protocols=h.metadata(generation_id=1, rack_id="r2"))
+    assert h.gc.group_state("g") is GroupState.PREPARING_REBALANCE
+
+
 def test_fenced_instance_id():
     h = Harness()
     members, _ = static_group(h)

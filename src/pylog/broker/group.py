@@ -32,9 +32,11 @@ Group states, as Kafka's::
   and the group rebalances; a heartbeat during a rebalance gets REBALANCE_IN_PROGRESS.
 - **Static membership** (``group_instance_id``, KIP-345): a static member that restarts and
   joins with an empty member id takes its old place under a new member id; if the group is
-  Stable and neither the selected protocol nor the member's metadata changed, there is no
-  rebalance (Kafka rebalances only when the selected protocol would change; pylog also
-  does when the member's own metadata changed, so the leader sees a new subscription).
+  Stable and neither the selected protocol nor the member's subscription changed, there is
+  no rebalance (Kafka rebalances only when the selected protocol would change; pylog also
+  does when the member's subscription changed, so the leader sees it).  What a consumer
+  reports of its own state (generation, owned partitions, assignor user data) differs after
+  every restart and is not compared: Kafka's Java consumers rejoin with generation -1.
   A request with the instance id but an old member id gets FENCED_INSTANCE_ID.
 - **Offsets**: commits are checked against the member and generation (generation -1 with
   no member id commits for a group without members, as admin tools and manual-assignment
@@ -156,6 +158,24 @@ _E_NOT_AVAILABLE = CoordinatorNotAvailableError.error_code
 _E_NOT_COORDINATOR = NotCoordinatorError.error_code
 _E_INVALID_GROUP = InvalidGroupIdError.error_code
 _E_FENCED = FencedInstanceIdError.error_code
+
+
+def _same_subscription(protocol_type: str, old: bytes, new: bytes) -> bool:
+    """Whether a restarted static member asks for what its previous incarnation asked for.
+
+    Opaque metadata must be equal.  Consumer-protocol metadata compares by topics and rack
+    only: its generation id and owned partitions are the consumer's state, which a restart
+    resets (a Java consumer rejoins with generation -1 and no partitions), and so is the
+    user data of the sticky assignors (their generation) and of Kafka Streams."""
+    if old == new:
+        return True
+    if protocol_type != CONSUMER_PROTOCOL_TYPE:
+        return False
+    try:
+        a, b = decode_subscription(old), decode_subscription(new)
+    except InconsistentGroupProtocolError:
+        return False
+    return sorted(a.topics) == sorted(b.topics) and a.rack_id == b.rack_id
 
 
 class GroupState(enum.Enum):
@@ -1057,7 +1077,8 @@ class GroupCoordinator:
         state = group.state
         if state is GroupState.STABLE:
             unchanged = (group.select_protocol() == group.protocol_name
-                         and member.metadata(group.protocol_name) == old_selected_metadata)
+                         and _same_subscription(protocol_type, old_selected_metadata,
+                                                member.metadata(group.protocol_name)))
             if not unchanged:
                 self._set_join_pending(member, pending)
                 self._prepare_rebalance(group, f"static member {instance_id} rejoined with new metadata")

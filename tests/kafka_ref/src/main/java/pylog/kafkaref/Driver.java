@@ -643,6 +643,15 @@ public final class Driver {
         return out;
     }
 
+    private static boolean atEnd(Member m) {
+        for (TopicPartition tp : m.owned) {
+            if (m.consumer.position(tp, Duration.ofSeconds(5)) < PER_PARTITION) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     private void rangeGroup(String topic) throws Exception {
         String group = n("range");
         Map<String, String> cfg = Map.of(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG,
@@ -657,7 +666,9 @@ public final class Driver {
             c2.poll();
             seen.addAll(c1.seen);
             seen.addAll(c2.seen);
-            return seen.size() >= GROUP_PARTITIONS * PER_PARTITION;
+            // c1 may have read everything before c2 joined: wait until each member is at
+            // the end of the partitions it now holds, so both commit every partition.
+            return seen.size() >= GROUP_PARTITIONS * PER_PARTITION && atEnd(c1) && atEnd(c2);
         });
         Map<TopicPartition, OffsetAndMetadata> half = new HashMap<>();
         for (TopicPartition tp : c1.owned) {
