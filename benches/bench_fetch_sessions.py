@@ -16,9 +16,9 @@ measured first.
 
 Figures (asv ``track_*``, also printed by ``python -m benches.bench_fetch_sessions``):
 
-- ``KafkaPythonManyPartitions.track_server_cpu_ms_per_round_{sessions,sessionless}`` and
-  ``track_request_bytes_per_round_*`` / ``track_response_bytes_per_round_*``:
-  kafka-python, which fetches with sessions, over 1000 partitions.
+- ``KafkaPythonManyPartitions.track_server_cpu_ms_per_round``,
+  ``track_request_bytes_per_round`` and ``track_response_bytes_per_round`` (parameter
+  ``sessions``: on, off): kafka-python, which fetches with sessions, over 1000 partitions.
 - ``ConfluentManyPartitions.track_server_cpu_ms_per_round``: confluent-kafka (librdkafka
   2.16 fetches sessionless, session id 0 and epoch -1, so sessions cannot help it).
 """
@@ -30,6 +30,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Callable
 
 from benches.bench_server import ServeProcess, _create_topic
 
@@ -73,17 +74,9 @@ class CountingProxy:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._socks.append(s)
             fetcher = threading.Event()     # set once the connection sent a Fetch
-            threading.Thread(target=self._requests, args=(client, upstream, fetcher), daemon=True).start()
-            threading.Thread(target=self._responses, args=(upstream, client, fetcher), daemon=True).start()
+            buf = bytearray()
 
-    def _requests(self, src: socket.socket, dst: socket.socket, fetcher: threading.Event) -> None:
-        buf = bytearray()
-        try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
-                    break
-                dst.sendall(data)
+            def requests(data: bytes, buf: bytearray = buf, fetcher: threading.Event = fetcher) -> None:
                 buf += data
                 while len(buf) >= 6:
                     (size,) = struct.unpack_from(">i", buf)
@@ -96,33 +89,36 @@ class CountingProxy:
                             self.fetch_requests += 1
                             self.fetch_request_bytes += 4 + size
                     del buf[:4 + size]
-        except OSError:
-            pass
-        finally:
-            _shut(dst)
 
-    def _responses(self, src: socket.socket, dst: socket.socket, fetcher: threading.Event) -> None:
-        # Counts the answers on consumer connections only (not the trickle producer's).
-        try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
-                    break
-                dst.sendall(data)
-                if not fetcher.is_set():
-                    continue
-                with self.lock:
-                    self.response_bytes += len(data)
-        except OSError:
-            pass
-        finally:
-            _shut(dst)
+            def responses(data: bytes, fetcher: threading.Event = fetcher) -> None:
+                # Counts the answers on consumer connections only (not the trickle producer's).
+                if fetcher.is_set():
+                    with self.lock:
+                        self.response_bytes += len(data)
+
+            threading.Thread(target=_pump, args=(client, upstream, requests), daemon=True).start()
+            threading.Thread(target=_pump, args=(upstream, client, responses), daemon=True).start()
 
     def close(self) -> None:
         self.sock.close()
         for s in self._socks:
             _shut(s)
             s.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket, seen: Callable[[bytes], None]) -> None:
+    """Copy ``src`` to ``dst`` until either closes, showing every chunk to ``seen``."""
+    try:
+        while True:
+            data = src.recv(1 << 16)
+            if not data:
+                break
+            dst.sendall(data)
+            seen(data)
+    except OSError:
+        pass
+    finally:
+        _shut(dst)
 
 
 def _shut(s: socket.socket) -> None:
@@ -254,27 +250,22 @@ class _Once:
 
 
 class KafkaPythonManyPartitions(_Once):
+    """kafka-python over 1000 partitions, with sessions ("on") and without ("off")."""
+    params = ["on", "off"]
+    param_names = ["sessions"]
+
     def setup_cache(self) -> dict:
         return {"on": fetch_round_cost("kafka-python", 1000, 10.0, sessions=True),
                 "off": fetch_round_cost("kafka-python", 1000, 10.0, sessions=False)}
 
-    def track_server_cpu_ms_per_round_sessions(self, r: dict) -> float:
-        return r["on"]["server_cpu_ms_per_round"]
+    def track_server_cpu_ms_per_round(self, r: dict, sessions: str) -> float:
+        return r[sessions]["server_cpu_ms_per_round"]
 
-    def track_server_cpu_ms_per_round_sessionless(self, r: dict) -> float:
-        return r["off"]["server_cpu_ms_per_round"]
+    def track_request_bytes_per_round(self, r: dict, sessions: str) -> float:
+        return r[sessions]["request_bytes_per_round"]
 
-    def track_request_bytes_per_round_sessions(self, r: dict) -> float:
-        return r["on"]["request_bytes_per_round"]
-
-    def track_request_bytes_per_round_sessionless(self, r: dict) -> float:
-        return r["off"]["request_bytes_per_round"]
-
-    def track_response_bytes_per_round_sessions(self, r: dict) -> float:
-        return r["on"]["response_bytes_per_round"]
-
-    def track_response_bytes_per_round_sessionless(self, r: dict) -> float:
-        return r["off"]["response_bytes_per_round"]
+    def track_response_bytes_per_round(self, r: dict, sessions: str) -> float:
+        return r[sessions]["response_bytes_per_round"]
 
 
 class ConfluentManyPartitions(_Once):

@@ -82,15 +82,20 @@ def test_per_ip_overrides_raise_or_lower_the_cap_of_one_host(tmp_path, monkeypat
         second.close()
 
 
+def fill_and_queue(st):
+    """Two served connections (the cap), then a third client that sends ApiVersions: its
+    handshake completes in the kernel's listen backlog, but the server does not take it."""
+    a, b = connect(st), connect(st)
+    assert served(a) and served(b)
+    wait_for(lambda: not st.server._accepting, "the server to stop accepting")
+    c = connect(st)
+    c.sendall(API_VERSIONS)
+    return a, b, c
+
+
 def test_at_max_connections_the_server_stops_accepting_until_one_closes(tmp_path, monkeypatch):
     with serving(tmp_path, monkeypatch, max_connections=2) as st:
-        a, b = connect(st), connect(st)
-        assert served(a) and served(b)
-        wait_for(lambda: not st.server._accepting, "the server to stop accepting")
-        # The third client's handshake completes in the kernel's listen backlog, but the
-        # server does not take it: its request waits unanswered.
-        c = connect(st)
-        c.sendall(API_VERSIONS)
+        a, b, c = fill_and_queue(st)
         assert len(st.server.connections) == 2
         assert select.select([c], [], [], 0)[0] == []
         a.close()
@@ -124,11 +129,7 @@ def test_raising_max_connections_at_run_time_lets_the_waiting_client_in(tmp_path
         resource_type=4, resource_name="0", configs=[R.AlterableConfig(
             name="max.connections", config_operation=0, value="3")])], validate_only=False)))
     with serving(tmp_path, monkeypatch, max_connections=2) as st:
-        admin, a = connect(st), connect(st)
-        assert served(admin) and served(a)
-        wait_for(lambda: not st.server._accepting, "the server to stop accepting")
-        c = connect(st)
-        c.sendall(API_VERSIONS)
+        admin, a, c = fill_and_queue(st)
         admin.sendall(alter)
         corr, resp = decode_response(44, 0, read_frame(admin))
         assert corr == 9 and resp.responses[0].error_code == 0

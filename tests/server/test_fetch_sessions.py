@@ -80,6 +80,14 @@ def fetch(c, parts, *, session_id=0, epoch=-1, forgotten=(), max_wait_ms=0, max_
     return c.send(NODE, ApiKey.FETCH, body, version=12).result(timeout)
 
 
+def send_long_poll(c, session_id, epoch, min_bytes=1):
+    """An incremental Fetch naming no partition, waiting up to 60 s: its future."""
+    return c.send(NODE, ApiKey.FETCH, F(
+        replica_id=-1, max_wait_ms=60_000, min_bytes=min_bytes, max_bytes=1 << 20, isolation_level=0,
+        session_id=session_id, session_epoch=epoch, topics=[], forgotten_topics_data=[], rack_id=""),
+        version=12, timeout_ms=120_000)
+
+
 def listed(resp):
     """``{(topic, partition): PartitionData}`` of a response."""
     return {(t.topic, p.partition_index): p for t in resp.responses for p in t.partitions}
@@ -225,11 +233,7 @@ def test_incremental_long_poll_is_answered_by_data_on_any_session_partition(inpr
     with client(inproc) as c:
         parts = {(topic, p): 1 for p in range(4)}
         sid = fetch(c, parts, epoch=0).session_id
-        # The incremental request names no partition and waits up to 60 s.
-        body_future = c.send(NODE, ApiKey.FETCH, F(
-            replica_id=-1, max_wait_ms=60_000, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
-            session_id=sid, session_epoch=1, topics=[], forgotten_topics_data=[], rack_id=""), version=12,
-            timeout_ms=120_000)
+        body_future = send_long_poll(c, sid, 1)
         waiters = inproc.server.state.fetch_waiters
         wait_for(lambda: (topic, 3) in waiters.by_partition, "the incremental fetch to wait")
         inproc.server.broker.append(topic, 3, batch([b"late"]))
@@ -244,10 +248,7 @@ def test_incremental_long_poll_sums_appends_until_min_bytes(inproc):
     broker = inproc.server.broker
     with client(inproc) as c:
         sid = fetch(c, {(topic, p): 1 for p in range(4)}, epoch=0).session_id
-        pending = c.send(NODE, ApiKey.FETCH, F(
-            replica_id=-1, max_wait_ms=60_000, min_bytes=500, max_bytes=1 << 20, isolation_level=0,
-            session_id=sid, session_epoch=1, topics=[], forgotten_topics_data=[], rack_id=""), version=12,
-            timeout_ms=120_000)
+        pending = send_long_poll(c, sid, 1, min_bytes=500)
         waiters = inproc.server.state.fetch_waiters
         wait_for(lambda: (topic, 0) in waiters.by_partition, "the incremental fetch to wait")
         broker.append(topic, 1, batch([b"a" * 300]))
