@@ -242,16 +242,19 @@ def transport(proxy):
     t.close()
 
 
-def test_a_leader_holding_its_answer_does_not_delay_another_leaders_partitions(proxy, transport):
-    transport.create_topic("pipe-leaders", 2)
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_leader_holding_its_answer_does_not_delay_another_leaders_partitions(proxy, transport, idempotent):
+    topic = f"pipe-leaders-{idempotent}"
+    transport.create_topic(topic, 2)
     gate = threading.Event()
     proxy.on_produce = lambda n, node, parts: ("forward", gate) if node == 0 else "forward"
-    p = Producer(transport, linger_ms=0)
+    config = {} if idempotent else {"acks": 1, "enable_idempotence": False}
+    p = Producer(transport, linger_ms=0, **config)
     try:
-        held = p.send("pipe-leaders", b"held", partition=0)     # node 0 leads partition 0
+        held = p.send(topic, b"held", partition=0)     # node 0 leads partition 0
         proxy.wait_for_requests(1)
         # Partition 1's leader answers while partition 0's request is out.
-        others = [p.send("pipe-leaders", b"other-%d" % i, partition=1) for i in range(3)]
+        others = [p.send(topic, b"other-%d" % i, partition=1) for i in range(3)]
         assert [h.result(timeout=WAIT_S).offset for h in others] == [0, 1, 2]
         assert not held.done()
         gate.set()
@@ -259,7 +262,7 @@ def test_a_leader_holding_its_answer_does_not_delay_another_leaders_partitions(p
     finally:
         gate.set()
         p.close()
-    assert _values(transport, "pipe-leaders", 0) == [b"held"]
+    assert _values(transport, topic, 0) == [b"held"]
 
 
 def test_several_requests_of_one_partition_are_out_at_once(proxy, transport):
@@ -283,19 +286,24 @@ def test_several_requests_of_one_partition_are_out_at_once(proxy, transport):
     assert _values(transport, "pipe-in-flight") == [b"first", b"0", b"1", b"2"]
 
 
-def test_max_in_flight_1_keeps_one_request_of_a_partition_out(proxy, transport):
-    transport.create_topic("pipe-one", 2)
+@pytest.mark.parametrize("config", [{"max_in_flight": 1}, {"acks": 1, "enable_idempotence": False}],
+                         ids=["max_in_flight_1", "not_idempotent"])
+def test_one_request_of_a_partition_out_with_max_in_flight_1_or_without_idempotence(proxy, transport, config):
+    """Without sequence numbers a retried request could overtake a later one: a partition
+    of a producer without idempotence has one request out, as with max_in_flight=1."""
+    topic = f"pipe-one-{len(config)}"
+    transport.create_topic(topic, 2)
     gate = threading.Event()
     proxy.on_produce = lambda n, node, parts: ("forward", gate) if n == 1 else "forward"
-    p = Producer(transport, linger_ms=0, max_in_flight=1)
+    p = Producer(transport, linger_ms=0, **config)
     try:
-        assert p.send("pipe-one", b"first", partition=0).result(timeout=WAIT_S).offset == 0
-        second = p.send("pipe-one", b"second", partition=0)
+        assert p.send(topic, b"first", partition=0).result(timeout=WAIT_S).offset == 0
+        second = p.send(topic, b"second", partition=0)
         proxy.wait_for_requests(2)
-        third = p.send("pipe-one", b"third", partition=0)
+        third = p.send(topic, b"third", partition=0)
         # A record of the other leader's partition, sent after the third: once it is
         # answered the sender has been past the third, which did not go (still 3 requests).
-        assert p.send("pipe-one", b"other", partition=1).result(timeout=WAIT_S).offset == 0
+        assert p.send(topic, b"other", partition=1).result(timeout=WAIT_S).offset == 0
         assert transport.requests_sent[ApiKey.PRODUCE] == 3 and not third.done()
         gate.set()
         assert [second.result(timeout=WAIT_S).offset, third.result(timeout=WAIT_S).offset] == [1, 2]
