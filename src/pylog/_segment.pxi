@@ -777,6 +777,25 @@ cdef class SegmentAppender:
                 info.records, max_ts, offset_of_max)
 
 
+cdef inline bint _index_page_ready(Py_buffer *view, Py_ssize_t *ready, Py_ssize_t end) noexcept nogil:
+    # Recovery's rebuild: the pages of a sparse index get their blocks as entries reach
+    # them (a write into a page a full disk has no block for is SIGBUS); False without room.
+    cdef int rc
+    if end <= ready[0]:
+        return True
+    rc = pylog_populate_write(<char *>view.buf, view.len, ready[0], end + INDEX_POPULATE_CHUNK)
+    if rc == 0:
+        ready[0] = end + INDEX_POPULATE_CHUNK
+        return True
+    if rc == 1:
+        ready[0] = view.len           # kernel older than 5.14: write as before
+        return True
+    if pylog_populate_write(<char *>view.buf, view.len, ready[0], end) == 0:
+        ready[0] = end
+        return True
+    return False
+
+
 def populate_write(dst, Py_ssize_t start, Py_ssize_t end):
     """Allocate the blocks behind ``dst[start:end]`` (whole pages), a writable shared
     mapping of a sparse file, so writing there cannot raise SIGBUS on a full disk.
@@ -835,6 +854,7 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
     cdef BatchHeader h
     cdef BatchStatus st = BATCH_OK
     cdef Py_ssize_t pos = 0, last_entry_pos = 0, n = 0, oe = 0, te = 0, k
+    cdef Py_ssize_t oi_ready = 0, ti_ready = 0
     cdef int64_t last_offset = base_offset - 1, batch_last
     cdef int64_t max_ts = -1, max_ts_offset = -1, first_max_ts = -1, last_te_ts = -1
     cdef int reason = 0   # 0 clean, 1 status, 2 offset below base, 3 not increasing, 4 overflow,
@@ -860,16 +880,6 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
         if time_capacity > tview.len // TIME_ENTRY_SIZE:
             time_capacity = tview.len // TIME_ENTRY_SIZE
     p = <const uint8_t *>lview.buf
-    # The indexes are sparse files: allocate the pages the entries can reach before writing
-    # them (a write into a page the full disk has no block for is SIGBUS).  Without room,
-    # no entries: lookups in this segment then scan from its start.
-    k = end // max(index_interval_bytes, <Py_ssize_t>BATCH_HEADER_SIZE) + 2
-    if have_oi and offset_capacity > 0 and pylog_populate_write(
-            <char *>oview.buf, oview.len, 0, min(k, offset_capacity) * OFFSET_ENTRY_SIZE) == -1:
-        offset_capacity = 0
-    if have_ti and time_capacity > 0 and pylog_populate_write(
-            <char *>tview.buf, tview.len, 0, min(k, time_capacity) * TIME_ENTRY_SIZE) == -1:
-        time_capacity = 0
     try:
         with nogil:
             while pos < end:
@@ -907,10 +917,16 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
                 if n == 0:
                     first_max_ts = h.max_timestamp
                 if pos - last_entry_pos > index_interval_bytes:
+                    if have_oi and oe < offset_capacity and not _index_page_ready(
+                            &oview, &oi_ready, (oe + 1) * OFFSET_ENTRY_SIZE):
+                        offset_capacity = oe
                     if have_oi and oe < offset_capacity:
                         pylog_put_be32(oi + oe * OFFSET_ENTRY_SIZE, <int32_t>(batch_last - base_offset))
                         pylog_put_be32(oi + oe * OFFSET_ENTRY_SIZE + 4, <int32_t>pos)
                         oe += 1
+                    if have_ti and te < time_capacity and max_ts > last_te_ts and not _index_page_ready(
+                            &tview, &ti_ready, (te + 1) * TIME_ENTRY_SIZE):
+                        time_capacity = te
                     if have_ti and te < time_capacity and max_ts > last_te_ts:
                         pylog_put_be64(ti + te * TIME_ENTRY_SIZE, max_ts)
                         pylog_put_be32(ti + te * TIME_ENTRY_SIZE + 8, <int32_t>(max_ts_offset - base_offset))
@@ -920,6 +936,9 @@ def recover_segment(log_buf, Py_ssize_t end, int64_t base_offset, Py_ssize_t max
                 last_offset = batch_last
                 pos += h.size
                 n += 1
+            if have_ti and te < time_capacity and max_ts > last_te_ts and not _index_page_ready(
+                    &tview, &ti_ready, (te + 1) * TIME_ENTRY_SIZE):
+                time_capacity = te
             if have_ti and te < time_capacity and max_ts > last_te_ts:
                 pylog_put_be64(ti + te * TIME_ENTRY_SIZE, max_ts)
                 pylog_put_be32(ti + te * TIME_ENTRY_SIZE + 8, <int32_t>(max_ts_offset - base_offset))
