@@ -197,7 +197,9 @@ class KafkaBroker:
 
     def start(self, timeout: float = 120) -> "KafkaBroker":
         props = self._properties()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool would take it for an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         self.jvm.check("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                        timeout=timeout)
         self.proc = subprocess.Popen(self.jvm.command("kafka.Kafka", [str(props)]),
