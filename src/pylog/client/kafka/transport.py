@@ -793,6 +793,28 @@ class KafkaTransport:
 
     # ------------------------------------------------------------------ offsets
 
+    @staticmethod
+    def _split_repeated(requests: Sequence[tuple[str, int, int]],
+                        by_leader: dict[int, list[int]]) -> list[tuple[int, list[int]]]:
+        """One ListOffsets per leader, or more where a partition is asked for more than
+        once (start and end offsets, say): a broker refuses a request that names a
+        partition twice (INVALID_REQUEST, as Kafka's does)."""
+        out: list[tuple[int, list[int]]] = []
+        for leader, idx in by_leader.items():
+            rounds: list[tuple[set[tuple[str, int]], list[int]]] = []
+            for i in idx:
+                tp = requests[i][0], requests[i][1]
+                for seen, members in rounds:
+                    if tp not in seen:
+                        break
+                else:
+                    seen, members = set(), []
+                    rounds.append((seen, members))
+                seen.add(tp)
+                members.append(i)
+            out.extend((leader, members) for _, members in rounds)
+        return out
+
     def list_offsets(self, requests: Sequence[tuple[str, int, int]], *,
                      isolation_level: int = READ_UNCOMMITTED) -> list[ListOffsetsResult]:
         """ListOffsets per leader; partitions whose leader moved (or whose broker is
@@ -823,7 +845,7 @@ class KafkaTransport:
                     out[i] = ListOffsetsResult(error_code=_LEADER_NOT_AVAILABLE)
                     retry.append(i)
             futures: list[tuple[list[int], Future | None, PylogError | None]] = []
-            for leader, idx in by_leader.items():
+            for leader, idx in self._split_repeated(requests, by_leader):
                 topics: dict[str, list[Any]] = {}
                 for i in idx:
                     topic, partition, ts = requests[i]
