@@ -819,18 +819,6 @@ def _consume(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _log_offsets(c: Any, topic: str, partition: int) -> tuple[int, int]:
-    """``(log_start_offset, log_end_offset)`` of a partition, in two ListOffsets requests:
-    Kafka's brokers refuse a request that names a partition twice (INVALID_REQUEST),
-    which is what ``Client.log_offsets`` sends over the Kafka protocol today."""
-    out = []
-    for ts in (-2, -1):
-        res = c.list_offsets(topic, partition, ts)
-        res.raise_for_error()
-        out.append(res.offset)
-    return out[0], out[1]
-
-
 def _consume_loop(args: argparse.Namespace, terminated: list[bool]) -> int:
     from pylog.client.consumer import ConsumerRebalanceListener
 
@@ -842,7 +830,7 @@ def _consume_loop(args: argparse.Namespace, terminated: list[bool]) -> int:
         def in_range(p: int, offset: int) -> int:
             """``offset`` if partition ``p`` holds it (or it is the log end), else the log
             start or end, with the warning Kafka's consumer logs on a reset."""
-            start, end = _log_offsets(c, args.topic, p)
+            start, end = c.log_offsets(args.topic, p)
             if start <= offset <= end:
                 return offset
             reset = start if offset < start else end
@@ -1032,7 +1020,7 @@ def _groups_reset(args: argparse.Namespace) -> int:
         current = _committed(c, args.group, {topic: parts})
         new = {}
         for p in parts:
-            start, end = _log_offsets(c, topic, p)
+            start, end = c.log_offsets(topic, p)
             if args.to_earliest:
                 target = start
             elif args.to_latest:
