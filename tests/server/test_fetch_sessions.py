@@ -14,7 +14,7 @@ import random
 import warnings
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -551,3 +551,87 @@ def test_fetch_session_bench_runs():
     assert on["rounds"] > 1 and off["rounds"] > 1
     # What sessions are for: an incremental request is smaller than a full one.
     assert on["request_bytes_per_round"] < off["request_bytes_per_round"]
+
+
+# -- incremental answers against sessionless ones, over the wire -------------------------
+
+
+@pytest.fixture(scope="module")
+def module_inproc(tmp_path_factory):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    st_ = ServerThread(ServerConfig(log_dirs=str(tmp_path_factory.mktemp("sessions") / "data"),
+                                    listeners="127.0.0.1:0"))
+    st_.start()
+    try:
+        yield st_
+    finally:
+        st_.stop()
+
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 3), st.integers(1, 3)),
+    st.tuples(st.just("advance"), st.integers(0, 3)),
+    st.tuples(st.just("forget"), st.integers(0, 3)),
+    st.tuples(st.just("add"), st.integers(0, 3)),
+    st.tuples(st.just("delete"), st.integers(0, 3)),
+    st.tuples(st.just("fetch"))), max_size=25)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=_OPS)
+def test_incremental_answers_agree_with_sessionless_ones(module_inproc, ops):
+    """A fetcher keeping the view an incremental session gives it (each partition's high
+    watermark and log start offset, records as they come) sees what sessionless fetches
+    at the same offsets show, whatever the appends, deletions, adds and forgets between."""
+    topic = make_topic(module_inproc, 4, records_per_partition=1)
+    broker = module_inproc.server.broker
+    with client(module_inproc) as c:
+        offsets = {0: 0, 1: 0}
+        full = fetch(c, {(topic, p): o for p, o in offsets.items()}, epoch=0)
+        sid, epoch = full.session_id, 1
+        known = {p: (pd.high_watermark, pd.log_start_offset) for (_t, p), pd in listed(full).items()}
+        changed: set = set()
+        gone: set = set()
+        for op in ops + [("fetch",)]:
+            kind, p = op[0], (op[1] if len(op) > 1 else None)
+            if kind == "append":
+                broker.append(topic, p, batch([b"x"] * op[2]))
+            elif kind == "advance" and p in offsets:
+                offsets[p] = known[p][0] if known[p][0] >= 0 else offsets[p]
+                changed.add(p)
+            elif kind == "forget" and p in offsets and len(offsets) > 1:
+                del offsets[p]
+                known.pop(p, None)
+                changed.discard(p)
+                gone.add(p)
+            elif kind == "add" and p not in offsets:
+                offsets[p] = 0
+                known[p] = (-1, -1)
+                changed.add(p)
+                gone.discard(p)
+            elif kind == "delete":
+                broker.delete_records(topic, p, min(offsets.get(p, 0), broker.high_watermark(topic, p)))
+            elif kind == "fetch":
+                inc = fetch(c, {(topic, q): offsets[q] for q in changed}, session_id=sid, epoch=epoch,
+                            forgotten=[(topic, q) for q in gone])
+                assert inc.error_code == 0 and inc.session_id == sid
+                epoch = next_epoch(epoch)
+                changed, gone = set(), set()
+                oracle = listed(fetch(c, {(topic, q): o for q, o in offsets.items()}))
+                got = listed(inc)
+                assert {q for (_t, q) in got} <= set(offsets)
+                for q in offsets:
+                    want = oracle[(topic, q)]
+                    have = got.get((topic, q))
+                    if have is None:
+                        assert len(want.records) == 0 and want.error_code == 0
+                        assert known[q] == (want.high_watermark, want.log_start_offset)
+                    else:
+                        assert (have.error_code, have.high_watermark, have.log_start_offset) == \
+                            (want.error_code, want.high_watermark, want.log_start_offset)
+                        assert values_of(have) == values_of(want)
+                        known[q] = (have.high_watermark if not have.error_code else -1,
+                                    have.log_start_offset)
+        fetch(c, {}, session_id=sid, epoch=-1)          # close it
