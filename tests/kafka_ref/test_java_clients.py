@@ -2,7 +2,8 @@
 
 The Java driver (src/main/java/pylog/kafkaref/Driver.java) runs one section of checks
 (AdminClient; the idempotent producer with every codec; classic consumer groups with the
-range and cooperative-sticky assignors and static membership) against both servers at
+range and cooperative-sticky assignors and static membership, and the admin's group
+operations) against both servers at
 once, printing one JSON line per observation.  Both runs must print the same lines.  The
 driver prints no node id, cluster id, member id or broker-set timestamp; what still differs
 for a reason is listed in :func:`normalise`, each entry with the reason.
@@ -108,3 +109,4 @@ def test_java_clients_same_as_apache_kafka(kafka_jars, kafka_broker, module_serv
     else:
         assert by_key["group_range"]["consumed"] == 40
         assert by_key["group_static"]["rejoined"] == [[0, 1], [2, 3]]
+        assert by_key["group_admin_ops"]["committed"]["offsets"] == {"grp-1": 2, "grp-2": 3, "grp-3": 4}

@@ -756,5 +756,22 @@ public final class Driver {
         i1.consumer.close();
         again.consumer.close();
         emit("group_static", out);
+
+        // Static members stay after close until their session ends: an admin removes them,
+        // then edits the empty group's offsets.
+        Map<String, Object> admin2 = new TreeMap<>();
+        admin2.put("remove_members", outcome(admin.removeMembersFromConsumerGroup(group,
+                new org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupOptions()).all()));
+        admin2.put("describe", describeGroup(group));
+        Map<TopicPartition, OffsetAndMetadata> set = new HashMap<>();
+        for (int p = 0; p < GROUP_PARTITIONS; p++) {
+            set.put(new TopicPartition(topic, p), new OffsetAndMetadata(p + 1, "set-by-admin"));
+        }
+        admin2.put("alter_offsets", outcome(admin.alterConsumerGroupOffsets(group, set).all()));
+        admin2.put("delete_offset", outcome(admin.deleteConsumerGroupOffsets(group,
+                Set.of(new TopicPartition(topic, 0))).all()));
+        admin2.put("committed", committed(group));
+        admin2.put("delete", outcome(admin.deleteConsumerGroups(List.of(group)).all()));
+        emit("group_admin_ops", admin2);
     }
 }
