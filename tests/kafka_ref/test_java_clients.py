@@ -3,9 +3,8 @@
 The Java driver (src/main/java/pylog/kafkaref/Driver.java) runs one section of checks
 (AdminClient; the idempotent producer with every codec; classic consumer groups with the
 range and cooperative-sticky assignors and static membership, and the admin's group
-operations) against both servers at
-once, printing one JSON line per observation.  Both runs must print the same lines.  The
-driver prints no node id, cluster id, member id or broker-set timestamp; what still differs
+operations) against both servers at once, printing one JSON line per observation.  Both
+runs must print the same lines.  The driver prints no node id, cluster id, member id or broker-set timestamp; what still differs
 for a reason is listed in :func:`normalise`, each entry with the reason.
 """
 
