@@ -2,7 +2,9 @@
 
 Reading
     A partition fetched at its high watermark (a caught-up consumer's poll) is answered
-    from its offsets, without a read.  Any other is read with the broker core's
+    from its offsets, without a read, with the same PartitionData object as long as its
+    high watermark and log start offset stay the same (:class:`CaughtUpAnswers`: a
+    sessionless consumer of 1000 partitions polls with 1000 such answers a round).  Any other is read with the broker core's
     ``fetch`` (whole batches from the one holding the fetch offset, up to the
     partition's and the response's byte budget; the first partition with data may
     exceed the budget by one batch, as Kafka's KIP-74).
@@ -37,12 +39,41 @@ from pylog.errors import PylogError
 from pylog.protocol import messages as m
 from pylog.protocol.segments import FileRegion
 
-__all__ = ["FetchWaiters", "caught_up", "read_partitions"]
+__all__ = ["CaughtUpAnswers", "FetchWaiters", "caught_up", "read_partitions"]
 
 _UNKNOWN_TOPIC_OR_PARTITION = 3
 _FENCED_LEADER_EPOCH = 74
 _UNKNOWN_LEADER_EPOCH = 75
 _EMPTY = b""
+
+
+class CaughtUpAnswers:
+    """The answer of each partition fetched at its high watermark, by isolation level,
+    reused while the partition's offsets stay the same.  Response objects are never
+    changed once built (the encoder and the session filter only read them), so one
+    object may sit in several responses.  One entry per partition polled; a topic's are
+    dropped when it changes (:meth:`forget_topic`)."""
+
+    __slots__ = ("by_isolation",)
+
+    def __init__(self) -> None:
+        self.by_isolation: tuple[dict, dict] = ({}, {})
+
+    def get(self, isolation_level: int, topic: str, partition: int, start: int, hw: int) -> Any:
+        answers = self.by_isolation[1 if isolation_level == 1 else 0]
+        pd = answers.get((topic, partition))
+        if pd is None or pd.high_watermark != hw or pd.log_start_offset != start:
+            pd = m.FetchResponse.PartitionData(
+                partition_index=partition, error_code=0, high_watermark=hw, last_stable_offset=hw,
+                log_start_offset=start, aborted_transactions=[] if isolation_level == 1 else None,
+                records=_EMPTY)
+            answers[(topic, partition)] = pd
+        return pd
+
+    def forget_topic(self, topic: str) -> None:
+        for answers in self.by_isolation:
+            for key in [k for k in answers if k[0] == topic]:
+                del answers[key]
 
 
 def caught_up(st: Any, wanted: list) -> bool:
@@ -76,6 +107,7 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
     topic entries whose records are FileRegions.
     """
     cached = session.partitions if session is not None else None
+    answer_caught_up = st.caught_up_answers.get
     broker = st.broker
     log_offsets = broker.log_offsets
     R = m.FetchResponse
@@ -109,9 +141,7 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
                     cp = cached.get((topic, partition))
                     if cp is not None and cp.high_watermark == hw and cp.local_log_start_offset == start:
                         continue
-                out.append(PD(partition_index=partition, error_code=0, high_watermark=hw,
-                              last_stable_offset=hw, log_start_offset=start,
-                              aborted_transactions=aborted, records=_EMPTY))
+                out.append(answer_caught_up(isolation_level, topic, partition, start, hw))
                 continue
             budget = max_bytes - total
             limit = part_max if part_max < budget else budget

@@ -35,7 +35,7 @@ from pylog.protocol.produce_reply import produce_response_frame
 from pylog.protocol.replies import error_body
 from pylog.server._core_adapter import ZERO_UUID, topic_uuid
 from pylog.server.connection import NO_RESPONSE
-from pylog.server.fetch import FetchWaiters, caught_up, read_partitions
+from pylog.server.fetch import CaughtUpAnswers, FetchWaiters, caught_up, read_partitions
 from pylog.server.fetch_session import FetchSessionCache
 
 __all__ = ["ServerState", "handler_table", "open_broker", "SERVED_VERSIONS"]
@@ -102,6 +102,7 @@ class ServerState:
         self.cluster_id = self.broker.cluster_id
         self.fetch_waiters = FetchWaiters(self)
         self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots)
+        self.caught_up_answers = CaughtUpAnswers()
         self._group_timer: Any = None
         self._group_timer_at: float | None = None
         self._epochs: dict[str, int] = {}
@@ -134,6 +135,7 @@ class ServerState:
 
     def _topic_changed(self, topic: str) -> None:
         self._epochs.pop(topic, None)
+        self.caught_up_answers.forget_topic(topic)
         self.fetch_waiters.on_topic_change(topic)
 
     def describe_topic(self, name: str) -> Any:
