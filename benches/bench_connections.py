@@ -38,20 +38,13 @@ def rss_mb(pid: int) -> float:
 
 
 def _frame_reader(sock: socket.socket) -> bytes:
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        head += chunk
-    (size,) = struct.unpack(">i", head)
-    body = bytearray()
-    while len(body) < size:
-        chunk = sock.recv(size - len(body))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        body += chunk
-    return bytes(body)
+    """One response frame (blocking; MSG_WAITALL waits for the whole of it)."""
+    head = sock.recv(4, socket.MSG_WAITALL)
+    size = struct.unpack(">i", head)[0] if len(head) == 4 else -1
+    body = sock.recv(size, socket.MSG_WAITALL) if size >= 0 else b""
+    if size < 0 or len(body) != size:
+        raise ConnectionError("closed by the server")
+    return body
 
 
 def _produce_frame(topic: str, partition: int, correlation_id: int) -> bytes:
