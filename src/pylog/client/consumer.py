@@ -18,7 +18,12 @@ whole batches into :class:`ConsumerRecord` objects in one C loop
 (``pylog._core.decode_fetched``); ``poll`` hands them out ``max_records`` at a time.  When
 nothing is there, ``poll`` waits in the transport's fetch (``fetch_min_bytes``, up to its
 timeout) without holding the consumer's lock, and keeps what that fetch brought.
-Ordering within a partition is exactly append order.
+Ordering within a partition is exactly append order.  Before a poll hands records out,
+the partitions left with nothing buffered are prefetched (:meth:`Transport.prefetch
+<pylog.client.transport.Transport.prefetch>`, as Kafka's consumer sends its next fetches
+then): over the network the next answer is on its way while the caller processes; the
+transport hands it over only for a fetch at the offset it was read at, so a seek, reset,
+pause or rebalance never gets records read ahead for an old position.
 
 Columnar reading: :meth:`Consumer.poll_batches` hands out the fetched batches themselves,
 as :class:`ConsumerBatch` views of the fetched bytes (embedded: the mapped segment, which
@@ -928,6 +933,8 @@ class Consumer:
                 records = self._collect(max_records, batches)
                 if records or self._wakeup:
                     self._wakeup = False
+                    if records:
+                        self._prefetch()
                     return records
                 waiting = [(tp, st) for tp, st in self._assignment.items()
                            if not st.paused and st.position is not None]
@@ -941,7 +948,7 @@ class Consumer:
             # Wait in the transport's fetch, without the lock; keep what it brings.
             results = self._transport.fetch(wanted, max_wait_ms=remaining * 1000, min_bytes=self.fetch_min_bytes,
                                             max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level,
-                                            stop=self._should_stop_waiting)
+                                            stop=self._should_stop_waiting, owner=self._member_key)
             if any(res is not None and (res.error_code or (res.records is not None and res.records.size))
                    for res in results):
                 with self._lock:
@@ -951,6 +958,21 @@ class Consumer:
                             if res is not None and self._assignment.get(tp) is st and not st.paused \
                                     and st.position == want[2] and not st.buffered():
                                 install(tp, st, res)
+
+    def _prefetch(self) -> None:
+        """Before handing records out, start the next fetch of every assigned, unpaused
+        partition with a known position and nothing left buffered, as Kafka's consumer
+        does (``sendFetches`` at the end of ``poll``: partitions with buffered data or a
+        fetch in flight are left out), so the network reads while the caller processes.
+        The transport keeps the answer for the fetch at that offset; a position moved
+        meanwhile (seek, reset, rebalance, the other kind of poll) reads elsewhere and
+        the kept answer is dropped, so it is never delivered for a moved position."""
+        wanted = [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes)
+                  for tp, st in self._assignment.items()
+                  if not st.paused and st.position is not None and not st.buffered()]
+        self._transport.prefetch(wanted, max_wait_ms=self.fetch_max_wait_ms, min_bytes=self.fetch_min_bytes,
+                                 max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level,
+                                 owner=self._member_key)
 
     def _should_stop_waiting(self) -> bool:
         return (self._closed or self._wakeup or self._rejoin_needed or self._lost or self._fatal is not None
@@ -1000,7 +1022,7 @@ class Consumer:
             # Every partition with nothing buffered, in one fetch (one request per leader).
             results = self._transport.fetch(
                 [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes) for tp, st in empty],
-                max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level)
+                max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level, owner=self._member_key)
             progressed = False
             for (tp, st), res in zip(empty, results):
                 if res is None:
@@ -1532,6 +1554,7 @@ class Consumer:
                 self._assignment.clear()
                 self._hb_stop.set()
                 self._transport.wake()
+                self._transport.prefetch([], owner=self._member_key)     # drop what was read ahead
                 self._transport.release_member(self._member_key)
                 self._closed_hook()
         if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
@@ -1543,6 +1566,7 @@ class Consumer:
         with self._lock:
             self._closed = True
             self._hb_stop.set()
+            self._transport.prefetch([], owner=self._member_key)
             self._transport.release_member(self._member_key)
             self._closed_hook()
         if self._hb_thread is not None:

@@ -85,7 +85,7 @@ class EmbeddedTransport:
 
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
-              stop: Callable[[], bool] | None = None) -> list[FetchResult | None]:
+              stop: Callable[[], bool] | None = None, owner: Any = None) -> list[FetchResult | None]:
         out = self._read(wanted, max_bytes, isolation_level)
         if max_wait_ms <= 0:
             return out
@@ -105,6 +105,11 @@ class EmbeddedTransport:
         if self.broker.wait_for_data(positions, max_wait_ms / 1000, stop=stop):
             return self._read(wanted, max_bytes, isolation_level)
         return out
+
+    def prefetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
+                 max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
+                 owner: Any = None) -> None:
+        """Nothing to do: a fetch here is a zero-copy call into the partition logs."""
 
     def _read(self, wanted: Sequence[tuple[str, int, int, int]], max_bytes: int,
               isolation_level: int) -> list[FetchResult | None]:

@@ -18,7 +18,8 @@ request per leader (or coordinator) and an embedded one makes plain calls:
   request per leader) and answers per batch; :meth:`Transport.produce_async` does the
   same without waiting, reporting each partition as its answer comes;
 - :meth:`Transport.fetch` reads many partitions in one call and may wait for data
-  (Fetch's ``max_wait_ms``/``min_bytes``/``max_bytes``);
+  (Fetch's ``max_wait_ms``/``min_bytes``/``max_bytes``); :meth:`Transport.prefetch`
+  starts a fetch without waiting, for a later :meth:`Transport.fetch` to take;
 - :meth:`Transport.list_offsets` takes many partitions;
 - JoinGroup and SyncGroup answer with a *pending handle* (``done()``, ``result()``,
   ``wait(timeout)``, ``add_done_callback(fn)``, as
@@ -134,7 +135,7 @@ class Transport(Protocol):
 
     def fetch(self, wanted: Sequence[FetchWanted], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
-              stop: Callable[[], bool] | None = None) -> list[FetchResult | None]:
+              stop: Callable[[], bool] | None = None, owner: Hashable | None = None) -> list[FetchResult | None]:
         """Read several partitions, each from its offset, up to its ``max_bytes``; one
         entry per ``wanted`` (in its order): a :class:`FetchResult`, or None when the
         partition was not read this time (the response's ``max_bytes`` was used up by the
@@ -147,7 +148,26 @@ class Transport(Protocol):
         without waiting.  Embedded: any new data ends the wait.  A partition's batches
         may begin below the offset asked for; skip those records.  Never raises for a
         partition's problem (OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, ...).
+        ``owner``: the caller of :meth:`prefetch` whose read-ahead answers this fetch may
+        take (another owner's are left alone).
         """
+        ...
+
+    def prefetch(self, wanted: Sequence[FetchWanted], *, max_wait_ms: float = 0, min_bytes: int = 1,
+                 max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
+                 owner: Hashable | None = None) -> None:
+        """Start reading these partitions ahead of a :meth:`fetch`, without waiting (Kafka's
+        consumer sends its next fetches before handing out what it has): the answers are
+        kept, and a later :meth:`fetch` of a partition at the same offset and isolation
+        level gets its kept answer without a round trip (or waits for the one in flight);
+        at another offset the kept answer is dropped, so it is never delivered for a
+        position that moved.  ``wanted`` is ``owner``'s whole prefetch set: what ``owner``
+        prefetched for partitions left out (or at other offsets) is dropped, and
+        ``prefetch([], owner=o)`` forgets it all.  At most one prefetch per partition;
+        kept bytes stay within about ``max_bytes`` (see the implementation).
+        ``max_wait_ms``/``min_bytes`` are as for :meth:`fetch`, but nobody waits: a
+        prefetch delays no other call.  Best effort: never raises, and does nothing on a
+        closed transport.  Embedded: a no-op (a fetch is a zero-copy function call)."""
         ...
 
     def list_offsets(self, requests: Sequence[tuple[str, int, int]], *,

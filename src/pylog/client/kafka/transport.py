@@ -41,6 +41,17 @@ Fetch
     called.  Retriable partition errors (leader moved, broker unreachable) request a
     metadata update; such a partition is None ("not read this time") in the answer.
 
+Prefetch
+    :meth:`~KafkaTransport.prefetch` sends the fetches a consumer will want next and
+    returns (Kafka's consumer sends its next fetches before handing records out;
+    librdkafka fills a queue ahead of the application).  The answers join the kept ones,
+    tagged with their owner (the consumer): a fetch by that owner at the same offset and
+    isolation level takes one without a round trip, a fetch at another offset drops it,
+    and a fetch that finds the partition's prefetch still in flight at its offset waits
+    for it (if it waits at all) instead of asking again.  At most one prefetch per
+    partition; a partition is prefetched only while the kept and reserved bytes leave
+    room for its ``max_bytes`` within the caller's ``max_bytes``.
+
 Readiness for asyncio consumers
     A fetch that does not wait (``max_wait_ms`` 0: what the asyncio consumer does) and
     finds nothing for a partition, while data listeners are registered, puts that
@@ -136,6 +147,19 @@ class _Slot:
         self.owner_done = False
 
 
+class _Prefetch:
+    """One partition of a prefetch request in flight: the offset and isolation level it
+    reads at, the owner that asked, and the bytes reserved for its answer."""
+
+    __slots__ = ("offset", "isolation_level", "owner", "reserved")
+
+    def __init__(self, offset: int, isolation_level: int, owner: Any, reserved: int) -> None:
+        self.offset = offset
+        self.isolation_level = isolation_level
+        self.owner = owner
+        self.reserved = reserved
+
+
 class _ProduceAnswer:
     """The results of one produce_async call, gathered per partition: ``on_done(i, results)``
     once every batch of ``work[i]`` is answered (its requests may go to several leaders
@@ -206,8 +230,13 @@ class KafkaTransport:
         self._data_listeners: tuple[Callable[[str, int, int], object], ...] = ()
         self._wake_listeners: tuple[Callable[[], object], ...] = ()
         self._max_message_bytes: dict[str, tuple[int, float]] = {}
-        # (topic, partition) -> (offset, isolation_level, FetchResult): answers nobody took.
-        self._completed: dict[tuple[str, int], tuple[int, int, FetchResult]] = {}
+        # (topic, partition) -> (offset, isolation_level, FetchResult, prefetch owner or
+        # None): answers nobody took, and their record bytes in all.
+        self._completed: dict[tuple[str, int], tuple[int, int, FetchResult, Any]] = {}
+        self._completed_bytes = 0
+        # (topic, partition) -> its prefetch in flight; the bytes those reserve in all.
+        self._prefetching: dict[tuple[str, int], _Prefetch] = {}
+        self._prefetch_reserved = 0
         self._free_slots: list[_Slot] = []
         self._slot_count = 0
         # (topic, partition, isolation_level) -> [offset, max_bytes, last asked (monotonic)]
@@ -580,15 +609,27 @@ class KafkaTransport:
     def _keep_completed(self, parts: list[tuple[str, int, int, int]], results: Mapping[tuple[str, int], Any],
                         isolation_level: int) -> None:
         """Keep the data of an answer nobody waits for; call the data listeners (I/O thread)."""
-        got = []
         with self._lock:
-            for topic, partition, offset, _ in parts:
-                res = results.get((topic, partition))
-                if res is None or res.error_code or res.records is None or not res.records.size:
-                    continue
-                self._completed[(topic, partition)] = (offset, isolation_level, res)
-                self._watch.pop((topic, partition, isolation_level), None)
-                got.append((topic, partition, res.high_watermark))
+            got = self._keep_locked(parts, results, isolation_level, None)
+        self._announce(got)
+
+    def _keep_locked(self, parts: Sequence[tuple[str, int, int, int]], results: Mapping[tuple[str, int], Any],
+                     isolation_level: int, owner: Any) -> list[tuple[str, int, int]]:
+        """Keep the partitions of ``results`` that have data (lock held); returns
+        ``(topic, partition, high_watermark)`` of each, for :meth:`_announce`."""
+        got = []
+        for topic, partition, offset, _ in parts:
+            res = results.get((topic, partition))
+            if res is None or res.error_code or res.records is None or not res.records.size:
+                continue
+            self._pop_completed((topic, partition))
+            self._completed[(topic, partition)] = (offset, isolation_level, res, owner)
+            self._completed_bytes += res.records.size
+            self._watch.pop((topic, partition, isolation_level), None)
+            got.append((topic, partition, res.high_watermark))
+        return got
+
+    def _announce(self, got: Sequence[tuple[str, int, int]]) -> None:
         for topic, partition, hw in got:
             for fn in self._data_listeners:
                 try:
@@ -596,29 +637,146 @@ class KafkaTransport:
                 except Exception:  # noqa: BLE001 - a listener's bug must not stop the I/O thread
                     log.exception("data listener %r failed", fn)
 
+    def _pop_completed(self, key: tuple[str, int]) -> tuple[int, int, FetchResult, Any] | None:
+        """Take the kept answer of ``key`` out (lock held)."""
+        kept = self._completed.pop(key, None)
+        if kept is not None:
+            self._completed_bytes -= kept[2].records.size  # type: ignore[union-attr]  # kept: has data
+        return kept
+
+    # ------------------------------------------------------------------ prefetch
+
+    def prefetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
+                 max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
+                 owner: Any = None) -> None:
+        """Send Fetch requests (one per leader, on the fetch connections) for the
+        partitions of ``wanted`` that have neither a prefetch in flight nor a kept answer,
+        and return at once.  Answers with data are kept (Kafka's completed fetches) and
+        the data listeners are called; a later :meth:`fetch` of the partition at the
+        same offset and isolation level takes the kept answer without a round trip, and a
+        :meth:`fetch` that finds the partition's prefetch still in flight at its offset
+        waits for that answer (when it may wait at all) instead of asking again.
+
+        ``wanted`` is ``owner``'s whole prefetch set: its kept answers and prefetches in
+        flight of partitions left out of ``wanted``, or at another offset or isolation
+        level, are dropped (a prefetch in flight cannot be called back: its answer is
+        thrown away when it comes), so ``prefetch([], owner=o)`` forgets ``o``'s.
+
+        Memory: at most one prefetch (in flight or kept) per partition, and a partition
+        is only prefetched when its ``max_bytes`` (the fourth field of ``wanted``) fits
+        in the room left: ``max_bytes`` minus the bytes of all kept answers and those
+        reserved by prefetches in flight.  So kept bytes stay within ``max_bytes``,
+        unless a single batch is larger than a partition's ``max_bytes`` (a broker
+        hands out the first batch whole, KIP-74).
+
+        ``max_wait_ms`` (at most :data:`FETCH_SLICE_MS`) and ``min_bytes`` are passed to
+        the broker: a prefetch may be a long poll, on a connection of its own, so it
+        delays no other request and no ``close()``.  Partitions without a known leader
+        are left out.  A closed transport does nothing.
+        """
+        if self._closed:
+            return
+        snap = self.cluster.snapshot()
+        send: list[tuple[str, int, int, int]] = []
+        entries: dict[tuple[str, int], _Prefetch] = {}
+        with self._lock:
+            asked = {(t, p): o for t, p, o, _ in wanted}
+            if owner is not None:
+                for key, pf in list(self._prefetching.items()):
+                    if pf.owner is owner and (asked.get(key) != pf.offset or pf.isolation_level != isolation_level):
+                        del self._prefetching[key]
+                for key, kept in list(self._completed.items()):
+                    if kept[3] is owner and (asked.get(key) != kept[0] or kept[1] != isolation_level):
+                        self._pop_completed(key)
+            room = max_bytes - self._completed_bytes - self._prefetch_reserved
+            for topic, partition, offset, part_max in wanted:
+                key = (topic, partition)
+                if room <= 0:
+                    break
+                if key in self._prefetching or key in self._completed or key in entries \
+                        or snap.leader_for(topic, partition) is None or part_max > room:
+                    continue
+                reserved = part_max
+                room -= reserved
+                entries[key] = pf = _Prefetch(offset, isolation_level, owner, reserved)
+                self._prefetching[key] = pf
+                self._prefetch_reserved += reserved
+                send.append((topic, partition, offset, reserved))
+        if not send:
+            return
+        by_leader: dict[int, list[tuple[str, int, int, int]]] = {}
+        for part in send:
+            by_leader.setdefault(snap.leader_for(part[0], part[1]), []).append(part)  # type: ignore[arg-type]
+
+        def on_done(parts: list[tuple[str, int, int, int]], resp: Any, exc: BaseException | None) -> None:
+            results = self._parse_fetch(parts, resp, exc)
+            with self._lock:
+                live = []
+                for part in parts:
+                    key = (part[0], part[1])
+                    pf = entries[key]
+                    self._prefetch_reserved -= pf.reserved
+                    if self._prefetching.get(key) is pf:       # not dropped meanwhile
+                        del self._prefetching[key]
+                        live.append(part)
+                got = self._keep_locked(live, results, isolation_level, owner)
+            self._announce(got)
+            if self._data_listeners and not self._closed:
+                # Nothing came: the watch long-polls on for asyncio consumers.
+                self._watch_empty(live, [results.get((t, p)) for t, p, _, _ in live], isolation_level)
+
+        wait_ms = int(min(max(max_wait_ms, 0), FETCH_SLICE_MS))
+        slot = self._take_slot()
+        try:
+            for leader_parts in by_leader.values():
+                self._send_fetches(leader_parts, slot, wait_ms, min_bytes, sum(p[3] for p in leader_parts),
+                                   isolation_level, snap, on_done)
+        finally:
+            with self._lock:
+                self._slot_finished(slot)
+
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
-              stop: Callable[[], bool] | None = None) -> list[FetchResult | None]:
+              stop: Callable[[], bool] | None = None, owner: Any = None) -> list[FetchResult | None]:
         self._check_open()
         n = len(wanted)
         out: list[FetchResult | None] = [None] * n
         deadline = time.monotonic() + max(max_wait_ms, 0) / 1000
         seq = self._wake_seq
-        # Answers kept from earlier requests come first.
-        if self._completed:
+        # Answers kept from earlier requests come first; a kept answer at another offset
+        # (the caller seeked) is dropped.  Partitions with a prefetch in flight at their
+        # offset "ride" on it: not asked again, its answer awaited (if this call waits).
+        riding: dict[tuple[str, int], int] = {}
+        if self._completed or self._prefetching:
             hit = False
             with self._lock:
                 for i, (topic, partition, offset, _) in enumerate(wanted):
-                    kept = self._completed.pop((topic, partition), None)
-                    if kept is None:
-                        continue
-                    if kept[0] == offset and kept[1] == isolation_level:
-                        out[i] = kept[2]
-                        hit = True
+                    key = (topic, partition)
+                    kept = self._completed.get(key)
+                    # Another owner's prefetch is its own (read at its time, for its position).
+                    if kept is not None and (kept[3] is None or kept[3] is owner):
+                        self._pop_completed(key)
+                        if kept[0] == offset and kept[1] == isolation_level:
+                            out[i] = kept[2]
+                            hit = True
+                            continue
+                    pf = self._prefetching.get(key)
+                    if pf is not None and pf.owner is owner and pf.offset == offset \
+                            and pf.isolation_level == isolation_level:
+                        riding[key] = offset
             if hit:
                 return out
         if not wanted:
             self._wait_until(deadline, seq, stop)
+            return out
+        if riding and max_wait_ms <= 0:
+            # Not read this time: the prefetch's answer is kept for the next fetch.
+            rest = [i for i, w in enumerate(wanted) if (w[0], w[1]) not in riding]
+            if rest:
+                got = self.fetch([wanted[i] for i in rest], min_bytes=min_bytes, max_bytes=max_bytes,
+                                 isolation_level=isolation_level, owner=owner)
+                for i, res in zip(rest, got):
+                    out[i] = res
             return out
         index = {(t, p): i for i, (t, p, _, _) in enumerate(wanted)}
         slot = self._take_slot()
@@ -650,16 +808,21 @@ class KafkaTransport:
                     state["outstanding"] = 0
                     state["data"] = False
                     state["active"] = True
-                by_leader = len({snap.leader_for(t, p) for t, p, _, _ in wanted} - {None})
+                    rode = self._ride(riding, isolation_level, state["results"])
+                    if state["results"]:
+                        state["data"] = True
+                send = [w for w in wanted if (w[0], w[1]) not in rode] if rode else list(wanted)
+                by_leader = len({snap.leader_for(t, p) for t, p, _, _ in send} - {None}) if not state["data"] else 0
                 with self._lock:
                     state["outstanding"] = by_leader
-                leaderless = self._send_fetches(list(wanted), slot, wait_ms, min_bytes, max_bytes,
-                                                isolation_level, snap, on_done)
+                leaderless = self._send_fetches(send, slot, wait_ms, min_bytes, max_bytes,
+                                                isolation_level, snap, on_done) if not state["data"] else []
                 # Wait for the answers: all of them, or the first with data, or a wake-up
-                # that stop() accepts.
+                # that stop() accepts.  A prefetch ridden on may wait longer than this
+                # call may: the deadline bounds that wait.
                 stopped = False
                 with self._cond:
-                    while state["outstanding"] > 0 and not state["data"]:
+                    while not state["data"] and (state["outstanding"] > 0 or rode):
                         if self._closed:
                             break
                         if self._wake_seq != seq:
@@ -667,6 +830,18 @@ class KafkaTransport:
                             if stop is not None and stop():
                                 stopped = True
                                 break
+                        if rode:
+                            before = len(state["results"])
+                            rode = self._ride(rode, isolation_level, state["results"])
+                            if len(state["results"]) > before:
+                                state["data"] = True
+                                break
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                rode = {}       # its answer is kept for the next fetch
+                            elif rode:
+                                self._cond.wait(left)
+                            continue
                         self._cond.wait(FETCH_SLICE_MS / 1000 + self.request_timeout_ms / 1000)
                     state["active"] = False
                     results = state["results"]
@@ -679,9 +854,10 @@ class KafkaTransport:
                 total = 0
                 final = False
                 retry = bool(leaderless)
-                for res in out:
+                for (topic, partition, _, _), res in zip(wanted, out):
                     if res is None:
-                        retry = True
+                        # A prefetch ridden on that found nothing: asked directly next.
+                        retry = retry or (topic, partition) not in riding
                     elif res.error_code == _UNKNOWN_TOPIC_OR_PARTITION:
                         retry = True
                     elif res.error_code:
@@ -706,6 +882,21 @@ class KafkaTransport:
         if max_wait_ms <= 0 and self._data_listeners:
             self._watch_empty(wanted, out, isolation_level)
         return out
+
+    def _ride(self, riding: Mapping[tuple[str, int], int], isolation_level: int,
+              results: dict[tuple[str, int], Any]) -> dict[tuple[str, int], int]:
+        """For a fetch riding on prefetches (lock held): move the answers that came with
+        data into ``results``; returns the partitions whose prefetch is still in flight."""
+        left = {}
+        for key, offset in riding.items():
+            pf = self._prefetching.get(key)
+            if pf is not None and pf.offset == offset and pf.isolation_level == isolation_level:
+                left[key] = offset
+                continue
+            kept = self._completed.get(key)
+            if kept is not None and kept[0] == offset and kept[1] == isolation_level:
+                results[key] = self._pop_completed(key)[2]  # type: ignore[index]
+        return left
 
     def _wait_until(self, deadline: float, seq: int, stop: Callable[[], bool] | None) -> bool:
         """Sleep until ``deadline``, or a wake-up ``stop()`` accepts (True), or close."""
@@ -1017,6 +1208,8 @@ class KafkaTransport:
             self._closed = True
             self._watch.clear()
             self._completed.clear()
+            self._completed_bytes = 0
+            self._prefetching.clear()
             self._cond.notify_all()
         self.net.close()
 

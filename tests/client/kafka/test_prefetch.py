@@ -1,0 +1,203 @@
+"""KafkaTransport.prefetch against a real ``pylog serve``: a kept answer is taken by the
+next fetch at its offset without a round trip, dropped at another offset and never handed
+to another owner; a fetch rides on a prefetch in flight instead of asking again; kept and
+reserved bytes stay within ``max_bytes`` over many partitions; a consumer's close and
+commit do not wait for a prefetch that long-polls."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import pylog
+from pylog import TopicPartition
+from pylog.protocol.apis import ApiKey
+from pylog.records import RecordBatchBuilder
+from tests.server.util import unique
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
+                                   "listeners": "PLAINTEXT://127.0.0.1:0",
+                                   "auto.create.topics.enable": "false"})
+    st = ServerThread(cfg).start()
+    yield st
+    st.stop()
+
+
+@pytest.fixture
+def client(server):
+    c = pylog.connect(server.bootstrap, client_id="prefetch-test")
+    yield c
+    c.close()
+
+
+def batch(*values: bytes) -> bytes:
+    b = RecordBatchBuilder()
+    for v in values:
+        b.append(None, None, v)
+    return b.build()
+
+
+def _fill(client, topic, partitions, batches=3, values=4, size=100):
+    client.create_topic(topic, partitions)
+    for _ in range(batches):
+        res = client.transport.produce(
+            [(topic, p, [batch(*[b"%d" % p * size] * values)]) for p in range(partitions)], acks=-1)
+        assert all(r.error_code == 0 for rs in res for r in rs)
+
+
+def _settled(tr, timeout=10.0):
+    """Wait (on the transport's condition, notified by every Fetch answer) until no
+    prefetch is in flight."""
+    with tr._cond:
+        assert tr._cond.wait_for(lambda: not tr._prefetching, timeout)
+
+
+def _fetches(tr):
+    return tr.requests_sent.get(ApiKey.FETCH, 0)
+
+
+def test_kept_answer_is_taken_without_a_round_trip(client):
+    topic = unique("pf-hit")
+    _fill(client, topic, 1)
+    tr = client.transport
+    owner = object()
+    direct = tr.fetch([(topic, 0, 4, 1 << 20)])[0]
+    tr.prefetch([(topic, 0, 4, 1 << 20)], owner=owner)
+    _settled(tr)
+    before = _fetches(tr)
+    got = tr.fetch([(topic, 0, 4, 1 << 20)], owner=owner)[0]
+    assert _fetches(tr) == before                       # no request: the kept answer
+    assert bytes(got.records.records) == bytes(direct.records.records)
+    assert got.high_watermark == 12
+    assert not tr._completed and tr._completed_bytes == 0
+
+
+def test_kept_answer_at_another_offset_is_dropped(client):
+    topic = unique("pf-seek")
+    _fill(client, topic, 1)
+    tr = client.transport
+    owner = object()
+    tr.prefetch([(topic, 0, 0, 1 << 20)], owner=owner)
+    _settled(tr)
+    assert tr._completed_bytes > 0
+    before = _fetches(tr)
+    got = tr.fetch([(topic, 0, 8, 1 << 20)], owner=owner)[0]    # a seek moved the position
+    assert _fetches(tr) == before + 1
+    first = next(iter(pylog._core.iter_batches(got.records.records)))
+    assert first.base_offset == 8
+    assert not tr._completed and tr._completed_bytes == 0
+    # Re-asking the owner's set at a new offset drops its kept answer too.
+    tr.prefetch([(topic, 0, 0, 1 << 20)], owner=owner)
+    _settled(tr)
+    tr.prefetch([(topic, 0, 4, 1 << 20)], owner=owner)
+    _settled(tr)
+    assert tr._completed[(topic, 0)][0] == 4
+    tr.prefetch([], owner=owner)                        # forget everything of the owner
+    assert not tr._completed and tr._completed_bytes == 0
+
+
+def test_another_owners_prefetch_is_left_alone(client):
+    topic = unique("pf-owner")
+    _fill(client, topic, 1)
+    tr = client.transport
+    mine, other = object(), object()
+    tr.prefetch([(topic, 0, 0, 1 << 20)], owner=mine)
+    _settled(tr)
+    before = _fetches(tr)
+    got = tr.fetch([(topic, 0, 0, 1 << 20)], owner=other)[0]
+    assert _fetches(tr) == before + 1                   # read for itself
+    assert got.records.size
+    assert tr._completed[(topic, 0)][3] is mine         # still there for its owner
+    assert tr.fetch([(topic, 0, 0, 1 << 20)], owner=mine)[0].records.size
+    assert _fetches(tr) == before + 1
+
+
+def test_a_waiting_fetch_rides_on_the_prefetch_in_flight(client):
+    topic = unique("pf-ride")
+    client.create_topic(topic, 1)
+    tr = client.transport
+    owner = object()
+    # An empty partition: the prefetch long-polls on the broker.
+    tr.prefetch([(topic, 0, 0, 1 << 20)], max_wait_ms=500, owner=owner)
+    assert (topic, 0) in tr._prefetching
+    before = _fetches(tr)
+    # Without waiting: not read this time, and not asked again.
+    assert tr.fetch([(topic, 0, 0, 1 << 20)], owner=owner) == [None]
+    assert _fetches(tr) == before
+    got: list = []
+    waiting = threading.Thread(
+        target=lambda: got.extend(tr.fetch([(topic, 0, 0, 1 << 20)], max_wait_ms=10_000, owner=owner)))
+    waiting.start()
+    res = tr.produce([(topic, 0, [batch(b"late")])], acks=-1)
+    assert res[0][0].error_code == 0
+    waiting.join()
+    assert got and got[0] is not None and got[0].records.size
+    rec = next(iter(pylog._core.iter_batches(got[0].records.records)))
+    assert [r.value for r in rec] == [b"late"]
+    # Either the prefetch brought it, or it answered empty and the waiting fetch asked once.
+    assert _fetches(tr) - before <= 1
+
+
+def test_memory_bound_over_many_partitions(client):
+    topic = unique("pf-many")
+    parts = 24
+    _fill(client, topic, parts, batches=2, values=4, size=100)      # ~900 bytes a partition
+    tr = client.transport
+    owner = object()
+    bound = 4000
+    wanted = [(topic, p, 0, 1000) for p in range(parts)]
+    tr.prefetch(wanted, max_bytes=bound, owner=owner)
+    assert tr._completed_bytes + tr._prefetch_reserved <= bound
+    assert len(tr._prefetching) == 4                    # 1000 reserved each
+    _settled(tr)
+    kept = dict(tr._completed)
+    assert 0 < len(kept) <= 4
+    assert tr._completed_bytes == sum(k[2].records.size for k in kept.values()) <= bound
+    # Asked again and again: only the room left goes out, until none is left.
+    for _ in range(30):
+        tr.prefetch(wanted, max_bytes=bound, owner=owner)
+        assert tr._completed_bytes + tr._prefetch_reserved <= bound
+        _settled(tr)
+    kept = dict(tr._completed)
+    assert len(kept) < parts and tr._completed_bytes <= bound
+    tr.prefetch(wanted, max_bytes=bound, owner=owner)
+    assert not tr._prefetching
+    # One answer per partition at most, and taking them frees the room.
+    got = tr.fetch(wanted, owner=owner)
+    assert sum(1 for r in got if r is not None) == len(kept)
+    assert tr._completed_bytes == 0
+    tr.prefetch(wanted, max_bytes=bound, owner=owner)
+    assert 0 < len(tr._prefetching) <= 4
+    _settled(tr)
+    tr.prefetch([], owner=owner)
+    assert tr._completed_bytes == 0 and not tr._completed
+
+
+def test_close_and_commit_do_not_wait_for_a_long_polling_prefetch(client):
+    topic = unique("pf-close")
+    client.create_topic(topic, 1)
+    tr = client.transport
+    tr.produce([(topic, 0, [batch(b"x")])], acks=-1)
+    c = client.consumer(group_id=unique("g"), auto_offset_reset="earliest", fetch_max_wait_ms=500)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    assert [r.value for r in c.poll(timeout_ms=5000)] == [b"x"]
+    # poll left a prefetch at offset 1: nothing there, so the broker holds it.
+    pf = tr._prefetching.get((topic, 0))
+    assert pf is not None and pf.offset == 1
+    c.commit()                                          # the coordinator's connection: not behind it
+    assert c.committed([tp])[tp].offset == 1
+    c.close()                                           # does not wait for the long poll ...
+    assert (topic, 0) not in tr._prefetching            # ... its answer will be thrown away
+    assert tr._prefetch_reserved > 0                    # still out on the broker
+    _settled(tr)
+    with tr._cond:
+        assert tr._cond.wait_for(lambda: tr._prefetch_reserved == 0, 10)
+    assert not tr._completed

@@ -1,0 +1,128 @@
+"""Read-ahead (``Transport.prefetch``, sent at the end of every poll that returns records)
+as the consumer's user sees it, on both transports (embedded: prefetch is a no-op, so
+these pin the behaviour both must share): every record once, in order, across many small
+fetches and poll/poll_batches switches, and never a prefetched answer after a seek, a
+pause, a reset or a rebalance moved the position."""
+
+from __future__ import annotations
+
+from pylog.broker.core import TopicPartition
+from tests.client.conftest import drain
+from tests.client.test_consumer_batches import drain_batches, produce
+from tests.client.test_groups import settle
+
+TP0 = TopicPartition("t", 0)
+TP1 = TopicPartition("t", 1)
+
+
+def _values(n, tag=b"v"):
+    return [tag + b"%04d" % i for i in range(n)]
+
+
+def test_every_record_once_in_order_over_many_prefetches(client):
+    client.create_topic("t", 2)
+    vals = {0: _values(300, b"a"), 1: _values(300, b"b")}
+    for p, vs in vals.items():
+        produce(client, vs, partition=p)
+    # Small fetches: each poll empties a buffer and leaves a prefetch behind.
+    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=600)
+    c.assign([TP0, TP1])
+    got = {0: [], 1: []}
+    for i in range(2000):
+        if sum(map(len, got.values())) >= 600:
+            break
+        if i % 3 == 2:          # switching kinds drops the buffer and reads from the position
+            for item in c.poll_batches(timeout_ms=2000, max_records=7):
+                got[item.partition].extend(item.columns().values())
+        else:
+            for r in c.poll(timeout_ms=2000, max_records=11):
+                got[r.partition].append(r.value)
+    assert got == vals
+    assert c.position(TP0) == c.position(TP1) == 300
+    assert c.poll(timeout_ms=0) == []
+    c.close()
+
+
+def test_no_prefetched_record_after_a_seek(client):
+    client.create_topic("t", 1)
+    vals = _values(200)
+    produce(client, vals)
+    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=500)
+    c.assign([TP0])
+    first = c.poll(timeout_ms=5000, max_records=1000)      # the whole buffer: a prefetch follows
+    assert first and [r.value for r in first] == vals[:len(first)]
+    at = c.position(TP0)
+    # Back, then forward past the prefetched range: each read starts at the new position.
+    c.seek(TP0, 3)
+    assert [r.value for r in drain(c, 5)][:5] == vals[3:8]
+    c.seek(TP0, at + 50)
+    got = drain(c, 200 - at - 50)
+    assert [r.offset for r in got] == list(range(at + 50, 200))
+    # And the batch view after a seek back into what was read ahead.
+    c.seek(TP0, at)
+    items = drain_batches(c, 200 - at)
+    assert [v for it in items for v in it.columns().values()] == vals[at:]
+    c.close()
+
+
+def test_no_prefetched_record_after_pause_seek_resume(client):
+    client.create_topic("t", 2)
+    produce(client, _values(100, b"a"), partition=0)
+    produce(client, _values(100, b"b"), partition=1)
+    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=400)
+    c.assign([TP0, TP1])
+    got = drain(c, 1)
+    c.pause(TP0)
+    while c.position(TP1) < 100:            # TP0 paused: nothing of it comes, read ahead or not
+        got += c.poll(timeout_ms=2000)
+    assert [r.offset for r in got if r.partition == 1] == list(range(100))
+    paused_at = c.position(TP0)
+    assert [r.offset for r in got if r.partition == 0] == list(range(paused_at))
+    c.seek(TP0, 10)
+    c.resume(TP0)
+    assert [r.offset for r in drain(c, 90)] == list(range(10, 100))
+    c.close()
+
+
+def test_reset_after_records_deleted_under_a_prefetch(client):
+    client.create_topic("t", 1)
+    produce(client, _values(50))
+    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=300)
+    c.assign([TP0])
+    head = c.poll(timeout_ms=5000, max_records=1000)
+    assert head
+    c.seek(TP0, 0)
+    client.delete_records("t", 0, 40)      # below the log start now: reset to earliest (40)
+    got = drain(c, 10)
+    assert [r.offset for r in got] == list(range(40, 50))
+    c.close()
+
+
+def test_no_prefetched_record_after_a_rebalance(client):
+    client.create_topic("t", 2)
+    vals = {0: _values(60, b"a"), 1: _values(60, b"b")}
+    for p, vs in vals.items():
+        produce(client, vs, partition=p)
+    conf = dict(group_id="g", auto_offset_reset="earliest", max_partition_fetch_bytes=300,
+                partition_assignment_strategy=["range"])
+    a = client.consumer("t", **conf)
+    seen = {a: drain(a, 1, max_rounds=50)}
+    assert seen[a]
+    seen[a] = [r.value for r in seen[a]]
+    b = client.consumer("t", **conf)       # eager: a commits and gives up everything, takes half back
+    seen[b] = []
+    settle(client, [a, b], n=2, sink=seen)
+    for _ in range(2000):
+        if sum(map(len, seen.values())) >= 120:
+            break
+        for c in (a, b):
+            seen[c] += [r.value for r in c.poll(timeout_ms=50)]
+    # Every record once (commits at revocation), in order per member: nothing read ahead
+    # for a position the rebalance moved came back.
+    assert sorted(seen[a] + seen[b]) == sorted(vals[0] + vals[1])
+    for c in (a, b):
+        for tag in (b"a", b"b"):
+            mine = [v for v in seen[c] if v.startswith(tag)]
+            assert mine == sorted(mine)
+    a.close()
+    b.close()
