@@ -708,12 +708,13 @@ class Broker:
             with self._lock:
                 self._commit_registry()
 
-    def _commit_registry(self, counts: Mapping[str, int] | None = None) -> None:
+    def _commit_registry(self, counts: Mapping[str, int] | None = None, new: "_Topic | None" = None) -> None:
         """Make the registry durable (caller holds the registry lock); ``counts`` gives
-        partition counts that the in-memory topics do not have yet.  The one seam where
-        a KRaft metadata log would take over (module docstring)."""
+        partition counts that the in-memory topics do not have yet, ``new`` a topic being
+        created that they do not list yet.  The one seam where a KRaft metadata log would
+        take over (module docstring)."""
         topics = {}
-        for t in self._topics.values():
+        for t in [*self._topics.values(), *([new] if new is not None else [])]:
             count = (counts or {}).get(t.name, len(t.partitions))
             topics[t.name] = {"topic_id": t.topic_id, "partitions": count,
                               "leader_epoch": t.leader_epoch, "internal": t.internal,
@@ -946,20 +947,18 @@ class Broker:
         with self._lock:
             cfg = TopicConfig(overrides, self.config.topic_defaults, self.config.topic_default_sources)
             topic = _Topic(name, _new_topic_id(), cfg, internal)
-            self._topics[name] = topic
-            try:
-                # Registry first: a crash from here on leaves a topic whose missing logs
-                # are created on open.
-                self._commit_registry({name: count})
-            except BaseException:
-                del self._topics[name]
-                raise
+            # Registry first: a crash from here on leaves a topic whose missing logs are
+            # created on open.
+            self._commit_registry({name: count}, new=topic)
             try:
                 self._add_partitions(topic, count)
             except BaseException:
-                del self._topics[name]
                 self._undo_registry(f"topic {name!r}")
                 raise
+            # Published with all its partitions, as a KRaft broker applies a topic's records
+            # at once: metadata never shows it with fewer (Kafka's AdminClient takes a topic
+            # without partitions for an unknown one, and Kafka Streams fails on that).
+            self._topics[name] = topic
 
     def create_topics(self, topics: Iterable[NewTopic | str], *, validate_only: bool = False) -> dict[str, TopicResult]:
         """CreateTopics for several topics: a :class:`TopicResult` per name, with an error
@@ -1052,24 +1051,27 @@ class Broker:
     def _add_partitions(self, topic: _Topic, total: int) -> None:
         """Create the logs of ``topic``'s partitions up to ``total``, all or none: when one
         cannot be created (out of file descriptors, a full disk), those created here are
-        deleted again and the topic keeps the partitions it had."""
+        deleted again and the topic keeps the partitions it had.  The new partitions are
+        published together, once all their logs exist."""
         first = len(topic.partitions)
         log_config = topic.config.log_config()
+        added: list[_Partition] = []
         try:
             for p in range(first, total):
                 log = self.logs.get_or_create_log(topic.name, p, log_config)
-                topic.partitions.append(_Partition(topic, p, log))
+                added.append(_Partition(topic, p, log))
         except BaseException as exc:
-            for part in topic.partitions[first:]:
+            for part in added:
                 try:
                     self.logs.delete_log(topic.name, part.index)
                 except Exception as cleanup:  # noqa: BLE001 - the first failure is the one to report
                     _log.warning("cannot delete the log of %s-%d after a failed create: %s",
                                  topic.name, part.index, cleanup)
-            del topic.partitions[first:]
             if isinstance(exc, OSError) and not isinstance(exc, PylogError):
                 raise KafkaStorageError(f"cannot create the logs of {topic.name!r}: {exc}") from exc
             raise
+        # One list.extend: readers (metadata, produce) see all the new partitions or none.
+        topic.partitions.extend(added)
 
     def _undo_registry(self, what: str) -> None:
         """Rewrite the registry from the in-memory topics after a create failed part-way
