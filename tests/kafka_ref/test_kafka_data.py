@@ -10,12 +10,14 @@ partition in a pylog data directory where the topic was created first (pylog kee
 topic registry), and then:
 
 - ``pylog.open`` reads every batch, from the start and from the middle of each batch, and
-  each is byte for byte the batch in Kafka's files;
-- ``pylog serve`` over the same directory serves the same bytes over Fetch, and answers
-  ListOffsets (earliest, latest, max timestamp and by timestamp) as Apache Kafka did;
+  each is byte for byte the batch in Kafka's files; ``pylog serve`` over the same
+  directory serves the same bytes over Fetch;
+- both answer ListOffsets (earliest, latest, max timestamp, and by timestamp on records
+  inside batches of every codec) as Apache Kafka did;
 - Kafka's sealed segments' indexes pass pylog's checks as they are (opening the log leaves
   them byte for byte unchanged);
-- files pylog does not write (partition.metadata) are tolerated, at most with a WARN.
+- files pylog does not write (partition.metadata) are tolerated, at most with a WARN;
+- pylog appends after Kafka's last batch, into Kafka's active segment.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def test_kafka_written_partition_opened_and_served_by_pylog(kafka_jars, tmp_path
     # 143: the JVM's exit status after SIGTERM, once Kafka's shutdown hook has finished.
     assert code in (0, 143), kafka.log_text()[-3000:]
     kafka_s = time.monotonic() - t0
+    # Kafka answers by record (record i has timestamp BASE_TS + 10 * i), compressed or not.
+    assert all(by_time[BASE_TS + 10 * i - d] == (i, BASE_TS + 10 * i)
+               for i in range(3, RECORDS, 900) for d in (0, 4)), by_time
+    assert special[-3] == (RECORDS - 1, BASE_TS + 10 * (RECORDS - 1)) and by_time[BASE_TS + 10 * RECORDS][0] == -1
 
     kafka_dir = tmp_path / "kafka" / "data" / f"{TOPIC}-0"
     assert (kafka_dir.parent / ".kafka_cleanshutdown").exists(), kafka.log_text()[-3000:]
@@ -143,6 +149,12 @@ def test_kafka_written_partition_opened_and_served_by_pylog(kafka_jars, tmp_path
         broker = client.broker
         check_batch_for_batch(written, lambda off: bytes(broker.fetch(TOPIC, 0, off, 1 << 20).records.records))
         assert client.log_offsets(TOPIC, 0) == (0, RECORDS)
+        embedded = {}
+        for t in (-1, -2, -3, *timestamps_to_ask()):
+            res = client.list_offsets(TOPIC, 0, t)
+            res.raise_for_error()
+            embedded[t] = (res.offset, res.timestamp)
+        assert embedded == {**special, **by_time}
     # The one thing to say: pylog's registry had handed out no producer ids, and Kafka's
     # producers' ids are in the logs (their snapshots read), so pylog skips past them.
     said = [r.getMessage() for r in caplog.records]
