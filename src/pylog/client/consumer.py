@@ -19,11 +19,12 @@ whole batches into :class:`ConsumerRecord` objects in one C loop
 nothing is there, ``poll`` waits in the transport's fetch (``fetch_min_bytes``, up to its
 timeout) without holding the consumer's lock, and keeps what that fetch brought.
 Ordering within a partition is exactly append order.  Before a poll hands records out,
-the partitions left with nothing buffered are prefetched (:meth:`Transport.prefetch
-<pylog.client.transport.Transport.prefetch>`, as Kafka's consumer sends its next fetches
-then): over the network the next answer is on its way while the caller processes; the
-transport hands it over only for a fetch at the offset it was read at, so a seek, reset,
-pause or rebalance never gets records read ahead for an old position.
+every partition's next fetch, from where its buffer ends, is started
+(:meth:`Transport.prefetch <pylog.client.transport.Transport.prefetch>`, as Kafka's
+consumer sends its next fetches then; one fetch ahead at most): over the network the
+next answer is on its way while the caller processes.  The transport hands it over only
+for a fetch at the offset it was read at, so a seek, reset, pause or rebalance never gets
+records read ahead for an old position.
 
 Columnar reading: :meth:`Consumer.poll_batches` hands out the fetched batches themselves,
 as :class:`ConsumerBatch` views of the fetched bytes (embedded: the mapped segment, which
@@ -961,15 +962,21 @@ class Consumer:
 
     def _prefetch(self) -> None:
         """Before handing records out, start the next fetch of every assigned, unpaused
-        partition with a known position and nothing left buffered, as Kafka's consumer
-        does (``sendFetches`` at the end of ``poll``: partitions with buffered data or a
-        fetch in flight are left out), so the network reads while the caller processes.
-        The transport keeps the answer for the fetch at that offset; a position moved
-        meanwhile (seek, reset, rebalance, the other kind of poll) reads elsewhere and
-        the kept answer is dropped, so it is never delivered for a moved position."""
-        wanted = [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes)
-                  for tp, st in self._assignment.items()
-                  if not st.paused and st.position is not None and not st.buffered()]
+        partition with a known position, as Kafka's consumer sends its next fetches at
+        the end of ``poll``, so the network reads while the caller processes.  The next
+        fetch starts where the buffer ends (``next_fetch``), so a partition still
+        serving its buffer is read one fetch ahead (never more: the transport keeps one
+        prefetch per partition), and its next answer is there when the buffer runs out,
+        rather than asked for only then.  The transport hands an answer over only for a
+        fetch at the offset it was read at: a position moved meanwhile (seek, reset,
+        rebalance, the other kind of poll) reads elsewhere and the answer is dropped."""
+        wanted = []
+        for tp, st in self._assignment.items():
+            if st.paused or st.position is None or st.fail is not None or st.batch_error is not None:
+                continue
+            offset = st.next_fetch if st.buffered() else st.position
+            if offset >= 0:
+                wanted.append((tp.topic, tp.partition, offset, self.max_partition_fetch_bytes))
         self._transport.prefetch(wanted, max_wait_ms=self.fetch_max_wait_ms, min_bytes=self.fetch_min_bytes,
                                  max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level,
                                  owner=self._member_key)
