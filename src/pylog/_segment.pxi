@@ -1185,48 +1185,70 @@ cdef inline Py_ssize_t _read_varint(const uint8_t *p, Py_ssize_t pos, Py_ssize_t
     return pos
 
 
-cdef int _search_records(const uint8_t *b, Py_ssize_t bsize, BatchHeader *h, int64_t target_ts,
-                         int64_t min_offset, int64_t *off_out, int64_t *ts_out) noexcept nogil:
-    # Walk the records of an uncompressed batch; 1 found, 0 not found, -1 malformed.
-    cdef Py_ssize_t pos = BATCH_HEADER_SIZE, rec_end
-    cdef int64_t length, ts_delta, off_delta
+cdef int _search_records(const uint8_t *rp, Py_ssize_t rn, const BatchHeader *h, int64_t target_ts,
+                         int64_t min_offset, bint equal, int64_t *off_out,
+                         int64_t *ts_out) noexcept nogil:
+    # Walk a records section (the decompressed one for a compressed batch) for the first
+    # record whose timestamp is >= target_ts (== with ``equal``) and whose offset is >=
+    # min_offset; 1 found, 0 not found, -1 malformed.  Only the length, timestampDelta and
+    # offsetDelta of each record are read; every read is bounded by the record's length.
+    cdef Py_ssize_t pos = 0, rec_end
+    cdef int64_t length, ts_delta, off_delta, ts, off
+    cdef bint log_append = (h.attributes & ATTR_LOG_APPEND_TIME) != 0
     cdef int32_t i
     for i in range(h.records_count):
-        pos = _read_varint(b, pos, bsize, &length)
-        if pos < 0 or length < 0 or length > bsize - pos:
+        pos = _read_varint(rp, pos, rn, &length)
+        if pos < 0 or length < RECORD_MIN_BODY or length > rn - pos:
             return -1
         rec_end = pos + length
         pos += 1  # attributes
-        pos = _read_varint(b, pos, rec_end, &ts_delta)
+        pos = _read_varint(rp, pos, rec_end, &ts_delta)
         if pos < 0:
             return -1
-        pos = _read_varint(b, pos, rec_end, &off_delta)
-        if pos < 0:
+        pos = _read_varint(rp, pos, rec_end, &off_delta)
+        if pos < 0 or off_delta < 0 or off_delta > h.last_offset_delta:
             return -1
-        if h.base_timestamp + ts_delta >= target_ts and h.base_offset + off_delta >= min_offset:
-            off_out[0] = h.base_offset + off_delta
-            ts_out[0] = h.base_timestamp + ts_delta
+        # A LogAppendTime batch gives every record its maxTimestamp (Kafka's rule).
+        ts = h.max_timestamp if log_append else <int64_t>(<uint64_t>h.base_timestamp + <uint64_t>ts_delta)
+        off = h.base_offset + off_delta
+        if (ts == target_ts if equal else ts >= target_ts) and off >= min_offset:
+            off_out[0] = off
+            ts_out[0] = ts
             return 1
         pos = rec_end
     return 0
 
 
-def search_timestamp(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_ts, int64_t min_offset):
-    """First record at or after the batch boundary ``start`` with timestamp >=
-    ``target_ts`` and offset >= ``min_offset`` (Kafka's FileRecords.searchForTimestamp).
+def search_timestamp(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_ts, int64_t min_offset,
+                     bint max_timestamp=False):
+    """Kafka's record-level timestamp searches over the batches at and after the batch
+    boundary ``start``.
 
-    Returns ``(offset, timestamp, exact)`` or None.  Uncompressed CreateTime batches are
-    searched record by record (``exact`` True); a LogAppendTime batch gives every record
-    its maxTimestamp; a compressed batch is answered at batch level: the first offset of
-    the first batch whose maxTimestamp qualifies (``exact`` False; a consumer starting
-    there sees every qualifying record).
+    By default (FileRecords.searchForTimestamp): the first record, in offset order, with a
+    timestamp >= ``target_ts`` and an offset >= ``min_offset``, looking inside each batch
+    whose maxTimestamp is >= ``target_ts``.  With ``max_timestamp`` (the MAX_TIMESTAMP
+    answer, RecordBatch.offsetOfMaxTimestamp): the first batch whose maxTimestamp equals
+    ``target_ts``, and in it the first record with exactly that timestamp at or above
+    ``min_offset``; no later batch is looked at.  A LogAppendTime batch gives every record
+    its maxTimestamp.  Compressed batches are decompressed (once each, bounded by
+    :data:`pylog.codecs.DEFAULT_MAX_UNCOMPRESSED`) and walked in C, like uncompressed ones.
+
+    Returns ``(offset, timestamp, partition_leader_epoch)`` of that record (the epoch of
+    its batch), or None.
+
+    Raises
+    ------
+    CorruptRecordError
+        A batch searched has records that do not parse or does not decompress.
     """
     cdef Py_buffer view
     cdef const uint8_t *p
+    cdef const uint8_t *rp
+    cdef Py_ssize_t rn
     cdef BatchHeader h
     cdef Py_ssize_t pos = start
-    cdef int64_t off, ts, first
-    cdef int rc
+    cdef int64_t off, ts
+    cdef int rc, codec
     _get_buffer(log_buf, &view, False)
     try:
         if start < 0 or end > view.len or start > end:
@@ -1235,18 +1257,30 @@ def search_timestamp(log_buf, Py_ssize_t start, Py_ssize_t end, int64_t target_t
         while pos < end:
             if not _next_header(p, pos, end, &h):
                 break
-            if h.max_timestamp >= target_ts and h.base_offset + h.last_offset_delta >= min_offset:
-                first = h.base_offset if h.base_offset >= min_offset else min_offset
-                if h.attributes & ATTR_LOG_APPEND_TIME:
-                    return (first, h.max_timestamp, True)
-                if (h.attributes & ATTR_CODEC_MASK) == 0:
-                    rc = _search_records(p + pos, h.size, &h, target_ts, min_offset, &off, &ts)
-                    if rc == 1:
-                        return (off, ts, True)
-                    if rc == 0:
-                        pos += h.size
-                        continue
-                return (first, h.max_timestamp, False)
+            if (h.max_timestamp == target_ts if max_timestamp else h.max_timestamp >= target_ts) and (
+                    h.base_offset + h.last_offset_delta >= min_offset):
+                codec = h.attributes & ATTR_CODEC_MASK
+                section = None
+                if codec == 0:
+                    rp, rn = p + pos + BATCH_HEADER_SIZE, h.size - BATCH_HEADER_SIZE
+                elif codec > 4:
+                    raise CorruptRecordError(f"batch at byte {pos} (base offset {h.base_offset}) "
+                                             f"names unknown compression codec {codec}")
+                else:
+                    section = _codecs.decompress(codec, PyMemoryView_FromMemory(
+                        <char *>p + pos + BATCH_HEADER_SIZE, h.size - BATCH_HEADER_SIZE, PyBUF_READ),
+                        _codecs.DEFAULT_MAX_UNCOMPRESSED)
+                    if not PyBytes_CheckExact(section):
+                        section = bytes(section)
+                    rp, rn = <const uint8_t *>PyBytes_AS_STRING(section), PyBytes_GET_SIZE(section)
+                rc = _search_records(rp, rn, &h, target_ts, min_offset, max_timestamp, &off, &ts)
+                if rc == 1:
+                    return (off, ts, h.leader_epoch)
+                if rc < 0:
+                    raise CorruptRecordError(f"batch at byte {pos} (base offset {h.base_offset}): "
+                                             f"its records do not parse")
+                if max_timestamp:
+                    return None
             pos += h.size
         return None
     finally:

@@ -542,16 +542,6 @@ def test_offset_for_timestamp(log_dir):
     log.close()
 
 
-def test_offset_for_timestamp_compressed_is_batch_level(log_dir):
-    log = Log.open(log_dir)
-    batch = make_batch([b"a" * 200, b"b" * 200, b"c" * 200], timestamps=[T0, T0 + 10, T0 + 20], codec="gzip")
-    assert batch_headers(batch)[0]["attributes"] & 7 == 1  # really compressed
-    log.append(batch)
-    got = log.offset_for_timestamp(T0 + 15)
-    assert got.offset == 0  # the batch's first offset: a consumer sees every match from there
-    log.close()
-
-
 # -- reopen, config, threads ---------------------------------------------------------------
 
 def test_reopen_after_clean_close(log_dir):

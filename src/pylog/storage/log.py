@@ -815,15 +815,21 @@ class Log(_core.LogBase):
         return err
 
     def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
-        """Kafka's ListOffsets for this log.
+        """Kafka's ListOffsets for this log (UnifiedLog.fetchOffsetByTimestamp), answered
+        at record level for compressed and uncompressed batches alike.
 
-        ``timestamp`` >= 0: the first record whose timestamp is >= it, via the time index
-        and then a scan (records of uncompressed batches are compared one by one in
-        Cython; a compressed batch answers with its first offset at or above the log
-        start, so a consumer starting there sees every matching record).  None when no
-        record is that late.  ``LATEST_TIMESTAMP`` (-1): ``(-1, log_end_offset)``;
-        ``EARLIEST_TIMESTAMP`` (-2): ``(-1, log_start_offset)``; ``MAX_TIMESTAMP`` (-3):
-        the record with the largest timestamp.
+        ``timestamp`` >= 0: the first segment whose largest timestamp (its file's
+        modification time when it holds none) is >= ``timestamp`` answers alone, with
+        its first record, in offset order at or above the log start offset, whose
+        timestamp is >= ``timestamp`` (time index, offset index, then the records of each
+        batch whose maxTimestamp qualifies, decompressed and walked in Cython); None when
+        that segment has no such record.  Segments wholly below the log start offset are
+        skipped (retention deletes them).  ``LATEST_TIMESTAMP`` (-1): ``(-1,
+        log_end_offset)``; ``EARLIEST_TIMESTAMP`` (-2): ``(-1, log_start_offset)``;
+        ``MAX_TIMESTAMP`` (-3): in the first segment holding the log's largest timestamp,
+        the first batch with that maxTimestamp and in it the first record with that
+        timestamp (Kafka since KAFKA-16310; like Kafka, the log start offset is not
+        applied).
         """
         with self._lock:
             self._check_open()
@@ -835,21 +841,16 @@ class Log(_core.LogBase):
             if timestamp == MAX_TIMESTAMP:
                 best = None
                 for seg in self._segments:
-                    if seg.size and (best is None or seg.max_timestamp > best.max_timestamp):
+                    if best is None or seg.max_timestamp > best.max_timestamp:
                         best = seg
-                if best is None or best.max_timestamp < 0:
-                    return None
-                hit = best.find_offset_by_timestamp(best.max_timestamp, start)
-                return TimestampOffset(hit[1], hit[0]) if hit else None
-            if timestamp < 0:
+                hit = best.find_offset_of_max_timestamp() if best is not None else None
+            elif timestamp < 0:
                 raise InvalidRequestError(f"timestamp {timestamp} is neither >= 0 nor -1, -2 or -3")
-            for seg in self._segments:
-                if seg.next_offset <= start or seg.max_timestamp < timestamp:
-                    continue
-                hit = seg.find_offset_by_timestamp(timestamp, start)
-                if hit is not None:
-                    return TimestampOffset(hit[1], hit[0])
-            return None
+            else:
+                seg = next((s for s in self._segments
+                            if s.next_offset > start and s.largest_timestamp >= timestamp), None)
+                hit = seg.find_offset_by_timestamp(timestamp, start) if seg is not None else None
+            return TimestampOffset(hit[1], hit[0]) if hit is not None else None
 
     # -- truncation and deletion ---------------------------------------------------
 

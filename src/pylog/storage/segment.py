@@ -798,13 +798,25 @@ class LogSegment:
             self._rebuild_indexes(mm, check_crc=False)
 
     def find_offset_by_timestamp(self, timestamp: int, min_offset: int):
-        """``(offset, timestamp, exact)`` of the first record with a timestamp >=
-        ``timestamp`` and offset >= ``min_offset``, or None (time index, then a scan)."""
+        """``(offset, timestamp, leader_epoch)`` of the first record with a timestamp >=
+        ``timestamp`` and offset >= ``min_offset``, or None (Kafka's
+        LogSegment.findOffsetByTimestamp: time index, offset index, then a record scan)."""
         mm, _ = self._readable()
         oi, ti = self._load_indexes()
         _, indexed_offset = ti.lookup(timestamp)
         start = oi.lookup(max(indexed_offset, min_offset))[1]
         return _core.search_timestamp(mm, start, self._size, timestamp, min_offset)
+
+    def find_offset_of_max_timestamp(self):
+        """``(offset, timestamp, leader_epoch)`` of the record holding this segment's
+        largest timestamp, or None (Kafka's MAX_TIMESTAMP answer): from the offset index
+        entry at or below :attr:`offset_of_max_timestamp`, the first batch whose
+        maxTimestamp is the segment's, then its first record with that timestamp."""
+        max_ts, max_ts_offset = self.max_timestamp, self.offset_of_max_timestamp
+        mm, _ = self._readable()
+        oi, _ = self._load_indexes()
+        start = oi.lookup(max(max_ts_offset, self.base_offset))[1]
+        return _core.search_timestamp(mm, start, self._size, max_ts, 0, max_timestamp=True)
 
     def batches(self, start_position: int = 0) -> Iterator[tuple[BatchInfo, memoryview]]:
         """Iterate the stored batches from ``start_position`` (a batch boundary):
