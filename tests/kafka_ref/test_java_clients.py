@@ -56,15 +56,6 @@ def normalise(line: dict) -> dict:
         # log.retention.hours (Kafka: "168", read-only, DEFAULT_CONFIG); pylog describes
         # log.retention.ms as 604800000 where Kafka describes it null.
         line.pop("log.retention.hours")
-    if line["check"] in ("produce_list_offsets", "delete_records") and line["codec"] in COMPRESSED:
-        # GAP (reported to the lead): ListOffsets by timestamp and MAX_TIMESTAMP (-3) on a
-        # compressed batch answer the batch (its base offset and max timestamp) in pylog;
-        # Kafka answers the record (e.g. timestamp 1700000000100 -> offset 50, timestamp
-        # 1700000000100, where pylog says offset 29, timestamp 1700000000104; -3 -> offset
-        # 199 where pylog says 176).  storage/log.py documents the batch answer as pylog's.
-        offsets = line["offsets"]
-        for spec in ("for_timestamp", "max_timestamp"):
-            offsets.pop(spec)
     return line
 
 
