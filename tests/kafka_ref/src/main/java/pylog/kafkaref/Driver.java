@@ -117,7 +117,7 @@ public final class Driver {
 
     // ---- output --------------------------------------------------------------------------
 
-    private static void emit(String check, Map<String, ?> fields) throws Exception {
+    static void emit(String check, Map<String, ?> fields) throws Exception {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("check", check);
         m.putAll(fields);

@@ -14,10 +14,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.Set;
-import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
+import static pylog.kafkaref.Driver.emit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.Config;
@@ -114,14 +114,6 @@ public final class StreamsApp {
         emit("done", Map.of());
         System.out.flush();
         System.exit(0);
-    }
-
-    private static void emit(String check, Map<String, ?> fields) throws Exception {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("check", check);
-        m.putAll(fields);
-        System.out.println(JSON.writeValueAsString(m));
-        System.out.flush();
     }
 
     private String n(String name) {
