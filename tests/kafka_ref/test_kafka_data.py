@@ -18,6 +18,10 @@ topic registry), and then:
   them byte for byte unchanged);
 - files pylog does not write (partition.metadata) are tolerated, at most with a WARN;
 - pylog appends after Kafka's last batch, into Kafka's active segment.
+
+A second test copies the same kind of partition from the session's running Kafka broker,
+which is what a crash leaves behind: the same batches and answers, the active segment's
+preallocated indexes rebuilt with a WARN.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import pytest
 import pylog
 from pylog import _core
 from server.conftest import ServeProcess, _check_stopped
+from server.util import unique
 from tests.wire import WireClient
 
 from .conftest import KafkaBroker
@@ -103,28 +108,25 @@ def check_batch_for_batch(kafka: list, fetch) -> None:
         assert first == (base, last, data), f"fetch at {middle}: batch {first[:2]}, Kafka's {(base, last)}"
 
 
-def test_kafka_written_partition_opened_and_served_by_pylog(kafka_jars, tmp_path, caplog):
-    t0 = time.monotonic()
-    (tmp_path / "kafka").mkdir()
-    kafka = KafkaBroker(kafka_jars, tmp_path / "kafka").start()
-    try:
-        out = kafka_jars.check("pylog.kafkaref.KafkaData", kafka.bootstrap, TOPIC, str(BASE_TS))
-        assert int(out) == RECORDS
-        with WireClient(kafka.bootstrap) as wc:
-            special = {t: wc.list_offset(TOPIC, 0, t) for t in (-1, -2, -3)}
-            by_time = {t: wc.list_offset(TOPIC, 0, t) for t in timestamps_to_ask()}
-    finally:
-        code = kafka.stop()
-    # 143: the JVM's exit status after SIGTERM, once Kafka's shutdown hook has finished.
-    assert code in (0, 143), kafka.log_text()[-3000:]
-    kafka_s = time.monotonic() - t0
+def write_with_kafka(jvm, kafka: KafkaBroker, topic: str) -> dict[int, tuple[int, int]]:
+    """Write the partition (KafkaData.java) and return Apache Kafka's ListOffsets answers
+    (special timestamps and :func:`timestamps_to_ask`): timestamp -> (offset, timestamp)."""
+    out = jvm.check("pylog.kafkaref.KafkaData", kafka.bootstrap, topic, str(BASE_TS))
+    assert int(out) == RECORDS
+    with WireClient(kafka.bootstrap) as wc:
+        answers = {t: wc.list_offset(topic, 0, t) for t in (-1, -2, -3, *timestamps_to_ask())}
     # Kafka answers by record (record i has timestamp BASE_TS + 10 * i), compressed or not.
-    assert all(by_time[BASE_TS + 10 * i - d] == (i, BASE_TS + 10 * i)
-               for i in range(3, RECORDS, 900) for d in (0, 4)), by_time
-    assert special[-3] == (RECORDS - 1, BASE_TS + 10 * (RECORDS - 1)) and by_time[BASE_TS + 10 * RECORDS][0] == -1
+    assert all(answers[BASE_TS + 10 * i - d] == (i, BASE_TS + 10 * i)
+               for i in range(3, RECORDS, 900) for d in (0, 4)), answers
+    assert answers[-3] == (RECORDS - 1, BASE_TS + 10 * (RECORDS - 1)), answers
+    assert answers[-1][0] == RECORDS and answers[BASE_TS + 10 * RECORDS][0] == -1, answers
+    return answers
 
-    kafka_dir = tmp_path / "kafka" / "data" / f"{TOPIC}-0"
-    assert (kafka_dir.parent / ".kafka_cleanshutdown").exists(), kafka.log_text()[-3000:]
+
+def into_pylog(kafka_dir: Path, data: Path, topic: str) -> tuple[list, dict[str, bytes]]:
+    """Kafka's batches and files of ``kafka_dir``, now also the partition's files in the
+    pylog data dir ``data``: the topic in pylog's registry first, then Kafka's files in its
+    partition directory, while pylog is stopped."""
     written = kafka_batches(kafka_dir)
     assert len(list(kafka_dir.glob("*.log"))) >= 3, sorted(p.name for p in kafka_dir.iterdir())
     assert written[-1][1] == RECORDS - 1
@@ -132,51 +134,73 @@ def test_kafka_written_partition_opened_and_served_by_pylog(kafka_jars, tmp_path
     kafka_files = {p.name: p.read_bytes() for p in kafka_dir.iterdir()}
     assert any(n.endswith(".snapshot") for n in kafka_files) and "leader-epoch-checkpoint" in kafka_files \
         and "partition.metadata" in kafka_files, sorted(kafka_files)
-
-    # pylog's data dir: the topic in pylog's registry first, then Kafka's files in its
-    # partition directory, while pylog is stopped.
-    data = tmp_path / "pylog"
     with pylog.open(data) as client:
-        client.create_topic(TOPIC, 1, config={"segment.bytes": 1048576})
-    pdir = data / f"{TOPIC}-0"
+        client.create_topic(topic, 1, config={"segment.bytes": 1048576})
+    pdir = data / f"{topic}-0"
     for p in pdir.iterdir():
         p.unlink()
     for name in kafka_files:
         shutil.copy2(kafka_dir / name, pdir / name)
+    return written, kafka_files
 
+
+def check_pylog_serves(data: Path, topic: str, written: list, answers: dict, caplog) -> list[str]:
+    """``pylog.open`` and ``pylog serve`` over ``data`` return Kafka's batches byte for
+    byte and Kafka's ListOffsets answers; returns the WARNs pylog.open logged."""
     caplog.set_level(logging.WARNING)
     with pylog.open(data) as client:
         broker = client.broker
-        check_batch_for_batch(written, lambda off: bytes(broker.fetch(TOPIC, 0, off, 1 << 20).records.records))
-        assert client.log_offsets(TOPIC, 0) == (0, RECORDS)
+        check_batch_for_batch(written, lambda off: bytes(broker.fetch(topic, 0, off, 1 << 20).records.records))
+        assert client.log_offsets(topic, 0) == (0, RECORDS)
         embedded = {}
-        for t in (-1, -2, -3, *timestamps_to_ask()):
-            res = client.list_offsets(TOPIC, 0, t)
+        for t in answers:
+            res = client.list_offsets(topic, 0, t)
             res.raise_for_error()
             embedded[t] = (res.offset, res.timestamp)
-        assert embedded == {**special, **by_time}
-    # The one thing to say: pylog's registry had handed out no producer ids, and Kafka's
-    # producers' ids are in the logs (their snapshots read), so pylog skips past them.
+        assert embedded == answers
     said = [r.getMessage() for r in caplog.records]
-    assert all(ALLOWED_WARNING in m for m in said), said
-    print(f"\n[kafka_ref] pylog.open over Kafka's files logged: {said or 'nothing'}")
-    # Kafka's sealed segments' indexes passed pylog's sanity checks and were used as they
-    # are: an index that fails them is rebuilt, with a WARN (none above).
-    sealed = sorted(n for n in kafka_files if n.endswith(".log"))[:-1]
-    for log_name in sealed:
-        for suffix in (".index", ".timeindex"):
-            name = log_name[:-4] + suffix
-            assert (pdir / name).read_bytes() == kafka_files[name], name
+    caplog.clear()
 
     sp = ServeProcess(str(data))
     sp.start()
     try:
         with WireClient(sp.bootstrap) as wc:
-            check_batch_for_batch(written, lambda off: wc.fetch(TOPIC, 0, off).records or b"")
-            assert {t: wc.list_offset(TOPIC, 0, t) for t in (-1, -2, -3)} == special
-            assert {t: wc.list_offset(TOPIC, 0, t) for t in timestamps_to_ask()} == by_time
+            check_batch_for_batch(written, lambda off: wc.fetch(topic, 0, off).records or b"")
+            assert {t: wc.list_offset(topic, 0, t) for t in answers} == answers
     finally:
         _check_stopped(sp)
+    return said
+
+
+def test_kafka_written_partition_opened_and_served_by_pylog(kafka_jars, tmp_path, caplog):
+    t0 = time.monotonic()
+    (tmp_path / "kafka").mkdir()
+    kafka = KafkaBroker(kafka_jars, tmp_path / "kafka").start()
+    try:
+        answers = write_with_kafka(kafka_jars, kafka, TOPIC)
+    finally:
+        code = kafka.stop()
+    # 143: the JVM's exit status after SIGTERM, once Kafka's shutdown hook has finished.
+    assert code in (0, 143), kafka.log_text()[-3000:]
+    kafka_s = time.monotonic() - t0
+    kafka_dir = tmp_path / "kafka" / "data" / f"{TOPIC}-0"
+    assert (kafka_dir.parent / ".kafka_cleanshutdown").exists(), kafka.log_text()[-3000:]
+
+    data = tmp_path / "pylog"
+    written, kafka_files = into_pylog(kafka_dir, data, TOPIC)
+    said = check_pylog_serves(data, TOPIC, written, answers, caplog)
+    # The one thing to say: pylog's registry had handed out no producer ids, and Kafka's
+    # producers' ids are in the logs (their snapshots read), so pylog skips past them.
+    assert all(ALLOWED_WARNING in m for m in said), said
+    print(f"\n[kafka_ref] pylog.open over Kafka's files logged: {said or 'nothing'}")
+    # Kafka's sealed segments' indexes passed pylog's sanity checks and were used as they
+    # are: an index that fails them is rebuilt, with a WARN (none above).
+    pdir = data / f"{TOPIC}-0"
+    sealed = sorted(n for n in kafka_files if n.endswith(".log"))[:-1]
+    for log_name in sealed:
+        for suffix in (".index", ".timeindex"):
+            name = log_name[:-4] + suffix
+            assert (pdir / name).read_bytes() == kafka_files[name], name
 
     # pylog appends after Kafka's last batch, to Kafka's active segment, and reads it back
     # after a reopen.
@@ -193,3 +217,26 @@ def test_kafka_written_partition_opened_and_served_by_pylog(kafka_jars, tmp_path
         assert got[0][2] == written[-1][2]
     print(f"[kafka_ref] Kafka-written data: Kafka broker run {kafka_s:.1f} s, "
           f"total {time.monotonic() - t0:.1f} s")
+
+
+def test_partition_copied_from_a_running_kafka(kafka_jars, kafka_broker, tmp_path, caplog):
+    """The session's Apache Kafka, running: its partition directory copied as it is, which
+    is what a crash leaves (the active segment's indexes preallocated and mapped, no
+    clean-shutdown state for it).  pylog takes it as it finds it: what fails its index
+    sanity checks is rebuilt from the log, with a WARN, and every batch is served."""
+    t0 = time.monotonic()
+    topic = unique("kafka-live")
+    answers = write_with_kafka(kafka_jars, kafka_broker, topic)
+    kafka_dir = kafka_broker.dir / "data" / f"{topic}-0"
+    data = tmp_path / "pylog"
+    written, kafka_files = into_pylog(kafka_dir, data, topic)
+    active = sorted(n for n in kafka_files if n.endswith(".log"))[-1][:-4]
+    assert len(kafka_files[active + ".index"]) > 1 << 20, "Kafka preallocates the active segment's index"
+    said = check_pylog_serves(data, topic, written, answers, caplog)
+    print(f"\n[kafka_ref] pylog.open over a running Kafka's files logged: {said}")
+    # Said: the active segment's preallocated index (zeros after its entries) fails the
+    # sanity check and is rebuilt; and the producer ids, as for a clean copy.  Nothing else.
+    rebuilt = [m for m in said if f"indexes of segment {int(active)} are unusable" in m]
+    assert len(rebuilt) == 1 and "rebuilding them from the log" in rebuilt[0], said
+    assert all(m in rebuilt or ALLOWED_WARNING in m for m in said), said
+    print(f"[kafka_ref] a running Kafka's partition: {time.monotonic() - t0:.1f} s")
