@@ -10,7 +10,8 @@ what the input implies (computed here, independently of both brokers).
 Outputs are compared as Kafka Streams' guarantees allow: a KTable's updates reach its
 output topic as the record cache and the commit interval flush them, so the number of
 intermediate updates may differ between runs; the final value of each key may not.  The
-join's output is a stream: compared as a multiset.
+join's output is a stream: compared as a multiset.  The group's committed offsets, the
+internal topics' partition counts and cleanup policies must be the same too.
 """
 
 from __future__ import annotations
@@ -109,6 +110,15 @@ def test_streams_app_same_as_apache_kafka(kafka_jars, kafka_broker, module_serve
     assert got_kafka == want
     for name in ("word-counts", "region-sums", "enriched"):
         assert got_pylog[name] == got_kafka[name], name
+
+    # The group committed the same offsets: every source and repartition partition to its
+    # end, and the same input made the same number of records in each.
+    (committed,) = [x["offsets"] for x in kafka if x["check"] == "committed"]
+    assert [x["offsets"] for x in pylog if x["check"] == "committed"] == [committed]
+    assert sum(v for k, v in committed.items() if k.startswith("clicks/")) == 200, committed
+    assert sum(v for k, v in committed.items() if k.startswith("by-region-repartition/")) == 200, committed
+    assert sum(v for k, v in committed.items() if k.startswith("by-word-repartition/")) == \
+        sum(want["word-counts"].values()), committed
 
     # The same internal topics, with the same partition counts and cleanup policies.
     internal_kafka = [x for x in kafka if x["check"] == "internal_topic"]

@@ -73,8 +73,8 @@ import org.apache.kafka.streams.state.WindowStore;
  * It runs until the application's group has committed the end offset of every partition of
  * its source and repartition topics (at that point, at_least_once having flushed the producer
  * before each commit, every output record is written), closes, then reads the output topics
- * from the start and prints one JSON line per record, one per internal topic (its partition
- * count and cleanup.policy), and {@code {"check": "done"}}.
+ * from the start and prints the group's committed offsets, one JSON line per record, one per
+ * internal topic (its partition count and cleanup.policy), and {@code {"check": "done"}}.
  */
 public final class StreamsApp {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -106,6 +106,7 @@ public final class StreamsApp {
             long t0 = System.nanoTime();
             app.runStreams(args[3], input);
             emit("ran", Map.of("seconds", (System.nanoTime() - t0) / 1e9));
+            app.printCommitted();
             app.printOutputs();
             app.printInternalTopics();
         } finally {
@@ -308,6 +309,16 @@ public final class StreamsApp {
                 }
             }
         }
+    }
+
+    /** The group's committed offsets (source and repartition partitions): the same on both
+     *  servers, as the same input makes the same number of records in each partition. */
+    private void printCommitted() throws Exception {
+        Map<String, Long> offsets = new java.util.TreeMap<>();
+        admin.listConsumerGroupOffsets(appId).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS)
+                .forEach((tp, om) -> offsets.put(tp.topic().substring(appId.length() + 1) + "/" + tp.partition(),
+                        om.offset()));
+        emit("committed", Map.of("offsets", offsets));
     }
 
     private void printInternalTopics() throws Exception {
