@@ -13,7 +13,8 @@ topic registry), and then:
   each is byte for byte the batch in Kafka's files; ``pylog serve`` over the same
   directory serves the same bytes over Fetch;
 - both answer ListOffsets (earliest, latest, max timestamp, and by timestamp on records
-  inside batches of every codec) as Apache Kafka did;
+  inside batches of every codec) as Apache Kafka did, and so does the embedded consumer's
+  ``offsets_for_times``;
 - Kafka's sealed segments' indexes pass pylog's checks as they are (opening the log leaves
   them byte for byte unchanged);
 - files pylog does not write (partition.metadata) are tolerated, at most with a WARN;
@@ -158,6 +159,14 @@ def check_pylog_serves(data: Path, topic: str, written: list, answers: dict, cap
             res.raise_for_error()
             embedded[t] = (res.offset, res.timestamp)
         assert embedded == answers
+        consumer = client.consumer()
+        for t, (offset, ts) in answers.items():
+            if t >= 0:
+                (hit,) = consumer.offsets_for_times({pylog.TopicPartition(topic, 0): t}).values()
+                if offset < 0:
+                    assert hit is None, t
+                else:
+                    assert (hit.offset, hit.timestamp) == (offset, ts), t
     said = [r.getMessage() for r in caplog.records]
     caplog.clear()
 
