@@ -257,3 +257,30 @@ def test_client_list_offsets_and_offsets_for_times(client, codec):
     found = consumer.offsets_for_times({("t", 0): T0 + 40})
     assert [(v.offset, v.timestamp) for v in found.values()] == [(20, T0 + 40)]
     consumer.close()
+
+
+@pytest.mark.bench
+def test_bench_list_offsets_smoke(monkeypatch, tmp_path):
+    """benches/bench_list_offsets.py at small size: every timed call runs, and the answers
+    it times are the records holding the targets."""
+    import importlib
+    import sys
+
+    monkeypatch.setenv("PYLOG_BENCH_SMALL", "1")
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("benches.bench_list_offsets", None)
+    bench_mod = importlib.import_module("benches.bench_list_offsets")
+    try:
+        assert bench_mod.SMALL
+        for codec in bench_mod.OffsetForTimestamp.params:
+            bench = bench_mod.OffsetForTimestamp()
+            bench.setup(codec)
+            try:
+                for name in dir(bench):
+                    if name.startswith("time_"):
+                        getattr(bench, name)(codec)
+                assert bench.answers() == [(t, t - T0) for t in bench.targets]
+            finally:
+                bench.teardown(codec)
+    finally:
+        sys.modules.pop("benches.bench_list_offsets", None)

@@ -847,9 +847,16 @@ class Log(_core.LogBase):
             elif timestamp < 0:
                 raise InvalidRequestError(f"timestamp {timestamp} is neither >= 0 nor -1, -2 or -3")
             else:
-                seg = next((s for s in self._segments
-                            if s.next_offset > start and s.largest_timestamp >= timestamp), None)
-                hit = seg.find_offset_by_timestamp(timestamp, start) if seg is not None else None
+                hit = None
+                for seg in self._segments:
+                    if seg.next_offset <= start:
+                        continue
+                    largest = seg.max_timestamp
+                    if largest < 0:
+                        largest = seg.largest_timestamp  # its file's modification time
+                    if largest >= timestamp:
+                        hit = seg.find_offset_by_timestamp(timestamp, start)
+                        break
             return TimestampOffset(hit[1], hit[0]) if hit is not None else None
 
     # -- truncation and deletion ---------------------------------------------------
