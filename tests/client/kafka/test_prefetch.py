@@ -14,35 +14,9 @@ import pylog
 from pylog import TopicPartition
 from pylog.client.kafka import transport as transport_module
 from pylog.protocol.apis import ApiKey
-from pylog.records import RecordBatchBuilder
+# The same in-process ``pylog serve`` (module scope) and client fixtures as the data tests.
+from tests.client.kafka.test_transport_data import batch, client, server  # noqa: F401
 from tests.server.util import unique
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from pylog.server.config import ServerConfig
-    from pylog.server.server import ServerThread
-
-    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
-                                   "listeners": "PLAINTEXT://127.0.0.1:0",
-                                   "auto.create.topics.enable": "false"})
-    st = ServerThread(cfg).start()
-    yield st
-    st.stop()
-
-
-@pytest.fixture
-def client(server):
-    c = pylog.connect(server.bootstrap, client_id="prefetch-test")
-    yield c
-    c.close()
-
-
-def batch(*values: bytes) -> bytes:
-    b = RecordBatchBuilder()
-    for v in values:
-        b.append(None, None, v)
-    return b.build()
 
 
 def _fill(client, topic, partitions, batches=3, values=4, size=100):
