@@ -740,7 +740,9 @@ cdef class SegmentAppender:
                 if stamp_append_time:
                     append_time = clock()
                     max_ts = append_time
-                    offset_of_max = first
+                    # Every batch now has the largest timestamp; Kafka's LogValidator names
+                    # the append's last offset (what its time index entry holds).
+                    offset_of_max = last
             else:
                 if info.first_base < log_end_offset or not info.monotonic:
                     raise InvalidRecordError(
