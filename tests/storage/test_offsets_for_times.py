@@ -23,7 +23,6 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import pylog
 from pylog.errors import CorruptRecordError
 from pylog.storage import MAX_TIMESTAMP, Log
 from tests.storage.batches import CODECS, DefaultRecordBatch, DefaultRecordBatchBuilder
@@ -213,50 +212,6 @@ def test_damaged_records_are_reported(log_dir):
     with pytest.raises(CorruptRecordError):
         log.offset_for_timestamp(T0 + 1)
     log.close()
-
-
-@pytest.fixture(params=["embedded", "remote"])
-def client(request, tmp_path, monkeypatch):
-    """``pylog.open`` and ``pylog.connect`` to a ``pylog serve`` on a free loopback port."""
-    if request.param == "embedded":
-        c = pylog.open(tmp_path / "data")
-        yield c
-        c.close()
-        return
-    from pylog.server.config import ServerConfig
-    from pylog.server.server import EVENT_LOOP_ENV, ServerThread
-
-    monkeypatch.setenv(EVENT_LOOP_ENV, "asyncio")
-    server = ServerThread(ServerConfig.from_kafka({"log.dirs": str(tmp_path / "serve"),
-                                                   "listeners": "PLAINTEXT://127.0.0.1:0"})).start()
-    try:
-        c = pylog.connect(server.bootstrap, client_id="test")
-        try:
-            yield c
-        finally:
-            c.close()
-    finally:
-        server.stop()
-
-
-@pytest.mark.parametrize("codec", ["gzip", "lz4"])
-def test_client_list_offsets_and_offsets_for_times(client, codec):
-    """Through the client API, embedded and over the Kafka protocol: the record's offset and
-    timestamp, not its compressed batch's."""
-    client.create_topic("t", 1)
-    producer = client.producer(compression_type=codec, linger_ms=1000, batch_size=1 << 20)
-    for i in range(40):
-        producer.send("t", b"value-%d" % i, partition=0, timestamp_ms=T0 + 2 * i)
-    producer.flush()
-    producer.close()
-    got = client.list_offsets("t", 0, T0 + 21)
-    assert (got.error_code, got.offset, got.timestamp) == (0, 11, T0 + 22)
-    got = client.list_offsets("t", 0, MAX_TIMESTAMP)
-    assert (got.error_code, got.offset, got.timestamp) == (0, 39, T0 + 78)
-    consumer = client.consumer()
-    found = consumer.offsets_for_times({("t", 0): T0 + 40})
-    assert [(v.offset, v.timestamp) for v in found.values()] == [(20, T0 + 40)]
-    consumer.close()
 
 
 @pytest.mark.bench
