@@ -69,8 +69,10 @@ def test_advertised_listener_and_config_file(serve, tmp_path):
         cfg = conn.request(32, m.DescribeConfigsRequest(resources=[m.DescribeConfigsRequest.DescribeConfigsResource(
             resource_type=4, resource_name="0", configuration_keys=None)]))
         entries = {e.name: e for e in cfg.results[0].configs}
-        assert entries["log.retention.ms"].value == "3600000"
-        assert entries["log.retention.ms"].config_source == 4      # STATIC_BROKER_CONFIG
+        # As Kafka describes it: the hours spelling is the static one; log.retention.ms
+        # itself stays null (DEFAULT_CONFIG).
+        assert (entries["log.retention.hours"].value, entries["log.retention.hours"].config_source) == ("1", 4)
+        assert (entries["log.retention.ms"].value, entries["log.retention.ms"].config_source) == (None, 5)
         assert entries["num.partitions"].config_source == 4
         assert entries["socket.request.max.bytes"].config_source == 5   # DEFAULT_CONFIG
 

@@ -227,8 +227,8 @@ class ServerConfig:
         1: one broker), ``delete_topic_enable``.
     Storage and logs
         ``log_dirs``, ``log_segment_bytes``, ``log_retention_ms``, ``log_retention_bytes``,
-        ``log_flush_interval_messages`` / ``log_flush_interval_ms`` (-1: leave flushing to
-        the OS, Kafka's default), ``log_flush_scheduler_interval_ms``,
+        ``log_flush_interval_messages`` / ``log_flush_interval_ms`` (Long.MAX_VALUE / -1:
+        leave flushing to the OS, Kafka's default), ``log_flush_scheduler_interval_ms``,
         ``log_retention_check_interval_ms``, ``message_max_bytes``, ``log_cleaner_enable``,
         ``log_cleaner_backoff_ms``, ``log_cleaner_dedupe_buffer_size``; ``log_defaults``
         holds the other broker-level topic defaults by Kafka name (``log.roll.ms``, ...).
@@ -267,7 +267,7 @@ class ServerConfig:
     log_segment_bytes: int = 1024 * 1024 * 1024
     log_retention_ms: int = 7 * 24 * 3600 * 1000
     log_retention_bytes: int = -1
-    log_flush_interval_messages: int = -1
+    log_flush_interval_messages: int = _INT64_MAX
     log_flush_interval_ms: int = -1
     log_flush_scheduler_interval_ms: int = 1000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
@@ -417,10 +417,16 @@ class ServerConfig:
                 values[_field_name(target)] = ms
             else:
                 log_defaults[target] = _topic_default(target, ms)
+        # The unit spellings as given (Kafka describes each under its own name: with only
+        # log.retention.hours set, log.retention.ms itself stays null).
+        given_units = {k: str(_to_int(k, raw, -1, _INT64_MAX)) for k, raw in props.items() if k in _UNIT_SYNONYMS}
+        folded = frozenset(t for t in units if t not in props)
         if values.get("advertised_listeners") in ("",):
             values["advertised_listeners"] = None
         made = cls(**values, log_defaults=log_defaults)
         object.__setattr__(made, "_explicit", frozenset([_kafka(n) for n in values] + list(log_defaults)))
+        object.__setattr__(made, "_given_units", given_units)
+        object.__setattr__(made, "_folded", folded)
         return made
 
     @property
@@ -459,6 +465,15 @@ class ServerConfig:
         """The settings given explicitly, under their Kafka names, as strings."""
         values = self.to_kafka()
         return {k: values[k] for k in sorted(self.explicit)}
+
+    def static_layer(self) -> dict[str, str]:
+        """The settings given explicitly as Kafka's static layer holds them: under the
+        name they were given by, so ``log.retention.hours=24`` is that, not a
+        ``log.retention.ms`` (DescribeConfigs of the broker, its synonyms)."""
+        folded = getattr(self, "_folded", frozenset())
+        out = {k: v for k, v in self.explicit_kafka().items() if k not in folded}
+        out.update(getattr(self, "_given_units", {}))
+        return out
 
     def topic_defaults(self) -> dict[str, str]:
         """Broker-level defaults of topic configs, by topic config name, for the settings

@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterable, Mapping
 from pylog.broker.topic_config import ConfigEntry, ConfigSource, ConfigType, TOPIC_CONFIGS
 from pylog.errors import InvalidConfigError, InvalidRequestError
 from pylog.server.config import TOPIC_DEFAULT_SYNONYMS, ServerConfig
+from pylog.server.kafka_broker_defaults import KAFKA_BROKER_CONFIGS, KAFKA_BROKER_SYNONYMS
 from pylog.server.kafka_config_names import is_kafka_broker_config
 from pylog.storage.checkpoint import atomic_write
 
@@ -77,7 +78,6 @@ DYNAMIC_CONFIGS: frozenset[str] = frozenset(
     + ["log.cleaner.backoff.ms", "log.cleaner.dedupe.buffer.size", "max.connections"])
 
 _SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
-_TYPE_OF_SERVER_SETTING = {bool: ConfigType.BOOLEAN, int: ConfigType.LONG, str: ConfigType.STRING}
 
 
 class DynamicBrokerConfigs:
@@ -165,43 +165,53 @@ class DynamicBrokerConfigs:
 
     def describe(self, resource_name: str, names: Iterable[str] | None, *,
                  include_synonyms: bool = False, include_documentation: bool = False) -> list[ConfigEntry]:
-        """DescribeConfigs of the BROKER resource: this node's id describes every
-        setting with its source; ``""`` (the cluster default) describes the cluster-wide
-        dynamic configs only, as Kafka does.
+        """DescribeConfigs of the BROKER resource, as Kafka answers it: this node's id
+        describes every broker config Kafka has (:data:`KAFKA_BROKER_CONFIGS`); ``""``
+        (the cluster default) describes the cluster-wide dynamic configs only.  A
+        requested name that is no broker config is left out, as Kafka leaves it out.
+
+        Each entry's value and source come from its synonyms (Kafka's ConfigHelper): the
+        layers per-broker dynamic, cluster-default dynamic, static and default, each
+        listing the members of the config's chain it holds (``log.retention.ms``,
+        ``.minutes``, ``.hours``), highest layer first, from the config's own name on.  So
+        with only ``log.retention.hours`` given, ``log.retention.ms`` is null with no
+        synonyms, and ``log.retention.hours`` is static.  Configs pylog does not implement
+        are Kafka's defaults (DEFAULT_CONFIG), read-only.
 
         Raises
         ------
         InvalidRequestError
             The name is neither ``""`` nor this node's id.
-        InvalidConfigError
-            A requested name is not a broker config.
         """
         per_broker = self._check_resource(resource_name)
-        values = self.effective.to_kafka()
-        defaults = ServerConfig(log_dirs=self.static.log_dirs).to_kafka()
-        static = self.static.to_kafka()
+        layers: list[tuple[Mapping[str, str | None], int]] = []
         if per_broker:
-            wanted = sorted(values) if names is None else list(names)
-        else:
-            wanted = sorted(self.default) if names is None else [n for n in names if n in self.default]
+            layers.append((self.per_broker, ConfigSource.DYNAMIC_BROKER_CONFIG))
+        layers += [(self.default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG),
+                   (self.static.static_layer(), ConfigSource.STATIC_BROKER_CONFIG),
+                   (_default_layer(self.static.log_dirs), ConfigSource.DEFAULT_CONFIG)]
+        listed = sorted(KAFKA_BROKER_CONFIGS) if per_broker else sorted(self.default)
+        if names is not None:
+            wanted = set(names)
+            listed = [n for n in listed if n in wanted]
         out = []
-        for name in wanted:
-            if name not in values:
-                raise InvalidConfigError(f"unknown broker config {name!r}")
-            layers = []
-            if per_broker and name in self.per_broker:
-                layers.append((name, self.per_broker[name], ConfigSource.DYNAMIC_BROKER_CONFIG))
-            if name in self.default:
-                layers.append((name, self.default[name], ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG))
-            if name in self.static.explicit:
-                layers.append((name, static[name], ConfigSource.STATIC_BROKER_CONFIG))
-            layers.append((name, defaults[name], ConfigSource.DEFAULT_CONFIG))
-            value, source = layers[0][1], layers[0][2]
+        for name in listed:
+            _default, ctype, _dynamic, sensitive = KAFKA_BROKER_CONFIGS[name]
+            chain = KAFKA_BROKER_SYNONYMS.get(name, (name,))
+            found = [(s, layer[s], source) for layer, source in layers for s in chain
+                     if layer.get(s) is not None]
+            while found and found[0][0] != name:
+                found.pop(0)
+            value = found[0][1] if found else None
+            source = found[0][2] if found else ConfigSource.DEFAULT_CONFIG
+            if sensitive:
+                value = None
+                found = [(s, None, src) for s, _v, src in found]
             out.append(ConfigEntry(
                 name=name, value=value, source=source, is_default=source == ConfigSource.DEFAULT_CONFIG,
-                read_only=name not in DYNAMIC_CONFIGS, type=_config_type(name, values[name]),
+                read_only=name not in DYNAMIC_CONFIGS, is_sensitive=sensitive, type=ctype,
                 documentation=_documentation(name) if include_documentation else "",
-                synonyms=tuple(layers) if include_synonyms else ()))
+                synonyms=tuple(found) if include_synonyms else ()))
         return out
 
     # -- AlterConfigs / IncrementalAlterConfigs ------------------------------------
@@ -343,17 +353,24 @@ def _canonical(name: str, value: str) -> str:
     return value.strip()
 
 
-def _config_type(name: str, value: str) -> int:
-    topic_name = TOPIC_DEFAULT_SYNONYMS.get(name)
-    if topic_name is not None:
-        return TOPIC_CONFIGS[topic_name].type
-    if value in ("true", "false"):
-        return ConfigType.BOOLEAN
-    try:
-        int(value)
-    except ValueError:
-        return ConfigType.STRING
-    return ConfigType.LONG
+_DEFAULT_LAYERS: dict[str, dict[str, str | None]] = {}
+
+
+def _default_layer(log_dirs: str) -> dict[str, str | None]:
+    """Kafka's default layer as pylog has it: pylog's own default for what pylog
+    implements, Kafka's default (the generated table) for the rest and for the members of
+    a synonym chain (whose head, e.g. ``log.retention.ms``, has no default of its own:
+    pylog's effective default is the chain's, 168 hours)."""
+    got = _DEFAULT_LAYERS.get(log_dirs)
+    if got is None:
+        got = {name: row[0] for name, row in KAFKA_BROKER_CONFIGS.items()}
+        for name, value in ServerConfig(log_dirs=log_dirs).to_kafka().items():
+            if name in got and name not in KAFKA_BROKER_SYNONYMS:
+                got[name] = value
+        got["log.flush.scheduler.interval.ms"] = str(ServerConfig.log_flush_scheduler_interval_ms)
+        _DEFAULT_LAYERS.clear()  # one data dir per server: keep one entry
+        _DEFAULT_LAYERS[log_dirs] = got
+    return got
 
 
 def _documentation(name: str) -> str:

@@ -1,4 +1,5 @@
-"""The names of Apache Kafka's broker configs (KafkaConfig, Kafka 3.9 / 4.0), as data.
+"""The names of Apache Kafka's broker configs (KafkaConfig, Kafka 3.9 / 4.0, and every
+name Kafka 4.4 describes: :mod:`pylog.server.kafka_broker_defaults`), as data.
 
 ``pylog serve --config server.properties`` accepts a real Kafka ``server.properties``: a
 name in :data:`KAFKA_BROKER_CONFIG_NAMES` that pylog has no setting for (``process.roles``,
@@ -11,6 +12,8 @@ Pure data; thread-safe.
 """
 
 from __future__ import annotations
+
+from pylog.server.kafka_broker_defaults import KAFKA_BROKER_CONFIGS
 
 __all__ = ["KAFKA_BROKER_CONFIG_NAMES", "is_kafka_broker_config"]
 
@@ -192,7 +195,7 @@ KAFKA_BROKER_CONFIG_NAMES: frozenset[str] = frozenset((
     "zookeeper.ssl.keystore.password", "zookeeper.ssl.keystore.type", "zookeeper.ssl.ocsp.enable",
     "zookeeper.ssl.protocol", "zookeeper.ssl.truststore.location",
     "zookeeper.ssl.truststore.password", "zookeeper.ssl.truststore.type",
-))
+)) | frozenset(KAFKA_BROKER_CONFIGS)
 
 
 def is_kafka_broker_config(name: str) -> bool:
