@@ -523,6 +523,7 @@ class Consumer:
             self._assignment.clear()
             self._subscription = None
             self._manual = False
+            self._prefetch()
 
     def assign(self, partitions: Iterable[Any]) -> None:
         """Consume exactly these partitions, without group management (commits still go
@@ -546,6 +547,7 @@ class Consumer:
             keep = {tp: st for tp, st in self._assignment.items() if tp in set(tps)}
             self._assignment = {tp: keep.get(tp) or _PartitionState() for tp in dict.fromkeys(tps)}
             self._manual = bool(tps)
+            self._prefetch()        # drops what was read ahead for partitions given up
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer has now."""
@@ -593,6 +595,7 @@ class Consumer:
         lost = set(self._assignment)
         self._assignment.clear()
         self._drop_held(lost)
+        self._prefetch()
         self._lost = False
         if lost and self._listener is not None:
             self._listener.on_partitions_lost(lost)
@@ -756,6 +759,7 @@ class Consumer:
         for tp in tps:
             self._assignment.pop(tp, None)
         self._drop_held(set(tps))
+        self._prefetch()            # what was read ahead for them is dropped now
 
     def _heartbeat_once(self) -> None:
         with self._state_lock:

@@ -212,3 +212,25 @@ def test_a_consumer_reads_one_fetch_ahead_of_its_buffer(client):
     assert [r.value for r in got] == [b"%d-%d" % (i, j) for i in range(6) for j in range(5)]
     c.close()
     assert not any(k[3] is c._member_key for k in tr._completed.values())
+
+
+def test_what_was_read_ahead_goes_with_the_partition(client):
+    topic = unique("pf-gone")
+    _fill(client, topic, 2, batches=3, values=4, size=10)
+    tr = client.transport
+    # Batches of 129 bytes: one a fetch (a broker hands an oversized first batch to the
+    # first partition of a response only, KIP-74).
+    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=150)
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    c.assign([tp0, tp1])
+    got = c.poll(timeout_ms=5000, max_records=1)
+    assert got
+    _settled(tr)
+    mine = {key for key, kept in tr._completed.items() if kept[3] is c._member_key}
+    assert (topic, 0) in mine and (topic, 1) in mine
+    c.assign([tp1])                                     # tp0 given up: its read-ahead too
+    mine = {key for key, kept in tr._completed.items() if kept[3] is c._member_key}
+    assert (topic, 0) not in mine and (topic, 1) in mine
+    c.unsubscribe()
+    assert not any(kept[3] is c._member_key for kept in tr._completed.values())
+    c.close()
