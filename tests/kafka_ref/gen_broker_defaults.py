@@ -50,7 +50,7 @@ _PROBE = {"log.retention.ms": "3600000", "log.roll.ms": "3600000", "log.roll.jit
 
 #: Broker configs whose value describes where Kafka runs, not a default.
 ENVIRONMENT = frozenset((
-    "advertised.listeners", "broker.id", "controller.listener.names", "controller.quorum.bootstrap.servers",
+    "advertised.listeners", "broker.id", "controller.listener.names",
     "controller.quorum.voters", "inter.broker.listener.name", "listener.security.protocol.map", "listeners",
     "log.dir", "log.dirs", "metadata.log.dir", "node.id", "process.roles",
 ))

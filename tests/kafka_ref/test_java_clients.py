@@ -51,11 +51,6 @@ def normalise(line: dict) -> dict:
         # DYNAMIC_DEFAULT_BROKER_CONFIG where pylog's is DEFAULT_CONFIG: compare the value.
         configs = line.get("after", line)
         configs["min.insync.replicas"] = configs["min.insync.replicas"][0]
-    if check == "describe_broker_configs":
-        # GAP (reported to the lead): pylog's DescribeConfigs of the broker has no
-        # log.retention.hours (Kafka: "168", read-only, DEFAULT_CONFIG); pylog describes
-        # log.retention.ms as 604800000 where Kafka describes it null.
-        line.pop("log.retention.hours")
     return line
 
 

@@ -184,12 +184,15 @@ class DynamicBrokerConfigs:
             The name is neither ``""`` nor this node's id.
         """
         per_broker = self._check_resource(resource_name)
-        layers: list[tuple[Mapping[str, str | None], int]] = []
+        layers: list[tuple[Mapping[str, str | None], int]]
         if per_broker:
-            layers.append((self.per_broker, ConfigSource.DYNAMIC_BROKER_CONFIG))
-        layers += [(self.default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG),
-                   (self.static.static_layer(), ConfigSource.STATIC_BROKER_CONFIG),
-                   (_default_layer(self.static.log_dirs), ConfigSource.DEFAULT_CONFIG)]
+            layers = [(self.per_broker, ConfigSource.DYNAMIC_BROKER_CONFIG),
+                      (self.default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG),
+                      (self.static.static_layer(), ConfigSource.STATIC_BROKER_CONFIG),
+                      (_default_layer(self.static.log_dirs), ConfigSource.DEFAULT_CONFIG)]
+        else:
+            # Kafka 4.4 lists the cluster-wide dynamic layer only here.
+            layers = [(self.default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)]
         listed = sorted(KAFKA_BROKER_CONFIGS) if per_broker else sorted(self.default)
         if names is not None:
             wanted = set(names)

@@ -45,7 +45,7 @@ KAFKA_BROKER_CONFIGS: dict[str, tuple[str | None, int, bool, bool]] = {
     'controller.listener.names': (None, 7, False, False),
     'controller.quorum.append.linger.ms': ('25', 3, False, False),
     'controller.quorum.auto.join.enable': ('false', 1, False, False),
-    'controller.quorum.bootstrap.servers': (None, 7, False, False),
+    'controller.quorum.bootstrap.servers': ('', 7, False, False),
     'controller.quorum.election.backoff.max.ms': ('1000', 3, False, False),
     'controller.quorum.election.timeout.ms': ('1000', 3, False, False),
     'controller.quorum.fetch.max.bytes': ('1048576', 3, False, False),
