@@ -242,3 +242,147 @@ def test_damaged_dynamic_config_file_is_a_warning_and_static_configs_apply(serve
         cfg = _describe(_admin(server), BROKER, "0")
         assert (cfg["message.max.bytes"].value, cfg["message.max.bytes"].source) == ("70000", 4)
         assert server.stop() == 0
+
+
+# -- the retention synonym chain and unimplemented keys, as Kafka describes them -----------
+
+_CHAIN = ("log.retention.ms", "log.retention.minutes", "log.retention.hours")
+_STATIC, _DEFAULT, _DYN_DEFAULT, _DYN_BROKER = 4, 5, 3, 2
+
+
+def _broker_configs(tmp_path, props: dict[str, str]):
+    from pylog.server.config import ServerConfig
+    from pylog.server.dynamic_config import DynamicBrokerConfigs
+
+    return DynamicBrokerConfigs(ServerConfig.from_kafka({"log.dirs": str(tmp_path), **props}, warn=False))
+
+
+def _chain(dyn, resource: str = "0") -> dict[str, tuple]:
+    return {e.name: (e.value, e.source, e.synonyms)
+            for e in dyn.describe(resource, _CHAIN, include_synonyms=True)}
+
+
+@pytest.mark.parametrize("props, expected, retention_ms", [
+    # Nothing set: Kafka's defaults; log.retention.ms itself is null.
+    ({}, {"log.retention.ms": (None, _DEFAULT, ()),
+          "log.retention.minutes": (None, _DEFAULT, ()),
+          "log.retention.hours": ("168", _DEFAULT, (("log.retention.hours", "168", _DEFAULT),))},
+     168 * 3_600_000),
+    ({"log.retention.hours": "24"},
+     {"log.retention.ms": (None, _DEFAULT, ()),
+      "log.retention.minutes": (None, _DEFAULT, ()),
+      "log.retention.hours": ("24", _STATIC, (("log.retention.hours", "24", _STATIC),
+                                               ("log.retention.hours", "168", _DEFAULT)))},
+     24 * 3_600_000),
+    ({"log.retention.minutes": "30", "log.retention.hours": "24"},
+     {"log.retention.ms": (None, _DEFAULT, ()),
+      "log.retention.minutes": ("30", _STATIC, (("log.retention.minutes", "30", _STATIC),
+                                                 ("log.retention.hours", "24", _STATIC),
+                                                 ("log.retention.hours", "168", _DEFAULT))),
+      "log.retention.hours": ("24", _STATIC, (("log.retention.hours", "24", _STATIC),
+                                               ("log.retention.hours", "168", _DEFAULT)))},
+     30 * 60_000),
+    ({"log.retention.ms": "1000", "log.retention.minutes": "30"},
+     {"log.retention.ms": ("1000", _STATIC, (("log.retention.ms", "1000", _STATIC),
+                                             ("log.retention.minutes", "30", _STATIC),
+                                             ("log.retention.hours", "168", _DEFAULT))),
+      "log.retention.minutes": ("30", _STATIC, (("log.retention.minutes", "30", _STATIC),
+                                                 ("log.retention.hours", "168", _DEFAULT))),
+      "log.retention.hours": ("168", _DEFAULT, (("log.retention.hours", "168", _DEFAULT),))},
+     1000),
+])
+def test_static_retention_chain_is_described_as_kafka_does(tmp_path, props, expected, retention_ms):
+    dyn = _broker_configs(tmp_path, props)
+    assert _chain(dyn) == expected
+    # The spelling given is what is described; the setting in force is the highest one.
+    assert dyn.effective.log_retention_ms == retention_ms
+    for e in dyn.describe("0", _CHAIN):
+        assert e.synonyms == ()                        # only with include_synonyms
+        assert e.read_only is (e.name != "log.retention.ms")
+
+
+def _alter(dyn, resource: str, values: dict[str, str | None]) -> None:
+    ops = [(k, 0 if v is not None else 1, v) for k, v in values.items()]
+    dyn.alter(resource, ops, incremental=True, validate_only=False,
+              apply=lambda effective, d: None, check=lambda effective, d: None)
+
+
+def test_dynamic_retention_over_static_hours_is_described_as_kafka_does(tmp_path):
+    dyn = _broker_configs(tmp_path, {"log.retention.hours": "24"})
+    _alter(dyn, "", {"log.retention.ms": "3600000"})
+    assert dyn.effective.log_retention_ms == 3_600_000
+    chain = _chain(dyn)
+    assert chain["log.retention.ms"] == ("3600000", _DYN_DEFAULT, (
+        ("log.retention.ms", "3600000", _DYN_DEFAULT), ("log.retention.hours", "24", _STATIC),
+        ("log.retention.hours", "168", _DEFAULT)))
+    assert chain["log.retention.hours"][:2] == ("24", _STATIC)
+    # The cluster-default resource lists its own layer only (as Kafka 4.4 does).
+    assert _chain(dyn, "") == {"log.retention.ms": (
+        "3600000", _DYN_DEFAULT, (("log.retention.ms", "3600000", _DYN_DEFAULT),))}
+
+    _alter(dyn, "0", {"log.retention.ms": "60000"})
+    assert dyn.effective.log_retention_ms == 60_000
+    assert _chain(dyn)["log.retention.ms"] == ("60000", _DYN_BROKER, (
+        ("log.retention.ms", "60000", _DYN_BROKER), ("log.retention.ms", "3600000", _DYN_DEFAULT),
+        ("log.retention.hours", "24", _STATIC), ("log.retention.hours", "168", _DEFAULT)))
+
+    # Removing both dynamic values brings back the static hours, described as before.
+    _alter(dyn, "0", {"log.retention.ms": None})
+    _alter(dyn, "", {"log.retention.ms": None})
+    assert dyn.effective.log_retention_ms == 24 * 3_600_000
+    assert _chain(dyn) == _chain(_broker_configs(tmp_path, {"log.retention.hours": "24"}))
+
+
+def test_hours_and_minutes_cannot_change_at_run_time(tmp_path):
+    from pylog.errors import InvalidRequestError
+
+    dyn = _broker_configs(tmp_path, {})
+    for name in ("log.retention.hours", "log.retention.minutes", "log.roll.hours"):
+        with pytest.raises(InvalidRequestError, match="Cannot update these configs dynamically"):
+            _alter(dyn, "", {name: "1"})
+    assert dyn.default == {} and dyn.effective.log_retention_ms == 168 * 3_600_000
+
+
+def test_unimplemented_kafka_configs_are_kafka_defaults_and_read_only(tmp_path):
+    from pylog.errors import InvalidConfigError, InvalidRequestError
+    from pylog.server.dynamic_config import DYNAMIC_CONFIGS
+    from pylog.server.kafka_broker_defaults import KAFKA_BROKER_CONFIGS
+
+    # Set in server.properties: ignored (pylog gives them no meaning), so described as the
+    # default pylog runs with.
+    dyn = _broker_configs(tmp_path, {"num.io.threads": "16", "background.threads": "4"})
+    entries = {e.name: e for e in dyn.describe("0", None, include_synonyms=True)}
+    assert sorted(entries) == sorted(KAFKA_BROKER_CONFIGS)
+    for name in ("num.io.threads", "background.threads", "num.network.threads", "ssl.keystore.location"):
+        e = entries[name]
+        default, ctype, dynamic_in_kafka, _sensitive = KAFKA_BROKER_CONFIGS[name]
+        assert (e.value, e.source, e.read_only, e.type) == (default, _DEFAULT, True, ctype)
+        with pytest.raises(InvalidRequestError, match="Cannot update these configs dynamically"):
+            _alter(dyn, "0", {name: "1"})
+    assert entries["num.io.threads"].value == "8"
+    # Sensitive values are never shown, synonyms included.
+    pw = entries["ssl.keystore.password"]
+    assert (pw.is_sensitive, pw.value, pw.type) == (True, None, 9)
+    # Read-only exactly where pylog cannot change the setting at run time.
+    assert {n for n, e in entries.items() if not e.read_only} == DYNAMIC_CONFIGS & set(KAFKA_BROKER_CONFIGS)
+    # Not a broker config at all: INVALID_CONFIG; and describe leaves it out, as Kafka does.
+    with pytest.raises(InvalidConfigError):
+        _alter(dyn, "0", {"no.such.config": "1"})
+    assert [e.name for e in dyn.describe("0", ["no.such.config", "num.partitions"])] == ["num.partitions"]
+    assert dyn.default == {} and dyn.per_broker == {}
+
+
+def test_serve_config_file_retention_minutes_over_the_wire(serve, tmp_path):
+    props = tmp_path / "server.properties"
+    props.write_text("log.retention.minutes=90\nnum.io.threads=4\n")
+    server = serve(extra_args=["--config", str(props)])
+    assert [(s[0], s[1], s[2]) for s in _synonyms(server, "0", "log.retention.minutes")] == [
+        ("log.retention.minutes", "90", _STATIC), ("log.retention.hours", "168", _DEFAULT)]
+    assert _synonyms(server, "0", "log.retention.ms") == []
+    # Kafka's known key without meaning: one WARN naming it (issue #11).
+    assert sum("num.io.threads=4 is a Kafka broker config with no meaning" in x for x in server.lines) == 1
+    topic = unique("mins")
+    with WireClient(server.bootstrap) as c:
+        c.create_topic(topic, 1)
+        cfg = {e.name: e for e in c.describe_configs(2, topic, ["retention.ms"])}
+    assert cfg["retention.ms"].value == str(90 * 60_000)
