@@ -45,7 +45,7 @@ CHAINS = (
     ("log.flush.interval.ms", "log.flush.scheduler.interval.ms"),
 )
 #: A value to set each chain's head to while checking it.
-_PROBE = {"log.retention.ms": "3600000", "log.roll.ms": "3600000", "log.roll.jitter.ms": "1000",
+PROBE = {"log.retention.ms": "3600000", "log.roll.ms": "3600000", "log.roll.jitter.ms": "1000",
           "log.flush.interval.ms": "5000"}
 
 #: Broker configs whose value describes where Kafka runs, not a default.
@@ -57,31 +57,33 @@ ENVIRONMENT = frozenset((
 
 
 def describe(client: WireClient, name: str, keys: list[str] | None = None) -> list:
+    """DescribeConfigs v4 (include_synonyms) of broker resource ``name``: its entries."""
     body = m.DescribeConfigsRequest(resources=[m.DescribeConfigsRequest.DescribeConfigsResource(
         resource_type=RESOURCE_BROKER, resource_name=name, configuration_keys=keys)],
         include_synonyms=True, include_documentation=False)
     r = client.bootstrap.request(ApiKey.DESCRIBE_CONFIGS, body, version=4).results[0]
     if r.error_code:
-        raise SystemExit(f"DescribeConfigs of broker {name!r}: error {r.error_code} {r.error_message}")
+        raise RuntimeError(f"DescribeConfigs of broker {name!r}: error {r.error_code} {r.error_message}")
     return r.configs
 
 
 def set_default(client: WireClient, values: dict[str, str | None]) -> None:
+    """Set (or, for None, delete) cluster-wide dynamic broker configs."""
     R = m.IncrementalAlterConfigsRequest
     body = R(resources=[R.AlterConfigsResource(resource_type=RESOURCE_BROKER, resource_name="", configs=[
         R.AlterableConfig(name=k, config_operation=0 if v is not None else 1, value=v)
         for k, v in values.items()])], validate_only=False)
     r = client.bootstrap.request(ApiKey.INCREMENTAL_ALTER_CONFIGS, body).responses[0]
     if r.error_code:
-        raise SystemExit(f"IncrementalAlterConfigs {values}: error {r.error_code} {r.error_message}")
+        raise RuntimeError(f"IncrementalAlterConfigs {values}: error {r.error_code} {r.error_message}")
 
 
 def check_chains(client: WireClient, node: str, defaults: dict[str, str | None]) -> None:
     import time
     for chain in CHAINS:
         head = chain[0]
-        set_default(client, {head: _PROBE[head]})
-        want = [(head, _PROBE[head], 3)] + [(n, defaults[n], DEFAULT_CONFIG) for n in chain
+        set_default(client, {head: PROBE[head]})
+        want = [(head, PROBE[head], 3)] + [(n, defaults[n], DEFAULT_CONFIG) for n in chain
                                             if defaults[n] is not None]
         deadline = time.monotonic() + 30
         while True:

@@ -19,11 +19,10 @@ from pylog.server.config import read_properties_file
 from pylog.server.dynamic_config import DYNAMIC_CONFIGS
 from server.conftest import ServeProcess
 from server.util import wait_for
+from tests.kafka_ref import gen_broker_defaults as gen
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(900)
-
-RESOURCE_BROKER = 4
 
 #: Broker configs whose value or source legitimately differs, with the reason.
 MAY_DIFFER = {
@@ -63,24 +62,15 @@ def describe(bootstrap: str, name: str | None = None, keys: list[str] | None = N
         if name is None:
             name = str(c.bootstrap.request(ApiKey.METADATA, m.MetadataRequest(
                 topics=[], allow_auto_topic_creation=False)).brokers[0].node_id)
-        body = m.DescribeConfigsRequest(resources=[m.DescribeConfigsRequest.DescribeConfigsResource(
-            resource_type=RESOURCE_BROKER, resource_name=name, configuration_keys=keys)],
-            include_synonyms=True, include_documentation=False)
-        r = c.bootstrap.request(ApiKey.DESCRIBE_CONFIGS, body, version=4).results[0]
-    assert r.error_code == 0, (bootstrap, r.error_code, r.error_message)
+        configs = gen.describe(c, name, keys)
     return {e.name: {"value": e.value, "source": e.config_source, "read_only": e.read_only,
                      "sensitive": e.is_sensitive, "type": e.config_type,
-                     "synonyms": [(s.name, s.value, s.source) for s in e.synonyms]} for e in r.configs}
+                     "synonyms": [(s.name, s.value, s.source) for s in e.synonyms]} for e in configs}
 
 
 def set_default(bootstrap: str, values: dict[str, str | None]) -> None:
-    R = m.IncrementalAlterConfigsRequest
-    body = R(resources=[R.AlterConfigsResource(resource_type=RESOURCE_BROKER, resource_name="", configs=[
-        R.AlterableConfig(name=k, config_operation=0 if v is not None else 1, value=v)
-        for k, v in values.items()])], validate_only=False)
     with WireClient(bootstrap) as c:
-        r = c.bootstrap.request(ApiKey.INCREMENTAL_ALTER_CONFIGS, body).responses[0]
-    assert r.error_code == 0, (bootstrap, r.error_code, r.error_message)
+        gen.set_default(c, values)
 
 
 @pytest.fixture(scope="module")
@@ -119,21 +109,43 @@ def test_broker_configs_same_as_apache_kafka(kafka_broker, twin):
     assert pylog["ssl.key.password"]["sensitive"] is True
 
 
-def test_dynamic_retention_synonyms_same_as_apache_kafka(kafka_broker, twin):
-    keys = ["log.retention.ms", "log.retention.minutes", "log.retention.hours"]
+@pytest.mark.parametrize("chain", [c for c in gen.CHAINS if c[0] != "log.flush.interval.ms"],
+                         ids=lambda c: c[0])
+def test_dynamic_synonym_chains_same_as_apache_kafka(kafka_broker, twin, chain):
+    """Each chain's head set as a cluster-wide dynamic config: the chain as both describe
+    it, on the broker and on the cluster-default resource.  (log.flush.interval.ms is left
+    out: its synonym log.flush.scheduler.interval.ms is in MAY_DIFFER.)"""
+    head = chain[0]
+    value = str(int(gen.PROBE[head]) + 1)
+    keys = list(chain)
     answers = {}
     for server in (kafka_broker, twin):
-        set_default(server.bootstrap, {"log.retention.ms": "604800001"})
+        set_default(server.bootstrap, {head: value})
         try:
             # Kafka applies a dynamic config when its metadata log reaches the broker.
-            got = wait_for(lambda: (lambda d: d if d["log.retention.ms"]["value"] == "604800001" else None)(
-                describe(server.bootstrap, keys=keys)), "the dynamic log.retention.ms")
+            got = wait_for(lambda: (lambda d: d if d[head]["value"] == value else None)(
+                describe(server.bootstrap, keys=keys)), f"the dynamic {head}")
             default = describe(server.bootstrap, "", keys)
         finally:
-            set_default(server.bootstrap, {"log.retention.ms": None})
+            set_default(server.bootstrap, {head: None})
         answers[server.bootstrap] = (got, default)
     kafka, pylog = answers[kafka_broker.bootstrap], answers[twin.bootstrap]
     assert pylog == kafka
-    ms = pylog[0]["log.retention.ms"]
-    assert (ms["value"], ms["source"], ms["synonyms"]) == (
-        "604800001", 3, [("log.retention.ms", "604800001", 3), ("log.retention.hours", "168", 5)])
+    assert (pylog[0][head]["value"], pylog[0][head]["source"]) == (value, 3)
+    assert pylog[0][head]["synonyms"][0] == (head, value, 3)
+
+
+def test_kafka_configs_tool_describes_the_same_broker_configs(kafka_jars, kafka_broker, twin):
+    """`kafka-configs --describe --all --broker N` (Kafka's ConfigCommand) prints the same
+    lines for both servers, but for the keys of MAY_DIFFER."""
+    def lines(bootstrap: str) -> list[str]:
+        node = describe(bootstrap, keys=["node.id"])["node.id"]["value"]
+        out = kafka_jars.check("org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", bootstrap,
+                               "--describe", "--all", "--broker", node)
+        head, *rest = out.splitlines()
+        assert head == f"All configs for broker {node} are:"
+        return [x for x in rest if x.strip().partition("=")[0] not in MAY_DIFFER]
+
+    kafka, pylog = lines(kafka_broker.bootstrap), lines(twin.bootstrap)
+    assert len(kafka) > 300
+    assert pylog == kafka

@@ -26,6 +26,12 @@ a bad value (Kafka's KRaft brokers answer INVALID_REQUEST for a dynamic broker c
 fails validation, KAFKA-13609); a name that is not a Kafka broker config at all is
 INVALID_CONFIG.
 
+DescribeConfigs of the broker lists every config Apache Kafka 4.4 lists (the generated
+table :mod:`pylog.server.kafka_broker_defaults`), with Kafka's types, sensitivity and
+synonym chains (``log.retention.ms`` <- ``.minutes`` <- ``.hours``, ...); a config pylog
+gives no meaning is Kafka's default, DEFAULT_CONFIG, read-only.  Documentation is pylog's
+own one line for the topic defaults, else null.
+
 On disk
 -------
 ``<log.dirs>/dynamic-broker-configs.json``, Kafka keeping the same in its metadata log
@@ -186,9 +192,12 @@ class DynamicBrokerConfigs:
         per_broker = self._check_resource(resource_name)
         layers: list[tuple[Mapping[str, str | None], int]]
         if per_broker:
+            static = self.static.static_layer()
+            if "node.id" in static:
+                static["broker.id"] = static["node.id"]  # Kafka's broker.id is its node.id
             layers = [(self.per_broker, ConfigSource.DYNAMIC_BROKER_CONFIG),
                       (self.default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG),
-                      (self.static.static_layer(), ConfigSource.STATIC_BROKER_CONFIG),
+                      (static, ConfigSource.STATIC_BROKER_CONFIG),
                       (_default_layer(self.static.log_dirs), ConfigSource.DEFAULT_CONFIG)]
         else:
             # Kafka 4.4 lists the cluster-wide dynamic layer only here.
@@ -371,6 +380,7 @@ def _default_layer(log_dirs: str) -> dict[str, str | None]:
             if name in got and name not in KAFKA_BROKER_SYNONYMS:
                 got[name] = value
         got["log.flush.scheduler.interval.ms"] = str(ServerConfig.log_flush_scheduler_interval_ms)
+        got["broker.id"] = got["node.id"]
         _DEFAULT_LAYERS.clear()  # one data dir per server: keep one entry
         _DEFAULT_LAYERS[log_dirs] = got
     return got
