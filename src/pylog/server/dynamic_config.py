@@ -17,7 +17,7 @@ What may change at run time is what Kafka lets change and pylog has
 (:data:`DYNAMIC_CONFIGS`): the broker-level topic defaults (Kafka's DynamicLogConfig: the
 first broker name of each topic config, ``log.retention.ms``, ``log.segment.bytes``,
 ``log.roll.ms``, ``message.max.bytes``, ``log.cleanup.policy``, ``compression.type``, ...;
-not ``log.message.format.version``), which take effect for every topic that does not
+not Kafka 3's ``log.message.format.version`` and the like), which take effect for every topic that does not
 override them, existing logs and new ones; the cleaner's ``log.cleaner.backoff.ms`` and
 ``log.cleaner.dedupe.buffer.size``; and ``max.connections``.  Any other Kafka broker
 config is read-only, as ``num.partitions``, ``log.retention.hours`` or ``log.dirs`` are in
@@ -78,9 +78,11 @@ _VERSION = 1
 _MAX_FILE_BYTES = 1 << 20
 
 #: Broker configs pylog lets change at run time (Kafka's "cluster-wide" update mode: as
-#: a cluster default or for one broker).
+#: a cluster default or for one broker): the topic defaults Kafka 4.4 still has (not
+#: Kafka 3's log.message.format.version, .downconversion.enable,
+#: .timestamp.difference.max.ms, which pylog reads from a config file only).
 DYNAMIC_CONFIGS: frozenset[str] = frozenset(
-    [k for k in TOPIC_DEFAULT_SYNONYMS if k != "log.message.format.version"]
+    [k for k in TOPIC_DEFAULT_SYNONYMS if k in KAFKA_BROKER_CONFIGS and KAFKA_BROKER_CONFIGS[k][2]]
     + ["log.cleaner.backoff.ms", "log.cleaner.dedupe.buffer.size", "max.connections"])
 
 _SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
