@@ -808,7 +808,7 @@ class KafkaTransport:
                     state["outstanding"] = 0
                     state["data"] = False
                     state["active"] = True
-                    rode = self._ride(riding, isolation_level, state["results"])
+                    rode = self._ride(riding, isolation_level, owner, state["results"])
                     if state["results"]:
                         state["data"] = True
                 send = [w for w in wanted if (w[0], w[1]) not in rode] if rode else list(wanted)
@@ -832,7 +832,7 @@ class KafkaTransport:
                                 break
                         if rode:
                             before = len(state["results"])
-                            rode = self._ride(rode, isolation_level, state["results"])
+                            rode = self._ride(rode, isolation_level, owner, state["results"])
                             if len(state["results"]) > before:
                                 state["data"] = True
                                 break
@@ -883,18 +883,20 @@ class KafkaTransport:
             self._watch_empty(wanted, out, isolation_level)
         return out
 
-    def _ride(self, riding: Mapping[tuple[str, int], int], isolation_level: int,
+    def _ride(self, riding: Mapping[tuple[str, int], int], isolation_level: int, owner: Any,
               results: dict[tuple[str, int], Any]) -> dict[tuple[str, int], int]:
-        """For a fetch riding on prefetches (lock held): move the answers that came with
-        data into ``results``; returns the partitions whose prefetch is still in flight."""
+        """For a fetch by ``owner`` riding on its prefetches (lock held): move the answers
+        that came with data into ``results``; returns the partitions whose prefetch is
+        still in flight."""
         left = {}
         for key, offset in riding.items():
             pf = self._prefetching.get(key)
-            if pf is not None and pf.offset == offset and pf.isolation_level == isolation_level:
+            if pf is not None and pf.owner is owner and pf.offset == offset and pf.isolation_level == isolation_level:
                 left[key] = offset
                 continue
             kept = self._completed.get(key)
-            if kept is not None and kept[0] == offset and kept[1] == isolation_level:
+            if kept is not None and (kept[3] is None or kept[3] is owner) and kept[0] == offset \
+                    and kept[1] == isolation_level:
                 results[key] = self._pop_completed(key)[2]  # type: ignore[index]
         return left
 
