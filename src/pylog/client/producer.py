@@ -88,6 +88,10 @@ _POOL_IDLE_BYTES = 1 << 20   # batch buffers kept for reuse while the producer i
 _POOL_IDLE_MS = 1000         # ... once idle this long
 _MUTED = 2**62               # _PartitionQueue.blocked_until of a partition that may not send now
 _MAX_WAIT_S = 3600.0
+#: Errors that leave open whether the batch was appended: REQUEST_TIMED_OUT, NETWORK_EXCEPTION
+#: (both also raised by the client itself), NOT_ENOUGH_REPLICAS_AFTER_APPEND, UNKNOWN_SERVER_ERROR.
+_AMBIGUOUS = frozenset((7, 13, 20, -1))
+_DUPLICATE_SEQUENCE = 46
 
 
 class _Request:
@@ -105,7 +109,7 @@ class _Request:
 class _Flight:
     """The sender's account of one partition's requests out (sender thread only)."""
 
-    __slots__ = ("requests", "batches", "failed", "acked_epoch", "last_acked")
+    __slots__ = ("requests", "batches", "failed", "acked_epoch", "last_acked", "acks", "retrying")
 
     def __init__(self) -> None:
         self.requests = 0          # produce calls of the partition not answered yet
@@ -113,6 +117,8 @@ class _Flight:
         self.failed: list = []     # [((seq, k), batch, error)] waiting for the other answers
         self.acked_epoch = -1      # the producer epoch in which one of its batches was last appended
         self.last_acked = (0, -1)  # (seq, k) of the latest batch appended
+        self.acks: collections.deque = collections.deque(maxlen=8)   # (seq, k) of the last appended
+        self.retrying = 0          # failed batches put back: they go first, alone, then the rest
 
 
 def _positive_int(name: str, value: Any, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
@@ -248,6 +254,10 @@ class Producer(_core._ProducerCore):
         self._requests_out = 0
         self._in_produce = False
         self._bump_pending = False
+        # Partitions whose first failed batch may have been appended: retried under the
+        # current epoch (same sequence) until it is known, before any epoch bump.
+        self._unresolved: set = set()
+        self._held: set = set()      # partitions kept from sending until the new epoch
         self._bump_since = 0
         self._bump_after = 0
         if getattr(type(transport), "produce_async", None) is not None:
@@ -352,9 +362,9 @@ class Producer(_core._ProducerCore):
                         break
                     now = self._now()
                     delay = self._next_delay(now)
-                    if self._bump_pending and (self._requests_out or now < self._bump_after):
-                        # Nothing goes out until the new epoch: wait for the answers out.
-                        delay = -1 if self._requests_out else self._bump_after - now
+                    if self._bump_pending and not self._requests_out and not self._unresolved:
+                        until_bump = max(self._bump_after - now, 0)      # the new epoch can be had
+                        delay = until_bump if delay < 0 else min(delay, until_bump)
                     if delay == 0:
                         break
                     if delay < 0 and self._closing and not self._incomplete_count():
@@ -394,24 +404,29 @@ class Producer(_core._ProducerCore):
         if now >= self._next_metadata:
             self._refresh_metadata()
             self._next_metadata = now + self.metadata_max_age_ms
-        if self._bump_pending:
-            if self._requests_out or now < self._bump_after:
-                return
-            try:
-                self._bump_epoch()
-            except PylogError as exc:
-                if exc.retriable and now - self._bump_since < self.delivery_timeout_ms:
-                    _log.warning("producer %d: no new epoch (%s); retrying in %d ms", self.producer_id, exc,
-                                 self.retry_backoff_max_ms)
-                    self._bump_after = now + self.retry_backoff_max_ms
-                    return
-                # What waits for the new epoch cannot be sent under the old one.
-                _log.error("producer %d: no new epoch (%s): failing what is pending", self.producer_id, exc)
-                self._bump_pending = False
-                self._abort_all(exc)
-                return
-            self._bump_pending = False
+        if self._bump_pending and not self._requests_out and not self._unresolved and now >= self._bump_after:
+            self._bump(now)
         self._send_ready(now)
+
+    def _bump(self, now: int) -> None:
+        """Every request is answered and no partition waits to learn whether a batch was
+        appended: a new epoch, and the held partitions may send (renumbered)."""
+        try:
+            self._bump_epoch()
+        except PylogError as exc:
+            if exc.retriable and now - self._bump_since < self.delivery_timeout_ms:
+                _log.warning("producer %d: no new epoch (%s); retrying in %d ms", self.producer_id, exc,
+                             self.retry_backoff_max_ms)
+                self._bump_after = now + self.retry_backoff_max_ms
+                return
+            # What waits for the new epoch cannot be sent under the old one.
+            _log.error("producer %d: no new epoch (%s): failing what is pending", self.producer_id, exc)
+            self._abort_all(exc)
+        self._bump_pending = False
+        for queue in self._held:
+            if queue.blocked_until == _MUTED:
+                queue.blocked_until = 0
+        self._held.clear()
 
     def _send_ready(self, now: int) -> None:
         """Drain the partitions that may send (none outstanding, or room for more of an
@@ -423,6 +438,20 @@ class Producer(_core._ProducerCore):
             if not batches:
                 continue
             queue = batches[0].queue
+            if self._bump_pending:
+                # Until the new epoch, only what must be settled under the current one goes:
+                # a partition's batches already numbered, once its first failure left open
+                # whether it was appended.  The rest waits, renumbered after the bump.
+                keep = 0
+                if queue in self._unresolved:
+                    while keep < len(batches) and batches[keep].base_sequence >= 0:
+                        keep += 1
+                if keep < len(batches):
+                    self._requeue(topic, partition, batches[keep:], _MUTED)
+                    self._held.add(queue)
+                    del batches[keep:]
+                    if not batches:
+                        continue
             flight = self._flights.get(queue)
             if flight is None:
                 flight = self._flights[queue] = _Flight()
@@ -464,13 +493,19 @@ class Producer(_core._ProducerCore):
         """How many more batches of a partition may be outstanding now."""
         if flight.failed:
             return 0          # waiting for the partition's other answers before retrying
+        if self.enable_idempotence and flight.acked_epoch != self.producer_epoch:
+            # The epoch's first batch goes alone: a broker that does not know the producer
+            # yet would take a later sequence first (and a later batch appended would
+            # wrongly say the first was).
+            return 0 if flight.requests else 1
+        if flight.retrying:
+            # Retried batches go alone and are answered before later ones are appended:
+            # one appended already must stay among the 5 the broker recognises.
+            return 0 if flight.requests else flight.retrying
         if not flight.requests:
             return self.max_in_flight
-        if (not self.enable_idempotence or flight.requests >= self.max_in_flight
-                or flight.acked_epoch != self.producer_epoch):
-            # Without sequence numbers a retry could overtake a later request; an epoch's
-            # first batch must be appended first (a broker that does not know the
-            # producer would take a later sequence first).
+        if not self.enable_idempotence or flight.requests >= self.max_in_flight:
+            # Without sequence numbers a retry could overtake a later request.
             return 0
         # The broker recognises a retried duplicate among a producer's last 5 batches.
         return self.max_in_flight - flight.batches
@@ -500,6 +535,7 @@ class Producer(_core._ProducerCore):
                 if self.enable_idempotence and b.attempts:
                     # Sent before, and maybe appended: its sequence cannot be given to
                     # another batch.  A new epoch starts the numbering afresh.
+                    self._unresolved.discard(b.queue)
                     self._request_bump()
                 else:
                     self._rewind(pending[first:])
@@ -517,10 +553,13 @@ class Producer(_core._ProducerCore):
         flight.batches -= len(request.batches)
         self._requests_out -= 1
         for k, (b, res) in enumerate(zip(request.batches, results)):
-            if res.error_code == 0:
-                b.complete(res.base_offset if self.acks != 0 else -1, res.log_append_time)
+            if res.error_code == 0 or res.error_code == _DUPLICATE_SEQUENCE:
+                # (DUPLICATE_SEQUENCE_NUMBER: appended before, the broker no longer knows where.)
+                b.complete(res.base_offset if self.acks != 0 and res.error_code == 0 else -1,
+                           res.log_append_time)
                 flight.acked_epoch = self.producer_epoch
                 flight.last_acked = max(flight.last_acked, (request.seq, k))
+                flight.acks.append((request.seq, k))
             else:
                 flight.failed.append(((request.seq, k), b, res.error))
         if flight.failed:
@@ -528,7 +567,11 @@ class Producer(_core._ProducerCore):
                 queue.blocked_until = _MUTED
             else:
                 self._recover(queue, flight)
-        elif queue.blocked_until == _MUTED and self._room(flight) > 0:
+            return
+        self._unresolved.discard(queue)      # its batches before these are appended too
+        if flight.retrying:
+            flight.retrying = max(flight.retrying - len(request.batches), 0)
+        if queue.blocked_until == _MUTED and self._room(flight) > 0 and queue not in self._held:
             queue.blocked_until = 0
 
     def _recover(self, queue: Any, flight: _Flight) -> None:
@@ -552,9 +595,16 @@ class Producer(_core._ProducerCore):
                 self._fail(topic, b, exc)
             self._retry(queue, retry, failed[0][2])
             return
+        failed = self._appended_long_ago(flight, failed)
+        if not failed:
+            flight.retrying = 0
+            queue.blocked_until = 0
+            return
+        flight.retrying = len(failed)
         position, first, exc = failed[0]
         if first.attempts < self.retries:
             if isinstance(exc, (OutOfOrderSequenceError, UnknownProducerIdError)):
+                self._unresolved.discard(queue)
                 # The first batch not appended, refused for its numbering: the broker lost
                 # track of us (KIP-360).  New epoch, then renumber.  (Later batches failing
                 # alike were refused because of this one.)
@@ -566,16 +616,26 @@ class Producer(_core._ProducerCore):
             if exc.retriable and not self._topic_gone(topic, partition):
                 # Every failed batch keeps its sequence: one appended after all is answered
                 # as a duplicate; those refused for the gap it left go in order after it.
+                # One that may be, or is known to be, appended keeps the old epoch's
+                # number until the broker answers it: no epoch bump meanwhile.  (A
+                # partition stays unresolved until a batch of it is appended: a refusal of
+                # the retry, say by a new leader, says nothing of the first send.)
+                if any(e.error_code in _AMBIGUOUS or p < flight.last_acked for p, _, e in failed):
+                    self._unresolved.add(queue)
                 self._retry(queue, batches, exc)
                 return
         # Fails for good: this batch only; the later ones were refused because of it.
+        if queue in self._unresolved:
+            self._unresolved.discard(queue)
+            self._request_bump()       # its sequence may be taken
         self._fail(topic, first, exc)
         rest = batches[1:]
+        flight.retrying = len(rest)
         if flight.last_acked > position:
             # A later batch was appended: the broker has moved past this one's numbers
             # (it took them, or it did not know this producer yet), so they stay used.
             pass
-        elif exc.retriable:
+        elif exc.error_code in _AMBIGUOUS:
             # Retries (or the topic) ran out on an error that says nothing of whether it
             # was appended: its sequence may be taken.  A new epoch numbers afresh.
             self._request_bump()
@@ -585,6 +645,23 @@ class Producer(_core._ProducerCore):
             self._requeue(topic, partition, rest, 0)
         else:
             queue.blocked_until = 0
+
+    @staticmethod
+    def _appended_long_ago(flight: _Flight, failed: list) -> list:
+        """Complete the failed batches known to be appended (a later batch of the epoch
+        was) that the broker no longer recognises as duplicates (5 or more appended
+        after them): offset unknown, as Kafka's producer does on DUPLICATE_SEQUENCE_NUMBER.
+        Returns the failed batches still to retry."""
+        out = []
+        for position, b, exc in failed:
+            if position < flight.last_acked:
+                later = sum(1 for a in flight.acks if a > position)
+                later += sum(1 for p, _, e in failed if p > position and e.error_code in _AMBIGUOUS)
+                if later >= 5 or isinstance(exc, OutOfOrderSequenceError):
+                    b.complete(-1, -1)
+                    continue
+            out.append((position, b, exc))
+        return out
 
     def _retry(self, queue: Any, batches: list, exc: PylogError) -> None:
         """Put ``batches`` back first in their queue, after a backoff."""

@@ -8,7 +8,9 @@ appended) or replace an answer after the server appended it (a lost answer).  Th
 what the sender does: a leader that does not answer holds back only its own partitions;
 several requests of one partition are out at once; a retriable failure of an early
 request, with later ones of the same partition out (and refused by the broker as
-OUT_OF_ORDER_SEQUENCE), ends with every record appended once, in order.
+OUT_OF_ORDER_SEQUENCE), ends with every record appended once, in order; so do random
+failures on both leaders (refusals, lost answers, a broker that lost the producer's
+state) with batches of every partition out.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.client.helpers import records_of
 from tests.client.kafka.fakes import _recv_exact
 
 NOT_LEADER_OR_FOLLOWER = 6
+REQUEST_TIMED_OUT = 7
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 WAIT_S = 30
 
@@ -61,16 +64,20 @@ class ClusterProxy:
     connection: an action, ``"forward"``, ``"refuse"`` (answer NOT_LEADER_OR_FOLLOWER for
     every partition without forwarding: nothing appended), ``"refuse_sequence"`` (the same
     with OUT_OF_ORDER_SEQUENCE_NUMBER: a broker that lost the producer's state) or
-    ``"lose_answer"`` (forward, then answer NOT_LEADER_OR_FOLLOWER), or ``(action, event)``: the answer is held until
+    ``"lose_answer"`` (forward, then answer REQUEST_TIMED_OUT: appended, but the
+    producer cannot know), or ``(action, event)``: the answer is held until
     the event is set (the connection's later answers wait behind it, as a broker's do).
     ``produced`` lists ``(node, parts)`` of every Produce request received; ``answered``
-    counts the Produce answers handed back.
+    counts the Produce answers handed back.  An ``on_produce`` taking a fourth argument
+    also gets the request's batches as ``(topic, partition, producer_id, epoch,
+    base_sequence)``; ``batches_seen`` holds those of the requests forwarded.
     """
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.on_produce = lambda n, node, parts: "forward"
         self.produced: list[tuple[int, list[tuple[str, int]]]] = []
+        self.batches_seen: set[tuple[str, int, int, int, int]] = set()
         self.answered = 0
         self.cond = threading.Condition()
         self._listeners = []
@@ -146,14 +153,21 @@ class ClusterProxy:
                 action, hold = "forward", None
                 if header.api_key == ApiKey.PRODUCE:
                     parts = [(t.name, p.index) for t in body.topic_data for p in t.partition_data]
+                    batches = [(t.name, p.index) + struct.unpack_from(">qhi", bytes(p.records), 43)
+                               for t in body.topic_data for p in t.partition_data]
                     with self.cond:
-                        action = self.on_produce(len(self.produced), node, parts)
+                        if self.on_produce.__code__.co_argcount == 4:
+                            action = self.on_produce(len(self.produced), node, parts, batches)
+                        else:
+                            action = self.on_produce(len(self.produced), node, parts)
                         if isinstance(action, tuple):
                             action, hold = action
                             self._holds.append(hold)
                         self.produced.append((node, parts))
                         self.cond.notify_all()
                 if not action.startswith("refuse"):
+                    if header.api_key == ApiKey.PRODUCE:
+                        self.batches_seen.update(batches)
                     upstream.sendall(struct.pack(">i", len(frame)) + frame)
                 with have:
                     pending.append(_Pending(header, parts, action, hold))
@@ -180,7 +194,9 @@ class ClusterProxy:
                     entry.hold.wait(WAIT_S)
                 if entry.action == "refuse_sequence":
                     out = self._produce_error(entry, OUT_OF_ORDER_SEQUENCE_NUMBER)
-                elif entry.action in ("refuse", "lose_answer"):
+                elif entry.action == "lose_answer":
+                    out = self._produce_error(entry, REQUEST_TIMED_OUT)
+                elif entry.action == "refuse":
                     out = self._produce_error(entry, NOT_LEADER_OR_FOLLOWER)
                 else:
                     out = self._rewrite(entry, answer)
@@ -344,3 +360,43 @@ def test_a_failure_with_later_requests_out_keeps_order_exactly_once(proxy, trans
     assert len(proxy.produced) > 5                      # sent again
     assert p.producer_epoch == (epoch + 1 if failure == "refuse_sequence" else epoch)
     assert _values(transport, topic) == [b"%d" % i for i in range(5)]     # once each, in order
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_random_failures_with_requests_out_lose_and_duplicate_nothing(proxy, transport, seed):
+    """Random Produce failures (refused, answer lost, OUT_OF_ORDER_SEQUENCE) on two
+    leaders while batches of every partition are out: each partition's log is what was
+    sent to it, once, in send order."""
+    import random
+    rng = random.Random(seed)
+    topic = f"pipe-random-{seed}"
+    transport.create_topic(topic, 4)
+    actions = ["forward"] * 14 + ["refuse", "refuse", "lose_answer", "lose_answer", "refuse_sequence"]
+
+    def plan(n, node, parts, batches):
+        action = rng.choice(actions) if n else "forward"
+        if action == "refuse_sequence" and any(b in proxy.batches_seen for b in batches):
+            # A broker that lost the producer's state loses it for batches it never
+            # saw too; for a retry of one it appended it would answer "duplicate".
+            return "forward"
+        return action
+
+    proxy.on_produce = plan
+    p = Producer(transport, linger_ms=0, batch_size=256, max_in_flight=5, retry_backoff_ms=1,
+                 retry_backoff_max_ms=2)
+    sent: dict[int, list[bytes]] = {i: [] for i in range(4)}
+    try:
+        handles = []
+        for i in range(1500):
+            part = rng.randrange(4)
+            value = b"%d-%05d" % (part, i)
+            sent[part].append(value)
+            handles.append(p.send(topic, value, partition=part))
+        p.flush(WAIT_S)
+        failed = [h.exception() for h in handles if h.failed()]
+    finally:
+        p.close()
+    assert not failed, f"seed {seed}: {failed[:3]}"
+    assert sum(1 for _, parts in proxy.produced) > 20
+    for part in range(4):
+        assert _values(transport, topic, part) == sent[part], f"seed {seed}, partition {part}"
