@@ -20,9 +20,9 @@ Delivery
 - Requests out per partition (``max_in_flight_requests_per_connection``, alias
   ``max_in_flight``, default 5, at most 5 with idempotence as Kafka requires): an
   idempotent producer keeps up to that many of a partition's batches out at once, in
-  one request or several, while the ones before are unanswered (not before the first
-  batch of the current epoch was appended: a broker that does not know the producer
-  yet would take a later sequence first).  Without idempotence a partition has one
+  one request or several, while the ones before are unanswered (the first batch of each
+  producer epoch goes alone: a broker that does not know the producer yet would take a
+  later sequence first).  Without idempotence a partition has one
   request out at a time (of up to that many batches), so a retry can never overtake a
   later request.  Answers are handled as they come: an appended batch's handles resolve
   at once.
@@ -30,17 +30,23 @@ Delivery
   ``retry_backoff_max_ms``, 20 % jitter) until ``retries`` or ``delivery_timeout_ms`` run
   out.  A partition with a failed batch sends nothing more until all its requests out
   are answered; then its failed batches go back first in its queue, in the order they
-  were sent, and nothing of the partition goes before them: the order of a partition's
-  records is their send order whatever is retried.
+  were sent, and go again on their own, answered before anything later of the
+  partition is sent: the order of a partition's records is their send order whatever
+  is retried, and a retried batch that was appended stays among the 5 batches the
+  broker recognises as duplicates.
 - Idempotence (the default, as in Kafka 3+): the producer gets a producer id from the
   broker; each batch carries the partition's next sequence number; a retried batch keeps
   its number, so if it was appended after all the broker answers with the original
   offsets instead of appending it twice.  The later batches of a partition that the
   broker refused as OUT_OF_ORDER_SEQUENCE because an earlier one failed are retried
   with it, not failed.  OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID on a partition's
-  first unappended batch means the broker lost track of the producer: the sender stops
-  sending, waits for every request out, bumps the producer epoch (KIP-360) and
-  renumbers what is pending.  A batch that fails for good on a definite refusal rewinds
+  first unappended batch means the broker lost track of the producer: the sender bumps
+  the producer epoch (KIP-360) and renumbers what is pending, once every request out is
+  answered and every partition whose failed batches may have been appended (an answer
+  lost or timed out) has had them answered under their old numbers; meanwhile only
+  those retries are sent.  A batch known to be appended (a later one of its partition
+  was) that the broker no longer remembers completes with offset -1, as Kafka's
+  producer does on DUPLICATE_SEQUENCE_NUMBER.  A batch that fails for good on a definite refusal rewinds
   its partition's numbering so later batches are not rejected for a gap; one that
   fails for good on an error that leaves open whether it was appended (a timeout,
   ``delivery_timeout_ms`` after it was sent) bumps the epoch instead, so its sequence
