@@ -55,16 +55,22 @@ def _can_mount_privately() -> bool:
     return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _can_mount_privately(), reason="needs root and unshare --mount for a private tmpfs")
-def test_a_nearly_full_disk_takes_what_fits_and_refuses_the_rest(tmp_path):
+def _run_on_a_small_disk(child: str, tmp_path) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``child`` (its argument: the mount point) over a 6 MiB tmpfs of its own;
+    returns the process and the JSON of its last output line."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     script = (f"mount -t tmpfs -o size=6m tmpfs {mnt} && cd {ROOT} && "
-              f"{sys.executable} -c {_quote(CHILD)} {mnt}")
+              f"{sys.executable} -c {_quote(child)} {mnt}")
     out = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
+    return out, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not _can_mount_privately(), reason="needs root and unshare --mount for a private tmpfs")
+def test_a_nearly_full_disk_takes_what_fits_and_refuses_the_rest(tmp_path):
+    _, got = _run_on_a_small_disk(CHILD, tmp_path)
     assert got["error"] and "no space left" in got["error"]
     # 6 MiB of file system: more than one 4 MiB allocation chunk's worth is taken ...
     assert got["acked"] * 100_000 > 5 * 1024 * 1024, got
@@ -118,14 +124,7 @@ INDEX_CHILD = textwrap.dedent("""
 def test_index_entries_on_a_full_disk_are_left_out_not_a_sigbus(tmp_path):
     # The indexes are sparse files written through a mapping: the first write into a page
     # the disk has no block for used to kill the process with SIGBUS.
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    script = (f"mount -t tmpfs -o size=6m tmpfs {mnt} && cd {ROOT} && "
-              f"{sys.executable} -c {_quote(INDEX_CHILD)} {mnt}")
-    out = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
-    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    out, got = _run_on_a_small_disk(INDEX_CHILD, tmp_path)
     assert got["read_at_1500"] == [1500]
     assert got["records"] == got["log_end_offset"] == 3501
     # Entries came back once there was room again (about one per 4 KiB of the last 500 KB).
