@@ -27,6 +27,16 @@ def _fill(client, topic, partitions, batches=3, values=4, size=100):
         assert all(r.error_code == 0 for rs in res for r in rs)
 
 
+def _numbered(client, topic, batches, per):
+    """Create ``topic`` (one partition) holding ``batches`` batches of ``per`` records
+    b"i-j"; returns their values in order."""
+    client.create_topic(topic, 1)
+    for i in range(batches):
+        res = client.transport.produce([(topic, 0, [batch(*[b"%d-%d" % (i, j) for j in range(per)])])], acks=-1)
+        assert res[0][0].error_code == 0
+    return [b"%d-%d" % (i, j) for i in range(batches) for j in range(per)]
+
+
 def _settled(tr, timeout=10.0):
     """Wait (on the transport's condition, notified by every Fetch answer) until no
     prefetch is in flight."""
@@ -189,10 +199,8 @@ def test_close_and_commit_do_not_wait_for_a_long_polling_prefetch(client, long_p
 
 def test_a_consumer_reads_one_fetch_ahead_of_its_buffer(client):
     topic = unique("pf-ahead")
-    client.create_topic(topic, 1)
+    values = _numbered(client, topic, 6, 5)
     tr = client.transport
-    for i in range(6):
-        tr.produce([(topic, 0, [batch(*[b"%d-%d" % (i, j) for j in range(5)])])], acks=-1)
     c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=100)   # a batch a fetch
     tp = TopicPartition(topic, 0)
     c.assign([tp])
@@ -209,7 +217,7 @@ def test_a_consumer_reads_one_fetch_ahead_of_its_buffer(client):
     while len(got) < 30:
         got += c.poll(timeout_ms=5000, max_records=3)
     assert [r.offset for r in got] == list(range(30))
-    assert [r.value for r in got] == [b"%d-%d" % (i, j) for i in range(6) for j in range(5)]
+    assert [r.value for r in got] == values
     c.close()
     assert not any(k[3] is c._member_key for k in tr._completed.values())
 
@@ -238,10 +246,8 @@ def test_what_was_read_ahead_goes_with_the_partition(client):
 
 def test_a_poll_with_records_in_hand_asks_for_no_more(client):
     topic = unique("pf-hand")
-    client.create_topic(topic, 1)
+    values = _numbered(client, topic, 3, 4)
     tr = client.transport
-    for i in range(3):
-        tr.produce([(topic, 0, [batch(*[b"%d-%d" % (i, j) for j in range(4)])])], acks=-1)
     c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=100)   # a batch a fetch
     c.assign([TopicPartition(topic, 0)])
     got: list = []
@@ -254,5 +260,5 @@ def test_a_poll_with_records_in_hand_asks_for_no_more(client):
         # round trip (nor for the empty answer that used to end that loop).
         assert _fetches(tr) - before <= len(records) // 4 + 1
         got += records
-    assert [r.value for r in got] == [b"%d-%d" % (i, j) for i in range(3) for j in range(4)]
+    assert [r.value for r in got] == values
     c.close()
