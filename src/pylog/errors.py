@@ -38,6 +38,15 @@ __all__ = [
     "InvalidProducerEpochError",
     "UnknownProducerIdError",
     "ProducerFencedError",
+    "InvalidTxnStateError",
+    "InvalidProducerIdMappingError",
+    "InvalidTransactionTimeoutError",
+    "ConcurrentTransactionsError",
+    "TransactionCoordinatorFencedError",
+    "OperationNotAttemptedError",
+    "UnstableOffsetCommitError",
+    "TransactionalIdNotFoundError",
+    "TransactionAbortableError",
     "IllegalGenerationError",
     "UnknownMemberIdError",
     "RebalanceInProgressError",
@@ -272,6 +281,57 @@ class DataDirInUseError(KafkaStorageError):
     directory."""
 
     retriable = False
+
+
+class InvalidTxnStateError(PylogError):
+    """The request is not allowed in the transaction's current state (a partition not
+    added to the transaction, EndTxn while another outcome is being written)."""
+
+    error_code, kafka_name = 48, "INVALID_TXN_STATE"
+
+
+class InvalidProducerIdMappingError(PylogError):
+    """The producer id is not the one the transactional id holds (call InitProducerId)."""
+
+    error_code, kafka_name = 49, "INVALID_PRODUCER_ID_MAPPING"
+
+
+class InvalidTransactionTimeoutError(PylogError, ValueError):
+    """``transaction.timeout.ms`` is not positive or exceeds the broker's
+    ``transaction.max.timeout.ms``: lower the producer's setting."""
+
+    error_code, kafka_name = 50, "INVALID_TRANSACTION_TIMEOUT"
+
+
+class ConcurrentTransactionsError(PylogError):
+    """The transactional id's previous transaction is still being completed: retry."""
+
+    error_code, kafka_name, retriable = 51, "CONCURRENT_TRANSACTIONS", True
+
+
+class TransactionCoordinatorFencedError(PylogError):
+    error_code, kafka_name = 52, "TRANSACTION_COORDINATOR_FENCED"
+
+
+class OperationNotAttemptedError(PylogError):
+    """Another part of the same request failed, so this part was not tried."""
+
+    error_code, kafka_name = 55, "OPERATION_NOT_ATTEMPTED"
+
+
+class UnstableOffsetCommitError(PylogError):
+    """A transactional offset commit of the partition is still pending (OffsetFetch with
+    require_stable): retry once the transaction ends."""
+
+    error_code, kafka_name, retriable = 88, "UNSTABLE_OFFSET_COMMIT", True
+
+
+class TransactionalIdNotFoundError(PylogError):
+    error_code, kafka_name = 105, "TRANSACTIONAL_ID_NOT_FOUND"
+
+
+class TransactionAbortableError(PylogError):
+    error_code, kafka_name = 120, "TRANSACTION_ABORTABLE"
 
 
 class UnknownProducerIdError(PylogError):
