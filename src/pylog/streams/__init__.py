@@ -1,0 +1,1 @@
+"""pylog.streams: Kafka Streams for Python (DSL, Processor API, state stores, TopologyTestDriver)."""

@@ -1,0 +1,29 @@
+"""State stores for pylog.streams: key-value, window and session stores, in memory
+and persistent, made fault-tolerant by changelog topics (Kafka Streams' state
+package).
+
+Stores hold bytes; serdes are applied above them.  Build them with :class:`Stores`::
+
+    store = Stores.in_memory_key_value_store("counts").with_caching_enabled().build()
+    store.init(context)          # context: application_id, task_id, state_dir,
+                                 # changelog_topic, partition, log_change(k, v, ts)
+"""
+
+from __future__ import annotations
+
+from ._interfaces import (KeyValueStore, ReadOnlyKeyValueStore, ReadOnlySessionStore, ReadOnlyWindowStore,
+                          SessionKey, SessionStore, StateRestoreListener, StateStore, StateStoreContext,
+                          WindowStore)
+from .caching import CachingKeyValueStore
+from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
+from .memory import InMemoryKeyValueStore
+from .stores import StoreBuilder, Stores
+
+__all__ = [
+    "StateStore", "KeyValueStore", "WindowStore", "SessionStore", "SessionKey", "StateStoreContext",
+    "StateRestoreListener", "ReadOnlyKeyValueStore", "ReadOnlyWindowStore", "ReadOnlySessionStore",
+    "Stores", "StoreBuilder",
+    "InMemoryKeyValueStore",
+    "ChangeLoggingKeyValueStore", "ChangeLoggingWindowStore", "ChangeLoggingSessionStore",
+    "CachingKeyValueStore",
+]

@@ -1,0 +1,179 @@
+"""Caching wrapper for key-value stores (Kafka's CachingKeyValueStore).
+
+Writes go to a per-store write-back cache; between two commits the cache keeps only
+the latest value per key, so the wrapped (logging, then inner) store and the
+changelog see one write per key per commit instead of one per record, and the
+flush listener (the KTable's downstream) sees one update per key.  ``flush()``
+(called on commit) writes the dirty entries to the wrapped store in the order they
+were last written, calls the flush listener with ``(key, new_value, old_value,
+timestamp)`` for each, then flushes the wrapped store.  When more than
+``max_entries`` keys are dirty the cache flushes early, as Kafka's evicts.
+
+Reads see the cache first: ``get`` and every range merge the dirty entries with
+the wrapped store's entries (a cached deletion hides the stored value).
+
+Crash behaviour: dirty entries are lost with the process; they were not committed
+either (their input offsets were not), so they are reprocessed.  One task thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+
+from pylog.errors import IllegalStateError
+
+from ._base import check_key, context_timestamp
+from .changelogging import ChangeLoggingKeyValueStore, WrappedStore
+
+__all__ = ["CachingKeyValueStore", "FlushListener", "DEFAULT_MAX_CACHE_ENTRIES"]
+
+FlushListener = Callable[[bytes, Optional[bytes], Optional[bytes], int], None]
+DEFAULT_MAX_CACHE_ENTRIES = 10_000
+
+_MISSING = object()
+
+
+class CachingKeyValueStore(WrappedStore):
+    def __init__(self, inner: Any, max_entries: int = DEFAULT_MAX_CACHE_ENTRIES) -> None:
+        super().__init__(inner)
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        # key -> (value or None for a deletion, record timestamp); insertion order is
+        # the order of the last write, which flush() keeps.
+        self._dirty: dict = {}
+        self._listener: Optional[FlushListener] = None
+        self._send_old_values = False
+        self._logs = isinstance(inner, ChangeLoggingKeyValueStore)
+
+    def set_flush_listener(self, listener: Optional[FlushListener], send_old_values: bool = False) -> bool:
+        """Call ``listener(key, new, old, timestamp)`` for each entry a flush writes.
+
+        ``old`` is the value the wrapped store held before (``None`` unless
+        ``send_old_values``).  Returns True, as Kafka's does, to say it caches."""
+        self._listener = listener
+        self._send_old_values = send_old_values
+        return True
+
+    # -- writes ---------------------------------------------------------------
+    def put(self, key: bytes, value: Optional[bytes]) -> None:
+        self._check_open()
+        key = check_key(key)
+        self._dirty.pop(key, None)  # move to the end: flush in last-write order
+        self._dirty[key] = (None if value is None else bytes(value), context_timestamp(self.context, 0))
+        if len(self._dirty) > self.max_entries:
+            self._flush_cache()
+
+    def put_if_absent(self, key: bytes, value: Optional[bytes]) -> Optional[bytes]:
+        old = self.get(key)
+        if old is None:
+            self.put(key, value)
+        return old
+
+    def put_all(self, entries: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        for key, value in entries:
+            self.put(key, value)
+
+    def delete(self, key: bytes) -> Optional[bytes]:
+        old = self.get(key)
+        self.put(key, None)
+        return old
+
+    def flush(self) -> None:
+        self._check_open()
+        self._flush_cache()
+        self.inner.flush()
+
+    def close(self) -> None:
+        # Kafka flushes the cache on close, so a clean close loses nothing.
+        if self.inner.is_open():
+            self._flush_cache()
+        self._dirty.clear()
+        self.inner.close()
+
+    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        self._dirty.clear()
+        self.inner.restore_batch(records)
+
+    def _flush_cache(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        inner, listener = self.inner, self._listener
+        for key, (value, ts) in dirty.items():
+            old = inner.get(key) if (listener is not None and self._send_old_values) else None
+            if self._logs:
+                inner.put(key, value, timestamp=ts)
+            else:
+                inner.put(key, value)
+            if listener is not None:
+                listener(key, value, old, ts)
+
+    def _check_open(self) -> None:
+        if not self.inner.is_open():
+            raise IllegalStateError(f"state store {self.name!r} is not open (call init() first, or it was closed)")
+
+    # -- reads ----------------------------------------------------------------
+    def get(self, key: bytes) -> Optional[bytes]:
+        self._check_open()
+        hit = self._dirty.get(check_key(key), _MISSING)
+        if hit is not _MISSING:
+            return hit[0]  # type: ignore[index]
+        return self.inner.get(key)
+
+    def range(self, from_key: Optional[bytes], to_key: Optional[bytes]) -> Iterator[Tuple[bytes, bytes]]:
+        return self._merged(self.inner.range(from_key, to_key), from_key, to_key, False)
+
+    def reverse_range(self, from_key: Optional[bytes], to_key: Optional[bytes]) -> Iterator[Tuple[bytes, bytes]]:
+        return self._merged(self.inner.reverse_range(from_key, to_key), from_key, to_key, True)
+
+    def all(self) -> Iterator[Tuple[bytes, bytes]]:
+        return self._merged(self.inner.all(), None, None, False)
+
+    def prefix_scan(self, prefix: bytes) -> Iterator[Tuple[bytes, bytes]]:
+        prefix = check_key(prefix)
+        stored = self.inner.prefix_scan(prefix)
+        cached = sorted((k, v) for k, v in self._dirty.items() if k.startswith(prefix))
+        return _merge(stored, cached, False)
+
+    def approximate_num_entries(self) -> int:
+        return self.inner.approximate_num_entries() + len(self._dirty)
+
+    def _merged(self, stored: Iterator, lo: Optional[bytes], hi: Optional[bytes],
+                reverse: bool) -> Iterator[Tuple[bytes, bytes]]:
+        self._check_open()
+        if lo is not None and hi is not None and lo > hi:
+            return iter(())
+        cached = sorted(((k, v) for k, v in self._dirty.items()
+                         if (lo is None or k >= lo) and (hi is None or k <= hi)), reverse=reverse)
+        return _merge(stored, cached, reverse)
+
+
+def _merge(stored: Iterator[Tuple[bytes, bytes]], cached: list, reverse: bool) -> Iterator[Tuple[bytes, bytes]]:
+    """Merge two key-sorted streams; a cached entry wins over the stored one and a
+    cached deletion (value None) hides it."""
+    tagged_stored = ((k, 1, v) for k, v in stored)
+    tagged_cached = ((k, 0, entry[0]) for k, entry in cached)
+    if reverse:
+        merged = heapq.merge(tagged_cached, tagged_stored, key=lambda t: (_Rev(t[0]), t[1]))
+    else:
+        merged = heapq.merge(tagged_cached, tagged_stored, key=lambda t: (t[0], t[1]))
+    last = None
+    for key, source, value in merged:
+        if key == last:
+            continue  # the cached entry came first and wins
+        last = key
+        if value is not None:
+            yield key, value
+
+
+class _Rev:
+    __slots__ = ("b",)
+
+    def __init__(self, b: bytes) -> None:
+        self.b = b
+
+    def __lt__(self, other: "_Rev") -> bool:
+        return self.b > other.b
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Rev) and self.b == other.b

@@ -1,0 +1,90 @@
+"""Store builders, as Kafka Streams' ``Stores`` factory and ``StoreBuilder``.
+
+``Stores.in_memory_key_value_store("counts")`` returns a :class:`StoreBuilder`;
+its ``build()`` gives the store wrapped as Kafka wraps it: caching (when enabled)
+over change-logging (the default) over the store that holds the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+from .caching import CachingKeyValueStore
+from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
+from .memory import InMemoryKeyValueStore
+
+__all__ = ["Stores", "StoreBuilder"]
+
+_LOGGERS = {"key_value": ChangeLoggingKeyValueStore, "window": ChangeLoggingWindowStore,
+            "session": ChangeLoggingSessionStore}
+
+
+class StoreBuilder:
+    """Builds one store: ``kind`` is ``"key_value"``, ``"window"`` or ``"session"``.
+
+    Logging is enabled by default with no extra topic configs; ``log_config`` holds
+    the configs the changelog topic is created with (Kafka's ``withLoggingEnabled``).
+    """
+
+    def __init__(self, name: str, kind: str, supplier: Callable[[], Any]) -> None:
+        if kind not in _LOGGERS:
+            raise ValueError(f"unknown store kind {kind!r}")
+        self.name = name
+        self.kind = kind
+        self.supplier = supplier
+        self.logging_enabled = True
+        self.log_config: Dict[str, str] = {}
+        self.caching_enabled = False
+        self.cache_max_entries: Optional[int] = None
+
+    def with_logging_enabled(self, config: Optional[Dict[str, str]] = None) -> "StoreBuilder":
+        self.logging_enabled = True
+        self.log_config = dict(config or {})
+        return self
+
+    def with_logging_disabled(self) -> "StoreBuilder":
+        self.logging_enabled = False
+        self.log_config = {}
+        return self
+
+    def with_caching_enabled(self, max_entries: Optional[int] = None) -> "StoreBuilder":
+        self.caching_enabled = True
+        self.cache_max_entries = max_entries
+        return self
+
+    def with_caching_disabled(self) -> "StoreBuilder":
+        self.caching_enabled = False
+        return self
+
+    @property
+    def persistent(self) -> bool:
+        return bool(getattr(self.supplier, "persistent", False))
+
+    def build(self) -> Any:
+        store = self.supplier()
+        if self.logging_enabled:
+            store = _LOGGERS[self.kind](store)
+        if self.caching_enabled:
+            store = _CACHES[self.kind](store, **({} if self.cache_max_entries is None
+                                                else {"max_entries": self.cache_max_entries}))
+        return store
+
+    def __repr__(self) -> str:
+        return (f"<StoreBuilder {self.kind} {self.name!r} logging={self.logging_enabled} "
+                f"caching={self.caching_enabled}>")
+
+
+def _supplier(factory: Callable[[], Any], persistent: bool) -> Callable[[], Any]:
+    factory.persistent = persistent  # type: ignore[attr-defined]
+    return factory
+
+
+class Stores:
+    """Factory of store builders (Kafka's ``Stores``)."""
+
+    @staticmethod
+    def in_memory_key_value_store(name: str) -> StoreBuilder:
+        return StoreBuilder(name, "key_value", _supplier(lambda: InMemoryKeyValueStore(name), False))
+
+
+_CACHES: Dict[str, Callable[..., Any]] = {"key_value": CachingKeyValueStore}
