@@ -76,6 +76,10 @@ __all__ = [
     "RecordTypeError",
     "RecordDeserializationError",
     "IllegalStateError",
+    "NotControllerError",
+    "InvalidUpdateVersionError",
+    "CoordinationError",
+    "CorruptCoordinationDataError",
     "error_for_code",
     "error_code_for",
 ]
@@ -402,6 +406,32 @@ class IllegalStateError(PylogError, RuntimeError):
 
 class ProducerFencedError(PylogError):
     error_code, kafka_name = 90, "PRODUCER_FENCED"
+
+
+class NotControllerError(PylogError):
+    """This broker is not (or no longer) the controller: a controller write was fenced
+    because another broker has since been elected and bumped the controller epoch
+    (Kafka's ControllerMovedException answers as NOT_CONTROLLER)."""
+    error_code, kafka_name, retriable = 41, "NOT_CONTROLLER", True
+
+
+class InvalidUpdateVersionError(PylogError):
+    """A compare-and-set of partition state named a version (ZooKeeper zkVersion) that
+    is no longer the current one: someone wrote newer state, so a zombie controller or
+    leader cannot overwrite it. Re-read the state and decide again."""
+    error_code, kafka_name = 95, "INVALID_UPDATE_VERSION"
+
+
+class CoordinationError(PylogError):
+    """The coordination store (ZooKeeper) could not do an operation: not connected
+    within the timeout, the session expired, or a znode is not where it should be."""
+    retriable = True
+
+
+class CorruptCoordinationDataError(CoordinationError, ValueError):
+    """A znode holds data that is not the JSON layout Kafka writes there (the path and
+    the offending bytes are in the message); pylog never acts on such data."""
+    retriable = False
 
 
 def _all_subclasses(cls: type) -> list[type]:
