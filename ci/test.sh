@@ -3,10 +3,15 @@
 # Used by people (README) and by CI (.ci/run); safe to run on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# kcat (Debian's package) is one of the real Kafka clients the server is tested with.
-if ! command -v kcat >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# kcat (Debian's package) is one of the real Kafka clients the server is tested with;
+# ZooKeeper (Debian's package, with a Java runtime) coordinates the cluster tests, which
+# start their own server from its jars.
+APT_NEED=""
+command -v kcat >/dev/null 2>&1 || APT_NEED="$APT_NEED kcat"
+[ -e /usr/share/java/zookeeper.jar ] || APT_NEED="$APT_NEED zookeeper"
+if [ -n "$APT_NEED" ] && command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq kcat >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $APT_NEED >/dev/null
 fi
 # Every package at the version the suite is known to pass with (ci/constraints.txt); the
 # environment variable reaches the pip that builds pylog's extension in isolation too.
