@@ -69,6 +69,9 @@ __all__ = [
     "DataDirInUseError",
     "PolicyViolationError",
     "NotEnoughReplicasError",
+    "NotEnoughReplicasAfterAppendError",
+    "FencedLeaderEpochError",
+    "UnknownLeaderEpochError",
     "InvalidRequiredAcksError",
     "InvalidReplicationFactorError",
     "CommitFailedError",
@@ -227,6 +230,27 @@ class NotEnoughReplicasError(PylogError):
     """acks=all, and fewer in-sync replicas than the topic's ``min.insync.replicas``."""
 
     error_code, kafka_name, retriable = 19, "NOT_ENOUGH_REPLICAS", True
+
+
+class NotEnoughReplicasAfterAppendError(PylogError):
+    """acks=all: the batch was appended, but the in-sync replicas shrank below
+    ``min.insync.replicas`` before it was committed (it may still be replicated)."""
+
+    error_code, kafka_name, retriable = 20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", True
+
+
+class FencedLeaderEpochError(PylogError):
+    """The request named an older leader epoch than the replica's: the sender's metadata
+    is stale; refresh it and retry against the current leader."""
+
+    error_code, kafka_name, retriable = 74, "FENCED_LEADER_EPOCH", True
+
+
+class UnknownLeaderEpochError(PylogError):
+    """The request named a newer leader epoch than the replica knows: the replica has
+    not yet heard of the leader change; retry after a short wait."""
+
+    error_code, kafka_name, retriable = 75, "UNKNOWN_LEADER_EPOCH", True
 
 
 class InvalidRequiredAcksError(PylogError, ValueError):
