@@ -16,14 +16,14 @@ from ._interfaces import (KeyValueStore, ReadOnlyKeyValueStore, ReadOnlySessionS
                           WindowStore)
 from .caching import CachingKeyValueStore
 from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
-from .memory import InMemoryKeyValueStore
+from .memory import InMemoryKeyValueStore, InMemorySessionStore, InMemoryWindowStore
 from .stores import StoreBuilder, Stores
 
 __all__ = [
     "StateStore", "KeyValueStore", "WindowStore", "SessionStore", "SessionKey", "StateStoreContext",
     "StateRestoreListener", "ReadOnlyKeyValueStore", "ReadOnlyWindowStore", "ReadOnlySessionStore",
     "Stores", "StoreBuilder",
-    "InMemoryKeyValueStore",
+    "InMemoryKeyValueStore", "InMemoryWindowStore", "InMemorySessionStore",
     "ChangeLoggingKeyValueStore", "ChangeLoggingWindowStore", "ChangeLoggingSessionStore",
     "CachingKeyValueStore",
 ]

@@ -7,11 +7,12 @@ over change-logging (the default) over the store that holds the data.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Callable, Dict, Optional
 
 from .caching import CachingKeyValueStore
 from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
-from .memory import InMemoryKeyValueStore
+from .memory import InMemoryKeyValueStore, InMemorySessionStore, InMemoryWindowStore
 
 __all__ = ["Stores", "StoreBuilder"]
 
@@ -85,6 +86,35 @@ class Stores:
     @staticmethod
     def in_memory_key_value_store(name: str) -> StoreBuilder:
         return StoreBuilder(name, "key_value", _supplier(lambda: InMemoryKeyValueStore(name), False))
+
+    @staticmethod
+    def in_memory_window_store(name: str, retention: int, window_size: int,
+                               retain_duplicates: bool = False) -> StoreBuilder:
+        """``retention`` and ``window_size`` in ms (ints) or as ``timedelta``."""
+        retention_ms, window_ms = _ms(retention), _ms(window_size)
+        _check_window_args(name, retention_ms, window_ms)
+        return StoreBuilder(name, "window", _supplier(
+            lambda: InMemoryWindowStore(name, retention_ms, window_ms, retain_duplicates), False))
+
+    @staticmethod
+    def in_memory_session_store(name: str, retention: int) -> StoreBuilder:
+        retention_ms = _ms(retention)
+        return StoreBuilder(name, "session", _supplier(lambda: InMemorySessionStore(name, retention_ms), False))
+
+
+def _ms(d: Any) -> int:
+    if isinstance(d, timedelta):
+        return int(d.total_seconds() * 1000)
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(f"expected milliseconds as an int or a timedelta, got {d!r}")
+    return d
+
+
+def _check_window_args(name: str, retention_ms: int, window_ms: int) -> None:
+    # Kafka's Stores.windowStoreBuilder check: a window must fit in the retention period.
+    if window_ms > retention_ms:
+        raise ValueError(f"window store {name!r}: the retention period ({retention_ms} ms) must be "
+                         f"no smaller than the window size ({window_ms} ms)")
 
 
 _CACHES: Dict[str, Callable[..., Any]] = {"key_value": CachingKeyValueStore}
