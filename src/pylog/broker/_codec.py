@@ -19,6 +19,7 @@ from typing import Iterable
 
 from pylog.errors import InvalidRequestError, PylogError
 
+_I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
@@ -55,6 +56,10 @@ class Reader:
         start = self._pos
         self._pos += n
         return self._buf[start:self._pos]
+
+    def raw(self, n: int) -> bytes:
+        """The next ``n`` bytes as they are (a tagged field's payload)."""
+        return bytes(self._take(n))
 
     def int8(self) -> int:
         return int.from_bytes(self._take(1), "big", signed=True)
@@ -148,6 +153,9 @@ class Writer:
             raise self._error(f"{field}={value} is outside [{lo}, {hi}]")
         self._out += packer.pack(value)
 
+    def int8(self, value: int, field: str) -> None:
+        self._int(_I8, -128, 127, value, field)
+
     def int16(self, value: int, field: str) -> None:
         self._int(_I16, -(2**15), INT16_MAX, value, field)
 
@@ -217,6 +225,10 @@ class Writer:
         self.array_length(len(values), compact=compact)
         for v in values:
             self.int32(v, field)
+
+    def raw(self, data: bytes) -> None:
+        """Bytes already encoded (a tagged field's payload)."""
+        self._out += data
 
     def empty_tagged_fields(self) -> None:
         self._out.append(0)

@@ -85,6 +85,9 @@ from pylog.broker.group import CommitOffset, GroupCoordinator, GroupCoordinatorC
 from pylog.broker import group_offsets as _group_offsets
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
 from pylog.broker.producer_state import ProducerStateManager
+from pylog.broker import txn_log as _txn_log
+from pylog.broker.txn_coordinator import (BrokerTxnIO, ListTransactionsResult, TransactionCoordinator,
+                                          TransactionCoordinatorConfig, TransactionDescription)
 from pylog.broker.topic_config import (LONG_MAX, TOPIC_CONFIGS, ConfigEntry, TopicConfig, normalize,
                                        normalize_all)
 from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartitionsError,
@@ -96,6 +99,7 @@ from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, L
 from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
 from pylog.storage.dir_lock import DataDirLock
+from pylog.records import ControlRecord
 
 __all__ = [
     "Broker",
@@ -418,6 +422,8 @@ class BrokerConfig:
         STATIC_BROKER_CONFIG), as DescribeConfigs of a topic reports it.
     group : GroupCoordinatorConfig
         Group coordinator settings (session timeout bounds, rebalance delay, ...).
+    txn : TransactionCoordinatorConfig
+        Transaction coordinator settings (``transaction.max.timeout.ms``, ...).
     log_retention_check_interval_ms, log_flush_scheduler_interval_ms,
     log_flush_offset_checkpoint_interval_ms : int
         How often the background work runs.
@@ -442,6 +448,7 @@ class BrokerConfig:
     topic_defaults: Mapping[str, Any] = field(default_factory=dict)
     topic_default_sources: Mapping[str, int] = field(default_factory=dict)
     group: GroupCoordinatorConfig = field(default_factory=GroupCoordinatorConfig)
+    txn: TransactionCoordinatorConfig = field(default_factory=TransactionCoordinatorConfig)
     log_retention_check_interval_ms: int = 300_000
     log_flush_scheduler_interval_ms: int = 1_000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
@@ -469,6 +476,8 @@ class BrokerConfig:
             raise InvalidConfigError(f"node_id must be an int >= 0, got {self.node_id!r}")
         if not isinstance(self.group, GroupCoordinatorConfig):
             raise InvalidConfigError("group must be a GroupCoordinatorConfig")
+        if not isinstance(self.txn, TransactionCoordinatorConfig):
+            raise InvalidConfigError("txn must be a TransactionCoordinatorConfig")
         # Validates the defaults (raises InvalidConfigError naming the bad one).
         object.__setattr__(self, "topic_defaults", normalize_all(self.topic_defaults))
 
@@ -547,10 +556,15 @@ class _OffsetsTopicStore:
         self._broker = broker
         self.num_partitions = num_partitions
 
-    def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]], *,
+               producer_id: int = -1, producer_epoch: int = -1) -> None:
         if not records:
             return
-        builder = _core.RecordBatchBuilder()
+        if producer_id >= 0:   # a TxnOffsetCommit: a transactional batch of that producer
+            builder = _core.RecordBatchBuilder(producer_id=producer_id, producer_epoch=producer_epoch,
+                                               base_sequence=-1, is_transactional=True)
+        else:
+            builder = _core.RecordBatchBuilder()
         builder.append_many([v for _, v in records], keys=[k for k, _ in records])
         res = self._broker._append_internal(CONSUMER_OFFSETS_TOPIC, partition, builder.build())
         res.raise_for_error()
@@ -622,6 +636,11 @@ class Broker:
                 _OffsetsTopicStore(self, len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)),
                 config.group, clock=self.clock)
             self._load_groups()
+            self.transactions = TransactionCoordinator(BrokerTxnIO(self), config.txn, clock=self.clock)
+            # KIP-890 part 1: the produce path appends a transactional batch only where the
+            # coordinator says its partition is in the producer's ongoing transaction.
+            self.txn_verifier = self.transactions.verify
+            self._load_transactions()
         except BaseException:
             self.logs.close()
             raise
@@ -811,13 +830,19 @@ class Broker:
             name = f"{CONSUMER_OFFSETS_TOPIC}-{part.index}"
             any_records = False
             for batch, crc_ok in _scan_batches(part.log, name, what="the group replay"):
-                if batch.is_control and crc_ok:
-                    continue
                 try:
                     if not crc_ok:
                         raise CorruptRecordError(f"CRC mismatch (stored {batch.crc:#010x})")
                     cols = batch.columns()
-                    _group_offsets.replay_batch(zip(cols.keys(), cols.values()), state)
+                    if batch.is_control:
+                        # A transaction marker settles the producer's TxnOffsetCommits.
+                        for k, v in zip(cols.keys(), cols.values()):
+                            marker = ControlRecord.parse(k, v)
+                            if marker.is_commit or marker.is_abort:
+                                state.complete_txn(batch.producer_id, marker.is_commit)
+                        continue
+                    _group_offsets.replay_batch(zip(cols.keys(), cols.values()), state,
+                                                batch.producer_id if batch.attributes & _ATTR_TRANSACTIONAL else -1)
                 except PylogError as exc:
                     _log.warning("%s: skipped the damaged batch at offsets %d..%d (%s); groups whose "
                                  "latest commits were in it fall back to their earlier records",
@@ -826,6 +851,32 @@ class Broker:
                 any_records = True
             if any_records:
                 self.groups.load_state(state, partition=part.index)
+
+    def _load_transactions(self) -> None:
+        """Replay ``__transaction_state`` (when it exists) into the transaction
+        coordinator, which then completes the transactions left in a Prepare state.  A
+        damaged batch is skipped with a WARN (each batch is one state change of one id,
+        which falls back to its earlier record)."""
+        topic = self._topics.get(_txn_log.TRANSACTION_STATE_TOPIC)
+        if topic is None:
+            return
+        topic.internal = True
+        states: dict[int, dict] = {}
+        for part in topic.partitions:
+            name = f"{_txn_log.TRANSACTION_STATE_TOPIC}-{part.index}"
+            state = states[part.index] = {}
+            for batch, crc_ok in _scan_batches(part.log, name, what="the transaction state replay"):
+                if batch.is_control and crc_ok:
+                    continue
+                try:
+                    if not crc_ok:
+                        raise CorruptRecordError(f"CRC mismatch (stored {batch.crc:#010x})")
+                    cols = batch.columns()
+                    _txn_log.replay_batch(zip(cols.keys(), cols.values()), state)
+                except PylogError as exc:
+                    _log.warning("%s: skipped the damaged batch at offsets %d..%d (%s)", name,
+                                 batch.base_offset, batch.last_offset, exc)
+        self.transactions.load(states)
 
     # ------------------------------------------------------------------ lookup
 
@@ -1743,8 +1794,9 @@ class Broker:
         try:
             self._check_open()
             if transactional_id is not None:
-                raise InvalidRequestError(
-                    "transactional producers need a transaction coordinator, which this broker does not run yet")
+                pid, epoch = self.transactions.init_producer_id(transactional_id, transaction_timeout_ms,
+                                                                producer_id, producer_epoch)
+                return InitProducerIdResult(0, pid, epoch)
             with self._lock:
                 if producer_id >= 0:
                     if producer_id >= self._next_pid or producer_epoch < 0:
@@ -1752,18 +1804,116 @@ class Broker:
                             f"producer id {producer_id} epoch {producer_epoch} was not issued by this broker")
                     if producer_epoch < 32766:
                         return InitProducerIdResult(0, producer_id, producer_epoch + 1)
-                if self._next_pid >= self._pid_block_end:
-                    self._pid_block_end = self._next_pid + self.config.producer_id_block_size
-                    try:
-                        self._commit_registry()
-                    except BaseException:
-                        self._pid_block_end = self._next_pid
-                        raise
-                pid = self._next_pid
-                self._next_pid += 1
-                return InitProducerIdResult(0, pid, 0)
+                return InitProducerIdResult(0, self._allocate_producer_id(), 0)
         except PylogError as exc:
             return InitProducerIdResult(exc.error_code, error_message=str(exc))
+
+    def _allocate_producer_id(self) -> int:
+        """A producer id never handed out before (its block is durable first)."""
+        with self._lock:
+            if self._next_pid >= self._pid_block_end:
+                self._pid_block_end = self._next_pid + self.config.producer_id_block_size
+                try:
+                    self._commit_registry()
+                except BaseException:
+                    self._pid_block_end = self._next_pid
+                    raise
+            pid = self._next_pid
+            self._next_pid += 1
+            return pid
+
+    # ------------------------------------------------------------------ transactions
+
+    def find_transaction_coordinator(self, transactional_id: str) -> int:
+        """The ``__transaction_state`` partition of ``transactional_id`` (this broker
+        coordinates them all); the topic is created on first use.
+        Raises InvalidRequestError for an empty id."""
+        return self.transactions.partition_for(transactional_id)
+
+    def add_partitions_to_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                              partitions: Iterable[tuple[str, int]], *,
+                              verify_only: bool = False) -> dict[tuple[str, int], int]:
+        """AddPartitionsToTxn: ``(topic, partition)`` -> error code (see
+        :meth:`TransactionCoordinator.add_partitions`)."""
+        return self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, partitions,
+                                                verify_only=verify_only)
+
+    def add_offsets_to_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                           group_id: str) -> int:
+        """AddOffsetsToTxn: adds the group's ``__consumer_offsets`` partition to the
+        transaction; an error code."""
+        return self.transactions.add_offsets(transactional_id, producer_id, producer_epoch, group_id,
+                                             len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions))
+
+    def txn_offset_commit(self, transactional_id: str, group_id: str, producer_id: int, producer_epoch: int,
+                          offsets: Mapping[str, Mapping[int, Any]], *, member_id: str | None = None,
+                          generation_id: int = -1, group_instance_id: str | None = None
+                          ) -> dict[str, dict[int, int]]:
+        """TxnOffsetCommit: topic -> partition -> error code.  The offsets become the
+        group's committed offsets when the transaction commits, and are dropped if it
+        aborts.  The group's offsets partition must have been added to the transaction
+        (AddOffsetsToTxn) first: INVALID_TXN_STATE otherwise (KIP-890 verification)."""
+        known: dict[str, dict[int, Any]] = {}
+        out: dict[str, dict[int, int]] = {}
+        for topic, p, v in iter_commit_offsets(offsets):
+            t = self._topics.get(topic) if isinstance(topic, str) else None
+            if t is None or t.internal or not isinstance(p, int) or isinstance(p, bool) \
+                    or not 0 <= p < len(t.partitions):
+                out.setdefault(topic, {})[p] = UnknownTopicOrPartitionError.error_code
+            else:
+                off = v.offset if isinstance(v, CommitOffset) else v
+                if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+                    raise InvalidRequestError(f"committed offset of {topic}-{p} must be an int >= 0, got {off!r}")
+                known.setdefault(topic, {})[p] = v
+        if not known:
+            return out
+        code = 0
+        if isinstance(group_id, str) and group_id:
+            n = len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)
+            tp = (CONSUMER_OFFSETS_TOPIC, _group_offsets.partition_for_group(group_id, n))
+            code = self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, [tp],
+                                                    verify_only=True)[tp]
+        if code:
+            res = {t: {p: code for p in ps} for t, ps in known.items()}
+        else:
+            res = self.groups.txn_commit_offsets(group_id, producer_id, producer_epoch, known,
+                                                 generation_id=generation_id, member_id=member_id or "",
+                                                 group_instance_id=group_instance_id)
+        for topic, parts in res.items():
+            out.setdefault(topic, {}).update(parts)
+        return out
+
+    def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> int:
+        """EndTxn: commit or abort the producer's ongoing transaction (markers on every
+        partition of it, offsets made visible or dropped); an error code."""
+        return self.transactions.end_txn(transactional_id, producer_id, producer_epoch, bool(commit))
+
+    def describe_transactions(self, transactional_ids: Iterable[str]) -> list[TransactionDescription]:
+        """DescribeTransactions: one description per id, TRANSACTIONAL_ID_NOT_FOUND for
+        an unknown one."""
+        return self.transactions.describe(transactional_ids)
+
+    def list_transactions(self, state_filters: Iterable[str] = (),
+                          producer_id_filters: Iterable[int] = ()) -> ListTransactionsResult:
+        """ListTransactions, filtered by Kafka's state names and by producer ids."""
+        return self.transactions.list(state_filters, producer_id_filters)
+
+    def write_txn_markers_and_complete(self, markers: Sequence[tuple[int, int, int, bool, Sequence[tuple[str, int]]]]
+                                       ) -> dict[tuple[str, int], int]:
+        """:meth:`write_txn_markers`, then the group coordinator settles the
+        TxnOffsetCommits of every ``__consumer_offsets`` partition that got its marker.
+        ``(topic, partition)`` -> error code of the partitions that failed."""
+        failed: dict[tuple[str, int], int] = {}
+        res = self.write_txn_markers([(pid, epoch, ce, commit, list(parts))
+                                      for pid, epoch, ce, commit, parts in markers])
+        for (topic, partition, _pid), r in res.items():
+            if r.error_code:
+                failed[(topic, partition)] = r.error_code
+        for pid, _epoch, _ce, commit, parts in markers:
+            offsets_parts = [p for t, p in parts if t == CONSUMER_OFFSETS_TOPIC and (t, p) not in failed]
+            if offsets_parts:
+                self.groups.complete_txn(pid, offsets_parts, commit)
+        return failed
 
     def describe_producers(self, topic: str, partition: int) -> list[ProducerInfo]:
         """Idempotent producers with state on a partition (DescribeProducers).
@@ -1894,6 +2044,7 @@ class Broker:
             return LONG_MAX
         now = self.clock() if now_ms is None else now_ms
         group_next = self.groups.tick(now)
+        txn_next = self.transactions.tick(now)
         if self._data_waiters or self._wake_listeners:
             # Group timeouts may have fired: let waiting consumers re-check their state.
             self.wake_waiters()
@@ -1920,7 +2071,7 @@ class Broker:
             self.logs.checkpoint()
             self._next_checkpoint = now + self.config.log_flush_offset_checkpoint_interval_ms
         nxt = min(self._next_flush, self._next_retention, self._next_checkpoint, self._next_clean,
-                  self._next_pid_expiry)
+                  self._next_pid_expiry, txn_next)
         if group_next is not None:
             nxt = min(nxt, group_next)
         return nxt

@@ -115,6 +115,7 @@ from pylog.errors import (
     UnknownMemberIdError,
     UnknownServerError,
     UnknownTopicOrPartitionError,
+    UnstableOffsetCommitError,
     error_for_code,
 )
 
@@ -158,6 +159,8 @@ _E_NOT_AVAILABLE = CoordinatorNotAvailableError.error_code
 _E_NOT_COORDINATOR = NotCoordinatorError.error_code
 _E_INVALID_GROUP = InvalidGroupIdError.error_code
 _E_FENCED = FencedInstanceIdError.error_code
+_E_PRODUCER_EPOCH = 47      # INVALID_PRODUCER_EPOCH
+_E_PRODUCER_FENCED = 90     # PRODUCER_FENCED
 
 
 def _same_subscription(protocol_type: str, old: bytes, new: bytes) -> bool:
@@ -484,6 +487,9 @@ class _Group:
         self.pending_sync: set[str] = set()
         self.new_member_added = False
         self.offsets: dict[tuple[str, int], OffsetCommitValue] = {}
+        # Transactional offset commits waiting for their transaction's marker:
+        # producer id -> (topic, partition) -> offset.
+        self.pending_txn: dict[int, dict[tuple[str, int], OffsetCommitValue]] = {}
         self.join_token: int | None = None
         self.join_initial = False
         self.join_remaining_ms = 0
@@ -1404,14 +1410,108 @@ class GroupCoordinator:
                     result[topic][partition] = code
                 return result
             group.offsets.update(values)
+            # Appended after any pending transactional commit of these partitions, so it
+            # wins over them when their transaction commits (Kafka keeps the later one).
+            for pending in group.pending_txn.values():
+                for tp in values:
+                    pending.pop(tp, None)
         return result
+
+    def txn_commit_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
+                           offsets: Mapping[str, Mapping[int, CommitOffset | int]], *,
+                           generation_id: int = NO_GENERATION, member_id: str = UNKNOWN_MEMBER_ID,
+                           group_instance_id: str | None = None) -> dict[str, dict[int, int]]:
+        """TxnOffsetCommit (KIP-98, KIP-447): topic -> partition -> error code.
+
+        The offsets are appended to the group's ``__consumer_offsets`` partition as a
+        transactional batch of ``producer_id`` / ``producer_epoch`` and stay pending:
+        :meth:`fetch_offsets` does not return them until :meth:`complete_txn` sees the
+        transaction's COMMIT marker, and an ABORT marker drops them.  A producer epoch
+        older than one that already wrote to the partition gets INVALID_PRODUCER_EPOCH.
+        The member checks are Kafka's for TxnOffsetCommit v3+ (generation -1 and no member
+        id commit for any group: the producer is not a member)."""
+        requested = _normalize_commit(offsets)
+
+        def all_with(code: int) -> dict[str, dict[int, int]]:
+            return {t: {p: code for p in ps} for t, ps in requested.items()}
+
+        with self._op() as now:
+            err = self._check_group_id(group_id)
+            if err != NONE:
+                return all_with(err)
+            group = self._groups.get(group_id)
+            created = group is None
+            if group is None:
+                group = self._groups[group_id] = _Group(group_id, now)
+            if group.state is GroupState.DEAD:
+                return all_with(_E_NOT_AVAILABLE)
+            err = NONE
+            if group_instance_id is not None and group.static_members.get(group_instance_id, member_id) != member_id:
+                err = _E_FENCED
+            elif member_id != UNKNOWN_MEMBER_ID and member_id not in group.members:
+                err = _E_UNKNOWN_MEMBER
+            elif generation_id >= 0 and generation_id != group.generation_id:
+                err = _E_ILLEGAL_GENERATION
+            if err != NONE:
+                if created:
+                    del self._groups[group_id]
+                return all_with(err)
+            result: dict[str, dict[int, int]] = {}
+            records: list[Record] = []
+            values: dict[tuple[str, int], OffsetCommitValue] = {}
+            for topic, parts in requested.items():
+                out = result[topic] = {}
+                for partition, c in parts.items():
+                    metadata = c.metadata if c.metadata is not None else ""
+                    if _java_length(metadata) > self.config.offset_metadata_max_bytes:
+                        out[partition] = OffsetMetadataTooLargeError.error_code
+                        continue
+                    value = OffsetCommitValue(offset=c.offset, metadata=metadata, commit_timestamp=now,
+                                              leader_epoch=c.leader_epoch)
+                    try:
+                        records.append(_records.offset_commit_record(group_id, topic, partition, value))
+                    except InvalidRequestError:
+                        out[partition] = InvalidRequestError.error_code
+                        continue
+                    values[(topic, partition)] = value
+                    out[partition] = NONE
+            if records:
+                try:
+                    self.store.append(partition_for_group(group_id, self._num_partitions), records,
+                                      producer_id=producer_id, producer_epoch=producer_epoch)
+                except Exception as exc:  # noqa: BLE001 - any store failure becomes an error code
+                    code = exc.error_code if isinstance(exc, PylogError) and exc.error_code in (
+                        _E_PRODUCER_EPOCH, _E_PRODUCER_FENCED) else _storage_error_code(exc, for_commit=True)
+                    _log.warning("group %s: storing transactional offsets failed: %r", group_id, exc)
+                    for tp in values:
+                        result[tp[0]][tp[1]] = code
+                    values = {}
+                group.pending_txn.setdefault(producer_id, {}).update(values)
+            if created and not group.offsets and not group.pending_txn:
+                del self._groups[group_id]
+            return result
+
+    def complete_txn(self, producer_id: int, partitions: Iterable[int], commit: bool) -> None:
+        """The transaction marker of ``producer_id`` was written to these
+        ``__consumer_offsets`` partitions: the producer's pending offsets of the groups
+        there become committed offsets (``commit``) or are dropped."""
+        parts = set(partitions)
+        with self._op():
+            for group in list(self._groups.values()):
+                pending = group.pending_txn.get(producer_id)
+                if pending is None or partition_for_group(group.group_id, self._num_partitions) not in parts:
+                    continue
+                del group.pending_txn[producer_id]
+                if commit and group.state is not GroupState.DEAD:
+                    group.offsets.update(pending)
 
     def fetch_offsets(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
                       require_stable: bool = False) -> OffsetFetchResult:
         """OffsetFetch: the committed offset, leader epoch and metadata of each requested
         partition (-1 where none is committed), or of every partition with a commit when
-        ``partitions`` is None.  ``require_stable`` (KIP-447) has nothing to wait for:
-        pylog has no transactional offset commits yet."""
+        ``partitions`` is None.  With ``require_stable`` (KIP-447) a partition gets
+        UNSTABLE_OFFSET_COMMIT for a partition with a transactional commit still pending
+        (the consumer retries once the transaction ends)."""
         with self._op():
             err = self._check_group_id(group_id, allow_empty=True)
             if err != NONE:
@@ -1426,6 +1526,10 @@ class GroupCoordinator:
                 for topic, parts in partitions.items():
                     out = topics.setdefault(topic, {})
                     for p in parts:
+                        if require_stable and group is not None and any(
+                                (topic, p) in pend for pend in group.pending_txn.values()):
+                            out[p] = FetchedOffset(error_code=UnstableOffsetCommitError.error_code)
+                            continue
                         v = offsets.get((topic, p))
                         out[p] = FetchedOffset() if v is None else FetchedOffset(v.offset, v.leader_epoch,
                                                                                  v.metadata)
@@ -1672,6 +1776,14 @@ class GroupCoordinator:
                 group.offsets = dict(offsets)
                 self._replace_group(group)
                 loaded += 1
+            for producer_id, groups in state.pending.items():
+                for group_id, offsets in groups.items():
+                    group = self._groups.get(group_id)
+                    if group is None:
+                        group = _Group(group_id, now)
+                        self._replace_group(group)
+                        loaded += 1
+                    group.pending_txn.setdefault(producer_id, {}).update(offsets)
             return loaded
 
     def _replace_group(self, group: _Group) -> None:

@@ -384,6 +384,18 @@ class ReplayState:
     offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]] = field(default_factory=dict)
     groups: dict[str, GroupMetadataValue] = field(default_factory=dict)
     skipped: int = 0
+    #: Transactional offset commits whose transaction has no marker yet: producer id ->
+    #: group -> (topic, partition) -> offset (KIP-98: they become committed offsets
+    #: when the producer's COMMIT marker follows, and are dropped at its ABORT marker).
+    pending: dict[int, dict[str, dict[tuple[str, int], OffsetCommitValue]]] = field(default_factory=dict)
+
+    def complete_txn(self, producer_id: int, commit: bool) -> None:
+        """A transaction marker of ``producer_id`` was read: its pending offsets become
+        committed offsets (commit) or are dropped (abort)."""
+        groups = self.pending.pop(producer_id, None)
+        if commit and groups:
+            for group, offsets in groups.items():
+                self.offsets.setdefault(group, {}).update(offsets)
 
 
 def replay(records: Iterable[Record], state: ReplayState | None = None) -> ReplayState:
@@ -404,11 +416,13 @@ def replay(records: Iterable[Record], state: ReplayState | None = None) -> Repla
     return state
 
 
-def replay_batch(records: Iterable[Record], state: ReplayState) -> None:
+def replay_batch(records: Iterable[Record], state: ReplayState, producer_id: int = -1) -> None:
     """Apply the records of one batch to ``state``, all or none: every record is decoded
     before any is applied.  A coordinator loading its partitions skips a batch that
     raises and keeps the rest, since each batch is one atomic write of one group
-    (:class:`OffsetStore`).
+    (:class:`OffsetStore`).  ``producer_id`` >= 0 marks a transactional batch (a
+    TxnOffsetCommit): its offsets wait in ``state.pending`` for the producer's marker
+    (:meth:`ReplayState.complete_txn`).
 
     Raises
     ------
@@ -416,6 +430,15 @@ def replay_batch(records: Iterable[Record], state: ReplayState) -> None:
         A key or value cannot be decoded; ``state`` is unchanged.
     """
     decoded = [_decode(k, v) for k, v in records]
+    if producer_id >= 0:
+        pending = state.pending.setdefault(producer_id, {})
+        for item in decoded:
+            if item is not None and isinstance(item[0], OffsetCommitKey) and item[1] is not None:
+                key, value = item
+                pending.setdefault(key.group, {})[(key.topic, key.partition)] = value
+            else:
+                _apply(state, item)
+        return
     for item in decoded:
         _apply(state, item)
 
@@ -446,6 +469,12 @@ def _apply(state: ReplayState, item: _Decoded) -> None:
         return
     key, value = item
     if isinstance(key, OffsetCommitKey):
+        # A plain commit written after a transactional one wins over it when that
+        # transaction commits (Kafka keeps the offset appended last).
+        for groups in state.pending.values():
+            offsets = groups.get(key.group)
+            if offsets is not None:
+                offsets.pop((key.topic, key.partition), None)
         if value is None:
             group_offsets = state.offsets.get(key.group)
             if group_offsets is not None:
@@ -475,7 +504,11 @@ class OffsetStore(Protocol):
 
     num_partitions: int
 
-    def append(self, partition: int, records: Sequence[Record]) -> None: ...
+    def append(self, partition: int, records: Sequence[Record], *, producer_id: int = -1,
+               producer_epoch: int = -1) -> None:
+        """``producer_id`` >= 0: a transactional batch of that producer and epoch (a
+        TxnOffsetCommit), which the partition refuses with INVALID_PRODUCER_EPOCH when a
+        newer epoch of the producer has written there."""
 
 
 class InMemoryOffsetStore:
@@ -494,7 +527,8 @@ class InMemoryOffsetStore:
         self._partitions: list[list[Record]] = [[] for _ in range(num_partitions)]
         self.fail_with: BaseException | None = None
 
-    def append(self, partition: int, records: Sequence[Record]) -> None:
+    def append(self, partition: int, records: Sequence[Record], *, producer_id: int = -1,
+               producer_epoch: int = -1) -> None:
         if not 0 <= partition < self.num_partitions:
             raise InvalidRequestError(
                 f"partition {partition} of {CONSUMER_OFFSETS_TOPIC} is outside 0..{self.num_partitions - 1}")
