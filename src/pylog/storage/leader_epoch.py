@@ -19,7 +19,8 @@ cache (as Kafka does), which recovery fills from the epochs stored in the batche
 scans, and the cache is clipped to the log's bounds at every open.
 
 Thread safety: none of its own; the owning :class:`~pylog.storage.Log` calls it under
-its lock.
+its lock.  With ``path=None`` the cache lives in memory only (the replication state
+machine's model test keeps its replicas' logs that way).
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ class EpochEntry(NamedTuple):
 
 
 class LeaderEpochCache:
-    """``(epoch, start_offset)`` entries of one log, persisted to ``path``."""
+    """``(epoch, start_offset)`` entries of one log, persisted to ``path`` (``None``:
+    kept in memory only)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str | None) -> None:
         self.path = path
         self._entries: list[EpochEntry] = []
         #: Why the file on disk was ignored at load (None when it was read, or absent).
@@ -148,12 +150,15 @@ class LeaderEpochCache:
         self._write()
 
     def _write(self) -> None:
+        if self.path is None:
+            return
         lines = [str(_VERSION), str(len(self._entries))]
         lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
         atomic_write(self.path, ("\n".join(lines) + "\n").encode())
 
     def __repr__(self) -> str:
-        return f"<LeaderEpochCache {os.path.basename(os.path.dirname(self.path))} {self._entries}>"
+        where = os.path.basename(os.path.dirname(self.path)) if self.path is not None else "in memory"
+        return f"<LeaderEpochCache {where} {self._entries}>"
 
 
 def _parse(data: bytes) -> list[EpochEntry]:
