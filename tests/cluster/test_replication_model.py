@@ -1,0 +1,497 @@
+"""Model-based test of the replication state machine (pylog.cluster.replication).
+
+Hypothesis drives three replicas of one partition, each a :class:`Partition` over an
+in-memory log, plus a small controller standing in for ZooKeeper (partition state
+written by compare-and-set on its version, leader election from the ISR on broker loss,
+unclean election only when the example enables it), through: acks=all and acks=1
+produces (to whichever replica believes it leads, zombies included); follower fetches
+split into send and receive, in any order between followers, with OffsetForLeaderEpoch
+or DivergingEpoch truncation; LeaderAndIsr messages delivered late and out of order;
+AlterPartition requests and answers in flight; the clock moving (ISR shrink); crashes
+that lose each log's unflushed tail (cut at a random batch boundary at or above the
+flushed offset) and restarts from the high watermark checkpoint; a replica cut off from
+the controller (its session expires: the controller moves leadership away while the
+replica keeps running as a zombie) and back; and links between two replicas cut and
+healed.
+
+After every step:
+
+- at most one replica ever leads a given epoch;
+- a leader's high watermark never goes back within its epoch, and once a new leader's
+  high watermark moves it is at or above every high watermark committed before it;
+- every batch below any replica's high watermark is the committed batch at that offset,
+  byte for byte, for the whole history (so committed data never changes, and no
+  replica, follower or zombie, shows consumers a record that later vanishes); and the
+  current leader and its live ISR agree byte for byte below its high watermark;
+- every acks=all-acknowledged batch is on every live member of the stored ISR, at its
+  offset.
+
+Kafka promises durability while one ISR member stays alive: when the stored ISR has no
+live member left (more failures than the ISR could absorb, e.g. RF-1 failures after the
+ISR had already shrunk) or an unclean election happens, the history checks stop for the
+rest of that example; the per-epoch and leader-vs-ISR checks go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from pylog.cluster.replication import (NO_LEADER, AppendInfo, FetchRequest, LeaderAndIsr, Partition)
+from pylog.errors import (FencedLeaderEpochError, InvalidUpdateVersionError, NotEnoughReplicasAfterAppendError,
+                          NotEnoughReplicasError, NotLeaderError)
+from pylog.storage.leader_epoch import LeaderEpochCache
+
+REPLICAS = (0, 1, 2)
+LAG_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Batch:
+    base_offset: int
+    last_offset: int
+    leader_epoch: int
+    payload: bytes
+
+
+class MemoryLog:
+    """A :class:`~pylog.cluster.replication.ReplicaLog` in memory, with the real leader
+    epoch cache, and a flushed offset below which a crash loses nothing."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.epochs = LeaderEpochCache(None)
+        self.flushed = 0
+        self.log_start_offset = 0
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.batches[-1].last_offset + 1 if self.batches else 0
+
+    @property
+    def latest_epoch(self) -> int:
+        return self.epochs.latest_epoch
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        return self.epochs.end_offset_for(epoch, self.log_end_offset)
+
+    def assign_epoch_start_offset(self, epoch: int, start_offset: int) -> None:
+        self.epochs.assign(epoch, start_offset)
+
+    def append_as_leader(self, payloads: list[bytes], leader_epoch: int) -> tuple[int, int]:
+        base = self.log_end_offset
+        batch = Batch(base, base + len(payloads) - 1, leader_epoch, b"|".join(payloads))
+        self.batches.append(batch)
+        self.epochs.assign(leader_epoch, base)
+        return batch.base_offset, batch.last_offset
+
+    def append_as_follower(self, batches: tuple[Batch, ...]) -> None:
+        if batches[0].base_offset != self.log_end_offset:
+            raise ValueError(f"follower append at {batches[0].base_offset}, log ends at {self.log_end_offset}")
+        for b in batches:
+            self.batches.append(b)
+            self.epochs.assign(b.leader_epoch, b.base_offset)
+
+    def truncate_to(self, offset: int) -> None:
+        while self.batches and self.batches[-1].last_offset >= offset:
+            self.batches.pop()
+        self.epochs.truncate_from_end(self.log_end_offset)
+        self.flushed = min(self.flushed, self.log_end_offset)
+
+    def read(self, from_offset: int, max_bytes: int, max_offset: int | None = None) -> tuple[Batch, ...] | None:
+        out, size = [], 0
+        for b in self.batches:
+            if b.last_offset < from_offset:
+                continue
+            if (max_offset is not None and b.last_offset >= max_offset) or (out and size + len(b.payload) > max_bytes):
+                break
+            out.append(b)
+            size += len(b.payload)
+        return tuple(out) or None
+
+    def crash(self, keep_batches: int) -> None:
+        """Lose the unflushed tail: keep ``keep_batches`` beyond the flushed ones at most."""
+        flushed = sum(1 for b in self.batches if b.last_offset < self.flushed)
+        del self.batches[flushed + keep_batches:]
+        # leader-epoch-checkpoint is written on every change, so it survives; recovery
+        # clips it to the log's end.
+        self.epochs.truncate_from_end(self.log_end_offset)
+
+
+class Replica:
+    def __init__(self, rid: int, truncate_on_fetch: bool, min_isr: int) -> None:
+        self.rid = rid
+        self.log = MemoryLog()
+        self.truncate_on_fetch = truncate_on_fetch
+        self.min_isr = min_isr
+        self.hw_checkpoint = 0
+        self.alive = True
+        self.connected = True          # to the controller (its ZooKeeper session)
+        self.partition: Partition | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.partition = Partition(self.rid, self.log, high_watermark=self.hw_checkpoint,
+                                   replica_lag_time_max_ms=LAG_MS, min_insync_replicas=self.min_isr,
+                                   truncate_on_fetch=self.truncate_on_fetch)
+
+
+class ReplicationMachine(RuleBasedStateMachine):
+    @initialize(unclean=st.sampled_from([False, False, False, True]), min_isr=st.sampled_from([1, 2]),
+                truncate_on_fetch=st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    def setup(self, unclean, min_isr, truncate_on_fetch):
+        self.now = 0
+        self.unclean = unclean
+        self.replicas = [Replica(r, truncate_on_fetch[r], min_isr) for r in REPLICAS]
+        self.zk = LeaderAndIsr(0, 0, REPLICAS, 0)
+        self.messages: list[tuple[int, LeaderAndIsr]] = []      # LeaderAndIsr in flight
+        self.in_flight: dict[int, tuple] = {}                   # follower -> (leader, request, response)
+        self.alter_answers: dict[int, tuple] = {}               # leader -> (request, state, error)
+        self.cut: set[frozenset] = set()
+        self.counter = 0
+        self.pending_acks: list[tuple[Partition, AppendInfo, Batch]] = []
+        self.acked: list[Batch] = []
+        self.history_valid = True
+        self.committed: dict[int, Batch] = {}
+        self.max_committed_hw = 0
+        self.leader_of_epoch: dict[int, int] = {}
+        self.leader_hw: dict[tuple[int, int], tuple[int, int, int]] = {}   # (rid, epoch) -> (floor, first, last)
+        for r in REPLICAS:
+            self._apply(r, self.zk)
+
+    # -- the controller ---------------------------------------------------------------
+
+    def _visible(self) -> list[int]:
+        return [r.rid for r in self.replicas if r.alive and r.connected]
+
+    def _write(self, leader: int, isr: tuple[int, ...]) -> None:
+        self.zk = LeaderAndIsr(leader, self.zk.leader_epoch + 1, isr, self.zk.partition_epoch + 1)
+        for r in REPLICAS:
+            self.messages.append((r, self.zk))
+
+    def _on_broker_change(self) -> None:
+        """Kafka's controller on a broker registering or going away: elect from the live
+        ISR, drop dead followers from the ISR (keeping the last member), unclean election
+        only when enabled."""
+        live = self._visible()
+        zk = self.zk
+        live_isr = tuple(r for r in zk.isr if r in live)
+        if zk.leader != NO_LEADER and zk.leader in live:
+            if live_isr != zk.isr:
+                self._write(zk.leader, live_isr)
+        elif live_isr:
+            self._write(live_isr[0], live_isr)
+        elif self.unclean and live:
+            self.history_valid = False
+            self._write(live[0], (live[0],))
+        elif zk.leader != NO_LEADER:
+            self.history_valid = False     # every ISR member is gone: Kafka promises nothing
+            self._write(NO_LEADER, zk.isr)
+
+    def _apply(self, rid: int, state: LeaderAndIsr) -> None:
+        p = self.replicas[rid].partition
+        try:
+            if state.leader == rid:
+                p.become_leader(state, REPLICAS, self.now)
+            else:
+                p.become_follower(state, REPLICAS)
+        except FencedLeaderEpochError:
+            pass                           # a stale message: the replica knows newer state
+
+    def _alter_partition(self, request) -> tuple:
+        zk = self.zk
+        if request.leader_epoch != zk.leader_epoch or request.broker_id != zk.leader:
+            return None, FencedLeaderEpochError()
+        if request.partition_epoch != zk.partition_epoch:
+            return None, InvalidUpdateVersionError()
+        self.zk = LeaderAndIsr(zk.leader, zk.leader_epoch, request.new_isr, zk.partition_epoch + 1)
+        return self.zk, None
+
+    # -- rules --------------------------------------------------------------------------
+
+    def _linked(self, a: int, b: int) -> bool:
+        return frozenset((a, b)) not in self.cut
+
+    def _leaders(self) -> list[int]:
+        return [r.rid for r in self.replicas if r.alive and r.partition.is_leader]
+
+    @precondition(lambda self: self._leaders())
+    @rule(data=st.data(), acks=st.sampled_from([-1, -1, 1]), n=st.integers(1, 3))
+    def produce(self, data, acks, n):
+        rep = self.replicas[data.draw(st.sampled_from(self._leaders()))]
+        self.counter += 1
+        payloads = [b"p%d.%d" % (self.counter, i) for i in range(n)]
+        leo = rep.log.log_end_offset
+        try:
+            info = rep.partition.append_records_to_leader(payloads, acks, self.now)
+        except NotEnoughReplicasError:
+            assert rep.log.log_end_offset == leo and len(rep.partition.isr) < rep.min_isr
+            return
+        batch = rep.log.batches[-1]
+        assert (batch.base_offset, batch.last_offset) == (info.base_offset, info.last_offset) == (leo, leo + n - 1)
+        if acks == -1:
+            self.pending_acks.append((rep.partition, info, batch))
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def fetch_send(self, rid):
+        rep = self.replicas[rid]
+        p = rep.partition
+        if not rep.alive or rid in self.in_flight or p.is_leader or p.leader_id == NO_LEADER:
+            return
+        leader = self.replicas[p.leader_id]
+        if not leader.alive or not self._linked(rid, p.leader_id):
+            return
+        request = p.fetch_request(max_bytes=12)
+        if request is None:
+            return
+        if isinstance(request, FetchRequest):
+            response = leader.partition.fetch_for_follower(request, self.now)
+        else:
+            response = leader.partition.offset_for_leader_epoch(request)
+        self.in_flight[rid] = (p.leader_id, request, response)
+
+    @precondition(lambda self: self.in_flight)
+    @rule(data=st.data())
+    def fetch_receive(self, data):
+        self._fetch_receive(data.draw(st.sampled_from(sorted(self.in_flight))))
+
+    def _fetch_receive(self, rid: int) -> None:
+        if rid not in self.in_flight:
+            return
+        leader, request, response = self.in_flight.pop(rid)
+        if not self._linked(rid, leader):
+            return
+        p = self.replicas[rid].partition
+        if isinstance(request, FetchRequest):
+            p.handle_fetch_response(request, response)
+        else:
+            p.handle_offset_for_leader_epoch(request, response)
+
+    @rule(rid=st.sampled_from(REPLICAS), rounds=st.integers(1, 4))
+    def fetch_rounds(self, rid, rounds):
+        for _ in range(rounds):
+            self.fetch_send(rid)
+            self._fetch_receive(rid)
+
+    @rule(data=st.data())
+    def replication_round(self, data):
+        """Everyone does what a running cluster does in a moment: messages delivered,
+        each follower fetches (in a random order), the leader runs its timer and talks
+        to the controller."""
+        self.deliver_all_leader_and_isr()
+        for rid in data.draw(st.permutations(REPLICAS)):
+            self.fetch_rounds(rid, 2)
+        for rid in REPLICAS:
+            self.shrink_timer(rid)
+            self.alter_partition_send(rid)
+            self._alter_partition_answer(rid)
+
+    @rule(ms=st.sampled_from([100, 5_000, LAG_MS // 2, LAG_MS + 1]))
+    def advance_time(self, ms):
+        self.now += ms
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def shrink_timer(self, rid):
+        rep = self.replicas[rid]
+        if rep.alive:
+            rep.partition.maybe_shrink_isr(self.now)
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def alter_partition_send(self, rid):
+        rep = self.replicas[rid]
+        if not rep.alive or not rep.connected or rid in self.alter_answers:
+            return
+        request = rep.partition.poll_alter_partition()
+        if request is not None:
+            self.alter_answers[rid] = (rep.partition, request, *self._alter_partition(request))
+
+    @precondition(lambda self: self.alter_answers)
+    @rule(data=st.data())
+    def alter_partition_answer(self, data):
+        self._alter_partition_answer(data.draw(st.sampled_from(sorted(self.alter_answers))))
+
+    def _alter_partition_answer(self, rid: int) -> None:
+        if rid not in self.alter_answers:
+            return
+        p, request, state, error = self.alter_answers.pop(rid)
+        if self.replicas[rid].alive and p is self.replicas[rid].partition:
+            p.alter_partition_response(request, state, error)
+
+    @precondition(lambda self: self.messages)
+    @rule(data=st.data())
+    def deliver_leader_and_isr(self, data):
+        deliverable = [i for i, (r, _) in enumerate(self.messages)
+                       if self.replicas[r].alive and self.replicas[r].connected]
+        if not deliverable:
+            return
+        i = data.draw(st.sampled_from(deliverable))
+        rid, state = self.messages.pop(i)
+        self._apply(rid, state)
+
+    @rule()
+    def deliver_all_leader_and_isr(self):
+        while True:
+            before = len(self.messages)
+            for i, (r, state) in enumerate(self.messages):
+                if self.replicas[r].alive and self.replicas[r].connected:
+                    del self.messages[i]
+                    self._apply(r, state)
+                    break
+            if len(self.messages) == before:
+                return
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def flush(self, rid):
+        rep = self.replicas[rid]
+        if rep.alive:
+            rep.log.flushed = rep.log.log_end_offset
+            rep.hw_checkpoint = rep.partition.high_watermark
+
+    @rule(rid=st.sampled_from(REPLICAS), keep=st.integers(0, 4))
+    def crash(self, rid, keep):
+        rep = self.replicas[rid]
+        if not rep.alive or sum(not r.alive for r in self.replicas) >= len(REPLICAS) - 1:
+            return
+        rep.alive = False
+        rep.partition = None
+        rep.log.crash(keep)
+        self._forget(rid)
+        self._on_broker_change()
+
+    def _forget(self, rid: int) -> None:
+        self.messages = [(r, s) for r, s in self.messages if r != rid]
+        self.in_flight = {f: v for f, v in self.in_flight.items() if f != rid and v[0] != rid}
+        self.alter_answers.pop(rid, None)
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def restart(self, rid):
+        rep = self.replicas[rid]
+        if rep.alive:
+            return
+        rep.alive = True
+        rep.start()
+        self._on_broker_change()
+        self.messages.append((rid, self.zk))
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def session_expires(self, rid):
+        rep = self.replicas[rid]
+        if not rep.alive or not rep.connected or len(self._visible()) <= 1:
+            return
+        rep.connected = False
+        self.messages = [(r, s) for r, s in self.messages if r != rid]
+        self._on_broker_change()
+
+    @rule(rid=st.sampled_from(REPLICAS))
+    def session_restored(self, rid):
+        rep = self.replicas[rid]
+        if not rep.alive or rep.connected:
+            return
+        rep.connected = True
+        self._on_broker_change()
+        self.messages.append((rid, self.zk))
+
+    @rule(a=st.sampled_from(REPLICAS), b=st.sampled_from(REPLICAS), heal=st.booleans())
+    def network_link(self, a, b, heal):
+        if a != b:
+            (self.cut.discard if heal else self.cut.add)(frozenset((a, b)))
+
+    @rule(rid=st.sampled_from(REPLICAS), offset=st.integers(0, 40))
+    def consume(self, rid, offset):
+        rep = self.replicas[rid]
+        if not rep.alive:
+            return
+        p = rep.partition
+        response = p.read_for_consumer(FetchRequest(-1, -1, offset, max_bytes=64))
+        if response.records is None:
+            return
+        for b in response.records:
+            assert b.last_offset < p.high_watermark, f"consumer read {b} above the high watermark of {p}"
+            if self.history_valid:
+                assert self.committed.get(b.base_offset) == b, f"consumer read uncommitted {b} from {p}"
+
+    # -- the checks ---------------------------------------------------------------------
+
+    def _complete_produces(self) -> None:
+        still = []
+        for p, info, batch in self.pending_acks:
+            rep = self.replicas[p.replica_id]
+            if not rep.alive or rep.partition is not p:
+                continue                   # the broker died: the request timed out
+            try:
+                done = p.check_enough_replicas_reach_offset(info)
+            except (NotLeaderError, NotEnoughReplicasAfterAppendError):
+                continue
+            if done:
+                self.acked.append(batch)
+            else:
+                still.append((p, info, batch))
+        self.pending_acks = still
+
+    @invariant()
+    def replication_is_safe(self):
+        if not hasattr(self, "zk"):
+            return
+        self._complete_produces()
+        live = [r for r in self.replicas if r.alive]
+        for rep in live:
+            p = rep.partition
+            assert p.high_watermark <= rep.log.log_end_offset, p
+            if p.is_leader:
+                self._check_leader(rep)
+            if self.history_valid:
+                for b in rep.log.batches:
+                    if b.last_offset >= p.high_watermark:
+                        break
+                    assert self.committed.setdefault(b.base_offset, b) == b, (
+                        f"{p} shows {b} below its high watermark; committed was {self.committed[b.base_offset]}")
+        zk = self.zk
+        leader = self.replicas[zk.leader] if zk.leader != NO_LEADER else None
+        if leader is not None and leader.alive and leader.partition.is_leader \
+                and leader.partition.leader_epoch == zk.leader_epoch:
+            hw = leader.partition.high_watermark
+            expected = [b for b in leader.log.batches if b.last_offset < hw]
+            for r in zk.isr:
+                rep = self.replicas[r]
+                if rep.alive and rep.connected:
+                    assert rep.log.batches[:len(expected)] == expected, (
+                        f"ISR member {rep.partition} disagrees with leader {leader.partition} below hw {hw}")
+        if self.history_valid:
+            isr_logs = [{b.base_offset: b for b in self.replicas[r].log.batches} for r in zk.isr
+                        if self.replicas[r].alive and self.replicas[r].connected]
+            for b in self.acked:
+                assert self.committed.get(b.base_offset) == b, f"acknowledged {b} is not committed"
+                for log in isr_logs:
+                    assert log.get(b.base_offset) == b, f"acknowledged {b} missing from an ISR member {zk}"
+
+    def _check_leader(self, rep: Replica) -> None:
+        p = rep.partition
+        epoch, hw = p.leader_epoch, p.high_watermark
+        assert self.leader_of_epoch.setdefault(epoch, rep.rid) == rep.rid, f"two leaders in epoch {epoch}"
+        key = (rep.rid, epoch)
+        if key not in self.leader_hw:
+            self.leader_hw[key] = (self.max_committed_hw, hw, hw)
+        floor, first, last = self.leader_hw[key]
+        assert hw >= last, f"{p}: high watermark went back from {last} to {hw}"
+        if self.history_valid and hw > first:
+            assert hw >= floor, f"{p}: new leader's high watermark {hw} is below the committed {floor}"
+        self.leader_hw[key] = (floor, first, hw)
+        if self.history_valid:
+            self.max_committed_hw = max(self.max_committed_hw, hw)
+
+
+ReplicationMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+test_replication_model = ReplicationMachine.TestCase
+
+
+@pytest.mark.long
+@pytest.mark.timeout(3600)
+def test_replication_model_long():
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(ReplicationMachine, settings=settings(
+        max_examples=3000, stateful_step_count=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
