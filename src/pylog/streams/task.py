@@ -1,0 +1,445 @@
+"""A stream task: one instance of a set of sub-topologies, with its processors, its
+state stores, its stream time and its punctuators (Kafka Streams' ``StreamTask``).
+
+The same task runs under the :class:`~pylog.streams.TopologyTestDriver` and under the
+runtime: records come in as bytes through :meth:`StreamTask.process`, go through the
+processors synchronously (``context.forward`` calls the children directly), and leave
+through a *record collector* (``send(topic, key, value, timestamp, headers,
+partitioner)``) that the driver records and the runtime gives to a producer.  Stream
+time is the largest timestamp the task has processed; STREAM_TIME punctuators fire when
+it passes their next time (aligned to 0, first at the first record), WALL_CLOCK_TIME
+punctuators when :meth:`punctuate_wall_clock` is called with a time past theirs.
+
+A task is driven by one thread at a time; nothing in it is locked.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from pylog.errors import IllegalStateError, PylogError
+
+from .processor import Cancellable, PunctuationType, Record, RecordMetadata, to_millis
+from .serdes import Serdes
+
+__all__ = ["StreamTask", "ProcessorContext", "StreamsError", "TaskMetrics", "SourceRecord"]
+
+log = logging.getLogger("pylog.streams")
+
+
+class StreamsError(PylogError, RuntimeError):
+    """Processing failed (Kafka's ``StreamsException``): the message names the node and
+    the record's topic, partition and offset."""
+
+
+class SourceRecord:
+    """What a timestamp extractor sees: the deserialised record and where it came from."""
+
+    __slots__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp: int, key: Any, value: Any,
+                 headers: Any) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+
+class TaskMetrics:
+    """Counters of one task, by Kafka's metric names (``dropped-records`` ...)."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[str, int] = {}
+
+    def record(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def get(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+
+class _Node:
+    """A node at run time: its processor and its children."""
+
+    __slots__ = ("name", "processor", "children", "by_name", "process", "factory")
+
+    def __init__(self, name: str, processor: Any, factory: Any) -> None:
+        self.name = name
+        self.processor = processor
+        self.factory = factory
+        self.children: List["_Node"] = []
+        self.by_name: Dict[str, "_Node"] = {}
+        self.process = processor.process
+
+
+class _Punctuator:
+    __slots__ = ("node", "interval", "callback", "cancellable", "next_time")
+
+    def __init__(self, node: _Node, interval: int, callback: Callable[[int], None], next_time: int) -> None:
+        self.node = node
+        self.interval = interval
+        self.callback = callback
+        self.cancellable = Cancellable()
+        self.next_time = next_time
+
+    def advance(self, now: int) -> None:
+        nxt = self.next_time + self.interval
+        if now >= nxt:  # missed some: skip them rather than fire in a burst
+            nxt = self.next_time + ((now - self.next_time) // self.interval + 1) * self.interval
+        self.next_time = nxt
+
+
+class ProcessorContext:
+    """What a processor sees of its task (Kafka's ``api.ProcessorContext``)."""
+
+    def __init__(self, task: "StreamTask") -> None:
+        self._task = task
+        self._node: Optional[_Node] = None
+        self.application_id = task.application_id
+        self.task_id = task.task_id
+        self.app_config = task.config
+        self.state_dir = task.state_dir
+        self.partition = task.partition
+        self.metrics = task.metrics
+        #: the record being processed: timestamp, headers, and where it came from
+        self.timestamp = 0
+        self.headers: Any = ()
+        self.topic: Optional[str] = None
+        self.offset = -1
+
+    # -- the API
+    def forward(self, record: Record, child_name: Optional[str] = None) -> None:
+        parent = self._node
+        self.timestamp = record.timestamp
+        if child_name is None:
+            children = parent.children
+        else:
+            child = parent.by_name.get(child_name)
+            if child is None:
+                raise StreamsError(f"{parent.name!r} has no child named {child_name!r} "
+                                   f"(children: {sorted(parent.by_name)})")
+            children = (child,)
+        try:
+            for child in children:
+                self._node = child
+                child.process(record)
+        finally:
+            self._node = parent
+
+    def schedule(self, interval: Any, punctuation_type: PunctuationType,
+                 callback: Callable[[int], None]) -> Cancellable:
+        ms = to_millis(interval)
+        if ms < 1:
+            raise ValueError(f"a punctuation interval is at least 1 ms, got {ms}")
+        return self._task._schedule(self._node, ms, punctuation_type, callback)
+
+    def get_state_store(self, name: str) -> Any:
+        node = self._node
+        store = self._task.stores.get(name)
+        if store is None:
+            raise StreamsError(f"state store {name!r} is not in this task (stores: {sorted(self._task.stores)})")
+        if node is not None and node.factory is not None and name not in node.factory.stores \
+                and not self._task.is_global_store(name):
+            raise StreamsError(f"processor {node.name!r} is not connected to state store {name!r}: "
+                               "connect it with add_state_store/connect_processor_and_state_stores or name it "
+                               "in process(..., store_names)")
+        return store
+
+    def record_metadata(self) -> Optional[RecordMetadata]:
+        if self.topic is None:
+            return None
+        return RecordMetadata(self.topic, self.partition, self.offset)
+
+    def current_stream_time_ms(self) -> int:
+        return self._task.stream_time
+
+    def current_system_time_ms(self) -> int:
+        return self._task.wall_clock_ms()
+
+    def commit(self) -> None:
+        self._task.commit_requested = True
+
+    @property
+    def current_node(self) -> Optional[str]:
+        return None if self._node is None else self._node.name
+
+
+class _StoreContext:
+    """What a state store gets in ``init``: ids, the changelog topic, ``log_change``."""
+
+    def __init__(self, task: "StreamTask", store_name: str, changelog_topic: Optional[str],
+                 timestamped: bool = False) -> None:
+        self._task = task
+        self._timestamped = timestamped
+        self.application_id = task.application_id
+        self.task_id = task.task_id
+        self.state_dir = task.state_dir
+        self.partition = task.partition
+        self.changelog_topic = changelog_topic
+        self.store_name = store_name
+
+    @property
+    def timestamp(self) -> int:
+        return self._task.context.timestamp
+
+    def log_change(self, key: bytes, value: Optional[bytes], timestamp: int) -> None:
+        if self.changelog_topic is not None:
+            if self._timestamped and value is not None:
+                # Kafka's timestamped stores log the plain value, stamped with its timestamp
+                timestamp = int.from_bytes(value[:8], "big", signed=True)
+                value = value[8:]
+            self._task.collector.send(self.changelog_topic, key, value, timestamp, (), None, self._task.partition)
+
+
+class StreamTask:
+    """One task over ``node_names`` of ``topology``.
+
+    Parameters
+    ----------
+    topology
+        The :class:`~pylog.streams.topology.Topology`.
+    node_names
+        The nodes of the sub-topologies this task runs.
+    collector
+        ``send(topic, key_bytes, value_bytes, timestamp, headers, partitioner, partition)``.
+    shared_stores
+        Stores owned elsewhere that this task may read (global stores).
+    """
+
+    def __init__(self, topology: Any, node_names: Iterable[str], *, application_id: str, task_id: str,
+                 config: Dict[str, Any], collector: Any, state_dir: str = "", partition: int = 0,
+                 wall_clock: Callable[[], int] = lambda: 0, shared_stores: Optional[Dict[str, Any]] = None,
+                 default_key_serde: Any = None, default_value_serde: Any = None) -> None:
+        self.topology = topology
+        self.application_id = application_id
+        self.task_id = task_id
+        self.config = config
+        self.collector = collector
+        self.state_dir = state_dir
+        self.partition = partition
+        self.wall_clock_ms = wall_clock
+        self.metrics = TaskMetrics()
+        self.stream_time = -1
+        self.commit_requested = False
+        self.default_key_serde = default_key_serde or Serdes.bytes()
+        self.default_value_serde = default_value_serde or Serdes.bytes()
+        self._stream_puncts: List[Tuple[int, int, _Punctuator]] = []
+        self._wall_puncts: List[Tuple[int, int, _Punctuator]] = []
+        self._punct_seq = 0
+        self.context = ProcessorContext(self)
+        names = [n for n in topology.nodes if n in set(node_names)]
+        self.stores: Dict[str, Any] = dict(shared_stores or {})
+        self._owned_stores: List[str] = []
+        for sname, meta in topology.stores.items():
+            if any(u in names for u in meta.users):
+                store = meta.builder.build()
+                changelog = None
+                if meta.builder.logging_enabled and not meta.is_global:
+                    changelog = f"{application_id}-{sname}-changelog"
+                store.init(_StoreContext(self, sname, changelog, meta.timestamped))
+                self.stores[sname] = store
+                self._owned_stores.append(sname)
+        self.nodes: Dict[str, _Node] = {}
+        self.sources: Dict[str, _Node] = {}      # by topic
+        self.pattern_sources: List[Tuple[Any, _Node]] = []
+        for name in names:
+            f = topology.nodes[name]
+            if f.kind == "source":
+                proc: Any = _SourceProcessor(f, self)
+            elif f.kind == "sink":
+                proc = _SinkProcessor(f, self)
+            else:
+                proc = f.supplier()
+                if not hasattr(proc, "process"):
+                    raise StreamsError(f"the supplier of processor {name!r} returned {proc!r}, "
+                                       "which has no process(record) method")
+            node = _Node(name, proc, f if f.kind == "processor" else None)
+            self.nodes[name] = node
+            for p in f.predecessors:
+                parent = self.nodes[p]
+                parent.children.append(node)
+                parent.by_name[name] = node
+            if f.kind == "source":
+                for t in f.topics:
+                    self.sources[t] = node
+                    if t in topology.repartition_topics:
+                        self.sources[f"{application_id}-{t}"] = node
+                if f.pattern is not None:
+                    self.pattern_sources.append((f.pattern, node))
+        ctx = self.context
+        for node in self.nodes.values():
+            ctx._node = node
+            init = getattr(node.processor, "init", None)
+            if init is not None:
+                init(ctx)
+        ctx._node = None
+        self.closed = False
+
+    def is_global_store(self, name: str) -> bool:
+        meta = self.topology.stores.get(name)
+        return meta is not None and meta.is_global
+
+    def source_for(self, topic: str) -> Optional[_Node]:
+        node = self.sources.get(topic)
+        if node is None:
+            for pattern, pnode in self.pattern_sources:
+                if pattern.fullmatch(topic):
+                    self.sources[topic] = pnode
+                    return pnode
+        return node
+
+    # -- processing
+    def process(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int,
+                headers: Any = (), offset: int = -1) -> None:
+        """Process one record of ``topic`` through its source node, then fire the
+        stream-time punctuators that are due."""
+        node = self.source_for(topic)
+        if node is None:
+            raise StreamsError(f"task {self.task_id} has no source for topic {topic!r}")
+        ctx = self.context
+        ctx.topic = topic
+        ctx.offset = offset
+        ctx.headers = headers
+        ctx._node = node
+        try:
+            node.processor.ingest(key, value, timestamp, headers, topic, offset)
+        except (StreamsError, IllegalStateError):
+            raise
+        except Exception as exc:
+            raise StreamsError(f"exception caught in process, task {self.task_id}, processor "
+                               f"{ctx.current_node!r}, topic={topic}, partition={self.partition}, "
+                               f"offset={offset}: {exc!r}") from exc
+        finally:
+            ctx._node = None
+        self._punctuate_stream_time()
+
+    def advance_stream_time(self, timestamp: int) -> None:
+        if timestamp > self.stream_time:
+            self.stream_time = timestamp
+
+    def _schedule(self, node: Optional[_Node], interval: int, ptype: PunctuationType,
+                  callback: Callable[[int], None]) -> Cancellable:
+        if node is None:
+            raise IllegalStateError("schedule() is only allowed from a processor's init, process or punctuator")
+        if ptype is PunctuationType.STREAM_TIME:
+            p = _Punctuator(node, interval, callback, 0)
+            queue = self._stream_puncts
+        elif ptype is PunctuationType.WALL_CLOCK_TIME:
+            p = _Punctuator(node, interval, callback, self.wall_clock_ms() + interval)
+            queue = self._wall_puncts
+        else:
+            raise TypeError(f"unknown punctuation type {ptype!r}")
+        self._punct_seq += 1
+        heapq.heappush(queue, (p.next_time, self._punct_seq, p))
+        return p.cancellable
+
+    def _run_due(self, queue: List[Tuple[int, int, _Punctuator]], now: int) -> bool:
+        fired = False
+        ctx = self.context
+        while queue and queue[0][0] <= now:
+            _, seq, p = heapq.heappop(queue)
+            if p.cancellable.cancelled:
+                continue
+            ctx._node = p.node
+            ctx.topic = None
+            ctx.timestamp = now
+            try:
+                p.callback(now)
+            finally:
+                ctx._node = None
+            fired = True
+            if not p.cancellable.cancelled:
+                p.advance(now)
+                heapq.heappush(queue, (p.next_time, seq, p))
+        return fired
+
+    def _punctuate_stream_time(self) -> bool:
+        if self._stream_puncts and self.stream_time >= 0:
+            return self._run_due(self._stream_puncts, self.stream_time)
+        return False
+
+    def punctuate_wall_clock(self) -> bool:
+        return self._run_due(self._wall_puncts, self.wall_clock_ms())
+
+    def flush(self) -> None:
+        for name in self._owned_stores:
+            self.stores[name].flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        ctx = self.context
+        for node in self.nodes.values():
+            ctx._node = node
+            close = getattr(node.processor, "close", None)
+            if close is not None:
+                close()
+        ctx._node = None
+        for name in self._owned_stores:
+            self.stores[name].close()
+
+
+class _SourceProcessor:
+    """Deserialises a record, extracts its timestamp and forwards it."""
+
+    def __init__(self, factory: Any, task: StreamTask) -> None:
+        self.name = factory.name
+        self.task = task
+        self.key_de = (factory.key_serde or task.default_key_serde).deserialize
+        self.value_de = (factory.value_serde or task.default_value_serde).deserialize
+        self.extractor = factory.timestamp_extractor
+        self.ctx = task.context
+
+    def ingest(self, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
+               topic: str, offset: int) -> None:
+        k = self.key_de(key)
+        v = self.value_de(value)
+        if self.extractor is not None:
+            ex = self.extractor
+            src = SourceRecord(topic, self.task.partition, offset, timestamp, k, v, headers)
+            timestamp = ex.extract(src, self.task.stream_time) if hasattr(ex, "extract") else ex(src, self.task.stream_time)
+        if timestamp < 0:
+            log.warning("skipping record of %s offset %d with invalid timestamp %d", topic, offset, timestamp)
+            self.task.metrics.record("dropped-records")
+            return
+        self.task.advance_stream_time(timestamp)
+        self.ctx.forward(Record(k, v, timestamp, headers))
+
+    def process(self, record: Record) -> None:  # a source has no parent
+        raise StreamsError(f"source {self.name!r} cannot be forwarded to")
+
+
+class _SinkProcessor:
+    """Serialises a record and hands it to the record collector."""
+
+    def __init__(self, factory: Any, task: StreamTask) -> None:
+        self.task = task
+        self.collector = task.collector
+        self.key_ser = (factory.key_serde or task.default_key_serde).serialize
+        self.value_ser = (factory.value_serde or task.default_value_serde).serialize
+        self.partitioner = factory.partitioner
+        topic = factory.topic
+        if isinstance(topic, str):
+            self.topic: Optional[str] = topic
+            self.extractor = None
+            if topic in task.topology.repartition_topics:
+                self.topic = f"{task.application_id}-{topic}"
+        else:
+            self.topic = None
+            self.extractor = topic.extract if hasattr(topic, "extract") else topic
+        self.ctx = task.context
+
+    def process(self, record: Record) -> None:
+        topic = self.topic
+        if topic is None:
+            topic = self.extractor(record.key, record.value, self.ctx)
+            if not topic:
+                raise StreamsError(f"the topic name extractor returned {topic!r}")
+        self.collector.send(topic, self.key_ser(record.key), self.value_ser(record.value), record.timestamp,
+                            record.headers, self.partitioner, None)
