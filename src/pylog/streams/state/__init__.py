@@ -17,6 +17,7 @@ from ._interfaces import (KeyValueStore, ReadOnlyKeyValueStore, ReadOnlySessionS
 from .caching import CachingKeyValueStore
 from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
 from .memory import InMemoryKeyValueStore, InMemorySessionStore, InMemoryWindowStore
+from .persistent import RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore
 from .stores import StoreBuilder, Stores
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "StateRestoreListener", "ReadOnlyKeyValueStore", "ReadOnlyWindowStore", "ReadOnlySessionStore",
     "Stores", "StoreBuilder",
     "InMemoryKeyValueStore", "InMemoryWindowStore", "InMemorySessionStore",
+    "RocksDBKeyValueStore", "RocksDBWindowStore", "RocksDBSessionStore",
     "ChangeLoggingKeyValueStore", "ChangeLoggingWindowStore", "ChangeLoggingSessionStore",
     "CachingKeyValueStore",
 ]

@@ -163,8 +163,10 @@ class _TimeIndexed(StoreBase):
         return out
 
     def close(self) -> None:
+        # Everything is gone: a re-init'd store starts over and is restored.
         self._by_key.clear()
         self._by_time.clear()
+        self.observed_stream_time = -1
         super().close()
 
 

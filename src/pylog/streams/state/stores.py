@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional
 from .caching import CachingKeyValueStore
 from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
 from .memory import InMemoryKeyValueStore, InMemorySessionStore, InMemoryWindowStore
+from .persistent import RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore
 
 __all__ = ["Stores", "StoreBuilder"]
 
@@ -100,6 +101,25 @@ class Stores:
     def in_memory_session_store(name: str, retention: int) -> StoreBuilder:
         retention_ms = _ms(retention)
         return StoreBuilder(name, "session", _supplier(lambda: InMemorySessionStore(name, retention_ms), False))
+
+
+    @staticmethod
+    def persistent_key_value_store(name: str) -> StoreBuilder:
+        """A RocksDB key-value store under ``<state_dir>/<app>/<task>/rocksdb/<name>``."""
+        return StoreBuilder(name, "key_value", _supplier(lambda: RocksDBKeyValueStore(name), True))
+
+    @staticmethod
+    def persistent_window_store(name: str, retention: int, window_size: int,
+                                retain_duplicates: bool = False) -> StoreBuilder:
+        retention_ms, window_ms = _ms(retention), _ms(window_size)
+        _check_window_args(name, retention_ms, window_ms)
+        return StoreBuilder(name, "window", _supplier(
+            lambda: RocksDBWindowStore(name, retention_ms, window_ms, retain_duplicates), True))
+
+    @staticmethod
+    def persistent_session_store(name: str, retention: int) -> StoreBuilder:
+        retention_ms = _ms(retention)
+        return StoreBuilder(name, "session", _supplier(lambda: RocksDBSessionStore(name, retention_ms), True))
 
 
 def _ms(d: Any) -> int:
