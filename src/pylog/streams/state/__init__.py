@@ -14,10 +14,13 @@ from __future__ import annotations
 from ._interfaces import (KeyValueStore, ReadOnlyKeyValueStore, ReadOnlySessionStore, ReadOnlyWindowStore,
                           SessionKey, SessionStore, StateRestoreListener, StateStore, StateStoreContext,
                           WindowStore)
-from .caching import CachingKeyValueStore
+from .caching import CachingKeyValueStore, CachingSessionStore, CachingWindowStore
 from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
 from .memory import InMemoryKeyValueStore, InMemorySessionStore, InMemoryWindowStore
 from .persistent import RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore
+from .checkpoint import read_checkpoint, write_checkpoint
+from .manager import ProcessorStateManager
+from .readonly import ReadOnlyKeyValueStoreView, ReadOnlySessionStoreView, ReadOnlyWindowStoreView, read_only
 from .stores import StoreBuilder, Stores
 
 __all__ = [
@@ -27,5 +30,7 @@ __all__ = [
     "InMemoryKeyValueStore", "InMemoryWindowStore", "InMemorySessionStore",
     "RocksDBKeyValueStore", "RocksDBWindowStore", "RocksDBSessionStore",
     "ChangeLoggingKeyValueStore", "ChangeLoggingWindowStore", "ChangeLoggingSessionStore",
-    "CachingKeyValueStore",
+    "CachingKeyValueStore", "CachingWindowStore", "CachingSessionStore",
+    "ProcessorStateManager", "read_checkpoint", "write_checkpoint",
+    "read_only", "ReadOnlyKeyValueStoreView", "ReadOnlyWindowStoreView", "ReadOnlySessionStoreView",
 ]

@@ -1,4 +1,4 @@
-"""Caching wrapper for key-value stores (Kafka's CachingKeyValueStore).
+"""Caching wrappers (Kafka's CachingKeyValueStore, CachingWindowStore, CachingSessionStore).
 
 Writes go to a per-store write-back cache; between two commits the cache keeps only
 the latest value per key, so the wrapped (logging, then inner) store and the
@@ -24,9 +24,11 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 from pylog.errors import IllegalStateError
 
 from ._base import check_key, context_timestamp
+from ._windows import INT64_MAX, _check_session, check_time
 from .changelogging import ChangeLoggingKeyValueStore, WrappedStore
 
-__all__ = ["CachingKeyValueStore", "FlushListener", "DEFAULT_MAX_CACHE_ENTRIES"]
+__all__ = ["CachingKeyValueStore", "CachingWindowStore", "CachingSessionStore", "FlushListener",
+           "DEFAULT_MAX_CACHE_ENTRIES"]
 
 FlushListener = Callable[[bytes, Optional[bytes], Optional[bytes], int], None]
 DEFAULT_MAX_CACHE_ENTRIES = 10_000
@@ -177,3 +179,176 @@ class _Rev:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Rev) and self.b == other.b
+
+
+class _CachingTimed(WrappedStore):
+    """Write-back cache over a window or session store (Kafka's CachingWindowStore /
+    CachingSessionStore): the latest value per entry between commits, merged into
+    every read, written below (and logged) on flush.  It keeps its own stream time
+    (the greatest of the wrapped store's and every cached put's) and applies the
+    wrapped store's retention rule to it, so an entry expires at the same moment
+    whether it is cached or stored."""
+
+    def __init__(self, inner: Any, max_entries: int = DEFAULT_MAX_CACHE_ENTRIES) -> None:
+        super().__init__(inner)
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._dirty: dict = {}  # entry id -> (value or None, record timestamp)
+        self._listener: Optional[Callable[..., None]] = None
+        self._send_old_values = False
+        self._cache_time = -1
+        self._logs = isinstance(inner, WrappedStore) and not isinstance(inner, _CachingTimed)
+
+    def set_flush_listener(self, listener: Optional[Callable[..., None]], send_old_values: bool = False) -> bool:
+        """``listener(entry, new, old, timestamp)`` per entry a flush writes; ``entry``
+        is ``(key, window_start)`` or ``(key, start, end)``."""
+        self._listener = listener
+        self._send_old_values = send_old_values
+        return True
+
+    @property
+    def observed_stream_time(self) -> int:
+        return max(self._cache_time, self.inner.observed_stream_time)
+
+    def _min_live(self) -> int:
+        return self.observed_stream_time - self.inner.retention_ms + 1
+
+    def _check_open(self) -> None:
+        if not self.inner.is_open():
+            raise IllegalStateError(f"state store {self.name!r} is not open (call init() first, or it was closed)")
+
+    def _cache_put(self, entry: tuple, t: int, value: Optional[bytes], default_ts: int) -> None:
+        self._cache_time = max(self._cache_time, t)
+        if t < self._min_live():
+            return  # expired on arrival, as the wrapped store would drop it
+        self._dirty.pop(entry, None)
+        self._dirty[entry] = (None if value is None else bytes(value), context_timestamp(self.context, default_ts))
+        if len(self._dirty) > self.max_entries:
+            self._flush_cache()
+
+    def _flush_cache(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        listener = self._listener
+        for entry, (value, ts) in dirty.items():
+            old = self._stored(entry) if (listener is not None and self._send_old_values) else None
+            self._write_below(entry, value, ts)
+            if listener is not None:
+                listener(entry, value, old, ts)
+
+    def flush(self) -> None:
+        self._check_open()
+        self._flush_cache()
+        self.inner.flush()
+
+    def close(self) -> None:
+        if self.inner.is_open():
+            self._flush_cache()
+        self._dirty.clear()
+        self._cache_time = -1
+        self.inner.close()
+
+    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        self._dirty.clear()
+        self.inner.restore_batch(records)
+
+    def _overlay(self, stored: dict, wanted: Callable[[tuple], bool], t_of: Callable[[tuple], int]) -> list:
+        """``stored`` (entry -> value) with the dirty entries laid over it, expired
+        ones removed; sorted by the caller."""
+        merged = dict(stored)
+        for entry, (value, _) in self._dirty.items():
+            if wanted(entry):
+                if value is None:
+                    merged.pop(entry, None)
+                else:
+                    merged[entry] = value
+        min_live = self._min_live()
+        return [(e, v) for e, v in merged.items() if t_of(e) >= min_live]
+
+
+class CachingWindowStore(_CachingTimed):
+    def put(self, key: bytes, value: Optional[bytes], window_start_ms: int) -> None:
+        self._check_open()
+        key = check_key(key)
+        check_time(window_start_ms, "window_start_ms")
+        self._cache_put((key, window_start_ms), window_start_ms, value, window_start_ms)
+
+    def _write_below(self, entry: tuple, value: Optional[bytes], ts: int) -> None:
+        if self._logs:
+            self.inner.put(entry[0], value, entry[1], timestamp=ts)
+        else:
+            self.inner.put(entry[0], value, entry[1])
+
+    def _stored(self, entry: tuple) -> Optional[bytes]:
+        return self.inner.fetch(entry[0], entry[1])
+
+    def fetch(self, key: bytes, window_start_ms: int) -> Optional[bytes]:
+        self._check_open()
+        key = check_key(key)
+        if check_time(window_start_ms, "window_start_ms") < self._min_live():
+            return None
+        hit = self._dirty.get((key, window_start_ms), _MISSING)
+        return self.inner.fetch(key, window_start_ms) if hit is _MISSING else hit[0]  # type: ignore[index]
+
+    def fetch_range(self, key: bytes, time_from: int, time_to: int) -> Iterator[Tuple[int, bytes]]:
+        self._check_open()
+        key = check_key(key)
+        stored = {(key, t): v for t, v in self.inner.fetch_range(key, time_from, time_to)}
+        got = self._overlay(stored, lambda e: e[0] == key and time_from <= e[1] <= time_to, lambda e: e[1])
+        return iter([(e[1], v) for e, v in sorted(got)])
+
+    def fetch_key_range(self, key_from: Optional[bytes], key_to: Optional[bytes], time_from: int,
+                        time_to: int) -> Iterator[Tuple[Tuple[bytes, int], bytes]]:
+        self._check_open()
+        stored = dict(self.inner.fetch_key_range(key_from, key_to, time_from, time_to))
+        if key_from is not None and key_to is not None and key_from > key_to:
+            return iter(())
+        got = self._overlay(stored, lambda e: ((key_from is None or e[0] >= key_from)
+                                               and (key_to is None or e[0] <= key_to)
+                                               and time_from <= e[1] <= time_to), lambda e: e[1])
+        return iter(sorted(got, key=lambda ev: (ev[0][1], ev[0][0])))
+
+    def fetch_all(self, time_from: int, time_to: int) -> Iterator[Tuple[Tuple[bytes, int], bytes]]:
+        return self.fetch_key_range(None, None, time_from, time_to)
+
+    def all(self) -> Iterator[Tuple[Tuple[bytes, int], bytes]]:
+        return self.fetch_key_range(None, None, 0, INT64_MAX)
+
+
+class CachingSessionStore(_CachingTimed):
+    def put(self, session_key: Tuple[bytes, int, int], value: Optional[bytes]) -> None:
+        self._check_open()
+        key, start, end = _check_session(session_key)
+        self._cache_put((key, start, end), end, value, end)
+
+    def remove(self, session_key: Tuple[bytes, int, int]) -> None:
+        self.put(session_key, None)
+
+    def _write_below(self, entry: tuple, value: Optional[bytes], ts: int) -> None:
+        if self._logs:
+            self.inner.put(entry, value, timestamp=ts)
+        else:
+            self.inner.put(entry, value)
+
+    def _stored(self, entry: tuple) -> Optional[bytes]:
+        return self.inner.fetch_session(*entry)
+
+    def fetch_session(self, key: bytes, start: int, end: int) -> Optional[bytes]:
+        self._check_open()
+        key, start, end = _check_session((key, start, end))
+        if end < self._min_live():
+            return None
+        hit = self._dirty.get((key, start, end), _MISSING)
+        return self.inner.fetch_session(key, start, end) if hit is _MISSING else hit[0]  # type: ignore[index]
+
+    def find_sessions(self, key: bytes, earliest_session_end_time: int,
+                      latest_session_start_time: int) -> Iterator[Tuple[Tuple[bytes, int, int], bytes]]:
+        self._check_open()
+        key = check_key(key)
+        stored = dict(self.inner.find_sessions(key, earliest_session_end_time, latest_session_start_time))
+        got = self._overlay(stored, lambda e: (e[0] == key and e[2] >= earliest_session_end_time
+                                               and e[1] <= latest_session_start_time), lambda e: e[2])
+        return iter(sorted(got, key=lambda ev: (ev[0][2], ev[0][1])))
+
+    def fetch(self, key: bytes) -> Iterator[Tuple[Tuple[bytes, int, int], bytes]]:
+        return self.find_sessions(key, 0, INT64_MAX)

@@ -7,15 +7,18 @@ over change-logging (the default) over the store that holds the data.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any, Callable, Dict, Optional
 
-from .caching import CachingKeyValueStore
+from .caching import CachingKeyValueStore, CachingSessionStore, CachingWindowStore
 from .changelogging import ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore
 from .memory import InMemoryKeyValueStore, InMemorySessionStore, InMemoryWindowStore
 from .persistent import RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore
 
 __all__ = ["Stores", "StoreBuilder"]
+
+log = logging.getLogger(__name__)
 
 _LOGGERS = {"key_value": ChangeLoggingKeyValueStore, "window": ChangeLoggingWindowStore,
             "session": ChangeLoggingSessionStore}
@@ -66,7 +69,10 @@ class StoreBuilder:
         store = self.supplier()
         if self.logging_enabled:
             store = _LOGGERS[self.kind](store)
-        if self.caching_enabled:
+        if self.caching_enabled and getattr(store, "retain_duplicates", False):
+            # Kafka's rule: a cache keeps one value per key, which would drop duplicates.
+            log.warning("store %r retains duplicates: caching disabled", self.name)
+        elif self.caching_enabled:
             store = _CACHES[self.kind](store, **({} if self.cache_max_entries is None
                                                 else {"max_entries": self.cache_max_entries}))
         return store
@@ -137,4 +143,5 @@ def _check_window_args(name: str, retention_ms: int, window_ms: int) -> None:
                          f"no smaller than the window size ({window_ms} ms)")
 
 
-_CACHES: Dict[str, Callable[..., Any]] = {"key_value": CachingKeyValueStore}
+_CACHES: Dict[str, Callable[..., Any]] = {"key_value": CachingKeyValueStore, "window": CachingWindowStore,
+                                          "session": CachingSessionStore}

@@ -1,0 +1,294 @@
+"""One contract for each store type, run against the in-memory and the persistent
+(RocksDB) implementation: they must behave identically."""
+
+from __future__ import annotations
+
+import pytest
+
+from pylog.errors import IllegalStateError
+from pylog.streams.state import KeyValueStore, SessionStore, WindowStore, read_only
+
+from .conftest import build_kv, build_session, build_window
+
+
+# -- key-value ------------------------------------------------------------------
+
+@pytest.fixture(params=[False, True], ids=["plain", "cached"])
+def kv(request, impl, ctx, opened):
+    return opened(build_kv(impl, caching=request.param), ctx)
+
+
+def test_kv_is_a_key_value_store(kv):
+    assert isinstance(kv, KeyValueStore)
+    assert kv.name == "kv"
+
+
+def test_kv_put_get_delete(kv):
+    assert kv.get(b"a") is None
+    kv.put(b"a", b"1")
+    kv.put(b"b", b"2")
+    kv.put(b"a", b"3")
+    assert kv.get(b"a") == b"3"
+    assert kv.delete(b"a") == b"3"
+    assert kv.get(b"a") is None
+    assert kv.delete(b"a") is None
+    kv.put(b"b", None)  # None deletes
+    assert kv.get(b"b") is None
+    assert list(kv.all()) == []
+
+
+def test_kv_put_if_absent_and_put_all(kv):
+    assert kv.put_if_absent(b"k", b"1") is None
+    assert kv.put_if_absent(b"k", b"2") == b"1"
+    assert kv.get(b"k") == b"1"
+    kv.put_all([(b"x", b"1"), (b"y", b"2"), (b"k", None)])
+    assert list(kv.all()) == [(b"x", b"1"), (b"y", b"2")]
+
+
+def test_kv_ranges_are_inclusive_and_lexicographic(kv):
+    keys = [b"", b"a", b"a\x00", b"ab", b"b", b"\xff", b"\xff\x00"]
+    for i, k in enumerate(keys):
+        kv.put(k, b"%d" % i)
+    expect = sorted((k, b"%d" % i) for i, k in enumerate(keys))
+    assert list(kv.all()) == expect
+    assert list(kv.range(None, None)) == expect
+    assert list(kv.range(b"a", b"ab")) == [(b"a", b"1"), (b"a\x00", b"2"), (b"ab", b"3")]
+    assert list(kv.range(b"a\x01", None)) == [e for e in expect if e[0] >= b"a\x01"]
+    assert list(kv.range(None, b"a")) == [(b"", b"0"), (b"a", b"1")]
+    assert list(kv.reverse_range(b"a", b"ab")) == [(b"ab", b"3"), (b"a\x00", b"2"), (b"a", b"1")]
+    assert list(kv.reverse_range(None, None)) == expect[::-1]
+    assert list(kv.range(b"b", b"a")) == []  # inverted: empty, as Kafka
+    assert list(kv.prefix_scan(b"a")) == [(b"a", b"1"), (b"a\x00", b"2"), (b"ab", b"3")]
+    assert list(kv.prefix_scan(b"\xff")) == [(b"\xff", b"5"), (b"\xff\x00", b"6")]
+    assert list(kv.prefix_scan(b"zz")) == []
+    assert kv.approximate_num_entries() >= 1
+
+
+def test_kv_rejects_non_bytes_keys(kv):
+    with pytest.raises(TypeError):
+        kv.put("a", b"1")
+    with pytest.raises(TypeError):
+        kv.get(None)
+
+
+def test_kv_closed_store_refuses(impl, ctx, opened):
+    s = opened(build_kv(impl), ctx)
+    s.close()
+    assert not s.is_open()
+    with pytest.raises(IllegalStateError):
+        s.get(b"a")
+    with pytest.raises(IllegalStateError):
+        s.put(b"a", b"1")
+
+
+def test_kv_logging_sends_every_write(impl, ctx, opened):
+    s = opened(build_kv(impl), ctx)
+    ctx.timestamp = 42
+    s.put(b"a", b"1")
+    s.put_all([(b"b", b"2")])
+    s.put_if_absent(b"a", b"9")  # present: not written, not logged
+    s.delete(b"b")
+    assert [(k, v, ts) for _, k, v, ts in ctx.changelog] == [
+        (b"a", b"1", 42), (b"b", b"2", 42), (b"b", None, 42)]
+
+
+def test_kv_restore_batch_applies_tombstones(kv, ctx):
+    kv.restore_batch([(b"a", b"1"), (b"b", b"2"), (b"a", None)])
+    assert list(kv.all()) == [(b"b", b"2")]
+    assert ctx.changelog == []  # restoring logs nothing
+
+
+def test_kv_read_only_view(kv):
+    kv.put(b"a", b"1")
+    view = read_only(kv)
+    assert view.get(b"a") == b"1"
+    assert list(view.range(None, None)) == [(b"a", b"1")]
+    for write in ("put", "delete", "put_all", "flush", "close", "init"):
+        assert not hasattr(view, write)
+
+
+# -- window ---------------------------------------------------------------------
+
+@pytest.fixture(params=[False, True], ids=["plain", "cached"])
+def win(request, impl, ctx, opened):
+    return opened(build_window(impl, retention=120_000, size=1000, caching=request.param), ctx)
+
+
+def test_window_is_a_window_store(win):
+    assert isinstance(win, WindowStore)
+    assert (win.retention_ms, win.window_size_ms, win.retain_duplicates) == (120_000, 1000, False)
+
+
+def test_window_put_fetch(win):
+    win.put(b"a", b"1", 0)
+    win.put(b"a", b"2", 1000)
+    win.put(b"b", b"3", 1000)
+    win.put(b"a", b"4", 1000)  # overwrites
+    assert win.fetch(b"a", 0) == b"1"
+    assert win.fetch(b"a", 1000) == b"4"
+    assert win.fetch(b"a", 2000) is None
+    assert list(win.fetch_range(b"a", 0, 5000)) == [(0, b"1"), (1000, b"4")]
+    assert list(win.fetch_range(b"a", 1, 1000)) == [(1000, b"4")]
+    assert list(win.fetch_key_range(b"a", b"b", 1000, 1000)) == [((b"a", 1000), b"4"), ((b"b", 1000), b"3")]
+    assert list(win.fetch_all(0, 999)) == [((b"a", 0), b"1")]
+    assert list(win.all()) == [((b"a", 0), b"1"), ((b"a", 1000), b"4"), ((b"b", 1000), b"3")]
+    win.put(b"a", None, 0)
+    assert win.fetch(b"a", 0) is None
+    assert list(win.fetch_key_range(b"b", b"a", 0, 5000)) == []
+
+
+def test_window_keys_that_prefix_each_other(win):
+    # The store key is not length-prefixed: keys that prefix each other must not mix.
+    keys = [b"a", b"a\x00", b"a\x00\x00\x00", b"ab"]
+    for i, k in enumerate(keys):
+        for t in (0, 60_000, 61_000):
+            win.put(k, b"%d-%d" % (i, t), t)
+    for i, k in enumerate(keys):
+        assert list(win.fetch_range(k, 0, 61_000)) == [(t, b"%d-%d" % (i, t)) for t in (0, 60_000, 61_000)]
+    got = list(win.fetch_key_range(b"a", b"a\x00", 0, 61_000))
+    assert got == [((k, t), b"%d-%d" % (i, t)) for t in (0, 60_000, 61_000) for i, k in enumerate(keys[:2])]
+
+
+def test_window_retention_drops_by_stream_time(win):
+    win.put(b"a", b"old", 0)
+    win.put(b"a", b"mid", 60_000)
+    win.put(b"b", b"new", 120_000)  # stream time 120000: min live 1
+    assert win.fetch(b"a", 0) is None
+    assert list(win.fetch_range(b"a", 0, 200_000)) == [(60_000, b"mid")]
+    win.put(b"a", b"late", 0)  # expired on arrival: dropped
+    assert win.fetch(b"a", 0) is None
+    win.put(b"c", b"x", 180_000)  # min live 60001
+    assert list(win.all()) == [((b"b", 120_000), b"new"), ((b"c", 180_000), b"x")]
+    assert win.observed_stream_time == 180_000
+
+
+def test_window_retain_duplicates(impl, ctx, opened):
+    w = opened(build_window(impl, dups=True), ctx)
+    w.put(b"a", b"1", 5)
+    w.put(b"a", b"2", 5)
+    w.put(b"a", b"1", 5)
+    w.put(b"a", None, 5)  # a no-op with duplicates
+    assert list(w.fetch_range(b"a", 0, 10)) == [(5, b"1"), (5, b"2"), (5, b"1")]
+    assert w.fetch(b"a", 5) == b"1"
+    # Changelog keys: key + 8-byte start + 4-byte seqnum 1, 2, 3 (Kafka's WindowKeySchema).
+    assert [k for _, k, _, _ in ctx.changelog] == [
+        b"a" + (5).to_bytes(8, "big") + (n).to_bytes(4, "big") for n in (1, 2, 3)]
+
+
+def test_window_changelog_key_layout(impl, ctx, opened):
+    w = opened(build_window(impl), ctx)
+    w.put(b"key", b"v", 1_700_000_000_000)
+    w.put(b"key", None, 1_700_000_000_000)
+    (_, k1, v1, ts1), (_, k2, v2, _) = ctx.changelog
+    assert k1 == k2 == b"key" + (1_700_000_000_000).to_bytes(8, "big") + bytes(4)
+    assert (v1, v2) == (b"v", None)
+    assert ts1 == 1_700_000_000_000  # no record timestamp in the context: the window start
+
+
+def test_window_rejects_negative_times(win):
+    with pytest.raises(ValueError):
+        win.put(b"a", b"1", -1)
+    with pytest.raises(ValueError):
+        list(win.fetch_range(b"a", -5, 10))
+
+
+def test_window_read_only_view(win):
+    win.put(b"a", b"1", 0)
+    view = read_only(win)
+    assert view.fetch(b"a", 0) == b"1"
+    assert list(view.all()) == [((b"a", 0), b"1")]
+    assert not hasattr(view, "put")
+
+
+# -- session --------------------------------------------------------------------
+
+@pytest.fixture(params=[False, True], ids=["plain", "cached"])
+def ses(request, impl, ctx, opened):
+    return opened(build_session(impl, retention=120_000, caching=request.param), ctx)
+
+
+def test_session_is_a_session_store(ses):
+    assert isinstance(ses, SessionStore)
+
+
+def test_session_put_find_remove(ses):
+    ses.put((b"a", 0, 10), b"s1")
+    ses.put((b"a", 20, 30), b"s2")
+    ses.put((b"a", 5, 40), b"s3")
+    ses.put((b"b", 0, 10), b"t1")
+    assert list(ses.fetch(b"a")) == [((b"a", 0, 10), b"s1"), ((b"a", 20, 30), b"s2"), ((b"a", 5, 40), b"s3")]
+    # sessions that end at or after 15 and start at or before 20
+    assert list(ses.find_sessions(b"a", 15, 20)) == [((b"a", 20, 30), b"s2"), ((b"a", 5, 40), b"s3")]
+    assert ses.fetch_session(b"a", 20, 30) == b"s2"
+    assert ses.fetch_session(b"a", 20, 31) is None
+    ses.remove((b"a", 20, 30))
+    assert ses.fetch_session(b"a", 20, 30) is None
+    assert [s for s, _ in ses.fetch(b"a")] == [(b"a", 0, 10), (b"a", 5, 40)]
+
+
+def test_session_retention_by_end_time(ses):
+    ses.put((b"a", 0, 10), b"old")
+    ses.put((b"a", 100_000, 130_000), b"new")  # stream time 130000: min live 10001
+    assert list(ses.fetch(b"a")) == [((b"a", 100_000, 130_000), b"new")]
+    ses.put((b"a", 0, 10_000), b"late")
+    assert ses.fetch_session(b"a", 0, 10_000) is None
+
+
+def test_session_changelog_key_layout(impl, ctx, opened):
+    s = opened(build_session(impl), ctx)
+    s.put((b"k", 7, 9), b"v")
+    (_, key, value, ts), = ctx.changelog
+    assert key == b"k" + (9).to_bytes(8, "big") + (7).to_bytes(8, "big")  # end, then start
+    assert (value, ts) == (b"v", 9)
+
+
+def test_session_rejects_bad_sessions(ses):
+    with pytest.raises(ValueError):
+        ses.put((b"a", 10, 5), b"x")
+    with pytest.raises(TypeError):
+        ses.put((b"a", 10), b"x")
+
+
+def test_session_read_only_view(ses):
+    ses.put((b"a", 0, 1), b"x")
+    view = read_only(ses)
+    assert view.fetch_session(b"a", 0, 1) == b"x"
+    assert not hasattr(view, "remove")
+
+
+# -- persistence across close/init ----------------------------------------------
+
+def test_persistent_stores_keep_data_across_reopen(ctx):
+    kv, win, ses = build_kv("rocksdb"), build_window("rocksdb", dups=True), build_session("rocksdb")
+    for s in (kv, win, ses):
+        s.init(ctx)
+    kv.put(b"a", b"1")
+    win.put(b"a", b"w", 200_000)
+    win.put(b"a", b"w2", 200_000)
+    ses.put((b"a", 0, 5), b"s")
+    for s in (kv, win, ses):
+        s.close()
+    for s in (kv, win, ses):
+        s.init(ctx)
+    try:
+        assert kv.get(b"a") == b"1"
+        assert list(win.fetch_range(b"a", 0, 10**6)) == [(200_000, b"w"), (200_000, b"w2")]
+        assert win.observed_stream_time == 200_000
+        win.put(b"a", b"w3", 200_000)  # the seqnum continues: no entry is overwritten
+        assert [v for _, v in win.fetch_range(b"a", 0, 10**6)] == [b"w", b"w2", b"w3"]
+        assert ses.fetch_session(b"a", 0, 5) == b"s"
+    finally:
+        for s in (kv, win, ses):
+            s.close()
+
+
+def test_persistent_layout_is_kafkas(ctx):
+    import os
+
+    win = build_window("rocksdb", retention=120_000)
+    win.init(ctx)
+    win.put(b"a", b"1", 61_000)
+    win.put(b"a", b"1", 130_000)
+    win.close()
+    base = os.path.join(ctx.state_dir, "app", "0_0", "rocksdb", "win")
+    assert sorted(os.listdir(base)) == ["win.120000", "win.60000"]
