@@ -14,9 +14,11 @@ On disk, in the partition directory, Kafka's text checkpoint format::
 The file is replaced atomically (tmp, fsync, rename, fsync the directory) whenever the
 entries change, which is when a batch of a new epoch is appended and when the log is
 truncated at either end: rare events, never per append.  Crash behaviour: the file is
-always a whole old or whole new version; a missing or unreadable file starts an empty
-cache (as Kafka does), which recovery fills from the epochs stored in the batches it
-scans, and the cache is clipped to the log's bounds at every open.
+always a whole old or whole new version; a missing or unreadable file (bad version,
+count, entry, order, encoding, or a last line without its newline: torn) starts an empty
+cache, which the owning Log rebuilds from the partitionLeaderEpoch of every batch and
+logs as a warning naming the file and the reason; the cache is clipped to the log's
+bounds at every open.
 
 Thread safety: none of its own; the owning :class:`~pylog.storage.Log` calls it under
 its lock.  With ``path=None`` the cache lives in memory only (the replication state
@@ -170,6 +172,10 @@ def _parse(data: bytes) -> list[EpochEntry]:
         raise ValueError("not ASCII text") from None
     if len(lines) < 2:
         raise ValueError("truncated: no version and count lines")
+    if not data.endswith(b"\n"):
+        # Every writer (pylog's, Kafka's) ends each line with a newline: a file without
+        # one was cut mid-line, and its last entry may read as a wrong start offset.
+        raise ValueError(f"torn: the last line {lines[-1]!r} has no newline")
     if lines[0].strip() != str(_VERSION):
         raise ValueError(f"unsupported version {lines[0].strip()!r}")
     try:
