@@ -495,3 +495,126 @@ def test_replication_model_long():
 
     run_state_machine_as_test(ReplicationMachine, settings=settings(
         max_examples=3000, stateful_step_count=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+
+
+# -- Kafka's rules one at a time -------------------------------------------------------
+
+def _cluster(isr=REPLICAS, min_isr=1, truncate_on_fetch=True, epoch=0, logs=None):
+    logs = logs or {r: MemoryLog() for r in REPLICAS}
+    parts = {r: Partition(r, logs[r], min_insync_replicas=min_isr, truncate_on_fetch=truncate_on_fetch,
+                          replica_lag_time_max_ms=LAG_MS) for r in REPLICAS}
+    state = LeaderAndIsr(0, epoch, tuple(isr), 0)
+    parts[0].become_leader(state, REPLICAS, now_ms=0)
+    for r in (1, 2):
+        parts[r].become_follower(state, REPLICAS)
+    return parts
+
+
+def _fetch(follower: Partition, leader: Partition, now_ms=0, rounds=1):
+    for _ in range(rounds):
+        request = follower.fetch_request()
+        if isinstance(request, FetchRequest):
+            follower.handle_fetch_response(request, leader.fetch_for_follower(request, now_ms))
+        else:
+            follower.handle_offset_for_leader_epoch(request, leader.offset_for_leader_epoch(request))
+
+
+def test_high_watermark_waits_for_every_isr_member_and_completes_acks_all():
+    parts = _cluster(min_isr=2)
+    leader = parts[0]
+    info = leader.append_records_to_leader([b"a", b"b"], -1, now_ms=0)
+    assert (info.base_offset, info.last_offset) == (0, 1) and leader.high_watermark == 0
+    _fetch(parts[1], leader)
+    assert leader.high_watermark == 0          # replica 2 has not fetched in this epoch
+    assert not leader.check_enough_replicas_reach_offset(info)
+    _fetch(parts[2], leader)
+    assert leader.high_watermark == 0          # it has the batch, but the leader learns that on its next fetch
+    _fetch(parts[1], leader)
+    _fetch(parts[2], leader)
+    assert leader.high_watermark == 2 and leader.check_enough_replicas_reach_offset(info)
+    assert parts[2].high_watermark == 2 and parts[1].high_watermark == 0  # followers learn it on their next fetch
+
+
+def test_min_insync_replicas_before_and_after_the_append():
+    parts = _cluster(isr=(0,), min_isr=2)
+    with pytest.raises(NotEnoughReplicasError):
+        parts[0].append_records_to_leader([b"x"], -1, now_ms=0)
+    assert parts[0].log.log_end_offset == 0
+    parts[0].append_records_to_leader([b"x"], 1, now_ms=0)   # acks=1 does not care
+    parts = _cluster(isr=(0, 1), min_isr=2)
+    leader = parts[0]
+    info = leader.append_records_to_leader([b"y"], -1, now_ms=0)
+    shrink = leader.maybe_shrink_isr(now_ms=LAG_MS + 1)     # replica 1 never caught up
+    assert shrink.new_isr == (0,) and leader.maximal_isr == (0, 1)
+    assert leader.high_watermark == 0                        # the pending shrink still waits for 1
+    leader.alter_partition_response(shrink, LeaderAndIsr(0, 0, (0,), 1))
+    assert leader.isr == (0,) and leader.high_watermark == 1
+    with pytest.raises(NotEnoughReplicasAfterAppendError):
+        leader.check_enough_replicas_reach_offset(info)
+
+
+def test_a_refused_isr_change_stays_pending_until_leader_and_isr():
+    parts = _cluster()
+    leader = parts[0]
+    leader.append_records_to_leader([b"a"], 1, now_ms=0)
+    _fetch(parts[1], leader, now_ms=0, rounds=2)
+    shrink = leader.maybe_shrink_isr(now_ms=LAG_MS + 1)     # 2 never fetched; 1 was caught up at 0
+    assert shrink.new_isr == (0, 1) and leader.poll_alter_partition() is shrink
+    assert leader.poll_alter_partition() is None
+    leader.alter_partition_response(shrink, error=InvalidUpdateVersionError())
+    assert leader.isr == REPLICAS and leader.pending_alter_partition is shrink
+    assert leader.maybe_shrink_isr(now_ms=10 * LAG_MS) is None   # frozen while in flight
+    assert leader.high_watermark == 0                        # still waits for replica 2
+    leader.become_leader(LeaderAndIsr(0, 1, (0, 1), 5), REPLICAS, now_ms=10 * LAG_MS)
+    assert leader.pending_alter_partition is None and leader.isr == (0, 1)
+
+
+def test_isr_expansion_needs_the_current_epoch_start_offset():
+    logs = {r: MemoryLog() for r in REPLICAS}
+    parts = _cluster(isr=(0,), logs=logs)
+    leader = parts[0]
+    leader.append_records_to_leader([b"a"], 1, now_ms=0)
+    # Replica 0 leads again in epoch 1, starting at offset 1, with an ISR of itself.
+    leader.become_leader(LeaderAndIsr(0, 1, (0,), 1), REPLICAS, now_ms=0)
+    assert leader.high_watermark == 1
+    parts[1].become_follower(LeaderAndIsr(0, 1, (0,), 1), REPLICAS)
+    request = FetchRequest(1, 1, fetch_offset=1, last_fetched_epoch=0)
+    logs[1].append_as_follower(logs[0].read(0, 100))
+    parts[1].log.epochs.assign(0, 0)
+    leader.fetch_for_follower(request, now_ms=0)
+    assert leader.poll_alter_partition().new_isr == (0, 1)  # at the HW and the epoch start (1)
+    parts = _cluster(isr=(0,))
+    leader = parts[0]
+    leader.append_records_to_leader([b"a"], 1, now_ms=0)
+    leader.become_leader(LeaderAndIsr(0, 1, (0,), 1), REPLICAS, now_ms=0)
+    leader.fetch_for_follower(FetchRequest(2, 1, fetch_offset=0), now_ms=0)
+    assert leader.follower_state(2).log_end_offset == 0 and leader.poll_alter_partition() is None
+
+
+@pytest.mark.parametrize("truncate_on_fetch", [True, False])
+def test_a_follower_truncates_its_divergent_tail(truncate_on_fetch):
+    # Replica 1 led epoch 0 and appended two batches; only the first reached replica 0,
+    # which then led epoch 1 and appended its own second batch.
+    logs = {r: MemoryLog() for r in REPLICAS}
+    logs[1].append_as_leader([b"a"], 0)
+    logs[1].append_as_leader([b"lost"], 0)
+    logs[0].append_as_follower(logs[1].read(0, 1, 1))
+    parts = _cluster(isr=(0, 1), truncate_on_fetch=truncate_on_fetch, epoch=1, logs=logs)
+    parts[0].append_records_to_leader([b"new"], 1, now_ms=0)
+    assert logs[0].epochs.entries == ((0, 0), (1, 1))
+    _fetch(parts[1], parts[0], rounds=3)
+    assert logs[1].batches == logs[0].batches and logs[1].epochs.entries == logs[0].epochs.entries
+
+
+def test_requests_from_another_epoch_are_refused():
+    parts = _cluster(epoch=3)
+    leader = parts[0]
+    stale = leader.fetch_for_follower(FetchRequest(1, 2, 0), now_ms=0)
+    newer = leader.fetch_for_follower(FetchRequest(1, 4, 0), now_ms=0)
+    assert isinstance(stale.error, FencedLeaderEpochError)
+    assert type(newer.error).__name__ == "UnknownLeaderEpochError"
+    assert isinstance(parts[1].fetch_for_follower(FetchRequest(2, 3, 0), now_ms=0).error, NotLeaderError)
+    with pytest.raises(FencedLeaderEpochError):
+        parts[1].become_follower(LeaderAndIsr(0, 2, REPLICAS, 9), REPLICAS)   # a stale LeaderAndIsr
+    with pytest.raises(NotLeaderError):
+        parts[1].append_records_to_leader([b"x"], 1, now_ms=0)
