@@ -52,7 +52,9 @@ ZooKeeper request (or one multi-op) and blocks until answered. Watch and session
 callbacks run on the store's own thread (kazoo's callback thread, or a thread kazoo
 spawns to re-read after a reconnect; the in-memory store calls them on the thread that
 made the change, after the change). They must not block for long: hand the event to
-your event loop (``loop.call_soon_threadsafe``) or a ``queue.Queue``. Watches are
+your event loop (``loop.call_soon_threadsafe``) or a ``queue.Queue``. A callback may
+call the Coordination (re-register on ``on_session_reestablished``, say): the call
+blocks that thread, and the callbacks queued behind it wait. Watches are
 level-triggered: a callback gets the value current when it runs, may see a value twice
 and may skip intermediate values, exactly as kazoo's ``DataWatch``/``ChildrenWatch``;
 they are re-armed after a session expiry. An exception raised by a callback is logged
@@ -728,7 +730,11 @@ class Coordination:
         :meth:`watch_controller` and try again when it is gone).
         """
         for _ in range(8):
-            if self.get_controller() is not None:
+            holder = self._store.exists(CONTROLLER_PATH)
+            if holder is not None:
+                # Our own /controller (asked twice): we are the controller at the current epoch.
+                if holder.ephemeral_owner == self._store.session_id and self.get_controller() == broker_id:
+                    return self.get_controller_epoch()
                 return None
             current = self.get_controller_epoch()
             if current is None:

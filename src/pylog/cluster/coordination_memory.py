@@ -4,8 +4,8 @@
 Each :meth:`MemoryZooKeeper.connect` returns a :class:`MemoryZNodeStore`, a client with
 its own session, implementing :class:`~pylog.cluster.coordination.ZNodeStore` with
 ZooKeeper's semantics: versions and conditional writes, ephemeral znodes owned by a
-session (deleted when it closes or expires), sequential znodes numbered from the parent's
-cversion, all-or-nothing multi-ops, level-triggered watches that are re-armed after a
+session (deleted when it closes or expires), sequential znodes numbered by the parent's
+child creations (cversion), all-or-nothing multi-ops, level-triggered watches that are re-armed after a
 session expiry. :meth:`MemoryZooKeeper.expire_session` does what ZooKeeper does when a
 client falls silent for its session timeout. There is no network, so no connection loss.
 
@@ -166,8 +166,9 @@ class MemoryZooKeeper:
     def _remove(self, path: str) -> None:
         del self._nodes[path]
         parent = self._nodes[_parent(path)]
+        # ZooKeeper numbers sequential children from the parent's cversion, which counts
+        # creations only (checked against a real server in test_coordination_stores).
         parent.children.discard(path.rsplit("/", 1)[1])
-        parent.cversion += 1
         self._touched(path, None)
         self._touched(_parent(path), _parent(path))
 
