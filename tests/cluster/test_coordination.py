@@ -145,6 +145,7 @@ def test_one_controller_wins_and_the_next_wins_with_a_higher_epoch(ensemble):
     assert brokers[0].store.get("/controller_epoch")[0] == b"1"
     raw = json.loads(brokers[0].store.get("/controller")[0])
     assert raw["version"] == 1 and raw["brokerid"] == winner and isinstance(raw["timestamp"], str)
+    assert brokers[winner].elect_controller(winner) == results[winner]  # asking again: same epoch
 
     loser = next(i for i in range(3) if i != winner)
     seen = Events()
