@@ -84,7 +84,7 @@ from pylog import codecs as _codecs
 from pylog.broker.group import CommitOffset, GroupCoordinator, GroupCoordinatorConfig, OffsetFetchResult
 from pylog.broker import group_offsets as _group_offsets
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
-from pylog.broker.producer_state import ProducerStateManager
+from pylog.broker.producer_state import CONTROL_ABORT, CONTROL_COMMIT, ProducerStateManager
 from pylog.broker import txn_log as _txn_log
 from pylog.broker.txn_coordinator import (BrokerTxnIO, ListTransactionsResult, TransactionCoordinator,
                                           TransactionCoordinatorConfig, TransactionDescription)
@@ -95,7 +95,9 @@ from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartiti
                           InvalidRequiredAcksError, InvalidTimestampError, InvalidTopicError,
                           KafkaStorageError, LogClosedError, NotEnoughReplicasError, OffsetOutOfRangeError,
                           PylogError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, error_for_code)
+from pylog.records import build_control_batch
 from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, LogManager, ReadResult
+from pylog.storage.txn_index import AbortedTxn
 from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
 from pylog.storage.dir_lock import DataDirLock
@@ -305,7 +307,12 @@ class ProduceResult(_Result):
 class FetchResult(_Result):
     """One partition of a fetch.  ``records`` is a storage :class:`ReadResult` (zero-copy
     memoryview plus the file range for ``sendfile``), or None on error.  Its batches may
-    start below the offset asked for; consumers skip those records."""
+    start below the offset asked for; consumers skip those records.
+
+    ``aborted_transactions`` (READ_COMMITTED only, else None): ``(producer_id,
+    first_offset)`` of the aborted transactions overlapping the records returned, as
+    Fetch v4+ answers; a consumer drops those producers' records from ``first_offset``
+    up to their ABORT marker."""
 
     error_code: int = 0
     high_watermark: int = -1
@@ -313,6 +320,7 @@ class FetchResult(_Result):
     log_start_offset: int = -1
     records: ReadResult | None = None
     error_message: str | None = None
+    aborted_transactions: list[tuple[int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -611,6 +619,12 @@ class Broker:
         self._wake_listeners: list[Callable[[], object]] = []
         self._data_cond = threading.Condition(threading.Lock())
         self._data_waiters = 0
+        #: KIP-890 verification of transactional produce, set by the transaction
+        #: coordinator: ``(topic, partition, producer_id, producer_epoch, base_sequence)``
+        #: -> 0, or the Kafka error code to reject the batch with (INVALID_TXN_STATE for
+        #: a partition not added to the producer's ongoing transaction).  None: no
+        #: coordinator runs, transactional batches are refused.
+        self.txn_verifier: Callable[[str, int, int, int, int], int] | None = None
         os.makedirs(self.data_dir, exist_ok=True)
         self._registry_path = os.path.join(self.data_dir, REGISTRY_FILE)
 
@@ -785,12 +799,20 @@ class Broker:
                 self._commit_registry()
 
     def _load_producer_state(self, part: _Partition) -> None:
+        """Producer state (open transactions included) from the newest snapshot plus a
+        replay of the batch headers after it; when the log's ``.txnindex`` files need a
+        rebuild (an unclean shutdown, a damaged file), the replay starts at a snapshot
+        at or below where they do and its ABORT markers rebuild them."""
         log = part.log
         psm = part.producers
         leo = log.log_end_offset
-        start = max(psm.load_snapshot(leo), log.log_start_offset)
-        if start < leo:
-            psm.replay(self._batch_headers(log, start))
+        rebuild = log.txn_index_rebuild_from
+        start = max(psm.load_snapshot(leo, rebuild), log.log_start_offset)
+        aborted = psm.replay(self._batch_headers(log, start)) if start < leo else []
+        if rebuild is not None:
+            log.rebuild_txn_indexes(rebuild, aborted)
+            _log.info("%s: rebuilt the transaction index from offset %d (%d aborted transaction(s))",
+                      os.path.basename(log.path), rebuild, sum(a.last_offset >= rebuild for a in aborted))
         psm.map_end_offset = leo
         part.snapshot_segment = log.active_segment.base_offset
 
@@ -1391,8 +1413,19 @@ class Broker:
             if attrs & _ATTR_CONTROL:
                 raise InvalidRecordError("clients cannot write control batches")
             if attrs & _ATTR_TRANSACTIONAL:
-                raise InvalidRecordError(
-                    "transactional batches need a transaction coordinator, which this broker does not run yet")
+                verifier = self.txn_verifier
+                if verifier is None:
+                    raise InvalidRecordError(
+                        "transactional batches need a transaction coordinator, which this broker does not run yet")
+                if b.producer_id < 0 or b.base_sequence < 0:
+                    raise InvalidRecordError(
+                        f"a transactional batch needs a producer id and a sequence (got producer id "
+                        f"{b.producer_id}, base sequence {b.base_sequence})")
+                code = verifier(topic.name, partition, b.producer_id, b.producer_epoch, b.base_sequence)
+                if code:
+                    raise error_for_code(
+                        code, f"transactional batch of producer {b.producer_id} epoch {b.producer_epoch} "
+                              f"for {topic.name}-{partition} refused by the transaction coordinator")
         if b.records_count == 0 and not attrs & _ATTR_CONTROL:
             raise InvalidRecordError("a record batch must hold at least one record")
         if topic.create_time and not attrs & _ATTR_CONTROL:
@@ -1511,16 +1544,10 @@ class Broker:
                                b.last_offset_delta, offset, last, b.max_timestamp, is_transactional=transactional,
                                is_control=bool(b.attributes & _ATTR_CONTROL))
             offset = last + 1
-        info = self._log_append(part, views)
-        offset = info.base_offset
-        for b in views:
-            last = offset + b.last_offset_delta
-            ts = info.log_append_time if info.log_append_time >= 0 else b.max_timestamp
-            psm.update(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count, b.last_offset_delta,
-                       offset, last, ts, is_transactional=bool(b.attributes & _ATTR_TRANSACTIONAL),
-                       is_control=bool(b.attributes & _ATTR_CONTROL))
-            offset = last + 1
-        return ProduceResult(0, info.base_offset, info.log_append_time, log.log_start_offset)
+        if any(b.attributes & _ATTR_TRANSACTIONAL for b in views):
+            with log.lock:   # see _append_locked
+                return self._append_and_update(part, views)[0]
+        return self._append_and_update(part, views)[0]
 
     @staticmethod
     def _log_append(part: _Partition, views: list):
@@ -1624,6 +1651,17 @@ class Broker:
                     raise _Fallback()
                 ts = dup.timestamp if not part.topic.create_time else -1
                 return [ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)]
+        if transactional:
+            # A transaction may open here: the log's lock over the append and the state
+            # update lets a read_committed fetch (which computes the LSO under it) never
+            # see the records without the open transaction.
+            with log.lock:
+                return self._append_and_update(part, views)
+        return self._append_and_update(part, views)
+
+    def _append_and_update(self, part: _Partition, views: list) -> list[ProduceResult]:
+        psm = part.producers
+        log = part.log
         # Several coalesced batches go as a list: one pwritev, no joined copy.
         info = self._log_append(part, views)
         out = []
@@ -1646,7 +1684,11 @@ class Broker:
               isolation_level: int = READ_UNCOMMITTED) -> FetchResult:
         """Read whole batches from ``offset`` up to the high watermark (Fetch, one
         partition).  At least one batch is returned when there is one, however large.
-        Never raises for a per-partition problem (unknown partition, offset out of range)."""
+        With ``isolation_level=READ_COMMITTED`` the read stops at the last stable offset
+        (:meth:`last_stable_offset`) and the result lists the aborted transactions
+        overlapping what it returns (from the ``.txnindex`` files: batch headers only,
+        no record is read).  Never raises for a per-partition problem (unknown
+        partition, offset out of range)."""
         try:
             part = self._partition(topic, partition)
             if isinstance(offset, bool) or not isinstance(offset, int):
@@ -1654,17 +1696,110 @@ class Broker:
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
                 raise InvalidRequestError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
             log = part.log
+            if isolation_level == READ_COMMITTED:
+                return self._fetch_committed(part, offset, max_bytes)
             hw = log.log_end_offset
+            lso = _stable_offset(part, hw)
             try:
                 rr = log.read(offset, max_bytes, max_offset=hw)
             except OffsetOutOfRangeError as exc:
-                return FetchResult(exc.error_code, hw, hw, log.log_start_offset, None, str(exc))
-            return FetchResult(0, hw, hw, rr.log_start_offset, rr)
+                return FetchResult(exc.error_code, hw, lso, log.log_start_offset, None, str(exc))
+            return FetchResult(0, hw, lso, rr.log_start_offset, rr)
         except LogClosedError:
             return FetchResult(UnknownTopicOrPartitionError.error_code,
                                error_message=f"{topic}-{partition} was deleted")
         except PylogError as exc:
             return FetchResult(exc.error_code, error_message=str(exc))
+
+    @staticmethod
+    def _fetch_committed(part: _Partition, offset: int, max_bytes: int) -> FetchResult:
+        log = part.log
+        with log.lock:   # the LSO and the read see the same appends (see _append_locked)
+            hw = log.log_end_offset
+            lso = _stable_offset(part, hw)
+            try:
+                rr = log.read(offset, max_bytes, max_offset=lso)
+            except OffsetOutOfRangeError as exc:
+                return FetchResult(exc.error_code, hw, lso, log.log_start_offset, None, str(exc))
+            aborted = log.collect_aborted_transactions(offset, rr.next_offset) if rr.size else []
+        return FetchResult(0, hw, lso, rr.log_start_offset, rr, None, aborted)
+
+    def last_stable_offset(self, topic: str, partition: int) -> int:
+        """The partition's last stable offset: the first offset of its oldest open
+        transaction, bounded by the high watermark (the high watermark when none is
+        open).  A read_committed consumer reads below it.
+        Raises UnknownTopicOrPartitionError."""
+        part = self._partition(topic, partition)
+        with part.log.lock:
+            return _stable_offset(part, part.log.log_end_offset)
+
+    def stable_offsets(self, topic: str, partition: int) -> tuple[int, int, int]:
+        """``(log_start_offset, high_watermark, last_stable_offset)`` of a partition,
+        consistent with each other, without reading it (a read_committed consumer's poll
+        at the LSO has nothing to read).  Raises UnknownTopicOrPartitionError."""
+        part = self._partition(topic, partition)
+        log = part.log
+        with log.lock:
+            hw = log.log_end_offset
+            return log.log_start_offset, hw, _stable_offset(part, hw)
+
+    def write_txn_markers(self, markers: Iterable) -> dict[tuple[str, int, int], ProduceResult]:
+        """WriteTxnMarkers: end transactions on their partitions, as the transaction
+        coordinator asks a partition leader.
+
+        Each marker is ``(producer_id, producer_epoch, coordinator_epoch, commit,
+        [(topic, partition), ...])``.  On each partition a COMMIT (``commit`` true) or
+        ABORT control batch is appended, the producer's open transaction there is
+        closed (an ABORT adds an entry to the segment's ``.txnindex``) and the last
+        stable offset moves on.  A marker for a producer with no open transaction on the
+        partition is written all the same, as Kafka writes it.  Internal topics
+        (``__consumer_offsets``) take markers too.
+
+        Returns
+        -------
+        dict
+            ``(topic, partition, producer_id)`` -> :class:`ProduceResult` (the marker's
+            offset), with INVALID_PRODUCER_EPOCH for a marker older than the producer's
+            epoch, TRANSACTION_COORDINATOR_FENCED for one from an older coordinator
+            epoch than the partition's last marker, UNKNOWN_TOPIC_OR_PARTITION, or a
+            storage error.  Nothing is appended for a rejected marker.
+        """
+        out: dict[tuple[str, int, int], ProduceResult] = {}
+        for producer_id, producer_epoch, coordinator_epoch, commit, partitions in markers:
+            for topic, partition in partitions:
+                out[(topic, partition, producer_id)] = self._write_marker(
+                    topic, partition, producer_id, producer_epoch, coordinator_epoch, bool(commit))
+        return out
+
+    def _write_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
+                      coordinator_epoch: int, commit: bool) -> ProduceResult:
+        try:
+            self._check_open()
+            part = self._partition(topic, partition)
+            ctype = CONTROL_COMMIT if commit else CONTROL_ABORT
+            batch = _core.RecordBatch(build_control_batch(ctype, producer_id, producer_epoch, coordinator_epoch,
+                                                          timestamp_ms=self.clock()))
+            log = part.log
+            with part.lock:
+                psm = part.producers
+                psm.check_marker(producer_id, producer_epoch, coordinator_epoch)
+                with log.lock:   # marker, state and .txnindex entry in one hold (see Log)
+                    info = self._log_append(part, [batch])
+                    offset = info.base_offset
+                    ts = info.log_append_time if info.log_append_time >= 0 else batch.max_timestamp
+                    done = psm.update(producer_id, producer_epoch, -1, 1, 0, offset, offset, ts,
+                                      is_transactional=True, is_control=True, control_type=ctype,
+                                      coordinator_epoch=coordinator_epoch)
+                    if done is not None and done.is_aborted:
+                        log.append_aborted_txn(AbortedTxn(producer_id, done.first_offset, offset,
+                                                          psm.stable_offset_after(done)))
+                    leo = log.log_end_offset
+            self._notify(topic, partition, leo)
+            return ProduceResult(0, offset, info.log_append_time, log.log_start_offset)
+        except LogClosedError:
+            return ProduceResult.failed(UnknownTopicOrPartitionError(f"{topic}-{partition} was deleted"))
+        except PylogError as exc:
+            return ProduceResult.failed(exc)
 
     def log_offsets(self, topic: str, partition: int) -> tuple[int, int]:
         """``(log_start_offset, high_watermark)`` of a partition, without reading it: a
@@ -1683,8 +1818,9 @@ class Broker:
 
     def list_offsets(self, topic: str, partition: int, timestamp: int, *,
                      isolation_level: int = READ_UNCOMMITTED) -> ListOffsetsResult:
-        """ListOffsets: ``-1`` latest (high watermark), ``-2`` earliest, ``-3`` the record
-        with the largest timestamp, else the first record whose timestamp is >= it."""
+        """ListOffsets: ``-1`` latest (high watermark; the last stable offset with
+        ``isolation_level=READ_COMMITTED``), ``-2`` earliest, ``-3`` the record with the
+        largest timestamp, else the first record whose timestamp is >= it."""
         try:
             part = self._partition(topic, partition)
             if isinstance(timestamp, bool) or not isinstance(timestamp, int):
@@ -1692,6 +1828,9 @@ class Broker:
             log = part.log
             epoch = part.topic.leader_epoch
             if timestamp == LATEST_TIMESTAMP:
+                if isolation_level == READ_COMMITTED:
+                    with log.lock:
+                        return ListOffsetsResult(0, -1, _stable_offset(part, log.log_end_offset), epoch)
                 return ListOffsetsResult(0, -1, log.log_end_offset, epoch)
             if timestamp == EARLIEST_TIMESTAMP:
                 return ListOffsetsResult(0, -1, log.log_start_offset, epoch)
@@ -2210,6 +2349,13 @@ def _scan_batches(log, name: str, start: int | None = None, what: str = "replay"
         chunk = big
 
 
+def _stable_offset(part: _Partition, high_watermark: int) -> int:
+    """The LSO: the oldest open transaction's first offset, bounded by the high
+    watermark.  Exact under the log's lock; a hint without it."""
+    first = part.producers.first_unstable_offset()
+    return high_watermark if first is None or first > high_watermark else first
+
+
 def _apply_log_config(log, config) -> None:
     """Give a live log its topic's new settings (a deleted, closed log is skipped)."""
     with log.lock:
@@ -2235,6 +2381,7 @@ def _scratch_producer_state(psm: ProducerStateManager, views: list) -> ProducerS
     scratch = copy.copy(psm)
     scratch.producers = {pid: copy.deepcopy(psm.producers[pid])
                          for pid in {b.producer_id for b in views} if pid in psm.producers}
+    scratch.ongoing = dict(psm.ongoing)
     return scratch
 
 

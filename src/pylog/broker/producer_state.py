@@ -13,7 +13,23 @@ batch is appended, :meth:`ProducerStateManager.check` decides, as Kafka's broker
   ``OUT_OF_ORDER_SEQUENCE_NUMBER``.
 
 After the append, :meth:`ProducerStateManager.update` records the batch.  Only batch
-headers are looked at: no record is decoded.
+headers are looked at: no record is decoded (but the one control record of a transaction
+marker, whose key says COMMIT or ABORT).
+
+Transactions
+------------
+A transactional data batch of a producer with no transaction open on the partition opens
+one at its base offset (``current_txn_first_offset``); the producer's COMMIT or ABORT
+marker closes it (:meth:`ProducerStateManager.update` returns the
+:class:`CompletedTxn`).  ``ongoing`` maps each producer with an open transaction to its
+first offset, oldest first, so :meth:`ProducerStateManager.first_unstable_offset` (the
+last stable offset before the high watermark bounds it) costs one lookup.  A marker is
+checked by :meth:`ProducerStateManager.check_marker`: an epoch below the producer's is
+``INVALID_PRODUCER_EPOCH``, a coordinator epoch below the last marker's
+``TRANSACTION_COORDINATOR_FENCED``, as Kafka's ``ProducerAppendInfo``.  A marker for a
+producer with no open transaction is accepted and completes nothing.  A producer with an
+open transaction is never expired (:meth:`ProducerStateManager.remove_expired`): its
+marker must find it.
 
 On disk
 -------
@@ -53,16 +69,19 @@ import re
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from pylog import _core
 from pylog.errors import (
     InvalidProducerEpochError,
     OutOfOrderSequenceError,
+    TransactionCoordinatorFencedError,
 )
+from pylog.storage.txn_index import AbortedTxn
 
 __all__ = [
     "BatchMetadata",
+    "CompletedTxn",
     "DuplicateBatch",
     "ProducerStateEntry",
     "ProducerStateManager",
@@ -87,6 +106,32 @@ _SNAPSHOT_NAME = re.compile(r"^(\d{20})\.snapshot$")
 MAX_SNAPSHOT_BYTES = 256 << 20
 
 _log = logging.getLogger("pylog.broker.producer_state")
+#: Control record types of transaction markers (Kafka's ControlRecordType).
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+
+
+class CompletedTxn(NamedTuple):
+    """A transaction a marker closed: its first offset, the marker's offset, the outcome."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    is_aborted: bool
+
+
+def control_type(batch) -> int:
+    """The control record type of a control batch (its one record's key: version int16,
+    type int16), -1 when it has no readable key.  One record, decoded in C."""
+    if isinstance(batch, dict):
+        return batch.get("control_type", -1)
+    ctype = getattr(batch, "control_type", None)
+    if ctype is not None:
+        return ctype
+    for record in batch:
+        key = record.key
+        return struct.unpack_from(">h", key, 2)[0] if key is not None and len(key) >= 4 else -1
+    return -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +199,11 @@ class ProducerStateManager:
     def __init__(self, log_dir: str | os.PathLike) -> None:
         self.log_dir = os.fspath(log_dir)
         self.producers: dict[int, ProducerStateEntry] = {}
+        #: Producer id -> first offset of its open transaction, oldest first.
+        self.ongoing: dict[int, int] = {}
+        # The first of them (None: no transaction open): one attribute, so a reader may
+        # look without a lock (a consistent LSO still needs the log's lock, see core).
+        self._first_unstable: int | None = None
         #: Offset up to which the state reflects the log (exclusive).
         self.map_end_offset = 0
 
@@ -208,17 +258,59 @@ class ProducerStateManager:
                 f"have sequence 0, got {base_sequence}")
         return None
 
+    def check_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int) -> None:
+        """Validate a transaction marker (COMMIT / ABORT) before it is appended.
+
+        Raises
+        ------
+        InvalidProducerEpochError
+            The marker's epoch is older than the producer's (Kafka answers a stale
+            marker with INVALID_PRODUCER_EPOCH, as it does a zombie's produce).
+        TransactionCoordinatorFencedError
+            The marker comes from an older transaction coordinator than the last one.
+        """
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            return
+        if producer_epoch < entry.producer_epoch:
+            raise InvalidProducerEpochError(
+                f"marker for producer {producer_id} has epoch {producer_epoch}, older than its "
+                f"current epoch {entry.producer_epoch}")
+        if coordinator_epoch < entry.coordinator_epoch:
+            raise TransactionCoordinatorFencedError(
+                f"marker for producer {producer_id} comes from coordinator epoch {coordinator_epoch}; "
+                f"a newer coordinator (epoch {entry.coordinator_epoch}) already wrote one")
+
+    def first_unstable_offset(self) -> int | None:
+        """First offset of the oldest open transaction, None when none is open."""
+        return self._first_unstable
+
+    def _ongoing_changed(self) -> None:
+        self._first_unstable = next(iter(self.ongoing.values()), None)
+
+    def stable_offset_after(self, txn: CompletedTxn) -> int:
+        """The LSO once ``txn`` is complete (the ``.txnindex`` entry's last stable
+        offset): the oldest other open transaction's first offset, else past the marker."""
+        for pid, first in self.ongoing.items():
+            if pid != txn.producer_id:
+                return first
+        return txn.last_offset + 1
+
     # -- state changes ----------------------------------------------------------------------
 
     def update(self, producer_id: int, producer_epoch: int, base_sequence: int,
                records_count: int, last_offset_delta: int, first_offset: int,
                last_offset: int, timestamp: int, *, is_transactional: bool = False,
-               is_control: bool = False) -> None:
-        """Record an appended batch (after :meth:`check` allowed it)."""
+               is_control: bool = False, control_type: int = -1,
+               coordinator_epoch: int = -1) -> CompletedTxn | None:
+        """Record an appended batch (after :meth:`check` or :meth:`check_marker`
+        allowed it).  For a COMMIT / ABORT marker (``control_type``) of a producer with an
+        open transaction, returns the :class:`CompletedTxn` it closed (the caller adds an
+        aborted one to the ``.txnindex``); else None."""
         if last_offset + 1 > self.map_end_offset:
             self.map_end_offset = last_offset + 1
         if producer_id < 0:
-            return
+            return None
         entry = self.producers.get(producer_id)
         if entry is None:
             entry = self.producers[producer_id] = ProducerStateEntry(producer_id, producer_epoch)
@@ -226,14 +318,27 @@ class ProducerStateManager:
             entry.producer_epoch = producer_epoch
             entry.batches.clear()
         if is_control:
+            if control_type not in (CONTROL_ABORT, CONTROL_COMMIT):
+                return None    # not a transaction marker (a KRaft control record)
+            if coordinator_epoch >= 0:
+                entry.coordinator_epoch = coordinator_epoch
+            first = entry.current_txn_first_offset
             entry.current_txn_first_offset = -1
-            return
+            if first < 0:
+                return None
+            self.ongoing.pop(producer_id, None)
+            self._ongoing_changed()
+            return CompletedTxn(producer_id, first, last_offset, control_type == CONTROL_ABORT)
         if is_transactional and entry.current_txn_first_offset < 0:
             entry.current_txn_first_offset = first_offset
+            self.ongoing[producer_id] = first_offset
+            if self._first_unstable is None:
+                self._first_unstable = first_offset
         if base_sequence >= 0:
             last_seq = _seq_add(base_sequence, max(last_offset_delta, records_count - 1, 0))
             entry.batches.append(
                 BatchMetadata(base_sequence, last_seq, first_offset, last_offset, timestamp))
+        return None
 
     def bump_epoch(self, producer_id: int, producer_epoch: int) -> None:
         """InitProducerId gave ``producer_id`` a new epoch: older epochs are fenced from now."""
@@ -244,22 +349,33 @@ class ProducerStateManager:
             entry.producer_epoch = producer_epoch
             entry.batches.clear()
 
-    def replay(self, headers: Iterable) -> None:
-        """Rebuild state from batch headers read from the log, in offset order.
+    def replay(self, headers: Iterable) -> list[AbortedTxn]:
+        """Rebuild state from batches read from the log, in offset order.
 
-        Each item has the attributes (or dict keys) of ``_core.read_batch_header``:
+        Each item has the attributes (or dict keys) of a ``_core.RecordBatch``:
         base_offset, last_offset_delta, max_timestamp, producer_id, producer_epoch,
-        base_sequence, records_count, attributes.
+        base_sequence, records_count, attributes (a dict may carry ``control_type``;
+        a RecordBatch's is read from its one control record).
+
+        Returns the aborted transactions the replayed markers closed, as ``.txnindex``
+        entries (what the index of the replayed range must hold).
         """
+        aborted: list[AbortedTxn] = []
         for h in headers:
             get = h.__getitem__ if isinstance(h, dict) else h.__getattribute__
             base = get("base_offset")
             delta = get("last_offset_delta")
             attrs = get("attributes")
-            self.update(get("producer_id"), get("producer_epoch"), get("base_sequence"),
-                        get("records_count"), delta, base, base + delta,
-                        get("max_timestamp"), is_transactional=bool(attrs & 0x10),
-                        is_control=bool(attrs & 0x20))
+            is_control = bool(attrs & 0x20)
+            ctype = control_type(h) if is_control and attrs & 0x10 else -1
+            done = self.update(get("producer_id"), get("producer_epoch"), get("base_sequence"),
+                               get("records_count"), delta, base, base + delta,
+                               get("max_timestamp"), is_transactional=bool(attrs & 0x10),
+                               is_control=is_control, control_type=ctype)
+            if done is not None and done.is_aborted:
+                aborted.append(AbortedTxn(done.producer_id, done.first_offset, done.last_offset,
+                                          self.stable_offset_after(done)))
+        return aborted
 
     def remove_expired(self, now_ms: int, expiration_ms: int) -> list[int]:
         """Forget producers whose last batch is more than ``expiration_ms`` old and that
@@ -275,6 +391,8 @@ class ProducerStateManager:
         """Forget everything (the log was truncated below what the state covers; the
         caller replays from the newest snapshot that is still valid)."""
         self.producers.clear()
+        self.ongoing.clear()
+        self._first_unstable = None
         self.map_end_offset = 0
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -317,17 +435,22 @@ class ProducerStateManager:
         os.replace(tmp, path)
         return path
 
-    def load_snapshot(self, log_end_offset: int) -> int:
-        """Load the newest valid snapshot at or below ``log_end_offset``; delete snapshots
-        above it (they describe data the log no longer has) and any that fail their CRC.
+    def load_snapshot(self, log_end_offset: int, at_or_below: int | None = None) -> int:
+        """Load the newest valid snapshot at or below ``log_end_offset`` (and at or
+        below ``at_or_below`` when given: a replay must start there, e.g. to rebuild
+        the ``.txnindex`` of segments from there on); delete snapshots above the log end
+        offset (they describe data the log no longer has) and any that fail their CRC.
 
         Returns the offset from which the caller must replay batch headers (0 if none).
         """
         self.truncate()
+        limit = log_end_offset if at_or_below is None else min(at_or_below, log_end_offset)
         for offset in reversed(self.list_snapshots()):
             path = self.snapshot_path(offset)
             if offset > log_end_offset:
                 os.unlink(path)
+                continue
+            if offset > limit:
                 continue
             try:
                 with open(path, "rb") as f:
@@ -380,6 +503,10 @@ class ProducerStateManager:
                 entry.batches.append(BatchMetadata(first_seq, last_seq, last_offset - offset_delta,
                                                    last_offset, ts))
             self.producers[pid] = entry
+        for first, pid in sorted((e.current_txn_first_offset, e.producer_id)
+                                 for e in self.producers.values() if e.current_txn_first_offset >= 0):
+            self.ongoing[pid] = first
+        self._ongoing_changed()
 
     def delete_snapshots_below(self, offset: int, keep_latest: int = 2) -> None:
         """Remove old snapshots below ``offset`` (log start moved), keeping the newest few."""

@@ -5,6 +5,9 @@ On disk: one directory in Kafka's layout (see :mod:`pylog.storage.segment`)::
     orders-0/
       00000000000000000000.log / .index / .timeindex
       00000000000000368011.log / .index / .timeindex      <- active segment
+      00000000000000368011.txnindex      aborted transactions whose ABORT marker is in
+                                         that segment (pylog.storage.txn_index), only
+                                         for segments that have one
       recovery-point-offset-checkpoint   (standalone logs only; a LogManager keeps these
       log-start-offset-checkpoint         for all its logs in the data directory, as Kafka)
       .kafka_cleanshutdown               (standalone logs only, present while closed cleanly)
@@ -22,6 +25,19 @@ a flush of the segments it sealed on a background thread, which then advances th
 recovery point to the new segment, so recovery normally rescans only the active one.
 The cleaner's swap protocol (:meth:`Log.replace_segments`) is completed or rolled back
 on open.
+
+Transaction indexes: the log keeps each segment's ``.txnindex`` (appended by
+:meth:`Log.append_aborted_txn` under the same lock hold as the marker's append, so a
+flush never separates them; truncated by :meth:`Log.truncate_to`; deleted with its
+segment) and answers :meth:`Log.collect_aborted_transactions` from them.  Who writes a
+marker knows the transaction's first offset and the LSO; the log does not, so after an
+unclean shutdown it cannot rebuild an index alone: :attr:`Log.txn_index_rebuild_from`
+says from which offset the indexes are not trusted (the first segment recovery
+rescanned, or a ``.txnindex`` that failed its sanity check at open, reported with a
+WARN), and the owner replays the log's control batches from there (with the producer
+state of that offset: pylog.broker) and hands the entries to
+:meth:`Log.rebuild_txn_indexes`.  Until then reads with aborted transactions are
+answered from what the indexes hold.
 
 Thread safety: every public method takes the log's lock (one re-entrant ``_core.LogLock``
 per Log, with threading.RLock's semantics and a C fast path for the append),
@@ -52,6 +68,7 @@ from pylog.storage.config import LogConfig
 from pylog.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, EpochEntry, LeaderEpochCache
 from pylog.storage.segment import (CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX,
                                    LogSegment, RecoveryInfo, SegmentCache, parse_segment_name)
+from pylog.storage.txn_index import TXN_INDEX_SUFFIX, AbortedTxn, CorruptTxnIndexError, TransactionIndex
 
 __all__ = ["Log", "LogAppendInfo", "ReadResult", "TimestampOffset", "RetentionResult",
            "LATEST_TIMESTAMP", "EARLIEST_TIMESTAMP", "MAX_TIMESTAMP",
@@ -284,6 +301,11 @@ class Log(_core.LogBase):
         self._reported_damage: set[tuple[int, int]] = set()
         #: What recovery did at open: one RecoveryInfo per recovered segment.
         self.recovered: list[RecoveryInfo] = []
+        # Transaction indexes of the segments that have one (by base offset), and the
+        # offset from which they wait for a rebuild (see the module docstring).
+        self._txn_indexes: dict[int, TransactionIndex] = {}
+        self._txn_index_files: set[int] = set()
+        self._txn_rebuild_from: int | None = None
         self.had_clean_shutdown = False
         # The append path's settings live in the active segment's appender (set on
         # activation and by update_config); this one is the log's own.
@@ -392,6 +414,7 @@ class Log(_core.LogBase):
                             self._log_end_offset, recovery_point - 1)
         self._recovery_point = self._log_end_offset if clean_shutdown else min(rp, self._log_end_offset)
         self._load_epochs()
+        self._load_txn_indexes()
         if not self._managed and os.path.exists(marker):
             # From now on a crash must be recovered.
             os.unlink(marker)
@@ -432,6 +455,8 @@ class Log(_core.LogBase):
                     live.add(base)
                 else:
                     index_files.append((base, full))
+                    if kind == TXN_INDEX_SUFFIX:
+                        self._txn_index_files.add(base)
         for base, full in index_files:
             if base not in live and base not in swaps:
                 later = [b for b in live if b > base]
@@ -469,6 +494,113 @@ class Log(_core.LogBase):
             segments[swap.base_offset] = swap
         if swaps:
             fsync_dir(self.path)
+
+    def _load_txn_indexes(self) -> None:
+        """Open the ``.txnindex`` files there are (most segments have none), check each,
+        and set :attr:`txn_index_rebuild_from` where one cannot be trusted: from the
+        first segment recovery rescanned (its markers and index entries may disagree
+        after a crash) or the first whose file fails its check."""
+        bases = {s.base_offset for s in self._segments}
+        rebuild = []
+        if self.recovered:
+            rebuild.append(min(r.base_offset for r in self.recovered))
+        for seg in self._segments:
+            if seg.base_offset not in self._txn_index_files:
+                continue
+            idx = TransactionIndex(seg.file_path(TXN_INDEX_SUFFIX), seg.base_offset)
+            try:
+                idx.sanity_check(seg.upper_bound_offset)
+            except CorruptTxnIndexError as exc:
+                _logger.warning("%s: %s; the transaction index is rebuilt from the log's markers from "
+                                "offset %d on", self._describe(), exc, seg.base_offset)
+                idx.reset()
+                rebuild.append(seg.base_offset)
+            self._txn_indexes[seg.base_offset] = idx
+        self._txn_index_files &= bases
+        self._txn_rebuild_from = min(rebuild) if rebuild and self._log_end_offset > self._log_start_offset else None
+
+    def _txn_index(self, seg: LogSegment) -> TransactionIndex:
+        idx = self._txn_indexes.get(seg.base_offset)
+        if idx is None or idx.path != seg.file_path(TXN_INDEX_SUFFIX):
+            idx = self._txn_indexes[seg.base_offset] = TransactionIndex(seg.file_path(TXN_INDEX_SUFFIX),
+                                                                        seg.base_offset)
+            idx._entries = []   # a segment without a file has no entry
+        return idx
+
+    def _forget_txn_indexes(self) -> None:
+        """Drop the indexes of segments no longer in the log (their files went with them)."""
+        live = {s.base_offset for s in self._segments}
+        for base in [b for b in self._txn_indexes if b not in live]:
+            del self._txn_indexes[base]
+
+    @property
+    def txn_index_rebuild_from(self) -> int | None:
+        """The offset from which the ``.txnindex`` files wait for
+        :meth:`rebuild_txn_indexes` (after an unclean shutdown or a damaged file), None
+        when they are all trusted."""
+        return self._txn_rebuild_from
+
+    def append_aborted_txn(self, txn: AbortedTxn) -> None:
+        """Add an aborted transaction to the ``.txnindex`` of the segment holding its
+        marker (``txn.last_offset``, normally in the active segment).  Call it in the
+        same hold of :attr:`lock` as the marker's append.
+
+        Raises
+        ------
+        ValueError
+            The marker offset is not in the log, or not after the index's last entry.
+        """
+        with self._lock:
+            self._check_open()
+            if not self._log_start_offset <= txn.last_offset < self._log_end_offset:
+                raise ValueError(f"marker offset {txn.last_offset} is not in the log "
+                                 f"[{self._log_start_offset}, {self._log_end_offset})")
+            seg = self._segments[bisect.bisect_right(self._bases, txn.last_offset) - 1]
+            self._txn_index(seg).append(txn)
+
+    def collect_aborted_transactions(self, start_offset: int, upper_bound_offset: int) -> list[tuple[int, int]]:
+        """``(producer_id, first_offset)`` of the aborted transactions overlapping
+        ``[start_offset, upper_bound_offset)``, from the ``.txnindex`` files of the
+        segment holding ``start_offset`` and the ones after it (an abort whose marker
+        lies below that segment ends before ``start_offset``), stopping early as Kafka's
+        ``collectAbortedTransactions``.  Headers only: no record is read."""
+        out: list[tuple[int, int]] = []
+        with self._lock:
+            if not self._txn_indexes:
+                return out
+            i = max(bisect.bisect_right(self._bases, start_offset) - 1, 0)
+            for seg in self._segments[i:]:
+                if seg.base_offset >= upper_bound_offset:
+                    break
+                idx = self._txn_indexes.get(seg.base_offset)
+                if idx is not None and idx.collect(start_offset, upper_bound_offset, out):
+                    break
+        return out
+
+    def aborted_transactions(self) -> list[AbortedTxn]:
+        """Every entry of every ``.txnindex``, oldest first (tools, tests)."""
+        with self._lock:
+            return [e for seg in self._segments
+                    for e in (self._txn_indexes[seg.base_offset].entries
+                              if seg.base_offset in self._txn_indexes else ())]
+
+    def rebuild_txn_indexes(self, from_offset: int, aborted: Sequence[AbortedTxn]) -> None:
+        """Replace the ``.txnindex`` of every segment from the one holding
+        ``from_offset`` on with ``aborted`` (the aborts whose markers lie there, in
+        marker order; others are ignored), and trust the indexes again."""
+        with self._lock:
+            self._check_open()
+            i = max(bisect.bisect_right(self._bases, from_offset) - 1, 0)
+            first = self._segments[i].base_offset
+            for seg in self._segments[i:]:
+                self._txn_index(seg).reset()
+            for txn in aborted:
+                if first <= txn.last_offset < self._log_end_offset:
+                    seg = self._segments[bisect.bisect_right(self._bases, txn.last_offset) - 1]
+                    self._txn_index(seg).append(txn)
+            self._forget_txn_indexes()
+            if self._txn_rebuild_from is not None and self._txn_rebuild_from >= first:
+                self._txn_rebuild_from = None
 
     def _load_epochs(self) -> None:
         """Read ``leader-epoch-checkpoint``, add the epochs of the batches recovery just
@@ -895,6 +1027,12 @@ class Log(_core.LogBase):
             # Never below the log start (a removed batch may have begun below it): the log
             # is then empty at its start, and offsets below it are never handed out again.
             new_leo = max(new_leo, seg.base_offset, self._log_start_offset)
+            self._forget_txn_indexes()
+            idx = self._txn_indexes.get(seg.base_offset)
+            if idx is not None:
+                idx.truncate_to(new_leo)
+            if self._txn_rebuild_from is not None and self._txn_rebuild_from >= new_leo:
+                self._txn_rebuild_from = None
             if new_leo > seg.next_offset:
                 # The log now ends in a gap (offsets a compaction removed): only a segment
                 # named after the log end offset makes the files say where it is, so a
@@ -937,6 +1075,8 @@ class Log(_core.LogBase):
             seg.delete()
         self._segments = [LogSegment.create(self.path, offset, self.config, cache=self._cache)]
         self._bases = [offset]
+        self._txn_indexes.clear()
+        self._txn_rebuild_from = None
         self._log_start_offset = self._log_end_offset = self._recovery_point = offset
         self._epochs.clear()
         self._latest_epoch = -1
@@ -982,6 +1122,7 @@ class Log(_core.LogBase):
         for seg in gone:
             seg.delete()
         fsync_dir(self.path)
+        self._forget_txn_indexes()
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         self._recovery_point = max(self._recovery_point, self._segments[0].base_offset)
         self._epochs.truncate_from_start(self._log_start_offset)
@@ -1087,6 +1228,10 @@ class Log(_core.LogBase):
                 seg.change_suffix("")
             fsync_dir(self.path)
             remaining = [s for s in self._segments if not any(s is o for o in olds)]
+            # The replaced segments' .txnindex files went with them; the cleaner drops the
+            # data of aborted transactions, so its output needs no entries.
+            for seg in olds:
+                self._txn_indexes.pop(seg.base_offset, None)
             self._segments = sorted(remaining + news, key=lambda s: s.base_offset)
             self._bases = [s.base_offset for s in self._segments]
             for seg, nxt in zip(self._segments, self._segments[1:]):
@@ -1111,6 +1256,9 @@ class Log(_core.LogBase):
             i = max(bisect.bisect_right(self._bases, rp) - 1, 0)
             for seg in self._segments[i:]:
                 seg.flush()
+            idx = self._txn_indexes.get(self._segments[-1].base_offset)
+            if idx is not None:   # a sealed segment's flush covers its .txnindex
+                idx.flush()
             self._recovery_point = self._log_end_offset
         self._unflushed_messages = 0
         self._last_flush_ms = self._clock()

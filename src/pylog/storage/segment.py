@@ -5,6 +5,9 @@ On disk, in the partition directory (Kafka's names and formats)::
     00000000000000001234.log         record batches (v2), back to back, no padding
     00000000000000001234.index       see pylog.storage.index
     00000000000000001234.timeindex
+    00000000000000001234.txnindex    aborted transactions, only once there is one
+                                     (pylog.storage.txn_index; the log maintains it, the
+                                     segment renames and deletes it with its other files)
 
 The name is the segment's base offset: every offset in it is >= that and < base + 2**32.
 A segment is *active* (the log's last: appended to) or *sealed* (read-only).
@@ -58,6 +61,7 @@ from pylog import _core
 from pylog.errors import CorruptRecordError, KafkaStorageError
 from pylog.storage.config import LogConfig
 from pylog.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
+from pylog.storage.txn_index import TXN_INDEX_SUFFIX
 
 __all__ = ["LogSegment", "SegmentCache", "FileHandle", "BatchInfo", "RecoveryInfo",
            "LOG_SUFFIX", "INDEX_SUFFIX", "TIME_INDEX_SUFFIX", "CLEANED_SUFFIX", "SWAP_SUFFIX",
@@ -72,7 +76,8 @@ CLEANED_SUFFIX = ".cleaned"
 SWAP_SUFFIX = ".swap"
 DELETED_SUFFIX = ".deleted"
 
-_FILE_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+_FILE_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
+_CREATED_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)   # a .txnindex comes with its first entry
 _MAX_RELATIVE = 0xFFFFFFFF
 _NO_UPPER = (1 << 63) - 1
 
@@ -321,7 +326,7 @@ class LogSegment:
         log_path = seg.path
         if os.path.exists(log_path) and os.path.getsize(log_path) > 0:
             raise KafkaStorageError(f"{log_path} already exists and is not empty")
-        for kind in _FILE_SUFFIXES:
+        for kind in _CREATED_SUFFIXES:
             fd = os.open(seg.file_path(kind), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.close(fd)
         seg._next_offset = base_offset
