@@ -87,9 +87,10 @@ def test_registration_is_kafkas_ephemeral_broker_znode(ensemble):
 
 def test_registration_vanishes_on_expiry_and_the_broker_registers_again(ensemble):
     a, watcher = ensemble.connect(), ensemble.connect()
-    seen, changes = Events(), Events()
+    seen, changes, own = Events(), Events(), Events()
     watcher.watch_brokers(seen)
     watcher.watch_broker(1, changes)
+    a.watch_topics(own)
     first_epoch = a.register_broker(registration(1))
     seen.wait_for(lambda ids: ids == [1], "broker 1 registered")
     changes.wait_for(lambda reg: reg is not None and reg.broker_epoch == first_epoch, "the first registration")
@@ -110,6 +111,9 @@ def test_registration_vanishes_on_expiry_and_the_broker_registers_again(ensemble
     again = changes.wait_for(lambda reg: reg is not None, "registration back")
     assert again.broker_epoch > first_epoch
     assert watcher.store.exists("/brokers/ids/1").ephemeral_owner == a.session_id
+    # The expired session's own watches were re-armed on the new session.
+    watcher.create_topic(TopicAssignment("after", {0: ReplicaAssignment((1,))}))
+    own.wait_for(lambda names: names == ["after"], "a topic created after the expiry")
 
 
 def test_a_second_broker_with_the_same_id_is_refused(ensemble):

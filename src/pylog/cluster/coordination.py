@@ -54,7 +54,8 @@ spawns to re-read after a reconnect; the in-memory store calls them on the threa
 made the change, after the change). They must not block for long: hand the event to
 your event loop (``loop.call_soon_threadsafe``) or a ``queue.Queue``. A callback may
 call the Coordination (re-register on ``on_session_reestablished``, say): the call
-blocks that thread, and the callbacks queued behind it wait. Watches are
+blocks that thread, and the callbacks queued behind it wait; but it must never
+``close()`` the Coordination (kazoo would join the thread it runs on). Watches are
 level-triggered: a callback gets the value current when it runs, may see a value twice
 and may skip intermediate values, exactly as kazoo's ``DataWatch``/``ChildrenWatch``;
 they are re-armed after a session expiry. An exception raised by a callback is logged
