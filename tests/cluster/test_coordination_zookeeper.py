@@ -3,13 +3,14 @@ start-up against a server that is not there, and the connect string."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 from kazoo.client import KazooClient, KazooState
 
 from cluster import zk
-from pylog.cluster.coordination import BrokerRegistration, EndPoint, ReplicaAssignment, TopicAssignment
+from pylog.cluster.coordination import BrokerRegistration, EndPoint, LeaderAndIsr, ReplicaAssignment, TopicAssignment
 from pylog.cluster.zookeeper import connect, parse_connect_string
 from pylog.errors import CoordinationError
 
@@ -67,6 +68,47 @@ def test_a_short_zookeeper_pause_keeps_the_session(zookeeper_server, zk_connect)
         assert c.session_id == session and not expired.is_set()
         stat = c.store.exists("/brokers/ids/1")
         assert stat is not None and stat.ephemeral_owner == session
+    finally:
+        c.close()
+
+
+def test_writes_in_flight_across_a_connection_loss_land_once(zookeeper_server, zk_connect):
+    # The requests reach a frozen ZooKeeper, kazoo drops the connection (4 s of silence),
+    # ZooKeeper resumes and may still apply them from the dead socket; the retry on the
+    # new connection then finds them applied and must report success, not NodeExists or
+    # BadVersion.
+    c = connect(zk_connect, session_timeout_ms=6000)
+    try:
+        c.create_topic(TopicAssignment("t", {0: ReplicaAssignment((1, 2))}))
+        state = c.create_partition_state("t", 0, LeaderAndIsr(1, 0, (1, 2), 1), controller_epoch=None)
+        suspended = threading.Event()
+        c.store.client.add_listener(lambda s: suspended.set() if s == KazooState.SUSPENDED else None)
+        results: dict = {}
+
+        def write(name, fn):
+            try:
+                results[name] = fn()
+            except Exception as e:  # reported by the assertion below
+                results[name] = e
+        threads = [
+            threading.Thread(target=write, args=("isr", lambda: c.update_partition_state(
+                "t", 0, dataclasses.replace(state, isr=(1,)), controller_epoch=None))),
+            threading.Thread(target=write, args=("broker", lambda: c.register_broker(registration(5)))),
+            threading.Thread(target=write, args=("seq", lambda: c.propagate_isr_changes([("t", 0)]))),
+        ]
+        with zookeeper_server.paused():
+            for t in threads:
+                t.start()
+            assert suspended.wait(WAIT), "kazoo did not notice that ZooKeeper stopped answering"
+        for t in threads:
+            t.join(WAIT)
+        assert not any(isinstance(v, Exception) for v in results.values()), results
+        assert results["isr"].zk_version == 1 and c.get_partition_state("t", 0) == results["isr"]
+        assert c.get_broker(5).broker_epoch == results["broker"]
+        assert c.store.exists("/brokers/ids/5").ephemeral_owner == c.session_id
+        # A sequential create cannot be recognised on retry: it may land twice (Kafka's
+        # ISR notifications tolerate that: the controller re-reads the partitions).
+        assert results["seq"] in c.get_isr_change_notifications()
     finally:
         c.close()
 

@@ -627,8 +627,8 @@ class Coordination:
             return self._store.multi(ops)
         try:
             return self._store.multi([CheckOp(CONTROLLER_EPOCH_PATH, controller_epoch.zk_version), *ops])[1:]
-        except (BadVersionError, NoNodeError) as e:
-            if e.op_index == 0:
+        except ZNodeError as e:
+            if e.op_index == 0:  # the check: BadVersion (a newer epoch) or NoNode
                 raise NotControllerError(
                     f"controller epoch {controller_epoch.epoch} (zkVersion {controller_epoch.zk_version}) is "
                     f"stale: another controller was elected since; this broker must resign") from None

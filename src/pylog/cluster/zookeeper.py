@@ -219,6 +219,7 @@ class KazooZNodeStore:
             if attempts > 1:
                 result = already_applied()
                 if result is not None:
+                    log.info("a write retried after a ZooKeeper connection loss had landed before it")
                     return result
             raise
 
@@ -311,6 +312,8 @@ class KazooZNodeStore:
                 else:
                     got = None if getattr(op, "sequential", False) else self.get(op.path)
                     if got is None or got[0] != op.data:
+                        return None
+                    if isinstance(op, SetDataOp) and op.version not in (ANY_VERSION, got[1].version - 1):
                         return None
                     if isinstance(op, CreateOp):
                         if got[1].ephemeral_owner != (self.session_id if op.ephemeral else 0):
