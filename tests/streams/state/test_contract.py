@@ -167,12 +167,13 @@ def test_window_retain_duplicates(impl, ctx, opened):
     w.put(b"a", b"1", 5)
     w.put(b"a", b"2", 5)
     w.put(b"a", b"1", 5)
-    w.put(b"a", None, 5)  # a no-op with duplicates
+    w.put(b"a", None, 5)  # deletes nothing with duplicates (but is logged, seqnum 4)
     assert list(w.fetch_range(b"a", 0, 10)) == [(5, b"1"), (5, b"2"), (5, b"1")]
     assert w.fetch(b"a", 5) == b"1"
     # Changelog keys: key + 8-byte start + 4-byte seqnum 1, 2, 3 (Kafka's WindowKeySchema).
-    assert [k for _, k, _, _ in ctx.changelog] == [
-        b"a" + (5).to_bytes(8, "big") + (n).to_bytes(4, "big") for n in (1, 2, 3)]
+    assert [(k, v) for _, k, v, _ in ctx.changelog] == [
+        (b"a" + (5).to_bytes(8, "big") + (n).to_bytes(4, "big"), v)
+        for n, v in ((1, b"1"), (2, b"2"), (3, b"1"), (4, None))]
 
 
 def test_window_changelog_key_layout(impl, ctx, opened):

@@ -76,12 +76,13 @@ class _WindowOps(_Retention):
         key = check_key(key)
         check_time(window_start_ms, "window_start_ms")
         if self.retain_duplicates:
+            # Every put takes a seqnum, a null or expired one too, so the changelog key
+            # the logging wrapper writes is never a live entry's; a null put stores
+            # nothing but still advances stream time (and is logged, so a restore does).
+            self.last_seqnum = seq = (self.last_seqnum + 1) & _SEQNUM_MASK
             if value is None:
                 self._observe(window_start_ms)
                 return
-            # The seqnum advances even for an expired put, so the changelog key the
-            # logging wrapper writes is never a live entry's.
-            self.last_seqnum = seq = (self.last_seqnum + 1) & _SEQNUM_MASK
         else:
             seq = 0
         if self._observe(window_start_ms):
@@ -92,9 +93,10 @@ class _WindowOps(_Retention):
         for binary, value in records:
             key, start, seq = window_key_from_binary(binary)
             if self.retain_duplicates:
-                if value is None:
-                    continue
                 self.last_seqnum = seq
+                if value is None:
+                    self._observe(start)
+                    continue
             else:
                 seq = 0
             if self._observe(start):

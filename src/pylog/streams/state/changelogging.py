@@ -113,12 +113,9 @@ class ChangeLoggingWindowStore(WrappedStore):
     def put(self, key: bytes, value: Optional[bytes], window_start_ms: int, *,
             timestamp: Optional[int] = None) -> None:
         self.inner.put(key, value, window_start_ms)
-        if self.inner.retain_duplicates:
-            if value is None:
-                return  # a null put is a no-op on a store that retains duplicates
-            seqnum = self.inner.last_seqnum
-        else:
-            seqnum = 0
+        # With duplicates every put, a null one too, has its own seqnum (Kafka's
+        # maybeUpdateSeqnumForDups); otherwise the seqnum is 0.
+        seqnum = self.inner.last_seqnum if self.inner.retain_duplicates else 0
         ts = context_timestamp(self.context, window_start_ms) if timestamp is None else timestamp
         self.context.log_change(window_key_to_binary(bytes(key), window_start_ms, seqnum),
                                 None if value is None else bytes(value), ts)

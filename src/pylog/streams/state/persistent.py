@@ -340,9 +340,10 @@ class _Segmented(_RocksDBStore):
 
     def flush(self) -> None:
         self._check_open()
-        if self._segments:
+        if self.observed_stream_time >= 0:
+            # Stream time's segment is the newest one (nothing later is ever stored).
             meta = _META.pack(self.observed_stream_time, getattr(self, "last_seqnum", 0))
-            self._segments[max(self._segments)].put(_STREAM_TIME_KEY, meta)
+            self._segment(self.observed_stream_time, create=True).put(_STREAM_TIME_KEY, meta)
         for db in self._segments.values():
             db.flush(True)
 
