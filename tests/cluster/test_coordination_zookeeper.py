@@ -10,6 +10,7 @@ import pytest
 from kazoo.client import KazooClient, KazooState
 
 from cluster import zk
+from cluster.test_coordination import Events
 from pylog.cluster.coordination import BrokerRegistration, EndPoint, LeaderAndIsr, ReplicaAssignment, TopicAssignment
 from pylog.cluster.zookeeper import connect, parse_connect_string
 from pylog.errors import CoordinationError
@@ -111,6 +112,41 @@ def test_writes_in_flight_across_a_connection_loss_land_once(zookeeper_server, z
         assert results["seq"] in c.get_isr_change_notifications()
     finally:
         c.close()
+
+
+def test_a_broker_cut_off_from_zookeeper_loses_its_session_and_registers_again(zookeeper_server, zk_connect):
+    proxy = zk.TcpProxy(("127.0.0.1", zookeeper_server.port))
+    chroot = zk_connect.split("/", 1)[1]
+    watcher = connect(zk_connect)
+    # The shortest session ZooKeeper allows here (2 ticks of 500 ms is 1 s): expiry is quick.
+    broker = connect(f"127.0.0.1:{proxy.port}/{chroot}", session_timeout_ms=2000)
+    try:
+        expired, renewed = threading.Event(), threading.Event()
+
+        def reregister():
+            broker.register_broker(registration(1))
+            renewed.set()
+        broker.add_session_listener(on_session_expired=expired.set, on_session_reestablished=reregister)
+        seen = Events()
+        watcher.watch_brokers(seen)
+        first_epoch = broker.register_broker(registration(1))
+        seen.wait_for(lambda ids: ids == [1], "broker 1 registered")
+        old_session = broker.session_id
+
+        proxy.cut()
+        # ZooKeeper expires the silent session: its registration goes, for everyone else.
+        seen.wait_for(lambda ids: ids == [], "the cut-off broker's registration expired")
+        # The broker itself learns it only when it reaches ZooKeeper again (as Kafka's).
+        assert not expired.is_set()
+        proxy.heal()
+        assert expired.wait(WAIT) and renewed.wait(WAIT)
+        assert broker.session_id != old_session
+        seen.wait_for(lambda ids: ids == [1], "broker 1 registered again")
+        assert watcher.get_broker(1).broker_epoch > first_epoch
+    finally:
+        broker.close()
+        watcher.close()
+        proxy.close()
 
 
 def test_requests_during_a_pause_complete_after_it(zookeeper_server, zk_connect):

@@ -4,7 +4,8 @@
 /usr/share/java) as a standalone server on a free 127.0.0.1 port, with its own data
 directory and zoo.cfg (admin server off, four-letter words off), and stops it (SIGTERM,
 then SIGKILL of the JVM) at the end. :meth:`ZooKeeperServer.paused` freezes the JVM
-(SIGSTOP/SIGCONT) to cut every client off from ZooKeeper without closing a socket.
+(SIGSTOP/SIGCONT) to cut every client off from ZooKeeper without closing a socket;
+:class:`TcpProxy` cuts off only the clients connected through it.
 :func:`expire_session` forces ZooKeeper to expire a kazoo session: a second client
 joins the same session (id and password) and closes it, the known ZooKeeper trick.
 """
@@ -141,6 +142,86 @@ class ZooKeeperServer:
                 yield
             finally:
                 os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class TcpProxy:
+    """A loopback TCP proxy to ``target`` that can cut its clients off.
+
+    :meth:`cut` closes every proxied connection and turns new ones away (accepted, then
+    closed at once) until :meth:`heal`: a client behind it is cut off from ZooKeeper
+    while ZooKeeper and every other client carry on, so ZooKeeper expires its session.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        self._threads = [threading.Thread(target=self._accept_loop, name="zk-proxy", daemon=True)]
+        self._threads[0].start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if self._closed or self._cut:
+                    downstream.close()
+                    continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                downstream.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets |= {downstream, upstream}
+            for src, dst in ((downstream, upstream), (upstream, downstream)):
+                t = threading.Thread(target=self._pump, args=(src, dst), name="zk-proxy-pump", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            self._drop(src, dst)
+
+    def _drop(self, *socks: socket.socket) -> None:
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            with self._lock:
+                self._sockets.discard(sock)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            socks = list(self._sockets)
+        self._drop(*socks)
+
+    def heal(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for t in self._threads:
+            t.join(10)
 
 
 def expire_session(hosts: str, client_id: tuple[int, bytes]) -> None:
