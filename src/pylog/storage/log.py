@@ -305,6 +305,7 @@ class Log(_core.LogBase):
         # offset from which they wait for a rebuild (see the module docstring).
         self._txn_indexes: dict[int, TransactionIndex] = {}
         self._txn_index_files: set[int] = set()
+        self._txn_bases: list[int] | None = None   # sorted keys of _txn_indexes, cached
         self._txn_rebuild_from: int | None = None
         self.had_clean_shutdown = False
         # The append path's settings live in the active segment's appender (set on
@@ -516,6 +517,7 @@ class Log(_core.LogBase):
                 idx.reset()
                 rebuild.append(seg.base_offset)
             self._txn_indexes[seg.base_offset] = idx
+        self._txn_bases = None
         self._txn_index_files &= bases
         self._txn_rebuild_from = min(rebuild) if rebuild and self._log_end_offset > self._log_start_offset else None
 
@@ -524,6 +526,7 @@ class Log(_core.LogBase):
         if idx is None or idx.path != seg.file_path(TXN_INDEX_SUFFIX):
             idx = self._txn_indexes[seg.base_offset] = TransactionIndex(seg.file_path(TXN_INDEX_SUFFIX),
                                                                         seg.base_offset)
+            self._txn_bases = None
             idx._entries = []   # a segment without a file has no entry
         return idx
 
@@ -532,6 +535,7 @@ class Log(_core.LogBase):
         live = {s.base_offset for s in self._segments}
         for base in [b for b in self._txn_indexes if b not in live]:
             del self._txn_indexes[base]
+        self._txn_bases = None
 
     @property
     def txn_index_rebuild_from(self) -> int | None:
@@ -562,18 +566,20 @@ class Log(_core.LogBase):
         """``(producer_id, first_offset)`` of the aborted transactions overlapping
         ``[start_offset, upper_bound_offset)``, from the ``.txnindex`` files of the
         segment holding ``start_offset`` and the ones after it (an abort whose marker
-        lies below that segment ends before ``start_offset``), stopping early as Kafka's
-        ``collectAbortedTransactions``.  Headers only: no record is read."""
+        lies below that segment ends before ``start_offset``; one whose marker lies in
+        a later segment may still begin in the range), stopping early as Kafka's
+        ``collectAbortedTransactions``.  Only segments that have an index are visited.
+        Headers only: no record is read."""
         out: list[tuple[int, int]] = []
         with self._lock:
             if not self._txn_indexes:
                 return out
+            bases = self._txn_bases
+            if bases is None:
+                bases = self._txn_bases = sorted(self._txn_indexes)
             i = max(bisect.bisect_right(self._bases, start_offset) - 1, 0)
-            for seg in self._segments[i:]:
-                if seg.base_offset >= upper_bound_offset:
-                    break
-                idx = self._txn_indexes.get(seg.base_offset)
-                if idx is not None and idx.collect(start_offset, upper_bound_offset, out):
+            for base in bases[bisect.bisect_left(bases, self._bases[i]):]:
+                if self._txn_indexes[base].collect(start_offset, upper_bound_offset, out):
                     break
         return out
 
@@ -1076,6 +1082,7 @@ class Log(_core.LogBase):
         self._segments = [LogSegment.create(self.path, offset, self.config, cache=self._cache)]
         self._bases = [offset]
         self._txn_indexes.clear()
+        self._txn_bases = None
         self._txn_rebuild_from = None
         self._log_start_offset = self._log_end_offset = self._recovery_point = offset
         self._epochs.clear()
@@ -1232,6 +1239,7 @@ class Log(_core.LogBase):
             # data of aborted transactions, so its output needs no entries.
             for seg in olds:
                 self._txn_indexes.pop(seg.base_offset, None)
+            self._txn_bases = None
             self._segments = sorted(remaining + news, key=lambda s: s.base_offset)
             self._bases = [s.base_offset for s in self._segments]
             for seg, nxt in zip(self._segments, self._segments[1:]):

@@ -1,0 +1,421 @@
+"""Transactions in the broker's data path, embedded (Broker called directly, markers
+written with ``write_txn_markers`` as the transaction coordinator would): the LSO, the
+read_committed fetch and its aborted transactions, fencing, recovery, and compaction.
+
+The strongest test here is :func:`test_model_random_transactions`: random interleavings
+of several producers' transactional batches, plain batches, commits, aborts, rolls,
+clean restarts and crashes, checked after every step against a brute-force model of the
+LSO and, at the end of each run, of every read_committed fetch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pylog import _core
+from pylog.broker.core import READ_COMMITTED, READ_UNCOMMITTED, Broker
+from pylog.records import ControlRecord, RecordBatch, iter_batches
+
+T = "txn"
+
+
+def open_broker(path, **kw) -> Broker:
+    return Broker(str(path), background=False, offsets_topic_num_partitions=1, log_cleaner_enable=False, **kw)
+
+
+def txn_batch(pid: int, epoch: int, seq: int, values: list[bytes], keys=None) -> bytes:
+    b = _core.RecordBatchBuilder(producer_id=pid, producer_epoch=epoch, base_sequence=seq, is_transactional=True)
+    b.append_many(values, keys=keys)
+    return b.build()
+
+
+def plain_batch(values: list[bytes], keys=None) -> bytes:
+    b = _core.RecordBatchBuilder()
+    b.append_many(values, keys=keys)
+    return b.build()
+
+
+def committed_view(data, aborted: list[tuple[int, int]], start: int = 0) -> list[tuple[int, bytes]]:
+    """``(offset, value)`` of the records a read_committed consumer keeps from fetched
+    ``data`` and its ``aborted`` transactions: Kafka's consumer algorithm (records of a
+    producer are dropped from an aborted transaction's first offset until that
+    producer's ABORT marker; control batches are never returned)."""
+    queue = sorted(aborted, key=lambda a: a[1])
+    aborted_pids: set[int] = set()
+    out = []
+    for b in iter_batches(memoryview(bytes(data))):
+        if b.producer_id >= 0:
+            while queue and queue[0][1] <= b.last_offset:
+                aborted_pids.add(queue.pop(0)[0])
+            if b.is_control:
+                rec = ControlRecord.from_record(next(iter(b)))
+                if rec.is_abort:
+                    aborted_pids.discard(b.producer_id)
+                continue
+            if b.is_transactional and b.producer_id in aborted_pids:
+                continue
+        if b.is_control:
+            continue
+        out.extend((r.offset, r.value) for r in b if r.offset >= start)
+    return out
+
+
+def read_committed(broker: Broker, topic: str = T, partition: int = 0, max_bytes: int = 1 << 20):
+    """Every record a read_committed consumer sees from offset 0, fetch by fetch; also
+    the fetches' ``(offset, next_offset, aborted)``."""
+    out, fetches = [], []
+    offset = broker.log_start_offset(topic, partition)
+    while True:
+        res = broker.fetch(topic, partition, offset, max_bytes, isolation_level=READ_COMMITTED)
+        res.raise_for_error()
+        rr = res.records
+        if not rr.size:
+            assert offset == res.last_stable_offset or offset >= res.last_stable_offset
+            return out, fetches, res.last_stable_offset
+        assert rr.last_offset < res.last_stable_offset <= res.high_watermark
+        fetches.append((offset, rr.next_offset, sorted(res.aborted_transactions)))
+        out.extend(committed_view(rr.records, res.aborted_transactions, offset))
+        offset = rr.next_offset
+        rr.release()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = open_broker(tmp_path / "data")
+    b.create_topic(T, 1)
+    b.txn_verifier = lambda *a: 0
+    yield b
+    b.close()
+
+
+def new_pid(b: Broker) -> int:
+    return b.init_producer_id().producer_id
+
+
+def test_lso_moves_only_when_markers_land(broker):
+    p1, p2 = new_pid(broker), new_pid(broker)
+    broker.append(T, 0, plain_batch([b"p0"]))                   # 0
+    assert broker.last_stable_offset(T, 0) == 1
+    broker.append(T, 0, txn_batch(p1, 0, 0, [b"a0", b"a1"]))   # 1-2
+    broker.append(T, 0, txn_batch(p2, 0, 0, [b"b0"]))          # 3
+    broker.append(T, 0, plain_batch([b"p1"]))                   # 4
+    broker.append(T, 0, txn_batch(p1, 0, 2, [b"a2"]))          # 5
+    assert broker.high_watermark(T, 0) == 6
+    assert broker.last_stable_offset(T, 0) == 1
+    assert broker.list_offsets(T, 0, -1, isolation_level=READ_COMMITTED).offset == 1
+    assert broker.list_offsets(T, 0, -1, isolation_level=READ_UNCOMMITTED).offset == 6
+    res = broker.fetch(T, 0, 0, isolation_level=READ_COMMITTED)
+    assert (res.high_watermark, res.last_stable_offset) == (6, 1)
+    assert committed_view(res.records.records, res.aborted_transactions) == [(0, b"p0")]
+    # p2 commits: p1's transaction (from 1) still holds the LSO.
+    r = broker.write_txn_markers([(p2, 0, 0, True, [(T, 0)])])[(T, 0, p2)]
+    assert (r.error_code, r.base_offset) == (0, 6)
+    assert broker.last_stable_offset(T, 0) == 1
+    # p1 aborts: everything is decided.
+    assert broker.write_txn_markers([(p1, 0, 0, False, [(T, 0)])])[(T, 0, p1)].base_offset == 7
+    assert broker.last_stable_offset(T, 0) == 8 == broker.high_watermark(T, 0)
+    seen, fetches, lso = read_committed(broker)
+    assert seen == [(0, b"p0"), (3, b"b0"), (4, b"p1")]
+    assert fetches[0][2] == [(p1, 1)]
+    # The uncommitted view still holds everything.
+    res = broker.fetch(T, 0, 0)
+    assert res.aborted_transactions is None
+    assert [r.value for b in iter_batches(bytes(res.records.records)) if not b.is_control for r in b] == \
+        [b"p0", b"a0", b"a1", b"b0", b"p1", b"a2"]
+
+
+def test_read_committed_fetch_at_or_past_the_lso_returns_nothing(broker):
+    p = new_pid(broker)
+    broker.append(T, 0, plain_batch([b"x"]))
+    broker.append(T, 0, txn_batch(p, 0, 0, [b"open"]))
+    broker.append(T, 0, plain_batch([b"after"]))
+    for offset in (1, 2):
+        res = broker.fetch(T, 0, offset, isolation_level=READ_COMMITTED)
+        assert res.error_code == 0 and res.records.size == 0 and res.aborted_transactions == []
+        assert (res.last_stable_offset, res.high_watermark) == (1, 3)
+    assert broker.stable_offsets(T, 0) == (0, 3, 1)
+
+
+def test_markers_fence_stale_producer_and_coordinator_epochs(broker):
+    p = new_pid(broker)
+    broker.append(T, 0, txn_batch(p, 0, 0, [b"a"]))
+    hw = broker.high_watermark(T, 0)
+    # The coordinator bumped the epoch (a timeout abort): the marker carries epoch 1.
+    r = broker.write_txn_markers([(p, 1, 3, False, [(T, 0)])])[(T, 0, p)]
+    assert r.error_code == 0
+    stale = broker.write_txn_markers([(p, 0, 3, True, [(T, 0)])])[(T, 0, p)]
+    assert stale.error_code == 47      # INVALID_PRODUCER_EPOCH
+    old_coord = broker.write_txn_markers([(p, 1, 2, True, [(T, 0)])])[(T, 0, p)]
+    assert old_coord.error_code == 52  # TRANSACTION_COORDINATOR_FENCED
+    assert broker.high_watermark(T, 0) == hw + 1   # nothing appended for the rejected ones
+    # The zombie (epoch 0) cannot write again.
+    z = broker.produce(T, 0, txn_batch(p, 0, 1, [b"zombie"]))
+    assert z.error_code == 47
+    # A marker for a producer with no open transaction is written all the same.
+    again = broker.write_txn_markers([(p, 1, 3, False, [(T, 0)])])[(T, 0, p)]
+    assert again.error_code == 0 and broker.last_stable_offset(T, 0) == broker.high_watermark(T, 0)
+    assert broker._partition(T, 0).log.aborted_transactions()[0][:3] == (p, 0, hw)
+    assert len(broker._partition(T, 0).log.aborted_transactions()) == 1   # the empty abort adds no entry
+
+
+def test_transactional_produce_goes_through_the_verifier(broker):
+    p = new_pid(broker)
+    calls = []
+
+    def verifier(topic, partition, pid, epoch, seq):
+        calls.append((topic, partition, pid, epoch, seq))
+        return 48 if seq else 0   # INVALID_TXN_STATE for the second batch
+
+    broker.txn_verifier = verifier
+    assert broker.produce(T, 0, txn_batch(p, 0, 0, [b"a"])).error_code == 0
+    r = broker.produce(T, 0, txn_batch(p, 0, 1, [b"b"]))
+    assert r.error_code == 48 and "transaction coordinator" in r.error_message
+    assert calls == [(T, 0, p, 0, 0), (T, 0, p, 0, 1)]
+    assert broker.high_watermark(T, 0) == 1
+    broker.txn_verifier = None
+    r = broker.produce(T, 0, txn_batch(p, 0, 1, [b"b"]))
+    assert r.error_code == 87 and "transaction coordinator" in r.error_message
+    unkeyed = _core.RecordBatchBuilder(is_transactional=True)
+    unkeyed.append_many([b"x"])
+    broker.txn_verifier = lambda *a: 0
+    assert broker.produce(T, 0, unkeyed.build()).error_code == 87   # no producer id
+
+
+def test_markers_on_unknown_partitions_and_internal_topics(broker):
+    p = new_pid(broker)
+    res = broker.write_txn_markers([(p, 0, 0, True, [("nope", 0), (T, 5), ("__consumer_offsets", 0)])])
+    assert res[("nope", 0, p)].error_code == 3 and res[(T, 5, p)].error_code == 3
+    assert res[("__consumer_offsets", 0, p)].error_code == 0
+
+
+def test_open_transaction_survives_clean_restart_and_crash(tmp_path):
+    d = tmp_path / "data"
+    b = open_broker(d)
+    b.create_topic(T, 1, config={"segment.bytes": "300"})
+    b.txn_verifier = lambda *a: 0
+    p1, p2 = new_pid(b), new_pid(b)
+    b.append(T, 0, plain_batch([b"x" * 50]))
+    for i in range(6):
+        b.append(T, 0, txn_batch(p1, 0, i, [b"a%d" % i + b"." * 40]))
+    b.write_txn_markers([(p1, 0, 0, False, [(T, 0)])])
+    b.append(T, 0, txn_batch(p2, 0, 0, [b"b0"]))
+    lso, hw = b.last_stable_offset(T, 0), b.high_watermark(T, 0)
+    assert lso == 8 and hw == 9
+    b.tick()
+    expect = read_committed(b)
+    assert len(b._partition(T, 0).log.segments) > 2
+    crash = tmp_path / "crash"
+    shutil.copytree(d, crash)          # the files as a SIGKILL leaves them (page cache)
+    b.close()
+    for path in (d, crash):
+        b2 = open_broker(path)
+        try:
+            assert (b2.last_stable_offset(T, 0), b2.high_watermark(T, 0)) == (lso, hw)
+            assert read_committed(b2) == expect
+            b2.txn_verifier = lambda *a: 0
+            b2.write_txn_markers([(p2, 0, 0, True, [(T, 0)])])
+            assert b2.last_stable_offset(T, 0) == hw + 1
+        finally:
+            b2.close()
+
+
+def test_txnindex_rebuilt_after_a_crash_cut_it(tmp_path, caplog):
+    """kill -9 style damage: the .txnindex is cut mid-entry (or lost) while the log keeps
+    the markers; the reopened broker rebuilds it from the markers."""
+    d = tmp_path / "data"
+    b = open_broker(d)
+    b.create_topic(T, 1, config={"segment.bytes": str(1 << 20)})   # small sparse files to copy
+    b.txn_verifier = lambda *a: 0
+    pids = [new_pid(b) for _ in range(3)]
+    for i, p in enumerate(pids):
+        b.append(T, 0, txn_batch(p, 0, 0, [b"v%d" % i]))
+    for p in pids:
+        b.write_txn_markers([(p, 0, 0, p == pids[1], [(T, 0)])])
+    log = b._partition(T, 0).log
+    entries = log.aborted_transactions()
+    assert [(e.producer_id, e.first_offset) for e in entries] == [(pids[0], 0), (pids[2], 2)]
+    expect = read_committed(b)
+    idx = os.path.join(log.path, "00000000000000000000.txnindex")
+    for damage in ("cut", "lost"):
+        crash = tmp_path / damage
+        shutil.copytree(d, crash)
+        cidx = os.path.join(crash, f"{T}-0", "00000000000000000000.txnindex")
+        if damage == "cut":
+            with open(cidx, "r+b") as f:
+                f.truncate(os.path.getsize(idx) - 5)
+        else:
+            os.unlink(cidx)
+        caplog.clear()
+        b2 = open_broker(crash)
+        try:
+            assert b2._partition(T, 0).log.aborted_transactions() == entries
+            assert read_committed(b2) == expect
+            if damage == "cut":
+                assert any("not a multiple of the 34-byte entry" in r.getMessage() for r in caplog.records)
+        finally:
+            b2.close()
+    b.close()
+
+
+def test_expired_producer_with_open_transaction_keeps_its_state(tmp_path):
+    now = [time.time_ns() // 1_000_000]
+    b = open_broker(tmp_path / "d", clock=lambda: now[0], producer_id_expiration_ms=1000)
+    try:
+        b.create_topic(T, 1)
+        b.txn_verifier = lambda *a: 0
+        p, q = new_pid(b), new_pid(b)
+        b.append(T, 0, txn_batch(p, 0, 0, [b"a"]))
+        b.append(T, 0, txn_batch(q, 0, 0, [b"b"]))
+        b.write_txn_markers([(q, 0, 0, True, [(T, 0)])])
+        now[0] += 10 * 86_400_000
+        b._expire_producers(now[0])
+        pids = {i.producer_id for i in b.describe_producers(T, 0)}
+        assert p in pids and q not in pids
+        assert b.last_stable_offset(T, 0) == 0
+        assert b.write_txn_markers([(p, 0, 0, False, [(T, 0)])])[(T, 0, p)].error_code == 0
+        assert b.last_stable_offset(T, 0) == b.high_watermark(T, 0)
+        assert b._partition(T, 0).log.aborted_transactions()[0][:2] == (p, 0)
+    finally:
+        b.close()
+
+
+def test_compaction_drops_aborted_records_and_keeps_committed(tmp_path):
+    """The cleaner finds aborted transactions from the markers it reads (it does not
+    need the .txnindex): a compacted log keeps the committed records of every key and
+    none of the aborted ones, and read_committed answers the same before and after."""
+    b = Broker(str(tmp_path / "d"), background=False, offsets_topic_num_partitions=1)
+    try:
+        b.create_topic(T, 1, config={"cleanup.policy": "compact", "segment.bytes": "200",
+                                     "min.cleanable.dirty.ratio": "0.01"})
+        b.txn_verifier = lambda *a: 0
+        good, bad = new_pid(b), new_pid(b)
+        b.append(T, 0, txn_batch(good, 0, 0, [b"g1", b"g2"], keys=[b"k1", b"k2"]))
+        b.append(T, 0, txn_batch(bad, 0, 0, [b"x1", b"x3"], keys=[b"k1", b"k3"]))
+        b.write_txn_markers([(bad, 0, 0, False, [(T, 0)])])
+        b.write_txn_markers([(good, 0, 0, True, [(T, 0)])])
+        for i in range(8):   # later plain records so the transactions' segments are sealed
+            b.append(T, 0, plain_batch([b"f%d" % i], keys=[b"filler%d" % i]))
+        before = [v for _, v in read_committed(b)[0]]
+        assert b"x1" not in before and b"g1" in before
+        log = b._partition(T, 0).log
+        stats = b.cleaner.clean(log, force=True)
+        assert stats.records_removed >= 2, stats
+        res = b.fetch(T, 0, 0)
+        values = [r.value for bt in iter_batches(bytes(res.records.records)) if not bt.is_control for r in bt]
+        assert b"x1" not in values and b"x3" not in values
+        assert b"g1" in values and b"g2" in values
+        assert [v for _, v in read_committed(b)[0]] == before
+    finally:
+        b.close()
+
+
+# --------------------------------------------------------------------------- model
+
+N_PRODUCERS = 3
+
+op = st.one_of(
+    st.tuples(st.just("data"), st.integers(0, N_PRODUCERS - 1), st.integers(1, 3)),
+    st.tuples(st.just("plain"), st.just(0), st.integers(1, 2)),
+    st.tuples(st.sampled_from(["commit", "abort"]), st.integers(0, N_PRODUCERS - 1), st.just(0)),
+    st.tuples(st.sampled_from(["roll", "reopen", "crash", "damage"]), st.just(0), st.just(0)),
+)
+
+
+class _Model:
+    """Brute force: every record with its producer and transaction, every outcome."""
+
+    def __init__(self) -> None:
+        self.leo = 0
+        self.records: list[tuple[int, bytes, int | None]] = []   # offset, value, txn id
+        self.open: dict[int, tuple[int, int]] = {}                # producer index -> (txn id, first)
+        self.outcome: dict[int, bool] = {}                        # txn id -> committed
+        self.txns: dict[int, tuple[int, int, int]] = {}           # txn id -> (pid, first, marker)
+        self.next_txn = 0
+
+    def lso(self) -> int:
+        return min((first for _, first in self.open.values()), default=self.leo)
+
+    def visible(self) -> list[tuple[int, bytes]]:
+        lso = self.lso()
+        return [(o, v) for o, v, t in self.records if o < lso and (t is None or self.outcome.get(t))]
+
+    def aborted(self, start: int, upper: int) -> list[tuple[int, int]]:
+        return sorted((pid, first) for t, (pid, first, marker) in self.txns.items()
+                      if not self.outcome[t] and marker >= start and first < upper)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(op, min_size=1, max_size=40))
+def test_model_random_transactions(tmp_path_factory, ops):
+    base = tmp_path_factory.mktemp("model")
+    path = base / "d0"
+    b = open_broker(path)
+    b.create_topic(T, 1, config={"segment.bytes": "400"})
+    b.txn_verifier = lambda *a: 0
+    pids = [new_pid(b) for _ in range(N_PRODUCERS)]
+    seqs = [0] * N_PRODUCERS
+    m = _Model()
+    serial = 0
+    try:
+        for kind, i, n in ops:
+            if kind in ("data", "plain"):
+                values = [b"%s-%d-%d" % (kind.encode(), serial, k) for k in range(n)]
+                serial += 1
+                if kind == "data":
+                    r = b.produce(T, 0, txn_batch(pids[i], 0, seqs[i], values))
+                    seqs[i] += n
+                    if i not in m.open:
+                        m.open[i] = (m.next_txn, m.leo)
+                        m.next_txn += 1
+                    txn = m.open[i][0]
+                else:
+                    r = b.produce(T, 0, plain_batch(values))
+                    txn = None
+                assert r.error_code == 0 and r.base_offset == m.leo, r
+                m.records += [(m.leo + k, v, txn) for k, v in enumerate(values)]
+                m.leo += n
+            elif kind in ("commit", "abort"):
+                r = b.write_txn_markers([(pids[i], 0, 0, kind == "commit", [(T, 0)])])[(T, 0, pids[i])]
+                assert r.error_code == 0 and r.base_offset == m.leo, r
+                if i in m.open:
+                    txn, first = m.open.pop(i)
+                    m.outcome[txn] = kind == "commit"
+                    m.txns[txn] = (pids[i], first, m.leo)
+                m.leo += 1
+            elif kind == "roll":
+                b._partition(T, 0).log.roll()
+            else:
+                serial += 1
+                new = base / f"d{serial}"
+                if kind == "reopen":
+                    b.close()
+                    os.rename(path, new)
+                else:   # a crash: the files as they are now, maybe with a damaged .txnindex
+                    shutil.copytree(path, new)
+                    b.close()
+                    if kind == "damage":
+                        d = new / f"{T}-0"
+                        for name in os.listdir(d):
+                            if name.endswith(".txnindex"):
+                                with open(d / name, "ab") as f:
+                                    f.write(b"\x00\x07")
+                path = new
+                b = open_broker(path)
+                b.txn_verifier = lambda *a: 0
+            assert b.high_watermark(T, 0) == m.leo
+            assert b.last_stable_offset(T, 0) == m.lso()
+        seen, fetches, lso = read_committed(b, max_bytes=150)
+        assert lso == m.lso()
+        assert seen == m.visible()
+        for start, upper, aborted in fetches:
+            assert aborted == m.aborted(start, upper), (start, upper)
+        expected_index = sorted((pid, first, marker) for t, (pid, first, marker) in m.txns.items()
+                                if not m.outcome[t])
+        assert sorted(e[:3] for e in b._partition(T, 0).log.aborted_transactions()) == expected_index
+    finally:
+        b.close()
