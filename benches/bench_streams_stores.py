@@ -157,10 +157,11 @@ class _Sqlite:
         self.db.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
 
     def write(self, batch):
+        last = dict(batch)  # the batch's outcome: its last write per key
         db = self.db
         db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", [(k, v) for k, v in batch if v is not None])
-        db.executemany("DELETE FROM kv WHERE k = ?", [(k,) for k, v in batch if v is None])
+        db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", [(k, v) for k, v in last.items() if v is not None])
+        db.executemany("DELETE FROM kv WHERE k = ?", [(k,) for k, v in last.items() if v is None])
         db.execute("COMMIT")
 
     def get(self, k):
