@@ -91,7 +91,7 @@ class ProcessorStateManager:
         self.exactly_once = exactly_once
         self.restore_listener = restore_listener
         self.show_progress = show_progress
-        self.task_dir = os.path.join(state_dir, application_id, str(task_id))
+        self.task_dir = os.path.dirname(os.path.dirname(store_directory(state_dir, application_id, task_id, "-")))
         self.checkpoint_path = os.path.join(self.task_dir, CHECKPOINT_FILE_NAME)
         self._stores: Dict[str, _StoreMetadata] = {}
         self._initialized = False

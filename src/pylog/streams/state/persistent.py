@@ -43,6 +43,7 @@ import logging
 import os
 import shutil
 import struct
+import tempfile
 from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 from pylog.errors import KafkaStorageError
@@ -60,7 +61,10 @@ _META = struct.Struct(">qi")
 
 
 def store_directory(state_dir: str, application_id: str, task_id: Any, store_name: str) -> str:
-    """``<state_dir>/<application_id>/<task_id>/rocksdb/<store_name>``."""
+    """``<state_dir>/<application_id>/<task_id>/rocksdb/<store_name>``; an empty
+    ``state_dir`` means Kafka's default, ``<temp dir>/kafka-streams``."""
+    if not state_dir:
+        state_dir = os.path.join(tempfile.gettempdir(), "kafka-streams")
     return os.path.join(state_dir, application_id, str(task_id), "rocksdb", store_name)
 
 
