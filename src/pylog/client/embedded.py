@@ -73,10 +73,26 @@ class EmbeddedTransport:
 
     def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
                       on_done: Callable[[int, list[ProduceResult]], object]) -> None:
-        # An append is a function call: every answer is there before this returns.
+        # An append is a function call: every answer is there before this returns.  The
+        # consecutive entries of one partition (the producer gives each batch its own)
+        # are appended in one call.
         produce_batches = self.broker.produce_batches
-        for i, (topic, partition, batches) in enumerate(work):
-            on_done(i, produce_batches(topic, partition, batches, acks=acks))
+        i, n = 0, len(work)
+        while i < n:
+            topic, partition, batches = work[i]
+            j = i + 1
+            while j < n and work[j][0] == topic and work[j][1] == partition:
+                j += 1
+            if j == i + 1:
+                on_done(i, produce_batches(topic, partition, batches, acks=acks))
+            else:
+                results = produce_batches(topic, partition, [b for e in work[i:j] for b in e[2]], acks=acks)
+                k = 0
+                for e in range(i, j):
+                    count = len(work[e][2])
+                    on_done(e, results[k:k + count])
+                    k += count
+            i = j
 
     def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1):
         return self.broker.init_producer_id(producer_id=producer_id, producer_epoch=producer_epoch)

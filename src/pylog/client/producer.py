@@ -10,7 +10,12 @@ call without waiting (a network transport sends one Produce request per leader a
 reports each partition as its answer comes; the embedded transport appends through
 :meth:`pylog.broker.core.Broker.produce_batches`, the code path the wire-protocol
 server's Produce uses, and answers before it returns).  So a leader that is slow, or
-hangs until the request times out, holds back only its own partitions.
+hangs until the request times out, holds back only its own partitions.  Each batch is
+its own request, answered on its own, so an answer frees its slot at once; an answer
+in which every batch was appended is taken on the thread that brings it (the network
+transport's I/O thread), which sends what the freed slot lets go without handing over
+to the sender thread and back, unless the sender is busy, an error of the partition
+waits, or an epoch bump is pending (the sender then handles it as any other).
 
 Delivery
 --------
@@ -61,6 +66,9 @@ Threads
 ``send``, ``send_batch``, ``flush`` and ``close`` may be called from any thread.  One sender
 thread per producer sends, handles the answers (handed over by the transport's threads)
 and runs the handles' callbacks; a callback must not block on another send's result.
+The sender's state (requests out, retries, epoch bump) is held under one lock by the
+sender's step or by the transport's thread taking a clean answer; the latter never
+waits for it, never fails a batch and never runs a callback.
 """
 
 from __future__ import annotations
@@ -255,6 +263,13 @@ class Producer(_core._ProducerCore):
         self._epoch_lock = threading.Lock()
         # Answers of requests out, appended by any thread, handled by the sender.
         self._answers: collections.deque = collections.deque()
+        # The sender's state (flights, epoch bump, held and unresolved partitions) belongs
+        # to whoever holds this: the sender thread for a step, or the transport's thread
+        # taking a clean answer itself (_answer_here).  Never waited for by the latter.
+        self._step_lock = threading.Lock()
+        # (batch, base_offset, log_append_time) appended, accounted by _answer_here: the
+        # sender completes them (the handles' callbacks run on the sender thread).
+        self._completions: collections.deque = collections.deque()
         self._flights: dict[Any, _Flight] = {}    # _PartitionQueue -> its requests out
         self._seq = 0
         self._requests_out = 0
@@ -364,7 +379,7 @@ class Producer(_core._ProducerCore):
                 while True:
                     if self._stopped:
                         return
-                    if self._answers:
+                    if self._answers or self._completions:
                         break
                     now = self._now()
                     delay = self._next_delay(now)
@@ -403,6 +418,15 @@ class Producer(_core._ProducerCore):
 
     def _sender_step(self) -> None:
         """Handle the answers that came, then send what is ready (one step of the sender)."""
+        with self._step_lock:
+            self._sender_step_locked()
+
+    def _sender_step_locked(self) -> None:
+        completions = self._completions
+        while completions:
+            # Taken by the transport's thread before any answer now waiting came.
+            b, base_offset, log_append_time = completions.popleft()
+            b.complete(base_offset, log_append_time)
         answers = self._answers
         while answers:
             self._answered(*answers.popleft())
@@ -434,12 +458,17 @@ class Producer(_core._ProducerCore):
                 queue.blocked_until = 0
         self._held.clear()
 
-    def _send_ready(self, now: int) -> None:
+    def _send_ready(self, now: int, *, here: bool = False) -> None:
         """Drain the partitions that may send (none outstanding, or room for more of an
-        idempotent partition's batches) and hand their batches to the transport."""
+        idempotent partition's batches) and hand their batches to the transport.
+        ``here``: called by :meth:`_answer_here` on the transport's thread, which fails
+        nothing: a partition with a batch past its delivery timeout is left to the sender."""
         work = self._drain(now, self._closing, max(self._max_request_bytes(), 1), self.max_in_flight)
         sending: list[_Request] = []
         for topic, partition, batches in work:
+            if here and any(now >= b.deadline_ms for b in batches):
+                self._requeue(topic, partition, batches, 0)
+                continue
             batches = self._expire(topic, partition, batches)
             if not batches:
                 continue
@@ -468,11 +497,14 @@ class Producer(_core._ProducerCore):
                 del batches[max(room, 0):]
                 if not batches:
                     continue
-            self._seq += 1
-            sending.append(_Request(queue, batches, self._seq))
-            flight.requests += 1
+            # One request per batch, answered on its own: an answer frees its slot at
+            # once instead of when the partition's whole drain is answered.
+            for b in batches:
+                self._seq += 1
+                sending.append(_Request(queue, [b], self._seq))
+            flight.requests += len(batches)
             flight.batches += len(batches)
-            self._requests_out += 1
+            self._requests_out += len(batches)
             queue.blocked_until = _MUTED if self._room(flight) <= 0 else 0
         if not sending:
             return
@@ -480,7 +512,10 @@ class Producer(_core._ProducerCore):
         answers = self._answers
 
         def on_done(i: int, results: list, _sending: list = sending) -> None:
-            # Any thread (the network transport's I/O thread): the sender handles it.
+            # Any thread (the network transport's I/O thread): taken there if it is clean,
+            # else the sender handles it.
+            if self._answer_here(_sending[i], results):
+                return
             answers.append((_sending[i], results))
             if not self._in_produce:
                 # (During the call the sender looks at the answers before it sleeps.)
@@ -494,6 +529,29 @@ class Producer(_core._ProducerCore):
                 answers.append((r, [ProduceResult.failed(exc) for _ in r.batches]))
         finally:
             self._in_produce = False
+
+    def _answer_here(self, request: _Request, results: list) -> bool:
+        """An answer on the transport's thread (the network I/O thread): when every batch
+        of it was appended, no other answer waits for the sender and no epoch bump is
+        pending, account for it and send what its freed slot lets go, here, without a
+        hand-over to the sender thread and back (the sender completes the batches: the
+        handles' callbacks run there).  Returns False, having done nothing, when the
+        sender must handle it (an error, an answer waiting before it, a failed batch of the
+        partition waiting for the others' answers, the sender busy)."""
+        for res in results:
+            if res.error_code and res.error_code != _DUPLICATE_SEQUENCE:
+                return False
+        if self._answers or self._bump_pending or not self._step_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._answers or self._bump_pending or self._flights[request.queue].failed:
+                return False      # (a failed batch of the partition waits for this answer)
+            self._answered(request, results, self._completions)
+            self._send_ready(self._now(), here=True)
+        finally:
+            self._step_lock.release()
+        self._wake_sender()
+        return True
 
     def _room(self, flight: _Flight) -> int:
         """How many more batches of a partition may be outstanding now."""
@@ -550,9 +608,10 @@ class Producer(_core._ProducerCore):
                 return pending[:first]
         return pending
 
-    def _answered(self, request: _Request, results: list) -> None:
-        """One partition's answer: complete what was appended; once the partition has no
-        request out, retry or fail what was not (:meth:`_recover`)."""
+    def _answered(self, request: _Request, results: list, completions: Any = None) -> None:
+        """One partition's answer: complete what was appended (or, given ``completions``,
+        append it there for the sender to complete); once the partition has no request
+        out, retry or fail what was not (:meth:`_recover`)."""
         queue = request.queue
         flight = self._flights[queue]
         flight.requests -= 1
@@ -561,8 +620,11 @@ class Producer(_core._ProducerCore):
         for k, (b, res) in enumerate(zip(request.batches, results)):
             if res.error_code == 0 or res.error_code == _DUPLICATE_SEQUENCE:
                 # (DUPLICATE_SEQUENCE_NUMBER: appended before, the broker no longer knows where.)
-                b.complete(res.base_offset if self.acks != 0 and res.error_code == 0 else -1,
-                           res.log_append_time)
+                base_offset = res.base_offset if self.acks != 0 and res.error_code == 0 else -1
+                if completions is None:
+                    b.complete(base_offset, res.log_append_time)
+                else:
+                    completions.append((b, base_offset, res.log_append_time))
                 flight.acked_epoch = self.producer_epoch
                 flight.last_acked = max(flight.last_acked, (request.seq, k))
                 flight.acks.append((request.seq, k))
@@ -574,9 +636,13 @@ class Producer(_core._ProducerCore):
             else:
                 self._recover(queue, flight)
             return
-        self._unresolved.discard(queue)      # its batches before these are appended too
         if flight.retrying:
             flight.retrying = max(flight.retrying - len(request.batches), 0)
+        if not flight.retrying:
+            # Its batches before these are appended too.  (Not while retried batches are
+            # out: each is its own request, and one appended says nothing of the later
+            # ones, which may be the batches whose first send is unresolved.)
+            self._unresolved.discard(queue)
         if queue.blocked_until == _MUTED and self._room(flight) > 0 and queue not in self._held:
             queue.blocked_until = 0
 

@@ -468,6 +468,11 @@ class NetworkClient:
         conn = self._conns.get(node_id)
         return conn is not None and conn.is_ready()
 
+    def on_io_thread(self) -> bool:
+        """Whether the caller is the I/O thread (a done callback): it must not wait for an
+        answer of this client."""
+        return threading.current_thread() is self._thread
+
     @property
     def closed(self) -> bool:
         return self._closing

@@ -10,7 +10,9 @@ Produce
     The partitions' batches are grouped by leader (from the metadata; an unknown leader
     waits for one metadata update, then answers LEADER_NOT_AVAILABLE / UNKNOWN_TOPIC_OR_PARTITION).
     Kafka's brokers take exactly one v2 batch per partition in a Produce request, so
-    request ``k`` to a leader carries the ``k``-th batch of each of its partitions; the
+    request ``k`` to a leader carries the ``k``-th batch of each of its partitions (counted
+    across the entries of one call: the producer gives each batch its own entry, so each
+    is reported as soon as its own request is answered); the
     requests are pipelined on the leader's connection (answered in order, appended in
     order) and the leaders are written to concurrently.  :meth:`~KafkaTransport.produce_async`
     returns once the requests are queued and reports each partition as its answers come
@@ -378,14 +380,24 @@ class KafkaTransport:
         client's I/O thread as each partition's requests are answered (at once, in this
         thread, for a partition without a known leader or a request that could not be
         queued).  A waiting caller (the producer's sender) should hand the results to
-        its own thread rather than run user code in ``on_done``."""
+        its own thread rather than run user code in ``on_done``.  May be called from
+        ``on_done`` itself (the producer sends a partition's next batch as an answer
+        frees its slot): then a partition whose leader is not known answers
+        LEADER_NOT_AVAILABLE at once instead of waiting for a metadata update."""
         self._check_open()
         snap = self.cluster.snapshot()
         if any(snap.leader_for(t, p) is None for t, p, _ in work):
-            snap = self._leaders({t for t, _, _ in work}, snap)
+            if self.net.on_io_thread():
+                # Called from a done callback: waiting for metadata would wait for this
+                # thread.  The leaderless partitions answer retriably; the update follows.
+                self.cluster.add_topics({t for t, _, _ in work})
+                self.cluster.request_update()
+            else:
+                snap = self._leaders({t for t, _, _ in work}, snap)
         # leader -> request index k -> [(work index, k, topic, partition, batch)]
         by_leader: dict[int, list[list[tuple[int, int, str, int, Any]]]] = {}
         answer = _ProduceAnswer(work, on_done)
+        taken: dict[tuple[str, int], int] = {}      # (topic, partition) -> its requests so far
         for i, (topic, partition, batches) in enumerate(work):
             if not batches:
                 on_done(i, [])
@@ -405,10 +417,14 @@ class KafkaTransport:
                     answer.put(i, k, ProduceResult.failed(err))
                 continue
             reqs = by_leader.setdefault(leader, [])
+            # A partition may come in several entries (one per batch): its batches take
+            # the leader's requests one after another, in order.
+            first = taken.get((topic, partition), 0)
             for k, batch in enumerate(batches):
-                if k == len(reqs):
+                if first + k == len(reqs):
                     reqs.append([])
-                reqs[k].append((i, k, topic, partition, batch))
+                reqs[first + k].append((i, k, topic, partition, batch))
+            taken[(topic, partition)] = first + len(batches)
         timeout_ms = self.request_timeout_ms
         for leader, reqs in by_leader.items():
             for entries in reqs:
