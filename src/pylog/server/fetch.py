@@ -14,6 +14,13 @@ Reading
     bytes stay readable until written even if the segment is rolled, released or deleted
     meanwhile.
 
+read_committed (isolation level 1)
+    The same, with the last stable offset in place of the high watermark: a partition
+    fetched at its LSO is caught up (the records between the LSO and the high watermark
+    belong to open transactions: nothing can be returned yet), and each partition's
+    answer carries the aborted transactions overlapping its records (the broker core
+    reads them from the ``.txnindex`` files), as Fetch v4+ does.
+
 Long polls
     A Fetch that finds fewer than ``min_bytes`` waits up to ``max_wait_ms``; one whose
     partitions are all caught up (:func:`caught_up`) waits without building an answer
@@ -59,12 +66,14 @@ class CaughtUpAnswers:
     def __init__(self) -> None:
         self.by_isolation: tuple[dict, dict] = ({}, {})
 
-    def get(self, isolation_level: int, topic: str, partition: int, start: int, hw: int) -> Any:
+    def get(self, isolation_level: int, topic: str, partition: int, start: int, hw: int,
+            lso: int | None = None) -> Any:
         answers = self.by_isolation[1 if isolation_level == 1 else 0]
         pd = answers.get((topic, partition))
-        if pd is None or pd.high_watermark != hw or pd.log_start_offset != start:
+        lso = hw if lso is None else lso
+        if pd is None or pd.high_watermark != hw or pd.log_start_offset != start or pd.last_stable_offset != lso:
             pd = m.FetchResponse.PartitionData(
-                partition_index=partition, error_code=0, high_watermark=hw, last_stable_offset=hw,
+                partition_index=partition, error_code=0, high_watermark=hw, last_stable_offset=lso,
                 log_start_offset=start, aborted_transactions=[] if isolation_level == 1 else None,
                 records=_EMPTY)
             answers[(topic, partition)] = pd
@@ -76,16 +85,19 @@ class CaughtUpAnswers:
                 del answers[key]
 
 
-def caught_up(st: Any, wanted: list) -> bool:
+def caught_up(st: Any, wanted: list, isolation_level: int = 0) -> bool:
     """Whether every wanted partition (as for :func:`read_partitions`) exists, passes its
-    leader epoch check and is fetched at its high watermark: nothing to read yet."""
-    log_offsets = st.broker.log_offsets
+    leader epoch check and is fetched at its high watermark (read_committed: its last
+    stable offset): nothing to read yet."""
+    committed = isolation_level == 1
+    log_offsets = st.broker.stable_offsets if committed else st.broker.log_offsets
+    end = 2 if committed else 1
     for topic, parts in wanted:
         for partition, offset, _part_max, cle in parts:
             if cle >= 0 and cle != st.leader_epoch(topic):
                 return False
             try:
-                if log_offsets(topic, partition)[1] != offset:
+                if log_offsets(topic, partition)[end] != offset:
                     return False
             except PylogError:
                 return False
@@ -109,11 +121,12 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
     cached = session.partitions if session is not None else None
     answer_caught_up = st.caught_up_answers.get
     broker = st.broker
-    log_offsets = broker.log_offsets
+    committed = isolation_level == 1
+    log_offsets = broker.stable_offsets if committed else broker.log_offsets
     R = m.FetchResponse
     PD = R.PartitionData
+    AT = R.AbortedTransaction
     TR = R.FetchableTopicResponse
-    aborted = [] if isolation_level == 1 else None
     responses = []
     total = 0
     any_error = False
@@ -133,15 +146,18 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
             # A caught-up partition (the usual long poll) has nothing to read: answer
             # from its offsets alone, without opening a read of the log.
             try:
-                start, hw = log_offsets(topic, partition)
+                if committed:
+                    start, hw, lso = log_offsets(topic, partition)
+                else:
+                    (start, hw), lso = log_offsets(topic, partition), None
             except PylogError:
-                start, hw = -1, None     # the fetch below reports the error
-            if offset == hw:
+                start, hw, lso = -1, None, None     # the fetch below reports the error
+            if offset == (hw if lso is None else lso):
                 if cached is not None:
                     cp = cached.get((topic, partition))
                     if cp is not None and cp.high_watermark == hw and cp.local_log_start_offset == start:
                         continue
-                out.append(answer_caught_up(isolation_level, topic, partition, start, hw))
+                out.append(answer_caught_up(isolation_level, topic, partition, start, hw, lso))
                 continue
             budget = max_bytes - total
             limit = part_max if part_max < budget else budget
@@ -164,6 +180,11 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
                     records = FileRegion(read.file, read.position, size)
                     total += size
                 read.release()
+            aborted = res.aborted_transactions
+            if aborted is not None and records is not _EMPTY:
+                aborted = [AT(producer_id=pid, first_offset=first) for pid, first in aborted]
+            elif aborted is not None:
+                aborted = []
             out.append(PD(partition_index=partition, error_code=0, high_watermark=res.high_watermark,
                           last_stable_offset=res.last_stable_offset, log_start_offset=res.log_start_offset,
                           aborted_transactions=aborted, records=records))

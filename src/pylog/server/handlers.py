@@ -501,7 +501,7 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
     max_bytes = min(req.max_bytes, st.config.fetch_max_bytes)
     isolation = req.isolation_level
     if req.max_wait_ms > 0 and req.min_bytes > 0 and wanted and not st.server.stopping \
-            and caught_up(st, wanted):
+            and caught_up(st, wanted, isolation):
         # A caught-up consumer's poll: wait; the answer is built once, when it ends.
         return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms,
                                      all_caught_up=True)
