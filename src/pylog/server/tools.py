@@ -1066,8 +1066,11 @@ def _groups_delete(args: argparse.Namespace) -> int:
 
 
 def _add_dump_log(sub: Any) -> None:
-    p = sub.add_parser("dump-log", help="decode a segment file (.log, .index or .timeindex)",
-                       description="Print the batches of a segment file as Kafka's DumpLogSegments does. "
+    p = sub.add_parser("dump-log", help="decode a segment file (.log, .index, .timeindex or .txnindex)",
+                       description="Print the batches of a segment file as Kafka's DumpLogSegments does "
+                                   "(a transaction marker's line says 'endTxnMarker: COMMIT "
+                                   "coordinatorEpoch: N'), or the entries of an index (a .txnindex: "
+                                   "the aborted transactions).  "
                                    "A batch whose CRC does not match is printed with 'isvalid: false' and "
                                    "the dump goes on; a batch whose framing is broken ends the dump of that "
                                    "file.  Exit status 1 if any batch was invalid or a file unreadable.")
@@ -1089,6 +1092,8 @@ def _dump_log(args: argparse.Namespace) -> int:
                 _dump_index(path, ">II", lambda base, rel, pos: f"offset: {base + rel} position: {pos}")
             elif path.endswith(".timeindex"):
                 _dump_index(path, ">qI", lambda base, ts, rel: f"timestamp: {ts} offset: {base + rel}")
+            elif path.endswith(".txnindex"):
+                status |= _dump_txn_index(path, shown)
             else:
                 status |= _dump_segment(path, shown, args)
         except BrokenPipeError:
@@ -1115,6 +1120,52 @@ def _dump_index(path: str, fmt: str, show: Any) -> None:
         if a == 0 and b == 0 and (pos or time_index):
             break          # the preallocated, unused tail
         print(show(base, a, b))
+
+
+def _dump_txn_index(path: str, shown: str) -> int:
+    """The entries of a ``.txnindex`` as Kafka's tool prints them; a damaged file is
+    reported (exit status 1) after the entries before the damage."""
+    from pylog.storage.txn_index import ENTRY_SIZE, CorruptTxnIndexError, TransactionIndex
+
+    with open(path, "rb") as f:
+        data = f.read()
+    whole = len(data) - len(data) % ENTRY_SIZE
+    try:
+        entries = TransactionIndex.decode(data, _base_offset_of(path), None, shown)
+        error = None
+    except CorruptTxnIndexError as exc:
+        error = str(exc)
+        entries = []
+        for pos in range(0, whole, ENTRY_SIZE):   # what still decodes, entry by entry
+            try:
+                entries += TransactionIndex.decode(data[pos:pos + ENTRY_SIZE], 0, None, shown)
+            except CorruptTxnIndexError:
+                break
+    for e in entries:
+        print(f"version: 0 producerId: {e.producer_id} firstOffset: {e.first_offset} "
+              f"lastOffset: {e.last_offset} lastStableOffset: {e.last_stable_offset}")
+    if error is not None:
+        _warn(f"dump-log: {error}")
+        return 1
+    return 0
+
+
+def _control_line(b: Any, kind: str) -> str:
+    """Kafka's record line of a control batch: the transaction marker it holds."""
+    from pylog.errors import PylogError
+    from pylog.records import ControlRecord, ControlRecordType
+
+    try:
+        for r in b:
+            rec = ControlRecord.from_record(r)
+            what = (f"endTxnMarker: {rec.type.name} coordinatorEpoch: {rec.coordinator_epoch}"
+                    if rec.type in (ControlRecordType.ABORT, ControlRecordType.COMMIT)
+                    else f"controlType: {getattr(rec.type, 'name', 'UNKNOWN')}({int(rec.type)})")
+            return (f"| offset: {r.offset} {kind}: {r.timestamp} keySize: {len(r.key or b'')} valueSize: "
+                    f"{-1 if r.value is None else len(r.value)} sequence: {b.base_sequence} headerKeys: [] {what}")
+    except (PylogError, ValueError) as exc:
+        return f"| control record not decodable: {exc}"
+    return "| control batch without a record"
 
 
 def _dump_segment(path: str, shown: str, args: argparse.Namespace) -> int:
@@ -1177,7 +1228,9 @@ def _print_batches(mm: Any, args: argparse.Namespace) -> tuple[int, int, int, st
                   f"position: {pos} {kind}: {b.max_timestamp} size: {b.size} magic: {b.magic} "
                   f"compresscodec: {codecs.get(b.codec, b.codec)} crc: {b.crc} isvalid: {valid}")
             count += 1
-            if args.print_data:
+            if b.is_control:
+                print(_control_line(b, kind))
+            elif args.print_data:
                 try:
                     for r in b:
                         hs = ",".join(f"{k}:{_shown(v)}" for k, v in r.headers)
