@@ -9,6 +9,8 @@ producer state after a rejected request are the ones before it.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pylog import _core
@@ -16,8 +18,11 @@ from pylog.broker.core import Broker
 
 
 class Clock:
-    def __init__(self, t: int = 1_700_000_000_000) -> None:
-        self.t = t
+    """A hand-driven clock that starts at the wall clock's now, so batches stamped with the
+    real time are within the topic's message.timestamp.after.max.ms (one hour)."""
+
+    def __init__(self, t: int | None = None) -> None:
+        self.t = int(time.time() * 1000) if t is None else t
 
     def __call__(self) -> int:
         return self.t
@@ -82,7 +87,7 @@ def test_a_bad_batch_in_the_middle_rejects_the_whole_request(broker, damage):
         bad[-2] ^= 0xFF
         bad, code = bytes(bad), 2
     elif damage == "timestamp":
-        bad, code = batch([b"future"], ts=1_700_000_000_000 + 3_600_000), 32
+        bad, code = batch([b"future"], ts=int(time.time() * 1000) + 3_600_000), 32
     else:
         bad, code = bytes(_core.RecordBatchBuilder().build()), 87
     before = state(broker)

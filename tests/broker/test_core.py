@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -20,8 +21,11 @@ from pylog.records import build_control_batch
 
 
 class Clock:
-    def __init__(self, t: int = 1_700_000_000_000) -> None:
-        self.t = t
+    """A hand-driven clock that starts at the wall clock's now, so batches stamped with the
+    real time are within the topic's message.timestamp.after.max.ms (one hour)."""
+
+    def __init__(self, t: int | None = None) -> None:
+        self.t = int(time.time() * 1000) if t is None else t
 
     def __call__(self) -> int:
         return self.t

@@ -13,6 +13,7 @@ coordinator, ``_append_internal``) take ``fake_client``, or carry
 ``@pytest.mark.embedded_only("why")``: they run on the embedded transport only.
 """
 
+import time
 from typing import Any
 
 import pytest
@@ -22,10 +23,12 @@ from pylog.broker.group import GroupCoordinatorConfig
 
 
 class FakeClock:
-    """Milliseconds, moved only by the test."""
+    """Milliseconds, moved only by the test; it starts at the wall clock's now, so records
+    the producer stamps with the real time are within the topic's
+    message.timestamp.after.max.ms (one hour, Kafka 4's default)."""
 
-    def __init__(self, t: int = 1_700_000_000_000) -> None:
-        self.t = t
+    def __init__(self, t: int | None = None) -> None:
+        self.t = int(time.time() * 1000) if t is None else t
 
     def __call__(self) -> int:
         return self.t

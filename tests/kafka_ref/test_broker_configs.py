@@ -51,9 +51,6 @@ MAY_DIFFER = {
     "socket.receive.buffer.bytes": "pylog leaves socket buffers to the OS (-1; Kafka: 102400)",
     "socket.send.buffer.bytes": "pylog leaves socket buffers to the OS (-1; Kafka: 102400)",
     "log.flush.scheduler.interval.ms": "the test servers' override (200 ms; Kafka's default never)",
-    # GAP (reported): Kafka 4 lowered this topic default to one hour; pylog's topic config
-    # table (pylog.broker.topic_config) still has Kafka 3's Long.MAX_VALUE.
-    "log.message.timestamp.after.max.ms": "pylog's topic default is still Kafka 3's (reported gap)",
 }
 
 

@@ -39,7 +39,7 @@ class Clock:
 def _batch(values, *, pid=-1, epoch=-1, seq=-1, keys=None) -> bytes:
     b = _core.RecordBatchBuilder(producer_id=pid, producer_epoch=epoch, base_sequence=seq)
     for i, v in enumerate(values):
-        b.append(None, None if keys is None else keys[i], v)
+        b.append(T0, None if keys is None else keys[i], v)   # the fake clock's time
     return b.build()
 
 

@@ -1428,7 +1428,9 @@ class Broker:
                               f"for {topic.name}-{partition} refused by the transaction coordinator")
         if b.records_count == 0 and not attrs & _ATTR_CONTROL:
             raise InvalidRecordError("a record batch must hold at least one record")
-        if topic.create_time and not attrs & _ATTR_CONTROL:
+        # The bounds guard against clients' clocks; the broker's own records (the group and
+        # transaction coordinators') carry its own time and are not checked against it.
+        if client and topic.create_time and not attrs & _ATTR_CONTROL:
             if topic.ts_after != LONG_MAX and b.max_timestamp > now + topic.ts_after:
                 raise InvalidTimestampError(
                     f"timestamp {b.max_timestamp} is more than message.timestamp.after.max.ms="

@@ -228,7 +228,9 @@ _DEFS = [
     ConfigDef("message.format.version", _S, "3.0-IV1",
               "deprecated; record batches are always v2", _anything, None,
               "log.message.format.version"),
-    ConfigDef("message.timestamp.after.max.ms", _L, str(LONG_MAX),
+    # Kafka 4.0 lowered this default from Long.MAX_VALUE to one hour: a producer
+    # whose clock runs ahead by more is refused rather than poisoning time-based retention.
+    ConfigDef("message.timestamp.after.max.ms", _L, "3600000",
               "largest amount a CreateTime timestamp may be ahead of the broker's clock",
               _range(0), None, "log.message.timestamp.after.max.ms"),
     ConfigDef("message.timestamp.before.max.ms", _L, str(LONG_MAX),
