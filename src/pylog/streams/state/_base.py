@@ -3,11 +3,11 @@ and the timestamp a changelog record is stamped with."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Tuple
 
 from pylog.errors import IllegalStateError
 
-__all__ = ["StoreBase", "context_timestamp", "check_key"]
+__all__ = ["StoreBase", "KeyValueDefaults", "context_timestamp", "check_key"]
 
 
 class StoreBase:
@@ -59,3 +59,23 @@ def check_key(key: Optional[bytes]) -> bytes:
     if not isinstance(key, (bytes, bytearray, memoryview)):
         raise TypeError(f"state store keys are bytes (serialise above the store), got {type(key).__name__}")
     return bytes(key)
+
+
+class KeyValueDefaults:
+    """The key-value writes that follow from ``get`` and ``put``."""
+
+    def put_if_absent(self, key: bytes, value: Optional[bytes]) -> Optional[bytes]:
+        old = self.get(key)  # type: ignore[attr-defined]
+        if old is None:
+            self.put(key, value)  # type: ignore[attr-defined]
+        return old
+
+    def put_all(self, entries: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        for key, value in entries:
+            self.put(key, value)  # type: ignore[attr-defined]
+
+    def delete(self, key: bytes) -> Optional[bytes]:
+        old = self.get(key)  # type: ignore[attr-defined]
+        if old is not None:
+            self.put(key, None)  # type: ignore[attr-defined]
+        return old

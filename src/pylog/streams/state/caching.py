@@ -23,9 +23,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 
 from pylog.errors import IllegalStateError
 
-from ._base import check_key, context_timestamp
+from ._base import KeyValueDefaults, check_key, context_timestamp
 from ._windows import INT64_MAX, _check_session, check_time
-from .changelogging import ChangeLoggingKeyValueStore, WrappedStore
+from .changelogging import (ChangeLoggingKeyValueStore, ChangeLoggingSessionStore, ChangeLoggingWindowStore,
+                            WrappedStore)
 
 __all__ = ["CachingKeyValueStore", "CachingWindowStore", "CachingSessionStore", "FlushListener",
            "DEFAULT_MAX_CACHE_ENTRIES"]
@@ -36,51 +37,54 @@ DEFAULT_MAX_CACHE_ENTRIES = 10_000
 _MISSING = object()
 
 
-class CachingKeyValueStore(WrappedStore):
+class _Cache(WrappedStore):
+    """The write-back cache of every caching store: dirty entries in last-write
+    order, written below (logged when a logging store is below) and reported to the
+    flush listener on flush, on close and when more than ``max_entries`` are dirty.
+    Subclasses say how an entry is read from (``_stored(entry)``) and written to
+    (``_write_below(entry, value, timestamp)``) the store below."""
+
     def __init__(self, inner: Any, max_entries: int = DEFAULT_MAX_CACHE_ENTRIES) -> None:
         super().__init__(inner)
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
-        # key -> (value or None for a deletion, record timestamp); insertion order is
-        # the order of the last write, which flush() keeps.
+        # entry -> (value or None for a deletion, record timestamp); insertion order is
+        # the order of the last write, which a flush keeps.
         self._dirty: dict = {}
-        self._listener: Optional[FlushListener] = None
+        self._listener: Optional[Callable[..., None]] = None
         self._send_old_values = False
-        self._logs = isinstance(inner, ChangeLoggingKeyValueStore)
+        self._logs = isinstance(inner, (ChangeLoggingKeyValueStore, ChangeLoggingWindowStore,
+                                        ChangeLoggingSessionStore))
 
-    def set_flush_listener(self, listener: Optional[FlushListener], send_old_values: bool = False) -> bool:
-        """Call ``listener(key, new, old, timestamp)`` for each entry a flush writes.
+    def set_flush_listener(self, listener: Optional[Callable[..., None]], send_old_values: bool = False) -> bool:
+        """Call ``listener(entry, new, old, timestamp)`` for each entry a flush writes
+        (``entry``: the key; ``(key, window_start)``; ``(key, start, end)``).
 
-        ``old`` is the value the wrapped store held before (``None`` unless
+        ``old`` is the value the store below held before (``None`` unless
         ``send_old_values``).  Returns True, as Kafka's does, to say it caches."""
         self._listener = listener
         self._send_old_values = send_old_values
         return True
 
-    # -- writes ---------------------------------------------------------------
-    def put(self, key: bytes, value: Optional[bytes]) -> None:
-        self._check_open()
-        key = check_key(key)
-        self._dirty.pop(key, None)  # move to the end: flush in last-write order
-        self._dirty[key] = (None if value is None else bytes(value), context_timestamp(self.context, 0))
+    def _check_open(self) -> None:
+        if not self.inner.is_open():
+            raise IllegalStateError(f"state store {self.name!r} is not open (call init() first, or it was closed)")
+
+    def _remember(self, entry: Any, value: Optional[bytes], default_ts: int) -> None:
+        self._dirty.pop(entry, None)  # move to the end: flush in last-write order
+        self._dirty[entry] = (None if value is None else bytes(value), context_timestamp(self.context, default_ts))
         if len(self._dirty) > self.max_entries:
             self._flush_cache()
 
-    def put_if_absent(self, key: bytes, value: Optional[bytes]) -> Optional[bytes]:
-        old = self.get(key)
-        if old is None:
-            self.put(key, value)
-        return old
-
-    def put_all(self, entries: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        for key, value in entries:
-            self.put(key, value)
-
-    def delete(self, key: bytes) -> Optional[bytes]:
-        old = self.get(key)
-        self.put(key, None)
-        return old
+    def _flush_cache(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        listener = self._listener
+        for entry, (value, ts) in dirty.items():
+            old = self._stored(entry) if (listener is not None and self._send_old_values) else None  # type: ignore[attr-defined]
+            self._write_below(entry, value, ts)  # type: ignore[attr-defined]
+            if listener is not None:
+                listener(entry, value, old, ts)
 
     def flush(self) -> None:
         self._check_open()
@@ -98,21 +102,25 @@ class CachingKeyValueStore(WrappedStore):
         self._dirty.clear()
         self.inner.restore_batch(records)
 
-    def _flush_cache(self) -> None:
-        dirty, self._dirty = self._dirty, {}
-        inner, listener = self.inner, self._listener
-        for key, (value, ts) in dirty.items():
-            old = inner.get(key) if (listener is not None and self._send_old_values) else None
-            if self._logs:
-                inner.put(key, value, timestamp=ts)
-            else:
-                inner.put(key, value)
-            if listener is not None:
-                listener(key, value, old, ts)
 
-    def _check_open(self) -> None:
-        if not self.inner.is_open():
-            raise IllegalStateError(f"state store {self.name!r} is not open (call init() first, or it was closed)")
+class CachingKeyValueStore(KeyValueDefaults, _Cache):
+    def put(self, key: bytes, value: Optional[bytes]) -> None:
+        self._check_open()
+        self._remember(check_key(key), value, 0)
+
+    def delete(self, key: bytes) -> Optional[bytes]:
+        old = self.get(key)
+        self.put(key, None)  # a tombstone even for an absent key: it may be stored below
+        return old
+
+    def _stored(self, key: bytes) -> Optional[bytes]:
+        return self.inner.get(key)
+
+    def _write_below(self, key: bytes, value: Optional[bytes], ts: int) -> None:
+        if self._logs:
+            self.inner.put(key, value, timestamp=ts)
+        else:
+            self.inner.put(key, value)
 
     # -- reads ----------------------------------------------------------------
     def get(self, key: bytes) -> Optional[bytes]:
@@ -181,31 +189,15 @@ class _Rev:
         return isinstance(other, _Rev) and self.b == other.b
 
 
-class _CachingTimed(WrappedStore):
+class _CachingTimed(_Cache):
     """Write-back cache over a window or session store (Kafka's CachingWindowStore /
-    CachingSessionStore): the latest value per entry between commits, merged into
-    every read, written below (and logged) on flush.  It keeps its own stream time
-    (the greatest of the wrapped store's and every cached put's) and applies the
-    wrapped store's retention rule to it, so an entry expires at the same moment
-    whether it is cached or stored."""
+    CachingSessionStore).  It keeps its own stream time (the greatest of the wrapped
+    store's and every cached put's) and applies the wrapped store's retention rule to
+    it, so an entry expires at the same moment whether it is cached or stored."""
 
     def __init__(self, inner: Any, max_entries: int = DEFAULT_MAX_CACHE_ENTRIES) -> None:
-        super().__init__(inner)
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
-        self.max_entries = max_entries
-        self._dirty: dict = {}  # entry id -> (value or None, record timestamp)
-        self._listener: Optional[Callable[..., None]] = None
-        self._send_old_values = False
+        super().__init__(inner, max_entries)
         self._cache_time = -1
-        self._logs = isinstance(inner, WrappedStore) and not isinstance(inner, _CachingTimed)
-
-    def set_flush_listener(self, listener: Optional[Callable[..., None]], send_old_values: bool = False) -> bool:
-        """``listener(entry, new, old, timestamp)`` per entry a flush writes; ``entry``
-        is ``(key, window_start)`` or ``(key, start, end)``."""
-        self._listener = listener
-        self._send_old_values = send_old_values
-        return True
 
     @property
     def observed_stream_time(self) -> int:
@@ -214,43 +206,14 @@ class _CachingTimed(WrappedStore):
     def _min_live(self) -> int:
         return self.observed_stream_time - self.inner.retention_ms + 1
 
-    def _check_open(self) -> None:
-        if not self.inner.is_open():
-            raise IllegalStateError(f"state store {self.name!r} is not open (call init() first, or it was closed)")
-
-    def _cache_put(self, entry: tuple, t: int, value: Optional[bytes], default_ts: int) -> None:
+    def _cache_put(self, entry: tuple, t: int, value: Optional[bytes]) -> None:
         self._cache_time = max(self._cache_time, t)
-        if t < self._min_live():
-            return  # expired on arrival, as the wrapped store would drop it
-        self._dirty.pop(entry, None)
-        self._dirty[entry] = (None if value is None else bytes(value), context_timestamp(self.context, default_ts))
-        if len(self._dirty) > self.max_entries:
-            self._flush_cache()
-
-    def _flush_cache(self) -> None:
-        dirty, self._dirty = self._dirty, {}
-        listener = self._listener
-        for entry, (value, ts) in dirty.items():
-            old = self._stored(entry) if (listener is not None and self._send_old_values) else None
-            self._write_below(entry, value, ts)
-            if listener is not None:
-                listener(entry, value, old, ts)
-
-    def flush(self) -> None:
-        self._check_open()
-        self._flush_cache()
-        self.inner.flush()
+        if t >= self._min_live():  # else expired on arrival, as the wrapped store drops it
+            self._remember(entry, value, t)
 
     def close(self) -> None:
-        if self.inner.is_open():
-            self._flush_cache()
-        self._dirty.clear()
+        super().close()
         self._cache_time = -1
-        self.inner.close()
-
-    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        self._dirty.clear()
-        self.inner.restore_batch(records)
 
     def _overlay(self, stored: dict, wanted: Callable[[tuple], bool], t_of: Callable[[tuple], int]) -> list:
         """``stored`` (entry -> value) with the dirty entries laid over it, expired
@@ -271,7 +234,7 @@ class CachingWindowStore(_CachingTimed):
         self._check_open()
         key = check_key(key)
         check_time(window_start_ms, "window_start_ms")
-        self._cache_put((key, window_start_ms), window_start_ms, value, window_start_ms)
+        self._cache_put((key, window_start_ms), window_start_ms, value)
 
     def _write_below(self, entry: tuple, value: Optional[bytes], ts: int) -> None:
         if self._logs:
@@ -319,7 +282,7 @@ class CachingSessionStore(_CachingTimed):
     def put(self, session_key: Tuple[bytes, int, int], value: Optional[bytes]) -> None:
         self._check_open()
         key, start, end = _check_session(session_key)
-        self._cache_put((key, start, end), end, value, end)
+        self._cache_put((key, start, end), end, value)
 
     def remove(self, session_key: Tuple[bytes, int, int]) -> None:
         self.put(session_key, None)

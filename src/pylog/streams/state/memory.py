@@ -13,14 +13,14 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 from sortedcontainers import SortedDict, SortedList
 
-from ._base import StoreBase, check_key
+from ._base import KeyValueDefaults, StoreBase, check_key
 from ._windows import TimeIndexedMixin, check_time
 from .keys import session_key_from_binary, window_key_from_binary
 
 __all__ = ["InMemoryKeyValueStore", "InMemoryWindowStore", "InMemorySessionStore"]
 
 
-class InMemoryKeyValueStore(StoreBase):
+class InMemoryKeyValueStore(KeyValueDefaults, StoreBase):
     """Key-value store over a sorted dict (Kafka's InMemoryKeyValueStore, a TreeMap)."""
 
     persistent = False
@@ -37,17 +37,6 @@ class InMemoryKeyValueStore(StoreBase):
             self._map.pop(key, None)
         else:
             self._map[key] = bytes(value)
-
-    def put_if_absent(self, key: bytes, value: Optional[bytes]) -> Optional[bytes]:
-        self._check_open()
-        old = self._map.get(check_key(key))
-        if old is None:
-            self.put(key, value)
-        return old
-
-    def put_all(self, entries: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        for key, value in entries:
-            self.put(key, value)
 
     def delete(self, key: bytes) -> Optional[bytes]:
         self._check_open()

@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 from pylog.errors import KafkaStorageError
 
-from ._base import StoreBase, check_key
+from ._base import KeyValueDefaults, StoreBase, check_key
 from ._windows import INT64_MAX, TimeIndexedMixin
 
 __all__ = ["RocksDBKeyValueStore", "RocksDBWindowStore", "RocksDBSessionStore", "store_directory"]
@@ -113,7 +113,7 @@ class _RocksDBStore(StoreBase):
                                         f"{e2}; check the state directory is writable") from e2
 
 
-class RocksDBKeyValueStore(_RocksDBStore):
+class RocksDBKeyValueStore(KeyValueDefaults, _RocksDBStore):
     """Key-value store in one RocksDB (Kafka's RocksDBStore)."""
 
     def __init__(self, name: str) -> None:
@@ -135,12 +135,6 @@ class RocksDBKeyValueStore(_RocksDBStore):
         else:
             self._db.put(key, bytes(value))
 
-    def put_if_absent(self, key: bytes, value: Optional[bytes]) -> Optional[bytes]:
-        old = self.get(key)
-        if old is None:
-            self.put(key, value)
-        return old
-
     def put_all(self, entries: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         import rocksdict
 
@@ -153,12 +147,6 @@ class RocksDBKeyValueStore(_RocksDBStore):
             else:
                 wb.put(key, bytes(value))
         self._db.write(wb)
-
-    def delete(self, key: bytes) -> Optional[bytes]:
-        old = self.get(key)
-        if old is not None:
-            self._db.delete(check_key(key))
-        return old
 
     def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         self.put_all(records)

@@ -95,37 +95,44 @@ class Stores:
         return StoreBuilder(name, "key_value", _supplier(lambda: InMemoryKeyValueStore(name), False))
 
     @staticmethod
-    def in_memory_window_store(name: str, retention: int, window_size: int,
-                               retain_duplicates: bool = False) -> StoreBuilder:
-        """``retention`` and ``window_size`` in ms (ints) or as ``timedelta``."""
-        retention_ms, window_ms = _ms(retention), _ms(window_size)
-        _check_window_args(name, retention_ms, window_ms)
-        return StoreBuilder(name, "window", _supplier(
-            lambda: InMemoryWindowStore(name, retention_ms, window_ms, retain_duplicates), False))
-
-    @staticmethod
-    def in_memory_session_store(name: str, retention: int) -> StoreBuilder:
-        retention_ms = _ms(retention)
-        return StoreBuilder(name, "session", _supplier(lambda: InMemorySessionStore(name, retention_ms), False))
-
-
-    @staticmethod
     def persistent_key_value_store(name: str) -> StoreBuilder:
         """A RocksDB key-value store under ``<state_dir>/<app>/<task>/rocksdb/<name>``."""
         return StoreBuilder(name, "key_value", _supplier(lambda: RocksDBKeyValueStore(name), True))
 
     @staticmethod
-    def persistent_window_store(name: str, retention: int, window_size: int,
-                                retain_duplicates: bool = False) -> StoreBuilder:
-        retention_ms, window_ms = _ms(retention), _ms(window_size)
-        _check_window_args(name, retention_ms, window_ms)
-        return StoreBuilder(name, "window", _supplier(
-            lambda: RocksDBWindowStore(name, retention_ms, window_ms, retain_duplicates), True))
+    def in_memory_window_store(name: str, retention: Any, window_size: Any,
+                               retain_duplicates: bool = False) -> StoreBuilder:
+        """``retention`` and ``window_size`` in ms (ints) or as ``timedelta``."""
+        return _window_builder(InMemoryWindowStore, name, retention, window_size, retain_duplicates)
 
     @staticmethod
-    def persistent_session_store(name: str, retention: int) -> StoreBuilder:
-        retention_ms = _ms(retention)
-        return StoreBuilder(name, "session", _supplier(lambda: RocksDBSessionStore(name, retention_ms), True))
+    def persistent_window_store(name: str, retention: Any, window_size: Any,
+                                retain_duplicates: bool = False) -> StoreBuilder:
+        """A segmented RocksDB window store (segments of max(retention/2, 60 s))."""
+        return _window_builder(RocksDBWindowStore, name, retention, window_size, retain_duplicates)
+
+    @staticmethod
+    def in_memory_session_store(name: str, retention: Any) -> StoreBuilder:
+        return _session_builder(InMemorySessionStore, name, retention)
+
+    @staticmethod
+    def persistent_session_store(name: str, retention: Any) -> StoreBuilder:
+        return _session_builder(RocksDBSessionStore, name, retention)
+
+
+def _window_builder(cls: Any, name: str, retention: Any, window_size: Any, retain_duplicates: bool) -> StoreBuilder:
+    retention_ms, window_ms = _ms(retention), _ms(window_size)
+    # Kafka's Stores.windowStoreBuilder check: a window must fit in the retention period.
+    if window_ms > retention_ms:
+        raise ValueError(f"window store {name!r}: the retention period ({retention_ms} ms) must be "
+                         f"no smaller than the window size ({window_ms} ms)")
+    return StoreBuilder(name, "window", _supplier(lambda: cls(name, retention_ms, window_ms, retain_duplicates),
+                                                  cls.persistent))
+
+
+def _session_builder(cls: Any, name: str, retention: Any) -> StoreBuilder:
+    retention_ms = _ms(retention)
+    return StoreBuilder(name, "session", _supplier(lambda: cls(name, retention_ms), cls.persistent))
 
 
 def _ms(d: Any) -> int:
@@ -134,13 +141,6 @@ def _ms(d: Any) -> int:
     if isinstance(d, bool) or not isinstance(d, int):
         raise TypeError(f"expected milliseconds as an int or a timedelta, got {d!r}")
     return d
-
-
-def _check_window_args(name: str, retention_ms: int, window_ms: int) -> None:
-    # Kafka's Stores.windowStoreBuilder check: a window must fit in the retention period.
-    if window_ms > retention_ms:
-        raise ValueError(f"window store {name!r}: the retention period ({retention_ms} ms) must be "
-                         f"no smaller than the window size ({window_ms} ms)")
 
 
 _CACHES: Dict[str, Callable[..., Any]] = {"key_value": CachingKeyValueStore, "window": CachingWindowStore,
