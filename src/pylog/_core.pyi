@@ -179,6 +179,44 @@ class CleanerFilter:
                file_offset: int = 0) -> tuple[int, int, bytes]: ...
 
 # ---------------------------------------------------------------------------------------
+# _records.pxi: record batch views and the batch builder (the parts the client uses)
+
+class RecordBatch:
+    base_offset: int
+    last_offset: int
+    next_offset: int
+    records_count: int
+    partition_leader_epoch: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    is_control: bool
+    is_transactional: bool
+    size: int
+    def __init__(self, buffer: Buffer, max_uncompressed: int | None = None) -> None: ...
+    def columns(self) -> Any: ...
+    def records(self) -> list[Any]: ...
+
+class _BatchIterator:
+    position: int
+    def __iter__(self) -> _BatchIterator: ...
+    def __next__(self) -> RecordBatch: ...
+
+def iter_batches(buffer: Buffer, *, check_crc: bool = True, max_size: int = ...,
+                 max_uncompressed: int | None = None) -> _BatchIterator: ...
+
+class RecordBatchBuilder:
+    def __init__(self, base_offset: int = 0, compression: str = "none", producer_id: int = -1,
+                 producer_epoch: int = -1, base_sequence: int = -1, is_transactional: bool = False,
+                 is_control: bool = False, partition_leader_epoch: int = -1, timestamp_type: str = "create",
+                 batch_size: int = 16384) -> None: ...
+    def append(self, timestamp_ms: int, key: Buffer | None, value: Buffer | None,
+               headers: Sequence[tuple[str, bytes | None]] = ()) -> None: ...
+    def append_many(self, values: Any, keys: Any = None, timestamps: Any = None, headers: Any = None) -> Any: ...
+    def set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None: ...
+    def build(self) -> bytes: ...
+
+# ---------------------------------------------------------------------------------------
 # _client.pxi: the embedded client's per-record paths (pylog.client.producer / consumer)
 
 class RecordMetadata:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import threading
 import time
 from typing import Any, AsyncIterator
@@ -114,8 +115,7 @@ class AIOProducer:
                     fut.set_exception(exc)
                     continue
                 backlog.popleft()
-                asyncio.ensure_future(handle).add_done_callback(
-                    lambda done, fut=fut: _settle(fut, done))
+                asyncio.ensure_future(handle).add_done_callback(functools.partial(_settle, fut))
         finally:
             self._drainer = None
 

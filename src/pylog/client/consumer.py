@@ -68,7 +68,7 @@ from pylog.broker.assignors import COOPERATIVE, ConsumerPartitionAssignor, assig
 from pylog.broker.consumer_protocol import (PROTOCOL_TYPE, Assignment, Subscription, decode_assignment,
                                             decode_subscription, encode_assignment, encode_subscription)
 from pylog.broker.core import OffsetAndMetadata, TopicPartition
-from pylog.broker.group import CommitOffset, MemberIdentity
+from pylog.broker.group import CommitOffset, MemberIdentity, PendingResponse
 from pylog.errors import (CommitFailedError, CorruptRecordError, FencedInstanceIdError, IllegalGenerationError, IllegalStateError,
                           InvalidConfigError, InvalidGroupIdError, InvalidRequestError, MemberIdRequiredError,
                           NoOffsetForPartitionError, OffsetOutOfRangeError, PylogError,
@@ -455,8 +455,8 @@ class Consumer:
         self._generation = -1
         self._state = _UNJOINED
         self._protocol: str | None = None
-        self._join_pending = None
-        self._sync_pending = None
+        self._join_pending: PendingResponse | None = None
+        self._sync_pending: PendingResponse | None = None
         self._rejoin_needed = False
         self._lost = False
         self._fatal: PylogError | None = None
@@ -635,6 +635,7 @@ class Consumer:
                 self._start_join("joining")
                 continue
             pending = self._join_pending if state == _JOINING else self._sync_pending
+            assert pending is not None      # set on entering _JOINING / _SYNCING
             if not pending.done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -1123,6 +1124,7 @@ class Consumer:
             if batches:
                 st.batches = []
                 st.bidx = 0
+                assert st.position is not None      # what was served had a position
                 st.position = max(st.position, st.next_fetch)
             if st.batch_error is not None:
                 if out:
@@ -1167,6 +1169,7 @@ class Consumer:
         if done is not None:
             return done
         records: list = []
+        assert st.position is not None      # fetched at it
         next_offset, fail = _core.decode_fetched(
             res.records.records, tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
             key_deserializer=self.key_deserializer, value_deserializer=self.value_deserializer)
@@ -1190,6 +1193,7 @@ class Consumer:
         if done is not None:
             return done
         keep: list = []
+        assert st.position is not None      # fetched at it
         next_offset = st.position
         error = None
         try:
@@ -1217,6 +1221,7 @@ class Consumer:
     def _handle_poison(self, tp: TopicPartition, st: _PartitionState, raise_now: bool) -> bool:
         """Apply the deserialization-error policy to the record in ``st.fail``.  Returns
         False when poll must return what it has (the error is raised by the next poll)."""
+        assert st.fail is not None
         offset, ts, ts_type, key, value, headers, epoch, exc = st.fail
         where = f"{tp.topic}-{tp.partition} at offset {offset}"
         if self.on_deserialization_error == "raise":
@@ -1339,6 +1344,7 @@ class Consumer:
                      callback: Callable[[dict, BaseException | None], Any] | None = None) -> None:
         """Commit without raising: ``callback(offsets, exception)`` gets the outcome.  An
         embedded commit is an in-memory append, so it has completed when this returns."""
+        normalized: dict[Any, Any]
         try:
             with self._lock:
                 self._check_open()
@@ -1346,7 +1352,7 @@ class Consumer:
                 self._commit(normalized)
             error = None
         except PylogError as exc:
-            normalized = {} if offsets is None else offsets
+            normalized = {} if offsets is None else dict(offsets)
             error = exc
             _log.warning("group %s: async commit failed: %s", self.group_id, exc)
         if callback is not None:

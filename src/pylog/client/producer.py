@@ -236,12 +236,13 @@ class Producer(_core._ProducerCore):
             idempotent = True
         else:
             idempotent = False
-        if partitioner is None:
-            partitioner = DefaultPartitioner()
-        elif isinstance(partitioner, str):
-            partitioner = partitioner_for_name(partitioner)
-        elif not isinstance(partitioner, Partitioner) and not callable(getattr(partitioner, "partition", None)):
-            raise InvalidConfigError(f"partitioner must be a Partitioner or a name, not {partitioner!r}")
+        chosen: Any = partitioner
+        if chosen is None:
+            chosen = DefaultPartitioner()
+        elif isinstance(chosen, str):
+            chosen = partitioner_for_name(chosen)
+        elif not isinstance(chosen, Partitioner) and not callable(getattr(chosen, "partition", None)):
+            raise InvalidConfigError(f"partitioner must be a Partitioner or a name, not {chosen!r}")
         for name, fn in (("key_serializer", key_serializer), ("value_serializer", value_serializer)):
             if fn is not None and not callable(fn):
                 raise InvalidConfigError(f"{name} must be callable, got {fn!r}")
@@ -253,7 +254,7 @@ class Producer(_core._ProducerCore):
         self.linger_ms = linger_ms
         self.batch_size = batch_size
         self.client_id = client_id
-        self.partitioner = partitioner
+        self.partitioner = chosen
         self._transport = transport
         self._wake = threading.Condition(threading.Lock())
         self._done = threading.Condition(threading.Lock())
@@ -287,7 +288,7 @@ class Producer(_core._ProducerCore):
             self._produce_async = self._produce_sync
         self._configure(batch_size=batch_size, linger_ms=linger_ms, compression=compression_type,
                         max_request_size=max_request_size, buffer_memory=buffer_memory,
-                        partitioner=partitioner, key_serializer=key_serializer,
+                        partitioner=chosen, key_serializer=key_serializer,
                         value_serializer=value_serializer, delivery_timeout_ms=delivery_timeout_ms,
                         idempotent=idempotent)
         if idempotent:
