@@ -656,11 +656,21 @@ class Coordination:
     # -- brokers
 
     def register_broker(self, registration: BrokerRegistration) -> int:
-        """Create this broker's ephemeral /brokers/ids/<id>; return its broker epoch.
+        """Create this broker's ephemeral /brokers/ids/<id> (idempotent within a session).
 
-        Raises NodeExistsError when another live session holds the id (another broker
-        with the same ``broker.id``, or this broker's previous session that ZooKeeper has
-        not expired yet: retry after ``zookeeper.session.timeout.ms``).
+        Returns
+        -------
+        int
+            The broker epoch: the registration znode's czxid, larger for every new session.
+
+        Raises
+        ------
+        NodeExistsError
+            Another live session holds the id: another broker runs with the same
+            ``broker.id``, or this broker's previous session has not expired yet (retry
+            after ``zookeeper.session.timeout.ms``).
+        CoordinationError
+            ZooKeeper is unreachable for the session timeout, or the session expired.
         """
         path = broker_path(registration.broker_id)
         try:
@@ -726,9 +736,15 @@ class Coordination:
         """Try to become the controller (Kafka's registerControllerAndIncrementControllerEpoch).
 
         Creates the ephemeral /controller and bumps /controller_epoch in one multi-op
-        conditional on the epoch's zkVersion. Returns the epoch won, or None when another
-        broker is the controller (:meth:`get_controller` names it; watch /controller with
-        :meth:`watch_controller` and try again when it is gone).
+        conditional on the epoch's zkVersion, so two brokers can never win the same epoch.
+
+        Returns
+        -------
+        ControllerEpoch or None
+            The epoch won (or held already, when this session owns /controller), which
+            every controller write must pass as ``controller_epoch``; None when another
+            broker is the controller (:meth:`get_controller` names it; watch /controller
+            with :meth:`watch_controller` and try again when it is gone).
         """
         for _ in range(8):
             holder = self._store.exists(CONTROLLER_PATH)
@@ -873,13 +889,29 @@ class Coordination:
 
     def update_partition_state(self, topic: str, partition: int, state: LeaderAndIsr, *,
                                controller_epoch: ControllerEpoch | None) -> LeaderAndIsr:
-        """Compare-and-set the partition's state on ``state.zk_version``; return the new
-        state with its new zk_version.
+        """Compare-and-set the partition's state on ``state.zk_version``.
 
-        A controller passes its ``controller_epoch`` (fenced: NotControllerError once a
-        newer controller exists); a leader changing its ISR passes None. Raises
-        InvalidUpdateVersionError when the znode's version is no longer
-        ``state.zk_version`` (someone wrote newer state: re-read and decide again).
+        Parameters
+        ----------
+        state
+            The new state, derived from the one read (its ``zk_version`` is the version
+            the write is conditional on).
+        controller_epoch
+            The controller's epoch when the controller writes (the write is fenced); None
+            when a leader changes its ISR (Kafka 2.x leaders write directly).
+
+        Returns
+        -------
+        LeaderAndIsr
+            ``state`` with the znode's new zk_version.
+
+        Raises
+        ------
+        InvalidUpdateVersionError
+            The znode is no longer at ``state.zk_version``: newer state was written (by
+            another controller or leader). Re-read and decide again.
+        NotControllerError
+            ``controller_epoch`` is stale: another controller was elected since.
         """
         path = partition_state_path(topic, partition)
         try:
