@@ -293,3 +293,23 @@ def test_persistent_layout_is_kafkas(ctx):
     win.close()
     base = os.path.join(ctx.state_dir, "app", "0_0", "rocksdb", "win")
     assert sorted(os.listdir(base)) == ["win.120000", "win.60000"]
+
+
+@pytest.mark.parametrize("caching", [False, True])
+def test_time_ordered_window_store_keeps_a_closing_window_1ms_longer(impl, ctx, opened, caching):
+    # Kafka's time-ordered store (emit-on-window-close): retention = size + grace = 10;
+    # at stream time 10 the window starting at 0 is still readable, at 11 it is gone.
+    from pylog.streams.state import Stores
+
+    b = (Stores.in_memory_window_store if impl == "memory" else Stores.persistent_window_store)(
+        "win", 10, 10, time_ordered=True)
+    w = opened((b.with_caching_enabled() if caching else b).build(), ctx)
+    w.put(b"a", b"1", 0)
+    w.put(b"b", b"2", 10)
+    assert list(w.fetch_all(0, 10)) == [((b"a", 0), b"1"), ((b"b", 10), b"2")]
+    w.put(b"b", b"3", 11)
+    assert w.fetch(b"a", 0) is None
+    plain = opened(build_window(impl, name="plain", retention=10, size=10), ctx)
+    plain.put(b"a", b"1", 0)
+    plain.put(b"b", b"2", 10)
+    assert plain.fetch(b"a", 0) is None  # the ordinary store: gone at stream time 10

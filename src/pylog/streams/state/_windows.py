@@ -10,6 +10,9 @@ so the two behave identically:
   and time range, in ``(t, key, x)`` order;
 * ``_drop_expired(min_live)`` may drop entries with ``t < min_live``.
 
+(A window store built with ``time_ordered=True``, Kafka's time-ordered store, keeps
+entries while ``t >= observed - retention_ms``: 1 ms longer.)
+
 ``t`` is the segment timestamp (window start, or session end) and ``x`` the
 seqnum (window) or session start.  Retention follows Kafka's segmented stores: the
 observed stream time is the greatest ``t`` put or restored; an entry is live while
@@ -43,16 +46,21 @@ def segment_interval(retention_ms: int) -> int:
 
 
 class _Retention:
-    def _init_retention(self, retention_ms: int) -> None:
+    def _init_retention(self, retention_ms: int, time_ordered: bool = False) -> None:
         if isinstance(retention_ms, bool) or not isinstance(retention_ms, int) or retention_ms < 0:
             raise ValueError(f"retention_ms must be a non-negative int, got {retention_ms!r}")
         self.retention_ms = retention_ms
+        self.time_ordered = bool(time_ordered)
+        # Kafka's time-ordered window store (the one emit-on-window-close uses) keeps an
+        # entry visible 1 ms longer, so a window whose retention is exactly its size
+        # plus grace can still be read when it closes.
+        self.expiry_slack = 0 if time_ordered else 1
         self.segment_interval_ms = segment_interval(retention_ms)
         #: Greatest segment timestamp seen; -1 (Kafka's NO_TIMESTAMP) before any.
         self.observed_stream_time = -1
 
     def _min_live(self) -> int:
-        return self.observed_stream_time - self.retention_ms + 1
+        return self.observed_stream_time - self.retention_ms + self.expiry_slack
 
     def _observe(self, t: int) -> bool:
         """Advance stream time to ``t``; True when an entry at ``t`` is live."""

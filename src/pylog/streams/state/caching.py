@@ -204,7 +204,7 @@ class _CachingTimed(_Cache):
         return max(self._cache_time, self.inner.observed_stream_time)
 
     def _min_live(self) -> int:
-        return self.observed_stream_time - self.inner.retention_ms + 1
+        return self.observed_stream_time - self.inner.retention_ms + self.inner.expiry_slack
 
     def _cache_put(self, entry: tuple, t: int, value: Optional[bytes]) -> None:
         self._cache_time = max(self._cache_time, t)

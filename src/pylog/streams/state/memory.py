@@ -106,9 +106,9 @@ class _TimeIndexed(StoreBase):
 
     persistent = False
 
-    def __init__(self, name: str, retention_ms: int) -> None:
+    def __init__(self, name: str, retention_ms: int, time_ordered: bool = False) -> None:
         super().__init__(name)
-        self._init_retention(retention_ms)
+        self._init_retention(retention_ms, time_ordered)
         self._by_key: SortedDict = SortedDict()
         self._by_time: SortedList = SortedList()
 
@@ -168,8 +168,9 @@ class InMemoryWindowStore(TimeIndexedMixin.Window, _TimeIndexed):
     non-null put is kept under its own seqnum and a null put is a no-op.
     """
 
-    def __init__(self, name: str, retention_ms: int, window_size_ms: int, retain_duplicates: bool = False) -> None:
-        _TimeIndexed.__init__(self, name, retention_ms)
+    def __init__(self, name: str, retention_ms: int, window_size_ms: int, retain_duplicates: bool = False,
+                 time_ordered: bool = False) -> None:
+        _TimeIndexed.__init__(self, name, retention_ms, time_ordered)
         self._init_window(window_size_ms, retain_duplicates)
 
 

@@ -216,9 +216,9 @@ class _Segmented(_RocksDBStore):
 
     _suffix: struct.Struct
 
-    def __init__(self, name: str, retention_ms: int) -> None:
+    def __init__(self, name: str, retention_ms: int, time_ordered: bool = False) -> None:
         super().__init__(name)
-        self._init_retention(retention_ms)  # type: ignore[attr-defined]
+        self._init_retention(retention_ms, time_ordered)  # type: ignore[attr-defined]
         self._segments: Dict[int, Any] = {}
 
     # -- segments -------------------------------------------------------------
@@ -354,8 +354,9 @@ class RocksDBWindowStore(TimeIndexedMixin.Window, _Segmented):
 
     _suffix = struct.Struct(">qi")
 
-    def __init__(self, name: str, retention_ms: int, window_size_ms: int, retain_duplicates: bool = False) -> None:
-        _Segmented.__init__(self, name, retention_ms)
+    def __init__(self, name: str, retention_ms: int, window_size_ms: int, retain_duplicates: bool = False,
+                 time_ordered: bool = False) -> None:
+        _Segmented.__init__(self, name, retention_ms, time_ordered)
         self._init_window(window_size_ms, retain_duplicates)
 
 

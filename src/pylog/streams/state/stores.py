@@ -101,15 +101,20 @@ class Stores:
 
     @staticmethod
     def in_memory_window_store(name: str, retention: Any, window_size: Any,
-                               retain_duplicates: bool = False) -> StoreBuilder:
-        """``retention`` and ``window_size`` in ms (ints) or as ``timedelta``."""
-        return _window_builder(InMemoryWindowStore, name, retention, window_size, retain_duplicates)
+                               retain_duplicates: bool = False, time_ordered: bool = False) -> StoreBuilder:
+        """``retention`` and ``window_size`` in ms (ints) or as ``timedelta``.
+
+        ``time_ordered``: Kafka's time-ordered store, the one emit-on-window-close
+        aggregations use; it keeps an entry readable 1 ms longer (``t >= stream time -
+        retention``), so a window retained for exactly its size plus grace can be read
+        when it closes."""
+        return _window_builder(InMemoryWindowStore, name, retention, window_size, retain_duplicates, time_ordered)
 
     @staticmethod
     def persistent_window_store(name: str, retention: Any, window_size: Any,
-                                retain_duplicates: bool = False) -> StoreBuilder:
+                                retain_duplicates: bool = False, time_ordered: bool = False) -> StoreBuilder:
         """A segmented RocksDB window store (segments of max(retention/2, 60 s))."""
-        return _window_builder(RocksDBWindowStore, name, retention, window_size, retain_duplicates)
+        return _window_builder(RocksDBWindowStore, name, retention, window_size, retain_duplicates, time_ordered)
 
     @staticmethod
     def in_memory_session_store(name: str, retention: Any) -> StoreBuilder:
@@ -120,14 +125,15 @@ class Stores:
         return _session_builder(RocksDBSessionStore, name, retention)
 
 
-def _window_builder(cls: Any, name: str, retention: Any, window_size: Any, retain_duplicates: bool) -> StoreBuilder:
+def _window_builder(cls: Any, name: str, retention: Any, window_size: Any, retain_duplicates: bool,
+                    time_ordered: bool) -> StoreBuilder:
     retention_ms, window_ms = _ms(retention), _ms(window_size)
     # Kafka's Stores.windowStoreBuilder check: a window must fit in the retention period.
     if window_ms > retention_ms:
         raise ValueError(f"window store {name!r}: the retention period ({retention_ms} ms) must be "
                          f"no smaller than the window size ({window_ms} ms)")
-    return StoreBuilder(name, "window", _supplier(lambda: cls(name, retention_ms, window_ms, retain_duplicates),
-                                                  cls.persistent))
+    return StoreBuilder(name, "window", _supplier(
+        lambda: cls(name, retention_ms, window_ms, retain_duplicates, time_ordered), cls.persistent))
 
 
 def _session_builder(cls: Any, name: str, retention: Any) -> StoreBuilder:
