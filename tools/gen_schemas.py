@@ -50,13 +50,13 @@ APIS = [
     ("CreateTopics", 0, 5),
     ("DeleteTopics", 0, 4),
     ("DeleteRecords", 0, 2),
-    ("InitProducerId", 0, 4),
+    ("InitProducerId", 0, 5),
     ("OffsetForLeaderEpoch", 0, 3),
-    ("AddPartitionsToTxn", 0, 3),
-    ("AddOffsetsToTxn", 0, 3),
-    ("EndTxn", 0, 3),
+    ("AddPartitionsToTxn", 0, 5),
+    ("AddOffsetsToTxn", 0, 4),
+    ("EndTxn", 0, 4),
     ("WriteTxnMarkers", 0, 1),
-    ("TxnOffsetCommit", 0, 3),
+    ("TxnOffsetCommit", 0, 4),
     ("DescribeConfigs", 0, 4),
     ("AlterConfigs", 0, 1),
     ("CreatePartitions", 0, 2),
@@ -66,7 +66,7 @@ APIS = [
     ("DescribeCluster", 0, 0),
     ("DescribeProducers", 0, 0),
     ("DescribeTransactions", 0, 0),
-    ("ListTransactions", 0, 0),
+    ("ListTransactions", 0, 1),
 ]
 
 _OPEN = 0x7FFF
