@@ -21,8 +21,9 @@ from tests.wire import BrokerConnection, WireClient
 REQUIRED = {
     18: (0, 3), 3: (0, 12), 0: (3, 9), 1: (4, 12), 2: (0, 7), 10: (0, 4), 11: (0, 7), 14: (0, 5),
     12: (0, 4), 13: (0, 4), 8: (0, 8), 9: (0, 8), 15: (0, 5), 16: (0, 5), 42: (0, 2), 47: (0, 0),
-    19: (0, 5), 20: (0, 4), 37: (0, 2), 21: (0, 2), 32: (0, 4), 33: (0, 1), 44: (0, 1), 22: (0, 4),
-    23: (0, 3), 60: (0, 0),
+    19: (0, 5), 20: (0, 4), 37: (0, 2), 21: (0, 2), 32: (0, 4), 33: (0, 1), 44: (0, 1), 22: (0, 5),
+    23: (0, 3), 60: (0, 0), 24: (0, 5), 25: (0, 4), 26: (0, 4), 27: (0, 1), 28: (0, 4), 61: (0, 0),
+    65: (0, 0), 66: (0, 1),
 }
 
 
@@ -360,6 +361,69 @@ def _request(key, v, tag):
         def check(r):
             assert r.error_code == 0 and r.brokers[0].broker_id == 0 and r.cluster_id
         return body, check
+    if key in (24, 25, 26, 28):
+        # Transactions of an id nobody initialised: INVALID_PRODUCER_ID_MAPPING (49).
+        if key == 24 and v >= 4:
+            T = R.AddPartitionsToTxnRequest
+            body = T(transactions=[T.AddPartitionsToTxnTransaction(
+                transactional_id=f"tx-{tag}", producer_id=7, producer_epoch=0, verify_only=True,
+                topics=[T.AddPartitionsToTxnTopic(name="sweep", partitions=[0])])])
+        elif key == 24:
+            T = R.AddPartitionsToTxnRequest
+            body = T(v3_and_below_transactional_id=f"tx-{tag}", v3_and_below_producer_id=7,
+                     v3_and_below_producer_epoch=0,
+                     v3_and_below_topics=[T.AddPartitionsToTxnTopic(name="sweep", partitions=[0])])
+        elif key == 25:
+            body = R.AddOffsetsToTxnRequest(transactional_id=f"tx-{tag}", producer_id=7, producer_epoch=0,
+                                            group_id="g")
+        elif key == 26:
+            body = R.EndTxnRequest(transactional_id=f"tx-{tag}", producer_id=7, producer_epoch=0, committed=True)
+        else:
+            T = R.TxnOffsetCommitRequest
+            body = T(transactional_id=f"tx-{tag}", group_id="g", producer_id=7, producer_epoch=0,
+                     topics=[T.TxnOffsetCommitRequestTopic(name="sweep", partitions=[
+                         T.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1,
+                                                           committed_metadata="")])])
+
+        def check(r):
+            if key == 24:
+                topics = r.results_by_transaction[0].topic_results if v >= 4 else r.results_by_topic_v3_and_below
+                codes = [p.partition_error_code for t in topics for p in t.results_by_partition]
+            elif key == 28:
+                codes = [p.error_code for t in r.topics for p in t.partitions]
+            else:
+                codes = [r.error_code]
+            assert codes == [49], codes
+        return body, check
+    if key == 27:
+        T = R.WriteTxnMarkersRequest
+        body = T(markers=[T.WritableTxnMarker(producer_id=7, producer_epoch=0, transaction_result=False,
+                                              topics=[T.WritableTxnMarkerTopic(name=f"ct-{tag}", partition_indexes=[1])],
+                                              coordinator_epoch=0)])
+
+        def check(r):
+            assert r.markers[0].topics[0].partitions[0].error_code == 0
+        return body, check
+    if key == 61:
+        T = R.DescribeProducersRequest
+        body = T(topics=[T.TopicRequest(name="sweep", partition_indexes=[0, 9])])
+
+        def check(r):
+            codes = [p.error_code for p in r.topics[0].partitions]
+            assert codes == [0, 3], codes
+        return body, check
+    if key == 65:
+        body = R.DescribeTransactionsRequest(transactional_ids=["nobody"])
+
+        def check(r):
+            assert r.transaction_states[0].error_code == 105       # TRANSACTIONAL_ID_NOT_FOUND
+        return body, check
+    if key == 66:
+        body = R.ListTransactionsRequest(state_filters=["Ongoing", "Nonsense"], producer_id_filters=[])
+
+        def check(r):
+            assert r.error_code == 0 and r.unknown_state_filters == ["Nonsense"]
+        return body, check
     if key == 18:
         body = R.ApiVersionsRequest(client_software_name="sweep", client_software_version="1")
 
@@ -378,7 +442,7 @@ def test_every_advertised_version_is_served(sweep_server):
     for key, v in _versions():
         tag = f"{key}-{v}"
         try:
-            if key in (20, 37, 21):
+            if key in (20, 37, 21, 27):
                 with WireClient(sweep_server.bootstrap) as c:
                     c.create_topic(f"ct-{tag}", 2)
             if key == 42:

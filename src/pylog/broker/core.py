@@ -2034,10 +2034,11 @@ class Broker:
         an unknown one."""
         return self.transactions.describe(transactional_ids)
 
-    def list_transactions(self, state_filters: Iterable[str] = (),
-                          producer_id_filters: Iterable[int] = ()) -> ListTransactionsResult:
-        """ListTransactions, filtered by Kafka's state names and by producer ids."""
-        return self.transactions.list(state_filters, producer_id_filters)
+    def list_transactions(self, state_filters: Iterable[str] = (), producer_id_filters: Iterable[int] = (),
+                          *, duration_filter_ms: int = -1) -> ListTransactionsResult:
+        """ListTransactions, filtered by Kafka's state names, by producer ids and (v1,
+        KIP-994) to transactions running at least ``duration_filter_ms``."""
+        return self.transactions.list(state_filters, producer_id_filters, duration_filter_ms=duration_filter_ms)
 
     def write_txn_markers_and_complete(self, markers: Sequence[tuple[int, int, int, bool, Sequence[tuple[str, int]]]]
                                        ) -> dict[tuple[str, int], int]:

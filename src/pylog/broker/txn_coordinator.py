@@ -630,11 +630,12 @@ class TransactionCoordinator:
                                                   topics))
         return out
 
-    def list(self, state_filters: Iterable[str] = (), producer_id_filters: Iterable[int] = ()
-             ) -> ListTransactionsResult:
+    def list(self, state_filters: Iterable[str] = (), producer_id_filters: Iterable[int] = (), *,
+             duration_filter_ms: int = -1) -> ListTransactionsResult:
         """ListTransactions: every id whose state is among ``state_filters`` (Kafka's
         state names; empty: any) and whose producer id is among ``producer_id_filters``
-        (empty: any)."""
+        (empty: any); with ``duration_filter_ms`` >= 0, only transactions that started
+        at least that long ago."""
         states = set()
         unknown = []
         for name in state_filters:
@@ -646,9 +647,11 @@ class TransactionCoordinator:
         pids = set(producer_id_filters)
         any_state = not states and not unknown
         with self._lock:
+            now = self._clock()
             listed = [ListedTransaction(t.transactional_id, t.producer_id, t.state.state_name)
                       for t in sorted(self._txns.values(), key=lambda t: t.transactional_id)
-                      if (any_state or t.state in states) and (not pids or t.producer_id in pids)]
+                      if (any_state or t.state in states) and (not pids or t.producer_id in pids)
+                      and (duration_filter_ms < 0 or 0 <= t.start_timestamp_ms <= now - duration_filter_ms)]
         return ListTransactionsResult(listed, unknown)
 
     def metadata(self, transactional_id: str) -> TransactionMetadata | None:

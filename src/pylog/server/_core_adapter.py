@@ -23,6 +23,7 @@ def broker_config_for(config: Any, topic_default_sources: Mapping[str, int] | No
     dynamic broker configs set some)."""
     from pylog.broker.core import BrokerConfig
     from pylog.broker.group import GroupCoordinatorConfig
+    from pylog.broker.txn_coordinator import TransactionCoordinatorConfig
 
     # Broker-level defaults of topic configs, for the settings given explicitly (so a topic
     # describes them as set by the broker, and everything else as DEFAULT_CONFIG).
@@ -48,6 +49,15 @@ def broker_config_for(config: Any, topic_default_sources: Mapping[str, int] | No
         topic_defaults=config.topic_defaults(),
         topic_default_sources=dict(topic_default_sources or {}),
         group=group,
+        txn=TransactionCoordinatorConfig(
+            transaction_state_log_num_partitions=config.transaction_state_log_num_partitions,
+            transaction_state_log_segment_bytes=config.transaction_state_log_segment_bytes,
+            transaction_max_timeout_ms=config.transaction_max_timeout_ms,
+            transactional_id_expiration_ms=config.transactional_id_expiration_ms,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms=(
+                config.transaction_abort_timed_out_transaction_cleanup_interval_ms),
+            transaction_remove_expired_transaction_cleanup_interval_ms=(
+                config.transaction_remove_expired_transaction_cleanup_interval_ms)),
         log_retention_check_interval_ms=config.log_retention_check_interval_ms,
         log_flush_scheduler_interval_ms=config.log_flush_scheduler_interval_ms,
         log_cleaner_enable=config.log_cleaner_enable,

@@ -236,6 +236,11 @@ class ServerConfig:
         ``group_initial_rebalance_delay_ms``, ``group_min_session_timeout_ms``,
         ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``, ``offsets_topic_segment_bytes``,
         ``offsets_retention_minutes``, ``offset_metadata_max_bytes``.
+    Transactions
+        ``transaction_state_log_num_partitions``, ``transaction_state_log_segment_bytes``,
+        ``transaction_max_timeout_ms``, ``transactional_id_expiration_ms``,
+        ``transaction_abort_timed_out_transaction_cleanup_interval_ms``,
+        ``transaction_remove_expired_transaction_cleanup_interval_ms``.
     Fetch
         ``fetch_max_bytes`` (cap on one Fetch response, Kafka's 55 MiB),
         ``max_incremental_fetch_session_cache_slots`` (fetch sessions kept, KIP-227;
@@ -285,6 +290,12 @@ class ServerConfig:
     offsets_topic_segment_bytes: int = 100 * 1024 * 1024
     offsets_retention_minutes: int = 7 * 24 * 60
     offset_metadata_max_bytes: int = 4096
+    transaction_state_log_num_partitions: int = 50
+    transaction_state_log_segment_bytes: int = 100 * 1024 * 1024
+    transaction_max_timeout_ms: int = 900_000
+    transactional_id_expiration_ms: int = 604_800_000
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
     fetch_max_bytes: int = 57_671_680
     max_incremental_fetch_session_cache_slots: int = 1000
     #: The other broker-level topic defaults given (``log.roll.ms``, ``compression.type``,
@@ -322,6 +333,12 @@ class ServerConfig:
         "offsets_topic_segment_bytes": (14, _INT32_MAX),
         "offsets_retention_minutes": (1, _INT32_MAX),
         "offset_metadata_max_bytes": (0, _INT32_MAX),
+        "transaction_state_log_num_partitions": (1, 100_000),
+        "transaction_state_log_segment_bytes": (14, _INT32_MAX),
+        "transaction_max_timeout_ms": (1, _INT32_MAX),
+        "transactional_id_expiration_ms": (1, _INT32_MAX),
+        "transaction_abort_timed_out_transaction_cleanup_interval_ms": (1, _INT32_MAX),
+        "transaction_remove_expired_transaction_cleanup_interval_ms": (1, _INT32_MAX),
         "fetch_max_bytes": (1024, _INT32_MAX),
         "max_incremental_fetch_session_cache_slots": (0, _INT32_MAX),
     }

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
+from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC
 from pylog.errors import (
     InvalidConfigError,
     InvalidRequestError,
@@ -391,6 +392,14 @@ def handle_describe_cluster(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
+    if req.key_type == 1 and not st.broker.has_topic(TRANSACTION_STATE_TOPIC):
+        # The first transactional id creates __transaction_state: files, off the loop.
+        return conn.server.call_off_loop(_find_coordinator, conn, header, req)
+    return _find_coordinator(conn, header, req)
+
+
+def _find_coordinator(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
     version = header.api_version
     R = m.FindCoordinatorResponse
 
@@ -400,7 +409,11 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
                 return 24, "the group id is empty"          # INVALID_GROUP_ID
             return NONE, None
         if req.key_type == 1:
-            return COORDINATOR_NOT_AVAILABLE, "pylog serve has no transaction coordinator"
+            try:
+                st.broker.find_transaction_coordinator(key)
+            except PylogError as exc:
+                return _err(exc), _msg(exc)
+            return NONE, None
         return INVALID_REQUEST, f"unknown coordinator key type {req.key_type}"
 
     if version >= 4:
@@ -614,7 +627,8 @@ def handle_init_producer_id(conn: Any, header: Any, req: Any) -> Any:
         producer_epoch=req.producer_epoch if version >= 3 else -1)
     if res.error_code:
         _log.info("InitProducerId from %s refused: %s", conn.peer, res.error_message)
-        return R(throttle_time_ms=0, error_code=res.error_code, producer_id=-1, producer_epoch=-1)
+        return R(throttle_time_ms=0, error_code=_fenced_code(res.error_code, version >= 4),
+                 producer_id=-1, producer_epoch=-1)
     return R(throttle_time_ms=0, error_code=NONE, producer_id=res.producer_id,
              producer_epoch=res.producer_epoch)
 
@@ -1144,6 +1158,164 @@ def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------
+# Transactions
+# --------------------------------------------------------------------------------------
+
+_PRODUCER_FENCED = 90
+_INVALID_PRODUCER_EPOCH = 47
+
+
+def _fenced_code(code: int, knows_fenced: bool) -> int:
+    """PRODUCER_FENCED as the request version knows it: versions before it existed get
+    INVALID_PRODUCER_EPOCH, as Kafka answers them."""
+    return _INVALID_PRODUCER_EPOCH if code == _PRODUCER_FENCED and not knows_fenced else code
+
+
+def _txn_topic_results(R: Any, codes: dict, knows_fenced: bool) -> list:
+    by_topic: dict[str, list] = {}
+    for (topic, p), code in codes.items():
+        by_topic.setdefault(topic, []).append(R.AddPartitionsToTxnPartitionResult(
+            partition_index=p, partition_error_code=_fenced_code(code, knows_fenced)))
+    return [R.AddPartitionsToTxnTopicResult(name=t, results_by_partition=ps) for t, ps in by_topic.items()]
+
+
+@_off_loop
+def handle_add_partitions_to_txn(conn: Any, header: Any, req: Any) -> Any:
+    """AddPartitionsToTxn: v0-v3 from producers (one transaction); v4+ batched, from
+    brokers, with ``verify_only`` (KIP-890)."""
+    broker = conn.server.state.broker
+    version = header.api_version
+    R = m.AddPartitionsToTxnResponse
+    if version <= 3:
+        parts = [(t.name, p) for t in req.v3_and_below_topics for p in t.partitions]
+        codes = broker.add_partitions_to_txn(req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
+                                             req.v3_and_below_producer_epoch, parts)
+        return R(throttle_time_ms=0, results_by_topic_v3_and_below=_txn_topic_results(R, codes, version >= 2))
+    results = []
+    for txn in req.transactions:
+        parts = [(t.name, p) for t in txn.topics for p in t.partitions]
+        codes = broker.add_partitions_to_txn(txn.transactional_id, txn.producer_id, txn.producer_epoch, parts,
+                                             verify_only=txn.verify_only)
+        results.append(R.AddPartitionsToTxnResult(transactional_id=txn.transactional_id,
+                                                  topic_results=_txn_topic_results(R, codes, True)))
+    return R(throttle_time_ms=0, error_code=NONE, results_by_transaction=results)
+
+
+@_off_loop
+def handle_add_offsets_to_txn(conn: Any, header: Any, req: Any) -> Any:
+    code = conn.server.state.broker.add_offsets_to_txn(req.transactional_id, req.producer_id, req.producer_epoch,
+                                                       req.group_id)
+    return m.AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=_fenced_code(code, header.api_version >= 2))
+
+
+@_off_loop
+def handle_end_txn(conn: Any, header: Any, req: Any) -> Any:
+    code = conn.server.state.broker.end_txn(req.transactional_id, req.producer_id, req.producer_epoch,
+                                            req.committed)
+    if code:
+        _log.info("EndTxn of %s from %s: error %d", req.transactional_id, conn.peer, code)
+    return m.EndTxnResponse(throttle_time_ms=0, error_code=_fenced_code(code, header.api_version >= 2))
+
+
+@_off_loop
+def handle_txn_offset_commit(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.broker.group import CommitOffset
+
+    st = conn.server.state
+    version = header.api_version
+    R = m.TxnOffsetCommitResponse
+    offsets: dict[str, dict[int, Any]] = {}
+    invalid: dict[tuple[str, int], int] = {}
+    for t in req.topics:
+        for p in t.partitions:
+            if p.committed_offset < 0:
+                invalid[(t.name, p.partition_index)] = 1     # OFFSET_OUT_OF_RANGE, as OffsetCommit
+                continue
+            offsets.setdefault(t.name, {})[p.partition_index] = CommitOffset(
+                p.committed_offset, p.committed_metadata, p.committed_leader_epoch if version >= 2 else -1)
+    result: dict[str, dict[int, int]] = {}
+    if offsets:
+        try:
+            result = st.broker.txn_offset_commit(
+                req.transactional_id, req.group_id, req.producer_id, req.producer_epoch, offsets,
+                member_id=req.member_id if version >= 3 else None,
+                generation_id=req.generation_id if version >= 3 else -1,
+                group_instance_id=req.group_instance_id if version >= 3 else None)
+        except Exception as exc:  # noqa: BLE001
+            code = _unexpected("transactional offset commit", exc)
+            result = {t: {p: code for p in ps} for t, ps in offsets.items()}
+    # TxnOffsetCommit has no PRODUCER_FENCED: a fenced producer gets INVALID_PRODUCER_EPOCH.
+    return R(throttle_time_ms=0, topics=[R.TxnOffsetCommitResponseTopic(name=t.name, partitions=[
+        R.TxnOffsetCommitResponsePartition(
+            partition_index=p.partition_index,
+            error_code=_fenced_code(invalid.get((t.name, p.partition_index),
+                                                result.get(t.name, {}).get(p.partition_index, NONE)), False))
+        for p in t.partitions]) for t in req.topics])
+
+
+@_off_loop
+def handle_write_txn_markers(conn: Any, header: Any, req: Any) -> Any:
+    """WriteTxnMarkers: a transaction coordinator (another broker, once a cluster
+    exists) has this partition leader end a transaction."""
+    broker = conn.server.state.broker
+    R = m.WriteTxnMarkersResponse
+    out = []
+    for mk in req.markers:
+        parts = [(t.name, p) for t in mk.topics for p in t.partition_indexes]
+        failed = broker.write_txn_markers_and_complete(
+            [(mk.producer_id, mk.producer_epoch, mk.coordinator_epoch, mk.transaction_result, parts)])
+        out.append(R.WritableTxnMarkerResult(producer_id=mk.producer_id, topics=[
+            R.WritableTxnMarkerTopicResult(name=t.name, partitions=[
+                R.WritableTxnMarkerPartitionResult(partition_index=p, error_code=failed.get((t.name, p), NONE))
+                for p in t.partition_indexes]) for t in mk.topics]))
+    return R(markers=out)
+
+
+def handle_describe_transactions(conn: Any, header: Any, req: Any) -> Any:
+    R = m.DescribeTransactionsResponse
+    states = []
+    for d in conn.server.state.broker.describe_transactions(req.transactional_ids):
+        states.append(R.TransactionState(
+            error_code=d.error_code, transactional_id=d.transactional_id, transaction_state=d.state,
+            transaction_timeout_ms=d.timeout_ms, transaction_start_time_ms=d.start_time_ms,
+            producer_id=d.producer_id, producer_epoch=d.producer_epoch,
+            topics=[R.TopicData(topic=t, partitions=ps) for t, ps in d.topics.items()]))
+    return R(throttle_time_ms=0, transaction_states=states)
+
+
+def handle_list_transactions(conn: Any, header: Any, req: Any) -> Any:
+    R = m.ListTransactionsResponse
+    res = conn.server.state.broker.list_transactions(
+        req.state_filters, req.producer_id_filters,
+        duration_filter_ms=req.duration_filter if header.api_version >= 1 else -1)
+    return R(throttle_time_ms=0, error_code=res.error_code, unknown_state_filters=res.unknown_state_filters,
+             transaction_states=[R.TransactionState(transactional_id=t.transactional_id, producer_id=t.producer_id,
+                                                    transaction_state=t.state) for t in res.transactions])
+
+
+def handle_describe_producers(conn: Any, header: Any, req: Any) -> Any:
+    broker = conn.server.state.broker
+    R = m.DescribeProducersResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partition_indexes:
+            try:
+                producers = broker.describe_producers(t.name, p)
+            except PylogError as exc:
+                parts.append(R.PartitionResponse(partition_index=p, error_code=_err(exc), error_message=_msg(exc),
+                                                 active_producers=[]))
+                continue
+            parts.append(R.PartitionResponse(partition_index=p, error_code=NONE, error_message=None, active_producers=[
+                R.ProducerState(producer_id=x.producer_id, producer_epoch=x.producer_epoch,
+                                last_sequence=x.last_sequence, last_timestamp=x.last_timestamp,
+                                coordinator_epoch=x.coordinator_epoch,
+                                current_txn_start_offset=x.current_txn_start_offset) for x in producers]))
+        topics.append(R.TopicResponse(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+# --------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------
 
@@ -1166,7 +1338,15 @@ _TABLE: dict[int, tuple[int, int, Callable]] = {
     ApiKey.CREATE_TOPICS: (0, 5, handle_create_topics),
     ApiKey.DELETE_TOPICS: (0, 4, handle_delete_topics),
     ApiKey.DELETE_RECORDS: (0, 2, handle_delete_records),
-    ApiKey.INIT_PRODUCER_ID: (0, 4, handle_init_producer_id),
+    ApiKey.INIT_PRODUCER_ID: (0, 5, handle_init_producer_id),
+    ApiKey.ADD_PARTITIONS_TO_TXN: (0, 5, handle_add_partitions_to_txn),
+    ApiKey.ADD_OFFSETS_TO_TXN: (0, 4, handle_add_offsets_to_txn),
+    ApiKey.END_TXN: (0, 4, handle_end_txn),
+    ApiKey.WRITE_TXN_MARKERS: (0, 1, handle_write_txn_markers),
+    ApiKey.TXN_OFFSET_COMMIT: (0, 4, handle_txn_offset_commit),
+    ApiKey.DESCRIBE_PRODUCERS: (0, 0, handle_describe_producers),
+    ApiKey.DESCRIBE_TRANSACTIONS: (0, 0, handle_describe_transactions),
+    ApiKey.LIST_TRANSACTIONS: (0, 1, handle_list_transactions),
     ApiKey.OFFSET_FOR_LEADER_EPOCH: (0, 3, handle_offset_for_leader_epoch),
     ApiKey.DESCRIBE_CONFIGS: (0, 4, handle_describe_configs),
     ApiKey.ALTER_CONFIGS: (0, 1, handle_alter_configs),
