@@ -533,9 +533,11 @@ def fetch_vs_raw_sendfile(server: ServeProcess, topic: str, megabytes: int = 200
             "ratio": fetch_rate / raw_rate}
 
 
-def end_to_end_latency(bootstrap: str, topic: str, rate: int = 10_000, seconds: float = 3.0) -> dict:
+def end_to_end_latency(bootstrap: str, topic: str, rate: int = 10_000, seconds: float = 3.0, *,
+                       raw: bool = False) -> dict:
     """Produce at ``rate`` records/s with confluent-kafka (linger.ms=0) while a consumer
-    reads; latency = receive time - the send time carried in each record."""
+    reads; latency = receive time - the send time carried in each record.  With ``raw``,
+    the measured latencies (ms) are also returned, as ``samples``."""
     import struct
 
     from confluent_kafka import Consumer, Producer, TopicPartition
@@ -591,7 +593,10 @@ def end_to_end_latency(bootstrap: str, topic: str, rate: int = 10_000, seconds: 
 
     # The first half second warms up connections and fetch sessions: not measured.
     measured = latencies[min(len(latencies), rate // 2):]
-    return {"records": len(measured), **percentiles(measured)}
+    out = {"records": len(measured), **percentiles(measured)}
+    if raw:
+        out["samples"] = measured
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,285 @@
+"""``pylog serve`` at scale (issue #17): the figures operators plan around.
+
+Every figure is one whole run against a fresh ``pylog serve`` subprocess
+(:class:`benches.bench_server.ServeProcess`), with the peer of the figure measured in the
+same run, so a ratio and not a noisy absolute is what is tracked:
+
+- ``PartitionSweep.track_*``: a confluent-kafka producer (100-byte records, acks=1, no
+  compression, records spread round-robin over the partitions by explicit partition)
+  into a topic of 1, 10, 100 and 1000 partitions: records/s and the server's CPU ms per
+  MB produced, each as a ratio to the one-partition run of the same call.  Goal: 1000
+  partitions cost at most 1.4x the CPU per MB of one (throughput at least 0.7x).
+- ``BusyNeighbour.track_p99_ms`` / ``track_p999_ms``: end-to-end latency at 10,000
+  records/s (confluent-kafka producer with linger.ms=0 and consumer) while another
+  process spins on the CPU; the quiet figure of the same call is reported beside it.
+  Goal: p99 at most 2 ms and p99.9 at most 10 ms over at least 60 s.
+- ``MultiConsumer.track_records_per_s``: records/s delivered in total to several
+  confluent-kafka consumers, each in its own process, in one group over 8 partitions.
+  Goal: at least 2M records/s of 100-byte records.
+- ``OpenTime.track_listen_ms_*``: ``pylog serve`` from exec to "listening" over a data
+  directory of 1000 partitions left by a clean shutdown, beside the same over an empty
+  one (the interpreter's own start-up, which no data directory work can remove).  Goal:
+  at most 100 ms beyond the empty start.
+
+``python -m benches.bench_scale [seconds]`` prints every figure.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+from benches.bench_server import ServeProcess, _create_topic, end_to_end_latency
+
+RECORD = b"x" * 100
+
+
+def produce_spread(bootstrap: str, topic: str, records: int, partitions: int) -> float:
+    """Records/s of one confluent-kafka producer sending ``records`` 100-byte records
+    round-robin over ``partitions`` partitions (acks=1, no compression)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "compression.type": "none",
+                  "linger.ms": 5, "batch.num.messages": 10000, "batch.size": 1_000_000,
+                  "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
+                  "socket.nagle.disable": True, "enable.idempotence": False})
+    produce = p.produce
+    t0 = time.perf_counter()
+    for i in range(records):
+        part = i % partitions
+        try:
+            produce(topic, RECORD, partition=part)
+        except BufferError:
+            p.poll(0.005)
+            produce(topic, RECORD, partition=part)
+    remaining = p.flush(300)
+    elapsed = time.perf_counter() - t0
+    if remaining:
+        raise RuntimeError(f"{remaining} records not delivered")
+    return records / elapsed
+
+
+def partition_sweep(records: int = 1_000_000, counts: tuple[int, ...] = (1, 10, 100, 1000)) -> dict:
+    """For each partition count, a fresh server: records/s and the server's CPU ms per MB
+    produced, and both as ratios to the first count's."""
+    out: dict = {}
+    for n in counts:
+        server = ServeProcess()
+        try:
+            _create_topic(server.bootstrap, "sweep", n)
+            c0 = server.cpu_seconds()
+            rate = produce_spread(server.bootstrap, "sweep", records, n)
+            cpu_ms_per_mb = (server.cpu_seconds() - c0) * 1000 / (records * len(RECORD) / 1e6)
+        finally:
+            server.stop()
+        out[n] = {"records_per_s": rate, "cpu_ms_per_mb": cpu_ms_per_mb}
+    base = out[counts[0]]
+    for n in counts:
+        out[n]["throughput_ratio"] = out[n]["records_per_s"] / base["records_per_s"]
+        out[n]["cpu_ratio"] = out[n]["cpu_ms_per_mb"] / base["cpu_ms_per_mb"]
+    return out
+
+
+def _spin(stop_at: float) -> None:
+    while time.monotonic() < stop_at:
+        pass
+
+
+def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
+    """End-to-end latency percentiles (ms) with a CPU-bound process beside the server,
+    and without it in the same call."""
+    import numpy as np
+
+    def run(busy: bool) -> dict:
+        server = ServeProcess()
+        spinner = None
+        try:
+            _create_topic(server.bootstrap, "latency")
+            if busy:
+                spinner = multiprocessing.get_context("spawn").Process(
+                    target=_spin, args=(time.monotonic() + seconds + 30,), daemon=True)
+                spinner.start()
+            lat = end_to_end_latency(server.bootstrap, "latency", rate, seconds, raw=True)
+        finally:
+            if spinner is not None:
+                spinner.terminate()
+                spinner.join(10)
+            server.stop()
+        samples = np.asarray(lat.pop("samples"), dtype=np.float64)
+        lat["p999"] = float(np.percentile(samples, 99.9, method="higher")) if samples.size else 0.0
+        return lat
+
+    return {"quiet": run(False), "busy": run(True)}
+
+
+def _consume_part(bootstrap: str, topic: str, group: str, quota: int, start, done) -> None:
+    """One consumer process: join ``group``, wait for the start signal, read until the
+    group's total (shared counter ``done``) reaches ``quota``."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "fetch.max.bytes": 52_428_800,
+                  "max.partition.fetch.bytes": 10_485_760, "queued.min.messages": 1_000_000,
+                  "queued.max.messages.kbytes": 1_048_576, "fetch.wait.max.ms": 10})
+    c.subscribe([topic])
+    start.wait(120)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with done.get_lock():
+            if done.value >= quota:
+                break
+        msgs = c.consume(1000, 0.2)
+        n = sum(1 for m in msgs if m.error() is None)
+        if n:
+            with done.get_lock():
+                done.value += n
+    c.close()
+
+
+def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int = 8) -> dict:
+    """Records/s delivered in total to ``consumers`` confluent-kafka consumer processes in
+    one group over ``partitions`` partitions, from the first fetch to the last record."""
+    from pylog.server import bench
+
+    server = ServeProcess()
+    try:
+        bench.produce_wire(server.bootstrap, "fanout", records, record_size=100,
+                           batch_records=9_000, partitions=partitions, progress=False)
+        ctx = multiprocessing.get_context("spawn")
+        start, done = ctx.Event(), ctx.Value("q", 0)
+        procs = [ctx.Process(target=_consume_part, args=(server.bootstrap, "fanout", "fanout-group",
+                                                          records, start, done))
+                 for _ in range(consumers)]
+        for p in procs:
+            p.start()
+        time.sleep(0.5)      # let them connect; the group's join is part of the measured time
+        t0 = time.perf_counter()
+        start.set()
+        for p in procs:
+            p.join(600)
+        elapsed = time.perf_counter() - t0
+        got = done.value
+    finally:
+        server.stop()
+    return {"records": got, "seconds": elapsed, "records_per_s": got / elapsed}
+
+
+def _listen_ms(data_dir: str) -> float:
+    """Milliseconds from exec of ``pylog serve`` over ``data_dir`` to its "listening" line."""
+    cmd = [sys.executable, "-m", "pylog.cli", "serve", "--data-dir", data_dir,
+           "--listen", "127.0.0.1:0", "--log-level", "INFO"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "listening on" in line:
+                return (time.perf_counter() - t0) * 1000
+        raise RuntimeError("pylog serve exited before listening")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def open_time(partitions: int = 1000, rounds: int = 3) -> dict:
+    """Best of ``rounds``: ms to listen over a clean data dir of ``partitions`` partitions
+    (one small batch each), over an empty one, and the difference."""
+    import tempfile
+
+    import pylog
+
+    with tempfile.TemporaryDirectory(prefix="pylog-bench-open-") as full, \
+            tempfile.TemporaryDirectory(prefix="pylog-bench-open-empty-") as empty:
+        with pylog.open(full) as b:
+            b.create_topic("wide", partitions)
+            with b.producer(linger_ms=0) as p:
+                for i in range(partitions):
+                    p.send("wide", RECORD, partition=i)
+                p.flush()
+        with pylog.open(empty):
+            pass
+        full_ms = min(_listen_ms(full) for _ in range(rounds))
+        empty_ms = min(_listen_ms(empty) for _ in range(rounds))
+    return {"listen_ms": full_ms, "empty_listen_ms": empty_ms, "extra_ms": full_ms - empty_ms}
+
+
+# ---------------------------------------------------------------------------------------
+# asv classes
+# ---------------------------------------------------------------------------------------
+
+
+class _Once:
+    timeout = 1800
+    number = 1
+    repeat = 1
+
+
+class PartitionSweep(_Once):
+    def setup_cache(self) -> dict:
+        return partition_sweep()
+
+    def track_cpu_ratio_1000_to_1(self, sweep: dict) -> float:
+        return sweep[1000]["cpu_ratio"]
+
+    track_cpu_ratio_1000_to_1.unit = "ratio"
+
+    def track_throughput_ratio_1000_to_1(self, sweep: dict) -> float:
+        return sweep[1000]["throughput_ratio"]
+
+    track_throughput_ratio_1000_to_1.unit = "ratio"
+
+    def track_throughput_ratio_100_to_1(self, sweep: dict) -> float:
+        return sweep[100]["throughput_ratio"]
+
+    track_throughput_ratio_100_to_1.unit = "ratio"
+
+
+class BusyNeighbour(_Once):
+    def setup_cache(self) -> dict:
+        return latency_busy_neighbour()
+
+    def track_p99_ms(self, lat: dict) -> float:
+        return lat["busy"]["p99"]
+
+    track_p99_ms.unit = "ms"
+
+    def track_p999_ms(self, lat: dict) -> float:
+        return lat["busy"]["p999"]
+
+    track_p999_ms.unit = "ms"
+
+    def track_p99_busy_to_quiet(self, lat: dict) -> float:
+        return lat["busy"]["p99"] / lat["quiet"]["p99"]
+
+    track_p99_busy_to_quiet.unit = "ratio"
+
+
+class MultiConsumer(_Once):
+    def track_records_per_s(self) -> float:
+        return multi_consumer()["records_per_s"]
+
+    track_records_per_s.unit = "records/s"
+
+
+class OpenTime(_Once):
+    def track_listen_ms_extra_1000_partitions(self) -> float:
+        return open_time()["extra_ms"]
+
+    track_listen_ms_extra_1000_partitions.unit = "ms"
+
+
+if __name__ == "__main__":
+    secs = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
+    print("open time, 1000 partitions:", open_time())
+    for n, fig in partition_sweep().items():
+        print(f"sweep {n:5d} partitions:", {k: round(v, 3) for k, v in fig.items()})
+    print("multi-consumer:", multi_consumer())
+    lat = latency_busy_neighbour(secs)
+    for k in ("quiet", "busy"):
+        print(f"latency {k}:", {m: round(v, 3) for m, v in lat[k].items()})
+    os._exit(0)
