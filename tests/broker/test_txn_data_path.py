@@ -419,3 +419,35 @@ def test_model_random_transactions(tmp_path_factory, ops):
         assert sorted(e[:3] for e in b._partition(T, 0).log.aborted_transactions()) == expected_index
     finally:
         b.close()
+
+
+@pytest.mark.bench
+def test_bench_read_committed_smoke(monkeypatch, tmp_path):
+    """benches/bench_read_committed.py at its small size, so it keeps working (its log:
+    every transaction decided, so both isolation levels read every byte)."""
+    import importlib
+    import sys
+
+    monkeypatch.setenv("PYLOG_BENCH_SMALL", "1")
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("benches.bench_read_committed", None)
+    bench = importlib.import_module("benches.bench_read_committed")
+    try:
+        assert bench.SMALL
+        f = bench.FetchRatio()
+        f.setup()
+        try:
+            unc, committed = bench.read_all(f.broker, 0), bench.read_all(f.broker, 1)
+            assert unc[0] == committed[0] > 0 and unc[1] == 0 and committed[1] > 0
+            assert f.track_read_committed_vs_read_uncommitted() > 0
+        finally:
+            f.teardown()
+        g = bench.Fetch()
+        g.setup()
+        try:
+            g.time_fetch_read_committed()
+            g.time_fetch_read_uncommitted()
+        finally:
+            g.teardown()
+    finally:
+        sys.modules.pop("benches.bench_read_committed", None)

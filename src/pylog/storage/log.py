@@ -305,7 +305,9 @@ class Log(_core.LogBase):
         # offset from which they wait for a rebuild (see the module docstring).
         self._txn_indexes: dict[int, TransactionIndex] = {}
         self._txn_index_files: set[int] = set()
-        self._txn_bases: list[int] | None = None   # sorted keys of _txn_indexes, cached
+        # Every entry of every index in marker order, with their last offsets (for
+        # bisect): what a read_committed fetch searches, rebuilt when an index changes.
+        self._txn_flat: tuple[list[int], list[AbortedTxn]] | None = None
         self._txn_rebuild_from: int | None = None
         self.had_clean_shutdown = False
         # The append path's settings live in the active segment's appender (set on
@@ -517,7 +519,7 @@ class Log(_core.LogBase):
                 idx.reset()
                 rebuild.append(seg.base_offset)
             self._txn_indexes[seg.base_offset] = idx
-        self._txn_bases = None
+        self._txn_flat = None
         self._txn_index_files &= bases
         self._txn_rebuild_from = min(rebuild) if rebuild and self._log_end_offset > self._log_start_offset else None
 
@@ -526,7 +528,7 @@ class Log(_core.LogBase):
         if idx is None or idx.path != seg.file_path(TXN_INDEX_SUFFIX):
             idx = self._txn_indexes[seg.base_offset] = TransactionIndex(seg.file_path(TXN_INDEX_SUFFIX),
                                                                         seg.base_offset)
-            self._txn_bases = None
+            self._txn_flat = None
             idx._entries = []   # a segment without a file has no entry
         return idx
 
@@ -535,7 +537,7 @@ class Log(_core.LogBase):
         live = {s.base_offset for s in self._segments}
         for base in [b for b in self._txn_indexes if b not in live]:
             del self._txn_indexes[base]
-        self._txn_bases = None
+        self._txn_flat = None
 
     @property
     def txn_index_rebuild_from(self) -> int | None:
@@ -561,6 +563,12 @@ class Log(_core.LogBase):
                                  f"[{self._log_start_offset}, {self._log_end_offset})")
             seg = self._segments[bisect.bisect_right(self._bases, txn.last_offset) - 1]
             self._txn_index(seg).append(txn)
+            flat = self._txn_flat
+            if flat is not None and (not flat[0] or flat[0][-1] < txn.last_offset):
+                flat[0].append(txn.last_offset)
+                flat[1].append(txn)
+            else:
+                self._txn_flat = None
 
     def collect_aborted_transactions(self, start_offset: int, upper_bound_offset: int) -> list[tuple[int, int]]:
         """``(producer_id, first_offset)`` of the aborted transactions overlapping
@@ -568,18 +576,26 @@ class Log(_core.LogBase):
         segment holding ``start_offset`` and the ones after it (an abort whose marker
         lies below that segment ends before ``start_offset``; one whose marker lies in
         a later segment may still begin in the range), stopping early as Kafka's
-        ``collectAbortedTransactions``.  Only segments that have an index are visited.
-        Headers only: no record is read."""
+        ``collectAbortedTransactions``: an entry whose LSO reaches the range's end
+        closes the search (a later abort overlapping the range would have been open
+        then, and held that LSO lower).  The entries of all segments are searched as
+        one list, marker order, from the first whose marker is at or past
+        ``start_offset`` (the ones before end below the range).  Headers only: no record
+        is read."""
         out: list[tuple[int, int]] = []
+        if not self._txn_indexes:
+            return out
         with self._lock:
-            if not self._txn_indexes:
-                return out
-            bases = self._txn_bases
-            if bases is None:
-                bases = self._txn_bases = sorted(self._txn_indexes)
-            i = max(bisect.bisect_right(self._bases, start_offset) - 1, 0)
-            for base in bases[bisect.bisect_left(bases, self._bases[i]):]:
-                if self._txn_indexes[base].collect(start_offset, upper_bound_offset, out):
+            flat = self._txn_flat
+            if flat is None:
+                entries = [e for base in sorted(self._txn_indexes) for e in self._txn_indexes[base].entries]
+                flat = self._txn_flat = ([e.last_offset for e in entries], entries)
+            lasts, entries = flat
+            for i in range(bisect.bisect_left(lasts, start_offset), len(entries)):
+                pid, first, _last, lso = entries[i]
+                if first < upper_bound_offset:
+                    out.append((pid, first))
+                if lso >= upper_bound_offset:
                     break
         return out
 
@@ -1037,6 +1053,7 @@ class Log(_core.LogBase):
             idx = self._txn_indexes.get(seg.base_offset)
             if idx is not None:
                 idx.truncate_to(new_leo)
+                self._txn_flat = None
             if self._txn_rebuild_from is not None and self._txn_rebuild_from >= new_leo:
                 self._txn_rebuild_from = None
             if new_leo > seg.next_offset:
@@ -1082,7 +1099,7 @@ class Log(_core.LogBase):
         self._segments = [LogSegment.create(self.path, offset, self.config, cache=self._cache)]
         self._bases = [offset]
         self._txn_indexes.clear()
-        self._txn_bases = None
+        self._txn_flat = None
         self._txn_rebuild_from = None
         self._log_start_offset = self._log_end_offset = self._recovery_point = offset
         self._epochs.clear()
@@ -1239,7 +1256,7 @@ class Log(_core.LogBase):
             # data of aborted transactions, so its output needs no entries.
             for seg in olds:
                 self._txn_indexes.pop(seg.base_offset, None)
-            self._txn_bases = None
+            self._txn_flat = None
             self._segments = sorted(remaining + news, key=lambda s: s.base_offset)
             self._bases = [s.base_offset for s in self._segments]
             for seg, nxt in zip(self._segments, self._segments[1:]):

@@ -163,18 +163,6 @@ class TransactionIndex:
         e = self.entries
         return e[-1].last_offset if e else -1
 
-    def collect(self, fetch_offset: int, upper_bound_offset: int, out: list) -> bool:
-        """Add to ``out`` the ``(producer_id, first_offset)`` of every entry overlapping
-        ``[fetch_offset, upper_bound_offset)``.  Returns True when the search is complete
-        (an entry's LSO reached ``upper_bound_offset``: later segments cannot add one),
-        as Kafka's ``TransactionIndex.collectAbortedTxns``."""
-        for e in self.entries:
-            if e.last_offset >= fetch_offset and e.first_offset < upper_bound_offset:
-                out.append((e.producer_id, e.first_offset))
-            if e.last_stable_offset >= upper_bound_offset:
-                return True
-        return False
-
     # -- writing ------------------------------------------------------------------
 
     def append(self, txn: AbortedTxn) -> None:
