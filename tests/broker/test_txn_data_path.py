@@ -225,8 +225,9 @@ def test_open_transaction_survives_clean_restart_and_crash(tmp_path):
 
 
 def test_txnindex_rebuilt_after_a_crash_cut_it(tmp_path, caplog):
-    """kill -9 style damage: the .txnindex is cut mid-entry (or lost) while the log keeps
-    the markers; the reopened broker rebuilds it from the markers."""
+    """kill -9 style damage: the .txnindex is cut mid-entry or lost while the log keeps
+    the markers, or (power loss) the log lost its last marker while the index kept its
+    entry; the reopened broker rebuilds the index from the markers in the log."""
     d = tmp_path / "data"
     b = open_broker(d)
     b.create_topic(T, 1, config={"segment.bytes": str(1 << 20)})   # small sparse files to copy
@@ -234,27 +235,37 @@ def test_txnindex_rebuilt_after_a_crash_cut_it(tmp_path, caplog):
     pids = [new_pid(b) for _ in range(3)]
     for i, p in enumerate(pids):
         b.append(T, 0, txn_batch(p, 0, 0, [b"v%d" % i]))
-    for p in pids:
-        b.write_txn_markers([(p, 0, 0, p == pids[1], [(T, 0)])])
     log = b._partition(T, 0).log
+    for p in pids:
+        size_before_marker = log.active_segment.size
+        b.write_txn_markers([(p, 0, 0, p == pids[1], [(T, 0)])])
     entries = log.aborted_transactions()
     assert [(e.producer_id, e.first_offset) for e in entries] == [(pids[0], 0), (pids[2], 2)]
     expect = read_committed(b)
-    idx = os.path.join(log.path, "00000000000000000000.txnindex")
-    for damage in ("cut", "lost"):
+    seg = os.path.join(log.path, "00000000000000000000")
+    for damage in ("cut", "lost", "torn-log"):
         crash = tmp_path / damage
         shutil.copytree(d, crash)
-        cidx = os.path.join(crash, f"{T}-0", "00000000000000000000.txnindex")
+        cseg = os.path.join(crash, f"{T}-0", "00000000000000000000")
         if damage == "cut":
-            with open(cidx, "r+b") as f:
-                f.truncate(os.path.getsize(idx) - 5)
+            with open(cseg + ".txnindex", "r+b") as f:
+                f.truncate(os.path.getsize(seg + ".txnindex") - 5)
+        elif damage == "lost":
+            os.unlink(cseg + ".txnindex")
         else:
-            os.unlink(cidx)
+            with open(cseg + ".log", "r+b") as f:
+                f.truncate(size_before_marker + 20)       # the last marker, torn
         caplog.clear()
         b2 = open_broker(crash)
         try:
-            assert b2._partition(T, 0).log.aborted_transactions() == entries
-            assert read_committed(b2) == expect
+            if damage == "torn-log":
+                # pids[2]'s abort is gone with its marker: its transaction is open again.
+                assert b2._partition(T, 0).log.aborted_transactions() == entries[:1]
+                assert (b2.last_stable_offset(T, 0), b2.high_watermark(T, 0)) == (2, 5)
+                assert [v for _, v in read_committed(b2)[0]] == [b"v1"]
+            else:
+                assert b2._partition(T, 0).log.aborted_transactions() == entries
+                assert read_committed(b2) == expect
             if damage == "cut":
                 assert any("not a multiple of the 34-byte entry" in r.getMessage() for r in caplog.records)
         finally:

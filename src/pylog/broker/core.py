@@ -2354,9 +2354,13 @@ def _scan_batches(log, name: str, start: int | None = None, what: str = "replay"
 
 def _stable_offset(part: _Partition, high_watermark: int) -> int:
     """The LSO: the oldest open transaction's first offset, bounded by the high
-    watermark.  Exact under the log's lock; a hint without it."""
+    watermark, and by the log start offset from below (DeleteRecords or retention may
+    have removed the transaction's first records, as in Kafka).  Exact under the log's
+    lock; a hint without it."""
     first = part.producers.first_unstable_offset()
-    return high_watermark if first is None or first > high_watermark else first
+    if first is None or first >= high_watermark:
+        return high_watermark
+    return max(first, part.log.log_start_offset)
 
 
 def _apply_log_config(log, config) -> None:
