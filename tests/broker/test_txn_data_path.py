@@ -462,3 +462,22 @@ def test_bench_read_committed_smoke(monkeypatch, tmp_path):
             g.teardown()
     finally:
         sys.modules.pop("benches.bench_read_committed", None)
+
+
+def test_an_empty_transactional_batch_opens_no_transaction(tmp_path):
+    """What the cleaner keeps of a committed transaction's last batch when every record
+    is superseded is an empty batch, and the marker may later go: replaying it must not
+    open a transaction that nothing will ever close."""
+    from pylog.broker.producer_state import ProducerStateManager
+
+    psm = ProducerStateManager(tmp_path)
+    header = {"base_offset": 10, "last_offset_delta": 2, "max_timestamp": 1, "producer_id": 7,
+              "producer_epoch": 0, "base_sequence": 0, "records_count": 0, "attributes": 0x10}
+    assert psm.replay([header]) == []
+    assert psm.first_unstable_offset() is None and psm.producers[7].current_txn_first_offset == -1
+    psm.replay([dict(header, base_offset=13, base_sequence=3, records_count=1, last_offset_delta=0)])
+    assert psm.first_unstable_offset() == 13
+    aborted = psm.replay([dict(header, base_offset=14, base_sequence=-1, records_count=1, last_offset_delta=0,
+                               attributes=0x30, control_type=0)])
+    assert [(a.producer_id, a.first_offset, a.last_offset, a.last_stable_offset) for a in aborted] == [(7, 13, 14, 15)]
+    assert psm.first_unstable_offset() is None

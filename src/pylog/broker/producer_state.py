@@ -329,7 +329,10 @@ class ProducerStateManager:
             self.ongoing.pop(producer_id, None)
             self._ongoing_changed()
             return CompletedTxn(producer_id, first, last_offset, control_type == CONTROL_ABORT)
-        if is_transactional and entry.current_txn_first_offset < 0:
+        if is_transactional and entry.current_txn_first_offset < 0 and records_count > 0:
+            # (An empty batch is what the cleaner keeps of a decided transaction's last
+            # batch once its records are superseded; its marker may be gone: it opens
+            # nothing.  Clients cannot produce empty batches.)
             entry.current_txn_first_offset = first_offset
             self.ongoing[producer_id] = first_offset
             if self._first_unstable is None:
