@@ -51,6 +51,11 @@ aborted when its timeout passes, as if nothing had happened.  A failed marker wr
 leaves the transaction in its Prepare state; :meth:`TransactionCoordinator.tick` retries
 it, and requests for the id get CONCURRENT_TRANSACTIONS meanwhile.
 
+For crash tests only, the environment variable ``PYLOG_TEST_TXN_CRASH`` makes the process
+SIGKILL itself at one step of ending a transaction: ``after-prepare`` (PrepareCommit or
+PrepareAbort durable, no marker written) or ``after-markers`` (markers written, the
+Complete state not).  Nothing sets it outside tests.
+
 Thread safety
 -------------
 Every public method takes the coordinator's lock and holds it for the whole state
@@ -63,6 +68,8 @@ snapshots).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -230,6 +237,13 @@ class ListTransactionsResult:
     transactions: list[ListedTransaction]
     unknown_state_filters: list[str] = field(default_factory=list)
     error_code: int = 0
+
+
+def _crash_point(name: str) -> None:
+    """SIGKILL this process at ``name`` when ``PYLOG_TEST_TXN_CRASH`` says so (crash tests)."""
+    if os.environ.get("PYLOG_TEST_TXN_CRASH") == name:
+        _log.warning("PYLOG_TEST_TXN_CRASH=%s: killing the process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _wall_ms() -> int:
@@ -538,6 +552,7 @@ class TransactionCoordinator:
         """Write the markers of a Prepare state, then its Complete state.  Returns the
         metadata after it (still Prepare if a marker could not be written)."""
         commit = txn.state is PREPARE_COMMIT
+        _crash_point("after-prepare")
         if txn.partitions:
             try:
                 failed = self.io.write_markers([(txn.producer_id, txn.producer_epoch, txn.coordinator_epoch,
@@ -562,6 +577,7 @@ class TransactionCoordinator:
                 _log.warning("transactional id %s: %s markers not written to %s; retried", txn.transactional_id,
                              "COMMIT" if commit else "ABORT", failed)
                 return txn
+        _crash_point("after-markers")
         try:
             return self._transition(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,
                                     partitions=frozenset(), last_update_timestamp_ms=self._clock())
