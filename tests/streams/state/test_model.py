@@ -39,6 +39,7 @@ class _StoresMachine(RuleBasedStateMachine):
         self.disk = self.build("rocksdb", logging=True, caching=self.cached)
         self.mem.init(self.mem_ctx)
         self.disk.init(self.disk_ctx)
+        self.replayed = []
 
     def stores(self):
         return (self.mem, self.disk)
@@ -53,17 +54,26 @@ class _StoresMachine(RuleBasedStateMachine):
         self.disk.close()  # flushes the cache: a clean close loses nothing
         self.disk.init(self.disk_ctx)
 
-    def replay(self, ctx, fresh):
-        fresh.init(ctx)
-        fresh.restore_batch([(k, v) for _, k, v in ctx.records()])
+    def replay(self, ctx, fresh, batch=1000, init_ctx=None):
+        fresh.init(init_ctx or ctx)
+        records = [(k, v) for _, k, v in ctx.records()]
+        for i in range(0, len(records), batch):
+            fresh.restore_batch(records[i:i + batch])
+        self.replayed.append(fresh)
         return fresh
+
+    def fresh_persistent(self, name):
+        """A RocksDB store of this machine's type in a new task directory (restored in
+        small batches: Kafka's batch-wise restore must give the record-wise result)."""
+        store = self.build("rocksdb", name=name, logging=False, caching=False)
+        return self.replay(self.mem_ctx, store, batch=3, init_ctx=RecordingContext(self.dir, task_id=name))
 
     def teardown(self):
         try:
             self.disk.flush()
             self.check_replay()
         finally:
-            for s in self.stores():
+            for s in (*self.stores(), *self.replayed):
                 if s.is_open():
                     s.close()
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -208,6 +218,7 @@ class WindowMachine(_StoresMachine):
         for ctx in (self.mem_ctx, self.disk_ctx):
             fresh = self.replay(ctx, InMemoryWindowStore("replay", RETENTION, 5_000, self.dups))
             assert list(fresh.all()) == want
+        assert list(self.fresh_persistent("replay-disk").all()) == want
 
 
 class WindowDuplicatesMachine(WindowMachine):
@@ -272,6 +283,11 @@ class SessionMachine(_StoresMachine):
             for key in {s[0] for s in self.model}:
                 got.update(dict(fresh.fetch(key)))
             assert got == vis
+        disk = self.fresh_persistent("replay-disk")
+        got = {}
+        for key in {s[0] for s in self.model}:
+            got.update(dict(disk.fetch(key)))
+        assert got == vis
 
 
 TestKeyValueModel = KeyValueMachine.TestCase

@@ -50,6 +50,7 @@ from pylog.errors import KafkaStorageError
 
 from ._base import KeyValueDefaults, StoreBase, check_key
 from ._windows import INT64_MAX, TimeIndexedMixin
+from .keys import session_key_from_binary, window_key_from_binary
 
 __all__ = ["RocksDBKeyValueStore", "RocksDBWindowStore", "RocksDBSessionStore", "store_directory"]
 
@@ -330,6 +331,51 @@ class _Segmented(_RocksDBStore):
             out.extend(seg)
         return out
 
+    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        """Apply changelog records as Kafka's segmented store does: stream time first
+        advances to the batch's greatest timestamp (dropping what that expires), then
+        each live segment gets one RocksDB WriteBatch.  The changelog key is the store
+        key (both are the key schema's), so records go in as they are.  The visible
+        result equals applying the records one by one."""
+        import rocksdict
+
+        self._check_open()
+        suffix, n = self._suffix, self._suffix.size
+        dups = getattr(self, "retain_duplicates", False)
+        parsed = []
+        for binary, value in records:
+            if len(binary) < n:
+                self._parse_changelog_key(binary)  # raises CorruptRecordError, naming the layout
+            t, x = suffix.unpack_from(binary, len(binary) - n)
+            parsed.append((binary, value, t, x))
+        if not parsed:
+            return
+        self._observe(max(p[2] for p in parsed))  # type: ignore[attr-defined]
+        min_live = self._min_live()  # type: ignore[attr-defined]
+        batches: Dict[int, Any] = {}
+        for binary, value, t, x in parsed:
+            if dups:
+                self.last_seqnum = x  # type: ignore[attr-defined]
+                if value is None:
+                    continue  # a null put on a duplicates store stores nothing
+            elif n == 12 and x != 0:
+                binary = binary[:-4] + b"\x00\x00\x00\x00"  # without duplicates the seqnum is 0
+            if t < min_live:
+                continue
+            seg_id = t // self.segment_interval_ms
+            wb = batches.get(seg_id)
+            if wb is None:
+                if value is None and seg_id not in self._segments:
+                    continue  # deleting from a segment that does not exist
+                self._segment(t, create=True)
+                wb = batches[seg_id] = rocksdict.WriteBatch(raw_mode=True)
+            if value is None:
+                wb.delete(binary)
+            else:
+                wb.put(binary, bytes(value))
+        for seg_id, wb in batches.items():
+            self._segments[seg_id].write(wb)
+
     def flush(self) -> None:
         self._check_open()
         if self.observed_stream_time >= 0:
@@ -353,6 +399,8 @@ class RocksDBWindowStore(TimeIndexedMixin.Window, _Segmented):
     behaviour as :class:`~pylog.streams.state.memory.InMemoryWindowStore`."""
 
     _suffix = struct.Struct(">qi")
+    _parse_changelog_key = staticmethod(window_key_from_binary)
+    restore_batch = _Segmented.restore_batch
 
     def __init__(self, name: str, retention_ms: int, window_size_ms: int, retain_duplicates: bool = False,
                  time_ordered: bool = False) -> None:
@@ -365,6 +413,8 @@ class RocksDBSessionStore(TimeIndexedMixin.Session, _Segmented):
     session end; same behaviour as the in-memory session store."""
 
     _suffix = struct.Struct(">qq")
+    _parse_changelog_key = staticmethod(session_key_from_binary)
+    restore_batch = _Segmented.restore_batch
 
     def __init__(self, name: str, retention_ms: int) -> None:
         _Segmented.__init__(self, name, retention_ms)
