@@ -67,6 +67,15 @@ APIS = [
     ("DescribeProducers", 0, 0),
     ("DescribeTransactions", 0, 0),
     ("ListTransactions", 0, 1),
+    # The inter-broker APIs of the ZooKeeper-era controller (pylog.cluster.controller).
+    ("LeaderAndIsr", 0, 7),
+    ("StopReplica", 0, 4),
+    ("UpdateMetadata", 0, 8),
+    ("ControlledShutdown", 0, 3),
+    ("ElectLeaders", 0, 2),
+    ("AlterPartitionReassignments", 0, 0),
+    ("ListPartitionReassignments", 0, 0),
+    ("AlterPartition", 0, 3),
 ]
 
 _OPEN = 0x7FFF

@@ -117,7 +117,7 @@ def test_flexible_response_header_has_tag_section():
     (0, 8, 1, 0), (0, 9, 2, 1), (1, 11, 1, 0), (1, 12, 2, 1), (3, 8, 1, 0), (3, 9, 2, 1),
     (18, 2, 1, 0), (18, 3, 2, 0), (18, 9, 2, 0),  # ApiVersions responses: always v0
     (0, 11, 2, 1),  # a version pylog does not speak still follows the flexible rule
-    (7, 3, 1, 0),   # an API pylog does not speak: v1 (tags cannot be known)
+    (29, 3, 1, 0),  # an API pylog does not speak (DescribeAcls): v1 (tags cannot be known)
 ])
 def test_header_versions(key, version, req, resp):
     assert protocol.request_header_version(key, version) == req
@@ -132,9 +132,9 @@ def test_null_client_id_and_unicode_client_id():
 
 
 def test_unknown_api_key_header_still_decodes():
-    frame = struct.pack(">hhih", 7, 3, 42, 3) + b"abc" + b"\x00\x01\x02"
+    frame = struct.pack(">hhih", 29, 3, 42, 3) + b"abc" + b"\x00\x01\x02"
     header, offset = protocol.decode_request_header(frame)
-    assert (header.api_key, header.api_version, header.correlation_id) == (7, 3, 42)
+    assert (header.api_key, header.api_version, header.correlation_id) == (29, 3, 42)
     assert header.client_id == "abc" and header.header_version == 1 and offset == 13
     with pytest.raises(UnsupportedRequestError) as info:
         protocol.decode_request(frame)
@@ -291,7 +291,7 @@ def test_error_body_from_any_request_encodes(key):
 
 def test_error_response_refuses_unknown_api():
     with pytest.raises(UnsupportedRequestError):
-        protocol.error_response(7, 0, 1, 35)
+        protocol.error_response(29, 0, 1, 35)
     with pytest.raises(UnsupportedRequestError):
         protocol.error_response(0, 2, 1, 35)
 
