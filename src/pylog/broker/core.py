@@ -16,7 +16,8 @@ On disk
       meta.properties, *-checkpoint, .kafka_cleanshutdown     the LogManager's (pylog.storage)
       topic-metadata.json                                      this module: the topic registry
       <topic>-<partition>/                                     one Log per partition
-        <offset>.snapshot                                      idempotent-producer state
+        <offset>.snapshot                                      producer state (open transactions too)
+        <offset>.txnindex                                      aborted transactions (pylog.storage)
       __consumer_offsets-<0..49>/                              committed offsets, group metadata
 
 ``topic-metadata.json`` (JSON, ``"version": 1``) holds, per topic, its id (Kafka's
@@ -34,7 +35,10 @@ then deletes its logs, and opening deletes any log whose topic the registry no l
 lists.  A data directory without a registry (written by a bare LogManager) has its logs
 adopted as topics.  Logs recover as :mod:`pylog.storage` describes.  Producer state is
 snapshotted at a clean shutdown (and when a segment rolls) and otherwise rebuilt by
-replaying batch headers from the newest snapshot.  Producer ids come in blocks of
+replaying batch headers from the newest snapshot; when the log's ``.txnindex`` files
+cannot be trusted (an unclean shutdown, a damaged file) the replay starts at a snapshot
+at or below the first untrusted segment and its ABORT markers rebuild them, so open
+transactions and the last stable offset are right after any restart.  Producer ids come in blocks of
 ``producer_id_block_size``; the block end is persisted before any id of it is handed out,
 so after a crash ids restart at the next block and are never reused (Kafka's
 ProducerIdsRecord does the same).
@@ -53,7 +57,10 @@ Threads
 -------
 Thread-safe.  The registry has one lock; each partition has one lock that serialises the
 producer-state check, the log append and the state update of a produce; fetches read the
-log under the log's own lock only.  The group coordinator has its own lock and may call
+log under the log's own lock only.  A transactional append (and a transaction marker)
+also holds the log's lock across the append and the state update, and a read_committed
+fetch computes the last stable offset and reads under it, so it never sees records of a
+transaction without the transaction being open.  The group coordinator has its own lock and may call
 into the ``__consumer_offsets`` partitions while holding it (never the other way round).
 A background thread (``background=True``) applies retention and flush policies, writes
 checkpoints and producer snapshots, and fires group timeouts, and the storage's
