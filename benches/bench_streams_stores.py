@@ -308,3 +308,55 @@ class Writes:
         for i in range(0, len(recs), RESTORE_BATCH):
             write(recs[i:i + RESTORE_BATCH])
         self.store.flush()
+
+
+class _Context:
+    application_id, task_id, partition, changelog_topic = "bench", "0_0", 0, None
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+
+    def log_change(self, key, value, timestamp):
+        pass
+
+
+class WindowStores:
+    """pylog's own window stores through their API (the windowed-aggregation path:
+    fetch the current aggregate, put the new one), in memory and on RocksDB, and a
+    restore of RESTORE_RECORDS changelog records."""
+
+    params = ["in_memory", "persistent"]
+    param_names = ["store"]
+    timeout = 600
+    OPS = 2_000 if SMALL else 50_000
+    RESTORE_RECORDS = 20_000 if SMALL else 200_000
+
+    def setup(self, kind):
+        from pylog.streams.state import Stores
+        from pylog.streams.state.keys import window_key_to_binary
+
+        self.dir = tempfile.mkdtemp(prefix="bench-streams-window-", dir=os.getcwd())
+        self.store = getattr(Stores, f"{kind}_window_store")("w", 3_600_000, 1000).with_logging_disabled().build()
+        self.store.init(_Context(self.dir))
+        r = random.Random(9)
+        vals = values(64)
+        self.ops = [(b"key-%d" % r.randrange(5000), (i // 100) * 1000) for i in range(self.OPS)]
+        self.changelog = [(window_key_to_binary(b"key-%d" % r.randrange(5000), (i // 100) * 1000, 0), vals[i % 64])
+                          for i in range(self.RESTORE_RECORDS)]
+
+    def teardown(self, kind):
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def time_fetch_put(self, kind):
+        fetch, put, v = self.store.fetch, self.store.put, b"x" * 100
+        for key, start in self.ops:
+            fetch(key, start)
+            put(key, v, start)
+        self.store.flush()
+
+    def time_restore(self, kind):
+        restore, recs = self.store.restore_batch, self.changelog
+        for i in range(0, len(recs), RESTORE_BATCH):
+            restore(recs[i:i + RESTORE_BATCH])
+        self.store.flush()

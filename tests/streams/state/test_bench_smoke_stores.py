@@ -51,6 +51,17 @@ def test_every_candidate_benchmark_runs(bench):
     assert os.path.isdir(root)
 
 
+def test_pylog_window_stores_benchmark_runs(bench):
+    for kind in bench.WindowStores.params:
+        for method in ("time_fetch_put", "time_restore"):
+            b = bench.WindowStores()
+            b.setup(kind)
+            try:
+                getattr(b, method)(kind)
+            finally:
+                b.teardown(kind)
+
+
 def test_candidates_agree_on_reads(bench, tmp_path):
     stores = {}
     for name in bench.CANDIDATES:

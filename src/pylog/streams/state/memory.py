@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Optional, Tuple
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedDict
 
 from ._base import KeyValueDefaults, StoreBase, check_key
 from ._windows import TimeIndexedMixin, check_time
@@ -97,11 +97,11 @@ class InMemoryKeyValueStore(KeyValueDefaults, StoreBase):
 
 
 class _TimeIndexed(StoreBase):
-    """Entries ``(key, t, x) -> value`` in two sorted orders: by key (for one key's
-    time range) and by time ``(t, key, x)`` (for time ranges over all keys, and to
-    drop expired entries from the front).  ``t`` is the window start of a window
-    store and the session end of a session store: the segment timestamp Kafka's
-    segmented stores expire by.
+    """Entries ``(key, t, x) -> value`` as Kafka's in-memory window and session stores
+    hold them: a sorted map from ``t`` (window start, or session end: the timestamp
+    entries expire by) to a dict of keys, each a dict from ``x`` (seqnum, or session
+    start) to the value.  Window starts are few (aligned to the window advance), so a
+    put is a few dict operations; expiry pops whole ``t`` entries from the front.
     """
 
     persistent = False
@@ -109,52 +109,67 @@ class _TimeIndexed(StoreBase):
     def __init__(self, name: str, retention_ms: int, time_ordered: bool = False) -> None:
         super().__init__(name)
         self._init_retention(retention_ms, time_ordered)
-        self._by_key: SortedDict = SortedDict()
-        self._by_time: SortedList = SortedList()
+        self._by_t: SortedDict = SortedDict()
 
     def _store(self, key: bytes, t: int, x: int, value: Optional[bytes]) -> None:
-        k = (key, t, x)
         if value is None:
-            if self._by_key.pop(k, None) is not None:
-                self._by_time.remove((t, key, x))
+            keys = self._by_t.get(t)
+            xs = None if keys is None else keys.get(key)
+            if xs is not None and xs.pop(x, None) is not None and not xs:
+                del keys[key]
+                if not keys:
+                    del self._by_t[t]
+            return
+        keys = self._by_t.get(t)
+        if keys is None:
+            keys = self._by_t[t] = {}
+        xs = keys.get(key)
+        if xs is None:
+            keys[key] = {x: bytes(value)}
         else:
-            if k not in self._by_key:
-                self._by_time.add((t, key, x))
-            self._by_key[k] = bytes(value)
+            xs[x] = bytes(value)
 
     def _lookup(self, key: bytes, t: int, x: int) -> Optional[bytes]:
-        return self._by_key.get((key, t, x)) if t >= self._min_live() else None
+        if t < self._min_live():
+            return None
+        xs = self._by_t.get(t, {}).get(key)
+        return None if xs is None else xs.get(x)
 
     def _drop_expired(self, min_live: int) -> None:
-        by_time, by_key = self._by_time, self._by_key
-        n = by_time.bisect_left((min_live,))
-        for t, key, x in by_time[:n]:
-            del by_key[(key, t, x)]
-        del by_time[:n]
+        by_t = self._by_t
+        while by_t and by_t.peekitem(0)[0] < min_live:
+            by_t.popitem(0)
 
     def _key_entries(self, key: bytes, t_from: int, t_to: int) -> list:
         t_from = max(t_from, self._min_live())
         if t_from > t_to:
             return []
-        by_key = self._by_key
-        return [(k, by_key[k]) for k in by_key.irange((key, t_from), (key, t_to + 1), inclusive=(True, False))]
+        by_t = self._by_t
+        out = []
+        for t in by_t.irange(t_from, t_to):
+            xs = by_t[t].get(key)
+            if xs:
+                out.extend(((key, t, x), xs[x]) for x in sorted(xs))
+        return out
 
     def _time_entries(self, key_from: Optional[bytes], key_to: Optional[bytes], t_from: int,
                       t_to: int) -> list:
         t_from = max(t_from, self._min_live())
         if t_from > t_to or (key_from is not None and key_to is not None and key_from > key_to):
             return []
-        by_key = self._by_key
+        by_t = self._by_t
         out = []
-        for t, key, x in self._by_time.irange((t_from,), (t_to + 1,), inclusive=(True, False)):
-            if (key_from is None or key >= key_from) and (key_to is None or key <= key_to):
-                out.append(((key, t, x), by_key[(key, t, x)]))
+        for t in by_t.irange(t_from, t_to):
+            keys = by_t[t]
+            for key in sorted(k for k in keys if (key_from is None or k >= key_from)
+                              and (key_to is None or k <= key_to)):
+                xs = keys[key]
+                out.extend(((key, t, x), xs[x]) for x in sorted(xs))
         return out
 
     def close(self) -> None:
         # Everything is gone: a re-init'd store starts over and is restored.
-        self._by_key.clear()
-        self._by_time.clear()
+        self._by_t.clear()
         self.observed_stream_time = -1
         super().close()
 
