@@ -481,3 +481,29 @@ def test_an_empty_transactional_batch_opens_no_transaction(tmp_path):
                                attributes=0x30, control_type=0)])
     assert [(a.producer_id, a.first_offset, a.last_offset, a.last_stable_offset) for a in aborted] == [(7, 13, 14, 15)]
     assert psm.first_unstable_offset() is None
+
+
+def test_truncation_reopens_or_forgets_transactions(broker):
+    """A replica's log truncated below a marker has the transaction open again; below
+    the transaction's first record, no transaction at all (Kafka's truncateAndReload)."""
+    p, q = new_pid(broker), new_pid(broker)
+    broker.append(T, 0, plain_batch([b"x"]))                  # 0
+    broker.append(T, 0, txn_batch(p, 0, 0, [b"a"]))           # 1
+    broker.append(T, 0, txn_batch(q, 0, 0, [b"b"]))           # 2
+    broker.write_txn_markers([(p, 0, 0, False, [(T, 0)])])    # 3
+    broker.write_txn_markers([(q, 0, 0, True, [(T, 0)])])     # 4
+    broker.tick()
+    log = broker._partition(T, 0).log
+    assert broker.last_stable_offset(T, 0) == 5 and len(log.aborted_transactions()) == 1
+    log.truncate_to(4)
+    assert broker.last_stable_offset(T, 0) == 2                # q's transaction is open again
+    log.truncate_to(3)
+    assert broker.last_stable_offset(T, 0) == 1 and log.aborted_transactions() == []
+    log.truncate_to(2)
+    assert broker.last_stable_offset(T, 0) == 1
+    log.truncate_to(1)
+    assert broker.last_stable_offset(T, 0) == 1 == broker.high_watermark(T, 0)
+    assert broker.stable_offsets(T, 0) == (0, 1, 1)
+    # And the producers go on from the truncated state: p's sequence 0 is new again.
+    assert broker.produce(T, 0, txn_batch(p, 0, 0, [b"a"])).error_code == 0
+    assert broker.last_stable_offset(T, 0) == 1

@@ -520,6 +520,19 @@ class _Partition:
         self.snapshot_segment = -1
         # Whether the last append failed with a storage error (logged once, until cleared).
         self.storage_failed = False
+        log.add_truncation_listener(self.on_truncation)
+
+    def on_truncation(self, log, log_end_offset: int) -> None:
+        """The log lost its records from ``log_end_offset`` on (a replica diverging from
+        its leader; the log's ``.txnindex`` files are truncated with it): rebuild the
+        producer state up to there from the newest snapshot below, as Kafka's
+        ``truncateAndReload``, so a transaction whose marker went is open again and one
+        whose records all went is gone.  Runs under the log's lock."""
+        psm = self.producers
+        start = max(psm.load_snapshot(log_end_offset), log.log_start_offset)
+        if start < log_end_offset:
+            psm.replay(Broker._batch_headers(log, start))
+        psm.map_end_offset = log_end_offset
 
 
 class _Topic:
