@@ -81,6 +81,15 @@ __all__ = [
     "IllegalStateError",
     "NotControllerError",
     "InvalidUpdateVersionError",
+    "BrokerNotAvailableError",
+    "InvalidReplicaAssignmentError",
+    "ReassignmentInProgressError",
+    "NoReassignmentInProgressError",
+    "StaleBrokerEpochError",
+    "PreferredLeaderNotAvailableError",
+    "EligibleLeadersNotAvailableError",
+    "ElectionNotNeededError",
+    "IneligibleReplicaError",
     "CoordinationError",
     "CorruptCoordinationDataError",
     "error_for_code",
@@ -444,6 +453,51 @@ class InvalidUpdateVersionError(PylogError):
     is no longer the current one: someone wrote newer state, so a zombie controller or
     leader cannot overwrite it. Re-read the state and decide again."""
     error_code, kafka_name = 95, "INVALID_UPDATE_VERSION"
+
+
+# The cluster controller's answers (pylog.cluster.controller).
+
+class BrokerNotAvailableError(PylogError):
+    error_code, kafka_name = 8, "BROKER_NOT_AVAILABLE"
+
+
+class InvalidReplicaAssignmentError(PylogError, ValueError):
+    """A replica assignment names an unknown broker, a broker twice, or mixes partitions of
+    different replication factors (or brokers with and without ``broker.rack``)."""
+    error_code, kafka_name = 39, "INVALID_REPLICA_ASSIGNMENT"
+
+
+class ReassignmentInProgressError(PylogError):
+    """The topic cannot be changed (deleted, given partitions) while its partitions move."""
+    error_code, kafka_name = 60, "REASSIGNMENT_IN_PROGRESS"
+
+
+class NoReassignmentInProgressError(PylogError):
+    error_code, kafka_name = 85, "NO_REASSIGNMENT_IN_PROGRESS"
+
+
+class StaleBrokerEpochError(PylogError):
+    """A broker's request carried the epoch of a registration that is gone (it restarted
+    or lost its ZooKeeper session since)."""
+    error_code, kafka_name = 77, "STALE_BROKER_EPOCH"
+
+
+class PreferredLeaderNotAvailableError(PylogError):
+    error_code, kafka_name, retriable = 80, "PREFERRED_LEADER_NOT_AVAILABLE", True
+
+
+class EligibleLeadersNotAvailableError(PylogError):
+    error_code, kafka_name, retriable = 83, "ELIGIBLE_LEADERS_NOT_AVAILABLE", True
+
+
+class ElectionNotNeededError(PylogError):
+    """The partition's leader is already the one the election would choose."""
+    error_code, kafka_name, retriable = 84, "ELECTION_NOT_NEEDED", True
+
+
+class IneligibleReplicaError(PylogError):
+    """An ISR change named a replica that may not join the ISR (not live, or shutting down)."""
+    error_code, kafka_name = 107, "INELIGIBLE_REPLICA"
 
 
 class CoordinationError(PylogError):
