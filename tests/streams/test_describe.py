@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from pylog.streams import Branched, Grouped, Named, Printed, Processor, Produced, StreamsBuilder, Topology
+from pylog.streams import (Branched, EmitStrategy, Grouped, JoinWindows, Named, Printed, Processor, Produced,
+                           SessionWindows, SlidingWindows, StreamJoined, StreamsBuilder, Suppressed, TimeWindows,
+                           Topology)
 from pylog.streams.state import Stores
 
 T = {}
@@ -143,6 +145,34 @@ def papi(_):
     top.add_state_store(Stores.in_memory_key_value_store("Counts"), "Process")
     top.add_sink("Sink", "out", "Process").add_source("Source2", "in2").add_sink("Sink2", "out2", "Source2")
     return top
+
+
+@t
+def windowed_count_suppress(b): b.stream("in").group_by_key().windowed_by(TimeWindows.of_size_with_no_grace(300000)).count().suppress(Suppressed.until_window_closes()).to_stream().to("out")
+@t
+def windowed_emit_close(b): b.stream("in").group_by_key().windowed_by(TimeWindows.of_size_with_no_grace(300000)).emit_strategy(EmitStrategy.on_window_close()).count().to_stream().to("out")
+@t
+def session_count(b): b.stream("in").group_by_key().windowed_by(SessionWindows.of_inactivity_gap_with_no_grace(300000)).count().to_stream().to("out")
+@t
+def sliding_reduce(b): b.stream("in").group_by_key().windowed_by(SlidingWindows.of_time_difference_with_no_grace(300000)).reduce(lambda a,v: a).to_stream().to("out")
+@t
+def suppress_time(b): b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(1000)).to_stream().to("out")
+@t
+def windowed_named(b): b.stream("in").group_by_key().windowed_by(TimeWindows.of_size_with_no_grace(300000)).count(materialized="wc").to_stream().to("out")
+@t
+def windowed_groupby(b): b.stream("in").group_by(lambda k,v: v).windowed_by(TimeWindows.of_size_with_no_grace(300000)).count().to_stream().to("out")
+@t
+def session_suppress(b): b.stream("in").group_by_key().windowed_by(SessionWindows.of_inactivity_gap_with_no_grace(300000)).count().suppress(Suppressed.until_window_closes().with_name("sup")).to_stream().to("out")
+@t
+def sliding_emit(b): b.stream("in").group_by_key().windowed_by(SlidingWindows.of_time_difference_with_no_grace(300000)).emit_strategy(EmitStrategy.on_window_close()).count().to_stream().to("out")
+for kind in ("join", "left_join", "outer_join"):
+    def f(b, kind=kind):
+        l = b.stream("l"); r = b.stream("r")
+        getattr(l, kind)(r, lambda x,y: x, JoinWindows.of_time_difference_with_no_grace(10000)).to("out")
+    T[{"join": "ss_join", "left_join": "ss_leftjoin", "outer_join": "ss_outerjoin"}[kind]] = f
+@t
+def ss_self_named(b):
+    l = b.stream("l"); l.join(l, lambda x,y: x, JoinWindows.of_time_difference_with_no_grace(10000), joined=StreamJoined.as_("sj")).to("out")
 
 
 EXPECTED = {
@@ -819,6 +849,264 @@ Topologies:
       --> Sink2
     Sink: Sink2 (topic: out2)
       <-- Source2
+
+''',
+    'windowed_count_suppress': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000002
+    Processor: KSTREAM-AGGREGATE-0000000002 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000001])
+      --> KTABLE-SUPPRESS-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-SUPPRESS-0000000003 (stores: [KTABLE-SUPPRESS-STATE-STORE-0000000004])
+      --> KTABLE-TOSTREAM-0000000005
+      <-- KSTREAM-AGGREGATE-0000000002
+    Processor: KTABLE-TOSTREAM-0000000005 (stores: [])
+      --> KSTREAM-SINK-0000000006
+      <-- KTABLE-SUPPRESS-0000000003
+    Sink: KSTREAM-SINK-0000000006 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000005
+
+''',
+    'windowed_emit_close': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000002
+    Processor: KSTREAM-AGGREGATE-0000000002 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000001])
+      --> KTABLE-TOSTREAM-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-TOSTREAM-0000000003 (stores: [])
+      --> KSTREAM-SINK-0000000004
+      <-- KSTREAM-AGGREGATE-0000000002
+    Sink: KSTREAM-SINK-0000000004 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000003
+
+''',
+    'session_count': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000002
+    Processor: KSTREAM-AGGREGATE-0000000002 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000001])
+      --> KTABLE-TOSTREAM-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-TOSTREAM-0000000003 (stores: [])
+      --> KSTREAM-SINK-0000000004
+      <-- KSTREAM-AGGREGATE-0000000002
+    Sink: KSTREAM-SINK-0000000004 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000003
+
+''',
+    'sliding_reduce': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-REDUCE-0000000002
+    Processor: KSTREAM-REDUCE-0000000002 (stores: [KSTREAM-REDUCE-STATE-STORE-0000000001])
+      --> KTABLE-TOSTREAM-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-TOSTREAM-0000000003 (stores: [])
+      --> KSTREAM-SINK-0000000004
+      <-- KSTREAM-REDUCE-0000000002
+    Sink: KSTREAM-SINK-0000000004 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000003
+
+''',
+    'suppress_time': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000002
+    Processor: KSTREAM-AGGREGATE-0000000002 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000001])
+      --> KTABLE-SUPPRESS-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-SUPPRESS-0000000003 (stores: [KTABLE-SUPPRESS-STATE-STORE-0000000004])
+      --> KTABLE-TOSTREAM-0000000005
+      <-- KSTREAM-AGGREGATE-0000000002
+    Processor: KTABLE-TOSTREAM-0000000005 (stores: [])
+      --> KSTREAM-SINK-0000000006
+      <-- KTABLE-SUPPRESS-0000000003
+    Sink: KSTREAM-SINK-0000000006 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000005
+
+''',
+    'windowed_named': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000001
+    Processor: KSTREAM-AGGREGATE-0000000001 (stores: [wc])
+      --> KTABLE-TOSTREAM-0000000002
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-TOSTREAM-0000000002 (stores: [])
+      --> KSTREAM-SINK-0000000003
+      <-- KSTREAM-AGGREGATE-0000000001
+    Sink: KSTREAM-SINK-0000000003 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000002
+
+''',
+    'windowed_groupby': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-KEY-SELECT-0000000001
+    Processor: KSTREAM-KEY-SELECT-0000000001 (stores: [])
+      --> KSTREAM-FILTER-0000000005
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KSTREAM-FILTER-0000000005 (stores: [])
+      --> KSTREAM-SINK-0000000004
+      <-- KSTREAM-KEY-SELECT-0000000001
+    Sink: KSTREAM-SINK-0000000004 (topic: KSTREAM-AGGREGATE-STATE-STORE-0000000002-repartition)
+      <-- KSTREAM-FILTER-0000000005
+
+  Sub-topology: 1
+    Source: KSTREAM-SOURCE-0000000006 (topics: [KSTREAM-AGGREGATE-STATE-STORE-0000000002-repartition])
+      --> KSTREAM-AGGREGATE-0000000003
+    Processor: KSTREAM-AGGREGATE-0000000003 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000002])
+      --> KTABLE-TOSTREAM-0000000007
+      <-- KSTREAM-SOURCE-0000000006
+    Processor: KTABLE-TOSTREAM-0000000007 (stores: [])
+      --> KSTREAM-SINK-0000000008
+      <-- KSTREAM-AGGREGATE-0000000003
+    Sink: KSTREAM-SINK-0000000008 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000007
+
+''',
+    'session_suppress': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000002
+    Processor: KSTREAM-AGGREGATE-0000000002 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000001])
+      --> sup
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: sup (stores: [sup-store])
+      --> KTABLE-TOSTREAM-0000000003
+      <-- KSTREAM-AGGREGATE-0000000002
+    Processor: KTABLE-TOSTREAM-0000000003 (stores: [])
+      --> KSTREAM-SINK-0000000004
+      <-- sup
+    Sink: KSTREAM-SINK-0000000004 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000003
+
+''',
+    'sliding_emit': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [in])
+      --> KSTREAM-AGGREGATE-0000000002
+    Processor: KSTREAM-AGGREGATE-0000000002 (stores: [KSTREAM-AGGREGATE-STATE-STORE-0000000001])
+      --> KTABLE-TOSTREAM-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KTABLE-TOSTREAM-0000000003 (stores: [])
+      --> KSTREAM-SINK-0000000004
+      <-- KSTREAM-AGGREGATE-0000000002
+    Sink: KSTREAM-SINK-0000000004 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000003
+
+''',
+    'ss_join': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [l])
+      --> KSTREAM-WINDOWED-0000000002
+    Source: KSTREAM-SOURCE-0000000001 (topics: [r])
+      --> KSTREAM-WINDOWED-0000000003
+    Processor: KSTREAM-WINDOWED-0000000002 (stores: [KSTREAM-JOINTHIS-0000000004-store])
+      --> KSTREAM-JOINTHIS-0000000004
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KSTREAM-WINDOWED-0000000003 (stores: [KSTREAM-JOINOTHER-0000000005-store])
+      --> KSTREAM-JOINOTHER-0000000005
+      <-- KSTREAM-SOURCE-0000000001
+    Processor: KSTREAM-JOINOTHER-0000000005 (stores: [KSTREAM-JOINTHIS-0000000004-store])
+      --> KSTREAM-MERGE-0000000006
+      <-- KSTREAM-WINDOWED-0000000003
+    Processor: KSTREAM-JOINTHIS-0000000004 (stores: [KSTREAM-JOINOTHER-0000000005-store])
+      --> KSTREAM-MERGE-0000000006
+      <-- KSTREAM-WINDOWED-0000000002
+    Processor: KSTREAM-MERGE-0000000006 (stores: [])
+      --> KSTREAM-SINK-0000000007
+      <-- KSTREAM-JOINTHIS-0000000004, KSTREAM-JOINOTHER-0000000005
+    Sink: KSTREAM-SINK-0000000007 (topic: out)
+      <-- KSTREAM-MERGE-0000000006
+
+''',
+    'ss_leftjoin': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [l])
+      --> KSTREAM-WINDOWED-0000000002
+    Source: KSTREAM-SOURCE-0000000001 (topics: [r])
+      --> KSTREAM-WINDOWED-0000000003
+    Processor: KSTREAM-WINDOWED-0000000002 (stores: [KSTREAM-JOINTHIS-0000000004-store])
+      --> KSTREAM-JOINTHIS-0000000004
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KSTREAM-WINDOWED-0000000003 (stores: [KSTREAM-OUTEROTHER-0000000005-store])
+      --> KSTREAM-OUTEROTHER-0000000005
+      <-- KSTREAM-SOURCE-0000000001
+    Processor: KSTREAM-JOINTHIS-0000000004 (stores: [KSTREAM-OUTEROTHER-0000000005-store, KSTREAM-OUTERSHARED-0000000004-store])
+      --> KSTREAM-MERGE-0000000006
+      <-- KSTREAM-WINDOWED-0000000002
+    Processor: KSTREAM-OUTEROTHER-0000000005 (stores: [KSTREAM-JOINTHIS-0000000004-store, KSTREAM-OUTERSHARED-0000000004-store])
+      --> KSTREAM-MERGE-0000000006
+      <-- KSTREAM-WINDOWED-0000000003
+    Processor: KSTREAM-MERGE-0000000006 (stores: [])
+      --> KSTREAM-SINK-0000000007
+      <-- KSTREAM-JOINTHIS-0000000004, KSTREAM-OUTEROTHER-0000000005
+    Sink: KSTREAM-SINK-0000000007 (topic: out)
+      <-- KSTREAM-MERGE-0000000006
+
+''',
+    'ss_outerjoin': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [l])
+      --> KSTREAM-WINDOWED-0000000002
+    Source: KSTREAM-SOURCE-0000000001 (topics: [r])
+      --> KSTREAM-WINDOWED-0000000003
+    Processor: KSTREAM-WINDOWED-0000000002 (stores: [KSTREAM-OUTERTHIS-0000000004-store])
+      --> KSTREAM-OUTERTHIS-0000000004
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KSTREAM-WINDOWED-0000000003 (stores: [KSTREAM-OUTEROTHER-0000000005-store])
+      --> KSTREAM-OUTEROTHER-0000000005
+      <-- KSTREAM-SOURCE-0000000001
+    Processor: KSTREAM-OUTEROTHER-0000000005 (stores: [KSTREAM-OUTERTHIS-0000000004-store, KSTREAM-OUTERSHARED-0000000004-store])
+      --> KSTREAM-MERGE-0000000006
+      <-- KSTREAM-WINDOWED-0000000003
+    Processor: KSTREAM-OUTERTHIS-0000000004 (stores: [KSTREAM-OUTEROTHER-0000000005-store, KSTREAM-OUTERSHARED-0000000004-store])
+      --> KSTREAM-MERGE-0000000006
+      <-- KSTREAM-WINDOWED-0000000002
+    Processor: KSTREAM-MERGE-0000000006 (stores: [])
+      --> KSTREAM-SINK-0000000007
+      <-- KSTREAM-OUTERTHIS-0000000004, KSTREAM-OUTEROTHER-0000000005
+    Sink: KSTREAM-SINK-0000000007 (topic: out)
+      <-- KSTREAM-MERGE-0000000006
+
+''',
+    'ss_self_named': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000000 (topics: [l])
+      --> KSTREAM-WINDOWED-0000000001, KSTREAM-WINDOWED-0000000002
+    Processor: KSTREAM-WINDOWED-0000000001 (stores: [sj-this-join-store])
+      --> KSTREAM-JOINTHIS-0000000003
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KSTREAM-WINDOWED-0000000002 (stores: [sj-other-join-store])
+      --> KSTREAM-JOINOTHER-0000000004
+      <-- KSTREAM-SOURCE-0000000000
+    Processor: KSTREAM-JOINOTHER-0000000004 (stores: [sj-this-join-store])
+      --> KSTREAM-MERGE-0000000005
+      <-- KSTREAM-WINDOWED-0000000002
+    Processor: KSTREAM-JOINTHIS-0000000003 (stores: [sj-other-join-store])
+      --> KSTREAM-MERGE-0000000005
+      <-- KSTREAM-WINDOWED-0000000001
+    Processor: KSTREAM-MERGE-0000000005 (stores: [])
+      --> KSTREAM-SINK-0000000006
+      <-- KSTREAM-JOINTHIS-0000000003, KSTREAM-JOINOTHER-0000000004
+    Sink: KSTREAM-SINK-0000000006 (topic: out)
+      <-- KSTREAM-MERGE-0000000005
 
 ''',
 }
