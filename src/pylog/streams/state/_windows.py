@@ -23,12 +23,12 @@ at or after the epoch); anything else raises ValueError before any change.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Tuple
 
 from ._base import check_key
 from .keys import session_key_from_binary, window_key_from_binary
 
-__all__ = ["TimeIndexedMixin", "check_time", "INT64_MAX", "segment_interval"]
+__all__ = ["Retention", "WindowOps", "SessionOps", "check_time", "INT64_MAX", "segment_interval"]
 
 INT64_MAX = (1 << 63) - 1
 _SEQNUM_MASK = 0x7FFFFFFF
@@ -45,7 +45,23 @@ def segment_interval(retention_ms: int) -> int:
     return max(retention_ms // 2, 60_000)
 
 
-class _Retention:
+class Retention:
+    """Kafka's retention rule over ``observed_stream_time``; subclasses provide
+    ``_drop_expired``."""
+
+    retention_ms: int
+    observed_stream_time: int
+    expiry_slack: int
+
+    if TYPE_CHECKING:  # the primitives every store below provides (module docstring)
+        def _check_open(self) -> None: ...
+        def _store(self, key: bytes, t: int, x: int, value: Optional[bytes]) -> None: ...
+        def _lookup(self, key: bytes, t: int, x: int) -> Optional[bytes]: ...
+        def _key_entries(self, key: bytes, t_from: int, t_to: int) -> list: ...
+        def _time_entries(self, key_from: Optional[bytes], key_to: Optional[bytes], t_from: int,
+                          t_to: int) -> list: ...
+        def _drop_expired(self, min_live: int) -> None: ...
+
     def _init_retention(self, retention_ms: int, time_ordered: bool = False) -> None:
         if isinstance(retention_ms, bool) or not isinstance(retention_ms, int) or retention_ms < 0:
             raise ValueError(f"retention_ms must be a non-negative int, got {retention_ms!r}")
@@ -66,11 +82,11 @@ class _Retention:
         """Advance stream time to ``t``; True when an entry at ``t`` is live."""
         if t > self.observed_stream_time:
             self.observed_stream_time = t
-            self._drop_expired(self._min_live())  # type: ignore[attr-defined]
+            self._drop_expired(self._min_live())
         return t >= self._min_live()
 
 
-class _WindowOps(_Retention):
+class WindowOps(Retention):
     def _init_window(self, window_size_ms: int, retain_duplicates: bool) -> None:
         if isinstance(window_size_ms, bool) or not isinstance(window_size_ms, int) or window_size_ms <= 0:
             raise ValueError(f"window_size_ms must be a positive int, got {window_size_ms!r}")
@@ -80,7 +96,7 @@ class _WindowOps(_Retention):
         self.last_seqnum = 0
 
     def put(self, key: bytes, value: Optional[bytes], window_start_ms: int) -> None:
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key = check_key(key)
         check_time(window_start_ms, "window_start_ms")
         if self.retain_duplicates:
@@ -94,10 +110,10 @@ class _WindowOps(_Retention):
         else:
             seq = 0
         if self._observe(window_start_ms):
-            self._store(key, window_start_ms, seq, value)  # type: ignore[attr-defined]
+            self._store(key, window_start_ms, seq, value)
 
     def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         for binary, value in records:
             key, start, seq = window_key_from_binary(binary)
             if self.retain_duplicates:
@@ -108,24 +124,24 @@ class _WindowOps(_Retention):
             else:
                 seq = 0
             if self._observe(start):
-                self._store(key, start, seq, value)  # type: ignore[attr-defined]
+                self._store(key, start, seq, value)
 
     def fetch(self, key: bytes, window_start_ms: int) -> Optional[bytes]:
         """The value of ``key``'s window at ``window_start_ms`` (with duplicates: the
         first one put that is still stored)."""
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key = check_key(key)
         check_time(window_start_ms, "window_start_ms")
         if not self.retain_duplicates:
-            return self._lookup(key, window_start_ms, 0)  # type: ignore[attr-defined]
-        entries = self._key_entries(key, window_start_ms, window_start_ms)  # type: ignore[attr-defined]
+            return self._lookup(key, window_start_ms, 0)
+        entries = self._key_entries(key, window_start_ms, window_start_ms)
         return entries[0][1] if entries else None
 
     def fetch_range(self, key: bytes, time_from: int, time_to: int) -> Iterator[Tuple[int, bytes]]:
         """``(window_start, value)`` of ``key``'s windows starting in [time_from, time_to]."""
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key = check_key(key)
-        entries = self._key_entries(key, check_time(time_from, "time_from"),  # type: ignore[attr-defined]
+        entries = self._key_entries(key, check_time(time_from, "time_from"),
                                     check_time(time_to, "time_to"))
         return iter([(k[1], v) for k, v in entries])
 
@@ -133,10 +149,10 @@ class _WindowOps(_Retention):
                         time_to: int) -> Iterator[Tuple[Tuple[bytes, int], bytes]]:
         """``((key, window_start), value)`` for keys in [key_from, key_to] (None: open)
         and window starts in [time_from, time_to], by window start, then key."""
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key_from = None if key_from is None else check_key(key_from)
         key_to = None if key_to is None else check_key(key_to)
-        entries = self._time_entries(key_from, key_to, check_time(time_from, "time_from"),  # type: ignore[attr-defined]
+        entries = self._time_entries(key_from, key_to, check_time(time_from, "time_from"),
                                      check_time(time_to, "time_to"))
         return iter([((k[0], k[1]), v) for k, v in entries])
 
@@ -147,38 +163,38 @@ class _WindowOps(_Retention):
         return self.fetch_key_range(None, None, 0, INT64_MAX)
 
 
-class _SessionOps(_Retention):
+class SessionOps(Retention):
     def put(self, session_key: Tuple[bytes, int, int], value: Optional[bytes]) -> None:
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key, start, end = _check_session(session_key)
         if self._observe(end):
-            self._store(key, end, start, value)  # type: ignore[attr-defined]
+            self._store(key, end, start, value)
 
     def remove(self, session_key: Tuple[bytes, int, int]) -> None:
         self.put(session_key, None)
 
     def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         for binary, value in records:
             key, start, end = session_key_from_binary(binary)
             if self._observe(end):
-                self._store(key, end, start, value)  # type: ignore[attr-defined]
+                self._store(key, end, start, value)
 
     def find_sessions(self, key: bytes, earliest_session_end_time: int,
                       latest_session_start_time: int) -> Iterator[Tuple[Tuple[bytes, int, int], bytes]]:
         """Sessions of ``key`` that end at or after ``earliest_session_end_time`` and
         start at or before ``latest_session_start_time``, by end then start."""
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key = check_key(key)
         check_time(earliest_session_end_time, "earliest_session_end_time")
         check_time(latest_session_start_time, "latest_session_start_time")
-        entries = self._key_entries(key, earliest_session_end_time, INT64_MAX)  # type: ignore[attr-defined]
+        entries = self._key_entries(key, earliest_session_end_time, INT64_MAX)
         return iter([((k[0], k[2], k[1]), v) for k, v in entries if k[2] <= latest_session_start_time])
 
     def fetch_session(self, key: bytes, start: int, end: int) -> Optional[bytes]:
-        self._check_open()  # type: ignore[attr-defined]
+        self._check_open()
         key, start, end = _check_session((key, start, end))
-        return self._lookup(key, end, start)  # type: ignore[attr-defined]
+        return self._lookup(key, end, start)
 
     def fetch(self, key: bytes) -> Iterator[Tuple[Tuple[bytes, int, int], bytes]]:
         """Every live session of ``key``."""
@@ -195,8 +211,3 @@ def _check_session(session_key: Tuple[bytes, int, int]) -> Tuple[bytes, int, int
     if start > end:
         raise ValueError(f"session start {start} is after its end {end}")
     return check_key(key), start, end
-
-
-class TimeIndexedMixin:
-    Window = _WindowOps
-    Session = _SessionOps

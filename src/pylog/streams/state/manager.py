@@ -165,7 +165,7 @@ class ProcessorStateManager:
                        leave=False)
         total = 0
         batch: List[Tuple[bytes, Optional[bytes]]] = []
-        last = None
+        last = -1
         try:
             for offset, key, value in records:
                 if offset >= end_offset:

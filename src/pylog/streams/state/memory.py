@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 from sortedcontainers import SortedDict
 
 from ._base import KeyValueDefaults, StoreBase, check_key
-from ._windows import TimeIndexedMixin, check_time
+from ._windows import Retention, SessionOps, WindowOps
 from .keys import session_key_from_binary, window_key_from_binary
 
 __all__ = ["InMemoryKeyValueStore", "InMemoryWindowStore", "InMemorySessionStore"]
@@ -96,7 +96,7 @@ class InMemoryKeyValueStore(KeyValueDefaults, StoreBase):
         super().close()
 
 
-class _TimeIndexed(StoreBase):
+class _TimeIndexed(Retention, StoreBase):
     """Entries ``(key, t, x) -> value`` as Kafka's in-memory window and session stores
     hold them: a sorted map from ``t`` (window start, or session end: the timestamp
     entries expire by) to a dict of keys, each a dict from ``x`` (seqnum, or session
@@ -145,7 +145,7 @@ class _TimeIndexed(StoreBase):
         if t_from > t_to:
             return []
         by_t = self._by_t
-        out = []
+        out: list = []
         for t in by_t.irange(t_from, t_to):
             xs = by_t[t].get(key)
             if xs:
@@ -158,7 +158,7 @@ class _TimeIndexed(StoreBase):
         if t_from > t_to or (key_from is not None and key_to is not None and key_from > key_to):
             return []
         by_t = self._by_t
-        out = []
+        out: list = []
         for t in by_t.irange(t_from, t_to):
             keys = by_t[t]
             for key in sorted(k for k in keys if (key_from is None or k >= key_from)
@@ -174,7 +174,7 @@ class _TimeIndexed(StoreBase):
         super().close()
 
 
-class InMemoryWindowStore(TimeIndexedMixin.Window, _TimeIndexed):
+class InMemoryWindowStore(WindowOps, _TimeIndexed):
     """Window store in memory (Kafka's InMemoryWindowStore).
 
     Entries older than the retention period behind the observed stream time (the
@@ -189,7 +189,7 @@ class InMemoryWindowStore(TimeIndexedMixin.Window, _TimeIndexed):
         self._init_window(window_size_ms, retain_duplicates)
 
 
-class InMemorySessionStore(TimeIndexedMixin.Session, _TimeIndexed):
+class InMemorySessionStore(SessionOps, _TimeIndexed):
     """Session store in memory (Kafka's InMemorySessionStore): sessions expire by their
     end time, ``retention_ms`` behind the greatest session end put so far."""
 

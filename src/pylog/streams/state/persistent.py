@@ -44,12 +44,12 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from pylog.errors import KafkaStorageError
 
 from ._base import KeyValueDefaults, StoreBase, check_key
-from ._windows import INT64_MAX, TimeIndexedMixin
+from ._windows import INT64_MAX, Retention, SessionOps, WindowOps
 from .keys import session_key_from_binary, window_key_from_binary
 
 __all__ = ["RocksDBKeyValueStore", "RocksDBWindowStore", "RocksDBSessionStore", "store_directory"]
@@ -82,7 +82,9 @@ def _open_db(path: str) -> Any:
     opts.set_paranoid_checks(True)
     db = rocksdict.Rdict(path, options=opts)
     wo = rocksdict.WriteOptions()
-    wo.disable_wal = True  # Kafka Streams' setting: the changelog is the log
+    # Kafka Streams' setting: the changelog is the log.  (A property at run time; the
+    # package's stub declares a method.)
+    wo.disable_wal = True  # type: ignore[method-assign,assignment]
     db.set_write_options(wo)
     return db
 
@@ -208,7 +210,7 @@ def _take_while(it: Iterator[Tuple[bytes, bytes]], stop: Any) -> Iterator[Tuple[
         yield k, v
 
 
-class _Segmented(_RocksDBStore):
+class _Segmented(Retention, _RocksDBStore):
     """Entries ``(key, t, x)`` in one RocksDB per time segment; see the module docstring.
 
     ``_suffix`` packs ``(t, x)`` big-endian, so within a segment one key's entries
@@ -216,15 +218,16 @@ class _Segmented(_RocksDBStore):
     """
 
     _suffix: struct.Struct
+    _parse_changelog_key: Callable[[bytes], Tuple[bytes, int, int]]
 
     def __init__(self, name: str, retention_ms: int, time_ordered: bool = False) -> None:
         super().__init__(name)
-        self._init_retention(retention_ms, time_ordered)  # type: ignore[attr-defined]
+        self._init_retention(retention_ms, time_ordered)
         self._segments: Dict[int, Any] = {}
 
     # -- segments -------------------------------------------------------------
     def _segment_path(self, segment_id: int) -> str:
-        return os.path.join(self.path, f"{self.name}.{segment_id * self.segment_interval_ms}")  # type: ignore
+        return os.path.join(str(self.path), f"{self.name}.{segment_id * self.segment_interval_ms}")
 
     def init(self, context: Any) -> None:
         self.path = self._directory(context)
@@ -251,7 +254,7 @@ class _Segmented(_RocksDBStore):
             else:  # never flushed: the newest segment's start is a safe lower bound
                 self.observed_stream_time = max(self._segments) * self.segment_interval_ms
         StoreBase.init(self, context)
-        self._drop_expired(self._min_live())  # type: ignore[attr-defined]
+        self._drop_expired(self._min_live())
 
     def _segment(self, t: int, create: bool) -> Any:
         seg_id = t // self.segment_interval_ms
@@ -279,7 +282,7 @@ class _Segmented(_RocksDBStore):
             db.put(binary, bytes(value))
 
     def _lookup(self, key: bytes, t: int, x: int) -> Optional[bytes]:
-        if t < self._min_live():  # type: ignore[attr-defined]
+        if t < self._min_live():
             return None
         db = self._segment(t, create=False)
         return None if db is None else db.get(key + self._suffix.pack(t, x))
@@ -289,12 +292,12 @@ class _Segmented(_RocksDBStore):
         return [self._segments[s] for s in sorted(self._segments) if lo <= s <= hi]
 
     def _key_entries(self, key: bytes, t_from: int, t_to: int) -> list:
-        t_from = max(t_from, self._min_live())  # type: ignore[attr-defined]
+        t_from = max(t_from, self._min_live())
         if t_from > t_to:
             return []
         suffix, n = self._suffix, self._suffix.size
         lo, hi = key + suffix.pack(t_from, 0), key + suffix.pack(t_to, INT64_MAX if n == 16 else 0x7FFFFFFF)
-        out = []
+        out: list = []
         for db in self._live_segments(t_from, t_to):
             for binary, value in db.items(from_key=lo):
                 if binary > hi:
@@ -306,11 +309,11 @@ class _Segmented(_RocksDBStore):
 
     def _time_entries(self, key_from: Optional[bytes], key_to: Optional[bytes], t_from: int,
                       t_to: int) -> list:
-        t_from = max(t_from, self._min_live())  # type: ignore[attr-defined]
+        t_from = max(t_from, self._min_live())
         if t_from > t_to or (key_from is not None and key_to is not None and key_from > key_to):
             return []
         suffix, n = self._suffix, self._suffix.size
-        out = []
+        out: list = []
         for db in self._live_segments(t_from, t_to):
             # A segment is in key order; the caller wants (t, key, x) order: sort it.
             # The scan starts at key_from (no entry of a smaller key sorts after it)
@@ -350,12 +353,12 @@ class _Segmented(_RocksDBStore):
             parsed.append((binary, value, t, x))
         if not parsed:
             return
-        self._observe(max(p[2] for p in parsed))  # type: ignore[attr-defined]
-        min_live = self._min_live()  # type: ignore[attr-defined]
+        self._observe(max(p[2] for p in parsed))
+        min_live = self._min_live()
         batches: Dict[int, Any] = {}
         for binary, value, t, x in parsed:
             if dups:
-                self.last_seqnum = x  # type: ignore[attr-defined]
+                self.last_seqnum = x
                 if value is None:
                     continue  # a null put on a duplicates store stores nothing
             elif n == 12 and x != 0:
@@ -394,7 +397,7 @@ class _Segmented(_RocksDBStore):
         super().close()
 
 
-class RocksDBWindowStore(TimeIndexedMixin.Window, _Segmented):
+class RocksDBWindowStore(WindowOps, _Segmented):
     """Window store in segmented RocksDBs (Kafka's RocksDBWindowStore); same
     behaviour as :class:`~pylog.streams.state.memory.InMemoryWindowStore`."""
 
@@ -408,7 +411,7 @@ class RocksDBWindowStore(TimeIndexedMixin.Window, _Segmented):
         self._init_window(window_size_ms, retain_duplicates)
 
 
-class RocksDBSessionStore(TimeIndexedMixin.Session, _Segmented):
+class RocksDBSessionStore(SessionOps, _Segmented):
     """Session store in segmented RocksDBs (Kafka's RocksDBSessionStore), segments by
     session end; same behaviour as the in-memory session store."""
 
