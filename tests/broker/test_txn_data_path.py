@@ -333,31 +333,68 @@ op = st.one_of(
     st.tuples(st.just("data"), st.integers(0, N_PRODUCERS - 1), st.integers(1, 3)),
     st.tuples(st.just("plain"), st.just(0), st.integers(1, 2)),
     st.tuples(st.sampled_from(["commit", "abort"]), st.integers(0, N_PRODUCERS - 1), st.just(0)),
-    st.tuples(st.sampled_from(["roll", "reopen", "crash", "damage"]), st.just(0), st.just(0)),
+    st.tuples(st.sampled_from(["roll", "tick", "reopen", "crash", "damage"]), st.just(0), st.just(0)),
+    st.tuples(st.just("truncate"), st.just(0), st.integers(0, 99)),
 )
 
 
 class _Model:
-    """Brute force: every record with its producer and transaction, every outcome."""
+    """Brute force: the batches appended, and everything derived from them by replaying
+    the whole list (open transactions, outcomes, the LSO, visible records, aborts)."""
 
     def __init__(self) -> None:
+        # (kind, producer index, base offset, values or commit flag)
+        self.batches: list[tuple[str, int, int, object]] = []
         self.leo = 0
-        self.records: list[tuple[int, bytes, int | None]] = []   # offset, value, txn id
-        self.open: dict[int, tuple[int, int]] = {}                # producer index -> (txn id, first)
-        self.outcome: dict[int, bool] = {}                        # txn id -> committed
-        self.txns: dict[int, tuple[int, int, int]] = {}           # txn id -> (pid, first, marker)
-        self.next_txn = 0
+        self._derive()
+
+    def append(self, kind: str, i: int, payload) -> int:
+        base = self.leo
+        self.batches.append((kind, i, base, payload))
+        self.leo += len(payload) if kind != "marker" else 1
+        self._derive()
+        return base
+
+    def truncate(self, offset: int) -> None:
+        """As Log.truncate_to: every batch whose last offset is at or past ``offset`` goes."""
+        keep = [bt for bt in self.batches if self._last(bt) < offset]
+        self.batches = keep
+        self.leo = self._last(keep[-1]) + 1 if keep else 0
+        self._derive()
+
+    @staticmethod
+    def _last(bt) -> int:
+        kind, _i, base, payload = bt
+        return base + (len(payload) if kind != "marker" else 1) - 1
+
+    def _derive(self) -> None:
+        self.open: dict[int, int] = {}                            # producer index -> first offset
+        self.records: list[tuple[int, bytes, int | None]] = []    # offset, value, txn key
+        self.outcome: dict[tuple[int, int], bool] = {}            # (producer, first) -> committed
+        self.aborts: list[tuple[int, int, int]] = []              # (producer, first, marker)
+        self.seqs = [0] * N_PRODUCERS
+        for kind, i, base, payload in self.batches:
+            if kind == "plain":
+                self.records += [(base + k, v, None) for k, v in enumerate(payload)]
+            elif kind == "data":
+                first = self.open.setdefault(i, base)
+                self.records += [(base + k, v, (i, first)) for k, v in enumerate(payload)]
+                self.seqs[i] += len(payload)
+            elif i in self.open:
+                first = self.open.pop(i)
+                self.outcome[(i, first)] = payload
+                if not payload:
+                    self.aborts.append((i, first, base))
 
     def lso(self) -> int:
-        return min((first for _, first in self.open.values()), default=self.leo)
+        return min(self.open.values(), default=self.leo)
 
     def visible(self) -> list[tuple[int, bytes]]:
         lso = self.lso()
         return [(o, v) for o, v, t in self.records if o < lso and (t is None or self.outcome.get(t))]
 
-    def aborted(self, start: int, upper: int) -> list[tuple[int, int]]:
-        return sorted((pid, first) for t, (pid, first, marker) in self.txns.items()
-                      if not self.outcome[t] and marker >= start and first < upper)
+    def aborted(self, pids, start: int, upper: int) -> list[tuple[int, int]]:
+        return sorted((pids[i], first) for i, first, marker in self.aborts if marker >= start and first < upper)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -369,7 +406,6 @@ def test_model_random_transactions(tmp_path_factory, ops):
     b.create_topic(T, 1, config={"segment.bytes": "400"})
     b.txn_verifier = lambda *a: 0
     pids = [new_pid(b) for _ in range(N_PRODUCERS)]
-    seqs = [0] * N_PRODUCERS
     m = _Model()
     serial = 0
     try:
@@ -378,28 +414,21 @@ def test_model_random_transactions(tmp_path_factory, ops):
                 values = [b"%s-%d-%d" % (kind.encode(), serial, k) for k in range(n)]
                 serial += 1
                 if kind == "data":
-                    r = b.produce(T, 0, txn_batch(pids[i], 0, seqs[i], values))
-                    seqs[i] += n
-                    if i not in m.open:
-                        m.open[i] = (m.next_txn, m.leo)
-                        m.next_txn += 1
-                    txn = m.open[i][0]
+                    r = b.produce(T, 0, txn_batch(pids[i], 0, m.seqs[i], values))
                 else:
                     r = b.produce(T, 0, plain_batch(values))
-                    txn = None
-                assert r.error_code == 0 and r.base_offset == m.leo, r
-                m.records += [(m.leo + k, v, txn) for k, v in enumerate(values)]
-                m.leo += n
+                assert r.error_code == 0 and r.base_offset == m.append(kind, i, values), r
             elif kind in ("commit", "abort"):
                 r = b.write_txn_markers([(pids[i], 0, 0, kind == "commit", [(T, 0)])])[(T, 0, pids[i])]
-                assert r.error_code == 0 and r.base_offset == m.leo, r
-                if i in m.open:
-                    txn, first = m.open.pop(i)
-                    m.outcome[txn] = kind == "commit"
-                    m.txns[txn] = (pids[i], first, m.leo)
-                m.leo += 1
+                assert r.error_code == 0 and r.base_offset == m.append("marker", i, kind == "commit"), r
             elif kind == "roll":
                 b._partition(T, 0).log.roll()
+            elif kind == "tick":       # producer snapshots of rolled segments
+                b.tick()
+            elif kind == "truncate":   # a replica diverging from its leader
+                offset = m.leo * n // 100
+                b._partition(T, 0).log.truncate_to(offset)
+                m.truncate(offset)
             else:
                 serial += 1
                 new = base / f"d{serial}"
@@ -424,10 +453,9 @@ def test_model_random_transactions(tmp_path_factory, ops):
         assert lso == m.lso()
         assert seen == m.visible()
         for start, upper, aborted in fetches:
-            assert aborted == m.aborted(start, upper), (start, upper)
-        expected_index = sorted((pid, first, marker) for t, (pid, first, marker) in m.txns.items()
-                                if not m.outcome[t])
-        assert sorted(e[:3] for e in b._partition(T, 0).log.aborted_transactions()) == expected_index
+            assert aborted == m.aborted(pids, start, upper), (start, upper)
+        assert sorted(e[:3] for e in b._partition(T, 0).log.aborted_transactions()) == \
+            sorted((pids[i], first, marker) for i, first, marker in m.aborts)
     finally:
         b.close()
 
