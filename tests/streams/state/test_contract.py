@@ -313,3 +313,14 @@ def test_time_ordered_window_store_keeps_a_closing_window_1ms_longer(impl, ctx, 
     plain.put(b"a", b"1", 0)
     plain.put(b"b", b"2", 10)
     assert plain.fetch(b"a", 0) is None  # the ordinary store: gone at stream time 10
+
+
+def test_kv_iterator_refuses_to_continue_after_close(impl, ctx):
+    s = build_kv(impl, logging=False)
+    s.init(ctx)
+    s.put_all([(b"%02d" % i, b"v") for i in range(10)])
+    it = s.range(None, None)
+    assert next(it) == (b"00", b"v")
+    s.close()
+    with pytest.raises(IllegalStateError):
+        next(it)

@@ -87,6 +87,8 @@ class InMemoryKeyValueStore(KeyValueDefaults, StoreBase):
     def _values(self, keys: list) -> Iterator[Tuple[bytes, bytes]]:
         m = self._map
         for k in keys:
+            if not self._open:
+                self._check_open()  # closed while iterating: Kafka's iterators refuse too
             v = m.get(k)
             if v is not None:
                 yield k, v

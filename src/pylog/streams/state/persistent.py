@@ -169,7 +169,7 @@ class RocksDBKeyValueStore(KeyValueDefaults, _RocksDBStore):
         if from_key is not None and to_key is not None and from_key > to_key:
             return iter(())
         it = self._db.items(backwards=True, from_key=to_key) if to_key is not None else self._db.items(backwards=True)
-        return _take_while(it, lambda k: from_key is not None and k < from_key)
+        return self._take_while(it, lambda k: from_key is not None and k < from_key)
 
     def all(self) -> Iterator[Tuple[bytes, bytes]]:
         return self.range(None, None)
@@ -188,7 +188,17 @@ class RocksDBKeyValueStore(KeyValueDefaults, _RocksDBStore):
 
     def _forward(self, lo: Optional[bytes], stop: Any) -> Iterator[Tuple[bytes, bytes]]:
         it = self._db.items(from_key=lo) if lo is not None else self._db.items()
-        return _take_while(it, stop)
+        return self._take_while(it, stop)
+
+    def _take_while(self, it: Iterator[Tuple[bytes, bytes]], stop: Any) -> Iterator[Tuple[bytes, bytes]]:
+        # A RocksDB iterator reads a snapshot taken when it was made; like Kafka's, it
+        # refuses to go on once the store is closed.
+        for k, v in it:
+            if not self._open:
+                self._check_open()
+            if stop(k):
+                return
+            yield k, v
 
     def flush(self) -> None:
         self._check_open()
@@ -203,11 +213,6 @@ class RocksDBKeyValueStore(KeyValueDefaults, _RocksDBStore):
         super().close()
 
 
-def _take_while(it: Iterator[Tuple[bytes, bytes]], stop: Any) -> Iterator[Tuple[bytes, bytes]]:
-    for k, v in it:
-        if stop(k):
-            return
-        yield k, v
 
 
 class _Segmented(Retention, _RocksDBStore):
