@@ -535,3 +535,19 @@ def test_truncation_reopens_or_forgets_transactions(broker):
     # And the producers go on from the truncated state: p's sequence 0 is new again.
     assert broker.produce(T, 0, txn_batch(p, 0, 0, [b"a"])).error_code == 0
     assert broker.last_stable_offset(T, 0) == 1
+
+
+def test_list_offsets_by_timestamp_stops_at_the_lso_for_read_committed(broker):
+    p = new_pid(broker)
+    broker.append(T, 0, plain_batch([b"x"]))
+    broker.append(T, 0, txn_batch(p, 0, 0, [b"open"]))
+    for ts in (0, -3):     # the first record at or after 0 is offset 0; the newest is in the open txn
+        unc = broker.list_offsets(T, 0, ts)
+        com = broker.list_offsets(T, 0, ts, isolation_level=READ_COMMITTED)
+        if ts == 0:
+            assert unc.offset == com.offset == 0
+        else:
+            assert unc.offset == 1 and com.offset == -1
+    broker.write_txn_markers([(p, 0, 0, True, [(T, 0)])])
+    # Committed: answered now (the record, or the marker if its timestamp is later).
+    assert broker.list_offsets(T, 0, -3, isolation_level=READ_COMMITTED).offset >= 1

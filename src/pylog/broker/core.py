@@ -1842,7 +1842,9 @@ class Broker:
                      isolation_level: int = READ_UNCOMMITTED) -> ListOffsetsResult:
         """ListOffsets: ``-1`` latest (high watermark; the last stable offset with
         ``isolation_level=READ_COMMITTED``), ``-2`` earliest, ``-3`` the record with the
-        largest timestamp, else the first record whose timestamp is >= it."""
+        largest timestamp, else the first record whose timestamp is >= it.  With
+        READ_COMMITTED a record found at or past the last stable offset is not
+        answered (offset -1), as Kafka answers."""
         try:
             part = self._partition(topic, partition)
             if isinstance(timestamp, bool) or not isinstance(timestamp, int):
@@ -1859,6 +1861,9 @@ class Broker:
             if timestamp < 0 and timestamp != MAX_TIMESTAMP:
                 raise InvalidRequestError(f"timestamp {timestamp} is neither >= 0 nor -1, -2 or -3")
             hit = log.offset_for_timestamp(timestamp)
+            if hit is not None and isolation_level == READ_COMMITTED and hit.offset >= self.last_stable_offset(
+                    topic, partition):
+                hit = None   # not fetchable yet by a read_committed consumer (Kafka filters it too)
             if hit is None:
                 return ListOffsetsResult(0, -1, -1, -1)
             return ListOffsetsResult(0, hit.timestamp, hit.offset, epoch)
