@@ -294,3 +294,40 @@ def test_sigkill_while_ending_a_transaction(serve, monkeypatch, point):
     assert got == {(topic, 0): [b"r0"], (topic, 1): [b"r1"]}
     assert consumer.committed([TopicPartition(topic, 0)], 10)[0].offset == 1
     consumer.close()
+
+
+# ---------------------------------------------------------------------- the CLI
+
+def test_cli_transactions_list_and_describe(txn_server):
+    import subprocess
+    import sys
+
+    bs = txn_server.bootstrap
+    topic = unique("cli")
+    create_topic(bs, topic, 2)
+    tid = unique("clitx")
+    p = txn_producer(bs, tid)
+    p.init_transactions(10)
+    p.begin_transaction()
+    p.produce(topic, b"x", partition=1)
+    p.flush(10)
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "pylog.cli", "transactions", *args, "--bootstrap-server", bs],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return [line.split("\t") for line in out.stdout.splitlines()]
+
+    rows = cli("list", "--state", "Ongoing")
+    assert rows[0] == ["TransactionalId", "ProducerId", "TransactionState"]
+    assert [tid, "Ongoing"] in [[r[0], r[2]] for r in rows[1:]]
+    header, row = cli("describe", "--transactional-id", tid)
+    described = dict(zip(header, row))
+    assert (described["TransactionState"], described["TopicPartitions"]) == ("Ongoing", f"{topic}-1")
+    assert described["TransactionTimeoutMs"] == "60000"
+    p.commit_transaction(10)
+    header, row = cli("describe", "--transactional-id", tid)
+    assert dict(zip(header, row))["TransactionState"] == "CompleteCommit"
+    bad = subprocess.run([sys.executable, "-m", "pylog.cli", "transactions", "describe", "--transactional-id",
+                          "nobody", "--bootstrap-server", bs], capture_output=True, text=True, timeout=60)
+    assert (bad.returncode, bad.stderr) == (1, "pylog: describe transaction nobody: TRANSACTIONAL_ID_NOT_FOUND\n")

@@ -1,5 +1,5 @@
 """The ``pylog`` subcommands that run or talk to a server: ``serve``, ``topics``,
-``produce``, ``consume``, ``groups``, ``dump-log`` and ``bench``.
+``produce``, ``consume``, ``groups``, ``transactions``, ``dump-log`` and ``bench``.
 
 Every tool except ``serve``, ``dump-log`` and ``bench --embedded`` speaks the Kafka
 protocol to ``--bootstrap-server`` (default ``127.0.0.1:9092``) through pylog's own
@@ -280,6 +280,7 @@ def add_commands(sub: Any) -> None:
     _add_produce(sub)
     _add_consume(sub)
     _add_groups(sub)
+    _add_transactions(sub)
     _add_dump_log(sub)
     from pylog.server import bench
 
@@ -1058,6 +1059,79 @@ def _groups_delete(args: argparse.Namespace) -> int:
                 continue
             print(f"Deleted group {gid}.")
     return status
+
+
+# --------------------------------------------------------------------------------------
+# transactions
+# --------------------------------------------------------------------------------------
+
+
+def _add_transactions(sub: Any) -> None:
+    p = sub.add_parser("transactions", help="list and describe transactions (as kafka-transactions.sh)")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = tsub.add_parser("list", help="transactional ids with their producer id and state, one per line")
+    common_options(ls, connects=True)
+    ls.add_argument("--state", action="append", default=[], metavar="STATE",
+                    help="only transactions in this state (Ongoing, PrepareCommit, CompleteAbort, ...); repeatable")
+    ls.add_argument("--producer-id", action="append", default=[], type=int_in(0, INT64_MAX), metavar="ID",
+                    help="only transactions of this producer id; repeatable")
+    ls.add_argument("--duration-filter", type=int_in(0, INT64_MAX), default=-1, metavar="MS",
+                    help="only transactions running at least this many milliseconds")
+    ls.set_defaults(func=_transactions_list)
+    de = tsub.add_parser("describe", help="state, producer, timeout and partitions of a transaction")
+    common_options(de, connects=True)
+    de.add_argument("--transactional-id", required=True, metavar="ID")
+    de.set_defaults(func=_transactions_describe)
+
+
+def _txn_call(c: Any, timeout: float, api_key: int, body: Any, node: int | None = None) -> Any:
+    """One request of the transaction admin APIs over the client's network (to ``node``,
+    or to any broker), its answer."""
+    net = c.transport.net
+    ms = max(1, int(timeout * 1000))
+    f = net.send_to_any(api_key, body, timeout_ms=ms) if node is None else net.send(node, api_key, body, timeout_ms=ms)
+    return f.result(timeout + 5)
+
+
+def _transactions_list(args: argparse.Namespace) -> int:
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+
+    with _client(args) as c:
+        body = m.ListTransactionsRequest(state_filters=args.state, producer_id_filters=args.producer_id,
+                                         duration_filter=args.duration_filter)
+        res = _txn_call(c, args.timeout, ApiKey.LIST_TRANSACTIONS, body)
+        if res.error_code:
+            raise _code_error(res.error_code, "list transactions")
+        for name in res.unknown_state_filters or []:
+            _warn(f"unknown transaction state {name!r}")
+        print("TransactionalId\tProducerId\tTransactionState")
+        for t in sorted(res.transaction_states, key=lambda t: t.transactional_id):
+            print(f"{_printable(t.transactional_id)}\t{t.producer_id}\t{t.transaction_state}")
+    return 0
+
+
+def _transactions_describe(args: argparse.Namespace) -> int:
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+
+    tid = args.transactional_id
+    with _client(args) as c:
+        node = c.transport.net.find_coordinator(tid, 1, timeout_ms=max(1, int(args.timeout * 1000))).result(
+            args.timeout + 5)
+        res = _txn_call(c, args.timeout, ApiKey.DESCRIBE_TRANSACTIONS,
+                        m.DescribeTransactionsRequest(transactional_ids=[tid]), node)
+        d = res.transaction_states[0]
+        if d.error_code:
+            raise _code_error(d.error_code, f"describe transaction {tid}")
+        start = d.transaction_start_time_ms
+        duration = max(0, int(time.time() * 1000) - start) if start >= 0 and d.transaction_state == "Ongoing" else ""
+        parts = ",".join(f"{t.topic}-{p}" for t in d.topics for p in t.partitions)
+        print("CoordinatorId\tTransactionalId\tProducerId\tProducerEpoch\tTransactionState\t"
+              "TransactionTimeoutMs\tCurrentTransactionStartTimeMs\tTransactionDurationMs\tTopicPartitions")
+        print(f"{node}\t{_printable(tid)}\t{d.producer_id}\t{d.producer_epoch}\t{d.transaction_state}\t"
+              f"{d.transaction_timeout_ms}\t{start if start >= 0 else 'None'}\t{duration}\t{parts}")
+    return 0
 
 
 # --------------------------------------------------------------------------------------
