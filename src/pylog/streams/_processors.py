@@ -49,10 +49,15 @@ def _dropped(ctx: Any, why: str) -> None:
 class Filter(_Base):
     def __init__(self, predicate: Callable[[Any, Any], bool], negate: bool) -> None:
         self.predicate = predicate
-        self.negate = negate
+        if negate:
+            self.process = self._process_not  # type: ignore[method-assign]
 
     def process(self, record: Record) -> None:
-        if bool(self.predicate(record.key, record.value)) is not self.negate:
+        if self.predicate(record.key, record.value):
+            self.forward(record)
+
+    def _process_not(self, record: Record) -> None:
+        if not self.predicate(record.key, record.value):
             self.forward(record)
 
 
@@ -68,11 +73,14 @@ class Map(_Base):
 class MapValues(_Base):
     def __init__(self, mapper: Callable[..., Any], with_key: bool) -> None:
         self.mapper = mapper
-        self.with_key = with_key
+        if with_key:
+            self.process = self._process_with_key  # type: ignore[method-assign]
 
     def process(self, record: Record) -> None:
-        v = self.mapper(record.key, record.value) if self.with_key else self.mapper(record.value)
-        self.forward(Record(record.key, v, record.timestamp, record.headers))
+        self.forward(Record(record.key, self.mapper(record.value), record.timestamp, record.headers))
+
+    def _process_with_key(self, record: Record) -> None:
+        self.forward(Record(record.key, self.mapper(record.key, record.value), record.timestamp, record.headers))
 
 
 class FlatMap(_Base):

@@ -82,7 +82,23 @@ def _fixed(fmt: str, name: str) -> Serde:
     return Serde(st.pack, de, name)
 
 
+def _bytes_serialize(data: Any) -> Optional[bytes]:
+    # the hot path of bytes topics: no wrapper frame; None and bytes pass as they are
+    if data is None or type(data) is bytes:
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise SerializationError(f"the bytes serde could not serialize {data!r:.80}: the bytes serde takes bytes, "
+                             f"got {type(data).__name__} (pass key_serde=/value_serde=)")
+
+
+def _bytes_deserialize(data: Any) -> Optional[bytes]:
+    return data if data is None or type(data) is bytes else bytes(data)
+
+
 _BYTES = Serde(_bytes_ser, bytes, "bytes")
+_BYTES.serialize = _bytes_serialize
+_BYTES.deserialize = _bytes_deserialize
 _STRING = Serde(_str_ser, lambda b: bytes(b).decode(), "string")
 _INTEGER = _fixed(">i", "integer")
 _LONG = _fixed(">q", "long")

@@ -77,6 +77,38 @@ class _Node:
         self.process = processor.process
 
 
+def _node_forward(ctx: "ProcessorContext", node: _Node) -> Callable[..., None]:
+    """``context.forward`` specialised for ``node``'s children: the per-record path of
+    the DSL processors (the generic one looks the children up on every call)."""
+    children = tuple(node.children)
+    generic = ctx.forward
+
+    if len(children) == 1:
+        child = children[0]
+        process = child.process
+
+        def forward_one(record: Record, child_name: Optional[str] = None) -> None:
+            if child_name is not None:
+                generic(record, child_name)
+                return
+            ctx.timestamp = record.timestamp
+            ctx._node = child
+            process(record)
+            ctx._node = node
+        return forward_one
+
+    def forward_all(record: Record, child_name: Optional[str] = None) -> None:
+        if child_name is not None:
+            generic(record, child_name)
+            return
+        ctx.timestamp = record.timestamp
+        for child in children:
+            ctx._node = child
+            child.process(record)
+        ctx._node = node
+    return forward_all
+
+
 class _Punctuator:
     __slots__ = ("node", "interval", "callback", "cancellable", "next_time")
 
@@ -277,6 +309,9 @@ class StreamTask:
             init = getattr(node.processor, "init", None)
             if init is not None:
                 init(ctx)
+            if getattr(node.processor, "forward", None) == ctx.forward and not isinstance(node.processor, _SinkProcessor):
+                # a DSL processor forwards through a function made for its node
+                node.processor.forward = _node_forward(ctx, node)
         ctx._node = None
         self.closed = False
 
@@ -298,7 +333,7 @@ class StreamTask:
                 headers: Any = (), offset: int = -1) -> None:
         """Process one record of ``topic`` through its source node, then fire the
         stream-time punctuators that are due."""
-        node = self.source_for(topic)
+        node = self.sources.get(topic) or self.source_for(topic)
         if node is None:
             raise StreamsError(f"task {self.task_id} has no source for topic {topic!r}")
         ctx = self.context
@@ -316,7 +351,8 @@ class StreamTask:
                                f"offset={offset}: {exc!r}") from exc
         finally:
             ctx._node = None
-        self._punctuate_stream_time()
+        if self._stream_puncts:
+            self._punctuate_stream_time()
 
     def advance_stream_time(self, timestamp: int) -> None:
         if timestamp > self.stream_time:
@@ -395,6 +431,7 @@ class _SourceProcessor:
         self.value_de = (factory.value_serde or task.default_value_serde).deserialize
         self.extractor = factory.timestamp_extractor
         self.ctx = task.context
+        self.forward = task.context.forward   # replaced by the node's own once wired
 
     def ingest(self, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
                topic: str, offset: int) -> None:
@@ -404,12 +441,14 @@ class _SourceProcessor:
             ex = self.extractor
             src = SourceRecord(topic, self.task.partition, offset, timestamp, k, v, headers)
             timestamp = ex.extract(src, self.task.stream_time) if hasattr(ex, "extract") else ex(src, self.task.stream_time)
+        task = self.task
         if timestamp < 0:
             log.warning("skipping record of %s offset %d with invalid timestamp %d", topic, offset, timestamp)
-            self.task.metrics.record("dropped-records")
+            task.metrics.record("dropped-records")
             return
-        self.task.advance_stream_time(timestamp)
-        self.ctx.forward(Record(k, v, timestamp, headers))
+        if timestamp > task.stream_time:
+            task.stream_time = timestamp
+        self.forward(Record(k, v, timestamp, headers))
 
     def process(self, record: Record) -> None:  # a source has no parent
         raise StreamsError(f"source {self.name!r} cannot be forwarded to")

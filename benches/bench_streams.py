@@ -1,0 +1,144 @@
+"""pylog.streams per-record throughput: a stateless filter + map_values and a windowed
+count, over 100-byte values with bytes serdes (no JSON), driven straight into a
+stream task (the path the runtime's poll loop takes) and through the
+TopologyTestDriver.
+
+Targets (issue #15): stateless >= 1M records/s embedded end to end; windowed count with
+the persistent store >= 300k records/s.  These benchmarks time the processing side
+alone (no consumer, no producer): ``track_*_records_per_s`` reports records/s.
+``PYLOG_BENCH_SMALL=1`` shrinks them for the smoke test; ``python -m
+benches.bench_streams`` prints the numbers without asv.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from benches._data import keys, timestamps, values
+from pylog.streams import Serdes, StreamsBuilder, TimeWindows, TopologyTestDriver
+from pylog.streams.task import StreamTask
+
+SMALL = os.environ.get("PYLOG_BENCH_SMALL", "") not in ("", "0")
+N = 2_000 if SMALL else 200_000
+
+
+class _Counter:
+    """A record collector that only counts (the producer's place in the runtime)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def send(self, topic, key, value, timestamp, headers, partitioner, partition) -> None:
+        self.n += 1
+
+
+def stateless_topology():
+    b = StreamsBuilder()
+    (b.stream("in", key_serde=Serdes.bytes(), value_serde=Serdes.bytes())
+     .filter(lambda k, v: v[0] != 0)
+     .map_values(lambda v: v[:50])
+     .to("out"))
+    return b.build()
+
+
+def windowed_topology():
+    b = StreamsBuilder()
+    (b.stream("in", key_serde=Serdes.bytes(), value_serde=Serdes.bytes())
+     .group_by_key()
+     .windowed_by(TimeWindows.of_size_with_no_grace(60_000))
+     .count()
+     .to_stream()
+     .to("out", key_serde=None, value_serde=Serdes.long()))
+    return b.build()
+
+
+def make_task(topology):
+    collector = _Counter()
+    task = StreamTask(topology, topology.nodes, application_id="bench", task_id="0_0", config={},
+                      collector=collector)
+    return task, collector
+
+
+class Stateless:
+    """filter + map_values + sink, one record at a time into the task."""
+
+    timeout = 300
+
+    def setup(self):
+        self.vals = values(N)
+        self.keys = keys(N)
+        self.ts = timestamps(N)
+
+    def _run_task(self):
+        task, collector = make_task(stateless_topology())
+        process = task.process
+        for k, v, t in zip(self.keys, self.vals, self.ts):
+            process("in", k, v, t)
+        task.close()
+        return collector.n
+
+    def _run_driver(self):
+        driver = TopologyTestDriver(stateless_topology(), {"application.id": "bench"})
+        pipe = driver.pipe_raw
+        for k, v, t in zip(self.keys, self.vals, self.ts):
+            pipe("in", k, v, t)
+        driver.close()
+
+    def time_task(self):
+        self._run_task()
+
+    def time_test_driver(self):
+        self._run_driver()
+
+    def track_task_records_per_s(self):
+        t0 = time.perf_counter()
+        self._run_task()
+        return N / (time.perf_counter() - t0)
+
+    def track_test_driver_records_per_s(self):
+        t0 = time.perf_counter()
+        self._run_driver()
+        return N / (time.perf_counter() - t0)
+
+    track_task_records_per_s.unit = "records/s"
+    track_test_driver_records_per_s.unit = "records/s"
+
+
+class WindowedCount:
+    """group_by_key + 1-minute tumbling windows + count, in-memory window store."""
+
+    timeout = 300
+
+    def setup(self):
+        self.vals = values(N)
+        self.keys = keys(N)
+        self.ts = timestamps(N)
+
+    def _run(self):
+        task, collector = make_task(windowed_topology())
+        process = task.process
+        for k, v, t in zip(self.keys, self.vals, self.ts):
+            process("in", k, v, t)
+        task.close()
+        return collector.n
+
+    def time_task(self):
+        self._run()
+
+    def track_task_records_per_s(self):
+        t0 = time.perf_counter()
+        self._run()
+        return N / (time.perf_counter() - t0)
+
+    track_task_records_per_s.unit = "records/s"
+
+
+if __name__ == "__main__":  # pragma: no cover - a manual report
+    s = Stateless()
+    s.setup()
+    print(f"stateless filter+map_values, task:   {s.track_task_records_per_s():,.0f} records/s")
+    print(f"stateless filter+map_values, driver: {s.track_test_driver_records_per_s():,.0f} records/s")
+    w = WindowedCount()
+    w.setup()
+    print(f"windowed count (in-memory), task:    {w.track_task_records_per_s():,.0f} records/s")
