@@ -621,6 +621,8 @@ class Log(_core.LogBase):
                     seg = self._segments[bisect.bisect_right(self._bases, txn.last_offset) - 1]
                     self._txn_index(seg).append(txn)
             self._forget_txn_indexes()
+            for base in [b for b, idx in self._txn_indexes.items() if b >= first and not idx.entries]:
+                del self._txn_indexes[base]    # no file, nothing to search
             if self._txn_rebuild_from is not None and self._txn_rebuild_from >= first:
                 self._txn_rebuild_from = None
 
