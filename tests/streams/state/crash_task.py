@@ -58,7 +58,7 @@ def main(argv):
         write(i)
     m.update_changelog_offsets({("app-kv-changelog", 0): ctx.offsets["app-kv-changelog"],
                                 ("app-win-changelog", 0): ctx.offsets["app-win-changelog"]})
-    m.commit()
+    m.commit(enforce_checkpoint=True)
     for i in range(n_before, n_before + n_after):
         write(i)
     os.kill(os.getpid(), signal.SIGKILL)

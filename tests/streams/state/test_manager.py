@@ -152,7 +152,7 @@ def test_commit_checkpoints_persistent_stores_only_and_restore_resumes_after_it(
     kv.put(b"a", b"1")
     mem.put(b"a", b"1")
     m.update_changelog_offsets({KV_TP: 41, ("app-mem-changelog", 0): 7})
-    m.commit()
+    assert m.commit(enforce_checkpoint=True)
     assert read_checkpoint(m.checkpoint_path) == {KV_TP: 41}  # in-memory stores are never checkpointed
     m.close()
     m2, kv2, mem2 = _kv_task(tmp_path)
@@ -160,6 +160,30 @@ def test_commit_checkpoints_persistent_stores_only_and_restore_resumes_after_it(
     assert m2.restore_start_offsets() == {"kv": (KV_TP, 42), "mem": (("app-mem-changelog", 0), 0)}
     assert kv2.get(b"a") == b"1"
     m2.close()
+
+
+def test_commit_checkpoints_once_the_changelogs_moved_10000_records(tmp_path):
+    m, kv, _ = _kv_task(tmp_path)
+    m.initialize(RecordingContext(tmp_path))
+    cached = Stores.in_memory_key_value_store("cached").with_caching_enabled().build()
+    m2 = ProcessorStateManager(str(tmp_path), "app", "0_9")
+    m2.register(cached, ("app-cached-changelog", 0))
+    ctx = RecordingContext(tmp_path, task_id="0_9")
+    m2.initialize(ctx)
+    cached.put(b"a", b"1")
+    assert not m2.commit() and [k for _, k, _, _ in ctx.changelog] == [b"a"]  # caches flush on every commit
+    m2.close()
+    m.update_changelog_offsets({KV_TP: 5_000})
+    assert not m.commit()
+    assert not os.path.exists(m.checkpoint_path)
+    m.update_changelog_offsets({KV_TP: 10_000})  # 10,001 records past "nothing"
+    assert m.commit()
+    assert read_checkpoint(m.checkpoint_path) == {KV_TP: 10_000}
+    m.update_changelog_offsets({KV_TP: 20_000})
+    assert not m.commit()  # exactly 10,000 past the last checkpoint: not yet
+    m.update_changelog_offsets({KV_TP: 20_001})
+    assert m.commit()
+    m.close()
 
 
 def test_damaged_checkpoint_means_full_restore(tmp_path, caplog):

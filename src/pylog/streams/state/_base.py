@@ -34,6 +34,9 @@ class StoreBase:
     def flush(self) -> None:
         self._check_open()
 
+    def flush_cache(self) -> None:
+        """Write cached writes below (only caching wrappers hold any)."""
+
     def close(self) -> None:
         self._open = False
 

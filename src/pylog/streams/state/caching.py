@@ -91,6 +91,11 @@ class _Cache(WrappedStore):
         self._flush_cache()
         self.inner.flush()
 
+    def flush_cache(self) -> None:
+        self._check_open()
+        self._flush_cache()
+        self.inner.flush_cache()
+
     def close(self) -> None:
         # Kafka flushes the cache on close, so a clean close loses nothing.
         if self.inner.is_open():

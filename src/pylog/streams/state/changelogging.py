@@ -49,6 +49,9 @@ class WrappedStore:
     def flush(self) -> None:
         self.inner.flush()
 
+    def flush_cache(self) -> None:
+        self.inner.flush_cache()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -11,7 +11,8 @@ Life cycle, driven by the task::
         m.restore(name, records_from(tp, start), end_offset)   # records: (offset, key, value)
     ... processing; the record collector reports written offsets:
     m.update_changelog_offsets({tp: offset})
-    m.commit()                     # flush stores, then write .checkpoint (at-least-once)
+    m.commit()                     # flush caches; every 10,000 changelog records (or when
+                                   # enforced) flush the stores and write .checkpoint
     m.close()                      # flush, checkpoint, close (a clean close)
 
 On-disk: ``<state_dir>/<application_id>/<task_id>/.checkpoint`` in Kafka's
@@ -21,8 +22,9 @@ are restored from the beginning every time.
 
 Crash behaviour, Kafka's rule:
 
-* at-least-once: the checkpoint is rewritten on every commit, after the stores are
-  flushed, so it never claims more than the store holds.  A store directory left by
+* at-least-once: a commit rewrites the checkpoint once the changelogs have moved
+  10,000 records past it (Kafka's threshold), always after flushing the stores, so
+  it never claims more than the stores hold.  A store directory left by
   a crash is kept, and restored from its checkpointed offset + 1 (from the beginning
   when it has none); replaying records it already holds rewrites the same values.
 * exactly-once: the checkpoint is read and deleted at initialisation and written
@@ -47,12 +49,14 @@ from .changelogging import WrappedStore
 from .checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .persistent import store_directory
 
-__all__ = ["ProcessorStateManager", "DEFAULT_RESTORE_BATCH"]
+__all__ = ["ProcessorStateManager", "DEFAULT_RESTORE_BATCH", "OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT"]
 
 log = logging.getLogger(__name__)
 
 TopicPartition = Tuple[str, int]
 DEFAULT_RESTORE_BATCH = 1000
+#: Kafka's StateManagerUtil.OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT.
+OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT = 10_000
 
 
 class _StoreMetadata:
@@ -95,6 +99,8 @@ class ProcessorStateManager:
         self.checkpoint_path = os.path.join(self.task_dir, CHECKPOINT_FILE_NAME)
         self._stores: Dict[str, _StoreMetadata] = {}
         self._initialized = False
+        #: Changelog offsets at the last checkpoint written (or read).
+        self._checkpointed: Dict[TopicPartition, int] = {}
 
     # -- registration and start-up ---------------------------------------------
     def register(self, store: Any, changelog_partition: Optional[TopicPartition]) -> None:
@@ -132,6 +138,7 @@ class ProcessorStateManager:
             if getattr(_innermost(store), "wiped", False):
                 offset = None
             meta.offset = offset
+        self._checkpointed = self.changelog_offsets()
         if self.exactly_once and os.path.exists(self.checkpoint_path):
             # A crash from here on must not leave offsets that the stores' contents
             # (possibly including aborted writes) do not match.
@@ -215,18 +222,39 @@ class ProcessorStateManager:
             if meta.store.is_open():
                 meta.store.flush()
 
-    def commit(self) -> None:
-        """Flush every store; under at-least-once then write the checkpoint."""
+    def commit(self, enforce_checkpoint: bool = False) -> bool:
+        """Flush the caches (their writes reach the stores, the changelog and the flush
+        listeners); then, under at-least-once, flush the stores and write the
+        checkpoint if ``enforce_checkpoint`` or the changelogs moved more than
+        :data:`OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT` records since the last one
+        (Kafka's rule: a RocksDB flush per commit would cost more than the restore it
+        saves).  Returns True when it wrote a checkpoint."""
         self._check_initialized()
+        for meta in self._stores.values():
+            flush_cache = getattr(meta.store, "flush_cache", None)  # a custom store may have none
+            if flush_cache is not None and meta.store.is_open():
+                flush_cache()
+        if self.exactly_once:
+            return False
+        if not enforce_checkpoint and self._offset_delta() <= OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT:
+            return False
         self.flush()
-        if not self.exactly_once:
-            self.checkpoint()
+        self.checkpoint()
+        return True
+
+    def _offset_delta(self) -> int:
+        delta = 0
+        for tp, offset in self.changelog_offsets().items():
+            delta += offset - self._checkpointed.get(tp, -1)
+        return delta
 
     def checkpoint(self) -> None:
-        """Write ``.checkpoint`` with the offsets of the persistent logged stores."""
+        """Write ``.checkpoint`` with the offsets of the persistent logged stores (the
+        caller flushed them first)."""
         offsets = {m.changelog: m.offset for m in self._stores.values()
                    if m.store.persistent and m.changelog is not None and m.offset is not None}
         write_checkpoint(self.checkpoint_path, offsets)
+        self._checkpointed = self.changelog_offsets()
 
     def close(self, clean: bool = True) -> None:
         """Close every store.  A clean close flushes and writes the checkpoint (in both
