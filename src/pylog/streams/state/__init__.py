@@ -7,6 +7,18 @@ Stores hold bytes; serdes are applied above them.  Build them with :class:`Store
     store = Stores.in_memory_key_value_store("counts").with_caching_enabled().build()
     store.init(context)          # context: application_id, task_id, state_dir,
                                  # changelog_topic, partition, log_change(k, v, ts)
+
+Where things are:
+
+* ``_interfaces``: the Protocols (StateStore, KeyValueStore, WindowStore, SessionStore,
+  StateRestoreListener, the ReadOnly* query interfaces);
+* ``memory`` / ``persistent``: the in-memory stores and the RocksDB ones (the module
+  docstring of ``persistent`` says why RocksDB, with the measurements), one
+  behaviour for both (``_windows`` holds the window/session logic they share);
+* ``changelogging`` / ``caching``: Kafka's logging and caching wrappers; ``keys``:
+  the changelog key layouts (Kafka's WindowKeySchema / SessionKeySchema);
+* ``manager``: one task's stores, ``.checkpoint`` (``checkpoint``), restore, and the
+  crash rule; ``readonly``: views for interactive queries; ``stores``: builders.
 """
 
 from __future__ import annotations
