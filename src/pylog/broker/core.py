@@ -19,6 +19,8 @@ On disk
         <offset>.snapshot                                      producer state (open transactions too)
         <offset>.txnindex                                      aborted transactions (pylog.storage)
       __consumer_offsets-<0..49>/                              committed offsets, group metadata
+      __transaction_state-<0..49>/                             transaction state (created on first use;
+                                                               pylog.broker.txn_coordinator)
 
 ``topic-metadata.json`` (JSON, ``"version": 1``) holds, per topic, its id (Kafka's
 base64 Uuid form), partition count, leader epoch, whether it is internal, and its config
@@ -61,7 +63,10 @@ log under the log's own lock only.  A transactional append (and a transaction ma
 also holds the log's lock across the append and the state update, and a read_committed
 fetch computes the last stable offset and reads under it, so it never sees records of a
 transaction without the transaction being open.  The group coordinator has its own lock and may call
-into the ``__consumer_offsets`` partitions while holding it (never the other way round).
+into the ``__consumer_offsets`` partitions while holding it (never the other way round);
+so does the transaction coordinator, with the partitions of ``__transaction_state`` and of
+its transactions (markers) and then the group coordinator's lock; the produce path asks
+it (``txn_verifier``) without taking its lock.
 A background thread (``background=True``) applies retention and flush policies, writes
 checkpoints and producer snapshots, and fires group timeouts, and the storage's
 :class:`~pylog.storage.cleaner.LogCleaner` compacts ``cleanup.policy=compact`` topics in a

@@ -41,6 +41,14 @@ Group states, as Kafka's::
 - **Offsets**: commits are checked against the member and generation (generation -1 with
   no member id commits for a group without members, as admin tools and manual-assignment
   consumers do); a commit during CompletingRebalance gets REBALANCE_IN_PROGRESS.
+- **Transactional offsets** (TxnOffsetCommit, KIP-98/KIP-447): appended as a transactional
+  batch of the producer, they stay pending until the transaction's marker reaches the
+  group's ``__consumer_offsets`` partition (:meth:`GroupCoordinator.complete_txn`):
+  COMMIT makes them the committed offsets, ABORT drops them.  A plain commit of the same
+  partition appended after them wins (Kafka keeps the later record).  OffsetFetch with
+  ``require_stable`` answers UNSTABLE_OFFSET_COMMIT for a partition with a pending one.
+  The replay after a restart applies the markers found in the log the same way; offsets
+  of a transaction without a marker stay pending until the transaction coordinator ends it.
 
 Driving it
 ----------
