@@ -371,6 +371,12 @@ class TransactionAbortableError(PylogError):
     error_code, kafka_name = 120, "TRANSACTION_ABORTABLE"
 
 
+class TransactionAbortedError(PylogError):
+    """The record's transaction was aborted before the record was sent (Kafka's
+    client-side TransactionAbortedException): it was never appended; send it again in a
+    new transaction."""
+
+
 class UnknownProducerIdError(PylogError):
     error_code, kafka_name = 59, "UNKNOWN_PRODUCER_ID"
 
