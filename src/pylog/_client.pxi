@@ -518,7 +518,7 @@ cdef inline void _client_write_header(RecordBatchBuilder b, uint32_t body_crc) n
     pylog_put_be32(o + BATCH_LENGTH, <int32_t>(b.length - BATCH_LENGTH_OVERHEAD))
     pylog_put_be32(o + BATCH_LEADER_EPOCH, b.partition_leader_epoch)
     o[BATCH_MAGIC] = 2
-    pylog_put_be16(o + BATCH_ATTRIBUTES, 0)
+    pylog_put_be16(o + BATCH_ATTRIBUTES, 0x10 if b.is_transactional else 0)
     pylog_put_be32(o + BATCH_LAST_OFFSET_DELTA, b.count - 1 if b.count > 0 else 0)
     pylog_put_be64(o + BATCH_BASE_TIMESTAMP, b.base_ts)
     pylog_put_be64(o + BATCH_MAX_TIMESTAMP, b.max_ts)
@@ -1135,7 +1135,8 @@ cdef class _ProducerBatch:
             return 0
         if core._idempotent:
             b.set_producer_state(core._producer_id, core._producer_epoch, self.base_sequence)
-        if b.codec == 0 and not b.log_append_time and not b.is_transactional and not b.is_control:
+        b.is_transactional = core._transactional
+        if b.codec == 0 and not b.log_append_time and not b.is_control:
             # The records section's CRC: what send_batch summed as it wrote, plus the rest.
             if self.crc_upto < BATCH_HEADER_SIZE:
                 self.crc_upto = BATCH_HEADER_SIZE
@@ -1247,6 +1248,7 @@ cdef class _ProducerCore:
     cdef Py_ssize_t _bulk_bytes      # send_batch's own batches: up to this (or batch_size)
     cdef set _incomplete
     cdef bint _idempotent
+    cdef bint _transactional         # batches carry the transactional attribute
     cdef int64_t _producer_id
     cdef int _producer_epoch
 
@@ -1270,7 +1272,7 @@ cdef class _ProducerCore:
 
     def _configure(self, *, Py_ssize_t batch_size, int64_t linger_ms, compression, Py_ssize_t max_request_size,
                    Py_ssize_t buffer_memory, partitioner, key_serializer, value_serializer,
-                   int64_t delivery_timeout_ms, bint idempotent):
+                   int64_t delivery_timeout_ms, bint idempotent, bint transactional=False):
         codec_from(compression)      # UnsupportedCompressionTypeError for a bad name
         self._compression = compression
         self._batch_size = batch_size
@@ -1285,6 +1287,7 @@ cdef class _ProducerCore:
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self._idempotent = idempotent
+        self._transactional = transactional
         self._partitioner = partitioner
         if type(partitioner) is DefaultPartitioner:
             self._pkind = PART_STICKY if (<DefaultPartitioner>partitioner)._ignore_keys else PART_DEFAULT
@@ -2266,6 +2269,29 @@ cdef class _ProducerCore:
 
     def _incomplete_count(self):
         return len(self._incomplete)
+
+    def _abort_undrained(self, error):
+        """Fail every batch not handed to the sender now (open, ready, waiting for a retry)
+        with ``error``; what the sender has out is left to its answers (a transaction
+        being aborted).  Returns how many batches were failed."""
+        cdef _PartitionQueue pq
+        cdef list failed = []
+        _client_lock(self._lock)
+        try:
+            for pq in self._queues:
+                if pq.open is not None:
+                    self._close_open(pq)
+                while len(pq.ready):
+                    b = pq.ready.popleft()
+                    if (<_ProducerBatch>b).state == PB_CLOSED:
+                        self._ready_bytes -= (<_ProducerBatch>b).builder.length
+                    failed.append(b)
+                pq.blocked_until = 0
+        finally:
+            _client_unlock(self._lock)
+        for b in failed:
+            (<_ProducerBatch>b).fail(error)
+        return len(failed)
 
 
 # ---------------------------------------------------------------------------------------
