@@ -76,7 +76,7 @@ from pylog.errors import (CommitFailedError, CorruptRecordError, FencedInstanceI
                           UnknownMemberIdError, UnknownTopicOrPartitionError, error_for_code)
 
 __all__ = ["Consumer", "ConsumerBatch", "ConsumerColumns", "ConsumerRecord", "ConsumerRebalanceListener",
-           "OffsetAndTimestamp"]
+           "OffsetAndTimestamp", "ConsumerGroupMetadata"]
 
 ConsumerRecord = _core.ConsumerRecord
 _log = logging.getLogger("pylog.client.consumer")
@@ -94,10 +94,78 @@ _POLICIES = ("raise", "skip", "dead_letter")
 _DLQ_PREFIX = "pylog.dlq."
 
 
+class _AbortedFilter:
+    """read_committed, as Kafka's Fetcher does it: drops the transactional batches of
+    producers with an aborted transaction (the fetch answer's ``aborted_transactions``,
+    ``(producer_id, first_offset)``) from that first offset up to the producer's ABORT
+    marker.  Fed the batches of one answer in offset order; looks at batch headers and at
+    the one record of a control batch, never at data records."""
+
+    __slots__ = ("_pending", "_next", "_aborted")
+
+    def __init__(self, aborted: list[tuple[int, int]]) -> None:
+        self._pending = sorted(aborted, key=lambda a: a[1])
+        self._next = 0
+        self._aborted: set[int] = set()
+
+    def keep(self, batch: Any) -> bool:
+        pid = batch.producer_id
+        if pid < 0:
+            return True
+        pending = self._pending
+        last = batch.last_offset
+        while self._next < len(pending) and pending[self._next][1] <= last:
+            self._aborted.add(pending[self._next][0])
+            self._next += 1
+        if batch.is_control:
+            records = batch.records()
+            key = records[0].key if records else None
+            # A control record's key: version int16, type int16 (0 ABORT, 1 COMMIT).
+            if key is not None and len(key) >= 4 and key[2] == 0 and key[3] == 0:
+                self._aborted.discard(pid)
+            return True        # (control batches are skipped when records are read)
+        return not (batch.is_transactional and pid in self._aborted)
+
+
+def _committed_runs(buf: Any, aborted: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int]:
+    """The byte ranges of ``buf`` (whole v2 batches) that a read_committed consumer keeps,
+    and the offset after the last whole batch (-1: none)."""
+    keep = _AbortedFilter(aborted).keep
+    runs: list[tuple[int, int]] = []
+    run_start = -1
+    end_offset = -1
+    it = _core.iter_batches(buf, check_crc=False)      # (kept batches are checked when decoded)
+    pos = 0
+    for b in it:
+        start, pos = pos, it.position
+        end_offset = b.next_offset
+        if keep(b):
+            if run_start < 0:
+                run_start = start
+        elif run_start >= 0:
+            runs.append((run_start, start))
+            run_start = -1
+    if run_start >= 0:
+        runs.append((run_start, pos))
+    return runs, end_offset
+
+
 class OffsetAndTimestamp(NamedTuple):
     offset: int
     timestamp: int
     leader_epoch: int = -1
+
+
+class ConsumerGroupMetadata(NamedTuple):
+    """A consumer's group membership as a transactional producer sends it with its
+    offsets (:meth:`Producer.send_offsets_to_transaction
+    <pylog.client.producer.Producer.send_offsets_to_transaction>`, KIP-447): the group
+    coordinator refuses the offsets of a member that was fenced by a rebalance."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
 
 
 class ConsumerRebalanceListener:
@@ -551,6 +619,15 @@ class Consumer:
             self._manual = bool(tps)
             self._prefetch()        # drops what was read ahead for partitions given up
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's group, generation, member id and instance id, for
+        :meth:`Producer.send_offsets_to_transaction
+        <pylog.client.producer.Producer.send_offsets_to_transaction>`.  Raises
+        IllegalStateError without a group_id."""
+        if self.group_id is None:
+            raise IllegalStateError("group_metadata() needs a consumer with a group_id")
+        return ConsumerGroupMetadata(self.group_id, self._generation, self._member_id, self.group_instance_id)
+
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer has now."""
         return set(self._assignment)
@@ -846,7 +923,7 @@ class Consumer:
             raise NoOffsetForPartitionError(
                 f"{tp.topic}-{tp.partition} has no committed offset and auto_offset_reset is 'none': seek() it")
         ts = -2 if self.auto_offset_reset == "earliest" else -1
-        res = self._transport.list_offsets([(tp.topic, tp.partition, ts)])[0]
+        res = self._transport.list_offsets([(tp.topic, tp.partition, ts)], isolation_level=self.isolation_level)[0]
         res.raise_for_error()
         return res.offset
 
@@ -1170,9 +1247,23 @@ class Consumer:
             return done
         records: list = []
         assert st.position is not None      # fetched at it
-        next_offset, fail = _core.decode_fetched(
-            res.records.records, tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
-            key_deserializer=self.key_deserializer, value_deserializer=self.value_deserializer)
+        if res.aborted_transactions and self.isolation_level:
+            # Some batches belong to aborted transactions: decode the runs between them.
+            buf = memoryview(res.records.records)
+            runs, end_offset = _committed_runs(buf, res.aborted_transactions)
+            next_offset, fail = st.position, None
+            for start, stop in runs:
+                next_offset, fail = _core.decode_fetched(
+                    buf[start:stop], tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
+                    key_deserializer=self.key_deserializer, value_deserializer=self.value_deserializer)
+                if fail is not None:
+                    break
+            if fail is None:
+                next_offset = max(next_offset, end_offset, st.position)
+        else:
+            next_offset, fail = _core.decode_fetched(
+                res.records.records, tp.topic, tp.partition, st.position, records, check_crc=self.check_crcs,
+                key_deserializer=self.key_deserializer, value_deserializer=self.value_deserializer)
         if records:
             st.leader_epoch = records[-1].leader_epoch
         progressed = bool(records) or fail is not None or next_offset != st.position
@@ -1196,9 +1287,14 @@ class Consumer:
         assert st.position is not None      # fetched at it
         next_offset = st.position
         error = None
+        committed = _AbortedFilter(res.aborted_transactions).keep \
+            if res.aborted_transactions and self.isolation_level else None
         try:
             for b in _core.iter_batches(res.records.records, check_crc=self.check_crcs):
                 end = b.next_offset
+                if committed is not None and not committed(b):
+                    next_offset = max(next_offset, end)
+                    continue
                 if end <= next_offset:
                     continue
                 if b.records_count and not b.is_control:
@@ -1473,7 +1569,8 @@ class Consumer:
     def _seek_special(self, partitions: tuple, ts: int) -> None:
         with self._lock:
             states = [self._state_of(p) for p in (list(partitions) if partitions else list(self._assignment))]
-            results = self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in states])
+            results = self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in states],
+                                                   isolation_level=self.isolation_level)
             for (tp, st), res in zip(states, results):
                 res.raise_for_error()
                 st.drop_fetched()
@@ -1490,8 +1587,8 @@ class Consumer:
                 raise InvalidRequestError(f"timestamp of {tp} must be an int >= 0, got {ts!r}")
             asked.append((tp, ts))
         out = {}
-        for (tp, _), res in zip(asked, self._transport.list_offsets([(tp.topic, tp.partition, ts)
-                                                                     for tp, ts in asked])):
+        for (tp, _), res in zip(asked, self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, ts in asked],
+                                                                    isolation_level=self.isolation_level)):
             res.raise_for_error()
             out[tp] = None if res.offset < 0 else OffsetAndTimestamp(res.offset, res.timestamp, res.leader_epoch)
         return out
@@ -1500,13 +1597,15 @@ class Consumer:
         return self._list(partitions, -2)
 
     def end_offsets(self, partitions: Iterable[Any]) -> dict[TopicPartition, int]:
-        """High watermarks (the offset the next record will get)."""
+        """High watermarks (the offset the next record will get); last stable offsets
+        for a read_committed consumer."""
         return self._list(partitions, -1)
 
     def _list(self, partitions: Iterable[Any], ts: int) -> dict[TopicPartition, int]:
         tps = [_tp(p) for p in partitions]
         out = {}
-        for tp, res in zip(tps, self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp in tps])):
+        for tp, res in zip(tps, self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp in tps],
+                                                             isolation_level=self.isolation_level)):
             res.raise_for_error()
             out[tp] = res.offset
         return out
@@ -1515,7 +1614,7 @@ class Consumer:
         """Records between the position and the high watermark of an assigned partition."""
         tp = _tp(partition)
         pos = self.position(tp)
-        res = self._transport.list_offsets([(tp.topic, tp.partition, -1)])[0]
+        res = self._transport.list_offsets([(tp.topic, tp.partition, -1)], isolation_level=self.isolation_level)[0]
         res.raise_for_error()
         return max(res.offset - pos, 0)
 

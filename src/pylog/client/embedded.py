@@ -63,16 +63,24 @@ class EmbeddedTransport:
         self.delete_records = broker.delete_records
         self.list_groups = groups.list_groups
         self.delete_groups = groups.delete_groups
+        # Transactions: the broker's transaction coordinator, as the wire server calls it.
+        self.init_producer_id = broker.init_producer_id
+        self.add_partitions_to_txn = broker.add_partitions_to_txn
+        self.add_offsets_to_txn = broker.add_offsets_to_txn
+        self.txn_offset_commit = broker.txn_offset_commit
+        self.end_txn = broker.end_txn
         self._groups = groups
 
     # ------------------------------------------------------------------ produce
 
-    def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int) -> list[list[ProduceResult]]:
+    def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
+                transactional_id: str | None = None) -> list[list[ProduceResult]]:
         produce_batches = self.broker.produce_batches
         return [produce_batches(topic, partition, batches, acks=acks) for topic, partition, batches in work]
 
     def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
-                      on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+                      on_done: Callable[[int, list[ProduceResult]], object],
+                      transactional_id: str | None = None) -> None:
         # An append is a function call: every answer is there before this returns.  The
         # consecutive entries of one partition (the producer gives each batch its own)
         # are appended in one call.
@@ -93,9 +101,6 @@ class EmbeddedTransport:
                     on_done(e, results[k:k + count])
                     k += count
             i = j
-
-    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1):
-        return self.broker.init_producer_id(producer_id=producer_id, producer_epoch=producer_epoch)
 
     # ------------------------------------------------------------------ fetch
 

@@ -78,12 +78,13 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from pylog import _core
 from pylog import codecs as _codecs
 from pylog.broker.core import ProduceResult
 from pylog.broker.partitioner import DefaultPartitioner, Partitioner, partitioner_for_name
+from pylog.client.transactions import ABORTABLE_ERROR, ABORTING, IN_TRANSACTION, TransactionManager
 from pylog.errors import (IllegalStateError, InvalidConfigError, OutOfOrderSequenceError, PylogError,
                           RequestTimedOutError, UnknownProducerIdError, UnknownTopicOrPartitionError)
 
@@ -197,7 +198,8 @@ class Producer(_core._ProducerCore):
                  key_serializer: Callable[[Any], bytes] | None = None,
                  value_serializer: Callable[[Any], bytes] | None = None,
                  client_id: str = "pylog-producer", metadata_max_age_ms: int = 300_000,
-                 request_timeout_ms: int = 30_000) -> None:
+                 request_timeout_ms: int = 30_000, transactional_id: str | None = None,
+                 transaction_timeout_ms: int = 60_000) -> None:
         if acks not in _ACKS or isinstance(acks, bool):
             raise InvalidConfigError(f"acks must be 'all', -1, 0 or 1, got {acks!r}")
         self.acks = _ACKS[acks]
@@ -224,6 +226,8 @@ class Producer(_core._ProducerCore):
                 f"compression_type must be none, gzip, snappy, lz4 or zstd, got {compression_type!r}")
         if not _codecs.is_available(compression_type):
             _codecs.compress(compression_type, b"")   # raises CodecNotInstalledError naming the extra
+        if transactional_id is not None and enable_idempotence is None:
+            enable_idempotence = True           # a transactional producer is idempotent
         if enable_idempotence is None:
             idempotent = self.acks == -1 and retries > 0 and in_flight <= 5
         elif enable_idempotence:
@@ -235,6 +239,9 @@ class Producer(_core._ProducerCore):
                 raise InvalidConfigError("enable_idempotence needs max_in_flight_requests_per_connection <= 5")
             idempotent = True
         else:
+            if transactional_id is not None:
+                raise InvalidConfigError("a transactional producer is idempotent: enable_idempotence=False "
+                                         "contradicts transactional_id")
             idempotent = False
         chosen: Any = partitioner
         if chosen is None:
@@ -286,12 +293,31 @@ class Producer(_core._ProducerCore):
             self._produce_async = transport.produce_async
         else:
             self._produce_async = self._produce_sync
+        self.transactional_id = transactional_id
+        self._txn: TransactionManager | None = None
+        self._produce_kw: dict[str, Any] = {}
+        if transactional_id is not None:
+            self._txn = TransactionManager(self, transport, transactional_id, transaction_timeout_ms)
+            self._produce_kw = {"transactional_id": transactional_id}
+            # Records go only inside a transaction: a check before the core's send paths.
+            core_send, core_send_batch, check = self.send, self.send_batch, self._txn.check_send
+
+            def send(*args: Any, **kwargs: Any) -> Any:
+                check()
+                return core_send(*args, **kwargs)
+
+            def send_batch(*args: Any, **kwargs: Any) -> Any:
+                check()
+                return core_send_batch(*args, **kwargs)
+
+            send.__doc__, send_batch.__doc__ = core_send.__doc__, core_send_batch.__doc__
+            self.send, self.send_batch = send, send_batch    # type: ignore[method-assign]
         self._configure(batch_size=batch_size, linger_ms=linger_ms, compression=compression_type,
                         max_request_size=max_request_size, buffer_memory=buffer_memory,
                         partitioner=chosen, key_serializer=key_serializer,
                         value_serializer=value_serializer, delivery_timeout_ms=delivery_timeout_ms,
-                        idempotent=idempotent)
-        if idempotent:
+                        idempotent=idempotent, transactional=transactional_id is not None)
+        if idempotent and transactional_id is None:
             res = transport.init_producer_id()
             res.raise_for_error()
             self._set_producer_id(res.producer_id, res.producer_epoch)
@@ -464,7 +490,14 @@ class Producer(_core._ProducerCore):
         idempotent partition's batches) and hand their batches to the transport.
         ``here``: called by :meth:`_answer_here` on the transport's thread, which fails
         nothing: a partition with a batch past its delivery timeout is left to the sender."""
+        txn = self._txn
+        if txn is not None and not txn.may_send():
+            if not here:      # (the transport's thread fails nothing: the sender does)
+                self._abort_undrained(txn.undrained_error())
+            return
         work = self._drain(now, self._closing, max(self._max_request_bytes(), 1), self.max_in_flight)
+        if txn is not None:
+            work = self._add_to_transaction(work, now, here)
         sending: list[_Request] = []
         for topic, partition, batches in work:
             if here and any(now >= b.deadline_ms for b in batches):
@@ -524,12 +557,37 @@ class Producer(_core._ProducerCore):
 
         self._in_produce = True
         try:
-            self._produce_async(work, acks=self.acks, on_done=on_done)
+            self._produce_async(work, acks=self.acks, on_done=on_done, **self._produce_kw)
         except PylogError as exc:   # the transport is closed: nothing was sent
             for r in sending:
                 answers.append((r, [ProduceResult.failed(exc) for _ in r.batches]))
         finally:
             self._in_produce = False
+
+    def _add_to_transaction(self, work: list, now: int, here: bool) -> list:
+        """The drained partitions that may go now: those of the transaction, after an
+        AddPartitionsToTxn of the new ones (sender thread only: on the transport's
+        thread the new ones go back to wait for the sender).  A partition refused
+        retriably waits a backoff; a fatal or abortable refusal stops the sending."""
+        txn = self._txn
+        assert txn is not None
+        new = [(t, p) for t, p, _ in work if not txn.added(t, p)]
+        if not new:
+            return work
+        if not here:
+            txn.add_partitions(new)
+            if not txn.may_send():
+                for t, p, batches in work:
+                    self._requeue(t, p, batches, 0)
+                self._abort_undrained(txn.undrained_error())
+                return []
+        keep = []
+        for t, p, batches in work:
+            if txn.added(t, p):
+                keep.append((t, p, batches))
+            else:
+                self._requeue(t, p, batches, 0 if here else now + self.retry_backoff_ms)
+        return keep
 
     def _answer_here(self, request: _Request, results: list) -> bool:
         """An answer on the transport's thread (the network I/O thread): when every batch
@@ -601,11 +659,13 @@ class Producer(_core._ProducerCore):
                     # Sent before, and maybe appended: its sequence cannot be given to
                     # another batch.  A new epoch starts the numbering afresh.
                     self._unresolved.discard(b.queue)
-                    self._request_bump()
+                    self._request_bump(err)
                 else:
                     self._rewind(pending[first:])
                 for late in pending[first:]:
                     late.fail(err)
+                if self._txn is not None:
+                    self._txn.batch_failed(err)
                 return pending[:first]
         return pending
 
@@ -683,7 +743,7 @@ class Producer(_core._ProducerCore):
                 # alike were refused because of this one.)
                 for b in batches:
                     b.attempts += 1
-                self._request_bump()
+                self._request_bump(exc)
                 self._requeue(topic, partition, batches, 0)
                 return
             if exc.retriable and not self._topic_gone(topic, partition):
@@ -700,7 +760,7 @@ class Producer(_core._ProducerCore):
         # Fails for good: this batch only; the later ones were refused because of it.
         if queue in self._unresolved:
             self._unresolved.discard(queue)
-            self._request_bump()       # its sequence may be taken
+            self._request_bump(exc)    # its sequence may be taken
         self._fail(topic, first, exc)
         rest = batches[1:]
         flight.retrying = len(rest)
@@ -711,7 +771,7 @@ class Producer(_core._ProducerCore):
         elif exc.error_code in _AMBIGUOUS:
             # Retries (or the topic) ran out on an error that says nothing of whether it
             # was appended: its sequence may be taken.  A new epoch numbers afresh.
-            self._request_bump()
+            self._request_bump(exc)
         else:
             self._rewind(batches)
         if rest:
@@ -754,18 +814,26 @@ class Producer(_core._ProducerCore):
         if isinstance(exc, UnknownTopicOrPartitionError):
             self._forget_topic(topic)
         batch.fail(exc)
+        if self._txn is not None:
+            self._txn.batch_failed(exc)
 
-    def _request_bump(self) -> None:
+    def _request_bump(self, exc: PylogError) -> None:
         """A new epoch is needed: nothing more is sent until every request out is
-        answered, then the sender bumps the epoch and what is pending is renumbered."""
+        answered, then the sender bumps the epoch and what is pending is renumbered.  A
+        transactional producer cannot bump its epoch inside a transaction: the error
+        makes the transaction abortable instead (its abort bumps the epoch)."""
+        if self._txn is not None:
+            self._txn.batch_failed(exc)
+            return
         if not self._bump_pending:
             self._bump_pending = True
             self._bump_since = self._now()
 
-    def _produce_sync(self, work: list, *, acks: int, on_done: Callable[[int, list], object]) -> None:
+    def _produce_sync(self, work: list, *, acks: int, on_done: Callable[[int, list], object],
+                      **kw: Any) -> None:
         """produce_async over a transport that has only ``produce`` (one call at a time)."""
         try:
-            results = self._transport.produce(work, acks=acks)
+            results = self._transport.produce(work, acks=acks, **kw)
         except PylogError as exc:
             results = [[ProduceResult.failed(exc) for _ in batches] for _, _, batches in work]
         for i, res in enumerate(results):
@@ -819,6 +887,77 @@ class Producer(_core._ProducerCore):
         """Partition ids of ``topic``.  Raises UnknownTopicOrPartitionError."""
         return list(range(self._transport.topic_metadata(topic)[0]))
 
+    # ------------------------------------------------------------------ transactions
+
+    def _transactions(self) -> TransactionManager:
+        if self._txn is None:
+            raise IllegalStateError("transactions need a producer made with transactional_id=...")
+        self._check_not_sender("run a transaction call")
+        return self._txn
+
+    def init_transactions(self) -> None:
+        """Register the transactional id with its transaction coordinator (once, before
+        the first transaction): a producer id and a new epoch, which fences every older
+        producer of the same transactional id and aborts its open transaction.
+
+        Raises
+        ------
+        ProducerFencedError
+            A newer producer holds the transactional id.
+        IllegalStateError
+            Not transactional, or called twice.
+        """
+        self._transactions().init_transactions()
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: the records sent until :meth:`commit_transaction` or
+        :meth:`abort_transaction` are appended all or none, as seen by read_committed
+        consumers.  Raises IllegalStateError outside the READY state."""
+        self._transactions().begin_transaction()
+
+    def send_offsets_to_transaction(self, offsets: Mapping[Any, Any], group_metadata: Any) -> None:
+        """Commit a consumer group's offsets as part of the transaction (they count only
+        if it commits): ``offsets`` maps TopicPartition (or ``(topic, partition)``) to
+        OffsetAndMetadata or an int, the next offset to consume; ``group_metadata`` is the
+        consumer's :meth:`~pylog.client.consumer.Consumer.group_metadata` (so a member
+        fenced by a rebalance cannot commit, KIP-447) or a group id.
+
+        Raises
+        ------
+        ProducerFencedError
+            Fatal: a newer producer holds the transactional id.
+        CommitFailedError, IllegalGenerationError, UnknownMemberIdError, FencedInstanceIdError
+            The group refused the member: abort the transaction.
+        """
+        self._transactions().send_offsets_to_transaction(offsets, group_metadata)
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Flush the transaction's records, then commit it (EndTxn).
+
+        Raises
+        ------
+        PylogError
+            The error that made the transaction abortable (a record that failed for good,
+            a partition that could not be added): call :meth:`abort_transaction`.
+        ProducerFencedError
+            Fatal: close the producer.
+        RequestTimedOutError
+            The flush did not end within ``timeout`` seconds (commit again, or abort).
+        """
+        self._transactions().commit_transaction(timeout)
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the transaction: records not sent yet fail with TransactionAbortedError,
+        the requests out are waited for, then EndTxn(abort) and a new producer epoch.
+        Read_committed consumers never see the transaction's records.  Raises
+        ProducerFencedError (fatal) and IllegalStateError outside a transaction."""
+        self._transactions().abort_transaction(timeout)
+
+    @property
+    def transaction_state(self) -> str | None:
+        """Kafka's name of the transactional state (None: not transactional)."""
+        return None if self._txn is None else self._txn.state
+
     def close(self, timeout: float | None = None) -> None:
         """Send what is queued (waiting up to ``timeout`` seconds; None: until done), then
         stop.  Sends still pending after the timeout fail with RequestTimedOutError.
@@ -827,6 +966,13 @@ class Producer(_core._ProducerCore):
             self._thread.join(timeout)
             return
         self._check_not_sender("close the producer")
+        txn = self._txn
+        if txn is not None and txn.state in (IN_TRANSACTION, ABORTABLE_ERROR, ABORTING):
+            # As Kafka's producer: an open transaction is aborted, not left to time out.
+            try:
+                txn.abort_transaction(timeout)
+            except PylogError as exc:
+                _log.warning("transactional id %r: abort on close failed: %s", txn.transactional_id, exc)
         self._mark_closed()
         self._closing = True
         try:

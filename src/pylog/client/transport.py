@@ -95,7 +95,8 @@ class Transport(Protocol):
 
     # ------------------------------------------------------------------ produce
 
-    def produce(self, work: Sequence[ProduceWork], *, acks: int) -> list[list[ProduceResult]]:
+    def produce(self, work: Sequence[ProduceWork], *, acks: int,
+                transactional_id: str | None = None) -> list[list[ProduceResult]]:
         """Append the batches of several partitions; one list of results per entry of
         ``work`` (in its order), one result per batch.
 
@@ -108,11 +109,14 @@ class Transport(Protocol):
         offsets (``duplicate``).  Never raises for a partition's problem (unknown
         partition, record too large, not enough replicas, a request timeout): the result
         carries the error code, and ``error.retriable`` says whether to retry.
+        ``transactional_id``: a transactional producer's, sent with its batches (Produce
+        v3+); the partitions must have been added to its transaction first.
         """
         ...
 
     def produce_async(self, work: Sequence[ProduceWork], *, acks: int,
-                      on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+                      on_done: Callable[[int, list[ProduceResult]], object],
+                      transactional_id: str | None = None) -> None:
         """:meth:`produce` without waiting: ``on_done(i, results)`` is called once per entry
         of ``work`` with its results, as they come, from any thread (the network
         transport's I/O thread; the embedded one completes before it returns).
@@ -125,10 +129,41 @@ class Transport(Protocol):
         """
         ...
 
-    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1) -> InitProducerIdResult:
+    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1,
+                         transactional_id: str | None = None,
+                         transaction_timeout_ms: int = 60000) -> InitProducerIdResult:
         """InitProducerId for an idempotent producer: a new id at epoch 0, or (KIP-360)
-        given the id and epoch it had, the same id at the next epoch.  Never raises for
-        a broker's refusal (the result carries the code)."""
+        given the id and epoch it had, the same id at the next epoch.  With
+        ``transactional_id``, asked of its transaction coordinator: the id the
+        transactional id holds at a new epoch (fencing older producers of it, aborting
+        their open transaction).  Never raises for a broker's refusal (the result
+        carries the code; CONCURRENT_TRANSACTIONS and the coordinator's retriable errors
+        are retried for up to the request timeout by a network transport)."""
+        ...
+
+    # ------------------------------------------------------------------ transactions
+
+    def add_partitions_to_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                              partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """AddPartitionsToTxn: ``(topic, partition)`` -> error code."""
+        ...
+
+    def add_offsets_to_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                           group_id: str) -> int:
+        """AddOffsetsToTxn (the group's offsets partition joins the transaction): an error
+        code."""
+        ...
+
+    def txn_offset_commit(self, transactional_id: str, group_id: str, producer_id: int, producer_epoch: int,
+                          offsets: Mapping[str, Mapping[int, CommitOffset]], *, member_id: str | None = None,
+                          generation_id: int = -1,
+                          group_instance_id: str | None = None) -> dict[str, dict[int, int]]:
+        """TxnOffsetCommit to the group's coordinator: topic -> partition -> error code.
+        The offsets count once the transaction commits."""
+        ...
+
+    def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> int:
+        """EndTxn: commit or abort the producer's transaction; an error code."""
         ...
 
     # ------------------------------------------------------------------ fetch

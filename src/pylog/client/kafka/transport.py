@@ -80,6 +80,7 @@ from pylog.client.kafka.admin_ops import AdminOps
 from pylog.client.kafka.cluster import METADATA_ERRORS, MetadataSnapshot, extra_connection_id
 from pylog.client.kafka.group_ops import GroupOps
 from pylog.client.kafka.network import NetworkClient
+from pylog.client.kafka.txn_ops import TxnOps
 from pylog.client.transport import DEFAULT_FETCH_MAX_BYTES, READ_UNCOMMITTED
 from pylog.errors import (
     IllegalStateError,
@@ -258,6 +259,11 @@ class KafkaTransport:
         self.group_rebalancing = g.group_rebalancing
         self.commit_offsets = g.commit_offsets
         self.fetch_offsets = g.fetch_offsets
+        x = self._txns = TxnOps(g, request_timeout_ms=self.request_timeout_ms, retry_backoff=self._retry_backoff)
+        self.add_partitions_to_txn = x.add_partitions_to_txn
+        self.add_offsets_to_txn = x.add_offsets_to_txn
+        self.txn_offset_commit = x.txn_offset_commit
+        self.end_txn = x.end_txn
         a = self._admin = AdminOps(self.net, request_timeout_ms=self.request_timeout_ms,
                                    client_id=self.net.client_id)
         self.describe_topic = a.describe_topic
@@ -349,7 +355,8 @@ class KafkaTransport:
 
     # ------------------------------------------------------------------ produce
 
-    def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int) -> list[list[ProduceResult]]:
+    def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
+                transactional_id: str | None = None) -> list[list[ProduceResult]]:
         out: list[list[ProduceResult] | None] = [None] * len(work)
         answered = threading.Event()
         left = [len(work)]
@@ -362,7 +369,7 @@ class KafkaTransport:
                 if not left[0]:
                     answered.set()
 
-        self.produce_async(work, acks=acks, on_done=on_done)
+        self.produce_async(work, acks=acks, on_done=on_done, transactional_id=transactional_id)
         # The network client fails every request at its deadline; the margin is for a
         # wedged I/O thread only.
         if work and not answered.wait(self.request_timeout_ms / 1000 + 5):
@@ -375,7 +382,8 @@ class KafkaTransport:
         return out  # type: ignore[return-value]
 
     def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
-                      on_done: Callable[[int, list[ProduceResult]], object]) -> None:
+                      on_done: Callable[[int, list[ProduceResult]], object],
+                      transactional_id: str | None = None) -> None:
         """Send the Produce requests and return; ``on_done(i, results)`` runs on the network
         client's I/O thread as each partition's requests are answered (at once, in this
         thread, for a partition without a known leader or a request that could not be
@@ -433,7 +441,7 @@ class KafkaTransport:
                     topic_data.setdefault(topic, []).append(
                         m.ProduceRequest.PartitionProduceData(index=partition, records=batch))
                 body = m.ProduceRequest(
-                    transactional_id=None, acks=acks, timeout_ms=timeout_ms,
+                    transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms,
                     topic_data=[m.ProduceRequest.TopicProduceData(name=t, partition_data=parts)
                                 for t, parts in topic_data.items()])
                 try:
@@ -481,11 +489,17 @@ class KafkaTransport:
                                     log_append_time=pr.log_append_time_ms, log_start_offset=pr.log_start_offset)
             answer.put(i, k, res)
 
-    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1) -> InitProducerIdResult:
+    def init_producer_id(self, *, producer_id: int = -1, producer_epoch: int = -1,
+                         transactional_id: str | None = None,
+                         transaction_timeout_ms: int = 60000) -> InitProducerIdResult:
         """InitProducerId to the least-loaded broker (v3+ when bumping an epoch, KIP-360;
-        older brokers hand out a new id instead).  Retriable errors are retried for up to
-        ``request_timeout_ms``; the last one is returned."""
+        older brokers hand out a new id instead), or with ``transactional_id`` to its
+        transaction coordinator (:class:`~pylog.client.kafka.txn_ops.TxnOps`).  Retriable
+        errors are retried for up to ``request_timeout_ms``; the last one is returned."""
         self._check_open()
+        if transactional_id is not None:
+            return self._txns.init_producer_id(transactional_id, transaction_timeout_ms, producer_id,
+                                               producer_epoch)
         deadline = time.monotonic() + self.request_timeout_ms / 1000
         bump = producer_id >= 0
 
@@ -616,10 +630,13 @@ class KafkaTransport:
                 if code:
                     self.cluster.handle_error_code(code)
                 records: Any = _Records(pd.records) if not code else None   # ReadResult's shape
+                aborted = pd.aborted_transactions
                 out[(tr.topic, pd.partition_index)] = FetchResult(
                     error_code=code, high_watermark=pd.high_watermark,
                     last_stable_offset=pd.last_stable_offset, log_start_offset=pd.log_start_offset,
-                    records=records)
+                    records=records,
+                    aborted_transactions=None if aborted is None else [(a.producer_id, a.first_offset)
+                                                                       for a in aborted])
         return out
 
     def _keep_completed(self, parts: list[tuple[str, int, int, int]], results: Mapping[tuple[str, int], Any],
