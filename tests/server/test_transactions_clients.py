@@ -204,13 +204,30 @@ def test_kafka_python_transactional_producer(txn_server):
         p.flush()
         p.abort_transaction()
         p.begin_transaction()
+        p.send(topic, b"yes", partition=0)
         p.send(topic, b"yes", partition=1)
         p.commit_transaction()
     finally:
         p.close()
-    got = read_committed(bs, [(topic, 0), (topic, 1)])
-    assert got[(topic, 0)] == [b"k%d" % i for i in range(0, 10, 2)]
-    assert got[(topic, 1)] == [b"k%d" % i for i in range(1, 10, 2)] + [b"yes"]
+    expected = {(topic, 0): [b"k%d" % i for i in range(0, 10, 2)] + [b"yes"],
+                (topic, 1): [b"k%d" % i for i in range(1, 10, 2)] + [b"yes"]}
+    assert read_committed(bs, [(topic, 0), (topic, 1)]) == expected
+    # kafka-python's own read_committed consumer reads the same.
+    c = kafka.KafkaConsumer(bootstrap_servers=bs, isolation_level="read_committed",
+                            auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        c.assign([kafka.TopicPartition(topic, 0), kafka.TopicPartition(topic, 1)])
+        got: dict = {(topic, 0): [], (topic, 1): []}
+
+        def step():
+            for tp, recs in c.poll(timeout_ms=200).items():
+                got[(tp.topic, tp.partition)].extend(r.value for r in recs)
+            return all(v and v[-1] == b"yes" for v in got.values())
+
+        wait_for(step, "kafka-python read_committed consumer")
+        assert got == expected
+    finally:
+        c.close()
 
 
 def test_aiokafka_transactional_producer_with_offsets(txn_server):
@@ -231,12 +248,27 @@ def test_aiokafka_transactional_producer_with_offsets(txn_server):
             await p.begin_transaction()
             await p.send(topic, b"aborted")
             await p.abort_transaction()
+            async with p.transaction():
+                await p.send(topic, b"last")
         finally:
             await p.stop()
+        # aiokafka's own read_committed consumer.
+        c = aiokafka.AIOKafkaConsumer(bootstrap_servers=bs, isolation_level="read_committed",
+                                      auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([aiokafka.TopicPartition(topic, 0)])
+            seen: list = []
+            while not seen or seen[-1] != b"last":
+                for recs in (await c.getmany(timeout_ms=200)).values():
+                    seen.extend(r.value for r in recs)
+            return seen
+        finally:
+            await c.stop()
 
-    asyncio.run(run())
-    got = read_committed(bs, [(topic, 0)])
-    assert got[(topic, 0)] == [b"a%d" % i for i in range(5)]
+    expected = [b"a%d" % i for i in range(5)] + [b"last"]
+    assert asyncio.run(asyncio.wait_for(run(), 60)) == expected
+    assert read_committed(bs, [(topic, 0)])[(topic, 0)] == expected
     c = Consumer({"bootstrap.servers": bs, "group.id": group, **COMMON})
     assert c.committed([TopicPartition(topic, 0)], 10)[0].offset == 42
     c.close()
