@@ -551,3 +551,20 @@ def test_list_offsets_by_timestamp_stops_at_the_lso_for_read_committed(broker):
     broker.write_txn_markers([(p, 0, 0, True, [(T, 0)])])
     # Committed: answered now (the record, or the marker if its timestamp is later).
     assert broker.list_offsets(T, 0, -3, isolation_level=READ_COMMITTED).offset >= 1
+
+
+def test_a_transactional_producers_batches_are_appended_together(broker):
+    """The embedded producer's path (produce_batches) coalesces a producer's batches in
+    sequence; for a transactional producer the first opens the transaction."""
+    p = new_pid(broker)
+    broker.append(T, 0, plain_batch([b"x"]))
+    batches = [txn_batch(p, 0, 2 * k, [b"t%d" % k, b"u%d" % k]) for k in range(4)]
+    res = broker.produce_batches(T, 0, batches)
+    assert [r.error_code for r in res] == [0] * 4 and [r.base_offset for r in res] == [1, 3, 5, 7]
+    assert broker.last_stable_offset(T, 0) == 1 and broker.high_watermark(T, 0) == 9
+    # A retried one is a duplicate; the next in sequence goes on.
+    again = broker.produce_batches(T, 0, [batches[3], txn_batch(p, 0, 8, [b"v"])])
+    assert again[0].duplicate and again[1].base_offset == 9
+    broker.write_txn_markers([(p, 0, 0, True, [(T, 0)])])
+    assert broker.last_stable_offset(T, 0) == 11
+    assert [v for _, v in read_committed(broker)[0]] == [b"x"] + [x for k in range(4) for x in (b"t%d" % k, b"u%d" % k)] + [b"v"]

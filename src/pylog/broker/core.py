@@ -2437,8 +2437,9 @@ def _storage_failure(part: _Partition, exc: BaseException) -> None:
 
 def _continues(a, b) -> bool:
     """Whether batch b directly follows batch a of the same idempotent producer (or both
-    have no producer), so they can be appended together."""
-    if (a.attributes | b.attributes) & (_ATTR_CONTROL | _ATTR_TRANSACTIONAL):
+    have no producer), so they can be appended together (a transactional producer's
+    batches too: the first opens the transaction, the others are in it)."""
+    if (a.attributes | b.attributes) & _ATTR_CONTROL or (a.attributes ^ b.attributes) & _ATTR_TRANSACTIONAL:
         return False
     if a.producer_id != b.producer_id:
         return False
