@@ -116,6 +116,44 @@ def test_confluent_read_committed_consumer(txn_topic):
         consumer.close()
 
 
+def test_aiokafka_read_committed_consumer(txn_topic):
+    aiokafka = pytest.importorskip("aiokafka")
+    import asyncio
+
+    inproc, broker, topic, open_pid, visible = txn_topic
+
+    async def main():
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=inproc.bootstrap, isolation_level="read_committed",
+                                             auto_offset_reset="earliest", enable_auto_commit=False,
+                                             fetch_max_wait_ms=100, request_timeout_ms=15000)
+        await consumer.start()
+        tp = aiokafka.TopicPartition(topic, 0)
+        got: list[bytes] = []
+
+        async def poll_until(n: int) -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while len(got) < n and loop.time() < deadline:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    got.extend(r.value for r in records)
+
+        try:
+            consumer.assign([tp])
+            assert (await consumer.end_offsets([tp]))[tp] == 10     # the LSO
+            await poll_until(len(visible))
+            for _ in range(3):                      # nothing more comes while the txn is open
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    got.extend(r.value for r in records)
+            assert got == visible
+            await asyncio.to_thread(_commit_open, broker, topic, open_pid)
+            await poll_until(len(visible) + 2)
+            assert got == visible + [b"open-a", b"plain-2"]
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+
+
 def test_fetch_v4_answers_lso_and_aborted_transactions(txn_topic):
     """The raw answer: what the core says (LSO, aborted list) is what the wire carries."""
     from pylog.protocol import messages as m
