@@ -1722,16 +1722,10 @@ class Broker:
                 raise InvalidRequestError(f"fetch offset must be an int, not {type(offset).__name__}")
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
                 raise InvalidRequestError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
-            log = part.log
             if isolation_level == READ_COMMITTED:
-                return self._fetch_committed(part, offset, max_bytes)
-            hw = log.log_end_offset
-            lso = _stable_offset(part, hw)
-            try:
-                rr = log.read(offset, max_bytes, max_offset=hw)
-            except OffsetOutOfRangeError as exc:
-                return FetchResult(exc.error_code, hw, lso, log.log_start_offset, None, str(exc))
-            return FetchResult(0, hw, lso, rr.log_start_offset, rr)
+                with part.log.lock:   # the LSO and the read see the same appends (see _append_locked)
+                    return self._read_partition(part, offset, max_bytes, True)
+            return self._read_partition(part, offset, max_bytes, False)
         except LogClosedError:
             return FetchResult(UnknownTopicOrPartitionError.error_code,
                                error_message=f"{topic}-{partition} was deleted")
@@ -1739,16 +1733,17 @@ class Broker:
             return FetchResult(exc.error_code, error_message=str(exc))
 
     @staticmethod
-    def _fetch_committed(part: _Partition, offset: int, max_bytes: int) -> FetchResult:
+    def _read_partition(part: _Partition, offset: int, max_bytes: int, committed: bool) -> FetchResult:
         log = part.log
-        with log.lock:   # the LSO and the read see the same appends (see _append_locked)
-            hw = log.log_end_offset
-            lso = _stable_offset(part, hw)
-            try:
-                rr = log.read(offset, max_bytes, max_offset=lso)
-            except OffsetOutOfRangeError as exc:
-                return FetchResult(exc.error_code, hw, lso, log.log_start_offset, None, str(exc))
-            aborted = log.collect_aborted_transactions(offset, rr.next_offset) if rr.size else []
+        hw = log.log_end_offset
+        lso = _stable_offset(part, hw)
+        try:
+            rr = log.read(offset, max_bytes, max_offset=lso if committed else hw)
+        except OffsetOutOfRangeError as exc:
+            return FetchResult(exc.error_code, hw, lso, log.log_start_offset, None, str(exc))
+        if not committed:
+            return FetchResult(0, hw, lso, rr.log_start_offset, rr)
+        aborted = log.collect_aborted_transactions(offset, rr.next_offset) if rr.size else []
         return FetchResult(0, hw, lso, rr.log_start_offset, rr, None, aborted)
 
     def last_stable_offset(self, topic: str, partition: int) -> int:
