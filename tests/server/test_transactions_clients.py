@@ -44,6 +44,18 @@ def txn_producer(bootstrap, tid, **extra):
                      **extra})
 
 
+def open_transaction(bootstrap, tid, records, **extra):
+    """A transactional producer with a transaction open holding ``records`` ((topic,
+    partition, value) triples), all acknowledged."""
+    p = txn_producer(bootstrap, tid, **extra)
+    p.init_transactions(10)
+    p.begin_transaction()
+    for topic, partition, value in records:
+        p.produce(topic, value, partition=partition)
+    p.flush(10)
+    return p
+
+
 def read_committed(bootstrap, partitions, group=None):
     """Everything a read_committed consumer gets from ``partitions`` up to their ends
     (partition EOF, which for read_committed is the last stable offset): values by
@@ -150,11 +162,7 @@ def test_confluent_zombie_is_fenced_and_its_writes_never_visible(txn_server):
     topic = unique("zombie")
     create_topic(bs, topic, 1)
     tid = unique("ztx")
-    zombie = txn_producer(bs, tid)
-    zombie.init_transactions(10)
-    zombie.begin_transaction()
-    zombie.produce(topic, b"zombie-before")
-    zombie.flush(10)
+    zombie = open_transaction(bs, tid, [(topic, 0, b"zombie-before")])
 
     fresh = txn_producer(bs, tid)
     fresh.init_transactions(10)            # fences the zombie, aborts its transaction
@@ -173,16 +181,15 @@ def test_an_open_transaction_is_aborted_by_the_coordinator_timeout(txn_server):
     bs = txn_server.bootstrap
     topic = unique("timeout")
     create_topic(bs, topic, 1)
-    p = txn_producer(bs, unique("ttx"), **{"transaction.timeout.ms": 1500, "socket.timeout.ms": 1500})
-    p.init_transactions(10)
-    p.begin_transaction()
-    p.produce(topic, b"abandoned")
-    p.flush(10)
+    # Kept alive (a producer closing could end its transaction itself) but left alone.
+    abandoned = open_transaction(bs, unique("ttx"), [(topic, 0, b"abandoned")],
+                                 **{"transaction.timeout.ms": 1500, "socket.timeout.ms": 1500})
     # Committed by another producer after the abandoned records: readable only once the
     # coordinator has aborted the abandoned transaction and the LSO moved past it.
     commit_sentinel(bs, [(topic, 0)], b"after")
     got = lso_passes(bs, [(topic, 0)], b"after")
     assert got[(topic, 0)] == [b"after"]
+    del abandoned
 
 
 # ---------------------------------------------------------------------- kafka-python, aiokafka
@@ -284,12 +291,8 @@ def test_sigkill_between_add_partitions_and_end_txn(serve):
     bs = sp.bootstrap
     topic = unique("crash1")
     create_topic(bs, topic, 2)
-    p = txn_producer(bs, unique("c1tx"), **{"transaction.timeout.ms": 2000, "socket.timeout.ms": 2000})
-    p.init_transactions(10)
-    p.begin_transaction()
-    p.produce(topic, b"open0", partition=0)
-    p.produce(topic, b"open1", partition=1)
-    p.flush(10)
+    open_transaction(bs, unique("c1tx"), [(topic, 0, b"open0"), (topic, 1, b"open1")],
+                     **{"transaction.timeout.ms": 2000, "socket.timeout.ms": 2000})
     sp.kill()
     sp.start()
     tps = [(topic, 0), (topic, 1)]
@@ -338,11 +341,7 @@ def test_cli_transactions_list_and_describe(txn_server):
     topic = unique("cli")
     create_topic(bs, topic, 2)
     tid = unique("clitx")
-    p = txn_producer(bs, tid)
-    p.init_transactions(10)
-    p.begin_transaction()
-    p.produce(topic, b"x", partition=1)
-    p.flush(10)
+    p = open_transaction(bs, tid, [(topic, 1, b"x")])
 
     def cli(*args):
         out = subprocess.run([sys.executable, "-m", "pylog.cli", "transactions", *args, "--bootstrap-server", bs],

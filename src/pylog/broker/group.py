@@ -1386,12 +1386,14 @@ class GroupCoordinator:
             return _E_ILLEGAL_GENERATION if generation_id != group.generation_id else NONE
         return _E_UNKNOWN_MEMBER   # a group with members takes commits from members only
 
-    def _store_offsets(self, group: _Group, requested: dict[str, dict[int, CommitOffset]],
-                       now: int, retention_time_ms: int) -> dict[str, dict[int, int]]:
+    def _offset_records(self, group_id: str, requested: dict[str, dict[int, CommitOffset]], now: int,
+                        expire: int = -1) -> tuple[dict[str, dict[int, int]], list[Record],
+                                                   dict[tuple[str, int], OffsetCommitValue]]:
+        """The records of a commit: (topic -> partition -> error code, the records of the
+        partitions without error, their values)."""
         result: dict[str, dict[int, int]] = {}
         records: list[Record] = []
         values: dict[tuple[str, int], OffsetCommitValue] = {}
-        expire = now + retention_time_ms if retention_time_ms is not None and retention_time_ms >= 0 else -1
         for topic, parts in requested.items():
             out = result[topic] = {}
             for partition, c in parts.items():
@@ -1402,12 +1404,18 @@ class GroupCoordinator:
                 value = OffsetCommitValue(offset=c.offset, metadata=metadata, commit_timestamp=now,
                                           leader_epoch=c.leader_epoch, expire_timestamp=expire)
                 try:
-                    records.append(_records.offset_commit_record(group.group_id, topic, partition, value))
+                    records.append(_records.offset_commit_record(group_id, topic, partition, value))
                 except InvalidRequestError:
                     out[partition] = InvalidRequestError.error_code
                     continue
                 values[(topic, partition)] = value
                 out[partition] = NONE
+        return result, records, values
+
+    def _store_offsets(self, group: _Group, requested: dict[str, dict[int, CommitOffset]],
+                       now: int, retention_time_ms: int) -> dict[str, dict[int, int]]:
+        expire = now + retention_time_ms if retention_time_ms is not None and retention_time_ms >= 0 else -1
+        result, records, values = self._offset_records(group.group_id, requested, now, expire)
         if records:
             try:
                 self._append(group.group_id, records)
@@ -1464,25 +1472,7 @@ class GroupCoordinator:
                 if created:
                     del self._groups[group_id]
                 return all_with(err)
-            result: dict[str, dict[int, int]] = {}
-            records: list[Record] = []
-            values: dict[tuple[str, int], OffsetCommitValue] = {}
-            for topic, parts in requested.items():
-                out = result[topic] = {}
-                for partition, c in parts.items():
-                    metadata = c.metadata if c.metadata is not None else ""
-                    if _java_length(metadata) > self.config.offset_metadata_max_bytes:
-                        out[partition] = OffsetMetadataTooLargeError.error_code
-                        continue
-                    value = OffsetCommitValue(offset=c.offset, metadata=metadata, commit_timestamp=now,
-                                              leader_epoch=c.leader_epoch)
-                    try:
-                        records.append(_records.offset_commit_record(group_id, topic, partition, value))
-                    except InvalidRequestError:
-                        out[partition] = InvalidRequestError.error_code
-                        continue
-                    values[(topic, partition)] = value
-                    out[partition] = NONE
+            result, records, values = self._offset_records(group_id, requested, now)
             if records:
                 try:
                     self.store.append(partition_for_group(group_id, self._num_partitions), records,
