@@ -88,6 +88,11 @@ _E_MEMBER_ID_REQUIRED = MemberIdRequiredError.error_code
 _E_FENCED = FencedInstanceIdError.error_code
 _E_OFFSET_OUT_OF_RANGE = OffsetOutOfRangeError.error_code
 _E_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.error_code
+_E_UNSTABLE_OFFSET_COMMIT = 88
+#: How long a read_committed consumer waits for a transaction's pending offset commit
+#: to end (UNSTABLE_OFFSET_COMMIT), and how often it asks again.
+_UNSTABLE_WAIT_S = 30.0
+_UNSTABLE_BACKOFF_S = 0.05
 
 _UNJOINED, _JOINING, _SYNCING, _STABLE = "unjoined", "joining", "syncing", "stable"
 _POLICIES = ("raise", "skip", "dead_letter")
@@ -905,7 +910,7 @@ class Consumer:
             by_topic: dict[str, list[int]] = {}
             for tp in need:
                 by_topic.setdefault(tp.topic, []).append(tp.partition)
-            res = self._transport.fetch_offsets(self.group_id, by_topic)
+            res = self._fetch_committed(by_topic)
             if res.error_code == 0:
                 for topic, parts in res.topics.items():
                     for p, fo in parts.items():
@@ -1512,6 +1517,23 @@ class Consumer:
                 raise error_for_code(code, f"commit of {topic}-{p} to group {self.group_id} failed: "
                                            f"{error_for_code(code).kafka_name}")
 
+    def _fetch_committed(self, by_topic: dict[str, list[int]]) -> Any:
+        """OffsetFetch of this group.  A read_committed consumer asks for stable offsets
+        (KIP-447: not while a transaction's offset commit of a partition is pending) and
+        waits, up to :data:`_UNSTABLE_WAIT_S`, for the pending commits to end
+        (UNSTABLE_OFFSET_COMMIT), so it never starts from an offset a committing
+        transaction is about to move."""
+        assert self.group_id is not None
+        stable = bool(self.isolation_level)
+        deadline = time.monotonic() + _UNSTABLE_WAIT_S
+        while True:
+            res = self._transport.fetch_offsets(self.group_id, by_topic, require_stable=stable)
+            unstable = res.error_code == _E_UNSTABLE_OFFSET_COMMIT or any(
+                fo.error_code == _E_UNSTABLE_OFFSET_COMMIT for parts in res.topics.values() for fo in parts.values())
+            if not unstable or time.monotonic() + _UNSTABLE_BACKOFF_S >= deadline:
+                return res
+            time.sleep(_UNSTABLE_BACKOFF_S)
+
     def committed(self, partitions: Any) -> Any:
         """The committed offset of a partition (an :class:`OffsetAndMetadata`, or None), or
         of several (a dict).  Raises InvalidGroupIdError without a ``group_id``."""
@@ -1522,7 +1544,7 @@ class Consumer:
         by_topic: dict[str, list[int]] = {}
         for tp in tps:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
-        res = self._transport.fetch_offsets(self.group_id, by_topic)
+        res = self._fetch_committed(by_topic)
         res.raise_for_error()
         out: dict[TopicPartition, OffsetAndMetadata | None] = {}
         for tp in tps:
