@@ -47,8 +47,9 @@ class _Rocks:
     def __init__(self, path):
         import rocksdict
 
-        opts = rocksdict.Options(raw_mode=True)
-        opts.create_if_missing(True)
+        from pylog.streams.state.persistent import rocksdb_options
+
+        opts = rocksdb_options()  # the options pylog's stores run with (Kafka Streams')
         self._wo = rocksdict.WriteOptions()
         self._wo.disable_wal = True
         self._rocksdict = rocksdict
