@@ -568,3 +568,26 @@ def test_a_transactional_producers_batches_are_appended_together(broker):
     broker.write_txn_markers([(p, 0, 0, True, [(T, 0)])])
     assert broker.last_stable_offset(T, 0) == 11
     assert [v for _, v in read_committed(broker)[0]] == [b"x"] + [x for k in range(4) for x in (b"t%d" % k, b"u%d" % k)] + [b"v"]
+
+
+def test_coordinator_epoch_of_replayed_markers_still_fences(tmp_path):
+    """After a crash without a producer snapshot the state is replayed from the log: the
+    markers' coordinator epochs come back with it, so an older coordinator stays fenced."""
+    d = tmp_path / "d"
+    b = open_broker(d)
+    b.create_topic(T, 1, config={"segment.bytes": str(1 << 20)})
+    b.txn_verifier = lambda *a: 0
+    p = new_pid(b)
+    b.append(T, 0, txn_batch(p, 0, 0, [b"a"]))
+    assert b.write_txn_markers([(p, 0, 5, False, [(T, 0)])])[(T, 0, p)].error_code == 0
+    crash = tmp_path / "crash"
+    shutil.copytree(d, crash)
+    b.close()
+    assert not [n for n in os.listdir(crash / f"{T}-0") if n.endswith(".snapshot")]
+    b2 = open_broker(crash)
+    try:
+        assert b2.describe_producers(T, 0)[0].coordinator_epoch == 5
+        assert b2.write_txn_markers([(p, 0, 4, True, [(T, 0)])])[(T, 0, p)].error_code == 52
+        assert b2.write_txn_markers([(p, 0, 5, True, [(T, 0)])])[(T, 0, p)].error_code == 0
+    finally:
+        b2.close()

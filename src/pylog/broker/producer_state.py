@@ -120,18 +120,19 @@ class CompletedTxn(NamedTuple):
     is_aborted: bool
 
 
-def control_type(batch) -> int:
-    """The control record type of a control batch (its one record's key: version int16,
-    type int16), -1 when it has no readable key.  One record, decoded in C."""
+def marker_of(batch) -> tuple[int, int]:
+    """``(control_type, coordinator_epoch)`` of a control batch: its one record's key
+    (version int16, type int16) and, for a transaction marker, its value (version
+    int16, coordinator epoch int32); -1 for what is not readable.  One record, decoded
+    in C.  A dict (a test's header) may carry ``control_type`` and ``coordinator_epoch``."""
     if isinstance(batch, dict):
-        return batch.get("control_type", -1)
-    ctype = getattr(batch, "control_type", None)
-    if ctype is not None:
-        return ctype
+        return batch.get("control_type", -1), batch.get("coordinator_epoch", -1)
     for record in batch:
-        key = record.key
-        return struct.unpack_from(">h", key, 2)[0] if key is not None and len(key) >= 4 else -1
-    return -1
+        key, value = record.key, record.value
+        ctype = struct.unpack_from(">h", key, 2)[0] if key is not None and len(key) >= 4 else -1
+        epoch = struct.unpack_from(">i", value, 2)[0] if value is not None and len(value) >= 6 else -1
+        return ctype, epoch
+    return -1, -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,11 +371,12 @@ class ProducerStateManager:
             delta = get("last_offset_delta")
             attrs = get("attributes")
             is_control = bool(attrs & 0x20)
-            ctype = control_type(h) if is_control and attrs & 0x10 else -1
+            ctype, coordinator_epoch = marker_of(h) if is_control and attrs & 0x10 else (-1, -1)
             done = self.update(get("producer_id"), get("producer_epoch"), get("base_sequence"),
                                get("records_count"), delta, base, base + delta,
                                get("max_timestamp"), is_transactional=bool(attrs & 0x10),
-                               is_control=is_control, control_type=ctype)
+                               is_control=is_control, control_type=ctype,
+                               coordinator_epoch=coordinator_epoch)
             if done is not None and done.is_aborted:
                 aborted.append(AbortedTxn(done.producer_id, done.first_offset, done.last_offset,
                                           self.stable_offset_after(done)))
