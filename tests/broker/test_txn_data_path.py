@@ -591,3 +591,15 @@ def test_coordinator_epoch_of_replayed_markers_still_fences(tmp_path):
         assert b2.write_txn_markers([(p, 0, 5, True, [(T, 0)])])[(T, 0, p)].error_code == 0
     finally:
         b2.close()
+
+
+def test_a_plain_batch_from_a_producer_with_an_open_transaction_is_refused(broker):
+    p = new_pid(broker)
+    broker.append(T, 0, txn_batch(p, 0, 0, [b"a"]))
+    idem = _core.RecordBatchBuilder(producer_id=p, producer_epoch=0, base_sequence=1)
+    idem.append_many([b"b"])
+    r = broker.produce(T, 0, idem.build())
+    assert r.error_code == 48 and "expected a transactional batch" in r.error_message
+    assert broker.high_watermark(T, 0) == 1
+    broker.write_txn_markers([(p, 0, 0, True, [(T, 0)])])
+    assert broker.produce(T, 0, idem.build()).error_code == 0

@@ -74,6 +74,7 @@ from typing import Iterable, NamedTuple
 from pylog import _core
 from pylog.errors import (
     InvalidProducerEpochError,
+    InvalidTxnStateError,
     OutOfOrderSequenceError,
     TransactionCoordinatorFencedError,
 )
@@ -225,6 +226,9 @@ class ProducerStateManager:
             The epoch is older than the producer's current epoch (a fenced producer).
         OutOfOrderSequenceError
             The sequence does not follow the producer's last one.
+        InvalidTxnStateError
+            A non-transactional batch from a producer with a transaction open here
+            (Kafka's "expected transactional write").
         """
         if producer_id < 0:
             return None
@@ -235,6 +239,10 @@ class ProducerStateManager:
             raise InvalidProducerEpochError(
                 f"producer {producer_id} epoch {producer_epoch} is older than its current "
                 f"epoch {entry.producer_epoch}: a newer producer instance has fenced it")
+        if not is_transactional and entry.current_txn_first_offset >= 0:
+            raise InvalidTxnStateError(
+                f"producer {producer_id} has a transaction open from offset {entry.current_txn_first_offset}: "
+                "expected a transactional batch (end the transaction first)")
         if base_sequence < 0:
             return None  # an idempotence-less batch from a producer with an id (control batch)
         last_seq = _seq_add(base_sequence, max(last_offset_delta, records_count - 1, 0))
