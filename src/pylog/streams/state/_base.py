@@ -77,6 +77,10 @@ class KeyValueDefaults:
         for key, value in entries:
             self.put(key, value)  # type: ignore[attr-defined]
 
+    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        """Apply changelog records: the changelog key is the store key."""
+        self.put_all(records)
+
     def delete(self, key: bytes) -> Optional[bytes]:
         old = self.get(key)  # type: ignore[attr-defined]
         if old is not None:

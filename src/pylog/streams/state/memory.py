@@ -9,13 +9,12 @@ so writing to the store while iterating is allowed.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 from sortedcontainers import SortedDict
 
 from ._base import KeyValueDefaults, StoreBase, check_key
 from ._windows import Retention, SessionOps, WindowOps
-from .keys import session_key_from_binary, window_key_from_binary
 
 __all__ = ["InMemoryKeyValueStore", "InMemoryWindowStore", "InMemorySessionStore"]
 
@@ -41,9 +40,6 @@ class InMemoryKeyValueStore(KeyValueDefaults, StoreBase):
     def delete(self, key: bytes) -> Optional[bytes]:
         self._check_open()
         return self._map.pop(check_key(key), None)
-
-    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        self.put_all(records)
 
     # -- reads ----------------------------------------------------------------
     def get(self, key: bytes) -> Optional[bytes]:

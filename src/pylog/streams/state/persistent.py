@@ -180,9 +180,6 @@ class RocksDBKeyValueStore(KeyValueDefaults, _RocksDBStore):
                 wb.put(key, bytes(value))
         self._db.write(wb)
 
-    def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        self.put_all(records)
-
     def get(self, key: bytes) -> Optional[bytes]:
         self._check_open()
         return self._db.get(check_key(key))
