@@ -1,0 +1,250 @@
+"""Transactions through the client API, on both transports (``pylog.open`` and
+``pylog.connect`` to ``pylog serve``): the same calls, the same outcome.
+
+- records of committed transactions are seen by read_committed consumers (``poll`` and
+  ``poll_batches``), those of aborted ones only by read_uncommitted consumers;
+- a read_committed consumer stops at the last stable offset while a transaction is
+  open (its end offsets are the LSO) and reads the records once it commits;
+- records still waiting in the producer when the transaction aborts fail with
+  TransactionAbortedError and are never appended;
+- ``send_offsets_to_transaction``: the group's offsets move with the commit only;
+- a producer fenced by a newer one with the same transactional id ends in FATAL_ERROR
+  and none of its records becomes visible;
+- the state machine refuses calls out of order, as Kafka's producer does.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from pylog.broker.core import OffsetAndMetadata, TopicPartition
+from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidProducerEpochError, ProducerFencedError,
+                          TransactionAbortedError)
+
+WAIT_S = 30
+
+
+def _read_to_end(client, topic: str, partitions: int, isolation_level: str) -> dict[int, list[bytes]]:
+    """Every record a consumer at ``isolation_level`` gets from offset 0 up to the end
+    offsets it sees (the last stable offsets for read_committed)."""
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c = client.consumer(isolation_level=isolation_level, auto_offset_reset="earliest")
+    try:
+        c.assign(tps)
+        ends = c.end_offsets(tps)
+        out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + WAIT_S
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"positions {[c.position(tp) for tp in tps]}, ends {ends}"
+            for r in c.poll(0.5):
+                out[r.partition].append(r.value)
+        return out
+    finally:
+        c.close()
+
+
+def test_read_committed_sees_committed_transactions_only(client):
+    client.create_topic("t", 2)
+    p = client.producer(transactional_id="tx", linger_ms=0)
+    committed: dict[int, list[bytes]] = {0: [], 1: []}
+    everything: dict[int, list[bytes]] = {0: [], 1: []}
+    try:
+        p.init_transactions()
+        for n, outcome in enumerate(["commit", "abort", "commit", "abort", "abort", "commit"]):
+            p.begin_transaction()
+            for i in range(5):
+                value = b"%s-%d-%d" % (outcome.encode(), n, i)
+                p.send("t", value, partition=(n + i) % 2)
+                everything[(n + i) % 2].append(value)
+                if outcome == "commit":
+                    committed[(n + i) % 2].append(value)
+            if outcome == "commit":
+                p.commit_transaction()
+            else:
+                p.flush()                 # appended before the abort: the marker hides them
+                p.abort_transaction()
+    finally:
+        p.close()
+    assert _read_to_end(client, "t", 2, "read_committed") == committed
+    assert _read_to_end(client, "t", 2, "read_uncommitted") == everything
+
+
+def test_poll_batches_of_a_read_committed_consumer_skip_aborted_batches(client):
+    client.create_topic("t", 1)
+    p = client.producer(transactional_id="tx", linger_ms=0, compression_type="gzip")
+    try:
+        p.init_transactions()
+        for n in range(6):
+            p.begin_transaction()
+            p.send_batch("t", [b"%d-%d" % (n, i) for i in range(50)], partition=0).result(WAIT_S)
+            if n % 2:
+                p.abort_transaction()
+            else:
+                p.commit_transaction()
+    finally:
+        p.close()
+    c = client.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+    try:
+        tp = TopicPartition("t", 0)
+        c.assign([tp])
+        end = c.end_offsets([tp])[tp]
+        values: list[bytes] = []
+        deadline = time.monotonic() + WAIT_S
+        while c.position(tp) < end:
+            assert time.monotonic() < deadline
+            for batch in c.poll_batches(0.5):
+                cols = batch.columns()
+                values += cols.values()
+    finally:
+        c.close()
+    assert values == [b"%d-%d" % (n, i) for n in (0, 2, 4) for i in range(50)]
+
+
+def test_read_committed_stops_at_an_open_transaction(client):
+    client.create_topic("t", 1)
+    tp = TopicPartition("t", 0)
+    with client.producer() as plain:
+        plain.send("t", b"before", partition=0).result(WAIT_S)
+    p = client.producer(transactional_id="tx", linger_ms=0)
+    rc = client.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+    ru = client.consumer(isolation_level="read_uncommitted", auto_offset_reset="earliest")
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(3):
+            p.send("t", b"open-%d" % i, partition=0)
+        p.flush()
+        rc.assign([tp])
+        ru.assign([tp])
+        assert rc.end_offsets([tp])[tp] == 1          # the last stable offset
+        assert ru.end_offsets([tp])[tp] == 4          # the high watermark
+        assert [r.value for r in rc.poll(0.5)] == [b"before"]
+        assert rc.position(tp) == 1
+        p.commit_transaction()
+        got: list[bytes] = []
+        deadline = time.monotonic() + WAIT_S
+        while len(got) < 3:
+            assert time.monotonic() < deadline
+            got += [r.value for r in rc.poll(0.5)]
+        assert got == [b"open-0", b"open-1", b"open-2"]
+    finally:
+        rc.close()
+        ru.close()
+        p.close()
+
+
+def test_records_not_sent_when_the_transaction_aborts_fail_and_are_never_appended(client):
+    client.create_topic("t", 1)
+    p = client.producer(transactional_id="tx", linger_ms=60_000, batch_size=1 << 20)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        handles = [p.send("t", b"%d" % i, partition=0) for i in range(10)]   # lingering, not sent
+        p.abort_transaction()
+        for h in handles:
+            with pytest.raises(TransactionAbortedError):
+                h.result(WAIT_S)
+        # The producer goes on with the next transaction.
+        p.begin_transaction()
+        p.send("t", b"next", partition=0)
+        p.commit_transaction()
+    finally:
+        p.close()
+    assert _read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"next"]}
+
+
+def test_send_offsets_to_transaction_commits_the_groups_offsets_with_the_transaction(client):
+    client.create_topic("in", 1)
+    client.create_topic("out", 1)
+    with client.producer() as feeder:
+        for i in range(8):
+            feeder.send("in", b"%d" % i, partition=0)
+    consumer = client.consumer("in", group_id="g", enable_auto_commit=False, auto_offset_reset="earliest",
+                               isolation_level="read_committed")
+    p = client.producer(transactional_id="eos", linger_ms=0)
+    tp = TopicPartition("in", 0)
+    try:
+        p.init_transactions()
+        records: list = []
+        deadline = time.monotonic() + WAIT_S
+        while len(records) < 8:
+            assert time.monotonic() < deadline
+            records += consumer.poll(0.5)
+        p.begin_transaction()
+        for r in records[:5]:
+            p.send("out", r.value * 2, partition=0)
+        p.send_offsets_to_transaction({tp: OffsetAndMetadata(records[4].offset + 1)}, consumer.group_metadata())
+        p.commit_transaction()
+        assert consumer.committed(tp).offset == 5
+        p.begin_transaction()
+        for r in records[5:]:
+            p.send("out", r.value * 2, partition=0)
+        p.send_offsets_to_transaction({tp: records[-1].offset + 1}, "g")
+        p.abort_transaction()
+        assert consumer.committed(tp).offset == 5
+    finally:
+        p.close()
+        consumer.close()
+    assert _read_to_end(client, "out", 1, "read_committed") == {0: [b"%d" % i * 2 for i in range(5)]}
+
+
+def test_a_fenced_producer_ends_fatally_and_none_of_its_records_is_visible(client):
+    client.create_topic("t", 1)
+    zombie = client.producer(transactional_id="tx", linger_ms=0)
+    successor = client.producer(transactional_id="tx", linger_ms=0)
+    try:
+        zombie.init_transactions()
+        zombie.begin_transaction()
+        zombie.send("t", b"zombie-1", partition=0).result(WAIT_S)
+        successor.init_transactions()          # fences the zombie, aborts its open transaction
+        successor.begin_transaction()
+        successor.send("t", b"successor", partition=0)
+        successor.commit_transaction()
+        zombie.send("t", b"zombie-2", partition=0)
+        with pytest.raises((InvalidProducerEpochError, ProducerFencedError)):
+            zombie.commit_transaction()
+        if zombie.transaction_state != "FATAL_ERROR":
+            with pytest.raises(ProducerFencedError):    # the abort meets the coordinator
+                zombie.abort_transaction()
+        assert zombie.transaction_state == "FATAL_ERROR"
+        with pytest.raises(ProducerFencedError):
+            zombie.begin_transaction()
+    finally:
+        zombie.close()
+        successor.close()
+    assert _read_to_end(client, "t", 1, "read_committed") == {0: [b"successor"]}
+
+
+def test_the_transaction_calls_are_refused_out_of_order(client):
+    client.create_topic("t", 1)
+    with pytest.raises(InvalidConfigError):
+        client.producer(transactional_id="tx", enable_idempotence=False)
+    plain = client.producer()
+    p = client.producer(transactional_id="tx")
+    try:
+        with pytest.raises(IllegalStateError):
+            plain.begin_transaction()                    # not transactional
+        with pytest.raises(IllegalStateError):
+            p.begin_transaction()                        # before init_transactions
+        with pytest.raises(IllegalStateError):
+            p.send("t", b"x")
+        p.init_transactions()
+        with pytest.raises(IllegalStateError):
+            p.init_transactions()
+        with pytest.raises(IllegalStateError):
+            p.send("t", b"x")                            # outside a transaction
+        with pytest.raises(IllegalStateError):
+            p.send_batch("t", np.zeros((2, 4), dtype=np.uint8))
+        with pytest.raises(IllegalStateError):
+            p.commit_transaction()
+        p.begin_transaction()
+        with pytest.raises(IllegalStateError):
+            p.begin_transaction()
+        p.commit_transaction()                           # nothing added: nothing to end
+        assert p.transaction_state == "READY"
+    finally:
+        p.close()
+        plain.close()
