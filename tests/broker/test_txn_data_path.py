@@ -488,6 +488,15 @@ def test_bench_read_committed_smoke(monkeypatch, tmp_path):
             g.time_fetch_read_uncommitted()
         finally:
             g.teardown()
+        c = bench.ConsumerRatio()
+        c.setup()
+        try:
+            # The consumer drops the aborted transaction's records: fewer, none new.
+            records = bench.BATCHES * bench.RECORDS_PER_BATCH
+            assert 0 < c.consume_all("read_committed") < c.consume_all("read_uncommitted") == records
+            assert c.track_consumer_read_committed_vs_read_uncommitted() > 0
+        finally:
+            c.teardown()
     finally:
         sys.modules.pop("benches.bench_read_committed", None)
 
