@@ -24,7 +24,7 @@ RETENTION = 120_000  # segment interval 60 s: a few segments, rolled and dropped
 TIMES = st.integers(0, 40).map(lambda i: i * 9_000)
 # Each example opens RocksDBs (about 30 ms each, more when reopened): few examples,
 # many steps.  Run with PYLOG_STATE_EXAMPLES=500 for a long search.
-MACHINE_SETTINGS = settings(max_examples=int(os.environ.get("PYLOG_STATE_EXAMPLES", 12)),
+MACHINE_SETTINGS = settings(max_examples=int(os.environ.get("PYLOG_STATE_EXAMPLES", 10)),
                             stateful_step_count=30, deadline=None)
 
 
