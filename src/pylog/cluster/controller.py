@@ -737,7 +737,7 @@ class Controller:
             if state is None or tp[0] in self._deleting or self._is_live(state.leader):
                 continue
             if self._elect_leader(tp, "offline", batch, self._unclean_allowed(tp[0])) is not None:
-                log.warning("controller %d: %s-%d is offline: no live ISR member", self.broker_id, *tp)
+                log.info("controller %d: %s-%d stays offline: no live ISR member", self.broker_id, *tp)
 
     def _remove_from_isr(self, tp: TopicPartition, replicas: set[int], batch: _Batch) -> None:
         """Take ``replicas`` out of the ISR (never leaving it empty); a leader among them
