@@ -127,7 +127,7 @@ def test_every_broker_setting_reaches_the_core():
 
 #: BrokerConfig fields with no Kafka broker config of their own (pylog's internals), or
 #: that the adapter builds from several settings.
-_NOT_SERVE_SETTINGS = {"group", "topic_defaults", "topic_default_sources", "max_open_segments",
+_NOT_SERVE_SETTINGS = {"group", "txn", "topic_defaults", "topic_default_sources", "max_open_segments",
                        "producer_id_block_size"}
 
 
@@ -156,6 +156,14 @@ def test_every_core_setting_is_a_serve_setting_and_reaches_the_core():
     assert reached.pop("auto_create_topics_enable") is False
     changed.pop("auto_create_topics_enable")
     assert reached == changed
+    # The transaction coordinator's settings (BrokerConfig.txn) are serve settings too.
+    from pylog.broker.txn_coordinator import TransactionCoordinatorConfig
+
+    txn = {f.name: getattr(TransactionCoordinatorConfig(), f.name) + 7
+           for f in dataclasses.fields(TransactionCoordinatorConfig)}
+    assert set(txn) <= serve
+    got = broker_config_for(ServerConfig(**txn)).txn
+    assert {name: getattr(got, name) for name in txn} == txn
 
 
 
