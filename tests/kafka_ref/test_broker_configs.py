@@ -44,7 +44,6 @@ MAY_DIFFER = {
     "offsets.topic.replication.factor": "Kafka's fixture sets it for one node; pylog has no setting",
     "transaction.state.log.replication.factor": "Kafka's fixture sets it for one node; pylog has no setting",
     "transaction.state.log.min.isr": "Kafka's fixture sets it for one node; pylog has no setting",
-    "transaction.state.log.num.partitions": "Kafka's fixture sets it for one node; pylog has no setting",
     # pylog's own defaults, documented in pylog.server.config.ServerConfig.
     "max.connections": "pylog caps connections at 16384 by default (Kafka: no cap)",
     "queued.max.request.bytes": "pylog bounds buffered requests at 512 MiB by default (Kafka: -1)",
