@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -248,3 +249,22 @@ def test_the_transaction_calls_are_refused_out_of_order(client):
     finally:
         p.close()
         plain.close()
+
+
+def test_asyncio_producer_runs_transactions(client):
+    client.create_topic("t", 1)
+
+    async def run() -> None:
+        async with client.aio_producer(transactional_id="aio-tx", linger_ms=0) as p:
+            await p.init_transactions()
+            await p.begin_transaction()
+            committed = [p.send("t", b"c%d" % i, partition=0) for i in range(3)]
+            await p.commit_transaction()
+            assert [(await h).offset for h in committed] == [0, 1, 2]
+            await p.begin_transaction()
+            await p.send_and_wait("t", b"aborted", partition=0)
+            await p.abort_transaction()
+
+    asyncio.run(run())
+    assert _read_to_end(client, "t", 1, "read_committed") == {0: [b"c0", b"c1", b"c2"]}
+    assert _read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"c0", b"c1", b"c2", b"aborted"]}

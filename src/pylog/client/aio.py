@@ -17,6 +17,9 @@ block the loop: the record waits in the producer's backlog (in send order, and e
 ``send_batch`` still waits for room in the calling thread (it queues its records as it
 goes); the only other call that may block the loop is the first one that opens the
 producer (InitProducerId: an in-memory call embedded, one round trip over the network).
+A transactional producer's calls are coroutines running their round trips in a worker
+thread; records still in the backlog when the transaction aborts fail with
+TransactionAbortedError.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, AsyncIterator
 
 from pylog.client.consumer import Consumer
 from pylog.client.producer import Producer
+from pylog.errors import TransactionAbortedError
 
 __all__ = ["AIOProducer", "AIOConsumer"]
 
@@ -97,7 +101,7 @@ class AIOProducer:
         try:
             while backlog:
                 args, deadline, fut = backlog[0]
-                if fut.cancelled():
+                if fut.done():          # cancelled, or its transaction aborted
                     backlog.popleft()
                     continue
                 try:
@@ -150,6 +154,29 @@ class AIOProducer:
     async def close(self, timeout: float | None = None) -> None:
         await self._backlog_sent()
         await asyncio.to_thread(self._producer.close, timeout)
+
+    # Transactions (a producer made with transactional_id): the round trips run in a
+    # worker thread; records still in the backlog belong to the transaction.
+
+    async def init_transactions(self) -> None:
+        await asyncio.to_thread(self._producer.init_transactions)
+
+    async def begin_transaction(self) -> None:
+        self._producer.begin_transaction()
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
+        await asyncio.to_thread(self._producer.send_offsets_to_transaction, offsets, group_metadata)
+
+    async def commit_transaction(self, timeout: float | None = None) -> None:
+        await self._backlog_sent()
+        await asyncio.to_thread(self._producer.commit_transaction, timeout)
+
+    async def abort_transaction(self, timeout: float | None = None) -> None:
+        for _args, _deadline, fut in self._backlog:     # (the drainer drops them)
+            if not fut.done():
+                fut.set_exception(TransactionAbortedError("the transaction was aborted before the record was sent"))
+        await self._backlog_sent()
+        await asyncio.to_thread(self._producer.abort_transaction, timeout)
 
     stop = close
 
