@@ -104,6 +104,7 @@ public final class Driver {
                     case "admin": d.admin(); break;
                     case "produce": d.produce(); break;
                     case "groups": d.groups(); break;
+                    case "transactions": d.transactions(); break;
                     default: throw new IllegalArgumentException("unknown section " + s);
                 }
             }
@@ -336,6 +337,96 @@ public final class Driver {
         p.put(ProducerConfig.BATCH_SIZE_CONFIG, "4096");
         p.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, "5");
         return new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+    }
+
+    // ---- transactions (issue #14) ----------------------------------------------------------
+
+    private KafkaProducer<byte[], byte[]> txnProducer(String tid) {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.CLIENT_ID_CONFIG, prefix + "-txn");
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, tid);
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        return new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+    }
+
+    private static byte[] b(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
+    }
+
+    /** A transaction committed with offsets, one aborted, one committed after it, a zombie
+     *  fenced by a second producer with the same transactional id; then what a
+     *  read_committed consumer reads, the group's offsets and the transaction's state. */
+    private void transactions() throws Exception {
+        String topic = n("txn");
+        String tid = n("tx");
+        String group = n("txg");
+        get(admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all());
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p1 = new TopicPartition(topic, 1);
+        String zombieOutcome;
+        try (KafkaProducer<byte[], byte[]> prod = txnProducer(tid)) {
+            prod.initTransactions();
+            prod.beginTransaction();
+            for (int i = 0; i < 10; i++) {
+                prod.send(new ProducerRecord<>(topic, i % 2, null, b("c" + i)));
+            }
+            prod.sendOffsetsToTransaction(Map.of(p0, new OffsetAndMetadata(3), p1, new OffsetAndMetadata(4)),
+                    new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+            prod.commitTransaction();
+            prod.beginTransaction();
+            for (int i = 0; i < 4; i++) {
+                prod.send(new ProducerRecord<>(topic, i % 2, null, b("aborted" + i)));
+            }
+            prod.flush();
+            prod.abortTransaction();
+            prod.beginTransaction();
+            prod.send(new ProducerRecord<>(topic, 0, null, b("last0")));
+            prod.send(new ProducerRecord<>(topic, 1, null, b("last1")));
+            prod.commitTransaction();
+            prod.beginTransaction();
+            prod.send(new ProducerRecord<>(topic, 0, null, b("zombie")));
+            prod.flush();
+            try (KafkaProducer<byte[], byte[]> fresh = txnProducer(tid)) {
+                fresh.initTransactions();   // fences prod and aborts its open transaction
+                try {
+                    prod.send(new ProducerRecord<>(topic, 1, null, b("zombie2"))).get(TIMEOUT_S, TimeUnit.SECONDS);
+                    prod.commitTransaction();
+                    zombieOutcome = "ok";
+                } catch (Exception e) {
+                    Throwable t = e instanceof ExecutionException ? e.getCause() : e;
+                    zombieOutcome = t.getClass().getSimpleName();
+                }
+                fresh.beginTransaction();
+                fresh.send(new ProducerRecord<>(topic, 1, null, b("fresh")));
+                fresh.commitTransaction();
+            }
+        }
+        emit("txn_zombie", Map.of("outcome", zombieOutcome));
+        Map<String, List<String>> read = new TreeMap<>();
+        try (KafkaConsumer<byte[], byte[]> c = consumer(null, Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG,
+                "read_committed"))) {
+            List<TopicPartition> tps = List.of(p0, p1);
+            c.assign(tps);
+            c.seekToBeginning(tps);
+            Map<TopicPartition, Long> end = c.endOffsets(tps);
+            waitFor("read_committed to the end", () -> {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(100))) {
+                    read.computeIfAbsent(String.valueOf(r.partition()), k -> new ArrayList<>())
+                            .add(new String(r.value(), StandardCharsets.UTF_8));
+                }
+                return c.position(p0) >= end.get(p0) && c.position(p1) >= end.get(p1);
+            });
+            emit("txn_read_committed", Map.of("values", read,
+                    "end_offsets", Map.of("0", end.get(p0), "1", end.get(p1))));
+        }
+        Map<TopicPartition, OffsetAndMetadata> committed =
+                get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata());
+        emit("txn_offsets", Map.of("0", committed.get(p0).offset(), "1", committed.get(p1).offset()));
+        var described = get(admin.describeTransactions(List.of(tid)).description(tid));
+        emit("txn_describe", Map.of("state", described.state().toString(),
+                "timeout_ms", described.transactionTimeoutMs(),
+                "topic_partitions", described.topicPartitions().size()));
     }
 
     private KafkaConsumer<byte[], byte[]> consumer(String group, Map<String, String> extra) {
