@@ -82,3 +82,69 @@ class FlakyTransport:
         # The first batch is refused; an idempotent producer's later ones then have a gap.
         rest = self._append(topic, partition, batches[1:], acks) if batches[1:] else []
         return [ProduceResult.failed(InvalidRecordError("refused"))] + rest
+
+
+def read_to_end(client, topic, partitions, isolation_level, wait_s=30):
+    """partition -> values a consumer at ``isolation_level`` gets from offset 0 up to the
+    end offsets it sees (the last stable offsets for read_committed)."""
+    import time
+
+    from pylog.broker.core import TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c = client.consumer(isolation_level=isolation_level, auto_offset_reset="earliest")
+    try:
+        c.assign(tps)
+        ends = c.end_offsets(tps)
+        out = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + wait_s
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"positions {[c.position(tp) for tp in tps]}, ends {ends}"
+            for r in c.poll(0.5):
+                out[r.partition].append(r.value)
+        return out
+    finally:
+        c.close()
+
+
+def offsets_follow_the_transaction(client, source, sink, group, transactional_id, wait_s=30):
+    """Consume-transform-produce with the offsets in the transaction: 8 records of
+    ``source`` read by a read_committed member of ``group``; the first 5 transformed
+    into ``sink`` with their offsets in a committed transaction (the group's offset
+    moves to 5), the rest in an aborted one (it stays; its output is never seen)."""
+    import time
+
+    from pylog.broker.core import OffsetAndMetadata, TopicPartition
+
+    client.create_topic(source, 1)
+    client.create_topic(sink, 1)
+    with client.producer() as feeder:
+        for i in range(8):
+            feeder.send(source, b"%d" % i, partition=0)
+    consumer = client.consumer(source, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+                               isolation_level="read_committed")
+    p = client.producer(transactional_id=transactional_id, linger_ms=0)
+    tp = TopicPartition(source, 0)
+    try:
+        p.init_transactions()
+        records = []
+        deadline = time.monotonic() + wait_s
+        while len(records) < 8:
+            assert time.monotonic() < deadline
+            records += consumer.poll(0.5)
+        p.begin_transaction()
+        for r in records[:5]:
+            p.send(sink, r.value * 2, partition=0)
+        p.send_offsets_to_transaction({tp: OffsetAndMetadata(records[4].offset + 1)}, consumer.group_metadata())
+        p.commit_transaction()
+        assert consumer.committed(tp).offset == 5
+        p.begin_transaction()
+        for r in records[5:]:
+            p.send(sink, r.value * 2, partition=0)
+        p.send_offsets_to_transaction({tp: records[-1].offset + 1}, group)      # by group id
+        p.abort_transaction()
+        assert consumer.committed(tp).offset == 5
+    finally:
+        p.close()
+        consumer.close()
+    assert read_to_end(client, sink, 1, "read_committed") == {0: [b"%d" % i * 2 for i in range(5)]}

@@ -21,30 +21,12 @@ import time
 import numpy as np
 import pytest
 
-from pylog.broker.core import OffsetAndMetadata, TopicPartition
+from pylog.broker.core import TopicPartition
 from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidProducerEpochError, ProducerFencedError,
                           TransactionAbortedError)
+from tests.client.helpers import offsets_follow_the_transaction, read_to_end
 
 WAIT_S = 30
-
-
-def _read_to_end(client, topic: str, partitions: int, isolation_level: str) -> dict[int, list[bytes]]:
-    """Every record a consumer at ``isolation_level`` gets from offset 0 up to the end
-    offsets it sees (the last stable offsets for read_committed)."""
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    c = client.consumer(isolation_level=isolation_level, auto_offset_reset="earliest")
-    try:
-        c.assign(tps)
-        ends = c.end_offsets(tps)
-        out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
-        deadline = time.monotonic() + WAIT_S
-        while any(c.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"positions {[c.position(tp) for tp in tps]}, ends {ends}"
-            for r in c.poll(0.5):
-                out[r.partition].append(r.value)
-        return out
-    finally:
-        c.close()
 
 
 def test_read_committed_sees_committed_transactions_only(client):
@@ -69,8 +51,8 @@ def test_read_committed_sees_committed_transactions_only(client):
                 p.abort_transaction()
     finally:
         p.close()
-    assert _read_to_end(client, "t", 2, "read_committed") == committed
-    assert _read_to_end(client, "t", 2, "read_uncommitted") == everything
+    assert read_to_end(client, "t", 2, "read_committed") == committed
+    assert read_to_end(client, "t", 2, "read_uncommitted") == everything
 
 
 def test_poll_batches_of_a_read_committed_consumer_skip_aborted_batches(client):
@@ -154,42 +136,11 @@ def test_records_not_sent_when_the_transaction_aborts_fail_and_are_never_appende
         p.commit_transaction()
     finally:
         p.close()
-    assert _read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"next"]}
+    assert read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"next"]}
 
 
 def test_send_offsets_to_transaction_commits_the_groups_offsets_with_the_transaction(client):
-    client.create_topic("in", 1)
-    client.create_topic("out", 1)
-    with client.producer() as feeder:
-        for i in range(8):
-            feeder.send("in", b"%d" % i, partition=0)
-    consumer = client.consumer("in", group_id="g", enable_auto_commit=False, auto_offset_reset="earliest",
-                               isolation_level="read_committed")
-    p = client.producer(transactional_id="eos", linger_ms=0)
-    tp = TopicPartition("in", 0)
-    try:
-        p.init_transactions()
-        records: list = []
-        deadline = time.monotonic() + WAIT_S
-        while len(records) < 8:
-            assert time.monotonic() < deadline
-            records += consumer.poll(0.5)
-        p.begin_transaction()
-        for r in records[:5]:
-            p.send("out", r.value * 2, partition=0)
-        p.send_offsets_to_transaction({tp: OffsetAndMetadata(records[4].offset + 1)}, consumer.group_metadata())
-        p.commit_transaction()
-        assert consumer.committed(tp).offset == 5
-        p.begin_transaction()
-        for r in records[5:]:
-            p.send("out", r.value * 2, partition=0)
-        p.send_offsets_to_transaction({tp: records[-1].offset + 1}, "g")
-        p.abort_transaction()
-        assert consumer.committed(tp).offset == 5
-    finally:
-        p.close()
-        consumer.close()
-    assert _read_to_end(client, "out", 1, "read_committed") == {0: [b"%d" % i * 2 for i in range(5)]}
+    offsets_follow_the_transaction(client, "in", "out", "g", "eos")
 
 
 def test_a_fenced_producer_ends_fatally_and_none_of_its_records_is_visible(client):
@@ -216,7 +167,7 @@ def test_a_fenced_producer_ends_fatally_and_none_of_its_records_is_visible(clien
     finally:
         zombie.close()
         successor.close()
-    assert _read_to_end(client, "t", 1, "read_committed") == {0: [b"successor"]}
+    assert read_to_end(client, "t", 1, "read_committed") == {0: [b"successor"]}
 
 
 def test_the_transaction_calls_are_refused_out_of_order(client):
@@ -266,5 +217,5 @@ def test_asyncio_producer_runs_transactions(client):
             await p.abort_transaction()
 
     asyncio.run(run())
-    assert _read_to_end(client, "t", 1, "read_committed") == {0: [b"c0", b"c1", b"c2"]}
-    assert _read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"c0", b"c1", b"c2", b"aborted"]}
+    assert read_to_end(client, "t", 1, "read_committed") == {0: [b"c0", b"c1", b"c2"]}
+    assert read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"c0", b"c1", b"c2", b"aborted"]}

@@ -61,6 +61,16 @@ Delivery
 - ``buffer_memory`` counts every record accepted and not yet answered, whether it waits,
   is out or waits for a retry.
 
+Transactions
+------------
+With ``transactional_id`` the producer is Kafka's transactional producer
+(``init_transactions``, ``begin_transaction``, ``send_offsets_to_transaction``,
+``commit_transaction``, ``abort_transaction``; :mod:`pylog.client.transactions` holds the
+state machine): its batches carry the transactional attribute, the sender adds each
+partition to the transaction before its first batch goes, a batch that fails for good
+(or would need an epoch bump) makes the transaction abortable instead of bumping the
+epoch, and ``send`` outside a transaction raises IllegalStateError.
+
 Threads
 -------
 ``send``, ``send_batch``, ``flush`` and ``close`` may be called from any thread.  One sender
@@ -297,6 +307,8 @@ class Producer(_core._ProducerCore):
         self._txn: TransactionManager | None = None
         self._produce_kw: dict[str, Any] = {}
         if transactional_id is not None:
+            transaction_timeout_ms = _positive_int("transaction_timeout_ms", transaction_timeout_ms, minimum=1,
+                                                   maximum=_INT32_MAX)
             self._txn = TransactionManager(self, transport, transactional_id, transaction_timeout_ms)
             self._produce_kw = {"transactional_id": transactional_id}
             # Records go only inside a transaction: a check before the core's send paths.

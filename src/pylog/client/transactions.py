@@ -83,11 +83,9 @@ class TransactionManager:
 
     def __init__(self, producer: Producer, transport: Any, transactional_id: str,
                  transaction_timeout_ms: int) -> None:
+        # (transaction_timeout_ms is checked by the producer with its other settings.)
         if not isinstance(transactional_id, str) or not transactional_id:
             raise InvalidConfigError(f"transactional_id must be a non-empty str, got {transactional_id!r}")
-        if isinstance(transaction_timeout_ms, bool) or not isinstance(transaction_timeout_ms, int) \
-                or not 0 < transaction_timeout_ms < 2**31:
-            raise InvalidConfigError(f"transaction_timeout_ms must be a positive int32, got {transaction_timeout_ms!r}")
         self._producer = producer
         self._transport = transport
         self.transactional_id = transactional_id

@@ -23,8 +23,8 @@ import time
 import pytest
 
 import pylog
-from pylog.broker.core import OffsetAndMetadata, TopicPartition
 from pylog.errors import InvalidProducerEpochError, ProducerFencedError
+from tests.client.helpers import offsets_follow_the_transaction, read_to_end
 from tests.kafka_ref.conftest import kafka_broker, kafka_jars  # noqa: F401
 from tests.server.util import unique
 
@@ -39,25 +39,6 @@ def client(kafka_broker):  # noqa: F811
     c = pylog.connect(kafka_broker.bootstrap)
     yield c
     c.close()
-
-
-def _read_to_end(client, topic: str, partitions: int, isolation_level: str) -> dict[int, list[bytes]]:
-    """Every record a consumer at ``isolation_level`` gets from offset 0 up to the end
-    offsets it sees (the last stable offsets for read_committed), per partition."""
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    c = client.consumer(isolation_level=isolation_level, auto_offset_reset="earliest")
-    try:
-        c.assign(tps)
-        ends = c.end_offsets(tps)
-        out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
-        deadline = time.monotonic() + WAIT_S
-        while any(c.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"positions {[c.position(tp) for tp in tps]}, ends {ends}"
-            for r in c.poll(0.5):
-                out[r.partition].append(r.value)
-        return out
-    finally:
-        c.close()
 
 
 def _confluent_read_committed(bootstrap: str, topic: str, expected: int) -> dict[int, list[bytes]]:
@@ -110,47 +91,14 @@ def test_committed_and_aborted_transactions_as_read_committed_consumers_see_them
         assert p.transaction_state == "READY"
     finally:
         p.close()
-    assert _read_to_end(client, topic, 2, "read_committed") == committed
-    assert _read_to_end(client, topic, 2, "read_uncommitted") == everything
+    assert read_to_end(client, topic, 2, "read_committed") == committed
+    assert read_to_end(client, topic, 2, "read_uncommitted") == everything
     assert _confluent_read_committed(kafka_broker.bootstrap, topic, 21) == committed
 
 
 def test_send_offsets_to_transaction_moves_the_groups_offsets_with_the_commit(client):
-    source, sink, group = unique("txn-src"), unique("txn-sink"), unique("txn-group")
-    client.create_topic(source, 1)
-    client.create_topic(sink, 1)
-    with client.producer() as feeder:
-        for i in range(10):
-            feeder.send(source, b"%d" % i)
-    consumer = client.consumer(source, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-                               isolation_level="read_committed")
-    p = client.producer(transactional_id=unique("txn-eos"), linger_ms=0)
-    tp = TopicPartition(source, 0)
-    try:
-        p.init_transactions()
-        records: list = []
-        deadline = time.monotonic() + WAIT_S
-        while len(records) < 10:
-            assert time.monotonic() < deadline
-            records += consumer.poll(0.5)
-        # Transaction 1: the first 6 records, transformed, with their offsets: committed.
-        p.begin_transaction()
-        for r in records[:6]:
-            p.send(sink, r.value + b"-out", partition=0)
-        p.send_offsets_to_transaction({tp: OffsetAndMetadata(records[5].offset + 1)}, consumer.group_metadata())
-        p.commit_transaction()
-        assert consumer.committed(tp).offset == 6
-        # Transaction 2: the rest, aborted: neither the output nor the offsets count.
-        p.begin_transaction()
-        for r in records[6:]:
-            p.send(sink, r.value + b"-out", partition=0)
-        p.send_offsets_to_transaction({tp: OffsetAndMetadata(records[-1].offset + 1)}, consumer.group_metadata())
-        p.abort_transaction()
-        assert consumer.committed(tp).offset == 6
-    finally:
-        p.close()
-        consumer.close()
-    assert _read_to_end(client, sink, 1, "read_committed") == {0: [b"%d-out" % i for i in range(6)]}
+    offsets_follow_the_transaction(client, unique("txn-src"), unique("txn-sink"), unique("txn-group"),
+                                   unique("txn-eos"))
 
 
 def test_a_zombie_producer_is_fenced_and_none_of_its_records_is_visible(client):
@@ -181,4 +129,4 @@ def test_a_zombie_producer_is_fenced_and_none_of_its_records_is_visible(client):
     finally:
         zombie.close()
         successor.close()
-    assert _read_to_end(client, topic, 1, "read_committed") == {0: [b"successor"]}
+    assert read_to_end(client, topic, 1, "read_committed") == {0: [b"successor"]}

@@ -40,6 +40,11 @@ _ADD_PARTITIONS_CLIENT_VERSION = 3
 _CONCURRENT_BACKOFF_S = 0.02
 
 
+def _first_error(codes: Iterable[int]) -> int:
+    """The first non-zero code (0: none): the one that says whether to retry."""
+    return next((c for c in codes if c), 0)
+
+
 class TxnOps:
     """The transaction requests over ``groups``' network client (see the module docstring)."""
 
@@ -94,11 +99,8 @@ class TxnOps:
                  v3_and_below_topics=[R.AddPartitionsToTxnTopic(name=t, partitions=ps) for t, ps in topics.items()])
 
         def code_of(resp: Any) -> int:
-            for t in resp.results_by_topic_v3_and_below:
-                for p in t.results_by_partition:
-                    if p.partition_error_code:
-                        return p.partition_error_code
-            return 0
+            return _first_error(p.partition_error_code for t in resp.results_by_topic_v3_and_below
+                                for p in t.results_by_partition)
 
         try:
             resp = self._call(transactional_id, CoordinatorType.TRANSACTION, ApiKey.ADD_PARTITIONS_TO_TXN, body,
@@ -158,11 +160,7 @@ class TxnOps:
             return req
 
         def code_of(resp: Any) -> int:
-            for t in resp.topics:
-                for p in t.partitions:
-                    if p.error_code:
-                        return p.error_code
-            return 0
+            return _first_error(p.error_code for t in resp.topics for p in t.partitions)
 
         try:
             resp = self._call(group_id, CoordinatorType.GROUP, ApiKey.TXN_OFFSET_COMMIT, body, code_of)
