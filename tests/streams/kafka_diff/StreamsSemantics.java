@@ -1,0 +1,113 @@
+import com.fasterxml.jackson.databind.*;
+import com.fasterxml.jackson.databind.node.*;
+import java.io.*;
+import java.time.*;
+import java.util.*;
+import org.apache.kafka.common.serialization.*;
+import org.apache.kafka.common.*;
+import org.apache.kafka.streams.*;
+import org.apache.kafka.streams.kstream.*;
+import org.apache.kafka.streams.test.*;
+
+/**
+ * Runs one topology per input line through Apache Kafka Streams' own TopologyTestDriver (record
+ * caches off) and prints what it wrote, as JSON: the reference side of test_kafka_diff.py.
+ * Input lines: {"topo": NAME, "params": {...}, "inputs": [[TOPIC, KEY, VALUE, TS], ...]}.
+ */
+public class StreamsSemantics {
+  static final ObjectMapper M = new ObjectMapper();
+  public static void main(String[] a) throws Exception {
+    BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+    String line;
+    while ((line = in.readLine()) != null) {
+      JsonNode sc = M.readTree(line);
+      System.out.println(M.writeValueAsString(run(sc)));
+      System.out.flush();
+    }
+  }
+  static String wk(Windowed<String> w) { return w.key() + "," + w.window().start() + "," + w.window().end(); }
+  static JsonNode run(JsonNode sc) {
+    String topo = sc.get("topo").asText();
+    JsonNode p = sc.get("params");
+    StreamsBuilder b = new StreamsBuilder();
+    boolean longOut = true;
+    Consumed<String,String> c = Consumed.with(Serdes.String(), Serdes.String());
+    switch (topo) {
+      case "tw": {
+        TimeWindows w = TimeWindows.ofSizeAndGrace(Duration.ofMillis(p.get("size").asLong()), Duration.ofMillis(p.get("grace").asLong())).advanceBy(Duration.ofMillis(p.get("advance").asLong()));
+        TimeWindowedKStream<String,String> ws = b.stream("in", c).groupByKey().windowedBy(w);
+        String emit = p.get("emit").asText();
+        if (emit.equals("final")) ws = ws.emitStrategy(EmitStrategy.onWindowClose());
+        KTable<Windowed<String>,Long> t = ws.count();
+        if (emit.equals("suppress")) t = t.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        t.toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
+      case "session": {
+        SessionWindows w = SessionWindows.ofInactivityGapAndGrace(Duration.ofMillis(p.get("gap").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        SessionWindowedKStream<String,String> ws = b.stream("in", c).groupByKey().windowedBy(w);
+        String emit = p.get("emit").asText();
+        if (emit.equals("final")) ws = ws.emitStrategy(EmitStrategy.onWindowClose());
+        ws.count().toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
+      case "sliding": {
+        SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).count().toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
+      case "ssjoin": {
+        longOut = false;
+        JoinWindows w = JoinWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("diff").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        if (p.has("before")) w = w.before(Duration.ofMillis(p.get("before").asLong()));
+        if (p.has("after")) w = w.after(Duration.ofMillis(p.get("after").asLong()));
+        KStream<String,String> l = b.stream("l", c), r = b.stream("r", c);
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        StreamJoined<String,String,String> sj = StreamJoined.with(Serdes.String(), Serdes.String(), Serdes.String());
+        String kind = p.get("kind").asText();
+        KStream<String,String> o = kind.equals("inner") ? l.join(r, j, w, sj) : kind.equals("left") ? l.leftJoin(r, j, w, sj) : l.outerJoin(r, j, w, sj);
+        o.to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "ttjoin": {
+        longOut = false;
+        KTable<String,String> ta = b.table("a", c), tb = b.table("b", c);
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        String kind = p.get("kind").asText();
+        KTable<String,String> o = kind.equals("inner") ? ta.join(tb, j) : kind.equals("left") ? ta.leftJoin(tb, j) : ta.outerJoin(tb, j);
+        o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "suppress_time": {
+        b.stream("in", c).groupByKey().count().suppress(Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), Suppressed.BufferConfig.unbounded())).toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
+      default: throw new RuntimeException(topo);
+    }
+    Properties props = new Properties();
+    props.put(StreamsConfig.APPLICATION_ID_CONFIG, "app");
+    props.put("__emit.interval.ms.kstreams.windowed.aggregation__", 0L);
+    props.put("statestore.cache.max.bytes", sc.has("cache") ? sc.get("cache").asLong() : 0L);
+    props.put("__emit.interval.ms.kstreams.outer.join.spurious.results.fix__", 0L);
+    if (sc.has("store") && sc.get("store").asText().equals("in_memory")) props.put(StreamsConfig.DSL_STORE_SUPPLIERS_CLASS_CONFIG, org.apache.kafka.streams.state.BuiltInDslStoreSuppliers.InMemoryDslStoreSuppliers.class);
+    ObjectNode res = M.createObjectNode();
+    ArrayNode out = res.putArray("out");
+    try (TopologyTestDriver d = new TopologyTestDriver(b.build(), props, Instant.ofEpochMilli(0))) {
+      Map<String, TestInputTopic<String,String>> tops = new HashMap<>();
+      for (JsonNode r : sc.get("inputs")) {
+        String t = r.get(0).asText();
+        TestInputTopic<String,String> ti = tops.computeIfAbsent(t, x -> d.createInputTopic(x, new StringSerializer(), new StringSerializer()));
+        ti.pipeInput(r.get(1).isNull() ? null : r.get(1).asText(), r.get(2).isNull() ? null : r.get(2).asText(), r.get(3).asLong());
+      }
+      if (longOut) {
+        for (TestRecord<String,Long> r : d.createOutputTopic("out", new StringDeserializer(), new LongDeserializer()).readRecordsToList()) {
+          ArrayNode x = out.addArray(); x.add(r.key()); if (r.value() == null) x.addNull(); else x.add(r.value()); x.add(r.timestamp());
+        }
+      } else {
+        for (TestRecord<String,String> r : d.createOutputTopic("out", new StringDeserializer(), new StringDeserializer()).readRecordsToList()) {
+          ArrayNode x = out.addArray(); x.add(r.key()); x.add(r.value()); x.add(r.timestamp());
+        }
+      }
+      double dropped = 0;
+      for (Map.Entry<MetricName, ? extends Metric> e : d.metrics().entrySet()) {
+        if (e.getKey().name().equals("dropped-records-total")) dropped += ((Number) e.getValue().metricValue()).doubleValue();
+      }
+      res.put("dropped", (long) dropped);
+    }
+    return res;
+  }
+}
