@@ -451,8 +451,9 @@ class ProducerStateManager:
     def load_snapshot(self, log_end_offset: int, at_or_below: int | None = None) -> int:
         """Load the newest valid snapshot at or below ``log_end_offset`` (and at or
         below ``at_or_below`` when given: a replay must start there, e.g. to rebuild
-        the ``.txnindex`` of segments from there on); delete snapshots above the log end
-        offset (they describe data the log no longer has) and any that fail their CRC.
+        the ``.txnindex`` of segments from there on; the newer ones are still checked);
+        delete snapshots above the log end offset (they describe data the log no longer
+        has) and any that fail their checks, with a WARN.
 
         Returns the offset from which the caller must replay batch headers (0 if none).
         """
@@ -463,14 +464,15 @@ class ProducerStateManager:
             if offset > log_end_offset:
                 os.unlink(path)
                 continue
-            if offset > limit:
-                continue
+            # A newer snapshot than the replay may start from is read all the same (into
+            # a scratch state): a damaged file is reported and removed wherever it is.
+            target = self if offset <= limit else ProducerStateManager(self.log_dir)
             try:
                 with open(path, "rb") as f:
                     data = f.read(MAX_SNAPSHOT_BYTES + 1)
                 if len(data) > MAX_SNAPSHOT_BYTES:
                     raise ValueError(f"larger than {MAX_SNAPSHOT_BYTES} bytes")
-                self._decode_snapshot(data, offset)
+                target._decode_snapshot(data, offset)
             except (ValueError, struct.error, OSError) as exc:
                 self.truncate()
                 older = [o for o in self.list_snapshots() if o < offset]
@@ -481,6 +483,8 @@ class ProducerStateManager:
                     os.unlink(path)
                 except OSError:
                     pass
+                continue
+            if target is not self:
                 continue
             self.map_end_offset = offset
             return offset
