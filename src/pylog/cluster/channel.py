@@ -23,8 +23,10 @@ Thread safety: the dataclasses are immutable; :class:`InProcessChannel` and
 
 from __future__ import annotations
 
+import base64
+import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, Union
+from typing import Any, Callable, Iterable, Mapping, Protocol, Union
 
 from pylog.cluster.coordination import EndPoint, TopicPartition
 from pylog.errors import PylogError
@@ -32,7 +34,9 @@ from pylog.errors import PylogError
 __all__ = [
     "LiveBroker", "PartitionState", "LeaderAndIsrRequest", "UpdateMetadataRequest",
     "StopReplicaPartition", "StopReplicaRequest", "ControllerRequest", "ControllerResponse",
-    "ControllerChannel", "InProcessChannel", "MetadataCache", "EPOCH_DURING_DELETE",
+    "ControllerChannel", "InProcessChannel", "MetadataCache", "EPOCH_DURING_DELETE", "LEADER_DURING_DELETE",
+    "answer_all_ok", "leader_and_isr_to_wire", "leader_and_isr_from_wire", "update_metadata_to_wire",
+    "update_metadata_from_wire", "stop_replica_to_wire", "stop_replica_from_wire",
 ]
 
 #: StopReplica's leader epoch for a partition being deleted (Kafka's EpochDuringDelete):
@@ -230,3 +234,127 @@ def live_brokers_of(registrations: Iterable) -> tuple[LiveBroker, ...]:
     """LiveBroker entries of BrokerRegistrations, by broker id."""
     return tuple(LiveBroker(r.broker_id, tuple(r.endpoints), r.rack)
                  for r in sorted(registrations, key=lambda r: r.broker_id))
+
+
+# ----------------------------------------------------------------------------- over the wire
+
+#: UpdateMetadata's leader of a partition whose topic is being deleted (Kafka's LeaderDuringDelete).
+LEADER_DURING_DELETE = -2
+#: Kafka's SecurityProtocol ids, as UpdateMetadata carries them.
+SECURITY_PROTOCOL_IDS = {"PLAINTEXT": 0, "SSL": 1, "SASL_PLAINTEXT": 2, "SASL_SSL": 3}
+_SECURITY_PROTOCOL_NAMES = {v: k for k, v in SECURITY_PROTOCOL_IDS.items()}
+
+
+def topic_uuid(topic_id: str | None) -> uuid.UUID:
+    """ZooKeeper's topic id (URL-safe base64, no padding) as the wire's UUID (zero: none)."""
+    if not topic_id:
+        return uuid.UUID(int=0)
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(topic_id + "=" * (-len(topic_id) % 4)))
+
+
+def topic_id_text(value: uuid.UUID) -> str | None:
+    if value.int == 0:
+        return None
+    return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
+
+
+def _grouped(states: Iterable[PartitionState]) -> dict[str, list[PartitionState]]:
+    out: dict[str, list[PartitionState]] = {}
+    for s in states:
+        out.setdefault(s.topic, []).append(s)
+    return out
+
+
+def leader_and_isr_to_wire(request: LeaderAndIsrRequest) -> Any:
+    """The LeaderAndIsr v7 message (v2+ layout) of ``request``."""
+    from pylog.protocol import messages as m
+    M = m.LeaderAndIsrRequest
+    return M(controller_id=request.controller_id, controller_epoch=request.controller_epoch,
+             broker_epoch=request.broker_epoch, type=0,
+             topic_states=[M.LeaderAndIsrTopicState(
+                 topic_name=topic, topic_id=topic_uuid(request.topic_ids.get(topic)),
+                 partition_states=[M.LeaderAndIsrPartitionState(
+                     topic_name=topic, partition_index=s.partition, controller_epoch=s.controller_epoch,
+                     leader=s.leader, leader_epoch=s.leader_epoch, isr=list(s.isr), partition_epoch=s.zk_version,
+                     replicas=list(s.replicas), adding_replicas=list(s.adding_replicas),
+                     removing_replicas=list(s.removing_replicas), is_new=s.is_new) for s in states])
+                 for topic, states in _grouped(request.partition_states).items()],
+             live_leaders=[M.LeaderAndIsrLiveLeader(broker_id=b.broker_id, host_name=b.endpoints[0].host,
+                                                    port=b.endpoints[0].port)
+                           for b in request.live_leaders if b.endpoints])
+
+
+def leader_and_isr_from_wire(msg: Any) -> LeaderAndIsrRequest:
+    """A decoded LeaderAndIsr (v2+) as the broker's replica manager takes it."""
+    states, ids = [], {}
+    for t in msg.topic_states:
+        ids[t.topic_name] = topic_id_text(t.topic_id)
+        for p in t.partition_states:
+            states.append(PartitionState(t.topic_name, p.partition_index, p.controller_epoch, p.leader,
+                                         p.leader_epoch, tuple(p.isr), p.partition_epoch, tuple(p.replicas),
+                                         tuple(p.adding_replicas), tuple(p.removing_replicas), (), p.is_new))
+    leaders = tuple(LiveBroker(b.broker_id, (EndPoint("PLAINTEXT", b.host_name, b.port),)) for b in msg.live_leaders)
+    return LeaderAndIsrRequest(msg.controller_id, msg.controller_epoch, msg.broker_epoch, tuple(states), ids, leaders)
+
+
+def update_metadata_to_wire(request: UpdateMetadataRequest) -> Any:
+    """The UpdateMetadata v8 message (v5+ layout); deleted partitions carry leader -2."""
+    from pylog.protocol import messages as m
+    M = m.UpdateMetadataRequest
+    topics: dict[str, list[Any]] = {}
+    for s in request.partition_states:
+        topics.setdefault(s.topic, []).append(M.UpdateMetadataPartitionState(
+            topic_name=s.topic, partition_index=s.partition, controller_epoch=s.controller_epoch, leader=s.leader,
+            leader_epoch=s.leader_epoch, isr=list(s.isr), zk_version=s.zk_version, replicas=list(s.replicas),
+            offline_replicas=list(s.offline_replicas)))
+    for topic, partition in request.deleted:
+        topics.setdefault(topic, []).append(M.UpdateMetadataPartitionState(
+            topic_name=topic, partition_index=partition, controller_epoch=request.controller_epoch,
+            leader=LEADER_DURING_DELETE, leader_epoch=-1, isr=[], zk_version=-1, replicas=[], offline_replicas=[]))
+    return M(controller_id=request.controller_id, controller_epoch=request.controller_epoch,
+             broker_epoch=request.broker_epoch,
+             topic_states=[M.UpdateMetadataTopicState(topic_name=t, topic_id=topic_uuid(request.topic_ids.get(t)),
+                                                      partition_states=ps) for t, ps in topics.items()],
+             live_brokers=[M.UpdateMetadataBroker(
+                 id=b.broker_id, rack=b.rack,
+                 endpoints=[M.UpdateMetadataEndpoint(port=e.port, host=e.host, listener=e.listener_name,
+                                                     security_protocol=SECURITY_PROTOCOL_IDS.get(e.security_protocol, 0))
+                            for e in b.endpoints]) for b in request.live_brokers])
+
+
+def update_metadata_from_wire(msg: Any) -> UpdateMetadataRequest:
+    states, deleted, ids = [], [], {}
+    for t in msg.topic_states:
+        ids[t.topic_name] = topic_id_text(t.topic_id)
+        for p in t.partition_states:
+            if p.leader == LEADER_DURING_DELETE:
+                deleted.append((t.topic_name, p.partition_index))
+                continue
+            states.append(PartitionState(t.topic_name, p.partition_index, p.controller_epoch, p.leader,
+                                         p.leader_epoch, tuple(p.isr), p.zk_version, tuple(p.replicas),
+                                         offline_replicas=tuple(p.offline_replicas)))
+    brokers = tuple(LiveBroker(b.id, tuple(EndPoint(e.listener, e.host, e.port,
+                                                    _SECURITY_PROTOCOL_NAMES.get(e.security_protocol, "PLAINTEXT"))
+                                           for e in b.endpoints), b.rack) for b in msg.live_brokers)
+    live_ids = {t: i for t, i in ids.items() if any(s.topic == t for s in states)}
+    return UpdateMetadataRequest(msg.controller_id, msg.controller_epoch, msg.broker_epoch, tuple(states), brokers,
+                                 live_ids, tuple(deleted))
+
+
+def stop_replica_to_wire(request: StopReplicaRequest) -> Any:
+    """The StopReplica v4 message (v3+ layout: a leader epoch and a delete flag per partition)."""
+    from pylog.protocol import messages as m
+    M = m.StopReplicaRequest
+    topics: dict[str, list[Any]] = {}
+    for p in request.partitions:
+        topics.setdefault(p.topic, []).append(M.StopReplicaPartitionState(
+            partition_index=p.partition, leader_epoch=p.leader_epoch, delete_partition=p.delete))
+    return M(controller_id=request.controller_id, controller_epoch=request.controller_epoch,
+             broker_epoch=request.broker_epoch,
+             topic_states=[M.StopReplicaTopicState(topic_name=t, partition_states=ps) for t, ps in topics.items()])
+
+
+def stop_replica_from_wire(msg: Any) -> StopReplicaRequest:
+    return StopReplicaRequest(msg.controller_id, msg.controller_epoch, msg.broker_epoch, tuple(
+        StopReplicaPartition(t.topic_name, p.partition_index, p.leader_epoch, p.delete_partition)
+        for t in msg.topic_states for p in t.partition_states))

@@ -71,13 +71,16 @@ from pylog.cluster.coordination import (BrokerRegistration, ControllerEpoch, Coo
 from pylog.cluster.placement import assign_replicas_to_brokers
 from pylog.errors import (BrokerNotAvailableError, ElectionNotNeededError, EligibleLeadersNotAvailableError,
                           FencedLeaderEpochError, IneligibleReplicaError, InvalidPartitionsError,
-                          InvalidReplicaAssignmentError, InvalidReplicationFactorError, InvalidTopicError,
+                          InvalidReplicaAssignmentError, InvalidReplicationFactorError, InvalidRequestError,
+                          InvalidTopicError,
                           InvalidUpdateVersionError, NoReassignmentInProgressError, NotControllerError,
                           NotLeaderError, PreferredLeaderNotAvailableError, PylogError,
                           ReassignmentInProgressError, StaleBrokerEpochError, TopicAlreadyExistsError,
                           UnknownTopicOrPartitionError)
 
 __all__ = ["Controller", "ControllerConfig", "ElectionType", "ZkAdmin", "NO_LEADER",
+           "answer_alter_partition", "answer_controlled_shutdown", "answer_elect_leaders",
+           "answer_alter_partition_reassignments", "answer_list_partition_reassignments",
            "LEADER_REPLICATION_THROTTLED_REPLICAS", "FOLLOWER_REPLICATION_THROTTLED_REPLICAS"]
 
 log = logging.getLogger(__name__)
@@ -552,6 +555,11 @@ class Controller:
                                          self._live_brokers(),
                                          {t: a.topic_id for t, a in self._assignments.items()})
 
+    def topic_name(self, topic_id: str | None) -> str | None:
+        """The topic with ``topic_id`` (None: no such topic)."""
+        with self._lock:
+            return next((t for t, a in self._assignments.items() if topic_id and a.topic_id == topic_id), None)
+
     def partition_state(self, topic: str, partition: int) -> LeaderAndIsr | None:
         """The controller's cached state of a partition (None: unknown or not initialised)."""
         with self._lock:
@@ -566,7 +574,8 @@ class Controller:
             reg = self._live.get(broker)
             if reg is None:
                 continue
-            states = tuple(dataclasses.replace(self._partition_state(tp), is_new=new)
+            # LeaderAndIsr carries no offline replicas (UpdateMetadata does).
+            states = tuple(dataclasses.replace(self._partition_state(tp), is_new=new, offline_replicas=())
                            for tp, new in sorted(tps.items()) if tp in self._states)
             if not states:
                 continue
@@ -1146,19 +1155,33 @@ class Controller:
         replicas = tuple(dict.fromkeys(target + origin))
         moving = ReplicaAssignment(replicas, tuple(r for r in target if r not in origin),
                                    tuple(r for r in origin if r not in target))
-        partitions = dict(self._assignments[topic].partitions)
         if not (moving.adding_replicas or moving.removing_replicas):
             moving = ReplicaAssignment(target)
+        # Replicas a previous reassignment was adding that this one does not want (all of
+        # them, on a cancel) are stopped and deleted at once, as Kafka does.
+        unneeded = set(current.replicas) - set(moving.replicas)
+        state = self._states[tp]
+        if unneeded and not set(state.isr) - unneeded:
+            raise InvalidReplicaAssignmentError(
+                f"{topic}-{p}: dropping replicas {sorted(unneeded)} would leave no in-sync replica (ISR "
+                f"{list(state.isr)}); wait until a replica of {list(target)} is in sync")
+        partitions = dict(self._assignments[topic].partitions)
         partitions[p] = moving
         self._write_assignment(topic, partitions)
         batch = _Batch()
+        if unneeded:
+            if state.leader in unneeded:
+                self._elect_leader(tp, "reassign", batch)
+            self._remove_from_isr(tp, unneeded, batch)
+            for r in unneeded:
+                batch.stop_replica[r][tp] = True
         if moving.adding_replicas or moving.removing_replicas:
             # New replicas learn the partition (as followers), in a new leader epoch.
             state = self._states[tp]
             self._write_state(tp, dataclasses.replace(state, leader_epoch=state.leader_epoch + 1))
-            self._tell_replicas(batch, tp)
-        else:
-            batch.update_metadata.add(tp)
+        self._tell_replicas(batch, tp)
+        # A leaderless partition may have an eligible replica now.
+        self._elect_offline(batch, [tp])
         self._send(batch)
         self._maybe_complete_reassignment(tp)
 
@@ -1233,3 +1256,110 @@ class Controller:
                     if (wanted is None or tp in wanted)
                     and (self._assignments[tp[0]].partitions[tp[1]].adding_replicas
                          or self._assignments[tp[0]].partitions[tp[1]].removing_replicas)}
+
+
+# ----------------------------------------------------------------------------- over the wire
+# The controller's requests as a broker's server answers them: decoded messages in (any
+# version pylog.protocol speaks), response messages out. A broker that is not the
+# controller answers NOT_CONTROLLER, and the sender looks the controller up again.
+
+def _code(error: PylogError | None) -> int:
+    return 0 if error is None else error.error_code
+
+
+def _message(error: PylogError | None) -> str | None:
+    return None if error is None else str(error)
+
+
+def answer_alter_partition(controller: Controller, msg: Any, version: int) -> Any:
+    """AlterPartition v0-3 (topics by name up to v1, by id from v2)."""
+    from pylog.protocol import messages as m
+    from pylog.cluster.channel import topic_id_text
+    R = m.AlterPartitionResponse
+    if not controller.is_active:
+        return R(error_code=NotControllerError.error_code)
+    topics = []
+    for t in msg.topics:
+        name = t.topic_name if version < 2 else controller.topic_name(topic_id_text(t.topic_id))
+        partitions = []
+        for p in t.partitions:
+            new_isr = tuple(p.new_isr) if version < 3 else tuple(b.broker_id for b in p.new_isr_with_epochs)
+            try:
+                if name is None:
+                    raise UnknownTopicOrPartitionError(f"no topic has id {t.topic_id}")
+                got = controller.alter_partition(msg.broker_id, msg.broker_epoch, name, p.partition_index,
+                                                 replication.AlterPartition(msg.broker_id, p.leader_epoch, new_isr,
+                                                                            p.partition_epoch))
+                partitions.append(R.PartitionData(partition_index=p.partition_index, leader_id=got.leader,
+                                                  leader_epoch=got.leader_epoch, isr=list(got.isr),
+                                                  partition_epoch=got.partition_epoch))
+            except NotControllerError:
+                return R(error_code=NotControllerError.error_code)
+            except StaleBrokerEpochError as e:
+                return R(error_code=e.error_code)
+            except PylogError as e:
+                partitions.append(R.PartitionData(partition_index=p.partition_index, error_code=e.error_code,
+                                                  leader_id=-1, leader_epoch=-1, isr=[], partition_epoch=-1))
+        topics.append(R.TopicData(topic_name=t.topic_name, topic_id=t.topic_id, partitions=partitions))
+    return R(topics=topics)
+
+
+def answer_controlled_shutdown(controller: Controller, msg: Any) -> Any:
+    from pylog.protocol import messages as m
+    R = m.ControlledShutdownResponse
+    try:
+        remaining = controller.controlled_shutdown(msg.broker_id, msg.broker_epoch)
+    except PylogError as e:
+        return R(error_code=e.error_code)
+    return R(remaining_partitions=[R.RemainingPartition(topic_name=t, partition_index=p) for t, p in remaining])
+
+
+def answer_elect_leaders(controller: Controller, msg: Any) -> Any:
+    from pylog.protocol import messages as m
+    R = m.ElectLeadersResponse
+    wanted = None if msg.topic_partitions is None else [(t.topic, p) for t in msg.topic_partitions
+                                                        for p in t.partitions]
+    try:
+        results = controller.elect_leaders(ElectionType(msg.election_type), wanted)
+    except PylogError as e:
+        return R(error_code=e.error_code)
+    except ValueError:
+        return R(error_code=InvalidRequestError.error_code)  # an election type Kafka does not have
+    by_topic: dict[str, list[Any]] = {}
+    for (t, p), error in sorted(results.items()):
+        by_topic.setdefault(t, []).append(R.PartitionResult(partition_id=p, error_code=_code(error),
+                                                            error_message=_message(error)))
+    return R(replica_election_results=[R.ReplicaElectionResult(topic=t, partition_result=r)
+                                       for t, r in by_topic.items()])
+
+
+def answer_alter_partition_reassignments(controller: Controller, msg: Any) -> Any:
+    from pylog.protocol import messages as m
+    R = m.AlterPartitionReassignmentsResponse
+    wanted = {(t.name, p.partition_index): (None if p.replicas is None else list(p.replicas))
+              for t in msg.topics for p in t.partitions}
+    try:
+        results = controller.alter_partition_reassignments(wanted)
+    except PylogError as e:
+        return R(error_code=e.error_code, error_message=str(e))
+    by_topic: dict[str, list[Any]] = {}
+    for (t, p), error in sorted(results.items()):
+        by_topic.setdefault(t, []).append(R.ReassignablePartitionResponse(
+            partition_index=p, error_code=_code(error), error_message=_message(error)))
+    return R(responses=[R.ReassignableTopicResponse(name=t, partitions=ps) for t, ps in by_topic.items()])
+
+
+def answer_list_partition_reassignments(controller: Controller, msg: Any) -> Any:
+    from pylog.protocol import messages as m
+    R = m.ListPartitionReassignmentsResponse
+    wanted = None if msg.topics is None else [(t.name, p) for t in msg.topics for p in t.partition_indexes]
+    try:
+        moving = controller.list_partition_reassignments(wanted)
+    except PylogError as e:
+        return R(error_code=e.error_code, error_message=str(e))
+    by_topic: dict[str, list[Any]] = {}
+    for (t, p), a in sorted(moving.items()):
+        by_topic.setdefault(t, []).append(R.OngoingPartitionReassignment(
+            partition_index=p, replicas=list(a.replicas), adding_replicas=list(a.adding_replicas),
+            removing_replicas=list(a.removing_replicas)))
+    return R(topics=[R.OngoingTopicReassignment(name=t, partitions=ps) for t, ps in by_topic.items()])
