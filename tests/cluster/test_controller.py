@@ -129,6 +129,14 @@ def test_one_controller_is_elected_and_the_epoch_fences_the_next(cluster):
     assert all(x.active_controller_id == 1 for x in c.controllers.values())
 
 
+def test_losing_the_controller_znode_resigns_at_once(cluster):
+    c = cluster()
+    first = c.active
+    c.admin_session.store.delete("/controller")
+    assert not first.is_active or first.epoch.epoch == 2
+    assert c.controller_epoch() == 2 and len([x for x in c.controllers.values() if x.is_active]) == 1
+
+
 def test_create_topic_initial_states_and_what_brokers_are_told(cluster):
     c = cluster(brokers=(1, 2, 3, 4))
     created = c.admin.create_topic("t", 4, 3)

@@ -428,8 +428,10 @@ class Controller:
         if kind in ("elect", "controller_change"):
             if kind == "controller_change":
                 self.active_controller_id = event[1]
-                if event[1] is not None and event[1] != self.broker_id and self.is_active:
-                    self._resign()  # someone else holds /controller: we are stale
+                if event[1] != self.broker_id and self.is_active:
+                    # /controller is gone or someone else's: this controller is stale (Kafka's
+                    # maybeResign); with it gone, compete again (a new epoch).
+                    self._resign()
                 if event[1] is not None:
                     return
             self._try_to_become_controller()
