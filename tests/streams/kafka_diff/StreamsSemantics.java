@@ -76,6 +76,30 @@ public class StreamsSemantics {
       case "suppress_time": {
         b.stream("in", c).groupByKey().count().suppress(Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), Suppressed.BufferConfig.unbounded())).toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
         break; }
+      case "groupby": {
+        // words re-keyed through a repartition topic, counted and concatenated
+        KGroupedStream<String,String> g = b.stream("in", c).flatMapValues(v -> Arrays.asList(v.split(" ")))
+            .groupBy((k, w) -> w, Grouped.with(Serdes.String(), Serdes.String()));
+        g.count().toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        g.reduce((x, y) -> x + y).toStream().mapValues(v -> (long) v.length()).to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
+      case "stjoin": {
+        longOut = false;
+        KTable<String,String> t = b.table("t", c);
+        KStream<String,String> st = b.stream("s", c);
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        if (p.get("kind").asText().equals("inner")) st.join(t, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        else st.leftJoin(t, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "global": {
+        longOut = false;
+        GlobalKTable<String,String> g = b.globalTable("g", c);
+        KStream<String,String> st = b.stream("s", c);
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        KeyValueMapper<String,String,String> sel = (k, v) -> v.substring(0, 1);
+        if (p.get("kind").asText().equals("inner")) st.join(g, sel, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        else st.leftJoin(g, sel, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
       default: throw new RuntimeException(topo);
     }
     Properties props = new Properties();

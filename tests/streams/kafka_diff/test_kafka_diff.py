@@ -7,7 +7,8 @@ timestamps and the ``dropped-records`` count included.
 Covered: time windows (tumbling, hopping; emit on update, on window close, suppressed),
 session windows (update, on close), sliding windows, stream-stream joins (inner, left,
 outer; asymmetric windows, grace), table-table joins (inner, left, outer, tombstones),
-suppress until a time limit.
+suppress until a time limit, grouping through a repartition topic (count, reduce),
+stream-table and stream-globaltable joins.
 
 Needs Java and the jars: Kafka's (``tests/kafka_ref/target/classpath.txt``, written by the
 kafka_ref tests' Maven run) and ``kafka-streams-test-utils`` in ``~/.m2`` (not in the
@@ -32,7 +33,7 @@ from pylog.streams import (EmitStrategy, JoinWindows, Serdes, SessionWindows, Sl
 HERE = Path(__file__).resolve().parent
 KAFKA_CLASSPATH = HERE.parents[1] / "kafka_ref" / "target" / "classpath.txt"
 TEST_UTILS = Path.home() / ".m2/repository/org/apache/kafka/kafka-streams-test-utils"
-TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time")
+TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global")
 SEED = int(os.environ.get("PYLOG_KAFKA_DIFF_SEED", "15"))
 
 S = Serdes.string()
@@ -74,6 +75,22 @@ def build(sc):
         ta = b.table("a"); tb = b.table("b")
         j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
         {"inner": ta.join, "left": ta.left_join, "outer": ta.outer_join}[p["kind"]](tb, j).to_stream().to("out")
+    elif t == "groupby":
+        g = b.stream("in").flat_map_values(lambda v: v.split(" ")).group_by(lambda k, w: w)
+        g.count().to_stream().to("out", value_serde=L)
+        g.reduce(lambda x, y: x + y).to_stream().map_values(len).to("out", value_serde=L)
+    elif t == "stjoin":
+        long_out = False
+        tb = b.table("t")
+        st = b.stream("s")
+        j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
+        (st.join if p["kind"] == "inner" else st.left_join)(tb, j).to("out")
+    elif t == "global":
+        long_out = False
+        g = b.global_table("g")
+        st = b.stream("s")
+        j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
+        (st.join if p["kind"] == "inner" else st.left_join)(g, j, key_selector=lambda k, v: v[0]).to("out")
     elif t == "suppress_time":
         b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"])).to_stream().to("out", value_serde=L)
     return b, long_out
@@ -91,7 +108,19 @@ def run_py(sc):
 def gen(rnd, topo):
     n = rnd.randint(1, 25); keys = "abc"[:rnd.randint(1, 3)]
     span = rnd.choice([20, 60, 150])
-    if topo in ("tw", "session", "sliding", "suppress_time"):
+    if topo == "groupby":
+        words = "xyz"
+        inputs = [["in", rnd.choice(keys), " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 3))),
+                   rnd.randint(0, span)] for _ in range(n)]
+    elif topo in ("stjoin", "global"):
+        table = "t" if topo == "stjoin" else "g"
+        inputs = []
+        for i in range(n):
+            if rnd.random() < 0.4:
+                inputs.append([table, rnd.choice(keys), rnd.choice([None, f"v{i}"]), rnd.randint(0, span)])
+            else:
+                inputs.append(["s", rnd.choice(keys), rnd.choice(keys) + f"{i}", rnd.randint(0, span)])
+    elif topo in ("tw", "session", "sliding", "suppress_time"):
         inputs = [["in", rnd.choice(keys), "v", rnd.randint(0, span)] for _ in range(n)]
     elif topo == "ssjoin":
         inputs = [[rnd.choice("lr"), rnd.choice(keys), f"v{i}", rnd.randint(0, span)] for i in range(n)]
@@ -106,6 +135,8 @@ def gen(rnd, topo):
         if rnd.random() < 0.3: p["before"] = rnd.randint(0, 15)
         if rnd.random() < 0.3: p["after"] = rnd.randint(0, 15)
     elif topo == "ttjoin": p = {"kind": rnd.choice(["inner", "left", "outer"])}
+    elif topo in ("stjoin", "global"): p = {"kind": rnd.choice(["inner", "left"])}
+    elif topo == "groupby": p = {}
     else: p = {"limit": rnd.randint(0, 30)}
     return {"topo": topo, "params": p, "inputs": inputs}
 
