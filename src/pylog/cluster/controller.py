@@ -716,10 +716,7 @@ class Controller:
     def _elect_leader(self, tp: TopicPartition, strategy: str, batch: _Batch,
                       allow_unclean: bool = False) -> PylogError | None:
         """Elect and write; None on success, else why not."""
-        for _ in range(3):
-            state = self._states.get(tp)
-            if state is None:
-                return EligibleLeadersNotAvailableError(f"{tp[0]}-{tp[1]} is not initialised")
+        def elect(state: LeaderAndIsr) -> LeaderAndIsr | PylogError:
             chosen = self._choose(tp, strategy, allow_unclean)
             if chosen is None:
                 if strategy == "preferred":
@@ -727,11 +724,26 @@ class Controller:
                         f"the preferred replica {self._replicas(tp)[0]} of {tp[0]}-{tp[1]} is not live and in the ISR")
                 return EligibleLeadersNotAvailableError(f"no live replica of {tp[0]}-{tp[1]} may lead it")
             leader, isr = chosen
+            return dataclasses.replace(state, leader=leader, isr=isr, leader_epoch=state.leader_epoch + 1)
+        if tp not in self._states:
+            return EligibleLeadersNotAvailableError(f"{tp[0]}-{tp[1]} is not initialised")
+        return self._change_state(tp, elect, batch)
+
+    def _change_state(self, tp: TopicPartition, change: Callable[[LeaderAndIsr], LeaderAndIsr | PylogError | None],
+                      batch: _Batch) -> PylogError | None:
+        """Compare-and-set ``change(current state)`` (None: nothing to change; an error:
+        refused), deciding again on what is stored when a leader changed the ISR meanwhile;
+        the partition's replicas are told on success."""
+        for _ in range(3):
+            state = self._states.get(tp)
+            if state is None:
+                return None
+            new = change(state)
+            if new is None or isinstance(new, PylogError):
+                return new
             try:
-                self._write_state(tp, dataclasses.replace(state, leader=leader, isr=isr,
-                                                          leader_epoch=state.leader_epoch + 1))
+                self._write_state(tp, new)
             except InvalidUpdateVersionError:
-                # A leader changed the ISR meanwhile: decide again on what is there now.
                 got = self.coordination.get_partition_state(*tp)
                 if got is not None:
                     self._states[tp] = got
@@ -753,22 +765,13 @@ class Controller:
     def _remove_from_isr(self, tp: TopicPartition, replicas: set[int], batch: _Batch) -> None:
         """Take ``replicas`` out of the ISR (never leaving it empty); a leader among them
         leaves the partition leaderless. Bumps the leader epoch."""
-        for _ in range(3):
-            state = self._states.get(tp)
-            if state is None or not (set(state.isr) & replicas or state.leader in replicas):
-                return
-            isr = tuple(r for r in state.isr if r not in replicas) or (state.isr[-1:] if state.isr else ())
+        def remove(state: LeaderAndIsr) -> LeaderAndIsr | None:
+            if not (set(state.isr) & replicas or state.leader in replicas):
+                return None
+            isr = tuple(r for r in state.isr if r not in replicas) or tuple(state.isr[-1:])
             leader = NO_LEADER if state.leader in replicas else state.leader
-            try:
-                self._write_state(tp, dataclasses.replace(state, leader=leader, isr=isr,
-                                                          leader_epoch=state.leader_epoch + 1))
-            except InvalidUpdateVersionError:
-                got = self.coordination.get_partition_state(*tp)
-                if got is not None:
-                    self._states[tp] = got
-                continue
-            self._tell_replicas(batch, tp)
-            return
+            return dataclasses.replace(state, leader=leader, isr=isr, leader_epoch=state.leader_epoch + 1)
+        self._change_state(tp, remove, batch)
 
     # -- brokers -------------------------------------------------------------------------
 
