@@ -25,32 +25,13 @@ CFG = {"application.id": "app", "default.key.serde": S, "default.value.serde": S
 records = st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 120)), max_size=40)
 
 
-def run(build, inputs):
-    b = StreamsBuilder(CFG)
-    build(b.stream("in").group_by_key())
-    with TopologyTestDriver(b.build(), CFG, initial_wall_clock_time_ms=0) as d:
-        i = d.create_input_topic("in", S, S)
-        for k, ts in inputs:
-            i.pipe_input(k, "v", ts)
-        out = [(r.key[0], r.key[1], r.key[2], r.value, r.timestamp)
-               for r in d.create_output_topic("out", S, L).read_records_to_list()]
-        return out, d.metrics().get("dropped-records", 0)
-
-
 def to_out(table):
     table.to_stream().map(lambda w, v: (f"{w.key},{w.window.start},{w.window.end}", v)).to("out", value_serde=L)
 
 
-def parse(out):
-    return [(k.split(",")[0], int(k.split(",")[1]), int(k.split(",")[2]), v, ts) for k, _, _, v, ts in
-            [(key, None, None, v, ts) for key, *_, v, ts in out]]
-
-
 def run_windows(make_table, inputs):
-    def build(grouped):
-        to_out(make_table(grouped))
     b = StreamsBuilder(CFG)
-    build(b.stream("in").group_by_key())
+    to_out(make_table(b.stream("in").group_by_key()))
     with TopologyTestDriver(b.build(), CFG, initial_wall_clock_time_ms=0) as d:
         i = d.create_input_topic("in", S, S)
         for k, ts in inputs:

@@ -21,16 +21,6 @@ log = logging.getLogger("pylog.streams")
 _TS = struct.Struct(">q")
 
 
-def ts_value(value_bytes: bytes, ts: int) -> bytes:
-    return _TS.pack(ts) + value_bytes
-
-
-def split_ts_value(raw: Optional[bytes]) -> Tuple[Optional[bytes], int]:
-    if raw is None:
-        return None, -1
-    return raw[8:], _TS.unpack_from(raw)[0]
-
-
 class _Base(Processor):
     __slots__ = ("context", "forward")
 
@@ -212,19 +202,25 @@ class TimestampedKV:
             self.store.put(self.kser(key), _TS.pack(ts) + self.vser(value))
 
 
-class TableSource(_Base):
-    """Turns a changelog stream into table updates; with a store, keeps the table and
-    sends the old value along."""
+class _TableNode(_Base):
+    """A KTable processor that keeps its table in a store when it is materialised."""
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self.kv: Optional[TimestampedKV] = None
+    table: Any
+    kv: Optional[TimestampedKV] = None
 
     def init(self, context: Any) -> None:
         super().init(context)
         t = self.table
         if t.store_name is not None:
             self.kv = TimestampedKV(context.get_state_store(t.store_name), t.store_key_serde(), t.store_value_serde())
+
+
+class TableSource(_TableNode):
+    """Turns a changelog stream into table updates; with a store, keeps the table and
+    sends the old value along."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
 
     def process(self, record: Record) -> None:
         key = record.key
@@ -241,20 +237,13 @@ class TableSource(_Base):
         self.forward(Record(key, Change(record.value, old), record.timestamp, record.headers))
 
 
-class TableTransform(_Base):
+class TableTransform(_TableNode):
     """KTable filter / filter_not / map_values: ``compute(key, value) -> value | None``."""
 
     def __init__(self, table: Any, compute: Callable[[Any, Any], Any], is_filter: bool) -> None:
         self.table = table
         self.compute = compute
         self.is_filter = is_filter
-        self.kv: Optional[TimestampedKV] = None
-
-    def init(self, context: Any) -> None:
-        super().init(context)
-        t = self.table
-        if t.store_name is not None:
-            self.kv = TimestampedKV(context.get_state_store(t.store_name), t.store_key_serde(), t.store_value_serde())
 
     def process(self, record: Record) -> None:
         key, change = record.key, record.value

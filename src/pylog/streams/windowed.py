@@ -116,11 +116,15 @@ class _WindowedBase(P._Base):
         if upper < 0:
             return
         lower = 0 if self.last_emit_close == NO_TIMESTAMP else max(0, self.last_emit_close - size) + 1
+        self._emit_windows(record, lower, upper, size)
+        self.last_emit_close = close
+
+    def _emit_windows(self, record: Record, lower: int, upper: int, size: int) -> None:
+        """Forward every window starting in [lower, upper], by start then key."""
         if upper >= lower:
             for (kb, start), raw in list(self.store.fetch_all(lower, upper)):
                 self.forward(Record(Windowed(self.kde(kb), Window(start, start + size)),
                                     Change(self.vde(raw[8:]), None), _TS.unpack_from(raw)[0], record.headers))
-        self.last_emit_close = close
 
 
 class TimeWindowAggregate(_WindowedBase):
@@ -271,10 +275,7 @@ class SlidingWindowAggregate(_WindowedBase):
         if upper < 0:
             return
         lower = 0 if self.last_emit_close == NO_TIMESTAMP else max(0, self.last_emit_close - d)
-        if upper >= lower:
-            for (kb, start), raw in list(self.store.fetch_all(lower, upper)):
-                self.forward(Record(Windowed(self.kde(kb), Window(start, start + d)),
-                                    Change(self.vde(raw[8:]), None), _TS.unpack_from(raw)[0], record.headers))
+        self._emit_windows(record, lower, upper, d)
         self.last_emit_close = close
 
 
