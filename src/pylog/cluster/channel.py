@@ -268,7 +268,7 @@ def _grouped(states: Iterable[PartitionState]) -> dict[str, list[PartitionState]
 def leader_and_isr_to_wire(request: LeaderAndIsrRequest) -> Any:
     """The LeaderAndIsr v7 message (v2+ layout) of ``request``."""
     from pylog.protocol import messages as m
-    M = m.LeaderAndIsrRequest
+    M: Any = m.LeaderAndIsrRequest
     return M(controller_id=request.controller_id, controller_epoch=request.controller_epoch,
              broker_epoch=request.broker_epoch, type=0,
              topic_states=[M.LeaderAndIsrTopicState(
@@ -300,7 +300,7 @@ def leader_and_isr_from_wire(msg: Any) -> LeaderAndIsrRequest:
 def update_metadata_to_wire(request: UpdateMetadataRequest) -> Any:
     """The UpdateMetadata v8 message (v5+ layout); deleted partitions carry leader -2."""
     from pylog.protocol import messages as m
-    M = m.UpdateMetadataRequest
+    M: Any = m.UpdateMetadataRequest
     topics: dict[str, list[Any]] = {}
     for s in request.partition_states:
         topics.setdefault(s.topic, []).append(M.UpdateMetadataPartitionState(
@@ -344,7 +344,7 @@ def update_metadata_from_wire(msg: Any) -> UpdateMetadataRequest:
 def stop_replica_to_wire(request: StopReplicaRequest) -> Any:
     """The StopReplica v4 message (v3+ layout: a leader epoch and a delete flag per partition)."""
     from pylog.protocol import messages as m
-    M = m.StopReplicaRequest
+    M: Any = m.StopReplicaRequest
     topics: dict[str, list[Any]] = {}
     for p in request.partitions:
         topics.setdefault(p.topic, []).append(M.StopReplicaPartitionState(

@@ -475,11 +475,15 @@ class Controller:
         with self._lock:
             self.process_events()
             self._require_active()
+            # Events queued meanwhile (answers the channel gives at once, watches our own
+            # writes fire) wait until the request is done, as events wait for each other.
+            draining, self._draining = self._draining, True
             try:
                 yield
             except _Resigned:
                 raise NotControllerError(f"broker {self.broker_id} is no longer the controller") from None
             finally:
+                self._draining = draining
                 self.process_events()
 
     def _require_active(self) -> ControllerEpoch:
@@ -596,8 +600,8 @@ class Controller:
                           for (t, p), delete in sorted(tps.items()))
             self.channel.send(broker, StopReplicaRequest(self.broker_id, epoch.epoch, reg.broker_epoch, parts))
         if batch.update_metadata or batch.update_metadata_all or batch.deleted:
-            tps = self._all_partitions() if batch.update_metadata_all else sorted(batch.update_metadata)
-            states = tuple(self._partition_state(tp) for tp in tps
+            wanted = self._all_partitions() if batch.update_metadata_all else sorted(batch.update_metadata)
+            states = tuple(self._partition_state(tp) for tp in wanted
                            if tp in self._states and tp[0] not in self._deleting)
             live = self._live_brokers()
             for broker, reg in sorted(self._live.items()):
@@ -778,8 +782,11 @@ class Controller:
     def _on_broker_change(self) -> None:
         current = set(self.coordination.get_live_broker_ids())
         known = set(self._live)
-        registrations = {b: self.coordination.get_broker(b) for b in current}
-        registrations = {b: r for b, r in registrations.items() if r is not None}
+        registrations: dict[int, BrokerRegistration] = {}
+        for b in current:
+            reg = self.coordination.get_broker(b)
+            if reg is not None:
+                registrations[b] = reg
         bounced = {b for b in current & known
                    if b in registrations and registrations[b].broker_epoch != self._live[b].broker_epoch}
         dead = (known - set(registrations)) | bounced
@@ -1095,7 +1102,11 @@ class Controller:
             if now_ms - self._last_imbalance_check_ms < self.config.leader_imbalance_check_interval_seconds * 1000:
                 return {}
             self._last_imbalance_check_ms = now_ms
-            return self._rebalance()
+            try:
+                with self._request():
+                    return self._rebalance()
+            except NotControllerError:
+                return {}
 
     def _rebalance(self) -> dict[TopicPartition, PylogError | None]:
         by_preferred: dict[int, list[TopicPartition]] = collections.defaultdict(list)
@@ -1113,12 +1124,8 @@ class Controller:
         if not todo:
             return {}
         batch = _Batch()
-        try:
-            out = self._elect(ElectionType.PREFERRED, todo, batch)
-            self._send(batch)
-        except (_Resigned, NotControllerError):
-            return {}
-        self.process_events()
+        out = self._elect(ElectionType.PREFERRED, todo, batch)
+        self._send(batch)
         return out
 
     # -- reassignment (KIP-455) ------------------------------------------------------------
@@ -1280,7 +1287,7 @@ def answer_alter_partition(controller: Controller, msg: Any, version: int) -> An
     """AlterPartition v0-3 (topics by name up to v1, by id from v2)."""
     from pylog.protocol import messages as m
     from pylog.cluster.channel import topic_id_text
-    R = m.AlterPartitionResponse
+    R: Any = m.AlterPartitionResponse
     if not controller.is_active:
         return R(error_code=NotControllerError.error_code)
     topics = []
@@ -1311,7 +1318,7 @@ def answer_alter_partition(controller: Controller, msg: Any, version: int) -> An
 
 def answer_controlled_shutdown(controller: Controller, msg: Any) -> Any:
     from pylog.protocol import messages as m
-    R = m.ControlledShutdownResponse
+    R: Any = m.ControlledShutdownResponse
     try:
         remaining = controller.controlled_shutdown(msg.broker_id, msg.broker_epoch)
     except PylogError as e:
@@ -1321,7 +1328,7 @@ def answer_controlled_shutdown(controller: Controller, msg: Any) -> Any:
 
 def answer_elect_leaders(controller: Controller, msg: Any) -> Any:
     from pylog.protocol import messages as m
-    R = m.ElectLeadersResponse
+    R: Any = m.ElectLeadersResponse
     wanted = None if msg.topic_partitions is None else [(t.topic, p) for t in msg.topic_partitions
                                                         for p in t.partitions]
     try:
@@ -1340,7 +1347,7 @@ def answer_elect_leaders(controller: Controller, msg: Any) -> Any:
 
 def answer_alter_partition_reassignments(controller: Controller, msg: Any) -> Any:
     from pylog.protocol import messages as m
-    R = m.AlterPartitionReassignmentsResponse
+    R: Any = m.AlterPartitionReassignmentsResponse
     wanted = {(t.name, p.partition_index): (None if p.replicas is None else list(p.replicas))
               for t in msg.topics for p in t.partitions}
     try:
@@ -1356,7 +1363,7 @@ def answer_alter_partition_reassignments(controller: Controller, msg: Any) -> An
 
 def answer_list_partition_reassignments(controller: Controller, msg: Any) -> Any:
     from pylog.protocol import messages as m
-    R = m.ListPartitionReassignmentsResponse
+    R: Any = m.ListPartitionReassignmentsResponse
     wanted = None if msg.topics is None else [(t.name, p) for t in msg.topics for p in t.partition_indexes]
     try:
         moving = controller.list_partition_reassignments(wanted)
