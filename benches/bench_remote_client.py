@@ -15,6 +15,10 @@ records, one partition, every client on the same loopback server:
 - end-to-end p99 at 10,000 records/s (producer linger 0, a consumer thread in the same
   process): at most 2 ms.  confluent-kafka measured the same way is the peer.
 
+Issue #14's, against pylog itself: ``send`` in transactions committed every 100 ms
+(``pylog-txn``) at least 0.8x the idempotent ``send``; ``poll`` at read_committed
+(``pylog-read_committed``) at least 0.9x read_uncommitted.
+
 Two ways to run it:
 
 - asv (``asv run --python=same --quick -b bench_remote_client``): every client is a
@@ -59,6 +63,8 @@ BATCH_SIZE = 16_384
 #: consumer fetches only inside ``poll``, so leaves no such wait behind.
 PEER_FETCH_WAIT_MS = 10
 LINGER_MS = 5
+#: The transactional producer commits this often (issue #14's benchmark).
+TXN_COMMIT_S = 0.1
 
 
 def _quiet_import_kafka():
@@ -95,6 +101,32 @@ class _PylogProducer:
 class _PylogSendBatch(_PylogProducer):
     def run(self, topic: str, vals: list[bytes]) -> None:
         self.producer.send_batch(topic, vals).result()
+
+
+class _PylogTransactional(_PylogProducer):
+    """``send`` in transactions committed every :data:`TXN_COMMIT_S` (issue #14: at least
+    0.8x the idempotent producer's records/s on the same data)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        import pylog
+
+        self.client = pylog.connect(bootstrap)
+        self.producer = self.client.producer(acks="all", linger_ms=LINGER_MS, batch_size=BATCH_SIZE,
+                                             buffer_memory=256 << 20, transactional_id=f"bench-{time.time_ns()}")
+        self.producer.init_transactions()
+
+    def run(self, topic: str, vals: list[bytes]) -> None:
+        p = self.producer
+        send = p.send
+        p.begin_transaction()
+        next_commit = time.monotonic() + TXN_COMMIT_S
+        for i, v in enumerate(vals):
+            send(topic, v)
+            if not i % 1000 and time.monotonic() >= next_commit:
+                p.commit_transaction()
+                p.begin_transaction()
+                next_commit = time.monotonic() + TXN_COMMIT_S
+        p.commit_transaction()
 
 
 class _ConfluentProducer:
@@ -162,7 +194,7 @@ class _KafkaPythonProducer:
         self.producer.close(10)
 
 
-PRODUCERS = {"pylog": _PylogProducer, "pylog-send_batch": _PylogSendBatch,
+PRODUCERS = {"pylog": _PylogProducer, "pylog-send_batch": _PylogSendBatch, "pylog-txn": _PylogTransactional,
              "confluent": _ConfluentProducer, "aiokafka": _AiokafkaProducer,
              "kafka-python": _KafkaPythonProducer}
 
@@ -194,6 +226,19 @@ class _PylogConsumer:
     def close(self) -> None:
         self.consumer.close()
         self.client.close()
+
+
+class _PylogReadCommitted(_PylogConsumer):
+    """``poll`` at read_committed (issue #14: at least 0.9x read_uncommitted): the fetches
+    stop at the last stable offset and carry the aborted transactions (none here)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        import pylog
+
+        self.client = pylog.connect(bootstrap)
+        self.consumer = self.client.consumer(auto_offset_reset="earliest", enable_auto_commit=False,
+                                             max_poll_records=CONSUME_CHUNK, isolation_level="read_committed")
+        self.consumer.assign([(topic, 0)])
 
 
 class _PylogBatchConsumer(_PylogConsumer):
@@ -303,7 +348,8 @@ class _KafkaPythonConsumer:
         self.consumer.close()
 
 
-CONSUMERS = {"pylog": _PylogConsumer, "pylog-batches": _PylogBatchConsumer, "confluent": _ConfluentConsumer,
+CONSUMERS = {"pylog": _PylogConsumer, "pylog-batches": _PylogBatchConsumer,
+             "pylog-read_committed": _PylogReadCommitted, "confluent": _ConfluentConsumer,
              "aiokafka": _AiokafkaConsumer, "kafka-python": _KafkaPythonConsumer}
 
 
@@ -560,6 +606,9 @@ def _report(result: dict, out) -> None:
         print(f"  send {send / med['produce'][peer]:6.2f}x {peer:13s} send_batch {batch / med['produce'][peer]:6.2f}x"
               f"   consume {poll / med['consume'][peer]:6.2f}x   poll_batches {batches / med['consume'][peer]:6.2f}x",
               file=out)
+    print(f"transactions: send in transactions committed every {TXN_COMMIT_S * 1000:.0f} ms "
+          f"{med['produce']['pylog-txn'] / send:.2f}x idempotent send; read_committed poll "
+          f"{med['consume']['pylog-read_committed'] / poll:.2f}x read_uncommitted", file=out)
     print("end-to-end p99 ms at %d records/s: %s" % (LATENCY_RATE, ", ".join(
         f"{k} {med['latency_p99_ms'][k]:.2f} ({', '.join(f'{x:.2f}' for x in v)})"
         for k, v in result["latency_p99_ms"].items())), file=out)
