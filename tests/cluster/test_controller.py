@@ -10,6 +10,7 @@ made the change and each controller handles its events there and then.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 
 import pytest
@@ -21,9 +22,11 @@ from pylog.cluster.controller import Controller, ControllerConfig, ElectionType,
 from pylog.cluster.coordination import BrokerRegistration, Coordination, EndPoint
 from pylog.cluster.coordination_memory import MemoryZooKeeper
 from pylog.errors import (BrokerNotAvailableError, ElectionNotNeededError, FencedLeaderEpochError,
-                          IneligibleReplicaError, InvalidReplicaAssignmentError, InvalidUpdateVersionError,
+                          IneligibleReplicaError, InvalidPartitionsError, InvalidReplicaAssignmentError,
+                          InvalidReplicationFactorError, InvalidTopicError, InvalidUpdateVersionError,
                           NoReassignmentInProgressError, NotControllerError, NotLeaderError,
-                          PreferredLeaderNotAvailableError, StaleBrokerEpochError, TopicAlreadyExistsError)
+                          PreferredLeaderNotAvailableError, StaleBrokerEpochError, TopicAlreadyExistsError,
+                          UnknownTopicOrPartitionError)
 
 
 class Cluster:
@@ -422,3 +425,64 @@ def test_alter_partition_is_a_compare_and_set(cluster):
     for r in c.channel.requests(3, UpdateMetadataRequest):
         cache.update(r)
     assert cache.partitions[("t", 0)].isr == (1, 2) and cache.under_replicated() == [("t", 0)]
+
+
+def test_create_topic_errors_are_kafkas(cluster):
+    c = cluster()
+    with pytest.raises(InvalidReplicationFactorError, match="larger than available brokers: 3"):
+        c.admin.create_topic("t", 1, 4)
+    with pytest.raises(InvalidTopicError):
+        c.admin.create_topic("a/b", 1, 1)
+    with pytest.raises(InvalidReplicaAssignmentError, match="not live"):
+        c.admin.create_topic("t", 1, 1, assignment={0: [9]})
+    with pytest.raises(InvalidReplicaAssignmentError, match="twice"):
+        c.admin.create_topic("t", 1, 1, assignment={0: [1, 1]})
+    c.admin.create_topic("t", 1, 2)
+    with pytest.raises(InvalidPartitionsError):
+        c.admin.create_partitions("t", 1)
+    with pytest.raises(UnknownTopicOrPartitionError):
+        c.admin.delete_topic("nope")
+
+
+def test_reassignment_throttle_is_recorded_as_kafkas_tool_does(cluster):
+    c = cluster(brokers=(1, 2, 3, 4))
+    c.admin.create_topic("t", 2, 2, assignment={0: [1, 2], 1: [2, 3]})
+    c.admin.set_reassignment_throttle({("t", 0): [3, 4], ("t", 1): [2, 3]}, 10_000_000)
+    config = c.admin_session.get_entity_config("topics", "t")
+    assert config["leader.replication.throttled.replicas"] == "0:1,0:2,1:2,1:3"
+    assert config["follower.replication.throttled.replicas"] == "0:3,0:4"
+    for b in (1, 2, 3, 4):
+        broker = c.admin_session.get_entity_config("brokers", b)
+        assert broker["leader.replication.throttled.rate"] == broker["follower.replication.throttled.rate"] == \
+            "10000000"
+    c.admin.clear_reassignment_throttle(["t"], [1, 2, 3, 4])
+    assert "leader.replication.throttled.replicas" not in c.admin_session.get_entity_config("topics", "t")
+    assert c.admin_session.get_entity_config("brokers", 1) == {}
+
+
+def test_isr_change_notifications_of_kafka_2_leaders_reach_the_metadata(cluster):
+    c = cluster()
+    c.admin.create_topic("t", 1, 3, assignment={0: [1, 2, 3]})
+    s = c.state("t")
+    # A Kafka 2.x leader writes the ISR itself, then notifies the controller.
+    c.sessions[1].update_partition_state("t", 0, dataclasses.replace(s, isr=(1, 2)), controller_epoch=None)
+    c.channel.clear()
+    with c.paused():
+        c.sessions[1].propagate_isr_changes([("t", 0)])
+    assert c.active.partition_state("t", 0).isr == (1, 2)
+    cache = MetadataCache()
+    cache.update(c.channel.requests(3, UpdateMetadataRequest)[-1])
+    assert cache.partitions[("t", 0)].isr == (1, 2)
+    assert c.admin_session.get_isr_change_notifications() == []
+
+
+def test_a_topic_moving_is_deleted_once_its_reassignment_ends(cluster):
+    c = cluster(brokers=(1, 2, 3))
+    c.admin.create_topic("t", 1, 2, assignment={0: [1, 2]})
+    c.active.alter_partition_reassignments({("t", 0): [1, 3]})
+    with c.paused():
+        c.admin.delete_topic("t")
+    assert c.admin_session.get_topic_assignment("t") is not None  # ineligible while it moves
+    s = c.state("t")
+    c.active.alter_partition(1, -1, "t", 0, replication.AlterPartition(1, s.leader_epoch, (1, 2, 3), s.zk_version))
+    assert c.admin_session.get_topics() == []

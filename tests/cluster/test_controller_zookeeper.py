@@ -104,3 +104,26 @@ def test_failover_through_a_real_session_expiry_fences_the_old_controller(broker
         b.sessions[first.broker_id].update_partition_state(
             "t", 0, dataclasses.replace(stale, leader_epoch=stale.leader_epoch + 1), controller_epoch=old_epoch)
     assert zk.get_partition_state("t", 0) == stale
+
+
+def test_broker_loss_and_controlled_shutdown_on_zookeeper(brokers):
+    b = brokers
+    b.pump(lambda: len(b.active()) == 1, "a controller")
+    (controller,) = b.active()
+    others = sorted(set(b.controllers) - {controller.broker_id})
+    zk = b.admin_session
+    ZkAdmin(zk).create_topic("t", 2, 2, assignment={0: [others[0], others[1]], 1: [others[1], controller.broker_id]})
+    b.pump(lambda: controller.partition_state("t", 1) is not None, "the topic")
+    # Controlled shutdown of others[1]: both partitions it leads or follows move off it.
+    assert controller.controlled_shutdown(others[1]) == []
+    assert zk.get_partition_state("t", 0).isr == (others[0],)
+    assert zk.get_partition_state("t", 1).leader == controller.broker_id
+    # The broker stops: its session closes, the controller sees it go; nothing goes offline.
+    stopped = b.controllers.pop(others[1])
+    stopped.close()
+    b.sessions.pop(others[1]).close()
+    b.pump(lambda: [x.broker_id for x in controller.metadata().live_brokers] == sorted(b.controllers),
+           "the broker loss")
+    for p in (0, 1):
+        state = zk.get_partition_state("t", p)
+        assert state.leader in b.controllers and others[1] not in state.isr
