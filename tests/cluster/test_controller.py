@@ -19,7 +19,8 @@ from pylog.cluster import replication
 from pylog.cluster.channel import (InProcessChannel, LeaderAndIsrRequest, MetadataCache, StopReplicaRequest,
                                    UpdateMetadataRequest, answer_all_ok)
 from pylog.cluster.controller import Controller, ControllerConfig, ElectionType, ZkAdmin
-from pylog.cluster.coordination import BrokerRegistration, Coordination, EndPoint
+from pylog.cluster.coordination import (BrokerRegistration, Coordination, EndPoint, ReplicaAssignment,
+                                        TopicAssignment)
 from pylog.cluster.coordination_memory import MemoryZooKeeper
 from pylog.errors import (BrokerNotAvailableError, ElectionNotNeededError, FencedLeaderEpochError,
                           IneligibleReplicaError, InvalidPartitionsError, InvalidReplicaAssignmentError,
@@ -250,6 +251,13 @@ def test_unclean_election_when_the_topic_allows_it(cluster):
     got = c.active.elect_leaders(ElectionType.UNCLEAN, [("u", 0), ("t", 0)])
     assert got[("u", 0)] is None and isinstance(got[("t", 0)], ElectionNotNeededError)
     assert c.state("u").leader == 2
+    # A topic config change applies at the next election, without a failover.
+    c.admin_session.create_topic(TopicAssignment("v", {0: ReplicaAssignment((1, 3))}, "AAAAAAAAAAAAAAAAAAAAAQ"))
+    c.kill(3)
+    assert c.state("v").leader == -1 and c.state("v").isr == (3,)
+    c.admin_session.set_entity_config("topics", "v", {"unclean.leader.election.enable": "true"})
+    c.start(1)
+    assert (c.state("v").leader, c.state("v").isr) == (1, (1,))
 
 
 def test_failover_loads_state_and_fences_the_zombie(cluster):

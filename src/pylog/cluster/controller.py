@@ -536,7 +536,10 @@ class Controller:
         return sorted((t, p) for t, a in self._assignments.items() for p in a.partitions)
 
     def _unclean_allowed(self, topic: str) -> bool:
-        value = _truthy(self._topic_configs.get(topic, {}).get(UNCLEAN_LEADER_ELECTION_ENABLE))
+        # Read when needed (elections without a live ISR member are rare), so a config
+        # change applies without a watch on /config/changes.
+        self._topic_configs[topic] = self.coordination.get_entity_config("topics", topic)
+        value = _truthy(self._topic_configs[topic].get(UNCLEAN_LEADER_ELECTION_ENABLE))
         return self.config.unclean_leader_election_enable if value is None else value
 
     def _partition_state(self, tp: TopicPartition) -> PartitionState:
@@ -763,7 +766,8 @@ class Controller:
             state = self._states.get(tp)
             if state is None or tp[0] in self._deleting or self._is_live(state.leader):
                 continue
-            if self._elect_leader(tp, "offline", batch, self._unclean_allowed(tp[0])) is not None:
+            clean = self._choose(tp, "offline") is not None
+            if self._elect_leader(tp, "offline", batch, not clean and self._unclean_allowed(tp[0])) is not None:
                 log.info("controller %d: %s-%d stays offline: no live ISR member", self.broker_id, *tp)
 
     def _remove_from_isr(self, tp: TopicPartition, replicas: set[int], batch: _Batch) -> None:
