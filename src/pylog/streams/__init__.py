@@ -23,6 +23,7 @@ from .kstream import BranchedKStream, KStream
 from .ktable import GlobalKTable, KTable
 from .options import (Branched, Consumed, Grouped, Joined, Materialized, Named, Printed, Produced, Repartitioned,
                       StreamJoined)
+from .runtime import StreamsApp
 from .processor import Cancellable, Change, FixedKeyProcessor, Processor, PunctuationType, Record, RecordMetadata
 from .serdes import Serde, Serdes, SerializationError
 from .task import StreamsError
@@ -38,7 +39,7 @@ __all__ = [
     "Printed", "Branched",
     "Topology", "TopologyDescription", "TopologyError", "TopicNameExtractor",
     "Processor", "FixedKeyProcessor", "Record", "Change", "RecordMetadata", "PunctuationType", "Cancellable",
-    "StreamsError",
+    "StreamsError", "StreamsApp",
     "TopologyTestDriver", "TestInputTopic", "TestOutputTopic", "TestRecord",
     "TimeWindows", "SlidingWindows", "SessionWindows", "JoinWindows", "Window", "Windowed", "WindowedSerdes",
     "Suppressed", "BufferConfig", "EmitStrategy",

@@ -160,10 +160,16 @@ class StreamsBuilder:
     def default_value_serde(self) -> Any:
         return self.config.get("default.value.serde") or self.config.get("default_value_serde") or Serdes.bytes()
 
-    def build(self, application_id: Optional[str] = None) -> Topology:
-        """The topology (Kafka's ``StreamsBuilder.build()``)."""
-        self.topology.application_id = application_id  # type: ignore[attr-defined]
-        return self.topology
+    def build(self, application_id: Optional[str] = None, config: Optional[Dict[str, Any]] = None) -> Any:
+        """The topology (Kafka's ``StreamsBuilder.build()``); with an
+        ``application_id``, a :class:`~pylog.streams.runtime.StreamsApp` ready to
+        ``run(pylog.open(...) | pylog.connect(...))``."""
+        if application_id is None:
+            return self.topology
+        from .runtime import StreamsApp
+        cfg = dict(self.config)
+        cfg.update(config or {})
+        return StreamsApp(self.topology, application_id, cfg)
 
 
 from .kstream import KStream  # noqa: E402  (circular: KStream needs the builder's helpers)

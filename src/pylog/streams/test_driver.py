@@ -82,8 +82,10 @@ class TopologyTestDriver:
                  initial_wall_clock_time_ms: Optional[int] = None) -> None:
         cfg = dict(config or {})
         self.config = cfg
-        self.application_id = (cfg.get("application.id") or cfg.get("application_id")
-                               or getattr(topology, "application_id", None) or DEFAULT_APPLICATION_ID)
+        app_id = getattr(topology, "application_id", None)   # a StreamsApp runs here too
+        topology = getattr(topology, "topology", topology)
+        self.application_id = (cfg.get("application.id") or cfg.get("application_id") or app_id
+                               or DEFAULT_APPLICATION_ID)
         self.topology = topology
         self._wall_clock = int(time.time() * 1000) if initial_wall_clock_time_ms is None else initial_wall_clock_time_ms
         self._outputs: Dict[str, Deque[Tuple[Any, ...]]] = collections.defaultdict(collections.deque)
