@@ -1,7 +1,8 @@
 """pylog.streams per-record throughput: a stateless filter + map_values and a windowed
 count, over 100-byte values with bytes serdes (no JSON), driven straight into a
 stream task (the path the runtime's poll loop takes) and through the
-TopologyTestDriver.
+TopologyTestDriver, and end to end through the StreamsApp runtime on ``pylog.open``
+(consumer, task, producer).
 
 Targets (issue #15): stateless >= 1M records/s embedded end to end; windowed count with
 the persistent store >= 300k records/s.  These benchmarks time the processing side
@@ -134,6 +135,56 @@ class WindowedCount:
     track_task_records_per_s.unit = "records/s"
 
 
+class EmbeddedRuntime:
+    """The stateless job end to end on ``pylog.open``: a StreamsApp consumes N records
+    from a 4-partition topic, filters and maps them, and produces the survivors (one
+    run until idle per timed call, from the group's start)."""
+
+    timeout = 600
+    number = 1
+    repeat = 3
+
+    def setup(self):
+        import tempfile
+
+        import pylog
+        self.dir = tempfile.mkdtemp(prefix="bench-streams-")
+        self.client = pylog.open(self.dir)
+        self.client.create_topic("in", 4)
+        self.client.create_topic("out", 4)
+        p = self.client.producer(linger_ms=5)
+        for k, v in zip(keys(N), values(N)):
+            p.send("in", key=k, value=v)
+        p.flush()
+        p.close()
+        self.runs = 0
+
+    def teardown(self):
+        import shutil
+        self.client.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _run(self):
+        self.runs += 1
+        b = StreamsBuilder()
+        (b.stream("in", key_serde=Serdes.bytes(), value_serde=Serdes.bytes())
+         .filter(lambda k, v: v[0] != 0)
+         .map_values(lambda v: v[:50])
+         .to("out"))
+        b.build(application_id=f"bench-{self.runs}", config={"commit.interval.ms": 1000}).run(
+            self.client, until_idle=True, idle_polls=2, poll_timeout_ms=50)
+
+    def time_run(self):
+        self._run()
+
+    def track_records_per_s(self):
+        t0 = time.perf_counter()
+        self._run()
+        return N / (time.perf_counter() - t0)
+
+    track_records_per_s.unit = "records/s"
+
+
 if __name__ == "__main__":  # pragma: no cover - a manual report
     s = Stateless()
     s.setup()
@@ -142,3 +193,9 @@ if __name__ == "__main__":  # pragma: no cover - a manual report
     w = WindowedCount()
     w.setup()
     print(f"windowed count (in-memory), task:    {w.track_task_records_per_s():,.0f} records/s")
+    e = EmbeddedRuntime()
+    e.setup()
+    try:
+        print(f"stateless, StreamsApp on pylog.open: {e.track_records_per_s():,.0f} records/s (end to end)")
+    finally:
+        e.teardown()

@@ -24,3 +24,10 @@ def test_streams_benchmarks_run(monkeypatch):
     w = mod.WindowedCount()
     w.setup()
     assert w._run() == 2 * mod.N   # one update and one changelog record per record
+    e = mod.EmbeddedRuntime()
+    e.setup()
+    try:
+        e.time_run()
+        assert sum(e.client.consumer().end_offsets([("out", p) for p in range(4)]).values()) == kept
+    finally:
+        e.teardown()
