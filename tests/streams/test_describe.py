@@ -175,7 +175,40 @@ def ss_self_named(b):
     l = b.stream("l"); l.join(l, lambda x,y: x, JoinWindows.of_time_difference_with_no_grace(10000), joined=StreamJoined.as_("sj")).to("out")
 
 
+
+@t
+def table_groupby(b):
+    b.table("t").group_by(lambda k, v: (v, v)).count().to_stream().to("out")
+
+
 EXPECTED = {
+    'table_groupby': '''\
+Topologies:
+   Sub-topology: 0
+    Source: KSTREAM-SOURCE-0000000001 (topics: [t])
+      --> KTABLE-SOURCE-0000000002
+    Processor: KTABLE-SOURCE-0000000002 (stores: [t-STATE-STORE-0000000000])
+      --> KTABLE-SELECT-0000000003
+      <-- KSTREAM-SOURCE-0000000001
+    Processor: KTABLE-SELECT-0000000003 (stores: [])
+      --> KSTREAM-SINK-0000000005
+      <-- KTABLE-SOURCE-0000000002
+    Sink: KSTREAM-SINK-0000000005 (topic: KTABLE-AGGREGATE-STATE-STORE-0000000004-repartition)
+      <-- KTABLE-SELECT-0000000003
+
+  Sub-topology: 1
+    Source: KSTREAM-SOURCE-0000000006 (topics: [KTABLE-AGGREGATE-STATE-STORE-0000000004-repartition])
+      --> KTABLE-AGGREGATE-0000000007
+    Processor: KTABLE-AGGREGATE-0000000007 (stores: [KTABLE-AGGREGATE-STATE-STORE-0000000004])
+      --> KTABLE-TOSTREAM-0000000008
+      <-- KSTREAM-SOURCE-0000000006
+    Processor: KTABLE-TOSTREAM-0000000008 (stores: [])
+      --> KSTREAM-SINK-0000000009
+      <-- KTABLE-AGGREGATE-0000000007
+    Sink: KSTREAM-SINK-0000000009 (topic: out)
+      <-- KTABLE-TOSTREAM-0000000008
+
+''',
     'stateless': '''\
 Topologies:
    Sub-topology: 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pylog.streams import StreamsBuilder, TestRecord, TopologyTestDriver
 
-from .conftest import CONFIG, S
+from .conftest import CONFIG, L, S
 
 
 def driver(b):
@@ -135,3 +135,18 @@ def test_outer_join_keeps_the_right_side_alone():
         d.create_input_topic("a", S, S).pipe_input("k", "a1", 2)
         d.create_input_topic("a", S, S).pipe_input("k", None, 3)
         assert d.create_output_topic("out", S, S).read_values_to_list() == ["None+b1", "a1+b1", "None+b1"]
+
+
+def test_table_group_by_moves_rows_between_groups():
+    b = StreamsBuilder(CONFIG)
+    (b.table("users").group_by(lambda user, region: (region, user)).count(materialized="per-region")
+     .to_stream().to("out", value_serde=L))
+    with driver(b) as d:
+        u = d.create_input_topic("users", S, S)
+        u.pipe_input("ann", "eu", 1)
+        u.pipe_input("bob", "eu", 2)
+        u.pipe_input("ann", "us", 3)     # ann moves: eu loses one, us gains one
+        u.pipe_input("bob", None, 4)     # bob leaves
+        out = [(r.key, r.value, r.timestamp) for r in d.create_output_topic("out", S, L).read_records_to_list()]
+        assert out == [("eu", 1, 1), ("eu", 2, 2), ("eu", 1, 3), ("us", 1, 3), ("eu", 0, 4)]
+        assert dict(d.get_key_value_store("per-region").all()) == {"eu": 0, "us": 1}

@@ -383,3 +383,63 @@ class TableTableJoin(_Base):
         new = self._join(change.new_value, other)
         old = self._join(change.old_value, other) if self.table.send_old_values else None
         self.forward(Record(key, Change(new, old), ts, record.headers))
+
+
+# ---- KTable re-grouping ---------------------------------------------------------------------
+
+class TableRepartitionMap(_Base):
+    """``KTable.group_by``: maps each update's old and new rows to their new keys; the
+    old row is retracted (``Change(None, old)``) under its new key and the new row added
+    (``Change(new, None)``), in one update when both land on the same key."""
+
+    def __init__(self, selector: Callable[[Any, Any], Tuple[Any, Any]]) -> None:
+        self.selector = selector
+
+    def process(self, record: Record) -> None:
+        key, change = record.key, record.value
+        if key is None:
+            _dropped(self.context, "null key in KTable.group_by")
+            return
+        new = None if change.new_value is None else self.selector(key, change.new_value)
+        old = None if change.old_value is None else self.selector(key, change.old_value)
+        new_ok = new is not None and new[0] is not None and new[1] is not None
+        old_ok = old is not None and old[0] is not None and old[1] is not None
+        ts, h = record.timestamp, record.headers
+        if new_ok and old_ok and new[0] == old[0]:
+            self.forward(Record(new[0], Change(new[1], old[1]), ts, h))
+            return
+        if old_ok:
+            self.forward(Record(old[0], Change(None, old[1]), ts, h))
+        if new_ok:
+            self.forward(Record(new[0], Change(new[1], None), ts, h))
+
+
+class TableAggregate(_TableNode):
+    """``KGroupedTable`` count/reduce/aggregate: subtract the old value, add the new."""
+
+    def __init__(self, table: Any, initializer: Optional[Callable[[], Any]], adder: Callable[[Any, Any, Any], Any],
+                 subtractor: Callable[[Any, Any, Any], Any]) -> None:
+        self.table = table
+        self.initializer = initializer
+        self.adder = adder
+        self.subtractor = subtractor
+
+    def process(self, record: Record) -> None:
+        key, change = record.key, record.value
+        if key is None:
+            _dropped(self.context, "null key in a KTable aggregation")
+            return
+        kv = self.kv
+        prev = kv.get(key)
+        old_agg, ts = (None, record.timestamp) if prev is None else (prev[0], max(record.timestamp, prev[1]))
+        agg = old_agg
+        if change.old_value is not None and agg is not None:
+            agg = self.subtractor(key, change.old_value, agg)
+        if change.new_value is not None:
+            if agg is None:
+                agg = change.new_value if self.initializer is None else self.adder(key, change.new_value,
+                                                                                   self.initializer())
+            else:
+                agg = self.adder(key, change.new_value, agg)
+        kv.put(key, agg, ts)
+        self.forward(Record(key, Change(agg, old_agg if self.table.send_old_values else None), ts, record.headers))

@@ -4,15 +4,17 @@ aggregate, cogroup, windowed_by) and ``CogroupedKStream`` — Kafka Streams'
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 from . import _processors as P
 from .builder import name_of
 from .options import Materialized, Named
-from .serdes import Serdes
+from .processor import Change
+from .serdes import Serde, Serdes
 from .topology import TopologyError
 
-__all__ = ["KGroupedStream", "CogroupedKStream"]
+__all__ = ["KGroupedStream", "CogroupedKStream", "KGroupedTable", "ChangeSerde"]
 
 
 class KGroupedStream:
@@ -117,3 +119,78 @@ class CogroupedKStream:
         table.node = merge
         table.add_store(*names)
         return table
+
+
+_LEN = struct.Struct(">i")
+
+
+def ChangeSerde(inner: Any) -> Serde:
+    """How a table update crosses a repartition topic: the new value's length (4 bytes,
+    -1 for none), the new value, then the old value (absent for none)."""
+    def ser(change: Change) -> bytes:
+        new = inner.serialize(change.new_value)
+        old = inner.serialize(change.old_value)
+        return (_LEN.pack(-1) if new is None else _LEN.pack(len(new)) + new) + (b"" if old is None else b"\x01" + old)
+
+    def de(data: bytes) -> Change:
+        n = _LEN.unpack_from(data)[0]
+        pos = 4 + max(n, 0)
+        new = None if n < 0 else inner.deserialize(data[4:pos])
+        old = inner.deserialize(data[pos + 1:]) if len(data) > pos else None
+        return Change(new, old)
+    return Serde(ser, de, f"change({inner.name})")
+
+
+class KGroupedTable:
+    """A table re-keyed by ``KTable.group_by``, ready to aggregate: every update of the
+    source table retracts the old row from its group and adds the new one, through a
+    repartition topic (Kafka's ``KGroupedTable``)."""
+
+    def __init__(self, table: Any, selector: Callable[[Any, Any], Tuple[Any, Any]], grouped: Any) -> None:
+        from .options import Grouped
+        g = grouped or Grouped()
+        self.builder = table.builder
+        self.table = table
+        self.grouped_name = g.name
+        self.key_serde = g.key_serde
+        self.value_serde = g.value_serde
+        table.enable_send_old_values()
+        b = self.builder
+        self.select = g.name or b.new_processor_name("KTABLE-SELECT-")
+        b.topology.add_processor(self.select, lambda: P.TableRepartitionMap(selector), table.node)
+
+    def _aggregate(self, named: Any, materialized: Any, value_serde: Any, make: Callable[[Any], Any]) -> Any:
+        from .ktable import KTable
+        b = self.builder
+        m = Materialized.of(materialized)
+        store_name = m.store_name or b.new_store_name("KTABLE-AGGREGATE-")
+        topic = f"{self.grouped_name or store_name}-repartition"
+        sink = b.new_processor_name("KSTREAM-SINK-")
+        source = b.new_processor_name("KSTREAM-SOURCE-")
+        if self.grouped_name:
+            sink, source = f"{topic}-sink", f"{topic}-source"
+        name = name_of(named) or b.new_processor_name("KTABLE-AGGREGATE-")
+        ks = self.key_serde or b.default_key_serde()
+        change_serde = ChangeSerde(self.value_serde or b.default_value_serde())
+        t = b.topology
+        t.add_sink(sink, topic, self.select, key_serde=ks, value_serde=change_serde)
+        t.add_source(source, topic, key_serde=ks, value_serde=change_serde)
+        t.repartition_topics[topic] = None
+        table = KTable(b, name, m.key_serde or ks, m.value_serde or value_serde, store_name=store_name, materialized=m)
+        t.add_processor(name, lambda: make(table), source)
+        table.add_store(name)
+        return table
+
+    def count(self, named: Any = None, materialized: Any = None) -> Any:
+        return self._aggregate(named, materialized, Serdes.long(), lambda t: P.TableAggregate(
+            t, lambda: 0, lambda k, v, a: a + 1, lambda k, v, a: a - 1))
+
+    def reduce(self, adder: Callable[[Any, Any], Any], subtractor: Callable[[Any, Any], Any], named: Any = None,
+               materialized: Any = None) -> Any:
+        return self._aggregate(named, materialized, self.value_serde, lambda t: P.TableAggregate(
+            t, None, lambda k, v, a: adder(a, v), lambda k, v, a: subtractor(a, v)))
+
+    def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any, Any], Any],
+                  subtractor: Callable[[Any, Any, Any], Any], named: Any = None, materialized: Any = None) -> Any:
+        return self._aggregate(named, materialized, Serdes.json(), lambda t: P.TableAggregate(
+            t, initializer, adder, subtractor))

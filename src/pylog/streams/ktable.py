@@ -159,6 +159,12 @@ class KTable:
         ks = self.window_serde or self.key_serde
         return KStream(b, name, None if mapper else ks, self.value_serde, repartition_required=mapper is not None)
 
+    def group_by(self, selector: Callable[[Any, Any], Any], grouped: Any = None) -> Any:
+        """Re-key the table: ``selector(key, value) -> (new_key, new_value)``; aggregate
+        the groups with count/reduce/aggregate (adder and subtractor)."""
+        from .kgrouped import KGroupedTable
+        return KGroupedTable(self, selector, grouped)
+
     def suppress(self, suppressed: Any) -> "KTable":
         from .windowed import suppress
         return suppress(self, suppressed)

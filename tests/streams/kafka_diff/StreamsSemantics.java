@@ -100,6 +100,14 @@ public class StreamsSemantics {
         if (p.get("kind").asText().equals("inner")) st.join(g, sel, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
         else st.leftJoin(g, sel, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
+      case "tablegroupby": {
+        // rows re-grouped by their value's first letter: counted, and their lengths summed
+        KGroupedTable<String,String> g = b.table("t", c).groupBy((k, v) -> KeyValue.pair(v.substring(0, 1), v),
+            Grouped.with(Serdes.String(), Serdes.String()));
+        g.count().toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        g.aggregate(() -> 0L, (k, v, a) -> a + v.length(), (k, v, a) -> a - v.length(), Materialized.with(Serdes.String(), Serdes.Long()))
+            .toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
       default: throw new RuntimeException(topo);
     }
     Properties props = new Properties();

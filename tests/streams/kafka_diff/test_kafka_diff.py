@@ -8,7 +8,8 @@ Covered: time windows (tumbling, hopping; emit on update, on window close, suppr
 session windows (update, on close), sliding windows, stream-stream joins (inner, left,
 outer; asymmetric windows, grace), table-table joins (inner, left, outer, tombstones),
 suppress until a time limit, grouping through a repartition topic (count, reduce),
-stream-table and stream-globaltable joins.
+stream-table and stream-globaltable joins, KTable.group_by (count, aggregate with
+adder and subtractor).
 
 Needs Java and the jars: Kafka's (``tests/kafka_ref/target/classpath.txt``, written by the
 kafka_ref tests' Maven run) and ``kafka-streams-test-utils`` in ``~/.m2`` (not in the
@@ -27,13 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from pylog.streams import (EmitStrategy, JoinWindows, Serdes, SessionWindows, SlidingWindows, StreamsBuilder,
+from pylog.streams import (EmitStrategy, JoinWindows, Materialized, Serdes, SessionWindows, SlidingWindows, StreamsBuilder,
                            Suppressed, TimeWindows, TopologyTestDriver)
 
 HERE = Path(__file__).resolve().parent
 KAFKA_CLASSPATH = HERE.parents[1] / "kafka_ref" / "target" / "classpath.txt"
 TEST_UTILS = Path.home() / ".m2/repository/org/apache/kafka/kafka-streams-test-utils"
-TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global")
+TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global", "tablegroupby")
 SEED = int(os.environ.get("PYLOG_KAFKA_DIFF_SEED", "15"))
 
 S = Serdes.string()
@@ -91,6 +92,11 @@ def build(sc):
         st = b.stream("s")
         j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
         (st.join if p["kind"] == "inner" else st.left_join)(g, j, key_selector=lambda k, v: v[0]).to("out")
+    elif t == "tablegroupby":
+        g = b.table("t").group_by(lambda k, v: (v[0], v))
+        g.count().to_stream().to("out", value_serde=L)
+        g.aggregate(lambda: 0, lambda k, v, a: a + len(v), lambda k, v, a: a - len(v),
+                    materialized=Materialized.with_(S, L)).to_stream().to("out", value_serde=L)
     elif t == "suppress_time":
         b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"])).to_stream().to("out", value_serde=L)
     return b, long_out
@@ -120,6 +126,9 @@ def gen(rnd, topo):
                 inputs.append([table, rnd.choice(keys), rnd.choice([None, f"v{i}"]), rnd.randint(0, span)])
             else:
                 inputs.append(["s", rnd.choice(keys), rnd.choice(keys) + f"{i}", rnd.randint(0, span)])
+    elif topo == "tablegroupby":
+        inputs = [["t", rnd.choice(keys), rnd.choice([None, rnd.choice("xyz") + "v" * rnd.randint(0, 3)]),
+                   rnd.randint(0, span)] for _ in range(n)]
     elif topo in ("tw", "session", "sliding", "suppress_time"):
         inputs = [["in", rnd.choice(keys), "v", rnd.randint(0, span)] for _ in range(n)]
     elif topo == "ssjoin":
@@ -135,8 +144,8 @@ def gen(rnd, topo):
         if rnd.random() < 0.3: p["before"] = rnd.randint(0, 15)
         if rnd.random() < 0.3: p["after"] = rnd.randint(0, 15)
     elif topo == "ttjoin": p = {"kind": rnd.choice(["inner", "left", "outer"])}
-    elif topo in ("stjoin", "global"): p = {"kind": rnd.choice(["inner", "left"])}
-    elif topo == "groupby": p = {}
+    elif topo in ("stjoin", "global", "tablegroupby"): p = {"kind": rnd.choice(["inner", "left"])}
+    elif topo in ("groupby", "tablegroupby"): p = {}
     else: p = {"limit": rnd.randint(0, 30)}
     return {"topo": topo, "params": p, "inputs": inputs}
 
