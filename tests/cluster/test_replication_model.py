@@ -4,7 +4,8 @@ Hypothesis drives three replicas of one partition, each a :class:`Partition` ove
 in-memory log, plus a small controller standing in for ZooKeeper (partition state
 written by compare-and-set on its version, leader election from the ISR on broker loss,
 unclean election only when the example enables it), through: acks=all and acks=1
-produces (to whichever replica believes it leads, zombies included); follower fetches
+produces (to whichever replica believes it leads, zombies included); leadership moved
+to another ISR member (preferred-leader election, controlled shutdown); follower fetches
 split into send and receive, in any order between followers, with OffsetForLeaderEpoch
 or DivergingEpoch truncation; LeaderAndIsr messages delivered late and out of order;
 AlterPartition requests and answers in flight; the clock moving (ISR shrink); crashes
@@ -41,8 +42,8 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pylog.cluster.replication import (NO_LEADER, AppendInfo, FetchRequest, LeaderAndIsr, Partition)
-from pylog.errors import (FencedLeaderEpochError, InvalidUpdateVersionError, NotEnoughReplicasAfterAppendError,
-                          NotEnoughReplicasError, NotLeaderError)
+from pylog.errors import (FencedLeaderEpochError, IneligibleReplicaError, InvalidUpdateVersionError,
+                          NotEnoughReplicasAfterAppendError, NotEnoughReplicasError, NotLeaderError)
 from pylog.storage.leader_epoch import LeaderEpochCache
 
 REPLICAS = (0, 1, 2)
@@ -130,13 +131,14 @@ class Replica:
         self.hw_checkpoint = 0
         self.alive = True
         self.connected = True          # to the controller (its ZooKeeper session)
+        self.broker_epoch = 0          # a new one at each registration
         self.partition: Partition | None = None
         self.start()
 
     def start(self) -> None:
         self.partition = Partition(self.rid, self.log, high_watermark=self.hw_checkpoint,
                                    replica_lag_time_max_ms=LAG_MS, min_insync_replicas=self.min_isr,
-                                   truncate_on_fetch=self.truncate_on_fetch)
+                                   truncate_on_fetch=self.truncate_on_fetch, broker_epoch=self.broker_epoch)
 
 
 class ReplicationMachine(RuleBasedStateMachine):
@@ -188,8 +190,7 @@ class ReplicationMachine(RuleBasedStateMachine):
             self.history_valid = False
             self._write(live[0], (live[0],))
         elif zk.leader != NO_LEADER:
-            self.history_valid = False     # every ISR member is gone: Kafka promises nothing
-            self._write(NO_LEADER, zk.isr)
+            self._write(NO_LEADER, zk.isr)   # offline until an ISR member comes back
 
     def _apply(self, rid: int, state: LeaderAndIsr) -> None:
         p = self.replicas[rid].partition
@@ -207,6 +208,10 @@ class ReplicationMachine(RuleBasedStateMachine):
             return None, FencedLeaderEpochError()
         if request.partition_epoch != zk.partition_epoch:
             return None, InvalidUpdateVersionError()
+        for r, epoch in zip(request.new_isr, request.new_isr_broker_epochs, strict=True):
+            rep = self.replicas[r]
+            if not (rep.alive and rep.connected) or epoch not in (-1, rep.broker_epoch):
+                return None, IneligibleReplicaError()
         self.zk = LeaderAndIsr(zk.leader, zk.leader_epoch, request.new_isr, zk.partition_epoch + 1)
         return self.zk, None
 
@@ -276,18 +281,21 @@ class ReplicationMachine(RuleBasedStateMachine):
             self.fetch_send(rid)
             self._fetch_receive(rid)
 
-    @rule(data=st.data())
-    def replication_round(self, data):
-        """Everyone does what a running cluster does in a moment: messages delivered,
-        each follower fetches (in a random order), the leader runs its timer and talks
-        to the controller."""
+    @rule(data=st.data(), produce=st.sampled_from([None, -1, 1]))
+    def replication_round(self, data, produce):
+        """Everyone does what a running cluster does in a moment: a produce, messages
+        delivered, each follower fetches (in a random order), the leader runs its timer
+        and talks to the controller."""
+        if produce is not None and self._leaders():
+            self.produce(data, produce, 1)
         self.deliver_all_leader_and_isr()
         for rid in data.draw(st.permutations(REPLICAS)):
             self.fetch_rounds(rid, 2)
         for rid in REPLICAS:
             self.shrink_timer(rid)
             self.alter_partition_send(rid)
-            self._alter_partition_answer(rid)
+            if data.draw(st.booleans()):   # else the answer arrives in a later step
+                self._alter_partition_answer(rid)
 
     @rule(ms=st.sampled_from([100, 5_000, LAG_MS // 2, LAG_MS + 1]))
     def advance_time(self, ms):
@@ -302,7 +310,8 @@ class ReplicationMachine(RuleBasedStateMachine):
     @rule(rid=st.sampled_from(REPLICAS))
     def alter_partition_send(self, rid):
         rep = self.replicas[rid]
-        if not rep.alive or not rep.connected or rid in self.alter_answers:
+        # A zombie (session expired) still tries: the conditional write must fence it.
+        if not rep.alive or rid in self.alter_answers:
             return
         request = rep.partition.poll_alter_partition()
         if request is not None:
@@ -355,6 +364,9 @@ class ReplicationMachine(RuleBasedStateMachine):
         rep = self.replicas[rid]
         if not rep.alive or sum(not r.alive for r in self.replicas) >= len(REPLICAS) - 1:
             return
+        if rid in self.zk.isr and not any(self.replicas[r].alive for r in self.zk.isr if r != rid):
+            # The last live ISR member loses its unflushed tail: Kafka promises nothing.
+            self.history_valid = False
         rep.alive = False
         rep.partition = None
         rep.log.crash(keep)
@@ -372,9 +384,22 @@ class ReplicationMachine(RuleBasedStateMachine):
         if rep.alive:
             return
         rep.alive = True
+        rep.broker_epoch += 1
         rep.start()
         self._on_broker_change()
         self.messages.append((rid, self.zk))
+
+    def _other_leaders(self) -> list[int]:
+        visible = self._visible()
+        return [r for r in self.zk.isr if r in visible and r != self.zk.leader]
+
+    @precondition(lambda self: self._other_leaders())
+    @rule(data=st.data())
+    def move_leadership(self, data):
+        """A preferred-leader election or a controlled shutdown: leadership moves to
+        another live ISR member while the old leader runs on (with whatever it appended
+        that the new one lacks)."""
+        self._write(data.draw(st.sampled_from(self._other_leaders())), self.zk.isr)
 
     @rule(rid=st.sampled_from(REPLICAS))
     def session_expires(self, rid):
@@ -391,6 +416,8 @@ class ReplicationMachine(RuleBasedStateMachine):
         if not rep.alive or rep.connected:
             return
         rep.connected = True
+        rep.broker_epoch += 1               # it registers again
+        rep.partition.broker_epoch = rep.broker_epoch
         self._on_broker_change()
         self.messages.append((rid, self.zk))
 
@@ -461,7 +488,7 @@ class ReplicationMachine(RuleBasedStateMachine):
                         f"ISR member {rep.partition} disagrees with leader {leader.partition} below hw {hw}")
         if self.history_valid:
             isr_logs = [{b.base_offset: b for b in self.replicas[r].log.batches} for r in zk.isr
-                        if self.replicas[r].alive and self.replicas[r].connected]
+                        if self.replicas[r].alive]
             for b in self.acked:
                 assert self.committed.get(b.base_offset) == b, f"acknowledged {b} is not committed"
                 for log in isr_logs:
@@ -532,7 +559,9 @@ def test_high_watermark_waits_for_every_isr_member_and_completes_acks_all():
     _fetch(parts[1], leader)
     _fetch(parts[2], leader)
     assert leader.high_watermark == 2 and leader.check_enough_replicas_reach_offset(info)
-    assert parts[2].high_watermark == 2 and parts[1].high_watermark == 0  # followers learn it on their next fetch
+    assert parts[1].high_watermark == parts[2].high_watermark == 0   # followers learn it on their next fetch
+    _fetch(parts[2], leader)
+    assert parts[2].high_watermark == 2
 
 
 def test_min_insync_replicas_before_and_after_the_append():
@@ -589,6 +618,20 @@ def test_isr_expansion_needs_the_current_epoch_start_offset():
     leader.become_leader(LeaderAndIsr(0, 1, (0,), 1), REPLICAS, now_ms=0)
     leader.fetch_for_follower(FetchRequest(2, 1, fetch_offset=0), now_ms=0)
     assert leader.follower_state(2).log_end_offset == 0 and leader.poll_alter_partition() is None
+
+
+def test_a_replica_that_restarted_since_it_was_proposed_is_not_added():
+    # Replica 1 fetched (broker epoch 5) up to the high watermark, then restarted with a
+    # shorter log before the proposal reached the controller (KIP-903).
+    parts = _cluster(isr=(0,))
+    leader = parts[0]
+    leader.fetch_for_follower(FetchRequest(1, 0, 0, replica_epoch=5), now_ms=0)
+    proposal = leader.poll_alter_partition()
+    assert proposal.new_isr == (0, 1) and proposal.new_isr_broker_epochs == (-1, 5)
+    leader.alter_partition_response(proposal, error=IneligibleReplicaError())
+    assert leader.pending_alter_partition is None and leader.isr == (0,)
+    leader.fetch_for_follower(FetchRequest(1, 0, 0, replica_epoch=6), now_ms=0)
+    assert leader.poll_alter_partition().new_isr_broker_epochs == (-1, 6)
 
 
 @pytest.mark.parametrize("truncate_on_fetch", [True, False])

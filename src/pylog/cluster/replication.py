@@ -21,7 +21,9 @@ The rules are Kafka's:
   has not been caught up (fetched up to the leader's log end offset) for
   ``replica.lag.time.max.ms`` leaves.  Both are *proposed* (:meth:`Partition.poll_alter_partition`)
   and applied only when the controller confirms the conditional write
-  (:meth:`Partition.alter_partition_response`); one change is in flight at a time.
+  (:meth:`Partition.alter_partition_response`); one change is in flight at a time.  The
+  proposal names each member's broker epoch as last seen in its fetches, so the
+  controller can refuse one that restarted since, with a shorter log (KIP-903).
 - **acks=all**: NOT_ENOUGH_REPLICAS before the append when the ISR is smaller than
   ``min.insync.replicas``; complete when the high watermark passes the batch, with
   NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum meanwhile, and
@@ -48,7 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pylog.errors import (FencedLeaderEpochError, NotEnoughReplicasAfterAppendError,
+from pylog.errors import (FencedLeaderEpochError, IneligibleReplicaError, NotEnoughReplicasAfterAppendError,
                           NotEnoughReplicasError, NotLeaderError, OffsetOutOfRangeError,
                           OperationNotAttemptedError, PylogError, UnknownLeaderEpochError)
 from pylog.storage.leader_epoch import UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
@@ -127,6 +129,9 @@ class AlterPartition:
     leader_epoch: int
     new_isr: tuple[int, ...]
     partition_epoch: int
+    #: The broker epoch of each ``new_isr`` member as this leader last saw it (-1:
+    #: unknown), for the controller to refuse a replica that restarted since (KIP-903).
+    new_isr_broker_epochs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,8 @@ class FetchRequest:
     fetch_offset: int
     last_fetched_epoch: int = UNDEFINED_EPOCH
     max_bytes: int = 1 << 20
+    #: The follower's broker epoch (Fetch v15 ReplicaState.ReplicaEpoch), -1 unknown.
+    replica_epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +193,8 @@ class ReplicaState:
     last_fetch_time_ms: int = 0
     #: The leader's log end offset when this follower last fetched.
     last_fetch_leader_log_end_offset: int = UNKNOWN_OFFSET
+    #: The broker epoch the follower last fetched with.
+    broker_epoch: int = -1
 
     def is_caught_up(self, leader_log_end_offset: int, now_ms: int, max_lag_ms: int) -> bool:
         return (self.log_end_offset == leader_log_end_offset
@@ -217,12 +226,16 @@ class Partition:
     truncate_on_fetch : bool
         Follower side: find divergence through Fetch's DivergingEpoch (Fetch v12+, KIP-595's
         truncation on fetch) rather than an OffsetForLeaderEpoch round trip first.
+    broker_epoch : int
+        This broker's epoch (its registration's, in ZooKeeper the znode's czxid), sent
+        with its fetches; set :attr:`broker_epoch` again when it re-registers.
     """
 
     def __init__(self, replica_id: int, log: ReplicaLog, *, high_watermark: int = 0,
                  replica_lag_time_max_ms: int = REPLICA_LAG_TIME_MAX_MS, min_insync_replicas: int = 1,
-                 truncate_on_fetch: bool = True) -> None:
+                 truncate_on_fetch: bool = True, broker_epoch: int = -1) -> None:
         self.replica_id = replica_id
+        self.broker_epoch = broker_epoch
         self.log = log
         self.replica_lag_time_max_ms = replica_lag_time_max_ms
         self.min_insync_replicas = min_insync_replicas
@@ -426,11 +439,15 @@ class Partition:
                 f"fetch offset {request.fetch_offset} is outside {log.log_start_offset}..{leader_end}"),
                 high_watermark=self.high_watermark, log_start_offset=log.log_start_offset)
         records = log.read(request.fetch_offset, request.max_bytes) if request.fetch_offset < leader_end else None
+        # The answer carries the high watermark as it was when the records were read
+        # (as Kafka's does): a follower learns an advance on its next fetch.
+        response = FetchResponse(high_watermark=self.high_watermark, log_start_offset=log.log_start_offset,
+                                 records=records)
         self._update_follower_fetch_state(follower, request.fetch_offset, leader_end, now_ms)
+        follower.broker_epoch = request.replica_epoch
         self._maybe_expand_isr(follower)
         self._maybe_increment_high_watermark()
-        return FetchResponse(high_watermark=self.high_watermark, log_start_offset=log.log_start_offset,
-                             records=records)
+        return response
 
     def offset_for_leader_epoch(self, request: OffsetForLeaderEpochRequest) -> EpochEndOffset:
         """Where ``request.leader_epoch`` ends in this (leader's) log."""
@@ -494,8 +511,10 @@ class Partition:
         return state if state is not None else ReplicaState(replica_id)
 
     def _propose(self, new_isr: tuple[int, ...]) -> AlterPartition:
+        epochs = tuple(self.broker_epoch if r == self.replica_id else self._follower(r).broker_epoch
+                       for r in new_isr)
         self._pending = self._unsent = AlterPartition(self.replica_id, self.leader_epoch, new_isr,
-                                                      self.partition_epoch)
+                                                      self.partition_epoch, epochs)
         return self._pending
 
     def poll_alter_partition(self) -> AlterPartition | None:
@@ -508,8 +527,9 @@ class Partition:
         """The controller's answer to ``request``.  Success applies the stored ``state``'s
         ISR; OPERATION_NOT_ATTEMPTED drops the proposal; any other error (a stale version
         or epoch: this leader was superseded) keeps it pending, so the ISR stays frozen at
-        its maximal value until a LeaderAndIsr brings the current state.  Returns whether
-        the high watermark moved."""
+        its maximal value until a LeaderAndIsr brings the current state; INELIGIBLE_REPLICA
+        drops it too (the replica is re-proposed when it fetches again, with its new
+        broker epoch and position).  Returns whether the high watermark moved."""
         if request is not self._pending:
             return False
         if error is None and state is not None:
@@ -521,7 +541,7 @@ class Partition:
             return self._maybe_increment_high_watermark()
         if error is None:
             raise ValueError("alter_partition_response needs the stored state or an error")
-        if isinstance(error, OperationNotAttemptedError):
+        if isinstance(error, (OperationNotAttemptedError, IneligibleReplicaError)):
             self._pending = None
         return False
 
@@ -559,8 +579,11 @@ class Partition:
                 self._fetched_to_end()
             else:
                 return OffsetForLeaderEpochRequest(self.replica_id, self.leader_epoch, epoch)
-        return FetchRequest(self.replica_id, self.leader_epoch, state.fetch_offset, state.last_fetched_epoch,
-                            max_bytes)
+        # Before Fetch v12 there is no last fetched epoch: the OffsetForLeaderEpoch
+        # exchange after each leader change is then the only divergence check.
+        last_epoch = state.last_fetched_epoch if self.truncate_on_fetch else UNDEFINED_EPOCH
+        return FetchRequest(self.replica_id, self.leader_epoch, state.fetch_offset, last_epoch, max_bytes,
+                            self.broker_epoch)
 
     def _stale(self, request: FetchRequest | OffsetForLeaderEpochRequest) -> bool:
         """A response to a request sent before a leader change, a truncation or a fetch
