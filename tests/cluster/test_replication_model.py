@@ -612,12 +612,19 @@ def test_isr_expansion_needs_the_current_epoch_start_offset():
     parts[1].log.epochs.assign(0, 0)
     leader.fetch_for_follower(request, now_ms=0)
     assert leader.poll_alter_partition().new_isr == (0, 1)  # at the HW and the epoch start (1)
-    parts = _cluster(isr=(0,))
-    leader = parts[0]
-    leader.append_records_to_leader([b"a"], 1, now_ms=0)
-    leader.become_leader(LeaderAndIsr(0, 1, (0,), 1), REPLICAS, now_ms=0)
-    leader.fetch_for_follower(FetchRequest(2, 1, fetch_offset=0), now_ms=0)
-    assert leader.follower_state(2).log_end_offset == 0 and leader.poll_alter_partition() is None
+    # A new leader whose high watermark lags (0) behind its epoch start offset (2): a
+    # follower at offset 1 is past the high watermark but may miss records the old
+    # leader committed, so it must not join yet.
+    log = MemoryLog()
+    log.append_as_leader([b"a"], 0)
+    log.append_as_leader([b"b"], 0)
+    leader = Partition(0, log)
+    leader.become_leader(LeaderAndIsr(0, 1, (0, 1), 1), REPLICAS, now_ms=0)
+    assert leader.high_watermark == 0
+    leader.fetch_for_follower(FetchRequest(2, 1, fetch_offset=1), now_ms=0)
+    assert leader.follower_state(2).log_end_offset == 1 and leader.poll_alter_partition() is None
+    leader.fetch_for_follower(FetchRequest(2, 1, fetch_offset=2), now_ms=0)
+    assert leader.poll_alter_partition().new_isr == (0, 1, 2)
 
 
 def test_a_replica_that_restarted_since_it_was_proposed_is_not_added():
