@@ -61,8 +61,8 @@ def make_task(topology):
     return task, collector
 
 
-class Stateless:
-    """filter + map_values + sink, one record at a time into the task."""
+class _Records:
+    """N deterministic records (key, 100-byte value, timestamp) and a records/s helper."""
 
     timeout = 300
 
@@ -70,6 +70,16 @@ class Stateless:
         self.vals = values(N)
         self.keys = keys(N)
         self.ts = timestamps(N)
+
+    @staticmethod
+    def _rate(run) -> float:
+        t0 = time.perf_counter()
+        run()
+        return N / (time.perf_counter() - t0)
+
+
+class Stateless(_Records):
+    """filter + map_values + sink, one record at a time into the task."""
 
     def _run_task(self):
         task, collector = make_task(stateless_topology())
@@ -93,28 +103,17 @@ class Stateless:
         self._run_driver()
 
     def track_task_records_per_s(self):
-        t0 = time.perf_counter()
-        self._run_task()
-        return N / (time.perf_counter() - t0)
+        return self._rate(self._run_task)
 
     def track_test_driver_records_per_s(self):
-        t0 = time.perf_counter()
-        self._run_driver()
-        return N / (time.perf_counter() - t0)
+        return self._rate(self._run_driver)
 
     track_task_records_per_s.unit = "records/s"
     track_test_driver_records_per_s.unit = "records/s"
 
 
-class WindowedCount:
+class WindowedCount(_Records):
     """group_by_key + 1-minute tumbling windows + count, in-memory window store."""
-
-    timeout = 300
-
-    def setup(self):
-        self.vals = values(N)
-        self.keys = keys(N)
-        self.ts = timestamps(N)
 
     def _run(self):
         task, collector = make_task(windowed_topology())
@@ -128,14 +127,12 @@ class WindowedCount:
         self._run()
 
     def track_task_records_per_s(self):
-        t0 = time.perf_counter()
-        self._run()
-        return N / (time.perf_counter() - t0)
+        return self._rate(self._run)
 
     track_task_records_per_s.unit = "records/s"
 
 
-class EmbeddedRuntime:
+class EmbeddedRuntime(_Records):
     """The stateless job end to end on ``pylog.open``: a StreamsApp consumes N records
     from a 4-partition topic, filters and maps them, and produces the survivors (one
     run until idle per timed call, from the group's start)."""
@@ -146,6 +143,7 @@ class EmbeddedRuntime:
 
     def setup(self):
         import tempfile
+        super().setup()
 
         import pylog
         self.dir = tempfile.mkdtemp(prefix="bench-streams-")
@@ -153,7 +151,7 @@ class EmbeddedRuntime:
         self.client.create_topic("in", 4)
         self.client.create_topic("out", 4)
         p = self.client.producer(linger_ms=5)
-        for k, v in zip(keys(N), values(N)):
+        for k, v in zip(self.keys, self.vals):
             p.send("in", key=k, value=v)
         p.flush()
         p.close()
@@ -178,9 +176,7 @@ class EmbeddedRuntime:
         self._run()
 
     def track_records_per_s(self):
-        t0 = time.perf_counter()
-        self._run()
-        return N / (time.perf_counter() - t0)
+        return self._rate(self._run)
 
     track_records_per_s.unit = "records/s"
 
