@@ -8,7 +8,7 @@ import re
 import pytest
 
 from pylog.streams import (Branched, Grouped, Printed, Produced, Repartitioned, Serdes, StreamsBuilder,
-                           StreamsError, TestRecord, TopologyTestDriver)
+                           StreamsError, TestRecord, TopologyError, TopologyTestDriver)
 
 from .conftest import CONFIG, L, S, driver_for
 
@@ -193,3 +193,27 @@ def test_input_topic_clock_and_output_topic_reads():
         assert out.is_empty()
         with pytest.raises(LookupError):
             out.read_record()
+
+
+def test_to_table_and_print_to_file(tmp_path, builder):
+    path = tmp_path / "printed.txt"
+    s = builder.stream("in")
+    s.print(Printed.to_file(str(path)).with_key_value_mapper(lambda k, v: f"{k}={v}"))
+    s.to_table(materialized="latest").to_stream().to("out")
+    with driver_for(builder) as d:
+        d.create_input_topic("in", S, S).pipe_key_value_list([("a", "1"), ("a", None), ("b", "2")], 0, 1)
+        assert d.create_output_topic("out", S, S).read_key_values_to_list() == [("a", "1"), ("a", None), ("b", "2")]
+        assert d.get_key_value_store("latest").all() == [("b", "2")]
+    assert path.read_text() == "[]: a=1\n[]: a=None\n[]: b=2\n"
+
+
+def test_build_errors_say_what_is_wrong(builder):
+    s = builder.stream("in")
+    with pytest.raises(TopologyError, match="outer_join is only defined between two KStreams"):
+        s.outer_join(builder.table("t"), lambda a, b: a, None)
+    with pytest.raises(TopologyError, match="needs JoinWindows"):
+        s.join(builder.stream("other"), lambda a, b: a)
+    with pytest.raises(TopologyError, match="key_selector"):
+        s.join(builder.global_table("g"), lambda a, b: a)
+    with pytest.raises(TypeError, match="windowed_by takes"):
+        s.group_by_key().windowed_by(5)

@@ -2,8 +2,8 @@
 
 The DSL (:class:`StreamsBuilder`, :class:`KStream`, :class:`KTable`,
 :class:`GlobalKTable`, windows, joins), the Processor API (:class:`Topology`,
-:class:`Processor`) and the :class:`TopologyTestDriver`, with Kafka Streams' semantics
-and names in snake_case::
+:class:`Processor`), the :class:`TopologyTestDriver` and the runtime
+(:class:`StreamsApp`), with Kafka Streams' semantics and names in snake_case::
 
     from pylog.streams import StreamsBuilder, Serdes, TopologyTestDriver
     b = StreamsBuilder()
@@ -13,6 +13,7 @@ and names in snake_case::
      .to("out")
     with TopologyTestDriver(b.build()) as driver:
         ...
+    b.build(application_id="app").run(pylog.open("./data"))   # or pylog.connect(...)
 
 Streams uses only pylog's client API: it never imports the broker or the server.
 """
