@@ -132,6 +132,13 @@ class TransactionManager:
         """A batch of the transaction failed for good (sender thread)."""
         if exc.error_code == _PRODUCER_FENCED:
             self._fatal(ProducerFencedError(f"transactional id {self.transactional_id!r}: {exc}"))
+        elif exc.error_code == _INVALID_PRODUCER_EPOCH:
+            # The leader knows a newer epoch: the coordinator aborted this transaction
+            # (it outlived transaction_timeout_ms) or a newer producer took the id.
+            self._abortable(type(exc)(
+                f"{exc}: transactional id {self.transactional_id!r} has a newer epoch (the transaction outlived "
+                f"transaction_timeout_ms={self.transaction_timeout_ms} and was aborted, or a newer producer "
+                f"holds the id); abort_transaction() tells which"))
         else:
             self._abortable(exc)
 
