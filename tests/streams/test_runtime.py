@@ -7,6 +7,7 @@ import pytest
 
 import pylog
 from pylog.streams import Serdes, StreamsApp, StreamsBuilder, TopologyError
+from server.conftest import module_server  # noqa: F401  (one `pylog serve` for this module)
 
 S = Serdes.string()
 L = Serdes.long()
@@ -63,6 +64,16 @@ def test_word_count_runs_embedded_and_restores_after_restart(tmp_path):
         app2.run(client, until_idle=True)
         assert final_counts(client) == {"x": 3, "y": 2, "z": 2}
         assert app2.active_tasks() <= {"0_0", "0_1", "1_0", "1_1"}
+
+
+def test_word_count_runs_on_pylog_serve_through_the_kafka_protocol(module_server):  # noqa: F811
+    with pylog.connect(module_server.bootstrap) as client:
+        client.create_topic("lines", 2)
+        client.create_topic("counts", 2)
+        produce(client, "lines", [("a", "x y x"), ("b", "y z")])
+        word_count("remote-wc").run(client, until_idle=True, idle_polls=5)
+        assert final_counts(client) == {"x": 2, "y": 2, "z": 1}
+        assert client.num_partitions("remote-wc-counts-changelog") == 2
 
 
 def test_global_table_is_bootstrapped_before_processing(tmp_path):
