@@ -72,12 +72,13 @@ class Cluster:
         """Controllers queue their events until the block ends (the in-memory store runs
         watches inside the write that fired them; an admin write that reads back what it
         wrote must not see the controller's reaction in between)."""
-        for c in self.controllers.values():
+        paused = [c for c in self.controllers.values() if c._wakeup is None]
+        for c in paused:
             c._wakeup = lambda: None
         try:
             yield
         finally:
-            for c in self.controllers.values():
+            for c in paused:
                 c._wakeup = None
                 c.process_events()
 

@@ -40,9 +40,18 @@ class ControllerMachine(RuleBasedStateMachine):
         self.max_epoch: dict[tuple[str, int], int] = {}
         self.controller_epoch = 0
         self.now_ms = 0
+        #: A controller whose events wait in its queue (SIGSTOP), then run (SIGCONT): a zombie
+        #: once another controller was elected meanwhile.
+        self.stalled = None
 
     def teardown(self) -> None:
         self.c.close()
+
+    @property
+    def controller(self):
+        """The active controller; rules that ask it wait while a stalled one holds the role."""
+        active = [c for c in self.c.controllers.values() if c.is_active and c is not self.stalled]
+        return active[0] if len(active) == 1 else None
 
     @property
     def live(self) -> list[int]:
@@ -58,8 +67,23 @@ class ControllerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def kill(self, data):
         b = data.draw(st.sampled_from(self.live))
+        if self.stalled is self.c.controllers[b]:
+            self.stalled = None
         self.c.kill(b)
         self.down.add(b)
+
+    @precondition(lambda self: self.stalled is None and self.controller is not None)
+    @rule()
+    def stall_the_controller(self):
+        self.stalled = self.controller
+        self.stalled._wakeup = lambda: None
+
+    @precondition(lambda self: self.stalled is not None)
+    @rule()
+    def resume_the_stalled_controller(self):
+        stalled, self.stalled = self.stalled, None
+        stalled._wakeup = None
+        stalled.process_events()
 
     @precondition(lambda self: self.down)
     @rule(data=st.data())
@@ -73,11 +97,13 @@ class ControllerMachine(RuleBasedStateMachine):
         b = data.draw(st.sampled_from(self.live))
         self.c.zk.expire_session(self.c.sessions[b].session_id)
 
-    @precondition(lambda self: len(self.live) > 1)
+    @precondition(lambda self: len(self.live) > 1 and self.controller is not None)
     @rule(data=st.data())
     def controlled_shutdown_then_stop(self, data):
         b = data.draw(st.sampled_from(self.live))
-        self.c.active.controlled_shutdown(b)
+        self.controller.controlled_shutdown(b)
+        if self.stalled is self.c.controllers[b]:
+            self.stalled = None
         self.c.kill(b)
         self.down.add(b)
 
@@ -108,6 +134,22 @@ class ControllerMachine(RuleBasedStateMachine):
         except PylogError:
             pass
 
+    @rule(data=st.data())
+    def zookeeper_reassignment_or_election(self, data):
+        parts = self._partitions()
+        if not parts or not self.live:
+            return
+        tp, r, s = data.draw(st.sampled_from(parts))
+        try:
+            with self.c.paused():
+                if data.draw(st.booleans()):
+                    self.c.admin_session.create_partition_reassignment(
+                        {tp: data.draw(st.lists(st.sampled_from(self.live), min_size=1, max_size=3, unique=True))})
+                else:
+                    self.c.admin_session.create_preferred_replica_election([tp])
+        except PylogError:
+            pass  # one is in progress already
+
     # -- what leaders and admins ask -----------------------------------------------------
 
     def _partitions(self):
@@ -122,6 +164,7 @@ class ControllerMachine(RuleBasedStateMachine):
                     out.append(((topic, p), r, state))
         return out
 
+    @precondition(lambda self: self.controller is not None)
     @rule(data=st.data(), grow=st.booleans())
     def leader_changes_isr(self, data, grow):
         candidates = [(tp, r, s) for tp, r, s in self._partitions() if s.leader in self.live]
@@ -134,11 +177,12 @@ class ControllerMachine(RuleBasedStateMachine):
         else:
             new_isr = tuple(b for b in s.isr if b == s.leader or data.draw(st.booleans()))
         try:
-            self.c.active.alter_partition(s.leader, -1, tp[0], tp[1],
+            self.controller.alter_partition(s.leader, -1, tp[0], tp[1],
                                           replication.AlterPartition(s.leader, s.leader_epoch, new_isr, s.zk_version))
         except PylogError:
             pass  # the topic is being deleted, or an ISR member is shutting down
 
+    @precondition(lambda self: self.controller is not None)
     @rule(data=st.data())
     def stale_alter_partition_is_refused(self, data):
         candidates = [(tp, r, s) for tp, r, s in self._partitions()
@@ -148,17 +192,20 @@ class ControllerMachine(RuleBasedStateMachine):
         tp, r, s = data.draw(st.sampled_from(candidates))
         stale = replication.AlterPartition(s.leader, s.leader_epoch, (s.leader,), s.zk_version - 1)
         with pytest.raises(PylogError):
-            self.c.active.alter_partition(s.leader, -1, tp[0], tp[1], stale)
+            self.controller.alter_partition(s.leader, -1, tp[0], tp[1], stale)
 
+    @precondition(lambda self: self.controller is not None)
     @rule(kind=st.sampled_from(list(ElectionType)))
     def elect_leaders(self, kind):
-        self.c.active.elect_leaders(kind)
+        self.controller.elect_leaders(kind)
 
+    @precondition(lambda self: self.controller is not None)
     @rule(ms=st.integers(0, 2000))
     def time_passes(self, ms):
         self.now_ms += ms
-        self.c.active.tick(self.now_ms)
+        self.controller.tick(self.now_ms)
 
+    @precondition(lambda self: self.controller is not None)
     @rule(data=st.data(), cancel=st.booleans())
     def reassign(self, data, cancel):
         parts = self._partitions()
@@ -167,13 +214,14 @@ class ControllerMachine(RuleBasedStateMachine):
         tp, r, s = data.draw(st.sampled_from(parts))
         target = None if cancel else data.draw(st.lists(st.sampled_from(self.live), min_size=1, max_size=3,
                                                         unique=True))
-        self.c.active.alter_partition_reassignments({tp: target})
+        self.controller.alter_partition_reassignments({tp: target})
 
     # -- invariants --------------------------------------------------------------------
 
     @invariant()
     def one_active_controller_and_growing_epochs(self):
-        assert self.c.active.broker_id in self.live
+        if self.stalled is None:
+            assert self.controller is not None and self.controller.broker_id in self.live
         epoch = self.c.controller_epoch()
         assert epoch >= self.controller_epoch
         self.controller_epoch = epoch
@@ -188,6 +236,8 @@ class ControllerMachine(RuleBasedStateMachine):
             for p, r in a.partitions.items():
                 s = self.c.admin_session.get_partition_state(topic, p)
                 if s is None:
+                    if self.stalled is not None or topic in deleting:
+                        continue  # not seen by the stalled controller yet; or never to be used
                     assert not any(b in self.live for b in r.replicas), f"{topic}-{p} has live replicas, no state"
                     continue
                 key = (a.topic_id, p)
@@ -197,7 +247,7 @@ class ControllerMachine(RuleBasedStateMachine):
                 assert set(s.isr) <= set(r.replicas) and s.isr
                 if s.leader != -1:
                     assert s.leader in s.isr
-                if topic in deleting:
+                if topic in deleting or self.stalled is not None:
                     continue
                 if s.leader not in self.live:
                     eligible = r.replicas if self.unclean else s.isr
