@@ -14,7 +14,9 @@ What it does, as Kafka Streams does:
   application id; one :class:`~pylog.streams.task.StreamTask` per sub-topology and
   partition (``<subtopology>_<partition>``), created when its partition is assigned and
   restored first from its stores' changelogs (timestamped stores get their values'
-  timestamps back from the changelog records);
+  timestamps back from the changelog records); of what a poll brings, a task takes
+  next the record with the smallest timestamp among its partitions (Kafka's partition
+  group, without waiting for empty partitions: ``max.task.idle.ms`` is 0);
 * bootstraps every global store from the beginning of its topic before processing,
   then keeps it up to date;
 * at-least-once: every ``commit.interval.ms`` (default 30000; and on stop) it flushes the
@@ -28,6 +30,7 @@ thread; :meth:`StreamsApp.stop` may be called from another thread.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import struct
 import threading
@@ -280,10 +283,8 @@ class StreamsApp:
         try:
             while not self._stop.is_set():
                 records = self.consumer.poll(timeout_ms=poll_timeout_ms)
-                for r in records:
-                    task = self._task(self._topic_group[r.topic], r.partition)
-                    task.process(r.topic, r.key, r.value, r.timestamp, r.headers, r.offset)
-                    self._offsets[(r.topic, r.partition)] = r.offset + 1
+                if records:
+                    self._process(records)
                 if global_consumer is not None:
                     for r in global_consumer.poll(timeout_ms=0):
                         self.global_task.process(r.topic, r.key, r.value, r.timestamp,  # type: ignore[union-attr]
@@ -301,6 +302,25 @@ class StreamsApp:
             self.commit()
         finally:
             self._close_clients(global_consumer)
+
+    def _process(self, records: List[Any]) -> None:
+        """Give each task its records: within a task, partition by partition in order,
+        always taking the partition whose next record has the smallest timestamp (a
+        task's partition group, as Kafka's)."""
+        by_task: Dict[Tuple[int, int], Dict[Tuple[str, int], List[Any]]] = {}
+        for r in records:
+            tid = (self._topic_group[r.topic], r.partition)
+            by_task.setdefault(tid, {}).setdefault((r.topic, r.partition), []).append(r)
+        offsets = self._offsets
+        for (gid, partition), queues in by_task.items():
+            task = self._task(gid, partition)
+            if len(queues) == 1:
+                ordered: Any = next(iter(queues.values()))
+            else:
+                ordered = heapq.merge(*queues.values(), key=lambda r: r.timestamp)
+            for r in ordered:
+                task.process(r.topic, r.key, r.value, r.timestamp, r.headers, r.offset)
+                offsets[(r.topic, r.partition)] = r.offset + 1
 
     def commit(self) -> None:
         """Flush stores and producer, then commit the consumed offsets (at-least-once)."""
