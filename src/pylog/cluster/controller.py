@@ -40,6 +40,22 @@ and topic deletions (``/admin/delete_topics``), and re-sends LeaderAndIsr and
 UpdateMetadata. A controller that loses its session, its ``/controller`` znode or a fenced
 write stops acting at once (:meth:`Controller.is_active` turns False).
 
+Embedding (what a broker process does)::
+
+    coordination = pylog.cluster.zookeeper.connect(zookeeper_connect)
+    coordination.register_broker(registration)      # again on_session_reestablished
+    executor = ThreadPoolExecutor(1)                 # ZooKeeper calls block: keep them off the loop
+    controller = Controller(coordination, broker_id, channel, ControllerConfig(...),
+                            wakeup=lambda: executor.submit(controller.process_events))
+    controller.start()                               # competes for /controller now and later
+    # every few seconds: executor.submit(controller.tick, now_ms)
+    # the channel hands broker answers to controller.handle_response
+    # ControlledShutdown, AlterPartition, ElectLeaders, Alter/ListPartitionReassignments
+    # arriving on the wire: executor.submit(answer_controlled_shutdown, controller, msg), ...
+    # (NOT_CONTROLLER on a broker that is not the controller: the sender finds the right one)
+    # on SIGTERM: ControlledShutdown to the active controller until nothing remains, then
+    # controller.close(); coordination.close()
+
 Thread safety: events (ZooKeeper watches, broker answers) are queued and processed one
 at a time under one lock, on the thread that calls :meth:`Controller.process_events` —
 by default the thread that queued them (the store's callback thread, or the test's
