@@ -217,3 +217,26 @@ def test_build_errors_say_what_is_wrong(builder):
         s.join(builder.global_table("g"), lambda a, b: a)
     with pytest.raises(TypeError, match="windowed_by takes"):
         s.group_by_key().windowed_by(5)
+
+
+@pytest.mark.parametrize("handler", ["log_and_fail", "log_and_continue"])
+def test_exception_handlers(handler):
+    config = dict(CONFIG, **{"default.deserialization.exception.handler": handler,
+                             "processing.exception.handler": handler})
+    b = StreamsBuilder(config)
+    b.stream("in", value_serde=L).map_values(lambda v: 100 // v).to("out", value_serde=L)
+    with TopologyTestDriver(b.build(), config) as d:
+        i = d.create_input_topic("in", S, Serdes.bytes())
+        i.pipe_input("a", L.serialize(5), 0)
+        if handler == "log_and_fail":
+            with pytest.raises(StreamsError, match="long needs 8 bytes"):
+                i.pipe_input("b", b"xx", 1)
+            with pytest.raises(StreamsError, match="ZeroDivisionError"):
+                i.pipe_input("c", L.serialize(0), 2)
+        else:
+            i.pipe_input("b", b"xx", 1)
+            i.pipe_input("c", L.serialize(0), 2)
+            i.pipe_input("d", L.serialize(50), 3)
+            assert d.metrics()["dropped-records"] == 2
+        out = d.create_output_topic("out", S, L).read_key_values_to_list()
+        assert out == ([("a", 20)] if handler == "log_and_fail" else [("a", 20), ("d", 2)])

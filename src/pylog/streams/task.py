@@ -10,6 +10,12 @@ time is the largest timestamp the task has processed; STREAM_TIME punctuators fi
 it passes their next time (aligned to 0, first at the first record), WALL_CLOCK_TIME
 punctuators when :meth:`punctuate_wall_clock` is called with a time past theirs.
 
+Errors: a record whose key or value does not deserialise, or whose processing raises,
+fails the task with :class:`StreamsError` naming the node, topic, partition and offset
+(Kafka's ``log_and_fail``); with ``default.deserialization.exception.handler`` /
+``processing.exception.handler`` set to ``log_and_continue`` the record is logged,
+counted in ``dropped-records`` and skipped.
+
 A task is driven by one thread at a time; nothing in it is locked.
 """
 
@@ -22,7 +28,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from pylog.errors import IllegalStateError, PylogError
 
 from .processor import Cancellable, PunctuationType, Record, RecordMetadata, to_millis
-from .serdes import Serdes
+from .serdes import SerializationError, Serdes
 
 __all__ = ["StreamTask", "ProcessorContext", "StreamsError", "TaskMetrics", "SourceRecord"]
 
@@ -75,6 +81,13 @@ class _Node:
         self.children: List["_Node"] = []
         self.by_name: Dict[str, "_Node"] = {}
         self.process = processor.process
+
+
+def _handler(config: Dict[str, Any], key: str) -> bool:
+    value = str(config.get(key, config.get(key.replace(".", "_"), "log_and_fail"))).lower()
+    if value not in ("log_and_fail", "log_and_continue"):
+        raise ValueError(f"{key} is 'log_and_fail' or 'log_and_continue', got {value!r}")
+    return value == "log_and_continue"
 
 
 def _node_forward(ctx: "ProcessorContext", node: _Node) -> Callable[..., None]:
@@ -258,6 +271,9 @@ class StreamTask:
         self.metrics = TaskMetrics()
         self.stream_time = -1
         self.commit_requested = False
+        # Kafka's exception handlers: "log_and_fail" (the default) or "log_and_continue"
+        self.continue_on_deserialization_error = _handler(config, "default.deserialization.exception.handler")
+        self.continue_on_processing_error = _handler(config, "processing.exception.handler")
         self.default_key_serde = default_key_serde or Serdes.bytes()
         self.default_value_serde = default_value_serde or Serdes.bytes()
         self._stream_puncts: List[Tuple[int, int, _Punctuator]] = []
@@ -346,6 +362,12 @@ class StreamTask:
         except (StreamsError, IllegalStateError):
             raise
         except Exception as exc:
+            if self.continue_on_processing_error and not isinstance(exc, SerializationError):
+                log.warning("skipping record of %s partition %d offset %d: processor %r raised %r (processing "
+                            "exception handler: log_and_continue)", topic, self.partition, offset,
+                            ctx.current_node, exc)
+                self.metrics.record("dropped-records")
+                return
             raise StreamsError(f"exception caught in process, task {self.task_id}, processor "
                                f"{ctx.current_node!r}, topic={topic}, partition={self.partition}, "
                                f"offset={offset}: {exc!r}") from exc
@@ -435,8 +457,16 @@ class _SourceProcessor:
 
     def ingest(self, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
                topic: str, offset: int) -> None:
-        k = self.key_de(key)
-        v = self.value_de(value)
+        try:
+            k = self.key_de(key)
+            v = self.value_de(value)
+        except SerializationError as exc:
+            if not self.task.continue_on_deserialization_error:
+                raise
+            log.warning("skipping record of %s partition %d offset %d: %s (deserialization exception handler: "
+                        "log_and_continue)", topic, self.task.partition, offset, exc)
+            self.task.metrics.record("dropped-records")
+            return
         if self.extractor is not None:
             ex = self.extractor
             src = SourceRecord(topic, self.task.partition, offset, timestamp, k, v, headers)
