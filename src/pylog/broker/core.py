@@ -2297,18 +2297,35 @@ class Broker:
         if self.cleaner is not None:
             self.cleaner.stop()
         self.wake_waiters()
+        # Producer snapshots are written without an fsync each; the log manager's close
+        # makes them durable with its logs (one syncfs) and then calls back to rename
+        # them into place (its docstring says what a kill at each step leaves).  A
+        # partition whose snapshot at its log end offset exists already (nothing appended
+        # since it was written, e.g. untouched since the open) writes none.
+        pending: list[tuple[str, str, str]] = []
         for topic in list(self._topics.values()):
             for part in topic.partitions:
                 with part.lock:
                     if part.log.closed:
                         continue
-                    part.producers.map_end_offset = part.log.log_end_offset
-                    if part.producers.producers:
-                        try:
-                            part.producers.take_snapshot()
-                        except OSError as exc:
-                            _log.error("%s-%d: producer snapshot failed: %s", topic.name, part.index, exc)
-        self.logs.close()
+                    psm = part.producers
+                    psm.map_end_offset = part.log.log_end_offset
+                    if not psm.producers or os.path.exists(psm.snapshot_path(psm.map_end_offset)):
+                        continue
+                    name = f"{topic.name}-{part.index}"
+                    try:
+                        pending.append((name, *psm.write_snapshot_tmp(sync=False)))
+                    except OSError as exc:
+                        _log.error("%s: producer snapshot failed: %s", name, exc)
+
+        def rename_snapshots() -> None:
+            for name, tmp, path in pending:
+                try:
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    _log.error("%s: producer snapshot failed: %s", name, exc)
+
+        self.logs.close(after_sync=rename_snapshots if pending else None)
 
     @property
     def closed(self) -> bool:

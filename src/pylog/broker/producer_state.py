@@ -42,8 +42,10 @@ log end offset the snapshot describes.
 
 Crash behaviour
 ---------------
-A snapshot is written to a temporary file, fsynced and renamed into place, so a crash
-leaves either the old set of snapshots or the new one.  After a crash the broker loads the
+A snapshot is written to a temporary file, made durable (its own fsync, or at a clean
+shutdown one ``syncfs`` for all partitions' files) and only then renamed into place, so a
+crash leaves either the old set of snapshots or the new one (plus a ``.tmp`` file that the
+log's open deletes).  After a crash the broker loads the
 newest snapshot at or below the log end offset and replays the batch headers from there
 (:meth:`ProducerStateManager.replay`), which rebuilds the same state the appends built.
 
@@ -428,6 +430,17 @@ class ProducerStateManager:
 
     def take_snapshot(self) -> str:
         """Write the state as ``<map_end_offset>.snapshot`` (atomic: tmp, fsync, rename)."""
+        tmp, path = self.write_snapshot_tmp()
+        os.replace(tmp, path)
+        return path
+
+    def write_snapshot_tmp(self, *, sync: bool = True) -> tuple[str, str]:
+        """The first half of :meth:`take_snapshot`: write the state to
+        ``<map_end_offset>.snapshot.tmp`` (fsync-ed when ``sync``) and return that path and
+        the snapshot's own.  A caller that passes ``sync=False`` makes many of them durable
+        at once (one ``syncfs``, :func:`pylog.storage.manager.sync_filesystem`) before it
+        renames each into place: a kill before the rename leaves a ``.tmp`` file that the
+        log's open deletes, so the older snapshots stand and the replay covers the rest."""
         body = bytearray(_COUNT.pack(len(self.producers)))
         for e in self.producers.values():
             last = e.batches[-1] if e.batches else None
@@ -444,9 +457,9 @@ class ProducerStateManager:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+            if sync:
+                os.fsync(f.fileno())
+        return tmp, path
 
     def load_snapshot(self, log_end_offset: int, at_or_below: int | None = None) -> int:
         """Load the newest valid snapshot at or below ``log_end_offset`` (and at or

@@ -209,12 +209,16 @@ class _MappedIndex:
         if self.writable and self._mm is not None:
             self._mm.flush()
 
-    def trim(self) -> None:
-        """Cut the file to its valid entries and remap it read-only (on roll and close)."""
+    def trim(self, *, sync: bool = True) -> None:
+        """Cut the file to its valid entries and remap it read-only (on roll and close).
+        ``sync=False`` leaves out the msync: the written pages stay dirty in the page
+        cache (unmapping a shared mapping loses nothing) for a caller that makes the whole
+        filesystem durable next (a clean shutdown's one ``syncfs``)."""
         if not self.writable:
             return
         self._detach()
-        self.flush()
+        if sync:
+            self.flush()
         self._unmap()
         with open(self.path, "r+b") as f:
             os.ftruncate(f.fileno(), self._entries * self.ENTRY_SIZE)

@@ -1324,15 +1324,27 @@ class Log(_core.LogBase):
         with self._lock:
             self._write_own_checkpoints(force=True)
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
         """Flush, trim the active segment, release everything and (standalone) write the
-        checkpoints and the clean-shutdown marker.  Idempotent."""
+        checkpoints and the clean-shutdown marker.  Idempotent.
+
+        ``sync=False`` (a LogManager's clean shutdown, for a log it manages): no fsync or
+        msync here; the recovery point moves to the log end offset all the same, and the
+        manager makes the whole filesystem durable (one ``syncfs``) before it writes that
+        recovery point to its checkpoint, so the checkpoint never names data that is not
+        on disk.  A kill before then leaves the old checkpoint and no clean-shutdown
+        marker: the next open recovers from the old recovery point."""
         with self._lock:
             if self._closed:
                 return
-            self._flush_locked()
+            sync = sync or not self._managed
+            if sync:
+                self._flush_locked()
+            else:
+                self._recovery_point = self._log_end_offset
+                self._unflushed_messages = 0
             for seg in self._segments:
-                seg.close()
+                seg.close(sync=sync)
             self._closed = True
             if not self._managed:
                 self._write_own_checkpoints(force=True)

@@ -64,7 +64,7 @@ from pylog.storage.log import (CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT,
                                Log, RetentionResult, parse_topic_partition)
 from pylog.storage.segment import SegmentCache
 
-__all__ = ["LogManager", "META_PROPERTIES", "CLEANER_OFFSET_CHECKPOINT"]
+__all__ = ["LogManager", "META_PROPERTIES", "CLEANER_OFFSET_CHECKPOINT", "sync_filesystem"]
 
 META_PROPERTIES = "meta.properties"
 CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"
@@ -75,6 +75,43 @@ _CLUSTER_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _NODE_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 
 _log = logging.getLogger("pylog.storage")
+
+
+_syncfs: Any = None
+
+
+def sync_filesystem(path: str) -> None:
+    """Make every written byte and metadata change of the filesystem holding ``path``
+    durable, with one ``syncfs(2)`` (Linux), else ``sync(2)``: at a clean shutdown one
+    call replaces thousands of fsyncs (each a journal commit of its own).
+
+    Raises
+    ------
+    OSError
+        ``syncfs`` failed (since Linux 5.8 it reports writeback errors).
+    """
+    global _syncfs
+    if _syncfs is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.syncfs
+            fn.argtypes = [ctypes.c_int]
+            _syncfs = (fn, ctypes)
+        except (OSError, AttributeError):
+            _syncfs = False
+    if _syncfs is False:
+        os.sync()
+        return
+    fn, ctypes = _syncfs
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _random_id() -> str:
@@ -390,16 +427,38 @@ class LogManager:
             self.checkpoint()
         return out
 
-    def close(self) -> None:
+    def close(self, after_sync: Callable[[], None] | None = None) -> None:
         """Close every log, write the checkpoints and the clean-shutdown marker, and
         release the directory's lock (also when one of those steps fails: the marker is
-        then missing, so the next open recovers)."""
+        then missing, so the next open recovers).
+
+        Batched durability, in this order (what a kill at each point leaves):
+
+        1. every log closes without an fsync or msync of its own (``Log.close(sync=False)``:
+           a log untouched since open has nothing to write beyond the trim of its active
+           segment's files); a kill here: no marker, old checkpoints, so the next open
+           recovers each log from its old recovery point (nothing acknowledged is lost:
+           it is in the page cache, or was flushed below that point);
+        2. one :func:`sync_filesystem` makes all of it durable together; then
+           ``after_sync`` runs (the broker renames its producer snapshots, written without
+           fsync before this close, into place) and a second ``syncfs`` makes those
+           renames durable; a kill in between leaves ``.tmp`` snapshots (deleted at
+           open) and no marker: as 1;
+        3. the checkpoints are written (each atomically: tmp, fsync, rename, fsync dir);
+           a kill here: no marker, so the new recovery points only shorten recovery;
+        4. the marker is created and the directory fsync-ed: from then on the next open
+           trusts the checkpoints and skips recovery.
+        """
         with self._lock:
             if self._closed:
                 return
             try:
                 for log in self._logs.values():
-                    log.close()
+                    log.close(sync=False)
+                sync_filesystem(self.data_dir)
+                if after_sync is not None:
+                    after_sync()
+                    sync_filesystem(self.data_dir)
                 self.checkpoint()
                 with open(os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE), "wb") as f:
                     os.fsync(f.fileno())

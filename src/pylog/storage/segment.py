@@ -670,9 +670,10 @@ class LogSegment:
         if self._appender is not None:
             self._configure_appender(config)
 
-    def seal(self) -> None:
+    def seal(self, *, sync: bool = True) -> None:
         """Stop appending: write the final time-index entry, trim the ``.log`` file and
-        the indexes to their valid sizes, and unmap (Kafka's onBecomeInactiveSegment)."""
+        the indexes to their valid sizes, and unmap (Kafka's onBecomeInactiveSegment).
+        ``sync=False``: the indexes are not msync-ed (see :meth:`OffsetIndex.trim`)."""
         if not self._active:
             return
         # Each stage can be interrupted (an I/O error) and the whole method called again.
@@ -703,8 +704,8 @@ class LogSegment:
         if self._handle is not None:
             self._trim(self._handle.fd, self._size)
             self._handle = None
-        oi.trim()
-        ti.trim()
+        oi.trim(sync=sync)
+        ti.trim(sync=sync)
         self._active = False
         if self._index_bypassed:
             # Sealed, the index can be rebuilt: the next read that trips on it does so.
@@ -1018,10 +1019,10 @@ class LogSegment:
             finally:
                 os.close(fd)
 
-    def close(self) -> None:
-        """Seal (if active) and release."""
+    def close(self, *, sync: bool = True) -> None:
+        """Seal (if active; ``sync`` as :meth:`seal`) and release."""
         if self._active:
-            self.seal()
+            self.seal(sync=sync)
         self.release()
         if self._cache is not None:
             self._cache.forget(self)
