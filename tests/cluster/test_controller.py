@@ -230,7 +230,11 @@ def test_no_live_isr_member_means_offline_until_one_returns(cluster):
     c.admin.create_topic("t", 1, 2, assignment={0: [1, 2]})
     c.kill(2)
     assert c.state("t").isr == (1,)
+    c.channel.clear()
     c.start(2)  # back, but not in the ISR: the leader has not taken it back yet
+    (s,) = told(c.channel, 2, LeaderAndIsrRequest, ("t", 0))  # it follows the leader
+    assert (s.leader, s.isr, s.leader_epoch, s.replicas) == (1, (1,), 1, (1, 2))
+    assert c.state("t").isr == (1,)
     c.kill(1)  # the leader
     state = c.state("t")
     assert state.leader == -1 and state.isr == (1,)  # never an empty ISR
