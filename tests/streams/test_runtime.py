@@ -97,3 +97,28 @@ def test_joined_topics_must_be_co_partitioned(tmp_path):
         client.create_topic("users", 3)
         with pytest.raises(TopologyError, match="co-partition"):
             b.build("cp").run(client, until_idle=True)
+
+
+def test_two_instances_share_the_partitions_and_hand_tasks_over(tmp_path):
+    """A second instance joins the group while the first runs: the first commits and
+    closes the tasks it gives up, the second rebuilds them from their changelogs, and
+    the final counts are those of one instance."""
+    import threading
+
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("lines", 4)
+        client.create_topic("counts", 4)
+        produce(client, "lines", [(f"k{i}", "x y" if i % 2 else "y z") for i in range(40)])
+        first = word_count("shared")
+        t = threading.Thread(target=first.run, args=(client,), kwargs={"poll_timeout_ms": 50})
+        t.start()
+        try:
+            second = word_count("shared")
+            second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
+            produce(client, "lines", [("late", "x")])
+            second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
+        finally:
+            first.stop()
+            t.join(timeout=60)
+        assert not t.is_alive()
+        assert final_counts(client) == {"x": 21, "y": 40, "z": 20}

@@ -22,9 +22,12 @@ What it does, as Kafka Streams does:
 * at-least-once: every ``commit.interval.ms`` (default 30000; and on stop) it flushes the
   stores, flushes the producer, then commits the consumed offsets.
 
-Not yet: several instances sharing the tasks with state handed over (a revoked task is
-dropped and rebuilt from its changelog when assigned again), standby replicas,
-exactly-once, threads per instance.  One ``run`` drives everything on the calling
+Several instances with the same application id share the partitions through the
+group: in a rebalance an instance commits, then closes the tasks of the partitions it
+gives up; whoever gets them rebuilds the tasks from their changelogs.  Not yet: sticky
+task assignment (the consumer's assignor places partitions; co-partitioned topics stay
+together because the range assignor gives equal partition numbers to one member),
+standby replicas, exactly-once, threads per instance.  One ``run`` drives everything on the calling
 thread; :meth:`StreamsApp.stop` may be called from another thread.
 """
 
@@ -37,6 +40,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from pylog.client import ConsumerRebalanceListener
 from pylog.errors import TopicAlreadyExistsError
 
 from .task import StreamTask
@@ -65,6 +69,26 @@ class _Collector:
             partition = partitioner(topic, key, value, app.partitions_of(topic))
         app.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None,
                           partition=partition, timestamp_ms=timestamp)
+
+
+class _TaskMover(ConsumerRebalanceListener):
+    """Hands tasks over in a rebalance: before partitions go, what their tasks did is
+    committed (stores, producer, offsets) and the tasks are closed; a task that comes
+    back (here or on another instance) is rebuilt from its changelogs."""
+
+    def __init__(self, app: "StreamsApp") -> None:
+        self.app = app
+
+    def on_partitions_revoked(self, revoked: Set[Any]) -> None:
+        if revoked:
+            self.app.commit()
+            self.app._drop_tasks(revoked)
+
+    def on_partitions_lost(self, lost: Set[Any]) -> None:
+        self.app._drop_tasks(lost)
+
+    def on_partitions_assigned(self, assigned: Set[Any]) -> None:
+        pass
 
 
 class StreamsApp:
@@ -276,8 +300,9 @@ class StreamsApp:
             for tp in global_parts:
                 global_consumer.seek_to_end(tp)
         topics = sorted(self._topic_group)
-        self.consumer = client.consumer(*topics, group_id=self.application_id, auto_offset_reset="earliest",
+        self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
                                         enable_auto_commit=False)
+        self.consumer.subscribe(topics, _TaskMover(self))
         last_commit = _now_ms()
         idle = 0
         try:
@@ -322,6 +347,16 @@ class StreamsApp:
                 task.process(r.topic, r.key, r.value, r.timestamp, r.headers, r.offset)
                 offsets[(r.topic, r.partition)] = r.offset + 1
 
+    def _drop_tasks(self, partitions: Set[Any]) -> None:
+        for tp in partitions:
+            topic, partition = tp[0], tp[1]
+            self._offsets.pop((topic, partition), None)
+            gid = self._topic_group.get(topic)
+            task = self.tasks.pop((gid, partition), None) if gid is not None else None
+            if task is not None:
+                task.close()
+                log.info("task %s of %s moved away", task.task_id, self.application_id)
+
     def commit(self) -> None:
         """Flush stores and producer, then commit the consumed offsets (at-least-once)."""
         for task in self.tasks.values():
@@ -344,13 +379,16 @@ class StreamsApp:
         raise KeyError(f"no local task holds store {name!r} for partition {partition}")
 
     def _close_clients(self, global_consumer: Any) -> None:
-        for task in self.tasks.values():
-            task.close()
-        if self.global_task is not None:
-            self.global_task.close()
+        # the consumer first: leaving the group revokes its partitions, which commits and
+        # closes their tasks (the producer must still be open for that)
         for c in (self.consumer, global_consumer):
             if c is not None:
                 c.close(autocommit=False)
+        for task in self.tasks.values():
+            task.close()
+        self.tasks.clear()
+        if self.global_task is not None:
+            self.global_task.close()
         if self.producer is not None:
             self.producer.close()
 
