@@ -131,7 +131,8 @@ class _Acknowledged:
     partitions_created: bool = False
     low_watermarks: dict[int, int] = field(default_factory=dict)   # DeleteRecords, per partition
     maybe_low: dict[int, set] = field(default_factory=dict)
-    appended: set[int] = field(default_factory=set)                # Produce (random bytes: never)
+    appended: set[int] = field(default_factory=set)                # Produce (random bytes: never),
+                                                                   # WriteTxnMarkers (a control batch)
     offsets: list[tuple] = field(default_factory=list)             # group events, in order
 
 
@@ -154,6 +155,12 @@ def _acknowledged_changes(ack: _Acknowledged, key: int, body, resp) -> None:
             for p in t.partition_responses:
                 if t.name == KNOWN_TOPIC and p.error_code == 0:
                     ack.appended.add(p.index)
+    elif key == ApiKey.WRITE_TXN_MARKERS:
+        for mk in resp.markers:
+            for t in mk.topics:
+                for p in t.partitions:
+                    if t.name == KNOWN_TOPIC and p.error_code == 0:
+                        ack.appended.add(p.partition_index)
     elif key == ApiKey.OFFSET_COMMIT and body.group_id == KNOWN_GROUP:
         sent = {(t.name, p.partition_index): p.committed_offset for t in body.topics for p in t.partitions}
         for t in resp.topics:
@@ -184,6 +191,9 @@ def _unanswered_changes(ack: _Acknowledged, key: int, body, stored_hw: dict[int,
                     ack.maybe_low.setdefault(p.partition_index, set()).add(low)
     elif key == ApiKey.CREATE_PARTITIONS:
         ack.partitions_created |= any(t.name == KNOWN_TOPIC for t in body.topics)
+    elif key == ApiKey.WRITE_TXN_MARKERS:
+        ack.appended |= {p for mk in body.markers for t in mk.topics if t.name == KNOWN_TOPIC
+                         for p in t.partition_indexes}
     elif key == ApiKey.OFFSET_COMMIT and body.group_id == KNOWN_GROUP:
         for t in body.topics:
             for p in t.partitions:
