@@ -15,7 +15,7 @@ import shutil
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st, target
 
 from pylog import _core
 from pylog.broker.core import READ_COMMITTED, READ_UNCOMMITTED, Broker
@@ -175,7 +175,9 @@ def test_transactional_produce_goes_through_the_verifier(broker):
     assert broker.produce(T, 0, txn_batch(p, 0, 0, [b"a"])).error_code == 0
     r = broker.produce(T, 0, txn_batch(p, 0, 1, [b"b"]))
     assert r.error_code == 48 and "transaction coordinator" in r.error_message
-    assert calls == [(T, 0, p, 0, 0), (T, 0, p, 0, 1)]
+    # An accepted batch is asked about twice: before the partition lock and again under it
+    # (tests/broker/test_txn_verify_race.py); a refused one once.
+    assert calls == [(T, 0, p, 0, 0), (T, 0, p, 0, 0), (T, 0, p, 0, 1)]
     assert broker.high_watermark(T, 0) == 1
     broker.txn_verifier = None
     r = broker.produce(T, 0, txn_batch(p, 0, 1, [b"b"]))
@@ -329,10 +331,15 @@ def test_compaction_drops_aborted_records_and_keeps_committed(tmp_path):
 
 N_PRODUCERS = 3
 
+# Transactional steps are half of all steps, and aborts twice as likely as commits: with
+# uniform choices most examples held no aborted transaction at all, and the read_committed
+# fetch never answered one (the events of --hypothesis-show-statistics show the mix).
+_txn_op = st.tuples(st.sampled_from(["data", "data", "commit", "abort", "abort"]),
+                    st.integers(0, N_PRODUCERS - 1), st.integers(1, 3))
 op = st.one_of(
-    st.tuples(st.just("data"), st.integers(0, N_PRODUCERS - 1), st.integers(1, 3)),
+    _txn_op,
+    _txn_op,
     st.tuples(st.just("plain"), st.just(0), st.integers(1, 2)),
-    st.tuples(st.sampled_from(["commit", "abort"]), st.integers(0, N_PRODUCERS - 1), st.just(0)),
     st.tuples(st.sampled_from(["roll", "tick", "reopen", "crash", "damage"]), st.just(0), st.just(0)),
     st.tuples(st.just("truncate"), st.just(0), st.integers(0, 99)),
 )
@@ -398,7 +405,7 @@ class _Model:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(op, min_size=1, max_size=40))
+@given(st.lists(op, min_size=12, max_size=30))
 def test_model_random_transactions(tmp_path_factory, ops):
     base = tmp_path_factory.mktemp("model")
     path = base / "d0"
@@ -444,6 +451,7 @@ def test_model_random_transactions(tmp_path_factory, ops):
                             if name.endswith(".txnindex"):
                                 with open(d / name, "ab") as f:
                                     f.write(b"\x00\x07")
+                                event("damage: a .txnindex file damaged")
                 path = new
                 b = open_broker(path)
                 b.txn_verifier = lambda *a: 0
@@ -454,6 +462,10 @@ def test_model_random_transactions(tmp_path_factory, ops):
         assert seen == m.visible()
         for start, upper, aborted in fetches:
             assert aborted == m.aborted(pids, start, upper), (start, upper)
+        event(f"fetch answers with aborted transactions: {sum(1 for f in fetches if f[2]) > 0}")
+        event(f"aborted transactions in the log: {min(len(m.aborts), 3)}{'+' if len(m.aborts) >= 3 else ''}")
+        target(float(len(m.aborts)), label="aborted transactions in the log")
+        event(f"segments: {'several' if len(b._partition(T, 0).log.segments) > 1 else 'one'}")
         assert sorted(e[:3] for e in b._partition(T, 0).log.aborted_transactions()) == \
             sorted((pids[i], first, marker) for i, first, marker in m.aborts)
     finally:

@@ -1572,6 +1572,7 @@ class Broker:
                                is_control=bool(b.attributes & _ATTR_CONTROL))
             offset = last + 1
         if any(b.attributes & _ATTR_TRANSACTIONAL for b in views):
+            self._verify_txn_locked(part, views)
             with log.lock:   # see _append_locked
                 return self._append_and_update(part, views)[0]
         return self._append_and_update(part, views)[0]
@@ -1679,12 +1680,30 @@ class Broker:
                 ts = dup.timestamp if not part.topic.create_time else -1
                 return [ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)]
         if transactional:
+            self._verify_txn_locked(part, views)
             # A transaction may open here: the log's lock over the append and the state
             # update lets a read_committed fetch (which computes the LSO under it) never
             # see the records without the open transaction.
             with log.lock:
                 return self._append_and_update(part, views)
         return self._append_and_update(part, views)
+
+    def _verify_txn_locked(self, part: _Partition, views: list) -> None:
+        """KIP-890 part 1 once more, under the partition's lock: :meth:`_check_batch` asked
+        the transaction coordinator before the lock was taken, and a marker that ended the
+        transaction may have landed since (markers take this lock too, after the
+        coordinator left Ongoing).  Appending then would leave a transaction no marker
+        ever closes, holding the LSO forever.  Raises PylogError, nothing appended."""
+        verifier = self.txn_verifier
+        if verifier is None or part.topic.internal:
+            return
+        for b in views:
+            if b.attributes & _ATTR_TRANSACTIONAL and not b.attributes & _ATTR_CONTROL:
+                code = verifier(part.topic.name, part.index, b.producer_id, b.producer_epoch, b.base_sequence)
+                if code:
+                    raise error_for_code(
+                        code, f"transactional batch of producer {b.producer_id} epoch {b.producer_epoch} "
+                              f"for {part.topic.name}-{part.index}: its transaction ended before the append")
 
     def _append_and_update(self, part: _Partition, views: list) -> list[ProduceResult]:
         psm = part.producers
