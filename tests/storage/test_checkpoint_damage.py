@@ -188,6 +188,7 @@ def test_damaged_file_is_detected_and_nothing_acknowledged_is_lost(tmp_path, cap
             return
         b = _open(d, clock)
         try:
+            b.wait_loaded()   # partitions found clean load after the open returns
             clock.t += 10_000
             b.cleaner.clean_once(clock.t)
             warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

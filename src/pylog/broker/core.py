@@ -45,6 +45,19 @@ transactions and the last stable offset are right after any restart.  Producer i
 so after a crash ids restart at the next block and are never reused (Kafka's
 ProducerIdsRecord does the same).
 
+Opening and closing many partitions
+-----------------------------------
+After a clean shutdown a partition needs no recovery, so the open only notes it: its log,
+indexes, leader epochs and producer snapshot load on its first use, or in the loader
+thread that starts with the broker (Kafka's ``num.recovery.threads.per.data.dir``), and
+:meth:`Broker.wait_loaded` waits for that thread.  The internal topics, and every
+partition after an unclean shutdown, load (and recover) before the broker is returned.
+The first new producer id waits for every partition to be loaded, so the id-block check
+above sees all of them.  A clean close writes a producer snapshot only where appends
+happened since the last one, without an fsync each, and makes all of it durable with
+one ``syncfs`` before the checkpoints and the clean-shutdown marker
+(:meth:`pylog.storage.manager.LogManager.close` says what a kill at each step leaves).
+
 Towards KRaft
 -------------
 The registry is the state a KRaft metadata log would hold.  Moving there means turning
@@ -514,18 +527,58 @@ class BrokerConfig:
 # --------------------------------------------------------------------------- internal state
 
 class _Partition:
-    __slots__ = ("topic", "index", "log", "producers", "lock", "snapshot_segment", "storage_failed")
+    """One partition of a topic: its log, producer state and append lock.
 
-    def __init__(self, topic: "_Topic", index: int, log) -> None:
+    A partition found clean at open is *deferred*: ``loader`` loads its log and producer
+    state on the first use of :attr:`log` or :attr:`producers` (from any thread; others
+    wait for that load), or when the broker's loader thread reaches it (module docstring
+    of :mod:`pylog.storage.manager`, deferred loading).  ``loaded`` says which it is.
+    """
+
+    __slots__ = ("topic", "index", "_log", "_producers", "lock", "snapshot_segment", "storage_failed",
+                 "_loader", "_load_lock")
+
+    def __init__(self, topic: "_Topic", index: int, log, loader: Callable[["_Partition"], None] | None = None) -> None:
         self.topic = topic
         self.index = index
-        self.log = log
-        self.producers = ProducerStateManager(log.path)
         self.lock = threading.Lock()
         self.snapshot_segment = -1
         # Whether the last append failed with a storage error (logged once, until cleared).
         self.storage_failed = False
+        self._log = self._producers = None
+        self._loader = loader
+        self._load_lock = threading.Lock() if loader is not None else None
+        if log is not None:
+            self.attach(log)
+
+    def attach(self, log) -> None:
+        """Take ``log`` as this partition's log, with an empty producer state."""
+        self._producers = ProducerStateManager(log.path)
         log.add_truncation_listener(self.on_truncation)
+        self._log = log
+
+    @property
+    def loaded(self) -> bool:
+        return self._loader is None
+
+    def _load(self) -> None:
+        with self._load_lock:
+            loader = self._loader
+            if loader is not None:
+                loader(self)
+                self._loader = None
+
+    @property
+    def log(self):
+        if self._loader is not None:
+            self._load()
+        return self._log
+
+    @property
+    def producers(self) -> ProducerStateManager:
+        if self._loader is not None:
+            self._load()
+        return self._producers
 
     def on_truncation(self, log, log_end_offset: int) -> None:
         """The log lost its records from ``log_end_offset`` on (a replica diverging from
@@ -533,7 +586,7 @@ class _Partition:
         producer state up to there from the newest snapshot below, as Kafka's
         ``truncateAndReload``, so a transaction whose marker went is open again and one
         whose records all went is gone.  Runs under the log's lock."""
-        psm = self.producers
+        psm = self._producers
         start = max(psm.load_snapshot(log_end_offset), log.log_start_offset)
         if start < log_end_offset:
             psm.replay(Broker._batch_headers(log, start))
@@ -664,12 +717,16 @@ class Broker:
         self.logs = LogManager(self.data_dir, config=self._default_config.log_config(),
                                topic_configs=topic_configs, max_open_segments=config.max_open_segments,
                                node_id=config.node_id, clock=self.clock, dir_lock=self._dir_lock,
-                               cluster_id=registry.get("cluster_id") if registry else None)
+                               cluster_id=registry.get("cluster_id") if registry else None,
+                               defer_clean_loads=True)
+        self._pids_checked = False
+        self._loaded = threading.Event()
         self.cluster_id = self.logs.meta.get("cluster.id", "")
         self.had_clean_shutdown = self.logs.had_clean_shutdown
         try:
             self._load_topics(registry is not None, entries)
             self._check_producer_id_block()
+            self._pids_checked = all(part.loaded for t in self._topics.values() for part in t.partitions)
             self._ensure_offsets_topic()
             self.groups = GroupCoordinator(
                 _OffsetsTopicStore(self, len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)),
@@ -696,6 +753,15 @@ class Broker:
         self._bg_stop = threading.Event()
         self._bg_wake = threading.Event()
         self._bg_thread: threading.Thread | None = None
+        self._loader_thread: threading.Thread | None = None
+        if self._pids_checked:
+            self._loaded.set()
+        else:
+            # Kafka loads logs in num.recovery.threads.per.data.dir threads; one is enough
+            # here (the loads hold the GIL most of the time).
+            self._loader_thread = threading.Thread(target=self._load_in_background, daemon=True,
+                                                   name=f"pylog-log-loader-{config.node_id}")
+            self._loader_thread.start()
         if background:
             self._bg_thread = threading.Thread(target=self._background, name=f"pylog-broker-{config.node_id}",
                                                daemon=True)
@@ -756,8 +822,9 @@ class Broker:
         """Producer ids are never handed out twice: a registry whose block end lies at or
         below an id the logs hold (a damaged or adopted registry) is moved past it, or a
         new producer could be taken for an old one and have its batches dropped as
-        duplicates."""
-        seen = max((pid for t in self._topics.values() for part in t.partitions
+        duplicates.  Looks at the loaded partitions only; :meth:`_ensure_pids_checked`
+        runs it again over all of them before the first new id is handed out."""
+        seen = max((pid for t in self._topics.values() for part in t.partitions if part.loaded
                     for pid in part.producers.producers), default=-1)
         if seen >= self._pid_block_end:
             _log.warning("%s: producer_id_block_end %d is not above producer id %d found in the logs; "
@@ -785,8 +852,13 @@ class Broker:
             raise KafkaStorageError(f"cannot write {self._registry_path}: {exc}") from exc
 
     def _load_topics(self, have_registry: bool, entries: dict[str, dict]) -> None:
+        """Build the topics from the registry and the logs.  A partition whose log the
+        manager deferred (found clean) is deferred here too, its producer state with it
+        (:class:`_Partition`); the internal topics, which the group and transaction
+        coordinators replay now, and every partition after an unclean shutdown (its
+        ``.txnindex`` may need the producer-state replay to be rebuilt) load now."""
         on_disk: dict[str, int] = {}
-        for (topic, p) in self.logs.logs():
+        for (topic, p) in self.logs.topic_partitions():
             on_disk[topic] = max(on_disk.get(topic, 0), p + 1)
         changed = False
         for name, count in sorted(on_disk.items()):
@@ -813,7 +885,11 @@ class Broker:
                 count = on_disk[name]
                 changed = True
             log_config = cfg.log_config()
+            eager = name in (CONSUMER_OFFSETS_TOPIC, _txn_log.TRANSACTION_STATE_TOPIC)
             for p in range(count):
+                if not eager and self.logs.is_deferred(name, p):
+                    topic.partitions.append(_Partition(topic, p, None, self._load_partition))
+                    continue
                 log = self.logs.get_or_create_log(name, p, log_config)
                 part = _Partition(topic, p, log)
                 self._load_producer_state(part)
@@ -823,13 +899,66 @@ class Broker:
             with self._lock:
                 self._commit_registry()
 
+    def _load_partition(self, part: _Partition) -> None:
+        """The loader of a deferred partition (runs under its load lock, takes the log
+        manager's lock, never the broker's)."""
+        log = self.logs.get_log(part.topic.name, part.index)
+        if log is None:
+            raise LogClosedError(f"{part.topic.name}-{part.index} was deleted before it was loaded")
+        part.attach(log)
+        self._load_producer_state(part)
+
+    def _load_in_background(self) -> None:
+        """The loader thread: every deferred partition, then the producer-id check."""
+        try:
+            for topic in list(self._topics.values()):
+                for part in list(topic.partitions):
+                    if self._bg_stop.is_set():
+                        return
+                    if part.loaded:
+                        continue
+                    try:
+                        part._load()
+                    except PylogError as exc:   # deleted meanwhile, or closed
+                        _log.debug("%s-%d: deferred load skipped: %s", topic.name, part.index, exc)
+                    except Exception:  # noqa: BLE001 - the first use loads it again and raises
+                        _log.exception("%s-%d: deferred load failed", topic.name, part.index)
+            self._ensure_pids_checked()
+        except PylogError as exc:
+            _log.debug("deferred loading stopped: %s", exc)
+        finally:
+            self._loaded.set()
+
+    def _ensure_pids_checked(self) -> None:
+        """Load every deferred partition and run :meth:`_check_producer_id_block` over all
+        of them, once, before a new producer id is handed out.  Callers may hold the
+        broker's lock: loads take only partition and log-manager locks."""
+        if self._pids_checked:
+            return
+        for topic in list(self._topics.values()):
+            for part in list(topic.partitions):
+                if not part.loaded:
+                    try:
+                        part._load()
+                    except LogClosedError:
+                        pass
+        with self._lock:
+            if not self._pids_checked:
+                self._check_producer_id_block()
+                self._pids_checked = True
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until every partition deferred at open is loaded (or the broker closed);
+        returns whether that happened within ``timeout`` seconds."""
+        return self._loaded.wait(timeout)
+
     def _load_producer_state(self, part: _Partition) -> None:
         """Producer state (open transactions included) from the newest snapshot plus a
         replay of the batch headers after it; when the log's ``.txnindex`` files need a
         rebuild (an unclean shutdown, a damaged file), the replay starts at a snapshot
         at or below where they do and its ABORT markers rebuild them."""
-        log = part.log
-        psm = part.producers
+        log = part._log
+        psm = part._producers
         leo = log.log_end_offset
         rebuild = log.txn_index_rebuild_from
         start = max(psm.load_snapshot(leo, rebuild), log.log_start_offset)
@@ -1995,6 +2124,7 @@ class Broker:
 
     def _allocate_producer_id(self) -> int:
         """A producer id never handed out before (its block is durable first)."""
+        self._ensure_pids_checked()
         with self._lock:
             if self._next_pid >= self._pid_block_end:
                 self._pid_block_end = self._next_pid + self.config.producer_id_block_size
@@ -2265,6 +2395,8 @@ class Broker:
     def _expire_producers(self, now: int) -> None:
         for topic in list(self._topics.values()):
             for part in list(topic.partitions):
+                if not part.loaded:
+                    continue
                 with part.lock:
                     gone = part.producers.remove_expired(now, self.config.producer_id_expiration_ms)
                 if gone:
@@ -2275,6 +2407,8 @@ class Broker:
         roll), so recovery after a crash replays at most about a segment."""
         for topic in list(self._topics.values()):
             for part in list(topic.partitions):
+                if not part.loaded:
+                    continue
                 log = part.log
                 if log.closed or log.active_segment.base_offset == part.snapshot_segment:
                     continue
@@ -2313,6 +2447,8 @@ class Broker:
         self._bg_wake.set()
         if self._bg_thread is not None and self._bg_thread is not threading.current_thread():
             self._bg_thread.join()
+        if self._loader_thread is not None and self._loader_thread is not threading.current_thread():
+            self._loader_thread.join()
         if self.cleaner is not None:
             self.cleaner.stop()
         self.wake_waiters()
@@ -2324,6 +2460,8 @@ class Broker:
         pending: list[tuple[str, str, str]] = []
         for topic in list(self._topics.values()):
             for part in topic.partitions:
+                if not part.loaded:   # unchanged since the open: its snapshot stands
+                    continue
                 with part.lock:
                     if part.log.closed:
                         continue

@@ -34,6 +34,17 @@ WARN naming the file, what was wrong and what was done:
 Ownership: the directory is locked (:class:`~pylog.storage.dir_lock.DataDirLock`) from
 open to close, against other managers in this process and in other processes.
 
+Deferred loading (``defer_clean_loads=True``, what a broker asks for): after a clean
+shutdown a log the (intact) recovery-point checkpoint lists needs no recovery, so the
+manager only notes its directory at open and loads it (segments, indexes, leader epochs,
+the tail check) on its first use (:meth:`get_log`, :meth:`get_or_create_log`) or when
+the owner's background threads call :meth:`load_deferred` (Kafka's log loading by
+``num.recovery.threads.per.data.dir``, after the broker listens).  A log that is not
+trusted clean (no marker, a damaged checkpoint, a log the checkpoint does not list) is
+still loaded, and recovered, before the manager's open returns.  A deferred log that is
+never loaded is unchanged on disk, so the close keeps its checkpointed offsets and the
+marker stays true for it.
+
 Resource bounds: every log keeps only its active segment open and mapped; sealed segments
 open their file and map their indexes on first use and are released under one LRU limit
 (``max_open_segments``) shared by all logs, so thousands of partitions and segments keep
@@ -172,6 +183,8 @@ class LogManager:
         The directory's lock when the caller took it already (a broker does, before it
         reads its own files); the manager releases it on close (or when opening fails).
         By default the manager takes it.
+    defer_clean_loads : bool
+        Load the logs that need no recovery on first use (module docstring).
 
     Raises
     ------
@@ -184,7 +197,8 @@ class LogManager:
     def __init__(self, data_dir: str | os.PathLike, *, config: LogConfig | None = None,
                  topic_configs: Mapping[str, LogConfig] | None = None, max_open_segments: int = 256,
                  node_id: int = 0, cluster_id: str | None = None,
-                 clock: Callable[[], int] | None = None, dir_lock: DataDirLock | None = None) -> None:
+                 clock: Callable[[], int] | None = None, dir_lock: DataDirLock | None = None,
+                 defer_clean_loads: bool = False) -> None:
         self.data_dir = os.fspath(data_dir)
         self.config = config or LogConfig()
         self.topic_configs = dict(topic_configs or {})
@@ -192,6 +206,9 @@ class LogManager:
         self._clock = clock
         self._lock = threading.RLock()
         self._logs: dict[tuple[str, int], Log] = {}
+        # Logs found clean at open and not loaded yet: (topic, partition) -> directory.
+        self._deferred: dict[tuple[str, int], str] = {}
+        self._defer = defer_clean_loads
         self._closed = False
         self._dir_lock = dir_lock if dir_lock is not None else DataDirLock.acquire(self.data_dir, "a LogManager")
         try:
@@ -293,7 +310,47 @@ class LogManager:
             tp = parse_topic_partition(name)
             if tp is None:
                 continue
+            if (self._defer and self.had_clean_shutdown and self._trust_recovery_points
+                    and tp in self._recovery_points):
+                self._deferred[tp] = full
+                continue
             self._logs[tp] = self._open_log(tp, full)
+
+    def _load_deferred_locked(self, tp: tuple[str, int]) -> Log | None:
+        path = self._deferred.pop(tp, None)
+        if path is None:
+            return None
+        log = self._logs[tp] = self._open_log(tp, path)
+        return log
+
+    def load_deferred(self, stop: Callable[[], bool] | None = None) -> int:
+        """Load every deferred log (one at a time, each under the manager's lock, so a
+        caller's first use of another log waits for at most one load); stops early when
+        ``stop()`` says so.  Returns how many it loaded."""
+        n = 0
+        for tp in sorted(self._deferred):
+            if stop is not None and stop():
+                break
+            with self._lock:
+                if self._closed:
+                    break
+                if self._load_deferred_locked(tp) is not None:
+                    n += 1
+        return n
+
+    def is_deferred(self, topic: str, partition: int) -> bool:
+        """Whether that log waits for its deferred load."""
+        return (topic, partition) in self._deferred
+
+    @property
+    def deferred_count(self) -> int:
+        """How many logs wait for their deferred load."""
+        return len(self._deferred)
+
+    def topic_partitions(self) -> list[tuple[str, int]]:
+        """Every log's ``(topic, partition)``, loaded or deferred, sorted."""
+        with self._lock:
+            return sorted([*self._logs, *self._deferred])
 
     def _open_log(self, tp: tuple[str, int], path: str, config: LogConfig | None = None) -> Log:
         """Open one existing log at load: the clean-shutdown marker is trusted only for a
@@ -329,8 +386,12 @@ class LogManager:
             raise LogClosedError(f"log manager {self.data_dir} is closed")
 
     def get_log(self, topic: str, partition: int) -> Log | None:
+        """The log of ``topic``-``partition`` (loaded now if it was deferred), or None."""
         with self._lock:
-            return self._logs.get((topic, partition))
+            log = self._logs.get((topic, partition))
+            if log is None and self._deferred and not self._closed:
+                log = self._load_deferred_locked((topic, partition))
+            return log
 
     def get_or_create_log(self, topic: str, partition: int, config: LogConfig | Mapping[str, Any] | None = None) -> Log:
         """The log of ``topic``-``partition``, created empty if it does not exist."""
@@ -338,6 +399,8 @@ class LogManager:
             self._check_open()
             tp = (topic, partition)
             log = self._logs.get(tp)
+            if log is None and tp in self._deferred:
+                log = self._load_deferred_locked(tp)
             if log is not None:
                 return log
             if not isinstance(topic, str) or not _LEGAL_TOPIC.match(topic) or topic in (".", ".."):
@@ -364,6 +427,7 @@ class LogManager:
         leaves a directory the next open removes).  Returns whether it existed."""
         with self._lock:
             self._check_open()
+            self._load_deferred_locked((topic, partition))
             log = self._logs.pop((topic, partition), None)
             if log is None:
                 return False
@@ -378,7 +442,8 @@ class LogManager:
             return True
 
     def logs(self) -> dict[tuple[str, int], Log]:
-        """A snapshot ``{(topic, partition): Log}``."""
+        """A snapshot ``{(topic, partition): Log}`` of the loaded logs (deferred ones are
+        unchanged since the open: nothing to flush, retain or clean until loaded)."""
         with self._lock:
             return dict(self._logs)
 
@@ -386,7 +451,7 @@ class LogManager:
         return iter(self.logs().values())
 
     def __len__(self) -> int:
-        return len(self._logs)
+        return len(self._logs) + len(self._deferred)
 
     # -- maintenance ---------------------------------------------------------------
 
@@ -399,6 +464,10 @@ class LogManager:
                 starts[tp] = log.log_start_offset
             self._recovery_points.update(rps)
             self._start_offsets.update(starts)
+            for tp in self._deferred:   # unchanged since the open: their entries stand
+                rps[tp] = self._recovery_points[tp]
+                if tp in self._start_offsets:
+                    starts[tp] = self._start_offsets[tp]
             CheckpointFile(os.path.join(self.data_dir, RECOVERY_POINT_CHECKPOINT)).write(rps)
             CheckpointFile(os.path.join(self.data_dir, LOG_START_OFFSET_CHECKPOINT)).write(starts)
 
