@@ -324,3 +324,28 @@ def test_kv_iterator_refuses_to_continue_after_close(impl, ctx):
     s.close()
     with pytest.raises(IllegalStateError):
         next(it)
+
+
+def test_a_segmented_store_ignores_entries_that_are_not_its_segments(ctx, caplog):
+    # "win.²" passes str.isdigit() and fails int(): it must be ignored like "win.junk",
+    # not stop the store from opening.
+    import os
+
+    from pylog.streams.state.persistent import store_directory
+
+    win = build_window("rocksdb", logging=False)
+    win.init(ctx)
+    win.put(b"k", b"v", 5_000)
+    win.close()
+    path = store_directory(ctx.state_dir, ctx.application_id, ctx.task_id, "win")
+    for stray in ("win.\u00b2", "win.junk", "win.\u0663"):
+        os.mkdir(os.path.join(path, stray))
+    win = build_window("rocksdb", logging=False)
+    with caplog.at_level("WARNING"):
+        win.init(ctx)
+    try:
+        assert list(win.fetch_range(b"k", 0, 10_000)) == [(5_000, b"v")]
+        for stray in ("win.\u00b2", "win.junk", "win.\u0663"):
+            assert f"ignoring {stray}" in caplog.text
+    finally:
+        win.close()

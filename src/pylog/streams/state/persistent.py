@@ -269,7 +269,8 @@ class _Segmented(Retention, _RocksDBStore):
         prefix = self.name + "."
         for entry in sorted(os.listdir(self.path)):
             tail = entry[len(prefix):] if entry.startswith(prefix) else ""
-            if not tail.isdigit() or int(tail) % self.segment_interval_ms:
+            # (ASCII only: str.isdigit() takes "²", which int() refuses.)
+            if not (tail.isascii() and tail.isdigit()) or int(tail) % self.segment_interval_ms:
                 log.warning("state store %r: ignoring %s in %s (not a segment of this store)",
                             self.name, entry, self.path)
                 continue
