@@ -337,12 +337,19 @@ def test_malformed_fields_and_watches_on_bad_data(ensemble, caplog):
         "/brokers/ids/4": b'{"version":5,"endpoints":["nonsense"],"jmx_port":-1}',
         "/brokers/topics/x": b'{"version":3,"partitions":{"zero":[1]}}',
         "/brokers/topics/y": b'{"version":3,"partitions":{"0":[1,"2"]}}',
+        # Digits str.isdigit() takes and int() refuses (superscript two), or that are not ASCII.
+        "/brokers/topics/z": b'{"version":3,"partitions":{"\\u00b2":[1]}}',
+        "/brokers/topics/v": b'{"version":"\\u00b2","partitions":{}}',
+        "/brokers/topics/w": b'{"version":3,"partitions":{"\\u0663":[1]}}',
+        "/brokers/ids/5": b'{"version":5,"endpoints":["PLAINTEXT://h:\\u00b2"],"jmx_port":-1}',
         "/brokers/topics/t/partitions/0/state": b'{"version":1,"leader":true,"leader_epoch":0,'
                                                 b'"isr":[1],"controller_epoch":1}',
     }
     for path, data in bad_fields.items():
         c.store.create(path, data, makepath=True)
     for read in (lambda: c.get_broker(4), lambda: c.get_topic_assignment("x"), lambda: c.get_topic_assignment("y"),
+                 lambda: c.get_topic_assignment("z"), lambda: c.get_topic_assignment("v"),
+                 lambda: c.get_topic_assignment("w"), lambda: c.get_broker(5),
                  lambda: c.get_partition_state("t", 0)):
         with pytest.raises(CorruptCoordinationDataError):
             read()

@@ -423,9 +423,15 @@ def _int_list(path: str, data: bytes, value: Any, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() refuses, and "٣",
+    which no ZooKeeper writer of Kafka's puts there."""
+    return text.isascii() and text.isdigit()
+
+
 def _version(path: str, data: bytes, obj: Mapping[str, Any], supported: range) -> int:
     version = obj.get("version")
-    if isinstance(version, str) and version.isdigit():  # /cluster/id writes "1"
+    if isinstance(version, str) and _is_decimal(version):  # /cluster/id writes "1"
         version = int(version)
     if not isinstance(version, int) or isinstance(version, bool) or version not in supported:
         raise _corrupt(path, data, f"version {version!r} is not one of {list(supported)}")
@@ -455,7 +461,7 @@ def _parse_endpoint(path: str, data: bytes, text: Any, protocols: Mapping[str, s
         raise _corrupt(path, data, f"endpoint {text!r} is not LISTENER://host:port")
     listener, _, address = text.partition("://")
     host, sep, port = address.rpartition(":")
-    if not sep or not port.lstrip("-").isdigit():
+    if not sep or not _is_decimal(port.lstrip("-")):
         raise _corrupt(path, data, f"endpoint {text!r} has no port")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     # Without a map (old registrations) the listener name is the security protocol.
@@ -482,7 +488,7 @@ def decode_broker(broker_id: int, path: str, data: bytes, stat: ZNodeStat) -> Br
     return BrokerRegistration(
         broker_id=broker_id, endpoints=endpoints, rack=_field(path, data, obj, "rack", (str, type(None)), None),
         features=features, jmx_port=_field(path, data, obj, "jmx_port", int, -1),
-        timestamp_ms=int(timestamp) if timestamp.isdigit() else 0, broker_epoch=stat.czxid)
+        timestamp_ms=int(timestamp) if _is_decimal(timestamp) else 0, broker_epoch=stat.czxid)
 
 
 def encode_topic(assignment: TopicAssignment) -> bytes:
@@ -506,7 +512,7 @@ def decode_topic(topic: str, path: str, data: bytes) -> TopicAssignment:
             for key in ("partitions", "adding_replicas", "removing_replicas")}
     partitions = {}
     for key, replicas in maps["partitions"].items():
-        if not key.isdigit():
+        if not _is_decimal(key):
             raise _corrupt(path, data, f"partition {key!r} is not a number")
         partitions[int(key)] = ReplicaAssignment(
             _int_list(path, data, replicas, f"partition {key}'s replicas"),
@@ -561,7 +567,7 @@ def _decode_controller(path: str, data: bytes) -> int:
 
 def _decode_controller_epoch(path: str, data: bytes, stat: ZNodeStat) -> ControllerEpoch:
     text = data.decode("ascii", "replace").strip()
-    if not text.lstrip("-").isdigit():
+    if not _is_decimal(text.lstrip("-")):
         raise _corrupt(path, data, "not a decimal epoch")
     return ControllerEpoch(int(text), stat.version)
 
@@ -1030,7 +1036,7 @@ class Coordination:
 
 def _broker_ids(children: Iterable[str]) -> list[int]:
     # Anything that is not a number under /brokers/ids is not a broker: ignore it.
-    return sorted(int(c) for c in children if c.isdigit())
+    return sorted(int(c) for c in children if _is_decimal(c))
 
 
 def _sequence_numbers(children: Iterable[str]) -> list[str]:
