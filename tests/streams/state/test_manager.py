@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from pylog.errors import KafkaStorageError
 from pylog.streams.state import (InMemoryKeyValueStore, InMemoryWindowStore, ProcessorStateManager, Stores,
                                  read_checkpoint, write_checkpoint)
 
@@ -302,3 +303,23 @@ def test_replaying_a_kept_store_from_its_checkpoint_gives_the_same_state_as_a_fr
     fresh.init(None)
     fresh.restore_batch([(k, v) for _, k, v in by_topic["app-kv-changelog"]])
     assert kept == list(fresh.all())
+
+
+def test_a_store_another_instance_holds_open_is_refused_not_wiped(tmp_path):
+    # RocksDB's LOCK refuses the second open: that is no damage, and wiping the
+    # directory would delete the live store's files under it.
+    m, kv, _ = _kv_task(tmp_path)
+    m.initialize(RecordingContext(tmp_path))
+    kv.put(b"a", b"1")
+    m.update_changelog_offsets({KV_TP: 5})
+    m.commit(enforce_checkpoint=True)
+    m2, kv2, _ = _kv_task(tmp_path)
+    with pytest.raises(KafkaStorageError, match="another instance"):
+        m2.initialize(RecordingContext(tmp_path))
+    assert kv.get(b"a") == b"1"
+    m.close()
+    m3, kv3, _ = _kv_task(tmp_path)
+    m3.initialize(RecordingContext(tmp_path))
+    assert m3.restore_start_offsets()["kv"] == (KV_TP, 6)   # the checkpoint still applies
+    assert kv3.get(b"a") == b"1"
+    m3.close()

@@ -32,9 +32,11 @@ Crash behaviour: writes skip RocksDB's write-ahead log (the changelog topic is t
 source of truth, as in Kafka Streams); ``flush()``, called on commit before the task
 checkpoint is written, persists them.  A killed process therefore leaves a store
 that holds at least everything up to its checkpointed offset, and restoring from
-there repairs the rest.  A store RocksDB cannot open (damaged files) is logged,
-wiped and reopened empty, with ``wiped`` set so the state manager restores it from
-the beginning of its changelog.  Thread safety: one task thread.
+there repairs the rest.  A store RocksDB finds damaged (a ``Corruption`` status) is
+logged, wiped and reopened empty, with ``wiped`` set so the state manager restores it
+from the beginning of its changelog; any other failure to open (a store another
+instance holds open: RocksDB's LOCK) raises KafkaStorageError and deletes nothing.
+Thread safety: one task thread.
 """
 
 from __future__ import annotations
@@ -134,6 +136,13 @@ class _RocksDBStore(StoreBase):
         try:
             return _open_db(path)
         except Exception as e:  # rocksdict raises plain Exception for RocksDB's Status
+            if not str(e).startswith("Corruption"):
+                # Not damage: above all the LOCK of a store another instance has open,
+                # whose files a wipe would delete under it. Kafka fails the same way.
+                raise KafkaStorageError(
+                    f"state store {self.name!r}: RocksDB could not open {path}: {e}; another instance "
+                    f"of the application may have this task's store open on the same state directory "
+                    f"(give each instance its own state_dir), or the directory is not writable") from e
             log.warning("state store %r: RocksDB could not open %s (%s); wiping it, the store will "
                         "be restored from its changelog", self.name, path, e)
             shutil.rmtree(path, ignore_errors=True)
