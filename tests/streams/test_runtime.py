@@ -119,6 +119,6 @@ def test_two_instances_share_the_partitions_and_hand_tasks_over(tmp_path):
             second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
         finally:
             first.stop()
-            t.join(timeout=60)
+            t.join(timeout=150)   # a member that left uncleanly is waited for a session timeout
         assert not t.is_alive()
         assert final_counts(client) == {"x": 21, "y": 40, "z": 20}
