@@ -11,10 +11,8 @@ suppress until a time limit, grouping through a repartition topic (count, reduce
 stream-table and stream-globaltable joins, KTable.group_by (count, aggregate with
 adder and subtractor).
 
-Needs Java and the jars: Kafka's (``tests/kafka_ref/target/classpath.txt``, written by the
-kafka_ref tests' Maven run) and ``kafka-streams-test-utils`` in ``~/.m2`` (not in the
-kafka_ref pom yet: add it there to run this in CI).  Without them the test is skipped,
-saying which is missing.
+Java and the jars come from the kafka_ref tests' Maven build (the ``kafka_jars`` fixture,
+shared through this directory's conftest.py; its pom fetches ``kafka-streams-test-utils``).
 """
 
 from __future__ import annotations
@@ -32,8 +30,6 @@ from pylog.streams import (EmitStrategy, JoinWindows, Materialized, Serdes, Sess
                            Suppressed, TimeWindows, TopologyTestDriver)
 
 HERE = Path(__file__).resolve().parent
-KAFKA_CLASSPATH = HERE.parents[1] / "kafka_ref" / "target" / "classpath.txt"
-TEST_UTILS = Path.home() / ".m2/repository/org/apache/kafka/kafka-streams-test-utils"
 TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global", "tablegroupby")
 SEED = int(os.environ.get("PYLOG_KAFKA_DIFF_SEED", "15"))
 
@@ -151,22 +147,18 @@ def gen(rnd, topo):
 
 
 @pytest.fixture(scope="module")
-def kafka_side(tmp_path_factory):
-    java, javac = shutil.which("java"), shutil.which("javac")
-    if not (java and javac):
-        pytest.skip("needs java and javac")
-    if not KAFKA_CLASSPATH.exists():
-        pytest.skip(f"needs Kafka's jars: {KAFKA_CLASSPATH} (the kafka_ref tests' Maven run writes it)")
-    jars = sorted(TEST_UTILS.glob("*/kafka-streams-test-utils-*.jar"))
-    if not jars:
-        pytest.skip(f"needs kafka-streams-test-utils under {TEST_UTILS} (add it to tests/kafka_ref/pom.xml)")
-    classpath = KAFKA_CLASSPATH.read_text().strip() + os.pathsep + str(jars[-1])
+def kafka_side(kafka_jars, tmp_path_factory):
+    """The Java side: StreamsSemantics.java compiled against Kafka's jars (the kafka_ref
+    tests' Maven build, which also fetches kafka-streams-test-utils)."""
+    javac = shutil.which("javac")
+    assert javac, "javac is not on PATH (the project's machines have Java 17 with its JDK)"
     out = tmp_path_factory.mktemp("kafka_diff")
-    proc = subprocess.run([javac, "-nowarn", "-cp", classpath, "-d", str(out), str(HERE / "StreamsSemantics.java")],
+    proc = subprocess.run([javac, "-nowarn", "-cp", kafka_jars.classpath, "-d", str(out),
+                           str(HERE / "StreamsSemantics.java")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return [java, "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp",
-            classpath + os.pathsep + str(out), "StreamsSemantics"]
+    return [kafka_jars.java, "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp",
+            kafka_jars.classpath + os.pathsep + str(out), "StreamsSemantics"]
 
 
 def kafka_run(cmd, scenarios):
