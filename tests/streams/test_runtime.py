@@ -13,11 +13,13 @@ S = Serdes.string()
 L = Serdes.long()
 
 
-def word_count(app_id="wc"):
+def word_count(state_dir, app_id="wc"):
+    """The word count app; every instance keeps its stores under its own ``state_dir``
+    (never the shared default under the system's temporary directory)."""
     b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
     (b.stream("lines").flat_map_values(lambda v: v.split()).group_by(lambda k, w: w)
      .count(materialized="counts").to_stream().to("counts", value_serde=L))
-    return b.build(application_id=app_id, config={"commit.interval.ms": 50})
+    return b.build(application_id=app_id, config={"commit.interval.ms": 50, "state.dir": str(state_dir)})
 
 
 def produce(client, topic, pairs):
@@ -51,7 +53,7 @@ def test_word_count_runs_embedded_and_restores_after_restart(tmp_path):
         client.create_topic("lines", 2)
         client.create_topic("counts", 2)
         produce(client, "lines", [("a", "x y x"), ("b", "y z")])
-        app = word_count()
+        app = word_count(tmp_path / "state")
         assert isinstance(app, StreamsApp)
         app.run(client, until_idle=True)
         assert final_counts(client) == {"x": 2, "y": 2, "z": 1}
@@ -60,18 +62,18 @@ def test_word_count_runs_embedded_and_restores_after_restart(tmp_path):
         # a new instance of the app: its tasks restore the counts from the changelog and
         # the group's committed offsets keep the old lines from being counted twice
         produce(client, "lines", [("c", "x z")])
-        app2 = word_count()
+        app2 = word_count(tmp_path / "state")
         app2.run(client, until_idle=True)
         assert final_counts(client) == {"x": 3, "y": 2, "z": 2}
         assert app2.active_tasks() <= {"0_0", "0_1", "1_0", "1_1"}
 
 
-def test_word_count_runs_on_pylog_serve_through_the_kafka_protocol(module_server):  # noqa: F811
+def test_word_count_runs_on_pylog_serve_through_the_kafka_protocol(module_server, tmp_path):  # noqa: F811
     with pylog.connect(module_server.bootstrap) as client:
         client.create_topic("lines", 2)
         client.create_topic("counts", 2)
         produce(client, "lines", [("a", "x y x"), ("b", "y z")])
-        word_count("remote-wc").run(client, until_idle=True, idle_polls=5)
+        word_count(tmp_path / "state", "remote-wc").run(client, until_idle=True, idle_polls=5)
         assert final_counts(client) == {"x": 2, "y": 2, "z": 1}
         assert client.num_partitions("remote-wc-counts-changelog") == 2
 
@@ -85,7 +87,7 @@ def test_global_table_is_bootstrapped_before_processing(tmp_path):
             client.create_topic(t, 1)
         produce(client, "regions", [("eu", "Europe")])
         produce(client, "orders", [("o1", "eu"), ("o2", "us")])
-        b.build("g", {"commit.interval.ms": 50}).run(client, until_idle=True)
+        b.build("g", {"commit.interval.ms": 50, "state.dir": str(tmp_path / "state")}).run(client, until_idle=True)
         assert [(r.key, r.value) for r in read_all(client, "out")] == [(b"o1", b"eu@Europe")]
 
 
@@ -109,11 +111,11 @@ def test_two_instances_share_the_partitions_and_hand_tasks_over(tmp_path):
         client.create_topic("lines", 4)
         client.create_topic("counts", 4)
         produce(client, "lines", [(f"k{i}", "x y" if i % 2 else "y z") for i in range(40)])
-        first = word_count("shared")
+        first = word_count(tmp_path / "state-1", "shared")
         t = threading.Thread(target=first.run, args=(client,), kwargs={"poll_timeout_ms": 50})
         t.start()
         try:
-            second = word_count("shared")
+            second = word_count(tmp_path / "state-2", "shared")
             second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
             produce(client, "lines", [("late", "x")])
             second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
