@@ -49,3 +49,17 @@ def test_a_whole_checkpoint_is_trusted(tmp_path, caplog):
         f.write(b"0\n2\n1 0\n4 12\n")
     cache = LeaderEpochCache.load(path)
     assert cache.entries == ((1, 0), (4, 12)) and cache.load_error is None
+
+
+def test_truncating_at_the_log_end_drops_an_epoch_without_records(tmp_path):
+    # A replica became leader of epoch 3 at offset 4 (the replication state machine
+    # records the epoch start then), appended nothing, and now follows another leader.
+    d = str(tmp_path / "t-0")
+    log = Log.open(d)
+    log.append(_batches(4), leader_epoch=1)
+    log._assign_epoch(3, 4)
+    assert log.leader_epochs == ((1, 0), (3, 4)) and log.latest_epoch == 3
+    assert not log.truncate_to(4)             # no record removed...
+    assert log.leader_epochs == ((1, 0),) and log.latest_epoch == 1   # ...but the empty epoch goes
+    log.close()
+    assert LeaderEpochCache.load(os.path.join(d, LEADER_EPOCH_CHECKPOINT)).entries == ((1, 0),)

@@ -1031,6 +1031,12 @@ class Log(_core.LogBase):
         with self._lock:
             self._check_open()
             if offset >= self._log_end_offset:
+                # Nothing to remove, but a leader that never appended in its epoch left
+                # that epoch starting at the log end offset: as a follower it must go, or
+                # its next fetch names an epoch the new leader never had (Kafka trims it
+                # here too).
+                self._epochs.truncate_from_end(self._log_end_offset)
+                self._latest_epoch = self._epochs.latest_epoch
                 return False
             if offset < self._log_start_offset:
                 self._truncate_fully_and_start_at(offset)
