@@ -904,7 +904,8 @@ class Broker:
         manager's lock, never the broker's)."""
         log = self.logs.get_log(part.topic.name, part.index)
         if log is None:
-            raise LogClosedError(f"{part.topic.name}-{part.index} was deleted before it was loaded")
+            why = "the broker is closed" if self._closed else "it was deleted before it was loaded"
+            raise LogClosedError(f"{part.topic.name}-{part.index}: {why}")
         part.attach(log)
         self._load_producer_state(part)
 

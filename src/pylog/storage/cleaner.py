@@ -508,7 +508,8 @@ class LogCleaner:
         # The manager's lock is taken before the checkpoint lock, never under it: a
         # truncation listener waits for the checkpoint lock while holding a log's lock,
         # and the manager takes logs' locks while holding its own.
-        live = set(self.manager.logs()) if shared and prune else None
+        # Deferred logs (not loaded yet) are live too: their entries stay.
+        live = set(self.manager.topic_partitions()) if shared and prune else None
         with self._checkpoint_lock:
             cp = CheckpointFile(path)
             try:
