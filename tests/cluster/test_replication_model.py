@@ -35,6 +35,10 @@ after the ISR had already shrunk) or an unclean election happens, the history ch
 stop for the rest of that example; the per-epoch and leader-vs-ISR checks go on.  At
 most RF-1 replicas are down at once.
 
+At the end of every example (liveness): every replica restarted, every session and
+link restored, and some rounds of fetching later, there is one leader, the ISR holds all
+three replicas, and every log is the leader's, batch for batch and epoch for epoch.
+
 Kafka's rules are also checked one at a time by the small examples at the end.
 """
 
@@ -500,6 +504,36 @@ class ReplicationMachine(RuleBasedStateMachine):
                 assert self.committed.get(b.base_offset) == b, f"acknowledged {b} is not committed"
                 for log in isr_logs:
                     assert log.get(b.base_offset) == b, f"acknowledged {b} missing from an ISR member {zk}"
+
+    def teardown(self):
+        """Liveness: with every replica up, every session and link restored and the
+        clock moving, replication converges: one leader, every replica in its ISR, all
+        logs equal up to a high watermark at the log end."""
+        if not hasattr(self, "zk"):
+            return
+        self.cut.clear()
+        for rep in self.replicas:
+            if not rep.alive:
+                self.restart(rep.rid)
+            if not rep.connected:
+                self.session_restored(rep.rid)
+        for _ in range(20):
+            self.now += 1_000
+            self.deliver_all_leader_and_isr()
+            for rid in REPLICAS:
+                self.fetch_rounds(rid, 4)
+                self.alter_partition_send(rid)
+                self._alter_partition_answer(rid)
+            self.replication_is_safe()
+        leader = self.replicas[self.zk.leader].partition
+        assert leader.is_leader and self.zk.isr == REPLICAS == leader.isr, (self.zk, leader)
+        assert leader.high_watermark == leader.log.log_end_offset, leader
+        def epochs(log):   # epochs that hold records (a leader's new epoch may hold none yet)
+            return tuple(e for e in log.epochs.entries if e.start_offset < log.log_end_offset)
+
+        for rep in self.replicas:
+            assert rep.log.batches == leader.log.batches, (rep.partition, leader)
+            assert epochs(rep.log) == epochs(leader.log), (rep.partition, leader)
 
     def _check_leader(self, rep: Replica) -> None:
         p = rep.partition
