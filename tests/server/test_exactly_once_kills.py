@@ -1,0 +1,297 @@
+"""Exactly-once consume-transform-produce against ``pylog serve``, under SIGKILL.
+
+A processor subprocess (tests/server/eos_processor.py: read_committed consumer in a
+group, transactional producer, offsets in the transaction) turns an input topic of 3
+partitions into an output topic; the test SIGKILLs it at random moments from a seeded
+RNG (right after a commit, with records of an open transaction acknowledged, with the
+offsets sent but not committed, or after a random delay) and restarts it, until the
+input is consumed.  Then the output topic read with read_committed must be exactly the
+transform of the input: nothing lost, nothing twice, each partition in order.  The same
+runs with confluent-kafka's transactional API as the processor, with the SERVER killed
+while it ends a transaction (``PYLOG_TEST_TXN_CRASH``), and a transaction left open by a
+killed producer is aborted by the coordinator's timeout.
+
+Seeds are printed (and in the assertion messages); ``-s`` shows each run's tally.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import pylog
+from pylog.broker.core import TopicPartition
+from server.util import unique, wait_for
+from tests.client.helpers import read_to_end
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eos_processor import INPUT_PARTITIONS, transform  # noqa: E402
+
+PROCESSOR = os.path.join(os.path.dirname(__file__), "eos_processor.py")
+#: Small layouts, and the coordinator's scan for timed-out transactions every 200 ms.
+TXN_OVERRIDES = {"transaction.state.log.num.partitions": "4",
+                 "transaction.abort.timed.out.transaction.cleanup.interval.ms": "200"}
+#: Kill moments: the line of the processor after which it is killed ("delay": a random
+#: time after its last commit, wherever it is then).
+KILL_KINDS = ("committed", "produced", "offsets", "delay")
+LINE_WAIT_S = 60
+
+
+class Processor:
+    """One run of eos_processor.py; its stdout lines are queued as they come."""
+
+    def __init__(self, args: list[str], stderr_path: str, lockstep: bool = False) -> None:
+        self._stderr = open(stderr_path, "ab")
+        self.lockstep = lockstep
+        self.proc = subprocess.Popen([sys.executable, PROCESSOR, *args, *(["--lockstep"] if lockstep else [])],
+                                     stdin=subprocess.PIPE if lockstep else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self._stderr,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.last = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode().strip())
+        self.lines.put(None)
+
+    def next_line(self, timeout: float = LINE_WAIT_S) -> str | None:
+        """The next line; None once the process has ended."""
+        line = self.lines.get(timeout=timeout)
+        if line is not None:
+            self.last = line
+        return line
+
+    def go_on(self, free: bool = False) -> None:
+        """In lock-step, let the processor past the line it stopped at (``free``: and
+        every later one)."""
+        if self.lockstep:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"run\n" if free else b"\n")
+            self.proc.stdin.flush()
+            self.lockstep = not free
+
+    def wait_for_line(self, prefix: str) -> bool:
+        """Read lines up to one starting with ``prefix`` (True; in lock-step the processor
+        waits there), or the end (False)."""
+        while True:
+            line = self.next_line()
+            if line is None or line == "done":
+                return False
+            if line.startswith(prefix):
+                return True
+            self.go_on()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self._release()
+
+    def finish(self, timeout: float = 120) -> int:
+        """Wait for the run to end by itself; its exit status (``last``: its last line)."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._release()
+            while self.next_line(0) is not None:
+                pass
+
+    def _release(self) -> None:
+        self.proc.wait(30)
+        self._reader.join(30)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._stderr.close()
+
+
+class Loop:
+    """An input topic of ``records`` records, the output topic, and the processor's
+    settings: everything a run of the exactly-once loop needs."""
+
+    def __init__(self, bootstrap: str, tmp_path, records: int, client: str = "pylog", max_records: int = 20) -> None:
+        self.bootstrap = bootstrap
+        self.input, self.output = unique("eos-in"), unique("eos-out")
+        self.group, self.tid = unique("eos-group"), unique("eos-tx")
+        self.client = client
+        self.max_records = max_records
+        self.stderr_path = str(tmp_path / f"{self.input}.processor.log")
+        self.expected: dict[int, list[bytes]] = {p: [] for p in range(INPUT_PARTITIONS)}
+        with pylog.connect(bootstrap) as c:
+            c.create_topic(self.input, INPUT_PARTITIONS)
+            c.create_topic(self.output, INPUT_PARTITIONS)
+            with c.producer(linger_ms=5) as p:
+                for i in range(records):
+                    part = i % INPUT_PARTITIONS
+                    value = b"%d-%06d" % (part, i)
+                    p.send(self.input, value, key=b"k%d" % i, partition=part)
+                    self.expected[part].append(transform(value))
+                p.flush()
+
+    def start(self, lockstep: bool = False) -> Processor:
+        return Processor(["process", "--bootstrap", self.bootstrap, "--client", self.client,
+                          "--input", self.input, "--output", self.output, "--group", self.group,
+                          "--transactional-id", self.tid, "--max-records", str(self.max_records)],
+                         self.stderr_path, lockstep)
+
+    def stderr(self) -> str:
+        with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
+            return f.read()[-5000:]
+
+    def kill_randomly(self, rng: random.Random, kills: int) -> collections.Counter:
+        """Start the processor ``kills`` times and SIGKILL each run at a moment drawn from
+        ``rng``; returns how many kills of each kind were made."""
+        kinds: collections.Counter = collections.Counter()
+        for n in range(kills):
+            proc = self.start(lockstep=True)
+            try:
+                assert proc.wait_for_line("ready"), f"run {n} ended before it was ready:\n{self.stderr()}"
+                for _ in range(rng.randint(0, 2)):      # let it commit a little first
+                    proc.go_on()
+                    assert proc.wait_for_line("committed"), \
+                        f"run {n}: the input was consumed after {n} kills (too few records):\n{self.stderr()}"
+                kind = rng.choice(KILL_KINDS)
+                proc.go_on(free=kind == "delay")
+                if kind == "delay":
+                    # A random moment (a transaction takes a few ms), not a synchronisation.
+                    time.sleep(rng.uniform(0, 0.02))
+                else:
+                    assert proc.wait_for_line(kind), \
+                        f"run {n}: ended before {kind!r} (last {proc.last!r}):\n{self.stderr()}"
+                kinds[kind] += 1
+            finally:
+                proc.kill()
+        return kinds
+
+    def finish(self) -> None:
+        """Run the processor until it has consumed the whole input."""
+        proc = self.start()
+        code = proc.finish()
+        assert code == 0 and proc.last == "done", f"exit {code}, last line {proc.last!r}:\n{self.stderr()}"
+
+    def check_output(self, what: str) -> dict[str, int]:
+        """The output, read with read_committed, is exactly the transform of the input;
+        returns the tally (records, lost, duplicated)."""
+        with pylog.connect(self.bootstrap) as c:
+            got = read_to_end(c, self.output, INPUT_PARTITIONS, "read_committed")
+        want_all = collections.Counter(v for vs in self.expected.values() for v in vs)
+        got_all = collections.Counter(v for vs in got.values() for v in vs)
+        tally = {"records": sum(want_all.values()), "lost": sum((want_all - got_all).values()),
+                 "duplicated": sum((got_all - want_all).values())}
+        print(f"\n{what}: {tally}")
+        assert tally["lost"] == 0 and tally["duplicated"] == 0, f"{what}: {tally}"
+        for p in range(INPUT_PARTITIONS):
+            assert got[p] == self.expected[p], f"{what}: partition {p} out of order"
+        return tally
+
+
+def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int, client: str = "pylog") -> None:
+    sp = serve(TXN_OVERRIDES)
+    loop = Loop(sp.bootstrap, tmp_path, records, client)
+    start = time.monotonic()
+    kinds = loop.kill_randomly(random.Random(seed), kills)
+    loop.finish()
+    loop.check_output(f"{client} processor, seed {seed}, {kills} kills {dict(kinds)}, "
+                      f"{time.monotonic() - start:.1f} s")
+
+
+@pytest.mark.parametrize("seed", [1415])
+def test_exactly_once_with_the_processor_killed_20_times(serve, tmp_path, seed):
+    run_kills(serve, tmp_path, seed=seed, records=2000, kills=20)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", [92653, 58979])
+def test_exactly_once_with_the_processor_killed_100_times(serve, tmp_path, seed):
+    run_kills(serve, tmp_path, seed=seed, records=20_000, kills=100)
+
+
+@pytest.mark.parametrize("seed", [3238])
+def test_exactly_once_with_a_confluent_kafka_processor_killed(serve, tmp_path, seed):
+    pytest.importorskip("confluent_kafka")
+    run_kills(serve, tmp_path, seed=seed, records=600, kills=6, client="confluent")
+
+
+@pytest.mark.parametrize("point", ["after-prepare", "after-markers"])
+def test_exactly_once_with_the_server_killed_while_ending_a_transaction(serve, tmp_path, monkeypatch, point):
+    """Mid-loop, the server is restarted with ``PYLOG_TEST_TXN_CRASH=point``: it kills
+    itself while ending the processor's next transaction (PrepareCommit durable and no
+    marker written, or the markers written and CompleteCommit not).  It is started again;
+    the processor (restarted if it gave up) finishes and the output is still exact."""
+    sp = serve(TXN_OVERRIDES)
+    loop = Loop(sp.bootstrap, tmp_path, 600)
+    start = time.monotonic()
+    proc = loop.start()
+    restarts = 0
+    try:
+        for _ in range(3):
+            assert proc.wait_for_line("committed"), loop.stderr()
+        assert sp.stop() == 0, sp.log_text()[-3000:]
+        monkeypatch.setenv("PYLOG_TEST_TXN_CRASH", point)
+        sp.start()
+        monkeypatch.delenv("PYLOG_TEST_TXN_CRASH")
+        wait_for(lambda: sp.proc is None or sp.proc.poll() is not None, "the server to kill itself", LINE_WAIT_S)
+        assert f"PYLOG_TEST_TXN_CRASH={point}" in sp.log_text()
+        sp.kill()
+        sp.start()
+        while True:
+            code = proc.finish()
+            if code == 0 and proc.last == "done":
+                break
+            restarts += 1
+            assert restarts <= 3, f"the processor failed {restarts} times:\n{loop.stderr()}"
+            proc = loop.start()
+    finally:
+        if proc.proc.poll() is None:
+            proc.kill()
+    loop.check_output(f"server killed at {point}, processor restarted {restarts} times, "
+                      f"{time.monotonic() - start:.1f} s")
+
+
+def test_a_transaction_of_a_killed_producer_is_aborted_at_its_timeout(serve, tmp_path):
+    """A producer SIGKILLed with a transaction open (transaction_timeout_ms=1000): the
+    coordinator aborts it, the partition's last stable offset moves past it, a
+    read_committed consumer reads the records committed after it, never its own."""
+    sp = serve(TXN_OVERRIDES)
+    topic = unique("eos-timeout")
+    with pylog.connect(sp.bootstrap) as c:
+        c.create_topic(topic, 1)
+        proc = Processor(["open-txn", "--bootstrap", sp.bootstrap, "--output", topic,
+                          "--transactional-id", unique("eos-open"), "--max-records", "5",
+                          "--transaction-timeout-ms", "1000"], str(tmp_path / "open-txn.log"))
+        try:
+            assert proc.wait_for_line("open"), open(tmp_path / "open-txn.log").read()
+        finally:
+            proc.kill()
+        p = c.producer(transactional_id=unique("eos-after"), linger_ms=1)
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(3):
+            p.send(topic, b"after-%d" % i, partition=0)
+        p.commit_transaction()
+        p.close()
+        tp = TopicPartition(topic, 0)
+        consumer = c.consumer(isolation_level="read_committed")
+        try:
+            # 5 abandoned records, their abort marker, 3 committed ones and their marker:
+            # the LSO is 10 once the coordinator has aborted the abandoned transaction.
+            wait_for(lambda: consumer.end_offsets([tp])[tp] == 10,
+                     "the last stable offset to move past the abandoned transaction")
+            assert c.list_offsets(topic, 0, -1).offset == 10
+        finally:
+            consumer.close()
+        assert read_to_end(c, topic, 1, "read_committed") == {0: [b"after-0", b"after-1", b"after-2"]}
+        uncommitted = read_to_end(c, topic, 1, "read_uncommitted")[0]
+        assert uncommitted == [b"abandoned-%d" % i for i in range(5)] + [b"after-0", b"after-1", b"after-2"]
