@@ -681,6 +681,13 @@ class Broker:
         A bad setting.
     """
 
+    #: A clustered broker's replica manager (:class:`pylog.cluster.node.ReplicaManager`);
+    #: None for a single node.  When set it decides per partition: whether a produce may
+    #: append here (``check_produce``: NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS), the
+    #: leader epoch stamped into appended batches, whether a consumer may fetch here
+    #: (``check_fetch``), and the high watermark that bounds consumer reads.
+    replication: Any = None
+
     def __init__(self, data_dir: str | os.PathLike, config: BrokerConfig | None = None, *,
                  clock: Callable[[], int] | None = None, background: bool = True, **settings: Any) -> None:
         if config is None:
@@ -1610,13 +1617,20 @@ class Broker:
             return _core.RecordBatch(_recompress(b, topic.codec))
         return b
 
-    @staticmethod
-    def _acks_unsatisfiable(part: _Partition, acks: int) -> NotEnoughReplicasError | None:
-        """The error for acks=all when min.insync.replicas asks more than this one node."""
+    def _acks_unsatisfiable(self, part: _Partition, acks: int) -> PylogError | None:
+        """The error for acks=all when min.insync.replicas asks more than this one node
+        (or, clustered, more than the ISR), or for a produce to a partition not led here."""
         topic = part.topic
+        if self.replication is not None:
+            return self.replication.check_produce(topic.name, part.index, acks)
+        return self._single_node_acks_error(topic.name, part.index, acks)
+
+    def _single_node_acks_error(self, name: str, partition: int, acks: int) -> NotEnoughReplicasError | None:
+        """acks=all on a partition this node alone holds: min.insync.replicas above 1 fails."""
+        topic = self._topic(name)
         if acks == -1 and topic.min_insync > 1:
             return NotEnoughReplicasError(
-                f"{topic.name}-{part.index}: min.insync.replicas={topic.min_insync} but this single "
+                f"{topic.name}-{partition}: min.insync.replicas={topic.min_insync} but this single "
                 "node has 1 in-sync replica (acks=all cannot be satisfied)")
         return None
 
@@ -1707,8 +1721,7 @@ class Broker:
                 return self._append_and_update(part, views)[0]
         return self._append_and_update(part, views)[0]
 
-    @staticmethod
-    def _log_append(part: _Partition, views: list):
+    def _log_append(self, part: _Partition, views: list):
         """``log.append`` of checked views, with storage failures reported once: the first
         failing append of a partition logs an ERROR naming the partition, its directory
         and the errno; later ones stay quiet until an append succeeds again, which logs
@@ -1717,7 +1730,9 @@ class Broker:
         KafkaStorageError.  Raises PylogError with nothing appended."""
         log = part.log
         try:
-            info = log.append(views[0] if len(views) == 1 else views, leader_epoch=part.topic.leader_epoch)
+            epoch = part.topic.leader_epoch if self.replication is None else \
+                self.replication.leader_epoch(part.topic.name, part.index)
+            info = log.append(views[0] if len(views) == 1 else views, leader_epoch=epoch)
         except LogClosedError:
             raise
         except KafkaStorageError as exc:
@@ -1867,6 +1882,10 @@ class Broker:
         partition, offset out of range)."""
         try:
             part = self._partition(topic, partition)
+            if self.replication is not None:
+                err = self.replication.check_fetch(topic, partition)
+                if err is not None:
+                    raise err
             if isinstance(offset, bool) or not isinstance(offset, int):
                 raise InvalidRequestError(f"fetch offset must be an int, not {type(offset).__name__}")
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
@@ -1881,10 +1900,10 @@ class Broker:
         except PylogError as exc:
             return FetchResult(exc.error_code, error_message=str(exc))
 
-    @staticmethod
-    def _read_partition(part: _Partition, offset: int, max_bytes: int, committed: bool) -> FetchResult:
+    def _read_partition(self, part: _Partition, offset: int, max_bytes: int, committed: bool) -> FetchResult:
         log = part.log
-        hw = log.log_end_offset
+        hw = log.log_end_offset if self.replication is None else \
+            self.replication.high_watermark(part.topic.name, part.index)
         lso = _stable_offset(part, hw)
         try:
             rr = log.read(offset, max_bytes, max_offset=lso if committed else hw)
@@ -1977,10 +1996,15 @@ class Broker:
         fetch at the high watermark has nothing to read (a caught-up consumer's poll).
         Raises UnknownTopicOrPartitionError."""
         log = self._partition(topic, partition).log
+        if self.replication is not None:
+            return log.log_start_offset, self.replication.high_watermark(topic, partition)
         return log.log_start_offset, log.log_end_offset
 
     def high_watermark(self, topic: str, partition: int) -> int:
         """Raises UnknownTopicOrPartitionError."""
+        if self.replication is not None:
+            self._partition(topic, partition)
+            return self.replication.high_watermark(topic, partition)
         return self._partition(topic, partition).log.log_end_offset
 
     def log_start_offset(self, topic: str, partition: int) -> int:
@@ -2124,7 +2148,10 @@ class Broker:
             return InitProducerIdResult(exc.error_code, error_message=str(exc))
 
     def _allocate_producer_id(self) -> int:
-        """A producer id never handed out before (its block is durable first)."""
+        """A producer id never handed out before (its block is durable first; clustered,
+        claimed in ZooKeeper, so no two brokers hand out the same id)."""
+        if self.replication is not None:
+            return self.replication.allocate_producer_id()
         self._ensure_pids_checked()
         with self._lock:
             if self._next_pid >= self._pid_block_end:

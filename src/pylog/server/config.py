@@ -223,8 +223,13 @@ class ServerConfig:
         (-1: the OS default).
     Topics
         ``auto_create_topics_enable`` (create a topic on first Metadata/Produce),
-        ``num_partitions`` (of auto-created topics), ``default_replication_factor`` (must be
-        1: one broker), ``delete_topic_enable``.
+        ``num_partitions`` (of auto-created topics), ``default_replication_factor`` (1
+        unless clustered), ``delete_topic_enable``.
+    Cluster (:mod:`pylog.cluster.node`; all unused without ``zookeeper_connect``)
+        ``zookeeper_connect`` (``HOST:PORT[,...][/chroot]``: join a ZooKeeper-coordinated
+        cluster as broker ``node_id``), ``zookeeper_session_timeout_ms`` (18000),
+        ``broker_rack``, ``replica_lag_time_max_ms`` (30000),
+        ``unclean_leader_election_enable``; ``min.insync.replicas`` is a topic default.
     Storage and logs
         ``log_dirs``, ``log_segment_bytes``, ``log_retention_ms``, ``log_retention_bytes``,
         ``log_flush_interval_messages`` / ``log_flush_interval_ms`` (Long.MAX_VALUE / -1:
@@ -268,6 +273,11 @@ class ServerConfig:
     num_partitions: int = 1
     default_replication_factor: int = 1
     delete_topic_enable: bool = True
+    zookeeper_connect: str | None = None
+    zookeeper_session_timeout_ms: int = 18_000
+    broker_rack: str | None = None
+    replica_lag_time_max_ms: int = 30_000
+    unclean_leader_election_enable: bool = False
     log_dirs: str = "./pylog-data"
     log_segment_bytes: int = 1024 * 1024 * 1024
     log_retention_ms: int = 7 * 24 * 3600 * 1000
@@ -312,7 +322,9 @@ class ServerConfig:
         "socket_send_buffer_bytes": (-1, _INT32_MAX),
         "socket_receive_buffer_bytes": (-1, _INT32_MAX),
         "num_partitions": (1, 100_000),
-        "default_replication_factor": (1, 1),
+        "default_replication_factor": (1, 32767),
+        "zookeeper_session_timeout_ms": (1, _INT32_MAX),
+        "replica_lag_time_max_ms": (1, _INT64_MAX),
         "log_segment_bytes": (14, _INT32_MAX),
         "log_retention_ms": (-1, _INT64_MAX),
         "log_retention_bytes": (-1, _INT64_MAX),
@@ -342,7 +354,8 @@ class ServerConfig:
         "fetch_max_bytes": (1024, _INT32_MAX),
         "max_incremental_fetch_session_cache_slots": (0, _INT32_MAX),
     }
-    _BOOLS = ("auto_create_topics_enable", "delete_topic_enable", "log_cleaner_enable")
+    _BOOLS = ("auto_create_topics_enable", "delete_topic_enable", "log_cleaner_enable",
+              "unclean_leader_election_enable")
     #: Kafka's alternative spellings of some settings.
     _ALIASES = {
         "log.dir": "log.dirs",
@@ -362,6 +375,9 @@ class ServerConfig:
                                      "positive max.connections.per.ip")
         if self.advertised_listeners is not None:
             parse_listener(self.advertised_listeners)
+        if self.default_replication_factor > 1 and not self.zookeeper_connect:
+            raise InvalidConfigError(f"default.replication.factor={self.default_replication_factor} needs a "
+                                     "cluster: set zookeeper.connect (a single node holds one replica)")
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
             raise InvalidConfigError("group.min.session.timeout.ms is larger than group.max.session.timeout.ms")
         if not isinstance(self.log_dirs, str) or not self.log_dirs or "," in self.log_dirs:
@@ -438,8 +454,9 @@ class ServerConfig:
         # log.retention.hours set, log.retention.ms itself stays null).
         given_units = {k: str(_to_int(k, raw, -1, _INT64_MAX)) for k, raw in props.items() if k in _UNIT_SYNONYMS}
         folded = frozenset(t for t in units if t not in props)
-        if values.get("advertised_listeners") in ("",):
-            values["advertised_listeners"] = None
+        for optional in ("advertised_listeners", "zookeeper_connect", "broker_rack"):
+            if values.get(optional) in ("",):
+                values[optional] = None
         made = cls(**values, log_defaults=log_defaults)
         object.__setattr__(made, "_explicit", frozenset([_kafka(n) for n in values] + list(log_defaults)))
         object.__setattr__(made, "_given_units", given_units)

@@ -94,7 +94,7 @@ def caught_up(st: Any, wanted: list, isolation_level: int = 0) -> bool:
     end = 2 if committed else 1
     for topic, parts in wanted:
         for partition, offset, _part_max, cle in parts:
-            if cle >= 0 and cle != st.leader_epoch(topic):
+            if cle >= 0 and cle != st.leader_epoch(topic, partition):
                 return False
             try:
                 if log_offsets(topic, partition)[end] != offset:
@@ -134,7 +134,7 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
         out = []
         for partition, offset, part_max, cle in parts:
             if cle >= 0:
-                epoch = st.leader_epoch(topic)
+                epoch = st.leader_epoch(topic, partition)
                 code = (_UNKNOWN_TOPIC_OR_PARTITION if epoch is None else
                         _FENCED_LEADER_EPOCH if cle < epoch else
                         _UNKNOWN_LEADER_EPOCH if cle > epoch else 0)

@@ -118,8 +118,11 @@ class ServerState:
     def port(self) -> int:
         return self.server.advertised[1]
 
-    def leader_epoch(self, topic: str) -> int | None:
-        """The topic's leader epoch (None: no such topic), cached until the topic changes."""
+    def leader_epoch(self, topic: str, partition: int = 0) -> int | None:
+        """The topic's leader epoch (None: no such topic), cached until the topic changes;
+        clustered, the partition's, from its replica."""
+        if self.server.cluster is not None:
+            return self.server.cluster.replica_manager.current_leader_epoch(topic, partition)
         epoch = self._epochs.get(topic)
         if epoch is None:
             try:
@@ -208,8 +211,10 @@ class ServerState:
     # -- responses -------------------------------------------------------------------
 
     def api_versions_body(self, error_code: int = NONE) -> Any:
+        served = SERVED_VERSIONS if self.server.cluster is None and not self.server.config.zookeeper_connect \
+            else {k: (lo, hi) for k, (lo, hi, _fn, _name) in self.server.handlers.items()}
         keys = [m.ApiVersionsResponse.ApiVersion(api_key=k, min_version=lo, max_version=hi)
-                for k, (lo, hi) in sorted(SERVED_VERSIONS.items())]
+                for k, (lo, hi) in sorted(served.items())]
         return m.ApiVersionsResponse(error_code=error_code, api_keys=keys)
 
     def error_response(self, api_key: int, api_version: int, error_code: int, request: Any = None) -> Any:

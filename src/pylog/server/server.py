@@ -133,6 +133,8 @@ class Server:
         self._ip_overrides: dict[str, int] = {}
         self._paused_at_cap = False
         self.state: Any = None   # handler-side state (pylog.server.handlers.ServerState)
+        #: The broker's cluster side (pylog.cluster.node.ClusterNode) when zookeeper.connect is set.
+        self.cluster: Any = None
         #: Static settings plus the dynamic broker configs (set by :meth:`start`).
         self.dynamic_configs: DynamicBrokerConfigs = None  # type: ignore[assignment]
         self._thread_id: int | None = None
@@ -172,6 +174,9 @@ class Server:
             self.dynamic_configs = DynamicBrokerConfigs(self.config.replace(log_dirs=self.broker.data_dir))
         self.state = handlers.ServerState(self)
         self.handlers = handlers.handler_table()
+        if self.config.zookeeper_connect:
+            from pylog.server.cluster_handlers import cluster_handler_table
+            self.handlers = cluster_handler_table(self.handlers)
         # Build the codec plans of everything served now (tens of ms), not on the first
         # request of each kind, which would pay for it in its latency.
         precompile(set(self.handlers))
@@ -200,6 +205,11 @@ class Server:
         self._accepting = True
         self.started_at = time.time()
         self._schedule_periodic()
+        if self.config.zookeeper_connect:
+            from pylog.cluster.node import ClusterNode
+            self.cluster = ClusterNode(self)
+            await self.loop.run_in_executor(None, self.cluster.start)
+            self._every(1.0, self.cluster.tick)
         _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s loop=%s",
                   self.bound_address[0], self.bound_address[1], self.advertised[0],
                   self.advertised[1], self.config.node_id, self.state.cluster_id, loop_name(self.loop))
@@ -230,6 +240,14 @@ class Server:
             return
         self._stopping = True
         _log.info("shutting down: %d connection(s) open", len(self.connections))
+        if self.cluster is not None:
+            # Controlled shutdown first: leadership moves away while this broker still
+            # answers its followers' fetches.
+            try:
+                await self.loop.run_in_executor(None, self.cluster.stop)
+            except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
+                _log.error("leaving the cluster failed: %r", exc)
+            self.cluster.replica_manager.fail_all_waiters()
         if self._sock is not None:
             if self._accepting:
                 self.loop.remove_reader(self._sock.fileno())

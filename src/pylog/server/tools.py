@@ -348,6 +348,9 @@ def _add_serve(sub: Any) -> None:
                    help="partitions of auto-created topics (num.partitions)")
     p.add_argument("--no-auto-create-topics", action="store_true",
                    help="do not create topics on Metadata/Produce (auto.create.topics.enable=false)")
+    p.add_argument("--node-id", type=int_in(0, INT32_MAX), help="this broker's id (broker.id / node.id)")
+    p.add_argument("--zookeeper", metavar="HOST:PORT[/CHROOT]",
+                   help="join the cluster coordinated by this ZooKeeper (zookeeper.connect)")
     common_options(p, connects=False)
     p.set_defaults(func=_serve, bytes_args=("data_dir", "config"))
 
@@ -377,6 +380,10 @@ def _serve(args: argparse.Namespace) -> int:
             props["num.partitions"] = args.num_partitions
         if args.no_auto_create_topics:
             props["auto.create.topics.enable"] = "false"
+        if args.node_id is not None:
+            props["node.id"] = args.node_id
+        if args.zookeeper:
+            props["zookeeper.connect"] = args.zookeeper
         config = ServerConfig.from_kafka(props)
     except ValueError as exc:      # InvalidConfigError, or a config file that is not UTF-8
         print(f"pylog serve: {describe_error(exc)}", file=sys.stderr)

@@ -1,0 +1,647 @@
+"""A broker's cluster side: Kafka's KafkaServer in ZooKeeper mode plus its ReplicaManager.
+
+:class:`ClusterNode` is what ``pylog serve --zookeeper HOST:PORT[/chroot]`` adds to a
+:class:`~pylog.server.server.Server`:
+
+- **Registration**: an ephemeral ``/brokers/ids/<broker.id>`` with the advertised endpoint
+  and ``broker.rack``; registered again when ZooKeeper expires the session and a new one
+  is up (the broker epoch, the znode's czxid, changes with it).
+- **Controller**: every broker runs a :class:`~pylog.cluster.controller.Controller`, which
+  competes for ``/controller``; its requests to brokers go over the Kafka protocol
+  (:class:`~pylog.cluster.wire_channel.WireChannel`), its ZooKeeper work runs on one thread
+  of its own.
+- **Replica manager** (:class:`ReplicaManager`): for each partition this broker holds a
+  replica of, a :class:`pylog.cluster.replication.Partition` over the broker core's log.
+  LeaderAndIsr makes it leader or follower; followers fetch through
+  :class:`~pylog.cluster.replica_fetcher.ReplicaFetcher` threads (one per leader broker);
+  the leader answers their Fetches (:meth:`ReplicaManager.fetch_for_follower`, records as
+  file regions: the server's zero-copy path), moves the high watermark, proposes ISR
+  changes to the controller (AlterPartition) and completes acks=all produces once the
+  high watermark passes them.  The broker core asks it (``Broker.replication``) whether a
+  produce may append here, which leader epoch to stamp, and where consumer reads stop.
+- **Metadata**: a :class:`~pylog.cluster.channel.MetadataCache` fed by UpdateMetadata,
+  which the cluster's Metadata, FindCoordinator and DescribeCluster answers come from.
+- **Controlled shutdown**: :meth:`ClusterNode.stop` asks the controller to move
+  leadership away (ControlledShutdown, retried until nothing remains or a deadline),
+  then closes the controller and the ZooKeeper session.
+
+Crash behaviour: nothing here is durable besides the logs (leader epochs in their
+``leader-epoch-checkpoint``).  The high watermark is not checkpointed yet: after a
+restart it starts at the log start offset and a follower learns it from its leader's
+first answer; a restarted broker that becomes leader before its followers fetch serves
+consumers less until they do.
+
+Thread safety: each replica has one lock (:attr:`Replica.lock`) around every call into
+its replication state machine; the server's loop thread, the replica fetcher threads and
+the LeaderAndIsr thread all take it.  Acks=all waiters and follower long polls live on
+the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from pylog.cluster import replication
+from pylog.cluster.channel import (LeaderAndIsrRequest, MetadataCache, StopReplicaRequest, UpdateMetadataRequest)
+from pylog.cluster.coordination import BrokerRegistration, EndPoint
+from pylog.errors import (FencedLeaderEpochError, NotControllerError, NotEnoughReplicasError, NotLeaderError,
+                          PylogError, RequestTimedOutError, UnknownTopicOrPartitionError, error_for_code)
+from pylog.protocol.apis import ApiKey
+
+__all__ = ["ClusterNode", "ReplicaManager", "Replica", "CoreReplicaLog"]
+
+_log = logging.getLogger("pylog.cluster.node")
+
+#: Kafka's znode of the last producer id block handed out, and its block size.
+PRODUCER_ID_BLOCK_PATH = "/latest_producer_id_block"
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CoreReplicaLog:
+    """:class:`pylog.cluster.replication.ReplicaLog` over one partition of the broker core.
+
+    Leader appends do not come through here: producers append through the broker core
+    (validation, idempotence, transactions), which stamps the leader epoch it gets from
+    :meth:`ReplicaManager.leader_epoch`.  Follower appends keep the leader's offsets and
+    epochs and replay the batches' producer state, so a follower that becomes leader
+    knows every idempotent producer's sequence."""
+
+    def __init__(self, broker: Any, topic: str, partition: int) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.partition = partition
+        self.part = broker._partition(topic, partition)
+
+    @property
+    def log(self) -> Any:
+        return self.part.log
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    @property
+    def latest_epoch(self) -> int:
+        return self.log.latest_epoch
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        return self.log.end_offset_for_epoch(epoch)
+
+    def assign_epoch_start_offset(self, epoch: int, start_offset: int) -> None:
+        self.log._assign_epoch(epoch, start_offset)
+
+    def append_as_follower(self, records: Any) -> None:
+        part = self.part
+        with part.lock:
+            log = part.log
+            start = log.log_end_offset
+            log.append(records, assign_offsets=False)
+            psm = part.producers
+            psm.replay(self.broker._batch_headers(log, start))
+            psm.map_end_offset = log.log_end_offset
+
+    def truncate_to(self, offset: int) -> None:
+        with self.part.lock:
+            self.log.truncate_to(offset)
+
+    def read(self, from_offset: int, max_bytes: int, max_offset: int | None = None) -> Any:
+        rr = self.log.read(from_offset, max_bytes, max_offset=max_offset)
+        if not rr.size:
+            rr.release()
+            return None
+        return rr
+
+
+class Replica:
+    """One partition replica on this broker: its state machine and its lock."""
+
+    __slots__ = ("topic", "partition", "state", "lock", "log")
+
+    def __init__(self, topic: str, partition: int, state: replication.Partition, log: CoreReplicaLog) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.state = state
+        self.log = log
+        self.lock = threading.Lock()
+
+
+class _ProduceWaiter:
+    __slots__ = ("replica", "append", "future", "timer")
+
+    def __init__(self, replica: Replica, append: replication.AppendInfo, future: asyncio.Future) -> None:
+        self.replica = replica
+        self.append = append
+        self.future = future
+        self.timer: Any = None
+
+
+class ReplicaManager:
+    """The replicas of one broker (see the module docstring); ``Broker.replication``."""
+
+    def __init__(self, node: "ClusterNode") -> None:
+        self.node = node
+        self.broker = node.broker
+        self.broker_id = node.broker_id
+        self.replicas: dict[tuple[str, int], Replica] = {}
+        self._produce_waiters: list[_ProduceWaiter] = []
+        self._pid_lock = threading.Lock()
+        self._next_pid = self._pid_block_end = 0
+
+    # -- the broker core's questions (any thread) ----------------------------------------
+
+    def allocate_producer_id(self) -> int:
+        """A producer id unique in the cluster: from a block this broker claimed in
+        ``/latest_producer_id_block`` (Kafka's ZooKeeper-mode ProducerIdManager)."""
+        with self._pid_lock:
+            if self._next_pid >= self._pid_block_end:
+                self._next_pid, self._pid_block_end = self.node.claim_producer_id_block()
+            pid = self._next_pid
+            self._next_pid += 1
+            return pid
+
+    def _local_only(self, topic: str, partition: int) -> bool:
+        """A partition the cluster does not know (the group coordinator's local
+        ``__consumer_offsets``, created by the broker core): served as on a single node."""
+        return (topic, partition) not in self.replicas and (topic, partition) not in self.node.metadata.partitions
+
+    def check_produce(self, topic: str, partition: int, acks: int) -> PylogError | None:
+        r = self.replicas.get((topic, partition))
+        if r is None and self._local_only(topic, partition):
+            return self.broker._single_node_acks_error(topic, partition, acks)
+        if r is None:
+            return NotLeaderError(f"broker {self.broker_id} holds no replica of {topic}-{partition}")
+        s = r.state
+        if not s.is_leader:
+            return NotLeaderError(f"broker {self.broker_id} is not the leader of {topic}-{partition} "
+                                  f"(leader {s.leader_id}, epoch {s.leader_epoch})")
+        if acks == -1 and len(s.isr) < s.min_insync_replicas:
+            return NotEnoughReplicasError(f"{topic}-{partition}: the ISR {list(s.isr)} has fewer than "
+                                          f"min.insync.replicas={s.min_insync_replicas} replicas")
+        return None
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        r = self.replicas.get((topic, partition))
+        if r is None and self._local_only(topic, partition):
+            return self.broker._topic(topic).leader_epoch
+        return 0 if r is None else max(r.state.leader_epoch, 0)
+
+    def check_fetch(self, topic: str, partition: int) -> PylogError | None:
+        r = self.replicas.get((topic, partition))
+        if r is None and self._local_only(topic, partition):
+            return None
+        if r is None or not r.state.is_leader:
+            return NotLeaderError(f"broker {self.broker_id} does not lead {topic}-{partition}")
+        return None
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        r = self.replicas.get((topic, partition))
+        if r is None and self._local_only(topic, partition):
+            return self.broker._partition(topic, partition).log.log_end_offset
+        return 0 if r is None else r.state.high_watermark
+
+    def current_leader_epoch(self, topic: str, partition: int) -> int | None:
+        r = self.replicas.get((topic, partition))
+        return None if r is None else r.state.leader_epoch
+
+    # -- LeaderAndIsr / StopReplica (the node's replica thread) -----------------------------
+
+    def _ensure_local(self, topic: str, partition: int) -> None:
+        broker = self.broker
+        assignment = self.node.coordination.get_topic_assignment(topic)
+        count = max(partition + 1, len(assignment.partitions) if assignment is not None else 0)
+        if not broker.has_topic(topic):
+            # The topic's config overrides (min.insync.replicas, ...) as ZooKeeper holds them.
+            broker.create_topic(topic, count, config=self.node.coordination.get_entity_config("topics", topic))
+        elif broker.num_partitions(topic) < count:
+            broker.create_partitions(topic, count)
+        self.node.server.state.topic_changed(topic)
+
+    def _min_insync(self, topic: str) -> int:
+        return int(self.broker.topic_config(topic)["min.insync.replicas"])
+
+    def become(self, request: LeaderAndIsrRequest) -> dict[tuple[str, int], PylogError | None]:
+        out: dict[tuple[str, int], PylogError | None] = {}
+        now = _now_ms()
+        for s in request.partition_states:
+            tp = (s.topic, s.partition)
+            if self.broker_id not in s.replicas:
+                continue
+            try:
+                r = self.replicas.get(tp)
+                if r is None:
+                    self._ensure_local(*tp)
+                    log = CoreReplicaLog(self.broker, *tp)
+                    state = replication.Partition(
+                        self.broker_id, log, high_watermark=log.log_start_offset,
+                        replica_lag_time_max_ms=self.node.config.replica_lag_time_max_ms,
+                        min_insync_replicas=self._min_insync(s.topic), broker_epoch=self.node.broker_epoch)
+                    r = Replica(s.topic, s.partition, state, log)
+                    self.replicas[tp] = r
+                lai = replication.LeaderAndIsr(s.leader, s.leader_epoch, tuple(s.isr), s.zk_version)
+                with r.lock:
+                    r.state.broker_epoch = self.node.broker_epoch
+                    if s.leader == self.broker_id:
+                        changed = r.state.become_leader(lai, tuple(s.replicas), now)
+                    else:
+                        changed = r.state.become_follower(lai, tuple(s.replicas))
+                if changed:
+                    _log.info("%s-%d: %s", s.topic, s.partition, r.state)
+                if s.leader == self.broker_id or s.leader < 0:
+                    self.node.fetchers.remove_partition(tp)
+                else:
+                    self.node.fetchers.add_partition(tp, s.leader, request.live_leaders)
+                out[tp] = None
+            except FencedLeaderEpochError as exc:
+                out[tp] = exc
+            except PylogError as exc:
+                _log.warning("LeaderAndIsr for %s-%d failed: %s", s.topic, s.partition, exc)
+                out[tp] = exc
+        self.node.call_in_loop(self.check_waiters)
+        return out
+
+    def stop(self, request: StopReplicaRequest) -> dict[tuple[str, int], PylogError | None]:
+        out: dict[tuple[str, int], PylogError | None] = {}
+        deleted_topics = set()
+        for p in request.partitions:
+            tp = (p.topic, p.partition)
+            self.node.fetchers.remove_partition(tp)
+            # Produce and fetch now answer NOT_LEADER_OR_FOLLOWER; acks=all waiters fail.
+            self.replicas.pop(tp, None)
+            if p.delete:
+                deleted_topics.add(p.topic)
+            out[tp] = None
+        for topic in deleted_topics:
+            if not any(t == topic for t, _ in self.replicas) and self.broker.has_topic(topic):
+                try:
+                    self.broker.delete_topic(topic)
+                    self.node.server.state.topic_changed(topic)
+                except UnknownTopicOrPartitionError:
+                    pass
+        self.node.call_in_loop(self.check_waiters)
+        return out
+
+    # -- the leader's side of replication (loop thread) -----------------------------------
+
+    def fetch_for_follower(self, topic: str, partition: int, request: replication.FetchRequest
+                           ) -> replication.FetchResponse:
+        r = self.replicas.get((topic, partition))
+        if r is None:
+            return replication.FetchResponse(error=NotLeaderError(
+                f"broker {self.broker_id} holds no replica of {topic}-{partition}"))
+        with r.lock:
+            hw = r.state.high_watermark
+            response = r.state.fetch_for_follower(request, _now_ms())
+            alter = r.state.poll_alter_partition()
+            moved = r.state.high_watermark != hw
+        if alter is not None:
+            self.node.send_alter_partition(r, alter)
+        if moved:
+            self.high_watermark_moved(r)
+        return response
+
+    def after_leader_append(self, topic: str, partition: int) -> None:
+        """A produce appended: with an ISR of one the high watermark moves at once."""
+        r = self.replicas.get((topic, partition))
+        if r is None:
+            return
+        with r.lock:
+            moved = r.state._maybe_increment_high_watermark()
+        if moved:
+            self.high_watermark_moved(r)
+
+    def high_watermark_moved(self, r: Replica) -> None:
+        self.broker._notify(r.topic, r.partition, r.state.high_watermark)
+        self.node.call_in_loop(self.check_waiters)
+
+    def wait_for_acks(self, topic: str, partition: int, append: replication.AppendInfo,
+                      timeout_ms: int) -> asyncio.Future:
+        """A future of the acks=all outcome of ``append`` (None, or the PylogError)."""
+        loop = self.node.loop
+        fut = loop.create_future()
+        r = self.replicas.get((topic, partition))
+        if r is None:
+            fut.set_result(NotLeaderError(f"{topic}-{partition} is no longer led here"))
+            return fut
+        w = _ProduceWaiter(r, append, fut)
+        self._produce_waiters.append(w)
+        w.timer = loop.call_later(timeout_ms / 1000, self._expire, w)
+        self.check_waiters()
+        return fut
+
+    def _expire(self, w: _ProduceWaiter) -> None:
+        if w in self._produce_waiters:
+            self._produce_waiters.remove(w)
+            if not w.future.done():
+                w.future.set_result(RequestTimedOutError(
+                    f"the ISR did not replicate offsets up to {w.append.last_offset} in time"))
+
+    def check_waiters(self) -> None:
+        """Complete acks=all produces whose batches the high watermark passed (loop thread)."""
+        keep = []
+        for w in self._produce_waiters:
+            r = w.replica
+            try:
+                with r.lock:
+                    if self.replicas.get((r.topic, r.partition)) is not r:
+                        raise NotLeaderError(f"{r.topic}-{r.partition} is no longer a replica here")
+                    done = r.state.check_enough_replicas_reach_offset(w.append)
+            except PylogError as exc:
+                done, result = True, exc
+            else:
+                result = None
+            if done:
+                if w.timer is not None:
+                    w.timer.cancel()
+                if not w.future.done():
+                    w.future.set_result(result)
+            else:
+                keep.append(w)
+        self._produce_waiters = keep
+
+    def shrink_isrs(self) -> None:
+        now = _now_ms()
+        for r in list(self.replicas.values()):
+            with r.lock:
+                r.state.maybe_shrink_isr(now)
+                alter = r.state.poll_alter_partition()
+            if alter is not None:
+                self.node.send_alter_partition(r, alter)
+
+    def fail_all_waiters(self) -> None:
+        for w in self._produce_waiters:
+            if w.timer is not None:
+                w.timer.cancel()
+            if not w.future.done():
+                w.future.set_result(NotLeaderError("the broker is shutting down"))
+        self._produce_waiters = []
+
+
+class ClusterNode:
+    """A broker's membership of a ZooKeeper-coordinated cluster (module docstring).
+
+    Built by the server when ``zookeeper.connect`` is set; :meth:`start` after the
+    listener is bound (the registration carries the advertised address), :meth:`stop`
+    before the connections close.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.config = server.config
+        self.broker = server.broker
+        self.broker_id = self.config.node_id
+        self.loop: asyncio.AbstractEventLoop = server.loop
+        self.metadata = MetadataCache()
+        self.metadata_changed = threading.Condition()
+        self.coordination: Any = None
+        self.controller: Any = None
+        self.channel: Any = None
+        self.broker_epoch = -1
+        self.replica_manager = ReplicaManager(self)
+        from pylog.cluster.replica_fetcher import FetcherManager
+        self.fetchers = FetcherManager(self)
+        #: LeaderAndIsr and StopReplica run here, one at a time, in arrival order.
+        self.replica_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pylog-replica")
+        #: The controller's ZooKeeper work.
+        self.controller_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pylog-controller")
+        self._controller_client: Any = None
+        self._controller_client_for: tuple[int, str, int] | None = None
+        self._client_lock = threading.Lock()
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def registration(self) -> BrokerRegistration:
+        host, port = self.server.advertised
+        return BrokerRegistration(self.broker_id, (EndPoint("PLAINTEXT", host, port),), self.config.broker_rack,
+                                  timestamp_ms=_now_ms())
+
+    def start(self) -> None:
+        """Connect to ZooKeeper, register, and start competing for the controller
+        (blocking: call it off the loop)."""
+        from pylog.cluster import zookeeper
+        from pylog.cluster.controller import Controller, ControllerConfig
+        from pylog.cluster.wire_channel import WireChannel
+
+        self.broker.replication = self.replica_manager
+        self.coordination = zookeeper.connect(self.config.zookeeper_connect,
+                                              session_timeout_ms=self.config.zookeeper_session_timeout_ms)
+        # One cluster id for every broker: the first to start proposes its own.
+        self.server.state.cluster_id = self.coordination.get_or_create_cluster_id(self.broker.cluster_id)
+        self.broker_epoch = self.coordination.register_broker(self.registration())
+        self.coordination.add_session_listener(on_session_reestablished=self._reregister)
+        self.channel = WireChannel(self.broker_id)
+        ctl = Controller(self.coordination, self.broker_id, self.channel, ControllerConfig(
+            unclean_leader_election_enable=self.config.unclean_leader_election_enable,
+            delete_topic_enable=self.config.delete_topic_enable),
+            wakeup=lambda: self.controller_thread.submit(self._process_controller_events))
+        self.controller = ctl
+        self.channel.on_response = ctl.handle_response
+        ctl.start()
+        _log.info("broker %d registered in ZooKeeper %s (broker epoch %d)", self.broker_id,
+                  self.config.zookeeper_connect, self.broker_epoch)
+
+    def _process_controller_events(self) -> None:
+        try:
+            self.controller.process_events()
+        except Exception:  # noqa: BLE001 - the controller thread must survive a bug
+            _log.exception("controller event processing failed")
+
+    def _reregister(self) -> None:
+        try:
+            self.broker_epoch = self.coordination.register_broker(self.registration())
+            _log.info("broker %d registered again after a session expiry (broker epoch %d)",
+                      self.broker_id, self.broker_epoch)
+        except PylogError as exc:
+            _log.error("broker %d could not register again: %s", self.broker_id, exc)
+
+    def tick(self) -> None:
+        """Periodic work on the loop: the ISR-shrink check; the controller's timers."""
+        self.replica_manager.shrink_isrs()
+        if self.controller is not None and self.controller.is_active:
+            self.controller_thread.submit(self._controller_tick)
+
+    def _controller_tick(self) -> None:
+        try:
+            self.controller.tick(_now_ms())
+        except PylogError as exc:
+            _log.info("controller tick: %s", exc)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Controlled shutdown, then leave the cluster (blocking: call it off the loop)."""
+        self._stopping = True
+        if self.coordination is not None:
+            self.controlled_shutdown(timeout)
+        self.fetchers.close()
+        if self.controller is not None:
+            self.controller_thread.submit(self.controller.close).result()
+        self.controller_thread.shutdown(wait=True)
+        self.replica_thread.shutdown(wait=True)
+        if self.channel is not None:
+            self.channel.close()
+        with self._client_lock:
+            if self._controller_client is not None:
+                self._controller_client.close(timeout=1.0)
+                self._controller_client = None
+        if self.coordination is not None:
+            self.coordination.close()
+        self.broker.replication = None
+
+    def controlled_shutdown(self, timeout: float) -> bool:
+        """Ask the controller to move every leadership off this broker (Kafka's
+        ControlledShutdown, retried until it answers with nothing remaining)."""
+        from pylog.protocol import messages as m
+        deadline = time.monotonic() + timeout
+        answered = 0
+        # Kafka's controlled.shutdown.max.retries (3): partitions the controller cannot move
+        # (no other live ISR member) stay led here; the broker then stops anyway.
+        while time.monotonic() < deadline and answered < 3:
+            try:
+                fut = self.send_to_controller(ApiKey.CONTROLLED_SHUTDOWN, m.ControlledShutdownRequest(
+                    broker_id=self.broker_id, broker_epoch=self.broker_epoch))
+                resp = fut.result(timeout=max(0.1, deadline - time.monotonic()))
+            except (PylogError, concurrent.futures.TimeoutError) as exc:
+                _log.info("controlled shutdown: %s; retrying", exc)
+                self._wait_metadata(0.5)
+                continue
+            if resp.error_code == 0 and not resp.remaining_partitions:
+                _log.info("controlled shutdown of broker %d done: it leads no partition", self.broker_id)
+                return True
+            if resp.error_code == 0:
+                answered += 1
+                _log.info("controlled shutdown: broker %d still leads %d partition(s)", self.broker_id,
+                          len(resp.remaining_partitions))
+            self._wait_metadata(0.5)
+        _log.warning("controlled shutdown of broker %d did not finish; stopping anyway", self.broker_id)
+        return False
+
+    def _wait_metadata(self, seconds: float) -> None:
+        with self.metadata_changed:
+            self.metadata_changed.wait(seconds)
+
+    def claim_producer_id_block(self) -> tuple[int, int]:
+        """Claim the next PRODUCER_ID_BLOCK_SIZE producer ids: a conditional update of
+        ``/latest_producer_id_block`` (JSON ``{"version": 1, "broker": id, "block_start":
+        first, "block_end": last}``, Kafka's layout), retried when another broker won."""
+        from pylog.cluster.coordination import BadVersionError, NodeExistsError
+        store = self.coordination.store
+        while True:
+            got = store.get(PRODUCER_ID_BLOCK_PATH)
+            if got is None:
+                start = 0
+            else:
+                start = int(json.loads(got[0])["block_end"]) + 1
+            data = json.dumps({"version": 1, "broker": self.broker_id, "block_start": str(start),
+                               "block_end": str(start + PRODUCER_ID_BLOCK_SIZE - 1)}).encode()
+            try:
+                if got is None:
+                    store.create(PRODUCER_ID_BLOCK_PATH, data)
+                else:
+                    store.set(PRODUCER_ID_BLOCK_PATH, data, version=got[1].version)
+            except (BadVersionError, NodeExistsError):
+                continue
+            return start, start + PRODUCER_ID_BLOCK_SIZE
+
+    # -- talking to the controller -------------------------------------------------------
+
+    def send_to_controller(self, api_key: int, body: Any, version: int | None = None) -> concurrent.futures.Future:
+        """Send to the active controller, as the latest UpdateMetadata (or ZooKeeper) names it."""
+        from pylog.client.kafka.network import NetworkClient
+        controller_id = self.metadata.controller_id
+        if controller_id is None or controller_id not in self.metadata.brokers:
+            controller_id = self.coordination.get_controller()
+        if controller_id is None:
+            raise NotControllerError("no controller is elected yet")
+        broker = self.metadata.brokers.get(controller_id)
+        if broker is None:
+            reg = self.coordination.get_broker(controller_id)
+            if reg is None:
+                raise NotControllerError(f"controller {controller_id} is not registered")
+            ep = reg.endpoints[0]
+        else:
+            ep = broker.endpoints[0]
+        key = (controller_id, ep.host, ep.port)
+        with self._client_lock:
+            if self._controller_client_for != key:
+                if self._controller_client is not None:
+                    self._controller_client.close(timeout=0)
+                self._controller_client = NetworkClient(f"{ep.host}:{ep.port}",
+                                                        client_id=f"pylog-broker-{self.broker_id}-controller")
+                self._controller_client_for = key
+            client = self._controller_client
+        node = controller_id if client.cluster.node(controller_id) is not None else -1
+        return client.send(node, api_key, body, version=version, timeout_ms=10_000)
+
+    def send_alter_partition(self, r: Replica, alter: replication.AlterPartition) -> None:
+        """Propose an ISR change to the controller; its answer goes back to the replica."""
+        from pylog.protocol import messages as m
+        M: Any = m.AlterPartitionRequest
+        body = M(broker_id=self.broker_id, broker_epoch=self.broker_epoch, topics=[M.TopicData(
+            topic_name=r.topic, partitions=[M.PartitionData(
+                partition_index=r.partition, leader_epoch=alter.leader_epoch, new_isr=list(alter.new_isr),
+                partition_epoch=alter.partition_epoch)])])
+        try:
+            # v2: ISR members by id (v3 adds their broker epochs, KIP-903).
+            fut = self.send_to_controller(ApiKey.ALTER_PARTITION, body, version=2)
+        except PylogError as exc:
+            self._alter_done(r, alter, None, exc)
+            return
+        fut.add_done_callback(lambda f: self._on_alter_partition(r, alter, f))
+
+    def _on_alter_partition(self, r: Replica, alter: replication.AlterPartition, f: Any) -> None:
+        exc = f.exception()
+        if exc is not None:
+            self._alter_done(r, alter, None, exc if isinstance(exc, PylogError) else PylogError(str(exc)))
+            return
+        resp = f.result()
+        if resp.error_code:
+            self._alter_done(r, alter, None, error_for_code(resp.error_code, None))
+            return
+        for t in resp.topics:
+            for p in t.partitions:
+                if p.error_code:
+                    self._alter_done(r, alter, None, error_for_code(p.error_code, None))
+                else:
+                    self._alter_done(r, alter, replication.LeaderAndIsr(p.leader_id, p.leader_epoch, tuple(p.isr),
+                                                                        p.partition_epoch), None)
+
+    def _alter_done(self, r: Replica, alter: replication.AlterPartition, state: Any, error: Any) -> None:
+        if error is not None:
+            _log.info("AlterPartition of %s-%d to ISR %s: %s", r.topic, r.partition, list(alter.new_isr), error)
+        with r.lock:
+            moved = r.state.alter_partition_response(alter, state, error)
+            if error is not None and r.state.pending_alter_partition is alter and \
+                    not isinstance(error, (FencedLeaderEpochError,)):
+                # Not attempted (no controller, a network error): propose it again.
+                r.state._pending = None
+        if moved:
+            self.replica_manager.high_watermark_moved(r)
+        else:
+            self.call_in_loop(self.replica_manager.check_waiters)
+
+    # -- controller requests arriving here ---------------------------------------------
+
+    def update_metadata(self, request: UpdateMetadataRequest) -> None:
+        with self.metadata_changed:
+            self.metadata.update(request)
+            self.metadata_changed.notify_all()
+        for t in {s.topic for s in request.partition_states} | {t for t, _ in request.deleted}:
+            self.server.state.topic_changed(t)
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._stopping and self.loop.is_closed():
+            return
+        self.server.call_in_loop(fn, *args)

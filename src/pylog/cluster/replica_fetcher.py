@@ -1,0 +1,203 @@
+"""Followers fetching from their leaders: Kafka's ReplicaFetcherThread, on pylog's client.
+
+One :class:`ReplicaFetcher` thread per leader broker this broker follows partitions of.
+It asks each followed partition's :class:`pylog.cluster.replication.Partition` for its next
+request, sends one Fetch (v12, ``replica_id`` = this broker, each partition with its
+``current_leader_epoch`` and ``last_fetched_epoch``, so the leader answers a divergence
+with a DivergingEpoch) through :class:`pylog.client.kafka.network.NetworkClient`, and
+hands each partition's answer back to its state machine, which appends (keeping the
+leader's offsets and epochs), truncates, or waits for the next LeaderAndIsr.  The leader
+holds the Fetch up to ``replica.fetch.wait.max.ms`` (500) when it has nothing new.
+
+Crash behaviour: nothing is kept; a restarted follower starts from its log end offset.
+
+Thread safety: :class:`FetcherManager` methods may be called from any thread; each
+fetcher's thread is the only one that sends its Fetches; every state machine call takes
+the replica's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pylog.cluster import replication
+from pylog.errors import PylogError, error_for_code
+from pylog.protocol.apis import ApiKey
+
+__all__ = ["FetcherManager", "ReplicaFetcher", "REPLICA_FETCH_WAIT_MAX_MS"]
+
+_log = logging.getLogger("pylog.cluster.replica_fetcher")
+
+#: Kafka's replica.fetch.wait.max.ms and replica.fetch.max.bytes defaults.
+REPLICA_FETCH_WAIT_MAX_MS = 500
+REPLICA_FETCH_MAX_BYTES = 1 << 20
+_FETCH_VERSION = 12
+
+
+class ReplicaFetcher:
+    """The fetch loop for the partitions this broker follows on one leader."""
+
+    def __init__(self, node: Any, leader_id: int, host: str, port: int) -> None:
+        from pylog.client.kafka.network import NetworkClient
+        self.node = node
+        self.leader_id = leader_id
+        self.address = (host, port)
+        self.partitions: set[tuple[str, int]] = set()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.client = NetworkClient(f"{host}:{port}", client_id=f"pylog-replica-fetcher-{node.broker_id}-{leader_id}",
+                                    request_timeout_ms=REPLICA_FETCH_WAIT_MAX_MS + 30_000)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"pylog-replica-fetcher-{node.broker_id}-{leader_id}")
+        self._thread.start()
+
+    def add(self, tp: tuple[str, int]) -> None:
+        with self._cond:
+            self.partitions.add(tp)
+            self._cond.notify_all()
+
+    def remove(self, tp: tuple[str, int]) -> None:
+        with self._cond:
+            self.partitions.discard(tp)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.client.close(timeout=1.0)
+        self._thread.join(timeout=5.0)
+
+    def _requests(self) -> dict[tuple[str, int], tuple[Any, replication.FetchRequest]]:
+        out = {}
+        replicas = self.node.replica_manager.replicas
+        for tp in list(self.partitions):
+            r = replicas.get(tp)
+            if r is None:
+                continue
+            with r.lock:
+                if r.state.leader_id != self.leader_id:
+                    continue
+                req = r.state.fetch_request(REPLICA_FETCH_MAX_BYTES)
+            if isinstance(req, replication.FetchRequest):
+                out[tp] = (r, req)
+        return out
+
+    def _run(self) -> None:
+        from pylog.protocol import messages as m
+        F: Any = m.FetchRequest
+        while True:
+            with self._cond:
+                while not self._closed and not self.partitions:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            wanted = self._requests()
+            if not wanted:
+                with self._cond:
+                    self._cond.wait(REPLICA_FETCH_WAIT_MAX_MS / 1000)
+                continue
+            topics: dict[str, list[Any]] = {}
+            for (topic, partition), (_r, req) in wanted.items():
+                topics.setdefault(topic, []).append(F.FetchPartition(
+                    partition=partition, current_leader_epoch=req.current_leader_epoch,
+                    fetch_offset=req.fetch_offset, last_fetched_epoch=req.last_fetched_epoch,
+                    log_start_offset=-1, partition_max_bytes=req.max_bytes))
+            body = F(replica_id=self.node.broker_id, max_wait_ms=REPLICA_FETCH_WAIT_MAX_MS, min_bytes=1,
+                     max_bytes=10 * REPLICA_FETCH_MAX_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
+                     topics=[F.FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
+                     forgotten_topics_data=[], rack_id="")
+            try:
+                # To the leader by its id once the client has its metadata (one connection
+                # kept open), to its address as the bootstrap node before.
+                node = self.leader_id if self.client.cluster.node(self.leader_id) is not None else -1
+                resp = self.client.send(node, ApiKey.FETCH, body, version=_FETCH_VERSION).result()
+            except PylogError as exc:
+                _log.debug("fetch from leader %d: %s", self.leader_id, exc)
+                with self._cond:
+                    self._cond.wait(0.2)
+                continue
+            self._handle(resp, wanted)
+
+    def _handle(self, resp: Any, wanted: dict) -> None:
+        manager = self.node.replica_manager
+        for t in resp.responses:
+            for p in t.partitions:
+                got = wanted.get((t.topic, p.partition_index))
+                if got is None:
+                    continue
+                r, req = got
+                error = error_for_code(p.error_code, None) if p.error_code else None
+                diverging = None
+                de = p.diverging_epoch
+                if de is not None and de.epoch >= 0:
+                    diverging = replication.EpochEndOffset(de.epoch, de.end_offset)
+                records = p.records if p.records is not None and len(p.records) else None
+                response = replication.FetchResponse(error, p.high_watermark, p.log_start_offset, records, diverging)
+                try:
+                    with r.lock:
+                        hw = r.state.high_watermark
+                        r.state.handle_fetch_response(req, response)
+                        moved = r.state.high_watermark != hw
+                except PylogError as exc:
+                    _log.warning("follower append to %s-%d failed: %s", t.topic, p.partition_index, exc)
+                    continue
+                if moved or records is not None:
+                    manager.broker._notify(t.topic, p.partition_index, r.state.high_watermark)
+
+
+class FetcherManager:
+    """The fetchers of one broker, by leader (Kafka's ReplicaFetcherManager)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._fetchers: dict[tuple[int, str, int], ReplicaFetcher] = {}
+        self._of: dict[tuple[str, int], tuple[int, str, int]] = {}
+        self._closed = False
+
+    def _address(self, leader_id: int, live_leaders: Any) -> tuple[str, int] | None:
+        for b in live_leaders:
+            if b.broker_id == leader_id and b.endpoints:
+                return b.endpoints[0].host, b.endpoints[0].port
+        b = self.node.metadata.brokers.get(leader_id)
+        if b is not None and b.endpoints:
+            return b.endpoints[0].host, b.endpoints[0].port
+        return None
+
+    def add_partition(self, tp: tuple[str, int], leader_id: int, live_leaders: Any = ()) -> None:
+        address = self._address(leader_id, live_leaders)
+        if address is None:
+            _log.warning("no address for leader %d of %s-%d: not fetching", leader_id, *tp)
+            self.remove_partition(tp)
+            return
+        key = (leader_id, *address)
+        with self._lock:
+            if self._closed:
+                return
+            old = self._of.get(tp)
+            if old == key:
+                return
+            if old is not None:
+                self._fetchers[old].remove(tp)
+            fetcher = self._fetchers.get(key)
+            if fetcher is None:
+                fetcher = self._fetchers[key] = ReplicaFetcher(self.node, leader_id, *address)
+            self._of[tp] = key
+            fetcher.add(tp)
+
+    def remove_partition(self, tp: tuple[str, int]) -> None:
+        with self._lock:
+            old = self._of.pop(tp, None)
+            if old is not None:
+                self._fetchers[old].remove(tp)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            fetchers = list(self._fetchers.values())
+            self._fetchers.clear()
+            self._of.clear()
+        for f in fetchers:
+            f.close()

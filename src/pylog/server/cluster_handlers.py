@@ -1,0 +1,446 @@
+"""The handlers a clustered broker adds or replaces (``zookeeper.connect`` set).
+
+Inter-broker APIs: LeaderAndIsr, UpdateMetadata and StopReplica from the controller
+(handed to :class:`pylog.cluster.node.ClusterNode`); ControlledShutdown and AlterPartition
+to the controller (answered by the active one, NOT_CONTROLLER elsewhere); Fetch with a
+``replica_id`` from followers (answered by the leader's replication state machine, records
+as file regions: the same zero-copy write as a consumer's fetch, held up to its
+``max_wait_ms`` when there is nothing new).
+
+Client APIs answered from the cluster: Metadata and DescribeCluster (every live broker,
+leaders, replicas, ISR, offline replicas, leader epochs, from the controller's
+UpdateMetadata), CreateTopics (placed and written to ZooKeeper; the controller elects
+the leaders; answered once this broker's metadata knows every partition's leader or the
+request's timeout passed), FindCoordinator (the leader of the group's
+``__consumer_offsets`` partition when the cluster has that topic, else this broker), and
+Produce (acks=all answered when the high watermark passes the batch).
+
+Handlers run on the loop's thread; ZooKeeper and file work is sent off it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
+from pylog.cluster import replication
+from pylog.cluster.channel import leader_and_isr_from_wire, stop_replica_from_wire, update_metadata_from_wire
+from pylog.errors import NotControllerError, PylogError
+from pylog.protocol import messages as m
+from pylog.protocol.apis import ApiKey
+from pylog.protocol.produce_reply import produce_response_frame
+from pylog.protocol.segments import FileRegion
+from pylog.server._core_adapter import topic_uuid
+from pylog.server.connection import NO_RESPONSE
+
+__all__ = ["cluster_handler_table"]
+
+NONE = 0
+LEADER_NOT_AVAILABLE = 5
+UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_RECORD = 87
+_NOT_REQUESTED = -2147483648
+_EMPTY = b""
+
+
+def _node(conn: Any) -> Any:
+    return conn.server.cluster
+
+
+# -- from the controller ----------------------------------------------------------------
+
+
+def handle_leader_and_isr(conn: Any, header: Any, req: Any) -> Any:
+    node = _node(conn)
+    request = leader_and_isr_from_wire(req)
+    version = header.api_version
+    R: Any = m.LeaderAndIsrResponse
+
+    def respond(errors: dict) -> Any:
+        if version >= 5:
+            by_topic: dict[str, list] = {}
+            for (t, p), e in errors.items():
+                by_topic.setdefault(t, []).append(R.LeaderAndIsrPartitionError(
+                    partition_index=p, error_code=0 if e is None else e.error_code))
+            return R(error_code=NONE, topics=[R.LeaderAndIsrTopicError(
+                topic_id=topic_uuid(request.topic_ids.get(t)), partition_errors=ps) for t, ps in by_topic.items()])
+        return R(error_code=NONE, partition_errors=[R.LeaderAndIsrPartitionError(
+            topic_name=t, partition_index=p, error_code=0 if e is None else e.error_code)
+            for (t, p), e in errors.items()])
+
+    fut = node.replica_thread.submit(node.replica_manager.become, request)
+    return _then(conn, fut, respond)
+
+
+def _then(conn: Any, fut: Any, convert: Callable[[Any], Any]) -> Any:
+    """An asyncio future of ``convert(fut.result())`` for a concurrent future."""
+    loop = conn.server.loop
+    out = loop.create_future()
+
+    def done(f: Any) -> None:
+        def finish() -> None:
+            if out.done():
+                return
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                try:
+                    out.set_result(convert(f.result()))
+                except Exception as e:  # noqa: BLE001 - surfaces as an error response
+                    out.set_exception(e)
+        conn.server.call_in_loop(finish)
+
+    fut.add_done_callback(done)
+    return out
+
+
+def handle_update_metadata(conn: Any, header: Any, req: Any) -> Any:
+    _node(conn).update_metadata(update_metadata_from_wire(req))
+    return m.UpdateMetadataResponse(error_code=NONE)
+
+
+def handle_stop_replica(conn: Any, header: Any, req: Any) -> Any:
+    node = _node(conn)
+    request = stop_replica_from_wire(req)
+    R: Any = m.StopReplicaResponse
+
+    def respond(errors: dict) -> Any:
+        return R(error_code=NONE, partition_errors=[R.StopReplicaPartitionError(
+            topic_name=t, partition_index=p, error_code=0 if e is None else e.error_code)
+            for (t, p), e in errors.items()])
+
+    return _then(conn, node.replica_thread.submit(node.replica_manager.stop, request), respond)
+
+
+# -- to the controller ------------------------------------------------------------------
+
+
+def _on_controller(conn: Any, response_cls: Any, fn: Callable, *args: Any) -> Any:
+    """``fn(controller, *args)`` on the controller's thread; NOT_CONTROLLER from a broker
+    that is not (or no longer) the active controller."""
+    node = _node(conn)
+    controller = node.controller
+    if controller is None or not controller.is_active:
+        return response_cls(error_code=NotControllerError.error_code)
+    try:
+        fut = node.controller_thread.submit(fn, controller, *args)
+    except RuntimeError:    # the broker is stopping
+        return response_cls(error_code=NotControllerError.error_code)
+    return _then(conn, fut, lambda r: r)
+
+
+def handle_controlled_shutdown(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.cluster.controller import answer_controlled_shutdown
+    return _on_controller(conn, m.ControlledShutdownResponse, answer_controlled_shutdown, req)
+
+
+def handle_alter_partition(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.cluster.controller import answer_alter_partition
+    return _on_controller(conn, m.AlterPartitionResponse, answer_alter_partition, req, header.api_version)
+
+
+# -- Fetch from followers -----------------------------------------------------------------
+
+
+def _replica_fetch_answer(conn: Any, req: Any) -> tuple[Any, int]:
+    manager = _node(conn).replica_manager
+    R: Any = m.FetchResponse
+    PD = R.PartitionData
+    topics = []
+    total = 0
+    for t in req.topics:
+        out = []
+        for p in t.partitions:
+            got = manager.fetch_for_follower(t.topic, p.partition, replication.FetchRequest(
+                req.replica_id, p.current_leader_epoch, p.fetch_offset, p.last_fetched_epoch,
+                p.partition_max_bytes))
+            records: Any = _EMPTY
+            if got.records is not None:
+                rr = got.records
+                records = FileRegion(rr.file, rr.position, rr.size)
+                total += rr.size
+                rr.release()
+            de = got.diverging_epoch
+            out.append(PD(partition_index=p.partition,
+                          error_code=0 if got.error is None else got.error.error_code,
+                          high_watermark=got.high_watermark, last_stable_offset=got.high_watermark,
+                          log_start_offset=got.log_start_offset,
+                          diverging_epoch=R.EpochEndOffset(epoch=de.leader_epoch, end_offset=de.end_offset)
+                          if de is not None else R.EpochEndOffset(epoch=-1, end_offset=-1),
+                          aborted_transactions=None, preferred_read_replica=-1, records=records))
+            if got.error is not None or de is not None:
+                total += 1
+        topics.append(R.FetchableTopicResponse(topic=t.topic, partitions=out))
+    return R(throttle_time_ms=0, error_code=NONE, session_id=0, responses=topics), total
+
+
+def _handle_replica_fetch(conn: Any, header: Any, req: Any) -> Any:
+    resp, total = _replica_fetch_answer(conn, req)
+    if total or req.max_wait_ms <= 0 or conn.server.stopping:
+        return resp
+    # Nothing new: wait for an append to one of its partitions, or max_wait_ms.
+    st = conn.server.state
+    loop = conn.server.loop
+    fut = loop.create_future()
+    keys = {(t.topic, p.partition) for t in req.topics for p in t.partitions}
+
+    def answer() -> None:
+        if fut.done():
+            return
+        try:
+            fut.set_result(_replica_fetch_answer(conn, req)[0])
+        except Exception as exc:  # noqa: BLE001 - surfaces as an error response
+            fut.set_exception(exc)
+        st.broker.remove_append_listener(on_append)
+        timer.cancel()
+
+    def on_append(topic: str, partition: int, _hw: int) -> None:
+        if (topic, partition) in keys:
+            conn.server.call_in_loop(answer)
+
+    timer = loop.call_later(req.max_wait_ms / 1000, answer)
+    st.broker.add_append_listener(on_append)
+    return fut
+
+
+def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.server.handlers import handle_fetch as consumer_fetch
+    if req.replica_id >= 0:
+        return _handle_replica_fetch(conn, header, req)
+    return consumer_fetch(conn, header, req)
+
+
+# -- Produce ---------------------------------------------------------------------------
+
+
+def handle_produce(conn: Any, header: Any, req: Any) -> Any:
+    """Append on the leader (the broker core asks the replica manager whether this broker
+    leads, and min.insync.replicas); acks=all waits for the high watermark."""
+    st = conn.server.state
+    node = _node(conn)
+    manager = node.replica_manager
+    broker = st.broker
+    version = header.api_version
+    acks = req.acks
+    with_messages = version >= 8
+    answer: list = []
+    waits: list = []
+    for t in req.topic_data:
+        name = t.name if t.name is not None else ""
+        out: list = []
+        for p in t.partition_data:
+            records = p.records
+            if records is None or len(records) == 0:
+                out.append((p.index, INVALID_RECORD, -1, -1, -1,
+                            "the produce request carries no record batch" if with_messages else None))
+                continue
+            res = broker.produce(name, p.index, records, acks=acks)
+            if res.error_code:
+                out.append((p.index, res.error_code, -1, -1, -1, res.error_message if with_messages else None)
+                           + ((res.record_errors,) if with_messages else ()))
+                continue
+            manager.after_leader_append(name, p.index)
+            if acks == -1:
+                r = manager.replicas.get((name, p.index))
+                if r is not None:
+                    append = replication.AppendInfo(res.base_offset, r.log.log_end_offset - 1, r.state.leader_epoch)
+                    waits.append((len(answer), len(out),
+                                  manager.wait_for_acks(name, p.index, append, req.timeout_ms)))
+            out.append((p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None))
+        answer.append((name, out))
+    if acks == 0:
+        return NO_RESPONSE
+    if not waits:
+        return produce_response_frame(version, header.correlation_id, answer)
+    loop = conn.server.loop
+    done = loop.create_future()
+
+    async def finish() -> None:
+        for ti, pi, fut in waits:
+            error = await fut
+            if error is not None:
+                entry = answer[ti][1][pi]
+                answer[ti][1][pi] = (entry[0], error.error_code, -1, -1, -1, str(error) if with_messages else None)
+        done.set_result(produce_response_frame(version, header.correlation_id, answer))
+
+    loop.create_task(finish())
+    return done
+
+
+# -- Metadata, DescribeCluster, FindCoordinator, CreateTopics -------------------------------
+
+
+def _brokers(node: Any) -> list:
+    """The live brokers; before the controller's first UpdateMetadata, this one alone
+    (a Metadata answer always names at least the broker that answers)."""
+    if not node.metadata.brokers:
+        from pylog.cluster.channel import LiveBroker
+        reg = node.registration()
+        return [LiveBroker(reg.broker_id, reg.endpoints, reg.rack)]
+    return sorted(node.metadata.brokers.values(), key=lambda b: b.broker_id)
+
+
+def _metadata_topic(cache: Any, name: str, topic_id: str | None) -> Any:
+    MR: Any = m.MetadataResponse
+    parts = []
+    for s in cache.partitions_of(name):
+        live = s.leader in cache.brokers
+        parts.append(MR.MetadataResponsePartition(
+            error_code=NONE if live else LEADER_NOT_AVAILABLE, partition_index=s.partition,
+            leader_id=s.leader if live else -1, leader_epoch=s.leader_epoch, replica_nodes=list(s.replicas),
+            isr_nodes=list(s.isr), offline_replicas=list(s.offline_replicas)))
+    return MR.MetadataResponseTopic(error_code=NONE, name=name, topic_id=topic_uuid(topic_id),
+                                    is_internal=name.startswith("__"), partitions=parts,
+                                    topic_authorized_operations=_NOT_REQUESTED)
+
+
+def handle_metadata(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    node = _node(conn)
+    cache = node.metadata
+    version = header.api_version
+    MR: Any = m.MetadataResponse
+    topics_out = []
+    if req.topics is None or (version == 0 and not req.topics):
+        names = cache.topics()
+    else:
+        names = [t.name for t in req.topics if t.name is not None]
+    create = []
+    for name in dict.fromkeys(names):
+        if name in cache.topic_ids or cache.partitions_of(name):
+            topics_out.append(_metadata_topic(cache, name, cache.topic_ids.get(name)))
+            continue
+        allow = (req.allow_auto_topic_creation if version >= 4 else True) and st.config.auto_create_topics_enable
+        if allow and not name.startswith("__"):
+            create.append(name)
+            topics_out.append(MR.MetadataResponseTopic(error_code=LEADER_NOT_AVAILABLE, name=name, partitions=[]))
+        else:
+            topics_out.append(MR.MetadataResponseTopic(error_code=UNKNOWN_TOPIC_OR_PARTITION, name=name,
+                                                       partitions=[]))
+    if create:
+        conn.server.call_off_loop(_auto_create, node, create)
+    controller = cache.controller_id if cache.controller_id is not None else -1
+    return MR(throttle_time_ms=0,
+              brokers=[MR.MetadataResponseBroker(node_id=b.broker_id, host=b.endpoints[0].host,
+                                                 port=b.endpoints[0].port, rack=b.rack) for b in _brokers(node)],
+              cluster_id=st.cluster_id, controller_id=controller, topics=topics_out,
+              cluster_authorized_operations=_NOT_REQUESTED)
+
+
+def _admin(node: Any) -> Any:
+    from pylog.cluster.controller import ZkAdmin
+    return ZkAdmin(node.coordination)
+
+
+def _auto_create(node: Any, names: list) -> None:
+    cfg = node.config
+    for name in names:
+        try:
+            _admin(node).create_topic(name, cfg.num_partitions, cfg.default_replication_factor)
+        except PylogError:
+            pass   # created meanwhile by another broker, or not placeable: Metadata says so next time
+
+
+def handle_describe_cluster(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    node = _node(conn)
+    R: Any = m.DescribeClusterResponse
+    controller = node.metadata.controller_id
+    return R(throttle_time_ms=0, error_code=NONE, error_message=None, cluster_id=st.cluster_id,
+             controller_id=-1 if controller is None else controller,
+             brokers=[R.DescribeClusterBroker(broker_id=b.broker_id, host=b.endpoints[0].host,
+                                              port=b.endpoints[0].port, rack=b.rack) for b in _brokers(node)],
+             cluster_authorized_operations=_NOT_REQUESTED)
+
+
+def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
+    from pylog.server.handlers import handle_find_coordinator as local
+    node = _node(conn)
+    cache = node.metadata
+    offsets = cache.partitions_of(CONSUMER_OFFSETS_TOPIC)
+    if req.key_type != 0 or not offsets:
+        return local(conn, header, req)
+    R: Any = m.FindCoordinatorResponse
+
+    def one(key: str) -> tuple[int, int, str, int]:
+        leader = cache.leader(CONSUMER_OFFSETS_TOPIC, partition_for_group(key, len(offsets)))
+        if leader is None:
+            return 15, -1, "", -1           # COORDINATOR_NOT_AVAILABLE
+        return NONE, leader.broker_id, leader.endpoints[0].host, leader.endpoints[0].port
+
+    if header.api_version >= 4:
+        out = []
+        for key in req.coordinator_keys:
+            code, nid, host, port = one(key)
+            out.append(R.Coordinator(key=key, node_id=nid, host=host, port=port, error_code=code, error_message=None))
+        return R(throttle_time_ms=0, coordinators=out)
+    code, nid, host, port = one(req.key)
+    return R(throttle_time_ms=0, error_code=code, error_message=None, node_id=nid, host=host, port=port)
+
+
+def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
+    node = _node(conn)
+    return conn.server.call_off_loop(_create_topics, node, header, req)
+
+
+def _create_topics(node: Any, header: Any, req: Any) -> Any:
+    R: Any = m.CreateTopicsResponse
+    cfg = node.config
+    results = []
+    created = []
+    for t in req.topics:
+        count = t.num_partitions if t.num_partitions > 0 else cfg.num_partitions
+        rf = t.replication_factor if t.replication_factor > 0 else cfg.default_replication_factor
+        assignment = {a.partition_index: list(a.broker_ids) for a in t.assignments} or None
+        configs = {c.name: c.value for c in t.configs if c.value is not None}
+        try:
+            if req.validate_only:
+                code, msg = NONE, None
+            else:
+                _admin(node).create_topic(t.name, count, rf, configs, assignment)
+                created.append(t.name)
+                code, msg = NONE, None
+        except PylogError as exc:
+            code, msg = exc.error_code, str(exc)
+        results.append(R.CreatableTopicResult(name=t.name, error_code=code, error_message=msg,
+                                              num_partitions=count if code == NONE else -1,
+                                              replication_factor=rf if code == NONE else -1, configs=[]))
+    # Kafka answers once the new partitions' leaders are known (its DelayedCreatePartitions).
+    deadline = time.monotonic() + max(req.timeout_ms, 0) / 1000
+    with node.metadata_changed:
+        while created and time.monotonic() < deadline:
+            cache = node.metadata
+            if all(cache.partitions_of(n) and all(s.leader in cache.brokers for s in cache.partitions_of(n))
+                   for n in created):
+                break
+            node.metadata_changed.wait(deadline - time.monotonic())
+    return R(throttle_time_ms=0, topics=results)
+
+
+def cluster_handler_table(plain: dict) -> dict:
+    """``plain`` (the server's handler table) with the cluster's handlers put in."""
+    from pylog.protocol.apis import api_name, supported_versions
+    codec = supported_versions()
+    table = dict(plain)
+
+    def put(key: int, fn: Callable, lo: int | None = None, hi: int | None = None) -> None:
+        c = codec[int(key)]
+        old = table.get(int(key))
+        lo = lo if lo is not None else (old[0] if old else c[0])
+        hi = hi if hi is not None else (old[1] if old else c[1])
+        table[int(key)] = (lo, hi, fn, api_name(key))
+
+    put(ApiKey.LEADER_AND_ISR, handle_leader_and_isr, 2)
+    put(ApiKey.UPDATE_METADATA, handle_update_metadata, 5)
+    put(ApiKey.STOP_REPLICA, handle_stop_replica, 3)
+    put(ApiKey.CONTROLLED_SHUTDOWN, handle_controlled_shutdown, 1)
+    put(ApiKey.ALTER_PARTITION, handle_alter_partition)
+    put(ApiKey.FETCH, handle_fetch)
+    put(ApiKey.PRODUCE, handle_produce)
+    put(ApiKey.METADATA, handle_metadata)
+    put(ApiKey.DESCRIBE_CLUSTER, handle_describe_cluster)
+    put(ApiKey.FIND_COORDINATOR, handle_find_coordinator)
+    put(ApiKey.CREATE_TOPICS, handle_create_topics)
+    return table

@@ -1,0 +1,181 @@
+"""Three ``pylog serve --zookeeper`` brokers as subprocesses on a real ZooKeeper: a topic
+with replication factor 3 is placed and led, its metadata shows replicas and ISR, an
+idempotent librdkafka producer with acks=all is answered once the ISR has the records,
+and every acknowledged record is read back exactly once after the leader is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from cluster import zk
+from server.util import wait_for
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+SESSION_TIMEOUT_MS = 6000
+
+
+class Brokers:
+    def __init__(self, tmp_path, zk_connect: str, n: int = 3) -> None:
+        self.tmp_path = tmp_path
+        self.zk_connect = zk_connect
+        self.ports = {i: zk.free_port() for i in range(1, n + 1)}
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.ports[i]}" for i in self.procs)
+
+    def start(self, i: int, *overrides: str) -> None:
+        args = [sys.executable, "-m", "pylog.cli", "serve", "--node-id", str(i), "--zookeeper", self.zk_connect,
+                "--listen", f"127.0.0.1:{self.ports[i]}", "--data-dir", str(self.tmp_path / f"data-{i}"),
+                "--override", f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}",
+                "--override", "replica.lag.time.max.ms=3000", "--override", "default.replication.factor=3",
+                "--override", "group.initial.rebalance.delay.ms=0"]
+        for o in overrides:
+            args += ["--override", o]
+        with open(self.tmp_path / f"broker-{i}.log", "ab") as log:
+            self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def listening(self, i: int) -> bool:
+        assert self.procs[i].poll() is None, self.logs()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.ports[i])) == 0
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.pop(i)
+        p.send_signal(sig)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def close(self) -> None:
+        for i in list(self.procs):
+            self.kill(i, signal.SIGTERM)
+
+    def logs(self) -> str:
+        return "\n".join((self.tmp_path / f"broker-{i}.log").read_text(errors="replace")[-3000:]
+                         for i in self.ports if (self.tmp_path / f"broker-{i}.log").exists())
+
+
+@pytest.fixture
+def brokers(tmp_path, zk_connect):
+    b = Brokers(tmp_path, zk_connect)
+    try:
+        for i in (1, 2, 3):
+            b.start(i)
+        for i in (1, 2, 3):
+            wait_for(lambda: b.listening(i), f"broker {i} to listen")
+        a = admin(b.bootstrap)
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
+        yield b
+    finally:
+        b.close()
+
+
+def admin(bootstrap: str):
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def wait_metadata(bootstrap: str, topic: str, pred, what: str, timeout: float = 40.0):
+    import time
+    deadline = time.monotonic() + timeout
+    a = admin(bootstrap)
+    last = None
+    while time.monotonic() < deadline:
+        md = a.list_topics(topic, timeout=5)
+        t = md.topics.get(topic)
+        if t is not None and t.error is None and t.partitions:
+            last = t
+            if pred(md, t):
+                return md, t
+        # Metadata is polled: a broker learns the state from the controller asynchronously.
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last {last}")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, rf: int = 3, **config: str) -> None:
+    from confluent_kafka.admin import NewTopic
+    a = admin(bootstrap)
+    fut = a.create_topics([NewTopic(name, partitions, rf, config=config)], operation_timeout=30)[name]
+    fut.result(60)
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> tuple[list, list]:
+    acked, failed = [], []
+
+    def cb(err, msg):
+        (failed if err is not None else acked).append((msg.value(), err))
+
+    p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": 5, "message.timeout.ms": 60000})
+    for v in values:
+        p.produce(topic, v, partition=0, on_delivery=cb)
+        p.poll(0)
+    p.flush(90)
+    return acked, failed
+
+
+def read_all(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    from confluent_kafka import TopicPartition
+    c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False,
+                                  "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    import time
+    deadline = time.monotonic() + 60
+    while len(out) < count and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+        if msg is not None and msg.error() is None:
+            out.append(msg.value())
+    c.close()
+    return out
+
+
+def test_replicated_topic_survives_a_leader_kill(brokers):
+    b = brokers
+    create_topic(b.bootstrap, "rep", rf=3)
+    md, t = wait_metadata(b.bootstrap, "rep", lambda md, t: len(t.partitions[0].isrs) == 3 and len(md.brokers) == 3,
+                          "3 brokers and a full ISR")
+    p0 = t.partitions[0]
+    assert sorted(p0.replicas) == [1, 2, 3] and p0.leader in (1, 2, 3)
+    first = [f"a{i}".encode() for i in range(200)]
+    acked, failed = produce(b.bootstrap, "rep", first)
+    assert not failed and len(acked) == 200
+    leader = p0.leader
+    b.kill(leader)
+    wait_metadata(b.bootstrap, "rep", lambda md, t: t.partitions[0].leader not in (leader, -1),
+                  "a new leader from the ISR")
+    second = [f"b{i}".encode() for i in range(200)]
+    acked2, failed2 = produce(b.bootstrap, "rep", second)
+    assert not failed2 and len(acked2) == 200, (failed2[:3], len(acked2))
+    got = read_all(b.bootstrap, "rep", 400)
+    assert sorted(got) == sorted(first + second), b.logs()
+    assert len(set(got)) == len(got)
+
+
+def test_min_insync_replicas_refuses_when_two_brokers_are_down(brokers):
+    b = brokers
+    create_topic(b.bootstrap, "mir", rf=3, **{"min.insync.replicas": "2"})
+    _, t = wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 3, "a full ISR")
+    others = [i for i in (1, 2, 3) if i != t.partitions[0].leader]
+    for i in others:
+        b.kill(i)
+    wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 1, "an ISR of the leader alone")
+    p = confluent_kafka.Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "message.timeout.ms": 5000,
+                                  "retries": 0})
+    errors = []
+    p.produce("mir", b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(30)
+    assert errors and errors[0] is not None
+    assert errors[0].code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS
