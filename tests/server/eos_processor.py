@@ -2,7 +2,7 @@
 as a subprocess that the test SIGKILLs at random moments.
 
 ``process``: consume-transform-produce with offsets in the transaction.  A read_committed
-consumer in a group (static membership: a restarted processor takes its predecessor's
+consumer in a group (by default a static member: a restarted processor takes its predecessor's
 place in the group at once, without waiting for its session to expire) and a
 transactional producer; for every polled batch: begin, produce :func:`transform` of each
 record to the same partition of the output topic, send the consumer's positions with its
@@ -60,9 +60,10 @@ def run_pylog(a: argparse.Namespace) -> None:
     producer = client.producer(transactional_id=a.transactional_id, linger_ms=1,
                                transaction_timeout_ms=a.transaction_timeout_ms)
     producer.init_transactions()
-    consumer = client.consumer(group_id=a.group, group_instance_id=a.instance, isolation_level="read_committed",
-                               auto_offset_reset="earliest", enable_auto_commit=False,
-                               session_timeout_ms=6000, heartbeat_interval_ms=500)
+    consumer = client.consumer(group_id=a.group, group_instance_id=a.instance or None,
+                               isolation_level="read_committed", auto_offset_reset="earliest",
+                               enable_auto_commit=False, session_timeout_ms=a.session_timeout_ms,
+                               heartbeat_interval_ms=300)
     consumer.subscribe([a.input])
     say("ready")
     tps = [TopicPartition(a.input, p) for p in range(INPUT_PARTITIONS)]
@@ -101,10 +102,11 @@ def run_confluent(a: argparse.Namespace) -> None:
     producer = Producer({**common, "transactional.id": a.transactional_id, "linger.ms": 1,
                          "transaction.timeout.ms": a.transaction_timeout_ms})
     producer.init_transactions(30)
-    consumer = Consumer({**common, "group.id": a.group, "group.instance.id": a.instance,
-                         "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000,
-                         "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100})
+    static = {"group.instance.id": a.instance} if a.instance else {}
+    consumer = Consumer({**common, **static, "group.id": a.group, "isolation.level": "read_committed",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "session.timeout.ms": a.session_timeout_ms, "heartbeat.interval.ms": 300,
+                         "fetch.wait.max.ms": 100})
     consumer.subscribe([a.input])
     say("ready")
     while True:
@@ -161,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input")
     ap.add_argument("--output", required=True)
     ap.add_argument("--group")
-    ap.add_argument("--instance", default="eos-processor")
+    ap.add_argument("--instance", default="eos-processor",
+                    help="group.instance.id (static membership); empty: a dynamic member")
+    ap.add_argument("--session-timeout-ms", type=int, default=6000)
     ap.add_argument("--transactional-id", required=True)
     ap.add_argument("--max-records", type=int, default=20)
     ap.add_argument("--transaction-timeout-ms", type=int, default=10_000)

@@ -40,9 +40,9 @@ PROCESSOR = os.path.join(os.path.dirname(__file__), "eos_processor.py")
 #: Small layouts, and the coordinator's scan for timed-out transactions every 200 ms.
 TXN_OVERRIDES = {"transaction.state.log.num.partitions": "4",
                  "transaction.abort.timed.out.transaction.cleanup.interval.ms": "200"}
-#: Kill moments: the line of the processor after which it is killed ("delay": a random
-#: time after its last commit, wherever it is then).
-KILL_KINDS = ("committed", "produced", "offsets", "delay")
+#: Kill moments: the line of the processor at which it is killed ("delay": a random time
+#: after its last commit, wherever it is then; "startup": a random time after it started).
+KILL_KINDS = ("committed", "produced", "offsets", "delay", "startup")
 LINE_WAIT_S = 60
 
 
@@ -121,12 +121,15 @@ class Loop:
     """An input topic of ``records`` records, the output topic, and the processor's
     settings: everything a run of the exactly-once loop needs."""
 
-    def __init__(self, bootstrap: str, tmp_path, records: int, client: str = "pylog", max_records: int = 20) -> None:
+    def __init__(self, bootstrap: str, tmp_path, records: int, client: str = "pylog", max_records: int = 20,
+                 static: bool = True) -> None:
         self.bootstrap = bootstrap
         self.input, self.output = unique("eos-in"), unique("eos-out")
         self.group, self.tid = unique("eos-group"), unique("eos-tx")
         self.client = client
         self.max_records = max_records
+        # A dynamic member's successor waits for the killed member's session to expire.
+        self.membership = [] if static else ["--instance", "", "--session-timeout-ms", "1000"]
         self.stderr_path = str(tmp_path / f"{self.input}.processor.log")
         self.expected: dict[int, list[bytes]] = {p: [] for p in range(INPUT_PARTITIONS)}
         with pylog.connect(bootstrap) as c:
@@ -143,7 +146,8 @@ class Loop:
     def start(self, lockstep: bool = False) -> Processor:
         return Processor(["process", "--bootstrap", self.bootstrap, "--client", self.client,
                           "--input", self.input, "--output", self.output, "--group", self.group,
-                          "--transactional-id", self.tid, "--max-records", str(self.max_records)],
+                          "--transactional-id", self.tid, "--max-records", str(self.max_records),
+                          *self.membership],
                          self.stderr_path, lockstep)
 
     def stderr(self) -> str:
@@ -157,12 +161,17 @@ class Loop:
         for n in range(kills):
             proc = self.start(lockstep=True)
             try:
+                kind = rng.choice(KILL_KINDS)
+                kinds[kind] += 1
+                if kind == "startup":
+                    # Anywhere in start-up: InitProducerId, joining the group, the first fetch.
+                    time.sleep(rng.uniform(0, 1.0))
+                    continue
                 assert proc.wait_for_line("ready"), f"run {n} ended before it was ready:\n{self.stderr()}"
                 for _ in range(rng.randint(0, 2)):      # let it commit a little first
                     proc.go_on()
                     assert proc.wait_for_line("committed"), \
                         f"run {n}: the input was consumed after {n} kills (too few records):\n{self.stderr()}"
-                kind = rng.choice(KILL_KINDS)
                 proc.go_on(free=kind == "delay")
                 if kind == "delay":
                     # A random moment (a transaction takes a few ms), not a synchronisation.
@@ -170,7 +179,6 @@ class Loop:
                 else:
                     assert proc.wait_for_line(kind), \
                         f"run {n}: ended before {kind!r} (last {proc.last!r}):\n{self.stderr()}"
-                kinds[kind] += 1
             finally:
                 proc.kill()
         return kinds
@@ -197,13 +205,15 @@ class Loop:
         return tally
 
 
-def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int, client: str = "pylog") -> None:
+def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int, client: str = "pylog",
+              static: bool = True) -> None:
     sp = serve(TXN_OVERRIDES)
-    loop = Loop(sp.bootstrap, tmp_path, records, client)
+    loop = Loop(sp.bootstrap, tmp_path, records, client, static=static)
     start = time.monotonic()
     kinds = loop.kill_randomly(random.Random(seed), kills)
     loop.finish()
-    loop.check_output(f"{client} processor, seed {seed}, {kills} kills {dict(kinds)}, "
+    loop.check_output(f"{client} processor ({'static' if static else 'dynamic'} member), seed {seed}, "
+                      f"{kills} kills {dict(kinds)}, "
                       f"{time.monotonic() - start:.1f} s")
 
 
@@ -218,10 +228,18 @@ def test_exactly_once_with_the_processor_killed_100_times(serve, tmp_path, seed)
     run_kills(serve, tmp_path, seed=seed, records=20_000, kills=100)
 
 
+@pytest.mark.parametrize("seed", [8462])
+def test_exactly_once_with_a_dynamic_group_member_killed(serve, tmp_path, seed):
+    """Without static membership the restarted processor is a new member: its first
+    generation starts when the killed one's session has expired (KIP-447: the offsets go
+    with the generation and member id)."""
+    run_kills(serve, tmp_path, seed=seed, records=600, kills=5, static=False)
+
+
 @pytest.mark.parametrize("seed", [3238])
 def test_exactly_once_with_a_confluent_kafka_processor_killed(serve, tmp_path, seed):
     pytest.importorskip("confluent_kafka")
-    run_kills(serve, tmp_path, seed=seed, records=600, kills=6, client="confluent")
+    run_kills(serve, tmp_path, seed=seed, records=800, kills=8, client="confluent")
 
 
 @pytest.mark.parametrize("point", ["after-prepare", "after-markers"])
@@ -233,15 +251,20 @@ def test_exactly_once_with_the_server_killed_while_ending_a_transaction(serve, t
     sp = serve(TXN_OVERRIDES)
     loop = Loop(sp.bootstrap, tmp_path, 600)
     start = time.monotonic()
-    proc = loop.start()
+    proc = loop.start(lockstep=True)
     restarts = 0
     try:
         for _ in range(3):
             assert proc.wait_for_line("committed"), loop.stderr()
+            proc.go_on()
+        # Held between two transactions while the server is swapped, so the transaction
+        # the server dies in is a commit (its first EndTxn), not an abort of one cut short.
+        assert proc.wait_for_line("committed"), loop.stderr()
         assert sp.stop() == 0, sp.log_text()[-3000:]
         monkeypatch.setenv("PYLOG_TEST_TXN_CRASH", point)
         sp.start()
         monkeypatch.delenv("PYLOG_TEST_TXN_CRASH")
+        proc.go_on(free=True)
         wait_for(lambda: sp.proc is None or sp.proc.poll() is not None, "the server to kill itself", LINE_WAIT_S)
         assert f"PYLOG_TEST_TXN_CRASH={point}" in sp.log_text()
         sp.kill()
@@ -295,3 +318,33 @@ def test_a_transaction_of_a_killed_producer_is_aborted_at_its_timeout(serve, tmp
         assert read_to_end(c, topic, 1, "read_committed") == {0: [b"after-0", b"after-1", b"after-2"]}
         uncommitted = read_to_end(c, topic, 1, "read_uncommitted")[0]
         assert uncommitted == [b"abandoned-%d" % i for i in range(5)] + [b"after-0", b"after-1", b"after-2"]
+
+
+@pytest.mark.parametrize("stage", ["produced", "offsets"])
+def test_a_zombie_processor_is_fenced_and_its_transaction_never_visible(serve, tmp_path, stage):
+    """A processor stalls in a transaction (records acknowledged, or offsets sent too); a
+    successor with the same transactional id takes over and makes progress; when the
+    stalled one resumes it is fenced (it ends with ProducerFencedError) and the output
+    stays exact."""
+    sp = serve(TXN_OVERRIDES)
+    loop = Loop(sp.bootstrap, tmp_path, 600)
+    zombie = loop.start(lockstep=True)
+    try:
+        assert zombie.wait_for_line("committed"), loop.stderr()
+        zombie.go_on()
+        assert zombie.wait_for_line(stage), loop.stderr()
+        successor = loop.start(lockstep=True)
+        try:
+            for _ in range(3):
+                assert successor.wait_for_line("committed"), loop.stderr()
+                successor.go_on()
+            zombie.go_on(free=True)
+            assert zombie.finish() == 1, loop.stderr()
+            assert "ProducerFencedError" in loop.stderr()
+            successor.go_on(free=True)
+            assert successor.finish() == 0 and successor.last == "done", loop.stderr()
+        finally:
+            successor.kill()
+    finally:
+        zombie.kill()
+    loop.check_output(f"zombie stalled at {stage!r}")
