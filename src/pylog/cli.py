@@ -101,7 +101,75 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(demo, connects=False)
     demo.set_defaults(func=_demo, bytes_args=("data_dir",))
     tools.add_commands(sub)
+    _add_cluster(sub, common_options, int_in)
     return parser
+
+
+def _add_cluster(sub: Any, common_options: Any, int_in: Any) -> None:
+    cluster = sub.add_parser("cluster", help="a local multi-broker cluster: start one, or show one's state")
+    actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser(
+        "up", help="start ZooKeeper (unless --zookeeper) and N brokers on loopback; Ctrl-C stops them",
+        description="Start a local cluster: Debian's ZooKeeper (unless --zookeeper is given) and N "
+                    "`pylog serve --zookeeper` brokers on free 127.0.0.1 ports. Prints the bootstrap "
+                    "servers; SIGINT/SIGTERM stops the brokers (controlled shutdown) and ZooKeeper.")
+    up.add_argument("--brokers", type=int_in(1, 64), default=3, help="number of brokers (default 3)")
+    up.add_argument("--zookeeper", metavar="HOST:PORT[/CHROOT]", help="a running ZooKeeper to use")
+    up.add_argument("--data-dir", default="pylog-cluster",
+                    help="base directory of the brokers' data (default ./pylog-cluster)")
+    up.add_argument("--override", metavar="KEY=VALUE", action="append", default=[],
+                    help="a broker config for every broker, e.g. min.insync.replicas=2; repeatable")
+    common_options(up, connects=False)
+    up.set_defaults(func=_cluster_up, bytes_args=("data_dir",))
+    status = actions.add_parser("status", help="brokers, the controller, under-replicated and offline partitions")
+    common_options(status, connects=True)
+    status.set_defaults(func=_cluster_status)
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from pylog.cluster.local import LocalCluster
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = LocalCluster(args.data_dir, args.brokers, zookeeper=args.zookeeper, overrides=args.override)
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        print(f"pylog cluster up: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"zookeeper: {cluster.zookeeper_connect}", flush=True)
+        for i, proc in sorted(cluster.procs.items()):
+            print(f"broker {i}: 127.0.0.1:{cluster.ports[i]} (pid {proc.pid}, log "
+                  f"{os.fsdecode(args.data_dir)}/broker-{i}.log)", flush=True)
+        print(f"bootstrap: {cluster.bootstrap}", flush=True)
+        stop.wait()
+        print("stopping: controlled shutdown of each broker, then ZooKeeper", flush=True)
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    from pylog.cluster.local import cluster_status
+
+    st = cluster_status(args.bootstrap_server, args.timeout)
+    print(f"cluster id: {st['cluster_id']}")
+    print(f"controller: {st['controller_id']}")
+    for node_id, host, port, rack in st["brokers"]:
+        print(f"broker {node_id}: {host}:{port}" + (f" rack {rack}" if rack else ""))
+    print(f"topics: {st['topics']}")
+    print(f"under-replicated partitions: {len(st['under_replicated'])}")
+    for t, p in st["under_replicated"]:
+        print(f"  {t}-{p}")
+    print(f"offline partitions: {len(st['offline'])}")
+    for t, p in st["offline"]:
+        print(f"  {t}-{p}")
+    return 0 if not st["offline"] else 1
 
 
 def _check_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

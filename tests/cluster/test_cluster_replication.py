@@ -6,15 +6,11 @@ SIGTERMed; min.insync.replicas=2 refuses acks=all with two brokers down."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 
 import pytest
 
-from cluster import zk
+from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -22,65 +18,17 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 SESSION_TIMEOUT_MS = 6000
 
 
-class Brokers:
-    def __init__(self, tmp_path, zk_connect: str, n: int = 3) -> None:
-        self.tmp_path = tmp_path
-        self.zk_connect = zk_connect
-        self.ports = {i: zk.free_port() for i in range(1, n + 1)}
-        self.procs: dict[int, subprocess.Popen] = {}
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{self.ports[i]}" for i in self.procs)
-
-    def start(self, i: int, *overrides: str) -> None:
-        args = [sys.executable, "-m", "pylog.cli", "serve", "--node-id", str(i), "--zookeeper", self.zk_connect,
-                "--listen", f"127.0.0.1:{self.ports[i]}", "--data-dir", str(self.tmp_path / f"data-{i}"),
-                "--override", f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}",
-                "--override", "replica.lag.time.max.ms=3000", "--override", "default.replication.factor=3",
-                "--override", "group.initial.rebalance.delay.ms=0"]
-        for o in overrides:
-            args += ["--override", o]
-        with open(self.tmp_path / f"broker-{i}.log", "ab") as log:
-            self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def listening(self, i: int) -> bool:
-        assert self.procs[i].poll() is None, self.logs()
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.ports[i])) == 0
-
-    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
-        p = self.procs.pop(i)
-        p.send_signal(sig)
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-    def close(self) -> None:
-        for i in list(self.procs):
-            self.kill(i, signal.SIGTERM)
-
-    def logs(self) -> str:
-        return "\n".join((self.tmp_path / f"broker-{i}.log").read_text(errors="replace")[-3000:]
-                         for i in self.ports if (self.tmp_path / f"broker-{i}.log").exists())
-
-
 @pytest.fixture
 def brokers(tmp_path, zk_connect):
-    b = Brokers(tmp_path, zk_connect)
-    try:
-        for i in (1, 2, 3):
-            b.start(i)
-        for i in (1, 2, 3):
-            wait_for(lambda: b.listening(i), f"broker {i} to listen")
-        a = admin(b.bootstrap)
+    """Three brokers as subprocesses (pylog.cluster.local, as ``pylog cluster up``) on the
+    test's ZooKeeper chroot, once all three are in the cluster's metadata."""
+    cluster = LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=[
+        f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=3000",
+        "default.replication.factor=3"])
+    with cluster:
+        a = admin(cluster.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
-        yield b
-    finally:
-        b.close()
+        yield cluster
 
 
 def admin(bootstrap: str):
@@ -157,14 +105,14 @@ def test_replicated_topic_survives_a_leader_kill(brokers, sig):
     acked, failed = produce(b.bootstrap, "rep", first)
     assert not failed and len(acked) == 200
     leader = p0.leader
-    b.kill(leader, sig)
+    b.stop_broker(leader, sig)
     wait_metadata(b.bootstrap, "rep", lambda md, t: t.partitions[0].leader not in (leader, -1),
                   "a new leader from the ISR")
     second = [f"b{i}".encode() for i in range(200)]
     acked2, failed2 = produce(b.bootstrap, "rep", second)
     assert not failed2 and len(acked2) == 200, (failed2[:3], len(acked2))
     got = read_all(b.bootstrap, "rep", 400)
-    assert sorted(got) == sorted(first + second), b.logs()
+    assert sorted(got) == sorted(first + second)
     assert len(set(got)) == len(got)
 
 
@@ -174,7 +122,7 @@ def test_min_insync_replicas_refuses_when_two_brokers_are_down(brokers):
     _, t = wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 3, "a full ISR")
     others = [i for i in (1, 2, 3) if i != t.partitions[0].leader]
     for i in others:
-        b.kill(i)
+        b.stop_broker(i, signal.SIGKILL)
     wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 1, "an ISR of the leader alone")
     p = confluent_kafka.Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "message.timeout.ms": 5000,
                                   "retries": 0})

@@ -19,15 +19,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
-ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
-
-
-def java() -> str | None:
-    return shutil.which("java")
+from pylog.cluster.local import ZOOKEEPER_JAR, free_port, java  # noqa: F401 - re-exported for the tests
+from pylog.cluster.local import ZooKeeperServer as _LocalZooKeeperServer
 
 
 def ensure_installed() -> str | None:
@@ -50,87 +46,13 @@ def ensure_installed() -> str | None:
     return "apt-get installed zookeeper but /usr/share/java/zookeeper.jar or java is still missing"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ZooKeeperServer:
-    """A standalone ZooKeeper JVM on 127.0.0.1 (see the module docstring)."""
+class ZooKeeperServer(_LocalZooKeeperServer):
+    """pylog's local ZooKeeper (:class:`pylog.cluster.local.ZooKeeperServer`, shared with
+    ``pylog cluster up``), plus the fault the tests inject: a frozen JVM."""
 
     def __init__(self, data_dir: Path, tick_time_ms: int = 500) -> None:
-        self.data_dir = data_dir
-        self.tick_time_ms = tick_time_ms
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(data_dir, tick_time_ms)
         self._pause_lock = threading.Lock()
-
-    @property
-    def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> ZooKeeperServer:
-        from kazoo.client import KazooClient
-        from kazoo.handlers.threading import KazooTimeoutError
-
-        self.port = free_port()
-        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
-        cfg = self.data_dir / "zoo.cfg"
-        # tickTime 500 ms: sessions may be as short as 1 s (2 ticks) for the tests that
-        # wait for a timeout; maxSessionTimeout lets Kafka's 18 s default through.
-        cfg.write_text(
-            f"tickTime={self.tick_time_ms}\n"
-            f"dataDir={self.data_dir / 'data'}\n"
-            f"clientPort={self.port}\n"
-            "clientPortAddress=127.0.0.1\n"
-            "maxSessionTimeout=60000\n"
-            "maxClientCnxns=0\n"
-            "admin.enableServer=false\n"
-            "4lw.commands.whitelist=\n"
-            "snapCount=100000\n"
-            "preAllocSize=1024\n"
-            "forceSync=no\n")
-        log = open(self.data_dir / "zookeeper.log", "wb")
-        # The Debian jar's manifest names its dependencies; no logging binding: quiet.
-        self.proc = subprocess.Popen(
-            [java() or "java", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-             "-Dzookeeper.admin.enableServer=false", "-cp", str(ZOOKEEPER_JAR),
-             "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        # Ready when a client gets a session (ruok is one of the disabled four-letter words).
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}: {self.log_tail()}")
-            client = KazooClient(hosts=self.hosts, timeout=10)
-            try:
-                client.start(timeout=2)
-                client.stop()
-                client.close()
-                return self
-            except KazooTimeoutError:
-                client.close()
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"ZooKeeper did not answer within {timeout} s: {self.log_tail()}") from None
-
-    def log_tail(self) -> str:
-        path = self.data_dir / "zookeeper.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGCONT)  # a paused JVM cannot handle SIGTERM
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
