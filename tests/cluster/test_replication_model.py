@@ -517,7 +517,8 @@ class ReplicationMachine(RuleBasedStateMachine):
                 self.restart(rep.rid)
             if not rep.connected:
                 self.session_restored(rep.rid)
-        for _ in range(20):
+        # Each fetch brings a batch or two (max_bytes=12): enough rounds for the longest log.
+        for _ in range(10 + max(r.log.log_end_offset for r in self.replicas)):
             self.now += 1_000
             self.deliver_all_leader_and_isr()
             for rid in REPLICAS:
@@ -525,6 +526,8 @@ class ReplicationMachine(RuleBasedStateMachine):
                 self.alter_partition_send(rid)
                 self._alter_partition_answer(rid)
             self.replication_is_safe()
+            if self._converged():
+                break
         leader = self.replicas[self.zk.leader].partition
         assert leader.is_leader and self.zk.isr == REPLICAS == leader.isr, (self.zk, leader)
         assert leader.high_watermark == leader.log.log_end_offset, leader
@@ -534,6 +537,13 @@ class ReplicationMachine(RuleBasedStateMachine):
         for rep in self.replicas:
             assert rep.log.batches == leader.log.batches, (rep.partition, leader)
             assert epochs(rep.log) == epochs(leader.log), (rep.partition, leader)
+
+    def _converged(self) -> bool:
+        if self.zk.leader == NO_LEADER or self.messages or self.alter_in_flight:
+            return False
+        leader = self.replicas[self.zk.leader].partition
+        return (leader.is_leader and leader.isr == REPLICAS and leader.high_watermark == leader.log.log_end_offset
+                and all(r.log.batches == leader.log.batches for r in self.replicas))
 
     def _check_leader(self, rep: Replica) -> None:
         p = rep.partition
