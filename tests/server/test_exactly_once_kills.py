@@ -103,6 +103,9 @@ class Processor:
         """Wait for the run to end by itself; its exit status (``last``: its last line)."""
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
         finally:
             self._release()
             while self.next_line(0) is not None:
@@ -189,6 +192,18 @@ class Loop:
         code = proc.finish()
         assert code == 0 and proc.last == "done", f"exit {code}, last line {proc.last!r}:\n{self.stderr()}"
 
+    def finish_restarting(self, proc: Processor, restarts: int, limit: int = 8) -> int:
+        """Wait for ``proc`` to consume the whole input, starting the processor again each
+        time a run gives up (a server crash can outlast its request timeout); returns
+        ``restarts`` plus the runs started here."""
+        while True:
+            code = proc.finish()
+            if code == 0 and proc.last == "done":
+                return restarts
+            restarts += 1
+            assert restarts <= limit, f"the processor failed {restarts} times:\n{self.stderr()}"
+            proc = self.start()
+
     def check_output(self, what: str) -> dict[str, int]:
         """The output, read with read_committed, is exactly the transform of the input;
         returns the tally (records, lost, duplicated)."""
@@ -252,7 +267,6 @@ def test_exactly_once_with_the_server_killed_while_ending_a_transaction(serve, t
     loop = Loop(sp.bootstrap, tmp_path, 600)
     start = time.monotonic()
     proc = loop.start(lockstep=True)
-    restarts = 0
     try:
         for _ in range(3):
             assert proc.wait_for_line("committed"), loop.stderr()
@@ -269,16 +283,9 @@ def test_exactly_once_with_the_server_killed_while_ending_a_transaction(serve, t
         assert f"PYLOG_TEST_TXN_CRASH={point}" in sp.log_text()
         sp.kill()
         sp.start()
-        while True:
-            code = proc.finish()
-            if code == 0 and proc.last == "done":
-                break
-            restarts += 1
-            assert restarts <= 3, f"the processor failed {restarts} times:\n{loop.stderr()}"
-            proc = loop.start()
+        restarts = loop.finish_restarting(proc, 0)
     finally:
-        if proc.proc.poll() is None:
-            proc.kill()
+        proc.kill()
     loop.check_output(f"server killed at {point}, processor restarted {restarts} times, "
                       f"{time.monotonic() - start:.1f} s")
 
@@ -288,14 +295,14 @@ def test_a_transaction_of_a_killed_producer_is_aborted_at_its_timeout(serve, tmp
     coordinator aborts it, the partition's last stable offset moves past it, a
     read_committed consumer reads the records committed after it, never its own."""
     sp = serve(TXN_OVERRIDES)
-    topic = unique("eos-timeout")
+    topic, abandoned = unique("eos-timeout"), unique("eos-open")
     with pylog.connect(sp.bootstrap) as c:
         c.create_topic(topic, 1)
         proc = Processor(["open-txn", "--bootstrap", sp.bootstrap, "--output", topic,
-                          "--transactional-id", unique("eos-open"), "--max-records", "5",
+                          "--transactional-id", abandoned, "--max-records", "5",
                           "--transaction-timeout-ms", "1000"], str(tmp_path / "open-txn.log"))
         try:
-            assert proc.wait_for_line("open"), open(tmp_path / "open-txn.log").read()
+            assert proc.wait_for_line("open"), (tmp_path / "open-txn.log").read_text()
         finally:
             proc.kill()
         p = c.producer(transactional_id=unique("eos-after"), linger_ms=1)
@@ -318,6 +325,33 @@ def test_a_transaction_of_a_killed_producer_is_aborted_at_its_timeout(serve, tmp
         assert read_to_end(c, topic, 1, "read_committed") == {0: [b"after-0", b"after-1", b"after-2"]}
         uncommitted = read_to_end(c, topic, 1, "read_uncommitted")[0]
         assert uncommitted == [b"abandoned-%d" % i for i in range(5)] + [b"after-0", b"after-1", b"after-2"]
+    # The coordinator fenced the timed-out producer (epoch bumped) and ended it aborted.
+    described = describe_transaction(sp.bootstrap, abandoned)
+    assert (described["TransactionState"], described["ProducerEpoch"], described["TopicPartitions"]) == \
+        ("CompleteAbort", "1", "")
+
+
+def describe_transaction(bootstrap: str, transactional_id: str) -> dict[str, str]:
+    """``pylog transactions describe``'s answer: column name -> value."""
+    out = subprocess.run([sys.executable, "-m", "pylog.cli", "transactions", "describe", "--bootstrap-server",
+                          bootstrap, "--transactional-id", transactional_id],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    header, row = out.splitlines()
+    return dict(zip(header.split("\t"), row.split("\t")))
+
+
+@pytest.mark.xfail(strict=True, reason="pylog transactions describe prints the client's connection id of "
+                   "the coordinator (2**31 - 1 - broker id, src/pylog/client/kafka/cluster.py "
+                   "coordinator_node_id) as CoordinatorId, not the broker id Kafka's tool prints "
+                   "(src/pylog/server/tools.py _transactions_describe)")
+def test_transactions_describe_names_the_coordinator_broker(server):
+    tid = unique("eos-describe")
+    with pylog.connect(server.bootstrap) as c:
+        c.create_topic(unique("eos-describe"), 1)
+        broker_ids = {p.leader for t in c.describe_topics().values() for p in t.partitions}
+        with c.producer(transactional_id=tid) as p:
+            p.init_transactions()
+    assert int(describe_transaction(server.bootstrap, tid)["CoordinatorId"]) in broker_ids
 
 
 @pytest.mark.parametrize("stage", ["produced", "offsets"])
@@ -348,3 +382,32 @@ def test_a_zombie_processor_is_fenced_and_its_transaction_never_visible(serve, t
     finally:
         zombie.kill()
     loop.check_output(f"zombie stalled at {stage!r}")
+
+
+@pytest.mark.parametrize("seed", [2643])
+def test_exactly_once_with_the_server_sigkilled_at_random_moments(serve, tmp_path, seed):
+    """The SERVER is SIGKILLed 3 times at random moments of the loop (a random delay
+    after one of the processor's commits) and started again on its data directory; the
+    processor goes on (restarted when it gave up) and the output is still exact."""
+    rng = random.Random(seed)
+    sp = serve(TXN_OVERRIDES)
+    loop = Loop(sp.bootstrap, tmp_path, 1500)
+    start = time.monotonic()
+    proc = loop.start()
+    restarts = 0
+    try:
+        for _ in range(3):
+            for _ in range(rng.randint(1, 3)):
+                while not proc.wait_for_line("committed"):
+                    assert proc.finish() != 0 or proc.last != "done", "the input was consumed too soon"
+                    restarts += 1
+                    assert restarts <= 8, f"the processor failed {restarts} times:\n{loop.stderr()}"
+                    proc = loop.start()
+            time.sleep(rng.uniform(0, 0.02))    # a random moment, not a synchronisation
+            sp.kill()
+            sp.start()
+        restarts = loop.finish_restarting(proc, restarts)
+    finally:
+        proc.kill()
+    loop.check_output(f"server SIGKILLed 3 times, seed {seed}, processor restarted {restarts} times, "
+                      f"{time.monotonic() - start:.1f} s")
