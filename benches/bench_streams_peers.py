@@ -222,12 +222,15 @@ class Peer:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.err: list[str] = []
-        self._err_reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)
-        self._err_reader.start()
+        self._readers = [threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)]
+        self._readers[0].start()
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith('{"check": "starting"}'):
                 self.started = time.perf_counter()
+                # whatever it prints later must not fill the pipe and block it
+                self._readers.append(threading.Thread(target=self.proc.stdout.read, daemon=True))
+                self._readers[-1].start()
                 return
         self.stop()
         raise RuntimeError(f"{cmd[:4]} exited with {self.proc.returncode} before starting:\n"
@@ -248,7 +251,8 @@ class Peer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait(10)
-        self._err_reader.join(5)
+        for t in self._readers:
+            t.join(5)
         for f in (self.proc.stdout, self.proc.stderr):
             if f is not None:
                 f.close()
@@ -259,7 +263,8 @@ def _output_count(consumer, topic: str) -> int:
     return sum(consumer.end_offsets([(topic, p) for p in range(PARTITIONS)]).values())
 
 
-def wait_for_outputs(consumer, topic: str, want: int, alive=lambda: True, timeout: float = JOB_TIMEOUT_S) -> float:
+def wait_for_outputs(consumer, topic: str, want: int, alive=lambda: True,
+                     timeout: float = JOB_TIMEOUT_S) -> float:
     """Poll ``topic``'s end offsets until they add up to ``want``; the moment (perf_counter)
     they did.  RuntimeError when the job died or ``timeout`` passed first."""
     deadline = time.monotonic() + timeout
@@ -356,7 +361,7 @@ def run_embedded(job: str, keys: list[bytes], values: list[bytes], stamps: list[
 
 
 def measure(n: int = N, impls: tuple[str, ...] = REMOTE, embedded: bool = True, check=None) -> dict:
-    """Every figure of one run: ``{"<impl>_<job>": records/s, ...}`` (NaN for a peer that
+    """Every figure of one run: ``{"n": n, "<impl>_<job>": records/s, ...}`` (NaN for a peer that
     is not there) and ``"<impl>_unavailable"``: why, for a peer left out.  One fresh
     ``pylog serve`` for all remote runs, stopped at the end; ``check`` as in
     :func:`run_remote`."""
@@ -364,7 +369,7 @@ def measure(n: int = N, impls: tuple[str, ...] = REMOTE, embedded: bool = True, 
     from benches.bench_server import ServeProcess
 
     keys, values, stamps = _data(n)
-    out: dict = {}
+    out: dict = {"n": n}
     python = classpath = None
     if "quix" in impls:
         try:
@@ -427,11 +432,12 @@ for _job in JOBS:
     for _impl in (*REMOTE, "embedded"):
         setattr(StreamsPeers, f"track_{_impl}_{_job}", _track(f"{_impl}_{_job}"))
     for _peer in ("quix", "kafka_streams"):
-        setattr(StreamsPeers, f"track_pylog_over_{_peer}_{_job}", _track(f"pylog_over_{_peer}_{_job}", "ratio"))
+        setattr(StreamsPeers, f"track_pylog_over_{_peer}_{_job}",
+                _track(f"pylog_over_{_peer}_{_job}", "ratio"))
 
 
 def report(results: dict) -> str:
-    lines = [f"N = {N:,} records, {PARTITIONS} partitions"]
+    lines = [f"N = {results['n']:,} records, {PARTITIONS} partitions"]
     for job in JOBS:
         for impl in (*REMOTE, "embedded"):
             v = results.get(f"{impl}_{job}", math.nan)
