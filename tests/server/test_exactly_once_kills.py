@@ -2,16 +2,19 @@
 
 A processor subprocess (tests/server/eos_processor.py: read_committed consumer in a
 group, transactional producer, offsets in the transaction) turns an input topic of 3
-partitions into an output topic; the test SIGKILLs it at random moments from a seeded
-RNG (right after a commit, with records of an open transaction acknowledged, with the
-offsets sent but not committed, or after a random delay) and restarts it, until the
-input is consumed.  Then the output topic read with read_committed must be exactly the
-transform of the input: nothing lost, nothing twice, each partition in order.  The same
-runs with confluent-kafka's transactional API as the processor, with the SERVER killed
-while it ends a transaction (``PYLOG_TEST_TXN_CRASH``), and a transaction left open by a
-killed producer is aborted by the coordinator's timeout.
+partitions into an output topic; the test SIGKILLs it at moments drawn from a seeded RNG
+(right after a commit, with records of an open transaction acknowledged, with the
+offsets sent but not committed, a random delay after a commit, anywhere in start-up) and
+restarts it, until the input is consumed.  Then the output topic read with
+read_committed must be exactly the transform of the input: nothing lost, nothing twice,
+each partition in order.  Variants: confluent-kafka's transactional API as the
+processor; a dynamic group member; the SERVER killed while it ends a transaction
+(``PYLOG_TEST_TXN_CRASH``) or at random moments; a stalled processor fenced by its
+successor.  And a transaction left open by a killed producer is aborted by the
+coordinator's timeout.
 
-Seeds are printed (and in the assertion messages); ``-s`` shows each run's tally.
+Seeds are in the test ids and the assertion messages; ``-s`` shows each run's tally
+(records, lost, duplicated, kills by moment, run time).
 """
 
 from __future__ import annotations
