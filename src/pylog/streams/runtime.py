@@ -16,7 +16,12 @@ What it does, as Kafka Streams does:
   restored first from its stores' changelogs (timestamped stores get their values'
   timestamps back from the changelog records); of what a poll brings, a task takes
   next the record with the smallest timestamp among its partitions (Kafka's partition
-  group, without waiting for empty partitions: ``max.task.idle.ms`` is 0);
+  group, without waiting for empty partitions: ``max.task.idle.ms`` is 0); input is
+  read with ``poll_batches`` (``max.poll.records``, default 10000, so fetched batches are
+  rarely cut), and a task with one polled partition takes a batch at a time
+  (:meth:`StreamTask.process_batch`: a stateless chain runs as one fused loop and its
+  output goes to the producer through ``send_batch``, a run of equal timestamps at a
+  time);
 * bootstraps every global store from the beginning of its topic before processing,
   then keeps it up to date;
 * at-least-once: every ``commit.interval.ms`` (default 30000; and on stop) it flushes the
@@ -40,6 +45,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+import numpy as np
+
 from pylog.client import ConsumerRebalanceListener
 from pylog.errors import TopicAlreadyExistsError
 
@@ -50,6 +57,8 @@ __all__ = ["StreamsApp"]
 
 log = logging.getLogger("pylog.streams")
 _TS = struct.Struct(">q")
+# send_batch pays off for runs of records with one timestamp at least this long on average
+_MIN_RUN = 16
 
 
 def _now_ms() -> int:
@@ -69,6 +78,31 @@ class _Collector:
             partition = partitioner(topic, key, value, app.partitions_of(topic))
         app.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None,
                           partition=partition, timestamp_ms=timestamp)
+
+    def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
+                  timestamps: List[int], partitioner: Any) -> None:
+        """Records without headers, in order: keyed records with the default
+        partitioner go through ``send_batch`` a run of equal timestamps at a time (what a
+        batch's records mostly share); the rest one by one."""
+        producer = self.app.producer
+        n = len(timestamps)
+        if partitioner is None and n >= _MIN_RUN and None not in keys:
+            ts = np.fromiter(timestamps, dtype=np.int64, count=n)
+            cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+            if len(cuts) * _MIN_RUN <= n:
+                send_batch = producer.send_batch
+                start = 0
+                for stop in cuts.tolist() + [n]:
+                    send_batch(topic, values[start:stop], keys[start:stop], None, timestamps[start])
+                    start = stop
+                return
+        if partitioner is None:
+            send = producer.send
+            for k, v, t in zip(keys, values, timestamps):
+                send(topic, v, k, None, None, t)
+            return
+        for k, v, t in zip(keys, values, timestamps):
+            self.send(topic, k, v, t, (), partitioner, None)
 
 
 class _TaskMover(ConsumerRebalanceListener):
@@ -112,6 +146,8 @@ class StreamsApp:
         self.application_id = application_id
         self.config = dict(config or {})
         self.commit_interval_ms = int(self.config.get("commit.interval.ms", 30_000))
+        # records per poll: enough that a fetched batch (up to 1 MiB) is rarely cut in two
+        self.max_poll_records = int(self.config.get("max.poll.records", 10_000))
         self.tasks: Dict[Tuple[int, int], StreamTask] = {}
         self.global_task: Optional[StreamTask] = None
         self._stop = threading.Event()
@@ -307,9 +343,9 @@ class StreamsApp:
         idle = 0
         try:
             while not self._stop.is_set():
-                records = self.consumer.poll(timeout_ms=poll_timeout_ms)
+                records = self.consumer.poll_batches(timeout_ms=poll_timeout_ms, max_records=self.max_poll_records)
                 if records:
-                    self._process(records)
+                    self._process_batches(records)
                 if global_consumer is not None:
                     for r in global_consumer.poll(timeout_ms=0):
                         self.global_task.process(r.topic, r.key, r.value, r.timestamp,  # type: ignore[union-attr]
@@ -328,24 +364,42 @@ class StreamsApp:
         finally:
             self._close_clients(global_consumer)
 
-    def _process(self, records: List[Any]) -> None:
-        """Give each task its records: within a task, partition by partition in order,
-        always taking the partition whose next record has the smallest timestamp (a
-        task's partition group, as Kafka's)."""
+    def _process_batches(self, batches: List[Any]) -> None:
+        """Give each task what a poll brought: a task with one polled partition takes
+        each batch whole (:meth:`StreamTask.process_batch`); a task with several takes
+        their records one at a time, always from the partition whose next record has
+        the smallest timestamp (a task's partition group, as Kafka's)."""
         by_task: Dict[Tuple[int, int], Dict[Tuple[str, int], List[Any]]] = {}
-        for r in records:
-            tid = (self._topic_group[r.topic], r.partition)
-            by_task.setdefault(tid, {}).setdefault((r.topic, r.partition), []).append(r)
+        for b in batches:
+            tid = (self._topic_group[b.topic], b.partition)
+            by_task.setdefault(tid, {}).setdefault((b.topic, b.partition), []).append(b)
         offsets = self._offsets
         for (gid, partition), queues in by_task.items():
             task = self._task(gid, partition)
             if len(queues) == 1:
-                ordered: Any = next(iter(queues.values()))
-            else:
-                ordered = heapq.merge(*queues.values(), key=lambda r: r.timestamp)
-            for r in ordered:
-                task.process(r.topic, r.key, r.value, r.timestamp, r.headers, r.offset)
-                offsets[(r.topic, r.partition)] = r.offset + 1
+                for b in next(iter(queues.values())):
+                    cols = b.columns()
+                    headers = None
+                    if cols.header_counts.any():
+                        headers = [cols.headers(i) for i in range(len(cols))]
+                    task.process_batch(b.topic, cols.keys(), cols.values(), cols.timestamps.tolist(), cols.offsets,
+                                       headers)
+                    offsets[(b.topic, b.partition)] = b.next_offset
+                continue
+            for topic, offset, key, value, timestamp, headers in heapq.merge(
+                    *(self._records_of(q) for q in queues.values()), key=lambda r: r[4]):
+                task.process(topic, key, value, timestamp, headers, offset)
+                offsets[(topic, partition)] = offset + 1
+
+    @staticmethod
+    def _records_of(batches: List[Any]) -> Any:
+        """(topic, offset, key, value, timestamp, headers) of each record of ``batches``."""
+        for b in batches:
+            cols = b.columns()
+            with_headers = cols.header_counts.any()
+            for i, (offset, key, value, timestamp) in enumerate(zip(cols.offsets.tolist(), cols.keys(), cols.values(),
+                                                                     cols.timestamps.tolist())):
+                yield b.topic, offset, key, value, timestamp, cols.headers(i) if with_headers else ()
 
     def _drop_tasks(self, partitions: Set[Any]) -> None:
         for tp in partitions:

@@ -9,6 +9,9 @@ partitioner)``) that the driver records and the runtime gives to a producer.  St
 time is the largest timestamp the task has processed; STREAM_TIME punctuators fire when
 it passes their next time (aligned to 0, first at the first record), WALL_CLOCK_TIME
 punctuators when :meth:`punctuate_wall_clock` is called with a time past theirs.
+:meth:`StreamTask.process_batch` takes many records of one topic at once, with the same
+results; a source heading a stateless chain runs them through one fused loop
+(:mod:`pylog.streams._fused`).
 
 Errors: a record whose key or value does not deserialise, or whose processing raises,
 fails the task with :class:`StreamsError` naming the node, topic, partition and offset
@@ -330,6 +333,8 @@ class StreamTask:
                 node.processor.forward = _node_forward(ctx, node)
         ctx._node = None
         self.closed = False
+        self._fused: Dict[str, Any] = {}     # source topic -> FusedChain, or None: not fusable
+        self._batch_offsets: Any = ()
 
     def is_global_store(self, name: str) -> bool:
         meta = self.topology.stores.get(name)
@@ -375,6 +380,100 @@ class StreamTask:
             ctx._node = None
         if self._stream_puncts:
             self._punctuate_stream_time()
+
+    def process_batch(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
+                      timestamps: List[int], offsets: Any, headers: Optional[List[Any]] = None) -> None:
+        """Process records ``0 .. len(timestamps) - 1`` of ``topic`` in order, as
+        :meth:`process` one at a time would: same output, stream time, punctuation,
+        metrics and exception handling.
+
+        When the topic's source heads a fused stateless chain (see
+        :mod:`pylog.streams._fused`) and no stream-time punctuator is scheduled, the
+        batch runs through one loop and the sink's output goes to the collector's
+        ``send_many(topic, keys, values, timestamps, partitioner)`` (when it has one)
+        once per batch; otherwise record by record.  ``headers`` is None when no record
+        has headers (else one tuple per record: such batches go record by record).
+        """
+        chain = self._fused.get(topic, False)
+        if chain is False:
+            chain = self._fuse(topic)
+        if chain is None or headers is not None or self._stream_puncts:
+            process = self.process
+            for i in range(len(timestamps)):
+                process(topic, keys[i], values[i], timestamps[i], () if headers is None else headers[i],
+                        int(offsets[i]))
+            return
+        ctx = self.context
+        ctx.topic = topic
+        ctx.headers = ()
+        out_k: List[Any] = []
+        out_v: List[Any] = []
+        out_t: List[int] = []
+        self._batch_offsets = offsets
+        start = 0
+        try:
+            while True:
+                try:
+                    self.stream_time = chain.run(keys, values, timestamps, start, self.stream_time, out_k, out_v,
+                                                 out_t)
+                    break
+                except Exception as exc:
+                    start = self._fused_failed(chain, exc, topic, offsets) + 1
+        finally:
+            if timestamps:
+                ctx.offset = int(offsets[len(timestamps) - 1])
+            if out_t:
+                ctx.timestamp = out_t[-1]
+                send_many = getattr(self.collector, "send_many", None)
+                if send_many is not None:
+                    send_many(chain.sink_topic, out_k, out_v, out_t, chain.partitioner)
+                else:
+                    send = self.collector.send
+                    for k, v, t in zip(out_k, out_v, out_t):
+                        send(chain.sink_topic, k, v, t, (), chain.partitioner, None)
+
+    def _fuse(self, topic: str) -> Any:
+        node = self.sources.get(topic) or self.source_for(topic)
+        if node is None:
+            raise StreamsError(f"task {self.task_id} has no source for topic {topic!r}")
+        from ._fused import compile_chain
+
+        def bad_timestamp(i: int, timestamp: int) -> None:
+            log.warning("skipping record of %s offset %d with invalid timestamp %d", topic,
+                        int(self._batch_offsets[i]), timestamp)
+            self.metrics.record("dropped-records")
+
+        chain = self._fused[topic] = compile_chain(node, _SinkProcessor, bad_timestamp)
+        return chain
+
+    def _fused_failed(self, chain: Any, exc: Exception, topic: str, offsets: Any) -> int:
+        """A user function or serde raised in a fused loop: find the record and node
+        from the loop's frame, then apply the exception handlers as :meth:`process`
+        does.  Returns the index of the record skipped; raises otherwise."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code is not chain.code:
+            tb = tb.tb_next
+        if tb is None:      # not raised inside the loop: nothing to attribute it to
+            raise exc
+        frame_locals = tb.tb_frame.f_locals
+        i = frame_locals["i"]
+        self.stream_time = frame_locals["st"]
+        node = chain.owners.get(tb.tb_lineno, chain.source)
+        offset = int(offsets[i])
+        if isinstance(exc, (StreamsError, IllegalStateError)):
+            raise exc
+        if isinstance(exc, SerializationError) and node == chain.source and self.continue_on_deserialization_error:
+            log.warning("skipping record of %s partition %d offset %d: %s (deserialization exception handler: "
+                        "log_and_continue)", topic, self.partition, offset, exc)
+            self.metrics.record("dropped-records")
+            return i
+        if self.continue_on_processing_error and not isinstance(exc, SerializationError):
+            log.warning("skipping record of %s partition %d offset %d: processor %r raised %r (processing "
+                        "exception handler: log_and_continue)", topic, self.partition, offset, node, exc)
+            self.metrics.record("dropped-records")
+            return i
+        raise StreamsError(f"exception caught in process, task {self.task_id}, processor {node!r}, "
+                           f"topic={topic}, partition={self.partition}, offset={offset}: {exc!r}") from exc
 
     def advance_stream_time(self, timestamp: int) -> None:
         if timestamp > self.stream_time:
