@@ -72,7 +72,6 @@ __all__ = [
     "NotEnoughReplicasAfterAppendError",
     "FencedLeaderEpochError",
     "UnknownLeaderEpochError",
-    "IneligibleReplicaError",
     "InvalidRequiredAcksError",
     "InvalidReplicationFactorError",
     "CommitFailedError",
@@ -261,14 +260,6 @@ class UnknownLeaderEpochError(PylogError):
     not yet heard of the leader change; retry after a short wait."""
 
     error_code, kafka_name, retriable = 75, "UNKNOWN_LEADER_EPOCH", True
-
-
-class IneligibleReplicaError(PylogError):
-    """An AlterPartition would add a replica the controller cannot accept into the ISR:
-    its broker is not registered, or registered with another broker epoch than the
-    leader saw it fetch with (it restarted, and may have lost what it had fetched)."""
-
-    error_code, kafka_name = 107, "INELIGIBLE_REPLICA"
 
 
 class InvalidRequiredAcksError(PylogError, ValueError):
