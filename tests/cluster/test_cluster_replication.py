@@ -131,3 +131,9 @@ def test_min_insync_replicas_refuses_when_two_brokers_are_down(brokers):
     p.flush(30)
     assert errors and errors[0] is not None
     assert errors[0].code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS
+    # They come back, catch up, and the leader's AlterPartition grows the ISR again.
+    for i in others:
+        b.start_broker(i)
+    wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 3, "the ISR to grow back")
+    acked, failed = produce(b.bootstrap, "mir", [b"y"])
+    assert acked and not failed

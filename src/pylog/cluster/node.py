@@ -594,8 +594,9 @@ class ClusterNode:
                 partition_index=r.partition, leader_epoch=alter.leader_epoch, new_isr=list(alter.new_isr),
                 partition_epoch=alter.partition_epoch)])])
         try:
-            # v2: ISR members by id (v3 adds their broker epochs, KIP-903).
-            fut = self.send_to_controller(ApiKey.ALTER_PARTITION, body, version=2)
+            # v1: topics by name, ISR members by id (v2 names topics by id, v3 adds the
+            # members' broker epochs, KIP-903).
+            fut = self.send_to_controller(ApiKey.ALTER_PARTITION, body, version=1)
         except PylogError as exc:
             self._alter_done(r, alter, None, exc)
             return
