@@ -1037,7 +1037,13 @@ cdef class RecordColumns:
 
     def keys(self):
         """Every key, as a list of bytes or None."""
-        return [self.key(i) for i in range(self.n)]
+        cdef list out = [None] * self.n
+        cdef int64_t *off = <int64_t *>cnp.PyArray_DATA(self.key_offsets)
+        cdef int32_t *ln = <int32_t *>cnp.PyArray_DATA(self.key_lengths)
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            out[i] = self._slice(off[i], ln[i])
+        return out
 
     def values(self):
         """Every value, as a list of bytes or None."""
