@@ -19,6 +19,7 @@ def test_streams_benchmarks_run(monkeypatch):
     s.setup()
     kept = sum(1 for v in s.vals if v[0] != 0)
     assert s._run_task() == kept
+    assert s._run_task_batches() == kept
     s.time_test_driver()
     assert s.track_task_records_per_s() > 0
     w = mod.WindowedCount()
