@@ -23,8 +23,8 @@ their own (the JVM; Quix Streams in its own virtualenv, see below; pylog.streams
 Quix Streams pins a confluent-kafka older than the one the test suite pins, so it cannot
 share the test environment: when ``quixstreams`` is not importable here (asv's environment
 has it from asv.conf.json's matrix), it runs from a virtualenv of its own under
-``~/.cache/pylog-bench/quixstreams-<version>`` that :func:`quix_python` creates once with
-pip (the version is ci/constraints.txt's pin).  Kafka Streams runs only where Java and Maven
+``~/.cache/pylog-bench/quixstreams-<version>-<pins>`` that :func:`quix_python` creates once
+with pip, every package pinned by ci/constraints-quix.txt.  Kafka Streams runs only where Java and Maven
 are (the jars and ``StreamsBench.java`` come from tests/kafka_ref's Maven build); without
 them its figures are NaN.
 
@@ -160,12 +160,16 @@ def worker(impl: str, job: str, bootstrap: str, app_id: str, input_topic: str, o
 
 # ---------------------------------------------------------------- peers' environments
 
+QUIX_CONSTRAINTS = ROOT / "ci" / "constraints-quix.txt"
+
+
 def quix_version() -> str:
-    """Quix Streams' pinned version (ci/constraints.txt)."""
-    text = (ROOT / "ci" / "constraints.txt").read_text()
+    """Quix Streams' pinned version (ci/constraints-quix.txt, which pins everything its
+    virtualenv holds)."""
+    text = QUIX_CONSTRAINTS.read_text()
     mo = re.search(r"^quixstreams==(\S+)", text, re.M)
     if mo is None:
-        raise RuntimeError("ci/constraints.txt pins no quixstreams version")
+        raise RuntimeError(f"{QUIX_CONSTRAINTS} pins no quixstreams version")
     return mo.group(1)
 
 
@@ -177,18 +181,23 @@ def quix_python() -> str:
 
     if importlib.util.find_spec("quixstreams") is not None:
         return sys.executable
+    import hashlib
+
     version = quix_version()
-    venv = QUIX_CACHE / f"quixstreams-{version}"
+    # Named after the pins too: a changed constraints file makes a new environment.
+    pins = hashlib.sha256(QUIX_CONSTRAINTS.read_bytes()).hexdigest()[:12]
+    venv = QUIX_CACHE / f"quixstreams-{version}-{pins}"
     python = venv / "bin" / "python"
     check = [str(python), "-W", "ignore", "-c", "import quixstreams"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return str(python)
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-    # Not the suite's constraints (PIP_CONSTRAINT in ci/test.sh): they pin a newer
+    # Its own pins, not the suite's (PIP_CONSTRAINT in ci/test.sh): those pin a newer
     # confluent-kafka than quixstreams accepts.
     env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
-    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"quixstreams=={version}"],
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(QUIX_CONSTRAINTS),
+                           f"quixstreams=={version}"],
                           env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
         shutil.rmtree(venv, ignore_errors=True)
