@@ -256,6 +256,11 @@ def test_exactly_once_with_a_dynamic_group_member_killed(serve, tmp_path, seed):
 
 @pytest.mark.parametrize("seed", [3238])
 def test_exactly_once_with_a_confluent_kafka_processor_killed(serve, tmp_path, seed):
+    """librdkafka's transactional API as the processor.  Not run with the server killed:
+    after a broker restart librdkafka's send_offsets_to_transaction can wait forever for
+    its cached group coordinator, past its timeout, without sending TxnOffsetCommit
+    (confluentinc/librdkafka#5456, #5511; seen here with the server answering
+    FindCoordinator and the group Stable)."""
     pytest.importorskip("confluent_kafka")
     run_kills(serve, tmp_path, seed=seed, records=800, kills=8, client="confluent")
 
