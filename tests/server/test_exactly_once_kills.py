@@ -348,10 +348,6 @@ def describe_transaction(bootstrap: str, transactional_id: str) -> dict[str, str
     return dict(zip(header.split("\t"), row.split("\t")))
 
 
-@pytest.mark.xfail(strict=True, reason="pylog transactions describe prints the client's connection id of "
-                   "the coordinator (2**31 - 1 - broker id, src/pylog/client/kafka/cluster.py "
-                   "coordinator_node_id) as CoordinatorId, not the broker id Kafka's tool prints "
-                   "(src/pylog/server/tools.py _transactions_describe)")
 def test_transactions_describe_names_the_coordinator_broker(server):
     tid = unique("eos-describe")
     with pylog.connect(server.bootstrap) as c:

@@ -1119,6 +1119,7 @@ def _transactions_list(args: argparse.Namespace) -> int:
 
 
 def _transactions_describe(args: argparse.Namespace) -> int:
+    from pylog.client.kafka.cluster import coordinator_broker_id
     from pylog.protocol import messages as m
     from pylog.protocol.apis import ApiKey
 
@@ -1136,7 +1137,7 @@ def _transactions_describe(args: argparse.Namespace) -> int:
         parts = ",".join(f"{t.topic}-{p}" for t in d.topics for p in t.partitions)
         print("CoordinatorId\tTransactionalId\tProducerId\tProducerEpoch\tTransactionState\t"
               "TransactionTimeoutMs\tCurrentTransactionStartTimeMs\tTransactionDurationMs\tTopicPartitions")
-        print(f"{node}\t{_printable(tid)}\t{d.producer_id}\t{d.producer_epoch}\t{d.transaction_state}\t"
+        print(f"{coordinator_broker_id(node)}\t{_printable(tid)}\t{d.producer_id}\t{d.producer_epoch}\t{d.transaction_state}\t"
               f"{d.transaction_timeout_ms}\t{start if start >= 0 else 'None'}\t{duration}\t{parts}")
     return 0
 

@@ -121,6 +121,11 @@ def coordinator_node_id(broker_id: int) -> int:
     return _COORDINATOR_BASE - broker_id
 
 
+def coordinator_broker_id(node_id: int) -> int:
+    """The broker a coordinator connection id (:func:`coordinator_node_id`) reaches."""
+    return _COORDINATOR_BASE - node_id
+
+
 def extra_connection_id(broker_id: int, slot: int) -> int:
     """The connection id of extra connection ``slot`` (>= 1) to broker ``broker_id``.
 
