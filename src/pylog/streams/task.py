@@ -367,15 +367,8 @@ class StreamTask:
         except (StreamsError, IllegalStateError):
             raise
         except Exception as exc:
-            if self.continue_on_processing_error and not isinstance(exc, SerializationError):
-                log.warning("skipping record of %s partition %d offset %d: processor %r raised %r (processing "
-                            "exception handler: log_and_continue)", topic, self.partition, offset,
-                            ctx.current_node, exc)
-                self.metrics.record("dropped-records")
-                return
-            raise StreamsError(f"exception caught in process, task {self.task_id}, processor "
-                               f"{ctx.current_node!r}, topic={topic}, partition={self.partition}, "
-                               f"offset={offset}: {exc!r}") from exc
+            self._skip_or_fail(exc, topic, offset, ctx.current_node)
+            return
         finally:
             ctx._node = None
         if self._stream_puncts:
@@ -463,15 +456,26 @@ class StreamTask:
         if isinstance(exc, (StreamsError, IllegalStateError)):
             raise exc
         if isinstance(exc, SerializationError) and node == chain.source and self.continue_on_deserialization_error:
-            log.warning("skipping record of %s partition %d offset %d: %s (deserialization exception handler: "
-                        "log_and_continue)", topic, self.partition, offset, exc)
-            self.metrics.record("dropped-records")
-            return i
+            self.skip_undeserializable(exc, topic, offset)
+        else:
+            self._skip_or_fail(exc, topic, offset, node)
+        return i
+
+    def skip_undeserializable(self, exc: Exception, topic: str, offset: int) -> None:
+        """Kafka's ``LogAndContinueExceptionHandler`` for deserialization."""
+        log.warning("skipping record of %s partition %d offset %d: %s (deserialization exception handler: "
+                    "log_and_continue)", topic, self.partition, offset, exc)
+        self.metrics.record("dropped-records")
+
+    def _skip_or_fail(self, exc: Exception, topic: str, offset: int, node: Optional[str]) -> None:
+        """``exc`` was raised processing a record at ``node``: log and count it under
+        ``processing.exception.handler=log_and_continue`` (serialization errors
+        excepted), else fail the task with a StreamsError naming node and record."""
         if self.continue_on_processing_error and not isinstance(exc, SerializationError):
             log.warning("skipping record of %s partition %d offset %d: processor %r raised %r (processing "
                         "exception handler: log_and_continue)", topic, self.partition, offset, node, exc)
             self.metrics.record("dropped-records")
-            return i
+            return
         raise StreamsError(f"exception caught in process, task {self.task_id}, processor {node!r}, "
                            f"topic={topic}, partition={self.partition}, offset={offset}: {exc!r}") from exc
 
@@ -562,9 +566,7 @@ class _SourceProcessor:
         except SerializationError as exc:
             if not self.task.continue_on_deserialization_error:
                 raise
-            log.warning("skipping record of %s partition %d offset %d: %s (deserialization exception handler: "
-                        "log_and_continue)", topic, self.task.partition, offset, exc)
-            self.task.metrics.record("dropped-records")
+            self.task.skip_undeserializable(exc, topic, offset)
             return
         if self.extractor is not None:
             ex = self.extractor
