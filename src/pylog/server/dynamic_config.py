@@ -379,7 +379,9 @@ def _default_layer(log_dirs: str) -> dict[str, str | None]:
     if got is None:
         got = {name: row[0] for name, row in KAFKA_BROKER_CONFIGS.items()}
         for name, value in ServerConfig(log_dirs=log_dirs).to_kafka().items():
-            if name in got and name not in KAFKA_BROKER_SYNONYMS:
+            # An unset optional setting (broker.rack, advertised.listeners: None, which
+            # to_kafka spells "") stays null, as Kafka describes it.
+            if name in got and name not in KAFKA_BROKER_SYNONYMS and not (value == "" and got[name] is None):
                 got[name] = value
         got["log.flush.scheduler.interval.ms"] = str(ServerConfig.log_flush_scheduler_interval_ms)
         got["broker.id"] = got["node.id"]
