@@ -91,6 +91,25 @@ def test_to_with_topic_name_extractor_and_serdes(builder):
         assert d.create_output_topic("out-y", S, L).read_records_to_list() == [TestRecord("y", 2, 11)]
 
 
+def test_to_with_a_topic_name_extractor_subclass(builder):
+    from pylog.streams import TopicNameExtractor
+
+    class ByKey(TopicNameExtractor):
+        def extract(self, key, value, record_context):
+            return f"by-{key}"
+
+    class Incomplete(TopicNameExtractor):
+        pass
+
+    with pytest.raises(TypeError):
+        Incomplete()   # an abstract base: extract must be defined
+    builder.stream("in").to(ByKey())
+    with driver_for(builder) as d:
+        d.create_input_topic("in", S, S).pipe_key_value_list([("a", "1"), ("b", "2")], 10, 1)
+        assert d.create_output_topic("by-a", S, S).read_key_values_to_list() == [("a", "1")]
+        assert d.create_output_topic("by-b", S, S).read_key_values_to_list() == [("b", "2")]
+
+
 def test_repartition_goes_through_an_internal_topic(builder):
     builder.stream("in").repartition(Repartitioned.as_("rp")).map_values(str.upper).to("out")
     with driver_for(builder) as d:

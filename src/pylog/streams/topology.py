@@ -19,6 +19,7 @@ A topology is built by one thread, then only read.
 
 from __future__ import annotations
 
+import abc
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -32,12 +33,14 @@ class TopologyError(PylogError, ValueError):
     node or store is wrong and why."""
 
 
-class TopicNameExtractor:
+class TopicNameExtractor(abc.ABC):
     """Chooses a sink's topic per record: ``extract(key, value, record_context) -> str``.
-    A plain function of the same three arguments works too."""
+    A plain function of the same three arguments works too.  An abstract base class: a
+    subclass that does not define ``extract`` cannot be instantiated."""
 
-    def extract(self, key: Any, value: Any, record_context: Any) -> str:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def extract(self, key: Any, value: Any, record_context: Any) -> str:
+        """The topic this record goes to."""
 
 
 # ---- node factories -------------------------------------------------------------------
