@@ -136,7 +136,7 @@ def into_pylog(kafka_dir: Path, data: Path, topic: str) -> tuple[list, dict[str,
     assert any(n.endswith(".snapshot") for n in kafka_files) and "leader-epoch-checkpoint" in kafka_files \
         and "partition.metadata" in kafka_files, sorted(kafka_files)
     with pylog.open(data) as client:
-        client.create_topic(topic, 1, config={"segment.bytes": 1048576})
+        client.create_topic(topic, 1, config={"segment.bytes": 1048576, "retention.ms": -1})
     pdir = data / f"{topic}-0"
     for p in pdir.iterdir():
         p.unlink()

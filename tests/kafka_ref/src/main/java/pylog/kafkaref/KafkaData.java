@@ -36,8 +36,10 @@ public final class KafkaData {
         Properties ap = new Properties();
         ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         try (Admin admin = Admin.create(ap)) {
+            // retention.ms -1: the fixed 2023 timestamps are past the default 7 days, and the
+            // broker's first retention check (30 s after it starts) would delete sealed segments.
             admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1)
-                    .configs(Map.of("segment.bytes", "1048576")))).all().get(30, TimeUnit.SECONDS);
+                    .configs(Map.of("segment.bytes", "1048576", "retention.ms", "-1")))).all().get(30, TimeUnit.SECONDS);
         }
         Random rnd = new Random(16);
         int i = 0;
