@@ -190,6 +190,9 @@ class KafkaBroker:
             "transaction.state.log.num.partitions": "4",
             "group.initial.rebalance.delay.ms": "0",
             "group.min.session.timeout.ms": "1000",
+            # Tests stamp records in 2023 (fixed timestamps compare across runs); the default
+            # 7 days would delete them at a retention check, whenever one falls in a test.
+            "log.retention.ms": "-1",
         }
         path = self.dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
