@@ -81,3 +81,38 @@ def test_unknown_partition_at_offset_minus_one_is_an_error_not_caught_up(inproc)
                      F.FetchPartition(partition=5, fetch_offset=-1, partition_max_bytes=1 << 20)])])
         p = conn.request(1, body).responses[0].partitions[0]
         assert p.error_code == 3 and p.partition_index == 5
+
+
+def test_append_in_another_thread_while_a_fetch_decides_to_wait_wakes_it(inproc, monkeypatch):
+    """The server appends off the loop when an append may fsync.  One that lands after a
+    caught-up fetch looked at its partition but before its waiter is registered finds
+    no waiter to wake; the fetch must still be answered by it, not by ``max_wait_ms``
+    (a lost wake-up that held records for a whole long poll)."""
+    import threading
+
+    from pylog.server import handlers
+
+    broker = inproc.server.broker
+    topic = unique("poll")
+    broker.create_topic(topic, 1)
+    broker.append(topic, 0, batch([b"a", b"b", b"c"]))
+    real = handlers.caught_up
+    raced = []
+
+    def caught_up_then_append(st, wanted, isolation_level=0):
+        seen = real(st, wanted, isolation_level)
+        if wanted and wanted[0][0] == topic and not raced:
+            t = threading.Thread(target=lambda: raced.append(broker.append(topic, 0, batch([b"d"]))))
+            t.start()
+            t.join()
+            assert not st.fetch_waiters.by_partition.get((topic, 0)), "the append found no waiter"
+        return seen
+
+    monkeypatch.setattr(handlers, "caught_up", caught_up_then_append)
+    host, port = inproc.address
+    with WireClient(f"{host}:{port}") as c:
+        conn = c.leader(topic, 0)
+        pending = send_fetch(conn, topic, 3, 60_000)
+        p = conn.receive(pending, timeout=10).responses[0].partitions[0]
+    assert raced and raced[0].error is None
+    assert [r.value for b in iter_batches(memoryview(p.records)) for r in b] == [b"d"]

@@ -177,11 +177,12 @@ def _replica_fetch_answer(conn: Any, req: Any) -> tuple[Any, int]:
 
 
 def _handle_replica_fetch(conn: Any, header: Any, req: Any) -> Any:
+    st = conn.server.state
+    appends_seen = st.fetch_waiters.appends
     resp, total = _replica_fetch_answer(conn, req)
     if total or req.max_wait_ms <= 0 or conn.server.stopping:
         return resp
     # Nothing new: wait for an append to one of its partitions, or max_wait_ms.
-    st = conn.server.state
     loop = conn.server.loop
     fut = loop.create_future()
     keys = {(t.topic, p.partition) for t in req.topics for p in t.partitions}
@@ -202,6 +203,11 @@ def _handle_replica_fetch(conn: Any, header: Any, req: Any) -> Any:
 
     timer = loop.call_later(req.max_wait_ms / 1000, answer)
     st.broker.add_append_listener(on_append)
+    if st.fetch_waiters.appends != appends_seen:
+        # An append in another thread since the read above found no listener to call.
+        resp, total = _replica_fetch_answer(conn, req)
+        if total:
+            answer()
     return fut
 
 

@@ -217,25 +217,42 @@ class FetchWaiters:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.by_partition: dict[tuple[str, int], set[_Waiter]] = {}
+        #: Appends seen so far, counted by :meth:`count_append` in the appending thread.
+        #: A fetch reads it before it looks at its partitions and :meth:`wait` compares
+        #: it after registering: an append that ran in another thread in between (the
+        #: server appends off the loop when an append may fsync) was not seen by the
+        #: fetch and found no waiter to wake, so the waiter looks again itself.
+        self.appends = 0
 
     def __len__(self) -> int:
         return len({w for ws in self.by_partition.values() for w in ws})
 
+    def count_append(self) -> None:
+        """Count an append (any thread), before looking for its waiters (see ``appends``)."""
+        self.appends += 1
+
     def wait(self, context: Any, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int,
-             all_caught_up: bool = False) -> Any:
+             all_caught_up: bool = False, appends_seen: int | None = None) -> Any:
         """A future of the answer to the fetch of ``context`` (a
         :class:`~pylog.server.fetch_session.FetchContext`: what to read, and how the
         answer is built), once ``min_bytes`` are there or ``max_wait_ms`` passed.
-        ``all_caught_up``: :func:`caught_up` was true for its partitions."""
+        ``all_caught_up``: :func:`caught_up` was true for its partitions.
+        ``appends_seen``: ``appends`` before the fetch looked at its partitions; if it
+        moved since, the partitions are read again now that the waiter is registered."""
         loop = self.state.loop
         fut = loop.create_future()
         w = _Waiter(fut, context, max_bytes, isolation, min_bytes)
         if all_caught_up and context.session is not None:
-            w.touched = []
+            w.touched = None if appends_seen is not None and appends_seen != self.appends else []
         for key in w.keys:
             self.by_partition.setdefault(key, set()).add(w)
         w.timer = loop.call_later(max_wait_ms / 1000.0, self._expire, w)
         fut.add_done_callback(lambda _f: self._forget(w))
+        if appends_seen is not None and appends_seen != self.appends:
+            responses, total, error = read_partitions(self.state, w.wanted, w.max_bytes, w.isolation,
+                                                      w.context.session)
+            if total >= w.min_bytes or error:
+                self._answer(w, responses)
         return fut
 
     def _forget(self, w: _Waiter) -> None:

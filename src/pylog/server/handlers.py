@@ -179,6 +179,7 @@ class ServerState:
 
     def _on_append(self, topic: str, partition: int, high_watermark: int) -> None:
         # Called by the broker after every append, from whatever thread appended.
+        self.fetch_waiters.count_append()
         if self.fetch_waiters.by_partition:
             self.server.call_in_loop(self.fetch_waiters.on_append, topic, partition, high_watermark)
 
@@ -518,18 +519,20 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
     wanted = ctx.wanted
     max_bytes = min(req.max_bytes, st.config.fetch_max_bytes)
     isolation = req.isolation_level
+    appends_seen = st.fetch_waiters.appends
     if req.max_wait_ms > 0 and req.min_bytes > 0 and wanted and not st.server.stopping \
             and caught_up(st, wanted, isolation):
         # A caught-up consumer's poll: wait; the answer is built once, when it ends.
         return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms,
-                                     all_caught_up=True)
+                                     all_caught_up=True, appends_seen=appends_seen)
     responses, total, error = read_partitions(st, wanted, max_bytes, isolation, ctx.session)
     if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
             or st.server.stopping):
         return ctx.respond(responses)
     # Long poll: not enough to send yet.  What was read is dropped (its file handles
     # with it); the waiter reads again when woken.
-    return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms)
+    return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms,
+                                 appends_seen=appends_seen)
 
 
 def _leader_epoch_error(st: Any, topic: str, current_leader_epoch: int) -> int:
