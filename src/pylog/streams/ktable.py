@@ -4,7 +4,7 @@ rules."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from . import _processors as P
 from .builder import arity, name_of
@@ -174,13 +174,34 @@ class KTable:
         return self.suppress(Suppressed.until_window_closes())
 
     # -- table-table joins
-    def join(self, other: "KTable", joiner: Callable[[Any, Any], Any], named: Union[str, Named, None] = None,
-             materialized: Any = None) -> "KTable":
-        return self._join(other, joiner, named, materialized, "inner")
+    def join(self, other: "KTable", *args: Any, named: Union[str, Named, None] = None, materialized: Any = None,
+             table_joined: Any = None) -> "KTable":
+        """``join(other, joiner)`` on equal keys, or ``join(other, foreign_key_extractor,
+        joiner)``: each row joins the row of ``other`` whose key
+        ``foreign_key_extractor(value)`` (or ``(key, value)``) gives (a foreign-key join,
+        see :mod:`pylog.streams.fk_join`; ``table_joined`` names it)."""
+        return self._join_dispatch(other, args, named, materialized, table_joined, "inner")
 
-    def left_join(self, other: "KTable", joiner: Callable[[Any, Any], Any], named: Union[str, Named, None] = None,
-                  materialized: Any = None) -> "KTable":
-        return self._join(other, joiner, named, materialized, "left")
+    def left_join(self, other: "KTable", *args: Any, named: Union[str, Named, None] = None,
+                  materialized: Any = None, table_joined: Any = None) -> "KTable":
+        """As :meth:`join`, keeping left rows without a match (the joiner gets ``None``)."""
+        return self._join_dispatch(other, args, named, materialized, table_joined, "left")
+
+    def _join_dispatch(self, other: "KTable", args: Tuple[Any, ...], named: Any, materialized: Any,
+                       table_joined: Any, kind: str) -> "KTable":
+        from .fk_join import foreign_key_join, is_foreign_key_join
+        fk = is_foreign_key_join(args)
+        fixed = 2 if fk else 1
+        if len(args) < fixed or len(args) > fixed + 2:
+            raise TypeError(f"{kind} join takes (other, joiner[, named[, materialized]]) or "
+                            f"(other, foreign_key_extractor, joiner[, named[, materialized]]), got {len(args)} "
+                            "arguments after other")
+        rest = list(args[fixed:]) + [None, None]
+        named = rest[0] if rest[0] is not None else named
+        materialized = rest[1] if rest[1] is not None else materialized
+        if fk:
+            return foreign_key_join(self, other, args[0], args[1], named, materialized, table_joined, kind == "left")
+        return self._join(other, args[0], named, materialized, kind)
 
     def outer_join(self, other: "KTable", joiner: Callable[[Any, Any], Any], named: Union[str, Named, None] = None,
                    materialized: Any = None) -> "KTable":
