@@ -21,6 +21,16 @@ Embedded
     The broker core's ``produce``/``fetch`` calls on whole batches, no client and no
     network: the floor the client is measured against.
 
+Side by side with Apache Kafka (``--compare-kafka``)
+    The same workload against pylog (``--bootstrap-server``, or a ``pylog serve`` this
+    command starts over a temporary directory) and against Apache Kafka
+    (``--kafka-bootstrap``, or a single-node KRaft broker this command starts from
+    ``--kafka-classpath`` or the jars Maven resolves; see :mod:`pylog.server.kafka_peer`):
+    one warm-up run on each, then ``--rounds`` runs alternating which goes first; the
+    medians side by side with the ratio pylog/Kafka, plus, for a server started here, its
+    CPU per MB, RSS and time from process start to the first answered request.  No Kafka
+    to be had is a usage error (exit 2) saying what to pass.
+
 Progress goes to stderr while running: a tqdm bar on a terminal, else (piped, as in CI)
 one line every ``--reporting-interval`` ms, as Kafka's perf tools print; the summary
 (records/s, MB/s, latency percentiles from numpy) to stdout, or as JSON with ``--json``.
@@ -325,7 +335,7 @@ def consume_embedded(data_dir: str, topic: str, records: int, *, max_bytes: int 
 
 
 def add_command(sub: Any) -> None:
-    from pylog.server.tools import INT32_MAX, common_options, float_in, int_in, topic_name
+    from pylog.server.tools import INT32_MAX, bootstrap_servers, common_options, float_in, int_in, topic_name
 
     p = sub.add_parser("bench", help="measure produce/consume throughput and latency",
                        description="Benchmark pylog's client (pylog.connect: its Producer and Consumer) "
@@ -370,7 +380,21 @@ def add_command(sub: Any) -> None:
             b.add_argument("--max-bytes", type=int_in(1, INT32_MAX), default=8 << 20,
                            help="max bytes per fetch (the consumer's fetch_max_bytes and max_partition_fetch_bytes)")
             b.add_argument("--verify", action="store_true", help="check the CRC of every batch (check_crcs)")
-        b.set_defaults(func=_main, bytes_args=("embedded",))
+        k = b.add_argument_group("side by side with Apache Kafka")
+        k.add_argument("--compare-kafka", action="store_true",
+                       help="run the same workload against pylog (--bootstrap-server if given, else a "
+                            "`pylog serve` started over a temporary directory) and against Apache Kafka, "
+                            "alternating, and print both side by side with their ratio")
+        k.add_argument("--kafka-bootstrap", metavar="HOST:PORT", type=bootstrap_servers,
+                       help="the Kafka broker to compare with (else one is started from --kafka-classpath, "
+                            "or from the jars Maven resolves)")
+        k.add_argument("--kafka-classpath", metavar="PATH",
+                       help="Apache Kafka's jars to start a broker from: a Kafka distribution's directory, "
+                            "a java classpath, or a file holding one (default: resolved with `mvn`)")
+        k.add_argument("--rounds", type=int_in(1, 100),
+                       help="measured runs on each side, after one warm-up run each (default 3); the "
+                            "table shows medians")
+        b.set_defaults(func=_main, bytes_args=("embedded", "kafka_classpath"))
 
 
 #: Largest --batch-records x --record-size (a send_batch call, or a batch --embedded):
@@ -390,6 +414,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.what == "produce" and args.record_size * args.batch_records > _MAX_BATCH_BYTES:
         raise CommandError(f"bench: a batch of {args.batch_records} records of {args.record_size} bytes is "
                            f"more than {_MAX_BATCH_BYTES >> 20} MiB: lower --batch-records or --record-size", 2)
+    if args.compare_kafka:
+        return _compare_kafka(args)
+    for opt in ("kafka_bootstrap", "kafka_classpath", "rounds"):
+        if getattr(args, opt) is not None:
+            raise CommandError(f"bench: --{opt.replace('_', '-')} applies only with --compare-kafka", 2)
     progress = False if args.no_progress else None
     every = args.reporting_interval
     temp = None
@@ -430,3 +459,135 @@ def _main(args: argparse.Namespace) -> int:
               f"{res['records_per_s']:,.0f} records/s, {res['mb_per_s']:.1f} MB/s; latency ms "
               f"p50 {lat['p50']:.2f} p95 {lat['p95']:.2f} p99 {lat['p99']:.2f} max {lat['max']:.2f}")
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# --compare-kafka
+# --------------------------------------------------------------------------------------
+
+
+def _compare_kafka(args: argparse.Namespace) -> int:
+    """The workload of ``args`` against pylog and Apache Kafka: one warm-up run on each
+    (the JVM compiles its hot paths), then ``--rounds`` measured runs alternating which
+    side goes first; medians side by side, with the ratio pylog/Kafka.  For a server this
+    command started, also its CPU per MB (the process's CPU time over the measured runs
+    / their MB), RSS at the end and start time to the first answered request."""
+    import statistics
+
+    from pylog.server.kafka_peer import KafkaServer, KafkaUnavailable, PylogServer, resolve_classpath, side_by_side
+    from pylog.server.tools import CommandError
+
+    if args.embedded is not None:
+        raise CommandError("bench: --compare-kafka runs over the network: not with --embedded", 2)
+    if args.kafka_bootstrap is not None and args.kafka_classpath is not None:
+        raise CommandError("bench: give --kafka-bootstrap (a running broker) or --kafka-classpath "
+                           "(jars to start one from), not both", 2)
+    rounds = args.rounds or 3
+    started: list[Any] = []
+    servers: dict[str, Any] = {}
+    bootstrap: dict[str, str] = {}
+    try:
+        if args.kafka_bootstrap is not None:
+            bootstrap["kafka"] = args.kafka_bootstrap
+        else:
+            try:
+                classpath = resolve_classpath(args.kafka_classpath)
+                servers["kafka"] = KafkaServer(classpath)
+            except KafkaUnavailable as exc:
+                raise CommandError(f"bench: {exc}", 2 if exc.usage else 1) from None
+        if "bootstrap_server" in args.given:
+            bootstrap["pylog"] = args.bootstrap_server
+        else:
+            servers["pylog"] = PylogServer()
+        for name, server in servers.items():
+            _note(args, f"starting {name} on {server.bootstrap}")
+            started.append(server)
+            try:
+                server.start()
+            except RuntimeError as exc:
+                raise CommandError(f"bench: {exc}") from None
+            bootstrap[name] = server.bootstrap
+
+        def run(name: str) -> BenchResult:
+            if args.what == "produce":
+                return produce_wire(bootstrap[name], args.topic, args.records, record_size=args.record_size,
+                                    batch_records=args.batch_records, in_flight=args.in_flight, acks=args.acks,
+                                    compression=args.compression, partitions=args.partitions, rate=args.rate,
+                                    progress=False, timeout=args.timeout)
+            return consume_wire(bootstrap[name], args.topic, args.records, offset=args.offset,
+                                max_bytes=args.max_bytes, verify=args.verify, progress=False, timeout=args.timeout)
+
+        for name in ("pylog", "kafka"):
+            if args.what == "consume":
+                _fill(bootstrap[name], args.topic, args.offset + args.records, args.timeout)
+            _note(args, f"warm-up run on {name}")
+            run(name)
+        results: dict[str, list[BenchResult]] = {"pylog": [], "kafka": []}
+        for r in range(rounds):
+            for name in (("pylog", "kafka") if r % 2 == 0 else ("kafka", "pylog")):
+                server = servers.get(name)
+                c0 = server.cpu_seconds() if server else None
+                res = run(name)
+                if server is not None:
+                    res["server_cpu_s"] = server.cpu_seconds() - c0
+                results[name].append(res)
+                _note(args, f"round {r + 1}/{rounds}: {name} {res['records_per_s']:,.0f} records/s")
+        summary: dict[str, dict[str, float | None]] = {}
+        for name, runs in results.items():
+            server = servers.get(name)
+            med = statistics.median
+            row: dict[str, float | None] = {
+                "records_per_s": med(x["records_per_s"] for x in runs),
+                "mb_per_s": med(x["mb_per_s"] for x in runs),
+                "latency_p50_ms": med(x["latency_ms"]["p50"] for x in runs),
+                "latency_p99_ms": med(x["latency_ms"]["p99"] for x in runs),
+                "server_cpu_ms_per_mb": None, "server_rss_mb": None, "start_s": None}
+            if server is not None:
+                row["server_cpu_ms_per_mb"] = med(x["server_cpu_s"] * 1000 / max(x["bytes"] / 1e6, 1e-9)
+                                                  for x in runs)
+                row["server_rss_mb"] = server.rss_bytes() / 1e6
+                row["start_s"] = server.start_seconds
+            summary[name] = row
+    finally:
+        for server in started:
+            server.close()
+    if args.json:
+        ratios = {k: (v / summary["kafka"][k] if v is not None and summary["kafka"][k] else None)
+                  for k, v in summary["pylog"].items()}
+        print(json.dumps({"workload": args.what, "records": args.records, "rounds": rounds,
+                          "pylog": summary["pylog"], "kafka": summary["kafka"], "ratio": ratios}))
+        return 0
+    size = f", {args.record_size} B records" if args.what == "produce" else ""
+    labels = [("records/s", "records_per_s", ",.0f"), ("MB/s", "mb_per_s", ".1f"),
+              ("latency p50 ms" + (" (per poll)" if args.what == "consume" else ""), "latency_p50_ms", ".2f"),
+              ("latency p99 ms" + (" (per poll)" if args.what == "consume" else ""), "latency_p99_ms", ".2f"),
+              ("server CPU ms/MB", "server_cpu_ms_per_mb", ".2f"), ("server RSS MB", "server_rss_mb", ".0f"),
+              ("start to first answer s", "start_s", ".2f")]
+    print(side_by_side(f"{args.what}: {args.records:,} records{size}, pylog's client; medians of {rounds} "
+                       f"alternating runs after a warm-up run each",
+                       [(label, summary["pylog"][key], summary["kafka"][key], spec)
+                        for label, key, spec in labels]))
+    return 0
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not args.no_progress:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def _fill(bootstrap: str, topic: str, records: int, timeout: float) -> None:
+    """Produce to partition 0 of ``topic`` until it holds ``records`` records (unmeasured:
+    what a consume benchmark reads)."""
+    from pylog.errors import UnknownTopicOrPartitionError
+    from pylog.server.tools import connect
+
+    client = connect(bootstrap, timeout, "pylog-bench")
+    try:
+        try:
+            have = client.high_watermark(topic, 0)
+        except UnknownTopicOrPartitionError:
+            have = 0
+    finally:
+        client.close()
+    if have < records:
+        produce_wire(bootstrap, topic, records - have, progress=False, timeout=timeout)

@@ -59,7 +59,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _POM = """\
 <?xml version="1.0" encoding="UTF-8"?>
 <!-- Written by pylog (pylog.server.kafka_peer): Apache Kafka's broker jars, for
-     `pylog bench --compare-kafka`.  `mvn dependency:build-classpath` lists them. -->
+     pylog's side-by-side benchmark.  mvn dependency:build-classpath lists them. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>pylog.bench</groupId>
@@ -106,7 +106,13 @@ appender.stderr.layout.pattern = [%d] %p %m (%c)%n
 
 
 class KafkaUnavailable(Exception):
-    """Apache Kafka cannot be run here: no classpath given and no Maven (or no Java)."""
+    """Apache Kafka cannot be run here: no classpath given and no Maven, or no Java
+    (``usage`` True: the user must pass something else), or Maven or the storage tool
+    failed (``usage`` False)."""
+
+    def __init__(self, message: str, usage: bool = True) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 def free_port() -> int:
@@ -140,7 +146,11 @@ def resolve_classpath(given: str | None = None, *, mvn: str | None = None, timeo
             libs = path / "libs"
             return str((libs if libs.is_dir() else path) / "*")
         if path.is_file() and path.suffix != ".jar":
-            text = path.read_text().strip()
+            try:
+                text = path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise KafkaUnavailable(f"--kafka-classpath {given}: cannot read it as a classpath file "
+                                       f"({exc})") from None
             if not text:
                 raise KafkaUnavailable(f"the classpath file {given} is empty")
             return text
@@ -160,13 +170,14 @@ def resolve_classpath(given: str | None = None, *, mvn: str | None = None, timeo
         pom.write_text(text)
     out = cache / "target" / "classpath.txt"
     if not out.exists() or out.stat().st_mtime < pom.stat().st_mtime:
-        proc = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:build-classpath"],
+        proc = subprocess.run([mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom),
+                               "dependency:build-classpath"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=timeout)
         if proc.returncode != 0 or not out.exists():
             raise KafkaUnavailable(f"Maven could not resolve Apache Kafka {KAFKA_VERSION}'s jars "
                                    f"(mvn -f {pom} dependency:build-classpath): "
-                                   f"{proc.stdout.strip()[-1500:]}")
+                                   f"{proc.stdout.strip()[-1500:]}", usage=False)
         out.touch()
     return out.read_text().strip()
 
@@ -451,7 +462,7 @@ class KafkaServer(ChildServer):
                               stderr=subprocess.STDOUT, text=True, timeout=300)
         if proc.returncode != 0:
             raise KafkaUnavailable(f"kafka-storage format failed (status {proc.returncode}): "
-                                   f"{proc.stdout.strip()[-2000:]}")
+                                   f"{proc.stdout.strip()[-2000:]}", usage=False)
 
     def command(self) -> list[str]:
         return self._jvm("kafka.Kafka", [str(self.base_dir / "server.properties")])
