@@ -19,6 +19,7 @@ Streams uses only pylog's client API: it never imports the broker or the server.
 """
 
 from .builder import StreamsBuilder
+from .fk_join import TableJoined
 from .kgrouped import CogroupedKStream, KGroupedStream
 from .kstream import BranchedKStream, KStream
 from .ktable import GlobalKTable, KTable
@@ -37,6 +38,7 @@ __all__ = [
     "StreamsBuilder", "KStream", "KTable", "GlobalKTable", "KGroupedStream", "CogroupedKStream", "BranchedKStream",
     "Serde", "Serdes", "SerializationError",
     "Consumed", "Produced", "Grouped", "Materialized", "Named", "Joined", "StreamJoined", "Repartitioned",
+    "TableJoined",
     "Printed", "Branched",
     "Topology", "TopologyDescription", "TopologyError", "TopicNameExtractor",
     "Processor", "FixedKeyProcessor", "Record", "Change", "RecordMetadata", "PunctuationType", "Cancellable",

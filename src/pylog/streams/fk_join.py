@@ -477,7 +477,8 @@ def foreign_key_join(this: Any, other: Any, foreign_key_extractor: Callable[...,
     t = b.topology
 
     def name(suffix: str, prefix: str) -> str:
-        return f"{base}{suffix}" if base else b.new_processor_name(prefix)
+        generated = b.new_processor_name(prefix)  # Kafka spends the index even for a named join
+        return f"{base}{suffix}" if base else generated
 
     # the left table sends old values: a changed foreign key must unsubscribe the old one
     this.enable_send_old_values()

@@ -3,6 +3,9 @@ import com.fasterxml.jackson.databind.node.*;
 import java.io.*;
 import java.time.*;
 import java.util.*;
+import java.util.function.*;
+import org.apache.kafka.common.utils.Bytes;
+import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.common.serialization.*;
 import org.apache.kafka.common.*;
 import org.apache.kafka.streams.*;
@@ -24,6 +27,12 @@ public class StreamsSemantics {
       System.out.println(M.writeValueAsString(run(sc)));
       System.out.flush();
     }
+  }
+  static String hex(byte[] b) {
+    if (b == null) return null;
+    StringBuilder s = new StringBuilder();
+    for (byte x : b) s.append(String.format("%02x", x));
+    return s.toString();
   }
   static String wk(Windowed<String> w) { return w.key() + "," + w.window().start() + "," + w.window().end(); }
   static JsonNode run(JsonNode sc) {
@@ -108,6 +117,26 @@ public class StreamsSemantics {
         g.aggregate(() -> 0L, (k, v, a) -> a + v.length(), (k, v, a) -> a - v.length(), Materialized.with(Serdes.String(), Serdes.Long()))
             .toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
         break; }
+      case "fkjoin": {
+        // foreign-key join (KIP-213): left rows "<fk>:<n>" ("-" = no foreign key) join right rows
+        longOut = false;
+        KTable<String,String> lt = b.table("l", c), rt = b.table("r", c);
+        if (p.has("filter")) lt = lt.filter((k, v) -> !v.endsWith("7"));
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        boolean left = p.get("kind").asText().equals("left");
+        TableJoined<String,String> tj = p.has("name") ? TableJoined.as(p.get("name").asText()) : TableJoined.with(null, null);
+        Materialized<String,String,KeyValueStore<Bytes,byte[]>> m = p.has("store")
+            ? Materialized.<String,String,KeyValueStore<Bytes,byte[]>>as(p.get("store").asText()).withKeySerde(Serdes.String()).withValueSerde(Serdes.String()) : Materialized.with(Serdes.String(), Serdes.String());
+        KTable<String,String> o;
+        if (p.has("bifunction")) {
+          BiFunction<String,String,String> fk = (k, v) -> v.startsWith("-") ? null : v.substring(0, 1);
+          o = left ? lt.leftJoin(rt, fk, j, tj, m) : lt.join(rt, fk, j, tj, m);
+        } else {
+          Function<String,String> fk = v -> v.startsWith("-") ? null : v.substring(0, 1);
+          o = left ? lt.leftJoin(rt, fk, j, tj, m) : lt.join(rt, fk, j, tj, m);
+        }
+        o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
       default: throw new RuntimeException(topo);
     }
     Properties props = new Properties();
@@ -118,7 +147,9 @@ public class StreamsSemantics {
     if (sc.has("store") && sc.get("store").asText().equals("in_memory")) props.put(StreamsConfig.DSL_STORE_SUPPLIERS_CLASS_CONFIG, org.apache.kafka.streams.state.BuiltInDslStoreSuppliers.InMemoryDslStoreSuppliers.class);
     ObjectNode res = M.createObjectNode();
     ArrayNode out = res.putArray("out");
-    try (TopologyTestDriver d = new TopologyTestDriver(b.build(), props, Instant.ofEpochMilli(0))) {
+    Topology topology = b.build();
+    if (sc.has("describe")) res.put("describe", topology.describe().toString());
+    try (TopologyTestDriver d = new TopologyTestDriver(topology, props, Instant.ofEpochMilli(0))) {
       Map<String, TestInputTopic<String,String>> tops = new HashMap<>();
       for (JsonNode r : sc.get("inputs")) {
         String t = r.get(0).asText();
@@ -132,6 +163,17 @@ public class StreamsSemantics {
       } else {
         for (TestRecord<String,String> r : d.createOutputTopic("out", new StringDeserializer(), new StringDeserializer()).readRecordsToList()) {
           ArrayNode x = out.addArray(); x.add(r.key()); x.add(r.value()); x.add(r.timestamp());
+        }
+      }
+      if (sc.has("internal")) {
+        // every other topic written (internal topics, changelogs): keys and values as hex
+        ObjectNode topics = res.putObject("topics");
+        for (String topic : new TreeSet<>(d.producedTopicNames())) {
+          if (topic.equals("out")) continue;
+          ArrayNode recs = topics.putArray(topic);
+          for (TestRecord<byte[],byte[]> r : d.createOutputTopic(topic, new ByteArrayDeserializer(), new ByteArrayDeserializer()).readRecordsToList()) {
+            ArrayNode x = recs.addArray(); x.add(hex(r.key())); x.add(hex(r.value())); x.add(r.timestamp());
+          }
         }
       }
       double dropped = 0;

@@ -9,7 +9,9 @@ session windows (update, on close), sliding windows, stream-stream joins (inner,
 outer; asymmetric windows, grace), table-table joins (inner, left, outer, tombstones),
 suppress until a time limit, grouping through a repartition topic (count, reduce),
 stream-table and stream-globaltable joins, KTable.group_by (count, aggregate with
-adder and subtractor).
+adder and subtractor), foreign-key table-table joins (inner, left; foreign keys that
+change, vanish and come back; a filtered left table; named and materialised), where
+``describe()`` and the bytes on every internal topic and changelog are compared too.
 
 Java and the jars come from the kafka_ref tests' Maven build (the ``kafka_jars`` fixture,
 shared through this directory's conftest.py; its pom fetches ``kafka-streams-test-utils``).
@@ -27,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from pylog.streams import (EmitStrategy, JoinWindows, Materialized, Serdes, SessionWindows, SlidingWindows, StreamsBuilder,
-                           Suppressed, TimeWindows, TopologyTestDriver)
+                           Suppressed, TableJoined, TimeWindows, TopologyTestDriver)
 
 HERE = Path(__file__).resolve().parent
 TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global", "tablegroupby")
@@ -93,6 +95,16 @@ def build(sc):
         g.count().to_stream().to("out", value_serde=L)
         g.aggregate(lambda: 0, lambda k, v, a: a + len(v), lambda k, v, a: a - len(v),
                     materialized=Materialized.with_(S, L)).to_stream().to("out", value_serde=L)
+    elif t == "fkjoin":
+        long_out = False
+        lt = b.table("l"); rt = b.table("r")
+        if "filter" in p: lt = lt.filter(lambda k, v: not v.endswith("7"))
+        j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
+        fk = (lambda k, v: None if v.startswith("-") else v[0]) if "bifunction" in p else \
+            (lambda v: None if v.startswith("-") else v[0])
+        tj = TableJoined.as_(p["name"]) if "name" in p else None
+        m = Materialized.as_(p["store"]) if "store" in p else Materialized.with_(S, S)
+        (lt.left_join if p["kind"] == "left" else lt.join)(rt, fk, j, table_joined=tj, materialized=m).to_stream().to("out")
     elif t == "suppress_time":
         b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"])).to_stream().to("out", value_serde=L)
     return b, long_out
@@ -105,7 +117,15 @@ def run_py(sc):
             if topic not in tops: tops[topic] = d.create_input_topic(topic, S, S)
             tops[topic].pipe_input(k, v, ts)
         out = [[r.key, r.value, r.timestamp] for r in d.create_output_topic("out", S, L if long_out else S).read_records_to_list()]
-        return {"out": out, "dropped": d.metrics().get("dropped-records", 0)}
+        res = {"out": out}
+        if "describe" in sc:
+            res["describe"] = str(b.build().describe())
+        if "internal" in sc:
+            hx = lambda x: None if x is None else bytes(x).hex()
+            res["topics"] = {t: [[hx(r.key), hx(r.value), r.timestamp] for r in d.create_output_topic(t).read_records_to_list()]
+                             for t in d.producer_topic_names() if t != "out"}
+        res["dropped"] = d.metrics().get("dropped-records", 0)
+        return res
 
 def gen(rnd, topo):
     n = rnd.randint(1, 25); keys = "abc"[:rnd.randint(1, 3)]
@@ -125,6 +145,16 @@ def gen(rnd, topo):
     elif topo == "tablegroupby":
         inputs = [["t", rnd.choice(keys), rnd.choice([None, rnd.choice("xyz") + "v" * rnd.randint(0, 3)]),
                    rnd.randint(0, span)] for _ in range(n)]
+    elif topo == "fkjoin":
+        # few keys on both sides, so foreign keys change, collide and go missing often
+        inputs = []
+        for i in range(n):
+            if rnd.random() < 0.4:
+                inputs.append(["r", rnd.choice("abc"), rnd.choice([None, f"R{i}", f"R{i}"]), rnd.randint(0, span)])
+            else:
+                inputs.append(["l", rnd.choice(["p0", "p1", "p2", "p3"][:len(keys) + 1]),
+                               rnd.choice([None, f"{rnd.choice('abc-')}:{i}", f"{rnd.choice('ab')}:{i}"]),
+                               rnd.randint(0, span)])
     elif topo in ("tw", "session", "sliding", "suppress_time"):
         inputs = [["in", rnd.choice(keys), "v", rnd.randint(0, span)] for _ in range(n)]
     elif topo == "ssjoin":
@@ -141,6 +171,11 @@ def gen(rnd, topo):
         if rnd.random() < 0.3: p["after"] = rnd.randint(0, 15)
     elif topo == "ttjoin": p = {"kind": rnd.choice(["inner", "left", "outer"])}
     elif topo in ("stjoin", "global", "tablegroupby"): p = {"kind": rnd.choice(["inner", "left"])}
+    elif topo == "fkjoin":
+        p = {"kind": rnd.choice(["inner", "left"])}
+        for opt, value in (("filter", True), ("bifunction", True), ("name", "fk"), ("store", "fk-store")):
+            if rnd.random() < 0.3:
+                p[opt] = value
     elif topo in ("groupby", "tablegroupby"): p = {}
     else: p = {"limit": rnd.randint(0, 30)}
     return {"topo": topo, "params": p, "inputs": inputs}
@@ -176,6 +211,27 @@ def check(cmd, n, seed):
                   if run_py(sc) != theirs]
     assert not mismatches, (f"seed {seed}: {len(mismatches)} of {n} differ; first: {json.dumps(mismatches[0][0])}\n"
                             f"kafka: {mismatches[0][1]}\npylog: {mismatches[0][2]}")
+
+
+def check_fk(cmd, n, seed):
+    """Foreign-key joins: the output, describe() and every record on the internal
+    topics (subscriptions, responses, changelogs) byte for byte."""
+    rnd = random.Random(seed)
+    scenarios = [dict(gen(rnd, "fkjoin"), describe=True, internal=True) for _ in range(n)]
+    mismatches = [(sc, theirs, run_py(sc)) for sc, theirs in zip(scenarios, kafka_run(cmd, scenarios))
+                  if run_py(sc) != theirs]
+    assert not mismatches, (f"seed {seed}: {len(mismatches)} of {n} differ; first: {json.dumps(mismatches[0][0])}\n"
+                            f"kafka: {mismatches[0][1]}\npylog: {mismatches[0][2]}")
+
+
+def test_fk_join_same_as_kafka_streams(kafka_side):
+    check_fk(kafka_side, 40, SEED)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1200)
+def test_fk_join_same_as_kafka_streams_long(kafka_side):
+    check_fk(kafka_side, 400, SEED + 1)
 
 
 def test_same_output_as_kafka_streams(kafka_side):
