@@ -59,6 +59,7 @@ __all__ = [
     "NonEmptyGroupError",
     "FencedInstanceIdError",
     "MemberIdRequiredError",
+    "CoordinatorLoadInProgressError",
     "CoordinatorNotAvailableError",
     "NotCoordinatorError",
     "OffsetMetadataTooLargeError",
@@ -174,6 +175,13 @@ class RecordTooLargeError(PylogError, ValueError):
 
 class OffsetMetadataTooLargeError(PylogError, ValueError):
     error_code, kafka_name = 12, "OFFSET_METADATA_TOO_LARGE"
+
+
+class CoordinatorLoadInProgressError(PylogError):
+    """The coordinator is loading the groups or transactions of the partition it just
+    took over; retry shortly."""
+
+    error_code, kafka_name, retriable = 14, "COORDINATOR_LOAD_IN_PROGRESS", True
 
 
 class CoordinatorNotAvailableError(PylogError):

@@ -8,6 +8,7 @@ from _group_harness import REBALANCE, SESSION, Harness, owners
 from pylog.broker.consumer_protocol import Subscription, encode_subscription
 from pylog.broker.group import (
     CommitOffset,
+    FetchedOffset,
     GroupCoordinator,
     GroupCoordinatorConfig,
     GroupState,
@@ -17,11 +18,14 @@ from pylog.broker.group import (
 from pylog.broker.group_offsets import (
     GroupMetadataKey,
     OffsetCommitKey,
+    OffsetCommitValue,
     decode_group_metadata_value,
     decode_key,
+    offset_commit_record,
     partition_for_group,
 )
 from pylog.errors import (
+    CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     GroupIdNotFoundError,
@@ -735,6 +739,27 @@ def test_unload_and_not_coordinator():
     assert h.gc.heartbeat("g", 1, follower.member_id) == NotCoordinatorError.error_code
     h.gc.load([], partition=part)                         # this broker leads it again
     assert h.join("").result().error_code == MemberIdRequiredError.error_code
+
+
+def test_a_partition_being_loaded_answers_load_in_progress():
+    """A clustered broker that became the partition's leader answers
+    COORDINATOR_LOAD_IN_PROGRESS until its replay ends; the other partitions of a broker
+    that serves none (unload_all) answer NOT_COORDINATOR."""
+    h = Harness()
+    h.gc.commit_offsets("g", {"t": {0: 5}})
+    part = partition_for_group("g", 8)
+    assert h.gc.unload_all() == 1
+    assert h.gc.commit_offsets("g", {"t": {0: 6}}) == {"t": {0: NotCoordinatorError.error_code}}
+    h.gc.begin_load(part)
+    assert h.gc.fetch_offsets("g").error_code == CoordinatorLoadInProgressError.error_code
+    assert h.join("").result().error_code == CoordinatorLoadInProgressError.error_code
+    other = next(g for g in (f"g{i}" for i in range(100)) if partition_for_group(g, 8) != part)
+    assert h.gc.fetch_offsets(other).error_code == NotCoordinatorError.error_code
+    h.gc.load([offset_commit_record("g", "t", 0, OffsetCommitValue(5))], partition=part)
+    assert h.gc.fetch_offsets("g").topics == {"t": {0: FetchedOffset(5, -1, "")}}
+    h.gc.begin_load(part)
+    h.gc.unload(part)                                     # led elsewhere before the load ended
+    assert h.gc.fetch_offsets("g").error_code == NotCoordinatorError.error_code
 
 
 def test_bad_config_is_rejected():

@@ -1000,7 +1000,24 @@ class Broker:
                            internal=True)
 
     def _load_groups(self) -> None:
-        """Replay every ``__consumer_offsets`` partition into the group coordinator.
+        """Replay every ``__consumer_offsets`` partition into the group coordinator
+        (:meth:`_replay_group_partition`)."""
+        for part in self._topics[CONSUMER_OFFSETS_TOPIC].partitions:
+            state = self._replay_group_partition(part)
+            if state is not None:
+                self.groups.load_state(state, partition=part.index)
+
+    def load_group_partition(self, partition: int) -> int:
+        """Replay ``__consumer_offsets-<partition>`` into the group coordinator, which
+        then serves its groups: a clustered broker that became the partition's leader
+        (after ``groups.begin_load``).  Returns the number of groups loaded."""
+        part = self._partition(CONSUMER_OFFSETS_TOPIC, partition)
+        state = self._replay_group_partition(part) or _group_offsets.ReplayState()
+        return self.groups.load_state(state, partition=partition)
+
+    def _replay_group_partition(self, part: _Partition) -> "_group_offsets.ReplayState | None":
+        """The groups and offsets of one ``__consumer_offsets`` partition, read from its
+        log up to its end; None when it holds no readable batch.
 
         Each batch is one group's atomic write (:class:`_OffsetsTopicStore`), so a damaged
         batch (bad CRC, undecodable records) is skipped with a WARN naming its offsets and
@@ -1008,33 +1025,30 @@ class Broker:
         records were in it fall back to their earlier ones.  A damaged batch header
         hides where the next batch starts; the replay then resumes at the next segment.
         """
-        topic = self._topics[CONSUMER_OFFSETS_TOPIC]
-        for part in topic.partitions:
-            state = _group_offsets.ReplayState()
-            name = f"{CONSUMER_OFFSETS_TOPIC}-{part.index}"
-            any_records = False
-            for batch, crc_ok in _scan_batches(part.log, name, what="the group replay"):
-                try:
-                    if not crc_ok:
-                        raise CorruptRecordError(f"CRC mismatch (stored {batch.crc:#010x})")
-                    cols = batch.columns()
-                    if batch.is_control:
-                        # A transaction marker settles the producer's TxnOffsetCommits.
-                        for k, v in zip(cols.keys(), cols.values()):
-                            marker = ControlRecord.parse(k, v)
-                            if marker.is_commit or marker.is_abort:
-                                state.complete_txn(batch.producer_id, marker.is_commit)
-                        continue
-                    _group_offsets.replay_batch(zip(cols.keys(), cols.values()), state,
-                                                batch.producer_id if batch.attributes & _ATTR_TRANSACTIONAL else -1)
-                except PylogError as exc:
-                    _log.warning("%s: skipped the damaged batch at offsets %d..%d (%s); groups whose "
-                                 "latest commits were in it fall back to their earlier records",
-                                 name, batch.base_offset, batch.last_offset, exc)
+        state = _group_offsets.ReplayState()
+        name = f"{CONSUMER_OFFSETS_TOPIC}-{part.index}"
+        any_records = False
+        for batch, crc_ok in _scan_batches(part.log, name, what="the group replay"):
+            try:
+                if not crc_ok:
+                    raise CorruptRecordError(f"CRC mismatch (stored {batch.crc:#010x})")
+                cols = batch.columns()
+                if batch.is_control:
+                    # A transaction marker settles the producer's TxnOffsetCommits.
+                    for k, v in zip(cols.keys(), cols.values()):
+                        marker = ControlRecord.parse(k, v)
+                        if marker.is_commit or marker.is_abort:
+                            state.complete_txn(batch.producer_id, marker.is_commit)
                     continue
-                any_records = True
-            if any_records:
-                self.groups.load_state(state, partition=part.index)
+                _group_offsets.replay_batch(zip(cols.keys(), cols.values()), state,
+                                            batch.producer_id if batch.attributes & _ATTR_TRANSACTIONAL else -1)
+            except PylogError as exc:
+                _log.warning("%s: skipped the damaged batch at offsets %d..%d (%s); groups whose "
+                             "latest commits were in it fall back to their earlier records",
+                             name, batch.base_offset, batch.last_offset, exc)
+                continue
+            any_records = True
+        return state if any_records else None
 
     def _load_transactions(self) -> None:
         """Replay ``__transaction_state`` (when it exists) into the transaction

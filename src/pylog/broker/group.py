@@ -97,6 +97,7 @@ from pylog.broker.group_offsets import (
     partition_for_group,
 )
 from pylog.errors import (
+    CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     CorruptRecordError,
     FencedInstanceIdError,
@@ -113,6 +114,8 @@ from pylog.errors import (
     MemberIdRequiredError,
     NonEmptyGroupError,
     NotCoordinatorError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
     NotLeaderError,
     OffsetMetadataTooLargeError,
     PylogError,
@@ -165,6 +168,7 @@ _E_REBALANCE = RebalanceInProgressError.error_code
 _E_INCONSISTENT = InconsistentGroupProtocolError.error_code
 _E_NOT_AVAILABLE = CoordinatorNotAvailableError.error_code
 _E_NOT_COORDINATOR = NotCoordinatorError.error_code
+_E_LOADING = CoordinatorLoadInProgressError.error_code
 _E_INVALID_GROUP = InvalidGroupIdError.error_code
 _E_FENCED = FencedInstanceIdError.error_code
 _E_PRODUCER_EPOCH = 47      # INVALID_PRODUCER_EPOCH
@@ -564,7 +568,8 @@ Record = tuple[bytes, "bytes | None"]
 def _storage_error_code(exc: BaseException, *, for_commit: bool) -> int:
     """Kafka's translation of a failed ``__consumer_offsets`` append into the error a
     group or commit request returns."""
-    if isinstance(exc, (UnknownTopicOrPartitionError, RequestTimedOutError)):
+    if isinstance(exc, (UnknownTopicOrPartitionError, RequestTimedOutError, NotEnoughReplicasError,
+                        NotEnoughReplicasAfterAppendError)):
         return _E_NOT_AVAILABLE
     if isinstance(exc, (NotLeaderError, KafkaStorageError)):
         return _E_NOT_COORDINATOR
@@ -653,6 +658,8 @@ class GroupCoordinator:
         self.store = store
         self._num_partitions = int(getattr(store, "num_partitions", self.config.offsets_topic_num_partitions))
         self._owned: set[int] | None = None if owned_partitions is None else set(owned_partitions)
+        #: Partitions being loaded (:meth:`begin_load`): COORDINATOR_LOAD_IN_PROGRESS.
+        self._loading: set[int] = set()
         self._clock = clock
         self._suffix = member_id_suffix or (lambda: str(uuid.uuid4()))
         self._lock = threading.Lock()
@@ -767,8 +774,10 @@ class GroupCoordinator:
     def _check_group_id(self, group_id, *, allow_empty: bool = False) -> int:
         if not isinstance(group_id, str) or (not group_id and not allow_empty):
             return _E_INVALID_GROUP
-        if self._owned is not None and partition_for_group(group_id, self._num_partitions) not in self._owned:
-            return _E_NOT_COORDINATOR
+        if self._owned is not None:
+            partition = partition_for_group(group_id, self._num_partitions)
+            if partition not in self._owned:
+                return _E_LOADING if partition in self._loading else _E_NOT_COORDINATOR
         return NONE
 
     def _append(self, group_id: str, records: Sequence[Record]) -> None:
@@ -1744,6 +1753,7 @@ class GroupCoordinator:
         with self._op() as now:
             if partition is not None and self._owned is not None:
                 self._owned.add(partition)
+                self._loading.discard(partition)
             loaded = 0
             for group_id, value in state.groups.items():
                 group = _Group(group_id, now)
@@ -1797,6 +1807,21 @@ class GroupCoordinator:
             self._complete(m.sync_pending, SyncGroupResult(error))
             m.join_pending = m.sync_pending = None
 
+    def begin_load(self, partition: int) -> None:
+        """This broker became the leader of ``partition`` and is reading it: requests
+        for its groups get COORDINATOR_LOAD_IN_PROGRESS until :meth:`load_state` (with
+        the partition) ends the load, or :meth:`unload` gives the partition up."""
+        with self._op():
+            if self._owned is None:
+                self._owned = set(range(self._num_partitions))
+            self._owned.discard(partition)
+            self._loading.add(partition)
+
+    def unload_all(self) -> int:
+        """:meth:`unload` every partition: a clustered broker serves only the partitions
+        it leads, and starts with none.  Returns the number of groups unloaded."""
+        return sum(self.unload(p) for p in range(self._num_partitions))
+
     def unload(self, partition: int) -> int:
         """Stop serving the groups of a ``__consumer_offsets`` partition (another broker
         leads it now): their waiting requests get NOT_COORDINATOR and later requests for
@@ -1805,6 +1830,7 @@ class GroupCoordinator:
             if self._owned is None:
                 self._owned = set(range(self._num_partitions))
             self._owned.discard(partition)
+            self._loading.discard(partition)
             gone = [g for g in self._groups.values()
                     if partition_for_group(g.group_id, self._num_partitions) == partition]
             for g in gone:

@@ -50,6 +50,7 @@ from typing import Any, Callable
 from pylog.cluster import replication
 from pylog.cluster.channel import (LeaderAndIsrRequest, MetadataCache, StopReplicaRequest, UpdateMetadataRequest)
 from pylog.cluster.coordination import BrokerRegistration, EndPoint
+from pylog.cluster.coordinators import INTERNAL_TOPICS
 from pylog.errors import (FencedLeaderEpochError, NotControllerError, NotEnoughReplicasError, NotLeaderError,
                           PylogError, RequestTimedOutError, UnknownTopicOrPartitionError, error_for_code)
 from pylog.protocol.apis import ApiKey
@@ -264,6 +265,8 @@ class ReplicaManager:
                     self.node.fetchers.remove_partition(tp)
                 else:
                     self.node.fetchers.add_partition(tp, s.leader, request.live_leaders)
+                if s.topic in INTERNAL_TOPICS:
+                    self.node.coordinators.leadership_changed(s.topic, s.partition, s.leader == self.broker_id)
                 out[tp] = None
             except FencedLeaderEpochError as exc:
                 out[tp] = exc
@@ -281,6 +284,8 @@ class ReplicaManager:
             self.node.fetchers.remove_partition(tp)
             # Produce and fetch now answer NOT_LEADER_OR_FOLLOWER; acks=all waiters fail.
             self.replicas.pop(tp, None)
+            if p.topic in INTERNAL_TOPICS:
+                self.node.coordinators.leadership_changed(p.topic, p.partition, False)
             if p.delete:
                 deleted_topics.add(p.topic)
             out[tp] = None
@@ -411,6 +416,9 @@ class ClusterNode:
         self.channel: Any = None
         self.broker_epoch = -1
         self.replica_manager = ReplicaManager(self)
+        from pylog.cluster.coordinators import CoordinatorPartitions
+        #: The group and transaction coordinators' partitions (pylog.cluster.coordinators).
+        self.coordinators = CoordinatorPartitions(self)
         from pylog.cluster.replica_fetcher import FetcherManager
         self.fetchers = FetcherManager(self)
         #: LeaderAndIsr and StopReplica run here, one at a time, in arrival order.
@@ -437,6 +445,7 @@ class ClusterNode:
         from pylog.cluster.wire_channel import WireChannel
 
         self.broker.replication = self.replica_manager
+        self.coordinators.start()
         self.coordination = zookeeper.connect(self.config.zookeeper_connect,
                                               session_timeout_ms=self.config.zookeeper_session_timeout_ms)
         # One cluster id for every broker: the first to start proposes its own.
@@ -490,6 +499,7 @@ class ClusterNode:
             self.controller_thread.submit(self.controller.close).result()
         self.controller_thread.shutdown(wait=True)
         self.replica_thread.shutdown(wait=True)
+        self.coordinators.close()
         if self.channel is not None:
             self.channel.close()
         with self._client_lock:

@@ -12,21 +12,24 @@ leaders, replicas, ISR, offline replicas, leader epochs, from the controller's
 UpdateMetadata), CreateTopics (placed and written to ZooKeeper; the controller elects
 the leaders; answered once this broker's metadata knows every partition's leader or the
 request's timeout passed), FindCoordinator (the leader of the group's
-``__consumer_offsets`` partition when the cluster has that topic, else this broker), and
-Produce (acks=all answered when the high watermark passes the batch).
+``__consumer_offsets`` partition; the first one creates that topic), OffsetCommit and
+SyncGroup (answered once the coordinator's write is replicated:
+:mod:`pylog.cluster.coordinators`), and Produce (acks=all answered when the high
+watermark passes the batch).
 
 Handlers run on the loop's thread; ZooKeeper and file work is sent off it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.cluster import replication
 from pylog.cluster.channel import leader_and_isr_from_wire, stop_replica_from_wire, update_metadata_from_wire
-from pylog.errors import NotControllerError, PylogError
+from pylog.errors import CoordinatorNotAvailableError, NotControllerError, PylogError
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 from pylog.protocol.produce_reply import produce_response_frame
@@ -35,6 +38,8 @@ from pylog.server._core_adapter import topic_uuid
 from pylog.server.connection import NO_RESPONSE
 
 __all__ = ["cluster_handler_table"]
+
+_log = logging.getLogger("pylog.server.cluster_handlers")
 
 NONE = 0
 LEADER_NOT_AVAILABLE = 5
@@ -362,18 +367,26 @@ def handle_describe_cluster(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
+    """The leader of the key's partition of ``__consumer_offsets`` (groups); the first
+    request creates the topic (pylog.cluster.coordinators) and is answered
+    COORDINATOR_NOT_AVAILABLE, as Kafka answers it while the leaders are elected."""
     from pylog.server.handlers import handle_find_coordinator as local
     node = _node(conn)
     cache = node.metadata
-    offsets = cache.partitions_of(CONSUMER_OFFSETS_TOPIC)
-    if req.key_type != 0 or not offsets:
+    if req.key_type != 0:
         return local(conn, header, req)
+    offsets = cache.partitions_of(CONSUMER_OFFSETS_TOPIC)
     R: Any = m.FindCoordinatorResponse
+    not_available = CoordinatorNotAvailableError.error_code
+    if not offsets:
+        conn.server.call_off_loop(_ensure_internal_topic, node, CONSUMER_OFFSETS_TOPIC)
 
     def one(key: str) -> tuple[int, int, str, int]:
+        if not offsets:
+            return not_available, -1, "", -1
         leader = cache.leader(CONSUMER_OFFSETS_TOPIC, partition_for_group(key, len(offsets)))
         if leader is None:
-            return 15, -1, "", -1           # COORDINATOR_NOT_AVAILABLE
+            return not_available, -1, "", -1
         return NONE, leader.broker_id, leader.endpoints[0].host, leader.endpoints[0].port
 
     if header.api_version >= 4:
@@ -384,6 +397,71 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
         return R(throttle_time_ms=0, coordinators=out)
     code, nid, host, port = one(req.key)
     return R(throttle_time_ms=0, error_code=code, error_message=None, node_id=nid, host=host, port=port)
+
+
+def _ensure_internal_topic(node: Any, topic: str) -> None:
+    try:
+        node.coordinators.ensure_topic(topic)
+    except PylogError as exc:
+        _log.info("%s is not created yet: %s", topic, exc)
+
+
+# -- the group coordinator's replicated writes ----------------------------------------------
+
+
+def _after_replication(conn: Any, answer: Any, group_id: str, appended: Callable[[Any], bool],
+                       fail: Callable[[Any, int], Any]) -> Any:
+    """``answer`` (a response or a future of one) held until the high watermark of the
+    group's ``__consumer_offsets`` partition passes what its leader holds now, when
+    ``appended(response)`` says the coordinator wrote; ``fail(response, code)`` makes it
+    the error answer when the ISR did not take the write."""
+    from pylog.cluster.coordinators import commit_error_code
+    node = _node(conn)
+
+    async def run() -> Any:
+        resp = (await answer) if hasattr(answer, "add_done_callback") else answer
+        if not appended(resp):
+            return resp
+        waiting = node.coordinators.wait_replicated(group_id)
+        if waiting is None:
+            return resp
+        error = await waiting
+        return resp if error is None else fail(resp, commit_error_code(error))
+
+    return conn.server.loop.create_task(run())
+
+
+def _commit_appended(resp: Any) -> bool:
+    return any(p.error_code == NONE for t in resp.topics for p in t.partitions)
+
+
+def _commit_failed(resp: Any, code: int) -> Any:
+    for t in resp.topics:
+        for p in t.partitions:
+            if p.error_code == NONE:
+                p.error_code = code
+    return resp
+
+
+def handle_offset_commit(conn: Any, header: Any, req: Any) -> Any:
+    """OffsetCommit answered once the commit is replicated (Kafka's
+    ``offsets.commit.required.acks`` = -1)."""
+    from pylog.server.handlers import handle_offset_commit as plain
+    return _after_replication(conn, plain(conn, header, req), req.group_id, _commit_appended, _commit_failed)
+
+
+def _sync_failed(resp: Any, code: int) -> Any:
+    resp.error_code = code
+    resp.assignment = _EMPTY
+    return resp
+
+
+def handle_sync_group(conn: Any, header: Any, req: Any) -> Any:
+    """SyncGroup of the leader (which stored the group's assignment) answered once that
+    write is replicated; followers' answers wait the same way, for the same write."""
+    from pylog.server.handlers import handle_sync_group as plain
+    return _after_replication(conn, plain(conn, header, req), req.group_id,
+                              lambda r: r.error_code == NONE, _sync_failed)
 
 
 def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
@@ -448,5 +526,7 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.METADATA, handle_metadata)
     put(ApiKey.DESCRIBE_CLUSTER, handle_describe_cluster)
     put(ApiKey.FIND_COORDINATOR, handle_find_coordinator)
+    put(ApiKey.OFFSET_COMMIT, handle_offset_commit)
+    put(ApiKey.SYNC_GROUP, handle_sync_group)
     put(ApiKey.CREATE_TOPICS, handle_create_topics)
     return table

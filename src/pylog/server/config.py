@@ -240,9 +240,10 @@ class ServerConfig:
     Groups
         ``group_initial_rebalance_delay_ms``, ``group_min_session_timeout_ms``,
         ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``, ``offsets_topic_segment_bytes``,
-        ``offsets_retention_minutes``, ``offset_metadata_max_bytes``.
+        ``offsets_topic_replication_factor`` (a cluster's), ``offsets_retention_minutes``, ``offset_metadata_max_bytes``.
     Transactions
         ``transaction_state_log_num_partitions``, ``transaction_state_log_segment_bytes``,
+        ``transaction_state_log_replication_factor`` and ``transaction_state_log_min_isr`` (a cluster's),
         ``transaction_max_timeout_ms``, ``transactional_id_expiration_ms``,
         ``transaction_abort_timed_out_transaction_cleanup_interval_ms``,
         ``transaction_remove_expired_transaction_cleanup_interval_ms``.
@@ -298,10 +299,15 @@ class ServerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     offsets_topic_num_partitions: int = 50
     offsets_topic_segment_bytes: int = 100 * 1024 * 1024
+    #: Of the cluster's ``__consumer_offsets`` (``zookeeper.connect`` set); Kafka's default.
+    offsets_topic_replication_factor: int = 3
     offsets_retention_minutes: int = 7 * 24 * 60
     offset_metadata_max_bytes: int = 4096
     transaction_state_log_num_partitions: int = 50
     transaction_state_log_segment_bytes: int = 100 * 1024 * 1024
+    #: Of the cluster's ``__transaction_state`` (``zookeeper.connect`` set); Kafka's defaults.
+    transaction_state_log_replication_factor: int = 3
+    transaction_state_log_min_isr: int = 2
     transaction_max_timeout_ms: int = 900_000
     transactional_id_expiration_ms: int = 604_800_000
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
@@ -343,6 +349,9 @@ class ServerConfig:
         "group_max_session_timeout_ms": (1, _INT32_MAX),
         "offsets_topic_num_partitions": (1, 100_000),
         "offsets_topic_segment_bytes": (14, _INT32_MAX),
+        "offsets_topic_replication_factor": (1, 32767),
+        "transaction_state_log_replication_factor": (1, 32767),
+        "transaction_state_log_min_isr": (1, 32767),
         "offsets_retention_minutes": (1, _INT32_MAX),
         "offset_metadata_max_bytes": (0, _INT32_MAX),
         "transaction_state_log_num_partitions": (1, 100_000),
