@@ -1,0 +1,223 @@
+"""``pylog serve`` side by side with Apache Kafka (issue #16): the same librdkafka
+(confluent-kafka) workloads against both, on this machine, in the same run.
+
+Apache Kafka 4.x runs as a single KRaft node (broker and controller in one JVM) from the
+jars Maven fetches for the reference tests (``tests/kafka_ref/pom.xml``; its
+``target/classpath.txt`` when there, else Maven is run on that pom; ``PYLOG_KAFKA_CLASSPATH``
+overrides), with the JVM options of Kafka's ``kafka-server-start.sh`` (1 GB heap, G1).
+Both servers are child processes started and measured the same way
+(:mod:`pylog.server.kafka_peer`).  Both are warmed first (a produce, a consume and a
+latency run each, so the JVM has compiled its hot paths), then each round runs every
+workload on one server and then on the other, the order alternating; the figures are
+the medians of the rounds, and the ratios pylog / Kafka (goals in brackets):
+
+- produce and consume throughput, 100 B and 1 KB records, records/s (ratio >= 1.0):
+  :func:`benches.bench_server.confluent_produce` (acks=1, no compression, linger 5 ms)
+  and :func:`~benches.bench_server.confluent_consume`, one partition;
+- end-to-end latency p50 and p99 at 10,000 records/s (p99 ratio <= 1.0):
+  :func:`benches.bench_server.end_to_end_latency` (linger 0, a consumer polling);
+- server CPU per MB: the server process's CPU time (user + system, every thread) over a
+  phase / the MB of record values in it, produce and consume, both record sizes;
+- server RSS after the first 1M records of 100 B were produced and consumed (<= 0.25);
+- cold start: spawning the process to the first answered ApiVersions request, on an
+  empty data directory (<= 0.1); Kafka's ``kafka-storage format`` runs before and is
+  not counted;
+- restart over 1 GB: with every round's data plus a 1 GB topic of 1 KB records on disk,
+  stop cleanly (SIGTERM), start again, time from spawning to the first Fetch answered
+  with records of that topic.
+
+Run: ``python -m benches.bench_vs_kafka [rounds]`` prints the table (the command in the
+README's performance section), or asv (``asv run --python=same -b bench_vs_kafka``): one
+``setup_cache`` runs the whole comparison once, each ratio is a ``track_*`` value.
+``PYLOG_BENCH_SMALL=1`` shrinks every size (the smoke test).  The machine's load average
+is printed with the table: both servers and the clients share its cores.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benches.bench_server import _create_topic, confluent_consume, confluent_produce, end_to_end_latency
+from pylog.server.kafka_peer import KafkaServer, PylogServer, first_fetch_seconds, resolve_classpath, side_by_side
+
+SMALL = os.environ.get("PYLOG_BENCH_SMALL", "") not in ("", "0")
+#: records per throughput run, by record size
+RECORDS = {100: 20_000, 1000: 5_000} if SMALL else {100: 1_000_000, 1000: 200_000}
+WARM_RECORDS = 10_000 if SMALL else 500_000
+LATENCY_RATE = 2_000 if SMALL else 10_000
+LATENCY_SECONDS = 1.0 if SMALL else 3.0
+RESTART_BYTES = 5_000_000 if SMALL else 1_000_000_000
+COLD_TRIALS = 1 if SMALL else 3
+ROUNDS = 1 if SMALL else 3
+
+_KAFKA_REF = Path(__file__).resolve().parents[1] / "tests" / "kafka_ref"
+
+#: (key, label, format, goal) of every figure, in the table's order; the goal is the
+#: issue's bound on the ratio pylog / Kafka, ">=" or "<=" it.
+FIGURES = [
+    ("produce_100", "produce 100 B, records/s", ",.0f", (">=", 1.0)),
+    ("consume_100", "consume 100 B, records/s", ",.0f", (">=", 1.0)),
+    ("produce_1000", "produce 1 KB, records/s", ",.0f", (">=", 1.0)),
+    ("consume_1000", "consume 1 KB, records/s", ",.0f", (">=", 1.0)),
+    ("latency_p50", "end-to-end p50 ms at 10k/s", ".2f", None),
+    ("latency_p99", "end-to-end p99 ms at 10k/s", ".2f", ("<=", 1.0)),
+    ("cpu_produce_100", "CPU ms/MB produce 100 B", ".2f", None),
+    ("cpu_consume_100", "CPU ms/MB consume 100 B", ".2f", None),
+    ("cpu_produce_1000", "CPU ms/MB produce 1 KB", ".2f", None),
+    ("cpu_consume_1000", "CPU ms/MB consume 1 KB", ".2f", None),
+    ("rss_mb", "RSS MB after 1M records", ".0f", ("<=", 0.25)),
+    ("cold_start_s", "cold start s", ".3f", ("<=", 0.1)),
+    ("restart_s", "restart over 1 GB s", ".3f", None),
+]
+
+
+def kafka_classpath() -> str:
+    """Apache Kafka's classpath: ``PYLOG_KAFKA_CLASSPATH``, else the reference tests'
+    (Maven is run on tests/kafka_ref/pom.xml if it has not been yet)."""
+    given = os.environ.get("PYLOG_KAFKA_CLASSPATH")
+    if given:
+        return resolve_classpath(given)
+    cp_file = _KAFKA_REF / "target" / "classpath.txt"
+    if not cp_file.exists():
+        subprocess.run(["mvn", "-q", "-B", "-f", str(_KAFKA_REF / "pom.xml"), "dependency:build-classpath"],
+                       check=True, stdin=subprocess.DEVNULL, timeout=900)
+    return resolve_classpath(str(cp_file))
+
+
+def _warm(server) -> None:
+    """Unmeasured: every workload once (the JVM compiles its hot paths; pylog's caches
+    and connections get the same chance)."""
+    _create_topic(server.bootstrap, "warm")
+    confluent_produce(server.bootstrap, "warm", WARM_RECORDS, 100)
+    confluent_consume(server.bootstrap, "warm", WARM_RECORDS)
+    _create_topic(server.bootstrap, "warm-latency")
+    end_to_end_latency(server.bootstrap, "warm-latency", LATENCY_RATE, 1.0)
+
+
+def _round(server, r: int, out: dict) -> None:
+    """One round of every throughput and latency workload on ``server``."""
+    for size, n in RECORDS.items():
+        topic = f"t{size}-{r}"
+        _create_topic(server.bootstrap, topic)
+        c0 = server.cpu_seconds()
+        out[f"produce_{size}"].append(confluent_produce(server.bootstrap, topic, n, size))
+        c1 = server.cpu_seconds()
+        out[f"consume_{size}"].append(confluent_consume(server.bootstrap, topic, n))
+        c2 = server.cpu_seconds()
+        mb = n * size / 1e6
+        out[f"cpu_produce_{size}"].append((c1 - c0) * 1000 / mb)
+        out[f"cpu_consume_{size}"].append((c2 - c1) * 1000 / mb)
+        if size == 100 and r == 0:
+            out["rss_mb"].append(server.rss_bytes() / 1e6)
+    _create_topic(server.bootstrap, f"latency-{r}")
+    lat = end_to_end_latency(server.bootstrap, f"latency-{r}", LATENCY_RATE, LATENCY_SECONDS)
+    out["latency_p50"].append(lat["p50"])
+    out["latency_p99"].append(lat["p99"])
+
+
+def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
+    """Every figure for pylog and Kafka (medians of ``rounds``), their ratios, and the
+    load average (1 minute) at the start and at the end of the run."""
+    cp = kafka_classpath()
+    load0 = os.getloadavg()[0]
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {key: [] for key, *_ in FIGURES} for name in ("pylog", "kafka")}
+    # Cold starts first, on empty directories, before the long run heats the page cache
+    # with its data (both servers' code is in it after the first trial either way).
+    for trial in range(COLD_TRIALS):
+        for name in (("pylog", "kafka") if trial % 2 == 0 else ("kafka", "pylog")):
+            server = PylogServer() if name == "pylog" else KafkaServer(cp)
+            try:
+                server.start()
+                samples[name]["cold_start_s"].append(server.start_seconds)
+            finally:
+                server.close()
+            print(f"cold start {name}: {server.start_seconds:.3f} s", file=log, flush=True)
+    servers = {"pylog": PylogServer(), "kafka": KafkaServer(cp)}
+    try:
+        for name, server in servers.items():
+            server.start()
+            _warm(server)
+            print(f"{name} warmed", file=log, flush=True)
+        for r in range(rounds):
+            for name in (("pylog", "kafka") if r % 2 == 0 else ("kafka", "pylog")):
+                _round(servers[name], r, samples[name])
+                got = {k: round(v[-1], 2) for k, v in samples[name].items() if v}
+                print(f"round {r + 1}/{rounds} {name}: {got}", file=log, flush=True)
+        for name, server in servers.items():
+            _create_topic(server.bootstrap, "restart")
+            confluent_produce(server.bootstrap, "restart", RESTART_BYTES // 1000, 1000)
+        for name in ("pylog", "kafka"):
+            samples[name]["restart_s"].append(first_fetch_seconds(servers[name], "restart"))
+            print(f"restart {name}: {samples[name]['restart_s'][-1]:.3f} s", file=log, flush=True)
+    finally:
+        for server in servers.values():
+            server.close()
+    result: dict = {"load_average": (load0, os.getloadavg()[0]), "rounds": rounds}
+    for name in ("pylog", "kafka"):
+        result[name] = {k: statistics.median(v) for k, v in samples[name].items() if v}
+    result["ratio"] = {k: result["pylog"][k] / result["kafka"][k] for k in result["pylog"]
+                       if result["kafka"].get(k)}
+    return result
+
+
+def table(result: dict) -> str:
+    """The side-by-side table, with each goal and whether it is met."""
+    rows = [(label, result["pylog"].get(key), result["kafka"].get(key), spec) for key, label, spec, _ in FIGURES]
+    lines = side_by_side(f"pylog serve vs Apache Kafka, confluent-kafka clients, medians of {result['rounds']} "
+                         f"alternating rounds; load average {result['load_average'][0]:.1f} at the start, "
+                         f"{result['load_average'][1]:.1f} at the end", rows).splitlines()
+    for i, (key, _label, _spec, goal) in enumerate(FIGURES):
+        ratio = result["ratio"].get(key)
+        if goal is not None and ratio is not None:
+            op, bound = goal
+            met = ratio >= bound if op == ">=" else ratio <= bound
+            lines[i + 2] += f"   goal {op} {bound:g}: {'met' if met else 'NOT met'}"
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# asv
+# ---------------------------------------------------------------------------------------
+
+
+class VsKafka:
+    """Each ``track_*`` is one ratio pylog / Kafka from a single comparison run
+    (``setup_cache``), so every ratio's two sides were measured in the same run."""
+
+    timeout = 3600
+    number = 1
+    repeat = 1
+
+    def setup_cache(self) -> dict:
+        return compare()
+
+
+def _track(key: str):
+    def track(self, result: dict) -> float:
+        return result["ratio"][key]
+
+    track.__name__ = f"track_{key}_ratio"
+    track.unit = "ratio"
+    return track
+
+
+for _key, *_rest in FIGURES:
+    setattr(VsKafka, f"track_{_key}_ratio", _track(_key))
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
+    t0 = time.monotonic()
+    result = compare(rounds)
+    print(table(result))
+    print(f"({time.monotonic() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
