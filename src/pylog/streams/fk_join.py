@@ -524,6 +524,9 @@ def foreign_key_join(this: Any, other: Any, foreign_key_extractor: Callable[...,
                partitioner=_to_primary_partition)
     t.add_source(resp_source, resp_topic, key_serde=pk_serde, value_serde=resp_serde)
     t.repartition_topics[resp_topic] = None
+    # Kafka co-partitions the subscriptions with the right table's topics and the
+    # responses with the left one's: each is sized like the sub-topology reading it
+    t.copartitioned_topics.update((sub_topic, resp_topic))
     left_get = this.value_getter_factory()
     t.add_processor(resolver, lambda: ResponseJoin(left_get, left_value_serde, joiner, left_join), resp_source)
     this.connect_getter_stores(resolver)

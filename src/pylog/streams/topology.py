@@ -117,6 +117,9 @@ class Topology:
         self.stores: Dict[str, StoreMeta] = {}
         #: repartition topics, by their name without the application id prefix
         self.repartition_topics: Dict[str, Optional[int]] = {}
+        #: internal topics that take the partition count of the sub-topology reading
+        #: them, not writing them (Kafka's co-partition groups of a foreign-key join)
+        self.copartitioned_topics: Set[str] = set()
         self._parents: Dict[str, str] = {}  # union-find over node names (Kafka's QuickUnion)
 
     # -- union-find
