@@ -157,6 +157,10 @@ class LocalCluster:
         self.zookeeper: ZooKeeperServer | None = None
         self.ports: dict[int, int] = {}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        #: Extra ``pylog serve`` arguments of one broker, after the common ones (the last
+        #: of a repeated option wins): the fault tests route a broker through proxies
+        #: with ``--advertised-listener`` and ``--zookeeper``.
+        self.broker_args: dict[int, list[str]] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -187,6 +191,7 @@ class LocalCluster:
                 "--data-dir", str(self.base_dir / f"broker-{broker_id}")]
         for o in self.overrides:
             args += ["--override", o]
+        args += self.broker_args.get(broker_id, [])
         with open(self.base_dir / f"broker-{broker_id}.log", "ab") as log:
             self.procs[broker_id] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                                      stdin=subprocess.DEVNULL, start_new_session=True)
