@@ -451,7 +451,8 @@ class ClusterNode:
         # One cluster id for every broker: the first to start proposes its own.
         self.server.state.cluster_id = self.coordination.get_or_create_cluster_id(self.broker.cluster_id)
         self.broker_epoch = self.coordination.register_broker(self.registration())
-        self.coordination.add_session_listener(on_session_reestablished=self._reregister)
+        self.coordination.add_session_listener(on_session_expired=self._on_session_expired,
+                                               on_session_reestablished=self._reregister)
         self.channel = WireChannel(self.broker_id)
         ctl = Controller(self.coordination, self.broker_id, self.channel, ControllerConfig(
             unclean_leader_election_enable=self.config.unclean_leader_election_enable,
@@ -468,6 +469,25 @@ class ClusterNode:
             self.controller.process_events()
         except Exception:  # noqa: BLE001 - the controller thread must survive a bug
             _log.exception("controller event processing failed")
+
+    def _on_session_expired(self) -> None:
+        # On kazoo's callback thread: never block there.  The replica thread runs it in
+        # order with LeaderAndIsr, so the state of the re-registration comes after it.
+        self.replica_thread.submit(self._resign_leaderships)
+
+    def _resign_leaderships(self) -> None:
+        """The session expired: the controller saw this broker die and elects other
+        leaders, so stop leading every partition now rather than when its LeaderAndIsr
+        arrives (a zombie leader would refuse nothing meanwhile)."""
+        resigned = []
+        for r in list(self.replica_manager.replicas.values()):
+            with r.lock:
+                if r.state.resign():
+                    resigned.append(f"{r.topic}-{r.partition}")
+        if resigned:
+            _log.warning("broker %d: ZooKeeper session expired; no longer leading %s", self.broker_id,
+                         ", ".join(resigned))
+        self.call_in_loop(self.replica_manager.check_waiters)
 
     def _reregister(self) -> None:
         try:

@@ -360,6 +360,24 @@ class Partition:
             self._restart_fetch()
         return True
 
+    def resign(self) -> bool:
+        """Stop leading without a LeaderAndIsr: this broker's ZooKeeper session expired,
+        so the controller has taken (or will take) the leadership elsewhere, and a leader
+        that carried on would serve and accept writes on a stale epoch.  Produce and
+        follower fetches answer NOT_LEADER_OR_FOLLOWER and pending acks=all produces fail
+        from now on; consumers are refused too.  The epoch is kept, and the next
+        LeaderAndIsr applies even when it repeats the current epoch.  Returns whether this
+        replica was leading."""
+        if not self.is_leader:
+            return False
+        self.leader_id = NO_LEADER
+        self.partition_epoch = -1
+        self._pending = self._unsent = None
+        self._followers.clear()
+        self._leader_epoch_start_offset = None
+        self._fetch = None
+        return True
+
     def _set_state(self, state: LeaderAndIsr, replicas: tuple[int, ...]) -> None:
         self.leader_id = state.leader
         self.leader_epoch = state.leader_epoch
