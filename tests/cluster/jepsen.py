@@ -1,0 +1,180 @@
+"""What the fault tests check after the faults (imported as ``cluster.jepsen``).
+
+:func:`replica_log` reads one replica's partition straight from a broker's data directory
+(Kafka's layout: ``<topic>-<partition>/<base offset>.log`` segments of v2 batches, a torn
+tail ignored), so replicas are compared byte for byte without asking any broker.
+:func:`leader_epochs` reads its ``leader-epoch-checkpoint``.
+
+:class:`History` is a Jepsen-style record of one run: what a producer sent and which
+sends were acknowledged (with the offset the leader answered), and what consumers read
+while the faults went on. :meth:`History.check` compares it with the final logs:
+
+- **lost**: an acknowledged record that the final log does not hold at its offset;
+- **duplicated**: a value held at more than one offset;
+- **moved**: an acknowledged record held at another offset than it was acknowledged at;
+- **reordered**: within a partition, two records of the producer in the opposite order
+  of their sends (values carry the send sequence);
+- **vanished reads**: a record a consumer read that the final log does not hold at that
+  offset (a consumer saw something that was later truncated away);
+- **divergent offsets**: an offset below the high watermark that two replicas hold
+  with different records.
+
+Thread safety: :class:`History` methods may be called from librdkafka's callbacks and the
+test thread alike (one lock).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pylog.records import iter_batches
+
+__all__ = ["History", "Report", "replica_log", "leader_epochs", "value_of", "parse_value"]
+
+
+def value_of(partition: int, seq: int) -> bytes:
+    """The value of the producer's ``seq``-th send to ``partition``."""
+    return f"{partition}:{seq}".encode()
+
+
+def parse_value(value: bytes) -> tuple[int, int]:
+    p, s = value.decode().split(":")
+    return int(p), int(s)
+
+
+def replica_log(data_dir: Path, topic: str, partition: int) -> dict[int, bytes]:
+    """offset -> value of every data record in one replica's log on disk (control
+    batches left out; a torn tail, as a broker being killed leaves it, ignored)."""
+    out: dict[int, bytes] = {}
+    pdir = Path(data_dir) / f"{topic}-{partition}"
+    if not pdir.is_dir():
+        return out
+    for seg in sorted(pdir.glob("*.log")):
+        data = seg.read_bytes()
+        try:
+            for batch in iter_batches(data, check_crc=True):
+                if batch.is_control:
+                    continue
+                for r in batch.records():
+                    out[r.offset] = bytes(r.value)
+        except ValueError:
+            # A batch written while we read, or a torn tail: the rest of the segment is
+            # not stable yet; what came before it is.
+            continue
+    return out
+
+
+def leader_epochs(data_dir: Path, topic: str, partition: int) -> list[tuple[int, int]]:
+    """(epoch, start offset) entries of a replica's ``leader-epoch-checkpoint``."""
+    path = Path(data_dir) / f"{topic}-{partition}" / "leader-epoch-checkpoint"
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")
+    count = int(lines[1])
+    return [tuple(map(int, line.split())) for line in lines[2:2 + count]]  # type: ignore[misc]
+
+
+@dataclass
+class Report:
+    """The figures of one checked run (all but ``acknowledged``/``faults`` must be 0)."""
+
+    faults: int = 0
+    sent: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    consumed: int = 0
+    lost: list = field(default_factory=list)
+    duplicated: list = field(default_factory=list)
+    moved: list = field(default_factory=list)
+    reordered: list = field(default_factory=list)
+    vanished_reads: list = field(default_factory=list)
+    divergent: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.moved or self.reordered or self.vanished_reads
+                    or self.divergent)
+
+    def figures(self) -> str:
+        return (f"faults injected {self.faults}, sent {self.sent}, acknowledged {self.acknowledged}, "
+                f"failed {self.failed}, consumed during the run {self.consumed}, lost {len(self.lost)}, "
+                f"duplicated {len(self.duplicated)}, moved {len(self.moved)}, reordered {len(self.reordered)}, "
+                f"vanished reads {len(self.vanished_reads)}, divergent offsets {len(self.divergent)}")
+
+    def problems(self) -> str:
+        return "; ".join(f"{name}: {getattr(self, name)[:5]}" for name in
+                         ("lost", "duplicated", "moved", "reordered", "vanished_reads", "divergent")
+                         if getattr(self, name))
+
+
+class History:
+    """Sends, acknowledgements and reads of one run (module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent: set[bytes] = set()
+        self.acked: dict[bytes, tuple[int, int]] = {}
+        self.failed: dict[bytes, str] = {}
+        self.reads: list[tuple[int, int, bytes]] = []
+        self.faults: list[str] = []
+
+    def on_send(self, value: bytes) -> None:
+        with self._lock:
+            self.sent.add(value)
+
+    def on_delivery(self, err, msg) -> None:  # librdkafka's delivery report
+        with self._lock:
+            if err is None:
+                self.acked[msg.value()] = (msg.partition(), msg.offset())
+            else:
+                self.failed[msg.value()] = str(err)
+
+    def on_read(self, partition: int, offset: int, value: bytes) -> None:
+        with self._lock:
+            self.reads.append((partition, offset, value))
+
+    def on_fault(self, what: str) -> None:
+        with self._lock:
+            self.faults.append(what)
+
+    def check(self, final: dict[int, dict[int, bytes]], replicas: dict[int, dict[int, dict[int, bytes]]],
+              high_watermarks: dict[int, int]) -> Report:
+        """``final``: partition -> offset -> value as a consumer reads it back after the
+        run; ``replicas``: broker -> partition -> offset -> value from each data dir;
+        ``high_watermarks``: partition -> the high watermark after the run."""
+        with self._lock:
+            rep = Report(faults=len(self.faults), sent=len(self.sent), acknowledged=len(self.acked),
+                         failed=len(self.failed), consumed=len(self.reads))
+            where: dict[bytes, list[tuple[int, int]]] = {}
+            for p, log in final.items():
+                for off, v in log.items():
+                    where.setdefault(v, []).append((p, off))
+            for v, places in where.items():
+                if len(places) > 1:
+                    rep.duplicated.append((v, places))
+            for v, (p, off) in self.acked.items():
+                places = where.get(v)
+                if not places:
+                    rep.lost.append((v, p, off))
+                elif (p, off) not in places:
+                    rep.moved.append((v, (p, off), places))
+            for p, log in final.items():
+                last = -1
+                for off in sorted(log):
+                    vp, seq = parse_value(log[off])
+                    if vp == p:
+                        if seq <= last:
+                            rep.reordered.append((p, off, seq, last))
+                        last = max(last, seq)
+            for p, off, v in self.reads:
+                if final.get(p, {}).get(off) != v:
+                    rep.vanished_reads.append((p, off, v, final.get(p, {}).get(off)))
+            for p, hw in high_watermarks.items():
+                for off in range(hw):
+                    held = {b: logs.get(p, {}).get(off) for b, logs in replicas.items()}
+                    values = {v for v in held.values() if v is not None}
+                    if len(values) > 1:
+                        rep.divergent.append((p, off, held))
+            return rep
