@@ -26,6 +26,57 @@ SUB = "app-KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-0000000006-topic"
 RESP = "app-KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-0000000014-topic"
 
 
+#: Kafka Streams 4.4's ``describe()`` of ``fk_join`` (inner) below, as Java prints it
+KAFKA_DESCRIBE = (
+    'Topologies:\n'
+    '   Sub-topology: 0\n'
+    '    Source: KTABLE-SOURCE-0000000016 (topics: [KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-0000000014-topic])\n'
+    '      --> KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-RESOLVER-PROCESSOR-0000000017\n'
+    '    Source: KSTREAM-SOURCE-0000000001 (topics: [left])\n'
+    '      --> KTABLE-SOURCE-0000000002\n'
+    '    Processor: KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-RESOLVER-PROCESSOR-0000000017 (stores: [left-STATE-STORE-0000000000])\n'
+    '      --> KTABLE-FK-JOIN-OUTPUT-0000000018\n'
+    '      <-- KTABLE-SOURCE-0000000016\n'
+    '    Processor: KTABLE-FK-JOIN-OUTPUT-0000000018 (stores: [])\n'
+    '      --> KTABLE-TOSTREAM-0000000020\n'
+    '      <-- KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-RESOLVER-PROCESSOR-0000000017\n'
+    '    Processor: KTABLE-SOURCE-0000000002 (stores: [left-STATE-STORE-0000000000])\n'
+    '      --> KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-0000000007\n'
+    '      <-- KSTREAM-SOURCE-0000000001\n'
+    '    Processor: KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-0000000007 (stores: [])\n'
+    '      --> KTABLE-SINK-0000000008\n'
+    '      <-- KTABLE-SOURCE-0000000002\n'
+    '    Processor: KTABLE-TOSTREAM-0000000020 (stores: [])\n'
+    '      --> KSTREAM-SINK-0000000021\n'
+    '      <-- KTABLE-FK-JOIN-OUTPUT-0000000018\n'
+    '    Sink: KSTREAM-SINK-0000000021 (topic: out)\n'
+    '      <-- KTABLE-TOSTREAM-0000000020\n'
+    '    Sink: KTABLE-SINK-0000000008 (topic: KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-0000000006-topic)\n'
+    '      <-- KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-0000000007\n'
+    '\n'
+    '  Sub-topology: 1\n'
+    '    Source: KSTREAM-SOURCE-0000000004 (topics: [right])\n'
+    '      --> KTABLE-SOURCE-0000000005\n'
+    '    Source: KTABLE-SOURCE-0000000009 (topics: [KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-0000000006-topic])\n'
+    '      --> KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000011\n'
+    '    Processor: KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000011 (stores: [KTABLE-FK-JOIN-SUBSCRIPTION-STATE-STORE-0000000010])\n'
+    '      --> KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000012\n'
+    '      <-- KTABLE-SOURCE-0000000009\n'
+    '    Processor: KTABLE-SOURCE-0000000005 (stores: [right-STATE-STORE-0000000003])\n'
+    '      --> KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000013\n'
+    '      <-- KSTREAM-SOURCE-0000000004\n'
+    '    Processor: KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000012 (stores: [right-STATE-STORE-0000000003])\n'
+    '      --> KTABLE-SINK-0000000015\n'
+    '      <-- KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000011\n'
+    '    Processor: KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000013 (stores: [KTABLE-FK-JOIN-SUBSCRIPTION-STATE-STORE-0000000010])\n'
+    '      --> KTABLE-SINK-0000000015\n'
+    '      <-- KTABLE-SOURCE-0000000005\n'
+    '    Sink: KTABLE-SINK-0000000015 (topic: KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-0000000014-topic)\n'
+    '      <-- KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000012, KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR-0000000013\n'
+    '\n'
+)
+
+
 def j(x, y):
     return f"{x}+{y}"
 
@@ -71,6 +122,11 @@ def test_inner_join_follows_a_changing_foreign_key_and_a_deleted_left_row(builde
                                  ("left", "p1", None, 12)])
     assert out == [("p1", "f1:x+R1", 10), ("p1", None, 11), ("p1", "f2:x+R2", 3), ("p1", None, 12)]
     assert dropped == 0
+
+
+def test_describe_is_kafkas(builder):
+    fk_join(builder)
+    assert str(builder.build().describe()) == KAFKA_DESCRIBE
 
 
 def test_the_internal_topics_carry_kafkas_bytes(builder):

@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from . import _processors as P
 from .builder import arity, name_of
-from .options import Materialized
+from .options import Materialized, _Options
 from .processor import Record
 from .serdes import Serde, Serdes, SerializationError
 from .topology import TopologyError
@@ -224,11 +224,12 @@ def _to_primary_partition(topic: str, key: Any, value: Any, num_partitions: int)
 
 # ---- options -------------------------------------------------------------------------
 
-class TableJoined:
+class TableJoined(_Options):
     """Name and partitioners of a foreign-key join (Kafka's ``TableJoined``):
     ``partitioner`` partitions the left table's topic, ``other_partitioner`` the right
     one's (``fn(topic, key_bytes, value_bytes, num_partitions) -> partition``); the
     subscriptions go out with ``other_partitioner``."""
+    _fields = ("partitioner", "other_partitioner", "name")
 
     def __init__(self, partitioner: Any = None, other_partitioner: Any = None, name: Optional[str] = None) -> None:
         self.partitioner = partitioner
@@ -244,13 +245,13 @@ class TableJoined:
         return TableJoined(name=name)
 
     def with_name(self, name: str) -> "TableJoined":
-        return TableJoined(self.partitioner, self.other_partitioner, name)
+        return self._copy(name=name)
 
     def with_partitioner(self, partitioner: Any) -> "TableJoined":
-        return TableJoined(partitioner, self.other_partitioner, self.name)
+        return self._copy(partitioner=partitioner)
 
     def with_other_partitioner(self, other_partitioner: Any) -> "TableJoined":
-        return TableJoined(self.partitioner, other_partitioner, self.name)
+        return self._copy(other_partitioner=other_partitioner)
 
 
 # ---- the processors ------------------------------------------------------------------
@@ -328,19 +329,24 @@ class _CombinedKeys:
         return self.pk_de(bytes(raw[4 + n:]))
 
 
-class SubscriptionReceive(P._Base):
-    """On the right side (Kafka's ``SubscriptionReceiveProcessorSupplier``): keeps the
-    subscription store up to date and passes each subscription on, keyed by
-    ``(foreign key, primary key)``, with its timestamp."""
+class _SubscriptionStoreUser(P._Base):
+    """A processor of the subscription store, with its key schema and value serde."""
 
     def __init__(self, store_name: str, keys: _CombinedKeys, wrapper_serde: Serde) -> None:
         self.store_name = store_name
         self.keys = keys
         self.wser = wrapper_serde.serialize
+        self.wde = wrapper_serde.deserialize
 
     def init(self, context: Any) -> None:
         super().init(context)
         self.store = context.get_state_store(self.store_name)
+
+
+class SubscriptionReceive(_SubscriptionStoreUser):
+    """On the right side (Kafka's ``SubscriptionReceiveProcessorSupplier``): keeps the
+    subscription store up to date and passes each subscription on, keyed by
+    ``(foreign key, primary key)``, with its timestamp."""
 
     def process(self, record: Record) -> None:
         fk, wrapper = record.key, record.value
@@ -389,18 +395,9 @@ class SubscriptionJoin(P._Base):
                             record.headers))
 
 
-class ForeignTableJoin(P._Base):
+class ForeignTableJoin(_SubscriptionStoreUser):
     """On the right table (Kafka's ``ForeignTableJoinProcessorSupplier``): an update of a
     right row answers every subscription to its key, at the right row's timestamp."""
-
-    def __init__(self, store_name: str, keys: _CombinedKeys, wrapper_serde: Serde) -> None:
-        self.store_name = store_name
-        self.keys = keys
-        self.wde = wrapper_serde.deserialize
-
-    def init(self, context: Any) -> None:
-        super().init(context)
-        self.store = context.get_state_store(self.store_name)
 
     def process(self, record: Record) -> None:
         fk = record.key
