@@ -16,7 +16,8 @@ import pytest
 
 from pylog.streams import Materialized, Serdes, StreamsBuilder, TableJoined, TopologyError, TopologyTestDriver
 from pylog.streams.fk_join import (DELETE_KEY_AND_PROPAGATE, PROPAGATE_ONLY_IF_FK_VAL_AVAILABLE,
-                                   SubscriptionResponseWrapper, SubscriptionWrapper, murmur3_hash128,
+                                   SubscriptionResponseWrapper, SubscriptionWrapper, _response_partitioner,
+                                   murmur3_hash128,
                                    response_serde, subscription_serde)
 
 from .conftest import CONFIG, driver_for
@@ -178,6 +179,15 @@ def test_wrapper_serdes_round_trip_kafkas_bytes():
         sub.deserialize(bytes.fromhex("0203") + bytes(16) + b"pk\x00\x00\x00\x00")
     with pytest.raises(Exception, match="truncated"):
         resp.deserialize(bytes.fromhex("00dec1"))
+
+
+def test_responses_go_back_to_the_subscribing_partition():
+    resp = response_serde(S)
+    to_home = _response_partitioner(lambda topic, k, v, n: 1)
+    assert to_home("t", b"k", resp.serialize(SubscriptionResponseWrapper(None, "x", 2)), 3) == 2
+    # a subscription written without its partition (Kafka < 3.5): the left partitioner decides
+    assert to_home("t", b"k", resp.serialize(SubscriptionResponseWrapper(None, "x", None)), 3) == 1
+    assert _response_partitioner(None)("t", b"k", resp.serialize(SubscriptionResponseWrapper(None, "x", None)), 3) is None
 
 
 def test_left_join_keeps_unmatched_rows_and_null_foreign_keys(builder):

@@ -217,9 +217,16 @@ def response_serde(foreign_value_serde: Serde) -> Serde:
     return Serde(ser, de, "subscription_response_wrapper")
 
 
-def _to_primary_partition(topic: str, key: Any, value: Any, num_partitions: int) -> Optional[int]:
-    """The response sink's partitioner: back to the partition of the subscribing row."""
-    return getattr(value, "primary_partition", None)
+def _response_partitioner(left_partitioner: Any) -> Callable[[str, Any, Any, int], Optional[int]]:
+    """The response sink's partitioner: back to the partition of the subscribing row
+    (Kafka's v1 subscriptions carry it); for a subscription without one (v0, written by
+    Kafka Streams before 3.5), the left table's partitioner, else the default one."""
+    def partition(topic: str, key: Any, value: Any, num_partitions: int) -> Optional[int]:
+        p = getattr(value, "primary_partition", None)
+        if p is None and left_partitioner is not None:
+            return left_partitioner(topic, key, value, num_partitions)
+        return p
+    return partition
 
 
 # ---- options -------------------------------------------------------------------------
@@ -518,7 +525,7 @@ def foreign_key_join(this: Any, other: Any, foreign_key_extractor: Callable[...,
     t.add_processor(foreign_join, lambda: ForeignTableJoin(store, keys, sub_serde), other.node)
     t.connect_processor_and_state_stores(foreign_join, store)
     t.add_sink(resp_sink, resp_topic, join_foreign, foreign_join, key_serde=pk_serde, value_serde=resp_serde,
-               partitioner=_to_primary_partition)
+               partitioner=_response_partitioner(tj.partitioner))
     t.add_source(resp_source, resp_topic, key_serde=pk_serde, value_serde=resp_serde)
     t.repartition_topics[resp_topic] = None
     # Kafka co-partitions the subscriptions with the right table's topics and the
