@@ -24,36 +24,62 @@ What it does, as Kafka Streams does:
   time);
 * bootstraps every global store from the beginning of its topic before processing,
   then keeps it up to date;
-* at-least-once: every ``commit.interval.ms`` (default 30000; and on stop) it flushes the
-  stores, flushes the producer, then commits the consumed offsets.
+* at-least-once (``processing.guarantee`` / ``processing_guarantee`` ``"at_least_once"``,
+  the default): every ``commit.interval.ms`` (default 30000; and on stop) it flushes the
+  stores, flushes the producer, then commits the consumed offsets;
+* exactly-once (``"exactly_once_v2"``, Kafka's KIP-447 mode): one transactional producer
+  per instance, ``transactional.id`` ``<application.id>-<process id>-1`` (Kafka's
+  ``<application.id>-<processId>-<thread index>``; the process id is a UUID kept in
+  ``<state.dir>/<application.id>/kafka-streams-process-metadata``, so a restarted instance
+  fences its predecessor and aborts its open transaction in ``init_transactions``).  A
+  transaction begins with the first record a commit interval writes; every
+  ``commit.interval.ms`` (default 100 under exactly-once) the stores are flushed (their
+  changelog records join the transaction), the consumed offsets are sent with the
+  consumer's group metadata (``send_offsets_to_transaction``: a member fenced by a
+  rebalance cannot commit) and the transaction is committed.  Every consumer (input,
+  restore, global) reads ``read_committed``.  When the group takes the partitions away
+  (lost: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION) or the producer is fenced, the open
+  transaction is aborted, every task is closed dirty (its state may hold writes of the
+  aborted transaction) and the input is rewound to the committed offsets; tasks are
+  rebuilt from their changelogs, up to the last committed transaction.  A processing
+  error aborts the transaction too, then fails ``run``.  Crash behaviour: no checkpoint is
+  ever trusted under exactly-once; a task's local directory is wiped when the task is
+  created and its stores restored from the beginning of their changelogs (Kafka keeps a
+  checkpoint written by a clean close; pylog's runtime restores every time).
 
 Several instances with the same application id share the partitions through the
 group: in a rebalance an instance commits, then closes the tasks of the partitions it
 gives up; whoever gets them rebuilds the tasks from their changelogs.  Not yet: sticky
 task assignment (the consumer's assignor places partitions; co-partitioned topics stay
 together because the range assignor gives equal partition numbers to one member),
-standby replicas, exactly-once, threads per instance.  One ``run`` drives everything on the calling
+standby replicas, threads per instance.  One ``run`` drives everything on the calling
 thread; :meth:`StreamsApp.stop` may be called from another thread.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import logging
+import os
+import shutil
 import struct
 import threading
 import time
+import uuid
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from pylog.client import ConsumerRebalanceListener
-from pylog.errors import TopicAlreadyExistsError
+from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, InvalidProducerEpochError,
+                          ProducerFencedError, PylogError, TopicAlreadyExistsError, UnknownMemberIdError)
 
+from .state.persistent import store_directory
 from .task import StreamTask
 from .topology import Topology, TopologyError
 
-__all__ = ["StreamsApp"]
+__all__ = ["StreamsApp", "AT_LEAST_ONCE", "EXACTLY_ONCE_V2"]
 
 log = logging.getLogger("pylog.streams")
 _TS = struct.Struct(">q")
@@ -61,8 +87,36 @@ _TS = struct.Struct(">q")
 _MIN_RUN = 16
 
 
+AT_LEAST_ONCE = "at_least_once"
+EXACTLY_ONCE_V2 = "exactly_once_v2"
+#: Kafka Streams' file of the instance's process id, in ``<state.dir>/<application.id>``.
+PROCESS_FILE_NAME = "kafka-streams-process-metadata"
+#: The group took the tasks away, or a newer producer holds the transactional id:
+#: Kafka's TaskMigratedException.  The transaction is aborted and the tasks rebuilt.
+_TASK_MIGRATED = (ProducerFencedError, InvalidProducerEpochError, IllegalGenerationError, UnknownMemberIdError,
+                  FencedInstanceIdError)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _setting(config: Dict[str, Any], name: str, default: Any) -> Any:
+    """A setting by Kafka's dotted name or its snake_case twin (``commit.interval.ms`` or
+    ``commit_interval_ms``)."""
+    if name in config:
+        return config[name]
+    return config.get(name.replace(".", "_"), default)
+
+
+def _processing_guarantee(config: Dict[str, Any]) -> str:
+    value = str(_setting(config, "processing.guarantee", AT_LEAST_ONCE)).lower()
+    if value == "exactly_once_beta":       # Kafka's name of exactly_once_v2 before 3.0
+        value = EXACTLY_ONCE_V2
+    if value not in (AT_LEAST_ONCE, EXACTLY_ONCE_V2):
+        raise ValueError(f"processing.guarantee is {AT_LEAST_ONCE!r} or {EXACTLY_ONCE_V2!r}, got {value!r} "
+                         "(exactly-once v1, one producer per task, is not supported, as in Kafka 4.0)")
+    return value
 
 
 class _Collector:
@@ -74,6 +128,8 @@ class _Collector:
     def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
              partitioner: Any, partition: Optional[int]) -> None:
         app = self.app
+        if app.exactly_once and not app.in_transaction:
+            app.begin_transaction()
         if partition is None and partitioner is not None:
             partition = partitioner(topic, key, value, app.partitions_of(topic))
         app.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None,
@@ -84,7 +140,10 @@ class _Collector:
         """Records without headers, in order: keyed records with the default
         partitioner go through ``send_batch`` a run of equal timestamps at a time (what a
         batch's records mostly share); the rest one by one."""
-        producer = self.app.producer
+        app = self.app
+        if app.exactly_once and not app.in_transaction:
+            app.begin_transaction()
+        producer = app.producer
         n = len(timestamps)
         if partitioner is None and n >= _MIN_RUN and None not in keys:
             ts = np.fromiter(timestamps, dtype=np.int64, count=n)
@@ -107,19 +166,37 @@ class _Collector:
 
 class _TaskMover(ConsumerRebalanceListener):
     """Hands tasks over in a rebalance: before partitions go, what their tasks did is
-    committed (stores, producer, offsets) and the tasks are closed; a task that comes
-    back (here or on another instance) is rebuilt from its changelogs."""
+    committed (stores, producer, offsets; under exactly-once the transaction, which
+    holds every task's work) and the tasks are closed; a task that comes back (here or
+    on another instance) is rebuilt from its changelogs.  Partitions lost (the member
+    was dropped from the group) cannot be committed: under exactly-once the
+    transaction is aborted and every task closed dirty."""
 
     def __init__(self, app: "StreamsApp") -> None:
         self.app = app
 
     def on_partitions_revoked(self, revoked: Set[Any]) -> None:
         if revoked:
-            self.app.commit()
-            self.app._drop_tasks(revoked)
+            app = self.app
+            if app.failed:
+                app._drop_tasks(revoked)
+                return
+            try:
+                app.commit()
+            except _TASK_MIGRATED as exc:
+                if not app.exactly_once:
+                    raise
+                app.handle_task_migrated(exc)
+                return
+            app._drop_tasks(revoked)
 
     def on_partitions_lost(self, lost: Set[Any]) -> None:
-        self.app._drop_tasks(lost)
+        app = self.app
+        if app.exactly_once and not app.failed:
+            app.handle_task_migrated(UnknownMemberIdError("the group dropped this member: partitions lost"),
+                                     rewind=False)
+            return
+        app._drop_tasks(lost)
 
     def on_partitions_assigned(self, assigned: Set[Any]) -> None:
         pass
@@ -135,8 +212,14 @@ class StreamsApp:
     application_id
         The consumer group, and the prefix of internal topics.
     config
-        ``commit.interval.ms`` (default 30000), ``state.dir``, ``default.key.serde`` /
-        ``default.value.serde``, and any processor settings (``app_config``).
+        ``processing.guarantee`` (``"at_least_once"``, the default, or
+        ``"exactly_once_v2"``), ``commit.interval.ms`` (default 30000; 100 under
+        exactly-once), ``transaction.timeout.ms`` (default 10000, Kafka Streams'),
+        ``state.dir``, ``default.key.serde`` / ``default.value.serde``, the group
+        member's ``group.instance.id`` (static membership), ``session.timeout.ms``,
+        ``heartbeat.interval.ms`` and ``max.poll.interval.ms``, and any processor
+        settings (``app_config``).  Each name may also be given in snake_case
+        (``processing_guarantee``).
     """
 
     def __init__(self, topology: Topology, application_id: str, config: Optional[Dict[str, Any]] = None) -> None:
@@ -145,7 +228,17 @@ class StreamsApp:
         self.topology = topology
         self.application_id = application_id
         self.config = dict(config or {})
-        self.commit_interval_ms = int(self.config.get("commit.interval.ms", 30_000))
+        self.processing_guarantee = _processing_guarantee(self.config)
+        self.exactly_once = self.processing_guarantee == EXACTLY_ONCE_V2
+        self.commit_interval_ms = int(_setting(self.config, "commit.interval.ms",
+                                               100 if self.exactly_once else 30_000))
+        self.transaction_timeout_ms = int(_setting(self.config, "transaction.timeout.ms", 10_000))
+        self.state_dir = str(_setting(self.config, "state.dir", ""))
+        #: A transaction is open (exactly-once): records were sent since the last commit.
+        self.in_transaction = False
+        #: run() is failing: a rebalance on the way out must not commit.
+        self.failed = False
+        self._process_id: Optional[str] = None
         # records per poll: enough that a fetched batch (up to 1 MiB) is rarely cut in two
         self.max_poll_records = int(self.config.get("max.poll.records", 10_000))
         self.tasks: Dict[Tuple[int, int], StreamTask] = {}
@@ -153,6 +246,8 @@ class StreamsApp:
         self._stop = threading.Event()
         self._partition_counts: Dict[str, int] = {}
         self._offsets: Dict[Tuple[str, int], int] = {}
+        #: Exactly-once: offsets committed by this instance, of the partitions it has.
+        self._committed: Dict[Tuple[str, int], int] = {}
         groups = topology.node_groups()
         self._groups = [(gid, names) for gid, names in groups if not topology.is_global_group(names)]
         self._global_names = [n for _, names in groups if topology.is_global_group(names) for n in names]
@@ -267,10 +362,17 @@ class StreamsApp:
         task = self.tasks.get((gid, partition))
         if task is None:
             names = dict(self._groups)[gid]
+            task_id = f"{gid}_{partition}"
+            if self.exactly_once:
+                # Local state may hold writes of a transaction that was aborted (or never
+                # committed before a crash): only the changelog's committed records count.
+                task_dir = os.path.dirname(os.path.dirname(store_directory(self.state_dir, self.application_id,
+                                                                           task_id, "-")))
+                shutil.rmtree(task_dir, ignore_errors=True)
             shared = {} if self.global_task is None else dict(self.global_task.stores)
             task = StreamTask(self.topology, names, application_id=self.application_id,
-                              task_id=f"{gid}_{partition}", config=self.config, collector=self._collector,
-                              state_dir=str(self.config.get("state.dir", "")), partition=partition,
+                              task_id=task_id, config=self.config, collector=self._collector,
+                              state_dir=self.state_dir, partition=partition,
                               wall_clock=_now_ms, shared_stores=shared,
                               default_key_serde=self.config.get("default.key.serde"),
                               default_value_serde=self.config.get("default.value.serde"))
@@ -281,7 +383,8 @@ class StreamsApp:
     def _read_to_end(self, partitions: List[Tuple[str, int]], on_record: Any) -> None:
         if not partitions:
             return
-        c = self.client.consumer(enable_auto_commit=False, auto_offset_reset="earliest")
+        c = self.client.consumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                 isolation_level=self._isolation_level)
         try:
             c.assign(partitions)
             c.seek_to_beginning(*partitions)
@@ -328,44 +431,163 @@ class StreamsApp:
         polls in a row bring nothing), then commit and close the app's clients."""
         self.client = client
         self._collector = _Collector(self)
-        self.producer = client.producer(acks="all", linger_ms=int(self.config.get("linger.ms", 5)))
+        self.failed = False
+        self.in_transaction = False
+        self.producer = self._make_producer()
         counts = self._task_counts()
         self._create_internal_topics(counts)
         global_parts = self._bootstrap_globals()
         global_consumer = None
         if global_parts:
-            global_consumer = client.consumer(enable_auto_commit=False, auto_offset_reset="latest")
+            global_consumer = client.consumer(enable_auto_commit=False, auto_offset_reset="latest",
+                                              isolation_level=self._isolation_level)
             global_consumer.assign(global_parts)
             for tp in global_parts:
                 global_consumer.seek_to_end(tp)
         topics = sorted(self._topic_group)
         self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
-                                        enable_auto_commit=False)
+                                        enable_auto_commit=False, isolation_level=self._isolation_level,
+                                        **self._member_config())
         self.consumer.subscribe(topics, _TaskMover(self))
         last_commit = _now_ms()
         idle = 0
         try:
             while not self._stop.is_set():
-                records = self.consumer.poll_batches(timeout_ms=poll_timeout_ms, max_records=self.max_poll_records)
-                if records:
-                    self._process_batches(records)
-                if global_consumer is not None:
-                    for r in global_consumer.poll(timeout_ms=0):
-                        self.global_task.process(r.topic, r.key, r.value, r.timestamp,  # type: ignore[union-attr]
-                                                 r.headers, r.offset)
-                for task in list(self.tasks.values()):
-                    task.punctuate_wall_clock()
-                now = _now_ms()
-                if now - last_commit >= self.commit_interval_ms:
-                    self.commit()
-                    last_commit = now
+                try:
+                    records = self.consumer.poll_batches(timeout_ms=poll_timeout_ms,
+                                                         max_records=self.max_poll_records)
+                    if records:
+                        self._process_batches(records)
+                    if global_consumer is not None:
+                        for r in global_consumer.poll(timeout_ms=0):
+                            self.global_task.process(r.topic, r.key, r.value,  # type: ignore[union-attr]
+                                                     r.timestamp, r.headers, r.offset)
+                    for task in list(self.tasks.values()):
+                        task.punctuate_wall_clock()
+                    now = _now_ms()
+                    if now - last_commit >= self.commit_interval_ms:
+                        self.commit()
+                        last_commit = now
+                except _TASK_MIGRATED as exc:
+                    if not self.exactly_once:
+                        raise
+                    self.handle_task_migrated(exc)
+                    records = []
                 if until_idle:
                     idle = 0 if records else idle + 1
                     if idle >= idle_polls:
                         break
             self.commit()
+        except BaseException:
+            self.failed = True
+            if self.exactly_once:
+                self._abort_and_close_tasks()
+            raise
         finally:
             self._close_clients(global_consumer)
+
+    # -- exactly-once
+    @property
+    def _isolation_level(self) -> str:
+        return "read_committed" if self.exactly_once else "read_uncommitted"
+
+    def _member_config(self) -> Dict[str, Any]:
+        """The consumer's group settings the app config may set (Kafka's names)."""
+        out: Dict[str, Any] = {}
+        for name in ("group.instance.id", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms"):
+            value = _setting(self.config, name, None)
+            if value is not None:
+                out[name.replace(".", "_")] = value if name == "group.instance.id" else int(value)
+        return out
+
+    def process_id(self) -> str:
+        """This instance's process id: a UUID kept in
+        ``<state.dir>/<application.id>/kafka-streams-process-metadata`` (JSON
+        ``{"processId": ...}``, Kafka Streams' file), made on first use.  A file that does
+        not parse is replaced (logged)."""
+        if self._process_id is not None:
+            return self._process_id
+        app_dir = os.path.dirname(os.path.dirname(os.path.dirname(
+            store_directory(self.state_dir, self.application_id, "-", "-"))))
+        path = os.path.join(app_dir, PROCESS_FILE_NAME)
+        pid = None
+        try:
+            with open(path, encoding="utf-8") as f:
+                pid = str(uuid.UUID(json.load(f)["processId"]))
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            log.warning("%s is damaged (%s): the instance takes a new process id", path, exc)
+        if pid is None:
+            pid = str(uuid.uuid4())
+            os.makedirs(app_dir, exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"processId": pid}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        self._process_id = pid
+        return pid
+
+    def transactional_id(self) -> str:
+        """``<application.id>-<process id>-1``: Kafka Streams' transactional id of the
+        instance's first (here: only) stream thread under exactly_once_v2."""
+        return f"{self.application_id}-{self.process_id()}-1"
+
+    def _make_producer(self) -> Any:
+        linger_ms = int(_setting(self.config, "linger.ms", 5))
+        if not self.exactly_once:
+            return self.client.producer(acks="all", linger_ms=linger_ms)
+        producer = self.client.producer(acks="all", linger_ms=linger_ms, transactional_id=self.transactional_id(),
+                                        transaction_timeout_ms=self.transaction_timeout_ms)
+        # fences an earlier producer of this instance and aborts its open transaction
+        # before anything is restored or read
+        producer.init_transactions()
+        return producer
+
+    def begin_transaction(self) -> None:
+        self.producer.begin_transaction()
+        self.in_transaction = True
+
+    def handle_task_migrated(self, exc: BaseException, rewind: bool = True) -> None:
+        """The group or a newer producer took this instance's work away (Kafka's
+        TaskMigratedException): abort the transaction, close every task dirty, and
+        (``rewind``) put the input back at the committed offsets.  A fenced producer is
+        replaced by a new one (which fences in turn, if this instance is the zombie)."""
+        log.warning("%s: tasks migrated (%s): aborting the transaction and rebuilding the tasks from their "
+                    "changelogs", self.application_id, exc)
+        self._abort_and_close_tasks()
+        if self.producer.transaction_state == "FATAL_ERROR":
+            self.producer.close()
+            self.producer = self._make_producer()
+        if rewind:
+            self._rewind_to_committed()
+
+    def _abort_and_close_tasks(self) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            try:
+                self.producer.abort_transaction()
+            except PylogError as exc:     # fenced: the coordinator aborts it for the newer producer
+                log.warning("%s: abort_transaction failed: %s", self.application_id, exc)
+        for task in self.tasks.values():
+            task.close()
+        self.tasks.clear()
+        self._offsets.clear()
+        self._committed.clear()
+
+    def _rewind_to_committed(self) -> None:
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        committed = self.consumer.committed(assigned)
+        for tp in assigned:
+            oam = committed.get(tp)
+            if oam is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, oam.offset)
 
     def _process_batches(self, batches: List[Any]) -> None:
         """Give each task what a poll brought: a task with one polled partition takes
@@ -408,6 +630,7 @@ class StreamsApp:
         for tp in partitions:
             topic, partition = tp[0], tp[1]
             self._offsets.pop((topic, partition), None)
+            self._committed.pop((topic, partition), None)
             gid = self._topic_group.get(topic)
             task = self.tasks.pop((gid, partition), None) if gid is not None else None
             if task is not None:
@@ -415,12 +638,38 @@ class StreamsApp:
                 log.info("task %s of %s moved away", task.task_id, self.application_id)
 
     def commit(self) -> None:
-        """Flush stores and producer, then commit the consumed offsets (at-least-once)."""
+        """Flush the stores, then at-least-once: flush the producer and commit the
+        consumed offsets; exactly-once: send the consumed offsets to the transaction
+        with the consumer's group metadata and commit it (a transaction with nothing
+        consumed or written is not begun)."""
         for task in self.tasks.values():
             task.flush()
-        self.producer.flush()
-        if self._offsets:
-            self.consumer.commit(dict(self._offsets))
+        if not self.exactly_once:
+            self.producer.flush()
+            if self._offsets:
+                self.consumer.commit(dict(self._offsets))
+            return
+        offsets = self._offsets_to_commit()
+        if offsets:
+            if not self.in_transaction:
+                self.begin_transaction()
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            self._offsets.clear()
+            self._committed.update(offsets)
+        if self.in_transaction:
+            self.producer.commit_transaction()
+            self.in_transaction = False
+
+    def _offsets_to_commit(self) -> Dict[Tuple[str, int], int]:
+        """Exactly-once: the consumed offsets, each moved up to the consumer's position
+        where that is further (past the transaction markers that end a partition, as
+        Kafka Streams commits them), so a caught-up app has no lag of 1 per marker."""
+        offsets = dict(self._offsets)
+        for tp in set(offsets).union(self._committed):
+            pos = self.consumer.position(tp)
+            if pos > max(offsets.get(tp, -1), self._committed.get(tp, -1)):
+                offsets[tp] = pos
+        return offsets
 
     def stop(self) -> None:
         """Ask :meth:`run` to commit and return (safe from another thread)."""
