@@ -1,0 +1,197 @@
+"""A Jepsen-style run on a real 3-broker cluster: an idempotent librdkafka producer
+(acks=all) writes to a topic with replication factor 3, min.insync.replicas=2 and three
+partitions, and a consumer reads along, while a schedule of random faults drawn from a
+seeded RNG hits one broker at a time: SIGKILL and restart, SIGSTOP/SIGCONT, cut off from
+its peers, cut off from ZooKeeper (every link through :mod:`cluster.proxy`). Afterwards
+:meth:`cluster.jepsen.History.check` compares what was acknowledged and read with the
+final logs and the replicas' files: nothing acknowledged lost or moved, nothing
+duplicated or reordered, nothing read that later vanished, no offset holding two
+different records on two replicas.
+
+The default run is a short schedule; ``-m long`` runs a longer one. The figures (faults,
+acknowledged, lost, duplicated, ...) are printed (``-s`` shows them); the seed is printed
+and ``JEPSEN_SEED=<n>`` replays a schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+from cluster.jepsen import History, replica_log, value_of
+from cluster.proxy import ProxiedCluster
+from cluster.test_cluster_replication import admin
+from server.util import wait_for
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+TOPIC = "jepsen"
+PARTITIONS = 3
+SESSION_TIMEOUT_MS = 3000
+OVERRIDES = [f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=1500",
+             "default.replication.factor=3", "min.insync.replicas=2"]
+FAULTS = ("kill", "stop", "peers", "zookeeper")
+
+
+class Run:
+    """One run: the cluster, the producer and consumer threads, the fault schedule."""
+
+    def __init__(self, c: ProxiedCluster, seed: int) -> None:
+        self.c = c
+        self.rng = random.Random(seed)
+        self.history = History()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._produce, name="jepsen-producer", daemon=True),
+                        threading.Thread(target=self._consume, name="jepsen-consumer", daemon=True)]
+        self.errors: list[BaseException] = []
+
+    def _produce(self) -> None:
+        try:
+            p = confluent_kafka.Producer({
+                "bootstrap.servers": self.c.bootstrap, "enable.idempotence": True, "acks": "all",
+                "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                "reconnect.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1000})
+            seq = [0] * PARTITIONS
+            while not self.stop.is_set():
+                for part in range(PARTITIONS):
+                    v = value_of(part, seq[part])
+                    seq[part] += 1
+                    self.history.on_send(v)
+                    p.produce(TOPIC, v, partition=part, on_delivery=self.history.on_delivery)
+                p.poll(0.01)
+            left = p.flush(90)
+            assert left == 0, f"{left} records still unanswered 90 s after the run"
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            self.errors.append(exc)
+
+    def _consume(self) -> None:
+        from confluent_kafka import TopicPartition
+        try:
+            cons = confluent_kafka.Consumer({"bootstrap.servers": self.c.bootstrap, "group.id": "jepsen-reader",
+                                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                             "topic.metadata.refresh.interval.ms": 1000})
+            cons.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+            while not self.stop.is_set():
+                msg = cons.poll(0.1)
+                if msg is not None and msg.error() is None:
+                    self.history.on_read(msg.partition(), msg.offset(), msg.value())
+            cons.close()
+        except BaseException as exc:  # noqa: BLE001
+            self.errors.append(exc)
+
+    def wait_healthy(self) -> None:
+        a = admin(self.c.bootstrap)
+
+        def healthy():
+            md = a.list_topics(TOPIC, timeout=5)
+            t = md.topics.get(TOPIC)
+            return (len(md.brokers) == 3 and t is not None and len(t.partitions) == PARTITIONS
+                    and all(len(p.isrs) == 3 and p.leader in self.c.ids for p in t.partitions.values()))
+        wait_for(healthy, "every partition led with a full ISR", timeout=90)
+
+    def inject(self, kind: str, broker: int, hold: float) -> None:
+        c = self.c
+        self.history.on_fault(f"{kind} broker {broker} for {hold:.1f} s")
+        if kind == "kill":
+            c.cluster.stop_broker(broker, signal.SIGKILL)
+            time.sleep(hold)  # the fault's length: what the schedule is made of
+            c.cluster.start_broker(broker)
+        elif kind == "stop":
+            pid = c.cluster.procs[broker].pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(hold)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        elif kind == "peers":
+            c.isolate_from_peers(broker)
+            time.sleep(hold)
+            c.network.heal()
+        else:
+            c.isolate_from_zookeeper(broker)
+            time.sleep(hold)
+            c.network.heal()
+
+    def run(self, duration: float) -> None:
+        for t in self.threads:
+            t.start()
+        deadline = time.monotonic() + duration
+        try:
+            while time.monotonic() < deadline and not self.errors:
+                kind = self.rng.choice(FAULTS)
+                broker = self.rng.choice(self.c.ids)
+                # Shorter and longer than the session timeout: pauses that end in time,
+                # and ones after which the broker's session has expired.
+                hold = self.rng.uniform(0.5, 2.0 * SESSION_TIMEOUT_MS / 1000)
+                self.inject(kind, broker, hold)
+                # One broker at a time: with RF=3 and min.insync.replicas=2 the cluster
+                # must keep acknowledging through any single fault.
+                self.wait_healthy()
+        finally:
+            self.c.network.heal()
+            self.stop.set()
+            for t in self.threads:
+                t.join(120)
+        assert not self.errors, self.errors
+
+    def final_logs(self) -> tuple[dict, dict, dict]:
+        """What a consumer reads back, each replica's files, the high watermarks."""
+        from confluent_kafka import TopicPartition
+        self.wait_healthy()
+        cons = confluent_kafka.Consumer({"bootstrap.servers": self.c.bootstrap, "group.id": "jepsen-final",
+                                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        hws = {p: cons.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in range(PARTITIONS)}
+        cons.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+        final: dict[int, dict[int, bytes]] = {p: {} for p in range(PARTITIONS)}
+        total = sum(hws.values())
+        deadline = time.monotonic() + 60
+        while sum(len(v) for v in final.values()) < total and time.monotonic() < deadline:
+            msg = cons.poll(0.2)
+            if msg is not None and msg.error() is None:
+                final[msg.partition()][msg.offset()] = msg.value()
+        cons.close()
+        dirs = {i: self.c.cluster.base_dir / f"broker-{i}" for i in self.c.ids}
+
+        def caught_up():
+            logs = {i: {p: replica_log(d, TOPIC, p) for p in range(PARTITIONS)} for i, d in dirs.items()}
+            return all(len(logs[i][p]) >= hws[p] for i in dirs for p in range(PARTITIONS)) and logs
+        replicas = wait_for(caught_up, "every replica holding the records below the high watermark", timeout=60)
+        return final, replicas, hws
+
+
+@pytest.fixture
+def cluster(tmp_path, zk_connect):
+    with ProxiedCluster(tmp_path, zk_connect, 3, OVERRIDES) as c:
+        from confluent_kafka.admin import NewTopic
+        a = admin(c.bootstrap)
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
+        a.create_topics([NewTopic(TOPIC, PARTITIONS, 3)], operation_timeout=30)[TOPIC].result(60)
+        yield c
+
+
+def _jepsen(cluster, duration: float) -> None:
+    seed = int(os.environ.get("JEPSEN_SEED", random.randrange(1 << 30)))
+    print(f"\njepsen seed {seed} (JEPSEN_SEED={seed} replays the schedule)")
+    run = Run(cluster, seed)
+    run.wait_healthy()
+    run.run(duration)
+    final, replicas, hws = run.final_logs()
+    report = run.history.check(final, replicas, hws)
+    print(f"jepsen seed {seed}: {report.figures()}")
+    print("faults: " + "; ".join(run.history.faults))
+    assert report.faults > 0 and report.acknowledged > 0
+    assert report.ok, f"seed {seed}: {report.problems()}"
+
+
+def test_jepsen_short(cluster):
+    _jepsen(cluster, duration=2.0)
+
+
+@pytest.mark.long
+def test_jepsen_long(cluster):
+    _jepsen(cluster, duration=120.0)
