@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from pylog.server.kafka_peer import LOG4J2_PROPERTIES, kraft_properties
 # module_server: one `pylog serve` per test module (tests/server/conftest.py's fixture).
 from server.conftest import module_server  # noqa: F401
 
@@ -50,14 +51,8 @@ MAVEN_ATTEMPTS = 3
 JVM_OPTS = ["-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true"]
 
-_LOG4J2 = """\
-rootLogger.level = WARN
-rootLogger.appenderRef.stderr.ref = STDERR
-appender.stderr.type = Console
-appender.stderr.name = STDERR
-appender.stderr.target = SYSTEM_ERR
-appender.stderr.layout.type = PatternLayout
-appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+# Kafka's warnings, and the line of KafkaRaftServer that says it started.
+_LOG4J2 = LOG4J2_PROPERTIES + """\
 logger.raft.name = kafka.server.KafkaRaftServer
 logger.raft.level = INFO
 """
@@ -171,29 +166,16 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> Path:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self.dir / "data"),
-            "num.partitions": "1",
+        props = kraft_properties(self.port, self.controller_port, self.dir / "data")
+        props.update({
             # What tests/server/conftest.py gives `pylog serve`, so both answer alike.
             "offsets.topic.num.partitions": "4",
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "4",
-            "group.initial.rebalance.delay.ms": "0",
             "group.min.session.timeout.ms": "1000",
             # Tests stamp records in 2023 (fixed timestamps compare across runs); the default
             # 7 days would delete them at a retention check, whenever one falls in a test.
             "log.retention.ms": "-1",
-        }
+        })
         path = self.dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path

@@ -47,8 +47,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+from pylog.cluster.local import free_port
+
 __all__ = ["KafkaUnavailable", "ChildServer", "PylogServer", "KafkaServer", "resolve_classpath",
-           "KAFKA_VERSION", "free_port", "first_fetch_seconds", "side_by_side"]
+           "KAFKA_VERSION", "LOG4J2_PROPERTIES", "first_fetch_seconds", "kraft_properties",
+           "side_by_side"]
 
 #: The Apache Kafka release the generated pom asks Maven for (tests/kafka_ref/pom.xml's).
 KAFKA_VERSION = "4.4.0"
@@ -94,7 +97,8 @@ _POM = """\
 </project>
 """
 
-_LOG4J2 = """\
+#: Kafka's log: warnings and errors, on stderr.
+LOG4J2_PROPERTIES = """\
 rootLogger.level = WARN
 rootLogger.appenderRef.stderr.ref = STDERR
 appender.stderr.type = Console
@@ -105,6 +109,28 @@ appender.stderr.layout.pattern = [%d] %p %m (%c)%n
 """
 
 
+def kraft_properties(port: int, controller_port: int, log_dirs: str | os.PathLike) -> dict[str, str]:
+    """server.properties of one KRaft node being broker and controller on 127.0.0.1,
+    PLAINTEXT, with internal topics of replication factor 1 and no initial rebalance
+    delay (what a single node needs; everything else is Kafka's default)."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dirs),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+
+
 class KafkaUnavailable(Exception):
     """Apache Kafka cannot be run here: no classpath given and no Maven, or no Java
     (``usage`` True: the user must pass something else), or Maven or the storage tool
@@ -113,12 +139,6 @@ class KafkaUnavailable(Exception):
     def __init__(self, message: str, usage: bool = True) -> None:
         super().__init__(message)
         self.usage = usage
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -416,28 +436,13 @@ class KafkaServer(ChildServer):
         self.overrides = list(overrides)
 
     def _write_configs(self) -> Path:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-        }
+        props = kraft_properties(self.port, self.controller_port, self.data_dir)
         for o in self.overrides:
             k, _, v = o.partition("=")
             props[k] = v
         path = self.base_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        (self.base_dir / "log4j2.properties").write_text(_LOG4J2)
+        (self.base_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         return path
 
     def _jvm(self, main: str, args: list[str], heap: str | None = None) -> list[str]:
