@@ -438,3 +438,29 @@ def test_a_failed_marker_write_is_retried_by_the_tick(broker, clock, monkeypatch
     broker.tick()
     assert state(broker, "tx-q") == "CompleteCommit"
     assert committed_values(broker, "t", 0) == [b"v"]
+
+
+def test_a_clustered_coordinator_serves_only_the_partitions_it_loaded(broker):
+    """Unload everything (a clustered broker starts so), load one partition: its ids are
+    served (COORDINATOR_LOAD_IN_PROGRESS while it loads), the others' NOT_COORDINATOR;
+    unloading it drops its ids and a later load brings them back from the log."""
+    from pylog.broker.txn_log import partition_for_transactional_id
+    from pylog.errors import CoordinatorLoadInProgressError, NotCoordinatorError
+
+    txn = Txn(broker, "a")
+    assert txn.add(("t", 0)) == {("t", 0): 0}
+    n = broker.num_partitions(TRANSACTION_STATE_TOPIC)
+    mine = partition_for_transactional_id("a", n)
+    other = next(t for t in (f"x{i}" for i in range(200)) if partition_for_transactional_id(t, n) != mine)
+    coordinator = broker.transactions
+    assert coordinator.unload_all() == 1
+    assert broker.init_producer_id(other).error_code == NotCoordinatorError.error_code
+    coordinator.begin_load(mine)
+    assert txn.end(True) == CoordinatorLoadInProgressError.error_code
+    assert broker.load_txn_partition(mine) == 1
+    assert coordinator.metadata("a").state is TransactionState.ONGOING
+    assert broker.init_producer_id(other).error_code == NotCoordinatorError.error_code
+    assert coordinator.unload(mine) == 1
+    assert txn.end(True) == NotCoordinatorError.error_code
+    broker.load_txn_partition(mine)
+    assert txn.end(True) == 0

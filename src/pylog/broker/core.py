@@ -1052,29 +1052,39 @@ class Broker:
 
     def _load_transactions(self) -> None:
         """Replay ``__transaction_state`` (when it exists) into the transaction
-        coordinator, which then completes the transactions left in a Prepare state.  A
-        damaged batch is skipped with a WARN (each batch is one state change of one id,
-        which falls back to its earlier record)."""
+        coordinator, which then completes the transactions left in a Prepare state."""
         topic = self._topics.get(_txn_log.TRANSACTION_STATE_TOPIC)
         if topic is None:
             return
         topic.internal = True
-        states: dict[int, dict] = {}
-        for part in topic.partitions:
-            name = f"{_txn_log.TRANSACTION_STATE_TOPIC}-{part.index}"
-            state = states[part.index] = {}
-            for batch, crc_ok in _scan_batches(part.log, name, what="the transaction state replay"):
-                if batch.is_control and crc_ok:
-                    continue
-                try:
-                    if not crc_ok:
-                        raise CorruptRecordError(f"CRC mismatch (stored {batch.crc:#010x})")
-                    cols = batch.columns()
-                    _txn_log.replay_batch(zip(cols.keys(), cols.values()), state)
-                except PylogError as exc:
-                    _log.warning("%s: skipped the damaged batch at offsets %d..%d (%s)", name,
-                                 batch.base_offset, batch.last_offset, exc)
-        self.transactions.load(states)
+        self.transactions.load({part.index: self._replay_txn_partition(part) for part in topic.partitions})
+
+    def load_txn_partition(self, partition: int) -> int:
+        """Replay ``__transaction_state-<partition>`` into the transaction coordinator,
+        which then serves its ids: a clustered broker that became the partition's leader
+        (after ``transactions.begin_load``).  Returns the number of ids loaded."""
+        part = self._partition(_txn_log.TRANSACTION_STATE_TOPIC, partition)
+        part.topic.internal = True
+        return self.transactions.load_partition(partition, self._replay_txn_partition(part))
+
+    def _replay_txn_partition(self, part: _Partition) -> dict:
+        """transactional id -> its latest value in one partition, read to its end.  A
+        damaged batch is skipped with a WARN (each batch is one state change of one id,
+        which falls back to its earlier record)."""
+        name = f"{_txn_log.TRANSACTION_STATE_TOPIC}-{part.index}"
+        state: dict = {}
+        for batch, crc_ok in _scan_batches(part.log, name, what="the transaction state replay"):
+            if batch.is_control and crc_ok:
+                continue
+            try:
+                if not crc_ok:
+                    raise CorruptRecordError(f"CRC mismatch (stored {batch.crc:#010x})")
+                cols = batch.columns()
+                _txn_log.replay_batch(zip(cols.keys(), cols.values()), state)
+            except PylogError as exc:
+                _log.warning("%s: skipped the damaged batch at offsets %d..%d (%s)", name,
+                             batch.base_offset, batch.last_offset, exc)
+        return state
 
     # ------------------------------------------------------------------ lookup
 
@@ -1980,6 +1990,12 @@ class Broker:
         try:
             self._check_open()
             part = self._partition(topic, partition)
+            if self.replication is not None:
+                # A clustered broker writes markers as their partition's leader only,
+                # under min.insync.replicas as an acks=all append (Kafka's).
+                refused = self.replication.check_produce(topic, partition, -1)
+                if refused is not None:
+                    raise refused
             ctype = CONTROL_COMMIT if commit else CONTROL_ABORT
             batch = _core.RecordBatch(build_control_batch(ctype, producer_id, producer_epoch, coordinator_epoch,
                                                           timestamp_ms=self.clock()))

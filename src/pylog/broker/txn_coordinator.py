@@ -2,7 +2,9 @@
 
 A transactional producer names itself with a ``transactional.id``.  The coordinator of
 that id (the broker leading partition :func:`~pylog.broker.txn_log.partition_for_transactional_id`
-of ``__transaction_state``; here, always this broker) keeps its state, one
+of ``__transaction_state``: on a single node this broker, in a cluster the partition's
+leader, which serves only the ids of the partitions it leads, :meth:`TransactionCoordinator.load_partition`,
+:meth:`TransactionCoordinator.unload`) keeps its state, one
 :class:`TransactionMetadata` per id, and drives it through Kafka's state machine::
 
     Empty ──AddPartitions/AddOffsets──► Ongoing ──EndTxn(commit)──► PrepareCommit ──markers──► CompleteCommit
@@ -78,7 +80,8 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.broker.txn_log import (TRANSACTION_STATE_TOPIC, TransactionLogValue, TransactionState,
                                   partition_for_transactional_id, txn_record, txn_tombstone)
-from pylog.errors import (ConcurrentTransactionsError, InvalidConfigError, InvalidProducerIdMappingError,
+from pylog.errors import (ConcurrentTransactionsError, CoordinatorLoadInProgressError, InvalidConfigError,
+                          InvalidProducerIdMappingError, NotCoordinatorError,
                           InvalidRequestError, InvalidTransactionTimeoutError, InvalidTxnStateError,
                           OperationNotAttemptedError, ProducerFencedError, PylogError,
                           TransactionalIdNotFoundError, UnknownTopicOrPartitionError, error_for_code)
@@ -272,6 +275,10 @@ class TransactionCoordinator:
         # producer id -> metadata, read without the lock by verify().
         self._by_pid: dict[int, TransactionMetadata] = {}
         self._num_partitions = 0
+        #: ``__transaction_state`` partitions served (None: all, a single node) and being
+        #: loaded (a clustered broker's: :meth:`begin_load`, :meth:`load_partition`).
+        self._owned: set[int] | None = None
+        self._loading: set[int] = set()
         now = clock()
         self._next_timeout_check = now + self.config.transaction_abort_timed_out_transaction_cleanup_interval_ms
         self._next_expiry_check = now + self.config.transaction_remove_expired_transaction_cleanup_interval_ms
@@ -285,22 +292,93 @@ class TransactionCoordinator:
         with self._lock:
             self._num_partitions = self.io.txn_log_partitions(False)
             for partition, values in states.items():
-                epoch = self.io.coordinator_epoch(partition)
-                for tid, v in values.items():
-                    if v.state in (DEAD, PREPARE_EPOCH_FENCE):
-                        continue
-                    txn = TransactionMetadata(
-                        tid, v.producer_id, v.producer_epoch, v.transaction_timeout_ms, v.state,
-                        frozenset((t, p) for t, ps in v.partitions.items() for p in ps),
-                        v.start_timestamp_ms, v.last_update_timestamp_ms, v.previous_producer_id,
-                        coordinator_epoch=epoch)
-                    self._put(txn)
-            for txn in list(self._txns.values()):
-                if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
-                    _log.info("transactional id %s: completing the %s found in the log", txn.transactional_id,
-                              txn.state.state_name)
-                    self._complete(txn)
+                self._take(partition, values)
+            self._complete_prepared(list(self._txns.values()))
             return len(self._txns)
+
+    def load_partition(self, partition: int, values: Mapping[str, TransactionLogValue]) -> int:
+        """:meth:`load` of one partition (its ids' latest values): a clustered broker
+        that became its leader serves its ids from now on.  Returns the number loaded."""
+        with self._lock:
+            self._num_partitions = self.io.txn_log_partitions(False)
+            if self._owned is not None:
+                self._owned.add(partition)
+                self._loading.discard(partition)
+            taken = self._take(partition, values)
+            self._complete_prepared(taken)
+            return len(taken)
+
+    def begin_load(self, partition: int) -> None:
+        """This broker leads ``partition`` now and reads it: requests for its ids get
+        COORDINATOR_LOAD_IN_PROGRESS until :meth:`load_partition`."""
+        with self._lock:
+            if self._owned is None:
+                self._owned = set()
+            self._loading.add(partition)
+
+    def unload(self, partition: int) -> int:
+        """Stop serving the ids of ``partition`` (another broker leads it): their
+        requests get NOT_COORDINATOR.  Returns the number of ids dropped."""
+        with self._lock:
+            if self._owned is None:
+                self._owned = set(range(self._num_partitions))
+            self._owned.discard(partition)
+            self._loading.discard(partition)
+            if not self._num_partitions:
+                self._num_partitions = self.io.txn_log_partitions(False)
+            if not self._num_partitions:
+                return 0
+            gone = [t for t in self._txns.values()
+                    if partition_for_transactional_id(t.transactional_id, self._num_partitions) == partition]
+            for t in gone:
+                self._drop(t)
+            return len(gone)
+
+    def unload_all(self) -> int:
+        """Serve no id until :meth:`load_partition` (a clustered broker starts so)."""
+        with self._lock:
+            gone = len(self._txns)
+            self._owned = set()
+            self._loading.clear()
+            self._txns.clear()
+            self._by_pid.clear()
+            return gone
+
+    def _take(self, partition: int, values: Mapping[str, TransactionLogValue]) -> list[TransactionMetadata]:
+        epoch = self.io.coordinator_epoch(partition)
+        taken = []
+        for tid, v in values.items():
+            if v.state in (DEAD, PREPARE_EPOCH_FENCE):
+                continue
+            txn = TransactionMetadata(
+                tid, v.producer_id, v.producer_epoch, v.transaction_timeout_ms, v.state,
+                frozenset((t, p) for t, ps in v.partitions.items() for p in ps),
+                v.start_timestamp_ms, v.last_update_timestamp_ms, v.previous_producer_id,
+                coordinator_epoch=epoch)
+            self._put(txn)
+            taken.append(txn)
+        return taken
+
+    def _complete_prepared(self, txns: Iterable[TransactionMetadata]) -> None:
+        for txn in txns:
+            if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                _log.info("transactional id %s: completing the %s found in the log", txn.transactional_id,
+                          txn.state.state_name)
+                self._complete(txn)
+
+    def _check_coordinator(self, transactional_id: str) -> None:
+        """Raises NotCoordinatorError / CoordinatorLoadInProgressError for an id whose
+        partition this broker does not serve (yet)."""
+        if self._owned is None:
+            return
+        partition = partition_for_transactional_id(transactional_id, self._partitions())
+        if partition in self._owned:
+            return
+        if partition in self._loading:
+            raise CoordinatorLoadInProgressError(
+                f"{TRANSACTION_STATE_TOPIC}-{partition} of transactional id {transactional_id!r} is loading")
+        raise NotCoordinatorError(f"this broker does not coordinate transactional id {transactional_id!r} "
+                                  f"({TRANSACTION_STATE_TOPIC}-{partition} is led elsewhere)")
 
     def _put(self, txn: TransactionMetadata) -> None:
         old = self._txns.get(txn.transactional_id)
@@ -357,6 +435,7 @@ class TransactionCoordinator:
         """
         if not isinstance(transactional_id, str) or not transactional_id:
             raise InvalidRequestError("a transactional id must be a non-empty str")
+        self._check_coordinator(transactional_id)
         txn = self._txns.get(transactional_id)
         if txn is None or txn.state is DEAD:
             raise InvalidProducerIdMappingError(
@@ -397,6 +476,7 @@ class TransactionCoordinator:
         with self._lock:
             now = self._clock()
             self._partitions()
+            self._check_coordinator(transactional_id)
             txn = self._txns.get(transactional_id)
             if txn is None or txn.state is DEAD:
                 if producer_id != -1:

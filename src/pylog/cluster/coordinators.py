@@ -36,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from typing import Any
+import threading
+from typing import Any, Iterable, Mapping, Sequence
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC
 from pylog.cluster import replication
-from pylog.errors import CoordinatorNotAvailableError, PylogError, TopicAlreadyExistsError
+from pylog.errors import (CoordinatorNotAvailableError, NotLeaderError, PylogError, RequestTimedOutError,
+                          TopicAlreadyExistsError)
 
 __all__ = ["CoordinatorPartitions", "INTERNAL_TOPICS"]
 
@@ -51,6 +53,8 @@ INTERNAL_TOPICS = (CONSUMER_OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC)
 
 #: Kafka's offsets.commit.timeout.ms.
 OFFSETS_COMMIT_TIMEOUT_MS = 5000
+#: How long a WriteTxnMarkers to another broker may take (Kafka's request.timeout.ms).
+MARKERS_TIMEOUT_MS = 30_000
 
 
 class CoordinatorPartitions:
@@ -62,14 +66,21 @@ class CoordinatorPartitions:
         #: Internal partitions this broker leads and serves (or is loading).
         self._led: set[tuple[str, int]] = set()
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pylog-coordinator-loader")
+        self.txn_io = ClusterTxnIO(node, self)
 
     def start(self) -> None:
-        """Serve nothing until LeaderAndIsr says what this broker leads: the groups the
-        broker core loaded from its local logs at open are dropped."""
+        """Serve nothing until LeaderAndIsr says what this broker leads: the groups and
+        transactional ids the broker core loaded from its local logs at open are
+        dropped; the transaction coordinator writes through :class:`ClusterTxnIO`."""
         self.broker.groups.unload_all()
+        txns = self.broker.transactions
+        txns.unload_all()
+        txns.io = self.txn_io
+        self.broker.txn_verifier = no_txn_verification
 
     def close(self) -> None:
         self._loader.shutdown(wait=True)
+        self.txn_io.close()
 
     # -- creating the internal topics (off the loop) ------------------------------------
 
@@ -117,52 +128,227 @@ class CoordinatorPartitions:
 
     def leadership_changed(self, topic: str, partition: int, leader: bool) -> None:
         """This broker now leads (or no longer leads) an internal partition."""
-        if topic != CONSUMER_OFFSETS_TOPIC:
-            return
         tp = (topic, partition)
         if leader and tp not in self._led:
             self._led.add(tp)
-            self.broker.groups.begin_load(partition)
-            self._loader.submit(self._load_groups, partition)
+            if topic == CONSUMER_OFFSETS_TOPIC:
+                # At once: a request for these groups must not meet the old owner's answer.
+                self.broker.groups.begin_load(partition)
+            self._loader.submit(self._load, topic, partition)
         elif not leader and tp in self._led:
             self._led.discard(tp)
-            self._loader.submit(self._unload_groups, partition)
+            self._loader.submit(self._unload, topic, partition)
 
-    def _load_groups(self, partition: int) -> None:
+    def _load(self, topic: str, partition: int) -> None:
         try:
-            n = self.broker.load_group_partition(partition)
-        except Exception:  # noqa: BLE001 - the loader thread must survive; the groups stay unserved
-            _log.exception("loading the groups of %s-%d failed", CONSUMER_OFFSETS_TOPIC, partition)
+            if topic == CONSUMER_OFFSETS_TOPIC:
+                n = self.broker.load_group_partition(partition)
+            else:
+                # The transaction coordinator's lock may be held across marker writes:
+                # taken here, not on the replica thread.
+                self.broker.transactions.begin_load(partition)
+                n = self.broker.load_txn_partition(partition)
+        except Exception:  # noqa: BLE001 - the loader thread must survive; the partition stays unserved
+            _log.exception("loading the coordinator state of %s-%d failed", topic, partition)
             return
-        _log.info("%s-%d: this broker coordinates its groups now (%d loaded)", CONSUMER_OFFSETS_TOPIC,
-                  partition, n)
+        _log.info("%s-%d: this broker coordinates its %s now (%d loaded)", topic, partition,
+                  "groups" if topic == CONSUMER_OFFSETS_TOPIC else "transactional ids", n)
 
-    def _unload_groups(self, partition: int) -> None:
-        n = self.broker.groups.unload(partition)
-        _log.info("%s-%d: no longer led here; %d group(s) unloaded", CONSUMER_OFFSETS_TOPIC, partition, n)
+    def _unload(self, topic: str, partition: int) -> None:
+        if topic == CONSUMER_OFFSETS_TOPIC:
+            n = self.broker.groups.unload(partition)
+        else:
+            n = self.broker.transactions.unload(partition)
+        _log.info("%s-%d: no longer led here; %d unloaded", topic, partition, n)
 
-    # -- replicated commits (the loop thread) ------------------------------------------
+    # -- replicated writes -----------------------------------------------------------------
 
-    def wait_replicated(self, group_id: str, timeout_ms: int = OFFSETS_COMMIT_TIMEOUT_MS) -> asyncio.Future | None:
-        """A future of None once the high watermark of the group's offsets partition has
-        passed everything its leader's log holds now (so the coordinator's latest append
-        for the group), or of the PylogError that stopped it; None when this broker holds
+    def wait_replicated(self, topic: str, partition: int,
+                        timeout_ms: int = OFFSETS_COMMIT_TIMEOUT_MS) -> asyncio.Future | None:
+        """(Loop thread.)  A future of None once the high watermark of ``topic-partition``
+        has passed everything its leader's log holds now (so the latest append of a
+        coordinator), or of the PylogError that stopped it; None when this broker holds
         no replica of the partition (nothing was appended here)."""
         manager = self.node.replica_manager
-        n = self.broker.num_partitions(CONSUMER_OFFSETS_TOPIC)
-        tp = (CONSUMER_OFFSETS_TOPIC, partition_for_group(group_id, n))
-        r = manager.replicas.get(tp)
+        r = manager.replicas.get((topic, partition))
         if r is None:
             return None
-        manager.after_leader_append(*tp)     # an ISR of one moves the high watermark at once
+        manager.after_leader_append(topic, partition)     # an ISR of one moves the high watermark at once
         with r.lock:
             end = r.log.log_end_offset
             append = replication.AppendInfo(end - 1, end - 1, r.state.leader_epoch)
-        return manager.wait_for_acks(tp[0], tp[1], append, timeout_ms)
+        return manager.wait_for_acks(topic, partition, append, timeout_ms)
+
+    def wait_group_replicated(self, group_id: str) -> asyncio.Future | None:
+        """:meth:`wait_replicated` for the group's ``__consumer_offsets`` partition."""
+        n = self.broker.num_partitions(CONSUMER_OFFSETS_TOPIC)
+        return self.wait_replicated(CONSUMER_OFFSETS_TOPIC, partition_for_group(group_id, n))
+
+    def await_replicated(self, partitions: Iterable[tuple[str, int]],
+                         timeout_ms: int = OFFSETS_COMMIT_TIMEOUT_MS) -> dict[tuple[str, int], PylogError]:
+        """(Any thread but the loop's.)  :meth:`wait_replicated` for each partition,
+        blocking; the partitions whose wait failed, with the error."""
+        partitions = list(partitions)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def start() -> None:
+            waits = {tp: self.wait_replicated(*tp, timeout_ms=timeout_ms) for tp in partitions}
+
+            async def gather() -> dict:
+                return {tp: await w for tp, w in waits.items() if w is not None}
+
+            task = self.node.loop.create_task(gather())
+            task.add_done_callback(lambda t: done.set_exception(t.exception()) if t.exception()
+                                   else done.set_result(t.result()))
+
+        self.node.call_in_loop(start)
+        try:
+            results = done.result(timeout_ms / 1000 + 5)
+        except concurrent.futures.TimeoutError:
+            return {tp: RequestTimedOutError("the loop did not answer") for tp in partitions}
+        return {tp: e for tp, e in results.items() if e is not None}
 
 
 def commit_error_code(error: PylogError) -> int:
-    """Kafka's translation of a failed replicated append of the coordinator into the
-    error its request answers (GroupMetadataManager's)."""
+    """Kafka's translation of a failed replicated append of a coordinator into the error
+    its request answers (GroupMetadataManager's and TransactionStateManager's)."""
     from pylog.broker.group import _storage_error_code
     return _storage_error_code(error, for_commit=True)
+
+
+class ClusterTxnIO:
+    """The transaction coordinator's :class:`~pylog.broker.txn_coordinator.TxnLogIO` on
+    a clustered broker: ``__transaction_state`` is the cluster topic, each state change
+    is answered once replicated, and markers go to their partitions' leaders (this
+    broker's own by a local append, the others' by WriteTxnMarkers), each acknowledged
+    once replicated.  Called with the coordinator's lock held, never on the loop."""
+
+    def __init__(self, node: Any, partitions: CoordinatorPartitions) -> None:
+        self.node = node
+        self.broker = node.broker
+        self.partitions = partitions
+        self._clients: dict[int, tuple[tuple[str, int], Any]] = {}
+        self._clients_lock = threading.Lock()
+
+    def txn_log_partitions(self, create: bool) -> int:
+        n = len(self.node.metadata.partitions_of(TRANSACTION_STATE_TOPIC))
+        if not n and self.broker.has_topic(TRANSACTION_STATE_TOPIC):
+            # LeaderAndIsr made the local replicas before this broker's metadata knew them.
+            n = self.broker.num_partitions(TRANSACTION_STATE_TOPIC)
+        if not n and create:
+            raise CoordinatorNotAvailableError(f"{TRANSACTION_STATE_TOPIC} is not created yet")
+        return n
+
+    def append_txn_log(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        from pylog import _core
+        from pylog.errors import error_for_code
+        builder = _core.RecordBatchBuilder()
+        builder.append_many([v for _, v in records], keys=[k for k, _ in records])
+        res = self.broker._append_internal(TRANSACTION_STATE_TOPIC, partition, builder.build())
+        error = res.error if res.error_code else \
+            self.partitions.await_replicated([(TRANSACTION_STATE_TOPIC, partition)]).get(
+                (TRANSACTION_STATE_TOPIC, partition))
+        if error is not None:
+            raise error_for_code(commit_error_code(error), f"{TRANSACTION_STATE_TOPIC}-{partition}: {error}")
+
+    def coordinator_epoch(self, partition: int) -> int:
+        r = self.node.replica_manager.replicas.get((TRANSACTION_STATE_TOPIC, partition))
+        return 0 if r is None else max(r.state.leader_epoch, 0)
+
+    def allocate_producer_id(self) -> int:
+        return self.broker._allocate_producer_id()
+
+    def partition_exists(self, topic: str, partition: int) -> bool:
+        return any(s.partition == partition for s in self.node.metadata.partitions_of(topic))
+
+    def write_markers(self, markers: list) -> Mapping[tuple[str, int], int]:
+        cache = self.node.metadata
+        failed: dict[tuple[str, int], int] = {}
+        by_leader: dict[int, list] = {}
+        for pid, epoch, coordinator_epoch, commit, parts in markers:
+            for tp in parts:
+                leader = cache.leader(*tp)
+                if leader is None:
+                    failed[tp] = NotLeaderError.error_code       # retried once a leader is elected
+                    continue
+                by_leader.setdefault(leader.broker_id, []).append((pid, epoch, coordinator_epoch, commit, tp))
+        sent = {}
+        for broker_id, items in by_leader.items():
+            if broker_id != self.node.broker_id:
+                sent[broker_id] = self._send_markers(broker_id, items)
+        local = by_leader.get(self.node.broker_id, [])
+        if local:
+            written = self.broker.write_txn_markers_and_complete(
+                [(pid, epoch, ce, commit, [tp]) for pid, epoch, ce, commit, tp in local])
+            failed.update(written)
+            ok = [tp for *_, tp in local if tp not in written]
+            for tp, error in self.partitions.await_replicated(ok).items():
+                failed[tp] = error.error_code
+        for broker_id, fut in sent.items():
+            failed.update(self._markers_answer(fut, [tp for *_, tp in by_leader[broker_id]]))
+        return failed
+
+    def _send_markers(self, broker_id: int, items: list) -> concurrent.futures.Future:
+        from pylog.client.kafka.network import NetworkClient
+        from pylog.protocol import messages as m
+        from pylog.protocol.apis import ApiKey
+        M: Any = m.WriteTxnMarkersRequest
+        grouped: dict[tuple, dict[str, list[int]]] = {}
+        for pid, epoch, ce, commit, (topic, p) in items:
+            grouped.setdefault((pid, epoch, ce, commit), {}).setdefault(topic, []).append(p)
+        body = M(markers=[M.WritableTxnMarker(
+            producer_id=pid, producer_epoch=epoch, transaction_result=commit, coordinator_epoch=ce,
+            topics=[M.WritableTxnMarkerTopic(name=t, partition_indexes=ps) for t, ps in topics.items()])
+            for (pid, epoch, ce, commit), topics in grouped.items()])
+        broker = self.node.metadata.brokers.get(broker_id)
+        fut: concurrent.futures.Future
+        if broker is None:
+            fut = concurrent.futures.Future()
+            fut.set_exception(NotLeaderError(f"broker {broker_id} is not alive"))
+            return fut
+        ep = (broker.endpoints[0].host, broker.endpoints[0].port)
+        with self._clients_lock:
+            have = self._clients.get(broker_id)
+            if have is None or have[0] != ep:
+                if have is not None:
+                    have[1].close(timeout=0)
+                have = (ep, NetworkClient(f"{ep[0]}:{ep[1]}", client_id=f"pylog-broker-{self.node.broker_id}-txn"))
+                self._clients[broker_id] = have
+            client = have[1]
+        node = broker_id if client.cluster.node(broker_id) is not None else -1
+        try:
+            return client.send(node, ApiKey.WRITE_TXN_MARKERS, body, timeout_ms=MARKERS_TIMEOUT_MS)
+        except PylogError as exc:
+            fut = concurrent.futures.Future()
+            fut.set_exception(exc)
+            return fut
+
+    @staticmethod
+    def _markers_answer(fut: concurrent.futures.Future, partitions: list) -> dict[tuple[str, int], int]:
+        try:
+            resp = fut.result(MARKERS_TIMEOUT_MS / 1000 + 5)
+        except (PylogError, concurrent.futures.TimeoutError, OSError) as exc:
+            _log.info("WriteTxnMarkers to %s failed: %s; retried", partitions, exc)
+            return {tp: RequestTimedOutError.error_code for tp in partitions}
+        out = {}
+        for mk in resp.markers:
+            for t in mk.topics:
+                for p in t.partitions:
+                    if p.error_code:
+                        out[(t.name, p.partition_index)] = p.error_code
+        return out
+
+    def close(self) -> None:
+        with self._clients_lock:
+            for _, client in self._clients.values():
+                client.close(timeout=1.0)
+            self._clients.clear()
+
+
+def no_txn_verification(topic: str, partition: int, producer_id: int, producer_epoch: int,
+                        base_sequence: int = -1) -> int:
+    """The produce path's transaction check on a clustered broker: none (Kafka before
+    KIP-890, ``transaction.partition.verification.enable=false``): a partition's leader
+    is seldom the transaction's coordinator, and asking that one for every first batch
+    (AddPartitionsToTxn ``verify_only``) is not built yet."""
+    return 0

@@ -45,6 +45,7 @@ NONE = 0
 LEADER_NOT_AVAILABLE = 5
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_RECORD = 87
+INVALID_REQUEST = 42
 _NOT_REQUESTED = -2147483648
 _EMPTY = b""
 
@@ -367,24 +368,30 @@ def handle_describe_cluster(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
-    """The leader of the key's partition of ``__consumer_offsets`` (groups); the first
-    request creates the topic (pylog.cluster.coordinators) and is answered
-    COORDINATOR_NOT_AVAILABLE, as Kafka answers it while the leaders are elected."""
+    """The leader of the key's partition of ``__consumer_offsets`` (groups) or
+    ``__transaction_state`` (transactional ids); the first request creates the topic
+    (pylog.cluster.coordinators) and is answered COORDINATOR_NOT_AVAILABLE, as Kafka
+    answers it while the leaders are elected."""
+    from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC, partition_for_transactional_id
     from pylog.server.handlers import handle_find_coordinator as local
     node = _node(conn)
     cache = node.metadata
-    if req.key_type != 0:
+    if req.key_type == 0:
+        topic, partition_for = CONSUMER_OFFSETS_TOPIC, partition_for_group
+    elif req.key_type == 1:
+        topic, partition_for = TRANSACTION_STATE_TOPIC, partition_for_transactional_id
+    else:
         return local(conn, header, req)
-    offsets = cache.partitions_of(CONSUMER_OFFSETS_TOPIC)
+    parts = cache.partitions_of(topic)
     R: Any = m.FindCoordinatorResponse
     not_available = CoordinatorNotAvailableError.error_code
-    if not offsets:
-        conn.server.call_off_loop(_ensure_internal_topic, node, CONSUMER_OFFSETS_TOPIC)
+    if not parts:
+        conn.server.call_off_loop(_ensure_internal_topic, node, topic)
 
     def one(key: str) -> tuple[int, int, str, int]:
-        if not offsets:
-            return not_available, -1, "", -1
-        leader = cache.leader(CONSUMER_OFFSETS_TOPIC, partition_for_group(key, len(offsets)))
+        if not parts or not key:
+            return not_available if key else INVALID_REQUEST, -1, "", -1
+        leader = cache.leader(topic, partition_for(key, len(parts)))
         if leader is None:
             return not_available, -1, "", -1
         return NONE, leader.broker_id, leader.endpoints[0].host, leader.endpoints[0].port
@@ -422,7 +429,7 @@ def _after_replication(conn: Any, answer: Any, group_id: str, appended: Callable
         resp = (await answer) if hasattr(answer, "add_done_callback") else answer
         if not appended(resp):
             return resp
-        waiting = node.coordinators.wait_replicated(group_id)
+        waiting = node.coordinators.wait_group_replicated(group_id)
         if waiting is None:
             return resp
         error = await waiting
@@ -448,6 +455,47 @@ def handle_offset_commit(conn: Any, header: Any, req: Any) -> Any:
     ``offsets.commit.required.acks`` = -1)."""
     from pylog.server.handlers import handle_offset_commit as plain
     return _after_replication(conn, plain(conn, header, req), req.group_id, _commit_appended, _commit_failed)
+
+
+def handle_txn_offset_commit(conn: Any, header: Any, req: Any) -> Any:
+    """TxnOffsetCommit answered once the transactional commit is replicated."""
+    from pylog.server.handlers import handle_txn_offset_commit as plain
+    return _after_replication(conn, plain(conn, header, req), req.group_id, _commit_appended, _commit_failed)
+
+
+def handle_write_txn_markers(conn: Any, header: Any, req: Any) -> Any:
+    """WriteTxnMarkers from a transaction coordinator, answered once every marker
+    written here is replicated (Kafka appends markers with acks=-1)."""
+    from pylog.server.handlers import handle_write_txn_markers as plain
+    node = _node(conn)
+    answer = plain(conn, header, req)
+
+    async def run() -> Any:
+        resp = (await answer) if hasattr(answer, "add_done_callback") else answer
+        waits = []
+        for mk in resp.markers:
+            for t in mk.topics:
+                for p in t.partitions:
+                    if p.error_code == NONE:
+                        w = node.coordinators.wait_replicated(t.name, p.partition_index)
+                        if w is not None:
+                            waits.append((p, w))
+        for p, w in waits:
+            error = await w
+            if error is not None:
+                p.error_code = error.error_code
+        return resp
+
+    return conn.server.loop.create_task(run())
+
+
+def _off_loop(plain: Callable) -> Callable:
+    """``plain`` run in the I/O pool: the transaction coordinator's lock may be held
+    while it waits for the loop (a replicated write), so the loop must never wait for
+    that lock (DescribeTransactions, ListTransactions)."""
+    def handler(conn: Any, header: Any, req: Any) -> Any:
+        return conn.server.call_off_loop(plain, conn, header, req)
+    return handler
 
 
 def _sync_failed(resp: Any, code: int) -> Any:
@@ -528,5 +576,10 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.FIND_COORDINATOR, handle_find_coordinator)
     put(ApiKey.OFFSET_COMMIT, handle_offset_commit)
     put(ApiKey.SYNC_GROUP, handle_sync_group)
+    put(ApiKey.TXN_OFFSET_COMMIT, handle_txn_offset_commit)
+    put(ApiKey.WRITE_TXN_MARKERS, handle_write_txn_markers)
+    from pylog.server.handlers import handle_describe_transactions, handle_list_transactions
+    put(ApiKey.DESCRIBE_TRANSACTIONS, _off_loop(handle_describe_transactions))
+    put(ApiKey.LIST_TRANSACTIONS, _off_loop(handle_list_transactions))
     put(ApiKey.CREATE_TOPICS, handle_create_topics)
     return table
