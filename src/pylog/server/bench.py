@@ -563,8 +563,9 @@ def _compare_kafka(args: argparse.Namespace) -> int:
               ("latency p99 ms" + (" (per poll)" if args.what == "consume" else ""), "latency_p99_ms", ".2f"),
               ("server CPU ms/MB", "server_cpu_ms_per_mb", ".2f"), ("server RSS MB", "server_rss_mb", ".0f"),
               ("start to first answer s", "start_s", ".2f")]
-    print(side_by_side(f"{args.what}: {args.records:,} records{size}, pylog's client; medians of {rounds} "
-                       f"alternating runs after a warm-up run each",
+    runs = f"{rounds} measured runs each, alternating (medians)" if rounds > 1 else "1 measured run each"
+    print(side_by_side(f"{args.what}: {args.records:,} records{size}, pylog's client; {runs}, after a "
+                       f"warm-up run each",
                        [(label, summary["pylog"][key], summary["kafka"][key], spec)
                         for label, key, spec in labels]))
     return 0
