@@ -37,6 +37,8 @@ from server.util import read_frame, wait_for
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
+pytestmark = pytest.mark.long  # 30-50 s each: session expiries and ISR timeouts
+
 SESSION_TIMEOUT_MS = 4000
 OVERRIDES = [f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=2000",
              "default.replication.factor=3"]
@@ -119,15 +121,19 @@ def partition_at(port: int, topic: str):
     return resp.topics[0].partitions[0]
 
 
-pytestmark = pytest.mark.long  # 30-50 s each: session expiries and ISR timeouts
+def led_topic_with_records(c: ProxiedCluster, topic: str) -> tuple[int, list[bytes]]:
+    """``topic`` (RF=3, min.insync.replicas=2) with a full ISR and 50 acknowledged
+    records; returns its leader and the records."""
+    create_topic(c.bootstrap, topic, rf=3, **{"min.insync.replicas": "2"})
+    leader = full_isr(c, topic).leader
+    before = [f"before-{i}".encode() for i in range(50)]
+    assert produce_acked(c.bootstrap, topic, before) == [None] * 50
+    return leader, before
 
 
 def test_zombie_leader_is_fenced_after_sigstop(cluster):
     c = cluster
-    create_topic(c.bootstrap, "zombie", rf=3, **{"min.insync.replicas": "2"})
-    leader = full_isr(c, "zombie").leader
-    before = [f"before-{i}".encode() for i in range(50)]
-    assert produce_acked(c.bootstrap, "zombie", before) == [None] * 50
+    leader, before = led_topic_with_records(c, "zombie")
     pid = c.cluster.procs[leader].pid
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -151,10 +157,7 @@ def test_zombie_leader_is_fenced_after_sigstop(cluster):
 
 def test_leader_cut_off_from_zookeeper_stops_leading_and_registers_again(cluster):
     c = cluster
-    create_topic(c.bootstrap, "zkcut", rf=3, **{"min.insync.replicas": "2"})
-    leader = full_isr(c, "zkcut").leader
-    before = [f"before-{i}".encode() for i in range(50)]
-    assert produce_acked(c.bootstrap, "zkcut", before) == [None] * 50
+    leader, before = led_topic_with_records(c, "zkcut")
     c.isolate_from_zookeeper(leader)
     try:
         wait_metadata(c.bootstrap, "zkcut", lambda md, t: t.partitions[0].leader not in (leader, -1)
