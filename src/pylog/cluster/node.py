@@ -5,7 +5,9 @@
 
 - **Registration**: an ephemeral ``/brokers/ids/<broker.id>`` with the advertised endpoint
   and ``broker.rack``; registered again when ZooKeeper expires the session and a new one
-  is up (the broker epoch, the znode's czxid, changes with it).
+  is up (the broker epoch, the znode's czxid, changes with it).  When the session
+  expires the broker stops leading every partition at once (the controller is electing
+  other leaders), and waits for the LeaderAndIsr its new registration brings.
 - **Controller**: every broker runs a :class:`~pylog.cluster.controller.Controller`, which
   competes for ``/controller``; its requests to brokers go over the Kafka protocol
   (:class:`~pylog.cluster.wire_channel.WireChannel`), its ZooKeeper work runs on one thread
