@@ -188,8 +188,44 @@ def run_transactions(c: LocalCluster, tid: str, topic: str, kill: bool) -> None:
 
 def test_transactions_on_the_cluster(full):
     """Transactions through the coordinator of ``__transaction_state`` (created by the
-    first FindCoordinator), with markers written by the partitions' leaders."""
+    first FindCoordinator), with markers written by the partitions' leaders: librdkafka's
+    producer, then pylog's (commits and aborts, read back read_committed)."""
+    import pylog
+    from pylog import TopicPartition
     run_transactions(full, "tx-plain", "tx-plain", kill=False)
+    client = pylog.connect(full.bootstrap)
+    try:
+        p = client.producer(transactional_id="tx-pylog", linger_ms=0)
+        committed: list[bytes] = []
+        try:
+            p.init_transactions()
+            for n, outcome in enumerate(["commit", "abort", "commit"]):
+                p.begin_transaction()
+                values = [b"%s-%d-%d" % (outcome.encode(), n, i) for i in range(6)]
+                for i, v in enumerate(values):
+                    p.send("tx-plain", v, partition=i % 2)
+                p.flush()
+                if outcome == "commit":
+                    p.commit_transaction()
+                    committed += values
+                else:
+                    p.abort_transaction()
+        finally:
+            p.close()
+        c = client.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+        try:
+            tps = [TopicPartition("tx-plain", 0), TopicPartition("tx-plain", 1)]
+            c.assign(tps)
+            ends = c.end_offsets(tps)
+            got: list[bytes] = []
+            wait_for(lambda: got.extend(r.value for r in c.poll(200)) or
+                     all(c.position(tp) >= ends[tp] for tp in tps), "the partitions' ends", timeout=60)
+        finally:
+            c.close()
+    finally:
+        client.close()
+    mine = [v for v in got if b"-" in v and not v[:1].isdigit()]
+    assert sorted(mine) == sorted(committed)
 
 
 def _values(records) -> list[bytes]:
