@@ -21,6 +21,10 @@
   changes to the controller (AlterPartition) and completes acks=all produces once the
   high watermark passes them.  The broker core asks it (``Broker.replication``) whether a
   produce may append here, which leader epoch to stamp, and where consumer reads stop.
+- **Coordinators** (:class:`~pylog.cluster.coordinators.CoordinatorPartitions`): the
+  group and transaction coordinators serve the groups and transactional ids of the
+  ``__consumer_offsets`` / ``__transaction_state`` partitions this broker leads, loaded
+  from their replicated logs when LeaderAndIsr makes it leader, dropped when it stops.
 - **Metadata**: a :class:`~pylog.cluster.channel.MetadataCache` fed by UpdateMetadata,
   which the cluster's Metadata, FindCoordinator and DescribeCluster answers come from.
 - **Controlled shutdown**: :meth:`ClusterNode.stop` asks the controller to move
