@@ -138,3 +138,27 @@ def test_side_by_side_table():
         "bb      -    1.0            -",
         "c       1      0            -",
     ]
+
+
+@pytest.mark.long
+def test_bench_vs_kafka_runs_every_figure(kafka_jars):
+    """benches/bench_vs_kafka.py at its smoke sizes (PYLOG_BENCH_SMALL): it starts its own
+    servers (two cold starts and one measured pair, a few minutes of JVM on 2 cores),
+    hence long.  Every figure has both sides and a ratio."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from benches.bench_vs_kafka import FIGURES
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYLOG_BENCH_SMALL="1")
+    proc = subprocess.run([sys.executable, "-m", "benches.bench_vs_kafka", "1"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for _key, label, _spec, goal in FIGURES:
+        pylog_value, kafka_value, ratio, *rest = _row(proc.stdout, label)
+        assert float(pylog_value.replace(",", "")) >= 0 and float(kafka_value.replace(",", "")) >= 0
+        assert ratio.endswith("x") or ratio == "-"
+        assert bool(rest) == (goal is not None)
