@@ -490,6 +490,9 @@ class ClusterNode:
             with r.lock:
                 if r.state.resign():
                     resigned.append(f"{r.topic}-{r.partition}")
+            if r.topic in INTERNAL_TOPICS:
+                # Its groups / transactional ids too: NOT_COORDINATOR until a LeaderAndIsr.
+                self.coordinators.leadership_changed(r.topic, r.partition, False)
         if resigned:
             _log.warning("broker %d: ZooKeeper session expired; no longer leading %s", self.broker_id,
                          ", ".join(resigned))
