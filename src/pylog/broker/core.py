@@ -704,6 +704,7 @@ class Broker:
         self._wake_listeners: list[Callable[[], object]] = []
         self._data_cond = threading.Condition(threading.Lock())
         self._data_waiters = 0
+        self._wake_seq = 0          # wake_waiters() calls, counted under _data_cond
         #: KIP-890 verification of transactional produce, set by the transaction
         #: coordinator: ``(topic, partition, producer_id, producer_epoch, base_sequence)``
         #: -> 0, or the Kafka error code to reject the batch with (INVALID_TXN_STATE for
@@ -1123,9 +1124,7 @@ class Broker:
     def append_may_fsync(self, name: str, partition: int) -> bool:
         """Whether a client's append to partition ``partition`` of topic ``name`` may
         fsync before it returns: the topic has a ``flush.messages`` or ``flush.ms``
-        policy (its own or the broker's), or the append is the partition's first under
-        the topic's current leader epoch (which is written to the durable
-        ``leader-epoch-checkpoint``).  A caller on an event loop then appends from a
+        policy (its own or the broker's).  A caller on an event loop then appends from a
         thread.  False for an unknown partition."""
         topic = self._topics.get(name)
         if topic is None or type(partition) is not int or not 0 <= partition < len(topic.partitions):
@@ -2370,19 +2369,29 @@ class Broker:
                     return True
             return False
 
+        # ``stop`` is the caller's code and takes its own locks (a consumer's asks the group
+        # coordinator, whose lock is held while it appends to __consumer_offsets, and that
+        # append's _notify takes _data_cond): it is never called under _data_cond, or the
+        # two locks are taken in both orders and the threads deadlock.  A wake_waiters()
+        # between stop() and wait() is not lost: it moved _wake_seq.
         with self._data_cond:
             self._data_waiters += 1
-            try:
-                while True:
-                    if self._closed or (stop is not None and stop()):
-                        return False
+        try:
+            while True:
+                with self._data_cond:
+                    seq = self._wake_seq
+                if self._closed or (stop is not None and stop()):
+                    return False
+                with self._data_cond:
                     if ready():
                         return True
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
-                    self._data_cond.wait(remaining)
-            finally:
+                    if seq == self._wake_seq:
+                        self._data_cond.wait(remaining)
+        finally:
+            with self._data_cond:
                 self._data_waiters -= 1
 
     def wake_waiters(self) -> None:
@@ -2390,6 +2399,7 @@ class Broker:
         every wake listener: something other than data changed (a group began to
         rebalance, a consumer was told to stop waiting)."""
         with self._data_cond:
+            self._wake_seq += 1
             self._data_cond.notify_all()
         for fn in self._wake_listeners:
             try:
