@@ -145,7 +145,10 @@ class LocalCluster:
     zookeeper : str, optional
         ``HOST:PORT[/chroot]`` of a running ZooKeeper; default: start one (chroot ``/pylog``).
     overrides : sequence of str
-        ``key=value`` broker configs given to every broker (``--override``).
+        ``key=value`` broker configs given to every broker (``--override``).  With fewer
+        than 3 brokers, the internal topics' replication factors (and
+        ``transaction.state.log.min.isr``) default to what the brokers can hold, as
+        Kafka's development configs set them; an override given wins.
     """
 
     def __init__(self, base_dir: str | os.PathLike, brokers: int = 3, *, zookeeper: str | None = None,
@@ -153,7 +156,11 @@ class LocalCluster:
         self.base_dir = Path(base_dir)
         self.count = brokers
         self.zookeeper_connect = zookeeper
-        self.overrides = list(overrides)
+        given = {o.split("=", 1)[0].strip() for o in overrides}
+        small = {"offsets.topic.replication.factor": min(3, brokers),
+                 "transaction.state.log.replication.factor": min(3, brokers),
+                 "transaction.state.log.min.isr": min(2, brokers)}
+        self.overrides = [f"{k}={v}" for k, v in small.items() if brokers < 3 and k not in given] + list(overrides)
         self.zookeeper: ZooKeeperServer | None = None
         self.ports: dict[int, int] = {}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
