@@ -1124,7 +1124,9 @@ class Broker:
     def append_may_fsync(self, name: str, partition: int) -> bool:
         """Whether a client's append to partition ``partition`` of topic ``name`` may
         fsync before it returns: the topic has a ``flush.messages`` or ``flush.ms``
-        policy (its own or the broker's).  A caller on an event loop then appends from a
+        policy (its own or the broker's), or the append is the partition's first under
+        the topic's current leader epoch (which is written to the durable
+        ``leader-epoch-checkpoint``).  A caller on an event loop then appends from a
         thread.  False for an unknown partition."""
         topic = self._topics.get(name)
         if topic is None or type(partition) is not int or not 0 <= partition < len(topic.partitions):
