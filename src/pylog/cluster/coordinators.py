@@ -189,6 +189,10 @@ class CoordinatorPartitions:
         """(Any thread but the loop's.)  :meth:`wait_replicated` for each partition,
         blocking; the partitions whose wait failed, with the error."""
         partitions = list(partitions)
+        if self.node._stopping:
+            # The loop may close before it runs the wait: the write stays unacknowledged
+            # (the next leader's coordinator finishes what it depended on).
+            return {tp: NotLeaderError("the broker is stopping") for tp in partitions}
         done: concurrent.futures.Future = concurrent.futures.Future()
 
         def start() -> None:
