@@ -50,12 +50,13 @@ LINE_WAIT_S = 60
 
 
 class Processor:
-    """One run of eos_processor.py; its stdout lines are queued as they come."""
+    """One run of eos_processor.py (or another ``script`` speaking its line protocol, as
+    tests/streams/eos_streams_app.py); its stdout lines are queued as they come."""
 
-    def __init__(self, args: list[str], stderr_path: str, lockstep: bool = False) -> None:
+    def __init__(self, args: list[str], stderr_path: str, lockstep: bool = False, script: str = PROCESSOR) -> None:
         self._stderr = open(stderr_path, "ab")
         self.lockstep = lockstep
-        self.proc = subprocess.Popen([sys.executable, PROCESSOR, *args, *(["--lockstep"] if lockstep else [])],
+        self.proc = subprocess.Popen([sys.executable, script, *args, *(["--lockstep"] if lockstep else [])],
                                      stdin=subprocess.PIPE if lockstep else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=self._stderr,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
