@@ -7,7 +7,6 @@ without repeating a count."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -15,6 +14,8 @@ import pylog
 from pylog.streams import Materialized, Serdes, StreamsBuilder, StreamsError
 from pylog.streams.runtime import PROCESS_FILE_NAME
 from tests.client.helpers import read_to_end
+
+from .test_runtime import produce, two_instances_hand_over
 
 S = Serdes.string()
 
@@ -35,13 +36,6 @@ def counting_app(state_dir, app_id="eos-wc", *, fail_on=None, store_type="in_mem
                                                   "state.dir": str(state_dir), **config})
 
 
-def produce(client, pairs, topic="lines"):
-    with client.producer() as p:
-        for k, v in pairs:
-            p.send(topic, key=k.encode(), value=v.encode())
-        p.flush()
-
-
 def committed_updates(client, topic="counts"):
     """word -> the counts read_committed sees, in order."""
     out: dict[str, list[int]] = {}
@@ -56,7 +50,7 @@ def test_exactly_once_counts_embedded_with_kafka_streams_transactional_id(tmp_pa
     with pylog.open(tmp_path / "data") as client:
         client.create_topic("lines", 2)
         client.create_topic("counts", 2)
-        produce(client, [("a", "x y x"), ("b", "y z")])
+        produce(client, "lines", [("a", "x y x"), ("b", "y z")])
         app = counting_app(tmp_path / "state")
         assert app.commit_interval_ms == 100      # Kafka Streams' default under exactly-once
         app.run(client, until_idle=True)
@@ -68,7 +62,7 @@ def test_exactly_once_counts_embedded_with_kafka_streams_transactional_id(tmp_pa
         ends = sum(client.list_offsets("counts", p, -1).offset for p in range(2))
         assert ends > 5
         # a restart keeps the process id (and so fences its predecessor's producer)
-        produce(client, [("c", "x")])
+        produce(client, "lines", [("c", "x")])
         app2 = counting_app(tmp_path / "state")
         app2.run(client, until_idle=True)
         assert app2.transactional_id() == app.transactional_id()
@@ -83,9 +77,9 @@ def test_a_failed_run_aborts_its_transaction_and_its_state_is_not_restored(tmp_p
     with pylog.open(tmp_path / "data") as client:
         client.create_topic("lines", 1)
         client.create_topic("counts", 1)
-        produce(client, [("a", "x y")])
+        produce(client, "lines", [("a", "x y")])
         counting_app(tmp_path / "state", store_type="persistent").run(client, until_idle=True)
-        produce(client, [("b", "x z"), ("c", "y"), ("d", "boom")])
+        produce(client, "lines", [("b", "x z"), ("c", "y"), ("d", "boom")])
         failing = counting_app(tmp_path / "state", store_type="persistent", fail_on="boom")
         with pytest.raises(StreamsError, match="cannot count 'boom'"):
             failing.run(client, until_idle=True)
@@ -102,21 +96,8 @@ def test_two_exactly_once_instances_hand_tasks_over_without_repeating_a_count(tm
     and gives tasks up, the second rebuilds them from the committed changelogs; every
     word's counts read back are 1..n exactly."""
     with pylog.open(tmp_path / "data") as client:
-        client.create_topic("lines", 4)
-        client.create_topic("counts", 4)
-        produce(client, [(f"k{i}", "x y" if i % 2 else "y z") for i in range(40)])
-        first = counting_app(tmp_path / "state-1", "eos-shared")
-        t = threading.Thread(target=first.run, args=(client,), kwargs={"poll_timeout_ms": 50})
-        t.start()
-        try:
-            second = counting_app(tmp_path / "state-2", "eos-shared")
-            second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
-            produce(client, [("late", "x")])
-            second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
-        finally:
-            first.stop()
-            t.join(timeout=150)
-        assert not t.is_alive()
+        first, second = two_instances_hand_over(client, lambda d: counting_app(tmp_path / d, "eos-shared"),
+                                                ("late", "x"))
         assert first.transactional_id() != second.transactional_id()
         assert committed_updates(client) == {"x": list(range(1, 22)), "y": list(range(1, 41)),
                                              "z": list(range(1, 21))}

@@ -101,26 +101,35 @@ def test_joined_topics_must_be_co_partitioned(tmp_path):
             b.build("cp").run(client, until_idle=True)
 
 
+def two_instances_hand_over(client, make_app, late):
+    """4-partition "lines" (40 lines, then ``late``) processed by two instances
+    ``make_app("state-1")`` and ``make_app("state-2")``: the second joins while the first
+    runs, runs until idle, then again after ``late`` is produced; then the first stops.
+    Returns the two apps."""
+    import threading
+
+    client.create_topic("lines", 4)
+    client.create_topic("counts", 4)
+    produce(client, "lines", [(f"k{i}", "x y" if i % 2 else "y z") for i in range(40)])
+    first = make_app("state-1")
+    t = threading.Thread(target=first.run, args=(client,), kwargs={"poll_timeout_ms": 50})
+    t.start()
+    try:
+        second = make_app("state-2")
+        second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
+        produce(client, "lines", [late])
+        second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
+    finally:
+        first.stop()
+        t.join(timeout=150)   # a member that left uncleanly is waited for a session timeout
+    assert not t.is_alive()
+    return first, second
+
+
 def test_two_instances_share_the_partitions_and_hand_tasks_over(tmp_path):
     """A second instance joins the group while the first runs: the first commits and
     closes the tasks it gives up, the second rebuilds them from their changelogs, and
     the final counts are those of one instance."""
-    import threading
-
     with pylog.open(tmp_path / "data") as client:
-        client.create_topic("lines", 4)
-        client.create_topic("counts", 4)
-        produce(client, "lines", [(f"k{i}", "x y" if i % 2 else "y z") for i in range(40)])
-        first = word_count(tmp_path / "state-1", "shared")
-        t = threading.Thread(target=first.run, args=(client,), kwargs={"poll_timeout_ms": 50})
-        t.start()
-        try:
-            second = word_count(tmp_path / "state-2", "shared")
-            second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
-            produce(client, "lines", [("late", "x")])
-            second.run(client, until_idle=True, idle_polls=20, poll_timeout_ms=50)
-        finally:
-            first.stop()
-            t.join(timeout=150)   # a member that left uncleanly is waited for a session timeout
-        assert not t.is_alive()
+        two_instances_hand_over(client, lambda d: word_count(tmp_path / d, "shared"), ("late", "x"))
         assert final_counts(client) == {"x": 21, "y": 40, "z": 20}
