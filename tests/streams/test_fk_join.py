@@ -243,6 +243,7 @@ def test_a_stale_response_is_dropped(builder):
         stale = SubscriptionResponseWrapper(murmur3_hash128(b"f1:old"), "R1", 0)
         d.pipe_raw(RESP, b"p1", resp.serialize(stale), 11)
         assert out.read_records_to_list() == []
+        assert d.metrics().get("dropped-records", 0) == 1   # Kafka 4 counts it
         fresh = SubscriptionResponseWrapper(murmur3_hash128(b"f1:new"), "R1", 0)
         d.pipe_raw(RESP, b"p1", resp.serialize(fresh), 12)
         assert [(r.key, r.value, r.timestamp) for r in out.read_records_to_list()] == [("p1", "f1:new+R1", 12)]

@@ -423,7 +423,8 @@ class ForeignTableJoin(_SubscriptionStoreUser):
 class ResponseJoin(P._Base):
     """Back on the left side (Kafka's ``ResponseJoinProcessorSupplier``): a response whose
     hash matches the left row's current value is joined (an inner join turns a missing
-    right row into a deletion); a stale one is dropped."""
+    right row into a deletion); a stale one is dropped and counted in
+    ``dropped-records``, as Kafka 4 counts it."""
 
     def __init__(self, getter_factory: Callable[[Any], Callable[[Any], Any]], value_serde: Serde,
                  joiner: Callable[[Any, Any], Any], left_join: bool) -> None:
@@ -442,13 +443,15 @@ class ResponseJoin(P._Base):
         current = None if found is None else found[0]
         current_hash = None if current is None else murmur3_hash128(self.value_ser(current))
         if response.hash != current_hash:
-            return  # answers a left value that has changed since
+            # answers a left value that has changed since (Kafka 4 counts it as dropped)
+            P._dropped(self.context, "stale foreign-key join response")
+            return
         right = response.foreign_value
         if right is None and (not self.left_join or current is None):
             result = None
         else:
             result = self.joiner(current, right)
-        self.forward(Record(pk, result, record.timestamp))
+        self.forward(record.with_value(result))
 
 
 # ---- building ------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Streams' ``kafka-streams-test-utils`` driver does.
 Every topic has one partition; all the sub-topologies run in one task (``0_0``), the
 global stores in a global task.  Piping a record processes it at once through the
 topology, then processes what it wrote to repartition topics (and to any topic the
-topology reads), each time choosing the queued record with the smallest timestamp, as
-a task's partition group does.  Stream-time punctuators fire after each record;
+topology reads), one record at a time from the topic whose oldest queued record has
+the smallest timestamp, as a task's partition group does (ties broken as Kafka's
+``java.util.PriorityQueue`` breaks them).  Stream-time punctuators fire after each record;
 wall-clock punctuators when :meth:`TopologyTestDriver.advance_wall_clock_time` moves
 the driver's mock clock.  Record caches are off, so every update is emitted.
 
@@ -60,8 +61,70 @@ class _Collector:
         d = self.driver
         d._outputs[topic].append((key, value, timestamp, headers))
         if topic in d._loop_topics:
-            d._seq += 1
-            d._pending.append((topic, key, value, timestamp, headers))
+            d._queued.add((topic, key, value, timestamp, headers))
+
+
+class _PartitionGroup:
+    """What the topology wrote to topics it reads, waiting to be processed, as a Kafka
+    task's ``PartitionGroup`` holds it: a FIFO queue per topic (one partition each) and
+    the next record taken from the queue whose head has the smallest timestamp.  The
+    queues are ordered by a binary heap that breaks ties as ``java.util.PriorityQueue``
+    does (by the heap's shape, not by arrival), so records of equal timestamps on
+    different topics come out in the order Kafka's driver processes them."""
+
+    def __init__(self) -> None:
+        self.queues: Dict[str, Deque[Tuple[Any, ...]]] = {}
+        self.heap: List[Deque[Tuple[Any, ...]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.heap)
+
+    def add(self, record: Tuple[Any, ...]) -> None:
+        q = self.queues.get(record[0])
+        if q is None:
+            q = self.queues[record[0]] = collections.deque()
+        q.append(record)
+        if len(q) == 1:
+            self._offer(q)
+
+    def poll(self) -> Tuple[Any, ...]:
+        heap = self.heap
+        q = heap[0]
+        last = heap.pop()
+        if heap:
+            self._sift_down(last)
+        record = q.popleft()
+        if q:
+            self._offer(q)
+        return record
+
+    def _offer(self, q: Deque[Tuple[Any, ...]]) -> None:
+        heap = self.heap
+        heap.append(q)
+        k, ts = len(heap) - 1, q[0][3]
+        while k > 0:
+            parent = (k - 1) >> 1
+            if ts >= heap[parent][0][3]:
+                break
+            heap[k] = heap[parent]
+            k = parent
+        heap[k] = q
+
+    def _sift_down(self, q: Deque[Tuple[Any, ...]]) -> None:
+        heap = self.heap
+        n, k, ts = len(heap), 0, q[0][3]
+        half = n >> 1
+        while k < half:
+            child = 2 * k + 1
+            c = heap[child]
+            if child + 1 < n and c[0][3] > heap[child + 1][0][3]:
+                child += 1
+                c = heap[child]
+            if ts <= c[0][3]:
+                break
+            heap[k] = c
+            k = child
+        heap[k] = q
 
 
 class TopologyTestDriver:
@@ -89,8 +152,7 @@ class TopologyTestDriver:
         self.topology = topology
         self._wall_clock = int(time.time() * 1000) if initial_wall_clock_time_ms is None else initial_wall_clock_time_ms
         self._outputs: Dict[str, Deque[Tuple[Any, ...]]] = collections.defaultdict(collections.deque)
-        self._pending: Deque[Tuple[Any, ...]] = collections.deque()
-        self._seq = 0
+        self._queued = _PartitionGroup()
         self._offsets: Dict[str, int] = collections.defaultdict(int)
         key_serde = cfg.get("default.key.serde") or cfg.get("default_key_serde") or Serdes.bytes()
         value_serde = cfg.get("default.value.serde") or cfg.get("default_value_serde") or Serdes.bytes()
@@ -131,17 +193,12 @@ class TopologyTestDriver:
             known = sorted(self._loop_topics)
             raise ValueError(f"unknown topic {topic!r}: the topology reads {known}")
         self._process(topic, key, value, timestamp, headers)
-        pending = self._pending
-        while pending:
-            best = 0
-            if len(pending) > 1:
-                best_ts = pending[0][3]
-                for i, rec in enumerate(pending):
-                    if rec[3] < best_ts:
-                        best, best_ts = i, rec[3]
-            rec = pending[best]
-            del pending[best]
-            self._process(*rec)
+        self._drain()
+
+    def _drain(self) -> None:
+        queued = self._queued
+        while queued:
+            self._process(*queued.poll())
 
     def _process(self, topic: str, key: Any, value: Any, timestamp: int, headers: Any) -> None:
         offset = self._offsets[topic]
@@ -159,9 +216,7 @@ class TopologyTestDriver:
             raise ValueError(f"the wall clock only moves forward, got {ms} ms")
         self._wall_clock += ms
         self.task.punctuate_wall_clock()
-        pending = self._pending
-        while pending:
-            self._process(*pending.popleft())
+        self._drain()
 
     # -- stores
     def _meta(self, name: str, kind: str) -> Any:

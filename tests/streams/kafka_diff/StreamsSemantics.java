@@ -122,6 +122,7 @@ public class StreamsSemantics {
         longOut = false;
         KTable<String,String> lt = b.table("l", c), rt = b.table("r", c);
         if (p.has("filter")) lt = lt.filter((k, v) -> !v.endsWith("7"));
+        if (p.has("rmap")) rt = rt.mapValues(v -> v + "!");
         ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
         boolean left = p.get("kind").asText().equals("left");
         TableJoined<String,String> tj = p.has("name") ? TableJoined.as(p.get("name").asText()) : TableJoined.with(null, null);
@@ -135,12 +136,22 @@ public class StreamsSemantics {
           Function<String,String> fk = v -> v.startsWith("-") ? null : v.substring(0, 1);
           o = left ? lt.leftJoin(rt, fk, j, tj, m) : lt.join(rt, fk, j, tj, m);
         }
+        if (p.has("chain")) {
+          // the result joined again: it must be materialised (under the name it took) and send old values
+          Function<String,String> fk2 = v -> v.startsWith("-") ? null : v.substring(0, 1);
+          o = o.leftJoin(rt, fk2, j);
+        }
         o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
       default: throw new RuntimeException(topo);
     }
     Properties props = new Properties();
     props.put(StreamsConfig.APPLICATION_ID_CONFIG, "app");
+    if (topo.equals("fkjoin")) {
+      // mapValues drops the value serde: the pylog side's defaults are strings too
+      props.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
+      props.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
+    }
     props.put("__emit.interval.ms.kstreams.windowed.aggregation__", 0L);
     props.put("statestore.cache.max.bytes", sc.has("cache") ? sc.get("cache").asLong() : 0L);
     props.put("__emit.interval.ms.kstreams.outer.join.spurious.results.fix__", 0L);

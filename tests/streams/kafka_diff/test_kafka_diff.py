@@ -10,7 +10,8 @@ outer; asymmetric windows, grace), table-table joins (inner, left, outer, tombst
 suppress until a time limit, grouping through a repartition topic (count, reduce),
 stream-table and stream-globaltable joins, KTable.group_by (count, aggregate with
 adder and subtractor), foreign-key table-table joins (inner, left; foreign keys that
-change, vanish and come back; a filtered left table; named and materialised), where
+change, vanish and come back; a filtered left table, a mapped right one; named and
+materialised; a join's result joined again), where
 ``describe()`` and the bytes on every internal topic and changelog are compared too.
 
 Java and the jars come from the kafka_ref tests' Maven build (the ``kafka_jars`` fixture,
@@ -99,12 +100,15 @@ def build(sc):
         long_out = False
         lt = b.table("l"); rt = b.table("r")
         if "filter" in p: lt = lt.filter(lambda k, v: not v.endswith("7"))
+        if "rmap" in p: rt = rt.map_values(lambda v: v + "!")
         j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
         fk = (lambda k, v: None if v.startswith("-") else v[0]) if "bifunction" in p else \
             (lambda v: None if v.startswith("-") else v[0])
         tj = TableJoined.as_(p["name"]) if "name" in p else None
         m = Materialized.as_(p["store"]) if "store" in p else Materialized.with_(S, S)
-        (lt.left_join if p["kind"] == "left" else lt.join)(rt, fk, j, table_joined=tj, materialized=m).to_stream().to("out")
+        o = (lt.left_join if p["kind"] == "left" else lt.join)(rt, fk, j, table_joined=tj, materialized=m)
+        if "chain" in p: o = o.left_join(rt, lambda v: None if v.startswith("-") else v[0], j)
+        o.to_stream().to("out")
     elif t == "suppress_time":
         b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"])).to_stream().to("out", value_serde=L)
     return b, long_out
@@ -173,7 +177,8 @@ def gen(rnd, topo):
     elif topo in ("stjoin", "global", "tablegroupby"): p = {"kind": rnd.choice(["inner", "left"])}
     elif topo == "fkjoin":
         p = {"kind": rnd.choice(["inner", "left"])}
-        for opt, value in (("filter", True), ("bifunction", True), ("name", "fk"), ("store", "fk-store")):
+        for opt, value in (("filter", True), ("bifunction", True), ("name", "fk"), ("store", "fk-store"),
+                           ("rmap", True), ("chain", True)):
             if rnd.random() < 0.3:
                 p[opt] = value
     elif topo in ("groupby", "tablegroupby"): p = {}
