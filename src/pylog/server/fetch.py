@@ -165,9 +165,11 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
             res = broker.fetch(topic, partition, offset, limit if limit > 0 else 0,
                                isolation_level=isolation_level)
             if res.error_code:
+                # As Kafka answers a partition its log read failed for: no offsets, and
+                # (OFFSET_OUT_OF_RANGE) a null aborted-transactions list.
                 out.append(PD(partition_index=partition, error_code=res.error_code,
-                              high_watermark=res.high_watermark, last_stable_offset=res.last_stable_offset,
-                              log_start_offset=res.log_start_offset, records=_EMPTY))
+                              high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
+                              aborted_transactions=None if res.error_code == 1 else [], records=_EMPTY))
                 any_error = True
                 continue
             read = res.records
