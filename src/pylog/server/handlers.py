@@ -21,10 +21,12 @@ import time
 from typing import Any, Callable, Iterable
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
+from pylog.broker.topic_config import TOPIC_CONFIGS, normalize
 from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC
 from pylog.errors import (
     InvalidConfigError,
     InvalidRequestError,
+    PolicyViolationError,
     PylogError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
@@ -919,6 +921,11 @@ def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
                 replication = 1
             elif num_partitions == 0 or num_partitions < -1:
                 raise _code_error(37, f"number of partitions must be at least 1, got {num_partitions}")
+            elif num_partitions >= _MAX_RECORDS_PER_USER_OP:
+                # Kafka's controller refuses a request that would write more than 10000
+                # metadata records (a topic record plus one per partition) as a policy
+                # violation, before any other limit.
+                raise PolicyViolationError("Excessively large number of partitions per request.")
             configs: dict[str, str | None] = {}
             for c in t.configs:
                 if c.name in configs:
@@ -943,9 +950,13 @@ def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
             res.error_message = _msg(exc)
             res.num_partitions = -1
             res.replication_factor = -1
-            res.configs = None
+            res.configs = []    # as Kafka answers a topic it did not create (v5+)
         out.append(res)
     return R(throttle_time_ms=0, topics=out)
+
+
+#: The most metadata records Kafka's controller writes for one request.
+_MAX_RECORDS_PER_USER_OP = 10000
 
 
 class _CodeError(PylogError):
@@ -1101,6 +1112,13 @@ def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, 
         try:
             if rtype == RESOURCE_TOPIC:
                 if incremental:
+                    # Kafka checks the configs before it looks the topic up: an invalid
+                    # config for a topic that does not exist is INVALID_CONFIG.
+                    for name, op, value in ops:
+                        if name not in TOPIC_CONFIGS:
+                            raise InvalidConfigError(f"unknown topic config {name!r}")
+                        if op != 1 and value is not None:
+                            normalize(name, value)
                     st.broker.incremental_alter_configs(rname, ops, validate_only=req.validate_only)
                 else:
                     st.broker.alter_configs(rname, {n: v for n, _op, v in ops}, validate_only=req.validate_only)
