@@ -570,6 +570,11 @@ def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
             if code:
                 parts.append(P(partition_index=idx, error_code=code))
                 continue
+            if version < _LIST_OFFSETS_MIN_VERSION.get(p.timestamp, 0):
+                # Kafka answers a special timestamp the request version does not know
+                # (MAX_TIMESTAMP -3 needs v7, EARLIEST_LOCAL -4 v8, LATEST_TIERED -5 v9) so.
+                parts.append(P(partition_index=idx, error_code=UNSUPPORTED_VERSION))
+                continue
             if version == 0 and p.timestamp not in (-1, -2):
                 found = broker.list_offsets(t.name, idx, p.timestamp, isolation_level=req.isolation_level)
             else:
@@ -586,6 +591,9 @@ def handle_list_offsets(conn: Any, header: Any, req: Any) -> Any:
                                leader_epoch=found.leader_epoch if version >= 4 else -1))
         topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)
+
+
+_LIST_OFFSETS_MIN_VERSION = {-3: 7, -4: 8, -5: 9}
 
 
 def handle_offset_for_leader_epoch(conn: Any, header: Any, req: Any) -> Any:
