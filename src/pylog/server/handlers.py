@@ -60,6 +60,7 @@ FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
 INVALID_RECORD = 87
 UNSUPPORTED_VERSION = 35
+UNSUPPORTED_COMPRESSION_TYPE = 76
 
 #: Kafka's "authorized operations not requested" value.
 _NOT_REQUESTED = -2147483648
@@ -482,6 +483,10 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
                 out.append((p.index, INVALID_RECORD, -1, -1, -1,
                             "the produce request carries no record batch" if with_messages else None))
                 continue
+            if version < 7 and _has_zstd(records):
+                # zstd came with Produce v7 (KIP-110): Kafka refuses it in older requests.
+                out.append((p.index, UNSUPPORTED_COMPRESSION_TYPE, -1, -1, -1, None))
+                continue
             res = produce(name, p.index, records, acks=acks)
             code = res.error_code
             if code:
@@ -490,15 +495,44 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
                               conn.peer, res.error_message, code)
                 if with_messages:
                     # v8+: the records that made the batch fail (INVALID_RECORD), by index.
-                    out.append((p.index, code, -1, -1, -1, res.error_message, res.record_errors))
+                    start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, p.index)
+                    out.append((p.index, code, -1, -1, start, res.error_message, res.record_errors))
                 else:
-                    out.append((p.index, code, -1, -1, -1, None))
+                    start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, p.index)
+                    out.append((p.index, code, -1, -1, start, None))
                 continue
             out.append((p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None))
         answer.append((name if name is not None else "", out))
     if acks == 0:
         return NO_RESPONSE
     return produce_response_frame(version, header.correlation_id, answer)
+
+
+#: Produce errors Kafka answers without the partition's log start offset (unknown
+#: partition, not leader, too large, corrupt, storage): every other append error
+#: (sequence, epoch, record validation) carries it.
+_NO_LOG_START_ERRORS = frozenset({-1, 2, 3, 6, 10, 18, 56, UNSUPPORTED_COMPRESSION_TYPE})
+
+
+def _has_zstd(records: Any) -> bool:
+    """Whether a batch of ``records`` (v2 batches, one after another) is zstd-compressed."""
+    view = memoryview(records)
+    pos, end = 0, len(view)
+    while pos + 23 <= end:
+        if view[pos + 22] & 0x07 == 4:     # the low byte of attributes (offset 21, int16)
+            return True
+        length = int.from_bytes(view[pos + 8:pos + 12], "big", signed=True)
+        if length <= 0:
+            return False    # malformed: the append reports it
+        pos += 12 + length
+    return False
+
+
+def _log_start_or_unknown(broker: Any, topic: str, partition: int) -> int:
+    try:
+        return broker.log_start_offset(topic, partition)
+    except PylogError:
+        return -1
 
 
 def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
