@@ -274,7 +274,7 @@ cdef class LogBase:
             self._log_end_offset = <int64_t>(<tuple>res)[1] + 1
             if leader_epoch is not None:
                 if leader_epoch > self._latest_epoch:
-                    self._assign_epoch(leader_epoch, first)
+                    self._assign_epoch(leader_epoch, first, False)
             elif not assign_offsets:
                 self._learn_epochs(batches)
             if self._flush_policy:
@@ -289,4 +289,4 @@ cdef class LogBase:
         for piece in (batches if type(batches) is list or type(batches) is tuple else (batches,)):
             with memoryview(piece) as view:
                 for epoch, start in leader_epoch_starts(view, 0, view.nbytes, self._latest_epoch):
-                    self._assign_epoch(epoch, start)
+                    self._assign_epoch(epoch, start, False)

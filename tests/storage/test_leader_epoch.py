@@ -142,6 +142,41 @@ def test_recovery_relearns_epochs_past_the_checkpoint(tmp_path):
     log.close()
 
 
+def test_a_new_epoch_lost_with_its_unsynced_checkpoint_is_relearned_by_recovery(tmp_path, monkeypatch):
+    """An append's new epoch replaces the checkpoint without fsync; a power loss may
+    leave the old version.  Until a flush makes it durable, the epoch's batches lie past
+    the durable recovery point, so recovery learns the epoch again from them."""
+    from pylog.storage.checkpoint import CheckpointFile
+    from pylog.storage.log import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT
+
+    d = str(tmp_path / "t-0")
+    path = os.path.join(d, LEADER_EPOCH_CHECKPOINT)
+    log = Log.open(d)
+    log.append(_batches(2), leader_epoch=1)
+    log.flush()
+    assert log.recovery_point == 2
+    before = _file(path)
+    fsyncs = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
+    log.append(_batches(2), leader_epoch=2)
+    assert fsyncs == [] and _file(path) == b"0\n2\n1 0\n2 2\n"
+    monkeypatch.setattr(os, "fsync", real)
+    log.close()
+    # What the disk may hold after a power loss before the next flush: the old
+    # checkpoint, the recovery point of the last flush, no clean-shutdown marker.
+    with open(path, "wb") as f:
+        f.write(before)
+    rp_file = CheckpointFile(os.path.join(d, RECOVERY_POINT_CHECKPOINT))
+    rp_file.write({key: 2 for key in rp_file.read()})
+    os.unlink(os.path.join(d, CLEAN_SHUTDOWN_FILE))
+    log = Log.open(d)
+    assert log.leader_epochs == ((1, 0), (2, 2))
+    assert log.end_offset_for_epoch(1) == (1, 2)
+    log.close()
+    assert _file(path) == b"0\n2\n1 0\n2 2\n"
+
+
 def test_corrupt_checkpoint_is_replaced(tmp_path):
     d = str(tmp_path / "t-0")
     log = Log.open(d)

@@ -648,22 +648,24 @@ def test_update_config_applies_to_the_open_log(log_dir):
 
 
 def test_append_may_fsync_says_when_an_append_would_fsync(tmp_path, monkeypatch):
-    """The hint a server's event loop reads before appending: a flush policy, or an
-    epoch new to the log (its checkpoint is replaced durably); checked against the
-    fsyncs the appends really make."""
+    """The hint a server's event loop reads before appending: a flush policy (a new
+    epoch's checkpoint is replaced without fsync); checked against the fsyncs the
+    appends really make, and the checkpoint is durable once the log is flushed."""
     fsyncs = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
     with Log.open(str(tmp_path / "plain")) as log:
-        assert log.append_may_fsync(0) and not log.append_may_fsync(None)
-        del fsyncs[:]
-        log.append(make_batch([b"a"]), leader_epoch=0)
-        assert fsyncs, "a new epoch is written durably"
         assert not log.append_may_fsync(0) and not log.append_may_fsync(None)
         del fsyncs[:]
+        log.append(make_batch([b"a"]), leader_epoch=0)
         log.append(make_batch([b"b"]), leader_epoch=0)
-        assert fsyncs == []
-        assert log.append_may_fsync(1)
+        log.append(make_batch([b"c"]), leader_epoch=1)
+        assert fsyncs == [], "no append fsyncs, not even a new epoch's first"
+        assert not log.append_may_fsync(2)
+        assert log.leader_epochs == ((0, 0), (1, 2))
+        log.flush()
+        assert fsyncs, "a flush makes the segment and the epoch checkpoint durable"
+        assert (tmp_path / "plain" / "leader-epoch-checkpoint").read_text() == "0\n2\n0 0\n1 2\n"
     with Log.open(str(tmp_path / "flushed"), flush_messages=1) as log:
         log.append(make_batch([b"a"]), leader_epoch=0)
         assert log.append_may_fsync(0) and log.append_may_fsync(None)

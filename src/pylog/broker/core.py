@@ -119,7 +119,8 @@ from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartiti
                           InvalidReplicationFactorError, InvalidRequestError, InvalidRecordError,
                           InvalidRequiredAcksError, InvalidTimestampError, InvalidTopicError,
                           KafkaStorageError, LogClosedError, NotEnoughReplicasError, OffsetOutOfRangeError,
-                          PylogError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, error_for_code)
+                          PolicyViolationError, PylogError, TopicAlreadyExistsError, UnknownTopicOrPartitionError,
+                          error_for_code)
 from pylog.records import build_control_batch
 from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, LogManager, ReadResult
 from pylog.storage.txn_index import AbortedTxn
@@ -1124,9 +1125,7 @@ class Broker:
     def append_may_fsync(self, name: str, partition: int) -> bool:
         """Whether a client's append to partition ``partition`` of topic ``name`` may
         fsync before it returns: the topic has a ``flush.messages`` or ``flush.ms``
-        policy (its own or the broker's), or the append is the partition's first under
-        the topic's current leader epoch (which is written to the durable
-        ``leader-epoch-checkpoint``).  A caller on an event loop then appends from a
+        policy (its own or the broker's).  A caller on an event loop then appends from a
         thread.  False for an unknown partition."""
         topic = self._topics.get(name)
         if topic is None or type(partition) is not int or not 0 <= partition < len(topic.partitions):
@@ -1391,8 +1390,9 @@ class Broker:
 
     def describe_configs(self, topic: str, names: Iterable[str] | None = None, *,
                          include_synonyms: bool = False, include_documentation: bool = False) -> list[ConfigEntry]:
-        """Every topic config (or ``names``) with its value and source, defaults included
-        (DescribeConfigs).  Raises UnknownTopicOrPartitionError, InvalidConfigError."""
+        """Every topic config (or ``names``; names that are not topic configs are left
+        out, as Kafka does) with its value and source, defaults included (DescribeConfigs).
+        Raises UnknownTopicOrPartitionError."""
         return self._topic(topic).config.describe(names, include_synonyms=include_synonyms,
                                                   include_documentation=include_documentation)
 
@@ -1734,7 +1734,9 @@ class Broker:
                 dup = scratch.check(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count,
                                     b.last_offset_delta, is_transactional=transactional)
                 if dup is not None:
-                    ts = dup.timestamp if not part.topic.create_time else -1
+                    # Kafka answers a retry with the original batch's timestamp as its
+                    # log append time, under CreateTime too.
+                    ts = dup.timestamp
                     return ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)
                 scratch.update(b.producer_id, b.producer_epoch, b.base_sequence, b.records_count,
                                b.last_offset_delta, offset, last, b.max_timestamp, is_transactional=transactional,
@@ -2141,11 +2143,16 @@ class Broker:
         Raises
         ------
         UnknownTopicOrPartitionError, OffsetOutOfRangeError (beyond the high watermark),
-        InvalidTopicError (an internal topic)
+        InvalidTopicError (an internal topic), PolicyViolationError (cleanup.policy
+        without delete)
         """
         part = self._partition(topic, partition)
         if part.topic.internal:
             raise InvalidTopicError(f"records of internal topic {topic!r} cannot be deleted")
+        if "delete" not in part.log.config.cleanup_policy:
+            # As Kafka: only a log whose cleanup.policy deletes gives records up on request.
+            raise PolicyViolationError(f"records of {topic}-{partition} cannot be deleted: its "
+                                       f"cleanup.policy is {part.log.config.cleanup_policy or 'empty'!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < -1:
             raise OffsetOutOfRangeError(f"cannot delete records before offset {offset!r}")
         with part.lock:

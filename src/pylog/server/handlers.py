@@ -447,8 +447,8 @@ def _find_coordinator(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
-    # Off the loop: creating a topic writes files, and some appends fsync before they
-    # return (a flush policy; a partition's first append in a leader epoch).
+    # Off the loop: creating a topic writes files, and appends under a flush policy
+    # fsync before they return.
     if st.config.auto_create_topics_enable and _needs_creation(st, (t.name for t in req.topic_data)):
         return conn.server.call_off_loop(_produce, conn, header, req)
     may_fsync = st.broker.append_may_fsync

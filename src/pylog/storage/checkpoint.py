@@ -104,19 +104,24 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, fsync dir)."""
+def atomic_write(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, fsync dir).
+    ``durable=False``: the same without the two fsyncs; after a crash the file is the old
+    or the new version, or (the rename reached the disk before the data) an empty or
+    short one: only for a file whose reader refuses such a one as torn."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    if durable:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 class CheckpointFile:

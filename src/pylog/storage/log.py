@@ -805,9 +805,16 @@ class Log(_core.LogBase):
                     and active.size):
                 self._roll(self._log_end_offset)
 
-    def _assign_epoch(self, epoch: int, start_offset: int) -> None:
-        self._epochs.assign(epoch, start_offset)
+    def _assign_epoch(self, epoch: int, start_offset: int, durable: bool = True) -> None:
+        # Appends pass durable=False: the checkpoint is made durable before the recovery
+        # point passes start_offset (see _sync_epochs and leader_epoch's docstring).
+        self._epochs.assign(epoch, start_offset, durable=durable)
         self._latest_epoch = self._epochs.latest_epoch
+
+    def _sync_epochs(self) -> None:
+        """Before the recovery point moves on: a new epoch recorded without fsync becomes
+        durable, as recovery will no longer rescan the batches that carry it."""
+        self._epochs.sync()
 
     # -- leader epochs ---------------------------------------------------------------
 
@@ -825,13 +832,12 @@ class Log(_core.LogBase):
         return self._latest_epoch
 
     def append_may_fsync(self, leader_epoch: int | None = None) -> bool:
-        """Whether an :meth:`append` with this ``leader_epoch`` may fsync before it
-        returns: the log has a flush policy (``flush_messages`` / ``flush_ms``), or the
-        epoch is new to the log (``leader-epoch-checkpoint`` is then replaced durably).
-        For a caller on an event loop, which then appends from a thread.  Lock-free: a
-        hint read from two fields, exact unless the config or the epoch changes
-        meanwhile."""
-        return self._flush_policy or (leader_epoch is not None and leader_epoch > self._latest_epoch)
+        """Whether an :meth:`append` may fsync before it returns: the log has a flush
+        policy (``flush_messages`` / ``flush_ms``).  (A new ``leader_epoch`` does not:
+        ``leader-epoch-checkpoint`` is then replaced without fsync, made durable at the
+        next flush.)  For a caller on an event loop, which then appends from a thread.
+        Lock-free: a hint, exact unless the config changes meanwhile."""
+        return self._flush_policy
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """Kafka's OffsetForLeaderEpoch: ``(epoch, end_offset)`` where ``end_offset`` is
@@ -885,6 +891,7 @@ class Log(_core.LogBase):
             return                # the log was deleted meanwhile: nothing left to make durable
         with self._lock:
             if not self._closed and self._truncations == truncations and offset <= self._log_end_offset:
+                self._sync_epochs()
                 self._recovery_point = max(self._recovery_point, offset)
                 self._write_own_checkpoints()
 
@@ -1292,6 +1299,7 @@ class Log(_core.LogBase):
             idx = self._txn_indexes.get(self._segments[-1].base_offset)
             if idx is not None:   # a sealed segment's flush covers its .txnindex
                 idx.flush()
+            self._sync_epochs()
             self._recovery_point = self._log_end_offset
         self._unflushed_messages = 0
         self._last_flush_ms = self._clock()
