@@ -84,17 +84,17 @@ def coordinator_of(bootstrap: str, group: str) -> int:
 
 
 def offsets_leader(bootstrap: str, group: str) -> int:
-    md = admin(bootstrap).list_topics(CONSUMER_OFFSETS_TOPIC, timeout=5)
-    t = md.topics[CONSUMER_OFFSETS_TOPIC]
+    # Polled: the broker asked may learn the new topic's partitions a moment after another.
+    _, t = wait_metadata(bootstrap, CONSUMER_OFFSETS_TOPIC, lambda md, t: True, "the offsets topic's partitions")
     return t.partitions[partition_for_group(group, len(t.partitions))].leader
 
 
-def kill_coordinator(c: LocalCluster, group: str) -> int:
-    """SIGKILL the group's coordinator; return (its id) once FindCoordinator names the
-    new leader of the group's offsets partition."""
+def kill_coordinator(c: LocalCluster, group: str, sig: int = signal.SIGKILL) -> int:
+    """Stop the group's coordinator with ``sig``; return (its id) once FindCoordinator
+    names the new leader of the group's offsets partition."""
     old = coordinator_of(c.bootstrap, group)
     assert old == offsets_leader(c.bootstrap, group)
-    c.stop_broker(old, signal.SIGKILL)
+    c.stop_broker(old, sig)
     wait_metadata(c.bootstrap, CONSUMER_OFFSETS_TOPIC,
                   lambda md, t: t.partitions[partition_for_group(group, len(t.partitions))].leader not in (old, -1),
                   "a new leader of the group's offsets partition")
@@ -232,10 +232,14 @@ def _values(records) -> list[bytes]:
     return [r.value for r in records]
 
 
-def test_pylog_consumer_group_survives_a_coordinator_kill(full):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.long)],
+                         ids=["sigkill", "sigterm"])
+def test_pylog_consumer_group_survives_a_coordinator_kill(full, sig):
+    """SIGKILL: the controller elects from the ISR once ZooKeeper expires the session;
+    SIGTERM: the controlled shutdown moves the offsets partition's leadership first."""
     import pylog
     c = full
-    group = "g-pylog"
+    group = f"g-pylog-{signal.Signals(sig).name}"
     client = pylog.connect(c.bootstrap)
     try:
         first = client.consumer("t", group_id=group, auto_offset_reset="earliest", enable_auto_commit=False)
@@ -243,7 +247,7 @@ def test_pylog_consumer_group_survives_a_coordinator_kill(full):
         wait_for(lambda: seen.extend(_values(first.poll(timeout_ms=200, max_records=30))) or len(seen) >= 60,
                  "60 records", timeout=60)
         first.commit()
-        kill_coordinator(c, group)
+        kill_coordinator(c, group, sig)
         # The same member goes on: its next records, and a commit on the new coordinator.
         before = len(seen)
         wait_for(lambda: seen.extend(_values(first.poll(timeout_ms=200, max_records=20))) or
@@ -312,8 +316,7 @@ def test_librdkafka_group_survives_a_coordinator_kill(full):
 def txn_coordinator_of(bootstrap: str, transactional_id: str) -> int:
     """The leader of the id's ``__transaction_state`` partition (FindCoordinator's answer)."""
     from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC, partition_for_transactional_id
-    md = admin(bootstrap).list_topics(TRANSACTION_STATE_TOPIC, timeout=5)
-    t = md.topics[TRANSACTION_STATE_TOPIC]
+    _, t = wait_metadata(bootstrap, TRANSACTION_STATE_TOPIC, lambda md, t: True, "the transaction log's partitions")
     return t.partitions[partition_for_transactional_id(transactional_id, len(t.partitions))].leader
 
 
