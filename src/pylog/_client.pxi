@@ -1221,7 +1221,8 @@ cdef class _ProducerCore:
 
     The subclass provides ``_topic_metadata(topic) -> (partitions, max_batch_bytes)``,
     ``_wake_sender()``, ``_wait_for_memory(nbytes)``, ``_wait_batch(batch, timeout)`` and
-    ``_expedite(batch)``.
+    ``_expedite(batch)``; a transactional one also ``_check_send()`` (raises why records
+    are refused outside a transaction, see :meth:`_set_accepting`).
     """
     cdef dict _topics
     cdef list _queues
@@ -1249,6 +1250,7 @@ cdef class _ProducerCore:
     cdef set _incomplete
     cdef bint _idempotent
     cdef bint _transactional         # batches carry the transactional attribute
+    cdef bint _refusing              # transactional, not in a transaction: send asks _check_send()
     cdef int64_t _producer_id
     cdef int _producer_epoch
 
@@ -1288,6 +1290,7 @@ cdef class _ProducerCore:
         self._value_serializer = value_serializer
         self._idempotent = idempotent
         self._transactional = transactional
+        self._refusing = transactional
         self._partitioner = partitioner
         if type(partitioner) is DefaultPartitioner:
             self._pkind = PART_STICKY if (<DefaultPartitioner>partitioner)._ignore_keys else PART_DEFAULT
@@ -1296,6 +1299,12 @@ cdef class _ProducerCore:
         else:
             self._pkind = PART_CUSTOM
         self._closed = False
+
+    def _set_accepting(self, bint accepting):
+        """A transactional producer: whether records are accepted now (in a
+        transaction).  While not, send and send_batch call the subclass's
+        ``_check_send()``, which raises the reason; the per-record path pays one flag."""
+        self._refusing = self._transactional and not accepting
 
     def _set_producer_id(self, int64_t producer_id, int producer_epoch):
         """A new producer id or epoch: sequences restart at 0 on every partition (batches
@@ -1542,6 +1551,8 @@ cdef class _ProducerCore:
         cdef uint8_t *out
         if self._closed:
             raise IllegalStateError("cannot send: the producer is closed")
+        if self._refusing:
+            self._check_send()
         if self._key_serializer is not None and key is not None:
             key = self._key_serializer(key)
         if self._value_serializer is not None and value is not None:
@@ -1667,6 +1678,8 @@ cdef class _ProducerCore:
         cdef PyObject *o
         if self._closed:
             raise IllegalStateError("cannot send: the producer is closed")
+        if self._refusing:
+            self._check_send()
         if self._key_serializer is not None or self._value_serializer is not None:
             raise IllegalStateError("send_batch takes serialized bytes: use a producer without serializers")
         o = PyDict_GetItem(self._topics, topic) if type(topic) is str else NULL

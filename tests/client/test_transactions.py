@@ -10,7 +10,10 @@
 - ``send_offsets_to_transaction``: the group's offsets move with the commit only;
 - a producer fenced by a newer one with the same transactional id ends in FATAL_ERROR
   and none of its records becomes visible;
-- the state machine refuses calls out of order, as Kafka's producer does.
+- the state machine refuses calls out of order, as Kafka's producer does;
+- over the network (where the sender does not wait for AddPartitionsToTxn): a partition
+  refused retriably (CONCURRENT_TRANSACTIONS) is added again and the transaction commits;
+  one refused for good makes the transaction abortable, and the next one commits.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytest
 
 from pylog.broker.core import TopicPartition
 from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidProducerEpochError, ProducerFencedError,
-                          TransactionAbortedError)
+                          PylogError, TransactionAbortedError)
 from tests.client.helpers import offsets_follow_the_transaction, read_to_end
 
 WAIT_S = 30
@@ -219,3 +222,67 @@ def test_asyncio_producer_runs_transactions(client):
     asyncio.run(run())
     assert read_to_end(client, "t", 1, "read_committed") == {0: [b"c0", b"c1", b"c2"]}
     assert read_to_end(client, "t", 1, "read_uncommitted") == {0: [b"c0", b"c1", b"c2", b"aborted"]}
+
+
+def _rewrite_add_answers(client, rewrite):
+    """Over the network the producer sends AddPartitionsToTxn without waiting; make the
+    client's transport pass each answer through ``rewrite(call_number, codes)`` (on the
+    network I/O thread, where the real answers come)."""
+    transport = client._transport
+    real = transport.add_partitions_to_txn_async
+    calls = []
+
+    def add_async(transactional_id, producer_id, producer_epoch, partitions, on_done):
+        calls.append(list(partitions))
+        n = len(calls)
+        real(transactional_id, producer_id, producer_epoch, partitions, lambda codes: on_done(rewrite(n, codes)))
+
+    transport.add_partitions_to_txn_async = add_async
+    return calls
+
+
+def test_a_partition_the_coordinator_refuses_retriably_is_added_again(client):
+    # Kafka's coordinator answers CONCURRENT_TRANSACTIONS to the first AddPartitionsToTxn
+    # while the previous transaction's markers are being written: the sender tries again
+    # after a short backoff, and the transaction commits as a whole.
+    if not hasattr(client._transport, "add_partitions_to_txn_async"):
+        pytest.skip("the embedded transport adds partitions in the sender's call")
+    client.create_topic("t", 2)
+    calls = _rewrite_add_answers(client, lambda n, codes: {tp: 51 for tp in codes} if n % 2 else codes)
+    p = client.producer(transactional_id="tx", linger_ms=0)
+    try:
+        p.init_transactions()
+        for n in range(3):
+            p.begin_transaction()
+            handles = [p.send("t", b"%d-%d" % (n, i), partition=i % 2) for i in range(4)]
+            p.commit_transaction()
+            assert all(h.result(WAIT_S).offset >= 0 for h in handles)
+    finally:
+        p.close()
+    assert len(calls) >= 6          # every transaction asked at least twice
+    assert read_to_end(client, "t", 2, "read_committed") == {
+        0: [b"0-0", b"0-2", b"1-0", b"1-2", b"2-0", b"2-2"], 1: [b"0-1", b"0-3", b"1-1", b"1-3", b"2-1", b"2-3"]}
+
+
+def test_a_partition_the_coordinator_refuses_for_good_makes_the_transaction_abortable(client):
+    if not hasattr(client._transport, "add_partitions_to_txn_async"):
+        pytest.skip("the embedded transport adds partitions in the sender's call")
+    client.create_topic("t", 1)
+    _rewrite_add_answers(client, lambda n, codes: {tp: -1 for tp in codes} if n == 1 else codes)
+    p = client.producer(transactional_id="tx", linger_ms=0)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        refused = p.send("t", b"refused", partition=0)
+        with pytest.raises(PylogError):
+            p.commit_transaction()
+        assert p.transaction_state == "ABORTABLE_ERROR"
+        with pytest.raises(PylogError):
+            refused.result(WAIT_S)
+        p.abort_transaction()
+        p.begin_transaction()
+        p.send("t", b"committed", partition=0)
+        p.commit_transaction()
+    finally:
+        p.close()
+    assert read_to_end(client, "t", 1, "read_committed") == {0: [b"committed"]}

@@ -96,7 +96,8 @@ from pylog.broker.core import ProduceResult
 from pylog.broker.partitioner import DefaultPartitioner, Partitioner, partitioner_for_name
 from pylog.client.transactions import ABORTABLE_ERROR, ABORTING, IN_TRANSACTION, TransactionManager
 from pylog.errors import (IllegalStateError, InvalidConfigError, OutOfOrderSequenceError, PylogError,
-                          RequestTimedOutError, UnknownProducerIdError, UnknownTopicOrPartitionError)
+                          RequestTimedOutError, UnknownProducerIdError, UnknownTopicOrPartitionError,
+                          error_for_code)
 
 __all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata", "BatchSendFuture"]
 
@@ -117,6 +118,10 @@ _MAX_WAIT_S = 3600.0
 #: (both also raised by the client itself), NOT_ENOUGH_REPLICAS_AFTER_APPEND, UNKNOWN_SERVER_ERROR.
 _AMBIGUOUS = frozenset((7, 13, 20, -1))
 _DUPLICATE_SEQUENCE = 46
+_CONCURRENT_TRANSACTIONS = 51
+#: Kafka's producer retries an AddPartitionsToTxn refused with CONCURRENT_TRANSACTIONS
+#: this soon (the previous transaction of the id is still completing).
+_CONCURRENT_BACKOFF_MS = 20
 
 
 class _Request:
@@ -305,25 +310,17 @@ class Producer(_core._ProducerCore):
             self._produce_async = self._produce_sync
         self.transactional_id = transactional_id
         self._txn: TransactionManager | None = None
+        # A transactional producer over the network: (topic, partition) -> its queue, held
+        # (muted) while its AddPartitionsToTxn is out; the answers, for the sender when
+        # the thread that brought one could not take it.
+        self._adding: dict[tuple[str, int], Any] = {}
+        self._add_answers: collections.deque = collections.deque()
         self._produce_kw: dict[str, Any] = {}
         if transactional_id is not None:
             transaction_timeout_ms = _positive_int("transaction_timeout_ms", transaction_timeout_ms, minimum=1,
                                                    maximum=_INT32_MAX)
             self._txn = TransactionManager(self, transport, transactional_id, transaction_timeout_ms)
             self._produce_kw = {"transactional_id": transactional_id}
-            # Records go only inside a transaction: a check before the core's send paths.
-            core_send, core_send_batch, check = self.send, self.send_batch, self._txn.check_send
-
-            def send(*args: Any, **kwargs: Any) -> Any:
-                check()
-                return core_send(*args, **kwargs)
-
-            def send_batch(*args: Any, **kwargs: Any) -> Any:
-                check()
-                return core_send_batch(*args, **kwargs)
-
-            send.__doc__, send_batch.__doc__ = core_send.__doc__, core_send_batch.__doc__
-            self.send, self.send_batch = send, send_batch    # type: ignore[method-assign]
         self._configure(batch_size=batch_size, linger_ms=linger_ms, compression=compression_type,
                         max_request_size=max_request_size, buffer_memory=buffer_memory,
                         partitioner=chosen, key_serializer=key_serializer,
@@ -348,6 +345,12 @@ class Producer(_core._ProducerCore):
 
     def _topic_metadata(self, topic: str) -> tuple[int, int]:
         return self._transport.topic_metadata(topic)
+
+    def _check_send(self) -> None:
+        # The core asks this while a transactional producer refuses records (outside a
+        # transaction, see TransactionManager.state): it raises why.
+        assert self._txn is not None
+        self._txn.check_send()
 
     def _wake_sender(self) -> None:
         with self._wake:
@@ -418,7 +421,7 @@ class Producer(_core._ProducerCore):
                 while True:
                     if self._stopped:
                         return
-                    if self._answers or self._completions:
+                    if self._answers or self._completions or self._add_answers:
                         break
                     now = self._now()
                     delay = self._next_delay(now)
@@ -470,6 +473,8 @@ class Producer(_core._ProducerCore):
         while answers:
             self._answered(*answers.popleft())
         now = self._now()
+        if self._add_answers:
+            self._take_add_answers(now)
         if now >= self._next_metadata:
             self._refresh_metadata()
             self._next_metadata = now + self.metadata_max_age_ms
@@ -577,15 +582,30 @@ class Producer(_core._ProducerCore):
             self._in_produce = False
 
     def _add_to_transaction(self, work: list, now: int, here: bool) -> list:
-        """The drained partitions that may go now: those of the transaction, after an
-        AddPartitionsToTxn of the new ones (sender thread only: on the transport's
-        thread the new ones go back to wait for the sender).  A partition refused
-        retriably waits a backoff; a fatal or abortable refusal stops the sending."""
+        """The drained partitions that may go now: those of the transaction.  The new
+        ones wait: over the network their AddPartitionsToTxn is sent without waiting and
+        the thread that brings the answer sends them (:meth:`_partitions_added`); over
+        the embedded transport the sender adds them at once (on the transport's thread
+        they go back to wait for the sender).  A partition refused retriably waits a
+        backoff; a fatal or abortable refusal stops the sending."""
         txn = self._txn
         assert txn is not None
         new = [(t, p) for t, p, _ in work if not txn.added(t, p)]
         if not new:
             return work
+        if txn.adds_async:
+            keep, ask = [], []
+            for t, p, batches in work:
+                if txn.added(t, p):
+                    keep.append((t, p, batches))
+                    continue
+                self._requeue(t, p, batches, _MUTED)
+                if (t, p) not in self._adding:
+                    self._adding[(t, p)] = batches[0].queue
+                    ask.append((t, p))
+            if ask:
+                txn.add_partitions_async(ask, self._partitions_added)
+            return keep
         if not here:
             txn.add_partitions(new)
             if not txn.may_send():
@@ -600,6 +620,48 @@ class Producer(_core._ProducerCore):
             else:
                 self._requeue(t, p, batches, 0 if here else now + self.retry_backoff_ms)
         return keep
+
+    def _partitions_added(self, codes: dict) -> None:
+        """The answer of an AddPartitionsToTxn (the network I/O thread, after the
+        transaction manager took it): release the partitions' batches and send them
+        here when the sender's state is free and nothing waits for the sender, else
+        hand the answer to the sender."""
+        self._add_answers.append(codes)
+        txn = self._txn
+        assert txn is not None
+        if any(codes.values()) or not txn.may_send() or self._answers or self._bump_pending:
+            self._wake_sender()     # a backoff to time, batches to fail, or answers first
+            return
+        if not self._step_lock.acquire(blocking=False):
+            self._wake_sender()
+            return
+        try:
+            now = self._now()
+            self._take_add_answers(now)
+            if not self._answers and not self._bump_pending:
+                self._send_ready(now, here=True)
+        finally:
+            self._step_lock.release()
+        if self._add_answers or self._answers:
+            self._wake_sender()     # (came while this thread held the sender's state)
+
+    def _take_add_answers(self, now: int) -> None:
+        """Release the partitions whose AddPartitionsToTxn was answered (step lock held):
+        added ones may send, retriably refused ones after a backoff (short for
+        CONCURRENT_TRANSACTIONS, the previous transaction still completing, as Kafka's
+        producer), the others are failed by the sender (the transaction cannot go on)."""
+        answers = self._add_answers
+        while answers:
+            for tp, code in answers.popleft().items():
+                queue = self._adding.pop(tp, None)
+                if queue is None:
+                    continue
+                if not code or not error_for_code(code).retriable:
+                    queue.blocked_until = 0
+                else:
+                    backoff = min(self.retry_backoff_ms, _CONCURRENT_BACKOFF_MS) \
+                        if code == _CONCURRENT_TRANSACTIONS else self.retry_backoff_ms
+                    queue.blocked_until = now + backoff
 
     def _answer_here(self, request: _Request, results: list) -> bool:
         """An answer on the transport's thread (the network I/O thread): when every batch

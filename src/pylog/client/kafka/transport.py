@@ -261,6 +261,7 @@ class KafkaTransport:
         self.fetch_offsets = g.fetch_offsets
         x = self._txns = TxnOps(g, request_timeout_ms=self.request_timeout_ms, retry_backoff=self._retry_backoff)
         self.add_partitions_to_txn = x.add_partitions_to_txn
+        self.add_partitions_to_txn_async = x.add_partitions_to_txn_async
         self.add_offsets_to_txn = x.add_offsets_to_txn
         self.txn_offset_commit = x.txn_offset_commit
         self.end_txn = x.end_txn

@@ -13,13 +13,15 @@ answer is returned as its error code for the producer to judge (fatal, abortable
 AddPartitionsToTxn is sent at version 3 or lower: versions 4+ are the brokers' own.
 
 Threads: every method blocks its caller for its round trips and may be called from any
-thread but the network client's I/O thread.
+thread but the network client's I/O thread, except ``add_partitions_to_txn_async`` (the
+transactional producer's sender adds partitions without waiting), which returns at once
+and may be called from that thread too.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from pylog.broker.core import InitProducerIdResult
 from pylog.client.kafka.cluster import CoordinatorType
@@ -43,6 +45,33 @@ _CONCURRENT_BACKOFF_S = 0.02
 def _first_error(codes: Iterable[int]) -> int:
     """The first non-zero code (0: none): the one that says whether to retry."""
     return next((c for c in codes if c), 0)
+
+
+def _add_partitions_request(transactional_id: str, producer_id: int, producer_epoch: int,
+                            partitions: Iterable[tuple[str, int]]) -> tuple[dict[str, list[int]], Any, Any]:
+    """AddPartitionsToTxn (v3 and below) of ``partitions``: (topic -> partitions, the
+    body, the answer's first error code as a function of the response)."""
+    topics: dict[str, list[int]] = {}
+    for t, p in partitions:
+        topics.setdefault(t, []).append(p)
+    R = m.AddPartitionsToTxnRequest
+    body = R(v3_and_below_transactional_id=transactional_id, v3_and_below_producer_id=producer_id,
+             v3_and_below_producer_epoch=producer_epoch,
+             v3_and_below_topics=[R.AddPartitionsToTxnTopic(name=t, partitions=ps) for t, ps in topics.items()])
+
+    def code_of(resp: Any) -> int:
+        return _first_error(p.partition_error_code for t in resp.results_by_topic_v3_and_below
+                            for p in t.results_by_partition)
+
+    return topics, body, code_of
+
+
+def _add_partitions_result(topics: dict[str, list[int]], resp: Any) -> dict[tuple[str, int], int]:
+    out = {(t, p): 0 for t, ps in topics.items() for p in ps}
+    for t in resp.results_by_topic_v3_and_below:
+        for p in t.results_by_partition:
+            out[(t.name, p.partition_index)] = p.partition_error_code
+    return out
 
 
 class TxnOps:
@@ -88,31 +117,41 @@ class TxnOps:
 
     def add_partitions_to_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
                               partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        topics: dict[str, list[int]] = {}
-        for t, p in partitions:
-            topics.setdefault(t, []).append(p)
+        topics, body, code_of = _add_partitions_request(transactional_id, producer_id, producer_epoch, partitions)
         if not topics:
             return {}
-        R = m.AddPartitionsToTxnRequest
-        body = R(v3_and_below_transactional_id=transactional_id, v3_and_below_producer_id=producer_id,
-                 v3_and_below_producer_epoch=producer_epoch,
-                 v3_and_below_topics=[R.AddPartitionsToTxnTopic(name=t, partitions=ps) for t, ps in topics.items()])
-
-        def code_of(resp: Any) -> int:
-            return _first_error(p.partition_error_code for t in resp.results_by_topic_v3_and_below
-                                for p in t.results_by_partition)
-
         try:
             resp = self._call(transactional_id, CoordinatorType.TRANSACTION, ApiKey.ADD_PARTITIONS_TO_TXN, body,
                               code_of, version=_ADD_PARTITIONS_CLIENT_VERSION,
                               concurrent_backoff=min(self._retry_backoff, _CONCURRENT_BACKOFF_S))
         except PylogError as exc:
             return {(t, p): exc.error_code for t, ps in topics.items() for p in ps}
-        out = {(t, p): 0 for t, ps in topics.items() for p in ps}
-        for t in resp.results_by_topic_v3_and_below:
-            for p in t.results_by_partition:
-                out[(t.name, p.partition_index)] = p.partition_error_code
-        return out
+        return _add_partitions_result(topics, resp)
+
+    def add_partitions_to_txn_async(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                                    partitions: Iterable[tuple[str, int]],
+                                    on_done: Callable[[dict[tuple[str, int], int]], object]) -> None:
+        """AddPartitionsToTxn without waiting: ``on_done({(topic, partition): code})`` runs
+        once, on the network client's I/O thread (or here, when the request cannot be
+        queued).  CONCURRENT_TRANSACTIONS is not retried: it is the code of every
+        partition, for the caller to retry after a short backoff.  May be called from
+        the I/O thread (a done callback)."""
+        topics, body, code_of = _add_partitions_request(transactional_id, producer_id, producer_epoch, partitions)
+        if not topics:
+            on_done({})
+            return
+
+        def answered(f: Any) -> None:
+            try:
+                out = _add_partitions_result(topics, f.result())
+            except Exception as exc:  # noqa: BLE001 - on_done must hear of every outcome
+                code = exc.error_code if isinstance(exc, PylogError) else -1
+                out = {(t, p): code for t, ps in topics.items() for p in ps}
+            on_done(out)
+
+        self._groups.coordinator_call(transactional_id, ApiKey.ADD_PARTITIONS_TO_TXN, body, coordinator_code=code_of,
+                                      key_type=CoordinatorType.TRANSACTION,
+                                      version=_ADD_PARTITIONS_CLIENT_VERSION).add_done_callback(answered)
 
     def add_offsets_to_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
                            group_id: str) -> int:
