@@ -438,18 +438,13 @@ class TopicConfig:
     def describe(self, names: Iterable[str] | None = None, *,
                  include_synonyms: bool = False, include_documentation: bool = False) -> list[ConfigEntry]:
         """DescribeConfigs entries for ``names`` (None: every topic config, in name order).
-
-        Raises
-        ------
-        InvalidConfigError
-            A name is not a topic config.
-        """
+        A name that is not a topic config is left out, as Kafka describes it."""
         wanted = list(TOPIC_CONFIGS) if names is None else list(names)
         out = []
         for name in wanted:
             d = TOPIC_CONFIGS.get(name)
             if d is None:
-                raise InvalidConfigError(f"unknown topic config {name!r}")
+                continue
             synonyms = []
             if name in self.overrides:
                 value, source = self.overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG
