@@ -162,3 +162,13 @@ def test_bench_vs_kafka_runs_every_figure(kafka_jars):
         assert float(pylog_value.replace(",", "")) >= 0 and float(kafka_value.replace(",", "")) >= 0
         assert ratio.endswith("x") or ratio == "-"
         assert bool(rest) == (goal is not None)
+
+
+def test_kafka_that_cannot_start_is_a_failure_with_its_output(tmp_path, capsys):
+    """A classpath without Kafka's jars: the storage tool fails; exit 1 with the JVM's
+    own words, and nothing left running."""
+    cp = tmp_path / "classpath.txt"
+    cp.write_text(str(tmp_path / "missing.jar"))
+    assert main(["bench", "produce", "--compare-kafka", "--kafka-classpath", str(cp), "--records", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "kafka-storage format failed" in err and "kafka.tools.StorageTool" in err

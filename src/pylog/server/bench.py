@@ -483,29 +483,20 @@ def _compare_kafka(args: argparse.Namespace) -> int:
         raise CommandError("bench: give --kafka-bootstrap (a running broker) or --kafka-classpath "
                            "(jars to start one from), not both", 2)
     rounds = args.rounds or 3
-    started: list[Any] = []
-    servers: dict[str, Any] = {}
+    servers: dict[str, Any] = {}            # the servers this command starts (and stops)
     bootstrap: dict[str, str] = {}
     try:
         if args.kafka_bootstrap is not None:
             bootstrap["kafka"] = args.kafka_bootstrap
         else:
-            try:
-                classpath = resolve_classpath(args.kafka_classpath)
-                servers["kafka"] = KafkaServer(classpath)
-            except KafkaUnavailable as exc:
-                raise CommandError(f"bench: {exc}", 2 if exc.usage else 1) from None
+            servers["kafka"] = KafkaServer(resolve_classpath(args.kafka_classpath))
         if "bootstrap_server" in args.given:
             bootstrap["pylog"] = args.bootstrap_server
         else:
             servers["pylog"] = PylogServer()
         for name, server in servers.items():
             _note(args, f"starting {name} on {server.bootstrap}")
-            started.append(server)
-            try:
-                server.start()
-            except RuntimeError as exc:
-                raise CommandError(f"bench: {exc}") from None
+            server.start()
             bootstrap[name] = server.bootstrap
 
         def run(name: str) -> BenchResult:
@@ -548,8 +539,12 @@ def _compare_kafka(args: argparse.Namespace) -> int:
                 row["server_rss_mb"] = server.rss_bytes() / 1e6
                 row["start_s"] = server.start_seconds
             summary[name] = row
+    except KafkaUnavailable as exc:            # kafka-storage format failed
+        raise CommandError(f"bench: {exc}", 2 if exc.usage else 1) from None
+    except (RuntimeError, BenchError) as exc:  # a server did not start or died; a short log
+        raise CommandError(f"bench: {exc}") from None
     finally:
-        for server in started:
+        for server in servers.values():
             server.close()
     if args.json:
         ratios = {k: (v / summary["kafka"][k] if v is not None and summary["kafka"][k] else None)
