@@ -33,7 +33,7 @@ def test_normalize_gives_canonical_strings(name, raw, canonical):
 @pytest.mark.parametrize("name, raw", [
     ("retention.ms", "soon"), ("retention.ms", True), ("retention.ms", -2), ("retention.ms", 2**63),
     ("segment.bytes", 13), ("segment.bytes", 2**31), ("preallocate", "yes"), ("preallocate", 1),
-    ("min.cleanable.dirty.ratio", 1.5), ("cleanup.policy", "forever"), ("cleanup.policy", ""),
+    ("min.cleanable.dirty.ratio", 1.5), ("cleanup.policy", "forever"), ("cleanup.policy", "delete,forever"),
     ("compression.type", "brotli"), ("message.timestamp.type", "Now"), ("min.insync.replicas", 0),
     ("leader.replication.throttled.replicas", "broker-1"), ("remote.storage.enable", "true"),
     ("unknown.config", 1), ("retention_ms", 1), ("retention.ms", None), (5, 1),

@@ -144,9 +144,9 @@ def _one_of(*choices: str, case_insensitive: bool = False) -> Callable[[Any], st
     return check
 
 
-def _list_of(*choices: str) -> Callable[[Any], str | None]:
+def _list_of(*choices: str, allow_empty: bool = False) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
-        if not v:
+        if not v and not allow_empty:
             return "must name at least one of " + ", ".join(choices)
         bad = [x for x in v if x not in choices]
         if bad:
@@ -177,7 +177,8 @@ _DAY = 24 * 3600 * 1000
 _DEFS = [
     ConfigDef("cleanup.policy", _LI, "delete",
               "delete: drop old segments past retention; compact: keep the newest record per key; "
-              "both together do both", _list_of("delete", "compact"), "cleanup_policy",
+              "both together do both; empty (Kafka 4.x): neither, the log is kept whole",
+              _list_of("delete", "compact", allow_empty=True), "cleanup_policy",
               "log.cleanup.policy"),
     ConfigDef("compression.gzip.level", _I, "-1", "gzip level when compression.type is gzip",
               lambda v: None if v == -1 or 1 <= v <= 9 else "must be -1 or in [1, 9]", None,

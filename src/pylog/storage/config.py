@@ -24,7 +24,8 @@ _INT64_MAX = 2**63 - 1
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
 
 _TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
-_CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+#: "" (Kafka 4.x's empty cleanup.policy): no retention and no compaction.
+_CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact", "")
 
 
 @dataclass(frozen=True)
