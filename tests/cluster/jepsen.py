@@ -2,7 +2,7 @@
 
 :func:`replica_log` reads one replica's partition straight from a broker's data directory
 (Kafka's layout: ``<topic>-<partition>/<base offset>.log`` segments of v2 batches, a torn
-tail ignored), so replicas are compared byte for byte without asking any broker.
+tail and the active segment's preallocated zeros ignored), so replicas are compared byte for byte without asking any broker.
 :func:`leader_epochs` reads its ``leader-epoch-checkpoint``.
 
 :class:`History` is a Jepsen-style record of one run: what a producer sent and which
@@ -25,6 +25,8 @@ test thread alike (one lock).
 
 from __future__ import annotations
 
+import os
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +54,9 @@ def replica_log(data_dir: Path, topic: str, partition: int) -> dict[int, bytes]:
     if not pdir.is_dir():
         return out
     for seg in sorted(pdir.glob("*.log")):
-        data = seg.read_bytes()
         try:
-            for batch in iter_batches(data, check_crc=True):
+            batches = iter_batches(_valid_prefix(seg), check_crc=True)
+            for batch in batches:
                 if batch.is_control:
                     continue
                 for r in batch.records():
@@ -62,8 +64,25 @@ def replica_log(data_dir: Path, topic: str, partition: int) -> dict[int, bytes]:
         except ValueError:
             # A batch written while we read, or a torn tail: the rest of the segment is
             # not stable yet; what came before it is.
-            continue
+            pass
     return out
+
+
+def _valid_prefix(segment: Path) -> bytes:
+    """The bytes of ``segment`` up to the end of its last batch header chain: the active
+    segment is preallocated (zeros after the last batch), and reading all of it would
+    read the preallocated size."""
+    end = 0
+    with open(segment, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while end + 12 <= size:
+            f.seek(end + 8)
+            (length,) = struct.unpack(">i", f.read(4))
+            if length <= 0 or end + 12 + length > size:
+                break
+            end += 12 + length
+        f.seek(0)
+        return f.read(end)
 
 
 def leader_epochs(data_dir: Path, topic: str, partition: int) -> list[tuple[int, int]]:

@@ -131,7 +131,9 @@ class Run:
                 self.inject(kind, broker, hold)
                 # One broker at a time: with RF=3 and min.insync.replicas=2 the cluster
                 # must keep acknowledging through any single fault.
+                healed = time.monotonic()
                 self.wait_healthy()
+                self.history.faults[-1] += f", full ISRs again {time.monotonic() - healed:.1f} s after"
         finally:
             self.c.network.heal()
             self.stop.set()
