@@ -7,6 +7,8 @@ without repeating a count."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -101,3 +103,63 @@ def test_two_exactly_once_instances_hand_tasks_over_without_repeating_a_count(tm
         assert first.transactional_id() != second.transactional_id()
         assert committed_updates(client) == {"x": list(range(1, 22)), "y": list(range(1, 41)),
                                              "z": list(range(1, 21))}
+
+
+def wait_for_updates(client, want, what):
+    """Poll the read_committed counts until they are ``want`` (a polling loop with a
+    deadline, not a sleep standing in for a synchronisation)."""
+    deadline = time.monotonic() + 60
+    while (got := committed_updates(client)) != want:
+        assert time.monotonic() < deadline, f"{what}: counts {got}, want {want}"
+        time.sleep(0.05)
+
+
+def test_a_stalled_instance_loses_its_tasks_and_its_transaction_is_aborted(tmp_path):
+    """Instance A stalls inside a count update past max.poll.interval.ms and leaves the
+    group; B takes every task over and processes.  When A's update returns (long before
+    its transaction would time out), A must not commit: it is no longer a member, and
+    offsets sent without a generation are not fenced.  It aborts, drops its tasks,
+    rewinds and rejoins.  Every word's counts are 1..n exactly."""
+    stalled, release, b_works = threading.Event(), threading.Event(), threading.Event()
+
+    def stall(w):
+        if w == "stall" and not stalled.is_set():
+            stalled.set()
+            release.wait(60)
+
+    def app(d, hook, **config):
+        def update(w, n):
+            hook(w)
+            return w, f"{w}={n}"
+
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        (b.stream("lines").flat_map_values(str.split).group_by(lambda k, w: w).count(materialized="counts")
+         .to_stream().map(update).to("counts"))
+        return b.build("eos-stall", {"processing.guarantee": "exactly_once_v2", "state.dir": str(tmp_path / d),
+                                     **config})
+
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("lines", 2)
+        client.create_topic("counts", 2)
+        produce(client, "lines", [(f"k{i}", "x y" if i % 2 else "y z") for i in range(20)])
+        produce(client, "lines", [("s", "stall x")])
+        a = app("state-a", stall, **{"max.poll.interval.ms": 1000})
+        b = app("state-b", lambda w: b_works.set())
+        threads = [threading.Thread(target=a.run, args=(client,), kwargs={"poll_timeout_ms": 50})]
+        threads[0].start()
+        try:
+            assert stalled.wait(60)
+            threads.append(threading.Thread(target=b.run, args=(client,), kwargs={"poll_timeout_ms": 50}))
+            threads[1].start()
+            assert b_works.wait(60)     # B has A's tasks (A left when its poll interval passed)
+            release.set()
+            produce(client, "lines", [("late", "x z")])
+            wait_for_updates(client, {"x": list(range(1, 13)), "y": list(range(1, 21)), "z": list(range(1, 12)),
+                                      "stall": [1]}, "after A rejoined")
+        finally:
+            release.set()
+            a.stop()
+            b.stop()
+            for t in threads:
+                t.join(timeout=150)
+        assert not any(t.is_alive() for t in threads)

@@ -651,9 +651,16 @@ class StreamsApp:
             return
         offsets = self._offsets_to_commit()
         if offsets:
+            group = self.consumer.group_metadata()
+            if group.generation_id < 0:
+                # The member left the group (max.poll.interval.ms passed while a record
+                # was processed) and others may have the partitions now: offsets sent
+                # without a generation would not be fenced (KIP-447), so never send them.
+                raise UnknownMemberIdError(f"{self.application_id}: this instance is no longer a member of its "
+                                           "group; its transaction is aborted")
             if not self.in_transaction:
                 self.begin_transaction()
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            self.producer.send_offsets_to_transaction(offsets, group)
             self._offsets.clear()
             self._committed.update(offsets)
         if self.in_transaction:
