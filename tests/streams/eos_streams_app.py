@@ -79,8 +79,11 @@ def wrap_producer(producer):
 
 def all_committed(client, a) -> bool:
     """The group's committed offsets of the input and repartition topics are at their
-    (read_committed) ends."""
+    (read_committed) ends.  Nothing is asked about the repartition topic before the app
+    has created it (a metadata request would create it, with one partition)."""
     repartition = f"{APP_ID}-{a.repartition}"
+    if repartition not in client.list_topics():
+        return False
     tps = [(t, p) for t in (a.input, repartition) for p in range(client.num_partitions(t))]
     c = client.consumer(group_id=APP_ID, isolation_level="read_committed", enable_auto_commit=False)
     try:
