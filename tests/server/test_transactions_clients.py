@@ -301,9 +301,10 @@ def test_sigkill_between_add_partitions_and_end_txn(serve):
     assert got == {(topic, 0): [b"after-restart"], (topic, 1): [b"after-restart"]}
 
 
-@pytest.mark.parametrize("point", ["after-prepare", "after-markers"])
+@pytest.mark.parametrize("point", ["after-prepare", "mid-markers", "after-markers"])
 def test_sigkill_while_ending_a_transaction(serve, monkeypatch, point):
-    """The server kills itself after PrepareCommit is durable (no marker written), or
+    """The server kills itself after PrepareCommit is durable (no marker written), in the
+    middle of the markers (the offsets partition's written, the data partitions' not), or
     after the markers (Complete not written): on restart it completes the commit, and
     every record of the transaction becomes visible, with its offsets."""
     monkeypatch.setenv("PYLOG_TEST_TXN_CRASH", point)

@@ -55,7 +55,8 @@ it, and requests for the id get CONCURRENT_TRANSACTIONS meanwhile.
 
 For crash tests only, the environment variable ``PYLOG_TEST_TXN_CRASH`` makes the process
 SIGKILL itself at one step of ending a transaction: ``after-prepare`` (PrepareCommit or
-PrepareAbort durable, no marker written) or ``after-markers`` (markers written, the
+PrepareAbort durable, no marker written), ``mid-markers`` (the marker of the first of
+several partitions written, the others not) or ``after-markers`` (markers written, the
 Complete state not).  Nothing sets it outside tests.
 
 Thread safety
@@ -633,6 +634,11 @@ class TransactionCoordinator:
         metadata after it (still Prepare if a marker could not be written)."""
         commit = txn.state is PREPARE_COMMIT
         _crash_point("after-prepare")
+        if len(txn.partitions) > 1 and os.environ.get("PYLOG_TEST_TXN_CRASH") == "mid-markers":
+            # (Crash tests: the first partition's marker written, the others not.)
+            self.io.write_markers([(txn.producer_id, txn.producer_epoch, txn.coordinator_epoch, commit,
+                                    sorted(txn.partitions)[:1])])
+            _crash_point("mid-markers")
         if txn.partitions:
             try:
                 failed = self.io.write_markers([(txn.producer_id, txn.producer_epoch, txn.coordinator_epoch,
