@@ -63,8 +63,9 @@ class CoordinatorPartitions:
     def __init__(self, node: Any) -> None:
         self.node = node
         self.broker = node.broker
-        #: Internal partitions this broker leads and serves (or is loading).
-        self._led: set[tuple[str, int]] = set()
+        #: Internal partitions this broker leads and serves (or is loading), with the
+        #: leader epoch it loaded them in.
+        self._led: dict[tuple[str, int], int] = {}
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pylog-coordinator-loader")
         self.txn_io = ClusterTxnIO(node, self)
 
@@ -126,17 +127,22 @@ class CoordinatorPartitions:
 
     # -- leadership (the replica thread) -------------------------------------------------
 
-    def leadership_changed(self, topic: str, partition: int, leader: bool) -> None:
-        """This broker now leads (or no longer leads) an internal partition."""
+    def leadership_changed(self, topic: str, partition: int, leader: bool, leader_epoch: int = -1) -> None:
+        """This broker now leads (or no longer leads) an internal partition.  Leading it
+        in a new leader epoch without having heard of the one between (another broker led
+        it meanwhile) reloads it: the log may hold what that leader wrote."""
         tp = (topic, partition)
-        if leader and tp not in self._led:
-            self._led.add(tp)
+        led = self._led.get(tp)
+        if leader and led != leader_epoch:
+            if led is not None:
+                self._loader.submit(self._unload, topic, partition)
+            self._led[tp] = leader_epoch
             if topic == CONSUMER_OFFSETS_TOPIC:
                 # At once: a request for these groups must not meet the old owner's answer.
                 self.broker.groups.begin_load(partition)
             self._loader.submit(self._load, topic, partition)
-        elif not leader and tp in self._led:
-            self._led.discard(tp)
+        elif not leader and led is not None:
+            del self._led[tp]
             self._loader.submit(self._unload, topic, partition)
 
     def _load(self, topic: str, partition: int) -> None:

@@ -272,7 +272,8 @@ class ReplicaManager:
                 else:
                     self.node.fetchers.add_partition(tp, s.leader, request.live_leaders)
                 if s.topic in INTERNAL_TOPICS:
-                    self.node.coordinators.leadership_changed(s.topic, s.partition, s.leader == self.broker_id)
+                    self.node.coordinators.leadership_changed(s.topic, s.partition, s.leader == self.broker_id,
+                                                              s.leader_epoch)
                 out[tp] = None
             except FencedLeaderEpochError as exc:
                 out[tp] = exc
