@@ -22,13 +22,27 @@ partitions of ``__consumer_offsets`` and ``__transaction_state`` (Kafka's design
   Kafka's acks=-1 append of ``offsets.commit.required.acks``), and a commit the ISR did
   not take in ``offsets.commit.timeout.ms`` is answered COORDINATOR_NOT_AVAILABLE, one
   whose leader moved NOT_COORDINATOR: the consumer retries it on the new coordinator.
+- **Transactions** (:class:`ClusterTxnIO`): the transaction coordinator of an id is the
+  leader of its ``__transaction_state`` partition and moves the same way (a transaction
+  found in PrepareCommit/PrepareAbort by the new leader has its markers written again).
+  Each state change is answered once replicated (``transaction.state.log.min.isr``);
+  markers go to each partition's leader, this broker's by a local append, the others' by
+  WriteTxnMarkers, and count as written once replicated there; a partition without a
+  leader keeps the transaction in its Prepare state, retried by the coordinator's tick.
+  The produce path does not ask the coordinator whether a partition is in the
+  transaction (KIP-890's check is off, as in Kafka before 3.6: :func:`no_txn_verification`).
 
 Crash behaviour: nothing here is stored; the state is the replicated logs.  A broker
 killed while leading hands its partitions to an ISR member, which holds every commit
-that was answered and loads it.
+and transaction state that was answered and loads it.
 
-Thread safety: :meth:`leadership_changed` runs on the replica thread, loads and unloads
-on one loader thread of their own, :meth:`wait_replicated` on the loop thread.
+Thread safety: :meth:`CoordinatorPartitions.leadership_changed` runs on the replica
+thread, loads and unloads on one loader thread of their own,
+:meth:`CoordinatorPartitions.wait_replicated` on the loop thread, and
+:meth:`CoordinatorPartitions.await_replicated` (which blocks on the loop) and
+:class:`ClusterTxnIO` anywhere else; the transaction coordinator holds its lock across
+them, so no handler on the loop may take that lock (the clustered DescribeTransactions
+and ListTransactions run in the I/O pool).
 """
 
 from __future__ import annotations
