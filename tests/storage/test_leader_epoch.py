@@ -106,6 +106,7 @@ def test_log_learns_epochs_from_leader_appends(tmp_path):
     assert log.end_offset_for_epoch(0) == (0, 9)
     assert log.end_offset_for_epoch(1) == (0, 9)
     assert log.end_offset_for_epoch(2) == (2, 11)
+    log.flush()       # appends leave the file to the flush that moves the recovery point
     assert _file(os.path.join(d, LEADER_EPOCH_CHECKPOINT)) == b"0\n2\n0 3\n2 9\n"
     log.truncate_to(9)                        # epoch 2's records go, and with them the epoch
     assert log.leader_epochs == ((0, 3),) and log.latest_epoch == 0
@@ -143,9 +144,9 @@ def test_recovery_relearns_epochs_past_the_checkpoint(tmp_path):
 
 
 def test_a_new_epoch_lost_with_its_unsynced_checkpoint_is_relearned_by_recovery(tmp_path, monkeypatch):
-    """An append's new epoch replaces the checkpoint without fsync; a power loss may
-    leave the old version.  Until a flush makes it durable, the epoch's batches lie past
-    the durable recovery point, so recovery learns the epoch again from them."""
+    """An append's new epoch is written to the checkpoint by the next flush, not by the
+    append; a crash before it leaves the old version.  Until then the epoch's batches lie
+    past the durable recovery point, so recovery learns the epoch again from them."""
     from pylog.storage.checkpoint import CheckpointFile
     from pylog.storage.log import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT
 
@@ -160,11 +161,12 @@ def test_a_new_epoch_lost_with_its_unsynced_checkpoint_is_relearned_by_recovery(
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
     log.append(_batches(2), leader_epoch=2)
-    assert fsyncs == [] and _file(path) == b"0\n2\n1 0\n2 2\n"
+    assert fsyncs == [] and _file(path) == before, "written by the next flush, not by the append"
     monkeypatch.setattr(os, "fsync", real)
     log.close()
-    # What the disk may hold after a power loss before the next flush: the old
-    # checkpoint, the recovery point of the last flush, no clean-shutdown marker.
+    assert _file(path) == b"0\n2\n1 0\n2 2\n"
+    # What the disk holds after a crash before the next flush: the old checkpoint, the
+    # recovery point of the last flush, no clean-shutdown marker.
     with open(path, "wb") as f:
         f.write(before)
     rp_file = CheckpointFile(os.path.join(d, RECOVERY_POINT_CHECKPOINT))

@@ -649,8 +649,8 @@ def test_update_config_applies_to_the_open_log(log_dir):
 
 def test_append_may_fsync_says_when_an_append_would_fsync(tmp_path, monkeypatch):
     """The hint a server's event loop reads before appending: a flush policy (a new
-    epoch's checkpoint is replaced without fsync); checked against the fsyncs the
-    appends really make, and the checkpoint is durable once the log is flushed."""
+    epoch's checkpoint is written by the next flush); checked against the fsyncs the
+    appends really make, and the checkpoint is written once the log is flushed."""
     fsyncs = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])

@@ -106,9 +106,8 @@ def fsync_dir(path: str) -> None:
 
 def atomic_write(path: str, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename, fsync dir).
-    ``durable=False``: the same without the two fsyncs; after a crash the file is the old
-    or the new version, or (the rename reached the disk before the data) an empty or
-    short one: only for a file whose reader refuses such a one as torn."""
+    ``durable=False``: the same without the two fsyncs (for a caller that makes the whole
+    filesystem durable next, with one ``syncfs``)."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -11,20 +11,20 @@ On disk, in the partition directory, Kafka's text checkpoint format::
     0 0                epoch start_offset
     3 1500
 
-The file is replaced atomically (tmp, rename) whenever the entries change, which is when
-a batch of a new epoch is appended and when the log is truncated at either end: rare
-events, never per append.  A truncation replaces it durably (fsync of the file and the
-directory).  A new epoch, which an append records, replaces it without fsync, as Kafka
-does since KAFKA-15046: an fsync there would stall the first append of every partition
-in every leader epoch (a thousand of them after a leader change or on a new topic).  The
-owning Log makes it durable (:meth:`LeaderEpochCache.sync`) before its recovery point
-passes the epoch's start: until then a crash leaves the epoch's batches in the part of
-the log that recovery scans, and recovery adds the epochs of the batches it scans.
-Crash behaviour: the file is a whole old or whole new version, or an unreadable one (a
-missing or unreadable file: bad version, count, entry, order, encoding, or a last line
-without its newline: torn) which starts an empty cache, which the owning Log rebuilds
-from the partitionLeaderEpoch of every batch and logs as a warning naming the file and
-the reason; the cache is clipped to the log's bounds at every open.
+The file is replaced atomically and durably (tmp, fsync, rename, fsync the directory)
+when the log is truncated at either end.  A new epoch, which an append records, is
+written later, as Kafka stopped fsyncing it on the append path (KAFKA-15046): replacing
+the file there (an fsync, and on ext4 a rename over the old file flushes the new one's
+data) stalled the first append of every partition in every leader epoch, a thousand of
+them after a leader change or on a new topic.  The owning Log writes it durably
+(:meth:`LeaderEpochCache.sync`) before its recovery point passes the epoch's start, and
+at close; until then a crash leaves the epoch's batches in the part of the log that
+recovery scans, and recovery adds the epochs of the batches it scans.  Crash behaviour:
+the file is always a whole old or whole new version; a missing or unreadable file (bad
+version, count, entry, order, encoding, or a last line without its newline: torn) starts
+an empty cache, which the owning Log rebuilds from the partitionLeaderEpoch of every
+batch and logs as a warning naming the file and the reason; the cache is clipped to the
+log's bounds at every open.
 
 Thread safety: none of its own; the owning :class:`~pylog.storage.Log` calls it under
 its lock.  With ``path=None`` the cache lives in memory only (the replication state
@@ -62,7 +62,7 @@ class LeaderEpochCache:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._entries: list[EpochEntry] = []
-        #: The file on disk was replaced without fsync since the last durable write.
+        #: Entries changed since the file was last written (durably).
         self.unsynced = False
         #: Why the file on disk was ignored at load (None when it was read, or absent).
         self.load_error: str | None = None
@@ -100,7 +100,7 @@ class LeaderEpochCache:
         keeps its first start offset.  Entries the new one contradicts (an epoch at or
         above it, or a start offset at or above its own) are dropped so both columns
         keep increasing.  Returns whether anything changed; writes the file if so
-        (``durable=False``: without fsync, until :meth:`sync`)."""
+        (``durable=False``: not now; :meth:`sync` writes it)."""
         if epoch < 0 or start_offset < 0:
             return False
         entries = self._entries
@@ -111,7 +111,10 @@ class LeaderEpochCache:
         else:
             kept = [e for e in entries if e.epoch < epoch and e.start_offset < start_offset]
             self._entries = kept + [EpochEntry(epoch, start_offset)]
-        self._write(durable)
+        if durable:
+            self._write()
+        else:
+            self.unsynced = True
         return True
 
     def truncate_from_end(self, end_offset: int) -> None:
@@ -160,18 +163,20 @@ class LeaderEpochCache:
         """Write the file now, durably (it is written on every change anyway)."""
         self._write()
 
-    def sync(self) -> None:
-        """Make the file durable if a change was written without fsync (a no-op otherwise)."""
+    def sync(self, durable: bool = True) -> None:
+        """Write the file if an :meth:`assign` left it behind (a no-op otherwise);
+        ``durable=False``: without fsync, for a caller that makes the whole filesystem
+        durable next (a LogManager's clean shutdown, one ``syncfs``)."""
         if self.unsynced:
-            self._write()
+            self._write(durable)
 
     def _write(self, durable: bool = True) -> None:
+        self.unsynced = False
         if self.path is None:
             return
         lines = [str(_VERSION), str(len(self._entries))]
         lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
         atomic_write(self.path, ("\n".join(lines) + "\n").encode(), durable=durable)
-        self.unsynced = not durable
 
     def __repr__(self) -> str:
         where = os.path.basename(os.path.dirname(self.path)) if self.path is not None else "in memory"

@@ -806,14 +806,15 @@ class Log(_core.LogBase):
                 self._roll(self._log_end_offset)
 
     def _assign_epoch(self, epoch: int, start_offset: int, durable: bool = True) -> None:
-        # Appends pass durable=False: the checkpoint is made durable before the recovery
-        # point passes start_offset (see _sync_epochs and leader_epoch's docstring).
+        # Appends pass durable=False: the checkpoint is written (durably) before the
+        # recovery point passes start_offset (see _sync_epochs and leader_epoch's docstring).
         self._epochs.assign(epoch, start_offset, durable=durable)
         self._latest_epoch = self._epochs.latest_epoch
 
     def _sync_epochs(self) -> None:
-        """Before the recovery point moves on: a new epoch recorded without fsync becomes
-        durable, as recovery will no longer rescan the batches that carry it."""
+        """Before the recovery point moves on: a new epoch an append recorded is written
+        to the checkpoint durably, as recovery will no longer rescan the batches that
+        carry it."""
         self._epochs.sync()
 
     # -- leader epochs ---------------------------------------------------------------
@@ -834,9 +835,9 @@ class Log(_core.LogBase):
     def append_may_fsync(self, leader_epoch: int | None = None) -> bool:
         """Whether an :meth:`append` may fsync before it returns: the log has a flush
         policy (``flush_messages`` / ``flush_ms``).  (A new ``leader_epoch`` does not:
-        ``leader-epoch-checkpoint`` is then replaced without fsync, made durable at the
-        next flush.)  For a caller on an event loop, which then appends from a thread.
-        Lock-free: a hint, exact unless the config changes meanwhile."""
+        ``leader-epoch-checkpoint`` is written at the next flush.)  For a caller on an
+        event loop, which then appends from a thread.  Lock-free: a hint, exact unless
+        the config changes meanwhile."""
         return self._flush_policy
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
@@ -1355,6 +1356,7 @@ class Log(_core.LogBase):
             if sync:
                 self._flush_locked()
             else:
+                self._epochs.sync(durable=False)     # the manager's syncfs follows
                 self._recovery_point = self._log_end_offset
                 self._unflushed_messages = 0
             for seg in self._segments:
