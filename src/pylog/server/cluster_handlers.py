@@ -389,8 +389,10 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
         conn.server.call_off_loop(_ensure_internal_topic, node, topic)
 
     def one(key: str) -> tuple[int, int, str, int]:
-        if not parts or not key:
-            return not_available if key else INVALID_REQUEST, -1, "", -1
+        if not key:     # as the single node answers: INVALID_GROUP_ID, INVALID_REQUEST
+            return (24 if req.key_type == 0 else INVALID_REQUEST), -1, "", -1
+        if not parts:
+            return not_available, -1, "", -1
         leader = cache.leader(topic, partition_for(key, len(parts)))
         if leader is None:
             return not_available, -1, "", -1
