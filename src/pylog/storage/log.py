@@ -644,7 +644,14 @@ class Log(_core.LogBase):
                     epochs.assign(epoch, start)
         epochs.truncate_from_end(self._log_end_offset)
         epochs.truncate_from_start(self._log_start_offset)
-        if epochs.load_error is not None or not os.path.exists(path):
+        if epochs.load_error is None and not os.path.exists(path) and not epochs.entries \
+                and self._log_end_offset == self._log_start_offset:
+            # A new, empty log: its empty checkpoint need not be durable (a crash that loses
+            # it loses nothing; Kafka creates the file unsynced too).  Creating partitions
+            # (a broker's 50 __consumer_offsets ones at its first start) then costs no fsync
+            # of the file and its directory each; the first epoch assigned writes it durably.
+            epochs._write(durable=False)
+        elif epochs.load_error is not None or not os.path.exists(path):
             epochs.flush()
         self._epochs = epochs
         self._latest_epoch = epochs.latest_epoch
