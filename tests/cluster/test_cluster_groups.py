@@ -11,8 +11,10 @@ moves the same way with ``__transaction_state``: a transaction open when its
 coordinator is killed ends whole, committed or aborted, and so does every other.
 
 One cluster serves the module (``cluster``); a test that kills a broker starts it again
-and the next one waits for full ISRs (``full``).  The librdkafka group variant is
-``long``.
+and the next one waits for full ISRs (``full``).  In the default run: the topic's
+creation, transactions without a kill (librdkafka's and pylog's producers), and a
+pylog consumer group through a SIGKILL of its coordinator; ``long``: the same with
+librdkafka, with a SIGTERM, and the transaction coordinator's SIGKILL (both producers).
 """
 
 from __future__ import annotations
@@ -326,3 +328,47 @@ def test_transactions_survive_a_coordinator_kill(full):
     id's ``__transaction_state`` partition loads it, the producer goes on there, and every
     transaction ends whole."""
     run_transactions(full, "tx-kill", "tx-kill", kill=True)
+
+
+@pytest.mark.long
+def test_pylog_transactions_survive_a_coordinator_kill(full):
+    """pylog's transactional producer: the coordinator's broker SIGKILLed with the third
+    of six transactions open; its commit goes through on the new coordinator, and a
+    read_committed consumer reads every transaction exactly once."""
+    import pylog
+    from pylog import TopicPartition
+    c = full
+    create_topic(c.bootstrap, "ptx", partitions=2, rf=3)
+    wait_metadata(c.bootstrap, "ptx", lambda md, t: all(len(p.isrs) == 3 for p in t.partitions.values()),
+                  "a full ISR")
+    client = pylog.connect(c.bootstrap)
+    try:
+        p = client.producer(transactional_id="ptx", linger_ms=0)
+        committed: list[bytes] = []
+        try:
+            p.init_transactions()
+            for n in range(6):
+                p.begin_transaction()
+                values = [b"%d-%d" % (n, i) for i in range(6)]
+                for i, v in enumerate(values):
+                    p.send("ptx", v, partition=i % 2)
+                p.flush()
+                if n == 2:
+                    c.stop_broker(txn_coordinator_of(c.bootstrap, "ptx"), signal.SIGKILL)
+                p.commit_transaction()
+                committed += values
+        finally:
+            p.close()
+        k = client.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+        try:
+            tps = [TopicPartition("ptx", 0), TopicPartition("ptx", 1)]
+            k.assign(tps)
+            ends = k.end_offsets(tps)
+            got: list[bytes] = []
+            wait_for(lambda: got.extend(r.value for r in k.poll(200)) or
+                     all(k.position(tp) >= ends[tp] for tp in tps), "the partitions' ends", timeout=60)
+        finally:
+            k.close()
+    finally:
+        client.close()
+    assert sorted(got) == sorted(committed) and len(got) == len(set(got))
