@@ -268,6 +268,19 @@ def test_named_and_materialized_join_is_queryable_and_described_as_kafka_does(bu
         assert line in text, line
 
 
+def test_persistent_result_keeps_its_subscriptions_in_a_persistent_store(tmp_path):
+    b = StreamsBuilder(CONFIG)
+    fk_join(b, materialized=Materialized("joined", store_type="persistent"))
+    cfg = dict(CONFIG, **{"state.dir": str(tmp_path)})
+    with TopologyTestDriver(b.build(), cfg, initial_wall_clock_time_ms=0) as d:
+        d.create_input_topic("right", S, S).pipe_input("f1", "R1", 1)
+        d.create_input_topic("left", S, S).pipe_input("p1", "f1:x", 2)
+        stores = d.get_all_state_stores()
+        assert stores["KTABLE-FK-JOIN-SUBSCRIPTION-STATE-STORE-0000000010"].persistent
+        assert stores["joined"].persistent
+        assert d.get_key_value_store("joined").get("p1") == "f1:x+R1"
+
+
 def test_extractor_may_take_the_key(builder):
     left, right = builder.table("left"), builder.table("right")
     left.join(right, lambda k, v: f"{k[0]}{v}", j).to_stream().to("out")

@@ -520,7 +520,12 @@ def foreign_key_join(this: Any, other: Any, foreign_key_extractor: Callable[...,
     t.add_source(sub_source, sub_topic, key_serde=fk_serde, value_serde=sub_serde)
     t.repartition_topics[sub_topic] = None
     t.add_processor(receive, lambda: SubscriptionReceive(store, keys, sub_serde), sub_source)
-    sb = Stores.in_memory_key_value_store(store)
+    # the subscription store is of the kind the result's Materialized asks for (Kafka
+    # takes its DSL store supplier from there too)
+    if m.store_type == "persistent":
+        sb = Stores.persistent_key_value_store(store)
+    else:
+        sb = Stores.in_memory_key_value_store(store)
     t.add_state_store(sb, receive, key_serde=Serdes.bytes(), value_serde=sub_serde, timestamped=True)
     right_get = other.value_getter_factory()
     t.add_processor(join_foreign, lambda: SubscriptionJoin(right_get), receive)
