@@ -1197,6 +1197,7 @@ cdef class _PartitionQueue:
     cdef readonly object ready          # deque of closed batches, oldest first
     cdef public int32_t next_sequence
     cdef public int64_t blocked_until   # retry backoff: nothing of this partition before it
+    cdef int64_t txn_generation         # the producer's transaction of its last new batch
 
     def __repr__(self):
         return f"<_PartitionQueue {self.topic}-{self.partition} ready={len(self.ready)}>"
@@ -1222,7 +1223,8 @@ cdef class _ProducerCore:
     The subclass provides ``_topic_metadata(topic) -> (partitions, max_batch_bytes)``,
     ``_wake_sender()``, ``_wait_for_memory(nbytes)``, ``_wait_batch(batch, timeout)`` and
     ``_expedite(batch)``; a transactional one also ``_check_send()`` (raises why records
-    are refused outside a transaction, see :meth:`_set_accepting`).
+    are refused outside a transaction, see :meth:`_set_accepting`) and
+    ``_txn_partitions_queued()`` (see :meth:`_take_txn_partitions`).
     """
     cdef dict _topics
     cdef list _queues
@@ -1251,6 +1253,8 @@ cdef class _ProducerCore:
     cdef bint _idempotent
     cdef bint _transactional         # batches carry the transactional attribute
     cdef bint _refusing              # transactional, not in a transaction: send asks _check_send()
+    cdef int64_t _txn_generation     # counts transactions (a transactional producer)
+    cdef list _txn_new               # (topic, partition) of a first batch in this transaction
     cdef int64_t _producer_id
     cdef int _producer_epoch
 
@@ -1265,6 +1269,7 @@ cdef class _ProducerCore:
         self._sender_state = SENDER_RUNNING
         self._producer_id = -1
         self._producer_epoch = -1
+        self._txn_new = []
         self._closed = True
 
     def __dealloc__(self):
@@ -1303,8 +1308,26 @@ cdef class _ProducerCore:
     def _set_accepting(self, bint accepting):
         """A transactional producer: whether records are accepted now (in a
         transaction).  While not, send and send_batch call the subclass's
-        ``_check_send()``, which raises the reason; the per-record path pays one flag."""
+        ``_check_send()``, which raises the reason; the per-record path pays one flag.
+        Accepting again starts a new transaction: the first batch of each partition in
+        it is reported (:meth:`_take_txn_partitions`)."""
+        _client_lock(self._lock)
+        if accepting and self._refusing:
+            self._txn_generation += 1
+            self._txn_new = []
         self._refusing = self._transactional and not accepting
+        _client_unlock(self._lock)
+
+    def _take_txn_partitions(self):
+        """The (topic, partition) whose first batch of the transaction was opened since
+        the last call (send and send_batch call the subclass's ``_txn_partitions_queued()``
+        when there are some): Kafka's producer adds a partition to the transaction as
+        soon as a record for it is queued, not when its batch is sent."""
+        cdef list out
+        _client_lock(self._lock)
+        out, self._txn_new = self._txn_new, []
+        _client_unlock(self._lock)
+        return out
 
     def _set_producer_id(self, int64_t producer_id, int producer_epoch):
         """A new producer id or epoch: sequences restart at 0 on every partition (batches
@@ -1482,6 +1505,9 @@ cdef class _ProducerCore:
         b.seq_producer_id = -1
         b.seq_epoch = -1
         self._incomplete.add(b)
+        if self._transactional and pq.txn_generation != self._txn_generation:
+            pq.txn_generation = self._txn_generation
+            self._txn_new.append((pq.topic, pq.partition))
         return b
 
     cdef _PartitionQueue _sticky_queue(self, _TopicQueue tq, Py_ssize_t size, int32_t nparts):
@@ -1626,6 +1652,8 @@ cdef class _ProducerCore:
                 PyBuffer_Release(&vview)
         if wake:
             self._wake_sender()
+        if self._txn_new:
+            self._txn_partitions_queued()
         return h
 
     def send_batch(self, topic, values, keys=None, partition=None, timestamp_ms=None):
@@ -1771,6 +1799,8 @@ cdef class _ProducerCore:
         finally:
             PyMem_Free(gcount)
         fut._release()
+        if self._txn_new:
+            self._txn_partitions_queued()
         return fut
 
     cdef int _publish(self, _PartitionQueue pq, RecordBatchBuilder builder, BatchSendFuture fut,

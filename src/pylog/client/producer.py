@@ -311,9 +311,11 @@ class Producer(_core._ProducerCore):
         self.transactional_id = transactional_id
         self._txn: TransactionManager | None = None
         # A transactional producer over the network: (topic, partition) -> its queue, held
-        # (muted) while its AddPartitionsToTxn is out; the answers, for the sender when
-        # the thread that brought one could not take it.
+        # (muted) while its AddPartitionsToTxn is out (None: asked when its first record
+        # was queued, not held yet); the answers, for the sender when the thread that
+        # brought one could not take it.  _adding is read and changed under _adding_lock.
         self._adding: dict[tuple[str, int], Any] = {}
+        self._adding_lock = threading.Lock()
         self._add_answers: collections.deque = collections.deque()
         self._produce_kw: dict[str, Any] = {}
         if transactional_id is not None:
@@ -600,9 +602,11 @@ class Producer(_core._ProducerCore):
                     keep.append((t, p, batches))
                     continue
                 self._requeue(t, p, batches, _MUTED)
-                if (t, p) not in self._adding:
-                    self._adding[(t, p)] = batches[0].queue
-                    ask.append((t, p))
+                with self._adding_lock:
+                    if self._adding.get((t, p)) is None:
+                        if (t, p) not in self._adding:
+                            ask.append((t, p))
+                        self._adding[(t, p)] = batches[0].queue     # released by the answer
             if ask:
                 txn.add_partitions_async(ask, self._partitions_added)
             return keep
@@ -620,6 +624,25 @@ class Producer(_core._ProducerCore):
             else:
                 self._requeue(t, p, batches, 0 if here else now + self.retry_backoff_ms)
         return keep
+
+    def _txn_partitions_queued(self) -> None:
+        """The core opened the first batch of partitions in this transaction (the
+        application's thread, in send or send_batch): over the network, ask the
+        coordinator to add them now, as Kafka's producer does, so that the answer is
+        usually there when their batches are ready.  (The sender adds whatever this
+        misses when it drains.)"""
+        new = self._take_txn_partitions()
+        txn = self._txn
+        if txn is None or not txn.adds_async or not txn.may_send():
+            return
+        ask = []
+        with self._adding_lock:
+            for tp in new:
+                if not txn.added(*tp) and tp not in self._adding:
+                    self._adding[tp] = None
+                    ask.append(tp)
+        if ask:
+            txn.add_partitions_async(ask, self._partitions_added)
 
     def _partitions_added(self, codes: dict) -> None:
         """The answer of an AddPartitionsToTxn (the network I/O thread, after the
@@ -653,9 +676,10 @@ class Producer(_core._ProducerCore):
         answers = self._add_answers
         while answers:
             for tp, code in answers.popleft().items():
-                queue = self._adding.pop(tp, None)
+                with self._adding_lock:
+                    queue = self._adding.pop(tp, None)
                 if queue is None:
-                    continue
+                    continue        # (asked early, answered before the sender held it)
                 if not code or not error_for_code(code).retriable:
                     queue.blocked_until = 0
                 else:
