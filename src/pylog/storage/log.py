@@ -649,7 +649,7 @@ class Log(_core.LogBase):
             # A new, empty log: its empty checkpoint need not be durable (a crash that loses
             # it loses nothing; Kafka creates the file unsynced too).  Creating partitions
             # (a broker's 50 __consumer_offsets ones at its first start) then costs no fsync
-            # of the file and its directory each; the first epoch assigned writes it durably.
+            # of the file and its directory each; the next flush (sync) writes it durably.
             epochs._write(durable=False)
         elif epochs.load_error is not None or not os.path.exists(path):
             epochs.flush()
