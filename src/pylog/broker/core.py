@@ -1432,9 +1432,8 @@ class Broker:
                     merged = current + [x for x in items if x not in current]
                 else:
                     merged = [x for x in current if x not in items]
+                # An empty cleanup.policy is valid (Kafka 4.x: no cleanup).
                 overrides[name] = normalize(name, merged) if merged else ""
-                if not merged and d.name == "cleanup.policy":
-                    raise InvalidConfigError("cleanup.policy cannot become empty")
         self._apply_configs(topic, normalize_all(overrides), validate_only)
 
     def _apply_configs(self, topic_name: str, overrides: dict[str, str], validate_only: bool) -> None:
