@@ -2,8 +2,8 @@
 
 :func:`replica_log` reads one replica's partition straight from a broker's data directory
 (Kafka's layout: ``<topic>-<partition>/<base offset>.log`` segments of v2 batches, a torn
-tail and the active segment's preallocated zeros ignored), so replicas are compared byte for byte without asking any broker.
-:func:`leader_epochs` reads its ``leader-epoch-checkpoint``.
+tail and the active segment's preallocated zeros ignored), so replicas are compared record
+by record, with the leader epoch each batch was written in, without asking any broker.
 
 :class:`History` is a Jepsen-style record of one run: what a producer sent and which
 sends were acknowledged (with the offset the leader answered), and what consumers read
@@ -30,10 +30,11 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pylog.records import iter_batches
 
-__all__ = ["History", "Report", "replica_log", "leader_epochs", "value_of", "parse_value"]
+__all__ = ["History", "Report", "replica_log", "value_of", "parse_value"]
 
 
 def value_of(partition: int, seq: int) -> bytes:
@@ -46,9 +47,10 @@ def parse_value(value: bytes) -> tuple[int, int]:
     return int(p), int(s)
 
 
-def replica_log(data_dir: Path, topic: str, partition: int) -> dict[int, bytes]:
+def replica_log(data_dir: Path, topic: str, partition: int, *, with_epochs: bool = False) -> dict[int, Any]:
     """offset -> value of every data record in one replica's log on disk (control
-    batches left out; a torn tail, as a broker being killed leaves it, ignored)."""
+    batches left out; a torn tail, as a broker being killed leaves it, ignored); with
+    ``with_epochs``, offset -> (the batch's partition leader epoch, value)."""
     out: dict[int, bytes] = {}
     pdir = Path(data_dir) / f"{topic}-{partition}"
     if not pdir.is_dir():
@@ -60,7 +62,7 @@ def replica_log(data_dir: Path, topic: str, partition: int) -> dict[int, bytes]:
                 if batch.is_control:
                     continue
                 for r in batch.records():
-                    out[r.offset] = bytes(r.value)
+                    out[r.offset] = (batch.partition_leader_epoch, bytes(r.value)) if with_epochs else bytes(r.value)
         except ValueError:
             # A batch written while we read, or a torn tail: the rest of the segment is
             # not stable yet; what came before it is.
@@ -83,16 +85,6 @@ def _valid_prefix(segment: Path) -> bytes:
             end += 12 + length
         f.seek(0)
         return f.read(end)
-
-
-def leader_epochs(data_dir: Path, topic: str, partition: int) -> list[tuple[int, int]]:
-    """(epoch, start offset) entries of a replica's ``leader-epoch-checkpoint``."""
-    path = Path(data_dir) / f"{topic}-{partition}" / "leader-epoch-checkpoint"
-    if not path.exists():
-        return []
-    lines = path.read_text().split("\n")
-    count = int(lines[1])
-    return [tuple(map(int, line.split())) for line in lines[2:2 + count]]  # type: ignore[misc]
 
 
 @dataclass
