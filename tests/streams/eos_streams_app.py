@@ -8,9 +8,10 @@ serve`` (``pylog.connect``)::
            └─ group_by(value) ─ repartition ─ count("counts") ─ "w=n" ► <counts>
 
 so one transaction holds the copy, the repartition records, the store's changelog
-records, the counts and the consumed offsets of both sub-topologies.  The app is a
-static member of its group (``group.instance.id``) and keeps its process id (hence its
-transactional id) in ``--state-dir`` across restarts.
+records, the counts and the consumed offsets of both sub-topologies.  The store is
+persistent (RocksDB), so a killed run leaves local state that a restart must not
+trust.  The app is a static member of its group (``group.instance.id``) and keeps its
+process id (hence its transactional id) in ``--state-dir`` across restarts.
 
 Protocol with the test, as tests/server/eos_processor.py's (one flushed line per step,
 and with ``--lockstep`` a wait for the test's go-ahead after each): ``ready`` (the
@@ -38,14 +39,14 @@ APP_ID = "eos-streams"
 
 
 def build(a: argparse.Namespace):
-    from pylog.streams import Serdes, StreamsBuilder
+    from pylog.streams import Materialized, Serdes, StreamsBuilder
 
     s = Serdes.string()
     b = StreamsBuilder({"default.key.serde": s, "default.value.serde": s})
     lines = b.stream(a.input)
     lines.map_values(str.upper).to(a.copy)
-    (lines.group_by(lambda k, v: v).count(materialized="counts").to_stream()
-     .map(lambda w, n: (w, f"{w}={n}")).to(a.counts))
+    (lines.group_by(lambda k, v: v).count(materialized=Materialized("counts", store_type="persistent"))
+     .to_stream().map(lambda w, n: (w, f"{w}={n}")).to(a.counts))
     return b.build(APP_ID, {"processing.guarantee": "exactly_once_v2", "state.dir": a.state_dir,
                             "commit.interval.ms": a.commit_interval_ms, "max.poll.records": a.max_records,
                             "group.instance.id": "eos-streams-1", "session.timeout.ms": 6000,

@@ -7,6 +7,7 @@ without repeating a count."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -15,6 +16,7 @@ import pytest
 import pylog
 from pylog.streams import Materialized, Serdes, StreamsBuilder, StreamsError
 from pylog.streams.runtime import PROCESS_FILE_NAME
+from pylog.streams.state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint
 from tests.client.helpers import read_to_end
 
 from .test_runtime import produce, two_instances_hand_over
@@ -91,6 +93,24 @@ def test_a_failed_run_aborts_its_transaction_and_its_state_is_not_restored(tmp_p
         fixed = counting_app(tmp_path / "state", store_type="persistent", fail_on="no such word")
         fixed.run(client, until_idle=True)
         assert committed_updates(client) == {"x": [1, 2], "y": [1, 2], "z": [1], "boom": [1]}
+
+
+def test_a_clean_close_checkpoints_and_a_restart_restores_only_what_follows(tmp_path, caplog):
+    """A clean close writes the task's .checkpoint (the persistent store's changelog
+    offset); the next run keeps the store and restores nothing it already holds."""
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("lines", 1)
+        client.create_topic("counts", 1)
+        produce(client, "lines", [("a", "x y")])
+        counting_app(tmp_path / "state", store_type="persistent").run(client, until_idle=True)
+        offsets = read_checkpoint(str(tmp_path / "state" / "eos-wc" / "1_0" / CHECKPOINT_FILE_NAME))
+        changelog_end = client.list_offsets("eos-wc-counts-changelog", 0, -1).offset
+        assert offsets == {("eos-wc-counts-changelog", 0): changelog_end - 1}
+        produce(client, "lines", [("b", "x")])
+        with caplog.at_level(logging.INFO, logger="pylog.streams"):
+            counting_app(tmp_path / "state", store_type="persistent").run(client, until_idle=True)
+        assert not [r for r in caplog.records if "of store counts" in r.getMessage()]
+        assert committed_updates(client) == {"x": [1, 2], "y": [1]}
 
 
 def test_two_exactly_once_instances_hand_tasks_over_without_repeating_a_count(tmp_path):

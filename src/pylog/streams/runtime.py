@@ -42,10 +42,14 @@ What it does, as Kafka Streams does:
   transaction is aborted, every task is closed dirty (its state may hold writes of the
   aborted transaction) and the input is rewound to the committed offsets; tasks are
   rebuilt from their changelogs, up to the last committed transaction.  A processing
-  error aborts the transaction too, then fails ``run``.  Crash behaviour: no checkpoint is
-  ever trusted under exactly-once; a task's local directory is wiped when the task is
-  created and its stores restored from the beginning of their changelogs (Kafka keeps a
-  checkpoint written by a clean close; pylog's runtime restores every time).
+  error aborts the transaction too, then fails ``run``.  Crash behaviour, Kafka's rule:
+  a task closed cleanly (after a commit) writes ``<state.dir>/<application.id>/<task
+  id>/.checkpoint`` (Kafka's OffsetCheckpoint format) with the changelog offset each
+  persistent store holds; a task being created reads and deletes it, keeps those stores
+  and restores them from the next offset.  Without a checkpoint (a crash, an abort) the
+  task's directory is wiped and its stores restored from the beginning of their
+  changelogs, since local state may hold writes of an aborted transaction.
+  (At-least-once restores every store from the beginning and writes no checkpoint.)
 
 Several instances with the same application id share the partitions through the
 group: in a rebalance an instance commits, then closes the tasks of the partitions it
@@ -75,6 +79,7 @@ from pylog.client import ConsumerRebalanceListener
 from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, InvalidProducerEpochError,
                           ProducerFencedError, PylogError, TopicAlreadyExistsError, UnknownMemberIdError)
 
+from .state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .state.persistent import store_directory
 from .task import StreamTask
 from .topology import Topology, TopologyError
@@ -188,7 +193,7 @@ class _TaskMover(ConsumerRebalanceListener):
                     raise
                 app.handle_task_migrated(exc)
                 return
-            app._drop_tasks(revoked)
+            app._drop_tasks(revoked, clean=True)
 
     def on_partitions_lost(self, lost: Set[Any]) -> None:
         app = self.app
@@ -363,12 +368,9 @@ class StreamsApp:
         if task is None:
             names = dict(self._groups)[gid]
             task_id = f"{gid}_{partition}"
+            checkpointed: Dict[str, int] = {}
             if self.exactly_once:
-                # Local state may hold writes of a transaction that was aborted (or never
-                # committed before a crash): only the changelog's committed records count.
-                task_dir = os.path.dirname(os.path.dirname(store_directory(self.state_dir, self.application_id,
-                                                                           task_id, "-")))
-                shutil.rmtree(task_dir, ignore_errors=True)
+                checkpointed = self._take_checkpoint(task_id, names, partition)
             shared = {} if self.global_task is None else dict(self.global_task.stores)
             task = StreamTask(self.topology, names, application_id=self.application_id,
                               task_id=task_id, config=self.config, collector=self._collector,
@@ -376,11 +378,60 @@ class StreamsApp:
                               wall_clock=_now_ms, shared_stores=shared,
                               default_key_serde=self.config.get("default.key.serde"),
                               default_value_serde=self.config.get("default.value.serde"))
-            self._restore(task, names, partition)
+            self._restore(task, names, partition, checkpointed)
             self.tasks[(gid, partition)] = task
         return task
 
-    def _read_to_end(self, partitions: List[Tuple[str, int]], on_record: Any) -> None:
+    def _task_dir(self, task_id: str) -> str:
+        return os.path.dirname(os.path.dirname(store_directory(self.state_dir, self.application_id, task_id, "-")))
+
+    def _take_checkpoint(self, task_id: str, names: List[str], partition: int) -> Dict[str, int]:
+        """Exactly-once, before a task is built: the stores' checkpointed changelog
+        offsets (store -> last offset it holds), from the ``.checkpoint`` a clean close
+        wrote.  The file is deleted at once, so a crash from here on leaves none.  A
+        store without an offset may hold writes of an aborted (or never committed)
+        transaction: its directory is wiped (all of the task's without a checkpoint)."""
+        task_dir = self._task_dir(task_id)
+        path = os.path.join(task_dir, CHECKPOINT_FILE_NAME)
+        offsets = read_checkpoint(path) or {}
+        if os.path.exists(path):
+            os.remove(path)
+        if not offsets:
+            shutil.rmtree(task_dir, ignore_errors=True)
+            return {}
+        out = {}
+        for sname, topic, _meta in self._changelogs(names):
+            offset = offsets.get((topic, partition))
+            if offset is None:
+                shutil.rmtree(store_directory(self.state_dir, self.application_id, task_id, sname),
+                              ignore_errors=True)
+            else:
+                out[sname] = offset
+        return out
+
+    def _write_checkpoint(self, task: StreamTask, gid: int) -> None:
+        """Exactly-once, after a clean close (everything the task wrote is committed):
+        for each persistent logged store, the last changelog offset it holds.  The last
+        stable offset is used, so an offset is never past what the store holds (a
+        commit marker still to come only makes the next restore re-read records)."""
+        offsets = {}
+        for sname, topic, _meta in self._changelogs(dict(self._groups)[gid]):
+            if getattr(task.stores[sname], "persistent", False):
+                lso = self.client.list_offsets(topic, task.partition, -1, isolation_level=1).offset
+                if lso > 0:
+                    offsets[(topic, task.partition)] = lso - 1
+        if offsets:
+            write_checkpoint(os.path.join(self._task_dir(task.task_id), CHECKPOINT_FILE_NAME), offsets)
+
+    def _close_task(self, gid: int, task: StreamTask, clean: bool) -> None:
+        task.close()
+        if clean and self.exactly_once:
+            self._write_checkpoint(task, gid)
+
+    def _read_to_end(self, partitions: List[Tuple[str, int]], on_record: Any,
+                     starts: Optional[Dict[Tuple[str, int], int]] = None) -> None:
+        """Every record of ``partitions`` up to their end offsets (from ``starts``, by
+        default the beginning) to ``on_record``."""
         if not partitions:
             return
         c = self.client.consumer(enable_auto_commit=False, auto_offset_reset="earliest",
@@ -388,6 +439,8 @@ class StreamsApp:
         try:
             c.assign(partitions)
             c.seek_to_beginning(*partitions)
+            for tp, start in (starts or {}).items():
+                c.seek(tp, start)
             ends = c.end_offsets(partitions)
             todo = {tp for tp, end in ends.items() if end > 0}
             while todo:
@@ -397,7 +450,10 @@ class StreamsApp:
         finally:
             c.close(autocommit=False)
 
-    def _restore(self, task: StreamTask, names: List[str], partition: int) -> None:
+    def _restore(self, task: StreamTask, names: List[str], partition: int,
+                 checkpointed: Optional[Dict[str, int]] = None) -> None:
+        """Each logged store from its changelog: from the offset after its checkpointed
+        one, else from the beginning."""
         for sname, topic, meta in self._changelogs(names):
             store = task.stores[sname]
             batch: List[Tuple[bytes, Optional[bytes]]] = []
@@ -407,7 +463,8 @@ class StreamsApp:
                 if ts_prefix and value is not None:
                     value = _TS.pack(r.timestamp) + bytes(value)
                 batch.append((bytes(r.key), value))
-            self._read_to_end([(topic, partition)], add)
+            start = (checkpointed or {}).get(sname)
+            self._read_to_end([(topic, partition)], add, None if start is None else {(topic, partition): start + 1})
             if batch:
                 store.restore_batch(batch)
                 log.info("restored %d records of store %s (task %s) from %s", len(batch), sname, task.task_id, topic)
@@ -626,15 +683,17 @@ class StreamsApp:
                                                                      cols.timestamps.tolist())):
                 yield b.topic, offset, key, value, timestamp, cols.headers(i) if with_headers else ()
 
-    def _drop_tasks(self, partitions: Set[Any]) -> None:
+    def _drop_tasks(self, partitions: Set[Any], clean: bool = False) -> None:
+        """Close the tasks of ``partitions``; ``clean``: what they did is committed (under
+        exactly-once their checkpoints are written)."""
         for tp in partitions:
             topic, partition = tp[0], tp[1]
             self._offsets.pop((topic, partition), None)
             self._committed.pop((topic, partition), None)
             gid = self._topic_group.get(topic)
             task = self.tasks.pop((gid, partition), None) if gid is not None else None
-            if task is not None:
-                task.close()
+            if gid is not None and task is not None:
+                self._close_task(gid, task, clean)
                 log.info("task %s of %s moved away", task.task_id, self.application_id)
 
     def commit(self) -> None:
@@ -697,8 +756,8 @@ class StreamsApp:
         for c in (self.consumer, global_consumer):
             if c is not None:
                 c.close(autocommit=False)
-        for task in self.tasks.values():
-            task.close()
+        for (gid, _), task in self.tasks.items():
+            self._close_task(gid, task, clean=not self.failed)
         self.tasks.clear()
         if self.global_task is not None:
             self.global_task.close()
