@@ -1405,7 +1405,16 @@ class Broker:
                                   validate_only: bool = False) -> None:
         """IncrementalAlterConfigs: ``(name, op, value)`` with op ``"set"`` (0),
         ``"delete"`` (1), ``"append"`` (2) or ``"subtract"`` (3); append/subtract only for
-        list configs.  All or nothing.  Raises UnknownTopicOrPartitionError, InvalidConfigError."""
+        list configs.  All or nothing.  Raises UnknownTopicOrPartitionError, InvalidConfigError
+        (as Kafka, an unknown name or a bad value before an unknown topic)."""
+        ops = list(ops)
+        for item in ops:
+            if isinstance(item, tuple) and len(item) == 3:
+                name, op, value = item
+                if not isinstance(name, str) or name not in TOPIC_CONFIGS:
+                    raise InvalidConfigError(f"unknown topic config {name!r}")
+                if op in (0, "set"):
+                    normalize(name, value)
         overrides = dict(self._topic(topic).config.overrides)
         names = {0: "set", 1: "delete", 2: "append", 3: "subtract"}
         for item in ops:

@@ -21,7 +21,6 @@ import time
 from typing import Any, Callable, Iterable
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
-from pylog.broker.topic_config import TOPIC_CONFIGS, normalize
 from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC
 from pylog.errors import (
     InvalidConfigError,
@@ -1154,13 +1153,6 @@ def _alter_configs(conn: Any, req: Any, resources_ops: list, response_cls: Any, 
         try:
             if rtype == RESOURCE_TOPIC:
                 if incremental:
-                    # Kafka checks the configs before it looks the topic up: an invalid
-                    # config for a topic that does not exist is INVALID_CONFIG.
-                    for name, op, value in ops:
-                        if name not in TOPIC_CONFIGS:
-                            raise InvalidConfigError(f"unknown topic config {name!r}")
-                        if op != 1 and value is not None:
-                            normalize(name, value)
                     st.broker.incremental_alter_configs(rname, ops, validate_only=req.validate_only)
                 else:
                     st.broker.alter_configs(rname, {n: v for n, _op, v in ops}, validate_only=req.validate_only)

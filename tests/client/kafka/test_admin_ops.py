@@ -121,7 +121,10 @@ def test_config_admin_matches_embedded(pair):
         is pylog.errors.InvalidConfigError
     assert same(pair, "incremental_alter_configs", t, [("retention.ms", "append", "1")]) \
         is pylog.errors.InvalidConfigError
+    # As Kafka 4.x: the last policy may go (an empty cleanup.policy keeps everything).
     assert same(pair, "incremental_alter_configs", t, [("cleanup.policy", "subtract", ["compact", "delete"])]) \
+        is None
+    assert same(pair, "incremental_alter_configs", missing, [("no.such.config", "set", 1)]) \
         is pylog.errors.InvalidConfigError
     assert same(pair, "incremental_alter_configs", missing, [("retention.ms", "frobnicate", 1)]) \
         is pylog.errors.UnknownTopicOrPartitionError
