@@ -275,7 +275,10 @@ def handle_produce(conn: Any, header: Any, req: Any) -> Any:
             if error is not None:
                 entry = answer[ti][1][pi]
                 answer[ti][1][pi] = (entry[0], error.error_code, -1, -1, -1, str(error) if with_messages else None)
-        done.set_result(produce_response_frame(version, header.correlation_id, answer))
+        # The connection may have closed meanwhile (the client gave up, a fault cut it):
+        # its pending answer is cancelled, and nobody is left to answer.
+        if not done.done():
+            done.set_result(produce_response_frame(version, header.correlation_id, answer))
 
     loop.create_task(finish())
     return done
