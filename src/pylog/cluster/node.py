@@ -457,7 +457,7 @@ class ClusterNode:
                                               session_timeout_ms=self.config.zookeeper_session_timeout_ms)
         # One cluster id for every broker: the first to start proposes its own.
         self.server.state.cluster_id = self.coordination.get_or_create_cluster_id(self.broker.cluster_id)
-        self.broker_epoch = self.coordination.register_broker(self.registration())
+        self.broker_epoch = self._register_first()
         self.coordination.add_session_listener(on_session_expired=self._on_session_expired,
                                                on_session_reestablished=self._reregister)
         self.channel = WireChannel(self.broker_id)
@@ -470,6 +470,33 @@ class ClusterNode:
         ctl.start()
         _log.info("broker %d registered in ZooKeeper %s (broker epoch %d)", self.broker_id,
                   self.config.zookeeper_connect, self.broker_epoch)
+
+    def _register_first(self) -> int:
+        """Register, waiting out this broker's previous session: a broker killed and
+        started again within ``zookeeper.session.timeout.ms`` finds its old ephemeral
+        registration still there until ZooKeeper expires that session (a watch on the
+        znode says when it is gone).  Another live broker with this id is still an error
+        after one session timeout."""
+        from pylog.cluster.coordination import NodeExistsError
+        deadline = time.monotonic() + self.config.zookeeper_session_timeout_ms / 1000 + 2.0
+        gone = threading.Event()
+        watch = None
+        try:
+            while True:
+                try:
+                    return self.coordination.register_broker(self.registration())
+                except NodeExistsError:
+                    if time.monotonic() > deadline:
+                        raise
+                    if watch is None:
+                        _log.warning("broker %d: a previous session still holds its registration; waiting for "
+                                     "ZooKeeper to expire it", self.broker_id)
+                        watch = self.coordination.watch_broker(self.broker_id, lambda reg: reg is None and gone.set())
+                gone.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+                gone.clear()
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     def _process_controller_events(self) -> None:
         try:
