@@ -234,3 +234,18 @@ def test_one_way_loss_from_leader_to_follower(cluster):
     c.network.heal(victim, leader)
     full_isr(c, "oneway")
     replicas_agree(c, "oneway", first + second)
+
+
+def test_leader_killed_and_restarted_at_once_waits_out_its_old_session(cluster):
+    """Started again before ZooKeeper expired its previous session, the broker finds its
+    old registration still there: it waits for the expiry, registers and rejoins."""
+    c = cluster
+    leader, before = led_topic_with_records(c, "restart")
+    c.cluster.stop_broker(leader, signal.SIGKILL)
+    c.cluster.start_broker(leader)
+    wait_metadata(c.bootstrap, "restart", lambda md, t: leader in md.brokers and len(t.partitions[0].isrs) == 3
+                  and t.partitions[0].leader != leader, "the restarted broker back in the ISR", timeout=60)
+    assert c.cluster.procs[leader].poll() is None
+    after = [f"after-{i}".encode() for i in range(50)]
+    assert produce_acked(c.bootstrap, "restart", after) == [None] * 50
+    replicas_agree(c, "restart", before + after)
