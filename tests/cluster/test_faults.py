@@ -13,7 +13,9 @@ subprocesses on the test's ZooKeeper), every link through :mod:`cluster.proxy`:
   without it, acks=all with min.insync.replicas=2 goes on with two replicas and is
   refused (NOT_ENOUGH_REPLICAS) when only the leader is left; it catches up when healed;
 - one-way loss (the leader's answers to one follower are discarded): that follower
-  leaves the ISR, produce goes on, and it comes back once the link heals.
+  leaves the ISR, produce goes on, and it comes back once the link heals;
+- a leader SIGKILLed and started again at once, before ZooKeeper expired its previous
+  session: it waits for its old registration to go, registers and rejoins the ISR.
 
 Each test ends by comparing the replicas' log files (:mod:`cluster.jepsen`). (Their
 ``leader-epoch-checkpoint`` files are not compared: a new epoch reaches the file at the
