@@ -1,11 +1,13 @@
 """AddPartitionsToTxn v4+ over the wire (KIP-890 part 1): the batched form brokers send,
 several transactions in one request, each either adding its partitions or, with
 ``verify_only``, only asking whether they are in its ongoing transaction.  (Producers
-send v0-v3; those are exercised by every transactional client test.)"""
+send v0-v3; those are exercised by every transactional client test.)  And
+DescribeProducers shows a producer's open transaction by its first offset."""
 
 from __future__ import annotations
 
 from pylog.protocol import messages as m
+from pylog.records import RecordBatchBuilder
 from tests.server.util import unique
 from tests.wire import BrokerConnection, WireClient
 
@@ -47,8 +49,29 @@ def test_batched_add_partitions_adds_and_verifies_each_transaction(module_server
         # verify_only adds nothing: partition 1 is not in the transaction, before and after.
         for _ in range(2):
             assert _batched(c, 5, [(a, pid, epoch, True, topic, [0, 1])]) == {a: {0: 0, 1: INVALID_TXN_STATE}}
+        # A transactional batch to partition 0: DescribeProducers shows the open transaction
+        # from its first offset, until the commit marker ends it.
+        b = RecordBatchBuilder(producer_id=pid, producer_epoch=epoch, base_sequence=0, is_transactional=True)
+        for v in (b"x", b"y"):
+            b.append(None, None, v)
+        T = m.ProduceRequest
+        resp = c.request(0, T(transactional_id=a, acks=-1, timeout_ms=30000, topic_data=[T.TopicProduceData(
+            name=topic, partition_data=[T.PartitionProduceData(index=0, records=bytes(b.build()))])]), version=9)
+        assert resp.responses[0].partition_responses[0].error_code == 0
+        assert _producers(c, topic, 0) == [(pid, epoch, 1, 0)]
         end = c.request(26, m.EndTxnRequest(transactional_id=a, producer_id=pid, producer_epoch=epoch,
                                             committed=True), version=3)
         assert end.error_code == 0
+        assert _producers(c, topic, 0) == [(pid, epoch, 1, -1)]
         # The transaction ended: nothing is in an ongoing transaction any more.
         assert _batched(c, 5, [(a, pid, epoch, True, topic, [0])]) == {a: {0: INVALID_TXN_STATE}}
+
+
+def _producers(c: BrokerConnection, topic: str, partition: int) -> list[tuple[int, int, int, int]]:
+    """DescribeProducers: (producer id, epoch, last sequence, current transaction's first
+    offset) of the partition's producers."""
+    R = m.DescribeProducersRequest
+    resp = c.request(61, R(topics=[R.TopicRequest(name=topic, partition_indexes=[partition])]), version=0)
+    [p] = resp.topics[0].partitions
+    assert p.error_code == 0
+    return [(s.producer_id, s.producer_epoch, s.last_sequence, s.current_txn_start_offset) for s in p.active_producers]
