@@ -13,7 +13,7 @@ from cluster import zk
 from cluster.test_coordination import Events
 from pylog.cluster.coordination import BrokerRegistration, EndPoint, LeaderAndIsr, ReplicaAssignment, TopicAssignment
 from pylog.cluster.zookeeper import connect, parse_connect_string
-from pylog.errors import CoordinationError
+from pylog.errors import CoordinationError, InvalidConfigError
 
 WAIT = 20.0
 
@@ -178,6 +178,7 @@ def test_connect_string():
     assert parse_connect_string("a:2181,b:2181/kafka/prod") == ("a:2181,b:2181", "/kafka/prod")
     assert parse_connect_string("a:2181") == ("a:2181", "")
     assert parse_connect_string("a:2181/") == ("a:2181", "")
-    for bad in ("/chroot", "a:2181/x//y", "a:2181/x/../y"):
-        with pytest.raises(ValueError):
+    assert parse_connect_string("a,[::1]:2182") == ("a,[::1]:2182", "")     # ZooKeeper's port by default
+    for bad in ("/chroot", "a:2181/x//y", "a:2181/x/../y", "a:x", "a:0", "a:2181,:2182", "a:70000"):
+        with pytest.raises(InvalidConfigError, match="zookeeper.connect"):
             parse_connect_string(bad)

@@ -79,11 +79,13 @@ def test_advertised_listener_and_config_file(serve, tmp_path):
 
 def test_bad_settings_are_refused(tmp_path):
     for args in (["--override", "no.such.setting=1"], ["--listen", "127.0.0.1:99999"],
-                 ["--override", "num.partitions=zero"]):
-        proc = subprocess.run([sys.executable, "-m", "pylog.cli", "serve", "--data-dir", str(tmp_path), *args],
+                 ["--override", "num.partitions=zero"], ["--node-id", "1", "--zookeeper", "/no-host"],
+                 ["--node-id", "1", "--zookeeper", "127.0.0.1:x/pylog"]):
+        proc = subprocess.run([sys.executable, "-m", "pylog.cli", "serve", "--data-dir", str(tmp_path / "d"), *args],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
-        assert "pylog serve:" in proc.stderr
+        assert "pylog serve:" in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "d").exists(), "refused before the data directory is touched"
 
 
 def test_sigint_shuts_down_cleanly(serve):

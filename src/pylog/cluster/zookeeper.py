@@ -42,7 +42,7 @@ from kazoo.retry import KazooRetry, RetryFailedError
 from pylog.cluster.coordination import (ANY_VERSION, BadVersionError, CheckOp, Coordination, CreateOp, DeleteOp,
                                         NoChildrenForEphemeralsError, NodeExistsError, NoNodeError, NotEmptyError,
                                         Op, SessionListener, SetDataOp, ZNodeError, ZNodeStat)
-from pylog.errors import CoordinationError
+from pylog.errors import CoordinationError, InvalidConfigError
 
 __all__ = ["DEFAULT_SESSION_TIMEOUT_MS", "KazooZNodeStore", "connect", "parse_connect_string"]
 
@@ -61,14 +61,22 @@ _ERRORS: dict[type[Exception], type[ZNodeError]] = {
 
 
 def parse_connect_string(connect: str) -> tuple[str, str]:
-    """Split ``host:port[,host:port]/chroot`` into (hosts, chroot or "")."""
+    """Split ``host:port[,host:port]/chroot`` into (hosts, chroot or "").  Raises
+    InvalidConfigError for a string without a host, a host without a valid port, or a
+    chroot that is not a plain absolute path."""
     connect = connect.strip()
     hosts, slash, chroot = connect.partition("/")
     if not hosts:
-        raise ValueError(f"zookeeper.connect {connect!r} names no host")
+        raise InvalidConfigError(f"zookeeper.connect {connect!r} names no host")
+    for entry in hosts.split(","):
+        host, colon, port = entry.strip().rpartition(":")
+        if not colon:
+            host, port = port, "2181"     # ZooKeeper's client port when none is given
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidConfigError(f"zookeeper.connect {connect!r}: {entry!r} is not HOST:PORT")
     chroot = (slash + chroot).rstrip("/")
     if chroot and ("//" in chroot or any(part in (".", "..") for part in chroot.split("/"))):
-        raise ValueError(f"zookeeper.connect {connect!r}: {chroot!r} is not a valid chroot path")
+        raise InvalidConfigError(f"zookeeper.connect {connect!r}: {chroot!r} is not a valid chroot path")
     return hosts, chroot
 
 

@@ -384,6 +384,9 @@ class ServerConfig:
                                      "positive max.connections.per.ip")
         if self.advertised_listeners is not None:
             parse_listener(self.advertised_listeners)
+        if self.zookeeper_connect:
+            from pylog.cluster.zookeeper import parse_connect_string
+            parse_connect_string(self.zookeeper_connect)
         if self.default_replication_factor > 1 and not self.zookeeper_connect:
             raise InvalidConfigError(f"default.replication.factor={self.default_replication_factor} needs a "
                                      "cluster: set zookeeper.connect (a single node holds one replica)")
