@@ -127,11 +127,11 @@ def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
         c.create_topic(topic, partitions)
 
 
-def confluent_produce(bootstrap: str, topic: str, records: int, record_size: int = 100) -> float:
-    """Records per second of one confluent-kafka producer (acks=1, no compression)."""
+def confluent_produce(bootstrap: str, topic: str, records: int, record_size: int = 100, acks: str = "1") -> float:
+    """Records per second of one confluent-kafka producer (``acks``, default 1; no compression)."""
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "compression.type": "none",
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "compression.type": "none",
                   "linger.ms": 5, "batch.num.messages": 10000, "batch.size": 1_000_000,
                   "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
                   "socket.nagle.disable": True, "enable.idempotence": False})
