@@ -28,15 +28,15 @@ def open_broker(path, **kw) -> Broker:
     return Broker(str(path), background=False, offsets_topic_num_partitions=1, log_cleaner_enable=False, **kw)
 
 
-def txn_batch(pid: int, epoch: int, seq: int, values: list[bytes], keys=None) -> bytes:
+def txn_batch(pid: int, epoch: int, seq: int, values: list[bytes], keys=None, timestamps=None) -> bytes:
     b = _core.RecordBatchBuilder(producer_id=pid, producer_epoch=epoch, base_sequence=seq, is_transactional=True)
-    b.append_many(values, keys=keys)
+    b.append_many(values, keys=keys, timestamps=timestamps)
     return b.build()
 
 
-def plain_batch(values: list[bytes], keys=None) -> bytes:
+def plain_batch(values: list[bytes], keys=None, timestamps=None) -> bytes:
     b = _core.RecordBatchBuilder()
-    b.append_many(values, keys=keys)
+    b.append_many(values, keys=keys, timestamps=timestamps)
     return b.build()
 
 
@@ -560,8 +560,9 @@ def test_truncation_reopens_or_forgets_transactions(broker):
 
 def test_list_offsets_by_timestamp_stops_at_the_lso_for_read_committed(broker):
     p = new_pid(broker)
-    broker.append(T, 0, plain_batch([b"x"]))
-    broker.append(T, 0, txn_batch(p, 0, 0, [b"open"]))
+    # (Timestamps apart: two records of one millisecond would share the max timestamp.)
+    broker.append(T, 0, plain_batch([b"x"], timestamps=1_000))
+    broker.append(T, 0, txn_batch(p, 0, 0, [b"open"], timestamps=2_000))
     for ts in (0, -3):     # the first record at or after 0 is offset 0; the newest is in the open txn
         unc = broker.list_offsets(T, 0, ts)
         com = broker.list_offsets(T, 0, ts, isolation_level=READ_COMMITTED)
