@@ -1,0 +1,198 @@
+"""Produce throughput of a replicated pylog cluster: RF=3 with acks=all against RF=1 with
+acks=1 on one broker, in the same run (issue 13, "Speed").
+
+A local ZooKeeper and three ``pylog serve --zookeeper`` brokers (:class:`pylog.cluster.
+local.LocalCluster`) hold two one-partition topics whose leader is the same broker:
+``rf3`` (replicas on all three brokers, ``min.insync.replicas=2``) and ``rf1`` (its one
+replica on that leader).  A librdkafka (confluent-kafka) producer sends 100-byte records
+(:func:`benches.bench_server.confluent_produce`: no compression, linger 5 ms, batches of
+up to 10,000 records), acks=all to ``rf3`` and acks=1 to ``rf1``; the rounds alternate
+(rf1, rf3, rf1, rf3, ...) after one warm-up round of each, so both figures share the
+machine's load.  Each figure is the median of its rounds; the ratio is rf3 / rf1.  Kafka's
+2014 figures were 421k records/s 3x synchronous against 821k unreplicated (0.51) on
+6-core machines; issue 13's goals on 2 cores: at least 250k records/s and a ratio of at
+least 0.35.
+
+``python -m benches.bench_cluster_throughput [--records 500000] [--rounds 3]`` prints
+the figures and the load average; the asv class :class:`ClusterProduce` tracks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benches.bench_server import confluent_produce
+
+RF3, RF1 = "rf3", "rf1"
+
+
+class ThroughputRig:
+    """ZooKeeper (unless ``zookeeper`` is given), three brokers and the two topics
+    (module docstring)."""
+
+    def __init__(self, base_dir: Path, zookeeper: str | None = None) -> None:
+        from pylog.cluster.local import LocalCluster
+
+        self.cluster = LocalCluster(base_dir, 3, zookeeper=zookeeper, overrides=[
+            "default.replication.factor=3", "min.insync.replicas=2"])
+
+    def __enter__(self) -> "ThroughputRig":
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        self.cluster.start()
+        try:
+            self.admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap})
+            self._wait(lambda md: len(md.brokers) == 3, "3 brokers")
+            self.admin.create_topics([NewTopic(RF3, 1, 3, config={"min.insync.replicas": "2"})],
+                                     operation_timeout=30)[RF3].result(60)
+            self.leader = self._wait_full_isr(RF3, 3)
+            self.admin.create_topics([NewTopic(RF1, 1, replica_assignment=[[self.leader]])],
+                                     operation_timeout=30)[RF1].result(60)
+            self._wait_full_isr(RF1, 1)
+        except BaseException:
+            self.cluster.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.admin  # before the brokers go, or it logs their departure
+        # The data is thrown away: no controlled shutdowns (a second or two each), and
+        # the brokers' ZooKeeper sessions die with ZooKeeper or the test's chroot.
+        for i in list(self.cluster.procs):
+            self.cluster.stop_broker(i, signal.SIGKILL)
+        self.cluster.stop()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap
+
+    def _wait(self, pred: Any, what: str, timeout: float = 120.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            md = self.admin.list_topics(timeout=5)
+            if pred(md):
+                return md
+            time.sleep(0.05)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def _wait_full_isr(self, topic: str, rf: int) -> int:
+        def full(md: Any) -> bool:
+            t = md.topics.get(topic)
+            return (t is not None and not t.error and 0 in t.partitions and t.partitions[0].leader > 0
+                    and len(t.partitions[0].isrs) == rf)
+        return self._wait(full, f"{topic}'s ISR of {rf}").topics[topic].partitions[0].leader
+
+    def broker_pids(self) -> dict[int, int]:
+        return {i: p.pid for i, p in self.cluster.procs.items()}
+
+    def high_watermark(self, topic: str) -> int:
+        """The partition's high watermark as its leader answers ListOffsets (latest)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from confluent_kafka import KafkaError, KafkaException
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-cluster-throughput"})
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)[1]
+                except KafkaException as exc:
+                    # A broker whose metadata cache has not yet had the controller's
+                    # UpdateMetadata for a new topic does not know it yet.
+                    if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+        finally:
+            c.close()
+
+    def isr(self, topic: str) -> list[int]:
+        return sorted(self.admin.list_topics(topic, timeout=10).topics[topic].partitions[0].isrs)
+
+    def produce(self, topic: str, records: int, acks: str) -> float:
+        """Records/s of one producer run, once the high watermark shows every record
+        acknowledged (``confluent_produce`` does not look at delivery errors)."""
+        before = self.high_watermark(topic)
+        rate = confluent_produce(self.bootstrap, topic, records, acks=acks)
+        after = self.high_watermark(topic)
+        if after - before != records:
+            raise RuntimeError(f"{topic}: the high watermark moved by {after - before}, not {records}")
+        return rate
+
+
+def measure_rig(rig: ThroughputRig, records: int, rounds: int) -> dict[str, Any]:
+    """Alternating rounds on a started rig: the figures of the module docstring."""
+    rf1: list[float] = []
+    rf3: list[float] = []
+    warm = max(1, records // 5)
+    rig.produce(RF1, warm, acks="1")
+    rig.produce(RF3, warm, acks="all")
+    for _ in range(rounds):
+        rf1.append(rig.produce(RF1, records, acks="1"))
+        rf3.append(rig.produce(RF3, records, acks="all"))
+    m1, m3 = statistics.median(rf1), statistics.median(rf3)
+    # acks=all waits for the ISR only: a follower that fell out during the run would make
+    # the figure one of RF=2; say so.
+    return {"records": records, "rounds": rounds, "rf1_rounds": rf1, "rf3_rounds": rf3,
+            "rf1_acks1_records_per_s": m1, "rf3_acksall_records_per_s": m3, "ratio": m3 / m1,
+            "rf3_isr_after": rig.isr(RF3)}
+
+
+def measure(records: int, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pylog-cluster-throughput-") as d, ThroughputRig(Path(d)) as rig:
+        return measure_rig(rig, records, rounds)
+
+
+class ClusterProduce:
+    """asv: RF=3 acks=all records/s, RF=1 acks=1 records/s, and their ratio, from one run."""
+
+    timeout = 900
+    number = 1
+    repeat = 1
+
+    def setup_cache(self) -> dict[str, Any]:
+        return measure(records=500_000, rounds=3)
+
+    def track_rf3_acksall_records_per_s(self, figures: dict[str, Any]) -> float:
+        return figures["rf3_acksall_records_per_s"]
+
+    track_rf3_acksall_records_per_s.unit = "records/s"
+
+    def track_rf1_acks1_records_per_s(self, figures: dict[str, Any]) -> float:
+        return figures["rf1_acks1_records_per_s"]
+
+    track_rf1_acks1_records_per_s.unit = "records/s"
+
+    def track_rf3_to_rf1_ratio(self, figures: dict[str, Any]) -> float:
+        return figures["ratio"]
+
+    track_rf3_to_rf1_ratio.unit = "ratio"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=500_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    load = os.getloadavg()
+    f = measure(args.records, args.rounds)
+    print(f"3 brokers + ZooKeeper on {os.cpu_count()} cores, librdkafka producer, 100-byte records, "
+          f"{f['records']} records a round, {f['rounds']} alternating rounds each; "
+          f"load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    print(f"RF=3 acks=all min.insync.replicas=2: {f['rf3_acksall_records_per_s']:,.0f} records/s "
+          f"(rounds: {', '.join(f'{x:,.0f}' for x in f['rf3_rounds'])}; goal >= 250,000)")
+    print(f"RF=1 acks=1, same leader broker:    {f['rf1_acks1_records_per_s']:,.0f} records/s "
+          f"(rounds: {', '.join(f'{x:,.0f}' for x in f['rf1_rounds'])})")
+    print(f"ratio RF=3 acks=all / RF=1 acks=1: {f['ratio']:.2f} (goal >= 0.35); "
+          f"rf3's ISR after the run: {f['rf3_isr_after']}")
+
+
+if __name__ == "__main__":
+    main()
