@@ -166,7 +166,11 @@ class TransactionManager:
                     self._adds.notify_all()
             on_done(res)
 
-        self._add_async(self.transactional_id, p.producer_id, p.producer_epoch, list(partitions), answered)
+        wanted = list(partitions)
+        try:
+            self._add_async(self.transactional_id, p.producer_id, p.producer_epoch, wanted, answered)
+        except PylogError as exc:       # not sent (the transport is closed): answered at once
+            answered({tp: exc.error_code for tp in wanted})
 
     def _added(self, res: Mapping[tuple[str, int], int], generation: int) -> None:
         if generation != self._generation:
