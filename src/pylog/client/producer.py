@@ -66,8 +66,11 @@ Transactions
 With ``transactional_id`` the producer is Kafka's transactional producer
 (``init_transactions``, ``begin_transaction``, ``send_offsets_to_transaction``,
 ``commit_transaction``, ``abort_transaction``; :mod:`pylog.client.transactions` holds the
-state machine): its batches carry the transactional attribute, the sender adds each
-partition to the transaction before its first batch goes, a batch that fails for good
+state machine): its batches carry the transactional attribute, each partition is added
+to the transaction before its first batch goes (over the network, AddPartitionsToTxn
+is sent without waiting as soon as the partition's first record is queued, as Kafka's
+producer does, and the network thread that brings the answer sends the partition's
+waiting batches), a batch that fails for good
 (or would need an epoch bump) makes the transaction abortable instead of bumping the
 epoch, and ``send`` outside a transaction raises IllegalStateError.
 
