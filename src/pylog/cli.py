@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo, bytes_args=("data_dir",))
     tools.add_commands(sub)
     _add_cluster(sub, common_options, int_in)
+    _add_streams(sub)
     return parser
 
 
@@ -170,6 +171,115 @@ def _cluster_status(args: argparse.Namespace) -> int:
     for t, p in st["offline"]:
         print(f"  {t}-{p}")
     return 0 if not st["offline"] else 1
+
+
+def _topic_list(text: str) -> list:
+    """An argparse type: ``T1,T2,...`` (Kafka's comma-separated topic lists)."""
+    from pylog.server.tools import topic_name
+
+    return [topic_name(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _duration_ms(text: str) -> int:
+    """An argparse type: an ISO 8601 duration (``PT15M``) in milliseconds."""
+    from pylog.streams.reset import parse_duration_ms
+
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _application_id(text: str) -> str:
+    """An argparse type: an ``application.id`` (it prefixes topic names: Kafka's topic
+    characters, not empty)."""
+    from pylog.server.tools import _printable, topic_name
+
+    try:
+        return topic_name(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"application id {_printable(text)!r} is illegal: it must be 1 to 249 ASCII alphanumerics, "
+            "'.', '_' and '-' (it prefixes the application's internal topic names)") from None
+
+
+def _add_streams(sub: Any) -> None:
+    from pylog.server.tools import INT64_MAX, common_options, datetime_ms, int_in
+
+    streams = sub.add_parser("streams", help="tools for pylog.streams applications")
+    actions = streams.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rs = actions.add_parser(
+        "reset", help="reset an application so it reprocesses its input (kafka-streams-application-reset)",
+        description="Reset a streams application (as Kafka's kafka-streams-application-reset): with no instance "
+                    "running, move its committed offsets of the input topics (to the earliest by default), move "
+                    "intermediate topics to their end, delete its internal topics (<application.id>-...-changelog, "
+                    "-repartition) and, with --state-dir, its local state.  Output topics are not touched.  Run "
+                    "with --dry-run first: the reset cannot be undone.")
+    rs.add_argument("--application-id", required=True, type=_application_id, help="the application.id (its consumer group)")
+    rs.add_argument("--data-dir", help="an embedded data directory (pylog.open) instead of --bootstrap-server")
+    rs.add_argument("--input-topics", type=_topic_list, action="append", default=[], metavar="T1,T2",
+                    help="input topics whose committed offsets are reset (repeatable)")
+    rs.add_argument("--intermediate-topics", type=_topic_list, action="append", default=[], metavar="T1,T2",
+                    help="topics the application writes and reads: moved to their end (repeatable)")
+    rs.add_argument("--internal-topics", type=_topic_list, action="append", metavar="T1,T2",
+                    help="delete only these internal topics (a subset of those a dry run lists)")
+    how = rs.add_mutually_exclusive_group()
+    how.add_argument("--to-earliest", action="store_true", help="input offsets to the log start (the default)")
+    how.add_argument("--to-latest", action="store_true", help="input offsets to the log end")
+    how.add_argument("--to-offset", type=int_in(0, INT64_MAX), metavar="N", help="input offsets to N")
+    how.add_argument("--shift-by", type=int_in(-INT64_MAX, INT64_MAX), metavar="N",
+                     help="input offsets to the committed offset plus N (negative: back)")
+    how.add_argument("--to-datetime", type=datetime_ms, metavar="TIME",
+                     help="input offsets to the first record at or after TIME: epoch ms or ISO 8601")
+    how.add_argument("--by-duration", type=_duration_ms, metavar="PnDTnHnMnS",
+                     help="input offsets to the first record at or after now minus this ISO 8601 duration")
+    how.add_argument("--from-file", metavar="CSV", help="input offsets from a plan of TOPIC,PARTITION,OFFSET lines")
+    rs.add_argument("--state-dir", help="also delete the application's local state under this state.dir")
+    rs.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    rs.add_argument("--force", action="store_true",
+                    help="remove the group's members first (instances that stopped without leaving)")
+    common_options(rs, connects=True)
+    rs.set_defaults(func=_streams_reset, bytes_args=("data_dir", "state_dir", "from_file"))
+
+
+def _streams_reset(args: argparse.Namespace) -> int:
+    import pylog
+    from pylog.errors import InvalidConfigError
+    from pylog.server.tools import CommandError, _printable, connect, describe_error
+    from pylog.streams.reset import parse_reset_plan, reset_application
+
+    if args.data_dir is not None:
+        if "bootstrap_server" in args.given:
+            raise CommandError("streams reset: give --data-dir (embedded) or --bootstrap-server, not both", 2)
+        if not os.path.isfile(os.path.join(args.data_dir, "meta.properties")):
+            # never make a new broker's files in a directory that was mistyped
+            raise CommandError(f"streams reset: --data-dir {_printable(os.fsdecode(args.data_dir))!r} is not a "
+                               "pylog data directory (it has no meta.properties)", 2)
+    plan = None
+    if args.from_file is not None:
+        try:
+            with open(args.from_file, encoding="utf-8") as f:
+                plan = parse_reset_plan(f.read())
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"streams reset: --from-file {_printable(os.fsdecode(args.from_file))}: "
+                               f"{describe_error(exc)}", 2) from None
+    client = pylog.open(args.data_dir) if args.data_dir is not None else connect(
+        args.bootstrap_server, args.timeout, "pylog-streams-reset")
+    with client:
+        try:
+            result = reset_application(
+                client, args.application_id,
+                input_topics=[t for ts in args.input_topics for t in ts],
+                intermediate_topics=[t for ts in args.intermediate_topics for t in ts],
+                internal_topics=None if args.internal_topics is None else [t for ts in args.internal_topics for t in ts],
+                to_latest=args.to_latest, to_offset=args.to_offset, shift_by=args.shift_by,
+                to_datetime_ms=args.to_datetime, by_duration_ms=args.by_duration, plan=plan,
+                force=args.force, dry_run=args.dry_run,
+                state_dir=None if args.state_dir is None else os.fsdecode(args.state_dir),
+                say=lambda line: print(line, flush=True))
+        except InvalidConfigError as exc:
+            raise CommandError(f"streams reset: {describe_error(exc)}", 2) from None
+    return result.status
 
 
 def _check_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

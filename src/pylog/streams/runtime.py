@@ -766,3 +766,17 @@ class StreamsApp:
 
     def active_tasks(self) -> Set[str]:
         return {t.task_id for t in self.tasks.values()}
+
+    def clean_up(self) -> List[str]:
+        """Delete this application's local state under ``state.dir`` (Kafka Streams'
+        ``KafkaStreams#cleanUp``): every task directory and the global stores', so the
+        next :meth:`run` rebuilds its stores from the changelogs (or from nothing, after
+        ``pylog streams reset``).  Returns the directories deleted.  Raises
+        IllegalStateError while :meth:`run` is processing."""
+        from pylog.errors import IllegalStateError
+
+        from .reset import clean_up_state
+
+        if self.tasks or (self.consumer is not None and not self.consumer.closed):
+            raise IllegalStateError(f"{self.application_id}: clean_up() while the app runs: stop it first")
+        return clean_up_state(self.state_dir, self.application_id)
