@@ -8,9 +8,10 @@ final logs and the replicas' files: nothing acknowledged lost or moved, nothing
 duplicated or reordered, nothing read that later vanished, no offset holding two
 different records on two replicas.
 
-The default run is a short schedule; ``-m long`` runs a longer one. The figures (faults,
-acknowledged, lost, duplicated, ...) are printed (``-s`` shows them); the seed is printed
-and ``JEPSEN_SEED=<n>`` replays a schedule.
+The default run is a short schedule (``JEPSEN_SHORT_S``, 2 s of faults: one fault);
+``-m long`` runs 120 s of them. The figures (faults, acknowledged, lost, duplicated, ...)
+are printed (``-s`` shows them); the seed is printed and ``JEPSEN_SEED=<n>`` replays a
+schedule; ``JEPSEN_DEBUG=consumer,fetch`` turns on the reader's librdkafka debug log.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class Run:
         try:
             cons = confluent_kafka.Consumer({"bootstrap.servers": self.c.bootstrap, "group.id": "jepsen-reader",
                                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                             "topic.metadata.refresh.interval.ms": 1000})
+                                             "topic.metadata.refresh.interval.ms": 1000,
+                                             **({"debug": os.environ["JEPSEN_DEBUG"]} if "JEPSEN_DEBUG" in os.environ else {})})
             cons.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
             while not self.stop.is_set():
                 msg = cons.poll(0.1)
@@ -96,7 +98,7 @@ class Run:
 
     def inject(self, kind: str, broker: int, hold: float) -> None:
         c = self.c
-        self.history.on_fault(f"{kind} broker {broker} for {hold:.1f} s")
+        self.history.on_fault(f"{kind} broker {broker} for {hold:.1f} s ({len(self.history.reads)} reads before)")
         if kind == "kill":
             c.cluster.stop_broker(broker, signal.SIGKILL)
             time.sleep(hold)  # the fault's length: what the schedule is made of
@@ -191,7 +193,7 @@ def _jepsen(cluster, duration: float) -> None:
 
 
 def test_jepsen_short(cluster):
-    _jepsen(cluster, duration=2.0)
+    _jepsen(cluster, duration=float(os.environ.get("JEPSEN_SHORT_S", "2")))
 
 
 @pytest.mark.long
