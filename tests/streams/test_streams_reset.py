@@ -22,12 +22,14 @@ from pylog.errors import IllegalStateError
 from pylog.streams import Materialized, Serdes, StreamsBuilder
 from pylog.streams.reset import (clean_up_state, is_internal_topic, parse_duration_ms, parse_reset_plan,
                                  reset_application)
+from kafka_ref.conftest import kafka_jars  # noqa: F401  (Apache Kafka's jars, fetched by Maven once)
 from server.conftest import module_server  # noqa: F401  (one `pylog serve` for this module)
 from server.util import unique
 
 S = Serdes.string()
 L = Serdes.long()
 LINES = [("a", "x y x"), ("b", "y z"), ("c", "x")]
+STREAMS_RESETTER = "org.apache.kafka.tools.StreamsResetter"
 #: What the word count writes for LINES (one update per word, in order per key).
 EXPECTED = {"x": [1, 2, 3], "y": [1, 2], "z": [1]}
 
@@ -275,3 +277,29 @@ def test_helpers_parse_as_kafka_does():
     assert is_internal_topic("app", "app-j-subscription-response-topic")
     assert not is_internal_topic("app", "other-counts-changelog")
     assert not is_internal_topic("app", "app-counts")
+
+
+def test_kafkas_own_streams_resetter_resets_a_pylog_app_on_pylog_serve(kafka_jars, module_server,  # noqa: F811
+                                                                       tmp_path):
+    """Apache Kafka's StreamsResetter (kafka-streams-application-reset.sh, from the jars
+    the kafka_ref fixture fetches) on a pylog streams app's group over ``pylog serve``:
+    it resets the input offsets and deletes the internal topics, and a rerun (after
+    ``clean_up``) writes the same output again."""
+    app_id = unique("wcjava")
+    with pylog.connect(module_server.bootstrap) as client:
+        setup_topics(client, app_id)
+        word_count(app_id, tmp_path / "state").run(client, until_idle=True, idle_polls=5)
+        first = read_all(client, f"{app_id}-counts-out")
+        assert by_word(first) == EXPECTED
+        out = kafka_jars.check(STREAMS_RESETTER, "--bootstrap-server", module_server.bootstrap,
+                               "--application-id", app_id, "--input-topics", f"{app_id}-lines-in")
+        assert f"Topic: {app_id}-lines-in Partition: 0 Offset: 0" in out
+        assert f"{app_id}-counts-changelog" in out
+        assert committed(client, app_id, f"{app_id}-lines-in") == 0
+        assert not [t for t in client.list_topics() if is_internal_topic(app_id, t)]
+        app = word_count(app_id, tmp_path / "state")
+        assert app.clean_up()
+        app.run(client, until_idle=True, idle_polls=5)
+        second = read_all(client, f"{app_id}-counts-out")
+    assert len(second) == 2 * len(first)
+    assert second[len(first):] == first
