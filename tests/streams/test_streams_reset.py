@@ -25,6 +25,8 @@ from pylog.streams.reset import (clean_up_state, is_internal_topic, parse_durati
 from kafka_ref.conftest import kafka_jars  # noqa: F401  (Apache Kafka's jars, fetched by Maven once)
 from server.conftest import module_server  # noqa: F401  (one `pylog serve` for this module)
 from server.util import unique
+from streams.test_runtime import produce
+from streams.test_runtime import read_all as read_records
 
 S = Serdes.string()
 L = Serdes.long()
@@ -45,24 +47,13 @@ def word_count(app_id, state_dir):
 def setup_topics(client, app_id):
     client.create_topic(f"{app_id}-lines-in", 1)
     client.create_topic(f"{app_id}-counts-out", 1)
-    p = client.producer()
-    for k, v in LINES:
-        p.send(f"{app_id}-lines-in", key=k.encode(), value=v.encode())
-    p.flush()
-    p.close()
+    produce(client, f"{app_id}-lines-in", LINES)
 
 
 def read_all(client, topic):
-    c = client.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
-    parts = [(topic, p) for p in range(client.num_partitions(topic))]
-    c.assign(parts)
-    c.seek_to_beginning(*parts)
-    ends = c.end_offsets(parts)
-    out = []
-    while any(c.position(tp) < end for tp, end in ends.items()):
-        out.extend(c.poll(timeout_ms=200))
-    c.close(autocommit=False)
-    return [(S.deserialize(r.key), L.deserialize(r.value)) for r in sorted(out, key=lambda r: r.offset)]
+    """(word, count) of ``topic`` in offset order."""
+    return [(S.deserialize(r.key), L.deserialize(r.value))
+            for r in sorted(read_records(client, topic), key=lambda r: r.offset)]
 
 
 def by_word(pairs):
