@@ -46,6 +46,30 @@ _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far: the run time of all its threads in
+    nanoseconds (``/proc/PID/task/*/schedstat``); /proc/PID/stat's user + system
+    time counts in clock ticks (10 ms), too coarse for a phase of a few hundred
+    ms.  A server's threads (event loop, I/O pool, broker background, cleaner)
+    live as long as it does, so no thread's time is lost by exiting."""
+    total = 0
+    tasks = f"/proc/{pid}/task"
+    try:
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass     # a thread that just exited
+    except OSError:
+        total = 0
+    if total:
+        return total / 1e9
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 class ServeProcess:
     """``pylog serve`` in a subprocess over a temporary data directory."""
 
@@ -85,27 +109,8 @@ class ServeProcess:
         return self.tmp.name
 
     def cpu_seconds(self) -> float:
-        """CPU time of the server process so far: the run time of all its threads in
-        nanoseconds (``/proc/PID/task/*/schedstat``); /proc/PID/stat's user + system
-        time counts in clock ticks (10 ms), too coarse for a phase of a few hundred
-        ms.  The server's threads (event loop, I/O pool, broker background, cleaner)
-        live as long as it does, so no thread's time is lost by exiting."""
-        total = 0
-        tasks = f"/proc/{self.proc.pid}/task"
-        try:
-            for tid in os.listdir(tasks):
-                try:
-                    with open(f"{tasks}/{tid}/schedstat") as f:
-                        total += int(f.read().split()[0])
-                except (OSError, ValueError, IndexError):
-                    pass     # a thread that just exited
-        except OSError:
-            total = 0
-        if total:
-            return total / 1e9
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        """CPU time of the server process so far (:func:`process_cpu_seconds`)."""
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
