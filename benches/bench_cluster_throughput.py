@@ -14,7 +14,9 @@ machine's load.  Each figure is the median of its rounds; the ratio is rf3 / rf1
 least 0.35.
 
 ``python -m benches.bench_cluster_throughput [--records 500000] [--rounds 3]`` prints
-the figures and the load average; the asv class :class:`ClusterProduce` tracks them.
+the figures, the three brokers' CPU time per record in each mode (what replication
+costs the cluster, whatever the producer's own speed) and the load average; the asv
+class :class:`ClusterProduce` tracks them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benches.bench_server import confluent_produce
+from benches.bench_server import confluent_produce, process_cpu_seconds
 
 RF3, RF1 = "rf3", "rf1"
 
@@ -116,32 +118,40 @@ class ThroughputRig:
     def isr(self, topic: str) -> list[int]:
         return sorted(self.admin.list_topics(topic, timeout=10).topics[topic].partitions[0].isrs)
 
-    def produce(self, topic: str, records: int, acks: str) -> float:
+    def brokers_cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(p.pid) for p in self.cluster.procs.values())
+
+    def produce(self, topic: str, records: int, acks: str) -> tuple[float, float]:
         """Records/s of one producer run, once the high watermark shows every record
-        acknowledged (``confluent_produce`` does not look at delivery errors)."""
+        acknowledged (``confluent_produce`` does not look at delivery errors), and the
+        three brokers' CPU microseconds per record in that run."""
         before = self.high_watermark(topic)
+        cpu0 = self.brokers_cpu_seconds()
         rate = confluent_produce(self.bootstrap, topic, records, acks=acks)
+        cpu = self.brokers_cpu_seconds() - cpu0
         after = self.high_watermark(topic)
         if after - before != records:
             raise RuntimeError(f"{topic}: the high watermark moved by {after - before}, not {records}")
-        return rate
+        return rate, cpu * 1e6 / records
 
 
 def measure_rig(rig: ThroughputRig, records: int, rounds: int) -> dict[str, Any]:
     """Alternating rounds on a started rig: the figures of the module docstring."""
-    rf1: list[float] = []
-    rf3: list[float] = []
+    runs: dict[str, list[tuple[float, float]]] = {RF1: [], RF3: []}
     warm = max(1, records // 5)
     rig.produce(RF1, warm, acks="1")
     rig.produce(RF3, warm, acks="all")
     for _ in range(rounds):
-        rf1.append(rig.produce(RF1, records, acks="1"))
-        rf3.append(rig.produce(RF3, records, acks="all"))
+        runs[RF1].append(rig.produce(RF1, records, acks="1"))
+        runs[RF3].append(rig.produce(RF3, records, acks="all"))
+    rf1, rf3 = [r for r, _ in runs[RF1]], [r for r, _ in runs[RF3]]
     m1, m3 = statistics.median(rf1), statistics.median(rf3)
     # acks=all waits for the ISR only: a follower that fell out during the run would make
     # the figure one of RF=2; say so.
     return {"records": records, "rounds": rounds, "rf1_rounds": rf1, "rf3_rounds": rf3,
             "rf1_acks1_records_per_s": m1, "rf3_acksall_records_per_s": m3, "ratio": m3 / m1,
+            "rf1_brokers_cpu_us_per_record": statistics.median(c for _, c in runs[RF1]),
+            "rf3_brokers_cpu_us_per_record": statistics.median(c for _, c in runs[RF3]),
             "rf3_isr_after": rig.isr(RF3)}
 
 
@@ -175,6 +185,16 @@ class ClusterProduce:
 
     track_rf3_to_rf1_ratio.unit = "ratio"
 
+    def track_rf3_brokers_cpu_us_per_record(self, figures: dict[str, Any]) -> float:
+        return figures["rf3_brokers_cpu_us_per_record"]
+
+    track_rf3_brokers_cpu_us_per_record.unit = "us"
+
+    def track_rf1_brokers_cpu_us_per_record(self, figures: dict[str, Any]) -> float:
+        return figures["rf1_brokers_cpu_us_per_record"]
+
+    track_rf1_brokers_cpu_us_per_record.unit = "us"
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -183,7 +203,7 @@ def main() -> None:
     args = ap.parse_args()
     load = os.getloadavg()
     f = measure(args.records, args.rounds)
-    print(f"3 brokers + ZooKeeper on {os.cpu_count()} cores, librdkafka producer, 100-byte records, "
+    print(f"3 brokers + ZooKeeper on {os.cpu_count()} cores, a librdkafka producer, 100-byte records, "
           f"{f['records']} records a round, {f['rounds']} alternating rounds each; "
           f"load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     print(f"RF=3 acks=all min.insync.replicas=2: {f['rf3_acksall_records_per_s']:,.0f} records/s "
@@ -192,6 +212,8 @@ def main() -> None:
           f"(rounds: {', '.join(f'{x:,.0f}' for x in f['rf1_rounds'])})")
     print(f"ratio RF=3 acks=all / RF=1 acks=1: {f['ratio']:.2f} (goal >= 0.35); "
           f"rf3's ISR after the run: {f['rf3_isr_after']}")
+    print(f"the three brokers' CPU per record: RF=3 acks=all {f['rf3_brokers_cpu_us_per_record']:.2f} us, "
+          f"RF=1 acks=1 {f['rf1_brokers_cpu_us_per_record']:.2f} us")
 
 
 if __name__ == "__main__":

@@ -22,3 +22,4 @@ def test_cluster_throughput_measurement_runs(tmp_path, zk_connect):
     assert f["rf3_isr_after"] == [1, 2, 3]
     assert f["rf1_acks1_records_per_s"] > 0 and f["rf3_acksall_records_per_s"] > 0
     assert f["ratio"] == f["rf3_acksall_records_per_s"] / f["rf1_acks1_records_per_s"]
+    assert f["rf1_brokers_cpu_us_per_record"] > 0 and f["rf3_brokers_cpu_us_per_record"] > 0
