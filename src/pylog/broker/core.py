@@ -1857,8 +1857,8 @@ class Broker:
             if dup is not None:
                 if len(views) > 1:
                     raise _Fallback()
-                ts = dup.timestamp if not part.topic.create_time else -1
-                return [ProduceResult(0, dup.first_offset, ts, log.log_start_offset, None, True)]
+                # As the one-batch path: the original's timestamp, under CreateTime too.
+                return [ProduceResult(0, dup.first_offset, dup.timestamp, log.log_start_offset, None, True)]
         if transactional:
             self._verify_txn_locked(part, views)
             # A transaction may open here: the log's lock over the append and the state
