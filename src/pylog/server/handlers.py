@@ -698,7 +698,8 @@ def handle_join_group(conn: Any, header: Any, req: Any) -> Any:
         [(p.name, p.metadata) for p in req.protocols],
         session_timeout_ms=req.session_timeout_ms,
         rebalance_timeout_ms=req.rebalance_timeout_ms if version >= 1 else -1,
-        client_id=header.client_id or "", client_host=conn.client_host,
+        # Kafka names the host as Java prints an InetAddress: "/127.0.0.1".
+        client_id=header.client_id or "", client_host="/" + conn.client_host,
         group_instance_id=req.group_instance_id if version >= 5 else None,
         require_known_member_id=version >= 4)
 
