@@ -939,7 +939,11 @@ def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
     R = m.CreateTopicsResponse
     out = []
     names = [t.name for t in req.topics]
+    answered: set[str] = set()
     for t in req.topics:
+        if t.name in answered:
+            continue    # a name given twice gets one answer (INVALID_REQUEST), as from Kafka
+        answered.add(t.name)
         res = R.CreatableTopicResult(name=t.name, error_code=NONE, error_message=None)
         try:
             if names.count(t.name) > 1:
