@@ -157,6 +157,13 @@ def grammar(e: dict) -> dict[tuple[str, ...], dict[str, list[str] | None]]:
                                       "--to-earliest": None, "--to-latest": None, "--to-offset": small,
                                       "--shift-by": ["-3", "3"], "--to-datetime": TIMES[:5], "--execute": None},
         ("groups", "delete"): {**conn, "": ["g1", "none"]},
+        ("streams", "reset"): {**conn, "--application-id": ["g1", "hostile-group", "wc"],
+                               "--input-topics": ["hostile", "hostile,nope"], "--intermediate-topics": ["nope"],
+                               "--internal-topics": ["g1-x-changelog"], "--to-earliest": None, "--to-latest": None,
+                               "--to-offset": small, "--shift-by": ["-3", "3"], "--to-datetime": TIMES[:5],
+                               "--by-duration": ["PT1M", "P1DT2H"], "--from-file": files, "--dry-run": None,
+                               "--force": None, "--data-dir": [e["dir"], e["emptydir"]],
+                               "--state-dir": [e["emptydir"], e["garbage"]]},
         ("dump-log",): {"--log-level": common["--log-level"], "": files + [e["dir"], "/nonexistent"],
                         "--print-data": None, "--no-crc-check": None},
         ("bench", "produce"): {**conn, "--embedded": [e["emptydir"], e["garbage"]], "--topic": ts, "--json": None,
@@ -189,6 +196,7 @@ def hostile_values(e: dict) -> list[str]:
 REQUIRED = {("topics", "create"): [""], ("topics", "delete"): [""], ("topics", "alter"): ["", "--partitions"],
             ("produce",): ["--topic"], ("consume",): ["--topic"], ("groups", "describe"): [""],
             ("groups", "reset-offsets"): ["", "--topic", "--to-earliest"], ("groups", "delete"): [""],
+            ("streams", "reset"): ["--application-id"],
             ("dump-log",): [""]}
 
 
