@@ -13,7 +13,8 @@
 - the state machine refuses calls out of order, as Kafka's producer does;
 - over the network (where the sender does not wait for AddPartitionsToTxn): a partition
   refused retriably (CONCURRENT_TRANSACTIONS) is added again and the transaction commits;
-  one refused for good makes the transaction abortable, and the next one commits.
+  one refused for good makes the transaction abortable, and the next one commits; a
+  partition joins the transaction as soon as its first record is queued.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pylog.broker.core import TopicPartition
 from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidProducerEpochError, ProducerFencedError,
                           PylogError, TransactionAbortedError)
 from tests.client.helpers import offsets_follow_the_transaction, read_to_end
+from tests.server.util import wait_for
 
 WAIT_S = 30
 
@@ -286,3 +288,29 @@ def test_a_partition_the_coordinator_refuses_for_good_makes_the_transaction_abor
     finally:
         p.close()
     assert read_to_end(client, "t", 1, "read_committed") == {0: [b"committed"]}
+
+
+def test_a_partition_joins_the_transaction_when_its_first_record_is_queued(client):
+    # As Kafka's producer: AddPartitionsToTxn goes when the record is queued, not when its
+    # batch is sent (here it lingers for a minute), so the coordinator already lists the
+    # partition in the ongoing transaction.
+    if not hasattr(client._transport, "add_partitions_to_txn_async"):
+        pytest.skip("the embedded transport adds partitions when the sender drains them")
+    client.create_topic("t", 2)
+    p = client.producer(transactional_id="tx", linger_ms=60_000)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        handle = p.send("t", b"lingering", partition=1)
+
+        def listed():
+            [d] = client.broker.describe_transactions(["tx"])
+            return d.state == "Ongoing" and d.topics == {"t": [1]}
+
+        wait_for(listed, "the partition in the coordinator's ongoing transaction", timeout=WAIT_S)
+        assert not handle.done()
+        p.commit_transaction()
+        assert handle.result(WAIT_S).offset == 0
+    finally:
+        p.close()
+    assert read_to_end(client, "t", 2, "read_committed") == {0: [], 1: [b"lingering"]}
