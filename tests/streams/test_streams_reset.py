@@ -294,3 +294,33 @@ def test_kafkas_own_streams_resetter_resets_a_pylog_app_on_pylog_serve(kafka_jar
         second = read_all(client, f"{app_id}-counts-out")
     assert len(second) == 2 * len(first)
     assert second[len(first):] == first
+
+
+def test_force_removes_static_and_dynamic_members_and_dry_run_removes_none(tmp_path):
+    with pylog.open(tmp_path / "data") as client:
+        setup_topics(client, "st")
+        members = []
+        for instance in ("instance-1", None):
+            c = client.consumer(group_id="st", enable_auto_commit=False,
+                                **({"group_instance_id": instance} if instance else {}))
+            c.subscribe(["st-lines-in"])
+            members.append(c)
+        group = client.describe_groups(["st"])[0]
+        while len(group.members) < 2 or group.state != "Stable":
+            for c in members:
+                c.poll(timeout_ms=50)
+            group = client.describe_groups(["st"])[0]
+        described = group.members
+        assert sorted(str(m.group_instance_id) for m in described) == ["None", "instance-1"]
+        lines = []
+        with pytest.raises(pylog.errors.NonEmptyGroupError):
+            reset_application(client, "st", input_topics=["st-lines-in"], say=lines.append)
+        res = reset_application(client, "st", input_topics=["st-lines-in"], force=True, dry_run=True,
+                                say=lines.append)
+        assert res.removed_members == [] and client.describe_groups(["st"])[0].members
+        res = reset_application(client, "st", input_topics=["st-lines-in"], force=True, say=lines.append)
+        assert sorted(res.removed_members) == sorted(m.group_instance_id or m.member_id for m in described)
+        assert client.describe_groups(["st"])[0].members == []
+        assert committed(client, "st", "st-lines-in") == 0
+        for c in members:
+            c.close(autocommit=False)
