@@ -95,6 +95,17 @@ class ConsumerPartitionAssignor(abc.ABC):
         """``user_data`` this assignor wants in the member's subscription (None: none)."""
         return None
 
+    def assignment_user_data(self, assignment: Assignment,
+                             subscriptions: Mapping[str, Subscription]) -> Mapping[str, bytes]:
+        """member_id -> ``user_data`` of that member's assignment, once :meth:`assign`
+        has made ``assignment`` (Kafka's assignors put it in the Assignment they
+        return).  None by default."""
+        return {}
+
+    def on_assignment(self, assignment, generation_id: int) -> None:
+        """Told this member's decoded assignment (``partitions`` and ``user_data``) after
+        each SyncGroup, before the rebalance listener (Kafka's ``onAssignment``)."""
+
     @abc.abstractmethod
     def assign(self, partitions_per_topic: Mapping[str, int],
                subscriptions: Mapping[str, Subscription]) -> Assignment:

@@ -633,6 +633,15 @@ class Consumer:
             raise IllegalStateError("group_metadata() needs a consumer with a group_id")
         return ConsumerGroupMetadata(self.group_id, self._generation, self._member_id, self.group_instance_id)
 
+    def enforce_rebalance(self, reason: str = "enforced by the application") -> None:
+        """Rejoin the group, as the same member, at the next poll (Kafka's
+        ``enforceRebalance``); nothing without a group subscription."""
+        if self.group_id is None or self._subscription is None:
+            return
+        with self._state_lock:
+            self._rejoin_needed = True
+        self._transport.wake()
+
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer has now."""
         return set(self._assignment)
@@ -783,7 +792,8 @@ class Consumer:
             subs[m.member_id] = sub
         counts = self._transport.partition_counts({t for s in subs.values() for t in s.topics})
         plan = assignor.assign(counts, subs)
-        return {mid: encode_assignment(Assignment(dict(parts))) for mid, parts in plan.items()}
+        user_data = assignor.assignment_user_data(plan, subs)
+        return {mid: encode_assignment(Assignment(dict(parts), user_data.get(mid))) for mid, parts in plan.items()}
 
     def _on_sync(self, res) -> None:
         code = res.error_code
@@ -802,6 +812,7 @@ class Consumer:
             self._join_failed(code)
             return
         assignment = decode_assignment(res.assignment)
+        next(a for a in self.assignors if a.name == self._protocol).on_assignment(assignment, self._generation)
         new = {TopicPartition(t, p) for t, ps in assignment.partitions.items() for p in ps
                if t in (self._subscription or ())}
         owned = set(self._assignment)
