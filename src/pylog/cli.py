@@ -215,7 +215,8 @@ def _add_streams(sub: Any) -> None:
                     "intermediate topics to their end, delete its internal topics (<application.id>-...-changelog, "
                     "-repartition) and, with --state-dir, its local state.  Output topics are not touched.  Run "
                     "with --dry-run first: the reset cannot be undone.")
-    rs.add_argument("--application-id", required=True, type=_application_id, help="the application.id (its consumer group)")
+    rs.add_argument("--application-id", required=True, type=_application_id,
+                    help="the application.id (its consumer group)")
     rs.add_argument("--data-dir", help="an embedded data directory (pylog.open) instead of --bootstrap-server")
     rs.add_argument("--input-topics", type=_topic_list, action="append", default=[], metavar="T1,T2",
                     help="input topics whose committed offsets are reset (repeatable)")
@@ -271,7 +272,8 @@ def _streams_reset(args: argparse.Namespace) -> int:
                 client, args.application_id,
                 input_topics=[t for ts in args.input_topics for t in ts],
                 intermediate_topics=[t for ts in args.intermediate_topics for t in ts],
-                internal_topics=None if args.internal_topics is None else [t for ts in args.internal_topics for t in ts],
+                internal_topics=(None if args.internal_topics is None
+                                 else [t for ts in args.internal_topics for t in ts]),
                 to_latest=args.to_latest, to_offset=args.to_offset, shift_by=args.shift_by,
                 to_datetime_ms=args.to_datetime, by_duration_ms=args.by_duration, plan=plan,
                 force=args.force, dry_run=args.dry_run,

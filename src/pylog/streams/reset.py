@@ -64,8 +64,8 @@ _FK_TOPIC = re.compile(r".+-KTABLE-FK-JOIN-SUBSCRIPTION-(?:REGISTRATION|RESPONSE
 #: named topology's ``__<name>__`` prefix.
 _TASK_DIR = re.compile(r"(?:__.+__)?\d+_\d+")
 GLOBAL_DIR = "global"
-_DURATION = re.compile(r"([-+]?)P(?:([-+]?\d+)D)?(T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?(?:([-+]?\d+)(?:[.,](\d{0,9}))?S)?)?",
-                       re.IGNORECASE)
+_DURATION = re.compile(r"([-+]?)P(?:([-+]?\d+)D)?"
+                       r"(T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?(?:([-+]?\d+)(?:[.,](\d{0,9}))?S)?)?", re.IGNORECASE)
 
 
 def is_internal_topic(application_id: str, topic: str) -> bool:
@@ -81,7 +81,7 @@ def parse_duration_ms(text: str) -> int:
     """An ISO 8601 duration as Java's ``Duration.parse`` reads it (``PnDTnHnMn.nS``,
     e.g. ``PT15M``, ``P1DT2H``, ``-PT10S``) in milliseconds.  Raises ValueError."""
     m = _DURATION.fullmatch(text.strip())
-    if m is None or (m.group(2) is None and not m.group(3)) or m.group(3) == "T" or m.group(3) == "t":
+    if m is None or (m.group(2) is None and not m.group(3)) or (m.group(3) or "").upper() == "T":
         raise ValueError(f"{text!r} is not an ISO 8601 duration: expected PnDTnHnMn.nS, e.g. PT15M or P1DT2H")
     sign, days, _t, hours, minutes, seconds, fraction = m.groups()
     ms = (int(days or 0) * 86_400_000 + int(hours or 0) * 3_600_000 + int(minutes or 0) * 60_000
