@@ -28,6 +28,18 @@ def open_broker(path, **kw) -> Broker:
     return Broker(str(path), background=False, offsets_topic_num_partitions=1, log_cleaner_enable=False, **kw)
 
 
+def crash_copy(src, dst) -> None:
+    """The files of a live data directory as a SIGKILL would leave them (the page cache's
+    view).  A file another thread replaces meanwhile (a background flush renaming a
+    checkpoint's ``.tmp``) may be gone by the time it is copied, as after a crash."""
+    def copy(s, d):
+        try:
+            shutil.copy2(s, d)
+        except FileNotFoundError:
+            pass
+    shutil.copytree(src, dst, copy_function=copy)
+
+
 def txn_batch(pid: int, epoch: int, seq: int, values: list[bytes], keys=None, timestamps=None) -> bytes:
     b = _core.RecordBatchBuilder(producer_id=pid, producer_epoch=epoch, base_sequence=seq, is_transactional=True)
     b.append_many(values, keys=keys, timestamps=timestamps)
@@ -212,7 +224,7 @@ def test_open_transaction_survives_clean_restart_and_crash(tmp_path):
     expect = read_committed(b)
     assert len(b._partition(T, 0).log.segments) > 2
     crash = tmp_path / "crash"
-    shutil.copytree(d, crash)          # the files as a SIGKILL leaves them (page cache)
+    crash_copy(d, crash)          # the files as a SIGKILL leaves them (page cache)
     b.close()
     for path in (d, crash):
         b2 = open_broker(path)
@@ -247,7 +259,7 @@ def test_txnindex_rebuilt_after_a_crash_cut_it(tmp_path, caplog):
     seg = os.path.join(log.path, "00000000000000000000")
     for damage in ("cut", "lost", "torn-log"):
         crash = tmp_path / damage
-        shutil.copytree(d, crash)
+        crash_copy(d, crash)
         cseg = os.path.join(crash, f"{T}-0", "00000000000000000000")
         if damage == "cut":
             with open(cseg + ".txnindex", "r+b") as f:
@@ -443,7 +455,7 @@ def test_model_random_transactions(tmp_path_factory, ops):
                     b.close()
                     os.rename(path, new)
                 else:   # a crash: the files as they are now, maybe with a damaged .txnindex
-                    shutil.copytree(path, new)
+                    crash_copy(path, new)
                     b.close()
                     if kind == "damage":
                         d = new / f"{T}-0"
@@ -603,7 +615,7 @@ def test_coordinator_epoch_of_replayed_markers_still_fences(tmp_path):
     b.append(T, 0, txn_batch(p, 0, 0, [b"a"]))
     assert b.write_txn_markers([(p, 0, 5, False, [(T, 0)])])[(T, 0, p)].error_code == 0
     crash = tmp_path / "crash"
-    shutil.copytree(d, crash)
+    crash_copy(d, crash)
     b.close()
     assert not [n for n in os.listdir(crash / f"{T}-0") if n.endswith(".snapshot")]
     b2 = open_broker(crash)
