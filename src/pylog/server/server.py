@@ -201,8 +201,6 @@ class Server:
         self._sock = sock
         self.bound_address = sock.getsockname()[:2]
         self.advertised = self.config.advertised_address(self.bound_address)
-        self.loop.add_reader(sock.fileno(), self._on_accept)
-        self._accepting = True
         self.started_at = time.time()
         self._schedule_periodic()
         if self.config.zookeeper_connect:
@@ -210,6 +208,12 @@ class Server:
             self.cluster = ClusterNode(self)
             await self.loop.run_in_executor(None, self.cluster.start)
             self._every(1.0, self.cluster.tick)
+        # Accept only now (clients wait in the listen backlog meanwhile), as Kafka enables
+        # request processing at the end of its start-up: a clustered broker answering
+        # Metadata before it has read the cluster id from ZooKeeper gives its own, and
+        # librdkafka warns that it is connected to two clusters.
+        self.loop.add_reader(sock.fileno(), self._on_accept)
+        self._accepting = True
         _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s loop=%s",
                   self.bound_address[0], self.bound_address[1], self.advertised[0],
                   self.advertised[1], self.config.node_id, self.state.cluster_id, loop_name(self.loop))
