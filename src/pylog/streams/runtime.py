@@ -79,6 +79,9 @@ from pylog.client import ConsumerRebalanceListener
 from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, InvalidProducerEpochError,
                           ProducerFencedError, PylogError, TopicAlreadyExistsError, UnknownMemberIdError)
 
+from . import iq as _iq
+from .assignor import StreamsPartitionAssignor
+from .restore import RestoreSuspended, restore_store, show_restore_progress
 from .state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .state.persistent import store_directory
 from .task import StreamTask
@@ -204,7 +207,10 @@ class _TaskMover(ConsumerRebalanceListener):
         app._drop_tasks(lost)
 
     def on_partitions_assigned(self, assigned: Set[Any]) -> None:
-        pass
+        # Kafka Streams builds (and restores) a task when its partitions are assigned,
+        # so its stores answer interactive queries before any new input arrives.
+        if assigned and not self.app.failed:
+            self.app._create_tasks(assigned)
 
 
 class StreamsApp:
@@ -263,6 +269,17 @@ class StreamsApp:
         self.client: Any = None
         self.producer: Any = None
         self.consumer: Any = None
+        #: Interactive queries (:mod:`.iq`): this instance's ``application.server``
+        #: (``host:port``), the group assignor that learns everyone's, and the lock a
+        #: query holds while it reads stores (the run loop holds it while it processes).
+        self.application_server: Optional[str] = _setting(self.config, "application.server", None)
+        self.partition_assignor: Optional[StreamsPartitionAssignor] = None
+        self.iq_lock = threading.RLock()
+        #: A task's stores are being restored (queries raise InvalidStateStoreError).
+        self.restoring = False
+        self.restore_listener: Any = None
+        #: Draw a restore progress bar (``restore_progress``; default: stderr is a terminal).
+        self.restore_progress = show_restore_progress(_setting(self.config, "restore_progress", None))
 
     # -- topology facts
     def _internal(self, topic: str) -> str:
@@ -453,21 +470,44 @@ class StreamsApp:
     def _restore(self, task: StreamTask, names: List[str], partition: int,
                  checkpointed: Optional[Dict[str, int]] = None) -> None:
         """Each logged store from its changelog: from the offset after its checkpointed
-        one, else from the beginning."""
-        for sname, topic, meta in self._changelogs(names):
-            store = task.stores[sname]
-            batch: List[Tuple[bytes, Optional[bytes]]] = []
+        one, else from the beginning, telling the restore listener
+        (:mod:`.restore`).  Raises RestoreSuspended when :meth:`stop` is asked meanwhile."""
+        self.restoring = True
+        try:
+            for sname, topic, meta in self._changelogs(names):
+                start = (checkpointed or {}).get(sname)
+                c = self.client.consumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                         isolation_level=self._isolation_level)
+                try:
+                    n = restore_store(c, (topic, partition), sname, task.stores[sname],
+                                      start=None if start is None else start + 1, timestamped=meta.timestamped,
+                                      listener=self.restore_listener, progress=self.restore_progress,
+                                      suspend=self._stop.is_set)
+                finally:
+                    c.close(autocommit=False)
+                if n:
+                    log.info("restored %d records of store %s (task %s) from %s", n, sname, task.task_id, topic)
+        finally:
+            self.restoring = False
 
-            def add(r: Any, batch: List[Any] = batch, ts_prefix: bool = meta.timestamped) -> None:
-                value = r.value
-                if ts_prefix and value is not None:
-                    value = _TS.pack(r.timestamp) + bytes(value)
-                batch.append((bytes(r.key), value))
-            start = (checkpointed or {}).get(sname)
-            self._read_to_end([(topic, partition)], add, None if start is None else {(topic, partition): start + 1})
-            if batch:
-                store.restore_batch(batch)
-                log.info("restored %d records of store %s (task %s) from %s", len(batch), sname, task.task_id, topic)
+    def _create_tasks(self, partitions: Set[Any]) -> None:
+        """Build (and restore) the tasks of newly assigned ``partitions``; a restore cut
+        short by :meth:`stop` leaves its task unbuilt (its records stay unconsumed)."""
+        for tp in sorted(partitions):
+            gid = self._topic_group.get(tp[0])
+            if gid is None or (gid, tp[1]) in self.tasks:
+                continue
+            try:
+                self._task(gid, tp[1])
+            except RestoreSuspended as exc:
+                log.info("%s: %s", self.application_id, exc)
+                return
+
+    def set_global_state_restore_listener(self, listener: Any) -> None:
+        """Tell ``listener`` (``on_restore_start``, ``on_batch_restored``,
+        ``on_restore_end``, optionally ``on_restore_suspended``: :mod:`.restore`) about
+        every store restored from its changelog.  Set it before :meth:`run`."""
+        self.restore_listener = listener
 
     def _bootstrap_globals(self) -> List[Tuple[str, int]]:
         if not self._global_names:
@@ -502,10 +542,13 @@ class StreamsApp:
             for tp in global_parts:
                 global_consumer.seek_to_end(tp)
         topics = sorted(self._topic_group)
+        self.partition_assignor = StreamsPartitionAssignor(self.process_id(), self.application_server)
         self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
                                         enable_auto_commit=False, isolation_level=self._isolation_level,
+                                        partition_assignment_strategy=[self.partition_assignor],
                                         **self._member_config())
         self.consumer.subscribe(topics, _TaskMover(self))
+        self._join_streams_group(self.consumer)
         last_commit = _now_ms()
         idle = 0
         try:
@@ -647,6 +690,10 @@ class StreamsApp:
                 self.consumer.seek(tp, oam.offset)
 
     def _process_batches(self, batches: List[Any]) -> None:
+        with self.iq_lock:  # no query reads a store while a poll's records change it
+            self._process_batches_locked(batches)
+
+    def _process_batches_locked(self, batches: List[Any]) -> None:
         """Give each task what a poll brought: a task with one polled partition takes
         each batch whole (:meth:`StreamTask.process_batch`); a task with several takes
         their records one at a time, always from the partition whose next record has
@@ -657,7 +704,10 @@ class StreamsApp:
             by_task.setdefault(tid, {}).setdefault((b.topic, b.partition), []).append(b)
         offsets = self._offsets
         for (gid, partition), queues in by_task.items():
-            task = self._task(gid, partition)
+            try:
+                task = self._task(gid, partition)
+            except RestoreSuspended:
+                continue  # stopping: the records stay unconsumed
             if len(queues) == 1:
                 for b in next(iter(queues.values())):
                     cols = b.columns()
@@ -684,6 +734,10 @@ class StreamsApp:
                 yield b.topic, offset, key, value, timestamp, cols.headers(i) if with_headers else ()
 
     def _drop_tasks(self, partitions: Set[Any], clean: bool = False) -> None:
+        with self.iq_lock:
+            self._drop_tasks_locked(partitions, clean)
+
+    def _drop_tasks_locked(self, partitions: Set[Any], clean: bool = False) -> None:
         """Close the tasks of ``partitions``; ``clean``: what they did is committed (under
         exactly-once their checkpoints are written)."""
         for tp in partitions:
@@ -701,8 +755,9 @@ class StreamsApp:
         consumed offsets; exactly-once: send the consumed offsets to the transaction
         with the consumer's group metadata and commit it (a transaction with nothing
         consumed or written is not begun)."""
-        for task in self.tasks.values():
-            task.flush()
+        with self.iq_lock:
+            for task in self.tasks.values():
+                task.flush()
         if not self.exactly_once:
             self.producer.flush()
             if self._offsets:
@@ -741,14 +796,37 @@ class StreamsApp:
         """Ask :meth:`run` to commit and return (safe from another thread)."""
         self._stop.set()
 
-    def store(self, name: str, partition: int = 0) -> Any:
-        """A store of a local task (interactive queries): bytes in, bytes out."""
-        for (gid, p), task in self.tasks.items():
-            if p == partition and name in task.stores:
-                return task.stores[name]
-        if self.global_task is not None and name in self.global_task.stores:
-            return self.global_task.stores[name]
-        raise KeyError(f"no local task holds store {name!r} for partition {partition}")
+    def store(self, params: "_iq.StoreQueryParameters") -> Any:
+        """Interactive queries: a read-only view (in the store's types) over every local
+        task's store named by ``params`` (``StoreQueryParameters.from_name_and_type(name,
+        QueryableStoreTypes.key_value_store())``, or ``window_store()`` /
+        ``session_store()``); see :mod:`pylog.streams.iq`.  Safe from any thread.
+
+        Raises
+        ------
+        InvalidStateStoreError
+            The app is not running or is restoring, or the store is not of that type
+            or not in the topology.
+        """
+        return _iq.store_view(self, params)
+
+    def query_metadata_for_key(self, store_name: str, key: Any, key_serializer: Any,
+                               partitioner: Any = None) -> "_iq.KeyQueryMetadata":
+        """The instance (``application.server``) holding ``key`` of ``store_name``:
+        ``KeyQueryMetadata(active_host, standby_hosts, partition)``, as of the last
+        rebalance; ``KeyQueryMetadata.NOT_AVAILABLE`` before the first.  The key is
+        serialised with ``key_serializer`` (a Serde or a callable) and placed as the
+        producer places it, or by ``partitioner(topic, key, value, num_partitions)``."""
+        return _iq.metadata_for_key(self, store_name, key, key_serializer, partitioner)
+
+    def metadata_for_all_stream_clients(self) -> List["_iq.StreamsMetadata"]:
+        """Every instance of the app that set ``application.server``: its host, stores
+        and input partitions, as of the last rebalance."""
+        return _iq.all_metadata(self)
+
+    def streams_metadata_for_store(self, store_name: str) -> List["_iq.StreamsMetadata"]:
+        """The instances holding a partition of ``store_name``."""
+        return [m for m in _iq.all_metadata(self) if store_name in m.state_store_names]
 
     def _close_clients(self, global_consumer: Any) -> None:
         # the consumer first: leaving the group revokes its partitions, which commits and
