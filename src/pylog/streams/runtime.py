@@ -153,23 +153,29 @@ class _Collector:
             app.begin_transaction()
         producer = app.producer
         n = len(timestamps)
-        if partitioner is None and n >= _MIN_RUN and None not in keys:
-            ts = np.fromiter(timestamps, dtype=np.int64, count=n)
-            cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
-            if len(cuts) * _MIN_RUN <= n:
-                send_batch = producer.send_batch
-                start = 0
-                for stop in cuts.tolist() + [n]:
-                    send_batch(topic, values[start:stop], keys[start:stop], None, timestamps[start])
-                    start = stop
+        sent = 0
+        try:
+            if partitioner is None and n >= _MIN_RUN and None not in keys:
+                ts = np.fromiter(timestamps, dtype=np.int64, count=n)
+                cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+                if len(cuts) * _MIN_RUN <= n:
+                    send_batch = producer.send_batch
+                    for stop in cuts.tolist() + [n]:
+                        send_batch(topic, values[sent:stop], keys[sent:stop], None, timestamps[sent])
+                        sent = stop
+                    return
+            if partitioner is None:
+                send = producer.send
+                for k, v, t in zip(keys, values, timestamps):
+                    send(topic, v, k, None, None, t)
+                    sent += 1
                 return
-        if partitioner is None:
-            send = producer.send
             for k, v, t in zip(keys, values, timestamps):
-                send(topic, v, k, None, None, t)
-            return
-        for k, v, t in zip(keys, values, timestamps):
-            self.send(topic, k, v, t, (), partitioner, None)
+                self.send(topic, k, v, t, (), partitioner, None)
+                sent += 1
+        except PylogError as exc:
+            exc.records_sent = sent     # the caller hands the rest to the production handler
+            raise
 
 
 class _TaskMover(ConsumerRebalanceListener):

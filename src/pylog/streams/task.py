@@ -13,11 +13,17 @@ punctuators when :meth:`punctuate_wall_clock` is called with a time past theirs.
 results; a source heading a stateless chain runs them through one fused loop
 (:mod:`pylog.streams._fused`).
 
-Errors: a record whose key or value does not deserialise, or whose processing raises,
-fails the task with :class:`StreamsError` naming the node, topic, partition and offset
-(Kafka's ``log_and_fail``); with ``default.deserialization.exception.handler`` /
-``processing.exception.handler`` set to ``log_and_continue`` the record is logged,
-counted in ``dropped-records`` and skipped.
+Errors go to Kafka's exception handlers (:mod:`pylog.streams.errors`): a record whose
+key or value does not deserialise to ``deserialization.exception.handler``, a processor
+that raises to ``processing.exception.handler``, a record a sink cannot serialise or the
+producer refuses (e.g. RecordTooLargeError raised by ``send``) to
+``production.exception.handler``.  A handler's dead letter queue records are sent
+through the collector first; then RESUME drops the record (counted in
+``dropped-records``) and FAIL fails the task with :class:`StreamsError` naming the
+node, topic, partition and offset (the default of all three, Kafka's ``log_and_fail``
+and ``DefaultProductionExceptionHandler``).  Records a fused batch wrote that the
+producer refuses are handed to the production handler one by one, with no source raw
+key or value in their context.
 
 A task is driven by one thread at a time; nothing in it is locked.
 """
@@ -30,6 +36,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from pylog.errors import IllegalStateError, PylogError
 
+from .errors import (ConsumerRecord, ErrorHandlerContext, ProducerRecord, Response, Result, deserialization_handler,
+                     processing_handler, production_handler)
 from .processor import Cancellable, PunctuationType, Record, RecordMetadata, to_millis
 from .serdes import SerializationError, Serdes
 
@@ -84,13 +92,6 @@ class _Node:
         self.children: List["_Node"] = []
         self.by_name: Dict[str, "_Node"] = {}
         self.process = processor.process
-
-
-def _handler(config: Dict[str, Any], key: str) -> bool:
-    value = str(config.get(key, config.get(key.replace(".", "_"), "log_and_fail"))).lower()
-    if value not in ("log_and_fail", "log_and_continue"):
-        raise ValueError(f"{key} is 'log_and_fail' or 'log_and_continue', got {value!r}")
-    return value == "log_and_continue"
 
 
 def _node_forward(ctx: "ProcessorContext", node: _Node) -> Callable[..., None]:
@@ -159,6 +160,9 @@ class ProcessorContext:
         self.headers: Any = ()
         self.topic: Optional[str] = None
         self.offset = -1
+        #: the source record's key and value as they were read (for the exception handlers)
+        self.raw_key: Optional[bytes] = None
+        self.raw_value: Optional[bytes] = None
 
     # -- the API
     def forward(self, record: Record, child_name: Optional[str] = None) -> None:
@@ -274,9 +278,10 @@ class StreamTask:
         self.metrics = TaskMetrics()
         self.stream_time = -1
         self.commit_requested = False
-        # Kafka's exception handlers: "log_and_fail" (the default) or "log_and_continue"
-        self.continue_on_deserialization_error = _handler(config, "default.deserialization.exception.handler")
-        self.continue_on_processing_error = _handler(config, "processing.exception.handler")
+        # Kafka's exception handlers (pylog.streams.errors); log_and_fail by default
+        self.deserialization_handler = deserialization_handler(config)
+        self.processing_handler = processing_handler(config)
+        self.production_handler = production_handler(config)
         self.default_key_serde = default_key_serde or Serdes.bytes()
         self.default_value_serde = default_value_serde or Serdes.bytes()
         self._stream_puncts: List[Tuple[int, int, _Punctuator]] = []
@@ -361,13 +366,15 @@ class StreamTask:
         ctx.topic = topic
         ctx.offset = offset
         ctx.headers = headers
+        ctx.raw_key = key
+        ctx.raw_value = value
         ctx._node = node
         try:
             node.processor.ingest(key, value, timestamp, headers, topic, offset)
         except (StreamsError, IllegalStateError):
             raise
         except Exception as exc:
-            self._skip_or_fail(exc, topic, offset, ctx.current_node)
+            self._skip_or_fail(exc, topic, offset, ctx.current_node, key, value, timestamp, headers)
             return
         finally:
             ctx._node = None
@@ -411,19 +418,31 @@ class StreamTask:
                                                  out_t)
                     break
                 except Exception as exc:
-                    start = self._fused_failed(chain, exc, topic, offsets) + 1
+                    start = self._fused_failed(chain, exc, topic, offsets, keys, values, timestamps) + 1
         finally:
             if timestamps:
                 ctx.offset = int(offsets[len(timestamps) - 1])
             if out_t:
                 ctx.timestamp = out_t[-1]
                 send_many = getattr(self.collector, "send_many", None)
+                unsent = 0
                 if send_many is not None:
-                    send_many(chain.sink_topic, out_k, out_v, out_t, chain.partitioner)
-                else:
-                    send = self.collector.send
-                    for k, v, t in zip(out_k, out_v, out_t):
-                        send(chain.sink_topic, k, v, t, (), chain.partitioner, None)
+                    try:
+                        send_many(chain.sink_topic, out_k, out_v, out_t, chain.partitioner)
+                        unsent = len(out_t)
+                    except (StreamsError, IllegalStateError):
+                        raise
+                    except PylogError as exc:
+                        # the rest one by one, so the production handler sees the record
+                        # refused (a collector that does not say how many it sent gets
+                        # them all again: at-least-once)
+                        unsent = getattr(exc, "records_sent", 0)
+                        log.warning("task %s: the producer refused a record of %s (%r): sending the rest one by one",
+                                    self.task_id, chain.sink_topic, exc)
+                if unsent < len(out_t):
+                    ctx.raw_key = ctx.raw_value = None
+                    for k, v, t in zip(out_k[unsent:], out_v[unsent:], out_t[unsent:]):
+                        self.send(chain.sink_topic, k, v, t, (), chain.partitioner)
 
     def _fuse(self, topic: str) -> Any:
         node = self.sources.get(topic) or self.source_for(topic)
@@ -439,7 +458,8 @@ class StreamTask:
         chain = self._fused[topic] = compile_chain(node, _SinkProcessor, bad_timestamp)
         return chain
 
-    def _fused_failed(self, chain: Any, exc: Exception, topic: str, offsets: Any) -> int:
+    def _fused_failed(self, chain: Any, exc: Exception, topic: str, offsets: Any, keys: List[Optional[bytes]],
+                      values: List[Optional[bytes]], timestamps: List[int]) -> int:
         """A user function or serde raised in a fused loop: find the record and node
         from the loop's frame, then apply the exception handlers as :meth:`process`
         does.  Returns the index of the record skipped; raises otherwise."""
@@ -455,29 +475,80 @@ class StreamTask:
         offset = int(offsets[i])
         if isinstance(exc, (StreamsError, IllegalStateError)):
             raise exc
-        if isinstance(exc, SerializationError) and node == chain.source and self.continue_on_deserialization_error:
-            self.skip_undeserializable(exc, topic, offset)
+        key, value, timestamp = keys[i], values[i], timestamps[i]
+        if isinstance(exc, SerializationError) and node == chain.source:
+            self.on_deserialization_error(exc, topic, offset, key, value, timestamp, ())
         else:
-            self._skip_or_fail(exc, topic, offset, node)
+            self._skip_or_fail(exc, topic, offset, node, key, value, timestamp, ())
         return i
 
-    def skip_undeserializable(self, exc: Exception, topic: str, offset: int) -> None:
-        """Kafka's ``LogAndContinueExceptionHandler`` for deserialization."""
-        log.warning("skipping record of %s partition %d offset %d: %s (deserialization exception handler: "
-                    "log_and_continue)", topic, self.partition, offset, exc)
-        self.metrics.record("dropped-records")
+    # -- exception handlers
+    def _error_context(self, topic: Optional[str], offset: int, node: Optional[str], key: Optional[bytes],
+                       value: Optional[bytes], timestamp: int, headers: Any) -> ErrorHandlerContext:
+        return ErrorHandlerContext(topic, self.partition, offset, headers, node, self.task_id, timestamp, key, value)
 
-    def _skip_or_fail(self, exc: Exception, topic: str, offset: int, node: Optional[str]) -> None:
-        """``exc`` was raised processing a record at ``node``: log and count it under
-        ``processing.exception.handler=log_and_continue`` (serialization errors
-        excepted), else fail the task with a StreamsError naming node and record."""
-        if self.continue_on_processing_error and not isinstance(exc, SerializationError):
-            log.warning("skipping record of %s partition %d offset %d: processor %r raised %r (processing "
-                        "exception handler: log_and_continue)", topic, self.partition, offset, node, exc)
+    def _act_on(self, response: Any, kind: str, exc: BaseException, ectx: ErrorHandlerContext) -> None:
+        """Send the response's dead letter queue records, then resume (the record is
+        dropped and counted) or fail the task."""
+        for r in response.dead_letter_queue_records:
+            self.collector.send(r.topic, r.key, r.value, r.timestamp, r.headers, None, r.partition)
+        if response.result is Result.RESUME:
             self.metrics.record("dropped-records")
             return
-        raise StreamsError(f"exception caught in process, task {self.task_id}, processor {node!r}, "
-                           f"topic={topic}, partition={self.partition}, offset={offset}: {exc!r}") from exc
+        raise StreamsError(f"exception caught in {kind}, task {self.task_id}, processor {ectx.processor_node_id!r}, "
+                           f"topic={ectx.topic}, partition={self.partition}, offset={ectx.offset}: {exc!r}") from exc
+
+    def _ask(self, handler: Any, kind: str, exc: BaseException, ectx: ErrorHandlerContext, record: Any,
+             origin: Optional[str] = None) -> Any:
+        try:
+            if origin is None:
+                return handler.handle(ectx, record, exc)
+            return handler.handle_serialization_error(ectx, record, exc, origin)
+        except Exception as hexc:
+            raise StreamsError(f"the {kind} exception handler raised {hexc!r} handling {exc!r} (task "
+                               f"{self.task_id}, topic={ectx.topic}, offset={ectx.offset})") from exc
+
+    def on_deserialization_error(self, exc: Exception, topic: str, offset: int, key: Optional[bytes],
+                                 value: Optional[bytes], timestamp: int, headers: Any) -> None:
+        """A source record did not deserialise: ``deserialization.exception.handler``."""
+        node = self.sources.get(topic)
+        ectx = self._error_context(topic, offset, None if node is None else node.name, key, value, timestamp,
+                                   headers)
+        record = ConsumerRecord(topic, self.partition, offset, timestamp, key, value, headers)
+        self._act_on(self._ask(self.deserialization_handler, "deserialization", exc, ectx, record),
+                     "deserialization", exc, ectx)
+
+    def _skip_or_fail(self, exc: Exception, topic: str, offset: int, node: Optional[str], key: Optional[bytes],
+                      value: Optional[bytes], timestamp: int, headers: Any) -> None:
+        """``exc`` was raised processing a record at ``node``: a sink that could not
+        serialise goes to the production handler, anything else to the processing
+        handler (a SerializationError elsewhere always fails, as Kafka's)."""
+        ectx = self._error_context(topic, offset, node, key, value, timestamp, headers)
+        is_sink = node is not None and node in self.nodes and isinstance(self.nodes[node].processor, _SinkProcessor)
+        if isinstance(exc, SerializationError):
+            if not is_sink:
+                self._act_on(Response.fail(), "process", exc, ectx)
+            record = ProducerRecord(str(topic), None, timestamp, None, None, headers)
+            self._act_on(self._ask(self.production_handler, "production", exc, ectx, record,
+                                   getattr(exc, "origin", "VALUE")), "serialization", exc, ectx)
+            return
+        record = Record(key, value, timestamp, headers)     # the source record, as read
+        self._act_on(self._ask(self.processing_handler, "processing", exc, ectx, record), "process", exc, ectx)
+
+    def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
+             partitioner: Any) -> None:
+        """A sink's record to the collector; one the producer refuses goes to
+        ``production.exception.handler``."""
+        try:
+            self.collector.send(topic, key, value, timestamp, headers, partitioner, None)
+        except (StreamsError, IllegalStateError):
+            raise
+        except PylogError as exc:
+            ctx = self.context
+            ectx = self._error_context(ctx.topic, ctx.offset, ctx.current_node, ctx.raw_key, ctx.raw_value,
+                                       ctx.timestamp, ctx.headers)
+            record = ProducerRecord(topic, None, timestamp, key, value, headers or ())
+            self._act_on(self._ask(self.production_handler, "production", exc, ectx, record), "send", exc, ectx)
 
     def advance_stream_time(self, timestamp: int) -> None:
         if timestamp > self.stream_time:
@@ -564,9 +635,7 @@ class _SourceProcessor:
             k = self.key_de(key)
             v = self.value_de(value)
         except SerializationError as exc:
-            if not self.task.continue_on_deserialization_error:
-                raise
-            self.task.skip_undeserializable(exc, topic, offset)
+            self.task.on_deserialization_error(exc, topic, offset, key, value, timestamp, headers)
             return
         if self.extractor is not None:
             ex = self.extractor
@@ -611,5 +680,14 @@ class _SinkProcessor:
             topic = self.extractor(record.key, record.value, self.ctx)
             if not topic:
                 raise StreamsError(f"the topic name extractor returned {topic!r}")
-        self.collector.send(topic, self.key_ser(record.key), self.value_ser(record.value), record.timestamp,
-                            record.headers, self.partitioner, None)
+        try:
+            kb = self.key_ser(record.key)
+        except SerializationError as exc:
+            exc.origin = "KEY"      # Kafka's SerializationExceptionOrigin
+            raise
+        try:
+            vb = self.value_ser(record.value)
+        except SerializationError as exc:
+            exc.origin = "VALUE"
+            raise
+        self.task.send(topic, kb, vb, record.timestamp, record.headers, self.partitioner)
