@@ -84,6 +84,7 @@ from .assignor import StreamsPartitionAssignor
 from .restore import RestoreSuspended, restore_store, show_restore_progress
 from .state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .state.persistent import store_directory
+from ._uncaught import AppStateMixin
 from .task import StreamTask
 from .topology import Topology, TopologyError
 
@@ -219,7 +220,7 @@ class _TaskMover(ConsumerRebalanceListener):
             self.app._create_tasks(assigned)
 
 
-class StreamsApp:
+class StreamsApp(AppStateMixin):
     """A topology running under one application id.
 
     Parameters
@@ -562,7 +563,8 @@ class StreamsApp:
                 try:
                     records = self.consumer.poll_batches(timeout_ms=poll_timeout_ms,
                                                          max_records=self.max_poll_records)
-                    if records:
+                    self._after_poll()
+                    if records and not self._stop.is_set():
                         self._process_batches(records)
                     if global_consumer is not None:
                         for r in global_consumer.poll(timeout_ms=0):
@@ -579,11 +581,16 @@ class StreamsApp:
                         raise
                     self.handle_task_migrated(exc)
                     records = []
+                except Exception as exc:    # Kafka's StreamsUncaughtExceptionHandler
+                    if not self._handle_uncaught(exc):
+                        raise
+                    records = []
                 if until_idle:
                     idle = 0 if records else idle + 1
                     if idle >= idle_polls:
                         break
-            self.commit()
+            if not self.failed:
+                self.commit()
         except BaseException:
             self.failed = True
             if self.exactly_once:
@@ -591,6 +598,7 @@ class StreamsApp:
             raise
         finally:
             self._close_clients(global_consumer)
+            self._finish_state()
 
     # -- exactly-once
     @property
