@@ -107,9 +107,10 @@ class ThroughputRig:
                 try:
                     return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)[1]
                 except KafkaException as exc:
-                    # A broker whose metadata cache has not yet had the controller's
-                    # UpdateMetadata for a new topic does not know it yet.
-                    if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                    # A broker that has not yet had the controller's UpdateMetadata (or
+                    # LeaderAndIsr) for a new topic does not know it yet.
+                    if exc.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART) \
+                            or time.monotonic() > deadline:
                         raise
                 time.sleep(0.05)
         finally:
