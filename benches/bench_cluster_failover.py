@@ -37,6 +37,17 @@ def _percentile(values: list[float], q: float) -> float:
     return values[k]
 
 
+def wait_for_metadata(admin, pred, what: str, timeout: float = 120.0):
+    """The first Metadata (of a confluent-kafka AdminClient) that satisfies ``pred``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=5)
+        if pred(md):
+            return md
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
 class FailoverRig:
     """ZooKeeper, three brokers, the topic and a warm producer (module docstring)."""
 
@@ -70,13 +81,7 @@ class FailoverRig:
         self.cluster.stop()
 
     def _wait(self, pred, what: str, timeout: float = 120.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            md = self.admin.list_topics(timeout=5)
-            if pred(md):
-                return md
-            time.sleep(0.05)
-        raise RuntimeError(f"timed out waiting for {what}")
+        return wait_for_metadata(self.admin, pred, what, timeout)
 
     def wait_full_isr(self) -> int:
         md = self._wait(lambda md: len(md.brokers) == 3 and TOPIC in md.topics and md.topics[TOPIC].partitions

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benches.bench_cluster_failover import wait_for_metadata
 from benches.bench_server import confluent_produce, process_cpu_seconds
 
 RF3, RF1 = "rf3", "rf1"
@@ -76,13 +77,7 @@ class ThroughputRig:
         return self.cluster.bootstrap
 
     def _wait(self, pred: Any, what: str, timeout: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            md = self.admin.list_topics(timeout=5)
-            if pred(md):
-                return md
-            time.sleep(0.05)
-        raise RuntimeError(f"timed out waiting for {what}")
+        return wait_for_metadata(self.admin, pred, what, timeout)
 
     def _wait_full_isr(self, topic: str, rf: int) -> int:
         def full(md: Any) -> bool:
