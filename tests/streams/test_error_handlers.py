@@ -14,6 +14,8 @@ from pylog.streams import Serdes, StreamsBuilder, StreamsError, TopologyTestDriv
 from pylog.streams.errors import (CONTINUE, FAIL, Response, State, StreamThreadExceptionResponse,
                                   build_dead_letter_queue_record)
 
+from .test_runtime import read_all
+
 S = Serdes.string()
 I = Serdes.integer()
 B = Serdes.bytes()
@@ -143,16 +145,7 @@ def test_a_record_too_large_goes_to_the_production_handler(tmp_path):
 
 
 def _read_all(client, topic):
-    c = client.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
-    parts = [(topic, p) for p in range(client.num_partitions(topic))]
-    c.assign(parts)
-    c.seek_to_beginning(*parts)
-    ends = c.end_offsets(parts)
-    out = []
-    while any(c.position(tp) < end for tp, end in ends.items()):
-        out.extend(c.poll(timeout_ms=200))
-    c.close(autocommit=False)
-    return sorted(out, key=lambda r: (r.partition, r.offset))
+    return sorted(read_all(client, topic), key=lambda r: (r.partition, r.offset))
 
 
 def _produce(client, topic, values, partition=None):
@@ -254,3 +247,37 @@ def test_shutdown_application_stops_the_other_instance_too(tmp_path):
         assert sorted(len(a[3]) for a in apps) == [0, 1]     # one failed, the other was told
         for app, failures, states, responses in apps:
             assert states[-2:] == [(State.RUNNING, State.PENDING_ERROR), (State.PENDING_ERROR, State.ERROR)]
+
+
+def test_replace_thread_under_exactly_once_aborts_and_the_output_is_exact(tmp_path):
+    """A count per key, failing once on one record: the replaced thread's transaction
+    is aborted, the store is rebuilt from the committed changelog, and read_committed
+    sees each count once."""
+    failures = []
+
+    def check(k, v):
+        if v == b"boom" and not failures:
+            failures.append(v)
+            raise RuntimeError("once")
+        return v
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("in", 1)
+        client.create_topic("counts", 1)
+        _produce(client, "in", [b"a", b"boom", b"c", b"d"])
+        b = StreamsBuilder()
+        (b.stream("in", key_serde=S, value_serde=B).map_values(check, named="check").group_by_key()
+         .count(materialized="n").to_stream().to("counts", key_serde=S, value_serde=Serdes.long()))
+        app = b.build(application_id="eos-replace", config={"processing_guarantee": "exactly_once_v2",
+                                                             "state.dir": str(tmp_path / "state")})
+        app.set_uncaught_exception_handler(lambda exc: StreamThreadExceptionResponse.REPLACE_THREAD)
+        app.run(client, until_idle=True, idle_polls=10)
+        c = client.consumer(auto_offset_reset="earliest", enable_auto_commit=False, isolation_level="read_committed")
+        c.assign([("counts", 0)])
+        end = c.end_offsets([("counts", 0)])[("counts", 0)]
+        seen = []
+        while c.position(("counts", 0)) < end:
+            seen.extend(Serdes.long().deserialize(r.value) for r in c.poll(timeout_ms=200))
+        c.close(autocommit=False)
+        assert failures == [b"boom"]
+        assert seen == [1, 2, 3, 4]
+        assert app.state is State.NOT_RUNNING

@@ -138,7 +138,8 @@ class ErrorHandlerContext:
 
 
 class ConsumerRecord:
-    """The raw record a deserialization handler is given."""
+    """A record read from a source topic: its bytes as a deserialization handler is
+    given them, or deserialised as a timestamp extractor sees them."""
 
     __slots__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
 

@@ -58,6 +58,11 @@ task assignment (the consumer's assignor places partitions; co-partitioned topic
 together because the range assignor gives equal partition numbers to one member),
 standby replicas, threads per instance.  One ``run`` drives everything on the calling
 thread; :meth:`StreamsApp.stop` may be called from another thread.
+
+Errors: a failing record goes to Kafka's deserialization, processing and production
+exception handlers, with an optional dead letter queue (:mod:`pylog.streams.errors`);
+what escapes them goes to the uncaught exception handler, and ``app.state`` follows
+Kafka's ``KafkaStreams.State`` (:mod:`pylog.streams._uncaught`).
 """
 
 from __future__ import annotations

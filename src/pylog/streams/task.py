@@ -51,20 +51,9 @@ class StreamsError(PylogError, RuntimeError):
     the record's topic, partition and offset."""
 
 
-class SourceRecord:
-    """What a timestamp extractor sees: the deserialised record and where it came from."""
-
-    __slots__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
-
-    def __init__(self, topic: str, partition: int, offset: int, timestamp: int, key: Any, value: Any,
-                 headers: Any) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.timestamp = timestamp
-        self.key = key
-        self.value = value
-        self.headers = headers
+#: What a timestamp extractor sees: the deserialised record and where it came from
+#: (the same fields as the raw record a deserialization handler is given).
+SourceRecord = ConsumerRecord
 
 
 class TaskMetrics:
