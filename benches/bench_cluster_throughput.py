@@ -117,37 +117,40 @@ class ThroughputRig:
     def brokers_cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(p.pid) for p in self.cluster.procs.values())
 
-    def produce(self, topic: str, records: int, acks: str) -> tuple[float, float]:
+    def produce(self, topic: str, records: int, acks: str) -> tuple[float, float, float]:
         """Records/s of one producer run, once the high watermark shows every record
-        acknowledged (``confluent_produce`` does not look at delivery errors), and the
-        three brokers' CPU microseconds per record in that run."""
+        acknowledged (``confluent_produce`` does not look at delivery errors), then the
+        three brokers' and the producer's (this process: the Python loop and
+        librdkafka's threads) CPU microseconds per record in that run."""
         before = self.high_watermark(topic)
-        cpu0 = self.brokers_cpu_seconds()
+        cpu0, own0 = self.brokers_cpu_seconds(), time.process_time()
         rate = confluent_produce(self.bootstrap, topic, records, acks=acks)
-        cpu = self.brokers_cpu_seconds() - cpu0
+        cpu, own = self.brokers_cpu_seconds() - cpu0, time.process_time() - own0
         after = self.high_watermark(topic)
         if after - before != records:
             raise RuntimeError(f"{topic}: the high watermark moved by {after - before}, not {records}")
-        return rate, cpu * 1e6 / records
+        return rate, cpu * 1e6 / records, own * 1e6 / records
 
 
 def measure_rig(rig: ThroughputRig, records: int, rounds: int) -> dict[str, Any]:
     """Alternating rounds on a started rig: the figures of the module docstring."""
-    runs: dict[str, list[tuple[float, float]]] = {RF1: [], RF3: []}
+    runs: dict[str, list[tuple[float, float, float]]] = {RF1: [], RF3: []}
     warm = max(1, records // 5)
     rig.produce(RF1, warm, acks="1")
     rig.produce(RF3, warm, acks="all")
     for _ in range(rounds):
         runs[RF1].append(rig.produce(RF1, records, acks="1"))
         runs[RF3].append(rig.produce(RF3, records, acks="all"))
-    rf1, rf3 = [r for r, _ in runs[RF1]], [r for r, _ in runs[RF3]]
+    rf1, rf3 = [r[0] for r in runs[RF1]], [r[0] for r in runs[RF3]]
     m1, m3 = statistics.median(rf1), statistics.median(rf3)
     # acks=all waits for the ISR only: a follower that fell out during the run would make
     # the figure one of RF=2; say so.
     return {"records": records, "rounds": rounds, "rf1_rounds": rf1, "rf3_rounds": rf3,
             "rf1_acks1_records_per_s": m1, "rf3_acksall_records_per_s": m3, "ratio": m3 / m1,
-            "rf1_brokers_cpu_us_per_record": statistics.median(c for _, c in runs[RF1]),
-            "rf3_brokers_cpu_us_per_record": statistics.median(c for _, c in runs[RF3]),
+            "rf1_brokers_cpu_us_per_record": statistics.median(r[1] for r in runs[RF1]),
+            "rf3_brokers_cpu_us_per_record": statistics.median(r[1] for r in runs[RF3]),
+            "rf1_producer_cpu_us_per_record": statistics.median(r[2] for r in runs[RF1]),
+            "rf3_producer_cpu_us_per_record": statistics.median(r[2] for r in runs[RF3]),
             "rf3_isr_after": rig.isr(RF3)}
 
 
@@ -209,7 +212,8 @@ def main() -> None:
     print(f"ratio RF=3 acks=all / RF=1 acks=1: {f['ratio']:.2f} (goal >= 0.35); "
           f"rf3's ISR after the run: {f['rf3_isr_after']}")
     print(f"the three brokers' CPU per record: RF=3 acks=all {f['rf3_brokers_cpu_us_per_record']:.2f} us, "
-          f"RF=1 acks=1 {f['rf1_brokers_cpu_us_per_record']:.2f} us")
+          f"RF=1 acks=1 {f['rf1_brokers_cpu_us_per_record']:.2f} us; the producer's: "
+          f"{f['rf3_producer_cpu_us_per_record']:.2f} us and {f['rf1_producer_cpu_us_per_record']:.2f} us")
 
 
 if __name__ == "__main__":
