@@ -245,8 +245,15 @@ def test_shutdown_application_stops_the_other_instance_too(tmp_path):
         assert alive == [False, False]
         assert [app.state for app, *_ in apps] == [State.ERROR, State.ERROR]
         assert sorted(len(a[3]) for a in apps) == [0, 1]     # one failed, the other was told
+        # the first instance went through the rebalance the second one's join caused
+        first = apps[0][2]
+        assert first[:2] == [(State.CREATED, State.REBALANCING), (State.REBALANCING, State.RUNNING)]
+        assert (State.RUNNING, State.REBALANCING) in first[2:]
         for app, failures, states, responses in apps:
-            assert states[-2:] == [(State.RUNNING, State.PENDING_ERROR), (State.PENDING_ERROR, State.ERROR)]
+            # the failing instance stops from RUNNING; the other one on the assignment
+            # that carries the request (a rebalance ending)
+            before = State.RUNNING if responses else State.REBALANCING
+            assert states[-2:] == [(before, State.PENDING_ERROR), (State.PENDING_ERROR, State.ERROR)]
 
 
 def test_replace_thread_under_exactly_once_aborts_and_the_output_is_exact(tmp_path):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import threading
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 from pylog.client.consumer import ConsumerPartitionAssignor
 
@@ -58,8 +58,10 @@ class ShutdownSignalAssignor(ConsumerPartitionAssignor):
     """``inner``'s assignment, with Kafka Streams' shutdown request carried through the
     group (module docstring)."""
 
-    def __init__(self, inner: ConsumerPartitionAssignor) -> None:
+    def __init__(self, inner: ConsumerPartitionAssignor, on_assigned: Optional[Callable[[], None]] = None) -> None:
         self.inner = inner
+        #: called after each assignment this member receives (a rebalance completed)
+        self.on_assigned = on_assigned
         self.name = inner.name
         self.supported_protocols = inner.supported_protocols
         #: this member asks the group to shut down (set before it joins)
@@ -95,3 +97,5 @@ class ShutdownSignalAssignor(ConsumerPartitionAssignor):
         on_assignment = getattr(self.inner, "on_assignment", None)
         if on_assignment is not None:
             on_assignment(dataclasses.replace(assignment, user_data=inner_data), generation_id)
+        if self.on_assigned is not None:
+            self.on_assigned()

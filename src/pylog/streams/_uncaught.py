@@ -2,9 +2,11 @@
 exception handler (``StreamsUncaughtExceptionHandler``), as a part of
 :class:`~pylog.streams.StreamsApp`.
 
-States: CREATED -> REBALANCING (``run`` joined the group) -> RUNNING (a poll after the
-member has its assignment) -> PENDING_SHUTDOWN -> NOT_RUNNING when ``run`` returns;
-on a fatal error PENDING_ERROR -> ERROR.  ``set_state_listener(fn)`` is called
+States: CREATED -> REBALANCING (``run`` joined the group) -> RUNNING (the first poll
+after the member received its assignment) -> PENDING_SHUTDOWN -> NOT_RUNNING when
+``run`` returns; on a fatal error PENDING_ERROR -> ERROR.  Each later assignment (a
+rebalance completed) goes RUNNING -> REBALANCING -> RUNNING at the next poll (Kafka
+enters REBALANCING when the rebalance starts; pylog sees it when it ends).  ``set_state_listener(fn)`` is called
 ``fn(new_state, old_state)`` on the app's thread at each change.
 
 An exception that escapes processing goes to the handler set with
@@ -42,6 +44,7 @@ class AppStateMixin:
     _state_listener: Optional[Callable[[State, State], None]] = None
     _uncaught_handler: Optional[Callable[[BaseException], Any]] = None
     _signal_assignors: List[ShutdownSignalAssignor] = []
+    _assigned = False
 
     @property
     def state(self) -> State:
@@ -70,7 +73,13 @@ class AppStateMixin:
     def _join_streams_group(self, consumer: Any) -> None:
         """Run joined the group: the consumer's assignors carry shutdown requests."""
         consumer.assignors = self._signal_assignors = [
-            a if isinstance(a, ShutdownSignalAssignor) else ShutdownSignalAssignor(a) for a in consumer.assignors]
+            a if isinstance(a, ShutdownSignalAssignor) else ShutdownSignalAssignor(a, self._on_assigned)
+            for a in consumer.assignors]
+        self._assigned = False
+        self._set_state(State.REBALANCING)
+
+    def _on_assigned(self) -> None:
+        self._assigned = True
         self._set_state(State.REBALANCING)
 
     def _after_poll(self) -> None:
@@ -80,7 +89,7 @@ class AppStateMixin:
                           "shutting down", self.application_id)  # type: ignore[attr-defined]
                 self._set_state(State.PENDING_ERROR)
             self._stop.set()  # type: ignore[attr-defined]
-        elif self._state is State.REBALANCING and self.consumer.assignment():  # type: ignore[attr-defined]
+        elif self._state is State.REBALANCING and self._assigned:
             self._set_state(State.RUNNING)
 
     def _finish_state(self) -> None:
@@ -103,6 +112,7 @@ class AppStateMixin:
         log.error("%s: uncaught exception %r: %s", self.application_id, exc, response.name)  # type: ignore
         self._close_tasks_dirty()
         if response is StreamThreadExceptionResponse.REPLACE_THREAD:
+            self._assigned = False
             self._rejoin()
             self._set_state(State.REBALANCING)
             return True
