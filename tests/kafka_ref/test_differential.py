@@ -541,19 +541,27 @@ class Differential(RuleBasedStateMachine):
             return T(group_id=group, generation_id_or_member_epoch=generation, member_id=member, topics=[
                 T.OffsetCommitRequestTopic(name=t.name, partitions=[T.OffsetCommitRequestPartition(
                     partition_index=partition, committed_offset=offset, committed_metadata="m")])])
-        self.compare(ApiKey.OFFSET_COMMIT, body, conn="coordinator", group=group)
+        self.compare(ApiKey.OFFSET_COMMIT, body, conn="coordinator", group=group,
+                     version=self.version(data, ApiKey.OFFSET_COMMIT))
 
     @rule(data=st.data(), all_topics=st.booleans(), standalone=st.booleans())
     def offset_fetch(self, data, all_topics, standalone):
         group = self.prefix + ("standalone" if standalone else "g")
         G = m.OffsetFetchRequest
-        topics = None
-        if not all_topics:
+        version = self.version(data, ApiKey.OFFSET_FETCH)
+        names = None
+        if not all_topics or version < 2:       # all topics (null) came with v2
             names = data.draw(st.lists(st.sampled_from(sorted(self.topics) + [self.new_name()]),
                                        min_size=1, max_size=2, unique=True))
-            topics = [G.OffsetFetchRequestTopics(name=n, partition_indexes=[0, 1]) for n in names]
-        self.compare(ApiKey.OFFSET_FETCH, G(groups=[G.OffsetFetchRequestGroup(group_id=group, topics=topics)]),
-                     conn="coordinator", group=group)
+        if version >= 8:                         # v8+: a list of groups
+            topics = None if names is None else [G.OffsetFetchRequestTopics(name=n, partition_indexes=[0, 1])
+                                                 for n in names]
+            body = G(groups=[G.OffsetFetchRequestGroup(group_id=group, topics=topics)])
+        else:
+            topics = None if names is None else [G.OffsetFetchRequestTopic(name=n, partition_indexes=[0, 1])
+                                                 for n in names]
+            body = G(group_id=group, topics=topics)
+        self.compare(ApiKey.OFFSET_FETCH, body, conn="coordinator", group=group, version=version)
 
     @rule(standalone=st.booleans())
     def describe_group(self, standalone):
