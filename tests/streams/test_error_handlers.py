@@ -101,12 +101,16 @@ class _Refuse:
         return CONTINUE
 
     def handle_serialization_error(self, context, record, exc, origin):
-        self.calls.append(("serialization", origin))
+        self.calls.append(("serialization", origin, record.topic, record.key, record.value))
         return CONTINUE
 
 
 def _int_sink(b):
-    b.stream("in", key_serde=S, value_serde=S).to("out", key_serde=S, value_serde=I)
+    b.stream("in", key_serde=S, value_serde=S).map_values(str.upper).to("out", key_serde=S, value_serde=I)
+
+
+def _int_key_sink(b):
+    b.stream("in", key_serde=S, value_serde=S).to("out", key_serde=I, value_serde=S)
 
 
 def test_production_handler_serialization_errors_default_fail_custom_continue():
@@ -120,7 +124,16 @@ def test_production_handler_serialization_errors_default_fail_custom_continue():
         out = d.create_output_topic("out", key_serde=S, value_serde=S)
         inp.pipe_input("k", "not an int", timestamp=1)
         assert out.read_records_to_list() == []
-        assert handler.calls == [("serialization", "VALUE")]
+        # the record as the sink was given it, not yet serialised
+        assert handler.calls == [("serialization", "VALUE", "out", "k", "NOT AN INT")]
+    handler = _Refuse()
+    with _driver({"production.exception.handler": handler}, _int_key_sink) as d:
+        d.create_input_topic("in", key_serde=S, value_serde=S).pipe_input("x", "v", timestamp=1)
+        assert handler.calls == [("serialization", "KEY", "out", "x", "v")]
+        # a batch through the fused loop (the runtime's path) tells the handler the same
+        d.task.process_batch("in", [b"y", b"z"], [b"w", b"u"], [2, 3], [1, 2])
+        assert handler.calls[1:] == [("serialization", "KEY", "out", "y", "w"), ("serialization", "KEY", "out", "z", "u")]
+        assert d.task._fused["in"] is not None
 
 
 def test_a_record_too_large_goes_to_the_production_handler(tmp_path):

@@ -83,6 +83,16 @@ class _Node:
         self.process = processor.process
 
 
+def _note_input(exc: BaseException, record: Record) -> None:
+    """Remember on ``exc`` the record given to the processor that raised it (the
+    innermost forward sees it first), for the exception handlers."""
+    if not hasattr(exc, "_pylog_input"):
+        try:
+            exc._pylog_input = record   # type: ignore[attr-defined]
+        except AttributeError:          # an exception type without a __dict__
+            pass
+
+
 def _node_forward(ctx: "ProcessorContext", node: _Node) -> Callable[..., None]:
     """``context.forward`` specialised for ``node``'s children: the per-record path of
     the DSL processors (the generic one looks the children up on every call)."""
@@ -99,7 +109,11 @@ def _node_forward(ctx: "ProcessorContext", node: _Node) -> Callable[..., None]:
                 return
             ctx.timestamp = record.timestamp
             ctx._node = child
-            process(record)
+            try:
+                process(record)
+            except Exception as exc:
+                _note_input(exc, record)
+                raise
             ctx._node = node
         return forward_one
 
@@ -108,9 +122,13 @@ def _node_forward(ctx: "ProcessorContext", node: _Node) -> Callable[..., None]:
             generic(record, child_name)
             return
         ctx.timestamp = record.timestamp
-        for child in children:
-            ctx._node = child
-            child.process(record)
+        try:
+            for child in children:
+                ctx._node = child
+                child.process(record)
+        except Exception as exc:
+            _note_input(exc, record)
+            raise
         ctx._node = node
     return forward_all
 
@@ -169,6 +187,9 @@ class ProcessorContext:
             for child in children:
                 self._node = child
                 child.process(record)
+        except Exception as exc:
+            _note_input(exc, record)
+            raise
         finally:
             self._node = parent
 
@@ -465,6 +486,12 @@ class StreamTask:
         if isinstance(exc, (StreamsError, IllegalStateError)):
             raise exc
         key, value, timestamp = keys[i], values[i], timestamps[i]
+        if node != chain.source and not hasattr(exc, "_pylog_input"):
+            _note_input(exc, Record(frame_locals.get("k"), frame_locals.get("v"), timestamp, ()))
+            if isinstance(exc, SerializationError) and not hasattr(exc, "origin"):
+                # the sink's lines of the fused loop: "kb = ..." then "vb = ..."
+                line = chain.text.splitlines()[tb.tb_lineno - 1].lstrip()
+                exc.origin = "KEY" if line.startswith("kb") else "VALUE"
         if isinstance(exc, SerializationError) and node == chain.source:
             self.on_deserialization_error(exc, topic, offset, key, value, timestamp, ())
         else:
@@ -517,11 +544,17 @@ class StreamTask:
         if isinstance(exc, SerializationError):
             if not is_sink:
                 self._act_on(Response.fail(), "process", exc, ectx)
-            record = ProducerRecord(str(topic), None, timestamp, None, None, headers)
+            given = getattr(exc, "_pylog_input", None)
+            sink = self.nodes[node].processor  # type: ignore[index]
+            record = ProducerRecord(sink.topic or str(topic), None, timestamp,
+                                    None if given is None else given.key, None if given is None else given.value,
+                                    headers)
             self._act_on(self._ask(self.production_handler, "production", exc, ectx, record,
                                    getattr(exc, "origin", "VALUE")), "serialization", exc, ectx)
             return
-        record = Record(key, value, timestamp, headers)     # the source record, as read
+        record = getattr(exc, "_pylog_input", None)
+        if record is None:
+            record = Record(key, value, timestamp, headers)
         self._act_on(self._ask(self.processing_handler, "processing", exc, ectx, record), "process", exc, ectx)
 
     def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
