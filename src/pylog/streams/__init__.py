@@ -19,6 +19,8 @@ Streams uses only pylog's client API: it never imports the broker or the server.
 """
 
 from .builder import StreamsBuilder
+from .errors import (DefaultProductionExceptionHandler, ErrorHandlerContext, LogAndContinueExceptionHandler,
+                     LogAndFailExceptionHandler, Response, StreamThreadExceptionResponse)
 from .fk_join import TableJoined
 from .kgrouped import CogroupedKStream, KGroupedStream
 from .kstream import BranchedKStream, KStream
@@ -43,6 +45,8 @@ __all__ = [
     "Topology", "TopologyDescription", "TopologyError", "TopicNameExtractor",
     "Processor", "FixedKeyProcessor", "Record", "Change", "RecordMetadata", "PunctuationType", "Cancellable",
     "StreamsError", "StreamsApp",
+    "Response", "ErrorHandlerContext", "LogAndContinueExceptionHandler", "LogAndFailExceptionHandler",
+    "DefaultProductionExceptionHandler", "StreamThreadExceptionResponse",
     "TopologyTestDriver", "TestInputTopic", "TestOutputTopic", "TestRecord",
     "TimeWindows", "SlidingWindows", "SessionWindows", "JoinWindows", "Window", "Windowed", "WindowedSerdes",
     "Suppressed", "BufferConfig", "EmitStrategy",

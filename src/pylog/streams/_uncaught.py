@@ -40,6 +40,8 @@ log = logging.getLogger("pylog.streams")
 class AppStateMixin:
     """State, state listener and uncaught exception handling of a StreamsApp."""
 
+    #: ``StreamsApp.State.RUNNING`` ..., as Kafka's ``KafkaStreams.State``
+    State = State
     _state = State.CREATED
     _state_listener: Optional[Callable[[State, State], None]] = None
     _uncaught_handler: Optional[Callable[[BaseException], Any]] = None
