@@ -10,7 +10,8 @@ import threading
 import pytest
 
 import pylog
-from pylog.streams import Serdes, StreamsBuilder, StreamsError, TopologyTestDriver
+from pylog.streams import (Processor, PunctuationType, Serdes, StreamsBuilder, StreamsError, Topology,
+                           TopologyTestDriver)
 from pylog.streams.errors import (CONTINUE, FAIL, Response, State, StreamThreadExceptionResponse,
                                   build_dead_letter_queue_record)
 
@@ -301,3 +302,42 @@ def test_replace_thread_under_exactly_once_aborts_and_the_output_is_exact(tmp_pa
         assert failures == [b"boom"]
         assert seen == [1, 2, 3, 4]
         assert app.state is State.NOT_RUNNING
+
+
+class _Ticker(Processor):
+    """A wall-clock punctuator that raises on its first call."""
+
+    calls = []
+
+    def init(self, context):
+        super().init(context)
+        context.schedule(10, PunctuationType.WALL_CLOCK_TIME, self.tick)
+
+    def tick(self, now):
+        self.calls.append(now)
+        if len(self.calls) == 1:
+            raise ValueError("first tick")
+
+    def process(self, record):
+        pass
+
+
+@pytest.mark.parametrize("handler", ["log_and_continue", "log_and_fail"])
+def test_punctuation_errors_go_to_the_processing_handler(handler):
+    seen = []
+
+    def decide(context, record, exc):
+        seen.append((context.processor_node_id, context.topic, record, repr(exc)))
+        return CONTINUE if handler == "log_and_continue" else FAIL
+    _Ticker.calls = []
+    topo = Topology().add_source("src", "in").add_processor("ticker", _Ticker, "src")
+    with TopologyTestDriver(topo, {"application.id": "p", "processing.exception.handler": decide},
+                            initial_wall_clock_time_ms=0) as d:
+        if handler == "log_and_fail":
+            with pytest.raises(StreamsError, match="punctuate"):
+                d.advance_wall_clock_time(10)
+        else:
+            for _ in range(3):
+                d.advance_wall_clock_time(10)
+            assert _Ticker.calls == [10, 20, 30]
+        assert seen == [("ticker", None, None, "ValueError('first tick')")]

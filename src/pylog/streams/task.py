@@ -604,6 +604,12 @@ class StreamTask:
             ctx.timestamp = now
             try:
                 p.callback(now)
+            except (StreamsError, IllegalStateError):
+                raise
+            except Exception as exc:    # Kafka's processing handler sees punctuation errors too (no record)
+                ectx = self._error_context(None, -1, ctx.current_node or p.node.name, None, None, now, ())
+                self._act_on(self._ask(self.processing_handler, "processing", exc, ectx,
+                                       getattr(exc, "_pylog_input", None)), "punctuate", exc, ectx)
             finally:
                 ctx._node = None
             fired = True
