@@ -15,7 +15,8 @@ results; a source heading a stateless chain runs them through one fused loop
 
 Errors go to Kafka's exception handlers (:mod:`pylog.streams.errors`): a record whose
 key or value does not deserialise to ``deserialization.exception.handler``, a processor
-that raises to ``processing.exception.handler``, a record a sink cannot serialise or the
+or punctuator that raises to ``processing.exception.handler`` (with the record the
+processor was given; none for a punctuator), a record a sink cannot serialise or the
 producer refuses (e.g. RecordTooLargeError raised by ``send``) to
 ``production.exception.handler``.  A handler's dead letter queue records are sent
 through the collector first; then RESUME drops the record (counted in
