@@ -29,20 +29,50 @@ except ImportError as exc:  # no silent pure-Python fallback
 import os as _os
 from typing import Any as _Any
 
-from pylog.broker.core import Broker, OffsetAndMetadata, TopicPartition
-from pylog.client.aio import AIOConsumer, AIOProducer
-from pylog.client.client import Client
-from pylog.client.consumer import Consumer, ConsumerBatch, ConsumerRecord
-from pylog.client.embedded import EmbeddedTransport as _EmbeddedTransport
-from pylog.client.producer import Producer, RecordMetadata
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from pylog.errors import PylogError
+
+if _TYPE_CHECKING:
+    from pylog.broker.core import Broker, OffsetAndMetadata, TopicPartition
+    from pylog.client.aio import AIOConsumer, AIOProducer
+    from pylog.client.client import Client
+    from pylog.client.consumer import Consumer, ConsumerBatch, ConsumerRecord
+    from pylog.client.producer import Producer, RecordMetadata
+
+# The public classes are imported on first use (PEP 562), not by ``import pylog``: every
+# module of the package imports this one first, and ``pylog serve`` needs neither the
+# client nor (until it opens a log) the whole broker, so its start-up does not pay for them.
+_LAZY = {
+    "Broker": "pylog.broker.core", "OffsetAndMetadata": "pylog.broker.core",
+    "TopicPartition": "pylog.broker.core", "AIOConsumer": "pylog.client.aio",
+    "AIOProducer": "pylog.client.aio", "Client": "pylog.client.client",
+    "Consumer": "pylog.client.consumer", "ConsumerBatch": "pylog.client.consumer",
+    "ConsumerRecord": "pylog.client.consumer", "Producer": "pylog.client.producer",
+    "RecordMetadata": "pylog.client.producer",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pylog' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 __all__ = ["open", "connect", "Client", "Broker", "Producer", "Consumer", "AIOProducer", "AIOConsumer", "RecordMetadata",
            "ConsumerRecord", "ConsumerBatch", "TopicPartition", "OffsetAndMetadata", "PylogError", "__version__"]
 
 
-def open(data_dir: str | _os.PathLike[str], **settings: _Any) -> Client:  # noqa: A001 - pylog.open, as the embedded API reads
+def open(data_dir: str | _os.PathLike[str], **settings: _Any) -> "Client":  # noqa: A001 - pylog.open, as the embedded API reads
     """Open (creating if needed) an embedded broker over ``data_dir`` and return a
     :class:`Client` on it.
 
@@ -52,11 +82,15 @@ def open(data_dir: str | _os.PathLike[str], **settings: _Any) -> Client:  # noqa
     client's producers and consumers, then the broker (which flushes every log and marks a
     clean shutdown).  ``client.broker`` is the broker, for low-level use.
     """
+    from pylog.broker.core import Broker
+    from pylog.client.client import Client
+    from pylog.client.embedded import EmbeddedTransport
+
     broker = Broker(data_dir, **settings)
-    return Client(_EmbeddedTransport(broker, owns_broker=True))
+    return Client(EmbeddedTransport(broker, owns_broker=True))
 
 
-def connect(bootstrap_servers: str | list[str], **config: _Any) -> Client:
+def connect(bootstrap_servers: str | list[str], **config: _Any) -> "Client":
     """Connect to a Kafka-protocol cluster (``pylog serve``, a pylog cluster, Apache
     Kafka) and return a :class:`Client` on it: the same producers, consumers and admin
     calls as :func:`open`.
@@ -86,6 +120,7 @@ def connect(bootstrap_servers: str | list[str], **config: _Any) -> Client:
     """
     import inspect
 
+    from pylog.client.client import Client
     from pylog.client.kafka.network import NetworkClient
     from pylog.client.kafka.transport import KafkaTransport
     from pylog.errors import InvalidConfigError
