@@ -72,6 +72,9 @@ def test_topics_create_list_describe_delete(broker):
     d = broker.create_topic("orders", 3, config={"retention.ms": 1000})
     assert d.num_partitions == 3 and not d.is_internal and len(d.topic_id) == 22
     assert broker.list_topics() == ["orders"]
+    # Created on first use (the first group), as Kafka creates it on FindCoordinator.
+    assert "__consumer_offsets" not in broker.list_topics(internal=True)
+    broker.ensure_offsets_topic()
     assert "__consumer_offsets" in broker.list_topics(internal=True)
     assert [p.partition for p in broker.describe_topic("orders").partitions] == [0, 1, 2]
     broker.create_partitions("orders", 5)
@@ -100,6 +103,7 @@ def test_topics_create_list_describe_delete(broker):
     (lambda b: b.delete_topic("nope"), UnknownTopicOrPartitionError, 3),
 ])
 def test_bad_topic_requests_change_nothing(broker, call, error, code):
+    broker.ensure_offsets_topic()
     broker.create_topic("existing")
     broker.create_topic("exist.ing")
     registry = os.path.join(broker.data_dir, REGISTRY_FILE)
@@ -198,6 +202,7 @@ def test_produce_fetch_and_offsets(broker, clock):
 
 
 def test_produce_errors_carry_codes_and_change_nothing(broker, clock):
+    broker.ensure_offsets_topic()
     broker.create_topic("t", 1, config={"max.message.bytes": 200, "message.timestamp.after.max.ms": 1000})
     broker.create_topic("strict", 1, config={"min.insync.replicas": 2})
     broker.append("t", 0, batch([b"ok"], ts=clock.t))
@@ -287,6 +292,9 @@ def test_delete_records_and_out_of_range(broker):
     with pytest.raises(OffsetOutOfRangeError):
         broker.delete_records("t", 0, 99)
     assert broker.delete_records("t", 0, -1) == 5
+    with pytest.raises(UnknownTopicOrPartitionError):   # not created yet: Kafka's answer too
+        broker.delete_records("__consumer_offsets", 0, 0)
+    broker.ensure_offsets_topic()
     with pytest.raises(InvalidTopicError):
         broker.delete_records("__consumer_offsets", 0, 0)
 

@@ -42,6 +42,7 @@ def committed(broker, group):
 
 def commit(broker, group, offset):
     """Commit and return the offsets-topic offset of the batch written."""
+    broker.ensure_offsets_topic()
     log = broker._topics[CONSUMER_OFFSETS_TOPIC].partitions[0].log
     at = log.log_end_offset
     assert broker.commit_offsets(group, {"t": {0: offset}}) == {"t": {0: 0}}
@@ -88,6 +89,7 @@ def setup(tmp_path):
     path = tmp_path / "data"
     broker = open_broker(path, clock)
     broker.create_topic("t")
+    broker.ensure_offsets_topic()
     c = Committed()
     log = broker._topics[CONSUMER_OFFSETS_TOPIC].partitions[0].log
     for i in range(12):

@@ -201,6 +201,7 @@ def test_transactional_produce_goes_through_the_verifier(broker):
 
 
 def test_markers_on_unknown_partitions_and_internal_topics(broker):
+    broker.ensure_offsets_topic()
     p = new_pid(broker)
     res = broker.write_txn_markers([(p, 0, 0, True, [("nope", 0), (T, 5), ("__consumer_offsets", 0)])])
     assert res[("nope", 0, p)].error_code == 3 and res[(T, 5, p)].error_code == 3

@@ -647,6 +647,7 @@ class _OffsetsTopicStore:
                producer_id: int = -1, producer_epoch: int = -1) -> None:
         if not records:
             return
+        self._broker.ensure_offsets_topic()   # the first group write creates the topic
         if producer_id >= 0:   # a TxnOffsetCommit: a transactional batch of that producer
             builder = _core.RecordBatchBuilder(producer_id=producer_id, producer_epoch=producer_epoch,
                                                base_sequence=-1, is_transactional=True)
@@ -736,10 +737,14 @@ class Broker:
             self._load_topics(registry is not None, entries)
             self._check_producer_id_block()
             self._pids_checked = all(part.loaded for t in self._topics.values() for part in t.partitions)
-            self._ensure_offsets_topic()
+            offsets_topic = self._topics.get(CONSUMER_OFFSETS_TOPIC)
+            if offsets_topic is not None:
+                offsets_topic.internal = True
+            # __consumer_offsets is created on first use (ensure_offsets_topic), as Kafka
+            # creates it on the first FindCoordinator: a broker nobody runs a group on
+            # neither creates nor opens its 50 logs at start-up.
             self.groups = GroupCoordinator(
-                _OffsetsTopicStore(self, len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)),
-                config.group, clock=self.clock)
+                _OffsetsTopicStore(self, self.offsets_topic_partitions()), config.group, clock=self.clock)
             self._load_groups()
             self.transactions = TransactionCoordinator(BrokerTxnIO(self), config.txn, clock=self.clock)
             # KIP-890 part 1: the produce path appends a transactional batch only where the
@@ -992,19 +997,32 @@ class Broker:
                 _log.warning("%s: the batch at offsets %d..%d fails its CRC; its producer state is "
                              "not replayed", name, b.base_offset, b.last_offset)
 
-    def _ensure_offsets_topic(self) -> None:
-        if CONSUMER_OFFSETS_TOPIC in self._topics:
-            self._topics[CONSUMER_OFFSETS_TOPIC].internal = True
-            return
-        self._create_topic(CONSUMER_OFFSETS_TOPIC, self.config.offsets_topic_num_partitions,
-                           {"cleanup.policy": "compact",
-                            "segment.bytes": str(self.config.offsets_topic_segment_bytes)},
-                           internal=True)
+    def offsets_topic_partitions(self) -> int:
+        """Partition count of ``__consumer_offsets``: the topic's, or the one it will be
+        created with (``offsets_topic_num_partitions``) while it does not exist yet."""
+        topic = self._topics.get(CONSUMER_OFFSETS_TOPIC)
+        return self.config.offsets_topic_num_partitions if topic is None else len(topic.partitions)
+
+    def ensure_offsets_topic(self) -> int:
+        """Create ``__consumer_offsets`` unless it exists (FindCoordinator for a group,
+        the first group write); returns its partition count.  Thread-safe; creating it
+        writes files (the registry, then 50 logs by default)."""
+        if CONSUMER_OFFSETS_TOPIC not in self._topics:
+            with self._lock:
+                if CONSUMER_OFFSETS_TOPIC not in self._topics:
+                    self._create_topic(CONSUMER_OFFSETS_TOPIC, self.config.offsets_topic_num_partitions,
+                                       {"cleanup.policy": "compact",
+                                        "segment.bytes": str(self.config.offsets_topic_segment_bytes)},
+                                       internal=True)
+                    _log.info("created %s with %d partitions", CONSUMER_OFFSETS_TOPIC,
+                              self.config.offsets_topic_num_partitions)
+        return len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)
 
     def _load_groups(self) -> None:
-        """Replay every ``__consumer_offsets`` partition into the group coordinator
-        (:meth:`_replay_group_partition`)."""
-        for part in self._topics[CONSUMER_OFFSETS_TOPIC].partitions:
+        """Replay every ``__consumer_offsets`` partition (when the topic exists) into the
+        group coordinator (:meth:`_replay_group_partition`)."""
+        topic = self._topics.get(CONSUMER_OFFSETS_TOPIC)
+        for part in topic.partitions if topic is not None else ():
             state = self._replay_group_partition(part)
             if state is not None:
                 self.groups.load_state(state, partition=part.index)
@@ -2232,7 +2250,7 @@ class Broker:
         """AddOffsetsToTxn: adds the group's ``__consumer_offsets`` partition to the
         transaction; an error code."""
         return self.transactions.add_offsets(transactional_id, producer_id, producer_epoch, group_id,
-                                             len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions))
+                                             self.ensure_offsets_topic())
 
     def txn_offset_commit(self, transactional_id: str, group_id: str, producer_id: int, producer_epoch: int,
                           offsets: Mapping[str, Mapping[int, Any]], *, member_id: str | None = None,
@@ -2258,7 +2276,7 @@ class Broker:
             return out
         code = 0
         if isinstance(group_id, str) and group_id:
-            n = len(self._topics[CONSUMER_OFFSETS_TOPIC].partitions)
+            n = self.offsets_topic_partitions()
             tp = (CONSUMER_OFFSETS_TOPIC, _group_offsets.partition_for_group(group_id, n))
             code = self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, [tp],
                                                     verify_only=True)[tp]

@@ -403,6 +403,9 @@ def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
     if req.key_type == 1 and not st.broker.has_topic(TRANSACTION_STATE_TOPIC):
         # The first transactional id creates __transaction_state: files, off the loop.
         return conn.server.call_off_loop(_find_coordinator, conn, header, req)
+    if req.key_type == 0 and not st.broker.has_topic(CONSUMER_OFFSETS_TOPIC):
+        # The first group's FindCoordinator creates __consumer_offsets, as Kafka's does.
+        return conn.server.call_off_loop(_find_coordinator, conn, header, req)
     return _find_coordinator(conn, header, req)
 
 
@@ -415,6 +418,10 @@ def _find_coordinator(conn: Any, header: Any, req: Any) -> Any:
         if req.key_type == 0:
             if not key:
                 return 24, "the group id is empty"          # INVALID_GROUP_ID
+            try:
+                st.broker.ensure_offsets_topic()
+            except PylogError as exc:
+                return _err(exc), _msg(exc)
             return NONE, None
         if req.key_type == 1:
             try:

@@ -163,6 +163,11 @@ class Server:
                 self.config = self.dynamic_configs.effective
                 self.broker = await self.loop.run_in_executor(
                     self._executor, handlers.open_broker, self.config, self.dynamic_configs)
+                if self.config.zookeeper_connect:
+                    # A single node creates __consumer_offsets on the first group's
+                    # FindCoordinator; a clustered broker's coordinators hash groups over
+                    # the local topic's partitions from the start.
+                    await self.loop.run_in_executor(self._executor, self.broker.ensure_offsets_topic)
             except BaseException:
                 self._executor.shutdown(wait=False)
                 raise

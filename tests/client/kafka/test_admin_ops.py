@@ -59,7 +59,15 @@ def same(pair, name, *args, **kw):
     return got[1]
 
 
-def test_topic_admin_matches_embedded(pair):
+def _create_offsets_topic(pair, kafka_server, topic):
+    """__consumer_offsets exists from a group's first write on (FindCoordinator or a
+    commit creates it): make it exist on both sides."""
+    pair[0].broker.ensure_offsets_topic()
+    with pylog.connect(kafka_server.bootstrap) as c:
+        assert c.commit_offsets(unique("adm-group"), {topic: {0: 0}}) == {topic: {0: 0}}
+
+
+def test_topic_admin_matches_embedded(pair, kafka_server):
     t, other, missing = unique("adm"), unique("adm"), unique("nosuch")
     d = same(pair, "create_topic", t, 3, None, {"cleanup.policy": "compact", "retention.ms": 1000,
                                                "unclean.leader.election.enable": False})
@@ -81,6 +89,7 @@ def test_topic_admin_matches_embedded(pair):
     emb, ops, _ = pair
     mine = {t, other}
     assert [n for n in ops.list_topics() if n in mine] == [n for n in emb.list_topics() if n in mine] == sorted(mine)
+    _create_offsets_topic(pair, kafka_server, t)
     assert "__consumer_offsets" in ops.list_topics(internal=True)
     assert "__consumer_offsets" not in ops.list_topics()
     wire_all = ops.describe_topics()
@@ -138,7 +147,7 @@ def _batch(n: int) -> bytes:
     return bytes(b.build())
 
 
-def test_delete_records_matches_embedded(pair):
+def test_delete_records_matches_embedded(pair, kafka_server):
     emb, ops, net = pair
     t, missing = unique("delrec"), unique("nosuch")
     same(pair, "create_topic", t, 2)
@@ -153,6 +162,7 @@ def test_delete_records_matches_embedded(pair):
     assert same(pair, "delete_records", t, 0, -5) is pylog.errors.OffsetOutOfRangeError
     assert same(pair, "delete_records", t, 7, 1) is pylog.errors.UnknownTopicOrPartitionError
     assert same(pair, "delete_records", missing, 0, 1) is pylog.errors.UnknownTopicOrPartitionError
+    _create_offsets_topic(pair, kafka_server, t)
     assert same(pair, "delete_records", "__consumer_offsets", 0, 0) is pylog.errors.InvalidTopicError
     assert same(pair, "delete_records", t, 1, -1) == 0
     assert same(pair, "delete_records", t, 0, -1) == 10
