@@ -11,9 +11,8 @@ from datetime import timedelta
 import pytest
 
 import pylog
-from pylog.streams import Serdes, SessionWindows, StreamsBuilder, TimeWindows, Window, Windowed
-from pylog.streams.iq import (HostInfo, InvalidStateStoreError, KeyQueryMetadata, QueryableStoreTypes,
-                              StoreQueryParameters)
+from pylog.streams import (HostInfo, InvalidStateStoreError, KeyQueryMetadata, QueryableStoreTypes, Serdes,
+                           SessionWindows, StoreQueryParameters, StreamsBuilder, TimeWindows, Window, Windowed)
 from server.conftest import module_server, wait_until  # noqa: F401  (one `pylog serve` for this module)
 
 S = Serdes.string()

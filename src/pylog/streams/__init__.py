@@ -28,6 +28,8 @@ from .ktable import GlobalKTable, KTable
 from .options import (Branched, Consumed, Grouped, Joined, Materialized, Named, Printed, Produced, Repartitioned,
                       StreamJoined)
 from .runtime import StreamsApp
+from .iq import (HostInfo, InvalidStateStoreError, KeyQueryMetadata, QueryableStoreTypes, StoreQueryParameters,
+                 StreamsMetadata)
 from .processor import Cancellable, Change, FixedKeyProcessor, Processor, PunctuationType, Record, RecordMetadata
 from .serdes import Serde, Serdes, SerializationError
 from .task import StreamsError
@@ -45,6 +47,8 @@ __all__ = [
     "Topology", "TopologyDescription", "TopologyError", "TopicNameExtractor",
     "Processor", "FixedKeyProcessor", "Record", "Change", "RecordMetadata", "PunctuationType", "Cancellable",
     "StreamsError", "StreamsApp",
+    "StoreQueryParameters", "QueryableStoreTypes", "InvalidStateStoreError", "HostInfo", "KeyQueryMetadata",
+    "StreamsMetadata",
     "Response", "ErrorHandlerContext", "LogAndContinueExceptionHandler", "LogAndFailExceptionHandler",
     "DefaultProductionExceptionHandler", "StreamThreadExceptionResponse",
     "TopologyTestDriver", "TestInputTopic", "TestOutputTopic", "TestRecord",
