@@ -33,7 +33,7 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 
 TOPIC = "jepsen"
 PARTITIONS = 3
-SESSION_TIMEOUT_MS = 3000
+SESSION_TIMEOUT_MS = 4000  # also the time a restarted broker has to reach ZooKeeper
 OVERRIDES = [f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=1500",
              "default.replication.factor=3", "min.insync.replicas=2"]
 FAULTS = ("kill", "stop", "peers", "zookeeper")
@@ -94,7 +94,13 @@ class Run:
             t = md.topics.get(TOPIC)
             return (len(md.brokers) == 3 and t is not None and len(t.partitions) == PARTITIONS
                     and all(len(p.isrs) == 3 and p.leader in self.c.ids for p in t.partitions.values()))
-        wait_for(healthy, "every partition led with a full ISR", timeout=90)
+        def alive_and_healthy():
+            for i, proc in self.c.cluster.procs.items():
+                if proc.poll() is not None:
+                    log = (self.c.cluster.base_dir / f"broker-{i}.log").read_text(errors="replace")
+                    raise AssertionError(f"broker {i} exited with {proc.returncode}: {log[-1500:]}")
+            return healthy()
+        wait_for(alive_and_healthy, "every partition led with a full ISR", timeout=90)
 
     def inject(self, kind: str, broker: int, hold: float) -> None:
         c = self.c
@@ -197,5 +203,6 @@ def test_jepsen_short(cluster):
 
 
 @pytest.mark.long
+@pytest.mark.timeout(900)
 def test_jepsen_long(cluster):
     _jepsen(cluster, duration=120.0)
