@@ -142,3 +142,33 @@ def test_stop_during_a_restore_suspends_it_and_the_next_start_restores_all(tmp_p
         check_batches(listener.calls, 0, 4, 4)
         assert last_counts(client) == {"a": 2, "b": 2, "c": 1}
         assert "restoring counts rl-counts-changelog-0" in capsys.readouterr().err
+
+
+
+def test_global_store_bootstrap_is_told_to_the_listener(tmp_path):
+    b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+    regions = b.global_table("regions", materialized="regions-store")
+    b.stream("orders").join(regions, lambda o, r: f"{o}@{r}", key_selector=lambda k, v: v).to("out")
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("regions", 2)
+        for t in ("orders", "out"):
+            client.create_topic(t, 1)
+        p = client.producer()
+        for k, v in (("eu", "Europe"), ("us", "USA"), ("eu", "EU")):
+            p.send("regions", key=k.encode(), value=v.encode(), partition=0)
+        p.send("regions", key=b"ap", value=b"Asia", partition=1)
+        p.flush()
+        p.close()
+        app = b.build("gl", {"commit.interval.ms": 50, "state.dir": str(tmp_path / "state")})
+        listener = Recorder()
+        app.set_global_state_restore_listener(listener)
+        app.run(client, until_idle=True)
+        zero = [c for c in listener.calls if c[1] == ("regions", 0)]
+        one = [c for c in listener.calls if c[1] == ("regions", 1)]
+        assert listener.calls == zero + one
+        assert zero[0] == ("start", ("regions", 0), "regions-store", 0, 3)
+        assert zero[-1] == ("end", ("regions", 0), "regions-store", 3)
+        assert sum(c[4] for c in zero[1:-1]) == 3 and zero[-2][3] == 2
+        assert one == [("start", ("regions", 1), "regions-store", 0, 1),
+                       ("batch", ("regions", 1), "regions-store", 0, 1),
+                       ("end", ("regions", 1), "regions-store", 1)]

@@ -1,7 +1,8 @@
 """Restoring a task's store from its changelog partition, with Kafka Streams' restore
 listener and a progress bar (the restore loop of Kafka's ``StoreChangelogReader``).
 
-The app sets one listener for every store (:meth:`StreamsApp.set_global_state_restore_listener`,
+The app sets one listener for every store, global stores included (a global store's
+"restore" is its bootstrap from its topic, through its processor) (:meth:`StreamsApp.set_global_state_restore_listener`,
 Kafka's name); per store and changelog partition it is told:
 
 * ``on_restore_start(topic_partition, store_name, starting_offset, ending_offset)``:
@@ -55,13 +56,16 @@ def show_restore_progress(setting: Any) -> bool:
 def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: str, store: Any, *,
                   start: Optional[int] = None, timestamped: bool = False, listener: Any = None,
                   progress: bool = False, suspend: Optional[Callable[[], bool]] = None,
-                  poll_timeout_ms: int = 200) -> int:
+                  poll_timeout_ms: int = 200, apply: Optional[Callable[[Any, int], Tuple[int, int]]] = None) -> int:
     """Write the changelog partition's records from ``start`` (default: its beginning)
     up to its end offset into ``store`` (``restore_batch``), telling ``listener`` as
     the module docstring says.  ``consumer`` is an unsubscribed consumer of the app's
     isolation level, used and left assigned to ``topic_partition`` (the caller closes
     it).  ``suspend()`` is asked before each fetch: True stops the restore with
-    :class:`RestoreSuspended`.  Returns the number of records restored."""
+    :class:`RestoreSuspended`.  ``apply(fetched_batch, end)``, when given, restores a
+    fetched batch instead (a global store's records go through its processor) and
+    returns (records applied, offset of the last).  Returns the number of records
+    restored."""
     consumer.assign([topic_partition])
     if start is None:
         consumer.seek_to_beginning(topic_partition)
@@ -90,12 +94,17 @@ def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: s
                 raise RestoreSuspended(f"restore of {store_name} from {topic_partition} suspended at offset "
                                        f"{position} of {end}")
             for b in consumer.poll_batches(timeout_ms=poll_timeout_ms):
-                batch, last = _store_records(b, end, timestamped)
-                if batch:
-                    store.restore_batch(batch)
-                    total += len(batch)
+                if apply is not None:
+                    n, last = apply(b, end)
+                else:
+                    batch, last = _store_records(b, end, timestamped)
+                    n = len(batch)
+                    if n:
+                        store.restore_batch(batch)
+                if n:
+                    total += n
                     if listener is not None:
-                        listener.on_batch_restored(topic_partition, store_name, last, len(batch))
+                        listener.on_batch_restored(topic_partition, store_name, last, n)
             new_position = consumer.position(topic_partition)
             if bar is not None:
                 bar.update(min(new_position, end) - position)

@@ -457,28 +457,6 @@ class StreamsApp(AppStateMixin):
         if clean and self.exactly_once:
             self._write_checkpoint(task, gid)
 
-    def _read_to_end(self, partitions: List[Tuple[str, int]], on_record: Any,
-                     starts: Optional[Dict[Tuple[str, int], int]] = None) -> None:
-        """Every record of ``partitions`` up to their end offsets (from ``starts``, by
-        default the beginning) to ``on_record``."""
-        if not partitions:
-            return
-        c = self.client.consumer(enable_auto_commit=False, auto_offset_reset="earliest",
-                                 isolation_level=self._isolation_level)
-        try:
-            c.assign(partitions)
-            c.seek_to_beginning(*partitions)
-            for tp, start in (starts or {}).items():
-                c.seek(tp, start)
-            ends = c.end_offsets(partitions)
-            todo = {tp for tp, end in ends.items() if end > 0}
-            while todo:
-                for r in c.poll(timeout_ms=200):
-                    on_record(r)
-                todo = {tp for tp in todo if c.position(tp) < ends[tp]}
-        finally:
-            c.close(autocommit=False)
-
     def _restore(self, task: StreamTask, names: List[str], partition: int,
                  checkpointed: Optional[Dict[str, int]] = None) -> None:
         """Each logged store from its changelog: from the offset after its checkpointed
@@ -531,8 +509,35 @@ class StreamsApp(AppStateMixin):
                                       default_value_serde=self.config.get("default.value.serde"))
         gtask = self.global_task
         parts = [(t, p) for t in gtask.sources for p in range(self.partitions_of(t))]
-        self._read_to_end(parts, lambda r: gtask.process(r.topic, r.key, r.value, r.timestamp, r.headers, r.offset))
+        store_of = self._global_store_of_topic()
+
+        def apply(b: Any, end: int) -> Tuple[int, int]:
+            n = last = 0
+            for _topic, offset, key, value, timestamp, headers in self._records_of([b]):
+                if offset < end:
+                    gtask.process(b.topic, key, value, timestamp, headers, offset)  # type: ignore[union-attr]
+                    n, last = n + 1, offset
+            return n, last
+        for tp in parts:   # each global store from its topic, told to the restore listener
+            c = self.client.consumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                     isolation_level=self._isolation_level)
+            try:
+                restore_store(c, tp, store_of.get(tp[0], tp[0]), None, listener=self.restore_listener,
+                              progress=self.restore_progress, apply=apply)
+            finally:
+                c.close(autocommit=False)
         return parts
+
+    def _global_store_of_topic(self) -> Dict[str, str]:
+        """Global source topic -> the global store its records go to."""
+        out: Dict[str, str] = {}
+        nodes = self.topology.nodes
+        for sname, meta in self.topology.stores.items():
+            if meta.is_global:
+                for user in meta.users:
+                    for t in nodes[self._source_of(user, self._global_names)].topics:
+                        out[t] = sname
+        return out
 
     # -- the loop
     def run(self, client: Any, *, until_idle: bool = False, idle_polls: int = 3, poll_timeout_ms: int = 100) -> None:
