@@ -1,9 +1,10 @@
 """Restoring a task's store from its changelog partition, with Kafka Streams' restore
 listener and a progress bar (the restore loop of Kafka's ``StoreChangelogReader``).
 
-The app sets one listener for every store, global stores included (a global store's
-"restore" is its bootstrap from its topic, through its processor) (:meth:`StreamsApp.set_global_state_restore_listener`,
-Kafka's name); per store and changelog partition it is told:
+The app sets one listener (:meth:`StreamsApp.set_global_state_restore_listener`, Kafka's
+name) for every store, global stores included (a global store's "restore" is its
+bootstrap from its topic, through its processor); per store and changelog partition
+it is told:
 
 * ``on_restore_start(topic_partition, store_name, starting_offset, ending_offset)``:
   the first offset read (the one after the checkpointed offset, else the partition's
