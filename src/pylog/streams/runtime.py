@@ -576,12 +576,13 @@ class StreamsApp(AppStateMixin):
                     self._after_poll()
                     if records and not self._stop.is_set():
                         self._process_batches(records)
-                    if global_consumer is not None:
-                        for r in global_consumer.poll(timeout_ms=0):
-                            self.global_task.process(r.topic, r.key, r.value,  # type: ignore[union-attr]
-                                                     r.timestamp, r.headers, r.offset)
-                    for task in list(self.tasks.values()):
-                        task.punctuate_wall_clock()
+                    with self.iq_lock:  # global updates and punctuators write stores too
+                        if global_consumer is not None:
+                            for r in global_consumer.poll(timeout_ms=0):
+                                self.global_task.process(r.topic, r.key, r.value,  # type: ignore[union-attr]
+                                                         r.timestamp, r.headers, r.offset)
+                        for task in list(self.tasks.values()):
+                            task.punctuate_wall_clock()
                     now = _now_ms()
                     if now - last_commit >= self.commit_interval_ms:
                         self.commit()
