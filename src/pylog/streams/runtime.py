@@ -696,9 +696,10 @@ class StreamsApp(AppStateMixin):
                 self.producer.abort_transaction()
             except PylogError as exc:     # fenced: the coordinator aborts it for the newer producer
                 log.warning("%s: abort_transaction failed: %s", self.application_id, exc)
-        for task in self.tasks.values():
-            task.close()
-        self.tasks.clear()
+        with self.iq_lock:
+            for task in self.tasks.values():
+                task.close()
+            self.tasks.clear()
         self._offsets.clear()
         self._committed.clear()
 
