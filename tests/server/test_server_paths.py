@@ -210,6 +210,34 @@ def test_serve_defaults_are_pylog_data_and_port_9092(monkeypatch):
     assert (c.log_dirs, c.listeners, c.advertised_listeners) == ("/nonexistent/d", "127.0.0.1:0", "h.invalid:1")
 
 
+def test_configure_logging_again_follows_the_current_stderr(monkeypatch):
+    """A program that runs the CLI in-process twice, with stderr replaced (and the first
+    one closed) in between: the second run's lines reach the second stderr, and nothing
+    writes to the closed one ("--- Logging error ---" with a traceback)."""
+    import io
+    import logging
+
+    from pylog.server.server import configure_logging
+
+    logger = logging.getLogger("pylog")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        logger.handlers[:] = [h for h in logger.handlers if not getattr(h, "_pylog", False)]
+        monkeypatch.setattr(sys, "stderr", first)
+        configure_logging("DEBUG")
+        logging.getLogger("pylog.test").debug("one")
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        configure_logging("DEBUG")
+        logging.getLogger("pylog.test").debug("two")
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+    assert "two" in second.getvalue() and "Logging error" not in second.getvalue()
+
+
 _LISTENING = re.compile(r"listening on (\S+):(\d+) advertised=(\S+):(\d+)")
 
 

@@ -53,14 +53,21 @@ _I32 = struct.Struct(">i")
 
 
 def configure_logging(level: str | int = "INFO") -> None:
-    """Plain, greppable lines on stderr (idempotent)."""
+    """Plain, greppable lines on stderr (idempotent: a second call points the handler at
+    the current ``sys.stderr``, which a program running the CLI in-process may have
+    replaced since, and closed)."""
     root = logging.getLogger("pylog")
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             level = logging.INFO
     root.setLevel(level)
-    if not any(getattr(h, "_pylog", False) for h in root.handlers):
+    mine = [h for h in root.handlers if getattr(h, "_pylog", False)]
+    for h in mine:
+        if isinstance(h, logging.StreamHandler) and h.stream is not sys.stderr:
+            with h.lock:   # (not setStream: it flushes the old stream, which may be closed)
+                h.stream = sys.stderr
+    if not mine:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         handler._pylog = True  # type: ignore[attr-defined]
