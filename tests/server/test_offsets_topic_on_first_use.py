@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import pylog
+from pylog.broker.core import REGISTRY_FILE
+from pylog.errors import KafkaStorageError
 from pylog.protocol import messages as m
 from tests.wire import BrokerConnection
 from server.util import unique
@@ -51,3 +55,15 @@ def test_embedded_group_commit_creates_the_offsets_topic_and_it_reopens(tmp_path
         assert client.num_partitions("__consumer_offsets") == 3
     with pylog.open(tmp_path / "d", offsets_topic_num_partitions=3) as client:
         assert client.fetch_offsets("g", {"t": [0]}).topics["t"][0].offset == 7
+
+
+def test_a_lost_registry_is_refused_without_the_offsets_topic_too(tmp_path):
+    # The registry holds what the logs cannot tell (topic configs, the producer id
+    # block); a data dir with logs but no registry is refused even when no group ever
+    # created __consumer_offsets.
+    with pylog.open(tmp_path / "d") as client:
+        client.create_topic("t", 1)
+        assert not client.has_topic("__consumer_offsets")
+    os.remove(tmp_path / "d" / REGISTRY_FILE)
+    with pytest.raises(KafkaStorageError, match="is missing, but .* holds a broker's logs"):
+        pylog.open(tmp_path / "d")

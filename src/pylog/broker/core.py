@@ -810,8 +810,11 @@ class Broker:
             with open(self._registry_path, "rb") as f:
                 raw = f.read(_MAX_REGISTRY_BYTES + 1)
         except FileNotFoundError:
-            offsets_logs = [n for n in os.listdir(self.data_dir) if n.startswith(CONSUMER_OFFSETS_TOPIC + "-")
-                            and os.path.isdir(os.path.join(self.data_dir, n)) and not n.endswith("-delete")]
+            # Any partition directory betrays a broker's logs: __consumer_offsets' are not
+            # enough, as a broker that never ran a group has none.
+            offsets_logs = sorted(n for n in os.listdir(self.data_dir)
+                                  if n.rpartition("-")[2].isdigit() and n.rpartition("-")[0]
+                                  and os.path.isdir(os.path.join(self.data_dir, n)))
             if offsets_logs:
                 raise KafkaStorageError(
                     f"{self._registry_path} is missing, but {self.data_dir} holds a broker's logs "
