@@ -1560,16 +1560,38 @@ class Broker:
         acks : {-1, 0, 1}
             -1 (all): also requires ``min.insync.replicas`` <= 1 (one replica here).
         """
-        try:
-            if not isinstance(acks, int) or acks not in (-1, 0, 1):
-                raise InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks!r}")
-            part = self._partition(topic, partition)
-            batches = self._split_batches(records)
-            if len(batches) == 1:
-                return self._append_one(part, batches[0], acks, client=True)
-            return self._append_request(part, batches, acks)
-        except PylogError as exc:
-            return ProduceResult.failed(exc)
+        return self.produce_partitions(topic, ((partition, records),), acks=acks)[0]
+
+    def produce_partitions(self, topic: str, partitions: Iterable[tuple[int, Any]], *,
+                           acks: int = -1) -> list[ProduceResult]:
+        """:meth:`produce` for several partitions of one topic (a Produce request's topic):
+        one result per ``(partition, records)`` pair, in order.  The topic, the acks
+        check and the clock are looked up once, not per partition; each partition is
+        appended, and its fetchers told, as :meth:`produce` would.  Never raises for a
+        per-partition problem."""
+        if not isinstance(acks, int) or acks not in (-1, 0, 1):
+            err = ProduceResult.failed(InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks!r}"))
+            return [err for _ in partitions]
+        t = self._topics.get(topic) if type(topic) is str else None
+        parts = t.partitions if t is not None else ()
+        # Alone (not clustered), whether acks can be met depends on the topic only.
+        acks_met = t is not None and self.replication is None and not (acks == -1 and t.min_insync > 1)
+        now = self.clock()
+        out = []
+        for partition, records in partitions:
+            try:
+                if type(partition) is int and 0 <= partition < len(parts):
+                    part = parts[partition]
+                else:   # the slow lookup raises the right error (or creates the topic)
+                    part = self._partition(topic, partition)
+                batches = self._split_batches(records)
+                if len(batches) == 1:
+                    out.append(self._append_one(part, batches[0], acks, True, now, acks_met))
+                else:
+                    out.append(self._append_request(part, batches, acks))
+            except PylogError as exc:
+                out.append(ProduceResult.failed(exc))
+        return out
 
     def append(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
         """:meth:`produce`, raising the error instead of returning it."""
@@ -1699,24 +1721,44 @@ class Broker:
         except TypeError as exc:
             return ProduceResult.failed(CorruptRecordError(f"not a record batch: {exc}"))
 
-    def _append_one(self, part: _Partition, raw, acks: int, client: bool) -> ProduceResult:
+    def _append_one(self, part: _Partition, raw, acks: int, client: bool, now: int | None = None,
+                    acks_met: bool = False) -> ProduceResult:
         """:meth:`_append_batches` for one batch (a producer's usual request), without
-        the coalescing bookkeeping."""
-        err = self._acks_unsatisfiable(part, acks)
-        if err is not None:
-            return ProduceResult.failed(err)
-        b = self._checked(part, raw, client, self.clock())
+        the coalescing bookkeeping.  ``now``: the broker's clock, when the caller has it;
+        ``acks_met``: the caller knows ``acks`` can be met (:meth:`produce_partitions`)."""
+        if not acks_met:
+            err = self._acks_unsatisfiable(part, acks)
+            if err is not None:
+                return ProduceResult.failed(err)
+        b = self._checked(part, raw, client, self.clock() if now is None else now)
         if type(b) is ProduceResult:
             return b
-        return self._locked_append(part, lambda: self._append_locked(part, [b], b.size)[0])
+        if b.attributes & _ATTR_TRANSACTIONAL:
+            return self._locked_append(part, self._append_txn_one_locked, part, b)
+        return self._locked_append(part, self._append_one_locked, part, b)
 
-    def _locked_append(self, part: _Partition, append: Callable[[], ProduceResult]) -> ProduceResult:
-        """Run ``append`` under the partition's lock: a failure becomes the result (a
-        deleted partition answers UNKNOWN_TOPIC_OR_PARTITION), and waiting fetchers are
-        told of what it appended."""
+    def _append_one_locked(self, part: _Partition, b) -> ProduceResult:
+        """One non-transactional batch under the partition lock (:meth:`_append_locked`
+        without its list and transaction handling).  Raises PylogError, nothing changed."""
+        pid = b.producer_id
+        if pid >= 0:
+            dup = part.producers.check(pid, b.producer_epoch, b.base_sequence, b.records_count,
+                                       b.last_offset_delta, is_transactional=False)
+            if dup is not None:
+                # Kafka answers a retry with the original's timestamp, under CreateTime too.
+                return ProduceResult(0, dup.first_offset, dup.timestamp, part.log.log_start_offset, None, True)
+        return self._append_and_update(part, (b,))[0]
+
+    def _append_txn_one_locked(self, part: _Partition, b) -> ProduceResult:
+        return self._append_locked(part, [b], b.size)[0]
+
+    def _locked_append(self, part: _Partition, append: Callable[..., ProduceResult], *args: Any) -> ProduceResult:
+        """Run ``append(*args)`` under the partition's lock: a failure becomes the result
+        (a deleted partition answers UNKNOWN_TOPIC_OR_PARTITION), and waiting fetchers
+        are told of what it appended."""
         with part.lock:
             try:
-                res = append()
+                res = append(*args)
             except LogClosedError:
                 return ProduceResult.failed(
                     UnknownTopicOrPartitionError(f"{part.topic.name}-{part.index} was deleted"))
@@ -1743,7 +1785,7 @@ class Broker:
             if type(b) is ProduceResult:
                 return b
             views.append(b)
-        return self._locked_append(part, lambda: self._append_all_locked(part, views))
+        return self._locked_append(part, self._append_all_locked, part, views)
 
     def _append_all_locked(self, part: _Partition, views: list) -> ProduceResult:
         """:meth:`_append_request`'s work under the partition lock.  A duplicate batch
@@ -1911,9 +1953,15 @@ class Broker:
         log = part.log
         # Several coalesced batches go as a list: one pwritev, no joined copy.
         info = self._log_append(part, views)
-        out = []
         offset = info.base_offset
         start = log.log_start_offset
+        if len(views) == 1 and views[0].producer_id < 0 and not views[0].attributes & _ATTR_CONTROL:
+            # A producer without an id (the common case): no producer state beyond the end.
+            last = offset + views[0].last_offset_delta
+            if last + 1 > psm.map_end_offset:
+                psm.map_end_offset = last + 1
+            return [ProduceResult(0, offset, info.log_append_time, start)]
+        out = []
         for b in views:
             delta = b.last_offset_delta
             last = offset + delta

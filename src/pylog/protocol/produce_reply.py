@@ -88,6 +88,7 @@ def produce_response_frame(version: int, correlation_id: int,
     with_start = version >= 5
     with_messages = version >= 8
     part = _PARTITION_V5 if with_start else _PARTITION
+    no_errors = _NO_ERRORS_NO_MESSAGE_FLEX if flexible else _NO_ERRORS_NO_MESSAGE
     out = [_uvarint(len(topics) + 1) if flexible else _I32.pack(len(topics))]
     append = out.append
     for name, partitions in topics:
@@ -101,6 +102,16 @@ def produce_response_frame(version: int, correlation_id: int,
             append(raw)
             append(_I32.pack(len(partitions)))
         for entry in partitions:
+            if len(entry) == 6 and entry[5] is None:
+                # The usual answer (no message, no record errors): one pack, one constant.
+                index, code, base, append_time, start, _ = entry
+                if with_start:
+                    append(part.pack(index, code, base, append_time, start))
+                else:
+                    append(part.pack(index, code, base, append_time))
+                if with_messages:
+                    append(no_errors)
+                continue
             index, code, base, append_time, start, message = entry[:6]
             record_errors = entry[6] if len(entry) > 6 else None
             if with_start:
@@ -109,7 +120,7 @@ def produce_response_frame(version: int, correlation_id: int,
                 append(part.pack(index, code, base, append_time))
             if with_messages:
                 if message is None and not record_errors:
-                    append(_NO_ERRORS_NO_MESSAGE_FLEX if flexible else _NO_ERRORS_NO_MESSAGE)
+                    append(no_errors)
                     continue
                 if record_errors:
                     _record_errors(append, record_errors, flexible)

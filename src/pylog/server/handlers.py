@@ -458,8 +458,11 @@ def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     if st.config.auto_create_topics_enable and _needs_creation(st, (t.name for t in req.topic_data)):
         return conn.server.call_off_loop(_produce, conn, header, req)
     may_fsync = st.broker.append_may_fsync
-    if any(may_fsync(t.name, p.index) for t in req.topic_data for p in t.partition_data):
-        return conn.server.call_off_loop(_produce, conn, header, req)
+    for t in req.topic_data:
+        name = t.name
+        for p in t.partition_data:
+            if may_fsync(name, p.index):
+                return conn.server.call_off_loop(_produce, conn, header, req)
     return _produce(conn, header, req)
 
 
@@ -468,7 +471,7 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
     (:func:`produce_response_frame`: no response objects on this path)."""
     st = conn.server.state
     broker = st.broker
-    produce = broker.produce
+    produce = broker.produce_partitions
     version = header.api_version
     acks = req.acks
     with_messages = version >= 8
@@ -483,31 +486,40 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
                 st.auto_create(name, "produce", conn.peer)
             except PylogError:
                 pass   # the produce below reports the error per partition
+        # The request's own errors first; the rest go to the broker in one call.
+        wanted = []
         for p in t.partition_data:
             records = p.records
             if records is None or len(records) == 0:
                 out.append((p.index, INVALID_RECORD, -1, -1, -1,
                             "the produce request carries no record batch" if with_messages else None))
-                continue
-            if version < 7 and _has_zstd(records):
+            elif version < 7 and _has_zstd(records):
                 # zstd came with Produce v7 (KIP-110): Kafka refuses it in older requests.
                 out.append((p.index, UNSUPPORTED_COMPRESSION_TYPE, -1, -1, -1, None))
+            else:
+                out.append(None)
+                wanted.append((p.index, records))
+        if not wanted:
+            answer.append((name if name is not None else "", out))
+            continue
+        results = iter(produce(name, wanted, acks=acks))
+        for i, p in enumerate(t.partition_data):
+            if out[i] is not None:
                 continue
-            res = produce(name, p.index, records, acks=acks)
+            res = next(results)
             code = res.error_code
             if code:
                 if code in (2, 87, -1):
                     _log.info("produce to %s-%d from %s rejected: %s (error %d)", name, p.index,
                               conn.peer, res.error_message, code)
+                start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, p.index)
                 if with_messages:
                     # v8+: the records that made the batch fail (INVALID_RECORD), by index.
-                    start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, p.index)
-                    out.append((p.index, code, -1, -1, start, res.error_message, res.record_errors))
+                    out[i] = (p.index, code, -1, -1, start, res.error_message, res.record_errors)
                 else:
-                    start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, p.index)
-                    out.append((p.index, code, -1, -1, start, None))
+                    out[i] = (p.index, code, -1, -1, start, None)
                 continue
-            out.append((p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None))
+            out[i] = (p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None)
         answer.append((name if name is not None else "", out))
     if acks == 0:
         return NO_RESPONSE
