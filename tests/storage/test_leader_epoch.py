@@ -192,3 +192,23 @@ def test_corrupt_checkpoint_is_replaced(tmp_path):
     log.append(_batches(1), leader_epoch=2)
     assert log.leader_epochs == ((1, 0), (2, 2))
     log.close()
+
+
+def test_a_failed_checkpoint_write_is_tried_again_before_the_recovery_point_moves(tmp_path, monkeypatch):
+    """A flush whose epoch checkpoint write fails (a full disk) raises and leaves the
+    recovery point where it was; the next flush writes the epoch, not skips it."""
+    import pylog.storage.leader_epoch as le
+
+    d = str(tmp_path / "t-0")
+    log = Log.open(d)
+    log.append(_batches(2), leader_epoch=1)
+    real = le.atomic_write
+    monkeypatch.setattr(le, "atomic_write", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.recovery_point == 0
+    monkeypatch.setattr(le, "atomic_write", real)
+    log.flush()
+    assert log.recovery_point == 2
+    assert _file(os.path.join(d, LEADER_EPOCH_CHECKPOINT)) == b"0\n1\n1 0\n"
+    log.close()

@@ -171,12 +171,13 @@ class LeaderEpochCache:
             self._write(durable)
 
     def _write(self, durable: bool = True) -> None:
+        if self.path is not None:
+            lines = [str(_VERSION), str(len(self._entries))]
+            lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
+            atomic_write(self.path, ("\n".join(lines) + "\n").encode(), durable=durable)
+        # Only once written: a write that failed (a full disk) is tried again by the next
+        # sync, before any recovery point passes the epoch.
         self.unsynced = False
-        if self.path is None:
-            return
-        lines = [str(_VERSION), str(len(self._entries))]
-        lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
-        atomic_write(self.path, ("\n".join(lines) + "\n").encode(), durable=durable)
 
     def __repr__(self) -> str:
         where = os.path.basename(os.path.dirname(self.path)) if self.path is not None else "in memory"
