@@ -627,7 +627,8 @@ class LogSegment:
         # read_ahead_kb of the preallocated tail around each first touch (8 MiB on some
         # machines), per partition, and a thousand active segments then spend the
         # broker's CPU in memset.  An append touches each page once, in order.
-        self._map.madvise(mmap.MADV_RANDOM)
+        if hasattr(mmap, "MADV_RANDOM"):     # (Linux and the BSDs; elsewhere no hint)
+            self._map.madvise(mmap.MADV_RANDOM)
         if in_place:
             _core.zero_range(self._map, self._size, stale_end)
         self._trim_pending = False
