@@ -72,7 +72,6 @@ import json
 import logging
 import os
 import shutil
-import struct
 import threading
 import time
 import uuid
@@ -96,7 +95,6 @@ from .topology import Topology, TopologyError
 __all__ = ["StreamsApp", "AT_LEAST_ONCE", "EXACTLY_ONCE_V2"]
 
 log = logging.getLogger("pylog.streams")
-_TS = struct.Struct(">q")
 # send_batch pays off for runs of records with one timestamp at least this long on average
 _MIN_RUN = 16
 
@@ -388,7 +386,8 @@ class StreamsApp(AppStateMixin):
                 have = self.client.num_partitions(topic)
                 if have != n:
                     raise TopologyError(f"internal topic {topic!r} has {have} partitions, the app needs {n}: "
-                                        "reset the application (delete its internal topics)") from None
+                                        "reset the application (`pylog streams reset --application-id "
+                                        f"{self.application_id}`, which deletes its internal topics)") from None
             self._partition_counts[topic] = n
 
     # -- tasks
