@@ -32,6 +32,7 @@ class Node:
         self.metadata = MetadataCache()
         self.replica_manager = SimpleNamespace(replicas={})
         self._stopping = False
+        self.coordination = None
 
 
 @pytest.fixture
@@ -91,3 +92,60 @@ def test_transactional_ids_are_served_only_while_their_partition_is_led(broker):
         assert broker.end_txn("tx", res.producer_id, res.producer_epoch, True) == NotCoordinatorError.error_code
     finally:
         cp.close()
+
+
+def test_brokers_configured_with_other_partition_counts_agree_on_the_coordinator(tmp_path):
+    """Broker 1 (offsets.topic.num.partitions=3) creates ``__consumer_offsets`` in
+    ZooKeeper; broker 2 (configured with 5) leads one of its partitions: it hashes
+    groups over the topic's 3 partitions, as FindCoordinator does, never over its own 5."""
+    from pylog.cluster.coordination import BrokerRegistration, Coordination, EndPoint
+    from pylog.cluster.coordination_memory import MemoryZooKeeper
+    from pylog.errors import NotCoordinatorError
+
+    ensemble = MemoryZooKeeper()
+    brokers, nodes, parts = [], [], []
+    try:
+        for broker_id, count in ((1, 3), (2, 5)):
+            b = Broker(tmp_path / str(broker_id), background=False, offsets_topic_num_partitions=count)
+            b.create_topic("t", 1)
+            brokers.append(b)
+            node = Node(b)
+            node.broker_id = broker_id
+            node.coordination = Coordination(ensemble.connect())
+            node.coordination.register_broker(BrokerRegistration(broker_id, (EndPoint("PLAINTEXT", "127.0.0.1", 9),)))
+            node.config = SimpleNamespace(offsets_topic_num_partitions=count, offsets_topic_replication_factor=1,
+                                          offsets_topic_segment_bytes=1 << 20)
+            nodes.append(node)
+            parts.append(CoordinatorPartitions(node))
+        for cp in parts:
+            cp.start()
+        parts[0].ensure_topic(CONSUMER_OFFSETS_TOPIC)
+        assert len(nodes[1].coordination.get_topic_assignment(CONSUMER_OFFSETS_TOPIC).partitions) == 3
+        # Groups whose partition differs between 3 and 5 partitions, both led by broker 2.
+        led = 1
+        here = next(g for g in (f"g{i}" for i in range(1000))
+                    if partition_for_group(g, 3) == led and partition_for_group(g, 5) != led)
+        elsewhere = next(g for g in (f"h{i}" for i in range(1000))
+                         if partition_for_group(g, 3) != led and partition_for_group(g, 5) == led)
+        b2 = brokers[1]
+        # LeaderAndIsr first makes the local replicas as the assignment sizes them.
+        b2.create_topic(CONSUMER_OFFSETS_TOPIC, 3, config={"cleanup.policy": "compact"})
+        parts[1].leadership_changed(CONSUMER_OFFSETS_TOPIC, led, True, 0)
+        settle(parts[1])
+        assert b2.groups.num_partitions == 3 == parts[1].partition_count(CONSUMER_OFFSETS_TOPIC)
+        assert b2.commit_offsets(here, {"t": {0: 5}}) == {"t": {0: 0}}
+        assert b2.commit_offsets(elsewhere, {"t": {0: 5}}) == {"t": {0: NotCoordinatorError.error_code}}
+        assert b2.log_offsets(CONSUMER_OFFSETS_TOPIC, led)[1] == 1      # the commit is in the group's partition
+        # Broker 1 agrees on every group's partition (its own count happens to be the topic's).
+        parts[0].leadership_changed(CONSUMER_OFFSETS_TOPIC, 0, True, 0)
+        settle(parts[0])
+        for g in (f"k{i}" for i in range(200)):
+            assert partition_for_group(g, brokers[0].groups.num_partitions) == \
+                partition_for_group(g, b2.groups.num_partitions)
+    finally:
+        for cp in parts:
+            cp.close()
+        for node in nodes:
+            node.coordination.close()
+        for b in brokers:
+            b.close()

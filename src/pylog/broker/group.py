@@ -1807,6 +1807,37 @@ class GroupCoordinator:
             self._complete(m.sync_pending, SyncGroupResult(error))
             m.join_pending = m.sync_pending = None
 
+    @property
+    def num_partitions(self) -> int:
+        """The ``__consumer_offsets`` partition count groups are hashed over."""
+        return self._num_partitions
+
+    def set_num_partitions(self, num_partitions: int) -> int:
+        """Hash groups over ``num_partitions`` from now on: a clustered broker takes the
+        count of the cluster's ``__consumer_offsets`` topic (ZooKeeper's, as Kafka does),
+        whatever its own ``offsets.topic.num.partitions`` says, so every broker names the
+        same partition, and so the same coordinator, for a group.  Groups loaded under
+        another count are unloaded first (their requests get NOT_COORDINATOR).  Returns
+        the number of groups unloaded."""
+        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1:
+            raise InvalidConfigError(f"__consumer_offsets needs at least one partition, got {num_partitions!r}")
+        if num_partitions == self._num_partitions:
+            return 0
+        with self._op():
+            gone = list(self._groups.values())
+            for g in gone:
+                self._fence_group(g, _E_NOT_COORDINATOR)
+            self._groups.clear()
+            _log.info("groups are hashed over %d __consumer_offsets partitions (was %d)%s", num_partitions,
+                      self._num_partitions, f"; {len(gone)} unloaded" if gone else "")
+            self._num_partitions = num_partitions
+            if self._owned is not None:
+                self._owned = {p for p in self._owned if p < num_partitions}
+                self._loading = {p for p in self._loading if p < num_partitions}
+            if hasattr(self.store, "num_partitions"):
+                self.store.num_partitions = num_partitions
+            return len(gone)
+
     def begin_load(self, partition: int) -> None:
         """This broker became the leader of ``partition`` and is reading it: requests
         for its groups get COORDINATOR_LOAD_IN_PROGRESS until :meth:`load_state` (with

@@ -10,6 +10,11 @@ partitions of ``__consumer_offsets`` and ``__transaction_state`` (Kafka's design
 - **Who coordinates**: the group ``g`` lives in partition ``abs(hash(g)) % partitions``
   (:func:`~pylog.broker.group_offsets.partition_for_group`), and its coordinator is that
   partition's leader, which FindCoordinator names (from the controller's metadata).
+  ``partitions`` is the internal topic's partition count in ZooKeeper
+  (:meth:`CoordinatorPartitions.partition_count`), the same for every broker, never a
+  broker's own ``offsets.topic.num.partitions`` / ``transaction.state.log.num.partitions``
+  (those only size the topic when a broker creates it): brokers configured differently
+  still hash a group or transactional id to the same partition, so the same coordinator.
 - **Moving with leadership** (:meth:`CoordinatorPartitions.leadership_changed`, called by
   LeaderAndIsr and StopReplica): a broker that becomes the leader of an offsets
   partition answers COORDINATOR_LOAD_IN_PROGRESS for its groups at once, then replays
@@ -81,6 +86,8 @@ class CoordinatorPartitions:
         #: leader epoch it loaded them in.
         self._led: dict[tuple[str, int], int] = {}
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pylog-coordinator-loader")
+        #: The internal topics' partition counts in the cluster (:meth:`partition_count`).
+        self._counts: dict[str, int] = {}
         self.txn_io = ClusterTxnIO(node, self)
 
     def start(self) -> None:
@@ -103,8 +110,7 @@ class CoordinatorPartitions:
         """(partitions, replication factor, topic configs) of an internal topic."""
         cfg = self.node.config
         if topic == CONSUMER_OFFSETS_TOPIC:
-            # The broker core's own count, which its group coordinator hashes groups over.
-            return (self.broker.num_partitions(CONSUMER_OFFSETS_TOPIC), cfg.offsets_topic_replication_factor,
+            return (cfg.offsets_topic_num_partitions, cfg.offsets_topic_replication_factor,
                     {"cleanup.policy": "compact", "segment.bytes": str(cfg.offsets_topic_segment_bytes),
                      "compression.type": "producer"})
         return (cfg.transaction_state_log_num_partitions, cfg.transaction_state_log_replication_factor,
@@ -139,6 +145,29 @@ class CoordinatorPartitions:
         except TopicAlreadyExistsError:
             pass
 
+    def partition_count(self, topic: str) -> int | None:
+        """The partition count of the internal ``topic`` as the cluster has it (its
+        assignment in ZooKeeper, which Kafka's coordinators read too; the controller's
+        metadata when no ZooKeeper session is at hand, else the local replicas), None while
+        it is not created.
+        Known once, kept: an internal topic's count does not change.  Blocking (a
+        ZooKeeper read the first time): not on the loop."""
+        n = self._counts.get(topic)
+        if n is not None:
+            return n
+        coordination = self.node.coordination
+        assignment = coordination.get_topic_assignment(topic) if coordination is not None else None
+        if assignment is not None:
+            n = len(assignment.partitions)
+        else:
+            n = len(self.node.metadata.partitions_of(topic)) or None
+        if n is not None:
+            self._counts[topic] = n
+            return n
+        # No session and no metadata yet: the local replicas, which LeaderAndIsr sized
+        # from the assignment (not kept: a guess until the cluster answers).
+        return self.broker.num_partitions(topic) if self.broker.has_topic(topic) else None
+
     # -- leadership (the replica thread) -------------------------------------------------
 
     def leadership_changed(self, topic: str, partition: int, leader: bool, leader_epoch: int = -1) -> None:
@@ -152,6 +181,10 @@ class CoordinatorPartitions:
                 self._loader.submit(self._unload, topic, partition)
             self._led[tp] = leader_epoch
             if topic == CONSUMER_OFFSETS_TOPIC:
+                # The cluster's count, before any group of it is served here.
+                count = self.partition_count(topic)
+                if count is not None:
+                    self.broker.groups.set_num_partitions(count)
                 # At once: a request for these groups must not meet the old owner's answer.
                 self.broker.groups.begin_load(partition)
             self._loader.submit(self._load, topic, partition)
@@ -201,7 +234,7 @@ class CoordinatorPartitions:
 
     def wait_group_replicated(self, group_id: str) -> asyncio.Future | None:
         """:meth:`wait_replicated` for the group's ``__consumer_offsets`` partition."""
-        n = self.broker.num_partitions(CONSUMER_OFFSETS_TOPIC)
+        n = self.broker.groups.num_partitions
         return self.wait_replicated(CONSUMER_OFFSETS_TOPIC, partition_for_group(group_id, n))
 
     def await_replicated(self, partitions: Iterable[tuple[str, int]],
@@ -255,10 +288,8 @@ class ClusterTxnIO:
         self._clients_lock = threading.Lock()
 
     def txn_log_partitions(self, create: bool) -> int:
-        n = len(self.node.metadata.partitions_of(TRANSACTION_STATE_TOPIC))
-        if not n and self.broker.has_topic(TRANSACTION_STATE_TOPIC):
-            # LeaderAndIsr made the local replicas before this broker's metadata knew them.
-            n = self.broker.num_partitions(TRANSACTION_STATE_TOPIC)
+        # The cluster's count, not this broker's transaction.state.log.num.partitions.
+        n = self.partitions.partition_count(TRANSACTION_STATE_TOPIC) or 0
         if not n and create:
             raise CoordinatorNotAvailableError(f"{TRANSACTION_STATE_TOPIC} is not created yet")
         return n
