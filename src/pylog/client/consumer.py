@@ -642,6 +642,13 @@ class Consumer:
             self._rejoin_needed = True
         self._transport.wake()
 
+    def rebalance_in_progress(self) -> bool:
+        """Whether the member's group is rebalancing (it will rejoin at the next poll),
+        as far as known without a request; False without a group subscription."""
+        if self.group_id is None or self._subscription is None:
+            return False
+        return self._rejoin_needed or self._transport.group_rebalancing(self.group_id)
+
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer has now."""
         return set(self._assignment)
