@@ -57,7 +57,11 @@ For crash tests only, the environment variable ``PYLOG_TEST_TXN_CRASH`` makes th
 SIGKILL itself at one step of ending a transaction: ``after-prepare`` (PrepareCommit or
 PrepareAbort durable, no marker written), ``mid-markers`` (the marker of the first of
 several partitions written, the others not) or ``after-markers`` (markers written, the
-Complete state not).  Nothing sets it outside tests.
+Complete state not); or, in the middle of the state append itself, ``torn-prepare`` (the
+first half of the PrepareCommit/PrepareAbort batch in the ``__transaction_state``
+segment: recovery cuts it, and the transaction is Ongoing again, aborted at its timeout)
+and ``torn-complete`` (the same for CompleteCommit/CompleteAbort: the Prepare state is
+found and its markers written again).  Nothing sets it outside tests.
 
 Thread safety
 -------------
@@ -79,7 +83,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
-from pylog.broker.txn_log import (TRANSACTION_STATE_TOPIC, TransactionLogValue, TransactionState,
+from pylog.broker.txn_log import (TRANSACTION_STATE_TOPIC, TransactionLogValue, TransactionState, decode_value,
                                   partition_for_transactional_id, txn_record, txn_tombstone)
 from pylog.errors import (ConcurrentTransactionsError, CoordinatorLoadInProgressError, InvalidConfigError,
                           InvalidProducerIdMappingError, NotCoordinatorError,
@@ -241,6 +245,10 @@ class ListTransactionsResult:
     transactions: list[ListedTransaction]
     unknown_state_filters: list[str] = field(default_factory=list)
     error_code: int = 0
+
+
+#: The torn-write crash points of :class:`BrokerTxnIO` and the states whose record they tear.
+_TORN_POINTS = {"torn-prepare": (PREPARE_COMMIT, PREPARE_ABORT), "torn-complete": (COMPLETE_COMMIT, COMPLETE_ABORT)}
 
 
 def _crash_point(name: str) -> None:
@@ -791,7 +799,33 @@ class BrokerTxnIO:
 
         builder = _core.RecordBatchBuilder()
         builder.append_many([v for _, v in records], keys=[k for k, _ in records])
-        self._broker._append_internal(TRANSACTION_STATE_TOPIC, partition, builder.build()).raise_for_error()
+        batch = builder.build()
+        point = os.environ.get("PYLOG_TEST_TXN_CRASH")
+        if point in _TORN_POINTS:
+            self._maybe_tear(point, partition, records, batch)
+        self._broker._append_internal(TRANSACTION_STATE_TOPIC, partition, batch).raise_for_error()
+
+    def _maybe_tear(self, point: str, partition: int, records, batch: bytes) -> None:
+        """Crash tests (``torn-prepare``, ``torn-complete``): when this append is the state
+        the point names, write the first half of its batch (with the base offset the append
+        would give it) after the partition's last batch, as a crash in the middle of the
+        write leaves it, and SIGKILL the process."""
+        states = _TORN_POINTS[point]
+        if not any(v is not None and decode_value(v).state in states for _, v in records):
+            return
+        log = self._broker._partition(TRANSACTION_STATE_TOPIC, partition).log
+        with log.lock:
+            seg = log.active_segment
+            torn = bytearray(batch[:len(batch) // 2])
+            torn[0:8] = log.log_end_offset.to_bytes(8, "big")
+            fd = os.open(seg.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, bytes(torn), seg.size)
+            finally:
+                os.close(fd)
+            _log.warning("PYLOG_TEST_TXN_CRASH=%s: %d of the %d bytes of %s-%d's batch at offset %d written",
+                         point, len(torn), len(batch), TRANSACTION_STATE_TOPIC, partition, log.log_end_offset)
+            _crash_point(point)
 
     def coordinator_epoch(self, partition: int) -> int:
         topic = self._broker._topics.get(TRANSACTION_STATE_TOPIC)
