@@ -7,11 +7,18 @@ a subprocess, benches/bench_server.py's ServeProcess).  The transactional one co
 every 100 ms, so each second costs it about ten AddPartitionsToTxn/EndTxn round trips,
 the coordinator's log appends and a marker per partition; the idempotent one only
 produces.  ``TxnRatio`` alternates the two in rounds in one process and returns the
-best transactional rate over the best idempotent rate.  ``PYLOG_BENCH_SMALL=1`` shrinks
-the sizes for the smoke test.
+best transactional rate over the best idempotent rate.
+
+``EmbeddedProduce`` / ``EmbeddedTxnRatio`` are the same comparison in process: pylog's own
+producers over ``pylog.open(dir)`` (``producer(transactional_id=...)`` committing every
+100 ms against ``producer()``, idempotent by default), the same records to a
+4-partition topic, alternating.  ``PYLOG_BENCH_SMALL=1`` shrinks the sizes for the smoke
+test.
 """
 
 import os
+import shutil
+import tempfile
 import time
 
 from benches._data import values
@@ -34,12 +41,13 @@ def _producer(bootstrap, transactional_id=None):
     return Producer(cfg)
 
 
-def _send(p, topic, records, transactional):
+def _send(p, topic, records, transactional, embedded=False):
     """Produce ``records`` records (committing every 100 ms when ``transactional``);
-    returns records/s including the final flush or commit."""
+    returns records/s including the final flush or commit.  ``embedded``: ``p`` is
+    pylog's producer (``send``), else confluent-kafka's (``produce``)."""
     vals = _VALUES
     n = len(vals)
-    produce = p.produce
+    produce = p.send if embedded else p.produce
     t0 = time.perf_counter()
     next_commit = t0 + COMMIT_INTERVAL_S
     if transactional:
@@ -49,7 +57,7 @@ def _send(p, topic, records, transactional):
             try:
                 produce(topic, vals[i % n], partition=i % PARTITIONS)
                 break
-            except BufferError:
+            except BufferError:     # (confluent-kafka's queue is full)
                 p.poll(0.001)
         if transactional and (i & 255) == 0 and time.perf_counter() >= next_commit:
             p.commit_transaction(30)
@@ -101,19 +109,85 @@ class TxnRatio(_Bench):
     ROUNDS = 1 if SMALL else 5
 
     def track_transactional_vs_idempotent(self):
-        best_idem = best_txn = 0.0
-        for _ in range(self.ROUNDS):
-            best_idem = max(best_idem, _send(self.idem, self.topic, RECORDS, False))
-            best_txn = max(best_txn, _send(self.txn, self.topic, RECORDS, True))
-        return best_txn / best_idem
+        return _alternate(self.ROUNDS, lambda: _send(self.idem, self.topic, RECORDS, False),
+                          lambda: _send(self.txn, self.topic, RECORDS, True))
+
+    track_transactional_vs_idempotent.unit = "x idempotent"
+
+
+def _alternate(rounds, idem, txn):
+    """``rounds`` alternating runs of ``idem()`` and ``txn()`` (records/s each); the
+    best transactional rate over the best idempotent one."""
+    best_idem = best_txn = 0.0
+    for _ in range(rounds):
+        best_idem = max(best_idem, idem())
+        best_txn = max(best_txn, txn())
+    return best_txn / best_idem
+
+
+class _EmbeddedBench:
+    timeout = 600
+    RECORDS = 20_000 if SMALL else 1_000_000
+
+    def setup(self):
+        import pylog
+
+        self.dir = tempfile.mkdtemp(prefix="pylog-bench-txn-")
+        self.client = pylog.open(self.dir)
+        self.topic = "bench-txn"
+        self.client.create_topic(self.topic, PARTITIONS, config={"segment.bytes": 1 << 30})
+        self.idem = self.client.producer(linger_ms=5)
+        self.txn = self.client.producer(linger_ms=5, transactional_id="bench-txn-producer")
+        self.txn.init_transactions()
+        self.idempotent()
+        self.transactional()
+
+    def idempotent(self):
+        return _send(self.idem, self.topic, self.RECORDS, False, embedded=True)
+
+    def transactional(self):
+        return _send(self.txn, self.topic, self.RECORDS, True, embedded=True)
+
+    def teardown(self):
+        self.idem.close()
+        self.txn.close()
+        self.client.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class EmbeddedProduce(_EmbeddedBench):
+    """Records/s of pylog's embedded idempotent and transactional producers."""
+
+    def track_idempotent_records_per_s(self):
+        return self.idempotent()
+
+    track_idempotent_records_per_s.unit = "records/s"
+
+    def track_transactional_records_per_s(self):
+        return self.transactional()
+
+    track_transactional_records_per_s.unit = "records/s"
+
+
+class EmbeddedTxnRatio(_EmbeddedBench):
+    """Embedded transactional (commit every 100 ms) over embedded idempotent
+    records/s, best round of each, alternating.  Target >= 0.8."""
+
+    ROUNDS = 1 if SMALL else 7
+
+    def track_transactional_vs_idempotent(self):
+        return _alternate(self.ROUNDS, self.idempotent, self.transactional)
 
     track_transactional_vs_idempotent.unit = "x idempotent"
 
 
 if __name__ == "__main__":
-    b = TxnRatio()
+    import sys
+
+    b = EmbeddedTxnRatio() if sys.argv[1:] == ["embedded"] else TxnRatio()
     b.setup()
     try:
-        print(f"transactional / idempotent records/s: {b.track_transactional_vs_idempotent():.3f}")
+        print(f"{type(b).__name__}: transactional / idempotent records/s: "
+              f"{b.track_transactional_vs_idempotent():.3f} (load average {os.getloadavg()[0]:.2f})")
     finally:
         b.teardown()
