@@ -506,6 +506,8 @@ class _Group:
         self.join_initial = False
         self.join_remaining_ms = 0
         self.sync_token: int | None = None
+        #: Offset-expiry tombstones written and not yet replicated (a clustered store).
+        self.expiring = False
 
     @property
     def rebalance_timeout_ms(self) -> int:
@@ -780,8 +782,22 @@ class GroupCoordinator:
                 return _E_LOADING if partition in self._loading else _E_NOT_COORDINATOR
         return NONE
 
-    def _append(self, group_id: str, records: Sequence[Record]) -> None:
-        self.store.append(partition_for_group(group_id, self._num_partitions), records)
+    def _append(self, group_id: str, records: Sequence[Record]):
+        """The store's append; returns its replication handle (None: durable now)."""
+        return self.store.append(partition_for_group(group_id, self._num_partitions), records)
+
+    def _when_replicated(self, handle, fn: Callable[[BaseException | None], None]) -> None:
+        """``fn(error)`` under the coordinator's lock once a clustered store says the
+        records of ``handle`` are replicated (error None) or will not be (the
+        PylogError); nothing for a store whose append was durable as it returned."""
+        if handle is None:
+            return
+
+        def done(error: BaseException | None) -> None:
+            with self._op():
+                fn(error)
+
+        handle.add_done_callback(done)
 
     def _group_record(self, group: _Group, assignments: Mapping[str, bytes] | None = None) -> Record:
         members = []
@@ -799,13 +815,16 @@ class GroupCoordinator:
             current_state_timestamp=group.state_timestamp, members=members)
         return _records.group_metadata_record(group.group_id, value)
 
-    def _store_group(self, group: _Group, assignments: Mapping[str, bytes] | None = None) -> int:
+    def _store_group(self, group: _Group, assignments: Mapping[str, bytes] | None = None,
+                     on_replicated: Callable[[BaseException | None], None] | None = None) -> int:
         try:
-            self._append(group.group_id, [self._group_record(group, assignments)])
+            handle = self._append(group.group_id, [self._group_record(group, assignments)])
         except Exception as exc:  # noqa: BLE001 - any store failure becomes an error code
             code = _storage_error_code(exc, for_commit=False)
             _log.warning("group %s: storing group metadata failed: %r", group.group_id, exc)
             return code
+        if on_replicated is not None:
+            self._when_replicated(handle, on_replicated)
         return NONE
 
     # ---------------------------------------------------------------- membership helpers
@@ -935,7 +954,11 @@ class GroupCoordinator:
             group.protocol_name = None
             group.state = GroupState.EMPTY
             _log.info("group %s: generation %d is empty", group.group_id, group.generation_id)
-            self._store_group(group)   # a failure is only logged: no member depends on it
+            # A failure (here or in replication) is only logged, as Kafka does: no member
+            # depends on it, and the group's offsets stay as they were.
+            generation = group.generation_id
+            self._store_group(group, on_replicated=lambda error: error is not None and _log.warning(
+                "group %s: the empty generation %d was not replicated: %r", group.group_id, generation, error))
             return
         group.protocol_name = group.select_protocol()
         group.state = GroupState.COMPLETING_REBALANCE
@@ -1261,7 +1284,9 @@ class GroupCoordinator:
         missing = [m for m in group.members if m not in assignments]
         if missing:
             _log.warning("group %s: leader gave no assignment to %s", group.group_id, missing)
-        err = self._store_group(group, full)
+        generation = group.generation_id
+        err = self._store_group(group, full, on_replicated=lambda error: self._assignment_replicated(
+            group, generation, error))
         if err != NONE:
             self._reset_and_propagate_assignment_error(group, err)
             self._maybe_prepare_rebalance(group, "storing the group assignment failed")
@@ -1276,6 +1301,19 @@ class GroupCoordinator:
         group.state = GroupState.STABLE
         group.state_timestamp = self._now
         _log.info("group %s: generation %d is stable", group.group_id, group.generation_id)
+
+    def _assignment_replicated(self, group: _Group, generation: int, error: BaseException | None) -> None:
+        """A clustered store's answer for the assignment a leader's SyncGroup stored: if
+        the ISR did not take it, the group goes back to rebalancing as Kafka's does when
+        storing the assignment fails (the SyncGroup answers carry the error: their
+        handler waits for the same write)."""
+        if error is None or self._groups.get(group.group_id) is not group or group.generation_id != generation \
+                or group.state not in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
+            return
+        _log.warning("group %s: the assignment of generation %d was not replicated (%r); rebalancing",
+                     group.group_id, generation, error)
+        self._reset_and_propagate_assignment_error(group, _storage_error_code(error, for_commit=False))
+        self._prepare_rebalance(group, "the group assignment was not replicated")
 
     # ---------------------------------------------------------------- Heartbeat
 
@@ -1427,20 +1465,43 @@ class GroupCoordinator:
         result, records, values = self._offset_records(group.group_id, requested, now, expire)
         if records:
             try:
-                self._append(group.group_id, records)
+                handle = self._append(group.group_id, records)
             except Exception as exc:  # noqa: BLE001 - any store failure becomes an error code
                 code = _storage_error_code(exc, for_commit=True)
                 _log.warning("group %s: storing offsets failed: %r", group.group_id, exc)
                 for (topic, partition) in values:
                     result[topic][partition] = code
                 return result
+            previous = {tp: group.offsets.get(tp) for tp in values}
             group.offsets.update(values)
+            self._when_replicated(handle, lambda error: self._offsets_replicated(group, values, previous, error))
             # Appended after any pending transactional commit of these partitions, so it
             # wins over them when their transaction commits (Kafka keeps the later one).
             for pending in group.pending_txn.values():
                 for tp in values:
                     pending.pop(tp, None)
         return result
+
+    def _offsets_replicated(self, group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue],
+                            previous: Mapping[tuple[str, int], OffsetCommitValue | None],
+                            error: BaseException | None) -> None:
+        """A clustered store's answer for a commit: one the ISR did not take is undone
+        (the offsets it replaced are the committed ones again, as Kafka's pending commit
+        that fails), unless a later commit replaced it meanwhile."""
+        if error is None or self._groups.get(group.group_id) is not group:
+            return
+        undone = 0
+        for tp, value in values.items():
+            if group.offsets.get(tp) is value:
+                before = previous.get(tp)
+                if before is None:
+                    del group.offsets[tp]
+                else:
+                    group.offsets[tp] = before
+                undone += 1
+        if undone:
+            _log.warning("group %s: a commit of %d offsets was not replicated (%r); the earlier offsets stand",
+                         group.group_id, undone, error)
 
     def txn_commit_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
                            offsets: Mapping[str, Mapping[int, CommitOffset | int]], *,
@@ -1584,7 +1645,7 @@ class GroupCoordinator:
     def _expire_offsets(self, now: int) -> None:
         retention = self.config.offsets_retention_ms
         for group in list(self._groups.values()):
-            if group.state is GroupState.DEAD:
+            if group.state is GroupState.DEAD or group.expiring:
                 continue
             if group.protocol_type is None:
                 base, keep_topics = None, set()            # commit timestamps
@@ -1614,17 +1675,42 @@ class GroupCoordinator:
             if becomes_dead:
                 records.append(_records.group_metadata_tombstone(group.group_id))
             try:
-                self._append(group.group_id, records)
+                handle = self._append(group.group_id, records)
             except Exception as exc:  # noqa: BLE001 - retried at the next check
                 _log.warning("group %s: writing expired offsets failed: %r", group.group_id, exc)
                 continue
-            for tp in expired:
-                del group.offsets[tp]
-            if becomes_dead:
-                group.state = GroupState.DEAD
-                del self._groups[group.group_id]
-            _log.info("group %s: expired %d offsets%s", group.group_id, len(expired),
-                      "; group removed" if becomes_dead else "")
+            values = {tp: group.offsets[tp] for tp in expired}
+            if handle is None:
+                self._expire(group, values, becomes_dead)
+            else:
+                # A clustered store: the offsets go once the ISR has the tombstones, so no
+                # reader sees them gone while a failover could bring them back.
+                group.expiring = True
+                self._when_replicated(handle, lambda error, g=group, v=values, d=becomes_dead:
+                                      self._expiry_replicated(g, v, d, error))
+
+    def _expiry_replicated(self, group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue],
+                           becomes_dead: bool, error: BaseException | None) -> None:
+        group.expiring = False
+        if error is not None:
+            _log.warning("group %s: the tombstones of %d expired offsets were not replicated (%r); retried at "
+                         "the next check", group.group_id, len(values), error)
+        elif self._groups.get(group.group_id) is group:
+            self._expire(group, values, becomes_dead)
+
+    def _expire(self, group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue], becomes_dead: bool) -> None:
+        """Forget expired offsets (each unless a commit replaced it since its tombstone
+        was written), and the group itself when it was to go and still has nothing."""
+        expired = [tp for tp, v in values.items() if group.offsets.get(tp) is v]
+        for tp in expired:
+            del group.offsets[tp]
+        becomes_dead = becomes_dead and group.state is GroupState.EMPTY and not group.pending_members \
+            and not group.offsets
+        if becomes_dead:
+            group.state = GroupState.DEAD
+            del self._groups[group.group_id]
+        _log.info("group %s: expired %d offsets%s", group.group_id, len(expired),
+                  "; group removed" if becomes_dead else "")
 
     # ---------------------------------------------------------------- admin
 

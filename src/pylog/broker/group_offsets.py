@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence, Union
+from typing import Any, Iterable, Protocol, Sequence, Union
 
 from pylog.broker._codec import Reader, Writer
 from pylog.errors import CorruptRecordError, InvalidRequestError, UnsupportedVersionError
@@ -500,15 +500,24 @@ class OffsetStore(Protocol):
     raises a :class:`~pylog.errors.PylogError` if they are not: the coordinator then
     reports the error and leaves its state as it was.  Implementations must be callable
     while the coordinator holds its lock, and must not call back into the coordinator.
+
+    A replicated store (a clustered broker's) returns a replication handle instead of
+    None: an object whose ``add_done_callback(fn)`` calls ``fn(error)`` once, on any
+    thread but never under the coordinator's lock, with None when the high watermark
+    has passed the records or the PylogError that says it will not (the ISR did not
+    take them in time, leadership moved).  The coordinator acts on what depends on the
+    write only then (expired offsets go, a failed assignment sends the group back to
+    rebalancing, a failed commit is undone).
     """
 
     num_partitions: int
 
     def append(self, partition: int, records: Sequence[Record], *, producer_id: int = -1,
-               producer_epoch: int = -1) -> None:
+               producer_epoch: int = -1) -> Any:
         """``producer_id`` >= 0: a transactional batch of that producer and epoch (a
         TxnOffsetCommit), which the partition refuses with INVALID_PRODUCER_EPOCH when a
-        newer epoch of the producer has written there."""
+        newer epoch of the producer has written there.  Returns None, or a replication
+        handle (see the class docstring)."""
 
 
 class InMemoryOffsetStore:

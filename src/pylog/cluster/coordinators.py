@@ -21,6 +21,15 @@ partitions of ``__consumer_offsets`` and ``__transaction_state`` (Kafka's design
   the partition's log (up to its end, as Kafka's loader does) on the loader thread and
   serves them; one that stops leading it drops them, and their requests get
   NOT_COORDINATOR.  Loads and unloads run in the order the leadership changed.
+- **Every group write is followed to the high watermark**: the group coordinator's
+  store is a :class:`ReplicatedOffsetStore`, whose appends return a replication handle
+  (:meth:`CoordinatorPartitions.follow_append`); the coordinator acts on a write only
+  once the ISR has it, whatever made it (a request or a timer: session expiry,
+  rebalance completion, offset expiration): expired offsets go once their tombstones
+  are replicated, an assignment the ISR did not take sends the group back to
+  rebalancing, a commit it did not take is undone.  A write that failed because
+  leadership moved makes the coordinator resign the partition at once (its groups get
+  NOT_COORDINATOR) instead of serving from state the next leader does not have.
 - **Commits are replicated before they are answered**: the coordinator appends to the
   leader's log; the clustered OffsetCommit (and SyncGroup) handler answers once the
   high watermark passed that append (:meth:`CoordinatorPartitions.wait_replicated`,
@@ -64,7 +73,7 @@ from pylog.cluster import replication
 from pylog.errors import (CoordinatorNotAvailableError, NotLeaderError, PylogError, RequestTimedOutError,
                           TopicAlreadyExistsError)
 
-__all__ = ["CoordinatorPartitions", "INTERNAL_TOPICS"]
+__all__ = ["CoordinatorPartitions", "INTERNAL_TOPICS", "ReplicatedOffsetStore", "Replication"]
 
 _log = logging.getLogger("pylog.cluster.coordinators")
 
@@ -89,12 +98,17 @@ class CoordinatorPartitions:
         #: The internal topics' partition counts in the cluster (:meth:`partition_count`).
         self._counts: dict[str, int] = {}
         self.txn_io = ClusterTxnIO(node, self)
+        #: How long a coordinator's write may wait for the ISR (offsets.commit.timeout.ms).
+        self.commit_timeout_ms = OFFSETS_COMMIT_TIMEOUT_MS
 
     def start(self) -> None:
         """Serve nothing until LeaderAndIsr says what this broker leads: the groups and
         transactional ids the broker core loaded from its local logs at open are
         dropped; the transaction coordinator writes through :class:`ClusterTxnIO`."""
-        self.broker.groups.unload_all()
+        groups = self.broker.groups
+        groups.unload_all()
+        if not isinstance(groups.store, ReplicatedOffsetStore):
+            groups.store = ReplicatedOffsetStore(groups.store, self)
         txns = self.broker.transactions
         txns.unload_all()
         txns.io = self.txn_io
@@ -214,7 +228,48 @@ class CoordinatorPartitions:
             n = self.broker.transactions.unload(partition)
         _log.info("%s-%d: no longer led here; %d unloaded", topic, partition, n)
 
+    def _resign(self, topic: str, partition: int, leader_epoch: int) -> None:
+        """(The replica thread.)  A write of the coordinator in ``leader_epoch`` failed
+        because this broker no longer leads the partition: stop serving it now, unless a
+        LeaderAndIsr already moved it to another epoch."""
+        tp = (topic, partition)
+        if self._led.get(tp) != leader_epoch:
+            return
+        _log.warning("%s-%d: a coordinator write failed because leadership moved; resigning it", topic, partition)
+        del self._led[tp]
+        self._loader.submit(self._unload, topic, partition)
+
     # -- replicated writes -----------------------------------------------------------------
+
+    def follow_append(self, topic: str, partition: int) -> "Replication | None":
+        """(Any thread, right after a coordinator appended to ``topic-partition``.)  A
+        :class:`Replication` handle completed once the high watermark passes what the
+        log holds now, or with the PylogError that says it will not (after
+        :attr:`commit_timeout_ms`, or when leadership moves: then the coordinator
+        resigns the partition, :meth:`_resign`); None when this broker holds no replica
+        of the partition (a single-node write, durable as it returned)."""
+        manager = self.node.replica_manager
+        r = manager.replicas.get((topic, partition))
+        if r is None:
+            return None
+        with r.lock:
+            last = r.log.log_end_offset - 1
+            append = replication.AppendInfo(last, last, r.state.leader_epoch)
+        led_epoch = self._led.get((topic, partition))
+        handle = Replication()
+
+        def outcome(error: PylogError | None) -> None:
+            if isinstance(error, NotLeaderError) and led_epoch is not None and not self.node._stopping:
+                self.node.replica_thread.submit(self._resign, topic, partition, led_epoch)
+            handle.set_result(error)
+
+        def start() -> None:
+            manager.after_leader_append(topic, partition)
+            waiting = manager.wait_for_acks(topic, partition, append, self.commit_timeout_ms)
+            waiting.add_done_callback(lambda f: outcome(f.result()))
+
+        self.node.call_in_loop(start)
+        return handle
 
     def wait_replicated(self, topic: str, partition: int,
                         timeout_ms: int = OFFSETS_COMMIT_TIMEOUT_MS) -> asyncio.Future | None:
@@ -231,6 +286,21 @@ class CoordinatorPartitions:
             end = r.log.log_end_offset
             append = replication.AppendInfo(end - 1, end - 1, r.state.leader_epoch)
         return manager.wait_for_acks(topic, partition, append, timeout_ms)
+
+    def wait_groups_replicated(self, group_ids: Iterable[str]) -> "asyncio.Future":
+        """(Loop thread.)  :meth:`wait_group_replicated` for several groups: a future of
+        group id -> the PylogError of those whose partition did not replicate."""
+        waits = {g: self.wait_group_replicated(g) for g in group_ids}
+
+        async def gather() -> dict[str, PylogError]:
+            out = {}
+            for g, w in waits.items():
+                error = None if w is None else await w
+                if error is not None:
+                    out[g] = error
+            return out
+
+        return asyncio.ensure_future(gather(), loop=self.node.loop)
 
     def wait_group_replicated(self, group_id: str) -> asyncio.Future | None:
         """:meth:`wait_replicated` for the group's ``__consumer_offsets`` partition."""
@@ -264,6 +334,63 @@ class CoordinatorPartitions:
         except concurrent.futures.TimeoutError:
             return {tp: RequestTimedOutError("the loop did not answer") for tp in partitions}
         return {tp: e for tp, e in results.items() if e is not None}
+
+
+class Replication:
+    """A replication handle of :class:`~pylog.broker.group_offsets.OffsetStore`: one
+    outcome (None, or the PylogError), callbacks run once with it, on the thread that
+    sets it (the loop's) or at once when it is already known.  Thread-safe."""
+
+    __slots__ = ("_lock", "_callbacks", "_done", "_error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list = []
+        self._done = False
+        self._error: PylogError | None = None
+
+    def add_done_callback(self, fn: Any) -> None:
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(fn)
+                return
+        fn(self._error)
+
+    def set_result(self, error: PylogError | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done, self._error = True, error
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn(error)
+            except Exception:  # noqa: BLE001 - one callback's failure is its own
+                _log.exception("a replication callback raised")
+
+
+class ReplicatedOffsetStore:
+    """The group coordinator's store on a clustered broker: the broker core's
+    ``__consumer_offsets`` appends, each followed until the ISR has it
+    (:meth:`CoordinatorPartitions.follow_append`).  Callable under the coordinator's
+    lock, as the store it wraps."""
+
+    def __init__(self, inner: Any, partitions: CoordinatorPartitions) -> None:
+        self.inner = inner
+        self.partitions = partitions
+
+    @property
+    def num_partitions(self) -> int:
+        return self.inner.num_partitions
+
+    @num_partitions.setter
+    def num_partitions(self, value: int) -> None:
+        self.inner.num_partitions = value
+
+    def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]], *, producer_id: int = -1,
+               producer_epoch: int = -1) -> Replication | None:
+        self.inner.append(partition, records, producer_id=producer_id, producer_epoch=producer_epoch)
+        return self.partitions.follow_append(CONSUMER_OFFSETS_TOPIC, partition)
 
 
 def commit_error_code(error: PylogError) -> int:

@@ -517,6 +517,38 @@ def handle_sync_group(conn: Any, header: Any, req: Any) -> Any:
                               lambda r: r.error_code == NONE, _sync_failed)
 
 
+def _offset_delete_appended(resp: Any) -> bool:
+    return resp.error_code == NONE and any(p.error_code == NONE for t in resp.topics for p in t.partitions)
+
+
+def handle_offset_delete(conn: Any, header: Any, req: Any) -> Any:
+    """OffsetDelete answered once its tombstones are replicated."""
+    from pylog.server.handlers import handle_offset_delete as plain
+    return _after_replication(conn, plain(conn, header, req), req.group_id, _offset_delete_appended,
+                              _commit_failed)
+
+
+def handle_delete_groups(conn: Any, header: Any, req: Any) -> Any:
+    """DeleteGroups answered once each deleted group's tombstones are replicated; a
+    group whose tombstones the ISR did not take is answered with the error."""
+    from pylog.cluster.coordinators import commit_error_code
+    from pylog.server.handlers import handle_delete_groups as plain
+    node = _node(conn)
+    resp = plain(conn, header, req)
+    deleted = [r.group_id for r in resp.results if r.error_code == NONE]
+    if not deleted:
+        return resp
+
+    async def run() -> Any:
+        failed = await node.coordinators.wait_groups_replicated(deleted)
+        for r in resp.results:
+            if r.error_code == NONE and r.group_id in failed:
+                r.error_code = commit_error_code(failed[r.group_id])
+        return resp
+
+    return conn.server.loop.create_task(run())
+
+
 def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
     node = _node(conn)
     return conn.server.call_off_loop(_create_topics, node, header, req)
@@ -582,6 +614,8 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.OFFSET_COMMIT, handle_offset_commit)
     put(ApiKey.SYNC_GROUP, handle_sync_group)
     put(ApiKey.TXN_OFFSET_COMMIT, handle_txn_offset_commit)
+    put(ApiKey.OFFSET_DELETE, handle_offset_delete)
+    put(ApiKey.DELETE_GROUPS, handle_delete_groups)
     put(ApiKey.WRITE_TXN_MARKERS, handle_write_txn_markers)
     from pylog.server.handlers import handle_describe_transactions, handle_list_transactions
     put(ApiKey.DESCRIBE_TRANSACTIONS, _off_loop(handle_describe_transactions))
