@@ -8,6 +8,7 @@ leading they are dropped; leading again in a new leader epoch reloads them.
 
 from __future__ import annotations
 
+import concurrent.futures
 from types import SimpleNamespace
 
 import pytest
@@ -33,6 +34,7 @@ class Node:
         self.replica_manager = SimpleNamespace(replicas={})
         self._stopping = False
         self.coordination = None
+        self.replica_thread = concurrent.futures.ThreadPoolExecutor(1)
 
 
 @pytest.fixture
@@ -97,7 +99,9 @@ def test_transactional_ids_are_served_only_while_their_partition_is_led(broker):
 def test_brokers_configured_with_other_partition_counts_agree_on_the_coordinator(tmp_path):
     """Broker 1 (offsets.topic.num.partitions=3) creates ``__consumer_offsets`` in
     ZooKeeper; broker 2 (configured with 5) leads one of its partitions: it hashes
-    groups over the topic's 3 partitions, as FindCoordinator does, never over its own 5."""
+    groups over the topic's 3 partitions, as FindCoordinator does, never over its own 5;
+    broker 3 (7) leads none and learns the count from UpdateMetadata (its transaction
+    coordinator adds a group's partition to a transaction by it)."""
     from pylog.cluster.coordination import BrokerRegistration, Coordination, EndPoint
     from pylog.cluster.coordination_memory import MemoryZooKeeper
     from pylog.errors import NotCoordinatorError
@@ -105,7 +109,7 @@ def test_brokers_configured_with_other_partition_counts_agree_on_the_coordinator
     ensemble = MemoryZooKeeper()
     brokers, nodes, parts = [], [], []
     try:
-        for broker_id, count in ((1, 3), (2, 5)):
+        for broker_id, count in ((1, 3), (2, 5), (3, 7)):
             b = Broker(tmp_path / str(broker_id), background=False, offsets_topic_num_partitions=count)
             b.create_topic("t", 1)
             brokers.append(b)
@@ -142,10 +146,15 @@ def test_brokers_configured_with_other_partition_counts_agree_on_the_coordinator
         for g in (f"k{i}" for i in range(200)):
             assert partition_for_group(g, brokers[0].groups.num_partitions) == \
                 partition_for_group(g, b2.groups.num_partitions)
+        assert brokers[2].groups.num_partitions == 7
+        parts[2].metadata_updated({CONSUMER_OFFSETS_TOPIC, "t"})
+        nodes[2].replica_thread.submit(lambda: None).result(10)
+        assert brokers[2].groups.num_partitions == 3
     finally:
         for cp in parts:
             cp.close()
         for node in nodes:
             node.coordination.close()
+            node.replica_thread.shutdown()
         for b in brokers:
             b.close()

@@ -2300,8 +2300,11 @@ class Broker:
                            group_id: str) -> int:
         """AddOffsetsToTxn: adds the group's ``__consumer_offsets`` partition to the
         transaction; an error code."""
+        self.ensure_offsets_topic()
+        # The count the group coordinator hashes over (a clustered broker's is the
+        # cluster topic's, not this broker's offsets.topic.num.partitions).
         return self.transactions.add_offsets(transactional_id, producer_id, producer_epoch, group_id,
-                                             self.ensure_offsets_topic())
+                                             self.groups.num_partitions)
 
     def txn_offset_commit(self, transactional_id: str, group_id: str, producer_id: int, producer_epoch: int,
                           offsets: Mapping[str, Mapping[int, Any]], *, member_id: str | None = None,
@@ -2327,7 +2330,7 @@ class Broker:
             return out
         code = 0
         if isinstance(group_id, str) and group_id:
-            n = self.offsets_topic_partitions()
+            n = self.groups.num_partitions
             tp = (CONSUMER_OFFSETS_TOPIC, _group_offsets.partition_for_group(group_id, n))
             code = self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, [tp],
                                                     verify_only=True)[tp]

@@ -182,6 +182,24 @@ class CoordinatorPartitions:
         # from the assignment (not kept: a guess until the cluster answers).
         return self.broker.num_partitions(topic) if self.broker.has_topic(topic) else None
 
+    def metadata_updated(self, topics: Iterable[str]) -> None:
+        """(Any thread.)  UpdateMetadata named ``topics``: once ``__consumer_offsets``
+        exists, every broker hashes groups over its count, not only the leaders of its
+        partitions (a transaction coordinator adds a group's partition to a transaction
+        by it).  The count is read on the replica thread, in order with LeaderAndIsr."""
+        if CONSUMER_OFFSETS_TOPIC in topics and CONSUMER_OFFSETS_TOPIC not in self._counts \
+                and not self.node._stopping:
+            self.node.replica_thread.submit(self._adopt_offsets_count)
+
+    def _adopt_offsets_count(self) -> None:
+        try:
+            count = self.partition_count(CONSUMER_OFFSETS_TOPIC)
+        except PylogError as exc:
+            _log.info("reading the partition count of %s: %s", CONSUMER_OFFSETS_TOPIC, exc)
+            return
+        if count is not None:
+            self.broker.groups.set_num_partitions(count)
+
     # -- leadership (the replica thread) -------------------------------------------------
 
     def leadership_changed(self, topic: str, partition: int, leader: bool, leader_epoch: int = -1) -> None:

@@ -706,7 +706,9 @@ class ClusterNode:
         with self.metadata_changed:
             self.metadata.update(request)
             self.metadata_changed.notify_all()
-        for t in {s.topic for s in request.partition_states} | {t for t, _ in request.deleted}:
+        topics = {s.topic for s in request.partition_states}
+        self.coordinators.metadata_updated(topics)
+        for t in topics | {t for t, _ in request.deleted}:
             self.server.state.topic_changed(t)
 
     def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
