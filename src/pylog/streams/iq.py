@@ -8,9 +8,10 @@ hosts a key (Kafka Streams' ``KafkaStreams#store``, ``StoreQueryParameters``,
     meta = app.query_metadata_for_key("counts", "x", Serdes.string())
     meta.active_host                   # HostInfo(host, port): ask that instance
 
-A view spans every local task's store of that name (one per partition, or the
-partition :meth:`StoreQueryParameters.with_partition` names) and holds nothing of its
-own: each call finds the app's current tasks again, so after a rebalance it reads
+A view spans every local active task's store of that name (one per partition, or the
+partition :meth:`StoreQueryParameters.with_partition` names), and with
+``enable_stale_stores()`` the standby tasks' too (copies that may lag their
+changelogs, as Kafka's stale stores), and holds nothing of its own: each call finds the app's current tasks again, so after a rebalance it reads
 the stores the instance has now.  ``get`` answers from the first task holding the key;
 ``range``, ``all`` and ``fetch`` chain the tasks' answers (sorted within a task, not
 across tasks, as Kafka's composite stores do).  Answers are lists, read whole under the
@@ -26,8 +27,9 @@ Routing: every instance's ``application.server`` (``host:port``) travels through
 consumer group (:mod:`.assignor`), so each instance knows which host holds each input
 partition.  A key's partition is computed as the producer computes it (murmur2 of the
 serialised key, or the given ``partitioner``) over the partitions of the source topic
-of the store's sub-topology.  Standby replicas do not exist yet: ``standby_hosts`` is
-always empty.
+of the store's sub-topology.  ``standby_hosts`` are the instances holding a standby of
+the key's task (``num.standby.replicas``): with ``enable_stale_stores()`` they answer
+too, while the active instance is gone or restoring.
 
 Thread safety: views and metadata calls may be used from any thread.
 """
@@ -68,7 +70,7 @@ UNKNOWN_HOST = HostInfo("unavailable", -1)
 
 
 class KeyQueryMetadata(NamedTuple):
-    """Where a key lives: the active instance, the standbys (none yet), its partition."""
+    """Where a key lives: the active instance, the standby instances, its partition."""
 
     active_host: HostInfo
     standby_hosts: FrozenSet[HostInfo]
@@ -173,7 +175,10 @@ class _CompositeView:
         app, params = self._app, self._params
         check_queryable(app, params.stale_stores, self.name)
         out = []
-        for (_gid, partition), task in list(app.tasks.items()):
+        tasks = list(app.tasks.items())
+        if params.stale_stores:
+            tasks += list(app.standbys.items())
+        for (_gid, partition), task in tasks:
             if params.partition is not None and partition != params.partition:
                 continue
             store = task.stores.get(self.name)
@@ -330,12 +335,20 @@ def all_metadata(app: Any) -> List[StreamsMetadata]:
     if assignor is None:
         return []
     by_topic, global_stores = _stores_by_topic(app)
+    active = assignor.partitions_by_host()
+    standby = assignor.standby_partitions_by_host()
     out = []
-    for endpoint, tps in sorted(assignor.partitions_by_host().items()):
+    for endpoint in sorted(set(active) | set(standby)):
+        tps = active.get(endpoint, set())
+        standby_tps = standby.get(endpoint, set())
         stores = set(global_stores)
         for t, _p in tps:
             stores |= by_topic.get(t, set())
-        out.append(StreamsMetadata(_host_info(endpoint), frozenset(stores), frozenset(tps)))
+        standby_stores = set()
+        for t, _p in standby_tps:
+            standby_stores |= by_topic.get(t, set())
+        out.append(StreamsMetadata(_host_info(endpoint), frozenset(stores), frozenset(tps),
+                                   frozenset(standby_stores), frozenset(standby_tps)))
     return out
 
 
@@ -356,7 +369,10 @@ def metadata_for_key(app: Any, store_name: str, key: Any, key_serializer: Any,
     raw = serialize(key)
     n = app.partitions_of(topics[0])
     partition = partitioner(topics[0], key, None, n) if partitioner is not None else _core.partition_for_key(raw, n)
+    standbys = frozenset(_host_info(endpoint)
+                         for endpoint, tps in app.partition_assignor.standby_partitions_by_host().items()
+                         if any((t, partition) in tps for t in topics))
     for endpoint, tps in app.partition_assignor.partitions_by_host().items():
         if any((t, partition) in tps for t in topics):
-            return KeyQueryMetadata(_host_info(endpoint), frozenset(), partition)
-    return KeyQueryMetadata(UNKNOWN_HOST, frozenset(), partition)
+            return KeyQueryMetadata(_host_info(endpoint), standbys, partition)
+    return KeyQueryMetadata(UNKNOWN_HOST, standbys, partition)

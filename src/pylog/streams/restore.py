@@ -34,14 +34,18 @@ import struct
 import sys
 from typing import Any, Callable, List, Optional, Tuple
 
-__all__ = ["RestoreSuspended", "restore_store", "show_restore_progress"]
+__all__ = ["RestoreSuspended", "restore_store", "show_restore_progress", "changelog_records"]
 
 _TS = struct.Struct(">q")
 
 
 class RestoreSuspended(Exception):
-    """A store's restore stopped before its end offset (the app is stopping); the
-    listener was told with ``on_restore_suspended``."""
+    """A store's restore stopped before its end offset (the app is stopping, or the
+    group is rebalancing); the listener was told with ``on_restore_suspended``.
+    :attr:`position` is the next changelog offset to restore (the store holds every
+    record before it), so a later restore resumes there."""
+
+    position = -1
 
 
 def show_restore_progress(setting: Any) -> bool:
@@ -77,7 +81,9 @@ def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: s
     if position >= end:
         return 0
     if suspend is not None and suspend():
-        raise RestoreSuspended(f"restore of {store_name} from {topic_partition} not started: stopping")
+        exc = RestoreSuspended(f"restore of {store_name} from {topic_partition} not started")
+        exc.position = position
+        raise exc
     if listener is not None:
         listener.on_restore_start(topic_partition, store_name, position, end)
     bar = None
@@ -92,13 +98,15 @@ def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: s
             if suspend is not None and suspend():
                 if listener is not None and hasattr(listener, "on_restore_suspended"):
                     listener.on_restore_suspended(topic_partition, store_name, total)
-                raise RestoreSuspended(f"restore of {store_name} from {topic_partition} suspended at offset "
+                exc = RestoreSuspended(f"restore of {store_name} from {topic_partition} suspended at offset "
                                        f"{position} of {end}")
+                exc.position = position
+                raise exc
             for b in consumer.poll_batches(timeout_ms=poll_timeout_ms):
                 if apply is not None:
                     n, last = apply(b, end)
                 else:
-                    batch, last = _store_records(b, end, timestamped)
+                    batch, last = changelog_records(b, end, timestamped)
                     n = len(batch)
                     if n:
                         store.restore_batch(batch)
@@ -118,7 +126,7 @@ def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: s
     return total
 
 
-def _store_records(batch: Any, end: int, timestamped: bool) -> Tuple[List[Tuple[bytes, Optional[bytes]]], int]:
+def changelog_records(batch: Any, end: int, timestamped: bool) -> Tuple[List[Tuple[bytes, Optional[bytes]]], int]:
     """(key, value) of a fetched batch's keyed records below ``end``, and the offset of
     the last one (-1: none)."""
     cols = batch.columns()

@@ -51,13 +51,26 @@ What it does, as Kafka Streams does:
   changelogs, since local state may hold writes of an aborted transaction.
   (At-least-once restores every store from the beginning and writes no checkpoint.)
 
-Several instances with the same application id share the partitions through the
-group: in a rebalance an instance commits, then closes the tasks of the partitions it
-gives up; whoever gets them rebuilds the tasks from their changelogs.  Not yet: sticky
-task assignment (the consumer's assignor places partitions; co-partitioned topics stay
-together because the range assignor gives equal partition numbers to one member),
-standby replicas, threads per instance.  One ``run`` drives everything on the calling
-thread; :meth:`StreamsApp.stop` may be called from another thread.
+Several instances with the same application id share the tasks through the group
+(:mod:`.assignor`: sticky, by tasks per instance, lag-aware).  In a rebalance an
+instance commits and suspends its tasks (open); once the assignment is known, tasks
+that stay go on where they were, tasks given away close (or stay as standbys), and
+new tasks are taken over from this instance's standby of them (restoring only the
+changelog's tail) or rebuilt from their changelogs.  A restore stops between fetches
+when the group rebalances or the app stops (the restore listener's
+``on_restore_suspended``); what it restored is kept as a standby, and resumes from
+there when the task comes back.
+
+Standby replicas (``num.standby.replicas``, default 0; Kafka's ``StandbyTask``): the
+logged stores of a task run elsewhere, kept on this instance by reading their
+changelogs continuously (one consumer for all of them, polled without waiting between
+input polls; ``read_committed`` under exactly-once).  A standby's persistent stores
+write the task's ``.checkpoint`` when it closes (and at a commit once 10000 changelog
+records came in since the last), so a new standby or a restart resumes there;
+without a checkpoint its directory is wiped and it reads from the beginning.  Interactive
+queries may read standbys with ``enable_stale_stores()``.  Not done: threads per
+instance (one ``run`` drives one group member on the calling thread);
+:meth:`StreamsApp.stop` may be called from another thread.
 
 Errors: a failing record goes to Kafka's deserialization, processing and production
 exception handlers, with an optional dead letter queue (:mod:`pylog.streams.errors`);
@@ -84,12 +97,12 @@ from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, Invalid
                           ProducerFencedError, PylogError, TopicAlreadyExistsError, UnknownMemberIdError)
 
 from . import iq as _iq
-from .assignor import StreamsPartitionAssignor
-from .restore import RestoreSuspended, restore_store, show_restore_progress
+from .assignor import LATEST_OFFSET, StreamsPartitionAssignor, TaskId, parse_task_id
+from .restore import RestoreSuspended, changelog_records, restore_store, show_restore_progress
 from .state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .state.persistent import store_directory
 from ._uncaught import AppStateMixin
-from .task import StreamTask
+from .task import StandbyTask, StreamTask
 from .topology import Topology, TopologyError
 
 __all__ = ["StreamsApp", "AT_LEAST_ONCE", "EXACTLY_ONCE_V2"]
@@ -97,6 +110,11 @@ __all__ = ["StreamsApp", "AT_LEAST_ONCE", "EXACTLY_ONCE_V2"]
 log = logging.getLogger("pylog.streams")
 # send_batch pays off for runs of records with one timestamp at least this long on average
 _MIN_RUN = 16
+#: A standby's checkpoint is rewritten at a commit once its stores moved this many
+#: changelog records on (Kafka's OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT); always on close.
+_CHECKPOINT_DELTA = 10_000
+#: Past any changelog offset: a standby applies whatever it fetched.
+_NO_END = 1 << 62
 
 
 AT_LEAST_ONCE = "at_least_once"
@@ -185,10 +203,13 @@ class _Collector:
 class _TaskMover(ConsumerRebalanceListener):
     """Hands tasks over in a rebalance: before partitions go, what their tasks did is
     committed (stores, producer, offsets; under exactly-once the transaction, which
-    holds every task's work) and the tasks are closed; a task that comes back (here or
-    on another instance) is rebuilt from its changelogs.  Partitions lost (the member
-    was dropped from the group) cannot be committed: under exactly-once the
-    transaction is aborted and every task closed dirty."""
+    holds every task's work) and the tasks are suspended, open (Kafka's eager
+    rebalance).  Once the assignment is known, a suspended task assigned again goes on
+    as it was; one given away becomes a standby if the assignment says so, else it is
+    closed; a task new here is taken over from its standby (only the changelog's tail
+    is restored) or rebuilt from its changelogs.  Partitions lost (the member was
+    dropped from the group) cannot be committed: their tasks are closed dirty (under
+    exactly-once the transaction is aborted and every task closed dirty)."""
 
     def __init__(self, app: "StreamsApp") -> None:
         self.app = app
@@ -206,7 +227,7 @@ class _TaskMover(ConsumerRebalanceListener):
                     raise
                 app.handle_task_migrated(exc)
                 return
-            app._drop_tasks(revoked, clean=True)
+            app._suspend_tasks(revoked)
 
     def on_partitions_lost(self, lost: Set[Any]) -> None:
         app = self.app
@@ -219,8 +240,8 @@ class _TaskMover(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Set[Any]) -> None:
         # Kafka Streams builds (and restores) a task when its partitions are assigned,
         # so its stores answer interactive queries before any new input arrives.
-        if assigned and not self.app.failed:
-            self.app._create_tasks(assigned)
+        if not self.app.failed:
+            self.app._on_assignment()
 
 
 class StreamsApp(AppStateMixin):
@@ -238,8 +259,9 @@ class StreamsApp(AppStateMixin):
         exactly-once), ``transaction.timeout.ms`` (default 10000, Kafka Streams'),
         ``state.dir``, ``default.key.serde`` / ``default.value.serde``, the group
         member's ``group.instance.id`` (static membership), ``session.timeout.ms``,
-        ``heartbeat.interval.ms`` and ``max.poll.interval.ms``, and any processor
-        settings (``app_config``).  Each name may also be given in snake_case
+        ``heartbeat.interval.ms`` and ``max.poll.interval.ms``,
+        ``num.standby.replicas`` (default 0), ``application.server``, and any
+        processor settings (``app_config``).  Each name may also be given in snake_case
         (``processing_guarantee``).
     """
 
@@ -263,6 +285,15 @@ class StreamsApp(AppStateMixin):
         # records per poll: enough that a fetched batch (up to 1 MiB) is rarely cut in two
         self.max_poll_records = int(self.config.get("max.poll.records", 10_000))
         self.tasks: Dict[Tuple[int, int], StreamTask] = {}
+        #: Standby replicas this instance keeps (Kafka's ``num.standby.replicas``).
+        self.num_standby_replicas = int(_setting(self.config, "num.standby.replicas", 0))
+        if self.num_standby_replicas < 0:
+            raise ValueError(f"num.standby.replicas is at least 0, got {self.num_standby_replicas}")
+        self.standbys: Dict[TaskId, StandbyTask] = {}
+        self._standby_consumer: Any = None
+        #: (changelog topic, partition) -> (standby task, store) it feeds
+        self._standby_feeds: Dict[Tuple[str, int], Tuple[TaskId, str]] = {}
+        self._standby_checkpointed: Dict[TaskId, int] = {}
         self.global_task: Optional[StreamTask] = None
         self._stop = threading.Event()
         self._partition_counts: Dict[str, int] = {}
@@ -397,18 +428,42 @@ class StreamsApp(AppStateMixin):
             names = dict(self._groups)[gid]
             task_id = f"{gid}_{partition}"
             checkpointed: Dict[str, int] = {}
-            if self.exactly_once:
+            adopted = None
+            standby = self.standbys.pop((gid, partition), None)
+            if standby is not None:
+                # the standby's stores become the task's: only the changelogs' tail is
+                # restored, from where the standby stopped
+                self._unfeed(gid, partition)
+                adopted = standby.take_stores()
+                checkpointed = {sname: pos - 1 for sname, pos in standby.positions.items()}
+                self._delete_checkpoint(task_id)
+                log.info("task %s of %s takes its state over from its standby", task_id, self.application_id)
+            elif self.exactly_once:
                 checkpointed = self._take_checkpoint(task_id, names, partition)
+            else:
+                self._delete_checkpoint(task_id)    # a standby's: stale once the task writes
             shared = {} if self.global_task is None else dict(self.global_task.stores)
             task = StreamTask(self.topology, names, application_id=self.application_id,
                               task_id=task_id, config=self.config, collector=self._collector,
                               state_dir=self.state_dir, partition=partition,
                               wall_clock=_now_ms, shared_stores=shared,
                               default_key_serde=self.config.get("default.key.serde"),
-                              default_value_serde=self.config.get("default.value.serde"))
-            self._restore(task, names, partition, checkpointed)
+                              default_value_serde=self.config.get("default.value.serde"),
+                              adopted_stores=adopted)
+            try:
+                self._restore(task, names, partition, checkpointed)
+            except RestoreSuspended as exc:
+                # keep what was restored: the task's state waits as a standby, and
+                # resumes from there when the task is assigned here again
+                self._task_to_standby((gid, partition), task, getattr(exc, "positions", None))
+                raise
             self.tasks[(gid, partition)] = task
         return task
+
+    def _delete_checkpoint(self, task_id: str) -> None:
+        path = os.path.join(self._task_dir(task_id), CHECKPOINT_FILE_NAME)
+        if os.path.exists(path):
+            os.remove(path)
 
     def _task_dir(self, task_id: str) -> str:
         return os.path.dirname(os.path.dirname(store_directory(self.state_dir, self.application_id, task_id, "-")))
@@ -462,6 +517,9 @@ class StreamsApp(AppStateMixin):
         one, else from the beginning, telling the restore listener
         (:mod:`.restore`).  Raises RestoreSuspended when :meth:`stop` is asked meanwhile."""
         self.restoring = True
+        # next offset each store needs: kept on the exception when the restore stops,
+        # so the task's standby resumes there
+        positions = {sname: (checkpointed or {}).get(sname, -1) + 1 for sname, _t, _m in self._changelogs(names)}
         try:
             for sname, topic, meta in self._changelogs(names):
                 start = (checkpointed or {}).get(sname)
@@ -471,7 +529,12 @@ class StreamsApp(AppStateMixin):
                     n = restore_store(c, (topic, partition), sname, task.stores[sname],
                                       start=None if start is None else start + 1, timestamped=meta.timestamped,
                                       listener=self.restore_listener, progress=self.restore_progress,
-                                      suspend=self._stop.is_set)
+                                      suspend=self._restore_suspended)
+                    positions[sname] = c.position((topic, partition))
+                except RestoreSuspended as exc:
+                    positions[sname] = max(exc.position, 0)
+                    exc.positions = positions     # type: ignore[attr-defined]
+                    raise
                 finally:
                     c.close(autocommit=False)
                 if n:
@@ -479,18 +542,216 @@ class StreamsApp(AppStateMixin):
         finally:
             self.restoring = False
 
-    def _create_tasks(self, partitions: Set[Any]) -> None:
-        """Build (and restore) the tasks of newly assigned ``partitions``; a restore cut
-        short by :meth:`stop` leaves its task unbuilt (its records stay unconsumed)."""
-        for tp in sorted(partitions):
-            gid = self._topic_group.get(tp[0])
-            if gid is None or (gid, tp[1]) in self.tasks:
+    def _restore_suspended(self) -> bool:
+        """A restore stops between fetches when the app stops or its group rebalances
+        (the task's state is kept as a standby and the restore resumes from there)."""
+        if self._stop.is_set():
+            return True
+        consumer = self.consumer
+        return consumer is not None and consumer.rebalance_in_progress()
+
+    def _create_tasks(self, tasks: Set[TaskId]) -> None:
+        """Build (and restore) the active ``tasks`` not built yet; a restore cut short
+        by :meth:`stop` leaves its task unbuilt (its records stay unconsumed)."""
+        for gid, partition in sorted(tasks):
+            if (gid, partition) in self.tasks:
                 continue
             try:
-                self._task(gid, tp[1])
+                self._task(gid, partition)
             except RestoreSuspended as exc:
                 log.info("%s: %s", self.application_id, exc)
                 return
+
+    # -- rebalances: suspended tasks, standbys
+    def _suspend_tasks(self, partitions: Set[Any]) -> None:
+        """The partitions were revoked after a commit: their tasks stay open (and
+        queryable) until :meth:`_on_assignment` knows whether they stay here."""
+        with self.iq_lock:
+            for tp in partitions:
+                self._offsets.pop((tp[0], tp[1]), None)
+                self._committed.pop((tp[0], tp[1]), None)
+
+    def _assigned_tasks(self) -> Set[TaskId]:
+        return {(self._topic_group[tp[0]], tp[1]) for tp in self.consumer.assignment() if tp[0] in self._topic_group}
+
+    def _on_assignment(self) -> None:
+        """The member got its assignment: tasks kept go on, tasks given away become
+        standbys (when assigned as such) or close, standbys no longer wanted close (their
+        checkpoints written), new standbys open, and the new active tasks are built,
+        from their standbys where this instance has them."""
+        active = self._assigned_tasks()
+        assignor = self.partition_assignor
+        stateful = self._stateful_groups()
+        wanted = {t for t in (assignor.standby_tasks if assignor is not None else ())
+                  if t[0] in stateful and t not in active}
+        with self.iq_lock:
+            for key in [k for k in self.tasks if k not in active]:
+                task = self.tasks.pop(key)
+                if key in wanted and key not in self.standbys:
+                    self._task_to_standby(key, task)
+                else:
+                    self._close_task(key[0], task, clean=not self.failed)
+                    log.info("task %s of %s moved away", task.task_id, self.application_id)
+            for key in [k for k in self.standbys if k not in wanted and k not in active]:
+                self._close_standby(key)
+            for key in sorted(wanted - set(self.standbys)):
+                self._open_standby(key)
+        self._create_tasks(active)
+
+    def _stateful_groups(self) -> Set[int]:
+        return {gid for gid, names in self._groups if self._changelogs(names)}
+
+    def _task_to_standby(self, key: TaskId, task: StreamTask, positions: Optional[Dict[str, int]] = None) -> None:
+        """An active task given away but kept as a standby: its logged stores stay open
+        as they are (everything it wrote is committed: they hold their changelogs up to
+        the end, or up to ``positions`` for a task whose restore was cut short), the
+        rest closes."""
+        gid, partition = key
+        changelogs = {sname: topic for sname, topic, _ in self._changelogs(dict(self._groups)[gid])}
+        kept = task.close(keep_stores=changelogs)
+        if positions is None:
+            ends = self._end_offsets([(topic, partition) for topic in changelogs.values()])
+            positions = {sname: ends[(topic, partition)] for sname, topic in changelogs.items()}
+        self.standbys[key] = StandbyTask(self.topology, dict(self._groups)[gid], application_id=self.application_id,
+                                         task_id=task.task_id, config=self.config, state_dir=self.state_dir,
+                                         partition=partition, default_key_serde=self.config.get("default.key.serde"),
+                                         default_value_serde=self.config.get("default.value.serde"),
+                                         adopted_stores=kept, positions=positions)
+        self._feed(key)
+        log.info("task %s of %s stays here as a standby", task.task_id, self.application_id)
+
+    def _open_standby(self, key: TaskId) -> None:
+        """A new standby: persistent stores keep what their checkpoint covers (a
+        store's directory without one is wiped); the rest is read from the changelog
+        as the standby catches up, between polls."""
+        gid, partition = key
+        names = dict(self._groups)[gid]
+        task_id = f"{gid}_{partition}"
+        checkpointed = self._take_checkpoint(task_id, names, partition)
+        standby = StandbyTask(self.topology, names, application_id=self.application_id, task_id=task_id,
+                              config=self.config, state_dir=self.state_dir, partition=partition,
+                              default_key_serde=self.config.get("default.key.serde"),
+                              default_value_serde=self.config.get("default.value.serde"),
+                              positions={sname: offset + 1 for sname, offset in checkpointed.items()})
+        self.standbys[key] = standby
+        self._standby_checkpointed[key] = sum(standby.positions.values())
+        self._feed(key)
+        log.info("standby task %s of %s opened", task_id, self.application_id)
+
+    def _close_standby(self, key: TaskId) -> None:
+        standby = self.standbys.pop(key)
+        self._unfeed(*key)
+        standby.flush()
+        self._checkpoint_standby(key, standby)
+        standby.close()
+        self._standby_checkpointed.pop(key, None)
+        log.info("standby task %s of %s closed", standby.task_id, self.application_id)
+
+    def _checkpoint_standby(self, key: TaskId, standby: StandbyTask) -> None:
+        """The last changelog offset each persistent store of the standby holds, in the
+        task's ``.checkpoint`` (call after a flush)."""
+        offsets = {(topic, key[1]): standby.positions[sname] - 1 for sname, topic in standby.changelogs.items()
+                   if getattr(standby.stores.get(sname), "persistent", False) and standby.positions[sname] > 0}
+        if offsets:
+            write_checkpoint(os.path.join(self._task_dir(standby.task_id), CHECKPOINT_FILE_NAME), offsets)
+            self._standby_checkpointed[key] = sum(standby.positions.values())
+
+    def _feed(self, key: TaskId) -> None:
+        """Read the standby's changelog partitions from its positions on."""
+        standby = self.standbys[key]
+        for sname, topic in standby.changelogs.items():
+            self._standby_feeds[(topic, key[1])] = (key, sname)
+        self._assign_standby_consumer()
+
+    def _unfeed(self, gid: int, partition: int) -> None:
+        self._standby_feeds = {tp: v for tp, v in self._standby_feeds.items() if v[0] != (gid, partition)}
+        self._assign_standby_consumer()
+
+    def _assign_standby_consumer(self) -> None:
+        c = self._standby_consumer
+        if c is None:
+            if not self._standby_feeds:
+                return
+            c = self._standby_consumer = self.client.consumer(enable_auto_commit=False,
+                                                              auto_offset_reset="earliest",
+                                                              isolation_level=self._isolation_level)
+        have = c.assignment()
+        tps = sorted(self._standby_feeds)
+        c.assign(tps)
+        for tp in tps:
+            if tp not in have:
+                key, sname = self._standby_feeds[tp]
+                c.seek(tp, self.standbys[key].positions[sname])
+
+    def _update_standbys(self) -> None:
+        """Apply what the standby consumer fetched (no waiting), under the query lock."""
+        c = self._standby_consumer
+        if c is None or not self._standby_feeds:
+            return
+        batches = c.poll_batches(timeout_ms=0)
+        if not batches:
+            return
+        with self.iq_lock:
+            for b in batches:
+                feed = self._standby_feeds.get((b.topic, b.partition))
+                if feed is None:
+                    continue
+                standby = self.standbys[feed[0]]
+                records, _last = changelog_records(b, _NO_END, standby.timestamped[feed[1]])
+                standby.restore_batch(feed[1], records, b.next_offset)
+
+    def _end_offsets(self, tps: List[Tuple[str, int]]) -> Dict[Tuple[str, int], int]:
+        """Changelog end offsets (the last stable offset under exactly-once)."""
+        level = 1 if self.exactly_once else 0
+        out = {}
+        for topic, partition in tps:
+            res = self.client.list_offsets(topic, partition, -1, isolation_level=level)
+            res.raise_for_error()
+            out[(topic, partition)] = res.offset
+        return out
+
+    def _task_state(self) -> Tuple[Set[TaskId], Set[TaskId], Dict[TaskId, int]]:
+        """What this member reports when it joins (Kafka's SubscriptionInfo): its
+        active tasks (suspended ones included), its standbys, and per task the sum of
+        the changelog offsets its state holds: -2 (latest) for active tasks, the
+        standbys' positions, and the ``.checkpoint`` of task directories on disk."""
+        with self.iq_lock:
+            active = set(self.tasks)
+            standby = set(self.standbys)
+            sums: Dict[TaskId, int] = {k: LATEST_OFFSET for k in active}
+            for k, sb in self.standbys.items():
+                sums[k] = sum(sb.positions.values())
+        app_dir = os.path.dirname(self._task_dir("-"))
+        try:
+            entries = os.listdir(app_dir)
+        except OSError:
+            entries = []
+        for entry in entries:
+            try:
+                key = parse_task_id(entry)
+            except ValueError:
+                continue
+            if key in sums:
+                continue
+            offsets = read_checkpoint(os.path.join(app_dir, entry, CHECKPOINT_FILE_NAME))
+            if offsets:
+                sums[key] = sum(o + 1 for o in offsets.values())
+        return active, standby, sums
+
+    def _end_offset_sums(self, tasks: Set[TaskId]) -> Dict[TaskId, int]:
+        """The leader's side of the lags: per task, the sum of its changelogs' end offsets."""
+        out = {}
+        groups = dict(self._groups)
+        for gid, partition in tasks:
+            names = groups.get(gid)
+            if names is None:
+                continue
+            tps = [(topic, partition) for _s, topic, _m in self._changelogs(names)]
+            try:
+                out[(gid, partition)] = sum(self._end_offsets(tps).values())
+            except PylogError as exc:   # a lag unknown only weakens stickiness
+                log.warning("%s: end offsets of task %d_%d unknown: %s", self.application_id, gid, partition, exc)
+        return out
 
     def set_global_state_restore_listener(self, listener: Any) -> None:
         """Tell ``listener`` (``on_restore_start``, ``on_batch_restored``,
@@ -558,7 +819,10 @@ class StreamsApp(AppStateMixin):
             for tp in global_parts:
                 global_consumer.seek_to_end(tp)
         topics = sorted(self._topic_group)
-        self.partition_assignor = StreamsPartitionAssignor(self.process_id(), self.application_server)
+        self.partition_assignor = StreamsPartitionAssignor(
+            self.process_id(), self.application_server, topic_group=self._topic_group,
+            stateful_groups=self._stateful_groups(), num_standby_replicas=self.num_standby_replicas,
+            task_state=self._task_state, end_offset_sums=self._end_offset_sums)
         self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
                                         enable_auto_commit=False, isolation_level=self._isolation_level,
                                         partition_assignment_strategy=[self.partition_assignor],
@@ -575,6 +839,7 @@ class StreamsApp(AppStateMixin):
                     self._after_poll()
                     if records and not self._stop.is_set():
                         self._process_batches(records)
+                    self._update_standbys()
                     with self.iq_lock:  # global updates and punctuators write stores too
                         if global_consumer is not None:
                             for r in global_consumer.poll(timeout_ms=0):
@@ -732,7 +997,10 @@ class StreamsApp(AppStateMixin):
             try:
                 task = self._task(gid, partition)
             except RestoreSuspended:
-                continue  # stopping: the records stay unconsumed
+                # stopping or rebalancing: the records stay unconsumed
+                for (topic, p), bs in queues.items():
+                    self.consumer.seek((topic, p), int(bs[0].columns().offsets[0]))
+                continue
             if len(queues) == 1:
                 for b in next(iter(queues.values())):
                     cols = b.columns()
@@ -783,6 +1051,10 @@ class StreamsApp(AppStateMixin):
         with self.iq_lock:
             for task in self.tasks.values():
                 task.flush()
+            for key, standby in self.standbys.items():
+                if sum(standby.positions.values()) - self._standby_checkpointed.get(key, 0) >= _CHECKPOINT_DELTA:
+                    standby.flush()
+                    self._checkpoint_standby(key, standby)
         if not self.exactly_once:
             self.producer.flush()
             if self._offsets:
@@ -850,8 +1122,9 @@ class StreamsApp(AppStateMixin):
         return _iq.all_metadata(self)
 
     def streams_metadata_for_store(self, store_name: str) -> List["_iq.StreamsMetadata"]:
-        """The instances holding a partition of ``store_name``."""
-        return [m for m in _iq.all_metadata(self) if store_name in m.state_store_names]
+        """The instances holding a partition of ``store_name``, as active or standby."""
+        return [m for m in _iq.all_metadata(self)
+                if store_name in m.state_store_names or store_name in m.standby_state_store_names]
 
     def _close_clients(self, global_consumer: Any) -> None:
         # the consumer first: leaving the group revokes its partitions, which commits and
@@ -862,6 +1135,11 @@ class StreamsApp(AppStateMixin):
         for (gid, _), task in self.tasks.items():
             self._close_task(gid, task, clean=not self.failed)
         self.tasks.clear()
+        for key in list(self.standbys):
+            self._close_standby(key)
+        if self._standby_consumer is not None:
+            self._standby_consumer.close(autocommit=False)
+            self._standby_consumer = None
         if self.global_task is not None:
             self.global_task.close()
         if self.producer is not None:

@@ -42,7 +42,8 @@ from .errors import (ConsumerRecord, ErrorHandlerContext, ProducerRecord, Respon
 from .processor import Cancellable, PunctuationType, Record, RecordMetadata, to_millis
 from .serdes import SerializationError, Serdes
 
-__all__ = ["StreamTask", "ProcessorContext", "StreamsError", "TaskMetrics", "SourceRecord"]
+__all__ = ["StreamTask", "StandbyTask", "ProcessorContext", "StreamsError", "TaskMetrics", "SourceRecord",
+           "logged_stores"]
 
 log = logging.getLogger("pylog.streams")
 
@@ -277,7 +278,8 @@ class StreamTask:
     def __init__(self, topology: Any, node_names: Iterable[str], *, application_id: str, task_id: str,
                  config: Dict[str, Any], collector: Any, state_dir: str = "", partition: int = 0,
                  wall_clock: Callable[[], int] = lambda: 0, shared_stores: Optional[Dict[str, Any]] = None,
-                 default_key_serde: Any = None, default_value_serde: Any = None) -> None:
+                 default_key_serde: Any = None, default_value_serde: Any = None,
+                 adopted_stores: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
         self.topology = topology
         self.application_id = application_id
         self.task_id = task_id
@@ -302,14 +304,22 @@ class StreamTask:
         names = [n for n in topology.nodes if n in set(node_names)]
         self.stores: Dict[str, Any] = dict(shared_stores or {})
         self._owned_stores: List[str] = []
+        self._store_contexts: Dict[str, _StoreContext] = {}
         for sname, meta in topology.stores.items():
             if any(u in names for u in meta.users):
-                store = meta.builder.build()
-                changelog = None
-                if meta.builder.logging_enabled and not meta.is_global:
-                    changelog = f"{application_id}-{sname}-changelog"
-                store.init(_StoreContext(self, sname, changelog, meta.timestamped))
+                if adopted_stores and sname in adopted_stores:
+                    # a standby's (or this instance's earlier) store: open, filled, kept
+                    store, sctx = adopted_stores[sname]
+                    sctx._task = self
+                else:
+                    store = meta.builder.build()
+                    changelog = None
+                    if meta.builder.logging_enabled and not meta.is_global:
+                        changelog = f"{application_id}-{sname}-changelog"
+                    sctx = _StoreContext(self, sname, changelog, meta.timestamped)
+                    store.init(sctx)
                 self.stores[sname] = store
+                self._store_contexts[sname] = sctx
                 self._owned_stores.append(sname)
         self.nodes: Dict[str, _Node] = {}
         self.sources: Dict[str, _Node] = {}      # by topic
@@ -631,19 +641,127 @@ class StreamTask:
         for name in self._owned_stores:
             self.stores[name].flush()
 
+    def close(self, keep_stores: Iterable[str] = ()) -> Dict[str, Tuple[Any, Any]]:
+        """Close the processors and the task's stores, except ``keep_stores``, which are
+        returned open as ``{name: (store, store context)}`` for a
+        :class:`StandbyTask` (or a later task) to adopt (Kafka recycles a task's state
+        this way when it turns from active to standby)."""
+        if self.closed:
+            return {}
+        self.closed = True
+        ctx = self.context
+        try:
+            for node in self.nodes.values():
+                ctx._node = node
+                close = getattr(node.processor, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            ctx._node = None
+            kept = {}
+            for name in self._owned_stores:
+                if name in keep_stores:
+                    kept[name] = (self.stores[name], self._store_contexts[name])
+                else:
+                    self.stores[name].close()
+        return kept
+
+
+def logged_stores(topology: Any, node_names: Iterable[str], application_id: str) -> Dict[str, str]:
+    """Store -> changelog topic of the logged (non-global) stores ``node_names`` use."""
+    names = set(node_names)
+    return {sname: f"{application_id}-{sname}-changelog" for sname, meta in topology.stores.items()
+            if not meta.is_global and meta.builder.logging_enabled and any(u in names for u in meta.users)}
+
+
+class _NoCollector:
+    """A standby task writes nothing: its stores change only through restore_batch."""
+
+    def send(self, *args: Any) -> None:
+        raise IllegalStateError("a standby task's store was written to: standby stores are read-only copies "
+                                "of their changelogs")
+
+
+class _NoRecord:
+    timestamp = 0
+
+
+class StandbyTask:
+    """A standby replica of a task (Kafka's ``StandbyTask``): the task's logged stores,
+    kept as copies of their changelog partitions on an instance that does not run the
+    task.  No processors; the owner feeds changelog records to :meth:`restore_batch`
+    and keeps :attr:`positions` (store -> next changelog offset to apply).  When the
+    task becomes active here, the new :class:`StreamTask` adopts the stores
+    (:meth:`take_stores`) and restores only the changelog's tail from
+    :attr:`positions`.  Persistent stores live in the task's own directory
+    (``<state.dir>/<application.id>/<task id>/``), the same one the active task uses.
+
+    Driven by one thread at a time; nothing in it is locked.
+    """
+
+    def __init__(self, topology: Any, node_names: Iterable[str], *, application_id: str, task_id: str,
+                 config: Dict[str, Any], state_dir: str = "", partition: int = 0,
+                 default_key_serde: Any = None, default_value_serde: Any = None,
+                 adopted_stores: Optional[Dict[str, Tuple[Any, Any]]] = None,
+                 positions: Optional[Dict[str, int]] = None) -> None:
+        self.topology = topology
+        self.application_id = application_id
+        self.task_id = task_id
+        self.config = config
+        self.state_dir = state_dir
+        self.partition = partition
+        self.default_key_serde = default_key_serde or Serdes.bytes()
+        self.default_value_serde = default_value_serde or Serdes.bytes()
+        self.collector = _NoCollector()
+        self.context = _NoRecord()
+        #: store -> changelog topic
+        self.changelogs = logged_stores(topology, node_names, application_id)
+        self.stores: Dict[str, Any] = {}
+        self._store_contexts: Dict[str, _StoreContext] = {}
+        #: store -> the next changelog offset to apply (0: none applied yet)
+        self.positions: Dict[str, int] = {sname: 0 for sname in self.changelogs}
+        self.positions.update(positions or {})
+        self.timestamped = {sname: topology.stores[sname].timestamped for sname in self.changelogs}
+        for sname, changelog in self.changelogs.items():
+            if adopted_stores and sname in adopted_stores:
+                store, sctx = adopted_stores[sname]
+                sctx._task = self
+            else:
+                store = topology.stores[sname].builder.build()
+                sctx = _StoreContext(self, sname, changelog, self.timestamped[sname])
+                store.init(sctx)
+            self.stores[sname] = store
+            self._store_contexts[sname] = sctx
+        self.closed = False
+
+    def is_global_store(self, name: str) -> bool:
+        return False
+
+    def restore_batch(self, store_name: str, records: List[Tuple[bytes, Optional[bytes]]], next_offset: int) -> None:
+        """Apply changelog records of ``store_name`` up to (not including) ``next_offset``."""
+        if records:
+            self.stores[store_name].restore_batch(records)
+        if next_offset > self.positions[store_name]:
+            self.positions[store_name] = next_offset
+
+    def take_stores(self) -> Dict[str, Tuple[Any, Any]]:
+        """Hand the open stores over (``{name: (store, store context)}``); the standby
+        is closed without closing them."""
+        self.closed = True
+        out = {sname: (self.stores[sname], self._store_contexts[sname]) for sname in self.stores}
+        self.stores = {}
+        return out
+
+    def flush(self) -> None:
+        for store in self.stores.values():
+            store.flush()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        ctx = self.context
-        for node in self.nodes.values():
-            ctx._node = node
-            close = getattr(node.processor, "close", None)
-            if close is not None:
-                close()
-        ctx._node = None
-        for name in self._owned_stores:
-            self.stores[name].close()
+        for store in self.stores.values():
+            store.close()
 
 
 class _SourceProcessor:
