@@ -31,11 +31,18 @@
   leadership away (ControlledShutdown, retried until nothing remains or a deadline),
   then closes the controller and the ZooKeeper session.
 
-Crash behaviour: nothing here is durable besides the logs (leader epochs in their
-``leader-epoch-checkpoint``).  The high watermark is not checkpointed yet: after a
-restart it starts at the log start offset and a follower learns it from its leader's
-first answer; a restarted broker that becomes leader before its followers fetch serves
-consumers less until they do.
+Crash behaviour: besides the logs (leader epochs in their ``leader-epoch-checkpoint``),
+each replica's high watermark goes to ``<data dir>/replication-offset-checkpoint``
+(Kafka's file and format: version 0, the entry count, one ``topic partition offset``
+line per partition, written atomically by :class:`~pylog.storage.checkpoint.CheckpointFile`)
+every ``replica.high.watermark.checkpoint.interval.ms`` and when the broker stops.  A
+restarted broker starts each partition's high watermark there (never past its log end
+offset), so as a new leader it serves consumers what was committed before, not only
+what its followers have fetched since.  A checkpoint at most one interval old is only
+lower than the truth, which is safe.  A damaged file (cut short, garbage, a bad count)
+is logged as an ERROR naming it and what is wrong, and ignored: every high watermark
+starts at its log start offset and is learned again from the ISR, as before the file
+existed; nothing in the logs is truncated for it.
 
 Thread safety: each replica has one lock (:attr:`Replica.lock`) around every call into
 its replication state machine; the server's loop thread, the replica fetcher threads and
@@ -49,6 +56,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -57,9 +65,11 @@ from pylog.cluster import replication
 from pylog.cluster.channel import (LeaderAndIsrRequest, MetadataCache, StopReplicaRequest, UpdateMetadataRequest)
 from pylog.cluster.coordination import BrokerRegistration, EndPoint
 from pylog.cluster.coordinators import INTERNAL_TOPICS
-from pylog.errors import (FencedLeaderEpochError, NotControllerError, NotEnoughReplicasError, NotLeaderError,
-                          PylogError, RequestTimedOutError, UnknownTopicOrPartitionError, error_for_code)
+from pylog.errors import (FencedLeaderEpochError, KafkaStorageError, NotControllerError, NotEnoughReplicasError,
+                          NotLeaderError, PylogError, RequestTimedOutError, UnknownTopicOrPartitionError,
+                          error_for_code)
 from pylog.protocol.apis import ApiKey
+from pylog.storage.checkpoint import CheckpointFile
 
 __all__ = ["ClusterNode", "ReplicaManager", "Replica", "CoreReplicaLog"]
 
@@ -68,6 +78,8 @@ _log = logging.getLogger("pylog.cluster.node")
 #: Kafka's znode of the last producer id block handed out, and its block size.
 PRODUCER_ID_BLOCK_PATH = "/latest_producer_id_block"
 PRODUCER_ID_BLOCK_SIZE = 1000
+#: Kafka's file of the replicas' high watermarks, in the data directory.
+HIGH_WATERMARK_CHECKPOINT = "replication-offset-checkpoint"
 
 
 def _now_ms() -> int:
@@ -167,6 +179,67 @@ class ReplicaManager:
         self._produce_waiters: list[_ProduceWaiter] = []
         self._pid_lock = threading.Lock()
         self._next_pid = self._pid_block_end = 0
+        self._hw_file = CheckpointFile(os.path.join(self.broker.data_dir, HIGH_WATERMARK_CHECKPOINT))
+        self._hw_lock = threading.Lock()
+        #: High watermarks read at start, of partitions no LeaderAndIsr has named since.
+        self._restart_hw = self._read_high_watermarks()
+        self._hw_written_at = time.monotonic()
+
+    # -- replication-offset-checkpoint --------------------------------------------------
+
+    def _read_high_watermarks(self) -> dict[tuple[str, int], int]:
+        try:
+            return self._hw_file.read()
+        except KafkaStorageError as exc:     # CorruptCheckpointError included
+            _log.error("%s; ignored: every partition's high watermark starts at its log start offset and is "
+                       "learned again from the ISR (the logs keep every record)", exc)
+            return {}
+
+    def restart_high_watermark(self, topic: str, partition: int, log_start_offset: int) -> int:
+        """The high watermark a replica made after a restart starts from: the
+        checkpoint's (the caller bounds it by the log end offset), else the log start
+        offset.  Taken once: later replicas of the partition carry their own."""
+        with self._hw_lock:
+            hw = self._restart_hw.pop((topic, partition), None)
+        return log_start_offset if hw is None else max(hw, log_start_offset)
+
+    def checkpoint_high_watermarks(self) -> None:
+        """Write every replica's high watermark to ``replication-offset-checkpoint``
+        (with the checkpointed ones of local partitions no LeaderAndIsr named yet, so a
+        restart before they are named loses nothing).  Blocking (an fsync): off the loop.
+        Thread-safe; writes are serialised.
+
+        Raises
+        ------
+        KafkaStorageError
+            The file could not be written (the previous one stays).
+        """
+        with self._hw_lock:
+            entries = {}
+            for tp, r in list(self.replicas.items()):
+                with r.lock:
+                    entries[tp] = r.state.high_watermark
+            for (topic, partition), hw in self._restart_hw.items():
+                if (topic, partition) not in entries and self.broker.has_topic(topic) \
+                        and partition < self.broker.num_partitions(topic):
+                    entries[(topic, partition)] = hw
+            self._hw_file.write(entries)
+            self._hw_written_at = time.monotonic()
+
+    def maybe_checkpoint_high_watermarks(self, interval_ms: int) -> bool:
+        """(The node's tick.)  Hand a checkpoint to the replica thread when the last
+        one is ``interval_ms`` old; True when it did."""
+        if (time.monotonic() - self._hw_written_at) * 1000 < interval_ms:
+            return False
+        self._hw_written_at = time.monotonic()      # one in flight at a time
+        self.node.replica_thread.submit(self._checkpoint_logged)
+        return True
+
+    def _checkpoint_logged(self) -> None:
+        try:
+            self.checkpoint_high_watermarks()
+        except (KafkaStorageError, OSError, ValueError) as exc:
+            _log.error("writing %s failed: %s; retried at the next interval", self._hw_file.path, exc)
 
     # -- the broker core's questions (any thread) ----------------------------------------
 
@@ -253,7 +326,7 @@ class ReplicaManager:
                     self._ensure_local(*tp)
                     log = CoreReplicaLog(self.broker, *tp)
                     state = replication.Partition(
-                        self.broker_id, log, high_watermark=log.log_start_offset,
+                        self.broker_id, log, high_watermark=self.restart_high_watermark(*tp, log.log_start_offset),
                         replica_lag_time_max_ms=self.node.config.replica_lag_time_max_ms,
                         min_insync_replicas=self._min_insync(s.topic), broker_epoch=self.node.broker_epoch)
                     r = Replica(s.topic, s.partition, state, log)
@@ -537,6 +610,9 @@ class ClusterNode:
     def tick(self) -> None:
         """Periodic work on the loop: the ISR-shrink check; the controller's timers."""
         self.replica_manager.shrink_isrs()
+        if not self._stopping:
+            self.replica_manager.maybe_checkpoint_high_watermarks(
+                self.config.replica_high_watermark_checkpoint_interval_ms)
         if self.controller is not None and self.controller.is_active:
             self.controller_thread.submit(self._controller_tick)
 
@@ -556,6 +632,11 @@ class ClusterNode:
             self.controller_thread.submit(self.controller.close).result()
         self.controller_thread.shutdown(wait=True)
         self.replica_thread.shutdown(wait=True)
+        try:
+            # The high watermarks as the broker leaves (Kafka's checkpoint at shutdown).
+            self.replica_manager.checkpoint_high_watermarks()
+        except (PylogError, OSError, ValueError) as exc:
+            _log.error("writing the high watermarks at shutdown failed: %s", exc)
         self.coordinators.close()
         if self.channel is not None:
             self.channel.close()

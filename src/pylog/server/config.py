@@ -229,6 +229,8 @@ class ServerConfig:
         ``zookeeper_connect`` (``HOST:PORT[,...][/chroot]``: join a ZooKeeper-coordinated
         cluster as broker ``node_id``), ``zookeeper_session_timeout_ms`` (18000),
         ``broker_rack``, ``replica_lag_time_max_ms`` (30000),
+        ``replica_high_watermark_checkpoint_interval_ms`` (5000: how often each partition's
+        high watermark goes to ``replication-offset-checkpoint``),
         ``unclean_leader_election_enable``; ``min.insync.replicas`` is a topic default.
     Storage and logs
         ``log_dirs``, ``log_segment_bytes``, ``log_retention_ms``, ``log_retention_bytes``,
@@ -278,6 +280,7 @@ class ServerConfig:
     zookeeper_session_timeout_ms: int = 18_000
     broker_rack: str | None = None
     replica_lag_time_max_ms: int = 30_000
+    replica_high_watermark_checkpoint_interval_ms: int = 5000
     unclean_leader_election_enable: bool = False
     log_dirs: str = "./pylog-data"
     log_segment_bytes: int = 1024 * 1024 * 1024
@@ -331,6 +334,7 @@ class ServerConfig:
         "default_replication_factor": (1, 32767),
         "zookeeper_session_timeout_ms": (1, _INT32_MAX),
         "replica_lag_time_max_ms": (1, _INT64_MAX),
+        "replica_high_watermark_checkpoint_interval_ms": (1, _INT64_MAX),
         "log_segment_bytes": (14, _INT32_MAX),
         "log_retention_ms": (-1, _INT64_MAX),
         "log_retention_bytes": (-1, _INT64_MAX),
