@@ -19,7 +19,11 @@ first broker name of each topic config, ``log.retention.ms``, ``log.segment.byte
 ``log.roll.ms``, ``message.max.bytes``, ``log.cleanup.policy``, ``compression.type``, ...;
 not Kafka 3's ``log.message.format.version`` and the like), which take effect for every topic that does not
 override them, existing logs and new ones; the cleaner's ``log.cleaner.backoff.ms`` and
-``log.cleaner.dedupe.buffer.size``; and ``max.connections``.  Any other Kafka broker
+``log.cleaner.dedupe.buffer.size``; and the connection caps ``max.connections``,
+``max.connections.per.ip`` and ``max.connections.per.ip.overrides`` (Kafka's
+ConnectionQuotas: a new cap applies to the next connection accepted; connections already
+open stay open even when they are now above it, as in Kafka; host names in the overrides
+are resolved when the change is applied).  Any other Kafka broker
 config is read-only, as ``num.partitions``, ``log.retention.hours`` or ``log.dirs`` are in
 Kafka: altering it is INVALID_REQUEST "Cannot update these configs dynamically", and so is
 a bad value (Kafka's KRaft brokers answer INVALID_REQUEST for a dynamic broker config that
@@ -83,7 +87,8 @@ _MAX_FILE_BYTES = 1 << 20
 #: .timestamp.difference.max.ms, which pylog reads from a config file only).
 DYNAMIC_CONFIGS: frozenset[str] = frozenset(
     [k for k in TOPIC_DEFAULT_SYNONYMS if k in KAFKA_BROKER_CONFIGS and KAFKA_BROKER_CONFIGS[k][2]]
-    + ["log.cleaner.backoff.ms", "log.cleaner.dedupe.buffer.size", "max.connections"])
+    + ["log.cleaner.backoff.ms", "log.cleaner.dedupe.buffer.size", "max.connections",
+       "max.connections.per.ip", "max.connections.per.ip.overrides"])
 
 _SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
 

@@ -1207,8 +1207,10 @@ _OPS = {0: "SET", 1: "DELETE", 2: "APPEND", 3: "SUBTRACT"}
 def _alter_broker(st: Any, name: str, ops: list[tuple[str, int, str | None]], incremental: bool,
                   validate_only: bool) -> None:
     """Dynamic broker configs (see :mod:`pylog.server.dynamic_config`): persisted, then
-    applied to the broker core (topic defaults, cleaner) and the server (max.connections)."""
+    applied to the broker core (topic defaults, cleaner) and the server (the connection
+    caps: max.connections, max.connections.per.ip and its overrides)."""
     broker = st.broker
+    from pylog.server.server import resolve_connection_overrides
 
     def check(effective: Any, trial: Any) -> None:
         values, sources = trial.topic_defaults()
@@ -1219,8 +1221,12 @@ def _alter_broker(st: Any, name: str, ops: list[tuple[str, int, str | None]], in
         broker.set_topic_defaults(values, sources)
         broker.reconfigure_cleaner(backoff_ms=effective.log_cleaner_backoff_ms,
                                    dedupe_buffer_size=effective.log_cleaner_dedupe_buffer_size)
+        overrides = None
+        if effective.max_connections_per_ip_overrides != st.server.config.max_connections_per_ip_overrides:
+            # Host names resolve here, off the loop (Kafka resolves them when the config changes).
+            overrides = resolve_connection_overrides(effective.max_connections_per_ip_overrides)
         st.server.config = st.config = effective
-        st.server.call_in_loop(st.server.connection_limits_changed)   # this runs off the loop
+        st.server.call_in_loop(st.server.connection_limits_changed, overrides)   # this runs off the loop
 
     st.server.dynamic_configs.alter(name, ops, incremental=incremental, validate_only=validate_only,
                                     apply=apply, check=check)

@@ -348,9 +348,13 @@ class Server:
                 self._pause_accept_at_cap()
                 return
 
-    def connection_limits_changed(self) -> None:
-        """``self.config`` changed (a dynamic max.connections): accept again if the cap
-        was reached and is no longer (a lower cap stops accepting at the next attempt)."""
+    def connection_limits_changed(self, ip_overrides: dict[str, int] | None = None) -> None:
+        """``self.config`` changed (a dynamic connection cap): accept again if the cap
+        was reached and is no longer (a lower cap stops accepting at the next attempt);
+        ``ip_overrides``, when given, are the new per-address caps
+        (:func:`resolve_connection_overrides`).  Open connections are never closed."""
+        if ip_overrides is not None:
+            self._ip_overrides = ip_overrides
         if self._paused_at_cap and len(self.connections) < self.config.max_connections \
                 and not self._stopping:
             self._paused_at_cap = False
