@@ -206,3 +206,20 @@ def test_bad_settings_are_refused():
         StreamsPartitionAssignor("p", None, num_standby_replicas=-1)
     with pytest.raises(ValueError):
         StreamsPartitionAssignor("p", "no-port")
+
+
+def test_a_leavers_tasks_go_to_their_caught_up_standby_even_past_its_share():
+    members = [Member(f"m{i}", f"p{i}") for i in range(3)]
+    members[0].active = {(0, 0), (0, 1), (0, 2), (0, 3)}
+    members[1].active = {(1, 0), (1, 1), (1, 2), (1, 3)}
+    members[2].active = {(0, 4), (0, 5), (1, 4), (1, 5)}
+    # the leaver's tasks: (0, 4) and (0, 5) have a caught-up standby on p0, (1, 4) a far one on p1
+    members[0].standby = {(0, 4), (0, 5)}
+    members[0].sums = {(0, 4): 1000, (0, 5): 995}
+    members[1].standby = {(1, 4)}
+    members[1].sums = {(1, 4): 10}
+    members.pop()
+    rebalance(members, end_sums={(0, 4): 1000, (0, 5): 1000, (1, 4): 50_000})
+    assert {(0, 4), (0, 5)} <= members[0].active and len(members[0].active) == 6
+    assert (1, 4) in members[1].active or (1, 4) in members[0].active
+    assert set().union(*(m.active for m in members)) == TASKS

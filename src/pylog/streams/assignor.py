@@ -22,8 +22,10 @@ state holds (Kafka's ``SubscriptionInfo`` v7+ ``taskOffsetSums``: -2, Kafka's
 3. places every other active task on the client under its share whose state is freshest
    (lag = end offset sum of the task's changelogs minus the client's offset sum; the
    instance that ran it, then the one holding its standby), else on the least loaded
-   client: a join moves only the tasks the newcomer needs for balance, and a leaver's
-   tasks go where their standbys are;
+   client: a join moves only the tasks the newcomer needs for balance.  A task whose
+   instance is gone goes to a client whose state of it is caught up (lag at most
+   ``acceptable.recovery.lag``: its standby) even past that client's share, so a
+   leaver's tasks go where their standbys are, at once;
 4. places ``num.standby.replicas`` standbys of each stateful task (one with logged
    stores), never on the client running it nor twice on one client, preferring
    clients that held the task before, then the least loaded;
@@ -31,10 +33,11 @@ state holds (Kafka's ``SubscriptionInfo`` v7+ ``taskOffsetSums``: -2, Kafka's
    to the member that ran them, balanced), and gives each member the partitions of its
    active tasks.
 
-Lags only rank candidates; a client more than ``acceptable.recovery.lag`` behind is not
-treated differently (Kafka's high-availability assignor would warm it up first and
-move the task in a later probing rebalance: pylog moves the task at once and restores
-it).  Source topics the app does not know (another version of the topology) are placed
+Not done: Kafka's warm-up replicas and probing rebalances.  A task moved for balance
+goes at once and is restored on its new instance (Kafka's high-availability assignor
+would first warm a replica up there, and move the task in a later probing rebalance);
+an instance that took a leaver's tasks past its share keeps them until the next
+rebalance.  Source topics the app does not know (another version of the topology) are placed
 by Kafka's range assignor.
 
 Every member's assignment ``user_data`` carries its active and standby tasks and the
@@ -190,7 +193,8 @@ class ClientState:
 
 
 def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], stateful: Set[TaskId],
-                 num_standby_replicas: int = 0, end_sums: Optional[Mapping[TaskId, int]] = None) -> None:
+                 num_standby_replicas: int = 0, end_sums: Optional[Mapping[TaskId, int]] = None,
+                 acceptable_recovery_lag: int = ACCEPTABLE_RECOVERY_LAG) -> None:
     """Fill each client's ``active`` and ``standby`` (steps 2-4 of the module docstring).
     Deterministic: the same inputs give the same placement on whichever member leads."""
     end_sums = end_sums or {}
@@ -211,6 +215,15 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
     unplaced.sort(key=lambda t: (min(clients[c].lag(t, end_sums) for c in order), t))
     for task in unplaced:
         room = [c for c in order if len(clients[c].active) < quota[c]]
+        if not any(task in clients[c].prev_active for c in order):
+            # its instance is gone: availability first, as Kafka's high-availability
+            # assignor: a caught-up state (a standby) takes it even past its share
+            caught = [c for c in order if clients[c].lag(task, end_sums) <= acceptable_recovery_lag]
+            if caught:
+                best = min(caught, key=lambda c: (c not in room, clients[c].lag(task, end_sums),
+                                                  len(clients[c].active) / clients[c].capacity, c))
+                clients[best].active.add(task)
+                continue
         best = min(room or order, key=lambda c: (clients[c].lag(task, end_sums), len(clients[c].active)
                                                 / clients[c].capacity, c))
         clients[best].active.add(task)
@@ -264,7 +277,10 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
         when it joins.
     end_offset_sums
         ``(tasks) -> {task: sum of its changelogs' end offsets}``, asked by the leader
-        (None: lags are ranked by offset sums alone).
+        (None: lags are ranked by offset sums alone, and any state counts as caught up).
+    acceptable_recovery_lag
+        Kafka's ``acceptable.recovery.lag`` (default 10000): a state at most this far
+        behind is caught up.
     """
 
     name = PROTOCOL_NAME
@@ -272,7 +288,8 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
     def __init__(self, process_id: str, endpoint: Optional[str], *, topic_group: Optional[Mapping[str, int]] = None,
                  stateful_groups: Iterable[int] = (), num_standby_replicas: int = 0,
                  task_state: Optional[Callable[[], Tuple[Set[TaskId], Set[TaskId], Dict[TaskId, int]]]] = None,
-                 end_offset_sums: Optional[Callable[[Set[TaskId]], Mapping[TaskId, int]]] = None) -> None:
+                 end_offset_sums: Optional[Callable[[Set[TaskId]], Mapping[TaskId, int]]] = None,
+                 acceptable_recovery_lag: int = ACCEPTABLE_RECOVERY_LAG) -> None:
         if endpoint is not None:
             parse_endpoint(endpoint)
         if num_standby_replicas < 0:
@@ -284,6 +301,7 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
         self.num_standby_replicas = num_standby_replicas
         self.task_state = task_state
         self.end_offset_sums = end_offset_sums
+        self.acceptable_recovery_lag = acceptable_recovery_lag
         self._range = assignor_for_name("range")
         self._by_host: Dict[str, Set[Tuple[str, int]]] = {}
         self._standby_by_host: Dict[str, Set[Tuple[str, int]]] = {}
@@ -361,7 +379,7 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
         wanted = {t for c in clients.values() for t, v in c.offset_sums.items() if v != LATEST_OFFSET} & stateful
         if wanted and self.end_offset_sums is not None:
             end_sums = self.end_offset_sums(wanted)
-        assign_tasks(clients, tasks, stateful, self.num_standby_replicas, end_sums)
+        assign_tasks(clients, tasks, stateful, self.num_standby_replicas, end_sums, self.acceptable_recovery_lag)
         self._member_tasks: Dict[str, Tuple[Set[TaskId], Set[TaskId]]] = {}
         out: Dict[str, Dict[str, List[int]]] = {m: {} for m in subscriptions}
         for c in clients.values():

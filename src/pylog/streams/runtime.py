@@ -260,7 +260,8 @@ class StreamsApp(AppStateMixin):
         ``state.dir``, ``default.key.serde`` / ``default.value.serde``, the group
         member's ``group.instance.id`` (static membership), ``session.timeout.ms``,
         ``heartbeat.interval.ms`` and ``max.poll.interval.ms``,
-        ``num.standby.replicas`` (default 0), ``application.server``, and any
+        ``num.standby.replicas`` (default 0), ``acceptable.recovery.lag`` (default
+        10000), ``application.server``, and any
         processor settings (``app_config``).  Each name may also be given in snake_case
         (``processing_guarantee``).
     """
@@ -822,7 +823,8 @@ class StreamsApp(AppStateMixin):
         self.partition_assignor = StreamsPartitionAssignor(
             self.process_id(), self.application_server, topic_group=self._topic_group,
             stateful_groups=self._stateful_groups(), num_standby_replicas=self.num_standby_replicas,
-            task_state=self._task_state, end_offset_sums=self._end_offset_sums)
+            task_state=self._task_state, end_offset_sums=self._end_offset_sums,
+            acceptable_recovery_lag=int(_setting(self.config, "acceptable.recovery.lag", 10_000)))
         self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
                                         enable_auto_commit=False, isolation_level=self._isolation_level,
                                         partition_assignment_strategy=[self.partition_assignor],
