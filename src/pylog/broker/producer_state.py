@@ -210,6 +210,11 @@ class ProducerStateManager:
         self._first_unstable: int | None = None
         #: Offset up to which the state reflects the log (exclusive).
         self.map_end_offset = 0
+        #: KIP-890 on a clustered leader (pylog.cluster.txn_verification): producer id ->
+        #: the VerificationGuard set while its transaction coordinator is asked; removed
+        #: by the producer's next marker or the batch that opens its transaction here
+        #: (Kafka's VerificationStateEntry).  Not in snapshots.
+        self.verification_guards: dict[int, object] = {}
 
     # -- validation -------------------------------------------------------------------------
 
@@ -328,6 +333,8 @@ class ProducerStateManager:
         if producer_epoch > entry.producer_epoch:
             entry.producer_epoch = producer_epoch
             entry.batches.clear()
+        if self.verification_guards and (is_control or is_transactional):
+            self.verification_guards.pop(producer_id, None)
         if is_control:
             if control_type not in (CONTROL_ABORT, CONTROL_COMMIT):
                 return None    # not a transaction marker (a KRaft control record)
@@ -407,6 +414,7 @@ class ProducerStateManager:
         caller replays from the newest snapshot that is still valid)."""
         self.producers.clear()
         self.ongoing.clear()
+        self.verification_guards.clear()
         self._first_unstable = None
         self.map_end_offset = 0
 

@@ -43,8 +43,8 @@ partitions of ``__consumer_offsets`` and ``__transaction_state`` (Kafka's design
   markers go to each partition's leader, this broker's by a local append, the others' by
   WriteTxnMarkers, and count as written once replicated there; a partition without a
   leader keeps the transaction in its Prepare state, retried by the coordinator's tick.
-  The produce path does not ask the coordinator whether a partition is in the
-  transaction (KIP-890's check is off, as in Kafka before 3.6: :func:`no_txn_verification`).
+  A partition's leader asks the coordinator (on whichever broker) before it appends a
+  batch that opens a transaction there (KIP-890: :mod:`pylog.cluster.txn_verification`).
 
 Crash behaviour: nothing here is stored; the state is the replicated logs.  A broker
 killed while leading hands its partitions to an ISR member, which holds every commit
@@ -112,7 +112,10 @@ class CoordinatorPartitions:
         txns = self.broker.transactions
         txns.unload_all()
         txns.io = self.txn_io
-        self.broker.txn_verifier = no_txn_verification
+        # KIP-890: a leader asks the coordinator of the producer's id, on any broker.
+        from pylog.cluster.txn_verification import TxnVerification, txn_verifier
+        self.txn_verification = TxnVerification.for_node(self.node, self.txn_io)
+        self.broker.txn_verifier = txn_verifier(self.broker)
 
     def close(self) -> None:
         self._loader.shutdown(wait=True)
@@ -489,7 +492,6 @@ class ClusterTxnIO:
         return failed
 
     def _send_markers(self, broker_id: int, items: list) -> concurrent.futures.Future:
-        from pylog.client.kafka.network import NetworkClient
         from pylog.protocol import messages as m
         from pylog.protocol.apis import ApiKey
         M: Any = m.WriteTxnMarkersRequest
@@ -500,6 +502,13 @@ class ClusterTxnIO:
             producer_id=pid, producer_epoch=epoch, transaction_result=commit, coordinator_epoch=ce,
             topics=[M.WritableTxnMarkerTopic(name=t, partition_indexes=ps) for t, ps in topics.items()])
             for (pid, epoch, ce, commit), topics in grouped.items()])
+        return self.send_request(broker_id, ApiKey.WRITE_TXN_MARKERS, body)
+
+    def send_request(self, broker_id: int, api_key: int, body: Any, *, version: int | None = None,
+                     timeout_ms: int = MARKERS_TIMEOUT_MS) -> concurrent.futures.Future:
+        """Send a request to another broker (one client per broker, kept), without
+        waiting: a future of the decoded response, or of the PylogError."""
+        from pylog.client.kafka.network import NetworkClient
         broker = self.node.metadata.brokers.get(broker_id)
         fut: concurrent.futures.Future
         if broker is None:
@@ -517,7 +526,7 @@ class ClusterTxnIO:
             client = have[1]
         node = broker_id if client.cluster.node(broker_id) is not None else -1
         try:
-            return client.send(node, ApiKey.WRITE_TXN_MARKERS, body, timeout_ms=MARKERS_TIMEOUT_MS)
+            return client.send(node, api_key, body, version=version, timeout_ms=timeout_ms)
         except PylogError as exc:
             fut = concurrent.futures.Future()
             fut.set_exception(exc)
@@ -543,12 +552,3 @@ class ClusterTxnIO:
             for _, client in self._clients.values():
                 client.close(timeout=1.0)
             self._clients.clear()
-
-
-def no_txn_verification(topic: str, partition: int, producer_id: int, producer_epoch: int,
-                        base_sequence: int = -1) -> int:
-    """The produce path's transaction check on a clustered broker: none (Kafka before
-    KIP-890, ``transaction.partition.verification.enable=false``): a partition's leader
-    is seldom the transaction's coordinator, and asking that one for every first batch
-    (AddPartitionsToTxn ``verify_only``) is not built yet."""
-    return 0

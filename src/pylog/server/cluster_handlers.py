@@ -229,7 +229,34 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     """Append on the leader (the broker core asks the replica manager whether this broker
-    leads, and min.insync.replicas); acks=all waits for the high watermark."""
+    leads, and min.insync.replicas); acks=all waits for the high watermark.  A
+    transactional batch that opens a transaction on its partition waits for the
+    transaction coordinator's word first (KIP-890, :mod:`pylog.cluster.txn_verification`)."""
+    verifying = _node(conn).coordinators.txn_verification.start(req)
+    if verifying is None:
+        return _produce(conn, header, req, {})
+    loop = conn.server.loop
+    done = loop.create_future()
+
+    async def verified() -> None:
+        try:
+            answer = _produce(conn, header, req, await verifying)
+            if hasattr(answer, "add_done_callback"):
+                answer = await answer
+        except Exception as exc:  # noqa: BLE001 - answered as any failed handler
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if not done.done():       # (the connection closed meanwhile)
+            done.set_result(answer)
+
+    loop.create_task(verified())
+    return done
+
+
+def _produce(conn: Any, header: Any, req: Any, refused: dict) -> Any:
+    """:func:`handle_produce` with the partitions ``refused`` by the transaction
+    coordinator answered with their error codes instead of appended."""
     st = conn.server.state
     node = _node(conn)
     manager = node.replica_manager
@@ -247,6 +274,11 @@ def handle_produce(conn: Any, header: Any, req: Any) -> Any:
             if records is None or len(records) == 0:
                 out.append((p.index, INVALID_RECORD, -1, -1, -1,
                             "the produce request carries no record batch" if with_messages else None))
+                continue
+            if refused and (name, p.index) in refused:
+                out.append((p.index, refused[(name, p.index)], -1, -1, -1,
+                            "the transaction coordinator did not verify the partition in the transaction"
+                            if with_messages else None))
                 continue
             res = broker.produce(name, p.index, records, acks=acks)
             if res.error_code:
