@@ -232,7 +232,8 @@ def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     leads, and min.insync.replicas); acks=all waits for the high watermark.  A
     transactional batch that opens a transaction on its partition waits for the
     transaction coordinator's word first (KIP-890, :mod:`pylog.cluster.txn_verification`)."""
-    verifying = _node(conn).coordinators.txn_verification.start(req)
+    verification = getattr(_node(conn).coordinators, "txn_verification", None)   # (set when the node starts)
+    verifying = None if verification is None else verification.start(req)
     if verifying is None:
         return _produce(conn, header, req, {})
     loop = conn.server.loop
