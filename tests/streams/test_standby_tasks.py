@@ -1,0 +1,157 @@
+"""Standby tasks and restores across rebalances (embedded, two app instances on threads):
+a standby's persistent store is checkpointed when it closes and a restarted standby
+resumes from its checkpoint (it keeps records the changelog no longer has); a restore
+cut short by a rebalance tells the listener ``on_restore_suspended`` and keeps what it
+restored (the next restore resumes there, never from the beginning)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pylog
+from pylog.streams import Materialized, QueryableStoreTypes, Serdes, StoreQueryParameters, StreamsBuilder
+from pylog.streams.state.checkpoint import read_checkpoint
+from server.conftest import wait_until
+
+S = Serdes.string()
+COUNTS = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
+
+
+class Running:
+    """``app.run(client)`` on a thread, stopped on exit."""
+
+    def __init__(self, app, client):
+        self.app = app
+        self.thread = threading.Thread(target=app.run, args=(client,), kwargs={"poll_timeout_ms": 20})
+
+    def __enter__(self):
+        self.thread.start()
+        return self.app
+
+    def __exit__(self, *exc):
+        self.app.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+def produce(client, topic, keys):
+    p = client.producer()
+    for k in keys:
+        p.send(topic, key=k.encode(), value=b"")
+    p.flush()
+    p.close()
+
+
+def stale_counts(app, keys):
+    try:
+        view = app.store(COUNTS.enable_stale_stores())
+        return {k: view.get(k) for k in keys}
+    except pylog.errors.PylogError:
+        return None
+
+
+def test_a_standby_checkpoints_its_persistent_store_and_resumes_from_it_after_a_restart(tmp_path):
+    def app(state):
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        store = Materialized("counts", store_type="persistent").with_logging_enabled(
+            {"cleanup.policy": "compact,delete"})
+        b.stream("words").group_by_key().count(materialized=store)
+        return b.build("sb", {"commit.interval.ms": 50, "state.dir": str(tmp_path / state),
+                              "num.standby.replicas": 1})
+
+    words = ["a", "b", "a", "c", "a"]
+    expected = {"a": 3, "b": 1, "c": 1}
+    changelog = ("sb-counts-changelog", 0)
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 1)
+        produce(client, "words", words)
+        apps = {"one": app("one"), "two": app("two")}
+        runs = {name: Running(a, client) for name, a in apps.items()}
+        for r in runs.values():
+            r.__enter__()
+        try:
+            wait_until(lambda: sum(len(a.tasks) for a in apps.values()) == 1
+                       and sum(len(a.standbys) for a in apps.values()) == 1, what="one active task and one standby")
+            name = next(n for n, a in apps.items() if a.standbys)
+            standby = apps[name]
+            wait_until(lambda: stale_counts(standby, expected) == expected, what="the standby caught up")
+            assert not standby.tasks and list(standby.standbys) == [(0, 0)]
+            runs.pop(name).__exit__(None, None, None)
+            # the standby instance stopped: its store's checkpoint holds the last offset applied
+            end = client.consumer().end_offsets([changelog])[changelog]
+            assert end == len(words)
+            path = os.path.join(tmp_path, name, "sb", "0_0", ".checkpoint")
+            assert read_checkpoint(path) == {changelog: end - 1}
+            # the changelog loses everything it held: only the checkpointed store has it now
+            client.delete_records(*changelog, end)
+            again = app(name)
+            runs[name] = Running(again, client)
+            runs[name].__enter__()
+            wait_until(lambda: (0, 0) in again.standbys, what="the standby reopened")
+            assert not os.path.exists(path)     # taken when the standby opened
+            assert stale_counts(again, expected) == expected
+            produce(client, "words", ["b"])
+            wait_until(lambda: stale_counts(again, expected) == {**expected, "b": 2}, what="the new count")
+        finally:
+            for r in runs.values():
+                r.__exit__(None, None, None)
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+        self.on_start = None
+
+    def on_restore_start(self, tp, store, start, end):
+        self.calls.append(("start", store, start, end))
+        if self.on_start is not None:
+            self.on_start(store)
+
+    def on_batch_restored(self, tp, store, batch_end_offset, n):
+        pass
+
+    def on_restore_end(self, tp, store, total):
+        self.calls.append(("end", store, total))
+
+    def on_restore_suspended(self, tp, store, total):
+        self.calls.append(("suspended", store, total))
+
+
+def test_a_restore_cut_short_by_a_rebalance_is_suspended_and_keeps_what_it_restored(tmp_path):
+    def app():
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        words = b.stream("words").group_by_key()
+        words.count(materialized="counts")
+        words.reduce(lambda old, new: old + "+" + new, materialized="joined")
+        return b.build("rs", {"commit.interval.ms": 50, "state.dir": str(tmp_path / "state")})
+
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 1)
+        p = client.producer()
+        for i, k in enumerate(["a", "b", "a", "c"]):
+            p.send("words", key=k.encode(), value=str(i).encode())
+        p.flush()
+        p.close()
+        app().run(client, until_idle=True)
+        restarted = app()
+        listener = Recorder()
+
+        def rebalance_once(store):
+            # "counts" is restored; the group rebalances as "joined" starts restoring
+            if store == "joined":
+                listener.on_start = None
+                restarted.consumer.enforce_rebalance("test")
+        listener.on_start = rebalance_once
+        restarted.set_global_state_restore_listener(listener)
+        with Running(restarted, client):
+            wait_until(lambda: restarted.active_tasks() == {"0_0"}, what="the task built")
+            view = restarted.store(StoreQueryParameters.from_name_and_type(
+                "joined", QueryableStoreTypes.key_value_store()))
+            assert view.get("a") == "0+2" and view.get("c") == "3"
+            assert restarted.store(COUNTS).get("a") == 2
+        calls = listener.calls
+        assert calls[:4] == [("start", "counts", 0, 4), ("end", "counts", 4), ("start", "joined", 0, 4),
+                             ("suspended", "joined", 0)]
+        # "counts" was kept through the rebalance: never restored again
+        assert [c for c in calls if c[1] == "counts"] == [("start", "counts", 0, 4), ("end", "counts", 4)]
