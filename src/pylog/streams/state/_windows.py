@@ -78,6 +78,13 @@ class Retention:
     def _min_live(self) -> int:
         return self.observed_stream_time - self.retention_ms + self.expiry_slack
 
+    def _store_windows(self, entries: list) -> None:
+        """``_store(key, t, 0, value)`` for each live ``(key, t, value)``
+        (a store may do it faster)."""
+        store = self._store
+        for key, t, value in entries:
+            store(key, t, 0, value)
+
     def _observe(self, t: int) -> bool:
         """Advance stream time to ``t``; True when an entry at ``t`` is live."""
         if t > self.observed_stream_time:
@@ -111,6 +118,30 @@ class WindowOps(Retention):
             seq = 0
         if self._observe(window_start_ms):
             self._store(key, window_start_ms, seq, value)
+
+    def put_windows(self, entries: Iterable[Tuple[bytes, int, bytes]]) -> None:
+        """``put(key, value, window_start)`` for each ``(key, window_start, value)`` in
+        order, with the same visible result; what a fused aggregation writes after a
+        batch (:mod:`pylog.streams._fused`).  Values are not None."""
+        self._check_open()
+        if self.retain_duplicates:
+            for key, start, value in entries:
+                self.put(key, value, start)
+            return
+        entries = list(entries)
+        top = -1
+        for key, start, value in entries:
+            if type(key) is not bytes:
+                raise TypeError(f"state store keys are bytes (serialise above the store), got {type(key).__name__}")
+            if type(start) is not int or start < 0:
+                check_time(start, "window_start_ms")
+            if start > top:
+                top = start
+        # One advance of stream time to the greatest start drops what the puts one by
+        # one would have dropped; what it expires would have been dropped after its put.
+        self._observe(top)
+        min_live = self._min_live()
+        self._store_windows([e for e in entries if e[1] >= min_live])
 
     def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         self._check_open()

@@ -30,7 +30,12 @@ expires exactly as before and never reuses a seqnum.
 
 Crash behaviour: writes skip RocksDB's write-ahead log (the changelog topic is the
 source of truth, as in Kafka Streams); ``flush()``, called on commit before the task
-checkpoint is written, persists them.  A killed process therefore leaves a store
+checkpoint is written, persists them.  A window or session store gathers its writes
+between two flushes in a write buffer (a dict per segment, the latest value or
+deletion of each entry, read before RocksDB) and writes it as one RocksDB WriteBatch
+per segment on flush, before a range scan, and when it holds
+``WRITE_BUFFER_ENTRIES`` writes: a put is a dict assignment, not a call into
+RocksDB, and an entry written many times between commits reaches RocksDB once.  A killed process therefore leaves a store
 that holds at least everything up to its checkpointed offset, and restoring from
 there repairs the rest.  A store RocksDB finds damaged (a ``Corruption`` status) is
 logged, wiped and reopened empty, with ``wiped`` set so the state manager restores it
@@ -59,6 +64,9 @@ __all__ = ["RocksDBKeyValueStore", "RocksDBWindowStore", "RocksDBSessionStore", 
 log = logging.getLogger(__name__)
 
 _STREAM_TIME_KEY = b""
+#: Writes a segmented store gathers before it writes them to RocksDB uncommitted.
+WRITE_BUFFER_ENTRIES = 100_000
+_MISSING = object()
 #: Under the empty key of the newest segment: observed stream time, last seqnum.
 _META = struct.Struct(">qi")
 
@@ -264,6 +272,9 @@ class _Segmented(Retention, _RocksDBStore):
         super().__init__(name)
         self._init_retention(retention_ms, time_ordered)
         self._segments: Dict[int, Any] = {}
+        # segment id -> {entry's binary key: value, or None to delete}; see the module docstring
+        self._pending: Dict[int, Dict[bytes, Optional[bytes]]] = {}
+        self._pending_writes = 0
 
     # -- segments -------------------------------------------------------------
     def _segment_path(self, segment_id: int) -> str:
@@ -274,6 +285,8 @@ class _Segmented(Retention, _RocksDBStore):
         os.makedirs(self.path, exist_ok=True)
         self.wiped = False
         self._segments = {}
+        self._pending = {}
+        self._pending_writes = 0
         self.observed_stream_time = -1
         prefix = self.name + "."
         for entry in sorted(os.listdir(self.path)):
@@ -307,26 +320,69 @@ class _Segmented(Retention, _RocksDBStore):
     def _drop_expired(self, min_live: int) -> None:
         min_seg = min_live // self.segment_interval_ms
         for seg_id in [s for s in self._segments if s < min_seg]:
+            self._pending.pop(seg_id, None)
             db = self._segments.pop(seg_id)
             db.close()
             shutil.rmtree(self._segment_path(seg_id), ignore_errors=True)
 
     # -- primitives (see _windows) ---------------------------------------------
     def _store(self, key: bytes, t: int, x: int, value: Optional[bytes]) -> None:
-        db = self._segment(t, create=value is not None)
-        if db is None:
+        seg_id = t // self.segment_interval_ms
+        pending = self._pending.get(seg_id)
+        if pending is None:
+            if self._segment(t, create=value is not None) is None:
+                return      # deleting from a segment that does not exist
+            pending = self._pending[seg_id] = {}
+        pending[key + self._suffix.pack(t, x)] = None if value is None else bytes(value)
+        self._pending_writes += 1
+        if self._pending_writes >= WRITE_BUFFER_ENTRIES:
+            self._write_pending()
+
+    def _store_windows(self, entries: list) -> None:
+        # _store for many live window entries (seqnum 0), the segment looked up once per run
+        interval, pack, pending_all = self.segment_interval_ms, self._suffix.pack, self._pending
+        seg = pending = None
+        for key, t, value in entries:
+            if t // interval != seg:
+                seg = t // interval
+                pending = pending_all.get(seg)
+                if pending is None:
+                    self._segment(t, create=True)
+                    pending = pending_all[seg] = {}
+            pending[key + pack(t, 0)] = value  # type: ignore[index]
+        self._pending_writes += len(entries)
+        if self._pending_writes >= WRITE_BUFFER_ENTRIES:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """The write buffer to RocksDB: one WriteBatch per segment (no sync)."""
+        if not self._pending:
             return
-        binary = key + self._suffix.pack(t, x)
-        if value is None:
-            db.delete(binary)
-        else:
-            db.put(binary, bytes(value))
+        import rocksdict
+
+        pending, self._pending = self._pending, {}
+        self._pending_writes = 0
+        for seg_id, entries in pending.items():
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for binary, value in entries.items():
+                if value is None:
+                    wb.delete(binary)
+                else:
+                    wb.put(binary, value)
+            self._segments[seg_id].write(wb)
 
     def _lookup(self, key: bytes, t: int, x: int) -> Optional[bytes]:
         if t < self._min_live():
             return None
-        db = self._segment(t, create=False)
-        return None if db is None else db.get(key + self._suffix.pack(t, x))
+        seg_id = t // self.segment_interval_ms
+        binary = key + self._suffix.pack(t, x)
+        pending = self._pending.get(seg_id)
+        if pending is not None:
+            hit = pending.get(binary, _MISSING)
+            if hit is not _MISSING:
+                return hit  # type: ignore[return-value]
+        db = self._segments.get(seg_id)
+        return None if db is None else db.get(binary)
 
     def _live_segments(self, t_from: int, t_to: int) -> list:
         lo, hi = t_from // self.segment_interval_ms, t_to // self.segment_interval_ms
@@ -336,6 +392,7 @@ class _Segmented(Retention, _RocksDBStore):
         t_from = max(t_from, self._min_live())
         if t_from > t_to:
             return []
+        self._write_pending()
         suffix, n = self._suffix, self._suffix.size
         lo, hi = key + suffix.pack(t_from, 0), key + suffix.pack(t_to, INT64_MAX if n == 16 else 0x7FFFFFFF)
         out: list = []
@@ -353,6 +410,7 @@ class _Segmented(Retention, _RocksDBStore):
         t_from = max(t_from, self._min_live())
         if t_from > t_to or (key_from is not None and key_to is not None and key_from > key_to):
             return []
+        self._write_pending()
         suffix, n = self._suffix, self._suffix.size
         out: list = []
         for db in self._live_segments(t_from, t_to):
@@ -384,6 +442,7 @@ class _Segmented(Retention, _RocksDBStore):
         import rocksdict
 
         self._check_open()
+        self._write_pending()
         suffix, n = self._suffix, self._suffix.size
         dups = getattr(self, "retain_duplicates", False)
         parsed = []
@@ -422,6 +481,7 @@ class _Segmented(Retention, _RocksDBStore):
 
     def flush(self) -> None:
         self._check_open()
+        self._write_pending()
         if self.observed_stream_time >= 0:
             # Stream time's segment is the newest one (nothing later is ever stored).
             meta = _META.pack(self.observed_stream_time, getattr(self, "last_seqnum", 0))
@@ -435,6 +495,8 @@ class _Segmented(Retention, _RocksDBStore):
         for db in self._segments.values():
             db.close()
         self._segments = {}
+        self._pending = {}
+        self._pending_writes = 0
         super().close()
 
 
