@@ -39,7 +39,7 @@ class Node:
         self.broker_id = 1
         self.metadata = MetadataCache()
         self.coordination = None
-        self._stopping = False
+        self.stopping = False
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()

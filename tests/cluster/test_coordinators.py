@@ -32,7 +32,7 @@ class Node:
         self.broker_id = 1
         self.metadata = MetadataCache()
         self.replica_manager = SimpleNamespace(replicas={})
-        self._stopping = False
+        self.stopping = False
         self.coordination = None
         self.replica_thread = concurrent.futures.ThreadPoolExecutor(1)
 

@@ -122,7 +122,7 @@ from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartiti
                           PolicyViolationError, PylogError, TopicAlreadyExistsError, UnknownTopicOrPartitionError,
                           error_for_code)
 from pylog.records import build_control_batch
-from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, LogManager, ReadResult
+from pylog.storage import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP, Log, LogManager, ReadResult
 from pylog.storage.txn_index import AbortedTxn
 from pylog.storage.cleaner import LogCleaner
 from pylog.storage.checkpoint import atomic_write
@@ -1143,6 +1143,42 @@ class Broker:
     def has_topic(self, name: str) -> bool:
         return name in self._topics
 
+    # -- a clustered broker's replicas (pylog.cluster.node) -----------------------------
+
+    def partition_log(self, topic: str, partition: int) -> Log:
+        """The :class:`~pylog.storage.log.Log` of a partition, for a clustered broker's
+        replica of it: its offsets and leader epochs, reads.  Its appends and
+        truncations go through :meth:`append_as_follower` and :meth:`truncate_partition`
+        (under the partition's lock).  Raises UnknownTopicOrPartitionError."""
+        return self._partition(topic, partition).log
+
+    def topic_leader_epoch(self, topic: str) -> int:
+        """The leader epoch a single node stamps into a topic's batches.  Raises
+        UnknownTopicOrPartitionError."""
+        return self._topic(topic).leader_epoch
+
+    def append_as_follower(self, topic: str, partition: int, records: Any) -> None:
+        """A follower's append: batches as the leader numbered and stamped them (the
+        first starts at the log end offset), offsets and epochs kept, their producer
+        state replayed, so this replica knows every idempotent producer's sequence when
+        it becomes leader.  Raises what :meth:`Log.append` raises (the log is then as
+        before); thread-safe (the partition's lock)."""
+        part = self._partition(topic, partition)
+        with part.lock:
+            log = part.log
+            start = log.log_end_offset
+            log.append(records, assign_offsets=False)
+            psm = part.producers
+            psm.replay(self._batch_headers(log, start))
+            psm.map_end_offset = log.log_end_offset
+
+    def truncate_partition(self, topic: str, partition: int, offset: int) -> bool:
+        """:meth:`Log.truncate_to` under the partition's lock (a follower diverging from
+        its leader); whether anything was removed."""
+        part = self._partition(topic, partition)
+        with part.lock:
+            return part.log.truncate_to(offset)
+
     def append_may_fsync(self, name: str, partition: int) -> bool:
         """Whether a client's append to partition ``partition`` of topic ``name`` may
         fsync before it returns: the topic has a ``flush.messages`` or ``flush.ms``
@@ -1699,10 +1735,11 @@ class Broker:
         topic = part.topic
         if self.replication is not None:
             return self.replication.check_produce(topic.name, part.index, acks)
-        return self._single_node_acks_error(topic.name, part.index, acks)
+        return self.single_node_acks_error(topic.name, part.index, acks)
 
-    def _single_node_acks_error(self, name: str, partition: int, acks: int) -> NotEnoughReplicasError | None:
-        """acks=all on a partition this node alone holds: min.insync.replicas above 1 fails."""
+    def single_node_acks_error(self, name: str, partition: int, acks: int) -> NotEnoughReplicasError | None:
+        """acks=all on a partition this node alone holds (a single node, or a clustered
+        broker's partition the cluster does not know): min.insync.replicas above 1 fails."""
         topic = self._topic(name)
         if acks == -1 and topic.min_insync > 1:
             return NotEnoughReplicasError(
@@ -1767,7 +1804,7 @@ class Broker:
             if res.duplicate:
                 return res
             leo = part.log.log_end_offset
-        self._notify(part.topic.name, part.index, leo)
+        self.notify_high_watermark(part.topic.name, part.index, leo)
         return res
 
     def _append_request(self, part: _Partition, batches: list, acks: int) -> ProduceResult:
@@ -1903,7 +1940,7 @@ class Broker:
                 i = j
             leo = part.log.log_end_offset if appended else -1
         if appended:
-            self._notify(topic.name, part.index, leo)
+            self.notify_high_watermark(topic.name, part.index, leo)
         return results  # type: ignore[return-value]
 
     def _append_locked(self, part: _Partition, views: list, size: int) -> list[ProduceResult]:
@@ -2094,7 +2131,7 @@ class Broker:
                         log.append_aborted_txn(AbortedTxn(producer_id, done.first_offset, offset,
                                                           psm.stable_offset_after(done)))
                     leo = log.log_end_offset
-            self._notify(topic, partition, leo)
+            self.notify_high_watermark(topic, partition, leo)
             return ProduceResult(0, offset, info.log_append_time, log.log_start_offset)
         except LogClosedError:
             return ProduceResult.failed(UnknownTopicOrPartitionError(f"{topic}-{partition} was deleted"))
@@ -2434,7 +2471,10 @@ class Broker:
         with self._lock:
             self._listeners = [f for f in self._listeners if f is not fn]
 
-    def _notify(self, topic: str, partition: int, hw: int) -> None:
+    def notify_high_watermark(self, topic: str, partition: int, hw: int) -> None:
+        """A partition's high watermark moved to ``hw`` (an append here, or a clustered
+        broker's replica manager after its ISR caught up): wake the fetches waiting for
+        data (:meth:`wait_for_data`) and call the append listeners.  Any thread."""
         if self._data_waiters:
             with self._data_cond:
                 self._data_cond.notify_all()

@@ -191,7 +191,7 @@ class CoordinatorPartitions:
         partitions (a transaction coordinator adds a group's partition to a transaction
         by it).  The count is read on the replica thread, in order with LeaderAndIsr."""
         if CONSUMER_OFFSETS_TOPIC in topics and CONSUMER_OFFSETS_TOPIC not in self._counts \
-                and not self.node._stopping:
+                and not self.node.stopping:
             self.node.replica_thread.submit(self._adopt_offsets_count)
 
     def _adopt_offsets_count(self) -> None:
@@ -280,7 +280,7 @@ class CoordinatorPartitions:
         handle = Replication()
 
         def outcome(error: PylogError | None) -> None:
-            if isinstance(error, NotLeaderError) and led_epoch is not None and not self.node._stopping:
+            if isinstance(error, NotLeaderError) and led_epoch is not None and not self.node.stopping:
                 self.node.replica_thread.submit(self._resign, topic, partition, led_epoch)
             handle.set_result(error)
 
@@ -333,7 +333,7 @@ class CoordinatorPartitions:
         """(Any thread but the loop's.)  :meth:`wait_replicated` for each partition,
         blocking; the partitions whose wait failed, with the error."""
         partitions = list(partitions)
-        if self.node._stopping:
+        if self.node.stopping:
             # The loop may close before it runs the wait: the write stays unacknowledged
             # (the next leader's coordinator finishes what it depended on).
             return {tp: NotLeaderError("the broker is stopping") for tp in partitions}

@@ -99,11 +99,11 @@ class CoreReplicaLog:
         self.broker = broker
         self.topic = topic
         self.partition = partition
-        self.part = broker._partition(topic, partition)
+        broker.partition_log(topic, partition)      # UnknownTopicOrPartitionError now, not later
 
     @property
     def log(self) -> Any:
-        return self.part.log
+        return self.broker.partition_log(self.topic, self.partition)
 
     @property
     def log_start_offset(self) -> int:
@@ -121,21 +121,13 @@ class CoreReplicaLog:
         return self.log.end_offset_for_epoch(epoch)
 
     def assign_epoch_start_offset(self, epoch: int, start_offset: int) -> None:
-        self.log._assign_epoch(epoch, start_offset)
+        self.log.assign_epoch(epoch, start_offset)
 
     def append_as_follower(self, records: Any) -> None:
-        part = self.part
-        with part.lock:
-            log = part.log
-            start = log.log_end_offset
-            log.append(records, assign_offsets=False)
-            psm = part.producers
-            psm.replay(self.broker._batch_headers(log, start))
-            psm.map_end_offset = log.log_end_offset
+        self.broker.append_as_follower(self.topic, self.partition, records)
 
     def truncate_to(self, offset: int) -> None:
-        with self.part.lock:
-            self.log.truncate_to(offset)
+        self.broker.truncate_partition(self.topic, self.partition, offset)
 
     def read(self, from_offset: int, max_bytes: int, max_offset: int | None = None) -> Any:
         rr = self.log.read(from_offset, max_bytes, max_offset=max_offset)
@@ -261,7 +253,7 @@ class ReplicaManager:
     def check_produce(self, topic: str, partition: int, acks: int) -> PylogError | None:
         r = self.replicas.get((topic, partition))
         if r is None and self._local_only(topic, partition):
-            return self.broker._single_node_acks_error(topic, partition, acks)
+            return self.broker.single_node_acks_error(topic, partition, acks)
         if r is None:
             return NotLeaderError(f"broker {self.broker_id} holds no replica of {topic}-{partition}")
         s = r.state
@@ -276,7 +268,7 @@ class ReplicaManager:
     def leader_epoch(self, topic: str, partition: int) -> int:
         r = self.replicas.get((topic, partition))
         if r is None and self._local_only(topic, partition):
-            return self.broker._topic(topic).leader_epoch
+            return self.broker.topic_leader_epoch(topic)
         return 0 if r is None else max(r.state.leader_epoch, 0)
 
     def check_fetch(self, topic: str, partition: int) -> PylogError | None:
@@ -290,7 +282,7 @@ class ReplicaManager:
     def high_watermark(self, topic: str, partition: int) -> int:
         r = self.replicas.get((topic, partition))
         if r is None and self._local_only(topic, partition):
-            return self.broker._partition(topic, partition).log.log_end_offset
+            return self.broker.partition_log(topic, partition).log_end_offset
         return 0 if r is None else r.state.high_watermark
 
     def current_leader_epoch(self, topic: str, partition: int) -> int | None:
@@ -404,12 +396,12 @@ class ReplicaManager:
         if r is None:
             return
         with r.lock:
-            moved = r.state._maybe_increment_high_watermark()
+            moved = r.state.maybe_increment_high_watermark()
         if moved:
             self.high_watermark_moved(r)
 
     def high_watermark_moved(self, r: Replica) -> None:
-        self.broker._notify(r.topic, r.partition, r.state.high_watermark)
+        self.broker.notify_high_watermark(r.topic, r.partition, r.state.high_watermark)
         self.node.call_in_loop(self.check_waiters)
 
     def wait_for_acks(self, topic: str, partition: int, append: replication.AppendInfo,
@@ -509,6 +501,12 @@ class ClusterNode:
         self._controller_client_for: tuple[int, str, int] | None = None
         self._client_lock = threading.Lock()
         self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` began: no new work is handed to the loop or the
+        replica thread (they are about to close)."""
+        return self._stopping
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -772,10 +770,9 @@ class ClusterNode:
             _log.info("AlterPartition of %s-%d to ISR %s: %s", r.topic, r.partition, list(alter.new_isr), error)
         with r.lock:
             moved = r.state.alter_partition_response(alter, state, error)
-            if error is not None and r.state.pending_alter_partition is alter and \
-                    not isinstance(error, (FencedLeaderEpochError,)):
+            if error is not None and not isinstance(error, FencedLeaderEpochError):
                 # Not attempted (no controller, a network error): propose it again.
-                r.state._pending = None
+                r.state.abandon_alter_partition(alter)
         if moved:
             self.replica_manager.high_watermark_moved(r)
         else:

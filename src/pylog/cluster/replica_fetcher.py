@@ -144,7 +144,7 @@ class ReplicaFetcher:
                     _log.warning("follower append to %s-%d failed: %s", t.topic, p.partition_index, exc)
                     continue
                 if moved or records is not None:
-                    manager.broker._notify(t.topic, p.partition_index, r.state.high_watermark)
+                    manager.broker.notify_high_watermark(t.topic, p.partition_index, r.state.high_watermark)
 
 
 class FetcherManager:

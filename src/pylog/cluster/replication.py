@@ -331,7 +331,7 @@ class Partition:
                 old.last_fetch_leader_log_end_offset = self._leader_epoch_start_offset
         for r in [r for r in self._followers if r not in replicas]:
             del self._followers[r]
-        self._maybe_increment_high_watermark()
+        self.maybe_increment_high_watermark()
         return True
 
     def become_follower(self, state: LeaderAndIsr, replicas: tuple[int, ...]) -> bool:
@@ -406,7 +406,7 @@ class Partition:
             raise NotEnoughReplicasError(f"the ISR {list(self.isr)} has fewer than min.insync.replicas="
                                          f"{self.min_insync_replicas} replicas")
         base, last = self.log.append_as_leader(records, self.leader_epoch)
-        self._maybe_increment_high_watermark()
+        self.maybe_increment_high_watermark()
         return AppendInfo(base, last, self.leader_epoch)
 
     def check_enough_replicas_reach_offset(self, append: AppendInfo) -> bool:
@@ -464,7 +464,7 @@ class Partition:
         self._update_follower_fetch_state(follower, request.fetch_offset, leader_end, now_ms)
         follower.broker_epoch = request.replica_epoch
         self._maybe_expand_isr(follower)
-        self._maybe_increment_high_watermark()
+        self.maybe_increment_high_watermark()
         return response
 
     def offset_for_leader_epoch(self, request: OffsetForLeaderEpochRequest) -> EpochEndOffset:
@@ -556,14 +556,26 @@ class Partition:
             self.isr = tuple(state.isr)
             self.partition_epoch = state.partition_epoch
             self._pending = None
-            return self._maybe_increment_high_watermark()
+            return self.maybe_increment_high_watermark()
         if error is None:
             raise ValueError("alter_partition_response needs the stored state or an error")
         if isinstance(error, (OperationNotAttemptedError, IneligibleReplicaError)):
             self._pending = None
         return False
 
-    def _maybe_increment_high_watermark(self) -> bool:
+    def abandon_alter_partition(self, request: AlterPartition) -> bool:
+        """``request`` never reached the controller (none elected, a network error):
+        forget it, so the next fetch or ISR-shrink check proposes the change again.
+        Returns whether it was the pending proposal."""
+        if request is not self._pending:
+            return False
+        self._pending = None
+        return True
+
+    def maybe_increment_high_watermark(self) -> bool:
+        """Leader: move the high watermark to the smallest log end offset of the maximal
+        ISR if that is higher (after a leader append: with an ISR of one it moves at
+        once).  Returns whether it moved."""
         if not self.is_leader:
             return False
         new_hw = self.log.log_end_offset

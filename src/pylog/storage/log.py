@@ -812,6 +812,13 @@ class Log(_core.LogBase):
                     and active.size):
                 self._roll(self._log_end_offset)
 
+    def assign_epoch(self, epoch: int, start_offset: int) -> None:
+        """Record in the leader epoch cache that ``epoch`` starts at ``start_offset``
+        (a new leader's epoch, before it appends in it), written to
+        ``leader-epoch-checkpoint`` durably before this returns.  Not thread-safe: the
+        caller serialises it with the partition's appends."""
+        self._assign_epoch(epoch, start_offset)
+
     def _assign_epoch(self, epoch: int, start_offset: int, durable: bool = True) -> None:
         # Appends pass durable=False: the checkpoint is written (durably) before the
         # recovery point passes start_offset (see _sync_epochs and leader_epoch's docstring).
