@@ -7,6 +7,9 @@ TopologyTestDriver, and end to end through the StreamsApp runtime on ``pylog.ope
 Targets (issue #15): stateless >= 1M records/s embedded end to end; windowed count with
 the persistent store >= 300k records/s.  These benchmarks time the processing side
 alone (no consumer, no producer): ``track_*_records_per_s`` reports records/s.
+``WindowedCountBatches`` runs the windowed count the runtime's way (polled batches
+through the fused loop, a commit every ``COMMIT_EVERY`` records) over the in-memory
+and the persistent (RocksDB) store side by side.
 ``PYLOG_BENCH_SMALL=1`` shrinks them for the smoke test; ``python -m
 benches.bench_streams`` prints the numbers without asv.
 """
@@ -46,21 +49,23 @@ def stateless_topology():
     return b.build()
 
 
-def windowed_topology():
+def windowed_topology(store_type: str = "in_memory", window_ms: int = 60_000):
+    from pylog.streams import Materialized
+
     b = StreamsBuilder()
     (b.stream("in", key_serde=Serdes.bytes(), value_serde=Serdes.bytes())
      .group_by_key()
-     .windowed_by(TimeWindows.of_size_with_no_grace(60_000))
-     .count()
+     .windowed_by(TimeWindows.of_size_with_no_grace(window_ms))
+     .count(materialized=Materialized("counts", store_type=store_type))
      .to_stream()
      .to("out", key_serde=None, value_serde=Serdes.long()))
     return b.build()
 
 
-def make_task(topology):
+def make_task(topology, state_dir: str = ""):
     collector = _Counter()
     task = StreamTask(topology, topology.nodes, application_id="bench", task_id="0_0", config={},
-                      collector=collector)
+                      collector=collector, state_dir=state_dir)
     return task, collector
 
 
@@ -158,6 +163,52 @@ class WindowedCount(_Records):
     track_task_records_per_s.unit = "records/s"
 
 
+class WindowedCountBatches(_Records):
+    """The windowed count as the runtime runs it: polled batches of ``BATCH`` records
+    through the task's fused loop, a commit (store flush) every ``COMMIT_EVERY``
+    records, with the in-memory and the persistent (RocksDB) store; 1-minute and
+    1-second tumbling windows (1 s: the peers bench's job, nearly every record opens a
+    window of its key)."""
+
+    BATCH = 500
+    COMMIT_EVERY = 20_000
+    params = (["in_memory", "persistent"], [60_000, 1_000])
+    param_names = ["store", "window_ms"]
+
+    def setup(self, store="in_memory", window_ms=60_000):
+        import tempfile
+
+        import numpy as np
+        super().setup()
+        self.offsets = np.arange(N, dtype=np.int64)
+        self.dir = tempfile.mkdtemp(prefix="bench-streams-windowed-")
+
+    def teardown(self, store="in_memory", window_ms=60_000):
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _run(self, store="in_memory", window_ms=60_000):
+        import tempfile
+        task, collector = make_task(windowed_topology(store, window_ms), tempfile.mkdtemp(dir=self.dir))
+        for start in range(0, N, self.BATCH):
+            stop = start + self.BATCH
+            task.process_batch("in", self.keys[start:stop], self.vals[start:stop], self.ts[start:stop],
+                               self.offsets[start:stop])
+            if stop % self.COMMIT_EVERY == 0:
+                task.flush()
+        task.flush()
+        task.close()
+        return collector.n
+
+    def time_task_batches(self, store, window_ms):
+        self._run(store, window_ms)
+
+    def track_task_batches_records_per_s(self, store, window_ms):
+        return self._rate(lambda: self._run(store, window_ms))
+
+    track_task_batches_records_per_s.unit = "records/s"
+
+
 class EmbeddedRuntime(_Records):
     """The stateless job end to end on ``pylog.open``: a StreamsApp consumes N records
     from a 4-partition topic, filters and maps them, and produces the survivors (one
@@ -222,6 +273,16 @@ if __name__ == "__main__":  # pragma: no cover - a manual report
     w = WindowedCount()
     w.setup()
     print(f"windowed count (in-memory), task:    {w.track_task_records_per_s():,.0f} records/s")
+    wb = WindowedCountBatches()
+    for store in ("in_memory", "persistent"):
+        for window_ms in WindowedCountBatches.params[1]:
+            wb.setup(store, window_ms)
+            try:
+                rate = wb.track_task_batches_records_per_s(store, window_ms)
+            finally:
+                wb.teardown(store, window_ms)
+            print(f"windowed count ({store}, {window_ms} ms windows), task, batches of {wb.BATCH}: "
+                  f"{rate:,.0f} records/s")
     e = EmbeddedRuntime()
     e.setup()
     try:

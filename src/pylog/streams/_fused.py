@@ -12,20 +12,45 @@ no :class:`~pylog.streams.processor.Record`, no ``context.forward`` and no conte
 bookkeeping, because nothing in such a chain can see the context.  Sink output is
 gathered per batch (keys, values, timestamps) for the record collector.
 
+A chain may also hold one windowed aggregation over time windows (tumbling or
+hopping; Kafka's ``KStreamWindowAggregate``: ``count``, ``reduce``, ``aggregate``)
+followed by ``to_stream()`` and the sink, when it emits every update (the default
+emit strategy) into a window store without duplicates, change-logged or not.  Per
+record the loop then assigns the windows (arithmetic, inline), reads and writes the
+aggregate in the processor's ``fused_cache`` (``(key bytes, window start) ->
+(aggregate, timestamp)``, in front of the store; a window past the store's stream
+time when the cache was last empty is read from the cache alone) and builds the changelog and sink
+records; the only Python it calls per record is the user's initializer/aggregator
+and the non-bytes serdes.  After the batch (and after a record the exception
+handlers skip), the windows the batch changed are written to the store below the
+logging layer, in one ``put`` each, and the changelog records go to the record
+collector as the logging store would have sent them, one per update.  Output,
+changelog, store contents, stream time and metrics equal the per-record path's;
+only the interleaving of changelog and sink records within a batch differs (each
+topic keeps its order).  The cache is the processor's, so the per-record path
+(:meth:`TimeWindowAggregate.process`) clears it before touching the store.
+
 Each line of the generated loop belongs to one node; when a user function raises, the
 line of the loop's frame names the node and the loop's locals give the record index
 and stream time, so the task applies Kafka's exception handlers exactly as on the
 per-record path (see :meth:`StreamTask.process_batch`).
 
-Pure functions of the topology; nothing here holds state between batches.
+Pure functions of the topology, apart from a fused windowed aggregation's cache
+(above), which lives in its processor.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._processors import Filter, Map, MapValues, NullKeyFilter, PassThrough, Peek, SelectKey
+from ._processors import Filter, Map, MapValues, NullKeyFilter, PassThrough, Peek, SelectKey, ToStream, _dropped
+from .processor import Record
 from .serdes import _bytes_deserialize, _bytes_serialize
+from .state._windows import WindowOps
+from .state.changelogging import ChangeLoggingWindowStore
+from .windowed import TimeWindowAggregate
+from .windows import TimeWindows, Window, Windowed
 
 __all__ = ["FusedChain", "compile_chain"]
 
@@ -51,9 +76,9 @@ class FusedChain:
     __slots__ = ("run", "code", "owners", "source", "sink_topic", "partitioner", "text")
 
     def __init__(self, run: Callable[..., int], owners: Dict[int, str], source: str, sink_topic: Optional[str],
-                 partitioner: Any, text: str) -> None:
+                 partitioner: Any, text: str, code: Any = None) -> None:
         self.run = run
-        self.code = run.__code__
+        self.code = run.__code__ if code is None else code
         self.owners = owners
         self.source = source
         self.sink_topic = sink_topic
@@ -76,11 +101,72 @@ def _chain(source: Any, sink_type: type) -> Optional[List[Any]]:
                 return None
             nodes.append(node)
             return nodes
+        if type(proc) is TimeWindowAggregate and getattr(node.process, "__self__", None) is proc:
+            # a windowed aggregation, then to_stream() straight into the sink
+            if not _fusable_window_aggregate(proc) or any(type(n.processor) is TimeWindowAggregate for n in nodes):
+                return None
+            nodes.append(node)
+            if len(node.children) != 1:
+                return None
+            node = node.children[0]
+            if type(node.processor) is not ToStream or node.processor.mapper is not None \
+                    or getattr(node.process, "__self__", None) is not node.processor:
+                return None
+            nodes.append(node)
+            if len(node.children) != 1 or type(node.children[0].processor) is not sink_type \
+                    or getattr(node.children[0].processor, "topic", None) is None:
+                return None
+            nodes.append(node.children[0])
+            return nodes
         if type(proc) not in _STATELESS or getattr(node.process, "__self__", None) is not proc:
             return None
         nodes.append(node)
         if type(proc) is Peek and not proc.do_forward:
             return nodes
+
+
+def _fusable_window_aggregate(proc: Any) -> bool:
+    """A time-window aggregation the loop can run: emit on update, over a window store
+    without duplicates that is change-logged by the logging wrapper or not logged."""
+    store = getattr(proc, "store", None)
+    inner = store.inner if type(store) is ChangeLoggingWindowStore else store
+    return (not proc.emit_final and isinstance(proc.windows, TimeWindows) and isinstance(inner, WindowOps)
+            and not inner.retain_duplicates)
+
+
+_Q = struct.Struct(">q")
+_SEQNUM_0 = b"\x00\x00\x00\x00"
+
+
+class _WindowAggregateState:
+    """What a fused loop needs of one TimeWindowAggregate beyond its functions: where
+    the batch's window updates go (the store below the logging layer) and where its
+    changelog records go (the record collector)."""
+
+    def __init__(self, proc: Any, task: Any) -> None:
+        self.proc = proc
+        store = proc.store
+        logged = type(store) is ChangeLoggingWindowStore
+        self.inner = store.inner if logged else store
+        self.changelog_topic = store.context.changelog_topic if logged else None
+        self.collector = task.collector
+        self.partition = task.partition
+        self.vser = proc.vser
+
+    def finish(self, cl_k: List[bytes], cl_v: List[Optional[bytes]], cl_t: List[int], dirty: Dict[Any, Any]) -> None:
+        """The batch's updates to the store (the latest of each window, in the order
+        the windows were first updated) and its changelog records to the collector."""
+        if dirty:
+            cache = self.proc.fused_cache
+            pack = _Q.pack
+            self.inner.put_windows([(ck[0], ck[1], pack(cache[ck][1]) + nb) for ck, nb in dirty.items()])
+            if len(cache) > self.proc.FUSED_CACHE_ENTRIES:
+                cache.clear()   # everything in it is in the store now
+        topic = self.changelog_topic
+        if topic is not None and cl_t:
+            send, partition = self.collector.send, self.partition
+            for k, v, t in zip(cl_k, cl_v, cl_t):
+                send(topic, k, v, t, (), None, partition)
 
 
 def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, int], None]) -> Optional[FusedChain]:
@@ -104,7 +190,22 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
     def emit(code: str, owner: str) -> None:
         lines.append((code, owner))
 
-    emit("def fused(keys, values, tss, i0, st, out_k, out_v, out_t):", src)
+    window_node = next((n for n in nodes if type(n.processor) is TimeWindowAggregate), None)
+    if window_node is None:
+        emit("def fused(keys, values, tss, i0, st, out_k, out_v, out_t):", src)
+    else:
+        emit("def fused(keys, values, tss, i0, st, out_k, out_v, out_t, cl_k, cl_v, cl_t, dirty):", src)
+        emit("    obs = W.observed", window_node.name)
+        # the store's own stream time: a window it has expired reads as absent (after a
+        # restart the store's can be ahead of the processor's)
+        emit("    sobs = W_store.observed_stream_time", window_node.name)
+        emit("    sml = sobs - W_store.retention_ms + W_store.expiry_slack", window_node.name)
+        # windows from `fresh` on are all in the cache when they exist at all: nothing
+        # past the store's stream time is stored, and from then on every write of the
+        # processor went through the cache (the per-record path empties it)
+        emit("    if not W_cache:", window_node.name)
+        emit("        W.fused_fresh_from = sobs + 1", window_node.name)
+        emit("    fresh = W.fused_fresh_from", window_node.name)
     emit("    for i in range(i0, len(tss)):", src)
     emit("        k = keys[i]", src)
     emit("        v = values[i]", src)
@@ -122,11 +223,18 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
     emit("            st = ts", src)
     sink_topic = None
     partitioner = None
+    window: Optional[_WindowAggregateState] = None
     for n, node in enumerate(nodes):
         proc = node.processor
         name = node.name
         f = f"f{n}"
         t = type(proc)
+        if t is TimeWindowAggregate:
+            window = _WindowAggregateState(proc, sp.task)
+            sink = nodes[n + 2].processor
+            sink_topic, partitioner = sink.topic, sink.partitioner
+            _emit_window_aggregate(emit, env, proc, node.name, nodes[n + 2].name, sink)
+            break
         if t is Filter:
             env[f] = proc.predicate
             negate = proc.process.__func__ is Filter._process_not
@@ -170,4 +278,111 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
     filename = f"<pylog.streams fused chain of {src}>"
     exec(compile(text, filename, "exec"), env)
     owners = {lineno: owner for lineno, (_, owner) in enumerate(lines, start=1)}
-    return FusedChain(env["fused"], owners, src, sink_topic, partitioner, text)
+    fused = env["fused"]
+    if window is None:
+        return FusedChain(fused, owners, src, sink_topic, partitioner, text)
+    finish = window.finish
+
+    def run(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
+            out_t: List[int]) -> int:
+        cl_k: List[bytes] = []
+        cl_v: List[Optional[bytes]] = []
+        cl_t: List[int] = []
+        dirty: Dict[Any, bytes] = {}
+        try:
+            return fused(keys, values, tss, i0, st, out_k, out_v, out_t, cl_k, cl_v, cl_t, dirty)
+        finally:
+            finish(cl_k, cl_v, cl_t, dirty)
+    return FusedChain(run, owners, src, sink_topic, partitioner, text, code=fused.__code__)
+
+
+def _ser_line(side: str, value: str, ser: Any, env: Dict[str, Any], var: str) -> str:
+    """``<side> = ser(<value>)``, inlining the bytes serde's check."""
+    env[var] = ser
+    if ser is _bytes_serialize:
+        return f"{side} = {value} if {value} is None or type({value}) is bytes else {var}({value})"
+    return f"{side} = {var}({value})"
+
+
+def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any], proc: Any, name: str,
+                           sink_name: str, sink: Any) -> None:
+    """The loop's lines for ``TimeWindowAggregate.process`` then ``to_stream()`` then the
+    sink, statement for statement (see that method)."""
+    w = proc.windows
+    size, adv, grace = w.size_ms, w.advance_ms, w.grace_ms
+    store = proc.store
+    env.update(W=proc, W_store=store.inner if type(store) is ChangeLoggingWindowStore else store,
+               W_cache=proc.fused_cache, W_load=proc._fetch, W_init=proc.initializer, W_agg=proc.aggregator,
+               W_pack=_Q.pack, W_seq0=_SEQNUM_0, W_ctx=proc.context, W_dropped=_dropped, Windowed=Windowed,
+               Window=Window)
+    null = "k is None or v is None" if proc.drop_null_values else "k is None"
+    emit(f"        if {null}:", name)
+    emit("            W_dropped(W_ctx, 'null key or value in a windowed aggregation')", name)
+    emit("            continue", name)
+    emit("        if ts > obs:", name)
+    emit("            obs = ts", name)
+    emit("            W.observed = ts", name)
+    emit(f"        close = obs - {grace}", name)
+    emit("        " + _ser_line("kb", "k", proc.kser, env, "W_kser"), name)
+    if adv == size:     # tumbling: the one window holding ts
+        emit(f"        start = ts - ts % {size}", name)
+        ind = "        "
+    else:               # hopping: windows_for(ts), in start order
+        emit(f"        for start in range(max(0, ts - {size - adv}) // {adv} * {adv}, ts + 1, {adv}):", name)
+        ind = "            "
+    emit(f"{ind}if start + {size} > close:", name)
+    emit(f"{ind}    ck = (kb, start)", name)
+    emit(f"{ind}    if start < sml:", name)
+    emit(f"{ind}        e = None", name)
+    emit(f"{ind}    else:", name)
+    emit(f"{ind}        e = W_cache.get(ck)", name)
+    emit(f"{ind}        if e is None and start < fresh:", name)
+    emit(f"{ind}            e = W_load(kb, start)", name)
+    emit(f"{ind}    if e is None:", name)
+    emit(f"{ind}        nts = ts", name)
+    emit(f"{ind}        new = W_agg(k, v, W_init())", name)
+    emit(f"{ind}    else:", name)
+    emit(f"{ind}        nts = ts if ts > e[1] else e[1]", name)
+    emit(f"{ind}        new = W_agg(k, v, e[0])", name)
+    emit(f"{ind}    " + _ser_line("nb", "new", proc.vser, env, "W_vser"), name)
+    emit(f"{ind}    W_cache[ck] = (new, nts)", name)
+    emit(f"{ind}    dirty[ck] = nb", name)
+    emit(f"{ind}    if start > sobs:", name)
+    emit(f"{ind}        sobs = start", name)
+    emit(f"{ind}        sml = start - W_store.retention_ms + W_store.expiry_slack", name)
+    emit(f"{ind}    sb = W_pack(start)", name)
+    emit(f"{ind}    cl_k.append(kb + sb + W_seq0)", name)
+    emit(f"{ind}    cl_v.append(nb)", name)
+    emit(f"{ind}    cl_t.append(nts)", name)
+    # to_stream() forwards the new value under the windowed key; the sink serialises
+    # both (a serde that fails there is told the record the sink was given, as on the
+    # per-record path; "kb2"/"vb2" say which side failed)
+    inner = getattr(sink.key_ser, "time_windowed_inner", None)
+    def given(exc: BaseException, k: Any, new: Any, start: int, nts: int) -> None:
+        if not hasattr(exc, "_pylog_input"):    # as StreamTask's forward notes it
+            try:
+                exc._pylog_input = Record(Windowed(k, Window(start, start + size)), new, nts, ())  # type: ignore
+            except AttributeError:
+                pass
+    env["S_given"] = given
+    emit(f"{ind}    try:", sink_name)
+    if inner is not None and inner is proc.kser:
+        emit(f"{ind}        kb2 = kb + sb", sink_name)
+    elif inner is not None:
+        emit(f"{ind}        " + _ser_line("kb2", "k", inner, env, "S_kinner"), sink_name)
+        emit(f"{ind}        kb2 = kb2 + sb", sink_name)
+    else:
+        env["S_kser"] = sink.key_ser
+        emit(f"{ind}        kb2 = S_kser(Windowed(k, Window(start, start + {size})))", sink_name)
+    if sink.value_ser is proc.vser:
+        emit(f"{ind}        vb2 = nb", sink_name)
+    else:
+        emit(f"{ind}        " + _ser_line("vb2", "new", sink.value_ser, env, "S_vser"), sink_name)
+    emit(f"{ind}    except Exception as exc:", sink_name)
+    emit(f"{ind}        S_given(exc, k, new, start, nts)", sink_name)
+    emit(f"{ind}        raise", sink_name)
+    emit(f"{ind}    out_k.append(kb2)", sink_name)
+    emit(f"{ind}    out_v.append(vb2)", sink_name)
+    emit(f"{ind}    out_t.append(nts)", sink_name)
+    emit(f"{ind}else:", name)
+    emit(f"{ind}    W_dropped(W_ctx, 'record for a closed window')", name)

@@ -272,7 +272,10 @@ class WindowedSerdes:
         def de(b: bytes) -> Windowed:
             start = _Q.unpack_from(b, len(b) - 8)[0]
             return Windowed(inner.deserialize(b[:-8]), Window(start, start + window_size_ms))
-        return Serde(ser, de, f"time_windowed({inner.name})")
+        serde = Serde(ser, de, f"time_windowed({inner.name})")
+        # what a fused windowed aggregation writes without building a Windowed (_fused)
+        serde.serialize.time_windowed_inner = inner.serialize  # type: ignore[attr-defined]
+        return serde
 
     @staticmethod
     def session_windowed(inner: Serde) -> Serde:
