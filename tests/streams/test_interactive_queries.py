@@ -133,7 +133,8 @@ def test_queries_on_pylog_serve_and_the_restored_store_after_a_restart(module_se
             assert meta == KeyQueryMetadata(HostInfo("127.0.0.1", 7070), frozenset(), 0)
         # a restarted instance answers from its restored stores before any new input
         with Running(counting_app(tmp_path / "state", "iq-remote", "127.0.0.1:7070"), client) as app:
-            kv = wait_until(lambda: _try(lambda: app.store(KV)), what="the restored store")
+            # the store answers once the member has its assignment and the task is restored
+            kv = wait_until(lambda: _try(lambda: app.store(KV).all() and app.store(KV)), what="the restored store")
             assert sorted(kv.all()) == [("a", 3), ("b", 2), ("c", 1)]
             assert app.store(WINDOWS).fetch("a", 0, 20) == [(0, 2), (10, 1)]
 
