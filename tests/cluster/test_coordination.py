@@ -311,6 +311,18 @@ def test_cluster_id_and_broker_config(ensemble):
     assert json.loads(a.store.get("/config/brokers/1")[0]) == {"version": 1, "config": {"log.retention.ms": "2000"}}
 
 
+def test_entity_config_watch(ensemble):
+    """A broker's dynamic configs (replication throttles) change without a restart."""
+    admin, broker = ensemble.connect(), ensemble.connect()
+    changes = Events()
+    broker.watch_entity_config("brokers", 2, changes)
+    changes.wait_for(lambda c: c == {}, "no config yet")
+    admin.set_entity_config("brokers", 2, {"leader.replication.throttled.rate": "1000"})
+    changes.wait_for(lambda c: c == {"leader.replication.throttled.rate": "1000"}, "the rate set")
+    admin.set_entity_config("brokers", 2, {})
+    changes.wait_for(lambda c: c == {}, "the rate removed")
+
+
 # ----------------------------------------------------------------------------- hostile data
 
 @pytest.mark.parametrize("path, read", [

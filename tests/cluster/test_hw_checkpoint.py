@@ -26,6 +26,7 @@ from pylog.broker.core import Broker
 from pylog.cluster import replication
 from pylog.cluster.channel import LeaderAndIsrRequest, MetadataCache, PartitionState
 from pylog.cluster.node import HIGH_WATERMARK_CHECKPOINT, ReplicaManager
+from pylog.cluster.quota import ReplicationQuota
 from pylog.storage.checkpoint import CheckpointFile
 
 RECORDS = 10
@@ -44,11 +45,15 @@ class Node:
         self.config = SimpleNamespace(replica_lag_time_max_ms=30_000)
         self.server = SimpleNamespace(state=SimpleNamespace(topic_changed=lambda topic: None))
         self.fetchers = SimpleNamespace(add_partition=lambda *a: None, remove_partition=lambda *a: None)
+        self.leader_quota = ReplicationQuota()
         self.called: list = []
         self.replica_manager = ReplicaManager(self)
 
     def call_in_loop(self, fn, *args) -> None:
         self.called.append(fn)
+
+    def watch_topic_throttles(self, topic: str) -> None:
+        pass
 
 
 def open_broker(path) -> Broker:

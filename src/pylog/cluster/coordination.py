@@ -1024,14 +1024,26 @@ class Coordination:
     def get_entity_config(self, entity_type: str, name: str | int) -> dict[str, str]:
         path = config_path(entity_type, str(name))
         got = self._get(path)
-        if got is None:
-            return {}
-        obj = _decode_object(path, got[0])
-        _version(path, got[0], obj, range(1, 2))
-        config = _field(path, got[0], obj, "config", dict, {})
-        if not all(isinstance(v, str) for v in config.values()):
-            raise _corrupt(path, got[0], "a config value is not a string")
-        return dict(config)
+        return {} if got is None else _decode_entity_config(path, got[0])
+
+    def watch_entity_config(self, entity_type: str, name: str | int,
+                            callback: Callable[[dict[str, str]], None]) -> Watch:
+        """``callback(config)`` now and whenever /config/<entity_type>/<name> changes
+        (``{}`` when it is absent; malformed data is logged and skipped): a broker's
+        dynamic configs take effect without a restart, as Kafka's config change
+        notifications make them."""
+        path = config_path(entity_type, str(name))
+        return self._watch_decoded(path, lambda config: callback({} if config is None else config),
+                                   lambda data, stat: _decode_entity_config(path, data))
+
+
+def _decode_entity_config(path: str, data: bytes) -> dict[str, str]:
+    obj = _decode_object(path, data)
+    _version(path, data, obj, range(1, 2))
+    config = _field(path, data, obj, "config", dict, {})
+    if not all(isinstance(v, str) for v in config.values()):
+        raise _corrupt(path, data, "a config value is not a string")
+    return dict(config)
 
 
 def _broker_ids(children: Iterable[str]) -> list[int]:

@@ -21,6 +21,12 @@
   changes to the controller (AlterPartition) and completes acks=all produces once the
   high watermark passes them.  The broker core asks it (``Broker.replication``) whether a
   produce may append here, which leader epoch to stamp, and where consumer reads stop.
+- **Replication throttles** (:mod:`pylog.cluster.quota`): ``leader.replication.throttled.rate``
+  and ``follower.replication.throttled.rate`` from this broker's dynamic config, and
+  each topic's ``*.replication.throttled.replicas``, watched in ZooKeeper
+  (``/config/brokers/<id>``, ``/config/topics/<t>``) and applied at once: the leader
+  sends a throttled replica out of the ISR no records while its quota is exceeded, the
+  follower leaves such a partition out of its Fetch.
 - **Coordinators** (:class:`~pylog.cluster.coordinators.CoordinatorPartitions`): the
   group and transaction coordinators serve the groups and transactional ids of the
   ``__consumer_offsets`` / ``__transaction_state`` partitions this broker leads, loaded
@@ -65,6 +71,7 @@ from pylog.cluster import replication
 from pylog.cluster.channel import (LeaderAndIsrRequest, MetadataCache, StopReplicaRequest, UpdateMetadataRequest)
 from pylog.cluster.coordination import BrokerRegistration, EndPoint
 from pylog.cluster.coordinators import INTERNAL_TOPICS
+from pylog.cluster.quota import ReplicationQuota
 from pylog.errors import (FencedLeaderEpochError, KafkaStorageError, NotControllerError, NotEnoughReplicasError,
                           NotLeaderError, PylogError, RequestTimedOutError, UnknownTopicOrPartitionError,
                           error_for_code)
@@ -137,6 +144,12 @@ class CoreReplicaLog:
         return rr
 
 
+def records_size(records: Any) -> int:
+    """Bytes of a replica fetch's records (a log read's file region, or bytes)."""
+    size = getattr(records, "size", None)
+    return len(records) if size is None else int(size)
+
+
 class Replica:
     """One partition replica on this broker: its state machine and its lock."""
 
@@ -168,6 +181,8 @@ class ReplicaManager:
         self.broker = node.broker
         self.broker_id = node.broker_id
         self.replicas: dict[tuple[str, int], Replica] = {}
+        #: Wall clock in ms (a test's fake one drives the replication quota).
+        self.clock: Callable[[], int] = _now_ms
         self._produce_waiters: list[_ProduceWaiter] = []
         self._pid_lock = threading.Lock()
         self._next_pid = self._pid_block_end = 0
@@ -323,6 +338,7 @@ class ReplicaManager:
                         min_insync_replicas=self._min_insync(s.topic), broker_epoch=self.node.broker_epoch)
                     r = Replica(s.topic, s.partition, state, log)
                     self.replicas[tp] = r
+                    self.node.watch_topic_throttles(s.topic)
                 lai = replication.LeaderAndIsr(s.leader, s.leader_epoch, tuple(s.isr), s.zk_version)
                 with r.lock:
                     r.state.broker_epoch = self.node.broker_epoch
@@ -379,11 +395,17 @@ class ReplicaManager:
         if r is None:
             return replication.FetchResponse(error=NotLeaderError(
                 f"broker {self.broker_id} holds no replica of {topic}-{partition}"))
+        now = self.clock()
+        quota = self.node.leader_quota
+        throttled = quota.is_throttled(topic, partition)
         with r.lock:
             hw = r.state.high_watermark
-            response = r.state.fetch_for_follower(request, _now_ms())
+            response = r.state.fetch_for_follower(request, now, throttled=throttled and quota.should_throttle(
+                topic, partition, request.replica_id in r.state.isr, now))
             alter = r.state.poll_alter_partition()
             moved = r.state.high_watermark != hw
+        if throttled and response.records is not None:
+            quota.record(records_size(response.records), now)
         if alter is not None:
             self.node.send_alter_partition(r, alter)
         if moved:
@@ -501,6 +523,13 @@ class ClusterNode:
         self._controller_client_for: tuple[int, str, int] | None = None
         self._client_lock = threading.Lock()
         self._stopping = False
+        #: Replication throttling (pylog.cluster.quota): what this broker sends as a
+        #: leader and fetches as a follower for throttled replicas, from its dynamic
+        #: broker config and its topics' configs in ZooKeeper (watched).
+        self.leader_quota = ReplicationQuota()
+        self.follower_quota = ReplicationQuota()
+        self._config_watches: dict[tuple[str, str], Any] = {}
+        self._config_lock = threading.Lock()
 
     @property
     def stopping(self) -> bool:
@@ -529,6 +558,7 @@ class ClusterNode:
         # One cluster id for every broker: the first to start proposes its own.
         self.server.state.cluster_id = self.coordination.get_or_create_cluster_id(self.broker.cluster_id)
         self.broker_epoch = self._register_first()
+        self._watch_config("brokers", str(self.broker_id), self._broker_config_changed)
         self.coordination.add_session_listener(on_session_expired=self._on_session_expired,
                                                on_session_reestablished=self._reregister)
         self.channel = WireChannel(self.broker_id)
@@ -568,6 +598,42 @@ class ClusterNode:
         finally:
             if watch is not None:
                 watch.cancel()
+
+    # -- dynamic configs: replication throttles --------------------------------------
+
+    def _watch_config(self, entity_type: str, name: str, callback: Callable[[dict], None]) -> None:
+        with self._config_lock:
+            if self._stopping or (entity_type, name) in self._config_watches:
+                return
+            self._config_watches[(entity_type, name)] = None
+        watch = self.coordination.watch_entity_config(entity_type, name, callback)
+        with self._config_lock:
+            self._config_watches[(entity_type, name)] = watch
+
+    def _broker_config_changed(self, config: dict) -> None:
+        from pylog.cluster.controller import FOLLOWER_REPLICATION_THROTTLED_RATE, LEADER_REPLICATION_THROTTLED_RATE
+        for quota, key in ((self.leader_quota, LEADER_REPLICATION_THROTTLED_RATE),
+                           (self.follower_quota, FOLLOWER_REPLICATION_THROTTLED_RATE)):
+            try:
+                quota.set_rate_config(config.get(key))
+            except PylogError as exc:
+                _log.error("broker %d: %s=%r ignored: %s", self.broker_id, key, config.get(key), exc)
+
+    def watch_topic_throttles(self, topic: str) -> None:
+        """Apply ``topic``'s ``*.replication.throttled.replicas`` now and whenever they
+        change (once per topic; any thread but kazoo's)."""
+        if self.coordination is not None:
+            self._watch_config("topics", topic, lambda config: self._topic_config_changed(topic, config))
+
+    def _topic_config_changed(self, topic: str, config: dict) -> None:
+        from pylog.cluster.controller import (FOLLOWER_REPLICATION_THROTTLED_REPLICAS,
+                                              LEADER_REPLICATION_THROTTLED_REPLICAS)
+        for quota, key in ((self.leader_quota, LEADER_REPLICATION_THROTTLED_REPLICAS),
+                           (self.follower_quota, FOLLOWER_REPLICATION_THROTTLED_REPLICAS)):
+            try:
+                quota.apply_topic_config(topic, config, key, self.broker_id)
+            except PylogError as exc:
+                _log.error("topic %s: %s=%r ignored: %s", topic, key, config.get(key), exc)
 
     def _process_controller_events(self) -> None:
         try:
@@ -625,6 +691,11 @@ class ClusterNode:
         self._stopping = True
         if self.coordination is not None:
             self.controlled_shutdown(timeout)
+        with self._config_lock:
+            watches = [w for w in self._config_watches.values() if w is not None]
+            self._config_watches.clear()
+        for w in watches:
+            w.cancel()
         self.fetchers.close()
         if self.controller is not None:
             self.controller_thread.submit(self.controller.close).result()

@@ -8,6 +8,10 @@ with a DivergingEpoch) through :class:`pylog.client.kafka.network.NetworkClient`
 hands each partition's answer back to its state machine, which appends (keeping the
 leader's offsets and epochs), truncates, or waits for the next LeaderAndIsr.  The leader
 holds the Fetch up to ``replica.fetch.wait.max.ms`` (500) when it has nothing new.
+A partition this broker follows out of the ISR, listed in its topic's
+``follower.replication.throttled.replicas``, is left out of the Fetch while the
+follower quota (``follower.replication.throttled.rate``) is exceeded, and what it
+fetches is counted against the quota (:mod:`pylog.cluster.quota`).
 
 Crash behaviour: nothing is kept; a restarted follower starts from its log end offset.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from pylog.cluster import replication
@@ -72,12 +77,17 @@ class ReplicaFetcher:
     def _requests(self) -> dict[tuple[str, int], tuple[Any, replication.FetchRequest]]:
         out = {}
         replicas = self.node.replica_manager.replicas
+        quota = self.node.follower_quota
+        now = int(time.time() * 1000)
         for tp in list(self.partitions):
             r = replicas.get(tp)
             if r is None:
                 continue
             with r.lock:
                 if r.state.leader_id != self.leader_id:
+                    continue
+                if quota.is_throttled(*tp) and quota.should_throttle(
+                        *tp, self.node.broker_id in r.state.isr, now):
                     continue
                 req = r.state.fetch_request(REPLICA_FETCH_MAX_BYTES)
             if isinstance(req, replication.FetchRequest):
@@ -122,6 +132,8 @@ class ReplicaFetcher:
 
     def _handle(self, resp: Any, wanted: dict) -> None:
         manager = self.node.replica_manager
+        quota = self.node.follower_quota
+        now = int(time.time() * 1000)
         for t in resp.responses:
             for p in t.partitions:
                 got = wanted.get((t.topic, p.partition_index))
@@ -134,6 +146,8 @@ class ReplicaFetcher:
                 if de is not None and de.epoch >= 0:
                     diverging = replication.EpochEndOffset(de.epoch, de.end_offset)
                 records = p.records if p.records is not None and len(p.records) else None
+                if records is not None and quota.is_throttled(t.topic, p.partition_index):
+                    quota.record(len(records), now)
                 response = replication.FetchResponse(error, p.high_watermark, p.log_start_offset, records, diverging)
                 try:
                     with r.lock:

@@ -432,10 +432,12 @@ class Partition:
 
     # -- leader: follower fetches, ISR and high watermark --------------------------------
 
-    def fetch_for_follower(self, request: FetchRequest, now_ms: int) -> FetchResponse:
+    def fetch_for_follower(self, request: FetchRequest, now_ms: int, throttled: bool = False) -> FetchResponse:
         """A follower's Fetch: records from its fetch offset (or the DivergingEpoch it
         must truncate to), and its new position folded into the ISR and the high
-        watermark.  An ISR expansion this causes waits in :meth:`poll_alter_partition`."""
+        watermark.  An ISR expansion this causes waits in :meth:`poll_alter_partition`.
+        ``throttled`` (the leader's replication quota says so, :mod:`pylog.cluster.quota`):
+        no records this time; the position still counts."""
         log = self.log
         error = None if self.is_leader else NotLeaderError(f"replica {self.replica_id} is not the leader")
         error = error or self._check_epoch(request.current_leader_epoch)
@@ -456,7 +458,8 @@ class Partition:
             return FetchResponse(error=OffsetOutOfRangeError(
                 f"fetch offset {request.fetch_offset} is outside {log.log_start_offset}..{leader_end}"),
                 high_watermark=self.high_watermark, log_start_offset=log.log_start_offset)
-        records = log.read(request.fetch_offset, request.max_bytes) if request.fetch_offset < leader_end else None
+        records = log.read(request.fetch_offset, request.max_bytes) \
+            if request.fetch_offset < leader_end and not throttled else None
         # The answer carries the high watermark as it was when the records were read
         # (as Kafka's does): a follower learns an advance on its next fetch.
         response = FetchResponse(high_watermark=self.high_watermark, log_start_offset=log.log_start_offset,
