@@ -17,6 +17,8 @@ while the faults went on. :meth:`History.check` compares it with the final logs:
   of their sends (values carry the send sequence);
 - **vanished reads**: a record a consumer read that the final log does not hold at that
   offset (a consumer saw something that was later truncated away);
+- **unread**: an acknowledged record the consumer reading along never read (it reads
+  on after the producer stopped, until it has them all or a deadline passes);
 - **divergent offsets**: an offset below the high watermark that two replicas hold
   with different records.
 
@@ -104,22 +106,24 @@ class Report:
     reordered: list = field(default_factory=list)
     vanished_reads: list = field(default_factory=list)
     divergent: list = field(default_factory=list)
+    unread: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.moved or self.reordered or self.vanished_reads
-                    or self.divergent)
+                    or self.divergent or self.unread)
 
     def figures(self) -> str:
         return (f"faults injected {self.faults}, sent {self.sent}, acknowledged {self.acknowledged} "
                 f"({self.acknowledged_without_offset} without an offset), "
                 f"failed {self.failed}, consumed during the run {self.consumed}, lost {len(self.lost)}, "
                 f"duplicated {len(self.duplicated)}, moved {len(self.moved)}, reordered {len(self.reordered)}, "
-                f"vanished reads {len(self.vanished_reads)}, divergent offsets {len(self.divergent)}")
+                f"vanished reads {len(self.vanished_reads)}, divergent offsets {len(self.divergent)}, "
+                f"acknowledged but never read {len(self.unread)}")
 
     def problems(self) -> str:
         return "; ".join(f"{name}: {getattr(self, name)[:5]}" for name in
-                         ("lost", "duplicated", "moved", "reordered", "vanished_reads", "divergent")
+                         ("lost", "duplicated", "moved", "reordered", "vanished_reads", "divergent", "unread")
                          if getattr(self, name))
 
 
@@ -128,10 +132,13 @@ class History:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._all_read = threading.Condition(self._lock)
         self.sent: set[bytes] = set()
         self.acked: dict[bytes, tuple[int, int]] = {}
         self.failed: dict[bytes, str] = {}
         self.reads: list[tuple[int, int, bytes]] = []
+        self._read_values: set[bytes] = set()
+        self._unread: set[bytes] = set()        # acknowledged, not read yet
         self.faults: list[str] = []
 
     def on_send(self, value: bytes) -> None:
@@ -142,12 +149,23 @@ class History:
         with self._lock:
             if err is None:
                 self.acked[msg.value()] = (msg.partition(), msg.offset())
+                if msg.value() not in self._read_values:
+                    self._unread.add(msg.value())
             else:
                 self.failed[msg.value()] = str(err)
 
     def on_read(self, partition: int, offset: int, value: bytes) -> None:
         with self._lock:
             self.reads.append((partition, offset, value))
+            self._read_values.add(value)
+            self._unread.discard(value)
+            if not self._unread:
+                self._all_read.notify_all()
+
+    def wait_all_read(self, timeout: float) -> bool:
+        """Whether the consumers read every acknowledged record within ``timeout`` s."""
+        with self._all_read:
+            return self._all_read.wait_for(lambda: not self._unread, timeout)
 
     def on_fault(self, what: str) -> None:
         with self._lock:
@@ -187,6 +205,7 @@ class History:
                         if seq <= last:
                             rep.reordered.append((p, off, seq, last))
                         last = max(last, seq)
+            rep.unread = sorted(self._unread)
             for p, off, v in self.reads:
                 if final.get(p, {}).get(off) != v:
                     rep.vanished_reads.append((p, off, v, final.get(p, {}).get(off)))

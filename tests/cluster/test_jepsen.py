@@ -6,7 +6,8 @@ its peers, cut off from ZooKeeper (every link through :mod:`cluster.proxy`). Aft
 :meth:`cluster.jepsen.History.check` compares what was acknowledged and read with the
 final logs and the replicas' files: nothing acknowledged lost or moved, nothing
 duplicated or reordered, nothing read that later vanished, no offset holding two
-different records on two replicas.
+different records on two replicas, and every acknowledged record read by the consumer
+reading along (it reads on after the producer stops until it has them all).
 
 The default run is a short schedule (``JEPSEN_SHORT_S``, 2 s of faults: one fault);
 ``-m long`` runs 120 s of them. The figures (faults, acknowledged, lost, duplicated, ...)
@@ -37,6 +38,8 @@ SESSION_TIMEOUT_MS = 4000  # also the time a restarted broker has to reach ZooKe
 OVERRIDES = [f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=1500",
              "default.replication.factor=3", "min.insync.replicas=2"]
 FAULTS = ("kill", "stop", "peers", "zookeeper")
+#: How long the reader may take, after the producer stopped, to read every acknowledged record.
+READ_ALL_TIMEOUT_S = 60
 
 
 class Run:
@@ -46,7 +49,8 @@ class Run:
         self.c = c
         self.rng = random.Random(seed)
         self.history = History()
-        self.stop = threading.Event()
+        self.stop = threading.Event()          # the producer stops
+        self.stop_reading = threading.Event()  # the reader stops (after it read every acknowledged record)
         self.threads = [threading.Thread(target=self._produce, name="jepsen-producer", daemon=True),
                         threading.Thread(target=self._consume, name="jepsen-consumer", daemon=True)]
         self.errors: list[BaseException] = []
@@ -78,7 +82,7 @@ class Run:
                                              "topic.metadata.refresh.interval.ms": 1000,
                                              **({"debug": os.environ["JEPSEN_DEBUG"]} if "JEPSEN_DEBUG" in os.environ else {})})
             cons.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
-            while not self.stop.is_set():
+            while not self.stop_reading.is_set():
                 msg = cons.poll(0.1)
                 if msg is not None and msg.error() is None:
                     self.history.on_read(msg.partition(), msg.offset(), msg.value())
@@ -145,8 +149,14 @@ class Run:
         finally:
             self.c.network.heal()
             self.stop.set()
-            for t in self.threads:
-                t.join(120)
+            producer, reader = self.threads
+            producer.join(120)
+            # The reader reads on until it has every acknowledged record (the check
+            # counts any it never read), or gives up after READ_ALL_TIMEOUT_S.
+            if reader.is_alive():
+                self.history.wait_all_read(READ_ALL_TIMEOUT_S)
+            self.stop_reading.set()
+            reader.join(120)
         assert not self.errors, self.errors
 
     def final_logs(self) -> tuple[dict, dict, dict]:

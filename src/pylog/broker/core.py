@@ -471,6 +471,10 @@ class BrokerConfig:
         them): on, a pass every 15 s, a 128 MiB offset map (Kafka's defaults).
     max_open_segments : int
         Sealed segments that may hold open files and mappings at once.
+    num_recovery_threads_per_data_dir : int
+        Threads that open and recover the partitions an open must load before it
+        returns (all of them after an unclean shutdown), as Kafka's setting of that name
+        (:data:`pylog.storage.manager.DEFAULT_RECOVERY_THREADS` says why 8).
     """
 
     node_id: int = 0
@@ -490,6 +494,7 @@ class BrokerConfig:
     producer_id_expiration_ms: int = 86_400_000
     producer_id_expiration_check_interval_ms: int = 600_000
     max_open_segments: int = 256
+    num_recovery_threads_per_data_dir: int = 8
     log_cleaner_enable: bool = True
     log_cleaner_backoff_ms: int = 15_000
     log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
@@ -498,6 +503,7 @@ class BrokerConfig:
         for name in ("num_partitions", "offsets_topic_num_partitions", "log_retention_check_interval_ms",
                      "log_flush_scheduler_interval_ms", "log_flush_offset_checkpoint_interval_ms",
                      "producer_id_block_size", "max_open_segments", "offsets_topic_segment_bytes",
+                     "num_recovery_threads_per_data_dir",
                      "log_cleaner_backoff_ms", "log_cleaner_dedupe_buffer_size",
                      "producer_id_expiration_ms", "producer_id_expiration_check_interval_ms"):
             v = getattr(self, name)
@@ -728,7 +734,8 @@ class Broker:
                                topic_configs=topic_configs, max_open_segments=config.max_open_segments,
                                node_id=config.node_id, clock=self.clock, dir_lock=self._dir_lock,
                                cluster_id=registry.get("cluster_id") if registry else None,
-                               defer_clean_loads=True)
+                               defer_clean_loads=True,
+                               recovery_threads=config.num_recovery_threads_per_data_dir)
         self._pids_checked = False
         self._loaded = threading.Event()
         self.cluster_id = self.logs.meta.get("cluster.id", "")
@@ -2164,18 +2171,20 @@ class Broker:
         ``isolation_level=READ_COMMITTED``), ``-2`` earliest, ``-3`` the record with the
         largest timestamp, else the first record whose timestamp is >= it.  With
         READ_COMMITTED a record found at or past the last stable offset is not
-        answered (offset -1), as Kafka answers."""
+        answered (offset -1), as Kafka answers.  A clustered broker answers only as the
+        partition's leader (else NOT_LEADER_OR_FOLLOWER), with its leader epoch, and
+        never past the high watermark: what a consumer can fetch."""
         try:
             part = self._partition(topic, partition)
             if isinstance(timestamp, bool) or not isinstance(timestamp, int):
                 raise InvalidRequestError(f"timestamp must be an int, not {type(timestamp).__name__}")
             log = part.log
-            epoch = part.topic.leader_epoch
+            epoch = self._current_leader_epoch(part)
             if timestamp == LATEST_TIMESTAMP:
                 if isolation_level == READ_COMMITTED:
                     with log.lock:
-                        return ListOffsetsResult(0, -1, _stable_offset(part, log.log_end_offset), epoch)
-                return ListOffsetsResult(0, -1, log.log_end_offset, epoch)
+                        return ListOffsetsResult(0, -1, _stable_offset(part, self._fetchable_end(part)), epoch)
+                return ListOffsetsResult(0, -1, self._fetchable_end(part), epoch)
             if timestamp == EARLIEST_TIMESTAMP:
                 return ListOffsetsResult(0, -1, log.log_start_offset, epoch)
             if timestamp < 0 and timestamp != MAX_TIMESTAMP:
@@ -2184,6 +2193,8 @@ class Broker:
             if hit is not None and isolation_level == READ_COMMITTED and hit.offset >= self.last_stable_offset(
                     topic, partition):
                 hit = None   # not fetchable yet by a read_committed consumer (Kafka filters it too)
+            if hit is not None and self.replication is not None and hit.offset >= self._fetchable_end(part):
+                hit = None   # past the high watermark: not fetchable yet
             if hit is None:
                 return ListOffsetsResult(0, -1, -1, -1)
             return ListOffsetsResult(0, hit.timestamp, hit.offset, epoch)
@@ -2220,7 +2231,7 @@ class Broker:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise InvalidRequestError(f"{name} must be an int, not {type(value).__name__}")
             part = self._partition(topic, partition)
-            current = part.topic.leader_epoch
+            current = self._current_leader_epoch(part)
             if current_leader_epoch >= 0 and current_leader_epoch != current:
                 older = current_leader_epoch < current
                 return EpochEndOffset(
@@ -2249,6 +2260,29 @@ class Broker:
                                   error_message=f"{topic}-{partition} was deleted")
         except PylogError as exc:
             return EpochEndOffset(exc.error_code, error_message=str(exc))
+
+    def _current_leader_epoch(self, part: _Partition) -> int:
+        """The partition's leader epoch: the topic's on a single node; on a clustered
+        broker the replication state's, which must lead the partition.
+
+        Raises
+        ------
+        NotLeaderError
+            A clustered broker that does not lead the partition.
+        """
+        if self.replication is None:
+            return part.topic.leader_epoch
+        refused = self.replication.check_fetch(part.topic.name, part.index)
+        if refused is not None:
+            raise refused
+        return self.replication.leader_epoch(part.topic.name, part.index)
+
+    def _fetchable_end(self, part: _Partition) -> int:
+        """Where a consumer's reads of the partition stop: the log end offset on a
+        single node, the high watermark on a clustered broker."""
+        if self.replication is None:
+            return part.log.log_end_offset
+        return self.replication.high_watermark(part.topic.name, part.index)
 
     def delete_records(self, topic: str, partition: int, offset: int) -> int:
         """Advance the log start offset to ``offset`` (-1: the high watermark); returns the
