@@ -223,3 +223,20 @@ def test_a_leavers_tasks_go_to_their_caught_up_standby_even_past_its_share():
     assert {(0, 4), (0, 5)} <= members[0].active and len(members[0].active) == 6
     assert (1, 4) in members[1].active or (1, 4) in members[0].active
     assert set().union(*(m.active for m in members)) == TASKS
+
+
+@pytest.mark.parametrize("partitions,clients", [(2, 3), (5, 3), (4, 5), (7, 2)])
+def test_uneven_counts_stay_within_one_task_and_a_join_takes_its_share(partitions, clients):
+    counts = {"a": partitions, "b": partitions, "app-rep-repartition": partitions}
+    members = [Member(f"m{i}", f"p{i}") for i in range(clients)]
+    rebalance(members, counts)
+    before = by_process(members)
+    members.append(Member("m9", "p9"))
+    rebalance(members, counts)
+    after = by_process(members)
+    sizes = sorted(map(len, after.values()))
+    assert sizes[-1] - sizes[0] <= 1 and sum(sizes) == 2 * partitions
+    moved = sum(len(tasks - after[pid]) for pid, tasks in before.items())
+    assert moved == len(after["p9"])
+    for pid, tasks in before.items():
+        assert after[pid] <= tasks

@@ -13,11 +13,13 @@ An exception that escapes processing goes to the handler set with
 :meth:`set_uncaught_exception_handler` (``fn(exception) ->
 StreamThreadExceptionResponse``); without one ``run`` raises it (state ERROR).
 
-* REPLACE_THREAD: the tasks are closed dirty (nothing committed; under exactly-once the
-  transaction is aborted), the consumer leaves the group and joins again as a new
-  member, and the tasks it is given are rebuilt from their changelogs.  Input after the
-  last commit is processed again (at-least-once).
-* SHUTDOWN_CLIENT: the tasks are closed dirty and ``run`` returns; state ERROR.
+* REPLACE_THREAD: the failing stream thread only (the others go on): its tasks are
+  closed dirty (nothing committed; under exactly-once its transaction is aborted), its
+  consumer leaves the group and joins again as a new member, and the tasks it is given
+  are rebuilt from their changelogs.  Input after the last commit is processed again
+  (at-least-once).
+* SHUTDOWN_CLIENT: the tasks are closed dirty and every stream thread stops; ``run``
+  returns; state ERROR.
 * SHUTDOWN_APPLICATION: as SHUTDOWN_CLIENT, after asking every instance of the app to
   shut down through the group (:mod:`._shutdown`); each other instance commits, closes
   and ends in ERROR.

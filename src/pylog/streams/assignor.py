@@ -17,8 +17,9 @@ state holds (Kafka's ``SubscriptionInfo`` v7+ ``taskOffsetSums``: -2, Kafka's
 1. groups members into clients by process id; a client's previous tasks and offset sums
    are the union of its members';
 2. keeps each active task on the client that ran it, up to the client's share
-   (``ceil(tasks * capacity / total capacity)``, so clients end within one task of
-   balance per thread);
+   (``tasks * capacity / total capacity`` rounded down, or up for as many clients as
+   the rounding leaves tasks over, first those that had more: clients end within one
+   task of balance per thread);
 3. places every other active task on the client under its share whose state is freshest
    (lag = end offset sum of the task's changelogs minus the client's offset sum; the
    instance that ran it, then the one holding its standby), else on the least loaded
@@ -202,8 +203,8 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
     order = sorted(clients)
     if not order:
         return
-    total = sum(clients[c].capacity for c in order)
-    quota = {c: math.ceil(len(tasks) * clients[c].capacity / total) for c in order}
+    quota = _targets(len(tasks), {c: clients[c].capacity for c in order},
+                     {c: len(clients[c].prev_active & set(tasks)) for c in order})
     unplaced = []
     for task in tasks:
         owner = next((c for c in order if task in clients[c].prev_active and len(clients[c].active) < quota[c]), None)
@@ -239,22 +240,34 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
             clients[best].standby.add(task)
 
 
+def _targets(n: int, capacity: Mapping[str, int], had: Mapping[str, int]) -> Dict[str, int]:
+    """How many of ``n`` tasks each holder gets: its share by capacity, rounded down,
+    and one more for as many as the rounding left over, given first to those that had
+    the most beyond their share (so fewer tasks move).  Sums to ``n``."""
+    total = sum(capacity.values())
+    out = {c: n * capacity[c] // total for c in capacity}
+    left = n - sum(out.values())
+    for c in sorted(capacity, key=lambda c: (-(had.get(c, 0) - out[c]), -capacity[c], c))[:left]:
+        out[c] += 1
+    return out
+
+
 def _split_over_members(tasks: Set[TaskId], members: List[str],
                         previous: Mapping[str, Set[TaskId]]) -> Dict[str, Set[TaskId]]:
     """A client's tasks over its members: each keeps what it had, up to its share."""
     out: Dict[str, Set[TaskId]] = {m: set() for m in members}
     if not members:
         return out
-    share = math.ceil(len(tasks) / len(members))
+    share = _targets(len(tasks), {m: 1 for m in members}, {m: len(previous.get(m, set()) & tasks) for m in members})
     rest = []
     for task in sorted(tasks):
-        owner = next((m for m in members if task in previous.get(m, ()) and len(out[m]) < share), None)
+        owner = next((m for m in members if task in previous.get(m, ()) and len(out[m]) < share[m]), None)
         if owner is None:
             rest.append(task)
         else:
             out[owner].add(task)
     for task in rest:
-        out[min(members, key=lambda m: (len(out[m]), m))].add(task)
+        out[min(members, key=lambda m: (len(out[m]) >= share[m], len(out[m]), m))].add(task)
     return out
 
 

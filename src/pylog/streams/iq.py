@@ -175,9 +175,11 @@ class _CompositeView:
         app, params = self._app, self._params
         check_queryable(app, params.stale_stores, self.name)
         out = []
-        tasks = list(app.tasks.items())
-        if params.stale_stores:
-            tasks += list(app.standbys.items())
+        tasks = []
+        for thread in app.stream_threads():
+            tasks += list(thread.tasks.items())
+            if params.stale_stores:
+                tasks += list(thread.standbys.items())
         for (_gid, partition), task in tasks:
             if params.partition is not None and partition != params.partition:
                 continue
@@ -282,7 +284,7 @@ def check_queryable(app: Any, stale_stores: bool, store_name: str) -> None:
     if consumer is None or consumer.closed:
         raise InvalidStateStoreError(f"{app.application_id} is not running: store {store_name!r} cannot be "
                                      "queried (start it with run())")
-    if app.restoring and not stale_stores:
+    if not stale_stores and any(t.restoring for t in app.stream_threads()):
         raise InvalidStateStoreError(f"{app.application_id} is restoring its stores from their changelogs: "
                                      f"store {store_name!r} cannot be queried yet (retry, or "
                                      "enable_stale_stores())")

@@ -68,9 +68,20 @@ input polls; ``read_committed`` under exactly-once).  A standby's persistent sto
 write the task's ``.checkpoint`` when it closes (and at a commit once 10000 changelog
 records came in since the last), so a new standby or a restart resumes there;
 without a checkpoint its directory is wiped and it reads from the beginning.  Interactive
-queries may read standbys with ``enable_stale_stores()``.  Not done: threads per
-instance (one ``run`` drives one group member on the calling thread);
-:meth:`StreamsApp.stop` may be called from another thread.
+queries may read standbys with ``enable_stale_stores()``.
+
+Stream threads (``num.stream.threads``, default 1; Kafka's ``StreamThread``): each
+thread is one member of the group with its own consumer, producer (under exactly-once
+its own transactional id), tasks, standbys and standby consumer; the assignor knows
+the threads of one instance by their process id, splits the instance's tasks over
+them and never puts a standby on the instance running its task.  ``run`` drives
+thread 1 on the calling thread and starts the others; :meth:`StreamsApp.add_stream_thread`
+and :meth:`StreamsApp.remove_stream_thread` add and remove threads while it runs.  The
+global stores are bootstrapped and updated once per instance, by thread 1.  The threads
+share one query lock (a query sees no thread's batch half processed); a task moving
+between two threads of the instance is opened by the new one only once the old one has
+let it go.  An error no handler takes in any thread stops the instance and ``run``
+raises it.  :meth:`StreamsApp.stop` may be called from any thread.
 
 Errors: a failing record goes to Kafka's deserialization, processing and production
 exception handlers, with an optional dead letter queue (:mod:`pylog.streams.errors`);
@@ -98,6 +109,7 @@ from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, Invalid
 
 from . import iq as _iq
 from .assignor import LATEST_OFFSET, StreamsPartitionAssignor, TaskId, parse_task_id
+from .errors import DeliveryWatch, TaskCorruptedError
 from .restore import RestoreSuspended, changelog_records, restore_store, show_restore_progress
 from .state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .state.persistent import store_directory
@@ -156,26 +168,29 @@ class _Collector:
         self.app = app
 
     def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
-             partitioner: Any, partition: Optional[int]) -> None:
+             partitioner: Any, partition: Optional[int]) -> Any:
+        """The producer's future of the record (see :class:`~.errors.DeliveryWatch`)."""
         app = self.app
         if app.exactly_once and not app.in_transaction:
             app.begin_transaction()
         if partition is None and partitioner is not None:
             partition = partitioner(topic, key, value, app.partitions_of(topic))
-        app.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None,
-                          partition=partition, timestamp_ms=timestamp)
+        return app.producer.send(topic, value=value, key=key, headers=list(headers) if headers else None,
+                                 partition=partition, timestamp_ms=timestamp)
 
     def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
-                  timestamps: List[int], partitioner: Any) -> None:
+                  timestamps: List[int], partitioner: Any) -> List[Tuple[Any, int, int]]:
         """Records without headers, in order: keyed records with the default
         partitioner go through ``send_batch`` a run of equal timestamps at a time (what a
-        batch's records mostly share); the rest one by one."""
+        batch's records mostly share); the rest one by one.  Returns ``(future, start,
+        stop)`` per send (see :class:`~.errors.DeliveryWatch`)."""
         app = self.app
         if app.exactly_once and not app.in_transaction:
             app.begin_transaction()
         producer = app.producer
         n = len(timestamps)
         sent = 0
+        spans: List[Tuple[Any, int, int]] = []
         try:
             if partitioner is None and n >= _MIN_RUN and None not in keys:
                 ts = np.fromiter(timestamps, dtype=np.int64, count=n)
@@ -183,18 +198,20 @@ class _Collector:
                 if len(cuts) * _MIN_RUN <= n:
                     send_batch = producer.send_batch
                     for stop in cuts.tolist() + [n]:
-                        send_batch(topic, values[sent:stop], keys[sent:stop], None, timestamps[sent])
+                        spans.append((send_batch(topic, values[sent:stop], keys[sent:stop], None, timestamps[sent]),
+                                      sent, stop))
                         sent = stop
-                    return
+                    return spans
             if partitioner is None:
                 send = producer.send
                 for k, v, t in zip(keys, values, timestamps):
-                    send(topic, v, k, None, None, t)
+                    spans.append((send(topic, v, k, None, None, t), sent, sent + 1))
                     sent += 1
-                return
+                return spans
             for k, v, t in zip(keys, values, timestamps):
-                self.send(topic, k, v, t, (), partitioner, None)
+                spans.append((self.send(topic, k, v, t, (), partitioner, None), sent, sent + 1))
                 sent += 1
+            return spans
         except PylogError as exc:
             exc.records_sent = sent     # the caller hands the rest to the production handler
             raise
@@ -261,7 +278,7 @@ class StreamsApp(AppStateMixin):
         member's ``group.instance.id`` (static membership), ``session.timeout.ms``,
         ``heartbeat.interval.ms`` and ``max.poll.interval.ms``,
         ``num.standby.replicas`` (default 0), ``acceptable.recovery.lag`` (default
-        10000), ``application.server``, and any
+        10000), ``num.stream.threads`` (default 1), ``application.server``, and any
         processor settings (``app_config``).  Each name may also be given in snake_case
         (``processing_guarantee``).
     """
@@ -291,6 +308,22 @@ class StreamsApp(AppStateMixin):
         if self.num_standby_replicas < 0:
             raise ValueError(f"num.standby.replicas is at least 0, got {self.num_standby_replicas}")
         self.standbys: Dict[TaskId, StandbyTask] = {}
+        #: Stream threads (Kafka's ``num.stream.threads``): this object is thread 1 and
+        #: runs on the thread that calls run(); threads 2.. are StreamsApps of their own
+        #: (``_parent`` set) sharing the topology, process id, global stores and query lock.
+        self.num_stream_threads = int(_setting(self.config, "num.stream.threads", 1))
+        if self.num_stream_threads < 1:
+            raise ValueError(f"num.stream.threads is at least 1, got {self.num_stream_threads}")
+        self.thread_index = 1
+        self._parent: Optional["StreamsApp"] = None
+        self._children: List["StreamsApp"] = []
+        self._child_threads: Dict[int, threading.Thread] = {}
+        self._child_error: Optional[BaseException] = None
+        self._next_thread_index = 2
+        self._threads_lock = threading.Lock()
+        #: notified when a thread releases a task (another thread of this process may wait for it)
+        self._released = threading.Condition()
+        self._poll_timeout_ms = 100
         self._standby_consumer: Any = None
         #: (changelog topic, partition) -> (standby task, store) it feeds
         self._standby_feeds: Dict[Tuple[str, int], Tuple[TaskId, str]] = {}
@@ -423,9 +456,12 @@ class StreamsApp(AppStateMixin):
             self._partition_counts[topic] = n
 
     # -- tasks
-    def _task(self, gid: int, partition: int) -> StreamTask:
+    def _task(self, gid: int, partition: int, wait: bool = True) -> StreamTask:
         task = self.tasks.get((gid, partition))
         if task is None:
+            if self._parent is not None or self._children:
+                # never waits holding the query lock: the other thread needs it to let go
+                self._wait_for_siblings((gid, partition), 30.0 if wait else 0.0)
             names = dict(self._groups)[gid]
             task_id = f"{gid}_{partition}"
             checkpointed: Dict[str, int] = {}
@@ -444,13 +480,15 @@ class StreamsApp(AppStateMixin):
             else:
                 self._delete_checkpoint(task_id)    # a standby's: stale once the task writes
             shared = {} if self.global_task is None else dict(self.global_task.stores)
+            watch = DeliveryWatch(self._collector)     # the production handler sees failed sends
             task = StreamTask(self.topology, names, application_id=self.application_id,
-                              task_id=task_id, config=self.config, collector=self._collector,
+                              task_id=task_id, config=self.config, collector=watch,
                               state_dir=self.state_dir, partition=partition,
                               wall_clock=_now_ms, shared_stores=shared,
                               default_key_serde=self.config.get("default.key.serde"),
                               default_value_serde=self.config.get("default.value.serde"),
                               adopted_stores=adopted)
+            watch.task = task
             try:
                 self._restore(task, names, partition, checkpointed)
             except RestoreSuspended as exc:
@@ -595,8 +633,9 @@ class StreamsApp(AppStateMixin):
                     log.info("task %s of %s moved away", task.task_id, self.application_id)
             for key in [k for k in self.standbys if k not in wanted and k not in active]:
                 self._close_standby(key)
-            for key in sorted(wanted - set(self.standbys)):
-                self._open_standby(key)
+        self._notify_released()
+        for key in sorted(wanted - set(self.standbys)):
+            self._open_standby(key)
         self._create_tasks(active)
 
     def _stateful_groups(self) -> Set[int]:
@@ -628,6 +667,13 @@ class StreamsApp(AppStateMixin):
         gid, partition = key
         names = dict(self._groups)[gid]
         task_id = f"{gid}_{partition}"
+        if self._parent is not None or self._children:
+            try:
+                self._wait_for_siblings(key)
+            except RestoreSuspended:
+                log.warning("%s: standby %s not opened: another stream thread still holds the task",
+                            self.application_id, task_id)
+                return
         checkpointed = self._take_checkpoint(task_id, names, partition)
         standby = StandbyTask(self.topology, names, application_id=self.application_id, task_id=task_id,
                               config=self.config, state_dir=self.state_dir, partition=partition,
@@ -808,10 +854,13 @@ class StreamsApp(AppStateMixin):
         self._collector = _Collector(self)
         self.failed = False
         self.in_transaction = False
+        self._poll_timeout_ms = poll_timeout_ms
         self.producer = self._make_producer()
-        counts = self._task_counts()
-        self._create_internal_topics(counts)
-        global_parts = self._bootstrap_globals()
+        global_parts: List[Tuple[str, int]] = []
+        if self._parent is None:
+            counts = self._task_counts()
+            self._create_internal_topics(counts)
+            global_parts = self._bootstrap_globals()
         global_consumer = None
         if global_parts:
             global_consumer = client.consumer(enable_auto_commit=False, auto_offset_reset="latest",
@@ -834,7 +883,12 @@ class StreamsApp(AppStateMixin):
         last_commit = _now_ms()
         idle = 0
         try:
+            if self._parent is None:
+                for _ in range(self.num_stream_threads - 1):
+                    self.add_stream_thread()
             while not self._stop.is_set():
+                if self._child_error is not None:
+                    raise self._child_error
                 try:
                     records = self.consumer.poll_batches(timeout_ms=poll_timeout_ms,
                                                          max_records=self.max_poll_records)
@@ -853,6 +907,9 @@ class StreamsApp(AppStateMixin):
                     if now - last_commit >= self.commit_interval_ms:
                         self.commit()
                         last_commit = now
+                except TaskCorruptedError as exc:   # a production handler's RETRY
+                    self.handle_task_migrated(exc)
+                    records = []
                 except _TASK_MIGRATED as exc:
                     if not self.exactly_once:
                         raise
@@ -874,6 +931,7 @@ class StreamsApp(AppStateMixin):
                 self._abort_and_close_tasks()
             raise
         finally:
+            self._stop_children()
             self._close_clients(global_consumer)
             self._finish_state()
 
@@ -898,6 +956,8 @@ class StreamsApp(AppStateMixin):
         not parse is replaced (logged)."""
         if self._process_id is not None:
             return self._process_id
+        if self._parent is not None:
+            return self._parent.process_id()
         app_dir = os.path.dirname(os.path.dirname(os.path.dirname(
             store_directory(self.state_dir, self.application_id, "-", "-"))))
         path = os.path.join(app_dir, PROCESS_FILE_NAME)
@@ -922,15 +982,19 @@ class StreamsApp(AppStateMixin):
         return pid
 
     def transactional_id(self) -> str:
-        """``<application.id>-<process id>-1``: Kafka Streams' transactional id of the
-        instance's first (here: only) stream thread under exactly_once_v2."""
-        return f"{self.application_id}-{self.process_id()}-1"
+        """``<application.id>-<process id>-<thread index>``: Kafka Streams'
+        transactional id of a stream thread under exactly_once_v2 (1 for the thread
+        that calls run)."""
+        return f"{self.application_id}-{self.process_id()}-{self.thread_index}"
 
     def _make_producer(self) -> Any:
         linger_ms = int(_setting(self.config, "linger.ms", 5))
+        # Kafka's "producer."-prefixed configs (e.g. producer.delivery.timeout.ms)
+        extra = {k[9:].replace(".", "_"): v for k, v in self.config.items() if k.startswith("producer.")}
         if not self.exactly_once:
-            return self.client.producer(acks="all", linger_ms=linger_ms)
-        producer = self.client.producer(acks="all", linger_ms=linger_ms, transactional_id=self.transactional_id(),
+            return self.client.producer(**{"acks": "all", "linger_ms": linger_ms, **extra})
+        producer = self.client.producer(**{"acks": "all", "linger_ms": linger_ms, **extra},
+                                        transactional_id=self.transactional_id(),
                                         transaction_timeout_ms=self.transaction_timeout_ms)
         # fences an earlier producer of this instance and aborts its open transaction
         # before anything is restored or read
@@ -997,7 +1061,7 @@ class StreamsApp(AppStateMixin):
         offsets = self._offsets
         for (gid, partition), queues in by_task.items():
             try:
-                task = self._task(gid, partition)
+                task = self._task(gid, partition, wait=False)
             except RestoreSuspended:
                 # stopping or rebalancing: the records stay unconsumed
                 for (topic, p), bs in queues.items():
@@ -1057,8 +1121,12 @@ class StreamsApp(AppStateMixin):
                 if sum(standby.positions.values()) - self._standby_checkpointed.get(key, 0) >= _CHECKPOINT_DELTA:
                     standby.flush()
                     self._checkpoint_standby(key, standby)
+        # Kafka's prepareCommit: what was sent is answered, and a failed send is
+        # handled, before any offset is committed
+        self.producer.flush()
+        for task in list(self.tasks.values()):
+            task.collector.check()
         if not self.exactly_once:
-            self.producer.flush()
             if self._offsets:
                 self.consumer.commit(dict(self._offsets))
             return
@@ -1092,8 +1160,141 @@ class StreamsApp(AppStateMixin):
         return offsets
 
     def stop(self) -> None:
-        """Ask :meth:`run` to commit and return (safe from another thread)."""
+        """Ask :meth:`run` to commit and return (safe from another thread); every stream
+        thread stops."""
         self._stop.set()
+        for child in list(self._children):
+            child._stop.set()
+
+    # -- stream threads
+    def _thread_name(self, index: int) -> str:
+        return f"{self.application_id}-{self.process_id()}-StreamThread-{index}"
+
+    def stream_threads(self) -> List["StreamsApp"]:
+        """The running stream threads of this instance (this app first, then the
+        threads added, oldest first)."""
+        root = self._parent or self
+        with root._threads_lock:
+            return [root] + list(root._children)
+
+    def add_stream_thread(self) -> Optional[str]:
+        """Start one more stream thread (Kafka's ``KafkaStreams#addStreamThread``): a
+        new member of the group, with its own consumer, producer (under exactly-once its
+        transactional id ends with the thread's index), tasks and standbys; the group
+        rebalances and the thread gets its share of the tasks.  Returns its name, or
+        None when the app is not running (or stopping)."""
+        if self._parent is not None:
+            return self._parent.add_stream_thread()
+        if self.client is None or self._stop.is_set() or self.consumer is None or self.consumer.closed:
+            return None
+        with self._threads_lock:
+            index = self._next_thread_index
+            self._next_thread_index += 1
+            child = StreamsApp(self.topology, self.application_id, self.config)
+            child._parent = self
+            child.thread_index = index
+            child.iq_lock = self.iq_lock
+            child.global_task = self.global_task
+            child._partition_counts = dict(self._partition_counts)
+            child.restore_listener = self.restore_listener
+            child.restore_progress = self.restore_progress
+            child._uncaught_handler = self._uncaught_handler
+            name = self._thread_name(index)
+            thread = threading.Thread(target=child._run_as_thread, name=name, daemon=True)
+            self._children.append(child)
+            self._child_threads[index] = thread
+        thread.start()
+        log.info("%s: stream thread %s added", self.application_id, name)
+        return name
+
+    def remove_stream_thread(self, timeout_s: float = 60.0) -> Optional[str]:
+        """Stop the most recently added stream thread (Kafka's
+        ``KafkaStreams#removeStreamThread``): it commits, closes its tasks and leaves
+        the group, whose other members take its tasks over.  Returns its name, or None
+        when only the thread that runs :meth:`run` is left (it is not removed).
+
+        Raises
+        ------
+        TimeoutError
+            The thread did not finish within ``timeout_s``.
+        """
+        if self._parent is not None:
+            return self._parent.remove_stream_thread(timeout_s)
+        with self._threads_lock:
+            if not self._children:
+                return None
+            child = self._children[-1]
+            thread = self._child_threads[child.thread_index]
+        child.stop()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise TimeoutError(f"stream thread {thread.name} did not stop within {timeout_s} s")
+        self._forget_child(child)
+        log.info("%s: stream thread %s removed", self.application_id, thread.name)
+        return thread.name
+
+    def _forget_child(self, child: "StreamsApp") -> None:
+        with self._threads_lock:
+            if child in self._children:
+                self._children.remove(child)
+            self._child_threads.pop(child.thread_index, None)
+        with self._released:
+            self._released.notify_all()
+
+    def _run_as_thread(self) -> None:
+        """A stream thread's body: run until stopped; an error no handler took stops
+        the whole instance, and the thread calling run raises it."""
+        parent = self._parent
+        assert parent is not None
+        try:
+            self.run(parent.client, poll_timeout_ms=parent._poll_timeout_ms)
+        except BaseException as exc:    # handed to the thread that calls run
+            log.error("%s: stream thread %d failed: %r", self.application_id, self.thread_index, exc)
+            parent._child_error = exc
+            parent._stop.set()
+        finally:
+            if self.failed and self.state is self.State.ERROR and parent._child_error is None:
+                # SHUTDOWN_CLIENT / SHUTDOWN_APPLICATION answered in this thread
+                parent.failed = True
+                parent._set_state(self.State.PENDING_ERROR)
+                parent.stop()
+            with parent._released:
+                parent._released.notify_all()
+
+    def _stop_children(self) -> None:
+        for child in list(self._children):
+            child.stop()
+        for child in list(self._children):
+            thread = self._child_threads.get(child.thread_index)
+            if thread is not None:
+                thread.join(60)
+                if thread.is_alive():
+                    log.error("%s: stream thread %s did not stop", self.application_id, thread.name)
+                    continue
+            self._forget_child(child)
+
+    def _siblings(self) -> List["StreamsApp"]:
+        return [t for t in self.stream_threads() if t is not self]
+
+    def _wait_for_siblings(self, key: TaskId, timeout_s: float = 30.0) -> None:
+        """A task moving between two threads of this process: wait until the thread
+        that held it (suspended, or as a standby) has let it go, so the two never open
+        the task's stores (and directory) at once.  Raises RestoreSuspended when it does
+        not within ``timeout_s``, or this thread is stopping."""
+        root = self._parent or self
+        deadline = time.monotonic() + timeout_s
+        with root._released:
+            while any(key in t.tasks or key in t.standbys for t in self._siblings()):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    exc = RestoreSuspended(f"task {key[0]}_{key[1]} is still held by another stream thread")
+                    raise exc
+                root._released.wait(min(left, 0.05))
+
+    def _notify_released(self) -> None:
+        root = self._parent or self
+        with root._released:
+            root._released.notify_all()
 
     def store(self, params: "_iq.StoreQueryParameters") -> Any:
         """Interactive queries: a read-only view (in the store's types) over every local
@@ -1142,13 +1343,19 @@ class StreamsApp(AppStateMixin):
         if self._standby_consumer is not None:
             self._standby_consumer.close(autocommit=False)
             self._standby_consumer = None
-        if self.global_task is not None:
+        if self.global_task is not None and self._parent is None:
             self.global_task.close()
         if self.producer is not None:
             self.producer.close()
+        self._notify_released()
 
     def active_tasks(self) -> Set[str]:
-        return {t.task_id for t in self.tasks.values()}
+        """The ids of the active tasks of every stream thread of this instance."""
+        return {t.task_id for thread in self.stream_threads() for t in list(thread.tasks.values())}
+
+    def standby_tasks(self) -> Set[str]:
+        """The ids of the standby tasks of every stream thread of this instance."""
+        return {t.task_id for thread in self.stream_threads() for t in list(thread.standbys.values())}
 
     def clean_up(self) -> List[str]:
         """Delete this application's local state under ``state.dir`` (Kafka Streams'
@@ -1160,6 +1367,6 @@ class StreamsApp(AppStateMixin):
 
         from .reset import clean_up_state
 
-        if self.tasks or (self.consumer is not None and not self.consumer.closed):
+        if any(t.tasks or (t.consumer is not None and not t.consumer.closed) for t in self.stream_threads()):
             raise IllegalStateError(f"{self.application_id}: clean_up() while the app runs: stop it first")
         return clean_up_state(self.state_dir, self.application_id)

@@ -1,0 +1,173 @@
+"""Stream threads per instance (Kafka's ``num.stream.threads``, ``addStreamThread``,
+``removeStreamThread``): each thread is a member of the group with its own consumer,
+the assignor splits the instance's tasks over its threads, interactive queries read
+every thread's stores, exactly-once gives each thread its own transactional id, and
+REPLACE_THREAD replaces only the thread that failed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import pylog
+from pylog import _core
+from pylog.streams import QueryableStoreTypes, Serdes, StoreQueryParameters, StreamsBuilder
+from pylog.streams.errors import State, StreamThreadExceptionResponse
+from server.conftest import wait_until
+
+S = Serdes.string()
+COUNTS = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
+KEYS = [f"k{i}" for i in range(20)]
+
+
+class Running:
+    """``app.run(client)`` on a thread, stopped on exit."""
+
+    def __init__(self, app, client):
+        self.app = app
+        self.error = []
+        self.thread = threading.Thread(target=self._run, args=(client,))
+
+    def _run(self, client):
+        try:
+            self.app.run(client, poll_timeout_ms=20)
+        except BaseException as exc:
+            self.error.append(exc)
+
+    def __enter__(self):
+        self.thread.start()
+        return self.app
+
+    def __exit__(self, *exc):
+        self.app.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+        assert not self.error, self.error
+
+
+def counting_app(tmp_path, app_id, mapper=None, **config):
+    b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+    words = b.stream("words")
+    if mapper is not None:
+        words = words.map_values(mapper)
+    words.group_by_key().count(materialized="counts")
+    return b.build(app_id, {"commit.interval.ms": 50, "state.dir": str(tmp_path / app_id), **config})
+
+
+def produce(client, keys):
+    p = client.producer()
+    for k in keys:
+        p.send("words", key=k.encode(), value=b"")
+    p.flush()
+    p.close()
+
+
+def counts(app):
+    try:
+        view = app.store(COUNTS)
+        return {k: view.get(k) for k in KEYS}
+    except pylog.errors.PylogError:
+        return None
+
+
+def split(app):
+    return [len(t.tasks) for t in app.stream_threads()]
+
+
+def settled(app, n):
+    threads = app.stream_threads()
+    members = {t.consumer.member_id() for t in threads if t.consumer is not None}
+    return (app.state is State.RUNNING and len(threads) == n and len(members) == n
+            and sum(split(app)) == 4 and max(split(app)) - min(split(app)) <= 1 and min(split(app)) >= 1)
+
+
+def test_threads_share_the_tasks_and_come_and_go_while_queries_answer(tmp_path):
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 4)
+        produce(client, KEYS)
+        expected = {k: 1 for k in KEYS}
+        app = counting_app(tmp_path, "threads", **{"num.stream.threads": 2})
+        with Running(app, client):
+            wait_until(lambda: settled(app, 2), what="two threads with two tasks each")
+            assert sorted(split(app)) == [2, 2]
+            assert app.active_tasks() == {"0_0", "0_1", "0_2", "0_3"}
+            wait_until(lambda: counts(app) == expected, what="the counts, read across both threads")
+            # a third thread takes a task; the others keep theirs
+            before = {t.thread_index: dict(t.tasks) for t in app.stream_threads()}
+            name = app.add_stream_thread()
+            assert name.endswith("-StreamThread-3")
+            wait_until(lambda: settled(app, 3), what="three threads")
+            for t in app.stream_threads()[:2]:
+                kept = {k: v for k, v in t.tasks.items()}
+                assert all(before[t.thread_index].get(k) is v for k, v in kept.items()), \
+                    "a task that stayed on its thread was rebuilt"
+            produce(client, KEYS[:5])
+            expected.update({k: 2 for k in KEYS[:5]})
+            wait_until(lambda: counts(app) == expected, what="new input counted by three threads")
+            # and it goes again: its tasks return to the other two
+            assert app.remove_stream_thread() == name
+            wait_until(lambda: settled(app, 2), what="two threads again")
+            produce(client, KEYS[5:10])
+            expected.update({k: 2 for k in KEYS[5:10]})
+            wait_until(lambda: counts(app) == expected, what="new input counted by two threads")
+            assert app.remove_stream_thread() is None or len(app.stream_threads()) == 1
+
+
+def test_exactly_once_threads_have_their_own_transactional_ids(tmp_path):
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 4)
+        produce(client, KEYS)
+        app = counting_app(tmp_path, "eos-threads", **{"num.stream.threads": 2,
+                                                      "processing.guarantee": "exactly_once_v2"})
+        with Running(app, client):
+            wait_until(lambda: settled(app, 2), what="two threads")
+            pid = app.process_id()
+            assert [t.transactional_id() for t in app.stream_threads()] == [f"eos-threads-{pid}-1",
+                                                                           f"eos-threads-{pid}-2"]
+            wait_until(lambda: counts(app) == {k: 1 for k in KEYS}, what="the counts")
+
+
+def test_replace_thread_replaces_only_the_thread_that_failed(tmp_path):
+    failures = []
+
+    def fail_once(v):
+        if v == "boom" and not failures:
+            failures.append(v)
+            raise RuntimeError("cannot process boom")
+        return v
+
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 4)
+        app = counting_app(tmp_path, "replace", fail_once, **{"num.stream.threads": 2})
+        app.set_uncaught_exception_handler(lambda exc: StreamThreadExceptionResponse.REPLACE_THREAD)
+        with Running(app, client):
+            wait_until(lambda: settled(app, 2), what="two threads")
+            partition = _core.partition_for_key(b"x", 4)
+            failing = next(t for t in app.stream_threads() if (0, partition) in t.tasks)
+            other = next(t for t in app.stream_threads() if t is not failing)
+            other_tasks = dict(other.tasks)
+            failing_member = failing.consumer.member_id()
+            p = client.producer()
+            assert p.send("words", key=b"x", value=b"boom").get().partition == partition
+            p.close()
+            wait_until(lambda: failures and failing.consumer.member_id() not in ("", failing_member)
+                       and settled(app, 2), what="the failed thread replaced")
+            assert all(other.tasks.get(k) is v for k, v in other_tasks.items()), "the other thread's tasks moved"
+            wait_until(lambda: (counts(app) or {}).get("k0") is None and _count(app, "x") == 1,
+                       what="the record processed again by the new thread")
+
+
+def _count(app, key):
+    try:
+        return app.store(COUNTS).get(key)
+    except pylog.errors.PylogError:
+        return None
+
+
+def test_bad_thread_settings_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        counting_app(tmp_path, "bad", **{"num.stream.threads": 0})
+    app = counting_app(tmp_path, "idle")
+    assert app.add_stream_thread() is None      # not running
+    assert app.remove_stream_thread() is None
