@@ -20,6 +20,10 @@ same run, so a ratio and not a noisy absolute is what is tracked:
   directory of 1000 partitions left by a clean shutdown, beside the same over an empty
   one (the interpreter's own start-up, which no data directory work can remove).  Goal:
   at most 100 ms beyond the empty start.
+- ``UncleanOpen.track_*``: opening a broker over a data directory of 1000 partitions
+  after an unclean shutdown (every partition recovered before the open returns), with
+  ``num.recovery.threads.per.data.dir`` at pylog's default beside the same with one
+  thread (Kafka's default) in the same call: ms of each and their ratio.
 
 ``python -m benches.bench_scale [seconds]`` prints every figure.
 """
@@ -208,6 +212,36 @@ def open_time(partitions: int = 1000, rounds: int = 3) -> dict:
     return {"listen_ms": full_ms, "empty_listen_ms": empty_ms, "extra_ms": full_ms - empty_ms}
 
 
+def unclean_open(partitions: int = 1000, rounds: int = 3) -> dict:
+    """Best of ``rounds`` (alternating): ms for ``Broker(data_dir)`` over a data dir of
+    ``partitions`` partitions (one small batch each, written by an idempotent producer)
+    whose clean-shutdown marker is gone, with the default recovery threads and with one."""
+    import shutil
+    import tempfile
+
+    from benches.bench_open_close import make_data_dir
+    from pylog.broker.core import Broker, BrokerConfig
+
+    default = BrokerConfig().num_recovery_threads_per_data_dir
+    times: dict[int, list[float]] = {default: [], 1: []}
+    with tempfile.TemporaryDirectory(prefix="pylog-bench-unclean-") as root:
+        src = os.path.join(root, "src")
+        make_data_dir(src, partitions)
+        os.unlink(os.path.join(src, ".kafka_cleanshutdown"))
+        for _ in range(rounds):
+            for threads in times:
+                path = os.path.join(root, "run")
+                shutil.copytree(src, path)
+                t0 = time.perf_counter()
+                b = Broker(path, background=False, num_recovery_threads_per_data_dir=threads)
+                times[threads].append((time.perf_counter() - t0) * 1000)
+                b.close()
+                shutil.rmtree(path)
+    best = {k: min(v) for k, v in times.items()}
+    return {"threads": default, "ms": best[default], "ms_one_thread": best[1],
+            "speedup": best[1] / best[default]}
+
+
 # ---------------------------------------------------------------------------------------
 # asv classes
 # ---------------------------------------------------------------------------------------
@@ -271,6 +305,26 @@ class OpenTime(_Once):
         return open_time()["extra_ms"]
 
     track_listen_ms_extra_1000_partitions.unit = "ms"
+
+
+class UncleanOpen(_Once):
+    def setup_cache(self) -> dict:
+        return unclean_open()
+
+    def track_ms_1000_partitions(self, fig: dict) -> float:
+        return fig["ms"]
+
+    track_ms_1000_partitions.unit = "ms"
+
+    def track_ms_1000_partitions_one_thread(self, fig: dict) -> float:
+        return fig["ms_one_thread"]
+
+    track_ms_1000_partitions_one_thread.unit = "ms"
+
+    def track_speedup_vs_one_thread(self, fig: dict) -> float:
+        return fig["speedup"]
+
+    track_speedup_vs_one_thread.unit = "ratio"
 
 
 if __name__ == "__main__":

@@ -38,3 +38,9 @@ def test_open_time_of_a_wide_data_dir():
     fig = bench_scale.open_time(partitions=50, rounds=1)
     assert fig["listen_ms"] > 0 and fig["empty_listen_ms"] > 0
     assert fig["extra_ms"] == fig["listen_ms"] - fig["empty_listen_ms"]
+
+
+def test_unclean_open_with_and_without_recovery_threads():
+    fig = bench_scale.unclean_open(partitions=20, rounds=1)
+    assert fig["ms"] > 0 and fig["ms_one_thread"] > 0 and fig["threads"] > 1
+    assert fig["speedup"] == fig["ms_one_thread"] / fig["ms"]

@@ -66,8 +66,7 @@ zookeeper.connection.timeout.ms=18000
 group.initial.rebalance.delay.ms=0
 """
 
-_IGNORED_KRAFT = ["process.roles", "controller.quorum.voters", "num.network.threads", "num.io.threads",
-                  "num.recovery.threads.per.data.dir"]
+_IGNORED_KRAFT = ["process.roles", "controller.quorum.voters", "num.network.threads", "num.io.threads"]
 #: Understood since the cluster replicates the internal topics (unused on a single node).
 _UNDERSTOOD_KRAFT = ["offsets.topic.replication.factor", "transaction.state.log.replication.factor",
                      "transaction.state.log.min.isr"]

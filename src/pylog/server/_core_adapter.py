@@ -62,7 +62,8 @@ def broker_config_for(config: Any, topic_default_sources: Mapping[str, int] | No
         log_flush_scheduler_interval_ms=config.log_flush_scheduler_interval_ms,
         log_cleaner_enable=config.log_cleaner_enable,
         log_cleaner_backoff_ms=config.log_cleaner_backoff_ms,
-        log_cleaner_dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size)
+        log_cleaner_dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size,
+        num_recovery_threads_per_data_dir=config.num_recovery_threads_per_data_dir)
 
 
 def open_broker(config: Any, dynamic: Any = None) -> Any:

@@ -237,7 +237,10 @@ class ServerConfig:
         ``log_flush_interval_messages`` / ``log_flush_interval_ms`` (Long.MAX_VALUE / -1:
         leave flushing to the OS, Kafka's default), ``log_flush_scheduler_interval_ms``,
         ``log_retention_check_interval_ms``, ``message_max_bytes``, ``log_cleaner_enable``,
-        ``log_cleaner_backoff_ms``, ``log_cleaner_dedupe_buffer_size``; ``log_defaults``
+        ``log_cleaner_backoff_ms``, ``log_cleaner_dedupe_buffer_size``,
+        ``num_recovery_threads_per_data_dir`` (threads that open and recover the partitions
+        after an unclean shutdown; 8, see :data:`pylog.storage.manager.DEFAULT_RECOVERY_THREADS`);
+        ``log_defaults``
         holds the other broker-level topic defaults by Kafka name (``log.roll.ms``, ...).
     Groups
         ``group_initial_rebalance_delay_ms``, ``group_min_session_timeout_ms``,
@@ -296,6 +299,7 @@ class ServerConfig:
     log_cleaner_enable: bool = True
     log_cleaner_backoff_ms: int = 15_000
     log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
+    num_recovery_threads_per_data_dir: int = 8
     message_max_bytes: int = 1048588
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
@@ -327,6 +331,7 @@ class ServerConfig:
         "connections_max_idle_ms": (1, _INT64_MAX),
         "max_connections": (1, _INT32_MAX),
         "max_connections_per_ip": (0, _INT32_MAX),
+        "num_recovery_threads_per_data_dir": (1, 1024),
         "queued_max_request_bytes": (-1, _INT64_MAX),
         "socket_send_buffer_bytes": (-1, _INT32_MAX),
         "socket_receive_buffer_bytes": (-1, _INT32_MAX),

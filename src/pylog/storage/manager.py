@@ -45,6 +45,15 @@ still loaded, and recovered, before the manager's open returns.  A deferred log 
 never loaded is unchanged on disk, so the close keeps its checkpointed offsets and the
 marker stays true for it.
 
+Parallel recovery: the logs the open must load (all of them after an unclean shutdown)
+are opened by ``recovery_threads`` threads at once (Kafka's
+``num.recovery.threads.per.data.dir``), each log by one thread, and the open returns
+once all are done.  Crash behaviour is the same as one at a time: each log's recovery
+is its own (it writes only in its own directory), nothing in the data directory is
+written until every log is open, and a crash midway leaves no marker, so the next open
+recovers again.  If one log fails to open, the logs not yet started are skipped, the
+opened ones are closed and the first failure (in directory order) is raised.
+
 Resource bounds: every log keeps only its active segment open and mapped; sealed segments
 open their file and map their indexes on first use and are released under one LRU limit
 (``max_open_segments``) shared by all logs, so thousands of partitions and segments keep
@@ -66,7 +75,7 @@ import threading
 import uuid
 from typing import Any, Callable, Iterator, Mapping
 
-from pylog.errors import InvalidTopicError, KafkaStorageError, LogClosedError
+from pylog.errors import InvalidConfigError, InvalidTopicError, KafkaStorageError, LogClosedError
 from pylog.storage.checkpoint import (CheckpointFile, CorruptCheckpointError, fsync_dir, read_properties,
                                       write_properties)
 from pylog.storage.dir_lock import LOCK_FILE, DataDirLock
@@ -86,6 +95,16 @@ _CLUSTER_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _NODE_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 
 _log = logging.getLogger("pylog.storage")
+
+#: Threads that open (and recover) the logs the open itself must load (Kafka's
+#: ``num.recovery.threads.per.data.dir``; Kafka's default is 1).  Measured on 2 cores,
+#: unclean open of 1000 partitions (one small batch each; median of 5, load 9): 5.9 s
+#: with 1 thread, 5.9 s with 2, 2.8 s with 4, 2.2 s with 8; of 1000 partitions of 1.1
+#: MB each: 19.5-23.5 s with 1, 8.9-9.7 s with 4.  A recovery is mostly system calls
+#: (msync of the rebuilt indexes, fsync of checkpoints, ftruncate) and the CRC scan
+#: (Cython, without the GIL), so threads overlap its waits even on few cores; the
+#: threads exist only while the open runs.
+DEFAULT_RECOVERY_THREADS = 8
 
 
 _syncfs: Any = None
@@ -185,6 +204,9 @@ class LogManager:
         By default the manager takes it.
     defer_clean_loads : bool
         Load the logs that need no recovery on first use (module docstring).
+    recovery_threads : int
+        Threads that open, and recover, the logs loaded by the open itself (Kafka's
+        ``num.recovery.threads.per.data.dir``; see :data:`DEFAULT_RECOVERY_THREADS`).
 
     Raises
     ------
@@ -198,7 +220,10 @@ class LogManager:
                  topic_configs: Mapping[str, LogConfig] | None = None, max_open_segments: int = 256,
                  node_id: int = 0, cluster_id: str | None = None,
                  clock: Callable[[], int] | None = None, dir_lock: DataDirLock | None = None,
-                 defer_clean_loads: bool = False) -> None:
+                 defer_clean_loads: bool = False, recovery_threads: int = DEFAULT_RECOVERY_THREADS) -> None:
+        if isinstance(recovery_threads, bool) or not isinstance(recovery_threads, int) or recovery_threads < 1:
+            raise InvalidConfigError(f"recovery_threads must be a positive int, not {recovery_threads!r}")
+        self.recovery_threads = recovery_threads
         self.data_dir = os.fspath(data_dir)
         self.config = config or LogConfig()
         self.topic_configs = dict(topic_configs or {})
@@ -300,6 +325,7 @@ class LogManager:
         return entries
 
     def _load_logs(self) -> None:
+        jobs: list[tuple[tuple[str, int], str]] = []
         for name in sorted(os.listdir(self.data_dir)):
             full = os.path.join(self.data_dir, name)
             if not os.path.isdir(full):
@@ -314,7 +340,44 @@ class LogManager:
                     and tp in self._recovery_points):
                 self._deferred[tp] = full
                 continue
-            self._logs[tp] = self._open_log(tp, full)
+            jobs.append((tp, full))
+        self._open_logs(jobs)
+
+    def _open_logs(self, jobs: list[tuple[tuple[str, int], str]]) -> None:
+        """Open (and recover) the logs of ``jobs`` in ``recovery_threads`` threads, as
+        Kafka's log loading does with ``num.recovery.threads.per.data.dir``: most of a
+        recovery is I/O and the Cython CRC scan, both outside the GIL.  Every log opened
+        lands in ``self._logs`` (closed by the caller if the open fails); the first
+        failure, in directory order, is raised once every job has ended."""
+        threads = min(self.recovery_threads, len(jobs))
+        if threads <= 1:
+            for tp, full in jobs:
+                self._logs[tp] = self._open_log(tp, full)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        failed = threading.Event()
+
+        def load(tp: tuple[str, int], full: str) -> Log | None:
+            if failed.is_set():
+                return None          # the open fails anyway: spare the rest of the work
+            try:
+                return self._open_log(tp, full)
+            except BaseException:
+                failed.set()
+                raise
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="pylog-log-recovery") as pool:
+            futures = [(tp, pool.submit(load, tp, full)) for tp, full in jobs]
+        error: BaseException | None = None
+        for tp, fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                error = error or exc
+            elif (log := fut.result()) is not None:
+                self._logs[tp] = log
+        if error is not None:
+            raise error
 
     def _load_deferred_locked(self, tp: tuple[str, int]) -> Log | None:
         path = self._deferred.pop(tp, None)
