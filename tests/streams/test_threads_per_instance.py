@@ -14,7 +14,7 @@ import pylog
 from pylog import _core
 from pylog.streams import QueryableStoreTypes, Serdes, StoreQueryParameters, StreamsBuilder
 from pylog.streams.errors import State, StreamThreadExceptionResponse
-from server.conftest import wait_until
+from server.conftest import module_server, wait_until  # noqa: F401  (one `pylog serve` for this module)
 
 S = Serdes.string()
 COUNTS = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
@@ -171,3 +171,44 @@ def test_bad_thread_settings_are_refused(tmp_path):
     app = counting_app(tmp_path, "idle")
     assert app.add_stream_thread() is None      # not running
     assert app.remove_stream_thread() is None
+
+
+@pytest.mark.parametrize("handler", [None, StreamThreadExceptionResponse.SHUTDOWN_CLIENT])
+def test_an_error_in_an_added_thread_stops_the_whole_instance(tmp_path, handler):
+    def fail(v):
+        if v == "boom":
+            raise RuntimeError("cannot process boom")
+        return v
+
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 4)
+        app = counting_app(tmp_path, "fail", fail, **{"num.stream.threads": 2})
+        if handler is not None:
+            app.set_uncaught_exception_handler(lambda exc: handler)
+        run = Running(app, client)
+        run.thread.start()
+        wait_until(lambda: settled(app, 2), what="two threads")
+        partition = next(p for g, p in app.stream_threads()[1].tasks)
+        key = next(k for k in (f"x{i}".encode() for i in range(100)) if _core.partition_for_key(k, 4) == partition)
+        p = client.producer()
+        p.send("words", key=key, value=b"boom")
+        p.close()
+        run.thread.join(timeout=60)
+        assert not run.thread.is_alive()
+        assert app.state is State.ERROR
+        if handler is None:
+            [exc] = run.error
+            assert "cannot process boom" in str(exc)
+        else:
+            assert run.error == []
+        assert app.stream_threads() == [app] and app.active_tasks() == set()
+
+
+def test_two_threads_on_pylog_serve(module_server, tmp_path):  # noqa: F811
+    with pylog.connect(module_server.bootstrap) as client:
+        client.create_topic("words", 4)
+        produce(client, KEYS)
+        app = counting_app(tmp_path, "remote-threads", **{"num.stream.threads": 2})
+        with Running(app, client):
+            wait_until(lambda: settled(app, 2), what="two threads", timeout=60)
+            wait_until(lambda: counts(app) == {k: 1 for k in KEYS}, what="the counts", timeout=60)

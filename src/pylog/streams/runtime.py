@@ -114,7 +114,7 @@ from .restore import RestoreSuspended, changelog_records, restore_store, show_re
 from .state.checkpoint import CHECKPOINT_FILE_NAME, read_checkpoint, write_checkpoint
 from .state.persistent import store_directory
 from ._uncaught import AppStateMixin
-from .task import StandbyTask, StreamTask
+from .task import StandbyTask, StreamTask, logged_stores
 from .topology import Topology, TopologyError
 
 __all__ = ["StreamsApp", "AT_LEAST_ONCE", "EXACTLY_ONCE_V2"]
@@ -366,11 +366,8 @@ class StreamsApp(AppStateMixin):
 
     def _changelogs(self, names: List[str]) -> List[Tuple[str, str, Any]]:
         """(store, changelog topic, meta) of the logged stores of a group."""
-        out = []
-        for sname, meta in self.topology.stores.items():
-            if not meta.is_global and meta.builder.logging_enabled and any(u in names for u in meta.users):
-                out.append((sname, f"{self.application_id}-{sname}-changelog", meta))
-        return out
+        return [(sname, topic, self.topology.stores[sname])
+                for sname, topic in logged_stores(self.topology, names, self.application_id).items()]
 
     def partitions_of(self, topic: str) -> int:
         n = self._partition_counts.get(topic)
@@ -923,6 +920,8 @@ class StreamsApp(AppStateMixin):
                     idle = 0 if records else idle + 1
                     if idle >= idle_polls:
                         break
+            if self._child_error is not None:
+                raise self._child_error
             if not self.failed:
                 self.commit()
         except BaseException:
