@@ -150,6 +150,16 @@ def committed(c: Cluster, group: str, partition: int = 0) -> int | None:
     return None if p is None else p.offset
 
 
+def one_member(c: Cluster) -> tuple[int, str]:
+    """A member joins group g and, as its leader, syncs its assignment: (generation, member id)."""
+    join = c.groups.join_group("g", "", "consumer", [("range", b"")], session_timeout_ms=10_000,
+                               require_known_member_id=False).wait(5)
+    assert join.error_code == 0
+    member = join.member_id
+    assert c.groups.sync_group("g", join.generation_id, member, assignments={member: b"a"}).wait(5).error_code == 0
+    return join.generation_id, member
+
+
 def test_offsets_expire_only_once_their_tombstones_are_replicated(cluster):
     c = cluster
     assert c.groups.commit_offsets("g", {"t": {0: 7}}) == {"t": {0: 0}}
@@ -185,27 +195,19 @@ def test_expired_offsets_whose_tombstones_fail_stay_and_are_expired_again(cluste
 
 def test_an_assignment_the_isr_did_not_take_sends_the_group_back_to_rebalancing(cluster):
     c = cluster
-    join = c.groups.join_group("g", "", "consumer", [("range", b"")], session_timeout_ms=10_000,
-                               require_known_member_id=False).wait(5)
-    assert join.error_code == 0
-    member = join.member_id
-    sync = c.groups.sync_group("g", join.generation_id, member, assignments={member: b"a"}).wait(5)
-    assert sync.error_code == 0
+    generation, member = one_member(c)
     assert c.groups.group_state("g") is GroupState.STABLE       # in memory, not yet replicated
     c.follower_drops_out()
     assert c.groups.group_state("g") is GroupState.PREPARING_REBALANCE
-    assert c.groups.heartbeat("g", join.generation_id, member) == 27        # REBALANCE_IN_PROGRESS
+    assert c.groups.heartbeat("g", generation, member) == 27        # REBALANCE_IN_PROGRESS
 
 
 def test_a_replicated_assignment_keeps_the_group_stable(cluster):
     c = cluster
-    join = c.groups.join_group("g", "", "consumer", [("range", b"")], session_timeout_ms=10_000,
-                               require_known_member_id=False).wait(5)
-    member = join.member_id
-    assert c.groups.sync_group("g", join.generation_id, member, assignments={member: b"a"}).wait(5).error_code == 0
+    generation, member = one_member(c)
     c.follower_fetches()
     assert c.groups.group_state("g") is GroupState.STABLE
-    assert c.groups.heartbeat("g", join.generation_id, member) == 0
+    assert c.groups.heartbeat("g", generation, member) == 0
 
 
 def test_a_commit_the_isr_did_not_take_is_undone(cluster):
@@ -219,10 +221,7 @@ def test_a_commit_the_isr_did_not_take_is_undone(cluster):
 
 def test_a_session_expiry_write_that_fails_because_leadership_moved_resigns_the_partition(cluster):
     c = cluster
-    join = c.groups.join_group("g", "", "consumer", [("range", b"")], session_timeout_ms=10_000,
-                               require_known_member_id=False).wait(5)
-    member = join.member_id
-    assert c.groups.sync_group("g", join.generation_id, member, assignments={member: b"a"}).wait(5).error_code == 0
+    one_member(c)
     c.follower_fetches()
     end = c.end()
     c.now += 10_001

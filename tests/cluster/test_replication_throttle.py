@@ -12,16 +12,15 @@ is checked by accounting, with no wall clock.
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 
+from cluster import test_hw_checkpoint as hw_checkpoint
 from pylog import _core
 from pylog.broker.core import Broker
 from pylog.cluster import replication
-from pylog.cluster.channel import LeaderAndIsrRequest, MetadataCache, PartitionState
+from pylog.cluster.channel import LeaderAndIsrRequest, PartitionState
 from pylog.cluster.controller import LEADER_REPLICATION_THROTTLED_REPLICAS
-from pylog.cluster.node import ReplicaManager
 from pylog.cluster.quota import ReplicationQuota, throttled_partitions
 from pylog.errors import InvalidConfigError
 
@@ -71,30 +70,11 @@ def test_only_listed_replicas_out_of_the_isr_are_throttled():
     assert not q.should_throttle("t", 0, in_sync=False, now_ms=0)
 
 
-class Node:
-    """What ReplicaManager.become and fetch_for_follower use of a ClusterNode."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.broker_id = 1
-        self.broker_epoch = 5
-        self.metadata = MetadataCache()
-        self.coordination = SimpleNamespace(get_topic_assignment=lambda topic: None,
-                                            get_entity_config=lambda kind, name: {})
-        self.config = SimpleNamespace(replica_lag_time_max_ms=3_600_000)
-        self.server = SimpleNamespace(state=SimpleNamespace(topic_changed=lambda topic: None))
-        self.fetchers = SimpleNamespace(add_partition=lambda *a: None, remove_partition=lambda *a: None)
-        self.leader_quota = ReplicationQuota()
-        self.replica_manager = ReplicaManager(self)
-
-    def call_in_loop(self, fn, *args) -> None:
-        pass
+class Node(hw_checkpoint.Node):
+    """The ClusterNode of test_hw_checkpoint; the follower never joins the ISR."""
 
     def send_alter_partition(self, r, alter) -> None:
         raise AssertionError(f"the follower never caught up, yet an ISR change was proposed: {alter}")
-
-    def watch_topic_throttles(self, topic: str) -> None:
-        pass
 
 
 @pytest.fixture
