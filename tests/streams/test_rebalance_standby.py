@@ -128,6 +128,8 @@ if __name__ == "__main__":
 import pylog  # noqa: E402
 from server.conftest import module_server, wait_until  # noqa: E402,F401  (one `pylog serve` for this module)
 
+from .test_restore_listener import produce  # noqa: E402
+
 
 class Instance:
     """One app instance in a subprocess, and its HTTP query endpoint."""
@@ -163,14 +165,6 @@ class Instance:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate(timeout=60)
-
-
-def produce(client, topic, keys):
-    p = client.producer()
-    for k in keys:
-        p.send(topic, key=k.encode(), value=b"")
-    p.flush()
-    p.close()
 
 
 def settled(instances, n):

@@ -7,40 +7,17 @@ restored (the next restore resumes there, never from the beginning)."""
 from __future__ import annotations
 
 import os
-import threading
 
 import pylog
 from pylog.streams import Materialized, QueryableStoreTypes, Serdes, StoreQueryParameters, StreamsBuilder
 from pylog.streams.state.checkpoint import read_checkpoint
 from server.conftest import wait_until
 
+from .test_interactive_queries import Running
+from .test_restore_listener import produce
+
 S = Serdes.string()
 COUNTS = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
-
-
-class Running:
-    """``app.run(client)`` on a thread, stopped on exit."""
-
-    def __init__(self, app, client):
-        self.app = app
-        self.thread = threading.Thread(target=app.run, args=(client,), kwargs={"poll_timeout_ms": 20})
-
-    def __enter__(self):
-        self.thread.start()
-        return self.app
-
-    def __exit__(self, *exc):
-        self.app.stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive()
-
-
-def produce(client, topic, keys):
-    p = client.producer()
-    for k in keys:
-        p.send(topic, key=k.encode(), value=b"")
-    p.flush()
-    p.close()
 
 
 def stale_counts(app, keys):

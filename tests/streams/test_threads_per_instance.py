@@ -16,16 +16,18 @@ from pylog.streams import QueryableStoreTypes, Serdes, StoreQueryParameters, Str
 from pylog.streams.errors import State, StreamThreadExceptionResponse
 from server.conftest import module_server, wait_until  # noqa: F401  (one `pylog serve` for this module)
 
+from . import test_interactive_queries
+
 S = Serdes.string()
 COUNTS = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
 KEYS = [f"k{i}" for i in range(20)]
 
 
-class Running:
-    """``app.run(client)`` on a thread, stopped on exit."""
+class Running(test_interactive_queries.Running):
+    """``app.run(client)`` on a thread, stopped on exit; what run raised is kept."""
 
     def __init__(self, app, client):
-        self.app = app
+        super().__init__(app, client)
         self.error = []
         self.thread = threading.Thread(target=self._run, args=(client,))
 
@@ -35,14 +37,8 @@ class Running:
         except BaseException as exc:
             self.error.append(exc)
 
-    def __enter__(self):
-        self.thread.start()
-        return self.app
-
     def __exit__(self, *exc):
-        self.app.stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive()
+        super().__exit__(*exc)
         assert not self.error, self.error
 
 

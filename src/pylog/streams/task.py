@@ -37,8 +37,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from pylog.errors import IllegalStateError, PylogError
 
-from .errors import (ConsumerRecord, ErrorHandlerContext, ProducerRecord, Response, Result, deserialization_handler,
-                     processing_handler, production_handler)
+from .errors import (ConsumerRecord, ErrorHandlerContext, ProducerRecord, Response, Result, StreamsError,
+                     act_on_production_error, deserialization_handler, processing_handler, production_handler)
 from .processor import Cancellable, PunctuationType, Record, RecordMetadata, to_millis
 from .serdes import SerializationError, Serdes
 
@@ -46,11 +46,6 @@ __all__ = ["StreamTask", "StandbyTask", "ProcessorContext", "StreamsError", "Tas
            "logged_stores"]
 
 log = logging.getLogger("pylog.streams")
-
-
-class StreamsError(PylogError, RuntimeError):
-    """Processing failed (Kafka's ``StreamsException``): the message names the node and
-    the record's topic, partition and offset."""
 
 
 #: What a timestamp extractor sees: the deserialised record and where it came from
@@ -236,7 +231,7 @@ class ProcessorContext:
 class _StoreContext:
     """What a state store gets in ``init``: ids, the changelog topic, ``log_change``."""
 
-    def __init__(self, task: "StreamTask", store_name: str, changelog_topic: Optional[str],
+    def __init__(self, task: "StreamTask | StandbyTask", store_name: str, changelog_topic: Optional[str],
                  timestamped: bool = False) -> None:
         self._task = task
         self._timestamped = timestamped
@@ -581,7 +576,8 @@ class StreamTask:
             ectx = self._error_context(ctx.topic, ctx.offset, ctx.current_node, ctx.raw_key, ctx.raw_value,
                                        ctx.timestamp, ctx.headers)
             record = ProducerRecord(topic, None, timestamp, key, value, headers or ())
-            self._act_on(self._ask(self.production_handler, "production", exc, ectx, record), "send", exc, ectx)
+            act_on_production_error(self, topic, self._ask(self.production_handler, "production", exc, ectx, record),
+                                    exc, ectx)
 
     def advance_stream_time(self, timestamp: int) -> None:
         if timestamp > self.stream_time:
