@@ -18,7 +18,30 @@ a plain function ``(context, record, exception) -> response``:
 A handler answers a :class:`Response`: ``Response.resume()`` (:data:`CONTINUE`: the
 record is dropped, counted in ``dropped-records``, and processing goes on) or
 ``Response.fail()`` (:data:`FAIL`: the task fails with a StreamsError), either with
-dead letter queue records to send first.  With ``errors.dead.letter.queue.topic.name``
+dead letter queue records to send first.  A production handler may also answer
+``Response.retry()`` (:data:`RETRY`, Kafka's KIP-1065) for a retriable error (one whose
+``retriable`` is true: a timeout, not enough replicas, a leader moving): the task is
+then corrupted (:class:`TaskCorruptedError`), and the app closes its tasks dirty and
+processes again from the last committed offsets (under exactly-once the transaction
+is aborted first), so the record is produced again and nothing is lost.  RETRY for an
+error that is not retriable is FAIL (Kafka's rule, logged), and the processing and
+deserialization handlers cannot retry (RETRY is FAIL there too).  The default
+production handler answers RETRY for a retriable error and FAIL otherwise (Kafka
+4's ``DefaultProductionExceptionHandler``).
+
+Production errors come two ways, as in Kafka's ``RecordCollectorImpl``: raised by the
+producer's ``send`` (a record larger than the producer allows), or reported later by
+the send's result (the broker refused the batch: record too large for the topic, not
+enough replicas until the delivery timeout...).  The runtime's tasks send through a
+:class:`DeliveryWatch`, which watches each send's result; a failure is handled on the
+app's thread at the task's next send and at the next commit (after the producer is
+flushed, before offsets are committed), so a record whose failure the handler does not
+accept is never committed past: Kafka's ``checkForException``.  Errors no handler is
+asked about, as Kafka's ``isFatalException``: authentication and authorization
+failures, an invalid topic, an unknown server error, offset metadata too large and an
+illegal state fail the task; a fenced producer (or its epoch, sequence or id refused)
+is raised as it is, for the runtime's task-migration handling; an aborted
+transaction's failures are ignored (the abort is being handled already).  With ``errors.dead.letter.queue.topic.name``
 set, the built-in handlers send the failed record's raw source key and value there
 (timestamp of the failed record, no partition given) with the headers Kafka's
 ``ExceptionHandlerUtils`` writes, every value a UTF-8 string:
@@ -34,13 +57,19 @@ runs the app; they are called for one record at a time.
 
 from __future__ import annotations
 
+import collections
 import enum
 import inspect
 import logging
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from pylog.errors import (IllegalStateError, InvalidProducerEpochError, InvalidProducerIdMappingError,
+                          InvalidTopicError, OffsetMetadataTooLargeError, OutOfOrderSequenceError, ProducerFencedError,
+                          PylogError, TransactionAbortedError, UnknownServerError)
 
 __all__ = [
+    "StreamsError", "TaskCorruptedError", "DeliveryWatch",
     "Result", "Response", "CONTINUE", "FAIL", "RETRY", "ErrorHandlerContext", "ConsumerRecord", "ProducerRecord",
     "LogAndContinueExceptionHandler", "LogAndFailExceptionHandler", "LogAndContinueProcessingExceptionHandler",
     "LogAndFailProcessingExceptionHandler", "DefaultProductionExceptionHandler", "StreamThreadExceptionResponse",
@@ -59,6 +88,22 @@ HEADER_ERRORS_EXCEPTION_MESSAGE_NAME = "__streams.errors.message"
 HEADER_ERRORS_TOPIC_NAME = "__streams.errors.topic"
 HEADER_ERRORS_PARTITION_NAME = "__streams.errors.partition"
 HEADER_ERRORS_OFFSET_NAME = "__streams.errors.offset"
+
+
+class StreamsError(PylogError, RuntimeError):
+    """Processing failed (Kafka's ``StreamsException``): the message names the node and
+    the record's topic, partition and offset."""
+
+
+class TaskCorruptedError(StreamsError):
+    """A production handler answered RETRY for a retriable error (Kafka's
+    ``TaskCorruptedException``): the task's output since the last commit may be
+    incomplete, so the app closes its tasks dirty and processes again from the last
+    committed offsets.  ``task_ids``: the tasks concerned."""
+
+    def __init__(self, message: str, task_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.task_ids = list(task_ids)
 
 
 class Result(enum.Enum):
@@ -233,10 +278,13 @@ LogAndFailProcessingExceptionHandler = LogAndFailExceptionHandler
 
 
 class DefaultProductionExceptionHandler(_Handler):
-    """Fails on every production and serialization error (Kafka's default), after
-    sending the source record to the dead letter queue when one is configured."""
+    """Kafka 4's default: RETRY for a retriable production error; FAIL for any other and
+    for every serialization error, after sending the source record to the dead letter
+    queue when one is configured."""
 
     def handle_error(self, context: ErrorHandlerContext, record: ProducerRecord, exc: BaseException) -> Response:
+        if getattr(exc, "retriable", False):
+            return Response.retry()
         return Response.fail(self._dlq(context, exc))
 
     def handle_serialization_error(self, context: ErrorHandlerContext, record: ProducerRecord, exc: BaseException,
@@ -305,6 +353,135 @@ def processing_handler(config: Dict[str, Any]) -> ExceptionHandler:
 def production_handler(config: Dict[str, Any]) -> ExceptionHandler:
     return ExceptionHandler(config, ("production.exception.handler", "default.production.exception.handler"),
                             "default")
+
+
+# ---- production errors: RETRY, and failures a send's result reports -----------------------
+
+#: Kafka error codes no production handler is asked about (RecordCollectorImpl's
+#: isFatalException): TOPIC_, GROUP_, CLUSTER_ and TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+#: SECURITY_DISABLED, SASL_AUTHENTICATION_FAILED ...
+_FATAL_CODES = frozenset((29, 30, 31, 53, 54, 58))
+#: ... and these errors (an invalid topic, an unknown server error, offset metadata too
+#: large, an illegal state)
+_FATAL = (InvalidTopicError, UnknownServerError, OffsetMetadataTooLargeError, IllegalStateError)
+#: The producer was fenced or lost its epoch, sequence or id: Kafka's TaskMigratedException.
+_MIGRATED = (ProducerFencedError, InvalidProducerEpochError, OutOfOrderSequenceError, InvalidProducerIdMappingError)
+
+
+def act_on_production_error(task: Any, topic: str, response: Response, exc: BaseException,
+                            ectx: ErrorHandlerContext) -> None:
+    """Act on a production handler's answer for a record the producer refused (Kafka's
+    ``recordSendError``): the dead letter queue records go first; then RETRY of a
+    retriable error raises :class:`TaskCorruptedError`, RETRY of any other error is
+    FAIL (logged), FAIL raises StreamsError and RESUME drops the record (counted in
+    ``dropped-records``).  ``task`` is the :class:`~pylog.streams.task.StreamTask`,
+``topic`` the record's."""
+    if response.result is Result.RETRY:
+        if getattr(exc, "retriable", False):
+            for r in response.dead_letter_queue_records:
+                task.collector.send(r.topic, r.key, r.value, r.timestamp, r.headers, None, r.partition)
+            raise TaskCorruptedError(
+                f"task {task.task_id}: a record for {topic} was not produced ({exc!r}) "
+                "and the production exception handler answered RETRY: the task processes again from its last "
+                "committed offsets", [task.task_id]) from exc
+        log.warning("the production exception handler answered RETRY for %r, which is not retriable: FAIL", exc)
+        response = Response(Result.FAIL, response.dead_letter_queue_records)
+    task._act_on(response, "send", exc, ectx)
+
+
+class DeliveryWatch:
+    """A task's record collector in the runtime: sends through the app's collector
+    (whose ``send`` returns the producer's future, and ``send_many`` a list of
+    ``(future, start, stop)``: the future of records ``start .. stop - 1``) and watches
+    each send's result, as Kafka's ``RecordCollectorImpl`` gives each send a callback.
+
+    A failure is only noted by the callback (on the producer's thread); :meth:`check`,
+    on the task's thread, hands each one to the production handler (see the module
+    docstring), at the task's next send and at each commit.  The handler's context is
+    where the task was when the record was sent (source topic, offset, node, timestamp,
+    headers; no raw source key or value: Kafka frees them at send too).  A
+    ``send_batch`` future that fails reports each of its records (which partition's
+    batch was refused is not known).
+
+    Thread safety: callbacks append to a deque from any thread; everything else runs
+    on the task's thread.
+    """
+
+    def __init__(self, collector: Any) -> None:
+        self.collector = collector
+        #: the StreamTask sending (set once the task is built)
+        self.task: Any = None
+        self._failed: Deque[Tuple[BaseException, tuple, tuple]] = collections.deque()
+        self._checking = False
+
+    def _where(self) -> tuple:
+        ctx = self.task.context
+        return ctx.topic, ctx.offset, ctx.current_node, ctx.timestamp, ctx.headers
+
+    def _on_error(self, record: tuple, where: tuple, exc: BaseException) -> None:
+        self._failed.append((exc, record, where))
+
+    def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
+             partitioner: Any, partition: Optional[int]) -> None:
+        if self._failed and not self._checking:
+            self.check()
+        future = self.collector.send(topic, key, value, timestamp, headers, partitioner, partition)
+        if future is not None:
+            future.add_errback(self._on_error, (topic, partition, timestamp, key, value, headers), self._where())
+
+    def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
+                  timestamps: List[int], partitioner: Any) -> None:
+        if self._failed and not self._checking:
+            self.check()
+        spans = self.collector.send_many(topic, keys, values, timestamps, partitioner)
+        if not spans:
+            return
+        where = self._where()
+        for future, start, stop in spans:
+            if stop - start == 1 and hasattr(future, "add_errback"):
+                future.add_errback(self._on_error, (topic, None, timestamps[start], keys[start], values[start], ()),
+                                   where)
+            else:
+                future.add_done_callback(
+                    lambda f, start=start, stop=stop: self._batch_done(f, topic, keys, values, timestamps, start,
+                                                                       stop, where))
+
+    def _batch_done(self, future: Any, topic: str, keys: list, values: list, timestamps: list, start: int,
+                    stop: int, where: tuple) -> None:
+        exc = future.exception()
+        if exc is not None:
+            for i in range(start, stop):
+                self._on_error((topic, None, timestamps[i], keys[i], values[i], ()), where, exc)
+
+    def check(self) -> None:
+        """Hand the failures reported since the last check to the production handler,
+        in the order they were reported.  Raises StreamsError (FAIL, or an error no
+        handler is asked about), TaskCorruptedError (RETRY) or the producer's fencing
+        error; the failures after it wait for the next check."""
+        self._checking = True
+        try:
+            while self._failed:
+                exc, record, where = self._failed.popleft()
+                self._handle(exc, record, where)
+        finally:
+            self._checking = False
+
+    def _handle(self, exc: BaseException, record: tuple, where: tuple) -> None:
+        task = self.task
+        topic, partition, timestamp, key, value, headers = record
+        if isinstance(exc, TransactionAbortedError):
+            return      # a follow-up of the abort that is being handled
+        if isinstance(exc, _MIGRATED):
+            raise exc
+        log.error("task %s: a record for %s was not produced: %r", task.task_id, topic, exc)
+        if isinstance(exc, _FATAL) or getattr(exc, "error_code", None) in _FATAL_CODES:
+            raise StreamsError(f"task {task.task_id}: a record for {topic} was not produced: {exc!r}; no more "
+                               "records are sent (an error no production exception handler is asked about)") from exc
+        ectx = ErrorHandlerContext(where[0], task.partition, where[1], where[4], where[2], task.task_id, where[3],
+                                   None, None)
+        producer_record = ProducerRecord(topic, partition, timestamp, key, value, headers or ())
+        act_on_production_error(task, topic,
+                                task._ask(task.production_handler, "production", exc, ectx, producer_record), exc, ectx)
 
 
 class StreamThreadExceptionResponse(enum.Enum):

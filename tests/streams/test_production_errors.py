@@ -1,0 +1,165 @@
+"""Production errors that a send's result reports (Kafka's RecordCollectorImpl send
+callback), on the embedded broker and on ``pylog serve``: the production exception
+handler is asked, CONTINUE drops the record and goes on, FAIL stops the app before the
+input is committed past the record, and RETRY (KIP-1065) of a retriable error processes
+again from the last committed offsets, so nothing is lost.
+
+The broker refuses a record the producer accepted: the output topic's
+``max.message.bytes`` (or ``min.insync.replicas``) is changed while the app runs, after
+the app's producer has learnt the topic's limits, so the refusal comes back with the
+batch's answer and not from ``send``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import pylog
+from pylog.errors import RecordTooLargeError
+from pylog.streams import Serdes, StreamsBuilder, StreamsError
+from pylog.streams.errors import DefaultProductionExceptionHandler, ErrorHandlerContext, ProducerRecord, Response
+
+from server.conftest import serve  # noqa: F401  (the `pylog serve` factory fixture)
+
+B = Serdes.bytes()
+BIG = b"x" * 3000
+
+
+def _topology(alter):
+    b = StreamsBuilder()
+    b.stream("in", key_serde=B, value_serde=B).peek(lambda k, v: alter(v)).to("out")
+    return b
+
+
+def _fill(client, values):
+    client.create_topic("in", 1)
+    client.create_topic("out", 1)
+    p = client.producer(linger_ms=0)
+    for i, v in enumerate(values):
+        p.send("in", key=b"k%d" % i, value=v).result()
+    p.close()
+
+
+def _values(client, topic, isolation_level="read_uncommitted"):
+    """Every record of ``topic`` (partition 0) up to its end now."""
+    c = client.consumer(enable_auto_commit=False, auto_offset_reset="earliest", isolation_level=isolation_level)
+    c.assign([(topic, 0)])
+    end = c.end_offsets([(topic, 0)])[(topic, 0)]
+    out = []
+    while c.position((topic, 0)) < end:     # (transaction markers hold offsets too)
+        out.extend(r.value for r in c.poll(timeout_ms=200))
+    c.close()
+    return out
+
+
+def _committed(client, app_id):
+    got = client.fetch_offsets(app_id, {"in": [0]}).topics.get("in", {}).get(0)
+    return None if got is None or got.offset < 0 else got.offset
+
+
+class _Recorder:
+    """A production handler (a plain function) that keeps what it was given."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls = []
+
+    def __call__(self, context, record, exc):
+        self.calls.append((context, record, exc))
+        return self.answer(context, record, exc)
+
+
+def _run(client, alter, handler, app_id="app", **config):
+    # one record per batch, so the broker refuses the big record alone
+    cfg = {"max.poll.records": 1, "production.exception.handler": handler, "producer.batch.size": 1, **config}
+    _topology(alter).build(application_id=app_id, config=cfg).run(client, until_idle=True, idle_polls=2,
+                                                                   poll_timeout_ms=20)
+
+
+def _shrink_out_on(client, marker, **configs):
+    done = []
+
+    def alter(v):
+        if v == marker and not done:
+            done.append(True)
+            client.alter_configs("out", configs or {"max.message.bytes": "1000"})
+    return alter
+
+
+def test_continue_drops_the_refused_record_and_goes_on(tmp_path):
+    with pylog.open(str(tmp_path / "data")) as client:
+        _fill(client, [b"a", b"alter", BIG, b"b"])
+        handler = _Recorder(lambda c, r, e: Response.resume())
+        _run(client, _shrink_out_on(client, b"alter"), handler, state_dir=str(tmp_path / "state"))
+        assert _values(client, "out") == [b"a", b"alter", b"b"]
+        assert _committed(client, "app") == 4
+        (context, record, exc), = handler.calls
+        assert isinstance(exc, RecordTooLargeError)
+        assert isinstance(context, ErrorHandlerContext) and isinstance(record, ProducerRecord)
+        assert (record.topic, record.key, record.value) == ("out", b"k2", BIG)
+        assert (context.topic, context.offset, context.task_id) == ("in", 2, "0_0")
+
+
+def test_fail_stops_the_app_before_the_input_is_committed_past_the_record(tmp_path):
+    with pylog.open(str(tmp_path / "data")) as client:
+        _fill(client, [b"a", b"alter", BIG, b"b", b"c"])
+        with pytest.raises(StreamsError, match="RecordTooLargeError"):
+            _run(client, _shrink_out_on(client, b"alter"), "default", commit_interval_ms=0)
+        committed = _committed(client, "app")
+        assert committed is None or committed <= 2
+
+
+def test_retry_of_an_error_that_is_not_retriable_is_fail(tmp_path):
+    with pylog.open(str(tmp_path / "data")) as client:
+        _fill(client, [b"a", b"alter", BIG, b"b"])
+        handler = _Recorder(lambda c, r, e: Response.retry())
+        with pytest.raises(StreamsError, match="RecordTooLargeError"):
+            _run(client, _shrink_out_on(client, b"alter"), handler, commit_interval_ms=0)
+        assert len(handler.calls) == 1
+        committed = _committed(client, "app")
+        assert committed is None or committed <= 2
+
+
+def test_the_default_handler_retries_a_retriable_error_and_fails_any_other():
+    h = DefaultProductionExceptionHandler()
+    h.configure({})
+    ctx = ErrorHandlerContext("in", 0, 5, (), "sink", "0_0", 1, None, None)
+    rec = ProducerRecord("out", None, 1, b"k", b"v")
+    from pylog.errors import NotEnoughReplicasError
+    assert h.handle_error(ctx, rec, NotEnoughReplicasError()).result.name == "RETRY"
+    assert h.handle_error(ctx, rec, RecordTooLargeError()).result.name == "FAIL"
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once_v2"])
+def test_retry_of_a_retriable_error_processes_again_from_the_committed_offsets(tmp_path, guarantee):
+    with pylog.open(str(tmp_path / "data")) as client:
+        values = [b"a", b"alter", b"c", b"d"]
+        _fill(client, values)
+
+        def answer(context, record, exc):
+            client.alter_configs("out", {"min.insync.replicas": "1"})   # the replicas are back
+            return Response.retry()
+        handler = _Recorder(answer)
+        # acks=all refused while min.insync.replicas (2) is not met on one node: retried
+        # by the producer until its delivery timeout, then reported
+        _run(client, _shrink_out_on(client, b"alter", **{"min.insync.replicas": "2"}), handler,
+             commit_interval_ms=0, state_dir=str(tmp_path / "state"), processing_guarantee=guarantee,
+             **{"producer.delivery.timeout.ms": 300})
+        assert handler.calls and all(exc.retriable for _, _, exc in handler.calls)
+        out = _values(client, "out")
+        if guarantee == "exactly_once_v2":     # each once: the aborted attempt is not read
+            assert _values(client, "out", "read_committed") == values
+        assert set(out) >= set(values)              # nothing lost (at-least-once: maybe twice)
+        assert _committed(client, "app") == len(values)
+
+
+def test_remote_producer_failures_reach_the_handler(serve, tmp_path):  # noqa: F811
+    server = serve()
+    with pylog.connect(server.bootstrap) as client:
+        _fill(client, [b"a", b"alter", BIG, b"b"])
+        handler = _Recorder(lambda c, r, e: Response.resume())
+        _run(client, _shrink_out_on(client, b"alter"), handler, state_dir=str(tmp_path / "state"))
+        assert _values(client, "out") == [b"a", b"alter", b"b"]
+        (context, record, exc), = handler.calls
+        assert isinstance(exc, RecordTooLargeError) and record.value == BIG
+        assert _committed(client, "app") == 4
