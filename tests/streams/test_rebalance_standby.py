@@ -51,6 +51,7 @@ def instance_main(argv):
     p.add_argument("--app-id", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--state-dir", required=True)
+    p.add_argument("--session-timeout-ms", type=int, default=10_000)
     a = p.parse_args(argv)
     s = Serdes.string()
     kv = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
@@ -106,7 +107,8 @@ def instance_main(argv):
     b.stream(a.topic).group_by_key().count(materialized="counts")
     app = b.build(application_id=a.app_id, config={
         "state.dir": a.state_dir, "commit.interval.ms": 100, "num.standby.replicas": 1,
-        "application.server": f"127.0.0.1:{port}", "session.timeout.ms": 10_000, "heartbeat.interval.ms": 300})
+        "application.server": f"127.0.0.1:{port}", "session.timeout.ms": a.session_timeout_ms,
+        "heartbeat.interval.ms": 300})
     app.set_global_state_restore_listener(Listener())
     holder["app"] = app
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
@@ -134,10 +136,10 @@ from .test_restore_listener import produce  # noqa: E402
 class Instance:
     """One app instance in a subprocess, and its HTTP query endpoint."""
 
-    def __init__(self, bootstrap, app_id, topic, state_dir):
+    def __init__(self, bootstrap, app_id, topic, state_dir, session_timeout_ms=10_000):
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--bootstrap", bootstrap, "--app-id", app_id, "--topic", topic,
-             "--state-dir", str(state_dir)],
+             "--state-dir", str(state_dir), "--session-timeout-ms", str(session_timeout_ms)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
         line = self.proc.stdout.readline()
         assert line.startswith("port "), f"instance did not start: {line!r} {self.proc.stderr.read()}"
@@ -305,6 +307,46 @@ def test_three_instances_move_tasks_stickily_with_standbys_and_queries_answer_th
             wait_until(lambda: all_answer(instances, expected, stale=True), timeout=60, what="standbys of new input")
             for inst in instances:
                 inst.stop()
+        finally:
+            for inst in instances:
+                inst.kill()
+
+
+def test_a_killed_instance_s_tasks_are_taken_over_by_their_standbys_which_answer_meanwhile(module_server,  # noqa: F811
+                                                                                            tmp_path):
+    """kill -9: until the group notices (the session timeout), the dead instance's keys
+    are answered by their standbys (stale stores); then the standbys become the active
+    tasks, with no restore from the beginning, and counting goes on."""
+    app_id = f"rebalance-kill-{uuid.uuid4().hex[:8]}"
+    topic = f"{app_id}-words"
+    instances = []
+    with pylog.connect(module_server.bootstrap) as client:
+        client.create_topic(topic, TOPIC_PARTITIONS)
+        keys = [f"k{i}" for i in range(30)]
+        produce(client, topic, keys)
+        expected = {k: 1 for k in keys}
+        try:
+            a = Instance(module_server.bootstrap, app_id, topic, tmp_path / "a", session_timeout_ms=2000)
+            b = Instance(module_server.bootstrap, app_id, topic, tmp_path / "b", session_timeout_ms=2000)
+            instances = [a, b]
+            wait_until(lambda: settled(instances, 2), timeout=60, what="two instances settled")
+            wait_until(lambda: all_answer(instances, expected, stale=True), timeout=60, what="standby answers")
+            restores_before = len(b.state()["restores"])
+            a.kill()
+            instances = [b]
+            # the dead instance's keys: b's standbys answer, before and after the group notices
+            for k in keys:
+                status, body = b.get(f"/get?key={k}&stale=1")
+                assert status == 200 and body["value"] == 1
+            after = wait_until(lambda: (lambda s: s if sorted(s["active"]) == sorted(
+                f"0_{p}" for p in range(TOPIC_PARTITIONS)) else None)(b.state()), timeout=60,
+                what="b running every task")
+            assert not [r for r in after["restores"][restores_before:] if r[3] == 0], after["restores"]
+            produce(client, topic, keys[:3])
+            expected.update({k: 2 for k in keys[:3]})
+            wait_until(lambda: all(b.get(f"/get?key={k}")[1].get("value") == n for k, n in expected.items()),
+                       timeout=60, what="b counting on")
+            b.stop()
         finally:
             for inst in instances:
                 inst.kill()
