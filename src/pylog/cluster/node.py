@@ -526,8 +526,8 @@ class ClusterNode:
         #: Replication throttling (pylog.cluster.quota): what this broker sends as a
         #: leader and fetches as a follower for throttled replicas, from its dynamic
         #: broker config and its topics' configs in ZooKeeper (watched).
-        self.leader_quota = ReplicationQuota()
-        self.follower_quota = ReplicationQuota()
+        self.leader_quota = ReplicationQuota("leader")
+        self.follower_quota = ReplicationQuota("follower")
         self._config_watches: dict[tuple[str, str], Any] = {}
         self._config_lock = threading.Lock()
 

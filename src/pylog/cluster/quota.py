@@ -33,11 +33,14 @@ clock.  Nothing is durable (the configs are in ZooKeeper).  Thread-safe: one loc
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Iterable, Mapping
 
 from pylog.errors import InvalidConfigError
+
+_log = logging.getLogger("pylog.cluster.quota")
 
 __all__ = ["ReplicationQuota", "throttled_partitions", "ALL_REPLICAS",
            "REPLICATION_QUOTA_WINDOW_NUM", "REPLICATION_QUOTA_WINDOW_SIZE_MS"]
@@ -76,14 +79,19 @@ class ReplicationQuota:
 
     Parameters
     ----------
+    side : str
+        ``"leader"`` or ``"follower"``, for the log: an INFO line when throttling starts
+        and when it stops.
     windows, window_ms : int
         Kafka's ``replication.quota.window.num`` and ``.window.size.seconds`` (in ms).
     """
 
-    def __init__(self, windows: int = REPLICATION_QUOTA_WINDOW_NUM,
+    def __init__(self, side: str = "leader", windows: int = REPLICATION_QUOTA_WINDOW_NUM,
                  window_ms: int = REPLICATION_QUOTA_WINDOW_SIZE_MS) -> None:
         if windows < 2 or window_ms < 1:
             raise InvalidConfigError("a replication quota needs at least 2 windows of at least 1 ms")
+        self.side = side
+        self._throttling = False
         self.windows = windows
         self.window_ms = window_ms
         self._lock = threading.Lock()
@@ -172,7 +180,14 @@ class ReplicationQuota:
     def should_throttle(self, topic: str, partition: int, in_sync: bool, now_ms: int) -> bool:
         """Kafka's shouldLeaderThrottle / shouldFollowerThrottle: a replica out of the ISR
         of a throttled partition while the quota is exceeded."""
-        return not in_sync and self.is_throttled(topic, partition) and self.is_exceeded(now_ms)
+        if in_sync or not self.is_throttled(topic, partition):
+            return False
+        exceeded = self.is_exceeded(now_ms)
+        if exceeded != self._throttling:
+            self._throttling = exceeded
+            _log.info("%s replication throttle %s (%s-%d out of the ISR; quota %s bytes/s, measured %.0f)",
+                      self.side, "on" if exceeded else "off", topic, partition, self._rate, self.measure(now_ms))
+        return exceeded
 
     def apply_topic_config(self, topic: str, config: Mapping[str, str] | None, key: str, broker_id: int) -> None:
         """Throttle what ``config[key]`` (a ``*.replication.throttled.replicas`` value of

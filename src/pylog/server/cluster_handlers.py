@@ -147,6 +147,18 @@ def handle_alter_partition(conn: Any, header: Any, req: Any) -> Any:
     return _on_controller(conn, m.AlterPartitionResponse, answer_alter_partition, req, header.api_version)
 
 
+def handle_alter_partition_reassignments(conn: Any, header: Any, req: Any) -> Any:
+    """AlterPartitionReassignments (KIP-455), on the active controller."""
+    from pylog.cluster.controller import answer_alter_partition_reassignments
+    return _on_controller(conn, m.AlterPartitionReassignmentsResponse, answer_alter_partition_reassignments, req)
+
+
+def handle_list_partition_reassignments(conn: Any, header: Any, req: Any) -> Any:
+    """ListPartitionReassignments (KIP-455), on the active controller."""
+    from pylog.cluster.controller import answer_list_partition_reassignments
+    return _on_controller(conn, m.ListPartitionReassignmentsResponse, answer_list_partition_reassignments, req)
+
+
 # -- Fetch from followers -----------------------------------------------------------------
 
 
@@ -639,6 +651,8 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.STOP_REPLICA, handle_stop_replica, 3)
     put(ApiKey.CONTROLLED_SHUTDOWN, handle_controlled_shutdown, 1)
     put(ApiKey.ALTER_PARTITION, handle_alter_partition)
+    put(ApiKey.ALTER_PARTITION_REASSIGNMENTS, handle_alter_partition_reassignments)
+    put(ApiKey.LIST_PARTITION_REASSIGNMENTS, handle_list_partition_reassignments)
     put(ApiKey.FETCH, handle_fetch)
     put(ApiKey.PRODUCE, handle_produce)
     put(ApiKey.METADATA, handle_metadata)
