@@ -106,6 +106,11 @@ def test_replicated_topic_survives_a_leader_kill(brokers, sig):
     assert not failed and len(acked) == 200
     leader = p0.leader
     b.stop_broker(leader, sig)
+    if sig == signal.SIGTERM:
+        # A broker that stops writes its replicas' high watermarks (all 200 were committed).
+        from pylog.storage.checkpoint import CheckpointFile
+        hws = CheckpointFile(str(b.base_dir / f"broker-{leader}" / "replication-offset-checkpoint")).read()
+        assert hws[("rep", 0)] == 200
     wait_metadata(b.bootstrap, "rep", lambda md, t: t.partitions[0].leader not in (leader, -1),
                   "a new leader from the ISR")
     second = [f"b{i}".encode() for i in range(200)]
