@@ -173,8 +173,9 @@ class Server:
                     self._executor, handlers.open_broker, self.config, self.dynamic_configs)
                 if self.config.zookeeper_connect:
                     # A single node creates __consumer_offsets on the first group's
-                    # FindCoordinator; a clustered broker's coordinators hash groups over
-                    # the local topic's partitions from the start.
+                    # FindCoordinator; a clustered broker has its local one from the start
+                    # (its coordinators hash groups over the cluster topic's count, which
+                    # they read from ZooKeeper: pylog.cluster.coordinators).
                     await self.loop.run_in_executor(self._executor, self.broker.ensure_offsets_topic)
             except BaseException:
                 self._executor.shutdown(wait=False)
