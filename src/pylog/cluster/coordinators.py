@@ -56,7 +56,12 @@ thread, loads and unloads on one loader thread of their own,
 :meth:`CoordinatorPartitions.await_replicated` (which blocks on the loop) and
 :class:`ClusterTxnIO` anywhere else; the transaction coordinator holds its lock across
 them, so no handler on the loop may take that lock (the clustered DescribeTransactions
-and ListTransactions run in the I/O pool).
+and ListTransactions run in the I/O pool).  :meth:`CoordinatorPartitions.follow_append`
+runs on the thread that appended (under the group coordinator's lock); the wait it
+starts runs on the loop, which completes the :class:`Replication` handle there, so the
+group coordinator acts on a replicated write on the loop thread, with no replica lock
+held; a resignation goes to the replica thread.  :meth:`CoordinatorPartitions.partition_count`
+may read ZooKeeper: never on the loop.
 """
 
 from __future__ import annotations
