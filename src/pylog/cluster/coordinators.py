@@ -441,8 +441,10 @@ class ClusterTxnIO:
         self._clients_lock = threading.Lock()
 
     def txn_log_partitions(self, create: bool) -> int:
-        # The cluster's count, not this broker's transaction.state.log.num.partitions.
-        n = self.partitions.partition_count(TRANSACTION_STATE_TOPIC) or 0
+        # The cluster's count, not this broker's transaction.state.log.num.partitions:
+        # the controller's metadata, else ZooKeeper's assignment.
+        n = len(self.node.metadata.partitions_of(TRANSACTION_STATE_TOPIC)) or \
+            self.partitions.partition_count(TRANSACTION_STATE_TOPIC) or 0
         if not n and create:
             raise CoordinatorNotAvailableError(f"{TRANSACTION_STATE_TOPIC} is not created yet")
         return n
