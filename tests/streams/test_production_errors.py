@@ -97,7 +97,9 @@ def test_continue_drops_the_refused_record_and_goes_on(tmp_path):
         assert isinstance(exc, RecordTooLargeError)
         assert isinstance(context, ErrorHandlerContext) and isinstance(record, ProducerRecord)
         assert (record.topic, record.key, record.value) == ("out", b"k2", BIG)
-        assert (context.topic, context.offset, context.task_id) == ("in", 2, "0_0")
+        # where the task is when it hears of the failure (Kafka's callback reads the
+        # task's context then): the refused record's input or a later one
+        assert (context.topic, context.task_id) == ("in", "0_0") and context.offset >= 2
 
 
 def test_fail_stops_the_app_before_the_input_is_committed_past_the_record(tmp_path):

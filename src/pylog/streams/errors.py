@@ -398,8 +398,9 @@ class DeliveryWatch:
     A failure is only noted by the callback (on the producer's thread); :meth:`check`,
     on the task's thread, hands each one to the production handler (see the module
     docstring), at the task's next send and at each commit.  The handler's context is
-    where the task was when the record was sent (source topic, offset, node, timestamp,
-    headers; no raw source key or value: Kafka frees them at send too).  A
+    where the task is when it handles the failure (source topic, offset, node,
+    timestamp, headers), as Kafka's callback reads the task's context when it runs; no
+    raw source key or value (Kafka frees them at send).  A
     ``send_batch`` future that fails reports each of its records (which partition's
     batch was refused is not known).
 
@@ -411,15 +412,11 @@ class DeliveryWatch:
         self.collector = collector
         #: the StreamTask sending (set once the task is built)
         self.task: Any = None
-        self._failed: Deque[Tuple[BaseException, tuple, tuple]] = collections.deque()
+        self._failed: Deque[Tuple[BaseException, tuple]] = collections.deque()
         self._checking = False
 
-    def _where(self) -> tuple:
-        ctx = self.task.context
-        return ctx.topic, ctx.offset, ctx.current_node, ctx.timestamp, ctx.headers
-
-    def _on_error(self, record: tuple, where: tuple, exc: BaseException) -> None:
-        self._failed.append((exc, record, where))
+    def _on_error(self, record: tuple, exc: BaseException) -> None:
+        self._failed.append((exc, record))
 
     def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], timestamp: int, headers: Any,
              partitioner: Any, partition: Optional[int]) -> None:
@@ -427,7 +424,7 @@ class DeliveryWatch:
             self.check()
         future = self.collector.send(topic, key, value, timestamp, headers, partitioner, partition)
         if future is not None:
-            future.add_errback(self._on_error, (topic, partition, timestamp, key, value, headers), self._where())
+            future.add_errback(self._on_error, (topic, partition, timestamp, key, value, headers))
 
     def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
                   timestamps: List[int], partitioner: Any) -> None:
@@ -436,22 +433,21 @@ class DeliveryWatch:
         spans = self.collector.send_many(topic, keys, values, timestamps, partitioner)
         if not spans:
             return
-        where = self._where()
+        on_error = self._on_error
         for future, start, stop in spans:
-            if stop - start == 1 and hasattr(future, "add_errback"):
-                future.add_errback(self._on_error, (topic, None, timestamps[start], keys[start], values[start], ()),
-                                   where)
+            errback = getattr(future, "add_errback", None)   # a send's; a send_batch's has none
+            if errback is not None:
+                errback(on_error, (topic, None, timestamps[start], keys[start], values[start], ()))
             else:
                 future.add_done_callback(
-                    lambda f, start=start, stop=stop: self._batch_done(f, topic, keys, values, timestamps, start,
-                                                                       stop, where))
+                    lambda f, start=start, stop=stop: self._batch_done(f, topic, keys, values, timestamps, start, stop))
 
     def _batch_done(self, future: Any, topic: str, keys: list, values: list, timestamps: list, start: int,
-                    stop: int, where: tuple) -> None:
+                    stop: int) -> None:
         exc = future.exception()
         if exc is not None:
             for i in range(start, stop):
-                self._on_error((topic, None, timestamps[i], keys[i], values[i], ()), where, exc)
+                self._on_error((topic, None, timestamps[i], keys[i], values[i], ()), exc)
 
     def check(self) -> None:
         """Hand the failures reported since the last check to the production handler,
@@ -461,12 +457,12 @@ class DeliveryWatch:
         self._checking = True
         try:
             while self._failed:
-                exc, record, where = self._failed.popleft()
-                self._handle(exc, record, where)
+                exc, record = self._failed.popleft()
+                self._handle(exc, record)
         finally:
             self._checking = False
 
-    def _handle(self, exc: BaseException, record: tuple, where: tuple) -> None:
+    def _handle(self, exc: BaseException, record: tuple) -> None:
         task = self.task
         topic, partition, timestamp, key, value, headers = record
         if isinstance(exc, TransactionAbortedError):
@@ -477,8 +473,9 @@ class DeliveryWatch:
         if isinstance(exc, _FATAL) or getattr(exc, "error_code", None) in _FATAL_CODES:
             raise StreamsError(f"task {task.task_id}: a record for {topic} was not produced: {exc!r}; no more "
                                "records are sent (an error no production exception handler is asked about)") from exc
-        ectx = ErrorHandlerContext(where[0], task.partition, where[1], where[4], where[2], task.task_id, where[3],
-                                   None, None)
+        ctx = task.context
+        ectx = ErrorHandlerContext(ctx.topic, task.partition, ctx.offset, ctx.headers, ctx.current_node, task.task_id,
+                                   ctx.timestamp, None, None)
         producer_record = ProducerRecord(topic, partition, timestamp, key, value, headers or ())
         act_on_production_error(task, topic,
                                 task._ask(task.production_handler, "production", exc, ectx, producer_record), exc, ectx)
