@@ -150,14 +150,18 @@ def committed(c: Cluster, group: str, partition: int = 0) -> int | None:
     return None if p is None else p.offset
 
 
-def one_member(c: Cluster) -> tuple[int, str]:
+def join(c: Cluster, instance: str | None = None):
+    return c.groups.join_group("g", "", "consumer", [("range", b"")], session_timeout_ms=10_000,
+                               require_known_member_id=False, group_instance_id=instance)
+
+
+def one_member(c: Cluster, instance: str | None = None) -> tuple[int, str]:
     """A member joins group g and, as its leader, syncs its assignment: (generation, member id)."""
-    join = c.groups.join_group("g", "", "consumer", [("range", b"")], session_timeout_ms=10_000,
-                               require_known_member_id=False).wait(5)
-    assert join.error_code == 0
-    member = join.member_id
-    assert c.groups.sync_group("g", join.generation_id, member, assignments={member: b"a"}).wait(5).error_code == 0
-    return join.generation_id, member
+    joined = join(c, instance).wait(5)
+    assert joined.error_code == 0
+    member = joined.member_id
+    assert c.groups.sync_group("g", joined.generation_id, member, assignments={member: b"a"}).wait(5).error_code == 0
+    return joined.generation_id, member
 
 
 def test_offsets_expire_only_once_their_tombstones_are_replicated(cluster):
@@ -231,3 +235,20 @@ def test_a_session_expiry_write_that_fails_because_leadership_moved_resigns_the_
     c.leadership_moves()
     assert c.groups.fetch_offsets("g").error_code == NotCoordinatorError.error_code
     assert TP not in c.coordinators._led
+
+
+def test_a_static_member_rejoining_is_answered_once_replicated_and_reverted_if_not(cluster):
+    c = cluster
+    generation, first = one_member(c, "i1")
+    c.follower_fetches()
+    rejoin = join(c, "i1")              # a restarted static member: same metadata, no rebalance
+    c.node.drain()
+    assert not rejoin.done()            # its new member id is not answered before the ISR has it
+    c.follower_fetches()
+    second = rejoin.wait(5)
+    assert second.error_code == 0 and second.member_id != first and second.generation_id == generation
+    again = join(c, "i1")
+    c.follower_drops_out()              # the ISR does not take this one
+    assert again.wait(5).error_code == 15           # COORDINATOR_NOT_AVAILABLE: the client retries
+    # The member is the one the log holds: the second id, not the third.
+    assert c.groups.group_members("g") == [second.member_id]

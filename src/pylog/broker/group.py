@@ -816,16 +816,18 @@ class GroupCoordinator:
         return _records.group_metadata_record(group.group_id, value)
 
     def _store_group(self, group: _Group, assignments: Mapping[str, bytes] | None = None,
-                     on_replicated: Callable[[BaseException | None], None] | None = None) -> int:
+                     on_replicated: Callable[[BaseException | None], None] | None = None) -> tuple[int, object]:
+        """Append the group's metadata: (error code, the store's replication handle or
+        None).  ``on_replicated(error)`` runs once a replicated store has the outcome."""
         try:
             handle = self._append(group.group_id, [self._group_record(group, assignments)])
         except Exception as exc:  # noqa: BLE001 - any store failure becomes an error code
             code = _storage_error_code(exc, for_commit=False)
             _log.warning("group %s: storing group metadata failed: %r", group.group_id, exc)
-            return code
+            return code, None
         if on_replicated is not None:
             self._when_replicated(handle, on_replicated)
-        return NONE
+        return NONE, handle
 
     # ---------------------------------------------------------------- membership helpers
 
@@ -1129,8 +1131,9 @@ class GroupCoordinator:
                 self._set_join_pending(member, pending)
                 self._prepare_rebalance(group, f"static member {instance_id} rejoined with new metadata")
                 return
-            err = self._store_group(group)
-            if err != NONE:
+            generation = group.generation_id
+
+            def revert(err: int) -> None:
                 (member.protocols, member.rebalance_timeout_ms, member.session_timeout_ms,
                  member.client_id, member.client_host) = saved
                 self._rename_member(group, member, new_id, old_id)
@@ -1138,6 +1141,21 @@ class GroupCoordinator:
                 self._complete(pending, JoinGroupResult(
                     err, UNKNOWN_MEMBER_ID, group.generation_id, group.protocol_type,
                     group.protocol_name, old_leader or ""))
+
+            def replicated(error: BaseException | None) -> None:
+                # A clustered store: the rejoin is answered once the ISR has it; if it
+                # did not take it, the member is the old one again, as when the append fails.
+                if group.members.get(new_id) is not member or group.generation_id != generation \
+                        or self._groups.get(group.group_id) is not group:
+                    self._complete(pending, JoinGroupResult(_E_REBALANCE, new_id))
+                elif error is not None:
+                    revert(_storage_error_code(error, for_commit=False))
+                else:
+                    self._complete(pending, rejoined)
+
+            err, handle = self._store_group(group, on_replicated=replicated)
+            if err != NONE:
+                revert(err)
                 return
             _log.info("group %s: static member %s rejoined as %s without a rebalance",
                       group.group_id, instance_id, new_id)
@@ -1153,7 +1171,9 @@ class GroupCoordinator:
                 # group would then ignore it: they are given the old leader id instead.
                 result = JoinGroupResult(NONE, new_id, group.generation_id, group.protocol_type,
                                          group.protocol_name, old_leader or "")
-            self._complete(pending, result)
+            rejoined = result
+            if handle is None:
+                self._complete(pending, result)
         elif state is GroupState.COMPLETING_REBALANCE:
             # The leader may be assigning to the old member id: start over.
             self._set_join_pending(member, pending)
@@ -1285,7 +1305,7 @@ class GroupCoordinator:
         if missing:
             _log.warning("group %s: leader gave no assignment to %s", group.group_id, missing)
         generation = group.generation_id
-        err = self._store_group(group, full, on_replicated=lambda error: self._assignment_replicated(
+        err, _ = self._store_group(group, full, on_replicated=lambda error: self._assignment_replicated(
             group, generation, error))
         if err != NONE:
             self._reset_and_propagate_assignment_error(group, err)

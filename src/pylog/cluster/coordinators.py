@@ -282,7 +282,7 @@ class CoordinatorPartitions:
             last = r.log.log_end_offset - 1
             append = replication.AppendInfo(last, last, r.state.leader_epoch)
         led_epoch = self._led.get((topic, partition))
-        handle = Replication()
+        handle = Replication(self.node.call_in_loop)
 
         def outcome(error: PylogError | None) -> None:
             if isinstance(error, NotLeaderError) and led_epoch is not None and not self.node.stopping:
@@ -364,23 +364,26 @@ class CoordinatorPartitions:
 
 class Replication:
     """A replication handle of :class:`~pylog.broker.group_offsets.OffsetStore`: one
-    outcome (None, or the PylogError), callbacks run once with it, on the thread that
-    sets it (the loop's) or at once when it is already known.  Thread-safe."""
+    outcome (None, or the PylogError); each callback runs once with it, always on the
+    loop thread: the one that sets it, or, when it is already known, later through
+    ``call_soon`` (never inline: the caller may hold the group coordinator's lock, which
+    the callback takes).  Thread-safe."""
 
-    __slots__ = ("_lock", "_callbacks", "_done", "_error")
+    __slots__ = ("_lock", "_callbacks", "_done", "_error", "_call_soon")
 
-    def __init__(self) -> None:
+    def __init__(self, call_soon: Any) -> None:
         self._lock = threading.Lock()
         self._callbacks: list = []
         self._done = False
         self._error: PylogError | None = None
+        self._call_soon = call_soon
 
     def add_done_callback(self, fn: Any) -> None:
         with self._lock:
             if not self._done:
                 self._callbacks.append(fn)
                 return
-        fn(self._error)
+        self._call_soon(fn, self._error)
 
     def set_result(self, error: PylogError | None) -> None:
         with self._lock:
