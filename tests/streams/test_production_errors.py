@@ -156,12 +156,73 @@ def test_retry_of_a_retriable_error_processes_again_from_the_committed_offsets(t
 
 
 def test_remote_producer_failures_reach_the_handler(serve, tmp_path):  # noqa: F811
+    import threading
+
+    from server.util import wait_for
+
     server = serve()
     with pylog.connect(server.bootstrap) as client:
         _fill(client, [b"a", b"alter", BIG, b"b"])
         handler = _Recorder(lambda c, r, e: Response.resume())
-        _run(client, _shrink_out_on(client, b"alter"), handler, state_dir=str(tmp_path / "state"))
+        app = _topology(_shrink_out_on(client, b"alter")).build(application_id="app", config={
+            "max.poll.records": 1, "production.exception.handler": handler, "producer.batch.size": 1,
+            "commit.interval.ms": 0, "state.dir": str(tmp_path / "state")})
+        errors = []
+
+        def run():
+            try:
+                app.run(client, poll_timeout_ms=20)
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                errors.append(exc)
+        t = threading.Thread(target=run)
+        t.start()
+        try:      # the group's join over the network takes a while: wait for the commit
+            wait_for(lambda: errors or _committed(client, "app") == 4, "the app to commit its input")
+        finally:
+            app.stop()
+            t.join()
+        assert not errors
         assert _values(client, "out") == [b"a", b"alter", b"b"]
         (context, record, exc), = handler.calls
         assert isinstance(exc, RecordTooLargeError) and record.value == BIG
         assert _committed(client, "app") == 4
+
+
+def test_a_processing_handler_cannot_retry():
+    # RETRY is a production handler's answer only (Kafka's processing handler has none):
+    # from the processing handler it fails the task
+    from pylog.streams import TopologyTestDriver
+
+    def boom(k, v):
+        raise ValueError("no")
+    b = StreamsBuilder()
+    b.stream("in", key_serde=B, value_serde=B).map_values(boom).to("out")
+    calls = []
+
+    def handler(context, record, exc):
+        calls.append(exc)
+        return Response.retry()
+    with TopologyTestDriver(b.build(), {"application.id": "app", "processing.exception.handler": handler}) as d:
+        with pytest.raises(StreamsError, match="ValueError"):
+            d.pipe_raw("in", b"k", b"v", 1)
+    assert len(calls) == 1
+
+
+def test_retry_at_send_of_a_retriable_error_corrupts_the_task():
+    # a retriable error raised by send itself: RETRY is TaskCorruptedError (a StreamsError,
+    # so no processing handler sees it)
+    from pylog.errors import NotEnoughReplicasError
+    from pylog.streams.errors import TaskCorruptedError
+    from pylog.streams.task import StreamTask
+
+    class Refusing:
+        def send(self, topic, key, value, timestamp, headers, partitioner, partition):
+            raise NotEnoughReplicasError("out-0: 1 in sync, 2 needed")
+    b = StreamsBuilder()
+    b.stream("in", key_serde=B, value_serde=B).to("out")
+    t = b.build()
+    task = StreamTask(t, t.nodes, application_id="app", task_id="0_0", collector=Refusing(),
+                      config={"processing.exception.handler": "log_and_continue"})
+    with pytest.raises(TaskCorruptedError, match="RETRY") as info:
+        task.process("in", b"k", b"v", 1)
+    assert info.value.task_ids == ["0_0"]
