@@ -106,11 +106,9 @@ class CoreReplicaLog:
         self.broker = broker
         self.topic = topic
         self.partition = partition
-        broker.partition_log(topic, partition)      # UnknownTopicOrPartitionError now, not later
-
-    @property
-    def log(self) -> Any:
-        return self.broker.partition_log(self.topic, self.partition)
+        #: The partition's Log (UnknownTopicOrPartitionError now, not later); a
+        #: partition keeps its Log object for its life, so it is looked up once.
+        self.log = broker.partition_log(topic, partition)
 
     @property
     def log_start_offset(self) -> int:
