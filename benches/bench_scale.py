@@ -14,8 +14,14 @@ same run, so a ratio and not a noisy absolute is what is tracked:
   process spins on the CPU; the quiet figure of the same call is reported beside it.
   Goal: p99 at most 2 ms and p99.9 at most 10 ms over at least 60 s.
 - ``MultiConsumer.track_records_per_s``: records/s delivered in total to several
-  confluent-kafka consumers, each in its own process, in one group over 8 partitions.
-  Goal: at least 2M records/s of 100-byte records.
+  consumers, each in its own process, in one group over 8 partitions, from the start
+  signal (given once the group has settled) to the last record.  Goal: at least 2M records/s
+  of 100-byte records.  Two kinds of consumer (the parameter): confluent-kafka's
+  ``consume`` and pylog's remote client's ``poll_batches`` (which reads each batch's
+  columns with numpy, no Python object per record).  On this 2-core machine a
+  confluent-kafka consumer process spends a core on about 1.3M records/s of Message
+  objects, so with those the consumers, not the server, are the limit; pylog's
+  columnar consumers leave the server as the limit.
 - ``OpenTime.track_listen_ms_*``: ``pylog serve`` from exec to "listening" over a data
   directory of 1000 partitions left by a clean shutdown, beside the same over an empty
   one (the interpreter's own start-up, which no data directory work can remove).  Goal:
@@ -119,17 +125,33 @@ def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
     return {"quiet": run(False), "busy": run(True)}
 
 
-def _consume_part(bootstrap: str, topic: str, group: str, quota: int, start, done) -> None:
-    """One consumer process: join ``group``, wait for the start signal, read until the
-    group's total (shared counter ``done``) reaches ``quota``."""
-    from confluent_kafka import Consumer
+def _wait_in_group(poll, assignment, pause, slot: int, assigned, start) -> None:
+    """Poll until the start signal, keeping every partition the group gives this member
+    paused (nothing is fetched yet) and telling the parent how many it holds."""
+    while not start.is_set():
+        held = assignment()
+        if held:
+            pause(held)
+        assigned[slot] = len(held)
+        poll()
+
+
+def _consume_part(bootstrap: str, topic: str, group: str, quota: int, start, done, assigned, slot: int) -> None:
+    """One confluent-kafka consumer process: join ``group`` and hold its partitions
+    paused until the start signal, then read them from the beginning until the group's
+    total (shared counter ``done``) reaches ``quota``."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest", "fetch.max.bytes": 52_428_800,
+                  "auto.offset.reset": "latest", "fetch.max.bytes": 52_428_800,
                   "max.partition.fetch.bytes": 10_485_760, "queued.min.messages": 1_000_000,
-                  "queued.max.messages.kbytes": 1_048_576, "fetch.wait.max.ms": 10})
+                  "queued.max.messages.kbytes": 1_048_576, "fetch.wait.max.ms": 10,
+                  "heartbeat.interval.ms": 300})     # (members learn of a rebalance sooner)
     c.subscribe([topic])
-    start.wait(120)
+    _wait_in_group(lambda: c.consume(1, 0.02), c.assignment, c.pause, slot, assigned, start)
+    held = [TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in c.assignment()]
+    c.assign(held)           # (the group's assignment, re-set to read from the start)
+    c.resume(held)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         with done.get_lock():
@@ -143,9 +165,49 @@ def _consume_part(bootstrap: str, topic: str, group: str, quota: int, start, don
     c.close()
 
 
-def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int = 8) -> dict:
-    """Records/s delivered in total to ``consumers`` confluent-kafka consumer processes in
-    one group over ``partitions`` partitions, from the first fetch to the last record."""
+def _consume_part_pylog(bootstrap: str, topic: str, group: str, quota: int, start, done, assigned,
+                        slot: int) -> None:
+    """:func:`_consume_part` with pylog's remote client: ``poll_batches``, the records of
+    each batch counted from its numpy columns (value lengths summed and checked)."""
+    import pylog
+
+    with pylog.connect(bootstrap) as client:
+        c = client.consumer(group_id=group, enable_auto_commit=False, auto_offset_reset="latest",
+                            heartbeat_interval_ms=300)
+        c.subscribe([topic])
+        _wait_in_group(lambda: c.poll(timeout_ms=20), c.assignment, lambda held: c.pause(*held), slot,
+                       assigned, start)
+        held = c.assignment()
+        c.seek_to_beginning(*held)
+        c.resume(*held)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with done.get_lock():
+                if done.value >= quota:
+                    break
+            n = 0
+            for item in c.poll_batches(timeout_ms=200):
+                lengths = item.columns().value_lengths
+                if int(lengths.sum()) != len(RECORD) * len(lengths):
+                    raise RuntimeError("multi-consumer: a record of the wrong size")
+                n += len(lengths)
+            if n:
+                with done.get_lock():
+                    done.value += n
+        c.close()
+
+
+_CONSUME_PARTS = {"confluent": _consume_part, "pylog": _consume_part_pylog}
+
+
+def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int = 8,
+                   kind: str = "confluent") -> dict:
+    """Records/s delivered in total to ``consumers`` consumer processes of ``kind``
+    (confluent-kafka or pylog's remote client) in one group over ``partitions``
+    partitions, and the server's CPU seconds in that time.  The clock runs from the
+    start signal, given once the group has settled (every partition held by a member,
+    unchanged for half a second, all paused), to the moment the last record arrived:
+    what the server delivers, not how long a group takes to form or to leave."""
     from pylog.server import bench
 
     server = ServeProcess()
@@ -154,21 +216,44 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
                            batch_records=9_000, partitions=partitions, progress=False)
         ctx = multiprocessing.get_context("spawn")
         start, done = ctx.Event(), ctx.Value("q", 0)
-        procs = [ctx.Process(target=_consume_part, args=(server.bootstrap, "fanout", "fanout-group",
-                                                          records, start, done))
-                 for _ in range(consumers)]
+        assigned = ctx.Array("i", consumers)
+        procs = [ctx.Process(target=_CONSUME_PARTS[kind], args=(server.bootstrap, "fanout", "fanout-group",
+                                                                 records, start, done, assigned, i))
+                 for i in range(consumers)]
         for p in procs:
             p.start()
-        time.sleep(0.5)      # let them connect; the group's join is part of the measured time
+        settled_since = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if sum(assigned[:]) == partitions and min(assigned[:]) > 0:
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since >= 0.5:
+                    break
+            else:
+                settled_since = None
+            if not all(p.is_alive() for p in procs):
+                raise RuntimeError(f"multi-consumer: a {kind} consumer process died while joining")
+            time.sleep(0.01)
+        else:
+            raise RuntimeError(f"multi-consumer: the group did not settle: {assigned[:]}")
+        c0 = server.cpu_seconds()
         t0 = time.perf_counter()
         start.set()
+        # Until the last record arrived, not until the processes are gone: their closes
+        # (LeaveGroup, the others' rebalance) are not delivery.
+        deadline = time.monotonic() + 600
+        while done.value < records and time.monotonic() < deadline and any(p.is_alive() for p in procs):
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - t0
+        cpu = server.cpu_seconds() - c0
         for p in procs:
             p.join(600)
-        elapsed = time.perf_counter() - t0
         got = done.value
+        if any(p.exitcode for p in procs):
+            raise RuntimeError(f"multi-consumer: a {kind} consumer process failed")
     finally:
         server.stop()
-    return {"records": got, "seconds": elapsed, "records_per_s": got / elapsed}
+    return {"records": got, "seconds": elapsed, "records_per_s": got / elapsed, "server_cpu_s": cpu}
 
 
 def _listen_ms(data_dir: str) -> float:
@@ -294,10 +379,23 @@ class BusyNeighbour(_Once):
 
 
 class MultiConsumer(_Once):
-    def track_records_per_s(self) -> float:
-        return multi_consumer()["records_per_s"]
+    params = ["confluent", "pylog"]
+    param_names = ["consumer"]
+
+    def setup_cache(self) -> dict:
+        return {kind: multi_consumer(kind=kind) for kind in self.params}
+
+    def track_records_per_s(self, runs: dict, kind: str) -> float:
+        return runs[kind]["records_per_s"]
 
     track_records_per_s.unit = "records/s"
+
+    def track_records_per_server_cpu_s(self, runs: dict, kind: str) -> float:
+        """What one core of the server would deliver at this rate of work: records over
+        the server's CPU seconds (the consumers, not the server, set the pace here)."""
+        return runs[kind]["records"] / max(runs[kind]["server_cpu_s"], 1e-9)
+
+    track_records_per_server_cpu_s.unit = "records/s"
 
 
 class OpenTime(_Once):
@@ -332,7 +430,8 @@ if __name__ == "__main__":
     print("open time, 1000 partitions:", open_time())
     for n, fig in partition_sweep().items():
         print(f"sweep {n:5d} partitions:", {k: round(v, 3) for k, v in fig.items()})
-    print("multi-consumer:", multi_consumer())
+    for kind in _CONSUME_PARTS:
+        print(f"multi-consumer {kind}:", multi_consumer(kind=kind))
     lat = latency_busy_neighbour(secs)
     for k in ("quiet", "busy"):
         print(f"latency {k}:", {m: round(v, 3) for m, v in lat[k].items()})

@@ -29,9 +29,10 @@ def test_latency_with_and_without_a_busy_neighbour():
         assert fig["records"] > 0 and 0 < fig["p50"] <= fig["p99"] <= fig["p999"] <= fig["max"]
 
 
-def test_multi_consumer_group_reads_everything():
-    fig = bench_scale.multi_consumer(records=20_000, consumers=2, partitions=4)
-    assert fig["records"] >= 20_000 and fig["records_per_s"] > 0
+@pytest.mark.parametrize("kind", ["confluent", "pylog"])
+def test_multi_consumer_group_reads_everything(kind):
+    fig = bench_scale.multi_consumer(records=20_000, consumers=2, partitions=4, kind=kind)
+    assert fig["records"] >= 20_000 and fig["records_per_s"] > 0 and fig["server_cpu_s"] > 0
 
 
 def test_open_time_of_a_wide_data_dir():
