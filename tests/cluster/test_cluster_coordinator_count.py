@@ -60,3 +60,7 @@ def test_brokers_configured_differently_agree_on_group_coordinators(tmp_path, zk
                 assert c.committed([TopicPartition("t", 0)], timeout=30)[0].offset == 100 + i
             finally:
                 c.close()
+        # DeleteGroups, answered once the tombstones are replicated, by each coordinator.
+        for g, fut in a.delete_consumer_groups(GROUPS, request_timeout=30).items():
+            fut.result(30)
+        assert not {g.group_id for g in a.list_consumer_groups().result(30).valid} & set(GROUPS)

@@ -326,7 +326,7 @@ class CoordinatorPartitions:
                     out[g] = error
             return out
 
-        return asyncio.ensure_future(gather(), loop=self.node.loop)
+        return self.node.loop.create_task(gather())
 
     def wait_group_replicated(self, group_id: str) -> asyncio.Future | None:
         """:meth:`wait_replicated` for the group's ``__consumer_offsets`` partition."""
