@@ -240,3 +240,35 @@ def test_uneven_counts_stay_within_one_task_and_a_join_takes_its_share(partition
     assert moved == len(after["p9"])
     for pid, tasks in before.items():
         assert after[pid] <= tasks
+
+
+def test_a_far_behind_newcomer_warms_replicas_up_before_it_gets_tasks():
+    members = [Member("m0", "p0"), Member("m1", "p1")]
+    members[0].active = set(TASKS)
+    end = {t: 50_000 for t in TASKS}
+    for m in members:
+        m.assignor.clock_ms = lambda: 1000
+    rebalance(members, end_sums=end)
+    # every task stays where its state is; the newcomer warms two up (max.warmup.replicas)
+    assert members[0].active == TASKS and members[1].active == set()
+    assert len(members[1].standby) == 2
+    assert members[0].assignor.next_probing_rebalance_ms == 1000 + 600_000
+    moved = set()
+    for _ in range(3):
+        # the probing rebalance: the warm-ups caught up and their tasks move
+        warmed = set(members[1].standby)
+        members[1].sums = {t: 49_990 for t in warmed}
+        rebalance(members, end_sums=end)
+        assert warmed <= members[1].active and members[1].active - warmed == moved
+        moved = set(members[1].active)
+    assert sorted(len(m.active) for m in members) == [6, 6]
+    assert members[1].standby == set()
+    assert members[0].assignor.next_probing_rebalance_ms == 0
+
+
+def test_a_newcomer_within_the_acceptable_lag_takes_its_tasks_at_once():
+    members = [Member("m0", "p0"), Member("m1", "p1")]
+    members[0].active = set(TASKS)
+    rebalance(members, end_sums={t: 9_000 for t in TASKS})
+    assert sorted(len(m.active) for m in members) == [6, 6]
+    assert members[0].assignor.next_probing_rebalance_ms == 0

@@ -132,3 +132,38 @@ def test_a_restore_cut_short_by_a_rebalance_is_suspended_and_keeps_what_it_resto
                              ("suspended", "joined", 0)]
         # "counts" was kept through the rebalance: never restored again
         assert [c for c in calls if c[1] == "counts"] == [("start", "counts", 0, 4), ("end", "counts", 4)]
+
+
+def test_a_newcomer_far_behind_warms_up_first_and_takes_its_task_in_a_probing_rebalance(tmp_path):
+    def app(state):
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        b.stream("words").group_by_key().count(materialized="counts")
+        return b.build("wu", {"commit.interval.ms": 50, "state.dir": str(tmp_path / state),
+                              "acceptable.recovery.lag": 5, "probing.rebalance.interval.ms": 1500})
+
+    keys = [f"k{i}" for i in range(40)]
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 2)
+        produce(client, "words", keys)
+        first = app("one")
+        with Running(first, client):
+            wait_until(lambda: stale_counts(first, keys) == {k: 1 for k in keys}, what="the first instance counting")
+            second = app("two")
+            listener = Recorder()
+            second.set_global_state_restore_listener(listener)
+            with Running(second, client):
+                # the newcomer is far behind (changelogs of ~20 records, acceptable lag 5):
+                # the first instance keeps both tasks while a warm-up replica catches up
+                wait_until(lambda: second.standbys and not second.tasks and len(first.tasks) == 2,
+                           what="a warm-up replica on the newcomer")
+                assert first.partition_assignor.next_probing_rebalance_ms > 0
+                wait_until(lambda: len(second.tasks) == 1 and len(first.tasks) == 1, what="the probing rebalance")
+                assert second.standbys == {}
+                # the task came with the warm-up's state: nothing restored from the beginning
+                assert not [c for c in listener.calls if c[0] == "start" and c[2] == 0], listener.calls
+                produce(client, "words", keys)
+
+                def both():
+                    return {k: v for a in (first, second) for k, v in (stale_counts(a, keys) or {}).items()
+                            if v is not None}
+                wait_until(lambda: both() == {k: 2 for k in keys}, what="both counting on")

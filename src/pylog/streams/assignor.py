@@ -27,32 +27,38 @@ state holds (Kafka's ``SubscriptionInfo`` v7+ ``taskOffsetSums``: -2, Kafka's
    instance is gone goes to a client whose state of it is caught up (lag at most
    ``acceptable.recovery.lag``: its standby) even past that client's share, so a
    leaver's tasks go where their standbys are, at once;
-4. places ``num.standby.replicas`` standbys of each stateful task (one with logged
+4. (Kafka's high-availability task movements) leaves a stateful task whose new client
+   is more than ``acceptable.recovery.lag`` behind on a client that is caught up (the
+   one that ran it), and gives the new client a *warm-up replica* of it (a standby
+   beyond ``num.standby.replicas``; at most ``max.warmup.replicas`` in the group); the
+   assignment then asks for a *probing rebalance* after
+   ``probing.rebalance.interval.ms``, where the warmed-up client, caught up now, gets
+   the task.  With small changelogs (at most ``acceptable.recovery.lag`` records) every
+   client is caught up and tasks move at once;
+5. places ``num.standby.replicas`` standbys of each stateful task (one with logged
    stores), never on the client running it nor twice on one client, preferring
    clients that held the task before, then the least loaded;
-5. splits each client's active and standby tasks over its members the same way (sticky
+6. splits each client's active and standby tasks over its members the same way (sticky
    to the member that ran them, balanced), and gives each member the partitions of its
    active tasks.
 
-Not done: Kafka's warm-up replicas and probing rebalances.  A task moved for balance
-goes at once and is restored on its new instance (Kafka's high-availability assignor
-would first warm a replica up there, and move the task in a later probing rebalance);
-an instance that took a leaver's tasks past its share keeps them until the next
-rebalance.  Source topics the app does not know (another version of the topology) are placed
+An instance that took a leaver's tasks past its share keeps them until the next
+rebalance (Kafka's assignor would warm replicas up elsewhere and move them later).  Source topics the app does not know (another version of the topology) are placed
 by Kafka's range assignor.
 
-Every member's assignment ``user_data`` carries its active and standby tasks and the
-whole map host -> partitions (active and standby), as Kafka Streams'
-``AssignmentInfo`` (``activeTasks``, ``standbyTasks``, ``partitionsByHost``,
-``standbyPartitionByHost``).
+Every member's assignment ``user_data`` carries its active and standby tasks (warm-ups
+among them), the whole map host -> partitions (active and standby) and when the next
+probing rebalance is due, as Kafka Streams' ``AssignmentInfo`` (``activeTasks``,
+``standbyTasks``, ``partitionsByHost``, ``standbyPartitionByHost``,
+``nextRebalanceMs``).
 
 Bytes (pylog's own, not Kafka Streams' ``SubscriptionInfo``/``AssignmentInfo``): UTF-8
 JSON objects with a ``"version"`` (2).  Subscription: ``{"version": 2, "process_id":
 str, "endpoint": "host:port" | null, "active_tasks": ["0_1", ...], "standby_tasks":
 [...], "task_offset_sums": {"0_1": int, ...}}``.  Assignment: ``{"version": 2,
-"active_tasks": [...], "standby_tasks": [...], "partitions_by_host": [["host:port",
-[[topic, partition], ...]], ...], "standby_partitions_by_host": [...]}``, only hosts
-with an endpoint.  A version 1 subscription (process id and endpoint only) is read as
+"active_tasks": [...], "standby_tasks": [...], "next_probing_rebalance_ms": int (0:
+none), "partitions_by_host": [["host:port", [[topic, partition], ...]], ...],
+"standby_partitions_by_host": [...]}``, only hosts with an endpoint.  A version 1 subscription (process id and endpoint only) is read as
 one with no previous tasks.  The protocol is named ``pylog-stream``, not Kafka
 Streams' ``stream``: a Java instance joining the same group gets
 INCONSISTENT_GROUP_PROTOCOL instead of undecodable user data.  A member whose user data
@@ -68,6 +74,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple
 
 from pylog.client.consumer import ConsumerPartitionAssignor, assignor_for_name
@@ -84,6 +91,10 @@ _VERSION = 2
 LATEST_OFFSET = -2
 #: Kafka Streams' default ``acceptable.recovery.lag``.
 ACCEPTABLE_RECOVERY_LAG = 10_000
+#: Kafka Streams' default ``max.warmup.replicas``.
+MAX_WARMUP_REPLICAS = 2
+#: Kafka Streams' default ``probing.rebalance.interval.ms``.
+PROBING_REBALANCE_INTERVAL_MS = 600_000
 
 #: (sub-topology id, partition): Kafka's ``TaskId``.
 TaskId = Tuple[int, int]
@@ -144,6 +155,8 @@ class ClientState:
         self.offset_sums: Dict[TaskId, int] = {}
         self.active: Set[TaskId] = set()
         self.standby: Set[TaskId] = set()
+        #: the standbys that are warm-up replicas (of a task meant to move here)
+        self.warmup: Set[TaskId] = set()
 
     @property
     def capacity(self) -> int:
@@ -178,25 +191,32 @@ class ClientState:
                 if old is None or value == LATEST_OFFSET or (old != LATEST_OFFSET and value > old):
                     self.offset_sums[task] = value
 
+    def has_state(self, task: TaskId) -> bool:
+        return task in self.prev_active or task in self.offset_sums
+
     def lag(self, task: TaskId, end_sums: Mapping[TaskId, int]) -> float:
         """How far this client's state of ``task`` is behind its changelogs' end
-        (0: it runs the task; infinity: it has none)."""
+        (0: it runs the task; with no state, the whole changelog, or infinity when the
+        end is unknown)."""
         if task in self.prev_active:
             return 0
         value = self.offset_sums.get(task)
+        end = end_sums.get(task)
         if value is None:
-            return math.inf
+            return math.inf if end is None else end
         if value == LATEST_OFFSET:
             return 0
-        end = end_sums.get(task)
         # without the end, the highest sum is the freshest (the end is the same for all)
         return max(0, end - value) if end is not None else -value
 
 
 def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], stateful: Set[TaskId],
                  num_standby_replicas: int = 0, end_sums: Optional[Mapping[TaskId, int]] = None,
-                 acceptable_recovery_lag: int = ACCEPTABLE_RECOVERY_LAG) -> None:
-    """Fill each client's ``active`` and ``standby`` (steps 2-4 of the module docstring).
+                 acceptable_recovery_lag: int = ACCEPTABLE_RECOVERY_LAG,
+                 max_warmup_replicas: int = MAX_WARMUP_REPLICAS) -> int:
+    """Fill each client's ``active``, ``standby`` and ``warmup`` (steps 2-5 of the
+    module docstring).  Returns how many task moves were put off until their
+    destination is caught up (a probing rebalance is due when more than 0).
     Deterministic: the same inputs give the same placement on whichever member leads."""
     end_sums = end_sums or {}
     tasks = sorted(tasks)
@@ -221,15 +241,28 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
             # assignor: a caught-up state (a standby) takes it even past its share
             caught = [c for c in order if clients[c].lag(task, end_sums) <= acceptable_recovery_lag]
             if caught:
-                best = min(caught, key=lambda c: (c not in room, clients[c].lag(task, end_sums),
+                best = min(caught, key=lambda c: (not clients[c].has_state(task), c not in room,
+                                                  clients[c].lag(task, end_sums),
                                                   len(clients[c].active) / clients[c].capacity, c))
                 clients[best].active.add(task)
                 continue
         best = min(room or order, key=lambda c: (clients[c].lag(task, end_sums), len(clients[c].active)
                                                 / clients[c].capacity, c))
         clients[best].active.add(task)
-    if num_standby_replicas <= 0:
-        return
+    # a stateful task placed where its state is far behind stays where it is caught up,
+    # and its destination warms a replica up (Kafka's task movements)
+    deferred = []
+    for task in sorted(stateful & set(tasks)):
+        dest = next(c for c in order if task in clients[c].active)
+        if task not in end_sums or clients[dest].lag(task, end_sums) <= acceptable_recovery_lag:
+            continue
+        sources = [c for c in order if c != dest and clients[c].lag(task, end_sums) <= acceptable_recovery_lag]
+        if not sources:
+            continue
+        src = min(sources, key=lambda c: (clients[c].lag(task, end_sums), clients[c].load(), c))
+        clients[dest].active.discard(task)
+        clients[src].active.add(task)
+        deferred.append((task, dest))
     for task in sorted(stateful & set(tasks)):
         for _ in range(num_standby_replicas):
             room = [c for c in order if task not in clients[c].active and task not in clients[c].standby]
@@ -238,6 +271,16 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
             best = min(room, key=lambda c: (0 if task in clients[c].prev_standby or task in clients[c].prev_active
                                             else 1, clients[c].lag(task, end_sums), clients[c].load(), c))
             clients[best].standby.add(task)
+    warmups = 0
+    for task, dest in deferred:
+        if task in clients[dest].standby:
+            continue    # its standby there catches up anyway
+        if warmups >= max_warmup_replicas:
+            break
+        clients[dest].standby.add(task)
+        clients[dest].warmup.add(task)
+        warmups += 1
+    return len(deferred)
 
 
 def _targets(n: int, capacity: Mapping[str, int], had: Mapping[str, int]) -> Dict[str, int]:
@@ -294,6 +337,9 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
     acceptable_recovery_lag
         Kafka's ``acceptable.recovery.lag`` (default 10000): a state at most this far
         behind is caught up.
+    max_warmup_replicas, probing_rebalance_interval_ms
+        Kafka's ``max.warmup.replicas`` (default 2) and
+        ``probing.rebalance.interval.ms`` (default 600000).
     """
 
     name = PROTOCOL_NAME
@@ -302,7 +348,10 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
                  stateful_groups: Iterable[int] = (), num_standby_replicas: int = 0,
                  task_state: Optional[Callable[[], Tuple[Set[TaskId], Set[TaskId], Dict[TaskId, int]]]] = None,
                  end_offset_sums: Optional[Callable[[Set[TaskId]], Mapping[TaskId, int]]] = None,
-                 acceptable_recovery_lag: int = ACCEPTABLE_RECOVERY_LAG) -> None:
+                 acceptable_recovery_lag: int = ACCEPTABLE_RECOVERY_LAG,
+                 max_warmup_replicas: int = MAX_WARMUP_REPLICAS,
+                 probing_rebalance_interval_ms: int = PROBING_REBALANCE_INTERVAL_MS,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         if endpoint is not None:
             parse_endpoint(endpoint)
         if num_standby_replicas < 0:
@@ -315,6 +364,15 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
         self.task_state = task_state
         self.end_offset_sums = end_offset_sums
         self.acceptable_recovery_lag = acceptable_recovery_lag
+        if max_warmup_replicas < 1:
+            raise ValueError(f"max.warmup.replicas is at least 1, got {max_warmup_replicas}")
+        self.max_warmup_replicas = max_warmup_replicas
+        self.probing_rebalance_interval_ms = probing_rebalance_interval_ms
+        self.clock_ms = clock_ms
+        #: Wall-clock ms at which this member should rejoin so that tasks waiting for
+        #: their warm-up replicas can move (a probing rebalance); 0: none due.
+        self.next_probing_rebalance_ms = 0
+        self._next_probe = 0
         self._range = assignor_for_name("range")
         self._by_host: Dict[str, Set[Tuple[str, int]]] = {}
         self._standby_by_host: Dict[str, Set[Tuple[str, int]]] = {}
@@ -343,6 +401,8 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
         self._standby_by_host = self._host_map(info.get("standby_partitions_by_host", ()))
         self.active_tasks = frozenset(_tasks_of(info.get("active_tasks")))
         self.standby_tasks = frozenset(_tasks_of(info.get("standby_tasks")))
+        probe = info.get("next_probing_rebalance_ms", 0)
+        self.next_probing_rebalance_ms = probe if isinstance(probe, int) and probe > 0 else 0
         self.generation_id = generation_id
 
     @staticmethod
@@ -389,10 +449,11 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
         tasks = self._tasks(partitions_per_topic)
         stateful = {t for t in tasks if t[0] in self.stateful_groups}
         end_sums: Mapping[TaskId, int] = {}
-        wanted = {t for c in clients.values() for t, v in c.offset_sums.items() if v != LATEST_OFFSET} & stateful
-        if wanted and self.end_offset_sums is not None:
-            end_sums = self.end_offset_sums(wanted)
-        assign_tasks(clients, tasks, stateful, self.num_standby_replicas, end_sums, self.acceptable_recovery_lag)
+        if stateful and self.end_offset_sums is not None:
+            end_sums = self.end_offset_sums(stateful)
+        deferred = assign_tasks(clients, tasks, stateful, self.num_standby_replicas, end_sums,
+                                self.acceptable_recovery_lag, self.max_warmup_replicas)
+        self._next_probe = self.clock_ms() + self.probing_rebalance_interval_ms if deferred else 0
         self._member_tasks: Dict[str, Tuple[Set[TaskId], Set[TaskId]]] = {}
         out: Dict[str, Dict[str, List[int]]] = {m: {} for m in subscriptions}
         for c in clients.values():
@@ -433,6 +494,7 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
             active, standby = member_tasks.get(member_id, (set(), set()))
             out[member_id] = json.dumps({"version": _VERSION, "active_tasks": sorted(map(task_id_str, active)),
                                          "standby_tasks": sorted(map(task_id_str, standby)),
+                                         "next_probing_rebalance_ms": getattr(self, "_next_probe", 0),
                                          "partitions_by_host": sorted(by_host.items()),
                                          "standby_partitions_by_host": sorted(standby_by_host.items())}
                                         ).encode("utf-8")

@@ -278,7 +278,9 @@ class StreamsApp(AppStateMixin):
         member's ``group.instance.id`` (static membership), ``session.timeout.ms``,
         ``heartbeat.interval.ms`` and ``max.poll.interval.ms``,
         ``num.standby.replicas`` (default 0), ``acceptable.recovery.lag`` (default
-        10000), ``num.stream.threads`` (default 1), ``application.server``, and any
+        10000), ``max.warmup.replicas`` (default 2), ``probing.rebalance.interval.ms``
+        (default 600000), ``num.stream.threads`` (default 1), ``application.server``,
+        and any
         processor settings (``app_config``).  Each name may also be given in snake_case
         (``processing_guarantee``).
     """
@@ -578,6 +580,15 @@ class StreamsApp(AppStateMixin):
         finally:
             self.restoring = False
 
+    def _maybe_probe(self) -> None:
+        """A probing rebalance is due (tasks wait for their warm-up replicas to catch
+        up): rejoin, reporting the warm-ups' lags, so the leader can move them."""
+        assignor = self.partition_assignor
+        probe = assignor.next_probing_rebalance_ms if assignor is not None else 0
+        if probe and _now_ms() >= probe:
+            assignor.next_probing_rebalance_ms = 0      # type: ignore[union-attr]
+            self.consumer.enforce_rebalance("probing rebalance: warm-up replicas may have caught up")
+
     def _restore_suspended(self) -> bool:
         """A restore stops between fetches when the app stops or its group rebalances
         (the task's state is kept as a standby and the restore resumes from there)."""
@@ -870,7 +881,9 @@ class StreamsApp(AppStateMixin):
             self.process_id(), self.application_server, topic_group=self._topic_group,
             stateful_groups=self._stateful_groups(), num_standby_replicas=self.num_standby_replicas,
             task_state=self._task_state, end_offset_sums=self._end_offset_sums,
-            acceptable_recovery_lag=int(_setting(self.config, "acceptable.recovery.lag", 10_000)))
+            acceptable_recovery_lag=int(_setting(self.config, "acceptable.recovery.lag", 10_000)),
+            max_warmup_replicas=int(_setting(self.config, "max.warmup.replicas", 2)),
+            probing_rebalance_interval_ms=int(_setting(self.config, "probing.rebalance.interval.ms", 600_000)))
         self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
                                         enable_auto_commit=False, isolation_level=self._isolation_level,
                                         partition_assignment_strategy=[self.partition_assignor],
@@ -890,6 +903,7 @@ class StreamsApp(AppStateMixin):
                     records = self.consumer.poll_batches(timeout_ms=poll_timeout_ms,
                                                          max_records=self.max_poll_records)
                     self._after_poll()
+                    self._maybe_probe()
                     if records and not self._stop.is_set():
                         self._process_batches(records)
                     self._update_standbys()
