@@ -127,11 +127,13 @@ def _chain(source: Any, sink_type: type) -> Optional[List[Any]]:
 
 def _fusable_window_aggregate(proc: Any) -> bool:
     """A time-window aggregation the loop can run: emit on update, over a window store
-    without duplicates that is change-logged by the logging wrapper or not logged."""
+    without duplicates that is not logged or change-logged by the logging wrapper as a
+    timestamped store (the plain value, stamped with the aggregate's timestamp)."""
     store = getattr(proc, "store", None)
-    inner = store.inner if type(store) is ChangeLoggingWindowStore else store
+    logged = type(store) is ChangeLoggingWindowStore
+    inner = store.inner if logged else store
     return (not proc.emit_final and isinstance(proc.windows, TimeWindows) and isinstance(inner, WindowOps)
-            and not inner.retain_duplicates)
+            and not inner.retain_duplicates and (not logged or getattr(store.context, "_timestamped", False)))
 
 
 _Q = struct.Struct(">q")
@@ -151,7 +153,6 @@ class _WindowAggregateState:
         self.changelog_topic = store.context.changelog_topic if logged else None
         self.collector = task.collector
         self.partition = task.partition
-        self.vser = proc.vser
 
     def finish(self, cl_k: List[bytes], cl_v: List[Optional[bytes]], cl_t: List[int], dirty: Dict[Any, Any]) -> None:
         """The batch's updates to the store (the latest of each window, in the order
