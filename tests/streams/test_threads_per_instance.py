@@ -84,6 +84,8 @@ def test_threads_share_the_tasks_and_come_and_go_while_queries_answer(tmp_path):
         produce(client, KEYS)
         expected = {k: 1 for k in KEYS}
         app = counting_app(tmp_path, "threads", **{"num.stream.threads": 2})
+        states = []
+        app.set_state_listener(lambda new, old: states.append((old, new)))
         with Running(app, client):
             wait_until(lambda: settled(app, 2), what="two threads with two tasks each")
             assert sorted(split(app)) == [2, 2]
@@ -91,9 +93,14 @@ def test_threads_share_the_tasks_and_come_and_go_while_queries_answer(tmp_path):
             wait_until(lambda: counts(app) == expected, what="the counts, read across both threads")
             # a third thread takes a task; the others keep theirs
             before = {t.thread_index: dict(t.tasks) for t in app.stream_threads()}
+            seen = len(states)
             name = app.add_stream_thread()
             assert name.endswith("-StreamThread-3")
             wait_until(lambda: settled(app, 3), what="three threads")
+            # the instance rebalanced with its new thread, and runs once every thread does
+            assert (State.RUNNING, State.REBALANCING) in states[seen:]
+            assert states[-1] == (State.REBALANCING, State.RUNNING)
+            assert all(t.state is State.RUNNING for t in app.stream_threads())
             for t in app.stream_threads()[:2]:
                 kept = {k: v for k, v in t.tasks.items()}
                 assert all(before[t.thread_index].get(k) is v for k, v in kept.items()), \

@@ -3,8 +3,10 @@ exception handler (``StreamsUncaughtExceptionHandler``), as a part of
 :class:`~pylog.streams.StreamsApp`.
 
 States: CREATED -> REBALANCING (``run`` joined the group) -> RUNNING (the first poll
-after the member received its assignment) -> PENDING_SHUTDOWN -> NOT_RUNNING when
-``run`` returns; on a fatal error PENDING_ERROR -> ERROR.  Each later assignment (a
+after the member received its assignment, and every stream thread has its own) ->
+PENDING_SHUTDOWN -> NOT_RUNNING when ``run`` returns; on a fatal error PENDING_ERROR
+-> ERROR.  A stream thread that starts rebalancing takes the instance back to
+REBALANCING.  Each later assignment (a
 rebalance completed) goes RUNNING -> REBALANCING -> RUNNING at the next poll (Kafka
 enters REBALANCING when the rebalance starts; pylog sees it when it ends).  ``set_state_listener(fn)`` is called
 ``fn(new_state, old_state)`` on the app's thread at each change.
@@ -28,6 +30,7 @@ StreamThreadExceptionResponse``); without one ``run`` raises it (state ERROR).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable, List, Optional
 
@@ -49,6 +52,7 @@ class AppStateMixin:
     _uncaught_handler: Optional[Callable[[BaseException], Any]] = None
     _signal_assignors: List[ShutdownSignalAssignor] = []
     _assigned = False
+    _state_change_lock = threading.RLock()
 
     @property
     def state(self) -> State:
@@ -65,13 +69,25 @@ class AppStateMixin:
         self._uncaught_handler = getattr(handler, "handle", handler)
 
     def _set_state(self, new: State) -> None:
-        old = self._state
-        if old is new or not old.is_valid_transition(new):
+        with self._state_change_lock:
+            old = self._state
+            if old is new or not old.is_valid_transition(new):
+                return
+            self._state = new
+        parent = getattr(self, "_parent", None)
+        if parent is not None:
+            # an added stream thread: the instance rebalances while any thread does
+            if new is State.REBALANCING and parent._state is State.RUNNING:
+                parent._set_state(State.REBALANCING)
             return
-        self._state = new
         log.info("%s: state %s -> %s", getattr(self, "application_id", "?"), old.name, new.name)
         if self._state_listener is not None:
             self._state_listener(new, old)
+
+    def _threads_rebalancing(self) -> bool:
+        """An added stream thread has not received its assignment yet."""
+        return any(t._state in (State.CREATED, State.REBALANCING)
+                   for t in getattr(self, "_children", ()))
 
     # -- hooks of run()
     def _join_streams_group(self, consumer: Any) -> None:
@@ -93,7 +109,7 @@ class AppStateMixin:
                           "shutting down", self.application_id)  # type: ignore[attr-defined]
                 self._set_state(State.PENDING_ERROR)
             self._stop.set()  # type: ignore[attr-defined]
-        elif self._state is State.REBALANCING and self._assigned:
+        elif self._state is State.REBALANCING and self._assigned and not self._threads_rebalancing():
             self._set_state(State.RUNNING)
 
     def _finish_state(self) -> None:

@@ -323,6 +323,7 @@ class StreamsApp(AppStateMixin):
         self._child_error: Optional[BaseException] = None
         self._next_thread_index = 2
         self._threads_lock = threading.Lock()
+        self._state_change_lock = threading.RLock()
         #: notified when a thread releases a task (another thread of this process may wait for it)
         self._released = threading.Condition()
         self._poll_timeout_ms = 100
