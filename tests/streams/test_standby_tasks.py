@@ -167,3 +167,49 @@ def test_a_newcomer_far_behind_warms_up_first_and_takes_its_task_in_a_probing_re
                     return {k: v for a in (first, second) for k, v in (stale_counts(a, keys) or {}).items()
                             if v is not None}
                 wait_until(lambda: both() == {k: 2 for k in keys}, what="both counting on")
+
+
+def test_exactly_once_hand_over_to_a_standby_counts_every_word_once(tmp_path):
+    """Under exactly_once_v2 a standby reads its changelog read_committed, so the state
+    it hands the new active task holds committed writes only; the output counts each
+    word exactly once across the move."""
+    def app(state):
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        (b.stream("words").group_by_key().count(materialized=Materialized("counts", store_type="persistent"))
+         .to_stream().to("counts", value_serde=Serdes.long()))
+        return b.build("eos-sb", {"processing.guarantee": "exactly_once_v2", "state.dir": str(tmp_path / state),
+                                  "num.standby.replicas": 1})
+
+    keys = [f"k{i}" for i in range(10)]
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 1)
+        client.create_topic("counts", 1)
+        produce(client, "words", keys)
+        apps = {"one": app("one"), "two": app("two")}
+        runs = {name: Running(a, client) for name, a in apps.items()}
+        for r in runs.values():
+            r.__enter__()
+        try:
+            wait_until(lambda: sum(len(a.tasks) for a in apps.values()) == 1
+                       and sum(len(a.standbys) for a in apps.values()) == 1, what="one active task and one standby")
+            active = next(n for n, a in apps.items() if a.tasks)
+            standby = next(n for n in apps if n != active)
+            wait_until(lambda: stale_counts(apps[standby], keys) == {k: 1 for k in keys}, what="the standby caught up")
+            listener = Recorder()
+            apps[standby].set_global_state_restore_listener(listener)
+            runs.pop(active).__exit__(None, None, None)
+            wait_until(lambda: apps[standby].active_tasks() == {"0_0"}, what="the standby took the task")
+            assert not [c for c in listener.calls if c[0] == "start" and c[2] == 0], listener.calls
+            produce(client, "words", keys)
+            wait_until(lambda: stale_counts(apps[standby], keys) == {k: 2 for k in keys}, what="counting on")
+        finally:
+            for r in runs.values():
+                r.__exit__(None, None, None)
+        c = client.consumer(auto_offset_reset="earliest", enable_auto_commit=False, isolation_level="read_committed")
+        c.assign([("counts", 0)])
+        end = c.end_offsets([("counts", 0)])[("counts", 0)]
+        out = []
+        while c.position(("counts", 0)) < end:
+            out += [(S.deserialize(r.key), Serdes.long().deserialize(r.value)) for r in c.poll(timeout_ms=200)]
+        c.close(autocommit=False)
+        assert sorted(out) == sorted([(k, 1) for k in keys] + [(k, 2) for k in keys])
