@@ -84,7 +84,11 @@ DEFAULT_MAX_RESPONSE_SIZE = MAX_FRAME_SIZE
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
 _RBUF_SIZE = 64 * 1024
-_LARGE_FRAME_START = 1 << 20        # a large frame's first buffer; doubled as bytes arrive
+#: A large frame's first buffer; doubled as bytes arrive.  Above 1 MiB so the answer to a
+#: fetch of the default ``max_partition_fetch_bytes`` (1 MiB of records and the response's
+#: few dozen header bytes) fits at once: growing a 1 MiB buffer by those bytes moved the
+#: whole MiB (realloc) and zeroed the tail, for every such fetch.
+_LARGE_FRAME_START = (1 << 20) + (64 << 10)
 _READS_PER_EVENT = 8
 _IOV_MAX = 512                      # segments per sendmsg (Linux allows 1024)
 _UNSUPPORTED_VERSION = 35
