@@ -18,13 +18,13 @@ import threading
 import pytest
 
 from pylog.broker.core import Broker
-from pylog.broker.group import GroupCoordinatorConfig, GroupState
+from pylog.broker.group import GroupCoordinator, GroupCoordinatorConfig, GroupState
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
 from pylog.cluster import replication
 from pylog.cluster.channel import MetadataCache
-from pylog.cluster.coordinators import CoordinatorPartitions
+from pylog.cluster.coordinators import CoordinatorPartitions, Replication
 from pylog.cluster.node import CoreReplicaLog, Replica, ReplicaManager
-from pylog.errors import NotCoordinatorError
+from pylog.errors import NotCoordinatorError, NotLeaderError
 
 RETENTION_MS = 1000
 TP = (CONSUMER_OFFSETS_TOPIC, 0)
@@ -252,3 +252,48 @@ def test_a_static_member_rejoining_is_answered_once_replicated_and_reverted_if_n
     assert again.wait(5).error_code == 15           # COORDINATOR_NOT_AVAILABLE: the client retries
     # The member is the one the log holds: the second id, not the third.
     assert c.groups.group_members("g") == [second.member_id]
+
+
+
+class ManualStore:
+    """An in-memory store that answers like a replicated one: each append and
+    ``replicated(partition)`` returns a handle the test completes."""
+
+    def __init__(self) -> None:
+        from pylog.broker.group_offsets import InMemoryOffsetStore
+        self.inner = InMemoryOffsetStore(1)
+        self.num_partitions = 1
+        self.handles: list[Replication] = []
+
+    def _handle(self) -> Replication:
+        h = Replication(lambda fn, *args: fn(*args))
+        self.handles.append(h)
+        return h
+
+    def append(self, partition, records, *, producer_id=-1, producer_epoch=-1):
+        self.inner.append(partition, records, producer_id=producer_id, producer_epoch=producer_epoch)
+        return self._handle()
+
+    def replicated(self, partition):
+        return self._handle()
+
+
+def test_transactional_offsets_are_settled_once_the_marker_is_replicated():
+    store = ManualStore()
+    groups = GroupCoordinator(store)
+    pid = 4000
+    assert groups.txn_commit_offsets("g", pid, 0, {"t": {0: 11}}) == {"t": {0: 0}}
+    groups.complete_txn(pid, [0], True)          # the broker core appended the COMMIT marker
+    marker = store.handles[-1]
+    assert groups.fetch_offsets("g", {"t": [0]}).topics["t"][0].offset == -1       # pending until the ISR has it
+    assert groups.fetch_offsets("g", {"t": [0]}, require_stable=True).topics["t"][0].error_code == 88  # UNSTABLE_OFFSET_COMMIT
+    marker.set_result(None)
+    assert groups.fetch_offsets("g", {"t": [0]}).topics["t"][0].offset == 11
+    # A marker the ISR did not take leaves them pending, for the coordinator to write again.
+    assert groups.txn_commit_offsets("g", pid + 1, 0, {"t": {0: 12}}) == {"t": {0: 0}}
+    groups.complete_txn(pid + 1, [0], True)
+    store.handles[-1].set_result(NotLeaderError("moved"))
+    assert groups.fetch_offsets("g", {"t": [0]}, require_stable=True).topics["t"][0].error_code == 88
+    groups.complete_txn(pid + 1, [0], True)
+    store.handles[-1].set_result(None)
+    assert groups.fetch_offsets("g", {"t": [0]}).topics["t"][0].offset == 12

@@ -1582,16 +1582,34 @@ class GroupCoordinator:
     def complete_txn(self, producer_id: int, partitions: Iterable[int], commit: bool) -> None:
         """The transaction marker of ``producer_id`` was written to these
         ``__consumer_offsets`` partitions: the producer's pending offsets of the groups
-        there become committed offsets (``commit``) or are dropped."""
-        parts = set(partitions)
+        there become committed offsets (``commit``) or are dropped.
+
+        A replicated store (one with ``replicated(partition)``) settles them only once
+        the marker is replicated, as Kafka does; until then they stay pending (OffsetFetch
+        with ``require_stable`` answers UNSTABLE_OFFSET_COMMIT), and if the ISR does not
+        take the marker they stay so until the transaction coordinator writes it again."""
+        follow = getattr(self.store, "replicated", None)
         with self._op():
-            for group in list(self._groups.values()):
-                pending = group.pending_txn.get(producer_id)
-                if pending is None or partition_for_group(group.group_id, self._num_partitions) not in parts:
-                    continue
-                del group.pending_txn[producer_id]
-                if commit and group.state is not GroupState.DEAD:
-                    group.offsets.update(pending)
+            now = set()
+            for p in set(partitions):
+                handle = None if follow is None else follow(p)
+                if handle is None:
+                    now.add(p)
+                else:
+                    self._when_replicated(handle, lambda error, p=p: self._settle_txn(producer_id, {p}, commit)
+                                          if error is None else _log.info(
+                                              "producer %d: its marker in __consumer_offsets-%d was not replicated "
+                                              "(%r); its offsets stay pending", producer_id, p, error))
+            self._settle_txn(producer_id, now, commit)
+
+    def _settle_txn(self, producer_id: int, parts: set[int], commit: bool) -> None:
+        for group in list(self._groups.values()):
+            pending = group.pending_txn.get(producer_id)
+            if pending is None or partition_for_group(group.group_id, self._num_partitions) not in parts:
+                continue
+            del group.pending_txn[producer_id]
+            if commit and group.state is not GroupState.DEAD:
+                group.offsets.update(pending)
 
     def fetch_offsets(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
                       require_stable: bool = False) -> OffsetFetchResult:

@@ -507,7 +507,9 @@ class OffsetStore(Protocol):
     has passed the records or the PylogError that says it will not (the ISR did not
     take them in time, leadership moved).  The coordinator acts on what depends on the
     write only then (expired offsets go, a failed assignment sends the group back to
-    rebalancing, a failed commit is undone).
+    rebalancing, a failed commit is undone).  Such a store also has
+    ``replicated(partition)``: a handle for everything the partition holds now (a
+    transaction marker, after which the coordinator settles the transaction's offsets).
     """
 
     num_partitions: int

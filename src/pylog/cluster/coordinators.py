@@ -421,6 +421,11 @@ class ReplicatedOffsetStore:
         self.inner.append(partition, records, producer_id=producer_id, producer_epoch=producer_epoch)
         return self.partitions.follow_append(CONSUMER_OFFSETS_TOPIC, partition)
 
+    def replicated(self, partition: int) -> Replication | None:
+        """A handle for everything the partition holds now (a transaction marker the
+        broker core appended, which the group coordinator settles offsets by)."""
+        return self.partitions.follow_append(CONSUMER_OFFSETS_TOPIC, partition)
+
 
 def commit_error_code(error: PylogError) -> int:
     """Kafka's translation of a failed replicated append of a coordinator into the error
