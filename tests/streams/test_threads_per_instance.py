@@ -215,3 +215,21 @@ def test_two_threads_on_pylog_serve(module_server, tmp_path):  # noqa: F811
         with Running(app, client):
             wait_until(lambda: settled(app, 2), what="two threads", timeout=60)
             wait_until(lambda: counts(app) == {k: 1 for k in KEYS}, what="the counts", timeout=60)
+
+
+def test_metadata_for_local_threads(tmp_path):
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 4)
+        app = counting_app(tmp_path, "meta", **{"num.stream.threads": 2, "num.standby.replicas": 1})
+        with Running(app, client):
+            wait_until(lambda: settled(app, 2), what="two threads")
+            threads = app.metadata_for_local_threads()
+            pid = app.process_id()
+            assert [t.thread_name for t in threads] == [f"meta-{pid}-StreamThread-1", f"meta-{pid}-StreamThread-2"]
+            assert [t.consumer_client_id for t in threads] == [f"{t.thread_name}-consumer" for t in threads]
+            assert all(t.thread_state == "RUNNING" for t in threads)
+            tasks = sorted(m for t in threads for m in t.active_tasks)
+            assert [m.task_id for m in tasks] == ["0_0", "0_1", "0_2", "0_3"]
+            assert all(m.topic_partitions == {("words", int(m.task_id[2:]))} for m in tasks)
+            # one instance: no other to hold standbys
+            assert all(not t.standby_tasks for t in threads)

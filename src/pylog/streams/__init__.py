@@ -29,7 +29,7 @@ from .options import (Branched, Consumed, Grouped, Joined, Materialized, Named, 
                       StreamJoined)
 from .runtime import StreamsApp
 from .iq import (HostInfo, InvalidStateStoreError, KeyQueryMetadata, QueryableStoreTypes, StoreQueryParameters,
-                 StreamsMetadata)
+                 StreamsMetadata, TaskMetadata, ThreadMetadata)
 from .processor import Cancellable, Change, FixedKeyProcessor, Processor, PunctuationType, Record, RecordMetadata
 from .serdes import Serde, Serdes, SerializationError
 from .task import StreamsError
@@ -48,7 +48,7 @@ __all__ = [
     "Processor", "FixedKeyProcessor", "Record", "Change", "RecordMetadata", "PunctuationType", "Cancellable",
     "StreamsError", "StreamsApp",
     "StoreQueryParameters", "QueryableStoreTypes", "InvalidStateStoreError", "HostInfo", "KeyQueryMetadata",
-    "StreamsMetadata",
+    "StreamsMetadata", "ThreadMetadata", "TaskMetadata",
     "Response", "ErrorHandlerContext", "LogAndContinueExceptionHandler", "LogAndFailExceptionHandler",
     "DefaultProductionExceptionHandler", "StreamThreadExceptionResponse",
     "TopologyTestDriver", "TestInputTopic", "TestOutputTopic", "TestRecord",

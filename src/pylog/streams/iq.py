@@ -44,7 +44,7 @@ from pylog.errors import PylogError
 from .test_driver import KeyValueStoreFacade, SessionStoreFacade, WindowStoreFacade
 
 __all__ = ["StoreQueryParameters", "QueryableStoreTypes", "QueryableStoreType", "InvalidStateStoreError",
-           "HostInfo", "KeyQueryMetadata", "StreamsMetadata", "UNKNOWN_HOST"]
+           "HostInfo", "KeyQueryMetadata", "StreamsMetadata", "UNKNOWN_HOST", "ThreadMetadata", "TaskMetadata"]
 
 
 class InvalidStateStoreError(PylogError, RuntimeError):
@@ -98,6 +98,41 @@ class StreamsMetadata(NamedTuple):
     @property
     def port(self) -> int:
         return self.host_info.port
+
+
+class TaskMetadata(NamedTuple):
+    """One task of a stream thread (Kafka's ``TaskMetadata``): its id
+    (``<subtopology>_<partition>``) and the partitions it reads (for a standby: the
+    changelog partitions it follows)."""
+
+    task_id: str
+    topic_partitions: FrozenSet[Tuple[str, int]]
+
+
+class ThreadMetadata(NamedTuple):
+    """One stream thread of this instance (Kafka's ``ThreadMetadata``)."""
+
+    thread_name: str
+    thread_state: str
+    consumer_client_id: str
+    active_tasks: FrozenSet[TaskMetadata]
+    standby_tasks: FrozenSet[TaskMetadata]
+
+
+def local_threads(app: Any) -> List[ThreadMetadata]:
+    """:meth:`StreamsApp.metadata_for_local_threads`."""
+    out = []
+    for thread in app.stream_threads():
+        with app.iq_lock:
+            active = frozenset(TaskMetadata(task.task_id, frozenset(
+                (t, partition) for t in app._source_topics(dict(app._groups)[gid])))
+                for (gid, partition), task in thread.tasks.items())
+            standby = frozenset(TaskMetadata(sb.task_id, frozenset((t, partition) for t in sb.changelogs.values()))
+                                for (_gid, partition), sb in thread.standbys.items())
+        consumer = thread.consumer
+        out.append(ThreadMetadata(app._thread_name(thread.thread_index), thread.state.name,
+                                  "" if consumer is None else consumer.client_id, active, standby))
+    return out
 
 
 class QueryableStoreType:

@@ -886,6 +886,7 @@ class StreamsApp(AppStateMixin):
             max_warmup_replicas=int(_setting(self.config, "max.warmup.replicas", 2)),
             probing_rebalance_interval_ms=int(_setting(self.config, "probing.rebalance.interval.ms", 600_000)))
         self.consumer = client.consumer(group_id=self.application_id, auto_offset_reset="earliest",
+                                        client_id=f"{self._thread_name(self.thread_index)}-consumer",
                                         enable_auto_commit=False, isolation_level=self._isolation_level,
                                         partition_assignment_strategy=[self.partition_assignor],
                                         **self._member_config())
@@ -1005,9 +1006,10 @@ class StreamsApp(AppStateMixin):
         linger_ms = int(_setting(self.config, "linger.ms", 5))
         # Kafka's "producer."-prefixed configs (e.g. producer.delivery.timeout.ms)
         extra = {k[9:].replace(".", "_"): v for k, v in self.config.items() if k.startswith("producer.")}
+        base = {"acks": "all", "linger_ms": linger_ms, "client_id": f"{self._thread_name(self.thread_index)}-producer"}
         if not self.exactly_once:
-            return self.client.producer(**{"acks": "all", "linger_ms": linger_ms, **extra})
-        producer = self.client.producer(**{"acks": "all", "linger_ms": linger_ms, **extra},
+            return self.client.producer(**{**base, **extra})
+        producer = self.client.producer(**{**base, **extra},
                                         transactional_id=self.transactional_id(),
                                         transaction_timeout_ms=self.transaction_timeout_ms)
         # fences an earlier producer of this instance and aborts its open transaction
@@ -1337,6 +1339,11 @@ class StreamsApp(AppStateMixin):
         """Every instance of the app that set ``application.server``: its host, stores
         and input partitions, as of the last rebalance."""
         return _iq.all_metadata(self)
+
+    def metadata_for_local_threads(self) -> List["_iq.ThreadMetadata"]:
+        """This instance's stream threads: name, state, consumer client id, active and
+        standby tasks (Kafka's ``KafkaStreams#metadataForLocalThreads``)."""
+        return _iq.local_threads(self)
 
     def streams_metadata_for_store(self, store_name: str) -> List["_iq.StreamsMetadata"]:
         """The instances holding a partition of ``store_name``, as active or standby."""
