@@ -1627,14 +1627,38 @@ class Broker:
                     part = parts[partition]
                 else:   # the slow lookup raises the right error (or creates the topic)
                     part = self._partition(topic, partition)
-                batches = self._split_batches(records)
-                if len(batches) == 1:
-                    out.append(self._append_one(part, batches[0], acks, True, now, acks_met))
-                else:
-                    out.append(self._append_request(part, batches, acks))
             except PylogError as exc:
                 out.append(ProduceResult.failed(exc))
+                continue
+            out.append(self._produce_to(part, records, acks, now, acks_met))
         return out
+
+    def produce_one(self, topic: str, partition: int, records: Any, acks: int = -1) -> ProduceResult | None:
+        """:meth:`produce_partitions` for the one partition of a server's usual Produce
+        request (librdkafka sends one request per partition), with fewer Python calls;
+        None, with nothing done, when the partition is not plainly there (an unknown
+        topic or partition, which the general path reports or creates) or when its
+        append may fsync (a flush policy: an event loop appends from a thread then)."""
+        t = self._topics.get(topic) if type(topic) is str else None
+        if t is None or type(partition) is not int or not 0 <= partition < len(t.partitions) \
+                or type(acks) is not int or acks not in (-1, 0, 1):
+            return None
+        part = t.partitions[partition]
+        if part.log.append_may_fsync(t.leader_epoch):
+            return None
+        acks_met = self.replication is None and not (acks == -1 and t.min_insync > 1)
+        return self._produce_to(part, records, acks, self.clock(), acks_met)
+
+    def _produce_to(self, part: _Partition, records: Any, acks: int, now: int, acks_met: bool) -> ProduceResult:
+        """Append a produce request's records for ``part`` (one or more batches); never
+        raises for a per-partition problem."""
+        try:
+            batches = self._split_batches(records)
+            if len(batches) == 1:
+                return self._append_one(part, batches[0], acks, True, now, acks_met)
+            return self._append_request(part, batches, acks)
+        except PylogError as exc:
+            return ProduceResult.failed(exc)
 
     def append(self, topic: str, partition: int, records, *, acks: int = -1) -> ProduceResult:
         """:meth:`produce`, raising the error instead of returning it."""

@@ -21,7 +21,8 @@ Reading
 
 Ordering (Kafka's muted channel)
     Requests of one connection are handled one at a time, in order, and a response is
-    written before the next request is handled, so responses leave in request order.  A
+    queued (or corked, see Writing) before the next request is handled, so responses leave
+    in request order.  A
     request whose answer comes later (a long-polling Fetch, JoinGroup, SyncGroup) holds
     the connection until it completes; meanwhile bytes keep being read up to a small
     read-ahead, so a client that hangs up is noticed.
@@ -29,7 +30,13 @@ Ordering (Kafka's muted channel)
 Writing
     A handler answers with a response body (a message object, encoded here), or with
     the whole response frame as ``bytes`` when it encodes its own (Produce).  A
-    response is a list of segments (:mod:`pylog.protocol.segments`).  Runs of
+    response is a list of segments (:mod:`pylog.protocol.segments`).  The frames of
+    the small requests handled in one pass over what one read brought (a producer
+    pipelining small Produce requests, one per partition, as librdkafka does) are
+    corked and go out together at the end of the pass, with one ``sendmsg``, in request
+    order: one system call and one wake-up of the client instead of one per request.  A
+    large request (one not assembled in the read buffer) is answered at once: its own
+    system call costs little beside its bytes, and its client waits for no other.  Runs of
     bytes-like segments go out with ``socket.sendmsg`` (one syscall, no joining), each
     :class:`~pylog.protocol.segments.FileRegion` with ``os.sendfile``: record bytes go
     from the segment file to the socket without entering Python.  Only when the socket
@@ -106,7 +113,7 @@ class Connection:
 
     __slots__ = ("server", "loop", "sock", "fd", "peer", "client_host", "rbuf", "rview",
                  "rstart", "rend", "need", "reserved", "out", "inflight", "reading", "writing",
-                 "closed", "last_active", "requests", "fbuf", "large", "fgot", "ready",
+                 "closed", "last_active", "requests", "fbuf", "large", "fgot", "ready", "cork",
                  "__weakref__")
 
     def __init__(self, server: Server, sock: socket.socket, addr: Any) -> None:
@@ -138,6 +145,9 @@ class Connection:
         self.large: bytearray | None = None  # the buffer of the large frame being received
         self.fgot = 0                        # bytes of that frame received so far
         self.ready: memoryview | None = None  # a complete large frame not yet handled
+        # Response frames held while one pass of _process handles the frames of one read
+        # (None outside a pass): they leave together (see "Writing" in the module docstring).
+        self.cork: list | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -160,6 +170,14 @@ class Connection:
         inflight, self.inflight = self.inflight, None
         if inflight is not None and not inflight[1].done():
             inflight[1].cancel()
+        cork, self.cork = self.cork, None
+        if cork and not self.out:
+            # Answers to the requests before the one that closed it: what the socket
+            # takes now, as if each had been sent when it was handled.
+            try:
+                self.sock.sendmsg(cork)
+            except OSError:
+                pass
         self.out.clear()
         self.rstart = self.rend = 0
         self._drop_frame_buffer()
@@ -348,14 +366,34 @@ class Connection:
 
     def _process(self) -> None:
         """Handle every complete frame received, in order, while the connection is free
-        (no request in flight, no response waiting for the socket)."""
+        (no request in flight, no response waiting for the socket).  The response frames
+        of the pass are corked and sent together when it ends."""
+        if self.cork is not None:       # a nested pass (a request answered at once)
+            self._process_frames()
+            return
+        self.cork = []
+        try:
+            self._process_frames()
+        finally:
+            cork, self.cork = self.cork, None
+            if cork and not self.closed:
+                self.send_segments(cork)
+
+    def _process_frames(self) -> None:
         while not self.closed:
             if self.ready is not None:
                 # A large frame, waiting for the connection to be free.
                 if self.inflight is not None or self.out:
                     break
                 frame, self.ready = self.ready, None
+                # Not corked: a large request's answer (and those corked before it) go
+                # out now, not after the next large frames are received and handled.
+                cork, self.cork = self.cork, None
+                if cork:
+                    self.send_segments(cork)
+                    cork.clear()
                 self._dispatch(frame)
+                self.cork = cork
                 frame = None   # so its buffer can be reused for the next large frame
                 continue
             if self.large is not None:
@@ -523,9 +561,15 @@ class Connection:
     # -- writing -------------------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        """Send one encoded frame: straight to the socket when nothing is queued (a
-        small response usually goes whole with this one ``send``), else queued."""
+        """Send one encoded frame: corked during a pass of :meth:`_process` (sent with
+        the pass's other responses, in order), else straight to the socket when nothing
+        is queued (a small response usually goes whole with this one ``send``), else
+        queued."""
         if self.closed:
+            return
+        cork = self.cork
+        if cork is not None and not self.out and not self.writing:
+            cork.append(frame)
             return
         if self.out or self.writing:
             self.send_segments([frame])
@@ -545,6 +589,11 @@ class Connection:
     def send_segments(self, segs: list) -> None:
         if self.closed:
             return
+        cork = self.cork
+        if cork and segs is not cork:
+            # Responses corked so far go first.
+            self.out.extend(cork)
+            cork.clear()
         self.out.extend(segs)
         if not self.writing:
             self._flush()

@@ -453,6 +453,11 @@ def _find_coordinator(conn: Any, header: Any, req: Any) -> Any:
 
 def handle_produce(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
+    topic_data = req.topic_data
+    if len(topic_data) == 1 and len(topic_data[0].partition_data) == 1:
+        answer = _produce_one_partition(conn, st, header, req, topic_data[0])
+        if answer is not None:
+            return answer
     # Off the loop: creating a topic writes files, and appends under a flush policy
     # fsync before they return.
     if st.config.auto_create_topics_enable and _needs_creation(st, (t.name for t in req.topic_data)):
@@ -464,6 +469,42 @@ def handle_produce(conn: Any, header: Any, req: Any) -> Any:
             if may_fsync(name, p.index):
                 return conn.server.call_off_loop(_produce, conn, header, req)
     return _produce(conn, header, req)
+
+
+def _produce_one_partition(conn: Any, st: Any, header: Any, req: Any, t: Any) -> Any:
+    """A Produce request of one topic and one partition (librdkafka sends one request
+    per partition, so with many partitions most requests are small and this path's
+    per-request cost is what counts), answered with fewer Python calls; None, with
+    nothing done, when the request needs the general path (no records, a zstd batch
+    before v7, a topic to create, an append that may fsync), which answers it."""
+    version = header.api_version
+    p = t.partition_data[0]
+    records = p.records
+    if records is None or len(records) == 0 or (version < 7 and _has_zstd(records)):
+        return None
+    name = t.name
+    res = st.broker.produce_one(name, p.index, records, req.acks)
+    if res is None:
+        return None
+    if req.acks == 0:
+        return NO_RESPONSE
+    answer = _partition_answer(conn, st.broker, name, p.index, res, version >= 8)
+    return produce_response_frame(version, header.correlation_id, [(name, (answer,))])
+
+
+def _partition_answer(conn: Any, broker: Any, name: str, index: int, res: Any, with_messages: bool) -> tuple:
+    """One partition's entry of a Produce response (:func:`produce_response_frame`)."""
+    code = res.error_code
+    if not code:
+        return (index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None)
+    if code in (2, 87, -1):
+        _log.info("produce to %s-%d from %s rejected: %s (error %d)", name, index, conn.peer,
+                  res.error_message, code)
+    start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, index)
+    if with_messages:
+        # v8+: the records that made the batch fail (INVALID_RECORD), by index.
+        return (index, code, -1, -1, start, res.error_message, res.record_errors)
+    return (index, code, -1, -1, start, None)
 
 
 def _produce(conn: Any, header: Any, req: Any) -> Any:
@@ -506,20 +547,7 @@ def _produce(conn: Any, header: Any, req: Any) -> Any:
         for i, p in enumerate(t.partition_data):
             if out[i] is not None:
                 continue
-            res = next(results)
-            code = res.error_code
-            if code:
-                if code in (2, 87, -1):
-                    _log.info("produce to %s-%d from %s rejected: %s (error %d)", name, p.index,
-                              conn.peer, res.error_message, code)
-                start = -1 if code in _NO_LOG_START_ERRORS else _log_start_or_unknown(broker, name, p.index)
-                if with_messages:
-                    # v8+: the records that made the batch fail (INVALID_RECORD), by index.
-                    out[i] = (p.index, code, -1, -1, start, res.error_message, res.record_errors)
-                else:
-                    out[i] = (p.index, code, -1, -1, start, None)
-                continue
-            out[i] = (p.index, NONE, res.base_offset, res.log_append_time, res.log_start_offset, None)
+            out[i] = _partition_answer(conn, broker, name, p.index, next(results), with_messages)
         answer.append((name if name is not None else "", out))
     if acks == 0:
         return NO_RESPONSE
