@@ -19,13 +19,10 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource
 
 from pylog.protocol import messages as m
-from pylog.protocol.codec import decode_response, encode_request
-from pylog.protocol.segments import segments_to_bytes
-from server.util import read_frame
+from server.test_connection_caps import served
 from tests.wire import WireClient
 
 BROKER = ConfigResource.Type.BROKER
-API_VERSIONS = segments_to_bytes(encode_request(18, 0, 7, "caps", m.ApiVersionsRequest()))
 
 
 def _connect_from(server, source_ip: str) -> socket.socket:
@@ -36,21 +33,11 @@ def _connect_from(server, source_ip: str) -> socket.socket:
     return s
 
 
-def _served(s: socket.socket) -> bool:
-    """ApiVersions answered (True), or the connection closed by the server (False)."""
-    try:
-        s.sendall(API_VERSIONS)
-        corr, body = decode_response(18, 0, read_frame(s))
-    except (ConnectionError, OSError):
-        return False
-    return corr == 7 and body.error_code == 0
-
-
 def _refused(server, source_ip: str) -> bool:
     """A new connection from ``source_ip`` is accepted and closed by the server at once."""
     s = _connect_from(server, source_ip)
     try:
-        return not _served(s)
+        return not served(s)
     finally:
         s.close()
 
@@ -98,22 +85,22 @@ def test_per_ip_caps_change_at_run_time_and_keep_open_connections(serve, loopbac
         assert entries[name].source == ConfigSource.DEFAULT_CONFIG.value
 
     two = [_connect_from(server, "127.0.0.2") for _ in range(2)]
-    assert all(_served(s) for s in two)
+    assert all(served(s) for s in two)
 
     # Lower 127.0.0.2's cap below what it holds: both stay open and served, a third is refused.
     _set(admin, {"max.connections.per.ip.overrides": "127.0.0.2:1"})
-    assert all(_served(s) for s in two)
+    assert all(served(s) for s in two)
     assert _refused(server, "127.0.0.2")
     # Other addresses are not affected by that override.
     other = _connect_from(server, "127.0.0.3")
-    assert _served(other)
+    assert served(other)
 
     # The per-IP default, per broker: 127.0.0.3 already holds one, so a second is refused;
     # the admin client's address is lifted by an override in the same change.
     _set(admin, {"max.connections.per.ip": "1",
                  "max.connections.per.ip.overrides": "127.0.0.1:1000,127.0.0.2:1"})
     assert _refused(server, "127.0.0.3")
-    assert _served(other)
+    assert served(other)
     entries = _describe(admin)
     assert entries["max.connections.per.ip"].value == "1"
     assert entries["max.connections.per.ip"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
@@ -123,9 +110,9 @@ def test_per_ip_caps_change_at_run_time_and_keep_open_connections(serve, loopbac
     # while it is still above its cap of one (one open = at the cap).
     _set(admin, {"max.connections.per.ip": None})
     again = _connect_from(server, "127.0.0.3")
-    assert _served(again)
+    assert served(again)
     two[0].close()
-    assert _served(two[1])
+    assert served(two[1])
     assert _refused(server, "127.0.0.2")
 
     # A cap refusing every client is refused itself, and changes nothing.
@@ -145,13 +132,13 @@ def test_cluster_default_caps_apply_and_survive_a_restart(serve, loopback_aliase
     entry = _describe(admin)["max.connections.per.ip.overrides"]
     assert (entry.value, entry.source) == ("127.0.0.2:1", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
     first = _connect_from(server, "127.0.0.2")
-    assert _served(first)
+    assert served(first)
     assert _refused(server, "127.0.0.2")
     first.close()
     del admin
 
     server.restart()
     first = _connect_from(server, "127.0.0.2")
-    assert _served(first)
+    assert served(first)
     assert _refused(server, "127.0.0.2")
     first.close()
