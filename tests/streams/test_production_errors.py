@@ -226,3 +226,35 @@ def test_retry_at_send_of_a_retriable_error_corrupts_the_task():
     with pytest.raises(TaskCorruptedError, match="RETRY") as info:
         task.process("in", b"k", b"v", 1)
     assert info.value.task_ids == ["0_0"]
+
+
+def test_a_failed_send_batch_reports_each_of_its_records(tmp_path):
+    from pylog.streams.errors import DeliveryWatch
+    from pylog.streams.task import StreamTask
+
+    with pylog.open(str(tmp_path / "data")) as client:
+        client.create_topic("out", 1)
+        producer = client.producer(linger_ms=0)
+        producer.send("out", value=b"x").result()           # the producer learns the topic's limits
+        client.alter_configs("out", {"max.message.bytes": "1000"})
+
+        class Batches:
+            """The runtime collector's send_many contract over the real producer."""
+
+            def send_many(self, topic, keys, values, timestamps, partitioner):
+                return [(producer.send_batch(topic, values, keys, None, timestamps[0]), 0, len(values))]
+        handler = _Recorder(lambda c, r, e: Response.resume())
+        b = StreamsBuilder()
+        b.stream("in", key_serde=B, value_serde=B).to("out")
+        t = b.build()
+        watch = DeliveryWatch(Batches())
+        task = StreamTask(t, t.nodes, application_id="app", task_id="0_0", collector=watch,
+                          config={"production.exception.handler": handler})
+        watch.task = task
+        watch.send_many("out", [b"k1", b"k2"], [BIG, BIG + b"y"], [5, 5], None)
+        producer.flush()
+        watch.check()
+        assert [(r.key, r.value, type(e)) for _, r, e in handler.calls] == [
+            (b"k1", BIG, RecordTooLargeError), (b"k2", BIG + b"y", RecordTooLargeError)]
+        assert task.metrics.get("dropped-records") == 2
+        producer.close()

@@ -183,7 +183,8 @@ class _Collector:
         """Records without headers, in order: keyed records with the default
         partitioner go through ``send_batch`` a run of equal timestamps at a time (what a
         batch's records mostly share); the rest one by one.  Returns ``(future, start,
-        stop)`` per send (see :class:`~.errors.DeliveryWatch`)."""
+        stop)`` per ``send_batch`` and ``(list of futures, start, stop)`` for records sent
+        one by one (see :class:`~.errors.DeliveryWatch`)."""
         app = self.app
         if app.exactly_once and not app.in_transaction:
             app.begin_transaction()
@@ -202,14 +203,16 @@ class _Collector:
                                       sent, stop))
                         sent = stop
                     return spans
+            futures: List[Any] = []
+            spans.append((futures, 0, n))
             if partitioner is None:
                 send = producer.send
                 for k, v, t in zip(keys, values, timestamps):
-                    spans.append((send(topic, v, k, None, None, t), sent, sent + 1))
+                    futures.append(send(topic, v, k, None, None, t))
                     sent += 1
                 return spans
             for k, v, t in zip(keys, values, timestamps):
-                spans.append((self.send(topic, k, v, t, (), partitioner, None), sent, sent + 1))
+                futures.append(self.send(topic, k, v, t, (), partitioner, None))
                 sent += 1
             return spans
         except PylogError as exc:
