@@ -142,3 +142,37 @@ def test_min_insync_replicas_refuses_when_two_brokers_are_down(brokers):
     wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 3, "the ISR to grow back")
     acked, failed = produce(b.bootstrap, "mir", [b"y"])
     assert acked and not failed
+
+
+@pytest.mark.long
+def test_topic_configs_written_in_zookeeper_reach_every_broker(brokers, zk_connect):
+    """As Kafka's config handlers do, a topic config written to /config/topics/<t> (by
+    ``kafka-configs --zookeeper``, or the reassignment tool's throttles) becomes every
+    broker's: here min.insync.replicas=3, which the leader then enforces."""
+    from confluent_kafka.admin import ConfigResource
+    from pylog.cluster.zookeeper import connect
+    b = brokers
+    create_topic(b.bootstrap, "cfg", rf=3)
+    _, t = wait_metadata(b.bootstrap, "cfg", lambda md, t: len(t.partitions[0].isrs) == 3, "a full ISR")
+    coordination = connect(zk_connect)
+    try:
+        config = coordination.get_entity_config("topics", "cfg")
+        coordination.set_entity_config("topics", "cfg", {**config, "min.insync.replicas": "3"})
+    finally:
+        coordination.close()
+    a = admin(b.bootstrap)
+
+    def described() -> bool:
+        got = a.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "cfg")])
+        (fut,) = got.values()
+        return fut.result(10)["min.insync.replicas"].value == "3"
+    wait_for(described, "min.insync.replicas=3 described")
+    leader = t.partitions[0].leader
+    b.stop_broker(next(i for i in (1, 2, 3) if i != leader), signal.SIGKILL)
+    wait_metadata(b.bootstrap, "cfg", lambda md, t: len(t.partitions[0].isrs) == 2, "an ISR of two")
+    p = confluent_kafka.Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "message.timeout.ms": 5000,
+                                  "retries": 0})
+    errors = []
+    p.produce("cfg", b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(30)
+    assert errors and errors[0] is not None and errors[0].code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS

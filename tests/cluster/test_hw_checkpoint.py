@@ -52,7 +52,7 @@ class Node:
     def call_in_loop(self, fn, *args) -> None:
         self.called.append(fn)
 
-    def watch_topic_throttles(self, topic: str) -> None:
+    def watch_topic_configs(self, topic: str) -> None:
         pass
 
 

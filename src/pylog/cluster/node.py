@@ -21,12 +21,13 @@
   changes to the controller (AlterPartition) and completes acks=all produces once the
   high watermark passes them.  The broker core asks it (``Broker.replication``) whether a
   produce may append here, which leader epoch to stamp, and where consumer reads stop.
-- **Replication throttles** (:mod:`pylog.cluster.quota`): ``leader.replication.throttled.rate``
-  and ``follower.replication.throttled.rate`` from this broker's dynamic config, and
-  each topic's ``*.replication.throttled.replicas``, watched in ZooKeeper
-  (``/config/brokers/<id>``, ``/config/topics/<t>``) and applied at once: the leader
-  sends a throttled replica out of the ISR no records while its quota is exceeded, the
-  follower leaves such a partition out of its Fetch.
+- **Configs in ZooKeeper**, watched and applied at once (as Kafka's config handlers):
+  a topic's ``/config/topics/<t>`` becomes its local topic's configs and its replicas'
+  ``min.insync.replicas``; replication throttles (:mod:`pylog.cluster.quota`) come from
+  ``leader.replication.throttled.rate`` and ``follower.replication.throttled.rate`` in
+  ``/config/brokers/<id>`` and each topic's ``*.replication.throttled.replicas``: the
+  leader sends a throttled replica out of the ISR no records while its quota is
+  exceeded, the follower leaves such a partition out of its Fetch.
 - **Coordinators** (:class:`~pylog.cluster.coordinators.CoordinatorPartitions`): the
   group and transaction coordinators serve the groups and transactional ids of the
   ``__consumer_offsets`` / ``__transaction_state`` partitions this broker leads, loaded
@@ -336,7 +337,7 @@ class ReplicaManager:
                         min_insync_replicas=self._min_insync(s.topic), broker_epoch=self.node.broker_epoch)
                     r = Replica(s.topic, s.partition, state, log)
                     self.replicas[tp] = r
-                    self.node.watch_topic_throttles(s.topic)
+                    self.node.watch_topic_configs(s.topic)
                 lai = replication.LeaderAndIsr(s.leader, s.leader_epoch, tuple(s.isr), s.zk_version)
                 with r.lock:
                     r.state.broker_epoch = self.node.broker_epoch
@@ -617,9 +618,10 @@ class ClusterNode:
             except PylogError as exc:
                 _log.error("broker %d: %s=%r ignored: %s", self.broker_id, key, config.get(key), exc)
 
-    def watch_topic_throttles(self, topic: str) -> None:
-        """Apply ``topic``'s ``*.replication.throttled.replicas`` now and whenever they
-        change (once per topic; any thread but kazoo's)."""
+    def watch_topic_configs(self, topic: str) -> None:
+        """Apply ``topic``'s configs in ZooKeeper (``/config/topics/<t>``) now and
+        whenever they change: the replication throttles, the local topic's configs and
+        the replicas' ``min.insync.replicas`` (once per topic; any thread but kazoo's)."""
         if self.coordination is not None:
             self._watch_config("topics", topic, lambda config: self._topic_config_changed(topic, config))
 
@@ -632,6 +634,36 @@ class ClusterNode:
                 quota.apply_topic_config(topic, config, key, self.broker_id)
             except PylogError as exc:
                 _log.error("topic %s: %s=%r ignored: %s", topic, key, config.get(key), exc)
+        if not self._stopping:
+            try:
+                # Off kazoo's thread, in order with LeaderAndIsr.
+                self.replica_thread.submit(self._apply_topic_config, topic, config)
+            except RuntimeError:    # the broker is stopping
+                pass
+
+    def _apply_topic_config(self, topic: str, config: dict) -> None:
+        """(The replica thread.)  The topic's configs in ZooKeeper are this broker's too
+        (Kafka's TopicConfigHandler): its local topic takes them (segment, retention,
+        cleanup settings...) and its replicas their ``min.insync.replicas``.  A config
+        this broker refuses is logged and the topic keeps its previous ones."""
+        from pylog.broker.topic_config import normalize_all
+        broker = self.broker
+        if not broker.has_topic(topic):
+            return
+        try:
+            if dict(broker.topic_config(topic).overrides) != normalize_all(config):
+                broker.alter_configs(topic, config)
+                _log.info("topic %s: configs from ZooKeeper applied: %s", topic,
+                          ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "(defaults)")
+            min_insync = int(broker.topic_config(topic)["min.insync.replicas"])
+        except PylogError as exc:
+            _log.error("topic %s: the configs in ZooKeeper (%s) are refused here: %s", topic, config, exc)
+            return
+        for (t, _p), r in list(self.replica_manager.replicas.items()):
+            if t == topic:
+                with r.lock:
+                    r.state.min_insync_replicas = min_insync
+        self.server.state.topic_changed(topic)
 
     def _process_controller_events(self) -> None:
         try:
