@@ -139,7 +139,7 @@ def test_a_newcomer_far_behind_warms_up_first_and_takes_its_task_in_a_probing_re
         b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
         b.stream("words").group_by_key().count(materialized="counts")
         return b.build("wu", {"commit.interval.ms": 50, "state.dir": str(tmp_path / state),
-                              "acceptable.recovery.lag": 5, "probing.rebalance.interval.ms": 1500})
+                              "acceptable.recovery.lag": 5})
 
     keys = [f"k{i}" for i in range(40)]
     with pylog.open(tmp_path / "data") as client:
@@ -156,7 +156,17 @@ def test_a_newcomer_far_behind_warms_up_first_and_takes_its_task_in_a_probing_re
                 # the first instance keeps both tasks while a warm-up replica catches up
                 wait_until(lambda: second.standbys and not second.tasks and len(first.tasks) == 2,
                            what="a warm-up replica on the newcomer")
-                assert first.partition_assignor.next_probing_rebalance_ms > 0
+                # a probing rebalance is due in probing.rebalance.interval.ms (10 minutes):
+                # make it due now
+                due = second.partition_assignor.next_probing_rebalance_ms
+                assert due > 0 and first.partition_assignor.next_probing_rebalance_ms == due
+
+                def warmed_up():
+                    [((_, partition), sb)] = list(second.standbys.items())
+                    end = client.list_offsets("wu-counts-changelog", partition, -1).offset
+                    return sb.positions["counts"] == end
+                wait_until(warmed_up, what="the warm-up replica caught up")
+                second.partition_assignor.next_probing_rebalance_ms = 1
                 wait_until(lambda: len(second.tasks) == 1 and len(first.tasks) == 1, what="the probing rebalance")
                 assert second.standbys == {}
                 # the task came with the warm-up's state: nothing restored from the beginning
