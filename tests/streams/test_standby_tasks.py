@@ -20,6 +20,24 @@ S = Serdes.string()
 COUNTS = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
 
 
+def start_active_and_standby(client, make_app):
+    """Instances "one" and "two" of a one-task app, running until the task is active on
+    one and a standby on the other: (apps, runs, active's name, standby's name)."""
+    apps = {"one": make_app("one"), "two": make_app("two")}
+    runs = {name: Running(a, client) for name, a in apps.items()}
+    for r in runs.values():
+        r.__enter__()
+    try:
+        wait_until(lambda: sum(len(a.tasks) for a in apps.values()) == 1
+                   and sum(len(a.standbys) for a in apps.values()) == 1, what="one active task and one standby")
+    except BaseException:
+        for r in runs.values():
+            r.__exit__(None, None, None)
+        raise
+    active = next(n for n, a in apps.items() if a.tasks)
+    return apps, runs, active, next(n for n in apps if n != active)
+
+
 def stale_counts(app, keys):
     try:
         view = app.store(COUNTS.enable_stale_stores())
@@ -43,14 +61,8 @@ def test_a_standby_checkpoints_its_persistent_store_and_resumes_from_it_after_a_
     with pylog.open(tmp_path / "data") as client:
         client.create_topic("words", 1)
         produce(client, "words", words)
-        apps = {"one": app("one"), "two": app("two")}
-        runs = {name: Running(a, client) for name, a in apps.items()}
-        for r in runs.values():
-            r.__enter__()
+        apps, runs, _, name = start_active_and_standby(client, app)
         try:
-            wait_until(lambda: sum(len(a.tasks) for a in apps.values()) == 1
-                       and sum(len(a.standbys) for a in apps.values()) == 1, what="one active task and one standby")
-            name = next(n for n, a in apps.items() if a.standbys)
             standby = apps[name]
             wait_until(lambda: stale_counts(standby, expected) == expected, what="the standby caught up")
             assert not standby.tasks and list(standby.standbys) == [(0, 0)]
@@ -195,15 +207,8 @@ def test_exactly_once_hand_over_to_a_standby_counts_every_word_once(tmp_path):
         client.create_topic("words", 1)
         client.create_topic("counts", 1)
         produce(client, "words", keys)
-        apps = {"one": app("one"), "two": app("two")}
-        runs = {name: Running(a, client) for name, a in apps.items()}
-        for r in runs.values():
-            r.__enter__()
+        apps, runs, active, standby = start_active_and_standby(client, app)
         try:
-            wait_until(lambda: sum(len(a.tasks) for a in apps.values()) == 1
-                       and sum(len(a.standbys) for a in apps.values()) == 1, what="one active task and one standby")
-            active = next(n for n, a in apps.items() if a.tasks)
-            standby = next(n for n in apps if n != active)
             wait_until(lambda: stale_counts(apps[standby], keys) == {k: 1 for k in keys}, what="the standby caught up")
             listener = Recorder()
             apps[standby].set_global_state_restore_listener(listener)
