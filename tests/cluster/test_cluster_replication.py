@@ -145,22 +145,41 @@ def test_min_insync_replicas_refuses_when_two_brokers_are_down(brokers):
 
 
 @pytest.mark.long
-def test_topic_configs_written_in_zookeeper_reach_every_broker(brokers, zk_connect):
-    """As Kafka's config handlers do, a topic config written to /config/topics/<t> (by
-    ``kafka-configs --zookeeper``, or the reassignment tool's throttles) becomes every
-    broker's: here min.insync.replicas=3, which the leader then enforces."""
-    from confluent_kafka.admin import ConfigResource
+def test_topic_configs_altered_on_any_broker_reach_every_broker(brokers, zk_connect):
+    """IncrementalAlterConfigs of a topic (and of a broker's replication throttle rate,
+    as kafka-reassign-partitions --throttle sets it) is written to ZooKeeper, and every
+    broker takes the topic's configs, as Kafka's config handlers do: here
+    min.insync.replicas=3, which the leader then enforces."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
     from pylog.cluster.zookeeper import connect
     b = brokers
     create_topic(b.bootstrap, "cfg", rf=3)
     _, t = wait_metadata(b.bootstrap, "cfg", lambda md, t: len(t.partitions[0].isrs) == 3, "a full ISR")
+    a = admin(b.bootstrap)
+    topic = ConfigResource(ConfigResource.Type.TOPIC, "cfg", incremental_configs=[
+        ConfigEntry("min.insync.replicas", "3", incremental_operation=AlterConfigOpType.SET)])
+    rate = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+        ConfigEntry("leader.replication.throttled.rate", "1000000", incremental_operation=AlterConfigOpType.SET)])
+    for fut in a.incremental_alter_configs([topic, rate]).values():
+        fut.result(30)
     coordination = connect(zk_connect)
     try:
-        config = coordination.get_entity_config("topics", "cfg")
-        coordination.set_entity_config("topics", "cfg", {**config, "min.insync.replicas": "3"})
+        assert coordination.get_entity_config("topics", "cfg")["min.insync.replicas"] == "3"
+        assert coordination.get_entity_config("brokers", 1) == {"leader.replication.throttled.rate": "1000000"}
     finally:
         coordination.close()
-    a = admin(b.bootstrap)
+
+    # One request, two paths: a bad topic value is refused (ZooKeeper untouched), a
+    # dynamic broker config goes to the broker's own store.
+    bad = ConfigResource(ConfigResource.Type.TOPIC, "cfg", incremental_configs=[
+        ConfigEntry("min.insync.replicas", "many", incremental_operation=AlterConfigOpType.SET)])
+    local = ConfigResource(ConfigResource.Type.BROKER, str(t.partitions[0].leader), incremental_configs=[
+        ConfigEntry("log.retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    futures = a.incremental_alter_configs([bad, local])
+    with pytest.raises(confluent_kafka.KafkaException) as refused:
+        futures[bad].result(30)
+    assert refused.value.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG
+    futures[local].result(30)
 
     def described() -> bool:
         got = a.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "cfg")])

@@ -113,7 +113,7 @@ from pylog.broker.producer_state import CONTROL_ABORT, CONTROL_COMMIT, ProducerS
 from pylog.broker import txn_log as _txn_log
 from pylog.broker.txn_coordinator import (BrokerTxnIO, ListTransactionsResult, TransactionCoordinator,
                                           TransactionCoordinatorConfig, TransactionDescription)
-from pylog.broker.topic_config import (LONG_MAX, TOPIC_CONFIGS, ConfigEntry, TopicConfig, normalize,
+from pylog.broker.topic_config import (LONG_MAX, ConfigEntry, TopicConfig, apply_config_ops, check_config_ops,
                                        normalize_all)
 from pylog.errors import (CorruptRecordError, InvalidConfigError, InvalidPartitionsError,
                           InvalidReplicationFactorError, InvalidRequestError, InvalidRecordError,
@@ -1472,42 +1472,9 @@ class Broker:
         list configs.  All or nothing.  Raises UnknownTopicOrPartitionError, InvalidConfigError
         (as Kafka, an unknown name or a bad value before an unknown topic)."""
         ops = list(ops)
-        for item in ops:
-            if isinstance(item, tuple) and len(item) == 3:
-                name, op, value = item
-                if not isinstance(name, str) or name not in TOPIC_CONFIGS:
-                    raise InvalidConfigError(f"unknown topic config {name!r}")
-                if op in (0, "set"):
-                    normalize(name, value)
-        overrides = dict(self._topic(topic).config.overrides)
-        names = {0: "set", 1: "delete", 2: "append", 3: "subtract"}
-        for item in ops:
-            try:
-                name, op, value = item
-            except (TypeError, ValueError):
-                raise InvalidConfigError(f"config operation {item!r} is not (name, op, value)") from None
-            op = names.get(op, op)
-            if op not in ("set", "delete", "append", "subtract"):
-                raise InvalidConfigError(f"unknown config operation {op!r} for {name!r}")
-            if not isinstance(name, str) or name not in TOPIC_CONFIGS:
-                raise InvalidConfigError(f"unknown topic config {name!r}")
-            if op == "set":
-                overrides[name] = normalize(name, value)
-            elif op == "delete":
-                overrides.pop(name, None)
-            else:
-                d = TOPIC_CONFIGS[name]
-                if d.type != 7:
-                    raise InvalidConfigError(f"{op} applies to list configs; {name} is not one")
-                current = TopicConfig(overrides, self.config.topic_defaults)[name]
-                items = normalize(name, value).split(",") if value not in (None, "") else []
-                if op == "append":
-                    merged = current + [x for x in items if x not in current]
-                else:
-                    merged = [x for x in current if x not in items]
-                # An empty cleanup.policy is valid (Kafka 4.x: no cleanup).
-                overrides[name] = normalize(name, merged) if merged else ""
-        self._apply_configs(topic, normalize_all(overrides), validate_only)
+        check_config_ops(ops)
+        overrides = apply_config_ops(self._topic(topic).config.overrides, ops, self.config.topic_defaults)
+        self._apply_configs(topic, overrides, validate_only)
 
     def _apply_configs(self, topic_name: str, overrides: dict[str, str], validate_only: bool) -> None:
         self._check_open()

@@ -43,6 +43,8 @@ __all__ = [
     "TopicConfig",
     "normalize",
     "normalize_all",
+    "check_config_ops",
+    "apply_config_ops",
     "LONG_MAX",
 ]
 
@@ -373,6 +375,61 @@ def normalize_all(configs: Mapping[str, Any] | None) -> dict[str, str]:
     out = {name: normalize(name, raw) for name, raw in (configs or {}).items()}
     TopicConfig(out).log_config()
     return out
+
+
+_OP_NAMES = {0: "set", 1: "delete", 2: "append", 3: "subtract"}
+
+
+def check_config_ops(ops: Iterable[Any]) -> None:
+    """Check IncrementalAlterConfigs operations before anything else (as Kafka, an
+    unknown name or a bad value is reported before an unknown topic).  Raises
+    InvalidConfigError."""
+    for item in ops:
+        if isinstance(item, tuple) and len(item) == 3:
+            name, op, value = item
+            if not isinstance(name, str) or name not in TOPIC_CONFIGS:
+                raise InvalidConfigError(f"unknown topic config {name!r}")
+            if op in (0, "set"):
+                normalize(name, value)
+
+
+def apply_config_ops(overrides: Mapping[str, str], ops: Iterable[Any],
+                     broker_defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A topic's overrides after IncrementalAlterConfigs ``ops``: ``(name, op, value)``
+    with op ``"set"`` (0), ``"delete"`` (1), ``"append"`` (2) or ``"subtract"`` (3);
+    append/subtract only for list configs, against the effective value (``broker_defaults``
+    under the overrides).  All or nothing: returns the new overrides, normalized and
+    checked together, or raises InvalidConfigError."""
+    ops = list(ops)
+    check_config_ops(ops)
+    out = dict(overrides)
+    for item in ops:
+        try:
+            name, op, value = item
+        except (TypeError, ValueError):
+            raise InvalidConfigError(f"config operation {item!r} is not (name, op, value)") from None
+        op = _OP_NAMES.get(op, op)
+        if op not in ("set", "delete", "append", "subtract"):
+            raise InvalidConfigError(f"unknown config operation {op!r} for {name!r}")
+        if not isinstance(name, str) or name not in TOPIC_CONFIGS:
+            raise InvalidConfigError(f"unknown topic config {name!r}")
+        if op == "set":
+            out[name] = normalize(name, value)
+        elif op == "delete":
+            out.pop(name, None)
+        else:
+            d = TOPIC_CONFIGS[name]
+            if d.type != 7:
+                raise InvalidConfigError(f"{op} applies to list configs; {name} is not one")
+            current = TopicConfig(out, broker_defaults)[name]
+            items = normalize(name, value).split(",") if value not in (None, "") else []
+            if op == "append":
+                merged = current + [x for x in items if x not in current]
+            else:
+                merged = [x for x in current if x not in items]
+            # An empty cleanup.policy is valid (Kafka 4.x: no cleanup).
+            out[name] = normalize(name, merged) if merged else ""
+    return normalize_all(out)
 
 
 class TopicConfig:

@@ -14,8 +14,10 @@ the leaders; answered once this broker's metadata knows every partition's leader
 request's timeout passed), FindCoordinator (the leader of the group's
 ``__consumer_offsets`` partition; the first one creates that topic), OffsetCommit and
 SyncGroup (answered once the coordinator's write is replicated:
-:mod:`pylog.cluster.coordinators`), and Produce (acks=all answered when the high
-watermark passes the batch).
+:mod:`pylog.cluster.coordinators`), Produce (acks=all answered when the high
+watermark passes the batch), and AlterConfigs / IncrementalAlterConfigs of topics and
+of the brokers' replication throttle rates (written to ZooKeeper, where every broker
+takes them, as Kafka's brokers in ZooKeeper mode did).
 
 Handlers run on the loop's thread; ZooKeeper and file work is sent off it.
 """
@@ -594,6 +596,131 @@ def handle_delete_groups(conn: Any, header: Any, req: Any) -> Any:
     return conn.server.loop.create_task(run())
 
 
+# -- configs in ZooKeeper ---------------------------------------------------------------------
+
+_RESOURCE_TOPIC, _RESOURCE_BROKER = 2, 4
+
+
+def _throttle_rates() -> tuple[str, str]:
+    from pylog.cluster.controller import FOLLOWER_REPLICATION_THROTTLED_RATE, LEADER_REPLICATION_THROTTLED_RATE
+    return LEADER_REPLICATION_THROTTLED_RATE, FOLLOWER_REPLICATION_THROTTLED_RATE
+
+
+def _in_zookeeper(rtype: int, ops: list, incremental: bool) -> bool:
+    """Whether a config resource lives in ZooKeeper on a cluster: a topic, or (by
+    IncrementalAlterConfigs, as kafka-reassign-partitions sets them) a broker's
+    replication throttle rates alone."""
+    if rtype == _RESOURCE_TOPIC:
+        return True
+    return rtype == _RESOURCE_BROKER and incremental and bool(ops) and \
+        all(name in _throttle_rates() for name, _op, _v in ops)
+
+
+def _alter_in_zookeeper(node: Any, rtype: int, rname: str, ops: list, incremental: bool,
+                        validate_only: bool) -> None:
+    """(Off the loop.)  Check and write one resource's configs in ZooKeeper.
+
+    Raises
+    ------
+    PylogError
+        UNKNOWN_TOPIC_OR_PARTITION, INVALID_CONFIG, INVALID_REQUEST (a broker resource
+        that is not one broker's id, an operation other than SET or DELETE on a rate).
+    """
+    from pylog.broker.topic_config import apply_config_ops, normalize_all
+    from pylog.cluster.coordinators import INTERNAL_TOPICS
+    from pylog.cluster.quota import ReplicationQuota
+    from pylog.errors import InvalidConfigError, InvalidRequestError, UnknownTopicOrPartitionError
+    coordination = node.coordination
+    if rtype == _RESOURCE_TOPIC:
+        if incremental:
+            new = apply_config_ops(coordination.get_entity_config("topics", rname), ops,
+                                   node.broker.config.topic_defaults)
+        else:
+            new = normalize_all({n: v for n, _op, v in ops if v is not None})
+        if coordination.get_topic_assignment(rname) is None:
+            raise UnknownTopicOrPartitionError(f"topic {rname!r} does not exist")
+        if rname in INTERNAL_TOPICS and new.get("cleanup.policy", "compact") != "compact":
+            raise InvalidConfigError(f"{rname} must stay compacted")
+        if not validate_only:
+            coordination.set_entity_config("topics", rname, new)
+        return
+    if not rname.isdigit():
+        raise InvalidRequestError(f"replication throttle rates are set per broker, not for {rname!r}")
+    config = coordination.get_entity_config("brokers", int(rname))
+    for name, op, value in ops:
+        if op == 0:
+            ReplicationQuota().set_rate_config(value)      # the check: an integer
+            config[name] = str(int(str(value).strip()))
+        elif op == 1:
+            config.pop(name, None)
+        else:
+            raise InvalidRequestError(f"{name} takes SET or DELETE, not operation {op}")
+    if not validate_only:
+        coordination.set_entity_config("brokers", int(rname), config)
+
+
+def _alter_configs(conn: Any, header: Any, req: Any, incremental: bool) -> Any:
+    """The resources that live in ZooKeeper are written there (off the loop); the others
+    go to the single node's handler; the answers keep the request's order."""
+    from pylog.server import handlers
+    node = _node(conn)
+    if incremental:
+        resources = [(r.resource_type, r.resource_name, [(c.name, c.config_operation, c.value) for c in r.configs])
+                     for r in req.resources]
+        plain, R, Req = handlers.handle_incremental_alter_configs, m.IncrementalAlterConfigsResponse, \
+            m.IncrementalAlterConfigsRequest
+    else:
+        resources = [(r.resource_type, r.resource_name, [(c.name, 0, c.value) for c in r.configs])
+                     for r in req.resources]
+        plain, R, Req = handlers.handle_alter_configs, m.AlterConfigsResponse, m.AlterConfigsRequest
+    ours = [i for i, (rtype, _n, ops) in enumerate(resources) if _in_zookeeper(rtype, ops, incremental)]
+    if not ours:
+        return plain(conn, header, req)
+    others = [r for i, r in enumerate(req.resources) if i not in ours]
+    local = plain(conn, header, Req(resources=others, validate_only=req.validate_only)) if others else None
+
+    def write() -> dict[int, tuple[int, str | None]]:
+        out = {}
+        for i in ours:
+            rtype, rname, ops = resources[i]
+            try:
+                _alter_in_zookeeper(node, rtype, rname, ops, incremental, req.validate_only)
+            except PylogError as exc:
+                out[i] = (exc.error_code, str(exc))
+                continue
+            out[i] = (NONE, None)
+            if not req.validate_only:
+                _log.info("altered configs of %s %s in ZooKeeper for %s", "topic" if rtype == _RESOURCE_TOPIC
+                          else "broker", rname, conn.peer)
+        return out
+
+    written = conn.server.call_off_loop(write)
+
+    async def answer() -> Any:
+        done = await written
+        plain_resp = (await local) if hasattr(local, "add_done_callback") else local
+        rest = iter(plain_resp.responses if plain_resp is not None else ())
+        responses = []
+        for i, (rtype, rname, _ops) in enumerate(resources):
+            if i in done:
+                code, message = done[i]
+                responses.append(R.AlterConfigsResourceResponse(error_code=code, error_message=message,
+                                                                resource_type=rtype, resource_name=rname))
+            else:
+                responses.append(next(rest))
+        return R(throttle_time_ms=0, responses=responses)
+
+    return conn.server.loop.create_task(answer())
+
+
+def handle_alter_configs(conn: Any, header: Any, req: Any) -> Any:
+    return _alter_configs(conn, header, req, incremental=False)
+
+
+def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:
+    return _alter_configs(conn, header, req, incremental=True)
+
+
 def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
     node = _node(conn)
     return conn.server.call_off_loop(_create_topics, node, header, req)
@@ -668,4 +795,6 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.DESCRIBE_TRANSACTIONS, _off_loop(handle_describe_transactions))
     put(ApiKey.LIST_TRANSACTIONS, _off_loop(handle_list_transactions))
     put(ApiKey.CREATE_TOPICS, handle_create_topics)
+    put(ApiKey.ALTER_CONFIGS, handle_alter_configs)
+    put(ApiKey.INCREMENTAL_ALTER_CONFIGS, handle_incremental_alter_configs)
     return table
