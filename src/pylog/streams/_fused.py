@@ -49,7 +49,8 @@ from .processor import Record
 from .serdes import _bytes_deserialize, _bytes_serialize
 from .state._windows import WindowOps
 from .state.changelogging import ChangeLoggingWindowStore
-from .windowed import TimeWindowAggregate
+from .serdes import Serdes
+from .windowed import TimeWindowAggregate, count_aggregator, count_initializer
 from .windows import TimeWindows, Window, Windowed
 
 __all__ = ["FusedChain", "compile_chain"]
@@ -207,6 +208,7 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
         emit("    if not W_cache:", window_node.name)
         emit("        W.fused_fresh_from = sobs + 1", window_node.name)
         emit("    fresh = W.fused_fresh_from", window_node.name)
+        emit("    sst = -1", window_node.name)     # the window start sb/sbz were packed for
     emit("    for i in range(i0, len(tss)):", src)
     emit("        k = keys[i]", src)
     emit("        v = values[i]", src)
@@ -339,20 +341,28 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
     emit(f"{ind}        e = W_cache.get(ck)", name)
     emit(f"{ind}        if e is None and start < fresh:", name)
     emit(f"{ind}            e = W_load(kb, start)", name)
+    # count() is 0, then +1 per record: no calls for it (a long fits any count)
+    counting = proc.aggregator is count_aggregator and proc.initializer is count_initializer
     emit(f"{ind}    if e is None:", name)
     emit(f"{ind}        nts = ts", name)
-    emit(f"{ind}        new = W_agg(k, v, W_init())", name)
+    emit(f"{ind}        new = {'1' if counting else 'W_agg(k, v, W_init())'}", name)
     emit(f"{ind}    else:", name)
     emit(f"{ind}        nts = ts if ts > e[1] else e[1]", name)
-    emit(f"{ind}        new = W_agg(k, v, e[0])", name)
-    emit(f"{ind}    " + _ser_line("nb", "new", proc.vser, env, "W_vser"), name)
+    emit(f"{ind}        new = {'e[0] + 1' if counting else 'W_agg(k, v, e[0])'}", name)
+    if counting and proc.vser is Serdes.long().serialize:
+        emit(f"{ind}    nb = W_pack(new)", name)
+    else:
+        emit(f"{ind}    " + _ser_line("nb", "new", proc.vser, env, "W_vser"), name)
     emit(f"{ind}    W_cache[ck] = (new, nts)", name)
     emit(f"{ind}    dirty[ck] = nb", name)
     emit(f"{ind}    if start > sobs:", name)
     emit(f"{ind}        sobs = start", name)
     emit(f"{ind}        sml = start - W_store.retention_ms + W_store.expiry_slack", name)
-    emit(f"{ind}    sb = W_pack(start)", name)
-    emit(f"{ind}    cl_k.append(kb + sb + W_seq0)", name)
+    emit(f"{ind}    if start != sst:", name)
+    emit(f"{ind}        sst = start", name)
+    emit(f"{ind}        sb = W_pack(start)", name)
+    emit(f"{ind}        sbz = sb + W_seq0", name)
+    emit(f"{ind}    cl_k.append(kb + sbz)", name)
     emit(f"{ind}    cl_v.append(nb)", name)
     emit(f"{ind}    cl_t.append(nts)", name)
     # to_stream() forwards the new value under the windowed key; the sink serialises
