@@ -75,6 +75,17 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> tuple[list, list
     return acked, failed
 
 
+def acks_all_error(bootstrap: str, topic: str):
+    """The error code of one acks=all produce to partition 0, sent once (None: acknowledged)."""
+    p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 5000,
+                                  "retries": 0})
+    errors = []
+    p.produce(topic, b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(30)
+    assert len(errors) == 1
+    return None if errors[0] is None else errors[0].code()
+
+
 def read_all(bootstrap: str, topic: str, count: int) -> list[bytes]:
     from confluent_kafka import TopicPartition
     c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False,
@@ -129,13 +140,7 @@ def test_min_insync_replicas_refuses_when_two_brokers_are_down(brokers):
     for i in others:
         b.stop_broker(i, signal.SIGKILL)
     wait_metadata(b.bootstrap, "mir", lambda md, t: len(t.partitions[0].isrs) == 1, "an ISR of the leader alone")
-    p = confluent_kafka.Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "message.timeout.ms": 5000,
-                                  "retries": 0})
-    errors = []
-    p.produce("mir", b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
-    p.flush(30)
-    assert errors and errors[0] is not None
-    assert errors[0].code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS
+    assert acks_all_error(b.bootstrap, "mir") == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS
     # They come back, catch up, and the leader's AlterPartition grows the ISR again.
     for i in others:
         b.start_broker(i)
@@ -189,9 +194,4 @@ def test_topic_configs_altered_on_any_broker_reach_every_broker(brokers, zk_conn
     leader = t.partitions[0].leader
     b.stop_broker(next(i for i in (1, 2, 3) if i != leader), signal.SIGKILL)
     wait_metadata(b.bootstrap, "cfg", lambda md, t: len(t.partitions[0].isrs) == 2, "an ISR of two")
-    p = confluent_kafka.Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "message.timeout.ms": 5000,
-                                  "retries": 0})
-    errors = []
-    p.produce("cfg", b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
-    p.flush(30)
-    assert errors and errors[0] is not None and errors[0].code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS
+    assert acks_all_error(b.bootstrap, "cfg") == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS
