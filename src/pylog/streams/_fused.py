@@ -45,11 +45,11 @@ import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._processors import Filter, Map, MapValues, NullKeyFilter, PassThrough, Peek, SelectKey, ToStream, _dropped
+from .errors import DeliveryWatch
 from .processor import Record
-from .serdes import _bytes_deserialize, _bytes_serialize
+from .serdes import Serdes, _bytes_deserialize, _bytes_serialize
 from .state._windows import WindowOps
 from .state.changelogging import ChangeLoggingWindowStore
-from .serdes import Serdes
 from .windowed import TimeWindowAggregate, count_aggregator, count_initializer
 from .windows import TimeWindows, Window, Windowed
 
@@ -166,6 +166,9 @@ class _WindowAggregateState:
                 cache.clear()   # everything in it is in the store now
         topic = self.changelog_topic
         if topic is not None and cl_t:
+            if type(self.collector) is DeliveryWatch:   # the runtime's: the batch at once
+                self.collector.send_many(topic, cl_k, cl_v, cl_t, None, self.partition)
+                return
             send, partition = self.collector.send, self.partition
             for k, v, t in zip(cl_k, cl_v, cl_t):
                 send(topic, k, v, t, (), None, partition)

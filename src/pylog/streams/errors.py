@@ -430,10 +430,15 @@ class DeliveryWatch:
             self._inflight.append((future, (topic, partition, timestamp, key, value, headers)))
 
     def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
-                  timestamps: List[int], partitioner: Any) -> None:
+                  timestamps: List[int], partitioner: Any, partition: Optional[int] = None) -> None:
+        """Records without headers, in order (``partition``: all to that partition)."""
         if self._inflight and not self._checking:
             self._check_resolved()
-        for future, start, stop in self.collector.send_many(topic, keys, values, timestamps, partitioner) or ():
+        if partition is None:
+            spans = self.collector.send_many(topic, keys, values, timestamps, partitioner)
+        else:
+            spans = self.collector.send_many(topic, keys, values, timestamps, partitioner, partition)
+        for future, start, stop in spans or ():
             per_record = type(future) is list
             self._inflight.append([future if per_record else [future], per_record, start, stop, topic, keys, values,
                                    timestamps, 0])

@@ -179,12 +179,13 @@ class _Collector:
                                  partition=partition, timestamp_ms=timestamp)
 
     def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
-                  timestamps: List[int], partitioner: Any) -> List[Tuple[Any, int, int]]:
+                  timestamps: List[int], partitioner: Any, partition: Optional[int] = None) -> List[Tuple[Any, int, int]]:
         """Records without headers, in order: keyed records with the default
         partitioner go through ``send_batch`` a run of equal timestamps at a time (what a
         batch's records mostly share); the rest one by one.  Returns ``(future, start,
         stop)`` per ``send_batch`` and ``(list of futures, start, stop)`` for records sent
-        one by one (see :class:`~.errors.DeliveryWatch`)."""
+        one by one (see :class:`~.errors.DeliveryWatch`).  ``partition``: every record
+        to that partition (a store's changelog records), one by one."""
         app = self.app
         if app.exactly_once and not app.in_transaction:
             app.begin_transaction()
@@ -193,7 +194,7 @@ class _Collector:
         sent = 0
         spans: List[Tuple[Any, int, int]] = []
         try:
-            if partitioner is None and n >= _MIN_RUN and None not in keys:
+            if partitioner is None and partition is None and n >= _MIN_RUN and None not in keys:
                 ts = np.fromiter(timestamps, dtype=np.int64, count=n)
                 cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
                 if len(cuts) * _MIN_RUN <= n:
@@ -205,10 +206,10 @@ class _Collector:
                     return spans
             futures: List[Any] = []
             spans.append((futures, 0, n))
-            if partitioner is None:
+            if partitioner is None or partition is not None:
                 send = producer.send
                 for k, v, t in zip(keys, values, timestamps):
-                    futures.append(send(topic, v, k, None, None, t))
+                    futures.append(send(topic, v, k, None, partition, t))
                     sent += 1
                 return spans
             for k, v, t in zip(keys, values, timestamps):
