@@ -272,3 +272,23 @@ def test_a_newcomer_within_the_acceptable_lag_takes_its_tasks_at_once():
     rebalance(members, end_sums={t: 9_000 for t in TASKS})
     assert sorted(len(m.active) for m in members) == [6, 6]
     assert members[0].assignor.next_probing_rebalance_ms == 0
+
+
+def test_a_standby_that_took_tasks_past_its_share_gives_them_back_in_a_probing_rebalance():
+    members = [Member(f"m{i}", f"p{i}") for i in range(3)]
+    members[0].active = {(0, 0), (0, 1), (0, 2), (0, 3)}
+    members[1].active = {(1, 0), (1, 1), (1, 2), (1, 3)}
+    members[2].active = {(0, 4), (0, 5), (1, 4), (1, 5)}
+    members[0].standby = {(0, 4), (0, 5), (1, 4), (1, 5)}    # all the leaver's standbys on p0
+    members[0].sums = {t: 100 for t in members[0].standby}
+    members.pop()
+    end = {t: 100 for t in TASKS}
+    rebalance(members, end_sums=end)
+    assert len(members[0].active) == 8 and len(members[1].active) == 4
+    assert members[0].assignor.next_probing_rebalance_ms > 0
+    assert len(members[1].standby & {(0, 4), (0, 5), (1, 4), (1, 5)}) == 2      # warm-ups (max.warmup.replicas)
+    # the probing rebalance: p0 keeps its share, the warmed-up p1 takes the rest
+    members[1].sums = {t: 100 for t in members[1].standby}
+    rebalance(members, end_sums=end)
+    assert sorted(len(m.active) for m in members) == [6, 6]
+    assert set().union(*(m.active for m in members)) == TASKS

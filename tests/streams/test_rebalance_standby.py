@@ -43,8 +43,8 @@ def instance_main(argv):
     from urllib.parse import parse_qs, urlparse
 
     import pylog
-    from pylog.streams import (InvalidStateStoreError, QueryableStoreTypes, Serdes, StoreQueryParameters,
-                               StreamsBuilder)
+    from pylog.streams import (InvalidStateStoreError, Materialized, QueryableStoreTypes, Serdes,
+                               StoreQueryParameters, StreamsBuilder)
 
     p = argparse.ArgumentParser()
     p.add_argument("--bootstrap", required=True)
@@ -52,7 +52,13 @@ def instance_main(argv):
     p.add_argument("--topic", required=True)
     p.add_argument("--state-dir", required=True)
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument("--exactly-once", action="store_true")
+    p.add_argument("--persistent", action="store_true")
+    p.add_argument("--probing-rebalance-interval-ms", type=int, default=600_000)
     a = p.parse_args(argv)
+    if os.environ.get("REBALANCE_APP_LOG"):
+        import logging
+        logging.basicConfig(level=os.environ["REBALANCE_APP_LOG"], stream=sys.stderr)
     s = Serdes.string()
     kv = StoreQueryParameters.from_name_and_type("counts", QueryableStoreTypes.key_value_store())
     restores = []
@@ -104,11 +110,14 @@ def instance_main(argv):
     http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port = http.server_address[1]
     b = StreamsBuilder({"default.key.serde": s, "default.value.serde": s})
-    b.stream(a.topic).group_by_key().count(materialized="counts")
-    app = b.build(application_id=a.app_id, config={
-        "state.dir": a.state_dir, "commit.interval.ms": 100, "num.standby.replicas": 1,
-        "application.server": f"127.0.0.1:{port}", "session.timeout.ms": a.session_timeout_ms,
-        "heartbeat.interval.ms": 300})
+    b.stream(a.topic).group_by_key().count(
+        materialized=Materialized("counts", store_type="persistent" if a.persistent else "in_memory"))
+    config = {"state.dir": a.state_dir, "commit.interval.ms": 100, "num.standby.replicas": 1,
+              "application.server": f"127.0.0.1:{port}", "session.timeout.ms": a.session_timeout_ms,
+              "heartbeat.interval.ms": 300, "probing.rebalance.interval.ms": a.probing_rebalance_interval_ms}
+    if a.exactly_once:
+        config["processing.guarantee"] = "exactly_once_v2"
+    app = b.build(application_id=a.app_id, config=config)
     app.set_global_state_restore_listener(Listener())
     holder["app"] = app
     signal.signal(signal.SIGTERM, lambda *_: app.stop())
@@ -136,10 +145,10 @@ from .test_restore_listener import produce  # noqa: E402
 class Instance:
     """One app instance in a subprocess, and its HTTP query endpoint."""
 
-    def __init__(self, bootstrap, app_id, topic, state_dir, session_timeout_ms=10_000):
+    def __init__(self, bootstrap, app_id, topic, state_dir, session_timeout_ms=10_000, *extra):
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--bootstrap", bootstrap, "--app-id", app_id, "--topic", topic,
-             "--state-dir", str(state_dir), "--session-timeout-ms", str(session_timeout_ms)],
+             "--state-dir", str(state_dir), "--session-timeout-ms", str(session_timeout_ms), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
         line = self.proc.stdout.readline()
         assert line.startswith("port "), f"instance did not start: {line!r} {self.proc.stderr.read()}"
@@ -349,4 +358,50 @@ def test_a_killed_instance_s_tasks_are_taken_over_by_their_standbys_which_answer
             b.stop()
         finally:
             for inst in instances:
+                inst.kill()
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", [20261207])
+def test_exactly_once_counts_survive_kill_9_of_instances_with_standbys(module_server, tmp_path, seed):  # noqa: F811
+    """Three exactly-once instances with persistent stores and standbys; one is killed
+    with SIGKILL and restarted on its state directory, again and again, while input
+    arrives.  Every word is counted exactly once: the final counts, read through
+    interactive queries, equal the input."""
+    rnd = random.Random(seed)
+    print(f"seed {seed}")
+    app_id = f"rebalance-eos-{uuid.uuid4().hex[:8]}"
+    topic = f"{app_id}-words"
+    keys = [f"k{i}" for i in range(50)]
+    expected = {k: 0 for k in keys}
+    extra = ("--exactly-once", "--persistent", "--probing-rebalance-interval-ms", "1000")
+    instances = {}
+    with pylog.connect(module_server.bootstrap) as client:
+        client.create_topic(topic, TOPIC_PARTITIONS)
+
+        def start(name):
+            instances[name] = Instance(module_server.bootstrap, app_id, topic, tmp_path / name, 3000, *extra)
+
+        try:
+            for name in "abc":
+                start(name)
+            wait_until(lambda: settled(list(instances.values()), 3), timeout=120, what="three instances settled")
+            for _ in range(6):
+                batch = [rnd.choice(keys) for _ in range(200)]
+                produce(client, topic, batch)
+                for k in batch:
+                    expected[k] += 1
+                victim = rnd.choice(sorted(instances))
+                instances.pop(victim).kill()
+                start(victim)
+                wait_until(lambda: settled(list(instances.values()), 3), timeout=120,
+                           what=f"three instances settled after {victim} was killed")
+            live = list(instances.values())
+            wait_until(lambda: all_answer(live, {k: n for k, n in expected.items() if n}), timeout=120,
+                       what="every word counted once")
+            assert all(answer(live, k) is None or expected[k] for k in keys)
+            for inst in live:
+                inst.stop()
+        finally:
+            for inst in instances.values():
                 inst.kill()

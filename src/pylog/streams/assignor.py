@@ -234,6 +234,8 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
             clients[owner].active.add(task)
     # tasks some client has state of first, so those clients still have room for them
     unplaced.sort(key=lambda t: (min(clients[c].lag(t, end_sums) for c in order), t))
+    # (task, the client balance would have given it) of tasks placed elsewhere for now
+    deferred: List[Tuple[TaskId, str]] = []
     for task in unplaced:
         room = [c for c in order if len(clients[c].active) < quota[c]]
         if not any(task in clients[c].prev_active for c in order):
@@ -245,13 +247,16 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
                                                   clients[c].lag(task, end_sums),
                                                   len(clients[c].active) / clients[c].capacity, c))
                 clients[best].active.add(task)
+                if best not in room and room:
+                    # past its share: a probing rebalance gives it back to balance later
+                    deferred.append((task, min(room, key=lambda c: (len(clients[c].active) / clients[c].capacity,
+                                                                    c))))
                 continue
         best = min(room or order, key=lambda c: (clients[c].lag(task, end_sums), len(clients[c].active)
                                                 / clients[c].capacity, c))
         clients[best].active.add(task)
     # a stateful task placed where its state is far behind stays where it is caught up,
     # and its destination warms a replica up (Kafka's task movements)
-    deferred = []
     for task in sorted(stateful & set(tasks)):
         dest = next(c for c in order if task in clients[c].active)
         if task not in end_sums or clients[dest].lag(task, end_sums) <= acceptable_recovery_lag:
@@ -273,7 +278,7 @@ def assign_tasks(clients: Mapping[str, ClientState], tasks: Iterable[TaskId], st
             clients[best].standby.add(task)
     warmups = 0
     for task, dest in deferred:
-        if task in clients[dest].standby:
+        if task in clients[dest].active or task in clients[dest].standby:
             continue    # its standby there catches up anyway
         if warmups >= max_warmup_replicas:
             break
@@ -453,6 +458,12 @@ class StreamsPartitionAssignor(ConsumerPartitionAssignor):
             end_sums = self.end_offset_sums(stateful)
         deferred = assign_tasks(clients, tasks, stateful, self.num_standby_replicas, end_sums,
                                 self.acceptable_recovery_lag, self.max_warmup_replicas)
+        log.info("streams assignment: %s; %d task moves wait for warm-up replicas",
+                 "; ".join(f"{pid}: active {sorted(map(task_id_str, c.active))} standby "
+                           f"{sorted(map(task_id_str, c.standby))} (warm-up {sorted(map(task_id_str, c.warmup))})"
+                           for pid, c in sorted(clients.items())), deferred)
+        log.debug("streams assignment inputs: end offset sums %s; offset sums %s", end_sums,
+                  {pid: c.offset_sums for pid, c in clients.items()})
         self._next_probe = self.clock_ms() + self.probing_rebalance_interval_ms if deferred else 0
         self._member_tasks: Dict[str, Tuple[Set[TaskId], Set[TaskId]]] = {}
         out: Dict[str, Dict[str, List[int]]] = {m: {} for m in subscriptions}
