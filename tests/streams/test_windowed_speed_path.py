@@ -218,3 +218,61 @@ def test_the_windowed_batches_benchmark_runs(monkeypatch):
             assert w._run(store, 1_000) == 2 * mod.N   # one update and one changelog record per record
         finally:
             w.teardown(store, 1_000)
+
+
+def _read(client, topic):
+    """{partition: [(key, value, timestamp), ...]} of every record of ``topic`` now."""
+    c = client.consumer(enable_auto_commit=False, auto_offset_reset="earliest")
+    tps = [(topic, p) for p in range(client.num_partitions(topic))]
+    c.assign(tps)
+    ends = c.end_offsets(tps)
+    out: dict = {p: [] for _, p in tps}
+    while any(c.position(tp) < ends[tp] for tp in tps):
+        for r in c.poll(timeout_ms=200):
+            out[r.partition].append((r.key, r.value, r.timestamp))
+    c.close()
+    return out
+
+
+@pytest.mark.parametrize("store_type", ["in_memory", "persistent"])
+def test_the_runtime_writes_what_the_per_record_path_writes(tmp_path, store_type):
+    # Through StreamsApp on pylog.open (polled batches, the fused loop, the delivery
+    # watch, the changelog sent to the task's partition): the same output per key and
+    # the same changelog per partition as a task fed each input partition record by record.
+    import pylog
+
+    build = _count(WINDOWS[2], store_type, serde=B)
+    r = random.Random(11)
+    with pylog.open(str(tmp_path / "data")) as client:
+        client.create_topic("in", 2)
+        client.create_topic("out", 2)
+        p = client.producer(linger_ms=0)
+        t = 1000
+        for i in range(600):
+            t += r.randrange(0, 30)
+            p.send("in", key=b"k%d" % r.randrange(12), value=b"v%d" % i,
+                   timestamp_ms=max(0, t - r.randrange(0, 300)) if r.random() < 0.2 else t)
+        p.flush()
+        p.close()
+        inputs = _read(client, "in")
+        from pylog.streams.runtime import StreamsApp
+        StreamsApp(build(), "app", {"state.dir": str(tmp_path / "state")}).run(
+            client, until_idle=True, idle_polls=2, poll_timeout_ms=20)
+        out, changelog = _read(client, "out"), _read(client, "app-w-changelog")
+    by_key: dict = {}
+    for recs in out.values():
+        for k, v, ts in recs:
+            by_key.setdefault(k, []).append((v, ts))
+    want_by_key: dict = {}
+    for partition, recs in inputs.items():
+        sends = _Sends()
+        topology = build()
+        task = StreamTask(topology, topology.nodes, application_id="app", task_id=f"0_{partition}", collector=sends,
+                          state_dir=str(tmp_path / f"model{partition}"), partition=partition, config={})
+        for offset, (k, v, ts) in enumerate(recs):
+            task.process("in", k, v, ts, (), offset)
+        for k, v, ts, _h, _p in sends.by_topic.get("out", []):
+            want_by_key.setdefault(k, []).append((v, ts))
+        assert changelog[partition] == [(k, v, ts) for k, v, ts, _h, _p in sends.by_topic["app-w-changelog"]]
+        task.close()
+    assert by_key == want_by_key
