@@ -25,8 +25,10 @@ state holds (Kafka's ``SubscriptionInfo`` v7+ ``taskOffsetSums``: -2, Kafka's
    instance that ran it, then the one holding its standby), else on the least loaded
    client: a join moves only the tasks the newcomer needs for balance.  A task whose
    instance is gone goes to a client whose state of it is caught up (lag at most
-   ``acceptable.recovery.lag``: its standby) even past that client's share, so a
-   leaver's tasks go where their standbys are, at once;
+   ``acceptable.recovery.lag``; one with state of it first: its standby) even past
+   that client's share, so a leaver's tasks go where their standbys are, at once; the
+   client balance would have chosen then warms a replica up, and a probing rebalance
+   (step 4) hands the task back to balance;
 4. (Kafka's high-availability task movements) leaves a stateful task whose new client
    is more than ``acceptable.recovery.lag`` behind on a client that is caught up (the
    one that ran it), and gives the new client a *warm-up replica* of it (a standby
@@ -42,9 +44,8 @@ state holds (Kafka's ``SubscriptionInfo`` v7+ ``taskOffsetSums``: -2, Kafka's
    to the member that ran them, balanced), and gives each member the partitions of its
    active tasks.
 
-An instance that took a leaver's tasks past its share keeps them until the next
-rebalance (Kafka's assignor would warm replicas up elsewhere and move them later).  Source topics the app does not know (another version of the topology) are placed
-by Kafka's range assignor.
+Source topics the app does not know (another version of the topology) are placed by
+Kafka's range assignor.
 
 Every member's assignment ``user_data`` carries its active and standby tasks (warm-ups
 among them), the whole map host -> partitions (active and standby) and when the next
@@ -58,10 +59,11 @@ str, "endpoint": "host:port" | null, "active_tasks": ["0_1", ...], "standby_task
 [...], "task_offset_sums": {"0_1": int, ...}}``.  Assignment: ``{"version": 2,
 "active_tasks": [...], "standby_tasks": [...], "next_probing_rebalance_ms": int (0:
 none), "partitions_by_host": [["host:port", [[topic, partition], ...]], ...],
-"standby_partitions_by_host": [...]}``, only hosts with an endpoint.  A version 1 subscription (process id and endpoint only) is read as
-one with no previous tasks.  The protocol is named ``pylog-stream``, not Kafka
-Streams' ``stream``: a Java instance joining the same group gets
-INCONSISTENT_GROUP_PROTOCOL instead of undecodable user data.  A member whose user data
+"standby_partitions_by_host": [...]}``, only hosts with an endpoint.  A version 1
+subscription (process id and endpoint only) is read as one with no previous tasks.
+The protocol is named ``pylog-stream``, not Kafka Streams' ``stream``: a Java
+instance joining the same group gets INCONSISTENT_GROUP_PROTOCOL instead of
+undecodable user data.  A member whose user data
 does not parse is a client of its own with no previous tasks and no endpoint.
 
 Thread safety: the consumer calls it on the thread that polls; what

@@ -9,10 +9,11 @@ hosts a key (Kafka Streams' ``KafkaStreams#store``, ``StoreQueryParameters``,
     meta.active_host                   # HostInfo(host, port): ask that instance
 
 A view spans every local active task's store of that name (one per partition, or the
-partition :meth:`StoreQueryParameters.with_partition` names), and with
-``enable_stale_stores()`` the standby tasks' too (copies that may lag their
-changelogs, as Kafka's stale stores), and holds nothing of its own: each call finds the app's current tasks again, so after a rebalance it reads
-the stores the instance has now.  ``get`` answers from the first task holding the key;
+partition :meth:`StoreQueryParameters.with_partition` names; every stream thread's),
+and with ``enable_stale_stores()`` the standby tasks' too (copies that may lag their
+changelogs, as Kafka's stale stores), and holds nothing of its own: each call finds
+the app's current tasks again, so after a rebalance it reads the stores the instance
+has now.  ``get`` answers from the first task holding the key;
 ``range``, ``all`` and ``fetch`` chain the tasks' answers (sorted within a task, not
 across tasks, as Kafka's composite stores do).  Answers are lists, read whole under the
 app's query lock, so a query never sees a batch half processed.
