@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 import pylog
-from pylog.streams import Materialized, QueryableStoreTypes, Serdes, StoreQueryParameters, StreamsBuilder
+from pylog.streams import (HostInfo, KeyQueryMetadata, Materialized, QueryableStoreTypes, Serdes, StoreQueryParameters,
+                           StreamsBuilder)
 from pylog.streams.state.checkpoint import read_checkpoint
 from server.conftest import wait_until
 
@@ -228,3 +229,31 @@ def test_exactly_once_hand_over_to_a_standby_counts_every_word_once(tmp_path):
             out += [(S.deserialize(r.key), Serdes.long().deserialize(r.value)) for r in c.poll(timeout_ms=200)]
         c.close(autocommit=False)
         assert sorted(out) == sorted([(k, 1) for k in keys] + [(k, 2) for k in keys])
+
+
+def test_routing_metadata_names_the_standby_hosts(tmp_path):
+    def app(state):
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        b.stream("words").group_by_key().count(materialized="counts")
+        port = {"one": 7101, "two": 7102}[state]
+        return b.build("meta-sb", {"commit.interval.ms": 50, "state.dir": str(tmp_path / state),
+                                   "num.standby.replicas": 1, "application.server": f"127.0.0.1:{port}"})
+
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 1)
+        apps, runs, active, standby = start_active_and_standby(client, app)
+        try:
+            hosts = {"one": HostInfo("127.0.0.1", 7101), "two": HostInfo("127.0.0.1", 7102)}
+            meta = wait_until(lambda: (lambda m: m if m.active_host != HostInfo("unavailable", -1) else None)(
+                apps[standby].query_metadata_for_key("counts", "a", S)), what="routing metadata")
+            assert meta == KeyQueryMetadata(hosts[active], frozenset({hosts[standby]}), 0)
+            by_host = {m.host_info: m for m in apps[active].metadata_for_all_stream_clients()}
+            assert by_host[hosts[active]].state_store_names == {"counts"}
+            assert by_host[hosts[active]].topic_partitions == {("words", 0)}
+            assert by_host[hosts[standby]].standby_state_store_names == {"counts"}
+            assert by_host[hosts[standby]].standby_topic_partitions == {("words", 0)}
+            assert by_host[hosts[standby]].topic_partitions == frozenset()
+            assert {m.host_info for m in apps[standby].streams_metadata_for_store("counts")} == set(hosts.values())
+        finally:
+            for r in runs.values():
+                r.__exit__(None, None, None)
