@@ -393,20 +393,21 @@ class DeliveryWatch:
     """A task's record collector in the runtime: sends through the app's collector
     (whose ``send`` returns the producer's future, and ``send_many`` a list of
     ``(future, start, stop)``: the future of records ``start .. stop - 1``, or a list
-    of their futures, one per record) and watches
-    each send's result, as Kafka's ``RecordCollectorImpl`` gives each send a callback.
+    of their futures, one per record) and watches each send's result, as Kafka's
+    ``RecordCollectorImpl`` gives each send a callback.
 
     The futures of the sends are kept, in send order, until they resolve: at each send
-    the watch takes the resolved ones from the front (two calls per future, no callback
-    to register, so the watch costs a send about 0.1 us where a callback cost 1 us), and
+    the watch takes the resolved ones from the front (two calls per future and no
+    callback to register: a callback per record cost about a microsecond), and
     :meth:`check` (at each commit, after the producer is flushed, so every one has
     resolved) takes them all; each failure goes to the production handler (see the
-    module docstring).  The futures kept are those of records not yet answered, which
-    the producer's ``buffer_memory`` bounds.  The handler's context is where the task is
-    when it handles the failure (source topic, offset, node, timestamp, headers), as
-    Kafka's callback reads the task's context when it runs; no raw source key or value
-    (Kafka frees them at send).  A ``send_batch`` future that fails reports each of its
-    records (which partition's batch was refused is not known).
+    module docstring).  What is kept runs from the oldest unresolved send on, so the
+    producer's ``buffer_memory`` and delivery timeout bound it.  The handler's context
+    is where the task is when it handles the failure (source topic, offset, node,
+    timestamp, headers), as Kafka's callback reads the task's context when it runs; no
+    raw source key or value (Kafka frees them at send).  A ``send_batch`` future that
+    fails reports each of its records (which partition's batch was refused is not
+    known).
 
     Thread safety: one task thread.
     """
@@ -415,8 +416,8 @@ class DeliveryWatch:
         self.collector = collector
         #: the StreamTask sending (set once the task is built)
         self.task: Any = None
-        # in send order: (future, record) for a send; [spans, next span, topic, keys,
-        # values, timestamps] for a send_many
+        # in send order: (future, record) for a send; [futures, one per record?, start,
+        # stop, topic, keys, values, timestamps, next future] for a send_many's spans
         self._inflight: Deque[Any] = collections.deque()
         self._failed: Deque[Tuple[BaseException, tuple]] = collections.deque()
         self._checking = False
