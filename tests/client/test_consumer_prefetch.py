@@ -126,3 +126,75 @@ def test_no_prefetched_record_after_a_rebalance(client):
             assert mine == sorted(mine)
     a.close()
     b.close()
+
+
+def test_read_committed_over_many_read_ahead_answers(client):
+    client.create_topic("t", 1)
+    p = client.producer(transactional_id="tx", linger_ms=0)
+    committed: list[bytes] = []
+    try:
+        p.init_transactions()
+        # Aborted and committed transactions interleaved, each a few batches, so that
+        # small fetches cut them across many answers (and their aborted_transactions).
+        for n in range(24):
+            outcome = "abort" if n % 3 == 1 else "commit"
+            p.begin_transaction()
+            for i in range(6):
+                value = b"%s-%02d-%d" % (outcome.encode(), n, i)
+                p.send("t", value, partition=0)
+                if outcome == "commit":
+                    committed.append(value)
+                if i % 2:
+                    p.flush()               # a batch every two records
+            if outcome == "commit":
+                p.commit_transaction()
+            else:
+                p.flush()
+                p.abort_transaction()
+    finally:
+        p.close()
+    c = client.consumer(isolation_level="read_committed", auto_offset_reset="earliest",
+                        max_partition_fetch_bytes=250)
+    c.assign([TP0])
+    got: list[bytes] = []
+    for i in range(3000):
+        if len(got) >= len(committed):
+            break
+        if i % 4 == 3:
+            for item in c.poll_batches(timeout_ms=2000, max_records=5):
+                got += item.columns().values()
+        else:
+            got += [r.value for r in c.poll(timeout_ms=2000, max_records=4)]
+    assert got == committed
+    assert c.poll(timeout_ms=0) == []
+    c.close()
+
+
+def test_asyncio_consumer_reads_ahead_in_order_and_after_a_seek(client):
+    import asyncio
+
+    client.create_topic("t", 1)
+    vals = _values(400)
+    produce(client, vals)
+
+    async def main():
+        c = client.aio_consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=500)
+        c.assign([TP0])
+        got: list = []
+        while len(got) < 150:
+            got += await c.getmany(timeout_ms=5000, max_records=13)
+        assert [r.value for r in got] == vals[:len(got)]
+        c.seek(TP0, 40)                     # back into what was read and read ahead
+        again: list = []
+        while len(again) < 400 - 40:
+            if len(again) % 2:
+                for item in await c.getmany_batches(timeout_ms=5000, max_records=17):
+                    again += [(o, v) for o, v in zip(item.columns().offsets, item.columns().values())]
+            else:
+                again += [(r.offset, r.value) for r in await c.getmany(timeout_ms=5000, max_records=17)]
+        assert [int(o) for o, _ in again] == list(range(40, 400))
+        assert [v for _, v in again] == vals[40:]
+        assert await c.getmany(timeout_ms=0) == []
+        await c.close()
+
+    asyncio.run(main())

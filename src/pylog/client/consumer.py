@@ -21,10 +21,12 @@ timeout) without holding the consumer's lock, and keeps what that fetch brought.
 Ordering within a partition is exactly append order.  Before a poll hands records out,
 every partition's next fetch, from where its buffer ends, is started
 (:meth:`Transport.prefetch <pylog.client.transport.Transport.prefetch>`, as Kafka's
-consumer sends its next fetches then; one fetch ahead at most): over the network the
-next answer is on its way while the caller processes.  The transport hands it over only
-for a fetch at the offset it was read at, so a seek, reset, pause or rebalance never gets
-records read ahead for an old position.  Once a poll holds records it fills up only
+consumer sends its next fetches then): over the network the next answers are on their
+way while the caller processes (the Kafka transport reads a chain of up to
+:data:`~pylog.client.kafka.transport.PREFETCH_DEPTH` answers ahead per partition, as
+librdkafka fills its queue ahead of the application).  The transport hands an answer
+over only for a fetch at the offset it was read at, so a seek, reset, pause or rebalance
+never gets records read ahead for an old position.  Once a poll holds records it fills up only
 from answers already there (embedded: the logs; network: fetches already answered) and
 never waits on a round trip for more.
 
@@ -1070,13 +1072,14 @@ class Consumer:
     def _prefetch(self) -> None:
         """Before handing records out, start the next fetch of every assigned, unpaused
         partition with a known position, as Kafka's consumer sends its next fetches at
-        the end of ``poll``, so the network reads while the caller processes.  The next
-        fetch starts where the buffer ends (``next_fetch``), so a partition still
-        serving its buffer is read one fetch ahead (never more: the transport keeps one
-        prefetch per partition), and its next answer is there when the buffer runs out,
-        rather than asked for only then.  The transport hands an answer over only for a
-        fetch at the offset it was read at: a position moved meanwhile (seek, reset,
-        rebalance, the other kind of poll) reads elsewhere and the answer is dropped."""
+        the end of ``poll``, so the network reads while the caller processes.  The read
+        ahead starts where the buffer ends (``next_fetch``), so a partition still
+        serving its buffer has its next answers on the way (the Kafka transport keeps a
+        chain of up to PREFETCH_DEPTH per partition, kept or in flight), and the next one
+        is there when the buffer runs out, rather than asked for only then.  The
+        transport hands an answer over only for a fetch at the offset it was read at: a
+        position moved meanwhile (seek, reset, rebalance, the other kind of poll) reads
+        elsewhere and the chain is dropped; a paused partition's is dropped at once."""
         wanted = []
         for tp, st in self._assignment.items():
             if st.paused or st.position is None or st.fail is not None or st.batch_error is not None:
@@ -1664,6 +1667,7 @@ class Consumer:
             for p in partitions:
                 _, st = self._state_of(p)
                 st.paused = True
+            self._prefetch()            # what was read ahead for them is dropped now
 
     def resume(self, *partitions: Any) -> None:
         with self._lock:

@@ -195,11 +195,12 @@ class Transport(Protocol):
         consumer sends its next fetches before handing out what it has): the answers are
         kept, and a later :meth:`fetch` of a partition at the same offset and isolation
         level gets its kept answer without a round trip (or waits for the one in flight);
-        at another offset the kept answer is dropped, so it is never delivered for a
+        at another offset the kept answers are dropped, so they are never delivered for a
         position that moved.  ``wanted`` is ``owner``'s whole prefetch set: what ``owner``
         prefetched for partitions left out (or at other offsets) is dropped, and
-        ``prefetch([], owner=o)`` forgets it all.  At most one prefetch per partition;
-        kept bytes stay within about ``max_bytes`` (see the implementation).
+        ``prefetch([], owner=o)`` forgets it all.  A partition is read at most a few
+        answers ahead (the Kafka transport: a chain of ``PREFETCH_DEPTH``, kept or in
+        flight); kept bytes stay within about ``max_bytes`` (see the implementation).
         ``max_wait_ms``/``min_bytes`` are as for :meth:`fetch`, but nobody waits: a
         prefetch delays no other call.  Best effort: never raises, and does nothing on a
         closed transport.  Embedded: a no-op (a fetch is a zero-copy function call)."""

@@ -83,7 +83,7 @@ def test_kept_answer_at_another_offset_is_dropped(client):
     _settled(tr)
     tr.prefetch([(topic, 0, 4, 1 << 20)], owner=owner)
     _settled(tr)
-    assert tr._completed[(topic, 0)][0] == 4
+    assert [k[0] for k in tr._completed[(topic, 0)]] == [4]   # the batch at 8: past the log end
     tr.prefetch([], owner=owner)                        # forget everything of the owner
     assert not tr._completed and tr._completed_bytes == 0
 
@@ -99,7 +99,7 @@ def test_another_owners_prefetch_is_left_alone(client):
     got = tr.fetch([(topic, 0, 0, 1 << 20)], owner=other)[0]
     assert _fetches(tr) == before + 1                   # read for itself
     assert got.records.size
-    assert tr._completed[(topic, 0)][3] is mine         # still there for its owner
+    assert tr._completed[(topic, 0)][0][3] is mine      # still there for its owner
     assert tr.fetch([(topic, 0, 0, 1 << 20)], owner=mine)[0].records.size
     assert _fetches(tr) == before + 1
 
@@ -137,7 +137,11 @@ def test_a_waiting_fetch_rides_on_the_prefetch_in_flight(client, long_polls):
     assert got and got[0] is not None and got[0].records.size
     rec = next(iter(pylog._core.iter_batches(got[0].records.records)))
     assert [r.value for r in rec] == [b"late"]
-    assert _fetches(tr) == before                       # the prefetch brought it
+    # The prefetch brought it; the one request since is the chain's next read-ahead,
+    # sent as that answer came (before the rider was woken).
+    assert _fetches(tr) == before + 1
+    assert tr._prefetching[(topic, 0)].offset == 1
+    tr.prefetch([], owner=owner)
 
 
 def test_memory_bound_over_many_partitions(client):
@@ -153,7 +157,7 @@ def test_memory_bound_over_many_partitions(client):
     _settled(tr)
     kept = dict(tr._completed)
     assert len(kept) == 4                               # 1000 reserved each
-    assert tr._completed_bytes == sum(k[2].records.size for k in kept.values()) <= bound
+    assert tr._completed_bytes == sum(k[2].records.size for c in kept.values() for k in c) <= bound
     # Asked again and again: only the room left goes out, until none is left.
     for _ in range(30):
         tr.prefetch(wanted, max_bytes=bound, owner=owner)
@@ -208,7 +212,7 @@ def test_a_consumer_reads_one_fetch_ahead_of_its_buffer(client):
     st = c._assignment[tp]
     assert [r.offset for r in got] == [0, 1] and st.buffered() and st.next_fetch == 5
     _settled(tr)
-    assert tr._completed[(topic, 0)][0] == 5            # the next batch, read ahead
+    assert tr._completed[(topic, 0)][0][0] == 5         # the next batch, read ahead
     before = _fetches(tr)
     while c.position(tp) <= 5:
         got += c.poll(timeout_ms=5000, max_records=2)
@@ -219,7 +223,7 @@ def test_a_consumer_reads_one_fetch_ahead_of_its_buffer(client):
     assert [r.offset for r in got] == list(range(30))
     assert [r.value for r in got] == values
     c.close()
-    assert not any(k[3] is c._member_key for k in tr._completed.values())
+    assert not any(k[3] is c._member_key for chain in tr._completed.values() for k in chain)
 
 
 def test_what_was_read_ahead_goes_with_the_partition(client):
@@ -234,13 +238,13 @@ def test_what_was_read_ahead_goes_with_the_partition(client):
     got = c.poll(timeout_ms=5000, max_records=1)
     assert got
     _settled(tr)
-    mine = {key for key, kept in tr._completed.items() if kept[3] is c._member_key}
+    mine = {key for key, chain in tr._completed.items() if chain[0][3] is c._member_key}
     assert (topic, 0) in mine and (topic, 1) in mine
     c.assign([tp1])                                     # tp0 given up: its read-ahead too
-    mine = {key for key, kept in tr._completed.items() if kept[3] is c._member_key}
+    mine = {key for key, chain in tr._completed.items() if chain[0][3] is c._member_key}
     assert (topic, 0) not in mine and (topic, 1) in mine
     c.unsubscribe()
-    assert not any(kept[3] is c._member_key for kept in tr._completed.values())
+    assert not any(chain[0][3] is c._member_key for chain in tr._completed.values())
     c.close()
 
 
@@ -262,3 +266,202 @@ def test_a_poll_with_records_in_hand_asks_for_no_more(client):
         got += records
     assert [r.value for r in got] == values
     c.close()
+
+
+# ---------------------------------------------------------------- read-ahead chains
+
+
+def _chain(tr, topic, partition=0):
+    """``(offsets of the kept answers, offset in flight or None)`` of a partition."""
+    with tr._lock:
+        kept = [k[0] for k in tr._completed.get((topic, partition), [])]
+        pf = tr._prefetching.get((topic, partition))
+        return kept, None if pf is None else pf.offset
+
+
+def _offsets(res):
+    return [r.offset for b in pylog._core.iter_batches(res.records.records) for r in b]
+
+
+def test_a_chain_reads_a_partition_in_order_across_many_answers(client):
+    topic = unique("pf-chain")
+    values = _numbered(client, topic, 40, 5)            # 40 batches of ~120 bytes
+    tr = client.transport
+    owner = object()
+    tr.prefetch([(topic, 0, 0, 100)], owner=owner)      # 100 bytes: one batch an answer
+    _settled(tr)
+    # Depth 2: the second answer was asked for as the first came, then the chain stopped.
+    assert _chain(tr, topic) == ([0, 5], None)
+    got: list = []
+    offset = 0
+    deepest = 0
+    while offset < 200:
+        kept, flying = _chain(tr, topic)
+        # What the consumer wants next is always read ahead already: kept first, or in flight.
+        assert (kept and kept[0] == offset) or (not kept and flying == offset), (offset, kept, flying)
+        assert len(kept) + (flying is not None) <= transport_module.PREFETCH_DEPTH
+        deepest = max(deepest, len(kept) + (flying is not None))
+        res = tr.fetch([(topic, 0, offset, 100)], max_wait_ms=10_000, owner=owner)[0]
+        got += [r.value for b in pylog._core.iter_batches(res.records.records) for r in b]
+        assert _offsets(res)[0] == offset
+        offset = _offsets(res)[-1] + 1
+        tr.prefetch([(topic, 0, offset, 100)], owner=owner)     # as the consumer does after a poll
+    assert got == values
+    assert deepest == 2
+    tr.prefetch([], owner=owner)
+    with tr._cond:
+        assert tr._cond.wait_for(lambda: tr._prefetch_reserved == 0, 30)
+    assert not tr._completed and not tr._prefetching and tr._completed_bytes == 0
+
+
+def test_a_fetch_elsewhere_drops_the_whole_chain(client):
+    topic = unique("pf-chain-seek")
+    _numbered(client, topic, 40, 5)
+    tr = client.transport
+    owner = object()
+    tr.prefetch([(topic, 0, 0, 100)], owner=owner)
+    _settled(tr)
+    assert _chain(tr, topic) == ([0, 5], None)
+    assert _offsets(tr.fetch([(topic, 0, 0, 100)], owner=owner)[0])[0] == 0
+    tr.prefetch([(topic, 0, 5, 100)], owner=owner)      # tops the chain up: 10 goes out
+    assert _chain(tr, topic)[1] == 10 or _chain(tr, topic)[0] == [5, 10]
+    # A seek: the fetch at 100 reads for itself and drops everything read ahead.
+    res = tr.fetch([(topic, 0, 100, 100)], max_wait_ms=10_000, owner=owner)[0]
+    assert _offsets(res)[0] == 100
+    assert _chain(tr, topic) == ([], None)
+    with tr._cond:                                      # the answer in flight is thrown away ...
+        assert tr._cond.wait_for(lambda: tr._prefetch_reserved == 0, 30)
+    assert _chain(tr, topic) == ([], None)              # ... and no fetch follows it
+    assert tr._completed_bytes == 0
+    # Read ahead again from the new position.
+    tr.prefetch([(topic, 0, 105, 100)], owner=owner)
+    _settled(tr)
+    assert _chain(tr, topic) == ([105, 110], None)
+    # A prefetch set at another offset drops the chain too.
+    tr.prefetch([(topic, 0, 50, 100)], owner=owner)
+    _settled(tr)
+    assert _chain(tr, topic) == ([50, 55], None)
+    tr.prefetch([], owner=owner)
+    assert _chain(tr, topic) == ([], None) and tr._completed_bytes == 0
+
+
+def test_an_error_or_the_log_end_ends_the_chain(client):
+    topic = unique("pf-chain-end")
+    _numbered(client, topic, 3, 5)
+    tr = client.transport
+    owner = object()
+    tr.prefetch([(topic, 0, 10, 100)], owner=owner)     # the last batch: the one after is empty
+    _settled(tr)
+    assert _chain(tr, topic) == ([10], None)
+    assert _fetches(tr) and tr._completed_bytes > 0
+    tr.prefetch([(topic, 0, 99, 100)], owner=owner)     # out of range: an error, not kept
+    _settled(tr)
+    assert _chain(tr, topic) == ([], None)
+
+
+def test_chains_stay_within_max_bytes(client):
+    topic = unique("pf-chain-many")
+    parts = 12
+    client.create_topic(topic, parts)
+    for i in range(6):
+        res = client.transport.produce([(topic, p, [batch(*[b"%d-%d" % (p, i)] * 4)]) for p in range(parts)],
+                                       acks=-1)
+        assert all(r.error_code == 0 for rs in res for r in rs)
+    tr = client.transport
+    owner = object()
+    bound = 2000
+    positions = {p: 0 for p in range(parts)}
+    taken = {p: [] for p in range(parts)}
+
+    def check():
+        with tr._lock:
+            assert tr._completed_bytes + tr._prefetch_reserved <= bound
+            assert tr._completed_bytes == sum(k[2].records.size for c in tr._completed.values() for k in c)
+            for p in range(parts):
+                depth = len(tr._completed.get((topic, p), ())) + ((topic, p) in tr._prefetching)
+                assert depth <= transport_module.PREFETCH_DEPTH
+
+    deepest = 0
+    for _ in range(60):
+        wanted = [(topic, p, positions[p], 200) for p in range(parts) if positions[p] < 24]
+        if not wanted:
+            break
+        tr.prefetch(wanted, max_bytes=bound, owner=owner)
+        check()
+        _settled(tr)
+        check()
+        with tr._lock:
+            deepest = max([deepest] + [len(c) for c in tr._completed.values()])
+        got = tr.fetch(wanted[:3], owner=owner)          # the consumer takes a few
+        for (_, p, _, _), res in zip(wanted, got):
+            if res is not None and res.records.size:
+                offs = _offsets(res)
+                assert offs[0] == positions[p]
+                taken[p] += offs
+                positions[p] = offs[-1] + 1
+        check()
+    assert all(offs == list(range(24)) for offs in taken.values())
+    assert deepest == 2
+    tr.prefetch([], owner=owner)
+
+
+def test_a_consumer_keeps_a_chain_that_seek_and_pause_drop(client):
+    topic = unique("pf-chain-consumer")
+    values = _numbered(client, topic, 30, 5)
+    tr = client.transport
+    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=100)   # a batch a fetch
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    got = c.poll(timeout_ms=5000, max_records=2)
+    assert [r.offset for r in got] == [0, 1]
+    _settled(tr)
+    assert _chain(tr, topic) == ([5, 10], None)         # two answers read ahead of the buffer
+    assert tr._completed[(topic, 0)][0][3] is c._member_key
+    # A seek into the middle of the chain: read from there, nothing read ahead comes back.
+    c.seek(tp, 7)
+    got = []
+    while len(got) < 40:
+        got += c.poll(timeout_ms=5000, max_records=3)
+    assert [r.offset for r in got] == list(range(7, 7 + len(got)))
+    assert [r.value for r in got] == values[7:7 + len(got)]
+    # Pause drops the chain at once (kept and in flight); resume reads on from the position.
+    c.pause(tp)
+    assert _chain(tr, topic) == ([], None)
+    with tr._cond:
+        assert tr._cond.wait_for(lambda: tr._prefetch_reserved == 0, 30)
+    assert _chain(tr, topic) == ([], None) and tr._completed_bytes == 0
+    assert c.poll(timeout_ms=50) == []
+    c.resume(tp)
+    at = c.position(tp)
+    rest = []
+    while len(rest) < 150 - at:
+        rest += c.poll(timeout_ms=5000)
+    assert [r.offset for r in rest] == list(range(at, 150))
+    c.close()
+    assert not any(k[3] is c._member_key for chain in tr._completed.values() for k in chain)
+
+
+def _built(base_offset, n, **kw):
+    b = pylog._core.RecordBatchBuilder(base_offset=base_offset, **kw)
+    for i in range(n):
+        b.append(0, None, b"v%d" % i)
+    return b.build()
+
+
+def test_the_next_offset_of_an_answer_is_where_the_consumer_reads_next():
+    from pylog.records import build_control_batch
+
+    nxt = transport_module._next_fetch_offset
+    data = _built(10, 3) + _built(13, 2, producer_id=7, producer_epoch=0, base_sequence=0, is_transactional=True)
+    marker = build_control_batch("commit", producer_id=7, producer_epoch=0, base_offset=15)
+    assert nxt(memoryview(data), 10) == 15
+    assert nxt(memoryview(data + marker), 10) == 16             # a control batch counts
+    tail = _built(16, 4)
+    assert nxt(memoryview(data + marker + tail[:-1]), 10) == 16  # a truncated last batch does not
+    assert nxt(memoryview(data + marker + tail[:30]), 10) == 16  # nor a torn header
+    broken = bytearray(tail)
+    broken[16] = 1                                               # magic 1: not a v2 batch
+    assert nxt(memoryview(data + bytes(broken)), 10) == 15       # the walk ends before it
+    assert nxt(memoryview(data), 15) == -1                       # nothing past the offset
+    assert nxt(memoryview(tail[:-1]), 16) == -1                  # no whole batch
+    assert nxt(b"", 0) == -1

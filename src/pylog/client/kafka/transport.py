@@ -50,9 +50,16 @@ Prefetch
     tagged with their owner (the consumer): a fetch by that owner at the same offset and
     isolation level takes one without a round trip, a fetch at another offset drops it,
     and a fetch that finds the partition's prefetch still in flight at its offset waits
-    for it (if it waits at all) instead of asking again.  At most one prefetch per
-    partition; a partition is prefetched only while the kept and reserved bytes leave
-    room for its ``max_bytes`` within the caller's ``max_bytes``.
+    for it (if it waits at all) instead of asking again.  A partition's prefetches form a
+    *chain* of up to :data:`PREFETCH_DEPTH` answers, kept or in flight: when an answer
+    with data comes (I/O thread), the fetch at the offset after its last whole batch is
+    sent at once, so while the consumer serves one answer the next is kept and the one
+    after it is on its way.  One fetch of a chain is in flight at a time (the next offset
+    is known only from the answer before).  A fetch at the chain's first offset takes
+    that answer and leaves the rest; a fetch or prefetch at any other offset drops the
+    whole chain; an error, an empty answer or a dropped chain ends it.  A fetch is sent
+    only while the kept and reserved bytes leave room for the partition's ``max_bytes``
+    within the caller's ``max_bytes``.
 
 Readiness for asyncio consumers
     A fetch that does not wait (``max_wait_ms`` 0: what the asyncio consumer does) and
@@ -68,6 +75,7 @@ data listeners) run on the network client's I/O thread.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import threading
@@ -75,6 +83,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from pylog import _core
 from pylog.broker.core import FetchResult, InitProducerIdResult, ListOffsetsResult, ProduceResult
 from pylog.client.kafka.admin_ops import AdminOps
 from pylog.client.kafka.cluster import METADATA_ERRORS, MetadataSnapshot, extra_connection_id
@@ -94,7 +103,7 @@ from pylog.errors import (
 from pylog.protocol import messages as _messages
 from pylog.protocol.apis import ApiKey
 
-__all__ = ["KafkaTransport", "FETCH_SLICE_MS", "WATCH_IDLE_S", "DEFAULT_MAX_MESSAGE_BYTES"]
+__all__ = ["KafkaTransport", "FETCH_SLICE_MS", "WATCH_IDLE_S", "DEFAULT_MAX_MESSAGE_BYTES", "PREFETCH_DEPTH"]
 
 log = logging.getLogger("pylog.client.kafka")
 m: Any = _messages      # nested message classes are made at import time: untyped
@@ -105,6 +114,9 @@ FETCH_SLICE_MS = 500
 WATCH_IDLE_S = 5.0
 #: Kafka's default max.message.bytes, used when the broker does not say.
 DEFAULT_MAX_MESSAGE_BYTES = 1048588
+#: Answers read ahead per partition for one owner, kept or in flight (a chain).
+PREFETCH_DEPTH = 2
+
 
 _NONE = 0
 _OFFSET_OUT_OF_RANGE = 1
@@ -139,6 +151,23 @@ class _Records:
 _NO_RECORDS = _Records(b"")
 
 
+def _next_fetch_offset(records: Any, offset: int) -> int:
+    """The offset after the last whole batch of a Fetch answer's ``records`` read at
+    ``offset`` (where a consumer's next fetch starts: a truncated last batch is not
+    counted, control and aborted batches are), or -1 when there is no whole batch past
+    ``offset``.  The batches are walked in C, headers only (the consumer checks CRCs); a
+    corrupt one ends the walk before it."""
+    last: collections.deque = collections.deque(maxlen=1)
+    try:
+        last.extend(_core.iter_batches(records, check_crc=False))
+    except PylogError:
+        pass
+    if not last:
+        return -1
+    nxt = last[0].next_offset
+    return nxt if nxt > offset else -1
+
+
 class _Slot:
     """Extra connections (one per broker) that one fetch call, or one watch round, uses."""
 
@@ -152,7 +181,8 @@ class _Slot:
 
 class _Prefetch:
     """One partition of a prefetch request in flight: the offset and isolation level it
-    reads at, the owner that asked, and the bytes reserved for its answer."""
+    reads at, the owner that asked, and the bytes reserved for its answer (released when
+    the answer comes, even when the prefetch was dropped meanwhile)."""
 
     __slots__ = ("offset", "isolation_level", "owner", "reserved")
 
@@ -233,11 +263,14 @@ class KafkaTransport:
         self._data_listeners: tuple[Callable[[str, int, int], object], ...] = ()
         self._wake_listeners: tuple[Callable[[], object], ...] = ()
         self._max_message_bytes: dict[str, tuple[int, float]] = {}
-        # (topic, partition) -> (offset, isolation_level, FetchResult, prefetch owner or
-        # None): answers nobody took, and their record bytes in all.
-        self._completed: dict[tuple[str, int], tuple[int, int, FetchResult, Any]] = {}
+        # (topic, partition) -> [(offset, isolation_level, FetchResult, prefetch owner or
+        # None, next offset or -1), ...]: answers nobody took, a chain in offset order
+        # (each read at the next offset of the one before; at most PREFETCH_DEPTH, one
+        # when the owner is None), and their record bytes in all.
+        self._completed: dict[tuple[str, int], list[tuple[int, int, FetchResult, Any, int]]] = {}
         self._completed_bytes = 0
-        # (topic, partition) -> its prefetch in flight; the bytes those reserve in all.
+        # (topic, partition) -> its prefetch in flight (one at most: a chain's next one
+        # reads after the last kept answer); the bytes those reserve in all.
         self._prefetching: dict[tuple[str, int], _Prefetch] = {}
         self._prefetch_reserved = 0
         self._free_slots: list[_Slot] = []
@@ -649,15 +682,30 @@ class KafkaTransport:
 
     def _keep_locked(self, parts: Sequence[tuple[str, int, int, int]], results: Mapping[tuple[str, int], Any],
                      isolation_level: int, owner: Any) -> list[tuple[str, int, int]]:
-        """Keep the partitions of ``results`` that have data (lock held); returns
-        ``(topic, partition, high_watermark)`` of each, for :meth:`_announce`."""
+        """Keep the partitions of ``results`` that have data (lock held): an owner's
+        answer read where its kept chain ends joins the chain, any other replaces what
+        the partition kept.  Returns ``(topic, partition, high_watermark)`` of each, for
+        :meth:`_announce`."""
         got = []
         for topic, partition, offset, _ in parts:
             res = results.get((topic, partition))
             if res is None or res.error_code or res.records is None or not res.records.size:
                 continue
-            self._pop_completed((topic, partition))
-            self._completed[(topic, partition)] = (offset, isolation_level, res, owner)
+            key = (topic, partition)
+            chain = self._completed.get(key)
+            if chain is not None:
+                last = chain[-1]
+                if owner is None or last[3] is not owner or last[4] != offset or last[1] != isolation_level:
+                    self._drop_kept(key)
+                    chain = None
+            # Only an owner's answer can be followed by a read-ahead: the next offset of
+            # the others is not needed.
+            nxt = _next_fetch_offset(res.records.records, offset) if owner is not None else -1
+            entry = (offset, isolation_level, res, owner, nxt)
+            if chain is None:
+                self._completed[key] = [entry]
+            else:
+                chain.append(entry)
             self._completed_bytes += res.records.size
             self._watch.pop((topic, partition, isolation_level), None)
             got.append((topic, partition, res.high_watermark))
@@ -671,12 +719,31 @@ class KafkaTransport:
                 except Exception:  # noqa: BLE001 - a listener's bug must not stop the I/O thread
                     log.exception("data listener %r failed", fn)
 
-    def _pop_completed(self, key: tuple[str, int]) -> tuple[int, int, FetchResult, Any] | None:
-        """Take the kept answer of ``key`` out (lock held)."""
-        kept = self._completed.pop(key, None)
-        if kept is not None:
-            self._completed_bytes -= kept[2].records.size  # type: ignore[union-attr]  # kept: has data
-        return kept
+    def _take_head(self, key: tuple[str, int]) -> FetchResult:
+        """Take the first kept answer of ``key``'s chain out (lock held; there is one)."""
+        chain = self._completed[key]
+        head = chain.pop(0)
+        if not chain:
+            del self._completed[key]
+        self._completed_bytes -= head[2].records.size  # type: ignore[union-attr]  # kept: has data
+        return head[2]
+
+    def _drop_kept(self, key: tuple[str, int]) -> None:
+        """Drop every kept answer of ``key`` (lock held)."""
+        chain = self._completed.pop(key, None)
+        if chain is not None:
+            for kept in chain:
+                self._completed_bytes -= kept[2].records.size  # type: ignore[union-attr]
+
+    def _drop_chain(self, key: tuple[str, int], owner: Any) -> None:
+        """Drop ``owner``'s read-ahead of ``key``: its kept answers and its prefetch in
+        flight, whose answer is thrown away when it comes (lock held)."""
+        chain = self._completed.get(key)
+        if chain is not None and chain[0][3] is owner:
+            self._drop_kept(key)
+        pf = self._prefetching.get(key)
+        if pf is not None and pf.owner is owner:
+            del self._prefetching[key]
 
     # ------------------------------------------------------------------ prefetch
 
@@ -684,29 +751,39 @@ class KafkaTransport:
                  max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
                  owner: Any = None) -> None:
         """Send Fetch requests (one per leader, on the fetch connections) for the
-        partitions of ``wanted`` that have neither a prefetch in flight nor a kept answer,
-        and return at once.  Answers with data are kept (Kafka's completed fetches) and
-        the data listeners are called; a later :meth:`fetch` of the partition at the
-        same offset and isolation level takes the kept answer without a round trip, and a
-        :meth:`fetch` that finds the partition's prefetch still in flight at its offset
-        waits for that answer (when it may wait at all) instead of asking again.
+        partitions of ``wanted`` and return at once: the read-ahead of ``owner``.
+        Answers with data are kept (Kafka's completed fetches) and the data listeners are
+        called; a later :meth:`fetch` of the partition at the same offset and isolation
+        level takes the kept answer without a round trip, and a :meth:`fetch` that finds
+        the partition's prefetch still in flight at its offset waits for that answer
+        (when it may wait at all) instead of asking again.
 
-        ``wanted`` is ``owner``'s whole prefetch set: its kept answers and prefetches in
-        flight of partitions left out of ``wanted``, or at another offset or isolation
-        level, are dropped (a prefetch in flight cannot be called back: its answer is
-        thrown away when it comes), so ``prefetch([], owner=o)`` forgets ``o``'s.
+        Each partition is read ahead as a chain of up to :data:`PREFETCH_DEPTH` answers,
+        kept or in flight, starting at its offset in ``wanted``: when an answer with data
+        comes (on the I/O thread), the fetch at the offset after its last whole batch is
+        sent at once (a truncated last batch is not counted; control batches and those of
+        aborted transactions are, as the consumer counts them), and a call that finds a
+        chain shorter than that with nothing in flight sends its next fetch.  One fetch of
+        a chain is in flight at a time.  An answer with an error or without data, or an
+        unknown leader, ends the chain (the consumer's own fetch meets the error).
 
-        Memory: at most one prefetch (in flight or kept) per partition, and a partition
-        is only prefetched when its ``max_bytes`` (the fourth field of ``wanted``) fits
-        in the room left: ``max_bytes`` minus the bytes of all kept answers and those
-        reserved by prefetches in flight.  So kept bytes stay within ``max_bytes``,
-        unless a single batch is larger than a partition's ``max_bytes`` (a broker
-        hands out the first batch whole, KIP-74).
+        ``wanted`` is ``owner``'s whole prefetch set: its chains of partitions left out
+        of ``wanted``, or whose first answer (kept or in flight) is at another offset or
+        isolation level, are dropped whole (a prefetch in flight cannot be called back:
+        its answer is thrown away when it comes, and no fetch follows it), so
+        ``prefetch([], owner=o)`` forgets ``o``'s.
+
+        Memory: a fetch of a partition is sent only when its ``max_bytes`` (the fourth
+        field of ``wanted``) fits in the room left: ``max_bytes`` minus the bytes of all
+        kept answers and those reserved by prefetches in flight (a chain's next fetch is
+        bounded the same way, with this call's ``max_bytes``).  So kept bytes stay within
+        ``max_bytes``, unless a single batch is larger than a partition's ``max_bytes``
+        (a broker hands out the first batch whole, KIP-74).
 
         ``max_wait_ms`` (at most :data:`FETCH_SLICE_MS`) and ``min_bytes`` are passed to
-        the broker: a prefetch may be a long poll, on a connection of its own, so it
-        delays no other request and no ``close()``.  Partitions without a known leader
-        are left out.  A closed transport does nothing.
+        the broker, for a chain's later fetches too: a prefetch may be a long poll, on a
+        connection of its own, so it delays no other request and no ``close()``.
+        Partitions without a known leader are left out.  A closed transport does nothing.
         """
         if self._closed:
             return
@@ -714,52 +791,55 @@ class KafkaTransport:
         send: list[tuple[str, int, int, int]] = []
         entries: dict[tuple[str, int], _Prefetch] = {}
         with self._lock:
-            asked = {(t, p): o for t, p, o, _ in wanted}
             if owner is not None:
+                asked = {(t, p): o for t, p, o, _ in wanted}
+                for key, chain in list(self._completed.items()):
+                    head = chain[0]
+                    if head[3] is owner and (asked.get(key) != head[0] or head[1] != isolation_level):
+                        self._drop_chain(key, owner)
                 for key, pf in list(self._prefetching.items()):
-                    if pf.owner is owner and (asked.get(key) != pf.offset or pf.isolation_level != isolation_level):
+                    if pf.owner is not owner:
+                        continue
+                    chain = self._completed.get(key)
+                    if chain is not None and chain[0][3] is owner:
+                        continue                # the chain's next one: its head was checked
+                    if asked.get(key) != pf.offset or pf.isolation_level != isolation_level:
                         del self._prefetching[key]
-                for key, kept in list(self._completed.items()):
-                    if kept[3] is owner and (asked.get(key) != kept[0] or kept[1] != isolation_level):
-                        self._pop_completed(key)
             room = max_bytes - self._completed_bytes - self._prefetch_reserved
             for topic, partition, offset, part_max in wanted:
                 key = (topic, partition)
                 if room <= 0:
                     break
-                if key in self._prefetching or key in self._completed or key in entries \
-                        or snap.leader_for(topic, partition) is None or part_max > room:
+                if key in self._prefetching or key in entries or part_max > room \
+                        or snap.leader_for(topic, partition) is None:
                     continue
-                reserved = part_max
-                room -= reserved
-                entries[key] = pf = _Prefetch(offset, isolation_level, owner, reserved)
+                chain = self._completed.get(key)
+                if chain is not None:
+                    # The chain's next fetch, after its last kept answer.
+                    last = chain[-1]
+                    if len(chain) >= PREFETCH_DEPTH or chain[0][0] != offset or chain[0][1] != isolation_level \
+                            or chain[0][3] is not owner or last[3] is not owner or last[4] < 0:
+                        continue
+                    offset = last[4]
+                room -= part_max
+                entries[key] = pf = _Prefetch(offset, isolation_level, owner, part_max)
                 self._prefetching[key] = pf
-                self._prefetch_reserved += reserved
-                send.append((topic, partition, offset, reserved))
-        if not send:
-            return
+                self._prefetch_reserved += part_max
+                send.append((topic, partition, offset, part_max))
+        if send:
+            wait_ms = int(min(max(max_wait_ms, 0), FETCH_SLICE_MS))
+            self._send_prefetches(send, entries, snap, (wait_ms, min_bytes, max_bytes, isolation_level, owner))
+
+    def _send_prefetches(self, send: list[tuple[str, int, int, int]], entries: dict[tuple[str, int], _Prefetch],
+                         snap: MetadataSnapshot, call: tuple[int, int, int, int, Any]) -> None:
+        """Send the prefetches of ``send`` (registered in ``entries`` and
+        ``_prefetching``), one Fetch per leader; ``call`` is ``(wait_ms, min_bytes,
+        max_bytes, isolation_level, owner)`` of the prefetch call they continue."""
         by_leader: dict[int, list[tuple[str, int, int, int]]] = {}
         for part in send:
             by_leader.setdefault(snap.leader_for(part[0], part[1]), []).append(part)  # type: ignore[arg-type]
-
-        def on_done(parts: list[tuple[str, int, int, int]], resp: Any, exc: BaseException | None) -> None:
-            results = self._parse_fetch(parts, resp, exc)
-            with self._lock:
-                live = []
-                for part in parts:
-                    key = (part[0], part[1])
-                    pf = entries[key]
-                    self._prefetch_reserved -= pf.reserved
-                    if self._prefetching.get(key) is pf:       # not dropped meanwhile
-                        del self._prefetching[key]
-                        live.append(part)
-                got = self._keep_locked(live, results, isolation_level, owner)
-            self._announce(got)
-            if self._data_listeners and not self._closed:
-                # Nothing came: the watch long-polls on for asyncio consumers.
-                self._watch_empty(live, [results.get((t, p)) for t, p, _, _ in live], isolation_level)
-
-        wait_ms = int(min(max(max_wait_ms, 0), FETCH_SLICE_MS))
+        wait_ms, min_bytes, _, isolation_level, _ = call
+        on_done = functools.partial(self._prefetch_answered, entries=entries, call=call)
         slot = self._take_slot()
         try:
             for leader_parts in by_leader.values():
@@ -769,6 +849,50 @@ class KafkaTransport:
             with self._lock:
                 self._slot_finished(slot)
 
+    def _prefetch_answered(self, parts: list[tuple[str, int, int, int]], resp: Any, exc: BaseException | None,
+                           entries: dict[tuple[str, int], _Prefetch], call: tuple[int, int, int, int, Any]) -> None:
+        """A prefetch's answer (I/O thread, or the caller's for a request that could not
+        be sent): keep what came for the prefetches not dropped meanwhile, and send each
+        chain's next fetch while the chain is shorter than PREFETCH_DEPTH and the room
+        left allows."""
+        _, _, max_bytes, isolation_level, owner = call
+        results = self._parse_fetch(parts, resp, exc)
+        follow: list[tuple[str, int, int, int]] = []
+        nexts: dict[tuple[str, int], _Prefetch] = {}
+        snap = self.cluster.snapshot()
+        with self._lock:
+            live = []
+            for part in parts:
+                key = (part[0], part[1])
+                pf = entries[key]
+                self._prefetch_reserved -= pf.reserved
+                if self._prefetching.get(key) is pf:       # not dropped meanwhile
+                    del self._prefetching[key]
+                    live.append(part)
+            got = self._keep_locked(live, results, isolation_level, owner)
+            if got and owner is not None and not self._closed:
+                room = max_bytes - self._completed_bytes - self._prefetch_reserved
+                for topic, partition, _ in got:
+                    key = (topic, partition)
+                    chain = self._completed[key]
+                    last = chain[-1]
+                    part_max = entries[key].reserved
+                    if len(chain) >= PREFETCH_DEPTH or last[3] is not owner or last[4] < 0 \
+                            or part_max > room or key in self._prefetching \
+                            or snap.leader_for(topic, partition) is None:
+                        continue
+                    room -= part_max
+                    nexts[key] = pf = _Prefetch(last[4], isolation_level, owner, part_max)
+                    self._prefetching[key] = pf
+                    self._prefetch_reserved += part_max
+                    follow.append((topic, partition, last[4], part_max))
+        if follow:
+            self._send_prefetches(follow, nexts, snap, call)
+        self._announce(got)
+        if self._data_listeners and not self._closed:
+            # Nothing came: the watch long-polls on for asyncio consumers.
+            self._watch_empty(live, [results.get((t, p)) for t, p, _, _ in live], isolation_level)
+
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
               stop: Callable[[], bool] | None = None, owner: Any = None) -> list[FetchResult | None]:
@@ -777,27 +901,31 @@ class KafkaTransport:
         out: list[FetchResult | None] = [None] * n
         deadline = time.monotonic() + max(max_wait_ms, 0) / 1000
         seq = self._wake_seq
-        # Answers kept from earlier requests come first; a kept answer at another offset
-        # (the caller seeked) is dropped.  Partitions with a prefetch in flight at their
-        # offset "ride" on it: not asked again, its answer awaited (if this call waits).
+        # Answers kept from earlier requests come first: the first of a chain read at
+        # this offset is taken, the rest stays; a chain at another offset (the caller
+        # seeked) is dropped whole, with its prefetch in flight.  Partitions with a
+        # prefetch in flight at their offset "ride" on it: not asked again, its answer
+        # awaited (if this call waits).
         riding: dict[tuple[str, int], int] = {}
         if self._completed or self._prefetching:
             hit = False
             with self._lock:
                 for i, (topic, partition, offset, _) in enumerate(wanted):
                     key = (topic, partition)
-                    kept = self._completed.get(key)
+                    chain = self._completed.get(key)
                     # Another owner's prefetch is its own (read at its time, for its position).
-                    if kept is not None and (kept[3] is None or kept[3] is owner):
-                        self._pop_completed(key)
-                        if kept[0] == offset and kept[1] == isolation_level:
-                            out[i] = kept[2]
+                    if chain is not None and (chain[0][3] is None or chain[0][3] is owner):
+                        if chain[0][0] == offset and chain[0][1] == isolation_level:
+                            out[i] = self._take_head(key)
                             hit = True
                             continue
+                        self._drop_kept(key)
                     pf = self._prefetching.get(key)
-                    if pf is not None and pf.owner is owner and pf.offset == offset \
-                            and pf.isolation_level == isolation_level:
-                        riding[key] = offset
+                    if pf is not None and pf.owner is owner:
+                        if pf.offset == offset and pf.isolation_level == isolation_level:
+                            riding[key] = offset
+                        elif owner is not None:
+                            del self._prefetching[key]      # read ahead for another position
             if hit:
                 return out
         if not wanted:
@@ -928,10 +1056,10 @@ class KafkaTransport:
             if pf is not None and pf.owner is owner and pf.offset == offset and pf.isolation_level == isolation_level:
                 left[key] = offset
                 continue
-            kept = self._completed.get(key)
-            if kept is not None and (kept[3] is None or kept[3] is owner) and kept[0] == offset \
-                    and kept[1] == isolation_level:
-                results[key] = self._pop_completed(key)[2]  # type: ignore[index]
+            chain = self._completed.get(key)
+            if chain is not None and (chain[0][3] is None or chain[0][3] is owner) and chain[0][0] == offset \
+                    and chain[0][1] == isolation_level:
+                results[key] = self._take_head(key)
         return left
 
     def _wait_until(self, deadline: float, seq: int, stop: Callable[[], bool] | None) -> bool:
