@@ -257,3 +257,46 @@ def test_routing_metadata_names_the_standby_hosts(tmp_path):
         finally:
             for r in runs.values():
                 r.__exit__(None, None, None)
+
+
+def test_a_restore_suspended_mid_changelog_resumes_from_where_it_stopped(tmp_path):
+    def app():
+        b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+        b.stream("words").group_by_key().reduce(lambda old, new: new, materialized="big")
+        return b.build("rs2", {"commit.interval.ms": 50, "state.dir": str(tmp_path / "state")})
+
+    n = 3000
+    changelog = ("rs2-big-changelog", 0)
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("words", 1)
+        # a changelog of ~3 MiB: more than one fetch (max.partition.fetch.bytes is 1 MiB)
+        client.create_topic(changelog[0], 1, config={"cleanup.policy": "compact"})
+        p = client.producer()
+        for i in range(n):
+            p.send(changelog[0], key=f"k{i}".encode(), value=b"v" * 1000, partition=0)
+        p.flush()
+        p.close()
+        restarted = app()
+        suspended_at = []
+
+        class Suspender(Recorder):
+            def on_batch_restored(self, tp, store, batch_end_offset, count):
+                if not suspended_at:
+                    suspended_at.append(batch_end_offset + 1)
+                    restarted.consumer.enforce_rebalance("test")
+
+        listener = Suspender()
+        restarted.set_global_state_restore_listener(listener)
+        with Running(restarted, client):
+            wait_until(lambda: restarted.active_tasks() == {"0_0"}, what="the task built")
+            view = restarted.store(StoreQueryParameters.from_name_and_type("big", QueryableStoreTypes.key_value_store()))
+            assert view.approximate_num_entries() == n and view.get(f"k{n - 1}") == "v" * 1000
+        calls = listener.calls
+        assert calls[0] == ("start", "big", 0, n)
+        [suspended] = [c for c in calls if c[0] == "suspended"]
+        assert 0 < suspended[2] < n
+        # what was restored was kept: a later restore (if the standby had not caught up
+        # meanwhile) starts past it, never at 0 again
+        starts = [c for c in calls if c[0] == "start"]
+        assert all(c[2] >= suspended_at[0] for c in starts[1:]), calls
+        assert suspended[2] + sum(c[2] for c in calls if c[0] == "end") <= n     # no record restored twice
