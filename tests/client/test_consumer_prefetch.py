@@ -19,6 +19,22 @@ def _values(n, tag=b"v"):
     return [tag + b"%04d" % i for i in range(n)]
 
 
+def _read_switching(c, n, every, batch_records, poll_records):
+    """partition -> values of ``n`` records, read by ``poll`` with every ``every``-th
+    round a ``poll_batches`` instead."""
+    got: dict[int, list[bytes]] = {}
+    for i in range(3000):
+        if sum(map(len, got.values())) >= n:
+            break
+        if i % every == every - 1:
+            for item in c.poll_batches(timeout_ms=2000, max_records=batch_records):
+                got.setdefault(item.partition, []).extend(item.columns().values())
+        else:
+            for r in c.poll(timeout_ms=2000, max_records=poll_records):
+                got.setdefault(r.partition, []).append(r.value)
+    return got
+
+
 def test_every_record_once_in_order_over_many_prefetches(client):
     client.create_topic("t", 2)
     vals = {0: _values(300, b"a"), 1: _values(300, b"b")}
@@ -27,16 +43,8 @@ def test_every_record_once_in_order_over_many_prefetches(client):
     # Small fetches: each poll empties a buffer and leaves a prefetch behind.
     c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=600)
     c.assign([TP0, TP1])
-    got = {0: [], 1: []}
-    for i in range(2000):
-        if sum(map(len, got.values())) >= 600:
-            break
-        if i % 3 == 2:          # switching kinds drops the buffer and reads from the position
-            for item in c.poll_batches(timeout_ms=2000, max_records=7):
-                got[item.partition].extend(item.columns().values())
-        else:
-            for r in c.poll(timeout_ms=2000, max_records=11):
-                got[r.partition].append(r.value)
+    # Switching kinds drops the buffer and reads from the position.
+    got = _read_switching(c, 600, every=3, batch_records=7, poll_records=11)
     assert got == vals
     assert c.position(TP0) == c.position(TP1) == 300
     assert c.poll(timeout_ms=0) == []
@@ -156,16 +164,8 @@ def test_read_committed_over_many_read_ahead_answers(client):
     c = client.consumer(isolation_level="read_committed", auto_offset_reset="earliest",
                         max_partition_fetch_bytes=250)
     c.assign([TP0])
-    got: list[bytes] = []
-    for i in range(3000):
-        if len(got) >= len(committed):
-            break
-        if i % 4 == 3:
-            for item in c.poll_batches(timeout_ms=2000, max_records=5):
-                got += item.columns().values()
-        else:
-            got += [r.value for r in c.poll(timeout_ms=2000, max_records=4)]
-    assert got == committed
+    got = _read_switching(c, len(committed), every=4, batch_records=5, poll_records=4)
+    assert got == {0: committed}
     assert c.poll(timeout_ms=0) == []
     c.close()
 

@@ -201,23 +201,30 @@ def test_close_and_commit_do_not_wait_for_a_long_polling_prefetch(client, long_p
     assert not tr._completed                            # nobody's any more: thrown away
 
 
-def test_a_consumer_reads_one_fetch_ahead_of_its_buffer(client):
-    topic = unique("pf-ahead")
-    values = _numbered(client, topic, 6, 5)
-    tr = client.transport
+def _consumer_reading(client, topic, batches):
+    """A consumer of ``topic`` (``batches`` batches of 5 records, one a fetch) after a
+    poll of its first two records: ``(values, transport, consumer, partition, got)``."""
+    values = _numbered(client, topic, batches, 5)
     c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=100)   # a batch a fetch
     tp = TopicPartition(topic, 0)
     c.assign([tp])
     got = c.poll(timeout_ms=5000, max_records=2)
+    return values, client.transport, c, tp, got
+
+
+def test_a_consumer_reads_ahead_of_its_buffer(client):
+    topic = unique("pf-ahead")
+    values, tr, c, tp, got = _consumer_reading(client, topic, 6)
     st = c._assignment[tp]
     assert [r.offset for r in got] == [0, 1] and st.buffered() and st.next_fetch == 5
     _settled(tr)
-    assert tr._completed[(topic, 0)][0][0] == 5         # the next batch, read ahead
+    assert _chain(tr, topic) == ([5, 10], None)         # the next two batches, read ahead
     before = _fetches(tr)
     while c.position(tp) <= 5:
         got += c.poll(timeout_ms=5000, max_records=2)
-    # Crossing into it asked nothing synchronously: the one request is the next read-ahead.
+    # Crossing into it asked nothing synchronously: the one request tops the chain up.
     assert _fetches(tr) - before == 1
+    assert _chain(tr, topic) in (([10, 15], None), ([10], 15))
     while len(got) < 30:
         got += c.poll(timeout_ms=5000, max_records=3)
     assert [r.offset for r in got] == list(range(30))
@@ -407,12 +414,7 @@ def test_chains_stay_within_max_bytes(client):
 
 def test_a_consumer_keeps_a_chain_that_seek_and_pause_drop(client):
     topic = unique("pf-chain-consumer")
-    values = _numbered(client, topic, 30, 5)
-    tr = client.transport
-    c = client.consumer(auto_offset_reset="earliest", max_partition_fetch_bytes=100)   # a batch a fetch
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    got = c.poll(timeout_ms=5000, max_records=2)
+    values, tr, c, tp, got = _consumer_reading(client, topic, 30)
     assert [r.offset for r in got] == [0, 1]
     _settled(tr)
     assert _chain(tr, topic) == ([5, 10], None)         # two answers read ahead of the buffer
