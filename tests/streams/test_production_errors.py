@@ -258,3 +258,25 @@ def test_a_failed_send_batch_reports_each_of_its_records(tmp_path):
             (b"k1", BIG, RecordTooLargeError), (b"k2", BIG + b"y", RecordTooLargeError)]
         assert task.metrics.get("dropped-records") == 2
         producer.close()
+
+
+def test_retry_at_the_last_commit_leaves_the_input_for_the_next_run(tmp_path):
+    # No commit in the loop: the refusal is handled at the last commit; run returns and
+    # the input stays at the committed offsets, so the next run produces what was lost.
+    with pylog.open(str(tmp_path / "data")) as client:
+        values = [b"a", b"alter", b"c", b"d"]
+        _fill(client, values)
+
+        def answer(context, record, exc):
+            client.alter_configs("out", {"min.insync.replicas": "1"})
+            return Response.retry()
+        handler = _Recorder(answer)
+        alter = _shrink_out_on(client, b"alter", **{"min.insync.replicas": "2"})
+        config = dict(commit_interval_ms=3_600_000, state_dir=str(tmp_path / "state"),
+                      **{"producer.delivery.timeout.ms": 300})
+        _run(client, alter, handler, **config)
+        assert handler.calls and all(exc.retriable for _, _, exc in handler.calls)
+        assert _committed(client, "app") in (None, len(values))
+        _run(client, alter, handler, **config)
+        assert _committed(client, "app") == len(values)
+        assert set(_values(client, "out")) >= set(values)

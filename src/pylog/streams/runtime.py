@@ -943,7 +943,12 @@ class StreamsApp(AppStateMixin):
             if self._child_error is not None:
                 raise self._child_error
             if not self.failed:
-                self.commit()
+                try:
+                    self.commit()
+                except TaskCorruptedError as exc:
+                    # a production handler's RETRY at the last commit: the input stays
+                    # at the committed offsets, processed again by the next run
+                    self.handle_task_migrated(exc, rewind=False)
         except BaseException:
             self.failed = True
             if self.exactly_once:
