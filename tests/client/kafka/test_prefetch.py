@@ -366,6 +366,32 @@ def test_an_error_or_the_log_end_ends_the_chain(client):
     assert _chain(tr, topic) == ([], None)
 
 
+def test_a_leader_error_in_the_middle_ends_the_chain(client, monkeypatch):
+    topic = unique("pf-chain-error")
+    _numbered(client, topic, 10, 5)
+    tr = client.transport
+    owner = object()
+    real = tr._parse_fetch
+
+    def not_leader_at_5(parts, resp, exc):
+        out = real(parts, resp, exc)
+        for t, p, offset, _ in parts:
+            if t == topic and offset == 5:
+                out[(t, p)] = None          # what NOT_LEADER_OR_FOLLOWER parses to: try later
+        return out
+
+    monkeypatch.setattr(tr, "_parse_fetch", not_leader_at_5)
+    tr.prefetch([(topic, 0, 0, 100)], owner=owner)
+    _settled(tr)
+    assert _chain(tr, topic) == ([0], None)             # the answer at 5 ended it: no fetch at 10
+    monkeypatch.setattr(tr, "_parse_fetch", real)
+    assert _offsets(tr.fetch([(topic, 0, 0, 100)], owner=owner)[0])[0] == 0
+    before = _fetches(tr)
+    assert _offsets(tr.fetch([(topic, 0, 5, 100)], max_wait_ms=10_000, owner=owner)[0])[0] == 5
+    assert _fetches(tr) == before + 1                   # read for itself
+    tr.prefetch([], owner=owner)
+
+
 def test_chains_stay_within_max_bytes(client):
     topic = unique("pf-chain-many")
     parts = 12
