@@ -9,6 +9,11 @@ same run, so a ratio and not a noisy absolute is what is tracked:
   into a topic of 1, 10, 100 and 1000 partitions: records/s and the server's CPU ms per
   MB produced, each as a ratio to the one-partition run of the same call.  Goal: 1000
   partitions cost at most 1.4x the CPU per MB of one (throughput at least 0.7x).
+- ``ProduceReplay.track_*``: the server's side of that figure without the client's
+  batching (which varies with the client's share of a busy machine): one fixed stream of
+  pipelined Produce v9 requests of one partition each, as librdkafka sends them, ~900 KB
+  batches to one partition against ~8.8 KB batches (80 records) spread over 1000
+  partitions: the server's CPU ms per MB of each and their ratio.
 - ``BusyNeighbour.track_p99_ms`` / ``track_p999_ms``: end-to-end latency at 10,000
   records/s (confluent-kafka producer with linger.ms=0 and consumer) while another
   process spins on the CPU; the quiet figure of the same call is reported beside it.
@@ -91,6 +96,79 @@ def partition_sweep(records: int = 1_000_000, counts: tuple[int, ...] = (1, 10, 
         out[n]["throughput_ratio"] = out[n]["records_per_s"] / base["records_per_s"]
         out[n]["cpu_ratio"] = out[n]["cpu_ms_per_mb"] / base["cpu_ms_per_mb"]
     return out
+
+
+def _record_batch(records: int) -> bytes:
+    from pylog.records import RecordBatchBuilder
+
+    b = RecordBatchBuilder()
+    for _ in range(records):
+        b.append(None, None, RECORD)
+    return b.build()
+
+
+def produce_replay(partitions: int, batch_records: int, megabytes: float, window: int = 64) -> dict:
+    """Server CPU ms per MB and MB/s for a fixed stream of Produce v9 requests (acks=1),
+    each one batch of ``batch_records`` 100-byte records for one partition, round-robin
+    over ``partitions``, ``window`` requests in flight on one connection."""
+    import socket
+    import struct
+    import threading
+
+    from pylog.protocol import messages as m
+    from pylog.protocol.codec import encode_request
+    from pylog.protocol.segments import segments_to_bytes
+
+    server = ServeProcess()
+    try:
+        _create_topic(server.bootstrap, "replay", partitions)
+        batch = _record_batch(batch_records)
+        R = m.ProduceRequest
+        frames = [segments_to_bytes(encode_request(0, 9, i, "replay", R(acks=1, timeout_ms=30000, topic_data=[
+            R.TopicProduceData(name="replay", partition_data=[R.PartitionProduceData(index=i, records=batch)])])))
+            for i in range(partitions)]
+        count = max(int(megabytes * 1e6 / len(batch)), 1)
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        answered = [0]
+        done = threading.Semaphore(0)
+
+        def read() -> None:
+            with sock.makefile("rb", buffering=1 << 20) as f:
+                for _ in range(count):
+                    (size,) = struct.unpack(">i", f.read(4))
+                    f.read(size)
+                    answered[0] += 1
+                    done.release()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        c0 = server.cpu_seconds()
+        t0 = time.perf_counter()
+        sent = 0
+        while sent < count:
+            k = min(window - (sent - answered[0]), count - sent)
+            if k <= 0:
+                done.acquire()
+                continue
+            sock.sendall(b"".join(frames[(sent + j) % partitions] for j in range(k)))
+            sent += k
+        reader.join(300)
+        elapsed = time.perf_counter() - t0
+        cpu = server.cpu_seconds() - c0
+        sock.close()
+    finally:
+        server.stop()
+    mb = count * len(batch) / 1e6
+    return {"cpu_ms_per_mb": cpu * 1000 / mb, "mb_per_s": mb / elapsed, "request_bytes": len(frames[0])}
+
+
+def replay_ratio(megabytes: float = 100.0) -> dict:
+    """:func:`produce_replay` of ~900 KB requests to one partition and of ~8.8 KB
+    requests over 1000, and the ratio of their server CPU per MB."""
+    one = produce_replay(1, 9000, megabytes * 3)
+    wide = produce_replay(1000, 80, megabytes)
+    return {"one": one, "wide": wide, "cpu_ratio": wide["cpu_ms_per_mb"] / one["cpu_ms_per_mb"]}
 
 
 def _spin(stop_at: float) -> None:
@@ -356,6 +434,21 @@ class PartitionSweep(_Once):
         return sweep[100]["throughput_ratio"]
 
     track_throughput_ratio_100_to_1.unit = "ratio"
+
+
+class ProduceReplay(_Once):
+    def setup_cache(self) -> dict:
+        return replay_ratio()
+
+    def track_cpu_ratio_1000_to_1(self, fig: dict) -> float:
+        return fig["cpu_ratio"]
+
+    track_cpu_ratio_1000_to_1.unit = "ratio"
+
+    def track_cpu_ms_per_mb_1000(self, fig: dict) -> float:
+        return fig["wide"]["cpu_ms_per_mb"]
+
+    track_cpu_ms_per_mb_1000.unit = "ms/MB"
 
 
 class BusyNeighbour(_Once):

@@ -45,3 +45,11 @@ def test_unclean_open_with_and_without_recovery_threads():
     fig = bench_scale.unclean_open(partitions=20, rounds=1)
     assert fig["ms"] > 0 and fig["ms_one_thread"] > 0 and fig["threads"] > 1
     assert fig["speedup"] == fig["ms_one_thread"] / fig["ms"]
+
+
+def test_produce_replay_reports_server_cpu_per_mb():
+    fig = bench_scale.replay_ratio(megabytes=0.5)
+    for run in ("one", "wide"):
+        assert fig[run]["cpu_ms_per_mb"] > 0 and fig[run]["mb_per_s"] > 0
+    assert fig["wide"]["request_bytes"] < 10_000 < fig["one"]["request_bytes"]
+    assert fig["cpu_ratio"] == fig["wide"]["cpu_ms_per_mb"] / fig["one"]["cpu_ms_per_mb"]
