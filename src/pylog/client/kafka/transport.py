@@ -793,15 +793,15 @@ class KafkaTransport:
         with self._lock:
             if owner is not None:
                 asked = {(t, p): o for t, p, o, _ in wanted}
-                for key, chain in list(self._completed.items()):
-                    head = chain[0]
+                for key, kept in list(self._completed.items()):
+                    head = kept[0]
                     if head[3] is owner and (asked.get(key) != head[0] or head[1] != isolation_level):
                         self._drop_chain(key, owner)
                 for key, pf in list(self._prefetching.items()):
                     if pf.owner is not owner:
                         continue
-                    chain = self._completed.get(key)
-                    if chain is not None and chain[0][3] is owner:
+                    first = self._completed.get(key)
+                    if first is not None and first[0][3] is owner:
                         continue                # the chain's next one: its head was checked
                     if asked.get(key) != pf.offset or pf.isolation_level != isolation_level:
                         del self._prefetching[key]
