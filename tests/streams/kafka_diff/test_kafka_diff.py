@@ -197,8 +197,12 @@ def kafka_side(kafka_jars, tmp_path_factory):
                            str(HERE / "StreamsSemantics.java")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return [kafka_jars.java, "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp",
-            kafka_jars.classpath + os.pathsep + str(out), "StreamsSemantics"]
+    # Kafka Streams keeps its stores under java.io.tmpdir/kafka-streams/<application.id>:
+    # a directory of this run's own, not /tmp/kafka-streams/app, whose RocksDB locks any
+    # other run on the machine may hold.
+    tmp = tmp_path_factory.mktemp("kafka_diff_state")
+    return [kafka_jars.java, "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", f"-Djava.io.tmpdir={tmp}",
+            "-cp", kafka_jars.classpath + os.pathsep + str(out), "StreamsSemantics"]
 
 
 def kafka_run(cmd, scenarios):
