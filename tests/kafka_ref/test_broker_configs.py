@@ -46,6 +46,8 @@ MAY_DIFFER = {
     "transaction.state.log.min.isr": "Kafka's fixture sets it for one node; pylog has no setting",
     # pylog's own defaults, documented in pylog.server.config.ServerConfig.
     "max.connections": "pylog caps connections at 16384 by default (Kafka: no cap)",
+    "num.recovery.threads.per.data.dir": ("pylog recovers with 8 threads by default (Kafka 4: 2): its "
+                                          "recovery scan runs without the GIL; see bench_scale's UncleanOpen"),
     "queued.max.request.bytes": "pylog bounds buffered requests at 512 MiB by default (Kafka: -1)",
     "socket.receive.buffer.bytes": "pylog leaves socket buffers to the OS (-1; Kafka: 102400)",
     "socket.send.buffer.bytes": "pylog leaves socket buffers to the OS (-1; Kafka: 102400)",
