@@ -635,6 +635,27 @@ async def _client_await(handle):
     return handle.result()
 
 
+cdef _ProducerBatch _client_leaf(_ProducerBatch b, int32_t *index):
+    """The batch that holds record ``index[0]`` of ``b``: ``b`` itself, or, for a split
+    batch that is done, the part its record went to (``index[0]`` becomes the record's
+    index there).  A part not done yet (a split batch failed as a whole, by close or a
+    fatal error) is not followed: the split batch's outcome stands."""
+    cdef Py_ssize_t j
+    cdef int32_t i = index[0]
+    cdef _ProducerBatch part
+    while b.parts is not None and b.state == PB_DONE:
+        j = len(b.parts) - 1
+        while j > 0 and <int32_t>b.part_firsts[j] > i:
+            j -= 1
+        part = <_ProducerBatch>b.parts[j]
+        if part.state != PB_DONE:
+            break
+        i -= <int32_t>b.part_firsts[j]
+        b = part
+    index[0] = i
+    return b
+
+
 @cython.final
 @cython.freelist(1024)
 @cython.no_gc
@@ -672,17 +693,23 @@ cdef class FutureRecordMetadata:
         return self.batch.state == PB_DONE
 
     def succeeded(self):
-        return self.batch.state == PB_DONE and self.batch.error is None
+        return self.batch.state == PB_DONE and self._error() is None
 
     def failed(self):
-        return self.batch.state == PB_DONE and self.batch.error is not None
+        return self.batch.state == PB_DONE and self._error() is not None
+
+    cdef object _error(self):
+        """The record's error once its batch is done (its own part's, if it was split)."""
+        cdef int32_t i = self.index
+        return _client_leaf(self.batch, &i).error
 
     cdef RecordMetadata _metadata(self):
-        cdef _ProducerBatch b = self.batch
+        cdef int32_t i = self.index
+        cdef _ProducerBatch b = _client_leaf(self.batch, &i)
         cdef RecordMetadata m = RecordMetadata.__new__(RecordMetadata)
         m.topic = b.queue.topic
         m.partition = b.queue.partition
-        m.offset = b.base_offset + self.index if b.base_offset >= 0 else -1
+        m.offset = b.base_offset + i if b.base_offset >= 0 else -1
         m.timestamp = b.log_append_time if b.log_append_time >= 0 else self.timestamp
         m.serialized_key_size = self.key_size
         m.serialized_value_size = self.value_size
@@ -703,8 +730,9 @@ cdef class FutureRecordMetadata:
         """
         if self.batch.state != PB_DONE:
             self.batch.core._wait_batch(self.batch, timeout)
-        if self.batch.error is not None:
-            raise self.batch.error
+        error = self._error()
+        if error is not None:
+            raise error
         return self._metadata()
 
     get = result
@@ -713,7 +741,7 @@ cdef class FutureRecordMetadata:
         """The error of a failed send (None on success), waiting like :meth:`result`."""
         if self.batch.state != PB_DONE:
             self.batch.core._wait_batch(self.batch, timeout)
-        return self.batch.error
+        return self._error()
 
     def _expedite(self):
         if self.batch.state != PB_DONE:
@@ -735,8 +763,9 @@ cdef class FutureRecordMetadata:
             self.callbacks.append((kind, fn, args, kwargs))
         _client_unlock(b.core._lock)
         if now:
+            error = self._error()
             _client_run_callbacks([(kind, fn, args, kwargs)],
-                                  self._metadata() if b.error is None else None, b.error, self)
+                                  self._metadata() if error is None else None, error, self)
         return 0
 
     def add_callback(self, fn, *args, **kwargs):
@@ -758,11 +787,12 @@ cdef class FutureRecordMetadata:
         self.callbacks = None
         if callbacks:
             try:
-                meta = self._metadata() if batch.error is None else None
+                error = self._error()
+                meta = self._metadata() if error is None else None
             except BaseException:
                 _client_log.exception("building record metadata failed")
                 return
-            _client_run_callbacks(callbacks, meta, batch.error, self)
+            _client_run_callbacks(callbacks, meta, error, self)
 
     def __await__(self):
         return _client_await(self).__await__()
@@ -770,6 +800,31 @@ cdef class FutureRecordMetadata:
     def __repr__(self):
         state = ("pending", "pending", "sending", "done")[self.batch.state]
         return f"<FutureRecordMetadata {self.batch.queue.topic}-{self.batch.queue.partition} {state}>"
+
+
+cdef int _client_split_pieces(_ProducerBatch b, int64_t first, int64_t count, list out) except -1:
+    """Append to ``out`` the (batch, first index, count) runs that records
+    ``first:first + count`` of ``b`` went to, following its splits (see _client_leaf)."""
+    cdef Py_ssize_t j
+    cdef int64_t pf, lo, hi
+    cdef _ProducerBatch part
+    cdef bint follow = b.parts is not None and b.state == PB_DONE
+    if follow:
+        for part in b.parts:
+            if part.state != PB_DONE:
+                follow = False      # (see _client_leaf)
+                break
+    if not follow:
+        out.append((b, first, count))
+        return 0
+    for j in range(len(b.parts)):
+        part = <_ProducerBatch>b.parts[j]
+        pf = <int64_t>b.part_firsts[j]
+        lo = first if first > pf else pf
+        hi = first + count if first + count < pf + part.record_count else pf + part.record_count
+        if lo < hi:
+            _client_split_pieces(part, lo - pf, hi - lo, out)
+    return 0
 
 
 @cython.final
@@ -833,7 +888,59 @@ cdef class BatchSendFuture:
     cdef void _batch_done(self, _ProducerBatch batch) noexcept:
         if batch.error is not None and self.error is None:
             self.error = batch.error
+        if batch.parts is not None:
+            try:
+                self._split_spans(batch)
+            except BaseException:
+                _client_log.exception("following a split batch failed")
+                if self.error is None:
+                    self.error = IllegalStateError("send_batch lost track of a split batch (a bug in pylog)")
         self._release()
+
+    cdef int _split_spans(self, _ProducerBatch batch) except -1:
+        """``batch`` was split and is done: its spans become spans of the parts its
+        records went to (in order), so that the offsets are read as for any batch.  Runs
+        once per span of ``batch`` (one listener each): the first call replaces them all,
+        under the core lock (another batch of this future may complete at once)."""
+        cdef list batches = [], pieces
+        cdef int64_t *spans = NULL
+        cdef int64_t *grown
+        cdef Py_ssize_t j, n = 0, cap = 0
+        cdef int64_t start
+        _client_lock(self.core._lock)
+        try:
+            if self.batches is None or not any(b is batch for b in self.batches):
+                return 0
+            for j in range(self.nspans):
+                b = self.batches[j]
+                if b is batch:
+                    pieces = []
+                    _client_split_pieces(batch, self.spans[3 * j + 2], self.spans[3 * j + 1], pieces)
+                else:
+                    pieces = [(b, self.spans[3 * j + 2], self.spans[3 * j + 1])]
+                start = self.spans[3 * j]
+                for part, first, count in pieces:
+                    if n == cap:
+                        cap = 16 if cap == 0 else 2 * cap
+                        grown = <int64_t *>PyMem_Realloc(spans, cap * 3 * sizeof(int64_t))
+                        if grown == NULL:
+                            raise MemoryError()
+                        spans = grown
+                    spans[3 * n] = start
+                    spans[3 * n + 1] = count
+                    spans[3 * n + 2] = first
+                    start += count
+                    batches.append(part)
+                    n += 1
+            PyMem_Free(self.spans)
+            self.spans, spans = spans, NULL
+            self.nspans = n
+            self.cap = cap
+            self.batches = batches
+        finally:
+            _client_unlock(self.core._lock)
+            PyMem_Free(spans)
+        return 0
 
     cdef void _release(self) noexcept:
         # One span's batch resolved, or send_batch finished queueing (it holds one count
@@ -1071,6 +1178,13 @@ cdef class _ProducerBatch:
     cdef _BuiltBatch built             # data is it (uncompressed batches)
     cdef uint32_t body_crc             # CRC32C of the records section up to crc_upto
     cdef Py_ssize_t crc_upto           # 0: nothing summed yet (else >= BATCH_HEADER_SIZE)
+    # A batch split after a MESSAGE_TOO_LARGE refusal (_ProducerCore._split): the batches
+    # its records went to, in order, and the index here of each one's first record.  It
+    # is done once they all are; its handles then read their record's part (_client_leaf).
+    cdef readonly list parts
+    cdef list part_firsts
+    cdef Py_ssize_t parts_pending
+    cdef _ProducerBatch parent         # a part of a split batch, until it is done
 
     @property
     def topic(self):
@@ -1102,18 +1216,11 @@ cdef class _ProducerBatch:
         core._buffered -= self.reserved
         self.reserved = 0
         core._incomplete.discard(self)
-        self.data = None
-        if self.builder is not None:
-            if self.built is None or self.built.exports == 0:
-                core._release_builder(self.builder)
-            else:
-                # Someone still holds a view of its buffer (the sender's list of the
-                # appended batches, until it moves on): pooled at the last release.
-                self.built.orphan = True
-            self.builder = None
-        self.built = None
+        self._drop_data()
         listeners = self.listeners
         self.listeners = None
+        parent = self.parent
+        self.parent = None
         _client_unlock(core._lock)
         if listeners:
             # Listeners: handles with callbacks, and bulk sends.
@@ -1122,6 +1229,43 @@ cdef class _ProducerBatch:
                     (<FutureRecordMetadata>l)._batch_done(self)
                 else:
                     (<BatchSendFuture>l)._batch_done(self)
+        if parent is not None:
+            (<_ProducerBatch>parent)._part_done()
+        return 0
+
+    cdef void _drop_data(self) noexcept:
+        """Let go of the batch's bytes and builder (core lock held)."""
+        self.data = None
+        if self.builder is not None:
+            if self.built is None or self.built.exports == 0:
+                self.core._release_builder(self.builder)
+            else:
+                # Someone still holds a view of its buffer (the sender's list of the
+                # appended batches, until it moves on): pooled at the last release.
+                self.built.orphan = True
+            self.builder = None
+        self.built = None
+
+    cdef int _part_done(self) except -1:
+        """One part of this split batch is done; the last one finishes it, failed with the
+        first failed part's error if any (what a bulk send reports; a record's handle
+        reports its own part's outcome)."""
+        cdef _ProducerCore core = self.core
+        cdef _ProducerBatch part
+        cdef bint last
+        _client_lock(core._lock)
+        self.parts_pending -= 1
+        last = self.parts_pending == 0 and self.state != PB_DONE
+        _client_unlock(core._lock)
+        if not last:
+            return 0
+        error = None
+        for part in self.parts:
+            if part.error is not None:
+                error = part.error
+                break
+        self.error = error
+        self._finish(error)
         return 0
 
     cdef int _build(self) except -1:
@@ -2244,6 +2388,68 @@ cdef class _ProducerCore:
                 b.base_sequence = -1
         finally:
             _client_unlock(self._lock)
+
+    def _split(self, _ProducerBatch batch, Py_ssize_t max_bytes):
+        """Split ``batch``, refused as MESSAGE_TOO_LARGE and not appended, into batches of
+        at most ``max_bytes`` (uncompressed; a record larger than that goes alone), as
+        Kafka's producer does (ProducerBatch.split).  Returns the new batches in record
+        order, for the sender to put back first in the partition's queue; None when the
+        batch holds fewer than two records or is done.
+
+        The parts take the batch's place: its deadline, and (idempotent producer) its
+        sequence range, numbered on from its base sequence, so the partition's later
+        batches keep their numbers.  The batch itself is done once all its parts are;
+        its handles then report their own record's part (offsets or error)."""
+        cdef list records, builders = [], firsts = [], parts = []
+        cdef RecordBatchBuilder builder = None
+        cdef _ProducerBatch part
+        cdef Record r
+        cdef Py_ssize_t i, need, klen, vlen, hsize
+        cdef int32_t hcount
+        if batch.state == PB_DONE or batch.record_count < 2 or batch.data is None:
+            return None
+        # The batch is the sender's alone (refused, not queued): read without the lock.
+        view = RecordBatch(batch.data)
+        records = list(view)
+        view = None             # (its export of the batch's buffer)
+        for i in range(len(records)):
+            r = <Record>records[i]
+            klen = -1 if r.key is None else len(r.key)
+            vlen = -1 if r.value is None else len(r.value)
+            hsize = 0
+            if r.headers:
+                encode_headers(r.headers, &hcount, &hsize)
+            need = RECORD_MAX_OVERHEAD + (klen if klen > 0 else 0) + (vlen if vlen > 0 else 0) + hsize
+            if builder is None or (builder.count > 0 and builder.length + need > max_bytes):
+                builder = RecordBatchBuilder(compression=self._compression, batch_size=self._batch_size)
+                builders.append(builder)
+                firsts.append(i)
+            builder.append(r.timestamp, r.key, r.value, r.headers)
+        if len(builders) < 2:
+            return None
+        _client_lock(self._lock)
+        try:
+            if batch.state == PB_DONE:      # failed meanwhile (close, a fatal error)
+                return None
+            for i in range(len(builders)):
+                builder = <RecordBatchBuilder>builders[i]
+                part = self._new_batch(batch.queue, batch.created_ms, builder)
+                part.deadline_ms = batch.deadline_ms
+                part.state = PB_SENDING
+                part.record_count = builder.count
+                part.parent = batch
+                if batch.base_sequence >= 0:
+                    part.base_sequence = <int32_t>((<int64_t>batch.base_sequence + <int64_t>firsts[i]) % 2147483648)
+                    part.seq_producer_id = batch.seq_producer_id
+                    part.seq_epoch = batch.seq_epoch
+                parts.append(part)
+            batch.parts = parts
+            batch.part_firsts = firsts
+            batch.parts_pending = len(parts)
+            batch._drop_data()
+        finally:
+            _client_unlock(self._lock)
+        return list(parts)
 
     def _requeue(self, str topic, int32_t partition, list batches, int64_t retry_at_ms):
         """Put batches that must be retried back at the head of their queue, in order,

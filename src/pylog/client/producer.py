@@ -56,6 +56,16 @@ Delivery
   fails for good on an error that leaves open whether it was appended (a timeout,
   ``delivery_timeout_ms`` after it was sent) bumps the epoch instead, so its sequence
   is never given to another batch (Kafka's unresolved sequences).
+- A batch of several records refused as MESSAGE_TOO_LARGE (the topic's
+  ``max.message.bytes`` was lowered after the producer read it) is split, as Kafka's
+  producer does: into batches of at most ``batch_size`` and the topic's limit (re-read
+  then; else half the refused batch, so splitting again always ends), put back first in
+  the partition's queue, in order; a record still too large then fails alone with
+  RecordTooLargeError, and every other handle reports its own record's offset.  The
+  split batches take the refused batch's sequence range (it was not appended), so the
+  partition's later batches, refused behind it as OUT_OF_ORDER_SEQUENCE, keep their
+  numbers and go again after them.  Splits are counted (``batch_split_count``, Kafka's
+  batch-split-total) and logged at WARNING.
 - ``delivery_timeout_ms`` fails a batch that waits to be sent or retried past it; a batch
   on the wire is bounded by the transport's ``request_timeout_ms``.
 - ``buffer_memory`` counts every record accepted and not yet answered, whether it waits,
@@ -121,6 +131,7 @@ _MAX_WAIT_S = 3600.0
 #: (both also raised by the client itself), NOT_ENOUGH_REPLICAS_AFTER_APPEND, UNKNOWN_SERVER_ERROR.
 _AMBIGUOUS = frozenset((7, 13, 20, -1))
 _DUPLICATE_SEQUENCE = 46
+_MESSAGE_TOO_LARGE = 10
 _CONCURRENT_TRANSACTIONS = 51
 #: Kafka's producer retries an AddPartitionsToTxn refused with CONCURRENT_TRANSACTIONS
 #: this soon (the previous transaction of the id is still completing).
@@ -298,6 +309,7 @@ class Producer(_core._ProducerCore):
         self._completions: collections.deque = collections.deque()
         self._flights: dict[Any, _Flight] = {}    # _PartitionQueue -> its requests out
         self._seq = 0
+        self._batch_splits = 0
         self._requests_out = 0
         self._in_produce = False
         self._bump_pending = False
@@ -818,8 +830,14 @@ class Producer(_core._ProducerCore):
         if not self.enable_idempotence:
             # Each batch stood on its own (the partition had one request out).
             retry = []
+            split_only = True
             gone = None
             for _, b, exc in failed:
+                parts = self._split_refused(b, exc)
+                if parts:
+                    retry.extend(parts)
+                    continue
+                split_only = False
                 if exc.retriable and b.attempts < self.retries:
                     if gone is None:
                         gone = self._topic_gone(topic, partition)
@@ -827,7 +845,10 @@ class Producer(_core._ProducerCore):
                         retry.append(b)
                         continue
                 self._fail(topic, b, exc)
-            self._retry(queue, retry, failed[0][2])
+            if retry and split_only:
+                self._requeue(topic, partition, retry, 0)     # the parts of split batches: now
+            else:
+                self._retry(queue, retry, failed[0][2])
             return
         failed = self._appended_long_ago(flight, failed)
         if not failed:
@@ -836,6 +857,16 @@ class Producer(_core._ProducerCore):
             return
         flight.retrying = len(failed)
         position, first, exc = failed[0]
+        parts = self._split_refused(first, exc)
+        if parts:
+            # Its parts take its place and its sequence range; the later batches (refused
+            # as out of order behind it) keep theirs and go again after them, in order.
+            rest = batches[1:]
+            flight.retrying = len(parts) + len(rest)
+            if any(e.error_code in _AMBIGUOUS or p < flight.last_acked for p, _, e in failed[1:]):
+                self._unresolved.add(queue)
+            self._requeue(topic, partition, parts + rest, 0)
+            return
         if first.attempts < self.retries:
             if isinstance(exc, (OutOfOrderSequenceError, UnknownProducerIdError)):
                 self._unresolved.discard(queue)
@@ -896,6 +927,42 @@ class Producer(_core._ProducerCore):
                     continue
             out.append((position, b, exc))
         return out
+
+    def _split_refused(self, batch: Any, exc: PylogError) -> list | None:
+        """A batch of several records refused as MESSAGE_TOO_LARGE (the topic's
+        max.message.bytes is lower than the producer knew): split it, as Kafka's producer
+        does, into batches of at most ``batch_size`` and of the topic's limit, re-read
+        now (else of half its size, so that splitting again always ends); a record still
+        too large then fails alone.  Returns the parts, or None if it is not split."""
+        if exc.error_code != _MESSAGE_TOO_LARGE or batch.record_count < 2 or batch.data is None:
+            return None
+        if self._txn is not None and not self._txn.may_send():
+            return None     # (the transaction is failing: the batch fails with it)
+        topic = batch.topic
+        limit = self.batch_size
+        try:
+            count, max_bytes = self._topic_metadata(topic)
+            self._update_topic(topic, count, max_bytes)
+            limit = min(limit, max_bytes)
+        except PylogError:
+            pass
+        size = len(batch.data)
+        if limit >= size:
+            limit = max(size // 2, 1)
+        parts = self._split(batch, limit)
+        if not parts:
+            return None
+        self._batch_splits += 1
+        _log.warning("%s-%d: a batch of %d records (%d bytes) was refused as too large (%s); split into %d "
+                     "batches of at most %d bytes", topic, batch.partition, batch.record_count, size, exc,
+                     len(parts), limit)
+        return parts
+
+    @property
+    def batch_split_count(self) -> int:
+        """Batches split after the broker refused them as MESSAGE_TOO_LARGE (Kafka's
+        ``batch-split-total``)."""
+        return self._batch_splits
 
     def _retry(self, queue: Any, batches: list, exc: PylogError) -> None:
         """Put ``batches`` back first in their queue, after a backoff."""

@@ -1,0 +1,163 @@
+"""A batch the broker refuses as MESSAGE_TOO_LARGE is split, as Kafka's producer does
+(Sender.completeBatch / RecordAccumulator.splitAndReenqueue), on both transports.
+
+The producer learns a topic's ``max.message.bytes`` with its metadata; these tests lower
+it on the broker after that, so that the producer builds batches the broker refuses:
+
+- a batch holding one record over the new limit among many small ones: the small records
+  are appended once each, in send order, and only the big one fails, with
+  RecordTooLargeError (idempotent and not);
+- with ``max_in_flight`` 5 and the refused batch followed by batches already out (refused
+  behind it as out of order): the split batches take the refused one's sequence range and
+  the later ones go again after them, so the partition keeps the send order;
+- a limit lowered while a producer runs (``send`` and ``send_batch``): every record
+  arrives, and ``send_batch``'s offsets follow the records into the split batches;
+- a transactional producer: the records of a split batch are committed once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pylog.errors import RecordTooLargeError
+from tests.client.helpers import read_to_end, records_of
+
+LIMIT = 3000
+
+
+def lower_limit(client, topic, limit=LIMIT):
+    client.incremental_alter_configs(topic, [("max.message.bytes", "set", str(limit))])
+
+
+def values_of(client, topic, partition=0):
+    return [r.value for r in records_of(client, topic)[partition]]
+
+
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
+def test_a_too_large_record_fails_alone_and_its_batch_mates_land_once_in_order(client, idempotent):
+    client.create_topic("t", 1)
+    p = client.producer(linger_ms=60_000, enable_idempotence=idempotent)
+    try:
+        first = p.send("t", b"first", partition=0)
+        p.flush()
+        assert first.result().offset == 0        # the producer knows the topic (and its old limit)
+        lower_limit(client, "t")
+        small = [b"small-%03d" % i for i in range(200)]
+        before = [p.send("t", v, partition=0) for v in small[:100]]
+        big = p.send("t", b"B" * (LIMIT + 100), partition=0)
+        after = [p.send("t", v, partition=0) for v in small[100:]]
+        p.flush()
+        with pytest.raises(RecordTooLargeError):
+            big.result()
+        assert big.failed() and isinstance(big.exception(), RecordTooLargeError)
+        offsets = [h.result().offset for h in before + after]
+        assert offsets == list(range(1, 201))
+        assert all(h.succeeded() for h in before + after)
+        assert p.batch_split_count >= 1
+    finally:
+        p.close()
+    assert values_of(client, "t") == [b"first"] + small
+
+
+@pytest.mark.parametrize("idempotent, in_flight", [(True, 5), (False, 1), (False, 5)],
+                         ids=["idempotent-5", "plain-1", "plain-5"])
+def test_a_refused_batch_with_later_batches_out_is_split_before_them(client, idempotent, in_flight):
+    """batch_size 4000, limit 3000: A (12 records of 300 bytes, ~3.8 KB) is refused;
+    B..E (one 2000-byte record each) went out with it (refused behind it as out of order,
+    idempotent); F holds one record over the limit and the first of the 12 small records
+    that follow (split again, that record fails alone).  Idempotent (or one request out): the partition holds every
+    record but F's, in send order.  Without idempotence and 5 out, B..E may land before
+    A's parts (as with Kafka's producer): every record once."""
+    client.create_topic("t", 1)
+    p = client.producer(linger_ms=60_000, batch_size=4000, enable_idempotence=idempotent,
+                        max_in_flight=in_flight)
+    try:
+        p.send("t", b"warm-up", partition=0).result()
+        lower_limit(client, "t")
+        sent, handles = [], []
+
+        def send(value):
+            sent.append(value)
+            handles.append(p.send("t", value, partition=0))
+
+        for i in range(12):
+            send(b"a%02d" % i + b"." * 297)
+        for i in range(4):
+            send(b"%c" % (ord("B") + i) + b"." * 1999)
+        big = p.send("t", b"F" * (LIMIT + 500), partition=0)
+        for i in range(12):
+            send(b"g%02d" % i + b"." * 297)
+        p.flush()
+        with pytest.raises(RecordTooLargeError):
+            big.result()
+        assert all(h.succeeded() for h in handles)
+        assert p.batch_split_count >= 2
+    finally:
+        p.close()
+    got = values_of(client, "t")
+    assert got[0] == b"warm-up"
+    if idempotent or in_flight == 1:
+        assert got[1:] == sent
+        assert [h.result().offset for h in handles] == list(range(1, len(sent) + 1))
+    else:
+        assert sorted(got[1:]) == sorted(sent)
+        assert sorted(h.result().offset for h in handles) == list(range(1, len(sent) + 1))
+
+
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
+def test_a_limit_lowered_while_producing_splits_batches_and_loses_nothing(client, idempotent):
+    client.create_topic("t", 2)
+    p = client.producer(linger_ms=5, enable_idempotence=idempotent)
+    expected: dict[int, list[bytes]] = {0: [], 1: []}
+    try:
+        for i in range(300):
+            v = b"early-%04d-" % i + b"x" * 90
+            p.send("t", v, partition=i % 2)
+            expected[i % 2].append(v)
+        p.flush()
+        lower_limit(client, "t")
+        handles = []
+        for i in range(600):
+            v = b"late-%04d-" % i + b"y" * 90
+            handles.append((p.send("t", v, partition=i % 2), i % 2))
+            expected[i % 2].append(v)
+        values = [b"bulk-%05d-" % i + b"z" * 90 for i in range(3000)]
+        fut = p.send_batch("t", values, partition=1)
+        expected[1].extend(values)
+        p.flush()
+        offsets = fut.result()
+        assert all(h.succeeded() for h, _ in handles)
+        assert p.batch_split_count >= 1
+    finally:
+        p.close()
+    got = {part: [r.value for r in recs] for part, recs in records_of(client, "t").items()}
+    assert got == expected
+    # send_batch's offsets name each record's place, though its batches were split.
+    first = len(expected[1]) - len(values)
+    assert np.array_equal(offsets, np.arange(first, first + len(values)))
+    late0 = [h.result().offset for h, part in handles if part == 0]
+    assert late0 == list(range(150, 450))
+
+
+def test_a_transactional_producer_commits_a_split_batch_once(client):
+    client.create_topic("t", 1)
+    p = client.producer(transactional_id="tx-split", linger_ms=60_000)
+    committed = []
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("t", b"before", partition=0)
+        p.commit_transaction()
+        committed.append(b"before")
+        lower_limit(client, "t")
+        p.begin_transaction()
+        values = [b"txn-%04d-" % i + b"t" * 120 for i in range(400)]
+        handles = [p.send("t", v, partition=0) for v in values]
+        p.commit_transaction()
+        committed.extend(values)
+        assert all(h.succeeded() for h in handles)
+        assert p.batch_split_count >= 1
+    finally:
+        p.close()
+    assert read_to_end(client, "t", 1, "read_committed") == {0: committed}
