@@ -152,6 +152,28 @@ cdef inline int64_t _client_timestamp(object ts) except? -1:
     return <int64_t>ts
 
 
+cdef object _client_timestamps(object timestamps, Py_ssize_t n):
+    """send_batch's per-record timestamps as a contiguous int64 array of ``n``, checked."""
+    try:
+        arr = _broker_np.asarray(timestamps)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidTimestampError(f"timestamp_ms must be an int, None or a sequence of ints: {exc}") from None
+    if arr.ndim != 1:
+        raise InvalidTimestampError(f"timestamp_ms must be an int, None or a 1-D sequence of ints, not {arr.ndim}-D")
+    if len(arr) != n:
+        raise ValueError(f"{len(arr)} timestamps for {n} values")
+    if n == 0:
+        return _broker_np.empty(0, dtype=_broker_np.int64)
+    if arr.dtype.kind not in "iu":
+        raise InvalidTimestampError(f"timestamp_ms must hold ints (ms since the epoch), not {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > INT64_MAX:
+        raise InvalidTimestampError(f"timestamp_ms holds {int(arr.max())}, more than an int64")
+    arr = _broker_np.ascontiguousarray(arr, dtype=_broker_np.int64)
+    if int(arr.min()) < 0:
+        raise InvalidTimestampError(f"timestamp_ms must be >= 0 (ms since the epoch), got {int(arr.min())}")
+    return arr
+
+
 cdef inline int32_t _client_partition(object partition, int32_t n, str topic) except -1:
     if isinstance(partition, bool) or not isinstance(partition, int):
         raise UnknownTopicOrPartitionError(f"partition must be an int, not {type(partition).__name__}")
@@ -411,10 +433,11 @@ cdef inline Py_ssize_t _client_put(uint8_t *buf, Py_ssize_t length, Py_ssize_t l
 
 
 cdef Py_ssize_t _client_encode(RecordBatchBuilder b, const _ColC *kc, const _ColC *vc, const int32_t *order,
-                               Py_ssize_t pos, Py_ssize_t end, int64_t ts, Py_ssize_t limit,
+                               Py_ssize_t pos, Py_ssize_t end, int64_t ts, const int64_t *tss, Py_ssize_t limit,
                                Py_ssize_t *bound) noexcept nogil:
     """Write records ``order[pos:end]`` (``pos:end`` when order is NULL), all with
-    timestamp ``ts``, at the end of ``b`` while the batch stays within ``limit`` bytes
+    timestamp ``ts`` (or each with its own, ``tss[input index]``, when tss is not NULL),
+    at the end of ``b`` while the batch stays within ``limit`` bytes
     (an empty batch takes its first record whatever its size).  The caller reserved
     ``limit`` bytes of capacity, or the first record's bound more for an empty batch.
     Returns how many were written and adds their bounds to ``*bound``."""
@@ -422,6 +445,8 @@ cdef Py_ssize_t _client_encode(RecordBatchBuilder b, const _ColC *kc, const _Col
     cdef int32_t od = b.count
     cdef int64_t tsd
     cdef int tsd_size
+    if tss != NULL:
+        return _client_encode_ts(b, kc, vc, order, pos, end, tss, limit, bound)
     if b.count == 0:
         b.base_ts = ts
         b.max_ts = ts
@@ -443,6 +468,36 @@ cdef Py_ssize_t _client_encode(RecordBatchBuilder b, const _ColC *kc, const _Col
     return written
 
 
+cdef Py_ssize_t _client_encode_ts(RecordBatchBuilder b, const _ColC *kc, const _ColC *vc, const int32_t *order,
+                                  Py_ssize_t pos, Py_ssize_t end, const int64_t *tss, Py_ssize_t limit,
+                                  Py_ssize_t *bound) noexcept nogil:
+    """_client_encode with a timestamp per record: an empty batch's base timestamp is its
+    first record's, each record's delta is from it (negative for an earlier one: Kafka
+    allows records out of timestamp order) and the max timestamp is the largest."""
+    cdef Py_ssize_t i, idx, length, written = 0
+    cdef int32_t od = b.count
+    cdef int64_t t, tsd
+    for i in range(pos, end):
+        if i + PREFETCH_AHEAD < end:
+            _col_prefetch(vc, order[i + PREFETCH_AHEAD] if order != NULL else i + PREFETCH_AHEAD)
+        idx = order[i] if order != NULL else i
+        t = tss[idx]
+        if od == 0:
+            b.base_ts = t
+            b.max_ts = t
+        tsd = <int64_t>(<uint64_t>t - <uint64_t>b.base_ts)
+        length = _client_put(b.buf, b.length, limit, od, tsd, varint_size(tsd), kc, vc, idx, bound)
+        if length < 0:
+            break
+        if t > b.max_ts:
+            b.max_ts = t
+        b.length = length
+        od += 1
+        written += 1
+    b.count = od
+    return written
+
+
 cdef struct _BulkBuf:
     # A batch send_batch fills without the GIL (see _ProducerCore._send_interleaved).
     uint8_t *buf
@@ -451,6 +506,8 @@ cdef struct _BulkBuf:
     int32_t count
     uint32_t crc                  # CRC32C of the records section up to crc_upto ...
     Py_ssize_t crc_upto           # ... summed as it is written (while in cache); 0: none
+    int64_t base_ts               # per-record timestamps: the first record's ...
+    int64_t max_ts                # ... and the largest
 
 
 cdef enum:
@@ -459,9 +516,10 @@ cdef enum:
 
 cdef Py_ssize_t _client_interleave(const _ColC *kc, const _ColC *vc, const int32_t *parts, Py_ssize_t i,
                                    Py_ssize_t n, _BulkBuf *bufs, Py_ssize_t *skip, Py_ssize_t limit,
-                                   bint crc, int32_t *full) noexcept nogil:
+                                   bint crc, const int64_t *tss, int32_t *full) noexcept nogil:
     """Write records ``i:n`` in input order, each into the batch of its partition (those
-    with a ``bufs`` entry; offset delta = place in the batch, timestamp delta 0),
+    with a ``bufs`` entry; offset delta = place in the batch, timestamp delta 0, or with
+    ``tss`` from the batch's first record's ``tss[i]``, its ``base_ts``/``max_ts``),
     skipping the first ``skip[p]`` of partition p.  Reading the input in order (and
     writing one stream per partition) is what keeps keyed bulk sends cache-friendly.
     With ``crc`` each batch's records section is checksummed as it grows (``crc``,
@@ -470,6 +528,8 @@ cdef Py_ssize_t _client_interleave(const _ColC *kc, const _ColC *vc, const int32
     cdef int32_t p
     cdef _BulkBuf *bb
     cdef Py_ssize_t length
+    cdef int64_t t = 0, tsd = 0
+    cdef int tsd_size = 1
     while i < n:
         if i + PREFETCH_AHEAD < n:
             _col_prefetch(vc, i + PREFETCH_AHEAD)
@@ -479,10 +539,19 @@ cdef Py_ssize_t _client_interleave(const _ColC *kc, const _ColC *vc, const int32
                 skip[p] -= 1
             else:
                 bb = &bufs[p]
-                length = _client_put(bb.buf, bb.length, limit, bb.count, 0, 1, kc, vc, i, &bb.bound)
+                if tss != NULL:
+                    t = tss[i]
+                    if bb.count == 0:
+                        bb.base_ts = t
+                        bb.max_ts = t
+                    tsd = <int64_t>(<uint64_t>t - <uint64_t>bb.base_ts)
+                    tsd_size = varint_size(tsd)
+                length = _client_put(bb.buf, bb.length, limit, bb.count, tsd, tsd_size, kc, vc, i, &bb.bound)
                 if length < 0:
                     full[0] = p
                     return i
+                if tss != NULL and t > bb.max_ts:
+                    bb.max_ts = t
                 bb.length = length
                 bb.count += 1
                 if crc and length - bb.crc_upto >= CRC_STEP:
@@ -850,7 +919,8 @@ cdef class BatchSendFuture:
     cdef object error
     cdef object offsets
     cdef list callbacks
-    cdef readonly int64_t timestamp
+    cdef readonly int64_t timestamp  # the records' timestamp (-1: each its own)
+    cdef const int64_t *tss          # while send_batch runs: per-record timestamps (input order) or NULL
 
     def __dealloc__(self):
         PyMem_Free(self.spans)
@@ -1814,8 +1884,10 @@ cdef class _ProducerCore:
             One per value.  Keyed records are partitioned by murmur2 like :meth:`send`.
         partition : int, optional
             Every record to this partition.
-        timestamp_ms : int, optional
-            One timestamp for all (default: now).
+        timestamp_ms : int, or a sequence / 1-D integer numpy array of ints, optional
+            One timestamp for all (default: now), or one per value (ms since the
+            epoch, >= 0), in any order: each batch's base timestamp is its first
+            record's and its max timestamp the largest.
 
         Records of a partition are queued in input order, except that a call's keyless
         records (which go to the sticky partition) are queued before its keyed ones.
@@ -1832,8 +1904,10 @@ cdef class _ProducerCore:
 
         Raises
         ------
-        The errors of :meth:`send` (checked for every record before any is queued), and
-        RecordTypeError for items that are not bytes or None.
+        The errors of :meth:`send` (checked for every record before any is queued),
+        RecordTypeError for items that are not bytes or None, ValueError for a number of
+        timestamps other than of values, and InvalidTimestampError for timestamps that
+        are not integers >= 0.
         """
         cdef _TopicQueue tq
         cdef BatchSendFuture fut
@@ -1846,6 +1920,7 @@ cdef class _ProducerCore:
         cdef Py_ssize_t *gbytes = NULL
         cdef Py_ssize_t *gnext = NULL
         cdef int64_t ts
+        cdef const int64_t *tss = NULL
         cdef bint custom, interleave
         cdef PyObject *o
         if self._closed:
@@ -1856,11 +1931,18 @@ cdef class _ProducerCore:
             raise IllegalStateError("send_batch takes serialized bytes: use a producer without serializers")
         o = PyDict_GetItem(self._topics, topic) if type(topic) is str else NULL
         tq = <_TopicQueue>o if o != NULL else self._topic_queue(topic)
-        ts = _client_timestamp(timestamp_ms)
         vcol = _Column.wrap(values, "values")
         n = vcol.n
         if n >= INT32_MAX:
             raise ValueError(f"send_batch takes fewer than 2**31 - 1 records, not {n}")
+        if timestamp_ms is None or isinstance(timestamp_ms, int):
+            ts = _client_timestamp(timestamp_ms)
+            ts_arr = None
+        else:
+            ts_arr = _client_timestamps(timestamp_ms, n)
+            ts = -1
+            if n:
+                tss = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>ts_arr)
         if keys is not None:
             kcol = _Column.wrap(keys, "keys")
             if kcol.n != n:
@@ -1896,6 +1978,7 @@ cdef class _ProducerCore:
             fut.core = self
             fut.partitions = parts_arr
             fut.timestamp = ts
+            fut.tss = tss
             fut.batches = []
             fut.pending = 1          # send_batch's own count, released once all is queued
             target = max(self._batch_size, self._bulk_bytes)
@@ -1942,6 +2025,7 @@ cdef class _ProducerCore:
                                      gcount[g], gbytes[g], ts, target, cap)
         finally:
             PyMem_Free(gcount)
+        fut.tss = NULL
         fut._release()
         if self._txn_new:
             self._txn_partitions_queued()
@@ -2028,7 +2112,7 @@ cdef class _ProducerCore:
             need = builder.length + rem
         builder._reserve(need - builder.length)
         first = builder.count
-        k = _client_encode(builder, kc, vc, order, pos, end, ts, batch_size, &ub)
+        k = _client_encode(builder, kc, vc, order, pos, end, ts, fut.tss, batch_size, &ub)
         b.reserved += ub
         self._buffered += ub
         if k:
@@ -2073,6 +2157,7 @@ cdef class _ProducerCore:
         cdef uint32_t crc = 0
         cdef const _ColC *kc = &kcol.c
         cdef const _ColC *vc = &vcol.c
+        cdef const int64_t *tss = fut.tss
         while pos < end:
             if order == NULL:
                 # Records before pos are written (one group, in input order): drop the
@@ -2120,7 +2205,7 @@ cdef class _ProducerCore:
                 stop = min(end, pos + k + RELEASE_STEP) if release else end
                 with nogil:
                     start_len = builder.length
-                    step = _client_encode(builder, kc, vc, order, pos + k, stop, ts, target, &ub)
+                    step = _client_encode(builder, kc, vc, order, pos + k, stop, ts, tss, target, &ub)
                     if builder.codec == 0:
                         crc = pylog_crc32c(crc, builder.buf + start_len, <size_t>(builder.length - start_len))
                 k += step
@@ -2159,6 +2244,7 @@ cdef class _ProducerCore:
         cdef bint wake = False, ok = False, plain = codec_from(self._compression) == 0
         cdef const _ColC *kc = &kcol.c
         cdef const _ColC *vc = &vcol.c
+        cdef const int64_t *tss = fut.tss
         bufs = <_BulkBuf *>PyMem_Malloc(nparts * sizeof(_BulkBuf) + 2 * nparts * sizeof(Py_ssize_t))
         if bufs == NULL:
             raise MemoryError()
@@ -2204,7 +2290,7 @@ cdef class _ProducerCore:
                 full = -1
                 with nogil:
                     i = _client_interleave(kc, vc, parts, i, min(n, i + RELEASE_STEP) if release else n,
-                                           bufs, skip, target, plain, &full)
+                                           bufs, skip, target, plain, tss, &full)
                     if full >= 0 and plain:
                         crc = pylog_crc32c(bufs[full].crc, bufs[full].buf + bufs[full].crc_upto,
                                            <size_t>(bufs[full].length - bufs[full].crc_upto))
@@ -2219,6 +2305,9 @@ cdef class _ProducerCore:
                 builder = <RecordBatchBuilder>builders[full]
                 builder.length = bufs[full].length
                 builder.count = bufs[full].count
+                if tss != NULL:
+                    builder.base_ts = bufs[full].base_ts
+                    builder.max_ts = bufs[full].max_ts
                 builders[full] = None
                 bufs[full].buf = NULL
                 ub = bufs[full].bound
@@ -2246,6 +2335,9 @@ cdef class _ProducerCore:
                 builders[p] = None
                 builder.length = bufs[p].length
                 builder.count = bufs[p].count
+                if tss != NULL:
+                    builder.base_ts = bufs[p].base_ts
+                    builder.max_ts = bufs[p].max_ts
                 gcount[p + 1] = 0
                 if builder.count == 0:
                     _client_lock(self._lock)
