@@ -406,8 +406,8 @@ class DeliveryWatch:
     is where the task is when it handles the failure (source topic, offset, node,
     timestamp, headers), as Kafka's callback reads the task's context when it runs; no
     raw source key or value (Kafka frees them at send).  A ``send_batch`` future that
-    fails reports each of its records (which partition's batch was refused is not
-    known).
+    fails reports each of its records (which of its batches was refused is not known),
+    with their partition when the records were sent to one (a store's changelog).
 
     Thread safety: one task thread.
     """
@@ -417,7 +417,8 @@ class DeliveryWatch:
         #: the StreamTask sending (set once the task is built)
         self.task: Any = None
         # in send order: (future, record) for a send; [futures, one per record?, start,
-        # stop, topic, keys, values, timestamps, next future] for a send_many's spans
+        # stop, topic, keys, values, timestamps, next future, partition] for a
+        # send_many's spans
         self._inflight: Deque[Any] = collections.deque()
         self._failed: Deque[Tuple[BaseException, tuple]] = collections.deque()
         self._checking = False
@@ -442,7 +443,7 @@ class DeliveryWatch:
         for future, start, stop in spans or ():
             per_record = type(future) is list
             self._inflight.append([future if per_record else [future], per_record, start, stop, topic, keys, values,
-                                   timestamps, 0])
+                                   timestamps, 0, partition])
 
     def _collect(self) -> None:
         """Move the failures of the resolved futures at the front to ``_failed``."""
@@ -459,7 +460,7 @@ class DeliveryWatch:
                     failed.append((exc, record))
                 continue
             # a send_many: futures of its records one by one, or of one send_batch
-            futures, per_record, start, stop, topic, keys, values, timestamps, pos = entry
+            futures, per_record, start, stop, topic, keys, values, timestamps, pos, partition = entry
             for pos in range(pos, len(futures)):
                 future = futures[pos]
                 if not future.done():
@@ -468,7 +469,7 @@ class DeliveryWatch:
                 exc = future.exception()
                 if exc is not None:
                     for i in ((start + pos,) if per_record else range(start, stop)):
-                        failed.append((exc, (topic, None, timestamps[i], keys[i], values[i], ())))
+                        failed.append((exc, (topic, partition, timestamps[i], keys[i], values[i], ())))
             inflight.popleft()
 
     def _check_resolved(self) -> None:

@@ -20,8 +20,8 @@ What it does, as Kafka Streams does:
   read with ``poll_batches`` (``max.poll.records``, default 10000, so fetched batches are
   rarely cut), and a task with one polled partition takes a batch at a time
   (:meth:`StreamTask.process_batch`: a stateless chain runs as one fused loop and its
-  output goes to the producer through ``send_batch``, a run of equal timestamps at a
-  time);
+  output goes to the producer through ``send_batch``, each record with its own
+  timestamp);
 * bootstraps every global store from the beginning of its topic before processing,
   then keeps it up to date;
 * at-least-once (``processing.guarantee`` / ``processing_guarantee`` ``"at_least_once"``,
@@ -101,8 +101,6 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-import numpy as np
-
 from pylog.client import ConsumerRebalanceListener
 from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, InvalidProducerEpochError,
                           ProducerFencedError, PylogError, TopicAlreadyExistsError, UnknownMemberIdError)
@@ -120,7 +118,7 @@ from .topology import Topology, TopologyError
 __all__ = ["StreamsApp", "AT_LEAST_ONCE", "EXACTLY_ONCE_V2"]
 
 log = logging.getLogger("pylog.streams")
-# send_batch pays off for runs of records with one timestamp at least this long on average
+# send_batch pays off (over a send per record) for calls of at least this many records
 _MIN_RUN = 16
 #: A standby's checkpoint is rewritten at a commit once its stores moved this many
 #: changelog records on (Kafka's OFFSET_DELTA_THRESHOLD_FOR_CHECKPOINT); always on close.
@@ -180,32 +178,24 @@ class _Collector:
 
     def send_many(self, topic: str, keys: List[Optional[bytes]], values: List[Optional[bytes]],
                   timestamps: List[int], partitioner: Any, partition: Optional[int] = None) -> List[Tuple[Any, int, int]]:
-        """Records without headers, in order: keyed records with the default
-        partitioner go through ``send_batch`` a run of equal timestamps at a time (what a
-        batch's records mostly share); the rest one by one.  Returns ``(future, start,
-        stop)`` per ``send_batch`` and ``(list of futures, start, stop)`` for records sent
-        one by one (see :class:`~.errors.DeliveryWatch`).  ``partition``: every record
-        to that partition (a store's changelog records), one by one."""
+        """Records without headers, in order, each with its own timestamp: one
+        ``send_batch`` (per-record timestamps) for all of them when they go to one
+        ``partition`` (a store's changelog records) or are all keyed with the default
+        partitioner (``send_batch`` keeps each partition's records in input order), else
+        one by one.  Returns ``(future, start, stop)`` for a ``send_batch`` and ``(list of
+        futures, start, stop)`` for records sent one by one (see
+        :class:`~.errors.DeliveryWatch`)."""
         app = self.app
         if app.exactly_once and not app.in_transaction:
             app.begin_transaction()
         producer = app.producer
         n = len(timestamps)
         sent = 0
-        spans: List[Tuple[Any, int, int]] = []
         try:
-            if partitioner is None and partition is None and n >= _MIN_RUN and None not in keys:
-                ts = np.fromiter(timestamps, dtype=np.int64, count=n)
-                cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
-                if len(cuts) * _MIN_RUN <= n:
-                    send_batch = producer.send_batch
-                    for stop in cuts.tolist() + [n]:
-                        spans.append((send_batch(topic, values[sent:stop], keys[sent:stop], None, timestamps[sent]),
-                                      sent, stop))
-                        sent = stop
-                    return spans
+            if n >= _MIN_RUN and (partition is not None or (partitioner is None and None not in keys)):
+                return [(producer.send_batch(topic, values, keys, partition, timestamps), 0, n)]
             futures: List[Any] = []
-            spans.append((futures, 0, n))
+            spans: List[Tuple[Any, int, int]] = [(futures, 0, n)]
             if partitioner is None or partition is not None:
                 send = producer.send
                 for k, v, t in zip(keys, values, timestamps):
