@@ -1425,6 +1425,7 @@ cdef class _TopicQueue:
     cdef list parts
     cdef tuple available       # every partition (all have a leader on one node)
     cdef readonly Py_ssize_t max_record_bytes
+    cdef Py_ssize_t batch_limit    # where send() closes a batch: batch_size, or max_record_bytes if lower
 
 
 # ---------------------------------------------------------------------------------------
@@ -1585,6 +1586,7 @@ cdef class _ProducerCore:
             tq.parts = []
             tq.num_partitions = 0
             tq.max_record_bytes = min(<Py_ssize_t>max_bytes, self._max_request_size)
+            tq.batch_limit = min(tq.max_record_bytes, self._batch_size)
             self._grow(tq, count)
             self._topics[topic] = tq
             return tq
@@ -1619,6 +1621,9 @@ cdef class _ProducerCore:
             if o != NULL:
                 tq = <_TopicQueue>o
                 tq.max_record_bytes = min(max_bytes, self._max_request_size)
+                # A topic whose max.message.bytes is below batch_size gets batches it
+                # takes (not ones it refuses, to be split).
+                tq.batch_limit = min(tq.max_record_bytes, self._batch_size)
                 self._grow(tq, count)
         finally:
             _client_unlock(self._lock)
@@ -1733,7 +1738,7 @@ cdef class _ProducerCore:
         cdef int32_t p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, available)
         cdef _PartitionQueue pq = <_PartitionQueue>tq.parts[p]
         cdef _ProducerBatch b = pq.open
-        if b is not None and b.builder.count > 0 and b.builder.length + size > self._batch_size:
+        if b is not None and b.builder.count > 0 and b.builder.length + size > tq.batch_limit:
             self._close_open(pq)
             self._partitioner.on_new_batch(tq.name, p)
             p = (<_StickyBase>self._partitioner)._sticky_partition(tq.name, nparts, available)
@@ -1831,7 +1836,7 @@ cdef class _ProducerCore:
                 else:
                     pq = <_PartitionQueue>tq.parts[p]
                 b = pq.open
-                if b is None or (b.builder.count > 0 and b.builder.length + size > self._batch_size):
+                if b is None or (b.builder.count > 0 and b.builder.length + size > tq.batch_limit):
                     if b is not None and self._ready_bytes + b.builder.length >= self._wake_bytes:
                         if self._sender_state != SENDER_RUNNING:
                             self._sender_state = SENDER_RUNNING
@@ -2101,7 +2106,7 @@ cdef class _ProducerCore:
         cdef _ProducerBatch b = pq.open
         cdef RecordBatchBuilder builder
         cdef Py_ssize_t need, k, ub = 0, first, i
-        cdef Py_ssize_t batch_size = self._batch_size
+        cdef Py_ssize_t batch_size = tq.batch_limit
         if b is None:
             b = self._open_batch(pq, pylog_now_ms())
         builder = b.builder
