@@ -204,3 +204,32 @@ def test_send_batch_offsets_follow_their_records_into_split_batches(client, keye
     for part, recs in logged.items():
         mine = [r.value for r in recs if r.value.startswith(b"v-")]
         assert mine == [v for v, q in zip(values, parts.tolist()) if q == part]     # input order, once
+
+
+def test_a_too_large_record_in_a_transaction_makes_it_abortable_and_the_next_commits(client):
+    """The record that fails alone fails the transaction (abortable, as Kafka's producer):
+    its split batch mates are aborted with it; the next transaction commits."""
+    client.create_topic("t", 1)
+    p = client.producer(transactional_id="tx-split-big", linger_ms=60_000)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("t", b"before", partition=0)
+        p.commit_transaction()
+        lower_limit(client, "t")
+        p.begin_transaction()
+        for i in range(50):
+            p.send("t", b"lost-%d" % i, partition=0)
+        big = p.send("t", random.Random(3).randbytes(LIMIT + 100), partition=0)
+        with pytest.raises(RecordTooLargeError):
+            p.commit_transaction()
+        assert isinstance(big.exception(), RecordTooLargeError)
+        p.abort_transaction()
+        p.begin_transaction()
+        values = [b"after-%03d" % i for i in range(100)]
+        for v in values:
+            p.send("t", v, partition=0)
+        p.commit_transaction()
+    finally:
+        p.close()
+    assert read_to_end(client, "t", 1, "read_committed") == {0: [b"before"] + values}
