@@ -12,7 +12,9 @@
 # overlap the writing of the next.  The sender thread (pylog.client.producer) drains
 # closed batches through _drain / _ProducerBatch.complete; an uncompressed batch is handed
 # to the broker as a view of its builder, which returns to the pool when the last view
-# is released.
+# is released.  A batch the broker refused as too large is split (_ProducerCore._split)
+# into new batches that take its place and sequence range; it completes when they all
+# have, and its handles and bulk sends then read their records' parts.
 #
 # Consumer: decode_fetched() turns fetched batches into ConsumerRecord objects in one C
 # loop, with optional deserializers, stopping at the first record a deserializer rejects.

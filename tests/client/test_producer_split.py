@@ -233,3 +233,26 @@ def test_a_too_large_record_in_a_transaction_makes_it_abortable_and_the_next_com
     finally:
         p.close()
     assert read_to_end(client, "t", 1, "read_committed") == {0: [b"before"] + values}
+
+
+def test_split_batches_keep_keys_headers_timestamps_and_nulls(client):
+    client.create_topic("t", 1)
+    p = client.producer(linger_ms=60_000)
+    base_ts = 1_700_000_000_000
+    try:
+        p.send("t", b"warm-up", partition=0).result()
+        lower_limit(client, "t")
+        sent = []
+        for i in range(120):
+            key = None if i % 5 == 0 else b"key-%d" % i
+            value = None if i % 7 == 0 else b"value-%03d-" % i + b"v" * 40
+            headers = [("h", b"%d" % i), ("null", None)] if i % 3 == 0 else []
+            ts = base_ts + (i * 37) % 1000           # not in send order
+            p.send("t", value, key=key, headers=headers, partition=0, timestamp_ms=ts)
+            sent.append((key, value, tuple(headers), ts))
+        p.flush()
+        assert p.batch_split_count >= 1
+    finally:
+        p.close()
+    got = [(r.key, r.value, tuple(r.headers), r.timestamp) for r in records_of(client, "t")[0][1:]]
+    assert got == sent
