@@ -36,11 +36,16 @@ def values_of(client, topic, partition=0):
     return [r.value for r in records_of(client, topic)[partition]]
 
 
-@pytest.mark.parametrize("idempotent, compression", [(True, "none"), (False, "none"), (True, "gzip")],
-                         ids=["idempotent", "plain", "idempotent-gzip"])
-def test_a_too_large_record_fails_alone_and_its_batch_mates_land_once_in_order(client, idempotent, compression):
+@pytest.mark.parametrize("idempotent, compression, retries",
+                         [(True, "none", 5), (False, "none", 5), (False, "none", 0), (True, "gzip", 5)],
+                         ids=["idempotent", "plain", "plain-no-retries", "idempotent-gzip"])
+def test_a_too_large_record_fails_alone_and_its_batch_mates_land_once_in_order(client, idempotent, compression,
+                                                                               retries):
+    """A split is not a retry (Kafka treats the split batches as never tried): it
+    happens with ``retries=0`` too."""
     client.create_topic("t", 1)
-    p = client.producer(linger_ms=60_000, enable_idempotence=idempotent, compression_type=compression)
+    p = client.producer(linger_ms=60_000, enable_idempotence=idempotent, compression_type=compression,
+                        retries=retries)
     try:
         first = p.send("t", b"first", partition=0)
         p.flush()
