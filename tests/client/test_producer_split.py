@@ -18,11 +18,13 @@ it on the broker after that, so that the producer builds batches the broker refu
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
 
-from pylog.errors import RecordTooLargeError
+from pylog.client.producer import Producer
+from pylog.errors import RecordTooLargeError, RequestTimedOutError
 from tests.client.helpers import read_to_end, records_of
 
 LIMIT = 3000
@@ -261,3 +263,52 @@ def test_split_batches_keep_keys_headers_timestamps_and_nulls(client):
         p.close()
     got = [(r.key, r.value, tuple(r.headers), r.timestamp) for r in records_of(client, "t")[0][1:]]
     assert got == sent
+
+
+class HoldAfterRefusal:
+    """Delegates to a transport (through its one-call-at-a-time ``produce``); the first
+    produce call after one answered MESSAGE_TOO_LARGE (the split batches') waits until
+    ``release`` is set before it goes on."""
+
+    def __init__(self, transport):
+        self._t = transport
+        self.refused = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def produce(self, work, *, acks, **kw):
+        if self.refused and not self.held.is_set():
+            self.held.set()
+            assert self.release.wait(30)
+        results = self._t.produce(work, acks=acks, **kw)
+        self.refused = self.refused or any(r.error_code == 10 for rs in results for r in rs)
+        return results
+
+
+def test_closing_while_split_batches_are_out_fails_every_handle(client):
+    """close(timeout) gives up on a split batch whose parts are out: every handle (and
+    send_batch's future) fails with the close's error; none is left waiting."""
+    client.create_topic("t", 1)
+    gated = HoldAfterRefusal(client.transport)
+    p = Producer(gated, linger_ms=60_000)
+    p.send("t", b"warm-up", partition=0).result()
+    lower_limit(client, "t")
+    handles = [p.send("t", b"r-%03d-" % i + b"x" * 60, partition=0) for i in range(100)]
+    fut = p.send_batch("t", [b"b-%03d-" % i + b"y" * 60 for i in range(100)], partition=0)
+    done = []
+
+    def one_done(_):
+        done.append(1)
+        if len(done) == len(handles) + 1:
+            gated.release.set()         # every handle failed: let the held parts go
+
+    for h in handles:
+        h.add_done_callback(one_done)
+    fut.add_done_callback(one_done)
+    p.close(timeout=0.2)
+    assert gated.held.is_set() and p.batch_split_count >= 1
+    assert all(isinstance(h.exception(), RequestTimedOutError) for h in handles)
+    assert isinstance(fut.exception(), RequestTimedOutError)
