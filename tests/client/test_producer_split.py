@@ -12,7 +12,10 @@ it on the broker after that, so that the producer builds batches the broker refu
   the later ones go again after them, so the partition keeps the send order;
 - a limit lowered while a producer runs (``send`` and ``send_batch``): every record
   arrives, and ``send_batch``'s offsets follow the records into the split batches;
-- a transactional producer: the records of a split batch are committed once.
+- a transactional producer: the records of a split batch are committed once; a record
+  too large alone makes the transaction abortable, and the next one commits;
+- split batches keep each record's key, value, headers and timestamp (nulls included);
+- closing the producer while split batches are out fails every handle (none hangs).
 """
 
 from __future__ import annotations
