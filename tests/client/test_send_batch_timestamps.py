@@ -110,6 +110,8 @@ def test_wrong_timestamps_are_refused_and_nothing_is_queued(client):
         p.send_batch("t", values, timestamp_ms=[True, False, True])
     with pytest.raises(InvalidTimestampError, match="more than an int64"):
         p.send_batch("t", values, timestamp_ms=np.array([1, 2, 2**63], dtype=np.uint64))
+    with pytest.raises(InvalidTimestampError, match="more than an int64"):
+        p.send_batch("t", values, timestamp_ms=[T0, 2**63, T0])
     with pytest.raises(InvalidTimestampError, match="2-D"):
         p.send_batch("t", values, timestamp_ms=np.full((3, 1), T0))
     with pytest.raises(InvalidTimestampError):
