@@ -31,7 +31,8 @@ them its figures are NaN.
 Figures (asv ``track_*``; ``python -m benches.bench_streams_peers`` prints them):
 records/s of each implementation and job, and the ratios the issue sets goals for:
 pylog/quix (>= 3) and pylog/kafka-streams (>= 0.5) on the server, and pylog embedded
-(>= 1M records/s stateless, >= 300k windowed).  ``PYLOG_BENCH_SMALL=1`` shrinks N to
+(>= 1M records/s stateless, >= 300k windowed), with the windowed job's in-memory store
+beside it (``embedded_windowed_in_memory``: what the persistent store costs).  ``PYLOG_BENCH_SMALL=1`` shrinks N to
 2,000 for the smoke test; ``PYLOG_BENCH_PEERS_N`` sets it.
 
 This module is also the worker the subprocesses run (``python bench_streams_peers.py
@@ -88,8 +89,9 @@ def expected_outputs(job: str, values: list[bytes]) -> int:
 
 # ---------------------------------------------------------------- the jobs (worker side)
 
-def pylog_app(job: str, app_id: str, input_topic: str, output_topic: str, state_dir: str):
-    """The job as a pylog.streams StreamsApp."""
+def pylog_app(job: str, app_id: str, input_topic: str, output_topic: str, state_dir: str,
+              store_type: str = "persistent"):
+    """The job as a pylog.streams StreamsApp (``store_type``: the windowed job's store)."""
     from pylog.streams import Materialized, Serdes, StreamsBuilder, TimeWindows
 
     b = StreamsBuilder()
@@ -99,7 +101,7 @@ def pylog_app(job: str, app_id: str, input_topic: str, output_topic: str, state_
     else:
         (s.group_by_key()
          .windowed_by(TimeWindows.of_size_with_no_grace(WINDOW_MS))
-         .count(materialized=Materialized("counts", store_type="persistent"))
+         .count(materialized=Materialized("counts", store_type=store_type))
          .to_stream()
          .to(output_topic, key_serde=None, value_serde=Serdes.long()))
     return b.build(application_id=app_id, config={"commit.interval.ms": COMMIT_INTERVAL_MS,
@@ -340,7 +342,8 @@ def run_remote(impl: str, job: str, bootstrap: str, consumer, input_topic: str, 
     return _output_count(consumer, input_topic) / (done - peer.started)
 
 
-def run_embedded(job: str, keys: list[bytes], values: list[bytes], stamps: list[int]) -> float:
+def run_embedded(job: str, keys: list[bytes], values: list[bytes], stamps: list[int],
+                 store_type: str = "persistent") -> float:
     """records/s of pylog.streams on ``pylog.open`` over the same data (in this process)."""
     import pylog
 
@@ -349,7 +352,7 @@ def run_embedded(job: str, keys: list[bytes], values: list[bytes], stamps: list[
         with pylog.open(os.path.join(tmp, "data")) as client:
             prefill(client, "in", keys, values, stamps)
             client.create_topic("out", PARTITIONS)
-            app = pylog_app(job, f"embedded-{job}", "in", "out", os.path.join(tmp, "state"))
+            app = pylog_app(job, f"embedded-{job}", "in", "out", os.path.join(tmp, "state"), store_type)
             consumer = client.consumer()
             errors: list[BaseException] = []
 
@@ -414,6 +417,7 @@ def measure(n: int = N, impls: tuple[str, ...] = REMOTE, embedded: bool = True, 
     if embedded:
         for job in JOBS:
             out[f"embedded_{job}"] = run_embedded(job, keys, values, stamps)
+        out["embedded_windowed_in_memory"] = run_embedded("windowed", keys, values, stamps, "in_memory")
     for job in JOBS:
         for peer in ("quix", "kafka_streams"):
             if f"{peer}_{job}" in out:
@@ -447,6 +451,7 @@ for _job in JOBS:
     for _peer in ("quix", "kafka_streams"):
         setattr(StreamsPeers, f"track_pylog_over_{_peer}_{_job}",
                 _track(f"pylog_over_{_peer}_{_job}", "ratio"))
+StreamsPeers.track_embedded_windowed_in_memory = _track("embedded_windowed_in_memory")  # type: ignore[attr-defined]
 
 
 def report(results: dict) -> str:
@@ -458,6 +463,8 @@ def report(results: dict) -> str:
         for peer, goal in (("quix", 3.0), ("kafka_streams", 0.5)):
             v = results.get(f"pylog_over_{peer}_{job}", math.nan)
             lines.append(f"{job:9} pylog/{peer:13} {v:6.2f}x (goal >= {goal}x)")
+    lines.append(f"windowed  embedded, in-memory store {results.get('embedded_windowed_in_memory', math.nan):12,.0f} "
+                 "records/s")
     lines += [f"{k}: {v}" for k, v in results.items() if k.endswith("_unavailable")]
     return "\n".join(lines)
 

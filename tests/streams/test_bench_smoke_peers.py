@@ -68,6 +68,7 @@ def test_streams_peer_benchmarks_run(monkeypatch):
         for peer in ("quix", "kafka_streams"):
             assert results[f"pylog_over_{peer}_{job}"] == pytest.approx(
                 results[f"pylog_{job}"] / results[f"{peer}_{job}"])
+    assert math.isfinite(results["embedded_windowed_in_memory"]) and results["embedded_windowed_in_memory"] > 0
     # asv's figures read the same run
     bench = mod.StreamsPeers()
     assert bench.track_pylog_over_quix_windowed(results) == results["pylog_over_quix_windowed"]
