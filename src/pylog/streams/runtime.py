@@ -18,10 +18,10 @@ What it does, as Kafka Streams does:
   next the record with the smallest timestamp among its partitions (Kafka's partition
   group, without waiting for empty partitions: ``max.task.idle.ms`` is 0); input is
   read with ``poll_batches`` (``max.poll.records``, default 10000, so fetched batches are
-  rarely cut), and a task with one polled partition takes a batch at a time
-  (:meth:`StreamTask.process_batch`: a stateless chain runs as one fused loop and its
-  output goes to the producer through ``send_batch``, each record with its own
-  timestamp);
+  rarely cut), and a task with one polled partition takes what a poll brought of it at
+  once (:meth:`StreamTask.process_batch`; batch by batch when a record has headers): a
+  stateless chain runs as one fused loop and its output goes to the producer through
+  ``send_batch``, each record with its own timestamp;
 * bootstraps every global store from the beginning of its topic before processing,
   then keeps it up to date;
 * at-least-once (``processing.guarantee`` / ``processing_guarantee`` ``"at_least_once"``,
@@ -100,6 +100,8 @@ import threading
 import time
 import uuid
 from typing import Any, Dict, List, Optional, Set, Tuple
+
+import numpy as np
 
 from pylog.client import ConsumerRebalanceListener
 from pylog.errors import (FencedInstanceIdError, IllegalGenerationError, InvalidProducerEpochError,
@@ -1066,7 +1068,8 @@ class StreamsApp(AppStateMixin):
 
     def _process_batches_locked(self, batches: List[Any]) -> None:
         """Give each task what a poll brought: a task with one polled partition takes
-        each batch whole (:meth:`StreamTask.process_batch`); a task with several takes
+        its batches in one :meth:`StreamTask.process_batch` (one per batch when a
+        record has headers); a task with several takes
         their records one at a time, always from the partition whose next record has
         the smallest timestamp (a task's partition group, as Kafka's)."""
         by_task: Dict[Tuple[int, int], Dict[Tuple[str, int], List[Any]]] = {}
@@ -1083,8 +1086,23 @@ class StreamsApp(AppStateMixin):
                     self.consumer.seek((topic, p), int(bs[0].columns().offsets[0]))
                 continue
             if len(queues) == 1:
-                for b in next(iter(queues.values())):
-                    cols = b.columns()
+                bs = next(iter(queues.values()))
+                all_cols = [b.columns() for b in bs]
+                if len(bs) > 1 and not any(cols.header_counts.any() for cols in all_cols):
+                    # The poll's batches of the partition in one call: the fused loop's
+                    # and the collector's costs per call spread over up to
+                    # max.poll.records records, not a fetched batch's (often ~100).
+                    keys: List[Optional[bytes]] = []
+                    values: List[Optional[bytes]] = []
+                    for cols in all_cols:
+                        keys += cols.keys()
+                        values += cols.values()
+                    task.process_batch(bs[0].topic, keys, values,
+                                       np.concatenate([cols.timestamps for cols in all_cols]).tolist(),
+                                       np.concatenate([cols.offsets for cols in all_cols]), None)
+                    offsets[(bs[0].topic, bs[0].partition)] = bs[-1].next_offset
+                    continue
+                for b, cols in zip(bs, all_cols):
                     headers = None
                     if cols.header_counts.any():
                         headers = [cols.headers(i) for i in range(len(cols))]
