@@ -1196,6 +1196,15 @@ cdef class BatchSendFuture:
         self._wait(timeout)
         return self.error
 
+    def record_offsets(self, timeout=None):
+        """The offsets as :meth:`result` gives them, without raising: -1 for each record
+        whose batch failed (and for every record with ``acks=0``), so that a caller can
+        tell which records of a failed send were appended."""
+        self._wait(timeout)
+        if self.offsets is None:
+            self._fill()
+        return self.offsets
+
     def _expedite(self):
         for b in list(self.batches or ()):
             if (<_ProducerBatch>b).state != PB_DONE:

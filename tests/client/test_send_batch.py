@@ -453,3 +453,21 @@ def test_mixed_column_forms(client):
     with pytest.raises(RecordTypeError, match=r"keys\[7\] must be bytes or None, not int"):
         p.send_batch("t", arr_values[:10], keys=list_keys[:7] + [7, b"x", b"y"])
     p.close()
+
+
+def test_record_offsets_tell_which_records_of_a_failed_send_were_appended(client):
+    client.create_topic("t", 2)
+    p = client.producer(linger_ms=5)
+    p.send("t", b"x", partition=0).result(timeout=30)     # the producer learns the topic's limits
+    client.alter_configs("t", {"max.message.bytes": "1000"})
+    values = [b"v" * 3000 if i == 5 else b"v%d" % i for i in range(30)]
+    fut = p.send_batch("t", values, keys=[b"k%d" % i for i in range(30)])
+    with pytest.raises(RecordTooLargeError):
+        fut.result(timeout=30)
+    offsets = fut.record_offsets()
+    assert [i for i in range(30) if offsets[i] < 0] == [5]
+    by_part = records_of(client, "t")
+    for i in range(30):
+        if i != 5:
+            assert by_part[fut.partitions[i]][offsets[i]].value == values[i]
+    p.close()

@@ -105,3 +105,37 @@ def test_a_failed_changelog_batch_reports_each_record_with_its_timestamp_and_par
         assert calls == [("app-s-changelog", 1, ts, k, RecordTooLargeError) for k, ts in zip(keys, stamps)]
         assert task.metrics.get("dropped-records") == 20
         producer.close()
+
+
+def test_only_the_records_of_a_failed_batch_go_to_the_handler(tmp_path):
+    # The broker refuses the batch holding one record too large for the topic's lowered
+    # max.message.bytes; the producer splits it and only that record fails.
+    with pylog.open(str(tmp_path / "data")) as client:
+        client.create_topic("out", 2)
+        producer = client.producer(linger_ms=5)
+        producer.send("out", value=b"x", partition=0).result()     # the producer learns the topic's limits
+        client.alter_configs("out", {"max.message.bytes": "1000"})
+        app = _app(producer)
+        calls = []
+
+        def handler(context, record, exc):
+            calls.append((record.key, record.timestamp, type(exc)))
+            return Response.resume()
+
+        watch = DeliveryWatch(_Collector(app))
+        t = app.topology
+        task = StreamTask(t, t.nodes, application_id="app", task_id="0_0", collector=watch,
+                          config={"production.exception.handler": handler})
+        watch.task = task
+        keys = [b"k%02d" % i for i in range(40)]
+        values = [b"v" * 3000 if i == 17 else b"v%d" % i for i in range(40)]
+        stamps = [T0 + 11 * i for i in range(40)]
+        watch.send_many("out", keys, values, stamps, None)
+        producer.flush()
+        watch.check()
+        assert calls == [(b"k17", T0 + 11 * 17, RecordTooLargeError)]
+        assert task.metrics.get("dropped-records") == 1
+        producer.close()
+        got = _read(client, "out", 2, 40)
+    assert sorted((k, v, ts) for recs in got.values() for k, v, ts in recs if k is not None) == sorted(
+        (k, v, ts) for i, (k, v, ts) in enumerate(zip(keys, values, stamps)) if i != 17)

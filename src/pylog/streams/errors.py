@@ -64,6 +64,8 @@ import logging
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from pylog.errors import (IllegalStateError, InvalidProducerEpochError, InvalidProducerIdMappingError,
                           InvalidTopicError, OffsetMetadataTooLargeError, OutOfOrderSequenceError, ProducerFencedError,
                           PylogError, TransactionAbortedError, UnknownServerError)
@@ -406,8 +408,9 @@ class DeliveryWatch:
     is where the task is when it handles the failure (source topic, offset, node,
     timestamp, headers), as Kafka's callback reads the task's context when it runs; no
     raw source key or value (Kafka frees them at send).  A ``send_batch`` future that
-    fails reports each of its records (which of its batches was refused is not known),
-    with their partition when the records were sent to one (a store's changelog).
+    fails reports each record of its batches that failed (with ``acks=0`` every
+    record), with its partition when the records were sent to one (a store's
+    changelog).
 
     Thread safety: one task thread.
     """
@@ -468,7 +471,11 @@ class DeliveryWatch:
                     return
                 exc = future.exception()
                 if exc is not None:
-                    for i in ((start + pos,) if per_record else range(start, stop)):
+                    if per_record:
+                        lost: Any = (start + pos,)
+                    else:   # the records of the batches that failed (every one with acks=0)
+                        lost = (start + int(j) for j in np.flatnonzero(future.record_offsets() < 0))
+                    for i in lost:
                         failed.append((exc, (topic, partition, timestamps[i], keys[i], values[i], ())))
             inflight.popleft()
 
