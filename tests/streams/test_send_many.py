@@ -2,8 +2,9 @@
 producer: a polled batch's sink records (keyed, default partitioner) and a store's
 changelog records (one partition) go out in one ``send_batch`` each, every record with
 its own timestamp, each partition's records in input order; keyless records go one by
-one; and the delivery watch hands each record of a failed ``send_batch`` to the
-production handler with its timestamp (and its partition for a changelog)."""
+one; and the delivery watch hands each record of a ``send_batch``'s failed batches
+(only those) to the production handler with its timestamp (and its partition for a
+changelog)."""
 
 from __future__ import annotations
 
