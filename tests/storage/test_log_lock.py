@@ -148,6 +148,8 @@ def test_a_signal_interrupts_a_wait_as_with_rlock():
             held.set()
             done.wait(10)
 
+    # Python's own Ctrl-C handler, whatever an earlier test in the process left installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     t = threading.Thread(target=holder)
     t.start()
     held.wait()
@@ -175,5 +177,6 @@ def test_a_signal_interrupts_a_wait_as_with_rlock():
     finally:
         done.set()
         t.join()
+        signal.signal(signal.SIGINT, previous)
     assert lock.acquire(False) and lock._is_owned()
     lock.release()
