@@ -21,8 +21,20 @@ gone: ``on_session_expired`` fires, kazoo opens a new session, then
 ``on_session_reestablished`` fires. Requests made meanwhile raise
 :class:`~pylog.errors.CoordinationError`.
 
+A client cut off from every ZooKeeper server hears of the expiry only when it reaches one
+again (kazoo stays SUSPENDED meanwhile), while ZooKeeper expires the session a session
+timeout after it last heard from it, and the controller elects other leaders then. So
+the store does not wait to be told: SUSPENDED for a third of the session timeout (kazoo
+suspends when a ping goes unanswered for two thirds of it, so by then ZooKeeper has
+heard nothing for a whole timeout) counts as expired here, and ``on_session_expired``
+fires at once; a broker stops acting as leader then, not when the network heals. Should
+the session turn out to be alive on reconnecting (ZooKeeper expires sessions on its tick,
+a little late), it is ended on purpose and a new one opened, so what the broker gave up
+and what ZooKeeper says agree again.
+
 Thread safety: a store may be used from any thread. Session callbacks are queued on
-kazoo's callback thread (in order, after the state change); watch callbacks run on that
+kazoo's callback thread (in order, after the state change), except the expiry taken
+while cut off, called on a timer thread of the store's; watch callbacks run on that
 thread or on a thread kazoo spawns to re-read after a reconnect. Hand them over to your
 own loop or queue; never block in them.
 """
@@ -30,6 +42,7 @@ own loop or queue; never block in them.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable, Sequence
 
 from kazoo import exceptions as _kx
@@ -119,6 +132,12 @@ class KazooZNodeStore:
         self._listeners: list[SessionListener] = []
         self._lost = False
         self._closing = False
+        # Suspended too long: taken as expired here before ZooKeeper can say so (see the
+        # module docstring).  _suspensions counts SUSPENDED states, so a timer of an
+        # earlier one that ended does nothing.
+        self._expired_here = False
+        self._suspensions = 0
+        self._state_lock = threading.Lock()
         if chroot:
             # kazoo does not create the chroot (and warns when it is missing): a client
             # without it creates it first, as Kafka's broker does.
@@ -166,18 +185,56 @@ class KazooZNodeStore:
 
     def _on_state(self, state: str) -> None:
         # Runs on kazoo's connection thread: only record and queue, never block here.
-        if state == KazooState.LOST:
-            if self._closing:
-                return
-            log.warning("ZooKeeper session expired (%s): its ephemeral znodes are gone", self._connect)
-            self._lost = True
-            self._dispatch("on_session_expired")
-        elif state == KazooState.SUSPENDED:
-            log.warning("connection to ZooKeeper (%s) lost; reconnecting within the session timeout", self._connect)
-        elif state == KazooState.CONNECTED and self._lost:
-            self._lost = False
-            log.warning("new ZooKeeper session 0x%x (%s)", self.session_id, self._connect)
-            self._dispatch("on_session_reestablished")
+        with self._state_lock:
+            self._suspensions += 1
+            if state == KazooState.LOST:
+                if self._closing:
+                    return
+                log.warning("ZooKeeper session expired (%s): its ephemeral znodes are gone", self._connect)
+                self._lost = True
+                if not self._expired_here:
+                    self._dispatch("on_session_expired")
+            elif state == KazooState.SUSPENDED:
+                log.warning("connection to ZooKeeper (%s) lost; reconnecting within the session timeout",
+                            self._connect)
+                timer = threading.Timer(self._session_timeout / 3, self._suspended_too_long, (self._suspensions,))
+                timer.daemon = True
+                timer.start()
+            elif state == KazooState.CONNECTED and self._lost:
+                self._lost = False
+                self._expired_here = False
+                log.warning("new ZooKeeper session 0x%x (%s)", self.session_id, self._connect)
+                self._dispatch("on_session_reestablished")
+            elif state == KazooState.CONNECTED and self._expired_here and not self._closing:
+                # Reconnected within ZooKeeper's own expiry after all: the session lives on
+                # but the broker has given up what it held.  End it; the new one follows.
+                log.warning("ZooKeeper session 0x%x outlived the session timeout here: ending it for a new "
+                            "one (%s)", self.session_id, self._connect)
+                threading.Thread(target=self._restart_session, name="pylog-zk-restart", daemon=True).start()
+
+    def _suspended_too_long(self, suspension: int) -> None:
+        with self._state_lock:
+            if suspension != self._suspensions or self._closing or self._lost or self._expired_here:
+                return          # reconnected (or another state came) meanwhile
+            self._expired_here = True
+            log.warning("no contact with ZooKeeper (%s) for the session timeout: acting as if the session "
+                        "expired (ZooKeeper has expired it or is about to)", self._connect)
+            listeners = list(self._listeners)
+        # Called here (this timer's own thread), not queued on kazoo's callback thread: a
+        # watch callback there may be waiting for ZooKeeper, which is out of reach.
+        for listener in listeners:
+            fn = listener.on_session_expired
+            if fn is not None:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - a listener's bug must not hide the expiry from the others
+                    log.exception("session listener %r failed", listener)
+
+    def _restart_session(self) -> None:
+        try:
+            self._client.restart()
+        except Exception:  # noqa: BLE001 - kazoo reconnects on its own; a failed restart is only logged
+            log.exception("ending the ZooKeeper session after a local expiry failed")
 
     def _dispatch(self, which: str) -> None:
         for listener in self._listeners:
