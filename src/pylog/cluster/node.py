@@ -672,7 +672,8 @@ class ClusterNode:
             _log.exception("controller event processing failed")
 
     def _on_session_expired(self) -> None:
-        # On kazoo's callback thread: never block there.  The replica thread runs it in
+        # On kazoo's callback thread, or the store's timer thread when the broker is cut
+        # off (pylog.cluster.zookeeper.KazooZNodeStore): never block there.  The replica thread runs it in
         # order with LeaderAndIsr, so the state of the re-registration comes after it.
         self.replica_thread.submit(self._resign_leaderships)
 
