@@ -203,75 +203,97 @@ def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
     return {"quiet": run(False), "busy": run(True)}
 
 
-def _wait_in_group(poll, assignment, pause, slot: int, assigned, start) -> None:
-    """Poll until the start signal, keeping every partition the group gives this member
-    paused (nothing is fetched yet) and telling the parent how many it holds."""
+def _wait_in_group(poll, assignment, slot: int, assigned, start) -> None:
+    """Poll until the start signal, telling the parent how many partitions the group
+    gives this member (they stay paused: the assignment callbacks pause them)."""
     while not start.is_set():
-        held = assignment()
-        if held:
-            pause(held)
-        assigned[slot] = len(held)
+        assigned[slot] = len(assignment())
         poll()
 
 
-def _consume_part(bootstrap: str, topic: str, group: str, quota: int, start, done, assigned, slot: int) -> None:
-    """One confluent-kafka consumer process: join ``group`` and hold its partitions
-    paused until the start signal, then read them from the beginning until the group's
-    total (shared counter ``done``) reaches ``quota``."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+def _read_to(progress, quota: int) -> bool:
+    """Whether the group has read ``quota`` distinct records: the sum over partitions
+    of the next offset each has reached (offsets are dense: no control batches)."""
+    with progress.get_lock():
+        return sum(progress[:]) >= quota
+
+
+def _advance(progress, reached: dict) -> None:
+    """Move the shared per-partition positions forward to ``reached`` (next offsets)."""
+    with progress.get_lock():
+        for partition, next_offset in reached.items():
+            if next_offset > progress[partition]:
+                progress[partition] = next_offset
+
+
+def _consume_part(bootstrap: str, topic: str, group: str, quota: int, start, progress, assigned,
+                  slot: int) -> None:
+    """One confluent-kafka consumer process: join ``group``, holding what it is given
+    paused until the start signal, then read until the group has read ``quota`` records.
+
+    Positions are shared between the processes (``progress``, the next offset per
+    partition): a partition the group moves to this member after a rebalance is read on
+    from where its last holder stopped, so a rebalance at any moment neither loses
+    records (a partition read from "latest") nor counts any twice."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    def on_assign(consumer, partitions):
+        with progress.get_lock():
+            at = [TopicPartition(topic, tp.partition, progress[tp.partition]) for tp in partitions]
+        consumer.assign(at)
+        if not start.is_set():
+            consumer.pause(at)
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                  "auto.offset.reset": "latest", "fetch.max.bytes": 52_428_800,
+                  "auto.offset.reset": "earliest", "fetch.max.bytes": 52_428_800,
                   "max.partition.fetch.bytes": 10_485_760, "queued.min.messages": 1_000_000,
                   "queued.max.messages.kbytes": 1_048_576, "fetch.wait.max.ms": 10,
                   "heartbeat.interval.ms": 300})     # (members learn of a rebalance sooner)
-    c.subscribe([topic])
-    _wait_in_group(lambda: c.consume(1, 0.02), c.assignment, c.pause, slot, assigned, start)
-    held = [TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in c.assignment()]
-    c.assign(held)           # (the group's assignment, re-set to read from the start)
-    c.resume(held)
+    c.subscribe([topic], on_assign=on_assign)
+    _wait_in_group(lambda: c.consume(1, 0.02), c.assignment, slot, assigned, start)
+    c.resume(c.assignment())
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        with done.get_lock():
-            if done.value >= quota:
-                break
-        msgs = c.consume(1000, 0.2)
-        n = sum(1 for m in msgs if m.error() is None)
-        if n:
-            with done.get_lock():
-                done.value += n
+    while time.monotonic() < deadline and not _read_to(progress, quota):
+        reached = {}
+        for m in c.consume(1000, 0.2):
+            if m.error() is None:
+                reached[m.partition()] = m.offset() + 1
+        if reached:
+            _advance(progress, reached)
     c.close()
 
 
-def _consume_part_pylog(bootstrap: str, topic: str, group: str, quota: int, start, done, assigned,
+def _consume_part_pylog(bootstrap: str, topic: str, group: str, quota: int, start, progress, assigned,
                         slot: int) -> None:
     """:func:`_consume_part` with pylog's remote client: ``poll_batches``, the records of
     each batch counted from its numpy columns (value lengths summed and checked)."""
     import pylog
+    from pylog.client.consumer import ConsumerRebalanceListener
 
     with pylog.connect(bootstrap) as client:
-        c = client.consumer(group_id=group, enable_auto_commit=False, auto_offset_reset="latest",
+        c = client.consumer(group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
                             heartbeat_interval_ms=300)
-        c.subscribe([topic])
-        _wait_in_group(lambda: c.poll(timeout_ms=20), c.assignment, lambda held: c.pause(*held), slot,
-                       assigned, start)
-        held = c.assignment()
-        c.seek_to_beginning(*held)
-        c.resume(*held)
+
+        class Resume(ConsumerRebalanceListener):
+            def on_partitions_assigned(self, partitions):
+                for tp in partitions:
+                    c.seek(tp, progress[tp.partition])
+                if partitions and not start.is_set():
+                    c.pause(*partitions)
+
+        c.subscribe([topic], listener=Resume())
+        _wait_in_group(lambda: c.poll(timeout_ms=20), c.assignment, slot, assigned, start)
+        c.resume(*c.assignment())
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with done.get_lock():
-                if done.value >= quota:
-                    break
-            n = 0
+        while time.monotonic() < deadline and not _read_to(progress, quota):
+            reached = {}
             for item in c.poll_batches(timeout_ms=200):
                 lengths = item.columns().value_lengths
                 if int(lengths.sum()) != len(RECORD) * len(lengths):
                     raise RuntimeError("multi-consumer: a record of the wrong size")
-                n += len(lengths)
-            if n:
-                with done.get_lock():
-                    done.value += n
+                reached[item.partition] = item.next_offset
+            if reached:
+                _advance(progress, reached)
         c.close()
 
 
@@ -279,7 +301,7 @@ _CONSUME_PARTS = {"confluent": _consume_part, "pylog": _consume_part_pylog}
 
 
 def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int = 8,
-                   kind: str = "confluent") -> dict:
+                   kind: str = "confluent", timeout: float = 600) -> dict:
     """Records/s delivered in total to ``consumers`` consumer processes of ``kind``
     (confluent-kafka or pylog's remote client) in one group over ``partitions``
     partitions, and the server's CPU seconds in that time.  The clock runs from the
@@ -289,14 +311,15 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
     from pylog.server import bench
 
     server = ServeProcess()
+    procs: list = []
     try:
         bench.produce_wire(server.bootstrap, "fanout", records, record_size=100,
                            batch_records=9_000, partitions=partitions, progress=False)
         ctx = multiprocessing.get_context("spawn")
-        start, done = ctx.Event(), ctx.Value("q", 0)
+        start, progress = ctx.Event(), ctx.Array("q", partitions)
         assigned = ctx.Array("i", consumers)
         procs = [ctx.Process(target=_CONSUME_PARTS[kind], args=(server.bootstrap, "fanout", "fanout-group",
-                                                                 records, start, done, assigned, i))
+                                                                 records, start, progress, assigned, i))
                  for i in range(consumers)]
         for p in procs:
             p.start()
@@ -319,17 +342,24 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
         start.set()
         # Until the last record arrived, not until the processes are gone: their closes
         # (LeaveGroup, the others' rebalance) are not delivery.
-        deadline = time.monotonic() + 600
-        while done.value < records and time.monotonic() < deadline and any(p.is_alive() for p in procs):
+        deadline = time.monotonic() + timeout
+        while sum(progress[:]) < records and time.monotonic() < deadline and any(p.is_alive() for p in procs):
             time.sleep(0.001)
         elapsed = time.perf_counter() - t0
         cpu = server.cpu_seconds() - c0
+        got = sum(progress[:])
+        if got < records:
+            raise RuntimeError(f"multi-consumer: {got} of {records} records read in {elapsed:.0f} s, "
+                               f"positions {progress[:]}, members alive {[p.is_alive() for p in procs]}")
         for p in procs:
-            p.join(600)
-        got = done.value
+            p.join(timeout)
         if any(p.exitcode for p in procs):
             raise RuntimeError(f"multi-consumer: a {kind} consumer process failed")
     finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
         server.stop()
     return {"records": got, "seconds": elapsed, "records_per_s": got / elapsed, "server_cpu_s": cpu}
 
