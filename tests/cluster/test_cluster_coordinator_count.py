@@ -43,7 +43,10 @@ def test_brokers_configured_differently_agree_on_group_coordinators(tmp_path, zk
         first, second = (f"127.0.0.1:{cluster.ports[i]}" for i in (1, 2))
         # Broker 1 creates __consumer_offsets, with its count.
         coordinators = {g: find_coordinator(first, g) for g in GROUPS}
-        offsets = a.list_topics(CONSUMER_OFFSETS_TOPIC, timeout=10).topics[CONSUMER_OFFSETS_TOPIC].partitions
+        # The bootstrap broker's metadata may not list the new topic's partitions yet.
+        offsets = wait_for(lambda: a.list_topics(CONSUMER_OFFSETS_TOPIC, timeout=10)
+                           .topics[CONSUMER_OFFSETS_TOPIC].partitions or None,
+                           f"{CONSUMER_OFFSETS_TOPIC}'s partitions in the metadata")
         assert len(offsets) == 3
         for g in GROUPS:
             leader = offsets[partition_for_group(g, 3)].leader
