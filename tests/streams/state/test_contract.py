@@ -295,6 +295,36 @@ def test_persistent_layout_is_kafkas(ctx):
     assert sorted(os.listdir(base)) == ["win.120000", "win.60000"]
 
 
+def test_a_segment_that_expires_between_flushes_never_reaches_the_disk(ctx, opened):
+    # retention 2 s: 60 s segments; the puts at 1_000 and 61_000 expire before any
+    # flush, so only the newest segment is created, on flush, with what is live.
+    import os
+
+    from pylog.streams.state.persistent import store_directory
+
+    win = opened(build_window("rocksdb", retention=2_000, logging=False), ctx)
+    base = store_directory(ctx.state_dir, ctx.application_id, ctx.task_id, "win")
+    win.put(b"a", b"1", 1_000)
+    assert win.fetch(b"a", 1_000) == b"1"              # buffered, read before RocksDB
+    win.put_windows([(b"a", 61_000, b"2"), (b"b", 61_000, b"3")])
+    win.put(b"b", None, 61_000)                        # a delete in a segment not on disk yet
+    assert os.listdir(base) == []
+    win.put(b"a", b"4", 125_000)                       # expires both
+    assert (win.fetch(b"a", 1_000), win.fetch(b"a", 61_000)) == (None, None)
+    win.flush()
+    assert os.listdir(base) == ["win.120000"]
+    assert list(win.fetch_all(0, 200_000)) == [((b"a", 125_000), b"4")]
+    win.put(b"c", b"5", 125_500)
+    win.put(b"c", None, 125_500)
+    win.put(b"d", b"6", 190_000)
+    win.put(b"d", None, 190_000)     # expires segment 120000; segment 180000 holds only a delete
+    win.close()
+    assert os.listdir(base) == ["win.180000"]           # created on close for the stream time alone
+    win = opened(build_window("rocksdb", retention=2_000, logging=False), ctx)
+    assert win.observed_stream_time == 190_000
+    assert list(win.fetch_all(0, 200_000)) == []
+
+
 @pytest.mark.parametrize("caching", [False, True])
 def test_time_ordered_window_store_keeps_a_closing_window_1ms_longer(impl, ctx, opened, caching):
     # Kafka's time-ordered store (emit-on-window-close): retention = size + grace = 10;

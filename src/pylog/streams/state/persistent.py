@@ -35,7 +35,11 @@ between two flushes in a write buffer (a dict per segment, the latest value or
 deletion of each entry, read before RocksDB) and writes it as one RocksDB WriteBatch
 per segment on flush, before a range scan, and when it holds
 ``WRITE_BUFFER_ENTRIES`` writes: a put is a dict assignment, not a call into
-RocksDB, and an entry written many times between commits reaches RocksDB once.  A killed process therefore leaves a store
+RocksDB, and an entry written many times between commits reaches RocksDB once.  A
+segment's RocksDB is opened (created) only when its buffered writes are written, so a
+segment that expires between two flushes (short windows, fast stream time: a 1 s
+window store has 60 s segments, and a task can pass several between two commits)
+never touches the disk.  A killed process therefore leaves a store
 that holds at least everything up to its checkpointed offset, and restoring from
 there repairs the rest.  A store RocksDB finds damaged (a ``Corruption`` status) is
 logged, wiped and reopened empty, with ``wiped`` set so the state manager restores it
@@ -319,8 +323,9 @@ class _Segmented(Retention, _RocksDBStore):
 
     def _drop_expired(self, min_live: int) -> None:
         min_seg = min_live // self.segment_interval_ms
+        for seg_id in [s for s in self._pending if s < min_seg]:
+            del self._pending[seg_id]       # a segment never written to RocksDB: nothing on disk
         for seg_id in [s for s in self._segments if s < min_seg]:
-            self._pending.pop(seg_id, None)
             db = self._segments.pop(seg_id)
             db.close()
             shutil.rmtree(self._segment_path(seg_id), ignore_errors=True)
@@ -330,7 +335,7 @@ class _Segmented(Retention, _RocksDBStore):
         seg_id = t // self.segment_interval_ms
         pending = self._pending.get(seg_id)
         if pending is None:
-            if self._segment(t, create=value is not None) is None:
+            if value is None and seg_id not in self._segments:
                 return      # deleting from a segment that does not exist
             pending = self._pending[seg_id] = {}
         pending[key + self._suffix.pack(t, x)] = None if value is None else bytes(value)
@@ -347,7 +352,6 @@ class _Segmented(Retention, _RocksDBStore):
                 seg = t // interval
                 pending = pending_all.get(seg)
                 if pending is None:
-                    self._segment(t, create=True)
                     pending = pending_all[seg] = {}
             pending[key + pack(t, 0)] = value  # type: ignore[index]
         self._pending_writes += len(entries)
@@ -355,7 +359,8 @@ class _Segmented(Retention, _RocksDBStore):
             self._write_pending()
 
     def _write_pending(self) -> None:
-        """The write buffer to RocksDB: one WriteBatch per segment (no sync)."""
+        """The write buffer to RocksDB: one WriteBatch per segment (no sync); a segment
+        written for the first time is opened (created) here."""
         if not self._pending:
             return
         import rocksdict
@@ -363,13 +368,18 @@ class _Segmented(Retention, _RocksDBStore):
         pending, self._pending = self._pending, {}
         self._pending_writes = 0
         for seg_id, entries in pending.items():
+            db = self._segments.get(seg_id)
+            if db is None:
+                if all(v is None for v in entries.values()):
+                    continue    # deletions in a segment not on disk yet: nothing to delete
+                db = self._segment(seg_id * self.segment_interval_ms, create=True)
             wb = rocksdict.WriteBatch(raw_mode=True)
             for binary, value in entries.items():
                 if value is None:
                     wb.delete(binary)
                 else:
                     wb.put(binary, value)
-            self._segments[seg_id].write(wb)
+            db.write(wb)
 
     def _lookup(self, key: bytes, t: int, x: int) -> Optional[bytes]:
         if t < self._min_live():
