@@ -47,6 +47,15 @@ Group states, as Kafka's::
   COMMIT makes them the committed offsets, ABORT drops them.  A plain commit of the same
   partition appended after them wins (Kafka keeps the later record).  OffsetFetch with
   ``require_stable`` answers UNSTABLE_OFFSET_COMMIT for a partition with a pending one.
+- **Pending commits** (a replicated store: a clustered broker's ``__consumer_offsets``):
+  as Kafka's GroupMetadata does, a commit whose append is not replicated yet is held
+  apart (the group's pending offset commits) and becomes the committed offset only once
+  the store says the ISR has it; a commit the ISR does not take is dropped, and the
+  offset committed before it stands.  OffsetFetch answers the committed offsets only, so
+  no reader sees an offset a failover could take back; with ``require_stable`` a
+  partition with a pending commit (plain or transactional) answers
+  UNSTABLE_OFFSET_COMMIT.  A store whose append is durable as it returns (single node,
+  embedded) has no pending commits: the offset is committed at once.
   The replay after a restart applies the markers found in the log the same way; offsets
   of a transaction without a marker stay pending until the transaction coordinator ends it.
 
@@ -499,6 +508,9 @@ class _Group:
         self.pending_sync: set[str] = set()
         self.new_member_added = False
         self.offsets: dict[tuple[str, int], OffsetCommitValue] = {}
+        # Plain commits appended to a replicated store and not replicated yet (Kafka's
+        # pendingOffsetCommits): (topic, partition) -> the latest such commit.
+        self.pending_offsets: dict[tuple[str, int], OffsetCommitValue] = {}
         # Transactional offset commits waiting for their transaction's marker:
         # producer id -> (topic, partition) -> offset.
         self.pending_txn: dict[int, dict[tuple[str, int], OffsetCommitValue]] = {}
@@ -1436,7 +1448,7 @@ class GroupCoordinator:
             if group.state in (GroupState.STABLE, GroupState.PREPARING_REBALANCE) and member_id in group.members:
                 self._schedule_heartbeat(group, group.members[member_id])
             result = self._store_offsets(group, requested, now, retention_time_ms)
-            if created and not group.offsets:
+            if created and not group.offsets and not group.pending_offsets:
                 del self._groups[group_id]
             return result
 
@@ -1492,36 +1504,46 @@ class GroupCoordinator:
                 for (topic, partition) in values:
                     result[topic][partition] = code
                 return result
-            previous = {tp: group.offsets.get(tp) for tp in values}
-            group.offsets.update(values)
-            self._when_replicated(handle, lambda error: self._offsets_replicated(group, values, previous, error))
-            # Appended after any pending transactional commit of these partitions, so it
-            # wins over them when their transaction commits (Kafka keeps the later one).
-            for pending in group.pending_txn.values():
-                for tp in values:
-                    pending.pop(tp, None)
+            if handle is None:
+                self._offsets_committed(group, values)
+            else:
+                group.pending_offsets.update(values)
+                self._when_replicated(handle, lambda error: self._offsets_replicated(group, values, error))
         return result
 
+    @staticmethod
+    def _offsets_committed(group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue]) -> None:
+        """The append of ``values`` is durable: they are the committed offsets.  Being
+        appended after any pending transactional commit of the same partitions, they win
+        over those when that transaction commits (Kafka keeps the later record)."""
+        group.offsets.update(values)
+        for pending in group.pending_txn.values():
+            for tp in values:
+                pending.pop(tp, None)
+
     def _offsets_replicated(self, group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue],
-                            previous: Mapping[tuple[str, int], OffsetCommitValue | None],
                             error: BaseException | None) -> None:
-        """A clustered store's answer for a commit: one the ISR did not take is undone
-        (the offsets it replaced are the committed ones again, as Kafka's pending commit
-        that fails), unless a later commit replaced it meanwhile."""
-        if error is None or self._groups.get(group.group_id) is not group:
+        """A replicated store's answer for a pending commit (Kafka's
+        ``onOffsetCommitAppend`` / ``failPendingOffsetWrite``).  Replicated: each of its
+        offsets becomes the committed one, unless the partition's pending commit is gone
+        meanwhile (OffsetDelete, group deletion); appends of a partition are replicated in
+        log order, so a later commit's completion follows and replaces it.  Not
+        replicated: it is dropped, and the offset committed before it stands.  Either way
+        the partition stops being pending once its latest pending commit has its answer."""
+        if self._groups.get(group.group_id) is not group:
             return
-        undone = 0
-        for tp, value in values.items():
-            if group.offsets.get(tp) is value:
-                before = previous.get(tp)
-                if before is None:
-                    del group.offsets[tp]
-                else:
-                    group.offsets[tp] = before
-                undone += 1
-        if undone:
-            _log.warning("group %s: a commit of %d offsets was not replicated (%r); the earlier offsets stand",
-                         group.group_id, undone, error)
+        done = {tp: v for tp, v in values.items() if tp in group.pending_offsets}
+        for tp, value in done.items():
+            if group.pending_offsets[tp] is value:
+                del group.pending_offsets[tp]
+        if error is None:
+            self._offsets_committed(group, done)
+            return
+        _log.warning("group %s: a commit of %d offsets was not replicated (%r); the earlier offsets stand",
+                     group.group_id, len(values), error)
+        if (not group.offsets and not group.pending_offsets and not group.pending_txn and not group.members
+                and group.protocol_type is None and group.state is GroupState.EMPTY):
+            del self._groups[group.group_id]     # it existed only for this commit
 
     def txn_commit_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
                            offsets: Mapping[str, Mapping[int, CommitOffset | int]], *,
@@ -1564,9 +1586,10 @@ class GroupCoordinator:
                 return all_with(err)
             result, records, values = self._offset_records(group_id, requested, now)
             if records:
+                handle = None
                 try:
-                    self.store.append(partition_for_group(group_id, self._num_partitions), records,
-                                      producer_id=producer_id, producer_epoch=producer_epoch)
+                    handle = self.store.append(partition_for_group(group_id, self._num_partitions), records,
+                                               producer_id=producer_id, producer_epoch=producer_epoch)
                 except Exception as exc:  # noqa: BLE001 - any store failure becomes an error code
                     code = exc.error_code if isinstance(exc, PylogError) and exc.error_code in (
                         _E_PRODUCER_EPOCH, _E_PRODUCER_FENCED) else _storage_error_code(exc, for_commit=True)
@@ -1575,9 +1598,28 @@ class GroupCoordinator:
                         result[tp[0]][tp[1]] = code
                     values = {}
                 group.pending_txn.setdefault(producer_id, {}).update(values)
+                if values:
+                    self._when_replicated(handle, lambda error: error is not None and self._txn_offsets_failed(
+                        group, producer_id, values, error))
             if created and not group.offsets and not group.pending_txn:
                 del self._groups[group_id]
             return result
+
+    def _txn_offsets_failed(self, group: _Group, producer_id: int,
+                            values: Mapping[tuple[str, int], OffsetCommitValue], error: BaseException) -> None:
+        """The ISR did not take a transactional commit (Kafka's
+        ``failPendingTxnOffsetCommit``): its offsets leave the producer's pending ones, so
+        the transaction's COMMIT marker does not make them committed offsets."""
+        pending = group.pending_txn.get(producer_id)
+        if pending is None or self._groups.get(group.group_id) is not group:
+            return
+        for tp, value in values.items():
+            if pending.get(tp) is value:
+                del pending[tp]
+        if not pending:
+            del group.pending_txn[producer_id]
+        _log.warning("group %s: a transactional commit of producer %d was not replicated (%r); dropped",
+                     group.group_id, producer_id, error)
 
     def complete_txn(self, producer_id: int, partitions: Iterable[int], commit: bool) -> None:
         """The transaction marker of ``producer_id`` was written to these
@@ -1615,30 +1657,36 @@ class GroupCoordinator:
                       require_stable: bool = False) -> OffsetFetchResult:
         """OffsetFetch: the committed offset, leader epoch and metadata of each requested
         partition (-1 where none is committed), or of every partition with a commit when
-        ``partitions`` is None.  With ``require_stable`` (KIP-447) a partition gets
-        UNSTABLE_OFFSET_COMMIT for a partition with a transactional commit still pending
-        (the consumer retries once the transaction ends)."""
+        ``partitions`` is None.  A commit whose append a replicated store has not
+        replicated yet is not committed: the offset before it is answered.  With
+        ``require_stable`` (KIP-447) a partition with such a pending commit, or with a
+        transactional commit whose transaction has not ended, gets UNSTABLE_OFFSET_COMMIT
+        instead (the consumer retries; Kafka's rule, for named and for all partitions)."""
         with self._op():
             err = self._check_group_id(group_id, allow_empty=True)
             if err != NONE:
                 return OffsetFetchResult(err)
             group = self._groups.get(group_id)
-            offsets = group.offsets if group is not None and group.state is not GroupState.DEAD else {}
-            topics: dict[str, dict[int, FetchedOffset]] = {}
+            if group is None or group.state is GroupState.DEAD:
+                group = None
+            offsets = group.offsets if group is not None else {}
             if partitions is None:
-                for (topic, partition), v in sorted(offsets.items()):
-                    topics.setdefault(topic, {})[partition] = FetchedOffset(v.offset, v.leader_epoch, v.metadata)
+                wanted: Iterable[tuple[str, int]] = sorted(offsets)
             else:
-                for topic, parts in partitions.items():
-                    out = topics.setdefault(topic, {})
-                    for p in parts:
-                        if require_stable and group is not None and any(
-                                (topic, p) in pend for pend in group.pending_txn.values()):
-                            out[p] = FetchedOffset(error_code=UnstableOffsetCommitError.error_code)
-                            continue
-                        v = offsets.get((topic, p))
-                        out[p] = FetchedOffset() if v is None else FetchedOffset(v.offset, v.leader_epoch,
-                                                                                 v.metadata)
+                wanted = [(topic, p) for topic, parts in partitions.items() for p in parts]
+            topics: dict[str, dict[int, FetchedOffset]] = {}
+            if partitions is not None:
+                for topic in partitions:
+                    topics.setdefault(topic, {})
+            for topic, p in wanted:
+                out = topics.setdefault(topic, {})
+                if require_stable and group is not None and (
+                        (topic, p) in group.pending_offsets
+                        or any((topic, p) in pend for pend in group.pending_txn.values())):
+                    out[p] = FetchedOffset(error_code=UnstableOffsetCommitError.error_code)
+                    continue
+                v = offsets.get((topic, p))
+                out[p] = FetchedOffset() if v is None else FetchedOffset(v.offset, v.leader_epoch, v.metadata)
             return OffsetFetchResult(NONE, topics)
 
     def delete_offsets(self, group_id: str, partitions: Mapping[str, Iterable[int]]) -> OffsetDeleteResult:
@@ -1665,7 +1713,7 @@ class GroupCoordinator:
                         eligible.append((t, p))
             else:
                 return OffsetDeleteResult(NonEmptyGroupError.error_code)
-            present = [tp for tp in dict.fromkeys(eligible) if tp in group.offsets]
+            present = [tp for tp in dict.fromkeys(eligible) if tp in group.offsets or tp in group.pending_offsets]
             if present:
                 try:
                     self._append(group.group_id,
@@ -1675,7 +1723,8 @@ class GroupCoordinator:
                     _log.warning("group %s: deleting offsets failed: %r", group.group_id, exc)
                     return OffsetDeleteResult(code)
                 for tp in present:
-                    del group.offsets[tp]
+                    group.offsets.pop(tp, None)
+                    group.pending_offsets.pop(tp, None)   # its commit, replicated later, stays deleted
             for t, p in eligible:
                 result.setdefault(t, {})[p] = NONE
             return OffsetDeleteResult(NONE, result)
@@ -1697,7 +1746,7 @@ class GroupCoordinator:
             expired = []
             if keep_topics is not None:
                 for (topic, partition), v in group.offsets.items():
-                    if topic in keep_topics:
+                    if topic in keep_topics or (topic, partition) in group.pending_offsets:
                         continue
                     if v.expire_timestamp != -1:
                         gone = now >= v.expire_timestamp
@@ -1706,7 +1755,7 @@ class GroupCoordinator:
                     if gone:
                         expired.append((topic, partition))
             becomes_dead = (group.state is GroupState.EMPTY and not group.pending_members
-                            and len(expired) == len(group.offsets))
+                            and not group.pending_offsets and len(expired) == len(group.offsets))
             if not expired and not becomes_dead:
                 continue
             records = [_records.offset_commit_tombstone(group.group_id, t, p) for t, p in expired]
@@ -1743,7 +1792,7 @@ class GroupCoordinator:
         for tp in expired:
             del group.offsets[tp]
         becomes_dead = becomes_dead and group.state is GroupState.EMPTY and not group.pending_members \
-            and not group.offsets
+            and not group.offsets and not group.pending_offsets
         if becomes_dead:
             group.state = GroupState.DEAD
             del self._groups[group.group_id]
@@ -1772,7 +1821,8 @@ class GroupCoordinator:
                 elif group.state is not GroupState.EMPTY:
                     out[group_id] = NonEmptyGroupError.error_code
                 else:
-                    records = [_records.offset_commit_tombstone(group_id, t, p) for t, p in group.offsets]
+                    records = [_records.offset_commit_tombstone(group_id, t, p)
+                               for t, p in dict.fromkeys([*group.offsets, *group.pending_offsets])]
                     records.append(_records.group_metadata_tombstone(group_id))
                     try:
                         self._append(group_id, records)

@@ -104,7 +104,8 @@ class CoordinatorPartitions:
         self._counts: dict[str, int] = {}
         self.txn_io = ClusterTxnIO(node, self)
         #: How long a coordinator's write may wait for the ISR (offsets.commit.timeout.ms).
-        self.commit_timeout_ms = OFFSETS_COMMIT_TIMEOUT_MS
+        config = getattr(node, "config", None)
+        self.commit_timeout_ms = getattr(config, "offsets_commit_timeout_ms", OFFSETS_COMMIT_TIMEOUT_MS)
 
     def start(self) -> None:
         """Serve nothing until LeaderAndIsr says what this broker leads: the groups and
@@ -298,11 +299,14 @@ class CoordinatorPartitions:
         return handle
 
     def wait_replicated(self, topic: str, partition: int,
-                        timeout_ms: int = OFFSETS_COMMIT_TIMEOUT_MS) -> asyncio.Future | None:
+                        timeout_ms: int | None = None) -> asyncio.Future | None:
         """(Loop thread.)  A future of None once the high watermark of ``topic-partition``
         has passed everything its leader's log holds now (so the latest append of a
-        coordinator), or of the PylogError that stopped it; None when this broker holds
-        no replica of the partition (nothing was appended here)."""
+        coordinator), or of the PylogError that stopped it (after ``timeout_ms``, by
+        default :attr:`commit_timeout_ms`); None when this broker holds no replica of the
+        partition (nothing was appended here)."""
+        if timeout_ms is None:
+            timeout_ms = self.commit_timeout_ms
         manager = self.node.replica_manager
         r = manager.replicas.get((topic, partition))
         if r is None:

@@ -245,7 +245,8 @@ class ServerConfig:
     Groups
         ``group_initial_rebalance_delay_ms``, ``group_min_session_timeout_ms``,
         ``group_max_session_timeout_ms``, ``offsets_topic_num_partitions``, ``offsets_topic_segment_bytes``,
-        ``offsets_topic_replication_factor`` (a cluster's), ``offsets_retention_minutes``, ``offset_metadata_max_bytes``.
+        ``offsets_topic_replication_factor`` (a cluster's), ``offsets_retention_minutes``, ``offset_metadata_max_bytes``,
+        ``offsets_commit_timeout_ms`` (5000: how long a cluster's coordinator waits for the ISR to take a commit).
     Transactions
         ``transaction_state_log_num_partitions``, ``transaction_state_log_segment_bytes``,
         ``transaction_state_log_replication_factor`` and ``transaction_state_log_min_isr`` (a cluster's),
@@ -309,6 +310,7 @@ class ServerConfig:
     #: Of the cluster's ``__consumer_offsets`` (``zookeeper.connect`` set); Kafka's default.
     offsets_topic_replication_factor: int = 3
     offsets_retention_minutes: int = 7 * 24 * 60
+    offsets_commit_timeout_ms: int = 5000
     offset_metadata_max_bytes: int = 4096
     transaction_state_log_num_partitions: int = 50
     transaction_state_log_segment_bytes: int = 100 * 1024 * 1024
@@ -362,6 +364,7 @@ class ServerConfig:
         "transaction_state_log_replication_factor": (1, 32767),
         "transaction_state_log_min_isr": (1, 32767),
         "offsets_retention_minutes": (1, _INT32_MAX),
+        "offsets_commit_timeout_ms": (1, _INT32_MAX),
         "offset_metadata_max_bytes": (0, _INT32_MAX),
         "transaction_state_log_num_partitions": (1, 100_000),
         "transaction_state_log_segment_bytes": (14, _INT32_MAX),
