@@ -45,6 +45,10 @@ _INT64_MAX = 2**63 - 1
 _NUMBER = r"(?:0|[1-9][0-9]{0,18})"
 _ENTRY = re.compile(rf"([a-zA-Z0-9._-]{{1,249}}) ({_NUMBER}) ({_NUMBER})")
 _COUNT = re.compile(_NUMBER)
+# Every entry line at once (the fast path of parse_checkpoint: one regex pass over a
+# file of thousands of partitions instead of one match per line).
+_ENTRY_LINES = re.compile(rf"(?:[a-zA-Z0-9._-]{{1,249}} {_NUMBER} {_NUMBER}\n)*")
+_ENTRY_LINE = re.compile(rf"^([a-zA-Z0-9._-]{{1,249}}) ({_NUMBER}) ({_NUMBER})$", re.MULTILINE)
 _PROPERTY_KEY = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
@@ -172,7 +176,15 @@ def parse_checkpoint(text: str, path: str) -> dict[tuple[str, int], int]:
     count = int(lines[1])
     if count != len(lines) - 2:
         raise CorruptCheckpointError(f"{path}: header says {count} entries, the file has {len(lines) - 2}")
-    out: dict[tuple[str, int], int] = {}
+    body = text[len(lines[0]) + len(lines[1]) + 2:]
+    if _ENTRY_LINES.fullmatch(body):
+        out = {(topic, int(partition)): int(offset) for topic, partition, offset in _ENTRY_LINE.findall(body)}
+        if (len(out) == count and max((p for _, p in out), default=0) <= _INT32_MAX
+                and max(out.values(), default=0) <= _INT64_MAX
+                and ("." not in body or not any(t in (".", "..") for t, _ in out))):
+            return out
+    # Damaged (or a case the fast path does not decide): line by line, to say where.
+    out = {}
     for lineno, line in enumerate(lines[2:], start=3):
         m = _ENTRY.fullmatch(line)
         if m is None or m.group(1) in (".", ".."):

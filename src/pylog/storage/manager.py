@@ -326,21 +326,24 @@ class LogManager:
 
     def _load_logs(self) -> None:
         jobs: list[tuple[tuple[str, int], str]] = []
-        for name in sorted(os.listdir(self.data_dir)):
-            full = os.path.join(self.data_dir, name)
-            if not os.path.isdir(full):
-                continue
-            if _DELETE_DIR.match(name):
-                shutil.rmtree(full, ignore_errors=True)
+        defer = self._defer and self.had_clean_shutdown and self._trust_recovery_points
+        rps = self._recovery_points
+        # One scandir: its entries know whether they are directories (d_type) without a
+        # stat each, which for thousands of partitions was most of a clean open.
+        with os.scandir(self.data_dir) as it:
+            entries = sorted((e.name, e) for e in it)
+        for name, entry in entries:
+            if name.endswith("-delete") and _DELETE_DIR.match(name):
+                if entry.is_dir():
+                    shutil.rmtree(entry.path, ignore_errors=True)
                 continue
             tp = parse_topic_partition(name)
-            if tp is None:
+            if tp is None or not entry.is_dir():
                 continue
-            if (self._defer and self.had_clean_shutdown and self._trust_recovery_points
-                    and tp in self._recovery_points):
-                self._deferred[tp] = full
+            if defer and tp in rps:
+                self._deferred[tp] = entry.path
                 continue
-            jobs.append((tp, full))
+            jobs.append((tp, entry.path))
         self._open_logs(jobs)
 
     def _open_logs(self, jobs: list[tuple[tuple[str, int], str]]) -> None:
