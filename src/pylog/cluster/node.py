@@ -25,7 +25,8 @@
   a topic's ``/config/topics/<t>`` becomes its local topic's configs and its replicas'
   ``min.insync.replicas``; replication throttles (:mod:`pylog.cluster.quota`) come from
   ``leader.replication.throttled.rate`` and ``follower.replication.throttled.rate`` in
-  ``/config/brokers/<id>`` and each topic's ``*.replication.throttled.replicas``: the
+  ``/config/brokers/<id>`` (else the cluster default's ``/config/brokers/<default>``)
+  and each topic's ``*.replication.throttled.replicas``: the
   leader sends a throttled replica out of the ISR no records while its quota is
   exceeded, the follower leaves such a partition out of its Fetch.
 - **Coordinators** (:class:`~pylog.cluster.coordinators.CoordinatorPartitions`): the
@@ -72,7 +73,7 @@ from pylog.cluster import replication
 from pylog.cluster.channel import (LeaderAndIsrRequest, MetadataCache, StopReplicaRequest, UpdateMetadataRequest)
 from pylog.cluster.coordination import BrokerRegistration, EndPoint
 from pylog.cluster.coordinators import INTERNAL_TOPICS
-from pylog.cluster.quota import ReplicationQuota
+from pylog.cluster.quota import DEFAULT_ENTITY, ReplicationQuota, effective_rate
 from pylog.errors import (FencedLeaderEpochError, KafkaStorageError, NotControllerError, NotEnoughReplicasError,
                           NotLeaderError, PylogError, RequestTimedOutError, UnknownTopicOrPartitionError,
                           error_for_code)
@@ -529,6 +530,10 @@ class ClusterNode:
         self.follower_quota = ReplicationQuota("follower")
         self._config_watches: dict[tuple[str, str], Any] = {}
         self._config_lock = threading.Lock()
+        #: This broker's and the cluster default's dynamic configs in ZooKeeper, as
+        #: last seen by their watches (entity name -> config).
+        self._broker_layers: dict[str, dict[str, str]] = {}
+        self._rates_lock = threading.Lock()
 
     @property
     def stopping(self) -> bool:
@@ -557,7 +562,8 @@ class ClusterNode:
         # One cluster id for every broker: the first to start proposes its own.
         self.server.state.cluster_id = self.coordination.get_or_create_cluster_id(self.broker.cluster_id)
         self.broker_epoch = self._register_first()
-        self._watch_config("brokers", str(self.broker_id), self._broker_config_changed)
+        for entity in (DEFAULT_ENTITY, str(self.broker_id)):
+            self._watch_config("brokers", entity, lambda config, e=entity: self._broker_config_changed(e, config))
         self.coordination.add_session_listener(on_session_expired=self._on_session_expired,
                                                on_session_reestablished=self._reregister)
         self.channel = WireChannel(self.broker_id)
@@ -609,14 +615,21 @@ class ClusterNode:
         with self._config_lock:
             self._config_watches[(entity_type, name)] = watch
 
-    def _broker_config_changed(self, config: dict) -> None:
+    def _broker_config_changed(self, entity: str, config: dict) -> None:
+        """/config/brokers/<entity> changed (this broker's or ``<default>``): the rates in
+        force are this broker's own values, else the cluster default's."""
         from pylog.cluster.controller import FOLLOWER_REPLICATION_THROTTLED_RATE, LEADER_REPLICATION_THROTTLED_RATE
-        for quota, key in ((self.leader_quota, LEADER_REPLICATION_THROTTLED_RATE),
-                           (self.follower_quota, FOLLOWER_REPLICATION_THROTTLED_RATE)):
-            try:
-                quota.set_rate_config(config.get(key))
-            except PylogError as exc:
-                _log.error("broker %d: %s=%r ignored: %s", self.broker_id, key, config.get(key), exc)
+        with self._rates_lock:
+            self._broker_layers[entity] = dict(config)
+            mine = self._broker_layers.get(str(self.broker_id), {})
+            default = self._broker_layers.get(DEFAULT_ENTITY, {})
+            for quota, key in ((self.leader_quota, LEADER_REPLICATION_THROTTLED_RATE),
+                               (self.follower_quota, FOLLOWER_REPLICATION_THROTTLED_RATE)):
+                value = effective_rate(key, mine, default)
+                try:
+                    quota.set_rate_config(value)
+                except PylogError as exc:
+                    _log.error("broker %d: %s=%r ignored: %s", self.broker_id, key, value, exc)
 
     def watch_topic_configs(self, topic: str) -> None:
         """Apply ``topic``'s configs in ZooKeeper (``/config/topics/<t>``) now and

@@ -27,6 +27,11 @@ The rate is Kafka's windowed ``Rate``: the bytes of the last ``windows`` samples
 1), divided by the time they span, counted as at least ``windows - 1`` full windows, so a
 burst after an idle spell is measured over ten seconds, not one.
 
+The rates are set per broker (``/config/brokers/<id>``) or as the cluster default
+(``/config/brokers/<default>``); a broker's own value wins over the default
+(:func:`effective_rate`), and DescribeConfigs shows both layers
+(:func:`describe_rates`, Kafka 3.x's answer in ZooKeeper mode).
+
 No I/O and no clock of its own: callers pass ``now_ms``, so a test drives it with a fake
 clock.  Nothing is durable (the configs are in ZooKeeper).  Thread-safe: one lock.
 """
@@ -42,8 +47,48 @@ from pylog.errors import InvalidConfigError
 
 _log = logging.getLogger("pylog.cluster.quota")
 
-__all__ = ["ReplicationQuota", "throttled_partitions", "ALL_REPLICAS",
+__all__ = ["ReplicationQuota", "throttled_partitions", "effective_rate", "describe_rates", "RATE_CONFIGS",
+           "DEFAULT_ENTITY", "ALL_REPLICAS",
            "REPLICATION_QUOTA_WINDOW_NUM", "REPLICATION_QUOTA_WINDOW_SIZE_MS"]
+
+#: The two dynamic broker configs of the replication quotas.
+RATE_CONFIGS = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+#: The ZooKeeper entity name of the cluster-default dynamic broker configs.
+DEFAULT_ENTITY = "<default>"
+
+
+def effective_rate(name: str, per_broker: Mapping[str, str], default: Mapping[str, str]) -> str | None:
+    """The value of rate config ``name`` in force on a broker: its own dynamic value,
+    else the cluster default, else None (unlimited)."""
+    value = per_broker.get(name)
+    return value if value is not None else default.get(name)
+
+
+def describe_rates(per_broker: Mapping[str, str] | None, default: Mapping[str, str],
+                   names: Iterable[str] | None = None) -> list:
+    """DescribeConfigs entries (:class:`pylog.broker.topic_config.ConfigEntry`) of the
+    rates, as Kafka 3.x in ZooKeeper mode lists them: for a broker (``per_broker`` its
+    dynamic configs) each rate set at either layer, from the highest layer that holds it
+    (DYNAMIC_BROKER_CONFIG, then DYNAMIC_DEFAULT_BROKER_CONFIG), with those layers as its
+    synonyms; for the cluster default (``per_broker`` None) the rates the default layer
+    holds.  A rate set nowhere is not listed (Kafka has no static default for them), and
+    Kafka marks them read-only (they are not among its reconfigurable broker configs,
+    though AlterConfigs sets them).  ``names`` None lists both."""
+    from pylog.broker.topic_config import ConfigEntry, ConfigSource, ConfigType
+    layers = [(default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)]
+    if per_broker is not None:
+        layers.insert(0, (per_broker, ConfigSource.DYNAMIC_BROKER_CONFIG))
+    wanted = None if names is None else set(names)
+    out = []
+    for name in RATE_CONFIGS:
+        if wanted is not None and name not in wanted:
+            continue
+        synonyms = tuple((name, layer[name], source) for layer, source in layers if layer.get(name) is not None)
+        if synonyms:
+            out.append(ConfigEntry(name=name, value=synonyms[0][1], source=synonyms[0][2], is_default=False,
+                                   read_only=True, type=ConfigType.LONG, synonyms=synonyms))
+    return out
+
 
 #: Kafka's replication.quota.window.num and replication.quota.window.size.seconds defaults.
 REPLICATION_QUOTA_WINDOW_NUM = 11

@@ -644,9 +644,12 @@ def _alter_in_zookeeper(node: Any, rtype: int, rname: str, ops: list, incrementa
         if not validate_only:
             coordination.set_entity_config("topics", rname, new)
         return
-    if not rname.isdigit():
-        raise InvalidRequestError(f"replication throttle rates are set per broker, not for {rname!r}")
-    config = coordination.get_entity_config("brokers", int(rname))
+    from pylog.cluster.quota import DEFAULT_ENTITY
+    if rname != "" and not rname.isdigit():
+        raise InvalidRequestError(f"replication throttle rates are set per broker or as the default (\"\"), "
+                                  f"not for {rname!r}")
+    entity = DEFAULT_ENTITY if rname == "" else str(int(rname))
+    config = coordination.get_entity_config("brokers", entity)
     for name, op, value in ops:
         if op == 0:
             ReplicationQuota().set_rate_config(value)      # the check: an integer
@@ -656,7 +659,7 @@ def _alter_in_zookeeper(node: Any, rtype: int, rname: str, ops: list, incrementa
         else:
             raise InvalidRequestError(f"{name} takes SET or DELETE, not operation {op}")
     if not validate_only:
-        coordination.set_entity_config("brokers", int(rname), config)
+        coordination.set_entity_config("brokers", entity, config)
 
 
 def _alter_configs(conn: Any, header: Any, req: Any, incremental: bool) -> Any:
@@ -715,6 +718,66 @@ def _alter_configs(conn: Any, header: Any, req: Any, incremental: bool) -> Any:
 
 def handle_alter_configs(conn: Any, header: Any, req: Any) -> Any:
     return _alter_configs(conn, header, req, incremental=False)
+
+
+def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
+    """DescribeConfigs with what the cluster keeps in ZooKeeper, read there (off the
+    loop) so an answer follows the AlterConfigs before it: a broker resource adds the
+    replication throttle rates of ``/config/brokers/<id>`` and ``<default>``
+    (:func:`pylog.cluster.quota.describe_rates`); a topic resource shows its
+    ``/config/topics/<t>`` values of ``*.replication.throttled.replicas`` as
+    DYNAMIC_TOPIC_CONFIG.  The rest is the single node's answer."""
+    from pylog.broker.topic_config import ConfigSource
+    from pylog.cluster.controller import FOLLOWER_REPLICATION_THROTTLED_REPLICAS, LEADER_REPLICATION_THROTTLED_REPLICAS
+    from pylog.cluster.quota import DEFAULT_ENTITY, describe_rates
+    from pylog.server import handlers
+    node = _node(conn)
+    resp = handlers.handle_describe_configs(conn, header, req)
+    asked = [(res, r) for res, r in zip(req.resources, resp.results)
+             if r.error_code == NONE and r.resource_type in (_RESOURCE_BROKER, _RESOURCE_TOPIC)]
+    if not asked or node.coordination is None:
+        return resp
+    synonyms = header.api_version >= 1 and req.include_synonyms
+    replicas = (LEADER_REPLICATION_THROTTLED_REPLICAS, FOLLOWER_REPLICATION_THROTTLED_REPLICAS)
+    R = m.DescribeConfigsResponse
+
+    def read() -> list:
+        c = node.coordination
+        out = []
+        for res, r in asked:
+            if r.resource_type == _RESOURCE_TOPIC:
+                out.append(c.get_entity_config("topics", r.resource_name))
+            else:
+                default = c.get_entity_config("brokers", DEFAULT_ENTITY)
+                mine = None if r.resource_name == "" else c.get_entity_config("brokers", r.resource_name)
+                out.append(describe_rates(mine, default, res.configuration_keys))
+        return out
+
+    def entry(name: str, value: str | None, source: int, read_only: bool, ctype: int, syns: Any) -> Any:
+        return R.DescribeConfigsResourceResult(
+            name=name, value=value, read_only=read_only, is_default=False, config_source=source,
+            is_sensitive=False, config_type=ctype if header.api_version >= 3 else 0, documentation=None,
+            synonyms=[R.DescribeConfigsSynonym(name=n, value=v, source=src) for n, v, src in syns] if synonyms else [])
+
+    async def answer() -> Any:
+        found = await conn.server.call_off_loop(read)
+        for (_res, r), got in zip(asked, found):
+            if r.resource_type == _RESOURCE_TOPIC:
+                for e in r.configs:
+                    if e.name in replicas and got.get(e.name) is not None:
+                        e.value, e.config_source = got[e.name], ConfigSource.DYNAMIC_TOPIC_CONFIG
+                        e.is_default = False
+                        if synonyms:
+                            e.synonyms = [R.DescribeConfigsSynonym(name=e.name, value=e.value,
+                                                                   source=ConfigSource.DYNAMIC_TOPIC_CONFIG)]
+                continue
+            names = {e.name for e in got}
+            r.configs = [e for e in r.configs if e.name not in names] + [
+                entry(e.name, e.value, e.source, e.read_only, e.type, e.synonyms) for e in got]
+            r.configs.sort(key=lambda e: e.name)
+        return resp
+
+    return conn.server.loop.create_task(answer())
 
 
 def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:
@@ -796,5 +859,6 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.LIST_TRANSACTIONS, _off_loop(handle_list_transactions))
     put(ApiKey.CREATE_TOPICS, handle_create_topics)
     put(ApiKey.ALTER_CONFIGS, handle_alter_configs)
+    put(ApiKey.DESCRIBE_CONFIGS, handle_describe_configs)
     put(ApiKey.INCREMENTAL_ALTER_CONFIGS, handle_incremental_alter_configs)
     return table
