@@ -189,6 +189,23 @@ def test_a_sink_serde_that_fails_goes_to_the_production_handler_as_per_record(tm
         _compare(_count(w, out_value=picky), 5, tmp_path / str(i))
 
 
+@pytest.mark.parametrize("store_type", ["in_memory", "persistent"])
+def test_a_fused_count_keeps_its_cache_out_of_the_garbage_collectors_sight(tmp_path, store_type):
+    # bytes keys, int counts and timestamps: dicts the collector does not track, so a
+    # full collection does not walk the (up to 100k-window) cache
+    import gc
+
+    from pylog.streams.windowed import TimeWindowAggregate
+
+    keys, values, tss = _records(4, nulls=False)
+    task = _task(_count(WINDOWS[2], store_type, serde=B)(), _Sends(), str(tmp_path), "log_and_fail")
+    task.process_batch("in", keys, values, tss, np.arange(len(tss), dtype=np.int64))
+    proc = next(n.processor for n in task.nodes.values() if type(n.processor) is TimeWindowAggregate)
+    assert proc.fused_cache and len(proc.fused_cache_ts) == len(proc.fused_cache)
+    assert not gc.is_tracked(proc.fused_cache) and not gc.is_tracked(proc.fused_cache_ts)
+    task.close()
+
+
 def test_emit_on_close_and_a_mapped_to_stream_are_not_fused(tmp_path):
     from pylog.streams import EmitStrategy
     b = StreamsBuilder()

@@ -17,13 +17,16 @@ hopping; Kafka's ``KStreamWindowAggregate``: ``count``, ``reduce``, ``aggregate`
 followed by ``to_stream()`` and the sink, when it emits every update (the default
 emit strategy) into a window store without duplicates, change-logged or not.  Per
 record the loop then assigns the windows (arithmetic, inline), reads and writes the
-aggregate in the processor's ``fused_cache`` (``(key bytes, window start) ->
-(aggregate, timestamp)``, in front of the store; a window past the store's stream
-time when the cache was last empty is read from the cache alone) and builds the changelog and sink
-records; the only Python it calls per record is the user's initializer/aggregator
-and the non-bytes serdes.  After the batch (and after a record the exception
-handlers skip), the windows the batch changed are written to the store below the
-logging layer, in one ``put`` each, and the changelog records go to the record
+aggregate and its timestamp in the processor's ``fused_cache`` and ``fused_cache_ts``
+(keyed by the window's binary key, which is also the store's and the changelog's key;
+in front of the store; a window past the store's stream time when the cache was last
+empty is read from the cache alone), builds the window's stored value, and the
+changelog and sink records; the only Python it calls per record is the user's
+initializer/aggregator and the non-bytes serdes, and a count allocates no object the
+garbage collector tracks.  After the batch (and after a record the exception handlers
+skip), the windows the batch changed go to the store below the logging layer as one
+dict per window start (:meth:`WindowOps.put_window_runs`, a dict update per run in
+the RocksDB store's write buffer), and the changelog records go to the record
 collector as the logging store would have sent them, one per update.  Output,
 changelog, store contents, stream time and metrics equal the per-record path's;
 only the interleaving of changelog and sink records within a batch differs (each
@@ -48,6 +51,7 @@ from ._processors import Filter, Map, MapValues, NullKeyFilter, PassThrough, Pee
 from .errors import DeliveryWatch
 from .processor import Record
 from .serdes import Serdes, _bytes_deserialize, _bytes_serialize
+from .state._base import check_key
 from .state._windows import WindowOps
 from .state.changelogging import ChangeLoggingWindowStore
 from .windowed import TimeWindowAggregate, count_aggregator, count_initializer
@@ -139,6 +143,7 @@ def _fusable_window_aggregate(proc: Any) -> bool:
 
 _Q = struct.Struct(">q")
 _SEQNUM_0 = b"\x00\x00\x00\x00"
+_MISSING = object()
 
 
 class _WindowAggregateState:
@@ -155,15 +160,15 @@ class _WindowAggregateState:
         self.collector = task.collector
         self.partition = task.partition
 
-    def finish(self, cl_k: List[bytes], cl_v: List[Optional[bytes]], cl_t: List[int], dirty: Dict[Any, Any]) -> None:
-        """The batch's updates to the store (the latest of each window, in the order
-        the windows were first updated) and its changelog records to the collector."""
+    def finish(self, cl_k: List[bytes], cl_v: List[Optional[bytes]], cl_t: List[int],
+               dirty: Dict[int, Dict[bytes, bytes]]) -> None:
+        """The batch's updates to the store (the latest stored value of each window,
+        ``{start: {binary key: value}}``, a dict per window start) and its changelog
+        records to the collector."""
         if dirty:
-            cache = self.proc.fused_cache
-            pack = _Q.pack
-            self.inner.put_windows([(ck[0], ck[1], pack(cache[ck][1]) + nb) for ck, nb in dirty.items()])
-            if len(cache) > self.proc.FUSED_CACHE_ENTRIES:
-                cache.clear()   # everything in it is in the store now
+            self.inner.put_window_runs(dirty)
+            if len(self.proc.fused_cache) > self.proc.FUSED_CACHE_ENTRIES:
+                self.proc.clear_fused_cache()   # everything in it is in the store now
         topic = self.changelog_topic
         if topic is not None and cl_t:
             if type(self.collector) is DeliveryWatch:   # the runtime's: the batch at once
@@ -294,7 +299,7 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
         cl_k: List[bytes] = []
         cl_v: List[Optional[bytes]] = []
         cl_t: List[int] = []
-        dirty: Dict[Any, bytes] = {}
+        dirty: Dict[int, Dict[bytes, bytes]] = {}
         try:
             return fused(keys, values, tss, i0, st, out_k, out_v, out_t, cl_k, cl_v, cl_t, dirty)
         finally:
@@ -318,9 +323,9 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
     size, adv, grace = w.size_ms, w.advance_ms, w.grace_ms
     store = proc.store
     env.update(W=proc, W_store=store.inner if type(store) is ChangeLoggingWindowStore else store,
-               W_cache=proc.fused_cache, W_load=proc._fetch, W_init=proc.initializer, W_agg=proc.aggregator,
-               W_pack=_Q.pack, W_seq0=_SEQNUM_0, W_ctx=proc.context, W_dropped=_dropped, Windowed=Windowed,
-               Window=Window)
+               W_cache=proc.fused_cache, W_cts=proc.fused_cache_ts, W_missing=_MISSING, W_load=proc._fetch,
+               W_init=proc.initializer, W_agg=proc.aggregator, W_pack=_Q.pack, W_seq0=_SEQNUM_0,
+               W_ctx=proc.context, W_dropped=_dropped, W_check_key=check_key, Windowed=Windowed, Window=Window)
     null = "k is None or v is None" if proc.drop_null_values else "k is None"
     emit(f"        if {null}:", name)
     emit("            W_dropped(W_ctx, 'null key or value in a windowed aggregation')", name)
@@ -330,6 +335,12 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
     emit("            W.observed = ts", name)
     emit(f"        close = obs - {grace}", name)
     emit("        " + _ser_line("kb", "k", proc.kser, env, "W_kser"), name)
+    # the store's key: bytes, as the store's own check makes it (kb itself stays what
+    # the serde gave, for the sink)
+    skb = "kb"
+    if proc.kser is not _bytes_serialize:
+        skb = "skb"
+        emit("        skb = kb if type(kb) is bytes else W_check_key(kb)", name)
     if adv == size:     # tumbling: the one window holding ts
         emit(f"        start = ts - ts % {size}", name)
         ind = "        "
@@ -337,35 +348,45 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
         emit(f"        for start in range(max(0, ts - {size - adv}) // {adv} * {adv}, ts + 1, {adv}):", name)
         ind = "            "
     emit(f"{ind}if start + {size} > close:", name)
-    emit(f"{ind}    ck = (kb, start)", name)
-    emit(f"{ind}    if start < sml:", name)
-    emit(f"{ind}        e = None", name)
-    emit(f"{ind}    else:", name)
-    emit(f"{ind}        e = W_cache.get(ck)", name)
-    emit(f"{ind}        if e is None and start < fresh:", name)
-    emit(f"{ind}            e = W_load(kb, start)", name)
-    # count() is 0, then +1 per record: no calls for it (a long fits any count)
-    counting = proc.aggregator is count_aggregator and proc.initializer is count_initializer
-    emit(f"{ind}    if e is None:", name)
-    emit(f"{ind}        nts = ts", name)
-    emit(f"{ind}        new = {'1' if counting else 'W_agg(k, v, W_init())'}", name)
-    emit(f"{ind}    else:", name)
-    emit(f"{ind}        nts = ts if ts > e[1] else e[1]", name)
-    emit(f"{ind}        new = {'e[0] + 1' if counting else 'W_agg(k, v, e[0])'}", name)
-    if counting and proc.vser is Serdes.long().serialize:
-        emit(f"{ind}    nb = W_pack(new)", name)
-    else:
-        emit(f"{ind}    " + _ser_line("nb", "new", proc.vser, env, "W_vser"), name)
-    emit(f"{ind}    W_cache[ck] = (new, nts)", name)
-    emit(f"{ind}    dirty[ck] = nb", name)
-    emit(f"{ind}    if start > sobs:", name)
-    emit(f"{ind}        sobs = start", name)
-    emit(f"{ind}        sml = start - W_store.retention_ms + W_store.expiry_slack", name)
+    # sb/sbz/run follow the window start (a run of records shares it)
     emit(f"{ind}    if start != sst:", name)
     emit(f"{ind}        sst = start", name)
     emit(f"{ind}        sb = W_pack(start)", name)
     emit(f"{ind}        sbz = sb + W_seq0", name)
-    emit(f"{ind}    cl_k.append(kb + sbz)", name)
+    emit(f"{ind}        run = dirty.get(start)", name)
+    emit(f"{ind}        if run is None:", name)
+    emit(f"{ind}            run = dirty[start] = {{}}", name)
+    emit(f"{ind}    ck = {skb} + sbz", name)         # the store's and the changelog's key
+    emit(f"{ind}    if start < sml:", name)
+    emit(f"{ind}        e = W_missing", name)
+    emit(f"{ind}    else:", name)
+    emit(f"{ind}        e = W_cache.get(ck, W_missing)", name)
+    emit(f"{ind}        if e is W_missing:", name)
+    emit(f"{ind}            if start < fresh:", name)
+    emit(f"{ind}                loaded = W_load({skb}, start)", name)
+    emit(f"{ind}                if loaded is not None:", name)
+    emit(f"{ind}                    e, ets = loaded", name)
+    emit(f"{ind}        else:", name)
+    emit(f"{ind}            ets = W_cts[ck]", name)
+    # count() is 0, then +1 per record: no calls for it (a long fits any count)
+    counting = proc.aggregator is count_aggregator and proc.initializer is count_initializer
+    emit(f"{ind}    if e is W_missing:", name)
+    emit(f"{ind}        nts = ts", name)
+    emit(f"{ind}        new = {'1' if counting else 'W_agg(k, v, W_init())'}", name)
+    emit(f"{ind}    else:", name)
+    emit(f"{ind}        nts = ts if ts > ets else ets", name)
+    emit(f"{ind}        new = {'e + 1' if counting else 'W_agg(k, v, e)'}", name)
+    if counting and proc.vser is Serdes.long().serialize:
+        emit(f"{ind}    nb = W_pack(new)", name)
+    else:
+        emit(f"{ind}    " + _ser_line("nb", "new", proc.vser, env, "W_vser"), name)
+    emit(f"{ind}    W_cache[ck] = new", name)
+    emit(f"{ind}    W_cts[ck] = nts", name)
+    emit(f"{ind}    run[ck] = W_pack(nts) + nb", name)     # the timestamped store's value
+    emit(f"{ind}    if start > sobs:", name)
+    emit(f"{ind}        sobs = start", name)
+    emit(f"{ind}        sml = start - W_store.retention_ms + W_store.expiry_slack", name)
+    emit(f"{ind}    cl_k.append(ck)", name)
     emit(f"{ind}    cl_v.append(nb)", name)
     emit(f"{ind}    cl_t.append(nts)", name)
     # to_stream() forwards the new value under the windowed key; the sink serialises

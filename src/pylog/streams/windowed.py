@@ -139,23 +139,31 @@ class _WindowedBase(P._Base):
 
 class TimeWindowAggregate(_WindowedBase):
     """Kafka's ``KStreamWindowAggregate``.  A task's fused loop may run it a batch at a
-    time (:mod:`pylog.streams._fused`), keeping ``(key bytes, window start) ->
-    (aggregate, timestamp)`` in ``fused_cache`` in front of the store (everything in
-    it is in the store too after each batch); this per-record path clears that cache
-    before it reads the store, so the two never disagree."""
+    time (:mod:`pylog.streams._fused`), keeping each window's aggregate in
+    ``fused_cache`` and its timestamp in ``fused_cache_ts``, both keyed by the window's
+    binary key (Kafka's WindowKeySchema: key bytes, window start int64 BE, seqnum 0
+    int32 BE), in front of the store (everything in them is in the store too after
+    each batch).  Two flat dicts of bytes keys rather than one of tuples: with a count
+    they hold no object the garbage collector tracks.  This per-record path clears
+    them before it reads the store, so the two never disagree."""
 
     #: ``fused_cache`` is cleared after a batch when it holds more entries than this.
     FUSED_CACHE_ENTRIES = 100_000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fused_cache: Dict[Tuple[bytes, int], Tuple[Any, int]] = {}
+        self.fused_cache: Dict[bytes, Any] = {}
+        self.fused_cache_ts: Dict[bytes, int] = {}
         #: windows starting here or later are in ``fused_cache`` when they exist
         self.fused_fresh_from = 0
 
+    def clear_fused_cache(self) -> None:
+        self.fused_cache.clear()
+        self.fused_cache_ts.clear()
+
     def process(self, record: Record) -> None:
         if self.fused_cache:
-            self.fused_cache.clear()
+            self.clear_fused_cache()
         if self._drop(record):
             return
         ts = record.timestamp

@@ -295,10 +295,39 @@ def test_persistent_layout_is_kafkas(ctx):
     assert sorted(os.listdir(base)) == ["win.120000", "win.60000"]
 
 
+def test_window_put_window_runs_equals_puts_one_by_one(impl, ctx, opened):
+    # runs of window starts (binary keys), the greatest start expiring the smallest,
+    # keys that prefix each other, a run below the live range: the same reads and
+    # stream time as the puts one by one; the changelog is not the store's to write
+    import random
+    import struct
+
+    r = random.Random(5)
+    one = opened(build_window(impl, name="one", retention=3_000, logging=False), ctx)
+    runs_store = opened(build_window(impl, name="runs", retention=3_000, logging=False), ctx)
+    for batch in range(30):
+        runs: dict = {}
+        for _ in range(r.randrange(1, 12)):
+            start = r.randrange(0, 40) * 500 + batch * 200
+            key = r.choice([b"a", b"a\x00", b"ab", b"b", b"\xff"])
+            value = b"%d" % r.randrange(100)
+            one.put(key, value, start)
+            runs.setdefault(start, {})[key + struct.pack(">qi", start, 0)] = value
+        runs_store.put_window_runs(runs)
+        assert runs_store.observed_stream_time == one.observed_stream_time
+        assert list(runs_store.fetch_all(0, 1 << 40)) == list(one.fetch_all(0, 1 << 40))
+        if batch % 7 == 6:
+            runs_store.flush()
+    dups = opened(build_window(impl, name="dups", dups=True, logging=False), ctx)
+    with pytest.raises(ValueError, match="retains duplicates"):
+        dups.put_window_runs({0: {b"a" + struct.pack(">qi", 0, 0): b"1"}})
+
+
 def test_a_segment_that_expires_between_flushes_never_reaches_the_disk(ctx, opened):
     # retention 2 s: 60 s segments; the puts at 1_000 and 61_000 expire before any
     # flush, so only the newest segment is created, on flush, with what is live.
     import os
+    import struct
 
     from pylog.streams.state.persistent import store_directory
 
@@ -306,7 +335,8 @@ def test_a_segment_that_expires_between_flushes_never_reaches_the_disk(ctx, open
     base = store_directory(ctx.state_dir, ctx.application_id, ctx.task_id, "win")
     win.put(b"a", b"1", 1_000)
     assert win.fetch(b"a", 1_000) == b"1"              # buffered, read before RocksDB
-    win.put_windows([(b"a", 61_000, b"2"), (b"b", 61_000, b"3")])
+    win.put_window_runs({61_000: {b"a" + struct.pack(">qi", 61_000, 0): b"2",
+                                  b"b" + struct.pack(">qi", 61_000, 0): b"3"}})
     win.put(b"b", None, 61_000)                        # a delete in a segment not on disk yet
     assert os.listdir(base) == []
     win.put(b"a", b"4", 125_000)                       # expires both

@@ -23,7 +23,7 @@ at or after the epoch); anything else raises ValueError before any change.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple
 
 from ._base import check_key
 from .keys import session_key_from_binary, window_key_from_binary
@@ -78,13 +78,6 @@ class Retention:
     def _min_live(self) -> int:
         return self.observed_stream_time - self.retention_ms + self.expiry_slack
 
-    def _store_windows(self, entries: list) -> None:
-        """``_store(key, t, 0, value)`` for each live ``(key, t, value)``
-        (a store may do it faster)."""
-        store = self._store
-        for key, t, value in entries:
-            store(key, t, 0, value)
-
     def _observe(self, t: int) -> bool:
         """Advance stream time to ``t``; True when an entry at ``t`` is live."""
         if t > self.observed_stream_time:
@@ -94,6 +87,10 @@ class Retention:
 
 
 class WindowOps(Retention):
+    if TYPE_CHECKING:  # and, for put_window_runs: _store(key, t, 0, value) for each live
+        # t -> {binary key: value} (WindowKeySchema keys), a dict update per run if it can
+        def _store_runs(self, runs: Dict[int, Dict[bytes, bytes]]) -> None: ...
+
     def _init_window(self, window_size_ms: int, retain_duplicates: bool) -> None:
         if isinstance(window_size_ms, bool) or not isinstance(window_size_ms, int) or window_size_ms <= 0:
             raise ValueError(f"window_size_ms must be a positive int, got {window_size_ms!r}")
@@ -119,20 +116,22 @@ class WindowOps(Retention):
         if self._observe(window_start_ms):
             self._store(key, window_start_ms, seq, value)
 
-    def put_windows(self, entries: Iterable[Tuple[bytes, int, bytes]]) -> None:
-        """``put(key, value, window_start)`` for each ``(key, window_start, value)`` in
-        order, with the same visible result; what a fused aggregation writes after a
-        batch (:mod:`pylog.streams._fused`).  Values are not None."""
+    def put_window_runs(self, runs: Dict[int, Dict[bytes, bytes]]) -> None:
+        """For each window start, ``put`` of each of its windows, given as
+        ``{start: {binary key: value}}`` where the binary key is Kafka's
+        WindowKeySchema (key, ``start`` int64 BE, seqnum 0 int32 BE; the changelog's
+        key): the same visible result as the puts one by one, in any order.  What a
+        fused aggregation writes after a batch (:mod:`pylog.streams._fused`): a run is
+        handed to the store as a dict, not entry by entry.  Stores without duplicates
+        only; values are not None; the caller builds the binary keys from bytes keys
+        and hands the dicts over (the store may keep them)."""
         self._check_open()
         if self.retain_duplicates:
-            for key, start, value in entries:
-                self.put(key, value, start)
+            raise ValueError("put_window_runs writes seqnum 0: not for a window store that retains duplicates")
+        if not runs:
             return
-        entries = list(entries)
         top = -1
-        for key, start, value in entries:
-            if type(key) is not bytes:
-                raise TypeError(f"state store keys are bytes (serialise above the store), got {type(key).__name__}")
+        for start in runs:
             if type(start) is not int or start < 0:
                 check_time(start, "window_start_ms")
             if start > top:
@@ -141,7 +140,7 @@ class WindowOps(Retention):
         # one would have dropped; what it expires would have been dropped after its put.
         self._observe(top)
         min_live = self._min_live()
-        self._store_windows([e for e in entries if e[1] >= min_live])
+        self._store_runs({start: run for start, run in runs.items() if start >= min_live})
 
     def restore_batch(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         self._check_open()

@@ -9,7 +9,7 @@ so writing to the store while iterating is allowed.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from sortedcontainers import SortedDict
 
@@ -185,6 +185,15 @@ class InMemoryWindowStore(WindowOps, _TimeIndexed):
                  time_ordered: bool = False) -> None:
         _TimeIndexed.__init__(self, name, retention_ms, time_ordered)
         self._init_window(window_size_ms, retain_duplicates)
+
+    def _store_runs(self, runs: Dict[int, Dict[bytes, bytes]]) -> None:
+        # WindowOps.put_window_runs: without duplicates seqnum 0 is the only one there is
+        by_t = self._by_t
+        for t, run in runs.items():
+            keys = by_t.get(t)
+            if keys is None:
+                keys = by_t[t] = {}
+            keys.update({binary[:-12]: {0: value} for binary, value in run.items()})
 
 
 class InMemorySessionStore(SessionOps, _TimeIndexed):

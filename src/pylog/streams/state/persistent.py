@@ -343,18 +343,18 @@ class _Segmented(Retention, _RocksDBStore):
         if self._pending_writes >= WRITE_BUFFER_ENTRIES:
             self._write_pending()
 
-    def _store_windows(self, entries: list) -> None:
-        # _store for many live window entries (seqnum 0), the segment looked up once per run
-        interval, pack, pending_all = self.segment_interval_ms, self._suffix.pack, self._pending
-        seg = pending = None
-        for key, t, value in entries:
-            if t // interval != seg:
-                seg = t // interval
-                pending = pending_all.get(seg)
-                if pending is None:
-                    pending = pending_all[seg] = {}
-            pending[key + pack(t, 0)] = value  # type: ignore[index]
-        self._pending_writes += len(entries)
+    def _store_runs(self, runs: Dict[int, Dict[bytes, bytes]]) -> None:
+        # a run's binary keys are this store's (WindowKeySchema): one dict update each
+        interval, pending_all = self.segment_interval_ms, self._pending
+        n = 0
+        for t, run in runs.items():
+            seg = t // interval
+            pending = pending_all.get(seg)
+            if pending is None:
+                pending_all[seg] = pending = {}
+            pending.update(run)
+            n += len(run)
+        self._pending_writes += n
         if self._pending_writes >= WRITE_BUFFER_ENTRIES:
             self._write_pending()
 
