@@ -14,6 +14,7 @@ from cluster.test_coordination import Events
 from pylog.cluster.coordination import BrokerRegistration, EndPoint, LeaderAndIsr, ReplicaAssignment, TopicAssignment
 from pylog.cluster.zookeeper import connect, parse_connect_string
 from pylog.errors import CoordinationError, InvalidConfigError
+from server.util import wait_for
 
 WAIT = 20.0
 
@@ -184,3 +185,96 @@ def test_connect_string():
     for bad in ("/chroot", "a:2181/x//y", "a:2181/x/../y", "a:x", "a:0", "a:2181,:2182", "a:70000"):
         with pytest.raises(InvalidConfigError, match="zookeeper.connect"):
             parse_connect_string(bad)
+
+
+def test_a_session_found_alive_after_a_local_expiry_is_ended_for_a_new_one(zookeeper_server, zk_connect):
+    """The store took its session for expired (SUSPENDED for a third of the session
+    timeout) and the broker gave up what it held; kazoo then reconnects to the same
+    session, still alive in ZooKeeper.  The store ends that session and opens a new one,
+    so the broker registers again on a session whose ephemerals match what it holds.
+
+    Driven step by step: the store's state listener is called as kazoo calls it
+    (SUSPENDED, then CONNECTED), and its suspension timer's callback is called directly,
+    so no step is left to timing (the real timer, a third of 30 s, finds a later state
+    and does nothing)."""
+    c = connect(zk_connect, session_timeout_ms=30000)
+    watcher = connect(zk_connect)
+    raw = KazooClient(hosts=zookeeper_server.hosts)
+    raw.start(timeout=WAIT)
+    events: list[str] = []
+    changed = threading.Condition()
+
+    def note(what: str) -> None:
+        with changed:
+            events.append(what)
+            changed.notify_all()
+
+    def reregister() -> None:
+        c.register_broker(registration(1))
+        note("reestablished")
+
+    def wait_events(n: int) -> list[str]:
+        with changed:
+            assert changed.wait_for(lambda: len(events) >= n, WAIT), events
+            return list(events)
+
+    try:
+        c.add_session_listener(on_session_expired=lambda: note("expired"), on_session_reestablished=reregister)
+        first_epoch = c.register_broker(registration(1))
+        c.store.create("/before", b"x", ephemeral=True)
+        old = c.session_id
+        store = c.store
+        store._on_state(KazooState.SUSPENDED)            # a ping went unanswered
+        store._suspended_too_long(store._suspensions)     # ... and no reconnect for timeout/3
+        assert wait_events(1) == ["expired"]
+        # ZooKeeper never expired it: kazoo is back on the same session.
+        assert c.session_id == old
+        store._on_state(KazooState.CONNECTED)
+        assert wait_events(2) == ["expired", "reestablished"]
+        new = c.session_id
+        assert new not in (0, old)
+        chroot = zk_connect.split("/", 1)[1]
+        data, stat = raw.get(f"/{chroot}/brokers/ids/1")
+        assert stat.ephemeralOwner == new                  # registered on the new session
+        assert watcher.get_broker(1).broker_epoch > first_epoch
+        # The old session is gone in ZooKeeper, not only here: its ephemerals with it.
+        assert raw.exists(f"/{chroot}/before") is None
+        # The store works on, and one expiry was reported, not two.
+        c.store.create("/after", b"x", ephemeral=True)
+        assert c.store.get("/after")[1].ephemeral_owner == new
+        assert events == ["expired", "reestablished"]
+    finally:
+        raw.stop()
+        raw.close()
+        watcher.close()
+        c.close()
+
+
+def test_a_new_session_is_opened_even_when_zookeeper_is_out_of_reach_as_the_old_one_ends(
+        zookeeper_server, zk_connect, caplog):
+    """As above, but ZooKeeper is out of reach again when the store ends the old session:
+    the first start of a new one fails (the connection timeout), and the store keeps
+    trying until ZooKeeper is back (a kazoo client whose start failed stays stopped)."""
+    proxy = zk.TcpProxy(("127.0.0.1", zookeeper_server.port))
+    chroot = zk_connect.split("/", 1)[1]
+    c = connect(f"127.0.0.1:{proxy.port}/{chroot}", session_timeout_ms=30000, connection_timeout_ms=1000)
+    renewed = threading.Event()
+    try:
+        c.add_session_listener(on_session_reestablished=renewed.set)
+        old = c.session_id
+        store = c.store
+        store._on_state(KazooState.SUSPENDED)
+        store._suspended_too_long(store._suspensions)
+        proxy.cut()
+        store._on_state(KazooState.CONNECTED)        # the reconnect that found the session alive
+        with caplog.at_level("WARNING", logger="pylog.cluster.zookeeper"):
+            wait_for(lambda: any("no new ZooKeeper session yet" in r.getMessage() for r in caplog.records),
+                     "a failed start of the new session", timeout=WAIT)
+        assert not renewed.is_set()
+        proxy.heal()
+        assert renewed.wait(WAIT)
+        assert c.session_id not in (0, old)
+        c.store.create("/back", b"x", ephemeral=True)
+    finally:
+        c.close()
+        proxy.close()

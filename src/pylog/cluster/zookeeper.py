@@ -132,6 +132,7 @@ class KazooZNodeStore:
         self._listeners: list[SessionListener] = []
         self._lost = False
         self._closing = False
+        self._closed = threading.Event()
         # Suspended too long: taken as expired here before ZooKeeper can say so (see the
         # module docstring).  _suspensions counts SUSPENDED states, so a timer of an
         # earlier one that ended does nothing.
@@ -231,10 +232,27 @@ class KazooZNodeStore:
                     log.exception("session listener %r failed", listener)
 
     def _restart_session(self) -> None:
+        """(A thread of its own.)  End the session taken for expired here and open a new
+        one.  A kazoo client whose start timed out is stopped and never reconnects on its
+        own, so the start is retried (backing off up to 1 s) until a session opens or the
+        store closes: ZooKeeper may be out of reach again just as the old session ends."""
         try:
-            self._client.restart()
-        except Exception:  # noqa: BLE001 - kazoo reconnects on its own; a failed restart is only logged
+            self._client.stop()
+        except Exception:  # noqa: BLE001 - the session then ends at ZooKeeper's own expiry
             log.exception("ending the ZooKeeper session after a local expiry failed")
+        delay = 0.05
+        while not self._closing:
+            try:
+                self._client.start(timeout=self._connection_timeout)
+            except Exception as exc:  # noqa: BLE001 - unreachable for now: try again
+                log.warning("no new ZooKeeper session yet (%s): %r; retrying", self._connect, exc)
+                if self._closed.wait(delay):
+                    return
+                delay = min(delay * 2, 1.0)
+                continue
+            if self._closing:       # closed while starting: do not leave a session open
+                self._client.stop()
+            return
 
     def _dispatch(self, which: str) -> None:
         for listener in self._listeners:
@@ -247,6 +265,7 @@ class KazooZNodeStore:
 
     def close(self) -> None:
         self._closing = True
+        self._closed.set()
         try:
             self._client.stop()
         finally:
