@@ -192,7 +192,7 @@ def test_a_sink_serde_that_fails_goes_to_the_production_handler_as_per_record(tm
 @pytest.mark.parametrize("store_type", ["in_memory", "persistent"])
 def test_a_fused_count_keeps_its_cache_out_of_the_garbage_collectors_sight(tmp_path, store_type):
     # bytes keys, int counts and timestamps: dicts the collector does not track, so a
-    # full collection does not walk the (up to 100k-window) cache
+    # full collection does not walk the (up to 100k-window) cache; expired starts go
     import gc
 
     from pylog.streams.windowed import TimeWindowAggregate
@@ -201,8 +201,13 @@ def test_a_fused_count_keeps_its_cache_out_of_the_garbage_collectors_sight(tmp_p
     task = _task(_count(WINDOWS[2], store_type, serde=B)(), _Sends(), str(tmp_path), "log_and_fail")
     task.process_batch("in", keys, values, tss, np.arange(len(tss), dtype=np.int64))
     proc = next(n.processor for n in task.nodes.values() if type(n.processor) is TimeWindowAggregate)
-    assert proc.fused_cache and len(proc.fused_cache_ts) == len(proc.fused_cache)
-    assert not gc.is_tracked(proc.fused_cache) and not gc.is_tracked(proc.fused_cache_ts)
+    assert proc.fused_cache.keys() == proc.fused_cache_ts.keys()
+    # only the starts the store has not expired stay (hopping 100/30, grace 60)
+    store = task.stores["w"]
+    assert min(proc.fused_cache) >= store.observed_stream_time - store.retention_ms + 1
+    for start, windows in proc.fused_cache.items():
+        assert windows and windows.keys() == proc.fused_cache_ts[start].keys()
+        assert not gc.is_tracked(windows) and not gc.is_tracked(proc.fused_cache_ts[start])
     task.close()
 
 

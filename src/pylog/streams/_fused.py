@@ -18,9 +18,9 @@ followed by ``to_stream()`` and the sink, when it emits every update (the defaul
 emit strategy) into a window store without duplicates, change-logged or not.  Per
 record the loop then assigns the windows (arithmetic, inline), reads and writes the
 aggregate and its timestamp in the processor's ``fused_cache`` and ``fused_cache_ts``
-(keyed by the window's binary key, which is also the store's and the changelog's key;
-in front of the store; a window past the store's stream time when the cache was last
-empty is read from the cache alone), builds the window's stored value, and the
+(per window start, by key bytes; in front of the store; a window past the store's
+stream time when the cache was last empty is read from the cache alone), builds the
+window's binary key (the store's and the changelog's), its stored value, and the
 changelog and sink records; the only Python it calls per record is the user's
 initializer/aggregator and the non-bytes serdes, and a count allocates no object the
 garbage collector tracks.  After the batch (and after a record the exception handlers
@@ -166,9 +166,9 @@ class _WindowAggregateState:
         ``{start: {binary key: value}}``, a dict per window start) and its changelog
         records to the collector."""
         if dirty:
-            self.inner.put_window_runs(dirty)
-            if len(self.proc.fused_cache) > self.proc.FUSED_CACHE_ENTRIES:
-                self.proc.clear_fused_cache()   # everything in it is in the store now
+            inner = self.inner
+            inner.put_window_runs(dirty)
+            self.proc.trim_fused_cache(inner.observed_stream_time - inner.retention_ms + inner.expiry_slack)
         topic = self.changelog_topic
         if topic is not None and cl_t:
             if type(self.collector) is DeliveryWatch:   # the runtime's: the batch at once
@@ -348,7 +348,8 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
         emit(f"        for start in range(max(0, ts - {size - adv}) // {adv} * {adv}, ts + 1, {adv}):", name)
         ind = "            "
     emit(f"{ind}if start + {size} > close:", name)
-    # sb/sbz/run follow the window start (a run of records shares it)
+    # sb/sbz, the start's dirty run and its cache follow the window start (a run of
+    # records shares it)
     emit(f"{ind}    if start != sst:", name)
     emit(f"{ind}        sst = start", name)
     emit(f"{ind}        sb = W_pack(start)", name)
@@ -356,18 +357,24 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
     emit(f"{ind}        run = dirty.get(start)", name)
     emit(f"{ind}        if run is None:", name)
     emit(f"{ind}            run = dirty[start] = {{}}", name)
+    emit(f"{ind}        wc = W_cache.get(start)", name)
+    emit(f"{ind}        if wc is None:", name)
+    emit(f"{ind}            wc = W_cache[start] = {{}}", name)
+    emit(f"{ind}            wcts = W_cts[start] = {{}}", name)
+    emit(f"{ind}        else:", name)
+    emit(f"{ind}            wcts = W_cts[start]", name)
     emit(f"{ind}    ck = {skb} + sbz", name)         # the store's and the changelog's key
     emit(f"{ind}    if start < sml:", name)
     emit(f"{ind}        e = W_missing", name)
     emit(f"{ind}    else:", name)
-    emit(f"{ind}        e = W_cache.get(ck, W_missing)", name)
+    emit(f"{ind}        e = wc.get({skb}, W_missing)", name)
     emit(f"{ind}        if e is W_missing:", name)
     emit(f"{ind}            if start < fresh:", name)
     emit(f"{ind}                loaded = W_load({skb}, start)", name)
     emit(f"{ind}                if loaded is not None:", name)
     emit(f"{ind}                    e, ets = loaded", name)
     emit(f"{ind}        else:", name)
-    emit(f"{ind}            ets = W_cts[ck]", name)
+    emit(f"{ind}            ets = wcts[{skb}]", name)
     # count() is 0, then +1 per record: no calls for it (a long fits any count)
     counting = proc.aggregator is count_aggregator and proc.initializer is count_initializer
     emit(f"{ind}    if e is W_missing:", name)
@@ -380,8 +387,8 @@ def _emit_window_aggregate(emit: Callable[[str, str], None], env: Dict[str, Any]
         emit(f"{ind}    nb = W_pack(new)", name)
     else:
         emit(f"{ind}    " + _ser_line("nb", "new", proc.vser, env, "W_vser"), name)
-    emit(f"{ind}    W_cache[ck] = new", name)
-    emit(f"{ind}    W_cts[ck] = nts", name)
+    emit(f"{ind}    wc[{skb}] = new", name)
+    emit(f"{ind}    wcts[{skb}] = nts", name)
     emit(f"{ind}    run[ck] = W_pack(nts) + nb", name)     # the timestamped store's value
     emit(f"{ind}    if start > sobs:", name)
     emit(f"{ind}        sobs = start", name)

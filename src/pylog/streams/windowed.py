@@ -140,26 +140,36 @@ class _WindowedBase(P._Base):
 class TimeWindowAggregate(_WindowedBase):
     """Kafka's ``KStreamWindowAggregate``.  A task's fused loop may run it a batch at a
     time (:mod:`pylog.streams._fused`), keeping each window's aggregate in
-    ``fused_cache`` and its timestamp in ``fused_cache_ts``, both keyed by the window's
-    binary key (Kafka's WindowKeySchema: key bytes, window start int64 BE, seqnum 0
-    int32 BE), in front of the store (everything in them is in the store too after
-    each batch).  Two flat dicts of bytes keys rather than one of tuples: with a count
-    they hold no object the garbage collector tracks.  This per-record path clears
-    them before it reads the store, so the two never disagree."""
+    ``fused_cache`` and its timestamp in ``fused_cache_ts``, both ``{window start:
+    {key bytes: ...}}``, in front of the store (everything in them is in the store too
+    after each batch).  Dicts of bytes keys rather than one of ``(key, start)`` tuples:
+    with a count the inner dicts hold no object the garbage collector tracks; and a
+    window start the store has expired goes at once, so the dicts a record looks in
+    hold only the live windows of one start.  This per-record path clears them before
+    it reads the store, so the two never disagree."""
 
-    #: ``fused_cache`` is cleared after a batch when it holds more entries than this.
+    #: ``fused_cache`` is cleared after a batch when it holds more windows than this.
     FUSED_CACHE_ENTRIES = 100_000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fused_cache: Dict[bytes, Any] = {}
-        self.fused_cache_ts: Dict[bytes, int] = {}
+        self.fused_cache: Dict[int, Dict[bytes, Any]] = {}
+        self.fused_cache_ts: Dict[int, Dict[bytes, int]] = {}
         #: windows starting here or later are in ``fused_cache`` when they exist
         self.fused_fresh_from = 0
 
     def clear_fused_cache(self) -> None:
         self.fused_cache.clear()
         self.fused_cache_ts.clear()
+
+    def trim_fused_cache(self, min_live: int) -> None:
+        """Forget the window starts below ``min_live`` (the store's: it reads them as
+        absent), and everything when more than ``FUSED_CACHE_ENTRIES`` windows remain."""
+        cache, cache_ts = self.fused_cache, self.fused_cache_ts
+        for start in [s for s in cache if s < min_live]:
+            del cache[start], cache_ts[start]
+        if sum(map(len, cache.values())) > self.FUSED_CACHE_ENTRIES:
+            self.clear_fused_cache()   # everything in it is in the store
 
     def process(self, record: Record) -> None:
         if self.fused_cache:
