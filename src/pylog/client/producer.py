@@ -2,7 +2,7 @@
 
 Records are batched per partition exactly as Kafka's producer batches them (``batch_size``,
 ``linger_ms``, one codec per batch) into real v2 batches, numbered per partition for the
-idempotent producer, and sent by a sender thread.  The sender has no rounds: each step
+idempotent producer, and sent by the sender.  The sender has no rounds: each step
 handles the answers that came, drains the ready batches of every partition that may
 send, and hands them to
 :meth:`Transport.produce_async <pylog.client.transport.Transport.produce_async>` in one
@@ -11,11 +11,19 @@ reports each partition as its answer comes; the embedded transport appends throu
 :meth:`pylog.broker.core.Broker.produce_batches`, the code path the wire-protocol
 server's Produce uses, and answers before it returns).  So a leader that is slow, or
 hangs until the request times out, holds back only its own partitions.  Each batch is
-its own request, answered on its own, so an answer frees its slot at once; an answer
-in which every batch was appended is taken on the thread that brings it (the network
-transport's I/O thread), which sends what the freed slot lets go without handing over
-to the sender thread and back, unless the sender is busy, an error of the partition
-waits, or an epoch bump is pending (the sender then handles it as any other).
+its own request, answered on its own, so an answer frees its slot at once.
+
+Over the network (a transport with ``add_io_task``) the sending itself runs on the
+network client's I/O thread, as librdkafka's broker thread does: a record appended, a
+linger or backoff timer due, or an answer that frees a slot of ``max_in_flight`` runs a
+step there that drains what may go and writes its Produce requests in the same turn of
+the I/O loop, so a record crosses one thread on its way to the socket.  An answer in
+which every batch was appended is accounted there too.  What may block or run user
+code stays with the sender thread: answers with errors (retries, splits, failing),
+the epoch bump, the periodic metadata refresh, failing batches past
+``delivery_timeout_ms`` and the handles' callbacks; the I/O thread hands those over
+(and leaves the whole step to the sender when the sender holds its state).  Over the
+embedded transport the sender thread does every step.
 
 Delivery
 --------
@@ -87,11 +95,12 @@ epoch, and ``send`` outside a transaction raises IllegalStateError.
 Threads
 -------
 ``send``, ``send_batch``, ``flush`` and ``close`` may be called from any thread.  One sender
-thread per producer sends, handles the answers (handed over by the transport's threads)
-and runs the handles' callbacks; a callback must not block on another send's result.
-The sender's state (requests out, retries, epoch bump) is held under one lock by the
-sender's step or by the transport's thread taking a clean answer; the latter never
-waits for it, never fails a batch and never runs a callback.
+thread per producer handles the answers with errors (handed over by the transport's
+threads) and runs the handles' callbacks; a callback must not block on another send's
+result.  Over the embedded transport it also sends; over the network the I/O thread
+does (see above).  The sender's state (requests out, retries, epoch bump) is held under
+one lock by the sender's step or by the transport's thread sending or taking a clean
+answer; the latter never waits for it, never fails a batch and never runs a callback.
 """
 
 from __future__ import annotations
@@ -348,6 +357,18 @@ class Producer(_core._ProducerCore):
             res.raise_for_error()
             self._set_producer_id(res.producer_id, res.producer_epoch)
         self._next_metadata = self._now() + self.metadata_max_age_ms
+        # Over the network the I/O thread sends (_io_step); the sender thread is asked
+        # for the rest (_sender_wanted).  None: the sender thread does every step.
+        self._sender_wanted = False
+        self._io = None
+        add_io_task = getattr(transport, "add_io_task", None)
+        if add_io_task is not None and self._produce_async != self._produce_sync:
+            # (Never with a produce that waits: the I/O thread would wait on itself.)
+            try:
+                self._io = add_io_task(self._io_step, self._io_closed)
+                self._io.wake()     # its first step tells the core whether it sleeps
+            except PylogError:
+                pass            # the transport is closed: the sender thread fails what comes
         self._thread = threading.Thread(target=self._run, name=f"pylog-producer-{client_id}", daemon=True)
         self._thread.start()
 
@@ -370,8 +391,23 @@ class Producer(_core._ProducerCore):
         self._txn.check_send()
 
     def _wake_sender(self) -> None:
+        # Records to send: the I/O thread sends them over the network, else the sender.
+        io = self._io
+        if io is not None:
+            io.wake()
+            return
         with self._wake:
             self._wake.notify()
+
+    def _notify_sender(self) -> None:
+        """Wake the sender thread (answers, completions, or work only it may do)."""
+        with self._wake:
+            self._wake.notify()
+
+    def _want_sender(self) -> None:
+        """Ask the sender thread for a whole step (the I/O thread may not do it)."""
+        self._sender_wanted = True
+        self._notify_sender()
 
     def _expedite(self, batch) -> None:
         self._close_batch(batch)
@@ -438,10 +474,13 @@ class Producer(_core._ProducerCore):
                 while True:
                     if self._stopped:
                         return
-                    if self._answers or self._completions or self._add_answers:
+                    if self._answers or self._completions or self._add_answers or self._sender_wanted:
                         break
                     now = self._now()
-                    delay = self._next_delay(now)
+                    # Over the network the I/O thread times the lingers and backoffs (its
+                    # step), the sender only the epoch bump and the metadata refresh.
+                    io = self._io is not None
+                    delay = -1 if io else self._next_delay(now)
                     if self._bump_pending and not self._requests_out and not self._unresolved:
                         until_bump = max(self._bump_after - now, 0)      # the new epoch can be had
                         delay = until_bump if delay < 0 else min(delay, until_bump)
@@ -452,7 +491,9 @@ class Producer(_core._ProducerCore):
                         self._notify_done()
                         return
                     timeout = None if delay < 0 else min(delay / 1000, _MAX_WAIT_S)
-                    if delay < 0 and self._pooled_bytes() > _POOL_IDLE_BYTES:
+                    if io and delay < 0 and self._incomplete_count():
+                        idle_since = None           # records out or queued: not idle
+                    elif delay < 0 and self._pooled_bytes() > _POOL_IDLE_BYTES:
                         # Idle with many batch buffers kept for reuse (after bulk sends):
                         # give them back once idle for a while.
                         if idle_since is None:
@@ -476,11 +517,65 @@ class Producer(_core._ProducerCore):
             self._notify_done()
 
     def _sender_step(self) -> None:
-        """Handle the answers that came, then send what is ready (one step of the sender)."""
+        """Handle the answers that came, then send what is ready (one step of the sender).
+        Over the network: complete what the I/O thread took (the callbacks run here,
+        outside the sender's state, so the I/O thread keeps sending meanwhile), then a
+        whole step only if something needs the sender thread."""
+        io = self._io
+        if io is not None:
+            completions = self._completions
+            while completions:
+                b, base_offset, log_append_time = completions.popleft()
+                b.complete(base_offset, log_append_time)
+            if not self._sender_due():
+                return
         with self._step_lock:
             self._sender_step_locked()
+        if io is not None:
+            io.wake()       # the I/O thread times what is queued from now on
+
+    def _sender_due(self) -> bool:
+        """Over the network: whether something needs a whole step of the sender thread."""
+        now = self._now()
+        return bool(self._answers or self._add_answers or self._sender_wanted or now >= self._next_metadata
+                    or (self._bump_pending and not self._requests_out and not self._unresolved
+                        and now >= self._bump_after))
+
+    def _io_step(self) -> float | None:
+        """The sender's step on the network client's I/O thread (woken by a record
+        appended, an answer that freed a slot, an AddPartitionsToTxn answer, or its
+        timer): send what may go, as :meth:`_answer_here` does, and return the seconds
+        until the next linger or backoff ends (None: nothing waits).  Hands the whole
+        step to the sender thread when it holds the sender's state or answers wait for
+        it, and asks it for what the I/O thread may not do (fail batches past their
+        delivery timeout, abort a transaction's unsent records)."""
+        if self._stopped:
+            return None
+        if self._answers or not self._step_lock.acquire(blocking=False):
+            self._want_sender()
+            return None
+        try:
+            now = self._now()
+            if self._add_answers:
+                self._take_add_answers(now)
+            self._send_ready(now, here=True)
+            delay = self._next_delay(now)
+        finally:
+            self._step_lock.release()
+        txn = self._txn
+        if self._answers or self._sender_wanted or (delay >= 0 and txn is not None and not txn.may_send()):
+            self._want_sender()
+            return None     # (the sender wakes this step again after its own)
+        return None if delay < 0 else delay / 1000
+
+    def _io_closed(self) -> None:
+        """The network client stopped (its I/O thread): the sender thread does every step
+        from now on (and fails what it cannot send)."""
+        self._io = None
+        self._want_sender()
 
     def _sender_step_locked(self) -> None:
+        self._sender_wanted = False
         completions = self._completions
         while completions:
             # Taken by the transport's thread before any answer now waiting came.
@@ -522,8 +617,9 @@ class Producer(_core._ProducerCore):
     def _send_ready(self, now: int, *, here: bool = False) -> None:
         """Drain the partitions that may send (none outstanding, or room for more of an
         idempotent partition's batches) and hand their batches to the transport.
-        ``here``: called by :meth:`_answer_here` on the transport's thread, which fails
-        nothing: a partition with a batch past its delivery timeout is left to the sender."""
+        ``here``: called on the transport's thread (:meth:`_io_step`, :meth:`_answer_here`),
+        which fails nothing: a partition with a batch past its delivery timeout is left to
+        the sender (asked for with ``_sender_wanted``)."""
         txn = self._txn
         if txn is not None and not txn.may_send():
             if not here:      # (the transport's thread fails nothing: the sender does)
@@ -536,6 +632,7 @@ class Producer(_core._ProducerCore):
         for topic, partition, batches in work:
             if here and any(now >= b.deadline_ms for b in batches):
                 self._requeue(topic, partition, batches, 0)
+                self._sender_wanted = True      # the sender fails them
                 continue
             batches = self._expire(topic, partition, batches)
             if not batches:
@@ -586,8 +683,8 @@ class Producer(_core._ProducerCore):
                 return
             answers.append((_sending[i], results))
             if not self._in_produce:
-                # (During the call the sender looks at the answers before it sleeps.)
-                self._wake_sender()
+                # (During the call the caller looks at the answers after it.)
+                self._notify_sender()
 
         self._in_produce = True
         try:
@@ -665,13 +762,17 @@ class Producer(_core._ProducerCore):
         here when the sender's state is free and nothing waits for the sender, else
         hand the answer to the sender."""
         self._add_answers.append(codes)
+        io = self._io
+        if io is not None:
+            io.wake()               # (this thread's step takes it next)
+            return
         txn = self._txn
         assert txn is not None
         if any(codes.values()) or not txn.may_send() or self._answers or self._bump_pending:
-            self._wake_sender()     # a backoff to time, batches to fail, or answers first
+            self._notify_sender()   # a backoff to time, batches to fail, or answers first
             return
         if not self._step_lock.acquire(blocking=False):
-            self._wake_sender()
+            self._notify_sender()
             return
         try:
             now = self._now()
@@ -681,7 +782,7 @@ class Producer(_core._ProducerCore):
         finally:
             self._step_lock.release()
         if self._add_answers or self._answers:
-            self._wake_sender()     # (came while this thread held the sender's state)
+            self._notify_sender()   # (came while this thread held the sender's state)
 
     def _take_add_answers(self, now: int) -> None:
         """Release the partitions whose AddPartitionsToTxn was answered (step lock held):
@@ -709,7 +810,8 @@ class Producer(_core._ProducerCore):
         hand-over to the sender thread and back (the sender completes the batches: the
         handles' callbacks run there).  Returns False, having done nothing, when the
         sender must handle it (an error, an answer waiting before it, a failed batch of the
-        partition waiting for the others' answers, the sender busy)."""
+        partition waiting for the others' answers, the sender busy).  Over the network
+        the sending is left to :meth:`_io_step`, which this thread runs next."""
         for res in results:
             if res.error_code and res.error_code != _DUPLICATE_SEQUENCE:
                 return False
@@ -718,11 +820,19 @@ class Producer(_core._ProducerCore):
         try:
             if self._answers or self._bump_pending or self._flights[request.queue].failed:
                 return False      # (a failed batch of the partition waits for this answer)
+            queue = request.queue
+            muted = queue.blocked_until == _MUTED
             self._answered(request, results, self._completions)
-            self._send_ready(self._now(), here=True)
+            io = self._io
+            if io is None:
+                self._send_ready(self._now(), here=True)
         finally:
             self._step_lock.release()
-        self._wake_sender()
+        if io is not None and muted and queue.blocked_until != _MUTED:
+            # The freed slot lets the partition send: this thread's step, next.  (Nothing
+            # else changed for the step: a partition not muted has its wake or timer.)
+            io.wake()
+        self._notify_sender()     # (the completions)
         return True
 
     def _room(self, flight: _Flight) -> int:
@@ -1152,6 +1262,9 @@ class Producer(_core._ProducerCore):
                 self._stopped = True
                 self._wake.notify()
             self._thread.join()
+            io, self._io = self._io, None
+            if io is not None:
+                io.cancel()
             self._notify_done()
             on_close, self._on_close = self._on_close, None
             if on_close is not None:

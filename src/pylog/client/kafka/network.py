@@ -14,6 +14,14 @@ Threading model
     callbacks run there, so they must be short and must never wait on another future of
     the same client (they may call ``send``).  From asyncio, ``asyncio.wrap_future``.
 
+I/O tasks
+    :meth:`NetworkClient.add_task` lets a layer above run its own short step on the I/O
+    thread, when woken from any thread (:meth:`IOTask.wake`) or when the timer the step
+    asked for is due, before the loop writes the requests queued: what the step sends is
+    written in the same turn of the loop, without a hand-over between threads.  The
+    remote producer drains its accumulator this way (librdkafka's broker thread does the
+    same), so a record crosses one thread on its way to the socket.
+
 What is retried where
     - Connections: reconnected on demand with exponential backoff (``reconnect_backoff_ms``
       50 doubling to ``reconnect_backoff_max_ms`` 1000, +-20% jitter).
@@ -80,7 +88,7 @@ from pylog.errors import (
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 
-__all__ = ["NetworkClient"]
+__all__ = ["NetworkClient", "IOTask"]
 
 log = logging.getLogger("pylog.client.kafka")
 
@@ -153,6 +161,47 @@ class _Wakeup:
                 self._w.close()
 
 
+class IOTask:
+    """A step a layer above runs on the network client's I/O thread
+    (:meth:`NetworkClient.add_task`).
+
+    ``step()`` runs on the I/O thread after :meth:`wake` (any thread) or once the delay
+    it returned last has passed; it returns the seconds until it wants to run again, or
+    None (only when woken).  It must be short and must never wait for an answer of the
+    client (the I/O thread would wait on itself); the requests it sends are written in
+    the same turn of the loop.  ``on_close()`` runs once on the I/O thread when the
+    client stops, unless the task was cancelled first.  An exception in either is
+    logged, never raised into the loop."""
+
+    __slots__ = ("step", "on_close", "deadline", "woken", "cancelled", "_client")
+
+    def __init__(self, client: "NetworkClient", step: Callable[[], float | None],
+                 on_close: Callable[[], object] | None) -> None:
+        self.step = step
+        self.on_close = on_close
+        self.deadline = float("inf")    # monotonic time of the next timed run (I/O thread)
+        self.woken = False
+        self.cancelled = False
+        self._client = client
+
+    def wake(self) -> None:
+        """Run the step soon (any thread; several wakes before it runs make one run)."""
+        if self.woken:
+            return
+        self.woken = True
+        client = self._client
+        client._woken.append(self)
+        if threading.current_thread() is not client._thread:
+            client._wakeup.wake()
+
+    def cancel(self) -> None:
+        """Never run the step again (nor ``on_close``).  A step running now finishes."""
+        self.cancelled = True
+        client = self._client
+        with client._lock:
+            client._tasks = tuple(t for t in client._tasks if t is not self)
+
+
 class NetworkClient:
     """Connections to a Kafka-protocol cluster, driven by one I/O thread.
 
@@ -219,6 +268,8 @@ class NetworkClient:
         self._drained = False
         self._conns: dict[int, BrokerConnection] = {}
         self._metadata_in_flight = False
+        self._tasks: tuple[IOTask, ...] = ()
+        self._woken: collections.deque[IOTask] = collections.deque()
         self.cluster.on_update_requested = self._wakeup.wake
         self._thread = threading.Thread(target=self._run, name=f"pylog-network-{client_id}", daemon=True)
         self._thread.start()
@@ -441,6 +492,23 @@ class NetworkClient:
         ask(todo)
         return outer
 
+    def add_task(self, step: Callable[[], float | None],
+                 on_close: Callable[[], object] | None = None) -> IOTask:
+        """Run ``step`` on the I/O thread when woken or when its timer is due (see
+        :class:`IOTask`); it first runs when woken.
+
+        Raises
+        ------
+        IllegalStateError
+            The client is closed.
+        """
+        task = IOTask(self, step, on_close)
+        with self._lock:
+            if self._closing:
+                raise IllegalStateError("the network client is closed")
+            self._tasks = self._tasks + (task,)
+        return task
+
     def release(self, node_id: int) -> None:
         """Close and forget the connection ``node_id`` (an extra connection no longer
         needed); its requests still queued or in flight fail with
@@ -531,6 +599,8 @@ class NetworkClient:
                 now = time.monotonic()
                 if self._wakeup.pending:
                     self._wakeup.clear()
+                if self._tasks:
+                    self._run_tasks(now)
                 self._drain_commands(now)
                 self._maybe_update_metadata(now)
                 events = self._selector.select(self._poll_timeout(now))
@@ -550,6 +620,27 @@ class NetworkClient:
             raise
         finally:
             self._shutdown()
+
+    def _run_tasks(self, now: float) -> None:
+        # Woken tasks and those whose timer is due; each runs at most once a turn.  (The
+        # wake-up was cleared before: a wake during a step makes the loop turn again.)
+        woken = self._woken
+        due = []
+        while woken:
+            task = woken.popleft()
+            task.woken = False
+            if not task.cancelled and task not in due:
+                due.append(task)
+        for task in self._tasks:
+            if task.deadline <= now and task not in due:
+                due.append(task)
+        for task in due:
+            try:
+                delay = task.step()
+            except Exception:  # the layer's bug: say so, keep the connections going
+                log.exception("I/O task %r failed", task.step)
+                delay = None
+            task.deadline = float("inf") if delay is None else time.monotonic() + max(delay, 0.0)
 
     def _drain_commands(self, now: float) -> None:
         commands = self._commands
@@ -678,9 +769,11 @@ class NetworkClient:
     # Timers -----------------------------------------------------------------------------
 
     def _poll_timeout(self, now: float) -> float:
-        if self._commands or self._closing:
+        if self._commands or self._closing or self._woken:
             return 0.0
         t = now + self.cluster.time_to_next_update(now) if not self._metadata_in_flight else float("inf")
+        for task in self._tasks:
+            t = min(t, task.deadline)
         idle = self.connections_max_idle_ms / 1000
         for conn in self._conns.values():
             t = min(t, conn.earliest_deadline())
@@ -714,6 +807,13 @@ class NetworkClient:
         with self._lock:
             self._closing = True
             commands, self._commands = self._commands, collections.deque()
+            tasks, self._tasks = self._tasks, ()
+        for task in tasks:
+            if task.on_close is not None and not task.cancelled:
+                try:
+                    task.on_close()
+                except Exception:  # keep closing
+                    log.exception("I/O task on_close %r failed", task.on_close)
         now = time.monotonic()
         for conn in list(self._conns.values()):
             try:

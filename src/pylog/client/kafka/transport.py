@@ -18,7 +18,9 @@ Produce
     returns once the requests are queued and reports each partition as its answers come
     (on the I/O thread), so the producer keeps sending to the other leaders, and more of
     a partition's batches, while a request is out; :meth:`~KafkaTransport.produce` waits
-    for them all.  Batches go out as the buffers
+    for them all.  The producer calls it from a step of its own on the I/O thread
+    (:meth:`~KafkaTransport.add_io_task`), so its requests are written in the same turn
+    of the I/O loop, without a hand-over.  Batches go out as the buffers
     the producer built (the codec passes records of 4 KiB or more to ``sendmsg`` as their
     own segments: no copy).  Nothing is retried here: NOT_LEADER_OR_FOLLOWER,
     FENCED_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION and network errors request a metadata
@@ -88,7 +90,7 @@ from pylog.broker.core import FetchResult, InitProducerIdResult, ListOffsetsResu
 from pylog.client.kafka.admin_ops import AdminOps
 from pylog.client.kafka.cluster import METADATA_ERRORS, MetadataSnapshot, extra_connection_id
 from pylog.client.kafka.group_ops import GroupOps
-from pylog.client.kafka.network import NetworkClient
+from pylog.client.kafka.network import IOTask, NetworkClient
 from pylog.client.kafka.txn_ops import TxnOps
 from pylog.client.transport import DEFAULT_FETCH_MAX_BYTES, READ_UNCOMMITTED
 from pylog.errors import (
@@ -117,6 +119,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 1048588
 #: Answers read ahead per partition for one owner, kept or in flight (a chain).
 PREFETCH_DEPTH = 2
 
+
+#: The Produce request's classes, looked up once (the hot path of every send).
+_ProduceRequest = m.ProduceRequest
+_TopicProduceData = _ProduceRequest.TopicProduceData
+_PartitionProduceData = _ProduceRequest.PartitionProduceData
 
 _NONE = 0
 _OFFSET_OUT_OF_RANGE = 1
@@ -428,14 +435,17 @@ class KafkaTransport:
         LEADER_NOT_AVAILABLE at once instead of waiting for a metadata update."""
         self._check_open()
         snap = self.cluster.snapshot()
-        if any(snap.leader_for(t, p) is None for t, p, _ in work):
+        leaders = [snap.leader_for(t, p) for t, p, _ in work]
+        if None in leaders:
             if self.net.on_io_thread():
-                # Called from a done callback: waiting for metadata would wait for this
-                # thread.  The leaderless partitions answer retriably; the update follows.
+                # Called from a done callback (or the producer's I/O step): waiting for
+                # metadata would wait for this thread.  The leaderless partitions answer
+                # retriably; the update follows.
                 self.cluster.add_topics({t for t, _, _ in work})
                 self.cluster.request_update()
             else:
                 snap = self._leaders({t for t, _, _ in work}, snap)
+                leaders = [snap.leader_for(t, p) for t, p, _ in work]
         # leader -> request index k -> [(work index, k, topic, partition, batch)]
         by_leader: dict[int, list[list[tuple[int, int, str, int, Any]]]] = {}
         answer = _ProduceAnswer(work, on_done)
@@ -444,7 +454,7 @@ class KafkaTransport:
             if not batches:
                 on_done(i, [])
                 continue
-            leader = snap.leader_for(topic, partition)
+            leader = leaders[i]
             if leader is None:
                 t = snap.topics.get(topic)
                 if t is not None and not t.error_code and partition in t.partitions:
@@ -472,18 +482,29 @@ class KafkaTransport:
             for entries in reqs:
                 topic_data: dict[str, list[Any]] = {}
                 for _, _, topic, partition, batch in entries:
-                    topic_data.setdefault(topic, []).append(
-                        m.ProduceRequest.PartitionProduceData(index=partition, records=batch))
-                body = m.ProduceRequest(
+                    parts = topic_data.get(topic)
+                    if parts is None:
+                        parts = topic_data[topic] = []
+                    parts.append(_PartitionProduceData(index=partition, records=batch))
+                body = _ProduceRequest(
                     transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms,
-                    topic_data=[m.ProduceRequest.TopicProduceData(name=t, partition_data=parts)
-                                for t, parts in topic_data.items()])
+                    topic_data=[_TopicProduceData(name=t, partition_data=parts) for t, parts in topic_data.items()])
                 try:
                     fut = self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0)
                 except PylogError as send_exc:
                     self._produce_answered(answer, entries, acks, None, send_exc)
                     continue
                 fut.add_done_callback(functools.partial(self._produce_future_done, answer, entries, acks))
+
+    def add_io_task(self, step: Callable[[], float | None],
+                    on_close: Callable[[], object] | None = None) -> IOTask:
+        """Run ``step`` on the network client's I/O thread when woken or when its timer
+        is due (:meth:`NetworkClient.add_task <pylog.client.kafka.network.NetworkClient.add_task>`):
+        the producer drains its accumulator there, so what it sends (:meth:`produce_async`
+        from the step) is written in the same turn of the loop.  Raises
+        IllegalStateError when closed."""
+        self._check_open()
+        return self.net.add_task(step, on_close)
 
     def _produce_future_done(self, answer: _ProduceAnswer, entries: list[tuple[int, int, str, int, Any]],
                              acks: int, fut: Future) -> None:
