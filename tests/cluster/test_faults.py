@@ -72,8 +72,24 @@ def produce_acked(bootstrap: str, topic: str, values: list[bytes], **conf) -> li
 
 
 def full_isr(c: ProxiedCluster, topic: str):
-    return wait_metadata(c.bootstrap, topic, lambda md, t: len(t.partitions[0].isrs) == 3 and t.partitions[0].leader
+    """Partition 0 of ``topic`` once it has a leader and a full ISR in every broker's
+    own metadata (each asked directly, past the proxies).  The cluster's answer alone is
+    not enough: the ISR is full from the topic's creation, before the controller's
+    LeaderAndIsr and UpdateMetadata reached every broker, and a broker cut off before
+    its UpdateMetadata arrived answers clients LEADER_NOT_AVAILABLE with no partitions
+    (as Kafka's broker does for a topic missing from its metadata cache), so a producer
+    that asks it drops the partition and its records time out."""
+    part = wait_metadata(c.bootstrap, topic, lambda md, t: len(t.partitions[0].isrs) == 3 and t.partitions[0].leader
                          in c.ids, "a leader and a full ISR")[1].partitions[0]
+
+    def everywhere() -> bool:
+        for i in c.ids:
+            p = partition_or_none(c.cluster.ports[i], topic)
+            if p is None or p.leader_id not in c.ids or len(p.isr_nodes) != 3:
+                return False
+        return True
+    wait_for(everywhere, f"{topic}-0 led with a full ISR in every broker's metadata", timeout=40)
+    return part
 
 
 def replicas_agree(c: ProxiedCluster, topic: str, must_hold: list[bytes]) -> None:
@@ -116,17 +132,25 @@ def produce_answer(s: socket.socket) -> int:
     return resp.responses[0].partition_responses[0].error_code
 
 
-def partition_at(port: int, topic: str):
-    """Partition 0 of ``topic`` as the broker at 127.0.0.1:port describes it (Metadata v9
-    asked of that broker alone: a broker cut off from the controller keeps a stale view,
-    so asking any broker would not tell what the leader knows)."""
+def partition_or_none(port: int, topic: str):
+    """:func:`partition_at`, or None while the broker does not know the partition."""
     R = m.MetadataRequest
     frame = segments_to_bytes(encode_request(3, 9, 1, "fault-test", R(
         topics=[R.MetadataRequestTopic(name=topic)], allow_auto_topic_creation=False)))
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(frame)
         _, resp = decode_response(3, 9, read_frame(s))
-    return resp.topics[0].partitions[0]
+    t = resp.topics[0]
+    return t.partitions[0] if t.error_code == 0 and t.partitions else None
+
+
+def partition_at(port: int, topic: str):
+    """Partition 0 of ``topic`` as the broker at 127.0.0.1:port describes it (Metadata v9
+    asked of that broker alone: a broker cut off from the controller keeps a stale view,
+    so asking any broker would not tell what the leader knows)."""
+    p = partition_or_none(port, topic)
+    assert p is not None, f"the broker at {port} does not know {topic}-0"
+    return p
 
 
 def led_topic_with_records(c: ProxiedCluster, topic: str) -> tuple[int, list[bytes]]:
