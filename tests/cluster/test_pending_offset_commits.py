@@ -31,6 +31,12 @@ def fetched(groups: GroupCoordinator, *, stable: bool = False, partition: int = 
     return p.offset, p.error_code
 
 
+def commit(groups: GroupCoordinator, store: ManualStore, offset: int):
+    """Group g commits ``offset`` for t-0; the replication handle of its append."""
+    assert groups.commit_offsets("g", {"t": {0: offset}}) == {"t": {0: 0}}
+    return store.handles[-1]
+
+
 def test_a_commit_is_fetched_only_once_replicated():
     store = ManualStore()
     groups = GroupCoordinator(store)
@@ -71,10 +77,8 @@ def test_a_group_that_existed_only_for_a_failed_commit_goes():
 def test_commits_in_flight_complete_in_log_order():
     store = ManualStore()
     groups = GroupCoordinator(store)
-    groups.commit_offsets("g", {"t": {0: 5}})
-    first = store.handles[-1]
-    groups.commit_offsets("g", {"t": {0: 9}})
-    second = store.handles[-1]
+    first = commit(groups, store, 5)
+    second = commit(groups, store, 9)
     first.set_result(None)
     assert fetched(groups) == (5, 0)
     assert fetched(groups, stable=True) == (-1, UNSTABLE)   # 9 is still pending
@@ -85,28 +89,24 @@ def test_commits_in_flight_complete_in_log_order():
 def test_an_earlier_commit_failing_leaves_a_later_pending_one_pending():
     store = ManualStore()
     groups = GroupCoordinator(store)
-    groups.commit_offsets("g", {"t": {0: 5}})
-    first = store.handles[-1]
-    groups.commit_offsets("g", {"t": {0: 9}})
-    second = store.handles[-1]
+    first = commit(groups, store, 5)
+    second = commit(groups, store, 9)
     first.set_result(RequestTimedOutError("timed out"))
     assert fetched(groups, stable=True) == (-1, UNSTABLE)
     second.set_result(None)
     assert fetched(groups, stable=True) == (9, 0)
     # And the other way round: the later one fails, the earlier replicated one stands.
-    groups.commit_offsets("g", {"t": {0: 10}})
-    third = store.handles[-1]
-    groups.commit_offsets("g", {"t": {0: 11}})
+    third = commit(groups, store, 10)
+    fourth = commit(groups, store, 11)
     third.set_result(None)
-    store.handles[-1].set_result(NotLeaderError("moved"))
+    fourth.set_result(NotLeaderError("moved"))
     assert fetched(groups, stable=True) == (10, 0)
 
 
 def test_an_offset_deleted_while_its_commit_is_pending_stays_deleted():
     store = ManualStore()
     groups = GroupCoordinator(store)
-    groups.commit_offsets("g", {"t": {0: 5}})
-    pending = store.handles[-1]
+    pending = commit(groups, store, 5)
     res = groups.delete_offsets("g", {"t": [0]})
     assert res.error_code == 0 and res.topics == {"t": {0: 0}}
     # The tombstone follows the commit in the log, so the log agrees: nothing committed.
@@ -133,8 +133,7 @@ def test_a_plain_commit_replicated_after_a_transactional_one_wins():
     pid = 7001
     groups.txn_commit_offsets("g", pid, 0, {"t": {0: 11}})
     store.handles[-1].set_result(None)
-    groups.commit_offsets("g", {"t": {0: 20}})
-    plain = store.handles[-1]
+    plain = commit(groups, store, 20)
     groups.complete_txn(pid, [0], True)
     store.handles[-1].set_result(None)                        # the marker: 11 is committed
     assert fetched(groups) == (11, 0)
