@@ -55,7 +55,8 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from pylog.errors import KafkaStorageError
 
@@ -278,6 +279,7 @@ class _Segmented(Retention, _RocksDBStore):
         self._segments: Dict[int, Any] = {}
         # segment id -> {entry's binary key: value, or None to delete}; see the module docstring
         self._pending: Dict[int, Dict[bytes, Optional[bytes]]] = {}
+        self._pending_deletes: Set[int] = set()    # the segments with a deletion in _pending
         self._pending_writes = 0
 
     # -- segments -------------------------------------------------------------
@@ -290,6 +292,7 @@ class _Segmented(Retention, _RocksDBStore):
         self.wiped = False
         self._segments = {}
         self._pending = {}
+        self._pending_deletes = set()
         self._pending_writes = 0
         self.observed_stream_time = -1
         prefix = self.name + "."
@@ -325,6 +328,7 @@ class _Segmented(Retention, _RocksDBStore):
         min_seg = min_live // self.segment_interval_ms
         for seg_id in [s for s in self._pending if s < min_seg]:
             del self._pending[seg_id]       # a segment never written to RocksDB: nothing on disk
+            self._pending_deletes.discard(seg_id)
         for seg_id in [s for s in self._segments if s < min_seg]:
             db = self._segments.pop(seg_id)
             db.close()
@@ -338,7 +342,11 @@ class _Segmented(Retention, _RocksDBStore):
             if value is None and seg_id not in self._segments:
                 return      # deleting from a segment that does not exist
             pending = self._pending[seg_id] = {}
-        pending[key + self._suffix.pack(t, x)] = None if value is None else bytes(value)
+        if value is None:
+            pending[key + self._suffix.pack(t, x)] = None
+            self._pending_deletes.add(seg_id)
+        else:
+            pending[key + self._suffix.pack(t, x)] = bytes(value)
         self._pending_writes += 1
         if self._pending_writes >= WRITE_BUFFER_ENTRIES:
             self._write_pending()
@@ -366,19 +374,23 @@ class _Segmented(Retention, _RocksDBStore):
         import rocksdict
 
         pending, self._pending = self._pending, {}
+        deletes, self._pending_deletes = self._pending_deletes, set()
         self._pending_writes = 0
         for seg_id, entries in pending.items():
             db = self._segments.get(seg_id)
             if db is None:
-                if all(v is None for v in entries.values()):
+                if seg_id in deletes and all(v is None for v in entries.values()):
                     continue    # deletions in a segment not on disk yet: nothing to delete
                 db = self._segment(seg_id * self.segment_interval_ms, create=True)
             wb = rocksdict.WriteBatch(raw_mode=True)
-            for binary, value in entries.items():
-                if value is None:
-                    wb.delete(binary)
-                else:
-                    wb.put(binary, value)
+            if seg_id in deletes:
+                for binary, value in entries.items():
+                    if value is None:
+                        wb.delete(binary)
+                    else:
+                        wb.put(binary, value)
+            else:   # puts only (window runs): the loop in C, a call into RocksDB per entry
+                deque(map(wb.put, entries.keys(), entries.values()), maxlen=0)
             db.write(wb)
 
     def _lookup(self, key: bytes, t: int, x: int) -> Optional[bytes]:
@@ -506,6 +518,7 @@ class _Segmented(Retention, _RocksDBStore):
             db.close()
         self._segments = {}
         self._pending = {}
+        self._pending_deletes = set()
         self._pending_writes = 0
         super().close()
 
