@@ -1,4 +1,4 @@
-"""The runtime's record collector (StreamsApp's ``_Collector.send_many``) over a real
+"""The runtime's record collector (a stream thread's ``RecordCollector.send_many``) over a real
 producer: a polled batch's sink records (keyed, default partitioner) and a store's
 changelog records (one partition) go out in one ``send_batch`` each, every record with
 its own timestamp, each partition's records in input order; keyless records go one by
@@ -15,19 +15,21 @@ from pylog.broker.partitioner import partition_for_key
 from pylog.errors import RecordTooLargeError
 from pylog.streams import Serdes, StreamsBuilder
 from pylog.streams.errors import DeliveryWatch, Response
-from pylog.streams.runtime import StreamsApp, _Collector
+from pylog.streams.runtime import StreamsApp
+from pylog.streams.stream_thread import RecordCollector
 from pylog.streams.task import StreamTask
 
 B = Serdes.bytes()
 T0 = 1_700_000_000_000
 
 
-def _app(producer):
+def _thread(producer):
+    """Thread 1 of an app, sending through ``producer``."""
     b = StreamsBuilder()
     b.stream("in", key_serde=B, value_serde=B).to("out")
-    app = StreamsApp(b.build(), "app")
-    app.producer = producer
-    return app
+    thread = StreamsApp(b.build(), "app").stream_threads()[0]
+    thread.producer = producer
+    return thread
 
 
 def _read(client, topic, partitions, count):
@@ -56,7 +58,7 @@ def test_sink_and_changelog_runs_go_in_one_send_batch_with_their_timestamps(tmp_
         client.create_topic("out", 3)
         client.create_topic("app-s-changelog", 3)
         producer = client.producer(linger_ms=5)
-        collector = _Collector(_app(producer))
+        collector = RecordCollector(_thread(producer))
         (out_span,) = collector.send_many("out", keys, values, stamps, None)
         (cl_span,) = collector.send_many("app-s-changelog", keys, values, stamps, None, 1)
         keyless = collector.send_many("out", [None] * 20, values[:20], stamps[:20], None)
@@ -86,15 +88,15 @@ def test_a_failed_changelog_batch_reports_each_record_with_its_timestamp_and_par
         producer = client.producer(linger_ms=0)
         producer.send("app-s-changelog", value=b"x").result()     # the producer learns the topic's limits
         client.alter_configs("app-s-changelog", {"max.message.bytes": "1000"})
-        app = _app(producer)
+        thread = _thread(producer)
         calls = []
 
         def handler(context, record, exc):
             calls.append((record.topic, record.partition, record.timestamp, record.key, type(exc)))
             return Response.resume()
 
-        watch = DeliveryWatch(_Collector(app))
-        t = app.topology
+        watch = DeliveryWatch(RecordCollector(thread))
+        t = thread.app.topology
         task = StreamTask(t, t.nodes, application_id="app", task_id="0_1", collector=watch, partition=1,
                           config={"production.exception.handler": handler})
         watch.task = task
@@ -116,15 +118,15 @@ def test_only_the_records_of_a_failed_batch_go_to_the_handler(tmp_path):
         producer = client.producer(linger_ms=5)
         producer.send("out", value=b"x", partition=0).result()     # the producer learns the topic's limits
         client.alter_configs("out", {"max.message.bytes": "1000"})
-        app = _app(producer)
+        thread = _thread(producer)
         calls = []
 
         def handler(context, record, exc):
             calls.append((record.key, record.timestamp, type(exc)))
             return Response.resume()
 
-        watch = DeliveryWatch(_Collector(app))
-        t = app.topology
+        watch = DeliveryWatch(RecordCollector(thread))
+        t = thread.app.topology
         task = StreamTask(t, t.nodes, application_id="app", task_id="0_0", collector=watch,
                           config={"production.exception.handler": handler})
         watch.task = task

@@ -239,15 +239,14 @@ def test_clean_up_refuses_while_the_app_runs(tmp_path):
         app = word_count("cu", tmp_path / "state")
         seen = []
 
-        def during(_records):
-            try:
-                app.clean_up()
-            except IllegalStateError as exc:
-                seen.append(str(exc))
-            return original(_records)
+        def during(new, _old):
+            if new is app.State.RUNNING:
+                try:
+                    app.clean_up()
+                except IllegalStateError as exc:
+                    seen.append(str(exc))
 
-        original = app._process_batches
-        app._process_batches = during
+        app.set_state_listener(during)
         app.run(client, until_idle=True)
     assert seen and "stop it first" in seen[0]
     assert app.clean_up()        # stopped: allowed

@@ -204,7 +204,7 @@ def test_an_error_in_an_added_thread_stops_the_whole_instance(tmp_path, handler)
             assert "cannot process boom" in str(exc)
         else:
             assert run.error == []
-        assert app.stream_threads() == [app] and app.active_tasks() == set()
+        assert [t.thread_index for t in app.stream_threads()] == [1] and app.active_tasks() == set()
 
 
 def test_two_threads_on_pylog_serve(module_server, tmp_path):  # noqa: F811

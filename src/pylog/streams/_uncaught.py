@@ -1,15 +1,18 @@
 """The app's state (Kafka's ``KafkaStreams.State``) with its listener, and the uncaught
 exception handler (``StreamsUncaughtExceptionHandler``), as a part of
-:class:`~pylog.streams.StreamsApp`.
+:class:`~pylog.streams.StreamsApp`; each :class:`~.stream_thread.StreamThread` applies
+the handler's answer to itself.
 
-States: CREATED -> REBALANCING (``run`` joined the group) -> RUNNING (the first poll
-after the member received its assignment, and every stream thread has its own) ->
+States: CREATED -> REBALANCING (``run`` joined the group) -> RUNNING (every stream
+thread is RUNNING: it polled after its member received its assignment) ->
 PENDING_SHUTDOWN -> NOT_RUNNING when ``run`` returns; on a fatal error PENDING_ERROR
 -> ERROR.  A stream thread that starts rebalancing takes the instance back to
-REBALANCING.  Each later assignment (a
-rebalance completed) goes RUNNING -> REBALANCING -> RUNNING at the next poll (Kafka
-enters REBALANCING when the rebalance starts; pylog sees it when it ends).  ``set_state_listener(fn)`` is called
-``fn(new_state, old_state)`` on the app's thread at each change.
+REBALANCING.  Each later assignment (a rebalance completed) goes RUNNING ->
+REBALANCING -> RUNNING at the thread's next poll (Kafka enters REBALANCING when the
+rebalance starts; pylog sees it when it ends).  Each stream thread has a state of its
+own in the same terms (``metadata_for_local_threads``).  ``set_state_listener(fn)``
+is called ``fn(new_state, old_state)`` at each change, on the stream thread that
+made it (any of them).
 
 An exception that escapes processing goes to the handler set with
 :meth:`set_uncaught_exception_handler` (``fn(exception) ->
@@ -31,34 +34,36 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional, Tuple
 
-from ._shutdown import SHUTDOWN_REQUESTED, ShutdownSignalAssignor
-from .errors import State, StreamThreadExceptionResponse
+from .errors import State
+from .errors import State as _State
 
-__all__ = ["AppStateMixin"]
+__all__ = ["AppStateMixin", "final_states"]
 
 log = logging.getLogger("pylog.streams")
 
 
 class AppStateMixin:
-    """State, state listener and uncaught exception handling of a StreamsApp."""
+    """State, state listener and uncaught exception handler of a StreamsApp; its
+    stream threads report their own state changes and failures here."""
 
     #: ``StreamsApp.State.RUNNING`` ..., as Kafka's ``KafkaStreams.State``
-    State = State
+    State = _State
     _state = State.CREATED
-    _state_listener: Optional[Callable[[State, State], None]] = None
+    _state_listener: Optional[Callable[[_State, _State], None]] = None
     _uncaught_handler: Optional[Callable[[BaseException], Any]] = None
-    _signal_assignors: List[ShutdownSignalAssignor] = []
-    _assigned = False
-    _state_change_lock = threading.RLock()
+    #: the app is failing: it ends in ERROR
+    failed = False
+
+    def _init_state(self) -> None:
+        self._state_change_lock = threading.RLock()
 
     @property
-    def state(self) -> State:
+    def state(self) -> _State:
         return self._state
 
-    def set_state_listener(self, listener: Optional[Callable[[State, State], None]]) -> None:
+    def set_state_listener(self, listener: Optional[Callable[[_State, _State], None]]) -> None:
         """``listener(new_state, old_state)`` at every state change."""
         self._state_listener = listener
 
@@ -68,115 +73,50 @@ class AppStateMixin:
             raise TypeError(f"the uncaught exception handler must be callable, got {handler!r}")
         self._uncaught_handler = getattr(handler, "handle", handler)
 
-    def _set_state(self, new: State) -> None:
+    def _set_state(self, new: _State) -> None:
         with self._state_change_lock:
             old = self._state
             if old is new or not old.is_valid_transition(new):
                 return
             self._state = new
-        parent = getattr(self, "_parent", None)
-        if parent is not None:
-            # an added stream thread: the instance rebalances while any thread does
-            if new is State.REBALANCING and parent._state is State.RUNNING:
-                parent._set_state(State.REBALANCING)
-            return
         log.info("%s: state %s -> %s", getattr(self, "application_id", "?"), old.name, new.name)
         if self._state_listener is not None:
             self._state_listener(new, old)
 
-    def _threads_rebalancing(self) -> bool:
-        """An added stream thread has not received its assignment yet."""
-        return any(t._state in (State.CREATED, State.REBALANCING)
-                   for t in getattr(self, "_children", ()))
+    def _thread_state_changed(self, thread: Any, new: _State) -> None:
+        """A stream thread rebalances: so does the instance; every thread runs: so does
+        the instance."""
+        if new is State.REBALANCING:
+            self._set_state(State.REBALANCING)
+        elif new is State.RUNNING and self._state is State.REBALANCING:
+            with self._state_change_lock:
+                if all(t.state is State.RUNNING for t in self.stream_threads()):  # type: ignore[attr-defined]
+                    self._set_state(State.RUNNING)
 
-    # -- hooks of run()
-    def _join_streams_group(self, consumer: Any) -> None:
-        """Run joined the group: the consumer's assignors carry shutdown requests."""
-        consumer.assignors = self._signal_assignors = [
-            a if isinstance(a, ShutdownSignalAssignor) else ShutdownSignalAssignor(a, self._on_assigned)
-            for a in consumer.assignors]
-        self._assigned = False
-        self._set_state(State.REBALANCING)
+    def _fail_client(self) -> None:
+        """SHUTDOWN_CLIENT or SHUTDOWN_APPLICATION answered in a stream thread: the
+        instance ends in ERROR, and thread 1 commits nothing more."""
+        self.failed = True
+        threads = self.stream_threads()  # type: ignore[attr-defined]
+        if threads:
+            threads[0].failed = True
+        self._set_state(State.PENDING_ERROR)
 
-    def _on_assigned(self) -> None:
-        self._assigned = True
-        self._set_state(State.REBALANCING)
-
-    def _after_poll(self) -> None:
-        if any(a.shutdown_requested.is_set() for a in self._signal_assignors):
+    def _shutdown_requested_by_group(self) -> None:
+        """An instance of the application asked the group to shut it down
+        (SHUTDOWN_APPLICATION, :mod:`._shutdown`): every stream thread stops."""
+        with self._state_change_lock:
             if self._state is not State.PENDING_ERROR:
                 log.error("%s: an instance of the application requested its shutdown (SHUTDOWN_APPLICATION): "
-                          "shutting down", self.application_id)  # type: ignore[attr-defined]
+                          "shutting down", getattr(self, "application_id", "?"))
                 self._set_state(State.PENDING_ERROR)
-            self._stop.set()  # type: ignore[attr-defined]
-        elif self._state is State.REBALANCING and self._assigned and not self._threads_rebalancing():
-            self._set_state(State.RUNNING)
+        self.stop()  # type: ignore[attr-defined]
 
     def _finish_state(self) -> None:
-        if self.failed or self._state is State.PENDING_ERROR:  # type: ignore[attr-defined]
-            self._set_state(State.PENDING_ERROR)
-            self._set_state(State.ERROR)
-        else:
-            self._set_state(State.PENDING_SHUTDOWN)
-            self._set_state(State.NOT_RUNNING)
+        for state in final_states(self.failed or self._state is State.PENDING_ERROR):
+            self._set_state(state)
 
-    def _handle_uncaught(self, exc: BaseException) -> bool:
-        """Apply the uncaught exception handler's answer; False: there is none (raise)."""
-        handler = self._uncaught_handler
-        if handler is None:
-            return False
-        response = handler(exc)
-        if not isinstance(response, StreamThreadExceptionResponse):
-            raise TypeError(f"the uncaught exception handler returned {response!r}, not a "
-                            "StreamThreadExceptionResponse") from exc
-        log.error("%s: uncaught exception %r: %s", self.application_id, exc, response.name)  # type: ignore
-        self._close_tasks_dirty()
-        if response is StreamThreadExceptionResponse.REPLACE_THREAD:
-            self._assigned = False
-            self._rejoin()
-            self._set_state(State.REBALANCING)
-            return True
-        self.failed = True
-        self._set_state(State.PENDING_ERROR)
-        if response is StreamThreadExceptionResponse.SHUTDOWN_APPLICATION:
-            self._request_application_shutdown()
-        self._stop.set()  # type: ignore[attr-defined]
-        return True
 
-    def _close_tasks_dirty(self) -> None:
-        if self.exactly_once:  # type: ignore[attr-defined]
-            self._abort_and_close_tasks()  # type: ignore[attr-defined]
-            return
-        for task in self.tasks.values():  # type: ignore[attr-defined]
-            task.close()
-        self.tasks.clear()  # type: ignore[attr-defined]
-        self._offsets.clear()  # type: ignore[attr-defined]
-
-    def _rejoin(self) -> None:
-        """Leave the group and join again as a new member (a replaced stream thread's
-        new consumer); what is revoked meanwhile is dropped, not committed."""
-        from .runtime import _TaskMover
-        consumer = self.consumer  # type: ignore[attr-defined]
-        was_failed, self.failed = self.failed, True  # type: ignore[has-type]
-        try:
-            consumer.unsubscribe()
-        finally:
-            self.failed = was_failed
-        consumer.subscribe(sorted(self._topic_group), _TaskMover(self))  # type: ignore[attr-defined]
-
-    def _request_application_shutdown(self, timeout_s: float = 30.0) -> None:
-        """Join again with SHUTDOWN_REQUESTED in the subscription and wait (polling, the
-        records dropped) until the group's assignment carries it back to this member."""
-        for a in self._signal_assignors:
-            a.error_code = SHUTDOWN_REQUESTED
-        consumer = self.consumer  # type: ignore[attr-defined]
-        # stay a member (leaving would hand this instance's partitions to the others,
-        # which would process them before they learn of the request)
-        consumer.enforce_rebalance("SHUTDOWN_APPLICATION requested")
-        deadline = time.monotonic() + timeout_s
-        while not any(a.shutdown_requested.is_set() for a in self._signal_assignors):
-            if time.monotonic() >= deadline:
-                log.error("%s: the shutdown request did not come back through the group within %.0f s",
-                          self.application_id, timeout_s)  # type: ignore[attr-defined]
-                return
-            consumer.poll(timeout_ms=100, max_records=1)
+def final_states(failed: bool) -> Tuple[State, State]:
+    """The states an app or a stream thread goes through when it stops."""
+    return (State.PENDING_ERROR, State.ERROR) if failed else (State.PENDING_SHUTDOWN, State.NOT_RUNNING)

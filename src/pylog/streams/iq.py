@@ -126,12 +126,12 @@ def local_threads(app: Any) -> List[ThreadMetadata]:
     for thread in app.stream_threads():
         with app.iq_lock:
             active = frozenset(TaskMetadata(task.task_id, frozenset(
-                (t, partition) for t in app._source_topics(dict(app._groups)[gid])))
+                (t, partition) for t in app.metadata.source_topics(app.metadata.nodes_of[gid])))
                 for (gid, partition), task in thread.tasks.items())
             standby = frozenset(TaskMetadata(sb.task_id, frozenset((t, partition) for t in sb.changelogs.values()))
                                 for (_gid, partition), sb in thread.standbys.items())
         consumer = thread.consumer
-        out.append(ThreadMetadata(app._thread_name(thread.thread_index), thread.state.name,
+        out.append(ThreadMetadata(thread.name, thread.state.name,
                                   "" if consumer is None else consumer.client_id, active, standby))
     return out
 
@@ -349,9 +349,9 @@ def _host_info(endpoint: str) -> HostInfo:
 def store_source_topics(app: Any, store_name: str) -> List[str]:
     """The source topics (internal names resolved) of the sub-topology holding the store."""
     meta = app.topology.stores[store_name]
-    for _gid, names in app._groups:
+    for _gid, names in app.metadata.groups:
         if any(u in names for u in meta.users):
-            return sorted(app._source_topics(names))
+            return sorted(app.metadata.source_topics(names))
     return []
 
 
