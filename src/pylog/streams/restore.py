@@ -19,8 +19,11 @@ it is told:
   end when the restore stops before it (the app is stopping); optional on the listener.
   A restore asked for while the app is stopping is not started (no call).
 
-A listener runs on the app's thread, between batches; an exception it raises fails the
-restore (and ``run``).  A ``tqdm`` bar per store (on stderr) shows the progress when
+A listener runs on the stream thread restoring the store (thread 1 for the global
+stores), between batches; an exception it raises fails the restore (and ``run``).
+Every restore goes through one loop, :func:`restore_loop`: a changelog read by a
+consumer (:func:`restore_store`) or records handed to
+:meth:`~.state.manager.ProcessorStateManager.restore`.  A ``tqdm`` bar per store (on stderr) shows the progress when
 ``restore_progress`` is true, and by default when stderr is a terminal.
 
 Records reach the store a fetched batch at a time (``poll_batches`` and its columns: no
@@ -34,7 +37,7 @@ import struct
 import sys
 from typing import Any, Callable, List, Optional, Tuple
 
-__all__ = ["RestoreSuspended", "restore_store", "show_restore_progress", "changelog_records"]
+__all__ = ["RestoreSuspended", "restore_store", "restore_loop", "show_restore_progress", "changelog_records"]
 
 _TS = struct.Struct(">q")
 
@@ -63,21 +66,47 @@ def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: s
                   progress: bool = False, suspend: Optional[Callable[[], bool]] = None,
                   poll_timeout_ms: int = 200, apply: Optional[Callable[[Any, int], Tuple[int, int]]] = None) -> int:
     """Write the changelog partition's records from ``start`` (default: its beginning)
-    up to its end offset into ``store`` (``restore_batch``), telling ``listener`` as
-    the module docstring says.  ``consumer`` is an unsubscribed consumer of the app's
-    isolation level, used and left assigned to ``topic_partition`` (the caller closes
-    it).  ``suspend()`` is asked before each fetch: True stops the restore with
-    :class:`RestoreSuspended`.  ``apply(fetched_batch, end)``, when given, restores a
-    fetched batch instead (a global store's records go through its processor) and
-    returns (records applied, offset of the last).  Returns the number of records
-    restored."""
+    up to its end offset into ``store`` (``restore_batch``) through :func:`restore_loop`.
+    ``consumer`` is an unsubscribed consumer of the app's isolation level, used and left
+    assigned to ``topic_partition`` (the caller closes it).  ``apply(fetched_batch,
+    end)``, when given, restores a fetched batch instead (a global store's records go
+    through its processor) and returns (records applied, offset of the last).  Returns
+    the number of records restored."""
     consumer.assign([topic_partition])
     if start is None:
         consumer.seek_to_beginning(topic_partition)
     else:
         consumer.seek(topic_partition, start)
     end = consumer.end_offsets([topic_partition])[topic_partition]
-    position = consumer.position(topic_partition)
+
+    def fetch() -> Tuple[List[Tuple[int, int]], int]:
+        applied = []
+        for b in consumer.poll_batches(timeout_ms=poll_timeout_ms):
+            if apply is not None:
+                n, last = apply(b, end)
+            else:
+                batch, last = changelog_records(b, end, timestamped)
+                n = len(batch)
+                if n:
+                    store.restore_batch(batch)
+            applied.append((n, last))
+        return applied, consumer.position(topic_partition)
+    return restore_loop(topic_partition, store_name, consumer.position(topic_partition), end, fetch,
+                        listener=listener, progress=progress, suspend=suspend)
+
+
+def restore_loop(topic_partition: Tuple[str, int], store_name: str, start: int, end: int,
+                 fetch: Callable[[], Tuple[List[Tuple[int, int]], int]], *, listener: Any = None,
+                 progress: bool = False, suspend: Optional[Callable[[], bool]] = None) -> int:
+    """The restore loop of every store (a task's, a standby's taken over, a global
+    store's bootstrap, :class:`~.state.manager.ProcessorStateManager`'s): from offset
+    ``start`` up to ``end`` (exclusive), telling ``listener`` and drawing the bar as the
+    module docstring says.  ``fetch()`` writes the next records it has into the store
+    and returns ``([(records written, offset of the last), ...], next offset to read)``
+    (one pair per batch written); it is called until the next offset reaches ``end``.
+    ``suspend()`` is asked before each fetch: True stops the restore with
+    :class:`RestoreSuspended`.  Returns the number of records restored."""
+    position = start
     if position >= end:
         return 0
     if suspend is not None and suspend():
@@ -102,19 +131,12 @@ def restore_store(consumer: Any, topic_partition: Tuple[str, int], store_name: s
                                        f"{position} of {end}")
                 exc.position = position
                 raise exc
-            for b in consumer.poll_batches(timeout_ms=poll_timeout_ms):
-                if apply is not None:
-                    n, last = apply(b, end)
-                else:
-                    batch, last = changelog_records(b, end, timestamped)
-                    n = len(batch)
-                    if n:
-                        store.restore_batch(batch)
+            applied, new_position = fetch()
+            for n, last in applied:
                 if n:
                     total += n
                     if listener is not None:
                         listener.on_batch_restored(topic_partition, store_name, last, n)
-            new_position = consumer.position(topic_partition)
             if bar is not None:
                 bar.update(min(new_position, end) - position)
             position = new_position

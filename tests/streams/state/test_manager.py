@@ -118,6 +118,21 @@ def test_restore_stops_at_the_end_offset(tmp_path):
     m.close()
 
 
+def test_a_store_already_at_its_end_offset_is_not_restored(tmp_path):
+    # one restore loop for every store (pylog.streams.restore.restore_loop): as in
+    # Kafka, a store with nothing to restore gets no listener call at all
+    listener = Listener()
+    m = ProcessorStateManager(str(tmp_path), "app", "0_0", restore_listener=listener)
+    kv = Stores.in_memory_key_value_store("kv").build()
+    m.register(kv, KV_TP)
+    m.initialize(RecordingContext(tmp_path))
+    assert m.restore("kv", iter([]), end_offset=0) == 0
+    assert m.restore("kv", iter(_changelog(3)), end_offset=3) == 3
+    assert m.restore("kv", iter([]), end_offset=3) == 0    # caught up: starts after offset 2
+    assert [c[0] for c in listener.calls] == ["start", "batch", "end"]
+    m.close()
+
+
 def test_restore_equals_replay_of_what_the_logging_wrapper_emitted(tmp_path):
     src_ctx = RecordingContext(tmp_path / "src")
     win = Stores.in_memory_window_store("win", 120_000, 1000).build()

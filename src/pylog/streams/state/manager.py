@@ -154,27 +154,23 @@ class ProcessorStateManager:
     def restore(self, store_name: str, records: Iterable[Tuple[int, Optional[bytes], Optional[bytes]]],
                 end_offset: int, batch_size: int = DEFAULT_RESTORE_BATCH) -> int:
         """Apply changelog ``records`` (``(offset, key, value)``, in offset order, from
-        :meth:`restore_start_offsets`) to the store, in batches, up to ``end_offset``
-        (exclusive).  Returns the number of records applied."""
+        :meth:`restore_start_offsets`) to the store, ``batch_size`` keyed records at a
+        time, up to ``end_offset`` (exclusive), through the restore loop every restore
+        runs (:func:`pylog.streams.restore.restore_loop`: the listener and the progress
+        bar; a store already at ``end_offset`` gets no listener call).  Returns the
+        number of records applied."""
+        from ..restore import restore_loop
+
         self._check_initialized()
         meta = self._stores[store_name]
         if meta.changelog is None:
             raise ValueError(f"store {store_name!r} has no changelog to restore from")
-        tp, start = meta.changelog, (0 if meta.offset is None else meta.offset + 1)
-        listener = self.restore_listener
-        if listener is not None:
-            listener.on_restore_start(tp, store_name, start, end_offset)
-        bar = None
-        if self.show_progress:
-            from tqdm import tqdm
+        it = iter(records)
 
-            bar = tqdm(total=max(end_offset - start, 0), desc=f"restoring {store_name}", unit="rec",
-                       leave=False)
-        total = 0
-        batch: List[Tuple[bytes, Optional[bytes]]] = []
-        last = -1
-        try:
-            for offset, key, value in records:
+        def fetch() -> Tuple[List[Tuple[int, int]], int]:
+            batch: List[Tuple[bytes, Optional[bytes]]] = []
+            last = -1
+            for offset, key, value in it:
                 if offset >= end_offset:
                     break
                 if key is None:
@@ -182,26 +178,16 @@ class ProcessorStateManager:
                 batch.append((key, value))
                 last = offset
                 if len(batch) >= batch_size:
-                    total += self._apply(meta, batch, last, bar)
-                    batch = []
+                    meta.store.restore_batch(batch)
+                    meta.offset = last
+                    return [(len(batch), last)], last + 1
             if batch:
-                total += self._apply(meta, batch, last, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        if listener is not None:
-            listener.on_restore_end(tp, store_name, total)
-        return total
-
-    def _apply(self, meta: _StoreMetadata, batch: list, last_offset: int, bar: Any) -> int:
-        meta.store.restore_batch(batch)
-        progressed = last_offset - (-1 if meta.offset is None else meta.offset)
-        meta.offset = last_offset
-        if bar is not None:
-            bar.update(progressed)
-        if self.restore_listener is not None:
-            self.restore_listener.on_batch_restored(meta.changelog, meta.store.name, last_offset, len(batch))
-        return len(batch)
+                meta.store.restore_batch(batch)
+                meta.offset = last
+            return [(len(batch), last)], end_offset     # the records are used up
+        start = 0 if meta.offset is None else meta.offset + 1
+        return restore_loop(meta.changelog, store_name, start, end_offset, fetch, listener=self.restore_listener,
+                            progress=self.show_progress)
 
     # -- processing -------------------------------------------------------------
     def update_changelog_offsets(self, written: Dict[TopicPartition, int]) -> None:
