@@ -24,6 +24,9 @@ transaction.  When the group takes the partitions away (lost: UNKNOWN_MEMBER_ID,
 ILLEGAL_GENERATION) or the producer is fenced (Kafka's TaskMigratedException) the open
 transaction is aborted, every task closed dirty and the input rewound to the committed
 offsets; tasks are rebuilt from their changelogs, up to the last committed transaction.
+At-least-once does the same without the transaction, as Kafka's StreamThread does
+under every guarantee: the member rejoins and what was processed after the last
+commit is processed again.
 
 In a rebalance (:class:`StreamsRebalanceListener`, Kafka's eager protocol) the thread
 commits and suspends its tasks, open; once the assignment is known the task manager
@@ -164,8 +167,6 @@ class StreamsRebalanceListener(ConsumerRebalanceListener):
             try:
                 thread.commit()
             except TASK_MIGRATED as exc:
-                if not thread.exactly_once:
-                    raise
                 thread.handle_task_migrated(exc)
                 return
             thread.task_manager.suspend(revoked)
@@ -349,8 +350,6 @@ class StreamThread:
                     self.handle_task_migrated(exc)
                     records = []
                 except TASK_MIGRATED as exc:
-                    if not self.exactly_once:
-                        raise
                     self.handle_task_migrated(exc)
                     records = []
                 except Exception as exc:    # Kafka's StreamsUncaughtExceptionHandler
@@ -513,7 +512,8 @@ class StreamThread:
 
     def handle_task_migrated(self, exc: BaseException, rewind: bool = True) -> None:
         """The group or a newer producer took this thread's work away (Kafka's
-        TaskMigratedException): abort the transaction, close every task dirty, and
+        TaskMigratedException, under either guarantee; at-least-once: a commit refused
+        because the group moved on): abort the transaction, close every task dirty, and
         (``rewind``) put the input back at the committed offsets.  A fenced producer is
         replaced by a new one (which fences in turn, if this instance is the zombie)."""
         log.warning("%s: tasks migrated (%s): aborting the transaction and rebuilding the tasks from their "
