@@ -1,16 +1,19 @@
 """A stream thread's life outside the happy path: dropped from its group by the
-coordinator."""
+coordinator, and a run that fails before it processes anything."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
+
 import pylog
 from pylog.client.transport import MemberIdentity
+from pylog.streams import StreamsBuilder, TopologyError
 from pylog.streams.errors import State
 from server.conftest import wait_until
 
-from .test_runtime import final_counts, produce, word_count
+from .test_runtime import S, final_counts, produce, word_count
 
 
 class Running:
@@ -64,3 +67,17 @@ def test_a_member_the_group_dropped_rejoins_and_goes_on(tmp_path):
         # at-least-once: what was processed after the last commit may be counted again
         assert counts["x"] >= 3 and counts["z"] >= 1
 
+
+def test_a_run_that_fails_before_processing_closes_what_it_opened(tmp_path):
+    b = StreamsBuilder({"default.key.serde": S, "default.value.serde": S})
+    b.stream("clicks").join(b.table("users"), lambda c, u: c).to("out")
+    with pylog.open(tmp_path / "data") as client:
+        client.create_topic("clicks", 2)
+        client.create_topic("users", 3)
+        app = b.build("cp", {"state.dir": str(tmp_path / "state")})
+        states = []
+        app.set_state_listener(lambda new, old: states.append(new))
+        with pytest.raises(TopologyError, match="co-partition"):
+            app.run(client, until_idle=True)
+        assert app.producer is not None and app.producer.closed
+        assert states == [State.PENDING_ERROR, State.ERROR] and app.state is State.ERROR

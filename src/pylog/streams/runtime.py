@@ -212,7 +212,17 @@ class StreamsApp(AppStateMixin):
     # -- run
     def run(self, client: Any, *, until_idle: bool = False, idle_polls: int = 3, poll_timeout_ms: int = 100) -> None:
         """Process until :meth:`stop` (or, with ``until_idle``, until ``idle_polls``
-        polls in a row bring nothing), then commit and close the app's clients."""
+        polls in a row bring nothing), then commit and close the app's clients.
+
+        Raises
+        ------
+        TopologyError
+            The topology cannot run on these topics (co-partitioning, an internal
+            topic with another partition count).
+        Exception
+            What no handler took, in any stream thread.  The app's clients are closed
+            and its state is ERROR.
+        """
         self.client = client
         self.failed = False
         self._thread_error = None
@@ -221,11 +231,18 @@ class StreamsApp(AppStateMixin):
         with self._threads_lock:
             self._threads = [main]
             self._next_thread_index = 2
-        main.open_producer()
-        create_internal_topics(client, self.metadata, self.metadata.task_counts(self.partitions_of),
-                               self._partition_counts)
-        main.global_consumer = self._bootstrap_globals(main)
-        main.join_group()
+        try:
+            main.open_producer()
+            create_internal_topics(client, self.metadata, self.metadata.task_counts(self.partitions_of),
+                                   self._partition_counts)
+            main.global_consumer = self._bootstrap_globals(main)
+            main.join_group()
+        except BaseException:
+            # nothing processed yet: close what was opened, and end in ERROR as a failed run does
+            self.failed = main.failed = True
+            main.close()
+            self._finish_state()
+            raise
         try:
             main.run(until_idle=until_idle, idle_polls=idle_polls, poll_timeout_ms=poll_timeout_ms)
         except BaseException:
