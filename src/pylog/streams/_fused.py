@@ -134,7 +134,7 @@ def _fusable_window_aggregate(proc: Any) -> bool:
     """A time-window aggregation the loop can run: emit on update, over a window store
     without duplicates that is not logged or change-logged by the logging wrapper as a
     timestamped store (the plain value, stamped with the aggregate's timestamp)."""
-    store = getattr(proc, "store", None)
+    store: Any = getattr(proc, "store", None)
     logged = type(store) is ChangeLoggingWindowStore
     inner = store.inner if logged else store
     return (not proc.emit_final and isinstance(proc.windows, TimeWindows) and isinstance(inner, WindowOps)
@@ -160,7 +160,7 @@ class _WindowAggregateState:
         self.collector = task.collector
         self.partition = task.partition
 
-    def finish(self, cl_k: List[bytes], cl_v: List[Optional[bytes]], cl_t: List[int],
+    def finish(self, cl_k: List[Optional[bytes]], cl_v: List[Optional[bytes]], cl_t: List[int],
                dirty: Dict[int, Dict[bytes, bytes]]) -> None:
         """The batch's updates to the store (the latest stored value of each window,
         ``{start: {binary key: value}}``, a dict per window start) and its changelog
@@ -296,7 +296,7 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
 
     def run(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
             out_t: List[int]) -> int:
-        cl_k: List[bytes] = []
+        cl_k: List[Optional[bytes]] = []
         cl_v: List[Optional[bytes]] = []
         cl_t: List[int] = []
         dirty: Dict[int, Dict[bytes, bytes]] = {}
