@@ -39,6 +39,11 @@ class RoundRobinPartitioner:
     def on_new_batch(self, topic: str, prev_partition: int) -> None: ...
 
 # ---------------------------------------------------------------------------------------
+# _produce.pxi: the broker's produce path for a lone batch
+
+def lone_batch_header(records: object) -> tuple[int, int, int, int, int, int, int, int] | None: ...
+
+# ---------------------------------------------------------------------------------------
 # _index.pxi: sparse offset / time index search and sanity checks (pylog.storage.index)
 
 OFFSET_INDEX_ENTRY_SIZE: int

@@ -8,6 +8,7 @@ they share C-level helpers without Python-call overhead:
 - ``_records.pxi`` record encode (per record and bulk) and decode (iteration, columnar)
 - ``_index.pxi``   sparse offset / time index search and append
 - ``_broker.pxi``  per-record broker work: murmur2 partitioning of keys
+- ``_produce.pxi`` the broker's produce path for a lone batch: its header in one parse
 - ``_client.pxi``  the embedded producer's per-record send path (accumulator)
 - ``_log.pxi``     the log's lock and its append entry point (pylog.storage.Log's base)
 - ``_segment.pxi`` segment append (pwritev, or a memcpy into the mapping when small), batch scans for
@@ -23,5 +24,6 @@ include "_index.pxi"
 include "_segment.pxi"
 include "_log.pxi"
 include "_broker.pxi"
+include "_produce.pxi"
 include "_client.pxi"
 include "_cleaner.pxi"

@@ -64,3 +64,13 @@ def test_record_errors_reach_the_client():
         p = decode_response(0, version, frame[4:])[1].responses[0].partition_responses[0]
         assert p.error_code == 87 and p.error_message == "2 records rejected"
         assert [(e.batch_index, e.batch_index_error_message) for e in p.record_errors] == [(1, "no key"), (3, None)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(version=st.sampled_from(list(PRODUCE_VERSIONS)), corr=i32, name=st.text(max_size=300), index=i32,
+       base=i64, append_time=i64, start=i64)
+def test_one_partition_ok_is_the_general_frame(version, corr, name, index, base, append_time, start):
+    from pylog.protocol.produce_reply import produce_response_ok
+
+    fast = produce_response_ok(version, corr, name, index, base, append_time, start)
+    assert fast == produce_response_frame(version, corr, [(name, ((index, 0, base, append_time, start, None),))])

@@ -225,6 +225,24 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _timestamp_error(topic: "_Topic", base_ts: int, max_ts: int, now: int) -> InvalidTimestampError | None:
+    """The error for a client's CreateTime batch whose timestamps fall outside the
+    topic's ``message.timestamp.*.max.ms`` bounds around the broker's clock ``now``."""
+    if topic.ts_after != LONG_MAX and max_ts > now + topic.ts_after:
+        return InvalidTimestampError(
+            f"timestamp {max_ts} is more than message.timestamp.after.max.ms="
+            f"{topic.ts_after} ahead of the broker's clock ({now})")
+    if topic.ts_before != LONG_MAX and base_ts < now - topic.ts_before:
+        return InvalidTimestampError(
+            f"timestamp {base_ts} is more than message.timestamp.before.max.ms="
+            f"{topic.ts_before} behind the broker's clock ({now})")
+    if topic.ts_diff != LONG_MAX and (max_ts > now + topic.ts_diff or base_ts < now - topic.ts_diff):
+        return InvalidTimestampError(
+            f"timestamps {base_ts}..{max_ts} differ from the broker's clock "
+            f"({now}) by more than message.timestamp.difference.max.ms={topic.ts_diff}")
+    return None
+
+
 def _new_topic_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
@@ -1613,8 +1631,72 @@ class Broker:
         part = t.partitions[partition]
         if part.log.append_may_fsync(t.leader_epoch):
             return None
-        acks_met = self.replication is None and not (acks == -1 and t.min_insync > 1)
-        return self._produce_to(part, records, acks, self.clock(), acks_met)
+        alone = self.replication is None
+        acks_met = alone and not (acks == -1 and t.min_insync > 1)
+        now = self.clock()
+        if acks_met:
+            header = _core.lone_batch_header(records)
+            if header is not None:
+                res = self._append_lone(part, records, header, now)
+                if res is not None:
+                    return res
+        return self._produce_to(part, records, acks, now, acks_met)
+
+    def _append_lone(self, part: _Partition, records: Any, header: tuple, now: int) -> ProduceResult | None:
+        """:meth:`_produce_to` of a request's usual records, in a few Python calls: one
+        batch (``header`` is ``_core.lone_batch_header(records)``) from a client, neither
+        transactional nor control, to a topic that keeps the producer's codec and needs
+        no per-record check (not compacted, not internal), with acks already known to be
+        met.  The same checks, append and producer-state update as the general path
+        (:meth:`_check_batch`, :meth:`_append_lone_locked`); None, with nothing done, for
+        any other batch, which the general path takes."""
+        attrs, pid, epoch, seq, count, delta, base_ts, max_ts = header
+        topic = part.topic
+        if attrs & (_ATTR_TRANSACTIONAL | _ATTR_CONTROL) or not count or topic.internal or topic.compacted \
+                or (topic.codec >= 0 and attrs & 0x07 != topic.codec):
+            return None
+        if topic.create_time:
+            err = _timestamp_error(topic, base_ts, max_ts, now)
+            if err is not None:
+                return ProduceResult.failed(err)
+        return self._append_lone_locked(part, records, pid, epoch, seq, count, delta, max_ts)
+
+    def _append_lone_locked(self, part: _Partition, batch: Any, pid: int, epoch: int, seq: int, count: int,
+                            delta: int, max_ts: int) -> ProduceResult:
+        """Append one checked batch that is neither transactional nor control (its buffer
+        and the header fields the producer state needs) under the partition's lock: an
+        idempotent producer's retry answers the original's offsets, anything else is
+        appended and the producer state updated; fetchers waiting on the partition are
+        told.  Never raises for a per-partition problem (a deleted partition answers
+        UNKNOWN_TOPIC_OR_PARTITION)."""
+        with part.lock:
+            try:
+                psm = part.producers
+                if pid >= 0:
+                    dup = psm.check(pid, epoch, seq, count, delta, is_transactional=False)
+                    if dup is not None:
+                        # Kafka answers a retry with the original's timestamp, under CreateTime too.
+                        return ProduceResult(0, dup.first_offset, dup.timestamp, part.log.log_start_offset, None, True)
+                info = self._log_append(part, (batch,))
+            except LogClosedError:
+                return ProduceResult.failed(
+                    UnknownTopicOrPartitionError(f"{part.topic.name}-{part.index} was deleted"))
+            except PylogError as exc:
+                return ProduceResult.failed(exc)
+            offset = info.base_offset
+            last = offset + delta
+            append_time = info.log_append_time
+            if pid >= 0:
+                psm.update(pid, epoch, seq, count, delta, offset, last,
+                           append_time if append_time >= 0 else max_ts, is_transactional=False, is_control=False)
+            elif last >= psm.map_end_offset:
+                # A producer without an id (the common case): no producer state beyond the end.
+                psm.map_end_offset = last + 1
+            log = part.log
+            res = ProduceResult(0, offset, append_time, log.log_start_offset)
+            leo = log.log_end_offset
+        self.notify_high_watermark(part.topic.name, part.index, leo)
+        return res
 
     def _produce_to(self, part: _Partition, records: Any, acks: int, now: int, acks_met: bool) -> ProduceResult:
         """Append a produce request's records for ``part`` (one or more batches); never
@@ -1703,19 +1785,9 @@ class Broker:
         # The bounds guard against clients' clocks; the broker's own records (the group and
         # transaction coordinators') carry its own time and are not checked against it.
         if client and topic.create_time and not attrs & _ATTR_CONTROL:
-            if topic.ts_after != LONG_MAX and b.max_timestamp > now + topic.ts_after:
-                raise InvalidTimestampError(
-                    f"timestamp {b.max_timestamp} is more than message.timestamp.after.max.ms="
-                    f"{topic.ts_after} ahead of the broker's clock ({now})")
-            if topic.ts_before != LONG_MAX and b.base_timestamp < now - topic.ts_before:
-                raise InvalidTimestampError(
-                    f"timestamp {b.base_timestamp} is more than message.timestamp.before.max.ms="
-                    f"{topic.ts_before} behind the broker's clock ({now})")
-            if topic.ts_diff != LONG_MAX and (b.max_timestamp > now + topic.ts_diff
-                                              or b.base_timestamp < now - topic.ts_diff):
-                raise InvalidTimestampError(
-                    f"timestamps {b.base_timestamp}..{b.max_timestamp} differ from the broker's clock "
-                    f"({now}) by more than message.timestamp.difference.max.ms={topic.ts_diff}")
+            err = _timestamp_error(topic, b.base_timestamp, b.max_timestamp, now)
+            if err is not None:
+                raise err
         if topic.compacted and not attrs & _ATTR_CONTROL:
             # Per-record work, in C (compressed batches are decompressed for it).
             nulls = b.null_key_indexes()
@@ -1768,21 +1840,11 @@ class Broker:
         b = self._checked(part, raw, client, self.clock() if now is None else now)
         if type(b) is ProduceResult:
             return b
-        if b.attributes & _ATTR_TRANSACTIONAL:
+        if b.attributes & (_ATTR_TRANSACTIONAL | _ATTR_CONTROL):
+            # The producer state's transaction bookkeeping (and a marker's) is _append_locked's.
             return self._locked_append(part, self._append_txn_one_locked, part, b)
-        return self._locked_append(part, self._append_one_locked, part, b)
-
-    def _append_one_locked(self, part: _Partition, b) -> ProduceResult:
-        """One non-transactional batch under the partition lock (:meth:`_append_locked`
-        without its list and transaction handling).  Raises PylogError, nothing changed."""
-        pid = b.producer_id
-        if pid >= 0:
-            dup = part.producers.check(pid, b.producer_epoch, b.base_sequence, b.records_count,
-                                       b.last_offset_delta, is_transactional=False)
-            if dup is not None:
-                # Kafka answers a retry with the original's timestamp, under CreateTime too.
-                return ProduceResult(0, dup.first_offset, dup.timestamp, part.log.log_start_offset, None, True)
-        return self._append_and_update(part, (b,))[0]
+        return self._append_lone_locked(part, b, b.producer_id, b.producer_epoch, b.base_sequence,
+                                        b.records_count, b.last_offset_delta, b.max_timestamp)
 
     def _append_txn_one_locked(self, part: _Partition, b) -> ProduceResult:
         return self._append_locked(part, [b], b.size)[0]

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from pylog.protocol._plan import write_uvarint
 
-__all__ = ["PRODUCE_VERSIONS", "produce_response_frame"]
+__all__ = ["PRODUCE_VERSIONS", "produce_response_frame", "produce_response_ok"]
 
 #: The Produce versions this encoder writes (those pylog serves).
 PRODUCE_VERSIONS = range(3, 10)
@@ -138,3 +138,44 @@ def produce_response_frame(version: int, correlation_id: int,
         return _HEAD.pack(len(body) + 5, correlation_id) + b"\x00" + body   # header v1: tags
     body = b"".join(out)
     return _HEAD.pack(len(body) + 4, correlation_id) + body
+
+
+#: (version, topic) -> (bytes before the partition's numbers, after them, frame size):
+#: what :func:`produce_response_ok` writes around its one partition.  Bounded: a broker
+#: answers for its topics; past the bound it starts over.
+_OK_LAYOUTS: dict[tuple[int, str], tuple[bytes, bytes, int]] = {}
+_OK_LAYOUTS_MAX = 4096
+
+
+def _ok_layout(version: int, name: str) -> tuple[bytes, bytes, int]:
+    # The frame of one topic and one partition answered without error, cut around the
+    # partition's numbers: produce_response_frame's bytes, by construction.
+    marker = (0, 0, 0, 0, 0, None)
+    frame = produce_response_frame(version, 0, [(name, (marker,))])
+    part = (_PARTITION_V5 if version >= 5 else _PARTITION).size
+    tail = len(_NO_ERRORS_NO_MESSAGE_FLEX if version >= _FLEXIBLE_FROM else _NO_ERRORS_NO_MESSAGE) \
+        if version >= 8 else 0
+    after = 1 + 4 + 1 if version >= _FLEXIBLE_FROM else 4     # topic tags, throttle, tags
+    at = len(frame) - after - tail - part
+    layout = (frame[8:at], frame[at + part:], len(frame) - 4)
+    if len(_OK_LAYOUTS) >= _OK_LAYOUTS_MAX:
+        _OK_LAYOUTS.clear()
+    _OK_LAYOUTS[(version, name)] = layout
+    return layout
+
+
+def produce_response_ok(version: int, correlation_id: int, name: str, index: int, base_offset: int,
+                        log_append_time: int, log_start_offset: int) -> bytes:
+    """:func:`produce_response_frame` of a request of one topic and one partition answered
+    without error (the answer to almost every request of a producer writing to many
+    partitions): the same bytes, from a layout kept per version and topic, with one
+    ``struct`` pack.  Raises ValueError for a version not in :data:`PRODUCE_VERSIONS`."""
+    layout = _OK_LAYOUTS.get((version, name))
+    if layout is None:
+        layout = _ok_layout(version, name)
+    before, after, size = layout
+    if version >= 5:
+        numbers = _PARTITION_V5.pack(index, 0, base_offset, log_append_time, log_start_offset)
+    else:
+        numbers = _PARTITION.pack(index, 0, base_offset, log_append_time)
+    return b"".join((_HEAD.pack(size, correlation_id), before, numbers, after))

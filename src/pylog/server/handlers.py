@@ -33,7 +33,7 @@ from pylog.errors import (
 )
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
-from pylog.protocol.produce_reply import produce_response_frame
+from pylog.protocol.produce_reply import produce_response_frame, produce_response_ok
 from pylog.protocol.replies import error_body
 from pylog.server._core_adapter import ZERO_UUID, topic_uuid
 from pylog.server.connection import NO_RESPONSE
@@ -483,12 +483,16 @@ def _produce_one_partition(conn: Any, st: Any, header: Any, req: Any, t: Any) ->
     if records is None or len(records) == 0 or (version < 7 and _has_zstd(records)):
         return None
     name = t.name
-    res = st.broker.produce_one(name, p.index, records, req.acks)
+    index = p.index
+    res = st.broker.produce_one(name, index, records, req.acks)
     if res is None:
         return None
     if req.acks == 0:
         return NO_RESPONSE
-    answer = _partition_answer(conn, st.broker, name, p.index, res, version >= 8)
+    if not res.error_code:
+        return produce_response_ok(version, header.correlation_id, name, index, res.base_offset,
+                                   res.log_append_time, res.log_start_offset)
+    answer = _partition_answer(conn, st.broker, name, index, res, version >= 8)
     return produce_response_frame(version, header.correlation_id, [(name, (answer,))])
 
 
