@@ -97,8 +97,14 @@ def test_joined_topics_must_be_co_partitioned(tmp_path):
     with pylog.open(tmp_path / "data") as client:
         client.create_topic("clicks", 2)
         client.create_topic("users", 3)
+        app = b.build("cp", {"state.dir": str(tmp_path / "state")})
+        states = []
+        app.set_state_listener(lambda new, old: states.append(new))
         with pytest.raises(TopologyError, match="co-partition"):
-            b.build("cp").run(client, until_idle=True)
+            app.run(client, until_idle=True)
+        # a run that fails before it processes closes what it opened and ends in ERROR
+        assert app.producer is not None and app.producer.closed
+        assert states == [app.State.PENDING_ERROR, app.State.ERROR]
 
 
 def two_instances_hand_over(client, make_app, late):
