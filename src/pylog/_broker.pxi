@@ -14,7 +14,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 import os as _broker_os
-import numpy as _broker_np
 
 from pylog.errors import InvalidPartitionsError, InvalidRequestError
 
@@ -193,7 +192,7 @@ def partition_keys(keys, int64_t num_partitions, offsets=None, lengths=None):
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
         n = len(keys)
-        result = _broker_np.empty(n, dtype=_broker_np.int32)
+        result = _np().empty(n, dtype=_np().int32)
         out = result
         for i in range(n):
             item = keys[i]
@@ -207,18 +206,18 @@ def partition_keys(keys, int64_t num_partitions, offsets=None, lengths=None):
                 out[i] = <int32_t>((h & 0x7fffffff) % <uint32_t>parts)
         return result
 
-    offs = _broker_np.ascontiguousarray(offsets, dtype=_broker_np.int64)
+    offs = _np().ascontiguousarray(offsets, dtype=_np().int64)
     if not has_lengths:
         n = offs.shape[0] - 1
         if n < 0:
             raise InvalidRequestError("partition_keys: offsets needs len(keys) + 1 boundaries")
     else:
-        lens = _broker_np.ascontiguousarray(lengths, dtype=_broker_np.int64)
+        lens = _np().ascontiguousarray(lengths, dtype=_np().int64)
         n = offs.shape[0]
         if lens.shape[0] != n:
             raise InvalidRequestError(
                 f"partition_keys: {n} offsets but {lens.shape[0]} lengths")
-    result = _broker_np.empty(n, dtype=_broker_np.int32)
+    result = _np().empty(n, dtype=_np().int32)
     out = result
     try:
         PyObject_GetBuffer(keys, &view, PyBUF_SIMPLE)

@@ -167,8 +167,8 @@ cdef object _client_timestamps(object timestamps, Py_ssize_t n):
         items = <list>timestamps if type(timestamps) is list else list(timestamps)
         if len(items) != n:
             raise ValueError(f"{len(items)} timestamps for {n} values")
-        arr = _broker_np.empty(n, dtype=_broker_np.int64)
-        out = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+        arr = _np().empty(n, dtype=_np().int64)
+        out = <int64_t *>pylog_array_data(arr)
         try:
             for i in range(n):
                 x = items[i]
@@ -182,7 +182,7 @@ cdef object _client_timestamps(object timestamps, Py_ssize_t n):
         except OverflowError:
             raise InvalidTimestampError(f"timestamp_ms holds {items[i]}, more than an int64") from None
     try:
-        arr = _broker_np.asarray(timestamps)
+        arr = _np().asarray(timestamps)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidTimestampError(f"timestamp_ms must be an int, None or a sequence of ints: {exc}") from None
     if arr.ndim != 1:
@@ -190,12 +190,12 @@ cdef object _client_timestamps(object timestamps, Py_ssize_t n):
     if len(arr) != n:
         raise ValueError(f"{len(arr)} timestamps for {n} values")
     if n == 0:
-        return _broker_np.empty(0, dtype=_broker_np.int64)
+        return _np().empty(0, dtype=_np().int64)
     if arr.dtype.kind not in "iu":
         raise InvalidTimestampError(f"timestamp_ms must hold ints (ms since the epoch), not {arr.dtype}")
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > INT64_MAX:
         raise InvalidTimestampError(f"timestamp_ms holds {int(arr.max())}, more than an int64")
-    arr = _broker_np.ascontiguousarray(arr, dtype=_broker_np.int64)
+    arr = _np().ascontiguousarray(arr, dtype=_np().int64)
     if int(arr.min()) < 0:
         raise InvalidTimestampError(f"timestamp_ms must be >= 0 (ms since the epoch), got {int(arr.min())}")
     return arr
@@ -1071,8 +1071,8 @@ cdef class BatchSendFuture:
         cdef object order_arr = self.order
         if self.offsets is not None or batches is None:
             return 0
-        arr = _broker_np.empty(n, dtype=_broker_np.int64)
-        out = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+        arr = _np().empty(n, dtype=_np().int64)
+        out = <int64_t *>pylog_array_data(arr)
         if order_arr is None and self.grouped:
             self._fill_grouped(out, n)
             self.offsets = arr
@@ -1108,7 +1108,7 @@ cdef class BatchSendFuture:
         """_fill without an order array: every record went to the partition ``partitions``
         names, and each partition's spans, in the order they were added, hold its records
         in input order.  One pass over the input, a cursor per partition."""
-        cdef const int32_t *parts = <const int32_t *>cnp.PyArray_DATA(<cnp.ndarray>self.partitions)
+        cdef const int32_t *parts = <const int32_t *>pylog_array_data(self.partitions)
         cdef Py_ssize_t nparts = 0, nspans = self.nspans, i, j
         cdef int32_t p
         cdef int64_t base
@@ -1983,7 +1983,7 @@ cdef class _ProducerCore:
             ts_arr = _client_timestamps(timestamp_ms, n)
             ts = -1
             if n:
-                tss = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>ts_arr)
+                tss = <const int64_t *>pylog_array_data(ts_arr)
         if keys is not None:
             kcol = _Column.wrap(keys, "keys")
             if kcol.n != n:
@@ -1995,8 +1995,8 @@ cdef class _ProducerCore:
             fixed_p = _client_partition(partition, tq.num_partitions, tq.name)
         nparts = tq.num_partitions
         custom = self._pkind == PART_CUSTOM and fixed_p < 0
-        parts_arr = _broker_np.empty(n, dtype=_broker_np.int32)
-        parts = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>parts_arr)
+        parts_arr = _np().empty(n, dtype=_np().int32)
+        parts = <int32_t *>pylog_array_data(parts_arr)
         # Per group (group 0: keyless records, sticky; group p + 1: partition p).
         gcount = <Py_ssize_t *>PyMem_Malloc(3 * (nparts + 1) * sizeof(Py_ssize_t))
         if gcount == NULL:
@@ -2758,14 +2758,14 @@ cdef class _Column:
     cdef _Column wrap(object data, str what):
         cdef _Column c = _Column.__new__(_Column)
         c.c.none = <PyObject *>None
-        if isinstance(data, cnp.ndarray) and (<cnp.ndarray>data).dtype.num != cnp.NPY_OBJECT:
+        if _is_ndarray(data) and pylog_array_type(data) != NPY_OBJECT:
             arr = data
-            if arr.ndim == 2 and arr.dtype == _broker_np.uint8:
-                arr = _broker_np.ascontiguousarray(arr)
+            if arr.ndim == 2 and arr.dtype == _np().uint8:
+                arr = _np().ascontiguousarray(arr)
                 c.n = arr.shape[0]
                 c.c.width = arr.shape[1]
             elif arr.ndim == 1 and arr.dtype.kind in ("S", "V"):
-                arr = _broker_np.ascontiguousarray(arr)
+                arr = _np().ascontiguousarray(arr)
                 c.n = arr.shape[0]
                 c.c.width = arr.dtype.itemsize
             else:
@@ -2773,7 +2773,7 @@ cdef class _Column:
                     f"{what} array must be 2-D uint8 (one row per record) or fixed-width bytes "
                     f"(dtype S<n> or V<n>), not {arr.ndim}-D {arr.dtype}")
             c.keep = arr
-            c.c.base = <const char *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+            c.c.base = <const char *>pylog_array_data(arr)
             return c
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             raise RecordTypeError(f"{what} must be a sequence of bytes (one per record), not {type(data).__name__}")
@@ -2961,8 +2961,8 @@ cdef int32_t *_client_group_order(BatchSendFuture fut, const int32_t *parts, Py_
     cdef Py_ssize_t *nxt = <Py_ssize_t *>PyMem_Malloc((nparts + 1) * sizeof(Py_ssize_t))
     if nxt == NULL:
         raise MemoryError()
-    arr = _broker_np.empty(n, dtype=_broker_np.int32)
-    order = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>arr)
+    arr = _np().empty(n, dtype=_np().int32)
+    order = <int32_t *>pylog_array_data(arr)
     with nogil:
         for g in range(nparts + 1):
             nxt[g] = start

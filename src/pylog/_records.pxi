@@ -7,7 +7,6 @@
 # record's own end once its length is known), checks before each read, varints included,
 # and reports bad input as CorruptRecordError.  The layout is in ARCHITECTURE.md.
 cimport cython
-cimport numpy as cnp
 from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
@@ -26,7 +25,68 @@ from libc.string cimport memcpy, memset
 import pylog.codecs as _codecs
 from pylog.errors import RecordBatchTooLargeError, UnsupportedCompressionTypeError
 
-cnp.import_array()
+# numpy's C API, loaded on the first use of a numpy column rather than when _core is
+# imported: importing numpy is about a third of `pylog serve`'s start-up (#17), and a
+# broker needs it for none of its produce, fetch or storage paths.  ``cimport numpy``
+# would import it at module init (its extension types are looked up there), so the few
+# calls the columns need are declared here instead, on numpy's own header.
+cdef extern from *:
+    """
+    #include "numpy/arrayobject.h"
+    static int pylog_numpy_loaded = 0;
+    static int pylog_load_numpy(void) {
+        if (!pylog_numpy_loaded) {
+            if (_import_array() < 0) return -1;
+            pylog_numpy_loaded = 1;
+        }
+        return 0;
+    }
+    static PyObject *pylog_empty_column(Py_ssize_t n, int typenum) {
+        npy_intp dims[1];
+        dims[0] = (npy_intp)n;
+        return PyArray_EMPTY(1, dims, typenum, 0);
+    }
+    static void *pylog_array_data(PyObject *a) { return PyArray_DATA((PyArrayObject *)a); }
+    static void pylog_array_freeze(PyObject *a) { PyArray_CLEARFLAGS((PyArrayObject *)a, NPY_ARRAY_WRITEABLE); }
+    static int pylog_is_ndarray(PyObject *o) { return pylog_numpy_loaded && PyArray_Check(o); }
+    static int pylog_array_type(PyObject *a) { return PyArray_TYPE((PyArrayObject *)a); }
+    static int pylog_array_c_contiguous(PyObject *a) { return PyArray_IS_C_CONTIGUOUS((PyArrayObject *)a); }
+    """
+    enum:
+        NPY_INT32
+        NPY_INT64
+        NPY_OBJECT
+    int pylog_load_numpy() except -1
+    object pylog_empty_column(Py_ssize_t n, int typenum)
+    void *pylog_array_data(object a)
+    void pylog_array_freeze(object a)
+    bint pylog_is_ndarray(object o)
+    int pylog_array_type(object a)
+    bint pylog_array_c_contiguous(object a)
+
+import sys as _records_sys
+
+cdef object _numpy_module = None
+cdef dict _sys_modules = _records_sys.modules
+
+
+cdef object _np():
+    """The numpy module, imported (and its C API loaded) on first use."""
+    global _numpy_module
+    if _numpy_module is None:
+        import numpy
+        pylog_load_numpy()
+        _numpy_module = numpy
+    return _numpy_module
+
+
+cdef inline bint _is_ndarray(object o) except -1:
+    """Whether ``o`` is a numpy array (without importing numpy: if nobody has, it is not)."""
+    if _numpy_module is None:
+        if "numpy" not in _sys_modules:
+            return False
+        _np()
+    return pylog_is_ndarray(o)
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
@@ -846,7 +906,7 @@ cdef class RecordBatch:
     def columns(self):
         """Decode every record at once into numpy columns: see :class:`RecordColumns`."""
         cdef RecordColumns cols = RecordColumns.__new__(RecordColumns)
-        cdef cnp.npy_intp n
+        cdef Py_ssize_t n
         cdef ColumnsOut out
         cdef RecordStatus st
         cdef int32_t failed
@@ -854,22 +914,24 @@ cdef class RecordBatch:
         n = self._h.records_count
         if n > self._rn // RECORD_MIN_SIZE:
             raise record_error(RECORD_BAD_COUNT, 0, &self._h)
-        cols.offsets = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
-        cols.timestamps = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
-        cols.key_offsets = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
-        cols.key_lengths = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT32, 0)
-        cols.value_offsets = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
-        cols.value_lengths = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT32, 0)
-        cols.header_offsets = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
-        cols.header_counts = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT32, 0)
-        out.offsets = <int64_t *>cnp.PyArray_DATA(cols.offsets)
-        out.timestamps = <int64_t *>cnp.PyArray_DATA(cols.timestamps)
-        out.key_offsets = <int64_t *>cnp.PyArray_DATA(cols.key_offsets)
-        out.key_lengths = <int32_t *>cnp.PyArray_DATA(cols.key_lengths)
-        out.value_offsets = <int64_t *>cnp.PyArray_DATA(cols.value_offsets)
-        out.value_lengths = <int32_t *>cnp.PyArray_DATA(cols.value_lengths)
-        out.header_offsets = <int64_t *>cnp.PyArray_DATA(cols.header_offsets)
-        out.header_counts = <int32_t *>cnp.PyArray_DATA(cols.header_counts)
+        if _numpy_module is None:
+            _np()
+        cols.offsets = pylog_empty_column(n, NPY_INT64)
+        cols.timestamps = pylog_empty_column(n, NPY_INT64)
+        cols.key_offsets = pylog_empty_column(n, NPY_INT64)
+        cols.key_lengths = pylog_empty_column(n, NPY_INT32)
+        cols.value_offsets = pylog_empty_column(n, NPY_INT64)
+        cols.value_lengths = pylog_empty_column(n, NPY_INT32)
+        cols.header_offsets = pylog_empty_column(n, NPY_INT64)
+        cols.header_counts = pylog_empty_column(n, NPY_INT32)
+        out.offsets = <int64_t *>pylog_array_data(cols.offsets)
+        out.timestamps = <int64_t *>pylog_array_data(cols.timestamps)
+        out.key_offsets = <int64_t *>pylog_array_data(cols.key_offsets)
+        out.key_lengths = <int32_t *>pylog_array_data(cols.key_lengths)
+        out.value_offsets = <int64_t *>pylog_array_data(cols.value_offsets)
+        out.value_lengths = <int32_t *>pylog_array_data(cols.value_lengths)
+        out.header_offsets = <int64_t *>pylog_array_data(cols.header_offsets)
+        out.header_counts = <int32_t *>pylog_array_data(cols.header_counts)
         out.starts = NULL
         out.ends = NULL
         if self._rn >= GIL_RELEASE_BYTES:
@@ -882,7 +944,7 @@ cdef class RecordBatch:
         # The accessors trust these positions; keep them as decoded.
         for arr in (cols.offsets, cols.timestamps, cols.key_offsets, cols.key_lengths,
                     cols.value_offsets, cols.value_lengths, cols.header_offsets, cols.header_counts):
-            cnp.PyArray_CLEARFLAGS(<cnp.ndarray>arr, cnp.NPY_ARRAY_WRITEABLE)
+            pylog_array_freeze(arr)
         cols.batch = self
         cols._rp = self._rp
         cols._rn = self._rn
@@ -1017,20 +1079,20 @@ cdef class RecordColumns:
     def key(self, Py_ssize_t i):
         """Key of record ``i`` as bytes, or None."""
         i = self._index(i)
-        return self._slice((<int64_t *>cnp.PyArray_DATA(self.key_offsets))[i],
-                           (<int32_t *>cnp.PyArray_DATA(self.key_lengths))[i])
+        return self._slice((<int64_t *>pylog_array_data(self.key_offsets))[i],
+                           (<int32_t *>pylog_array_data(self.key_lengths))[i])
 
     def value(self, Py_ssize_t i):
         """Value of record ``i`` as bytes, or None."""
         i = self._index(i)
-        return self._slice((<int64_t *>cnp.PyArray_DATA(self.value_offsets))[i],
-                           (<int32_t *>cnp.PyArray_DATA(self.value_lengths))[i])
+        return self._slice((<int64_t *>pylog_array_data(self.value_offsets))[i],
+                           (<int32_t *>pylog_array_data(self.value_lengths))[i])
 
     def headers(self, Py_ssize_t i):
         """Headers of record ``i`` as a tuple of (str, bytes or None)."""
         i = self._index(i)
-        cdef int64_t off = (<int64_t *>cnp.PyArray_DATA(self.header_offsets))[i]
-        cdef int32_t count = (<int32_t *>cnp.PyArray_DATA(self.header_counts))[i]
+        cdef int64_t off = (<int64_t *>pylog_array_data(self.header_offsets))[i]
+        cdef int32_t count = (<int32_t *>pylog_array_data(self.header_counts))[i]
         if off < 0 or off > self._rn or count < 0 or count > self._rn - off:
             raise IndexError("record column positions were modified")
         return decode_headers(self._rp + off, self._rp + self._rn, count)
@@ -1038,8 +1100,8 @@ cdef class RecordColumns:
     def keys(self):
         """Every key, as a list of bytes or None."""
         cdef list out = [None] * self.n
-        cdef int64_t *off = <int64_t *>cnp.PyArray_DATA(self.key_offsets)
-        cdef int32_t *ln = <int32_t *>cnp.PyArray_DATA(self.key_lengths)
+        cdef int64_t *off = <int64_t *>pylog_array_data(self.key_offsets)
+        cdef int32_t *ln = <int32_t *>pylog_array_data(self.key_lengths)
         cdef Py_ssize_t i
         for i in range(self.n):
             out[i] = self._slice(off[i], ln[i])
@@ -1048,8 +1110,8 @@ cdef class RecordColumns:
     def values(self):
         """Every value, as a list of bytes or None."""
         cdef list out = [None] * self.n
-        cdef int64_t *off = <int64_t *>cnp.PyArray_DATA(self.value_offsets)
-        cdef int32_t *ln = <int32_t *>cnp.PyArray_DATA(self.value_lengths)
+        cdef int64_t *off = <int64_t *>pylog_array_data(self.value_offsets)
+        cdef int32_t *ln = <int32_t *>pylog_array_data(self.value_lengths)
         cdef Py_ssize_t i
         for i in range(self.n):
             out[i] = self._slice(off[i], ln[i])
@@ -1522,7 +1584,7 @@ cdef class RecordBatchBuilder:
             ts_const = pylog_now_ms()
         elif isinstance(timestamps, int):
             ts_const = timestamps
-        elif isinstance(timestamps, cnp.ndarray):
+        elif _is_ndarray(timestamps):
             tref = acquire_int64_column(timestamps, n, "timestamps")
             tsp = <const int64_t *>tref.view.buf
         else:
@@ -1836,14 +1898,14 @@ cdef void write_header(uint8_t *o, Py_ssize_t size, int64_t base_offset, int32_t
 cdef _BufferRef acquire_int64_column(object arr, Py_ssize_t n, str what):
     """A C-contiguous int64 buffer of n items (n < 0: any length)."""
     cdef _BufferRef ref
-    if isinstance(arr, cnp.ndarray):
-        if (<cnp.ndarray>arr).dtype.num != cnp.NPY_INT64 and arr.dtype != "int64":
+    if _is_ndarray(arr):
+        if pylog_array_type(arr) != NPY_INT64 and arr.dtype != "int64":
             raise TypeError(f"{what} must be an int64 array, not {arr.dtype}")
-        if not (<cnp.ndarray>arr).flags.c_contiguous:
+        if not pylog_array_c_contiguous(arr):
             arr = arr.copy()
     elif not isinstance(arr, memoryview) or (<memoryview>arr).format not in ("q", "l", "<q", "=q"):
-        import numpy as _np
-        arr = _np.ascontiguousarray(arr, dtype=_np.int64)
+        np = _np()
+        arr = np.ascontiguousarray(arr, dtype=np.int64)
     ref = acquire_buffer(arr)
     if ref.view.len % 8 != 0:
         raise ValueError(f"{what} must be int64")
@@ -1908,9 +1970,9 @@ def filter_batch(batch, keep, *, max_uncompressed=None):
         b = <RecordBatch>batch
     else:
         b = RecordBatch(batch, max_uncompressed=max_uncompressed)
-    import numpy as _np
+    np = _np()
     # A private copy: the two passes over it below must see the same values.
-    keep = _np.array(keep, dtype=_np.bool_, order="C", copy=True)
+    keep = np.array(keep, dtype=np.bool_, order="C", copy=True)
     n = b._h.records_count
     if keep.ndim != 1 or keep.shape[0] != n:
         raise ValueError(f"keep has {keep.size} entries for a batch of {n} records")

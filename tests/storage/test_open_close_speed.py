@@ -240,6 +240,36 @@ def test_standalone_manager_defers_clean_logs_until_used(clean_dir, tmp_path):
         assert m.deferred_count == 0 and len(m.logs()) == n
 
 
+_SERVE_WITHOUT_NUMPY = r"""
+import sys
+
+import pylog.cli, pylog.server.handlers, pylog.server.server   # what `pylog serve` imports
+from pylog.broker.core import Broker
+from pylog.records import RecordBatchBuilder
+
+b = Broker(sys.argv[1])
+opened = "numpy" in sys.modules
+assert b.wait_loaded(60)
+builder = RecordBatchBuilder()
+builder.append(1, None, b"second")
+assert b.produce("wide", 3, bytes(builder.build()), acks=1).error_code == 0
+fetched = b.fetch("wide", 3, 0)
+assert fetched.error_code == 0 and fetched.high_watermark == 2, fetched
+b.close()
+print(opened, "numpy" in sys.modules)
+"""
+
+
+def test_a_broker_opens_loads_and_serves_without_importing_numpy(clean_dir, tmp_path):
+    # numpy's import was a third of `pylog serve`'s start-up (#17): the broker's open,
+    # its deferred loads (indexes included), produce and fetch must not need it.
+    path = _copy(clean_dir, tmp_path)
+    out = subprocess.run([sys.executable, "-c", _SERVE_WITHOUT_NUMPY, path], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
 @pytest.mark.bench
 def test_bench_open_close_smoke(monkeypatch, tmp_path):
     import importlib

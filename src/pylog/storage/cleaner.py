@@ -86,8 +86,6 @@ import time
 from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
-import numpy as np
-
 from pylog import _core
 from pylog.codecs import DEFAULT_MAX_UNCOMPRESSED
 from pylog.errors import CorruptRecordError, InvalidConfigError, KafkaStorageError, LogClosedError, PylogError
@@ -727,6 +725,8 @@ class LogCleaner:
             return CleanerStats(False, "transaction_in_progress", **base)
         end_offset = ends[n - 1]
         cleanable, scans = cleanable[:n], scans[:n]
+        import numpy as np   # here, not at import: a broker's start-up does not pay for numpy
+
         aborted_arr = np.array(sorted(aborted), dtype=np.int64)
         last_batches: dict[int, int] = {}
         for scan in scans:

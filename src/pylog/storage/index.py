@@ -12,8 +12,10 @@ On disk (both big-endian, no header, fixed-size entries):
 Entries are sparse (one per ``index_interval_bytes`` of log) and strictly increasing.
 The index of the active segment is preallocated to ``segment_index_bytes`` (rounded
 down to whole entries) and memory-mapped; it is trimmed to its entries on roll and close,
-so a closed index file is exactly its entries, as Kafka's.  In memory an index is a numpy
-structured array viewing the mapping (:attr:`entries`); searches run in Cython.
+so a closed index file is exactly its entries, as Kafka's.  In memory an index is the
+mapping; searches run in Cython on it, and :attr:`entries` gives a numpy structured array
+viewing it (made on first use: neither the broker nor its open needs numpy, whose import
+would be a third of `pylog serve`'s start-up).
 
 Crash behaviour: indexes are never trusted after an unclean shutdown: the segments being
 recovered rebuild theirs, and any index opened later is sanity-checked first
@@ -30,18 +32,33 @@ import logging
 import mmap
 import os
 import struct
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pylog import _core
 from pylog.errors import KafkaStorageError
 
 __all__ = ["OffsetIndex", "TimeIndex", "CorruptIndexError", "OFFSET_INDEX_DTYPE", "TIME_INDEX_DTYPE"]
 
-#: numpy view of one ``.index`` entry.
-OFFSET_INDEX_DTYPE = np.dtype([("relative_offset", ">u4"), ("position", ">u4")])
-#: numpy view of one ``.timeindex`` entry.
-TIME_INDEX_DTYPE = np.dtype([("timestamp", ">i8"), ("relative_offset", ">u4")])
+if TYPE_CHECKING:
+    import numpy as np
+
+# OFFSET_INDEX_DTYPE: numpy view of one ``.index`` entry; TIME_INDEX_DTYPE: of one
+# ``.timeindex`` entry.  Made on first use (module __getattr__), with numpy.
+_DTYPE_FIELDS = {
+    "OFFSET_INDEX_DTYPE": [("relative_offset", ">u4"), ("position", ">u4")],
+    "TIME_INDEX_DTYPE": [("timestamp", ">i8"), ("relative_offset", ">u4")],
+}
+
+
+def __getattr__(name: str) -> Any:
+    fields = _DTYPE_FIELDS.get(name)
+    if fields is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import numpy as np
+
+    dtype = globals()[name] = np.dtype(fields)
+    return dtype
+
 
 _EMPTY = b""
 _logger = logging.getLogger(__name__)
@@ -57,7 +74,7 @@ class _MappedIndex:
     """Shared machinery: file, mapping, entry count, trim and close."""
 
     ENTRY_SIZE = 0
-    DTYPE: np.dtype
+    _DTYPE_NAME = ""
     _IS_TIME = False
     #: While the segment is active its Cython appender writes entries and owns the count.
     _source = None
@@ -95,7 +112,7 @@ class _MappedIndex:
         self.writable = writable
         self._max_entries = max(max_index_size // self.ENTRY_SIZE, 1)
         self._mm: mmap.mmap | None = None
-        self._array: np.ndarray | None = None
+        self._array: "np.ndarray | None" = None
         self._ready = 0
         self.entries_skipped = 0
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
@@ -132,16 +149,19 @@ class _MappedIndex:
                     self._mm = mmap.mmap(fd, file_size, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)  # the mapping stays valid without the descriptor
-        if self._mm is not None:
-            self._array = np.frombuffer(self._mm, dtype=self.DTYPE, count=self._max_entries)
 
     # -- state ---------------------------------------------------------------------
 
     @property
-    def entries(self) -> np.ndarray:
+    def entries(self) -> "np.ndarray":
         """The valid entries: a read-only numpy view over the mapped file (zero-copy)."""
+        import numpy as np
+
+        dtype = globals().get(self._DTYPE_NAME) or __getattr__(self._DTYPE_NAME)
+        if self._mm is None:
+            return np.empty(0, dtype=dtype)
         if self._array is None:
-            return np.empty(0, dtype=self.DTYPE)
+            self._array = np.frombuffer(self._mm, dtype=dtype, count=len(self._mm) // self.ENTRY_SIZE)
         view = self._array[: self._entries]
         view.flags.writeable = False
         return view
@@ -230,7 +250,6 @@ class _MappedIndex:
                 self._mm = mmap.mmap(fd, self._entries * self.ENTRY_SIZE, access=mmap.ACCESS_READ)
             finally:
                 os.close(fd)
-            self._array = np.frombuffer(self._mm, dtype=self.DTYPE, count=self._entries)
 
     def _unmap(self) -> None:
         self._array = None
@@ -260,7 +279,7 @@ class OffsetIndex(_MappedIndex):
     """
 
     ENTRY_SIZE = _core.OFFSET_INDEX_ENTRY_SIZE
-    DTYPE = OFFSET_INDEX_DTYPE
+    _DTYPE_NAME = "OFFSET_INDEX_DTYPE"
     _PACK = struct.Struct(">II")
 
     def lookup(self, offset: int) -> tuple[int, int]:
@@ -324,7 +343,7 @@ class TimeIndex(_MappedIndex):
     """
 
     ENTRY_SIZE = _core.TIME_INDEX_ENTRY_SIZE
-    DTYPE = TIME_INDEX_DTYPE
+    _DTYPE_NAME = "TIME_INDEX_DTYPE"
     _IS_TIME = True
     _PACK = struct.Struct(">qI")
 
