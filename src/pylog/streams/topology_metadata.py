@@ -11,6 +11,10 @@ when the task counts are worked out: the source topics of a sub-topology that jo
 (has a store shared by two sources) must have the same partition count, else
 :class:`~.topology.TopologyError`.
 
+Crash behaviour: topics are created one by one; a run that stops half way leaves some
+created, and the next run creates the rest (an existing topic with the right partition
+count is kept).
+
 Thread safety: immutable after construction; :meth:`TopologyMetadata.task_counts` and
 :func:`create_internal_topics` ask the cluster and are called once per run, before the
 stream threads start.
