@@ -32,8 +32,10 @@ Figures (asv ``track_*``; ``python -m benches.bench_streams_peers`` prints them)
 records/s of each implementation and job, and the ratios the issue sets goals for:
 pylog/quix (>= 3) and pylog/kafka-streams (>= 0.5) on the server, and pylog embedded
 (>= 1M records/s stateless, >= 300k windowed), with the windowed job's in-memory store
-beside it (``embedded_windowed_in_memory``: what the persistent store costs).  ``PYLOG_BENCH_SMALL=1`` shrinks N to
-2,000 for the smoke test; ``PYLOG_BENCH_PEERS_N`` sets it.
+beside it (``embedded_windowed_in_memory``: what the persistent store costs).  ``python -m
+benches.bench_streams_peers embedded [ROUNDS]`` runs the three embedded figures alone,
+alternating, and prints their medians over ROUNDS (default 5) rounds.
+``PYLOG_BENCH_SMALL=1`` shrinks N to 2,000 for the smoke test; ``PYLOG_BENCH_PEERS_N`` sets it.
 
 This module is also the worker the subprocesses run (``python bench_streams_peers.py
 worker IMPL JOB BOOTSTRAP APP_ID INPUT OUTPUT STATE_DIR``): it imports nothing but the
@@ -376,6 +378,26 @@ def run_embedded(job: str, keys: list[bytes], values: list[bytes], stamps: list[
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def embedded_figures(keys: list[bytes], values: list[bytes], stamps: list[int]) -> dict:
+    """The embedded runs, one each: ``embedded_stateless``, ``embedded_windowed`` (the
+    persistent store) and ``embedded_windowed_in_memory``, in records/s."""
+    out = {f"embedded_{job}": run_embedded(job, keys, values, stamps) for job in JOBS}
+    out["embedded_windowed_in_memory"] = run_embedded("windowed", keys, values, stamps, "in_memory")
+    return out
+
+
+def embedded_rounds(n: int = N, rounds: int = 5) -> dict:
+    """:func:`embedded_figures` ``rounds`` times on the same data, the three jobs
+    alternating: ``{figure: [records/s of each round]}`` (no server, no peers: what
+    ``python -m benches.bench_streams_peers embedded [ROUNDS]`` prints the medians of)."""
+    keys, values, stamps = _data(n)
+    out: dict = {}
+    for _ in range(rounds):
+        for k, v in embedded_figures(keys, values, stamps).items():
+            out.setdefault(k, []).append(v)
+    return out
+
+
 def measure(n: int = N, impls: tuple[str, ...] = REMOTE, embedded: bool = True, check=None) -> dict:
     """Every figure of one run: ``{"n": n, "<impl>_<job>": records/s, ...}`` (NaN for a peer that
     is not there) and ``"<impl>_unavailable"``: why, for a peer left out.  One fresh
@@ -415,9 +437,7 @@ def measure(n: int = N, impls: tuple[str, ...] = REMOTE, embedded: bool = True, 
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     if embedded:
-        for job in JOBS:
-            out[f"embedded_{job}"] = run_embedded(job, keys, values, stamps)
-        out["embedded_windowed_in_memory"] = run_embedded("windowed", keys, values, stamps, "in_memory")
+        out.update(embedded_figures(keys, values, stamps))
     for job in JOBS:
         for peer in ("quix", "kafka_streams"):
             if f"{peer}_{job}" in out:
@@ -472,5 +492,10 @@ def report(results: dict) -> str:
 if __name__ == "__main__":  # pragma: no cover - the worker, or a manual report
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         worker(*sys.argv[2:9])
+    elif len(sys.argv) > 1 and sys.argv[1] == "embedded":
+        import statistics
+        for name, rates in embedded_rounds(rounds=int(sys.argv[2]) if len(sys.argv) > 2 else 5).items():
+            print(f"{name:28} median {statistics.median(rates):12,.0f} records/s  rounds: "
+                  + " ".join(f"{r:,.0f}" for r in rates))
     else:
         print(report(measure()))

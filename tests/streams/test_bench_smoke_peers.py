@@ -73,3 +73,11 @@ def test_streams_peer_benchmarks_run(monkeypatch):
     bench = mod.StreamsPeers()
     assert bench.track_pylog_over_quix_windowed(results) == results["pylog_over_quix_windowed"]
     assert "records/s" in mod.report(results)
+
+
+def test_the_embedded_rounds_run():
+    from benches import bench_streams_peers
+
+    rounds = bench_streams_peers.embedded_rounds(n=200, rounds=1)
+    assert sorted(rounds) == ["embedded_stateless", "embedded_windowed", "embedded_windowed_in_memory"]
+    assert all(len(rates) == 1 and rates[0] > 0 for rates in rounds.values())
