@@ -80,8 +80,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``pylog`` argument parser (every subcommand)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``pylog`` argument parser (every subcommand; ``only="serve"``: that one alone)."""
     from pylog import __version__
     from pylog.server import tools
     from pylog.server.tools import INT32_MAX, common_options, int_in, topic_name
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pylog {__version__}")
     common_options(parser, connects=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only == "serve":
+        tools._add_serve(sub)
+        return parser
     demo = sub.add_parser("demo", help="append a few batches to a log and read them back",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--data-dir", default="pylog-data", help="data directory")
@@ -366,8 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reconfigure(errors="backslashreplace")
             except (ValueError, OSError):
                 pass
-    parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `pylog serve ...` builds serve's parser alone: every command's is ~10 ms of a
+    # server's start-up (#17).  With the command word first, every later word is serve's,
+    # so what is accepted and every message are the same.
+    parser = build_parser("serve" if argv[:1] == ["serve"] else None)
+    args = parser.parse_args(argv)
     args.given = frozenset(vars(args))
     if not args.connects:
         for opt in ("bootstrap_server", "timeout"):

@@ -223,3 +223,15 @@ def test_default_loop_is_uvloop_when_installed_and_bad_choices_are_refused(serve
                            "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1
     assert "cannot start: PYLOG_EVENT_LOOP='tokio': expected auto, asyncio or uvloop" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--data-dir", "d", "--listen", "127.0.0.1:0", "--log-level", "INFO", "--override", "a=b",
+     "--override", "c=d", "--num-partitions", "3", "--no-auto-create-topics", "--node-id", "2"],
+    ["serve"],
+])
+def test_serve_alone_parses_as_the_whole_cli(argv):
+    # `pylog serve ...` builds serve's parser alone (start-up time, #17): same namespace.
+    from pylog.cli import build_parser
+
+    assert vars(build_parser("serve").parse_args(argv)) == vars(build_parser().parse_args(argv))
