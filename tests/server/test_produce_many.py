@@ -125,3 +125,37 @@ def test_answers_to_the_requests_of_one_read_leave_together(inproc):
         assert counting.sends <= PARTITIONS // 4, counting.sends
     finally:
         s.close()
+
+
+def test_a_burst_over_several_reads_is_answered_in_order(inproc):
+    """More pipelined requests than several read buffers hold (the server reads on while
+    each read fills its buffer, corking the answers of all), with a request too large for
+    the read buffer and one with acks=0 (no answer) in the middle."""
+    from pylog.server import connection
+
+    topic = unique("burst")
+    inproc.server.broker.create_topic(topic, PARTITIONS)
+    value = b"v" * 2000
+    frames, expect = [], []
+    count = 6 * connection.READ_BUFFER_SIZE // 2100
+    for i in range(count):
+        if i == count // 2:
+            big = _batch(b"B" * (connection.READ_BUFFER_SIZE + 1000))
+            frames.append(_produce(topic, 0, big, i))
+        elif i == count // 3:
+            frames.append(_produce(topic, 1, _batch(value), i, acks=0))
+            continue
+        else:
+            frames.append(_produce(topic, i % PARTITIONS, _batch(value), i))
+        expect.append(i)
+    s = socket.create_connection(inproc.address, timeout=60)   # a safety net, not a timing
+    answers: list[bytes] = []
+    reader = threading.Thread(target=lambda: answers.extend(read_frame(s) for _ in expect))
+    reader.start()
+    s.sendall(b"".join(frames))
+    reader.join(60)
+    s.close()
+    assert not reader.is_alive()
+    assert [struct.unpack_from(">i", a)[0] for a in answers] == expect
+    assert all(decode_response(0, 9, a)[1].responses[0].partition_responses[0].error_code == 0 for a in answers)
+    assert sum(len(_values(inproc, topic, p)) for p in range(PARTITIONS)) == count
