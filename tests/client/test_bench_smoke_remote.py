@@ -32,8 +32,12 @@ def test_compare_runs_every_client_once(bench):
     for section in ("produce", "consume"):
         for kind, rates in result[section].items():
             assert len(rates) == 1 and rates[0] > 0, (section, kind)
-    for kind, p99s in result["latency_p99_ms"].items():
-        assert len(p99s) == 1 and p99s[0] > 0, kind
+    for q in ("p50", "p99", "p99.9"):
+        for kind, values in result[f"latency_{q}_ms"].items():
+            assert len(values) == 1 and values[0] > 0, (q, kind)
+    assert result["latency_p50_ms"]["pylog"][0] <= result["latency_p99.9_ms"]["pylog"][0]
+    assert len(result["load_average"]) == len(bench.LATENCY_PAIRS)
+    assert "end-to-end p99.9 ms" in out.getvalue()
     assert "ratios (pylog / peer)" in out.getvalue()
 
 
