@@ -630,13 +630,15 @@ class Producer(_core._ProducerCore):
             work = self._add_to_transaction(work, now, here)
         sending: list[_Request] = []
         for topic, partition, batches in work:
-            if here and any(now >= b.deadline_ms for b in batches):
-                self._requeue(topic, partition, batches, 0)
-                self._sender_wanted = True      # the sender fails them
-                continue
-            batches = self._expire(topic, partition, batches)
-            if not batches:
-                continue
+            if here:
+                if any(now >= b.deadline_ms for b in batches):
+                    self._requeue(topic, partition, batches, 0)
+                    self._sender_wanted = True      # the sender fails them
+                    continue
+            else:
+                batches = self._expire(topic, partition, batches)
+                if not batches:
+                    continue
             queue = batches[0].queue
             if self._bump_pending:
                 # Until the new epoch, only what must be settled under the current one goes:
