@@ -32,12 +32,13 @@ def _produce(topic: str, partition: int, records: bytes | None, corr: int, acks:
         T.TopicProduceData(name=topic, partition_data=[T.PartitionProduceData(index=partition, records=records)])])))
 
 
-def _exchange(st, frames: list[bytes]) -> tuple[list[bytes], socket.socket]:
-    """Send ``frames`` with one sendall and read one answer per frame (in a thread, so
-    the server's answers never wait for the sender)."""
+def _exchange(st, frames: list[bytes], answered: int | None = None) -> tuple[list[bytes], socket.socket]:
+    """Send ``frames`` with one sendall and read one answer per frame, or ``answered``
+    answers (in a thread, so the server's answers never wait for the sender)."""
     s = socket.create_connection(st.address, timeout=60)   # a safety net, not a timing
     answers: list[bytes] = []
-    reader = threading.Thread(target=lambda: answers.extend(read_frame(s) for _ in frames))
+    count = len(frames) if answered is None else answered
+    reader = threading.Thread(target=lambda: answers.extend(read_frame(s) for _ in range(count)))
     reader.start()
     s.sendall(b"".join(frames))
     reader.join(60)
@@ -148,14 +149,8 @@ def test_a_burst_over_several_reads_is_answered_in_order(inproc):
         else:
             frames.append(_produce(topic, i % PARTITIONS, _batch(value), i))
         expect.append(i)
-    s = socket.create_connection(inproc.address, timeout=60)   # a safety net, not a timing
-    answers: list[bytes] = []
-    reader = threading.Thread(target=lambda: answers.extend(read_frame(s) for _ in expect))
-    reader.start()
-    s.sendall(b"".join(frames))
-    reader.join(60)
+    answers, s = _exchange(inproc, frames, answered=len(expect))
     s.close()
-    assert not reader.is_alive()
     assert [struct.unpack_from(">i", a)[0] for a in answers] == expect
     assert all(decode_response(0, 9, a)[1].responses[0].partition_responses[0].error_code == 0 for a in answers)
     assert sum(len(_values(inproc, topic, p)) for p in range(PARTITIONS)) == count
