@@ -315,3 +315,14 @@ def decode_fetched(buffer: Buffer, topic: str, partition: int, start_offset: int
                    check_crc: bool = True, key_deserializer: Callable[[bytes | None], Any] | None = None,
                    value_deserializer: Callable[[bytes | None], Any] | None = None
                    ) -> tuple[int, tuple[Any, ...] | None]: ...
+
+# ---------------------------------------------------------------------------------------
+# _streams.pxi: pylog.streams' windowed count over bytes keys (pylog.streams._fused)
+
+def window_count_batch(keys: Sequence[object], values: Sequence[object], tss: Sequence[int], i0: int, st: int,
+                       proc: object, cache: dict[int, dict[bytes, int]], cache_ts: dict[int, dict[bytes, int]],
+                       dirty: dict[int, dict[bytes, bytes]], cl_k: list[bytes | None], cl_v: list[bytes | None],
+                       cl_t: list[int], out_k: list[object], out_v: list[object], out_t: list[int], size: int,
+                       advance: int, grace: int, drop_null_values: bool, sobs: int, retention_less_slack: int,
+                       fresh: int, bad_timestamp: Callable[[int, int], None], dropped: Callable[[object, str], None],
+                       ctx: object, load: Callable[[bytes, int], tuple[int, int] | None]) -> int: ...

@@ -13,6 +13,7 @@ they share C-level helpers without Python-call overhead:
 - ``_log.pxi``     the log's lock and its append entry point (pylog.storage.Log's base)
 - ``_segment.pxi`` segment append (pwritev, or a memcpy into the mapping when small), batch scans for
                    recovery, reads and index rebuilds
+- ``_streams.pxi`` pylog.streams' windowed count over bytes keys, a polled batch at a time
 
 Every decoder here is bounded: it is given a buffer and its end, checks that bytes are
 there before each read, and reports bad input as pylog.errors.CorruptRecordError.
@@ -27,3 +28,4 @@ include "_broker.pxi"
 include "_produce.pxi"
 include "_client.pxi"
 include "_cleaner.pxi"
+include "_streams.pxi"

@@ -78,10 +78,10 @@ class FusedChain:
         Where the output goes; ``sink_topic`` is None for a chain ending in ``foreach``.
     """
 
-    __slots__ = ("run", "code", "owners", "source", "sink_topic", "partitioner", "text")
+    __slots__ = ("run", "code", "owners", "source", "sink_topic", "partitioner", "text", "native")
 
     def __init__(self, run: Callable[..., int], owners: Dict[int, str], source: str, sink_topic: Optional[str],
-                 partitioner: Any, text: str, code: Any = None) -> None:
+                 partitioner: Any, text: str, code: Any = None, native: bool = False) -> None:
         self.run = run
         self.code = run.__code__ if code is None else code
         self.owners = owners
@@ -89,6 +89,8 @@ class FusedChain:
         self.sink_topic = sink_topic
         self.partitioner = partitioner
         self.text = text
+        #: True when the loop is pylog._core.window_count_batch (no generated code)
+        self.native = native
 
 
 def _chain(source: Any, sink_type: type) -> Optional[List[Any]]:
@@ -201,6 +203,8 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
         lines.append((code, owner))
 
     window_node = next((n for n in nodes if type(n.processor) is TimeWindowAggregate), None)
+    if window_node is nodes[0] and _native_count_fits(sp, nodes):
+        return _native_count_chain(source, nodes, bad_timestamp)
     if window_node is None:
         emit("def fused(keys, values, tss, i0, st, out_k, out_v, out_t):", src)
     else:
@@ -305,6 +309,57 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
         finally:
             finish(cl_k, cl_v, cl_t, dirty)
     return FusedChain(run, owners, src, sink_topic, partitioner, text, code=fused.__code__)
+
+
+#: The code object of a native chain: nothing runs it, so an exception from the native
+#: loop is never attributed to a record and node (StreamTask._fused_failed re-raises it).
+_NATIVE_CODE = compile("", "<pylog.streams native windowed count>", "exec")
+
+
+def _native_count_fits(sp: Any, nodes: List[Any]) -> bool:
+    """``source -> count() -> to_stream() -> sink`` over bytes keys and long counts,
+    calling no user code per record: :func:`pylog._core.window_count_batch` runs it."""
+    proc, sink = nodes[0].processor, nodes[2].processor
+    long_ser = Serdes.long().serialize
+    return (len(nodes) == 3 and sp.key_de is _bytes_deserialize and sp.value_de is _bytes_deserialize
+            and proc.kser is _bytes_serialize and proc.vser is long_ser
+            and proc.aggregator is count_aggregator and proc.initializer is count_initializer
+            and getattr(sink.key_ser, "time_windowed_inner", None) is proc.kser and sink.value_ser is long_ser)
+
+
+def _native_count_chain(source: Any, nodes: List[Any], bad_timestamp: Callable[[int, int], None]) -> FusedChain:
+    """The chain run by :func:`pylog._core.window_count_batch`: the same statements as
+    the generated loop of :func:`_emit_window_aggregate` for a count, in C.  Nothing
+    it calls per record can fail but the store read of a window the cache does not
+    hold; such a failure fails the task (the generated loop would hand it to the
+    processing-exception handler)."""
+    from pylog._core import window_count_batch
+
+    sp, proc, sink = source.processor, nodes[0].processor, nodes[2].processor
+    window = _WindowAggregateState(proc, sp.task)
+    finish, store, w = window.finish, window.inner, proc.windows
+    size, advance, grace = w.size_ms, w.advance_ms, w.grace_ms
+    drop_null_values, ctx, load = proc.drop_null_values, proc.context, proc._fetch
+
+    def run(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
+            out_t: List[int]) -> int:
+        cl_k: List[Optional[bytes]] = []
+        cl_v: List[Optional[bytes]] = []
+        cl_t: List[int] = []
+        dirty: Dict[int, Dict[bytes, bytes]] = {}
+        sobs = store.observed_stream_time
+        if not proc.fused_cache:    # as the generated loop: see compile_chain
+            proc.fused_fresh_from = sobs + 1
+        try:
+            return window_count_batch(keys, values, tss, i0, st, proc, proc.fused_cache, proc.fused_cache_ts, dirty,
+                                      cl_k, cl_v, cl_t, out_k, out_v, out_t, size, advance, grace, drop_null_values,
+                                      sobs, store.retention_ms - store.expiry_slack, proc.fused_fresh_from,
+                                      bad_timestamp, _dropped, ctx, load)
+        finally:
+            finish(cl_k, cl_v, cl_t, dirty)
+    text = (f"pylog._core.window_count_batch: {source.name} -> {nodes[0].name} (count, {size} ms windows every "
+            f"{advance} ms, grace {grace} ms) -> {nodes[1].name} -> {nodes[2].name} ({sink.topic})\n")
+    return FusedChain(run, {}, source.name, sink.topic, sink.partitioner, text, code=_NATIVE_CODE, native=True)
 
 
 def _ser_line(side: str, value: str, ser: Any, env: Dict[str, Any], var: str) -> str:
