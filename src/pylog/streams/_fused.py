@@ -30,7 +30,10 @@ the RocksDB store's write buffer), and the changelog records go to the record
 collector as the logging store would have sent them, one per update.  Output,
 changelog, store contents, stream time and metrics equal the per-record path's;
 only the interleaving of changelog and sink records within a batch differs (each
-topic keeps its order).  The cache is the processor's, so the per-record path
+topic keeps its order).  When the chain is exactly source, ``count()``,
+``to_stream()`` and sink, over bytes keys and values, long counts and windowed bytes
+keys out, no user code runs per record at all and the same statements run in C
+(:func:`pylog._core.window_count_batch`) instead of a generated loop.  The cache is the processor's, so the per-record path
 (:meth:`TimeWindowAggregate.process`) clears it before touching the store.
 
 Each line of the generated loop belongs to one node; when a user function raises, the
