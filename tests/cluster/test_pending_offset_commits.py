@@ -164,3 +164,17 @@ def test_the_broker_answers_a_commit_only_once_the_follower_fetched_it(cluster):
     assert res.topics["t"][0].error_code == UNSTABLE
     c.follower_fetches()
     assert committed(c, "g") == 9
+
+
+def test_a_transactional_commit_appended_after_a_pending_plain_one_wins():
+    store = ManualStore()
+    groups = GroupCoordinator(store)
+    pid = 7002
+    plain = commit(groups, store, 20)
+    groups.txn_commit_offsets("g", pid, 0, {"t": {0: 30}})     # appended after the plain commit
+    store.handles[-1].set_result(None)
+    plain.set_result(None)
+    assert fetched(groups) == (20, 0)
+    groups.complete_txn(pid, [0], True)
+    store.handles[-1].set_result(None)
+    assert fetched(groups, stable=True) == (30, 0)

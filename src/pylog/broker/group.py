@@ -47,6 +47,8 @@ Group states, as Kafka's::
   COMMIT makes them the committed offsets, ABORT drops them.  A plain commit of the same
   partition appended after them wins (Kafka keeps the later record).  OffsetFetch with
   ``require_stable`` answers UNSTABLE_OFFSET_COMMIT for a partition with a pending one.
+  The replay after a restart applies the markers found in the log the same way; offsets
+  of a transaction without a marker stay pending until the transaction coordinator ends it.
 - **Pending commits** (a replicated store: a clustered broker's ``__consumer_offsets``):
   as Kafka's GroupMetadata does, a commit whose append is not replicated yet is held
   apart (the group's pending offset commits) and becomes the committed offset only once
@@ -56,8 +58,6 @@ Group states, as Kafka's::
   partition with a pending commit (plain or transactional) answers
   UNSTABLE_OFFSET_COMMIT.  A store whose append is durable as it returns (single node,
   embedded) has no pending commits: the offset is committed at once.
-  The replay after a restart applies the markers found in the log the same way; offsets
-  of a transaction without a marker stay pending until the transaction coordinator ends it.
 
 Driving it
 ----------
@@ -1508,20 +1508,28 @@ class GroupCoordinator:
                 self._offsets_committed(group, values)
             else:
                 group.pending_offsets.update(values)
-                self._when_replicated(handle, lambda error: self._offsets_replicated(group, values, error))
+                # The transactional commits this one was appended after (it wins over them).
+                earlier = [(pend, tp, pend[tp]) for pend in group.pending_txn.values() for tp in values if tp in pend]
+                self._when_replicated(handle, lambda error: self._offsets_replicated(group, values, earlier, error))
         return result
 
     @staticmethod
-    def _offsets_committed(group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue]) -> None:
+    def _offsets_committed(group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue],
+                           earlier: Sequence[tuple[dict, tuple[str, int], OffsetCommitValue]] | None = None) -> None:
         """The append of ``values`` is durable: they are the committed offsets.  Being
-        appended after any pending transactional commit of the same partitions, they win
-        over those when that transaction commits (Kafka keeps the later record)."""
+        appended after the pending transactional commits of the same partitions
+        (``earlier``: (producer's pending offsets, partition, value); None: every one
+        pending now), they win over those when that transaction commits (Kafka keeps the
+        later record); a transactional commit appended after them stays."""
         group.offsets.update(values)
-        for pending in group.pending_txn.values():
-            for tp in values:
-                pending.pop(tp, None)
+        if earlier is None:
+            earlier = [(pend, tp, pend[tp]) for pend in group.pending_txn.values() for tp in values if tp in pend]
+        for pend, tp, value in earlier:
+            if pend.get(tp) is value:
+                del pend[tp]
 
     def _offsets_replicated(self, group: _Group, values: Mapping[tuple[str, int], OffsetCommitValue],
+                            earlier: Sequence[tuple[dict, tuple[str, int], OffsetCommitValue]],
                             error: BaseException | None) -> None:
         """A replicated store's answer for a pending commit (Kafka's
         ``onOffsetCommitAppend`` / ``failPendingOffsetWrite``).  Replicated: each of its
@@ -1537,7 +1545,7 @@ class GroupCoordinator:
             if group.pending_offsets[tp] is value:
                 del group.pending_offsets[tp]
         if error is None:
-            self._offsets_committed(group, done)
+            self._offsets_committed(group, done, earlier)
             return
         _log.warning("group %s: a commit of %d offsets was not replicated (%r); the earlier offsets stand",
                      group.group_id, len(values), error)
