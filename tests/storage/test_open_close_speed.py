@@ -83,6 +83,39 @@ def test_clean_open_serves_every_partition_and_its_producer_state(clean_dir, tmp
         assert b.had_clean_shutdown
 
 
+def test_loader_started_later_or_never(clean_dir, tmp_path):
+    # A server opens its broker with start_loader=False and starts the loads once it
+    # listens (#17): until then a partition loads on first use; never started, the broker
+    # still closes cleanly with its deferred partitions as they were.
+    path = _copy(clean_dir, tmp_path)
+    b = Broker(path, background=False, start_loader=False)
+    try:
+        n = b.logs.deferred_count
+        assert n == 40 and not b.wait_loaded(0)
+        assert b.log_offsets(TOPIC, 7) == (0, 1) and b.logs.deferred_count == n - 1
+        b.start_loading()
+        b.start_loading()
+        assert b.wait_loaded(60) and b.logs.deferred_count == 0
+    finally:
+        b.close()
+    b = Broker(path, background=False, start_loader=False)
+    b.close()
+    assert b.wait_loaded(0)
+    b.start_loading()                       # closed: nothing starts
+    with Broker(path, background=False) as b:
+        assert b.had_clean_shutdown and b.wait_loaded(60)
+        assert [b.log_offsets(TOPIC, i) for i in range(40)] == [(0, 1)] * 40
+
+
+def test_a_server_loads_its_deferred_partitions_once_it_listens(clean_dir, tmp_path):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    path = _copy(clean_dir, tmp_path)
+    with ServerThread(ServerConfig(log_dirs=path, listeners="127.0.0.1:0")) as st:
+        assert st.server.broker.wait_loaded(60) and st.server.broker.logs.deferred_count == 0
+
+
 def test_producer_ids_stay_unique_when_the_registry_is_behind_deferred_partitions(clean_dir, tmp_path):
     path = _copy(clean_dir, tmp_path)
     import json

@@ -70,13 +70,15 @@ def open_broker(config: Any, dynamic: Any = None) -> Any:
     """Open the broker core over ``config.log_dirs`` (recovering it); its background
     thread runs flushes, retention, checkpoints and group timeouts off the event loop.
     ``dynamic`` (a :class:`~pylog.server.dynamic_config.DynamicBrokerConfigs`) gives the
-    effective settings, dynamic broker configs included."""
+    effective settings, dynamic broker configs included.  The partitions deferred at open
+    load once the caller calls ``start_loading()`` (the server does when it listens)."""
     from pylog.broker.core import Broker
 
     if dynamic is not None:
         _values, sources = dynamic.topic_defaults()
-        return Broker(dynamic.effective.log_dirs, broker_config_for(dynamic.effective, sources), background=True)
-    return Broker(config.log_dirs, broker_config_for(config), background=True)
+        return Broker(dynamic.effective.log_dirs, broker_config_for(dynamic.effective, sources), background=True,
+                      start_loader=False)
+    return Broker(config.log_dirs, broker_config_for(config), background=True, start_loader=False)
 
 
 def topic_uuid(topic_id: str | None) -> uuid.UUID:

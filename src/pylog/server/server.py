@@ -233,6 +233,10 @@ class Server:
         self.loop.add_reader(sock.fileno(), self._on_accept)
         self._accepting = True
         self._precompile_each(later)
+        if self._own_broker:
+            # The partitions the open deferred load from now on (or on first use), not
+            # while the server starts: Kafka's log loading after the broker is up (#17).
+            self.broker.start_loading()
         _log.info("listening on %s:%d advertised=%s:%d node_id=%d cluster_id=%s loop=%s",
                   self.bound_address[0], self.bound_address[1], self.advertised[0],
                   self.advertised[1], self.config.node_id, self.state.cluster_id, loop_name(self.loop))
