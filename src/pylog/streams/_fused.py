@@ -165,6 +165,24 @@ class _WindowAggregateState:
         self.collector = task.collector
         self.partition = task.partition
 
+    def batch_runner(self, loop: Callable[..., int]) -> Callable[..., int]:
+        """``run(keys, values, tss, i0, st, out_k, out_v, out_t) -> stream time`` over
+        ``loop``, which takes the batch's changelog lists and dirty window runs too;
+        the batch is finished (:meth:`finish`) however the loop ends."""
+        finish = self.finish
+
+        def run(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
+                out_t: List[int]) -> int:
+            cl_k: List[Optional[bytes]] = []
+            cl_v: List[Optional[bytes]] = []
+            cl_t: List[int] = []
+            dirty: Dict[int, Dict[bytes, bytes]] = {}
+            try:
+                return loop(keys, values, tss, i0, st, out_k, out_v, out_t, cl_k, cl_v, cl_t, dirty)
+            finally:
+                finish(cl_k, cl_v, cl_t, dirty)
+        return run
+
     def finish(self, cl_k: List[Optional[bytes]], cl_v: List[Optional[bytes]], cl_t: List[int],
                dirty: Dict[int, Dict[bytes, bytes]]) -> None:
         """The batch's updates to the store (the latest stored value of each window,
@@ -299,19 +317,7 @@ def compile_chain(source: Any, sink_type: type, bad_timestamp: Callable[[int, in
     fused = env["fused"]
     if window is None:
         return FusedChain(fused, owners, src, sink_topic, partitioner, text)
-    finish = window.finish
-
-    def run(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
-            out_t: List[int]) -> int:
-        cl_k: List[Optional[bytes]] = []
-        cl_v: List[Optional[bytes]] = []
-        cl_t: List[int] = []
-        dirty: Dict[int, Dict[bytes, bytes]] = {}
-        try:
-            return fused(keys, values, tss, i0, st, out_k, out_v, out_t, cl_k, cl_v, cl_t, dirty)
-        finally:
-            finish(cl_k, cl_v, cl_t, dirty)
-    return FusedChain(run, owners, src, sink_topic, partitioner, text, code=fused.__code__)
+    return FusedChain(window.batch_runner(fused), owners, src, sink_topic, partitioner, text, code=fused.__code__)
 
 
 #: The code object of a native chain: nothing runs it, so an exception from the native
@@ -340,29 +346,24 @@ def _native_count_chain(source: Any, nodes: List[Any], bad_timestamp: Callable[[
 
     sp, proc, sink = source.processor, nodes[0].processor, nodes[2].processor
     window = _WindowAggregateState(proc, sp.task)
-    finish, store, w = window.finish, window.inner, proc.windows
+    store, w = window.inner, proc.windows
     size, advance, grace = w.size_ms, w.advance_ms, w.grace_ms
     drop_null_values, ctx, load = proc.drop_null_values, proc.context, proc._fetch
 
-    def run(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
-            out_t: List[int]) -> int:
-        cl_k: List[Optional[bytes]] = []
-        cl_v: List[Optional[bytes]] = []
-        cl_t: List[int] = []
-        dirty: Dict[int, Dict[bytes, bytes]] = {}
+    def loop(keys: Any, values: Any, tss: Any, i0: int, st: int, out_k: List[Any], out_v: List[Any],
+             out_t: List[int], cl_k: List[Optional[bytes]], cl_v: List[Optional[bytes]], cl_t: List[int],
+             dirty: Dict[int, Dict[bytes, bytes]]) -> int:
         sobs = store.observed_stream_time
         if not proc.fused_cache:    # as the generated loop: see compile_chain
             proc.fused_fresh_from = sobs + 1
-        try:
-            return window_count_batch(keys, values, tss, i0, st, proc, proc.fused_cache, proc.fused_cache_ts, dirty,
-                                      cl_k, cl_v, cl_t, out_k, out_v, out_t, size, advance, grace, drop_null_values,
-                                      sobs, store.retention_ms - store.expiry_slack, proc.fused_fresh_from,
-                                      bad_timestamp, _dropped, ctx, load)
-        finally:
-            finish(cl_k, cl_v, cl_t, dirty)
+        return window_count_batch(keys, values, tss, i0, st, proc, proc.fused_cache, proc.fused_cache_ts, dirty,
+                                  cl_k, cl_v, cl_t, out_k, out_v, out_t, size, advance, grace, drop_null_values,
+                                  sobs, store.retention_ms - store.expiry_slack, proc.fused_fresh_from,
+                                  bad_timestamp, _dropped, ctx, load)
     text = (f"pylog._core.window_count_batch: {source.name} -> {nodes[0].name} (count, {size} ms windows every "
             f"{advance} ms, grace {grace} ms) -> {nodes[1].name} -> {nodes[2].name} ({sink.topic})\n")
-    return FusedChain(run, {}, source.name, sink.topic, sink.partitioner, text, code=_NATIVE_CODE, native=True)
+    return FusedChain(window.batch_runner(loop), {}, source.name, sink.topic, sink.partitioner, text,
+                      code=_NATIVE_CODE, native=True)
 
 
 def _ser_line(side: str, value: str, ser: Any, env: Dict[str, Any], var: str) -> str:
