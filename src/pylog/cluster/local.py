@@ -22,6 +22,7 @@ Thread safety: one thread drives a LocalCluster.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,9 +42,35 @@ def java() -> str | None:
 
 
 def free_port() -> int:
+    """A 127.0.0.1 port free now, for a server started later to listen on.
+
+    Taken below the kernel's ephemeral range when there is room there: a port of that
+    range, free when asked for, may go to any outgoing connection on the machine before
+    the server binds it (a broker of a busy test run then fails with "Address already in
+    use"); ports below it go only to servers that ask for them.  Otherwise (or if none
+    of a few random picks is free) the kernel picks one."""
+    low = _ephemeral_low()
+    if low - 1024 >= 4096:
+        for _ in range(32):
+            port = random.randrange(max(1024, low - 16384), low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    """The first port of Linux's ephemeral range (0 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class ZooKeeperServer:
