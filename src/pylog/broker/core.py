@@ -49,8 +49,10 @@ Opening and closing many partitions
 -----------------------------------
 After a clean shutdown a partition needs no recovery, so the open only notes it: its log,
 indexes, leader epochs and producer snapshot load on its first use, or in the loader
-thread that starts with the broker (Kafka's ``num.recovery.threads.per.data.dir``), and
-:meth:`Broker.wait_loaded` waits for that thread.  The internal topics, and every
+thread that starts with the broker (with ``start_loader=False``, at
+:meth:`Broker.start_loading`: ``pylog serve`` calls it once it listens), as Kafka's
+``num.recovery.threads.per.data.dir`` threads, and :meth:`Broker.wait_loaded` waits for
+that thread.  The internal topics, and every
 partition after an unclean shutdown, load (and recover) before the broker is returned.
 The first new producer id waits for every partition to be loaded, so the id-block check
 above sees all of them.  A clean close writes a producer snapshot only where appends
