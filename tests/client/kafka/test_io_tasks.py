@@ -3,8 +3,8 @@
 NetworkClient.add_task: a woken step runs on the I/O thread (a wake from the step itself
 too), a step that asks for a timer runs again without a wake and one that does not
 waits for the next wake, an exception in a step is logged and the task keeps working,
-``on_close`` runs when the client stops unless the task was cancelled, and a closed
-client refuses new tasks.
+``on_close`` runs when the client stops unless the task was cancelled, a cancelled task
+never runs and leaves no wake queued, and a closed client refuses new tasks.
 
 The producer over KafkaTransport: its Produce requests are built and sent on the I/O
 thread (from a send at once, after a linger), while the handles' callbacks run on the
@@ -120,6 +120,29 @@ def test_a_failing_step_is_logged_and_the_task_keeps_working(kafka_server, make_
         assert second.wait(WAIT_S)
     assert any("I/O task" in r.getMessage() and r.exc_info for r in caplog.records)
     _round_trip(client)         # the I/O thread is alive
+
+
+def test_a_cancelled_task_never_runs_and_leaves_no_wake_behind(kafka_server, make_client):
+    client = make_client(kafka_server.bootstrap)
+    runs = []
+    woken_then_cancelled = client.add_task(lambda: runs.append("a"))
+    cancelled_then_woken = client.add_task(lambda: runs.append("b"))
+    done = threading.Event()
+
+    def on_io_thread():             # (no step can run meanwhile: this is the I/O thread)
+        woken_then_cancelled.wake()
+        woken_then_cancelled.cancel()
+        done.set()
+
+    driver = client.add_task(on_io_thread)
+    driver.wake()
+    assert done.wait(WAIT_S)
+    driver.cancel()
+    cancelled_then_woken.cancel()
+    cancelled_then_woken.wake()
+    _round_trip(client)
+    assert runs == [] and not client._tasks
+    assert not client._woken    # (a wake left queued would keep the loop from sleeping)
 
 
 def test_on_close_runs_when_the_client_stops_unless_cancelled(kafka_server, make_client):

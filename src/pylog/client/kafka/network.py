@@ -186,7 +186,7 @@ class IOTask:
 
     def wake(self) -> None:
         """Run the step soon (any thread; several wakes before it runs make one run)."""
-        if self.woken:
+        if self.woken or self.cancelled:
             return
         self.woken = True
         client = self._client
@@ -599,7 +599,7 @@ class NetworkClient:
                 now = time.monotonic()
                 if self._wakeup.pending:
                     self._wakeup.clear()
-                if self._tasks:
+                if self._tasks or self._woken:
                     self._run_tasks(now)
                 self._drain_commands(now)
                 self._maybe_update_metadata(now)
