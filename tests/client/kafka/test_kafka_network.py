@@ -233,7 +233,8 @@ def test_server_killed_mid_stream_fails_in_flight_retriably_then_recovers(tmp_pa
         wait_until(lambda: client.connection(0).in_flight_count == 4, what="four requests in flight")
         sp.kill()
         for f in [poll, *behind]:
-            with pytest.raises(NetworkError, match="closed the connection") as ei:
+            # A FIN, or a RST when the killed server left bytes of ours unread.
+            with pytest.raises(NetworkError, match="closed the connection|Connection reset by peer") as ei:
                 f.result(30)
             assert ei.value.retriable
         sp.start()
