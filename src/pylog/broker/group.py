@@ -1607,8 +1607,10 @@ class GroupCoordinator:
                     values = {}
                 group.pending_txn.setdefault(producer_id, {}).update(values)
                 if values:
-                    self._when_replicated(handle, lambda error: error is not None and self._txn_offsets_failed(
-                        group, producer_id, values, error))
+                    def replicated(error: BaseException | None, values=values) -> None:
+                        if error is not None:
+                            self._txn_offsets_failed(group, producer_id, values, error)
+                    self._when_replicated(handle, replicated)
             if created and not group.offsets and not group.pending_txn:
                 del self._groups[group_id]
             return result
