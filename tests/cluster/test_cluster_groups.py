@@ -19,6 +19,7 @@ librdkafka, with a SIGTERM, and the transaction coordinator's SIGKILL (both prod
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import time
@@ -79,10 +80,10 @@ def full(cluster):
             cluster.start_broker(i)
 
 
-def coordinator_of(bootstrap: str, group: str) -> int:
+def coordinator_of(bootstrap: str, group: str, timeout: float = 30) -> int:
     """The coordinator FindCoordinator names (librdkafka's admin asks it)."""
     a = admin(bootstrap)
-    return a.describe_consumer_groups([group])[group].result(30).coordinator.id
+    return a.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout + 5).coordinator.id
 
 
 def offsets_leader(bootstrap: str, group: str) -> int:
@@ -108,12 +109,14 @@ def kill_coordinator(c: LocalCluster, group: str, sig: int = signal.SIGKILL) -> 
 def test_offsets_topic_is_a_replicated_cluster_topic(full):
     """The first FindCoordinator creates __consumer_offsets through the controller, with
     replication factor 3, and names the leader of the group's partition."""
-    deadline = time.monotonic() + 30
+    # The topic is created on the first FindCoordinator, 50 partitions with 3 replicas: on
+    # a loaded machine an attempt may run out its time while that happens; ask again.
+    deadline = time.monotonic() + 60
     while True:
         try:
-            coordinator = coordinator_of(full.bootstrap, "probe")
+            coordinator = coordinator_of(full.bootstrap, "probe", timeout=10)
             break
-        except confluent_kafka.KafkaException:
+        except (confluent_kafka.KafkaException, concurrent.futures.TimeoutError):
             assert time.monotonic() < deadline, "no coordinator in time"
     md, t = wait_metadata(full.bootstrap, CONSUMER_OFFSETS_TOPIC,
                           lambda md, t: all(len(p.isrs) == 3 for p in t.partitions.values()), "a full ISR")
