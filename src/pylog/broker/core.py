@@ -582,7 +582,16 @@ class _Partition:
         """Take ``log`` as this partition's log, with an empty producer state."""
         self._producers = ProducerStateManager(log.path)
         log.add_truncation_listener(self.on_truncation)
+        log.add_roll_listener(self.on_roll)
         self._log = log
+
+    def on_roll(self, log) -> None:
+        """The log has a new active segment: queue the partition for the broker's
+        producer-state snapshot (:meth:`Broker._snapshot_rolled`).  Runs under the log's
+        lock, on the appending thread: a list append, nothing more."""
+        rolled = self.topic.rolled
+        if rolled is not None:
+            rolled.append(self)
 
     @property
     def loaded(self) -> bool:
@@ -618,19 +627,22 @@ class _Partition:
         if start < log_end_offset:
             psm.replay(Broker._batch_headers(log, start))
         psm.map_end_offset = log_end_offset
+        self.on_roll(log)     # its active segment may be another one now
 
 
 class _Topic:
     __slots__ = ("name", "topic_id", "partitions", "config", "internal", "leader_epoch", "codec",
-                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time", "compacted")
+                 "min_insync", "ts_before", "ts_after", "ts_diff", "create_time", "compacted", "rolled")
 
     def __init__(self, name: str, topic_id: str, config: TopicConfig, internal: bool,
-                 leader_epoch: int = 0) -> None:
+                 leader_epoch: int = 0, rolled: list | None = None) -> None:
         self.name = name
         self.topic_id = topic_id
         self.partitions: list[_Partition] = []
         self.internal = internal
         self.leader_epoch = leader_epoch
+        # The broker's queue of partitions whose log rolled (_Partition.on_roll).
+        self.rolled = rolled
         self.set_config(config)
 
     def set_config(self, config: TopicConfig) -> None:
@@ -732,6 +744,9 @@ class Broker:
         self.clock = clock or _wall_ms
         self._lock = threading.RLock()
         self._topics: dict[str, _Topic] = {}
+        # Partitions whose log rolled (or was truncated) since the last producer-state
+        # snapshot pass: appended by any thread, emptied by _snapshot_rolled.
+        self._rolled: list[_Partition] = []
         self._closed = False
         self._listeners: list[Callable[[str, int, int], object]] = []
         self._wake_listeners: list[Callable[[], object]] = []
@@ -927,7 +942,7 @@ class Broker:
         for name, e in sorted(entries.items()):
             cfg = TopicConfig(e.get("configs", {}), self.config.topic_defaults, self.config.topic_default_sources)
             topic = _Topic(name, e.get("topic_id") or _new_topic_id(), cfg, bool(e.get("internal")),
-                           int(e.get("leader_epoch", 0)))
+                           int(e.get("leader_epoch", 0)), self._rolled)
             count = int(e["partitions"])
             if on_disk.get(name, 0) > count:
                 # Partitions beyond the registry's count were being created when it crashed
@@ -1303,7 +1318,7 @@ class Broker:
     def _create_topic(self, name: str, count: int, overrides: Mapping[str, str], internal: bool = False) -> None:
         with self._lock:
             cfg = TopicConfig(overrides, self.config.topic_defaults, self.config.topic_default_sources)
-            topic = _Topic(name, _new_topic_id(), cfg, internal)
+            topic = _Topic(name, _new_topic_id(), cfg, internal, rolled=self._rolled)
             # Registry first: a crash from here on leaves a topic whose missing logs are
             # created on open.
             self._commit_registry({name: count}, new=topic)
@@ -2704,22 +2719,27 @@ class Broker:
 
     def _snapshot_rolled(self) -> None:
         """Snapshot producer state of partitions whose log rolled (Kafka snapshots on
-        roll), so recovery after a crash replays at most about a segment."""
-        for topic in list(self._topics.values()):
-            for part in list(topic.partitions):
-                if not part.loaded:
+        roll), so recovery after a crash replays at most about a segment.  Only the
+        partitions a roll or a truncation queued since the last pass are looked at
+        (_Partition.on_roll): a pass costs nothing per idle partition."""
+        rolled = self._rolled
+        done = set()
+        while rolled:
+            part = rolled.pop()
+            if part in done or not part.loaded:
+                continue
+            done.add(part)
+            log = part.log
+            if log.closed or log.active_segment.base_offset == part.snapshot_segment:
+                continue
+            with part.lock:
+                if log.closed:
                     continue
-                log = part.log
-                if log.closed or log.active_segment.base_offset == part.snapshot_segment:
-                    continue
-                with part.lock:
-                    if log.closed:
-                        continue
-                    part.producers.map_end_offset = log.log_end_offset
-                    if part.producers.producers:
-                        part.producers.take_snapshot()
-                        part.producers.delete_snapshots_below(log.log_start_offset)
-                    part.snapshot_segment = log.active_segment.base_offset
+                part.producers.map_end_offset = log.log_end_offset
+                if part.producers.producers:
+                    part.producers.take_snapshot()
+                    part.producers.delete_snapshots_below(log.log_start_offset)
+                part.snapshot_segment = log.active_segment.base_offset
 
     def _background(self) -> None:
         while not self._bg_stop.is_set():

@@ -297,6 +297,7 @@ class Log(_core.LogBase):
         self._latest_epoch = -1  # the cache's newest epoch, read by the append path
         self._first_recovered = -1
         self._truncation_listeners: list[Callable[["Log", int], None]] = []
+        self._roll_listeners: list[Callable[["Log"], None]] = []
         self._truncations = 0
         self._reported_damage: set[tuple[int, int]] = set()
         #: What recovery did at open: one RecoveryInfo per recovered segment.
@@ -885,6 +886,11 @@ class Log(_core.LogBase):
         self._bases.append(base_offset)
         if self._recovery_point < base_offset:
             _flusher.submit(self, base_offset)
+        for listener in self._roll_listeners:
+            try:
+                listener(self)
+            except Exception:  # a listener's failure must not fail the append that rolled
+                _logger.exception("roll listener %r failed for %s", listener, self.path)
         return new
 
     def _flush_sealed_upto(self, offset: int) -> None:
@@ -1114,6 +1120,15 @@ class Log(_core.LogBase):
         with self._lock:
             if listener not in self._truncation_listeners:
                 self._truncation_listeners.append(listener)
+
+    def add_roll_listener(self, listener: Callable[["Log"], None]) -> None:
+        """Call ``listener(log)`` after each roll (a new active segment), under the log's
+        lock, from the thread that rolled (an append's, usually): it must be quick and
+        must not wait for anything (the broker queues the partition for a producer-state
+        snapshot, which Kafka takes at the roll)."""
+        with self._lock:
+            if listener not in self._roll_listeners:
+                self._roll_listeners.append(listener)
 
     def _notify_truncation(self) -> None:
         self._truncations += 1
