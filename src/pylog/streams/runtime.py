@@ -234,7 +234,7 @@ class StreamsApp(AppStateMixin):
         try:
             main.open_producer()
             create_internal_topics(client, self.metadata, self.metadata.task_counts(self.partitions_of),
-                                   self._partition_counts)
+                                   self._partition_counts, self.config)
             main.global_consumer = self._bootstrap_globals(main)
             main.join_group()
         except BaseException:

@@ -27,6 +27,8 @@ offsets; tasks are rebuilt from their changelogs, up to the last committed trans
 At-least-once does the same without the transaction, as Kafka's StreamThread does
 under every guarantee: the member rejoins and what was processed after the last
 commit is processed again.
+After a commit under either guarantee, the consumed records of repartition topics
+may be deleted (the task manager's purge, every ``repartition.purge.interval.ms``).
 
 In a rebalance (:class:`StreamsRebalanceListener`, Kafka's eager protocol) the thread
 commits and suspends its tasks, open; once the assignment is known the task manager
@@ -473,7 +475,9 @@ class StreamThread:
         tm.check_deliveries()
         if not self.exactly_once:
             if tm.consumed:
-                self.consumer.commit(dict(tm.consumed))
+                committed = dict(tm.consumed)
+                self.consumer.commit(committed)
+                tm.maybe_purge_committed_records(committed)
             return
         offsets = self._offsets_to_commit()
         if offsets:
@@ -492,6 +496,8 @@ class StreamThread:
         if self.in_transaction:
             self.producer.commit_transaction()
             self.in_transaction = False
+        if offsets:
+            tm.maybe_purge_committed_records(offsets)
 
     def _offsets_to_commit(self) -> Dict[Tuple[str, int], int]:
         """Exactly-once: the consumed offsets, each moved up to the consumer's position

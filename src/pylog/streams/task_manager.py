@@ -27,6 +27,12 @@ beginning of their changelogs, since local state may hold writes of an aborted
 transaction.  At-least-once restores every active task's store from the beginning and
 deletes the checkpoint a standby left (stale once the task writes).
 
+Repartition purge (Kafka's ``maybePurgeCommittedRecords``): after a commit, at most
+every ``repartition.purge.interval.ms`` (default 30000), the records of the repartition
+topics this thread's tasks consumed and committed are deleted (DeleteRecords up to the
+committed offsets): nothing reads them again.  A failed delete is logged and tried at
+the next purge.
+
 Thread safety: driven by its stream thread only.  The app's query lock is held while
 the task and standby maps change, so interactive queries (on other threads) read them
 whole; a task moving between two threads of the instance is opened by the new one
@@ -43,7 +49,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from pylog.errors import PylogError
 
 from .assignor import LATEST_OFFSET, TaskId
-from .config import now_ms
+from .config import now_ms, setting
 from .errors import DeliveryWatch
 from .restore import RestoreSuspended, changelog_records, restore_store
 from .state.checkpoint import read_checkpoint, write_checkpoint
@@ -82,6 +88,11 @@ class TaskManager:
         #: (changelog topic, partition) -> (standby task, store) it feeds
         self._standby_feeds: Dict[Tuple[str, int], Tuple[TaskId, str]] = {}
         self._standby_checkpointed: Dict[TaskId, int] = {}
+        self._repartition_topics = self.metadata.repartition_topics
+        self._purge_interval_ms = int(setting(app.config, "repartition.purge.interval.ms", 30_000))
+        self._last_purge_ms = now_ms()
+        #: (repartition topic, partition) -> the offset its records were deleted up to
+        self._purged: Dict[Tuple[str, int], int] = {}
 
     # -- active tasks
     def task(self, gid: int, partition: int, wait: bool = True) -> StreamTask:
@@ -406,6 +417,26 @@ class TaskManager:
         handler (Kafka's prepareCommit)."""
         for task in list(self.tasks.values()):
             task.collector.check()
+
+    def maybe_purge_committed_records(self, committed: Dict[Tuple[str, int], int]) -> None:
+        """After a commit of ``committed`` (``(topic, partition)`` -> the next offset
+        to consume): once ``repartition.purge.interval.ms`` passed since the last
+        purge, delete the repartition topics' records before those offsets."""
+        now = now_ms()
+        if not self._repartition_topics or now - self._last_purge_ms < self._purge_interval_ms:
+            return
+        self._last_purge_ms = now
+        client = self.app.client
+        for tp, offset in sorted(committed.items()):
+            if tp[0] not in self._repartition_topics or self._purged.get(tp, 0) >= offset:
+                continue
+            try:
+                client.delete_records(tp[0], tp[1], offset)
+            except PylogError as exc:    # retried at the next purge
+                log.warning("%s: records of %s-%d before offset %d not deleted: %s", self.app.application_id,
+                            tp[0], tp[1], offset, exc)
+                continue
+            self._purged[tp] = offset
 
     def close(self, clean: bool) -> None:
         """Close every task (``clean``: checkpoints written under exactly-once) and

@@ -3,10 +3,19 @@
 their source topics with internal names, their logged stores and changelog topics, how
 many tasks each sub-topology has, and the creation of the internal topics.
 
-Internal topics, Kafka Streams' names and settings: ``<application.id>-<name>-repartition``
-(``cleanup.policy=delete``; as many partitions as the sub-topology writing it has tasks,
+Internal topics, Kafka Streams' names and settings (its ``RepartitionTopicConfig``,
+``UnwindowedUnversionedChangelogTopicConfig``, ``WindowedChangelogTopicConfig``):
+``<application.id>-<name>-repartition`` (``cleanup.policy=delete``, ``retention.ms=-1``,
+``segment.bytes=52428800``; as many partitions as the sub-topology writing it has tasks,
 or its fixed count) and ``<application.id>-<store>-changelog`` (``compact``; window and
-session stores ``compact,delete``; one partition per task).  Co-partitioning is checked
+session stores ``compact,delete`` with ``retention.ms`` the store's retention plus
+``windowstore.changelog.additional.retention.ms``, one day by default; one partition per
+task).  Every internal topic has ``message.timestamp.type=CreateTime``.  The app's
+``topic.``-prefixed settings override these defaults, a store's ``with_logging_enabled``
+configs override both (a window changelog's ``retention.ms`` only from there), and
+``replication.factor`` (default -1: the broker's default) applies to all.  Consumed
+records of repartition topics are deleted after commits
+(:meth:`~.task_manager.TaskManager.maybe_purge_committed_records`).  Co-partitioning is checked
 when the task counts are worked out: the source topics of a sub-topology that joins
 (has a store shared by two sources) must have the same partition count, else
 :class:`~.topology.TopologyError`.
@@ -26,10 +35,22 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from pylog.errors import TopicAlreadyExistsError
 
+from .config import setting
 from .task import logged_stores
 from .topology import Topology, TopologyError
 
-__all__ = ["TopologyMetadata", "create_internal_topics"]
+__all__ = ["TopologyMetadata", "create_internal_topics", "internal_topic_configs"]
+
+#: Kafka Streams' defaults of every internal topic (InternalTopicConfig), of repartition
+#: topics (RepartitionTopicConfig) and of changelogs (by store kind).
+_INTERNAL = {"message.timestamp.type": "CreateTime"}
+_REPARTITION = {**_INTERNAL, "cleanup.policy": "delete", "segment.bytes": "52428800", "retention.ms": "-1"}
+_CHANGELOG = {"key_value": {**_INTERNAL, "cleanup.policy": "compact"},
+              "window": {**_INTERNAL, "cleanup.policy": "compact,delete"},
+              "session": {**_INTERNAL, "cleanup.policy": "compact,delete"}}
+#: ``windowstore.changelog.additional.retention.ms``'s default: one day.
+ADDITIONAL_RETENTION_MS = 86_400_000
+_MAX_LONG = (1 << 63) - 1
 
 
 class TopologyMetadata:
@@ -53,6 +74,11 @@ class TopologyMetadata:
         self._changelogs = {gid: [(sname, topic, topology.stores[sname])
                                   for sname, topic in logged_stores(topology, names, application_id).items()]
                             for gid, names in self.groups}
+
+    @property
+    def repartition_topics(self) -> Set[str]:
+        """The repartition topics' names on the cluster."""
+        return {self.internal(t) for t in self.topology.repartition_topics}
 
     def internal(self, topic: str) -> str:
         """A repartition topic's name on the cluster (prefixed with the application id)."""
@@ -142,31 +168,51 @@ class TopologyMetadata:
         raise TopologyError("repartition topics feed each other in a cycle; their partition counts are unknown")
 
 
+def internal_topic_configs(config: Dict[str, Any], kind: str, store_meta: Any = None) -> Dict[str, str]:
+    """The configs Kafka Streams creates an internal topic with: ``kind``
+    ``"repartition"`` or ``"changelog"`` (of the store ``store_meta``); see the module
+    docstring for the order of the defaults and overrides."""
+    user = {k[len("topic."):]: str(v) for k, v in config.items() if k.startswith("topic.")}
+    if kind == "repartition":
+        return {**_REPARTITION, **user}
+    builder = store_meta.builder
+    log_config = {k: str(v) for k, v in builder.log_config.items()}
+    out = {**_CHANGELOG[builder.kind], **user, **log_config}
+    retention = getattr(builder.supplier, "retention_ms", None)
+    if builder.kind != "key_value" and "retention.ms" not in log_config and retention is not None:
+        extra = int(setting(config, "windowstore.changelog.additional.retention.ms", ADDITIONAL_RETENTION_MS))
+        out["retention.ms"] = str(min(int(retention) + extra, _MAX_LONG))
+    return out
+
+
 def create_internal_topics(client: Any, metadata: TopologyMetadata, counts: Dict[int, int],
-                           partition_counts: Optional[Dict[str, int]] = None) -> None:
+                           partition_counts: Optional[Dict[str, int]] = None,
+                           config: Optional[Dict[str, Any]] = None) -> None:
     """Create the repartition and changelog topics ``counts`` (tasks per sub-topology)
-    sizes; an existing one must have the partition count the app needs.  Each topic's
-    count is put in ``partition_counts``.
+    sizes, with the app's ``config`` (:func:`internal_topic_configs`,
+    ``replication.factor``); an existing one must have the partition count the app
+    needs (its configs are left as they are).  Each topic's count is put in
+    ``partition_counts``.
 
     Raises
     ------
     TopologyError
         An internal topic exists with another partition count (reset the application).
     """
+    config = config or {}
     topo = metadata.topology
+    rf = int(setting(config, "replication.factor", -1))
     wanted: Dict[str, Tuple[int, Dict[str, str]]] = {}
     for t, fixed in topo.repartition_topics.items():
         reader = t in topo.copartitioned_topics
         n = fixed or counts[metadata.topic_group[metadata.internal(t)] if reader else metadata.writer_group(t)]
-        wanted[metadata.internal(t)] = (n, {"cleanup.policy": "delete"})
+        wanted[metadata.internal(t)] = (n, internal_topic_configs(config, "repartition"))
     for gid, _names in metadata.groups:
         for _sname, topic, meta in metadata.changelogs(gid):
-            cfg = {"cleanup.policy": "compact" if meta.kind == "key_value" else "compact,delete"}
-            cfg.update(meta.builder.log_config)
-            wanted[topic] = (counts[gid], cfg)
+            wanted[topic] = (counts[gid], internal_topic_configs(config, "changelog", meta))
     for topic, (n, cfg) in wanted.items():
         try:
-            client.create_topic(topic, n, config=cfg)
+            client.create_topic(topic, n, None if rf < 0 else rf, config=cfg)
         except TopicAlreadyExistsError:
             have = client.num_partitions(topic)
             if have != n:

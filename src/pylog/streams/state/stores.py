@@ -82,8 +82,10 @@ class StoreBuilder:
                 f"caching={self.caching_enabled}>")
 
 
-def _supplier(factory: Callable[[], Any], persistent: bool) -> Callable[[], Any]:
+def _supplier(factory: Callable[[], Any], persistent: bool, retention_ms: Optional[int] = None) -> Callable[[], Any]:
     factory.persistent = persistent  # type: ignore[attr-defined]
+    if retention_ms is not None:   # a window or session store's (its changelog's retention.ms)
+        factory.retention_ms = retention_ms  # type: ignore[attr-defined]
     return factory
 
 
@@ -133,12 +135,12 @@ def _window_builder(cls: Any, name: str, retention: Any, window_size: Any, retai
         raise ValueError(f"window store {name!r}: the retention period ({retention_ms} ms) must be "
                          f"no smaller than the window size ({window_ms} ms)")
     return StoreBuilder(name, "window", _supplier(
-        lambda: cls(name, retention_ms, window_ms, retain_duplicates, time_ordered), cls.persistent))
+        lambda: cls(name, retention_ms, window_ms, retain_duplicates, time_ordered), cls.persistent, retention_ms))
 
 
 def _session_builder(cls: Any, name: str, retention: Any) -> StoreBuilder:
     retention_ms = _ms(retention)
-    return StoreBuilder(name, "session", _supplier(lambda: cls(name, retention_ms), cls.persistent))
+    return StoreBuilder(name, "session", _supplier(lambda: cls(name, retention_ms), cls.persistent, retention_ms))
 
 
 def _ms(d: Any) -> int:
