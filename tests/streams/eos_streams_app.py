@@ -21,6 +21,11 @@ records acknowledged, offsets not sent), ``offsets`` (sent, not committed),
 repartition topics are at their ends (the whole input processed and committed), before
 exiting 0.  The lines come from wrapping the app's producer, not from hooks in the
 runtime.  ``EOS_APP_LOG=INFO`` in the environment logs the app's steps on stderr.
+
+With ``--guarantee at_least_once`` (tests/streams/test_alos_kills.py) the same app runs
+without transactions and the same lines mean: ``ready`` the producer made, per commit
+``produced`` (the producer flushed: every record sent is acknowledged), ``offsets`` (the
+offsets about to be committed), ``committed``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def build(a: argparse.Namespace):
     lines.map_values(str.upper).to(a.copy)
     (lines.group_by(lambda k, v: v).count(materialized=Materialized("counts", store_type="persistent"))
      .to_stream().map(lambda w, n: (w, f"{w}={n}")).to(a.counts))
-    return b.build(APP_ID, {"processing.guarantee": "exactly_once_v2", "state.dir": a.state_dir,
+    return b.build(APP_ID, {"processing.guarantee": a.guarantee, "state.dir": a.state_dir,
                             "commit.interval.ms": a.commit_interval_ms, "max.poll.records": a.max_records,
                             "group.instance.id": "eos-streams-1", "session.timeout.ms": 6000,
                             "heartbeat.interval.ms": 300})
@@ -76,6 +81,40 @@ def wrap_producer(producer):
     producer.send_offsets_to_transaction = send_offsets_to_transaction
     producer.commit_transaction = commit_transaction
     return producer
+
+
+def wrap_at_least_once(client) -> None:
+    """At-least-once: the protocol's lines around the stream thread's producer flush and
+    its group consumer's commit."""
+    make_producer, make_consumer = client.producer, client.consumer
+
+    def producer(**kw):
+        p = make_producer(**kw)
+        flush = p.flush
+
+        def flushed(*args, **kwargs):
+            flush(*args, **kwargs)
+            say("produced")
+
+        p.flush = flushed
+        say("ready")
+        return p
+
+    def consumer(**kw):
+        c = make_consumer(**kw)
+        if kw.get("partition_assignment_strategy") is None:
+            return c        # not the stream thread's (restore, completion watcher)
+        commit = c.commit
+
+        def committed(*args, **kwargs):
+            say("offsets")
+            commit(*args, **kwargs)
+            say("committed")
+
+        c.commit = committed
+        return c
+
+    client.producer, client.consumer = producer, consumer
 
 
 def all_committed(client, a) -> bool:
@@ -107,13 +146,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-records", type=int, default=50)
     ap.add_argument("--commit-interval-ms", type=int, default=100)
     ap.add_argument("--lockstep", action="store_true")
+    ap.add_argument("--guarantee", default="exactly_once_v2", choices=["exactly_once_v2", "at_least_once"])
     a = ap.parse_args(argv)
     logging.basicConfig(level=os.environ.get("EOS_APP_LOG", "WARNING"), format="%(asctime)s %(name)s %(message)s")
     eos_processor._lockstep = a.lockstep
     client = pylog.connect(a.bootstrap)
-    make_producer = client.producer
-    client.producer = lambda **kw: wrap_producer(make_producer(**kw)) if kw.get("transactional_id") \
-        else make_producer(**kw)
+    if a.guarantee == "at_least_once":
+        wrap_at_least_once(client)
+    else:
+        make_producer = client.producer
+        client.producer = lambda **kw: wrap_producer(make_producer(**kw)) if kw.get("transactional_id") \
+            else make_producer(**kw)
     app = build(a)
     a.repartition = next(iter(app.topology.repartition_topics))
 

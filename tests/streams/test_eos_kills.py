@@ -36,6 +36,8 @@ class StreamsLoop(Loop):
     """The input topic, the two output topics and the app's settings; starts
     eos_streams_app.py where :class:`Loop` starts the plain processor."""
 
+    guarantee = "exactly_once_v2"
+
     def __init__(self, bootstrap: str, tmp_path, records: int, max_records: int = 30) -> None:
         self.bootstrap = bootstrap
         self.input, self.copy, self.counts = unique("seos-in"), unique("seos-copy"), unique("seos-counts")
@@ -63,7 +65,8 @@ class StreamsLoop(Loop):
         # land kills in.
         return Processor(["--bootstrap", self.bootstrap, "--input", self.input, "--copy", self.copy,
                           "--counts", self.counts, "--state-dir", self.state_dir,
-                          "--max-records", str(self.max_records), "--commit-interval-ms", "0"],
+                          "--max-records", str(self.max_records), "--commit-interval-ms", "0",
+                          "--guarantee", self.guarantee],
                          self.stderr_path, lockstep, script=APP)
 
     def check_output(self, what: str) -> dict[str, int]:
