@@ -186,7 +186,7 @@ def test_serve_defaults_are_pylog_data_and_port_9092(monkeypatch):
 
     got = {}
 
-    def run(config):
+    def run(config, *, ready=None):
         got["config"] = config
         return 0
 

@@ -22,7 +22,6 @@ Immutable after construction; safe to share between threads.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -464,6 +463,8 @@ class ServerConfig:
                     _log.warning("server config %s=%s is a Kafka broker config with no meaning in pylog; "
                                  "ignored", k, raw)
             else:
+                import difflib  # imported on first use: not on the start-up path of `pylog serve` (#17)
+
                 close = difflib.get_close_matches(k, cls.kafka_names(), n=3, cutoff=0.75)
                 hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
                 raise InvalidConfigError(f"unknown server config {k!r}{hint}: it is neither a pylog "

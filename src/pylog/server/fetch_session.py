@@ -41,11 +41,13 @@ a v13+ request (topic ids) would key sessions by topic id, as Kafka's do.
 
 from __future__ import annotations
 
-import random
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from pylog.protocol import messages as m
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["FetchSessionCache", "FetchSession", "CachedPartition", "FetchContext",
            "INVALID_SESSION_ID", "INITIAL_EPOCH", "FINAL_EPOCH", "next_epoch"]
@@ -256,7 +258,7 @@ class FetchSessionCache:
         self.max_entries = max_entries
         self.eviction_ms = eviction_ms
         self.clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng
         self.sessions: dict[int, FetchSession] = {}
         # Least recently used first (a touch moves a session to the end): Kafka's lastUsed.
         self._lru: dict[int, FetchSession] = {}
@@ -301,8 +303,13 @@ class FetchSessionCache:
     # -- the cache (Kafka's FetchSessionCache) ----------------------------------------
 
     def new_session_id(self) -> int:
+        rng = self._rng
+        if rng is None:
+            import random  # imported on first use: not on the start-up path of `pylog serve` (#17)
+
+            rng = self._rng = random.Random()
         while True:
-            sid = self._rng.randint(1, _INT32_MAX - 1)
+            sid = rng.randint(1, _INT32_MAX - 1)
             if sid not in self.sessions:
                 return sid
 

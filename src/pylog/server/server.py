@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -535,6 +534,8 @@ def resolve_connection_overrides(text: str) -> dict[str, int]:
     skipped, as it can match no client)."""
     out: dict[str, int] = {}
     for host, count in parse_connection_overrides(text).items():
+        import ipaddress  # only with overrides: not on the start-up path of `pylog serve` (#17)
+
         try:
             out[str(ipaddress.ip_address(host))] = count
             continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import json
 import math
 import os
@@ -219,6 +218,8 @@ def datetime_ms(text: str) -> int:
         value = int(t)
     else:
         iso = t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t
+        import datetime  # imported on first use: not on the start-up path of `pylog serve` (#17)
+
         try:
             dt = datetime.datetime.fromisoformat(iso)
         except ValueError:
@@ -399,7 +400,8 @@ def _serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"pylog serve: {problem}", file=sys.stderr)
         return 1
-    return run(config)
+    on_listening = getattr(args, "on_listening", None)
+    return run(config, ready=None if on_listening is None else lambda server: on_listening())
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
