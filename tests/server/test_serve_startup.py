@@ -3,7 +3,8 @@
 Run in a fresh interpreter, as ``python -m pylog.cli serve`` runs: the cyclic GC is
 paused while the server starts and resumed once it listens, with what start-up built
 frozen (so later collections do not walk it); and the modules only a later request
-needs are not imported before the server listens.  Their first use is covered where
+needs (and the protocol declarations of APIs not yet called) are not imported before the
+server listens.  Their first use is covered where
 each is tested: a first FetchSession (tests/server/test_fetch_sessions.py), a
 ``--to-datetime`` reset (tests/server/test_tools.py), an unknown config's suggestion
 (tests/server/test_server_properties.py) and per-IP overrides
@@ -66,6 +67,10 @@ def test_modules_of_later_requests_are_not_imported_before_listening(tmp_path):
     modules = set(_serve_once(str(tmp_path / "data"))["listening"]["modules"])
     assert "pylog.broker.core" in modules          # the script saw a real start
     assert modules.isdisjoint(NOT_BEFORE_LISTENING), sorted(modules & set(NOT_BEFORE_LISTENING))
+    # The declarations of what a client sends first, and of no other API
+    # (tests/protocol/test_protocol_lazy_schemas.py: the others load on first use).
+    schemas = {m for m in modules if m.startswith("pylog.protocol.schemas.")}
+    assert schemas == {"pylog.protocol.schemas.api_versions", "pylog.protocol.schemas.metadata"}
 
 
 def test_a_server_that_cannot_start_resumes_the_gc(tmp_path):

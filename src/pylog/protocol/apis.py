@@ -1,14 +1,20 @@
 """API keys, the versions pylog speaks, and which header version each request uses.
 
-Everything here is a constant table built at import; safe to use from any thread.
+Everything here is a constant table built at import, but for the declarations of
+each API (:func:`request_schema`, :func:`response_schema`), which are imported on the
+API's first use (Python's import lock makes that safe from any thread): a server does not
+build those of APIs nobody has called before it listens (#17).  Safe to use from any
+thread.
 """
 
 from __future__ import annotations
 
+import importlib
 from enum import IntEnum
+from typing import Iterator
 
 from pylog.protocol.schema import Message
-from pylog.protocol.schemas import KAFKA_API_NAMES, MODULES
+from pylog.protocol.schemas import APIS, KAFKA_API_NAMES
 
 __all__ = [
     "ApiKey",
@@ -76,15 +82,56 @@ class ApiKey(IntEnum):
     LIST_TRANSACTIONS = 66
 
 
-if set(ApiKey) != set(MODULES):  # the enum and the generated registry must agree
+if set(ApiKey) != set(APIS):  # the enum and the generated registry must agree
     raise ImportError("pylog.protocol: ApiKey and the generated schemas disagree: "
-                      f"{sorted(set(ApiKey) ^ set(MODULES))}")
+                      f"{sorted(set(ApiKey) ^ set(APIS))}")
 
-_REQUESTS: dict[int, Message] = {k: m.REQUEST for k, m in MODULES.items()}
-_RESPONSES: dict[int, Message] = {k: m.RESPONSE for k, m in MODULES.items()}
-_VERSIONS: dict[int, tuple[int, int]] = {
-    k: (m.min_version, m.max_version) for k, m in sorted(_REQUESTS.items())
-}
+
+class _Declarations:
+    """API key -> the request (or response) declaration of the APIs pylog speaks, the
+    API's schema module imported on first use.  Read-only; safe from any thread (the
+    import lock serialises a first import, and a module imported twice is the same)."""
+
+    __slots__ = ("_attr", "_loaded")
+
+    def __init__(self, attr: str) -> None:
+        self._attr = attr
+        self._loaded: dict[int, Message] = {}
+
+    def __getitem__(self, api_key: int) -> Message:
+        message = self._loaded.get(api_key)
+        if message is None:
+            module = importlib.import_module(f"pylog.protocol.schemas.{APIS[api_key][0]}")
+            message = self._loaded[api_key] = getattr(module, self._attr)
+        return message
+
+    def get(self, api_key: int, default: Message | None = None) -> Message | None:
+        return self[api_key] if api_key in APIS else default
+
+    def __contains__(self, api_key: object) -> bool:
+        return api_key in APIS
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(APIS)
+
+    def __len__(self) -> int:
+        return len(APIS)
+
+    def keys(self) -> Iterator[int]:
+        return iter(APIS)
+
+    def values(self) -> Iterator[Message]:
+        """Every declaration (imports every API's module)."""
+        return (self[k] for k in APIS)
+
+    def items(self) -> Iterator[tuple[int, Message]]:
+        """(API key, declaration) of every API (imports every API's module)."""
+        return ((k, self[k]) for k in APIS)
+
+
+_REQUESTS = _Declarations("REQUEST")
+_RESPONSES = _Declarations("RESPONSE")
+_VERSIONS: dict[int, tuple[int, int]] = {k: (api[3], api[4]) for k, api in sorted(APIS.items())}
 
 
 def api_name(api_key: int) -> str:

@@ -67,6 +67,7 @@ from pylog.protocol.apis import (
 )
 from pylog.protocol.messages import Data, class_for
 from pylog.protocol.schema import Message
+from pylog.protocol.schemas import APIS
 from pylog.protocol.segments import Segment
 
 __all__ = [
@@ -89,7 +90,7 @@ _decode = _c.decode
 _encode = _c.encode
 _read_request_header = _c.read_request_header
 #: API key -> first flexible request version (header v2 from there on).
-_FLEXIBLE_FROM = {k: m.flexible.low for k, m in _REQUESTS.items() if not m.flexible.empty}
+_FLEXIBLE_FROM = {k: api[5] for k, api in APIS.items() if api[5] is not None}
 
 _I32 = struct.Struct(">i")
 _REQ_FIXED = struct.Struct(">hhi")

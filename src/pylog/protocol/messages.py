@@ -26,14 +26,17 @@ from typing import Any, Mapping
 
 from pylog.protocol._errors import MessageEncodeError
 from pylog.protocol.apis import _REQUESTS, _RESPONSES
+from pylog.protocol.schemas import APIS
 from pylog.protocol.schema import Field, Message, Struct
 
 __all__ = ["Data", "class_for", "message_class"]
 
 _LOCK = threading.RLock()
-_BY_NAME: dict[str, Message] = {}
-for _m in (*_REQUESTS.values(), *_RESPONSES.values()):
-    _BY_NAME[_m.name] = _m
+#: Message name -> (its table, API key): the declaration is imported on first use.
+_BY_NAME: dict[str, tuple[Any, int]] = {}
+for _key, _api in APIS.items():
+    _BY_NAME[_api[1]] = (_REQUESTS, _key)
+    _BY_NAME[_api[2]] = (_RESPONSES, _key)
 
 
 class _Default:
@@ -221,10 +224,11 @@ def message_class(api_key: int, kind: str) -> type:
 
 
 def __getattr__(name: str) -> type:
-    message = _BY_NAME.get(name)
-    if message is None:
+    where = _BY_NAME.get(name)
+    if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return class_for(message)
+    table, api_key = where
+    return class_for(table[api_key])
 
 
 def __dir__() -> list[str]:

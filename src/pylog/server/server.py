@@ -231,7 +231,8 @@ class Server:
         # librdkafka warns that it is connected to two clusters.
         self.loop.add_reader(sock.fileno(), self._on_accept)
         self._accepting = True
-        self._precompile_each(later)
+        # From the next turn of the loop: the first of them is no part of the start-up.
+        self.loop.call_soon(self._precompile_each, later)
         if self._own_broker:
             # The partitions the open deferred load from now on (or on first use), not
             # while the server starts: Kafka's log loading after the broker is up (#17).
