@@ -63,8 +63,8 @@ def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int) -> None: 
 
 
 @pytest.mark.parametrize("seed", [3141])
-def test_streams_at_least_once_with_the_app_killed_5_times(serve, tmp_path, seed):  # noqa: F811
-    run_kills(serve, tmp_path, seed=seed, records=800, kills=5)
+def test_streams_at_least_once_with_the_app_killed_4_times(serve, tmp_path, seed):  # noqa: F811
+    run_kills(serve, tmp_path, seed=seed, records=600, kills=4)
 
 
 @pytest.mark.long

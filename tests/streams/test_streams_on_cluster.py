@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import pylog
 from cluster.conftest import zookeeper_server  # noqa: F401  (one ZooKeeper for the session)
 from pylog.cluster.local import LocalCluster
@@ -25,7 +23,6 @@ def created(client, topic: str) -> bool:
     return True
 
 
-@pytest.mark.long
 def test_word_count_on_a_three_broker_cluster_with_replicated_internal_topics(tmp_path, zookeeper_server):  # noqa: F811
     cluster = LocalCluster(tmp_path / "cluster", 3, zookeeper=f"{zookeeper_server.hosts}/pylog-streams-{os.getpid()}",
                            overrides=["offsets.topic.num.partitions=3", "transaction.state.log.num.partitions=3",
