@@ -287,8 +287,9 @@ class StreamAggregate(_Base):
         prev = self.kv.get(key)
         ts = record.timestamp
         if prev is None:
-            old = None
-            new = value if self.is_reduce else self.aggregator(key, value, self.initializer())
+            # a new key's old value is the initializer's (Kafka's KStreamAggregate), none for a reduce
+            old = None if self.is_reduce else self.initializer()
+            new = value if self.is_reduce else self.aggregator(key, value, old)
         else:
             old, old_ts = prev
             new = self.aggregator(old, value) if self.is_reduce else self.aggregator(key, value, old)

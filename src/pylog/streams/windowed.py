@@ -17,8 +17,12 @@ Semantics are Kafka's:
 * forwarded records carry the aggregate's timestamp (the largest record timestamp in
   the window) for time and sliding windows, the session end for sessions;
 * ``suppress(until_window_closes)`` buffers the latest update of each window and emits it
-  when the window closes; ``until_time_limit`` emits a key's latest update once stream
-  time has passed its first buffered update's timestamp by the limit.
+  when the window closes (a session's end plus gap plus grace); ``until_time_limit``
+  emits a key's latest update once stream time has passed its first buffered update's
+  timestamp by the limit; a bounded buffer emits its oldest early, or fails, when full
+  (see :class:`SuppressProcessor`);
+* a new window's first update carries the initializer's value as its old value (what
+  a downstream subtractor or suppress buffer sees), as Kafka's aggregations send it.
 
 Window stores hold Kafka's timestamped value layout (8-byte timestamp, then the value);
 session stores hold plain values, as Kafka's do.
@@ -26,6 +30,7 @@ session stores hold plain values, as Kafka's do.
 
 from __future__ import annotations
 
+import heapq
 import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -185,8 +190,9 @@ class TimeWindowAggregate(_WindowedBase):
             if window.end > close:
                 prev = self._fetch(kb, start)
                 if prev is None:
-                    old, new_ts = None, ts
-                    new = self.aggregator(record.key, record.value, self.initializer())
+                    # a new window's old value is the initializer's (Kafka's KStreamWindowAggregate)
+                    old, new_ts = self.initializer(), ts
+                    new = self.aggregator(record.key, record.value, old)
                 else:
                     old, old_ts = prev
                     new_ts = ts if ts > old_ts else old_ts
@@ -425,7 +431,10 @@ class _WindowedStream:
         key_serde = m.key_serde or self.grouped.key_serde
         table = KTable(b, name, key_serde, m.value_serde or value_serde, store_name=store_name, materialized=m)
         table.windowed = True
-        table.grace_ms = self.windows.grace_ms
+        # how long after a window's end suppress(until_window_closes) waits (Kafka's
+        # GraphGraceSearchUtil): the grace, and for a session the inactivity gap too,
+        # since a session may still grow (and merge) until then
+        table.grace_ms = self.windows.grace_ms + (self.windows.gap_ms if self.store_kind == "session" else 0)
         table.window_serde = self._window_serde(table.store_key_serde())
         b.topology.add_processor(name, lambda: make(table), parent)
         b.topology.add_state_store(self._store_builder(store_name, m), name, key_serde=table.store_key_serde(),
@@ -536,11 +545,33 @@ class SessionWindowedKStream(_WindowedStream):
 # ---- suppress ------------------------------------------------------------------------------
 
 class SuppressProcessor(P._Base):
-    """Kafka's ``KTableSuppressProcessor`` over an in-memory time-ordered buffer.  The
-    buffer is mirrored into the node's key-value store (key -> buffer time, record
-    timestamp, new value) so it is logged and restored like any store."""
+    """Kafka's ``KTableSuppressProcessor`` over its ``InMemoryTimeOrderedKeyValueChangeBuffer``.
+
+    The buffer holds each key's latest update, in order of buffer time then key bytes (a
+    window's end for final results, else the timestamp of the key's first buffered
+    update: a later update keeps the key's place).  Per record it is O(log n): a dict by
+    key bytes and a heap of ``(buffer time, key bytes)``; a key keeps one heap entry
+    while buffered (an entry whose key left, or came back with another time, is skipped
+    when it reaches the top).  A key leaves as its latest update (``Change(new, old)``,
+    timestamp, headers), as Kafka 4's buffer evicts it; the buffer also keeps the key's
+    prior value (the old value of its first buffered update: what downstream saw before
+    it was buffered), which counts in its size.
+
+    Full when it holds more than ``max_records`` records or more than ``max_bytes``
+    bytes of Kafka's size estimate: per record 8 (buffer time) + the key's bytes + the
+    prior, old (unless equal to the prior) and new values' bytes + the record context
+    (8 timestamp + 8 offset + the topic name's length + 4 partition + each header's
+    key length and value bytes).  A full buffer emits its oldest records early, or
+    raises :class:`~pylog.streams.task.StreamsError` (``should_shut_down_when_full``).
+
+    The buffer is mirrored into the node's key-value store, one entry per buffered key
+    (key bytes -> ``>qq`` buffer time and record timestamp, the topic, the headers, then
+    prior, old and new value, each ``>i`` length (-1: none) and bytes), so it is logged
+    and restored like any store and a restored key still emits its old value.  One
+    instance per task; not thread safe (a task is processed by one thread)."""
 
     _ENTRY = struct.Struct(">qq")
+    _LEN = struct.Struct(">i")
 
     def __init__(self, table: Any, suppressed: Any, key_serde: Any, value_serde: Any, store_name: str,
                  window_end_time: bool, suppress_ms: int) -> None:
@@ -551,55 +582,162 @@ class SuppressProcessor(P._Base):
         self.store_name = store_name
         self.window_end_time = window_end_time
         self.suppress_ms = suppress_ms
+        config = suppressed.buffer
+        self.max_records = config.max_records
+        self.max_bytes = config.max_bytes
         self.observed = NO_TIMESTAMP
-        #: key bytes -> [buffer time, record timestamp, key, change, headers]
+        #: key bytes -> [buffer time, timestamp, key, latest change, prior value bytes, headers, size]
         self.buffer: Dict[bytes, List[Any]] = {}
+        self.heap: List[Tuple[int, bytes]] = []
+        self.size = 0
 
     def init(self, context: Any) -> None:
         super().init(context)
         self.store = context.get_state_store(self.store_name)
         self.kser = self.key_serde.serialize
-        vs = self.value_serde
-        for kb, raw in list(self.store.all()):
-            t, ts = self._ENTRY.unpack_from(raw)
-            self.buffer[kb] = [t, ts, self.key_serde.deserialize(kb), Change(vs.deserialize(raw[16:] or None)), ()]
+        self.vser = self.value_serde.serialize
+        self.loaded = False
 
+    def _load(self) -> None:
+        """Fill the buffer from the store: at the first record, since a task's processors
+        are initialised before its stores restore."""
+        self.loaded = True
+        self.buffer.clear()
+        self.heap.clear()
+        self.size = 0
+        for kb, raw in list(self.store.all()):
+            t, ts, topic, headers, prior, old, new = self._unpack(raw)
+            self._insert(kb, t, ts, self.key_serde.deserialize(kb), Change(self._de(new), self._de(old)), prior,
+                         headers, self._record_size(kb, topic, headers, prior, old, new))
+        heapq.heapify(self.heap)
+
+    def _de(self, b: Optional[bytes]) -> Any:
+        return None if b is None else self.value_serde.deserialize(b)
+
+    def _ser(self, v: Any) -> Optional[bytes]:
+        return None if v is None else self.vser(v)
+
+    # -- the stored form
+    def _pack(self, t: int, ts: int, topic: str, headers: Any, prior: Optional[bytes], old: Optional[bytes],
+              new: Optional[bytes]) -> bytes:
+        ln = self._LEN.pack
+        out = [self._ENTRY.pack(t, ts)]
+        tb = topic.encode()
+        out += [ln(len(tb)), tb, ln(len(headers))]
+        for hk, hv in list(headers) + [(None, prior), (None, old), (None, new)]:
+            if hk is not None:
+                hkb = hk.encode()
+                out += [ln(len(hkb)), hkb]
+            out += [ln(-1)] if hv is None else [ln(len(hv)), bytes(hv)]
+        return b"".join(out)
+
+    def _unpack(self, raw: bytes) -> Tuple[int, int, str, Tuple[Any, ...], Optional[bytes], Optional[bytes],
+                                           Optional[bytes]]:
+        t, ts = self._ENTRY.unpack_from(raw)
+        pos = self._ENTRY.size
+
+        def chunk() -> Optional[bytes]:
+            nonlocal pos
+            n = self._LEN.unpack_from(raw, pos)[0]
+            pos += 4
+            if n < 0:
+                return None
+            pos += n
+            return raw[pos - n:pos]
+        topic = (chunk() or b"").decode()
+        n_headers = self._LEN.unpack_from(raw, pos)[0]
+        pos += 4
+        headers = []
+        for _ in range(n_headers):
+            hk = (chunk() or b"").decode()
+            headers.append((hk, chunk()))
+        prior, old, new = chunk(), chunk(), chunk()
+        return t, ts, topic, tuple(headers), prior, old, new
+
+    @staticmethod
+    def _record_size(kb: bytes, topic: str, headers: Any, prior: Optional[bytes], old: Optional[bytes],
+                     new: Optional[bytes]) -> int:
+        """Kafka's estimate of a buffered record's size (see the class docstring)."""
+        size = 8 + len(kb) + 8 + 8 + len(topic) + 4
+        for hk, hv in headers:
+            size += len(hk) + (0 if hv is None else len(hv))
+        if prior is not None:
+            size += len(prior)
+        if old is not None and old != prior:
+            size += len(old)
+        if new is not None:
+            size += len(new)
+        return size
+
+    def _insert(self, kb: bytes, t: int, ts: int, key: Any, change: Change, prior: Optional[bytes], headers: Any,
+                size: int) -> None:
+        self.buffer[kb] = [t, ts, key, change, prior, headers, size]
+        self.heap.append((t, kb))
+        self.size += size
+
+    # -- processing
     def process(self, record: Record) -> None:
+        if not self.loaded:
+            self._load()
         ts = record.timestamp
         if ts > self.observed:
             self.observed = ts
-        key = record.key
+        key, change = record.key, record.value
         kb = self.kser(key)
+        topic = self.context.topic or ""
+        new_b, old_b = self._ser(change.new_value), self._ser(change.old_value)
         entry = self.buffer.get(kb)
         if entry is None:
             t = key.window.end if self.window_end_time else ts
-            self.buffer[kb] = [t, ts, key, record.value, record.headers]
-        else:   # non-resetting: the key keeps its place, the value and timestamp move on
-            t = entry[0]
-            entry[1:] = [ts, key, record.value, record.headers]
-        new = record.value.new_value
-        self.store.put(kb, self._ENTRY.pack(t, ts) + (b"" if new is None else self.value_serde.serialize(new)))
+            prior_b = old_b
+        else:   # non-resetting: the key keeps its place and its prior value
+            t, prior_b = entry[0], entry[4]
+        size = self._record_size(kb, topic, record.headers, prior_b, old_b, new_b)
+        raw = self._pack(t, ts, topic, record.headers, prior_b, old_b, new_b)
+        if entry is None:
+            self._insert(kb, t, ts, key, change, prior_b, record.headers, size)
+            heapq.heappush(self.heap, self.heap.pop())
+        else:
+            self.size += size - entry[6]
+            entry[1:] = [ts, key, change, prior_b, record.headers, size]
+        self.store.put(kb, raw)
         self._enforce()
+
+    def _over_capacity(self) -> bool:
+        return ((self.max_records is not None and len(self.buffer) > self.max_records)
+                or (self.max_bytes is not None and self.size > self.max_bytes))
+
+    def _pop_oldest(self, expiry: Optional[int]) -> bool:
+        """Emit the buffer's oldest record (only if its buffer time is at most
+        ``expiry``, when given); False when there is none to emit."""
+        heap, buffer = self.heap, self.buffer
+        while heap:
+            t, kb = heap[0]
+            if expiry is not None and t > expiry:
+                return False
+            heapq.heappop(heap)
+            entry = buffer.get(kb)
+            if entry is not None and entry[0] == t:
+                self._emit(kb)
+                return True
+        return False
 
     def _enforce(self) -> None:
         expiry = self.observed - self.suppress_ms
-        buffer = self.buffer
-        while buffer:
-            kb = min(buffer, key=lambda k: (buffer[k][0], k))
-            if buffer[kb][0] > expiry:
-                break
-            self._emit(kb)
-        limit = self.suppressed.buffer.max_records
-        if limit is not None and len(buffer) > limit:
+        while self._pop_oldest(expiry):
+            pass
+        if self._over_capacity():
             if self.suppressed.buffer.shutdown_when_full:
                 from .task import StreamsError
-                raise StreamsError(f"suppress buffer of {self.store_name!r} exceeded {limit} records "
-                                   "(BufferConfig.should_shut_down_when_full)")
-            while len(buffer) > limit:
-                self._emit(min(buffer, key=lambda k: (buffer[k][0], k)))
+                raise StreamsError(f"suppress buffer of {self.store_name!r} exceeded its max capacity: "
+                                   f"{len(self.buffer)}/{self.max_records} records, {self.size}/{self.max_bytes} "
+                                   "bytes (BufferConfig.should_shut_down_when_full)")
+            while self._over_capacity() and self._pop_oldest(None):
+                pass
 
     def _emit(self, kb: bytes) -> None:
-        t, ts, key, change, headers = self.buffer.pop(kb)
+        t, ts, key, change, prior, headers, size = self.buffer.pop(kb)
+        self.size -= size
         self.store.delete(kb)
         if change.new_value is None and self.suppressed.final_results:
             return  # final results drop tombstones
@@ -622,6 +760,8 @@ def suppress(table: Any, suppressed: Any) -> Any:
     out = KTable(b, name, table.key_serde, table.value_serde, store_name=None, parent=None)
     out.windowed = windowed
     out.window_serde = table.window_serde
+    # the buffer keeps each key's old and prior values, so its parent sends old values (as Kafka's)
+    table.enable_send_old_values()
     b.topology.add_processor(name, lambda: SuppressProcessor(out, suppressed, key_serde, value_serde, store_name,
                                                               suppressed.final_results, suppress_ms), table.node)
     from .state import Stores

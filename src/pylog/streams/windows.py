@@ -204,6 +204,15 @@ class BufferConfig:
     def max_bytes_(n: int) -> "BufferConfig":
         return BufferConfig(max_bytes=n)
 
+    def with_max_records(self, n: int) -> "BufferConfig":
+        """This buffer, holding at most ``n`` records too (Kafka's ``withMaxRecords``)."""
+        return BufferConfig(n, self.max_bytes, self.shutdown_when_full)
+
+    def with_max_bytes(self, n: int) -> "BufferConfig":
+        """This buffer, holding at most ``n`` bytes too (Kafka's ``withMaxBytes``; the
+        size is Kafka's estimate, see :class:`pylog.streams.windowed.SuppressProcessor`)."""
+        return BufferConfig(self.max_records, n, self.shutdown_when_full)
+
     def should_shut_down_when_full(self) -> "BufferConfig":
         return BufferConfig(self.max_records, self.max_bytes, True)
 
