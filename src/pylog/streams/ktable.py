@@ -33,6 +33,8 @@ class KTable:
         self.is_source = False
         self.pending_store_name: Optional[str] = None
         self.window_serde: Any = None   # set for windowed tables (keys are Windowed)
+        #: a table-table join's result: the two joined tables
+        self.join_parents: Tuple["KTable", ...] = ()
 
     # -- stores
     def store_key_serde(self) -> Any:
@@ -108,10 +110,19 @@ class KTable:
             self.builder.topology.connect_processor_and_state_stores(processor, *stores)
 
     def enable_send_old_values(self) -> None:
+        """Forward ``Change(new, old)`` with the old value: only when a downstream node
+        needs it (a table-table join's result, a grouping, suppress; Kafka's
+        ``enableSendingOldValues``): a filter that sends old values drops the updates
+        that are absent before and after, which it forwards otherwise."""
         if self.send_old_values:
             return
         self.send_old_values = True
-        if self.is_source:
+        if self.join_parents:
+            # a join computes its old result from both sides' old values (Kafka's
+            # KTableKTableJoinMerger), materialised or not
+            for parent in self.join_parents:
+                parent.enable_send_old_values()
+        elif self.is_source:
             self.materialize()
         elif self.store_name is None and self.parent is not None:
             self.parent.enable_send_old_values()
@@ -223,9 +234,15 @@ class KTable:
         store_name = (m.store_name or b.new_store_name(merge)) if m is not None else None
         result = KTable(b, merge, self.key_serde, (m.value_serde if m else None), store_name=store_name,
                         materialized=m)
-        # both sides send old values, so a deletion on one side can retract the result
-        self.enable_send_old_values()
-        other.enable_send_old_values()
+        # an outer side sends old values (Kafka's KTableImpl.doJoin: the left side of a left
+        # join, both of an outer join: an update absent before and after is dropped
+        # there); both do when the result must (enable_send_old_values); an inner
+        # join's sides otherwise do not, and forward such updates as they are
+        if kind in ("left", "outer"):
+            self.enable_send_old_values()
+        if kind == "outer":
+            other.enable_send_old_values()
+        result.join_parents = (self, other)
         this_get = other.value_getter_factory()
         other_get = self.value_getter_factory()
         need_other_this = kind == "inner"
