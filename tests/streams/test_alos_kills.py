@@ -14,8 +14,6 @@ delay, in start-up.  Seeds are in the test ids; ``-s`` shows the tally.
 from __future__ import annotations
 
 import collections
-import random
-import time
 
 import pytest
 
@@ -23,7 +21,7 @@ import pylog
 from server.conftest import serve  # noqa: F401  (the `pylog serve` factory fixture)
 from tests.client.helpers import read_to_end
 
-from .test_eos_kills import PARTITIONS, StreamsLoop
+from .test_eos_kills import PARTITIONS, StreamsLoop, run_kills
 
 
 class AtLeastOnceLoop(StreamsLoop):
@@ -52,22 +50,12 @@ class AtLeastOnceLoop(StreamsLoop):
         return tally
 
 
-def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int) -> None:  # noqa: F811
-    sp = serve()
-    loop = AtLeastOnceLoop(sp.bootstrap, tmp_path, records)
-    start = time.monotonic()
-    kinds = loop.kill_randomly(random.Random(seed), kills)
-    loop.finish()
-    loop.check_output(f"at_least_once streams app, seed {seed}, {records} records, {kills} kills "
-                      f"{dict(kinds)}, {time.monotonic() - start:.1f} s")
-
-
 @pytest.mark.parametrize("seed", [3141])
 def test_streams_at_least_once_with_the_app_killed_4_times(serve, tmp_path, seed):  # noqa: F811
-    run_kills(serve, tmp_path, seed=seed, records=600, kills=4)
+    run_kills(serve, tmp_path, seed=seed, records=600, kills=4, loop_class=AtLeastOnceLoop)
 
 
 @pytest.mark.long
 @pytest.mark.parametrize("seed", [27182, 16180])
 def test_streams_at_least_once_with_the_app_killed_30_times(serve, tmp_path, seed):  # noqa: F811
-    run_kills(serve, tmp_path, seed=seed, records=8000, kills=30)
+    run_kills(serve, tmp_path, seed=seed, records=8000, kills=30, loop_class=AtLeastOnceLoop)

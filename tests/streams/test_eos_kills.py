@@ -94,13 +94,14 @@ class StreamsLoop(Loop):
         return tally
 
 
-def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int) -> None:  # noqa: F811
+def run_kills(serve, tmp_path, *, seed: int, records: int, kills: int,  # noqa: F811
+              loop_class: type = StreamsLoop) -> None:
     sp = serve(TXN_OVERRIDES)
-    loop = StreamsLoop(sp.bootstrap, tmp_path, records)
+    loop = loop_class(sp.bootstrap, tmp_path, records)
     start = time.monotonic()
     kinds = loop.kill_randomly(random.Random(seed), kills)
     loop.finish()
-    loop.check_output(f"exactly_once_v2 streams app, seed {seed}, {records} records, {kills} kills "
+    loop.check_output(f"{loop.guarantee} streams app, seed {seed}, {records} records, {kills} kills "
                       f"{dict(kinds)}, {time.monotonic() - start:.1f} s")
 
 
