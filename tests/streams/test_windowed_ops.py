@@ -65,3 +65,20 @@ def test_named_suppression_and_windowed_keys_on_an_output_topic():
         assert out.read_key_values_to_list() == [(Windowed("k", Window(0, 10)), 2)]
         changelog = d.create_output_topic("app-final-store-changelog", Serdes.bytes(), Serdes.bytes())
         assert changelog.get_queue_size() == 4   # three buffered updates, one eviction
+
+
+def test_sliding_final_results_survive_a_jump_in_stream_time():
+    # a@19 closes [1,7] and puts [13,19]: the store's time (13) is exactly a retention
+    # (2d + grace) past [1,7], which Kafka's time-ordered store still holds and emits
+    from pylog.streams import EmitStrategy
+    cfg = dict(CFG, **{"__emit.interval.ms.kstreams.windowed.aggregation__": 0})
+    b = StreamsBuilder(cfg)
+    (b.stream("in").group_by_key().windowed_by(SlidingWindows.of_time_difference_and_grace(6, 0))
+     .emit_strategy(EmitStrategy.on_window_close()).count()
+     .to_stream().map(lambda k, v: (f"{k.key}@{k.window.start}/{k.window.end}", v)).to("out", value_serde=Serdes.long()))
+    with TopologyTestDriver(b.build(), cfg, initial_wall_clock_time_ms=0) as d:
+        i = d.create_input_topic("in", S, S)
+        i.pipe_input("a", "v", 7)
+        i.pipe_input("a", "v", 19)
+        assert [(r.key, r.value, r.timestamp) for r in
+                d.create_output_topic("out", S, Serdes.long()).read_records_to_list()] == [("a@1/7", 1, 7)]

@@ -497,8 +497,12 @@ class SlidingWindowedKStream(TimeWindowedKStream):
     def _store_builder(self, name: str, m: Materialized) -> Any:
         from .state import Stores
         factory = Stores.persistent_window_store if m.store_type == "persistent" else Stores.in_memory_window_store
-        return self._logging(factory(name, self._retention(m),
-                                     max(1, self.windows.time_difference_ms), False), m)
+        retention = self._retention(m)
+        if self.emit.on_close:
+            # the store's time is the latest window start put: a window starting exactly
+            # a retention before it is still there to be emitted (as for time windows)
+            retention = final_results_retention(retention)
+        return self._logging(factory(name, retention, max(1, self.windows.time_difference_ms), False), m)
 
 
 class SessionWindowedKStream(_WindowedStream):
