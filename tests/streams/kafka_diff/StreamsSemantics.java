@@ -143,6 +143,88 @@ public class StreamsSemantics {
         }
         o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
+      case "ttfilter": {
+        longOut = false;
+        KTable<String,String> ta = b.table("a", c);
+        if (!p.has("nolf")) ta = ta.filter((k, v) -> !v.endsWith("1"));
+        KTable<String,String> tb = b.table("b", c);
+        if (!p.has("norm")) tb = tb.mapValues(v -> v + "!");
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        String kind = p.get("kind").asText();
+        KTable<String,String> o = kind.equals("inner") ? ta.join(tb, j) : kind.equals("left") ? ta.leftJoin(tb, j) : ta.outerJoin(tb, j);
+        o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "cogroup": {
+        longOut = false;
+        KGroupedStream<String,String> g1 = b.stream("a", c).groupByKey();
+        KGroupedStream<String,String> g2 = b.stream("b", c).groupByKey();
+        g1.<String>cogroup((k, v, a) -> a + "a" + v).cogroup(g2, (k, v, a) -> a + "b" + v)
+          .aggregate(() -> "", Materialized.with(Serdes.String(), Serdes.String())).toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "twagg": {
+        longOut = false;
+        TimeWindows w = TimeWindows.ofSizeAndGrace(Duration.ofMillis(p.get("size").asLong()), Duration.ofMillis(p.get("grace").asLong())).advanceBy(Duration.ofMillis(p.get("advance").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "sessreduce": {
+        longOut = false;
+        SessionWindows w = SessionWindows.ofInactivityGapAndGrace(Duration.ofMillis(p.get("gap").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "slidingagg": {
+        longOut = false;
+        SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).aggregate(() -> "", (k, v, a) -> a + v, Materialized.with(Serdes.String(), Serdes.String())).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "tgreduce": {
+        longOut = false;
+        b.table("t", c).groupBy((k, v) -> KeyValue.pair(v.substring(0, 1), k), Grouped.with(Serdes.String(), Serdes.String()))
+          .reduce((a, v) -> a + v, (a, v) -> a.replaceFirst(v, ""), Materialized.with(Serdes.String(), Serdes.String())).toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "sessfinal": {
+        longOut = false;
+        SessionWindows w = SessionWindows.ofInactivityGapAndGrace(Duration.ofMillis(p.get("gap").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "slidefinal": {
+        longOut = false;
+        SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).emitStrategy(EmitStrategy.onWindowClose()).reduce((x, y) -> x + y).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "slidesupp": {
+        longOut = false;
+        SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
+        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "stfilter": {
+        longOut = false;
+        KTable<String,String> t = b.table("t", c).filter((k, v) -> !v.endsWith("1")).mapValues(v -> v + "!");
+        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
+        KStream<String,String> st = b.stream("s", c);
+        if (p.get("kind").asText().equals("inner")) st.join(t, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        else st.leftJoin(t, j).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "totable": {
+        longOut = false;
+        b.stream("in", c).mapValues(v -> v.endsWith("3") ? null : v).toTable().filter((k, v) -> !v.endsWith("1")).toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
+      case "suppbound": {
+        // a bounded suppress buffer that emits early when full
+        Suppressed.EagerBufferConfig buf = p.has("records") ? Suppressed.BufferConfig.maxRecords(p.get("records").asLong())
+            : Suppressed.BufferConfig.maxBytes(p.get("bytes").asLong());
+        if (p.has("both")) buf = buf.withMaxBytes(p.get("both").asLong());
+        b.stream("in", c).groupByKey().count().suppress(Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), buf.emitEarlyWhenFull()))
+            .toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        break; }
+      case "aggold": {
+        // the old values a count sends (suppressed: the buffer's prior value), seen by a subtractor
+        longOut = false;
+        KTable<String,Long> t = b.stream("in", c).groupByKey().count();
+        if (p.has("limit")) t = t.suppress(Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), Suppressed.BufferConfig.unbounded()));
+        t.groupBy((k, v) -> KeyValue.pair("all", String.valueOf(v)), Grouped.with(Serdes.String(), Serdes.String()))
+          .aggregate(() -> "", (k, v, a) -> a + "+" + v, (k, v, a) -> a + "-" + v, Materialized.with(Serdes.String(), Serdes.String()))
+          .toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
+        break; }
       default: throw new RuntimeException(topo);
     }
     Properties props = new Properties();

@@ -9,7 +9,11 @@ session windows (update, on close), sliding windows, stream-stream joins (inner,
 outer; asymmetric windows, grace), table-table joins (inner, left, outer, tombstones),
 suppress until a time limit, grouping through a repartition topic (count, reduce),
 stream-table and stream-globaltable joins, KTable.group_by (count, aggregate with
-adder and subtractor), foreign-key table-table joins (inner, left; foreign keys that
+adder and subtractor; reduce), joins of filtered and mapped tables (table-table,
+stream-table), cogroup, windowed reduce and aggregate (time, session, sliding), session
+and sliding windows with suppress or emit on close, to_table then filter, bounded
+suppress buffers (records, Kafka's byte estimate, emitting early), the old values an
+aggregation and a suppress buffer send a subtractor, foreign-key table-table joins (inner, left; foreign keys that
 change, vanish and come back; a filtered left table, a mapped right one; named and
 materialised; a join's result joined again), where
 ``describe()`` and the bytes on every internal topic and changelog are compared too.
@@ -29,11 +33,13 @@ from pathlib import Path
 
 import pytest
 
-from pylog.streams import (EmitStrategy, JoinWindows, Materialized, Serdes, SessionWindows, SlidingWindows, StreamsBuilder,
-                           Suppressed, TableJoined, TimeWindows, TopologyTestDriver)
+from pylog.streams import (BufferConfig, EmitStrategy, Grouped, JoinWindows, Materialized, Serdes, SessionWindows,
+                           SlidingWindows, StreamsBuilder, Suppressed, TableJoined, TimeWindows, TopologyTestDriver)
 
 HERE = Path(__file__).resolve().parent
-TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global", "tablegroupby")
+TOPOLOGIES = ("tw", "session", "sliding", "ssjoin", "ttjoin", "suppress_time", "groupby", "stjoin", "global", "tablegroupby",
+              "ttfilter", "cogroup", "twagg", "sessreduce", "sessfinal", "slidingagg", "tgreduce", "slidefinal",
+              "slidesupp", "stfilter", "totable", "suppbound", "aggold")
 SEED = int(os.environ.get("PYLOG_KAFKA_DIFF_SEED", "15"))
 
 S = Serdes.string()
@@ -111,6 +117,60 @@ def build(sc):
         o.to_stream().to("out")
     elif t == "suppress_time":
         b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"])).to_stream().to("out", value_serde=L)
+    elif t == "suppbound":
+        # a bounded buffer that emits early when full (Kafka counts records and its own estimate of bytes)
+        buf = BufferConfig.max_records_(p["records"]) if "records" in p else BufferConfig.max_bytes_(p["bytes"])
+        if "both" in p: buf = buf.with_max_bytes(p["both"])
+        b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"], buf.emit_early_when_full())) \
+            .to_stream().to("out", value_serde=L)
+    else:
+        long_out = False
+        j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
+        cat = lambda x, y: x + y
+        if t == "ttfilter":
+            # joins of filtered / mapped tables: tombstones of rows the filter drops go through
+            ta = b.table("a"); tb = b.table("b")
+            if "nolf" not in p: ta = ta.filter(lambda k, v: not v.endswith("1"))
+            if "norm" not in p: tb = tb.map_values(lambda v: v + "!")
+            {"inner": ta.join, "left": ta.left_join, "outer": ta.outer_join}[p["kind"]](tb, j).to_stream().to("out")
+        elif t == "cogroup":
+            g1 = b.stream("a").group_by_key(); g2 = b.stream("b").group_by_key()
+            g1.cogroup(lambda k, v, a: a + "a" + v).cogroup(g2, lambda k, v, a: a + "b" + v) \
+                .aggregate(lambda: "", materialized=Materialized.with_(S, S)).to_stream().to("out")
+        elif t == "twagg":
+            w = TimeWindows.of_size_and_grace(p["size"], p["grace"]).advance_by(p["advance"])
+            b.stream("in").group_by_key().windowed_by(w).reduce(cat).to_stream().map(lambda k, v: (wk(k), v)).to("out")
+        elif t in ("sessreduce", "sessfinal"):
+            tb = b.stream("in").group_by_key().windowed_by(SessionWindows.of_inactivity_gap_and_grace(p["gap"], p["grace"])) \
+                .reduce(cat)
+            if t == "sessfinal": tb = tb.suppress(Suppressed.until_window_closes())
+            tb.to_stream().map(lambda k, v: (wk(k), v)).to("out")
+        elif t in ("slidingagg", "slidefinal", "slidesupp"):
+            ws = b.stream("in").group_by_key().windowed_by(SlidingWindows.of_time_difference_and_grace(p["d"], p["grace"]))
+            if t == "slidingagg":
+                tb = ws.aggregate(lambda: "", lambda k, v, a: a + v, materialized=Materialized.with_(S, S))
+            elif t == "slidefinal":
+                tb = ws.emit_strategy(EmitStrategy.on_window_close()).reduce(cat)
+            else:
+                tb = ws.reduce(cat).suppress(Suppressed.until_window_closes())
+            tb.to_stream().map(lambda k, v: (wk(k), v)).to("out")
+        elif t == "tgreduce":
+            b.table("t").group_by(lambda k, v: (v[0], k), Grouped.with_(S, S)) \
+                .reduce(cat, lambda a, v: a.replace(v, "", 1), materialized=Materialized.with_(S, S)).to_stream().to("out")
+        elif t == "stfilter":
+            tt = b.table("t").filter(lambda k, v: not v.endswith("1")).map_values(lambda v: v + "!")
+            st = b.stream("s")
+            (st.join if p["kind"] == "inner" else st.left_join)(tt, j).to("out")
+        elif t == "aggold":
+            # the old values a count sends (suppressed: the buffer's prior value), seen by a subtractor
+            tb = b.stream("in").group_by_key().count()
+            if "limit" in p: tb = tb.suppress(Suppressed.until_time_limit(p["limit"]))
+            tb.group_by(lambda k, v: ("all", str(v)), Grouped.with_(S, S)) \
+                .aggregate(lambda: "", lambda k, v, a: a + "+" + v, lambda k, v, a: a + "-" + v,
+                           materialized=Materialized.with_(S, S)).to_stream().to("out")
+        elif t == "totable":
+            b.stream("in").map_values(lambda v: None if v.endswith("3") else v).to_table() \
+                .filter(lambda k, v: not v.endswith("1")).to_stream().to("out")
     return b, long_out
 
 def run_py(sc):
@@ -159,8 +219,20 @@ def gen(rnd, topo):
                 inputs.append(["l", rnd.choice(["p0", "p1", "p2", "p3"][:len(keys) + 1]),
                                rnd.choice([None, f"{rnd.choice('abc-')}:{i}", f"{rnd.choice('ab')}:{i}"]),
                                rnd.randint(0, span)])
-    elif topo in ("tw", "session", "sliding", "suppress_time"):
+    elif topo in ("tw", "session", "sliding", "suppress_time", "suppbound", "aggold"):
         inputs = [["in", rnd.choice(keys), "v", rnd.randint(0, span)] for _ in range(n)]
+    elif topo in ("ttfilter", "cogroup"):
+        inputs = [[rnd.choice("ab"), rnd.choice(keys), rnd.choice([None, f"v{i}", f"v{i}"]) if topo == "ttfilter"
+                   else f"v{i}", rnd.randint(0, span)] for i in range(n)]
+    elif topo == "stfilter":
+        inputs = [[rnd.choice("ts"), rnd.choice(keys), rnd.choice([None, f"v{i}", f"v{i}"]), rnd.randint(0, span)]
+                  for i in range(n)]
+    elif topo == "tgreduce":
+        inputs = [["t", rnd.choice("pqrs"), rnd.choice([None, rnd.choice("xyz") + str(i)]), rnd.randint(0, span)]
+                  for i in range(n)]
+    elif topo in ("twagg", "sessreduce", "sessfinal", "slidingagg", "slidefinal", "slidesupp", "totable"):
+        inputs = [["in", rnd.choice(keys), f"v{i}" if topo == "totable" else f"{i % 10}", rnd.randint(0, span)]
+                  for i in range(n)]
     elif topo == "ssjoin":
         inputs = [[rnd.choice("lr"), rnd.choice(keys), f"v{i}", rnd.randint(0, span)] for i in range(n)]
     else:
@@ -168,20 +240,34 @@ def gen(rnd, topo):
     if topo == "tw":
         size = rnd.randint(1, 30); p = {"size": size, "advance": rnd.randint(1, size), "grace": rnd.randint(0, 20), "emit": rnd.choice(["update", "final", "suppress"])}
     elif topo == "session": p = {"gap": rnd.randint(1, 20), "grace": rnd.randint(0, 20), "emit": rnd.choice(["update", "final"])}
-    elif topo == "sliding": p = {"d": rnd.randint(1, 20), "grace": rnd.randint(0, 20)}
+    elif topo in ("sliding", "slidingagg", "slidefinal", "slidesupp"): p = {"d": rnd.randint(1, 20), "grace": rnd.randint(0, 20)}
+    elif topo in ("sessreduce", "sessfinal"): p = {"gap": rnd.randint(1, 20), "grace": rnd.randint(0, 20)}
+    elif topo == "twagg":
+        size = rnd.randint(1, 30); p = {"size": size, "advance": rnd.randint(1, size), "grace": rnd.randint(0, 20)}
+    elif topo == "ttfilter":
+        p = {"kind": rnd.choice(["inner", "left", "outer"])}
+        if rnd.random() < 0.3: p["nolf"] = True
+        if rnd.random() < 0.3: p["norm"] = True
+    elif topo == "aggold":
+        p = {"limit": rnd.randint(0, 30)} if rnd.random() < 0.6 else {}
+    elif topo == "suppbound":
+        p = {"limit": rnd.randint(0, 30)}
+        if rnd.random() < 0.5: p["records"] = rnd.randint(0, 3)
+        else: p["bytes"] = rnd.randint(1, 200)
+        if rnd.random() < 0.2: p["both"] = rnd.randint(40, 200)
     elif topo == "ssjoin":
         p = {"diff": rnd.randint(0, 15), "grace": rnd.randint(0, 15), "kind": rnd.choice(["inner", "left", "outer"])}
         if rnd.random() < 0.3: p["before"] = rnd.randint(0, 15)
         if rnd.random() < 0.3: p["after"] = rnd.randint(0, 15)
     elif topo == "ttjoin": p = {"kind": rnd.choice(["inner", "left", "outer"])}
-    elif topo in ("stjoin", "global", "tablegroupby"): p = {"kind": rnd.choice(["inner", "left"])}
+    elif topo in ("stjoin", "global", "tablegroupby", "stfilter"): p = {"kind": rnd.choice(["inner", "left"])}
     elif topo == "fkjoin":
         p = {"kind": rnd.choice(["inner", "left"])}
         for opt, value in (("filter", True), ("bifunction", True), ("name", "fk"), ("store", "fk-store"),
                            ("rmap", True), ("chain", True)):
             if rnd.random() < 0.3:
                 p[opt] = value
-    elif topo in ("groupby", "tablegroupby"): p = {}
+    elif topo in ("groupby", "tablegroupby", "cogroup", "tgreduce", "totable"): p = {}
     else: p = {"limit": rnd.randint(0, 30)}
     return {"topo": topo, "params": p, "inputs": inputs}
 
@@ -239,10 +325,10 @@ def test_fk_join_same_as_kafka_streams_long(kafka_side):
 
 
 def test_same_output_as_kafka_streams(kafka_side):
-    check(kafka_side, 60, SEED)
+    check(kafka_side, 5 * len(TOPOLOGIES), SEED)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(1200)
 def test_same_output_as_kafka_streams_long(kafka_side):
-    check(kafka_side, 600, SEED + 1)
+    check(kafka_side, 40 * len(TOPOLOGIES), SEED + 1)
