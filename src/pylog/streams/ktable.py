@@ -33,6 +33,9 @@ class KTable:
         self.is_source = False
         self.pending_store_name: Optional[str] = None
         self.window_serde: Any = None   # set for windowed tables (keys are Windowed)
+        self.windowed = False           # a windowed aggregation's table (or its suppress)
+        #: a windowed table's wait past a window's end before it is final (suppress)
+        self.grace_ms = 0
         #: a table-table join's result: the two joined tables
         self.join_parents: Tuple["KTable", ...] = ()
 
