@@ -166,35 +166,30 @@ public class StreamsSemantics {
         TimeWindows w = TimeWindows.ofSizeAndGrace(Duration.ofMillis(p.get("size").asLong()), Duration.ofMillis(p.get("grace").asLong())).advanceBy(Duration.ofMillis(p.get("advance").asLong()));
         b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
-      case "sessreduce": {
+      case "sessreduce":
+      case "sessfinal": {
         longOut = false;
         SessionWindows w = SessionWindows.ofInactivityGapAndGrace(Duration.ofMillis(p.get("gap").asLong()), Duration.ofMillis(p.get("grace").asLong()));
-        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        KTable<Windowed<String>,String> t = b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y);
+        if (topo.equals("sessfinal")) t = t.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        t.toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
-      case "slidingagg": {
+      case "slidingagg":
+      case "slidefinal":
+      case "slidesupp": {
         longOut = false;
         SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
-        b.stream("in", c).groupByKey().windowedBy(w).aggregate(() -> "", (k, v, a) -> a + v, Materialized.with(Serdes.String(), Serdes.String())).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
+        TimeWindowedKStream<String,String> ws = b.stream("in", c).groupByKey().windowedBy(w);
+        KTable<Windowed<String>,String> t;
+        if (topo.equals("slidingagg")) t = ws.aggregate(() -> "", (k, v, a) -> a + v, Materialized.with(Serdes.String(), Serdes.String()));
+        else if (topo.equals("slidefinal")) t = ws.emitStrategy(EmitStrategy.onWindowClose()).reduce((x, y) -> x + y);
+        else t = ws.reduce((x, y) -> x + y).suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+        t.toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
       case "tgreduce": {
         longOut = false;
         b.table("t", c).groupBy((k, v) -> KeyValue.pair(v.substring(0, 1), k), Grouped.with(Serdes.String(), Serdes.String()))
           .reduce((a, v) -> a + v, (a, v) -> a.replaceFirst(v, ""), Materialized.with(Serdes.String(), Serdes.String())).toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
-        break; }
-      case "sessfinal": {
-        longOut = false;
-        SessionWindows w = SessionWindows.ofInactivityGapAndGrace(Duration.ofMillis(p.get("gap").asLong()), Duration.ofMillis(p.get("grace").asLong()));
-        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
-        break; }
-      case "slidefinal": {
-        longOut = false;
-        SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
-        b.stream("in", c).groupByKey().windowedBy(w).emitStrategy(EmitStrategy.onWindowClose()).reduce((x, y) -> x + y).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
-        break; }
-      case "slidesupp": {
-        longOut = false;
-        SlidingWindows w = SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("d").asLong()), Duration.ofMillis(p.get("grace").asLong()));
-        b.stream("in", c).groupByKey().windowedBy(w).reduce((x, y) -> x + y).suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
       case "stfilter": {
         longOut = false;
@@ -217,7 +212,7 @@ public class StreamsSemantics {
             .toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
         break; }
       case "aggold": {
-        // the old values a count sends (suppressed: the buffer's prior value), seen by a subtractor
+        // the old values a count sends (the initializer's for a new key), seen by a subtractor, through suppress or not
         longOut = false;
         KTable<String,Long> t = b.stream("in", c).groupByKey().count();
         if (p.has("limit")) t = t.suppress(Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), Suppressed.BufferConfig.unbounded()));

@@ -162,7 +162,7 @@ def build(sc):
             st = b.stream("s")
             (st.join if p["kind"] == "inner" else st.left_join)(tt, j).to("out")
         elif t == "aggold":
-            # the old values a count sends (suppressed: the buffer's prior value), seen by a subtractor
+            # the old values a count sends (the initializer's for a new key), seen by a subtractor, through suppress or not
             tb = b.stream("in").group_by_key().count()
             if "limit" in p: tb = tb.suppress(Suppressed.until_time_limit(p["limit"]))
             tb.group_by(lambda k, v: ("all", str(v)), Grouped.with_(S, S)) \
