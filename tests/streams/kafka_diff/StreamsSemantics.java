@@ -74,9 +74,13 @@ public class StreamsSemantics {
         KStream<String,String> o = kind.equals("inner") ? l.join(r, j, w, sj) : kind.equals("left") ? l.leftJoin(r, j, w, sj) : l.outerJoin(r, j, w, sj);
         o.to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
-      case "ttjoin": {
+      case "ttjoin":
+      case "ttfilter": {
+        // ttfilter: the left table filtered, the right one mapped (unless nolf / norm)
         longOut = false;
         KTable<String,String> ta = b.table("a", c), tb = b.table("b", c);
+        if (topo.equals("ttfilter") && !p.has("nolf")) ta = ta.filter((k, v) -> !v.endsWith("1"));
+        if (topo.equals("ttfilter") && !p.has("norm")) tb = tb.mapValues(v -> v + "!");
         ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
         String kind = p.get("kind").asText();
         KTable<String,String> o = kind.equals("inner") ? ta.join(tb, j) : kind.equals("left") ? ta.leftJoin(tb, j) : ta.outerJoin(tb, j);
@@ -141,17 +145,6 @@ public class StreamsSemantics {
           Function<String,String> fk2 = v -> v.startsWith("-") ? null : v.substring(0, 1);
           o = o.leftJoin(rt, fk2, j);
         }
-        o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
-        break; }
-      case "ttfilter": {
-        longOut = false;
-        KTable<String,String> ta = b.table("a", c);
-        if (!p.has("nolf")) ta = ta.filter((k, v) -> !v.endsWith("1"));
-        KTable<String,String> tb = b.table("b", c);
-        if (!p.has("norm")) tb = tb.mapValues(v -> v + "!");
-        ValueJoiner<String,String,String> j = (x, y) -> x + "+" + y;
-        String kind = p.get("kind").asText();
-        KTable<String,String> o = kind.equals("inner") ? ta.join(tb, j) : kind.equals("left") ? ta.leftJoin(tb, j) : ta.outerJoin(tb, j);
         o.toStream().to("out", Produced.with(Serdes.String(), Serdes.String()));
         break; }
       case "cogroup": {
