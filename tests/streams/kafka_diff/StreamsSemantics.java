@@ -201,8 +201,17 @@ public class StreamsSemantics {
         Suppressed.EagerBufferConfig buf = p.has("records") ? Suppressed.BufferConfig.maxRecords(p.get("records").asLong())
             : Suppressed.BufferConfig.maxBytes(p.get("bytes").asLong());
         if (p.has("both")) buf = buf.withMaxBytes(p.get("both").asLong());
-        b.stream("in", c).groupByKey().count().suppress(Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), buf.emitEarlyWhenFull()))
-            .toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        Suppressed<Object> sup = Suppressed.untilTimeLimit(Duration.ofMillis(p.get("limit").asLong()), buf.emitEarlyWhenFull());
+        KGroupedStream<String,String> g = b.stream("in", c).groupByKey();
+        if (p.has("tw") || p.has("sw")) {
+          // windowed counts: their keys carry the window, a new window's old value is 0
+          KTable<Windowed<String>,Long> t = p.has("tw")
+              ? g.windowedBy(TimeWindows.ofSizeAndGrace(Duration.ofMillis(p.get("tw").asLong()), Duration.ofMillis(5))).count()
+              : g.windowedBy(SlidingWindows.ofTimeDifferenceAndGrace(Duration.ofMillis(p.get("sw").asLong()), Duration.ofMillis(5))).count();
+          t.suppress(sup).toStream().map((k, v) -> KeyValue.pair(wk(k), v)).to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        } else {
+          g.count().suppress(sup).toStream().to("out", Produced.with(Serdes.String(), Serdes.Long()));
+        }
         break; }
       case "aggold": {
         // the old values a count sends (the initializer's for a new key), seen by a subtractor, through suppress or not

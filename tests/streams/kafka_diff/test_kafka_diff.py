@@ -121,8 +121,12 @@ def build(sc):
         # a bounded buffer that emits early when full (Kafka counts records and its own estimate of bytes)
         buf = BufferConfig.max_records_(p["records"]) if "records" in p else BufferConfig.max_bytes_(p["bytes"])
         if "both" in p: buf = buf.with_max_bytes(p["both"])
-        b.stream("in").group_by_key().count().suppress(Suppressed.until_time_limit(p["limit"], buf.emit_early_when_full())) \
-            .to_stream().to("out", value_serde=L)
+        g = b.stream("in").group_by_key()
+        if "tw" in p: g = g.windowed_by(TimeWindows.of_size_and_grace(p["tw"], 5))
+        if "sw" in p: g = g.windowed_by(SlidingWindows.of_time_difference_and_grace(p["sw"], 5))
+        tb = g.count().suppress(Suppressed.until_time_limit(p["limit"], buf.emit_early_when_full())).to_stream()
+        if "tw" in p or "sw" in p: tb = tb.map(lambda k, v: (wk(k), v))
+        tb.to("out", value_serde=L)
     else:
         long_out = False
         j = lambda x, y: f"{x if x is not None else 'null'}+{y if y is not None else 'null'}"
@@ -255,6 +259,8 @@ def gen(rnd, topo):
         if rnd.random() < 0.5: p["records"] = rnd.randint(0, 3)
         else: p["bytes"] = rnd.randint(1, 200)
         if rnd.random() < 0.2: p["both"] = rnd.randint(40, 200)
+        # windowed counts: their keys carry the window, a new window's old value is 0
+        if rnd.random() < 0.4: p[rnd.choice(["tw", "sw"])] = rnd.randint(1, 20)
     elif topo == "ssjoin":
         p = {"diff": rnd.randint(0, 15), "grace": rnd.randint(0, 15), "kind": rnd.choice(["inner", "left", "outer"])}
         if rnd.random() < 0.3: p["before"] = rnd.randint(0, 15)
