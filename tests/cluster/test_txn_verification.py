@@ -8,6 +8,10 @@ broker, before it appends a batch that opens a transaction there.
 - A hand-made transactional Produce to broker B for a partition never added to the
   transaction is refused INVALID_TXN_STATE (nothing appended); once AddPartitionsToTxn
   added it at A, the same batch is appended, and the abort hides it.
+- TxnOffsetCommit on a group coordinator G that is not the transaction coordinator A:
+  G asks A (a hand-made commit before AddOffsetsToTxn is refused INVALID_TXN_STATE, one
+  after it is taken), and librdkafka's ``send_offsets_to_transaction`` commits and aborts
+  through it; OffsetFetch (require_stable) reads the committed offset, never the aborted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 import pytest
 
 from cluster.test_cluster_replication import admin, create_topic, wait_metadata
+from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC, partition_for_transactional_id
 from pylog.cluster.local import LocalCluster
 from pylog.protocol import messages as m
@@ -53,16 +58,19 @@ def cluster(tmp_path_factory, zookeeper_server):
             c.stop_broker(i, signal.SIGKILL)
 
 
-def txn_coordinator(client: WireClient, tid: str) -> int:
-    """FindCoordinator(TRANSACTION) until the coordinator is there (the first one creates
-    ``__transaction_state``); its broker id, which is the leader of the id's partition."""
+def txn_coordinator(client: WireClient, tid: str, key_type: int = 1) -> int:
+    """FindCoordinator(TRANSACTION, or GROUP for ``key_type`` 0) until the coordinator is
+    there (the first one creates the internal topic); its broker id, which is the leader
+    of the key's partition."""
+    topic, partition_for = ((TRANSACTION_STATE_TOPIC, partition_for_transactional_id) if key_type
+                            else (CONSUMER_OFFSETS_TOPIC, partition_for_group))
     deadline = time.monotonic() + 60
     while True:
-        resp = client.bootstrap.request(ApiKey.FIND_COORDINATOR, m.FindCoordinatorRequest(key=tid, key_type=1),
+        resp = client.bootstrap.request(ApiKey.FIND_COORDINATOR, m.FindCoordinatorRequest(key=tid, key_type=key_type),
                                         version=3)
         if resp.error_code == 0:
-            leaders = client.partitions(TRANSACTION_STATE_TOPIC)
-            if leaders.get(partition_for_transactional_id(tid, len(leaders))) == resp.node_id:
+            leaders = client.partitions(topic)
+            if leaders.get(partition_for(tid, len(leaders))) == resp.node_id:
                 return resp.node_id
         else:
             assert resp.error_code in COORDINATOR_RETRIABLE, resp
@@ -155,3 +163,61 @@ def test_kip890_on_a_cluster(cluster):
     got = read_committed(cluster.bootstrap)
     expected = [b"commit-%d-%d" % (n, i) for n in (0, 2) for i in range(9)]
     assert sorted(got) == sorted(expected)
+
+
+def test_txn_offset_commit_asks_the_transaction_coordinator_on_another_broker(cluster):
+    group = "kip890-group"
+    with WireClient(cluster.bootstrap) as client:
+        g = txn_coordinator(client, group, key_type=0)
+        txn_coordinator(client, "kip890-probe")           # __transaction_state is there
+        leaders = client.partitions(TRANSACTION_STATE_TOPIC)
+        tids = [t for t in (f"kip890-offsets-{i}" for i in range(64))
+                if leaders[partition_for_transactional_id(t, len(leaders))] != g]
+        assert len(tids) >= 2, (g, leaders)
+        raw, rdkafka = tids[0], tids[1]
+
+        # By hand: TxnOffsetCommit to G, whose broker asks A.
+        a = txn_coordinator(client, raw)
+        assert a != g
+        coordinator, group_coordinator = client.node(a), client.node(g)
+        init = coordinator.request(ApiKey.INIT_PRODUCER_ID, m.InitProducerIdRequest(
+            transactional_id=raw, transaction_timeout_ms=60000), version=4)
+        assert init.error_code == 0
+        pid, epoch = init.producer_id, init.producer_epoch
+
+        def commit_offset(offset: int) -> int:
+            T = m.TxnOffsetCommitRequest
+            resp = group_coordinator.request(ApiKey.TXN_OFFSET_COMMIT, T(
+                transactional_id=raw, group_id=group, producer_id=pid, producer_epoch=epoch, topics=[
+                    T.TxnOffsetCommitRequestTopic(name=TOPIC, partitions=[T.TxnOffsetCommitRequestPartition(
+                        partition_index=0, committed_offset=offset, committed_metadata=None)])]), version=3)
+            return resp.topics[0].partitions[0].error_code
+
+        assert commit_offset(3) == INVALID_TXN_STATE        # no AddOffsetsToTxn: A said no
+        add = coordinator.request(ApiKey.ADD_OFFSETS_TO_TXN, m.AddOffsetsToTxnRequest(
+            transactional_id=raw, producer_id=pid, producer_epoch=epoch, group_id=group), version=3)
+        assert add.error_code == 0
+        assert commit_offset(4) == 0
+        end = coordinator.request(ApiKey.END_TXN, m.EndTxnRequest(
+            transactional_id=raw, producer_id=pid, producer_epoch=epoch, committed=True), version=3)
+        assert end.error_code == 0
+
+    # librdkafka: offsets of one transaction committed, of the next aborted.
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                                         "enable.auto.commit": False})
+    p = confluent_kafka.Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": rdkafka})
+    try:
+        p.init_transactions(60)
+        for offset, outcome in ((7, "commit"), (9, "abort")):
+            p.begin_transaction()
+            p.send_offsets_to_transaction([confluent_kafka.TopicPartition(TOPIC, 0, offset)],
+                                          consumer.consumer_group_metadata(), 60)
+            if outcome == "commit":
+                p.commit_transaction(60)
+            else:
+                p.abort_transaction(60)
+            committed = consumer.committed([confluent_kafka.TopicPartition(TOPIC, 0)], timeout=60)
+            assert committed[0].offset == 7, (outcome, committed)
+    finally:
+        consumer.close()
+        del p

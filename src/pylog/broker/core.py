@@ -759,6 +759,11 @@ class Broker:
         #: a partition not added to the producer's ongoing transaction).  None: no
         #: coordinator runs, transactional batches are refused.
         self.txn_verifier: Callable[[str, int, int, int, int], int] | None = None
+        #: Whether :meth:`txn_offset_commit` asks this broker's own transaction
+        #: coordinator that the group's offsets partition is in the transaction.  False on
+        #: a clustered broker, whose TxnOffsetCommit handler asks the id's coordinator on
+        #: whichever broker it is before calling (:mod:`pylog.cluster.txn_verification`).
+        self.verify_txn_offsets = True
         os.makedirs(self.data_dir, exist_ok=True)
         self._registry_path = os.path.join(self.data_dir, REGISTRY_FILE)
 
@@ -2468,7 +2473,8 @@ class Broker:
         """TxnOffsetCommit: topic -> partition -> error code.  The offsets become the
         group's committed offsets when the transaction commits, and are dropped if it
         aborts.  The group's offsets partition must have been added to the transaction
-        (AddOffsetsToTxn) first: INVALID_TXN_STATE otherwise (KIP-890 verification)."""
+        (AddOffsetsToTxn) first: INVALID_TXN_STATE otherwise (KIP-890 verification,
+        here unless :attr:`verify_txn_offsets` says the caller did it)."""
         known: dict[str, dict[int, Any]] = {}
         out: dict[str, dict[int, int]] = {}
         for topic, p, v in iter_commit_offsets(offsets):
@@ -2484,7 +2490,7 @@ class Broker:
         if not known:
             return out
         code = 0
-        if isinstance(group_id, str) and group_id:
+        if isinstance(group_id, str) and group_id and self.verify_txn_offsets:
             n = self.groups.num_partitions
             tp = (CONSUMER_OFFSETS_TOPIC, _group_offsets.partition_for_group(group_id, n))
             code = self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, [tp],

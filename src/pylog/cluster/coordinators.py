@@ -122,6 +122,9 @@ class CoordinatorPartitions:
         from pylog.cluster.txn_verification import TxnVerification, txn_verifier
         self.txn_verification = TxnVerification.for_node(self.node, self.txn_io)
         self.broker.txn_verifier = txn_verifier(self.broker)
+        # TxnOffsetCommit asks the id's coordinator too (server.cluster_handlers), not
+        # this broker's own, which may not coordinate the id.
+        self.broker.verify_txn_offsets = False
 
     def close(self) -> None:
         self._loader.shutdown(wait=True)
@@ -232,6 +235,12 @@ class CoordinatorPartitions:
         elif not leader and led is not None:
             del self._led[tp]
             self._loader.submit(self._unload, topic, partition)
+
+    def group_partition_led(self, group_id: str) -> int | None:
+        """The ``__consumer_offsets`` partition of ``group_id`` when this broker leads it
+        (its groups may still be loading), else None."""
+        partition = partition_for_group(group_id, self.broker.groups.num_partitions)
+        return partition if (CONSUMER_OFFSETS_TOPIC, partition) in self._led else None
 
     def _load(self, topic: str, partition: int) -> None:
         try:

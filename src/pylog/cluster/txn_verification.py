@@ -32,6 +32,16 @@ transactional batch that starts a transaction on that partition (Kafka's
   transaction that ended between the answer and the append is not reopened by a batch no
   marker would close.
 
+- **TxnOffsetCommit** (Kafka's group coordinator, verification of transactional offset
+  commits): the group coordinator's broker asks the same way, through the same manager,
+  whether the group's ``__consumer_offsets`` partition (added by AddOffsetsToTxn) is in
+  the ongoing transaction (:meth:`TxnVerification.start_offset_commit`).  The answers
+  take the group coordinator's forms (:data:`OFFSET_COMMIT_ERRORS`): what the producer
+  retries after a coordinator lookup becomes COORDINATOR_NOT_AVAILABLE.  Unlike a
+  produce, no guard holds the offsets partition between the answer and the write: a
+  transaction that ends in that gap leaves the offsets pending until the producer's
+  next marker there.
+
 The produce handler never blocks on any of this: :meth:`TxnVerification.start` returns
 an asyncio future of the refused partitions, completed from the network thread.
 
@@ -50,11 +60,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
 from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC, partition_for_transactional_id
 from pylog.errors import PylogError, UnsupportedVersionError
 
 __all__ = ["AddPartitionsToTxnManager", "TxnVerification", "VerificationGuard", "txn_verifier",
-           "PRODUCE_ERRORS"]
+           "PRODUCE_ERRORS", "OFFSET_COMMIT_ERRORS"]
 
 _log = logging.getLogger("pylog.cluster.txn_verification")
 
@@ -73,6 +84,10 @@ PRODUCER_FENCED = 90
 PRODUCE_ERRORS = {PRODUCER_FENCED: INVALID_PRODUCER_EPOCH, CONCURRENT_TRANSACTIONS: NOT_ENOUGH_REPLICAS,
                   COORDINATOR_LOAD_IN_PROGRESS: NOT_ENOUGH_REPLICAS, COORDINATOR_NOT_AVAILABLE: NOT_ENOUGH_REPLICAS,
                   NOT_COORDINATOR: NOT_ENOUGH_REPLICAS, CLUSTER_AUTHORIZATION_FAILED: INVALID_TXN_STATE}
+#: The verification's produce errors as a TxnOffsetCommit answers them (Kafka's group
+#: coordinator: NOT_ENOUGH_REPLICAS -> COORDINATOR_NOT_AVAILABLE); a failed request too, as
+#: the transactional producer retries that one with a coordinator lookup.
+OFFSET_COMMIT_ERRORS = {NOT_ENOUGH_REPLICAS: COORDINATOR_NOT_AVAILABLE, NETWORK_EXCEPTION: COORDINATOR_NOT_AVAILABLE}
 #: AddPartitionsToTxn with verify_only came with v4.
 VERIFY_VERSION = 4
 _ATTR_TRANSACTIONAL = 0x10
@@ -318,6 +333,22 @@ class TxnVerification:
             loop.call_soon_threadsafe(_set, fut, refused)
 
         self.manager.verify(tid, producer[0], producer[1], wanted, answered)
+        return fut
+
+    def start_offset_commit(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                            offsets_partition: int) -> asyncio.Future:
+        """For a TxnOffsetCommit on the group's coordinator: a future of the error code
+        the commit is answered with (0: the group's ``__consumer_offsets`` partition
+        ``offsets_partition`` is in the producer's ongoing transaction)."""
+        loop = self._loop()
+        fut: asyncio.Future = loop.create_future()
+        tp = (CONSUMER_OFFSETS_TOPIC, offsets_partition)
+
+        def answered(refused: dict[TopicPartition, int]) -> None:
+            code = refused.get(tp, 0)
+            loop.call_soon_threadsafe(_set, fut, OFFSET_COMMIT_ERRORS.get(code, code))
+
+        self.manager.verify(transactional_id, producer_id, producer_epoch, [tp], answered)
         return fut
 
 

@@ -44,6 +44,7 @@ __all__ = ["cluster_handler_table"]
 _log = logging.getLogger("pylog.server.cluster_handlers")
 
 NONE = 0
+OFFSET_OUT_OF_RANGE = 1
 LEADER_NOT_AVAILABLE = 5
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_RECORD = 87
@@ -510,9 +511,35 @@ def handle_offset_commit(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_txn_offset_commit(conn: Any, header: Any, req: Any) -> Any:
-    """TxnOffsetCommit answered once the transactional commit is replicated."""
+    """TxnOffsetCommit answered once the transactional commit is replicated.  The group's
+    coordinator first asks the transaction coordinator of the id, on whichever broker it
+    is, whether the group's offsets partition is in the ongoing transaction (KIP-890,
+    :meth:`pylog.cluster.txn_verification.TxnVerification.start_offset_commit`); a
+    broker that does not lead that partition answers NOT_COORDINATOR without asking."""
     from pylog.server.handlers import handle_txn_offset_commit as plain
-    return _after_replication(conn, plain(conn, header, req), req.group_id, _commit_appended, _commit_failed)
+    coordinators = _node(conn).coordinators
+    verification = getattr(coordinators, "txn_verification", None)   # (set when the node starts)
+    partition = None
+    if verification is not None and isinstance(req.group_id, str) and req.group_id \
+            and any(p.committed_offset >= 0 for t in req.topics for p in t.partitions):
+        partition = coordinators.group_partition_led(req.group_id)
+    if partition is None:
+        return _after_replication(conn, plain(conn, header, req), req.group_id, _commit_appended, _commit_failed)
+    verifying = verification.start_offset_commit(req.transactional_id, req.producer_id, req.producer_epoch,
+                                                 partition)
+
+    async def run() -> Any:
+        code = await verifying
+        if code:
+            R = m.TxnOffsetCommitResponse
+            return R(throttle_time_ms=0, topics=[R.TxnOffsetCommitResponseTopic(name=t.name, partitions=[
+                R.TxnOffsetCommitResponsePartition(partition_index=p.partition_index,
+                                                   error_code=code if p.committed_offset >= 0 else OFFSET_OUT_OF_RANGE)
+                for p in t.partitions]) for t in req.topics])
+        return await _after_replication(conn, plain(conn, header, req), req.group_id, _commit_appended,
+                                        _commit_failed)
+
+    return conn.server.loop.create_task(run())
 
 
 def handle_write_txn_markers(conn: Any, header: Any, req: Any) -> Any:
