@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-
-import lz4.frame as _lz4frame
+from types import ModuleType
 
 from pylog.errors import CodecNotInstalledError, CorruptRecordError, UnsupportedCompressionTypeError
 
@@ -63,8 +62,6 @@ _XERIAL_HEADER = XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_HEADER_SIZE = len(_XERIAL_HEADER)  # 16
 # Java's SnappyOutputStream default block size.
 _XERIAL_BLOCK = 32 * 1024
-# Kafka's KafkaLZ4BlockOutputStream writes 64 KiB independent blocks.
-_LZ4_BLOCK = _lz4frame.BLOCKSIZE_MAX64KB
 _ZSTD_LEVEL = 3  # zstd's (and Kafka's) default level
 
 
@@ -103,6 +100,15 @@ def codec_name(codec: int | str) -> str:
 
 _cramjam = None
 _zstandard = None
+
+
+def _lz4frame() -> ModuleType:
+    """:mod:`lz4.frame` (a dependency, always there), imported on first use: not on the
+    start-up path of ``pylog serve`` (#17).  The import lock makes a first use from
+    several threads at once safe."""
+    import lz4.frame
+
+    return lz4.frame
 
 
 def _snappy():
@@ -171,8 +177,10 @@ def compress(codec: int | str, data, *, xerial: bool = True) -> bytes:
         co = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip container
         return co.compress(data) + co.flush()
     if cid == LZ4:
-        return _lz4frame.compress(data, block_size=_LZ4_BLOCK, block_linked=False,
-                                  content_checksum=False, store_size=False)
+        lz4 = _lz4frame()
+        # Kafka's KafkaLZ4BlockOutputStream writes 64 KiB independent blocks.
+        return lz4.compress(data, block_size=lz4.BLOCKSIZE_MAX64KB, block_linked=False,
+                            content_checksum=False, store_size=False)
     if cid == SNAPPY:
         snappy = _snappy()
         if not xerial:
@@ -258,7 +266,7 @@ def _gunzip(view: memoryview, limit: int) -> bytes:
 
 
 def _unlz4(view: memoryview, limit: int) -> bytes:
-    d = _lz4frame.LZ4FrameDecompressor()
+    d = _lz4frame().LZ4FrameDecompressor()
     try:
         out = d.decompress(view, max_length=limit + 1)
     except RuntimeError as exc:  # lz4.frame reports every decode error as RuntimeError

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 #: Imported on first use, not before ``pylog serve`` listens.
-NOT_BEFORE_LISTENING = ("datetime", "difflib", "ipaddress", "random")
+NOT_BEFORE_LISTENING = ("datetime", "difflib", "ipaddress", "random", "lz4.frame")
 
 _SCRIPT = r"""
 import asyncio, gc, json, logging, os, signal, sys
