@@ -1,11 +1,14 @@
 """pylog.streams on a 3-broker pylog cluster (ZooKeeper, LocalCluster): the word count of
-tests/streams/wordcount_app.py (at-least-once) through ``pylog.connect``, with
-``replication.factor=3``: exact counts, Kafka Streams' internal topics, each replicated
-on the three brokers with a full ISR."""
+tests/streams/wordcount_app.py (at-least-once, and exactly_once_v2: transactional
+offset commits whose group and transactional ids may be coordinated on different
+brokers) through ``pylog.connect``, with ``replication.factor=3``: exact counts, Kafka
+Streams' internal topics, each replicated on the three brokers with a full ISR."""
 
 from __future__ import annotations
 
 import os
+
+import pytest
 
 import pylog
 from cluster.conftest import zookeeper_server  # noqa: F401  (one ZooKeeper for the session)
@@ -23,8 +26,11 @@ def created(client, topic: str) -> bool:
     return True
 
 
-def test_word_count_on_a_three_broker_cluster_with_replicated_internal_topics(tmp_path, zookeeper_server):  # noqa: F811
-    cluster = LocalCluster(tmp_path / "cluster", 3, zookeeper=f"{zookeeper_server.hosts}/pylog-streams-{os.getpid()}",
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once_v2"])
+def test_word_count_on_a_three_broker_cluster_with_replicated_internal_topics(tmp_path, zookeeper_server,  # noqa: F811
+                                                                              guarantee):
+    cluster = LocalCluster(tmp_path / "cluster", 3,
+                           zookeeper=f"{zookeeper_server.hosts}/pylog-streams-{guarantee}-{os.getpid()}",
                            overrides=["offsets.topic.num.partitions=3", "transaction.state.log.num.partitions=3",
                                       "offsets.topic.replication.factor=3", "group.initial.rebalance.delay.ms=0"])
     topics = {name: f"cl-{name}" for name in ("lines", "counts", "windowed")}
@@ -32,7 +38,7 @@ def test_word_count_on_a_three_broker_cluster_with_replicated_internal_topics(tm
     with cluster, pylog.connect(cluster.bootstrap) as client:
         wait_for(lambda: created(client, "cl-probe"), "3 registered brokers (a topic of replication factor 3)")
         wordcount_app.create_and_fill(client, topics, lines, rf=3)
-        app = wordcount_app.build("cl-wc", topics, tmp_path / "state", "at_least_once",
+        app = wordcount_app.build("cl-wc", topics, tmp_path / "state", guarantee,
                                   **{"replication.factor": 3})
         app.run(client, until_idle=True, idle_polls=10)
         for topic in wordcount_app.check(client, "cl-wc", topics, lines):
