@@ -569,6 +569,9 @@ class ClusterNode:
         self.channel = WireChannel(self.broker_id)
         ctl = Controller(self.coordination, self.broker_id, self.channel, ControllerConfig(
             unclean_leader_election_enable=self.config.unclean_leader_election_enable,
+            auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds=self.config.leader_imbalance_check_interval_seconds,
+            leader_imbalance_per_broker_percentage=self.config.leader_imbalance_per_broker_percentage,
             delete_topic_enable=self.config.delete_topic_enable),
             wakeup=lambda: self.controller_thread.submit(self._process_controller_events))
         self.controller = ctl

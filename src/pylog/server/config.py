@@ -230,7 +230,9 @@ class ServerConfig:
         ``broker_rack``, ``replica_lag_time_max_ms`` (30000),
         ``replica_high_watermark_checkpoint_interval_ms`` (5000: how often each partition's
         high watermark goes to ``replication-offset-checkpoint``),
-        ``unclean_leader_election_enable``; ``min.insync.replicas`` is a topic default.
+        ``unclean_leader_election_enable``; the controller's automatic preferred-leader
+        election: ``auto_leader_rebalance_enable`` (true), ``leader_imbalance_check_interval_seconds``
+        (300), ``leader_imbalance_per_broker_percentage`` (10); ``min.insync.replicas`` is a topic default.
     Storage and logs
         ``log_dirs``, ``log_segment_bytes``, ``log_retention_ms``, ``log_retention_bytes``,
         ``log_flush_interval_messages`` / ``log_flush_interval_ms`` (Long.MAX_VALUE / -1:
@@ -285,6 +287,9 @@ class ServerConfig:
     replica_lag_time_max_ms: int = 30_000
     replica_high_watermark_checkpoint_interval_ms: int = 5000
     unclean_leader_election_enable: bool = False
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
+    leader_imbalance_per_broker_percentage: int = 10
     log_dirs: str = "./pylog-data"
     log_segment_bytes: int = 1024 * 1024 * 1024
     log_retention_ms: int = 7 * 24 * 3600 * 1000
@@ -372,10 +377,12 @@ class ServerConfig:
         "transaction_abort_timed_out_transaction_cleanup_interval_ms": (1, _INT32_MAX),
         "transaction_remove_expired_transaction_cleanup_interval_ms": (1, _INT32_MAX),
         "fetch_max_bytes": (1024, _INT32_MAX),
+        "leader_imbalance_check_interval_seconds": (1, _INT32_MAX),
+        "leader_imbalance_per_broker_percentage": (0, 100),
         "max_incremental_fetch_session_cache_slots": (0, _INT32_MAX),
     }
     _BOOLS = ("auto_create_topics_enable", "delete_topic_enable", "log_cleaner_enable",
-              "unclean_leader_election_enable")
+              "unclean_leader_election_enable", "auto_leader_rebalance_enable")
     #: Kafka's alternative spellings of some settings.
     _ALIASES = {
         "log.dir": "log.dirs",
