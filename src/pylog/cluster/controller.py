@@ -207,11 +207,11 @@ class ZkAdmin:
                 raise InvalidReplicaAssignmentError(f"partition {p}: brokers {unknown} are not live")
         return {p: tuple(r) for p, r in assignment.items()}
 
-    def create_partitions(self, topic: str, total: int,
-                          assignment: Mapping[int, Sequence[int]] | None = None) -> dict[int, tuple[int, ...]]:
+    def create_partitions(self, topic: str, total: int, assignment: Mapping[int, Sequence[int]] | None = None,
+                          *, validate_only: bool = False) -> dict[int, tuple[int, ...]]:
         """Grow ``topic`` to ``total`` partitions; returns the new partitions' replicas.
         The new ones continue the topic's placement (Kafka starts at the broker that holds
-        partition 0's preferred replica)."""
+        partition 0's preferred replica). ``validate_only``: check and place, write nothing."""
         current = self.coordination.get_topic_assignment(topic)
         if current is None or topic in self.coordination.get_topic_deletions():
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
@@ -232,6 +232,8 @@ class ZkAdmin:
             placed = self._check_assignment(assignment, racks, existing)
             if {len(r) for r in placed.values()} != {rf}:
                 raise InvalidReplicaAssignmentError(f"new partitions must have {rf} replicas, as the topic's")
+        if validate_only:
+            return placed
         partitions = dict(current.partitions)
         partitions.update({p: ReplicaAssignment(r) for p, r in placed.items()})
         self.coordination.set_topic_assignment(dataclasses.replace(current, partitions=partitions),

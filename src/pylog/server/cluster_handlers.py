@@ -31,7 +31,8 @@ from typing import Any, Callable
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.cluster import replication
 from pylog.cluster.channel import leader_and_isr_from_wire, stop_replica_from_wire, update_metadata_from_wire
-from pylog.errors import CoordinatorNotAvailableError, NotControllerError, PylogError
+from pylog.errors import (CoordinatorNotAvailableError, InvalidReplicaAssignmentError, InvalidRequestError,
+                          InvalidTopicError, NotControllerError, PylogError)
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 from pylog.protocol.produce_reply import produce_response_frame
@@ -49,6 +50,8 @@ LEADER_NOT_AVAILABLE = 5
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_RECORD = 87
 INVALID_REQUEST = 42
+REQUEST_TIMED_OUT = 7
+TOPIC_DELETION_DISABLED = 73
 _NOT_REQUESTED = -2147483648
 _EMPTY = b""
 
@@ -839,15 +842,121 @@ def _create_topics(node: Any, header: Any, req: Any) -> Any:
                                               num_partitions=count if code == NONE else -1,
                                               replication_factor=rf if code == NONE else -1, configs=[]))
     # Kafka answers once the new partitions' leaders are known (its DelayedCreatePartitions).
-    deadline = time.monotonic() + max(req.timeout_ms, 0) / 1000
-    with node.metadata_changed:
-        while created and time.monotonic() < deadline:
-            cache = node.metadata
-            if all(cache.partitions_of(n) and all(s.leader in cache.brokers for s in cache.partitions_of(n))
-                   for n in created):
-                break
-            node.metadata_changed.wait(deadline - time.monotonic())
+    _wait_metadata(node, req.timeout_ms, lambda cache: all(_led(cache, n) for n in created))
     return R(throttle_time_ms=0, topics=results)
+
+
+def _led(cache: Any, topic: str, count: int = 1) -> bool:
+    """``topic`` has at least ``count`` partitions in this broker's metadata, each with a live leader."""
+    parts = cache.partitions_of(topic)
+    return len(parts) >= count and all(s.leader in cache.brokers for s in parts)
+
+
+def _wait_metadata(node: Any, timeout_ms: int, done: Callable[[Any], bool]) -> bool:
+    """Block (off the loop) until ``done(node.metadata)`` or ``timeout_ms`` passed, as
+    Kafka's delayed admin operations wait for the controller's UpdateMetadata; whether
+    ``done`` came true."""
+    deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+    with node.metadata_changed:
+        while not done(node.metadata):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            node.metadata_changed.wait(left)
+    return True
+
+
+def handle_delete_topics(conn: Any, header: Any, req: Any) -> Any:
+    return conn.server.call_off_loop(_delete_topics, _node(conn), header, req)
+
+
+def _delete_topics(node: Any, header: Any, req: Any) -> Any:
+    """DeleteTopics in ZooKeeper mode (Kafka's ZkAdminManager.deleteTopics): any broker
+    writes ``/admin/delete_topics/<t>``; the controller stops and deletes every replica,
+    then removes the topic; the answer comes once this broker's metadata no longer has
+    the topic, or REQUEST_TIMED_OUT at ``timeout_ms`` (the deletion still goes on)."""
+    R: Any = m.DeleteTopicsResponse
+    codes: dict[str, tuple[int, str | None]] = {}
+    marked = []
+    names = list(req.topic_names)
+    for name in names:
+        if names.count(name) > 1:
+            codes[name] = (INVALID_REQUEST, "Duplicate topic name in the request")
+        elif not node.config.delete_topic_enable:
+            # Kafka: INVALID_REQUEST before v3 (TOPIC_DELETION_DISABLED did not exist yet)
+            codes[name] = (INVALID_REQUEST if header.api_version < 3 else TOPIC_DELETION_DISABLED,
+                           "Topic deletion is disabled.")
+        else:
+            try:
+                _admin(node).delete_topic(name)   # already marked: tracked again, as Kafka does
+                marked.append(name)
+                codes[name] = (NONE, None)
+            except PylogError as exc:
+                codes[name] = (exc.error_code, str(exc))
+    _wait_metadata(node, req.timeout_ms, lambda cache: not any(cache.partitions_of(n) for n in marked))
+    cache = node.metadata
+    for name in marked:
+        if cache.partitions_of(name):
+            codes[name] = (REQUEST_TIMED_OUT, f"topic {name!r} is marked for deletion; it was not deleted "
+                                              f"within {req.timeout_ms} ms")
+    for name, (code, why) in codes.items():
+        if code != NONE:
+            _log.info("DeleteTopics %s: error %d: %s", name, code, why)
+    # (DeleteTopics up to v4 here: no error messages on the wire.)
+    return R(throttle_time_ms=0, responses=[R.DeletableTopicResult(name=n, error_code=c) for n, (c, _) in codes.items()])
+
+
+def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
+    return conn.server.call_off_loop(_create_partitions, _node(conn), req)
+
+
+def _create_partitions(node: Any, req: Any) -> Any:
+    """CreatePartitions in ZooKeeper mode (Kafka's ZkAdminManager.createPartitions): any
+    broker places the new partitions (or checks the given assignments) and writes the
+    topic's assignment; the controller elects their leaders; the answer comes once this
+    broker's metadata shows every new partition with a leader, or REQUEST_TIMED_OUT at
+    ``timeout_ms``. ``validate_only`` checks and writes nothing."""
+    R: Any = m.CreatePartitionsResponse
+    results: dict[str, tuple[int, str | None]] = {}
+    grown: dict[str, int] = {}
+    names = [t.name for t in req.topics]
+    deleting = set(node.coordination.get_topic_deletions())
+    for t in req.topics:
+        try:
+            if names.count(t.name) > 1:
+                raise InvalidRequestError("Duplicate topic in request.")
+            if t.name in deleting:
+                raise InvalidTopicError(f"The topic {t.name!r} is queued for deletion.")
+            assignment = None
+            if t.assignments is not None:
+                current = node.coordination.get_topic_assignment(t.name)
+                first = len(current.partitions) if current is not None else 0
+                if current is not None and len(t.assignments) != t.count - first:
+                    raise InvalidReplicaAssignmentError(
+                        f"Increasing the number of partitions by {t.count - first} but "
+                        f"{len(t.assignments)} assignments provided.")
+                assignment = {first + i: list(a.broker_ids) for i, a in enumerate(t.assignments)}
+            _admin(node).create_partitions(t.name, t.count, assignment, validate_only=req.validate_only)
+            if not req.validate_only:
+                grown[t.name] = t.count
+            results[t.name] = (NONE, None)
+        except PylogError as exc:
+            results[t.name] = (exc.error_code, str(exc))
+    _wait_metadata(node, req.timeout_ms, lambda cache: all(_led(cache, n, c) for n, c in grown.items()))
+    cache = node.metadata
+    for name, count in grown.items():
+        if not _led(cache, name, count):
+            results[name] = (REQUEST_TIMED_OUT, f"the new partitions of {name!r} have no leader yet "
+                                                f"after {req.timeout_ms} ms")
+    return R(throttle_time_ms=0, results=[R.CreatePartitionsTopicResult(name=n, error_code=c, error_message=msg)
+                                          for n, (c, msg) in results.items()])
+
+
+def handle_elect_leaders(conn: Any, header: Any, req: Any) -> Any:
+    """ElectLeaders (KIP-460), PREFERRED or UNCLEAN, on the active controller (clients
+    send it there); NOT_CONTROLLER elsewhere. Null partitions: every partition."""
+    from pylog.cluster.controller import answer_elect_leaders
+    return _on_controller(conn, m.ElectLeadersResponse, answer_elect_leaders, req)
 
 
 def cluster_handler_table(plain: dict) -> dict:
@@ -885,6 +994,9 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.DESCRIBE_TRANSACTIONS, _off_loop(handle_describe_transactions))
     put(ApiKey.LIST_TRANSACTIONS, _off_loop(handle_list_transactions))
     put(ApiKey.CREATE_TOPICS, handle_create_topics)
+    put(ApiKey.DELETE_TOPICS, handle_delete_topics)
+    put(ApiKey.CREATE_PARTITIONS, handle_create_partitions)
+    put(ApiKey.ELECT_LEADERS, handle_elect_leaders)
     put(ApiKey.ALTER_CONFIGS, handle_alter_configs)
     put(ApiKey.DESCRIBE_CONFIGS, handle_describe_configs)
     put(ApiKey.INCREMENTAL_ALTER_CONFIGS, handle_incremental_alter_configs)

@@ -1,0 +1,223 @@
+"""Topic administration over the wire on three real brokers (ZooKeeper mode, as Kafka's
+ZkAdminManager does it): DeleteTopics and CreatePartitions to any broker go through
+ZooKeeper and the controller, so every broker's metadata and every replica's data
+directory follow; ElectLeaders (KIP-460) is answered by the controller.  The clients
+are confluent-kafka's AdminClient and ``pylog topics``.  One cluster for the module
+(automatic preferred election off, so only the requests here move leaders); the
+automatic preferred election has its own two-broker cluster."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pylog.cluster.local import LocalCluster
+from server.util import wait_for
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka import ElectionType, KafkaError, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # noqa: E402
+
+_chroots = itertools.count()
+BROKERS = (1, 2, 3)
+
+
+def _chroot(zookeeper_server) -> str:
+    return f"{zookeeper_server.hosts}/pylog-admin-{os.getpid()}-{next(_chroots)}"
+
+
+@pytest.fixture(scope="module")
+def cluster(zookeeper_server, tmp_path_factory):
+    base = tmp_path_factory.mktemp("admin-cluster")
+    with LocalCluster(base, 3, zookeeper=_chroot(zookeeper_server),
+                      overrides=["zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=false"]) as c:
+        a = AdminClient({"bootstrap.servers": c.bootstrap})
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
+        yield c
+
+
+def broker_metadata(c: LocalCluster, topic: str) -> dict[int, Any]:
+    """broker id -> that broker's own Metadata answer for ``topic`` (asked of each broker)."""
+    from pylog.client.kafka.network import NetworkClient
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+    out = {}
+    with NetworkClient(c.bootstrap, client_id="admin-test") as client:
+        client.refresh_metadata(None, timeout_ms=10_000).result(10)
+        for b in BROKERS:
+            resp = client.send(b, ApiKey.METADATA, m.MetadataRequest(
+                topics=[m.MetadataRequest.MetadataRequestTopic(name=topic)], allow_auto_topic_creation=False)
+            ).result(10)
+            out[b] = resp.topics[0]
+    return out
+
+
+def partitions_everywhere(c: LocalCluster, topic: str) -> dict[int, dict[int, tuple[int, list[int]]]]:
+    """broker id -> partition -> (leader, replicas), as each broker's metadata has them."""
+    return {b: {p.partition_index: (p.leader_id, list(p.replica_nodes)) for p in t.partitions}
+            for b, t in broker_metadata(c, topic).items()}
+
+
+def everywhere(c: LocalCluster, topic: str, pred, what: str) -> dict[int, dict[int, tuple[int, list[int]]]]:
+    """Wait until every broker's metadata of ``topic`` satisfies ``pred(partitions)``
+    (the controller's UpdateMetadata reaches the brokers one after another; the broker
+    that answered the request had it first); returns what they show."""
+    return wait_for(lambda: (lambda seen: seen if all(pred(ps) for ps in seen.values()) else None)(
+        partitions_everywhere(c, topic)), what)
+
+
+def replica_dirs(c: LocalCluster, topic: str) -> dict[int, list[str]]:
+    """broker id -> the partition directories of ``topic`` in its data directory."""
+    return {b: sorted(p.name for p in Path(c.base_dir, f"broker-{b}").glob(f"{topic}-*") if p.is_dir())
+            for b in BROKERS}
+
+
+def create(a: AdminClient, topic: str, partitions: int = 1, rf: int = 3,
+           assignment: list[list[int]] | None = None) -> None:
+    new = NewTopic(topic, num_partitions=len(assignment), replica_assignment=assignment) if assignment \
+        else NewTopic(topic, partitions, rf)
+    a.create_topics([new], operation_timeout=30)[topic].result(30)
+
+
+def error_of(future) -> KafkaError:
+    with pytest.raises(confluent_kafka.KafkaException) as got:
+        future.result(30)
+    return got.value.args[0]
+
+
+def cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pylog.cli", *args, "--bootstrap-server", c.bootstrap],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_delete_topics_removes_the_topic_from_every_broker(cluster):
+    c = cluster
+    a = AdminClient({"bootstrap.servers": c.bootstrap})
+    create(a, "d", partitions=2)
+    p = confluent_kafka.Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(20):
+        p.produce("d", b"%d" % i, partition=i % 2)
+    assert p.flush(30) == 0
+    wait_for(lambda: all(dirs == ["d-0", "d-1"] for dirs in replica_dirs(c, "d").values()),
+             "every broker to hold both replicas of d")
+
+    a.delete_topics(["d"], operation_timeout=30)["d"].result(30)
+    # Answered once the topic is gone: from every broker's metadata and every data dir.
+    wait_for(lambda: all(t.error_code == 3 and not t.partitions for t in broker_metadata(c, "d").values()),
+             "d gone from every broker's metadata")
+    wait_for(lambda: replica_dirs(c, "d") == {b: [] for b in BROKERS}, "every replica of d deleted")
+    assert "d" not in a.list_topics(timeout=10).topics
+
+    err = error_of(a.delete_topics(["d"], operation_timeout=30)["d"])
+    assert err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+    # `pylog topics delete` takes the same path.
+    create(a, "d2")
+    done = cli(c, "topics", "delete", "d2")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: all(t.error_code == 3 for t in broker_metadata(c, "d2").values()),
+             "d2 gone from every broker's metadata")
+    wait_for(lambda: replica_dirs(c, "d2") == {b: [] for b in BROKERS}, "every replica of d2 deleted")
+
+
+def test_create_partitions_grows_the_topic_on_every_broker(cluster):
+    c = cluster
+    a = AdminClient({"bootstrap.servers": c.bootstrap})
+    create(a, "p", partitions=1, rf=2)
+
+    a.create_partitions([NewPartitions("p", 3)], operation_timeout=30)["p"].result(30)
+    seen = everywhere(c, "p", lambda parts: sorted(parts) == [0, 1, 2], "3 partitions of p on every broker")
+    assert len({repr(parts) for parts in seen.values()}) == 1, "every broker agrees"
+    parts = seen[1]
+    assert all(len(replicas) == 2 and leader == replicas[0] for leader, replicas in parts.values()), parts
+    # Every replica has its log (a broker's core holds the topic's other partitions too,
+    # empty, so the check is that each replica's directory is there).
+    expected = {b: {f"p-{i}" for i, (_, replicas) in parts.items() if b in replicas} for b in BROKERS}
+    wait_for(lambda: all(expected[b] <= set(dirs) for b, dirs in replica_dirs(c, "p").items()),
+             f"replica directories {expected}")
+
+    # validate_only writes nothing.
+    a.create_partitions([NewPartitions("p", 5)], validate_only=True, operation_timeout=30)["p"].result(30)
+    assert all(sorted(parts) == [0, 1, 2] for parts in partitions_everywhere(c, "p").values())
+
+    # An explicit assignment is taken as given.
+    a.create_partitions([NewPartitions("p", 4, [[3, 1]])], operation_timeout=30)["p"].result(30)
+    everywhere(c, "p", lambda parts: parts.get(3) == (3, [3, 1]), "p-3 on [3, 1] led by 3 on every broker")
+
+    # Kafka's errors, per topic.
+    got = a.create_partitions([NewPartitions("p", 2), NewPartitions("nope", 2)], operation_timeout=30)
+    create(a, "p2", rf=2)
+    assert error_of(got["p"]).code() == KafkaError.INVALID_PARTITIONS
+    assert error_of(got["nope"]).code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    wrong = a.create_partitions([NewPartitions("p2", 3, [[1, 9], [2, 3]]), NewPartitions("p", 6, [[1, 2]])],
+                                operation_timeout=30)
+    assert error_of(wrong["p2"]).code() == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    assert error_of(wrong["p"]).code() == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    assert all(sorted(parts) == [0, 1, 2, 3] for parts in partitions_everywhere(c, "p").values())
+
+    # `pylog topics alter --partitions` takes the same path.
+    done = cli(c, "topics", "alter", "p", "--partitions", "6")
+    assert done.returncode == 0, done.stderr
+    everywhere(c, "p", lambda parts: sorted(parts) == list(range(6)), "6 partitions of p on every broker")
+
+
+def reorder_replicas(c: LocalCluster, a: AdminClient, topic: str, replicas: list[int]) -> None:
+    """Make ``replicas`` partition 0's replica order (a reassignment to the same brokers,
+    KIP-455), so its preferred replica changes but its leader does not."""
+    from cluster.test_cluster_reassignment import send_to_controller
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+    A: Any = m.AlterPartitionReassignmentsRequest
+    resp = send_to_controller(c.bootstrap, a.list_topics(timeout=5).controller_id,
+                              ApiKey.ALTER_PARTITION_REASSIGNMENTS, A(topics=[A.ReassignableTopic(
+                                  name=topic, partitions=[A.ReassignablePartition(partition_index=0,
+                                                                                  replicas=replicas)])]))
+    assert resp.error_code == 0 and resp.responses[0].partitions[0].error_code == 0
+    wait_for(lambda: list(a.list_topics(topic, timeout=5).topics[topic].partitions[0].replicas) == replicas,
+             f"{topic}-0's replicas to become {replicas}")
+
+
+def test_elect_leaders_preferred_and_unclean(cluster):
+    c = cluster
+    a = AdminClient({"bootstrap.servers": c.bootstrap})
+    create(a, "e", assignment=[[1, 2, 3]])
+    wait_for(lambda: a.list_topics("e", timeout=5).topics["e"].partitions[0].leader == 1, "e-0 led by broker 1")
+    reorder_replicas(c, a, "e", [2, 1, 3])
+    assert a.list_topics("e", timeout=5).topics["e"].partitions[0].leader == 1
+
+    e0 = TopicPartition("e", 0)
+    got = a.elect_leaders(ElectionType.PREFERRED, [e0]).result(30)
+    assert got[e0] is None, got
+    everywhere(c, "e", lambda parts: parts[0][0] == 2, "e-0 led by broker 2 on every broker")
+
+    again = a.elect_leaders(ElectionType.PREFERRED, [e0]).result(30)
+    assert again[e0].code() == KafkaError.ELECTION_NOT_NEEDED
+    unclean = a.elect_leaders(ElectionType.UNCLEAN, [e0]).result(30)
+    assert unclean[e0].code() == KafkaError.ELECTION_NOT_NEEDED
+    missing = TopicPartition("e", 7)
+    assert a.elect_leaders(ElectionType.PREFERRED, [missing]).result(30)[missing].code() == \
+        KafkaError.UNKNOWN_TOPIC_OR_PART
+    # Null partitions: every partition, each already led by its preferred replica.
+    everything = a.elect_leaders(ElectionType.PREFERRED, None).result(30)
+    assert everything.get(e0) is None or everything[e0].code() == KafkaError.ELECTION_NOT_NEEDED
+
+
+def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tmp_path):
+    overrides = ["zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=true",
+                 "leader.imbalance.check.interval.seconds=1", "leader.imbalance.per.broker.percentage=0"]
+    with LocalCluster(tmp_path, 2, zookeeper=_chroot(zookeeper_server), overrides=overrides) as c:
+        a = AdminClient({"bootstrap.servers": c.bootstrap})
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
+        create(a, "auto", assignment=[[1, 2]])
+        wait_for(lambda: a.list_topics("auto", timeout=5).topics["auto"].partitions[0].leader == 1,
+                 "auto-0 led by broker 1")
+        reorder_replicas(c, a, "auto", [2, 1])
+        # No request: the controller's imbalance check makes the preferred replica lead.
+        wait_for(lambda: a.list_topics("auto", timeout=5).topics["auto"].partitions[0].leader == 2,
+                 "the automatic preferred election to make broker 2 lead auto-0")
