@@ -205,7 +205,22 @@ def test_elect_leaders_preferred_and_unclean(cluster):
         KafkaError.UNKNOWN_TOPIC_OR_PART
     # Null partitions: every partition, each already led by its preferred replica.
     everything = a.elect_leaders(ElectionType.PREFERRED, None).result(30)
-    assert everything.get(e0) is None or everything[e0].code() == KafkaError.ELECTION_NOT_NEEDED
+    assert everything[e0].code() == KafkaError.ELECTION_NOT_NEEDED
+    assert all(err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED for err in everything.values())
+
+    # A broker that is not the controller answers NOT_CONTROLLER per partition, as Kafka's.
+    from pylog.client.kafka.network import NetworkClient
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+    E: Any = m.ElectLeadersRequest
+    other = next(b for b in BROKERS if b != a.list_topics(timeout=5).controller_id)
+    with NetworkClient(c.bootstrap, client_id="admin-test") as client:
+        client.refresh_metadata(None, timeout_ms=10_000).result(10)
+        resp = client.send(other, ApiKey.ELECT_LEADERS, E(election_type=0, topic_partitions=[
+            E.TopicPartitions(topic="e", partitions=[0])], timeout_ms=10_000)).result(10)
+    assert resp.error_code == 0
+    assert [(r.topic, [(p.partition_id, p.error_code) for p in r.partition_result])
+            for r in resp.replica_election_results] == [("e", [(0, 41)])]
 
 
 def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tmp_path):

@@ -1085,8 +1085,10 @@ class Controller:
         for tp in sorted(partitions if partitions is not None else self._all_partitions()):
             tp = (tp[0], int(tp[1]))
             state = self._states.get(tp)
-            if state is None or tp[0] in self._deleting:
+            if state is None:
                 out[tp] = UnknownTopicOrPartitionError(f"{tp[0]}-{tp[1]} does not exist")
+            elif tp[0] in self._deleting:     # Kafka's answer for a topic being deleted
+                out[tp] = InvalidTopicError(f"topic {tp[0]!r} is being deleted")
             elif election_type == ElectionType.PREFERRED:
                 if state.leader == self._replicas(tp)[0]:
                     out[tp] = ElectionNotNeededError(f"{tp[0]}-{tp[1]} is led by its preferred replica")

@@ -952,11 +952,53 @@ def _create_partitions(node: Any, req: Any) -> Any:
                                           for n, (c, msg) in results.items()])
 
 
+def _elect_leaders_not_controller(req: Any) -> Any:
+    """Kafka's answer from a broker that is not the active controller: NOT_CONTROLLER for
+    each partition asked for (none for null partitions), so the client finds the controller."""
+    R: Any = m.ElectLeadersResponse
+    return R(throttle_time_ms=0, replica_election_results=[
+        R.ReplicaElectionResult(topic=t.topic, partition_result=[
+            R.PartitionResult(partition_id=p, error_code=NotControllerError.error_code, error_message=None)
+            for p in t.partitions]) for t in (req.topic_partitions or [])])
+
+
 def handle_elect_leaders(conn: Any, header: Any, req: Any) -> Any:
-    """ElectLeaders (KIP-460), PREFERRED or UNCLEAN, on the active controller (clients
-    send it there); NOT_CONTROLLER elsewhere. Null partitions: every partition."""
+    """ElectLeaders (KIP-460), PREFERRED or UNCLEAN, decided by the active controller
+    (clients send it there; NOT_CONTROLLER per partition elsewhere). Null partitions:
+    every partition. As Kafka's DelayedElectLeader, the answer comes once this broker's
+    metadata shows the elected leaders, or REQUEST_TIMED_OUT for those not shown at
+    ``timeout_ms``."""
+    node = _node(conn)
+    controller = node.controller
+    if controller is None or not controller.is_active:
+        return _elect_leaders_not_controller(req)
+    return conn.server.call_off_loop(_elect_leaders, node, controller, req)
+
+
+def _elect_leaders(node: Any, controller: Any, req: Any) -> Any:
     from pylog.cluster.controller import answer_elect_leaders
-    return _on_controller(conn, m.ElectLeadersResponse, answer_elect_leaders, req)
+    try:
+        resp = node.controller_thread.submit(answer_elect_leaders, controller, req).result()
+    except RuntimeError:    # the broker is stopping
+        return _elect_leaders_not_controller(req)
+    if resp.error_code == NotControllerError.error_code:
+        return _elect_leaders_not_controller(req)
+    preferred = req.election_type == 0
+
+    def shown(cache: Any, topic: str, partition: int) -> bool:
+        for s in cache.partitions_of(topic):
+            if s.partition == partition:
+                return s.leader in cache.brokers and (not preferred or s.leader == s.replicas[0])
+        return False
+
+    elected = [(r.topic, p) for r in resp.replica_election_results for p in r.partition_result if p.error_code == NONE]
+    _wait_metadata(node, req.timeout_ms, lambda cache: all(shown(cache, t, p.partition_id) for t, p in elected))
+    cache = node.metadata
+    for t, p in elected:
+        if not shown(cache, t, p.partition_id):
+            p.error_code = REQUEST_TIMED_OUT
+            p.error_message = f"the new leader of {t}-{p.partition_id} is not known yet after {req.timeout_ms} ms"
+    return resp
 
 
 def cluster_handler_table(plain: dict) -> dict:
