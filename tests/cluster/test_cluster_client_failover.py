@@ -3,11 +3,11 @@ through a SIGKILL of their partition's leader on a real 3-broker cluster (``pylo
 --zookeeper`` subprocesses on the session's ZooKeeper): replication factor 3,
 min.insync.replicas=2, acks=all, each client retrying for as long as it takes.
 
-The three run at once, one thread each (kafka-python's drives a child process), on three single-partition topics led by the same
-broker (not the controller), so one kill and one ZooKeeper session expiry serve all
-three: each client sends its first half and flushes it (all acknowledged), waits for the
-kill, sends the second half at once (to the dead leader, until the metadata names the
-new one) and flushes. Then every record must have been acknowledged, and the partition
+The three run at once, one thread each (kafka-python's drives a child process), on
+three single-partition topics led by the same broker (not the controller), so one kill
+and one ZooKeeper session expiry serve all three: each client sends its first half and
+flushes it (all acknowledged), waits for the kill, sends the second half at once (to
+the dead leader, until the metadata names the new one) and flushes. Then every record must have been acknowledged, and the partition
 must hold exactly the records sent, each once, in the order sent, each at the offset its
 acknowledgement gave (read back from the new leader with a librdkafka consumer).
 """
