@@ -23,7 +23,7 @@ REQUIRED = {
     12: (0, 4), 13: (0, 4), 8: (0, 8), 9: (0, 8), 15: (0, 5), 16: (0, 5), 42: (0, 2), 47: (0, 0),
     19: (0, 5), 20: (0, 4), 37: (0, 2), 21: (0, 2), 32: (0, 4), 33: (0, 1), 44: (0, 1), 22: (0, 5),
     23: (0, 3), 60: (0, 0), 24: (0, 5), 25: (0, 4), 26: (0, 4), 27: (0, 1), 28: (0, 4), 61: (0, 0),
-    65: (0, 0), 66: (0, 1),
+    65: (0, 0), 66: (0, 1), 43: (0, 2),
 }
 
 
@@ -434,6 +434,14 @@ def _request(key, v, tag):
 
         def check(r):
             assert r.error_code == 0
+        return body, check
+    if key == 43:
+        E = R.ElectLeadersRequest
+        body = E(election_type=0, topic_partitions=[E.TopicPartitions(topic="sweep", partitions=[0])],
+                 timeout_ms=5000)
+
+        def check(r):
+            assert r.replica_election_results[0].partition_result[0].error_code == 84   # ELECTION_NOT_NEEDED
         return body, check
     raise AssertionError(f"no sweep request for API {key}")
 

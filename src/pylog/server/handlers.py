@@ -54,6 +54,7 @@ INVALID_REQUIRED_ACKS = 21
 INVALID_REPLICATION_FACTOR = 38
 INVALID_REPLICA_ASSIGNMENT = 39
 INVALID_REQUEST = 42
+ELECTION_NOT_NEEDED = 84
 TOPIC_DELETION_DISABLED = 73
 FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
@@ -1114,6 +1115,30 @@ def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
     return R(throttle_time_ms=0, results=out)
 
 
+@_off_loop
+def handle_elect_leaders(conn: Any, header: Any, req: Any) -> Any:
+    """ElectLeaders on one node: every partition has one replica, this broker, which is
+    its preferred and live leader, so nothing is ever elected. As Kafka's KRaft
+    controller answers: ELECTION_NOT_NEEDED for each partition named (PREFERRED or
+    UNCLEAN), UNKNOWN_TOPIC_OR_PARTITION for one that does not exist; null partitions
+    (every partition) leave out those whose leader is already the wanted one, so each
+    topic's list is empty."""
+    st = conn.server.state
+    R = m.ElectLeadersResponse
+    if req.election_type not in (0, 1):
+        return R(throttle_time_ms=0, error_code=INVALID_REQUEST, replica_election_results=[])
+    if req.topic_partitions is None:
+        return R(throttle_time_ms=0, replica_election_results=[
+            R.ReplicaElectionResult(topic=t, partition_result=[]) for t in st.broker.list_topics(internal=True)])
+    out = []
+    for t in req.topic_partitions:
+        count = st.broker.num_partitions(t.topic) if st.broker.has_topic(t.topic) else 0
+        out.append(R.ReplicaElectionResult(topic=t.topic, partition_result=[
+            R.PartitionResult(partition_id=p, error_code=ELECTION_NOT_NEEDED if 0 <= p < count
+                              else UNKNOWN_TOPIC_OR_PARTITION, error_message=None) for p in t.partitions]))
+    return R(throttle_time_ms=0, replica_election_results=out)
+
+
 def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
     st = conn.server.state
     version = header.api_version
@@ -1473,6 +1498,7 @@ _TABLE: dict[int, tuple[int, int, Callable]] = {
     ApiKey.DESCRIBE_CONFIGS: (0, 4, handle_describe_configs),
     ApiKey.ALTER_CONFIGS: (0, 1, handle_alter_configs),
     ApiKey.CREATE_PARTITIONS: (0, 2, handle_create_partitions),
+    ApiKey.ELECT_LEADERS: (0, 2, handle_elect_leaders),
     ApiKey.DELETE_GROUPS: (0, 2, handle_delete_groups),
     ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1, handle_incremental_alter_configs),
     ApiKey.OFFSET_DELETE: (0, 0, handle_offset_delete),
