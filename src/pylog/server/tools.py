@@ -446,6 +446,10 @@ def _add_topics(sub: Any) -> None:
     common_options(de, connects=True)
     de.add_argument("topic", nargs="*", type=topic_name, help="default: every topic")
     de.add_argument("--all-configs", action="store_true", help="also list configs at their defaults")
+    de.add_argument("--under-replicated-partitions", action="store_true",
+                    help="only partitions whose ISR is smaller than their replicas (no topic lines)")
+    de.add_argument("--unavailable-partitions", action="store_true",
+                    help="only partitions with no leader, or a leader that is not a live broker (no topic lines)")
     de.set_defaults(func=_topics_describe)
     dl = tsub.add_parser("delete", help="delete topics (each is tried; exit 1 if any failed)")
     common_options(dl, connects=True)
@@ -484,11 +488,23 @@ def _topics_create(args: argparse.Namespace) -> int:
 
 
 def _topics_describe(args: argparse.Namespace) -> int:
+    """As Kafka's ``kafka-topics.sh --describe``: a line per topic (with its non-default
+    configs) and one per partition, ``Leader: none`` for a partition with no leader.
+    With ``--under-replicated-partitions`` and/or ``--unavailable-partitions`` only the
+    partitions that are so (either, when both are given) are printed, without the topic
+    lines; a partition is unavailable when it has no leader or its leader is not among
+    the live (registered) brokers."""
     from pylog.broker.core import TopicDescription
     from pylog.errors import error_for_code
 
+    report = args.under_replicated_partitions or args.unavailable_partitions
     with _client(args) as c:
         found = c.describe_topics(args.topic or None)
+        live: set[int] = set()
+        if args.unavailable_partitions:
+            from pylog.cluster.local import cluster_status
+
+            live = {b[0] for b in cluster_status(args.bootstrap_server, args.timeout)["brokers"]}
         status = 0
         for name in sorted(found):
             t = found[name]
@@ -498,14 +514,19 @@ def _topics_describe(args: argparse.Namespace) -> int:
                 continue
             if not args.topic and t.is_internal:
                 continue
-            configs = c.describe_configs(name)
-            shown = [e for e in configs if args.all_configs or not (e.source == 5 or e.is_default)]
-            rf = len(t.partitions[0].replicas) if t.partitions else 0
-            print(f"Topic: {name}\tTopicId: {t.topic_id}\tPartitionCount: {t.num_partitions}\t"
-                  f"ReplicationFactor: {rf}\tConfigs: "
-                  + ",".join(f"{e.name}={e.value}" for e in shown))
+            if not report:
+                configs = c.describe_configs(name)
+                shown = [e for e in configs if args.all_configs or not (e.source == 5 or e.is_default)]
+                rf = len(t.partitions[0].replicas) if t.partitions else 0
+                print(f"Topic: {name}\tTopicId: {t.topic_id}\tPartitionCount: {t.num_partitions}\t"
+                      f"ReplicationFactor: {rf}\tConfigs: "
+                      + ",".join(f"{e.name}={e.value}" for e in shown))
             for p in sorted(t.partitions, key=lambda p: p.partition):
-                print(f"\tTopic: {name}\tPartition: {p.partition}\tLeader: {p.leader}\t"
+                if report and not (
+                        (args.under_replicated_partitions and len(p.isr) < len(p.replicas))
+                        or (args.unavailable_partitions and (p.leader < 0 or p.leader not in live))):
+                    continue
+                print(f"\tTopic: {name}\tPartition: {p.partition}\tLeader: {p.leader if p.leader >= 0 else 'none'}\t"
                       f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}\t"
                       f"LogStartOffset: {p.log_start_offset}\tLogEndOffset: {p.high_watermark}")
     return status

@@ -1,0 +1,96 @@
+"""``pylog topics describe`` on a real 3-broker cluster with one broker stopped, as
+Kafka's ``kafka-topics.sh --describe``: a partition with no leader shows ``Leader:
+none``; ``--under-replicated-partitions`` lists only the partitions whose ISR is smaller
+than their replicas, ``--unavailable-partitions`` only those with no live leader (both:
+either), without the topic lines.
+
+Topic ``solo`` has one single-replica partition on each broker, so that every running
+broker still hosts a partition of it once one is stopped: a cluster broker answers
+DescribeConfigs (the topic line's configs) only for a topic it hosts a replica of.
+(Kafka's broker answers from ZooKeeper's /config/topics for any topic; reported.)"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cluster.test_cluster_replication import admin
+from cluster.test_faults import partition_or_none
+from pylog.cluster.local import LocalCluster
+from server.util import wait_for
+
+pytest.importorskip("confluent_kafka")
+
+OVERRIDES = ["zookeeper.session.timeout.ms=3000", "replica.lag.time.max.ms=2000", "default.replication.factor=3"]
+PARTITION_LINE = re.compile(r"^\tTopic: (\S+)\tPartition: (\d+)\tLeader: (\S+)\tReplicas: (\S*)\tIsr: (\S*)\t")
+
+
+def describe(bootstrap: str, *args: str) -> tuple[list[str], list[tuple[str, int, str]]]:
+    """The topic lines and the (topic, partition, leader) of the partition lines."""
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "topics", "describe", "--bootstrap-server", bootstrap,
+                        *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    topics = [line for line in r.stdout.splitlines() if line.startswith("Topic: ")]
+    parts = []
+    for line in r.stdout.splitlines():
+        if line.startswith("\t"):
+            match = PARTITION_LINE.match(line)
+            assert match, line
+            parts.append((match[1], int(match[2]), match[3]))
+    assert len(topics) + len(parts) == len(r.stdout.splitlines()), r.stdout
+    return topics, sorted(parts)
+
+
+def in_every_metadata(cluster: LocalCluster, topic: str, pred, what: str) -> None:
+    """Wait until partition 0 of ``topic`` satisfies ``pred`` in the metadata of every
+    running broker, each asked alone (a broker learns from the controller
+    asynchronously, and the tool may ask any of them)."""
+    def everywhere() -> bool:
+        for b in cluster.procs:
+            p = partition_or_none(cluster.ports[b], topic)
+            if p is None or not pred(p):
+                return False
+        return True
+    wait_for(everywhere, f"{what} in every broker's metadata")
+
+
+def test_describe_marks_under_replicated_and_unavailable_partitions(tmp_path, zk_connect):
+    from confluent_kafka.admin import NewTopic
+
+    with LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=OVERRIDES) as cluster:
+        a = admin(cluster.bootstrap)
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
+        controller = wait_for(lambda: max(a.list_topics(timeout=5).controller_id, 0), "a controller")
+        victim, *others = sorted((1, 2, 3), key=lambda b: b == controller)
+        created = a.create_topics([NewTopic("replicated", num_partitions=1, replication_factor=3),
+                                   NewTopic("solo", num_partitions=3,
+                                            replica_assignment=[[victim], [others[0]], [others[1]]])],
+                                  operation_timeout=30)
+        for fut in created.values():
+            fut.result(60)
+        in_every_metadata(cluster, "replicated", lambda p: p.leader_id > 0 and len(p.isr_nodes) == 3,
+                          "replicated-0 led with a full ISR")
+        in_every_metadata(cluster, "solo", lambda p: p.partition_index == 0 and p.leader_id == victim, "solo-0 led")
+        assert describe(cluster.bootstrap, "--under-replicated-partitions", "--unavailable-partitions") == ([], [])
+        topics, parts = describe(cluster.bootstrap, "replicated", "solo")
+        assert [line.split("\t")[0] for line in topics] == ["Topic: replicated", "Topic: solo"]
+        assert parts == [("replicated", 0, parts[0][2]), ("solo", 0, str(victim)), ("solo", 1, str(others[0])),
+                         ("solo", 2, str(others[1]))] and parts[0][2] != "none"
+
+        cluster.stop_broker(victim)  # SIGTERM: a controlled shutdown, then its session closes
+        alive = ",".join(f"127.0.0.1:{cluster.ports[b]}" for b in sorted(cluster.procs))
+        in_every_metadata(cluster, "replicated", lambda p: p.leader_id in cluster.procs and victim not in p.isr_nodes,
+                          "replicated-0 led without the stopped broker in its ISR")
+        in_every_metadata(cluster, "solo", lambda p: p.partition_index == 0 and p.leader_id == -1, "solo-0 offline")
+
+        topics, parts = describe(alive, "replicated", "solo")
+        assert len(topics) == 2 and parts[1:] == [("solo", 0, "none"), ("solo", 1, str(others[0])),
+                                                  ("solo", 2, str(others[1]))]
+        assert parts[0][2] not in ("none", str(victim))
+        # solo-0 keeps its last ISR (the stopped broker), as Kafka does: not under-replicated.
+        assert describe(alive, "--under-replicated-partitions") == ([], [parts[0]])
+        assert describe(alive, "--unavailable-partitions") == ([], [("solo", 0, "none")])
+        assert describe(alive, "--under-replicated-partitions", "--unavailable-partitions") == ([], parts[:2])
