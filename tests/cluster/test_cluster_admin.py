@@ -223,9 +223,22 @@ def test_elect_leaders_preferred_and_unclean(cluster):
             for r in resp.replica_election_results] == [("e", [(0, 41)])]
 
 
+def test_create_topics_validate_only_checks_and_writes_nothing(cluster):
+    a = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create(a, "v-exists")
+    got = a.create_topics([NewTopic("v-new", 2, 3), NewTopic("v-exists", 1, 1), NewTopic("v-rf", 1, 5)],
+                          validate_only=True, operation_timeout=30)
+    got["v-new"].result(30)
+    assert error_of(got["v-exists"]).code() == KafkaError.TOPIC_ALREADY_EXISTS
+    assert error_of(got["v-rf"]).code() == KafkaError.INVALID_REPLICATION_FACTOR
+    assert all(t.error_code == 3 for t in broker_metadata(cluster, "v-new").values())
+
+
 def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tmp_path):
+    """(The same cluster has delete.topic.enable=false: DeleteTopics is refused.)"""
     overrides = ["zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=true",
-                 "leader.imbalance.check.interval.seconds=1", "leader.imbalance.per.broker.percentage=0"]
+                 "leader.imbalance.check.interval.seconds=1", "leader.imbalance.per.broker.percentage=0",
+                 "delete.topic.enable=false"]
     with LocalCluster(tmp_path, 2, zookeeper=_chroot(zookeeper_server), overrides=overrides) as c:
         a = AdminClient({"bootstrap.servers": c.bootstrap})
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
@@ -236,3 +249,8 @@ def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tm
         # No request: the controller's imbalance check makes the preferred replica lead.
         wait_for(lambda: a.list_topics("auto", timeout=5).topics["auto"].partitions[0].leader == 2,
                  "the automatic preferred election to make broker 2 lead auto-0")
+
+        assert error_of(a.delete_topics(["auto"], operation_timeout=30)["auto"]).code() == \
+            KafkaError.TOPIC_DELETION_DISABLED
+        assert "auto" in a.list_topics(timeout=10).topics
+        assert all((tmp_path / f"broker-{b}" / "auto-0").is_dir() for b in (1, 2))

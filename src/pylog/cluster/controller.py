@@ -167,8 +167,9 @@ class ZkAdmin:
 
     def create_topic(self, topic: str, partitions: int, replication_factor: int,
                      config: Mapping[str, str] | None = None,
-                     assignment: Mapping[int, Sequence[int]] | None = None) -> TopicAssignment:
-        """Place and write a new topic.
+                     assignment: Mapping[int, Sequence[int]] | None = None, *,
+                     validate_only: bool = False) -> TopicAssignment:
+        """Place and write a new topic (``validate_only``: check and place, write nothing).
 
         Raises
         ------
@@ -185,7 +186,8 @@ class ZkAdmin:
         else:
             placed = self._check_assignment(assignment, racks)
         created = TopicAssignment(topic, {p: ReplicaAssignment(tuple(r)) for p, r in placed.items()}, new_topic_id())
-        self.coordination.create_topic(created, config or {})
+        if not validate_only:
+            self.coordination.create_topic(created, config or {})
         return created
 
     @staticmethod

@@ -830,12 +830,10 @@ def _create_topics(node: Any, header: Any, req: Any) -> Any:
         assignment = {a.partition_index: list(a.broker_ids) for a in t.assignments} or None
         configs = {c.name: c.value for c in t.configs if c.value is not None}
         try:
-            if req.validate_only:
-                code, msg = NONE, None
-            else:
-                _admin(node).create_topic(t.name, count, rf, configs, assignment)
+            _admin(node).create_topic(t.name, count, rf, configs, assignment, validate_only=req.validate_only)
+            if not req.validate_only:
                 created.append(t.name)
-                code, msg = NONE, None
+            code, msg = NONE, None
         except PylogError as exc:
             code, msg = exc.error_code, str(exc)
         results.append(R.CreatableTopicResult(name=t.name, error_code=code, error_message=msg,
