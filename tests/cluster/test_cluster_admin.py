@@ -254,3 +254,36 @@ def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tm
             KafkaError.TOPIC_DELETION_DISABLED
         assert "auto" in a.list_topics(timeout=10).topics
         assert all((tmp_path / f"broker-{b}" / "auto-0").is_dir() for b in (1, 2))
+
+
+def test_a_deletion_waits_for_a_stopped_replica_and_finishes_when_it_returns(cluster):
+    """Kafka's ZooKeeper-mode deletion: the topic leaves the metadata when its deletion
+    starts (the answer comes then), but a replica on a broker that is down cannot be
+    deleted, so the topic stays marked in ZooKeeper (and cannot be created again) until
+    that broker returns; then the controller deletes its replica and the topic.  (Last in
+    the module: it stops and restarts broker 3.)"""
+    from pylog.cluster.zookeeper import connect
+    c = cluster
+    a = AdminClient({"bootstrap.servers": c.bootstrap})
+    create(a, "w", partitions=1, rf=3)
+    wait_for(lambda: all("w-0" in dirs for dirs in replica_dirs(c, "w").values()), "w-0 on every broker")
+    c.stop_broker(3)
+    wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "broker 3 gone from the metadata")
+
+    a.delete_topics(["w"], operation_timeout=30)["w"].result(30)
+    coordination = connect(c.zookeeper_connect)
+    try:
+        wait_for(lambda: replica_dirs(c, "w") == {1: [], 2: [], 3: ["w-0"]}, "w-0 deleted on brokers 1 and 2")
+        assert coordination.get_topic_deletions() == ["w"]
+        again = a.create_topics([NewTopic("w", 1, 2)], operation_timeout=30)["w"]
+        assert error_of(again).code() == KafkaError.TOPIC_ALREADY_EXISTS
+
+        c.start_broker(3)
+        wait_for(lambda: replica_dirs(c, "w") == {b: [] for b in BROKERS}, "broker 3's replica of w deleted",
+                 timeout=60)
+        wait_for(lambda: coordination.get_topic_deletions() == [] and
+                 coordination.get_topic_assignment("w") is None, "w gone from ZooKeeper")
+    finally:
+        coordination.close()
+    wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "broker 3 back in the metadata")
+    assert all(t.error_code == 3 for t in broker_metadata(c, "w").values())
