@@ -58,6 +58,13 @@ def broker_metadata(c: LocalCluster, topic: str) -> dict[int, Any]:
     return out
 
 
+def wire(c: LocalCluster, api_key: int, body: Any) -> Any:
+    """One request to any broker, its decoded answer."""
+    from pylog.client.kafka.network import NetworkClient
+    with NetworkClient(c.bootstrap, client_id="admin-test") as client:
+        return client.send_to_any(api_key, body).result(30)
+
+
 def partitions_everywhere(c: LocalCluster, topic: str) -> dict[int, dict[int, tuple[int, list[int]]]]:
     """broker id -> partition -> (leader, replicas), as each broker's metadata has them."""
     return {b: {p.partition_index: (p.leader_id, list(p.replica_nodes)) for p in t.partitions}
@@ -117,6 +124,21 @@ def test_delete_topics_removes_the_topic_from_every_broker(cluster):
     err = error_of(a.delete_topics(["d"], operation_timeout=30)["d"])
     assert err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
+    # timeout_ms 0 (for CreateTopics too): no waiting, REQUEST_TIMED_OUT on the wire (Kafka's
+    # answer; librdkafka takes it as success for operation_timeout 0), done all the same.
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+    CT: Any = m.CreateTopicsRequest
+    created = wire(c, ApiKey.CREATE_TOPICS, CT(topics=[CT.CreatableTopic(
+        name="d0", num_partitions=1, replication_factor=3, assignments=[], configs=[])], timeout_ms=0))
+    assert [(t.name, t.error_code) for t in created.topics] == [("d0", 7)]
+    wait_for(lambda: all(t.error_code == 0 and t.partitions for t in broker_metadata(c, "d0").values()),
+             "d0 on every broker")
+    deleted = wire(c, ApiKey.DELETE_TOPICS, m.DeleteTopicsRequest(topic_names=["d0"], timeout_ms=0))
+    assert [(t.name, t.error_code) for t in deleted.responses] == [("d0", 7)]
+    wait_for(lambda: all(t.error_code == 3 for t in broker_metadata(c, "d0").values()),
+             "d0 gone from every broker's metadata")
+
     # `pylog topics delete` takes the same path.
     create(a, "d2")
     done = cli(c, "topics", "delete", "d2")
@@ -160,6 +182,15 @@ def test_create_partitions_grows_the_topic_on_every_broker(cluster):
     assert error_of(wrong["p2"]).code() == KafkaError.INVALID_REPLICA_ASSIGNMENT
     assert error_of(wrong["p"]).code() == KafkaError.INVALID_REPLICA_ASSIGNMENT
     assert all(sorted(parts) == [0, 1, 2, 3] for parts in partitions_everywhere(c, "p").values())
+
+    # timeout_ms 0: no waiting, REQUEST_TIMED_OUT (Kafka's answer), the partitions still come.
+    from pylog.protocol import messages as m
+    from pylog.protocol.apis import ApiKey
+    CP: Any = m.CreatePartitionsRequest
+    late = wire(c, ApiKey.CREATE_PARTITIONS, CP(topics=[CP.CreatePartitionsTopic(name="p", count=5, assignments=None)],
+                                                timeout_ms=0, validate_only=False))
+    assert [(t.name, t.error_code) for t in late.results] == [("p", 7)]
+    everywhere(c, "p", lambda parts: sorted(parts) == list(range(5)), "5 partitions of p on every broker")
 
     # `pylog topics alter --partitions` takes the same path.
     done = cli(c, "topics", "alter", "p", "--partitions", "6")

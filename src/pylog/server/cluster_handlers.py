@@ -839,8 +839,13 @@ def _create_topics(node: Any, header: Any, req: Any) -> Any:
         results.append(R.CreatableTopicResult(name=t.name, error_code=code, error_message=msg,
                                               num_partitions=count if code == NONE else -1,
                                               replication_factor=rf if code == NONE else -1, configs=[]))
-    # Kafka answers once the new partitions' leaders are known (its DelayedCreatePartitions).
-    _wait_metadata(node, req.timeout_ms, lambda cache: all(_led(cache, n) for n in created))
+    # Kafka answers once the new partitions' leaders are known (its DelayedCreatePartitions),
+    # REQUEST_TIMED_OUT for a topic written whose leaders are not known at timeout_ms.
+    if not _wait_metadata(node, req.timeout_ms, lambda cache: all(_led(cache, n) for n in created)):
+        for r in results:
+            if r.name in created and not _led(node.metadata, r.name):
+                r.error_code = REQUEST_TIMED_OUT
+                r.error_message = f"the partitions of {r.name!r} have no leader yet after {req.timeout_ms} ms"
     return R(throttle_time_ms=0, topics=results)
 
 
