@@ -9,9 +9,12 @@ as file regions: the same zero-copy write as a consumer's fetch, held up to its
 
 Client APIs answered from the cluster: Metadata and DescribeCluster (every live broker,
 leaders, replicas, ISR, offline replicas, leader epochs, from the controller's
-UpdateMetadata), CreateTopics (placed and written to ZooKeeper; the controller elects
-the leaders; answered once this broker's metadata knows every partition's leader or the
-request's timeout passed), FindCoordinator (the leader of the group's
+UpdateMetadata), CreateTopics and CreatePartitions (placed and written to ZooKeeper; the
+controller elects the leaders; answered once this broker's metadata knows every new
+partition's leader, REQUEST_TIMED_OUT when the request's timeout passed first),
+DeleteTopics (marked in ZooKeeper; the controller stops and deletes every replica;
+answered once this broker's metadata no longer has the topic), ElectLeaders (decided by
+the active controller), FindCoordinator (the leader of the group's
 ``__consumer_offsets`` partition; the first one creates that topic), OffsetCommit and
 SyncGroup (answered once the coordinator's write is replicated:
 :mod:`pylog.cluster.coordinators`), Produce (acks=all answered when the high
