@@ -121,9 +121,10 @@ class FailoverRig:
         self._restart(leader)
         return took
 
-    def term_round(self, timeout: float = 120.0) -> tuple[float, float]:
+    def term_round(self, timeout: float = 120.0) -> tuple[float, float, float]:
         """SIGTERM the leader under a continuous producer (module docstring): the longest
-        gap between acknowledgements, and the seconds until the old leader exited."""
+        gap between acknowledgements, the seconds from the SIGTERM until the old leader
+        exited, and until the longest gap began."""
         leader = self.wait_full_isr()
         proc = self.cluster.procs[leader]
         acks: list[float] = []
@@ -154,9 +155,9 @@ class FailoverRig:
                 raise RuntimeError(f"no acknowledgement after the old leader's exit within {timeout} s")
         self.producer.flush(60)
         times = [t0] + [t for t in acks if t <= acks[-1]]
-        gap = max(b - a for a, b in zip(times, times[1:]))
+        gap, began = max((b - a, a) for a, b in zip(times, times[1:]))
         self._restart(leader)
-        return gap, exited - t0
+        return gap, exited - t0, began - t0
 
     def _restart(self, broker_id: int) -> None:
         """Wait for the signalled broker to exit, start it again and wait for a full ISR."""
@@ -192,13 +193,13 @@ def measure(kills: int, terms: int, session_timeout_ms: int, base_dir: Path | No
             if log:
                 log(f"kill {i}: first ack after {took * 1000:.0f} ms; load {out['kill_load'][-1]:.2f}")
         for i in range(terms):
-            gap, exited = rig.term_round()
+            gap, exited, began = rig.term_round()
             out["term_gap_s"].append(gap)
             out["term_exit_s"].append(exited)
             out["term_load"].append(os.getloadavg()[0])
             if log:
-                log(f"term {i}: longest gap between acks {gap * 1000:.0f} ms; old leader exited "
-                    f"{exited * 1000:.0f} ms after SIGTERM; load {out['term_load'][-1]:.2f}")
+                log(f"term {i}: longest gap between acks {gap * 1000:.0f} ms, from {began * 1000:.0f} ms after "
+                    f"SIGTERM; old leader exited {exited * 1000:.0f} ms after SIGTERM; load {out['term_load'][-1]:.2f}")
     _summary(out, "kill", out["kill_s"])
     _summary(out, "term", out["term_gap_s"])
     _summary(out, "term_exit", out["term_exit_s"])
@@ -233,13 +234,13 @@ def main() -> None:
     f = measure(args.kills, args.terms, args.session_timeout_ms, log=lambda line: print(line, flush=True))
     print(f"zookeeper.session.timeout.ms={f['session_timeout_ms']}, RF=3, min.insync.replicas=2, acks=all, "
           f"librdkafka producer; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    for name, key, what, goal in (
-            ("kill", "kill", "SIGKILL of the leader, to the first acks=all ack", f["session_timeout_ms"] + 2000),
-            ("term", "term", "SIGTERM of the leader (controlled shutdown), longest gap between acks", 1000)):
+    for name, what, goal in (
+            ("kill", "SIGKILL of the leader, to the first acks=all ack", f["session_timeout_ms"] + 2000),
+            ("term", "SIGTERM of the leader (controlled shutdown), longest gap between acks", 1000)):
         loads = f[f"{name}_load"]
         if loads:
-            print(f"{what}: {f[name + 's']} rounds: p50 {f[key + '_p50_ms']:.0f} ms, p99 {f[key + '_p99_ms']:.0f} ms, "
-                  f"max {f[key + '_max_ms']:.0f} ms (goal p99 <= {goal} ms); load {min(loads):.2f}-{max(loads):.2f}")
+            print(f"{what}: {f[name + 's']} rounds: p50 {f[name + '_p50_ms']:.0f} ms, p99 {f[name + '_p99_ms']:.0f} "
+                  f"ms, max {f[name + '_max_ms']:.0f} ms (goal p99 <= {goal} ms); load {min(loads):.2f}-{max(loads):.2f}")
     if f["term_exit_s"]:
         print(f"old leader's exit after SIGTERM: p50 {f['term_exit_p50_ms']:.0f} ms, max {f['term_exit_max_ms']:.0f} ms")
 
