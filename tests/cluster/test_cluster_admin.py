@@ -318,3 +318,35 @@ def test_a_deletion_waits_for_a_stopped_replica_and_finishes_when_it_returns(clu
         coordination.close()
     wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "broker 3 back in the metadata")
     assert all(t.error_code == 3 for t in broker_metadata(c, "w").values())
+
+
+@pytest.mark.long
+def test_an_unclean_election_on_request_brings_an_offline_partition_back(zookeeper_server, tmp_path):
+    """ElectLeaders UNCLEAN over the wire: a partition whose only in-sync replica's broker
+    died stays offline (unclean.leader.election.enable is false) until asked; then the
+    live out-of-sync replica leads.  ``long``: a SIGKILL waits out a 6 s ZooKeeper session."""
+    import signal
+    with LocalCluster(tmp_path, 2, zookeeper=_chroot(zookeeper_server),
+                      overrides=["zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=false"]) as c:
+        a = AdminClient({"bootstrap.servers": c.bootstrap})
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
+        create(a, "u", assignment=[[1, 2]])
+        wait_for(lambda: sorted(a.list_topics("u", timeout=5).topics["u"].partitions[0].isrs) == [1, 2],
+                 "u-0 in sync on both brokers")
+        c.stop_broker(2)            # controlled shutdown: out of the ISR
+        wait_for(lambda: list(a.list_topics("u", timeout=5).topics["u"].partitions[0].isrs) == [1],
+                 "u-0's ISR to shrink to [1]")
+        c.stop_broker(1, signal.SIGKILL)
+        c.start_broker(2)
+        b = AdminClient({"bootstrap.servers": f"127.0.0.1:{c.ports[2]}"})
+        def offline() -> bool:
+            md = b.list_topics(timeout=5)
+            t = md.topics.get("u")
+            return list(md.brokers) == [2] and t is not None and 0 in t.partitions and t.partitions[0].leader == -1
+        wait_for(offline, "u-0 offline once broker 1's session expired", timeout=60)
+        u0 = TopicPartition("u", 0)
+        assert b.elect_leaders(ElectionType.PREFERRED, [u0]).result(30)[u0].code() == \
+            KafkaError.PREFERRED_LEADER_NOT_AVAILABLE
+        assert b.elect_leaders(ElectionType.UNCLEAN, [u0]).result(30)[u0] is None
+        part = b.list_topics("u", timeout=5).topics["u"].partitions[0]
+        assert (part.leader, list(part.isrs)) == (2, [2])
