@@ -12,13 +12,12 @@ DescribeConfigs (the topic line's configs) only for a topic it hosts a replica o
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from cluster.test_cluster_replication import admin
 from cluster.test_faults import partition_or_none
+from pylog import cli
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
@@ -28,19 +27,21 @@ OVERRIDES = ["zookeeper.session.timeout.ms=3000", "replica.lag.time.max.ms=2000"
 PARTITION_LINE = re.compile(r"^\tTopic: (\S+)\tPartition: (\d+)\tLeader: (\S+)\tReplicas: (\S*)\tIsr: (\S*)\t")
 
 
-def describe(bootstrap: str, *args: str) -> tuple[list[str], list[tuple[str, int, str]]]:
-    """The topic lines and the (topic, partition, leader) of the partition lines."""
-    r = subprocess.run([sys.executable, "-m", "pylog.cli", "topics", "describe", "--bootstrap-server", bootstrap,
-                        *args], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    topics = [line for line in r.stdout.splitlines() if line.startswith("Topic: ")]
+def describe(capsys, bootstrap: str, *args: str) -> tuple[list[str], list[tuple[str, int, str]]]:
+    """The topic lines and the (topic, partition, leader) of the partition lines of
+    ``pylog topics describe`` (run in this process, for speed)."""
+    capsys.readouterr()
+    code = cli.main(["topics", "describe", "--bootstrap-server", bootstrap, *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    topics = [line for line in out.splitlines() if line.startswith("Topic: ")]
     parts = []
-    for line in r.stdout.splitlines():
+    for line in out.splitlines():
         if line.startswith("\t"):
             match = PARTITION_LINE.match(line)
             assert match, line
             parts.append((match[1], int(match[2]), match[3]))
-    assert len(topics) + len(parts) == len(r.stdout.splitlines()), r.stdout
+    assert len(topics) + len(parts) == len(out.splitlines()), out
     return topics, sorted(parts)
 
 
@@ -57,7 +58,7 @@ def in_every_metadata(cluster: LocalCluster, topic: str, pred, what: str) -> Non
     wait_for(everywhere, f"{what} in every broker's metadata")
 
 
-def test_describe_marks_under_replicated_and_unavailable_partitions(tmp_path, zk_connect):
+def test_describe_marks_under_replicated_and_unavailable_partitions(tmp_path, zk_connect, capsys):
     from confluent_kafka.admin import NewTopic
 
     with LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=OVERRIDES) as cluster:
@@ -74,8 +75,8 @@ def test_describe_marks_under_replicated_and_unavailable_partitions(tmp_path, zk
         in_every_metadata(cluster, "replicated", lambda p: p.leader_id > 0 and len(p.isr_nodes) == 3,
                           "replicated-0 led with a full ISR")
         in_every_metadata(cluster, "solo", lambda p: p.partition_index == 0 and p.leader_id == victim, "solo-0 led")
-        assert describe(cluster.bootstrap, "--under-replicated-partitions", "--unavailable-partitions") == ([], [])
-        topics, parts = describe(cluster.bootstrap, "replicated", "solo")
+        assert describe(capsys, cluster.bootstrap, "--under-replicated-partitions", "--unavailable-partitions") == ([], [])
+        topics, parts = describe(capsys, cluster.bootstrap, "replicated", "solo")
         assert [line.split("\t")[0] for line in topics] == ["Topic: replicated", "Topic: solo"]
         assert parts == [("replicated", 0, parts[0][2]), ("solo", 0, str(victim)), ("solo", 1, str(others[0])),
                          ("solo", 2, str(others[1]))] and parts[0][2] != "none"
@@ -86,11 +87,11 @@ def test_describe_marks_under_replicated_and_unavailable_partitions(tmp_path, zk
                           "replicated-0 led without the stopped broker in its ISR")
         in_every_metadata(cluster, "solo", lambda p: p.partition_index == 0 and p.leader_id == -1, "solo-0 offline")
 
-        topics, parts = describe(alive, "replicated", "solo")
+        topics, parts = describe(capsys, alive, "replicated", "solo")
         assert len(topics) == 2 and parts[1:] == [("solo", 0, "none"), ("solo", 1, str(others[0])),
                                                   ("solo", 2, str(others[1]))]
         assert parts[0][2] not in ("none", str(victim))
         # solo-0 keeps its last ISR (the stopped broker), as Kafka does: not under-replicated.
-        assert describe(alive, "--under-replicated-partitions") == ([], [parts[0]])
-        assert describe(alive, "--unavailable-partitions") == ([], [("solo", 0, "none")])
-        assert describe(alive, "--under-replicated-partitions", "--unavailable-partitions") == ([], parts[:2])
+        assert describe(capsys, alive, "--under-replicated-partitions") == ([], [parts[0]])
+        assert describe(capsys, alive, "--unavailable-partitions") == ([], [("solo", 0, "none")])
+        assert describe(capsys, alive, "--under-replicated-partitions", "--unavailable-partitions") == ([], parts[:2])
