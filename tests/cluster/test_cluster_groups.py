@@ -80,10 +80,35 @@ def full(cluster):
             cluster.start_broker(i)
 
 
-def coordinator_of(bootstrap: str, group: str, timeout: float = 30) -> int:
-    """The coordinator FindCoordinator names (librdkafka's admin asks it)."""
-    a = admin(bootstrap)
-    return a.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout + 5).coordinator.id
+#: What librdkafka's admin hands back as a group's DescribeGroups result where Kafka's Java
+#: admin asks again (KAFKA-6789): the coordinator is still loading the group, or moved.
+RETRIABLE_GROUP_ERRORS = {"COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR"}
+
+
+def coordinator_of(bootstrap: str, group: str, timeout: float = 60) -> int:
+    """The coordinator FindCoordinator names (librdkafka's admin asks it, then DescribeGroups
+    there), asked again until ``timeout``, each attempt by a new admin with a 5 s request
+    timeout.  librdkafka retries a FindCoordinator answered COORDINATOR_NOT_AVAILABLE only
+    twice, 100 ms apart (its default request retries), then waits for a broker connection
+    to change state, which may not happen before the request times out (_TIMED_OUT, every
+    request answered): while ``__consumer_offsets`` is created, or when the broker asked
+    has not yet heard of the offsets partition's new leader.  And it returns the new
+    coordinator's COORDINATOR_LOAD_IN_PROGRESS (loading the group after a failover) as the
+    group's result instead of asking again."""
+    def attempt() -> int | None:
+        a = admin(bootstrap)        # (held: a collected client fails its futures with _DESTROY)
+        try:
+            described = a.describe_consumer_groups([group], request_timeout=5)[group].result(10)
+        except concurrent.futures.TimeoutError:
+            return None
+        except confluent_kafka.KafkaException as exc:
+            error = exc.args[0]
+            if error.code() == confluent_kafka.KafkaError._TIMED_OUT or error.name() in RETRIABLE_GROUP_ERRORS:
+                return None
+            raise
+        return described.coordinator.id
+
+    return wait_for(attempt, f"the coordinator of group {group!r}", timeout=timeout, interval=0.1)
 
 
 def offsets_leader(bootstrap: str, group: str) -> int:
@@ -109,15 +134,7 @@ def kill_coordinator(c: LocalCluster, group: str, sig: int = signal.SIGKILL) -> 
 def test_offsets_topic_is_a_replicated_cluster_topic(full):
     """The first FindCoordinator creates __consumer_offsets through the controller, with
     replication factor 3, and names the leader of the group's partition."""
-    # The topic is created on the first FindCoordinator, 50 partitions with 3 replicas: on
-    # a loaded machine an attempt may run out its time while that happens; ask again.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            coordinator = coordinator_of(full.bootstrap, "probe", timeout=10)
-            break
-        except (confluent_kafka.KafkaException, concurrent.futures.TimeoutError):
-            assert time.monotonic() < deadline, "no coordinator in time"
+    coordinator = coordinator_of(full.bootstrap, "probe")
     md, t = wait_metadata(full.bootstrap, CONSUMER_OFFSETS_TOPIC,
                           lambda md, t: all(len(p.isrs) == 3 for p in t.partitions.values()), "a full ISR")
     assert len(t.partitions) == OFFSETS_PARTITIONS
