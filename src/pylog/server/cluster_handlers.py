@@ -27,8 +27,9 @@ Handlers run on the loop's thread; ZooKeeper and file work is sent off it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
+import weakref
 from typing import Any, Callable
 
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
@@ -112,7 +113,9 @@ def _then(conn: Any, fut: Any, convert: Callable[[Any], Any]) -> Any:
 
 
 def handle_update_metadata(conn: Any, header: Any, req: Any) -> Any:
-    _node(conn).update_metadata(update_metadata_from_wire(req))
+    node = _node(conn)
+    node.update_metadata(update_metadata_from_wire(req))
+    _metadata_updated(node)
     return m.UpdateMetadataResponse(error_code=NONE)
 
 
@@ -818,8 +821,7 @@ def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:
 
 
 def handle_create_topics(conn: Any, header: Any, req: Any) -> Any:
-    node = _node(conn)
-    return conn.server.call_off_loop(_create_topics, node, header, req)
+    return _delayed(conn, req.timeout_ms, _create_topics, _node(conn), header, req)
 
 
 def _create_topics(node: Any, header: Any, req: Any) -> Any:
@@ -844,12 +846,12 @@ def _create_topics(node: Any, header: Any, req: Any) -> Any:
                                               replication_factor=rf if code == NONE else -1, configs=[]))
     # Kafka answers once the new partitions' leaders are known (its DelayedCreatePartitions),
     # REQUEST_TIMED_OUT for a topic written whose leaders are not known at timeout_ms.
-    if not _wait_metadata(node, req.timeout_ms, lambda cache: all(_led(cache, n) for n in created)):
+    def expire(cache: Any) -> None:
         for r in results:
-            if r.name in created and not _led(node.metadata, r.name):
+            if r.name in created and not _led(cache, r.name):
                 r.error_code = REQUEST_TIMED_OUT
                 r.error_message = f"the partitions of {r.name!r} have no leader yet after {req.timeout_ms} ms"
-    return R(throttle_time_ms=0, topics=results)
+    return R(throttle_time_ms=0, topics=results), lambda cache: all(_led(cache, n) for n in created), expire
 
 
 def _led(cache: Any, topic: str, count: int = 1) -> bool:
@@ -858,22 +860,60 @@ def _led(cache: Any, topic: str, count: int = 1) -> bool:
     return len(parts) >= count and all(s.leader in cache.brokers for s in parts)
 
 
-def _wait_metadata(node: Any, timeout_ms: int, done: Callable[[Any], bool]) -> bool:
-    """Block (off the loop) until ``done(node.metadata)`` or ``timeout_ms`` passed, as
-    Kafka's delayed admin operations wait for the controller's UpdateMetadata; whether
-    ``done`` came true."""
-    deadline = time.monotonic() + max(timeout_ms, 0) / 1000
-    with node.metadata_changed:
-        while not done(node.metadata):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            node.metadata_changed.wait(left)
-    return True
+#: node -> [(done, future)]: the admin requests waiting for this broker's metadata to
+#: show their result (loop thread only).
+_metadata_waiters: "weakref.WeakKeyDictionary[Any, list[tuple[Callable[[Any], bool], Any]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _metadata_updated(node: Any) -> None:
+    """(Loop thread.) Complete the waiters whose condition the new metadata meets."""
+    for done, fut in list(_metadata_waiters.get(node, ())):
+        if fut.done():
+            continue
+        try:
+            if done(node.metadata):
+                fut.set_result(True)
+        except Exception as exc:  # noqa: BLE001 - the request fails, not the UpdateMetadata
+            fut.set_exception(exc)
+
+
+async def _metadata_shows(conn: Any, done: Callable[[Any], bool], timeout_ms: int) -> bool:
+    """Whether ``done(node.metadata)`` holds within ``timeout_ms``, as Kafka's delayed
+    admin operations wait for the controller's UpdateMetadata (checked on each one, on
+    the loop; no thread waits)."""
+    node = _node(conn)
+    if done(node.metadata):
+        return True
+    if timeout_ms <= 0:
+        return False
+    loop = conn.server.loop
+    fut = loop.create_future()
+    entry = (done, fut)
+    waiters = _metadata_waiters.setdefault(node, [])
+    waiters.append(entry)
+    timer = loop.call_later(timeout_ms / 1000, lambda: fut.done() or fut.set_result(False))
+    try:
+        return await fut
+    finally:
+        timer.cancel()
+        waiters.remove(entry)
+
+
+def _delayed(conn: Any, timeout_ms: int, write: Callable[..., Any], *args: Any) -> Any:
+    """An admin request in two steps: ``write(*args)`` off the loop (ZooKeeper) returns
+    ``(response, done, expire)``; the response goes out once ``done(metadata)`` holds, or
+    after ``expire(metadata)`` marked what did not happen within ``timeout_ms``."""
+    async def run() -> Any:
+        resp, done, expire = await conn.server.call_off_loop(write, *args)
+        if not await _metadata_shows(conn, done, timeout_ms):
+            expire(_node(conn).metadata)
+        return resp
+    return conn.server.loop.create_task(run())
 
 
 def handle_delete_topics(conn: Any, header: Any, req: Any) -> Any:
-    return conn.server.call_off_loop(_delete_topics, _node(conn), header, req)
+    return _delayed(conn, req.timeout_ms, _delete_topics, _node(conn), header, req)
 
 
 def _delete_topics(node: Any, header: Any, req: Any) -> Any:
@@ -899,21 +939,21 @@ def _delete_topics(node: Any, header: Any, req: Any) -> Any:
                 codes[name] = (NONE, None)
             except PylogError as exc:
                 codes[name] = (exc.error_code, str(exc))
-    _wait_metadata(node, req.timeout_ms, lambda cache: not any(cache.partitions_of(n) for n in marked))
-    cache = node.metadata
-    for name in marked:
-        if cache.partitions_of(name):
-            codes[name] = (REQUEST_TIMED_OUT, f"topic {name!r} is marked for deletion; it was not deleted "
-                                              f"within {req.timeout_ms} ms")
+    results = [R.DeletableTopicResult(name=n, error_code=c) for n, (c, _) in codes.items()]
     for name, (code, why) in codes.items():
         if code != NONE:
             _log.info("DeleteTopics %s: error %d: %s", name, code, why)
-    # (DeleteTopics up to v4 here: no error messages on the wire.)
-    return R(throttle_time_ms=0, responses=[R.DeletableTopicResult(name=n, error_code=c) for n, (c, _) in codes.items()])
+
+    def expire(cache: Any) -> None:
+        for r in results:
+            if r.name in marked and cache.partitions_of(r.name):
+                r.error_code = REQUEST_TIMED_OUT    # (DeleteTopics up to v4 here: no error messages)
+    return (R(throttle_time_ms=0, responses=results),
+            lambda cache: not any(cache.partitions_of(n) for n in marked), expire)
 
 
 def handle_create_partitions(conn: Any, header: Any, req: Any) -> Any:
-    return conn.server.call_off_loop(_create_partitions, _node(conn), req)
+    return _delayed(conn, req.timeout_ms, _create_partitions, _node(conn), req)
 
 
 def _create_partitions(node: Any, req: Any) -> Any:
@@ -948,14 +988,14 @@ def _create_partitions(node: Any, req: Any) -> Any:
             results[t.name] = (NONE, None)
         except PylogError as exc:
             results[t.name] = (exc.error_code, str(exc))
-    _wait_metadata(node, req.timeout_ms, lambda cache: all(_led(cache, n, c) for n, c in grown.items()))
-    cache = node.metadata
-    for name, count in grown.items():
-        if not _led(cache, name, count):
-            results[name] = (REQUEST_TIMED_OUT, f"the new partitions of {name!r} have no leader yet "
-                                                f"after {req.timeout_ms} ms")
-    return R(throttle_time_ms=0, results=[R.CreatePartitionsTopicResult(name=n, error_code=c, error_message=msg)
-                                          for n, (c, msg) in results.items()])
+    out = [R.CreatePartitionsTopicResult(name=n, error_code=c, error_message=msg) for n, (c, msg) in results.items()]
+
+    def expire(cache: Any) -> None:
+        for r in out:
+            if r.name in grown and not _led(cache, r.name, grown[r.name]):
+                r.error_code = REQUEST_TIMED_OUT
+                r.error_message = f"the new partitions of {r.name!r} have no leader yet after {req.timeout_ms} ms"
+    return R(throttle_time_ms=0, results=out), lambda cache: all(_led(cache, n, c) for n, c in grown.items()), expire
 
 
 def _elect_leaders_not_controller(req: Any) -> Any:
@@ -978,13 +1018,13 @@ def handle_elect_leaders(conn: Any, header: Any, req: Any) -> Any:
     controller = node.controller
     if controller is None or not controller.is_active:
         return _elect_leaders_not_controller(req)
-    return conn.server.call_off_loop(_elect_leaders, node, controller, req)
+    return conn.server.loop.create_task(_elect_leaders(conn, node, controller, req))
 
 
-def _elect_leaders(node: Any, controller: Any, req: Any) -> Any:
+async def _elect_leaders(conn: Any, node: Any, controller: Any, req: Any) -> Any:
     from pylog.cluster.controller import answer_elect_leaders
     try:
-        resp = node.controller_thread.submit(answer_elect_leaders, controller, req).result()
+        resp = await asyncio.wrap_future(node.controller_thread.submit(answer_elect_leaders, controller, req))
     except RuntimeError:    # the broker is stopping
         return _elect_leaders_not_controller(req)
     if resp.error_code == NotControllerError.error_code:
@@ -998,12 +1038,13 @@ def _elect_leaders(node: Any, controller: Any, req: Any) -> Any:
         return False
 
     elected = [(r.topic, p) for r in resp.replica_election_results for p in r.partition_result if p.error_code == NONE]
-    _wait_metadata(node, req.timeout_ms, lambda cache: all(shown(cache, t, p.partition_id) for t, p in elected))
-    cache = node.metadata
-    for t, p in elected:
-        if not shown(cache, t, p.partition_id):
-            p.error_code = REQUEST_TIMED_OUT
-            p.error_message = f"the new leader of {t}-{p.partition_id} is not known yet after {req.timeout_ms} ms"
+    if not await _metadata_shows(conn, lambda cache: all(shown(cache, t, p.partition_id) for t, p in elected),
+                                 req.timeout_ms):
+        cache = node.metadata
+        for t, p in elected:
+            if not shown(cache, t, p.partition_id):
+                p.error_code = REQUEST_TIMED_OUT
+                p.error_message = f"the new leader of {t}-{p.partition_id} is not known yet after {req.timeout_ms} ms"
     return resp
 
 
