@@ -762,7 +762,10 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
     replication throttle rates of ``/config/brokers/<id>`` and ``<default>``
     (:func:`pylog.cluster.quota.describe_rates`); a topic resource shows its
     ``/config/topics/<t>`` values of ``*.replication.throttled.replicas`` as
-    DYNAMIC_TOPIC_CONFIG.  The rest is the single node's answer."""
+    DYNAMIC_TOPIC_CONFIG.  A topic this broker holds no replica of, but which exists in
+    ``/brokers/topics``, is answered as Kafka's broker does, from ``/config/topics/<t>``
+    over this broker's defaults (the sources a replica's broker gives).  The rest is the
+    single node's answer."""
     from pylog.broker.topic_config import ConfigSource
     from pylog.cluster.controller import FOLLOWER_REPLICATION_THROTTLED_REPLICAS, LEADER_REPLICATION_THROTTLED_REPLICAS
     from pylog.cluster.quota import DEFAULT_ENTITY, describe_rates
@@ -770,10 +773,13 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
     node = _node(conn)
     resp = handlers.handle_describe_configs(conn, header, req)
     asked = [(res, r) for res, r in zip(req.resources, resp.results)
-             if r.error_code == NONE and r.resource_type in (_RESOURCE_BROKER, _RESOURCE_TOPIC)]
+             if r.resource_type in (_RESOURCE_BROKER, _RESOURCE_TOPIC) and (
+                 r.error_code == NONE or (r.error_code == UNKNOWN_TOPIC_OR_PARTITION
+                                          and r.resource_type == _RESOURCE_TOPIC))]
     if not asked or node.coordination is None:
         return resp
     synonyms = header.api_version >= 1 and req.include_synonyms
+    docs = header.api_version >= 3 and req.include_documentation
     replicas = (LEADER_REPLICATION_THROTTLED_REPLICAS, FOLLOWER_REPLICATION_THROTTLED_REPLICAS)
     R = m.DescribeConfigsResponse
 
@@ -782,6 +788,9 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
         out = []
         for res, r in asked:
             if r.resource_type == _RESOURCE_TOPIC:
+                if r.error_code != NONE and c.get_topic_assignment(r.resource_name) is None:
+                    out.append(None)        # no such topic in the cluster either
+                    continue
                 out.append(c.get_entity_config("topics", r.resource_name))
             else:
                 default = c.get_entity_config("brokers", DEFAULT_ENTITY)
@@ -797,7 +806,11 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
 
     async def answer() -> Any:
         found = await conn.server.call_off_loop(read)
-        for (_res, r), got in zip(asked, found):
+        for (res, r), got in zip(asked, found):
+            if r.resource_type == _RESOURCE_TOPIC and r.error_code != NONE:
+                if got is not None:
+                    _describe_topic_from_zookeeper(node, r, res, got, header.api_version, synonyms, docs)
+                continue
             if r.resource_type == _RESOURCE_TOPIC:
                 for e in r.configs:
                     if e.name in replicas and got.get(e.name) is not None:
@@ -814,6 +827,24 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
         return resp
 
     return conn.server.loop.create_task(answer())
+
+
+def _describe_topic_from_zookeeper(node: Any, r: Any, res: Any, overrides: dict, version: int,
+                                   synonyms: bool, docs: bool) -> None:
+    """Fill the result ``r`` of a topic this broker holds no replica of with its
+    ZooKeeper ``overrides`` over this broker's topic defaults.  Overrides this broker
+    cannot parse leave the error as it was (logged)."""
+    from pylog.broker.topic_config import TopicConfig, normalize_all
+    from pylog.server import handlers
+    cfg = node.broker.config
+    try:
+        config = TopicConfig(normalize_all(overrides), cfg.topic_defaults, cfg.topic_default_sources)
+    except PylogError as exc:
+        _log.error("topic %s: the configs in ZooKeeper (%s) are refused here: %s", r.resource_name, overrides, exc)
+        return
+    entries = config.describe(res.configuration_keys, include_synonyms=synonyms, include_documentation=docs)
+    r.configs = handlers.describe_configs_entries(entries, version, synonyms, docs)
+    r.error_code, r.error_message = NONE, None
 
 
 def handle_incremental_alter_configs(conn: Any, header: Any, req: Any) -> Any:

@@ -1145,7 +1145,6 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
     synonyms = version >= 1 and req.include_synonyms
     docs = version >= 3 and req.include_documentation
     R = m.DescribeConfigsResponse
-    E = R.DescribeConfigsResourceResult
     results = []
     for res in req.resources:
         keys = res.configuration_keys
@@ -1165,19 +1164,23 @@ def handle_describe_configs(conn: Any, header: Any, req: Any) -> Any:
                 error_code=_unexpected("describe configs", exc), error_message=_msg(exc),
                 resource_type=res.resource_type, resource_name=res.resource_name, configs=[]))
             continue
-        configs = []
-        for e in entries:
-            configs.append(E(
-                name=e.name, value=None if e.is_sensitive else e.value, read_only=e.read_only,
-                is_default=e.is_default if version == 0 else False, config_source=e.source, is_sensitive=e.is_sensitive,
-                synonyms=[R.DescribeConfigsSynonym(name=sn, value=sv, source=ss)
-                          for sn, sv, ss in e.synonyms] if synonyms else [],
-                config_type=e.type if version >= 3 else 0,
-                documentation=(e.documentation or None) if docs else None))
         results.append(R.DescribeConfigsResult(error_code=NONE, error_message=None,
-                                               resource_type=res.resource_type,
-                                               resource_name=res.resource_name, configs=configs))
+                                               resource_type=res.resource_type, resource_name=res.resource_name,
+                                               configs=describe_configs_entries(entries, version, synonyms, docs)))
     return R(throttle_time_ms=0, results=results)
+
+
+def describe_configs_entries(entries: Iterable[Any], version: int, synonyms: bool, docs: bool) -> list:
+    """The DescribeConfigs response entries (at ``version``) of config entries
+    (:class:`~pylog.broker.topic_config.ConfigEntry` and alike)."""
+    R = m.DescribeConfigsResponse
+    return [R.DescribeConfigsResourceResult(
+        name=e.name, value=None if e.is_sensitive else e.value, read_only=e.read_only,
+        is_default=e.is_default if version == 0 else False, config_source=e.source, is_sensitive=e.is_sensitive,
+        synonyms=[R.DescribeConfigsSynonym(name=sn, value=sv, source=ss)
+                  for sn, sv, ss in e.synonyms] if synonyms else [],
+        config_type=e.type if version >= 3 else 0,
+        documentation=(e.documentation or None) if docs else None) for e in entries]
 
 
 class _LoggerEntry:
