@@ -2,7 +2,8 @@
 batching per coordinator broker (one request out per broker, the rest gathered per
 transactional id, epochs fencing), its answers in the form a produce gets them, and the
 verification guard that a marker removes between the coordinator's answer and the
-append (Kafka's VerificationGuard)."""
+append (Kafka's VerificationGuard), and a TxnOffsetCommit's verification of the group's
+offsets partition, answered in the group coordinator's forms."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from pylog.broker.core import Broker
-from pylog.cluster.txn_verification import (INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, NETWORK_EXCEPTION,
-                                            NOT_ENOUGH_REPLICAS, AddPartitionsToTxnManager, VerificationGuard,
-                                            _first_transactional, txn_verifier)
+from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
+from pylog.cluster.txn_verification import (COORDINATOR_NOT_AVAILABLE, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE,
+                                            NETWORK_EXCEPTION, NOT_ENOUGH_REPLICAS, AddPartitionsToTxnManager,
+                                            TxnVerification, VerificationGuard, _first_transactional,
+                                            txn_verifier)
 from pylog.errors import NetworkError, UnsupportedVersionError
 from pylog.records import RecordBatchBuilder
 
@@ -100,6 +103,32 @@ def test_epochs_fence_and_failures_map_to_produce_errors():
     mgr.verify("c", 30, 0, [("t", 0)], got.append)
     c.sent[2][2].set_exception(UnsupportedVersionError("AddPartitionsToTxn v4"))
     assert got[3] == {}
+
+
+def test_txn_offset_commit_verification_answers_in_the_group_coordinators_forms():
+    import asyncio
+
+    c = FakeCoordinators()
+    loop = asyncio.new_event_loop()
+    verification = TxnVerification(None, None, AddPartitionsToTxnManager(c.coordinator_of, c.send), lambda: loop)
+    # (id, the coordinator's partition error, or the request's failure) -> the commit's error.
+    cases = [("a", 0, 0), ("c", INVALID_TXN_STATE, INVALID_TXN_STATE),
+             ("b", 51, COORDINATOR_NOT_AVAILABLE),                       # CONCURRENT_TRANSACTIONS
+             ("a", NetworkError("gone"), COORDINATOR_NOT_AVAILABLE),
+             ("nowhere", None, COORDINATOR_NOT_AVAILABLE)]               # no coordinator to ask
+    try:
+        for tid, answer, expected in cases:
+            fut = verification.start_offset_commit(tid, 7, 1, 2)
+            if answer is not None:
+                _, body, sent = c.sent[-1]
+                assert _asked(body) == {tid: (7, 1, True, [(CONSUMER_OFFSETS_TOPIC, 2)])}
+                if isinstance(answer, Exception):
+                    sent.set_exception(answer)
+                else:
+                    sent.set_result(_answer(body, {(tid, CONSUMER_OFFSETS_TOPIC, 2): answer}))
+            assert loop.run_until_complete(fut) == expected, tid
+    finally:
+        loop.close()
 
 
 def test_a_marker_between_the_answer_and_the_append_removes_the_guard(tmp_path):
