@@ -31,13 +31,14 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pylog.records import iter_batches
 
-__all__ = ["History", "Report", "replica_log", "value_of", "parse_value"]
+__all__ = ["History", "Report", "read_back", "replica_log", "value_of", "parse_value"]
 
 
 def value_of(partition: int, seq: int) -> bytes:
@@ -48,6 +49,28 @@ def value_of(partition: int, seq: int) -> bytes:
 def parse_value(value: bytes) -> tuple[int, int]:
     p, s = value.decode().split(":")
     return int(p), int(s)
+
+
+def read_back(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0) -> tuple[dict, dict]:
+    """What a fresh librdkafka consumer reads of ``topic`` from offset 0 up to the high
+    watermarks: (partition -> offset -> value, partition -> high watermark)."""
+    import confluent_kafka
+    from confluent_kafka import TopicPartition
+    cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-read-back",
+                                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        hws = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        cons.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        final: dict[int, dict[int, bytes]] = {p: {} for p in range(partitions)}
+        total = sum(hws.values())
+        deadline = time.monotonic() + timeout
+        while sum(len(v) for v in final.values()) < total and time.monotonic() < deadline:
+            msg = cons.poll(0.2)
+            if msg is not None and msg.error() is None:
+                final[msg.partition()][msg.offset()] = msg.value()
+    finally:
+        cons.close()
+    return final, hws
 
 
 def replica_log(data_dir: Path, topic: str, partition: int, *, with_epochs: bool = False) -> dict[int, Any]:

@@ -2,7 +2,9 @@
 (acks=all) writes to a topic with replication factor 3, min.insync.replicas=2 and three
 partitions, and a consumer reads along, while a schedule of random faults drawn from a
 seeded RNG hits one broker at a time: SIGKILL and restart, SIGSTOP/SIGCONT, cut off from
-its peers, cut off from ZooKeeper (every link through :mod:`cluster.proxy`). Afterwards
+its peers, cut off from ZooKeeper, one-way loss (every byte one peer sends it, requests
+and answers, discarded while it still reaches that peer; every link through
+:mod:`cluster.proxy`). Afterwards
 :meth:`cluster.jepsen.History.check` compares what was acknowledged and read with the
 final logs and the replicas' files: nothing acknowledged lost or moved, nothing
 duplicated or reordered, nothing read that later vanished, no offset holding two
@@ -25,7 +27,7 @@ import time
 
 import pytest
 
-from cluster.jepsen import History, replica_log, value_of
+from cluster.jepsen import History, read_back, replica_log, value_of
 from cluster.proxy import ProxiedCluster
 from cluster.test_cluster_replication import admin
 from server.util import wait_for
@@ -37,7 +39,7 @@ PARTITIONS = 3
 SESSION_TIMEOUT_MS = 4000  # also the time a restarted broker has to reach ZooKeeper
 OVERRIDES = [f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=1500",
              "default.replication.factor=3", "min.insync.replicas=2"]
-FAULTS = ("kill", "stop", "peers", "zookeeper")
+FAULTS = ("kill", "stop", "peers", "zookeeper", "oneway")
 #: How long the reader may take, after the producer stopped, to read every acknowledged record.
 READ_ALL_TIMEOUT_S = 60
 
@@ -124,6 +126,13 @@ class Run:
             c.isolate_from_peers(broker)
             time.sleep(hold)
             c.network.heal()
+        elif kind == "oneway":
+            peer = self.rng.choice([i for i in c.ids if i != broker])
+            self.history.faults[-1] += f" (from broker {peer})"
+            c.network.blackhole(broker, peer, directions=("back",))  # peer's answers to broker
+            c.network.blackhole(peer, broker, directions=("out",))   # peer's requests to broker
+            time.sleep(hold)
+            c.network.heal()
         else:
             c.isolate_from_zookeeper(broker)
             time.sleep(hold)
@@ -161,20 +170,8 @@ class Run:
 
     def final_logs(self) -> tuple[dict, dict, dict]:
         """What a consumer reads back, each replica's files, the high watermarks."""
-        from confluent_kafka import TopicPartition
         self.wait_healthy()
-        cons = confluent_kafka.Consumer({"bootstrap.servers": self.c.bootstrap, "group.id": "jepsen-final",
-                                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        hws = {p: cons.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in range(PARTITIONS)}
-        cons.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
-        final: dict[int, dict[int, bytes]] = {p: {} for p in range(PARTITIONS)}
-        total = sum(hws.values())
-        deadline = time.monotonic() + 60
-        while sum(len(v) for v in final.values()) < total and time.monotonic() < deadline:
-            msg = cons.poll(0.2)
-            if msg is not None and msg.error() is None:
-                final[msg.partition()][msg.offset()] = msg.value()
-        cons.close()
+        final, hws = read_back(self.c.bootstrap, TOPIC, PARTITIONS)
         dirs = {i: self.c.cluster.base_dir / f"broker-{i}" for i in self.c.ids}
 
         def caught_up():
