@@ -128,11 +128,12 @@ class Run:
             c.network.heal()
         elif kind == "oneway":
             peer = self.rng.choice([i for i in c.ids if i != broker])
-            self.history.faults[-1] += f" (from broker {peer})"
+            dropped = c.network.dropped_bytes
             c.network.blackhole(broker, peer, directions=("back",))  # peer's answers to broker
             c.network.blackhole(peer, broker, directions=("out",))   # peer's requests to broker
             time.sleep(hold)
             c.network.heal()
+            self.history.faults[-1] += f" (from broker {peer}: {c.network.dropped_bytes - dropped} bytes lost)"
         else:
             c.isolate_from_zookeeper(broker)
             time.sleep(hold)
