@@ -35,9 +35,15 @@
   from their replicated logs when LeaderAndIsr makes it leader, dropped when it stops.
 - **Metadata**: a :class:`~pylog.cluster.channel.MetadataCache` fed by UpdateMetadata,
   which the cluster's Metadata, FindCoordinator and DescribeCluster answers come from.
-- **Controlled shutdown**: :meth:`ClusterNode.stop` asks the controller to move
-  leadership away (ControlledShutdown, retried until nothing remains or a deadline),
-  then closes the controller and the ZooKeeper session.
+- **Controlled shutdown**, in Kafka's order: :meth:`ClusterNode.leave_leadership` asks
+  the controller to move leadership away (ControlledShutdown, retried until nothing
+  remains or a deadline) and then waits, at most :data:`PEER_METADATA_WAIT_S`, until
+  this broker's metadata and every other live broker's Metadata answer name the new
+  leaders, while the server still answers clients (moved partitions with
+  NOT_LEADER_OR_FOLLOWER), so a client that refreshes its metadata is sent to the new
+  leader rather than back here; the server then closes its listener and connections,
+  and :meth:`ClusterNode.stop` closes the controller and, last, the ZooKeeper session
+  (the broker's deregistration).
 
 Crash behaviour: besides the logs (leader epochs in their ``leader-epoch-checkpoint``),
 each replica's high watermark goes to ``<data dir>/replication-offset-checkpoint``
@@ -89,6 +95,10 @@ PRODUCER_ID_BLOCK_PATH = "/latest_producer_id_block"
 PRODUCER_ID_BLOCK_SIZE = 1000
 #: Kafka's file of the replicas' high watermarks, in the data directory.
 HIGH_WATERMARK_CHECKPOINT = "replication-offset-checkpoint"
+#: After a controlled shutdown, how long a stopping broker waits at most for the other
+#: live brokers' metadata to name the new leaders of what it led (Kafka has no such wait:
+#: its slower shutdown leaves the UpdateMetadata time to arrive).
+PEER_METADATA_WAIT_S = 1.0
 
 
 def _now_ms() -> int:
@@ -523,6 +533,7 @@ class ClusterNode:
         self._controller_client_for: tuple[int, str, int] | None = None
         self._client_lock = threading.Lock()
         self._stopping = False
+        self._left_leadership = False
         #: Replication throttling (pylog.cluster.quota): what this broker sends as a
         #: leader and fetches as a follower for throttled replicas, from its dynamic
         #: broker config and its topics' configs in ZooKeeper (watched).
@@ -733,11 +744,76 @@ class ClusterNode:
         except PylogError as exc:
             _log.info("controller tick: %s", exc)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Controlled shutdown, then leave the cluster (blocking: call it off the loop)."""
+    def leave_leadership(self, timeout: float = 30.0) -> None:
+        """The first step of a stop (blocking: call it off the loop, while the server
+        still answers clients): the controlled shutdown, then a wait (at most
+        :data:`PEER_METADATA_WAIT_S`) until the metadata of this broker and of every
+        other live broker name new leaders for the partitions this broker led."""
         self._stopping = True
-        if self.coordination is not None:
-            self.controlled_shutdown(timeout)
+        if self.coordination is None or self._left_leadership:
+            return
+        self._left_leadership = True
+        led = {tp for tp, s in list(self.metadata.partitions.items()) if s.leader == self.broker_id and len(s.replicas) > 1}
+        if self.controlled_shutdown(timeout) and led:
+            t0 = time.monotonic()
+            known = self._wait_leaders_moved(led, PEER_METADATA_WAIT_S)
+            _log.info("controlled shutdown: the new leaders of %d partition(s) %s in %.0f ms", len(led),
+                      "are known to every live broker" if known else "are not yet known everywhere; stopping anyway",
+                      (time.monotonic() - t0) * 1000)
+
+    def _wait_leaders_moved(self, moved: set[tuple[str, int]], bound: float) -> bool:
+        """Poll until neither this broker's metadata nor any other live broker's Metadata
+        answer names this broker the leader of a partition in ``moved``; False after
+        ``bound`` seconds.  A peer that cannot be reached is not waited for."""
+        from pylog.client.kafka.network import NetworkClient
+        from pylog.protocol import messages as m
+        M: Any = m.MetadataRequest
+        body = M(topics=[M.MetadataRequestTopic(name=t) for t in sorted({t for t, _ in moved})],
+                 allow_auto_topic_creation=False)
+        peers = {b.broker_id: b.endpoints[0] for b in list(self.metadata.brokers.values())
+                 if b.broker_id != self.broker_id and b.endpoints}
+        clients: dict[int, Any] = {}
+        deadline = time.monotonic() + bound
+
+        def still_here(topics: Any) -> bool:
+            return any(p.leader_id == self.broker_id for t in topics for p in t.partitions
+                       if (t.name, p.partition_index) in moved)
+
+        try:
+            while True:
+                asked = {}
+                for bid, ep in peers.items():
+                    if bid not in clients:
+                        clients[bid] = NetworkClient(f"{ep.host}:{ep.port}", reconnect_backoff_ms=10,
+                                                     client_id=f"pylog-broker-{self.broker_id}-shutdown")
+                    asked[bid] = clients[bid].send(-1, ApiKey.METADATA, body, version=9,
+                                                   timeout_ms=max(10, int((deadline - time.monotonic()) * 1000)))
+                for bid, fut in asked.items():
+                    try:
+                        resp = fut.result(timeout=max(0.01, deadline - time.monotonic()))
+                    except concurrent.futures.TimeoutError:
+                        continue
+                    except (PylogError, OSError) as exc:
+                        _log.info("controlled shutdown: broker %d not asked for its metadata: %s", bid, exc)
+                        del peers[bid]
+                        continue
+                    if not still_here(resp.topics):
+                        del peers[bid]
+                mine = [s for tp, s in list(self.metadata.partitions.items()) if tp in moved and s.leader == self.broker_id]
+                if not peers and not mine:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+        finally:
+            for c in clients.values():
+                c.close(timeout=0)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Leave the cluster (blocking: call it off the loop): :meth:`leave_leadership`
+        if the server has not yet, then the replica fetchers, the controller, the
+        high-watermark checkpoint, and last the ZooKeeper session."""
+        self.leave_leadership(timeout)
         with self._config_lock:
             watches = [w for w in self._config_watches.values() if w is not None]
             self._config_watches.clear()

@@ -274,12 +274,15 @@ class Server:
         self._stopping = True
         _log.info("shutting down: %d connection(s) open", len(self.connections))
         if self.cluster is not None:
-            # Controlled shutdown first: leadership moves away while this broker still
-            # answers its followers' fetches.
+            # Kafka's order: the controlled shutdown first, while this broker still
+            # answers its followers' fetches and its clients (moved partitions:
+            # NOT_LEADER_OR_FOLLOWER) until the other brokers know the new leaders; then
+            # the listener and connections close; the ZooKeeper session (deregistration)
+            # closes last, in cluster.stop below.
             try:
-                await self.loop.run_in_executor(None, self.cluster.stop)
+                await self.loop.run_in_executor(None, self.cluster.leave_leadership)
             except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
-                _log.error("leaving the cluster failed: %r", exc)
+                _log.error("the controlled shutdown failed: %r", exc)
             self.cluster.replica_manager.fail_all_waiters()
         if self._sock is not None:
             if self._accepting:
@@ -291,6 +294,12 @@ class Server:
         self._timers.clear()
         for conn in list(self.connections):
             conn.close("server shutting down", level=logging.DEBUG)
+        if self.cluster is not None:
+            try:
+                await self.loop.run_in_executor(None, self.cluster.stop)
+            except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
+                _log.error("leaving the cluster failed: %r", exc)
+            self.cluster.replica_manager.fail_all_waiters()
         if self.state is not None:
             self.state.shutdown()
         if self._own_broker and self.broker is not None:

@@ -1,0 +1,71 @@
+"""A SIGTERMed leader stops in Kafka's order: controlled shutdown first, while it still
+answers its clients (a produce to a partition that moved away: NOT_LEADER_OR_FOLLOWER,
+so the client refreshes its metadata at once); it closes its connections only once the
+other live brokers' metadata name the new leader (so that refresh sends the client
+there); its ZooKeeper registration goes last.
+
+Three ``pylog serve --zookeeper`` brokers, topic ``moved`` with three replicas; a client
+connection to its leader keeps producing (acks=1) through the SIGTERM until the broker
+closes it."""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+import pytest
+
+from cluster.test_cluster_replication import admin
+from cluster.test_cluster_topics_describe import in_every_metadata
+from cluster.test_faults import partition_at
+from pylog.cluster.local import LocalCluster
+from pylog.protocol import messages as m
+from pylog.protocol.codec import decode_response, encode_request
+from pylog.protocol.segments import segments_to_bytes
+from pylog.records import RecordBatchBuilder
+from server.util import read_frame, wait_for
+
+pytest.importorskip("confluent_kafka")
+
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+def produce_frame(correlation_id: int, topic: str) -> bytes:
+    b = RecordBatchBuilder(compression="none", batch_size=1 << 20)
+    b.append_many([b"v"])
+    T = m.ProduceRequest
+    return segments_to_bytes(encode_request(0, 9, correlation_id, "shutdown-test", T(
+        acks=1, timeout_ms=30000, topic_data=[T.TopicProduceData(name=topic, partition_data=[
+            T.PartitionProduceData(index=0, records=bytes(b.build()))])])))
+
+
+def test_a_stopping_leader_answers_until_the_others_know_the_new_leader(tmp_path, zk_connect):
+    from confluent_kafka.admin import NewTopic
+
+    with LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=["zookeeper.session.timeout.ms=3000",
+                                                                  "replica.lag.time.max.ms=2000"]) as cluster:
+        a = admin(cluster.bootstrap)
+        wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
+        a.create_topics([NewTopic("moved", num_partitions=1, replication_factor=3)],
+                        operation_timeout=30)["moved"].result(60)
+        in_every_metadata(cluster, "moved", lambda p: p.leader_id > 0 and len(p.isr_nodes) == 3,
+                          "moved-0 led with a full ISR")
+        victim = partition_at(cluster.ports[1], "moved").leader_id
+        others = [b for b in cluster.procs if b != victim]
+
+        errors = []
+        with socket.create_connection(("127.0.0.1", cluster.ports[victim]), timeout=60) as s:
+            cluster.procs[victim].send_signal(signal.SIGTERM)
+            try:
+                for i in range(1, 1_000_000):
+                    s.sendall(produce_frame(i, "moved"))
+                    _, resp = decode_response(0, 9, read_frame(s))
+                    errors.append(resp.responses[0].partition_responses[0].error_code)
+            except OSError:     # ConnectionError: the stopping broker closed the connection
+                pass
+        # What the others answer now they answered when the connection closed, or newer.
+        leaders = {b: partition_at(cluster.ports[b], "moved").leader_id for b in others}
+        assert NOT_LEADER_OR_FOLLOWER in errors, errors[-5:]
+        assert set(errors) <= {0, NOT_LEADER_OR_FOLLOWER}, set(errors)
+        assert all(leader in others for leader in leaders.values()), leaders
+        cluster.stop_broker(victim)
