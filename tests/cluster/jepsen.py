@@ -5,6 +5,11 @@
 tail and the active segment's preallocated zeros ignored), so replicas are compared record
 by record, with the leader epoch each batch was written in, without asking any broker.
 
+:func:`replica_logs` waits until every replica holds the records below the high
+watermarks and returns their logs; :func:`produce_until` is the run's producer (an
+idempotent acks=all librdkafka producer writing :func:`value_of` values to every
+partition in turn) and :func:`read_back` what a fresh consumer reads afterwards.
+
 :class:`History` is a Jepsen-style record of one run: what a producer sent and which
 sends were acknowledged (with the offset the leader answered), and what consumers read
 while the faults went on. :meth:`History.check` compares it with the final logs:
@@ -37,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from pylog.records import iter_batches
+from server.util import wait_for
 
-__all__ = ["History", "Report", "read_back", "replica_log", "value_of", "parse_value"]
+__all__ = ["History", "Report", "produce_until", "read_back", "replica_log", "replica_logs", "value_of", "parse_value"]
 
 
 def value_of(partition: int, seq: int) -> bytes:
@@ -49,6 +55,28 @@ def value_of(partition: int, seq: int) -> bytes:
 def parse_value(value: bytes) -> tuple[int, int]:
     p, s = value.decode().split(":")
     return int(p), int(s)
+
+
+def produce_until(bootstrap: str, topic: str, partitions: int, history: History, stop: threading.Event) -> None:
+    """Send to every partition of ``topic`` in turn (values :func:`value_of`) with an
+    idempotent acks=all librdkafka producer, recording sends and delivery reports in
+    ``history``, until ``stop`` is set; then wait for every answer (AssertionError if
+    some are missing 90 s later)."""
+    import confluent_kafka
+    p = confluent_kafka.Producer({
+        "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1000})
+    seq = [0] * partitions
+    while not stop.is_set():
+        for part in range(partitions):
+            v = value_of(part, seq[part])
+            seq[part] += 1
+            history.on_send(v)
+            p.produce(topic, v, partition=part, on_delivery=history.on_delivery)
+        p.poll(0.01)
+    left = p.flush(90)
+    assert left == 0, f"{left} records still unanswered 90 s after the run"
 
 
 def read_back(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0) -> tuple[dict, dict]:
@@ -94,6 +122,19 @@ def replica_log(data_dir: Path, topic: str, partition: int, *, with_epochs: bool
             # not stable yet; what came before it is.
             pass
     return out
+
+
+def replica_logs(data_dirs: dict, topic: str, partitions: int, high_watermarks: dict[int, int],
+                 timeout: float = 60.0) -> dict[int, dict[int, dict[int, bytes]]]:
+    """broker -> partition -> :func:`replica_log`, once every replica in ``data_dirs``
+    (broker -> data directory) holds at least the records below the high watermarks
+    (a follower's log may trail the leader's for a moment); AssertionError after
+    ``timeout`` s."""
+    def caught_up():
+        logs = {i: {p: replica_log(d, topic, p) for p in range(partitions)} for i, d in data_dirs.items()}
+        return all(len(logs[i][p]) >= high_watermarks[p] for i in data_dirs for p in range(partitions)) and logs
+    return wait_for(caught_up, f"every replica of {topic} holding the records below the high watermarks "
+                    f"{high_watermarks}", timeout=timeout)
 
 
 def _valid_prefix(segment: Path) -> bytes:

@@ -25,7 +25,7 @@ import threading
 
 import pytest
 
-from cluster.jepsen import History, read_back, replica_log, value_of
+from cluster.jepsen import History, produce_until, read_back, replica_logs
 from cluster.test_cluster_replication import admin, create_topic, wait_metadata
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
@@ -39,19 +39,7 @@ PARTITIONS = 3
 
 def _produce(bootstrap: str, history: History, stop: threading.Event, errors: list) -> None:
     try:
-        p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                      "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
-                                      "reconnect.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1000})
-        seq = [0] * PARTITIONS
-        while not stop.is_set():
-            for part in range(PARTITIONS):
-                v = value_of(part, seq[part])
-                seq[part] += 1
-                history.on_send(v)
-                p.produce(TOPIC, v, partition=part, on_delivery=history.on_delivery)
-            p.poll(0.01)
-        left = p.flush(90)
-        assert left == 0, f"{left} records still unanswered 90 s after the run"
+        produce_until(bootstrap, TOPIC, PARTITIONS, history, stop)
     except BaseException as exc:  # noqa: BLE001 - reported by the test thread
         errors.append(exc)
 
@@ -120,12 +108,8 @@ def test_controller_sigkill_elects_a_new_controller_and_new_leaders(tmp_path, zk
             for p, log in final.items():  # no consumer read along: the read-back is the read
                 for off, v in log.items():
                     history.on_read(p, off, v)
-            dirs = {i: cluster.base_dir / f"broker-{i}" for i in cluster.procs}
-
-            def caught_up():
-                logs = {i: {p: replica_log(d, TOPIC, p) for p in range(PARTITIONS)} for i, d in dirs.items()}
-                return all(len(logs[i][p]) >= hws[p] for i in dirs for p in range(PARTITIONS)) and logs
-            replicas = wait_for(caught_up, "both live replicas holding the records below the high watermark")
+            replicas = replica_logs({i: cluster.base_dir / f"broker-{i}" for i in cluster.procs}, TOPIC,
+                                    PARTITIONS, hws)
             report = history.check(final, replicas, hws)
             print(f"\ncontroller {controller} killed (epoch {epoch}), controller {new_controller} now: "
                   f"{report.figures()}")

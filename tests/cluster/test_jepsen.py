@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from cluster.jepsen import History, read_back, replica_log, value_of
+from cluster.jepsen import History, produce_until, read_back, replica_logs
 from cluster.proxy import ProxiedCluster
 from cluster.test_cluster_replication import admin
 from server.util import wait_for
@@ -59,20 +59,7 @@ class Run:
 
     def _produce(self) -> None:
         try:
-            p = confluent_kafka.Producer({
-                "bootstrap.servers": self.c.bootstrap, "enable.idempotence": True, "acks": "all",
-                "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
-                "reconnect.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1000})
-            seq = [0] * PARTITIONS
-            while not self.stop.is_set():
-                for part in range(PARTITIONS):
-                    v = value_of(part, seq[part])
-                    seq[part] += 1
-                    self.history.on_send(v)
-                    p.produce(TOPIC, v, partition=part, on_delivery=self.history.on_delivery)
-                p.poll(0.01)
-            left = p.flush(90)
-            assert left == 0, f"{left} records still unanswered 90 s after the run"
+            produce_until(self.c.bootstrap, TOPIC, PARTITIONS, self.history, self.stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             self.errors.append(exc)
 
@@ -173,12 +160,8 @@ class Run:
         """What a consumer reads back, each replica's files, the high watermarks."""
         self.wait_healthy()
         final, hws = read_back(self.c.bootstrap, TOPIC, PARTITIONS)
-        dirs = {i: self.c.cluster.base_dir / f"broker-{i}" for i in self.c.ids}
-
-        def caught_up():
-            logs = {i: {p: replica_log(d, TOPIC, p) for p in range(PARTITIONS)} for i, d in dirs.items()}
-            return all(len(logs[i][p]) >= hws[p] for i in dirs for p in range(PARTITIONS)) and logs
-        replicas = wait_for(caught_up, "every replica holding the records below the high watermark", timeout=60)
+        replicas = replica_logs({i: self.c.cluster.base_dir / f"broker-{i}" for i in self.c.ids}, TOPIC,
+                                PARTITIONS, hws)
         return final, replicas, hws
 
 
