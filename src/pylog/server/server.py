@@ -279,11 +279,7 @@ class Server:
             # NOT_LEADER_OR_FOLLOWER) until the other brokers know the new leaders; then
             # the listener and connections close; the ZooKeeper session (deregistration)
             # closes last, in cluster.stop below.
-            try:
-                await self.loop.run_in_executor(None, self.cluster.leave_leadership)
-            except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
-                _log.error("the controlled shutdown failed: %r", exc)
-            self.cluster.replica_manager.fail_all_waiters()
+            await self._cluster_step(self.cluster.leave_leadership, "the controlled shutdown")
         if self._sock is not None:
             if self._accepting:
                 self.loop.remove_reader(self._sock.fileno())
@@ -295,11 +291,7 @@ class Server:
         for conn in list(self.connections):
             conn.close("server shutting down", level=logging.DEBUG)
         if self.cluster is not None:
-            try:
-                await self.loop.run_in_executor(None, self.cluster.stop)
-            except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
-                _log.error("leaving the cluster failed: %r", exc)
-            self.cluster.replica_manager.fail_all_waiters()
+            await self._cluster_step(self.cluster.stop, "leaving the cluster")
         if self.state is not None:
             self.state.shutdown()
         if self._own_broker and self.broker is not None:
@@ -316,6 +308,15 @@ class Server:
         _log.info("stopped")
         assert self._stopped is not None
         self._stopped.set()
+
+    async def _cluster_step(self, step: Any, what: str) -> None:
+        """Run a blocking step of leaving the cluster off the loop (an error is logged:
+        the server still finishes stopping), then fail the acks=all waiters left."""
+        try:
+            await self.loop.run_in_executor(None, step)
+        except Exception as exc:  # noqa: BLE001 - report, and still finish stopping
+            _log.error("%s failed: %r", what, exc)
+        self.cluster.replica_manager.fail_all_waiters()
 
     # -- accepting -----------------------------------------------------------------
 
