@@ -121,8 +121,16 @@ def test_delete_topics_removes_the_topic_from_every_broker(cluster):
     wait_for(lambda: replica_dirs(c, "d") == {b: [] for b in BROKERS}, "every replica of d deleted")
     assert "d" not in a.list_topics(timeout=10).topics
 
-    err = error_of(a.delete_topics(["d"], operation_timeout=30)["d"])
-    assert err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    # The controller removes the topic's znode after its replicas: until then a delete is
+    # accepted again (as Kafka's is); then the topic is unknown.
+    def unknown() -> bool:
+        try:
+            a.delete_topics(["d"], operation_timeout=30)["d"].result(30)
+        except confluent_kafka.KafkaException as exc:
+            assert exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, exc
+            return True
+        return False
+    wait_for(unknown, "a delete of the deleted topic answered UNKNOWN_TOPIC_OR_PARTITION")
 
     # timeout_ms 0 (for CreateTopics too): no waiting, REQUEST_TIMED_OUT on the wire (Kafka's
     # answer; librdkafka takes it as success for operation_timeout 0), done all the same.

@@ -879,7 +879,7 @@ def _create_topics(node: Any, header: Any, req: Any) -> Any:
     # REQUEST_TIMED_OUT for a topic written whose leaders are not known at timeout_ms.
     def expire(cache: Any) -> None:
         for r in results:
-            if r.name in created and not _led(cache, r.name):
+            if r.name in created and (cache is None or not _led(cache, r.name)):
                 r.error_code = REQUEST_TIMED_OUT
                 r.error_message = f"the partitions of {r.name!r} have no leader yet after {req.timeout_ms} ms"
     return R(throttle_time_ms=0, topics=results), lambda cache: all(_led(cache, n) for n in created), expire
@@ -934,10 +934,15 @@ async def _metadata_shows(conn: Any, done: Callable[[Any], bool], timeout_ms: in
 def _delayed(conn: Any, timeout_ms: int, write: Callable[..., Any], *args: Any) -> Any:
     """An admin request in two steps: ``write(*args)`` off the loop (ZooKeeper) returns
     ``(response, done, expire)``; the response goes out once ``done(metadata)`` holds, or
-    after ``expire(metadata)`` marked what did not happen within ``timeout_ms``."""
+    after ``expire(metadata)`` marked what did not happen within ``timeout_ms``.  With
+    ``timeout_ms`` <= 0 nothing is waited for and ``expire(None)`` marks everything
+    written REQUEST_TIMED_OUT, whatever the metadata shows already (Kafka's
+    ZkAdminManager answers so without looking)."""
     async def run() -> Any:
         resp, done, expire = await conn.server.call_off_loop(write, *args)
-        if not await _metadata_shows(conn, done, timeout_ms):
+        if timeout_ms <= 0:
+            expire(None)
+        elif not await _metadata_shows(conn, done, timeout_ms):
             expire(_node(conn).metadata)
         return resp
     return conn.server.loop.create_task(run())
@@ -977,7 +982,7 @@ def _delete_topics(node: Any, header: Any, req: Any) -> Any:
 
     def expire(cache: Any) -> None:
         for r in results:
-            if r.name in marked and cache.partitions_of(r.name):
+            if r.name in marked and (cache is None or cache.partitions_of(r.name)):
                 r.error_code = REQUEST_TIMED_OUT    # (DeleteTopics up to v4 here: no error messages)
     return (R(throttle_time_ms=0, responses=results),
             lambda cache: not any(cache.partitions_of(n) for n in marked), expire)
@@ -1023,7 +1028,7 @@ def _create_partitions(node: Any, req: Any) -> Any:
 
     def expire(cache: Any) -> None:
         for r in out:
-            if r.name in grown and not _led(cache, r.name, grown[r.name]):
+            if r.name in grown and (cache is None or not _led(cache, r.name, grown[r.name])):
                 r.error_code = REQUEST_TIMED_OUT
                 r.error_message = f"the new partitions of {r.name!r} have no leader yet after {req.timeout_ms} ms"
     return R(throttle_time_ms=0, results=out), lambda cache: all(_led(cache, n, c) for n, c in grown.items()), expire
