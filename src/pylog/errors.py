@@ -91,6 +91,22 @@ __all__ = [
     "EligibleLeadersNotAvailableError",
     "ElectionNotNeededError",
     "IneligibleReplicaError",
+    "LeaderNotAvailableError",
+    "ReplicaNotAvailableError",
+    "TopicAuthorizationFailedError",
+    "GroupAuthorizationFailedError",
+    "ClusterAuthorizationFailedError",
+    "FetchSessionIdNotFoundError",
+    "InvalidFetchSessionEpochError",
+    "ListenerNotFoundError",
+    "TopicDeletionDisabledError",
+    "OffsetNotAvailableError",
+    "GroupMaxSizeReachedError",
+    "ThrottlingQuotaExceededError",
+    "UnknownTopicIdError",
+    "InconsistentTopicIdError",
+    "FetchSessionTopicIdError",
+    "KafkaError",
     "CoordinationError",
     "CorruptCoordinationDataError",
     "error_for_code",
@@ -514,6 +530,108 @@ class IneligibleReplicaError(PylogError):
     error_code, kafka_name = 107, "INELIGIBLE_REPLICA"
 
 
+class LeaderNotAvailableError(PylogError):
+    """The partition has no leader right now (an election is under way, or a topic's
+    leaders are not known yet): refresh metadata and try again."""
+    error_code, kafka_name, retriable = 5, "LEADER_NOT_AVAILABLE", True
+
+
+class ReplicaNotAvailableError(PylogError):
+    error_code, kafka_name, retriable = 9, "REPLICA_NOT_AVAILABLE", True
+
+
+class TopicAuthorizationFailedError(PylogError):
+    error_code, kafka_name = 29, "TOPIC_AUTHORIZATION_FAILED"
+
+
+class GroupAuthorizationFailedError(PylogError):
+    error_code, kafka_name = 30, "GROUP_AUTHORIZATION_FAILED"
+
+
+class ClusterAuthorizationFailedError(PylogError):
+    error_code, kafka_name = 31, "CLUSTER_AUTHORIZATION_FAILED"
+
+
+class FetchSessionIdNotFoundError(PylogError):
+    error_code, kafka_name, retriable = 70, "FETCH_SESSION_ID_NOT_FOUND", True
+
+
+class InvalidFetchSessionEpochError(PylogError):
+    error_code, kafka_name, retriable = 71, "INVALID_FETCH_SESSION_EPOCH", True
+
+
+class ListenerNotFoundError(PylogError):
+    error_code, kafka_name, retriable = 72, "LISTENER_NOT_FOUND", True
+
+
+class TopicDeletionDisabledError(PylogError):
+    error_code, kafka_name = 73, "TOPIC_DELETION_DISABLED"
+
+
+class OffsetNotAvailableError(PylogError):
+    error_code, kafka_name, retriable = 78, "OFFSET_NOT_AVAILABLE", True
+
+
+class GroupMaxSizeReachedError(PylogError):
+    error_code, kafka_name = 81, "GROUP_MAX_SIZE_REACHED"
+
+
+class ThrottlingQuotaExceededError(PylogError):
+    error_code, kafka_name, retriable = 89, "THROTTLING_QUOTA_EXCEEDED", True
+
+
+class UnknownTopicIdError(PylogError):
+    error_code, kafka_name, retriable = 100, "UNKNOWN_TOPIC_ID", True
+
+
+class InconsistentTopicIdError(PylogError):
+    error_code, kafka_name, retriable = 103, "INCONSISTENT_TOPIC_ID", True
+
+
+class FetchSessionTopicIdError(PylogError):
+    error_code, kafka_name, retriable = 106, "FETCH_SESSION_TOPIC_ID_ERROR", True
+
+
+class KafkaError(PylogError):
+    """A Kafka error code pylog has no class of its own for (SASL, delegation tokens,
+    KRaft voters, share groups, ...): the code, Kafka's name and whether Kafka's clients
+    retry it come from :data:`_OTHER_CODES`."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        self.error_code = code
+        self.kafka_name, self.retriable = _OTHER_CODES[code]
+        super().__init__(message if message is not None else self.kafka_name)
+
+
+#: Kafka's codes with no class above: (name, retriable), as in Kafka's ``Errors`` table.
+_OTHER_CODES: dict[int, tuple[str, bool]] = {
+    4: ("INVALID_FETCH_SIZE", False), 11: ("STALE_CONTROLLER_EPOCH", False),
+    33: ("UNSUPPORTED_SASL_MECHANISM", False), 34: ("ILLEGAL_SASL_STATE", False),
+    43: ("UNSUPPORTED_FOR_MESSAGE_FORMAT", False), 53: ("TRANSACTIONAL_ID_AUTHORIZATION_FAILED", False),
+    54: ("SECURITY_DISABLED", False), 57: ("LOG_DIR_NOT_FOUND", False),
+    58: ("SASL_AUTHENTICATION_FAILED", False), 61: ("DELEGATION_TOKEN_AUTH_DISABLED", False),
+    62: ("DELEGATION_TOKEN_NOT_FOUND", False), 63: ("DELEGATION_TOKEN_OWNER_MISMATCH", False),
+    64: ("DELEGATION_TOKEN_REQUEST_NOT_ALLOWED", False), 65: ("DELEGATION_TOKEN_AUTHORIZATION_FAILED", False),
+    66: ("DELEGATION_TOKEN_EXPIRED", False), 67: ("INVALID_PRINCIPAL_TYPE", False),
+    91: ("RESOURCE_NOT_FOUND", False), 92: ("DUPLICATE_RESOURCE", False),
+    93: ("UNACCEPTABLE_CREDENTIAL", False), 94: ("INCONSISTENT_VOTER_SET", False),
+    96: ("FEATURE_UPDATE_FAILED", False), 97: ("PRINCIPAL_DESERIALIZATION_FAILURE", False),
+    98: ("SNAPSHOT_NOT_FOUND", False), 99: ("POSITION_OUT_OF_RANGE", False),
+    101: ("DUPLICATE_BROKER_REGISTRATION", False),
+    102: ("BROKER_ID_NOT_REGISTERED", False), 104: ("INCONSISTENT_CLUSTER_ID", False),
+    108: ("NEW_LEADER_ELECTED", False), 109: ("OFFSET_MOVED_TO_TIERED_STORAGE", False),
+    110: ("FENCED_MEMBER_EPOCH", False), 111: ("UNRELEASED_INSTANCE_ID", False),
+    112: ("UNSUPPORTED_ASSIGNOR", False), 113: ("STALE_MEMBER_EPOCH", False),
+    114: ("MISMATCHED_ENDPOINT_TYPE", False), 115: ("UNSUPPORTED_ENDPOINT_TYPE", False),
+    116: ("UNKNOWN_CONTROLLER_ID", False), 117: ("UNKNOWN_SUBSCRIPTION_ID", False),
+    118: ("TELEMETRY_TOO_LARGE", False), 119: ("INVALID_REGISTRATION", False),
+    121: ("INVALID_RECORD_STATE", False), 122: ("SHARE_SESSION_NOT_FOUND", True),
+    123: ("INVALID_SHARE_SESSION_EPOCH", True), 124: ("FENCED_STATE_EPOCH", False),
+    125: ("INVALID_VOTER_KEY", False), 126: ("DUPLICATE_VOTER", False),
+    127: ("VOTER_NOT_FOUND", False), 128: ("INVALID_REGULAR_EXPRESSION", False),
+}
+
+
 class CoordinationError(PylogError):
     """The coordination store (ZooKeeper) could not do an operation: not connected
     within the timeout, the session expired, or a znode is not where it should be."""
@@ -542,12 +660,16 @@ _BY_CODE[-1] = UnknownServerError
 
 
 def error_for_code(code: int, message: str | None = None) -> PylogError:
-    """Return the exception instance for Kafka error ``code`` (an unknown code gives
-    :class:`UnknownServerError` naming the code)."""
+    """Return the exception instance for Kafka error ``code``: its class above, a
+    :class:`KafkaError` with Kafka's name and retriable flag for the rest of Kafka's
+    table, or :class:`UnknownServerError` (naming the number) for a code Kafka lacks."""
     cls = _BY_CODE.get(code)
-    if cls is None:
-        return UnknownServerError(message or f"Kafka error code {code}")
-    return cls(message)
+    if cls is not None:
+        return cls(message)
+    if code in _OTHER_CODES:
+        return KafkaError(code, message)
+    # As Kafka's Errors.forCode: a code it does not define is UNKNOWN_SERVER_ERROR.
+    return UnknownServerError(message or f"Kafka error code {code}")
 
 
 def error_code_for(exc: BaseException) -> int:

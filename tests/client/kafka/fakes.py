@@ -13,7 +13,9 @@ and FindCoordinator (itself).  Other modes misbehave on every request but ApiVer
 - ``"close_mid"``    sends half a frame and closes the connection;
 - ``"oversize"``     announces a frame of ``2**30`` bytes and sends a few.
 
-``mode`` may be changed while it runs; ``requests`` records ``(api_key, api_version)``
+``topic_errors`` maps a topic to the error codes its next Metadata answers carry, one
+per answer (e.g. ``[5, 5]``: LEADER_NOT_AVAILABLE twice, then a leader).  ``mode`` may
+be changed while it runs; ``requests`` records ``(api_key, api_version)``
 of every request received, ``closed_connections`` counts the connections the client
 closed.
 """
@@ -50,6 +52,7 @@ class FakeBroker:
         self.requests: list[tuple[int, int]] = []
         self.closed_connections = 0
         self.accepted = 0
+        self.topic_errors: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -171,12 +174,21 @@ class FakeBroker:
         if key == ApiKey.METADATA:
             R = m.MetadataResponse
             names = [] if req.topics is None else [t.name for t in req.topics]
+            with self._lock:
+                codes = {n: self.topic_errors[n].pop(0) for n in names if self.topic_errors.get(n)}
             return R(brokers=[R.MetadataResponseBroker(node_id=0, host="127.0.0.1", port=self.port)],
                      cluster_id="fake-cluster", controller_id=0, topics=[
+                         R.MetadataResponseTopic(error_code=codes[n], name=n, is_internal=False, partitions=[])
+                         if n in codes else
                          R.MetadataResponseTopic(error_code=0, name=n, is_internal=False, partitions=[
                              R.MetadataResponsePartition(error_code=0, partition_index=0, leader_id=0,
                                                          leader_epoch=0, replica_nodes=[0], isr_nodes=[0])])
                          for n in names])
+        if key == ApiKey.DESCRIBE_CONFIGS:       # no config of the topic's own: defaults apply
+            R = m.DescribeConfigsResponse
+            return R(results=[R.DescribeConfigsResult(error_code=0, resource_type=r.resource_type,
+                                                      resource_name=r.resource_name, configs=[])
+                              for r in req.resources])
         if key == ApiKey.FIND_COORDINATOR:
             R = m.FindCoordinatorResponse
             if req.coordinator_keys:

@@ -159,3 +159,19 @@ def test_close_while_requests_hang_on_a_fake_broker(fake_broker, make_client):
             f.result(10)
     assert all(c.sock is None for c in conns)
     wait_until(lambda: fake.closed_connections == fake.accepted, what="the fake to see every socket closed")
+
+
+def test_a_topic_without_a_leader_yet_is_waited_for_not_raised(fake_broker):
+    # A leader election under way answers LEADER_NOT_AVAILABLE for the topic: the
+    # producer's first look-up retries it until a leader is known, as Kafka's clients do.
+    from pylog.client.kafka.transport import KafkaTransport
+
+    fake = fake_broker("ok")
+    fake.topic_errors["electing"] = [5, 5]
+    t = KafkaTransport(fake.bootstrap, request_timeout_ms=30_000, retry_backoff_ms=10)
+    try:
+        partitions, _max_bytes = t.topic_metadata("electing")
+    finally:
+        t.close()
+    assert partitions == 1
+    assert fake.topic_errors["electing"] == []      # both answers without a leader were seen
