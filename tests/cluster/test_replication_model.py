@@ -52,7 +52,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from pylog.cluster.replication import (NO_LEADER, AppendInfo, FetchRequest, LeaderAndIsr, Partition)
 from pylog.errors import (FencedLeaderEpochError, IneligibleReplicaError, InvalidUpdateVersionError,
-                          NotEnoughReplicasAfterAppendError, NotEnoughReplicasError, NotLeaderError)
+                          NotEnoughReplicasAfterAppendError, NotEnoughReplicasError, NotLeaderError,
+                          OperationNotAttemptedError)
 from pylog.storage.leader_epoch import LeaderEpochCache
 
 REPLICAS = (0, 1, 2)
@@ -690,6 +691,29 @@ def test_a_replica_that_restarted_since_it_was_proposed_is_not_added():
     assert leader.pending_alter_partition is None and leader.isr == (0,)
     leader.fetch_for_follower(FetchRequest(1, 0, 0, replica_epoch=6), now_ms=0)
     assert leader.poll_alter_partition().new_isr_broker_epochs == (-1, 6)
+
+
+@pytest.mark.parametrize("dropped", ["ineligible", "not attempted", "abandoned"])
+def test_a_dropped_isr_expansion_releases_the_high_watermark_at_once(dropped):
+    # Replica 2 (shutting down: the controller will refuse it) fetched up to the high
+    # watermark, so the leader proposed it; while that is pending the high watermark
+    # waits for it too.  Replica 1 is caught up and parked in a long poll: nothing but
+    # the controller's answer happens before the acks=all produce must complete.
+    parts = _cluster(isr=(0, 1), min_isr=2)
+    leader = parts[0]
+    _fetch(parts[2], leader)
+    proposal = leader.poll_alter_partition()
+    assert proposal.new_isr == REPLICAS
+    info = leader.append_records_to_leader([b"a"], -1, now_ms=0)
+    _fetch(parts[1], leader, rounds=2)
+    assert leader.follower_state(1).log_end_offset == 1 and leader.high_watermark == 0   # held by 2
+    if dropped == "abandoned":
+        moved = leader.abandon_alter_partition(proposal)
+    else:
+        error = IneligibleReplicaError() if dropped == "ineligible" else OperationNotAttemptedError()
+        moved = leader.alter_partition_response(proposal, error=error)
+    assert moved and leader.high_watermark == 1 and leader.check_enough_replicas_reach_offset(info)
+    assert leader.pending_alter_partition is None and leader.isr == (0, 1)
 
 
 @pytest.mark.parametrize("truncate_on_fetch", [True, False])

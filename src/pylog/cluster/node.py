@@ -966,7 +966,7 @@ class ClusterNode:
             moved = r.state.alter_partition_response(alter, state, error)
             if error is not None and not isinstance(error, FencedLeaderEpochError):
                 # Not attempted (no controller, a network error): propose it again.
-                r.state.abandon_alter_partition(alter)
+                moved = r.state.abandon_alter_partition(alter) or moved
         if moved:
             self.replica_manager.high_watermark_moved(r)
         else:

@@ -550,7 +550,10 @@ class Partition:
         or epoch: this leader was superseded) keeps it pending, so the ISR stays frozen at
         its maximal value until a LeaderAndIsr brings the current state; INELIGIBLE_REPLICA
         drops it too (the replica is re-proposed when it fetches again, with its new
-        broker epoch and position).  Returns whether the high watermark moved."""
+        broker epoch and position).  A dropped expansion no longer holds the high
+        watermark back (the maximal ISR shrank): it is recomputed at once, since the
+        ISR followers may all be parked in a long poll with nothing new to fetch.
+        Returns whether the high watermark moved."""
         if request is not self._pending:
             return False
         if error is None and state is not None:
@@ -564,16 +567,18 @@ class Partition:
             raise ValueError("alter_partition_response needs the stored state or an error")
         if isinstance(error, (OperationNotAttemptedError, IneligibleReplicaError)):
             self._pending = None
+            return self.maybe_increment_high_watermark()
         return False
 
     def abandon_alter_partition(self, request: AlterPartition) -> bool:
         """``request`` never reached the controller (none elected, a network error):
         forget it, so the next fetch or ISR-shrink check proposes the change again.
-        Returns whether it was the pending proposal."""
+        Returns whether the high watermark moved (a dropped expansion no longer holds
+        it back)."""
         if request is not self._pending:
             return False
         self._pending = None
-        return True
+        return self.maybe_increment_high_watermark()
 
     def maybe_increment_high_watermark(self) -> bool:
         """Leader: move the high watermark to the smallest log end offset of the maximal
