@@ -2,7 +2,9 @@
 answers its clients (a produce to a partition that moved away: NOT_LEADER_OR_FOLLOWER,
 so the client refreshes its metadata at once); it closes its connections only once the
 other live brokers' metadata name the new leader (so that refresh sends the client
-there); its ZooKeeper registration goes last.
+there); its ZooKeeper registration goes last.  Its own Metadata answer names the new
+leader from its first NOT_LEADER_OR_FOLLOWER on (librdkafka asks the broker that refused
+it: an answer naming the old leader left it waiting for its next periodic refresh).
 
 Three ``pylog serve --zookeeper`` brokers, topic ``moved`` with three replicas; a client
 connection to its leader keeps producing (acks=1) through the SIGTERM until the broker
@@ -39,6 +41,12 @@ def produce_frame(correlation_id: int, topic: str) -> bytes:
             T.PartitionProduceData(index=0, records=bytes(b.build()))])])))
 
 
+def metadata_frame(correlation_id: int, topic: str) -> bytes:
+    R = m.MetadataRequest
+    return segments_to_bytes(encode_request(3, 9, correlation_id, "shutdown-test", R(
+        topics=[R.MetadataRequestTopic(name=topic)], allow_auto_topic_creation=False)))
+
+
 def test_a_stopping_leader_answers_until_the_others_know_the_new_leader(tmp_path, zk_connect):
     from confluent_kafka.admin import NewTopic
 
@@ -54,6 +62,7 @@ def test_a_stopping_leader_answers_until_the_others_know_the_new_leader(tmp_path
         others = [b for b in cluster.procs if b != victim]
 
         errors = []
+        told = []       # the leader the victim's Metadata named right after its first refusal
         with socket.create_connection(("127.0.0.1", cluster.ports[victim]), timeout=60) as s:
             cluster.procs[victim].send_signal(signal.SIGTERM)
             try:
@@ -61,6 +70,10 @@ def test_a_stopping_leader_answers_until_the_others_know_the_new_leader(tmp_path
                     s.sendall(produce_frame(i, "moved"))
                     _, resp = decode_response(0, 9, read_frame(s))
                     errors.append(resp.responses[0].partition_responses[0].error_code)
+                    if errors[-1] == NOT_LEADER_OR_FOLLOWER and not told:
+                        s.sendall(metadata_frame(i + 1_000_000, "moved"))
+                        _, md = decode_response(3, 9, read_frame(s))
+                        told.append(md.topics[0].partitions[0].leader_id)
             except OSError:     # ConnectionError: the stopping broker closed the connection
                 pass
         # What the others answer now they answered when the connection closed, or newer.
@@ -68,4 +81,5 @@ def test_a_stopping_leader_answers_until_the_others_know_the_new_leader(tmp_path
         assert NOT_LEADER_OR_FOLLOWER in errors, errors[-5:]
         assert set(errors) <= {0, NOT_LEADER_OR_FOLLOWER}, set(errors)
         assert all(leader in others for leader in leaders.values()), leaders
+        assert told and told[0] in others, told
         cluster.stop_broker(victim)

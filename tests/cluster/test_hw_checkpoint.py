@@ -44,7 +44,11 @@ class Node:
                                             get_entity_config=lambda kind, name: {})
         self.config = SimpleNamespace(replica_lag_time_max_ms=30_000)
         self.server = SimpleNamespace(state=SimpleNamespace(topic_changed=lambda topic: None))
-        self.fetchers = SimpleNamespace(add_partition=lambda *a: None, remove_partition=lambda *a: None)
+        #: The partitions become() handed to the fetchers, (tp, leader) each.
+        self.followed: list = []
+        self.fetchers = SimpleNamespace(add_partitions=lambda follow, live: self.followed.extend(follow),
+                                        remove_partition=lambda *a: None)
+        self.stopping = False
         self.leader_quota = ReplicationQuota()
         self.called: list = []
         self.replica_manager = ReplicaManager(self)

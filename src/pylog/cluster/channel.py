@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, Union
 
 from pylog.cluster.coordination import EndPoint, TopicPartition
@@ -211,6 +211,27 @@ class MetadataCache:
         live_topics = {t for t, _ in self.partitions}
         self.topic_ids = {t: i for t, i in self.topic_ids.items() if t in live_topics}
         return True
+
+    def apply_leader_and_isr(self, request: LeaderAndIsrRequest) -> bool:
+        """Take the leader, leader epoch and ISR a LeaderAndIsr names for each partition
+        already known, where newer (by leader epoch, then zkVersion) than what is held.
+        The UpdateMetadata the controller sends next repeats them; taking them now means
+        a broker giving a leadership up names the new leader in its Metadata answers
+        from the moment it answers NOT_LEADER_OR_FOLLOWER, so a client that refreshes its
+        metadata at once (librdkafka asks the broker that refused it) is not sent back
+        to it for another round.  Returns whether anything changed."""
+        if request.controller_epoch < self.controller_epoch:
+            return False
+        changed = False
+        for state in request.partition_states:
+            old = self.partitions.get(state.topic_partition)
+            if old is None or (state.leader_epoch, state.zk_version) <= (old.leader_epoch, old.zk_version):
+                continue
+            # LeaderAndIsr carries no offline replicas: those of the last UpdateMetadata.
+            self.partitions[state.topic_partition] = replace(state, offline_replicas=old.offline_replicas,
+                                                             is_new=False)
+            changed = True
+        return changed
 
     def topics(self) -> list[str]:
         return sorted({t for t, _ in self.partitions})

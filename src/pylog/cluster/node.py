@@ -33,8 +33,10 @@
   group and transaction coordinators serve the groups and transactional ids of the
   ``__consumer_offsets`` / ``__transaction_state`` partitions this broker leads, loaded
   from their replicated logs when LeaderAndIsr makes it leader, dropped when it stops.
-- **Metadata**: a :class:`~pylog.cluster.channel.MetadataCache` fed by UpdateMetadata,
-  which the cluster's Metadata, FindCoordinator and DescribeCluster answers come from.
+- **Metadata**: a :class:`~pylog.cluster.channel.MetadataCache` fed by UpdateMetadata
+  (and by the newer leaders and ISRs of each LeaderAndIsr as it arrives, so a broker
+  that answers NOT_LEADER_OR_FOLLOWER already names the new leader), which the
+  cluster's Metadata, FindCoordinator and DescribeCluster answers come from.
 - **Controlled shutdown**, in Kafka's order: :meth:`ClusterNode.leave_leadership` asks
   the controller to move leadership away (ControlledShutdown, retried until nothing
   remains or a deadline) and then waits, at most :data:`PEER_METADATA_WAIT_S`, until
@@ -331,8 +333,16 @@ class ReplicaManager:
         return int(self.broker.topic_config(topic)["min.insync.replicas"])
 
     def become(self, request: LeaderAndIsrRequest) -> dict[tuple[str, int], PylogError | None]:
+        """Apply a LeaderAndIsr: each partition's replica leads or follows.  Followed
+        partitions go to their leaders' fetchers at once (all of them in one step); a
+        stopping broker (a controlled shutdown moved its leaderships away) follows
+        nobody: it would fetch once, be proposed to the ISR the controller refuses it,
+        and hold the new leader's high watermark meanwhile.  Fetches parked on a
+        leadership given up here are answered at once (NOT_LEADER_OR_FOLLOWER)."""
         out: dict[tuple[str, int], PylogError | None] = {}
         now = _now_ms()
+        follow: list[tuple[tuple[str, int], int]] = []
+        lost: list[Replica] = []
         for s in request.partition_states:
             tp = (s.topic, s.partition)
             if self.broker_id not in s.replicas:
@@ -352,16 +362,19 @@ class ReplicaManager:
                 lai = replication.LeaderAndIsr(s.leader, s.leader_epoch, tuple(s.isr), s.zk_version)
                 with r.lock:
                     r.state.broker_epoch = self.node.broker_epoch
+                    was_leader = r.state.is_leader
                     if s.leader == self.broker_id:
                         changed = r.state.become_leader(lai, tuple(s.replicas), now)
                     else:
                         changed = r.state.become_follower(lai, tuple(s.replicas))
                 if changed:
                     _log.info("%s-%d: %s", s.topic, s.partition, r.state)
-                if s.leader == self.broker_id or s.leader < 0:
+                if was_leader and s.leader != self.broker_id:
+                    lost.append(r)
+                if s.leader == self.broker_id or s.leader < 0 or self.node.stopping:
                     self.node.fetchers.remove_partition(tp)
                 else:
-                    self.node.fetchers.add_partition(tp, s.leader, request.live_leaders)
+                    follow.append((tp, s.leader))
                 if s.topic in INTERNAL_TOPICS:
                     self.node.coordinators.leadership_changed(s.topic, s.partition, s.leader == self.broker_id,
                                                               s.leader_epoch)
@@ -371,17 +384,30 @@ class ReplicaManager:
             except PylogError as exc:
                 _log.warning("LeaderAndIsr for %s-%d failed: %s", s.topic, s.partition, exc)
                 out[tp] = exc
+        self.node.fetchers.add_partitions(follow, request.live_leaders)
+        self.leaderships_lost(lost)
         self.node.call_in_loop(self.check_waiters)
         return out
+
+    def leaderships_lost(self, replicas: list[Replica]) -> None:
+        """These replicas stopped leading here: wake the fetches parked on them (a
+        follower's long poll, a consumer's), which answer NOT_LEADER_OR_FOLLOWER for them
+        now rather than at their ``max_wait_ms`` (Kafka completes its delayed fetches on
+        a leadership change too).  Any thread."""
+        for r in replicas:
+            self.broker.notify_high_watermark(r.topic, r.partition, r.state.high_watermark)
 
     def stop(self, request: StopReplicaRequest) -> dict[tuple[str, int], PylogError | None]:
         out: dict[tuple[str, int], PylogError | None] = {}
         deleted_topics = set()
+        lost = []
         for p in request.partitions:
             tp = (p.topic, p.partition)
             self.node.fetchers.remove_partition(tp)
             # Produce and fetch now answer NOT_LEADER_OR_FOLLOWER; acks=all waiters fail.
-            self.replicas.pop(tp, None)
+            r = self.replicas.pop(tp, None)
+            if r is not None and r.state.is_leader:
+                lost.append(r)
             if p.topic in INTERNAL_TOPICS:
                 self.node.coordinators.leadership_changed(p.topic, p.partition, False)
             if p.delete:
@@ -394,6 +420,7 @@ class ReplicaManager:
                     self.node.server.state.topic_changed(topic)
                 except UnknownTopicOrPartitionError:
                     pass
+        self.leaderships_lost(lost)
         self.node.call_in_loop(self.check_waiters)
         return out
 
@@ -712,13 +739,14 @@ class ClusterNode:
         for r in list(self.replica_manager.replicas.values()):
             with r.lock:
                 if r.state.resign():
-                    resigned.append(f"{r.topic}-{r.partition}")
+                    resigned.append(r)
             if r.topic in INTERNAL_TOPICS:
                 # Its groups / transactional ids too: NOT_COORDINATOR until a LeaderAndIsr.
                 self.coordinators.leadership_changed(r.topic, r.partition, False)
         if resigned:
             _log.warning("broker %d: ZooKeeper session expired; no longer leading %s", self.broker_id,
-                         ", ".join(resigned))
+                         ", ".join(f"{r.topic}-{r.partition}" for r in resigned))
+        self.replica_manager.leaderships_lost(resigned)
         self.call_in_loop(self.replica_manager.check_waiters)
 
     def _reregister(self) -> None:
@@ -982,6 +1010,17 @@ class ClusterNode:
         self.coordinators.metadata_updated(topics)
         for t in topics | {t for t, _ in request.deleted}:
             self.server.state.topic_changed(t)
+
+    def leader_and_isr_metadata(self, request: LeaderAndIsrRequest) -> bool:
+        """(The loop thread, as a LeaderAndIsr arrives.)  Its leaders and ISRs go into the
+        metadata cache at once
+        (:meth:`~pylog.cluster.channel.MetadataCache.apply_leader_and_isr`); returns
+        whether anything changed."""
+        with self.metadata_changed:
+            changed = self.metadata.apply_leader_and_isr(request)
+            if changed:
+                self.metadata_changed.notify_all()
+        return changed
 
     def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._stopping and self.loop.is_closed():

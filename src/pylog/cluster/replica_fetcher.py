@@ -8,6 +8,11 @@ with a DivergingEpoch) through :class:`pylog.client.kafka.network.NetworkClient`
 hands each partition's answer back to its state machine, which appends (keeping the
 leader's offsets and epochs), truncates, or waits for the next LeaderAndIsr.  The leader
 holds the Fetch up to ``replica.fetch.wait.max.ms`` (500) when it has nothing new.
+Partitions handed to a fetcher while its Fetch is parked at the leader without them
+(a leadership that just moved there) do not wait for that long poll: the fetcher drops
+the connection (the parked Fetch with it) and asks again at once with every partition,
+so the new leader's high watermark, and its acks=all produces, move on the follower's
+first fetch rather than up to 500 ms later.
 A partition this broker follows out of the ISR, listed in its topic's
 ``follower.replication.throttled.replicas``, is left out of the Fetch while the
 follower quota (``follower.replication.throttled.rate``) is exceeded, and what it
@@ -52,16 +57,27 @@ class ReplicaFetcher:
         self.partitions: set[tuple[str, int]] = set()
         self._cond = threading.Condition()
         self._closed = False
+        #: Bumped by every :meth:`add`: a Fetch built before it is rebuilt, not sent.
+        self._generation = 0
+        #: (node, partitions) of the Fetch on the wire, and whether :meth:`add` dropped it.
+        self._in_flight: tuple[int, frozenset[tuple[str, int]]] | None = None
+        self._dropped = False
         self.client = NetworkClient(f"{host}:{port}", client_id=f"pylog-replica-fetcher-{node.broker_id}-{leader_id}",
                                     request_timeout_ms=REPLICA_FETCH_WAIT_MAX_MS + 30_000)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"pylog-replica-fetcher-{node.broker_id}-{leader_id}")
         self._thread.start()
 
-    def add(self, tp: tuple[str, int]) -> None:
+    def add(self, tps: Any) -> None:
+        """Fetch ``tps`` (topic-partitions) too, from now on (module docstring)."""
         with self._cond:
-            self.partitions.add(tp)
+            self.partitions.update(tps)
+            self._generation += 1
             self._cond.notify_all()
+            if self._in_flight is not None and not self._dropped and not self._in_flight[1].issuperset(tps):
+                self._dropped = True
+                # In order with the Fetch's send (both under the lock): release() fails it.
+                self.client.release(self._in_flight[0])
 
     def remove(self, tp: tuple[str, int]) -> None:
         with self._cond:
@@ -103,6 +119,7 @@ class ReplicaFetcher:
                     self._cond.wait()
                 if self._closed:
                     return
+                generation = self._generation
             wanted = self._requests()
             if not wanted:
                 with self._cond:
@@ -118,15 +135,28 @@ class ReplicaFetcher:
                      max_bytes=10 * REPLICA_FETCH_MAX_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
                      topics=[F.FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
                      forgotten_topics_data=[], rack_id="")
+            # To the leader by its id once the client has its metadata (one connection
+            # kept open), to its address as the bootstrap node before.
+            node = self.leader_id if self.client.cluster.node(self.leader_id) is not None else -1
+            dropped = False
             try:
-                # To the leader by its id once the client has its metadata (one connection
-                # kept open), to its address as the bootstrap node before.
-                node = self.leader_id if self.client.cluster.node(self.leader_id) is not None else -1
-                resp = self.client.send(node, ApiKey.FETCH, body, version=_FETCH_VERSION).result()
-            except PylogError as exc:
-                _log.debug("fetch from leader %d: %s", self.leader_id, exc)
                 with self._cond:
-                    self._cond.wait(0.2)
+                    if self._closed:
+                        return
+                    if self._generation != generation:
+                        continue        # partitions were added meanwhile: build it again
+                    fut = self.client.send(node, ApiKey.FETCH, body, version=_FETCH_VERSION)
+                    self._in_flight = (node, frozenset(wanted))
+                try:
+                    resp = fut.result()
+                finally:
+                    with self._cond:
+                        dropped, self._dropped, self._in_flight = self._dropped, False, None
+            except PylogError as exc:
+                if not dropped:
+                    _log.debug("fetch from leader %d: %s", self.leader_id, exc)
+                    with self._cond:
+                        self._cond.wait(0.2)
                 continue
             self._handle(resp, wanted)
 
@@ -181,25 +211,38 @@ class FetcherManager:
         return None
 
     def add_partition(self, tp: tuple[str, int], leader_id: int, live_leaders: Any = ()) -> None:
-        address = self._address(leader_id, live_leaders)
-        if address is None:
-            _log.warning("no address for leader %d of %s-%d: not fetching", leader_id, *tp)
-            self.remove_partition(tp)
-            return
-        key = (leader_id, *address)
+        self.add_partitions([(tp, leader_id)], live_leaders)
+
+    def add_partitions(self, follow: Any, live_leaders: Any = ()) -> None:
+        """Fetch each ``(tp, leader_id)`` of ``follow`` from its leader (one LeaderAndIsr's
+        partitions at once, so each fetcher changes its Fetch once)."""
+        by_key: dict[tuple[int, str, int], list[tuple[str, int]]] = {}
+        for tp, leader_id in follow:
+            address = self._address(leader_id, live_leaders)
+            if address is None:
+                _log.warning("no address for leader %d of %s-%d: not fetching", leader_id, *tp)
+                self.remove_partition(tp)
+            else:
+                by_key.setdefault((leader_id, *address), []).append(tp)
         with self._lock:
             if self._closed:
                 return
-            old = self._of.get(tp)
-            if old == key:
-                return
-            if old is not None:
-                self._fetchers[old].remove(tp)
-            fetcher = self._fetchers.get(key)
-            if fetcher is None:
-                fetcher = self._fetchers[key] = ReplicaFetcher(self.node, leader_id, *address)
-            self._of[tp] = key
-            fetcher.add(tp)
+            for key, tps in by_key.items():
+                moved = []
+                for tp in tps:
+                    old = self._of.get(tp)
+                    if old == key:
+                        continue
+                    if old is not None:
+                        self._fetchers[old].remove(tp)
+                    self._of[tp] = key
+                    moved.append(tp)
+                if not moved:
+                    continue
+                fetcher = self._fetchers.get(key)
+                if fetcher is None:
+                    fetcher = self._fetchers[key] = ReplicaFetcher(self.node, key[0], key[1], key[2])
+                fetcher.add(moved)
 
     def remove_partition(self, tp: tuple[str, int]) -> None:
         with self._lock:

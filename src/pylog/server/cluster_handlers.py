@@ -85,6 +85,8 @@ def handle_leader_and_isr(conn: Any, header: Any, req: Any) -> Any:
             topic_name=t, partition_index=p, error_code=0 if e is None else e.error_code)
             for (t, p), e in errors.items()])
 
+    if node.leader_and_isr_metadata(request):
+        _metadata_updated(node)
     fut = node.replica_thread.submit(node.replica_manager.become, request)
     return _then(conn, fut, respond)
 
