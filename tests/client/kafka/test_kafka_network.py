@@ -95,6 +95,29 @@ def test_fifty_requests_pipelined_on_one_connection_answered_in_order(kafka_serv
     assert 1 < conn.max_in_flight_seen <= 5
 
 
+def test_a_request_sent_from_a_done_callback_is_written_before_the_callback_returns(kafka_server, make_client):
+    """A consumer's next prefetch is sent from the answer's done callback: it must be on
+    the wire at once, not wait for the next turn of the I/O loop (by then the thread
+    the answer woke may hold the GIL for its whole processing)."""
+    client = make_client(kafka_server.bootstrap)
+    client.wait_for_metadata([], timeout=30)
+    client.send(0, ApiKey.METADATA, metadata_of(unique("connect"))).result(30)
+    conn = client.connection(0)
+    seen: dict = {}
+    follow: list = []
+
+    def on_answer(_f) -> None:
+        before = conn.requests_sent
+        follow.append(client.send(0, ApiKey.METADATA, metadata_of(unique("follow"))))
+        seen["written_in_callback"] = conn.requests_sent - before
+        seen["thread"] = threading.current_thread().name
+
+    client.send(0, ApiKey.METADATA, metadata_of(unique("first"))).add_done_callback(on_answer)
+    wait_until(lambda: follow, what="the done callback")
+    assert follow[0].result(30).topics[0].error_code in (0, 3)
+    assert seen == {"written_in_callback": 1, "thread": f"pylog-network-{client.client_id}"}
+
+
 def test_max_in_flight_one_never_pipelines(kafka_server, make_client):
     client = make_client(kafka_server.bootstrap, max_in_flight=1)
     client.wait_for_metadata([], timeout=30)

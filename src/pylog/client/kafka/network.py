@@ -9,7 +9,9 @@ Threading model
     :class:`~pylog.client.kafka.connection.BrokerConnection` and all writes to
     :class:`~pylog.client.kafka.cluster.ClusterMetadata`.  The public methods are safe
     from any thread: they put a command on a queue and wake the I/O thread through an
-    ``eventfd`` (a socketpair where there is none), so a send is picked up at once.
+    ``eventfd`` (a socketpair where there is none), so a send is picked up at once; a
+    send made on the I/O thread itself (a done callback, an I/O task) is written before
+    the call returns, behind the commands queued before it.
     ``send`` returns a ``concurrent.futures.Future`` resolved **on the I/O thread**: done
     callbacks run there, so they must be short and must never wait on another future of
     the same client (they may call ``send``).  From asyncio, ``asyncio.wrap_future``.
@@ -590,6 +592,13 @@ class NetworkClient:
             self._commands.append((kind, node_id, req))
         if threading.current_thread() is not self._thread:
             self._wakeup.wake()
+        else:
+            # A done callback (a consumer's next prefetch, a producer's next batch) or an
+            # I/O task sends: write it now, before this thread next lets go of the GIL
+            # (a recv, the select).  Left for the top of the loop, it waited until the
+            # thread woken by the answer had done its work and blocked again.  The
+            # commands queued before it go first, in order.
+            self._drain_commands(time.monotonic())
 
     # -- the I/O thread ------------------------------------------------------------------
 
