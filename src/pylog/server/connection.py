@@ -41,8 +41,13 @@ Writing
     system call costs little beside its bytes, and its client waits for no other.  Runs of
     bytes-like segments go out with ``socket.sendmsg`` (one syscall, no joining), each
     :class:`~pylog.protocol.segments.FileRegion` with ``os.sendfile``: record bytes go
-    from the segment file to the socket without entering Python.  Only when the socket
-    is full does the connection register a writer callback.
+    from the segment file to the socket without entering Python.  Those calls are made
+    under ``TCP_CORK`` (Linux), so a Fetch answer (its head, records, and the tagged
+    fields after them) leaves as one TCP segment and wakes its client once, not three
+    times.  Only when the socket is full does the connection register a writer callback.
+    A request answered later (a parked Fetch) is answered by what completes it, at once
+    (:meth:`Connection.answer_now`): a Fetch woken by an append goes out before the
+    Produce that made the append is answered.
 
 Errors
     Anything a client sends can at worst close *this* connection, with one log line.
@@ -96,6 +101,8 @@ _KEEP_FRAME_BUFFER = 16 * 1024 * 1024
 KEPT_FRAME_BUFFERS_MAX = 256 * 1024 * 1024
 #: iovec entries per sendmsg (Linux IOV_MAX is 1024).
 _IOV_MAX = 512
+#: Linux's TCP_CORK (None elsewhere): see Connection._flush.
+_TCP_CORK = getattr(socket, "TCP_CORK", None)
 
 _monotonic = time.monotonic
 _getrefcount = sys.getrefcount
@@ -542,7 +549,24 @@ class Connection:
             return NO_RESPONSE
         return self.server.error_response(header.api_key, header.api_version, -1, body)
 
-    def _on_inflight_done(self, future: Any) -> None:
+    def answer_now(self, future: Any) -> None:
+        """Send the answer to the request in flight now that ``future``, its answer,
+        is done: called by what completed it (a produce that woke a parked Fetch sends
+        the fetch's answer before its own, not one turn of the loop later, after it).
+        The frames read meanwhile are handled on the loop's next turn, not inside the
+        caller.  Nothing happens if ``future`` is not this connection's request in
+        flight (the future's done callback answers it then)."""
+        inflight = self.inflight
+        if self.closed or inflight is None or inflight[1] is not future or not future.done():
+            return
+        self._on_inflight_done(future, False)
+        if not self.closed:
+            if self.rend > self.rstart or self.ready is not None:
+                self.loop.call_soon(self._process)
+            else:
+                self._update_reading()
+
+    def _on_inflight_done(self, future: Any, process: bool = True) -> None:
         inflight = self.inflight
         if self.closed or inflight is None or inflight[1] is not future:
             return
@@ -564,7 +588,7 @@ class Connection:
         request = None
         if body is not NO_RESPONSE:
             self.send_response(header, body)
-        if not self.closed:
+        if process and not self.closed:
             self._process()
 
     def send_response(self, header: Any, body: Any) -> None:
@@ -629,6 +653,28 @@ class Connection:
             self._process()
 
     def _flush(self) -> None:
+        out = self.out
+        if len(out) > 1 and _TCP_CORK is not None and any(type(s) is FileRegion for s in out):
+            # Several system calls (sendmsg, sendfile, sendmsg for a Fetch answer): corked,
+            # they leave as one TCP segment, not one per call, so the client wakes once
+            # for the frame, not once per piece of it.
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+            except OSError:
+                self._flush_segments()
+                return
+            try:
+                self._flush_segments()
+            finally:
+                if not self.closed:
+                    try:
+                        self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
+                    except OSError:
+                        pass
+            return
+        self._flush_segments()
+
+    def _flush_segments(self) -> None:
         out = self.out
         sock = self.sock
         fd = self.fd

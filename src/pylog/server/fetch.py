@@ -33,7 +33,11 @@ Long polls
     registered under each partition it asked for; the broker's append listener calls
     :meth:`FetchWaiters.on_append`, which adds the appended bytes to each waiter on that
     partition and answers those that reached ``min_bytes`` by reading again.  Waiting
-    costs one timer and one set entry per partition: no polling, no busy loop.
+    costs one timer and one set entry per partition: no polling, no busy loop.  The
+    answer is sent by the append that woke it (on the loop, within the Produce), to the
+    waiting connection directly, before the Produce is answered: not through the
+    future's callback on a later turn of the loop, behind the Produce's answer, whose
+    send may hand the CPU to the producer first (#17).
 
 Used from the event loop's thread only.
 """
@@ -197,11 +201,14 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
 
 class _Waiter:
     __slots__ = ("future", "keys", "context", "wanted", "max_bytes", "isolation", "min_bytes", "timer",
-                 "touched")
+                 "touched", "conn")
 
-    def __init__(self, future: Any, context: Any, max_bytes: int, isolation: int, min_bytes: int) -> None:
+    def __init__(self, future: Any, context: Any, max_bytes: int, isolation: int, min_bytes: int,
+                 conn: Any) -> None:
         self.future = future
         self.context = context
+        #: The connection waiting for the answer (None: it gets it through the future).
+        self.conn = conn
         #: Partitions appended to during the wait, when only those can have news (see
         #: the module docstring); None: every wake reads every partition.
         self.touched: list | None = None
@@ -234,16 +241,18 @@ class FetchWaiters:
         self.appends += 1
 
     def wait(self, context: Any, max_bytes: int, isolation: int, min_bytes: int, max_wait_ms: int,
-             all_caught_up: bool = False, appends_seen: int | None = None) -> Any:
+             all_caught_up: bool = False, appends_seen: int | None = None, conn: Any = None) -> Any:
         """A future of the answer to the fetch of ``context`` (a
         :class:`~pylog.server.fetch_session.FetchContext`: what to read, and how the
         answer is built), once ``min_bytes`` are there or ``max_wait_ms`` passed.
         ``all_caught_up``: :func:`caught_up` was true for its partitions.
         ``appends_seen``: ``appends`` before the fetch looked at its partitions; if it
-        moved since, the partitions are read again now that the waiter is registered."""
+        moved since, the partitions are read again now that the waiter is registered.
+        ``conn``: the connection the fetch came on; when given, the answer is sent by
+        whatever completes the wait, at once (:meth:`Connection.answer_now`)."""
         loop = self.state.loop
         fut = loop.create_future()
-        w = _Waiter(fut, context, max_bytes, isolation, min_bytes)
+        w = _Waiter(fut, context, max_bytes, isolation, min_bytes, conn)
         if all_caught_up and context.session is not None:
             w.touched = None if appends_seen is not None and appends_seen != self.appends else []
         for key in w.keys:
@@ -269,8 +278,14 @@ class FetchWaiters:
                     del self.by_partition[key]
 
     def _answer(self, w: _Waiter, responses: list) -> None:
-        if not w.future.done():
-            w.future.set_result(w.context.respond(responses))
+        fut = w.future
+        if not fut.done():
+            fut.set_result(w.context.respond(responses))
+            if w.conn is not None:
+                # Unregistered now, not by the future's callback on the loop's next turn:
+                # the client may have the answer, and ask again, before that.
+                self._forget(w)
+                w.conn.answer_now(fut)
 
     def _expire(self, w: _Waiter) -> None:
         w.timer = None

@@ -611,7 +611,7 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
             and caught_up(st, wanted, isolation):
         # A caught-up consumer's poll: wait; the answer is built once, when it ends.
         return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms,
-                                     all_caught_up=True, appends_seen=appends_seen)
+                                     all_caught_up=True, appends_seen=appends_seen, conn=conn)
     responses, total, error = read_partitions(st, wanted, max_bytes, isolation, ctx.session)
     if (req.max_wait_ms <= 0 or total >= req.min_bytes or error or not wanted
             or st.server.stopping):
@@ -619,7 +619,7 @@ def handle_fetch(conn: Any, header: Any, req: Any) -> Any:
     # Long poll: not enough to send yet.  What was read is dropped (its file handles
     # with it); the waiter reads again when woken.
     return st.fetch_waiters.wait(ctx, max_bytes, isolation, req.min_bytes, req.max_wait_ms,
-                                 appends_seen=appends_seen)
+                                 appends_seen=appends_seen, conn=conn)
 
 
 def _leader_epoch_error(st: Any, topic: str, current_leader_epoch: int) -> int:

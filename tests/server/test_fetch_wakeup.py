@@ -1,0 +1,105 @@
+"""The produce -> parked Fetch path, as end-to-end latency sees it (#17): a Fetch
+woken by an append is answered by the append itself, before the Produce that made it;
+a Fetch answer with records (header, file region, tagged-field trailer) leaves as one
+TCP segment, so the consumer wakes once for it.  The server runs in-process on a free
+loopback port."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from pylog.protocol import messages as m
+from pylog.records import RecordBatchBuilder, iter_batches
+from pylog.server import connection as connection_module
+from tests.wire import BrokerConnection
+from server.util import unique, wait_for
+
+F = m.FetchRequest
+P = m.ProduceRequest
+
+#: struct tcp_info's tcpi_data_segs_in (Linux 4.6+): TCP segments with data received.
+_DATA_SEGS_IN = 152
+
+
+def batch(values):
+    b = RecordBatchBuilder()
+    for v in values:
+        b.append(None, None, v)
+    return b.build()
+
+
+def fetch_body(topic, offset, max_wait_ms):
+    return F(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+             session_id=0, session_epoch=-1, topics=[F.FetchTopic(topic=topic, partitions=[
+                 F.FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)])])
+
+
+def produce_body(topic, records):
+    return P(transactional_id=None, acks=1, timeout_ms=30_000, topic_data=[
+        P.TopicProduceData(name=topic, partition_data=[P.PartitionProduceData(index=0, records=records)])])
+
+
+def data_segments_in(conn: BrokerConnection) -> int:
+    info = conn._conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("<I", info, _DATA_SEGS_IN)[0]
+
+
+def peer(conn: BrokerConnection) -> str:
+    host, port = conn._conn.sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def values(partition) -> list[bytes]:
+    return [r.value for b in iter_batches(memoryview(partition.records)) for r in b]
+
+
+def parked(inproc, topic) -> bool:
+    return bool(inproc.server.state.fetch_waiters.by_partition.get((topic, 0)))
+
+
+def test_a_woken_fetch_is_answered_before_the_produce_that_woke_it(inproc, monkeypatch):
+    topic = unique("wake")
+    inproc.server.broker.create_topic(topic, 1)
+    host, port = inproc.address
+    flushed: list[str] = []
+    flush = connection_module.Connection._flush_segments
+
+    def recording(self):
+        flushed.append(self.peer)
+        flush(self)
+
+    with BrokerConnection(host, port) as consumer, BrokerConnection(host, port) as producer:
+        pending = consumer.send_request(1, fetch_body(topic, 0, 30_000))
+        wait_for(lambda: parked(inproc, topic), "the fetch to wait")
+        monkeypatch.setattr(connection_module.Connection, "_flush_segments", recording)
+        answer = producer.request(0, produce_body(topic, batch([b"a", b"b"])))
+        assert answer.responses[0].partition_responses[0].error_code == 0
+        fetched = consumer.receive(pending).responses[0].partitions[0]
+        assert values(fetched) == [b"a", b"b"]
+        # The consumer's answer went to its socket first, within the produce, not one
+        # turn of the event loop after the produce's own answer.
+        assert flushed[:2] == [peer(consumer), peer(producer)]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+@pytest.mark.parametrize("woken", [True, False], ids=["woken", "at-once"])
+def test_a_fetch_answer_with_records_arrives_in_one_tcp_segment(inproc, woken):
+    topic = unique("cork")
+    broker = inproc.server.broker
+    broker.create_topic(topic, 1)
+    if not woken:
+        broker.append(topic, 0, batch([b"a", b"b"]))
+    host, port = inproc.address
+    with BrokerConnection(host, port) as consumer:
+        before = data_segments_in(consumer)
+        pending = consumer.send_request(1, fetch_body(topic, 0, 30_000))
+        if woken:
+            wait_for(lambda: parked(inproc, topic), "the fetch to wait")
+            broker.append(topic, 0, batch([b"a", b"b"]))
+        fetched = consumer.receive(pending).responses[0].partitions[0]
+        assert values(fetched) == [b"a", b"b"]
+        # v12: the frame's head, the records (sendfile) and the tagged fields after them.
+        assert data_segments_in(consumer) - before == 1
