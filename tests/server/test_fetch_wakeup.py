@@ -1,11 +1,14 @@
 """The produce -> parked Fetch path, as end-to-end latency sees it (#17): a Fetch
 woken by an append is answered by the append itself, before the Produce that made it;
 a Fetch answer with records (header, file region, tagged-field trailer) leaves as one
-TCP segment, so the consumer wakes once for it.  The server runs in-process on a free
+TCP segment, so the consumer wakes once for it; the codec plans a server builds after
+it listens are moved out of the collector's way.  The server runs in-process on a free
 loopback port."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
 import struct
 
@@ -103,3 +106,19 @@ def test_a_fetch_answer_with_records_arrives_in_one_tcp_segment(inproc, woken):
         assert values(fetched) == [b"a", b"b"]
         # v12: the frame's head, the records (sendfile) and the tagged fields after them.
         assert data_segments_in(consumer) - before == 1
+
+
+def test_codec_plans_built_after_listening_are_frozen_once_built(inproc):
+    from pylog.protocol import codec
+    from pylog.server.server import _freeze_when_warm
+
+    server = inproc.server
+    wait_for(lambda: server.warmed_up.is_set(), "the codec plans to be built")
+    plan = codec._plan("response", 1, 12)
+    assert any(o is plan for o in gc.get_objects())
+    try:
+        asyncio.run(_freeze_when_warm(server))
+        # In the permanent generation: no collection walks it any more.
+        assert not any(o is plan for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
