@@ -75,6 +75,7 @@ from pylog.protocol._plan import read_uvarint, skip_tags
 from pylog.protocol.apis import MAX_FRAME_SIZE, ApiKey, api_name, response_header_version, supported_versions
 from pylog.protocol.codec import decode_response_body, encode_request, peek_correlation_id
 from pylog.protocol.segments import FileRegion, segments_to_bytes
+from pylog._protocol import frame_buffer     # after pylog.protocol, which it imports
 
 __all__ = ["BrokerConnection", "ClientRequest", "ConnectionState", "DEFAULT_MAX_RESPONSE_SIZE"]
 
@@ -489,7 +490,9 @@ class BrokerConnection:
             if self._frame is not None:
                 frame = self._frame
                 if self._frame_pos == len(frame):           # grow: more bytes are coming
-                    frame += bytes(min(len(frame), self._frame_size - len(frame)))
+                    grown = frame_buffer(len(frame) + min(len(frame), self._frame_size - len(frame)))
+                    grown[:self._frame_pos] = frame
+                    self._frame = frame = grown
                 with memoryview(frame) as mv, mv[self._frame_pos:] as dst:
                     n = self._recv_into(dst, now)
                 if n is None:
@@ -553,8 +556,10 @@ class BrokerConnection:
                 continue
             if size + 4 > len(buf):
                 # Too big for the read buffer: a buffer of its own, grown as bytes arrive.
-                big = bytearray(max(min(size, _LARGE_FRAME_START), have))
-                big[:have] = buf[start:self._rend]
+                # Not zero-filled (bytearray(n) zeroed each MiB with the GIL held, for
+                # bytes recv_into overwrites at once).
+                big = frame_buffer(max(min(size, _LARGE_FRAME_START), have))
+                big[:have] = memoryview(buf)[start:self._rend]
                 self._frame, self._frame_size, self._frame_pos = big, size, have
                 self._rstart = self._rend = 0
             return
