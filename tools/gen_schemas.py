@@ -59,6 +59,7 @@ APIS = [
     ("TxnOffsetCommit", 0, 4),
     ("DescribeConfigs", 0, 4),
     ("AlterConfigs", 0, 1),
+    ("DescribeLogDirs", 0, 4),
     ("CreatePartitions", 0, 2),
     ("DeleteGroups", 0, 2),
     ("IncrementalAlterConfigs", 0, 1),

@@ -142,6 +142,7 @@ APIS: dict[int, tuple[str, str, str, int, int, int | None]] = {
     28: ('txn_offset_commit', 'TxnOffsetCommitRequest', 'TxnOffsetCommitResponse', 0, 4, 3),
     32: ('describe_configs', 'DescribeConfigsRequest', 'DescribeConfigsResponse', 0, 4, 4),
     33: ('alter_configs', 'AlterConfigsRequest', 'AlterConfigsResponse', 0, 1, 2),
+    35: ('describe_log_dirs', 'DescribeLogDirsRequest', 'DescribeLogDirsResponse', 0, 4, 2),
     37: ('create_partitions', 'CreatePartitionsRequest', 'CreatePartitionsResponse', 0, 2, 2),
     42: ('delete_groups', 'DeleteGroupsRequest', 'DeleteGroupsResponse', 0, 2, 2),
     43: ('elect_leaders', 'ElectLeadersRequest', 'ElectLeadersResponse', 0, 2, 2),
