@@ -1086,6 +1086,16 @@ async def _elect_leaders(conn: Any, node: Any, controller: Any, req: Any) -> Any
     return resp
 
 
+def handle_describe_log_dirs(conn: Any, header: Any, req: Any) -> Any:
+    """DescribeLogDirs of a clustered broker: only the partitions it holds a replica of
+    (its data dir may hold a topic's other partitions too: pylog.broker creates a topic
+    whole)."""
+    from pylog.server.handlers import describe_log_dirs
+    replicas = _node(conn).replica_manager.replicas
+    return conn.server.call_off_loop(describe_log_dirs, conn, header, req,
+                                     lambda topic, partition: (topic, partition) in replicas)
+
+
 def cluster_handler_table(plain: dict) -> dict:
     """``plain`` (the server's handler table) with the cluster's handlers put in."""
     from pylog.protocol.apis import api_name, supported_versions
@@ -1110,6 +1120,7 @@ def cluster_handler_table(plain: dict) -> dict:
     put(ApiKey.PRODUCE, handle_produce)
     put(ApiKey.METADATA, handle_metadata)
     put(ApiKey.DESCRIBE_CLUSTER, handle_describe_cluster)
+    put(ApiKey.DESCRIBE_LOG_DIRS, handle_describe_log_dirs)
     put(ApiKey.FIND_COORDINATOR, handle_find_coordinator)
     put(ApiKey.OFFSET_COMMIT, handle_offset_commit)
     put(ApiKey.SYNC_GROUP, handle_sync_group)

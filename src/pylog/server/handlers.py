@@ -25,6 +25,7 @@ from pylog.broker.txn_log import TRANSACTION_STATE_TOPIC
 from pylog.errors import (
     InvalidConfigError,
     InvalidRequestError,
+    KafkaStorageError,
     PolicyViolationError,
     PylogError,
     TopicAlreadyExistsError,
@@ -397,6 +398,36 @@ def handle_describe_cluster(conn: Any, header: Any, req: Any) -> Any:
              brokers=[R.DescribeClusterBroker(broker_id=st.node_id, host=st.host, port=st.port, rack=None)],
              cluster_authorized_operations=_CLUSTER_OPS if req.include_cluster_authorized_operations
              else _NOT_REQUESTED)
+
+
+def describe_log_dirs(conn: Any, header: Any, req: Any, hosted: Callable[[str, int], bool] | None = None) -> Any:
+    """DescribeLogDirs: the one log dir (``log.dirs``) with the size of each partition
+    held there (``offset_lag`` 0, no future replicas: pylog moves no replica between
+    dirs) and, from v4, the file system's total and usable bytes.  ``hosted`` keeps a
+    clustered broker's answer to the partitions it holds a replica of.  A file system
+    that cannot be read gives the dir KAFKA_STORAGE_ERROR, as Kafka gives an offline dir.
+    Runs off the loop: a size may load a partition whose loading was deferred, and
+    statvfs is a system call."""
+    import os
+
+    st = conn.server.state
+    R = m.DescribeLogDirsResponse
+    log_dir = os.path.abspath(st.broker.data_dir)
+    wanted = None if req.topics is None else {t.topic: t.partitions for t in req.topics}
+    try:
+        fs = os.statvfs(log_dir)
+        sizes = st.broker.partition_sizes(wanted)
+    except OSError as exc:
+        _log.error("DescribeLogDirs: cannot read %s: %s", log_dir, exc)
+        return R(throttle_time_ms=0, error_code=NONE, results=[
+            R.DescribeLogDirsResult(error_code=KafkaStorageError.error_code, log_dir=log_dir, topics=[])])
+    topics = [R.DescribeLogDirsTopic(name=name, partitions=[
+        R.DescribeLogDirsPartition(partition_index=i, partition_size=size, offset_lag=0, is_future_key=False)
+        for i, size in sorted(parts.items()) if hosted is None or hosted(name, i)])
+        for name, parts in sorted(sizes.items())]
+    return R(throttle_time_ms=0, error_code=NONE, results=[R.DescribeLogDirsResult(
+        error_code=NONE, log_dir=log_dir, topics=[t for t in topics if t.partitions],
+        total_bytes=fs.f_blocks * fs.f_frsize, usable_bytes=fs.f_bavail * fs.f_frsize)])
 
 
 def handle_find_coordinator(conn: Any, header: Any, req: Any) -> Any:
@@ -1500,6 +1531,7 @@ _TABLE: dict[int, tuple[int, int, Callable]] = {
     ApiKey.OFFSET_FOR_LEADER_EPOCH: (0, 3, handle_offset_for_leader_epoch),
     ApiKey.DESCRIBE_CONFIGS: (0, 4, handle_describe_configs),
     ApiKey.ALTER_CONFIGS: (0, 1, handle_alter_configs),
+    ApiKey.DESCRIBE_LOG_DIRS: (0, 4, _off_loop(describe_log_dirs)),
     ApiKey.CREATE_PARTITIONS: (0, 2, handle_create_partitions),
     ApiKey.ELECT_LEADERS: (0, 2, handle_elect_leaders),
     ApiKey.DELETE_GROUPS: (0, 2, handle_delete_groups),
