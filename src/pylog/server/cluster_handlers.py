@@ -639,15 +639,22 @@ def handle_delete_groups(conn: Any, header: Any, req: Any) -> Any:
 _RESOURCE_TOPIC, _RESOURCE_BROKER = 2, 4
 
 
-def _throttle_rates() -> tuple[str, str]:
+#: The throttle of moves between a broker's log dirs, which kafka-reassign-partitions
+#: sets with ``--replica-alter-log-dirs-throttle`` and deletes with the replication
+#: rates when it clears its throttles.  Kept in ZooKeeper beside them; it throttles
+#: nothing here, since a pylog broker has one log dir and moves no replica between dirs.
+LOG_DIR_THROTTLE = "replica.alter.log.dirs.io.max.bytes.per.second"
+
+
+def _throttle_rates() -> tuple[str, str, str]:
     from pylog.cluster.controller import FOLLOWER_REPLICATION_THROTTLED_RATE, LEADER_REPLICATION_THROTTLED_RATE
-    return LEADER_REPLICATION_THROTTLED_RATE, FOLLOWER_REPLICATION_THROTTLED_RATE
+    return LEADER_REPLICATION_THROTTLED_RATE, FOLLOWER_REPLICATION_THROTTLED_RATE, LOG_DIR_THROTTLE
 
 
 def _in_zookeeper(rtype: int, ops: list, incremental: bool) -> bool:
     """Whether a config resource lives in ZooKeeper on a cluster: a topic, or (by
-    IncrementalAlterConfigs, as kafka-reassign-partitions sets them) a broker's
-    replication throttle rates alone."""
+    IncrementalAlterConfigs, as kafka-reassign-partitions sets and clears them) a
+    broker's throttle rates alone."""
     if rtype == _RESOURCE_TOPIC:
         return True
     return rtype == _RESOURCE_BROKER and incremental and bool(ops) and \
