@@ -76,6 +76,9 @@ class ReplicaFetcher:
             self._cond.notify_all()
             if self._in_flight is not None and not self._dropped and not self._in_flight[1].issuperset(tps):
                 self._dropped = True
+                _log.debug("fetcher of broker %d from leader %d: %s added while a Fetch is on the wire without "
+                           "them; dropping it", self.node.broker_id, self.leader_id,
+                           ", ".join(f"{t}-{p}" for t, p in tps))
                 # In order with the Fetch's send (both under the lock): release() fails it.
                 self.client.release(self._in_flight[0])
 
