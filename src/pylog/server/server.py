@@ -2,7 +2,9 @@
 
 One asyncio event loop (uvloop's when it is installed; ``PYLOG_EVENT_LOOP=asyncio`` or
 ``=uvloop`` in the environment picks one) accepts connections and runs every
-request handler; handlers translate Kafka requests into calls on the broker core
+request handler; its thread asks Linux for a short scheduler slice
+(:mod:`pylog.server.sched`, ``PYLOG_LOOP_SLICE_US``), so a CPU-bound process beside the
+server delays its wake-ups less; handlers translate Kafka requests into calls on the broker core
 (:mod:`pylog.broker`), the same calls the embedded client makes.  Work that can block for
 long runs off the loop, in a small thread pool: log flushes (fsync), retention and the
 final flush on shutdown.
@@ -40,6 +42,7 @@ from pylog.errors import InvalidConfigError, PylogError
 from pylog.protocol.apis import ApiKey, api_name
 from pylog.protocol.apis import ApiKey
 from pylog.protocol.codec import encode_response, precompile
+from pylog.server import sched
 from pylog.server.config import ServerConfig, parse_connection_overrides
 from pylog.server.connection import Connection
 from pylog.server.dynamic_config import DynamicBrokerConfigs
@@ -157,6 +160,11 @@ class Server:
 
         self.loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
+        # The loop thread asks for a short scheduler slice, so it preempts a CPU-bound
+        # neighbour soon after a request wakes it (pylog.server.sched, #17).
+        slice_us = sched.loop_slice_us()
+        if slice_us and not sched.set_slice(slice_us):
+            _log.debug("the event loop thread keeps the kernel's scheduler slice")
         self._stopped = asyncio.Event()
         self.warmed_up = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(
