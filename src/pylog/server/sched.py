@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 import sys
 
@@ -66,7 +65,7 @@ def loop_slice_us() -> int:
 def _calls() -> tuple[int, int] | None:
     if not sys.platform.startswith("linux"):
         return None
-    return _SYSCALLS.get(platform.machine())
+    return _SYSCALLS.get(os.uname().machine)
 
 
 def _syscall(number: int, *args: object) -> int:
