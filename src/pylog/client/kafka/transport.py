@@ -132,9 +132,13 @@ _LEADER_NOT_AVAILABLE = 5
 _REPLICA_NOT_AVAILABLE = 9
 _NETWORK_EXCEPTION = 13
 _INVALID_TOPIC = 17
+_OFFSET_NOT_AVAILABLE = 78
 #: Partition errors after which a fetch or ListOffsets is simply tried again (after a
-#: metadata update): the leader moved or is not known yet.
-_RETRY_LATER = METADATA_ERRORS | {_REPLICA_NOT_AVAILABLE, _NETWORK_EXCEPTION, 7}   # 7: REQUEST_TIMED_OUT
+#: metadata update): the leader moved or is not known yet, or a new leader's high
+#: watermark has not caught up yet (OFFSET_NOT_AVAILABLE, KIP-207), as Kafka's
+#: FetchCollector and OffsetFetcherUtils have it.
+_RETRY_LATER = METADATA_ERRORS | {_REPLICA_NOT_AVAILABLE, _NETWORK_EXCEPTION, _OFFSET_NOT_AVAILABLE,
+                                  7}   # 7: REQUEST_TIMED_OUT
 _TOPIC_RESOURCE = 2
 _NON_TRANSACTIONAL_TIMEOUT_MS = 2**31 - 1
 
@@ -1194,8 +1198,10 @@ class KafkaTransport:
     def list_offsets(self, requests: Sequence[tuple[str, int, int]], *,
                      isolation_level: int = READ_UNCOMMITTED) -> list[ListOffsetsResult]:
         """ListOffsets per leader; partitions whose leader moved (or whose broker is
-        unreachable) are asked again after a metadata update, for up to
-        ``request_timeout_ms``."""
+        unreachable, or whose new leader answers OFFSET_NOT_AVAILABLE or, before its
+        metadata caught up, UNKNOWN_TOPIC_OR_PARTITION) are asked again after a metadata
+        update, for up to ``request_timeout_ms``, as Kafka's consumer does.  A result
+        still failing then names its partition in ``error_message``."""
         self._check_open()
         out: list[ListOffsetsResult | None] = [None] * len(requests)
         todo = list(range(len(requests)))
@@ -1260,8 +1266,9 @@ class KafkaTransport:
                     code = pr.error_code
                     if code:
                         self.cluster.handle_error_code(code)
-                        out[i] = ListOffsetsResult(error_code=code)
-                        if code in _RETRY_LATER and code != _UNKNOWN_TOPIC_OR_PARTITION:
+                        out[i] = ListOffsetsResult(error_code=code, error_message=(
+                            f"{topic}-{partition}: ListOffsets answered {error_for_code(code).kafka_name}"))
+                        if code in _RETRY_LATER:     # (a partition the metadata named: its leader answered)
                             retry.append(i)
                         continue
                     offset = pr.offset

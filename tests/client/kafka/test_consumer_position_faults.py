@@ -1,0 +1,118 @@
+"""The remote consumer's positions when the broker answers its lookups with errors (issue
+#12's audit): ListOffsets, OffsetFetch and Fetch error codes injected by a
+:class:`~tests.client.kafka.rewriting_proxy.RewritingProxy` in front of an in-process
+server.  What is checked is what Kafka's Java consumer does: retriable codes are retried
+and never reach the application, a committed offset is never replaced by
+``auto_offset_reset``, and ``poll`` keeps to its own timeout."""
+
+from __future__ import annotations
+
+import pytest
+
+import pylog
+from pylog import TopicPartition
+from pylog.protocol.apis import ApiKey
+from tests.client.kafka.rewriting_proxy import RewritingProxy
+from tests.server.util import unique
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
+                                   "listeners": "PLAINTEXT://127.0.0.1:0",
+                                   "group.initial.rebalance.delay.ms": "0"})
+    st = ServerThread(cfg).start()
+    yield st
+    st.stop()
+
+
+class Faults:
+    """Error codes to put in the next answers of one API: ``arm(api_key, code, n)``."""
+
+    def __init__(self) -> None:
+        self.armed: dict[int, list] = {}
+
+    def arm(self, api_key: int, code: int, n: int = 1) -> None:
+        self.armed[api_key] = [code, n]
+
+    def left(self, api_key: int) -> int:
+        return self.armed.get(api_key, [0, 0])[1]
+
+    def __call__(self, api_key: int, version: int, request, resp):
+        armed = self.armed.get(api_key)
+        if not armed or armed[1] <= 0:
+            return None
+        armed[1] -= 1
+        code = armed[0]
+        if api_key == ApiKey.LIST_OFFSETS:
+            for t in resp.topics:
+                for p in t.partitions:
+                    p.error_code, p.offset, p.timestamp = code, -1, -1
+        elif api_key == ApiKey.FETCH:
+            for t in resp.responses:
+                for p in t.partitions:
+                    p.error_code, p.records = code, None
+        elif api_key == ApiKey.OFFSET_FETCH:
+            resp.error_code = code
+            for g in getattr(resp, "groups", None) or ():
+                g.error_code = code
+        return resp
+
+
+@pytest.fixture
+def faults():
+    return Faults()
+
+
+@pytest.fixture
+def proxied(server, faults):
+    """A client connected through a rewriting proxy driven by ``faults``."""
+    made = []
+
+    def connect(**kw):
+        px = RewritingProxy(server.address[1], faults)
+        c = pylog.connect(px.bootstrap, client_id="position-faults", **kw)
+        made.append((c, px))
+        return c
+
+    yield connect
+    for c, px in made:
+        c.close()
+        px.stop()
+
+
+def topic_with(client, n: int) -> str:
+    topic = unique("pos")
+    client.create_topic(topic, partitions=1)
+    with client.producer() as p:
+        for i in range(n):
+            p.send(topic, b"%d" % i)
+    return topic
+
+
+@pytest.mark.parametrize("code", [78, 3])       # OFFSET_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION
+def test_list_offsets_retries_a_new_leaders_refusals(proxied, faults, code):
+    # Kafka's new leader answers OFFSET_NOT_AVAILABLE until its high watermark caught up
+    # (KIP-207); both codes are retried by Kafka's consumer (OffsetFetcherUtils).
+    c = proxied()
+    topic = topic_with(c, 3)
+    cons = c.consumer(group_id=None, auto_offset_reset="earliest")
+    cons.assign([(topic, 0)])
+    tp = TopicPartition(topic, 0)
+    faults.arm(ApiKey.LIST_OFFSETS, code, 2)
+    assert cons.end_offsets([tp]) == {tp: 3}
+    assert faults.left(ApiKey.LIST_OFFSETS) == 0
+    faults.arm(ApiKey.LIST_OFFSETS, code, 2)
+    cons.seek_to_end(tp)
+    assert cons.position(tp) == 3
+    # ... and inside poll, where auto_offset_reset looks the position up.
+    faults.arm(ApiKey.LIST_OFFSETS, code, 2)
+    cons.seek(tp, 10)             # out of range: reset to the earliest
+    got = []
+    while len(got) < 3:
+        got += cons.poll(timeout_ms=5000)
+    assert [r.offset for r in got] == [0, 1, 2]
+    cons.close()
