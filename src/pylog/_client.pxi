@@ -948,6 +948,8 @@ cdef class BatchSendFuture:
     cdef list callbacks
     cdef readonly int64_t timestamp  # the records' timestamp (-1: each its own)
     cdef const int64_t *tss          # while send_batch runs: per-record timestamps (input order) or NULL
+    cdef Py_ssize_t reserved         # while send_batch runs: buffer_memory reserved for the call, not yet
+                                     # charged to its batches (0: a call larger than buffer_memory streams)
 
     def __dealloc__(self):
         PyMem_Free(self.spans)
@@ -1814,7 +1816,8 @@ cdef class _ProducerCore:
         RequestTimedOutError
             ``buffer_memory`` stayed full for ``max_block_ms``.
 
-        Nothing is queued when it raises.
+        A record larger than ``buffer_memory`` raises RecordTooLargeError (as Kafka's
+        producer does): it could never be buffered.  Nothing is queued when it raises.
         """
         cdef _TopicQueue tq
         cdef _PartitionQueue pq
@@ -1851,6 +1854,8 @@ cdef class _ProducerCore:
                 raise RecordTooLargeError(
                     f"a record of about {size + BATCH_HEADER_SIZE} bytes does not fit a batch of at most "
                     f"{tq.max_record_bytes} bytes (topic {tq.name!r} max.message.bytes, producer max_request_size)")
+            if size > self._buffer_memory:
+                raise self._larger_than_buffer(size)
             if partition is not None:
                 p = _client_partition(partition, tq.num_partitions, tq.name)
             elif self._pkind == PART_DEFAULT and k.n >= 0:
@@ -1943,17 +1948,31 @@ cdef class _ProducerCore:
         -------
         BatchSendFuture
 
+        A call is all or nothing, as each of Kafka's ``send`` calls is for its record:
+        either it raises and nothing of it is queued, or every record is queued and the
+        future reports each one's outcome (:meth:`BatchSendFuture.record_offsets`).  When
+        the call's records fit ``buffer_memory`` it waits (up to ``max_block_ms``) for room
+        for all of them before queuing any, and then never waits again.  A larger call
+        cannot be held at once: it waits up to ``max_block_ms`` for room for its first
+        batch, then streams, waiting for each next batch as the sender frees memory (each
+        such wait bounded by ``delivery_timeout_ms + max_block_ms``, by which time every
+        batch queued before it has been answered or failed; only a sender stuck past that
+        makes it raise with part of the call queued).
+
         Raises
         ------
         The errors of :meth:`send` (checked for every record before any is queued),
         RecordTypeError for items that are not bytes or None, ValueError for a number of
         timestamps other than of values, and InvalidTimestampError for timestamps that
-        are not integers >= 0.
+        are not integers >= 0.  RequestTimedOutError when ``buffer_memory`` had no room
+        for the call (or its first batch) within ``max_block_ms``; RecordTooLargeError for
+        a record larger than ``buffer_memory``.
         """
         cdef _TopicQueue tq
-        cdef BatchSendFuture fut
+        cdef BatchSendFuture fut = None
         cdef _Column vcol, kcol
         cdef Py_ssize_t n, i, gstart, ngroups = 0, nkeyed = 0, max_bound = 0, target, cap, itarget, icap, need
+        cdef Py_ssize_t total, est
         cdef int32_t p, fixed_p = -1, nparts, g
         cdef int32_t *parts
         cdef int32_t *order = NULL
@@ -2015,6 +2034,20 @@ cdef class _ProducerCore:
                     parts[i] = p
                     gcount[p + 1] += 1
                     gbytes[p + 1] += _col_bound(&kcol.c, &vcol.c, i)
+            if n and max_bound > self._buffer_memory:
+                raise self._larger_than_buffer(max_bound)
+            total = 0
+            for g in range(nparts + 1):
+                total += gbytes[g]
+            target = max(self._batch_size, self._bulk_bytes)
+            if target > tq.max_record_bytes:
+                target = tq.max_record_bytes
+            # Room before anything is queued (max_block_ms, raising with nothing queued):
+            # for the whole call when it fits buffer_memory, reserved so that it never
+            # waits again; else for its first batch (it streams, see the docstring).
+            est = total if total <= self._buffer_memory else min(total, target)
+            if self._buffered + est > self._buffer_memory and self._buffered > 0:
+                self._wait_for_memory(est)
             fut = BatchSendFuture.__new__(BatchSendFuture)
             fut.core = self
             fut.partitions = parts_arr
@@ -2022,9 +2055,11 @@ cdef class _ProducerCore:
             fut.tss = tss
             fut.batches = []
             fut.pending = 1          # send_batch's own count, released once all is queued
-            target = max(self._batch_size, self._bulk_bytes)
-            if target > tq.max_record_bytes:
-                target = tq.max_record_bytes
+            if total <= self._buffer_memory:
+                _client_lock(self._lock)
+                self._buffered += total
+                fut.reserved = total
+                _client_unlock(self._lock)
             cap = max(target, BATCH_HEADER_SIZE + max_bound)
             for g in range(nparts + 1):
                 if gcount[g]:
@@ -2066,11 +2101,31 @@ cdef class _ProducerCore:
                                      gcount[g], gbytes[g], ts, target, cap)
         finally:
             PyMem_Free(gcount)
+            if fut is not None and fut.reserved:
+                # What the call's batches did not take (bounds are estimates), or all of
+                # it when queueing failed.
+                _client_lock(self._lock)
+                self._buffered -= fut.reserved
+                fut.reserved = 0
+                _client_unlock(self._lock)
+                self._notify_done()
         fut.tss = NULL
         fut._release()
         if self._txn_new:
             self._txn_partitions_queued()
         return fut
+
+    cdef inline void _charge(self, BatchSendFuture fut, Py_ssize_t nbytes) noexcept:
+        """Count ``nbytes`` of a send_batch call's records in buffer_memory, out of what
+        the call reserved first (lock held)."""
+        cdef Py_ssize_t take = nbytes if nbytes < fut.reserved else fut.reserved
+        fut.reserved -= take
+        self._buffered += nbytes - take
+
+    cdef object _larger_than_buffer(self, Py_ssize_t size):
+        return RecordTooLargeError(
+            f"a record of about {size} bytes is larger than buffer_memory={self._buffer_memory}: "
+            f"it could never be buffered; raise the producer's buffer_memory")
 
     cdef int _publish(self, _PartitionQueue pq, RecordBatchBuilder builder, BatchSendFuture fut,
                       Py_ssize_t start, Py_ssize_t bound, uint32_t crc, bint sticky, bint linger) except -1:
@@ -2093,7 +2148,7 @@ cdef class _ProducerCore:
                 b.body_crc = crc
                 b.crc_upto = builder.length
             b.reserved = bound
-            self._buffered += bound
+            self._charge(fut, bound)
             fut._add_span(b, start, builder.count, 0)
             if linger:
                 b.state = PB_OPEN
@@ -2155,7 +2210,7 @@ cdef class _ProducerCore:
         first = builder.count
         k = _client_encode(builder, kc, vc, order, pos, end, ts, fut.tss, batch_size, &ub)
         b.reserved += ub
-        self._buffered += ub
+        self._charge(fut, ub)
         if k:
             fut._add_span(b, pos, k, first)
             if sticky:
@@ -2206,8 +2261,8 @@ cdef class _ProducerCore:
                 kcol.release_upto(pos)
                 vcol.release_upto(pos)
             est = rem if rem < target else target
-            if self._buffered + est > self._buffer_memory and self._buffered > 0:
-                self._wait_for_memory(est)
+            if fut.reserved == 0 and self._buffered + est > self._buffer_memory and self._buffered > 0:
+                self._wait_for_memory_streaming(est)
             idx = order[pos] if order != NULL else pos
             wake = False
             bulk = False
@@ -2357,8 +2412,8 @@ cdef class _ProducerCore:
                 sent[full] += bufs[full].count
                 gbytes[full + 1] -= ub
                 est = gbytes[full + 1] if gbytes[full + 1] < target else target
-                if self._buffered + est > self._buffer_memory and self._buffered > 0:
-                    self._wait_for_memory(est)
+                if fut.reserved == 0 and self._buffered + est > self._buffer_memory and self._buffered > 0:
+                    self._wait_for_memory_streaming(est)
                 builder = self._bulk_builder(min(cap, BATCH_HEADER_SIZE + gbytes[full + 1]), ts)
                 builders[full] = builder
                 bufs[full].buf = builder.buf

@@ -417,6 +417,13 @@ class Producer(_core._ProducerCore):
         if not self._wait_room(nbytes, self.max_block_ms / 1000):
             raise self._buffer_full_error()
 
+    def _wait_for_memory_streaming(self, nbytes: int) -> None:
+        """send_batch of more than buffer_memory, part of it queued: wait until every batch
+        queued before has had its time (delivery_timeout_ms) and then max_block_ms, so that
+        the call raises part-way only when the sender is stuck."""
+        if not self._wait_room(nbytes, (self.delivery_timeout_ms + self.max_block_ms) / 1000):
+            raise self._buffer_full_error()
+
     def _wait_room(self, nbytes: int, timeout: float) -> bool:
         """Wait until ``nbytes`` more fit buffer_memory (True) or ``timeout`` s passed (False)."""
         self._check_not_sender("wait for buffer memory")
