@@ -2726,8 +2726,13 @@ class Broker:
         if now >= self._next_checkpoint:
             self.logs.checkpoint()
             self._next_checkpoint = now + self.config.log_flush_offset_checkpoint_interval_ms
-        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint, self._next_clean,
+        nxt = min(self._next_flush, self._next_retention, self._next_checkpoint,
                   self._next_pid_expiry, txn_next)
+        if self.cleaner is not None and not self.cleaner.running:
+            # A cleaner in its own thread keeps its own time: _next_clean, not advanced
+            # then, would make every tick after the first backoff due at once, and the
+            # background thread tick every millisecond (#17).
+            nxt = min(nxt, self._next_clean)
         if group_next is not None:
             nxt = min(nxt, group_next)
         return nxt
