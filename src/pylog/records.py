@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 
 from pylog import _core
+from pylog._value import FrozenValue
 from pylog.codecs import CODEC_NAMES, DEFAULT_MAX_UNCOMPRESSED
 from pylog.errors import CorruptRecordError
 
@@ -70,8 +70,7 @@ CONTROL_KEY_VERSION = 0
 END_TXN_MARKER_VERSION = 0
 
 
-@dataclass(frozen=True)
-class ControlRecord:
+class ControlRecord(FrozenValue):
     """A control record: a transaction marker (ABORT / COMMIT) or a KRaft control record.
 
     Attributes
@@ -84,9 +83,17 @@ class ControlRecord:
         For ABORT / COMMIT markers, the transaction coordinator's epoch.
     """
 
+    __slots__ = _fields = ("type", "version", "coordinator_epoch")
     type: ControlRecordType | int
-    version: int = CONTROL_KEY_VERSION
-    coordinator_epoch: int | None = None
+    version: int
+    coordinator_epoch: int | None
+
+    def __init__(self, type: ControlRecordType | int,  # noqa: A002 - Kafka's field name
+                 version: int = CONTROL_KEY_VERSION, coordinator_epoch: int | None = None) -> None:
+        set_ = object.__setattr__
+        set_(self, "type", type)
+        set_(self, "version", version)
+        set_(self, "coordinator_epoch", coordinator_epoch)
 
     @property
     def is_commit(self) -> bool:

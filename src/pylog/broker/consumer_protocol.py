@@ -31,8 +31,7 @@ IndexError or struct.error.  Encoding bad values raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from pylog._value import Value
 from pylog.broker._codec import Reader, Writer
 from pylog.errors import InconsistentGroupProtocolError, InvalidRequestError
 
@@ -55,8 +54,7 @@ SUBSCRIPTION_VERSION = 3
 ASSIGNMENT_VERSION = 3
 
 
-@dataclass
-class Subscription:
+class Subscription(Value):
     """A consumer's subscription, the metadata of each protocol it joins with.
 
     ``owned_partitions`` maps topic -> partitions the member holds now (v1+; used by
@@ -66,20 +64,35 @@ class Subscription:
     members are ordered by it).
     """
 
+    _fields = ("topics", "user_data", "owned_partitions", "generation_id", "rack_id", "group_instance_id")
     topics: list[str]
-    user_data: bytes | None = None
-    owned_partitions: dict[str, list[int]] = field(default_factory=dict)
-    generation_id: int = -1
-    rack_id: str | None = None
-    group_instance_id: str | None = None
+    user_data: bytes | None
+    owned_partitions: dict[str, list[int]]
+    generation_id: int
+    rack_id: str | None
+    group_instance_id: str | None
+
+    def __init__(self, topics: list[str], user_data: bytes | None = None,
+                 owned_partitions: dict[str, list[int]] | None = None, generation_id: int = -1,
+                 rack_id: str | None = None, group_instance_id: str | None = None) -> None:
+        self.topics = topics
+        self.user_data = user_data
+        self.owned_partitions = {} if owned_partitions is None else owned_partitions
+        self.generation_id = generation_id
+        self.rack_id = rack_id
+        self.group_instance_id = group_instance_id
 
 
-@dataclass
-class Assignment:
+class Assignment(Value):
     """The partitions (topic -> partition list) the leader assigned to one member."""
 
-    partitions: dict[str, list[int]] = field(default_factory=dict)
-    user_data: bytes | None = None
+    _fields = ("partitions", "user_data")
+    partitions: dict[str, list[int]]
+    user_data: bytes | None
+
+    def __init__(self, partitions: dict[str, list[int]] | None = None, user_data: bytes | None = None) -> None:
+        self.partitions = {} if partitions is None else partitions
+        self.user_data = user_data
 
 
 def _write_topic_partitions(w: Writer, tps: dict[str, list[int]], what: str) -> None:

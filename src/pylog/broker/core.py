@@ -103,11 +103,12 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from pylog import _core
 from pylog import codecs as _codecs
+from pylog._value import FrozenValue, Value, frozen_dataclass
 from pylog.broker.group import CommitOffset, GroupCoordinator, GroupCoordinatorConfig, OffsetFetchResult
 from pylog.broker import group_offsets as _group_offsets
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
@@ -303,8 +304,8 @@ class NewTopic(NamedTuple):
     configs: Mapping[str, Any] | None = None
 
 
-class _Result:
-    """Mixin of per-partition results: Kafka's error code and message."""
+class _Result(Value):
+    """Base of per-partition results: Kafka's error code and message."""
 
     __slots__ = ()
     error_code: int
@@ -322,7 +323,6 @@ class _Result:
             raise error_for_code(self.error_code, self.error_message)
 
 
-@dataclass(slots=True)
 class ProduceResult(_Result):
     """Outcome of appending one batch (or one partition's records of a produce request).
 
@@ -333,13 +333,26 @@ class ProduceResult(_Result):
     v8+ ``record_errors``: a null key on a compacted topic), else None.
     """
 
-    error_code: int = 0
-    base_offset: int = -1
-    log_append_time: int = -1
-    log_start_offset: int = -1
-    error_message: str | None = None
-    duplicate: bool = False
-    record_errors: list[tuple[int, str | None]] | None = None
+    __slots__ = _fields = ("error_code", "base_offset", "log_append_time", "log_start_offset", "error_message",
+                           "duplicate", "record_errors")
+    error_code: int
+    base_offset: int
+    log_append_time: int
+    log_start_offset: int
+    error_message: str | None
+    duplicate: bool
+    record_errors: list[tuple[int, str | None]] | None
+
+    def __init__(self, error_code: int = 0, base_offset: int = -1, log_append_time: int = -1,
+                 log_start_offset: int = -1, error_message: str | None = None, duplicate: bool = False,
+                 record_errors: list[tuple[int, str | None]] | None = None) -> None:
+        self.error_code = error_code
+        self.base_offset = base_offset
+        self.log_append_time = log_append_time
+        self.log_start_offset = log_start_offset
+        self.error_message = error_message
+        self.duplicate = duplicate
+        self.record_errors = record_errors
 
     @classmethod
     def failed(cls, exc: BaseException) -> "ProduceResult":
@@ -349,7 +362,6 @@ class ProduceResult(_Result):
         return cls(error_code=-1, error_message=f"{type(exc).__name__}: {exc}")
 
 
-@dataclass(slots=True)
 class FetchResult(_Result):
     """One partition of a fetch.  ``records`` is a storage :class:`ReadResult` (zero-copy
     memoryview plus the file range for ``sendfile``), or None on error.  Its batches may
@@ -360,87 +372,156 @@ class FetchResult(_Result):
     Fetch v4+ answers; a consumer drops those producers' records from ``first_offset``
     up to their ABORT marker."""
 
-    error_code: int = 0
-    high_watermark: int = -1
-    last_stable_offset: int = -1
-    log_start_offset: int = -1
-    records: ReadResult | None = None
-    error_message: str | None = None
-    aborted_transactions: list[tuple[int, int]] | None = None
+    __slots__ = _fields = ("error_code", "high_watermark", "last_stable_offset", "log_start_offset", "records",
+                           "error_message", "aborted_transactions")
+    error_code: int
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    records: ReadResult | None
+    error_message: str | None
+    aborted_transactions: list[tuple[int, int]] | None
+
+    def __init__(self, error_code: int = 0, high_watermark: int = -1, last_stable_offset: int = -1,
+                 log_start_offset: int = -1, records: ReadResult | None = None, error_message: str | None = None,
+                 aborted_transactions: list[tuple[int, int]] | None = None) -> None:
+        self.error_code = error_code
+        self.high_watermark = high_watermark
+        self.last_stable_offset = last_stable_offset
+        self.log_start_offset = log_start_offset
+        self.records = records
+        self.error_message = error_message
+        self.aborted_transactions = aborted_transactions
 
 
-@dataclass(slots=True)
 class ListOffsetsResult(_Result):
     """ListOffsets of one partition: offset -1 (and timestamp -1) when no record is that late."""
 
-    error_code: int = 0
-    timestamp: int = -1
-    offset: int = -1
-    leader_epoch: int = -1
-    error_message: str | None = None
+    __slots__ = _fields = ("error_code", "timestamp", "offset", "leader_epoch", "error_message")
+    error_code: int
+    timestamp: int
+    offset: int
+    leader_epoch: int
+    error_message: str | None
+
+    def __init__(self, error_code: int = 0, timestamp: int = -1, offset: int = -1, leader_epoch: int = -1,
+                 error_message: str | None = None) -> None:
+        self.error_code = error_code
+        self.timestamp = timestamp
+        self.offset = offset
+        self.leader_epoch = leader_epoch
+        self.error_message = error_message
 
 
-@dataclass(slots=True)
 class EpochEndOffset(_Result):
     """OffsetForLeaderEpoch of one partition: the largest epoch at or below the one asked
     and the offset where it ended (the log end offset for the current epoch); -1 and -1
     (Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET) when no such epoch is known."""
 
-    error_code: int = 0
-    leader_epoch: int = -1
-    end_offset: int = -1
-    error_message: str | None = None
+    __slots__ = _fields = ("error_code", "leader_epoch", "end_offset", "error_message")
+    error_code: int
+    leader_epoch: int
+    end_offset: int
+    error_message: str | None
+
+    def __init__(self, error_code: int = 0, leader_epoch: int = -1, end_offset: int = -1,
+                 error_message: str | None = None) -> None:
+        self.error_code = error_code
+        self.leader_epoch = leader_epoch
+        self.end_offset = end_offset
+        self.error_message = error_message
 
 
-@dataclass(slots=True)
 class InitProducerIdResult(_Result):
-    error_code: int = 0
-    producer_id: int = -1
-    producer_epoch: int = -1
-    error_message: str | None = None
+    __slots__ = _fields = ("error_code", "producer_id", "producer_epoch", "error_message")
+    error_code: int
+    producer_id: int
+    producer_epoch: int
+    error_message: str | None
+
+    def __init__(self, error_code: int = 0, producer_id: int = -1, producer_epoch: int = -1,
+                 error_message: str | None = None) -> None:
+        self.error_code = error_code
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.error_message = error_message
 
 
-@dataclass(slots=True)
 class TopicResult(_Result):
     """Per-topic outcome of create/delete/create-partitions/alter-configs."""
 
-    name: str = ""
-    error_code: int = 0
-    error_message: str | None = None
-    topic_id: str | None = None
-    num_partitions: int = -1
-    replication_factor: int = -1
-    configs: list[ConfigEntry] | None = None
+    __slots__ = _fields = ("name", "error_code", "error_message", "topic_id", "num_partitions",
+                           "replication_factor", "configs")
+    name: str
+    error_code: int
+    error_message: str | None
+    topic_id: str | None
+    num_partitions: int
+    replication_factor: int
+    configs: list[ConfigEntry] | None
+
+    def __init__(self, name: str = "", error_code: int = 0, error_message: str | None = None,
+                 topic_id: str | None = None, num_partitions: int = -1, replication_factor: int = -1,
+                 configs: list[ConfigEntry] | None = None) -> None:
+        self.name = name
+        self.error_code = error_code
+        self.error_message = error_message
+        self.topic_id = topic_id
+        self.num_partitions = num_partitions
+        self.replication_factor = replication_factor
+        self.configs = configs
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionInfo:
+class PartitionInfo(FrozenValue):
+    __slots__ = _fields = ("partition", "leader", "leader_epoch", "replicas", "isr", "offline_replicas",
+                           "log_start_offset", "high_watermark")
     partition: int
     leader: int
     leader_epoch: int
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
-    offline_replicas: tuple[int, ...] = ()
-    log_start_offset: int = 0
-    high_watermark: int = 0
+    offline_replicas: tuple[int, ...]
+    log_start_offset: int
+    high_watermark: int
+
+    def __init__(self, partition: int, leader: int, leader_epoch: int, replicas: tuple[int, ...],
+                 isr: tuple[int, ...], offline_replicas: tuple[int, ...] = (), log_start_offset: int = 0,
+                 high_watermark: int = 0) -> None:
+        set_ = object.__setattr__
+        set_(self, "partition", partition)
+        set_(self, "leader", leader)
+        set_(self, "leader_epoch", leader_epoch)
+        set_(self, "replicas", replicas)
+        set_(self, "isr", isr)
+        set_(self, "offline_replicas", offline_replicas)
+        set_(self, "log_start_offset", log_start_offset)
+        set_(self, "high_watermark", high_watermark)
 
 
-@dataclass(frozen=True, slots=True)
-class TopicDescription:
+class TopicDescription(FrozenValue):
+    __slots__ = _fields = ("name", "topic_id", "is_internal", "partitions")
     name: str
     topic_id: str
     is_internal: bool
     partitions: tuple[PartitionInfo, ...]
+
+    def __init__(self, name: str, topic_id: str, is_internal: bool, partitions: tuple[PartitionInfo, ...]) -> None:
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "topic_id", topic_id)
+        set_(self, "is_internal", is_internal)
+        set_(self, "partitions", partitions)
 
     @property
     def num_partitions(self) -> int:
         return len(self.partitions)
 
 
-@dataclass(frozen=True, slots=True)
-class ProducerInfo:
+class ProducerInfo(FrozenValue):
     """An idempotent producer active on a partition (DescribeProducers)."""
 
+    __slots__ = _fields = ("producer_id", "producer_epoch", "last_sequence", "last_timestamp", "coordinator_epoch",
+                           "current_txn_start_offset")
     producer_id: int
     producer_epoch: int
     last_sequence: int
@@ -448,10 +529,20 @@ class ProducerInfo:
     coordinator_epoch: int
     current_txn_start_offset: int
 
+    def __init__(self, producer_id: int, producer_epoch: int, last_sequence: int, last_timestamp: int,
+                 coordinator_epoch: int, current_txn_start_offset: int) -> None:
+        set_ = object.__setattr__
+        set_(self, "producer_id", producer_id)
+        set_(self, "producer_epoch", producer_epoch)
+        set_(self, "last_sequence", last_sequence)
+        set_(self, "last_timestamp", last_timestamp)
+        set_(self, "coordinator_epoch", coordinator_epoch)
+        set_(self, "current_txn_start_offset", current_txn_start_offset)
+
 
 # --------------------------------------------------------------------------- config
 
-@dataclass(frozen=True)
+@frozen_dataclass
 class BrokerConfig:
     """Broker settings (Kafka's broker config names in snake_case).
 

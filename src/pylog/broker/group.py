@@ -92,9 +92,9 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
+from pylog._value import FrozenValue, Value, frozen_dataclass
 from pylog.broker import group_offsets as _records
 from pylog.broker.consumer_protocol import PROTOCOL_TYPE as CONSUMER_PROTOCOL_TYPE
 from pylog.broker.consumer_protocol import decode_subscription
@@ -212,7 +212,7 @@ class GroupState(enum.Enum):
     DEAD = "Dead"
 
 
-@dataclass(frozen=True)
+@frozen_dataclass
 class GroupCoordinatorConfig:
     """Broker settings of the group coordinator (Kafka's names in the comments).
 
@@ -307,7 +307,8 @@ class PendingResponse(Generic[T]):
         return f"PendingResponse({self._result!r})" if self.done() else "PendingResponse(<pending>)"
 
 
-class _ResultMixin:
+class _ResultMixin(Value):
+    __slots__ = ()
     error_code: int
 
     @property
@@ -321,102 +322,162 @@ class _ResultMixin:
             raise error_for_code(self.error_code)
 
 
-@dataclass
-class JoinGroupMember:
+class JoinGroupMember(Value):
     """One member as the leader sees it in its JoinGroup response."""
 
+    _fields = ("member_id", "group_instance_id", "metadata")
     member_id: str
     group_instance_id: str | None
     metadata: bytes
 
+    def __init__(self, member_id: str, group_instance_id: str | None, metadata: bytes) -> None:
+        self.member_id = member_id
+        self.group_instance_id = group_instance_id
+        self.metadata = metadata
 
-@dataclass
+
 class JoinGroupResult(_ResultMixin):
     """JoinGroup response.  ``members`` is filled for the leader only; ``skip_assignment``
     (JoinGroup v9+) tells a static leader that rejoined a stable group to not reassign."""
 
+    _fields = ("error_code", "member_id", "generation_id", "protocol_type", "protocol_name", "leader", "members",
+               "skip_assignment")
     error_code: int
     member_id: str
-    generation_id: int = -1
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    leader: str = ""
-    members: list[JoinGroupMember] = field(default_factory=list)
-    skip_assignment: bool = False
+    generation_id: int
+    protocol_type: str | None
+    protocol_name: str | None
+    leader: str
+    members: list[JoinGroupMember]
+    skip_assignment: bool
+
+    def __init__(self, error_code: int, member_id: str, generation_id: int = -1, protocol_type: str | None = None,
+                 protocol_name: str | None = None, leader: str = "", members: list[JoinGroupMember] | None = None,
+                 skip_assignment: bool = False) -> None:
+        self.error_code = error_code
+        self.member_id = member_id
+        self.generation_id = generation_id
+        self.protocol_type = protocol_type
+        self.protocol_name = protocol_name
+        self.leader = leader
+        self.members = [] if members is None else members
+        self.skip_assignment = skip_assignment
 
     @property
     def is_leader(self) -> bool:
         return self.error_code == NONE and self.leader == self.member_id
 
 
-@dataclass
 class SyncGroupResult(_ResultMixin):
+    _fields = ("error_code", "protocol_type", "protocol_name", "assignment")
     error_code: int
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    assignment: bytes = b""
+    protocol_type: str | None
+    protocol_name: str | None
+    assignment: bytes
+
+    def __init__(self, error_code: int, protocol_type: str | None = None, protocol_name: str | None = None,
+                 assignment: bytes = b"") -> None:
+        self.error_code = error_code
+        self.protocol_type = protocol_type
+        self.protocol_name = protocol_name
+        self.assignment = assignment
 
 
-@dataclass(frozen=True)
-class MemberIdentity:
+class MemberIdentity(FrozenValue):
     """A member leaving (LeaveGroup v3+ lists several).  An empty ``member_id`` with a
     ``group_instance_id`` removes that static member, whatever its member id (admin use)."""
 
+    __slots__ = _fields = ("member_id", "group_instance_id", "reason")
     member_id: str
-    group_instance_id: str | None = None
-    reason: str | None = None
+    group_instance_id: str | None
+    reason: str | None
+
+    def __init__(self, member_id: str, group_instance_id: str | None = None, reason: str | None = None) -> None:
+        set_ = object.__setattr__
+        set_(self, "member_id", member_id)
+        set_(self, "group_instance_id", group_instance_id)
+        set_(self, "reason", reason)
 
 
-@dataclass
-class LeaveGroupMemberResult:
+class LeaveGroupMemberResult(Value):
+    _fields = ("member_id", "group_instance_id", "error_code")
     member_id: str
     group_instance_id: str | None
     error_code: int
 
+    def __init__(self, member_id: str, group_instance_id: str | None, error_code: int) -> None:
+        self.member_id = member_id
+        self.group_instance_id = group_instance_id
+        self.error_code = error_code
 
-@dataclass
+
 class LeaveGroupResult(_ResultMixin):
     """LeaveGroup response: a group-level error and one result per member (v3+)."""
 
+    _fields = ("error_code", "members")
     error_code: int
-    members: list[LeaveGroupMemberResult] = field(default_factory=list)
+    members: list[LeaveGroupMemberResult]
+
+    def __init__(self, error_code: int, members: list[LeaveGroupMemberResult] | None = None) -> None:
+        self.error_code = error_code
+        self.members = [] if members is None else members
 
 
-@dataclass(frozen=True)
-class CommitOffset:
+class CommitOffset(FrozenValue):
     """One partition of an OffsetCommit request."""
 
+    __slots__ = _fields = ("offset", "metadata", "leader_epoch")
     offset: int
-    metadata: str | None = ""
-    leader_epoch: int = -1
+    metadata: str | None
+    leader_epoch: int
+
+    def __init__(self, offset: int, metadata: str | None = "", leader_epoch: int = -1) -> None:
+        set_ = object.__setattr__
+        set_(self, "offset", offset)
+        set_(self, "metadata", metadata)
+        set_(self, "leader_epoch", leader_epoch)
 
 
-@dataclass
-class FetchedOffset:
+class FetchedOffset(Value):
     """One partition of an OffsetFetch response; offset -1 means none committed."""
 
-    offset: int = -1
-    leader_epoch: int = -1
-    metadata: str = ""
-    error_code: int = NONE
-
-
-@dataclass
-class OffsetFetchResult(_ResultMixin):
+    _fields = ("offset", "leader_epoch", "metadata", "error_code")
+    offset: int
+    leader_epoch: int
+    metadata: str
     error_code: int
-    topics: dict[str, dict[int, FetchedOffset]] = field(default_factory=dict)
+
+    def __init__(self, offset: int = -1, leader_epoch: int = -1, metadata: str = "", error_code: int = NONE) -> None:
+        self.offset = offset
+        self.leader_epoch = leader_epoch
+        self.metadata = metadata
+        self.error_code = error_code
 
 
-@dataclass
+class OffsetFetchResult(_ResultMixin):
+    _fields = ("error_code", "topics")
+    error_code: int
+    topics: dict[str, dict[int, FetchedOffset]]
+
+    def __init__(self, error_code: int, topics: dict[str, dict[int, FetchedOffset]] | None = None) -> None:
+        self.error_code = error_code
+        self.topics = {} if topics is None else topics
+
+
 class OffsetDeleteResult(_ResultMixin):
     """OffsetDelete response: a group-level error, else an error per partition."""
 
+    _fields = ("error_code", "topics")
     error_code: int
-    topics: dict[str, dict[int, int]] = field(default_factory=dict)
+    topics: dict[str, dict[int, int]]
+
+    def __init__(self, error_code: int, topics: dict[str, dict[int, int]] | None = None) -> None:
+        self.error_code = error_code
+        self.topics = {} if topics is None else topics
 
 
-@dataclass
-class DescribedMember:
+class DescribedMember(Value):
+    _fields = ("member_id", "group_instance_id", "client_id", "client_host", "metadata", "assignment")
     member_id: str
     group_instance_id: str | None
     client_id: str
@@ -424,28 +485,52 @@ class DescribedMember:
     metadata: bytes
     assignment: bytes
 
+    def __init__(self, member_id: str, group_instance_id: str | None, client_id: str, client_host: str,
+                 metadata: bytes, assignment: bytes) -> None:
+        self.member_id = member_id
+        self.group_instance_id = group_instance_id
+        self.client_id = client_id
+        self.client_host = client_host
+        self.metadata = metadata
+        self.assignment = assignment
 
-@dataclass
+
 class GroupDescription(_ResultMixin):
     """DescribeGroups entry.  Metadata and assignments are given in Stable only (as Kafka)."""
 
+    _fields = ("group_id", "error_code", "state", "protocol_type", "protocol_data", "members")
     group_id: str
     error_code: int
     state: str
     protocol_type: str
     protocol_data: str
-    members: list[DescribedMember] = field(default_factory=list)
+    members: list[DescribedMember]
+
+    def __init__(self, group_id: str, error_code: int, state: str, protocol_type: str, protocol_data: str,
+                 members: list[DescribedMember] | None = None) -> None:
+        self.group_id = group_id
+        self.error_code = error_code
+        self.state = state
+        self.protocol_type = protocol_type
+        self.protocol_data = protocol_data
+        self.members = [] if members is None else members
 
 
-@dataclass
-class ListedGroup:
+class ListedGroup(Value):
     """A group as ListGroups lists it.  ``group_type`` is KIP-848's group type: every
     group this coordinator runs speaks the classic (JoinGroup/SyncGroup) protocol."""
 
+    _fields = ("group_id", "protocol_type", "state", "group_type")
     group_id: str
     protocol_type: str
     state: str
-    group_type: str = "classic"
+    group_type: str
+
+    def __init__(self, group_id: str, protocol_type: str, state: str, group_type: str = "classic") -> None:
+        self.group_id = group_id
+        self.protocol_type = protocol_type
+        self.state = state
+        self.group_type = group_type
 
 
 def _metadata_problem(value: _records.GroupMetadataValue) -> str | None:

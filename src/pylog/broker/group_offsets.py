@@ -46,9 +46,9 @@ thread-safe except :class:`InMemoryOffsetStore`, which has its own lock.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence, Union
 
+from pylog._value import FrozenValue, Value
 from pylog.broker._codec import Reader, Writer
 from pylog.errors import CorruptRecordError, InvalidRequestError, UnsupportedVersionError
 
@@ -94,53 +94,91 @@ _GROUP_VALUE_NEWEST = 4
 Record = tuple[bytes, "bytes | None"]
 
 
-@dataclass(frozen=True)
-class OffsetCommitKey:
+class OffsetCommitKey(FrozenValue):
+    __slots__ = _fields = ("group", "topic", "partition")
     group: str
     topic: str
     partition: int
 
+    def __init__(self, group: str, topic: str, partition: int) -> None:
+        set_ = object.__setattr__
+        set_(self, "group", group)
+        set_(self, "topic", topic)
+        set_(self, "partition", partition)
 
-@dataclass(frozen=True)
-class GroupMetadataKey:
+
+class GroupMetadataKey(FrozenValue):
+    __slots__ = _fields = ("group",)
     group: str
 
+    def __init__(self, group: str) -> None:
+        object.__setattr__(self, "group", group)
 
-@dataclass
-class OffsetCommitValue:
+
+class OffsetCommitValue(Value):
     """A committed offset.  ``expire_timestamp`` is -1 unless the commit carried a
     retention time (then the record is written as v1, the only version holding it)."""
 
+    _fields = ("offset", "metadata", "commit_timestamp", "leader_epoch", "expire_timestamp")
     offset: int
-    metadata: str = ""
-    commit_timestamp: int = -1
-    leader_epoch: int = -1
-    expire_timestamp: int = -1
+    metadata: str
+    commit_timestamp: int
+    leader_epoch: int
+    expire_timestamp: int
+
+    def __init__(self, offset: int, metadata: str = "", commit_timestamp: int = -1, leader_epoch: int = -1,
+                 expire_timestamp: int = -1) -> None:
+        self.offset = offset
+        self.metadata = metadata
+        self.commit_timestamp = commit_timestamp
+        self.leader_epoch = leader_epoch
+        self.expire_timestamp = expire_timestamp
 
 
-@dataclass
-class MemberMetadata:
+class MemberMetadata(Value):
     """One member as stored in a GroupMetadataValue record.  ``subscription`` is the
     member's metadata for the group's selected protocol, ``assignment`` what it got."""
 
+    _fields = ("member_id", "client_id", "client_host", "session_timeout", "subscription", "assignment",
+               "rebalance_timeout", "group_instance_id")
     member_id: str
     client_id: str
     client_host: str
     session_timeout: int
     subscription: bytes
     assignment: bytes
-    rebalance_timeout: int = -1
-    group_instance_id: str | None = None
+    rebalance_timeout: int
+    group_instance_id: str | None
+
+    def __init__(self, member_id: str, client_id: str, client_host: str, session_timeout: int, subscription: bytes,
+                 assignment: bytes, rebalance_timeout: int = -1, group_instance_id: str | None = None) -> None:
+        self.member_id = member_id
+        self.client_id = client_id
+        self.client_host = client_host
+        self.session_timeout = session_timeout
+        self.subscription = subscription
+        self.assignment = assignment
+        self.rebalance_timeout = rebalance_timeout
+        self.group_instance_id = group_instance_id
 
 
-@dataclass
-class GroupMetadataValue:
+class GroupMetadataValue(Value):
+    _fields = ("protocol_type", "generation", "protocol", "leader", "current_state_timestamp", "members")
     protocol_type: str
     generation: int
-    protocol: str | None = None
-    leader: str | None = None
-    current_state_timestamp: int = -1
-    members: list[MemberMetadata] = field(default_factory=list)
+    protocol: str | None
+    leader: str | None
+    current_state_timestamp: int
+    members: list[MemberMetadata]
+
+    def __init__(self, protocol_type: str, generation: int, protocol: str | None = None, leader: str | None = None,
+                 current_state_timestamp: int = -1, members: list[MemberMetadata] | None = None) -> None:
+        self.protocol_type = protocol_type
+        self.generation = generation
+        self.protocol = protocol
+        self.leader = leader
+        self.current_state_timestamp = current_state_timestamp
+        self.members = [] if members is None else members
 
 
 # --------------------------------------------------------------------------- partitions
@@ -371,8 +409,7 @@ def decode_group_metadata_value(data) -> GroupMetadataValue:
 
 # --------------------------------------------------------------------------- replay
 
-@dataclass
-class ReplayState:
+class ReplayState(Value):
     """Coordinator state rebuilt from ``__consumer_offsets`` records.
 
     ``offsets``: group -> (topic, partition) -> committed offset.  ``groups``: group ->
@@ -381,13 +418,22 @@ class ReplayState:
     counts records of types pylog does not read.
     """
 
-    offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]] = field(default_factory=dict)
-    groups: dict[str, GroupMetadataValue] = field(default_factory=dict)
-    skipped: int = 0
+    _fields = ("offsets", "groups", "skipped", "pending")
+    offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]]
+    groups: dict[str, GroupMetadataValue]
+    skipped: int
     #: Transactional offset commits whose transaction has no marker yet: producer id ->
     #: group -> (topic, partition) -> offset (KIP-98: they become committed offsets
     #: when the producer's COMMIT marker follows, and are dropped at its ABORT marker).
-    pending: dict[int, dict[str, dict[tuple[str, int], OffsetCommitValue]]] = field(default_factory=dict)
+    pending: dict[int, dict[str, dict[tuple[str, int], OffsetCommitValue]]]
+
+    def __init__(self, offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]] | None = None,
+                 groups: dict[str, GroupMetadataValue] | None = None, skipped: int = 0,
+                 pending: dict[int, dict[str, dict[tuple[str, int], OffsetCommitValue]]] | None = None) -> None:
+        self.offsets = {} if offsets is None else offsets
+        self.groups = {} if groups is None else groups
+        self.skipped = skipped
+        self.pending = {} if pending is None else pending
 
     def complete_txn(self, producer_id: int, commit: bool) -> None:
         """A transaction marker of ``producer_id`` was read: its pending offsets become

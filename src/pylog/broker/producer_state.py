@@ -70,10 +70,10 @@ import os
 import re
 import struct
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from pylog import _core
+from pylog._value import FrozenValue, Value
 from pylog.errors import (
     InvalidProducerEpochError,
     InvalidTxnStateError,
@@ -138,34 +138,57 @@ def marker_of(batch) -> tuple[int, int]:
     return -1, -1
 
 
-@dataclass(frozen=True, slots=True)
-class BatchMetadata:
+class BatchMetadata(FrozenValue):
     """What is remembered of one appended batch."""
 
+    __slots__ = _fields = ("first_seq", "last_seq", "first_offset", "last_offset", "timestamp")
     first_seq: int
     last_seq: int
     first_offset: int
     last_offset: int
     timestamp: int
 
+    def __init__(self, first_seq: int, last_seq: int, first_offset: int, last_offset: int, timestamp: int) -> None:
+        set_ = object.__setattr__
+        set_(self, "first_seq", first_seq)
+        set_(self, "last_seq", last_seq)
+        set_(self, "first_offset", first_offset)
+        set_(self, "last_offset", last_offset)
+        set_(self, "timestamp", timestamp)
 
-@dataclass(frozen=True, slots=True)
-class DuplicateBatch:
+
+class DuplicateBatch(FrozenValue):
     """Returned by :meth:`ProducerStateManager.check` for a retried batch already in the
     log: the producer gets the original offsets back, nothing is appended."""
 
+    __slots__ = _fields = ("first_offset", "last_offset", "timestamp")
     first_offset: int
     last_offset: int
     timestamp: int
 
+    def __init__(self, first_offset: int, last_offset: int, timestamp: int) -> None:
+        set_ = object.__setattr__
+        set_(self, "first_offset", first_offset)
+        set_(self, "last_offset", last_offset)
+        set_(self, "timestamp", timestamp)
 
-@dataclass(slots=True)
-class ProducerStateEntry:
+
+class ProducerStateEntry(Value):
+    __slots__ = _fields = ("producer_id", "producer_epoch", "coordinator_epoch", "current_txn_first_offset",
+                           "batches")
     producer_id: int
-    producer_epoch: int = NO_PRODUCER_EPOCH
-    coordinator_epoch: int = -1
-    current_txn_first_offset: int = -1
-    batches: deque = field(default_factory=lambda: deque(maxlen=NUM_BATCHES_TO_RETAIN))
+    producer_epoch: int
+    coordinator_epoch: int
+    current_txn_first_offset: int
+    batches: deque
+
+    def __init__(self, producer_id: int, producer_epoch: int = NO_PRODUCER_EPOCH, coordinator_epoch: int = -1,
+                 current_txn_first_offset: int = -1, batches: deque | None = None) -> None:
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.coordinator_epoch = coordinator_epoch
+        self.current_txn_first_offset = current_txn_first_offset
+        self.batches = deque(maxlen=NUM_BATCHES_TO_RETAIN) if batches is None else batches
 
     @property
     def last_seq(self) -> int:

@@ -28,9 +28,9 @@ Everything here is pure and thread-safe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from pylog._value import FrozenValue
 from pylog.errors import InvalidConfigError
 from pylog.storage import LogConfig
 
@@ -80,8 +80,7 @@ class ConfigSource:
     DEFAULT_CONFIG = 5
 
 
-@dataclass(frozen=True)
-class ConfigDef:
+class ConfigDef(FrozenValue):
     """One topic config.
 
     Attributes
@@ -102,28 +101,56 @@ class ConfigDef:
         The broker config that sets its default for every topic (``log.retention.ms``).
     """
 
+    __slots__ = _fields = ("name", "type", "default", "doc", "check", "log_field", "broker_name")
     name: str
     type: int
     default: str
     doc: str
     check: Callable[[Any], str | None]
-    log_field: str | None = None
-    broker_name: str | None = None
+    log_field: str | None
+    broker_name: str | None
+
+    def __init__(self, name: str, type: int, default: str, doc: str,  # noqa: A002 - Kafka's field name
+                 check: Callable[[Any], str | None], log_field: str | None = None,
+                 broker_name: str | None = None) -> None:
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "type", type)
+        set_(self, "default", default)
+        set_(self, "doc", doc)
+        set_(self, "check", check)
+        set_(self, "log_field", log_field)
+        set_(self, "broker_name", broker_name)
 
 
-@dataclass(frozen=True)
-class ConfigEntry:
+class ConfigEntry(FrozenValue):
     """One described config (a DescribeConfigs result entry)."""
 
+    __slots__ = _fields = ("name", "value", "source", "is_default", "read_only", "is_sensitive", "type",
+                           "documentation", "synonyms")
     name: str
     value: str | None
     source: int
     is_default: bool
-    read_only: bool = False
-    is_sensitive: bool = False
-    type: int = ConfigType.UNKNOWN
-    documentation: str = ""
-    synonyms: tuple[tuple[str, str | None, int], ...] = ()
+    read_only: bool
+    is_sensitive: bool
+    type: int
+    documentation: str
+    synonyms: tuple[tuple[str, str | None, int], ...]
+
+    def __init__(self, name: str, value: str | None, source: int, is_default: bool, read_only: bool = False,
+                 is_sensitive: bool = False, type: int = ConfigType.UNKNOWN,  # noqa: A002 - Kafka's field name
+                 documentation: str = "", synonyms: tuple[tuple[str, str | None, int], ...] = ()) -> None:
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "value", value)
+        set_(self, "source", source)
+        set_(self, "is_default", is_default)
+        set_(self, "read_only", read_only)
+        set_(self, "is_sensitive", is_sensitive)
+        set_(self, "type", type)
+        set_(self, "documentation", documentation)
+        set_(self, "synonyms", synonyms)
 
 
 def _range(lo: float | None, hi: float | None = None) -> Callable[[Any], str | None]:

@@ -79,9 +79,9 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
+from pylog._value import FrozenValue, Value, frozen_dataclass
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.broker.txn_log import (TRANSACTION_STATE_TOPIC, TransactionLogValue, TransactionState, decode_value,
                                   partition_for_transactional_id, txn_record, txn_tombstone)
@@ -126,7 +126,7 @@ _E_NOT_ATTEMPTED = OperationNotAttemptedError.error_code
 TxnMarker = tuple[int, int, int, bool, list[tuple[str, int]]]
 
 
-@dataclass(frozen=True)
+@frozen_dataclass
 class TransactionCoordinatorConfig:
     """Transaction coordinator settings (Kafka's broker configs in snake_case, Kafka's
     defaults).
@@ -186,23 +186,41 @@ class TxnLogIO(Protocol):
         (none: all written).  UNKNOWN_TOPIC_OR_PARTITION (a deleted topic) counts as done."""
 
 
-@dataclass
-class TransactionMetadata:
+class TransactionMetadata(Value):
     """The coordinator's state of one transactional id (Kafka's TransactionMetadata).
     ``partitions`` is replaced, never changed in place, so the lock-free
     :meth:`TransactionCoordinator.verify` always reads a whole set."""
 
+    _fields = ("transactional_id", "producer_id", "producer_epoch", "timeout_ms", "state", "partitions",
+               "start_timestamp_ms", "last_update_timestamp_ms", "previous_producer_id", "last_producer_epoch",
+               "coordinator_epoch")
     transactional_id: str
     producer_id: int
     producer_epoch: int
     timeout_ms: int
-    state: TransactionState = EMPTY
-    partitions: frozenset = frozenset()
-    start_timestamp_ms: int = -1
-    last_update_timestamp_ms: int = -1
-    previous_producer_id: int = -1
-    last_producer_epoch: int = -1
-    coordinator_epoch: int = 0
+    state: TransactionState
+    partitions: frozenset
+    start_timestamp_ms: int
+    last_update_timestamp_ms: int
+    previous_producer_id: int
+    last_producer_epoch: int
+    coordinator_epoch: int
+
+    def __init__(self, transactional_id: str, producer_id: int, producer_epoch: int, timeout_ms: int,
+                 state: TransactionState = EMPTY, partitions: frozenset = frozenset(), start_timestamp_ms: int = -1,
+                 last_update_timestamp_ms: int = -1, previous_producer_id: int = -1, last_producer_epoch: int = -1,
+                 coordinator_epoch: int = 0) -> None:
+        self.transactional_id = transactional_id
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.timeout_ms = timeout_ms
+        self.state = state
+        self.partitions = partitions
+        self.start_timestamp_ms = start_timestamp_ms
+        self.last_update_timestamp_ms = last_update_timestamp_ms
+        self.previous_producer_id = previous_producer_id
+        self.last_producer_epoch = last_producer_epoch
+        self.coordinator_epoch = coordinator_epoch
 
     def to_value(self) -> TransactionLogValue:
         parts: dict[str, list[int]] = {}
@@ -215,36 +233,61 @@ class TransactionMetadata:
             start_timestamp_ms=self.start_timestamp_ms)
 
 
-@dataclass
-class TransactionDescription:
+class TransactionDescription(Value):
     """DescribeTransactions entry (``error_code`` TRANSACTIONAL_ID_NOT_FOUND for an
     unknown id)."""
 
+    _fields = ("transactional_id", "error_code", "state", "timeout_ms", "start_time_ms", "producer_id",
+               "producer_epoch", "topics")
     transactional_id: str
-    error_code: int = 0
-    state: str = ""
-    timeout_ms: int = 0
-    start_time_ms: int = -1
-    producer_id: int = -1
-    producer_epoch: int = -1
-    topics: dict[str, list[int]] = field(default_factory=dict)
+    error_code: int
+    state: str
+    timeout_ms: int
+    start_time_ms: int
+    producer_id: int
+    producer_epoch: int
+    topics: dict[str, list[int]]
+
+    def __init__(self, transactional_id: str, error_code: int = 0, state: str = "", timeout_ms: int = 0,
+                 start_time_ms: int = -1, producer_id: int = -1, producer_epoch: int = -1,
+                 topics: dict[str, list[int]] | None = None) -> None:
+        self.transactional_id = transactional_id
+        self.error_code = error_code
+        self.state = state
+        self.timeout_ms = timeout_ms
+        self.start_time_ms = start_time_ms
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.topics = {} if topics is None else topics
 
 
-@dataclass(frozen=True)
-class ListedTransaction:
+class ListedTransaction(FrozenValue):
+    __slots__ = _fields = ("transactional_id", "producer_id", "state")
     transactional_id: str
     producer_id: int
     state: str
 
+    def __init__(self, transactional_id: str, producer_id: int, state: str) -> None:
+        set_ = object.__setattr__
+        set_(self, "transactional_id", transactional_id)
+        set_(self, "producer_id", producer_id)
+        set_(self, "state", state)
 
-@dataclass
-class ListTransactionsResult:
+
+class ListTransactionsResult(Value):
     """ListTransactions: the transactions that pass the filters, and the state filters
     that name no state (Kafka reports them, and lists nothing for them)."""
 
+    _fields = ("transactions", "unknown_state_filters", "error_code")
     transactions: list[ListedTransaction]
-    unknown_state_filters: list[str] = field(default_factory=list)
-    error_code: int = 0
+    unknown_state_filters: list[str]
+    error_code: int
+
+    def __init__(self, transactions: list[ListedTransaction], unknown_state_filters: list[str] | None = None,
+                 error_code: int = 0) -> None:
+        self.transactions = transactions
+        self.unknown_state_filters = [] if unknown_state_filters is None else unknown_state_filters
+        self.error_code = error_code
 
 
 #: The torn-write crash points of :class:`BrokerTxnIO` and the states whose record they tear.

@@ -34,9 +34,9 @@ pure and thread-safe.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Iterable
 
+from pylog._value import Value
 from pylog.broker._codec import Reader, Writer
 from pylog.broker.group_offsets import partition_for_group
 from pylog.errors import CorruptRecordError, InvalidRequestError
@@ -105,21 +105,38 @@ class TransactionState(enum.Enum):
         return None
 
 
-@dataclass
-class TransactionLogValue:
+class TransactionLogValue(Value):
     """One transactional id's state as stored.  ``partitions``: topic -> sorted
     partition ids (empty in Empty and the Complete states)."""
 
+    _fields = ("producer_id", "producer_epoch", "transaction_timeout_ms", "state", "partitions",
+               "last_update_timestamp_ms", "start_timestamp_ms", "previous_producer_id", "next_producer_id",
+               "client_transaction_version")
     producer_id: int
     producer_epoch: int
     transaction_timeout_ms: int
     state: TransactionState
-    partitions: dict[str, list[int]] = field(default_factory=dict)
-    last_update_timestamp_ms: int = -1
-    start_timestamp_ms: int = -1
-    previous_producer_id: int = -1
-    next_producer_id: int = -1
-    client_transaction_version: int = 0
+    partitions: dict[str, list[int]]
+    last_update_timestamp_ms: int
+    start_timestamp_ms: int
+    previous_producer_id: int
+    next_producer_id: int
+    client_transaction_version: int
+
+    def __init__(self, producer_id: int, producer_epoch: int, transaction_timeout_ms: int, state: TransactionState,
+                 partitions: dict[str, list[int]] | None = None, last_update_timestamp_ms: int = -1,
+                 start_timestamp_ms: int = -1, previous_producer_id: int = -1, next_producer_id: int = -1,
+                 client_transaction_version: int = 0) -> None:
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.state = state
+        self.partitions = {} if partitions is None else partitions
+        self.last_update_timestamp_ms = last_update_timestamp_ms
+        self.start_timestamp_ms = start_timestamp_ms
+        self.previous_producer_id = previous_producer_id
+        self.next_producer_id = next_producer_id
+        self.client_transaction_version = client_transaction_version
 
 
 def partition_for_transactional_id(transactional_id: str, num_partitions: int = DEFAULT_NUM_PARTITIONS) -> int:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
+from pylog._value import frozen_dataclass
 from pylog.broker.topic_config import TOPIC_CONFIGS, normalize
 from pylog.errors import InvalidConfigError
 from pylog.server.kafka_config_names import is_kafka_broker_config
@@ -202,7 +203,7 @@ def _to_int(name: str, raw: Any, lo: int, hi: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
+@frozen_dataclass
 class ServerConfig:
     """``pylog serve`` settings (attribute = Kafka's name with dots as underscores).
 

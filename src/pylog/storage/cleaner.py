@@ -83,10 +83,11 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Callable, Sequence
 
 from pylog import _core
+from pylog._value import FrozenValue, frozen_dataclass
 from pylog.codecs import DEFAULT_MAX_UNCOMPRESSED
 from pylog.errors import CorruptRecordError, InvalidConfigError, KafkaStorageError, LogClosedError, PylogError
 from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError
@@ -125,8 +126,7 @@ class _Aborted(Exception):
     """The log changed under a clean (or was closed): give up, delete the output."""
 
 
-@dataclass(frozen=True)
-class CleanableInfo:
+class CleanableInfo(FrozenValue):
     """Where a log stands for the cleaner (:meth:`LogCleaner.inspect`).
 
     Attributes
@@ -148,6 +148,8 @@ class CleanableInfo:
         (``"not_compacted"``, ``"nothing_to_clean"``, ``"below_min_dirty_ratio"``).
     """
 
+    __slots__ = _fields = ("log_start_offset", "first_dirty_offset", "cleanable_end_offset", "clean_bytes",
+                           "dirty_bytes", "dirty_ratio", "due", "reason")
     log_start_offset: int
     first_dirty_offset: int
     cleanable_end_offset: int
@@ -157,8 +159,20 @@ class CleanableInfo:
     due: bool
     reason: str
 
+    def __init__(self, log_start_offset: int, first_dirty_offset: int, cleanable_end_offset: int, clean_bytes: int,
+                 dirty_bytes: int, dirty_ratio: float, due: bool, reason: str) -> None:
+        set_ = object.__setattr__
+        set_(self, "log_start_offset", log_start_offset)
+        set_(self, "first_dirty_offset", first_dirty_offset)
+        set_(self, "cleanable_end_offset", cleanable_end_offset)
+        set_(self, "clean_bytes", clean_bytes)
+        set_(self, "dirty_bytes", dirty_bytes)
+        set_(self, "dirty_ratio", dirty_ratio)
+        set_(self, "due", due)
+        set_(self, "reason", reason)
 
-@dataclass(frozen=True)
+
+@frozen_dataclass
 class CleanerStats:
     """What one :meth:`LogCleaner.clean` did.
 

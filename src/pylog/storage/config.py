@@ -10,9 +10,9 @@ CreateTopics request).  Every value is validated on construction and a bad one r
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Mapping
 
+from pylog._value import frozen_dataclass
 from pylog.errors import InvalidConfigError
 
 __all__ = ["LogConfig"]
@@ -28,7 +28,7 @@ _TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
 _CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact", "")
 
 
-@dataclass(frozen=True)
+@frozen_dataclass
 class LogConfig:
     """Settings of one partition log (Kafka's topic configs, snake_case).
 

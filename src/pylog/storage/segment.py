@@ -54,10 +54,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from pylog import _core
+from pylog._value import Value
 from pylog.errors import CorruptRecordError, KafkaStorageError
 from pylog.storage.config import LogConfig
 from pylog.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
@@ -186,10 +186,11 @@ class BatchInfo(NamedTuple):
     records_count: int
 
 
-@dataclass
-class RecoveryInfo:
+class RecoveryInfo(Value):
     """What :meth:`LogSegment.recover` found."""
 
+    _fields = ("base_offset", "valid_bytes", "truncated_bytes", "batches", "next_offset", "reason",
+               "dropped_records", "dropped_last_offset", "zero_tail")
     base_offset: int
     valid_bytes: int
     truncated_bytes: int
@@ -197,12 +198,25 @@ class RecoveryInfo:
     next_offset: int
     reason: str | None
     """None: the segment ended cleanly (a zero tail is not corruption)."""
-    dropped_records: int = 0
+    dropped_records: int
     """Records in the batches that still parse in the removed bytes (a lower bound)."""
-    dropped_last_offset: int = -1
+    dropped_last_offset: int
     """The last offset those batches claim (-1 when none parses)."""
-    zero_tail: bool = False
+    zero_tail: bool
     """The removed bytes (their first 64 KiB) are zeros."""
+
+    def __init__(self, base_offset: int, valid_bytes: int, truncated_bytes: int, batches: int, next_offset: int,
+                 reason: str | None, dropped_records: int = 0, dropped_last_offset: int = -1,
+                 zero_tail: bool = False) -> None:
+        self.base_offset = base_offset
+        self.valid_bytes = valid_bytes
+        self.truncated_bytes = truncated_bytes
+        self.batches = batches
+        self.next_offset = next_offset
+        self.reason = reason
+        self.dropped_records = dropped_records
+        self.dropped_last_offset = dropped_last_offset
+        self.zero_tail = zero_tail
 
 
 class SegmentCache:
