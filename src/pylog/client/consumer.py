@@ -615,7 +615,9 @@ class Consumer:
         """
         tps = [_tp(p) for p in partitions]
         for tp in tps:
-            if not 0 <= tp.partition < self._transport.topic_metadata(tp.topic)[0]:
+            # Never creates the topic (pylog.open and pylog.connect alike): a consumer that
+            # names a missing topic, say misspelt, is told so.
+            if not 0 <= tp.partition < self._transport.topic_metadata(tp.topic, create=False)[0]:
                 raise UnknownTopicOrPartitionError(f"{tp.topic} has no partition {tp.partition}")
         with self._lock:
             self._check_open()
@@ -1679,7 +1681,8 @@ class Consumer:
         return {tp for tp, st in self._assignment.items() if st.paused}
 
     def partitions_for_topic(self, topic: str) -> set[int]:
-        return set(range(self._transport.topic_metadata(topic)[0]))
+        """Partition ids of ``topic``; never creates it.  Raises UnknownTopicOrPartitionError."""
+        return set(range(self._transport.topic_metadata(topic, create=False)[0]))
 
     def topics(self) -> set[str]:
         return set(self._transport.list_topics())

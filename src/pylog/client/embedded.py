@@ -157,8 +157,10 @@ class EmbeddedTransport:
 
     # ------------------------------------------------------------------ metadata
 
-    def topic_metadata(self, topic: str) -> tuple[int, int]:
+    def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
         b = self.broker
+        if not create and not b.has_topic(topic):
+            raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
         n = b.num_partitions(topic)          # auto-creates as the broker is configured to
         return n, int(b.topic_config(topic)["max.message.bytes"])
 

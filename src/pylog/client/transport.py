@@ -216,9 +216,11 @@ class Transport(Protocol):
 
     # ------------------------------------------------------------------ metadata
 
-    def topic_metadata(self, topic: str) -> tuple[int, int]:
+    def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
         """``(partition count, max.message.bytes)`` of ``topic``, creating the topic when
-        the cluster creates topics on first use (``auto.create.topics.enable``).
+        the cluster creates topics on first use (``auto.create.topics.enable``) and
+        ``create`` is true (the producer's first send; a consumer passes False, so that
+        reading a topic never creates it whichever transport it goes through).
 
         Raises
         ------

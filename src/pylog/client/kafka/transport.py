@@ -1286,14 +1286,14 @@ class KafkaTransport:
 
     # ------------------------------------------------------------------ metadata
 
-    def topic_metadata(self, topic: str) -> tuple[int, int]:
+    def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
         self._check_open()
         self.cluster.add_topics((topic,))       # followed by the periodic updates from now on
         snap = self.cluster.snapshot()
         t = snap.topics.get(topic)
         if t is None or t.error_code:
-            snap = self._wait(self.net.refresh_metadata([topic], allow_auto_topic_creation=self.allow_auto_create_topics),
-                              self.request_timeout_ms)
+            snap = self._wait(self.net.refresh_metadata(
+                [topic], allow_auto_topic_creation=create and self.allow_auto_create_topics), self.request_timeout_ms)
             t = snap.topics.get(topic)
             code = t.error_code if t is not None else _UNKNOWN_TOPIC_OR_PARTITION
             if code == _UNKNOWN_TOPIC_OR_PARTITION:
