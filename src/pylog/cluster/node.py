@@ -750,12 +750,37 @@ class ClusterNode:
         self.call_in_loop(self.replica_manager.check_waiters)
 
     def _reregister(self) -> None:
+        """(kazoo's callback thread, on a new session.)  Register again.  ZooKeeper may be
+        out of reach again just after the session opened: then a thread of its own retries
+        (backing off up to 1 s) until the registration is made, the broker stops, or the
+        id is refused for good (another live broker holds it).  Without the retry the
+        broker would stay alive but unregistered, out of every ISR, until it restarts:
+        the session survives a short disconnection, so no new session comes to retry."""
+        if not self._try_reregister():
+            threading.Thread(target=self._reregister_until_done, name="pylog-zk-reregister",
+                             daemon=True).start()
+
+    def _try_reregister(self) -> bool:
+        """One registration attempt; False when it should be tried again."""
         try:
-            self.broker_epoch = self.coordination.register_broker(self.registration())
-            _log.info("broker %d registered again after a session expiry (broker epoch %d)",
-                      self.broker_id, self.broker_epoch)
+            epoch = self.coordination.register_broker(self.registration())
         except PylogError as exc:
+            if exc.retriable and not self._stopping:
+                _log.warning("broker %d could not register again yet (%s); retrying", self.broker_id, exc)
+                return False
             _log.error("broker %d could not register again: %s", self.broker_id, exc)
+            return True
+        self.broker_epoch = epoch
+        _log.info("broker %d registered again after a session expiry (broker epoch %d)", self.broker_id, epoch)
+        return True
+
+    def _reregister_until_done(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            time.sleep(delay)
+            if self._try_reregister():
+                return
+            delay = min(delay * 2, 1.0)
 
     def tick(self) -> None:
         """Periodic work on the loop: the ISR-shrink check; the controller's timers."""
