@@ -74,14 +74,15 @@ class EmbeddedTransport:
     # ------------------------------------------------------------------ produce
 
     def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
-                transactional_id: str | None = None) -> list[list[ProduceResult]]:
+                transactional_id: str | None = None,
+                timeout_ms: int | Sequence[int] | None = None) -> list[list[ProduceResult]]:
         produce_batches = self.broker.produce_batches
         return [produce_batches(topic, partition, batches, acks=acks) for topic, partition, batches in work]
 
     def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
                       on_done: Callable[[int, list[ProduceResult]], object],
-                      transactional_id: str | None = None) -> None:
-        # An append is a function call: every answer is there before this returns.  The
+                      transactional_id: str | None = None, timeout_ms: int | Sequence[int] | None = None) -> None:
+        # An append is a function call (no timeout applies): every answer is there before this returns.  The
         # consecutive entries of one partition (the producer gives each batch its own)
         # are appended in one call.
         produce_batches = self.broker.produce_batches

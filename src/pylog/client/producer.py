@@ -75,7 +75,9 @@ Delivery
   numbers and go again after them.  Splits are counted (``batch_split_count``, Kafka's
   batch-split-total) and logged at WARNING.
 - ``delivery_timeout_ms`` fails a batch that waits to be sent or retried past it; a batch
-  on the wire is bounded by the transport's ``request_timeout_ms``.
+  on the wire is bounded by the producer's ``request_timeout_ms`` and by its delivery
+  timeout: its request times out at whichever comes first (as Kafka's Sender expires
+  in-flight batches), and past its delivery timeout the batch fails for good.
 - ``buffer_memory`` counts every record accepted and not yet answered, whether it waits,
   is out or waits for a retry.
 
@@ -106,6 +108,7 @@ answer; the latter never waits for it, never fails a batch and never runs a call
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import random
 import threading
@@ -200,7 +203,16 @@ class Producer(_core._ProducerCore):
     enable_idempotence : bool, optional
         Default: on, unless ``acks`` is not all or ``retries`` is 0 (then off, as Kafka).
     retries, retry_backoff_ms, retry_backoff_max_ms, delivery_timeout_ms
-        Retry policy (defaults 2147483647, 100, 1000, 120000).
+        Retry policy (defaults 2147483647, 100, 1000, 120000).  ``delivery_timeout_ms``
+        bounds a record from ``send`` to its answer, including a request on the wire: a
+        batch still unanswered then fails (its request times out then).  It must be at
+        least ``linger_ms + request_timeout_ms``, as Kafka requires (a value given lower
+        raises InvalidConfigError; the default is raised to it, with a warning).
+    request_timeout_ms : int, optional
+        How long a Produce request may go unanswered before it fails (retriably) and its
+        connection is closed; also the request's timeout for the broker's acks.  Default:
+        the transport's (``pylog.connect(request_timeout_ms=...)``, 30000).  The embedded
+        transport appends in the call and never waits.
     max_in_flight_requests_per_connection, max_in_flight : int
         Default 5; at most 5 with idempotence.
     buffer_memory : int
@@ -229,14 +241,14 @@ class Producer(_core._ProducerCore):
     def __init__(self, transport, *, acks: Any = "all", linger_ms: int = 5, batch_size: int = 16384,
                  compression_type: str | None = "none", enable_idempotence: bool | None = None,
                  retries: int = _INT32_MAX, retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000,
-                 delivery_timeout_ms: int = 120_000, max_in_flight_requests_per_connection: int = 5,
+                 delivery_timeout_ms: int | None = None, max_in_flight_requests_per_connection: int = 5,
                  max_in_flight: int | None = None, buffer_memory: int = 32 * 1024 * 1024,
                  max_block_ms: int = 60_000, max_request_size: int = 1024 * 1024,
                  partitioner: Partitioner | str | None = None,
                  key_serializer: Callable[[Any], bytes] | None = None,
                  value_serializer: Callable[[Any], bytes] | None = None,
                  client_id: str = "pylog-producer", metadata_max_age_ms: int = 300_000,
-                 request_timeout_ms: int = 30_000, transactional_id: str | None = None,
+                 request_timeout_ms: int | None = None, transactional_id: str | None = None,
                  transaction_timeout_ms: int = 60_000) -> None:
         if acks not in _ACKS or isinstance(acks, bool):
             raise InvalidConfigError(f"acks must be 'all', -1, 0 or 1, got {acks!r}")
@@ -247,7 +259,9 @@ class Producer(_core._ProducerCore):
         self.retry_backoff_ms = _positive_int("retry_backoff_ms", retry_backoff_ms)
         self.retry_backoff_max_ms = max(_positive_int("retry_backoff_max_ms", retry_backoff_max_ms),
                                         self.retry_backoff_ms)
-        delivery_timeout_ms = _positive_int("delivery_timeout_ms", delivery_timeout_ms, minimum=1)
+        delivery_given = delivery_timeout_ms is not None
+        delivery_timeout_ms = _positive_int("delivery_timeout_ms", 120_000 if delivery_timeout_ms is None
+                                            else delivery_timeout_ms, minimum=1)
         if max_in_flight is not None:
             max_in_flight_requests_per_connection = max_in_flight
         in_flight = _positive_int("max_in_flight_requests_per_connection", max_in_flight_requests_per_connection,
@@ -256,7 +270,31 @@ class Producer(_core._ProducerCore):
         self.max_block_ms = _positive_int("max_block_ms", max_block_ms)
         max_request_size = _positive_int("max_request_size", max_request_size, minimum=1, maximum=_INT32_MAX)
         self.metadata_max_age_ms = _positive_int("metadata_max_age_ms", metadata_max_age_ms, minimum=1)
-        _positive_int("request_timeout_ms", request_timeout_ms, minimum=1)
+        # The Produce requests' timeout: ours when the transport takes one (produce_async,
+        # or produce when that is all it has), else none we could honour.
+        produce_fn = getattr(transport, "produce_async" if getattr(type(transport), "produce_async", None)
+                             is not None else "produce", None)
+        try:
+            takes_timeout = produce_fn is not None and "timeout_ms" in inspect.signature(produce_fn).parameters
+        except (TypeError, ValueError):
+            takes_timeout = False
+        if request_timeout_ms is not None:
+            request_timeout_ms = _positive_int("request_timeout_ms", request_timeout_ms, minimum=1,
+                                               maximum=_INT32_MAX)
+            if not takes_timeout:
+                raise InvalidConfigError(f"request_timeout_ms: {type(transport).__name__} takes no request timeout")
+        elif takes_timeout:
+            request_timeout_ms = getattr(transport, "request_timeout_ms", None)
+        if request_timeout_ms is not None and delivery_timeout_ms < linger_ms + request_timeout_ms:
+            if not delivery_given:          # Kafka's default gives way, with a warning
+                delivery_timeout_ms = int(linger_ms + request_timeout_ms)
+                _log.warning("delivery_timeout_ms raised to linger_ms + request_timeout_ms = %d",
+                             delivery_timeout_ms)
+            else:
+                raise InvalidConfigError(
+                    f"delivery_timeout_ms={delivery_timeout_ms} must be at least linger_ms + request_timeout_ms "
+                    f"({linger_ms} + {request_timeout_ms:.0f}): a batch could expire before its request timed out")
+        self.request_timeout_ms = request_timeout_ms
         if compression_type is None:
             compression_type = "none"
         if compression_type not in ("none", "gzip", "snappy", "lz4", "zstd"):
@@ -684,6 +722,14 @@ class Producer(_core._ProducerCore):
             return
         work = [(r.queue.topic, r.queue.partition, self._prepare(r.batches)) for r in sending]
         answers = self._answers
+        kw = self._produce_kw
+        if self.request_timeout_ms is not None:
+            # A request on the wire is bounded by its batches' delivery timeout too (Kafka's
+            # Sender expires in-flight batches): it times out then, and the batch fails as
+            # one past its delivery timeout whose fate is unknown.
+            timeout = self.request_timeout_ms
+            kw = dict(kw, timeout_ms=[max(1, int(min(timeout, min(b.deadline_ms for b in r.batches) - now)))
+                                      for r in sending])
 
         def on_done(i: int, results: list, _sending: list = sending) -> None:
             # Any thread (the network transport's I/O thread): taken there if it is clean,
@@ -697,7 +743,7 @@ class Producer(_core._ProducerCore):
 
         self._in_produce = True
         try:
-            self._produce_async(work, acks=self.acks, on_done=on_done, **self._produce_kw)
+            self._produce_async(work, acks=self.acks, on_done=on_done, **kw)
         except PylogError as exc:   # the transport is closed: nothing was sent
             for r in sending:
                 answers.append((r, [ProduceResult.failed(exc) for _ in r.batches]))

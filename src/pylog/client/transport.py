@@ -95,8 +95,8 @@ class Transport(Protocol):
 
     # ------------------------------------------------------------------ produce
 
-    def produce(self, work: Sequence[ProduceWork], *, acks: int,
-                transactional_id: str | None = None) -> list[list[ProduceResult]]:
+    def produce(self, work: Sequence[ProduceWork], *, acks: int, transactional_id: str | None = None,
+                timeout_ms: int | Sequence[int] | None = None) -> list[list[ProduceResult]]:
         """Append the batches of several partitions; one list of results per entry of
         ``work`` (in its order), one result per batch.
 
@@ -111,12 +111,16 @@ class Transport(Protocol):
         carries the error code, and ``error.retriable`` says whether to retry.
         ``transactional_id``: a transactional producer's, sent with its batches (Produce
         v3+); the partitions must have been added to its transaction first.
+        ``timeout_ms``: over the network, how long a Produce request may take (the
+        request's timeout and the client's deadline for its answer; default the
+        transport's ``request_timeout_ms``), one for all or one per entry of ``work`` (a
+        request holding several takes the smallest); the embedded transport never waits.
         """
         ...
 
     def produce_async(self, work: Sequence[ProduceWork], *, acks: int,
                       on_done: Callable[[int, list[ProduceResult]], object],
-                      transactional_id: str | None = None) -> None:
+                      transactional_id: str | None = None, timeout_ms: int | Sequence[int] | None = None) -> None:
         """:meth:`produce` without waiting: ``on_done(i, results)`` is called once per entry
         of ``work`` with its results, as they come, from any thread (the network
         transport's I/O thread; the embedded one completes before it returns).

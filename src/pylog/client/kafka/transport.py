@@ -401,7 +401,8 @@ class KafkaTransport:
     # ------------------------------------------------------------------ produce
 
     def produce(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
-                transactional_id: str | None = None) -> list[list[ProduceResult]]:
+                transactional_id: str | None = None,
+                timeout_ms: int | Sequence[int] | None = None) -> list[list[ProduceResult]]:
         out: list[list[ProduceResult] | None] = [None] * len(work)
         answered = threading.Event()
         left = [len(work)]
@@ -414,21 +415,25 @@ class KafkaTransport:
                 if not left[0]:
                     answered.set()
 
-        self.produce_async(work, acks=acks, on_done=on_done, transactional_id=transactional_id)
+        self.produce_async(work, acks=acks, on_done=on_done, transactional_id=transactional_id, timeout_ms=timeout_ms)
         # The network client fails every request at its deadline; the margin is for a
         # wedged I/O thread only.
-        if work and not answered.wait(self.request_timeout_ms / 1000 + 5):
+        if timeout_ms is None or not work:
+            longest = self.request_timeout_ms
+        else:
+            longest = timeout_ms if isinstance(timeout_ms, (int, float)) else max(timeout_ms)
+        if work and not answered.wait(longest / 1000 + 5):
             with lock:
                 for i, (topic, partition, batches) in enumerate(work):
                     if out[i] is None:
                         exc = RequestTimedOutError(f"{topic}-{partition}: no answer within "
-                                                   f"{self.request_timeout_ms:.0f} ms")
+                                                   f"{longest:.0f} ms")
                         out[i] = [ProduceResult.failed(exc) for _ in batches]
         return out  # type: ignore[return-value]
 
     def produce_async(self, work: Sequence[tuple[str, int, Sequence[Any]]], *, acks: int,
                       on_done: Callable[[int, list[ProduceResult]], object],
-                      transactional_id: str | None = None) -> None:
+                      transactional_id: str | None = None, timeout_ms: int | Sequence[int] | None = None) -> None:
         """Send the Produce requests and return; ``on_done(i, results)`` runs on the network
         client's I/O thread as each partition's requests are answered (at once, in this
         thread, for a partition without a known leader or a request that could not be
@@ -481,9 +486,15 @@ class KafkaTransport:
                     reqs.append([])
                 reqs[first + k].append((i, k, topic, partition, batch))
             taken[(topic, partition)] = first + len(batches)
-        timeout_ms = self.request_timeout_ms
+        if timeout_ms is None:
+            timeout_ms = self.request_timeout_ms
+        per_entry = None if isinstance(timeout_ms, (int, float)) else timeout_ms
         for leader, reqs in by_leader.items():
             for entries in reqs:
+                if per_entry is not None:
+                    # The producer's: its request timeout, or less for a batch whose
+                    # delivery timeout ends sooner.
+                    timeout_ms = max(1, min(int(per_entry[i]) for i, _, _, _, _ in entries))
                 topic_data: dict[str, list[Any]] = {}
                 for _, _, topic, partition, batch in entries:
                     parts = topic_data.get(topic)
@@ -494,7 +505,7 @@ class KafkaTransport:
                     transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms,
                     topic_data=[_TopicProduceData(name=t, partition_data=parts) for t, parts in topic_data.items()])
                 try:
-                    fut = self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0)
+                    fut = self._send(leader, ApiKey.PRODUCE, body, expect_response=acks != 0, timeout_ms=timeout_ms)
                 except PylogError as send_exc:
                     self._produce_answered(answer, entries, acks, None, send_exc)
                     continue
