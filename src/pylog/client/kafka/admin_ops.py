@@ -57,6 +57,7 @@ _UNKNOWN_TOPIC_OR_PARTITION = 3
 _LEADER_NOT_AVAILABLE = 5
 _INVALID_GROUP_ID = 24
 _NOT_CONTROLLER = 41
+_THROTTLING_QUOTA_EXCEEDED = 89
 _RESOURCE_TOPIC = 2
 _INT32 = (-2**31, 2**31 - 1)
 _OPS = {"set": 0, "delete": 1, "append": 2, "subtract": 3}
@@ -161,7 +162,11 @@ class AdminOps(_Caller):
                          api_key: int) -> dict[str, tuple[int, str | None, Any]]:
         """Send ``build(names)`` to the controller; ``parse`` gives name -> (code,
         message, entry).  Names answered NOT_CONTROLLER go again to the controller of a
-        fresh metadata answer."""
+        fresh metadata answer.  Names answered THROTTLING_QUOTA_EXCEEDED (the controller
+        mutation quota of CreateTopics, CreatePartitions and DeleteTopics, KIP-599) go
+        again after the answer's throttle_time_ms, as Kafka's admin client does by
+        default (``retryOnQuotaViolation``); the code is final only when that wait would
+        pass the call's deadline."""
         deadline = self._deadline()
         out: dict[str, tuple[int, str | None, Any]] = {}
         todo = list(names)
@@ -173,18 +178,27 @@ class AdminOps(_Caller):
                 self._backoff_or_raise(deadline, exc)
                 continue
             got = parse(resp)
+            throttle = max(getattr(resp, "throttle_time_ms", 0) or 0, 0) / 1000
             again = []
+            moved = False
             for name in todo:
                 code, msg, entry = got.get(name, (UnknownServerError.error_code, "no answer for it", None))
                 if code == _NOT_CONTROLLER and time.monotonic() + self.retry_backoff < deadline:
+                    again.append(name)
+                    moved = True
+                elif (code == _THROTTLING_QUOTA_EXCEEDED
+                      and time.monotonic() + max(throttle, self.retry_backoff) < deadline):
                     again.append(name)
                 else:
                     out[name] = (code, msg, entry)
             todo = again
             if todo:
-                self.net.cluster.request_update()
-                time.sleep(self.retry_backoff)
-                self._metadata([], deadline)
+                if moved:
+                    self.net.cluster.request_update()
+                    time.sleep(self.retry_backoff)
+                    self._metadata([], deadline)
+                else:
+                    time.sleep(max(throttle, self.retry_backoff))
         return out
 
     def _log_offsets(self, snap: MetadataSnapshot, parts: list[tuple[str, int]],
