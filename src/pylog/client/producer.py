@@ -35,18 +35,23 @@ Delivery
   idempotent producer keeps up to that many of a partition's batches out at once, in
   one request or several, while the ones before are unanswered (the first batch of each
   producer epoch goes alone: a broker that does not know the producer yet would take a
-  later sequence first).  Without idempotence a partition has one
-  request out at a time (of up to that many batches), so a retry can never overtake a
-  later request.  Answers are handled as they come: an appended batch's handles resolve
-  at once.
+  later sequence first).  Without idempotence a partition also keeps up to that many
+  batches out at once, each its own request, so, as Kafka documents for
+  ``max.in.flight.requests.per.connection`` > 1, a batch refused and retried may be
+  appended after later batches of its partition, and one appended whose answer was lost
+  is appended again (at least once).  A producer without idempotence keeps the order of
+  a partition's records only with ``max_in_flight=1``.  Answers are handled as they
+  come: an appended batch's handles resolve at once.
 - Retriable errors are retried with exponential backoff (``retry_backoff_ms`` doubling up to
   ``retry_backoff_max_ms``, 20 % jitter) until ``retries`` or ``delivery_timeout_ms`` run
   out.  A partition with a failed batch sends nothing more until all its requests out
   are answered; then its failed batches go back first in its queue, in the order they
   were sent, and go again on their own, answered before anything later of the
-  partition is sent: the order of a partition's records is their send order whatever
-  is retried, and a retried batch that was appended stays among the 5 batches the
-  broker recognises as duplicates.
+  partition is sent.  With idempotence (or ``max_in_flight=1``) the order of a
+  partition's records is their send order whatever is retried (the broker refuses the
+  later batches of a refused one as OUT_OF_ORDER_SEQUENCE, and they go again after it),
+  and a retried batch that was appended stays among the 5 batches the broker recognises
+  as duplicates.
 - Idempotence (the default, as in Kafka 3+): the producer gets a producer id from the
   broker; each batch carries the partition's next sequence number; a retried batch keeps
   its number, so if it was appended after all the broker answers with the original
@@ -906,7 +911,9 @@ class Producer(_core._ProducerCore):
         if not flight.requests:
             return self.max_in_flight
         if not self.enable_idempotence or flight.requests >= self.max_in_flight:
-            # Without sequence numbers a retry could overtake a later request.
+            # Without sequence numbers nothing more goes until the partition's requests
+            # out are answered (those may still be up to max_in_flight, sent together: a
+            # retry of one of them can land after the others, as in Kafka).
             return 0
         # The broker recognises a retried duplicate among a producer's last 5 batches.
         return self.max_in_flight - flight.batches
