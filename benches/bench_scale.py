@@ -259,7 +259,9 @@ def _spin(stop_at: float) -> None:
 
 def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
     """End-to-end latency percentiles (ms) with a CPU-bound process beside the server,
-    and without it in the same call."""
+    and without it in the same call.  Each run also reports the 1-minute load average
+    when it started (``load1``: on a shared machine other work is a neighbour too) and
+    the server's CPU seconds during the measurement (``server_cpu_s``)."""
     import numpy as np
 
     def run(busy: bool) -> dict:
@@ -271,7 +273,11 @@ def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
                 spinner = multiprocessing.get_context("spawn").Process(
                     target=_spin, args=(time.monotonic() + seconds + 30,), daemon=True)
                 spinner.start()
+            load1 = os.getloadavg()[0]
+            cpu0 = server.cpu_seconds()
             lat = end_to_end_latency(server.bootstrap, "latency", rate, seconds, raw=True)
+            lat["server_cpu_s"] = server.cpu_seconds() - cpu0
+            lat["load1"] = load1
         finally:
             if spinner is not None:
                 spinner.terminate()

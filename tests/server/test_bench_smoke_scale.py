@@ -27,6 +27,7 @@ def test_latency_with_and_without_a_busy_neighbour():
     for run in ("quiet", "busy"):
         fig = lat[run]
         assert fig["records"] > 0 and 0 < fig["p50"] <= fig["p99"] <= fig["p999"] <= fig["max"]
+        assert fig["server_cpu_s"] > 0 and fig["load1"] >= 0
 
 
 @pytest.mark.parametrize("kind", ["confluent", "pylog"])
