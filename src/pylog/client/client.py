@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pylog.broker.core import ListOffsetsResult, NewTopic, TopicDescription, TopicResult
@@ -262,10 +263,17 @@ class Client:
 
     # ------------------------------------------------------------------ life cycle
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Close the producers and consumers made here (producers flush, consumers commit
         and leave), then the transport (``pylog.open``'s: the broker, which flushes every
-        log and marks a clean shutdown).  Idempotent."""
+        log and marks a clean shutdown).  Idempotent.
+
+        ``timeout`` (seconds; None: until sent) bounds the producers' flushes, shared
+        among them as Kafka's ``KafkaProducer.close(Duration)`` bounds one: what is
+        still unsent then fails with RequestTimedOutError.  Without it a producer open
+        against a hung broker holds the close for its ``delivery_timeout_ms``.  Consumers
+        bound their own close (``request_timeout_ms``)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         with self._lock:
             if self._closed:
                 return
@@ -273,7 +281,10 @@ class Client:
             clients = list(self._clients)
         for c in reversed(clients):
             try:
-                c.close()
+                if isinstance(c, Producer):
+                    c.close(None if deadline is None else max(deadline - time.monotonic(), 0))
+                else:
+                    c.close()
             except Exception:  # noqa: BLE001 - close the rest anyway
                 _log.exception("closing %r failed", c)
         if self._owns_transport:

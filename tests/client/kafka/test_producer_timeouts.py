@@ -111,3 +111,17 @@ def test_timeouts_are_checked_as_kafka_checks_them(held, client):
         Producer(FlakyTransport(client.transport, []), request_timeout_ms=1000)
     # The embedded transport appends in the call: the setting is taken, as over connect.
     client.producer(request_timeout_ms=1000, delivery_timeout_ms=2000).close()
+
+
+def test_client_close_timeout_bounds_its_producers_flush(held):
+    # Kafka's KafkaProducer.close(Duration): what is unsent at the timeout fails.  Without
+    # one, a producer open against a hung broker held Client.close() for its
+    # delivery_timeout_ms (two minutes by default).
+    c, hold, topic = held
+    p = c.producer(linger_ms=0)
+    p.send(topic, b"warm").result(timeout=30)
+    hold.n = 1_000_000
+    h = p.send(topic, b"never answered")
+    c.close(timeout=0.5)
+    assert p.closed and h.done()
+    assert isinstance(h.exception(timeout=0), RequestTimedOutError)
