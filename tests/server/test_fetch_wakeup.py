@@ -15,29 +15,16 @@ import struct
 import pytest
 
 from pylog.protocol import messages as m
-from pylog.records import RecordBatchBuilder, iter_batches
+from pylog.records import iter_batches
 from pylog.server import connection as connection_module
 from tests.wire import BrokerConnection
+from server.test_long_poll import batch, send_fetch
 from server.util import unique, wait_for
 
-F = m.FetchRequest
 P = m.ProduceRequest
 
 #: struct tcp_info's tcpi_data_segs_in (Linux 4.6+): TCP segments with data received.
 _DATA_SEGS_IN = 152
-
-
-def batch(values):
-    b = RecordBatchBuilder()
-    for v in values:
-        b.append(None, None, v)
-    return b.build()
-
-
-def fetch_body(topic, offset, max_wait_ms):
-    return F(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
-             session_id=0, session_epoch=-1, topics=[F.FetchTopic(topic=topic, partitions=[
-                 F.FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)])])
 
 
 def produce_body(topic, records):
@@ -75,7 +62,7 @@ def test_a_woken_fetch_is_answered_before_the_produce_that_woke_it(inproc, monke
         flush(self)
 
     with BrokerConnection(host, port) as consumer, BrokerConnection(host, port) as producer:
-        pending = consumer.send_request(1, fetch_body(topic, 0, 30_000))
+        pending = send_fetch(consumer, topic, 0, 30_000)
         wait_for(lambda: parked(inproc, topic), "the fetch to wait")
         monkeypatch.setattr(connection_module.Connection, "_flush_segments", recording)
         answer = producer.request(0, produce_body(topic, batch([b"a", b"b"])))
@@ -98,7 +85,7 @@ def test_a_fetch_answer_with_records_arrives_in_one_tcp_segment(inproc, woken):
     host, port = inproc.address
     with BrokerConnection(host, port) as consumer:
         before = data_segments_in(consumer)
-        pending = consumer.send_request(1, fetch_body(topic, 0, 30_000))
+        pending = send_fetch(consumer, topic, 0, 30_000)
         if woken:
             wait_for(lambda: parked(inproc, topic), "the fetch to wait")
             broker.append(topic, 0, batch([b"a", b"b"]))
