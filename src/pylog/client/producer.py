@@ -396,9 +396,11 @@ class Producer(_core._ProducerCore):
                         value_serializer=value_serializer, delivery_timeout_ms=delivery_timeout_ms,
                         idempotent=idempotent, transactional=transactional_id is not None)
         if idempotent and transactional_id is None:
-            res = transport.init_producer_id()
-            res.raise_for_error()
-            self._set_producer_id(res.producer_id, res.producer_epoch)
+            # As Kafka's producer, no request here: the sender gets the producer id before
+            # the first batch goes (the epoch bump's path, which holds the batches until
+            # then and retries a retriable failure while their delivery timeout allows).
+            self._bump_pending = True
+            self._bump_since = self._now()
         self._next_metadata = self._now() + self.metadata_max_age_ms
         # Over the network the I/O thread sends (_io_step); the sender thread is asked
         # for the rest (_sender_wanted).  None: the sender thread does every step.
@@ -658,6 +660,11 @@ class Producer(_core._ProducerCore):
             # What waits for the new epoch cannot be sent under the old one.
             _log.error("producer %d: no new epoch (%s): failing what is pending", self.producer_id, exc)
             self._abort_all(exc)
+            if self.producer_id < 0:
+                # Never had a producer id: later records wait for the next try.
+                self._bump_since = now
+                self._bump_after = now + self.retry_backoff_max_ms
+                return
         self._bump_pending = False
         for queue in self._held:
             if queue.blocked_until == _MUTED:
@@ -1189,12 +1196,17 @@ class Producer(_core._ProducerCore):
 
     def _bump_epoch(self) -> None:
         with self._epoch_lock:
-            res = self._transport.init_producer_id(producer_id=self.producer_id, producer_epoch=self.producer_epoch)
-            if res.error_code:
+            first = self.producer_id < 0
+            if first:
                 res = self._transport.init_producer_id()
+            else:
+                res = self._transport.init_producer_id(producer_id=self.producer_id,
+                                                       producer_epoch=self.producer_epoch)
+                if res.error_code:
+                    res = self._transport.init_producer_id()
             res.raise_for_error()
-            _log.warning("producer %d: new epoch %d (was %d, %d)", res.producer_id, res.producer_epoch,
-                         self.producer_id, self.producer_epoch)
+            _log.log(logging.DEBUG if first else logging.WARNING, "producer %d: new epoch %d (was %d, %d)",
+                     res.producer_id, res.producer_epoch, self.producer_id, self.producer_epoch)
             self._set_producer_id(res.producer_id, res.producer_epoch)
 
     # ------------------------------------------------------------------ public API

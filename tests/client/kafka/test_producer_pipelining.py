@@ -343,9 +343,9 @@ def test_a_failure_with_later_requests_out_keeps_order_exactly_once(proxy, trans
     hold = threading.Event()
     proxy.on_produce = lambda n, node, parts: (failure, hold) if n == 1 else "forward"
     p = Producer(transport, linger_ms=0, max_in_flight=5, retry_backoff_ms=1, retry_backoff_max_ms=5)
-    epoch = p.producer_epoch
     try:
         assert p.send(topic, b"0").result(timeout=WAIT_S).offset == 0
+        epoch = p.producer_epoch        # (the producer id comes before the first batch)
         handles = []
         for i in range(1, 5):
             handles.append(p.send(topic, b"%d" % i))

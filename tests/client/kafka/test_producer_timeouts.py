@@ -125,3 +125,17 @@ def test_client_close_timeout_bounds_its_producers_flush(held):
     c.close(timeout=0.5)
     assert p.closed and h.done()
     assert isinstance(h.exception(timeout=0), RequestTimedOutError)
+
+
+def test_making_a_producer_sends_nothing_and_survives_an_unreachable_cluster():
+    # Kafka's producer constructor makes no request: the idempotent producer's id is had by
+    # the sender before its first batch.  Here producer() raised NetworkError.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]          # closed again: nothing listens there
+    with pylog.connect(f"127.0.0.1:{port}", request_timeout_ms=1000) as c:
+        p = c.producer(linger_ms=0, delivery_timeout_ms=1500)
+        assert p.enable_idempotence and p.producer_id == -1
+        p.close(timeout=5)
