@@ -74,7 +74,8 @@ from pylog.broker.group import CommitOffset, MemberIdentity, PendingResponse
 from pylog.errors import (CommitFailedError, CorruptRecordError, FencedInstanceIdError, IllegalGenerationError, IllegalStateError,
                           InvalidConfigError, InvalidGroupIdError, InvalidRequestError, MemberIdRequiredError,
                           NoOffsetForPartitionError, OffsetOutOfRangeError, PylogError,
-                          RebalanceInProgressError, RecordDeserializationError, TopicAlreadyExistsError,
+                          RebalanceInProgressError, RecordDeserializationError, RequestTimedOutError,
+                          TopicAlreadyExistsError,
                           UnknownMemberIdError, UnknownTopicOrPartitionError, error_for_code)
 
 __all__ = ["Consumer", "ConsumerBatch", "ConsumerColumns", "ConsumerRecord", "ConsumerRebalanceListener",
@@ -95,6 +96,9 @@ _E_UNSTABLE_OFFSET_COMMIT = 88
 #: to end (UNSTABLE_OFFSET_COMMIT), and how often it asks again.
 _UNSTABLE_WAIT_S = 30.0
 _UNSTABLE_BACKOFF_S = 0.05
+#: After a position lookup (OffsetFetch, ListOffsets) failed with a retriable error, the
+#: next one waits this long (Kafka's retry.backoff.ms).
+_LOOKUP_BACKOFF_S = 0.1
 
 _UNJOINED, _JOINING, _SYNCING, _STABLE = "unjoined", "joining", "syncing", "stable"
 _POLICIES = ("raise", "skip", "dead_letter")
@@ -335,11 +339,15 @@ class ConsumerBatch:
 
 
 class _PartitionState:
-    __slots__ = ("position", "paused", "pending", "idx", "next_fetch", "fail", "leader_epoch", "high_watermark",
-                 "batches", "bidx", "head_columns", "batch_error")
+    __slots__ = ("position", "await_reset", "paused", "pending", "idx", "next_fetch", "fail", "leader_epoch",
+                 "high_watermark", "batches", "bidx", "head_columns", "batch_error")
 
     def __init__(self) -> None:
+        # None: not known yet (Kafka's INITIALIZING: the committed offset is looked up,
+        # or, with ``await_reset``, AWAIT_RESET: auto_offset_reset is applied).  Such a
+        # partition is not fetched until a lookup sets it.
         self.position: int | None = None
+        self.await_reset = False
         self.paused = False
         # What poll serves: decoded records ...
         self.pending: list = []
@@ -440,6 +448,8 @@ class Consumer:
     client_id : str
     heartbeat_thread : bool
         Heartbeat from a background thread (default); without it, ``poll`` heartbeats.
+    default_api_timeout_ms : int
+        Default 60000 (Kafka's): how long :meth:`position` keeps looking a position up.
 
     Raises
     ------
@@ -460,7 +470,7 @@ class Consumer:
                  on_deserialization_error: str = "raise", dead_letter_topic: str | None = None,
                  check_crcs: bool = True, isolation_level: str = "read_uncommitted",
                  client_id: str = "pylog-consumer", heartbeat_thread: bool = True,
-                 listener: ConsumerRebalanceListener | None = None) -> None:
+                 listener: ConsumerRebalanceListener | None = None, default_api_timeout_ms: int = 60_000) -> None:
         def positive(name: str, v: Any, minimum: int = 1) -> int:
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise InvalidConfigError(f"{name} must be an int >= {minimum}, got {v!r}")
@@ -489,6 +499,7 @@ class Consumer:
         self.fetch_min_bytes = positive("fetch_min_bytes", fetch_min_bytes, 0)
         self.fetch_max_bytes = positive("fetch_max_bytes", fetch_max_bytes)
         self.auto_commit_interval_ms = positive("auto_commit_interval_ms", auto_commit_interval_ms)
+        self.default_api_timeout_ms = positive("default_api_timeout_ms", default_api_timeout_ms)
         assignors: list[ConsumerPartitionAssignor] = []
         for a in partition_assignment_strategy:
             assignors.append(assignor_for_name(a) if isinstance(a, str) else a)
@@ -541,6 +552,7 @@ class Consumer:
         self._next_auto_commit = time.monotonic() + self.auto_commit_interval_ms / 1000
         self._metadata_snapshot: dict[str, int] = {}
         self._next_metadata_check = 0.0
+        self._lookup_not_before = 0.0
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._use_hb_thread = heartbeat_thread
@@ -923,36 +935,117 @@ class Consumer:
 
     # ------------------------------------------------------------------ positions
 
-    def _resolve_positions(self, tps: Iterable[TopicPartition]) -> None:
-        need = [tp for tp in tps if tp in self._assignment and self._assignment[tp].position is None]
+    def _resolve_positions(self, tps: Iterable[TopicPartition], *, backoff: bool = False) -> None:
+        """Look up the positions of ``tps`` that have none, by Kafka's rules: the group's
+        committed offset; ``auto_offset_reset`` only for a partition the group has no
+        committed offset for (or whose position was out of range).  A retriable failure
+        (the coordinator is loading or moved, a new leader's offsets are not available
+        yet, no answer in time) leaves the position unknown: such a partition is not
+        fetched, and the next poll looks again (after :data:`_LOOKUP_BACKOFF_S` when
+        ``backoff``), as Kafka's consumer does; it never falls back to the reset policy.
+        Other failures raise.
+
+        Raises
+        ------
+        NoOffsetForPartitionError
+            No committed offset and ``auto_offset_reset="none"``.
+        GroupAuthorizationFailedError, UnknownTopicOrPartitionError, ...
+            A non-retriable OffsetFetch or ListOffsets error.
+        """
+        if backoff and time.monotonic() < self._lookup_not_before:
+            return
+        need = [(tp, st) for tp in tps if (st := self._assignment.get(tp)) is not None and st.position is None]
         if not need:
             return
-        committed: dict[TopicPartition, int] = {}
-        if self.group_id is not None:
-            by_topic: dict[str, list[int]] = {}
-            for tp in need:
-                by_topic.setdefault(tp.topic, []).append(tp.partition)
-            res = self._fetch_committed(by_topic)
-            if res.error_code == 0:
-                for topic, parts in res.topics.items():
-                    for p, fo in parts.items():
-                        if fo.error_code == 0 and fo.offset >= 0:
-                            committed[TopicPartition(topic, p)] = fo.offset
-        for tp in need:
-            st = self._assignment[tp]
-            if tp in committed:
-                st.position = committed[tp]
-            else:
-                st.position = self._reset_offset(tp)
+        reset = [(tp, st) for tp, st in need if st.await_reset or self.group_id is None]
+        initializing = [(tp, st) for tp, st in need if not (st.await_reset or self.group_id is None)]
+        failed = False
+        if initializing:
+            committed = self._committed_positions([tp for tp, _ in initializing])
+            failed = committed is None
+            for tp, st in initializing:
+                offset = None if committed is None else committed.get(tp)
+                if offset is None:
+                    continue                # not known this time: looked up again later
+                if offset >= 0:
+                    st.position = offset
+                else:
+                    st.await_reset = True
+                    reset.append((tp, st))
+        if reset and not self._reset_positions(reset):
+            failed = True
+        if failed:
+            self._lookup_not_before = time.monotonic() + _LOOKUP_BACKOFF_S
 
-    def _reset_offset(self, tp: TopicPartition) -> int:
+    def _committed_positions(self, tps: list[TopicPartition]) -> dict[TopicPartition, int] | None:
+        """The group's committed offsets of ``tps`` (-1: none committed); a partition
+        left out (or None for all) could not be looked up this time (a retriable error,
+        logged).  Raises the non-retriable errors, as Kafka's OffsetFetch handler does
+        (a partition's UNKNOWN_TOPIC_OR_PARTITION included)."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        try:
+            res = self._fetch_committed(by_topic)
+        except PylogError as exc:
+            if not exc.retriable:
+                raise
+            _log.info("group %s: committed offsets of %s not known yet: %s", self.group_id, sorted(tps), exc)
+            return None
+        if res.error_code:
+            err = error_for_code(res.error_code, f"group {self.group_id}: OffsetFetch answered "
+                                                 f"{error_for_code(res.error_code).kafka_name}")
+            if not err.retriable:
+                raise err
+            _log.info("group %s: committed offsets of %s not known yet: %s", self.group_id, sorted(tps), err)
+            return None
+        out: dict[TopicPartition, int] = {}
+        for tp in tps:
+            fo = res.topics.get(tp.topic, {}).get(tp.partition)
+            if fo is None:
+                out[tp] = -1
+                continue
+            code = fo.error_code
+            if code == 0:
+                out[tp] = fo.offset if fo.offset >= 0 else -1
+                continue
+            err = error_for_code(code, f"group {self.group_id}: the committed offset of {tp.topic}-{tp.partition}: "
+                                       f"{error_for_code(code).kafka_name}")
+            if code == _E_UNKNOWN_TOPIC or not err.retriable:
+                raise err
+            _log.info("%s", err)
+        return out
+
+    def _reset_positions(self, reset: list[tuple[TopicPartition, _PartitionState]]) -> bool:
+        """Apply ``auto_offset_reset`` to these partitions (one ListOffsets call); False
+        when some could not be looked up this time (a retriable error, logged: their
+        positions stay unknown).  Raises the non-retriable errors."""
         if self.auto_offset_reset == "none":
+            tp = reset[0][0]
             raise NoOffsetForPartitionError(
                 f"{tp.topic}-{tp.partition} has no committed offset and auto_offset_reset is 'none': seek() it")
         ts = -2 if self.auto_offset_reset == "earliest" else -1
-        res = self._transport.list_offsets([(tp.topic, tp.partition, ts)], isolation_level=self.isolation_level)[0]
-        res.raise_for_error()
-        return res.offset
+        try:
+            results = self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in reset],
+                                                   isolation_level=self.isolation_level)
+        except PylogError as exc:
+            if not exc.retriable:
+                raise
+            _log.info("positions of %s not reset yet: %s", sorted(tp for tp, _ in reset), exc)
+            return False
+        done = True
+        for (tp, st), res in zip(reset, results):
+            if res.error_code:
+                err = error_for_code(res.error_code, res.error_message or f"{tp.topic}-{tp.partition}: ListOffsets "
+                                                     f"answered {error_for_code(res.error_code).kafka_name}")
+                if not err.retriable:
+                    raise err
+                _log.info("position of %s-%d not reset yet: %s", tp.topic, tp.partition, err)
+                done = False
+            elif self._assignment.get(tp) is st and st.position is None:
+                st.position = res.offset
+                st.await_reset = False
+        return done
 
     # ------------------------------------------------------------------ polling
 
@@ -1052,11 +1145,15 @@ class Consumer:
                            if not st.paused and st.position is not None]
                 wanted = [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes)
                           for tp, st in waiting]
+                unknown = any(st.position is None and not st.paused for st in self._assignment.values())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             if self._subscription is not None and not self._use_hb_thread:
                 remaining = min(remaining, max((self._next_heartbeat - self._clock()) / 1000, 0.001))
+            if unknown:
+                # A partition whose position is not known yet: look it up again soon.
+                remaining = min(remaining, _LOOKUP_BACKOFF_S)
             # Wait in the transport's fetch, without the lock; keep what it brings.
             results = self._transport.fetch(wanted, max_wait_ms=remaining * 1000, min_bytes=self.fetch_min_bytes,
                                             max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level,
@@ -1117,13 +1214,15 @@ class Consumer:
         items = self._fetchable()
         unresolved = [tp for tp, st in items if st.position is None]
         if unresolved:
-            self._resolve_positions(unresolved)
+            self._resolve_positions(unresolved, backoff=True)
         left = max_records
         for _ in range(64):   # bounded: each round makes progress or stops
             empty = []
             for tp, st in items:
                 if left <= 0:
                     return out
+                if st.position is None:
+                    continue        # its lookup failed for now: not fetched (the next poll looks again)
                 # What the other kind of poll fetched is dropped and read again from the
                 # position (which is exact: everything before it was returned).
                 if batches:
@@ -1255,9 +1354,11 @@ class Consumer:
                     f"{tp.topic}-{tp.partition}: position {st.position} is out of range "
                     f"(the log holds [{res.log_start_offset}, {res.high_watermark})) and auto_offset_reset is 'none'")
             old = st.position
-            st.position = self._reset_offset(tp)
-            _log.info("%s-%d: position %d out of range, reset to %d", tp.topic, tp.partition, old, st.position)
-            return st.position != old
+            st.position = None
+            st.await_reset = True
+            self._resolve_positions([tp])
+            _log.info("%s-%d: position %d out of range, reset to %s", tp.topic, tp.partition, old, st.position)
+            return st.position is not None and st.position != old
         if res.error_code == _E_UNKNOWN_TOPIC:
             return False
         res.raise_for_error()
@@ -1585,12 +1686,29 @@ class Consumer:
         return tp, st
 
     def position(self, partition: Any) -> int:
-        """The offset of the next record ``poll`` returns for ``partition`` (assigned)."""
+        """The offset of the next record ``poll`` returns for ``partition`` (assigned),
+        looked up first if not known yet (retried for up to ``default_api_timeout_ms``).
+
+        Raises
+        ------
+        RequestTimedOutError
+            It could not be looked up in time (the coordinator or the leader kept
+            answering retriable errors).
+        NoOffsetForPartitionError, ...
+            As :meth:`poll`.
+        """
         with self._lock:
             tp, st = self._state_of(partition)
-            if st.position is None:
+            deadline = time.monotonic() + self.default_api_timeout_ms / 1000
+            while st.position is None:
                 self._resolve_positions([tp])
-            return st.position  # type: ignore[return-value]
+                if st.position is not None:
+                    break
+                if time.monotonic() + _LOOKUP_BACKOFF_S >= deadline:
+                    raise RequestTimedOutError(f"the position of {tp.topic}-{tp.partition} could not be looked up "
+                                               f"within default_api_timeout_ms={self.default_api_timeout_ms}")
+                time.sleep(_LOOKUP_BACKOFF_S)
+            return st.position
 
     def seek(self, partition: Any, offset: int) -> None:
         """Read ``partition`` from ``offset`` on (beyond the log's range: reset by
@@ -1602,6 +1720,7 @@ class Consumer:
             st.drop_fetched()
             self._drop_held({tp})
             st.position = offset
+            st.await_reset = False
 
     def seek_to_beginning(self, *partitions: Any) -> None:
         """Seek to the log start offset of ``partitions`` (default: all assigned)."""
@@ -1621,6 +1740,7 @@ class Consumer:
                 st.drop_fetched()
                 self._drop_held({tp})
                 st.position = res.offset
+                st.await_reset = False
 
     def offsets_for_times(self, timestamps: Mapping[Any, int]) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """For each partition, the first offset whose timestamp is >= the given one (None

@@ -93,6 +93,16 @@ def topic_with(client, n: int) -> str:
     return topic
 
 
+def consume(cons, n: int, polls: int = 40) -> list:
+    """Poll until ``n`` records came, or ``polls`` polls (of up to 500 ms) went by."""
+    got: list = []
+    for _ in range(polls):
+        got += cons.poll(timeout_ms=500)
+        if len(got) >= n:
+            break
+    return got
+
+
 @pytest.mark.parametrize("code", [78, 3])       # OFFSET_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION
 def test_list_offsets_retries_a_new_leaders_refusals(proxied, faults, code):
     # Kafka's new leader answers OFFSET_NOT_AVAILABLE until its high watermark caught up
@@ -111,8 +121,40 @@ def test_list_offsets_retries_a_new_leaders_refusals(proxied, faults, code):
     # ... and inside poll, where auto_offset_reset looks the position up.
     faults.arm(ApiKey.LIST_OFFSETS, code, 2)
     cons.seek(tp, 10)             # out of range: reset to the earliest
-    got = []
-    while len(got) < 3:
-        got += cons.poll(timeout_ms=5000)
-    assert [r.offset for r in got] == [0, 1, 2]
+    assert [r.offset for r in consume(cons, 3)] == [0, 1, 2]
     cons.close()
+
+
+@pytest.mark.parametrize("code, reset", [(14, "latest"), (14, "earliest"), (15, "latest"), (16, "earliest")])
+def test_a_coordinator_failing_past_the_request_timeout_never_replaces_the_committed_offset(
+        proxied, faults, code, reset):
+    # The coordinator answers OffsetFetch COORDINATOR_LOAD_IN_PROGRESS (or NOT_AVAILABLE,
+    # NOT_COORDINATOR) for longer than request_timeout_ms: Kafka's consumer keeps the
+    # partition without a position and asks again; it never applies auto_offset_reset,
+    # which would skip records 5..99 (latest) or deliver 0..4 again (earliest).
+    c = proxied(request_timeout_ms=500)
+    topic = topic_with(c, 100)
+    group = unique("g")
+    first = c.consumer(group_id=group, enable_auto_commit=False)
+    first.assign([(topic, 0)])
+    first.commit({(topic, 0): 5})
+    first.close(autocommit=False)
+    faults.arm(ApiKey.OFFSET_FETCH, code, 12)     # ~1.2 s of refusals (retry_backoff_ms=100)
+    cons = c.consumer(topic, group_id=group, auto_offset_reset=reset, enable_auto_commit=False)
+    got = consume(cons, 95)
+    assert faults.left(ApiKey.OFFSET_FETCH) == 0
+    assert [r.offset for r in got] == list(range(5, 100))
+    assert cons.position((topic, 0)) == 100
+    cons.close(autocommit=False)
+
+
+def test_a_non_retriable_offset_fetch_error_is_raised_not_reset(proxied, faults):
+    c = proxied()
+    topic = topic_with(c, 3)
+    faults.arm(ApiKey.OFFSET_FETCH, 30, 1)          # GROUP_AUTHORIZATION_FAILED
+    cons = c.consumer(group_id=unique("g"), auto_offset_reset="earliest", enable_auto_commit=False)
+    cons.assign([(topic, 0)])
+    with pytest.raises(pylog.errors.GroupAuthorizationFailedError, match="OffsetFetch"):
+        consume(cons, 1)
+    assert consume(cons, 3)[0].offset == 0          # the next poll asks again
+    cons.close(autocommit=False)
