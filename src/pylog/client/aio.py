@@ -14,9 +14,10 @@ Both must be used from one event loop.  When ``buffer_memory`` is full, ``send``
 block the loop: the record waits in the producer's backlog (in send order, and every later
 ``send`` behind it) until the sender has made room, for up to ``max_block_ms`` from its
 ``send``; awaiting what ``send`` returned gives its RecordMetadata or the error as usual.
-``send_batch`` still waits for room in the calling thread (it queues its records as it
-goes); the only other call that may block the loop is the first one that opens the
-producer (InitProducerId: an in-memory call embedded, one round trip over the network).
+``send_batch`` still waits for room in the calling thread (all of a call that fits
+``buffer_memory`` before queuing any; a larger one as it goes).  Opening the producer
+makes no request (its sender gets the producer id), but a first ``send`` to a topic
+looks the topic up (one round trip over the network).
 A transactional producer's calls are coroutines running their round trips in a worker
 thread; records still in the backlog when the transaction aborts fail with
 TransactionAbortedError.
