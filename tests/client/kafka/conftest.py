@@ -60,3 +60,17 @@ def make_client():
         c.close()
         assert not c._thread.is_alive(), "the network client's I/O thread outlived close()"
         assert all(conn.sock is None for conn in conns), "a connection kept its socket after close()"
+
+
+@pytest.fixture(scope="module")
+def server_thread(tmp_path_factory):
+    """An in-process ``pylog serve`` (ServerThread on 127.0.0.1) for the module's tests,
+    for tests that put a rewriting proxy in front of it (each uses its own topics)."""
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
+                                   "listeners": "PLAINTEXT://127.0.0.1:0"})
+    st = ServerThread(cfg).start()
+    yield st
+    st.stop()

@@ -18,18 +18,6 @@ from tests.server.util import unique
 _QUOTA = 89
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from pylog.server.config import ServerConfig
-    from pylog.server.server import ServerThread
-
-    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
-                                   "listeners": "PLAINTEXT://127.0.0.1:0"})
-    st = ServerThread(cfg).start()
-    yield st
-    st.stop()
-
-
 class Throttle:
     """Answers the next ``n`` requests of ``api_key`` THROTTLING_QUOTA_EXCEEDED with a
     throttle time of 100 ms."""
@@ -50,9 +38,9 @@ class Throttle:
 
 
 @pytest.fixture
-def throttled(server):
+def throttled(server_thread):
     throttle = Throttle()
-    px = RewritingProxy(server.address[1], throttle)
+    px = RewritingProxy(server_thread.address[1], throttle)
     c = pylog.connect(px.bootstrap, client_id="admin-quota", request_timeout_ms=10_000)
     yield c, throttle, px
     c.close()
@@ -80,10 +68,10 @@ def test_quota_refusals_are_retried_after_the_throttle_time(throttled):
     assert c.num_partitions(topic) == 1
 
 
-def test_a_quota_that_outlasts_the_call_is_raised(server):
+def test_a_quota_that_outlasts_the_call_is_raised(server_thread):
     throttle = Throttle()
     throttle.api_key, throttle.n = ApiKey.CREATE_TOPICS, 1_000_000
-    with RewritingProxy(server.address[1], throttle) as px, \
+    with RewritingProxy(server_thread.address[1], throttle) as px, \
             pylog.connect(px.bootstrap, client_id="admin-quota", request_timeout_ms=1000) as c:
         with pytest.raises(ThrottlingQuotaExceededError):
             c.create_topic(unique("q"), 1, validate_only=True)

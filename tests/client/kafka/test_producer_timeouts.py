@@ -20,18 +20,6 @@ from tests.client.kafka.rewriting_proxy import HOLD, RewritingProxy
 from tests.server.util import unique
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from pylog.server.config import ServerConfig
-    from pylog.server.server import ServerThread
-
-    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
-                                   "listeners": "PLAINTEXT://127.0.0.1:0"})
-    st = ServerThread(cfg).start()
-    yield st
-    st.stop()
-
-
 class HoldProduce:
     """Holds the answers of the next ``n`` Produce requests (and so everything after them
     on their connection, as a hung broker would); records each Produce's timeout_ms."""
@@ -53,9 +41,9 @@ class HoldProduce:
 
 
 @pytest.fixture
-def held(server):
+def held(server_thread):
     hold = HoldProduce()
-    px = RewritingProxy(server.address[1], hold)
+    px = RewritingProxy(server_thread.address[1], hold)
     c = pylog.connect(px.bootstrap, client_id="producer-timeouts", request_timeout_ms=60_000)
     topic = unique("pt")
     c.create_topic(topic, partitions=1)
