@@ -92,6 +92,7 @@ _E_FENCED = FencedInstanceIdError.error_code
 _E_OFFSET_OUT_OF_RANGE = OffsetOutOfRangeError.error_code
 _E_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.error_code
 _E_UNSTABLE_OFFSET_COMMIT = 88
+_E_UNKNOWN_SERVER_ERROR = -1
 #: How long a read_committed consumer waits for a transaction's pending offset commit
 #: to end (UNSTABLE_OFFSET_COMMIT), and how often it asks again.
 _UNSTABLE_WAIT_S = 30.0
@@ -1346,8 +1347,11 @@ class Consumer:
 
     def _install_error(self, tp: TopicPartition, st: _PartitionState, res) -> bool | None:
         """The part of installing a fetch result both kinds of poll share: an out-of-range
-        position is reset (returns whether it moved), an unknown partition is skipped
-        (False), other errors raise.  None: there are records to take."""
+        position is reset (returns whether it moved), an unknown partition or an
+        UNKNOWN_SERVER_ERROR is skipped (False: fetched again, as Kafka's FetchCollector
+        does), other errors raise, naming the partition and offset.  (The transport
+        already answers None, "not read this time", for the retriable ones: leader
+        moved, OFFSET_NOT_AVAILABLE, ...)  None: there are records to take."""
         if res.error_code == _E_OFFSET_OUT_OF_RANGE:
             if self.auto_offset_reset == "none":
                 raise OffsetOutOfRangeError(
@@ -1359,9 +1363,17 @@ class Consumer:
             self._resolve_positions([tp])
             _log.info("%s-%d: position %d out of range, reset to %s", tp.topic, tp.partition, old, st.position)
             return st.position is not None and st.position != old
-        if res.error_code == _E_UNKNOWN_TOPIC:
+        code = res.error_code
+        if code == _E_UNKNOWN_TOPIC:
             return False
-        res.raise_for_error()
+        if code == _E_UNKNOWN_SERVER_ERROR:
+            # As Kafka's FetchCollector: logged, and the partition is fetched again.
+            _log.warning("%s-%d: Fetch at offset %s answered UNKNOWN_SERVER_ERROR; fetching it again",
+                         tp.topic, tp.partition, st.position)
+            return False
+        if code:
+            raise error_for_code(code, f"{tp.topic}-{tp.partition} at offset {st.position}: Fetch answered "
+                                       f"{error_for_code(code).kafka_name}")
         st.high_watermark = res.high_watermark
         rr = res.records
         if rr is None or rr.size == 0:

@@ -132,13 +132,14 @@ def test_a_coordinator_failing_past_the_request_timeout_never_replaces_the_commi
     # NOT_COORDINATOR) for longer than request_timeout_ms: Kafka's consumer keeps the
     # partition without a position and asks again; it never applies auto_offset_reset,
     # which would skip records 5..99 (latest) or deliver 0..4 again (earliest).
-    c = proxied(request_timeout_ms=500)
-    topic = topic_with(c, 100)
+    setup = proxied()
+    topic = topic_with(setup, 100)
     group = unique("g")
-    first = c.consumer(group_id=group, enable_auto_commit=False)
+    first = setup.consumer(group_id=group, enable_auto_commit=False)
     first.assign([(topic, 0)])
     first.commit({(topic, 0): 5})
     first.close(autocommit=False)
+    c = proxied(request_timeout_ms=500)
     faults.arm(ApiKey.OFFSET_FETCH, code, 12)     # ~1.2 s of refusals (retry_backoff_ms=100)
     cons = c.consumer(topic, group_id=group, auto_offset_reset=reset, enable_auto_commit=False)
     got = consume(cons, 95)
@@ -158,3 +159,31 @@ def test_a_non_retriable_offset_fetch_error_is_raised_not_reset(proxied, faults)
         consume(cons, 1)
     assert consume(cons, 3)[0].offset == 0          # the next poll asks again
     cons.close(autocommit=False)
+
+
+@pytest.mark.parametrize("code", [78, -1])      # OFFSET_NOT_AVAILABLE, UNKNOWN_SERVER_ERROR
+def test_fetch_errors_kafka_retries_do_not_reach_poll(proxied, faults, code):
+    # Kafka's FetchCollector: OFFSET_NOT_AVAILABLE requests a metadata update and
+    # UNKNOWN_SERVER_ERROR is logged; either way the partition is fetched again.
+    c = proxied()
+    topic = topic_with(c, 3)
+    cons = c.consumer(group_id=None, auto_offset_reset="earliest")
+    cons.assign([(topic, 0)])
+    assert cons.position((topic, 0)) == 0
+    faults.arm(ApiKey.FETCH, code, 2)
+    assert [r.offset for r in consume(cons, 3)] == [0, 1, 2]
+    assert faults.left(ApiKey.FETCH) == 0
+    cons.close()
+
+
+def test_a_fetch_error_raised_from_poll_names_the_partition_and_offset(proxied, faults):
+    c = proxied()
+    topic = topic_with(c, 3)
+    cons = c.consumer(group_id=None, auto_offset_reset="earliest")
+    cons.assign([(topic, 0)])
+    cons.seek((topic, 0), 1)
+    faults.arm(ApiKey.FETCH, 2, 1)                  # CORRUPT_MESSAGE
+    with pytest.raises(pylog.errors.CorruptRecordError, match=f"{topic}-0 at offset 1: Fetch answered CORRUPT_MESSAGE"):
+        consume(cons, 2)
+    assert [r.offset for r in consume(cons, 2)] == [1, 2]       # read again at the next poll
+    cons.close()
