@@ -82,9 +82,14 @@ class Run:
     def wait_healthy(self) -> None:
         a = admin(self.c.bootstrap)
 
+        seen: list[str] = []
+
         def healthy():
             md = a.list_topics(TOPIC, timeout=5)
             t = md.topics.get(TOPIC)
+            seen[:] = [f"brokers {sorted(md.brokers)} controller {md.controller_id}; " + (
+                "no topic" if t is None else ", ".join(f"p{p.id} leader {p.leader} isr {sorted(p.isrs)}"
+                                                       for p in t.partitions.values()))]
             return (len(md.brokers) == 3 and t is not None and len(t.partitions) == PARTITIONS
                     and all(len(p.isrs) == 3 and p.leader in self.c.ids for p in t.partitions.values()))
         def alive_and_healthy():
@@ -93,7 +98,18 @@ class Run:
                     log = (self.c.cluster.base_dir / f"broker-{i}.log").read_text(errors="replace")
                     raise AssertionError(f"broker {i} exited with {proc.returncode}: {log[-1500:]}")
             return healthy()
-        wait_for(alive_and_healthy, "every partition led with a full ISR", timeout=90)
+        try:
+            wait_for(alive_and_healthy, "every partition led with a full ISR", timeout=90)
+        except AssertionError as exc:
+            # What the cluster looked like, and what each broker last warned about: the
+            # basetemp holding the logs is often rotated away before anyone reads it.
+            notes = []
+            for i in self.c.ids:
+                lines = (self.c.cluster.base_dir / f"broker-{i}.log").read_text(errors="replace").splitlines()
+                notes.append(f"--- broker {i}\n" + "\n".join(
+                    [x for x in lines if " WARNING " in x or " ERROR " in x][-15:] + lines[-5:]))
+            raise AssertionError(f"{exc}\nlast metadata: {seen[0] if seen else '-'}\nfaults: "
+                                 f"{self.history.faults[-3:]}\n" + "\n".join(notes)) from None
 
     def inject(self, kind: str, broker: int, hold: float) -> None:
         c = self.c
