@@ -950,6 +950,8 @@ cdef class BatchSendFuture:
     cdef const int64_t *tss          # while send_batch runs: per-record timestamps (input order) or NULL
     cdef Py_ssize_t reserved         # while send_batch runs: buffer_memory reserved for the call, not yet
                                      # charged to its batches (0: a call larger than buffer_memory streams)
+    cdef bint overcommit             # while send_batch runs: a streaming call found no room in time and
+                                     # queues the rest beyond buffer_memory
 
     def __dealloc__(self):
         PyMem_Free(self.spans)
@@ -1954,10 +1956,11 @@ cdef class _ProducerCore:
         the call's records fit ``buffer_memory`` it waits (up to ``max_block_ms``) for room
         for all of them before queuing any, and then never waits again.  A larger call
         cannot be held at once: it waits up to ``max_block_ms`` for room for its first
-        batch, then streams, waiting for each next batch as the sender frees memory (each
-        such wait bounded by ``delivery_timeout_ms + max_block_ms``, by which time every
-        batch queued before it has been answered or failed; only a sender stuck past that
-        makes it raise with part of the call queued).
+        batch, then streams, waiting (up to ``max_block_ms`` each time) for each next batch
+        as the sender frees memory.  Once part of it is queued it never raises: if such a
+        wait runs out (a hung leader), the rest of the call is queued beyond
+        ``buffer_memory`` (by at most the call's own size, which the caller holds anyway),
+        so that the call returns and the future reports every record's outcome.
 
         Raises
         ------
@@ -2261,8 +2264,9 @@ cdef class _ProducerCore:
                 kcol.release_upto(pos)
                 vcol.release_upto(pos)
             est = rem if rem < target else target
-            if fut.reserved == 0 and self._buffered + est > self._buffer_memory and self._buffered > 0:
-                self._wait_for_memory_streaming(est)
+            if (fut.reserved == 0 and not fut.overcommit and self._buffered + est > self._buffer_memory
+                    and self._buffered > 0 and not self._wait_for_memory_streaming(est)):
+                fut.overcommit = True
             idx = order[pos] if order != NULL else pos
             wake = False
             bulk = False
@@ -2412,8 +2416,9 @@ cdef class _ProducerCore:
                 sent[full] += bufs[full].count
                 gbytes[full + 1] -= ub
                 est = gbytes[full + 1] if gbytes[full + 1] < target else target
-                if fut.reserved == 0 and self._buffered + est > self._buffer_memory and self._buffered > 0:
-                    self._wait_for_memory_streaming(est)
+                if (fut.reserved == 0 and not fut.overcommit and self._buffered + est > self._buffer_memory
+                        and self._buffered > 0 and not self._wait_for_memory_streaming(est)):
+                    fut.overcommit = True
                 builder = self._bulk_builder(min(cap, BATCH_HEADER_SIZE + gbytes[full + 1]), ts)
                 builders[full] = builder
                 bufs[full].buf = builder.buf

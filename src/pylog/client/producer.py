@@ -462,12 +462,15 @@ class Producer(_core._ProducerCore):
         if not self._wait_room(nbytes, self.max_block_ms / 1000):
             raise self._buffer_full_error()
 
-    def _wait_for_memory_streaming(self, nbytes: int) -> None:
-        """send_batch of more than buffer_memory, part of it queued: wait until every batch
-        queued before has had its time (delivery_timeout_ms) and then max_block_ms, so that
-        the call raises part-way only when the sender is stuck."""
-        if not self._wait_room(nbytes, (self.delivery_timeout_ms + self.max_block_ms) / 1000):
-            raise self._buffer_full_error()
+    def _wait_for_memory_streaming(self, nbytes: int) -> bool:
+        """send_batch of more than buffer_memory, part of it queued: wait up to max_block_ms
+        for room (False: none came; the call queues the rest beyond buffer_memory rather
+        than raise with part of it queued)."""
+        if self._wait_room(nbytes, self.max_block_ms / 1000):
+            return True
+        _log.warning("send_batch: buffer_memory=%d stayed full for max_block_ms=%d with part of the call "
+                     "queued: queuing the rest beyond it", self._buffer_memory, self.max_block_ms)
+        return False
 
     def _wait_room(self, nbytes: int, timeout: float) -> bool:
         """Wait until ``nbytes`` more fit buffer_memory (True) or ``timeout`` s passed (False)."""
