@@ -44,6 +44,15 @@ or auto-commit every ``auto_commit_interval_ms``, and before partitions are revo
 store the position, the next offset to read.  Committed offsets live in
 ``__consumer_offsets`` and survive restarts.
 
+Positions follow Kafka's fetch states: a partition assigned without a position first
+takes the group's committed offset, and ``auto_offset_reset`` applies only when there is
+none (or the position fell out of the log's range).  The lookups (OffsetFetch,
+ListOffsets) do not block: ``poll`` waits for them no longer than its timeout (at least
+a round trip, :data:`_LOOKUP_GRACE_S`), a partition is not fetched until its position
+is known, and a retriable failure (a coordinator loading after a failover, a new leader
+answering OFFSET_NOT_AVAILABLE) is looked up again later, never replaced by the reset
+policy.
+
 Poison pills: when ``key_deserializer`` or ``value_deserializer`` raises,
 ``on_deserialization_error`` decides: ``"raise"`` (default) raises
 :class:`~pylog.errors.RecordDeserializationError` naming topic, partition and offset (the
@@ -60,6 +69,7 @@ to ``max_poll_interval_ms``; a consumer that does not poll for that long leaves 
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -100,6 +110,9 @@ _UNSTABLE_BACKOFF_S = 0.05
 #: After a position lookup (OffsetFetch, ListOffsets) failed with a retriable error, the
 #: next one waits this long (Kafka's retry.backoff.ms).
 _LOOKUP_BACKOFF_S = 0.1
+#: The least a poll waits for a position lookup (even ``poll(0)``): enough for a healthy
+#: broker's answer, so that a poll right after ``assign`` or a rebalance reads at once.
+_LOOKUP_GRACE_S = 0.1
 
 _UNJOINED, _JOINING, _SYNCING, _STABLE = "unjoined", "joining", "syncing", "stable"
 _POLICIES = ("raise", "skip", "dead_letter")
@@ -553,6 +566,10 @@ class Consumer:
         self._next_auto_commit = time.monotonic() + self.auto_commit_interval_ms / 1000
         self._metadata_snapshot: dict[str, int] = {}
         self._next_metadata_check = 0.0
+        # Position lookups in flight: (future, {partition: its state when asked}).
+        self._committed_lookup: tuple[Any, dict[TopicPartition, _PartitionState]] | None = None
+        self._reset_lookup: tuple[Any, dict[TopicPartition, _PartitionState]] | None = None
+        self._lookup_ready = False
         self._lookup_not_before = 0.0
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
@@ -936,15 +953,22 @@ class Consumer:
 
     # ------------------------------------------------------------------ positions
 
-    def _resolve_positions(self, tps: Iterable[TopicPartition], *, backoff: bool = False) -> None:
+    def _resolve_positions(self, tps: Iterable[TopicPartition], *, wait_until: float | None = None) -> None:
         """Look up the positions of ``tps`` that have none, by Kafka's rules: the group's
         committed offset; ``auto_offset_reset`` only for a partition the group has no
-        committed offset for (or whose position was out of range).  A retriable failure
-        (the coordinator is loading or moved, a new leader's offsets are not available
-        yet, no answer in time) leaves the position unknown: such a partition is not
-        fetched, and the next poll looks again (after :data:`_LOOKUP_BACKOFF_S` when
-        ``backoff``), as Kafka's consumer does; it never falls back to the reset policy.
-        Other failures raise.
+        committed offset for (or whose position was out of range).
+
+        Lookups do not block: one OffsetFetch and one ListOffsets at most are in flight
+        (the transport's ``*_async`` calls); this starts what is needed, applies what
+        has completed and waits for the rest only until ``wait_until`` (monotonic
+        seconds; None: not at all), so ``poll`` keeps to its own timeout while a
+        coordinator or leader is slow (Kafka's poll bounds its lookups by its timer).
+        A lookup completing wakes a waiting poll.  Embedded, lookups complete at once.
+
+        A retriable failure (the coordinator is loading or moved, a new leader's offsets
+        are not available yet, no answer in time) leaves the position unknown: such a
+        partition is not fetched, and is looked up again after :data:`_LOOKUP_BACKOFF_S`,
+        as Kafka's consumer does; it never falls back to the reset policy.
 
         Raises
         ------
@@ -953,52 +977,104 @@ class Consumer:
         GroupAuthorizationFailedError, UnknownTopicOrPartitionError, ...
             A non-retriable OffsetFetch or ListOffsets error.
         """
-        if backoff and time.monotonic() < self._lookup_not_before:
+        tps = list(tps)
+        while True:
+            self._start_lookups(tps)
+            lookups = [lk for lk in (self._committed_lookup, self._reset_lookup) if lk is not None]
+            if any(f.done() for f, _ in lookups):
+                self._finish_lookups()
+                continue
+            left = None if wait_until is None else wait_until - time.monotonic()
+            if left is None or left <= 0:
+                return
+            if lookups:
+                concurrent.futures.wait([f for f, _ in lookups], left, concurrent.futures.FIRST_COMPLETED)
+            elif any((st := self._assignment.get(tp)) is not None and st.position is None for tp in tps):
+                time.sleep(max(0.0, min(self._lookup_not_before - time.monotonic(), left)))    # the backoff
+            else:
+                return
+
+    def _start_lookups(self, tps: list[TopicPartition]) -> None:
+        if time.monotonic() < self._lookup_not_before:
             return
         need = [(tp, st) for tp in tps if (st := self._assignment.get(tp)) is not None and st.position is None]
-        if not need:
-            return
-        reset = [(tp, st) for tp, st in need if st.await_reset or self.group_id is None]
-        initializing = [(tp, st) for tp, st in need if not (st.await_reset or self.group_id is None)]
+        if self._committed_lookup is None and self.group_id is not None:
+            initializing = {tp: st for tp, st in need if not st.await_reset}
+            if initializing:
+                by_topic: dict[str, list[int]] = {}
+                for tp in initializing:
+                    by_topic.setdefault(tp.topic, []).append(tp.partition)
+                fut = self._transport.fetch_offsets_async(self.group_id, by_topic,
+                                                          require_stable=bool(self.isolation_level))
+                self._committed_lookup = (fut, initializing)
+                self._when_done(fut)
+        if self._reset_lookup is None:
+            reset = {tp: st for tp, st in need if st.await_reset or self.group_id is None}
+            if reset:
+                if self.auto_offset_reset == "none":
+                    tp = next(iter(reset))
+                    raise NoOffsetForPartitionError(
+                        f"{tp.topic}-{tp.partition} has no committed offset and auto_offset_reset is 'none': seek() it")
+                ts = -2 if self.auto_offset_reset == "earliest" else -1
+                fut = self._transport.list_offsets_async([(tp.topic, tp.partition, ts) for tp in reset],
+                                                         isolation_level=self.isolation_level)
+                self._reset_lookup = (fut, reset)
+                self._when_done(fut)
+
+    def _when_done(self, fut: Any) -> None:
+        """A lookup completing later wakes a waiting poll (its ``stop`` sees it)."""
+        if not fut.done():
+            def done(_f: Any) -> None:
+                self._lookup_ready = True
+                self._transport.wake()
+            fut.add_done_callback(done)
+
+    def _finish_lookups(self) -> None:
+        """Apply the completed lookups to the partitions they were made for (if nothing,
+        a seek or a rebalance, set them meanwhile)."""
+        self._lookup_ready = False
         failed = False
-        if initializing:
-            committed = self._committed_positions([tp for tp, _ in initializing])
+        if self._committed_lookup is not None and self._committed_lookup[0].done():
+            fut, states = self._committed_lookup
+            self._committed_lookup = None
+            live = {tp: st for tp, st in states.items()
+                    if self._assignment.get(tp) is st and st.position is None and not st.await_reset}
+            committed = self._committed_positions(fut, live) if live else {}
             failed = committed is None
-            for tp, st in initializing:
-                offset = None if committed is None else committed.get(tp)
-                if offset is None:
-                    continue                # not known this time: looked up again later
+            for tp, offset in (committed or {}).items():
+                st = live[tp]
                 if offset >= 0:
                     st.position = offset
                 else:
-                    st.await_reset = True
-                    reset.append((tp, st))
-        if reset and not self._reset_positions(reset):
-            failed = True
+                    st.await_reset = True        # none committed: auto_offset_reset
+        if self._reset_lookup is not None and self._reset_lookup[0].done():
+            fut, states = self._reset_lookup
+            self._reset_lookup = None
+            if not self._reset_positions(fut, states):
+                failed = True
         if failed:
             self._lookup_not_before = time.monotonic() + _LOOKUP_BACKOFF_S
 
-    def _committed_positions(self, tps: list[TopicPartition]) -> dict[TopicPartition, int] | None:
-        """The group's committed offsets of ``tps`` (-1: none committed); a partition
-        left out (or None for all) could not be looked up this time (a retriable error,
-        logged).  Raises the non-retriable errors, as Kafka's OffsetFetch handler does
-        (a partition's UNKNOWN_TOPIC_OR_PARTITION included)."""
-        by_topic: dict[str, list[int]] = {}
-        for tp in tps:
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
+    def _committed_positions(self, fut: Any, live: dict[TopicPartition, _PartitionState]
+                             ) -> dict[TopicPartition, int] | None:
+        """From a completed OffsetFetch: the committed offsets of ``live`` (-1: none
+        committed); a partition left out (or None for all) could not be looked up this
+        time (a retriable error, logged).  Raises the non-retriable errors, as Kafka's
+        OffsetFetch handler does (a partition's UNKNOWN_TOPIC_OR_PARTITION included)."""
+        tps = sorted(live)
         try:
-            res = self._fetch_committed(by_topic)
+            res = fut.result()
         except PylogError as exc:
             if not exc.retriable:
                 raise
-            _log.info("group %s: committed offsets of %s not known yet: %s", self.group_id, sorted(tps), exc)
+            _log.info("group %s: committed offsets of %s not known yet: %s", self.group_id, tps, exc)
             return None
         if res.error_code:
             err = error_for_code(res.error_code, f"group {self.group_id}: OffsetFetch answered "
                                                  f"{error_for_code(res.error_code).kafka_name}")
             if not err.retriable:
                 raise err
-            _log.info("group %s: committed offsets of %s not known yet: %s", self.group_id, sorted(tps), err)
+            _log.info("group %s: committed offsets of %s not known yet: %s", self.group_id, tps, err)
             return None
         out: dict[TopicPartition, int] = {}
         for tp in tps:
@@ -1014,28 +1090,28 @@ class Consumer:
                                        f"{error_for_code(code).kafka_name}")
             if code == _E_UNKNOWN_TOPIC or not err.retriable:
                 raise err
+            # UNSTABLE_OFFSET_COMMIT (a transaction's commit is pending), ...: asked again.
             _log.info("%s", err)
         return out
 
-    def _reset_positions(self, reset: list[tuple[TopicPartition, _PartitionState]]) -> bool:
-        """Apply ``auto_offset_reset`` to these partitions (one ListOffsets call); False
-        when some could not be looked up this time (a retriable error, logged: their
-        positions stay unknown).  Raises the non-retriable errors."""
-        if self.auto_offset_reset == "none":
-            tp = reset[0][0]
-            raise NoOffsetForPartitionError(
-                f"{tp.topic}-{tp.partition} has no committed offset and auto_offset_reset is 'none': seek() it")
-        ts = -2 if self.auto_offset_reset == "earliest" else -1
+    def _reset_positions(self, fut: Any, states: dict[TopicPartition, _PartitionState]) -> bool:
+        """From a completed ListOffsets of ``auto_offset_reset``: set the positions;
+        False when some could not be looked up this time (a retriable error, logged:
+        their positions stay unknown).  Raises the non-retriable errors."""
+        live = [(tp, st) for tp, st in states.items() if self._assignment.get(tp) is st and st.position is None]
         try:
-            results = self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in reset],
-                                                   isolation_level=self.isolation_level)
+            results = fut.result()
         except PylogError as exc:
             if not exc.retriable:
-                raise
-            _log.info("positions of %s not reset yet: %s", sorted(tp for tp, _ in reset), exc)
+                if live:
+                    raise
+                return True
+            _log.info("positions of %s not reset yet: %s", sorted(states), exc)
             return False
         done = True
-        for (tp, st), res in zip(reset, results):
+        for (tp, st), res in zip(states.items(), results):
+            if (tp, st) not in live:
+                continue
             if res.error_code:
                 err = error_for_code(res.error_code, res.error_message or f"{tp.topic}-{tp.partition}: ListOffsets "
                                                      f"answered {error_for_code(res.error_code).kafka_name}")
@@ -1043,7 +1119,7 @@ class Consumer:
                     raise err
                 _log.info("position of %s-%d not reset yet: %s", tp.topic, tp.partition, err)
                 done = False
-            elif self._assignment.get(tp) is st and st.position is None:
+            else:
                 st.position = res.offset
                 st.await_reset = False
         return done
@@ -1136,7 +1212,7 @@ class Consumer:
                     if not self._ensure_membership(deadline):
                         return []
                 self._maybe_auto_commit()
-                records = self._collect(max_records, batches)
+                records = self._collect(max_records, batches, deadline)
                 if records or self._wakeup:
                     self._wakeup = False
                     if records:
@@ -1193,6 +1269,7 @@ class Consumer:
 
     def _should_stop_waiting(self) -> bool:
         return (self._closed or self._wakeup or self._rejoin_needed or self._lost or self._fatal is not None
+                or self._lookup_ready
                 or (self._subscription is not None and self._transport.group_rebalancing(self.group_id)))
 
     def _fetchable(self) -> list[tuple[TopicPartition, _PartitionState]]:
@@ -1202,10 +1279,14 @@ class Consumer:
             items = items[self._rr:] + items[:self._rr]
         return items
 
-    def _collect(self, max_records: int, batches: bool = False) -> list:
+    def _collect(self, max_records: int, batches: bool = False, deadline: float = 0.0) -> list:
         """Up to ``max_records`` records (``batches``: in ConsumerBatch items) from what is
         buffered, fetching (without waiting) for the partitions that have nothing; once
-        some records are taken, only what needs no round trip is fetched."""
+        some records are taken, only what needs no round trip is fetched.  Positions not
+        known yet are looked up, waiting until ``deadline`` but at least
+        :data:`_LOOKUP_GRACE_S` (a round trip to a healthy broker, as the fetch here
+        makes one even for ``poll(0)``): a slow coordinator or leader costs a poll
+        that much, never ``request_timeout_ms``."""
         out: list = []
         if batches:
             self._release_held()
@@ -1214,8 +1295,8 @@ class Consumer:
             serve, install = self._serve, self._install
         items = self._fetchable()
         unresolved = [tp for tp, st in items if st.position is None]
-        if unresolved:
-            self._resolve_positions(unresolved, backoff=True)
+        if unresolved or self._lookup_ready:
+            self._resolve_positions(unresolved, wait_until=max(deadline, time.monotonic() + _LOOKUP_GRACE_S))
         left = max_records
         for _ in range(64):   # bounded: each round makes progress or stops
             empty = []
@@ -1712,14 +1793,11 @@ class Consumer:
         with self._lock:
             tp, st = self._state_of(partition)
             deadline = time.monotonic() + self.default_api_timeout_ms / 1000
-            while st.position is None:
-                self._resolve_positions([tp])
-                if st.position is not None:
-                    break
-                if time.monotonic() + _LOOKUP_BACKOFF_S >= deadline:
-                    raise RequestTimedOutError(f"the position of {tp.topic}-{tp.partition} could not be looked up "
-                                               f"within default_api_timeout_ms={self.default_api_timeout_ms}")
-                time.sleep(_LOOKUP_BACKOFF_S)
+            if st.position is None:
+                self._resolve_positions([tp], wait_until=deadline)
+            if st.position is None:
+                raise RequestTimedOutError(f"the position of {tp.topic}-{tp.partition} could not be looked up "
+                                           f"within default_api_timeout_ms={self.default_api_timeout_ms}")
             return st.position
 
     def seek(self, partition: Any, offset: int) -> None:

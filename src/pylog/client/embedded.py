@@ -11,6 +11,7 @@ Thread-safe, as the broker is.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pylog.broker.core import Broker, FetchResult, ListOffsetsResult, ProduceResult
@@ -19,6 +20,16 @@ from pylog.client.transport import DEFAULT_FETCH_MAX_BYTES, READ_UNCOMMITTED
 from pylog.errors import UnknownTopicOrPartitionError
 
 __all__ = ["EmbeddedTransport"]
+
+
+def _completed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """A future already holding ``fn(*args, **kwargs)``'s result or exception."""
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+        fut.set_exception(exc)
+    return fut
 
 _E_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.error_code
 
@@ -155,6 +166,16 @@ class EmbeddedTransport:
                      isolation_level: int = READ_UNCOMMITTED) -> list[ListOffsetsResult]:
         list_offsets = self.broker.list_offsets
         return [list_offsets(t, p, ts, isolation_level=isolation_level) for t, p, ts in requests]
+
+    def list_offsets_async(self, requests: Sequence[tuple[str, int, int]], *,
+                           isolation_level: int = READ_UNCOMMITTED) -> Future:
+        """:meth:`list_offsets`, as a future completed when returned."""
+        return _completed(self.list_offsets, requests, isolation_level=isolation_level)
+
+    def fetch_offsets_async(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
+                            require_stable: bool = False) -> Future:
+        """The broker's OffsetFetch, as a future completed when returned."""
+        return _completed(self.broker.fetch_offsets, group_id, partitions, require_stable=require_stable)
 
     # ------------------------------------------------------------------ metadata
 

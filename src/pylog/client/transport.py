@@ -20,7 +20,9 @@ request per leader (or coordinator) and an embedded one makes plain calls:
 - :meth:`Transport.fetch` reads many partitions in one call and may wait for data
   (Fetch's ``max_wait_ms``/``min_bytes``/``max_bytes``); :meth:`Transport.prefetch`
   starts a fetch without waiting, for a later :meth:`Transport.fetch` to take;
-- :meth:`Transport.list_offsets` takes many partitions;
+- :meth:`Transport.list_offsets` takes many partitions; it and
+  :meth:`Transport.fetch_offsets` have ``*_async`` twins answering with a
+  :class:`concurrent.futures.Future`;
 - JoinGroup and SyncGroup answer with a *pending handle* (``done()``, ``result()``,
   ``wait(timeout)``, ``add_done_callback(fn)``, as
   :class:`~pylog.broker.group.PendingResponse`), so the consumer drives the group protocol
@@ -61,6 +63,7 @@ thread) and must be quick and must not raise.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from pylog.broker.core import (FetchResult, InitProducerIdResult, ListOffsetsResult, NewTopic, ProduceResult,
@@ -218,6 +221,13 @@ class Transport(Protocol):
         One result per request, in order; never raises for a partition's problem."""
         ...
 
+    def list_offsets_async(self, requests: Sequence[tuple[str, int, int]], *,
+                           isolation_level: int = READ_UNCOMMITTED) -> Future:
+        """:meth:`list_offsets` without waiting: a future of its results (or of its
+        exception).  Embedded: completed when returned.  The consumer looks positions up
+        with it, so that ``poll`` keeps to its timeout while a leader is slow."""
+        ...
+
     # ------------------------------------------------------------------ metadata
 
     def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
@@ -304,6 +314,12 @@ class Transport(Protocol):
                       require_stable: bool = False) -> OffsetFetchResult:
         """OffsetFetch: committed offsets (-1: none) of ``partitions`` (None: all the
         group has)."""
+        ...
+
+    def fetch_offsets_async(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
+                            require_stable: bool = False) -> Future:
+        """:meth:`fetch_offsets` without waiting: a future of its result (or of its
+        exception).  Embedded: completed when returned."""
         ...
 
     # ------------------------------------------------------------------ readiness

@@ -12,7 +12,7 @@ import pytest
 import pylog
 from pylog import TopicPartition
 from pylog.protocol.apis import ApiKey
-from tests.client.kafka.rewriting_proxy import RewritingProxy
+from tests.client.kafka.rewriting_proxy import HOLD, RewritingProxy
 from tests.server.util import unique
 
 
@@ -30,10 +30,13 @@ def server(tmp_path_factory):
 
 
 class Faults:
-    """Error codes to put in the next answers of one API: ``arm(api_key, code, n)``."""
+    """Error codes to put in the next answers of one API: ``arm(api_key, code, n)``;
+    answers of the APIs in ``hold`` are never given (nor any after them on that
+    connection)."""
 
     def __init__(self) -> None:
         self.armed: dict[int, list] = {}
+        self.hold: set[int] = set()
 
     def arm(self, api_key: int, code: int, n: int = 1) -> None:
         self.armed[api_key] = [code, n]
@@ -42,6 +45,8 @@ class Faults:
         return self.armed.get(api_key, [0, 0])[1]
 
     def __call__(self, api_key: int, version: int, request, resp):
+        if api_key in self.hold:
+            return HOLD
         armed = self.armed.get(api_key)
         if not armed or armed[1] <= 0:
             return None
@@ -76,8 +81,10 @@ def proxied(server, faults):
         px = RewritingProxy(server.address[1], faults)
         c = pylog.connect(px.bootstrap, client_id="position-faults", **kw)
         made.append((c, px))
+        connect.proxies.append(px)
         return c
 
+    connect.proxies = []
     yield connect
     for c, px in made:
         c.close()
@@ -187,3 +194,32 @@ def test_a_fetch_error_raised_from_poll_names_the_partition_and_offset(proxied, 
         consume(cons, 2)
     assert [r.offset for r in consume(cons, 2)] == [1, 2]       # read again at the next poll
     cons.close()
+
+
+@pytest.mark.parametrize("lookup", ["reset", "committed"])
+def test_poll_keeps_to_its_timeout_while_a_position_lookup_hangs(proxied, faults, lookup):
+    # The leader holds ListOffsets (auto_offset_reset), or the coordinator holds
+    # OffsetFetch: Kafka's poll(timeout) returns empty within its timeout and keeps
+    # the lookup going.  pylog's poll used to wait request_timeout_ms and then raise
+    # RequestTimedOutError.  (A short request timeout: closing the consumer waits for
+    # its LeaveGroup, which the held coordinator connection does not answer.)
+    topic = topic_with(proxied(), 3)
+    c = proxied(request_timeout_ms=2000)
+    api = ApiKey.LIST_OFFSETS if lookup == "reset" else ApiKey.OFFSET_FETCH
+    faults.hold.add(api)
+    if lookup == "reset":
+        cons = c.consumer(group_id=None, auto_offset_reset="earliest")
+        cons.assign([(topic, 0)])
+    else:
+        cons = c.consumer(topic, group_id=unique("g"), auto_offset_reset="earliest")
+    proxy = proxied.proxies[-1]
+    asked = proxy.count(api)
+    for _ in range(50):                         # (a group member joins first)
+        assert cons.poll(timeout_ms=200) == []
+        if proxy.count(api) > asked:
+            break
+    for _ in range(3):
+        assert cons.poll(timeout_ms=200) == []
+    assert proxy.count(api) == asked + 1        # one lookup in flight, not one per poll
+    assert cons.assignment() == {TopicPartition(topic, 0)}
+    cons.close(autocommit=False)

@@ -716,6 +716,13 @@ class GroupOps(_Caller):
         """OffsetFetch (v8+ with its groups array when the coordinator speaks it): the
         committed offsets (-1: none) of ``partitions`` (None: all the group has).  Raises
         the failure when no answer came (a network error past the retries)."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        return self.wait(self.fetch_offsets_async(group_id, partitions, require_stable=require_stable), deadline)
+
+    def fetch_offsets_async(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
+                            require_stable: bool = False) -> Future:
+        """:meth:`fetch_offsets` without waiting: a future of its OffsetFetchResult,
+        completed on the I/O thread (with the failure when no answer came)."""
         wanted = None if partitions is None else {t: [int(p) for p in ps] for t, ps in partitions.items()}
         F: Any = m.OffsetFetchRequest
 
@@ -746,16 +753,33 @@ class GroupOps(_Caller):
                         return p.error_code
             return _NONE
 
+        def result(r: Any) -> OffsetFetchResult:
+            if used[0] >= 8:
+                g = r.groups[0] if r.groups else None
+                if g is None:
+                    return OffsetFetchResult(UnknownServerError.error_code)
+                return OffsetFetchResult(g.error_code, _fetched(g.topics))
+            code = group_code(r)
+            return OffsetFetchResult(code, {} if code else _fetched(r.topics))
+
         deadline = time.monotonic() + self.request_timeout_ms / 1000
-        r = self.wait(self.coordinator_call(group_id, ApiKey.OFFSET_FETCH, body, deadline=deadline,
-                                            coordinator_code=group_code, any_broker_if_invalid=True), deadline)
-        if used[0] >= 8:
-            g = r.groups[0] if r.groups else None
-            if g is None:
-                return OffsetFetchResult(UnknownServerError.error_code)
-            return OffsetFetchResult(g.error_code, _fetched(g.topics))
-        code = group_code(r)
-        return OffsetFetchResult(code, {} if code else _fetched(r.topics))
+        call = self.coordinator_call(group_id, ApiKey.OFFSET_FETCH, body, deadline=deadline,
+                                     coordinator_code=group_code, any_broker_if_invalid=True)
+        out: Future = Future()
+        out.set_running_or_notify_cancel()
+
+        def answered(f: Future) -> None:
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            try:
+                out.set_result(result(f.result()))
+            except Exception as err:  # noqa: BLE001 - a parsing bug fails this call only
+                out.set_exception(err)
+
+        call.add_done_callback(answered)
+        return out
 
     def close(self) -> None:
         super().close()

@@ -303,6 +303,7 @@ class KafkaTransport:
         self.group_rebalancing = g.group_rebalancing
         self.commit_offsets = g.commit_offsets
         self.fetch_offsets = g.fetch_offsets
+        self.fetch_offsets_async = g.fetch_offsets_async
         x = self._txns = TxnOps(g, request_timeout_ms=self.request_timeout_ms, retry_backoff=self._retry_backoff)
         self.add_partitions_to_txn = x.add_partitions_to_txn
         self.add_partitions_to_txn_async = x.add_partitions_to_txn_async
@@ -1294,6 +1295,26 @@ class KafkaTransport:
             attempts = self.cluster.attempts
             self.cluster.wait_for_update(attempts, min(self._retry_backoff * 5, max(deadline - time.monotonic(), 0)))
             snap = self.cluster.snapshot()
+
+    def list_offsets_async(self, requests: Sequence[tuple[str, int, int]], *,
+                           isolation_level: int = READ_UNCOMMITTED) -> Future:
+        """:meth:`list_offsets` without waiting: a future of its results.  Its rounds
+        (a metadata update and a backoff between them) run on a short-lived daemon
+        thread of their own, which ends with the call (at most about
+        ``request_timeout_ms``); position lookups are rare (an assignment, a reset), so a
+        thread each costs little, and no caller's thread waits on a slow leader."""
+        self._check_open()
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                fut.set_result(self.list_offsets(requests, isolation_level=isolation_level))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                fut.set_exception(exc)
+
+        threading.Thread(target=run, name="pylog-list-offsets", daemon=True).start()
+        return fut
 
     # ------------------------------------------------------------------ metadata
 
