@@ -107,9 +107,13 @@ class DataDirLock:
                         f"{path}): stop that process first, or use another data directory") from None
                 raise KafkaStorageError(f"cannot lock {path}: {exc.strerror or exc}") from None
             description = f"{owner} in thread {threading.current_thread().name!r}"
+            line = f"pid={os.getpid()} {description}\n".encode("ascii", "replace")
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid={os.getpid()} {description}\n".encode("ascii", "replace"), 0)
+                # Written over the last holder's line, then cut to its length: truncating to
+                # 0 first frees the file's block and allocates it again, a journal
+                # transaction (0.3-5 ms) on every open of the data directory (#17).
+                os.pwrite(fd, line, 0)
+                os.ftruncate(fd, len(line))
             except OSError:
                 pass  # informational only (a full disk must not stop the broker opening)
             lock = _held[key] = cls(data_dir, path, description, key, fd)
