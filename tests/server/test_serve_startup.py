@@ -6,8 +6,10 @@ frozen (so later collections do not walk it); and the modules only a later reque
 needs (and the protocol declarations of APIs not yet called) are not imported before the
 server listens.  Their first use is covered where
 each is tested: a first FetchSession (tests/server/test_fetch_sessions.py), a
-``--to-datetime`` reset (tests/server/test_tools.py), an unknown config's suggestion
-(tests/server/test_server_properties.py) and per-IP overrides
+``--to-datetime`` reset (tests/server/test_tools.py), an unknown config's suggestion and a
+Kafka broker config pylog ignores (tests/server/test_server_properties.py), a
+read-only broker config in an AlterConfigs (tests/server/test_broker_configs.py) and
+per-IP overrides
 (tests/server/test_connection_caps.py).
 """
 
@@ -18,7 +20,8 @@ import subprocess
 import sys
 
 #: Imported on first use, not before ``pylog serve`` listens.
-NOT_BEFORE_LISTENING = ("datetime", "difflib", "ipaddress", "random", "lz4.frame")
+NOT_BEFORE_LISTENING = ("datetime", "difflib", "ipaddress", "random", "lz4.frame",
+                        "pylog.server.kafka_config_names")
 
 _SCRIPT = r"""
 import asyncio, gc, json, logging, os, signal, sys

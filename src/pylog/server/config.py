@@ -30,7 +30,6 @@ from typing import Any, Mapping
 from pylog._value import frozen_dataclass
 from pylog.broker.topic_config import TOPIC_CONFIGS, normalize
 from pylog.errors import InvalidConfigError
-from pylog.server.kafka_config_names import is_kafka_broker_config
 
 __all__ = ["ServerConfig", "parse_listener", "parse_connection_overrides", "read_properties_file", "TOPIC_DEFAULT_SYNONYMS"]
 
@@ -466,7 +465,7 @@ class ServerConfig:
                 values[name] = raw.strip() if isinstance(raw, str) else raw
             elif k in TOPIC_DEFAULT_SYNONYMS:
                 log_defaults[k] = _topic_default(k, raw)
-            elif is_kafka_broker_config(k):
+            elif _is_kafka_broker_config(k):
                 if warn:
                     _log.warning("server config %s=%s is a Kafka broker config with no meaning in pylog; "
                                  "ignored", k, raw)
@@ -592,6 +591,14 @@ def _field_name(kafka_name: str) -> str:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+
+
+def _is_kafka_broker_config(name: str) -> bool:
+    # Kafka's broker config table is read on first use: a start whose settings are all
+    # pylog's does not pay for loading it (#17).
+    from pylog.server.kafka_config_names import is_kafka_broker_config
+
+    return is_kafka_broker_config(name)
 
 
 def _topic_default(key: str, raw: Any) -> str:

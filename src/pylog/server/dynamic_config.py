@@ -70,7 +70,6 @@ from pylog.broker.topic_config import ConfigEntry, ConfigSource, ConfigType, TOP
 from pylog.errors import InvalidConfigError, InvalidRequestError
 from pylog.server.config import TOPIC_DEFAULT_SYNONYMS, ServerConfig
 from pylog.server.kafka_broker_defaults import KAFKA_BROKER_CONFIGS, KAFKA_BROKER_SYNONYMS
-from pylog.server.kafka_config_names import is_kafka_broker_config
 from pylog.storage.checkpoint import atomic_write
 
 __all__ = ["DYNAMIC_CONFIGS", "DYNAMIC_CONFIG_FILE", "DynamicBrokerConfigs"]
@@ -354,6 +353,8 @@ def _parse(raw: bytes) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
 def _check_name(name: str) -> None:
     if name in DYNAMIC_CONFIGS:
         return
+    from pylog.server.kafka_config_names import is_kafka_broker_config  # first use, not at start-up (#17)
+
     if is_kafka_broker_config(name) or name in ServerConfig.kafka_names():
         raise InvalidRequestError(f"Cannot update these configs dynamically: {name} (it is read-only: set it "
                                   "in server.properties or with --override and restart)")
