@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from pylog.protocol import decode_request, decode_response, encode_response, segments_to_bytes
 from pylog.protocol.apis import ApiKey
+from tests.client.kafka.fakes import _recv_exact
 
 __all__ = ["RewritingProxy", "HOLD"]
 
@@ -28,23 +29,10 @@ HOLD = object()
 
 
 def _read_frame(sock: socket.socket) -> bytes | None:
-    head = _read_exact(sock, 4)
+    head = _recv_exact(sock, 4)
     if head is None:
         return None
-    return _read_exact(sock, struct.unpack(">i", head)[0])
-
-
-def _read_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = sock.recv(n - len(buf))
-        except OSError:
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
+    return _recv_exact(sock, struct.unpack(">i", head)[0])
 
 
 class RewritingProxy:
