@@ -223,3 +223,21 @@ def test_poll_keeps_to_its_timeout_while_a_position_lookup_hangs(proxied, faults
     assert proxy.count(api) == asked + 1        # one lookup in flight, not one per poll
     assert cons.assignment() == {TopicPartition(topic, 0)}
     cons.close(autocommit=False)
+
+
+def test_a_seek_wins_over_a_reset_that_keeps_failing(proxied, faults):
+    # Every ListOffsets answers OFFSET_NOT_AVAILABLE: the reset never completes, polls
+    # return nothing (and raise nothing), and a seek sets the position for good: a
+    # lookup completing later does not move it.
+    c = proxied(request_timeout_ms=300)
+    topic = topic_with(proxied(), 3)
+    cons = c.consumer(group_id=None, auto_offset_reset="latest")
+    cons.assign([(topic, 0)])
+    faults.arm(ApiKey.LIST_OFFSETS, 78, 10**6)
+    for _ in range(3):
+        assert cons.poll(timeout_ms=100) == []
+    cons.seek((topic, 0), 1)
+    assert [r.offset for r in consume(cons, 2)] == [1, 2]
+    faults.arm(ApiKey.LIST_OFFSETS, 78, 0)
+    assert cons.poll(timeout_ms=300) == [] and cons.position((topic, 0)) == 3
+    cons.close()
