@@ -978,8 +978,15 @@ class ClusterNode:
         node = controller_id if client.cluster.node(controller_id) is not None else -1
         return client.send(node, api_key, body, version=version, timeout_ms=10_000)
 
-    def send_alter_partition(self, r: Replica, alter: replication.AlterPartition) -> None:
-        """Propose an ISR change to the controller; its answer goes back to the replica."""
+    def send_alter_partition(self, r: Replica, alter: replication.AlterPartition, attempt: int = 0) -> None:
+        """Propose an ISR change to the controller; its answer goes back to the replica.
+        A request that may have reached the controller but got no answer (the connection
+        broke, it timed out) is sent again as it was, backing off up to 1 s, until an
+        answer comes or the proposal is no longer pending: the controller may have
+        stored it, and only its answer (to the retry: the stored state) tells this
+        leader its new partition epoch and ISR.  Proposing anew instead could leave the
+        leader's ISR different from the stored one for good (a shrink stored, its
+        answer lost, the followers caught up again: nothing to propose)."""
         from pylog.protocol import messages as m
         M: Any = m.AlterPartitionRequest
         body = M(broker_id=self.broker_id, broker_epoch=self.broker_epoch, topics=[M.TopicData(
@@ -993,12 +1000,24 @@ class ClusterNode:
         except PylogError as exc:
             self._alter_done(r, alter, None, exc)
             return
-        fut.add_done_callback(lambda f: self._on_alter_partition(r, alter, f))
+        fut.add_done_callback(lambda f: self._on_alter_partition(r, alter, f, attempt))
 
-    def _on_alter_partition(self, r: Replica, alter: replication.AlterPartition, f: Any) -> None:
+    def _on_alter_partition(self, r: Replica, alter: replication.AlterPartition, f: Any, attempt: int = 0) -> None:
         exc = f.exception()
         if exc is not None:
-            self._alter_done(r, alter, None, exc if isinstance(exc, PylogError) else PylogError(str(exc)))
+            error = exc if isinstance(exc, PylogError) else PylogError(str(exc))
+            if error.retriable and not self._stopping:
+                with r.lock:
+                    pending = r.state.pending_alter_partition is alter
+                if pending:
+                    _log.info("AlterPartition of %s-%d to ISR %s: %s; sending it again", r.topic, r.partition,
+                              list(alter.new_isr), error)
+                    timer = threading.Timer(min(0.05 * 2 ** attempt, 1.0), self.send_alter_partition,
+                                            (r, alter, attempt + 1))
+                    timer.daemon = True
+                    timer.start()
+                    return
+            self._alter_done(r, alter, None, error)
             return
         resp = f.result()
         if resp.error_code:
