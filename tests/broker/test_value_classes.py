@@ -3,7 +3,8 @@
 Differential: every result, record and settings class of the broker, storage and record
 modules is checked against a real ``@dataclass`` built from the same fields (same name,
 order, defaults, frozenness): the same repr, equality, hash, immutability, and copies,
-deep copies and pickles equal to the original.
+deep copies and pickles equal to the original.  (And ``pylog.broker``'s names, which load
+on first use for the same start-up, are the modules' own.)
 """
 
 from __future__ import annotations
@@ -186,3 +187,15 @@ def test_settings_init_checks_its_arguments_as_a_dataclass_init():
 
             def __eq__(self, other: object) -> bool:
                 return True
+
+
+def test_the_broker_package_names_load_on_first_use():
+    import pylog.broker as broker
+    from pylog.broker import assignors, group, partitioner
+
+    assert set(broker.__all__) <= set(dir(broker))
+    assert broker.RangeAssignor is assignors.RangeAssignor
+    assert broker.murmur2 is partitioner.murmur2
+    assert broker.GroupCoordinator is group.GroupCoordinator
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        broker.Nope  # noqa: B018

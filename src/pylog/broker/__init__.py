@@ -13,38 +13,40 @@ requests into the same calls.  Modules:
 - :mod:`~pylog.broker.producer_state`    idempotent-producer state per partition
 """
 
-from pylog.broker.assignors import (
-    ConsumerPartitionAssignor,
-    CooperativeStickyAssignor,
-    RangeAssignor,
-    RoundRobinAssignor,
-    assignor_for_name,
-)
-from pylog.broker.consumer_protocol import (
-    Assignment,
-    Subscription,
-    decode_assignment,
-    decode_subscription,
-    encode_assignment,
-    encode_subscription,
-)
-from pylog.broker.group import (
-    CommitOffset,
-    GroupCoordinator,
-    GroupCoordinatorConfig,
-    GroupState,
-    MemberIdentity,
-    PendingResponse,
-)
-from pylog.broker.group_offsets import InMemoryOffsetStore, OffsetStore, partition_for_group
-from pylog.broker.partitioner import (
-    DefaultPartitioner,
-    Partitioner,
-    RoundRobinPartitioner,
-    UniformStickyPartitioner,
-    murmur2,
-    partition_keys,
-)
+from typing import Any as _Any
+
+# The names below are imported on first use (PEP 562), not with the package: every
+# module of pylog.broker imports this one first, and the broker core needs neither the
+# client-side assignors nor the partitioners (#17: `pylog serve` start-up).
+_LAZY = {
+    "ConsumerPartitionAssignor": "assignors", "CooperativeStickyAssignor": "assignors",
+    "RangeAssignor": "assignors", "RoundRobinAssignor": "assignors", "assignor_for_name": "assignors",
+    "Assignment": "consumer_protocol", "Subscription": "consumer_protocol",
+    "decode_assignment": "consumer_protocol", "decode_subscription": "consumer_protocol",
+    "encode_assignment": "consumer_protocol", "encode_subscription": "consumer_protocol",
+    "CommitOffset": "group", "GroupCoordinator": "group", "GroupCoordinatorConfig": "group",
+    "GroupState": "group", "MemberIdentity": "group", "PendingResponse": "group",
+    "InMemoryOffsetStore": "group_offsets", "OffsetStore": "group_offsets",
+    "partition_for_group": "group_offsets",
+    "DefaultPartitioner": "partitioner", "Partitioner": "partitioner", "RoundRobinPartitioner": "partitioner",
+    "UniformStickyPartitioner": "partitioner", "murmur2": "partitioner", "partition_keys": "partitioner",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pylog.broker' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"pylog.broker.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Assignment",
