@@ -241,3 +241,18 @@ def test_a_seek_wins_over_a_reset_that_keeps_failing(proxied, faults):
     faults.arm(ApiKey.LIST_OFFSETS, 78, 0)
     assert cons.poll(timeout_ms=300) == [] and cons.position((topic, 0)) == 3
     cons.close()
+
+
+@pytest.mark.timeout(90)        # (a hang guard: the polls below take about 1 s in all)
+def test_poll_does_not_wait_for_a_reconnect_attempt_while_the_broker_is_down(proxied):
+    # Kafka's fetcher skips a node in reconnect backoff.  pylog queued the fetch until the
+    # next connect attempt: a poll(200) lasted up to reconnect_backoff_max_ms (here 120 s).
+    topic = topic_with(proxied(), 3)
+    c = proxied(reconnect_backoff_ms=120_000, reconnect_backoff_max_ms=120_000)
+    cons = c.consumer(group_id=None, auto_offset_reset="earliest")
+    cons.assign([(topic, 0)])
+    assert len(consume(cons, 3)) == 3
+    proxied.proxies[-1].stop()      # the broker is gone: connections closed, connects refused
+    for _ in range(5):
+        assert cons.poll(timeout_ms=200) == []
+    cons.close()

@@ -89,6 +89,7 @@ from pylog import _core
 from pylog.broker.core import FetchResult, InitProducerIdResult, ListOffsetsResult, ProduceResult
 from pylog.client.kafka.admin_ops import AdminOps
 from pylog.client.kafka.cluster import METADATA_ERRORS, MetadataSnapshot, extra_connection_id
+from pylog.client.kafka.connection import ConnectionState
 from pylog.client.kafka.group_ops import GroupOps
 from pylog.client.kafka.network import IOTask, NetworkClient
 from pylog.client.kafka.txn_ops import TxnOps
@@ -619,6 +620,12 @@ class KafkaTransport:
         if slot.pending == 0 and slot.owner_done:
             self._free_slots.append(slot)
 
+    def _reconnecting(self, node: int) -> bool:
+        """Whether ``node``'s connection was lost and waits out its reconnect backoff."""
+        conn = self.net.connection(node)
+        return (conn is not None and conn.state is ConnectionState.DISCONNECTED
+                and time.monotonic() < conn.next_connect_at)
+
     def _send_fetches(self, parts: list[tuple[str, int, int, int]], slot: _Slot, wait_ms: int, min_bytes: int,
                       max_bytes: int, isolation_level: int, snap: MetadataSnapshot,
                       on_done: Callable[[list[tuple[str, int, int, int]], Any, BaseException | None], None],
@@ -655,6 +662,11 @@ class KafkaTransport:
                 # this client's earlier requests there (an acks=0 produce is then read
                 # back); a long poll takes the slot's own connection.
                 node = extra_connection_id(leader, slot.number) if wait_ms > 0 else leader
+                if self._reconnecting(leader) or (node != leader and self._reconnecting(node)):
+                    # As Kafka's fetcher skips a node in reconnect backoff: not read this
+                    # time, rather than queued until the next connect attempt (up to
+                    # reconnect_backoff_max_ms), which held a poll(200) for ~1 s (#12).
+                    raise NetworkError(f"broker {leader}: waiting to reconnect")
                 fut = self._send(node, ApiKey.FETCH, body,
                                  timeout_ms=self.request_timeout_ms + wait_ms)
             except PylogError as exc:
