@@ -12,7 +12,8 @@ compiled once into the package's bytecode:
   partition of a request, where a generic ``__init__`` would cost on every call.  The
   bases give equality (same class, equal fields), a ``Name(field=value, ...)`` repr and,
   frozen, immutability (:class:`dataclasses.FrozenInstanceError`), a hash over the fields
-  and pickling/copying, as ``@dataclass(frozen=True)`` does.
+  and pickling/copying, as ``@dataclass(frozen=True)`` does; ``obj._replace(field=...)``
+  takes the place of :func:`dataclasses.replace`, since they are not dataclasses.
 - :func:`frozen_dataclass` is for classes read through :func:`dataclasses.fields`,
   :func:`dataclasses.replace` and :func:`dataclasses.asdict` (settings, statistics):
   they stay dataclasses (the field registry is cheap) but get a shared keyword
@@ -53,6 +54,16 @@ class Value:
         return tuple(getattr(self, n) for n in fields) == tuple(getattr(other, n) for n in fields)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def _replace(self: _T, **changes: Any) -> _T:
+        """A copy with ``changes`` (what :func:`dataclasses.replace` did for these
+        classes when they were dataclasses; ``_replace`` as a named tuple has it)."""
+        values = {name: getattr(self, name) for name in self._fields}  # type: ignore[attr-defined]
+        unknown = set(changes) - values.keys()
+        if unknown:
+            raise TypeError(f"{self.__class__.__qualname__} has no field(s) {', '.join(sorted(unknown))}")
+        values.update(changes)
+        return self.__class__(**values)
 
 
 class FrozenValue(Value):

@@ -113,6 +113,12 @@ def test_value_class_behaves_as_its_dataclass(cls):
         ours = cls(**args)
     for clone in (copy.copy(ours), copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
         assert type(clone) is cls and clone == ours and repr(clone) == repr(ours)
+    # _replace does what dataclasses.replace did: a copy with the fields given changed.
+    name = cls._fields[-1]
+    changed = ours._replace(**{name: _Token(7)})
+    assert type(changed) is cls and changed == cls(**{**args, name: _Token(7)}) and ours == cls(**args)
+    with pytest.raises(TypeError, match="no field"):
+        ours._replace(no_such_field=1)
 
 
 @pytest.mark.parametrize("cls", VALUES, ids=lambda c: c.__qualname__)

@@ -25,7 +25,6 @@ is a flag other threads may read.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 import threading
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -78,7 +77,7 @@ class ShutdownSignalAssignor(ConsumerPartitionAssignor):
         for member_id, sub in subscriptions.items():
             c, inner = decode(sub.user_data)
             code = code or (SHUTDOWN_REQUESTED if c == SHUTDOWN_REQUESTED else 0)
-            subs[member_id] = dataclasses.replace(sub, user_data=inner)
+            subs[member_id] = sub._replace(user_data=inner)
         return code, subs
 
     def assign(self, partitions_per_topic: Mapping[str, int], subscriptions: Mapping[str, Any]) -> Any:
@@ -96,6 +95,6 @@ class ShutdownSignalAssignor(ConsumerPartitionAssignor):
             self.shutdown_requested.set()
         on_assignment = getattr(self.inner, "on_assignment", None)
         if on_assignment is not None:
-            on_assignment(dataclasses.replace(assignment, user_data=inner_data), generation_id)
+            on_assignment(assignment._replace(user_data=inner_data), generation_id)
         if self.on_assigned is not None:
             self.on_assigned()

@@ -4,7 +4,6 @@ and must give equal results or raise the same exception class."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -34,8 +33,8 @@ def _norm(v):
     """Results with the facts that differ between two clusters (random topic ids) blanked
     to whether they are there."""
     if isinstance(v, (TopicDescription, TopicResult)):
-        return dataclasses.replace(v, topic_id="<id>" if v.topic_id else v.topic_id,
-                                   **({"error_message": None} if isinstance(v, TopicResult) else {}))
+        return v._replace(topic_id="<id>" if v.topic_id else v.topic_id,
+                          **({"error_message": None} if isinstance(v, TopicResult) else {}))
     if isinstance(v, dict):
         return {k: _norm(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
