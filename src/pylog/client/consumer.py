@@ -571,6 +571,7 @@ class Consumer:
         self._reset_lookup: tuple[Any, dict[TopicPartition, _PartitionState]] | None = None
         self._lookup_ready = False
         self._lookup_not_before = 0.0
+        self._auto_commit: Any = None         # the auto-commit in flight (a future)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._use_hb_thread = heartbeat_thread
@@ -1589,8 +1590,12 @@ class Consumer:
         self._next_auto_commit = now + self.auto_commit_interval_ms / 1000
         if self._subscription is not None and self._state != _STABLE:
             return
+        if self._auto_commit is not None and not self._auto_commit.done():
+            return              # the last one is still out (the coordinator is slow)
+        # Without waiting, as Kafka's poll auto-commits (commitAsync): an unreachable
+        # coordinator must not hold the poll for request_timeout_ms.
         try:
-            self._commit(self._consumed())
+            self._auto_commit = self._commit(self._consumed(), wait=False)
         except PylogError as exc:
             _log.warning("group %s: auto-commit failed: %s", self.group_id, exc)
 
@@ -1698,11 +1703,14 @@ class Consumer:
             out[tp] = om
         return out
 
-    def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+    def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], wait: bool = True) -> Any:
+        """Commit ``offsets``, raising what the coordinator refused; ``wait=False``: send
+        and return the future, its outcome logged (and a rejoin requested when the
+        group moved on) when it completes."""
         if self.group_id is None:
             raise InvalidGroupIdError("committing offsets needs a group_id")
         if not offsets:
-            return
+            return None
         group_managed = self._subscription is not None
         if group_managed:
             if self._state != _STABLE:
@@ -1719,8 +1727,24 @@ class Consumer:
         request: dict[str, dict[int, CommitOffset]] = {}
         for tp, om in offsets.items():
             request.setdefault(tp.topic, {})[tp.partition] = CommitOffset(om.offset, om.metadata, om.leader_epoch)
-        result = self._transport.commit_offsets(self.group_id, request, generation_id=generation, member_id=member,
-                                             group_instance_id=self.group_instance_id if group_managed else None)
+        instance = self.group_instance_id if group_managed else None
+        if not wait:
+            fut = self._transport.commit_offsets_async(self.group_id, request, generation_id=generation,
+                                                       member_id=member, group_instance_id=instance)
+            fut.add_done_callback(self._async_commit_done)
+            return fut
+        self._commit_result(self._transport.commit_offsets(self.group_id, request, generation_id=generation,
+                                                           member_id=member, group_instance_id=instance))
+        return None
+
+    def _async_commit_done(self, fut: Any) -> None:
+        """(The transport's thread, or the caller's when completed at once.)"""
+        try:
+            self._commit_result(fut.result())
+        except PylogError as exc:
+            _log.warning("group %s: auto-commit failed: %s", self.group_id, exc)
+
+    def _commit_result(self, result: Mapping[str, Mapping[int, int]]) -> None:
         for topic, parts in sorted(result.items()):
             for p, code in sorted(parts.items()):
                 if code == 0:

@@ -172,6 +172,10 @@ class EmbeddedTransport:
         """:meth:`list_offsets`, as a future completed when returned."""
         return _completed(self.list_offsets, requests, isolation_level=isolation_level)
 
+    def commit_offsets_async(self, group_id: str, offsets: Mapping[str, Mapping[int, Any]], **kw: Any) -> Future:
+        """The broker's OffsetCommit, as a future completed when returned."""
+        return _completed(self.broker.commit_offsets, group_id, offsets, **kw)
+
     def fetch_offsets_async(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
                             require_stable: bool = False) -> Future:
         """The broker's OffsetFetch, as a future completed when returned."""

@@ -310,6 +310,14 @@ class Transport(Protocol):
         InvalidRequestError for malformed offsets."""
         ...
 
+    def commit_offsets_async(self, group_id: str, offsets: Mapping[str, Mapping[int, CommitOffset]], *,
+                             generation_id: int = -1, member_id: str = "", group_instance_id: str | None = None,
+                             retention_time_ms: int = -1) -> Future:
+        """:meth:`commit_offsets` without waiting: a future of its codes (or of its
+        exception); the consumer's auto-commit inside ``poll`` uses it.  Embedded:
+        completed when returned."""
+        ...
+
     def fetch_offsets(self, group_id: str, partitions: Mapping[str, Iterable[int]] | None = None, *,
                       require_stable: bool = False) -> OffsetFetchResult:
         """OffsetFetch: committed offsets (-1: none) of ``partitions`` (None: all the

@@ -256,3 +256,27 @@ def test_poll_does_not_wait_for_a_reconnect_attempt_while_the_broker_is_down(pro
     for _ in range(5):
         assert cons.poll(timeout_ms=200) == []
     cons.close()
+
+
+@pytest.mark.timeout(90)        # (a hang guard: the polls below take about 1 s in all)
+def test_auto_commit_does_not_hold_poll_while_the_coordinator_hangs(proxied, faults):
+    # Kafka's poll auto-commits without waiting (commitAsync).  pylog's waited for the
+    # OffsetCommit inside poll, up to request_timeout_ms (here 120 s).
+    topic = topic_with(proxied(), 3)
+    c = proxied(request_timeout_ms=120_000)
+    # (A static member: closing it sends no LeaveGroup, which would wait for the hung
+    # coordinator.)
+    cons = c.consumer(topic, group_id=unique("g"), group_instance_id="static", auto_offset_reset="earliest",
+                      auto_commit_interval_ms=100)
+    assert len(consume(cons, 3)) == 3
+    proxy = proxied.proxies[-1]
+    faults.hold.add(ApiKey.OFFSET_COMMIT)
+    sent = proxy.count(ApiKey.OFFSET_COMMIT)
+    for _ in range(50):
+        assert cons.poll(timeout_ms=100) == []
+        if proxy.count(ApiKey.OFFSET_COMMIT) > sent:
+            break
+    for _ in range(5):
+        assert cons.poll(timeout_ms=100) == []
+    assert proxy.count(ApiKey.OFFSET_COMMIT) == sent + 1      # one out, not one per interval
+    cons.close(autocommit=False)

@@ -650,7 +650,19 @@ class GroupOps(_Caller):
     def commit_offsets(self, group_id: str, offsets: Mapping[str, Mapping[int, CommitOffset]], *,
                        generation_id: int = -1, member_id: str = "", group_instance_id: str | None = None,
                        retention_time_ms: int = -1) -> dict[str, dict[int, int]]:
-        """OffsetCommit: topic -> partition -> error code (0: stored).  A partition that
+        """OffsetCommit: topic -> partition -> error code (0: stored).  Raises the
+        failure when no answer came (a network error past the retries); see
+        :meth:`commit_offsets_async`."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        return self.wait(self.commit_offsets_async(
+            group_id, offsets, generation_id=generation_id, member_id=member_id,
+            group_instance_id=group_instance_id, retention_time_ms=retention_time_ms), deadline)
+
+    def commit_offsets_async(self, group_id: str, offsets: Mapping[str, Mapping[int, CommitOffset]], *,
+                             generation_id: int = -1, member_id: str = "", group_instance_id: str | None = None,
+                             retention_time_ms: int = -1) -> Future:
+        """OffsetCommit without waiting: a future of topic -> partition -> error code (0:
+        stored), completed on the I/O thread (with the failure when no answer came).  A partition that
         cannot be named on the wire (not an int) gets UNKNOWN_TOPIC_OR_PARTITION, as the
         embedded broker answers it.  ``retention_time_ms`` >= 0 is carried by OffsetCommit
         v2-4 only, so such a commit is sent at v4 (without ``group_instance_id``: a static
@@ -658,8 +670,11 @@ class GroupOps(_Caller):
         retention applies).  Raises InvalidRequestError for malformed offsets (a negative
         or non-int offset, non-str metadata)."""
         request, out = _commit_request(offsets)
+        done: Future = Future()
+        done.set_running_or_notify_cancel()
         if not request:
-            return out
+            done.set_result(out)
+            return done
         O: Any = m.OffsetCommitRequest
         pin_v4 = retention_time_ms is not None and retention_time_ms >= 0 and group_instance_id is None
 
@@ -692,14 +707,22 @@ class GroupOps(_Caller):
         if pin_v4:
             version = self._pinned_version(group_id, ApiKey.OFFSET_COMMIT, 4)
         deadline = time.monotonic() + self.request_timeout_ms / 1000
-        r = self.wait(self.coordinator_call(group_id, ApiKey.OFFSET_COMMIT, build, deadline=deadline,
-                                            coordinator_code=coordinator_code, any_broker_if_invalid=True,
-                                            version=version), deadline)
-        for t in r.topics:
-            dest = out.setdefault(t.name, {})
-            for p in t.partitions:
-                dest[p.partition_index] = p.error_code
-        return out
+        call = self.coordinator_call(group_id, ApiKey.OFFSET_COMMIT, build, deadline=deadline,
+                                     coordinator_code=coordinator_code, any_broker_if_invalid=True, version=version)
+
+        def answered(f: Future) -> None:
+            exc = f.exception()
+            if exc is not None:
+                done.set_exception(exc)
+                return
+            for t in f.result().topics:
+                dest = out.setdefault(t.name, {})
+                for p in t.partitions:
+                    dest[p.partition_index] = p.error_code
+            done.set_result(out)
+
+        call.add_done_callback(answered)
+        return done
 
     def _pinned_version(self, group_id: str, api_key: int, wanted: int) -> int | None:
         """``wanted`` if the group's coordinator (when already connected) speaks it, else

@@ -303,6 +303,7 @@ class KafkaTransport:
         self.leave_group = g.leave_group
         self.group_rebalancing = g.group_rebalancing
         self.commit_offsets = g.commit_offsets
+        self.commit_offsets_async = g.commit_offsets_async
         self.fetch_offsets = g.fetch_offsets
         self.fetch_offsets_async = g.fetch_offsets_async
         x = self._txns = TxnOps(g, request_timeout_ms=self.request_timeout_ms, retry_backoff=self._retry_backoff)
