@@ -23,7 +23,7 @@ REQUIRED = {
     12: (0, 4), 13: (0, 4), 8: (0, 8), 9: (0, 8), 15: (0, 5), 16: (0, 5), 42: (0, 2), 47: (0, 0),
     19: (0, 5), 20: (0, 4), 37: (0, 2), 21: (0, 2), 32: (0, 4), 33: (0, 1), 44: (0, 1), 22: (0, 5),
     23: (0, 3), 60: (0, 0), 24: (0, 5), 25: (0, 4), 26: (0, 4), 27: (0, 1), 28: (0, 4), 61: (0, 0),
-    65: (0, 0), 66: (0, 1), 43: (0, 2),
+    65: (0, 0), 66: (0, 1), 43: (0, 2), 35: (0, 4),
 }
 
 
@@ -359,6 +359,16 @@ def _request(key, v, tag):
         def check(r):
             p = r.topics[0].partitions[0]
             assert p.error_code == 0 and p.end_offset == 3
+        return body, check
+    if key == 35:
+        D = R.DescribeLogDirsRequest
+        body = D(topics=[D.DescribableLogDirTopic(topic="sweep", partitions=[0, 1])])
+
+        def check(r):
+            (d,) = r.results
+            assert d.error_code == 0 and [(t.name, [p.partition_index for p in t.partitions])
+                                          for t in d.topics] == [("sweep", [0, 1])]
+            assert all(p.partition_size > 0 for p in d.topics[0].partitions)
         return body, check
     if key == 60:
         body = R.DescribeClusterRequest()
