@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from cluster.proxy import ProxiedCluster
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
+from pylog.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 from server.util import wait_for
@@ -58,8 +59,18 @@ def test_offset_fetch_answers_a_commit_only_once_the_follower_has_it(tmp_path, z
         part = wait_for(offsets_partition, "__consumer_offsets-0 led, with both brokers in its ISR", timeout=60)
         leader = part.leader_id
         follower = next(i for i in c.ids if i != leader)
-        coordinator = wait_for(lambda: w.coordinator("g"), "the coordinator")
-        commit_on(coordinator, "g", {("t", 0): 3})         # replicated: committed
+        def first_commit():
+            # FindCoordinator may name the new leader a moment before it has taken the
+            # partition (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): as a client does,
+            # find it again and retry.
+            try:
+                conn = w.coordinator("g")
+                commit_on(conn, "g", {("t", 0): 3})         # replicated: committed
+            except (NotCoordinatorError, CoordinatorLoadInProgressError, CoordinatorNotAvailableError):
+                return None
+            return conn
+
+        coordinator = wait_for(first_commit, "the first commit accepted by the coordinator", timeout=60)
         assert fetch(coordinator, stable=True) == (3, 0)
 
         c.isolate_from_peers(follower)
