@@ -92,6 +92,14 @@ def create(a: AdminClient, topic: str, partitions: int = 1, rf: int = 3,
     a.create_topics([new], operation_timeout=30)[topic].result(30)
 
 
+def part0(a: AdminClient, topic: str) -> Any:
+    """Partition 0 of ``topic`` as the broker librdkafka asks sees it, or None while that
+    broker does not know it yet: CreateTopics answers once the broker that handled it
+    has the new leaders (as Kafka's does), and the others learn them a moment later."""
+    t = a.list_topics(topic, timeout=5).topics.get(topic)
+    return None if t is None or t.error is not None else t.partitions.get(0)
+
+
 def error_of(future) -> KafkaError:
     with pytest.raises(confluent_kafka.KafkaException) as got:
         future.result(30)
@@ -218,7 +226,7 @@ def reorder_replicas(c: LocalCluster, a: AdminClient, topic: str, replicas: list
                                   name=topic, partitions=[A.ReassignablePartition(partition_index=0,
                                                                                   replicas=replicas)])]))
     assert resp.error_code == 0 and resp.responses[0].partitions[0].error_code == 0
-    wait_for(lambda: list(a.list_topics(topic, timeout=5).topics[topic].partitions[0].replicas) == replicas,
+    wait_for(lambda: (p := part0(a, topic)) is not None and list(p.replicas) == replicas,
              f"{topic}-0's replicas to become {replicas}")
 
 
@@ -226,7 +234,7 @@ def test_elect_leaders_preferred_and_unclean(cluster):
     c = cluster
     a = AdminClient({"bootstrap.servers": c.bootstrap})
     create(a, "e", assignment=[[1, 2, 3]])
-    wait_for(lambda: a.list_topics("e", timeout=5).topics["e"].partitions[0].leader == 1, "e-0 led by broker 1")
+    wait_for(lambda: (p := part0(a, "e")) is not None and p.leader == 1, "e-0 led by broker 1")
     reorder_replicas(c, a, "e", [2, 1, 3])
     assert a.list_topics("e", timeout=5).topics["e"].partitions[0].leader == 1
 
@@ -282,11 +290,11 @@ def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tm
         a = AdminClient({"bootstrap.servers": c.bootstrap})
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
         create(a, "auto", assignment=[[1, 2]])
-        wait_for(lambda: a.list_topics("auto", timeout=5).topics["auto"].partitions[0].leader == 1,
+        wait_for(lambda: (p := part0(a, "auto")) is not None and p.leader == 1,
                  "auto-0 led by broker 1")
         reorder_replicas(c, a, "auto", [2, 1])
         # No request: the controller's imbalance check makes the preferred replica lead.
-        wait_for(lambda: a.list_topics("auto", timeout=5).topics["auto"].partitions[0].leader == 2,
+        wait_for(lambda: (p := part0(a, "auto")) is not None and p.leader == 2,
                  "the automatic preferred election to make broker 2 lead auto-0")
 
         assert error_of(a.delete_topics(["auto"], operation_timeout=30)["auto"]).code() == \
@@ -339,10 +347,10 @@ def test_an_unclean_election_on_request_brings_an_offline_partition_back(zookeep
         a = AdminClient({"bootstrap.servers": c.bootstrap})
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
         create(a, "u", assignment=[[1, 2]])
-        wait_for(lambda: sorted(a.list_topics("u", timeout=5).topics["u"].partitions[0].isrs) == [1, 2],
+        wait_for(lambda: (p := part0(a, "u")) is not None and sorted(p.isrs) == [1, 2],
                  "u-0 in sync on both brokers")
         c.stop_broker(2)            # controlled shutdown: out of the ISR
-        wait_for(lambda: list(a.list_topics("u", timeout=5).topics["u"].partitions[0].isrs) == [1],
+        wait_for(lambda: (p := part0(a, "u")) is not None and list(p.isrs) == [1],
                  "u-0's ISR to shrink to [1]")
         c.stop_broker(1, signal.SIGKILL)
         c.start_broker(2)
