@@ -24,6 +24,12 @@ Pipelining
     kernel's send buffer.  Each request uses the highest version both sides speak, or the
     caller's version if both speak it (else UnsupportedVersionError for that request).
 
+Quotas (KIP-219)
+    An answer with ``throttle_time_ms`` > 0, at a version from which the broker leaves the
+    waiting to the client, holds back every further request on this connection (they
+    queue; their deadlines keep running) until that time has passed, as Kafka's
+    NetworkClient does; answers to requests already in flight are still read.
+
 What fails how (nothing is retried here)
     - Connection refused, reset, closed by the peer, a malformed response, a response with
       an unexpected correlation id, a frame size outside ``[4, max_response_size]``: the
@@ -78,6 +84,19 @@ from pylog.protocol.segments import FileRegion, segments_to_bytes
 from pylog._protocol import frame_buffer     # after pylog.protocol, which it imports
 
 __all__ = ["BrokerConnection", "ClientRequest", "ConnectionState", "DEFAULT_MAX_RESPONSE_SIZE"]
+
+# KIP-219: from these versions on (api key -> first version), a broker over a quota sends
+# its answer at once with ``throttle_time_ms`` and leaves the waiting to the client, which
+# sends nothing more on that connection until the time is up (older versions: the broker
+# delays the answer itself, and the client must not wait again).  From the "on quota
+# violation, brokers send out responses before throttling" notes of Kafka's message
+# schemas; Produce's is version 6, as its Java client has it.  An API missing here whose
+# answer has a ``throttle_time_ms`` came after KIP-219 and is throttled at every version.
+_CLIENT_THROTTLES_FROM = {
+    0: 6, 1: 8, 2: 3, 3: 6, 8: 4, 9: 4, 10: 2, 11: 3, 12: 2, 13: 2, 14: 2, 15: 2, 16: 2,
+    18: 2, 19: 3, 20: 2, 21: 1, 22: 1, 24: 1, 25: 1, 26: 1, 28: 1, 29: 1, 30: 1, 31: 1,
+    32: 2, 33: 1, 34: 1, 35: 1, 37: 1, 38: 1, 39: 1, 40: 1, 41: 1, 42: 1,
+}
 
 #: Largest response frame accepted by default (Kafka's ``socket.request.max.bytes``).
 DEFAULT_MAX_RESPONSE_SIZE = MAX_FRAME_SIZE
@@ -203,6 +222,10 @@ class BrokerConnection:
         self.next_connect_at = 0.0          # monotonic time before which connect() waits
         self.last_activity = time.monotonic()
         self.last_error: PylogError | None = None
+        #: Monotonic time before which no request is written (KIP-219: the broker's
+        #: ``throttle_time_ms``); 0.0 when not throttled.
+        self.throttle_until = 0.0
+        self.throttles = 0                  # answers that throttled this connection
         #: Called as ``on_close(connection, error)`` after each close (the NetworkClient's hook).
         self.on_close: Callable[[BrokerConnection, PylogError], None] | None = None
         # Inspection counters (tests, metrics).
@@ -263,6 +286,8 @@ class BrokerConnection:
         d = self._earliest_deadline
         if self.state in (ConnectionState.CONNECTING, ConnectionState.NEGOTIATING):
             d = min(d, self._setup_deadline)
+        if self.throttle_until and self._queue:
+            d = min(d, self.throttle_until)
         return d
 
     # -- requests ------------------------------------------------------------------------
@@ -281,6 +306,11 @@ class BrokerConnection:
     def _pump(self, now: float) -> None:
         """Write queued requests while there is room in flight."""
         queue, in_flight = self._queue, self._in_flight
+        if self.throttle_until:
+            if now < self.throttle_until:
+                self._flush(now)
+                return
+            self.throttle_until = 0.0
         while queue and len(in_flight) < self.max_in_flight and self.state is ConnectionState.READY:
             req = queue.popleft()
             if not req.future.set_running_or_notify_cancel():
@@ -594,6 +624,12 @@ class BrokerConnection:
             self._protocol_error(f"sent a malformed {api_name(req.api_key)} v{req.sent_version} "
                                  f"response: {exc}", now)
             return
+        throttle = getattr(body, "throttle_time_ms", 0)
+        if throttle and throttle > 0 and req.sent_version >= _CLIENT_THROTTLES_FROM.get(req.api_key, 0):
+            until = now + throttle / 1000
+            if until > self.throttle_until:
+                self.throttle_until = until
+            self.throttles += 1
         try:
             req.future.set_result(body)
         except InvalidStateError:
@@ -622,6 +658,8 @@ class BrokerConnection:
                                     f"(connect and ApiVersions) took more than "
                                     f"{self.setup_timeout * 1000:.0f} ms"), now)
             return
+        if self.throttle_until and now >= self.throttle_until and self.state is ConnectionState.READY:
+            self._pump(now)                 # the throttle is over: write what waited
         if now < self._earliest_deadline:
             return
         earliest = float("inf")
