@@ -16,8 +16,10 @@ consumer) with a CPU-bound process beside it on a 2-CPU machine (other load 3-6)
 loop thread's wake-up delay at p99 went from 0.11-1.06 ms to 0.06-0.09 ms (``perf
 sched``, three paired 10 s runs); one confluent producer's throughput, with no
 neighbour, went from 0.98-1.11M to 1.21-1.36M records/s (four alternating runs, #17).
-Threads the loop thread starts afterwards (the broker's, the I/O pool's) inherit the
-slice; they mostly sleep.
+The server sets it just after it listens (the slice matters for serving, and
+:mod:`ctypes`, which makes the system calls, is ~1.5 ms of a start-up, #17), on the loop
+thread and on the threads its start-up started (the broker's, the I/O pool's); threads
+the loop thread starts afterwards inherit it.  They mostly sleep.
 
 :data:`LOOP_SLICE_ENV` (microseconds; ``0`` leaves the kernel's default) sets it;
 the default is :data:`DEFAULT_LOOP_SLICE_US`.  Linux on x86-64 and arm64 only: elsewhere
@@ -28,10 +30,11 @@ Thread safety: each function acts on one thread (the calling one by default).
 
 from __future__ import annotations
 
-import ctypes
+import logging
 import os
 import struct
 import sys
+from typing import Any
 
 __all__ = ["DEFAULT_LOOP_SLICE_US", "LOOP_SLICE_ENV", "loop_slice_us", "set_slice", "slice_ns"]
 
@@ -49,17 +52,24 @@ _SCHED_OTHER = 0
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
 
 
+_log = logging.getLogger("pylog.server")
+
+
 def loop_slice_us() -> int:
-    """The slice :data:`LOOP_SLICE_ENV` asks for (µs; 0: the kernel's default); a value
-    that is not a whole number >= 0 is taken as the default."""
+    """The slice :data:`LOOP_SLICE_ENV` asks for (µs; 0: the kernel's default).  A value
+    that is not a whole number >= 0 is logged as a WARNING and the default is used."""
     text = os.environ.get(LOOP_SLICE_ENV, "").strip()
     if not text:
         return DEFAULT_LOOP_SLICE_US
     try:
         value = int(text)
     except ValueError:
+        value = -1
+    if value < 0:
+        _log.warning("%s=%r is not a whole number of microseconds >= 0: the event loop thread "
+                     "uses the default slice of %d µs", LOOP_SLICE_ENV, text, DEFAULT_LOOP_SLICE_US)
         return DEFAULT_LOOP_SLICE_US
-    return value if value >= 0 else DEFAULT_LOOP_SLICE_US
+    return value
 
 
 def _calls() -> tuple[int, int] | None:
@@ -68,15 +78,24 @@ def _calls() -> tuple[int, int] | None:
     return _SYSCALLS.get(os.uname().machine)
 
 
+_libc: Any = None
+
+
 def _syscall(number: int, *args: object) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(number, *args)
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc.syscall(number, *args)
 
 
 def _get_attr(tid: int) -> bytearray | None:
     calls = _calls()
     if calls is None:
         return None
+    import ctypes
+
     buf = ctypes.create_string_buffer(_ATTR_SIZE)
     if _syscall(calls[1], ctypes.c_int(tid), buf, ctypes.c_uint(_ATTR_SIZE), ctypes.c_uint(0)) != 0:
         return None
@@ -101,6 +120,8 @@ def set_slice(us: int, tid: int = 0) -> bool:
         return False
     calls = _calls()
     assert calls is not None
+    import ctypes
+
     struct.pack_into("<I", attr, 0, _ATTR_SIZE)
     struct.pack_into("<Q", attr, _RUNTIME_AT, us * 1000)
     buf = ctypes.create_string_buffer(bytes(attr), _ATTR_SIZE)
