@@ -51,7 +51,7 @@ import subprocess
 import sys
 import time
 
-from benches.bench_server import ServeProcess, _create_topic, end_to_end_latency
+from benches.bench_server import ServeProcess, _create_topic, end_to_end_latency, process_cpu_seconds
 
 RECORD = b"x" * 100
 
@@ -387,14 +387,25 @@ def _consume_part_pylog(bootstrap: str, topic: str, group: str, quota: int, star
 _CONSUME_PARTS = {"confluent": _consume_part, "pylog": _consume_part_pylog}
 
 
+def _consumers_cpu(procs: list) -> float | None:
+    """CPU seconds of the consumer processes so far, all threads (None if one has
+    already exited: a member leaves as soon as the group has read everything)."""
+    try:
+        return sum(process_cpu_seconds(p.pid) for p in procs)
+    except OSError:
+        return None
+
+
 def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int = 8,
                    kind: str = "confluent", timeout: float = 600) -> dict:
     """Records/s delivered in total to ``consumers`` consumer processes of ``kind``
     (confluent-kafka or pylog's remote client) in one group over ``partitions``
-    partitions, and the server's CPU seconds in that time.  The clock runs from the
-    start signal, given once the group has settled (every partition held by a member,
-    unchanged for half a second, all paused), to the moment the last record arrived:
-    what the server delivers, not how long a group takes to form or to leave."""
+    partitions, and the CPU seconds the server and the consumer processes (all of them
+    together) spent in that time: with the machine's cores, what bounds the rate.  The
+    clock runs from the start signal, given once the group has settled (every partition
+    held by a member, unchanged for half a second, all paused), to the moment the last
+    record arrived: what the server delivers, not how long a group takes to form or to
+    leave."""
     from pylog.server import bench
 
     server = ServeProcess()
@@ -425,6 +436,7 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
         else:
             raise RuntimeError(f"multi-consumer: the group did not settle: {assigned[:]}")
         c0 = server.cpu_seconds()
+        k0 = _consumers_cpu(procs)
         t0 = time.perf_counter()
         start.set()
         # Until the last record arrived, not until the processes are gone: their closes
@@ -434,6 +446,8 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
             time.sleep(0.001)
         elapsed = time.perf_counter() - t0
         cpu = server.cpu_seconds() - c0
+        k1 = _consumers_cpu(procs)
+        consumers_cpu = None if k0 is None or k1 is None else k1 - k0
         got = sum(progress[:])
         if got < records:
             raise RuntimeError(f"multi-consumer: {got} of {records} records read in {elapsed:.0f} s, "
@@ -448,7 +462,8 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
                 p.kill()
                 p.join()
         server.stop()
-    return {"records": got, "seconds": elapsed, "records_per_s": got / elapsed, "server_cpu_s": cpu}
+    return {"records": got, "seconds": elapsed, "records_per_s": got / elapsed, "server_cpu_s": cpu,
+            "consumers_cpu_s": consumers_cpu}
 
 
 def _listen_ms(data_dir: str, env: dict | None = None) -> float:

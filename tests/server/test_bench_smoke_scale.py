@@ -34,6 +34,7 @@ def test_latency_with_and_without_a_busy_neighbour():
 def test_multi_consumer_group_reads_everything(kind):
     fig = bench_scale.multi_consumer(records=20_000, consumers=2, partitions=4, kind=kind, timeout=120)
     assert fig["records"] >= 20_000 and fig["records_per_s"] > 0 and fig["server_cpu_s"] > 0
+    assert fig["consumers_cpu_s"] is None or fig["consumers_cpu_s"] > 0
 
 
 def test_open_time_of_a_wide_data_dir():
