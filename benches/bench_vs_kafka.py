@@ -51,7 +51,8 @@ import time
 from pathlib import Path
 
 from benches.bench_server import _create_topic, confluent_consume, confluent_produce, end_to_end_latency
-from pylog.server.kafka_peer import KafkaServer, PylogServer, first_fetch_seconds, resolve_classpath, side_by_side
+from pylog.server.kafka_peer import (KafkaServer, PylogServer, first_fetch_seconds, resolve_classpath,
+                                     side_by_side, take_turn)
 
 SMALL = os.environ.get("PYLOG_BENCH_SMALL", "") not in ("", "0")
 #: records per throughput run, by record size
@@ -94,42 +95,6 @@ def kafka_classpath() -> str:
         subprocess.run(["mvn", "-q", "-B", "-f", str(_KAFKA_REF / "pom.xml"), "dependency:build-classpath"],
                        check=True, stdin=subprocess.DEVNULL, timeout=900)
     return resolve_classpath(str(cp_file))
-
-
-def take_turn(servers: dict, name: str) -> bool:
-    """Let ``servers[name]`` run at this process's scheduling policy and every other one
-    at ``SCHED_IDLE`` (every thread of each, Linux), so the idle server's background
-    work (a JVM's compiler, garbage collector and timers) takes no CPU from the one being
-    measured.  Threads a server starts later inherit its policy.  Done only where this
-    process may raise a thread back (root, or a real-time policy such as ``chrt -f``
-    gives); returns whether it was done."""
-    if not hasattr(os, "SCHED_IDLE") or not os.path.isdir("/proc/self/task"):
-        return False
-    policy = os.sched_getscheduler(0)
-    if os.geteuid() != 0 and policy not in (os.SCHED_FIFO, os.SCHED_RR):
-        return False
-    priority = os.sched_getparam(0).sched_priority
-    for other, server in servers.items():
-        proc = getattr(server, "proc", None)
-        if proc is None or proc.poll() is not None:
-            continue
-        if other == name:
-            _set_policy(proc.pid, policy, priority)
-        else:
-            _set_policy(proc.pid, os.SCHED_IDLE, 0)
-    return True
-
-
-def _set_policy(pid: int, policy: int, priority: int) -> None:
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return
-    for tid in tids:
-        try:
-            os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
-        except ProcessLookupError:
-            pass    # the thread ended meanwhile
 
 
 def _round(server, r: int | str, out: dict) -> None:

@@ -1,6 +1,7 @@
-"""benches/bench_vs_kafka.py runs one server at a time: while one is measured, every
-thread of the other runs at SCHED_IDLE (take_turn), and the measured one at the bench's
-own policy again, threads started while it was idle included."""
+"""benches/bench_vs_kafka.py and ``pylog bench --compare-kafka`` run one server at a
+time: while one is measured, every thread of the other runs at SCHED_IDLE (take_turn),
+and the measured one at the bench's own policy again, threads started while it was idle
+included."""
 
 import os
 import pathlib
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from benches.bench_vs_kafka import take_turn  # noqa: E402
+from pylog.server.kafka_peer import take_turn  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or os.geteuid() != 0,
                                 reason="needs Linux scheduling policies and root (to raise a thread back)")

@@ -26,7 +26,8 @@ Side by side with Apache Kafka (``--compare-kafka``)
     command starts over a temporary directory) and against Apache Kafka
     (``--kafka-bootstrap``, or a single-node KRaft broker this command starts from
     ``--kafka-classpath`` or the jars Maven resolves; see :mod:`pylog.server.kafka_peer`):
-    one warm-up run on each, then ``--rounds`` runs alternating which goes first; the
+    one warm-up run on each, then ``--rounds`` runs alternating which goes first (a server
+    started here runs at ``SCHED_IDLE`` while the other is measured); the
     medians side by side with the ratio pylog/Kafka, plus, for a server started here, its
     CPU per MB, RSS and time from process start to the first answered request.  No Kafka
     to be had is a usage error (exit 2) saying what to pass.
@@ -474,7 +475,8 @@ def _compare_kafka(args: argparse.Namespace) -> int:
     / their MB), RSS at the end and start time to the first answered request."""
     import statistics
 
-    from pylog.server.kafka_peer import KafkaServer, KafkaUnavailable, PylogServer, resolve_classpath, side_by_side
+    from pylog.server.kafka_peer import (KafkaServer, KafkaUnavailable, PylogServer, resolve_classpath,
+                                         side_by_side, take_turn)
     from pylog.server.tools import CommandError
 
     if args.embedded is not None:
@@ -500,6 +502,7 @@ def _compare_kafka(args: argparse.Namespace) -> int:
             bootstrap[name] = server.bootstrap
 
         def run(name: str) -> BenchResult:
+            take_turn(servers, name)       # the other server started here idles meanwhile
             if args.what == "produce":
                 return produce_wire(bootstrap[name], args.topic, args.records, record_size=args.record_size,
                                     batch_records=args.batch_records, in_flight=args.in_flight, acks=args.acks,

@@ -8,7 +8,9 @@ a base directory of their own, wait until it answers a request, and stop it with
 Each reports the figures a benchmark reads from outside the process: the time from
 spawning the process to the first answered ApiVersions request (``start_seconds``), its
 CPU time (user + system of every thread, live or exited, from ``/proc/PID/stat``) and
-its resident set size (``VmRSS``).
+its resident set size (``VmRSS``).  While one server is measured, :func:`take_turn` runs
+the others at ``SCHED_IDLE``, so an idle JVM's compiler, collector and timers take no CPU
+from it.
 
 Apache Kafka runs from the jars of a classpath (:func:`resolve_classpath`): one given
 (a ``java -cp`` string, a file holding one such as Maven's ``dependency:build-classpath``
@@ -45,11 +47,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pylog.cluster.local import free_port
 
-__all__ = ["KafkaUnavailable", "ChildServer", "PylogServer", "KafkaServer", "resolve_classpath",
+__all__ = ["KafkaUnavailable", "ChildServer", "PylogServer", "KafkaServer", "resolve_classpath", "take_turn",
            "KAFKA_VERSION", "LOG4J2_PROPERTIES", "first_fetch_seconds", "kraft_properties",
            "side_by_side"]
 
@@ -281,6 +283,42 @@ def first_fetch_seconds(server: "ChildServer", topic: str, timeout: float = 300)
 # --------------------------------------------------------------------------------------
 # the servers
 # --------------------------------------------------------------------------------------
+
+
+def take_turn(servers: Mapping[str, "ChildServer"], name: str) -> bool:
+    """Let ``servers[name]`` run at this process's scheduling policy and every other one
+    at ``SCHED_IDLE`` (every thread of each, Linux), so the idle server's background
+    work (a JVM's compiler, garbage collector and timers) takes no CPU from the one being
+    measured.  Threads a server starts later inherit its policy.  Done only where this
+    process may raise a thread back (root, or a real-time policy such as ``chrt -f``
+    gives); returns whether it was done."""
+    if not hasattr(os, "SCHED_IDLE") or not os.path.isdir("/proc/self/task"):
+        return False
+    policy = os.sched_getscheduler(0)
+    if os.geteuid() != 0 and policy not in (os.SCHED_FIFO, os.SCHED_RR):
+        return False
+    priority = os.sched_getparam(0).sched_priority
+    for other, server in servers.items():
+        proc = getattr(server, "proc", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        if other == name:
+            _set_policy(proc.pid, policy, priority)
+        else:
+            _set_policy(proc.pid, os.SCHED_IDLE, 0)
+    return True
+
+
+def _set_policy(pid: int, policy: int, priority: int) -> None:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return
+    for tid in tids:
+        try:
+            os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
+        except ProcessLookupError:
+            pass    # the thread ended meanwhile
 
 
 class ChildServer(abc.ABC):
