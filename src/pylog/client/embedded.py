@@ -118,7 +118,8 @@ class EmbeddedTransport:
 
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
-              stop: Callable[[], bool] | None = None, owner: Any = None) -> list[FetchResult | None]:
+              stop: Callable[[], bool] | None = None, owner: Any = None,
+              block: bool = True) -> list[FetchResult | None]:
         out = self._read(wanted, max_bytes, isolation_level)
         if max_wait_ms <= 0:
             return out
@@ -172,6 +173,10 @@ class EmbeddedTransport:
         """:meth:`list_offsets`, as a future completed when returned."""
         return _completed(self.list_offsets, requests, isolation_level=isolation_level)
 
+    def leave_group_async(self, group_id: str, members: Sequence[Any]) -> Future:
+        """The coordinator's LeaveGroup, as a future completed when returned."""
+        return _completed(self._groups.leave_group, group_id, members)
+
     def commit_offsets_async(self, group_id: str, offsets: Mapping[str, Mapping[int, Any]], **kw: Any) -> Future:
         """The broker's OffsetCommit, as a future completed when returned."""
         return _completed(self.broker.commit_offsets, group_id, offsets, **kw)
@@ -190,7 +195,7 @@ class EmbeddedTransport:
         n = b.num_partitions(topic)          # auto-creates as the broker is configured to
         return n, int(b.topic_config(topic)["max.message.bytes"])
 
-    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+    def partition_counts(self, topics: Iterable[str], *, wait: bool = True) -> dict[str, int]:
         b = self.broker
         out = {}
         for t in topics:

@@ -177,7 +177,8 @@ class Transport(Protocol):
 
     def fetch(self, wanted: Sequence[FetchWanted], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
-              stop: Callable[[], bool] | None = None, owner: Hashable | None = None) -> list[FetchResult | None]:
+              stop: Callable[[], bool] | None = None, owner: Hashable | None = None,
+              block: bool = True) -> list[FetchResult | None]:
         """Read several partitions, each from its offset, up to its ``max_bytes``; one
         entry per ``wanted`` (in its order): a :class:`FetchResult`, or None when the
         partition was not read this time (the response's ``max_bytes`` was used up by the
@@ -191,7 +192,11 @@ class Transport(Protocol):
         may begin below the offset asked for; skip those records.  Never raises for a
         partition's problem (OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, ...).
         ``owner``: the caller of :meth:`prefetch` whose read-ahead answers this fetch may
-        take (another owner's are left alone).
+        take (another owner's are left alone).  ``block=False`` (the asyncio consumer,
+        after a :meth:`prefetch`): only answers already there are taken, nothing is sent
+        and nothing waited for, so the call never waits on the network; the other
+        partitions are None, and the data listeners announce their answers.  Embedded:
+        the same as ``block=True`` with ``max_wait_ms`` 0 (a read of the logs).
         """
         ...
 
@@ -245,10 +250,12 @@ class Transport(Protocol):
         """
         ...
 
-    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+    def partition_counts(self, topics: Iterable[str], *, wait: bool = True) -> dict[str, int] | None:
         """Partition counts of the topics that exist, unknown ones left out (never
         creates a topic).  A network transport may answer from metadata at most
-        ``metadata.max.age.ms`` old."""
+        ``metadata.max.age.ms`` old.  ``wait=False``: never waits on the network; a
+        network transport that has no metadata of some of ``topics`` yet answers None
+        and starts an update, calling the wake listeners when it ends."""
         ...
 
     # ------------------------------------------------------------------ groups
@@ -286,6 +293,11 @@ class Transport(Protocol):
 
     def leave_group(self, group_id: str, members: Sequence[MemberIdentity]) -> LeaveGroupResult:
         """LeaveGroup; blocks for the answer."""
+        ...
+
+    def leave_group_async(self, group_id: str, members: Sequence[MemberIdentity]) -> Future:
+        """:meth:`leave_group` without waiting: a future of its result (a consumer's
+        bounded ``close``).  Embedded: completed when returned."""
         ...
 
     def release_member(self, member_key: Hashable) -> None:

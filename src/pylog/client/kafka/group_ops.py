@@ -627,17 +627,39 @@ class GroupOps(_Caller):
     def leave_group(self, group_id: str, members: Sequence[MemberIdentity]) -> LeaveGroupResult:
         """LeaveGroup; blocks for the answer.  LeaveGroup v0-2 (old brokers) carry one
         dynamic member only."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        try:
+            return self.wait(self.leave_group_async(group_id, members), deadline)
+        except RequestTimedOutError as exc:
+            return LeaveGroupResult(_code_of(exc))
+
+    def leave_group_async(self, group_id: str, members: Sequence[MemberIdentity]) -> Future:
+        """:meth:`leave_group` without waiting: a future of its LeaveGroupResult (a
+        failure without an answer is the result's code; IllegalStateError and
+        UnsupportedVersionError are the future's exception), completed on the I/O
+        thread.  A consumer's ``close(timeout=...)`` waits for it no longer than that."""
         idents = [x if isinstance(x, MemberIdentity) else MemberIdentity(x) for x in members]
         L: Any = m.LeaveGroupRequest
         body, used = _versioned(lambda version: _leave_body(L, group_id, idents, version))
         deadline = time.monotonic() + self.request_timeout_ms / 1000
-        try:
-            r = self.wait(self.coordinator_call(group_id, ApiKey.LEAVE_GROUP, body, deadline=deadline), deadline)
-        except PylogError as exc:
-            if isinstance(exc, (IllegalStateError, UnsupportedVersionError)):
-                raise
-            return LeaveGroupResult(_code_of(exc))
-        if used[0] >= 3:
+        out: Future = Future()
+        out.set_running_or_notify_cancel()
+
+        def answered(f: Future) -> None:
+            exc = f.exception()
+            if exc is None:
+                out.set_result(self._leave_result(f.result(), used[0], idents))
+            elif isinstance(exc, (IllegalStateError, UnsupportedVersionError)):
+                out.set_exception(exc)
+            else:
+                out.set_result(LeaveGroupResult(_code_of(exc)))
+
+        self.coordinator_call(group_id, ApiKey.LEAVE_GROUP, body, deadline=deadline).add_done_callback(answered)
+        return out
+
+    @staticmethod
+    def _leave_result(r: Any, version: int, idents: list[MemberIdentity]) -> LeaveGroupResult:
+        if version >= 3:
             return LeaveGroupResult(r.error_code, [LeaveGroupMemberResult(x.member_id, x.group_instance_id, x.error_code)
                                                    for x in r.members])
         code = r.error_code

@@ -290,6 +290,7 @@ class KafkaTransport:
         # (topic, partition, isolation_level) -> [offset, max_bytes, last asked (monotonic)]
         self._watch: dict[tuple[str, int, int], list] = {}
         self._watching = False
+        self._background_refresh: Future | None = None
         #: Requests sent, per API key (inspection: tests count Produce requests).
         self.requests_sent: dict[int, int] = {}
         self._bind_ops()
@@ -301,6 +302,7 @@ class KafkaTransport:
         self.heartbeat = g.heartbeat
         self.release_member = g.release_member
         self.leave_group = g.leave_group
+        self.leave_group_async = g.leave_group_async
         self.group_rebalancing = g.group_rebalancing
         self.commit_offsets = g.commit_offsets
         self.commit_offsets_async = g.commit_offsets_async
@@ -945,7 +947,8 @@ class KafkaTransport:
 
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]], *, max_wait_ms: float = 0, min_bytes: int = 1,
               max_bytes: int = DEFAULT_FETCH_MAX_BYTES, isolation_level: int = READ_UNCOMMITTED,
-              stop: Callable[[], bool] | None = None, owner: Any = None) -> list[FetchResult | None]:
+              stop: Callable[[], bool] | None = None, owner: Any = None,
+              block: bool = True) -> list[FetchResult | None]:
         self._check_open()
         n = len(wanted)
         out: list[FetchResult | None] = [None] * n
@@ -978,6 +981,16 @@ class KafkaTransport:
                             del self._prefetching[key]      # read ahead for another position
             if hit:
                 return out
+        if not block:
+            # Only what already came: nothing is sent, nothing waited for (the asyncio
+            # consumer prefetched these; an answer wakes it through the listeners).
+            # A partition without a leader asks for the metadata it needs.
+            snap = self.cluster.snapshot()
+            leaderless = {t for t, p, _, _ in wanted if snap.leader_for(t, p) is None}
+            if leaderless:
+                self.cluster.add_topics(leaderless)
+                self.cluster.request_update()
+            return out
         if not wanted:
             self._wait_until(deadline, seq, stop)
             return out
@@ -1374,12 +1387,15 @@ class KafkaTransport:
         self._max_message_bytes[topic] = (value, now + self.cluster.metadata_max_age)
         return value
 
-    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+    def partition_counts(self, topics: Iterable[str], *, wait: bool = True) -> dict[str, int] | None:
         self._check_open()
         names = list(dict.fromkeys(topics))
         snap = self.cluster.snapshot()
         if any(t not in snap.topics for t in names):
             self.cluster.add_topics(names)
+            if not wait:
+                self._refresh_in_background(names)
+                return None
             try:
                 snap = self._wait(self.net.refresh_metadata(names), self.request_timeout_ms)
             except PylogError as exc:
@@ -1391,6 +1407,19 @@ class KafkaTransport:
             if t is not None and not t.error_code and t.partitions:
                 out[name] = len(t.partitions)
         return out
+
+    def _refresh_in_background(self, names: list[str]) -> None:
+        """A metadata update of ``names`` nobody waits for (one at a time); the wake
+        listeners are called when it ends, so an asyncio consumer looks again."""
+        with self._lock:
+            if self._background_refresh is not None and not self._background_refresh.done():
+                return
+            try:
+                fut = self._background_refresh = self.net.refresh_metadata(names)
+            except PylogError as exc:
+                log.debug("metadata update of %s failed: %s", names, exc)
+                return
+        fut.add_done_callback(lambda _f: self._call_wake_listeners())
 
     # ------------------------------------------------------------------ readiness
 
