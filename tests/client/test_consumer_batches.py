@@ -412,7 +412,7 @@ def test_async_getmany_batches_waits_for_data(client):
         assert [v for i in items for v in i.columns().values()] == [b"late"]
         await p.send_and_wait("t", b"two")
         items = await c.getmany_batches(timeout_ms=5000, max_records=1)
-        assert offsets_of(items) == [1] and c.position(TP0) == 2
+        assert offsets_of(items) == [1] and await c.position(TP0) == 2
         await p.close()
         await c.close()
 

@@ -1,26 +1,55 @@
 """asyncio flavours of the producer and consumer, over any :class:`~pylog.client.transport.Transport`.
 
+No call on the event loop's thread waits on the network: what needs a round trip is
+either sent and awaited (its answer completes a future on the transport's I/O thread,
+which wakes the loop through ``loop.call_soon_threadsafe``) or run in a worker thread.
+
 :class:`AIOProducer` wraps :class:`~pylog.client.producer.Producer`: ``send`` queues the
 record at once (the per-record path is the same C code) and returns an awaitable handle,
-so ``await producer.send(...)`` gives the :class:`~pylog.RecordMetadata`.
+so ``await producer.send(...)`` gives the :class:`~pylog.RecordMetadata`.  When the
+record cannot be queued without waiting, it goes to the producer's backlog instead and
+``send`` returns an asyncio future: when ``buffer_memory`` is full (it waits until the
+sender has made room, for up to ``max_block_ms`` from its ``send``), and for the first
+record to a topic not sent to before (its metadata, Metadata + DescribeConfigs, is
+looked up in a worker thread; a topic that does not exist fails that record's future).
+Every later ``send`` queues behind a backlogged record, so records keep their send
+order.  Awaiting what ``send`` returned gives its RecordMetadata or the error as usual;
+bad input (a wrong type, a record too large) raises from ``send`` itself unless the
+record went to the backlog, where its future carries the error.  Opening the producer
+makes no request (its sender gets the producer id).  ``flush``, ``close``,
+``partitions_for`` and a transactional producer's calls are coroutines running their
+waits in a worker thread; records still in the backlog when the transaction aborts fail
+with TransactionAbortedError.  ``send_batch`` is the exception: it waits in the calling
+thread for buffer memory (all of a call that fits ``buffer_memory`` before queuing any; a
+larger one as it goes) and for a new topic's metadata; call it from a worker thread if
+that matters.
+
 :class:`AIOConsumer` wraps :class:`~pylog.client.consumer.Consumer`: ``async for record in
 consumer``, ``await consumer.getmany()`` and ``await consumer.getmany_batches()`` (zero-copy
-batch views) never block the event loop; they poll without waiting and sleep on an
-:class:`asyncio.Event` that the transport's data and wake listeners set (through
-``loop.call_soon_threadsafe``) when one of the consumer's partitions gets data or its
-group changes state.
+batch views) run poll rounds that never wait on the network
+(:meth:`Consumer._poll_nowait <pylog.client.consumer.Consumer._poll_nowait>`): fetches go
+out as prefetches and only answers already there are taken; position lookups (OffsetFetch,
+ListOffsets) and the group protocol (JoinGroup, SyncGroup; the commit before revoking
+partitions is sent and the next JoinGroup waits for it) advance as their answers come;
+heartbeats run on the consumer's heartbeat thread.  Between rounds the consumer sleeps on an
+:class:`asyncio.Event` that the transport's data and wake listeners set when one of its
+partitions gets data, a lookup or group answer comes, or its group changes state (and
+every 0.5 s at most, for timers).  ``commit`` sends the OffsetCommit and awaits its answer
+(commits are sent, and answered, in call order); ``position`` awaits a lookup the same
+way; ``committed``, ``seek_to_beginning``/``seek_to_end``, ``offsets_for_times``,
+``beginning_offsets``, ``end_offsets``, ``lag``, ``partitions_for_topic`` and ``topics``
+are coroutines whose round trips run in a worker thread; ``unsubscribe`` awaits its
+commit and sends the LeaveGroup without waiting for it; ``close(timeout=...)`` runs the
+bounded :meth:`Consumer.close <pylog.client.consumer.Consumer.close>` in a worker thread.
+``assign`` checks partitions against the metadata the client already has (a topic it has
+none of is looked up in the background, not waited for).  The synchronous consumer's
+other methods reach the AIOConsumer only when they never wait (``seek``, ``pause``,
+``resume``, ``assignment``, ``subscribe``, ...); ``poll`` and ``poll_batches`` do not.
+Not covered: with ``on_deserialization_error="dead_letter"`` a poisoned record is
+produced to the dead-letter topic on the loop (a round trip), and a rebalance listener's
+callbacks run on the loop as the application wrote them.
 
-Both must be used from one event loop.  When ``buffer_memory`` is full, ``send`` does not
-block the loop: the record waits in the producer's backlog (in send order, and every later
-``send`` behind it) until the sender has made room, for up to ``max_block_ms`` from its
-``send``; awaiting what ``send`` returned gives its RecordMetadata or the error as usual.
-``send_batch`` still waits for room in the calling thread (all of a call that fits
-``buffer_memory`` before queuing any; a larger one as it goes).  Opening the producer
-makes no request (its sender gets the producer id), but a first ``send`` to a topic
-looks the topic up (one round trip over the network).
-A transactional producer's calls are coroutines running their round trips in a worker
-thread; records still in the backlog when the transaction aborts fail with
-TransactionAbortedError.
+Both must be used from one event loop.
 """
 
 from __future__ import annotations
@@ -28,18 +57,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import threading
 import time
 from typing import Any, AsyncIterator
 
-from pylog.client.consumer import Consumer
+from pylog.client.consumer import _STABLE, Consumer, _tp
 from pylog.client.producer import Producer
-from pylog.errors import TransactionAbortedError
+from pylog.errors import (InvalidConfigError, InvalidRequestError, PylogError, RequestTimedOutError,
+                          TransactionAbortedError, UnknownTopicOrPartitionError)
 
 __all__ = ["AIOProducer", "AIOConsumer"]
 
+_log = logging.getLogger("pylog.client.aio")
+
 # The longest an idle consumer sleeps before re-checking heartbeats and timers by itself.
 _RECHECK_S = 0.5
+# ... and ``position`` before asking again for a lookup that failed (its backoff).
+_LOOKUP_RECHECK_S = 0.1
+#: The synchronous consumer's methods AIOConsumer passes through: none waits on the network.
+_PASSED = frozenset({"seek", "pause", "resume", "paused", "assignment", "subscribe", "subscription",
+                     "group_metadata", "member_id", "generation", "wakeup", "enforce_rebalance",
+                     "rebalance_in_progress"})
 
 
 class _BufferFull(Exception):
@@ -50,18 +89,47 @@ class _BufferFull(Exception):
         self.nbytes = nbytes
 
 
+class _NeedsMetadata(Exception):
+    """Raised instead of looking a topic up inside AIOProducer.send (never seen by users)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.topic = topic
+
+
 class _LoopProducer(Producer):
     """A Producer whose ``send`` on the event loop's thread raises _BufferFull where it
-    would wait for buffer memory (before queueing anything), so that AIOProducer can wait
-    without blocking the loop.  send_batch, and calls from other threads, wait as usual."""
+    would wait for buffer memory, and _NeedsMetadata where it would look a topic up (both
+    before queueing anything), so that AIOProducer can wait without blocking the loop.
+    send_batch, and calls from other threads, wait as usual."""
 
     _loop_thread: int | None = None
     _in_batch = False
 
+    def __init__(self, transport, **config: Any) -> None:
+        super().__init__(transport, **config)
+        # topic -> its metadata, looked up in a worker thread for the next send to it.
+        self._looked_up: dict[str, tuple[int, int]] = {}
+
+    def _on_loop(self) -> bool:
+        return not self._in_batch and threading.get_ident() == self._loop_thread
+
     def _wait_for_memory(self, nbytes: int) -> None:
-        if not self._in_batch and threading.get_ident() == self._loop_thread:
+        if self._on_loop():
             raise _BufferFull(nbytes)
         super()._wait_for_memory(nbytes)
+
+    def _topic_metadata(self, topic: str) -> tuple[int, int]:
+        looked = self._looked_up.pop(topic, None)
+        if looked is not None:
+            return looked
+        if self._on_loop():
+            raise _NeedsMetadata(topic)
+        return super()._topic_metadata(topic)
+
+    def _look_up(self, topic: str) -> None:
+        """(A worker thread.)  The metadata of ``topic`` for the next send on the loop."""
+        self._looked_up[topic] = super()._topic_metadata(topic)
 
 
 class AIOProducer:
@@ -80,13 +148,15 @@ class AIOProducer:
 
     def send(self, topic: str, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
         """Queue a record; returns an awaitable giving its RecordMetadata (the producer's
-        handle, or an asyncio future while the record waits for buffer memory).  Bad
-        input raises here, as with the synchronous producer."""
+        handle, or an asyncio future while the record waits in the backlog for buffer
+        memory or for its topic's metadata).  Bad input raises here, as with the
+        synchronous producer, unless the record went to the backlog (its future has the
+        error then)."""
         if not self._backlog:
             self._producer._loop_thread = threading.get_ident()
             try:
                 return self._send(topic, value, key, headers, partition, timestamp_ms)
-            except _BufferFull:
+            except (_BufferFull, _NeedsMetadata):
                 pass
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -97,7 +167,8 @@ class AIOProducer:
         return fut
 
     async def _drain_backlog(self) -> None:
-        """Send the backlog in order, waiting (in a worker thread) for buffer memory."""
+        """Send the backlog in order, waiting (in a worker thread) for buffer memory and
+        for the metadata of a topic not sent to before."""
         backlog = self._backlog
         try:
             while backlog:
@@ -114,6 +185,13 @@ class AIOProducer:
                         continue
                     backlog.popleft()
                     fut.set_exception(self._producer._buffer_full_error())
+                    continue
+                except _NeedsMetadata as need:
+                    try:
+                        await asyncio.to_thread(self._producer._look_up, need.topic)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the record's future
+                        backlog.popleft()
+                        fut.set_exception(exc)
                     continue
                 except BaseException as exc:  # noqa: BLE001 - handed to the record's future
                     backlog.popleft()
@@ -184,8 +262,9 @@ class AIOProducer:
     async def start(self) -> None:
         """Nothing to do (the producer is ready when made); for aiokafka-style code."""
 
-    def partitions_for(self, topic: str) -> list[int]:
-        return self._producer.partitions_for(topic)
+    async def partitions_for(self, topic: str) -> list[int]:
+        """The topic's partition ids (its metadata looked up in a worker thread if new)."""
+        return await asyncio.to_thread(self._producer.partitions_for, topic)
 
     async def __aenter__(self) -> "AIOProducer":
         return self
@@ -210,12 +289,21 @@ class AIOConsumer:
     :class:`~pylog.client.consumer.Consumer`.  Usually made with ``client.aio_consumer()``.
 
     ``getmany`` / ``getone`` / ``async for`` read records, ``getmany_batches`` zero-copy
-    batch views (as ``Consumer.poll_batches``); ``commit`` is a coroutine; every
-    other method of the synchronous consumer (``seek``, ``position``, ``assignment``,
-    ``pause``, ``committed``, ...) is available as is: they do not block.
+    batch views (as ``Consumer.poll_batches``).  What may need a round trip is a
+    coroutine (``commit``, ``committed``, ``position``, ``seek_to_beginning``,
+    ``seek_to_end``, ``offsets_for_times``, ``beginning_offsets``, ``end_offsets``,
+    ``lag``, ``partitions_for_topic``, ``topics``, ``unsubscribe``, ``close``); the
+    synchronous consumer's methods that never wait (``assign``, ``seek``, ``pause``,
+    ``resume``, ``paused``, ``assignment``, ``subscribe``, ``subscription``, ...) are
+    passed through.  The synchronous ``poll`` / ``poll_batches`` are not (they wait):
+    ``consumer.consumer`` is the synchronous consumer, for use from another thread.
+    ``heartbeat_thread=False`` is refused (the heartbeat is a round trip).
     """
 
     def __init__(self, transport, *topics: str, **config: Any) -> None:
+        if config.get("heartbeat_thread", True) is False:
+            raise InvalidConfigError("an AIOConsumer heartbeats from its thread: heartbeat_thread=False would "
+                                     "make each getmany wait for a Heartbeat round trip on the event loop")
         self._transport = transport
         self._consumer = Consumer(transport, *topics, **config)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -230,7 +318,11 @@ class AIOConsumer:
         return self._consumer
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._consumer, name)
+        value = getattr(self._consumer, name)
+        if name in _PASSED or name.startswith("_") or not callable(value):
+            return value
+        raise AttributeError(f"AIOConsumer.{name}: Consumer.{name} would wait on the network on the event loop; "
+                             f"call it on .consumer from another thread")
 
     # -- wake-ups from other threads
 
@@ -256,6 +348,20 @@ class AIOConsumer:
     def _on_wake(self) -> None:
         self._wake()
 
+    def _bind(self) -> asyncio.Event:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+        assert self._event is not None
+        return self._event
+
+    async def _sleep(self, event: asyncio.Event, seconds: float) -> None:
+        """Until the transport's listeners set ``event``, or ``seconds`` passed."""
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
     # -- reading
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> list:
@@ -268,7 +374,7 @@ class AIOConsumer:
             out = c._held[c._held_idx:c._held_idx + n]
             c._held_idx += len(out)
             return out
-        return await self._wait_for(self._consumer.poll, timeout_ms, max_records)
+        return await self._wait_for(False, timeout_ms, max_records)
 
     async def getmany_batches(self, timeout_ms: int = 0, max_records: int | None = None) -> list:
         """Fetched batches as zero-copy views (:class:`~pylog.client.consumer.ConsumerBatch`
@@ -276,19 +382,20 @@ class AIOConsumer:
         ``timeout_ms`` without blocking the loop: the asyncio face of
         :meth:`Consumer.poll_batches <pylog.client.consumer.Consumer.poll_batches>`, and
         it raises what that raises."""
-        return await self._wait_for(self._consumer.poll_batches, timeout_ms, max_records)
+        return await self._wait_for(True, timeout_ms, max_records)
 
-    async def _wait_for(self, poll, timeout_ms: int, max_records: int | None) -> list:
-        """``poll(0, max_records)`` until it returns something or ``timeout_ms`` passed,
-        sleeping on the event the transport's listeners set."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._event = asyncio.Event()
-        assert self._event is not None
+    async def _wait_for(self, batches: bool, timeout_ms: int, max_records: int | None) -> list:
+        """Poll rounds that never wait on the network (``Consumer._poll_nowait``) until
+        one returns something or ``timeout_ms`` passed, sleeping on the event the
+        transport's listeners set in between."""
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms < 0:
+            raise InvalidRequestError(f"timeout_ms must be a number >= 0, got {timeout_ms!r}")
+        event = self._bind()
+        poll = self._consumer._poll_nowait
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            self._event.clear()
-            records = poll(0, max_records)
+            event.clear()
+            records = poll(max_records, batches)
             if records:
                 return records
             remaining = deadline - time.monotonic()
@@ -297,14 +404,11 @@ class AIOConsumer:
             pending = self._pending_group_response()
             if pending is not None:
                 pending.add_done_callback(lambda _p: self._wake())
-            try:
-                await asyncio.wait_for(self._event.wait(), min(remaining, _RECHECK_S))
-            except asyncio.TimeoutError:
-                pass
+            await self._sleep(event, min(remaining, _RECHECK_S))
 
     def _pending_group_response(self):
         c = self._consumer
-        for p in (c._join_pending, c._sync_pending):
+        for p in (c._join_pending, c._sync_pending, c._join_after):
             if p is not None and not p.done():
                 return p
         return None
@@ -332,19 +436,118 @@ class AIOConsumer:
                 raise StopAsyncIteration
             c._held, c._held_idx = batch, 0
 
-    # -- offsets and life cycle
+    # -- partitions
+
+    def assign(self, partitions: Any) -> None:
+        """As :meth:`Consumer.assign`, without waiting: partitions are checked against
+        the metadata this client has; a topic it has none of yet is looked up in the
+        background and not checked (as Kafka's ``assign``, which checks nothing: a
+        partition that does not exist is never read)."""
+        c = self._consumer
+        tps = [_tp(p) for p in partitions]
+        counts = self._transport.partition_counts({tp.topic for tp in tps}, wait=False)
+        if counts is not None:
+            for tp in tps:
+                if not 0 <= tp.partition < counts.get(tp.topic, 0):
+                    raise UnknownTopicOrPartitionError(f"{tp.topic} has no partition {tp.partition}")
+        c._assign(tps)
+
+    async def unsubscribe(self) -> None:
+        """As :meth:`Consumer.unsubscribe`: the commit before revoking is awaited, the
+        LeaveGroup is sent without waiting for its answer."""
+        c = self._consumer
+        if c._subscription is not None and c.enable_auto_commit and c._assignment and c._state == _STABLE:
+            try:
+                await self.commit()
+            except PylogError as exc:
+                _log.warning("group %s: commit before unsubscribing failed: %s", c.group_id, exc)
+        with c._lock:
+            c._nonblocking = True
+            try:
+                c.unsubscribe()
+            finally:
+                c._nonblocking = False
+
+    # -- offsets
 
     async def commit(self, offsets=None) -> None:
-        """Commit offsets (default: the positions).  Raises as :meth:`Consumer.commit`."""
-        self._consumer.commit(offsets)
+        """Commit offsets (default: the positions) and wait, without blocking the loop,
+        for them to be stored.  Commits are sent in call order.  Raises as
+        :meth:`Consumer.commit`."""
+        c = self._consumer
+        sent = c._commit_nowait(offsets)
+        if sent is not None:
+            c._commit_result(await asyncio.wrap_future(sent))
+
+    async def committed(self, partitions: Any) -> Any:
+        """As :meth:`Consumer.committed` (OffsetFetch, in a worker thread)."""
+        return await asyncio.to_thread(self._consumer.committed, partitions)
+
+    async def position(self, partition: Any) -> int:
+        """As :meth:`Consumer.position`: a position not known yet is looked up without
+        blocking the loop, for up to ``default_api_timeout_ms``."""
+        c = self._consumer
+        event = self._bind()
+        deadline = time.monotonic() + c.default_api_timeout_ms / 1000
+        while True:
+            event.clear()
+            with c._lock:
+                tp, st = c._state_of(partition)
+                if st.position is None:
+                    c._resolve_positions([tp])
+                if st.position is not None:
+                    return st.position
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimedOutError(f"the position of {tp.topic}-{tp.partition} could not be looked up "
+                                           f"within default_api_timeout_ms={c.default_api_timeout_ms}")
+            await self._sleep(event, min(remaining, _LOOKUP_RECHECK_S))
+
+    async def seek_to_beginning(self, *partitions: Any) -> None:
+        await self._seek_special(partitions, -2)
+
+    async def seek_to_end(self, *partitions: Any) -> None:
+        await self._seek_special(partitions, -1)
+
+    async def _seek_special(self, partitions: tuple, ts: int) -> None:
+        c = self._consumer
+        states = c._seek_states(partitions)
+        results = await asyncio.to_thread(c._transport.list_offsets, [(tp.topic, tp.partition, ts) for tp, _ in states],
+                                          isolation_level=c.isolation_level)
+        c._seek_to(states, results)
+
+    async def offsets_for_times(self, timestamps: Any) -> dict:
+        return await asyncio.to_thread(self._consumer.offsets_for_times, timestamps)
+
+    async def beginning_offsets(self, partitions: Any) -> dict:
+        return await asyncio.to_thread(self._consumer.beginning_offsets, partitions)
+
+    async def end_offsets(self, partitions: Any) -> dict:
+        return await asyncio.to_thread(self._consumer.end_offsets, partitions)
+
+    async def lag(self, partition: Any) -> int:
+        """Records between the position and the high watermark of an assigned partition."""
+        position = await self.position(partition)
+        tp = _tp(partition)
+        return max((await self.end_offsets([tp]))[tp] - position, 0)
+
+    async def partitions_for_topic(self, topic: str) -> set[int]:
+        return await asyncio.to_thread(self._consumer.partitions_for_topic, topic)
+
+    async def topics(self) -> set[str]:
+        return await asyncio.to_thread(self._consumer.topics)
+
+    # -- life cycle
 
     async def start(self) -> None:
         """Nothing to do (the consumer is ready when made); for aiokafka-style code."""
 
-    async def close(self, autocommit: bool = True) -> None:
+    async def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
+        """As :meth:`Consumer.close` (in a worker thread), bounded by ``timeout``
+        seconds (default 30, Kafka's)."""
         self._transport.remove_data_listener(self._on_append)
         self._transport.remove_wake_listener(self._on_wake)
-        await asyncio.to_thread(self._consumer.close, autocommit)
+        await asyncio.to_thread(self._consumer.close, autocommit, timeout)
 
     stop = close
 

@@ -114,6 +114,10 @@ _LOOKUP_BACKOFF_S = 0.1
 #: broker's answer, so that a poll right after ``assign`` or a rebalance reads at once.
 _LOOKUP_GRACE_S = 0.1
 
+#: The default bound of :meth:`Consumer.close` (Kafka's DEFAULT_CLOSE_TIMEOUT_MS).
+_CLOSE_TIMEOUT_S = 30.0
+_NO_BLOCK = {"block": False}
+
 _UNJOINED, _JOINING, _SYNCING, _STABLE = "unjoined", "joining", "syncing", "stable"
 _POLICIES = ("raise", "skip", "dead_letter")
 _DLQ_PREFIX = "pylog.dlq."
@@ -572,6 +576,11 @@ class Consumer:
         self._lookup_ready = False
         self._lookup_not_before = 0.0
         self._auto_commit: Any = None         # the auto-commit in flight (a future)
+        # True while the asyncio consumer's poll round runs (see _poll_nowait): nothing
+        # in it waits on the network.
+        self._nonblocking = False
+        # A commit before revoking that a join waits for (asyncio: sent, not waited on).
+        self._join_after: Any = None
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._use_hb_thread = heartbeat_thread
@@ -626,8 +635,8 @@ class Consumer:
         with self._lock:
             self._check_open()
             if self._subscription is not None:
-                self._revoke(set(self._assignment), commit=True)
-                self._leave_group("unsubscribed")
+                self._revoke(set(self._assignment), commit=not self._nonblocking)
+                self._leave_group("unsubscribed", deadline=0.0 if self._nonblocking else None)
             self._assignment.clear()
             self._subscription = None
             self._manual = False
@@ -650,6 +659,10 @@ class Consumer:
             # names a missing topic, say misspelt, is told so.
             if not 0 <= tp.partition < self._transport.topic_metadata(tp.topic, create=False)[0]:
                 raise UnknownTopicOrPartitionError(f"{tp.topic} has no partition {tp.partition}")
+        self._assign(tps)
+
+    def _assign(self, tps: list[TopicPartition]) -> None:
+        """assign() once the partitions were checked."""
         with self._lock:
             self._check_open()
             if self._subscription is not None:
@@ -707,7 +720,16 @@ class Consumer:
 
     def _start_join(self, reason: str) -> None:
         if self.rebalance_protocol != COOPERATIVE and self._assignment and not self._lost:
-            self._revoke(set(self._assignment), commit=True)
+            self._wait_before_join(self._revoke(set(self._assignment), commit=True))
+        if self._join_after is not None:
+            if not self._join_after.done():
+                # The commit before revoking is still out (asyncio): join once it ends,
+                # as Kafka's onJoinPrepare waits for its auto-commit.
+                with self._state_lock:
+                    self._state = _UNJOINED
+                    self._rejoin_needed = False
+                return
+            self._join_after = None
         protocols = [(a.name, self._subscription_bytes(a)) for a in self.assignors]
         with self._state_lock:
             self._state = _JOINING
@@ -719,6 +741,13 @@ class Consumer:
             member_key=self._member_key)
         # Members waiting for data must notice the rebalance now, not at their timeout.
         self._transport.wake()
+
+    def _wait_before_join(self, commit: Any) -> None:
+        """The next JoinGroup waits for ``commit`` (a revoke's commit sent without
+        waiting, or None); its end wakes the consumer."""
+        if commit is not None and not commit.done():
+            self._join_after = commit
+            commit.add_done_callback(lambda _f: self._transport.wake())
 
     def _reset_member(self) -> None:
         with self._state_lock:
@@ -766,6 +795,11 @@ class Consumer:
                 return True
             if state == _UNJOINED:
                 self._start_join("joining")
+                if self._state == _UNJOINED:        # waiting for the revoke's commit
+                    remaining = deadline - time.monotonic()
+                    if self._nonblocking or remaining <= 0 or self._join_after is None:
+                        return False
+                    concurrent.futures.wait([self._join_after], min(remaining, 0.1))
                 continue
             pending = self._join_pending if state == _JOINING else self._sync_pending
             assert pending is not None      # set on entering _JOINING / _SYNCING
@@ -780,34 +814,40 @@ class Consumer:
                 continue
             result = pending.result()
             if state == _JOINING:
-                self._on_join(result)
+                if not self._on_join(result):
+                    return False        # the leader waits for metadata (asyncio)
             else:
                 self._on_sync(result)
 
-    def _on_join(self, res) -> None:
+    def _on_join(self, res) -> bool:
+        """Handle a JoinGroup answer; False when the leader cannot assign yet (asyncio:
+        the metadata of a member's topic is on its way) and will be called again."""
         code = res.error_code
         if code == _E_MEMBER_ID_REQUIRED:
             self._member_id = res.member_id
             self._start_join("member id assigned")
-            return
+            return True
         if code == _E_UNKNOWN_MEMBER:
             self._reset_member()
-            return
+            return True
         if code != 0:
             self._join_failed(code)
-            return
+            return True
         self._member_id = res.member_id
         self._generation = res.generation_id
         self._protocol = res.protocol_name
         assignments = None
         if res.is_leader:
             assignments = self._assign_as_leader(res)
+            if assignments is None:
+                return False
         with self._state_lock:
             self._state = _SYNCING
         self._sync_pending = self._transport.sync_group(
             self.group_id, self._generation, self._member_id, group_instance_id=self.group_instance_id,
             protocol_type=PROTOCOL_TYPE, protocol_name=self._protocol, assignments=assignments,
             member_key=self._member_key)
+        return True
 
     def _join_failed(self, code: int) -> None:
         """A JoinGroup/SyncGroup error the caller has no special handling for: a fenced
@@ -825,14 +865,18 @@ class Consumer:
         self._fatal = err
         raise err
 
-    def _assign_as_leader(self, res) -> dict[str, bytes]:
+    def _assign_as_leader(self, res) -> dict[str, bytes] | None:
+        """Every member's assignment; None (asyncio only) while the metadata of a
+        subscribed topic is being looked up."""
         assignor = next(a for a in self.assignors if a.name == res.protocol_name)
         subs: dict[str, Subscription] = {}
         for m in res.members:
             sub = decode_subscription(m.metadata)
             sub.group_instance_id = m.group_instance_id
             subs[m.member_id] = sub
-        counts = self._transport.partition_counts({t for s in subs.values() for t in s.topics})
+        counts = self._partition_counts({t for s in subs.values() for t in s.topics})
+        if counts is None:
+            return None
         plan = assignor.assign(counts, subs)
         user_data = assignor.assignment_user_data(plan, subs)
         return {mid: encode_assignment(Assignment(dict(parts), user_data.get(mid))) for mid, parts in plan.items()}
@@ -865,7 +909,7 @@ class Consumer:
             self._state = _STABLE
         if revoked:
             # Cooperative: only what moves is revoked (eager revoked everything before joining).
-            self._revoke(revoked, commit=True)
+            self._wait_before_join(self._revoke(revoked, commit=True))
             with self._state_lock:
                 # Hand what we revoked to its new owner in a follow-up rebalance.
                 self._rejoin_needed = True
@@ -876,20 +920,32 @@ class Consumer:
         if self._listener is not None:
             self._listener.on_partitions_assigned(set(added))
 
+    def _partition_counts(self, topics: Iterable[str]) -> dict[str, int] | None:
+        """The transport's partition counts; None while an asyncio poll round would have
+        to wait for metadata (the update is started)."""
+        if self._nonblocking:
+            return self._transport.partition_counts(topics, wait=False)
+        return self._transport.partition_counts(topics)
+
     def _subscribed_counts(self) -> dict[str, int]:
-        return self._transport.partition_counts(self._subscription or ())
+        counts = self._partition_counts(self._subscription or ())
+        return self._metadata_snapshot if counts is None else counts
 
     def _metadata_changed(self) -> bool:
         return self._subscribed_counts() != self._metadata_snapshot
 
-    def _revoke(self, tps: set[TopicPartition], *, commit: bool) -> None:
+    def _revoke(self, tps: set[TopicPartition], *, commit: bool) -> Any:
+        """Revoke ``tps`` (listener, then drop them), committing their positions first
+        with ``commit`` and auto-commit.  In an asyncio poll round the commit is sent
+        without waiting: its future is returned (else None)."""
+        sent = None
         if not tps:
-            return
+            return sent
         if commit and self.enable_auto_commit:
             offsets = {tp: OffsetAndMetadata(st.position, "", st.leader_epoch)
                        for tp, st in self._assignment.items() if tp in tps and st.position is not None}
             try:
-                self._commit(offsets)
+                sent = self._commit(offsets, wait=not self._nonblocking)
             except PylogError as exc:
                 _log.warning("group %s: commit before revoking %s failed: %s", self.group_id, sorted(tps), exc)
         if self._listener is not None:
@@ -898,6 +954,7 @@ class Consumer:
             self._assignment.pop(tp, None)
         self._drop_held(set(tps))
         self._prefetch()            # what was read ahead for them is dropped now
+        return sent
 
     def _heartbeat_once(self) -> None:
         with self._state_lock:
@@ -941,16 +998,35 @@ class Consumer:
             except Exception:  # noqa: BLE001 - the heartbeat thread must go on
                 _log.exception("heartbeat failed")
 
-    def _leave_group(self, reason: str) -> None:
+    def _leave_group(self, reason: str, deadline: float | None = None) -> None:
+        """LeaveGroup (not for a static member), then release the member's resources.
+        ``deadline`` (monotonic seconds): best effort, the answer is waited for until
+        then at most (Kafka's ``close(timeout)``); None: until it comes."""
         with self._state_lock:
             member = self._member_id
             self._state = _UNJOINED
             self._member_id = ""
             self._generation = -1
         if member and self.group_id is not None and self.group_instance_id is None:
-            self._transport.leave_group(self.group_id, [MemberIdentity(member, None, reason)])
+            members = [MemberIdentity(member, None, reason)]
+            if deadline is None:
+                self._transport.leave_group(self.group_id, members)
+            else:
+                left = self._await(self._transport.leave_group_async(self.group_id, members), deadline)
+                if left is None:
+                    _log.warning("group %s: no answer to LeaveGroup of member %s in time; closing anyway",
+                                 self.group_id, member)
             self._transport.wake()
         self._transport.release_member(self._member_key)
+
+    @staticmethod
+    def _await(fut: Any, deadline: float) -> Any:
+        """``fut``'s result if it comes before ``deadline`` (None if not); its exception
+        is raised."""
+        try:
+            return fut.result(max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            return None
 
     # ------------------------------------------------------------------ positions
 
@@ -1205,19 +1281,11 @@ class Consumer:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             with self._lock:
-                self._check_open()
-                self._last_poll = time.monotonic()
-                if self._subscription is None and not self._manual:
-                    raise IllegalStateError("the consumer is not subscribed to any topic nor assigned any partition")
-                if self._subscription is not None:
-                    if not self._ensure_membership(deadline):
-                        return []
-                self._maybe_auto_commit()
-                records = self._collect(max_records, batches, deadline)
+                records = self._poll_round(max_records, batches, deadline)
+                if records is None:
+                    return []
                 if records or self._wakeup:
                     self._wakeup = False
-                    if records:
-                        self._prefetch()
                     return records
                 waiting = [(tp, st) for tp, st in self._assignment.items()
                            if not st.paused and st.position is not None]
@@ -1245,6 +1313,40 @@ class Consumer:
                             if res is not None and self._assignment.get(tp) is st and not st.paused \
                                     and st.position == want[2] and not st.buffered():
                                 install(tp, st, res)
+
+    def _poll_round(self, max_records: int, batches: bool, deadline: float) -> list | None:
+        """One round of poll (lock held): the group protocol, auto-commit, and what is
+        buffered or can be fetched; None while the member has no assignment yet."""
+        self._check_open()
+        self._last_poll = time.monotonic()
+        if self._subscription is None and not self._manual:
+            raise IllegalStateError("the consumer is not subscribed to any topic nor assigned any partition")
+        if self._subscription is not None:
+            if not self._ensure_membership(deadline):
+                return None
+        self._maybe_auto_commit()
+        records = self._collect(max_records, batches, deadline)
+        if records:
+            self._prefetch()
+        return records
+
+    def _poll_nowait(self, max_records: int | None, batches: bool) -> list:
+        """The asyncio consumer's poll: one round that never waits on the network.  The
+        group protocol advances only as far as answers have come; positions are looked
+        up without waiting; fetches are sent as prefetches and only answers already there
+        are taken (``Transport.fetch(block=False)``).  What comes later wakes the caller
+        through the transport's data and wake listeners.  Raises what :meth:`poll`
+        raises."""
+        if max_records is None:
+            max_records = self.max_poll_records
+        with self._lock:
+            self._nonblocking = True
+            try:
+                records = self._poll_round(max_records, batches, 0.0)
+            finally:
+                self._nonblocking = False
+            self._wakeup = False
+            return records or []
 
     def _prefetch(self) -> None:
         """Before handing records out, start the next fetch of every assigned, unpaused
@@ -1296,8 +1398,10 @@ class Consumer:
             serve, install = self._serve, self._install
         items = self._fetchable()
         unresolved = [tp for tp, st in items if st.position is None]
+        nonblocking = self._nonblocking
         if unresolved or self._lookup_ready:
-            self._resolve_positions(unresolved, wait_until=max(deadline, time.monotonic() + _LOOKUP_GRACE_S))
+            self._resolve_positions(unresolved, wait_until=None if nonblocking else
+                                    max(deadline, time.monotonic() + _LOOKUP_GRACE_S))
         left = max_records
         for _ in range(64):   # bounded: each round makes progress or stops
             empty = []
@@ -1321,17 +1425,19 @@ class Consumer:
                     empty.append((tp, st))
             if left <= 0 or not empty:
                 return out
-            if out:
+            if out or nonblocking:
                 # Records in hand are not held back for a round trip: start the next
                 # fetches (Kafka's consumer returns what its completed fetches hold), so
                 # the fetch below takes only answers already there and rides on the rest.
                 # A network fetch per round here cost a round trip each, ~1 ms, while
                 # new records kept every round busy: polls held records for tens of ms.
+                # (asyncio: always, and the fetch below sends nothing.)
                 self._prefetch()
             # Every partition with nothing buffered, in one fetch (one request per leader).
             results = self._transport.fetch(
                 [(tp.topic, tp.partition, st.position, self.max_partition_fetch_bytes) for tp, st in empty],
-                max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level, owner=self._member_key)
+                max_bytes=self.fetch_max_bytes, isolation_level=self.isolation_level, owner=self._member_key,
+                **_NO_BLOCK if nonblocking else {})
             progressed = False
             for (tp, st), res in zip(empty, results):
                 if res is None:
@@ -1346,6 +1452,8 @@ class Consumer:
                     # read again (and raises) next time.
                     return out
             if not progressed:
+                if nonblocking:
+                    self._prefetch()    # for a partition whose stale kept answer was dropped
                 return out
             items = empty
         return out
@@ -1663,6 +1771,15 @@ class Consumer:
             self._check_open()
             self._commit(self._consumed() if offsets is None else self._normalize_offsets(offsets))
 
+    def _commit_nowait(self, offsets: Mapping[Any, OffsetAndMetadata | int] | None = None) -> Any:
+        """:meth:`commit`'s checks, then the OffsetCommit sent without waiting: a future
+        of its codes for :meth:`_commit_result` (None: nothing to commit).  Commits are
+        sent in call order on the coordinator's connection, and answered in order."""
+        with self._lock:
+            self._check_open()
+            return self._commit(self._consumed() if offsets is None else self._normalize_offsets(offsets),
+                                wait=False, report=False)
+
     def commit_async(self, offsets: Mapping[Any, OffsetAndMetadata | int] | None = None,
                      callback: Callable[[dict, BaseException | None], Any] | None = None) -> None:
         """Commit without raising: ``callback(offsets, exception)`` gets the outcome.  An
@@ -1703,10 +1820,12 @@ class Consumer:
             out[tp] = om
         return out
 
-    def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], wait: bool = True) -> Any:
+    def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], wait: bool = True,
+                report: bool = True) -> Any:
         """Commit ``offsets``, raising what the coordinator refused; ``wait=False``: send
-        and return the future, its outcome logged (and a rejoin requested when the
-        group moved on) when it completes."""
+        and return the future (None when there is nothing to commit), its outcome logged
+        (and a rejoin requested when the group moved on) when it completes, unless not
+        ``report`` (the caller passes the codes to :meth:`_commit_result` itself)."""
         if self.group_id is None:
             raise InvalidGroupIdError("committing offsets needs a group_id")
         if not offsets:
@@ -1731,7 +1850,8 @@ class Consumer:
         if not wait:
             fut = self._transport.commit_offsets_async(self.group_id, request, generation_id=generation,
                                                        member_id=member, group_instance_id=instance)
-            fut.add_done_callback(self._async_commit_done)
+            if report:
+                fut.add_done_callback(self._async_commit_done)
             return fut
         self._commit_result(self._transport.commit_offsets(self.group_id, request, generation_id=generation,
                                                            member_id=member, group_instance_id=instance))
@@ -1845,12 +1965,23 @@ class Consumer:
         self._seek_special(partitions, -1)
 
     def _seek_special(self, partitions: tuple, ts: int) -> None:
+        states = self._seek_states(partitions)
+        self._seek_to(states, self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in states],
+                                                           isolation_level=self.isolation_level))
+
+    def _seek_states(self, partitions: tuple) -> list[tuple[TopicPartition, _PartitionState]]:
         with self._lock:
-            states = [self._state_of(p) for p in (list(partitions) if partitions else list(self._assignment))]
-            results = self._transport.list_offsets([(tp.topic, tp.partition, ts) for tp, _ in states],
-                                                   isolation_level=self.isolation_level)
+            return [self._state_of(p) for p in (list(partitions) if partitions else list(self._assignment))]
+
+    def _seek_to(self, states: list[tuple[TopicPartition, _PartitionState]], results: list) -> None:
+        """Apply a ListOffsets looked up (without the lock) for ``states``; a partition
+        given up meanwhile is left alone."""
+        for res in results:
+            res.raise_for_error()
+        with self._lock:
             for (tp, st), res in zip(states, results):
-                res.raise_for_error()
+                if self._assignment.get(tp) is not st:
+                    continue
                 st.drop_fetched()
                 self._drop_held({tp})
                 st.position = res.offset
@@ -1938,9 +2069,26 @@ class Consumer:
         if self._closed:
             raise IllegalStateError("the consumer is closed")
 
-    def close(self, autocommit: bool = True) -> None:
+    def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
         """Commit (with auto-commit enabled and ``autocommit``), leave the group (a static
-        member stays until its session times out, as in Kafka) and stop.  Idempotent."""
+        member stays until its session times out, as in Kafka) and stop.  Idempotent.
+
+        ``timeout`` (seconds, default 30 as Kafka's ``close()``) bounds it all, as
+        Kafka's ``close(Duration)``: the final commit and the LeaveGroup are waited for
+        until then at most (best effort: a coordinator that does not answer in time is
+        not waited for, its member then leaves when its session times out), and so is
+        the heartbeat thread.  ``timeout=0`` sends them without waiting.
+
+        Raises
+        ------
+        InvalidRequestError
+            ``timeout`` is not a number >= 0.
+        """
+        if timeout is None:
+            timeout = _CLOSE_TIMEOUT_S
+        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise InvalidRequestError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        deadline = time.monotonic() + timeout
         with self._lock:
             if self._closed:
                 return
@@ -1948,14 +2096,23 @@ class Consumer:
                 if autocommit and self.enable_auto_commit and self._assignment and (
                         self._subscription is None or self._state == _STABLE):
                     try:
-                        self._commit(self._consumed())
+                        sent = self._commit(self._consumed(), wait=False, report=False)
+                        codes = None if sent is None else self._await(sent, deadline)
+                        if codes is not None:
+                            self._commit_result(codes)
+                        elif sent is not None:
+                            _log.warning("group %s: final commit not answered within the close timeout",
+                                         self.group_id)
                     except PylogError as exc:
                         _log.warning("group %s: final commit failed: %s", self.group_id, exc)
                 if self._subscription is not None and self._assignment and self._listener is not None \
                         and self._state == _STABLE:
                     self._listener.on_partitions_revoked(set(self._assignment))
                 if self._subscription is not None:
-                    self._leave_group("the consumer is closing")
+                    try:
+                        self._leave_group("the consumer is closing", deadline)
+                    except PylogError as exc:
+                        _log.warning("group %s: LeaveGroup failed: %s", self.group_id, exc)
             finally:
                 self._closed = True
                 self._assignment.clear()
@@ -1965,7 +2122,8 @@ class Consumer:
                 self._transport.release_member(self._member_key)
                 self._closed_hook()
         if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
-            self._hb_thread.join()
+            # (A daemon thread: one stuck in a heartbeat round trip ends with it.)
+            self._hb_thread.join(max(0.0, deadline - time.monotonic()))
 
     def _abandon(self) -> None:
         """Stop without committing or leaving, as a crashed process would (its session

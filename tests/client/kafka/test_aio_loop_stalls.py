@@ -1,0 +1,269 @@
+"""The asyncio twins never block their event loop on the network (#12): a ticker task
+measures the longest stall of the loop while one call runs against a broker that stops
+answering the requests that call needs (a :class:`RewritingProxy` holding them).
+
+The assertion is on the stall being far below the request timeout (request_timeout_ms
+4000, stall under 1 s), not on how long anything takes, so a loaded machine does not
+make these flaky: a blocking call stalls the loop for the whole request timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import pylog
+from pylog import TopicPartition
+from pylog.errors import InvalidRequestError, RequestTimedOutError
+from pylog.protocol.apis import ApiKey
+from tests.client.kafka.rewriting_proxy import HOLD, RewritingProxy
+from tests.server.util import unique
+
+REQUEST_TIMEOUT_MS = 4000
+#: A loop that never waits on the network stalls for milliseconds; one that does, for
+#: REQUEST_TIMEOUT_MS.
+MAX_STALL_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from pylog.server.config import ServerConfig
+    from pylog.server.server import ServerThread
+
+    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
+                                   "listeners": "PLAINTEXT://127.0.0.1:0",
+                                   "group.initial.rebalance.delay.ms": "0",
+                                   "group.min.session.timeout.ms": "1000"})
+    st = ServerThread(cfg).start()
+    yield st
+    st.stop()
+
+
+class Hold:
+    """The proxy's rewrite: answers of the API keys in ``keys`` are never given."""
+
+    def __init__(self) -> None:
+        self.keys: set[int] = set()
+
+    def __call__(self, api_key, version, request, resp):
+        return HOLD if api_key in self.keys else None
+
+
+@pytest.fixture
+def hung():
+    return Hold()
+
+
+@pytest.fixture
+def client(server, hung):
+    px = RewritingProxy(server.address[1], hung)
+    c = pylog.connect(px.bootstrap, client_id="aio-stalls", request_timeout_ms=REQUEST_TIMEOUT_MS)
+    yield c
+    hung.keys.clear()
+    c.close()
+    px.stop()
+
+
+async def stall_of(awaitable, *, within: float | None = None):
+    """Run ``awaitable`` while a ticker measures the loop's longest stall; returns
+    ``(outcome, stall_seconds)``: its result or exception, or None when ``within``
+    seconds passed first (it is cancelled then)."""
+    worst = 0.0
+    stop = False
+
+    async def ticker():
+        nonlocal worst
+        last = time.monotonic()
+        while not stop:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            worst = max(worst, now - last)
+            last = now
+
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    try:
+        outcome = await asyncio.wait_for(awaitable, within) if within is not None else await awaitable
+    except asyncio.TimeoutError:
+        outcome = None
+    except Exception as exc:  # noqa: BLE001 - the outcome is what the test looks at
+        outcome = exc
+    stop = True
+    await t
+    return outcome, worst
+
+
+def filled_topic(client, n: int = 3) -> str:
+    topic = unique("stall")
+    client.create_topic(topic, partitions=1)
+    with client.producer() as p:
+        for i in range(n):
+            p.send(topic, b"%d" % i)
+    return topic
+
+
+def test_getmany_with_a_hung_fetch_keeps_the_loop_running(client, hung):
+    topic = filled_topic(client)
+
+    async def main():
+        c = client.aio_consumer(group_id=None, auto_offset_reset="earliest")
+        c.assign([(topic, 0)])
+        got = []
+        while len(got) < 3:
+            got += await c.getmany(timeout_ms=5000)
+        assert [r.value for r in got] == [b"0", b"1", b"2"]
+        hung.keys.add(ApiKey.FETCH)
+        c.seek((topic, 0), 1)      # no answer read ahead at this offset: a Fetch is needed
+        outcome, stall = await stall_of(c.getmany(timeout_ms=300))
+        assert outcome == [] and stall < MAX_STALL_S
+        outcome, stall = await stall_of(c.getmany_batches(timeout_ms=300))
+        assert outcome == [] and stall < MAX_STALL_S
+        await c.close(timeout=0)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("held", [ApiKey.LIST_OFFSETS, ApiKey.OFFSET_FETCH])
+def test_getmany_looking_a_position_up_keeps_the_loop_running(client, hung, held):
+    topic = filled_topic(client)
+
+    async def main():
+        group = unique("g") if held == ApiKey.OFFSET_FETCH else None
+        c = client.aio_consumer(group_id=group, auto_offset_reset="earliest", enable_auto_commit=False)
+        c.assign([(topic, 0)])
+        hung.keys.add(held)
+        outcome, stall = await stall_of(c.getmany(timeout_ms=300))
+        assert outcome == [] and stall < MAX_STALL_S
+        # The position is not known, and looking it up must not stall the loop either.
+        outcome, stall = await stall_of(c.position((topic, 0)), within=0.5)
+        assert outcome is None and stall < MAX_STALL_S
+        await c.close(timeout=0)
+
+    asyncio.run(main())
+
+
+def test_commit_to_a_hung_coordinator_keeps_the_loop_running(client, hung):
+    topic = filled_topic(client)
+
+    async def main():
+        c = client.aio_consumer(group_id=unique("g"), auto_offset_reset="earliest", enable_auto_commit=False)
+        c.assign([(topic, 0)])
+        got = []
+        while len(got) < 3:
+            got += await c.getmany(timeout_ms=5000)
+        await c.commit()
+        assert (await c.committed((topic, 0))).offset == 3
+        hung.keys.add(ApiKey.OFFSET_COMMIT)
+        c.seek((topic, 0), 1)
+        outcome, stall = await stall_of(c.commit(), within=0.5)
+        assert outcome is None and stall < MAX_STALL_S
+        await c.close(timeout=0)
+
+    asyncio.run(main())
+
+
+def test_a_commit_that_gets_no_answer_raises_request_timed_out(client, hung):
+    topic = filled_topic(client)
+
+    async def main():
+        c = client.aio_consumer(group_id=unique("g"), enable_auto_commit=False)
+        c.assign([(topic, 0)])
+        c.seek((topic, 0), 2)
+        hung.keys.add(ApiKey.OFFSET_COMMIT)
+        outcome, stall = await stall_of(c.commit())
+        assert isinstance(outcome, RequestTimedOutError) and stall < MAX_STALL_S
+        await c.close(timeout=0)
+
+    asyncio.run(main())
+
+
+def test_first_send_to_a_topic_looks_it_up_off_the_loop_and_keeps_send_order(client, hung):
+    known = filled_topic(client, 1)
+    new = unique("stall-new")
+    client.create_topic(new, partitions=1)
+
+    async def main():
+        p = client.aio_producer(linger_ms=0)
+        await p.send_and_wait(known, b"warm", partition=0)
+        hung.keys.add(ApiKey.DESCRIBE_CONFIGS)      # the new topic's max.message.bytes
+
+        async def first_sends():
+            return p.send(new, b"a"), p.send(known, b"b", partition=0)
+
+        (first, second), stall = await stall_of(first_sends())
+        assert stall < MAX_STALL_S
+        # The record behind the one waiting for its topic waits too (send order).
+        assert isinstance(second, asyncio.Future) and not second.done()
+        outcome, stall = await stall_of(asyncio.shield(first), within=0.5)
+        assert outcome is None and stall < MAX_STALL_S and not second.done()
+        hung.keys.clear()
+        # DescribeConfigs times out: the topic's max.message.bytes falls back to Kafka's default.
+        meta_a = await asyncio.wait_for(first, REQUEST_TIMEOUT_MS / 1000 + 20)
+        meta_b = await asyncio.wait_for(second, 20)
+        assert (meta_a.topic, meta_a.offset) == (new, 0)
+        assert (meta_b.topic, meta_b.offset) == (known, 2)   # after "0" and "warm"
+        await p.close()
+
+    asyncio.run(main())
+
+
+def test_close_with_a_dead_coordinator_is_bounded_by_its_timeout(client, hung):
+    topic = filled_topic(client)
+
+    async def main():
+        c = client.aio_consumer(topic, group_id=unique("g"), auto_offset_reset="earliest",
+                                session_timeout_ms=6000, heartbeat_interval_ms=500)
+        got = []
+        while len(got) < 3:
+            got += await c.getmany(timeout_ms=5000)
+        hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
+        t0 = time.monotonic()
+        outcome, stall = await stall_of(c.close(timeout=1.0))
+        took = time.monotonic() - t0
+        assert outcome is None and stall < MAX_STALL_S
+        assert took < REQUEST_TIMEOUT_MS / 1000     # not the request timeout of commit + leave
+        assert c.consumer.closed
+
+    asyncio.run(main())
+
+
+def test_sync_consumer_close_timeout_bounds_commit_and_leave(client, hung):
+    topic = filled_topic(client)
+    k = client.consumer(topic, group_id=unique("g"), auto_offset_reset="earliest",
+                        session_timeout_ms=6000, heartbeat_interval_ms=500)
+    got = []
+    for _ in range(40):
+        got += k.poll(timeout_ms=500)
+        if len(got) >= 3:
+            break
+    assert len(got) == 3
+    hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
+    t0 = time.monotonic()
+    k.close(timeout=1.0)
+    assert time.monotonic() - t0 < REQUEST_TIMEOUT_MS / 1000
+    assert k.closed
+    with pytest.raises(InvalidRequestError):
+        client.consumer(group_id=None).close(timeout=-1)
+
+
+def test_blocking_calls_are_not_passed_through_to_the_loop(client):
+    topic = filled_topic(client, 1)
+
+    async def main():
+        c = client.aio_consumer(group_id=unique("g"), auto_offset_reset="earliest")
+        c.assign([(topic, 0)])
+        tp = TopicPartition(topic, 0)
+        assert await c.position(tp) == 0
+        assert await c.end_offsets([tp]) == {tp: 1}
+        assert await c.beginning_offsets([tp]) == {tp: 0}
+        assert await c.partitions_for_topic(topic) == {0}
+        await c.seek_to_end(tp)
+        assert await c.position(tp) == 1
+        for name in ("poll", "poll_batches"):
+            with pytest.raises(AttributeError, match="would wait"):
+                getattr(c, name)
+        assert c.assignment() == {tp}          # what does not wait is passed through
+        await c.close()
+
+    asyncio.run(main())
