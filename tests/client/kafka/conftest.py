@@ -70,7 +70,8 @@ def server_thread(tmp_path_factory):
     from pylog.server.server import ServerThread
 
     cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
-                                   "listeners": "PLAINTEXT://127.0.0.1:0"})
+                                   "listeners": "PLAINTEXT://127.0.0.1:0",
+                                   "group.initial.rebalance.delay.ms": "0"})
     st = ServerThread(cfg).start()
     yield st
     st.stop()

@@ -26,20 +26,6 @@ REQUEST_TIMEOUT_MS = 4000
 MAX_STALL_S = 1.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from pylog.server.config import ServerConfig
-    from pylog.server.server import ServerThread
-
-    cfg = ServerConfig.from_kafka({"log.dirs": str(tmp_path_factory.mktemp("serve")),
-                                   "listeners": "PLAINTEXT://127.0.0.1:0",
-                                   "group.initial.rebalance.delay.ms": "0",
-                                   "group.min.session.timeout.ms": "1000"})
-    st = ServerThread(cfg).start()
-    yield st
-    st.stop()
-
-
 class Hold:
     """The proxy's rewrite: answers of the API keys in ``keys`` are never given."""
 
@@ -56,8 +42,8 @@ def hung():
 
 
 @pytest.fixture
-def client(server, hung):
-    px = RewritingProxy(server.address[1], hung)
+def client(server_thread, hung):
+    px = RewritingProxy(server_thread.address[1], hung)
     c = pylog.connect(px.bootstrap, client_id="aio-stalls", request_timeout_ms=REQUEST_TIMEOUT_MS)
     yield c
     hung.keys.clear()
@@ -94,6 +80,13 @@ async def stall_of(awaitable, *, within: float | None = None):
     return outcome, worst
 
 
+async def read(consumer, n: int) -> list:
+    got: list = []
+    while len(got) < n:
+        got += await consumer.getmany(timeout_ms=5000)
+    return got
+
+
 def filled_topic(client, n: int = 3) -> str:
     topic = unique("stall")
     client.create_topic(topic, partitions=1)
@@ -109,10 +102,7 @@ def test_getmany_with_a_hung_fetch_keeps_the_loop_running(client, hung):
     async def main():
         c = client.aio_consumer(group_id=None, auto_offset_reset="earliest")
         c.assign([(topic, 0)])
-        got = []
-        while len(got) < 3:
-            got += await c.getmany(timeout_ms=5000)
-        assert [r.value for r in got] == [b"0", b"1", b"2"]
+        assert [r.value for r in await read(c, 3)] == [b"0", b"1", b"2"]
         hung.keys.add(ApiKey.FETCH)
         c.seek((topic, 0), 1)      # no answer read ahead at this offset: a Fetch is needed
         outcome, stall = await stall_of(c.getmany(timeout_ms=300))
@@ -149,9 +139,7 @@ def test_commit_to_a_hung_coordinator_keeps_the_loop_running(client, hung):
     async def main():
         c = client.aio_consumer(group_id=unique("g"), auto_offset_reset="earliest", enable_auto_commit=False)
         c.assign([(topic, 0)])
-        got = []
-        while len(got) < 3:
-            got += await c.getmany(timeout_ms=5000)
+        await read(c, 3)
         await c.commit()
         assert (await c.committed((topic, 0))).offset == 3
         hung.keys.add(ApiKey.OFFSET_COMMIT)
@@ -214,9 +202,7 @@ def test_close_with_a_dead_coordinator_is_bounded_by_its_timeout(client, hung):
     async def main():
         c = client.aio_consumer(topic, group_id=unique("g"), auto_offset_reset="earliest",
                                 session_timeout_ms=6000, heartbeat_interval_ms=500)
-        got = []
-        while len(got) < 3:
-            got += await c.getmany(timeout_ms=5000)
+        await read(c, 3)
         hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
         t0 = time.monotonic()
         outcome, stall = await stall_of(c.close(timeout=1.0))
