@@ -253,3 +253,36 @@ def test_blocking_calls_are_not_passed_through_to_the_loop(client):
         await c.close()
 
     asyncio.run(main())
+
+
+def test_an_asyncio_leader_assigns_a_topic_it_had_no_metadata_for(server_thread):
+    # The leader's poll round does not wait for the metadata of another member's topic:
+    # it asks for it in the background and assigns once it came.
+    boot = f"127.0.0.1:{server_thread.address[1]}"
+    ca, cb = pylog.connect(boot), pylog.connect(boot)
+    t1, t2 = unique("lead-a"), unique("lead-b")
+    ca.create_topic(t1, partitions=1)
+    cb.create_topic(t2, partitions=2)
+    group = unique("g")
+
+    async def main():
+        a = ca.aio_consumer(t1, group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=100)
+        while not a.assignment():
+            await a.getmany(timeout_ms=100)
+        assert t2 not in ca.transport.cluster.snapshot().topics
+        b = cb.aio_consumer(t2, group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=100)
+        for _ in range(200):
+            await asyncio.gather(a.getmany(timeout_ms=100), b.getmany(timeout_ms=100))
+            if b.assignment():
+                break
+        assert b.assignment() == {TopicPartition(t2, 0), TopicPartition(t2, 1)}
+        assert a.assignment() == {TopicPartition(t1, 0)}
+        assert t2 in ca.transport.cluster.snapshot().topics     # looked up by the leader
+        await a.close()
+        await b.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        ca.close()
+        cb.close()
