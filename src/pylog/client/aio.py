@@ -64,8 +64,8 @@ from typing import Any, AsyncIterator
 
 from pylog.client.consumer import _STABLE, Consumer, _tp
 from pylog.client.producer import Producer
-from pylog.errors import (InvalidConfigError, InvalidRequestError, PylogError, RequestTimedOutError,
-                          TransactionAbortedError, UnknownTopicOrPartitionError)
+from pylog.errors import (IllegalStateError, InvalidConfigError, InvalidRequestError, PylogError,
+                          RequestTimedOutError, TransactionAbortedError, UnknownTopicOrPartitionError)
 
 __all__ = ["AIOProducer", "AIOConsumer"]
 
@@ -75,6 +75,8 @@ _log = logging.getLogger("pylog.client.aio")
 _RECHECK_S = 0.5
 # ... and ``position`` before asking again for a lookup that failed (its backoff).
 _LOOKUP_RECHECK_S = 0.1
+# How often a coroutine asks again for the consumer's lock another thread holds.
+_LOCK_RETRY_S = 0.005
 #: The synchronous consumer's methods AIOConsumer passes through: none waits on the network.
 _PASSED = frozenset({"seek", "pause", "resume", "paused", "assignment", "subscribe", "subscription",
                      "group_metadata", "member_id", "generation", "wakeup", "enforce_rebalance",
@@ -355,6 +357,13 @@ class AIOConsumer:
         assert self._event is not None
         return self._event
 
+    async def _acquire(self) -> None:
+        """Take the consumer's lock without blocking the loop (a close in a worker thread
+        holds it while it waits for its commit and LeaveGroup); release it on the loop."""
+        lock = self._consumer._lock
+        while not lock.acquire(blocking=False):
+            await asyncio.sleep(_LOCK_RETRY_S)
+
     async def _sleep(self, event: asyncio.Event, seconds: float) -> None:
         """Until the transport's listeners set ``event``, or ``seconds`` passed."""
         try:
@@ -431,7 +440,12 @@ class AIOConsumer:
             rec = c._next_held()
             if rec is not None:
                 return rec
-            batch = await self.getmany(timeout_ms=1000)
+            try:
+                batch = await self.getmany(timeout_ms=1000)
+            except IllegalStateError:
+                if c.closed:            # closed by another task meanwhile
+                    raise StopAsyncIteration from None
+                raise
             if c.closed:
                 raise StopAsyncIteration
             c._held, c._held_idx = batch, 0
@@ -461,12 +475,15 @@ class AIOConsumer:
                 await self.commit()
             except PylogError as exc:
                 _log.warning("group %s: commit before unsubscribing failed: %s", c.group_id, exc)
-        with c._lock:
+        await self._acquire()
+        try:
             c._nonblocking = True
             try:
                 c.unsubscribe()
             finally:
                 c._nonblocking = False
+        finally:
+            c._lock.release()
 
     # -- offsets
 
@@ -475,7 +492,11 @@ class AIOConsumer:
         for them to be stored.  Commits are sent in call order.  Raises as
         :meth:`Consumer.commit`."""
         c = self._consumer
-        sent = c._commit_nowait(offsets)
+        await self._acquire()
+        try:
+            sent = c._commit_nowait(offsets)
+        finally:
+            c._lock.release()
         if sent is not None:
             c._commit_result(await asyncio.wrap_future(sent))
 
@@ -491,12 +512,15 @@ class AIOConsumer:
         deadline = time.monotonic() + c.default_api_timeout_ms / 1000
         while True:
             event.clear()
-            with c._lock:
+            await self._acquire()
+            try:
                 tp, st = c._state_of(partition)
                 if st.position is None:
                     c._resolve_positions([tp])
                 if st.position is not None:
                     return st.position
+            finally:
+                c._lock.release()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RequestTimedOutError(f"the position of {tp.topic}-{tp.partition} could not be looked up "

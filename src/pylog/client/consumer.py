@@ -1339,7 +1339,12 @@ class Consumer:
         raises."""
         if max_records is None:
             max_records = self.max_poll_records
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            # Another thread has the consumer (a close waiting for its commit, a
+            # synchronous call): not waited for; the caller polls again.
+            self._check_open()
+            return []
+        try:
             self._nonblocking = True
             try:
                 records = self._poll_round(max_records, batches, 0.0)
@@ -1347,6 +1352,8 @@ class Consumer:
                 self._nonblocking = False
             self._wakeup = False
             return records or []
+        finally:
+            self._lock.release()
 
     def _prefetch(self) -> None:
         """Before handing records out, start the next fetch of every assigned, unpaused
