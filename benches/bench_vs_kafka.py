@@ -24,6 +24,13 @@ priority, and the idle pylog well under 1 ms during Kafka's.
   0.2-0.8 s, and the same server's figure swung by 30% from round to round while other
   jobs shared the machine, which they can only slow down: each round reads its records
   ``CONSUME_READS`` (3) times, a fresh consumer each time, and keeps the best read;
+- fetch throughput with a minimal client (:func:`fetch_loop`), records/s and server CPU
+  per MB: what each server's Fetch path delivers when the client does next to nothing.
+  librdkafka's consumer is the limit of the consume figures above: read from its queue
+  alone, with nothing left to fetch, it takes 2.7M records/s of 100 B and 1.85M of 1 KB
+  on this machine, and fetching beside it (its broker thread parsing every record into
+  an op) brings that to ~1.8M and ~1.3M however fast the server answers.  These rows show
+  the servers themselves;
 - end-to-end latency p50 and p99 at 10,000 records/s (p99 ratio <= 1.0):
   :func:`benches.bench_server.end_to_end_latency` (linger 0, a consumer polling);
 - server CPU per MB: the server process's CPU time (user + system, every thread) over a
@@ -47,7 +54,9 @@ is printed with the table: both servers and the clients share its cores.
 from __future__ import annotations
 
 import os
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -66,6 +75,8 @@ RESTART_BYTES = 5_000_000 if SMALL else 1_000_000_000
 #: reads of a round's records, each by a fresh consumer; the round's consume figure is the
 #: best of them (see the module docstring)
 CONSUME_READS = 1 if SMALL else 3
+#: bytes of records the minimal Fetch client reads per run (the round's topic, over and over)
+FETCH_BYTES = 5_000_000 if SMALL else 1_000_000_000
 COLD_TRIALS = 1 if SMALL else 3
 ROUNDS = 1 if SMALL else 3
 
@@ -78,12 +89,16 @@ FIGURES = [
     ("consume_100", "consume 100 B, records/s", ",.0f", (">=", 1.0)),
     ("produce_1000", "produce 1 KB, records/s", ",.0f", (">=", 1.0)),
     ("consume_1000", "consume 1 KB, records/s", ",.0f", (">=", 1.0)),
+    ("fetch_100", "fetch 100 B, minimal client, records/s", ",.0f", None),
+    ("fetch_1000", "fetch 1 KB, minimal client, records/s", ",.0f", None),
     ("latency_p50", "end-to-end p50 ms at 10k/s", ".2f", None),
     ("latency_p99", "end-to-end p99 ms at 10k/s", ".2f", ("<=", 1.0)),
     ("cpu_produce_100", "CPU ms/MB produce 100 B", ".2f", None),
     ("cpu_consume_100", "CPU ms/MB consume 100 B", ".2f", None),
     ("cpu_produce_1000", "CPU ms/MB produce 1 KB", ".2f", None),
     ("cpu_consume_1000", "CPU ms/MB consume 1 KB", ".2f", None),
+    ("cpu_fetch_100", "CPU ms/MB fetch 100 B, minimal client", ".2f", None),
+    ("cpu_fetch_1000", "CPU ms/MB fetch 1 KB, minimal client", ".2f", None),
     ("rss_mb", "RSS MB after 1M records", ".0f", ("<=", 0.25)),
     ("cold_start_s", "cold start s", ".3f", ("<=", 0.1)),
     ("restart_s", "restart over 1 GB s", ".3f", None),
@@ -103,6 +118,71 @@ def kafka_classpath() -> str:
     return resolve_classpath(str(cp_file))
 
 
+def fetch_loop(bootstrap: str, topic: str, records: int, total_bytes: int,
+               max_bytes: int = 10_485_760) -> tuple[int, float]:
+    """A minimal Fetch client on partition 0 of ``topic`` (``records`` records from offset
+    0): Fetch v12 requests one after another, as a consumer's fetcher sends them (up to
+    ``max_bytes`` per answer, librdkafka's ``max.partition.fetch.bytes`` in the consume
+    runs), each answer received into one buffer and its batch headers walked to the next
+    offset, nothing decoded; from the start again at the end of the records, until
+    ``total_bytes`` bytes of whole batches arrived.  Bytes of a batch cut off at the end
+    of an answer (Kafka sends them, pylog does not) are not counted.  Returns (bytes,
+    records/s)."""
+    from pylog.protocol.codec import decode_response_body, encode_request
+
+    host, port = bootstrap.rsplit(":", 1)
+    buf = bytearray(64 << 20)
+    view = memoryview(buf)
+    head, be64, be32 = struct.Struct(">i"), struct.Struct(">q"), struct.Struct(">i")
+    got_bytes = got_records = offset = corr = 0
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.perf_counter()
+        while got_bytes < total_bytes:
+            corr += 1
+            req = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 52_428_800,
+                   "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+                   "topics": [{"topic": topic, "partitions": [{
+                       "partition": 0, "current_leader_epoch": -1, "fetch_offset": offset,
+                       "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": max_bytes}]}],
+                   "forgotten_topics_data": [], "rack_id": ""}
+            sock.sendall(b"".join(bytes(seg) for seg in encode_request(1, 12, corr, "fetch-loop", req)))
+            n = 0
+            while n < 4:
+                n += sock.recv_into(view[n:4])
+            size = head.unpack_from(buf, 0)[0] + 4
+            if size > len(buf):
+                raise RuntimeError(f"fetch_loop: a {size}-byte answer")
+            while n < size:
+                r = sock.recv_into(view[n:size])
+                if not r:
+                    raise RuntimeError("fetch_loop: the server closed the connection")
+                n += r
+            # Header v1: correlation id, then an empty tagged-field section (one byte).
+            if buf[8] != 0:
+                raise RuntimeError("fetch_loop: tagged fields in a response header")
+            body = decode_response_body(1, 12, view[:size], 9, copy=False)
+            part = body.responses[0].partitions[0]
+            if body.error_code or part.error_code:
+                raise RuntimeError(f"fetch_loop: error {body.error_code or part.error_code}")
+            data = part.records
+            pos, end, nxt = 0, len(data), offset
+            while pos + 61 <= end:
+                length = be32.unpack_from(data, pos + 8)[0]
+                if pos + 12 + length > end:
+                    break                       # cut off at the end of the answer
+                nxt = be64.unpack_from(data, pos)[0] + be32.unpack_from(data, pos + 23)[0] + 1
+                pos += 12 + length
+            if nxt == offset:
+                raise RuntimeError(f"fetch_loop: no whole batch at offset {offset}")
+            got_bytes += pos
+            got_records += nxt - offset
+            offset = nxt if nxt < records else 0
+            data = part = body = None
+        elapsed = time.perf_counter() - t0
+    return got_bytes, got_records / elapsed
+
+
 def _round(server, r: int | str, out: dict) -> None:
     """One round of every throughput and latency workload on ``server`` (``r`` names
     its topics; the warm-up round, ``"warm"``, records the server's RSS)."""
@@ -118,6 +198,9 @@ def _round(server, r: int | str, out: dict) -> None:
         mb = n * size / 1e6
         out[f"cpu_produce_{size}"].append((c1 - c0) * 1000 / mb)
         out[f"cpu_consume_{size}"].append((c2 - c1) * 1000 / (mb * CONSUME_READS))
+        got, rate = fetch_loop(server.bootstrap, topic, n, FETCH_BYTES)
+        out[f"fetch_{size}"].append(rate)
+        out[f"cpu_fetch_{size}"].append((server.cpu_seconds() - c2) * 1000 / (got / 1e6))
         if size == 100 and r == "warm":
             out["rss_mb"].append(server.rss_bytes() / 1e6)
     _create_topic(server.bootstrap, f"latency-{r}")
