@@ -272,7 +272,9 @@ class Client:
         among them as Kafka's ``KafkaProducer.close(Duration)`` bounds one: what is
         still unsent then fails with RequestTimedOutError.  Without it a producer open
         against a hung broker holds the close for its ``delivery_timeout_ms``.  Consumers
-        bound their own close (``request_timeout_ms``)."""
+        get what is left of it for their final commit and LeaveGroup (without it, each
+        its own default of 30 s, as :meth:`Consumer.close
+        <pylog.client.consumer.Consumer.close>`)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         with self._lock:
             if self._closed:
@@ -281,10 +283,11 @@ class Client:
             clients = list(self._clients)
         for c in reversed(clients):
             try:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0)
                 if isinstance(c, Producer):
-                    c.close(None if deadline is None else max(deadline - time.monotonic(), 0))
+                    c.close(left)
                 else:
-                    c.close()
+                    c.close(timeout=left)
             except Exception:  # noqa: BLE001 - close the rest anyway
                 _log.exception("closing %r failed", c)
         if self._owns_transport:

@@ -241,6 +241,20 @@ def test_sync_consumer_close_timeout_bounds_commit_and_leave(client, hung):
         client.consumer(group_id=None).close(timeout=-1)
 
 
+def test_client_close_timeout_bounds_its_consumers_close(client, hung):
+    topic = filled_topic(client)
+    k = client.consumer(topic, group_id=unique("g"), auto_offset_reset="earliest",
+                        session_timeout_ms=6000, heartbeat_interval_ms=500)
+    got = []
+    while len(got) < 3:
+        got += k.poll(timeout_ms=500)
+    hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
+    t0 = time.monotonic()
+    client.close(timeout=1.0)
+    assert time.monotonic() - t0 < REQUEST_TIMEOUT_MS / 1000
+    assert k.closed and client.closed
+
+
 def test_blocking_calls_are_not_passed_through_to_the_loop(client):
     topic = filled_topic(client, 1)
 
