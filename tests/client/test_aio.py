@@ -131,3 +131,30 @@ def test_a_send_waiting_for_memory_longer_than_max_block_ms_fails_alone(client):
         await p.close()
 
     asyncio.run(main())
+
+
+def test_async_poison_pill_goes_to_the_dead_letter_topic_from_a_worker_thread(client):
+    client.create_topic("t", 1)
+    with client.producer() as p:
+        for v in (b"1", b"bad", b"3"):
+            p.send("t", v, partition=0)
+
+    async def main():
+        c = client.aio_consumer(auto_offset_reset="earliest", value_deserializer=int,
+                                on_deserialization_error="dead_letter", dead_letter_topic="t.dlq")
+        c.assign([("t", 0)])
+        got = []
+        while len(got) < 2:
+            got += await c.getmany(timeout_ms=5000)
+        assert [r.value for r in got] == [1, 3]
+        dlq = client.aio_consumer(auto_offset_reset="earliest")
+        dlq.assign([("t.dlq", 0)])
+        dead = []
+        while not dead:
+            dead += await dlq.getmany(timeout_ms=5000)
+        assert [r.value for r in dead] == [b"bad"]
+        assert dict(dead[0].headers)["pylog.dlq.original.offset"] == b"1"
+        await c.close()
+        await dlq.close()
+
+    asyncio.run(main())

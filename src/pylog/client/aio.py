@@ -45,9 +45,9 @@ bounded :meth:`Consumer.close <pylog.client.consumer.Consumer.close>` in a worke
 none of is looked up in the background, not waited for).  The synchronous consumer's
 other methods reach the AIOConsumer only when they never wait (``seek``, ``pause``,
 ``resume``, ``assignment``, ``subscribe``, ...); ``poll`` and ``poll_batches`` do not.
-Not covered: with ``on_deserialization_error="dead_letter"`` a poisoned record is
-produced to the dead-letter topic on the loop (a round trip), and a rebalance listener's
-callbacks run on the loop as the application wrote them.
+With ``on_deserialization_error="dead_letter"`` a poisoned record is produced to the
+dead-letter topic from a worker thread.  A rebalance listener's callbacks run on the
+loop, as the application wrote them.
 
 Both must be used from one event loop.
 """
@@ -407,6 +407,9 @@ class AIOConsumer:
             records = poll(max_records, batches)
             if records:
                 return records
+            if self._consumer._dead_letter_due:
+                await asyncio.to_thread(self._consumer._settle_poison)
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []

@@ -60,6 +60,17 @@ position stays on the record: ``seek`` past it to go on), ``"skip"`` logs and sk
 ``"dead_letter"`` appends the raw record to ``dead_letter_topic`` with headers saying why
 and where it came from, then goes on.
 
+asyncio: :class:`~pylog.client.aio.AIOConsumer` drives this same code through
+``_poll_nowait``, a poll round in which nothing waits on the network: fetches go out as
+prefetches and only answers already there are taken, position lookups and JoinGroup /
+SyncGroup advance as their answers come, the commit before revoking partitions is sent
+and the next JoinGroup waits for it, and a leader lacking a member's topic metadata
+assigns once a background update brought it.
+
+Closing is bounded as Kafka's ``close(Duration)``: :meth:`Consumer.close` waits for the
+final commit, the LeaveGroup and the heartbeat thread no longer than its ``timeout``
+(30 s by default).
+
 Threads: every public method may be called from any thread (calls are serialised; a
 blocking ``poll`` does not hold the lock while it waits for data).  Rebalance listener
 callbacks run in the thread that calls ``poll``.  Group members heartbeat from a
@@ -581,6 +592,8 @@ class Consumer:
         self._nonblocking = False
         # A commit before revoking that a join waits for (asyncio: sent, not waited on).
         self._join_after: Any = None
+        # A poisoned record for the dead-letter topic stopped an asyncio poll round.
+        self._dead_letter_due = False
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._use_hb_thread = heartbeat_thread
@@ -1666,6 +1679,11 @@ class Consumer:
                 f"offset {offset + 1} to skip it", topic=tp.topic, partition=tp.partition, offset=offset)
             raise err from exc
         if self.on_deserialization_error == "dead_letter":
+            if self._nonblocking:
+                # The dead-letter produce is a round trip: the asyncio consumer runs it
+                # off the loop (_settle_poison), then polls on.
+                self._dead_letter_due = self._dead_letter_due or raise_now
+                return False
             self._dead_letter(tp, offset, ts, key, value, headers, exc)
             _log.warning("sent the record of %s to the dead-letter topic: %s: %s", where, type(exc).__name__, exc)
         else:
@@ -1673,6 +1691,16 @@ class Consumer:
         st.fail = None
         st.position = offset + 1
         return True
+
+    def _settle_poison(self) -> None:
+        """Apply the dead-letter policy to each partition whose next record is a poisoned
+        one (the asyncio consumer calls this from a worker thread when a poll round
+        stopped there: ``_dead_letter_due``)."""
+        with self._lock:
+            self._dead_letter_due = False
+            for tp, st in list(self._assignment.items()):
+                if st.fail is not None and st.idx >= len(st.pending):
+                    self._handle_poison(tp, st, raise_now=True)
 
     def _dead_letter(self, tp: TopicPartition, offset: int, ts: int, key, value, headers, exc) -> None:
         topic = self.dead_letter_topic or f"{tp.topic}.DLQ"

@@ -308,3 +308,27 @@ def test_an_asyncio_leader_assigns_a_topic_it_had_no_metadata_for(server_thread)
     finally:
         ca.close()
         cb.close()
+
+
+def test_a_dead_letter_produce_to_a_hung_broker_keeps_the_loop_running(client, hung):
+    topic = unique("stall-dlq")
+    client.create_topic(topic, partitions=1)
+    client.create_topic(topic + ".DLQ", partitions=1)
+    with client.producer() as p:
+        for v in (b"1", b"bad", b"3"):
+            p.send(topic, v)
+
+    async def main():
+        c = client.aio_consumer(auto_offset_reset="earliest", value_deserializer=int,
+                                on_deserialization_error="dead_letter")
+        c.assign([(topic, 0)])
+        hung.keys.add(ApiKey.PRODUCE)
+        outcome, stall = await stall_of(c.getmany(timeout_ms=5000), within=1.0)
+        # The record before the poisoned one is handed out; the poisoned one's dead-letter
+        # produce then hangs in a worker thread, not on the loop.
+        assert [r.value for r in outcome] == [1] and stall < MAX_STALL_S
+        outcome, stall = await stall_of(c.getmany(timeout_ms=300), within=1.0)
+        assert outcome in (None, []) and stall < MAX_STALL_S
+        await c.close(timeout=0)
+
+    asyncio.run(main())

@@ -64,12 +64,14 @@ Prefetch
     within the caller's ``max_bytes``.
 
 Readiness for asyncio consumers
-    A fetch that does not wait (``max_wait_ms`` 0: what the asyncio consumer does) and
-    finds nothing for a partition, while data listeners are registered, puts that
-    partition on a *watch*: a background long poll (slices of :data:`FETCH_SLICE_MS`)
-    whose data is kept for the next fetch and announced to the listeners.  A partition
-    leaves the watch when data arrives or when no fetch asked for it for
-    :data:`WATCH_IDLE_S`.
+    The asyncio consumer never waits for a Fetch: it prefetches, then calls
+    ``fetch(block=False)``, which takes only answers already kept and sends nothing.  A
+    prefetch answered with data calls the data listeners (which wake the event loop).  A
+    fetch that does not wait (``max_wait_ms`` 0) or a prefetch that finds nothing for a
+    partition, while data listeners are registered, puts that partition on a *watch*: a
+    background long poll (slices of :data:`FETCH_SLICE_MS`) whose data is kept for the
+    next fetch and announced to the listeners.  A partition leaves the watch when data
+    arrives or when no fetch asked for it for :data:`WATCH_IDLE_S`.
 
 Threads: every method may be called from any thread.  Response callbacks (and so the
 data listeners) run on the network client's I/O thread.
