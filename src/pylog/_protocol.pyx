@@ -39,10 +39,21 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.string cimport memcpy
 
 import types as _types
-import uuid as _uuid_mod
 
 from pylog.protocol._errors import MalformedMessageError, ProtocolError
 from pylog.protocol.segments import FileRegion
+
+# The uuid module (it imports platform: ~2 ms) is imported by the first uuid field
+# decoded or encoded, not with the codec: pylog serve's start-up does without it (#17).
+cdef object _uuid_mod = None
+
+
+cdef object _uuid():
+    global _uuid_mod
+    if _uuid_mod is None:
+        import uuid
+        _uuid_mod = uuid
+    return _uuid_mod
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -306,9 +317,10 @@ cdef object _make_uuid(const uint8_t* p):
 
 
 def _uuid_from_bytes(raw):
-    u = object.__new__(_uuid_mod.UUID)
+    m = _uuid()
+    u = object.__new__(m.UUID)
     object.__setattr__(u, "int", int.from_bytes(raw, "big"))
-    object.__setattr__(u, "is_safe", _uuid_mod.SafeUUID.unknown)
+    object.__setattr__(u, "is_safe", m.SafeUUID.unknown)
     return u
 
 
@@ -638,7 +650,7 @@ cdef int _write(Op op, object v, Writer* w, list segs, bint flex, Py_ssize_t spl
             d = v
             memcpy(&u64, &d, 8)
             return _put_be64(w, u64)
-        if not isinstance(v, _uuid_mod.UUID):
+        if not isinstance(v, _uuid().UUID):
             raise TypeError(f"{op.name}: expected a uuid.UUID, got {type(v).__name__}")
         raw = v.bytes
         return _put(w, PyBytes_AS_STRING(raw), 16)

@@ -11,6 +11,7 @@ Kafka broker config pylog ignores (tests/server/test_server_properties.py), a
 read-only broker config in an AlterConfigs (tests/server/test_broker_configs.py),
 per-IP overrides (tests/server/test_connection_caps.py), the loop thread's scheduler
 slice, set with ctypes just after the server listens (tests/server/test_loop_slice.py),
+the first uuid field (tests/protocol), a topic id answered (tests/server/test_versions.py),
 and the client side's assignors
 and partitioners, reached through ``pylog.broker`` as well (tests/broker/test_assignors.py,
 tests/broker/test_partitioner.py, tests/broker/test_value_classes.py).
@@ -25,7 +26,7 @@ import sys
 #: Imported on first use, not before ``pylog serve`` listens.
 NOT_BEFORE_LISTENING = ("datetime", "difflib", "ipaddress", "random", "lz4.frame",
                         "pylog.server.kafka_config_names", "pylog.broker.assignors",
-                        "pylog.broker.partitioner", "ctypes")
+                        "pylog.broker.partitioner", "ctypes", "uuid", "platform")
 
 _SCRIPT = r"""
 import asyncio, gc, json, logging, os, signal, sys

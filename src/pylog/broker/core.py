@@ -91,7 +91,6 @@ all of it (tests drive it with a fake clock).
 
 from __future__ import annotations
 
-import base64
 import copy
 import errno as _errno
 import dataclasses
@@ -102,12 +101,12 @@ import resource
 import struct
 import threading
 import time
-import uuid
 from dataclasses import field
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from pylog import _core
 from pylog import codecs as _codecs
+from pylog._uuid import random_kafka_uuid
 from pylog._value import FrozenValue, Value, frozen_dataclass
 from pylog.broker.group import CommitOffset, GroupCoordinator, GroupCoordinatorConfig, OffsetFetchResult
 from pylog.broker import group_offsets as _group_offsets
@@ -247,7 +246,7 @@ def _timestamp_error(topic: "_Topic", base_ts: int, max_ts: int, now: int) -> In
 
 
 def _new_topic_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return random_kafka_uuid()
 
 
 # --------------------------------------------------------------------------- value types

@@ -91,9 +91,9 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from typing import Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
+from pylog._uuid import random_uuid_str
 from pylog._value import FrozenValue, Value, frozen_dataclass
 from pylog.broker import group_offsets as _records
 from pylog.broker.consumer_protocol import PROTOCOL_TYPE as CONSUMER_PROTOCOL_TYPE
@@ -760,7 +760,7 @@ class GroupCoordinator:
         #: Partitions being loaded (:meth:`begin_load`): COORDINATOR_LOAD_IN_PROGRESS.
         self._loading: set[int] = set()
         self._clock = clock
-        self._suffix = member_id_suffix or (lambda: str(uuid.uuid4()))
+        self._suffix = member_id_suffix or random_uuid_str
         self._lock = threading.Lock()
         self._groups: dict[str, _Group] = {}
         self._timers: list[tuple[int, int, int, str, str, int]] = []

@@ -14,7 +14,6 @@ small varint helpers the hand-written header code uses.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pylog import _protocol as _c
@@ -295,6 +294,8 @@ def _check_value(f: Field, version, flex, value, path) -> str | None:
         return None if isinstance(value, (float, int)) else \
             f"{path}: expected a float, got {type(value).__name__}"
     if t == "uuid":
+        import uuid
+
         return None if isinstance(value, uuid.UUID) else \
             f"{path}: expected a uuid.UUID, got {type(value).__name__}"
     if t == "string":

@@ -16,8 +16,10 @@ Declarations are immutable after construction and safe to share between threads.
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    import uuid
 
 __all__ = ["VersionRange", "Field", "Struct", "Message", "NO_DEFAULT", "SCALAR_TYPES"]
 
@@ -36,7 +38,20 @@ _INT_RANGES = {
     "uint32": (0, (1 << 32) - 1),
 }
 
-ZERO_UUID = uuid.UUID(int=0)
+_ZERO_UUID: Any = None
+
+
+def zero_uuid() -> uuid.UUID:
+    """The zero UUID, a uuid field's natural default (Kafka's "no id").  :mod:`uuid` (with
+    :mod:`platform`, ~2 ms) is imported on first use: the first message class with a
+    uuid field, not ``pylog serve``'s start-up (#17)."""
+    global _ZERO_UUID
+    if _ZERO_UUID is None:
+        import uuid
+
+        _ZERO_UUID = uuid.UUID(int=0)
+    return _ZERO_UUID
+
 
 _OPEN = 0x7FFF  # the top of an open-ended range ("3+"): versions are int16
 
@@ -182,7 +197,7 @@ def natural_default(type_name: str) -> Any:
     if type_name == "bytes":
         return b""
     if type_name == "uuid":
-        return ZERO_UUID
+        return zero_uuid()
     if type_name == "records":
         return None
     raise ValueError(f"no natural default for type {type_name!r}")

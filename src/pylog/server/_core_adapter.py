@@ -9,12 +9,14 @@ strings to UUIDs).  The broker resource's configs are :mod:`pylog.server.dynamic
 from __future__ import annotations
 
 import base64
-import uuid
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-__all__ = ["open_broker", "broker_config_for", "topic_uuid"]
+from pylog.protocol.schema import zero_uuid
 
-ZERO_UUID = uuid.UUID(int=0)
+if TYPE_CHECKING:
+    import uuid
+
+__all__ = ["open_broker", "broker_config_for", "topic_uuid", "zero_uuid"]
 
 
 def broker_config_for(config: Any, topic_default_sources: Mapping[str, int] | None = None) -> Any:
@@ -84,9 +86,13 @@ def open_broker(config: Any, dynamic: Any = None) -> Any:
 def topic_uuid(topic_id: str | None) -> uuid.UUID:
     """A topic id in Kafka's base64 form as the UUID the wire carries."""
     if not topic_id:
-        return ZERO_UUID
+        return zero_uuid()
     try:
         raw = base64.urlsafe_b64decode(topic_id + "=" * (-len(topic_id) % 4))
     except (ValueError, TypeError):
-        return ZERO_UUID
-    return uuid.UUID(bytes=raw) if len(raw) == 16 else ZERO_UUID
+        return zero_uuid()
+    if len(raw) != 16:
+        return zero_uuid()
+    import uuid
+
+    return uuid.UUID(bytes=raw)

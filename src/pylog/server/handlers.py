@@ -36,7 +36,7 @@ from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
 from pylog.protocol.produce_reply import produce_response_frame, produce_response_ok
 from pylog.protocol.replies import error_body
-from pylog.server._core_adapter import ZERO_UUID, topic_uuid
+from pylog.server._core_adapter import topic_uuid, zero_uuid
 from pylog.server.connection import NO_RESPONSE
 from pylog.server.fetch import CaughtUpAnswers, FetchWaiters, caught_up, read_partitions
 from pylog.server.fetch_session import FetchSessionCache
@@ -342,7 +342,7 @@ def _metadata(conn: Any, header: Any, req: Any) -> Any:
             d = st.describe_topic(name)
             if d is not None:
                 topics_out.append(_metadata_topic(st, d, with_ops))
-    elif version < 12 and any(t.name is None or t.topic_id != ZERO_UUID for t in req.topics):
+    elif version < 12 and any(t.name is None or t.topic_id != zero_uuid() for t in req.topics):
         # Versions 10 and 11 carry topic ids in the schema but not in Kafka's broker: a
         # topic by id, or without a name (which their response cannot carry), is an
         # INVALID_REQUEST for every topic of the request, as Kafka answers.

@@ -72,9 +72,9 @@ import os
 import re
 import shutil
 import threading
-import uuid
 from typing import Any, Callable, Iterator, Mapping
 
+from pylog._uuid import random_kafka_uuid, random_uuid_bytes
 from pylog.errors import InvalidConfigError, InvalidTopicError, KafkaStorageError, LogClosedError
 from pylog.storage.checkpoint import (CheckpointFile, CorruptCheckpointError, fsync_dir, read_properties,
                                       write_properties)
@@ -146,7 +146,7 @@ def sync_filesystem(path: str) -> None:
 
 def _random_id() -> str:
     # Kafka's Uuid string form: URL-safe base64 of 16 bytes, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return random_kafka_uuid()
 
 
 def _is_uuid(text: str) -> bool:
@@ -498,7 +498,7 @@ class LogManager:
             if log is None:
                 return False
             log.close()
-            doomed = os.path.join(self.data_dir, f"{topic}-{partition}.{uuid.uuid4().hex}-delete")
+            doomed = os.path.join(self.data_dir, f"{topic}-{partition}.{random_uuid_bytes().hex()}-delete")
             os.rename(log.path, doomed)
             fsync_dir(self.data_dir)
             shutil.rmtree(doomed, ignore_errors=True)
