@@ -28,9 +28,9 @@ priority, and the idle pylog well under 1 ms during Kafka's.
   per MB: what each server's Fetch path delivers when the client does next to nothing.
   librdkafka's consumer is the limit of the consume figures above: read from its queue
   alone, with nothing left to fetch, it takes 2.7M records/s of 100 B and 1.85M of 1 KB
-  on this machine, and fetching beside it (its broker thread parsing every record into
-  an op) brings that to ~1.8M and ~1.3M however fast the server answers.  These rows show
-  the servers themselves;
+  on this machine, and fetching beside it (its broker thread receiving and parsing every
+  record into an op, while the server shares the other core) brings that to ~1.8M and
+  ~1.3M on either server.  These rows show the servers themselves;
 - end-to-end latency p50 and p99 at 10,000 records/s (p99 ratio <= 1.0):
   :func:`benches.bench_server.end_to_end_latency` (linger 0, a consumer polling);
 - server CPU per MB: the server process's CPU time (user + system, every thread) over a
