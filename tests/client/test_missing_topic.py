@@ -49,3 +49,35 @@ def test_a_consumer_never_creates_a_topic_a_producer_does(auto_creating_client):
     consumer.assign([("nope", 0)])
     assert consumer.position(("nope", 0)) == 0
     consumer.close()
+
+
+def test_a_first_send_waits_for_a_topic_another_client_is_creating(client):
+    """Kafka's producer waits up to max.block.ms for a topic missing from the metadata (it
+    may have just been created through another broker); the remote producer does too.
+    The embedded broker's answer is final: a missing topic raises at once there."""
+    import threading
+
+    p = client.producer(max_block_ms=30_000)
+    from pylog.client.kafka.transport import KafkaTransport
+
+    if not isinstance(client._transport, KafkaTransport):
+        with pytest.raises(UnknownTopicOrPartitionError):
+            p.send("later", b"x")
+        p.close()
+        return
+    creator = threading.Timer(0.3, client.create_topic, ("later", 1))
+    creator.start()
+    try:
+        assert p.send("later", b"x").result(timeout=30).offset == 0
+    finally:
+        creator.join()
+    p.close()
+
+
+def test_a_first_send_to_a_topic_that_never_appears_raises_after_max_block_ms(client):
+    p = client.producer(max_block_ms=300)
+    with pytest.raises(UnknownTopicOrPartitionError, match="never"):
+        p.send("never", b"x")
+    assert p.buffered_bytes == 0
+    p.close()
+    assert not client.has_topic("never")

@@ -116,7 +116,7 @@ def test_acks_zero_reports_offset_minus_one(client):
 ])
 def test_bad_sends_raise_with_codes_and_queue_nothing(client, call, error, code):
     client.create_topic("t", 2, config={"max.message.bytes": 2000})
-    p = client.producer()
+    p = client.producer(max_block_ms=200)      # (remote: how long a missing topic is waited for)
     with pytest.raises(error) as ei:
         call(p)
     assert ei.value.error_code == code

@@ -121,13 +121,13 @@ class _LoopProducer(Producer):
             raise _BufferFull(nbytes)
         super()._wait_for_memory(nbytes)
 
-    def _topic_metadata(self, topic: str) -> tuple[int, int]:
+    def _topic_metadata(self, topic: str, wait: bool = True) -> tuple[int, int]:
         looked = self._looked_up.pop(topic, None)
         if looked is not None:
             return looked
         if self._on_loop():
             raise _NeedsMetadata(topic)
-        return super()._topic_metadata(topic)
+        return super()._topic_metadata(topic, wait)
 
     def _look_up(self, topic: str) -> None:
         """(A worker thread.)  The metadata of ``topic`` for the next send on the loop."""

@@ -188,7 +188,7 @@ class EmbeddedTransport:
 
     # ------------------------------------------------------------------ metadata
 
-    def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
+    def topic_metadata(self, topic: str, *, create: bool = True, wait_ms: int = 0) -> tuple[int, int]:
         b = self.broker
         if not create and not b.has_topic(topic):
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")

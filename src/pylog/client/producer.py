@@ -426,8 +426,10 @@ class Producer(_core._ProducerCore):
     #: Called with the producer once it is closed (the Client that made it forgets it).
     _on_close: Callable[[Any], object] | None = None
 
-    def _topic_metadata(self, topic: str) -> tuple[int, int]:
-        return self._transport.topic_metadata(topic)
+    def _topic_metadata(self, topic: str, wait: bool = True) -> tuple[int, int]:
+        # A send (the core's call) waits up to max_block_ms for a topic the cluster does
+        # not know yet; the sender's own refreshes (wait=False) never do.
+        return self._transport.topic_metadata(topic, wait_ms=self.max_block_ms if wait else 0)
 
     def _check_send(self) -> None:
         # The core asks this while a transactional producer refuses records (outside a
@@ -937,7 +939,7 @@ class Producer(_core._ProducerCore):
     def _refresh_metadata(self) -> None:
         for topic in self._topics_known():
             try:
-                n, max_bytes = self._topic_metadata(topic)
+                n, max_bytes = self._topic_metadata(topic, wait=False)
                 self._update_topic(topic, n, max_bytes)
             except UnknownTopicOrPartitionError:
                 self._forget_topic(topic)
@@ -1123,7 +1125,7 @@ class Producer(_core._ProducerCore):
         topic = batch.topic
         limit = self.batch_size
         try:
-            count, max_bytes = self._topic_metadata(topic)
+            count, max_bytes = self._topic_metadata(topic, wait=False)
             self._update_topic(topic, count, max_bytes)
             limit = min(limit, max_bytes)
         except PylogError:

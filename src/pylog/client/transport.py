@@ -235,11 +235,17 @@ class Transport(Protocol):
 
     # ------------------------------------------------------------------ metadata
 
-    def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
+    def topic_metadata(self, topic: str, *, create: bool = True, wait_ms: int = 0) -> tuple[int, int]:
         """``(partition count, max.message.bytes)`` of ``topic``, creating the topic when
         the cluster creates topics on first use (``auto.create.topics.enable``) and
         ``create`` is true (the producer's first send; a consumer passes False, so that
         reading a topic never creates it whichever transport it goes through).
+
+        ``wait_ms``: a network transport waits up to this long for a topic the cluster
+        does not know yet to appear in its metadata (a producer's first send passes its
+        ``max_block_ms``, as Kafka's producer waits: a topic just created through another
+        broker reaches each broker's metadata a moment later).  An embedded broker's
+        answer is final, and it does not wait.
 
         Raises
         ------

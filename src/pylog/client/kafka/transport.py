@@ -1346,8 +1346,9 @@ class KafkaTransport:
 
     # ------------------------------------------------------------------ metadata
 
-    def topic_metadata(self, topic: str, *, create: bool = True) -> tuple[int, int]:
+    def topic_metadata(self, topic: str, *, create: bool = True, wait_ms: int = 0) -> tuple[int, int]:
         self._check_open()
+        started = time.monotonic()
         self.cluster.add_topics((topic,))       # followed by the periodic updates from now on
         snap = self.cluster.snapshot()
         t = snap.topics.get(topic)
@@ -1357,7 +1358,13 @@ class KafkaTransport:
             t = snap.topics.get(topic)
             code = t.error_code if t is not None else _UNKNOWN_TOPIC_OR_PARTITION
             if code == _UNKNOWN_TOPIC_OR_PARTITION:
-                raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+                left = wait_ms / 1000 - (time.monotonic() - started)
+                if left <= 0:
+                    raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+                # Another client may have just created it, and the broker asked may not
+                # know it yet: wait for it as Kafka's producer does (max.block.ms).
+                t = self.net.wait_for_metadata([topic], timeout=left)[topic]
+                return len(t.partitions), self._max_bytes(topic)
             if code and not error_for_code(code).retriable:
                 raise error_for_code(code, f"topic {topic!r}: metadata error {code}")
             if code or not t.partitions:    # being created: its leaders come with an update
