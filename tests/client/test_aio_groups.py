@@ -61,3 +61,28 @@ def test_asyncio_members_rebalance_eagerly_committing_before_revoking(client):
         await b.close()
 
     asyncio.run(main())
+
+
+def test_asyncio_unsubscribe_commits_and_leaves(client):
+    client.create_topic("t", 2)
+    with client.producer() as p:
+        for i in range(10):
+            p.send("t", b"%d" % i, partition=i % 2)
+
+    async def main():
+        c = client.aio_consumer("t", group_id="g", auto_offset_reset="earliest", auto_commit_interval_ms=60_000)
+        got = []
+        while len(got) < 10:
+            got += await c.getmany(timeout_ms=5000)
+        await c.unsubscribe()
+        assert c.assignment() == set() and c.subscription() == set()
+        committed = await c.committed([("t", 0), ("t", 1)])
+        assert {tp.partition: om.offset for tp, om in committed.items()} == {0: 5, 1: 5}
+        for _ in range(100):                    # the LeaveGroup was sent, not waited for
+            if client.describe_groups(["g"])[0].members == []:
+                break
+            await asyncio.sleep(0.05)
+        assert client.describe_groups(["g"])[0].members == []
+        await c.close()
+
+    asyncio.run(main())

@@ -1026,7 +1026,7 @@ class Consumer:
                 self._transport.leave_group(self.group_id, members)
             else:
                 left = self._await(self._transport.leave_group_async(self.group_id, members), deadline)
-                if left is None:
+                if left is None and deadline:       # (0.0: sent, not waited for, on purpose)
                     _log.warning("group %s: no answer to LeaveGroup of member %s in time; closing anyway",
                                  self.group_id, member)
             self._transport.wake()
