@@ -21,7 +21,12 @@ same run, so a ratio and not a noisy absolute is what is tracked:
 - ``BusyNeighbour.track_p99_ms`` / ``track_p999_ms``: end-to-end latency at 10,000
   records/s (confluent-kafka producer with linger.ms=0 and consumer) while another
   process spins on the CPU; the quiet figure of the same call is reported beside it.
-  Goal: p99 at most 2 ms and p99.9 at most 10 ms over at least 60 s.
+  Goal: p99 at most 2 ms and p99.9 at most 10 ms over at least 60 s.  Everything runs
+  under the ordinary scheduler even under ``chrt`` (a real-time server could not be
+  delayed by the spinner at all), so on a shared machine other work competes too: each
+  run says how busy the rest of the machine was and which share of the outliers came
+  while it was (``track_busy_machine_outlier_share``), and ``PYLOG_BENCH_CGROUP`` can
+  name a high-weight cgroup to run in, which keeps other work off the cores.
 - ``MultiConsumer.track_records_per_s``: records/s delivered in total to several
   consumers, each in its own process, in one group over 8 partitions, from the start
   signal (given once the group has settled) to the last record.  Goal: at least 2M records/s
@@ -257,11 +262,136 @@ def _spin(stop_at: float) -> None:
         pass
 
 
+#: A cgroup (v1 ``cpu`` or v2 directory) the latency runs join, if set: on a shared machine
+#: one made with a high ``cpu.shares``/``cpu.weight`` keeps other work from taking the
+#: cores while the server, the clients and the spinner still compete among themselves
+#: under the kernel's ordinary scheduler, the condition the figure is about.
+LATENCY_CGROUP_ENV = "PYLOG_BENCH_CGROUP"
+#: A record slower than this (ms; the goal's p99 bound) is an outlier.
+OUTLIER_MS = 2.0
+#: Other processes using more than this (cores) in a sampling interval: a busy machine.
+OTHER_BUSY_CORES = 0.25
+
+
+def _proc_stat() -> tuple[int, int, int]:
+    """(busy, steal) clock ticks summed over the CPUs, and the runnable tasks now."""
+    with open("/proc/stat") as f:
+        first = f.readline().split()[1:]
+        running = next((int(line.split()[1]) for line in f if line.startswith("procs_running")), 0)
+    ticks = [int(v) for v in first[:8]]
+    return sum(ticks) - ticks[3] - ticks[4], ticks[7], running
+
+
+class _MachineSampler:
+    """Every ``interval`` seconds, in a thread: the cores the processes other than
+    ``pids`` used (``/proc/stat`` busy ticks less those processes' own run time), the
+    cores the hypervisor stole, and the runnable tasks."""
+
+    def __init__(self, pids: list[int], interval: float = 0.25) -> None:
+        import threading
+
+        self.pids = pids
+        self.interval = interval
+        self.rows: list[tuple[int, float, float, int]] = []   # (end ns, other, steal, running)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="machine-sampler", daemon=True)
+
+    def _own(self) -> float:
+        return sum(process_cpu_seconds(pid) for pid in self.pids)
+
+    def _run(self) -> None:
+        hz = os.sysconf("SC_CLK_TCK")
+        t0, (busy0, steal0, _), own0 = time.perf_counter_ns(), _proc_stat(), self._own()
+        while not self._stop.wait(self.interval):
+            t1, (busy1, steal1, running), own1 = time.perf_counter_ns(), _proc_stat(), self._own()
+            dt = (t1 - t0) / 1e9
+            self.rows.append((t1, ((busy1 - busy0) / hz - (own1 - own0)) / dt,
+                              (steal1 - steal0) / hz / dt, running))
+            t0, busy0, steal0, own0 = t1, busy1, steal1, own1
+
+    def __enter__(self) -> "_MachineSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _set_policy_all_threads(policy: int, priority: int) -> None:
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class _OrdinaryScheduling:
+    """This process (and what it starts: the server, the spinner, librdkafka's threads)
+    under ``SCHED_OTHER`` while the figure is measured, and in :data:`LATENCY_CGROUP_ENV`'s
+    cgroup if set.  Measured under ``chrt -f`` every one of them would be a real-time
+    thread that the spinner can never delay (it would get a core of its own): the figure
+    would say nothing about a CPU-bound neighbour."""
+
+    def __enter__(self) -> "_OrdinaryScheduling":
+        self.policy = os.sched_getscheduler(0)
+        self.priority = os.sched_getparam(0).sched_priority
+        if self.policy != os.SCHED_OTHER:
+            _set_policy_all_threads(os.SCHED_OTHER, 0)
+        self.cgroup = os.environ.get(LATENCY_CGROUP_ENV) or None
+        if self.cgroup:
+            # A process with real-time threads may not join a cgroup without real-time
+            # runtime (v1 with RT group scheduling): joined only after the switch above.
+            with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cgroup:
+            with open(os.path.join(os.path.dirname(self.cgroup.rstrip("/")), "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        if self.policy != os.SCHED_OTHER:
+            _set_policy_all_threads(self.policy, self.priority)
+
+
+def _outliers_by_machine_load(samples, sent_ns, rows) -> dict:
+    """How the outliers (> :data:`OUTLIER_MS`) fall between the sampling intervals when
+    the rest of the machine was busy (other processes > :data:`OTHER_BUSY_CORES` cores)
+    and those when it was not, each record counted in the interval it was sent in."""
+    import numpy as np
+
+    lat = np.asarray(samples, dtype=np.float64)
+    out = {"outliers": int((lat > OUTLIER_MS).sum()), "other_cpu": 0.0, "steal_cpu": 0.0,
+           "busy_machine_records": 0.0, "busy_machine_outliers": 0.0}
+    if not rows or not lat.size or len(sent_ns) != lat.size:
+        return out
+    ends = np.array([r[0] for r in rows], dtype=np.int64)
+    other = np.array([r[1] for r in rows])
+    out["other_cpu"] = float(other.mean())
+    out["steal_cpu"] = float(np.mean([r[2] for r in rows]))
+    out["running_max"] = int(max(r[3] for r in rows))
+    busy = other[np.minimum(np.searchsorted(ends, np.asarray(sent_ns, dtype=np.int64)), len(ends) - 1)] \
+        > OTHER_BUSY_CORES
+    out["busy_machine_records"] = float(busy.mean())
+    if out["outliers"]:
+        out["busy_machine_outliers"] = float(busy[lat > OUTLIER_MS].mean())
+    return out
+
+
 def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
     """End-to-end latency percentiles (ms) with a CPU-bound process beside the server,
-    and without it in the same call.  Each run also reports the 1-minute load average
-    when it started (``load1``: on a shared machine other work is a neighbour too) and
-    the server's CPU seconds during the measurement (``server_cpu_s``)."""
+    and without it in the same call.
+
+    The server, the clients and the spinner run under the kernel's ordinary scheduler
+    even when this is called under ``chrt`` (:class:`_OrdinaryScheduling`; in the cgroup
+    :data:`LATENCY_CGROUP_ENV` names, if set).  Each run also reports what else the
+    machine did meanwhile, since on a shared machine other work is a neighbour too: the
+    1-minute load average when it started and ended (``load1``, ``load1_end``), the cores
+    other processes used (``other_cpu``, mean of 0.25 s intervals) and the hypervisor
+    stole (``steal_cpu``), the records slower than :data:`OUTLIER_MS` (``outliers``), the
+    share of records and of outliers sent while other processes used more than
+    :data:`OTHER_BUSY_CORES` cores (``busy_machine_records``, ``busy_machine_outliers``),
+    the server's CPU seconds (``server_cpu_s``) and the policy it was called under."""
     import numpy as np
 
     def run(busy: bool) -> dict:
@@ -269,15 +399,19 @@ def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
         spinner = None
         try:
             _create_topic(server.bootstrap, "latency")
+            pids = [server.proc.pid, os.getpid()]
             if busy:
                 spinner = multiprocessing.get_context("spawn").Process(
                     target=_spin, args=(time.monotonic() + seconds + 30,), daemon=True)
                 spinner.start()
+                pids.append(spinner.pid)
             load1 = os.getloadavg()[0]
             cpu0 = server.cpu_seconds()
-            lat = end_to_end_latency(server.bootstrap, "latency", rate, seconds, raw=True)
+            with _MachineSampler(pids) as machine:
+                lat = end_to_end_latency(server.bootstrap, "latency", rate, seconds, raw=True)
             lat["server_cpu_s"] = server.cpu_seconds() - cpu0
             lat["load1"] = load1
+            lat["load1_end"] = os.getloadavg()[0]
         finally:
             if spinner is not None:
                 spinner.terminate()
@@ -285,9 +419,15 @@ def latency_busy_neighbour(seconds: float = 60.0, rate: int = 10_000) -> dict:
             server.stop()
         samples = np.asarray(lat.pop("samples"), dtype=np.float64)
         lat["p999"] = float(np.percentile(samples, 99.9, method="higher")) if samples.size else 0.0
+        lat.update(_outliers_by_machine_load(samples, lat.pop("sent_ns"), machine.rows))
         return lat
 
-    return {"quiet": run(False), "busy": run(True)}
+    with _OrdinaryScheduling() as sched:
+        figures = {"quiet": run(False), "busy": run(True)}
+    figures["policy"] = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO",
+                         os.SCHED_RR: "SCHED_RR"}.get(sched.policy, str(sched.policy))
+    figures["cgroup"] = sched.cgroup
+    return figures
 
 
 def _wait_in_group(poll, assignment, slot: int, assigned, start) -> None:
@@ -621,6 +761,11 @@ class BusyNeighbour(_Once):
         return lat["busy"]["p99"] / lat["quiet"]["p99"]
 
     track_p99_busy_to_quiet.unit = "ratio"
+
+    def track_busy_machine_outlier_share(self, lat: dict) -> float:
+        return lat["busy"]["busy_machine_outliers"]
+
+    track_busy_machine_outlier_share.unit = "ratio"
 
 
 class MultiConsumer(_Once):

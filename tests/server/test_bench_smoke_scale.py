@@ -27,7 +27,46 @@ def test_latency_with_and_without_a_busy_neighbour():
     for run in ("quiet", "busy"):
         fig = lat[run]
         assert fig["records"] > 0 and 0 < fig["p50"] <= fig["p99"] <= fig["p999"] <= fig["max"]
-        assert fig["server_cpu_s"] > 0 and fig["load1"] >= 0
+        assert fig["server_cpu_s"] > 0 and fig["load1"] >= 0 and fig["load1_end"] >= 0
+        assert fig["outliers"] == 0 or 0 <= fig["busy_machine_outliers"] <= 1
+        assert 0 <= fig["busy_machine_records"] <= 1 and fig["steal_cpu"] >= 0
+    assert lat["policy"] == "SCHED_OTHER" and lat["cgroup"] is None
+
+
+def test_latency_runs_under_the_ordinary_scheduler(monkeypatch):
+    """Called under a real-time policy, the measured processes run under SCHED_OTHER
+    (so the spinner can delay them) and the caller gets its policy back."""
+    import os
+
+    if not hasattr(os, "SCHED_FIFO"):
+        pytest.skip("no POSIX scheduling policies here")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except PermissionError:
+        pytest.skip("a real-time policy needs privileges here")
+    seen = []
+    real = bench_scale.end_to_end_latency
+
+    def measured(*args, **kwargs):
+        seen.append(os.sched_getscheduler(0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench_scale, "end_to_end_latency", measured)
+    try:
+        lat = bench_scale.latency_busy_neighbour(seconds=0.6, rate=1000)
+        assert os.sched_getscheduler(0) == os.SCHED_FIFO
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    assert seen == [os.SCHED_OTHER, os.SCHED_OTHER] and lat["policy"] == "SCHED_FIFO"
+
+
+def test_outliers_by_machine_load_counts_each_record_in_its_interval():
+    # Two intervals, ending at 100 and 200 ns: other processes used 0.1 then 1.5 cores.
+    rows = [(100, 0.1, 0.0, 3), (200, 1.5, 0.01, 5)]
+    fig = bench_scale._outliers_by_machine_load([0.3, 5.0, 0.4, 3.0, 4.0], [10, 20, 150, 160, 170], rows)
+    assert fig["outliers"] == 3 and fig["running_max"] == 5
+    assert fig["busy_machine_records"] == 3 / 5 and fig["busy_machine_outliers"] == 2 / 3
+    assert fig["other_cpu"] == 0.8 and fig["steal_cpu"] == 0.005
 
 
 @pytest.mark.parametrize("kind", ["confluent", "pylog"])
