@@ -14,6 +14,13 @@ compiled once into the package's bytecode:
   frozen, immutability (:class:`dataclasses.FrozenInstanceError`), a hash over the fields
   and pickling/copying, as ``@dataclass(frozen=True)`` does; ``obj._replace(field=...)``
   takes the place of :func:`dataclasses.replace`, since they are not dataclasses.
+- :class:`ValueTuple` is a base of named tuples: ``collections.namedtuple`` (and
+  ``typing.NamedTuple``) compile each class's ``__new__`` from source text too, 0.1-0.3
+  ms a class.  A subclass annotates its fields (defaults allowed) as for
+  ``typing.NamedTuple`` and sets ``__slots__ = ()``; it is a tuple with named fields
+  (the C descriptors ``namedtuple`` uses), ``_fields``, ``_field_defaults``, ``_make``,
+  ``_replace``, ``_asdict``, a ``Name(field=value, ...)`` repr, and pickles and copies
+  as one.
 - :func:`frozen_dataclass` is for classes read through :func:`dataclasses.fields`,
   :func:`dataclasses.replace` and :func:`dataclasses.asdict` (settings, statistics):
   they stay dataclasses (the field registry is cheap) but get a shared keyword
@@ -29,9 +36,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import FrozenInstanceError
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Iterable, TypeVar, dataclass_transform
 
-__all__ = ["Value", "FrozenValue", "frozen_dataclass"]
+try:
+    from _collections import _tuplegetter   # the field descriptor namedtuple's classes use
+except ImportError:  # pragma: no cover - CPython has it; other interpreters may not
+    from operator import itemgetter as _itemgetter
+
+    def _tuplegetter(index: int, doc: str) -> Any:  # type: ignore[no-redef]
+        return property(_itemgetter(index), doc=doc)
+
+__all__ = ["Value", "FrozenValue", "ValueTuple", "frozen_dataclass"]
 
 _T = TypeVar("_T")
 
@@ -89,6 +104,90 @@ class FrozenValue(Value):
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(self._fields, state):
             object.__setattr__(self, name, value)
+
+
+class ValueTuple(tuple):
+    """Base of a named tuple defined without generated code (see the module docstring).
+
+    ::
+
+        class EpochEntry(ValueTuple):
+            __slots__ = ()
+            epoch: int
+            start_offset: int = 0
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _field_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__slots__" not in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__} must set __slots__ = () (a named tuple has no instance dict)")
+        names = tuple(cls.__dict__.get("__annotations__", {}))
+        defaults = {}
+        for i, name in enumerate(names):
+            if name.startswith("_"):
+                raise ValueError(f"{cls.__qualname__}: field names cannot start with an underscore: {name!r}")
+            if name in cls.__dict__:
+                defaults[name] = cls.__dict__[name]
+            elif defaults:
+                raise TypeError(f"{cls.__qualname__}: field {name!r} without a default follows one with a default")
+            setattr(cls, name, _tuplegetter(i, f"Alias for field number {i}"))
+        cls._fields = names
+        cls._field_defaults = defaults
+        cls.__match_args__ = names
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) != len(cls._fields):
+            args = cls._bind(args, kwargs)
+        return tuple.__new__(cls, args)
+
+    @classmethod
+    def _bind(cls, args: tuple, kwargs: dict[str, Any]) -> tuple:
+        """The field values of a call by position, keyword and default."""
+        fields = cls._fields
+        if len(args) > len(fields):
+            raise TypeError(f"{cls.__qualname__}() takes {len(fields)} positional arguments but {len(args)} were given")
+        values = list(args)
+        for name in fields[len(args):]:
+            if name in kwargs:
+                values.append(kwargs.pop(name))
+            elif name in cls._field_defaults:
+                values.append(cls._field_defaults[name])
+            else:
+                raise TypeError(f"{cls.__qualname__}() missing required argument: {name!r}")
+        if kwargs:
+            name = next(iter(kwargs))
+            why = "multiple values for argument" if name in fields else "an unexpected keyword argument"
+            raise TypeError(f"{cls.__qualname__}() got {why} {name!r}")
+        return tuple(values)
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> Any:
+        values = tuple(iterable)
+        if len(values) != len(cls._fields):
+            raise TypeError(f"expected {len(cls._fields)} arguments, got {len(values)}")
+        return tuple.__new__(cls, values)
+
+    def _replace(self: _T, **changes: Any) -> _T:
+        values = dict(zip(self._fields, self))  # type: ignore[attr-defined]
+        unknown = changes.keys() - values.keys()
+        if unknown:
+            raise ValueError(f"got unexpected field names: {sorted(unknown)!r}")
+        values.update(changes)
+        return tuple.__new__(self.__class__, values.values())  # type: ignore[type-var]
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self))
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        return f"{self.__class__.__name__}({items})"
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
 
 
 def _shared_init(self: Any, *args: Any, **kwargs: Any) -> None:

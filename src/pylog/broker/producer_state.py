@@ -70,10 +70,10 @@ import os
 import re
 import struct
 from collections import deque
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 from pylog import _core
-from pylog._value import FrozenValue, Value
+from pylog._value import FrozenValue, Value, ValueTuple
 from pylog.errors import (
     InvalidProducerEpochError,
     InvalidTxnStateError,
@@ -114,8 +114,10 @@ CONTROL_ABORT = 0
 CONTROL_COMMIT = 1
 
 
-class CompletedTxn(NamedTuple):
+class CompletedTxn(ValueTuple):
     """A transaction a marker closed: its first offset, the marker's offset, the outcome."""
+
+    __slots__ = ()
 
     producer_id: int
     first_offset: int

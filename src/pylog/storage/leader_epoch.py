@@ -34,8 +34,8 @@ machine's model test keeps its replicas' logs that way).
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
+from pylog._value import ValueTuple
 from pylog.storage.checkpoint import atomic_write
 
 __all__ = ["LEADER_EPOCH_CHECKPOINT", "EpochEntry", "LeaderEpochCache", "UNDEFINED_EPOCH",
@@ -50,7 +50,8 @@ _VERSION = 0
 _MAX_FILE_BYTES = 16 << 20  # bounded read: a real file holds one short line per epoch
 
 
-class EpochEntry(NamedTuple):
+class EpochEntry(ValueTuple):
+    __slots__ = ()
     epoch: int
     start_offset: int
 

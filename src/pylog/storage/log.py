@@ -58,9 +58,10 @@ import queue
 import threading
 import weakref
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 from pylog import _core
+from pylog._value import ValueTuple
 from pylog.errors import (CorruptRecordError, InvalidRequestError, KafkaStorageError, LogClosedError,
                           OffsetOutOfRangeError)
 from pylog.storage.checkpoint import CheckpointFile, CorruptCheckpointError, fsync_dir
@@ -113,8 +114,10 @@ def parse_topic_partition(name: str) -> tuple[str, int] | None:
     return topic, int(part)
 
 
-class LogAppendInfo(NamedTuple):
+class LogAppendInfo(ValueTuple):
     """What :meth:`Log.append` did."""
+
+    __slots__ = ()
 
     base_offset: int
     """Offset of the first record appended."""
@@ -178,15 +181,19 @@ class _BackgroundFlusher:
 _flusher = _BackgroundFlusher()
 
 
-class TimestampOffset(NamedTuple):
+class TimestampOffset(ValueTuple):
     """Answer of :meth:`Log.offset_for_timestamp` (Kafka's ListOffsets)."""
+
+    __slots__ = ()
 
     timestamp: int
     offset: int
 
 
-class RetentionResult(NamedTuple):
+class RetentionResult(ValueTuple):
     """What :meth:`Log.apply_retention` deleted."""
+
+    __slots__ = ()
 
     deleted_segments: tuple[int, ...]
     """Base offsets of the deleted segments."""

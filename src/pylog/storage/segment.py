@@ -54,10 +54,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from pylog import _core
-from pylog._value import Value
+from pylog._value import Value, ValueTuple
 from pylog.errors import CorruptRecordError, KafkaStorageError
 from pylog.storage.config import LogConfig
 from pylog.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
@@ -174,8 +174,10 @@ class FileHandle:
         return f"FileHandle({self.path!r}, fd={self.fd})"
 
 
-class BatchInfo(NamedTuple):
+class BatchInfo(ValueTuple):
     """Header facts of one stored batch (what iteration over a segment yields)."""
+
+    __slots__ = ()
 
     base_offset: int
     last_offset: int

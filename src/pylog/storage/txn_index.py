@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
+from pylog._value import ValueTuple
 from pylog.errors import CorruptRecordError
 
 __all__ = ["AbortedTxn", "TransactionIndex", "CorruptTxnIndexError", "TXN_INDEX_SUFFIX", "ENTRY_SIZE"]
@@ -61,8 +62,10 @@ class CorruptTxnIndexError(CorruptRecordError):
     """A ``.txnindex`` file fails its sanity check (the message says where and how)."""
 
 
-class AbortedTxn(NamedTuple):
+class AbortedTxn(ValueTuple):
     """One entry of a ``.txnindex`` file (Kafka's ``AbortedTxn``)."""
+
+    __slots__ = ()
 
     producer_id: int
     first_offset: int
