@@ -9,6 +9,18 @@ from pylog.broker.core import ProduceResult
 from pylog.errors import InvalidRecordError, NotEnoughReplicasError, RequestTimedOutError, UnknownProducerIdError
 
 
+def topic_with(client, n: int, prefix: str = "t") -> str:
+    """A new one-partition topic (a name no other test uses) holding records b"0" .. n-1."""
+    from tests.server.util import unique
+
+    topic = unique(prefix)
+    client.create_topic(topic, partitions=1)
+    with client.producer() as p:
+        for i in range(n):
+            p.send(topic, b"%d" % i)
+    return topic
+
+
 def fetch_partition(client, topic, partition, offset, max_bytes=1 << 20):
     """One partition's fetch result through the client's transport (errors raised)."""
     res = client.transport.fetch([(topic, partition, offset, max_bytes)])[0]

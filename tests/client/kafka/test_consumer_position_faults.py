@@ -12,6 +12,7 @@ import pytest
 import pylog
 from pylog import TopicPartition
 from pylog.protocol.apis import ApiKey
+from tests.client.helpers import topic_with
 from tests.client.kafka.rewriting_proxy import HOLD, RewritingProxy
 from tests.server.util import unique
 
@@ -89,15 +90,6 @@ def proxied(server, faults):
     for c, px in made:
         c.close()
         px.stop()
-
-
-def topic_with(client, n: int) -> str:
-    topic = unique("pos")
-    client.create_topic(topic, partitions=1)
-    with client.producer() as p:
-        for i in range(n):
-            p.send(topic, b"%d" % i)
-    return topic
 
 
 def consume(cons, n: int, polls: int = 40) -> list:
