@@ -30,7 +30,7 @@ def test_asyncio_members_rebalance_eagerly_committing_before_revoking(client):
 
     async def main():
         cfg = dict(group_id="g", auto_offset_reset="earliest", partition_assignment_strategy=["range"],
-                   auto_commit_interval_ms=60_000)
+                   auto_commit_interval_ms=60_000, heartbeat_interval_ms=200)
         a = client.aio_consumer("t", **cfg)
         first = []
         while len(first) < 40:

@@ -3,7 +3,7 @@ measures the longest stall of the loop while one call runs against a broker that
 answering the requests that call needs (a :class:`RewritingProxy` holding them).
 
 The assertion is on the stall being far below the request timeout (request_timeout_ms
-4000, stall under 1 s), not on how long anything takes, so a loaded machine does not
+3000, stall under 1 s), not on how long anything takes, so a loaded machine does not
 make these flaky: a blocking call stalls the loop for the whole request timeout."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.client.helpers import topic_with
 from tests.client.kafka.rewriting_proxy import HOLD, RewritingProxy
 from tests.server.util import unique
 
-REQUEST_TIMEOUT_MS = 4000
+REQUEST_TIMEOUT_MS = 3000
 #: A loop that never waits on the network stalls for milliseconds; one that does, for
 #: REQUEST_TIMEOUT_MS.
 MAX_STALL_S = 1.0
@@ -140,9 +140,8 @@ def test_commit_to_a_hung_coordinator_keeps_the_loop_running(client, hung):
         assert (await c.committed((topic, 0))).offset == 3
         hung.keys.add(ApiKey.OFFSET_COMMIT)
         c.seek((topic, 0), 1)
-        outcome, stall = await stall_of(c.commit(), within=0.5)
-        assert outcome is None and stall < MAX_STALL_S
-        # Awaited to its end, a commit that gets no answer raises as the synchronous one.
+        # The loop runs while the commit waits; one that gets no answer raises as the
+        # synchronous one does.
         outcome, stall = await stall_of(c.commit())
         assert isinstance(outcome, RequestTimedOutError) and stall < MAX_STALL_S
         await c.close(timeout=0)
@@ -199,7 +198,8 @@ def test_close_with_a_dead_coordinator_is_bounded_by_its_timeout(client, hung):
         outcome, stall = await stall_of(c.close(timeout=2.0))
         took = time.monotonic() - t0
         assert outcome is None and stall < MAX_STALL_S
-        assert took < REQUEST_TIMEOUT_MS / 1000     # not the request timeout of commit + leave
+        # Not the request timeouts of the commit and the LeaveGroup one after the other.
+        assert took < 2 * REQUEST_TIMEOUT_MS / 1000 - 1
         assert c.consumer.closed
         await asyncio.wait_for(reader, 10)          # the iteration ended with the close
 
