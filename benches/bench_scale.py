@@ -274,17 +274,19 @@ OTHER_BUSY_CORES = 0.25
 
 
 def _proc_stat() -> tuple[int, int, int]:
-    """(busy, steal) clock ticks summed over the CPUs, and the runnable tasks now."""
+    """(idle + iowait, steal) clock ticks summed over the CPUs, and the runnable tasks
+    now.  Busy time is taken as what is not idle: Linux measures idle time exactly
+    (tickless), but charges user and system time a whole tick at a time, which misses
+    most of a thread that wakes on a 1 ms timer and runs for less than a tick."""
     with open("/proc/stat") as f:
         first = f.readline().split()[1:]
         running = next((int(line.split()[1]) for line in f if line.startswith("procs_running")), 0)
-    ticks = [int(v) for v in first[:8]]
-    return sum(ticks) - ticks[3] - ticks[4], ticks[7], running
+    return int(first[3]) + int(first[4]), int(first[7]), running
 
 
 class _MachineSampler:
     """Every ``interval`` seconds, in a thread: the cores the processes other than
-    ``pids`` used (``/proc/stat`` busy ticks less those processes' own run time), the
+    ``pids`` used (the CPUs' time not idle, less those processes' own run time), the
     cores the hypervisor stole, and the runnable tasks."""
 
     def __init__(self, pids: list[int], interval: float = 0.25) -> None:
@@ -301,13 +303,14 @@ class _MachineSampler:
 
     def _run(self) -> None:
         hz = os.sysconf("SC_CLK_TCK")
-        t0, (busy0, steal0, _), own0 = time.perf_counter_ns(), _proc_stat(), self._own()
+        cpus = os.cpu_count() or 1
+        t0, (idle0, steal0, _), own0 = time.perf_counter_ns(), _proc_stat(), self._own()
         while not self._stop.wait(self.interval):
-            t1, (busy1, steal1, running), own1 = time.perf_counter_ns(), _proc_stat(), self._own()
+            t1, (idle1, steal1, running), own1 = time.perf_counter_ns(), _proc_stat(), self._own()
             dt = (t1 - t0) / 1e9
-            self.rows.append((t1, ((busy1 - busy0) / hz - (own1 - own0)) / dt,
-                              (steal1 - steal0) / hz / dt, running))
-            t0, busy0, steal0, own0 = t1, busy1, steal1, own1
+            busy = cpus * dt - (idle1 - idle0) / hz
+            self.rows.append((t1, (busy - (own1 - own0)) / dt, (steal1 - steal0) / hz / dt, running))
+            t0, idle0, steal0, own0 = t1, idle1, steal1, own1
 
     def __enter__(self) -> "_MachineSampler":
         self._thread.start()
