@@ -9,6 +9,7 @@ make these flaky: a blocking call stalls the loop for the whole request timeout.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -316,3 +317,26 @@ def test_a_dead_letter_produce_to_a_hung_broker_keeps_the_loop_running(client, h
         await c.close(timeout=0)
 
     asyncio.run(main())
+
+
+def test_a_non_blocking_fetch_sends_nothing_and_takes_what_a_prefetch_brought(client):
+    topic = filled_topic(client)
+    t = client.transport
+    owner = object()
+    wanted = [(topic, 0, 0, 1 << 20)]
+    sent = t.requests_sent.get(ApiKey.FETCH, 0)
+    assert t.fetch(wanted, owner=owner, block=False) == [None]
+    assert t.requests_sent.get(ApiKey.FETCH, 0) == sent
+    came = threading.Event()
+
+    def listener(topic_, partition, hw):
+        came.set()
+
+    t.add_data_listener(listener)
+    try:
+        t.prefetch(wanted, owner=owner)
+        assert came.wait(10)            # the data listener announces the answer ...
+        [res] = t.fetch(wanted, owner=owner, block=False)     # ... which is then taken as is
+        assert res is not None and res.records.size > 0
+    finally:
+        t.remove_data_listener(listener)
