@@ -1286,10 +1286,7 @@ class Consumer:
     def _poll(self, timeout_ms: Any, max_records: Any, batches: bool) -> list:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms < 0:
             raise InvalidRequestError(f"timeout_ms must be a number >= 0, got {timeout_ms!r}")
-        if max_records is None:
-            max_records = self.max_poll_records
-        elif isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
-            raise InvalidRequestError(f"max_records must be an int >= 1, got {max_records!r}")
+        max_records = self._max_records(max_records)
         install = self._install_batches if batches else self._install
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -1327,6 +1324,13 @@ class Consumer:
                                     and st.position == want[2] and not st.buffered():
                                 install(tp, st, res)
 
+    def _max_records(self, max_records: Any) -> int:
+        if max_records is None:
+            return self.max_poll_records
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise InvalidRequestError(f"max_records must be an int >= 1, got {max_records!r}")
+        return max_records
+
     def _poll_round(self, max_records: int, batches: bool, deadline: float) -> list | None:
         """One round of poll (lock held): the group protocol, auto-commit, and what is
         buffered or can be fetched; None while the member has no assignment yet."""
@@ -1350,8 +1354,7 @@ class Consumer:
         are taken (``Transport.fetch(block=False)``).  What comes later wakes the caller
         through the transport's data and wake listeners.  Raises what :meth:`poll`
         raises."""
-        if max_records is None:
-            max_records = self.max_poll_records
+        max_records = self._max_records(max_records)
         if not self._lock.acquire(blocking=False):
             # Another thread has the consumer (a close waiting for its commit, a
             # synchronous call): not waited for; the caller polls again.

@@ -257,6 +257,9 @@ def test_blocking_calls_are_not_passed_through_to_the_loop(client):
             with pytest.raises(AttributeError, match="would wait"):
                 getattr(c, name)
         assert c.assignment() == {tp}          # what does not wait is passed through
+        for bad in (dict(max_records=0), dict(timeout_ms=-1)):
+            with pytest.raises(InvalidRequestError):
+                await c.getmany(**bad)
         await c.close()
 
     asyncio.run(main())
