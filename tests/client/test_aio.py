@@ -52,7 +52,8 @@ def test_async_errors_and_getmany_wakes_on_append(client):
     client.create_topic("t", 1)
 
     async def main():
-        p = client.aio_producer(linger_ms=0)
+        # (Over the network a missing topic is waited for up to max_block_ms.)
+        p = client.aio_producer(linger_ms=0, max_block_ms=300)
         with pytest.raises(UnknownTopicOrPartitionError):
             await p.send("nope", b"x")       # (looked up off the loop: the error comes with the await)
         with pytest.raises(RecordTypeError):
