@@ -11,7 +11,8 @@ record cannot be queued without waiting, it goes to the producer's backlog inste
 ``send`` returns an asyncio future: when ``buffer_memory`` is full (it waits until the
 sender has made room, for up to ``max_block_ms`` from its ``send``), and for the first
 record to a topic not sent to before (its metadata, Metadata + DescribeConfigs, is
-looked up in a worker thread; a topic that does not exist fails that record's future).
+looked up in a worker thread; a topic that does not exist fails that record's future,
+over the network once ``max_block_ms`` passed without it appearing).
 Every later ``send`` queues behind a backlogged record, so records keep their send
 order.  Awaiting what ``send`` returned gives its RecordMetadata or the error as usual;
 bad input (a wrong type, a record too large) raises from ``send`` itself unless the
