@@ -50,51 +50,55 @@ def test_the_versions_table_covers_the_client_apis_pylog_sends():
         assert api in _CLIENT_THROTTLES_FROM
 
 
-def test_a_throttled_answer_holds_back_the_next_request_on_that_connection(server_thread):
+@pytest.fixture
+def throttled(server_thread):
+    """(client through a proxy that throttles the first Produce answer, the throttle,
+    a new one-partition topic)."""
     topic = unique("thr")
     throttle = ThrottleOnce(ApiKey.PRODUCE)
     with RewritingProxy(server_thread.address[1], throttle) as px, \
             pylog.connect(px.bootstrap, client_id="throttle") as c:
         c.create_topic(topic, 1)
-        p = c.producer(linger_ms=0)
-        assert p.send(topic, b"first").result(timeout=30).offset == 0
-        assert p.send(topic, b"second").result(timeout=30).offset == 1
-        p.close()
-        (t0, v0), (t1, _v1) = throttle.answered[:2]
-        assert v0 >= _CLIENT_THROTTLES_FROM[ApiKey.PRODUCE]
-        # The second Produce could not be written before the throttle ended, so its answer
-        # comes at least THROTTLE_MS after the first's (a lower bound: never flaky).
-        assert t1 - t0 >= THROTTLE_MS / 1000 * 0.95
-        conn = next(cn for cn in c._transport.net._conns.values() if cn.throttles)
-        assert conn.throttles == 1 and conn.throttle_until == 0.0    # over, and cleared
+        yield c, throttle, topic
 
 
-def test_an_old_version_answer_is_not_waited_on_again(server_thread):
+def test_a_throttled_answer_holds_back_the_next_request_on_that_connection(throttled):
+    c, throttle, topic = throttled
+    p = c.producer(linger_ms=0)
+    assert p.send(topic, b"first").result(timeout=30).offset == 0
+    assert p.send(topic, b"second").result(timeout=30).offset == 1
+    p.close()
+    (t0, v0), (t1, _v1) = throttle.answered[:2]
+    assert v0 >= _CLIENT_THROTTLES_FROM[ApiKey.PRODUCE]
+    # The second Produce could not be written before the throttle ended, so its answer
+    # comes at least THROTTLE_MS after the first's (a lower bound: never flaky).
+    assert t1 - t0 >= THROTTLE_MS / 1000 * 0.95
+    conn = next(cn for cn in c._transport.net._conns.values() if cn.throttles)
+    assert conn.throttles == 1 and conn.throttle_until == 0.0    # over, and cleared
+
+
+def test_an_old_version_answer_is_not_waited_on_again(throttled):
     # Produce v5: the broker delays such an answer itself; the client must not wait twice.
-    topic = unique("thr-old")
-    throttle = ThrottleOnce(ApiKey.PRODUCE)
-    with RewritingProxy(server_thread.address[1], throttle) as px, \
-            pylog.connect(px.bootstrap, client_id="throttle-old") as c:
-        c.create_topic(topic, 1)
-        net = c._transport.net
-        from pylog.protocol import messages as m
-        R = m.ProduceRequest
+    c, throttle, topic = throttled
+    net = c._transport.net
+    from pylog.protocol import messages as m
+    R = m.ProduceRequest
 
-        def produce(value: bytes):
-            from pylog.records import RecordBatchBuilder
-            b = RecordBatchBuilder()
-            b.append(None, None, value)
-            body = R(acks=1, timeout_ms=30000, topic_data=[R.TopicProduceData(
-                name=topic, partition_data=[R.PartitionProduceData(index=0, records=b.build())])])
-            return net.send(c._transport.cluster.leader_for(topic, 0), ApiKey.PRODUCE, body, version=5)
+    def produce(value: bytes):
+        from pylog.records import RecordBatchBuilder
+        b = RecordBatchBuilder()
+        b.append(None, None, value)
+        body = R(acks=1, timeout_ms=30000, topic_data=[R.TopicProduceData(
+            name=topic, partition_data=[R.PartitionProduceData(index=0, records=b.build())])])
+        return net.send(c._transport.cluster.leader_for(topic, 0), ApiKey.PRODUCE, body, version=5)
 
-        c._transport.topic_metadata(topic)
-        assert produce(b"a").result(30).throttle_time_ms == THROTTLE_MS
-        conn = next(cn for cn in net._conns.values() if cn.node_id >= 0 and cn.responses_received)
-        assert produce(b"b").result(30).responses[0].partition_responses[0].error_code == 0
-        assert all(cn.throttles == 0 for cn in net._conns.values())
-        assert conn.throttle_until == 0.0
-        assert [v for _t, v in throttle.answered] == [5, 5]
+    c._transport.topic_metadata(topic)
+    assert produce(b"a").result(30).throttle_time_ms == THROTTLE_MS
+    conn = next(cn for cn in net._conns.values() if cn.node_id >= 0 and cn.responses_received)
+    assert produce(b"b").result(30).responses[0].partition_responses[0].error_code == 0
+    assert all(cn.throttles == 0 for cn in net._conns.values())
+    assert conn.throttle_until == 0.0
+    assert [v for _t, v in throttle.answered] == [5, 5]
 
 
 if __name__ == "__main__":  # pragma: no cover
