@@ -17,13 +17,6 @@ Embedded use::
 :class:`Client` over the Kafka protocol, to ``pylog serve`` or any Kafka cluster.
 """
 
-import gc as _gc
-
-# The extension's import (asyncio comes with it) allocates some 10^5 objects that live as
-# long as the process: the cyclic GC's collections meanwhile find no garbage and cost
-# ~2 ms, a fiftieth of `pylog serve`'s start-up (#17), so they wait until it is done.
-_gc_paused = _gc.isenabled()
-_gc.disable()
 try:
     from pylog import _core  # noqa: F401
 except ImportError as exc:  # no silent pure-Python fallback
@@ -32,10 +25,6 @@ except ImportError as exc:  # no silent pure-Python fallback
         f"({exc}). pylog needs it: build it with `pip install -e .` (a C compiler and "
         "Python headers are needed), or install a wheel for this platform."
     ) from exc
-finally:
-    if _gc_paused:
-        _gc.enable()
-    del _gc_paused
 
 import os as _os
 from typing import Any as _Any
