@@ -20,10 +20,12 @@ record went to the backlog, where its future carries the error.  Opening the pro
 makes no request (its sender gets the producer id).  ``flush``, ``close``,
 ``partitions_for`` and a transactional producer's calls are coroutines running their
 waits in a worker thread; records still in the backlog when the transaction aborts fail
-with TransactionAbortedError.  ``send_batch`` is the exception: it waits in the calling
-thread for buffer memory (all of a call that fits ``buffer_memory`` before queuing any; a
-larger one as it goes) and for a new topic's metadata; call it from a worker thread if
-that matters.
+with TransactionAbortedError.  ``send_batch`` goes the same way: a call queues at once,
+or (buffer memory short for the whole call, or a topic not sent to before) waits in the
+backlog as a whole, in order with ``send``; a call larger than ``buffer_memory`` itself,
+which the synchronous producer feeds in as room comes, queues its records beyond
+``buffer_memory`` on the loop instead of waiting (by at most its own size, which the
+caller holds anyway).
 
 :class:`AIOConsumer` wraps :class:`~pylog.client.consumer.Consumer`: ``async for record in
 consumer``, ``await consumer.getmany()`` and ``await consumer.getmany_batches()`` (zero-copy
@@ -107,7 +109,6 @@ class _LoopProducer(Producer):
     send_batch, and calls from other threads, wait as usual."""
 
     _loop_thread: int | None = None
-    _in_batch = False
 
     def __init__(self, transport, **config: Any) -> None:
         super().__init__(transport, **config)
@@ -115,12 +116,20 @@ class _LoopProducer(Producer):
         self._looked_up: dict[str, tuple[int, int]] = {}
 
     def _on_loop(self) -> bool:
-        return not self._in_batch and threading.get_ident() == self._loop_thread
+        return threading.get_ident() == self._loop_thread
 
     def _wait_for_memory(self, nbytes: int) -> None:
         if self._on_loop():
             raise _BufferFull(nbytes)
         super()._wait_for_memory(nbytes)
+
+    def _wait_for_memory_streaming(self, nbytes: int) -> bool:
+        # A send_batch call larger than buffer_memory, part of it queued: on the loop it
+        # cannot wait, and raising would leave that part sent; "no room came" makes the
+        # call queue the rest beyond buffer_memory.
+        if self._on_loop():
+            return False
+        return super()._wait_for_memory_streaming(nbytes)
 
     def _topic_metadata(self, topic: str, wait: bool = True) -> tuple[int, int]:
         looked = self._looked_up.pop(topic, None)
@@ -146,7 +155,8 @@ class AIOProducer:
     def __init__(self, transport, **config: Any) -> None:
         self._producer = _LoopProducer(transport, **config)
         self._send = self._producer.send             # the C send path, unchanged
-        self._backlog: collections.deque = collections.deque()   # (args, deadline, future)
+        # (send or send_batch, its arguments, deadline, future), in call order.
+        self._backlog: collections.deque = collections.deque()
         self._drainer: asyncio.Task | None = None
 
     def send(self, topic: str, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
@@ -155,16 +165,20 @@ class AIOProducer:
         memory or for its topic's metadata).  Bad input raises here, as with the
         synchronous producer, unless the record went to the backlog (its future has the
         error then)."""
+        return self._queue(self._send, (topic, value, key, headers, partition, timestamp_ms))
+
+    def _queue(self, send, args: tuple):
+        """``send(*args)`` now if nothing waits before it and it need not wait, else a
+        future of its outcome, the call waiting in the backlog."""
         if not self._backlog:
             self._producer._loop_thread = threading.get_ident()
             try:
-                return self._send(topic, value, key, headers, partition, timestamp_ms)
+                return send(*args)
             except (_BufferFull, _NeedsMetadata):
                 pass
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._backlog.append(((topic, value, key, headers, partition, timestamp_ms),
-                              time.monotonic() + self._producer.max_block_ms / 1000, fut))
+        self._backlog.append((send, args, time.monotonic() + self._producer.max_block_ms / 1000, fut))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain_backlog())
         return fut
@@ -175,12 +189,12 @@ class AIOProducer:
         backlog = self._backlog
         try:
             while backlog:
-                args, deadline, fut = backlog[0]
+                send, args, deadline, fut = backlog[0]
                 if fut.done():          # cancelled, or its transaction aborted
                     backlog.popleft()
                     continue
                 try:
-                    handle = self._send(*args)
+                    handle = send(*args)
                 except _BufferFull as full:
                     remaining = deadline - time.monotonic()
                     if remaining > 0:
@@ -206,13 +220,10 @@ class AIOProducer:
             self._drainer = None
 
     def send_batch(self, topic, values, keys=None, partition=None, timestamp_ms=None):
-        """As the synchronous producer's (waits for buffer memory in this thread)."""
-        p = self._producer
-        p._in_batch = True
-        try:
-            return p.send_batch(topic, values, keys, partition, timestamp_ms)
-        finally:
-            p._in_batch = False
+        """As the synchronous producer's, without waiting on the loop: returns an
+        awaitable giving the records' offsets (the producer's handle, or an asyncio
+        future while the call waits in the backlog, see the module docstring)."""
+        return self._queue(self._producer.send_batch, (topic, values, keys, partition, timestamp_ms))
 
     async def _backlog_sent(self) -> None:
         while self._drainer is not None:
@@ -254,7 +265,7 @@ class AIOProducer:
         await asyncio.to_thread(self._producer.commit_transaction, timeout)
 
     async def abort_transaction(self, timeout: float | None = None) -> None:
-        for _args, _deadline, fut in self._backlog:     # (the drainer drops them)
+        for _send, _args, _deadline, fut in self._backlog:     # (the drainer drops them)
             if not fut.done():
                 fut.set_exception(TransactionAbortedError("the transaction was aborted before the record was sent"))
         await self._backlog_sent()

@@ -180,6 +180,71 @@ def test_first_send_to_a_topic_looks_it_up_off_the_loop_and_keeps_send_order(cli
     asyncio.run(main())
 
 
+def test_send_batch_waits_in_the_backlog_not_on_the_loop(client, hung):
+    """A send_batch to a topic not sent to before, and one that finds buffer_memory
+    full, go to the backlog (in order with send) instead of waiting on the loop."""
+    known = filled_topic(client, 1)
+    new = unique("stall-batch")
+    client.create_topic(new, partitions=1)
+
+    async def main():
+        p = client.aio_producer(linger_ms=0, buffer_memory=64 * 1024)
+        await p.send_and_wait(known, b"warm", partition=0)
+        hung.keys.add(ApiKey.DESCRIBE_CONFIGS)      # the new topic's max.message.bytes
+
+        async def first_calls():
+            return p.send_batch(new, [b"a", b"b"]), p.send(known, b"c", partition=0)
+
+        (first, second), stall = await stall_of(first_calls())
+        assert stall < MAX_STALL_S
+        assert isinstance(first, asyncio.Future) and not second.done()
+        hung.keys.clear()
+        assert list(await asyncio.wait_for(first, REQUEST_TIMEOUT_MS / 1000 + 20)) == [0, 1]
+        assert (await asyncio.wait_for(second, 20)).offset == 2
+
+        # Produce answers held: the first call's bytes stay buffered, so a second call
+        # larger than what is left waits for room in the backlog, and one larger than
+        # buffer_memory itself queues beyond it rather than wait on the loop.
+        hung.keys.add(ApiKey.PRODUCE)
+
+        async def full_calls():
+            a = p.send_batch(new, [b"x" * 1000] * 40)
+            b = p.send_batch(new, [b"y" * 1000] * 40)
+            return a, b
+
+        (a, b), stall = await stall_of(full_calls())
+        assert stall < MAX_STALL_S
+        assert isinstance(b, asyncio.Future) and not b.done()
+        hung.keys.clear()                           # held requests time out and are retried
+        first_offsets = list(await asyncio.wait_for(a, REQUEST_TIMEOUT_MS / 1000 + 30))
+        second_offsets = list(await asyncio.wait_for(b, REQUEST_TIMEOUT_MS / 1000 + 30))
+        assert first_offsets == list(range(2, 42)) and second_offsets == list(range(42, 82))
+        await p.close()
+
+    asyncio.run(main())
+
+
+def test_a_send_batch_larger_than_buffer_memory_does_not_wait_on_the_loop(client, hung):
+    topic = filled_topic(client, 1)
+
+    async def main():
+        p = client.aio_producer(linger_ms=0, buffer_memory=64 * 1024, batch_size=16 * 1024)
+        await p.send_and_wait(topic, b"warm", partition=0)
+        hung.keys.add(ApiKey.PRODUCE)               # nothing is ever acknowledged: no room comes
+
+        async def big_call():
+            return p.send_batch(topic, [b"z" * 1000] * 200, partition=0)   # ~200 KB
+
+        handle, stall = await stall_of(big_call())
+        assert stall < MAX_STALL_S and not isinstance(handle, asyncio.Future)
+        hung.keys.clear()
+        offsets = list(await asyncio.wait_for(handle, REQUEST_TIMEOUT_MS / 1000 + 30))
+        assert offsets == list(range(2, 202))
+        await p.close()
+
+    asyncio.run(main())
+
+
 def test_close_with_a_dead_coordinator_is_bounded_by_its_timeout(client, hung):
     topic = filled_topic(client)
 
