@@ -38,8 +38,10 @@ same run, so a ratio and not a noisy absolute is what is tracked:
   columnar consumers leave the server as the limit.
 - ``OpenTime.track_listen_ms_*``: ``pylog serve`` from exec to "listening" over a data
   directory of 1000 partitions left by a clean shutdown, beside the same over an empty
-  one (the interpreter's and pylog's own start-up) and the difference.  Goal (#17): at
-  most 100 ms to listen with 1000 partitions, interpreter start included.
+  one (the interpreter's and pylog's own start-up) and the difference, and the peer: a
+  bare asyncio+uvloop server started the same way (``track_listen_ms_floor``), and
+  pylog's start-up over it (``track_listen_ms_over_floor``), the part pylog can change.
+  Goal (#17): at most 100 ms to listen with 1000 partitions, interpreter start included.
 - ``UncleanOpen.track_*``: opening a broker over a data directory of 1000 partitions
   after an unclean shutdown (every partition recovered before the open returns), with
   ``num.recovery.threads.per.data.dir`` at pylog's default beside the same with one
@@ -609,10 +611,30 @@ def multi_consumer(records: int = 4_000_000, consumers: int = 4, partitions: int
             "consumers_cpu_s": consumers_cpu}
 
 
-def _listen_ms(data_dir: str, env: dict | None = None) -> float:
-    """Milliseconds from exec of ``pylog serve`` over ``data_dir`` to its "listening" line."""
-    cmd = [sys.executable, "-m", "pylog.cli", "serve", "--data-dir", data_dir,
-           "--listen", "127.0.0.1:0", "--log-level", "INFO"]
+#: The floor under ``pylog serve``'s start-up: the interpreter, asyncio, uvloop and logging,
+#: a listening socket and the log line, nothing of pylog.
+_FLOOR_SERVER = """
+import asyncio, logging, sys
+import uvloop
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+loop = uvloop.new_event_loop()
+asyncio.set_event_loop(loop)
+async def main():
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    logging.getLogger("floor").info("listening on %s:%d", *server.sockets[0].getsockname()[:2])
+    await server.serve_forever()
+loop.run_until_complete(main())
+"""
+
+
+def _listen_ms(data_dir: str | None, env: dict | None = None) -> float:
+    """Milliseconds from exec of ``pylog serve`` over ``data_dir`` (None: of the floor
+    server, :data:`_FLOOR_SERVER`) to its "listening" line."""
+    if data_dir is None:
+        cmd = [sys.executable, "-c", _FLOOR_SERVER]
+    else:
+        cmd = [sys.executable, "-m", "pylog.cli", "serve", "--data-dir", data_dir,
+               "--listen", "127.0.0.1:0", "--log-level", "INFO"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -631,7 +653,10 @@ def _listen_ms(data_dir: str, env: dict | None = None) -> float:
 def open_time(partitions: int = 1000, rounds: int = 5) -> dict:
     """Median of ``rounds`` (alternating): ms to listen over a clean data dir of
     ``partitions`` partitions (one small batch each), over an empty one, and the
-    difference.
+    difference; and the peer: ms for a bare asyncio+uvloop server to listen
+    (``floor_listen_ms``, :data:`_FLOOR_SERVER`), with pylog's start-up over it
+    (``over_floor_ms``: listen_ms - floor_listen_ms), which holds what pylog can change
+    and less of a busy machine's noise than either absolute.
 
     The servers run with their bytecode cached (in a temporary ``PYTHONPYCACHEPREFIX``,
     filled by one unmeasured start of each), as an installed package has it: under
@@ -657,12 +682,15 @@ def open_time(partitions: int = 1000, rounds: int = 5) -> dict:
         env["PYTHONPYCACHEPREFIX"] = pycache
         _listen_ms(empty, env)
         _listen_ms(full, env)
-        full_ms, empty_ms = [], []
+        _listen_ms(None, env)
+        full_ms, empty_ms, floor_ms = [], [], []
         for _ in range(rounds):
             full_ms.append(_listen_ms(full, env))
             empty_ms.append(_listen_ms(empty, env))
-    listen, base = statistics.median(full_ms), statistics.median(empty_ms)
-    return {"listen_ms": listen, "empty_listen_ms": base, "extra_ms": listen - base}
+            floor_ms.append(_listen_ms(None, env))
+    listen, base, floor = statistics.median(full_ms), statistics.median(empty_ms), statistics.median(floor_ms)
+    return {"listen_ms": listen, "empty_listen_ms": base, "extra_ms": listen - base,
+            "floor_listen_ms": floor, "over_floor_ms": listen - floor}
 
 
 def unclean_open(partitions: int = 1000, rounds: int = 3) -> dict:
@@ -809,6 +837,16 @@ class OpenTime(_Once):
         return fig["extra_ms"]
 
     track_listen_ms_extra_1000_partitions.unit = "ms"
+
+    def track_listen_ms_floor(self, fig: dict) -> float:
+        return fig["floor_listen_ms"]
+
+    track_listen_ms_floor.unit = "ms"
+
+    def track_listen_ms_over_floor(self, fig: dict) -> float:
+        return fig["over_floor_ms"]
+
+    track_listen_ms_over_floor.unit = "ms"
 
 
 class UncleanOpen(_Once):

@@ -80,6 +80,8 @@ def test_open_time_of_a_wide_data_dir():
     fig = bench_scale.open_time(partitions=50, rounds=1)
     assert fig["listen_ms"] > 0 and fig["empty_listen_ms"] > 0
     assert fig["extra_ms"] == fig["listen_ms"] - fig["empty_listen_ms"]
+    assert fig["floor_listen_ms"] > 0
+    assert fig["over_floor_ms"] == fig["listen_ms"] - fig["floor_listen_ms"]
 
 
 def test_unclean_open_with_and_without_recovery_threads():
