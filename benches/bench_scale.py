@@ -323,14 +323,6 @@ class _MachineSampler:
         self._thread.join(5)
 
 
-def _set_policy_all_threads(policy: int, priority: int) -> None:
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 class _OrdinaryScheduling:
     """This process (and what it starts: the server, the spinner, librdkafka's threads)
     under ``SCHED_OTHER`` while the figure is measured, and in :data:`LATENCY_CGROUP_ENV`'s
@@ -339,10 +331,13 @@ class _OrdinaryScheduling:
     would say nothing about a CPU-bound neighbour."""
 
     def __enter__(self) -> "_OrdinaryScheduling":
+        from pylog.server.kafka_peer import _set_policy
+
+        self._set_policy = _set_policy
         self.policy = os.sched_getscheduler(0)
         self.priority = os.sched_getparam(0).sched_priority
         if self.policy != os.SCHED_OTHER:
-            _set_policy_all_threads(os.SCHED_OTHER, 0)
+            self._set_policy(os.getpid(), os.SCHED_OTHER, 0)    # every thread
         self.cgroup = os.environ.get(LATENCY_CGROUP_ENV) or None
         if self.cgroup:
             # A process with real-time threads may not join a cgroup without real-time
@@ -356,7 +351,10 @@ class _OrdinaryScheduling:
             with open(os.path.join(os.path.dirname(self.cgroup.rstrip("/")), "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
         if self.policy != os.SCHED_OTHER:
-            _set_policy_all_threads(self.policy, self.priority)
+            try:
+                self._set_policy(os.getpid(), self.policy, self.priority)
+            except PermissionError:
+                pass     # not allowed back up (no CAP_SYS_NICE nor RLIMIT_RTPRIO): stays ordinary
 
 
 def _outliers_by_machine_load(samples, sent_ns, rows) -> dict:
