@@ -198,7 +198,11 @@ def test_the_remote_producer_sends_on_the_io_thread_and_calls_back_on_the_sender
         assert [x.result(WAIT_S).offset for x in more] == list(range(1, 21))
     finally:
         p.close()
-    assert threads and set(threads) == {transport.net._thread}
+    # The I/O thread sends; the sender thread sends too when it held the sender's state
+    # as a send came (its first step, a metadata refresh), by design (Producer._io_step),
+    # so only "the I/O thread sent" is certain.
+    assert threads and transport.net._thread in threads
+    assert set(threads) <= {transport.net._thread, p._thread}
     assert called == [p._thread]
 
 
