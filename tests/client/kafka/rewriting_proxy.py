@@ -43,6 +43,7 @@ class RewritingProxy:
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
+        self._stopped = False
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(16)
@@ -70,6 +71,10 @@ class RewritingProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             with self._lock:
+                if self._stopped:   # accepted while stop() ran: its threads would outlive it
+                    client.close()
+                    upstream.close()
+                    return
                 self._socks += [client, upstream]
             asked: dict[int, tuple[int, int, Any]] = {}
             self._start(self._forward_requests, client, upstream, asked)
@@ -134,6 +139,7 @@ class RewritingProxy:
             pass
         self._listener.close()
         with self._lock:
+            self._stopped = True
             socks = list(self._socks)
         self._shut(*socks)
         for t in self._threads:
