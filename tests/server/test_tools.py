@@ -85,8 +85,10 @@ def test_consume_group_and_groups_tool(module_server):
     group = unique("cli-g")
     pylog("topics", "create", topic, "--partitions", "2", *b)
     pylog("produce", "--topic", topic, *b, stdin="".join(f"m{i}\n" for i in range(30)))
-    proc = pylog("consume", "--topic", topic, "--group", group, "--from-beginning", "--timeout-ms", "3000", *b,
-                 timeout=90)
+    # --max-messages ends the run at the 30th record; that no 31st one was there is what
+    # the group's offsets below say (30 committed, no lag).  --timeout-ms only bounds a hang.
+    proc = pylog("consume", "--topic", topic, "--group", group, "--from-beginning", "--max-messages", "30",
+                 "--timeout-ms", "30000", *b, timeout=90)
     assert sorted(proc.stdout.split()) == sorted(f"m{i}" for i in range(30))
     assert group in pylog("groups", "list", *b).stdout.split()
     desc = pylog("groups", "describe", group, *b).stdout
@@ -110,8 +112,12 @@ def test_consume_group_and_groups_tool(module_server):
     rows = {int(r[2]): r for r in (line.split() for line in
                                    pylog("groups", "describe", group, *b).stdout.splitlines()[2:])}
     assert rows[0][3] == "2"
-    proc = pylog("consume", "--topic", topic, "--group", group, "--timeout-ms", "3000", *b, timeout=90)
+    proc = pylog("consume", "--topic", topic, "--group", group, "--max-messages", "30", "--timeout-ms", "30000",
+                 *b, timeout=90)
     assert len(proc.stdout.split()) == 30
+    # ... and those 30 were all there was from the reset offsets: the group is at the end.
+    rows = [line.split() for line in pylog("groups", "describe", group, *b).stdout.splitlines()[2:]]
+    assert sum(int(r[3]) for r in rows) == 32 and all(r[5] == "0" for r in rows)
     pylog("groups", "delete", group, *b)
     assert group not in pylog("groups", "list", *b).stdout.split()
 
