@@ -49,8 +49,6 @@ MAY_DIFFER = {
     "num.recovery.threads.per.data.dir": ("pylog recovers with 8 threads by default (Kafka 4: 2): its "
                                           "recovery scan runs without the GIL; see bench_scale's UncleanOpen"),
     "queued.max.request.bytes": "pylog bounds buffered requests at 512 MiB by default (Kafka: -1)",
-    "socket.receive.buffer.bytes": "pylog leaves socket buffers to the OS (-1; Kafka: 102400)",
-    "socket.send.buffer.bytes": "pylog leaves socket buffers to the OS (-1; Kafka: 102400)",
     "log.flush.scheduler.interval.ms": "the test servers' override (200 ms; Kafka's default never)",
 }
 

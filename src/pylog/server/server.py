@@ -216,6 +216,10 @@ class Server:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.config.socket_receive_buffer_bytes > 0:
+                # On the listener, before bind, as Kafka's acceptor sets it: accepted
+                # sockets inherit it, and the window scale offered in the handshake fits it.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_receive_buffer_bytes)
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
@@ -427,8 +431,6 @@ class Server:
             pass
         if self.config.socket_send_buffer_bytes > 0:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_send_buffer_bytes)
-        if self.config.socket_receive_buffer_bytes > 0:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_receive_buffer_bytes)
 
     def connection_closed(self, conn: Connection) -> None:
         if conn in self.connections:
