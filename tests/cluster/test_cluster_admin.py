@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
@@ -35,8 +36,8 @@ def _chroot(zookeeper_server) -> str:
 @pytest.fixture(scope="module")
 def cluster(zookeeper_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("admin-cluster")
-    with LocalCluster(base, 3, zookeeper=_chroot(zookeeper_server),
-                      overrides=["zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=false"]) as c:
+    with killed_at_exit(LocalCluster(base, 3, zookeeper=_chroot(zookeeper_server), overrides=[
+            "zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=false"])) as c:
         a = AdminClient({"bootstrap.servers": c.bootstrap})
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
         yield c
@@ -286,7 +287,7 @@ def test_automatic_preferred_election_with_a_short_interval(zookeeper_server, tm
     overrides = ["zookeeper.session.timeout.ms=6000", "auto.leader.rebalance.enable=true",
                  "leader.imbalance.check.interval.seconds=1", "leader.imbalance.per.broker.percentage=0",
                  "delete.topic.enable=false"]
-    with LocalCluster(tmp_path, 2, zookeeper=_chroot(zookeeper_server), overrides=overrides) as c:
+    with killed_at_exit(LocalCluster(tmp_path, 2, zookeeper=_chroot(zookeeper_server), overrides=overrides)) as c:
         a = AdminClient({"bootstrap.servers": c.bootstrap})
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
         create(a, "auto", assignment=[[1, 2]])

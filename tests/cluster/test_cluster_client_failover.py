@@ -25,6 +25,7 @@ import time
 import pytest
 
 from cluster.test_cluster_replication import admin
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
@@ -164,7 +165,7 @@ def read_partition(bootstrap: str, topic: str, end: int) -> list[tuple[int, byte
 def test_clients_produce_through_a_leader_sigkill(tmp_path, zk_connect):
     from confluent_kafka.admin import NewTopic
 
-    with LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=OVERRIDES) as cluster:
+    with killed_at_exit(LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=OVERRIDES)) as cluster:
         a = admin(cluster.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
         controller = wait_for(lambda: max(a.list_topics(timeout=5).controller_id, 0), "a controller")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.test_cluster_replication import admin, create_topic
+from cluster.util import killed_at_exit
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
@@ -37,7 +38,7 @@ def test_brokers_configured_differently_agree_on_group_coordinators(tmp_path, zk
     cluster = LocalCluster(tmp_path, 2, zookeeper=zk_connect, overrides=["group.initial.rebalance.delay.ms=0"])
     cluster.broker_args = {1: ["--override", "offsets.topic.num.partitions=3"],
                            2: ["--override", "offsets.topic.num.partitions=5"]}
-    with cluster:
+    with killed_at_exit(cluster):
         a = admin(cluster.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers in the metadata")
         first, second = (f"127.0.0.1:{cluster.ports[i]}" for i in (1, 2))

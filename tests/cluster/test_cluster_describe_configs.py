@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.test_cluster_replication import admin
+from cluster.util import killed_at_exit
 from pylog.broker.topic_config import ConfigSource
 from pylog.cluster.local import LocalCluster
 from pylog.protocol import messages as m
@@ -40,8 +41,8 @@ def entries(result) -> dict:
 def test_a_topic_is_described_by_every_broker_from_zookeeper(tmp_path, zk_connect):
     from confluent_kafka.admin import NewTopic
 
-    with LocalCluster(tmp_path, 3, zookeeper=zk_connect,
-                      overrides=["log.retention.bytes=123456789"]) as cluster:
+    with killed_at_exit(LocalCluster(tmp_path, 3, zookeeper=zk_connect,
+                                     overrides=["log.retention.bytes=123456789"])) as cluster:
         a = admin(cluster.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
         fut = a.create_topics([NewTopic("one", num_partitions=1, replica_assignment=[[1]],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.test_cluster_replication import admin, create_topic
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from pylog.protocol import messages as m
 from pylog.protocol.apis import ApiKey
@@ -68,7 +69,7 @@ def synonyms(bootstrap: str, name: str) -> dict:
 
 
 def test_describe_configs_shows_the_throttles_kept_in_zookeeper(tmp_path, zk_connect):
-    with LocalCluster(tmp_path, 2, zookeeper=zk_connect) as c:
+    with killed_at_exit(LocalCluster(tmp_path, 2, zookeeper=zk_connect)) as c:
         a = admin(c.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 2, "2 registered brokers")
         create_topic(c.bootstrap, "thr", partitions=2, rf=2)

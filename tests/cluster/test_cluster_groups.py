@@ -27,6 +27,7 @@ import time
 import pytest
 
 from cluster.test_cluster_replication import admin, create_topic, wait_metadata
+from cluster.util import killed_at_exit
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC, partition_for_group
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
@@ -48,7 +49,7 @@ def cluster(tmp_path_factory, zookeeper_server):
                          "default.replication.factor=3", f"offsets.topic.num.partitions={OFFSETS_PARTITIONS}",
                          "group.initial.rebalance.delay.ms=0",
                          f"transaction.state.log.num.partitions={OFFSETS_PARTITIONS}"])
-    with c:
+    with killed_at_exit(c):
         a = admin(c.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
         create_topic(c.bootstrap, "t", partitions=2, rf=3)

@@ -13,6 +13,7 @@ fetches the commit, the OffsetCommit is answered, and OffsetFetch answers it.
 from __future__ import annotations
 
 from cluster.proxy import ProxiedCluster
+from cluster.util import killed_at_exit
 from pylog.broker.group_offsets import CONSUMER_OFFSETS_TOPIC
 from pylog.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 from pylog.protocol import messages as m
@@ -44,7 +45,8 @@ def commit_body(offset: int):
 
 
 def test_offset_fetch_answers_a_commit_only_once_the_follower_has_it(tmp_path, zk_connect):
-    with ProxiedCluster(tmp_path, zk_connect, 2, OVERRIDES) as c, WireClient(c.bootstrap, timeout=60) as w:
+    with killed_at_exit(ProxiedCluster(tmp_path, zk_connect, 2, OVERRIDES)) as c, \
+            WireClient(c.bootstrap, timeout=60) as w:
         wait_for(lambda: len(w.metadata([]).brokers) == 2, "2 registered brokers")
         w.create_topic("t", 1, 2)
 

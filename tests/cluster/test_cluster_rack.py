@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.test_cluster_replication import admin, create_topic, wait_metadata
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
@@ -29,7 +30,7 @@ def test_replicas_span_both_racks(tmp_path, zk_connect):
         cluster.broker_args[broker] = ["--override", f"broker.rack={rack}"]
     coordination = connect(zk_connect)
     try:
-        with cluster:
+        with killed_at_exit(cluster):
             a = admin(cluster.bootstrap)
             wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
             live = coordination.get_live_brokers()

@@ -10,6 +10,7 @@ import signal
 
 import pytest
 
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
@@ -25,7 +26,7 @@ def brokers(tmp_path, zk_connect):
     cluster = LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=[
         f"zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}", "replica.lag.time.max.ms=3000",
         "default.replication.factor=3"])
-    with cluster:
+    with killed_at_exit(cluster):
         a = admin(cluster.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
         yield cluster

@@ -16,6 +16,7 @@ import pytest
 
 from cluster.test_cluster_replication import admin
 from cluster.test_faults import partition_or_none
+from cluster.util import killed_at_exit
 from pylog import cli
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
@@ -60,7 +61,7 @@ def in_every_metadata(cluster: LocalCluster, topic: str, pred, what: str) -> Non
 def test_describe_marks_under_replicated_and_unavailable_partitions(tmp_path, zk_connect, capsys):
     from confluent_kafka.admin import NewTopic
 
-    with LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=OVERRIDES) as cluster:
+    with killed_at_exit(LocalCluster(tmp_path, 3, zookeeper=zk_connect, overrides=OVERRIDES)) as cluster:
         a = admin(cluster.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
         controller = wait_for(lambda: max(a.list_topics(timeout=5).controller_id, 0), "a controller")

@@ -27,6 +27,7 @@ import pytest
 
 from cluster.jepsen import History, produce_until, read_back, replica_logs
 from cluster.test_cluster_replication import admin, create_topic, wait_metadata
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from server.util import wait_for
 
@@ -54,7 +55,7 @@ def test_controller_sigkill_elects_a_new_controller_and_new_leaders(tmp_path, zk
     history, stop, errors = History(), threading.Event(), []
     producer: threading.Thread | None = None
     try:
-        with cluster:
+        with killed_at_exit(cluster):
             a = admin(cluster.bootstrap)
             wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
             create_topic(cluster.bootstrap, TOPIC, partitions=PARTITIONS, rf=3, **{"min.insync.replicas": "2"})

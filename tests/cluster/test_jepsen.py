@@ -30,6 +30,7 @@ import pytest
 from cluster.jepsen import History, produce_until, read_back, replica_logs
 from cluster.proxy import ProxiedCluster
 from cluster.test_cluster_replication import admin
+from cluster.util import killed_at_exit
 from server.util import wait_for
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -183,7 +184,7 @@ class Run:
 
 @pytest.fixture
 def cluster(tmp_path, zk_connect):
-    with ProxiedCluster(tmp_path, zk_connect, 3, OVERRIDES) as c:
+    with killed_at_exit(ProxiedCluster(tmp_path, zk_connect, 3, OVERRIDES)) as c:
         from confluent_kafka.admin import NewTopic
         a = admin(c.bootstrap)
         wait_for(lambda: len(a.list_topics(timeout=5).brokers) == 3, "3 registered brokers in the metadata")
