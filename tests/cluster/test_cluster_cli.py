@@ -25,7 +25,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("zookeeper", ["given", pytest.param("started", marks=pytest.mark.long)])
 def test_cluster_up_status_and_stop(tmp_path, zk_connect, zookeeper):
     args = [sys.executable, "-m", "pylog.cli", "cluster", "up", "--brokers", "3", "--data-dir", str(tmp_path),
-            "--override", "zookeeper.session.timeout.ms=6000"]
+            "--override", "zookeeper.session.timeout.ms=3000"]
     if zookeeper == "given":
         args += ["--zookeeper", zk_connect]
     up = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

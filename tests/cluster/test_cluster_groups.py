@@ -34,7 +34,7 @@ from server.util import wait_for
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
-SESSION_TIMEOUT_MS = 6000
+SESSION_TIMEOUT_MS = 3000  # how long a SIGKILLed coordinator's broker stays registered
 OFFSETS_PARTITIONS = 3
 RECORDS = 200
 

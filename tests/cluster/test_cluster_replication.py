@@ -16,7 +16,9 @@ from server.util import wait_for
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
-SESSION_TIMEOUT_MS = 6000
+#: What a SIGKILLed broker costs: ZooKeeper expires its session (then the controller
+#: elects new leaders), and a broker restarted before that cannot register again.
+SESSION_TIMEOUT_MS = 3000
 
 
 @pytest.fixture
