@@ -111,8 +111,9 @@ def test_no_prefetched_record_after_a_rebalance(client):
     vals = {0: _values(60, b"a"), 1: _values(60, b"b")}
     for p, vs in vals.items():
         produce(client, vs, partition=p)
+    # (a learns of b's join from its next heartbeat: 100 ms, not the default 3 s)
     conf = dict(group_id="g", auto_offset_reset="earliest", max_partition_fetch_bytes=300,
-                partition_assignment_strategy=["range"])
+                partition_assignment_strategy=["range"], heartbeat_interval_ms=100)
     a = client.consumer("t", **conf)
     seen = {a: drain(a, 1, max_rounds=50)}
     assert seen[a]
