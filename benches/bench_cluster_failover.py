@@ -97,6 +97,11 @@ class FailoverRig:
 
     def __exit__(self, *exc: object) -> None:
         self.producer.flush(10)
+        # Nothing to keep once the figures are taken: SIGKILL, not three controlled
+        # shutdowns one after the other (seconds, the last one retrying ControlledShutdown
+        # with nowhere to move its leaderships).
+        for i in sorted(self.cluster.procs):
+            self.cluster.stop_broker(i, signal.SIGKILL)
         self.cluster.stop()
 
     def _wait(self, pred, what: str, timeout: float = 120.0):
@@ -116,21 +121,24 @@ class FailoverRig:
         if errors[0] is not None:
             raise RuntimeError(f"produce failed: {errors[0]}")
 
-    def kill_round(self) -> float:
-        """SIGKILL the leader: seconds from the kill to the first acknowledgement."""
+    def kill_round(self, restart: bool = True) -> float:
+        """SIGKILL the leader: seconds from the kill to the first acknowledgement (then the
+        broker is started again, for the next round, unless ``restart`` is false)."""
         leader = self.wait_full_isr()
         proc = self.cluster.procs[leader]
         t0 = time.monotonic()
         proc.send_signal(signal.SIGKILL)
         self.produce_one()
         took = time.monotonic() - t0
-        self._restart(leader)
+        if restart:
+            self._restart(leader)
         return took
 
-    def term_round(self, timeout: float = 120.0) -> tuple[float, float, float]:
+    def term_round(self, timeout: float = 120.0, restart: bool = True) -> tuple[float, float, float]:
         """SIGTERM the leader under a continuous producer (module docstring): the longest
         gap between acknowledgements, the seconds from the SIGTERM until the old leader
-        exited, and until the longest gap began."""
+        exited, and until the longest gap began (then the broker is started again, for
+        the next round, unless ``restart`` is false)."""
         leader = self.wait_full_isr()
         proc = self.cluster.procs[leader]
         acks: list[float] = []
@@ -162,7 +170,8 @@ class FailoverRig:
         self.producer.flush(60)
         times = [t0] + [t for t in acks if t <= acks[-1]]
         gap, began = max((b - a, a) for a, b in zip(times, times[1:]))
-        self._restart(leader)
+        if restart:
+            self._restart(leader)
         return gap, exited - t0, began - t0
 
     def _restart(self, broker_id: int) -> None:
@@ -193,14 +202,15 @@ def measure(kills: int, terms: int, session_timeout_ms: int, base_dir: Path | No
                  "kill_load": [], "term_load": [], "kill_s": [], "term_gap_s": [], "term_exit_s": []}
     with tempfile.TemporaryDirectory(prefix="pylog-failover-") as d, \
             FailoverRig(Path(base_dir or d), session_timeout_ms, zookeeper) as rig:
+        # The broker stopped in the last round is not started again: no round follows.
         for i in range(kills):
-            took = rig.kill_round()
+            took = rig.kill_round(restart=i < kills - 1 or terms > 0)
             out["kill_s"].append(took)
             out["kill_load"].append(os.getloadavg()[0])
             if log:
                 log(f"kill {i}: first ack after {took * 1000:.0f} ms; load {out['kill_load'][-1]:.2f}")
         for i in range(terms):
-            gap, exited, began = rig.term_round()
+            gap, exited, began = rig.term_round(restart=i < terms - 1)
             out["term_gap_s"].append(gap)
             out["term_exit_s"].append(exited)
             out["term_load"].append(os.getloadavg()[0])
