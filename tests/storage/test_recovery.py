@@ -1,6 +1,7 @@
 """Recovery: SIGKILLed writers, flipped bytes, torn tails, damaged indexes, the swap
 protocol, and the open-time sweep of temporary files."""
 
+import concurrent.futures
 import os
 import random
 import signal
@@ -88,7 +89,10 @@ def _crash_once(tmp_path, seed):
 
 
 def test_sigkill_crashes(tmp_path):
-    runs = [_crash_once(tmp_path, 1000 + seed) for seed in range(3)]
+    # The three seeds at once: each is a writer subprocess of its own on a log of its own,
+    # and most of a run is the interpreter starting (twice per seed).
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = list(pool.map(lambda seed: _crash_once(tmp_path, 1000 + seed), range(3)))
     # The kills landed while the writer was appending: logs were recovered with records
     # in them, never fewer than were acknowledged as flushed.
     assert sum(recovered for _, recovered in runs) > 0
