@@ -261,7 +261,7 @@ def test_close_with_a_dead_coordinator_is_bounded_by_its_timeout(client, hung):
         await asyncio.sleep(0.05)
         hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
         t0 = time.monotonic()
-        outcome, stall = await stall_of(c.close(timeout=2.0))
+        outcome, stall = await stall_of(c.close(timeout=1.0))
         took = time.monotonic() - t0
         assert outcome is None and stall < MAX_STALL_S
         # Not the request timeouts of the commit and the LeaveGroup one after the other.
