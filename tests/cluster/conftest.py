@@ -36,7 +36,7 @@ def zookeeper_server(tmp_path_factory):
     try:
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.fixture
