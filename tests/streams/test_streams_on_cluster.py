@@ -12,6 +12,7 @@ import pytest
 
 import pylog
 from cluster.conftest import zookeeper_server  # noqa: F401  (one ZooKeeper for the session)
+from cluster.util import killed_at_exit
 from pylog.cluster.local import LocalCluster
 from pylog.errors import InvalidReplicationFactorError
 from server.util import wait_for
@@ -35,7 +36,9 @@ def test_word_count_on_a_three_broker_cluster_with_replicated_internal_topics(tm
                                       "offsets.topic.replication.factor=3", "group.initial.rebalance.delay.ms=0"])
     topics = {name: f"cl-{name}" for name in ("lines", "counts", "windowed")}
     lines = wordcount_app.make_lines(seed=13)
-    with cluster, pylog.connect(cluster.bootstrap) as client:
+    # Nothing here is about how brokers stop: SIGKILLed at the end, not three controlled
+    # shutdowns one after the other (1.5-3 s; see cluster.util.killed_at_exit).
+    with killed_at_exit(cluster), pylog.connect(cluster.bootstrap) as client:
         wait_for(lambda: created(client, "cl-probe"), "3 registered brokers (a topic of replication factor 3)")
         wordcount_app.create_and_fill(client, topics, lines, rf=3)
         app = wordcount_app.build("cl-wc", topics, tmp_path / "state", guarantee,
