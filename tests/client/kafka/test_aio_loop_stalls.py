@@ -284,7 +284,7 @@ def test_sync_consumer_close_timeout_bounds_commit_and_leave(client, hung):
     assert len(got) == 3
     hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
     t0 = time.monotonic()
-    k.close(timeout=1.0)
+    k.close(timeout=0.5)
     assert time.monotonic() - t0 < REQUEST_TIMEOUT_MS / 1000
     assert k.closed
     with pytest.raises(InvalidRequestError):
@@ -300,7 +300,7 @@ def test_client_close_timeout_bounds_its_consumers_close(client, hung):
         got += k.poll(timeout_ms=500)
     hung.keys.update({ApiKey.OFFSET_COMMIT, ApiKey.LEAVE_GROUP, ApiKey.HEARTBEAT})
     t0 = time.monotonic()
-    client.close(timeout=1.0)
+    client.close(timeout=0.5)
     assert time.monotonic() - t0 < REQUEST_TIMEOUT_MS / 1000
     assert k.closed and client.closed
 
