@@ -35,7 +35,7 @@ kafka = pytest.importorskip("kafka")
 
 PARTITIONS = 8
 SESSION_MS = 6000
-HEARTBEAT_MS = 300
+HEARTBEAT_MS = 100
 
 TP = tuple[str, int]
 
