@@ -16,7 +16,9 @@ server is measured the other runs at ``SCHED_IDLE`` (:func:`take_turn`), and get
 only when nothing else wants it; the measured one runs at this process's policy (under
 ``chrt -f``, real-time, as the clients).  Without that, in runs under ``chrt -f 10`` the
 idle Kafka took 4-30 ms of CPU during each 0.2-0.8 s consume of pylog's, at real-time
-priority, and the idle pylog well under 1 ms during Kafka's.
+priority, and the idle pylog well under 1 ms during Kafka's.  The clients' process keeps
+the memory it frees (:func:`keep_client_heap`): otherwise each produce run faulted in
+its ~300 MB of copied records afresh, 0.2-0.3 s of a 0.45 s run, whichever server it ran on.
 
 - produce and consume throughput, 100 B and 1 KB records, records/s (ratio >= 1.0):
   :func:`benches.bench_server.confluent_produce` (acks=1, no compression, linger 5 ms)
@@ -209,10 +211,36 @@ def _round(server, r: int | str, out: dict) -> None:
     out["latency_p99"].append(lat["p99"])
 
 
+def keep_client_heap() -> bool:
+    """Make this process's C allocator (glibc) keep the memory it frees, so each produce
+    run reuses the last one's instead of faulting it in afresh.  confluent-kafka copies
+    every record into a message of its own (~300 MB for 1M records of 100 B), freed by
+    the delivery reports in ``flush()``; glibc gave that back to the kernel, and every
+    produce run took ~77,000 page faults: 0.2-0.3 s of a 0.45 s run on this VM (a bare
+    touch of 300 MB of fresh memory takes 0.25-0.31 s here).  That is the client's cost,
+    not either server's, and its swings fell on either server's rounds.  The broker threads'
+    request buffers (~1 MB) stay in their heaps too (``M_MMAP_THRESHOLD``: setting the
+    trim threshold turns off glibc's self-adjusting one).  Returns whether it was done."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_TRIM_THRESHOLD, 1 << 30)) and bool(mallopt(M_MMAP_THRESHOLD, 16 << 20))
+
+
 def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
     """Every figure for pylog and Kafka (medians of ``rounds``), their ratios, and the
     load average (1 minute) at the start and at the end of the run."""
     cp = kafka_classpath()
+    keep_client_heap()
     load0 = os.getloadavg()[0]
     samples: dict[str, dict[str, list[float]]] = {
         name: {key: [] for key, *_ in FIGURES} for name in ("pylog", "kafka")}
