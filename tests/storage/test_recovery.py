@@ -476,10 +476,14 @@ def test_a_killed_log_writes_no_checkpoint_after_the_kill(log_dir):
     killer.join(10)
     assert not killer.is_alive()
     assert _flusher.wait_idle(10)
-    assert [e[0] for e in events] == ["write", "killed"]
+    # The blocked write finished before the kill returned.  The flusher may run another
+    # job queued by the roll before the killer takes the lock (a second write, then the
+    # kill): what must never be is a write after the kill.
+    kinds = [e[0] for e in events]
+    assert kinds[-1] == "killed" and len(kinds) >= 2 and set(kinds[:-1]) == {"write"}, kinds
     # A flush job that runs after the kill (queued before it) writes nothing.
     log._flush_sealed_upto(log.log_end_offset)
-    assert [e[0] for e in events] == ["write", "killed"]
+    assert [e[0] for e in events] == kinds
     reopened = Log.open(log_dir, segment_bytes=800)
     assert reopened.log_end_offset == 121
     reopened.close()
