@@ -110,27 +110,27 @@ class Proxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         net = self.network
-        first = b""
-        source = self.source
-        if source is None:
-            classify = self.classify or kafka_source
-            while (source := classify(first)) is None:
-                chunk = await reader.read(_CHUNK)
-                if not chunk:
-                    writer.close()
-                    return
-                first += chunk
-        conn = _Conn(source, self.name, [writer])
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        conn.writers.append(up_writer)
+        # Known to the network from the accept on (its source still None while the first
+        # bytes are read), so a close in any await below ends it: a cancelled task would
+        # otherwise leave the socket to the garbage collector (a ResourceWarning).
+        conn = _Conn(self.source, self.name, [writer])
         net._conns.add(conn)
         try:
+            first = b""
+            if conn.source is None:
+                classify = self.classify or kafka_source
+                while (source := classify(first)) is None:
+                    chunk = await reader.read(_CHUNK)
+                    if not chunk:
+                        return
+                    first += chunk
+                conn.source = source
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            conn.writers.append(up_writer)
             await asyncio.gather(self._pump(conn, "out", reader, up_writer, first),
                                  self._pump(conn, "back", up_reader, writer, b""))
+        except OSError:
+            pass
         finally:
             net._conns.discard(conn)
             conn.close()
@@ -270,6 +270,8 @@ class FaultyNetwork:
             task.cancel()
         if tasks:
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        # An aborted transport closes its socket in a callback of the next iteration.
+        self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
 
     def __enter__(self) -> "FaultyNetwork":

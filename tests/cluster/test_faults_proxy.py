@@ -4,6 +4,7 @@ them (one way) and closing the connection on heal, delay keeping order."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -121,3 +122,27 @@ def test_delay_keeps_order(echo, net):
         for i in range(0, len(data), 1000):
             s.sendall(data[i:i + 1000])
         assert recv_n(s, len(data)) == data
+
+
+def test_close_ends_a_connection_still_being_classified(echo):
+    """A connection whose first bytes do not yet name its source (a client that has just
+    connected) is closed with the network: the peer reads the end of the stream, and no
+    socket is left for the garbage collector to warn about (an unclosed socket is a
+    ResourceWarning, an error under ``filterwarnings = error``)."""
+    net = FaultyNetwork()
+    try:
+        p = net.proxy(1, echo)
+
+        async def tasks() -> int:
+            return len(asyncio.all_tasks())
+        idle = net._call(tasks)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(header("rdkafka")[:6])   # part of a request header: the source is unknown
+        wait_for(lambda: net._call(tasks) > idle, "the proxy accepting the connection")
+    finally:
+        net.close()
+    with s:
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass   # closed with an RST: ended all the same
