@@ -467,8 +467,12 @@ def test_a_killed_log_writes_no_checkpoint_after_the_kill(log_dir):
         events.append(("write", threading.current_thread().name, before))
 
     log._write_own_checkpoints = blocking_write
-    log.append(make_batch([b"y"]))
-    log.roll()                               # the flusher is submitted the sealed segment's flush
+    # Under the log's (re-entrant) lock: the append may roll a full segment itself, and a
+    # flush job it queues must not take the lock (and block in the write above) before
+    # this thread's roll has run: the roll would wait for it, and it for ``go``.
+    with log._lock:
+        log.append(make_batch([b"y"]))
+        log.roll()                           # the flusher is submitted the sealed segment's flush
     assert inside.wait(10)
     killer = threading.Thread(target=lambda: (_kill_without_close(log), events.append(("killed",))))
     killer.start()
