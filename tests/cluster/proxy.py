@@ -105,16 +105,21 @@ class Proxy:
         return f"127.0.0.1:{self.port}"
 
     async def _start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        net = self.network
-        # Known to the network from the accept on (its source still None while the first
-        # bytes are read), so a close in any await below ends it: a cancelled task would
-        # otherwise leave the socket to the garbage collector (a ResourceWarning).
+    def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+        """The accept callback (synchronous, in the protocol's connection_made): the
+        connection is known to the network before its task first runs, its source still
+        None while the first bytes are read, so a close ends it wherever its task is; a
+        task cancelled before it ever ran would otherwise leave the socket to the garbage
+        collector (a ResourceWarning)."""
         conn = _Conn(self.source, self.name, [writer])
-        net._conns.add(conn)
+        self.network._conns.add(conn)
+        return self._accept(conn, reader, writer)
+
+    async def _accept(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        net = self.network
         try:
             first = b""
             if conn.source is None:
@@ -264,14 +269,20 @@ class FaultyNetwork:
             self._call(shutdown)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-        # Pumps still parked on a closed stream are cancelled with the loop.
-        tasks = asyncio.all_tasks(self.loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        # An aborted transport closes its socket in a callback of the next iteration.
-        self.loop.run_until_complete(asyncio.sleep(0))
+        # Pumps still parked on a closed stream are cancelled with the loop. A connection
+        # accepted in the loop's last iterations is closed here too, and an aborted
+        # transport closes its socket in a callback of the next iteration: run the loop
+        # until no connection and no task is left.
+        for _ in range(5):
+            while self._conns:
+                self._conns.pop().close()
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
+                task.cancel()
+            tick = self.loop.create_task(asyncio.sleep(0))
+            self.loop.run_until_complete(asyncio.gather(*tasks, tick, return_exceptions=True))
+            if not self._conns and not asyncio.all_tasks(self.loop):
+                break
         self.loop.close()
 
     def __enter__(self) -> "FaultyNetwork":
