@@ -44,7 +44,7 @@ from typing import Any
 from pylog.records import iter_batches
 from server.util import wait_for
 
-__all__ = ["History", "Report", "produce_until", "read_back", "replica_log", "replica_logs", "value_of", "parse_value"]
+__all__ = ["History", "Report", "batches_at", "produce_until", "read_back", "replica_log", "replica_logs", "value_of", "parse_value"]
 
 
 def value_of(partition: int, seq: int) -> bytes:
@@ -121,6 +121,27 @@ def replica_log(data_dir: Path, topic: str, partition: int, *, with_epochs: bool
             # A batch written while we read, or a torn tail: the rest of the segment is
             # not stable yet; what came before it is.
             pass
+    return out
+
+
+def batches_at(data_dir: Path, topic: str, partition: int, offsets: Any) -> list[str]:
+    """The headers of the batches of one replica's log on disk that hold any of
+    ``offsets``: offsets, partition leader epoch, producer id, producer epoch and
+    sequences, which tell a broker appending one producer batch twice (same producer
+    epoch and sequences) from a client sending its records again (a new epoch or new
+    sequences)."""
+    wanted = set(offsets)
+    out = []
+    pdir = Path(data_dir) / f"{topic}-{partition}"
+    for seg in sorted(pdir.glob("*.log")) if pdir.is_dir() else ():
+        try:
+            for b in iter_batches(_valid_prefix(seg), check_crc=True):
+                if any(b.base_offset <= o <= b.last_offset for o in wanted):
+                    out.append(f"offsets {b.base_offset}-{b.last_offset} leader epoch {b.partition_leader_epoch} "
+                               f"producer {b.producer_id} epoch {b.producer_epoch} "
+                               f"sequences {b.base_sequence}-{b.last_sequence}")
+        except ValueError:
+            pass   # a torn tail, as in replica_log
     return out
 
 

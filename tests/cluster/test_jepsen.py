@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from cluster.jepsen import History, produce_until, read_back, replica_logs
+from cluster.jepsen import History, batches_at, produce_until, read_back, replica_logs
 from cluster.proxy import ProxiedCluster
 from cluster.test_cluster_replication import admin
 from cluster.util import killed_at_exit
@@ -203,7 +203,18 @@ def _jepsen(cluster, duration: float) -> None:
     print(f"jepsen seed {seed}: {report.figures()}")
     print("faults: " + "; ".join(run.history.faults))
     assert report.faults > 0 and report.acknowledged > 0
-    assert report.ok, f"seed {seed}: {report.problems()}"
+    assert report.ok, f"seed {seed}: {report.problems()}" + _duplicate_batches(cluster, report)
+
+
+def _duplicate_batches(c: ProxiedCluster, report) -> str:
+    """For the first duplicated record: the batches holding its copies on each replica."""
+    if not report.duplicated:
+        return ""
+    value, places = report.duplicated[0]
+    p = places[0][0]
+    lines = [f"broker {i}: " + "; ".join(batches_at(c.cluster.base_dir / f"broker-{i}", TOPIC, p,
+                                                    [off for _, off in places])) for i in c.ids]
+    return f"\nbatches holding {value!r} on partition {p}:\n" + "\n".join(lines)
 
 
 def test_jepsen_short(cluster):
