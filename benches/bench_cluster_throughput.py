@@ -103,8 +103,11 @@ class ThroughputRig:
                     return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)[1]
                 except KafkaException as exc:
                     # A broker that has not yet had the controller's UpdateMetadata (or
-                    # LeaderAndIsr) for a new topic does not know it yet.
-                    if exc.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART) \
+                    # LeaderAndIsr) for a new topic does not know it yet; the one the
+                    # metadata names as leader may not have become it yet.
+                    if exc.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                  KafkaError.NOT_LEADER_FOR_PARTITION,
+                                                  KafkaError.LEADER_NOT_AVAILABLE) \
                             or time.monotonic() > deadline:
                         raise
                 time.sleep(0.05)
