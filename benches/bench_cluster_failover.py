@@ -97,12 +97,8 @@ class FailoverRig:
 
     def __exit__(self, *exc: object) -> None:
         self.producer.flush(10)
-        # Nothing to keep once the figures are taken: SIGKILL, not three controlled
-        # shutdowns one after the other (seconds, the last one retrying ControlledShutdown
-        # with nowhere to move its leaderships).
-        for i in sorted(self.cluster.procs):
-            self.cluster.stop_broker(i, signal.SIGKILL)
-        self.cluster.stop()
+        # Nothing to keep once the figures are taken: SIGKILL, not controlled shutdowns.
+        self.cluster.stop(signal.SIGKILL)
 
     def _wait(self, pred, what: str, timeout: float = 120.0):
         return wait_for_metadata(self.admin, pred, what, timeout)
