@@ -1323,6 +1323,14 @@ class Broker:
             psm.replay(self._batch_headers(log, start))
             psm.map_end_offset = log.log_end_offset
 
+    def partition_lock(self, topic: str, partition: int) -> threading.Lock:
+        """The lock every append to and truncation of a partition holds.  A clustered
+        broker's leadership changes hold it too, so the leadership a leader append reads
+        under it (:meth:`ReplicaManager.append_epoch`) stays true until the append is
+        done.  Lock order: a replica's lock, then this one, then the Log's.  Raises
+        UnknownTopicOrPartitionError."""
+        return self._partition(topic, partition).lock
+
     def truncate_partition(self, topic: str, partition: int, offset: int) -> bool:
         """:meth:`Log.truncate_to` under the partition's lock (a follower diverging from
         its leader); whether anything was removed."""
@@ -2070,8 +2078,11 @@ class Broker:
         KafkaStorageError.  Raises PylogError with nothing appended."""
         log = part.log
         try:
+            # Read under the partition's lock, which leadership changes hold too: a
+            # replica that stopped leading since the produce's check refuses here
+            # (NotLeaderError) rather than append in an epoch it does not lead.
             epoch = part.topic.leader_epoch if self.replication is None else \
-                self.replication.leader_epoch(part.topic.name, part.index)
+                self.replication.append_epoch(part.topic.name, part.index)
             info = log.append(views[0] if len(views) == 1 else views, leader_epoch=epoch)
         except LogClosedError:
             raise

@@ -298,6 +298,27 @@ class ReplicaManager:
             return self.broker.topic_leader_epoch(topic)
         return 0 if r is None else max(r.state.leader_epoch, 0)
 
+    def append_epoch(self, topic: str, partition: int) -> int:
+        """The leader epoch a leader append stamps into its batches, asked under the
+        partition's lock (:meth:`Broker.partition_lock`), which every leadership change
+        here holds too, so the answer holds until the append is done (Kafka's Partition
+        holds its leader-ISR lock over the check and the append alike).
+
+        Raises
+        ------
+        NotLeaderError
+            This replica no longer leads the partition (a LeaderAndIsr or a session
+            expiry since the produce's :meth:`check_produce`).
+        """
+        r = self.replicas.get((topic, partition))
+        if r is None and self._local_only(topic, partition):
+            return self.broker.topic_leader_epoch(topic)
+        if r is None or not r.state.is_leader:
+            now = "no replica here" if r is None else f"leader {r.state.leader_id}, epoch {r.state.leader_epoch}"
+            raise NotLeaderError(f"broker {self.broker_id} stopped leading {topic}-{partition} before the "
+                                 f"append ({now}); nothing was appended")
+        return r.state.leader_epoch
+
     def check_fetch(self, topic: str, partition: int) -> PylogError | None:
         r = self.replicas.get((topic, partition))
         if r is None and self._local_only(topic, partition):
@@ -360,7 +381,7 @@ class ReplicaManager:
                     self.replicas[tp] = r
                     self.node.watch_topic_configs(s.topic)
                 lai = replication.LeaderAndIsr(s.leader, s.leader_epoch, tuple(s.isr), s.zk_version)
-                with r.lock:
+                with r.lock, self.broker.partition_lock(*tp):     # see append_epoch
                     r.state.broker_epoch = self.node.broker_epoch
                     was_leader = r.state.is_leader
                     if s.leader == self.broker_id:
@@ -737,7 +758,7 @@ class ClusterNode:
         arrives (a zombie leader would refuse nothing meanwhile)."""
         resigned = []
         for r in list(self.replica_manager.replicas.values()):
-            with r.lock:
+            with r.lock, self.broker.partition_lock(r.topic, r.partition):   # see append_epoch
                 if r.state.resign():
                     resigned.append(r)
             if r.topic in INTERNAL_TOPICS:
