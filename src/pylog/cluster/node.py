@@ -62,8 +62,12 @@ existed; nothing in the logs is truncated for it.
 
 Thread safety: each replica has one lock (:attr:`Replica.lock`) around every call into
 its replication state machine; the server's loop thread, the replica fetcher threads and
-the LeaderAndIsr thread all take it.  Acks=all waiters and follower long polls live on
-the loop thread.
+the LeaderAndIsr thread all take it.  A leadership change (LeaderAndIsr, a resignation
+on session expiry) also holds the partition's lock in the broker core, which every
+append takes, so a leader append reads a leadership that stays true until it is done
+(:meth:`ReplicaManager.append_epoch`; Kafka's leader-ISR lock).  Lock order: the
+replica's lock, then the partition's, then the Log's.  Acks=all waiters and follower
+long polls live on the loop thread.
 """
 
 from __future__ import annotations
