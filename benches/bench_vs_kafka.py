@@ -106,6 +106,10 @@ FIGURES = [
     ("restart_s", "restart over 1 GB s", ".3f", None),
 ]
 
+#: Figures measured outside the rounds (cold starts before them, RSS in the warm-up,
+#: the restart after them): judged by the ratio of the two sides' medians.
+NOT_PER_ROUND = frozenset({"rss_mb", "cold_start_s", "restart_s"})
+
 
 def kafka_classpath() -> str:
     """Apache Kafka's classpath: ``PYLOG_KAFKA_CLASSPATH``, else the reference tests'
@@ -288,17 +292,61 @@ def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
         result[name] = {k: statistics.median(v) for k, v in samples[name].items() if v}
     result["ratio"] = {k: result["pylog"][k] / result["kafka"][k] for k in result["pylog"]
                        if result["kafka"].get(k)}
-    # Rounds in which pylog met the goal against the Kafka round beside it: the two ran
-    # back to back, under the same load, so the count shows how much of a median ratio
-    # near a bound is the machine's noise.
-    result["rounds_met"] = {}
-    for key, *_rest, goal in FIGURES:
-        pairs = list(zip(samples["pylog"][key], samples["kafka"][key]))
-        if goal is not None and len(pairs) == rounds and all(b for _a, b in pairs):
-            op, bound = goal
-            result["rounds_met"][key] = sum((a / b >= bound) if op == ">=" else (a / b <= bound)
-                                            for a, b in pairs)
+    result.update(paired(samples, rounds))
     return result
+
+
+def paired(samples: dict, rounds: int) -> dict:
+    """Each round's own ratio of every figure measured in the rounds: its two sides ran
+    back to back under the same load, so the ratio cancels what the machine did to
+    both, which the ratio of the two medians does not (it can set pylog's slow rounds
+    against Kafka's fast ones when the VM slowed down part way).  ``paired``: their
+    median, which a goal is judged on; ``rounds_met`` and ``sign_p``: how many rounds met
+    the goal and a sign test of that, which say how much of it the rounds' noise could
+    be.  ``samples``: each side's per-round lists, by figure."""
+    out: dict = {"paired": {}, "rounds_met": {}, "sign_p": {}}
+    for key, *_rest, goal in FIGURES:
+        pairs = list(zip(samples["pylog"].get(key, ()), samples["kafka"].get(key, ())))
+        if key in NOT_PER_ROUND or not pairs or len(pairs) != rounds or not all(b for _a, b in pairs):
+            continue
+        ratios = [a / b for a, b in pairs]
+        out["paired"][key] = statistics.median(ratios)
+        if goal is not None:
+            op, bound = goal
+            met = sum((x >= bound) if op == ">=" else (x <= bound) for x in ratios)
+            out["rounds_met"][key] = met
+            out["sign_p"][key] = sign_test(met, rounds)
+    return out
+
+
+def sign_test(k: int, n: int) -> float:
+    """Two-sided p-value of ``k`` successes in ``n`` rounds under a fair coin: how
+    likely a split at least this uneven is when the two servers are equal."""
+    from math import comb
+
+    tail = sum(comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def verdict(result: dict, key: str) -> str | None:
+    """Whether the goal of ``key`` is met: by the median of the rounds' own ratios where
+    every round has both sides (else by the ratio of the medians), with the rounds that
+    met it and what the sign test says of them."""
+    goal = next(g for k, *_rest, g in FIGURES if k == key)
+    ratio = result["paired"].get(key, result["ratio"].get(key))
+    if goal is None or ratio is None:
+        return None
+    op, bound = goal
+    met = ratio >= bound if op == ">=" else ratio <= bound
+    text = f"goal {op} {bound:g}: {'met' if met else 'NOT met'}"
+    if key not in result.get("rounds_met", {}):
+        return text
+    k, n, p = result["rounds_met"][key], result["rounds"], result["sign_p"][key]
+    if p >= 0.05:
+        how = "a tie within the rounds' noise"
+    else:
+        how = "met beyond the rounds' noise" if 2 * k > n else "missed beyond the rounds' noise"
+    return f"{text}, rounds' median {ratio:.2f}x, met in {k} of {n} (sign test p={p:.2g}: {how})"
 
 
 def table(result: dict) -> str:
@@ -308,14 +356,10 @@ def table(result: dict) -> str:
                          f"alternating rounds; load average {result['load_average'][0]:.1f} at the start, "
                          f"{result['load_average'][1]:.1f} at the end"
                          + ("; the idle server at SCHED_IDLE" if result.get("turns") else ""), rows).splitlines()
-    for i, (key, _label, _spec, goal) in enumerate(FIGURES):
-        ratio = result["ratio"].get(key)
-        if goal is not None and ratio is not None:
-            op, bound = goal
-            met = ratio >= bound if op == ">=" else ratio <= bound
-            lines[i + 2] += f"   goal {op} {bound:g}: {'met' if met else 'NOT met'}"
-            if key in result.get("rounds_met", {}):
-                lines[i + 2] += f" (in {result['rounds_met'][key]} of {result['rounds']} rounds)"
+    for i, (key, *_rest) in enumerate(FIGURES):
+        said = verdict(result, key)
+        if said is not None:
+            lines[i + 2] += f"   {said}"
     return "\n".join(lines)
 
 
@@ -345,8 +389,19 @@ def _track(key: str):
     return track
 
 
-for _key, *_rest in FIGURES:
+def _track_paired(key: str):
+    def track(self, result: dict) -> float:
+        return result["paired"][key]
+
+    track.__name__ = f"track_{key}_rounds_median_ratio"
+    track.unit = "ratio"
+    return track
+
+
+for _key, *_rest, _goal in FIGURES:
     setattr(VsKafka, f"track_{_key}_ratio", _track(_key))
+    if _goal is not None and _key not in NOT_PER_ROUND:
+        setattr(VsKafka, f"track_{_key}_rounds_median_ratio", _track_paired(_key))
 
 
 def main() -> None:
