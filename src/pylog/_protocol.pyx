@@ -40,8 +40,8 @@ from libc.string cimport memcpy
 
 import types as _types
 
-from pylog.protocol._errors import MalformedMessageError, ProtocolError
-from pylog.protocol.segments import FileRegion
+# (MalformedMessageError, ProtocolError and FileRegion are imported at the end of this
+# module: see there.)
 
 # The uuid module (it imports platform: ~2 ms) is imported by the first uuid field
 # decoded or encoded, not with the codec: pylog serve's start-up does without it (#17).
@@ -919,3 +919,12 @@ cdef int _skip_all_tags(Reader* r) except -1:
                 f"request header: a tagged field of {size} bytes runs past the end")
         r.pos += size
     return 0
+
+
+# Last, once every name above exists: importing pylog.protocol._errors runs the
+# pylog.protocol package, whose codec reads this module's kinds and functions at its
+# import.  At the top, a process whose first import of pylog was this module failed on
+# the half-made module (a circular import); the names below are only looked up when a
+# function runs.
+from pylog.protocol._errors import MalformedMessageError, ProtocolError   # noqa: E402
+from pylog.protocol.segments import FileRegion   # noqa: E402
