@@ -103,3 +103,39 @@ def test_a_produce_meeting_a_new_epoch_of_its_own_leadership_is_stamped_consiste
     assert log.latest_epoch == EPOCH + 1
     assert log.end_offset_for_epoch(EPOCH + 1)[1] == res.base_offset + 1
     assert log.end_offset_for_epoch(EPOCH)[1] == res.base_offset
+
+
+def test_a_produce_meeting_a_session_expiry_is_refused_and_appends_nothing(node, monkeypatch):
+    """The ZooKeeper session expired between check and append: the broker resigns every
+    leadership at once (ClusterNode._resign_leaderships), under the same locks."""
+    from types import SimpleNamespace
+
+    from pylog.cluster.node import ClusterNode
+
+    b = node.broker
+    log = b.partition_log("t", 0)
+    end = log.log_end_offset
+    reached, go = _held_between_check_and_append(b, monkeypatch)
+    results = []
+    t = threading.Thread(target=lambda: results.append(b.produce("t", 0, _batch(b"late"), acks=1)))
+    t.start()
+    assert reached.wait(10)
+    cluster_node = SimpleNamespace(replica_manager=node.replica_manager, broker_id=1, call_in_loop=node.call_in_loop,
+                                   coordinators=SimpleNamespace(leadership_changed=lambda *a: None))
+    ClusterNode._resign_leaderships(cluster_node)
+    go.set()
+    t.join(10)
+    (res,) = results
+    assert res.error_code == NotLeaderError.error_code, res
+    assert log.log_end_offset == end
+
+
+def test_a_leadership_change_of_a_deleted_partition_still_applies(node):
+    """A replica whose partition the broker core no longer has (deleted): the change
+    needs no partition lock, and applies."""
+    rm = node.replica_manager
+    r = rm.replicas[("t", 0)]
+    node.broker.delete_topic("t")
+    with rm.leadership_change("t", 0):
+        with r.lock:
+            assert r.state.resign()

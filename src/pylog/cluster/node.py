@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -323,6 +324,15 @@ class ReplicaManager:
                                  f"append ({now}); nothing was appended")
         return r.state.leader_epoch
 
+    def leadership_change(self, topic: str, partition: int) -> Any:
+        """What a leadership change holds besides the replica's lock: the partition's
+        lock in the broker core (see :meth:`append_epoch`), or nothing when the broker
+        no longer has the partition (deleted: nothing appends to it)."""
+        try:
+            return self.broker.partition_lock(topic, partition)
+        except UnknownTopicOrPartitionError:
+            return contextlib.nullcontext()
+
     def check_fetch(self, topic: str, partition: int) -> PylogError | None:
         r = self.replicas.get((topic, partition))
         if r is None and self._local_only(topic, partition):
@@ -385,7 +395,7 @@ class ReplicaManager:
                     self.replicas[tp] = r
                     self.node.watch_topic_configs(s.topic)
                 lai = replication.LeaderAndIsr(s.leader, s.leader_epoch, tuple(s.isr), s.zk_version)
-                with r.lock, self.broker.partition_lock(*tp):     # see append_epoch
+                with r.lock, self.leadership_change(*tp):
                     r.state.broker_epoch = self.node.broker_epoch
                     was_leader = r.state.is_leader
                     if s.leader == self.broker_id:
@@ -762,7 +772,7 @@ class ClusterNode:
         arrives (a zombie leader would refuse nothing meanwhile)."""
         resigned = []
         for r in list(self.replica_manager.replicas.values()):
-            with r.lock, self.broker.partition_lock(r.topic, r.partition):   # see append_epoch
+            with r.lock, self.replica_manager.leadership_change(r.topic, r.partition):
                 if r.state.resign():
                     resigned.append(r)
             if r.topic in INTERNAL_TOPICS:
