@@ -380,20 +380,12 @@ class VsKafka:
         return compare()
 
 
-def _track(key: str):
+def _track(key: str, which: str = "ratio", suffix: str = "ratio"):
+    """An asv ``track_`` method reading ``result[which][key]``."""
     def track(self, result: dict) -> float:
-        return result["ratio"][key]
+        return result[which][key]
 
-    track.__name__ = f"track_{key}_ratio"
-    track.unit = "ratio"
-    return track
-
-
-def _track_paired(key: str):
-    def track(self, result: dict) -> float:
-        return result["paired"][key]
-
-    track.__name__ = f"track_{key}_rounds_median_ratio"
+    track.__name__ = f"track_{key}_{suffix}"
     track.unit = "ratio"
     return track
 
@@ -401,7 +393,7 @@ def _track_paired(key: str):
 for _key, *_rest, _goal in FIGURES:
     setattr(VsKafka, f"track_{_key}_ratio", _track(_key))
     if _goal is not None and _key not in NOT_PER_ROUND:
-        setattr(VsKafka, f"track_{_key}_rounds_median_ratio", _track_paired(_key))
+        setattr(VsKafka, f"track_{_key}_rounds_median_ratio", _track(_key, "paired", "rounds_median_ratio"))
 
 
 def main() -> None:
