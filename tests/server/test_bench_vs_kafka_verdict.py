@@ -73,3 +73,14 @@ def test_the_table_carries_each_verdict():
     text = bvk.table(res)
     line = next(ln for ln in text.splitlines() if ln.startswith("consume 1 KB"))
     assert "goal >= 1: met, rounds' median 2.00x, met in 3 of 3 (sign test p=0.25: a tie" in line
+
+
+def test_asv_tracks_both_ratios_of_each_goal():
+    res = _result({"consume_100": [1.2, 0.6, 1.2]}, {"consume_100": [1.0, 1.0, 0.5]}, 3)
+    bench = bvk.VsKafka()
+    assert bench.track_consume_100_ratio(res) == pytest.approx(1.2)
+    assert bench.track_consume_100_rounds_median_ratio(res) == pytest.approx(1.2)
+    res = _result({"consume_100": [1.0, 0.6, 0.6]}, {"consume_100": [1.0, 1.0, 0.5]}, 3)
+    assert bench.track_consume_100_ratio(res) == pytest.approx(0.6)
+    assert bench.track_consume_100_rounds_median_ratio(res) == pytest.approx(1.0)
+    assert not hasattr(bench, "track_rss_mb_rounds_median_ratio")
