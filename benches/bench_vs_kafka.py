@@ -10,7 +10,8 @@ Both servers are child processes started and measured the same way
 every workload (so the JVM has compiled the hot paths of each, both record sizes
 included), then each round runs every workload on one server and then on the other, the
 order alternating; the figures are the medians of the rounds, and the ratios pylog /
-Kafka (goals in brackets).  Only one server works at a time, and the other is idle but
+Kafka (goals in brackets), each goal judged by the median of the rounds' own ratios with a
+sign test of the rounds that met it (:func:`paired`, :func:`verdict`).  Only one server works at a time, and the other is idle but
 not silent: a JVM keeps compiling, collecting and running its timers.  So while one
 server is measured the other runs at ``SCHED_IDLE`` (:func:`take_turn`), and gets a CPU
 only when nothing else wants it; the measured one runs at this process's policy (under
