@@ -1,0 +1,140 @@
+"""benches/ceiling_server.py, the server that stores nothing (the clients' ceiling in
+benches/bench_vs_kafka.py): it must be a Kafka server as far as the measured clients go
+(records come back in order, at their offsets, to librdkafka), and refuse what it
+cannot keep without keeping any of it."""
+
+import pathlib
+import socket
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+from benches import ceiling_server as cs  # noqa: E402
+from pylog.errors import CorruptRecordError, OffsetOutOfRangeError  # noqa: E402
+from pylog.protocol import messages as m  # noqa: E402
+from pylog.protocol.apis import ApiKey  # noqa: E402
+from pylog.records import RecordBatchBuilder, iter_batches  # noqa: E402
+from tests.wire import BrokerConnection, fetch_on, produce_on, raise_for_code  # noqa: E402
+
+
+@pytest.fixture
+def ceiling():
+    server = cs.CeilingServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.sock.close()
+
+
+def _batch(values: list[bytes]) -> bytes:
+    b = RecordBatchBuilder()
+    for v in values:
+        b.append(1_700_000_000_000, None, v)
+    return bytes(b.build())
+
+
+def _create(conn: BrokerConnection, topic: str, partitions: int = 1) -> int:
+    T = m.CreateTopicsRequest
+    resp = conn.request(ApiKey.CREATE_TOPICS, T(topics=[T.CreatableTopic(
+        name=topic, num_partitions=partitions, replication_factor=1, assignments=[], configs=[])],
+        timeout_ms=1000, validate_only=False))
+    return resp.topics[0].error_code
+
+
+def _read(conn: BrokerConnection, topic: str, offset: int, **kw) -> list[tuple[int, bytes]]:
+    part = fetch_on(conn, [(topic, 0, offset)], **kw)[(topic, 0)]
+    raise_for_code(part.error_code, None, f"fetch {topic} at {offset}")
+    return [(r.offset, bytes(r.value)) for batch in iter_batches(bytes(part.records)) for r in batch]
+
+
+def test_librdkafka_reads_back_what_it_produced_in_order(ceiling):
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    boot = f"{ceiling.host}:{ceiling.port}"
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:
+        assert _create(conn, "t") == 0
+        assert _create(conn, "t") == 36                      # TOPIC_ALREADY_EXISTS
+    p = confluent_kafka.Producer({"bootstrap.servers": boot, "linger.ms": 5, "batch.num.messages": 1000})
+    for i in range(5000):
+        p.produce("t", str(i).encode())
+    assert p.flush(30) == 0
+    c = confluent_kafka.Consumer({"bootstrap.servers": boot, "group.id": "g", "enable.auto.commit": False})
+    c.assign([confluent_kafka.TopicPartition("t", 0, 0)])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < 5000 and time.monotonic() < deadline:
+        got += [(msg.offset(), msg.value()) for msg in c.consume(1000, 1.0) if msg.error() is None]
+    c.close()
+    assert got == [(i, str(i).encode()) for i in range(5000)]
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:
+        batches = fetch_on(conn, [("t", 0, 0)], max_bytes=50_000_000)[("t", 0)]
+        assert len(list(iter_batches(bytes(batches.records)))) >= 5    # several batches, offsets chained
+        assert batches.high_watermark == 5000
+
+
+def test_a_torn_batch_is_refused_and_nothing_of_it_kept(ceiling):
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:
+        _create(conn, "t")
+        assert produce_on(conn, "t", 0, _batch([b"a", b"b"]), acks=1).base_offset == 0
+        good = _batch([b"c"])
+        with pytest.raises(CorruptRecordError):
+            produce_on(conn, "t", 0, good + good[:-1], acks=1)        # the second batch cut short
+        bad_length = bytearray(good)
+        struct.pack_into(">i", bad_length, 8, 5)                        # shorter than a header
+        with pytest.raises(CorruptRecordError):
+            produce_on(conn, "t", 0, bytes(bad_length), acks=1)
+        assert _read(conn, "t", 0) == [(0, b"a"), (1, b"b")]
+        assert produce_on(conn, "t", 0, good, acks=1).base_offset == 2
+        assert _read(conn, "t", 1) == [(0, b"a"), (1, b"b"), (2, b"c")]   # from the batch holding 1
+
+
+def test_fetch_edges_and_the_byte_budget(ceiling):
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:
+        _create(conn, "t")
+        for i in range(3):
+            produce_on(conn, "t", 0, _batch([bytes([i]) * 100] * 10), acks=1)
+        one = len(_batch([b"\0" * 100] * 10))
+        assert len(_read(conn, "t", 0, partition_max_bytes=one)) == 10       # exactly one batch fits
+        assert len(_read(conn, "t", 0, partition_max_bytes=2 * one + 1)) == 20
+        assert len(_read(conn, "t", 0, partition_max_bytes=1)) == 10         # at least one batch
+        t0 = time.monotonic()
+        assert _read(conn, "t", 30, max_wait_ms=200) == []                    # at the end: waits, empty
+        assert time.monotonic() - t0 >= 0.15
+        with pytest.raises(OffsetOutOfRangeError):
+            _read(conn, "t", 31)
+        assert fetch_on(conn, [("nope", 0, 0)])[("nope", 0)].error_code == 3
+
+
+def test_a_waiting_fetch_is_answered_by_an_append(ceiling):
+    with BrokerConnection(ceiling.host, ceiling.port) as reader, \
+            BrokerConnection(ceiling.host, ceiling.port) as writer:
+        _create(writer, "t")
+        threading.Timer(0.1, produce_on, (writer, "t", 0, _batch([b"late"])), {"acks": 1}).start()
+        t0 = time.monotonic()
+        assert _read(reader, "t", 0, max_wait_ms=10_000) == [(0, b"late")]
+        assert time.monotonic() - t0 < 5
+
+
+def test_only_the_newest_topics_keep_their_records(ceiling):
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:
+        for i in range(cs.KEEP + 1):
+            _create(conn, f"t{i}")
+            produce_on(conn, f"t{i}", 0, _batch([b"x"] * 3), acks=1)
+        with pytest.raises(OffsetOutOfRangeError):
+            _read(conn, "t0", 0)
+        assert fetch_on(conn, [("t0", 0, 3)])[("t0", 0)].log_start_offset == 3
+        assert [o for o, _ in _read(conn, f"t{cs.KEEP}", 0)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("frame", [
+    struct.pack(">hhih", 11, 0, 1, 1) + b"x",                       # JoinGroup v0: not answered
+    struct.pack(">hhih", 1, 12, 1, 1) + b"x" + b"\xff" * 7,         # a Fetch cut short
+])
+def test_a_request_it_does_not_answer_closes_only_its_connection(ceiling, frame):
+    with socket.create_connection((ceiling.host, ceiling.port), timeout=5) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        assert s.recv(10) == b""
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:       # the server still serves
+        assert _create(conn, "after") == 0
