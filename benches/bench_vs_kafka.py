@@ -34,6 +34,16 @@ its ~300 MB of copied records afresh, 0.2-0.3 s of a 0.45 s run, whichever serve
   on this machine, and fetching beside it (its broker thread receiving and parsing every
   record into an op, while the server shares the other core) brings that to ~1.8M and
   ~1.3M on either server.  These rows show the servers themselves;
+- the ceiling: the throughput figures above, in every round, against
+  :mod:`benches.ceiling_server` (:class:`CeilingServer`), a Kafka-protocol server that
+  copies produced records into memory and answers a Fetch with a view of it, and does
+  nothing else.  No server that stores records does less work, so what the clients reach
+  against it is their own limit on this machine; each server's figure is also given as
+  the median of its rounds' ratios to the ceiling (its run sits between the two
+  servers' in each round).  A throughput goal on which both servers sit at the ceiling
+  is decided by the client and can only be a tie.  (Latency has no such ceiling here:
+  this server hands a Produce to a waiting Fetch across threads, which pylog's event
+  loop does not);
 - end-to-end latency p50 and p99 at 10,000 records/s (p99 ratio <= 1.0):
   :func:`benches.bench_server.end_to_end_latency` (linger 0, a consumer polling);
 - server CPU per MB: the server process's CPU time (user + system, every thread) over a
@@ -66,8 +76,8 @@ import time
 from pathlib import Path
 
 from benches.bench_server import _create_topic, confluent_consume, confluent_produce, end_to_end_latency
-from pylog.server.kafka_peer import (KafkaServer, PylogServer, first_fetch_seconds, resolve_classpath,
-                                     side_by_side, take_turn)
+from pylog.server.kafka_peer import (ChildServer, KafkaServer, PylogServer, first_fetch_seconds,
+                                     resolve_classpath, side_by_side, take_turn)
 
 SMALL = os.environ.get("PYLOG_BENCH_SMALL", "") not in ("", "0")
 #: records per throughput run, by record size
@@ -107,9 +117,29 @@ FIGURES = [
     ("restart_s", "restart over 1 GB s", ".3f", None),
 ]
 
+#: Figures also measured on the ceiling (:class:`CeilingServer`), in every round, between
+#: the two servers: the clients' own limit on this machine.
+CEILING_FIGURES = ("produce_100", "consume_100", "produce_1000", "consume_1000", "fetch_100", "fetch_1000")
+
 #: Figures measured outside the rounds (cold starts before them, RSS in the warm-up,
 #: the restart after them): judged by the ratio of the two sides' medians.
 NOT_PER_ROUND = frozenset({"rss_mb", "cold_start_s", "restart_s"})
+
+
+class CeilingServer(ChildServer):
+    """:mod:`benches.ceiling_server`: a Kafka-protocol server that keeps records in memory
+    and does no other work, started and measured as the two servers are."""
+
+    name = "ceiling"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "benches.ceiling_server", "--listen", self.bootstrap]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
 
 
 def kafka_classpath() -> str:
@@ -192,7 +222,8 @@ def fetch_loop(bootstrap: str, topic: str, records: int, total_bytes: int,
 
 def _round(server, r: int | str, out: dict) -> None:
     """One round of every throughput and latency workload on ``server`` (``r`` names
-    its topics; the warm-up round, ``"warm"``, records the server's RSS)."""
+    its topics; the warm-up round, ``"warm"``, records the server's RSS); on the
+    ceiling, the throughput workloads only."""
     for size, n in RECORDS.items():
         topic = f"t{size}-{r}"
         _create_topic(server.bootstrap, topic)
@@ -210,6 +241,8 @@ def _round(server, r: int | str, out: dict) -> None:
         out[f"cpu_fetch_{size}"].append((server.cpu_seconds() - c2) * 1000 / (got / 1e6))
         if size == 100 and r == "warm":
             out["rss_mb"].append(server.rss_bytes() / 1e6)
+    if isinstance(server, CeilingServer):
+        return
     _create_topic(server.bootstrap, f"latency-{r}")
     lat = end_to_end_latency(server.bootstrap, f"latency-{r}", LATENCY_RATE, LATENCY_SECONDS)
     out["latency_p50"].append(lat["p50"])
@@ -248,7 +281,7 @@ def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
     keep_client_heap()
     load0 = os.getloadavg()[0]
     samples: dict[str, dict[str, list[float]]] = {
-        name: {key: [] for key, *_ in FIGURES} for name in ("pylog", "kafka")}
+        name: {key: [] for key, *_ in FIGURES} for name in ("pylog", "kafka", "ceiling")}
     # Cold starts first, on empty directories, before the long run heats the page cache
     # with its data (both servers' code is in it after the first trial either way).
     for trial in range(COLD_TRIALS):
@@ -260,7 +293,7 @@ def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
             finally:
                 server.close()
             print(f"cold start {name}: {server.start_seconds:.3f} s", file=log, flush=True)
-    servers = {"pylog": PylogServer(), "kafka": KafkaServer(cp)}
+    servers = {"pylog": PylogServer(), "kafka": KafkaServer(cp), "ceiling": CeilingServer()}
     turns = False
     try:
         for name, server in servers.items():
@@ -272,12 +305,14 @@ def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
             samples[name]["rss_mb"] += warm["rss_mb"]
             print(f"{name} warmed", file=log, flush=True)
         for r in range(rounds):
-            for name in (("pylog", "kafka") if r % 2 == 0 else ("kafka", "pylog")):
+            # The ceiling between the two, so that it shares what the machine does to either.
+            for name in (("pylog", "ceiling", "kafka") if r % 2 == 0 else ("kafka", "ceiling", "pylog")):
                 take_turn(servers, name)
                 _round(servers[name], r, samples[name])
                 got = {k: round(v[-1], 2) for k, v in samples[name].items() if v}
                 print(f"round {r + 1}/{rounds} {name}: {got}", file=log, flush=True)
-        for name, server in servers.items():
+        for name in ("pylog", "kafka"):
+            server = servers[name]
             take_turn(servers, name)
             _create_topic(server.bootstrap, "restart")
             confluent_produce(server.bootstrap, "restart", RESTART_BYTES // 1000, 1000)
@@ -294,7 +329,21 @@ def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
     result["ratio"] = {k: result["pylog"][k] / result["kafka"][k] for k in result["pylog"]
                        if result["kafka"].get(k)}
     result.update(paired(samples, rounds))
+    result.update(against_ceiling(samples))
     return result
+
+
+def against_ceiling(samples: dict) -> dict:
+    """``ceiling``: the median of each of :data:`CEILING_FIGURES` on the ceiling;
+    ``vs_ceiling``: for pylog and for Kafka, the median of each round's ratio to that
+    round's ceiling run (which ran between the two servers).  ``samples``: each side's
+    per-round lists, by figure, the ceiling's under ``"ceiling"``."""
+    ceiling = samples.get("ceiling", {})
+    keys = [k for k in CEILING_FIGURES if ceiling.get(k) and all(ceiling[k])]
+    return {"ceiling": {k: statistics.median(ceiling[k]) for k in keys},
+            "vs_ceiling": {name: {k: statistics.median(a / b for a, b in zip(samples[name][k], ceiling[k]))
+                                  for k in keys if samples[name].get(k)}
+                           for name in ("pylog", "kafka")}}
 
 
 def paired(samples: dict, rounds: int) -> dict:
@@ -361,6 +410,25 @@ def table(result: dict) -> str:
         said = verdict(result, key)
         if said is not None:
             lines[i + 2] += f"   {said}"
+    if result.get("ceiling"):
+        lines += ["", ceiling_table(result)]
+    return "\n".join(lines)
+
+
+def ceiling_table(result: dict) -> str:
+    """Each server against the ceiling (:class:`CeilingServer`): medians of the rounds'
+    own ratios, each round's ceiling run between that round's two servers."""
+    labels = {key: label for key, label, *_ in FIGURES}
+    spec = {key: s for key, _label, s, _goal in FIGURES}
+    vs = result["vs_ceiling"]
+    body = [(labels[k], format(result["ceiling"][k], spec[k]), f"{vs['pylog'][k]:.2f}x", f"{vs['kafka'][k]:.2f}x")
+            for k in CEILING_FIGURES if k in result["ceiling"]]
+    head = ("", "ceiling", "pylog/ceiling", "kafka/ceiling")
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(4)]
+    lines = ["the same clients against a server that stores nothing (benches.ceiling_server): the ceiling's "
+             "median, and the medians of the rounds' ratios to it"]
+    for r in [head, *body]:
+        lines.append("  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))]))
     return "\n".join(lines)
 
 
@@ -381,20 +449,24 @@ class VsKafka:
         return compare()
 
 
-def _track(key: str, which: str = "ratio", suffix: str = "ratio"):
-    """An asv ``track_`` method reading ``result[which][key]``."""
+def _track(key: str, which: tuple[str, ...] = ("ratio",), suffix: str = "ratio"):
+    """An asv ``track_`` method reading ``result[which[0]][which[1]]...[key]``."""
     def track(self, result: dict) -> float:
-        return result[which][key]
+        for step in which:
+            result = result[step]
+        return result[key]
 
     track.__name__ = f"track_{key}_{suffix}"
     track.unit = "ratio"
     return track
 
 
+for _key in CEILING_FIGURES:
+    setattr(VsKafka, f"track_{_key}_vs_ceiling_ratio", _track(_key, ("vs_ceiling", "pylog"), "vs_ceiling_ratio"))
 for _key, *_rest, _goal in FIGURES:
     setattr(VsKafka, f"track_{_key}_ratio", _track(_key))
     if _goal is not None and _key not in NOT_PER_ROUND:
-        setattr(VsKafka, f"track_{_key}_rounds_median_ratio", _track(_key, "paired", "rounds_median_ratio"))
+        setattr(VsKafka, f"track_{_key}_rounds_median_ratio", _track(_key, ("paired",), "rounds_median_ratio"))
 
 
 def main() -> None:

@@ -144,13 +144,14 @@ def test_side_by_side_table():
 def test_bench_vs_kafka_runs_every_figure(kafka_jars):
     """benches/bench_vs_kafka.py at its smoke sizes (PYLOG_BENCH_SMALL): it starts its own
     servers (two cold starts and one measured pair, a few minutes of JVM on 2 cores),
-    hence long.  Every figure has both sides and a ratio."""
+    hence long.  Every figure has both sides and a ratio, and each of the ceiling's has
+    its value and both servers' ratios to it."""
     import os
     import pathlib
     import subprocess
     import sys
 
-    from benches.bench_vs_kafka import FIGURES
+    from benches.bench_vs_kafka import CEILING_FIGURES, FIGURES
 
     root = pathlib.Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYLOG_BENCH_SMALL="1")
@@ -162,6 +163,13 @@ def test_bench_vs_kafka_runs_every_figure(kafka_jars):
         assert float(pylog_value.replace(",", "")) >= 0 and float(kafka_value.replace(",", "")) >= 0
         assert ratio.endswith("x") or ratio == "-"
         assert bool(rest) == (goal is not None)
+    # Then the same clients against the ceiling: its figure and both servers' ratios to it.
+    ceiling = proc.stdout.split("stores nothing", 1)[1]
+    labels = {key: label for key, label, *_ in FIGURES}
+    for key in CEILING_FIGURES:
+        value, pylog_ratio, kafka_ratio = _row(ceiling.split("\n", 1)[1], labels[key])
+        assert float(value.replace(",", "")) > 0
+        assert pylog_ratio.endswith("x") and kafka_ratio.endswith("x")
 
 
 def test_kafka_that_cannot_start_is_a_failure_with_its_output(tmp_path, capsys):

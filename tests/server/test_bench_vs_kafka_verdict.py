@@ -84,3 +84,29 @@ def test_asv_tracks_both_ratios_of_each_goal():
     assert bench.track_consume_100_ratio(res) == pytest.approx(0.6)
     assert bench.track_consume_100_rounds_median_ratio(res) == pytest.approx(1.0)
     assert not hasattr(bench, "track_rss_mb_rounds_median_ratio")
+
+
+def test_each_server_is_set_against_its_rounds_ceiling():
+    # The machine halves its speed after the first round for every run alike: per-round
+    # ratios to the ceiling stay 0.9 (pylog) and 0.8 (Kafka).
+    samples = {"pylog": {"consume_100": [0.9, 0.45, 0.45]}, "kafka": {"consume_100": [0.8, 0.4, 0.4]},
+               "ceiling": {"consume_100": [1.0, 0.5, 0.5]}}
+    got = bvk.against_ceiling(samples)
+    assert got["ceiling"] == {"consume_100": 0.5}
+    assert got["vs_ceiling"]["pylog"]["consume_100"] == pytest.approx(0.9)
+    assert got["vs_ceiling"]["kafka"]["consume_100"] == pytest.approx(0.8)
+    assert bvk.against_ceiling({"pylog": {}, "kafka": {}}) == {"ceiling": {}, "vs_ceiling": {"pylog": {}, "kafka": {}}}
+
+
+def test_the_table_and_asv_carry_the_ceiling():
+    keys = [k for k, *_ in bvk.FIGURES if k not in bvk.NOT_PER_ROUND]
+    pylog, kafka = {k: [1.0, 1.0, 1.0] for k in keys}, {k: [0.5, 0.5, 0.5] for k in keys}
+    res = _result(pylog, kafka, 3)
+    res.update(bvk.against_ceiling({"pylog": pylog, "kafka": kafka,
+                                    "ceiling": {k: [2.0, 2.0, 2.0] for k in bvk.CEILING_FIGURES}}))
+    text = bvk.table(res)
+    section = text.split("stores nothing", 1)[1]
+    line = next(ln for ln in section.splitlines() if ln.startswith("fetch 1 KB"))
+    assert line.split()[-2:] == ["0.50x", "0.25x"]
+    assert bvk.VsKafka().track_fetch_1000_vs_ceiling_ratio(res) == pytest.approx(0.5)
+    assert not hasattr(bvk.VsKafka, "track_rss_mb_vs_ceiling_ratio")
