@@ -358,6 +358,12 @@ def test_file_region_validation():
     with pytest.raises(AttributeError):
         region.length = 3
     assert region == FileRegion(5, 10, 20) and len(region) == 20 and region.fileno() == 5
+    # A view of the same bytes may ride along (for writers that copy); it must hold them
+    # all, and it is no part of the region's identity.
+    with pytest.raises(ValueError):
+        FileRegion(5, 10, 20, memoryview(bytes(19)))
+    with_view = FileRegion(5, 10, 20, memoryview(bytes(20)))
+    assert with_view == region and hash(with_view) == hash(region) and region.view is None
 
 
 def test_file_region_only_in_records_of_top_plans():

@@ -118,17 +118,15 @@ def test_min_bytes_fetch_is_answered_once_appends_reach_min_bytes(inproc):
 # --------------------------------------------------------------------------------------
 
 
-def test_fetched_record_bytes_go_out_through_sendfile(inproc, monkeypatch):
+def _fetch_counting_sends(inproc, monkeypatch, topic: str, loopback: bool) -> tuple[bytes, list, list]:
+    """Fetch all of ``topic``-0 over a new connection the server takes for a loopback
+    peer or not; returns the records and the bytes the server's thread sent by sendfile
+    and by sendmsg/send."""
     import pylog.server.connection as connection
 
-    topic = unique("sendfile")
-    broker = inproc.server.broker
-    broker.create_topic(topic, 1)
-    payload = [os.urandom(10_000) for _ in range(60)]
-    for i in range(0, 60, 10):
-        broker.append(topic, 0, batch(payload[i:i + 10]))
-    by_sendfile = []
-    by_copy = []
+    monkeypatch.setattr(connection, "_is_loopback", lambda host: loopback)
+    by_sendfile: list[int] = []
+    by_copy: list[int] = []
     real_sendfile = connection.os.sendfile
     real_sendmsg = socket.socket.sendmsg
     real_send = socket.socket.send
@@ -163,12 +161,60 @@ def test_fetched_record_bytes_go_out_through_sendfile(inproc, monkeypatch):
                      F.FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=4 << 20)])])
         p = conn.request(1, body).responses[0].partitions[0]
         monkeypatch.undo()
-    records = bytes(p.records)
+    return bytes(p.records), by_sendfile, by_copy
+
+
+def _rss_file_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+def test_fetched_record_bytes_go_to_a_remote_peer_through_sendfile(inproc, monkeypatch):
+    topic = unique("sendfile")
+    broker = inproc.server.broker
+    broker.create_topic(topic, 1)
+    payload = [os.urandom(10_000) for _ in range(60)]
+    for i in range(0, 60, 10):
+        broker.append(topic, 0, batch(payload[i:i + 10]))
+    records, by_sendfile, by_copy = _fetch_counting_sends(inproc, monkeypatch, topic, loopback=False)
     assert values_of(records) == payload
     # Every record byte went through sendfile; only the response header and fields
     # (well under a kilobyte) through sendmsg/send.
     assert sum(by_sendfile) == len(records) > 600_000
     assert 0 < sum(by_copy) < 1024, by_copy
+
+
+def test_fetched_record_bytes_go_to_a_loopback_peer_from_the_mapping_and_leave_no_pages_mapped(
+        inproc, monkeypatch):
+    """To a loopback peer the records go with sendmsg from the segment's mapping (with
+    the rest of the answer), and the mapped pages they touched are let go afterwards:
+    the process's file-backed resident set does not grow by what it sent."""
+    topic = unique("mapped")
+    broker = inproc.server.broker
+    broker.create_topic(topic, 1)
+    payload = [os.urandom(100_000) for _ in range(300)]        # 30 MB
+    for i in range(0, 300, 10):
+        broker.append(topic, 0, batch(payload[i:i + 10]))
+    got: list[bytes] = []
+    rss_before = _rss_file_kb()
+    with WireClient(inproc.bootstrap) as c:
+        conn = c.leader(topic, 0)
+        offset = 0
+        while offset < 300:
+            body = F(replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=4 << 20, isolation_level=0,
+                     session_id=0, session_epoch=-1, topics=[F.FetchTopic(topic=topic, partitions=[
+                         F.FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=4 << 20)])])
+            part = conn.request(1, body).responses[0].partitions[0]
+            got += values_of(bytes(part.records))
+            offset = len(got)
+    assert got == payload
+    grown_mb = (_rss_file_kb() - rss_before) / 1024
+    assert grown_mb < 8, f"{grown_mb:.1f} MB of the 30 MB sent stayed mapped"
+    records, by_sendfile, by_copy = _fetch_counting_sends(inproc, monkeypatch, topic, loopback=True)
+    assert values_of(records) == payload[:len(values_of(records))] and len(records) > 3_000_000
+    assert by_sendfile == []
+    assert sum(by_copy) > len(records)
+    assert len(by_copy) <= 2 + len(records) // 65536     # one sendmsg, or one per socket-full
 
 
 # --------------------------------------------------------------------------------------
@@ -401,3 +447,11 @@ def test_topics_list_internal_and_groups_list_state(module_server):
         wait_for(lambda: dict(line.split("\t") for line in pylog("groups", "list", "--state", *b)
                               .stdout.splitlines()).get(stable_group) == "Empty",
                  "the group to be empty after its member left", timeout=20)
+
+
+def test_which_peers_are_loopback():
+    from pylog.server.connection import _is_loopback
+
+    assert all(_is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"))
+    assert not any(_is_loopback(h) for h in ("10.0.0.1", "192.168.1.127", "128.0.0.1", "::2", "fe80::1",
+                                              "::ffff:10.0.0.1"))

@@ -30,18 +30,26 @@ class FileRegion:
         Byte offset in the file (>= 0).
     length : int
         Number of bytes (0 <= length < 2**31, the largest records field Kafka allows).
+    view : memoryview, optional
+        The same bytes as a read-only view of a shared mapping of the file that starts
+        at the file's byte 0 (``view.obj`` is that ``mmap``), when the reader has one: a
+        writer that copies rather than splices (the server, to a loopback peer) sends
+        from it, and it keeps the mapping open until then.  Not part of equality.
     """
 
-    __slots__ = ("file", "position", "length")
+    __slots__ = ("file", "position", "length", "view")
 
-    def __init__(self, file, position: int, length: int) -> None:
+    def __init__(self, file, position: int, length: int, view: memoryview | None = None) -> None:
         if not isinstance(position, int) or position < 0:
             raise ValueError(f"FileRegion position must be an int >= 0, not {position!r}")
         if not isinstance(length, int) or not 0 <= length < 1 << 31:
             raise ValueError(f"FileRegion length must be an int in [0, 2**31), not {length!r}")
+        if view is not None and len(view) != length:
+            raise ValueError(f"FileRegion view holds {len(view)} bytes, not its length {length}")
         object.__setattr__(self, "file", file)
         object.__setattr__(self, "position", position)
         object.__setattr__(self, "length", length)
+        object.__setattr__(self, "view", view)
 
     def __setattr__(self, name, value):
         raise AttributeError("FileRegion is immutable")

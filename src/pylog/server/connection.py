@@ -44,7 +44,16 @@ Writing
     from the segment file to the socket without entering Python.  Those calls are made
     under ``TCP_CORK`` (Linux), so a Fetch answer (its head, records, and the tagged
     fields after them) leaves as one TCP segment and wakes its client once, not three
-    times.  Only when the socket is full does the connection register a writer callback.
+    times.  To a loopback peer (127.0.0.0/8, ::1) records go instead with the rest of
+    the answer in one ``sendmsg``, from the segment's mapping (the region's ``view``):
+    the kernel copies them once, as loopback copies every byte into the receiver anyway,
+    and on this project's machines (Linux 6.18, a VM) that moved 1.6x the bytes per
+    second sendfile did, at ~1.25x the server's CPU per MB (#16).  The mapping's page
+    table entries are dropped once the records have gone (``MADV_DONTNEED``, a marker
+    queued after them): the page cache keeps the pages, and the server's resident set
+    does not grow by every segment it has served.  To any other peer, sendfile: the
+    copy it saves matters where a NIC, not the receiver, takes the bytes.
+    Only when the socket is full does the connection register a writer callback.
     A request answered later (a parked Fetch) is answered by what completes it, at once
     (:meth:`Connection.answer_now`): a Fetch woken by an append goes out before the
     Produce that made the append is answered.
@@ -59,6 +68,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import mmap
 import os
 import socket
 import struct
@@ -73,6 +83,45 @@ from pylog.protocol.messages import Data
 from pylog.protocol.segments import FileRegion
 
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a peer's address as the socket gives it) is this machine's
+    loopback: 127.0.0.0/8, ::1, or an IPv4-mapped 127.x address."""
+    return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
+
+
+class _DropPages:
+    """Queued after records sent from a mapping (``view``, the bytes at ``position`` of
+    a shared file mapping from the file's byte 0): once reached, the whole pages of that
+    range leave this process's page tables (``MADV_DONTNEED``).  A shared file mapping
+    loses nothing by it: the pages stay in the page cache, dirty ones are written back
+    as before, and a later read of the range faults them in again."""
+
+    __slots__ = ("view", "position")
+
+    def __init__(self, view: memoryview, position: int) -> None:
+        self.view = view
+        self.position = position
+
+    def __len__(self) -> int:
+        return 0
+
+    def drop(self) -> None:
+        mm = self.view.obj
+        if _DONTNEED is None or not isinstance(mm, mmap.mmap) or mm.closed:
+            return
+        start = -(-self.position // _PAGE) * _PAGE
+        end = (self.position + len(self.view)) // _PAGE * _PAGE
+        if end > start:
+            try:
+                mm.madvise(_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass        # (a hint: the next read maps what it needs either way)
+
+
+_PAGE = mmap.PAGESIZE
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _I32 = struct.Struct(">i")
 _PRODUCE = 0
 
@@ -127,7 +176,7 @@ class Connection:
     __slots__ = ("server", "loop", "sock", "fd", "peer", "client_host", "rbuf", "rview",
                  "rstart", "rend", "need", "reserved", "out", "inflight", "reading", "writing",
                  "closed", "last_active", "requests", "fbuf", "large", "fgot", "ready", "cork",
-                 "tcp_corked", "__weakref__")
+                 "tcp_corked", "copy_records", "__weakref__")
 
     def __init__(self, server: Server, sock: socket.socket, addr: Any) -> None:
         self.server = server
@@ -153,6 +202,9 @@ class Connection:
         self.writing = False
         self.closed = False
         self.tcp_corked = False  # TCP_CORK on until the queued output has gone (_flush)
+        #: Records of mapped segments go out with sendmsg from the mapping, not sendfile
+        #: (see "Writing" in the module docstring): to a loopback peer.
+        self.copy_records = _is_loopback(self.client_host)
         self.last_active = _monotonic()
         self.requests = 0
         self.fbuf: bytearray | None = None   # frame buffer kept for reuse (see _start_large)
@@ -644,7 +696,20 @@ class Connection:
             # Responses corked so far go first.
             self.out.extend(cork)
             cork.clear()
-        self.out.extend(segs)
+        if self.copy_records:
+            # Each region's view in its place, the markers after the whole answer: the
+            # answer goes in one sendmsg (a marker ends a run of bytes-like segments).
+            out = self.out
+            drops = []
+            for s in segs:
+                if type(s) is FileRegion and s.view is not None:
+                    out.append(s.view)
+                    drops.append(_DropPages(s.view, s.position))
+                else:
+                    out.append(s)
+            out.extend(drops)
+        else:
+            self.out.extend(segs)
         if not self.writing:
             self._flush()
 
@@ -684,6 +749,10 @@ class Connection:
         wrote = False
         while out:
             seg = out[0]
+            if type(seg) is _DropPages:
+                out.popleft()
+                seg.drop()
+                continue
             if type(seg) is FileRegion:
                 try:
                     sent = os.sendfile(fd, seg.fileno(), seg.position, seg.length)
@@ -705,7 +774,7 @@ class Connection:
             batch = []
             total = 0
             for s in out:
-                if type(s) is FileRegion or len(batch) == _IOV_MAX:
+                if type(s) is FileRegion or type(s) is _DropPages or len(batch) == _IOV_MAX:
                     break
                 batch.append(s)
                 total += len(s)

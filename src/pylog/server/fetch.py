@@ -9,10 +9,12 @@ Reading
     partition's and the response's byte budget; the first partition with data may
     exceed the budget by one batch, as Kafka's KIP-74).
     The records field of the response is a :class:`~pylog.protocol.segments.FileRegion`
-    over the segment file, which the connection writes with ``os.sendfile``: record bytes
-    never pass through Python.  The region holds the segment's open file handle, so the
-    bytes stay readable until written even if the segment is rolled, released or deleted
-    meanwhile.
+    over the segment file, with a view of the segment's mapping of the same bytes: the
+    connection writes it with ``os.sendfile``, or to a loopback peer with ``sendmsg`` from
+    the view (:mod:`pylog.server.connection` says why); either way record bytes never
+    pass through Python.  The region holds the segment's open file handle and the view
+    its mapping, so the bytes stay readable until written even if the segment is rolled,
+    released or deleted meanwhile (the storage never shrinks a file under a live view).
 
 read_committed (isolation level 1)
     The same, with the last stable offset in place of the high watermark: a partition
@@ -183,9 +185,10 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
                 # KIP-74: the first partition with data may return one batch over the
                 # budget; later ones only what fits.
                 if size and limit > 0 and (size <= limit or total == 0):
-                    records = FileRegion(read.file, read.position, size)
+                    records = FileRegion(read.file, read.position, size, read.records)
                     total += size
-                read.release()
+                else:
+                    read.release()
             aborted = res.aborted_transactions
             if aborted is not None and records is not _EMPTY:
                 aborted = [AT(producer_id=pid, first_offset=first) for pid, first in aborted]
