@@ -75,12 +75,12 @@ def test_a_woken_fetch_is_answered_before_the_produce_that_woke_it(inproc, monke
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
-@pytest.mark.parametrize("loopback", [True, False], ids=["from-the-mapping", "sendfile"])
+@pytest.mark.parametrize("copy", [False, True], ids=["sendfile", "from-the-mapping"])
 @pytest.mark.parametrize("woken", [True, False], ids=["woken", "at-once"])
-def test_a_fetch_answer_with_records_arrives_in_one_tcp_segment(inproc, woken, loopback, monkeypatch):
-    # The server sends records to a loopback peer from the segment's mapping, to others
-    # with sendfile: both ways, the answer leaves as one segment.
-    monkeypatch.setattr(connection_module, "_is_loopback", lambda host: loopback)
+def test_a_fetch_answer_with_records_arrives_in_one_tcp_segment(inproc, woken, copy, monkeypatch):
+    # Records go with sendfile, or (PYLOG_FETCH_COPY_LOOPBACK) to a loopback peer from the
+    # segment's mapping: both ways, the answer leaves as one segment.
+    monkeypatch.setattr(connection_module, "_COPY_TO_LOOPBACK", copy)
     topic = unique("cork")
     broker = inproc.server.broker
     broker.create_topic(topic, 1)

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from pylog.protocol import messages as m
 from pylog.records import RecordBatchBuilder, iter_batches
 from tests.wire import BrokerConnection, GroupMember, WireClient
@@ -118,13 +120,13 @@ def test_min_bytes_fetch_is_answered_once_appends_reach_min_bytes(inproc):
 # --------------------------------------------------------------------------------------
 
 
-def _fetch_counting_sends(inproc, monkeypatch, topic: str, loopback: bool) -> tuple[bytes, list, list]:
-    """Fetch all of ``topic``-0 over a new connection the server takes for a loopback
-    peer or not; returns the records and the bytes the server's thread sent by sendfile
-    and by sendmsg/send."""
+def _fetch_counting_sends(inproc, monkeypatch, topic: str, copy: bool) -> tuple[bytes, list, list]:
+    """Fetch all of ``topic``-0 over a new (loopback) connection, with the server copying
+    records to loopback peers or not; returns the records and the bytes the server's
+    thread sent by sendfile and by sendmsg/send."""
     import pylog.server.connection as connection
 
-    monkeypatch.setattr(connection, "_is_loopback", lambda host: loopback)
+    monkeypatch.setattr(connection, "_COPY_TO_LOOPBACK", copy)
     by_sendfile: list[int] = []
     by_copy: list[int] = []
     real_sendfile = connection.os.sendfile
@@ -169,14 +171,14 @@ def _rss_file_kb() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
 
 
-def test_fetched_record_bytes_go_to_a_remote_peer_through_sendfile(inproc, monkeypatch):
+def test_fetched_record_bytes_go_out_through_sendfile(inproc, monkeypatch):
     topic = unique("sendfile")
     broker = inproc.server.broker
     broker.create_topic(topic, 1)
     payload = [os.urandom(10_000) for _ in range(60)]
     for i in range(0, 60, 10):
         broker.append(topic, 0, batch(payload[i:i + 10]))
-    records, by_sendfile, by_copy = _fetch_counting_sends(inproc, monkeypatch, topic, loopback=False)
+    records, by_sendfile, by_copy = _fetch_counting_sends(inproc, monkeypatch, topic, copy=False)
     assert values_of(records) == payload
     # Every record byte went through sendfile; only the response header and fields
     # (well under a kilobyte) through sendmsg/send.
@@ -186,9 +188,13 @@ def test_fetched_record_bytes_go_to_a_remote_peer_through_sendfile(inproc, monke
 
 def test_fetched_record_bytes_go_to_a_loopback_peer_from_the_mapping_and_leave_no_pages_mapped(
         inproc, monkeypatch):
-    """To a loopback peer the records go with sendmsg from the segment's mapping (with
-    the rest of the answer), and the mapped pages they touched are let go afterwards:
-    the process's file-backed resident set does not grow by what it sent."""
+    """With PYLOG_FETCH_COPY_LOOPBACK, records go to a loopback peer with sendmsg from the
+    segment's mapping (with the rest of the answer), and the mapped pages they touched
+    are let go afterwards: the process's file-backed resident set does not grow by what
+    it sent."""
+    import pylog.server.connection as connection
+
+    monkeypatch.setattr(connection, "_COPY_TO_LOOPBACK", True)
     topic = unique("mapped")
     broker = inproc.server.broker
     broker.create_topic(topic, 1)
@@ -210,7 +216,7 @@ def test_fetched_record_bytes_go_to_a_loopback_peer_from_the_mapping_and_leave_n
     assert got == payload
     grown_mb = (_rss_file_kb() - rss_before) / 1024
     assert grown_mb < 8, f"{grown_mb:.1f} MB of the 30 MB sent stayed mapped"
-    records, by_sendfile, by_copy = _fetch_counting_sends(inproc, monkeypatch, topic, loopback=True)
+    records, by_sendfile, by_copy = _fetch_counting_sends(inproc, monkeypatch, topic, copy=True)
     assert values_of(records) == payload[:len(values_of(records))] and len(records) > 3_000_000
     assert by_sendfile == []
     assert sum(by_copy) > len(records)
@@ -455,3 +461,13 @@ def test_which_peers_are_loopback():
     assert all(_is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"))
     assert not any(_is_loopback(h) for h in ("10.0.0.1", "192.168.1.127", "128.0.0.1", "::2", "fe80::1",
                                               "::ffff:10.0.0.1"))
+
+
+@pytest.mark.parametrize("value, copies", [(None, False), ("0", False), ("1", True)])
+def test_loopback_peers_get_sendfile_unless_copying_is_asked_for(value, copies):
+    env = {k: v for k, v in os.environ.items() if k != "PYLOG_FETCH_COPY_LOOPBACK"}
+    if value is not None:
+        env["PYLOG_FETCH_COPY_LOOPBACK"] = value
+    out = subprocess.run([sys.executable, "-c", "import pylog.server.connection as c; print(c._COPY_TO_LOOPBACK)"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == str(copies)

@@ -225,8 +225,7 @@ class ServerConfig:
         OS's own, autotuned, buffers).  Kafka's 100 KB is also pylog's best on loopback:
         a Fetch answer of 1 KB records cost the server 0.20-0.23 ms of CPU per MB with it
         and 0.30-0.37 with the OS's autotuned send buffer, which lets a sendfile queue
-        megabytes at once (alternating runs, ``bench_vs_kafka``'s workloads; measured with
-        sendfile, which a peer that is not loopback still gets: pylog.server.connection).
+        megabytes at once (alternating runs, ``bench_vs_kafka``'s workloads).
     Topics
         ``auto_create_topics_enable`` (create a topic on first Metadata/Produce),
         ``num_partitions`` (of auto-created topics), ``default_replication_factor`` (1

@@ -44,15 +44,17 @@ Writing
     from the segment file to the socket without entering Python.  Those calls are made
     under ``TCP_CORK`` (Linux), so a Fetch answer (its head, records, and the tagged
     fields after them) leaves as one TCP segment and wakes its client once, not three
-    times.  To a loopback peer (127.0.0.0/8, ::1) records go instead with the rest of
-    the answer in one ``sendmsg``, from the segment's mapping (the region's ``view``):
-    the kernel copies them once, as loopback copies every byte into the receiver anyway,
-    and on this project's machines (Linux 6.18, a VM) that moved 1.6x the bytes per
-    second sendfile did, at ~1.25x the server's CPU per MB (#16).  The mapping's page
-    table entries are dropped once the records have gone (``MADV_DONTNEED``, a marker
-    queued after them): the page cache keeps the pages, and the server's resident set
-    does not grow by every segment it has served.  To any other peer, sendfile: the
-    copy it saves matters where a NIC, not the receiver, takes the bytes.
+    times.  With ``PYLOG_FETCH_COPY_LOOPBACK=1`` records go to a loopback peer
+    (127.0.0.0/8, ::1) instead with the rest of the answer in one ``sendmsg``, from the
+    segment's mapping (the region's ``view``), and the mapping's page table entries are
+    dropped once they have gone (``MADV_DONTNEED``, a marker queued after them: the page
+    cache keeps the pages, and the server's resident set does not grow by every segment
+    it has served).  On this project's machines (Linux 6.18, a VM) loopback takes 1.6x
+    the bytes per second that way (sendfile's splice path costs the sender more than one
+    copy, and loopback copies every byte into the receiver anyway): a client that does
+    little per record fetched 1.5x the records per second.  It is not the default: it
+    costs 1.5x the server's CPU per MB, and librdkafka consumers, which on 2 cores are
+    limited by their own CPU, read 2-5% fewer records per second beside it (#16).
     Only when the socket is full does the connection register a writer callback.
     A request answered later (a parked Fetch) is answered by what completes it, at once
     (:meth:`Connection.answer_now`): a Fetch woken by an append goes out before the
@@ -83,6 +85,13 @@ from pylog.protocol.messages import Data
 from pylog.protocol.segments import FileRegion
 
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
+
+
+#: ``PYLOG_FETCH_COPY_LOOPBACK=1``: records go to loopback peers with sendmsg from the
+#: segment's mapping instead of sendfile (see "Writing" in the module docstring; read at
+#: import).
+FETCH_COPY_ENV = "PYLOG_FETCH_COPY_LOOPBACK"
+_COPY_TO_LOOPBACK = os.environ.get(FETCH_COPY_ENV, "") not in ("", "0")
 
 
 def _is_loopback(host: str) -> bool:
@@ -203,8 +212,8 @@ class Connection:
         self.closed = False
         self.tcp_corked = False  # TCP_CORK on until the queued output has gone (_flush)
         #: Records of mapped segments go out with sendmsg from the mapping, not sendfile
-        #: (see "Writing" in the module docstring): to a loopback peer.
-        self.copy_records = _is_loopback(self.client_host)
+        #: (see "Writing" in the module docstring): to a loopback peer, if asked for.
+        self.copy_records = _COPY_TO_LOOPBACK and _is_loopback(self.client_host)
         self.last_active = _monotonic()
         self.requests = 0
         self.fbuf: bytearray | None = None   # frame buffer kept for reuse (see _start_large)

@@ -10,8 +10,8 @@ Reading
     exceed the budget by one batch, as Kafka's KIP-74).
     The records field of the response is a :class:`~pylog.protocol.segments.FileRegion`
     over the segment file, with a view of the segment's mapping of the same bytes: the
-    connection writes it with ``os.sendfile``, or to a loopback peer with ``sendmsg`` from
-    the view (:mod:`pylog.server.connection` says why); either way record bytes never
+    connection writes it with ``os.sendfile`` (or, if asked, to a loopback peer with
+    ``sendmsg`` from the view: :mod:`pylog.server.connection`); either way record bytes never
     pass through Python.  The region holds the segment's open file handle and the view
     its mapping, so the bytes stay readable until written even if the segment is rolled,
     released or deleted meanwhile (the storage never shrinks a file under a live view).
