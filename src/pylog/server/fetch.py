@@ -9,12 +9,13 @@ Reading
     partition's and the response's byte budget; the first partition with data may
     exceed the budget by one batch, as Kafka's KIP-74).
     The records field of the response is a :class:`~pylog.protocol.segments.FileRegion`
-    over the segment file, with a view of the segment's mapping of the same bytes: the
-    connection writes it with ``os.sendfile`` (or, if asked, to a loopback peer with
-    ``sendmsg`` from the view: :mod:`pylog.server.connection`); either way record bytes never
-    pass through Python.  The region holds the segment's open file handle and the view
-    its mapping, so the bytes stay readable until written even if the segment is rolled,
-    released or deleted meanwhile (the storage never shrinks a file under a live view).
+    over the segment file, which the connection writes with ``os.sendfile`` (with
+    ``PYLOG_FETCH_COPY_LOOPBACK`` the region also carries the read's view of the segment's
+    mapping, which goes to a loopback peer with ``sendmsg``: :mod:`pylog.server.connection`);
+    either way record bytes never pass through Python.  The region holds the segment's
+    open file handle (and the view its mapping), so the bytes stay readable until written
+    even if the segment is rolled, released or deleted meanwhile (the storage never
+    shrinks a file under a live view).
 
 read_committed (isolation level 1)
     The same, with the last stable offset in place of the high watermark: a partition
@@ -51,6 +52,7 @@ from typing import Any
 from pylog.errors import PylogError
 from pylog.protocol import messages as m
 from pylog.protocol.segments import FileRegion
+from pylog.server import connection
 
 __all__ = ["CaughtUpAnswers", "FetchWaiters", "caught_up", "read_partitions"]
 
@@ -185,7 +187,11 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
                 # KIP-74: the first partition with data may return one batch over the
                 # budget; later ones only what fits.
                 if size and limit > 0 and (size <= limit or total == 0):
-                    records = FileRegion(read.file, read.position, size, read.records)
+                    if connection._COPY_TO_LOOPBACK:
+                        records = FileRegion(read.file, read.position, size, read.records)
+                    else:
+                        records = FileRegion(read.file, read.position, size)
+                        read.release()
                     total += size
                 else:
                     read.release()
