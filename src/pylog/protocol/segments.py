@@ -33,8 +33,8 @@ class FileRegion:
     view : memoryview, optional
         The same bytes as a read-only view of a shared mapping of the file that starts
         at the file's byte 0 (``view.obj`` is that ``mmap``), when the reader has one: a
-        writer that copies rather than splices (the server, to a loopback peer) sends
-        from it, and it keeps the mapping open until then.  Not part of equality.
+        writer that copies rather than splices (the server, to a loopback peer, if asked)
+        sends from it, and it keeps the mapping open until then.  Not part of equality.
     """
 
     __slots__ = ("file", "position", "length", "view")
