@@ -220,10 +220,10 @@ def fetch_loop(bootstrap: str, topic: str, records: int, total_bytes: int,
     return got_bytes, got_records / elapsed
 
 
-def _round(server, r: int | str, out: dict) -> None:
-    """One round of every throughput and latency workload on ``server`` (``r`` names
-    its topics; the warm-up round, ``"warm"``, records the server's RSS); on the
-    ceiling, the throughput workloads only."""
+def _round(server, r: int | str, out: dict, latency: bool = True) -> None:
+    """One round of every throughput workload on ``server`` and, if ``latency``, the
+    latency one (``r`` names its topics; the warm-up round, ``"warm"``, records the
+    server's RSS)."""
     for size, n in RECORDS.items():
         topic = f"t{size}-{r}"
         _create_topic(server.bootstrap, topic)
@@ -241,7 +241,7 @@ def _round(server, r: int | str, out: dict) -> None:
         out[f"cpu_fetch_{size}"].append((server.cpu_seconds() - c2) * 1000 / (got / 1e6))
         if size == 100 and r == "warm":
             out["rss_mb"].append(server.rss_bytes() / 1e6)
-    if isinstance(server, CeilingServer):
+    if not latency:
         return
     _create_topic(server.bootstrap, f"latency-{r}")
     lat = end_to_end_latency(server.bootstrap, f"latency-{r}", LATENCY_RATE, LATENCY_SECONDS)
@@ -301,14 +301,14 @@ def compare(rounds: int = ROUNDS, log=sys.stderr) -> dict:
         for name, server in servers.items():
             turns = take_turn(servers, name)
             warm: dict[str, list[float]] = {key: [] for key, *_ in FIGURES}
-            _round(server, "warm", warm)
+            _round(server, "warm", warm, latency=name != "ceiling")
             samples[name]["rss_mb"] += warm["rss_mb"]
             print(f"{name} warmed", file=log, flush=True)
         for r in range(rounds):
             # The ceiling between the two, so that it shares what the machine does to either.
             for name in (("pylog", "ceiling", "kafka") if r % 2 == 0 else ("kafka", "ceiling", "pylog")):
                 take_turn(servers, name)
-                _round(servers[name], r, samples[name])
+                _round(servers[name], r, samples[name], latency=name != "ceiling")
                 got = {k: round(v[-1], 2) for k, v in samples[name].items() if v}
                 print(f"round {r + 1}/{rounds} {name}: {got}", file=log, flush=True)
         for name in ("pylog", "kafka"):

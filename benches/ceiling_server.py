@@ -47,7 +47,7 @@ import uuid
 from typing import Any
 
 from pylog.protocol import ProtocolError, api_versions_response, decode_request_body, decode_request_header, \
-    encode_response, messages as m, supported_versions
+    encode_response, frame_size, messages as m, supported_versions
 from pylog.protocol.apis import ApiKey
 
 #: topics whose records are held (the most recently created); older ones are emptied
@@ -170,11 +170,7 @@ class CeilingServer:
                 head = _recv(conn, 4)
                 if head is None:
                     return
-                size = _be32.unpack(head)[0]
-                if not 0 < size <= _MAX_FRAME:
-                    print(f"ceiling: a frame of {size} bytes; closing the connection", file=sys.stderr)
-                    return
-                frame = _recv(conn, size)
+                frame = _recv(conn, frame_size(head, _MAX_FRAME))
                 if frame is None:
                     return
                 header, pos = decode_request_header(frame)

@@ -138,3 +138,12 @@ def test_a_request_it_does_not_answer_closes_only_its_connection(ceiling, frame)
         assert s.recv(10) == b""
     with BrokerConnection(ceiling.host, ceiling.port) as conn:       # the server still serves
         assert _create(conn, "after") == 0
+
+
+@pytest.mark.parametrize("size", [-1, 0, cs._MAX_FRAME + 1])
+def test_a_frame_size_out_of_bounds_closes_only_its_connection(ceiling, size):
+    with socket.create_connection((ceiling.host, ceiling.port), timeout=5) as s:
+        s.sendall(struct.pack(">i", size))
+        assert s.recv(10) == b""
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:       # the server still serves
+        assert _create(conn, "after") == 0
