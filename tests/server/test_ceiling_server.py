@@ -111,10 +111,17 @@ def test_a_waiting_fetch_is_answered_by_an_append(ceiling):
     with BrokerConnection(ceiling.host, ceiling.port) as reader, \
             BrokerConnection(ceiling.host, ceiling.port) as writer:
         _create(writer, "t")
-        threading.Timer(0.1, produce_on, (writer, "t", 0, _batch([b"late"])), {"acks": 1}).start()
+        produced = []
+        late = threading.Timer(0.1, lambda: produced.append(
+            produce_on(writer, "t", 0, _batch([b"late"]), acks=1)))
+        late.start()
         t0 = time.monotonic()
         assert _read(reader, "t", 0, max_wait_ms=10_000) == [(0, b"late")]
         assert time.monotonic() - t0 < 5
+        # The reader can have the record before the writer has its answer: wait for it,
+        # so the writer's connection is not closed under a request in flight.
+        late.join(10)
+        assert [p.base_offset for p in produced] == [0]
 
 
 def test_only_the_newest_topics_keep_their_records(ceiling):
