@@ -1,35 +1,40 @@
-"""A Kafka-protocol server that keeps records in memory and does nothing else: the peer
-that says what the clients of :mod:`benches.bench_vs_kafka` reach when the server costs
-next to nothing (#16).
+"""A Kafka-protocol server that does the least a log can: the peer that says what the
+clients of :mod:`benches.bench_vs_kafka` reach when the server costs next to nothing (#16).
 
-Both pylog and Apache Kafka write every produced batch to a file and read it back with
-``sendfile``; this server copies a Produce's records into memory and answers a Fetch
-with a view of that memory.  What a client reaches against it is the ceiling of that
-client on this machine for that workload: no server that stores records can do better
-(it does at least this server's work), so a workload where pylog and Kafka both reach
-it within the rounds' noise is decided by the client, not by either server.
+Both pylog and Apache Kafka check every produced batch, index it, write it to a segment
+file and read it back with ``sendfile``.  This server writes a Produce's records to a file
+with one ``pwrite`` (the copy into the page cache that every log makes, and that on a
+virtual machine costs what the host takes to back pages the guest touches for the first
+time) and answers a Fetch with a view of that file's mapping, sent with ``sendmsg``.
+What a client reaches against it is the ceiling of that client on this machine for that
+workload: no server that keeps its records in files can do better (it does at least this
+server's work), so a workload where pylog and Kafka both reach it within the rounds' noise
+is decided by the client and the machine, not by either server.
 
 What it answers (every version pylog's codec speaks, :func:`pylog.protocol.supported_versions`):
 ApiVersions, Metadata (itself as broker 0, leader of every partition), CreateTopics,
 Produce (acks 0, 1 or all: the same), Fetch (waiting up to ``max_wait_ms`` for an
 append when there is nothing to return), ListOffsets (earliest and latest only),
 FindCoordinator (itself).  Any other request, and one that does not decode, closes its
-connection, with a line on stderr.  Not a broker: no idempotence or transactions, no groups, no retention but one
-rule: only the records of the :data:`KEEP` most recently created topics are held (each
-partition's memory is an anonymous ``mmap`` of :data:`CAPACITY` bytes of address space,
-pages touched as records arrive); an older topic's log start moves to its end and its
-memory is released.
+connection, with a line on stderr.  Not a broker: no idempotence or transactions, no
+groups, no retention, no index, no recovery.
 
-Offsets: a Produce's batches get consecutive offsets (the base offset of each batch is
-written into the stored copy; the CRC does not cover it).  Records are checked only for
+On disk: one file per partition, ``<data dir>/<topic>-<partition>``, created at the
+partition's first append, sized :data:`CAPACITY` bytes (sparse: blocks are allocated as
+records are written) and holding the partition's batches back to back from byte 0, each
+with its base offset written in (the CRC does not cover it).  Nothing else is kept on
+disk: the batches' positions are in memory only, and the files are not read again; the
+data directory belongs to the caller, who removes it.
+
+Offsets: a Produce's batches get consecutive offsets.  Records are checked only for
 whole batch framing (a batch's length must fit in the request): the answer to a bad one
 is CORRUPT_MESSAGE, and nothing of that partition's records in the request is kept.
 
 Thread safety: one thread per connection; each partition's state is guarded by its own
 condition variable, the topic table by one lock.
 
-Run: ``python -m benches.ceiling_server [--listen 127.0.0.1:PORT]``; it prints
-``listening on HOST:PORT`` to stderr when it accepts connections, and stops on SIGTERM.
+Run: ``python -m benches.ceiling_server --data-dir DIR [--listen 127.0.0.1:PORT]``; it
+prints ``listening on HOST:PORT`` to stderr when it accepts connections, and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import argparse
 import bisect
 import mmap
 import os
+import re
 import signal
 import socket
 import struct
@@ -50,34 +56,35 @@ from pylog.protocol import ProtocolError, api_versions_response, decode_request_
     encode_response, frame_size, messages as m, supported_versions
 from pylog.protocol.apis import ApiKey
 
-#: topics whose records are held (the most recently created); older ones are emptied
-KEEP = 4
-#: address space reserved per partition: the records one partition can hold
+#: bytes of records one partition can hold (its file's size, sparse, and its mapping's)
 CAPACITY = 1 << 30
 
 _ANSWERED = (ApiKey.API_VERSIONS, ApiKey.METADATA, ApiKey.CREATE_TOPICS, ApiKey.PRODUCE, ApiKey.FETCH,
              ApiKey.LIST_OFFSETS, ApiKey.FIND_COORDINATOR)
 _NONE, _OFFSET_OUT_OF_RANGE, _CORRUPT_MESSAGE, _UNKNOWN_TOPIC_OR_PARTITION = 0, 1, 2, 3
-_INVALID_REQUEST, _KAFKA_STORAGE_ERROR, _TOPIC_ALREADY_EXISTS, _INVALID_PARTITIONS = 42, 56, 36, 37
+_INVALID_TOPIC, _INVALID_REQUEST, _KAFKA_STORAGE_ERROR, _TOPIC_ALREADY_EXISTS, _INVALID_PARTITIONS = 17, 42, 56, 36, 37
 _MAX_FRAME = 200 << 20
+#: Kafka's rule for topic names (they name this server's files)
+_LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _BATCH_HEADER = 61
 _be64, _be32 = struct.Struct(">q"), struct.Struct(">i")
 
 
 class Partition:
-    """One partition's records: ``mem[0:end]``, batch ``i`` at ``starts[i]:ends[i]`` with
-    base offset ``bases[i]``; offsets ``[log_start, next_offset)``."""
+    """One partition's records: the file at ``path``, mapped as ``mem``; ``[0, end)``
+    is written, batch ``i`` at ``starts[i]:ends[i]`` with base offset ``bases[i]``;
+    offsets ``[0, next_offset)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         self.cond = threading.Condition()
+        self.path = path
+        self.fd = -1
         self.mem: mmap.mmap | None = None
         self.end = 0
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.bases: list[int] = []
-        self.log_start = 0
         self.next_offset = 0
-        self.dropped = False
 
     def append(self, records: memoryview) -> tuple[int, int]:
         """Store ``records`` (whole v2 batches); returns (error code, base offset)."""
@@ -94,22 +101,36 @@ class Partition:
             pos += size
         if not spans:
             return _CORRUPT_MESSAGE, -1
+        if records.readonly:
+            records = memoryview(bytearray(records))
         with self.cond:
-            if self.dropped:
-                return _KAFKA_STORAGE_ERROR, -1
-            if self.mem is None:
-                self.mem = mmap.mmap(-1, CAPACITY, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             if self.end + n > CAPACITY:
                 return _KAFKA_STORAGE_ERROR, -1
-            base = self.next_offset
-            at = self.end
-            self.mem[at:at + n] = records
+            at, base = self.end, self.next_offset
+            # Base offsets go into the request's own buffer, so the one write is the only
+            # touch of the file's pages on the way in.
+            offset = base
+            for pos, _, last_delta in spans:
+                _be64.pack_into(records, pos, offset)
+                offset += last_delta + 1
+            try:
+                if self.mem is None:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                    os.ftruncate(self.fd, CAPACITY)
+                    self.mem = mmap.mmap(self.fd, CAPACITY)
+                written = os.pwrite(self.fd, records, at)
+            except OSError as exc:
+                print(f"ceiling: cannot write {self.path}: {exc}", file=sys.stderr)
+                written = -1
+            if written != n:            # none or part of it written: nothing of it is kept
+                return _KAFKA_STORAGE_ERROR, -1
+            offset = base
             for pos, size, last_delta in spans:
-                _be64.pack_into(self.mem, at + pos, self.next_offset)
                 self.starts.append(at + pos)
                 self.ends.append(at + pos + size)
-                self.bases.append(self.next_offset)
-                self.next_offset += last_delta + 1
+                self.bases.append(offset)
+                offset += last_delta + 1
+            self.next_offset = offset
             self.end = at + n
             self.cond.notify_all()
         return _NONE, base
@@ -120,7 +141,7 @@ class Partition:
         with self.cond:
             if offset == self.next_offset and wait_s > 0:
                 self.cond.wait(wait_s)
-            if offset < self.log_start or offset > self.next_offset:
+            if offset < 0 or offset > self.next_offset:
                 return _OFFSET_OUT_OF_RANGE, b""
             if offset == self.next_offset or self.mem is None:
                 return _NONE, b""
@@ -129,19 +150,12 @@ class Partition:
             j = max(i + 1, bisect.bisect_right(self.ends, start + max_bytes))
             return _NONE, memoryview(self.mem)[start:self.ends[j - 1]]
 
-    def drop(self) -> None:
-        """Release the records: the log now starts at its end."""
-        with self.cond:
-            self.dropped = True
-            self.log_start = self.next_offset
-            self.starts, self.ends, self.bases = [], [], []
-            self.mem = None          # unmapped once no answer in flight holds a view of it
-
 
 class CeilingServer:
     """The server: a listening socket and a thread per connection."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, data_dir: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.data_dir = data_dir
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -150,8 +164,19 @@ class CeilingServer:
         self.lock = threading.Lock()
         self.topics: dict[str, list[Partition]] = {}
         self.topic_ids: dict[str, uuid.UUID] = {}
-        self.order: list[str] = []
         self.versions = {k: v for k, v in supported_versions().items() if k in _ANSWERED}
+
+    def close(self) -> None:
+        """Stop accepting connections and close the partitions' files (their mappings
+        go when no answer in flight holds a view of them)."""
+        self.sock.close()
+        with self.lock:
+            for parts in self.topics.values():
+                for part in parts:
+                    with part.cond:
+                        if part.fd >= 0:
+                            os.close(part.fd)
+                            part.fd = -1
 
     def serve_forever(self) -> None:
         while True:
@@ -259,7 +284,7 @@ class CeilingServer:
                 budget -= len(records)
                 answers.append(R.PartitionData(
                     partition_index=p.partition, error_code=code, high_watermark=part.next_offset,
-                    last_stable_offset=part.next_offset, log_start_offset=part.log_start,
+                    last_stable_offset=part.next_offset, log_start_offset=0,
                     aborted_transactions=None, preferred_read_replica=-1, records=records))
             out.append(R.FetchableTopicResponse(topic=t.topic, partitions=answers))
         return R(throttle_time_ms=0, error_code=0, session_id=0, responses=out)
@@ -286,28 +311,24 @@ class CeilingServer:
     def _create_topics(self, req: Any) -> Any:
         R = m.CreateTopicsResponse
         out = []
-        dropped: list[list[Partition]] = []
         with self.lock:
             for t in req.topics:
                 count = 1 if t.num_partitions == -1 else t.num_partitions
-                if t.name in self.topics:
+                if not _LEGAL_NAME.fullmatch(t.name) or t.name in (".", ".."):
+                    code, msg = _INVALID_TOPIC, f"'{t.name}' is not a legal topic name."
+                elif t.name in self.topics:
                     code, msg = _TOPIC_ALREADY_EXISTS, f"Topic '{t.name}' already exists."
                 elif not 0 < count <= 10_000:
                     code, msg = _INVALID_PARTITIONS, f"{count} partitions"
                 else:
                     code, msg = _NONE, None
                     if not req.validate_only:
-                        self.topics[t.name] = [Partition() for _ in range(count)]
+                        self.topics[t.name] = [Partition(os.path.join(self.data_dir, f"{t.name}-{i}"))
+                                               for i in range(count)]
                         self.topic_ids[t.name] = uuid.uuid4()
-                        self.order.append(t.name)
-                        while len(self.order) > KEEP:
-                            dropped.append(self.topics[self.order.pop(0)])
                 out.append(R.CreatableTopicResult(name=t.name, error_code=code, error_message=msg,
                                                   num_partitions=count if code == _NONE else -1,
                                                   replication_factor=1 if code == _NONE else -1, configs=None))
-        for parts in dropped:
-            for part in parts:
-                part.drop()
         return R(throttle_time_ms=0, topics=out)
 
     def _list_offsets(self, req: Any, version: int) -> Any:
@@ -322,7 +343,7 @@ class CeilingServer:
                 elif p.timestamp == -1:
                     code, offset = _NONE, part.next_offset
                 elif p.timestamp == -2:
-                    code, offset = _NONE, part.log_start
+                    code, offset = _NONE, 0
                 else:
                     code, offset = _INVALID_REQUEST, -1
                 if version == 0:
@@ -365,10 +386,13 @@ def _send(conn: socket.socket, segments: list) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benches.ceiling_server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default 127.0.0.1 on a free port)")
+    ap.add_argument("--data-dir", required=True, help="the partitions' files go here (an existing directory)")
     args = ap.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     try:
-        server = CeilingServer(host or "127.0.0.1", int(port))
+        if not os.path.isdir(args.data_dir):
+            raise ValueError(f"{args.data_dir} is not a directory")
+        server = CeilingServer(args.data_dir, host or "127.0.0.1", int(port))
     except (ValueError, OSError) as exc:
         print(f"ceiling: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
-"""benches/ceiling_server.py, the server that stores nothing (the clients' ceiling in
-benches/bench_vs_kafka.py): it must be a Kafka server as far as the measured clients go
-(records come back in order, at their offsets, to librdkafka), and refuse what it
-cannot keep without keeping any of it."""
+"""benches/ceiling_server.py, the server that does the least a log can (the clients'
+ceiling in benches/bench_vs_kafka.py): it must be a Kafka server as far as the measured
+clients go (records come back in order, at their offsets, to librdkafka), write what it
+acknowledges to its files, and refuse what it cannot keep without keeping any of it."""
 
 import pathlib
 import socket
@@ -23,11 +23,11 @@ from tests.wire import BrokerConnection, fetch_on, produce_on, raise_for_code  #
 
 
 @pytest.fixture
-def ceiling():
-    server = cs.CeilingServer()
+def ceiling(tmp_path):
+    server = cs.CeilingServer(str(tmp_path))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
-    server.sock.close()
+    server.close()
 
 
 def _batch(values: list[bytes]) -> bytes:
@@ -124,15 +124,28 @@ def test_a_waiting_fetch_is_answered_by_an_append(ceiling):
         assert [p.base_offset for p in produced] == [0]
 
 
-def test_only_the_newest_topics_keep_their_records(ceiling):
+def test_records_are_in_the_partitions_file_with_their_offsets(ceiling, tmp_path):
     with BrokerConnection(ceiling.host, ceiling.port) as conn:
-        for i in range(cs.KEEP + 1):
-            _create(conn, f"t{i}")
-            produce_on(conn, f"t{i}", 0, _batch([b"x"] * 3), acks=1)
-        with pytest.raises(OffsetOutOfRangeError):
-            _read(conn, "t0", 0)
-        assert fetch_on(conn, [("t0", 0, 3)])[("t0", 0)].log_start_offset == 3
-        assert [o for o, _ in _read(conn, f"t{cs.KEEP}", 0)] == [0, 1, 2]
+        _create(conn, "t", partitions=2)
+        first, second = _batch([b"a", b"b"]), _batch([b"c"])
+        assert produce_on(conn, "t", 1, first + second, acks=1).base_offset == 0
+        assert produce_on(conn, "t", 1, _batch([b"d"]), acks=1).base_offset == 3
+        assert not (tmp_path / "t-0").exists()                  # created by its first append
+    assert (tmp_path / "t-1").stat().st_size == cs.CAPACITY        # sparse, sized once
+    written = first + second + _batch([b"d"])
+    with open(tmp_path / "t-1", "rb") as f:
+        data = f.read(len(written) + 4096)
+    assert data[len(written):len(written) + 4096] == bytes(4096)
+    got = [(r.offset, bytes(r.value)) for b in iter_batches(data[:len(written)]) for r in b]
+    assert got == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+
+
+def test_a_topic_name_that_is_not_a_file_name_is_refused(ceiling, tmp_path):
+    with BrokerConnection(ceiling.host, ceiling.port) as conn:
+        for name in ("../up", "a/b", "..", "", "x" * 250):
+            assert _create(conn, name) == 17, name
+        assert _create(conn, "x" * 249) == 0
+    assert [p.name for p in tmp_path.parent.iterdir() if p.name == "up"] == []
 
 
 @pytest.mark.parametrize("frame", [
