@@ -26,7 +26,14 @@ its ~300 MB of copied records afresh, 0.2-0.3 s of a 0.45 s run, whichever serve
   and :func:`~benches.bench_server.confluent_consume`, one partition.  A consume takes
   0.2-0.8 s, and the same server's figure swung by 30% from round to round while other
   jobs shared the machine, which they can only slow down: each round reads its records
-  ``CONSUME_READS`` (3) times, a fresh consumer each time, and keeps the best read;
+  ``CONSUME_READS`` (3) times, a fresh consumer each time, and keeps the best read.  A
+  produce swings more (200,000 records of 1 KB: 175k-1.18M records/s on one server in
+  one run): on this VM the page cache takes memory the host has not backed or has
+  taken back (a DAMON scheme pages out cold file pages, and free-page reporting hands
+  them to the host), and a write into such a page waits for the host.  Which pages a
+  run gets is the machine's doing, not the server's, and it too can only slow a run
+  down: each round produces ``PRODUCE_RUNS`` (3) times to its topic, a fresh producer
+  each time, and keeps the best run;
 - fetch throughput with a minimal client (:func:`fetch_loop`), records/s and server CPU
   per MB: what each server's Fetch path delivers when the client does next to nothing.
   librdkafka's consumer is the limit of the consume figures above: read from its queue
@@ -90,6 +97,9 @@ RESTART_BYTES = 5_000_000 if SMALL else 1_000_000_000
 #: reads of a round's records, each by a fresh consumer; the round's consume figure is the
 #: best of them (see the module docstring)
 CONSUME_READS = 1 if SMALL else 3
+#: produce runs per round, each by a fresh producer, to the same topic; the round's produce
+#: figure is the best of them (see the module docstring)
+PRODUCE_RUNS = 1 if SMALL else 3
 #: bytes of records the minimal Fetch client reads per run (the round's topic, over and over)
 FETCH_BYTES = 5_000_000 if SMALL else 1_000_000_000
 COLD_TRIALS = 1 if SMALL else 3
@@ -231,13 +241,14 @@ def _round(server, r: int | str, out: dict, latency: bool = True) -> None:
         topic = f"t{size}-{r}"
         _create_topic(server.bootstrap, topic)
         c0 = server.cpu_seconds()
-        out[f"produce_{size}"].append(confluent_produce(server.bootstrap, topic, n, size))
+        out[f"produce_{size}"].append(max(confluent_produce(server.bootstrap, topic, n, size)
+                                          for _ in range(PRODUCE_RUNS)))
         c1 = server.cpu_seconds()
         out[f"consume_{size}"].append(max(confluent_consume(server.bootstrap, topic, n)
                                           for _ in range(CONSUME_READS)))
         c2 = server.cpu_seconds()
         mb = n * size / 1e6
-        out[f"cpu_produce_{size}"].append((c1 - c0) * 1000 / mb)
+        out[f"cpu_produce_{size}"].append((c1 - c0) * 1000 / (mb * PRODUCE_RUNS))
         out[f"cpu_consume_{size}"].append((c2 - c1) * 1000 / (mb * CONSUME_READS))
         got, rate = fetch_loop(server.bootstrap, topic, n, FETCH_BYTES)
         out[f"fetch_{size}"].append(rate)
