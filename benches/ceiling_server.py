@@ -389,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", required=True, help="the partitions' files go here (an existing directory)")
     args = ap.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
+    if not os.path.isdir(args.data_dir):
+        print(f"ceiling: --data-dir {args.data_dir} is not a directory", file=sys.stderr)
+        return 2
     try:
-        if not os.path.isdir(args.data_dir):
-            raise ValueError(f"{args.data_dir} is not a directory")
         server = CeilingServer(args.data_dir, host or "127.0.0.1", int(port))
     except (ValueError, OSError) as exc:
         print(f"ceiling: cannot listen on {args.listen}: {exc}", file=sys.stderr)

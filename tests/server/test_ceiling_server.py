@@ -167,3 +167,10 @@ def test_a_frame_size_out_of_bounds_closes_only_its_connection(ceiling, size):
         assert s.recv(10) == b""
     with BrokerConnection(ceiling.host, ceiling.port) as conn:       # the server still serves
         assert _create(conn, "after") == 0
+
+
+def test_a_data_dir_that_is_not_a_directory_is_a_usage_error(tmp_path, capsys):
+    assert cs.main(["--data-dir", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cs.main(["--listen", "127.0.0.1:0"])                      # --data-dir is required
