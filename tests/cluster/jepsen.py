@@ -87,11 +87,11 @@ def read_back(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0
     cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-read-back",
                                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
-        hws = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        deadline = time.monotonic() + timeout
+        hws = {p: _high_watermark(cons, TopicPartition(topic, p), deadline) for p in range(partitions)}
         cons.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         final: dict[int, dict[int, bytes]] = {p: {} for p in range(partitions)}
         total = sum(hws.values())
-        deadline = time.monotonic() + timeout
         while sum(len(v) for v in final.values()) < total and time.monotonic() < deadline:
             msg = cons.poll(0.2)
             if msg is not None and msg.error() is None:
@@ -99,6 +99,21 @@ def read_back(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0
     finally:
         cons.close()
     return final, hws
+
+
+def _high_watermark(cons: Any, tp: Any, deadline: float) -> int:
+    """``tp``'s high watermark, asked again while the answer is that leadership is moving
+    (a healthy cluster may still move a leader, e.g. back to its preferred replica, and
+    librdkafka does not retry this query itself) until ``deadline``."""
+    from confluent_kafka import KafkaError, KafkaException
+    moving = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+    while True:
+        try:
+            return cons.get_watermark_offsets(tp, timeout=10)[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in moving or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def replica_log(data_dir: Path, topic: str, partition: int, *, with_epochs: bool = False) -> dict[int, Any]:
