@@ -80,7 +80,7 @@ def test_a_woken_fetch_is_answered_before_the_produce_that_woke_it(inproc, monke
 def test_a_fetch_answer_with_records_arrives_in_one_tcp_segment(inproc, woken, copy, monkeypatch):
     # Records go with sendfile, or (PYLOG_FETCH_COPY_LOOPBACK) to a loopback peer from the
     # segment's mapping: both ways, the answer leaves as one segment.
-    monkeypatch.setattr(connection_module, "_COPY_TO_LOOPBACK", copy)
+    monkeypatch.setattr(connection_module, "COPY_TO_LOOPBACK", copy)
     topic = unique("cork")
     broker = inproc.server.broker
     broker.create_topic(topic, 1)

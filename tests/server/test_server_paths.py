@@ -126,7 +126,7 @@ def _fetch_counting_sends(inproc, monkeypatch, topic: str, copy: bool) -> tuple[
     thread sent by sendfile and by sendmsg/send."""
     import pylog.server.connection as connection
 
-    monkeypatch.setattr(connection, "_COPY_TO_LOOPBACK", copy)
+    monkeypatch.setattr(connection, "COPY_TO_LOOPBACK", copy)
     by_sendfile: list[int] = []
     by_copy: list[int] = []
     real_sendfile = connection.os.sendfile
@@ -194,7 +194,7 @@ def test_fetched_record_bytes_go_to_a_loopback_peer_from_the_mapping_and_leave_n
     it sent."""
     import pylog.server.connection as connection
 
-    monkeypatch.setattr(connection, "_COPY_TO_LOOPBACK", True)
+    monkeypatch.setattr(connection, "COPY_TO_LOOPBACK", True)
     topic = unique("mapped")
     broker = inproc.server.broker
     broker.create_topic(topic, 1)
@@ -468,6 +468,6 @@ def test_loopback_peers_get_sendfile_unless_copying_is_asked_for(value, copies):
     env = {k: v for k, v in os.environ.items() if k != "PYLOG_FETCH_COPY_LOOPBACK"}
     if value is not None:
         env["PYLOG_FETCH_COPY_LOOPBACK"] = value
-    out = subprocess.run([sys.executable, "-c", "import pylog.server.connection as c; print(c._COPY_TO_LOOPBACK)"],
+    out = subprocess.run([sys.executable, "-c", "import pylog.server.connection as c; print(c.COPY_TO_LOOPBACK)"],
                          env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == str(copies)

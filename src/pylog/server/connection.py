@@ -91,7 +91,9 @@ _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 #: segment's mapping instead of sendfile (see "Writing" in the module docstring; read at
 #: import).
 FETCH_COPY_ENV = "PYLOG_FETCH_COPY_LOOPBACK"
-_COPY_TO_LOOPBACK = os.environ.get(FETCH_COPY_ENV, "") not in ("", "0")
+#: whether it is on: connections read it, and so does the fetch path (:mod:`pylog.server.fetch`),
+#: which gives a region its view only then
+COPY_TO_LOOPBACK = os.environ.get(FETCH_COPY_ENV, "") not in ("", "0")
 
 
 def _is_loopback(host: str) -> bool:
@@ -213,7 +215,7 @@ class Connection:
         self.tcp_corked = False  # TCP_CORK on until the queued output has gone (_flush)
         #: Records of mapped segments go out with sendmsg from the mapping, not sendfile
         #: (see "Writing" in the module docstring): to a loopback peer, if asked for.
-        self.copy_records = _COPY_TO_LOOPBACK and _is_loopback(self.client_host)
+        self.copy_records = COPY_TO_LOOPBACK and _is_loopback(self.client_host)
         self.last_active = _monotonic()
         self.requests = 0
         self.fbuf: bytearray | None = None   # frame buffer kept for reuse (see _start_large)

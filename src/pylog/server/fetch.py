@@ -187,7 +187,7 @@ def read_partitions(st: Any, wanted: list, max_bytes: int, isolation_level: int,
                 # KIP-74: the first partition with data may return one batch over the
                 # budget; later ones only what fits.
                 if size and limit > 0 and (size <= limit or total == 0):
-                    if connection._COPY_TO_LOOPBACK:
+                    if connection.COPY_TO_LOOPBACK:
                         records = FileRegion(read.file, read.position, size, read.records)
                     else:
                         records = FileRegion(read.file, read.position, size)
