@@ -27,7 +27,8 @@ disk: the batches' positions are in memory only, and the files are not read agai
 data directory belongs to the caller, who removes it.
 
 Offsets: a Produce's batches get consecutive offsets.  Records are checked only for
-whole batch framing (a batch's length must fit in the request): the answer to a bad one
+whole batch framing (a batch's length must fit in the request) and a last offset delta
+that is not negative: the answer to a bad one
 is CORRUPT_MESSAGE, and nothing of that partition's records in the request is kept.
 
 Thread safety: one thread per connection; each partition's state is guarded by its own
@@ -97,7 +98,10 @@ class Partition:
             size = 12 + _be32.unpack_from(records, pos + 8)[0]
             if size < _BATCH_HEADER or pos + size > n:
                 return _CORRUPT_MESSAGE, -1
-            spans.append((pos, size, _be32.unpack_from(records, pos + 23)[0]))
+            last_delta = _be32.unpack_from(records, pos + 23)[0]
+            if last_delta < 0:          # offsets must move forward (the reads bisect them)
+                return _CORRUPT_MESSAGE, -1
+            spans.append((pos, size, last_delta))
             pos += size
         if not spans:
             return _CORRUPT_MESSAGE, -1

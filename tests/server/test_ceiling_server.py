@@ -85,6 +85,10 @@ def test_a_torn_batch_is_refused_and_nothing_of_it_kept(ceiling):
         struct.pack_into(">i", bad_length, 8, 5)                        # shorter than a header
         with pytest.raises(CorruptRecordError):
             produce_on(conn, "t", 0, bytes(bad_length), acks=1)
+        backwards = bytearray(good)
+        struct.pack_into(">i", backwards, 23, -2)                       # a negative last offset delta
+        with pytest.raises(CorruptRecordError):
+            produce_on(conn, "t", 0, good + bytes(backwards), acks=1)
         assert _read(conn, "t", 0) == [(0, b"a"), (1, b"b")]
         assert produce_on(conn, "t", 0, good, acks=1).base_offset == 2
         assert _read(conn, "t", 1) == [(0, b"a"), (1, b"b"), (2, b"c")]   # from the batch holding 1
