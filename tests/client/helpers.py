@@ -4,6 +4,8 @@ failures."""
 
 from __future__ import annotations
 
+import time
+
 from pylog import _core
 from pylog.broker.core import ProduceResult
 from pylog.errors import InvalidRecordError, NotEnoughReplicasError, RequestTimedOutError, UnknownProducerIdError
@@ -21,9 +23,20 @@ def topic_with(client, n: int, prefix: str = "t") -> str:
     return topic
 
 
-def fetch_partition(client, topic, partition, offset, max_bytes=1 << 20):
-    """One partition's fetch result through the client's transport (errors raised)."""
-    res = client.transport.fetch([(topic, partition, offset, max_bytes)])[0]
+def fetch_partition(client, topic, partition, offset, max_bytes=1 << 20, timeout=30.0):
+    """One partition's fetch result through the client's transport (errors raised).
+
+    A remote transport answers None for a partition it could not ask this time (its
+    leader unknown, its broker in reconnect backoff, as after a server restart); like a
+    consumer's next poll, this asks again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = client.transport.fetch([(topic, partition, offset, max_bytes)])[0]
+        if res is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{topic}/{partition}: no fetch answer within {timeout} s")
+        time.sleep(0.05)
     res.raise_for_error()
     return res
 
