@@ -118,8 +118,11 @@ class Partition:
                 _be64.pack_into(records, pos, offset)
                 offset += last_delta + 1
             try:
-                if self.mem is None:
+                # Set up in steps that can each be tried again: a failure after the
+                # file is created leaves it to the next append, not refused by O_EXCL.
+                if self.fd < 0:
                     self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                if self.mem is None:
                     os.ftruncate(self.fd, CAPACITY)
                     self.mem = mmap.mmap(self.fd, CAPACITY)
                 written = os.pwrite(self.fd, records, at)

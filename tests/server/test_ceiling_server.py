@@ -3,6 +3,7 @@ ceiling in benches/bench_vs_kafka.py): it must be a Kafka server as far as the m
 clients go (records come back in order, at their offsets, to librdkafka), write what it
 acknowledges to its files, and refuse what it cannot keep without keeping any of it."""
 
+import os
 import pathlib
 import socket
 import struct
@@ -142,6 +143,30 @@ def test_records_are_in_the_partitions_file_with_their_offsets(ceiling, tmp_path
     assert data[len(written):len(written) + 4096] == bytes(4096)
     got = [(r.offset, bytes(r.value)) for b in iter_batches(data[:len(written)]) for r in b]
     assert got == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+
+
+def test_a_failed_mapping_refuses_that_append_and_the_next_one_succeeds(tmp_path, monkeypatch):
+    real = cs.mmap.mmap
+    failures = iter([OSError(12, "Cannot allocate memory")])
+
+    def flaky(*args, **kw):
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        return real(*args, **kw)
+
+    monkeypatch.setattr(cs.mmap, "mmap", flaky)
+    part = cs.Partition(str(tmp_path / "t-0"))
+    try:
+        assert part.append(memoryview(bytearray(_batch([b"a"])))) == (cs._KAFKA_STORAGE_ERROR, -1)
+        assert part.next_offset == 0 and part.end == 0
+        assert part.append(memoryview(bytearray(_batch([b"b"])))) == (cs._NONE, 0)
+        code, view = part.read(0, 1 << 20, 0)
+        assert code == cs._NONE
+        assert [bytes(r.value) for b in iter_batches(bytes(view)) for r in b] == [b"b"]
+    finally:
+        view = None
+        os.close(part.fd)
 
 
 def test_a_topic_name_that_is_not_a_file_name_is_refused(ceiling, tmp_path):
